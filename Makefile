@@ -1,0 +1,48 @@
+# accessfabric — every target does its own set-up on a fresh Debian machine (run as root).
+SHELL := /bin/bash
+# Debian's /usr/bin/python3 is built with PGO+LTO and runs our pure-Python hot
+# paths about twice as fast as a plain source build (see docs/adr/0002).
+PYTHON ?= $(shell test -x /usr/bin/python3 && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo /usr/bin/python3 || echo python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+DEBIAN_PACKAGES := iproute2 nftables python3-venv
+APT := DEBIAN_FRONTEND=noninteractive apt-get -y -o DPkg::Lock::Timeout=120
+
+.PHONY: demo test lint fuzz bench debian-deps clean
+
+$(PY):
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+		apt-get update -o DPkg::Lock::Timeout=120 && $(APT) install python3-venv; fi
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+debian-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run as root to install)"; \
+		else apt-get update -o DPkg::Lock::Timeout=120 && $(APT) install $$missing; fi; fi
+
+demo: $(STAMP)
+	$(VENV)/bin/accessfabric demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
+
+test: debian-deps $(STAMP) lint
+	$(PY) -bb -m pytest -q
+
+fuzz: $(STAMP)
+	$(PY) -m accessfabric.wire.fuzz --inputs $${FUZZ_INPUTS:-1000000}
+
+bench: $(STAMP)
+	$(VENV)/bin/accessfabric bench codec --json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

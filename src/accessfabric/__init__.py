@@ -1,0 +1,3 @@
+"""accessfabric: a distributed secure access fabric."""
+
+__version__ = "0.1.0"
