@@ -80,7 +80,7 @@ class UnknownFrameTypeError(RemoteProtocolError):
 
 
 class InvalidStreamIdError(RemoteProtocolError):
-    """A frame names a stream id it may not use (0 where a stream is needed, wrong parity, reuse)."""
+    """A frame names a stream id it may not use (0 where one is needed, wrong parity, reuse)."""
 
     error_code = ErrorCode.INVALID_STREAM_ID
 
