@@ -1,0 +1,5 @@
+import sys
+
+from accessfabric.cli import main
+
+sys.exit(main())

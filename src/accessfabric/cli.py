@@ -1,0 +1,68 @@
+"""The ``accessfabric`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from accessfabric import __version__
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from accessfabric.bench import load_suite
+
+    report = load_suite(args.suite)(args.quick)
+    print(report.to_json() if args.json else report.to_table())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from accessfabric.demo import run_demo
+
+    return run_demo(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from accessfabric.bench import SUITES
+
+    parser = argparse.ArgumentParser(
+        prog="accessfabric",
+        description="A distributed secure access fabric: nodes, sessions, relays, services.",
+    )
+    parser.add_argument("--version", action="version", version=f"accessfabric {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    bench = commands.add_parser(
+        "bench",
+        help="run a benchmark suite beside its baseline",
+        description="Run a benchmark suite; every figure is printed with the baseline "
+        "measured in the same run, because only ratios are comparable on a noisy machine.",
+    )
+    bench.add_argument("suite", choices=sorted(SUITES), help="which suite to run")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--quick", action="store_true", help="a short run (under 30 s)")
+    bench.set_defaults(handler=_cmd_bench)
+
+    demo = commands.add_parser(
+        "demo",
+        help="show the fabric working (what `make demo` runs)",
+        description="Show what exists today, end to end, on this machine.",
+    )
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
