@@ -1,0 +1,45 @@
+"""Session configuration: one frozen dataclass whose defaults work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from accessfabric.wire.limits import DEFAULT_MAX_FRAME_SIZE
+from accessfabric.wire.registry import PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionConfig:
+    """Limits and timers of one fabric session.
+
+    Windows are in bytes; times in seconds.  ``None`` disables a timer.
+    """
+
+    versions: tuple[int, ...] = (PROTOCOL_VERSION,)
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    """Largest DATA payload we accept (announced in SESSION_READY)."""
+    initial_stream_window: int = 256 * 1024
+    max_stream_window: int = 16 * 1024 * 1024
+    initial_session_window: int = 1024 * 1024
+    max_session_window: int = 64 * 1024 * 1024
+    max_concurrent_streams: int = 256
+    max_stream_send_buffer: int = 4 * 1024 * 1024
+    """Bytes a stream may queue before ``send_data`` refuses more (droppable drops instead)."""
+    droppable_queue_limit: int = 256 * 1024
+    max_control_queue: int = 4096
+    """Queued control frames (PONGs, ACKs...) beyond which a peer is told to calm down."""
+    handshake_timeout: float | None = 10.0
+    keepalive_interval: float | None = 15.0
+    """Send a PING after this long without receiving anything."""
+    ping_timeout: float | None = 10.0
+    """The peer is dead when a PING stays unanswered this long."""
+    idle_timeout: float | None = None
+    """End the session after this long with no open stream (None: persistent)."""
+    pacing_target_delay: float | None = 0.002
+    """Queueing delay (RTT above the minimum) the pacer aims for; None disables pacing."""
+    pacing_min_rate: float = 1_000_000.0
+    pressure_bulk_weight: int = 1
+    """Bulk's DRR weight while the peer reports pressure (normally 2)."""
+    route_epoch: int = 0
+    peer_epoch: int = 0
+    capabilities: bytes = b""

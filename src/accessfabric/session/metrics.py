@@ -1,0 +1,67 @@
+"""Point-in-time metrics of a session and its streams (plain data for status and Prometheus)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from accessfabric.session.stream import Stream
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamMetrics:
+    stream_id: int
+    service: str
+    traffic_class: str
+    state: str
+    bytes_in: int
+    bytes_out: int
+    frames_in: int
+    frames_out: int
+    queued_bytes: int
+    unacked_bytes: int
+    credit: int
+    credit_stalls: int
+    stall_seconds: float
+    dropped_bytes: int
+
+    @classmethod
+    def of(cls, stream: Stream, now: float) -> StreamMetrics:
+        stall = stream.stall_time
+        if stream.stall_since is not None:
+            stall += now - stream.stall_since
+        return cls(
+            stream_id=stream.stream_id,
+            service=stream.service,
+            traffic_class=stream.traffic_class.name.lower(),
+            state=stream.state.value,
+            bytes_in=stream.bytes_in,
+            bytes_out=stream.bytes_out,
+            frames_in=stream.frames_in,
+            frames_out=stream.frames_out,
+            queued_bytes=stream.queued,
+            unacked_bytes=stream.send_offset - stream.acked,
+            credit=stream.credit,
+            credit_stalls=stream.credit_stalls,
+            stall_seconds=stall,
+            dropped_bytes=stream.dropped_bytes,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionMetrics:
+    state: str
+    bytes_out_by_class: dict[str, int]
+    bytes_in_by_class: dict[str, int]
+    frames_out_by_class: dict[str, int]
+    frames_in_by_class: dict[str, int]
+    queued_bytes: int
+    control_queue: int
+    credit_stalls: int
+    resets_by_code: dict[int, int]
+    dropped_bytes: int
+    srtt: float | None
+    min_rtt: float | None
+    pacing_rate: float | None
+    streams: list[StreamMetrics]

@@ -1,0 +1,98 @@
+"""Which stream sends next: strict priority for the urgent classes, fair shares for the rest.
+
+control > dns > interactive are served by strict priority (round-robin among
+the streams of one class).  reliable, bulk and droppable share what is left by
+deficit round-robin with weights, so bulk always keeps a guaranteed minimum
+share and nothing starves.  Paced classes can be held back by the session's
+pacer without holding back the urgent ones.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from accessfabric.wire.registry import TrafficClass
+
+URGENT_CLASSES = (TrafficClass.CONTROL, TrafficClass.DNS, TrafficClass.INTERACTIVE)
+SHARED_CLASSES = (TrafficClass.RELIABLE, TrafficClass.BULK, TrafficClass.DROPPABLE)
+DEFAULT_WEIGHTS = {TrafficClass.RELIABLE: 4, TrafficClass.BULK: 2, TrafficClass.DROPPABLE: 1}
+
+
+class ClassScheduler:
+    """Keeps the streams that have something to send, by class, and picks the next one."""
+
+    __slots__ = ("_deficit", "_ready", "_rr", "quantum", "weights")
+
+    def __init__(self, quantum: int, weights: dict[TrafficClass, int] | None = None) -> None:
+        self.quantum = quantum
+        self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
+        # Per class: stream ids in round-robin order (OrderedDict as an ordered set).
+        self._ready: dict[TrafficClass, OrderedDict[int, None]] = {
+            cls: OrderedDict() for cls in TrafficClass
+        }
+        self._deficit = {cls: 0 for cls in SHARED_CLASSES}
+        self._rr = 0  # position in SHARED_CLASSES for DRR
+
+    def set_weight(self, traffic_class: TrafficClass, weight: int) -> None:
+        self.weights[traffic_class] = max(1, weight)
+
+    def mark_ready(self, stream_id: int, traffic_class: TrafficClass) -> None:
+        ready = self._ready[traffic_class]
+        if stream_id not in ready:
+            ready[stream_id] = None
+
+    def discard(self, stream_id: int, traffic_class: TrafficClass) -> None:
+        self._ready[traffic_class].pop(stream_id, None)
+
+    def has_urgent(self) -> bool:
+        ready = self._ready
+        return bool(
+            ready[TrafficClass.CONTROL]
+            or ready[TrafficClass.DNS]
+            or ready[TrafficClass.INTERACTIVE]
+        )
+
+    def has_shared(self) -> bool:
+        ready = self._ready
+        return bool(
+            ready[TrafficClass.RELIABLE]
+            or ready[TrafficClass.BULK]
+            or ready[TrafficClass.DROPPABLE]
+        )
+
+    def next_urgent(self) -> tuple[int, TrafficClass] | None:
+        for traffic_class in URGENT_CLASSES:
+            ready = self._ready[traffic_class]
+            if ready:
+                return next(iter(ready)), traffic_class
+        return None
+
+    def next_shared(self) -> tuple[int, TrafficClass] | None:
+        """Deficit round-robin over the shared classes."""
+        ready = self._ready
+        if not self.has_shared():
+            return None
+        while True:
+            traffic_class = SHARED_CLASSES[self._rr]
+            queue = ready[traffic_class]
+            if not queue:
+                self._deficit[traffic_class] = 0
+                self._rr = (self._rr + 1) % len(SHARED_CLASSES)
+                continue
+            if self._deficit[traffic_class] > 0:
+                return next(iter(queue)), traffic_class
+            self._deficit[traffic_class] += self.quantum * self.weights[traffic_class]
+            if self._deficit[traffic_class] > 0:
+                return next(iter(queue)), traffic_class
+            self._rr = (self._rr + 1) % len(SHARED_CLASSES)
+
+    def charge(self, stream_id: int, traffic_class: TrafficClass, nbytes: int, ready: bool) -> None:
+        """Account ``nbytes`` sent by a stream; rotate it to the back of its class."""
+        queue = self._ready[traffic_class]
+        queue.pop(stream_id, None)
+        if ready:
+            queue[stream_id] = None
+        if traffic_class in self._deficit:
+            self._deficit[traffic_class] -= nbytes
+            if self._deficit[traffic_class] <= 0:
+                self._rr = (self._rr + 1) % len(SHARED_CLASSES)
