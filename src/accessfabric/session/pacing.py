@@ -3,9 +3,9 @@
 When the measured RTT climbs above the path's minimum by more than a target,
 a queue is building somewhere on the path — where no scheduler can put an
 interactive frame first.  The pacer then releases reliable/bulk bytes at a
-rate that it lowers multiplicatively while the queueing delay is above target
-and raises additively while it is below, so the standing queue stays near the
-target and the link stays full.  Until the first sign of queueing the pacer
+rate that it moves by at most ``gain`` per RTT sample, in proportion to how
+far the queueing delay is from the target (down when above, up when below),
+so the standing queue stays near the target and the link stays full.  Until the first sign of queueing the pacer
 does not limit anything.
 """
 
@@ -26,14 +26,22 @@ class DelayPacer:
         "_last_refill",
         "_tokens",
         "burst",
+        "gain",
         "min_rate",
         "rate",
         "slowdowns",
         "target",
     )
 
-    def __init__(self, target_delay: float, min_rate: float = 1_000_000.0, burst: int = 65536):
+    def __init__(
+        self,
+        target_delay: float,
+        min_rate: float = 1_000_000.0,
+        burst: int = 65536,
+        gain: float = 0.05,
+    ) -> None:
         self.target = target_delay
+        self.gain = gain
         self.min_rate = min_rate
         self.burst = burst
         self.rate: float | None = None  # bytes/s; None: not pacing
@@ -65,21 +73,20 @@ class DelayPacer:
             self._base = rtt
             self._base_time = now
         queueing = rtt - self._base
-        if queueing > self.target:
+        if self.rate is None:
+            if queueing <= self.target:
+                return
             measured = self._delivery_rate(now)
-            if self.rate is None:
-                if measured is None:
-                    return
-                self.rate = measured
-                self._tokens = 0.0
-                self._last_refill = now
-            over = min(1.0, (queueing - self.target) / max(self.target, 1e-6))
-            self.rate = max(self.min_rate, self.rate * (1.0 - 0.25 * over))
+            if measured is None:
+                return
+            self.rate = measured  # first sign of a queue: start from what gets through
+            self._tokens = 0.0
+            self._last_refill = now
+        # Proportional control toward the target (LEDBAT): off_target in [-1, 1].
+        off_target = max(-1.0, min(1.0, (self.target - queueing) / max(self.target, 1e-6)))
+        if off_target < 0:
             self.slowdowns += 1
-        elif self.rate is not None:
-            # Below target: grow by up to 1/8 of the rate per sample, scaled by the headroom.
-            headroom = (self.target - queueing) / max(self.target, 1e-6)
-            self.rate *= 1.0 + 0.125 * min(1.0, headroom)
+        self.rate = max(self.min_rate, self.rate * (1.0 + self.gain * off_target))
         self._delivered = 0
         self._delivered_since = now
 

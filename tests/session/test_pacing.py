@@ -1,0 +1,59 @@
+"""Delay-based pacing keeps the bottleneck queue short and the link full."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from accessfabric.session import SessionConfig
+from accessfabric.wire import TrafficClass
+from tests.session.bottleneck import BottleneckRun
+from tests.session.pair import make_pair
+
+RATE = 12_500_000.0  # 100 Mbit/s
+DELAY = 0.005  # one way
+BUFFER = 1 << 20  # a bloated socket buffer: 84 ms at this rate
+
+
+def _run(pacing: float | None, duration: float = 3.0) -> tuple[BottleneckRun, float]:
+    config = SessionConfig(
+        pacing_target_delay=pacing,
+        initial_stream_window=8 << 20,
+        initial_session_window=16 << 20,
+        keepalive_interval=None,
+    )
+    pair = make_pair(config, config)
+    bulk = pair.a.open_stream("download", TrafficClass.BULK)
+    pair.pump()
+    sim = BottleneckRun(rate=RATE, delay=DELAY, buffer=BUFFER)
+    chunk = b"x" * (1 << 20)
+    t = 0.0
+    while t < duration:
+        while pair.a.send_buffer_available(bulk) >= len(chunk):
+            pair.a.send_data(bulk, chunk)
+        sim.run(pair.a, pair.b, 0.1, ping_every=0.02)
+        t += 0.1
+    # Judge the steady state: the second half of the run.
+    return sim, sim.delivered / (RATE * duration)
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]
+
+
+@pytest.mark.slow
+def test_pacing_keeps_rtt_low_and_link_full() -> None:
+    paced, utilisation = _run(pacing=0.002)
+    unpaced, unpaced_utilisation = _run(pacing=None)
+    base = 2 * DELAY
+    steady = paced.ping_rtts[len(paced.ping_rtts) // 2 :]
+    steady_unpaced = unpaced.ping_rtts[len(unpaced.ping_rtts) // 2 :]
+    # Without pacing the pings queue behind the whole bloated buffer.
+    assert statistics.median(steady_unpaced) > base + 0.05
+    # With pacing they see about the target of queueing.
+    assert statistics.median(steady) < base + 0.005, statistics.median(steady)
+    assert _p99(steady) < base + 0.012, _p99(steady)
+    # ...and bulk still fills the link.
+    assert unpaced_utilisation > 0.9
+    assert utilisation >= 0.9, utilisation
