@@ -20,7 +20,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from accessfabric.demo import run_demo
 
-    return run_demo(args)
+    code: int = run_demo(args)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="show the fabric working (what `make demo` runs)",
-        description="Show what exists today, end to end, on this machine.",
+        description="Show what exists today, end to end, on this machine: two real "
+        "fabric sessions paired in memory carry a bulk download and an interactive stream, "
+        "then survive a cut carrier by resuming from the last ACK.",
+    )
+    demo.add_argument(
+        "--size-mib", type=int, default=64, metavar="N", help="size of the download (default 64)"
     )
     demo.set_defaults(handler=_cmd_demo)
     return parser
