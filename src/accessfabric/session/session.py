@@ -53,6 +53,8 @@ PRESSURE_HIGH = 50
 """A peer pressure level (percent) at or above which bulk's share is lowered."""
 _MIN_PACED_FRAME = 1024
 _EMPTY = memoryview(b"")
+_OPEN = StreamState.OPEN
+_HALF_CLOSED_LOCAL = StreamState.HALF_CLOSED_LOCAL
 
 
 class SessionState(Enum):
@@ -139,10 +141,11 @@ class Session:
         self._session_credit_limit = 0
         self._session_recv = ReceiveWindow(config.initial_session_window, config.max_session_window)
         # Counters.
-        self.bytes_out_by_class = dict.fromkeys(TrafficClass, 0)
-        self.bytes_in_by_class = dict.fromkeys(TrafficClass, 0)
-        self.frames_out_by_class = dict.fromkeys(TrafficClass, 0)
-        self.frames_in_by_class = dict.fromkeys(TrafficClass, 0)
+        # Per-class totals of streams already forgotten (live ones are summed on demand).
+        self._totals_out = dict.fromkeys(TrafficClass, 0)
+        self._totals_in = dict.fromkeys(TrafficClass, 0)
+        self._frames_out = dict.fromkeys(TrafficClass, 0)
+        self._frames_in = dict.fromkeys(TrafficClass, 0)
         self.resets_by_code: dict[int, int] = {}
         self.credit_stalls = 0
         self.dropped_bytes = 0
@@ -302,8 +305,42 @@ class Session:
         payload = frame.payload
         size = len(payload)
         # Session-wide credit counts every DATA byte on the wire, duplicates included.
-        self._session_recv.on_data(self._session_recv.received + size)
-        stream = self._peer_stream(frame.stream_id, events)
+        session_recv = self._session_recv
+        session_recv.received += size
+        if session_recv.received > session_recv.limit:
+            raise FlowControlError(
+                f"peer sent {session_recv.received} DATA bytes, beyond the session credit "
+                f"of {session_recv.limit}"
+            )
+        stream = self._streams.get(frame.stream_id)
+        if stream is not None and size:
+            # Fast path: new in-order bytes within credit on a stream that may receive.
+            # (TRANSITIONS maps RECV_DATA in both of these states to the same state.)
+            recv = stream.recv
+            end = frame.offset + size
+            state = stream.state
+            if (
+                frame.offset == recv.received
+                and end <= recv.limit
+                and (state is _OPEN or state is _HALF_CLOSED_LOCAL)
+            ):
+                recv.received = end
+                stream.frames_in += 1
+                stream.bytes_in += size
+                events.append(ev.DataReceived(frame.stream_id, payload, frame.offset))
+                self._ack_pending.add(stream)
+                if frame.end_stream:
+                    self._end_received(stream, end, events)
+                return
+        self._on_data_general(frame, stream, events)
+
+    def _on_data_general(
+        self, frame: fr.Data, stream: Stream | None, events: list[ev.Event]
+    ) -> None:
+        payload = frame.payload
+        size = len(payload)
+        if stream is None:
+            stream = self._peer_stream(frame.stream_id, events)
         offset = frame.offset
         end = offset + size
         if (
@@ -343,11 +380,8 @@ class Session:
             payload = payload[duplicate:]
             offset += duplicate
         stream.frames_in += 1
-        cls = stream.traffic_class
-        self.frames_in_by_class[cls] += 1
         if payload:
             stream.bytes_in += len(payload)
-            self.bytes_in_by_class[cls] += len(payload)
             events.append(ev.DataReceived(frame.stream_id, payload, offset))
             self._ack_pending.add(stream)
         if frame.end_stream:
@@ -588,9 +622,32 @@ class Session:
             stream.state is StreamState.CLOSED and stream.acked >= stream.send_offset
         )
         if done and self.state is not SessionState.CLOSED:
-            self._streams.pop(stream.stream_id, None)
+            if self._streams.pop(stream.stream_id, None) is not None:
+                self._fold_counters(stream)
             if not any(s.state in ACTIVE_STATES for s in self._streams.values()):
                 self._idle_since = self._now
+
+    def _fold_counters(self, stream: Stream) -> None:
+        cls = stream.traffic_class
+        self._totals_in[cls] += stream.bytes_in
+        self._totals_out[cls] += stream.bytes_out
+        self._frames_in[cls] += stream.frames_in
+        self._frames_out[cls] += stream.frames_out
+
+    def _by_class(self, totals: dict[TrafficClass, int], attribute: str) -> dict[str, int]:
+        """Per-class totals: forgotten streams plus the live ones."""
+        result = {cls.name.lower(): n for cls, n in totals.items()}
+        for stream in self._streams.values():
+            result[stream.traffic_class.name.lower()] += getattr(stream, attribute)
+        return result
+
+    @property
+    def bytes_out_by_class(self) -> dict[str, int]:
+        return self._by_class(self._totals_out, "bytes_out")
+
+    @property
+    def bytes_in_by_class(self) -> dict[str, int]:
+        return self._by_class(self._totals_in, "bytes_in")
 
     def _fail(self, error: RemoteProtocolError, events: list[ev.Event]) -> None:
         """A session-level violation: GOAWAY with its code, then the session is over."""
@@ -1013,9 +1070,6 @@ class Session:
                 stream.timed_at = self._now
         stream.bytes_out += n
         stream.frames_out += 1
-        cls = stream.traffic_class
-        self.bytes_out_by_class[cls] += n
-        self.frames_out_by_class[cls] += 1
         if end:
             stream.end_sent = True
             stream.local_transition(StreamInput.SEND_END)
@@ -1127,10 +1181,10 @@ class Session:
     def metrics(self) -> SessionMetrics:
         return SessionMetrics(
             state=self.state.value,
-            bytes_out_by_class={c.name.lower(): n for c, n in self.bytes_out_by_class.items()},
-            bytes_in_by_class={c.name.lower(): n for c, n in self.bytes_in_by_class.items()},
-            frames_out_by_class={c.name.lower(): n for c, n in self.frames_out_by_class.items()},
-            frames_in_by_class={c.name.lower(): n for c, n in self.frames_in_by_class.items()},
+            bytes_out_by_class=self.bytes_out_by_class,
+            bytes_in_by_class=self.bytes_in_by_class,
+            frames_out_by_class=self._by_class(self._frames_out, "frames_out"),
+            frames_in_by_class=self._by_class(self._frames_in, "frames_in"),
             queued_bytes=self.queued_bytes(),
             control_queue=len(self._control),
             credit_stalls=self.credit_stalls,
