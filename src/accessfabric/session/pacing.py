@@ -5,8 +5,8 @@ a queue is building somewhere on the path — where no scheduler can put an
 interactive frame first.  The pacer then releases reliable/bulk bytes at a
 rate that it moves by at most ``gain`` per RTT sample, in proportion to how
 far the queueing delay is from the target (down when above, up when below),
-so the standing queue stays near the target and the link stays full.  Until the first sign of queueing the pacer
-does not limit anything.
+so the standing queue stays near the target and the link stays full.  Until
+the first sign of queueing the pacer does not limit anything.
 """
 
 from __future__ import annotations
