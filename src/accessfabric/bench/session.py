@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.identity.authenticator import Ed25519Authenticator
@@ -83,8 +84,7 @@ def _codec_only(payload_size: int, total: int) -> float:
     return time.perf_counter() - started
 
 
-def _best(rounds: int, fn: object) -> float:
-    assert callable(fn)
+def _best(rounds: int, fn: Callable[[], float]) -> float:
     return min(fn() for _ in range(rounds))
 
 
