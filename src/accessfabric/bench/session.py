@@ -15,7 +15,7 @@ from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.identity.authenticator import Ed25519Authenticator
 from accessfabric.identity.keys import NodeKey
 from accessfabric.session import DataReceived, Session, SessionConfig
-from accessfabric.wire import Data, FrameDecoder, TrafficClass, encode_many
+from accessfabric.wire import Data, Frame, FrameDecoder, TrafficClass, encode_many
 from accessfabric.wire.limits import MAX_FRAME_SIZE_CAP
 
 _FRAME_64K = 64 * 1024
@@ -74,7 +74,7 @@ def _codec_only(payload_size: int, total: int) -> float:
     piece = os.urandom(payload_size)
     count = total // payload_size
     batch = max(1, (1 << 20) // (payload_size + 17))
-    frames: list[Data] = [Data(1, i * payload_size, piece) for i in range(batch)]
+    frames: list[Frame] = [Data(1, i * payload_size, piece) for i in range(batch)]
     decoder = FrameDecoder(max(_FRAME_64K, min(MAX_FRAME_SIZE_CAP, payload_size + 8)))
     started = time.perf_counter()
     done = 0
