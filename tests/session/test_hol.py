@@ -105,3 +105,14 @@ def test_droppable_overflow_drops_only_droppable_data() -> None:
         assert hashlib.sha256(got[stream_id]).digest() == hashlib.sha256(data).digest()
     assert len(got[telemetry]) == 64 * 1024
     assert pair.a.metrics().dropped_bytes == dropped
+
+
+def test_queue_pressure_is_signalled_to_the_peer() -> None:
+    config = SessionConfig(pressure_queue_bytes=1 << 20, max_stream_send_buffer=4 << 20)
+    pair = make_pair(config, config)
+    bulk = pair.a.open_stream("sync", TrafficClass.BULK)
+    pair.a.send_data(bulk, b"x" * (3 << 20))  # 300 % of the pressure mark, window is 256 KiB
+    for _ in range(40):
+        pair.pump()
+    pressure = [e for e in pair.take("b") if isinstance(e, ev.PeerPressure)]
+    assert pressure and pressure[0].queue >= 50

@@ -38,6 +38,8 @@ class SessionConfig:
     pacing_target_delay: float | None = 0.002
     """Queueing delay (RTT above the minimum) the pacer aims for; None disables pacing."""
     pacing_min_rate: float = 1_000_000.0
+    pressure_queue_bytes: int = 64 * 1024 * 1024
+    """Queued send bytes that count as 100 % queue pressure (NODE_PRESSURE at >= 50 %)."""
     pressure_bulk_weight: int = 1
     """Bulk's DRR weight while the peer reports pressure (normally 2)."""
     route_epoch: int = 0

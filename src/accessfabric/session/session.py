@@ -116,7 +116,8 @@ class Session:
         self._goaway_sent = False
         self._goaway_received = False
         self._idle_since: float | None = now
-        self._pressure_signalled = False
+        self._pressure_high = False
+        self._pressure_checks = 0
         # Handshake.
         self._nonce = secrets.token_bytes(NONCE_SIZE)
         self._local_hello = fr.Hello(
@@ -996,8 +997,12 @@ class Session:
                 break
             parts.append(control.popleft())
             budget -= size
-        if self.state in (SessionState.READY, SessionState.DRAINING) and budget > 0:
-            budget = self._send_stream_data(parts, budget)
+        if self.state in (SessionState.READY, SessionState.DRAINING):
+            if budget > 0:
+                budget = self._send_stream_data(parts, budget)
+            self._pressure_checks += 1
+            if self._pressure_checks % 32 == 0:
+                self._signal_queue_pressure(parts)
         if not parts:
             return b""
         return b"".join(parts)
@@ -1075,6 +1080,14 @@ class Session:
             stream.local_transition(StreamInput.SEND_END)
             self._maybe_forget(stream)
         return n
+
+    def _signal_queue_pressure(self, parts: list[bytes | memoryview]) -> None:
+        """Send NODE_PRESSURE when our send queues cross the high mark, and when they recover."""
+        level = min(100, 100 * self.queued_bytes() // max(1, self.config.pressure_queue_bytes))
+        high = level >= PRESSURE_HIGH
+        if high != self._pressure_high:
+            self._pressure_high = high
+            parts.append(fr.NodePressure(level, 0, 0, 0).to_bytes())
 
     def _after_send(self, stream: Stream) -> None:
         if stream.queued and stream.stall_since is None:
