@@ -361,18 +361,20 @@ class Session:
             )
             self._discard_received(size)
             return
-        try:
-            recv.on_data(end)
-        except FlowControlError as error:
-            self._stream_error(stream, error, events)
-            self._discard_received(size)
-            return
+        # The state check comes before the window takes the bytes: a reset frees the
+        # stream's unconsumed bytes, and this frame's must not be freed twice.
         if not stream.transition(StreamInput.RECV_DATA):
             self._stream_error(
                 stream,
                 StreamClosedError(f"DATA on stream {stream.stream_id} after its end"),
                 events,
             )
+            self._discard_received(size)
+            return
+        try:
+            recv.on_data(end)
+        except FlowControlError as error:
+            self._stream_error(stream, error, events)
             self._discard_received(size)
             return
         duplicate = min(end, delivered) - offset
@@ -998,7 +1000,7 @@ class Session:
             parts.append(control.popleft())
             budget -= size
         if self.state in (SessionState.READY, SessionState.DRAINING):
-            if budget > 0:
+            if budget > 0 or not parts:
                 budget = self._send_stream_data(parts, budget)
             self._pressure_checks += 1
             if self._pressure_checks % 32 == 0:
@@ -1012,7 +1014,7 @@ class Session:
         pacer = self._pacer
         now = self._now
         max_payload = self.peer_max_frame_size - fr.DATA_HEADER.size + fr.HEADER.size
-        while budget > fr.DATA_HEADER.size:
+        while budget > fr.DATA_HEADER.size or not parts:  # at least one frame, as promised
             pick = scheduler.next_urgent()
             paced = False
             if pick is None:
@@ -1026,7 +1028,7 @@ class Session:
                     break
             stream_id, traffic_class = pick
             stream = self._streams[stream_id]
-            limit = budget - fr.DATA_HEADER.size
+            limit = max(1, budget - fr.DATA_HEADER.size)
             if paced:
                 assert pacer is not None
                 limit = min(limit, int(pacer.available(now)))
