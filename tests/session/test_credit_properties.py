@@ -172,20 +172,24 @@ class Harness:
 
 classes = st.sampled_from(list(TrafficClass))
 max_bytes = st.one_of(st.none(), st.integers(0, 40), st.integers(41, 40_000))
+send = st.tuples(
+    st.just("send"),
+    st.integers(0, 7),
+    st.one_of(st.integers(1, 12_000), st.sampled_from([4_000, 8_192, 9_000, 12_000])),
+    st.integers(0, 9).map(lambda roll: roll == 0),  # end the stream now and then
+    st.integers(0, 1 << 16),
+)
 operations = st.one_of(
     st.tuples(st.just("open"), classes),
-    st.tuples(
-        st.just("send"),
-        st.integers(0, 7),
-        st.integers(1, 6000),
-        st.integers(0, 4).map(lambda roll: roll == 0),  # end the stream now and then
-        st.integers(0, 1 << 16),
-    ),
+    send,
+    send,
+    st.tuples(st.just("pump_ab"), max_bytes, st.integers(0, 100)),
     st.tuples(st.just("pump_ab"), max_bytes, st.integers(0, 100)),
     st.tuples(st.just("pump_ba"), max_bytes),
     st.tuples(st.just("consume"), st.integers(0, 7), st.floats(0.0, 1.0)),
     st.tuples(st.just("tick"), st.floats(0.0001, 0.05)),
 )
+scripts = st.lists(operations, min_size=20, max_size=80)
 
 
 def run(paced: bool, ops: list[tuple[object, ...]]) -> Harness:
@@ -201,7 +205,7 @@ def run(paced: bool, ops: list[tuple[object, ...]]) -> Harness:
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(paced=st.booleans(), ops=st.lists(operations, max_size=40))
+@given(paced=st.booleans(), ops=scripts)
 def test_random_interleavings_respect_credit_and_deliver_everything(
     paced: bool, ops: list[tuple[object, ...]]
 ) -> None:

@@ -869,9 +869,10 @@ class Session:
         """Start draining: no new streams; with NO_ERROR open streams finish first."""
         if self.state is SessionState.CLOSED:
             return
-        if not self._goaway_sent:
+        if not self._goaway_sent or code != ErrorCode.NO_ERROR:  # an error is always told
             self._send_goaway(code, reason)
-        if code != ErrorCode.NO_ERROR or self.state is not SessionState.READY:
+        draining = self.state in (SessionState.READY, SessionState.DRAINING)
+        if code != ErrorCode.NO_ERROR or not draining:
             self.state = SessionState.CLOSED
             self._terminated = ev.SessionTerminated(error_code=code, reason=reason, remote=False)
             return
