@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from accessfabric.errors import ErrorCode
+from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.session import Session, SessionConfig, SessionState
 from accessfabric.session import events as ev
 from accessfabric.wire import (
@@ -146,6 +146,40 @@ def test_stream_reset_does_not_inflate_session_credit() -> None:
     # And the peer cannot use the grant to go beyond the window of unconsumed bytes.
     events = feed(b, open_(3), open_(5), Data(3, 0, b"z" * 6000), Data(5, 0, b"z" * 6000))
     assert terminated(events).error_code == ErrorCode.FLOW_CONTROL_ERROR
+
+
+@pytest.mark.parametrize("close_first", [False, True], ids=["open", "closed"])
+def test_acknowledging_bytes_of_a_reset_stream_frees_session_credit_once(
+    close_first: bool,
+) -> None:
+    """The reset frees the stream's unconsumed bytes; the application's late ACK must not again.
+
+    Otherwise a peer that sends and then resets its streams, against an
+    application that acknowledges what it was given, inflates the session window
+    without bound.
+    """
+    window = 8192
+    config = SessionConfig(
+        initial_stream_window=window,
+        max_stream_window=window,
+        initial_session_window=window,
+        max_session_window=window,
+    )
+    b = acceptor(config)
+    events = feed(b, open_(1), Data(1, 0, b"x" * 5000, close_first))
+    assert len(received_bytes(events, 1)) == 5000
+    if close_first:
+        b.send_data(1, b"reply", end_stream=True)  # unacknowledged: the stream stays known
+    sent_frames(b)
+    events = feed(b, ResetStream(1, ErrorCode.CANCEL))
+    assert of_type(events, ev.StreamReset)[0].remote is True
+    b.acknowledge_received(1, 5000)  # the application consumed what it was given
+    grants = [f.max_offset for f in of_type(sent_frames(b), StreamCredit) if f.stream_id == 0]
+    assert grants and max(grants) <= 5000 + window
+    # Acknowledging more than arrived is still refused on a live stream.
+    feed(b, open_(3), Data(3, 0, b"y" * 10))
+    with pytest.raises(LocalProtocolError):
+        b.acknowledge_received(3, 11)
 
 
 # ---------------------------------------------------------------- stream ids

@@ -151,6 +151,8 @@ class Session:
         self.credit_stalls = 0
         self.dropped_bytes = 0
         self.ignored_frames = 0
+        # Bytes of reset streams freed before the application acknowledged them, by stream.
+        self._released: dict[int, int] = {}
         self._control.append(self._local_hello)
         self._handlers = self._build_dispatch()
 
@@ -616,8 +618,10 @@ class Session:
         stream.retained.clear()
         self._ack_pending.discard(stream)
         if stream.recv.received > stream.recv.consumed:
-            self._discard_received(stream.recv.received - stream.recv.consumed)
+            released = stream.recv.received - stream.recv.consumed
+            self._discard_received(released)
             stream.recv.consumed = stream.recv.received
+            self._released[stream.stream_id] = released  # the app may still acknowledge them
         self._maybe_forget(stream)
 
     def _maybe_forget(self, stream: Stream) -> None:
@@ -832,6 +836,13 @@ class Session:
         """The application consumed ``nbytes`` of a stream: this is what grants credit."""
         if nbytes <= 0:
             return
+        released = self._released.pop(stream_id, 0)
+        if released:  # a reset already freed these: do not free them twice
+            if released > nbytes:
+                self._released[stream_id] = released - nbytes
+            nbytes -= min(released, nbytes)
+            if not nbytes:
+                return
         stream = self._streams.get(stream_id)
         now = self._now
         srtt = self._rtt.srtt
