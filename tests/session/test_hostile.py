@@ -17,6 +17,7 @@ from accessfabric.session import Session, SessionConfig, SessionState
 from accessfabric.session import events as ev
 from accessfabric.wire import (
     Ack,
+    Auth,
     CloseStream,
     Data,
     Frame,
@@ -25,12 +26,13 @@ from accessfabric.wire import (
     Ping,
     Pong,
     ResetStream,
+    SessionReady,
     StreamCredit,
     TrafficClass,
     UnknownFrame,
     encode,
 )
-from tests.session.pair import make_pair, received_bytes
+from tests.session.pair import authenticator, make_pair, received_bytes
 from tests.session.peer_frames import (
     feed,
     goaway_code,
@@ -319,6 +321,26 @@ def test_reset_with_an_unknown_code_keeps_the_number() -> None:
     assert_session_alive(b, sent_frames(b))
 
 
+@pytest.mark.parametrize(
+    "frame",
+    [
+        Auth(b"\x01" * 64),
+        SessionReady(1, 65536, 1 << 16, 1 << 20, 10),
+    ],
+    ids=lambda f: type(f).__name__,
+)
+def test_handshake_frames_after_ready_are_a_protocol_error(frame: Frame) -> None:
+    b = acceptor()
+    assert_session_failed(b, feed(b, frame), ErrorCode.PROTOCOL_ERROR)
+
+
+def test_hello_after_ready_is_a_protocol_error() -> None:
+    pair = make_pair()
+    hello = Session(dialer=True, authenticator=authenticator(0)).data_to_send()
+    events = pair.b.receive_data(hello, 0.0)
+    assert_session_failed(pair.b, events, ErrorCode.PROTOCOL_ERROR)
+
+
 # ---------------------------------------------------------------- garbage
 
 
@@ -392,4 +414,26 @@ def test_pings_drained_between_chunks_never_count_as_a_flood() -> None:
 def test_ping_flood_is_enhance_your_calm() -> None:
     b = acceptor(SessionConfig(max_control_queue=16))
     events = feed(b, *(Ping(i) for i in range(17)))
+    assert_session_failed(b, events, ErrorCode.ENHANCE_YOUR_CALM)
+
+
+def test_refused_stream_flood_is_enhance_your_calm() -> None:
+    """Every refused OPEN_STREAM queues a RESET_STREAM: a flood of them is a control flood."""
+    b = acceptor(SessionConfig(max_concurrent_streams=1, max_control_queue=16))
+    events = feed(b, *(open_(i) for i in range(1, 2 * 17, 2)))  # one accepted, 16 refused
+    assert [e.stream_id for e in of_type(events, ev.StreamOpened)] == [1]
+    frames = sent_frames(b)
+    assert len(reset_codes(frames)) == 16
+    assert_session_alive(b, frames)
+    events = feed(b, *(open_(i) for i in range(35, 35 + 2 * 17, 2)))  # 17 refused at once
+    assert_session_failed(b, events, ErrorCode.ENHANCE_YOUR_CALM)
+
+
+def test_stream_violation_flood_is_enhance_your_calm() -> None:
+    """Streams opened only to be reset for a violation cannot grow the control queue either."""
+    b = acceptor(SessionConfig(max_control_queue=16))
+    flood: list[Frame] = []
+    for stream_id in range(1, 2 * 40, 2):
+        flood += [open_(stream_id), Data(stream_id, 5, b"gap")]
+    events = feed(b, *flood)
     assert_session_failed(b, events, ErrorCode.ENHANCE_YOUR_CALM)

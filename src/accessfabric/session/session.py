@@ -421,10 +421,12 @@ class Session:
             )
         self._highest_peer_id = stream_id
         if self._goaway_sent:
+            self._check_control_room("refused-stream flood")
             self._queue_reset(stream_id, ErrorCode.REFUSED_STREAM)
             return
         active = sum(1 for s in self._streams.values() if not s.local and s.state in ACTIVE_STATES)
         if active >= self.config.max_concurrent_streams:
+            self._check_control_room("refused-stream flood")
             self._queue_reset(stream_id, ErrorCode.REFUSED_STREAM)
             return
         cfg = self.config
@@ -530,9 +532,13 @@ class Session:
     # ------------------------------------------------------------------ session frames
 
     def _on_ping(self, frame: fr.Ping, events: list[ev.Event]) -> None:
-        if len(self._control) >= self.config.max_control_queue:
-            raise RemoteProtocolError("PING flood", ErrorCode.ENHANCE_YOUR_CALM)
+        self._check_control_room("PING flood")
         self._control.append(fr.Pong(frame.opaque).to_bytes())
+
+    def _check_control_room(self, what: str) -> None:
+        """A peer whose frames would queue more answers than we keep is told to calm down."""
+        if len(self._control) >= self.config.max_control_queue:
+            raise RemoteProtocolError(what, ErrorCode.ENHANCE_YOUR_CALM)
 
     def _on_pong(self, frame: fr.Pong, events: list[ev.Event]) -> None:
         sent = self._pings.pop(frame.opaque, None)
@@ -596,6 +602,7 @@ class Session:
         """Reset one stream for a violation on it; all other streams keep flowing."""
         if stream.state is StreamState.RESET:
             return
+        self._check_control_room("stream-error flood")
         stream.state = StreamState.RESET
         self._release(stream)
         self._queue_reset(stream.stream_id, error.error_code)
