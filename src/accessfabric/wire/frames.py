@@ -81,7 +81,11 @@ def _bounded(name: str, value: bytes, low: int, high: int) -> bytes:
 
 
 def _utf8(name: str, value: str, low: int, high: int) -> bytes:
-    return _bounded(name, value.encode("utf-8"), low, high)
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _fail(f"{name} is not encodable as UTF-8 (lone surrogate)") from None
+    return _bounded(name, raw, low, high)
 
 
 def _uint(name: str, value: int, high: int) -> int:
@@ -188,8 +192,12 @@ class OpenStream(Frame):
         token = _bounded("resume_token", self.resume_token, 0, MAX_RESUME_TOKEN)
         kex = _bounded("key_exchange", self.key_exchange, 0, MAX_KEY_EXCHANGE)
         lease = _bounded("route_lease", self.route_lease, 0, MAX_ROUTE_LEASE)
+        try:
+            traffic_class = TrafficClass(self.traffic_class)
+        except ValueError:
+            raise _fail(f"unknown traffic class {self.traffic_class!r}") from None
         fixed = _OPEN_FIXED.pack(
-            TrafficClass(self.traffic_class),
+            traffic_class,
             _uint("route_id", self.route_id, MAX_U64),
             _uint("start_offset", self.start_offset, MAX_U64),
         )
@@ -478,10 +486,13 @@ class UnknownFrame(Frame):
     payload: bytes
 
     def to_bytes(self) -> bytes:
-        if self.type_code in FrameType._value2member_map_:
-            raise _fail(f"type {self.type_code:#x} is a known frame type")
+        type_code = _uint("type_code", self.type_code, 0xFF)
+        if type_code in FrameType._value2member_map_:
+            raise _fail(f"type {type_code:#x} is a known frame type")
         flags = _uint("flags", self.flags, 0xFF)
-        return _header(self.type_code, flags, self.stream_id, len(self.payload)) + self.payload
+        if not flags & Flags.IGNORABLE:
+            raise _fail("a frame of unknown type without IGNORABLE is rejected by every receiver")
+        return _header(type_code, flags, self.stream_id, len(self.payload)) + self.payload
 
 
 FRAME_CLASSES: dict[int, type[Frame]] = {
