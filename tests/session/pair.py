@@ -52,7 +52,9 @@ def make_pair(
     binding: bytes = b"channel",
     handshake: bool = True,
 ) -> Pair:
-    a = Session(dialer=True, authenticator=authenticator(0), config=config_a, channel_binding=binding)
+    a = Session(
+        dialer=True, authenticator=authenticator(0), config=config_a, channel_binding=binding
+    )
     b = Session(
         dialer=False, authenticator=authenticator(1), config=config_b, channel_binding=binding
     )

@@ -137,7 +137,10 @@ class Data(Frame):
             and length <= MAX_FRAME_SIZE_CAP
             and 0 <= self.offset <= MAX_U64
         ):
-            return pack_data_header(length << 8, self.end_stream, stream_id, self.offset) + payload
+            return (
+                pack_data_header(length << 8, 1 if self.end_stream else 0, stream_id, self.offset)
+                + payload
+            )
         raise self._invalid()
 
     def encode_into(self, out: bytearray) -> None:
@@ -149,7 +152,9 @@ class Data(Frame):
             and length <= MAX_FRAME_SIZE_CAP
             and 0 <= self.offset <= MAX_U64
         ):
-            out += pack_data_header(length << 8, self.end_stream, stream_id, self.offset)
+            out += pack_data_header(
+                length << 8, 1 if self.end_stream else 0, stream_id, self.offset
+            )
             out += payload
             return
         raise self._invalid()
