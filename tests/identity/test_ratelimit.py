@@ -139,3 +139,12 @@ def test_property_bounded_and_counted(max_keys: int, events: list[tuple[int, flo
         limiter.take(str(key), now)
         assert len(limiter) <= max_keys
     assert limiter.allowed + limiter.denied == len(events)
+
+
+def test_allows_peeks_without_spending() -> None:
+    limiter = KeyedRateLimiter(rate=1.0, burst=2.0)
+    assert limiter.allows("10.0.0.1", 0.0)
+    assert limiter.take("10.0.0.1", 0.0) and limiter.take("10.0.0.1", 0.0)
+    assert not limiter.allows("10.0.0.1", 0.0)
+    assert limiter.allowed == 2 and limiter.denied == 0
+    assert limiter.allows("10.0.0.1", 1.0)

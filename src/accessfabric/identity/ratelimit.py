@@ -106,6 +106,11 @@ class KeyedRateLimiter:
         self.denied += 1
         return False
 
+    def allows(self, key: str, now: float, cost: float = 1.0) -> bool:
+        """Whether ``key`` could spend ``cost`` now, without spending or counting anything."""
+        bucket = self._buckets.get(_storage_key(key))
+        return bucket is None or bucket.tokens(now) >= cost
+
     def prune(self, now: float) -> int:
         """Drop every bucket that is full at ``now``; return how many were dropped."""
         full = [key for key, bucket in self._buckets.items() if bucket.is_full(now)]

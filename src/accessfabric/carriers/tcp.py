@@ -1,0 +1,114 @@
+"""TCP + TLS 1.3 carrier: an asyncio ``BufferedProtocol`` that moves bytes and nothing else.
+
+Receives land in one reused buffer (no allocation per receive).  The kernel's
+unsent queue is kept small with ``TCP_NOTSENT_LOWAT`` and the transport's own
+buffer with a low high-water mark, so the session — where priority applies —
+holds the queue instead of the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import cast
+
+from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
+from accessfabric.identity.tls import PeerTlsInfo, peer_identity_from_ssl_object
+
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux value
+RECEIVE_BUFFER = 256 * 1024
+NOTSENT_LOWAT = 128 * 1024
+WRITE_HIGH_WATER = 256 * 1024
+
+ListenerFactory = Callable[[CarrierInfo, ByteTransport, PeerTlsInfo | None], CarrierListener]
+
+
+def tune_socket(sock: socket.socket | None) -> None:
+    """No Nagle delay; a small unsent kernel queue."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
+    except OSError:
+        pass  # not a TCP socket (tests over socketpair) or an old kernel
+
+
+class TcpCarrier(asyncio.BufferedProtocol):
+    """One TCP(+TLS) connection; hands bytes to the listener the factory returns."""
+
+    kind = "tcp_tls"
+
+    def __init__(self, factory: ListenerFactory, *, dialer: bool) -> None:
+        self._factory = factory
+        self._dialer = dialer
+        self._buffer = bytearray(RECEIVE_BUFFER)
+        self._view = memoryview(self._buffer)
+        self._transport: asyncio.Transport | None = None
+        self._listener: CarrierListener | None = None
+        self._paused = False
+        self.up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # asyncio protocol side
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        tune_socket(transport.get_extra_info("socket"))
+        self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        ssl_object = transport.get_extra_info("ssl_object")
+        tls = peer_identity_from_ssl_object(ssl_object) if ssl_object is not None else None
+        peer = transport.get_extra_info("peername")
+        info = CarrierInfo(
+            kind=self.kind,
+            dialer=self._dialer,
+            peer_address=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer),
+            channel_binding=tls.channel_binding if tls else b"",
+            peer_certificate_key=tls.public_key_bytes if tls else None,
+        )
+        self._listener = self._factory(info, self, tls)
+        if not self.up.done():
+            self.up.set_result(None)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._listener is not None:
+            self._listener.data_received(self._view[:nbytes])
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._listener is not None:
+            self._listener.writable()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.up.done():
+            self.up.set_exception(exc or ConnectionError("connection closed during set-up"))
+        if self._listener is not None:
+            self._listener.connection_lost(exc)
+        self._listener = None
+
+    # ByteTransport side
+    def write(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(data)
+
+    def write_capacity(self) -> int:
+        transport = self._transport
+        if transport is None or self._paused or transport.is_closing():
+            return 0
+        return max(0, WRITE_HIGH_WATER - transport.get_write_buffer_size())
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()

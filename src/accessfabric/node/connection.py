@@ -1,0 +1,486 @@
+"""Drive one sans-IO :class:`Session` over a carrier, with asyncio streams on top.
+
+The loop is the one STYLE.md describes for carriers: feed bytes in, handle
+events, write what the session has (only as much as the carrier can absorb),
+re-arm one timer.  Writes from the application are coalesced: one flush per
+loop iteration, however many streams wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from accessfabric.carriers.base import ByteTransport, CarrierInfo
+from accessfabric.errors import (
+    AuthenticationError,
+    ErrorCode,
+    IdentityMismatchError,
+    LocalProtocolError,
+    ProtocolError,
+    UnsupportedVersionError,
+)
+from accessfabric.session import Session
+from accessfabric.session import events as ev
+from accessfabric.wire.registry import TrafficClass
+
+log = logging.getLogger(__name__)
+
+
+class SessionClosed(ConnectionError):
+    """The session ended; ``code`` says how (``NO_ERROR`` for a clean close)."""
+
+    def __init__(self, message: str, code: ErrorCode | int = ErrorCode.NO_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StreamResetError(ConnectionError):
+    """The stream was reset; ``code`` is the RESET_STREAM error code."""
+
+    def __init__(self, stream_id: int, code: ErrorCode | int, remote: bool) -> None:
+        who = "peer" if remote else "this side"
+        super().__init__(f"stream {stream_id} reset by {who}: {_code_name(code)}")
+        self.code = code
+        self.remote = remote
+
+
+def _code_name(code: ErrorCode | int) -> str:
+    return code.name if isinstance(code, ErrorCode) else f"code {code}"
+
+
+def termination_error(event: ev.SessionTerminated) -> Exception:
+    """The typed exception for how a session ended before or after it was ready."""
+    message = event.reason or _code_name(event.error_code)
+    if event.remote:
+        message = f"peer closed the session: {message}"
+    code = event.error_code
+    if code == ErrorCode.AUTHENTICATION_FAILED:
+        return AuthenticationError(message)
+    if code == ErrorCode.IDENTITY_MISMATCH:
+        return IdentityMismatchError(message)
+    if code == ErrorCode.UNSUPPORTED_VERSION:
+        return UnsupportedVersionError(message)
+    if code == ErrorCode.NO_ERROR:
+        return SessionClosed(message, code)
+    if isinstance(code, ErrorCode):
+        return ProtocolError(message, code)
+    return SessionClosed(message, code)
+
+
+class FabricStream:
+    """One fabric stream as asyncio sees it: ``read``, ``write`` + ``drain``, ``close``."""
+
+    def __init__(
+        self,
+        connection: SessionConnection,
+        stream_id: int,
+        service: str,
+        traffic_class: TrafficClass,
+    ) -> None:
+        self._connection = connection
+        self.stream_id = stream_id
+        self.service = service
+        self.traffic_class = traffic_class
+        self._chunks: deque[memoryview | bytes] = deque()
+        self._pending: deque[memoryview] = deque()  # written, not yet taken by the session
+        self._close_after_pending = False
+        self._eof = False
+        self._error: BaseException | None = None
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    # Fed by the connection.
+    def _feed(self, data: memoryview | bytes) -> None:
+        self._chunks.append(data)
+        self._readable.set()
+
+    def _feed_eof(self) -> None:
+        self._eof = True
+        self._readable.set()
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        self._readable.set()
+        self._writable.set()
+
+    # Application side.
+    async def read(self, max_bytes: int = -1) -> bytes:
+        """Up to ``max_bytes`` (all buffered when -1); ``b""`` at the end of the stream."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            self._readable.clear()
+            await self._readable.wait()
+        if max_bytes < 0:
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+        else:
+            head = self._chunks[0]
+            if len(head) <= max_bytes:
+                data = bytes(self._chunks.popleft())
+            else:
+                data = bytes(head[:max_bytes])
+                self._chunks[0] = head[max_bytes:]
+        self._connection._consumed(self.stream_id, len(data))
+        return data
+
+    async def readexactly(self, size: int) -> bytes:
+        parts: list[bytes] = []
+        remaining = size
+        while remaining:
+            chunk = await self.read(remaining)
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"".join(parts), size)
+            parts.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(parts)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue bytes; call :meth:`drain` to wait until the stream can take more."""
+        if self._error is not None:
+            raise self._error
+        self._connection._write(self, data)
+
+    async def drain(self) -> None:
+        while not self._writable.is_set():
+            await self._writable.wait()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """End our side of the stream (the peer reads EOF after the queued bytes)."""
+        if self._error is None:
+            self._connection._close_stream(self)
+
+    def reset(self, code: ErrorCode = ErrorCode.CANCEL) -> None:
+        self._connection._reset_stream(self.stream_id, code)
+        self._fail(StreamResetError(self.stream_id, code, remote=False))
+
+    @property
+    def at_eof(self) -> bool:
+        return self._eof and not self._chunks
+
+
+class SessionConnection:
+    """Binds a :class:`Session` to a carrier and exposes it to the node."""
+
+    high_water = 4 * 1024 * 1024
+    """Bytes a stream may queue in the session before ``drain`` waits."""
+
+    def __init__(
+        self,
+        session: Session,
+        info: CarrierInfo,
+        *,
+        verify_peer: Callable[[ev.SessionReady], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.info = info
+        self._verify_peer = verify_peer
+        self._loop = asyncio.get_running_loop()
+        self._transport: ByteTransport | None = None
+        self._streams: dict[int, FabricStream] = {}
+        self._incoming: asyncio.Queue[FabricStream | None] = asyncio.Queue()
+        self._ready: asyncio.Future[ev.SessionReady] = self._loop.create_future()
+        self._closed: asyncio.Future[ev.SessionTerminated] = self._loop.create_future()
+        self._pings: dict[int, asyncio.Future[float]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flush_scheduled = False
+        self._blocked: set[FabricStream] = set()
+        self.on_event: list[Callable[[ev.Event], None]] = []
+
+    # ------------------------------------------------------------ carrier side
+
+    def attach(self, transport: ByteTransport) -> None:
+        self._transport = transport
+        self._flush()
+
+    def data_received(self, data: bytes | bytearray | memoryview) -> None:
+        events = self.session.receive_data(data, self._loop.time())
+        if events:
+            self._handle(events)
+        self._flush()
+
+    def writable(self) -> None:
+        self._flush()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        terminated = self.session.terminated
+        if terminated is None:
+            reason = f"carrier lost: {exc}" if exc else "carrier closed"
+            terminated = ev.SessionTerminated(
+                error_code=ErrorCode.INTERNAL_ERROR if exc else ErrorCode.NO_ERROR,
+                reason=reason,
+                remote=True,
+            )
+        self._terminated(terminated)
+        self._transport = None
+
+    # ------------------------------------------------------------ event handling
+
+    def _handle(self, events: list[ev.Event]) -> None:
+        for event in events:
+            kind = type(event)
+            if kind is ev.DataReceived:
+                assert isinstance(event, ev.DataReceived)
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._feed(event.data)
+                else:  # nobody reads it: free the credit
+                    self.session.acknowledge_received(event.stream_id, len(event.data))
+            elif kind is ev.StreamOpened:
+                assert isinstance(event, ev.StreamOpened)
+                stream = FabricStream(self, event.stream_id, event.service, event.traffic_class)
+                self._streams[event.stream_id] = stream
+                self._incoming.put_nowait(stream)
+            elif kind is ev.StreamEnded:
+                assert isinstance(event, ev.StreamEnded)
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._feed_eof()
+            elif kind is ev.StreamReset:
+                assert isinstance(event, ev.StreamReset)
+                stream = self._streams.pop(event.stream_id, None)
+                if stream is not None:
+                    stream._fail(StreamResetError(event.stream_id, event.error_code, event.remote))
+            elif kind is ev.PingAcknowledged:
+                assert isinstance(event, ev.PingAcknowledged)
+                waiter = self._pings.pop(event.opaque, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(event.rtt)
+            elif kind is ev.SessionReady:
+                assert isinstance(event, ev.SessionReady)
+                if not self._peer_verified(event):
+                    return
+                if not self._ready.done():
+                    self._ready.set_result(event)
+            elif kind is ev.SessionTerminated:
+                assert isinstance(event, ev.SessionTerminated)
+                self._terminated(event)
+            elif kind is ev.CreditGranted:
+                self._wake_writers()
+            for callback in self.on_event:
+                callback(event)
+
+    def _peer_verified(self, event: ev.SessionReady) -> bool:
+        """Carrier-level identity checks once AUTH proved who the peer is."""
+        if self._verify_peer is None:
+            return True
+        try:
+            self._verify_peer(event)
+        except ProtocolError as error:
+            self.session.goaway(error.error_code, str(error))
+            self._terminated(
+                ev.SessionTerminated(error_code=error.error_code, reason=str(error), remote=False)
+            )
+            return False
+        return True
+
+    def _terminated(self, event: ev.SessionTerminated) -> None:
+        if self._closed.done():
+            return
+        error = termination_error(event)
+        if not self._ready.done():
+            self._ready.set_exception(error)
+            self._ready.exception()  # mark retrieved: the closed future reports it too
+        self._closed.set_result(event)
+        for stream in self._streams.values():
+            stream._fail(error if event.error_code != ErrorCode.NO_ERROR else SessionClosed(
+                "session closed", ErrorCode.NO_ERROR
+            ))  # fmt: skip
+        self._streams.clear()
+        for waiter in self._pings.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._pings.clear()
+        self._incoming.put_nowait(None)
+        if self._transport is not None:
+            self._flush()
+            self._transport.close()
+        log.debug("session terminated: %s", event)
+
+    # ------------------------------------------------------------ output
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        transport = self._transport
+        if transport is not None:
+            now = self._loop.time()
+            while True:
+                capacity = transport.write_capacity()
+                if capacity <= 0:
+                    break
+                data = self.session.data_to_send(capacity, now)
+                if not data:
+                    break
+                transport.write(data)
+        if self._blocked:
+            self._wake_writers()
+        self._arm_timer()
+        if self.session.terminated is not None and not self._closed.done():
+            self._terminated(self.session.terminated)
+
+    def _arm_timer(self) -> None:
+        when = self.session.get_timer()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        events = self.session.handle_timer(self._loop.time())
+        if events:
+            self._handle(events)
+        self._flush()
+
+    def _wake_writers(self) -> None:
+        moved = False
+        for stream in list(self._blocked):
+            try:
+                moved |= self._move_pending(stream)
+            except LocalProtocolError:  # the stream is gone; its writers learn from _fail
+                self._blocked.discard(stream)
+                stream._writable.set()
+                continue
+            if not stream._pending:
+                self._blocked.discard(stream)
+                stream._writable.set()
+                if stream._close_after_pending:
+                    stream._close_after_pending = False
+                    self._close_stream(stream)
+        if moved:
+            self._schedule_flush()
+
+    def _move_pending(self, stream: FabricStream) -> bool:
+        """Hand the session as much of the stream's pending bytes as it has room for."""
+        session = self.session
+        pending = stream._pending
+        moved = False
+        while pending:
+            room = session.send_buffer_available(stream.stream_id)
+            if room <= 0:
+                break
+            head = pending[0]
+            if len(head) <= room:
+                pending.popleft()
+                session.send_data(stream.stream_id, head)
+            else:
+                session.send_data(stream.stream_id, head[:room])
+                pending[0] = head[room:]
+            moved = True
+        return moved
+
+    # ------------------------------------------------------------ stream operations
+
+    def _write(self, stream: FabricStream, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        # The session keeps views until ACKed: own the bytes (one copy for mutable buffers).
+        stream._pending.append(memoryview(data if isinstance(data, bytes) else bytes(data)))
+        self._move_pending(stream)
+        if stream._pending or self.session.send_buffer_available(stream.stream_id) <= 0:
+            stream._writable.clear()
+            self._blocked.add(stream)
+        self._schedule_flush()
+
+    def _close_stream(self, stream: FabricStream) -> None:
+        if stream._pending:
+            stream._close_after_pending = True
+            return
+        try:
+            self.session.close_stream(stream.stream_id)
+        except LocalProtocolError:
+            return
+        self._schedule_flush()
+
+    def _reset_stream(self, stream_id: int, code: ErrorCode) -> None:
+        self._streams.pop(stream_id, None)
+        self.session.reset_stream(stream_id, code)
+        self._schedule_flush()
+
+    def _consumed(self, stream_id: int, nbytes: int) -> None:
+        if nbytes:
+            self.session.acknowledge_received(stream_id, nbytes)
+            self._schedule_flush()
+
+    # ------------------------------------------------------------ node API
+
+    async def ready(self) -> ev.SessionReady:
+        """Wait for the handshake; raise the typed error if it failed."""
+        return await asyncio.shield(self._ready)
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready.done() and not self._ready.cancelled() and not self._closed.done()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed.done()
+
+    async def wait_closed(self) -> ev.SessionTerminated:
+        return await asyncio.shield(self._closed)
+
+    async def open_stream(
+        self,
+        service: str,
+        traffic_class: TrafficClass = TrafficClass.RELIABLE,
+        route_id: int = 0,
+        *,
+        key_exchange: bytes = b"",
+        route_lease: bytes = b"",
+    ) -> FabricStream:
+        await self.ready()
+        if self._closed.done():
+            raise termination_error(self._closed.result())
+        stream_id = self.session.open_stream(
+            service, traffic_class, route_id, key_exchange=key_exchange, route_lease=route_lease
+        )
+        stream = FabricStream(self, stream_id, service, traffic_class)
+        self._streams[stream_id] = stream
+        self._schedule_flush()
+        return stream
+
+    async def accept_stream(self) -> FabricStream | None:
+        """The next stream the peer opens; None once the session is over."""
+        stream = await self._incoming.get()
+        if stream is None:
+            self._incoming.put_nowait(None)
+        return stream
+
+    async def ping(self) -> float:
+        """One PING/PONG round trip; returns the RTT in seconds."""
+        await self.ready()
+        opaque = self.session.ping()
+        waiter: asyncio.Future[float] = self._loop.create_future()
+        self._pings[opaque] = waiter
+        self._schedule_flush()
+        return await waiter
+
+    async def goaway(self, code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
+        """Drain: no new streams; open streams finish; then the session ends."""
+        self.session.goaway(code, reason)
+        self._flush()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
