@@ -86,6 +86,16 @@ class ClassScheduler:
                 return next(iter(queue)), traffic_class
             self._rr = (self._rr + 1) % len(SHARED_CLASSES)
 
+    def allowance(self, traffic_class: TrafficClass) -> int:
+        """Bytes the picked stream may send before the scheduler must choose again.
+
+        An urgent stream gets one frame when others of its class wait (round-robin),
+        else as much as it has; a shared class gets what is left of its deficit.
+        """
+        if traffic_class in self._deficit:
+            return max(1, self._deficit[traffic_class])
+        return 1 if len(self._ready[traffic_class]) > 1 else 1 << 62
+
     def charge(self, stream_id: int, traffic_class: TrafficClass, nbytes: int, ready: bool) -> None:
         """Account ``nbytes`` sent by a stream; rotate it to the back of its class."""
         queue = self._ready[traffic_class]

@@ -1047,21 +1047,36 @@ class Session:
                     break
             stream_id, traffic_class = pick
             stream = self._streams[stream_id]
-            limit = max(1, budget - fr.DATA_HEADER.size)
-            if paced:
-                assert pacer is not None
-                limit = min(limit, int(pacer.available(now)))
-            sent = self._emit(stream, parts, min(limit, max_payload))
-            if sent < 0:
-                break  # session credit exhausted
-            budget -= sent + fr.DATA_HEADER.size
-            if paced:
-                assert pacer is not None
-                pacer.consume(sent)
+            # A stream keeps the turn for as many frames as the scheduler allows it.
+            allowance = scheduler.allowance(traffic_class)
+            charged = 0
+            while True:
+                limit = max(1, budget - fr.DATA_HEADER.size)
+                if paced:
+                    assert pacer is not None
+                    limit = min(limit, int(pacer.available(now)))
+                sent = self._emit(stream, parts, min(limit, max_payload))
+                if sent < 0:
+                    break  # session credit exhausted
+                cost = sent + fr.DATA_HEADER.size
+                budget -= cost
+                charged += cost
+                if paced:
+                    assert pacer is not None
+                    pacer.consume(sent)
+                if (
+                    charged >= allowance
+                    or budget <= fr.DATA_HEADER.size
+                    or not stream.wants_to_send
+                    or (paced and pacer is not None and pacer.available(now) < _MIN_PACED_FRAME)
+                ):
+                    break
             ready = stream.wants_to_send
-            scheduler.charge(stream_id, traffic_class, sent + fr.DATA_HEADER.size, ready)
+            scheduler.charge(stream_id, traffic_class, charged, ready)
             if not ready:
                 self._after_send(stream)
+            if sent < 0:
+                break
         return budget
 
     def _emit(self, stream: Stream, parts: list[bytes | memoryview], limit: int) -> int:
