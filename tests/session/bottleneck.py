@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from accessfabric.session import Session
+from accessfabric.session import Session, SessionState
 from accessfabric.session import events as ev
 
 
@@ -39,7 +39,7 @@ class BottleneckRun:
         next_ping = self.now
         while self.now < end:
             now = self.now
-            if now >= next_ping:
+            if now >= next_ping and a.state is SessionState.READY:
                 a.ping()
                 next_ping += ping_every
             timer = a.get_timer()

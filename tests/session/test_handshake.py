@@ -116,9 +116,12 @@ def test_handshake_reports_peer_identity_and_limits_on_both_sides() -> None:
     assert ready_a.peer_epoch == 9
     assert a.state is b.state is SessionState.READY
     assert a.peer_node_id == authenticator(1).node_id
-    # The handshake is exactly HELLO, AUTH, SESSION_READY from each side.
+    # The handshake is exactly HELLO, AUTH, SESSION_READY from each side; once ready,
+    # each side probes the RTT once (PING) and answers the other's probe (PONG).
     for frames in (exchange.from_a, exchange.from_b):
-        assert [type(frame) for frame in frames] == [Hello, Auth, SessionReady]
+        kinds = [type(frame) for frame in frames]
+        assert kinds[:3] == [Hello, Auth, SessionReady]
+        assert sorted(k.__name__ for k in kinds[3:]) == ["Ping", "Pong"]
     (announced,) = of_type(exchange.from_b, SessionReady)
     assert announced.initial_stream_window == 12345
     # No event before the handshake other than SessionReady.

@@ -23,10 +23,11 @@ def _run(pacing: float | None, duration: float = 3.0) -> tuple[BottleneckRun, fl
         initial_session_window=16 << 20,
         keepalive_interval=None,
     )
-    pair = make_pair(config, config)
-    bulk = pair.a.open_stream("download", TrafficClass.BULK)
-    pair.pump()
+    # The handshake crosses the simulated link too, so every RTT sample sees its delay.
+    pair = make_pair(config, config, handshake=False)
     sim = BottleneckRun(rate=RATE, delay=DELAY, buffer=BUFFER)
+    sim.run(pair.a, pair.b, 0.1, ping_every=1.0)
+    bulk = pair.a.open_stream("download", TrafficClass.BULK)
     chunk = b"x" * (1 << 20)
     t = 0.0
     while t < duration:

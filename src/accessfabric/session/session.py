@@ -112,6 +112,7 @@ class Session:
         self._ack_pending: set[Stream] = set()
         self._pings: dict[int, float] = {}
         self._keepalive_ping: int | None = None
+        self._rtt_probe: int | None = None
         self._terminated: ev.SessionTerminated | None = None
         self._goaway_sent = False
         self._goaway_received = False
@@ -275,6 +276,11 @@ class Session:
         self._session_credit_limit = frame.initial_session_window
         self._scheduler.quantum = min(frame.max_frame_size, DEFAULT_MAX_FRAME_SIZE)
         self.state = SessionState.READY
+        # One PING right away: the receive windows need an RTT to grow toward bandwidth x RTT
+        # even on a side that only receives (it gets no ACK-timed samples).
+        self._rtt_probe = secrets.randbits(64)
+        self._pings[self._rtt_probe] = self._now
+        self._control.append(fr.Ping(self._rtt_probe).to_bytes())
         assert self.peer_node_id is not None and self.peer_public_key is not None
         events.append(
             ev.SessionReady(
@@ -550,6 +556,9 @@ class Session:
             self._pacer.on_rtt_sample(rtt, self._now)
         if frame.opaque == self._keepalive_ping:
             self._keepalive_ping = None
+            return
+        if frame.opaque == self._rtt_probe:
+            self._rtt_probe = None
             return
         events.append(ev.PingAcknowledged(opaque=frame.opaque, rtt=rtt))
 
