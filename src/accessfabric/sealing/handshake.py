@@ -1,0 +1,150 @@
+"""Key agreement for a sealed stream (a Noise IK-like pattern with X25519, HKDF, ChaCha20-Poly1305).
+
+The opener knows the destination's static X25519 key (from its signed node
+record) and proves its own static key; the OPEN_STREAM key-exchange blob
+carries ``version | opener ephemeral public key | opener node id``:
+
+- opener -> destination records are keyed from ``es || ss``
+  (``es = DH(e_opener, S_dest)``, ``ss = DH(S_opener, S_dest)``): only the two
+  nodes can compute them; forward secret against a later leak of the
+  opener's static key, not of the destination's (as Noise IK's first message);
+- the destination answers with its own ephemeral key as the first 33 bytes of
+  its direction, and destination -> opener records are keyed from
+  ``es || ss || ee`` (``ee = DH(e_dest, e_opener)``): forward secret.
+
+Every key also depends on a transcript of both static keys, the opener's
+ephemeral key and the stream context (service name, resume token), so a blob
+replayed into another stream derives different keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from accessfabric.sealing.records import RecordOpener, RecordSealer, SealingError
+
+VERSION = 1
+KEY_SIZE = 32
+REPLY_SIZE = 1 + KEY_SIZE
+_PROLOGUE = b"accessfabric e2e sealing v1"
+
+
+def _raw(public: X25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _public(raw: bytes, what: str) -> X25519PublicKey:
+    try:
+        return X25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        raise SealingError(f"{what} is not an X25519 public key") from None
+
+
+def _dh(private: X25519PrivateKey, public: X25519PublicKey) -> bytes:
+    try:
+        return private.exchange(public)
+    except ValueError:  # an all-zero result: a low-order point from a hostile peer
+        raise SealingError("key agreement produced a degenerate secret") from None
+
+
+def _transcript(*parts: bytes) -> bytes:
+    digest = hashlib.sha256()
+    for part in (_PROLOGUE, *parts):
+        digest.update(len(part).to_bytes(4, "big"))
+        digest.update(part)
+    return digest.digest()
+
+
+def _key(secret: bytes, transcript: bytes, label: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), KEY_SIZE, salt=transcript, info=_PROLOGUE + b" " + label).derive(
+        secret
+    )
+
+
+class SealInitiator:
+    """The stream opener's side."""
+
+    def __init__(
+        self,
+        static_key: X25519PrivateKey,
+        local_node_id: str,
+        destination_static: bytes,
+        context: bytes,
+    ) -> None:
+        node_id = local_node_id.encode("utf-8")
+        if not 0 < len(node_id) < 256:
+            raise ValueError("node id must be 1..255 bytes")
+        destination = _public(destination_static, "destination static key")
+        self._ephemeral = X25519PrivateKey.generate()
+        ephemeral_public = _raw(self._ephemeral.public_key())
+        self.key_exchange = bytes((VERSION,)) + ephemeral_public + bytes((len(node_id),)) + node_id
+        es = _dh(self._ephemeral, destination)
+        ss = _dh(static_key, destination)
+        self._secret = es + ss
+        self._transcript = _transcript(
+            _raw(static_key.public_key()), destination_static, ephemeral_public, context
+        )
+        self.sealer = RecordSealer(_key(self._secret, self._transcript, b"opener to destination"))
+        self._reply = bytearray()
+        self.opener: RecordOpener | None = None
+
+    def feed_reply(self, data: bytes | memoryview) -> list[bytes]:
+        """Bytes from the destination: the reply header first, then its sealed records."""
+        if self.opener is None:
+            need = REPLY_SIZE - len(self._reply)
+            self._reply += data[:need]
+            data = data[need:]
+            if len(self._reply) < REPLY_SIZE:
+                return []
+            if self._reply[0] != VERSION:
+                raise SealingError(f"unsupported sealing version {self._reply[0]}")
+            reply_public = bytes(self._reply[1:])
+            ee = _dh(self._ephemeral, _public(reply_public, "reply ephemeral key"))
+            transcript = _transcript(self._transcript, reply_public)
+            self.opener = RecordOpener(
+                _key(self._secret + ee, transcript, b"destination to opener")
+            )
+        return self.opener.feed(data) if data else []
+
+
+class SealResponder:
+    """The destination's side, built from the OPEN_STREAM key-exchange blob."""
+
+    def __init__(
+        self,
+        static_key: X25519PrivateKey,
+        key_exchange: bytes,
+        static_key_of: Callable[[str], bytes | None],
+        context: bytes,
+    ) -> None:
+        """``static_key_of(node_id)`` returns that node's sealing key from its signed record."""
+        if len(key_exchange) < 2 + KEY_SIZE or key_exchange[0] != VERSION:
+            raise SealingError("malformed or unsupported key exchange")
+        ephemeral_public = key_exchange[1 : 1 + KEY_SIZE]
+        id_length = key_exchange[1 + KEY_SIZE]
+        raw_id = key_exchange[2 + KEY_SIZE :]
+        if len(raw_id) != id_length or id_length == 0:
+            raise SealingError("malformed key exchange: opener node id")
+        self.opener_node_id = raw_id.decode("utf-8", "replace")
+        opener_static = static_key_of(self.opener_node_id)
+        if opener_static is None:
+            raise SealingError(f"no sealing key known for opener {self.opener_node_id}")
+        ephemeral = _public(ephemeral_public, "opener ephemeral key")
+        es = _dh(static_key, ephemeral)
+        ss = _dh(static_key, _public(opener_static, "opener static key"))
+        transcript = _transcript(
+            opener_static, _raw(static_key.public_key()), ephemeral_public, context
+        )
+        self.opener = RecordOpener(_key(es + ss, transcript, b"opener to destination"))
+        reply_key = X25519PrivateKey.generate()
+        reply_public = _raw(reply_key.public_key())
+        ee = _dh(reply_key, ephemeral)
+        self.sealer = RecordSealer(
+            _key(es + ss + ee, _transcript(transcript, reply_public), b"destination to opener")
+        )
+        self.reply_header = bytes((VERSION,)) + reply_public

@@ -1,0 +1,173 @@
+"""A relay can neither read nor undetectably modify, reorder, drop, replay or cut sealed bytes."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+
+import pytest
+
+from accessfabric.identity.keys import NodeKey
+from accessfabric.sealing import SealingError, SealInitiator, SealResponder
+from accessfabric.sealing.records import HEADER, TAG_SIZE
+
+OPENER = NodeKey.from_seed(b"\x11" * 32)
+DESTINATION = NodeKey.from_seed(b"\x22" * 32)
+MALLORY = NodeKey.from_seed(b"\x33" * 32)
+DIRECTORY = {key.node_id: key.sealing_public_key_bytes for key in (OPENER, DESTINATION, MALLORY)}
+CONTEXT = b"service=rdp;token=0123456789abcdef"
+
+
+def _handshake(context: bytes = CONTEXT) -> tuple[SealInitiator, SealResponder]:
+    initiator = SealInitiator(
+        OPENER.sealing_private_key(),
+        OPENER.node_id,
+        DESTINATION.sealing_public_key_bytes,
+        CONTEXT,
+    )
+    responder = SealResponder(
+        DESTINATION.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, context
+    )
+    return initiator, responder
+
+
+def _records(blob: bytes) -> list[bytes]:
+    out = []
+    offset = 0
+    while offset < len(blob):
+        (word,) = HEADER.unpack_from(blob, offset)
+        end = offset + HEADER.size + (word & 0x7FFFFFFF) + TAG_SIZE
+        out.append(blob[offset:end])
+        offset = end
+    return out
+
+
+def _chunks(blob: bytes, rng: random.Random) -> list[bytes]:
+    cuts = sorted(rng.sample(range(1, len(blob)), min(20, len(blob) - 1)))
+    return [blob[a:b] for a, b in zip([0, *cuts], [*cuts, len(blob)], strict=True)]
+
+
+def test_both_directions_round_trip_in_any_chunking() -> None:
+    rng = random.Random(3)
+    initiator, responder = _handshake()
+    messages = [os.urandom(rng.randrange(0, 200_000)) for _ in range(5)]
+    wire = b"".join(initiator.sealer.seal(m) for m in messages) + initiator.sealer.finish()
+    got = b"".join(p for chunk in _chunks(wire, rng) for p in responder.opener.feed(chunk))
+    assert got == b"".join(messages)
+    responder.opener.check_end()
+    reply = responder.reply_header + responder.sealer.seal(b"hello opener", final=True)
+    back = b"".join(p for chunk in _chunks(reply, rng) for p in initiator.feed_reply(chunk))
+    assert back == b"hello opener"
+    assert initiator.opener is not None
+    initiator.opener.check_end()
+    # Sealing hides the content: no plaintext run survives.
+    assert messages[0][:64] not in wire
+
+
+def _tampered(manipulate: Callable[[list[bytes]], list[bytes]]) -> None:
+    initiator, responder = _handshake()
+    wire = b"".join(initiator.sealer.seal(os.urandom(1000)) for _ in range(4))
+    wire += initiator.sealer.finish()
+    records = _records(wire)
+    forged = manipulate(records)
+    with pytest.raises(SealingError):
+        for record in forged:
+            responder.opener.feed(record)
+        responder.opener.check_end()
+
+
+def test_modified_byte_is_detected() -> None:
+    def flip(records: list[bytes]) -> list[bytes]:
+        damaged = bytearray(records[1])
+        damaged[10] ^= 0x01
+        return [records[0], bytes(damaged), *records[2:]]
+
+    _tampered(flip)
+
+
+def test_modified_length_header_is_detected() -> None:
+    def shorten(records: list[bytes]) -> list[bytes]:
+        damaged = bytearray(records[0])
+        damaged[3] ^= 0x01  # the length is authenticated as associated data
+        return [bytes(damaged), *records[1:]]
+
+    _tampered(shorten)
+
+
+def test_reordered_records_are_detected() -> None:
+    _tampered(lambda r: [r[1], r[0], *r[2:]])
+
+
+def test_dropped_record_is_detected() -> None:
+    _tampered(lambda r: [r[0], *r[2:]])
+
+
+def test_replayed_record_is_detected() -> None:
+    _tampered(lambda r: [r[0], r[0], *r[1:]])
+
+
+def test_truncated_stream_is_detected() -> None:
+    _tampered(lambda r: r[:-1])  # the final record never arrives
+
+
+def test_bytes_after_the_final_record_are_rejected() -> None:
+    _tampered(lambda r: [*r, r[0]])
+
+
+def test_key_exchange_replayed_into_another_stream_derives_other_keys() -> None:
+    initiator, _ = _handshake()
+    wire = initiator.sealer.seal(b"for the rdp stream")
+    other = SealResponder(
+        DESTINATION.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, b"service=ssh"
+    )
+    with pytest.raises(SealingError):
+        other.opener.feed(wire)
+
+
+def test_a_relay_without_the_keys_cannot_read_or_impersonate() -> None:
+    initiator, responder = _handshake()
+    wire = initiator.sealer.seal(b"secret keystrokes")
+    # Mallory relays the stream and holds every public value, plus her own keys.
+    as_destination = SealResponder(
+        MALLORY.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, CONTEXT
+    )
+    with pytest.raises(SealingError):
+        as_destination.opener.feed(wire)
+    # She cannot open a stream in the opener's name either: she lacks its static key.
+    forged = SealInitiator(
+        MALLORY.sealing_private_key(), OPENER.node_id, DESTINATION.sealing_public_key_bytes, CONTEXT
+    )
+    victim = SealResponder(
+        DESTINATION.sealing_private_key(), forged.key_exchange, DIRECTORY.get, CONTEXT
+    )
+    with pytest.raises(SealingError):
+        victim.opener.feed(forged.sealer.seal(b"rm -rf /"))
+    # The real destination still reads the opener's bytes.
+    assert responder.opener.feed(wire) == [b"secret keystrokes"]
+
+
+def test_a_substituted_reply_key_is_detected_by_the_opener() -> None:
+    initiator, responder = _handshake()
+    answer = responder.sealer.seal(b"screen update")
+    mallory_reply = SealResponder(
+        MALLORY.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, CONTEXT
+    ).reply_header
+    with pytest.raises(SealingError):
+        initiator.feed_reply(mallory_reply + answer)
+
+
+def test_unknown_opener_and_malformed_blobs_are_refused() -> None:
+    initiator, _ = _handshake()
+    with pytest.raises(SealingError):
+        SealResponder(DESTINATION.sealing_private_key(), initiator.key_exchange, {}.get, CONTEXT)
+    for blob in (b"", b"\x02" + initiator.key_exchange[1:], initiator.key_exchange[:-1]):
+        with pytest.raises(SealingError):
+            SealResponder(DESTINATION.sealing_private_key(), blob, DIRECTORY.get, CONTEXT)
+    with pytest.raises(SealingError):  # a low-order point as the ephemeral key
+        SealResponder(
+            DESTINATION.sealing_private_key(),
+            b"\x01" + b"\x00" * 32 + initiator.key_exchange[33:],
+            DIRECTORY.get,
+            CONTEXT,
+        )
