@@ -470,7 +470,7 @@ class SessionConnection:
     async def ping(self) -> float:
         """One PING/PONG round trip; returns the RTT in seconds."""
         await self.ready()
-        opaque = self.session.ping()
+        opaque = self.session.ping(self._loop.time())
         waiter: asyncio.Future[float] = self._loop.create_future()
         self._pings[opaque] = waiter
         self._schedule_flush()

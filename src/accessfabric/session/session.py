@@ -875,9 +875,15 @@ class Session:
         if grant is not None:
             self._control.append(fr.StreamCredit(0, grant).to_bytes())
 
-    def ping(self) -> int:
-        """Send a PING; the answer comes back as :class:`PingAcknowledged`."""
+    def ping(self, now: float | None = None) -> int:
+        """Send a PING; the answer comes back as :class:`PingAcknowledged`.
+
+        Pass ``now``: without it the send time is that of the last call that carried a
+        clock, and the RTT would include the time the session sat idle since then.
+        """
         self._require_ready()
+        if now is not None:
+            self._now = now
         opaque = secrets.randbits(64)
         self._pings[opaque] = self._now
         self._control.append(fr.Ping(opaque).to_bytes())
