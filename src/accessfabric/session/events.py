@@ -67,6 +67,14 @@ class DataReceived(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StreamAcknowledged(Event):
+    """The peer acknowledged a relayed stream's bytes up to ``offset`` (see ``relay_stream``)."""
+
+    stream_id: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StreamEnded(Event):
     """The peer finished its side of the stream; ``final_offset`` bytes were sent in all."""
 

@@ -211,8 +211,6 @@ class Session:
         except RemoteProtocolError as error:
             self._fail(error, events)
             return events
-        if self._ack_pending:
-            self._flush_acks()
         self._check_drained(events)
         return events
 
@@ -337,7 +335,8 @@ class Session:
                 stream.frames_in += 1
                 stream.bytes_in += size
                 events.append(ev.DataReceived(frame.stream_id, payload, frame.offset))
-                self._ack_pending.add(stream)
+                if not stream.relayed:
+                    self._ack_pending.add(stream)
                 if frame.end_stream:
                     self._end_received(stream, end, events)
                 return
@@ -480,6 +479,8 @@ class Session:
             )
             return
         newly = stream.on_ack(frame.offset)
+        if newly and stream.relayed:
+            events.append(ev.StreamAcknowledged(stream_id=stream.stream_id, offset=frame.offset))
         if newly:
             now = self._now
             if stream.timed_offset >= 0 and frame.offset >= stream.timed_offset:
@@ -724,11 +725,22 @@ class Session:
         *,
         key_exchange: bytes = b"",
         route_lease: bytes = b"",
+        resume_token: bytes = b"",
     ) -> int:
-        """Open a stream to a logical service; return its id."""
+        """Open a stream to a logical service; return its id.
+
+        ``resume_token`` names the end-to-end stream (random when empty); a relay
+        passes on the token of the stream it splices.
+        """
         self._require_ready()
         return self._open(
-            service, traffic_class, route_id, key_exchange, route_lease, None, resume_token=b""
+            service,
+            traffic_class,
+            route_id,
+            key_exchange,
+            route_lease,
+            None,
+            resume_token=resume_token,
         )
 
     def _open(
@@ -823,6 +835,29 @@ class Session:
             stream.credit_stalls += 1
             self.credit_stalls += 1
             stream.stall_since = self._now
+
+    def relay_stream(self, stream_id: int) -> None:
+        """Hand this stream's ACKs to the application (a relay splicing it to another hop).
+
+        The session stops acknowledging the bytes it receives on the stream — the
+        relay forwards the far end's ACKs with :meth:`send_ack` instead, so ACKs stay
+        end to end and a sender never drops bytes only a relay holds — and reports
+        every ACK it receives as :class:`StreamAcknowledged`.
+        """
+        self._local_stream(stream_id).relayed = True
+
+    def send_ack(self, stream_id: int, offset: int) -> None:
+        """Acknowledge every byte of a relayed stream before ``offset`` (end to end)."""
+        stream = self._local_stream(stream_id)
+        recv = stream.recv
+        if not stream.relayed:
+            raise LocalProtocolError(f"stream {stream_id} acknowledges itself; it is not relayed")
+        if not 0 <= offset <= recv.received:
+            raise LocalProtocolError(
+                f"stream {stream_id}: cannot acknowledge {offset}, only {recv.received} arrived"
+            )
+        window = min(MAX_U32, max(0, recv.limit - recv.received))
+        self._control.append(fr.Ack(stream_id, offset, window).to_bytes())
 
     def send_buffer_available(self, stream_id: int) -> int:
         """How many more bytes ``send_data`` accepts on this stream now."""
@@ -1010,6 +1045,8 @@ class Session:
     def _flush_acks(self) -> None:
         control = self._control
         for stream in self._ack_pending:
+            if stream.relayed:
+                continue
             recv = stream.recv
             window = min(MAX_U32, max(0, recv.limit - recv.received))
             control.append(fr.Ack(stream.stream_id, recv.received, window).to_bytes())
@@ -1025,6 +1062,10 @@ class Session:
         if now is not None:
             self._now = now
         budget = (1 << 62) if max_bytes is None else max_bytes
+        if self._ack_pending:
+            # ACKs go out when the carrier asks, not when bytes arrive: one per stream per
+            # write, and the application can still mark a new stream relayed in between.
+            self._flush_acks()
         parts: list[bytes | memoryview] = []
         control = self._control
         while control:

@@ -28,6 +28,7 @@ class Stream:
         "queued",
         "recv",
         "recv_end",
+        "relayed",
         "resume_token",
         "resumed",
         "retained",
@@ -60,6 +61,7 @@ class Stream:
         self.resume_token = resume_token
         self.local = local
         self.resumed = False
+        self.relayed = False
         self.state = StreamState.IDLE
         # Send side.
         self.send_queue: deque[memoryview] = deque()
