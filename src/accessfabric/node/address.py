@@ -1,0 +1,115 @@
+"""Endpoint addresses: ``host:port`` and carrier URLs (``tcp://host:port``, ``wss://host:port/path``).
+
+Every parser here raises :class:`ValueError` with a one-line message that names
+what is wrong, so config and CLI errors can quote it as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CARRIERS = ("tcp", "websocket")
+"""Carrier names as they appear in config files (``carrier = "tcp"``)."""
+
+URL_SCHEMES = {"tcp": "tcp", "wss": "websocket"}
+"""URL scheme -> carrier."""
+
+DEFAULT_WEBSOCKET_PATH = "/fabric"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """Where a carrier listens or dials: carrier name, host, port and (WebSocket) path."""
+
+    carrier: str
+    host: str
+    port: int
+    path: str = ""
+
+    @property
+    def address(self) -> str:
+        return str(HostPort(host=self.host, port=self.port))
+
+    @property
+    def url(self) -> str:
+        if self.carrier == "websocket":
+            return f"wss://{self.address}{self.path or DEFAULT_WEBSOCKET_PATH}"
+        return f"{self.carrier}://{self.address}"
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def parse_host_port(text: str, *, allow_port_zero: bool = False) -> HostPort:
+    """``host:port`` or ``[ipv6]:port``."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected a 'host:port' string, got {type(text).__name__}")
+    candidate = text.strip()
+    if candidate.startswith("["):
+        host, sep, rest = candidate[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"bad address {text!r}: expected '[ipv6]:port'")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = candidate.rpartition(":")
+        if not sep:
+            raise ValueError(f"bad address {text!r}: expected 'host:port'")
+        if ":" in host:
+            raise ValueError(f"bad address {text!r}: write IPv6 hosts as '[addr]:port'")
+    if not host:
+        raise ValueError(f"bad address {text!r}: empty host")
+    if any(c.isspace() or c in "/?#@" for c in host):
+        raise ValueError(f"bad address {text!r}: invalid character in host")
+    if not port_text.isdigit():
+        raise ValueError(f"bad address {text!r}: port must be a number")
+    port = int(port_text)
+    lowest = 0 if allow_port_zero else 1
+    if not lowest <= port <= 65535:
+        raise ValueError(f"bad address {text!r}: port must be {lowest}..65535")
+    return HostPort(host=host, port=port)
+
+
+def parse_endpoint_url(text: str, *, allow_port_zero: bool = False) -> Endpoint:
+    """``tcp://host:port`` or ``wss://host:port[/path]`` (path defaults to ``/fabric``)."""
+    if not isinstance(text, str):
+        raise ValueError(f"expected an endpoint URL string, got {type(text).__name__}")
+    candidate = text.strip()
+    scheme, sep, rest = candidate.partition("://")
+    if not sep:
+        raise ValueError(
+            f"bad endpoint URL {text!r}: expected tcp://host:port or wss://host:port/path"
+        )
+    carrier = URL_SCHEMES.get(scheme.lower())
+    if carrier is None:
+        schemes = ", ".join(f"{s}://" for s in URL_SCHEMES)
+        raise ValueError(f"bad endpoint URL {text!r}: unknown scheme {scheme!r} (use {schemes})")
+    authority, slash, path = rest.partition("/")
+    path = slash + path
+    if carrier == "tcp" and path not in ("", "/"):
+        raise ValueError(f"bad endpoint URL {text!r}: tcp:// URLs take no path")
+    path = validate_websocket_path(path or DEFAULT_WEBSOCKET_PATH) if carrier == "websocket" else ""
+    try:
+        where = parse_host_port(authority, allow_port_zero=allow_port_zero)
+    except ValueError as exc:
+        raise ValueError(f"bad endpoint URL {text!r}: {_detail(exc)}") from None
+    return Endpoint(carrier=carrier, host=where.host, port=where.port, path=path)
+
+
+def validate_websocket_path(path: str) -> str:
+    if not path.startswith("/") or any(c.isspace() or c in "?#" for c in path):
+        raise ValueError(f"bad WebSocket path {path!r}: must start with '/', no spaces, ? or #")
+    return path
+
+
+def _detail(error: ValueError) -> str:
+    message = str(error)
+    return message.split(": ", 1)[1] if ": " in message else message

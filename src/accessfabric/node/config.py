@@ -1,0 +1,517 @@
+"""``NodeConfig``: what a node runs with, from a TOML file plus ``ACCESSFABRIC_*`` variables.
+
+This module is the one place configuration is read.  Every error is a
+:class:`ConfigError` whose message names the source (the file as given, or
+``environment``), the key and the problem, e.g.
+``node.toml: peers[1].node_id: node id checksum mismatch ...``.  The keys are
+documented in ``docs/config.md``.
+
+Environment overrides replace the file's value (lists are replaced whole):
+
+* ``ACCESSFABRIC_<KEY>`` for a top-level key (``ACCESSFABRIC_KEY_PATH``,
+  ``ACCESSFABRIC_CERT_DIR``, ``ACCESSFABRIC_ROLES=relay,exit``,
+  ``ACCESSFABRIC_DRAIN_TIMEOUT``, ``ACCESSFABRIC_LOG_JSON``);
+* ``ACCESSFABRIC_LISTEN=tcp://127.0.0.1:7443,wss://0.0.0.0:8443/fabric``;
+* ``ACCESSFABRIC_SESSION_<KEY>`` for a key of ``[session]``.
+
+``[[peers]]`` and ``[[services]]`` come from the file only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+from accessfabric.identity.node_id import parse_node_id
+from accessfabric.node.address import (
+    CARRIERS,
+    DEFAULT_WEBSOCKET_PATH,
+    Endpoint,
+    HostPort,
+    parse_endpoint_url,
+    parse_host_port,
+    validate_websocket_path,
+)
+from accessfabric.session.config import SessionConfig
+from accessfabric.wire.limits import MAX_FRAME_SIZE_CAP, MAX_SERVICE_NAME, MIN_MAX_FRAME_SIZE
+from accessfabric.wire.registry import TrafficClass
+
+ENV_PREFIX = "ACCESSFABRIC_"
+ROLES = (
+    "mobile-edge",
+    "entry",
+    "relay",
+    "exit",
+    "service-host",
+    "control-plane",
+    "route-coordinator",
+    "storage",
+    "observer",
+    "update-cache",
+)
+PEER_CONNECT_MODES = ("on-demand", "always")
+SERVICE_MODES = ("forward",)
+RESERVED_SERVICES = ("echo",)
+DEFAULT_DRAIN_TIMEOUT = 10.0
+MAX_CONFIG_FILE_SIZE = 1024 * 1024
+
+_INT_LIMITS = {
+    "max_frame_size": (MIN_MAX_FRAME_SIZE, MAX_FRAME_SIZE_CAP),
+    "initial_stream_window": (1, 1 << 62),
+    "max_stream_window": (1, 1 << 62),
+    "initial_session_window": (1, 1 << 62),
+    "max_session_window": (1, 1 << 62),
+    "max_concurrent_streams": (1, (1 << 31) - 1),
+    "max_stream_send_buffer": (1, 1 << 62),
+}
+_OPTIONAL_SECONDS = (
+    "handshake_timeout",
+    "keepalive_interval",
+    "ping_timeout",
+    "idle_timeout",
+    "pacing_target_delay",
+)
+SESSION_KEYS = (*_INT_LIMITS, *_OPTIONAL_SECONDS)
+"""The ``[session]`` keys: SessionConfig fields an operator may set."""
+
+
+class ConfigError(ValueError):
+    """A configuration problem: ``str(error)`` is ``"<source>: <key>: <problem>"``."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerConfig:
+    """A static peer: its expected node id and the endpoints to try, in order."""
+
+    node_id: str
+    endpoints: tuple[Endpoint, ...]
+    name: str = ""
+    connect: str = "on-demand"
+    """``on-demand``: dial when something needs the peer; ``always``: keep a session up."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceConfig:
+    """A service this node hosts (parsed and validated now; served by the services layer)."""
+
+    name: str
+    target: HostPort
+    traffic_class: TrafficClass = TrafficClass.RELIABLE
+    mode: str = "forward"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    """Everything ``accessfabric node run`` needs; defaults work for all but ``key_path``."""
+
+    key_path: Path
+    cert_dir: Path
+    roles: tuple[str, ...] = ()
+    listen: tuple[Endpoint, ...] = ()
+    peers: tuple[PeerConfig, ...] = ()
+    services: tuple[ServiceConfig, ...] = ()
+    session: SessionConfig = field(default_factory=SessionConfig)
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    log_json: bool = False
+    source: str = ""
+    """Where the config came from (the file as given, or ``environment``)."""
+
+    def peer(self, node_id: str) -> PeerConfig | None:
+        for peer in self.peers:
+            if peer.node_id == node_id:
+                return peer
+        return None
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_node_config(
+    path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None
+) -> NodeConfig:
+    """Read ``path`` (TOML; None: no file), apply ``ACCESSFABRIC_*`` overrides, validate."""
+    env = os.environ if environ is None else environ
+    if path is None:
+        source, base, document = "environment", Path.cwd(), {}
+    else:
+        source, base = os.fspath(path), Path(path).parent
+        document = _read_toml(Path(path), source)
+    return _build(document, source, base, env)
+
+
+def _read_toml(path: Path, source: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_FILE_SIZE + 1)
+    except FileNotFoundError:
+        raise ConfigError(source, "", "config file does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(source, "", "is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read config file: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_FILE_SIZE:
+        raise ConfigError(source, "", "config file is larger than 1 MiB")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(source, "", "config file is not UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"invalid TOML: {exc}") from None
+
+
+class _At:
+    """Where a value came from, for error messages."""
+
+    def __init__(self, source: str, key: str = "") -> None:
+        self.source = source
+        self.key = key
+
+    def __truediv__(self, name: str) -> _At:
+        return _At(self.source, f"{self.key}.{name}" if self.key else name)
+
+    def __getitem__(self, index: int) -> _At:
+        return _At(self.source, f"{self.key}[{index}]")
+
+    def fail(self, problem: str) -> NoReturn:
+        raise ConfigError(self.source, self.key, problem)
+
+
+_T = TypeVar("_T")
+
+_TOP_KEYS = (
+    "key_path",
+    "cert_dir",
+    "roles",
+    "listen",
+    "peers",
+    "services",
+    "session",
+    "drain_timeout",
+    "log_json",
+)
+
+
+def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, str]) -> NodeConfig:
+    top = _At(source)
+    _check_keys(document, top, _TOP_KEYS)
+    key_path = _opt(document, "key_path", top, lambda v, at: _path(v, at, base))
+    cert_dir = _opt(document, "cert_dir", top, lambda v, at: _path(v, at, base))
+    roles = _opt(document, "roles", top, _roles) or ()
+    listen = _opt(document, "listen", top, _listen_tables) or ()
+    peers = _opt(document, "peers", top, _peers) or ()
+    services = _opt(document, "services", top, _services) or ()
+    drain_timeout = _opt(document, "drain_timeout", top, _positive_seconds)
+    log_json = _opt(document, "log_json", top, _bool)
+    session_table = _opt(document, "session", top, _table) or {}
+    session_at = top / "session"
+    _check_keys(session_table, session_at, SESSION_KEYS)
+    session_values: dict[str, Any] = {
+        k: _session_value(k, v, session_at / k) for k, v in session_table.items()
+    }
+
+    # Environment overrides: the same parsers, errors name the variable.
+    def env_value(name: str, parse: Callable[[str, _At], _T]) -> _T | None:
+        variable = ENV_PREFIX + name.upper()
+        raw = env.get(variable)
+        return None if raw is None else parse(raw, _At("environment", variable))
+
+    cwd = Path.cwd()
+    key_path = env_value("key_path", lambda v, at: _path(v, at, cwd)) or key_path
+    cert_dir = env_value("cert_dir", lambda v, at: _path(v, at, cwd)) or cert_dir
+    env_roles = env_value("roles", lambda v, at: _roles(_split(v), at))
+    roles = roles if env_roles is None else env_roles
+    env_listen = env_value("listen", _listen_urls)
+    listen = listen if env_listen is None else env_listen
+    env_drain = env_value("drain_timeout", lambda v, at: _positive_seconds(_number(v, at), at))
+    drain_timeout = drain_timeout if env_drain is None else env_drain
+    env_log_json = env_value("log_json", _bool_text)
+    log_json = log_json if env_log_json is None else env_log_json
+    for name in SESSION_KEYS:
+        variable = f"{ENV_PREFIX}SESSION_{name.upper()}"
+        if variable in env:
+            at = _At("environment", variable)
+            session_values[name] = _session_value(name, _session_text(name, env[variable], at), at)
+
+    if key_path is None:
+        where = "environment" if source == "environment" else source
+        raise ConfigError(
+            where, "key_path", "required (the node's key file; set ACCESSFABRIC_KEY_PATH)"
+        )
+    try:
+        session = dataclasses.replace(SessionConfig(), **session_values)
+    except TypeError as exc:  # pragma: no cover - keys are checked above
+        raise ConfigError(source, "session", str(exc)) from None
+    _check_windows(session, session_at)
+    return NodeConfig(
+        key_path=key_path,
+        cert_dir=cert_dir or key_path.parent / "tls",
+        roles=roles,
+        listen=listen,
+        peers=peers,
+        services=services,
+        session=session,
+        drain_timeout=DEFAULT_DRAIN_TIMEOUT if drain_timeout is None else drain_timeout,
+        log_json=bool(log_json),
+        source=source,
+    )
+
+
+# ---------------------------------------------------------------------------- value parsers
+
+
+def _opt(
+    table: Mapping[str, Any], name: str, at: _At, parse: Callable[[Any, _At], _T]
+) -> _T | None:
+    return parse(table[name], at / name) if name in table else None
+
+
+def _check_keys(table: Mapping[str, Any], at: _At, allowed: tuple[str, ...]) -> None:
+    for key in table:
+        if key not in allowed:
+            (at / key).fail(f"unknown key (expected one of: {', '.join(allowed)})")
+
+
+def _table(value: Any, at: _At) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        at.fail(f"expected a table, got {_kind(value)}")
+    return value
+
+
+def _list(value: Any, at: _At) -> list[Any]:
+    if not isinstance(value, list):
+        at.fail(f"expected a list, got {_kind(value)}")
+    return value
+
+
+def _str(value: Any, at: _At) -> str:
+    if not isinstance(value, str):
+        at.fail(f"expected a string, got {_kind(value)}")
+    if not value.strip():
+        at.fail("must not be empty")
+    return value.strip()
+
+
+def _bool(value: Any, at: _At) -> bool:
+    if not isinstance(value, bool):
+        at.fail(f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _bool_text(text: str, at: _At) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    at.fail(f"expected true/false (1/0, yes/no), got {text!r}")
+
+
+def _number(text: str, at: _At) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        at.fail(f"expected a number, got {text!r}")
+
+
+def _path(value: Any, at: _At, base: Path) -> Path:
+    path = Path(os.path.expanduser(_str(value, at)))
+    return path if path.is_absolute() else base / path
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _positive_seconds(value: Any, at: _At) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        at.fail(f"expected a number of seconds, got {_kind(value)}")
+    if not 0 < value < 1e9:
+        at.fail(f"must be a positive number of seconds, got {value}")
+    return float(value)
+
+
+def _roles(value: Any, at: _At) -> tuple[str, ...]:
+    roles: list[str] = []
+    for index, item in enumerate(_list(value, at)):
+        role = _str(item, at[index]).lower()
+        if role not in ROLES:
+            at[index].fail(f"unknown role {role!r} (choose from {', '.join(ROLES)})")
+        if role in roles:
+            at[index].fail(f"role {role!r} listed twice")
+        roles.append(role)
+    return tuple(roles)
+
+
+def _listen_tables(value: Any, at: _At) -> tuple[Endpoint, ...]:
+    endpoints = []
+    for index, item in enumerate(_list(value, at)):
+        item_at = at[index]
+        table = _table(item, item_at)
+        _check_keys(table, item_at, ("carrier", "address", "path"))
+        if "carrier" not in table:
+            (item_at / "carrier").fail(f"required ({' or '.join(repr(c) for c in CARRIERS)})")
+        if "address" not in table:
+            (item_at / "address").fail("required ('host:port'; port 0 picks a free port)")
+        carrier = _str(table["carrier"], item_at / "carrier").lower()
+        if carrier not in CARRIERS:
+            (item_at / "carrier").fail(
+                f"unknown carrier {carrier!r} (choose from {', '.join(CARRIERS)})"
+            )
+        try:
+            where = parse_host_port(
+                _str(table["address"], item_at / "address"), allow_port_zero=True
+            )
+        except ValueError as exc:
+            (item_at / "address").fail(str(exc))
+        path = ""
+        if "path" in table:
+            if carrier != "websocket":
+                (item_at / "path").fail("only a websocket listener has a path")
+            try:
+                path = validate_websocket_path(_str(table["path"], item_at / "path"))
+            except ValueError as exc:
+                (item_at / "path").fail(str(exc))
+        elif carrier == "websocket":
+            path = DEFAULT_WEBSOCKET_PATH
+        endpoints.append(Endpoint(carrier=carrier, host=where.host, port=where.port, path=path))
+    return tuple(endpoints)
+
+
+def _listen_urls(text: str, at: _At) -> tuple[Endpoint, ...]:
+    try:
+        return tuple(parse_endpoint_url(url, allow_port_zero=True) for url in _split(text))
+    except ValueError as exc:
+        at.fail(str(exc))
+
+
+def _peers(value: Any, at: _At) -> tuple[PeerConfig, ...]:
+    peers: list[PeerConfig] = []
+    for index, item in enumerate(_list(value, at)):
+        item_at = at[index]
+        table = _table(item, item_at)
+        _check_keys(table, item_at, ("node_id", "endpoints", "name", "connect"))
+        if "node_id" not in table:
+            (item_at / "node_id").fail("required (the peer's afn1... node id)")
+        try:
+            node_id = parse_node_id(_str(table["node_id"], item_at / "node_id"))
+        except ValueError as exc:
+            (item_at / "node_id").fail(str(exc))
+        if any(peer.node_id == node_id for peer in peers):
+            (item_at / "node_id").fail("this peer is listed twice")
+        if "endpoints" not in table:
+            (item_at / "endpoints").fail('required (e.g. ["tcp://192.0.2.1:7443"])')
+        endpoints_at = item_at / "endpoints"
+        endpoints = []
+        for position, url in enumerate(_list(table["endpoints"], endpoints_at)):
+            try:
+                endpoints.append(parse_endpoint_url(_str(url, endpoints_at[position])))
+            except ValueError as exc:
+                endpoints_at[position].fail(str(exc))
+        if not endpoints:
+            endpoints_at.fail("must list at least one endpoint")
+        name = _str(table["name"], item_at / "name") if "name" in table else ""
+        connect = "on-demand"
+        if "connect" in table:
+            connect = _str(table["connect"], item_at / "connect").lower()
+            if connect not in PEER_CONNECT_MODES:
+                (item_at / "connect").fail(
+                    f"unknown mode {connect!r} (choose from {', '.join(PEER_CONNECT_MODES)})"
+                )
+        peers.append(
+            PeerConfig(node_id=node_id, endpoints=tuple(endpoints), name=name, connect=connect)
+        )
+    return tuple(peers)
+
+
+def _services(value: Any, at: _At) -> tuple[ServiceConfig, ...]:
+    services: list[ServiceConfig] = []
+    for index, item in enumerate(_list(value, at)):
+        item_at = at[index]
+        table = _table(item, item_at)
+        _check_keys(table, item_at, ("name", "target", "traffic_class", "mode"))
+        for required in ("name", "target"):
+            if required not in table:
+                (item_at / required).fail("required")
+        name = _str(table["name"], item_at / "name")
+        if len(name.encode("utf-8")) > MAX_SERVICE_NAME:
+            (item_at / "name").fail(f"longer than {MAX_SERVICE_NAME} bytes")
+        if name in RESERVED_SERVICES:
+            (item_at / "name").fail(f"{name!r} is a built-in service")
+        if any(service.name == name for service in services):
+            (item_at / "name").fail(f"service {name!r} is defined twice")
+        try:
+            target = parse_host_port(_str(table["target"], item_at / "target"))
+        except ValueError as exc:
+            (item_at / "target").fail(str(exc))
+        traffic_class = TrafficClass.RELIABLE
+        if "traffic_class" in table:
+            try:
+                traffic_class = TrafficClass.from_name(
+                    _str(table["traffic_class"], item_at / "traffic_class")
+                )
+            except ValueError as exc:
+                (item_at / "traffic_class").fail(str(exc))
+        mode = "forward"
+        if "mode" in table:
+            mode = _str(table["mode"], item_at / "mode").lower()
+            if mode not in SERVICE_MODES:
+                (item_at / "mode").fail(
+                    f"unknown mode {mode!r} (choose from {', '.join(SERVICE_MODES)})"
+                )
+        services.append(
+            ServiceConfig(name=name, target=target, traffic_class=traffic_class, mode=mode)
+        )
+    return tuple(services)
+
+
+def _session_value(name: str, value: Any, at: _At) -> int | float | None:
+    if name in _INT_LIMITS:
+        low, high = _INT_LIMITS[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            at.fail(f"expected an integer, got {_kind(value)}")
+        if not low <= value <= high:
+            at.fail(f"must be {low}..{high}, got {value}")
+        return value
+    if value is False:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        at.fail(f"expected a number of seconds or false (off), got {_kind(value)}")
+    if not 0 < value < 1e9:
+        at.fail(f"must be a positive number of seconds (or false for off), got {value}")
+    return float(value)
+
+
+def _session_text(name: str, text: str, at: _At) -> Any:
+    stripped = text.strip()
+    if name in _INT_LIMITS:
+        try:
+            return int(stripped)
+        except ValueError:
+            at.fail(f"expected an integer, got {text!r}")
+    if stripped.lower() in ("false", "off", "none"):
+        return False
+    return _number(stripped, at)
+
+
+def _check_windows(session: SessionConfig, at: _At) -> None:
+    if session.initial_stream_window > session.max_stream_window:
+        (at / "initial_stream_window").fail("larger than max_stream_window")
+    if session.initial_session_window > session.max_session_window:
+        (at / "initial_session_window").fail("larger than max_session_window")
+
+
+def _kind(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    kinds |= {list: "a list", dict: "a table"}
+    return kinds.get(type(value), type(value).__name__)

@@ -1,0 +1,214 @@
+"""NodeConfig: TOML + ACCESSFABRIC_* overrides; errors name the file, the key and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from accessfabric.identity.keys import NodeKey
+from accessfabric.node.address import Endpoint, HostPort
+from accessfabric.node.config import ConfigError, load_node_config
+from accessfabric.wire.registry import TrafficClass
+
+REPO = Path(__file__).resolve().parents[2]
+PEER_ID = NodeKey.from_seed(b"\x01" * 32).node_id
+BAD_CHECKSUM = PEER_ID[:-1] + ("a" if PEER_ID[-1] != "a" else "b")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_file_loads() -> None:
+    config = load_node_config(REPO / "docs" / "examples" / "node.toml", environ={})
+    assert config.listen[0] == Endpoint(carrier="tcp", host="127.0.0.1", port=7443)
+    assert config.roles
+    assert config.peers and config.services
+
+
+def test_minimal_file_and_defaults(tmp_path: Path) -> None:
+    config = load_node_config(write(tmp_path, 'key_path = "keys/node.key"\n'), environ={})
+    assert config.key_path == tmp_path / "keys" / "node.key"  # relative to the config file
+    assert config.cert_dir == tmp_path / "keys" / "tls"  # next to the key
+    assert config.listen == () and config.peers == () and config.roles == ()
+    assert config.drain_timeout == 10.0
+    assert config.session.handshake_timeout == 10.0
+
+
+def test_full_file(tmp_path: Path) -> None:
+    text = f"""
+key_path = "/etc/accessfabric/node.key"
+cert_dir = "/var/lib/accessfabric/tls"
+roles = ["relay", "exit"]
+drain_timeout = 3
+log_json = true
+
+[[listen]]
+carrier = "tcp"
+address = "[::1]:0"
+
+[[listen]]
+carrier = "websocket"
+address = "0.0.0.0:8443"
+
+[[peers]]
+node_id = "{PEER_ID.upper()}"
+endpoints = ["tcp://192.0.2.1:7443", "wss://hub.example:443/fabric"]
+connect = "always"
+
+[[services]]
+name = "rdp"
+target = "127.0.0.1:3389"
+traffic_class = "interactive"
+
+[session]
+max_concurrent_streams = 64
+idle_timeout = 300
+keepalive_interval = false
+"""
+    config = load_node_config(write(tmp_path, text), environ={})
+    assert config.cert_dir == Path("/var/lib/accessfabric/tls")
+    assert config.roles == ("relay", "exit")
+    assert config.listen[0] == Endpoint(carrier="tcp", host="::1", port=0)
+    assert config.listen[1].path == "/fabric"
+    peer = config.peers[0]
+    assert peer.node_id == PEER_ID and peer.connect == "always"
+    assert [e.url for e in peer.endpoints] == [
+        "tcp://192.0.2.1:7443",
+        "wss://hub.example:443/fabric",
+    ]
+    service = config.services[0]
+    assert service.target == HostPort(host="127.0.0.1", port=3389)
+    assert service.traffic_class is TrafficClass.INTERACTIVE and service.mode == "forward"
+    assert config.session.max_concurrent_streams == 64
+    assert config.session.idle_timeout == 300.0
+    assert config.session.keepalive_interval is None
+    assert config.drain_timeout == 3.0 and config.log_json
+
+
+PEER = '[[peers]]\nnode_id = "{id}"\nendpoints = ["tcp://127.0.0.1:7443"]\n'
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "problem"),
+    [
+        ("", "key_path", "required"),
+        ('key_path = ""', "key_path", "must not be empty"),
+        ("key_path = 5", "key_path", "expected a string"),
+        ('key_path = "k"\nkye = 1', "kye", "unknown key"),
+        ('key_path = "k"\nroles = ["relay", "pilot"]', "roles[1]", "unknown role 'pilot'"),
+        (
+            'key_path = "k"\n' + PEER.format(id=PEER_ID) + PEER.format(id=BAD_CHECKSUM),
+            "peers[1].node_id",
+            "checksum mismatch",
+        ),
+        ('key_path = "k"\n' + PEER.format(id="afn1zz"), "peers[0].node_id", "bad node id length"),
+        (
+            f'key_path = "k"\n[[peers]]\nnode_id = "{PEER_ID}"\nendpoints = ["http://x:1"]',
+            "peers[0].endpoints[0]",
+            "unknown scheme 'http'",
+        ),
+        (
+            f'key_path = "k"\n[[peers]]\nnode_id = "{PEER_ID}"\nendpoints = []',
+            "peers[0].endpoints",
+            "at least one endpoint",
+        ),
+        (
+            'key_path = "k"\n[[listen]]\ncarrier = "quic"\naddress = "127.0.0.1:1"',
+            "listen[0].carrier",
+            "unknown carrier 'quic'",
+        ),
+        (
+            'key_path = "k"\n[[listen]]\ncarrier = "tcp"\naddress = "127.0.0.1:99999"',
+            "listen[0].address",
+            "port must be 0..65535",
+        ),
+        (
+            'key_path = "k"\n[[listen]]\ncarrier = "tcp"\naddress = "nohost"',
+            "listen[0].address",
+            "expected 'host:port'",
+        ),
+        (
+            'key_path = "k"\n[[services]]\nname = "echo"\ntarget = "127.0.0.1:7"',
+            "services[0].name",
+            "built-in",
+        ),
+        (
+            'key_path = "k"\n[[services]]\nname = "x"\ntarget = "a:1"\ntraffic_class = "fast"',
+            "services[0].traffic_class",
+            "unknown traffic class 'fast'",
+        ),
+        ('key_path = "k"\n[session]\nmax_frame_size = 10', "session.max_frame_size", "must be"),
+        ('key_path = "k"\n[session]\nping_timeout = "1"', "session.ping_timeout", "expected"),
+        ('key_path = "k"\n[session]\nwindow = 1', "session.window", "unknown key"),
+        ('key_path = "k"\ndrain_timeout = -1', "drain_timeout", "positive"),
+    ],
+)
+def test_errors_name_file_key_and_problem(
+    tmp_path: Path, body: str, key: str, problem: str
+) -> None:
+    path = write(tmp_path, body)
+    with pytest.raises(ConfigError) as caught:
+        load_node_config(path, environ={})
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert problem in message
+    assert "\n" not in message
+
+
+def test_toml_syntax_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"node\.toml: invalid TOML"):
+        load_node_config(write(tmp_path, "key_path = "), environ={})
+    with pytest.raises(ConfigError, match="config file does not exist"):
+        load_node_config(tmp_path / "missing.toml", environ={})
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, 'key_path = "a.key"\nroles = ["relay"]\n[[listen]]\ncarrier="tcp"\naddress="x:1"'
+    )
+    env = {
+        "ACCESSFABRIC_KEY_PATH": "/keys/b.key",
+        "ACCESSFABRIC_LISTEN": "tcp://127.0.0.1:7443, wss://0.0.0.0:8443/fabric",
+        "ACCESSFABRIC_ROLES": "exit,service-host",
+        "ACCESSFABRIC_DRAIN_TIMEOUT": "2.5",
+        "ACCESSFABRIC_LOG_JSON": "1",
+        "ACCESSFABRIC_SESSION_IDLE_TIMEOUT": "off",
+        "ACCESSFABRIC_SESSION_MAX_CONCURRENT_STREAMS": "8",
+        "ACCESSFABRIC_SOMETHING_ELSE": "ignored",
+    }
+    config = load_node_config(path, environ=env)
+    assert config.key_path == Path("/keys/b.key")
+    assert config.cert_dir == Path("/keys/tls")
+    assert [e.url for e in config.listen] == ["tcp://127.0.0.1:7443", "wss://0.0.0.0:8443/fabric"]
+    assert config.roles == ("exit", "service-host")
+    assert config.drain_timeout == 2.5 and config.log_json
+    assert config.session.idle_timeout is None
+    assert config.session.max_concurrent_streams == 8
+
+
+def test_environment_only() -> None:
+    config = load_node_config(None, environ={"ACCESSFABRIC_KEY_PATH": "/k/node.key"})
+    assert config.key_path == Path("/k/node.key") and config.source == "environment"
+    with pytest.raises(ConfigError, match=r"^environment: key_path: required"):
+        load_node_config(None, environ={})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("ACCESSFABRIC_LISTEN", "tcp://127.0.0.1", "expected 'host:port'"),
+        ("ACCESSFABRIC_ROLES", "relay,wizard", "unknown role 'wizard'"),
+        ("ACCESSFABRIC_SESSION_MAX_CONCURRENT_STREAMS", "many", "expected an integer"),
+        ("ACCESSFABRIC_LOG_JSON", "maybe", "expected true/false"),
+    ],
+)
+def test_environment_errors_name_the_variable(variable: str, value: str, problem: str) -> None:
+    env = {"ACCESSFABRIC_KEY_PATH": "/k", variable: value}
+    with pytest.raises(ConfigError) as caught:
+        load_node_config(None, environ=env)
+    assert str(caught.value).startswith(f"environment: {variable}")
+    assert problem in str(caught.value)
