@@ -1,0 +1,218 @@
+"""Prometheus metrics of a node's fabric sessions, with bounded label cardinality.
+
+Sessions come and go; their counters must not.  :class:`FabricMetrics` keeps
+totals of sessions that ended and adds the live ones at scrape time, so a
+scrape costs O(live sessions) and nothing is counted on the data path.
+Labels are only ever drawn from fixed sets — direction, traffic class, error
+code name, carrier kind, reason — never a stream id, peer id or address.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from accessfabric.errors import ErrorCode
+from accessfabric.session import Session, SessionMetrics
+from accessfabric.wire.registry import TrafficClass
+
+RTT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+_CLASSES = [c.name.lower() for c in TrafficClass]
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name.lower()
+    except ValueError:
+        return "unknown"
+
+
+class FabricMetrics(Collector):
+    """Collects every tracked session of one node (register it on a registry once)."""
+
+    def __init__(self) -> None:
+        self._live: dict[int, tuple[Session, str]] = {}
+        self._bytes: Counter[tuple[str, str]] = Counter()  # (direction, class)
+        self._frames: Counter[tuple[str, str]] = Counter()
+        self._resets: Counter[str] = Counter()
+        self._terminations: Counter[tuple[str, str]] = Counter()  # (code, side)
+        self._credit_stalls = 0
+        self._dropped = 0
+        self._opened: Counter[str] = Counter()  # carrier kind
+        self.auth_failures: Counter[str] = Counter()  # reason
+        self.events: Counter[tuple[str, str]] = Counter()  # (kind, reason): route switches...
+
+    # Data the node feeds in.
+    def track(self, session: Session, carrier: str) -> None:
+        """Count a new session (call once, when it is created)."""
+        self._live[id(session)] = (session, carrier)
+        self._opened[carrier] += 1
+
+    def finished(self, session: Session) -> None:
+        """Fold a session that ended into the totals."""
+        entry = self._live.pop(id(session), None)
+        if entry is None:
+            return
+        self._fold(session.metrics())
+        ended = session.terminated
+        if ended is not None:
+            side = "remote" if ended.remote else "local"
+            self._terminations[(_code_name(int(ended.error_code)), side)] += 1
+
+    def count_event(self, kind: str, reason: str) -> None:
+        """Count a node event with a bounded reason (route switch, failover, ...)."""
+        self.events[(kind, reason)] += 1
+
+    def _fold(self, snapshot: SessionMetrics) -> None:
+        for cls, value in snapshot.bytes_in_by_class.items():
+            self._bytes[("in", cls)] += value
+        for cls, value in snapshot.bytes_out_by_class.items():
+            self._bytes[("out", cls)] += value
+        for cls, value in snapshot.frames_in_by_class.items():
+            self._frames[("in", cls)] += value
+        for cls, value in snapshot.frames_out_by_class.items():
+            self._frames[("out", cls)] += value
+        for code, count in snapshot.resets_by_code.items():
+            self._resets[_code_name(code)] += count
+        self._credit_stalls += snapshot.credit_stalls
+        self._dropped += snapshot.dropped_bytes
+
+    # Scrape.
+    def collect(self) -> Iterator[Metric]:
+        snapshots = [(session.metrics(), carrier) for session, carrier in self._live.values()]
+        bytes_total = Counter(self._bytes)
+        frames_total = Counter(self._frames)
+        resets = Counter(self._resets)
+        stalls, dropped = self._credit_stalls, self._dropped
+        queued: Counter[str] = Counter()
+        for snapshot, _ in snapshots:
+            for direction, table in (
+                ("in", snapshot.bytes_in_by_class),
+                ("out", snapshot.bytes_out_by_class),
+            ):
+                for cls, value in table.items():
+                    bytes_total[(direction, cls)] += value
+            for direction, table in (
+                ("in", snapshot.frames_in_by_class),
+                ("out", snapshot.frames_out_by_class),
+            ):
+                for cls, value in table.items():
+                    frames_total[(direction, cls)] += value
+            for code, count in snapshot.resets_by_code.items():
+                resets[_code_name(code)] += count
+            stalls += snapshot.credit_stalls
+            dropped += snapshot.dropped_bytes
+            for stream in snapshot.streams:
+                queued[stream.traffic_class] += stream.queued_bytes
+
+        yield from self._counter(
+            "accessfabric_stream_bytes",
+            "Stream payload bytes by direction and traffic class.",
+            ["direction", "traffic_class"],
+            bytes_total.items(),
+            zero_keys=[(d, c) for d in ("in", "out") for c in _CLASSES],
+        )
+        yield from self._counter(
+            "accessfabric_stream_frames",
+            "DATA frames by direction and traffic class.",
+            ["direction", "traffic_class"],
+            frames_total.items(),
+            zero_keys=[(d, c) for d in ("in", "out") for c in _CLASSES],
+        )
+        yield from self._counter(
+            "accessfabric_stream_resets",
+            "Streams reset, by error code.",
+            ["code"],
+            [((k,), v) for k, v in resets.items()],
+        )
+        yield from self._counter(
+            "accessfabric_session_terminations",
+            "Sessions ended, by error code and which side ended them.",
+            ["code", "side"],
+            self._terminations.items(),
+        )
+        yield from self._counter(
+            "accessfabric_sessions_opened",
+            "Sessions created, by carrier.",
+            ["carrier"],
+            [((k,), v) for k, v in self._opened.items()],
+        )
+        yield from self._counter(
+            "accessfabric_auth_failures",
+            "Failed session authentications, by reason.",
+            ["reason"],
+            [((k,), v) for k, v in self.auth_failures.items()],
+        )
+        yield from self._counter(
+            "accessfabric_node_events",
+            "Node events (route switches, failovers...), by kind and reason.",
+            ["kind", "reason"],
+            self.events.items(),
+        )
+        yield CounterMetricFamily(
+            "accessfabric_credit_stalls", "Times a stream waited for credit.", value=stalls
+        )
+        yield CounterMetricFamily(
+            "accessfabric_dropped_bytes",
+            "Droppable-class bytes dropped at full queues.",
+            value=dropped,
+        )
+        sessions = GaugeMetricFamily(
+            "accessfabric_sessions",
+            "Live sessions by carrier and state.",
+            labels=["carrier", "state"],
+        )
+        by_state = Counter((carrier, snap.state) for snap, carrier in snapshots)
+        for (carrier, state), count in sorted(by_state.items()):
+            sessions.add_metric([carrier, state], count)
+        yield sessions
+        queue = GaugeMetricFamily(
+            "accessfabric_queued_bytes",
+            "Bytes queued in sessions, not yet sent, by traffic class.",
+            labels=["traffic_class"],
+        )
+        for cls in _CLASSES:
+            queue.add_metric([cls], queued.get(cls, 0))
+        yield queue
+        yield self._rtt_histogram(snapshots)
+
+    @staticmethod
+    def _counter(
+        name: str,
+        documentation: str,
+        labels: list[str],
+        values: Iterable[tuple[tuple[str, ...], int]],
+        zero_keys: Iterable[tuple[str, ...]] = (),
+    ) -> Iterator[Metric]:
+        family = CounterMetricFamily(name, documentation, labels=labels)
+        merged = dict.fromkeys(zero_keys, 0) | dict(values)
+        for key, value in sorted(merged.items()):
+            family.add_metric(list(key), value)
+        yield family
+
+    @staticmethod
+    def _rtt_histogram(snapshots: list[tuple[SessionMetrics, str]]) -> Metric:
+        rtts = [snap.srtt for snap, _ in snapshots if snap.srtt is not None]
+        buckets = [(str(bound), float(sum(1 for r in rtts if r <= bound))) for bound in RTT_BUCKETS]
+        buckets.append(("+Inf", float(len(rtts))))
+        return GaugeHistogramMetricFamily(
+            "accessfabric_session_srtt_seconds",
+            "Smoothed RTT of live sessions (how many sessions fall in each bucket).",
+            buckets=buckets,
+            gsum_value=sum(rtts),
+        )
+
+
+def new_registry(metrics: FabricMetrics) -> CollectorRegistry:
+    """A registry of this node's fabric metrics (plus nothing process-global)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(metrics)
+    return registry

@@ -1,0 +1,75 @@
+"""The node's Prometheus metrics: counts survive sessions, labels stay bounded."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from accessfabric.errors import ErrorCode
+from accessfabric.observe.metrics import FabricMetrics, new_registry
+from accessfabric.session import events as ev
+from accessfabric.wire import TrafficClass
+from tests.session.pair import make_pair
+
+
+def _samples(metrics: FabricMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(new_registry(metrics)).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_bytes_by_class_survive_the_session_and_labels_are_bounded() -> None:
+    metrics = FabricMetrics()
+    for round_ in range(30):  # many sessions and streams: the series count must not grow
+        pair = make_pair()
+        metrics.track(pair.a, "memory")
+        bulk = pair.a.open_stream("files", TrafficClass.BULK)
+        rdp = pair.a.open_stream("rdp", TrafficClass.INTERACTIVE)
+        pair.a.send_data(bulk, b"b" * 10_000)
+        pair.a.send_data(rdp, b"i" * 100)
+        pair.a.reset_stream(rdp, ErrorCode.CANCEL) if round_ % 2 else None
+        pair.pump()
+        if round_ == 0:
+            live = _samples(metrics)
+            series = len(live)
+        pair.a.goaway(ErrorCode.PROTOCOL_ERROR, "test")
+        metrics.finished(pair.a)
+    samples = _samples(metrics)
+    key = ("accessfabric_stream_bytes_total", (("direction", "out"), ("traffic_class", "bulk")))
+    assert live[key] == 10_000
+    assert samples[key] == 30 * 10_000
+    interactive = (
+        "accessfabric_stream_bytes_total",
+        (("direction", "out"), ("traffic_class", "interactive")),
+    )
+    assert samples[interactive] >= 15 * 100
+    assert samples[("accessfabric_stream_resets_total", (("code", "cancel"),))] == 15
+    ended = (
+        "accessfabric_session_terminations_total",
+        (("code", "protocol_error"), ("side", "local")),
+    )
+    assert samples[ended] == 30
+    assert samples[("accessfabric_sessions_opened_total", (("carrier", "memory"),))] == 30
+    # No label carries a stream id, peer id or address: the series set does not grow.
+    assert len(samples) <= series + 4
+    assert not any("stream_id" in dict(labels) or "peer" in dict(labels) for _, labels in samples)
+
+
+def test_live_sessions_rtt_and_queue_gauges() -> None:
+    metrics = FabricMetrics()
+    pair = make_pair()
+    metrics.track(pair.a, "tcp_tls")
+    pair.a.ping()
+    pair.now = 0.004
+    pair.pump()
+    assert any(isinstance(e, ev.PingAcknowledged) for e in pair.take("a"))
+    stream = pair.a.open_stream("sync", TrafficClass.BULK)
+    pair.a.send_data(stream, b"q" * 1_000_000)  # more than the window: some stays queued
+    pair.pump()
+    samples = _samples(metrics)
+    assert samples[("accessfabric_sessions", (("carrier", "tcp_tls"), ("state", "ready")))] == 1
+    assert samples[("accessfabric_queued_bytes", (("traffic_class", "bulk"),))] > 0
+    assert samples[("accessfabric_session_srtt_seconds_gcount", ())] == 1
