@@ -1,0 +1,262 @@
+"""SqliteStore semantics: revisions, CAS, leases with an injected clock, the changes feed."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from accessfabric.control.store import (
+    ChangeKind,
+    CompactedError,
+    FutureRevisionError,
+    LeaseNotFoundError,
+    SqliteStore,
+)
+from accessfabric.control.store.base import prefix_range_end
+from tests.control.conftest import FakeClock
+
+
+def test_fresh_store_is_at_revision_one_and_first_write_is_two(store: SqliteStore) -> None:
+    assert store.revision() == 1
+    assert store.put("a", b"1") == 2
+    assert store.revision() == 2
+
+
+def test_revisions_and_versions_follow_etcd(store: SqliteStore) -> None:
+    r1 = store.put("k", b"one")
+    r2 = store.put("k", b"two")
+    entry = store.get("k")
+    assert entry is not None
+    assert (entry.value, entry.create_revision, entry.mod_revision, entry.version) == (
+        b"two",
+        r1,
+        r2,
+        2,
+    )
+    assert entry.lease_id is None
+    r3 = store.delete("k")
+    assert r3 == r2 + 1
+    assert store.get("k") is None
+    assert store.delete("k") is None  # nothing deleted: no revision consumed
+    assert store.revision() == r3
+    r4 = store.put("k", b"again")
+    entry = store.get("k")
+    assert entry is not None
+    assert (entry.create_revision, entry.version) == (r4, 1)
+
+
+def test_range_is_prefix_bounded_and_sorted_by_bytes(store: SqliteStore) -> None:
+    for key in ["/nodes/b", "/nodes/a", "/nodesx", "/node", "/nodes/\u00e9", "/z"]:
+        store.put(key, key.encode())
+    result = store.range("/nodes/")
+    assert [e.key for e in result.entries] == ["/nodes/a", "/nodes/b", "/nodes/\u00e9"]
+    assert result.revision == store.revision()
+    assert len(store.range("").entries) == 6
+    assert prefix_range_end(b"a\xff\xff") == b"b"
+    assert prefix_range_end(b"\xff") is None
+
+
+def test_put_if_compare_and_swap(store: SqliteStore) -> None:
+    created = store.put_if("leader", b"n1", 0)
+    assert created.succeeded and created.revision == store.revision()
+    again = store.put_if("leader", b"n2", 0)
+    assert not again.succeeded
+    assert again.current is not None and again.current.value == b"n1"
+    assert again.revision == created.revision
+    swapped = store.put_if("leader", b"n2", created.revision)
+    assert swapped.succeeded
+    stale = store.put_if("leader", b"n3", created.revision)
+    assert not stale.succeeded
+    assert stale.current is not None and stale.current.mod_revision == swapped.revision
+    missing = store.put_if("absent", b"x", 5)
+    assert not missing.succeeded and missing.current is None
+    with pytest.raises(ValueError):
+        store.put_if("k", b"v", -1)
+
+
+def test_delete_if_is_fenced_by_mod_revision(store: SqliteStore) -> None:
+    rev = store.put("k", b"v")
+    assert not store.delete_if("k", rev - 1).succeeded
+    assert store.delete_if("k", rev).succeeded
+    assert not store.delete_if("k", rev).succeeded
+
+
+def test_lease_expiry_deletes_keys_at_the_injected_clock(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    lease = store.grant_lease(10)
+    store.put("/svc/a", b"1", lease=lease)
+    store.put("/svc/b", b"2", lease=lease)
+    store.put("/svc/c", b"3")
+    entry = store.get("/svc/a")
+    assert entry is not None and entry.lease_id == lease
+    before = store.revision()
+    clock.advance(9.9)
+    assert store.time_to_live(lease) == pytest.approx(0.1)
+    assert store.get("/svc/a") is not None
+    clock.advance(0.1)
+    assert store.get("/svc/a") is None
+    assert [e.key for e in store.range("/svc/").entries] == ["/svc/c"]
+    # Both keys went in one revision, as two delete events.
+    deletes = store.changes(before, "/svc/")
+    assert [(c.kind, c.key, c.revision) for c in deletes] == [
+        (ChangeKind.DELETE, "/svc/a", before + 1),
+        (ChangeKind.DELETE, "/svc/b", before + 1),
+    ]
+    with pytest.raises(LeaseNotFoundError):
+        store.keepalive(lease)
+    with pytest.raises(LeaseNotFoundError):
+        store.put("/svc/d", b"4", lease=lease)
+
+
+def test_keepalive_restarts_ttl(store: SqliteStore, clock: FakeClock) -> None:
+    lease = store.grant_lease(5)
+    store.put("k", b"v", lease=lease)
+    for _ in range(4):
+        clock.advance(4)
+        assert store.keepalive(lease) == 5
+    assert store.get("k") is not None
+    clock.advance(5)
+    assert store.get("k") is None
+
+
+def test_revoke_deletes_keys_and_forgets_lease(store: SqliteStore) -> None:
+    lease = store.grant_lease(60)
+    empty = store.grant_lease(60)
+    store.put("k", b"v", lease=lease)
+    revision = store.revoke(lease)
+    assert revision == store.revision()
+    assert store.get("k") is None
+    assert store.revoke(empty) is None
+    with pytest.raises(LeaseNotFoundError):
+        store.revoke(lease)
+    with pytest.raises(LeaseNotFoundError):
+        store.time_to_live(lease)
+
+
+def test_put_without_lease_detaches_key(store: SqliteStore, clock: FakeClock) -> None:
+    lease = store.grant_lease(1)
+    store.put("k", b"v", lease=lease)
+    store.put("k", b"w")
+    clock.advance(2)
+    entry = store.get("k")
+    assert entry is not None and entry.lease_id is None
+
+
+def test_refresh_leases_gives_full_ttl(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "s.db"
+    with SqliteStore(path, clock=clock) as first:
+        lease = first.grant_lease(10)
+        first.put("k", b"v", lease=lease)
+    clock.advance(8)
+    with SqliteStore(path, clock=clock) as second:
+        assert second.refresh_leases() == 1
+        clock.advance(8)
+        assert second.get("k") is not None
+        clock.advance(2)
+        assert second.get("k") is None
+
+
+def test_changes_feed_is_ordered_and_prefix_filtered(store: SqliteStore) -> None:
+    start = store.revision()
+    store.put("/a/1", b"x")
+    store.put("/b/1", b"y")
+    store.put("/a/1", b"z")
+    store.delete("/a/1")
+    feed = store.changes(start, "/a/")
+    assert [(c.kind, c.key, c.value, c.version) for c in feed] == [
+        (ChangeKind.PUT, "/a/1", b"x", 1),
+        (ChangeKind.PUT, "/a/1", b"z", 2),
+        (ChangeKind.DELETE, "/a/1", b"", 0),
+    ]
+    revisions = [c.revision for c in store.changes(start)]
+    assert revisions == sorted(revisions) == list(range(start + 1, start + 5))
+    assert store.changes(store.revision()) == []
+    with pytest.raises(FutureRevisionError):
+        store.changes(store.revision() + 1)
+
+
+def test_compaction_raises_compacted_error(store: SqliteStore) -> None:
+    for i in range(10):
+        store.put(f"k{i}", b"v")
+    store.compact(5)
+    assert store.compact_revision() == 5
+    assert [c.revision for c in store.changes(5)] == list(range(6, 12))
+    with pytest.raises(CompactedError) as caught:
+        store.changes(4)
+    assert caught.value.compact_revision == 5
+    assert "compacted" in str(caught.value)
+    assert len(store.range("k").entries) == 10  # values survive compaction
+    with pytest.raises(FutureRevisionError):
+        store.compact(store.revision() + 1)
+
+
+def test_change_log_is_bounded(store: SqliteStore) -> None:
+    # The fixture keeps 50 revisions of history (compacting in batches of 5).
+    for i in range(200):
+        store.put("k", str(i).encode())
+    compacted = store.compact_revision()
+    assert store.revision() - 55 <= compacted <= store.revision() - 50
+    assert len(store.changes(compacted)) == store.revision() - compacted
+    with pytest.raises(CompactedError):
+        store.changes(1)
+
+
+def test_file_is_wal_with_synchronous_normal(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    with SqliteStore(path) as opened:
+        opened.put("k", b"v")
+        db = opened._db
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0] == 2
+
+
+def test_reopen_keeps_data_and_revision(tmp_path: Path) -> None:
+    path = tmp_path / "re.db"
+    with SqliteStore(path) as first:
+        first.put("k", b"v")
+        revision = first.revision()
+    with SqliteStore(path) as second:
+        assert second.revision() == revision
+        entry = second.get("k")
+        assert entry is not None and entry.value == b"v"
+
+
+def test_invalid_arguments(store: SqliteStore) -> None:
+    with pytest.raises(ValueError):
+        store.put("", b"v")
+    with pytest.raises(TypeError):
+        store.put("k", "v")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        store.put("k", b"v" * (1024 * 1024 + 1))
+    with pytest.raises(ValueError):
+        store.grant_lease(0)
+    with pytest.raises(ValueError):
+        store.put("k", b"v", lease=-3)
+
+
+def test_two_stores_on_one_file_share_revisions_and_cas(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    with SqliteStore(path) as one, SqliteStore(path) as two:
+        results: list[bool] = []
+        barrier = threading.Barrier(2)
+
+        def contend(store: SqliteStore) -> None:
+            barrier.wait()
+            results.append(store.put_if("lock", b"x", 0).succeeded)
+
+        threads = [threading.Thread(target=contend, args=(s,)) for s in (one, two)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(results) == [False, True]
+        assert one.revision() == two.revision() == 2
+        two.put("other", b"y")
+        assert one.revision() == 3
