@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--size-mib", type=int, default=64, metavar="N", help="size of the download (default 64)"
     )
     demo.set_defaults(handler=_cmd_demo)
+
+    from accessfabric.node.commands import add_node_commands
+
+    add_node_commands(commands)
     return parser
 
 

@@ -212,3 +212,11 @@ def test_environment_errors_name_the_variable(variable: str, value: str, problem
         load_node_config(None, environ=env)
     assert str(caught.value).startswith(f"environment: {variable}")
     assert problem in str(caught.value)
+
+
+def test_empty_string_in_a_validated_field_is_reported_once(tmp_path: Path) -> None:
+    body = 'key_path = "k"\n[[peers]]\nnode_id = ""\nendpoints = ["tcp://127.0.0.1:1"]\n'
+    path = write(tmp_path, body)
+    with pytest.raises(ConfigError) as caught:
+        load_node_config(path, environ={})
+    assert str(caught.value) == f"{path}: peers[0].node_id: must not be empty"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from accessfabric.session import events as ev
-
 from tests.session.pair import make_pair
 
 

@@ -80,7 +80,7 @@ SESSION_KEYS = (*_INT_LIMITS, *_OPTIONAL_SECONDS)
 """The ``[session]`` keys: SessionConfig fields an operator may set."""
 
 
-class ConfigError(ValueError):
+class ConfigError(Exception):
     """A configuration problem: ``str(error)`` is ``"<source>: <key>: <problem>"``."""
 
     def __init__(self, source: str, key: str, problem: str) -> None:

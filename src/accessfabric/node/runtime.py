@@ -1,0 +1,205 @@
+"""``NodeRuntime``: one node process — key, listeners, accepted sessions, static peers, shutdown.
+
+* Listens on every ``[[listen]]`` endpoint; each accepted session's incoming
+  streams go to the :class:`ServiceDispatcher` (``echo`` built in).
+* Dials static peers on demand through a :class:`PeerSessionManager`
+  (``connect = "always"`` peers are kept up from the start).
+* :meth:`NodeRuntime.shutdown`: stop listening, GOAWAY every session, let
+  open streams finish for at most ``drain_timeout`` seconds, then close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from accessfabric.errors import ErrorCode
+from accessfabric.identity.keys import NodeKey
+from accessfabric.node.address import Endpoint
+from accessfabric.node.config import NodeConfig, PeerConfig
+from accessfabric.node.connection import SessionConnection
+from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
+from accessfabric.node.endpoints import LocalNode
+from accessfabric.node.log_format import log_event
+from accessfabric.node.peers import PeerSessionManager
+from accessfabric.node.services import ServiceDispatcher
+
+log = logging.getLogger(__name__)
+
+KEEP_UP_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+def _code_name(code: ErrorCode | int) -> str:
+    return code.name if isinstance(code, ErrorCode) else str(code)
+
+
+class NodeRuntime:
+    def __init__(self, config: NodeConfig, *, key: NodeKey | None = None) -> None:
+        """Load the key (``IdentityError`` names the file and the problem)."""
+        self.config = config
+        self.key = key if key is not None else NodeKey.load(config.key_path)
+        self.local = LocalNode(
+            key=self.key, cert_dir=config.cert_dir, session_config=config.session
+        )
+        self.dispatcher = ServiceDispatcher()
+        self.peers = PeerSessionManager(
+            self._dial_peer,
+            [(p.node_id, p.endpoints) for p in config.peers if p.node_id != self.key.node_id],
+        )
+        self.listeners: list[BoundListener] = []
+        self._accepted: set[SessionConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._keepers: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    @property
+    def node_id(self) -> str:
+        return self.key.node_id
+
+    @property
+    def accepted_sessions(self) -> int:
+        return len(self._accepted)
+
+    # ------------------------------------------------------------ start
+
+    async def start(self) -> None:
+        """Bind every listener (an ``OSError`` or ``CarrierUnavailableError`` stops start-up)."""
+        log_event(
+            log, "node starting", node_id=self.node_id,
+            roles=",".join(self.config.roles) or "-", config=self.config.source,
+        )  # fmt: skip
+        try:
+            for endpoint in self.config.listen:
+                bound = await listen(self.local, endpoint, self._on_connection)
+                self.listeners.append(bound)
+                log_event(
+                    log, "listening", carrier=bound.endpoint.carrier,
+                    address=bound.endpoint.address, url=bound.endpoint.url,
+                )  # fmt: skip
+        except BaseException:
+            for bound in self.listeners:
+                bound.close()
+            raise
+        for peer in self.config.peers:
+            if peer.connect == "always" and peer.node_id != self.node_id:
+                self._keepers.append(asyncio.create_task(self._keep_up(peer)))
+        log_event(log, "node ready", node_id=self.node_id, listeners=len(self.listeners))
+
+    def _on_connection(self, connection: SessionConnection) -> None:
+        if self._stopping:
+            connection.abort()
+            return
+        self._accepted.add(connection)
+        task = asyncio.create_task(self._serve(connection))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, connection: SessionConnection) -> None:
+        address = connection.info.peer_address
+        try:
+            try:
+                ready = await connection.ready()
+            except Exception as error:
+                log_event(
+                    log, "session rejected", logging.INFO,
+                    address=address, carrier=connection.info.kind,
+                    error=str(error) or type(error).__name__,
+                )  # fmt: skip
+                return
+            peer = ready.peer_node_id
+            log_event(
+                log, "session accepted", peer=peer, address=address, carrier=connection.info.kind
+            )
+            while True:
+                stream = await connection.accept_stream()
+                if stream is None:
+                    break
+                self.dispatcher.dispatch(stream, peer)
+            ended = await connection.wait_closed()
+            log_event(
+                log, "session ended", peer=peer, address=address,
+                code=_code_name(ended.error_code), reason=ended.reason,
+            )  # fmt: skip
+        finally:
+            self._accepted.discard(connection)
+
+    # ------------------------------------------------------------ peers
+
+    async def _dial_peer(self, endpoint: Endpoint, node_id: str) -> SessionConnection:
+        timeout = self.config.session.handshake_timeout or DEFAULT_DIAL_TIMEOUT
+        return await dial(self.local, endpoint, expected_peer_id=node_id, timeout=timeout)
+
+    async def _keep_up(self, peer: PeerConfig) -> None:
+        """Keep a session to ``peer`` open: reopen when it ends, backing off while it fails."""
+        failures = 0
+        while not self._stopping:
+            try:
+                connection = await self.peers.session(peer.node_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                delay = KEEP_UP_BACKOFF[min(failures, len(KEEP_UP_BACKOFF) - 1)]
+                failures += 1
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            await connection.wait_closed()
+
+    # ------------------------------------------------------------ shutdown
+
+    async def shutdown(self, reason: str = "node shutting down") -> bool:
+        """GOAWAY, drain (bounded by ``drain_timeout``), close.  True when all drained in time."""
+        if self._stopping:
+            return True
+        self._stopping = True
+        timeout = self.config.drain_timeout
+        log_event(
+            log, "node draining", sessions=len(self._accepted) + self.peers.counters().active,
+            streams=self.dispatcher.active, timeout=timeout,
+        )  # fmt: skip
+        for bound in self.listeners:
+            bound.close()
+        for keeper in self._keepers:
+            keeper.cancel()
+        for connection in list(self._accepted):
+            await connection.goaway(ErrorCode.NO_ERROR, reason)
+        waits: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self.peers.aclose(drain_timeout=timeout, reason=reason)),
+            *(asyncio.ensure_future(c.wait_closed()) for c in self._accepted),
+        ]
+        _, pending = await asyncio.wait(waits, timeout=timeout)
+        for future in pending:
+            future.cancel()
+        drained = not pending
+        for connection in list(self._accepted):
+            connection.abort()
+        self.dispatcher.cancel_all()
+        for task in [*self._tasks, *self._keepers]:
+            task.cancel()
+        for task in [*self._tasks, *self._keepers]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        log_event(log, "node stopped", drained=drained)
+        return drained
+
+
+async def run_node(config: NodeConfig, *, key: NodeKey | None = None) -> int:
+    """Run a node until SIGTERM or SIGINT, then drain and stop; the process exit code (0)."""
+    loop = asyncio.get_running_loop()
+    runtime = NodeRuntime(config, key=key)
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await runtime.start()
+        await stop.wait()
+        log_event(log, "signal received, stopping")
+        await runtime.shutdown()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+    return 0

@@ -1,0 +1,92 @@
+"""Where a stream a peer opens goes: the service dispatcher and the built-in ``echo`` service.
+
+``echo`` writes back every byte it reads and closes its side when the peer
+closes its own: the diagnostic ``accessfabric smoke`` uses.  A stream to any
+service the node does not serve is reset with ``SERVICE_UNAVAILABLE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from accessfabric.errors import ErrorCode
+from accessfabric.node.connection import FabricStream
+from accessfabric.node.log_format import log_event
+
+log = logging.getLogger(__name__)
+
+ServiceHandler = Callable[[FabricStream], Awaitable[None]]
+
+ECHO_SERVICE = "echo"
+ECHO_CHUNK = 256 * 1024
+
+
+async def echo(stream: FabricStream) -> None:
+    """Echo bytes back until the peer ends its side, then end ours."""
+    while True:
+        data = await stream.read(ECHO_CHUNK)
+        if not data:
+            break
+        stream.write(data)
+        await stream.drain()
+    stream.close()
+
+
+class ServiceDispatcher:
+    """Runs one task per accepted stream with the handler registered for its service."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, ServiceHandler] = {ECHO_SERVICE: echo}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.refused = 0
+
+    def register(self, service: str, handler: ServiceHandler) -> None:
+        self._handlers[service] = handler
+
+    @property
+    def services(self) -> list[str]:
+        return sorted(self._handlers)
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    def dispatch(self, stream: FabricStream, peer: str) -> None:
+        handler = self._handlers.get(stream.service)
+        if handler is None:
+            self.refused += 1
+            stream.reset(ErrorCode.SERVICE_UNAVAILABLE)
+            log_event(
+                log, "stream refused", logging.INFO,
+                peer=peer, stream=stream.stream_id, service=stream.service,
+                code="SERVICE_UNAVAILABLE",
+            )  # fmt: skip
+            return
+        task = asyncio.create_task(self._run(handler, stream, peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, handler: ServiceHandler, stream: FabricStream, peer: str) -> None:
+        try:
+            await handler(stream)
+        except ConnectionError as error:  # the stream or session ended under the handler
+            log_event(
+                log, "stream ended early", logging.DEBUG,
+                peer=peer, stream=stream.stream_id, service=stream.service, error=str(error),
+            )  # fmt: skip
+        except Exception:
+            log.exception("service %r failed on stream %d", stream.service, stream.stream_id)
+            stream.reset(ErrorCode.INTERNAL_ERROR)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no handler runs (True) or ``timeout`` passes (False)."""
+        if not self._tasks:
+            return True
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        return not pending
+
+    def cancel_all(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
