@@ -216,7 +216,7 @@ def _apply(store: SqliteStore, model: Model, granted: list[int], op: tuple[Any, 
         assert store.changes(since, op[2]) == want
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(operation, max_size=40))
 def test_sqlite_store_matches_model(ops: list[tuple[Any, ...]]) -> None:
     model = Model()
@@ -224,7 +224,9 @@ def test_sqlite_store_matches_model(ops: list[tuple[Any, ...]]) -> None:
     granted: list[int] = []
     with tempfile.TemporaryDirectory() as directory:
         history = 10_000  # compaction here comes only from explicit compact() calls
-        with SqliteStore(Path(directory) / "m.db", clock=clock, history=history) as store:
+        with SqliteStore(
+            Path(directory) / "m.db", clock=clock, history=history, checkpoint_interval=None
+        ) as store:
             for op in ops:
                 _apply(store, model, granted, op)
                 clock.now = model.now

@@ -1,0 +1,258 @@
+"""The objects the authority signs: ``NodeRecord``, ``RouteLease``, ``ServiceLease``.
+
+Each is a frozen value that validates itself on construction and knows its canonical body
+(:meth:`encode_body` / :meth:`decode_body`); the signed envelope around the body is in
+:mod:`accessfabric.control.signed`, the byte layouts in ``docs/control.md``.  Times are
+Unix milliseconds (u64): every hop compares them with its own wall clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import ClassVar, Self
+
+from accessfabric.control.codec import Reader, Writer, check_u64
+from accessfabric.control.vocabulary import (
+    Role,
+    ServiceMode,
+    check_name,
+    check_trust_tier,
+    classes_from_mask,
+    classes_to_mask,
+    roles_from_mask,
+    roles_to_mask,
+)
+from accessfabric.identity.node_id import parse_node_id, verify_public_key_matches
+from accessfabric.wire.registry import TrafficClass
+
+LEASE_ID_LENGTH = 16
+KEY_LENGTH = 32
+MAX_HOPS = 16
+MAX_SCOPES = 32
+MAX_SERVICES = 64
+
+
+class ObjectType(IntEnum):
+    """The type tag of a signed object (envelope byte 5, covered by the signature)."""
+
+    NODE_RECORD = 1
+    ROUTE_LEASE = 2
+    SERVICE_LEASE = 3
+
+
+def _set(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)
+
+
+def _node_id(field: str, value: str) -> str:
+    try:
+        return parse_node_id(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{field}: {exc}") from None
+
+
+def _check_times(issued_ms: int, expires_ms: int) -> None:
+    check_u64("issued_ms", issued_ms)
+    check_u64("expires_ms", expires_ms)
+    if expires_ms <= issued_ms:
+        raise ValueError("expires_ms must be after issued_ms")
+
+
+def _names(kind: str, names: Iterable[str], limit: int) -> frozenset[str]:
+    if isinstance(names, str):
+        raise TypeError(f"{kind}s must be a collection of names, not one str")
+    checked = frozenset(check_name(kind, name) for name in names)
+    if len(checked) > limit:
+        raise ValueError(f"at most {limit} {kind}s")
+    return checked
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NodeRecord:
+    """What the control plane vouches for about one node."""
+
+    object_type: ClassVar[ObjectType] = ObjectType.NODE_RECORD
+
+    node_id: str
+    public_key: bytes
+    sealing_public_key: bytes
+    roles: frozenset[Role]
+    tenant: str
+    organisation_scopes: frozenset[str]
+    trust_tier: int
+    issued_ms: int
+    expires_ms: int
+    revision: int
+
+    def __post_init__(self) -> None:
+        _set(self, "node_id", _node_id("node_id", self.node_id))
+        if len(self.public_key) != KEY_LENGTH or len(self.sealing_public_key) != KEY_LENGTH:
+            raise ValueError(f"public keys are {KEY_LENGTH} raw bytes")
+        if not verify_public_key_matches(self.node_id, self.public_key):
+            raise ValueError(f"node id {self.node_id} does not derive from public_key")
+        _set(self, "roles", frozenset(Role(role) for role in self.roles))
+        check_name("tenant", self.tenant)
+        _set(
+            self,
+            "organisation_scopes",
+            _names("organisation scope", self.organisation_scopes, MAX_SCOPES),
+        )
+        check_trust_tier(self.trust_tier)
+        _check_times(self.issued_ms, self.expires_ms)
+        check_u64("revision", self.revision)
+
+    def encode_body(self) -> bytes:
+        out = Writer()
+        out.node_id(self.node_id)
+        out.fixed(self.public_key, KEY_LENGTH)
+        out.fixed(self.sealing_public_key, KEY_LENGTH)
+        out.uint(roles_to_mask(self.roles), 2)
+        out.name(self.tenant)
+        out.names(self.organisation_scopes)
+        out.uint(self.trust_tier, 1)
+        out.uint(self.issued_ms, 8)
+        out.uint(self.expires_ms, 8)
+        out.uint(self.revision, 8)
+        return out.to_bytes()
+
+    @classmethod
+    def decode_body(cls, body: bytes) -> Self:
+        """Parse a body; :class:`MalformedError` or :class:`ValueError` if it is not one."""
+        data = Reader(body)
+        record = cls(
+            node_id=data.node_id(),
+            public_key=data.take(KEY_LENGTH),
+            sealing_public_key=data.take(KEY_LENGTH),
+            roles=roles_from_mask(data.uint(2)),
+            tenant=data.name(),
+            organisation_scopes=frozenset(data.names()),
+            trust_tier=data.uint(1),
+            issued_ms=data.u64(),
+            expires_ms=data.u64(),
+            revision=data.u64(),
+        )
+        data.finish()
+        return record
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RouteLease:
+    """Permission to carry ``allowed_services`` in ``allowed_classes`` along ``hops``."""
+
+    object_type: ClassVar[ObjectType] = ObjectType.ROUTE_LEASE
+
+    lease_id: bytes
+    route_id: int
+    epoch: int
+    hops: tuple[str, ...]
+    allowed_services: frozenset[str]
+    allowed_classes: frozenset[TrafficClass]
+    issued_ms: int
+    expires_ms: int
+    fencing_token: int
+
+    def __post_init__(self) -> None:
+        if len(self.lease_id) != LEASE_ID_LENGTH:
+            raise ValueError(f"lease_id is {LEASE_ID_LENGTH} bytes")
+        check_u64("route_id", self.route_id)
+        check_u64("epoch", self.epoch)
+        hops = tuple(_node_id("hops", hop) for hop in self.hops)
+        if not 1 <= len(hops) <= MAX_HOPS:
+            raise ValueError(f"a route has 1..{MAX_HOPS} hops, got {len(hops)}")
+        if len(set(hops)) != len(hops):
+            raise ValueError("a route visits each node at most once")
+        _set(self, "hops", hops)
+        _set(self, "allowed_services", _names("service", self.allowed_services, MAX_SERVICES))
+        _set(self, "allowed_classes", frozenset(TrafficClass(c) for c in self.allowed_classes))
+        _check_times(self.issued_ms, self.expires_ms)
+        check_u64("fencing_token", self.fencing_token)
+
+    def encode_body(self) -> bytes:
+        out = Writer()
+        out.fixed(self.lease_id, LEASE_ID_LENGTH)
+        out.uint(self.route_id, 8)
+        out.uint(self.epoch, 8)
+        out.uint(len(self.hops), 1)
+        for hop in self.hops:
+            out.node_id(hop)
+        out.names(self.allowed_services)
+        out.uint(classes_to_mask(self.allowed_classes), 1)
+        out.uint(self.issued_ms, 8)
+        out.uint(self.expires_ms, 8)
+        out.uint(self.fencing_token, 8)
+        return out.to_bytes()
+
+    @classmethod
+    def decode_body(cls, body: bytes) -> Self:
+        data = Reader(body)
+        lease_id = data.take(LEASE_ID_LENGTH)
+        route_id = data.u64()
+        epoch = data.u64()
+        hops = tuple(data.node_id() for _ in range(data.uint(1)))
+        lease = cls(
+            lease_id=lease_id,
+            route_id=route_id,
+            epoch=epoch,
+            hops=hops,
+            allowed_services=frozenset(data.names()),
+            allowed_classes=classes_from_mask(data.uint(1)),
+            issued_ms=data.u64(),
+            expires_ms=data.u64(),
+            fencing_token=data.u64(),
+        )
+        data.finish()
+        return lease
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServiceLease:
+    """``replica`` serves ``service`` (as leader or one of several active replicas)."""
+
+    object_type: ClassVar[ObjectType] = ObjectType.SERVICE_LEASE
+
+    service: str
+    replica: str
+    mode: ServiceMode
+    epoch: int
+    issued_ms: int
+    expires_ms: int
+    fencing_token: int
+
+    def __post_init__(self) -> None:
+        check_name("service", self.service)
+        _set(self, "replica", _node_id("replica", self.replica))
+        _set(self, "mode", ServiceMode(self.mode))
+        check_u64("epoch", self.epoch)
+        _check_times(self.issued_ms, self.expires_ms)
+        check_u64("fencing_token", self.fencing_token)
+
+    def encode_body(self) -> bytes:
+        out = Writer()
+        out.name(self.service)
+        out.node_id(self.replica)
+        out.uint(self.mode, 1)
+        out.uint(self.epoch, 8)
+        out.uint(self.issued_ms, 8)
+        out.uint(self.expires_ms, 8)
+        out.uint(self.fencing_token, 8)
+        return out.to_bytes()
+
+    @classmethod
+    def decode_body(cls, body: bytes) -> Self:
+        data = Reader(body)
+        lease = cls(
+            service=data.name(),
+            replica=data.node_id(),
+            mode=ServiceMode(data.uint(1)),
+            epoch=data.u64(),
+            issued_ms=data.u64(),
+            expires_ms=data.u64(),
+            fencing_token=data.u64(),
+        )
+        data.finish()
+        return lease
+
+
+SignedObject = NodeRecord | RouteLease | ServiceLease
