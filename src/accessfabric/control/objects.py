@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar, Self
 
-from accessfabric.control.codec import Reader, Writer, check_u64
+from accessfabric.control.codec import Reader, Writer, canonical_node_id, check_u64
 from accessfabric.control.vocabulary import (
     Role,
     ServiceMode,
@@ -24,7 +24,7 @@ from accessfabric.control.vocabulary import (
     roles_from_mask,
     roles_to_mask,
 )
-from accessfabric.identity.node_id import parse_node_id, verify_public_key_matches
+from accessfabric.identity.node_id import verify_public_key_matches
 from accessfabric.wire.registry import TrafficClass
 
 LEASE_ID_LENGTH = 16
@@ -48,7 +48,7 @@ def _set(obj: object, name: str, value: object) -> None:
 
 def _node_id(field: str, value: str) -> str:
     try:
-        return parse_node_id(value)
+        return canonical_node_id(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{field}: {exc}") from None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from accessfabric.control.codec import canonical_node_id
 from accessfabric.control.objects import NodeRecord, RouteLease, ServiceLease
 from accessfabric.control.rejections import (
     LeaseRejected,
@@ -18,7 +19,6 @@ from accessfabric.control.rejections import (
     SignedObjectRejected,
 )
 from accessfabric.control.signed import open_signed
-from accessfabric.identity.node_id import parse_node_id
 from accessfabric.wire.registry import TrafficClass
 
 DEFAULT_CLOCK_SKEW = 5.0
@@ -145,6 +145,6 @@ def verify_node_record(
 
 def _canonical(node_id: str) -> str:
     try:
-        return parse_node_id(node_id)
+        return canonical_node_id(node_id)
     except ValueError:
         return node_id  # a malformed id is on no route
