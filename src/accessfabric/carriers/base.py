@@ -25,6 +25,8 @@ class CarrierInfo:
     """Bytes both ends derive from this one connection (TLS ``tls-unique``)."""
     peer_certificate_key: bytes | None = None
     """The Ed25519 key in the peer's TLS certificate, when it sent one."""
+    forwarded_for: str | None = None
+    """The client address a trusted reverse proxy reported (``peer_address`` is the proxy)."""
 
 
 class ByteTransport(Protocol):

@@ -111,10 +111,10 @@ class FabricStream:
     async def read(self, max_bytes: int = -1) -> bytes:
         """Up to ``max_bytes`` (all buffered when -1); ``b""`` at the end of the stream."""
         while not self._chunks:
+            if self._eof:  # the peer ended the stream: a later session close loses nothing
+                return b""
             if self._error is not None:
                 raise self._error
-            if self._eof:
-                return b""
             self._readable.clear()
             await self._readable.wait()
         if max_bytes < 0:

@@ -1,22 +1,30 @@
-"""Dial and accept fabric sessions over TCP+TLS.
+"""Dial and accept fabric sessions over TCP+TLS and WebSocket (wss).
 
 A dialer that pins the peer's node id gets ``IdentityMismatchError`` when
 another node answers; after AUTH it also checks that the TLS certificate
 holds the key AUTH proved (a man in the middle that terminated TLS fails
 here, and already fails AUTH because the channel bindings differ).  The
 acceptor rate-limits failed authentications per source address.
+
+A WebSocket listener marked ``behind_proxy`` sits behind a TLS-terminating
+reverse proxy: there the TLS connection does not reach the peer, so both ends
+authenticate on an empty channel binding, the dialer must verify the proxy's
+certificate and pin the node id (``docs/adr/0005-websocket-behind-proxies.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
 from accessfabric.carriers.tcp import TcpCarrier
+from accessfabric.carriers.websocket import WebSocketCarrier
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.authenticator import Ed25519Authenticator
 from accessfabric.identity.keys import NodeKey
@@ -34,6 +42,7 @@ from accessfabric.session import events as ev
 log = logging.getLogger(__name__)
 
 AUTH_FAILURE_CODES = frozenset({ErrorCode.AUTHENTICATION_FAILED, ErrorCode.IDENTITY_MISMATCH})
+FABRIC_PATH = "/fabric"
 
 
 @dataclass
@@ -73,6 +82,55 @@ class LocalNode:
         connection.attach(transport)
         return connection
 
+    def accept_connection(
+        self,
+        info: CarrierInfo,
+        transport: ByteTransport,
+        tls: PeerTlsInfo | None,
+        on_connection: Callable[[SessionConnection], None],
+    ) -> SessionConnection:
+        """The acceptor's session on a new carrier, handed to ``on_connection``.
+
+        A source (address, or the client a trusted proxy reported) that failed AUTH too
+        often gets GOAWAY ENHANCE_YOUR_CALM instead, and ``on_connection`` never sees it.
+        """
+        loop = asyncio.get_running_loop()
+        address = info.forwarded_for or info.peer_address.rsplit(":", 1)[0]
+        connection = self.new_connection(info, transport, tls)
+        if not self.auth_failures.allows(address, loop.time()):
+            self.rejected_connections += 1
+            connection.session.goaway(
+                ErrorCode.ENHANCE_YOUR_CALM, "too many failed authentications"
+            )
+            connection.writable()
+            transport.close()
+            return connection
+
+        def charge_failures(event: ev.Event) -> None:
+            if isinstance(event, ev.SessionTerminated) and event.error_code in AUTH_FAILURE_CODES:
+                now = loop.time()
+                self.auth_failures.take(address, now)
+                if connection.session.peer_node_id:
+                    self.auth_failures.take("node:" + connection.session.peer_node_id, now)
+
+        connection.on_event.append(charge_failures)
+        on_connection(connection)
+        return connection
+
+    def dial_factory(
+        self, expected_peer_id: str | None, made: list[SessionConnection]
+    ) -> Callable[[CarrierInfo, ByteTransport, PeerTlsInfo | None], CarrierListener]:
+        """A dialer carrier's listener factory; each connection it builds lands in ``made``."""
+
+        def factory(
+            info: CarrierInfo, transport: ByteTransport, tls: PeerTlsInfo | None
+        ) -> CarrierListener:
+            connection = self.new_connection(info, transport, tls, expected_peer_id)
+            made.append(connection)
+            return connection
+
+        return factory
+
 
 async def connect_tcp(
     local: LocalNode,
@@ -91,13 +149,7 @@ async def connect_tcp(
     loop = asyncio.get_running_loop()
     context = client_context(local.key, local.cert_dir)
     made: list[SessionConnection] = []
-
-    def factory(
-        info: CarrierInfo, transport: ByteTransport, tls: PeerTlsInfo | None
-    ) -> CarrierListener:
-        connection = local.new_connection(info, transport, tls, expected_peer_id)
-        made.append(connection)
-        return connection
+    factory = local.dial_factory(expected_peer_id, made)
 
     async def handshake() -> SessionConnection:
         await loop.create_connection(
@@ -128,28 +180,100 @@ async def serve_tcp(
     def factory(
         info: CarrierInfo, transport: ByteTransport, tls: PeerTlsInfo | None
     ) -> CarrierListener:
-        address = info.peer_address.rsplit(":", 1)[0]
-        connection = local.new_connection(info, transport, tls)
-        if not local.auth_failures.allows(address, loop.time()):
-            local.rejected_connections += 1
-            connection.session.goaway(
-                ErrorCode.ENHANCE_YOUR_CALM, "too many failed authentications"
-            )
-            connection.writable()
-            transport.close()
-            return connection
-
-        def charge_failures(event: ev.Event) -> None:
-            if isinstance(event, ev.SessionTerminated) and event.error_code in AUTH_FAILURE_CODES:
-                now = loop.time()
-                local.auth_failures.take(address, now)
-                if connection.session.peer_node_id:
-                    local.auth_failures.take("node:" + connection.session.peer_node_id, now)
-
-        connection.on_event.append(charge_failures)
-        on_connection(connection)
-        return connection
+        return local.accept_connection(info, transport, tls, on_connection)
 
     return await loop.create_server(
         lambda: TcpCarrier(factory, dialer=False), host, port, ssl=context, reuse_address=True
     )
+
+
+async def connect_ws(
+    local: LocalNode,
+    url: str,
+    *,
+    expected_peer_id: str | None = None,
+    timeout: float = 10.0,
+    proxy_tls: ssl.SSLContext | None = None,
+) -> SessionConnection:
+    """Open a WebSocket carrier to ``wss://host:port/fabric`` and run the fabric handshake on it.
+
+    By default TLS must end at the fabric node, exactly as over TCP: the session binds to
+    the connection's ``tls-unique`` and the server certificate must hold the key AUTH
+    proved.  Pass ``proxy_tls`` when the URL is a TLS-terminating reverse proxy in front
+    of a ``behind_proxy`` listener: the context must verify the proxy's certificate, the
+    session then runs on an empty channel binding, and ``expected_peer_id`` is required.
+
+    Raises ``ValueError`` (bad URL or options), ``OSError``, ``ssl.SSLError``,
+    ``websockets.exceptions.InvalidHandshake`` (the HTTP upgrade failed),
+    ``asyncio.TimeoutError``, ``IdentityMismatchError``, ``AuthenticationError`` or
+    another ``ProtocolError``.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "wss" or not parts.hostname:
+        raise ValueError(f"a fabric websocket URL is wss://host:port/path, not {url!r}")
+    host, port = parts.hostname, parts.port or 443
+    context = client_context(local.key, local.cert_dir)
+    if proxy_tls is not None:
+        if expected_peer_id is None:
+            raise ValueError("dialing through a TLS-terminating proxy needs expected_peer_id")
+        if proxy_tls.verify_mode == ssl.CERT_NONE:
+            raise ValueError("proxy_tls must verify the proxy's certificate")
+        context = proxy_tls
+    loop = asyncio.get_running_loop()
+    made: list[SessionConnection] = []
+    factory = local.dial_factory(expected_peer_id, made)
+    carriers: list[WebSocketCarrier] = []
+
+    def carrier() -> WebSocketCarrier:
+        carriers.append(WebSocketCarrier(factory, dialer=True, url=url, bind_tls=proxy_tls is None))
+        return carriers[-1]
+
+    async def handshake() -> SessionConnection:
+        await loop.create_connection(carrier, host, port, ssl=context, server_hostname=host)
+        await carriers[0].up
+        connection = made[0]
+        await connection.ready()
+        return connection
+
+    try:
+        return await asyncio.wait_for(handshake(), timeout)
+    except BaseException:
+        for connection in made:
+            connection.abort()
+        for opened in carriers:
+            opened.abort()
+        raise
+
+
+async def serve_ws(
+    local: LocalNode,
+    host: str,
+    port: int,
+    on_connection: Callable[[SessionConnection], None],
+    *,
+    path: str = FABRIC_PATH,
+    behind_proxy: bool = False,
+    tls: bool = True,
+) -> asyncio.Server:
+    """Accept WebSocket carriers on ``path``; other paths get 404.
+
+    ``behind_proxy=True`` marks a listener that only a TLS-terminating reverse proxy
+    reaches: sessions authenticate on an empty channel binding, and the rate limits key on
+    the client address the proxy appends to ``X-Forwarded-For``.  Bind such a listener
+    where only the proxy can connect.  ``tls=False`` (plain ws between proxy and node) is
+    allowed only behind a proxy.
+    """
+    if not tls and not behind_proxy:
+        raise ValueError("a fabric websocket listener without TLS must be behind_proxy")
+    loop = asyncio.get_running_loop()
+    context = server_context(local.key, local.cert_dir) if tls else None
+
+    def factory(
+        info: CarrierInfo, transport: ByteTransport, tls_info: PeerTlsInfo | None
+    ) -> CarrierListener:
+        return local.accept_connection(info, transport, tls_info, on_connection)
+
+    def carrier() -> WebSocketCarrier:
+        return WebSocketCarrier(factory, dialer=False, path=path, bind_tls=not behind_proxy)
+
+    return await loop.create_server(carrier, host, port, ssl=context, reuse_address=True)
