@@ -1,0 +1,143 @@
+"""Dial and accept fabric sessions over QUIC, exactly like ``connect_tcp`` / ``serve_tcp``.
+
+A QUIC dial always pins the server: by node id (checked against the certificate key right
+after the TLS handshake, and against the AUTH identity after AUTH) and/or by certificate
+fingerprint (inside the handshake).  A wrong server is :class:`CertificatePinMismatch`
+before any fabric byte moves.  Pass a node-wide :class:`QuicConnectionPool` to reuse one
+QUIC connection per peer endpoint; without one, the connection is private to the
+session and closes with it.  The acceptor rate-limits failed authentications per source
+address, as over TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+
+from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
+from accessfabric.carriers.errors import CarrierCapacityLimited
+from accessfabric.carriers.quic import (
+    QuicCarrierConfig,
+    QuicCarrierServer,
+    QuicConnectionPool,
+    QuicPin,
+    QuicStreamCarrier,
+    serve_quic_carrier,
+)
+from accessfabric.errors import ErrorCode
+from accessfabric.identity.tls import PeerTlsInfo
+from accessfabric.node.connection import SessionConnection
+from accessfabric.node.endpoints import AUTH_FAILURE_CODES, LocalNode
+from accessfabric.session import events as ev
+
+__all__ = ["connect_quic", "serve_quic", "session_node"]
+
+
+def session_node(local: LocalNode, config: QuicCarrierConfig) -> LocalNode:
+    """``local`` with the session settings QUIC sessions use (pacer off unless asked for).
+
+    The copy shares ``local``'s key and rate limiter; counters stay on ``local``.
+    """
+    if config.session_pacing or local.session_config.pacing_target_delay is None:
+        return local
+    session_config = dataclasses.replace(local.session_config, pacing_target_delay=None)
+    return dataclasses.replace(local, session_config=session_config)
+
+
+async def connect_quic(
+    local: LocalNode,
+    host: str,
+    port: int,
+    *,
+    expected_peer_id: str | None,
+    timeout: float = 10.0,
+    certificate_fingerprint: bytes | None = None,
+    pool: QuicConnectionPool | None = None,
+    config: QuicCarrierConfig | None = None,
+) -> SessionConnection:
+    """Open (or reuse) a QUIC connection, run the fabric handshake on a new stream.
+
+    ``expected_peer_id`` and/or ``certificate_fingerprint`` must be given (``ValueError``
+    otherwise).  Raises ``OSError`` / ``ConnectionError`` (unreachable, handshake
+    failed), ``TimeoutError``, :class:`CertificatePinMismatch` (a subclass of
+    ``IdentityMismatchError``), :class:`CarrierCapacityLimited` (stream limit: the
+    endpoint works but is full), ``IdentityMismatchError``, ``AuthenticationError`` or
+    another ``ProtocolError``.
+    """
+    pin = QuicPin(expected_peer_id, certificate_fingerprint)
+    if pool is None:
+        pool = QuicConnectionPool(dataclasses.replace(config or QuicCarrierConfig(), idle_ttl=0.0))
+    node = session_node(local, pool.config)
+    made: list[SessionConnection] = []
+    carriers: list[QuicStreamCarrier] = []
+
+    def factory(
+        info: CarrierInfo, transport: ByteTransport, tls: PeerTlsInfo | None
+    ) -> CarrierListener:
+        connection = node.new_connection(info, transport, tls, expected_peer_id)
+        made.append(connection)
+        return connection
+
+    async def handshake() -> SessionConnection:
+        carriers.append(await pool.open_stream(host, port, pin, factory, timeout=timeout))
+        connection = made[0]
+        try:
+            await connection.ready()
+        except Exception:
+            loss = carriers[0].loss
+            if isinstance(loss, CarrierCapacityLimited):
+                raise loss from None
+            raise
+        return connection
+
+    try:
+        return await asyncio.wait_for(handshake(), timeout)
+    except BaseException:
+        for connection in made:
+            connection.abort()
+        raise
+
+
+async def serve_quic(
+    local: LocalNode,
+    host: str,
+    port: int,
+    on_connection: Callable[[SessionConnection], None],
+    *,
+    config: QuicCarrierConfig | None = None,
+) -> QuicCarrierServer:
+    """Accept QUIC connections; every fabric session is handed over as soon as it exists.
+
+    Close with ``server.close()``.  ``server.port`` is the bound UDP port.
+    """
+    loop = asyncio.get_running_loop()
+    config = config or QuicCarrierConfig()
+    node = session_node(local, config)
+
+    def accept(
+        info: CarrierInfo, transport: ByteTransport, tls: PeerTlsInfo | None
+    ) -> CarrierListener:
+        address = info.peer_address.rsplit(":", 1)[0]
+        connection = node.new_connection(info, transport, tls)
+        if not local.auth_failures.allows(address, loop.time()):
+            local.rejected_connections += 1
+            connection.session.goaway(
+                ErrorCode.ENHANCE_YOUR_CALM, "too many failed authentications"
+            )
+            connection.writable()
+            transport.close()
+            return connection
+
+        def charge_failures(event: ev.Event) -> None:
+            if isinstance(event, ev.SessionTerminated) and event.error_code in AUTH_FAILURE_CODES:
+                now = loop.time()
+                local.auth_failures.take(address, now)
+                if connection.session.peer_node_id:
+                    local.auth_failures.take("node:" + connection.session.peer_node_id, now)
+
+        connection.on_event.append(charge_failures)
+        on_connection(connection)
+        return connection
+
+    return await serve_quic_carrier(host, port, local.key, local.cert_dir, accept, config)

@@ -1,0 +1,371 @@
+"""QUIC carrier: handshake, bytes both ways, pinning, pool reuse and TTL, stream limits, close,
+and connection migration between two addresses inside network namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from accessfabric.carriers.errors import CarrierCapacityLimited, CertificatePinMismatch
+from accessfabric.carriers.quic import QuicCarrierConfig, QuicCarrierServer, QuicConnectionPool
+from accessfabric.errors import ErrorCode, IdentityMismatchError
+from accessfabric.identity.keys import NodeKey
+from accessfabric.identity.tls import certificate_fingerprint, write_certificate_files
+from accessfabric.node.connection import FabricStream, SessionConnection
+from accessfabric.node.endpoints import LocalNode
+from accessfabric.node.quic_endpoints import connect_quic, serve_quic
+from accessfabric.wire.registry import TrafficClass
+
+HOST = "127.0.0.1"
+DEADLINE = 20.0
+T = TypeVar("T")
+
+
+def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(main(), DEADLINE)
+
+    return asyncio.run(bounded())
+
+
+class Nodes:
+    def __init__(self, tmp_path: Path) -> None:
+        self.client = LocalNode(key=NodeKey.generate(), cert_dir=tmp_path / "client")
+        self.server = LocalNode(key=NodeKey.generate(), cert_dir=tmp_path / "server")
+        self.accepted: asyncio.Queue[SessionConnection] | None = None
+
+    async def serve(self, config: QuicCarrierConfig | None = None) -> QuicCarrierServer:
+        accepted: asyncio.Queue[SessionConnection] = asyncio.Queue()
+        self.accepted = accepted
+        return await serve_quic(self.server, HOST, 0, accepted.put_nowait, config=config)
+
+    async def next_accepted(self) -> SessionConnection:
+        assert self.accepted is not None
+        connection = await asyncio.wait_for(self.accepted.get(), 5)
+        await asyncio.wait_for(connection.ready(), 5)
+        return connection
+
+    def server_fingerprint(self) -> bytes:
+        cert_path, _ = write_certificate_files(self.server.key, self.server.cert_dir)
+        import ssl
+
+        return certificate_fingerprint(ssl.PEM_cert_to_DER_cert(cert_path.read_text()))
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Nodes:
+    return Nodes(tmp_path)
+
+
+async def pump(stream: FabricStream, total: int) -> str:
+    digest = hashlib.sha256()
+    sent = 0
+    while sent < total:
+        piece = os.urandom(min(64 * 1024, total - sent))
+        digest.update(piece)
+        stream.write(piece)
+        await stream.drain()
+        sent += len(piece)
+    stream.close()
+    return digest.hexdigest()
+
+
+async def drain(stream: FabricStream) -> str:
+    digest = hashlib.sha256()
+    while chunk := await stream.read(64 * 1024):
+        digest.update(chunk)
+    stream.close()
+    return digest.hexdigest()
+
+
+async def closed_within(*connections: SessionConnection, timeout: float = 5.0) -> list[Any]:
+    return [await asyncio.wait_for(c.wait_closed(), timeout) for c in connections]
+
+
+def test_handshake_gives_both_sides_the_right_peer_ids(nodes: Nodes) -> None:
+    async def main() -> None:
+        server = await nodes.serve()
+        try:
+            dialer = await connect_quic(
+                nodes.client, HOST, server.port, expected_peer_id=nodes.server.key.node_id
+            )
+            acceptor = await nodes.next_accepted()
+            assert (await dialer.ready()).peer_node_id == nodes.server.key.node_id
+            assert (await acceptor.ready()).peer_node_id == nodes.client.key.node_id
+            assert dialer.info.kind == acceptor.info.kind == "quic"
+            assert dialer.info.dialer and not acceptor.info.dialer
+            # both ends derived the same 32-byte exporter value from this handshake
+            assert len(dialer.info.channel_binding) == 32
+            assert dialer.info.channel_binding == acceptor.info.channel_binding
+            assert dialer.info.peer_certificate_key == nodes.server.key.public_key_bytes
+            dialer.abort()
+            await closed_within(dialer, acceptor)
+        finally:
+            server.close()
+
+    run(main)
+
+
+def test_streams_both_ways_arrive_intact(nodes: Nodes) -> None:
+    async def main() -> None:
+        server = await nodes.serve()
+        try:
+            dialer = await connect_quic(
+                nodes.client, HOST, server.port, expected_peer_id=nodes.server.key.node_id
+            )
+            acceptor = await nodes.next_accepted()
+            up = await dialer.open_stream("up", TrafficClass.BULK)
+            down = await acceptor.open_stream("down", TrafficClass.RELIABLE)
+            incoming_up = await acceptor.accept_stream()
+            incoming_down = await dialer.accept_stream()
+            assert incoming_up is not None and incoming_down is not None
+            sent_up, sent_down, got_up, got_down = await asyncio.gather(
+                pump(up, 3 << 20),
+                pump(down, 2 << 20),
+                drain(incoming_up),
+                drain(incoming_down),
+            )
+            assert (got_up, got_down) == (sent_up, sent_down)
+            await dialer.goaway()
+            await closed_within(dialer, acceptor)
+        finally:
+            server.close()
+
+    run(main)
+
+
+def test_wrong_node_id_is_a_clean_pin_error(nodes: Nodes) -> None:
+    async def main() -> None:
+        server = await nodes.serve()
+        try:
+            other = NodeKey.generate().node_id
+            with pytest.raises(CertificatePinMismatch) as caught:
+                await connect_quic(nodes.client, HOST, server.port, expected_peer_id=other)
+            assert isinstance(caught.value, IdentityMismatchError)
+            assert nodes.server.key.node_id in str(caught.value)
+            assert nodes.accepted is not None and nodes.accepted.empty()
+        finally:
+            server.close()
+
+    run(main)
+
+
+def test_wrong_fingerprint_is_a_clean_pin_error_and_the_right_one_connects(nodes: Nodes) -> None:
+    async def main() -> None:
+        server = await nodes.serve()
+        try:
+            with pytest.raises(CertificatePinMismatch):
+                await connect_quic(
+                    nodes.client,
+                    HOST,
+                    server.port,
+                    expected_peer_id=None,
+                    certificate_fingerprint=hashlib.sha256(b"someone else").digest(),
+                )
+            dialer = await connect_quic(
+                nodes.client,
+                HOST,
+                server.port,
+                expected_peer_id=None,
+                certificate_fingerprint=nodes.server_fingerprint(),
+            )
+            assert (await dialer.ready()).peer_node_id == nodes.server.key.node_id
+            dialer.abort()
+            with pytest.raises(ValueError, match="pin"):
+                await connect_quic(nodes.client, HOST, server.port, expected_peer_id=None)
+        finally:
+            server.close()
+
+    run(main)
+
+
+def test_pool_reuses_one_connection_and_closes_it_after_the_idle_ttl(nodes: Nodes) -> None:
+    async def main() -> None:
+        server = await nodes.serve()
+        pool = QuicConnectionPool(QuicCarrierConfig(idle_ttl=0.3))
+        peer = nodes.server.key.node_id
+        try:
+            first = await connect_quic(
+                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
+            )
+            second = await connect_quic(
+                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
+            )
+            accepted = [await nodes.next_accepted(), await nodes.next_accepted()]
+            quic = pool.connection(HOST, server.port, peer)
+            assert quic is not None and quic.active_streams == 2
+            assert (pool.stats.connections_opened, pool.stats.connections_reused) == (1, 1)
+            assert first.info.channel_binding != second.info.channel_binding  # per stream
+            for connection in (first, second):
+                await connection.goaway()
+            await closed_within(first, second, *accepted)
+            await asyncio.sleep(0.05)
+            assert len(pool) == 1 and quic.active_streams == 0  # idle, still cached
+            await asyncio.wait_for(asyncio.shield(quic.terminated), 3)
+            assert len(pool) == 0 and pool.stats.connections_expired == 1
+            third = await connect_quic(
+                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
+            )
+            assert pool.stats.connections_opened == 2
+            third.abort()
+        finally:
+            await pool.aclose()
+            server.close()
+
+    run(main)
+
+
+def test_local_stream_limit_is_capacity_pressure(nodes: Nodes) -> None:
+    async def main() -> None:
+        server = await nodes.serve()
+        pool = QuicConnectionPool(QuicCarrierConfig(max_streams_per_connection=1))
+        peer = nodes.server.key.node_id
+        try:
+            first = await connect_quic(
+                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
+            )
+            with pytest.raises(CarrierCapacityLimited) as caught:
+                await connect_quic(
+                    nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
+                )
+            assert not isinstance(caught.value, OSError)
+            assert caught.value.limit == 1 and not caught.value.remote
+            assert pool.stats.capacity_limited == 1
+            assert first.is_ready  # the endpoint still works
+            assert await first.ping() >= 0
+        finally:
+            await pool.aclose()
+            server.close()
+
+    run(main)
+
+
+def test_peer_stream_limit_is_capacity_pressure(nodes: Nodes) -> None:
+    async def main() -> None:
+        server = await nodes.serve(QuicCarrierConfig(max_streams_per_connection=1))
+        pool = QuicConnectionPool(QuicCarrierConfig(max_streams_per_connection=4))
+        peer = nodes.server.key.node_id
+        try:
+            first = await connect_quic(
+                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
+            )
+            with pytest.raises(CarrierCapacityLimited) as caught:
+                await connect_quic(
+                    nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
+                )
+            assert caught.value.remote
+            assert sum(p.streams_refused for p in server.protocols) == 1
+            assert await first.ping() >= 0
+        finally:
+            await pool.aclose()
+            server.close()
+
+    run(main)
+
+
+@pytest.mark.parametrize("how", ["goaway", "abort"])
+def test_close_ends_the_session_on_both_sides(nodes: Nodes, how: str) -> None:
+    async def main() -> None:
+        server = await nodes.serve()
+        try:
+            dialer = await connect_quic(
+                nodes.client, HOST, server.port, expected_peer_id=nodes.server.key.node_id
+            )
+            acceptor = await nodes.next_accepted()
+            stream = await acceptor.open_stream("echo")
+            ending: Callable[[], Awaitable[None]]
+            if how == "goaway":
+                ending = acceptor.goaway
+            else:
+
+                async def ending() -> None:
+                    acceptor.abort()
+
+            stream.close()
+            incoming = await dialer.accept_stream()
+            assert incoming is not None and await incoming.read() == b""
+            incoming.close()
+            await ending()
+            done = await closed_within(dialer, acceptor)
+            if how == "goaway":
+                assert all(event.error_code == ErrorCode.NO_ERROR for event in done)
+            # the dialer's private connection closed with its only session
+            await asyncio.sleep(0.3)
+            assert all(p.active_streams == 0 for p in server.protocols)
+        finally:
+            server.close()
+
+    run(main)
+
+
+# ---------------------------------------------------------------- migration (namespaces)
+
+MIGRATED_ADDRESS = "10.231.200.1"
+
+
+@pytest.mark.netns
+def test_client_migrates_to_another_address_mid_transfer(tmp_path: Path) -> None:
+    from accessfabric.sim import Topology, netns_unavailable_reason
+
+    reason = netns_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=f"{root / 'src'}:{root}")
+    peer = [sys.executable, "-m", "tests.carriers.quic_peer"]
+    with Topology(prefix="afq") as topo:
+        topo.add_host("client")
+        topo.add_host("server")
+        link = topo.link("client", "server")
+        first = link.address("client")
+        server_address = link.address("server")
+        topo.run("client", ["ip", "addr", "add", f"{MIGRATED_ADDRESS}/32", "dev", link.dev])
+        topo.run("server", ["ip", "route", "add", f"{MIGRATED_ADDRESS}/32", "dev", link.dev])
+        server = topo.popen(
+            "server",
+            [*peer, "server", "--host", server_address, "--cert-dir", str(tmp_path / "srv")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=str(root),
+        )
+        assert server.stdout is not None and server.stdin is not None
+        hello = json.loads(server.stdout.readline())
+        done = topo.run(
+            "client",
+            [
+                *peer,
+                "client",
+                "--host",
+                server_address,
+                "--port",
+                str(hello["port"]),
+                "--expected",
+                hello["node_id"],
+                "--total",
+                str(16 << 20),
+                "--local",
+                first,
+                "--rebind-to",
+                MIGRATED_ADDRESS,
+            ],
+            timeout=40,
+        )
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        served = json.loads(server.stdout.readline())
+        server.stdin.close()
+        server.wait(timeout=10)
+    assert result["local_before"][0] == first
+    assert result["local_after"][0] == MIGRATED_ADDRESS
+    assert result["echo_sha256"] == result["sent_sha256"] == served["sha256"]
+    assert served["received"] == 16 << 20
+    assert served["peer"][0] == MIGRATED_ADDRESS  # the server followed the new path
