@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -27,6 +28,10 @@ from accessfabric.session import events as ev
 from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)
+
+session_clock = time.monotonic
+"""The clock sessions run on: nanosecond resolution (uvloop's ``loop.time()`` ticks in
+whole milliseconds, which rounds loopback RTTs to 0 and starves the delay-based pacer)."""
 
 
 class SessionClosed(ConnectionError):
@@ -203,7 +208,7 @@ class SessionConnection:
         self._flush()
 
     def data_received(self, data: bytes | bytearray | memoryview) -> None:
-        events = self.session.receive_data(data, self._loop.time())
+        events = self.session.receive_data(data, session_clock())
         if events:
             self._handle(events)
         self._flush()
@@ -319,7 +324,7 @@ class SessionConnection:
         self._flush_scheduled = False
         transport = self._transport
         if transport is not None:
-            now = self._loop.time()
+            now = session_clock()
             while True:
                 capacity = transport.write_capacity()
                 if capacity <= 0:
@@ -343,12 +348,12 @@ class SessionConnection:
             self._timer = None
         self._timer_at = when
         if when is not None:
-            self._timer = self._loop.call_at(when, self._on_timer)
+            self._timer = self._loop.call_later(max(0.0, when - session_clock()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        events = self.session.handle_timer(self._loop.time())
+        events = self.session.handle_timer(session_clock())
         if events:
             self._handle(events)
         self._flush()
@@ -470,7 +475,7 @@ class SessionConnection:
     async def ping(self) -> float:
         """One PING/PONG round trip; returns the RTT in seconds."""
         await self.ready()
-        opaque = self.session.ping(self._loop.time())
+        opaque = self.session.ping(session_clock())
         waiter: asyncio.Future[float] = self._loop.create_future()
         self._pings[opaque] = waiter
         self._schedule_flush()

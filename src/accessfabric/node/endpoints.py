@@ -35,7 +35,7 @@ from accessfabric.identity.tls import (
     server_context,
     verify_peer_certificate,
 )
-from accessfabric.node.connection import SessionConnection
+from accessfabric.node.connection import SessionConnection, session_clock
 from accessfabric.session import Session, SessionConfig
 from accessfabric.session import events as ev
 
@@ -64,13 +64,12 @@ class LocalNode:
         tls: PeerTlsInfo | None,
         expected_peer_id: str | None = None,
     ) -> SessionConnection:
-        loop = asyncio.get_running_loop()
         session = Session(
             dialer=info.dialer,
             authenticator=Ed25519Authenticator(self.key, expected_peer_id=expected_peer_id),
             config=self.session_config,
             channel_binding=info.channel_binding,
-            now=loop.time(),
+            now=session_clock(),
         )
         verify: Callable[[ev.SessionReady], None] | None = None
         if info.dialer and tls is not None:

@@ -37,7 +37,8 @@ class SessionConfig:
     """End the session after this long with no open stream (None: persistent)."""
     pacing_target_delay: float | None = 0.002
     """Queueing delay (RTT above the minimum) the pacer aims for; None disables pacing."""
-    pacing_min_rate: float = 1_000_000.0
+    pacing_min_window: int = 64 * 1024
+    """Bytes of reliable/bulk/droppable always allowed in flight, whatever the delay says."""
     pressure_queue_bytes: int = 64 * 1024 * 1024
     """Queued send bytes that count as 100 % queue pressure (NODE_PRESSURE at >= 50 %)."""
     pressure_bulk_weight: int = 1

@@ -63,5 +63,5 @@ class SessionMetrics:
     dropped_bytes: int
     srtt: float | None
     min_rtt: float | None
-    pacing_rate: float | None
+    pacing_window: float | None
     streams: list[StreamMetrics]

@@ -52,7 +52,10 @@ RESUME_TOKEN_SIZE = 16
 PRESSURE_HIGH = 50
 """A peer pressure level (percent) at or above which bulk's share is lowered."""
 _MIN_PACED_FRAME = 1024
+_TIMING_MARK_BYTES = 32 * 1024
+"""Sent data is time-stamped once per this many bytes; its ACK gives an RTT sample."""
 _EMPTY = memoryview(b"")
+_SHARED = frozenset(SHARED_CLASSES)
 _OPEN = StreamState.OPEN
 _HALF_CLOSED_LOCAL = StreamState.HALF_CLOSED_LOCAL
 
@@ -105,7 +108,7 @@ class Session:
         self._scheduler = ClassScheduler(quantum=DEFAULT_MAX_FRAME_SIZE)
         self._rtt = RttEstimator()
         self._pacer = (
-            DelayPacer(config.pacing_target_delay, config.pacing_min_rate)
+            DelayPacer(config.pacing_target_delay, config.pacing_min_window)
             if config.pacing_target_delay is not None
             else None
         )
@@ -483,13 +486,16 @@ class Session:
             events.append(ev.StreamAcknowledged(stream_id=stream.stream_id, offset=frame.offset))
         if newly:
             now = self._now
-            if stream.timed_offset >= 0 and frame.offset >= stream.timed_offset:
-                sample = now - stream.timed_at
-                stream.timed_offset = -1
+            timing = stream.timing
+            sent_at = -1.0
+            while timing and timing[0][0] <= frame.offset:
+                sent_at = timing.popleft()[1]
+            if sent_at >= 0:
+                sample = now - sent_at
                 self._rtt.update(sample)
                 if self._pacer is not None:
                     self._pacer.on_rtt_sample(sample, now)
-            if self._pacer is not None:
+            if self._pacer is not None and stream.traffic_class in _SHARED:
                 self._pacer.on_delivered(newly, now)
         self._maybe_forget(stream)
 
@@ -553,8 +559,6 @@ class Session:
             return  # a PONG we did not ask for: harmless
         rtt = self._now - sent
         self._rtt.update(rtt)
-        if self._pacer is not None:
-            self._pacer.on_rtt_sample(rtt, self._now)
         if frame.opaque == self._keepalive_ping:
             self._keepalive_ping = None
             return
@@ -632,7 +636,10 @@ class Session:
         self._scheduler.discard(stream.stream_id, stream.traffic_class)
         stream.send_queue.clear()
         stream.queued = 0
+        if self._pacer is not None and stream.traffic_class in _SHARED:
+            self._pacer.forget(stream.send_offset - stream.acked)
         stream.retained.clear()
+        stream.timing.clear()
         self._ack_pending.discard(stream)
         if stream.recv.received > stream.recv.consumed:
             released = stream.recv.received - stream.recv.consumed
@@ -1117,8 +1124,7 @@ class Session:
                 cost = sent + fr.DATA_HEADER.size
                 budget -= cost
                 charged += cost
-                if paced:
-                    assert pacer is not None
+                if pacer is not None and traffic_class in _SHARED:
                     pacer.consume(sent)
                 if (
                     charged >= allowance
@@ -1162,9 +1168,9 @@ class Session:
             stream.retained.append((offset, payload))
             stream.send_offset = offset + n
             self._session_sent += n
-            if stream.timed_offset < 0:
-                stream.timed_offset = offset + n
-                stream.timed_at = self._now
+            timing = stream.timing
+            if not timing or offset + n - timing[-1][0] >= _TIMING_MARK_BYTES:
+                timing.append((offset + n, self._now))
         stream.bytes_out += n
         stream.frames_out += 1
         if end:
@@ -1208,12 +1214,6 @@ class Session:
                 )
             if cfg.idle_timeout is not None and self._idle_since is not None:
                 deadlines.append(self._idle_since + cfg.idle_timeout)
-            pacer = self._pacer
-            scheduler = self._scheduler
-            paced = pacer is not None and pacer.active
-            if paced and scheduler.has_shared() and not scheduler.has_urgent():
-                assert pacer is not None
-                deadlines.append(pacer.next_release(self._now, _MIN_PACED_FRAME))
         elif cfg.handshake_timeout is not None:
             deadlines.append(self._started + cfg.handshake_timeout)
         return min(deadlines) if deadlines else None
@@ -1297,7 +1297,7 @@ class Session:
             dropped_bytes=self.dropped_bytes,
             srtt=self._rtt.srtt,
             min_rtt=self._rtt.min_rtt,
-            pacing_rate=None if self._pacer is None else self._pacer.rate,
+            pacing_window=None if self._pacer is None else self._pacer.window,
             streams=[StreamMetrics.of(s, self._now) for s in self._streams.values()],
         )
 

@@ -39,8 +39,7 @@ class Stream:
         "stall_time",
         "state",
         "stream_id",
-        "timed_at",
-        "timed_offset",
+        "timing",
         "traffic_class",
     )
 
@@ -72,8 +71,7 @@ class Stream:
         self.credit_limit = credit_limit
         self.end_queued = False
         self.end_sent = False
-        self.timed_offset = -1
-        self.timed_at = 0.0
+        self.timing: deque[tuple[int, float]] = deque()  # (end offset, sent at): RTT marks
         # Receive side.
         self.recv = recv_window
         self.recv_end: int | None = None
