@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import cast
 
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
+from accessfabric.errors import AuthenticationError
 from accessfabric.identity.tls import PeerTlsInfo, peer_identity_from_ssl_object
 
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", 25)  # Linux value
@@ -56,7 +57,15 @@ class TcpCarrier(asyncio.BufferedProtocol):
         tune_socket(transport.get_extra_info("socket"))
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         ssl_object = transport.get_extra_info("ssl_object")
-        tls = peer_identity_from_ssl_object(ssl_object) if ssl_object is not None else None
+        try:
+            tls = peer_identity_from_ssl_object(ssl_object) if ssl_object is not None else None
+        except (AuthenticationError, ValueError) as error:
+            # Not a fabric peer (e.g. an ordinary HTTPS server with an RSA certificate):
+            # report it to whoever awaits ``up`` instead of raising into asyncio's TLS code.
+            if not self.up.done():
+                self.up.set_exception(error)
+            self._transport.abort()
+            return
         peer = transport.get_extra_info("peername")
         info = CarrierInfo(
             kind=self.kind,

@@ -151,9 +151,10 @@ async def connect_tcp(
     factory = local.dial_factory(expected_peer_id, made)
 
     async def handshake() -> SessionConnection:
-        await loop.create_connection(
+        _, carrier = await loop.create_connection(
             lambda: TcpCarrier(factory, dialer=True), host, port, ssl=context, server_hostname=host
         )
+        await carrier.up  # raises when the peer's certificate is not a node's
         connection = made[0]
         await connection.ready()
         return connection
