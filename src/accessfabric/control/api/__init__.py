@@ -1,0 +1,1 @@
+"""The control plane's HTTP/JSON API (aiohttp): handlers, authentication, OpenAPI schema."""

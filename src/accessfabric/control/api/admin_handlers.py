@@ -1,0 +1,113 @@
+"""Handlers of the operator endpoints (``Authorization: Bearer afadm1_…``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from accessfabric.control.api.auth import require_admin
+from accessfabric.control.api.body import (
+    int_field,
+    number_field,
+    parse_json_object,
+    read_body,
+    string_field,
+    string_list,
+)
+from accessfabric.control.api.context import context
+from accessfabric.control.api.errors import ApiError, bad_request
+from accessfabric.control.api.node_handlers import view_json
+from accessfabric.control.codec import canonical_node_id
+from accessfabric.control.plane import ControlPlane
+from accessfabric.control.registry import RegisteredNode, RegistryError
+from accessfabric.control.vocabulary import Role, check_name
+
+MAX_TOKEN_TTL = 366 * 24 * 3600.0
+MAX_TOKEN_USES = 1_000_000
+
+
+def node_listing(plane: ControlPlane, node: RegisteredNode, now: float) -> dict[str, Any]:
+    record = node.record
+    state = plane.heartbeats.get(record.node_id)
+    report = plane.heartbeats.health(record.node_id, now, record.revision)
+    facts = state.facts if state else None
+    return {
+        "node_id": record.node_id,
+        "roles": sorted(role.value for role in record.roles),
+        "tenant": record.tenant,
+        "trust_tier": record.trust_tier,
+        "revision": record.revision,
+        "health": report.health.value,
+        "health_reasons": list(report.reasons),
+        "last_heartbeat_age_s": None if report.age is None else round(report.age, 3),
+        "heartbeats": state.count if state else 0,
+        "versions": {
+            "protocol": list(facts.protocol_versions) if facts else [],
+            "software": facts.software_version if facts else "",
+        },
+        "region": (facts.region if facts else "") or None,
+        "enrolled_at": node.enrolled_at,
+    }
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    require_admin(request)
+    plane = context(request).plane
+    now = plane.clock()
+    nodes = [node_listing(plane, node, now) for node in plane.registry.all()]
+    return web.json_response({"nodes": nodes})
+
+
+async def create_token(request: web.Request) -> web.Response:
+    require_admin(request)
+    plane = context(request).plane
+    document = parse_json_object(await read_body(request, plane.config.max_body_bytes))
+    tenant = string_field(document, "tenant", max_length=64)
+    try:
+        check_name("tenant", tenant)
+        roles = [Role.parse(text) for text in string_list(document, "roles", 16)]
+    except ValueError as exc:
+        raise bad_request("bad_field", str(exc)) from None
+    ttl = number_field(document, "ttl_s", 3600.0, 1.0, MAX_TOKEN_TTL)
+    uses = int_field(document, "uses", 1, 1, MAX_TOKEN_USES)
+    created = plane.registry.tokens.create(tenant, roles, ttl, uses)
+    info = created.info
+    return web.json_response(
+        {
+            "token": created.token,
+            "token_id": info.token_id,
+            "tenant": info.tenant,
+            "roles": sorted(role.value for role in info.roles),
+            "expires_at": info.expires_at,
+            "uses": info.uses_left,
+        },
+        status=201,
+    )
+
+
+async def revoke_role(request: web.Request) -> web.Response:
+    require_admin(request)
+    plane = context(request).plane
+    try:
+        node_id = canonical_node_id(request.match_info["node_id"])
+    except (TypeError, ValueError):
+        raise bad_request("bad_node_id", "the path does not name a node id") from None
+    document = parse_json_object(await read_body(request, plane.config.max_body_bytes))
+    try:
+        role = Role.parse(string_field(document, "role", max_length=64))
+    except ValueError as exc:
+        raise bad_request("bad_field", str(exc)) from None
+    try:
+        node = plane.registry.revoke_role(node_id, role)
+    except RegistryError as exc:
+        status = 404 if exc.code == "unknown_node" else 409
+        raise ApiError(status, exc.code, str(exc)) from None
+    return web.json_response(node_listing(plane, node, plane.clock()))
+
+
+async def list_services(request: web.Request) -> web.Response:
+    require_admin(request)
+    plane = context(request).plane
+    views = [plane.services.view(name) for name in plane.services.names()]
+    return web.json_response({"services": [view_json(v) for v in views if v is not None]})

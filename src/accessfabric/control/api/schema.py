@@ -1,0 +1,463 @@
+"""The OpenAPI 3.0 document of the control API, served at ``/openapi.json``.
+
+Hand-written beside the handlers (a test checks every route of the app is here and every
+path here is routed; Schemathesis checks responses against it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accessfabric import __version__
+from accessfabric.control.facts import (
+    CLASS_NAMES,
+    MAX_PEERS,
+    MAX_SERVICES,
+    MAX_TRANSPORTS,
+    NAT_TYPES,
+    NETWORK_TYPES,
+    TRANSPORTS,
+)
+from accessfabric.control.vocabulary import Role
+
+NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._:/-]{0,62}$"}
+NODE_ID = {"type": "string", "minLength": 40, "maxLength": 40}
+FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+ROLE = {"type": "string", "enum": [role.value for role in Role]}
+NONNEG = {"type": "number", "minimum": 0}
+INT = {"type": "integer", "minimum": 0}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        out["required"] = required
+    return out
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"description": "error", **_json(_ref("Error"))} for s in statuses}
+
+
+def _ok(schema: dict[str, Any], status: int = 200) -> dict[str, Any]:
+    return {str(status): {"description": "OK", **_json(schema)}}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj(
+        {
+            "error": _obj(
+                {
+                    "status": {"type": "integer"},
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+                ["status", "code", "message"],
+            )
+        },
+        ["error"],
+    ),
+    "NodeRecord": _obj(
+        {
+            "node_id": NODE_ID,
+            "revision": INT,
+            "roles": {"type": "array", "items": ROLE},
+            "tenant": {"type": "string"},
+            "trust_tier": {"type": "integer", "minimum": 0, "maximum": 3},
+            "expires_ms": INT,
+            "record": {"type": "string", "description": "signed node record, base64"},
+        },
+        ["node_id", "revision", "roles", "tenant", "trust_tier", "expires_ms"],
+    ),
+    "Policy": _obj({"version": INT, "heartbeat_interval_s": NONNEG}, ["version"]),
+    "HeartbeatFacts": _obj(
+        {
+            "versions": _obj(
+                {
+                    "protocol": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 1, "maximum": 65535},
+                        "minItems": 1,
+                        "maxItems": 8,
+                    },
+                    "software": {"type": "string", "maxLength": 256},
+                }
+            ),
+            "transports": {
+                "type": "array",
+                "items": {"type": "string", "enum": list(TRANSPORTS)},
+                "maxItems": MAX_TRANSPORTS,
+            },
+            "nat": _obj(
+                {
+                    "type": {"type": "string", "enum": list(NAT_TYPES)},
+                    "reachable": {"type": "boolean"},
+                    "endpoints": {"type": "array", "items": {"type": "string"}, "maxItems": 16},
+                }
+            ),
+            "peers": {
+                "type": "array",
+                "maxItems": MAX_PEERS,
+                "items": _obj(
+                    {
+                        "node_id": NODE_ID,
+                        "rtt_ms": {"type": "number", "minimum": 0, "maximum": 600000},
+                        "jitter_ms": NONNEG,
+                        "loss": FRACTION,
+                        "bandwidth_mbps": NONNEG,
+                        "queue_depth": NONNEG,
+                        "retransmit_rate": FRACTION,
+                    },
+                    ["node_id", "rtt_ms"],
+                ),
+            },
+            "pressure": _obj(
+                {"cpu": FRACTION, "memory": FRACTION, "queue_depth": INT, "sockets": FRACTION}
+            ),
+            "device": _obj(
+                {
+                    "battery_percent": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": 100,
+                        "nullable": True,
+                    },
+                    "charging": {"type": "boolean"},
+                    "network_type": {"type": "string", "enum": list(NETWORK_TYPES)},
+                    "metered": {"type": "boolean"},
+                    "relay_opt_in": {"type": "boolean"},
+                }
+            ),
+            "relay": _obj(
+                {
+                    "max_bandwidth_mbps": NONNEG,
+                    "allowed_classes": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": list(CLASS_NAMES)},
+                    },
+                }
+            ),
+            "services": {
+                "type": "array",
+                "maxItems": MAX_SERVICES,
+                "items": _obj({"name": NAME, "capacity": INT, "load": FRACTION}, ["name"]),
+            },
+            "trust_tier": {"type": "integer", "minimum": 0, "maximum": 3, "nullable": True},
+            "placement": _obj({"region": NAME, "failure_domain": NAME}),
+            "cache_versions": _obj(
+                {"policy": INT, "directory": INT, "route_cache": INT, "node_record": INT}
+            ),
+        }
+    ),
+    "HeartbeatReply": _obj(
+        {
+            "health": {"type": "string", "enum": ["healthy", "degraded", "unreachable"]},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "node_record": _ref("NodeRecord"),
+            "directory_version": INT,
+            "policy": _ref("Policy"),
+        },
+        ["health", "reasons", "node_record", "directory_version", "policy"],
+    ),
+    "Directory": _obj(
+        {
+            "version": INT,
+            "scope": {"type": "string", "enum": ["mobile", "neighbours", "tenant"]},
+            "node_record": _ref("NodeRecord"),
+            "entries": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "node_id": NODE_ID,
+                        "roles": {"type": "array", "items": ROLE},
+                        "tenant": {"type": "string"},
+                        "revision": INT,
+                        "record": {"type": "string"},
+                        "health": {"type": "string"},
+                        "region": {"type": "string"},
+                        "endpoints": {"type": "array", "items": {"type": "string"}},
+                        "transports": {"type": "array", "items": {"type": "string"}},
+                        "rtt_ms": {"type": "number", "nullable": True},
+                    },
+                    ["node_id", "roles", "record", "health"],
+                ),
+            },
+        },
+        ["version", "scope", "entries"],
+    ),
+    "RouteGrant": _obj(
+        {
+            "service": {"type": "string"},
+            "traffic_class": {"type": "string"},
+            "routes": {
+                "type": "array",
+                "minItems": 1,
+                "items": _obj(
+                    {
+                        "rank": {"type": "string", "enum": ["primary", "alternate"]},
+                        "lease": {"type": "string", "description": "signed route lease, base64"},
+                        "lease_id": {"type": "string"},
+                        "route_id": INT,
+                        "epoch": INT,
+                        "fencing_token": INT,
+                        "hops": {"type": "array", "items": NODE_ID},
+                        "issued_ms": INT,
+                        "expires_ms": INT,
+                        "score": {"type": "number"},
+                        "disjoint": {"type": "boolean"},
+                        "reasons": {
+                            "type": "array",
+                            "items": _obj(
+                                {
+                                    "factor": {"type": "string"},
+                                    "contribution": {"type": "number"},
+                                    "explanation": {"type": "string"},
+                                },
+                                ["factor", "contribution", "explanation"],
+                            ),
+                        },
+                    },
+                    ["rank", "lease", "route_id", "epoch", "fencing_token", "hops", "expires_ms"],
+                ),
+            },
+            "notes": {"type": "array", "items": {"type": "string"}},
+        },
+        ["service", "traffic_class", "routes", "notes"],
+    ),
+    "Service": _obj(
+        {
+            "service": {"type": "string"},
+            "mode": {"type": "string", "enum": ["active-active", "leader-follower"]},
+            "tenant": {"type": "string"},
+            "epoch": INT,
+            "leader": {"type": "string", "nullable": True},
+            "me": {"type": "string", "enum": ["leader", "follower", "active", "not_registered"]},
+            "replicas": {
+                "type": "array",
+                "items": _obj({"node_id": NODE_ID, "active": {"type": "boolean"}}),
+            },
+            "leases": {"type": "array", "items": {"type": "string"}},
+        },
+        ["service", "mode", "epoch", "replicas"],
+    ),
+    "NodeListing": _obj(
+        {
+            "node_id": NODE_ID,
+            "roles": {"type": "array", "items": ROLE},
+            "tenant": {"type": "string"},
+            "trust_tier": {"type": "integer"},
+            "revision": INT,
+            "health": {"type": "string", "enum": ["healthy", "degraded", "unreachable"]},
+            "health_reasons": {"type": "array", "items": {"type": "string"}},
+            "last_heartbeat_age_s": {"type": "number", "nullable": True},
+            "versions": _obj({"protocol": {"type": "array"}, "software": {"type": "string"}}),
+        },
+        ["node_id", "roles", "tenant", "health"],
+    ),
+}
+
+NODE_SECURITY: list[dict[str, list[str]]] = [{"afNode": [], "afTimestamp": [], "afSignature": []}]
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminBearer": []}]
+SERVICE_PARAM = {"name": "service", "in": "path", "required": True, "schema": NAME}
+
+
+def _op(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    security: list[dict[str, list[str]]] | None = None,
+    body: dict[str, Any] | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    op["security"] = security if security is not None else []
+    if body is not None:
+        op["requestBody"] = {"required": True, **_json(body)}
+    if parameters:
+        op["parameters"] = parameters
+    return op
+
+
+PATHS: dict[str, Any] = {
+    "/v1/status": {
+        "get": _op(
+            "Control plane status and authority key (no authentication)",
+            _ok(
+                _obj({"authority": {"type": "string"}, "nodes": INT, "version": {"type": "string"}})
+            ),
+        )
+    },
+    "/v1/enroll": {
+        "post": _op(
+            "Enroll a node: token + public keys, signed with the enrolling key",
+            {
+                **_ok(
+                    _obj(
+                        {
+                            "node_record": _ref("NodeRecord"),
+                            "authority": {"type": "string"},
+                            "policy": _ref("Policy"),
+                        },
+                        ["node_record", "authority"],
+                    )
+                ),
+                **_errors(400, 401, 409, 413),
+            },
+            security=NODE_SECURITY,
+            body=_obj(
+                {
+                    "token": {"type": "string", "maxLength": 256},
+                    "public_key": {"type": "string", "description": "Ed25519, base64"},
+                    "sealing_public_key": {"type": "string", "description": "X25519, base64"},
+                },
+                ["token", "public_key", "sealing_public_key"],
+            ),
+        )
+    },
+    "/v1/heartbeat": {
+        "post": _op(
+            "Report capability facts; learn health, current node record and policy",
+            {**_ok(_ref("HeartbeatReply")), **_errors(400, 401, 413)},
+            security=NODE_SECURITY,
+            body=_ref("HeartbeatFacts"),
+        )
+    },
+    "/v1/directory": {
+        "get": _op(
+            "The peers this node may know (least knowledge, by role)",
+            {**_ok(_ref("Directory")), **_errors(401)},
+            security=NODE_SECURITY,
+        )
+    },
+    "/v1/leases/route": {
+        "post": _op(
+            "Signed route leases (primary and alternates) from the caller to a service",
+            {**_ok(_ref("RouteGrant")), **_errors(400, 401, 404, 409, 413)},
+            security=NODE_SECURITY,
+            body=_obj(
+                {
+                    "service": NAME,
+                    "traffic_class": {"type": "string", "enum": list(CLASS_NAMES)},
+                },
+                ["service"],
+            ),
+        )
+    },
+    "/v1/services/{service}/replicas": {
+        "post": _op(
+            "Register (or renew) the caller as a replica of a service",
+            {**_ok(_ref("Service")), **_errors(400, 401, 403, 409, 413)},
+            security=NODE_SECURITY,
+            parameters=[SERVICE_PARAM],
+            body=_obj({"mode": {"type": "string", "enum": ["active-active", "leader-follower"]}}),
+        ),
+        "delete": _op(
+            "Stop serving: remove the caller's replica",
+            {**_ok(_ref("Service")), **_errors(400, 401, 404)},
+            security=NODE_SECURITY,
+            parameters=[SERVICE_PARAM],
+        ),
+    },
+    "/v1/services/{service}/leases": {
+        "get": _op(
+            "Signed service leases of the serving replicas",
+            {**_ok(_ref("Service")), **_errors(400, 401, 404, 409)},
+            security=NODE_SECURITY,
+            parameters=[SERVICE_PARAM],
+        )
+    },
+    "/v1/admin/nodes": {
+        "get": _op(
+            "Every enrolled node with roles, health and versions",
+            {
+                **_ok(_obj({"nodes": {"type": "array", "items": _ref("NodeListing")}}, ["nodes"])),
+                **_errors(401),
+            },
+            security=ADMIN_SECURITY,
+        )
+    },
+    "/v1/admin/tokens": {
+        "post": _op(
+            "Create an enrollment token (shown once)",
+            {
+                **_ok(
+                    _obj(
+                        {
+                            "token": {"type": "string"},
+                            "token_id": {"type": "string"},
+                            "tenant": {"type": "string"},
+                            "roles": {"type": "array", "items": ROLE},
+                            "expires_at": {"type": "number"},
+                            "uses": INT,
+                        },
+                        ["token", "token_id", "expires_at"],
+                    ),
+                    201,
+                ),
+                **_errors(400, 401, 413),
+            },
+            security=ADMIN_SECURITY,
+            body=_obj(
+                {
+                    "tenant": NAME,
+                    "roles": {"type": "array", "items": ROLE, "minItems": 1, "maxItems": 16},
+                    "ttl_s": {"type": "number", "minimum": 1, "maximum": 366 * 24 * 3600},
+                    "uses": {"type": "integer", "minimum": 1, "maximum": 1000000},
+                },
+                ["tenant", "roles"],
+            ),
+        )
+    },
+    "/v1/admin/nodes/{node_id}/revoke-role": {
+        "post": _op(
+            "Take a role from a node (its record is re-signed with the next revision)",
+            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404, 409, 413)},
+            security=ADMIN_SECURITY,
+            parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
+            body=_obj({"role": ROLE}, ["role"]),
+        )
+    },
+    "/v1/admin/services": {
+        "get": _op(
+            "Every registered service and its replicas",
+            {
+                **_ok(
+                    _obj({"services": {"type": "array", "items": _ref("Service")}}, ["services"])
+                ),
+                **_errors(401),
+            },
+            security=ADMIN_SECURITY,
+        )
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "accessfabric control plane",
+            "version": __version__,
+            "description": "Enrollment, heartbeats, peer directory, route and service leases. "
+            "Node requests are signed (AF-Node, AF-Timestamp, AF-Signature: see "
+            "docs/control.md); operator requests carry an admin bearer token.",
+        },
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "afNode": {"type": "apiKey", "in": "header", "name": "AF-Node"},
+                "afTimestamp": {"type": "apiKey", "in": "header", "name": "AF-Timestamp"},
+                "afSignature": {"type": "apiKey", "in": "header", "name": "AF-Signature"},
+                "adminBearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }

@@ -1,0 +1,143 @@
+"""The peer directory, least knowledge: each node learns only the peers its roles need.
+
+Candidates are always limited to the asking node's tenant and shared infrastructure
+(tenant ``provider``), and to nodes heard from recently (not ``unreachable``).  Among them,
+a node sees the union of what each of its roles grants:
+
+================================  ========================================================
+role                              sees
+================================  ========================================================
+mobile-edge (and a node with no   at most ``MOBILE_LIMIT`` entry nodes: those it measured,
+carrier role)                     nearest first, then entries of its region; never relays,
+                                  exits or service hosts, never the whole topology
+entry, relay                      its neighbours (nodes it measured or that measured it),
+                                  and relays and exits of its region
+exit                              its neighbours and service hosts of its region
+service-host, storage,            its neighbours
+update-cache
+observer, route-coordinator,      every node of its tenant and shared infrastructure
+control-plane
+================================  ========================================================
+
+Every entry carries the peer's signed node record, so the node verifies public keys and
+roles against the authority key itself.  The directory's ``version`` is the largest
+registry generation it reflects: a node compares it with the one it holds.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from accessfabric.control.heartbeats import Health, HeartbeatTable
+from accessfabric.control.leasing import SHARED_TENANT
+from accessfabric.control.registry import NodeRegistry, RegisteredNode
+from accessfabric.control.vocabulary import Role
+
+MOBILE_LIMIT = 8
+FULL_VIEW = frozenset({Role.OBSERVER, Role.ROUTE_COORDINATOR, Role.CONTROL_PLANE})
+NEIGHBOUR_ROLES = frozenset(
+    {Role.ENTRY, Role.RELAY, Role.EXIT, Role.SERVICE_HOST, Role.STORAGE, Role.UPDATE_CACHE}
+)
+REGION_GRANTS: dict[Role, frozenset[Role]] = {
+    Role.ENTRY: frozenset({Role.RELAY, Role.EXIT}),
+    Role.RELAY: frozenset({Role.RELAY, Role.EXIT}),
+    Role.EXIT: frozenset({Role.SERVICE_HOST}),
+}
+CARRIER_ROLES = frozenset({Role.ENTRY, Role.RELAY, Role.EXIT, Role.SERVICE_HOST})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DirectoryEntry:
+    node: RegisteredNode
+    health: Health
+    region: str
+    endpoints: tuple[str, ...]
+    transports: tuple[str, ...]
+    rtt_ms: float | None
+    """RTT the asking node measured to this peer, if it did."""
+
+    def to_json(self) -> dict[str, Any]:
+        record = self.node.record
+        return {
+            "node_id": record.node_id,
+            "roles": sorted(role.value for role in record.roles),
+            "tenant": record.tenant,
+            "revision": record.revision,
+            "record": base64.b64encode(self.node.blob).decode("ascii"),
+            "health": self.health.value,
+            "region": self.region,
+            "endpoints": list(self.endpoints),
+            "transports": list(self.transports),
+            "rtt_ms": self.rtt_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Directory:
+    version: int
+    scope: str
+    """Which rule produced it (``mobile``, ``neighbours``, ``tenant``), for operators."""
+    entries: tuple[DirectoryEntry, ...]
+
+
+def _scope(roles: frozenset[Role]) -> str:
+    if roles & FULL_VIEW:
+        return "tenant"
+    if roles & NEIGHBOUR_ROLES:
+        return "neighbours"
+    return "mobile"
+
+
+def build_directory(
+    asking: RegisteredNode, registry: NodeRegistry, heartbeats: HeartbeatTable, now: float
+) -> Directory:
+    """The peers ``asking`` may know about under the rules above."""
+    me = asking.record
+    roles = me.roles
+    own = heartbeats.get(me.node_id)
+    own_region = (own.facts.region or "default") if own else "default"
+    measured = {p.node_id: p.rtt_ms for p in own.facts.peers} if own else {}
+    candidates: dict[str, DirectoryEntry] = {}
+    measured_me: set[str] = set()
+    for node in registry.all():
+        record = node.record
+        if record.node_id == me.node_id:
+            continue
+        if record.tenant not in (me.tenant, SHARED_TENANT):
+            continue
+        state = heartbeats.get(record.node_id)
+        health = heartbeats.health(record.node_id, now, record.revision).health
+        if health is Health.UNREACHABLE or state is None:
+            continue
+        if any(p.node_id == me.node_id for p in state.facts.peers):
+            measured_me.add(record.node_id)
+        candidates[record.node_id] = DirectoryEntry(
+            node=node,
+            health=health,
+            region=state.facts.region or "default",
+            endpoints=state.facts.endpoints,
+            transports=state.facts.transports,
+            rtt_ms=measured.get(record.node_id),
+        )
+    scope = _scope(roles)
+    chosen: dict[str, DirectoryEntry] = {}
+    if scope == "tenant":
+        chosen = candidates
+    elif scope == "neighbours":
+        for node_id, entry in candidates.items():
+            peer_roles = entry.node.record.roles
+            neighbour = node_id in measured or node_id in measured_me
+            regional = entry.region == own_region and any(
+                peer_roles & REGION_GRANTS.get(role, frozenset()) for role in roles
+            )
+            if neighbour or regional:
+                chosen[node_id] = entry
+    else:
+        entries = [e for e in candidates.values() if Role.ENTRY in e.node.record.roles]
+        entries = [e for e in entries if e.rtt_ms is not None or e.region == own_region]
+        entries.sort(key=lambda e: (e.rtt_ms is None, e.rtt_ms or 0.0, e.node.node_id))
+        chosen = {e.node.node_id: e for e in entries[:MOBILE_LIMIT]}
+    ordered = tuple(chosen[k] for k in sorted(chosen))
+    return Directory(version=registry.version, scope=scope, entries=ordered)

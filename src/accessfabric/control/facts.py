@@ -1,0 +1,309 @@
+"""The capability facts a heartbeat carries, parsed from JSON with bounds.
+
+:func:`parse_facts` turns the JSON object a node sends into a frozen :class:`HeartbeatFacts`
+or raises :class:`FactsError` naming the field (``pressure.cpu: must be within 0..1``).
+Every field is optional except none: a node sends what it knows; absent facts take
+neutral defaults.  The bounds (lists, strings, numbers) keep one heartbeat small and every
+stored value meaningful.  The same table is in ``docs/control.md`` and the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from accessfabric.control.codec import canonical_node_id
+from accessfabric.control.vocabulary import MAX_TRUST_TIER, check_name
+from accessfabric.wire.registry import TrafficClass
+
+MAX_PEERS = 256
+MAX_SERVICES = 64
+MAX_TRANSPORTS = 8
+MAX_ENDPOINTS = 16
+MAX_STRING = 256
+MAX_RTT_MS = 600_000.0
+MAX_BANDWIDTH_MBPS = 1_000_000.0
+MAX_QUEUE = 1_000_000_000
+MAX_VERSION = (1 << 53) - 1
+
+TRANSPORTS = ("tcp_tls", "websocket", "quic", "https_fallback", "memory")
+NAT_TYPES = ("none", "full_cone", "restricted", "port_restricted", "symmetric", "unknown")
+NETWORK_TYPES = ("wired", "wifi", "cellular", "satellite", "unknown")
+CLASS_NAMES = tuple(c.name.lower() for c in TrafficClass)
+
+
+class FactsError(ValueError):
+    """A heartbeat field is missing its shape or bounds; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerMeasurement:
+    node_id: str
+    rtt_ms: float
+    jitter_ms: float = 0.0
+    loss: float = 0.0
+    bandwidth_mbps: float = 100.0
+    queue_depth: float = 0.0
+    retransmit_rate: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceCapacity:
+    name: str
+    capacity: int = 0
+    """Concurrent streams the node will accept for the service (0: unknown)."""
+    load: float = 0.0
+    """Share of that capacity in use, 0..1."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatFacts:
+    """One heartbeat's facts, every field within its bounds."""
+
+    protocol_versions: tuple[int, ...] = (1,)
+    software_version: str = ""
+    transports: tuple[str, ...] = ()
+    nat_type: str = "unknown"
+    reachable: bool = False
+    endpoints: tuple[str, ...] = ()
+    peers: tuple[PeerMeasurement, ...] = ()
+    cpu: float = 0.0
+    memory: float = 0.0
+    queue_depth: int = 0
+    socket_pressure: float = 0.0
+    battery_percent: float | None = None
+    charging: bool = False
+    network_type: str = "unknown"
+    metered: bool = False
+    relay_opt_in: bool = False
+    relay_max_mbps: float = 0.0
+    relay_classes: tuple[str, ...] = ()
+    services: tuple[ServiceCapacity, ...] = ()
+    trust_tier: int | None = None
+    region: str = ""
+    failure_domain: str = ""
+    policy_version: int = 0
+    directory_version: int = 0
+    route_cache_version: int = 0
+    record_revision: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The facts in the request's JSON shape (what :func:`parse_facts` reads back)."""
+        return {
+            "versions": {
+                "protocol": list(self.protocol_versions),
+                "software": self.software_version,
+            },
+            "transports": list(self.transports),
+            "nat": {
+                "type": self.nat_type,
+                "reachable": self.reachable,
+                "endpoints": list(self.endpoints),
+            },
+            "peers": [
+                {
+                    "node_id": p.node_id,
+                    "rtt_ms": p.rtt_ms,
+                    "jitter_ms": p.jitter_ms,
+                    "loss": p.loss,
+                    "bandwidth_mbps": p.bandwidth_mbps,
+                    "queue_depth": p.queue_depth,
+                    "retransmit_rate": p.retransmit_rate,
+                }
+                for p in self.peers
+            ],
+            "pressure": {
+                "cpu": self.cpu,
+                "memory": self.memory,
+                "queue_depth": self.queue_depth,
+                "sockets": self.socket_pressure,
+            },
+            "device": {
+                "battery_percent": self.battery_percent,
+                "charging": self.charging,
+                "network_type": self.network_type,
+                "metered": self.metered,
+                "relay_opt_in": self.relay_opt_in,
+            },
+            "relay": {
+                "max_bandwidth_mbps": self.relay_max_mbps,
+                "allowed_classes": list(self.relay_classes),
+            },
+            "services": [
+                {"name": s.name, "capacity": s.capacity, "load": s.load} for s in self.services
+            ],
+            **({"trust_tier": self.trust_tier} if self.trust_tier is not None else {}),
+            "placement": {"region": self.region, "failure_domain": self.failure_domain},
+            "cache_versions": {
+                "policy": self.policy_version,
+                "directory": self.directory_version,
+                "route_cache": self.route_cache_version,
+                "node_record": self.record_revision,
+            },
+        }
+
+
+class _Fields:
+    """Typed reads from one JSON object, with the field path in every error."""
+
+    def __init__(self, value: object, path: str) -> None:
+        if not isinstance(value, dict):
+            raise FactsError(f"{path or 'body'}: must be a JSON object")
+        self.data: dict[str, Any] = value
+        self.path = path
+
+    def _name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def sub(self, key: str) -> _Fields:
+        return _Fields(self.data.get(key, {}), self._name(key))
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise FactsError(f"{self._name(key)}: must be a number")
+        value = float(value)
+        if not (math.isfinite(value) and low <= value <= high):
+            raise FactsError(f"{self._name(key)}: must be within {low:g}..{high:g}")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise FactsError(f"{self._name(key)}: must be an integer")
+        if not low <= value <= high:
+            raise FactsError(f"{self._name(key)}: must be within {low}..{high}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise FactsError(f"{self._name(key)}: must be true or false")
+        return value
+
+    def string(self, key: str, default: str, choices: tuple[str, ...] | None = None) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str) or len(value) > MAX_STRING or not value.isprintable():
+            raise FactsError(f"{self._name(key)}: must be a printable string of <= {MAX_STRING}")
+        if choices is not None and value not in choices:
+            raise FactsError(f"{self._name(key)}: must be one of {', '.join(choices)}")
+        return value
+
+    def items(self, key: str, limit: int) -> list[Any]:
+        value = self.data.get(key, [])
+        if not isinstance(value, list):
+            raise FactsError(f"{self._name(key)}: must be a list")
+        if len(value) > limit:
+            raise FactsError(f"{self._name(key)}: at most {limit} items")
+        return value
+
+    def strings(
+        self, key: str, limit: int, choices: tuple[str, ...] | None = None
+    ) -> tuple[str, ...]:
+        out = []
+        for index, item in enumerate(self.items(key, limit)):
+            where = f"{self._name(key)}[{index}]"
+            if not isinstance(item, str) or len(item) > MAX_STRING or not item.isprintable():
+                raise FactsError(f"{where}: must be a printable string of <= {MAX_STRING}")
+            if choices is not None and item not in choices:
+                raise FactsError(f"{where}: must be one of {', '.join(choices)}")
+            out.append(item)
+        return tuple(dict.fromkeys(out))
+
+
+def _peer(value: object, path: str) -> PeerMeasurement:
+    f = _Fields(value, path)
+    raw = f.data.get("node_id")
+    try:
+        node_id = canonical_node_id(raw) if isinstance(raw, str) else None
+    except ValueError:
+        node_id = None
+    if node_id is None:
+        raise FactsError(f"{path}.node_id: must be a node id")
+    if "rtt_ms" not in f.data:
+        raise FactsError(f"{path}.rtt_ms: required")
+    return PeerMeasurement(
+        node_id=node_id,
+        rtt_ms=f.number("rtt_ms", 0.0, 0.0, MAX_RTT_MS),
+        jitter_ms=f.number("jitter_ms", 0.0, 0.0, MAX_RTT_MS),
+        loss=f.number("loss", 0.0, 0.0, 1.0),
+        bandwidth_mbps=f.number("bandwidth_mbps", 100.0, 0.0, MAX_BANDWIDTH_MBPS),
+        queue_depth=f.number("queue_depth", 0.0, 0.0, MAX_QUEUE),
+        retransmit_rate=f.number("retransmit_rate", 0.0, 0.0, 1.0),
+    )
+
+
+def _service(value: object, path: str) -> ServiceCapacity:
+    f = _Fields(value, path)
+    name = f.data.get("name")
+    try:
+        check_name("service", name)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise FactsError(f"{path}.name: {exc}") from None
+    return ServiceCapacity(
+        name=str(name),
+        capacity=f.integer("capacity", 0, 0, MAX_QUEUE),
+        load=f.number("load", 0.0, 0.0, 1.0),
+    )
+
+
+def _placement_name(f: _Fields, key: str) -> str:
+    value = f.string(key, "")
+    if value:
+        try:
+            check_name(key, value)
+        except ValueError as exc:
+            raise FactsError(f"{f.path}.{key}: {exc}") from None
+    return value
+
+
+def parse_facts(body: object) -> HeartbeatFacts:
+    """The facts of a heartbeat request body; :class:`FactsError` naming the bad field."""
+    top = _Fields(body, "")
+    versions = top.sub("versions")
+    protocol = versions.items("protocol", 8) if "protocol" in versions.data else [1]
+    if not protocol or any(
+        isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 65536 for v in protocol
+    ):
+        raise FactsError("versions.protocol: must be a non-empty list of integers 1..65535")
+    nat, pressure, device = top.sub("nat"), top.sub("pressure"), top.sub("device")
+    relay, placement, caches = top.sub("relay"), top.sub("placement"), top.sub("cache_versions")
+    battery: float | None = None
+    if device.data.get("battery_percent") is not None:
+        battery = device.number("battery_percent", 0.0, 0.0, 100.0)
+    peers = tuple(_peer(v, f"peers[{i}]") for i, v in enumerate(top.items("peers", MAX_PEERS)))
+    services = tuple(
+        _service(v, f"services[{i}]") for i, v in enumerate(top.items("services", MAX_SERVICES))
+    )
+    trust: int | None = None
+    if top.data.get("trust_tier") is not None:
+        trust = top.integer("trust_tier", 0, 0, MAX_TRUST_TIER)
+    return HeartbeatFacts(
+        protocol_versions=tuple(sorted(set(protocol))),
+        software_version=versions.string("software", ""),
+        transports=top.strings("transports", MAX_TRANSPORTS, TRANSPORTS),
+        nat_type=nat.string("type", "unknown", NAT_TYPES),
+        reachable=nat.boolean("reachable", False),
+        endpoints=nat.strings("endpoints", MAX_ENDPOINTS),
+        peers=peers,
+        cpu=pressure.number("cpu", 0.0, 0.0, 1.0),
+        memory=pressure.number("memory", 0.0, 0.0, 1.0),
+        queue_depth=pressure.integer("queue_depth", 0, 0, MAX_QUEUE),
+        socket_pressure=pressure.number("sockets", 0.0, 0.0, 1.0),
+        battery_percent=battery,
+        charging=device.boolean("charging", False),
+        network_type=device.string("network_type", "unknown", NETWORK_TYPES),
+        metered=device.boolean("metered", False),
+        relay_opt_in=device.boolean("relay_opt_in", False),
+        relay_max_mbps=relay.number("max_bandwidth_mbps", 0.0, 0.0, MAX_BANDWIDTH_MBPS),
+        relay_classes=relay.strings("allowed_classes", len(CLASS_NAMES), CLASS_NAMES),
+        services=services,
+        trust_tier=trust,
+        region=_placement_name(placement, "region"),
+        failure_domain=_placement_name(placement, "failure_domain"),
+        policy_version=caches.integer("policy", 0, 0, MAX_VERSION),
+        directory_version=caches.integer("directory", 0, 0, MAX_VERSION),
+        route_cache_version=caches.integer("route_cache", 0, 0, MAX_VERSION),
+        record_revision=caches.integer("node_record", 0, 0, MAX_VERSION),
+    )

@@ -1,0 +1,186 @@
+"""Heartbeats: the latest facts of every node, their health, and write-behind persistence.
+
+The serving replica keeps each node's latest heartbeat in memory (a heartbeat is ingested
+with no store write) and persists a node's entry at most every ``persist_interval``
+seconds, at ``/heartbeats/<node id>``, so a restarted control plane (or the listing of
+another replica) knows when each node was last heard of.
+
+Health is a pure function of heartbeat age and facts (:func:`assess`):
+
+* ``unreachable`` -- never heard of, or silent for ``unreachable_after`` seconds;
+* ``degraded`` -- late (silent for ``late_after``), or under pressure (CPU, memory or
+  sockets at ``pressure_limit``, queue depth at ``queue_limit``), or a phone low on battery
+  and not charging, or still holding an older node record than the current one;
+* ``healthy`` -- otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from accessfabric.control.facts import FactsError, HeartbeatFacts, parse_facts
+from accessfabric.control.store.base import Clock, Store
+
+KEY_PREFIX = "/heartbeats/"
+DEFAULT_INTERVAL = 10.0
+DEFAULT_PERSIST_INTERVAL = 30.0
+
+
+class Health(StrEnum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthRules:
+    """Thresholds of :func:`assess`; the defaults suit a 10 s heartbeat interval."""
+
+    interval: float = DEFAULT_INTERVAL
+    late_after: float = 2.5 * DEFAULT_INTERVAL
+    unreachable_after: float = 4.5 * DEFAULT_INTERVAL
+    pressure_limit: float = 0.9
+    queue_limit: int = 10_000
+    low_battery_percent: float = 15.0
+
+    @classmethod
+    def for_interval(cls, interval: float) -> HealthRules:
+        return cls(interval=interval, late_after=2.5 * interval, unreachable_after=4.5 * interval)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatState:
+    facts: HeartbeatFacts
+    received_at: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthReport:
+    health: Health
+    reasons: tuple[str, ...]
+    age: float | None
+    """Seconds since the last heartbeat (``None``: never heard of)."""
+
+
+def assess(
+    state: HeartbeatState | None, now: float, rules: HealthRules, record_revision: int = 0
+) -> HealthReport:
+    """The health of a node from its latest heartbeat (``None``: none yet)."""
+    if state is None:
+        return HealthReport(health=Health.UNREACHABLE, reasons=("no heartbeat yet",), age=None)
+    age = max(0.0, now - state.received_at)
+    if age >= rules.unreachable_after:
+        return HealthReport(
+            health=Health.UNREACHABLE,
+            reasons=(f"no heartbeat for {age:.0f} s (limit {rules.unreachable_after:g} s)",),
+            age=age,
+        )
+    facts = state.facts
+    reasons: list[str] = []
+    if age >= rules.late_after:
+        reasons.append(f"heartbeat late: {age:.0f} s old (interval {rules.interval:g} s)")
+    for name, value in (
+        ("cpu", facts.cpu),
+        ("memory", facts.memory),
+        ("socket", facts.socket_pressure),
+    ):
+        if value >= rules.pressure_limit:
+            reasons.append(f"{name} pressure {value:.0%}")
+    if facts.queue_depth >= rules.queue_limit:
+        reasons.append(f"queue depth {facts.queue_depth}")
+    low = facts.battery_percent is not None and facts.battery_percent < rules.low_battery_percent
+    if low and not facts.charging:
+        reasons.append(f"battery {facts.battery_percent:.0f} % and not charging")
+    if facts.record_revision and facts.record_revision < record_revision:
+        reasons.append(
+            f"holds node record revision {facts.record_revision}, current is {record_revision}"
+        )
+    health = Health.DEGRADED if reasons else Health.HEALTHY
+    return HealthReport(health=health, reasons=tuple(reasons), age=age)
+
+
+class HeartbeatTable:
+    """Latest heartbeat per node, in memory, persisted behind the write path."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock = time.time,
+        rules: HealthRules | None = None,
+        persist_interval: float = DEFAULT_PERSIST_INTERVAL,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self.rules = rules or HealthRules()
+        self._persist_interval = persist_interval
+        self._states: dict[str, HeartbeatState] = {}
+        self._persisted_at: dict[str, float] = {}
+        self._dirty: set[str] = set()
+        self.generation = 0
+        """Bumped by every heartbeat: the route planner's snapshot is rebuilt after it moves."""
+
+    def load(self) -> int:
+        """Read the persisted heartbeats (at start-up); the number loaded."""
+        loaded = 0
+        for entry in self._store.range(KEY_PREFIX).entries:
+            node_id = entry.key.removeprefix(KEY_PREFIX)
+            try:
+                document = json.loads(entry.value)
+                facts = parse_facts(document["facts"])
+                received_at = float(document["received_at"])
+            except (ValueError, KeyError, TypeError, FactsError):
+                continue
+            self._states[node_id] = HeartbeatState(facts=facts, received_at=received_at, count=0)
+            self._persisted_at[node_id] = received_at
+            loaded += 1
+        self.generation += 1
+        return loaded
+
+    def record(self, node_id: str, facts: HeartbeatFacts, now: float | None = None) -> None:
+        """Take one heartbeat (no store write; :meth:`flush` persists)."""
+        when = self._clock() if now is None else now
+        previous = self._states.get(node_id)
+        count = 1 if previous is None else previous.count + 1
+        self._states[node_id] = HeartbeatState(facts=facts, received_at=when, count=count)
+        self._dirty.add(node_id)
+        self.generation += 1
+
+    def get(self, node_id: str) -> HeartbeatState | None:
+        return self._states.get(node_id)
+
+    def forget(self, node_id: str) -> None:
+        self._states.pop(node_id, None)
+        self._dirty.discard(node_id)
+        self.generation += 1
+
+    def __iter__(self) -> Iterator[tuple[str, HeartbeatState]]:
+        return iter(list(self._states.items()))
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def health(self, node_id: str, now: float, record_revision: int = 0) -> HealthReport:
+        return assess(self._states.get(node_id), now, self.rules, record_revision)
+
+    def flush(self, now: float | None = None, *, force: bool = False) -> int:
+        """Persist dirty entries not persisted for ``persist_interval``; the number written."""
+        when = self._clock() if now is None else now
+        written = 0
+        for node_id in list(self._dirty):
+            if not force and when - self._persisted_at.get(node_id, -1e18) < self._persist_interval:
+                continue
+            state = self._states.get(node_id)
+            self._dirty.discard(node_id)
+            if state is None:
+                continue
+            document = {"received_at": state.received_at, "facts": state.facts.to_json()}
+            self._store.put(KEY_PREFIX + node_id, json.dumps(document).encode())
+            self._persisted_at[node_id] = when
+            written += 1
+        return written

@@ -1,0 +1,116 @@
+"""The control plane's HTTP server: the aiohttp application and how it is run.
+
+:func:`build_app` wires the handlers of :mod:`accessfabric.control.api` to a
+:class:`~accessfabric.control.plane.ControlPlane`; :class:`ControlServer` runs it on a
+host and port with a periodic tick (heartbeat persistence, service leader election) and
+stops cleanly.  ADR 0008 says why aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from accessfabric.control.api import admin_handlers, node_handlers
+from accessfabric.control.api.context import CONTEXT, ApiContext
+from accessfabric.control.api.errors import error_middleware
+from accessfabric.control.api.schema import openapi_document
+from accessfabric.control.plane import ControlPlane
+
+_log = logging.getLogger("accessfabric.control.server")
+DEFAULT_TICK = 0.5
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Application:
+    """The API application over ``plane`` (``verify_threads=0`` verifies on the loop)."""
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=plane.config.max_body_bytes
+    )
+    pool = ThreadPoolExecutor(verify_threads, "verify") if verify_threads > 0 else None
+    app[CONTEXT] = ApiContext(plane=plane, verify_pool=pool)
+
+    async def _close_pool(app: web.Application) -> None:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(_close_pool)
+    router = app.router
+    router.add_get("/openapi.json", _openapi)
+    router.add_get("/v1/status", node_handlers.status)
+    router.add_post("/v1/enroll", node_handlers.enroll)
+    router.add_post("/v1/heartbeat", node_handlers.heartbeat)
+    router.add_get("/v1/directory", node_handlers.directory)
+    router.add_post("/v1/leases/route", node_handlers.route_leases)
+    router.add_post("/v1/services/{service}/replicas", node_handlers.register_replica)
+    router.add_delete("/v1/services/{service}/replicas", node_handlers.deregister_replica)
+    router.add_get("/v1/services/{service}/leases", node_handlers.service_leases)
+    router.add_get("/v1/admin/nodes", admin_handlers.list_nodes)
+    router.add_post("/v1/admin/tokens", admin_handlers.create_token)
+    router.add_post("/v1/admin/nodes/{node_id}/revoke-role", admin_handlers.revoke_role)
+    router.add_get("/v1/admin/services", admin_handlers.list_services)
+    return app
+
+
+class ControlServer:
+    """Serves a :class:`ControlPlane` on ``host:port`` until :meth:`stop`."""
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        host: str = "127.0.0.1",
+        port: int = 8600,
+        *,
+        tick_interval: float = DEFAULT_TICK,
+        verify_threads: int = 2,
+    ) -> None:
+        self.plane = plane
+        self.host = host
+        self.port = port
+        self._tick_interval = tick_interval
+        self._runner = web.AppRunner(
+            build_app(plane, verify_threads=verify_threads), access_log=None
+        )
+        self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Load state, listen, start ticking.  ``port=0`` picks a free port (see ``port``)."""
+        self.plane.load()
+        refresh = getattr(self.plane.store, "refresh_leases", None)
+        if callable(refresh):
+            refresh()  # holders could not keep alive while nobody served
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        if self.port == 0:
+            server = site._server
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1]
+        self._ticker = asyncio.create_task(self._tick_forever())
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_interval)
+            try:
+                self.plane.tick()
+            except Exception:  # a store hiccup must not end the server
+                _log.exception("control plane tick failed")
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await self._runner.cleanup()
+        self.plane.heartbeats.flush(force=True)

@@ -1,0 +1,129 @@
+"""An in-process control plane on loopback for API and client tests."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from accessfabric.control.authority import Authority
+from accessfabric.control.client import ControlClient
+from accessfabric.control.facts import HeartbeatFacts, PeerMeasurement, ServiceCapacity
+from accessfabric.control.plane import ControlConfig, ControlPlane
+from accessfabric.control.requestsig import RequestSigner
+from accessfabric.control.server import ControlServer
+from accessfabric.control.store import SqliteStore
+from accessfabric.control.store.base import Clock
+from accessfabric.identity.keys import NodeKey
+
+
+@dataclass
+class Running:
+    server: ControlServer
+    plane: ControlPlane
+    admin_token: str
+    authority: Authority
+    http: aiohttp.ClientSession
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def admin(self, method: str, path: str, document: Any = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        async with self.http.request(
+            method, self.url + path, json=document, headers=headers
+        ) as response:
+            return response.status, await response.json()
+
+    async def token(self, tenant: str, roles: list[str], ttl: float = 3600, uses: int = 1) -> str:
+        status, body = await self.admin(
+            "POST",
+            "/v1/admin/tokens",
+            {"tenant": tenant, "roles": roles, "ttl_s": ttl, "uses": uses},
+        )
+        assert status == 201, body
+        return str(body["token"])
+
+    async def signed(
+        self,
+        key: NodeKey,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        signer: RequestSigner | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        signer = signer or RequestSigner(key, clock=self.plane.clock)
+        all_headers = signer.headers(method, path, body)
+        all_headers.update(headers or {})
+        async with self.http.request(
+            method, self.url + path, data=body, headers=all_headers
+        ) as response:
+            return response.status, json.loads(await response.read())
+
+    def client(self, key: NodeKey, cache: Path) -> ControlClient:
+        return ControlClient(
+            self.url, key, self.authority.public_key, str(cache), clock=self.plane.clock
+        )
+
+
+def enroll_body(key: NodeKey, token: str) -> bytes:
+    return json.dumps(
+        {
+            "token": token,
+            "public_key": base64.b64encode(key.public_key_bytes).decode(),
+            "sealing_public_key": base64.b64encode(key.sealing_public_key_bytes).decode(),
+        }
+    ).encode()
+
+
+def facts(
+    *peers: tuple[NodeKey, float],
+    region: str = "eu",
+    domain: str = "",
+    services: tuple[str, ...] = (),
+    **fields: Any,
+) -> HeartbeatFacts:
+    return HeartbeatFacts(
+        software_version="test",
+        transports=("tcp_tls",),
+        peers=tuple(PeerMeasurement(node_id=k.node_id, rtt_ms=rtt) for k, rtt in peers),
+        services=tuple(ServiceCapacity(name=name, capacity=10) for name in services),
+        region=region,
+        failure_domain=domain,
+        **fields,
+    )
+
+
+@asynccontextmanager
+async def running_plane(
+    tmp_path: Path,
+    *,
+    clock: Clock | None = None,
+    config: ControlConfig | None = None,
+    tick_interval: float = 0.05,
+) -> AsyncIterator[Running]:
+    import time
+
+    now = clock or time.time
+    authority = Authority(NodeKey.generate())
+    store = SqliteStore(tmp_path / "control.db", clock=now)
+    plane = ControlPlane(store, authority, config=config, clock=now)
+    admin_token = plane.admin.create()
+    server = ControlServer(plane, "127.0.0.1", 0, tick_interval=tick_interval)
+    await server.start()
+    http = aiohttp.ClientSession()
+    try:
+        yield Running(server, plane, admin_token, authority, http)
+    finally:
+        await http.close()
+        await server.stop()
+        store.close()
