@@ -390,7 +390,7 @@ class ControlClient:
             cached = f"the cached route leases expired {self._clock() - latest:.0f} s ago"
         return (
             f"no usable route lease for service {service!r} ({name}): the control plane is "
-            f"unreachable ({error}) and {cached}; retrying with backoff"
+            f"unreachable ({error}) and {cached}"
         )
 
     # ---- services ---------------------------------------------------------------------

@@ -1,0 +1,406 @@
+"""``accessfabric control …``: run a control plane, and operate it.
+
+Wire it into the main command with :func:`add_control_parser`; ``python -m
+accessfabric.control.cli`` runs the same commands on their own.  User mistakes end with
+one line on stderr and exit status 1 (2 for usage errors, 3 when the control plane cannot
+be reached); never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8600"
+URL_ENV = "ACCESSFABRIC_CONTROL_URL"
+ADMIN_ENV = "ACCESSFABRIC_ADMIN_TOKEN"
+EXIT_USER = 1
+EXIT_UNREACHABLE = 3
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class UserError(Exception):
+    """A mistake the user can fix: printed as one line, exit status 1."""
+
+
+class Unreachable(Exception):
+    """The control plane did not answer: printed as one line, exit status 3."""
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``45s``, ``30m``, ``1h``, ``2d`` -> seconds."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"bad duration {text!r} (examples: 90s, 30m, 1h, 2d)")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"bad listen address {text!r} (expected HOST:PORT)")
+    return host.strip("[]"), int(port)
+
+
+# ---- init and serve ----------------------------------------------------------------------
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from accessfabric.control.plane import DataDirError, init_data_dir
+    from accessfabric.identity.errors import IdentityError
+
+    try:
+        authority, token = init_data_dir(args.data)
+    except (DataDirError, IdentityError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    print(f"authority public key (nodes pin it): {authority.public_key_text}")
+    print(f"admin token (shown once; keep it secret): {token}")
+    print(f"  export {ADMIN_ENV}={token}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from accessfabric.control.plane import ControlConfig, ControlPlane, DataDirError, open_data_dir
+    from accessfabric.control.server import ControlServer
+    from accessfabric.identity.errors import IdentityError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        authority, store = open_data_dir(args.data)
+    except (DataDirError, IdentityError, OSError, ValueError) as exc:
+        raise UserError(str(exc)) from None
+    config = ControlConfig(
+        heartbeat_interval=args.heartbeat_interval,
+        route_lease_ttl=args.route_lease_ttl,
+        service_lease_ttl=args.service_lease_ttl,
+        replica_ttl=args.replica_ttl,
+    )
+    host, port = args.listen
+    plane = ControlPlane(store, authority, config=config)
+
+    async def serve() -> None:
+        server = ControlServer(plane, host, port)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        print(
+            f"control plane serving on {server.url} (authority {authority.public_key_text})",
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        await server.stop()
+        print("control plane stopped", flush=True)
+
+    try:
+        asyncio.run(serve())
+    finally:
+        store.close()
+    return 0
+
+
+# ---- operator commands (over the API, with the admin token) -------------------------------
+
+
+def _admin_request(args: argparse.Namespace, method: str, path: str, document: Any = None) -> Any:
+    import urllib.error
+    import urllib.request
+
+    token = args.admin_token or os.environ.get(ADMIN_ENV)
+    if not token:
+        raise UserError(f"no admin token: pass --admin-token or set {ADMIN_ENV}")
+    data = None if document is None else json.dumps(document).encode()
+    request = urllib.request.Request(args.server.rstrip("/") + path, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            error = json.loads(exc.read())["error"]
+            message = f"{error['message']} ({error['code']})"
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {exc.code}"
+        raise UserError(f"control plane refused: {message}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise Unreachable(f"cannot reach the control plane at {args.server}: {reason}") from None
+
+
+def _cmd_token_create(args: argparse.Namespace) -> int:
+    roles = [role.strip() for role in args.roles.split(",") if role.strip()]
+    reply = _admin_request(
+        args,
+        "POST",
+        "/v1/admin/tokens",
+        {"tenant": args.tenant, "roles": roles, "ttl_s": args.ttl, "uses": args.uses},
+    )
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    else:
+        print(reply["token"])
+    return 0
+
+
+def _age(value: float | None) -> str:
+    if value is None:
+        return "never"
+    if value < 120:
+        return f"{value:.0f}s"
+    if value < 7200:
+        return f"{value / 60:.0f}m"
+    return f"{value / 3600:.0f}h"
+
+
+def format_nodes(nodes: list[dict[str, Any]]) -> str:
+    header = ("NODE", "ROLES", "TENANT", "HEALTH", "LAST HEARTBEAT", "VERSIONS")
+    rows = [header]
+    for node in nodes:
+        versions = node.get("versions", {})
+        protocol = ",".join(str(v) for v in versions.get("protocol", []))
+        software = versions.get("software", "")
+        rows.append(
+            (
+                node["node_id"],
+                ",".join(node["roles"]) or "-",
+                node["tenant"],
+                node["health"],
+                _age(node.get("last_heartbeat_age_s")),
+                f"p{protocol} {software}".strip() if protocol else "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _cmd_nodes(args: argparse.Namespace) -> int:
+    reply = _admin_request(args, "GET", "/v1/admin/nodes")
+    if args.json:
+        print(json.dumps(reply["nodes"], indent=2))
+    elif not reply["nodes"]:
+        print("no nodes enrolled")
+    else:
+        print(format_nodes(reply["nodes"]))
+    return 0
+
+
+def _cmd_revoke_role(args: argparse.Namespace) -> int:
+    reply = _admin_request(
+        args, "POST", f"/v1/admin/nodes/{args.node}/revoke-role", {"role": args.role}
+    )
+    roles = ",".join(reply["roles"]) or "none"
+    print(
+        f"revoked {args.role} from {reply['node_id']}: roles now {roles}, revision "
+        f"{reply['revision']}"
+    )
+    return 0
+
+
+# ---- node-side commands -------------------------------------------------------------------
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    from accessfabric.control.agent import run_agent
+
+    return run_agent(args)
+
+
+def _cmd_lease(args: argparse.Namespace) -> int:
+    from accessfabric.control.agent import run_lease
+
+    return run_lease(args)
+
+
+# ---- parser -------------------------------------------------------------------------------
+
+
+def _operator_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        default=os.environ.get(URL_ENV, DEFAULT_URL),
+        metavar="URL",
+        help=f"control plane URL (default ${URL_ENV} or {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--admin-token",
+        metavar="TOKEN",
+        help=f"admin token printed by 'control init' (default ${ADMIN_ENV})",
+    )
+
+
+def _node_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        default=os.environ.get(URL_ENV, DEFAULT_URL),
+        metavar="URL",
+        help=f"control plane URL (default ${URL_ENV} or {DEFAULT_URL})",
+    )
+    parser.add_argument("--key", required=True, metavar="PATH", help="node key file (keygen)")
+    parser.add_argument(
+        "--authority", required=True, metavar="AFAUTH", help="authority public key to pin"
+    )
+    parser.add_argument(
+        "--state", required=True, metavar="DIR", help="cache directory (record, leases, ...)"
+    )
+
+
+def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``control`` and its subcommands to the main command's subparsers."""
+    control: argparse.ArgumentParser = subparsers.add_parser(
+        "control",
+        help="run and operate the control plane",
+        description="The control plane enrolls nodes, collects heartbeats, keeps the peer "
+        "directory, plans routes and signs short-lived route and service leases.",
+    )
+    commands = control.add_subparsers(dest="control_command", metavar="COMMAND", required=True)
+
+    init = commands.add_parser(
+        "init",
+        help="create the authority key and the first admin token",
+        description="Create DIR with the authority key and a store; print the authority "
+        "public key (nodes pin it) and an admin token (shown once).",
+    )
+    init.add_argument("--data", required=True, metavar="DIR", help="data directory to create")
+    init.set_defaults(handler=_guarded(_cmd_init))
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the control API",
+        description="Serve the HTTP/JSON control API (OpenAPI at /openapi.json) until "
+        "SIGINT or SIGTERM.",
+    )
+    serve.add_argument("--data", required=True, metavar="DIR", help="data directory (init)")
+    serve.add_argument(
+        "--listen",
+        type=parse_listen,
+        default=("127.0.0.1", 8600),
+        metavar="HOST:PORT",
+        help="address to listen on (default 127.0.0.1:8600)",
+    )
+    serve.add_argument("--heartbeat-interval", type=parse_duration, default=10.0, metavar="T")
+    serve.add_argument("--route-lease-ttl", type=parse_duration, default=300.0, metavar="T")
+    serve.add_argument("--service-lease-ttl", type=parse_duration, default=60.0, metavar="T")
+    serve.add_argument("--replica-ttl", type=parse_duration, default=15.0, metavar="T")
+    serve.set_defaults(handler=_guarded(_cmd_serve))
+
+    token = commands.add_parser("token", help="enrollment tokens")
+    token_commands = token.add_subparsers(dest="token_command", metavar="COMMAND", required=True)
+    create = token_commands.add_parser(
+        "create",
+        help="create an enrollment token (printed once)",
+        description="Create a token that enrolls nodes into TENANT with ROLES.",
+    )
+    create.add_argument("--tenant", required=True, help="tenant the nodes join")
+    create.add_argument(
+        "--roles", required=True, help="comma-separated roles, e.g. relay,exit (see docs)"
+    )
+    create.add_argument(
+        "--ttl", type=parse_duration, default=3600.0, metavar="T", help="validity (default 1h)"
+    )
+    create.add_argument("--uses", type=int, default=1, metavar="N", help="enrollments (default 1)")
+    create.add_argument("--json", action="store_true", help="print the token's details as JSON")
+    _operator_options(create)
+    create.set_defaults(handler=_guarded(_cmd_token_create))
+
+    nodes = commands.add_parser(
+        "nodes",
+        help="list enrolled nodes with roles, health and versions",
+        description="Node id, roles, tenant, health, age of the last heartbeat, versions.",
+    )
+    nodes.add_argument("--json", action="store_true", help="print JSON")
+    _operator_options(nodes)
+    nodes.set_defaults(handler=_guarded(_cmd_nodes))
+
+    revoke = commands.add_parser(
+        "revoke-role",
+        help="take a role from a node",
+        description="Re-sign NODE's record without ROLE (next revision); nodes learn it "
+        "from heartbeat replies and the peer directory.",
+    )
+    revoke.add_argument("node", metavar="NODE", help="node id")
+    revoke.add_argument("role", metavar="ROLE", help="role to revoke")
+    _operator_options(revoke)
+    revoke.set_defaults(handler=_guarded(_cmd_revoke_role))
+
+    agent = commands.add_parser(
+        "agent",
+        help="enroll a node and heartbeat (the node side, standalone)",
+        description="Enroll with --token (once), then heartbeat until SIGINT/SIGTERM, "
+        "reporting the given facts; optionally serve --service as a replica.",
+    )
+    _node_options(agent)
+    agent.add_argument("--token", help="enrollment token (needed the first time)")
+    agent.add_argument(
+        "--peer", action="append", default=[], metavar="NODE_ID=RTT_MS", help="measured link"
+    )
+    agent.add_argument("--region", default="", help="placement region")
+    agent.add_argument("--failure-domain", default="", help="placement failure domain")
+    agent.add_argument("--service", action="append", default=[], metavar="NAME", help="serve")
+    agent.add_argument(
+        "--service-mode", default="active-active", choices=["active-active", "leader-follower"]
+    )
+    agent.set_defaults(handler=_guarded(_cmd_agent))
+
+    lease = commands.add_parser(
+        "lease",
+        help="get route leases to a service (from the cache when unreachable)",
+        description="Ask for route leases from this node to SERVICE and print them with "
+        "their reasons; when the control plane is unreachable, print valid cached leases "
+        "and the client's status.",
+    )
+    _node_options(lease)
+    lease.add_argument("--service", required=True, help="logical service name")
+    lease.add_argument("--class", dest="traffic_class", default="interactive", help="class")
+    lease.add_argument("--json", action="store_true", help="print JSON")
+    lease.set_defaults(handler=_guarded(_cmd_lease))
+    return control
+
+
+def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a control subcommand, turning user mistakes into one line on stderr."""
+    try:
+        return handler(args)
+    except UserError as exc:
+        print(f"accessfabric control: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except Unreachable as exc:
+        print(f"accessfabric control: error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    return functools.partial(run_handler, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="accessfabric")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_control_parser(subparsers)
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())
