@@ -14,6 +14,7 @@ from accessfabric.bench.report import BenchReport, BenchResult
 
 SUITES: dict[str, str] = {
     "codec": "accessfabric.bench.codec",
+    "control": "accessfabric.bench.control",
     "session": "accessfabric.bench.session",
 }
 
