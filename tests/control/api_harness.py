@@ -6,7 +6,7 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class Running:
     admin_token: str
     authority: Authority
     http: aiohttp.ClientSession
+    signers: dict[str, RequestSigner] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -61,7 +62,10 @@ class Running:
         signer: RequestSigner | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
-        signer = signer or RequestSigner(key, clock=self.plane.clock)
+        if signer is None:
+            signer = self.signers.get(key.node_id)
+            if signer is None:
+                signer = self.signers[key.node_id] = RequestSigner(key, clock=self.plane.clock)
         all_headers = signer.headers(method, path, body)
         all_headers.update(headers or {})
         async with self.http.request(
