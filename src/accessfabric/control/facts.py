@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from accessfabric.control.codec import canonical_node_id
 from accessfabric.control.vocabulary import MAX_TRUST_TIER, check_name
@@ -37,8 +37,9 @@ class FactsError(ValueError):
     """A heartbeat field is missing its shape or bounds; the message names the field."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PeerMeasurement:
+class PeerMeasurement(NamedTuple):
+    """What a node measured on its link to one peer (a tuple: heartbeats carry many)."""
+
     node_id: str
     rtt_ms: float
     jitter_ms: float = 0.0
@@ -212,25 +213,46 @@ class _Fields:
         return tuple(dict.fromkeys(out))
 
 
+_PEER_NUMBERS = (
+    # (field, default, upper bound); every one is >= 0
+    ("rtt_ms", None, MAX_RTT_MS),
+    ("jitter_ms", 0.0, MAX_RTT_MS),
+    ("loss", 0.0, 1.0),
+    ("bandwidth_mbps", 100.0, MAX_BANDWIDTH_MBPS),
+    ("queue_depth", 0.0, float(MAX_QUEUE)),
+    ("retransmit_rate", 0.0, 1.0),
+)
+
+
 def _peer(value: object, path: str) -> PeerMeasurement:
-    f = _Fields(value, path)
-    raw = f.data.get("node_id")
+    """One peer measurement (the hot path of a heartbeat: no helper objects)."""
+    if type(value) is not dict:
+        raise FactsError(f"{path}: must be a JSON object")
+    raw = value.get("node_id")
     try:
         node_id = canonical_node_id(raw) if isinstance(raw, str) else None
     except ValueError:
         node_id = None
     if node_id is None:
         raise FactsError(f"{path}.node_id: must be a node id")
-    if "rtt_ms" not in f.data:
-        raise FactsError(f"{path}.rtt_ms: required")
+    numbers = []
+    for name, default, high in _PEER_NUMBERS:
+        number = value.get(name, default)
+        if number is None:
+            raise FactsError(f"{path}.{name}: required")
+        kind = type(number)
+        if (kind is not float and kind is not int) or not 0.0 <= number <= high:
+            raise FactsError(f"{path}.{name}: must be a number within 0..{high:g}")
+        numbers.append(float(number))
+    rtt, jitter, loss, bandwidth, queue, retransmit = numbers
     return PeerMeasurement(
         node_id=node_id,
-        rtt_ms=f.number("rtt_ms", 0.0, 0.0, MAX_RTT_MS),
-        jitter_ms=f.number("jitter_ms", 0.0, 0.0, MAX_RTT_MS),
-        loss=f.number("loss", 0.0, 0.0, 1.0),
-        bandwidth_mbps=f.number("bandwidth_mbps", 100.0, 0.0, MAX_BANDWIDTH_MBPS),
-        queue_depth=f.number("queue_depth", 0.0, 0.0, MAX_QUEUE),
-        retransmit_rate=f.number("retransmit_rate", 0.0, 0.0, 1.0),
+        rtt_ms=rtt,
+        jitter_ms=jitter,
+        loss=loss,
+        bandwidth_mbps=bandwidth,
+        queue_depth=queue,
+        retransmit_rate=retransmit,
     )
 
 

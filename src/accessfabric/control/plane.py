@@ -11,17 +11,20 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from accessfabric.control.admin import AdminCredentials
 from accessfabric.control.authority import Authority
+from accessfabric.control.facts import HeartbeatFacts
 from accessfabric.control.heartbeats import HealthRules, HeartbeatTable
 from accessfabric.control.leasing import RouteLeasing
 from accessfabric.control.planning.policy import RoutePolicy
-from accessfabric.control.registry import NodeRegistry
+from accessfabric.control.registry import NodeRegistry, RegisteredNode, record_json
 from accessfabric.control.requestsig import DEFAULT_WINDOW, ReplayCache
 from accessfabric.control.services import ServiceDirectory
 from accessfabric.control.store.base import Clock, Store
 from accessfabric.control.store.sqlite import SqliteStore
+from accessfabric.control.vocabulary import Role
 
 AUTHORITY_FILE = "authority.key"
 STORE_FILE = "control.db"
@@ -134,6 +137,26 @@ class ControlPlane:
         """Read the registry and persisted heartbeats (once, when starting to serve)."""
         self.registry.load()
         self.heartbeats.load()
+
+    def ingest_heartbeat(self, node: RegisteredNode, facts: HeartbeatFacts) -> dict[str, Any]:
+        """Take one authenticated heartbeat; the reply (health, current record, policy)."""
+        now = self.clock()
+        node_id = node.node_id
+        self.heartbeats.record(node_id, facts, now)
+        if facts.services and Role.SERVICE_HOST in node.record.roles:
+            self.services.renew(node_id, tuple(s.name for s in facts.services), now)
+        current = self.registry.renew_if_due(node_id, now) or node
+        report = self.heartbeats.health(node_id, now, current.record.revision)
+        record = record_json(current)
+        if facts.record_revision == current.record.revision:
+            del record["record"]  # the node holds it already
+        return {
+            "health": report.health.value,
+            "reasons": list(report.reasons),
+            "node_record": record,
+            "directory_version": self.registry.version,
+            "policy": self.config.policy_document(),
+        }
 
     def tick(self) -> None:
         """Periodic work: persist heartbeats, fill vacant service leaderships."""

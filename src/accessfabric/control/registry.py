@@ -12,6 +12,7 @@ import base64
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from accessfabric.control.authority import Authority
 from accessfabric.control.objects import NodeRecord
@@ -50,6 +51,20 @@ class RegisteredNode:
         return json.dumps(
             {"record": base64.b64encode(self.blob).decode("ascii"), "enrolled_at": self.enrolled_at}
         ).encode()
+
+
+def record_json(node: RegisteredNode) -> dict[str, Any]:
+    """A node record as the API shows it: the fields, and the signed blob in base64."""
+    record = node.record
+    return {
+        "node_id": record.node_id,
+        "revision": record.revision,
+        "roles": sorted(role.value for role in record.roles),
+        "tenant": record.tenant,
+        "trust_tier": record.trust_tier,
+        "expires_ms": record.expires_ms,
+        "record": base64.b64encode(node.blob).decode("ascii"),
+    }
 
 
 def trust_tier_for(roles: frozenset[Role]) -> int:

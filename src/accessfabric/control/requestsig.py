@@ -27,6 +27,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.signatures import SIGNATURE_LENGTH, load_public_key
@@ -146,12 +149,17 @@ def parse_timestamp(text: str, now: float, window: float) -> int:
     return timestamp_ms
 
 
+@lru_cache(maxsize=65536)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    return load_public_key(raw)
+
+
 def check_signature(public_key: bytes, request: SignedRequest, timestamp_ms: int) -> bytes:
     """The raw signature if it verifies; :class:`RequestAuthError` otherwise."""
     signature = decode_signature(request.signature)
     message = signing_input(request.method, request.path, timestamp_ms, request.body)
     try:
-        load_public_key(public_key).verify(signature, message)
+        _public_key(public_key).verify(signature, message)
     except Exception:  # InvalidSignature or a bad key: the same answer either way
         raise RequestAuthError(
             "bad_signature", "AF-Signature does not verify with the node's registered key"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -19,6 +18,7 @@ from accessfabric.control.api import admin_handlers, node_handlers
 from accessfabric.control.api.context import CONTEXT, ApiContext
 from accessfabric.control.api.errors import error_middleware
 from accessfabric.control.api.schema import openapi_document
+from accessfabric.control.api.verifier import BatchVerifier
 from accessfabric.control.plane import ControlPlane
 
 _log = logging.getLogger("accessfabric.control.server")
@@ -34,14 +34,13 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     app = web.Application(
         middlewares=[error_middleware], client_max_size=plane.config.max_body_bytes
     )
-    pool = ThreadPoolExecutor(verify_threads, "verify") if verify_threads > 0 else None
-    app[CONTEXT] = ApiContext(plane=plane, verify_pool=pool)
+    verifier = BatchVerifier(verify_threads)
+    app[CONTEXT] = ApiContext(plane=plane, verifier=verifier)
 
-    async def _close_pool(app: web.Application) -> None:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+    async def _close_verifier(app: web.Application) -> None:
+        verifier.close()
 
-    app.on_cleanup.append(_close_pool)
+    app.on_cleanup.append(_close_verifier)
     router = app.router
     router.add_get("/openapi.json", _openapi)
     router.add_get("/v1/status", node_handlers.status)

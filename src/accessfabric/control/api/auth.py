@@ -19,7 +19,6 @@ from accessfabric.control.requestsig import (
     TIMESTAMP_HEADER,
     RequestAuthError,
     SignedRequest,
-    check_signature,
     parse_timestamp,
 )
 
@@ -55,8 +54,7 @@ async def verify_signed(ctx: ApiContext, parts: SignedRequest, public_key: bytes
     now = plane.clock()
     try:
         timestamp_ms = parse_timestamp(parts.timestamp, now, plane.config.request_window)
-        signature = await ctx.run_verify(check_signature, public_key, parts, timestamp_ms)
-        assert isinstance(signature, bytes)
+        signature = await ctx.verifier.verify(public_key, parts, timestamp_ms)
         plane.replay.check_and_add(signature, now)
     except RequestAuthError as exc:
         raise _unauthenticated(exc.code, str(exc)) from None

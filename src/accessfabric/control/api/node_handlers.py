@@ -16,10 +16,10 @@ from accessfabric.control.api.errors import ApiError, bad_request
 from accessfabric.control.directory import build_directory
 from accessfabric.control.facts import FactsError, parse_facts
 from accessfabric.control.leasing import LeaseGrant, LeaseRefused
-from accessfabric.control.registry import RegisteredNode, RegistryError
+from accessfabric.control.registry import RegistryError, record_json
 from accessfabric.control.services import MODE_NAMES, ServiceError, ServiceView, parse_mode
 from accessfabric.control.tokens import BadTokenError, TokenExpiredError, TokenUsedUpError
-from accessfabric.control.vocabulary import Role, check_name
+from accessfabric.control.vocabulary import check_name
 from accessfabric.identity.node_id import node_id_from_public_key
 from accessfabric.identity.signatures import load_public_key
 from accessfabric.wire.registry import TrafficClass
@@ -54,19 +54,6 @@ def _key_field(document: dict[str, Any], name: str) -> bytes:
 
 def _refused(exc: LeaseRefused | ServiceError | RegistryError) -> ApiError:
     return ApiError(_STATUS_OF.get(exc.code, 400), exc.code, str(exc))
-
-
-def record_json(node: RegisteredNode) -> dict[str, Any]:
-    record = node.record
-    return {
-        "node_id": record.node_id,
-        "revision": record.revision,
-        "roles": sorted(role.value for role in record.roles),
-        "tenant": record.tenant,
-        "trust_tier": record.trust_tier,
-        "expires_ms": record.expires_ms,
-        "record": _b64(node.blob),
-    }
 
 
 async def status(request: web.Request) -> web.Response:
@@ -124,25 +111,7 @@ async def heartbeat(request: web.Request) -> web.Response:
         facts = parse_facts(parse_json_object(body))
     except FactsError as exc:
         raise bad_request("bad_facts", str(exc)) from None
-    now = plane.clock()
-    node_id = node.node_id
-    plane.heartbeats.record(node_id, facts, now)
-    if facts.services and Role.SERVICE_HOST in node.record.roles:
-        plane.services.renew(node_id, tuple(s.name for s in facts.services), now)
-    current = plane.registry.renew_if_due(node_id, now) or node
-    report = plane.heartbeats.health(node_id, now, current.record.revision)
-    record = record_json(current)
-    if facts.record_revision == current.record.revision:
-        del record["record"]  # the node holds it already
-    return web.json_response(
-        {
-            "health": report.health.value,
-            "reasons": list(report.reasons),
-            "node_record": record,
-            "directory_version": plane.registry.version,
-            "policy": plane.config.policy_document(),
-        }
-    )
+    return web.json_response(plane.ingest_heartbeat(node, facts))
 
 
 async def directory(request: web.Request) -> web.Response:
