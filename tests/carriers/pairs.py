@@ -19,6 +19,7 @@ from accessfabric.carriers.memory import memory_pair
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.endpoints import LocalNode, connect_tcp, connect_ws, serve_tcp, serve_ws
+from accessfabric.node.https_endpoints import connect_https, serve_https
 from accessfabric.session import SessionConfig
 
 LOOPBACK = "127.0.0.1"
@@ -148,7 +149,31 @@ async def websocket_connections(
             await server.wait_closed()
 
 
+@asynccontextmanager
+async def https_fallback_connections(
+    config: SessionConfig | None = None,
+) -> AsyncIterator[ConnectedPair]:
+    async with two_nodes(config) as (dialer_node, acceptor_node):
+        accepted = Acceptor()
+        server = await serve_https(acceptor_node, LOOPBACK, 0, accepted)
+        try:
+            dialer = await connect_https(
+                dialer_node,
+                f"https://{LOOPBACK}:{server.port}/fabric-poll",
+                expected_peer_id=acceptor_node.key.node_id,
+            )
+            try:
+                acceptor = await accepted.next_ready()
+                yield ConnectedPair("https_fallback", dialer, acceptor, dialer_node, acceptor_node)
+            finally:
+                await close_pair(dialer, *accepted.seen)
+        finally:
+            accepted.abort_all()
+            await server.wait_closed()
+
+
 PAIRS: dict[str, PairFactory] = {
+    "https_fallback": https_fallback_connections,
     "memory": memory_connections,
     "tcp_tls": tcp_connections,
     "websocket": websocket_connections,
