@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     from accessfabric.node.commands import add_node_commands
 
     add_node_commands(commands)
+    from accessfabric.services.commands import add_service_commands
+
+    add_service_commands(commands)
     from accessfabric.control.cli import add_control_parser
 
     add_control_parser(commands)

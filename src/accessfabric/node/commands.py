@@ -74,6 +74,7 @@ def cmd_node_id(args: argparse.Namespace) -> int:
 
 def cmd_node_run(args: argparse.Namespace) -> int:
     from accessfabric.node.runtime import run_node
+    from accessfabric.services.host import ServicesComponent
 
     try:
         config = load_node_config(args.config)
@@ -87,7 +88,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     configure_logging(json_lines=args.log_json or config.log_json, level=args.log_level)
     key = _load_key(str(config.key_path))
     try:
-        return _run(run_node(config, key=key))
+        return _run(run_node(config, key=key, components=(ServicesComponent(),)))
     except OSError as exc:  # a listener could not bind
         print(f"accessfabric node run: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -55,7 +55,7 @@ ROLES = (
     "update-cache",
 )
 PEER_CONNECT_MODES = ("on-demand", "always")
-SERVICE_MODES = ("forward",)
+SERVICE_MODES = ("forward", "active-active", "leader-follower")
 RESERVED_SERVICES = ("echo",)
 DEFAULT_DRAIN_TIMEOUT = 10.0
 MAX_CONFIG_FILE_SIZE = 1024 * 1024
@@ -99,6 +99,8 @@ class PeerConfig:
     name: str = ""
     connect: str = "on-demand"
     """``on-demand``: dial when something needs the peer; ``always``: keep a session up."""
+    services: tuple[str, ...] = ()
+    """Services this peer hosts: streams to them go to this peer (no route lease needed)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +114,16 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardConfig:
+    """A local TCP listener whose connections become streams to ``service``."""
+
+    listen: HostPort
+    service: str
+    traffic_class: TrafficClass | None = None
+    """None: the service's well-known class (rdp, ssh: interactive; others: reliable)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     """Everything ``accessfabric node run`` needs; defaults work for all but ``key_path``."""
 
@@ -121,6 +133,11 @@ class NodeConfig:
     listen: tuple[Endpoint, ...] = ()
     peers: tuple[PeerConfig, ...] = ()
     services: tuple[ServiceConfig, ...] = ()
+    forwards: tuple[ForwardConfig, ...] = ()
+    metrics_listen: HostPort | None = None
+    """Where ``/metrics`` is served (Prometheus text); None: not served."""
+    admin_socket: Path | None = None
+    """The unix socket ``accessfabric status`` asks (mode 0600); default next to the key."""
     session: SessionConfig = field(default_factory=SessionConfig)
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     log_json: bool = False
@@ -196,6 +213,9 @@ _TOP_KEYS = (
     "listen",
     "peers",
     "services",
+    "forwards",
+    "metrics_listen",
+    "admin_socket",
     "session",
     "drain_timeout",
     "log_json",
@@ -211,6 +231,9 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     listen = _opt(document, "listen", top, _listen_tables) or ()
     peers = _opt(document, "peers", top, _peers) or ()
     services = _opt(document, "services", top, _services) or ()
+    forwards = _opt(document, "forwards", top, _forwards) or ()
+    metrics_listen = _opt(document, "metrics_listen", top, _host_port)
+    admin_socket = _opt(document, "admin_socket", top, lambda v, at: _path(v, at, base))
     drain_timeout = _opt(document, "drain_timeout", top, _positive_seconds)
     log_json = _opt(document, "log_json", top, _bool)
     session_table = _opt(document, "session", top, _table) or {}
@@ -235,6 +258,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     listen = listen if env_listen is None else env_listen
     env_drain = env_value("drain_timeout", lambda v, at: _positive_seconds(_number(v, at), at))
     drain_timeout = drain_timeout if env_drain is None else env_drain
+    metrics_listen = env_value("metrics_listen", _host_port) or metrics_listen
     env_log_json = env_value("log_json", _bool_text)
     log_json = log_json if env_log_json is None else env_log_json
     for name in SESSION_KEYS:
@@ -260,6 +284,9 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         listen=listen,
         peers=peers,
         services=services,
+        forwards=forwards,
+        metrics_listen=metrics_listen,
+        admin_socket=admin_socket or key_path.parent / (key_path.stem + ".admin.sock"),
         session=session,
         drain_timeout=DEFAULT_DRAIN_TIMEOUT if drain_timeout is None else drain_timeout,
         log_json=bool(log_json),
@@ -400,7 +427,7 @@ def _peers(value: Any, at: _At) -> tuple[PeerConfig, ...]:
     for index, item in enumerate(_list(value, at)):
         item_at = at[index]
         table = _table(item, item_at)
-        _check_keys(table, item_at, ("node_id", "endpoints", "name", "connect"))
+        _check_keys(table, item_at, ("node_id", "endpoints", "name", "connect", "services"))
         if "node_id" not in table:
             (item_at / "node_id").fail("required (the peer's afn1... node id)")
         try:
@@ -428,8 +455,18 @@ def _peers(value: Any, at: _At) -> tuple[PeerConfig, ...]:
                 (item_at / "connect").fail(
                     f"unknown mode {connect!r} (choose from {', '.join(PEER_CONNECT_MODES)})"
                 )
+        hosted = tuple(
+            _str(item, item_at / "services")
+            for item in _list(table.get("services", []), item_at / "services")
+        )
         peers.append(
-            PeerConfig(node_id=node_id, endpoints=tuple(endpoints), name=name, connect=connect)
+            PeerConfig(
+                node_id=node_id,
+                endpoints=tuple(endpoints),
+                name=name,
+                connect=connect,
+                services=hosted,
+            )
         )
     return tuple(peers)
 
@@ -473,6 +510,41 @@ def _services(value: Any, at: _At) -> tuple[ServiceConfig, ...]:
             ServiceConfig(name=name, target=target, traffic_class=traffic_class, mode=mode)
         )
     return tuple(services)
+
+
+def _host_port(value: Any, at: _At) -> HostPort:
+    try:
+        return parse_host_port(_str(value, at), allow_port_zero=True)
+    except ValueError as exc:
+        at.fail(str(exc))
+
+
+def _forwards(value: Any, at: _At) -> tuple[ForwardConfig, ...]:
+    forwards: list[ForwardConfig] = []
+    for index, item in enumerate(_list(value, at)):
+        item_at = at[index]
+        table = _table(item, item_at)
+        _check_keys(table, item_at, ("listen", "service", "traffic_class"))
+        for required in ("listen", "service"):
+            if required not in table:
+                (item_at / required).fail("required")
+        listen = _host_port(table["listen"], item_at / "listen")
+        traffic_class = None
+        if "traffic_class" in table:
+            try:
+                traffic_class = TrafficClass.from_name(
+                    _str(table["traffic_class"], item_at / "traffic_class")
+                )
+            except ValueError as exc:
+                (item_at / "traffic_class").fail(str(exc))
+        forwards.append(
+            ForwardConfig(
+                listen=listen,
+                service=_str(table["service"], item_at / "service"),
+                traffic_class=traffic_class,
+            )
+        )
+    return tuple(forwards)
 
 
 def _session_value(name: str, value: Any, at: _At) -> int | float | None:

@@ -56,6 +56,8 @@ class LocalNode:
         default_factory=lambda: KeyedRateLimiter(rate=0.5, burst=10.0)
     )
     rejected_connections: int = 0
+    on_new_connection: Callable[[SessionConnection], None] | None = None
+    """Called with every session created (dialled or accepted): the node's metrics."""
 
     def new_connection(
         self,
@@ -78,6 +80,8 @@ class LocalNode:
                 verify_peer_certificate(tls, ready.peer_node_id, ready.peer_public_key)
 
         connection = SessionConnection(session, info, verify_peer=verify)
+        if self.on_new_connection is not None:
+            self.on_new_connection(connection)
         connection.attach(transport)
         return connection
 

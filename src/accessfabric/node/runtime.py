@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Any
+from typing import Any, Protocol
 
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
@@ -24,6 +24,7 @@ from accessfabric.node.connection import SessionConnection
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
 from accessfabric.node.endpoints import LocalNode
 from accessfabric.node.log_format import log_event
+from accessfabric.node.observability import NodeObservability
 from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.services import ServiceDispatcher
 
@@ -32,12 +33,26 @@ log = logging.getLogger(__name__)
 KEEP_UP_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
+class NodeComponent(Protocol):
+    """Something that runs with the node (services, forwards): started last, closed first."""
+
+    async def start(self, runtime: NodeRuntime) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 def _code_name(code: ErrorCode | int) -> str:
     return code.name if isinstance(code, ErrorCode) else str(code)
 
 
 class NodeRuntime:
-    def __init__(self, config: NodeConfig, *, key: NodeKey | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        key: NodeKey | None = None,
+        components: tuple[NodeComponent, ...] = (),
+    ) -> None:
         """Load the key (``IdentityError`` names the file and the problem)."""
         self.config = config
         self.key = key if key is not None else NodeKey.load(config.key_path)
@@ -54,6 +69,9 @@ class NodeRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._keepers: list[asyncio.Task[None]] = []
         self._stopping = False
+        self.observe = NodeObservability(self.key.node_id)
+        self.local.on_new_connection = self.observe.track
+        self.components = list(components)
 
     @property
     def node_id(self) -> str:
@@ -79,9 +97,13 @@ class NodeRuntime:
                     log, "listening", carrier=bound.endpoint.carrier,
                     address=bound.endpoint.address, url=bound.endpoint.url,
                 )  # fmt: skip
+            await self.observe.start(self.config.metrics_listen, self.config.admin_socket)
+            for component in self.components:
+                await component.start(self)
         except BaseException:
             for bound in self.listeners:
                 bound.close()
+            await self.observe.close()
             raise
         for peer in self.config.peers:
             if peer.connect == "always" and peer.node_id != self.node_id:
@@ -162,6 +184,9 @@ class NodeRuntime:
         )  # fmt: skip
         for bound in self.listeners:
             bound.close()
+        for component in reversed(self.components):
+            with contextlib.suppress(Exception):
+                await component.close()
         for keeper in self._keepers:
             keeper.cancel()
         for connection in list(self._accepted):
@@ -182,14 +207,20 @@ class NodeRuntime:
         for task in [*self._tasks, *self._keepers]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.observe.close()
         log_event(log, "node stopped", drained=drained)
         return drained
 
 
-async def run_node(config: NodeConfig, *, key: NodeKey | None = None) -> int:
+async def run_node(
+    config: NodeConfig,
+    *,
+    key: NodeKey | None = None,
+    components: tuple[NodeComponent, ...] = (),
+) -> int:
     """Run a node until SIGTERM or SIGINT, then drain and stop; the process exit code (0)."""
     loop = asyncio.get_running_loop()
-    runtime = NodeRuntime(config, key=key)
+    runtime = NodeRuntime(config, key=key, components=components)
     stop = asyncio.Event()
     signals = (signal.SIGTERM, signal.SIGINT)
     for signum in signals:

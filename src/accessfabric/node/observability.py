@@ -1,0 +1,180 @@
+"""A node's metrics and admin endpoints: ``/metrics`` (Prometheus) and the status socket.
+
+* :class:`NodeObservability` tracks every session the node accepts or dials
+  (``FabricMetrics.track`` / ``finished``), counts authentication failures and
+  node events (route switches, failovers) and answers ``status``.
+* ``metrics_listen = "127.0.0.1:9464"`` serves ``GET /metrics`` over aiohttp.
+* The admin socket (a unix socket, mode 0600, ``admin_socket`` in the config,
+  default ``<key>.admin.sock`` beside the key) serves ``GET /status``: JSON
+  with sessions, streams, routes, leases, services and forwards, which
+  ``accessfabric status`` prints as tables.  Components add sections with
+  :meth:`NodeObservability.add_section`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from accessfabric.errors import ErrorCode
+from accessfabric.node.address import HostPort
+from accessfabric.node.connection import SessionConnection
+from accessfabric.observe.metrics import FabricMetrics, new_registry
+from accessfabric.session import events as ev
+
+AUTH_FAILURES = frozenset({ErrorCode.AUTHENTICATION_FAILED, ErrorCode.IDENTITY_MISMATCH})
+
+StatusSection = Callable[[], Any]
+
+
+class NodeObservability:
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.metrics = FabricMetrics()
+        self.registry = new_registry(self.metrics)
+        self.started = time.time()
+        self._sessions: dict[SessionConnection, tuple[str, float]] = {}
+        self._sections: dict[str, StatusSection] = {}
+        self._runners: list[web.AppRunner] = []
+        self._waiters: set[asyncio.Future[Any]] = set()
+        self.metrics_url = ""
+        self.admin_path: Path | None = None
+
+    # ------------------------------------------------------------ feeding
+
+    def track(self, connection: SessionConnection) -> None:
+        """Count a session from its creation until it ends (``LocalNode.on_new_connection``)."""
+        if connection in self._sessions:
+            return
+        self._sessions[connection] = ("out" if connection.info.dialer else "in", time.time())
+        connection.on_event.append(self._on_event)
+        self.metrics.track(connection.session, connection.info.kind)
+        waiter = asyncio.ensure_future(connection.wait_closed())
+        self._waiters.add(waiter)
+        waiter.add_done_callback(lambda _f: self._finished(connection, waiter))
+
+    def _finished(self, connection: SessionConnection, waiter: asyncio.Future[Any]) -> None:
+        self._waiters.discard(waiter)
+        if not waiter.cancelled():
+            waiter.exception()
+        self._sessions.pop(connection, None)
+        self.metrics.finished(connection.session)
+
+    def _on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.SessionTerminated) and event.error_code in AUTH_FAILURES:
+            self.auth_failure("remote" if event.remote else "local")
+
+    def auth_failure(self, reason: str) -> None:
+        self.metrics.auth_failures[reason] += 1
+
+    def add_section(self, name: str, section: StatusSection) -> None:
+        self._sections[name] = section
+
+    # ------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        sessions = []
+        streams = []
+        for connection, (direction, since) in list(self._sessions.items()):
+            snapshot = connection.session.metrics()
+            peer = connection.session.peer_node_id or "-"
+            sessions.append(
+                {
+                    "peer": peer,
+                    "direction": direction,
+                    "carrier": connection.info.kind,
+                    "address": str(connection.info.peer_address or "-"),
+                    "state": snapshot.state,
+                    "age_s": round(time.time() - since, 1),
+                    "srtt_ms": None if snapshot.srtt is None else round(snapshot.srtt * 1e3, 3),
+                    "bytes_out": sum(snapshot.bytes_out_by_class.values()),
+                    "bytes_in": sum(snapshot.bytes_in_by_class.values()),
+                    "streams": len(snapshot.streams),
+                }
+            )
+            for stream in snapshot.streams:
+                streams.append(
+                    {
+                        "peer": peer,
+                        "stream": stream.stream_id,
+                        "service": stream.service,
+                        "class": stream.traffic_class,
+                        "state": stream.state,
+                        "bytes_in": stream.bytes_in,
+                        "bytes_out": stream.bytes_out,
+                        "queued": stream.queued_bytes,
+                        "unacked": stream.unacked_bytes,
+                        "credit_stalls": stream.credit_stalls,
+                    }
+                )
+        result: dict[str, Any] = {
+            "node_id": self.node_id,
+            "uptime_s": round(time.time() - self.started, 1),
+            "metrics_url": self.metrics_url,
+            "sessions": sessions,
+            "streams": streams,
+            "routes": [],
+            "leases": [],
+        }
+        for name, section in self._sections.items():
+            result[name] = section()
+        return result
+
+    # ------------------------------------------------------------ serving
+
+    async def start(self, metrics_listen: HostPort | None, admin_socket: Path | None) -> None:
+        if metrics_listen is not None:
+            app = web.Application()
+            app.router.add_get("/metrics", self._metrics)
+            runner = await self._run(app)
+            site = web.TCPSite(runner, metrics_listen.host, metrics_listen.port)
+            await site.start()
+            port = metrics_listen.port
+            server = getattr(site, "_server", None)
+            for sock in getattr(server, "sockets", None) or ():
+                port = sock.getsockname()[1]
+            self.metrics_url = f"http://{metrics_listen.host}:{port}/metrics"
+        if admin_socket is not None:
+            app = web.Application()
+            app.router.add_get("/status", self._status)
+            runner = await self._run(app)
+            with contextlib.suppress(FileNotFoundError):
+                admin_socket.unlink()
+            old = os.umask(0o177)
+            try:
+                await web.UnixSite(runner, str(admin_socket)).start()
+            finally:
+                os.umask(old)
+            os.chmod(admin_socket, 0o600)
+            self.admin_path = admin_socket
+
+    async def _run(self, app: web.Application) -> web.AppRunner:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        return runner
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _status(self, _request: web.Request) -> web.Response:
+        return web.json_response(self.status())
+
+    async def close(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+        for waiter in list(self._waiters):
+            waiter.cancel()
+        if self.admin_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.admin_path.unlink()

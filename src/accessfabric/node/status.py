@@ -1,0 +1,74 @@
+"""``accessfabric status``: ask a running node's admin socket, print tables (or JSON)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+TABLES = ("sessions", "streams", "routes", "leases", "services", "forwards", "vpn")
+
+
+async def fetch_status(socket_path: Path, timeout: float = 5.0) -> dict[str, Any]:
+    connector = aiohttp.UnixConnector(path=str(socket_path))
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with (
+        aiohttp.ClientSession(connector=connector, timeout=client_timeout) as client,
+        client.get("http://node/status") as response,
+    ):
+        response.raise_for_status()
+        data: dict[str, Any] = await response.json()
+        return data
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return ",".join(_cell(v) for v in value) or "-"
+    text = str(value)
+    if text.startswith("afn1") and len(text) > 20:
+        return text[:14] + "…"
+    return text
+
+
+def table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Rows of dicts as aligned text columns (the keys of the first row are the header)."""
+    if not rows:
+        return ["  (none)"]
+    header = list(rows[0])
+    cells = [[_cell(row.get(key)) for key in header] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+    lines = ["  " + "  ".join(h.upper().ljust(w) for h, w in zip(header, widths, strict=True))]
+    for row in cells:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    return lines
+
+
+def render(status: dict[str, Any]) -> str:
+    lines = [
+        f"node {status.get('node_id', '?')}  up {status.get('uptime_s', 0)} s  "
+        f"metrics {status.get('metrics_url') or '(not served)'}"
+    ]
+    for name in TABLES:
+        rows = status.get(name)
+        if rows is None:
+            continue
+        lines.append("")
+        lines.append(f"{name}:")
+        lines.extend(table(rows) if isinstance(rows, list) else [f"  {rows}"])
+    return "\n".join(lines)
+
+
+def run_status(socket_path: Path, as_json: bool) -> tuple[int, str]:
+    try:
+        status = asyncio.run(fetch_status(socket_path))
+    except (OSError, aiohttp.ClientError, TimeoutError) as error:
+        return 1, f"cannot reach the node at {socket_path}: {error}"
+    return 0, json.dumps(status, indent=2) if as_json else render(status)

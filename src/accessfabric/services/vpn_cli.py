@@ -1,0 +1,115 @@
+"""``accessfabric vpn up``: a node that tunnels a TUN device (client) or serves as an exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+from accessfabric.node.log_format import configure_logging
+from accessfabric.services.host import node_opener
+from accessfabric.services.tun import Tun, configure, open_tun
+from accessfabric.services.vpn import VpnClient, VpnExit
+from accessfabric.services.vpn_wire import VPN_SERVICE
+
+if TYPE_CHECKING:
+    from accessfabric.node.runtime import NodeRuntime
+
+
+class VpnComponent:
+    """Runs with the node: opens and configures the TUN device, then the client or exit."""
+
+    def __init__(
+        self,
+        *,
+        exit_node: bool,
+        name: str = "af%d",
+        address: str | None = None,
+        routes: tuple[str, ...] = (),
+        shards: int = 2,
+        heavy_bytes: int = 1 << 20,
+        forwarding: bool = False,
+    ) -> None:
+        self.exit_node = exit_node
+        self.name = name
+        self.address = address
+        self.routes = routes
+        self.shards = shards
+        self.heavy_bytes = heavy_bytes
+        self.forwarding = forwarding
+        self.tun: Tun | None = None
+        self.vpn: VpnClient | VpnExit | None = None
+
+    async def start(self, runtime: NodeRuntime) -> None:
+        self.tun = open_tun(self.name)
+        configure(self.tun, self.address, self.routes)
+        if self.forwarding:
+            subprocess.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+        if self.exit_node:
+            vpn_exit = VpnExit(self.tun.fd, shards=self.shards, heavy_bytes=self.heavy_bytes)
+            runtime.dispatcher.register(VPN_SERVICE, vpn_exit.handle)
+            self.vpn = vpn_exit
+        else:
+            self.vpn = VpnClient(
+                node_opener(runtime), self.tun.fd, shards=self.shards, heavy_bytes=self.heavy_bytes
+            )
+        vpn = self.vpn
+        runtime.observe.add_section("vpn", lambda: [{"device": self.tun_name, **vpn.status()}])
+
+    @property
+    def tun_name(self) -> str:
+        return self.tun.name if self.tun is not None else "-"
+
+    async def close(self) -> None:
+        if self.vpn is not None:
+            await self.vpn.close()
+        if self.tun is not None:
+            self.tun.close()
+            self.tun = None
+
+
+def add_vpn_arguments(up: argparse.ArgumentParser) -> None:
+    up.add_argument("--config", required=True, metavar="FILE", help="node.toml of this node")
+    up.add_argument("--exit", action="store_true", help="serve as the exit (the vpn service)")
+    up.add_argument("--dev", default="af%d", metavar="NAME", help="TUN name (default af%%d)")
+    up.add_argument("--address", metavar="CIDR", help="tunnel address, e.g. 10.99.0.2/24")
+    up.add_argument(
+        "--route", action="append", default=[], metavar="CIDR",
+        help="send this prefix through the tunnel (repeatable; client)",
+    )  # fmt: skip
+    up.add_argument("--shards", type=int, default=2, help="streams per class (default 2)")
+    up.add_argument(
+        "--heavy-bytes", type=int, default=1 << 20, metavar="N",
+        help="a flow moving more than N bytes within 1 s becomes bulk (default 1 MiB)",
+    )  # fmt: skip
+    up.add_argument("--forwarding", action="store_true", help="exit: set net.ipv4.ip_forward=1")
+    up.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+
+
+def vpn_up(args: argparse.Namespace) -> int:
+    from accessfabric.node.commands import UsageError, _run
+    from accessfabric.node.config import ConfigError, load_node_config
+    from accessfabric.node.runtime import run_node
+
+    try:
+        config = load_node_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if not 1 <= args.shards <= 255:
+        raise UsageError("--shards: 1..255")
+    configure_logging(json_lines=args.log_json or config.log_json, level=logging.INFO)
+    component = VpnComponent(
+        exit_node=args.exit, name=args.dev, address=args.address, routes=tuple(args.route),
+        shards=args.shards, heavy_bytes=args.heavy_bytes, forwarding=args.forwarding,
+    )  # fmt: skip
+    try:
+        code: int = _run(run_node(config, components=(component,)))
+    except PermissionError as exc:
+        print(f"accessfabric vpn up: needs root (CAP_NET_ADMIN): {exc}", file=sys.stderr)
+        return 1
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"accessfabric vpn up: {exc}", file=sys.stderr)
+        return 1
+    return code

@@ -1,0 +1,217 @@
+"""The VPN's bytes on a fabric stream, and how packets are sorted onto streams.
+
+Stream layout (client -> exit), documented in docs/vpn.md::
+
+    preamble   "AFV1" | client id (8 bytes) | shard (u8)       -- once, client side only
+    records    length (u16, big endian, 1..65535) | IP packet   -- repeated, both ways
+
+A write carries as many records as were queued since the last one (a *batch*);
+records may straddle DATA frames, the reader reassembles them.  No JSON, no base64.
+
+:class:`FlowClassifier` maps a packet to ``(traffic class, shard)``: DNS (UDP/TCP
+port 53) -> dns; SSH/RDP (22, 3389) and ICMP -> interactive; everything else ->
+reliable, until a flow moves more than ``heavy_bytes`` within ``window`` seconds,
+which makes it bulk (sticky while it keeps sending).  The shard is a hash of the
+flow's addresses, protocol and ports, so one flow stays on one stream and a heavy
+flow never shares the interactive stream.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+
+from accessfabric.wire.registry import TrafficClass
+
+MAGIC = b"AFV1"
+PREAMBLE_SIZE = len(MAGIC) + 8 + 1
+MAX_PACKET = 0xFFFF
+VPN_SERVICE = "vpn"
+
+DNS_PORTS = frozenset({53})
+INTERACTIVE_PORTS = frozenset({22, 3389})
+VPN_CLASSES = (
+    TrafficClass.DNS,
+    TrafficClass.INTERACTIVE,
+    TrafficClass.RELIABLE,
+    TrafficClass.BULK,
+)
+
+
+class VpnFormatError(ValueError):
+    """A malformed preamble or record."""
+
+
+def preamble(client_id: bytes, shard: int) -> bytes:
+    if len(client_id) != 8 or not 0 <= shard < 256:
+        raise ValueError("client id is 8 bytes, shard 0..255")
+    return MAGIC + client_id + bytes((shard,))
+
+
+def parse_preamble(data: bytes) -> tuple[bytes, int]:
+    if len(data) != PREAMBLE_SIZE or not data.startswith(MAGIC):
+        raise VpnFormatError("not a VPN stream (bad preamble)")
+    return data[4:12], data[12]
+
+
+def encode_batch(packets: Iterable[bytes]) -> bytes:
+    """Records for ``packets`` (each 1..65535 bytes), ready to write as one batch."""
+    parts: list[bytes] = []
+    for packet in packets:
+        size = len(packet)
+        if not 0 < size <= MAX_PACKET:
+            raise ValueError(f"packet of {size} bytes cannot be carried")
+        parts.append(size.to_bytes(2, "big"))
+        parts.append(packet)
+    return b"".join(parts)
+
+
+class BatchDecoder:
+    """Reassemble records from stream reads of any size."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            view: bytes | bytearray = buffer
+        else:
+            view = data
+        packets: list[bytes] = []
+        offset, end = 0, len(view)
+        while end - offset >= 2:
+            size = (view[offset] << 8) | view[offset + 1]
+            if size == 0:
+                raise VpnFormatError("zero-length record")
+            stop = offset + 2 + size
+            if stop > end:
+                break
+            packets.append(bytes(view[offset + 2 : stop]))
+            offset = stop
+        rest = view[offset:]
+        self._buffer = bytearray(rest)
+        return packets
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+def flow_key(packet: bytes) -> tuple[bytes, int, int, int]:
+    """``(addresses, protocol, source port, destination port)``; ports are 0 when absent."""
+    version = packet[0] >> 4
+    if version == 4 and len(packet) >= 20:
+        proto = packet[9]
+        ihl = (packet[0] & 0x0F) * 4
+        addresses = packet[12:20]
+    elif version == 6 and len(packet) >= 40:
+        proto = packet[6]
+        ihl = 40
+        addresses = packet[8:40]
+    else:
+        return b"", 0, 0, 0
+    if proto in (6, 17) and len(packet) >= ihl + 4:
+        return (
+            addresses,
+            proto,
+            (packet[ihl] << 8) | packet[ihl + 1],
+            (packet[ihl + 2] << 8) | packet[ihl + 3],
+        )
+    return addresses, proto, 0, 0
+
+
+def destination(packet: bytes) -> bytes:
+    """The destination address (4 or 16 bytes), b"" for what is not IP."""
+    version = packet[0] >> 4 if packet else 0
+    if version == 4 and len(packet) >= 20:
+        return packet[16:20]
+    if version == 6 and len(packet) >= 40:
+        return packet[24:40]
+    return b""
+
+
+def source(packet: bytes) -> bytes:
+    version = packet[0] >> 4 if packet else 0
+    if version == 4 and len(packet) >= 20:
+        return packet[12:16]
+    if version == 6 and len(packet) >= 40:
+        return packet[8:24]
+    return b""
+
+
+def base_class(proto: int, sport: int, dport: int) -> TrafficClass:
+    if proto in (6, 17):
+        if sport in DNS_PORTS or dport in DNS_PORTS:
+            return TrafficClass.DNS
+        if sport in INTERACTIVE_PORTS or dport in INTERACTIVE_PORTS:
+            return TrafficClass.INTERACTIVE
+        return TrafficClass.RELIABLE
+    if proto in (1, 58):  # ICMP, ICMPv6: small and latency-probing
+        return TrafficClass.INTERACTIVE
+    return TrafficClass.RELIABLE
+
+
+class _Flow:
+    __slots__ = ("base", "heavy", "last_seen", "shard", "window_bytes", "window_start")
+
+    def __init__(self, base: TrafficClass, shard: int, now: float) -> None:
+        self.base = base
+        self.shard = shard
+        self.heavy = False
+        self.window_start = now
+        self.window_bytes = 0
+        self.last_seen = now
+
+
+class FlowClassifier:
+    """Sort packets into ``(class, shard)``; remembers at most ``max_flows`` flows."""
+
+    def __init__(
+        self,
+        shards: int = 2,
+        *,
+        heavy_bytes: int = 1 << 20,
+        window: float = 1.0,
+        max_flows: int = 4096,
+    ) -> None:
+        if shards < 1 or shards > 255:
+            raise ValueError("shards must be 1..255")
+        self.shards = shards
+        self.heavy_bytes = heavy_bytes
+        self.window = window
+        self.max_flows = max_flows
+        self._flows: dict[tuple[bytes, int, int, int], _Flow] = {}
+        self.promoted = 0
+        """Flows that became bulk."""
+
+    def classify(self, packet: bytes, now: float) -> tuple[TrafficClass, int]:
+        key = flow_key(packet)
+        flow = self._flows.get(key)
+        if flow is None:
+            if len(self._flows) >= self.max_flows:
+                self._expire(now)
+            addresses, proto, sport, dport = key
+            shard = zlib.crc32(addresses + bytes((proto,)) + (sport << 16 | dport).to_bytes(4))
+            flow = _Flow(base_class(proto, sport, dport), shard % self.shards, now)
+            self._flows[key] = flow
+        flow.last_seen = now
+        if flow.base is TrafficClass.RELIABLE:
+            if now - flow.window_start > self.window:
+                flow.heavy = flow.heavy and flow.window_bytes > self.heavy_bytes // 4
+                flow.window_start, flow.window_bytes = now, 0
+            flow.window_bytes += len(packet)
+            if not flow.heavy and flow.window_bytes > self.heavy_bytes:
+                flow.heavy = True
+                self.promoted += 1
+            if flow.heavy:
+                return TrafficClass.BULK, flow.shard
+        return flow.base, flow.shard
+
+    def _expire(self, now: float) -> None:
+        idle = [k for k, f in self._flows.items() if now - f.last_seen > 4 * self.window]
+        for key in idle:
+            del self._flows[key]
+        if len(self._flows) >= self.max_flows:
+            self._flows.clear()
