@@ -117,9 +117,9 @@ PEER = '[[peers]]\nnode_id = "{id}"\nendpoints = ["tcp://127.0.0.1:7443"]\n'
             "at least one endpoint",
         ),
         (
-            'key_path = "k"\n[[listen]]\ncarrier = "quic"\naddress = "127.0.0.1:1"',
+            'key_path = "k"\n[[listen]]\ncarrier = "sctp"\naddress = "127.0.0.1:1"',
             "listen[0].carrier",
-            "unknown carrier 'quic'",
+            "unknown carrier 'sctp'",
         ),
         (
             'key_path = "k"\n[[listen]]\ncarrier = "tcp"\naddress = "127.0.0.1:99999"',

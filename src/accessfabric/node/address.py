@@ -1,4 +1,4 @@
-"""Endpoint addresses: ``host:port`` and carrier URLs (``tcp://host:port``, ``wss://host:port/path``).
+"""Endpoint addresses: ``host:port`` and carrier URLs (``tcp://``, ``wss://``, ``quic://``, ``https://``).
 
 Every parser here raises :class:`ValueError` with a one-line message that names
 what is wrong, so config and CLI errors can quote it as is.
@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CARRIERS = ("tcp", "websocket")
-"""Carrier names as they appear in config files (``carrier = "tcp"``)."""
+CARRIERS = ("tcp", "websocket", "quic", "https")
+"""Carrier names as they appear in config files (``carrier = "tcp"``); ``https`` is the
+emergency HTTPS fallback (long-poll, ``docs/adr/0009-https-fallback.md``)."""
 
-URL_SCHEMES = {"tcp": "tcp", "wss": "websocket"}
+URL_SCHEMES = {"tcp": "tcp", "wss": "websocket", "quic": "quic", "https": "https"}
 """URL scheme -> carrier."""
 
 DEFAULT_WEBSOCKET_PATH = "/fabric"
+DEFAULT_HTTPS_PATH = "/fabric-poll"
+DEFAULT_PATHS = {"websocket": DEFAULT_WEBSOCKET_PATH, "https": DEFAULT_HTTPS_PATH}
+"""Carriers with an HTTP path, and the path they use when none is given."""
+SCHEME_OF = {"tcp": "tcp", "websocket": "wss", "quic": "quic", "https": "https"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,7 +33,7 @@ class HostPort:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Endpoint:
-    """Where a carrier listens or dials: carrier name, host, port and (WebSocket) path."""
+    """Where a carrier listens or dials: carrier name, host, port and (HTTP carriers) path."""
 
     carrier: str
     host: str
@@ -41,9 +46,10 @@ class Endpoint:
 
     @property
     def url(self) -> str:
-        if self.carrier == "websocket":
-            return f"wss://{self.address}{self.path or DEFAULT_WEBSOCKET_PATH}"
-        return f"{self.carrier}://{self.address}"
+        scheme = SCHEME_OF.get(self.carrier, self.carrier)
+        if self.carrier in DEFAULT_PATHS:
+            return f"{scheme}://{self.address}{self.path or DEFAULT_PATHS[self.carrier]}"
+        return f"{scheme}://{self.address}"
 
     def __str__(self) -> str:
         return self.url
@@ -79,7 +85,8 @@ def parse_host_port(text: str, *, allow_port_zero: bool = False) -> HostPort:
 
 
 def parse_endpoint_url(text: str, *, allow_port_zero: bool = False) -> Endpoint:
-    """``tcp://host:port`` or ``wss://host:port[/path]`` (path defaults to ``/fabric``)."""
+    """``tcp://host:port``, ``quic://host:port``, ``wss://host:port[/path]`` (path defaults to
+    ``/fabric``) or ``https://host:port[/path]`` (the fallback; ``/fabric-poll``)."""
     if not isinstance(text, str):
         raise ValueError(f"expected an endpoint URL string, got {type(text).__name__}")
     candidate = text.strip()
@@ -94,9 +101,10 @@ def parse_endpoint_url(text: str, *, allow_port_zero: bool = False) -> Endpoint:
         raise ValueError(f"bad endpoint URL {text!r}: unknown scheme {scheme!r} (use {schemes})")
     authority, slash, path = rest.partition("/")
     path = slash + path
-    if carrier == "tcp" and path not in ("", "/"):
-        raise ValueError(f"bad endpoint URL {text!r}: tcp:// URLs take no path")
-    path = validate_websocket_path(path or DEFAULT_WEBSOCKET_PATH) if carrier == "websocket" else ""
+    if carrier not in DEFAULT_PATHS and path not in ("", "/"):
+        raise ValueError(f"bad endpoint URL {text!r}: {scheme.lower()}:// URLs take no path")
+    default = DEFAULT_PATHS.get(carrier)
+    path = validate_websocket_path(path or default) if default else ""
     try:
         where = parse_host_port(authority, allow_port_zero=allow_port_zero)
     except ValueError as exc:

@@ -1,8 +1,10 @@
 """Dial or listen on an :class:`Endpoint` with the carrier it names.
 
-The one place that maps a carrier name (``tcp``, ``websocket``) onto the
-functions in :mod:`accessfabric.node.endpoints`.  A carrier whose functions do
-not exist yet raises :class:`CarrierUnavailableError`.
+The one place that maps a carrier name (``tcp``, ``websocket``, ``quic``, ``https``)
+onto the functions in :mod:`accessfabric.node.endpoints`, ``quic_endpoints`` and
+``https_endpoints``.  A carrier whose functions do not exist yet raises
+:class:`CarrierUnavailableError`.  QUIC dials always pin the node id; pass a node-wide
+``quic_pool`` to reuse connections per peer endpoint.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from accessfabric.carriers.quic import QuicConnectionPool
 from accessfabric.node import endpoints
 from accessfabric.node.address import Endpoint
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.endpoints import LocalNode
+from accessfabric.node.https_endpoints import connect_https, serve_https
+from accessfabric.node.quic_endpoints import connect_quic, serve_quic
 
 DEFAULT_DIAL_TIMEOUT = 10.0
 
@@ -45,7 +50,7 @@ class BoundListener:
 
 
 def carrier_available(carrier: str) -> bool:
-    if carrier == "tcp":
+    if carrier in ("tcp", "quic", "https"):
         return True
     if carrier == "websocket":
         return _websocket("connect_ws") is not None and _websocket("serve_ws") is not None
@@ -64,17 +69,30 @@ async def dial(
     *,
     expected_peer_id: str | None = None,
     timeout: float = DEFAULT_DIAL_TIMEOUT,
+    quic_pool: QuicConnectionPool | None = None,
+    certificate_fingerprint: bytes | None = None,
 ) -> SessionConnection:
     """Open a carrier to ``endpoint`` and run the fabric handshake; return once ready.
 
     Raises what the carrier's connect function raises (``OSError``, ``ssl.SSLError``,
-    ``TimeoutError``, ``IdentityMismatchError``, ``AuthenticationError``, ``ProtocolError``)
-    or :class:`CarrierUnavailableError`.
+    ``TimeoutError``, ``IdentityMismatchError``, ``AuthenticationError``, ``ProtocolError``,
+    for QUIC ``CarrierCapacityLimited``, for QUIC and HTTPS ``CertificatePinMismatch``)
+    or :class:`CarrierUnavailableError`.  ``certificate_fingerprint`` pins QUIC and HTTPS.
     """
     if endpoint.carrier == "tcp":
         return await endpoints.connect_tcp(
             local, endpoint.host, endpoint.port, expected_peer_id=expected_peer_id, timeout=timeout
         )
+    if endpoint.carrier == "quic":
+        return await connect_quic(
+            local, endpoint.host, endpoint.port, expected_peer_id=expected_peer_id,
+            timeout=timeout, certificate_fingerprint=certificate_fingerprint, pool=quic_pool,
+        )  # fmt: skip
+    if endpoint.carrier == "https":
+        return await connect_https(
+            local, endpoint.url, expected_peer_id=expected_peer_id, timeout=timeout,
+            certificate_fingerprint=certificate_fingerprint,
+        )  # fmt: skip
     connect_ws = _websocket("connect_ws")
     if endpoint.carrier == "websocket" and connect_ws is not None:
         connection: SessionConnection = await connect_ws(
@@ -93,6 +111,14 @@ async def listen(
     if endpoint.carrier == "tcp":
         server = await endpoints.serve_tcp(local, endpoint.host, endpoint.port, on_connection)
         return BoundListener(_bound(endpoint, server.sockets), server)
+    if endpoint.carrier == "quic":
+        quic = await serve_quic(local, endpoint.host, endpoint.port, on_connection)
+        return BoundListener(_with_port(endpoint, quic.port), quic)
+    if endpoint.carrier == "https":
+        https = await serve_https(
+            local, endpoint.host, endpoint.port, on_connection, path=endpoint.path
+        )
+        return BoundListener(_with_port(endpoint, https.port), https)
     serve_ws = _websocket("serve_ws")
     if endpoint.carrier == "websocket" and serve_ws is not None:
         ws_server = await serve_ws(
@@ -100,6 +126,10 @@ async def listen(
         )
         return BoundListener(_bound(endpoint, getattr(ws_server, "sockets", ())), ws_server)
     raise CarrierUnavailableError(endpoint.carrier)
+
+
+def _with_port(endpoint: Endpoint, port: int) -> Endpoint:
+    return Endpoint(carrier=endpoint.carrier, host=endpoint.host, port=port, path=endpoint.path)
 
 
 def _bound(endpoint: Endpoint, sockets: Any) -> Endpoint:

@@ -2,7 +2,8 @@
 
 * :meth:`PeerSessionManager.session` returns the peer's session while it is
   usable (ready, not draining); otherwise it dials the peer's endpoints in
-  order and keeps the first session that comes up.
+  order and keeps the first session that comes up — or, given an ``opener``
+  (``RankedPeerDialer.open``), lets it pick the endpoint by ranking.
 * Concurrent callers for the same peer share one dial: never two sessions.
 * A session that ends (or starts draining) is evicted; the next call reopens.
 * :meth:`PeerSessionManager.counters` is a snapshot of active / opens /
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 PeerDialer = Callable[[Endpoint, str], Awaitable[SessionConnection]]
 """Dial ``endpoint`` expecting node id ``str``; return a ready session or raise."""
+PeerOpener = Callable[[str, Sequence[Endpoint]], Awaitable[tuple[SessionConnection, str]]]
+"""Open a session to node id ``str`` over the best of its endpoints: (session, endpoint URL)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,9 +74,14 @@ def _usable(connection: SessionConnection) -> bool:
 
 class PeerSessionManager:
     def __init__(
-        self, dial: PeerDialer, peers: Iterable[tuple[str, Sequence[Endpoint]]] = ()
+        self,
+        dial: PeerDialer,
+        peers: Iterable[tuple[str, Sequence[Endpoint]]] = (),
+        *,
+        opener: PeerOpener | None = None,
     ) -> None:
         self._dial = dial
+        self._opener = opener
         self._endpoints: dict[str, tuple[Endpoint, ...]] = {}
         self._sessions: dict[str, SessionConnection] = {}
         self._dialing: dict[str, asyncio.Task[SessionConnection]] = {}
@@ -132,6 +140,13 @@ class PeerSessionManager:
             task.exception()  # retrieved here, whether or not a caller still waits
 
     async def _open(self, node_id: str, endpoints: tuple[Endpoint, ...]) -> SessionConnection:
+        if self._opener is not None:
+            try:
+                connection, url = await self._opener(node_id, endpoints)
+            except Exception:
+                self._dial_failures += 1
+                raise
+            return await self._adopt(node_id, connection, url)
         attempts: list[tuple[Endpoint, BaseException]] = []
         for endpoint in endpoints:
             try:
@@ -143,19 +158,27 @@ class PeerSessionManager:
                     peer=node_id, endpoint=endpoint.url, error=_describe(error),
                 )  # fmt: skip
                 continue
-            if self._closing:
-                await connection.goaway(ErrorCode.NO_ERROR, "node shutting down")
-                raise ConnectionError("peer session manager is closed")
-            self._opens += 1
-            self._sessions[node_id] = connection
-            self._live.add(connection)
-            watcher = asyncio.create_task(self._watch(node_id, connection))
-            self._watchers.add(watcher)
-            watcher.add_done_callback(self._watchers.discard)
-            log_event(log, "peer session opened", peer=node_id, endpoint=endpoint.url)
-            return connection
+            return await self._adopt(node_id, connection, endpoint.url)
         self._dial_failures += 1
         raise PeerUnreachableError(node_id, attempts)
+
+    async def _adopt(
+        self, node_id: str, connection: SessionConnection, endpoint: str
+    ) -> SessionConnection:
+        if self._closing:
+            await connection.goaway(ErrorCode.NO_ERROR, "node shutting down")
+            raise ConnectionError("peer session manager is closed")
+        self._opens += 1
+        self._sessions[node_id] = connection
+        self._live.add(connection)
+        watcher = asyncio.create_task(self._watch(node_id, connection))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        log_event(
+            log, "peer session opened", peer=node_id, endpoint=endpoint,
+            carrier=connection.info.kind, fallback=connection.info.kind == "https_fallback",
+        )  # fmt: skip
+        return connection
 
     async def _watch(self, node_id: str, connection: SessionConnection) -> None:
         ended = await connection.wait_closed()
