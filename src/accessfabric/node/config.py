@@ -30,13 +30,15 @@ from typing import Any, NoReturn, TypeVar
 from accessfabric.identity.node_id import parse_node_id
 from accessfabric.node.address import (
     CARRIERS,
-    DEFAULT_WEBSOCKET_PATH,
+    DEFAULT_PATHS,
     Endpoint,
     HostPort,
     parse_endpoint_url,
     parse_host_port,
     validate_websocket_path,
 )
+from accessfabric.node.ranking.policy import RankingPolicy
+from accessfabric.node.ranking_config import RankingConfigError, ranking_policy
 from accessfabric.session.config import SessionConfig
 from accessfabric.wire.limits import MAX_FRAME_SIZE_CAP, MAX_SERVICE_NAME, MIN_MAX_FRAME_SIZE
 from accessfabric.wire.registry import TrafficClass
@@ -139,6 +141,8 @@ class NodeConfig:
     admin_socket: Path | None = None
     """The unix socket ``accessfabric status`` asks (mode 0600); default next to the key."""
     session: SessionConfig = field(default_factory=SessionConfig)
+    ranking: RankingPolicy = field(default_factory=RankingPolicy)
+    """Endpoint ranking for peer dials (``[ranking]``, ``node/ranking_config.py``)."""
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     log_json: bool = False
     source: str = ""
@@ -217,6 +221,7 @@ _TOP_KEYS = (
     "metrics_listen",
     "admin_socket",
     "session",
+    "ranking",
     "drain_timeout",
     "log_json",
 )
@@ -237,6 +242,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     drain_timeout = _opt(document, "drain_timeout", top, _positive_seconds)
     log_json = _opt(document, "log_json", top, _bool)
     session_table = _opt(document, "session", top, _table) or {}
+    ranking = _opt(document, "ranking", top, _ranking) or RankingPolicy()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
     session_values: dict[str, Any] = {
@@ -288,6 +294,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         metrics_listen=metrics_listen,
         admin_socket=admin_socket or key_path.parent / (key_path.stem + ".admin.sock"),
         session=session,
+        ranking=ranking,
         drain_timeout=DEFAULT_DRAIN_TIMEOUT if drain_timeout is None else drain_timeout,
         log_json=bool(log_json),
         source=source,
@@ -403,14 +410,14 @@ def _listen_tables(value: Any, at: _At) -> tuple[Endpoint, ...]:
             (item_at / "address").fail(str(exc))
         path = ""
         if "path" in table:
-            if carrier != "websocket":
-                (item_at / "path").fail("only a websocket listener has a path")
+            if carrier not in DEFAULT_PATHS:
+                (item_at / "path").fail("only a websocket or https listener has a path")
             try:
                 path = validate_websocket_path(_str(table["path"], item_at / "path"))
             except ValueError as exc:
                 (item_at / "path").fail(str(exc))
-        elif carrier == "websocket":
-            path = DEFAULT_WEBSOCKET_PATH
+        else:
+            path = DEFAULT_PATHS.get(carrier, "")
         endpoints.append(Endpoint(carrier=carrier, host=where.host, port=where.port, path=path))
     return tuple(endpoints)
 
@@ -545,6 +552,13 @@ def _forwards(value: Any, at: _At) -> tuple[ForwardConfig, ...]:
             )
         )
     return tuple(forwards)
+
+
+def _ranking(value: Any, at: _At) -> RankingPolicy:
+    try:
+        return ranking_policy(value)
+    except RankingConfigError as exc:
+        (at / exc.key if exc.key else at).fail(exc.problem)
 
 
 def _session_value(name: str, value: Any, at: _At) -> int | float | None:

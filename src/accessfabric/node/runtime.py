@@ -25,6 +25,7 @@ from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, li
 from accessfabric.node.endpoints import LocalNode
 from accessfabric.node.log_format import log_event
 from accessfabric.node.observability import NodeObservability
+from accessfabric.node.peer_dialer import RankedPeerDialer
 from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.services import ServiceDispatcher
 
@@ -60,9 +61,14 @@ class NodeRuntime:
             key=self.key, cert_dir=config.cert_dir, session_config=config.session
         )
         self.dispatcher = ServiceDispatcher()
+        self.dialer = RankedPeerDialer(  # ranked candidates: docs/endpoint-ranking.md
+            self.local, policy=config.ranking,
+            timeout=config.session.handshake_timeout or DEFAULT_DIAL_TIMEOUT,
+        )  # fmt: skip
         self.peers = PeerSessionManager(
             self._dial_peer,
             [(p.node_id, p.endpoints) for p in config.peers if p.node_id != self.key.node_id],
+            opener=self.dialer.open,
         )
         self.listeners: list[BoundListener] = []
         self._accepted: set[SessionConnection] = set()
@@ -208,6 +214,7 @@ class NodeRuntime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.observe.close()
+        await self.dialer.aclose()
         log_event(log, "node stopped", drained=drained)
         return drained
 
