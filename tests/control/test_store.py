@@ -260,3 +260,12 @@ def test_two_stores_on_one_file_share_revisions_and_cas(tmp_path: Path) -> None:
         assert one.revision() == two.revision() == 2
         two.put("other", b"y")
         assert one.revision() == 3
+
+
+def test_put_many_writes_every_key_in_one_transaction(store: SqliteStore) -> None:
+    before = store.revision()
+    last = store.put_many([("/batch/a", b"1"), ("/batch/b", b"2")])
+    assert last == before + 2
+    assert [e.value for e in store.range("/batch/").entries] == [b"1", b"2"]
+    assert [c.key for c in store.changes(before, "/batch/")] == ["/batch/a", "/batch/b"]
+    assert store.put_many([]) == last

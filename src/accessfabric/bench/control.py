@@ -17,10 +17,9 @@ graph, in the same run.
   moved out of the garbage collector's way with ``gc.freeze()`` -- what a
   control replica does after loading a snapshot -- and the collector stays on.
 
-The store and lease figures of the control issue (signed leases issued per
-second, heartbeats ingested per second on one SQLite replica) belong in this
-suite too: their owners add them to :func:`run` as further ``BenchResult``
-rows, each with its own same-run baseline.
+Control API (:mod:`accessfabric.bench.control_api`): signed route leases issued
+per second and heartbeats ingested per second on one SQLite replica, each with
+its own same-run baseline, run first and added to the same report.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from accessfabric.bench import control_api
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.control.planner import NoRouteError, RoutePlanner
 from accessfabric.control.synthetic import SyntheticFleet, generate
@@ -171,8 +171,12 @@ def _measure(size: int, count: int) -> tuple[list[BenchResult], dict[str, str]]:
 
 
 def run(quick: bool) -> BenchReport:
-    """Planner latency per route at each fleet size, beside RTT-only Dijkstra."""
+    """Leases/s and heartbeats/s (control API), then planner latency per route at each
+    fleet size beside RTT-only Dijkstra."""
     report = BenchReport("control")
+    for result in control_api.run_control_figures(quick):
+        report.add(result)
+    report.notes.update(control_api.LAST_NOTES)
     sizes = QUICK_SIZES if quick else FULL_SIZES
     count = 200 if quick else 400
     for size in sizes:
@@ -189,7 +193,8 @@ def run(quick: bool) -> BenchReport:
             "first pass from an empty cone cache, warm pass replays it; baseline: heapq "
             "Dijkstra on RTT over all links to the nearest replica, same requests; "
             "gc.freeze() after building, collector on",
-            "target": "planner p99 <= 20 ms per route at 100k nodes",
+            "target": "leases >= 2,000/s; heartbeats >= 5,000/s; "
+            "planner p99 <= 20 ms per route at 100k nodes",
         }
     )
     return report

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from functools import cached_property
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from accessfabric.control.authority_key import format_authority_key
 from accessfabric.control.objects import NodeRecord, RouteLease, ServiceLease
 from accessfabric.control.signed import encode_signed
@@ -49,6 +51,12 @@ class Authority:
     def sign(self, data: bytes) -> bytes:
         """A raw Ed25519 signature (the :class:`~accessfabric.control.signed.Signer` hook)."""
         return self._key.sign(data)
+
+    def mac_private_key(self) -> X25519PrivateKey:
+        """The control plane's X25519 heartbeat-MAC key: derived from the authority seed
+        (the sealing-key derivation; the authority seals nothing else).  See
+        :mod:`accessfabric.control.heartbeat_mac`."""
+        return self._key.sealing_private_key()
 
     def issue(self, obj: NodeRecord | RouteLease | ServiceLease) -> bytes:
         """The signed blob of ``obj``."""

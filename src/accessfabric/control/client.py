@@ -28,6 +28,7 @@ import aiohttp
 
 from accessfabric.control.facts import HeartbeatFacts
 from accessfabric.control.fence import EpochFence
+from accessfabric.control.heartbeat_mac import ControlMacKey, MacKeyError, node_session_key
 from accessfabric.control.node_cache import NodeCache
 from accessfabric.control.objects import NodeRecord, RouteLease, ServiceLease
 from accessfabric.control.rejections import SignedObjectRejected
@@ -146,6 +147,9 @@ class ControlClient:
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._signer = RequestSigner(key, clock=clock)
+        self._control_mac_key: ControlMacKey | None = None
+        self._mac_key: tuple[int, bytes] | None = None  # (record revision, session key)
+        self._mac_refused_revision: int | None = None
         self._session: aiohttp.ClientSession | None = None
         self._fences: dict[int, EpochFence] = {}
         self._reachable: bool | None = None
@@ -187,11 +191,17 @@ class ControlClient:
         self._failures += 1
         self._last_error, self._last_error_at = message, self._clock()
 
-    async def request(self, method: str, path: str, document: Any = None) -> dict[str, Any]:
-        """A signed request; the JSON reply.  :class:`ControlUnavailable` or
+    async def request(
+        self, method: str, path: str, document: Any = None, *, mac: tuple[int, bytes] | None = None
+    ) -> dict[str, Any]:
+        """A signed request (``mac``: ``AF-MAC`` with this (revision, key) instead of an
+        Ed25519 signature); the JSON reply.  :class:`ControlUnavailable` or
         :class:`ControlRefused` on failure (both recorded in :meth:`status`)."""
         body = b"" if document is None else json.dumps(document).encode()
-        headers = self._signer.headers(method, path, body)
+        if mac is None:
+            headers = self._signer.headers(method, path, body)
+        else:
+            headers = self._signer.mac_headers(method, path, body, mac[1], mac[0])
         if document is not None:
             headers["Content-Type"] = "application/json"
         try:
@@ -244,7 +254,36 @@ class ControlClient:
         record = self._accept_record(reply["node_record"])
         if isinstance(reply.get("policy"), dict):
             self.cache.write(reply["policy"], "policy.json")
+        self._take_mac_key(reply.get("mac_key"))
         return record
+
+    def _take_mac_key(self, document: object) -> None:
+        """Keep the control plane's heartbeat-MAC key if the pinned authority signed it."""
+        if document is None:
+            return
+        try:
+            control = ControlMacKey.from_json(document, self.authority_public_key)
+        except MacKeyError:
+            return  # stay on Ed25519
+        if control != self._control_mac_key:
+            self._control_mac_key, self._mac_key = control, None
+
+    def _heartbeat_mac(self, record: NodeRecord | None) -> tuple[int, bytes] | None:
+        """(revision, session key) for ``AF-MAC`` on heartbeats, or ``None`` for Ed25519."""
+        control = self._control_mac_key
+        if (
+            control is None
+            or record is None
+            or record.sealing_public_key != self.key.sealing_public_key_bytes
+            or record.revision == self._mac_refused_revision
+        ):
+            return None
+        if self._mac_key is None or self._mac_key[0] != record.revision:
+            key = node_session_key(
+                self.key.sealing_private_key(), self.key.node_id, record.revision, control
+            )
+            self._mac_key = (record.revision, key)
+        return self._mac_key
 
     def record(self) -> NodeRecord | None:
         """The cached node record if it still verifies (signature and expiry)."""
@@ -276,7 +315,22 @@ class ControlClient:
         versions["policy"] = int(self.policy().get("version", 0) or 0)
         directory = self.cache.read("directory.json") or {}
         versions["directory"] = int(directory.get("version", 0) or 0)
-        reply = await self.request("POST", "/v1/heartbeat", document)
+        mac = self._heartbeat_mac(record)
+        reply: dict[str, Any] | None = None
+        if mac is not None:
+            try:
+                reply = await self.request("POST", "/v1/heartbeat", document, mac=mac)
+            except ControlRefused as exc:
+                if exc.status != 401:
+                    raise
+                # stale key (the record moved on), or the MAC path is refused: fall back to
+                # Ed25519 now; a bad MAC keeps this revision on Ed25519
+                if exc.code != "stale_mac_key":
+                    self._mac_refused_revision = mac[0]
+                self._mac_key = None
+        if reply is None:
+            reply = await self.request("POST", "/v1/heartbeat", document)
+        self._take_mac_key(reply.get("mac_key"))
         node_record = reply.get("node_record")
         if isinstance(node_record, dict) and "record" in node_record:
             self._accept_record(node_record)

@@ -171,7 +171,7 @@ class HeartbeatTable:
     def flush(self, now: float | None = None, *, force: bool = False) -> int:
         """Persist dirty entries not persisted for ``persist_interval``; the number written."""
         when = self._clock() if now is None else now
-        written = 0
+        batch: list[tuple[str, bytes]] = []
         for node_id in list(self._dirty):
             if not force and when - self._persisted_at.get(node_id, -1e18) < self._persist_interval:
                 continue
@@ -180,7 +180,8 @@ class HeartbeatTable:
             if state is None:
                 continue
             document = {"received_at": state.received_at, "facts": state.facts.to_json()}
-            self._store.put(KEY_PREFIX + node_id, json.dumps(document).encode())
+            batch.append((KEY_PREFIX + node_id, json.dumps(document).encode()))
             self._persisted_at[node_id] = when
-            written += 1
-        return written
+        if batch:
+            self._store.put_many(batch)  # one transaction: one commit per flush
+        return len(batch)

@@ -16,11 +16,17 @@ from typing import Any
 from accessfabric.control.admin import AdminCredentials
 from accessfabric.control.authority import Authority
 from accessfabric.control.facts import HeartbeatFacts
+from accessfabric.control.heartbeat_mac import ControlMacKeys
 from accessfabric.control.heartbeats import HealthRules, HeartbeatTable
 from accessfabric.control.leasing import RouteLeasing
 from accessfabric.control.planning.policy import RoutePolicy
 from accessfabric.control.registry import NodeRegistry, RegisteredNode, record_json
-from accessfabric.control.requestsig import DEFAULT_WINDOW, ReplayCache
+from accessfabric.control.requestsig import (
+    DEFAULT_WINDOW,
+    ReplayCache,
+    SignedRequest,
+    parse_timestamp,
+)
 from accessfabric.control.services import ServiceDirectory
 from accessfabric.control.store.base import Clock, Store
 from accessfabric.control.store.sqlite import SqliteStore
@@ -132,6 +138,20 @@ class ControlPlane:
             snapshot_max_age=cfg.snapshot_max_age,
         )
         self.replay = ReplayCache(cfg.request_window)
+        self.mac_keys = ControlMacKeys(authority)
+
+    def authenticate_mac(self, node: RegisteredNode, parts: SignedRequest) -> None:
+        """Timestamp window, ``AF-MAC`` and replay checks of one request from ``node``.
+
+        Raises :class:`~accessfabric.control.requestsig.RequestAuthError`.  The Ed25519
+        path is :func:`accessfabric.control.api.auth.verify_signed` (batched on threads).
+        """
+        now = self.clock()
+        timestamp_ms = parse_timestamp(parts.timestamp, now, self.config.request_window)
+        tag = self.mac_keys.check(
+            node.record, parts.method, parts.path, timestamp_ms, parts.body, parts.mac
+        )
+        self.replay.check_and_add(tag, now)
 
     def load(self) -> None:
         """Read the registry and persisted heartbeats (once, when starting to serve)."""

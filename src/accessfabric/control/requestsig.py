@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from accessfabric.identity.signatures import SIGNATURE_LENGTH, load_public_key
 NODE_HEADER = "AF-Node"
 TIMESTAMP_HEADER = "AF-Timestamp"
 SIGNATURE_HEADER = "AF-Signature"
+MAC_HEADER = "AF-MAC"
+MAC_LENGTH = 32
 CONTEXT = b"accessfabric request v1\x00"
 DEFAULT_WINDOW = 30.0
 """Seconds a signed request stays acceptable either side of the server's clock."""
@@ -58,6 +61,11 @@ def signing_input(method: str, path: str, timestamp_ms: int, body: bytes) -> byt
     return CONTEXT + f"{method.upper()}\n{path}\n{timestamp_ms}\n{digest}".encode()
 
 
+def mac_tag(key: bytes, method: str, path: str, timestamp_ms: int, body: bytes) -> bytes:
+    """HMAC-SHA256 with a heartbeat session key over the same bytes a node signs."""
+    return hmac.new(key, signing_input(method, path, timestamp_ms, body), hashlib.sha256).digest()
+
+
 def encode_signature(signature: bytes) -> str:
     return base64.urlsafe_b64encode(signature).rstrip(b"=").decode("ascii")
 
@@ -73,6 +81,19 @@ def decode_signature(text: str) -> bytes:
     return raw
 
 
+def decode_tag(text: str) -> bytes:
+    """The raw 32-byte HMAC-SHA256 tag of an ``AF-MAC`` header; else ``bad_mac``."""
+    if len(text) != 43:
+        raise RequestAuthError("bad_mac", "AF-MAC tag is not a 32-byte base64url value")
+    try:
+        raw = base64.urlsafe_b64decode(text.encode("ascii") + b"=")
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise RequestAuthError("bad_mac", "AF-MAC tag is not base64url") from None
+    if len(raw) != MAC_LENGTH:  # pragma: no cover - 43 base64url characters are 32 bytes
+        raise RequestAuthError("bad_mac", "AF-MAC tag is not a 32-byte base64url value")
+    return raw
+
+
 class RequestSigner:
     """Adds the three headers to outgoing requests; timestamps strictly increase."""
 
@@ -85,9 +106,13 @@ class RequestSigner:
     def node_id(self) -> str:
         return self._key.node_id
 
-    def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+    def _next_ms(self) -> int:
         now_ms = max(int(self._clock() * 1000), self._last_ms + 1)
         self._last_ms = now_ms
+        return now_ms
+
+    def headers(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        now_ms = self._next_ms()
         signature = self._key.sign(signing_input(method, path, now_ms, body))
         return {
             NODE_HEADER: self.node_id,
@@ -95,10 +120,24 @@ class RequestSigner:
             SIGNATURE_HEADER: encode_signature(signature),
         }
 
+    def mac_headers(
+        self, method: str, path: str, body: bytes, key: bytes, revision: int
+    ) -> dict[str, str]:
+        """``AF-Node``, ``AF-Timestamp`` and ``AF-MAC`` (HMAC-SHA256 with ``key``, the
+        session key of record ``revision``; see :mod:`accessfabric.control.heartbeat_mac`)."""
+        now_ms = self._next_ms()
+        tag = mac_tag(key, method, path, now_ms, body)
+        encoded = base64.urlsafe_b64encode(tag).rstrip(b"=").decode("ascii")
+        return {
+            NODE_HEADER: self.node_id,
+            TIMESTAMP_HEADER: str(now_ms),
+            MAC_HEADER: f"{revision}.{encoded}",
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class SignedRequest:
-    """The parts of a request the verifier needs."""
+    """The parts of a request the verifier needs (``mac``: the ``AF-MAC`` value, if any)."""
 
     method: str
     path: str
@@ -106,6 +145,7 @@ class SignedRequest:
     node_id: str
     timestamp: str
     signature: str
+    mac: str = ""
 
 
 class ReplayCache:

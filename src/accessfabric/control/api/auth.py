@@ -14,6 +14,7 @@ from accessfabric.control.api.errors import ApiError
 from accessfabric.control.codec import canonical_node_id
 from accessfabric.control.registry import RegisteredNode
 from accessfabric.control.requestsig import (
+    MAC_HEADER,
     NODE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -28,11 +29,17 @@ def _unauthenticated(code: str, message: str) -> ApiError:
 
 
 def signed_parts(request: web.Request, body: bytes) -> SignedRequest:
+    """The auth headers of ``request``: ``AF-Signature`` or (heartbeats) ``AF-MAC``."""
     headers = request.headers
     node_id = headers.get(NODE_HEADER)
     timestamp = headers.get(TIMESTAMP_HEADER)
     signature = headers.get(SIGNATURE_HEADER)
-    if node_id is None or timestamp is None or signature is None:
+    mac = headers.get(MAC_HEADER)
+    if signature is not None and mac is not None:
+        raise _unauthenticated(
+            "ambiguous_auth", f"send {SIGNATURE_HEADER} or {MAC_HEADER}, not both"
+        )
+    if node_id is None or timestamp is None or (signature is None and mac is None):
         raise _unauthenticated(
             "unsigned",
             f"this endpoint needs a node-signed request ({NODE_HEADER}, {TIMESTAMP_HEADER}, "
@@ -44,7 +51,8 @@ def signed_parts(request: web.Request, body: bytes) -> SignedRequest:
         body=body,
         node_id=node_id,
         timestamp=timestamp,
-        signature=signature,
+        signature=signature or "",
+        mac=mac or "",
     )
 
 
@@ -52,6 +60,10 @@ async def verify_signed(ctx: ApiContext, parts: SignedRequest, public_key: bytes
     """Timestamp window, signature and replay checks; :class:`ApiError` 401 on failure."""
     plane = ctx.plane
     now = plane.clock()
+    if not parts.signature:
+        raise _unauthenticated(
+            "mac_not_allowed", f"{MAC_HEADER} is accepted on POST /v1/heartbeat only"
+        )
     try:
         timestamp_ms = parse_timestamp(parts.timestamp, now, plane.config.request_window)
         signature = await ctx.verifier.verify(public_key, parts, timestamp_ms)
@@ -61,7 +73,16 @@ async def verify_signed(ctx: ApiContext, parts: SignedRequest, public_key: bytes
 
 
 async def authenticate_node(request: web.Request) -> tuple[RegisteredNode, bytes]:
-    """The enrolled node that signed ``request``, and the request body."""
+    """The enrolled node that signed ``request`` (Ed25519 only), and the request body."""
+    node, body, _ = await authenticate_heartbeat(request, allow_mac=False)
+    return node, body
+
+
+async def authenticate_heartbeat(
+    request: web.Request, *, allow_mac: bool = True
+) -> tuple[RegisteredNode, bytes, bool]:
+    """The enrolled node that signed ``request``, the request body, and whether it was
+    authenticated by ``AF-MAC`` (only where ``allow_mac``; else ``mac_not_allowed``)."""
     ctx = context(request)
     body = await read_body(request, ctx.plane.config.max_body_bytes)
     parts = signed_parts(request, body)
@@ -72,8 +93,18 @@ async def authenticate_node(request: web.Request) -> tuple[RegisteredNode, bytes
     node = ctx.plane.registry.get(node_id)
     if node is None:
         raise _unauthenticated("unknown_node", f"node {node_id} is not enrolled")
+    if parts.mac:
+        if not allow_mac:
+            raise _unauthenticated(
+                "mac_not_allowed", f"{MAC_HEADER} is accepted on POST /v1/heartbeat only"
+            )
+        try:
+            ctx.plane.authenticate_mac(node, parts)
+        except RequestAuthError as exc:
+            raise _unauthenticated(exc.code, str(exc)) from None
+        return node, body, True
     await verify_signed(ctx, parts, node.record.public_key)
-    return node, body
+    return node, body, False
 
 
 def require_admin(request: web.Request) -> None:

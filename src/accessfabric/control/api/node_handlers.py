@@ -9,7 +9,12 @@ from typing import Any
 from aiohttp import web
 
 from accessfabric import __version__
-from accessfabric.control.api.auth import authenticate_node, signed_parts, verify_signed
+from accessfabric.control.api.auth import (
+    authenticate_heartbeat,
+    authenticate_node,
+    signed_parts,
+    verify_signed,
+)
 from accessfabric.control.api.body import parse_json_object, read_body, string_field
 from accessfabric.control.api.context import context
 from accessfabric.control.api.errors import ApiError, bad_request
@@ -100,18 +105,22 @@ async def enroll(request: web.Request) -> web.Response:
             "node_record": record_json(node),
             "authority": plane.authority.public_key_text,
             "policy": plane.config.policy_document(),
+            "mac_key": plane.mac_keys.statement_json,
         }
     )
 
 
 async def heartbeat(request: web.Request) -> web.Response:
     plane = context(request).plane
-    node, body = await authenticate_node(request)
+    node, body, by_mac = await authenticate_heartbeat(request)
     try:
         facts = parse_facts(parse_json_object(body))
     except FactsError as exc:
         raise bad_request("bad_facts", str(exc)) from None
-    return web.json_response(plane.ingest_heartbeat(node, facts))
+    reply = plane.ingest_heartbeat(node, facts)
+    if not by_mac:  # a node that MACs holds the control key already
+        reply["mac_key"] = plane.mac_keys.statement_json
+    return web.json_response(reply)
 
 
 async def directory(request: web.Request) -> web.Response:

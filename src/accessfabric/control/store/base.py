@@ -192,6 +192,14 @@ class Store(ABC):
         Raises :class:`LeaseNotFoundError` for an unknown or expired lease.
         """
 
+    def put_many(self, items: list[tuple[str, bytes]]) -> int:
+        """Write several keys (no lease) in one transaction where the backend has one
+        (etcd: one txn); the last revision, or the current one for no items."""
+        revision = self.revision()
+        for key, value in items:
+            revision = self.put(key, value)
+        return revision
+
     @abstractmethod
     def put_if(
         self, key: str, value: bytes, expected_mod_revision: int, *, lease: int | None = None

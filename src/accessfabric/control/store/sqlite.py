@@ -345,6 +345,19 @@ class SqliteStore(Store):
             self._maybe_compact(revision)
         return revision
 
+    def put_many(self, items: list[tuple[str, bytes]]) -> int:
+        """Several puts (no lease) in one SQLite transaction: one commit, not one each."""
+        rows = [(validate_key(key), validate_value(value)) for key, value in items]
+        if not rows:
+            return self.revision()
+        with self._write_after_expiry():
+            revision = 0
+            for raw, value in rows:
+                revision = self._next_revision()
+                self._put_row(raw, value, 0, revision)
+            self._maybe_compact(revision)
+        return revision
+
     def put_if(
         self, key: str, value: bytes, expected_mod_revision: int, *, lease: int | None = None
     ) -> TxnResult:
