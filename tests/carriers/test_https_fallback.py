@@ -1,0 +1,197 @@
+"""HTTPS fallback carrier specifics: through a buffering, TLS-terminating nginx; refusals.
+
+nginx runs as in ``test_websocket.py`` (Debian ``nginx-light``, on loopback) but as the
+most ordinary HTTP reverse proxy: no upgrade headers, request and response buffering on,
+a short keep-alive to the client — the path the fallback exists for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from accessfabric.errors import AuthenticationError, IdentityMismatchError
+from accessfabric.identity.keys import NodeKey
+from accessfabric.node.https_endpoints import connect_https, serve_https
+from tests.carriers.pairs import LOOPBACK, Acceptor, make_node
+from tests.carriers.test_websocket import (
+    NGINX_CONF,
+    free_port,
+    make_proxy_certificate,
+    nginx_binary,
+    round_trip,
+)
+
+SERVER = """
+  server {{
+    listen {listen} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    keepalive_timeout 5s;
+    location /fabric-poll/ {{
+      proxy_pass {upstream};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_buffering on;
+      proxy_request_buffering on;
+      proxy_read_timeout 60s;
+      proxy_ssl_protocols TLSv1.3;
+    }}
+  }}
+"""
+
+
+@dataclass
+class Proxy:
+    ca: Path
+    port: int
+    """TLS with the proxy's certificate -> plain HTTP to ``unbound_upstream``."""
+    to_bound_port: int
+    """TLS with the proxy's certificate -> HTTPS to ``bound_upstream`` (re-encrypting)."""
+    unbound_upstream: int
+    bound_upstream: int
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    binary = nginx_binary()
+    if binary is None:
+        pytest.skip("nginx not installed (Debian package nginx-light)")
+    tmp = tmp_path_factory.mktemp("nginx-poll")
+    ca, cert, key = make_proxy_certificate(tmp)
+    config = Proxy(ca, *(free_port() for _ in range(4)))
+    servers = SERVER.format(
+        listen=f"{LOOPBACK}:{config.port}", cert=cert, key=key,
+        upstream=f"http://{LOOPBACK}:{config.unbound_upstream}",
+    ) + SERVER.format(
+        listen=f"{LOOPBACK}:{config.to_bound_port}", cert=cert, key=key,
+        upstream=f"https://{LOOPBACK}:{config.bound_upstream}",
+    )  # fmt: skip
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, servers=servers))
+    process = subprocess.Popen(
+        [binary, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(tmp / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"nginx exited {process.returncode}")
+            try:
+                socket.create_connection((LOOPBACK, config.port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("nginx did not start listening")
+                time.sleep(0.05)
+        yield config
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def _proxy_tls(proxy: Proxy) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(proxy.ca))
+
+
+async def test_behind_proxy_fallback_works_through_buffering_nginx(
+    proxy: Proxy, tmp_path: Path
+) -> None:
+    dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
+    accepted = Acceptor()
+    server = await serve_https(
+        server_node, LOOPBACK, proxy.unbound_upstream, accepted, behind_proxy=True, tls=False
+    )
+    try:
+        dialer = await connect_https(
+            dialer_node,
+            f"https://{LOOPBACK}:{proxy.port}/fabric-poll",
+            expected_peer_id=server_node.key.node_id,
+            proxy_tls=_proxy_tls(proxy),
+        )
+        acceptor = await accepted.next_ready()
+        assert dialer.info.kind == acceptor.info.kind == "https_fallback"
+        assert dialer.info.channel_binding == acceptor.info.channel_binding == b""
+        assert acceptor.info.forwarded_for == LOOPBACK
+        assert (await acceptor.ready()).peer_node_id == dialer_node.key.node_id
+        assert await dialer.ping() >= 0
+        await round_trip(dialer, acceptor)
+        dialer.abort()
+        await asyncio.wait_for(acceptor.wait_closed(), 5)
+    finally:
+        accepted.abort_all()
+        await server.wait_closed()
+
+
+async def test_proxy_mode_pins_the_node_behind_the_proxy(proxy: Proxy, tmp_path: Path) -> None:
+    dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
+    accepted = Acceptor()
+    server = await serve_https(
+        server_node, LOOPBACK, proxy.unbound_upstream, accepted, behind_proxy=True, tls=False
+    )
+    try:
+        with pytest.raises(IdentityMismatchError):
+            await connect_https(
+                dialer_node,
+                f"https://{LOOPBACK}:{proxy.port}/fabric-poll",
+                expected_peer_id=NodeKey.generate().node_id,
+                proxy_tls=_proxy_tls(proxy),
+            )
+        with pytest.raises(ValueError, match="expected_peer_id"):
+            await connect_https(
+                dialer_node, f"https://{LOOPBACK}:{proxy.port}/fabric-poll",
+                proxy_tls=_proxy_tls(proxy),
+            )  # fmt: skip
+    finally:
+        accepted.abort_all()
+        await server.wait_closed()
+
+
+async def test_proxy_mode_dialer_fails_against_a_bound_listener(
+    proxy: Proxy, tmp_path: Path
+) -> None:
+    """No silent downgrade: the bound listener binds tls-unique, the dialer binds nothing."""
+    dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
+    accepted = Acceptor()
+    server = await serve_https(server_node, LOOPBACK, proxy.bound_upstream, accepted)
+    try:
+        with pytest.raises(AuthenticationError):
+            await connect_https(
+                dialer_node,
+                f"https://{LOOPBACK}:{proxy.to_bound_port}/fabric-poll",
+                expected_peer_id=server_node.key.node_id,
+                proxy_tls=_proxy_tls(proxy),
+            )
+    finally:
+        accepted.abort_all()
+        await server.wait_closed()
+
+
+async def test_plain_listener_must_be_behind_proxy_and_unknown_paths_are_404(
+    tmp_path: Path,
+) -> None:
+    local = make_node(tmp_path / "s")
+    with pytest.raises(ValueError, match="behind_proxy"):
+        await serve_https(local, LOOPBACK, 0, lambda c: None, tls=False)
+    server = await serve_https(local, LOOPBACK, 0, lambda c: None)
+    try:
+        with pytest.raises(ConnectionError, match="404"):
+            await connect_https(
+                make_node(tmp_path / "d"), f"https://{LOOPBACK}:{server.port}/elsewhere",
+                expected_peer_id=local.key.node_id,
+            )  # fmt: skip
+    finally:
+        await server.wait_closed()
