@@ -4,9 +4,9 @@
   an incoming stream for it connects to its ``target`` and splices;
 * every ``[[forwards]]`` entry (and ``accessfabric forward --listen``) starts a
   :class:`~accessfabric.services.tcp_forward.TcpForwarder`;
-* streams are opened through the node's route execution when it has one
-  (``runtime.routes.open_stream``), else directly to the static peer that lists
-  the service in ``[[peers]] services``.
+* a stream to a service a static peer lists in ``[[peers]] services`` goes
+  directly to that peer; any other goes through the node's route execution
+  (``runtime.routes.open_stream``) when it has one.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from accessfabric.node.config import ForwardConfig, NodeConfig
+from accessfabric.node.connection import FabricStream
 from accessfabric.services.fabric import DirectStreamOpener, StreamOpener
 from accessfabric.services.tcp_forward import ForwardCounters, TcpForwarder, service_host
+from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
     from accessfabric.node.runtime import NodeRuntime
@@ -33,12 +35,25 @@ def direct_opener(runtime: NodeRuntime) -> DirectStreamOpener:
 
 
 def node_opener(runtime: NodeRuntime) -> StreamOpener:
-    """The node's route execution when it exists, else the direct static-peer opener."""
+    """Static placement (``[[peers]] services``) first, then the node's route execution."""
+    direct = direct_opener(runtime)
     routes = getattr(runtime, "routes", None)
-    if routes is not None and callable(getattr(routes, "open_stream", None)):
-        opener: StreamOpener = routes
-        return opener
-    return direct_opener(runtime)
+    if routes is None or not callable(getattr(routes, "open_stream", None)):
+        return direct
+    return PlacedOrRouted(direct, routes)
+
+
+class PlacedOrRouted:
+    """A service a static peer is configured to host goes there; any other is routed."""
+
+    def __init__(self, direct: DirectStreamOpener, routed: StreamOpener) -> None:
+        self.direct = direct
+        self.routed = routed
+
+    async def open_stream(self, service: str, traffic_class: TrafficClass) -> FabricStream:
+        if service in self.direct.placement:
+            return await self.direct.open_stream(service, traffic_class)
+        return await self.routed.open_stream(service, traffic_class)
 
 
 class ServicesComponent:
