@@ -145,6 +145,8 @@ class NodeConfig:
     """Endpoint ranking for peer dials (``[ranking]``, ``node/ranking_config.py``)."""
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     log_json: bool = False
+    authority_key: bytes | None = None
+    """The control plane's public key (``afauth1...``): route leases are checked with it."""
     source: str = ""
     """Where the config came from (the file as given, or ``environment``)."""
 
@@ -211,6 +213,7 @@ class _At:
 _T = TypeVar("_T")
 
 _TOP_KEYS = (
+    "authority_key",
     "key_path",
     "cert_dir",
     "roles",
@@ -241,6 +244,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     admin_socket = _opt(document, "admin_socket", top, lambda v, at: _path(v, at, base))
     drain_timeout = _opt(document, "drain_timeout", top, _positive_seconds)
     log_json = _opt(document, "log_json", top, _bool)
+    authority_key = _opt(document, "authority_key", top, _authority_key)
     session_table = _opt(document, "session", top, _table) or {}
     ranking = _opt(document, "ranking", top, _ranking) or RankingPolicy()
     session_at = top / "session"
@@ -297,6 +301,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         ranking=ranking,
         drain_timeout=DEFAULT_DRAIN_TIMEOUT if drain_timeout is None else drain_timeout,
         log_json=bool(log_json),
+        authority_key=authority_key,
         source=source,
     )
 
@@ -365,6 +370,15 @@ def _path(value: Any, at: _At, base: Path) -> Path:
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _authority_key(value: Any, at: _At) -> bytes:
+    from accessfabric.control.authority_key import parse_authority_key
+
+    try:
+        return parse_authority_key(_str(value, at))
+    except ValueError as exc:
+        at.fail(str(exc))
 
 
 def _positive_seconds(value: Any, at: _At) -> float:

@@ -21,12 +21,14 @@ from accessfabric.identity.keys import NodeKey
 from accessfabric.node.address import Endpoint
 from accessfabric.node.config import NodeConfig, PeerConfig
 from accessfabric.node.connection import SessionConnection
+from accessfabric.node.dataplane import DataPlane
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
 from accessfabric.node.endpoints import LocalNode
 from accessfabric.node.log_format import log_event
 from accessfabric.node.observability import NodeObservability
 from accessfabric.node.peer_dialer import RankedPeerDialer
 from accessfabric.node.peers import PeerSessionManager
+from accessfabric.node.routes import RouteManager
 from accessfabric.node.services import ServiceDispatcher
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,18 @@ class NodeRuntime:
         self._keepers: list[asyncio.Task[None]] = []
         self._stopping = False
         self.observe = NodeObservability(self.key.node_id)
-        self.local.on_new_connection = self.observe.track
+        # Relaying, resume adoption and route failover (docs/relays.md): the data plane
+        # sees every session's events from its creation on.
+        self.data_plane = DataPlane(self.key.node_id, self.peers, config.authority_key)
+        self.routes = RouteManager(
+            self.key.node_id, self.peers, self.data_plane, authority_key=config.authority_key
+        )
+        self.local.on_new_connection = self._new_connection
         self.components = list(components)
+
+    def _new_connection(self, connection: SessionConnection) -> None:
+        self.observe.track(connection)
+        self.data_plane.attach(connection)
 
     @property
     def node_id(self) -> str:
@@ -145,7 +157,9 @@ class NodeRuntime:
                 stream = await connection.accept_stream()
                 if stream is None:
                     break
-                self.dispatcher.dispatch(stream, peer)
+                routed = self.data_plane.incoming(stream)  # None: relayed or resumed
+                if routed is not None:
+                    self.dispatcher.dispatch(routed, peer)
             ended = await connection.wait_closed()
             log_event(
                 log, "session ended", peer=peer, address=address,
@@ -208,6 +222,8 @@ class NodeRuntime:
         for connection in list(self._accepted):
             connection.abort()
         self.dispatcher.cancel_all()
+        await self.routes.aclose()
+        await self.data_plane.aclose()
         for task in [*self._tasks, *self._keepers]:
             task.cancel()
         for task in [*self._tasks, *self._keepers]:

@@ -473,6 +473,14 @@ class Session:
             if stream.resumed and frame.offset <= stream.send_offset + stream.queued:
                 stream.skip_to(frame.offset)  # the peer had more than our last ACK said
                 return
+            if stream.resumed and stream.relayed and not stream.queued and not stream.bytes_out:
+                # A relay resuming a spliced stream holds none of its bytes: the far end's
+                # first ACK says where the stream stands, and the relay passes it upstream.
+                stream.skip_to(frame.offset)
+                events.append(
+                    ev.StreamAcknowledged(stream_id=stream.stream_id, offset=frame.offset)
+                )
+                return
             self._stream_error(
                 stream,
                 RemoteProtocolError(

@@ -1,0 +1,208 @@
+"""``DataPlane``: where a routed OPEN_STREAM goes — relay, adopt (resume), or a service.
+
+The runtime attaches every session (accepted and dialled) with :meth:`DataPlane.attach`;
+the data plane then sees each session event synchronously, before any ACK leaves:
+
+* OPEN_STREAM with a route lease: the lease is checked (:mod:`.lease_check`); a refusal
+  resets the stream with ``ROUTE_REJECTED`` and logs ``route lease refused`` with the
+  reason.  An inner hop is handed to the :class:`~accessfabric.node.relay.Relay`; the
+  destination serves the stream as a :class:`ResumableStream`, kept by resume token.
+* OPEN_STREAM with RESUME at the destination adopts the kept stream end: from its
+  snapshot when its session died, or by taking it over (the old hop stream is reset with
+  ``ROUTE_REJECTED``) when the old path still looks alive.  Unknown tokens are reset.
+* Every other event goes to the relay (ACK forwarding) and the route manager (failover
+  triggers at the source).
+
+:meth:`DataPlane.incoming` tells the runtime what to dispatch for an accepted stream:
+nothing (claimed), the resumable wrapper, or the plain stream (no route lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Callable
+
+from accessfabric.control.rejections import LeaseRejected
+from accessfabric.errors import ErrorCode, LocalProtocolError
+from accessfabric.node.connection import FabricStream, SessionConnection, termination_error
+from accessfabric.node.lease_check import LeaseChecker
+from accessfabric.node.log_format import log_event
+from accessfabric.node.peers import PeerSessionManager
+from accessfabric.node.relay import Relay
+from accessfabric.node.relay_limits import RelayLimits
+from accessfabric.node.resumable import DEFAULT_RESUME_WINDOW, ResumableStream, session_stream
+from accessfabric.session import events as ev
+from accessfabric.session.stream_state import StreamState
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL = 1.0
+
+EventHook = Callable[[SessionConnection, ev.Event], None]
+
+
+class DataPlane:
+    def __init__(
+        self,
+        node_id: str,
+        peers: PeerSessionManager,
+        authority_key: bytes | None,
+        *,
+        relay_limits: RelayLimits | None = None,
+        resume_window: float = DEFAULT_RESUME_WINDOW,
+    ) -> None:
+        self.node_id = node_id
+        self.checker = LeaseChecker(node_id, authority_key)
+        self.relay = Relay(peers, authority_key, relay_limits, orphan_grace=resume_window)
+        self.resume_window = resume_window
+        self.hooks: list[EventHook] = []
+        """More per-event hooks (the route manager at a source adds one)."""
+        self._claimed: weakref.WeakSet[FabricStream] = weakref.WeakSet()
+        self._wrapped: weakref.WeakKeyDictionary[FabricStream, ResumableStream] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.served: dict[bytes, ResumableStream] = {}
+        """Destination stream ends by resume token, while they may still be resumed."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.refused: dict[str, int] = {}
+        self.adopted = 0
+
+    # ------------------------------------------------------------ wiring
+
+    def attach(self, connection: SessionConnection) -> None:
+        connection.on_event.append(lambda event: self._on_event(connection, event))
+        task = asyncio.create_task(self._watch(connection))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep())
+
+    def incoming(self, stream: FabricStream) -> FabricStream | None:
+        """What the runtime dispatches for an accepted stream (None: claimed here)."""
+        if stream in self._claimed:
+            return None
+        return self._wrapped.get(stream, stream)
+
+    async def _watch(self, connection: SessionConnection) -> None:
+        ended = await connection.wait_closed()
+        error = termination_error(ended)
+        for wrapper in list(self.served.values()):
+            if wrapper.connection is connection and not wrapper.finished:
+                wrapper.mark_broken(error)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            now = time.monotonic()
+            for token, wrapper in list(self.served.items()):
+                state = wrapper.connection.session._streams.get(wrapper.stream_id)
+                done = state is None or state.state in (StreamState.CLOSED, StreamState.RESET)
+                if wrapper.broken_since is not None:
+                    if now - wrapper.broken_since > self.resume_window:
+                        wrapper.fail(ConnectionError(f"not resumed: {wrapper.broken_reason}"))
+                        del self.served[token]
+                elif wrapper.finished or done:
+                    del self.served[token]
+
+    async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.relay.aclose()
+
+    # ------------------------------------------------------------ events
+
+    def _on_event(self, connection: SessionConnection, event: ev.Event) -> None:
+        if type(event) is ev.StreamOpened:
+            assert isinstance(event, ev.StreamOpened)
+            if event.route_lease:
+                self._routed_open(connection, event)
+        else:
+            self.relay.on_event(connection, event)
+        for hook in self.hooks:
+            hook(connection, event)
+
+    def _refuse(
+        self, connection: SessionConnection, stream: FabricStream, code: ErrorCode, reason: str
+    ) -> None:
+        self._claimed.add(stream)
+        label = reason.split(":", 1)[0]
+        self.refused[label] = self.refused.get(label, 0) + 1
+        with contextlib.suppress(LocalProtocolError):
+            stream.reset(code)
+        log_event(
+            log, "route lease refused" if code == ErrorCode.ROUTE_REJECTED else "resume refused",
+            logging.WARNING, peer=_peer(connection), stream=stream.stream_id,
+            service=stream.service, code=code.name, reason=reason,
+        )  # fmt: skip
+
+    def _routed_open(self, connection: SessionConnection, event: ev.StreamOpened) -> None:
+        stream = connection._streams.get(event.stream_id)
+        if stream is None:
+            return
+        try:
+            checked = self.checker.check(
+                event.route_lease,
+                peer_id=_peer(connection),
+                service=event.service,
+                traffic_class=event.traffic_class,
+                route_id=event.route_id,
+            )
+        except LeaseRejected as rejected:
+            self._refuse(connection, stream, ErrorCode.ROUTE_REJECTED, str(rejected))
+            return
+        if not checked.is_destination:
+            self._claimed.add(stream)
+            self.relay.open(connection, event, checked, stream)
+            return
+        if event.resume:
+            self._claimed.add(stream)
+            self._adopt(connection, event, stream)
+            return
+        wrapper = ResumableStream(
+            stream,
+            session_stream(connection, event.stream_id),
+            event.resume_token,
+            resume_window=self.resume_window,
+        )
+        wrapper.key_exchange = event.key_exchange
+        self._wrapped[stream] = wrapper
+        self.served[event.resume_token] = wrapper
+
+    def _adopt(
+        self, connection: SessionConnection, event: ev.StreamOpened, stream: FabricStream
+    ) -> None:
+        wrapper = self.served.get(event.resume_token)
+        if wrapper is None or wrapper.finished or wrapper.service != event.service:
+            self._refuse(connection, stream, ErrorCode.STREAM_CLOSED, "unknown resume token")
+            return
+        old_conn, old_id = wrapper.connection, wrapper.stream_id
+        taken_over = not wrapper.broken and not old_conn.is_closed
+        snapshot = wrapper.snapshot()
+        try:
+            connection.session.adopt_stream(event.stream_id, snapshot, event.start_offset)
+        except LocalProtocolError as error:
+            self._refuse(connection, stream, ErrorCode.STREAM_CLOSED, f"cannot adopt: {error}")
+            return
+        if taken_over:
+            with contextlib.suppress(LocalProtocolError):
+                old_conn.session.reset_stream(old_id, ErrorCode.ROUTE_REJECTED)
+                old_conn._schedule_flush()
+        wrapper.rebind(stream, session_stream(connection, event.stream_id))
+        connection._schedule_flush()
+        self.adopted += 1
+        log_event(
+            log, "stream resumed", peer=_peer(connection), service=event.service,
+            offset_in=snapshot.recv_offset, offset_out=event.start_offset,
+            taken_over=taken_over,
+        )  # fmt: skip
+
+
+def _peer(connection: SessionConnection) -> str:
+    return connection.session.peer_node_id or "?"

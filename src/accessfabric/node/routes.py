@@ -1,0 +1,460 @@
+"""Route execution at the source: open streams on the best healthy route, fail over.
+
+A :class:`RouteManager` holds, per (service, class), the primary and alternate routes
+of the node's route lease set — from the control client (``source``) or set statically
+(:meth:`RouteManager.set_routes`).  :meth:`RouteManager.open_stream` takes the best
+healthy route (primary first, then by measured RTT) and returns a
+:class:`~accessfabric.node.resumable.ResumableStream`.
+
+A route fails when its first hop's session is lost (carrier loss, ping timeout), the
+hop sends GOAWAY or reports pressure at or above ``pressure_threshold``, a ROUTE_UPDATE
+fences its epoch, a relay resets the stream with ``ROUTE_REJECTED`` (lease refused or its
+downstream died), or the stream stalls (unacknowledged bytes, no ACK progress for
+``stall_timeout``).  Its active streams then resume on an alternate from their last
+end-to-end ACK (``resume_stream``); the destination adopts them by resume token.
+
+Health comes from the data plane (first-hop RTT, stalls, failures);
+:meth:`RouteManager.observations` is the report a heartbeat can carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from accessfabric.control.codec import canonical_node_id
+from accessfabric.control.fence import EpochFence
+from accessfabric.control.objects import RouteLease
+from accessfabric.control.rejections import SignedObjectRejected
+from accessfabric.control.verify import verify_route_lease
+from accessfabric.errors import ErrorCode, LocalProtocolError
+from accessfabric.node.connection import SessionConnection, StreamResetError, termination_error
+from accessfabric.node.dataplane import DataPlane
+from accessfabric.node.log_format import log_event
+from accessfabric.node.peers import PeerSessionManager
+from accessfabric.node.resumable import (
+    DEFAULT_RESUME_WINDOW,
+    ResumableStream,
+    new_fabric_stream,
+    session_stream,
+)
+from accessfabric.session import events as ev
+from accessfabric.wire.registry import TrafficClass
+
+log = logging.getLogger(__name__)
+
+MONITOR_INTERVAL = 0.1
+
+
+class NoUsableRoute(ConnectionError):
+    """No route lease lets this node open the stream now; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    lease: RouteLease
+    blob: bytes
+    rank: str = ""
+
+    @property
+    def route_id(self) -> int:
+        return self.lease.route_id
+
+    @property
+    def first_hop(self) -> str:
+        return self.lease.hops[1]
+
+    def expired(self, now: float) -> bool:
+        return now * 1000 >= self.lease.expires_ms
+
+
+@dataclass(slots=True)
+class RouteHealth:
+    srtt: float | None = None
+    failures: int = 0
+    stalls: int = 0
+    down_until: float = 0.0
+    last_failure: str = ""
+    recoveries: list[float] = field(default_factory=list)
+
+    def healthy(self, now: float) -> bool:
+        return now >= self.down_until
+
+
+RouteSource = Callable[[str, TrafficClass], Awaitable[list[Route]]]
+
+
+@dataclass(eq=False)
+class _Routed:
+    stream: ResumableStream
+    route: Route
+    key: tuple[str, TrafficClass]
+    progress_at: float
+    last_acked: int
+    failing: asyncio.Task[None] | None = None
+
+
+class RouteManager:
+    def __init__(
+        self,
+        node_id: str,
+        peers: PeerSessionManager,
+        data_plane: DataPlane,
+        *,
+        source: RouteSource | None = None,
+        authority_key: bytes | None = None,
+        resume_window: float = DEFAULT_RESUME_WINDOW,
+        stall_timeout: float = 3.0,
+        pressure_threshold: int = 90,
+        cooldown: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node_id = canonical_node_id(node_id)
+        self.peers = peers
+        self.source = source
+        self.authority_key = authority_key
+        self.resume_window = resume_window
+        self.stall_timeout = stall_timeout
+        self.pressure_threshold = pressure_threshold
+        self.cooldown = cooldown
+        self.clock = clock
+        self._static: dict[tuple[str, TrafficClass], list[Route]] = {}
+        self._fences: dict[int, EpochFence] = {}
+        self.health: dict[int, RouteHealth] = {}
+        self._streams: dict[tuple[SessionConnection, int], _Routed] = {}
+        self._watched: set[SessionConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._monitor: asyncio.Task[None] | None = None
+        self.failovers = 0
+        self.failed = 0
+        data_plane.hooks.append(self._on_event)
+
+    # ------------------------------------------------------------ route table
+
+    def set_routes(self, service: str, traffic_class: TrafficClass, routes: list[Route]) -> None:
+        """Static routes (primary first), e.g. from cached leases or tests."""
+        self._static[(service, traffic_class)] = list(routes)
+
+    def _fence(self, route_id: int) -> EpochFence:
+        fence = self._fences.get(route_id)
+        if fence is None:
+            fence = self._fences[route_id] = EpochFence(route_id)
+        return fence
+
+    def _health(self, route: Route) -> RouteHealth:
+        health = self.health.get(route.route_id)
+        if health is None:
+            health = self.health[route.route_id] = RouteHealth()
+        return health
+
+    async def routes(self, service: str, traffic_class: TrafficClass) -> list[Route]:
+        """Usable routes now, best first; :class:`NoUsableRoute` says why there is none."""
+        if self.source is not None:
+            try:
+                candidates = await self.source(service, traffic_class)
+            except Exception as error:
+                raise NoUsableRoute(str(error)) from None
+        else:
+            candidates = self._static.get((service, traffic_class), [])
+        now = self.clock()
+        usable = [
+            r
+            for r in candidates
+            if not r.expired(now) and r.lease.epoch >= self._fence(r.route_id).epoch
+        ]
+        if not usable:
+            raise NoUsableRoute(self._why_none(service, traffic_class, candidates, now))
+        mono = time.monotonic()
+        order = {id(r): i for i, r in enumerate(usable)}
+        usable.sort(
+            key=lambda r: (
+                not self._health(r).healthy(mono),
+                order[id(r)],
+                self._health(r).srtt or 0.0,
+            )
+        )
+        return usable
+
+    def _why_none(
+        self, service: str, traffic_class: TrafficClass, candidates: list[Route], now: float
+    ) -> str:
+        name = f"service {service!r} ({traffic_class.name.lower()})"
+        if not candidates:
+            return f"no route lease for {name}: none was issued or cached"
+        latest = max(r.lease.expires_ms for r in candidates) / 1000
+        if latest <= now:
+            return (
+                f"no usable route lease for {name}: all {len(candidates)} route leases "
+                f"expired (the last {now - latest:.0f} s ago) and no fresh lease arrived"
+            )
+        return f"no usable route lease for {name}: every route's epoch is fenced"
+
+    # ------------------------------------------------------------ opening
+
+    async def open_stream(
+        self,
+        service: str,
+        traffic_class: TrafficClass = TrafficClass.RELIABLE,
+        *,
+        key_exchange: bytes = b"",
+        resume_token: bytes = b"",
+    ) -> ResumableStream:
+        """A stream to ``service`` on the best healthy route (the next one if a hop fails).
+
+        ``resume_token`` (random when empty) names the end-to-end stream; sealing binds
+        its keys to it (docs/sealing.md).
+        """
+        errors: list[str] = []
+        for route in await self.routes(service, traffic_class):
+            try:
+                connection = await self.peers.session(route.first_hop)
+                stream_id = connection.session.open_stream(
+                    service,
+                    traffic_class,
+                    route.route_id,
+                    key_exchange=key_exchange,
+                    route_lease=route.blob,
+                    resume_token=resume_token,
+                )
+            except Exception as error:
+                self._route_failed(route, f"open: {error}")
+                errors.append(f"route {route.route_id}: {error}")
+                continue
+            inner = new_fabric_stream(connection, stream_id, service, traffic_class)
+            state = session_stream(connection, stream_id)
+            stream = ResumableStream(
+                inner,
+                state,
+                state.resume_token,
+                resume_window=self.resume_window,
+                resumable_reset=_route_reset,
+                on_broken=self._broken,
+            )
+            self._track(stream, route, (service, traffic_class), connection)
+            return stream
+        raise NoUsableRoute(f"every route to {service!r} failed: {'; '.join(errors)}")
+
+    def _track(
+        self,
+        stream: ResumableStream,
+        route: Route,
+        key: tuple[str, TrafficClass],
+        connection: SessionConnection,
+    ) -> None:
+        self._streams[(connection, stream.stream_id)] = _Routed(
+            stream, route, key, time.monotonic(), stream.acked
+        )
+        if connection not in self._watched:
+            self._watched.add(connection)
+            self._spawn(self._watch(connection))
+        if self._monitor is None:
+            self._monitor = asyncio.create_task(self._monitor_loop())
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------ failure triggers
+
+    async def _watch(self, connection: SessionConnection) -> None:
+        ended = await connection.wait_closed()
+        self._watched.discard(connection)
+        error = termination_error(ended)
+        for (conn, _), routed in list(self._streams.items()):
+            if conn is connection:
+                routed.stream.mark_broken(error)
+
+    def _on_conn(self, connection: SessionConnection) -> list[_Routed]:
+        return [r for (c, _), r in self._streams.items() if c is connection]
+
+    def _on_event(self, connection: SessionConnection, event: ev.Event) -> None:
+        kind = type(event)
+        if kind is ev.StreamReset:
+            assert isinstance(event, ev.StreamReset)
+            routed = self._streams.get((connection, event.stream_id))
+            if routed is not None:
+                error = StreamResetError(event.stream_id, event.error_code, event.remote)
+                routed.stream.mark_broken(error)
+        elif kind is ev.GoawayReceived:
+            assert isinstance(event, ev.GoawayReceived)
+            for routed in self._on_conn(connection):
+                routed.stream.mark_broken(ConnectionError(f"first hop GOAWAY: {event.reason}"))
+        elif kind is ev.PeerPressure:
+            assert isinstance(event, ev.PeerPressure)
+            level = max(event.queue, event.cpu, event.memory, event.network)
+            if level >= self.pressure_threshold:
+                for routed in self._on_conn(connection):
+                    routed.stream.mark_broken(ConnectionError(f"first hop pressure {level} %"))
+        elif kind is ev.RouteUpdated:
+            assert isinstance(event, ev.RouteUpdated)
+            self._route_update(event.lease)
+
+    def _route_update(self, blob: bytes) -> None:
+        """A newer epoch of a route fences the streams on older ones."""
+        if self.authority_key is None:
+            return
+        try:
+            lease = verify_route_lease(blob, self.authority_key, self.clock(), hop=self.node_id)
+        except SignedObjectRejected as rejected:
+            log_event(log, "route update refused", logging.WARNING, reason=str(rejected))
+            return
+        if not self._fence(lease.route_id).advance(lease.epoch):
+            return
+        for routes in self._static.values():
+            for index, route in enumerate(routes):
+                if route.route_id == lease.route_id:
+                    routes[index] = Route(lease, blob, route.rank)
+        for routed in list(self._streams.values()):
+            if routed.route.route_id == lease.route_id and routed.route.lease.epoch < lease.epoch:
+                routed.stream.mark_broken(
+                    ConnectionError(f"route {lease.route_id} fenced by epoch {lease.epoch}")
+                )
+
+    async def _monitor_loop(self) -> None:
+        """Stalls (unacknowledged bytes, no ACK progress) and first-hop RTT."""
+        while True:
+            await asyncio.sleep(MONITOR_INTERVAL)
+            now = time.monotonic()
+            for (conn, _), routed in list(self._streams.items()):
+                stream = routed.stream
+                if stream.finished or stream.done:
+                    self._untrack(routed)
+                    continue
+                health = self._health(routed.route)
+                srtt = conn.session.rtt.srtt
+                if srtt:
+                    health.srtt = srtt
+                if stream.broken:
+                    continue
+                if stream.acked != routed.last_acked or not stream.unacked:
+                    routed.last_acked = stream.acked
+                    routed.progress_at = now
+                elif now - routed.progress_at > self.stall_timeout:
+                    health.stalls += 1
+                    stream.mark_broken(
+                        ConnectionError(f"stalled: no ACK for {self.stall_timeout:g} s")
+                    )
+
+    def _untrack(self, routed: _Routed) -> None:
+        for key, value in list(self._streams.items()):
+            if value is routed:
+                del self._streams[key]
+
+    # ------------------------------------------------------------ failover
+
+    def _route_failed(self, route: Route, reason: str) -> None:
+        health = self._health(route)
+        health.failures += 1
+        health.last_failure = reason
+        health.down_until = time.monotonic() + self.cooldown
+
+    def _broken(self, stream: ResumableStream, error: BaseException) -> None:
+        routed = next((r for r in self._streams.values() if r.stream is stream), None)
+        if routed is None or (routed.failing is not None and not routed.failing.done()):
+            return
+        self._route_failed(routed.route, str(error) or type(error).__name__)
+        routed.failing = self._spawn(self._failover(routed, error))
+
+    async def _failover(self, routed: _Routed, error: BaseException) -> None:
+        stream = routed.stream
+        old = stream.inner
+        old_conn = old._connection
+        if not old_conn.is_closed:  # the old path may live: tell it the stream left it
+            with contextlib.suppress(LocalProtocolError):
+                old_conn.session.reset_stream(old.stream_id, ErrorCode.ROUTE_REJECTED)
+                old_conn._schedule_flush()
+        started = stream.broken_since or time.monotonic()
+        log_event(
+            log, "route failed", logging.WARNING, route=routed.route.route_id,
+            service=stream.service, error=str(error) or type(error).__name__,
+        )  # fmt: skip
+        delay = 0.05
+        while not stream.finished and time.monotonic() < started + self.resume_window:
+            try:
+                routes = await self.routes(*routed.key)
+            except NoUsableRoute as why:
+                log_event(log, "no route to resume on", logging.WARNING, reason=str(why))
+                routes = []
+            for route in routes:
+                if not self._health(route).healthy(time.monotonic()) and len(routes) > 1:
+                    continue
+                if await self._resume_on(routed, route, started):
+                    return
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+        self.failed += 1
+        stream.fail(ConnectionError(f"no route to resume on within {self.resume_window:g} s"))
+        self._untrack(routed)
+
+    async def _resume_on(self, routed: _Routed, route: Route, started: float) -> bool:
+        stream = routed.stream
+        try:
+            connection = await asyncio.wait_for(self.peers.session(route.first_hop), 5.0)
+            snapshot = stream.snapshot()
+            stream_id = connection.session.resume_stream(
+                snapshot, route.route_id, route_lease=route.blob
+            )
+        except Exception as error:
+            self._route_failed(route, f"resume: {error}")
+            return False
+        inner = new_fabric_stream(connection, stream_id, stream.service, stream.traffic_class)
+        self._untrack(routed)
+        stream.rebind(inner, session_stream(connection, stream_id))
+        routed.route = route
+        routed.progress_at = time.monotonic()
+        routed.last_acked = stream.acked
+        self._track_existing(routed, connection)
+        took = time.monotonic() - started
+        self._health(route).recoveries.append(took)
+        self.failovers += 1
+        log_event(
+            log, "stream resumed on alternate route", route=route.route_id,
+            first_hop=route.first_hop, offset=snapshot.send_acked, seconds=round(took, 3),
+        )  # fmt: skip
+        return True
+
+    def _track_existing(self, routed: _Routed, connection: SessionConnection) -> None:
+        self._streams[(connection, routed.stream.stream_id)] = routed
+        if connection not in self._watched:
+            self._watched.add(connection)
+            self._spawn(self._watch(connection))
+
+    # ------------------------------------------------------------ reporting
+
+    def observations(self) -> list[dict[str, object]]:
+        """Per-route data-plane health, for the control plane (heartbeat facts)."""
+        now = time.monotonic()
+        out: list[dict[str, object]] = []
+        for routes in self._static.values():
+            for route in routes:
+                health = self._health(route)
+                out.append(
+                    {
+                        "route_id": route.route_id,
+                        "epoch": route.lease.epoch,
+                        "first_hop": route.first_hop,
+                        "healthy": health.healthy(now),
+                        "srtt_ms": None if health.srtt is None else round(health.srtt * 1e3, 2),
+                        "stalls": health.stalls,
+                        "failures": health.failures,
+                        "last_failure": health.last_failure,
+                    }
+                )
+        return out
+
+    async def aclose(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _route_reset(error: StreamResetError) -> bool:
+    """A relay's ``ROUTE_REJECTED`` means "this path", not "this stream": resume elsewhere."""
+    return error.remote and error.code == ErrorCode.ROUTE_REJECTED

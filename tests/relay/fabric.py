@@ -1,0 +1,109 @@
+"""In-process fabrics over real TCP on loopback: source, relays and destination runtimes."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from accessfabric.bench.relay_lab import SEALED_SINK, SinkResults, issue_route, sealed_sink
+from accessfabric.control.authority import Authority
+from accessfabric.identity.keys import NodeKey
+from accessfabric.node.address import Endpoint
+from accessfabric.node.config import NodeConfig, PeerConfig
+from accessfabric.node.routes import Route
+from accessfabric.node.runtime import NodeRuntime
+from accessfabric.session import SessionConfig
+
+LOOPBACK = Endpoint(carrier="tcp", host="127.0.0.1", port=0)
+SESSION = SessionConfig(keepalive_interval=1.0, ping_timeout=2.0)
+
+
+def config(tmp_path: Path, name: str, authority: Authority, peers: tuple[PeerConfig, ...] = ()
+           ) -> NodeConfig:  # fmt: skip
+    return NodeConfig(
+        key_path=tmp_path / f"{name}.key",
+        cert_dir=tmp_path / name,
+        listen=(LOOPBACK,),
+        peers=peers,
+        session=SESSION,
+        authority_key=authority.public_key,
+        drain_timeout=1.0,
+    )
+
+
+def peer(runtime: NodeRuntime) -> PeerConfig:
+    return PeerConfig(node_id=runtime.node_id, endpoints=(runtime.listeners[0].endpoint,))
+
+
+@dataclasses.dataclass
+class Fabric:
+    authority: Authority
+    source: NodeRuntime
+    relays: list[NodeRuntime]
+    destination: NodeRuntime
+    sink: SinkResults
+    keys: dict[str, NodeKey]
+
+    def routes(self, *relay_chains: list[int]) -> list[Route]:
+        out = []
+        for index, chain in enumerate(relay_chains, start=1):
+            hops = [self.source.node_id, *(self.relays[i].node_id for i in chain),
+                    self.destination.node_id]  # fmt: skip
+            out.append(issue_route(self.authority, index, hops))
+        return out
+
+    def sealing_key(self, node_id: str) -> bytes | None:
+        key = self.keys.get(node_id)
+        return None if key is None else key.sealing_public_key_bytes
+
+    async def stop(self) -> None:
+        for runtime in [self.source, *self.relays, self.destination]:
+            await runtime.shutdown()
+
+
+async def build(tmp_path: Path, relays: int, chained: bool = False) -> Fabric:
+    """Destination, ``relays`` relays (each peered with the destination; ``chained``: relay
+    i also peers with relay i+1), and a source peered with every relay."""
+    authority = Authority(NodeKey.generate())
+    keys: dict[str, NodeKey] = {}
+
+    def key() -> NodeKey:
+        k = NodeKey.generate()
+        keys[k.node_id] = k
+        return k
+
+    sink = SinkResults()
+    dst_key = key()
+    destination = NodeRuntime(config(tmp_path, "dst", authority), key=dst_key)
+    await destination.start()
+    fabric_keys = keys
+
+    def static_key_of(node_id: str) -> bytes | None:
+        k = fabric_keys.get(node_id)
+        return None if k is None else k.sealing_public_key_bytes
+
+    destination.dispatcher.register(SEALED_SINK, sealed_sink(dst_key, static_key_of, sink))
+    started: list[NodeRuntime] = []
+    for index in reversed(range(relays)):
+        peers = [peer(destination)]
+        if chained and started:
+            peers.append(peer(started[0]))
+        runtime = NodeRuntime(config(tmp_path, f"r{index}", authority, tuple(peers)), key=key())
+        await runtime.start()
+        started.insert(0, runtime)
+    source = NodeRuntime(
+        config(tmp_path, "src", authority, tuple(peer(r) for r in started)), key=key()
+    )
+    await source.start()
+    return Fabric(authority, source, started, destination, sink, keys)
+
+
+def kill(runtime: NodeRuntime) -> None:
+    """What SIGKILL does to a node's sockets: listeners closed, every carrier aborted."""
+    for bound in runtime.listeners:
+        bound.close()
+    runtime._stopping = True
+    for connection in list(runtime._accepted):
+        connection.abort()
+    for connection in list(runtime.peers._live):
+        connection.abort()
