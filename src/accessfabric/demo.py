@@ -1,143 +1,90 @@
-"""``accessfabric demo``: what exists today, shown end to end.
+"""``accessfabric demo`` (what ``make demo`` runs): the fabric on loopback, no config, no root.
 
-Until the carriers, control plane and relays land, the demo runs two real
-fabric sessions paired in memory (no sockets yet): Ed25519-authenticated
-handshake, a bulk download and an interactive stream sharing one session,
-then the carrier is cut mid-transfer and the download resumes on a new
-session from its last ACK, with the sha256 of what arrived checked against
-what was sent.  It says so on screen; it does not pretend to be more.
+1. control plane — ``control init`` + ``control serve`` (SQLite in a temp dir); five
+   nodes (laptop, entry, relay-a, relay-b, home) enroll with role tokens, heartbeat
+   their links, home registers the ``web`` service; the planner's route lease for
+   laptop -> web is printed (primary and alternate).
+2. data path — ``node run`` processes: home hosts ``web`` (a Python HTTP server with a
+   random file) and the built-in ``echo``; laptop forwards ``127.0.0.1:P`` to both
+   (``web`` in class bulk, ``echo`` interactive).  A bulk download loop (sha256 of every
+   copy checked) and an interactive echo session run at the same time; a live view
+   prints per-class throughput (scraped from laptop's ``/metrics``) and interactive
+   round-trip times.  See :mod:`accessfabric.demo_data`.
+3. failover — until relay execution lands in the node runtime the stream-moving
+   part runs *in memory* (:mod:`accessfabric.demo_memory`) and says so.
+4. summary, exit 0; every process started is stopped.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import statistics
-import time
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
 
-from accessfabric.identity.authenticator import Ed25519Authenticator
-from accessfabric.identity.keys import NodeKey
-from accessfabric.session import Session, SessionConfig
-from accessfabric.session import events as ev
-from accessfabric.wire import TrafficClass
-
-
-class _Link:
-    """Two sessions and the bytes between them; ``cut()`` loses what is in flight."""
-
-    def __init__(self, laptop: NodeKey, home: NodeKey) -> None:
-        config = SessionConfig(keepalive_interval=None)
-        binding = os.urandom(32)
-        self.laptop = Session(
-            dialer=True,
-            authenticator=Ed25519Authenticator(laptop, expected_peer_id=home.node_id),
-            config=config,
-            channel_binding=binding,
-        )
-        self.home = Session(
-            dialer=False, authenticator=Ed25519Authenticator(home), config=config,
-            channel_binding=binding,
-        )  # fmt: skip
-        self.home_events: list[ev.Event] = []
-        self.laptop_events: list[ev.Event] = []
-
-    def step(self, max_bytes: int = 256 * 1024) -> bool:
-        now = time.monotonic()
-        to_home = self.laptop.data_to_send(max_bytes, now)
-        to_laptop = self.home.data_to_send(max_bytes, now)
-        if to_home:
-            self.home_events += self.home.receive_data(to_home, now)
-        if to_laptop:
-            self.laptop_events += self.laptop.receive_data(to_laptop, now)
-        return bool(to_home or to_laptop)
-
-    def settle(self) -> None:
-        while self.step():
-            pass
+from accessfabric.demo_control import enroll_fleet, start_control
+from accessfabric.demo_data import DataResult, run_data_path
+from accessfabric.demo_memory import MemoryResult, run_memory_resume
+from accessfabric.demo_procs import Processes
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    size = args.size_mib << 20
-    print("accessfabric demo — two fabric sessions paired in memory (no sockets yet;")
-    print("carriers, control plane and relays are the next issues).\n")
-    laptop, home = NodeKey.generate(), NodeKey.generate()
-    print(f"  laptop node  {laptop.node_id}")
-    print(f"  home node    {home.node_id}\n")
+    work = Path(tempfile.mkdtemp(prefix="accessfabric-demo-"))
+    procs = Processes(work)
+    try:
+        return asyncio.run(_main(args, work, procs))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
 
-    link = _Link(laptop, home)
-    link.settle()
-    ready = next(e for e in link.laptop_events if isinstance(e, ev.SessionReady))
-    print(f"handshake: HELLO/AUTH/SESSION_READY done, home proved it is {ready.peer_node_id[:16]}…")
 
-    payload = os.urandom(size)
-    download = link.home  # home serves the file; the laptop opens the streams
-    bulk = link.laptop.open_stream("files", TrafficClass.BULK)
-    rdp = link.laptop.open_stream("rdp", TrafficClass.INTERACTIVE)
-    link.settle()
-    opened = {e.service: e.stream_id for e in link.home_events if isinstance(e, ev.StreamOpened)}
-    link.home_events.clear()
-    chunks = [payload[i : i + (1 << 20)] for i in range(0, size, 1 << 20)]
-    received = bytearray()
-    latencies: list[float] = []
+async def _main(args: argparse.Namespace, work: Path, procs: Processes) -> int:
+    print("accessfabric demo — everything on loopback, in", work)
+    print("\n[1] control plane (SQLite) and five enrolled nodes")
+    control = await start_control(work, procs)
+    fleet = await enroll_fleet(control, work)
+    print("\n[2] data path: laptop -> home through fabric sessions (real processes, TLS)")
+    print("    relays are not executed by the node runtime yet: laptop dials home directly")
+    data = await run_data_path(work, procs, fleet, args.duration, args.keep_running)
+    print("\n[3] failover: the stream resumes from its last ACK on a new session")
+    print("    (IN MEMORY — two real sessions paired without sockets; killing relay-a and")
+    print("    moving to relay-b needs relay execution in the node runtime, pending)")
+    memory = run_memory_resume(args.size_mib, out=lambda line: print("   ", line))
+    _summary(data, memory)
+    return 0 if data.ok and memory.ok else 1
 
-    def serve(session: Session, stream_id: int) -> None:
-        while chunks and session.send_buffer_available(stream_id) >= len(chunks[0]):
-            piece = chunks.pop(0)
-            session.send_data(stream_id, piece, end_stream=not chunks)
 
-    def consume(events: list[ev.Event], session: Session, bulk_id: int) -> None:
-        for event in events:
-            if isinstance(event, ev.DataReceived):
-                session.acknowledge_received(event.stream_id, len(event.data))
-                if event.stream_id == bulk_id:
-                    received.extend(event.data)
-                else:
-                    latencies.append(time.monotonic() - float(bytes(event.data).decode()))
-        events.clear()
-
-    print(f"\nbulk download of {args.size_mib} MiB and an interactive stream share the session:")
-    started = time.monotonic()
-    cut_at = size // 2
-    while len(received) < cut_at:
-        serve(download, opened["files"])
-        link.laptop.send_data(rdp, f"{time.monotonic():.9f}".encode())
-        link.step()
-        consume(link.laptop_events, link.laptop, bulk)
-        consume(link.home_events, link.home, -1)
-    print(f"  {len(received) >> 20} MiB arrived; interactive messages: {len(latencies)}")
-
-    print("\ncarrier cut mid-transfer: bytes in flight are lost.")
-    snap_laptop = link.laptop.export_stream(bulk)
-    snap_home = link.home.export_stream(opened["files"])
-    print(f"  laptop received {snap_laptop.recv_offset:,} bytes; home saw ACKs up to "
-          f"{snap_home.send_acked:,}")  # fmt: skip
-    cut = time.monotonic()
-    link = _Link(laptop, home)
-    link.settle()
-    resumed = link.laptop.resume_stream(snap_laptop)
-    link.settle()
-    reopened = next(e for e in link.home_events if isinstance(e, ev.StreamOpened))
-    link.home_events.clear()
-    link.home.adopt_stream(reopened.stream_id, snap_home, reopened.start_offset)
-    recovery = time.monotonic() - cut
-    print(f"  new session, stream resumed from byte {reopened.start_offset:,} "
-          f"in {recovery * 1000:.1f} ms")  # fmt: skip
-    while len(received) < size:
-        serve(link.home, reopened.stream_id)
-        if not link.step() and not chunks:
-            break
-        consume(link.laptop_events, link.laptop, resumed)
-    elapsed = time.monotonic() - started
-
-    ok = hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+def _summary(data: DataResult, memory: MemoryResult) -> None:
     print("\nsummary")
-    print(f"  bytes delivered   {len(received):,} of {size:,}")
-    print(f"  sha256 verified   {'yes' if ok else 'NO — MISMATCH'}")
-    print(f"  throughput        {size / elapsed / 1e6:,.0f} MB/s (in memory, one process)")
-    if len(latencies) >= 2:
-        p99 = statistics.quantiles(latencies, n=100)[98]
-        print(f"  interactive       p50 {statistics.median(latencies) * 1000:.2f} ms, "
-              f"p99 {p99 * 1000:.2f} ms while bulk ran")  # fmt: skip
-    print(f"  recovery          {recovery * 1000:.1f} ms")
-    return 0 if ok else 1
+    print(f"  bulk downloads    {data.copies} x {data.file_size >> 20} MiB = {data.bytes:,} bytes")
+    print(f"  sha256 verified   {'yes, every copy' if data.ok else 'NO — MISMATCH'}")
+    print(
+        f"  bulk throughput   {data.bytes * 8 / data.elapsed / 1e6:,.0f} Mbit/s through the fabric"
+    )
+    print(
+        f"  interactive       {data.samples} round trips while bulk ran: "
+        f"p50 {data.p50 * 1e3:.2f} ms, p99 {data.p99 * 1e3:.2f} ms"
+    )
+    print(
+        f"  resume (memory)   {memory.delivered:,} of {memory.size:,} bytes, resumed from byte "
+        f"{memory.resumed_from:,} in {memory.recovery * 1e3:.1f} ms, "
+        f"sha256 {'verified' if memory.ok else 'MISMATCH'}"
+    )
+
+
+def add_demo_arguments(demo: argparse.ArgumentParser) -> None:
+    demo.add_argument(
+        "--duration", type=float, default=12.0, metavar="S",
+        help="seconds of concurrent bulk + interactive traffic (default 12)",
+    )  # fmt: skip
+    demo.add_argument(
+        "--keep-running", action="store_true",
+        help="after the run, keep the nodes up (print the forwarded URL) until Ctrl-C",
+    )  # fmt: skip
+    demo.add_argument(
+        "--size-mib", type=int, default=32, metavar="N",
+        help="size of the in-memory resume download (default 32)",
+    )  # fmt: skip
