@@ -16,6 +16,7 @@ SUITES: dict[str, str] = {
     "codec": "accessfabric.bench.codec",
     "control": "accessfabric.bench.control",
     "session": "accessfabric.bench.session",
+    "vpn": "accessfabric.bench.vpn",
 }
 
 

@@ -1,0 +1,248 @@
+"""``accessfabric bench vpn``: 1400-byte IP packets node to node through the VPN.
+
+1. *fabric* (no root): two node runtimes in one process on loopback TCP+TLS, one
+   session; 1400 B IPv4/UDP packets of 16 flows are handed to the VPN client as
+   the TUN reader would hand them (bursts of up to 512), classified, batched into
+   DATA frames and counted where the exit would write them to its TUN device.
+   Baseline in the same run: the same bytes as 64 KiB writes on one plain stream.
+   Both ends share one core, so the figure is a lower bound for one node.
+2. *TUN* (root, namespaces, iperf3): ``vpn up`` client and exit processes in two
+   namespaces, ``iperf3 -u -l 1372`` (1400 B IP packets) from the client through
+   the tunnel to a server behind the exit.  Baseline: the same iperf3 run over
+   the plain veth underlay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from accessfabric.bench.report import BenchReport, BenchResult
+from accessfabric.identity.keys import NodeKey
+from accessfabric.node.address import Endpoint
+from accessfabric.node.config import NodeConfig, PeerConfig
+from accessfabric.node.connection import FabricStream
+from accessfabric.node.runtime import NodeRuntime
+from accessfabric.services.fabric import DirectStreamOpener
+from accessfabric.services.vpn import VpnClient, VpnExit
+from accessfabric.services.vpn_wire import VPN_SERVICE
+from accessfabric.wire.registry import TrafficClass
+
+PACKET = 1400
+UDP_PAYLOAD = PACKET - 28
+LOOPBACK = Endpoint(carrier="tcp", host="127.0.0.1", port=0)
+
+
+def udp_packet(flow: int, size: int = PACKET) -> bytes:
+    """An IPv4/UDP packet 10.99.0.2:40000+flow -> 10.0.0.1:5201 (checksums not computed)."""
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, size, 0, 0, 64, 17, 0,
+        bytes((10, 99, 0, 2)), bytes((10, 0, 0, 1)),
+    )  # fmt: skip
+    udp = struct.pack("!HHHH", 40000 + flow, 5201, size - 20, 0)
+    return header + udp + bytes(size - 28)
+
+
+async def _pair(work: Path) -> tuple[NodeRuntime, NodeRuntime]:
+    exit_node = NodeRuntime(
+        NodeConfig(key_path=work / "x.key", cert_dir=work / "x", listen=(LOOPBACK,)),
+        key=NodeKey.generate(),
+    )
+    await exit_node.start()
+    peer = PeerConfig(node_id=exit_node.node_id, endpoints=(exit_node.listeners[0].endpoint,))
+    client = NodeRuntime(
+        NodeConfig(key_path=work / "c.key", cert_dir=work / "c", peers=(peer,)),
+        key=NodeKey.generate(),
+    )
+    await client.start()
+    return client, exit_node
+
+
+async def _fabric_vpn(seconds: float, shards: int) -> tuple[float, float, int]:
+    """Packets/s, Mbit/s delivered, packets dropped (client outboxes full)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        client_node, exit_node = await _pair(Path(tmp))
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)  # stand-ins for TUN fds
+        a.setblocking(False)
+        b.setblocking(False)
+        delivered = [0]
+        vpn_exit = VpnExit(b.fileno(), shards=shards)
+
+        def count(packets: list[bytes]) -> None:
+            delivered[0] += len(packets)
+
+        vpn_exit.port.write = count  # type: ignore[method-assign]
+        exit_node.dispatcher.register(VPN_SERVICE, vpn_exit.handle)
+        opener = DirectStreamOpener(client_node.peers.session, {VPN_SERVICE: exit_node.node_id})
+        vpn = VpnClient(opener, a.fileno(), shards=shards, heavy_bytes=1 << 40)
+        bursts = [[udp_packet(flow) for flow in range(16)] * 32]  # 512 packets
+        vpn._on_packets(bursts[0][:16])
+        while delivered[0] < 16:
+            await asyncio.sleep(0.01)
+        delivered[0] = 0
+        started = time.perf_counter()
+        deadline = started + seconds
+        while time.perf_counter() < deadline:
+            queued = sum(o._size for o in vpn._outboxes.values())
+            if queued < 1 << 20:
+                vpn._on_packets(bursts[0])
+            await asyncio.sleep(0)
+        elapsed = time.perf_counter() - started
+        got = delivered[0]
+        dropped = vpn.counters.dropped
+        await vpn.close()
+        await vpn_exit.close()
+        await client_node.shutdown()
+        await exit_node.shutdown()
+        a.close()
+        b.close()
+        return got / elapsed, got * PACKET * 8 / elapsed / 1e6, dropped
+
+
+async def _fabric_bulk(seconds: float) -> float:
+    """Mbit/s of 64 KiB writes on one reliable stream between the same two runtimes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        client_node, exit_node = await _pair(Path(tmp))
+        received = [0]
+
+        async def sink(stream: FabricStream) -> None:
+            while data := await stream.read(1 << 20):
+                received[0] += len(data)
+
+        exit_node.dispatcher.register("sink", sink)
+        session = await client_node.peers.session(exit_node.node_id)
+        stream = await session.open_stream("sink", TrafficClass.RELIABLE)
+        chunk = os.urandom(64 * 1024)
+        started = time.perf_counter()
+        deadline = started + seconds
+        while time.perf_counter() < deadline:
+            stream.write(chunk)
+            await stream.drain()
+        elapsed = time.perf_counter() - started
+        stream.close()
+        await client_node.shutdown()
+        await exit_node.shutdown()
+        return received[0] * 8 / elapsed / 1e6
+
+
+def _tun_reason() -> str | None:
+    from accessfabric.sim import netns_unavailable_reason, tun_unavailable_reason
+
+    if shutil.which("iperf3") is None:
+        return "iperf3 not installed"
+    return netns_unavailable_reason() or tun_unavailable_reason()
+
+
+def _iperf_udp(run: list[str], server: str, seconds: float) -> tuple[float, float]:
+    out = subprocess.run(
+        [*run, "iperf3", "-c", server, "-u", "-b", "5G", "-l", str(UDP_PAYLOAD),
+         "-t", str(seconds), "-J"],
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+    ).stdout  # fmt: skip
+    end = json.loads(out)["end"]["sum"]
+    packets = end["packets"] - end["lost_packets"]
+    return packets / end["seconds"], packets * PACKET * 8 / end["seconds"] / 1e6
+
+
+def _tun_vpn(seconds: float) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(tunnel pps, Mbit/s), (underlay pps, Mbit/s) with iperf3 UDP, 1400 B packets."""
+    from accessfabric.sim import Topology
+
+    command = [sys.executable, "-m", "accessfabric"]
+    with tempfile.TemporaryDirectory() as tmp, Topology(prefix="afb") as topo:
+        work = Path(tmp)
+        for host in ("client", "exit", "server"):
+            topo.add_host(host)
+        topo.link("client", "exit")
+        topo.link("exit", "server")
+        topo.route("server", "10.99.0.0/24", via="exit")
+        server, exit_addr = topo.host_addr("server", "exit"), topo.host_addr("exit", "client")
+        ids = {}
+        for name in ("exit", "client"):
+            ids[name] = NodeKey.generate()
+            ids[name].save(work / f"{name}.key")
+        (work / "exit.toml").write_text(
+            f'key_path = "{work}/exit.key"\ndrain_timeout = 1\n[[listen]]\ncarrier = "tcp"\n'
+            f'address = "{exit_addr}:7443"\n'
+        )
+        (work / "client.toml").write_text(
+            f'key_path = "{work}/client.key"\ndrain_timeout = 1\n'
+            f'[[peers]]\nnode_id = "{ids["exit"].node_id}"\n'
+            f'endpoints = ["tcp://{exit_addr}:7443"]\nconnect = "always"\nservices = ["vpn"]\n'
+        )
+        quiet = subprocess.DEVNULL
+        topo.popen(
+            "exit", [*command, "vpn", "up", "--exit", "--config", f"{work}/exit.toml",
+                     "--address", "10.99.0.1/24", "--forwarding"], stdout=quiet, stderr=quiet,
+        )  # fmt: skip
+        time.sleep(2.0)
+        topo.popen(
+            "client", [*command, "vpn", "up", "--config", f"{work}/client.toml",
+                       "--address", "10.99.0.2/24", "--route", f"{server}/32"],
+            stdout=quiet, stderr=quiet,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while topo.run("client", ["ping", "-c1", "-W1", server], check=False).returncode:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the tunnel did not come up")
+        topo.popen("server", ["iperf3", "-s"], stdout=quiet, stderr=quiet)
+        topo.popen("exit", ["iperf3", "-s"], stdout=quiet, stderr=quiet)
+        time.sleep(0.5)
+        netns = ["ip", "netns", "exec", topo.ns("client")]
+        tunnel = _iperf_udp(netns, server, seconds)
+        underlay = _iperf_udp(netns, exit_addr, seconds)
+        return tunnel, underlay
+
+
+def run(quick: bool) -> BenchReport:
+    from accessfabric.bench.common import machine_note, run_async
+
+    report = BenchReport("vpn")
+    seconds = 3.0 if quick else 8.0
+    pps, mbps, dropped = run_async(_fabric_vpn(seconds, shards=2))
+    bulk = run_async(_fabric_bulk(seconds))
+    report.add(
+        BenchResult(
+            metric="fabric VPN 1400 B packets Mbit/s", value=mbps, unit="Mbit/s",
+            baseline_metric="fabric 64 KiB stream writes Mbit/s", baseline_value=bulk,
+        )
+    )  # fmt: skip
+    report.add(
+        BenchResult(
+            metric="fabric VPN 1400 B packets/s", value=pps, unit="packets/s",
+            baseline_metric="target 1 Gbit/s of 1400 B packets", baseline_value=1e9 / 8 / PACKET,
+        )
+    )  # fmt: skip
+    report.notes["fabric"] = (
+        f"both nodes in one process on one core, one TLS session, {dropped} packets dropped "
+        "at full outboxes; counted where the exit writes its TUN"
+    )
+    reason = _tun_reason()
+    if reason is None:
+        (t_pps, t_mbps), (u_pps, u_mbps) = _tun_vpn(seconds)
+        report.add(
+            BenchResult(
+                metric="TUN VPN iperf3 UDP 1400 B Mbit/s", value=t_mbps, unit="Mbit/s",
+                baseline_metric="iperf3 UDP over the veth underlay", baseline_value=u_mbps,
+            )
+        )  # fmt: skip
+        report.add(
+            BenchResult(
+                metric="TUN VPN iperf3 UDP packets/s", value=t_pps, unit="packets/s",
+                baseline_metric="underlay packets/s", baseline_value=u_pps,
+            )
+        )  # fmt: skip
+        report.notes["tun"] = "client and exit are separate processes (2 cores shared with iperf3)"
+    else:
+        report.notes["tun"] = f"skipped: {reason}"
+    report.notes["machine"] = machine_note()
+    return report
