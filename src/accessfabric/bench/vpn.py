@@ -204,12 +204,10 @@ def _tun_vpn(seconds: float) -> tuple[tuple[float, float], tuple[float, float]]:
 
 
 def run(quick: bool) -> BenchReport:
-    from accessfabric.bench.common import machine_note, run_async
-
     report = BenchReport("vpn")
     seconds = 3.0 if quick else 8.0
-    pps, mbps, dropped = run_async(_fabric_vpn(seconds, shards=2))
-    bulk = run_async(_fabric_bulk(seconds))
+    pps, mbps, dropped = asyncio.run(_fabric_vpn(seconds, shards=2))
+    bulk = asyncio.run(_fabric_bulk(seconds))
     report.add(
         BenchResult(
             metric="fabric VPN 1400 B packets Mbit/s", value=mbps, unit="Mbit/s",
@@ -244,5 +242,5 @@ def run(quick: bool) -> BenchReport:
         report.notes["tun"] = "client and exit are separate processes (2 cores shared with iperf3)"
     else:
         report.notes["tun"] = f"skipped: {reason}"
-    report.notes["machine"] = machine_note()
+    report.notes["machine"] = f"{os.cpu_count()} CPU, CPython {sys.version.split()[0]}"
     return report
