@@ -15,6 +15,7 @@ from accessfabric.bench.report import BenchReport, BenchResult
 SUITES: dict[str, str] = {
     "codec": "accessfabric.bench.codec",
     "control": "accessfabric.bench.control",
+    "relay": "accessfabric.bench.relay",
     "session": "accessfabric.bench.session",
     "vpn": "accessfabric.bench.vpn",
 }

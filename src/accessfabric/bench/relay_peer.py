@@ -1,0 +1,161 @@
+"""One fabric node process for the relay scenarios and ``bench relay``.
+
+``python -m accessfabric.bench.relay_peer SPEC.json`` runs a :class:`NodeRuntime` built
+from the spec (key seed, listen URL, static peers, authority key, static route leases,
+sealing keys of the other nodes), serves ``echo`` and ``sealed-sink``, prints
+``{"event": "ready"}`` on stdout, then runs the spec's workloads (if any) and prints one
+JSON line per result.  Without workloads it runs until killed.
+
+Workloads (``spec["workloads"]``, run concurrently):
+
+* ``{"kind": "bulk", "bytes": N, "class": "bulk"}``: a sealed stream to ``sealed-sink``;
+  ``progress`` lines every 4 MiB, then ``bulk_done`` with both SHA-256 and the seconds;
+* ``{"kind": "ping", "interval": 0.02, "seconds": S}``: an interactive ``echo`` stream,
+  one 16-byte ping at a time every ``interval``; ``ping_done`` lists
+  ``[sent_at, rtt]`` (``time.monotonic``, shared by every process of the machine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from accessfabric.bench.relay_lab import SEALED_SINK, SinkResults, new_initiator, sealed_sink
+from accessfabric.bench.relay_lab import send_sealed as _send_sealed
+from accessfabric.control.objects import RouteLease
+from accessfabric.control.signed import open_signed
+from accessfabric.identity.keys import NodeKey
+from accessfabric.node.address import parse_endpoint_url
+from accessfabric.node.config import NodeConfig, PeerConfig
+from accessfabric.node.log_format import configure_logging
+from accessfabric.node.routes import Route
+from accessfabric.node.runtime import NodeRuntime
+from accessfabric.session import SessionConfig
+from accessfabric.wire.registry import TrafficClass
+
+PROGRESS_EVERY = 4 * 1024 * 1024
+
+
+def emit(**fields: Any) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def build(spec: dict[str, Any], workdir: Path) -> NodeRuntime:
+    key = NodeKey.from_seed(bytes.fromhex(spec["seed"]))
+    peers = tuple(
+        PeerConfig(node_id=p["node_id"], endpoints=(parse_endpoint_url(p["url"]),))
+        for p in spec.get("peers", [])
+    )
+    session = SessionConfig(
+        keepalive_interval=spec.get("keepalive", 1.0), ping_timeout=spec.get("ping_timeout", 2.0)
+    )
+    config = NodeConfig(
+        key_path=workdir / f"{spec['name']}.key",
+        cert_dir=workdir / spec["name"],
+        listen=tuple(parse_endpoint_url(url) for url in spec.get("listen", [])),
+        peers=peers,
+        session=session,
+        authority_key=bytes.fromhex(spec["authority_key"]),
+        drain_timeout=1.0,
+    )
+    runtime = NodeRuntime(config, key=key)
+    sealing = {k: bytes.fromhex(v) for k, v in spec.get("sealing_keys", {}).items()}
+    runtime.dispatcher.register(SEALED_SINK, sealed_sink(key, sealing.get, SinkResults()))
+    runtime.routes.cooldown = spec.get("cooldown", 1.0)
+    runtime.routes.stall_timeout = spec.get("stall_timeout", 3.0)
+    authority = bytes.fromhex(spec["authority_key"])
+    by_service: dict[tuple[str, TrafficClass], list[Route]] = {}
+    for blob_hex in spec.get("routes", []):
+        blob = bytes.fromhex(blob_hex)
+        lease = open_signed(blob, RouteLease, authority)
+        for service in lease.allowed_services:
+            for cls in lease.allowed_classes:
+                by_service.setdefault((service, cls), []).append(Route(lease, blob))
+    for (service, cls), routes in by_service.items():
+        runtime.routes.set_routes(service, cls, routes)
+    return runtime
+
+
+async def bulk(runtime: NodeRuntime, spec: dict[str, Any], work: dict[str, Any]) -> None:
+    destination = bytes.fromhex(spec["sealing_keys"][spec["destination"]])
+    initiator, token = new_initiator(runtime.key, destination, SEALED_SINK)
+    cls = TrafficClass.from_name(work.get("class", "bulk"))
+    started = time.monotonic()
+    stream = await runtime.routes.open_stream(
+        SEALED_SINK, cls, key_exchange=initiator.key_exchange, resume_token=token
+    )
+    marks = [0]
+
+    def progress(sent: int) -> None:
+        if sent - marks[0] >= PROGRESS_EVERY:
+            marks[0] = sent
+            emit(event="progress", sent=sent, at=time.monotonic())
+
+    sent_sha, confirmed = await _send_sealed(stream, initiator, int(work["bytes"]), progress)
+    emit(
+        event="bulk_done",
+        sent_sha256=sent_sha,
+        confirmed_sha256=confirmed,
+        bytes=int(work["bytes"]),
+        seconds=time.monotonic() - started,
+        resumes=stream.resumes,
+    )
+
+
+async def ping(runtime: NodeRuntime, work: dict[str, Any]) -> None:
+    interval = float(work.get("interval", 0.02))
+    stream = await runtime.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+    samples: list[tuple[float, float]] = []
+    deadline = time.monotonic() + float(work["seconds"])
+    tick = time.monotonic()
+    seq = 0
+    while time.monotonic() < deadline:
+        sent_at = time.monotonic()
+        message = seq.to_bytes(8, "big") + b"pingpong"
+        stream.write(message)
+        echoed = await stream.readexactly(len(message))
+        assert echoed == message, "echo mismatch"
+        samples.append((sent_at, time.monotonic() - sent_at))
+        seq += 1
+        tick += interval
+        await asyncio.sleep(max(0.0, tick - time.monotonic()))
+        tick = max(tick, time.monotonic() - interval)
+    stream.close()
+    emit(event="ping_done", samples=samples, resumes=stream.resumes)
+
+
+async def main(path: str) -> int:
+    spec = json.loads(Path(path).read_text())
+    configure_logging(json_lines=False)
+    workdir = Path(spec.get("workdir", Path(path).parent))
+    runtime = build(spec, workdir)
+    await runtime.start()
+    emit(event="ready", node_id=runtime.node_id, at=time.monotonic())
+    jobs = []
+    for work in spec.get("workloads", []):
+        if work["kind"] == "bulk":
+            jobs.append(bulk(runtime, spec, work))
+        elif work["kind"] == "ping":
+            jobs.append(ping(runtime, work))
+    try:
+        if jobs:
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    emit(event="error", error=f"{type(result).__name__}: {result}")
+            emit(event="counters", routes=runtime.routes.observations(),
+                 failovers=runtime.routes.failovers)  # fmt: skip
+        else:
+            await asyncio.Event().wait()
+    finally:
+        await runtime.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1])))
