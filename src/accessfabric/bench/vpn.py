@@ -24,7 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.identity.keys import NodeKey
@@ -39,6 +41,7 @@ from accessfabric.wire.registry import TrafficClass
 
 PACKET = 1400
 UDP_PAYLOAD = PACKET - 28
+_T = TypeVar("_T")
 LOOPBACK = Endpoint(carrier="tcp", host="127.0.0.1", port=0)
 
 
@@ -203,11 +206,21 @@ def _tun_vpn(seconds: float) -> tuple[tuple[float, float], tuple[float, float]]:
         return tunnel, underlay
 
 
+def _run(main: Coroutine[Any, Any, _T]) -> _T:
+    """On uvloop when installed (what ``node run`` uses), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    result: _T = uvloop.run(main)
+    return result
+
+
 def run(quick: bool) -> BenchReport:
     report = BenchReport("vpn")
     seconds = 3.0 if quick else 8.0
-    pps, mbps, dropped = asyncio.run(_fabric_vpn(seconds, shards=2))
-    bulk = asyncio.run(_fabric_bulk(seconds))
+    pps, mbps, dropped = _run(_fabric_vpn(seconds, shards=2))
+    bulk = _run(_fabric_bulk(seconds))
     report.add(
         BenchResult(
             metric="fabric VPN 1400 B packets Mbit/s", value=mbps, unit="Mbit/s",
