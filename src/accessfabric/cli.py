@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the fabric working (what `make demo` runs)",
         description="On loopback, no configuration, no root: a control plane and five "
         "enrolled nodes, a bulk download and an interactive session through fabric node "
-        "processes at once with a live view, resume from the last ACK (in memory until "
-        "relay execution lands), a summary; exit 0, nothing left running.",
+        "processes at once with a live view, then through relays on leased routes with "
+        "relay-a killed midway; a summary; exit 0, nothing left running.",
     )
     from accessfabric.demo import add_demo_arguments
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import time
@@ -31,6 +32,8 @@ LINKS = {  # measured RTTs (ms) the nodes report in their heartbeats
     ("relay-b", "home"): 6.0,
 }
 SERVICE = "web"
+RELAYED = (("sealed-sink", TrafficClass.BULK), ("echo", TrafficClass.INTERACTIVE))
+"""What step 3 sends through the relays: a sealed bulk stream and an interactive echo."""
 
 
 @dataclass
@@ -43,7 +46,11 @@ class Control:
 @dataclass
 class Fleet:
     keys: dict[str, NodeKey] = field(default_factory=dict)
+    seeds: dict[str, bytes] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
+    leases: list[bytes] = field(default_factory=list)
+    """Laptop's route leases (signed blobs) for :data:`RELAYED`, primary first."""
+    authority_key: bytes = b""
 
     def name_of(self, node_id: str) -> str:
         return next((n for n, k in self.keys.items() if k.node_id == node_id), node_id[:12])
@@ -105,7 +112,9 @@ async def enroll_fleet(control: Control, work: Path) -> Fleet:
     clients: dict[str, ControlClient] = {}
     try:
         for name, roles in NODES.items():
-            key = NodeKey.generate()
+            seed = os.urandom(32)
+            key = NodeKey.from_seed(seed)
+            fleet.seeds[name] = seed
             path = work / f"{name}.key"
             key.save(path)
             fleet.keys[name], fleet.paths[name] = key, path
@@ -113,7 +122,8 @@ async def enroll_fleet(control: Control, work: Path) -> Fleet:
             clients[name] = client
             record = await client.enroll(tokens[roles])
             print(f"    enrolled {name:8} {record.node_id[:16]}…  roles {roles}")
-        await clients["home"].register_service(SERVICE, "active-active")
+        for service in (SERVICE, *(name for name, _ in RELAYED)):
+            await clients["home"].register_service(service, "active-active")
         for name, client in clients.items():
             await client.heartbeat(_facts(name, fleet))
         print(f"    home serves {SERVICE!r}; every node heartbeated its measured links")
@@ -125,6 +135,14 @@ async def enroll_fleet(control: Control, work: Path) -> Fleet:
             for route in routes:
                 hops = " -> ".join(fleet.name_of(h) for h in route.lease.hops)
                 print(f"    route lease ({route.rank or 'route'}): {hops}")
+        fleet.authority_key = authority
+        for service, traffic_class in RELAYED:
+            try:
+                usable = await clients["laptop"].route_leases(service, traffic_class)
+            except Exception as error:
+                print(f"    no route lease for laptop -> {service}: {error}")
+                continue
+            fleet.leases.extend(route.blob for route in usable)
     finally:
         for client in clients.values():
             await client.close()

@@ -23,7 +23,8 @@ def test_demo_short_run() -> None:
     assert out.count("    enrolled ") == 5
     assert "route lease (primary)" in out
     assert "sha256 verified   yes, every copy" in out
-    assert "IN MEMORY" in out
+    assert "relay-a KILLED" in out
+    assert "sha256 verified end to end; resumed 1x" in out
     assert "p50" in out and "p99" in out
     work = out.split("in ", 1)[1].split()[0]
     assert not os.path.exists(work)  # the temp dir is gone
