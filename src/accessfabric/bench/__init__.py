@@ -13,7 +13,10 @@ from collections.abc import Callable
 from accessfabric.bench.report import BenchReport, BenchResult
 
 SUITES: dict[str, str] = {
+    "carrier": "accessfabric.bench.carrier",
     "codec": "accessfabric.bench.codec",
+    "hol": "accessfabric.bench.hol",
+    "idle": "accessfabric.bench.idle",
     "control": "accessfabric.bench.control",
     "relay": "accessfabric.bench.relay",
     "session": "accessfabric.bench.session",

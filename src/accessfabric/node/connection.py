@@ -29,6 +29,12 @@ from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)
 
+COALESCE_BELOW = 16 * 1024
+"""Writes smaller than this are coalesced with the stream's other small writes until the
+next flush (the same loop iteration), so 1400-byte writes do not each cost a frame."""
+COALESCE_PIECE = 64 * 1024
+"""A coalesced piece is handed to the session once it reaches this size."""
+
 session_clock = time.monotonic
 """The clock sessions run on: nanosecond resolution (uvloop's ``loop.time()`` ticks in
 whole milliseconds, which rounds loopback RTTs to 0 and starves the delay-based pacer)."""
@@ -90,7 +96,9 @@ class FabricStream:
         self.service = service
         self.traffic_class = traffic_class
         self._chunks: deque[memoryview | bytes] = deque()
-        self._pending: deque[memoryview] = deque()  # written, not yet taken by the session
+        # Written, not yet taken by the session: ``bytes`` whole, a view once split.
+        self._pending: deque[bytes | memoryview] = deque()
+        self._tail: bytearray | None = None  # small writes coalesced until the next flush
         self._close_after_pending = False
         self._eof = False
         self._error: BaseException | None = None
@@ -199,6 +207,7 @@ class SessionConnection:
         self._timer_at: float | None = None
         self._flush_scheduled = False
         self._blocked: set[FabricStream] = set()
+        self._coalescing: list[FabricStream] = []
         self.on_event: list[Callable[[ev.Event], None]] = []
 
     # ------------------------------------------------------------ carrier side
@@ -211,7 +220,9 @@ class SessionConnection:
         events = self.session.receive_data(data, session_clock())
         if events:
             self._handle(events)
-        self._flush()
+        # Flush later in this loop iteration: the ACK for these bytes then leaves in the
+        # same write as the credit the reader grants when it consumes them.
+        self._schedule_flush()
 
     def writable(self) -> None:
         self._flush()
@@ -322,6 +333,8 @@ class SessionConnection:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._coalescing:
+            self._seal_all()
         transport = self._transport
         if transport is not None:
             now = session_clock()
@@ -390,18 +403,57 @@ class SessionConnection:
                 pending.popleft()
                 session.send_data(stream.stream_id, head)
             else:
-                session.send_data(stream.stream_id, head[:room])
-                pending[0] = head[room:]
+                view = memoryview(head)
+                session.send_data(stream.stream_id, view[:room])
+                pending[0] = view[room:]
             moved = True
         return moved
 
     # ------------------------------------------------------------ stream operations
 
-    def _write(self, stream: FabricStream, data: bytes | bytearray | memoryview) -> None:
-        if not data:
+    def _seal_all(self) -> None:
+        coalescing, self._coalescing = self._coalescing, []
+        for stream in coalescing:
+            if stream._tail is not None and stream.stream_id in self._streams:
+                try:
+                    self._seal(stream)
+                except LocalProtocolError as error:  # e.g. written after close()
+                    stream._fail(error)
+            stream._tail = None
+
+    def _seal(self, stream: FabricStream) -> None:
+        """Hand the stream's coalesced small writes over as one piece."""
+        tail = stream._tail
+        if not tail:
             return
-        # The session keeps views until ACKed: own the bytes (one copy for mutable buffers).
-        stream._pending.append(memoryview(data if isinstance(data, bytes) else bytes(data)))
+        stream._tail = bytearray()
+        self._queue(stream, bytes(tail))
+
+    def _write(self, stream: FabricStream, data: bytes | bytearray | memoryview) -> None:
+        size = len(data)
+        if not size:
+            return
+        if size < COALESCE_BELOW:
+            # Many small writes in one loop iteration become one piece (and so a few large
+            # frames) at the flush that follows; nothing waits longer than it did.
+            tail = stream._tail
+            if tail is None:
+                tail = stream._tail = bytearray()
+                self._coalescing.append(stream)
+            tail += data
+            if len(tail) >= COALESCE_PIECE:
+                self._seal(stream)
+            else:
+                self._schedule_flush()
+            return
+        if stream._tail:
+            self._seal(stream)
+        self._queue(stream, data)
+
+    def _queue(self, stream: FabricStream, data: bytes | bytearray | memoryview) -> None:
+        # The session keeps what it is given until ACKed and copies anything but ``bytes``:
+        # hand it ``bytes`` untouched (no copy) and copy mutable buffers once, here.
+        stream._pending.append(data if type(data) is bytes else bytes(data))
         self._move_pending(stream)
         if stream._pending or self.session.send_buffer_available(stream.stream_id) <= 0:
             stream._writable.clear()
@@ -409,6 +461,8 @@ class SessionConnection:
         self._schedule_flush()
 
     def _close_stream(self, stream: FabricStream) -> None:
+        if stream._tail:
+            self._seal(stream)
         if stream._pending:
             stream._close_after_pending = True
             return
@@ -419,7 +473,9 @@ class SessionConnection:
         self._schedule_flush()
 
     def _reset_stream(self, stream_id: int, code: ErrorCode) -> None:
-        self._streams.pop(stream_id, None)
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None:
+            stream._tail = None
         self.session.reset_stream(stream_id, code)
         self._schedule_flush()
 

@@ -327,10 +327,10 @@ class FrameDecoder:
             raise self._error
         buffer = self._buffer
         if buffer:
-            buffer += data
-            if len(buffer) < self._needed:
+            if len(buffer) + len(data) < self._needed:
+                buffer += data
                 return []
-            chunk = bytes(buffer)
+            chunk = b"".join((buffer, data))  # one copy of both, not two
             buffer.clear()
         elif type(data) is bytes:
             chunk = data
