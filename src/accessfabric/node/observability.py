@@ -17,12 +17,14 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from accessfabric.errors import ErrorCode
 from accessfabric.node.address import HostPort
@@ -35,6 +37,40 @@ AUTH_FAILURES = frozenset({ErrorCode.AUTHENTICATION_FAILED, ErrorCode.IDENTITY_M
 StatusSection = Callable[[], Any]
 
 
+class RouteView(Protocol):
+    """What observability reads of the node's route execution (``RouteManager``)."""
+
+    failovers: int
+    failed: int
+
+    def observations(self) -> list[dict[str, object]]: ...
+
+
+class _RouteCollector(Collector):
+    def __init__(self, routes: RouteView) -> None:
+        self.routes = routes
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "accessfabric_route_failovers",
+            "Streams moved to an alternate route (resumed from the last end-to-end ACK).",
+            value=self.routes.failovers,
+        )
+        yield CounterMetricFamily(
+            "accessfabric_route_failures",
+            "Streams whose every route failed.",
+            value=self.routes.failed,
+        )
+        routes = self.routes.observations()
+        healthy = GaugeMetricFamily(
+            "accessfabric_routes", "Leased routes by health.", labels=["healthy"]
+        )
+        for state in (True, False):
+            count = sum(1 for r in routes if bool(r.get("healthy")) is state)
+            healthy.add_metric([str(state).lower()], count)
+        yield healthy
+
+
 class NodeObservability:
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
@@ -45,6 +81,7 @@ class NodeObservability:
         self._sections: dict[str, StatusSection] = {}
         self._runners: list[web.AppRunner] = []
         self._waiters: set[asyncio.Future[Any]] = set()
+        self._routes: RouteView | None = None
         self.metrics_url = ""
         self.admin_path: Path | None = None
 
@@ -74,6 +111,11 @@ class NodeObservability:
 
     def auth_failure(self, reason: str) -> None:
         self.metrics.auth_failures[reason] += 1
+
+    def watch_routes(self, routes: RouteView) -> None:
+        """Export route failovers and show the route table in ``status``."""
+        self._routes = routes
+        self.registry.register(_RouteCollector(routes))
 
     def add_section(self, name: str, section: StatusSection) -> None:
         self._sections[name] = section
@@ -121,12 +163,29 @@ class NodeObservability:
             "metrics_url": self.metrics_url,
             "sessions": sessions,
             "streams": streams,
-            "routes": [],
+            "routes": self._route_rows(),
             "leases": [],
         }
         for name, section in self._sections.items():
             result[name] = section()
         return result
+
+    def _route_rows(self) -> list[dict[str, Any]]:
+        if self._routes is None:
+            return []
+        return [
+            {
+                "route": r.get("route_id"),
+                "epoch": r.get("epoch"),
+                "first_hop": r.get("first_hop"),
+                "healthy": r.get("healthy"),
+                "srtt_ms": r.get("srtt_ms"),
+                "stalls": r.get("stalls"),
+                "failures": r.get("failures"),
+                "last_failure": r.get("last_failure") or "-",
+            }
+            for r in self._routes.observations()
+        ]
 
     # ------------------------------------------------------------ serving
 

@@ -84,6 +84,7 @@ class NodeRuntime:
         self.routes = RouteManager(
             self.key.node_id, self.peers, self.data_plane, authority_key=config.authority_key
         )
+        self.observe.watch_routes(self.routes)
         self.local.on_new_connection = self._new_connection
         self.components = list(components)
 
