@@ -35,7 +35,7 @@ class SessionConfig:
     """The peer is dead when a PING stays unanswered this long."""
     idle_timeout: float | None = None
     """End the session after this long with no open stream (None: persistent)."""
-    pacing_target_delay: float | None = 0.002
+    pacing_target_delay: float | None = 0.0005
     """Queueing delay (RTT above the minimum) the pacer aims for; None disables pacing."""
     pacing_min_window: int = 64 * 1024
     """Bytes of reliable/bulk/droppable always allowed in flight, whatever the delay says."""
