@@ -58,6 +58,16 @@ class LocalNode:
     rejected_connections: int = 0
     on_new_connection: Callable[[SessionConnection], None] | None = None
     """Called with every session created (dialled or accepted): the node's metrics."""
+    _tls_contexts: dict[bool, ssl.SSLContext] = field(default_factory=dict, repr=False)
+
+    def tls_context(self, *, server: bool) -> ssl.SSLContext:
+        """This node's TLS context, built once (loading certificate files per dial cost
+        about 20 KiB and 3 ms per session)."""
+        context = self._tls_contexts.get(server)
+        if context is None:
+            make = server_context if server else client_context
+            context = self._tls_contexts[server] = make(self.key, self.cert_dir)
+        return context
 
     def new_connection(
         self,
@@ -150,7 +160,7 @@ async def connect_tcp(
     or another ``ProtocolError``.
     """
     loop = asyncio.get_running_loop()
-    context = client_context(local.key, local.cert_dir)
+    context = local.tls_context(server=False)
     made: list[SessionConnection] = []
     factory = local.dial_factory(expected_peer_id, made)
 
@@ -179,7 +189,7 @@ async def serve_tcp(
 ) -> asyncio.Server:
     """Accept TCP+TLS carriers; every connection is handed over as soon as it exists."""
     loop = asyncio.get_running_loop()
-    context = server_context(local.key, local.cert_dir)
+    context = local.tls_context(server=True)
 
     def factory(
         info: CarrierInfo, transport: ByteTransport, tls: PeerTlsInfo | None
@@ -216,7 +226,7 @@ async def connect_ws(
     if parts.scheme != "wss" or not parts.hostname:
         raise ValueError(f"a fabric websocket URL is wss://host:port/path, not {url!r}")
     host, port = parts.hostname, parts.port or 443
-    context = client_context(local.key, local.cert_dir)
+    context = local.tls_context(server=False)
     if proxy_tls is not None:
         if expected_peer_id is None:
             raise ValueError("dialing through a TLS-terminating proxy needs expected_peer_id")
@@ -270,7 +280,7 @@ async def serve_ws(
     if not tls and not behind_proxy:
         raise ValueError("a fabric websocket listener without TLS must be behind_proxy")
     loop = asyncio.get_running_loop()
-    context = server_context(local.key, local.cert_dir) if tls else None
+    context = local.tls_context(server=True) if tls else None
 
     def factory(
         info: CarrierInfo, transport: ByteTransport, tls_info: PeerTlsInfo | None

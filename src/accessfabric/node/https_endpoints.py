@@ -23,7 +23,7 @@ from aiohttp import web
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
 from accessfabric.carriers.https_fallback import FallbackServer
 from accessfabric.carriers.https_fallback_client import FallbackClientCarrier
-from accessfabric.identity.tls import PeerTlsInfo, client_context, server_context
+from accessfabric.identity.tls import PeerTlsInfo
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.endpoints import LocalNode
 
@@ -68,7 +68,7 @@ async def connect_https(
     ``AuthenticationError`` or another ``ProtocolError``.
     """
     host, port, path = parse_https_url(url)
-    context = client_context(local.key, local.cert_dir)
+    context = local.tls_context(server=False)
     if proxy_tls is not None:
         if expected_peer_id is None:
             raise ValueError("dialing through a TLS-terminating proxy needs expected_peer_id")
@@ -156,7 +156,7 @@ async def serve_https(
     if not tls and not behind_proxy:
         raise ValueError("an https fallback listener without TLS must be behind_proxy")
     node = fallback_node(local)
-    context = server_context(local.key, local.cert_dir) if tls else None
+    context = local.tls_context(server=True) if tls else None
 
     def factory(
         info: CarrierInfo, transport: ByteTransport, tls_info: PeerTlsInfo | None
