@@ -779,4 +779,8 @@ async def _run_all(ctx: _Context, quick: bool, processes: int) -> BenchReport:
 def run(quick: bool) -> BenchReport:
     processes = 1 if os.environ.get(PROCESSES_ENV, "2") == "1" else 2
     with tempfile.TemporaryDirectory(prefix="afbench-") as tmp:
-        return run_async(_main(quick, processes, Path(tmp) / "tls"))
+        report = run_async(_main(quick, processes, Path(tmp) / "tls"))
+    from accessfabric.bench.carrier_extra import add_extra_rows  # QUIC and HTTPS fallback
+
+    add_extra_rows(report, quick)
+    return report
