@@ -21,6 +21,8 @@ MAX_PEERS = 256
 MAX_SERVICES = 64
 MAX_TRANSPORTS = 8
 MAX_ENDPOINTS = 16
+MAX_ENDPOINT_HEALTH = 64
+MAX_COUNT = 1_000_000_000
 MAX_STRING = 256
 MAX_RTT_MS = 600_000.0
 MAX_BANDWIDTH_MBPS = 1_000_000.0
@@ -59,6 +61,38 @@ class ServiceCapacity:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointHealth:
+    """The node's own dial health of one endpoint (its ranker's report, bounded)."""
+
+    transport: str
+    address: str
+    node_id: str | None = None
+    success_rate: float | None = None
+    """Share of recent dials that succeeded, 0..1; None: no dial yet."""
+    latency_ms: float | None = None
+    dials: float = 0.0
+    """Recent dials (decayed, so fractional)."""
+    consecutive_failures: int = 0
+    backoff_remaining_s: float = 0.0
+    age_s: float = 0.0
+    last_reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "transport": self.transport,
+            "address": self.address,
+            "node_id": self.node_id,
+            "success_rate": self.success_rate,
+            "latency_ms": self.latency_ms,
+            "dials": self.dials,
+            "consecutive_failures": self.consecutive_failures,
+            "backoff_remaining_s": self.backoff_remaining_s,
+            "age_s": self.age_s,
+            "last_reason": self.last_reason,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HeartbeatFacts:
     """One heartbeat's facts, every field within its bounds."""
 
@@ -81,6 +115,7 @@ class HeartbeatFacts:
     relay_max_mbps: float = 0.0
     relay_classes: tuple[str, ...] = ()
     services: tuple[ServiceCapacity, ...] = ()
+    endpoint_health: tuple[EndpointHealth, ...] = ()
     trust_tier: int | None = None
     region: str = ""
     failure_domain: str = ""
@@ -134,6 +169,7 @@ class HeartbeatFacts:
             "services": [
                 {"name": s.name, "capacity": s.capacity, "load": s.load} for s in self.services
             ],
+            "endpoint_health": [e.to_json() for e in self.endpoint_health],
             **({"trust_tier": self.trust_tier} if self.trust_tier is not None else {}),
             "placement": {"region": self.region, "failure_domain": self.failure_domain},
             "cache_versions": {
@@ -270,6 +306,31 @@ def _service(value: object, path: str) -> ServiceCapacity:
     )
 
 
+def _endpoint_health(value: object, path: str) -> EndpointHealth:
+    f = _Fields(value, path)
+    node_id: str | None = None
+    if f.data.get("node_id") is not None:
+        node_id = f.string("node_id", "")
+    success: float | None = None
+    if f.data.get("success_rate") is not None:
+        success = f.number("success_rate", 0.0, 0.0, 1.0)
+    latency: float | None = None
+    if f.data.get("latency_ms") is not None:
+        latency = f.number("latency_ms", 0.0, 0.0, MAX_RTT_MS)
+    return EndpointHealth(
+        transport=f.string("transport", ""),
+        address=f.string("address", ""),
+        node_id=node_id,
+        success_rate=success,
+        latency_ms=latency,
+        dials=f.number("dials", 0.0, 0.0, float(MAX_COUNT)),
+        consecutive_failures=f.integer("consecutive_failures", 0, 0, MAX_COUNT),
+        backoff_remaining_s=f.number("backoff_remaining_s", 0.0, 0.0, MAX_RTT_MS),
+        age_s=f.number("age_s", 0.0, 0.0, float(MAX_COUNT)),
+        last_reason=f.string("last_reason", ""),
+    )
+
+
 def _placement_name(f: _Fields, key: str) -> str:
     value = f.string(key, "")
     if value:
@@ -298,6 +359,10 @@ def parse_facts(body: object) -> HeartbeatFacts:
     services = tuple(
         _service(v, f"services[{i}]") for i, v in enumerate(top.items("services", MAX_SERVICES))
     )
+    endpoint_health = tuple(
+        _endpoint_health(v, f"endpoint_health[{i}]")
+        for i, v in enumerate(top.items("endpoint_health", MAX_ENDPOINT_HEALTH))
+    )
     trust: int | None = None
     if top.data.get("trust_tier") is not None:
         trust = top.integer("trust_tier", 0, 0, MAX_TRUST_TIER)
@@ -321,6 +386,7 @@ def parse_facts(body: object) -> HeartbeatFacts:
         relay_max_mbps=relay.number("max_bandwidth_mbps", 0.0, 0.0, MAX_BANDWIDTH_MBPS),
         relay_classes=relay.strings("allowed_classes", len(CLASS_NAMES), CLASS_NAMES),
         services=services,
+        endpoint_health=endpoint_health,
         trust_tier=trust,
         region=_placement_name(placement, "region"),
         failure_domain=_placement_name(placement, "failure_domain"),

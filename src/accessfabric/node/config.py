@@ -125,6 +125,25 @@ class ForwardConfig:
     """None: the service's well-known class (rdp, ssh: interactive; others: reliable)."""
 
 
+DEFAULT_CONTROL_URL = "http://127.0.0.1:8600"
+CONTROL_KEYS = ("url", "authority_key", "token", "state_dir", "heartbeat_interval")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlSettings:
+    """``[control]``: the control plane this node enrolls with and heartbeats to."""
+
+    url: str = DEFAULT_CONTROL_URL
+    authority_key: bytes
+    """The control plane's public key (``afauth1...``): every signed object is checked."""
+    token: str | None = None
+    """Enrollment token: used only while no node record is cached in ``state_dir``."""
+    state_dir: Path
+    """The control client's cache (node record, policy, directory, leases)."""
+    heartbeat_interval: float | None = None
+    """Seconds between heartbeats; None: the control plane's policy (default 10 s)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     """Everything ``accessfabric node run`` needs; defaults work for all but ``key_path``."""
@@ -147,6 +166,8 @@ class NodeConfig:
     log_json: bool = False
     authority_key: bytes | None = None
     """The control plane's public key (``afauth1...``): route leases are checked with it."""
+    control: ControlSettings | None = None
+    """``[control]``: None runs without a control plane (static peers and routes)."""
     source: str = ""
     """Where the config came from (the file as given, or ``environment``)."""
 
@@ -227,6 +248,7 @@ _TOP_KEYS = (
     "ranking",
     "drain_timeout",
     "log_json",
+    "control",
 )
 
 
@@ -246,6 +268,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     log_json = _opt(document, "log_json", top, _bool)
     authority_key = _opt(document, "authority_key", top, _authority_key)
     session_table = _opt(document, "session", top, _table) or {}
+    control_table = _opt(document, "control", top, _table)
     ranking = _opt(document, "ranking", top, _ranking) or RankingPolicy()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
@@ -287,6 +310,10 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     except TypeError as exc:  # pragma: no cover - keys are checked above
         raise ConfigError(source, "session", str(exc)) from None
     _check_windows(session, session_at)
+    control = None
+    if control_table is not None:
+        control = _control(control_table, top / "control", base, authority_key, key_path)
+        authority_key = authority_key or control.authority_key
     return NodeConfig(
         key_path=key_path,
         cert_dir=cert_dir or key_path.parent / "tls",
@@ -302,6 +329,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         drain_timeout=DEFAULT_DRAIN_TIMEOUT if drain_timeout is None else drain_timeout,
         log_json=bool(log_json),
         authority_key=authority_key,
+        control=control,
         source=source,
     )
 
@@ -387,6 +415,36 @@ def _positive_seconds(value: Any, at: _At) -> float:
     if not 0 < value < 1e9:
         at.fail(f"must be a positive number of seconds, got {value}")
     return float(value)
+
+
+def _control(
+    table: dict[str, Any], at: _At, base: Path, top_key: bytes | None, key_path: Path
+) -> ControlSettings:
+    _check_keys(table, at, CONTROL_KEYS)
+    url = DEFAULT_CONTROL_URL
+    if "url" in table:
+        url = _str(table["url"], at / "url").rstrip("/")
+        if not url.startswith(("http://", "https://")) or url[-3:] == "://":
+            (at / "url").fail(f"expected an http:// or https:// URL, got {url!r}")
+    key = _opt(table, "authority_key", at, _authority_key)
+    if key is None:
+        if top_key is None:
+            (at / "authority_key").fail(
+                "required (the control plane's afauth1... key; or the top-level authority_key)"
+            )
+        key = top_key
+    elif top_key is not None and key != top_key:
+        (at / "authority_key").fail("differs from the top-level authority_key")
+    token = _str(table["token"], at / "token") if "token" in table else None
+    state_dir = _opt(table, "state_dir", at, lambda v, a: _path(v, a, base))
+    interval = _opt(table, "heartbeat_interval", at, _positive_seconds)
+    return ControlSettings(
+        url=url,
+        authority_key=key,
+        token=token,
+        state_dir=state_dir or key_path.parent / (key_path.stem + ".control"),
+        heartbeat_interval=interval,
+    )
 
 
 def _roles(value: Any, at: _At) -> tuple[str, ...]:

@@ -117,6 +117,10 @@ class NodeObservability:
         self._routes = routes
         self.registry.register(_RouteCollector(routes))
 
+    def connections(self) -> list[SessionConnection]:
+        """Every tracked session (dialled and accepted)."""
+        return list(self._sessions)
+
     def add_section(self, name: str, section: StatusSection) -> None:
         self._sections[name] = section
 

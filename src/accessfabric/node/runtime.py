@@ -21,6 +21,7 @@ from accessfabric.identity.keys import NodeKey
 from accessfabric.node.address import Endpoint
 from accessfabric.node.config import NodeConfig, PeerConfig
 from accessfabric.node.connection import SessionConnection
+from accessfabric.node.control_link import ControlLink
 from accessfabric.node.dataplane import DataPlane
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
 from accessfabric.node.endpoints import LocalNode
@@ -87,6 +88,11 @@ class NodeRuntime:
         self.observe.watch_routes(self.routes)
         self.local.on_new_connection = self._new_connection
         self.components = list(components)
+        self.control: ControlLink | None = None
+        if config.control is not None:  # docs/config.md [control]
+            self.control = ControlLink(self, config.control)
+            self.observe.add_section("control", self.control.status)
+            self.observe.add_section("leases", self.control.lease_rows)
 
     def _new_connection(self, connection: SessionConnection) -> None:
         self.observe.track(connection)
@@ -117,11 +123,15 @@ class NodeRuntime:
                     address=bound.endpoint.address, url=bound.endpoint.url,
                 )  # fmt: skip
             await self.observe.start(self.config.metrics_listen, self.config.admin_socket)
+            if self.control is not None:
+                await self.control.start()
             for component in self.components:
                 await component.start(self)
         except BaseException:
             for bound in self.listeners:
                 bound.close()
+            if self.control is not None:
+                await self.control.close()
             await self.observe.close()
             raise
         for peer in self.config.peers:
@@ -208,6 +218,8 @@ class NodeRuntime:
         for component in reversed(self.components):
             with contextlib.suppress(Exception):
                 await component.close()
+        if self.control is not None:
+            await self.control.close()
         for keeper in self._keepers:
             keeper.cancel()
         for connection in list(self._accepted):

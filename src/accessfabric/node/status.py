@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-TABLES = ("sessions", "streams", "routes", "leases", "services", "forwards", "vpn")
+TABLES = ("control", "sessions", "streams", "routes", "leases", "services", "forwards", "vpn")
 
 
 async def fetch_status(socket_path: Path, timeout: float = 5.0) -> dict[str, Any]:
@@ -62,6 +62,10 @@ def render(status: dict[str, Any]) -> str:
             continue
         lines.append("")
         lines.append(f"{name}:")
+        if isinstance(rows, dict):
+            width = max((len(k) for k in rows), default=0)
+            lines.extend(f"  {k.ljust(width)}  {_cell(v)}" for k, v in rows.items())
+            continue
         lines.extend(table(rows) if isinstance(rows, list) else [f"  {rows}"])
     return "\n".join(lines)
 

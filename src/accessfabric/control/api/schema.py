@@ -11,6 +11,7 @@ from typing import Any
 from accessfabric import __version__
 from accessfabric.control.facts import (
     CLASS_NAMES,
+    MAX_ENDPOINT_HEALTH,
     MAX_PEERS,
     MAX_SERVICES,
     MAX_TRANSPORTS,
@@ -26,6 +27,7 @@ FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
 ROLE = {"type": "string", "enum": [role.value for role in Role]}
 NONNEG = {"type": "number", "minimum": 0}
 INT = {"type": "integer", "minimum": 0}
+SHORT_TEXT = {"type": "string", "maxLength": 256}
 
 
 def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -149,6 +151,37 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "maxItems": MAX_SERVICES,
                 "items": _obj({"name": NAME, "capacity": INT, "load": FRACTION}, ["name"]),
+            },
+            "endpoint_health": {
+                "type": "array",
+                "maxItems": MAX_ENDPOINT_HEALTH,
+                "items": _obj(
+                    {
+                        "transport": SHORT_TEXT,
+                        "address": SHORT_TEXT,
+                        "node_id": {**SHORT_TEXT, "nullable": True},
+                        "success_rate": {**FRACTION, "nullable": True},
+                        "latency_ms": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 600000,
+                            "nullable": True,
+                        },
+                        "dials": {"type": "number", "minimum": 0, "maximum": 1_000_000_000},
+                        "consecutive_failures": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "maximum": 1_000_000_000,
+                        },
+                        "backoff_remaining_s": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 600000,
+                        },
+                        "age_s": {"type": "number", "minimum": 0, "maximum": 1_000_000_000},
+                        "last_reason": SHORT_TEXT,
+                    }
+                ),
             },
             "trust_tier": {"type": "integer", "minimum": 0, "maximum": 3, "nullable": True},
             "placement": _obj({"region": NAME, "failure_domain": NAME}),

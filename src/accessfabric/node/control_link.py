@@ -1,0 +1,414 @@
+"""The node's link to the control plane (``[control]``): the glue around ``ControlClient``.
+
+A :class:`ControlLink` is a node component.  When started it
+
+* enrolls with ``[control] token`` unless a node record is cached in ``state_dir``;
+* heartbeats every interval (the control plane's policy, or ``heartbeat_interval``)
+  with the node's facts: listeners as endpoint candidates and transports, ``[[services]]``,
+  relay opt-in for the ``relay`` role, measured peers (session RTTs and the first hops
+  of leased routes, from ``routes.observations()``) and the ranker's bounded endpoint
+  health report; failures back off exponentially with jitter;
+* registers every ``[[services]]`` replica and keeps its service leases cached (the
+  heartbeats renew the replica);
+* feeds route leases to route execution: ``runtime.routes.source`` answers from the
+  cached leases while they are valid (renewed a third before expiry for the services of
+  ``[[forwards]]`` and any service a stream was opened to), and fetches when none is
+  cached; with the control plane unreachable the cached leases keep working until they
+  expire, and the error says why none is left;
+* turns directory entries into dialable peers of the ``PeerSessionManager`` (static
+  ``[[peers]]`` keep their configured endpoints), probing a few so their RTT reaches
+  the control plane's route planner.
+
+:meth:`ControlLink.status` is the ``control`` section of ``accessfabric status``;
+:meth:`ControlLink.lease_rows` fills its ``leases`` table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from accessfabric.control.client import (
+    BACKOFF_BASE,
+    BACKOFF_MAX,
+    ControlClient,
+    ControlRefused,
+    ControlUnavailable,
+    NoUsableLease,
+    backoff_delay,
+)
+from accessfabric.control.facts import (
+    MAX_ENDPOINT_HEALTH,
+    MAX_ENDPOINTS,
+    MAX_PEERS,
+    MAX_SERVICES,
+    EndpointHealth,
+    HeartbeatFacts,
+    PeerMeasurement,
+    ServiceCapacity,
+)
+from accessfabric.node.address import Endpoint, parse_endpoint_url
+from accessfabric.node.config import ControlSettings
+from accessfabric.node.log_format import log_event
+from accessfabric.node.routes import NoUsableRoute, Route
+from accessfabric.services.tcp_forward import default_class
+from accessfabric.wire.registry import TrafficClass
+
+if TYPE_CHECKING:
+    from accessfabric.node.runtime import NodeRuntime
+
+log = logging.getLogger(__name__)
+
+TRANSPORT_OF = {
+    "tcp": "tcp_tls",
+    "websocket": "websocket",
+    "quic": "quic",
+    "https": "https_fallback",
+}
+MAX_PROBES = 8
+"""Directory peers dialled at most at once to measure their RTT."""
+SOFTWARE = "accessfabric-node"
+
+
+class ControlLink:
+    """Runs a :class:`ControlClient` for a :class:`NodeRuntime` (see the module doc)."""
+
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        settings: ControlSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.client = ControlClient(
+            settings.url,
+            runtime.key,
+            settings.authority_key,
+            str(settings.state_dir),
+            clock=clock,
+        )
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._probes: dict[str, asyncio.Task[None]] = {}
+        self._registered: set[str] = set()
+        self._directory_peers: set[str] = set()
+        self.health: str | None = None
+        self.reasons: list[str] = []
+        self.last_heartbeat_at: float | None = None
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.failures = 0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Hook into route execution and start the heartbeat loop (never blocks start-up)."""
+        self.runtime.routes.source = self.route_source
+        for forward in self.runtime.config.forwards:
+            traffic_class = forward.traffic_class or default_class(forward.service)
+            self.client.wanted.add((forward.service, traffic_class))
+        self._apply_directory(self.client.cached_directory())
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        self._stop.set()
+        tasks = [t for t in (self._task, *self._probes.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.client.close()
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.cycle()
+                if self.failures:
+                    log_event(log, "control plane reachable again", failures=self.failures)
+                self.failures = 0
+                self.client.next_attempt_at = None
+                interval = self.settings.heartbeat_interval or self.client.heartbeat_interval()
+                delay = interval * self._rng.uniform(0.9, 1.1)
+            except (ControlUnavailable, ControlRefused, NotEnrolledYet) as error:
+                self.failures += 1
+                self.last_error, self.last_error_at = str(error), self._clock()
+                delay = backoff_delay(self.failures, self._rng, base=BACKOFF_BASE, cap=BACKOFF_MAX)
+                self.client.next_attempt_at = self._clock() + delay
+                log_event(
+                    log, "control plane link failing", logging.WARNING,
+                    error=str(error), retry_in=round(delay, 1),
+                    status=self.client.status().describe(),
+                )  # fmt: skip
+            except Exception as error:  # a bug must not end the loop silently
+                self.failures += 1
+                self.last_error, self.last_error_at = repr(error), self._clock()
+                log.exception("control link cycle failed")
+                delay = BACKOFF_MAX
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+
+    # ------------------------------------------------------------ one cycle
+
+    async def cycle(self) -> None:
+        """Enroll if needed, heartbeat, register services, directory, renew route leases."""
+        client = self.client
+        if client.record() is None:
+            if not self.settings.token:
+                raise NotEnrolledYet(
+                    f"{self.runtime.node_id} has no node record in {self.settings.state_dir} "
+                    "and [control] token is not set"
+                )
+            record = await client.enroll(self.settings.token)
+            log_event(
+                log, "enrolled with the control plane", tenant=record.tenant,
+                roles=",".join(sorted(r.value for r in record.roles)),
+            )  # fmt: skip
+        reply = await client.heartbeat(self.facts())
+        self.last_heartbeat_at = self._clock()
+        health = reply.get("health")
+        self.health = str(health) if health is not None else None
+        reasons = reply.get("reasons")
+        self.reasons = [str(r) for r in reasons] if isinstance(reasons, list) else []
+        for service in self.runtime.config.services:
+            if service.name not in self._registered:
+                mode = "active-active" if service.mode == "forward" else service.mode
+                answer = await client.register_service(service.name, mode)
+                self._registered.add(service.name)
+                log_event(log, "service registered", service=service.name, me=answer.get("me"))
+            await client.service_leases(service.name)
+        cached = client.cached_directory() or {}
+        version = reply.get("directory_version")
+        if not cached or (isinstance(version, int) and version != cached.get("version")):
+            cached = await client.directory()
+        self._apply_directory(cached)
+        await client.renew_due()
+        for name, traffic_class in sorted(client.wanted):
+            self._publish(name, traffic_class, client.cached_route_leases(name, traffic_class))
+
+    # ------------------------------------------------------------ facts
+
+    def facts(self) -> HeartbeatFacts:
+        runtime = self.runtime
+        endpoints = [bound.endpoint for bound in runtime.listeners]
+        transports = tuple(dict.fromkeys(TRANSPORT_OF.get(e.carrier, "tcp_tls") for e in endpoints))
+        relay = "relay" in runtime.config.roles
+        services = tuple(
+            ServiceCapacity(name=s.name) for s in runtime.config.services[:MAX_SERVICES]
+        )
+        return HeartbeatFacts(
+            software_version=SOFTWARE,
+            transports=transports,
+            reachable=bool(endpoints),
+            endpoints=tuple(dict.fromkeys(e.url for e in endpoints))[:MAX_ENDPOINTS],
+            peers=self._peer_measurements(),
+            relay_opt_in=relay,
+            relay_classes=tuple(c.name.lower() for c in TrafficClass) if relay else (),
+            services=services,
+            endpoint_health=self._endpoint_health(),
+        )
+
+    def _peer_measurements(self) -> tuple[PeerMeasurement, ...]:
+        """RTTs of live sessions, then the first hops of leased routes (route observations)."""
+        runtime = self.runtime
+        rtts: dict[str, float] = {}
+        sessions = [runtime.peers.current(p) for p in runtime.peers.peer_ids]
+        for connection in [*sessions, *runtime.observe.connections()]:
+            if connection is None or connection.is_closed:
+                continue
+            peer = connection.session.peer_node_id
+            srtt = connection.session.rtt.srtt
+            if peer and peer != runtime.node_id and srtt:
+                rtts.setdefault(peer, round(srtt * 1e3, 3))
+        failures: dict[str, float] = {}
+        for observation in runtime.routes.observations():
+            hop, srtt_ms = observation.get("first_hop"), observation.get("srtt_ms")
+            if not isinstance(hop, str) or hop == runtime.node_id:
+                continue
+            if isinstance(srtt_ms, int | float):
+                rtts.setdefault(hop, float(srtt_ms))
+            if observation.get("healthy") is False:
+                failures[hop] = 1.0
+        return tuple(
+            PeerMeasurement(node_id=peer, rtt_ms=min(rtt, 600_000.0), loss=failures.get(peer, 0.0))
+            for peer, rtt in list(rtts.items())[:MAX_PEERS]
+        )
+
+    def _endpoint_health(self) -> tuple[EndpointHealth, ...]:
+        report = self.runtime.dialer.ranker.health_report(
+            asyncio.get_running_loop().time(), MAX_ENDPOINT_HEALTH
+        )
+        out = []
+        for entry in report:
+            try:
+                out.append(
+                    EndpointHealth(
+                        transport=str(entry.get("transport", "")),
+                        address=str(entry.get("address", "")),
+                        node_id=_opt_str(entry.get("node_id")),
+                        success_rate=_opt_float(entry.get("success_rate")),
+                        latency_ms=_opt_float(entry.get("latency_ms")),
+                        dials=float(entry.get("dials") or 0.0),  # type: ignore[arg-type]
+                        consecutive_failures=int(entry.get("consecutive_failures") or 0),  # type: ignore[call-overload]
+                        backoff_remaining_s=float(entry.get("backoff_remaining_s") or 0.0),  # type: ignore[arg-type]
+                        age_s=float(entry.get("age_s") or 0.0),  # type: ignore[arg-type]
+                        last_reason=str(entry.get("last_reason") or ""),
+                    )
+                )
+            except (TypeError, ValueError):
+                continue
+        return tuple(out)
+
+    # ------------------------------------------------------------ directory
+
+    def _apply_directory(self, directory: dict[str, Any] | None) -> None:
+        if not directory:
+            return
+        runtime = self.runtime
+        static = {p.node_id for p in runtime.config.peers}
+        for entry in directory.get("entries", []):
+            node_id = entry.get("node_id")
+            if not isinstance(node_id, str) or node_id == runtime.node_id or node_id in static:
+                continue
+            endpoints: list[Endpoint] = []
+            for url in entry.get("endpoints", []):
+                with contextlib.suppress(ValueError, TypeError):
+                    endpoints.append(parse_endpoint_url(url))
+            if not endpoints:
+                continue
+            runtime.peers.set_peer(node_id, endpoints)
+            if node_id not in self._directory_peers:
+                self._directory_peers.add(node_id)
+                log_event(log, "directory peer", peer=node_id, endpoints=len(endpoints))
+            if (
+                len(self._probes) < MAX_PROBES
+                and node_id not in self._probes
+                and runtime.peers.current(node_id) is None
+            ):
+                self._probes[node_id] = asyncio.create_task(self._probe(node_id))
+
+    async def _probe(self, node_id: str) -> None:
+        """Open a session to a directory peer so its RTT reaches the next heartbeat."""
+        try:
+            await asyncio.wait_for(self.runtime.peers.session(node_id), 10.0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log_event(log, "directory peer probe failed", logging.INFO, peer=node_id, error=error)
+        finally:
+            self._probes.pop(node_id, None)
+
+    # ------------------------------------------------------------ route leases
+
+    async def route_source(self, service: str, traffic_class: TrafficClass) -> list[Route]:
+        """``RouteManager.source``: cached leases while valid, else fresh from the control plane."""
+        client = self.client
+        usable = client.cached_route_leases(service, traffic_class)
+        if not usable:
+            try:
+                usable = await client.route_leases(service, traffic_class)
+            except NoUsableLease as why:
+                raise NoUsableRoute(str(why)) from None
+            except ControlRefused as refused:
+                raise NoUsableRoute(
+                    f"the control plane refused a route lease for {service!r}: {refused}"
+                ) from None
+        client.wanted.add((service, traffic_class))
+        return self._publish(service, traffic_class, usable)
+
+    def _publish(self, service: str, traffic_class: TrafficClass, usable: list[Any]) -> list[Route]:
+        routes = [Route(u.lease, u.blob, u.rank) for u in usable]
+        if routes:
+            self.runtime.routes.set_routes(service, traffic_class, routes)
+        return routes
+
+    # ------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """The ``control`` section of ``accessfabric status``."""
+        now = self._clock()
+        snapshot = self.client.status()
+        reachable = {None: "not tried yet", True: "reachable", False: "unreachable"}
+        error = self.last_error or snapshot.last_error
+        return {
+            "url": self.settings.url,
+            "state": reachable[snapshot.reachable],
+            "health": self.health or "-",
+            "reasons": ", ".join(self.reasons) or "-",
+            "last_heartbeat_s_ago": _ago(self.last_heartbeat_at, now),
+            "last_error": error or "-",
+            "last_error_s_ago": _ago(self.last_error_at or snapshot.last_error_at, now),
+            "failures": self.failures,
+            "cache_age_s": None if snapshot.cache_age_s is None else round(snapshot.cache_age_s),
+            "record_revision": snapshot.record_revision,
+            "directory_peers": len(self._directory_peers),
+            "summary": snapshot.describe(now),
+        }
+
+    def lease_rows(self) -> list[dict[str, Any]]:
+        """Every cached route and service lease, with expiry and epochs."""
+        now = self._clock()
+        rows: list[dict[str, Any]] = []
+        for document in self.client.cache.route_documents():
+            service, name = document.get("service"), document.get("traffic_class")
+            try:
+                traffic_class = TrafficClass[str(name).upper()]
+            except KeyError:
+                continue
+            for route in self.client.cached_route_leases(str(service), traffic_class):
+                lease = route.lease
+                rows.append(
+                    {
+                        "kind": "route",
+                        "service": service,
+                        "class": name,
+                        "rank": route.rank or "-",
+                        "route": lease.route_id,
+                        "epoch": lease.epoch,
+                        "fencing": lease.fencing_token,
+                        "hops": len(lease.hops),
+                        "expires_in_s": round(lease.expires_ms / 1000 - now),
+                    }
+                )
+        for service in self.runtime.config.services:
+            for held in self.client.cached_service_leases(service.name):
+                rows.append(
+                    {
+                        "kind": "service",
+                        "service": service.name,
+                        "class": "-",
+                        "rank": "-",
+                        "route": None,
+                        "epoch": held.epoch,
+                        "fencing": held.fencing_token,
+                        "hops": None,
+                        "expires_in_s": round(held.expires_ms / 1000 - now),
+                    }
+                )
+        return rows
+
+
+class NotEnrolledYet(Exception):
+    """No cached node record and no token to enroll with."""
+
+
+def _ago(at: float | None, now: float) -> float | None:
+    return None if at is None else round(max(0.0, now - at), 1)
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)[:256]
+
+
+def _opt_float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -1,0 +1,199 @@
+"""NodeRuntime with ``[control]``: enroll, heartbeat, services, route leases, degraded mode.
+
+An in-process control plane (``tests/control/api_harness.py``) and in-process nodes
+configured from TOML: a service host (``entry`` + ``service-host``) whose ``[[services]]``
+``web`` points at a TCP echo server, and a mobile-edge source that learns the host from the
+directory, gets route leases for ``web`` and opens echo streams over them — also after the
+control plane is stopped, from its cached leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accessfabric.control.authority_key import format_authority_key
+from accessfabric.control.facts import FactsError, HeartbeatFacts, parse_facts
+from accessfabric.control.plane import ControlConfig
+from accessfabric.identity.keys import NodeKey
+from accessfabric.node.config import ConfigError, load_node_config
+from accessfabric.node.routes import NoUsableRoute
+from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.status import render
+from accessfabric.wire.registry import TrafficClass
+from tests.control.api_harness import Running, running_plane
+
+
+async def _until(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = await check()
+        except Exception as error:
+            last = error
+        else:
+            if result:
+                return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out; last error: {last!r}")
+
+
+async def _echo_server() -> asyncio.Server:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+def _write_config(tmp_path: Path, name: str, plane: Running, token: str, extra: str = "") -> Path:
+    key = NodeKey.generate()
+    key_path = tmp_path / f"{name}.key"
+    key.save(key_path)
+    authority = format_authority_key(plane.authority.public_key)
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        f"""
+key_path = "{name}.key"
+[[listen]]
+carrier = "tcp"
+address = "127.0.0.1:0"
+
+[control]
+url = "{plane.url}"
+authority_key = "{authority}"
+token = "{token}"
+heartbeat_interval = 0.3
+{extra}
+"""
+    )
+    return path
+
+
+async def _echo(stream: Any, payload: bytes) -> None:
+    stream.write(payload)
+    assert await asyncio.wait_for(stream.readexactly(len(payload)), 5) == payload
+
+
+async def test_nodes_enroll_register_lease_and_survive_control_outage(tmp_path: Path) -> None:
+    config = ControlConfig(heartbeat_interval=0.5)
+    server = await _echo_server()
+    echo_server = server.sockets[0].getsockname()[1]
+    async with running_plane(tmp_path, config=config) as plane:
+        host_token = await plane.token("acme", ["entry", "service-host"])
+        source_token = await plane.token("acme", ["mobile-edge"])
+        host_config = load_node_config(
+            _write_config(
+                tmp_path,
+                "host",
+                plane,
+                host_token,
+                f'[[services]]\nname = "web"\ntarget = "127.0.0.1:{echo_server}"\n',
+            )
+        )
+        source_config = load_node_config(_write_config(tmp_path, "source", plane, source_token))
+        assert source_config.control is not None
+        assert source_config.authority_key == plane.authority.public_key
+        assert source_config.control.state_dir == tmp_path / "source.control"
+
+        from accessfabric.services.host import ServicesComponent
+
+        host = NodeRuntime(host_config, components=(ServicesComponent(),))
+        source = NodeRuntime(source_config)
+        await host.start()
+        await source.start()
+        try:
+            # enrolled, heartbeating, healthy in the admin node list
+            async def listed() -> bool:
+                _, body = await plane.admin("GET", "/v1/admin/nodes")
+                nodes = {n["node_id"]: n for n in body["nodes"]}
+                return all(
+                    nodes.get(r.node_id, {}).get("health") == "healthy" for r in (host, source)
+                )
+
+            await _until(listed)
+            assert host.control is not None and source.control is not None
+            assert host.control.health == "healthy"
+
+            # the host's [[services]] replica has a service lease
+            async def served() -> bool:
+                _, body = await plane.admin("GET", "/v1/admin/services")
+                return "web" in str(body) and host.node_id in str(body)
+
+            await _until(served)
+            assert host.control.client.cached_service_leases("web")
+
+            # the source finds the host in its directory, measures it, gets route leases
+            async def opened() -> Any:
+                return await source.routes.open_stream("web", TrafficClass.RELIABLE)
+
+            stream = await _until(opened, 20.0)
+            await _echo(stream, b"hello over a control-plane lease")
+            assert ("web", TrafficClass.RELIABLE) in source.control.client.wanted
+            rows = source.control.lease_rows()
+            assert rows and rows[0]["kind"] == "route" and rows[0]["expires_in_s"] > 0
+            assert source.observe.status()["routes"]  # route table from the leases
+
+            # the control plane goes away
+            await plane.server.stop()
+
+            async def failing() -> bool:
+                assert source.control is not None
+                return source.control.status()["state"] == "unreachable"
+
+            await _until(failing, 10.0)
+            await _echo(stream, b"the open stream keeps working")
+            second = await source.routes.open_stream("web", TrafficClass.RELIABLE)
+            await _echo(second, b"a new stream opens on the cached lease")
+            second.close()
+            stream.close()
+
+            status = source.observe.status()
+            assert status["control"]["state"] == "unreachable"
+            assert "cannot reach" in status["control"]["last_error"]
+            text = render(status)
+            assert "control:" in text and "UNREACHABLE" in text and "route" in text
+
+            # once the cached leases expire, the reason is given
+            source.routes.clock = lambda: time.time() + 3600
+            source.control.client._clock = lambda: time.time() + 3600
+            with pytest.raises(NoUsableRoute, match="unreachable"):
+                await source.routes.open_stream("web", TrafficClass.RELIABLE)
+        finally:
+            await source.shutdown()
+            await host.shutdown()
+            server.close()
+
+
+def test_control_config_errors(tmp_path: Path) -> None:
+    (tmp_path / "n.key").write_text("")
+    path = tmp_path / "n.toml"
+    path.write_text('key_path = "n.key"\n[control]\nurl = "http://127.0.0.1:8600"\n')
+    with pytest.raises(ConfigError, match=r"n.toml: control.authority_key: required"):
+        load_node_config(path)
+    path.write_text('key_path = "n.key"\n[control]\nurl = "ftp://x"\nauthority_key = "x"\n')
+    with pytest.raises(ConfigError, match=r"control.url: expected an http"):
+        load_node_config(path)
+    path.write_text('key_path = "n.key"\n[control]\ncolour = 1\n')
+    with pytest.raises(ConfigError, match=r"control.colour: unknown key"):
+        load_node_config(path)
+
+
+def test_endpoint_health_facts_are_bounded() -> None:
+    entry = {"transport": "tcp", "address": "192.0.2.1:7443", "success_rate": 0.5}
+    facts = parse_facts({"endpoint_health": [entry]})
+    assert facts.endpoint_health[0].success_rate == 0.5
+    assert parse_facts(facts.to_json()) == facts
+    assert parse_facts(HeartbeatFacts().to_json()).endpoint_health == ()
+    with pytest.raises(FactsError, match=r"endpoint_health: at most 64"):
+        parse_facts({"endpoint_health": [entry] * 65})
+    with pytest.raises(FactsError, match=r"endpoint_health\[0\].success_rate"):
+        parse_facts({"endpoint_health": [{**entry, "success_rate": 2}]})
