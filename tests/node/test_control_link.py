@@ -138,6 +138,20 @@ async def test_nodes_enroll_register_lease_and_survive_control_outage(tmp_path: 
             stream = await _until(opened, 20.0)
             await _echo(stream, b"hello over a control-plane lease")
             assert ("web", TrafficClass.RELIABLE) in source.control.client.wanted
+
+            # the heartbeat carries the session RTT and the ranker's endpoint health
+            async def reported() -> bool:
+                state = plane.plane.heartbeats.get(source.node_id)
+                return (
+                    state is not None
+                    and bool(state.facts.endpoint_health)
+                    and any(p.node_id == host.node_id for p in state.facts.peers)
+                )
+
+            await _until(reported, 5.0)
+            host_state = plane.plane.heartbeats.get(host.node_id)
+            assert host_state is not None and host_state.facts.endpoints
+            assert [s.name for s in host_state.facts.services] == ["web"]
             rows = source.control.lease_rows()
             assert rows and rows[0]["kind"] == "route" and rows[0]["expires_in_s"] > 0
             assert source.observe.status()["routes"]  # route table from the leases

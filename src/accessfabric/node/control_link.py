@@ -314,7 +314,7 @@ class ControlLink:
         """``RouteManager.source``: cached leases while valid, else fresh from the control plane."""
         client = self.client
         usable = client.cached_route_leases(service, traffic_class)
-        if not usable:
+        if all(self.runtime.routes.fenced(u.lease) for u in usable):  # none, or all fenced
             try:
                 usable = await client.route_leases(service, traffic_class)
             except NoUsableLease as why:

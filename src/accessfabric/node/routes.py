@@ -145,6 +145,10 @@ class RouteManager:
             fence = self._fences[route_id] = EpochFence(route_id)
         return fence
 
+    def fenced(self, lease: RouteLease) -> bool:
+        """True when a ROUTE_UPDATE has fenced this lease's epoch."""
+        return lease.epoch < self._fence(lease.route_id).epoch
+
     def _health(self, route: Route) -> RouteHealth:
         health = self.health.get(route.route_id)
         if health is None:
