@@ -71,6 +71,25 @@ class _RouteCollector(Collector):
         yield healthy
 
 
+class _SampleCollector(Collector):
+    """Counters given as ``(name_total, labels, value)`` samples (the dialer's)."""
+
+    def __init__(self, samples: Callable[[], list[tuple[str, dict[str, str], float]]]) -> None:
+        self.samples = samples
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, CounterMetricFamily] = {}
+        for name, labels, value in self.samples():
+            base = name.removesuffix("_total")
+            family = families.get(base)
+            if family is None:
+                family = families[base] = CounterMetricFamily(
+                    base, f"Endpoint dialing: {base.rsplit('_', 1)[-1]}.", labels=sorted(labels)
+                )
+            family.add_metric([labels[k] for k in sorted(labels)], value)
+        yield from families.values()
+
+
 class NodeObservability:
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
@@ -116,6 +135,10 @@ class NodeObservability:
         """Export route failovers and show the route table in ``status``."""
         self._routes = routes
         self.registry.register(_RouteCollector(routes))
+
+    def watch_samples(self, samples: Callable[[], list[tuple[str, dict[str, str], float]]]) -> None:
+        """Export counters that arrive as samples (``peer_dialer.dial_metric_samples``)."""
+        self.registry.register(_SampleCollector(samples))
 
     def connections(self) -> list[SessionConnection]:
         """Every tracked session (dialled and accepted)."""

@@ -102,6 +102,10 @@ class PeerSessionManager:
     def peer_ids(self) -> list[str]:
         return list(self._endpoints)
 
+    def endpoints(self, node_id: str) -> tuple[Endpoint, ...]:
+        """The endpoints this node dials ``node_id`` at (empty when unknown)."""
+        return self._endpoints.get(node_id, ())
+
     def current(self, node_id: str) -> SessionConnection | None:
         """The peer's usable session, without dialling."""
         connection = self._sessions.get(node_id)

@@ -27,7 +27,7 @@ from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, li
 from accessfabric.node.endpoints import LocalNode
 from accessfabric.node.log_format import log_event
 from accessfabric.node.observability import NodeObservability
-from accessfabric.node.peer_dialer import RankedPeerDialer
+from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
 from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.routes import RouteManager
 from accessfabric.node.services import ServiceDispatcher
@@ -86,6 +86,8 @@ class NodeRuntime:
             self.key.node_id, self.peers, self.data_plane, authority_key=config.authority_key
         )
         self.observe.watch_routes(self.routes)
+        self.observe.watch_samples(lambda: dial_metric_samples(self.dialer.counters))
+        self.observe.add_section("endpoints", self._endpoint_rows)
         self.local.on_new_connection = self._new_connection
         self.components = list(components)
         self.control: ControlLink | None = None
@@ -93,6 +95,21 @@ class NodeRuntime:
             self.control = ControlLink(self, config.control)
             self.observe.add_section("control", self.control.status)
             self.observe.add_section("leases", self.control.lease_rows)
+
+    def _endpoint_rows(self) -> list[dict[str, object]]:
+        """Every known peer's endpoint candidates, best first, with score and reasons."""
+        rows: list[dict[str, object]] = []
+        for node_id in self.peers.peer_ids:
+            endpoints = self.peers.endpoints(node_id)
+            for rank, ranked in enumerate(self.dialer.rank(node_id, endpoints), start=1):
+                row = ranked.to_dict()
+                reasons = row.pop("reasons")
+                assert isinstance(reasons, list)
+                rows.append(
+                    {"peer": node_id, "rank": rank, **row,
+                     "reasons": "; ".join(f"{r['factor']} {r['contribution']:+}" for r in reasons)}
+                )  # fmt: skip
+        return rows
 
     def _new_connection(self, connection: SessionConnection) -> None:
         self.observe.track(connection)

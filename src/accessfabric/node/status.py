@@ -10,7 +10,17 @@ from typing import Any
 
 import aiohttp
 
-TABLES = ("control", "sessions", "streams", "routes", "leases", "services", "forwards", "vpn")
+TABLES = (  # the sections `status` prints, in order
+    "control",
+    "sessions",
+    "streams",
+    "routes",
+    "leases",
+    "endpoints",
+    "services",
+    "forwards",
+    "vpn",
+)
 
 
 async def fetch_status(socket_path: Path, timeout: float = 5.0) -> dict[str, Any]:
