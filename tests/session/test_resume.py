@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from accessfabric.session import Session, StreamSnapshot
+from accessfabric.session import Session, StreamSnapshot, StreamState
 from accessfabric.session import events as ev
 from accessfabric.wire import TrafficClass
 from tests.session.pair import Pair, make_pair
@@ -92,3 +92,66 @@ def test_resumed_stream_without_adoption_can_be_refused() -> None:
     resets = [e for e in other.take("a") if isinstance(e, ev.StreamReset)]
     assert [r.stream_id for r in resets] == [resumed]
     assert other.b.metrics().bytes_in_by_class["bulk"] == 0
+
+
+def test_empty_chunks_in_a_snapshot_never_end_the_stream() -> None:
+    """An empty view in a resumed send buffer once went out as CLOSE_STREAM mid-stream."""
+    pair = make_pair()
+    sid = pair.a.open_stream("echo", TrafficClass.INTERACTIVE)
+    pair.pump()
+    snapshot = pair.a.export_stream(sid)
+    padded = StreamSnapshot(
+        resume_token=snapshot.resume_token,
+        service=snapshot.service,
+        traffic_class=snapshot.traffic_class,
+        send_acked=0,
+        send_buffer=(memoryview(b""), memoryview(b"ping"), memoryview(b"")),
+        send_end=False,
+        recv_offset=0,
+        recv_consumed=0,
+        recv_ended=False,
+    )
+    other = make_pair()
+    resumed = other.a.resume_stream(padded)
+    other.pump()
+    opened = next(e for e in other.take("b") if isinstance(e, ev.StreamOpened))
+    other.b.adopt_stream(opened.stream_id, pair.b.export_stream(opened.stream_id), 0)
+    other.pump()
+    other.a.send_data(resumed, b"pong")
+    other.pump()
+    events = other.take("b")
+    assert not any(isinstance(e, ev.StreamEnded | ev.StreamReset) for e in events), events
+    got = b"".join(bytes(e.data) for e in events if isinstance(e, ev.DataReceived))
+    assert got == b"pingpong"
+
+
+def test_data_skipped_by_the_peers_ack_does_not_end_the_stream() -> None:
+    """The peer already had the resent bytes: the stream must go on, not send CLOSE_STREAM."""
+    first = make_pair()
+    sid = first.a.open_stream("echo", TrafficClass.INTERACTIVE)
+    first.a.send_data(sid, b"ping")
+    first.pump()  # b received "ping"; cut before a learns of the ACK
+    snapshot = first.a.export_stream(sid)
+    stale = StreamSnapshot(
+        resume_token=snapshot.resume_token,
+        service=snapshot.service,
+        traffic_class=snapshot.traffic_class,
+        send_acked=0,  # a did not see the ACK before the carrier died
+        send_buffer=(memoryview(b"ping"),),
+        send_end=False,
+        recv_offset=0,
+        recv_consumed=0,
+        recv_ended=False,
+    )
+    second = make_pair()
+    resumed = second.a.resume_stream(stale)
+    second.pump()
+    opened = next(e for e in second.take("b") if isinstance(e, ev.StreamOpened))
+    second.b.adopt_stream(opened.stream_id, first.b.export_stream(sid), opened.start_offset)
+    second.pump()  # b's ACK(4) makes a skip the resent "ping"
+    second.a.send_data(resumed, b"pong")
+    second.pump()
+    events = second.take("b")
+    assert not any(isinstance(e, ev.StreamEnded | ev.StreamReset) for e in events), events
+    assert [bytes(e.data) for e in events if isinstance(e, ev.DataReceived)] == [b"pong"]
+    assert second.a.stream_state(resumed) is StreamState.OPEN

@@ -266,6 +266,12 @@ class SessionConnection:
             elif kind is ev.StreamReset:
                 assert isinstance(event, ev.StreamReset)
                 stream = self._streams.pop(event.stream_id, None)
+                if not event.remote:
+                    log.info(
+                        "stream reset for a protocol violation: stream=%d code=%s peer=%s: %s",
+                        event.stream_id, _code_name(event.error_code),
+                        self.session.peer_node_id, event.reason,
+                    )  # fmt: skip
                 if stream is not None:
                     stream._fail(StreamResetError(event.stream_id, event.error_code, event.remote))
             elif kind is ev.PingAcknowledged:

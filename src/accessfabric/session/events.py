@@ -89,6 +89,8 @@ class StreamReset(Event):
     stream_id: int
     error_code: ErrorCode | int
     remote: bool
+    reason: str = ""
+    """Why this side reset it (the protocol violation), when ``remote`` is false."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -376,7 +376,11 @@ class Session:
         if not stream.transition(StreamInput.RECV_DATA):
             self._stream_error(
                 stream,
-                StreamClosedError(f"DATA on stream {stream.stream_id} after its end"),
+                StreamClosedError(
+                    f"DATA on stream {stream.stream_id} after its end "
+                    f"(state {stream.state.value}, end at {stream.recv_end}, "
+                    f"data at {offset}..{end}, resumed={stream.resumed})"
+                ),
                 events,
             )
             self._discard_received(size)
@@ -629,7 +633,12 @@ class Session:
         self._release(stream)
         self._queue_reset(stream.stream_id, error.error_code)
         events.append(
-            ev.StreamReset(stream_id=stream.stream_id, error_code=error.error_code, remote=False)
+            ev.StreamReset(
+                stream_id=stream.stream_id,
+                error_code=error.error_code,
+                remote=False,
+                reason=str(error),
+            )
         )
 
     def _queue_reset(self, stream_id: int, code: ErrorCode) -> None:
@@ -1030,8 +1039,9 @@ class Session:
             send_offset=snap.send_acked,
         )
         for chunk in snap.send_buffer:
-            stream.send_queue.append(chunk)
-            stream.queued += len(chunk)
+            if chunk:
+                stream.send_queue.append(chunk)
+                stream.queued += len(chunk)
         stream.end_queued = snap.send_end
         if snap.recv_ended:
             stream.recv_end = snap.recv_offset
@@ -1157,8 +1167,14 @@ class Session:
             session_credit = self._session_credit_limit - self._session_sent
             if session_credit <= 0:
                 return -1
-            head = stream.send_queue[0]
+            queue = stream.send_queue
+            head = queue[0]
+            while not head:  # an empty chunk carries nothing; never let it pose as the end
+                queue.popleft()
+                head = queue[0]
             n = min(len(head), limit, stream.credit_limit - stream.send_offset, session_credit)
+            if n <= 0:
+                return 0
             if n == len(head):
                 stream.send_queue.popleft()
                 payload = head
@@ -1167,6 +1183,8 @@ class Session:
                 stream.send_queue[0] = head[n:]
             stream.queued -= n
         end = stream.end_queued and not stream.queued
+        if n == 0 and not end:
+            return 0  # a stale scheduler entry (an ACK skipped what was queued): nothing to say
         offset = stream.send_offset
         if n == 0:  # only the end is left to say
             parts.append(fr.CloseStream(stream.stream_id, offset).to_bytes())
