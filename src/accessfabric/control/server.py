@@ -19,6 +19,7 @@ from accessfabric.control.api.context import CONTEXT, ApiContext
 from accessfabric.control.api.errors import error_middleware
 from accessfabric.control.api.schema import openapi_document
 from accessfabric.control.api.verifier import BatchVerifier
+from accessfabric.control.metrics import ControlMetrics
 from accessfabric.control.plane import ControlPlane
 
 _log = logging.getLogger("accessfabric.control.server")
@@ -31,8 +32,10 @@ async def _openapi(request: web.Request) -> web.Response:
 
 def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Application:
     """The API application over ``plane`` (``verify_threads=0`` verifies on the loop)."""
+    metrics = ControlMetrics(plane)
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=plane.config.max_body_bytes
+        middlewares=[metrics.middleware, error_middleware],
+        client_max_size=plane.config.max_body_bytes,
     )
     verifier = BatchVerifier(verify_threads)
     app[CONTEXT] = ApiContext(plane=plane, verifier=verifier)
@@ -43,6 +46,7 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     app.on_cleanup.append(_close_verifier)
     router = app.router
     router.add_get("/openapi.json", _openapi)
+    router.add_get("/metrics", metrics.handle)  # Prometheus, not part of the JSON API
     router.add_get("/v1/status", node_handlers.status)
     router.add_post("/v1/enroll", node_handlers.enroll)
     router.add_post("/v1/heartbeat", node_handlers.heartbeat)

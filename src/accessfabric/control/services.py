@@ -127,6 +127,7 @@ class ServiceDirectory:
         self.replica_ttl = replica_ttl
         self._kept_alive: dict[tuple[str, str], float] = {}
         self.generation = 0
+        self.elections = 0  # leader elections, a follower taking over included (metrics)
 
     # ---- registration -----------------------------------------------------------------
 
@@ -245,6 +246,7 @@ class ServiceDirectory:
             except LeaseNotFoundError:
                 continue  # the candidate expired meanwhile
             self.generation += 1
+            self.elections += 1
         raise ServiceError("contended", f"service {service!r} is contended; try again")
 
     def reconcile_all(self) -> None:
