@@ -73,3 +73,20 @@ def test_live_sessions_rtt_and_queue_gauges() -> None:
     assert samples[("accessfabric_sessions", (("carrier", "tcp_tls"), ("state", "ready")))] == 1
     assert samples[("accessfabric_queued_bytes", (("traffic_class", "bulk"),))] > 0
     assert samples[("accessfabric_session_srtt_seconds_gcount", ())] == 1
+
+
+def test_peer_pressure_jitter_and_pacing_decisions_are_exported() -> None:
+    metrics = FabricMetrics()
+    pair = make_pair()
+    metrics.track(pair.a, "tcp_tls")
+    pair.b.send_pressure(queue=70, cpu=20, memory=5, network=0)
+    for step in range(4):  # pings with different RTTs give a non-zero variation
+        pair.a.ping(pair.now)
+        pair.now += 0.002 * (step + 1)
+        pair.pump()
+    samples = _samples(metrics)
+    assert samples[("accessfabric_peer_pressure_percent", (("kind", "queue"),))] == 70
+    assert samples[("accessfabric_peer_pressure_percent", (("kind", "cpu"),))] == 20
+    assert samples[("accessfabric_session_rtt_jitter_seconds_gcount", ())] == 1
+    assert samples[("accessfabric_session_rtt_jitter_seconds_gsum", ())] > 0
+    assert ("accessfabric_pacing_slowdowns_total", ()) in samples

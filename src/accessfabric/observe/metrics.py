@@ -46,6 +46,7 @@ class FabricMetrics(Collector):
         self._terminations: Counter[tuple[str, str]] = Counter()  # (code, side)
         self._credit_stalls = 0
         self._dropped = 0
+        self._slowdowns = 0
         self._opened: Counter[str] = Counter()  # carrier kind
         self.auth_failures: Counter[str] = Counter()  # reason
         self.events: Counter[tuple[str, str]] = Counter()  # (kind, reason): route switches...
@@ -84,6 +85,7 @@ class FabricMetrics(Collector):
             self._resets[_code_name(code)] += count
         self._credit_stalls += snapshot.credit_stalls
         self._dropped += snapshot.dropped_bytes
+        self._slowdowns += snapshot.pacing_slowdowns
 
     # Scrape.
     def collect(self) -> Iterator[Metric]:
@@ -91,7 +93,8 @@ class FabricMetrics(Collector):
         bytes_total = Counter(self._bytes)
         frames_total = Counter(self._frames)
         resets = Counter(self._resets)
-        stalls, dropped = self._credit_stalls, self._dropped
+        stalls, dropped, slowdowns = self._credit_stalls, self._dropped, self._slowdowns
+        pressure = dict.fromkeys(("queue", "cpu", "memory", "network"), 0)
         queued: Counter[str] = Counter()
         for snapshot, _ in snapshots:
             for direction, table in (
@@ -110,6 +113,10 @@ class FabricMetrics(Collector):
                 resets[_code_name(code)] += count
             stalls += snapshot.credit_stalls
             dropped += snapshot.dropped_bytes
+            slowdowns += snapshot.pacing_slowdowns
+            if snapshot.peer_pressure is not None:
+                for kind, level in zip(pressure, snapshot.peer_pressure, strict=True):
+                    pressure[kind] = max(pressure[kind], level)
             for stream in snapshot.streams:
                 queued[stream.traffic_class] += stream.queued_bytes
 
@@ -182,7 +189,25 @@ class FabricMetrics(Collector):
         for cls in _CLASSES:
             queue.add_metric([cls], queued.get(cls, 0))
         yield queue
+        yield CounterMetricFamily(
+            "accessfabric_pacing_slowdowns",
+            "Times a session's delay-based pacer shrank its window (queueing seen on the path).",
+            value=slowdowns,
+        )
+        peer_pressure = GaugeMetricFamily(
+            "accessfabric_peer_pressure_percent",
+            "Highest NODE_PRESSURE level peers last reported, by kind.",
+            labels=["kind"],
+        )
+        for kind, level in pressure.items():
+            peer_pressure.add_metric([kind], level)
+        yield peer_pressure
         yield self._rtt_histogram(snapshots)
+        yield self._histogram(
+            "accessfabric_session_rtt_jitter_seconds",
+            "RTT variation (RFC 6298 rttvar) of live sessions, sessions per bucket.",
+            [snap.rttvar for snap, _ in snapshots if snap.rttvar is not None],
+        )
 
     @staticmethod
     def _counter(
@@ -198,16 +223,20 @@ class FabricMetrics(Collector):
             family.add_metric(list(key), value)
         yield family
 
-    @staticmethod
-    def _rtt_histogram(snapshots: list[tuple[SessionMetrics, str]]) -> Metric:
-        rtts = [snap.srtt for snap, _ in snapshots if snap.srtt is not None]
-        buckets = [(str(bound), float(sum(1 for r in rtts if r <= bound))) for bound in RTT_BUCKETS]
-        buckets.append(("+Inf", float(len(rtts))))
-        return GaugeHistogramMetricFamily(
+    @classmethod
+    def _rtt_histogram(cls, snapshots: list[tuple[SessionMetrics, str]]) -> Metric:
+        return cls._histogram(
             "accessfabric_session_srtt_seconds",
             "Smoothed RTT of live sessions (how many sessions fall in each bucket).",
-            buckets=buckets,
-            gsum_value=sum(rtts),
+            [snap.srtt for snap, _ in snapshots if snap.srtt is not None],
+        )
+
+    @staticmethod
+    def _histogram(name: str, documentation: str, values: list[float]) -> Metric:
+        buckets = [(str(b), float(sum(1 for v in values if v <= b))) for b in RTT_BUCKETS]
+        buckets.append(("+Inf", float(len(values))))
+        return GaugeHistogramMetricFamily(
+            name, documentation, buckets=buckets, gsum_value=sum(values)
         )
 
 

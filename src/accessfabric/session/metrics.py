@@ -62,6 +62,12 @@ class SessionMetrics:
     resets_by_code: dict[int, int]
     dropped_bytes: int
     srtt: float | None
+    rttvar: float | None
+    """RTT variation (RFC 6298), i.e. the jitter the session measures."""
     min_rtt: float | None
+    peer_pressure: tuple[int, int, int, int] | None
+    """The peer's last NODE_PRESSURE: queue, cpu, memory, network (percent)."""
+    pacing_slowdowns: int
+    """Times the delay-based pacer shrank its window (a scheduler decision)."""
     pacing_window: float | None
     streams: list[StreamMetrics]

@@ -121,6 +121,8 @@ class Session:
         self._goaway_received = False
         self._idle_since: float | None = now
         self._pressure_high = False
+        self.peer_pressure: tuple[int, int, int, int] | None = None
+        """The peer's last NODE_PRESSURE levels: queue, cpu, memory, network (percent)."""
         self._pressure_checks = 0
         # Handshake.
         self._nonce = secrets.token_bytes(NONCE_SIZE)
@@ -583,7 +585,8 @@ class Session:
         events.append(ev.RouteUpdated(lease=frame.lease))
 
     def _on_node_pressure(self, frame: fr.NodePressure, events: list[ev.Event]) -> None:
-        high = max(frame.queue, frame.cpu, frame.memory, frame.network) >= PRESSURE_HIGH
+        self.peer_pressure = (frame.queue, frame.cpu, frame.memory, frame.network)
+        high = max(self.peer_pressure) >= PRESSURE_HIGH
         weight = self.config.pressure_bulk_weight if high else 2
         self._scheduler.set_weight(TrafficClass.BULK, weight)
         events.append(
@@ -1322,7 +1325,10 @@ class Session:
             resets_by_code=dict(self.resets_by_code),
             dropped_bytes=self.dropped_bytes,
             srtt=self._rtt.srtt,
+            rttvar=self._rtt.rttvar if self._rtt.srtt is not None else None,
             min_rtt=self._rtt.min_rtt,
+            peer_pressure=self.peer_pressure,
+            pacing_slowdowns=0 if self._pacer is None else self._pacer.slowdowns,
             pacing_window=None if self._pacer is None else self._pacer.window,
             streams=[StreamMetrics.of(s, self._now) for s in self._streams.values()],
         )
