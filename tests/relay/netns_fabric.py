@@ -69,8 +69,8 @@ class Proc:
 
 
 class NetnsFabric:
-    def __init__(self, topo: Topology, workdir: Path, *, emulated: dict[str, Any] | None = None
-                 ) -> None:  # fmt: skip
+    def __init__(self, topo: Topology, workdir: Path, *, emulated: dict[str, Any] | None = None,
+                 route_ttl: float = 3600.0) -> None:  # fmt: skip
         self.topo = topo
         self.workdir = workdir
         self.authority = Authority(NodeKey.generate())
@@ -84,6 +84,18 @@ class NetnsFabric:
             else:
                 topo.link(a, b)
         self.procs: dict[str, Proc] = {}
+        ids = self.ids
+        # Issued once: every spec carries the same leases (and the same expiry).
+        self.routes = [
+            issue_route(
+                self.authority, 1, [ids["phone"], ids["entry"], ids["relaya"], ids["home"]],
+                ttl=route_ttl,
+            ),
+            issue_route(
+                self.authority, 2, [ids["phone"], ids["entry"], ids["relayb"], ids["home"]],
+                ttl=route_ttl,
+            ),
+        ]  # fmt: skip
 
     def spec(self, host: str, workloads: list[dict[str, Any]] | None = None) -> Path:
         peers = [
@@ -95,14 +107,7 @@ class NetnsFabric:
             for h, s in self.keys.items()
         }
         ids = self.ids
-        routes = [
-            issue_route(
-                self.authority, 1, [ids["phone"], ids["entry"], ids["relaya"], ids["home"]]
-            ),
-            issue_route(
-                self.authority, 2, [ids["phone"], ids["entry"], ids["relayb"], ids["home"]]
-            ),
-        ]
+        routes = self.routes
         spec = {
             "name": host,
             "seed": self.keys[host].hex(),

@@ -12,7 +12,10 @@ Workloads (``spec["workloads"]``, run concurrently):
   ``progress`` lines every 4 MiB, then ``bulk_done`` with both SHA-256 and the seconds;
 * ``{"kind": "ping", "interval": 0.02, "seconds": S}``: an interactive ``echo`` stream,
   one 16-byte ping at a time every ``interval``; ``ping_done`` lists
-  ``[sent_at, rtt]`` (``time.monotonic``, shared by every process of the machine).
+  ``[sent_at, rtt]`` (``time.monotonic``, shared by every process of the machine);
+* ``{"kind": "open", "after": S, "label": L}``: ``S`` seconds after ``ready``, open a new
+  interactive ``echo`` stream and send one ping; ``open`` reports ``ok`` and, when it
+  failed, ``error`` (the exception's type and text, e.g. why no route lease is usable).
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ async def bulk(runtime: NodeRuntime, spec: dict[str, Any], work: dict[str, Any])
         bytes=int(work["bytes"]),
         seconds=time.monotonic() - started,
         resumes=stream.resumes,
+        at=time.monotonic(),
     )
 
 
@@ -129,19 +133,39 @@ async def ping(runtime: NodeRuntime, work: dict[str, Any]) -> None:
     emit(event="ping_done", samples=samples, resumes=stream.resumes)
 
 
+async def open_probe(runtime: NodeRuntime, work: dict[str, Any], ready_at: float) -> None:
+    await asyncio.sleep(max(0.0, ready_at + float(work.get("after", 0.0)) - time.monotonic()))
+    label = str(work.get("label", ""))
+    started = time.monotonic()
+    try:
+        stream = await runtime.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+        stream.write(b"probe")
+        echoed = await asyncio.wait_for(stream.readexactly(5), 10)
+        assert echoed == b"probe", "echo mismatch"
+        stream.close()
+    except Exception as exc:  # reported, not raised: the test asserts on the text
+        emit(event="open", label=label, ok=False, error=f"{type(exc).__name__}: {exc}",
+             at=started, wall=time.time())  # fmt: skip
+        return
+    emit(event="open", label=label, ok=True, at=started, wall=time.time())
+
+
 async def main(path: str) -> int:
     spec = json.loads(Path(path).read_text())
     configure_logging(json_lines=False)
     workdir = Path(spec.get("workdir", Path(path).parent))
     runtime = build(spec, workdir)
     await runtime.start()
-    emit(event="ready", node_id=runtime.node_id, at=time.monotonic())
+    ready_at = time.monotonic()
+    emit(event="ready", node_id=runtime.node_id, at=ready_at)
     jobs = []
     for work in spec.get("workloads", []):
         if work["kind"] == "bulk":
             jobs.append(bulk(runtime, spec, work))
         elif work["kind"] == "ping":
             jobs.append(ping(runtime, work))
+        elif work["kind"] == "open":
+            jobs.append(open_probe(runtime, work, ready_at))
     try:
         if jobs:
             results = await asyncio.gather(*jobs, return_exceptions=True)
