@@ -75,11 +75,13 @@ class LocalNode:
         transport: ByteTransport,
         tls: PeerTlsInfo | None,
         expected_peer_id: str | None = None,
+        session_config: SessionConfig | None = None,
     ) -> SessionConnection:
+        """A session on a new carrier (``session_config``: this carrier's, if it differs)."""
         session = Session(
             dialer=info.dialer,
             authenticator=Ed25519Authenticator(self.key, expected_peer_id=expected_peer_id),
-            config=self.session_config,
+            config=session_config or self.session_config,
             channel_binding=info.channel_binding,
             now=session_clock(),
         )
@@ -101,6 +103,7 @@ class LocalNode:
         transport: ByteTransport,
         tls: PeerTlsInfo | None,
         on_connection: Callable[[SessionConnection], None],
+        session_config: SessionConfig | None = None,
     ) -> SessionConnection:
         """The acceptor's session on a new carrier, handed to ``on_connection``.
 
@@ -109,7 +112,7 @@ class LocalNode:
         """
         loop = asyncio.get_running_loop()
         address = info.forwarded_for or info.peer_address.rsplit(":", 1)[0]
-        connection = self.new_connection(info, transport, tls)
+        connection = self.new_connection(info, transport, tls, session_config=session_config)
         if not self.auth_failures.allows(address, loop.time()):
             self.rejected_connections += 1
             connection.session.goaway(

@@ -25,11 +25,9 @@ from accessfabric.carriers.quic import (
     QuicStreamCarrier,
     serve_quic_carrier,
 )
-from accessfabric.errors import ErrorCode
 from accessfabric.identity.tls import PeerTlsInfo
 from accessfabric.node.connection import SessionConnection
-from accessfabric.node.endpoints import AUTH_FAILURE_CODES, LocalNode
-from accessfabric.session import events as ev
+from accessfabric.node.endpoints import LocalNode
 
 __all__ = ["connect_quic", "serve_quic", "session_node"]
 
@@ -111,33 +109,14 @@ async def serve_quic(
 
     Close with ``server.close()``.  ``server.port`` is the bound UDP port.
     """
-    loop = asyncio.get_running_loop()
     config = config or QuicCarrierConfig()
-    node = session_node(local, config)
+    session_config = session_node(local, config).session_config
 
     def accept(
         info: CarrierInfo, transport: ByteTransport, tls: PeerTlsInfo | None
     ) -> CarrierListener:
-        address = info.peer_address.rsplit(":", 1)[0]
-        connection = node.new_connection(info, transport, tls)
-        if not local.auth_failures.allows(address, loop.time()):
-            local.rejected_connections += 1
-            connection.session.goaway(
-                ErrorCode.ENHANCE_YOUR_CALM, "too many failed authentications"
-            )
-            connection.writable()
-            transport.close()
-            return connection
-
-        def charge_failures(event: ev.Event) -> None:
-            if isinstance(event, ev.SessionTerminated) and event.error_code in AUTH_FAILURE_CODES:
-                now = loop.time()
-                local.auth_failures.take(address, now)
-                if connection.session.peer_node_id:
-                    local.auth_failures.take("node:" + connection.session.peer_node_id, now)
-
-        connection.on_event.append(charge_failures)
-        on_connection(connection)
-        return connection
+        return local.accept_connection(
+            info, transport, tls, on_connection, session_config=session_config
+        )
 
     return await serve_quic_carrier(host, port, local.key, local.cert_dir, accept, config)
