@@ -155,7 +155,7 @@ async def serve_https(
     """
     if not tls and not behind_proxy:
         raise ValueError("an https fallback listener without TLS must be behind_proxy")
-    node = fallback_node(local)
+    session_config = fallback_node(local).session_config
     context = local.tls_context(server=True) if tls else None
 
     def factory(
@@ -165,7 +165,9 @@ async def serve_https(
             "https fallback carrier accepted from %s (emergency path)",
             info.forwarded_for or info.peer_address,
         )
-        return node.accept_connection(info, transport, tls_info, on_connection)
+        return local.accept_connection(
+            info, transport, tls_info, on_connection, session_config=session_config
+        )
 
     server = FallbackServer(factory, path=path, bind_tls=not behind_proxy)
     runner = web.AppRunner(server.app, access_log=None, handle_signals=False)
