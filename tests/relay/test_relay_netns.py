@@ -3,7 +3,7 @@
 phone -> entry -> relaya -> home (primary) and phone -> entry -> relayb -> home.
 ``AF_RELAY_BULK_MIB`` sets the bulk size (default 256 MiB, the issue's size: it takes about
 8 s here); ``AF_RELAY_PING_SECONDS`` the ping window
-(24 s: about 10 kills; 46 s gives 20).  Scenario 3 (2 % loss, 40 ms RTT):
+(52 s: 20 or more kills, as the issue asks).  Scenario 3 (2 % loss, 40 ms RTT):
 ``AF_RELAY_LOSSY_BULK_MIB`` (default 128) and ``AF_RELAY_LOSSY_PING_SECONDS`` (12).
 Scenario 4: static route leases that expire mid-run (no control plane renews them).
 """
@@ -22,7 +22,7 @@ from tests.relay.netns_fabric import NetnsFabric, Proc, p99, recovery_times
 
 MiB = 1024 * 1024
 BULK = int(os.environ.get("AF_RELAY_BULK_MIB", "256")) * MiB
-PING_SECONDS = float(os.environ.get("AF_RELAY_PING_SECONDS", "24"))
+PING_SECONDS = float(os.environ.get("AF_RELAY_PING_SECONDS", "52"))
 KILL_SPACING = 1.6
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -87,7 +87,7 @@ def test_bulk_and_pings_survive_relay_kills(tmp_path: Path) -> None:
         "p99_ms": round(p99(recoveries) * 1000, 1),
     }
     print("relay scenario 1+2:", report)
-    assert len(kills) >= 5, report
+    assert len(kills) >= 20, report  # the issue: over 20 trials
     assert p99(recoveries) <= 1.0, report
 
 
