@@ -88,6 +88,11 @@ def _utf8(name: str, value: str, low: int, high: int) -> bytes:
     return _bounded(name, raw, low, high)
 
 
+def _u64_frame(frame_type: int, stream_id: int, name: str, value: int) -> bytes:
+    """A frame whose whole payload is one u64 (PING, PONG, STREAM_CREDIT, CLOSE_STREAM)."""
+    return _header(frame_type, 0, stream_id, 8) + _U64.pack(_uint(name, value, MAX_U64))
+
+
 def _uint(name: str, value: int, high: int) -> int:
     if not 0 <= value <= high:
         raise _fail(f"{name} {value} outside 0..{high}")
@@ -259,8 +264,7 @@ class StreamCredit(Frame):
     max_offset: int
 
     def to_bytes(self) -> bytes:
-        body = _U64.pack(_uint("max_offset", self.max_offset, MAX_U64))
-        return _header(self.frame_type, 0, self.stream_id, 8) + body
+        return _u64_frame(self.frame_type, self.stream_id, "max_offset", self.max_offset)
 
 
 @dataclass(slots=True)
@@ -276,8 +280,7 @@ class CloseStream(Frame):
     def to_bytes(self) -> bytes:
         if self.stream_id == 0:
             raise _fail("CLOSE_STREAM needs a non-zero stream id")
-        body = _U64.pack(_uint("final_offset", self.final_offset, MAX_U64))
-        return _header(self.frame_type, 0, self.stream_id, 8) + body
+        return _u64_frame(self.frame_type, self.stream_id, "final_offset", self.final_offset)
 
 
 @dataclass(slots=True)
@@ -306,8 +309,7 @@ class Ping(Frame):
     opaque: int
 
     def to_bytes(self) -> bytes:
-        body = _U64.pack(_uint("opaque", self.opaque, MAX_U64))
-        return _header(self.frame_type, 0, 0, 8) + body
+        return _u64_frame(self.frame_type, 0, "opaque", self.opaque)
 
 
 @dataclass(slots=True)
@@ -319,8 +321,7 @@ class Pong(Frame):
     opaque: int
 
     def to_bytes(self) -> bytes:
-        body = _U64.pack(_uint("opaque", self.opaque, MAX_U64))
-        return _header(self.frame_type, 0, 0, 8) + body
+        return _u64_frame(self.frame_type, 0, "opaque", self.opaque)
 
 
 @dataclass(slots=True)
