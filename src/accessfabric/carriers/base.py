@@ -29,6 +29,40 @@ class CarrierInfo:
     """The client address a trusted reverse proxy reported (``peer_address`` is the proxy)."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CarrierStats:
+    """Loss and RTT as the carrier's own transport measures them (TCP_INFO, QUIC recovery).
+
+    Counters count from the connection's start; ``None`` means this transport (or this
+    kernel) does not say.  One sample describes one carrier *connection*, which several
+    sessions may share (QUIC streams).
+    """
+
+    rtt: float | None = None
+    """Smoothed RTT in seconds."""
+    rtt_var: float | None = None
+    segments_sent: int | None = None
+    segments_retransmitted: int | None = None
+    packets_lost: int | None = None
+    """Packets declared lost so far (QUIC; TCP reports only the gauge below)."""
+    lost_now: int | None = None
+    """Segments the sender considers lost and not yet repaired (TCP ``tcpi_lost``)."""
+    bytes_sent: int | None = None
+    bytes_retransmitted: int | None = None
+    timeouts: int | None = None
+    """Retransmission (TCP RTO) or probe (QUIC PTO) timeouts."""
+
+
+class CarrierStatsProbe(Protocol):
+    """Reads a carrier connection's :class:`CarrierStats` (cheap; call at scrape time).
+
+    After the connection is gone it keeps answering with the last sample it took, so
+    the counters a scrape saw never go backwards.
+    """
+
+    def sample(self) -> CarrierStats | None: ...
+
+
 class ByteTransport(Protocol):
     def write(self, data: bytes) -> None: ...
 

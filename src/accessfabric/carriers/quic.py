@@ -36,7 +36,7 @@ from qh3.quic import events
 from qh3.quic.connection import QuicConnection, QuicConnectionError
 from qh3.quic.packet import QuicErrorCode, stream_is_client_initiated, stream_is_unidirectional
 
-from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
+from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener, CarrierStats
 from accessfabric.carriers.errors import CarrierCapacityLimited, CertificatePinMismatch
 from accessfabric.carriers.quic_adapter import (
     ExporterQuicConnection,
@@ -44,6 +44,7 @@ from accessfabric.carriers.quic_adapter import (
     create_udp_endpoint,
     exporter_connection,
     peer_certificate,
+    recovery_stats,
     server_configuration,
 )
 from accessfabric.identity.keys import NodeKey
@@ -226,6 +227,25 @@ class QuicStreamCarrier:
     def done(self) -> bool:
         return self._send_closed and self._recv_closed
 
+    @property
+    def stats_probe(self) -> QuicStatsProbe:
+        """The connection's probe: every stream (session) of it shares one."""
+        return self._connection.stats_probe
+
+
+class QuicStatsProbe:
+    """Samples one QUIC connection's recovery figures; the last sample once it is gone."""
+
+    def __init__(self, connection: QuicCarrierProtocol) -> None:
+        self._connection = connection
+        self.last: CarrierStats | None = None
+
+    def sample(self) -> CarrierStats | None:
+        stats = recovery_stats(self._connection._quic)
+        if stats is not None:
+            self.last = stats
+        return self.last
+
 
 class QuicCarrierProtocol(QuicConnectionProtocol):
     """One QUIC connection (either side): routes stream events to stream carriers.
@@ -266,6 +286,7 @@ class QuicCarrierProtocol(QuicConnectionProtocol):
         self.streams_opened = 0
         self.streams_refused = 0
         self._closing = False
+        self.stats_probe = QuicStatsProbe(self)
 
     @property
     def exporter(self) -> ExporterQuicConnection:

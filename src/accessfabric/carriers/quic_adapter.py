@@ -49,6 +49,7 @@ from qh3.tls import (
     hkdf_expand_label,
 )
 
+from accessfabric.carriers.base import CarrierStats
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import (
     certificate_fingerprint,
@@ -232,3 +233,23 @@ async def create_udp_endpoint(protocol_factory: Any, local_host: str, local_port
         asyncio.get_running_loop(), protocol_factory, sock=sock
     )
     return transport
+
+
+def recovery_stats(quic: QuicConnection) -> CarrierStats | None:
+    """qh3's loss-recovery figures of one connection (its core is private and Rust-backed).
+
+    qh3 counts packets declared lost and probe timeouts, and the smoothed RTT; it does
+    not count packets sent.  ``None`` before the connection has a core or after qh3
+    dropped it.
+    """
+    core = getattr(quic, "_core", None)
+    if core is None:
+        return None
+    try:
+        return CarrierStats(
+            rtt=core.smoothed_rtt,
+            packets_lost=int(core.loss_total),
+            timeouts=int(core.pto_total),
+        )
+    except (AttributeError, TypeError, ValueError):
+        return None

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import cast
 
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
+from accessfabric.carriers.tcp_info import TcpInfoProbe
 from accessfabric.errors import AuthenticationError
 from accessfabric.identity.tls import PeerTlsInfo, peer_identity_from_ssl_object
 
@@ -65,6 +66,7 @@ class TcpCarrier(asyncio.BufferedProtocol):
         self._view = _receive_view()
         self._transport: asyncio.Transport | None = None
         self._listener: CarrierListener | None = None
+        self.stats_probe = TcpInfoProbe(lambda: self._transport)
         self._paused = False
         self.up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 

@@ -28,6 +28,7 @@ from websockets.uri import parse_uri
 
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
 from accessfabric.carriers.tcp import WRITE_HIGH_WATER, tune_socket
+from accessfabric.carriers.tcp_info import TcpInfoProbe
 from accessfabric.identity.tls import PeerTlsInfo, peer_identity_from_ssl_object
 
 MAX_MESSAGE = 8 * 1024 * 1024
@@ -87,6 +88,7 @@ class WebSocketCarrier(asyncio.Protocol):
             self._ws = ServerProtocol(max_size=MAX_MESSAGE)
         self._transport: asyncio.Transport | None = None
         self._listener: CarrierListener | None = None
+        self.stats_probe = TcpInfoProbe(lambda: self._transport)
         self._paused = False
         self._text_refused = False
         self._timer: asyncio.TimerHandle | None = None

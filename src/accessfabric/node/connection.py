@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from accessfabric.carriers.base import ByteTransport, CarrierInfo
+from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierStatsProbe
 from accessfabric.errors import (
     AuthenticationError,
     ErrorCode,
@@ -209,11 +209,14 @@ class SessionConnection:
         self._blocked: set[FabricStream] = set()
         self._coalescing: list[FabricStream] = []
         self.on_event: list[Callable[[ev.Event], None]] = []
+        self.stats_probe: CarrierStatsProbe | None = None
+        """The carrier's loss/RTT probe (TCP_INFO, QUIC recovery), when it has one."""
 
     # ------------------------------------------------------------ carrier side
 
     def attach(self, transport: ByteTransport) -> None:
         self._transport = transport
+        self.stats_probe = getattr(transport, "stats_probe", None)
         self._flush()
 
     def data_received(self, data: bytes | bytearray | memoryview) -> None:
@@ -325,6 +328,8 @@ class SessionConnection:
                 waiter.set_exception(error)
         self._pings.clear()
         self._incoming.put_nowait(None)
+        if self.stats_probe is not None:
+            self.stats_probe.sample()  # the last figures, while the socket is still open
         if self._transport is not None:
             self._flush()
             self._transport.close()

@@ -26,9 +26,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from accessfabric.carriers.base import CarrierStatsProbe
 from accessfabric.errors import ErrorCode
 from accessfabric.node.address import HostPort
 from accessfabric.node.connection import SessionConnection
+from accessfabric.observe.carrier_loss import CarrierLossMetrics
 from accessfabric.observe.metrics import FabricMetrics, new_registry
 from accessfabric.session import events as ev
 
@@ -95,6 +97,8 @@ class NodeObservability:
         self.node_id = node_id
         self.metrics = FabricMetrics()
         self.registry = new_registry(self.metrics)
+        self.carrier_loss = CarrierLossMetrics(self._live_probes)
+        self.registry.register(self.carrier_loss)
         self.started = time.time()
         self._sessions: dict[SessionConnection, tuple[str, float]] = {}
         self._sections: dict[str, StatusSection] = {}
@@ -123,6 +127,15 @@ class NodeObservability:
             waiter.exception()
         self._sessions.pop(connection, None)
         self.metrics.finished(connection.session)
+        if connection.stats_probe is not None:
+            self.carrier_loss.finished(connection.stats_probe, connection.info.kind)
+
+    def _live_probes(self) -> list[tuple[CarrierStatsProbe, str]]:
+        return [
+            (connection.stats_probe, connection.info.kind)
+            for connection in self._sessions
+            if connection.stats_probe is not None
+        ]
 
     def _on_event(self, event: ev.Event) -> None:
         if isinstance(event, ev.SessionTerminated) and event.error_code in AUTH_FAILURES:
