@@ -56,6 +56,7 @@ from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings
 from accessfabric.node.log_format import log_event
 from accessfabric.node.routes import NoUsableRoute, Route
+from accessfabric.node.service_failovers import ServiceFailovers
 from accessfabric.services.tcp_forward import default_class
 from accessfabric.wire.registry import TrafficClass
 
@@ -108,6 +109,10 @@ class ControlLink:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.failures = 0
+        config = runtime.config
+        named = [s.name for s in config.services] + [f.service for f in config.forwards]
+        self.failovers = ServiceFailovers(named)
+        runtime.observe.registry.register(self.failovers)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -186,7 +191,8 @@ class ControlLink:
                 answer = await client.register_service(service.name, mode)
                 self._registered.add(service.name)
                 log_event(log, "service registered", service=service.name, me=answer.get("me"))
-            await client.service_leases(service.name)
+            leases = await client.service_leases(service.name)
+            self.failovers.service_leases(service.name, leases)
         cached = client.cached_directory() or {}
         version = reply.get("directory_version")
         if not cached or (isinstance(version, int) and version != cached.get("version")):
@@ -328,6 +334,7 @@ class ControlLink:
 
     def _publish(self, service: str, traffic_class: TrafficClass, usable: list[Any]) -> list[Route]:
         routes = [Route(u.lease, u.blob, u.rank) for u in usable]
+        self.failovers.route_leases(service, traffic_class, [r.lease for r in routes])
         if routes:
             self.runtime.routes.set_routes(service, traffic_class, routes)
         return routes
