@@ -231,7 +231,12 @@ class Relay:
             recv_ended=False,
         )
         splice.position = asyncio.get_running_loop().create_future()
-        down_id = session.resume_stream(down_snapshot, event.route_id, route_lease=checked.blob)
+        down_id = session.resume_stream(
+            down_snapshot,
+            event.route_id,
+            route_lease=checked.blob,
+            key_exchange=event.key_exchange,  # the source's resume proof, passed on as is
+        )
         session.relay_stream(down_id)
         splice.down = new_fabric_stream(down_conn, down_id, event.service, event.traffic_class)
         self._ends[(down_conn, down_id)] = splice
