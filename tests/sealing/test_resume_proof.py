@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 
 import pytest
 
@@ -130,3 +132,20 @@ def test_unsealed_and_hostile_key_exchanges() -> None:
     assert destination_resume_key(destination, b"\x02" + initiator.key_exchange[1:]) is None
     with pytest.raises(SealingError):  # a low-order point as the ephemeral key
         destination_resume_key(destination, b"\x01" + bytes(32) + initiator.key_exchange[33:])
+
+
+def test_the_proof_layout_is_the_documented_one() -> None:
+    """docs/sealing.md, computed here from the page, not from the module."""
+    key = bytes(range(32))
+    parts = [
+        b"accessfabric resume proof v1",
+        TOKEN,
+        b"rdp",
+        (7).to_bytes(8, "big"),
+        hashlib.sha256(b"signed lease of route 7").digest(),
+        (65_536).to_bytes(8, "big"),
+        (5).to_bytes(8, "big"),
+    ]
+    message = b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+    tag = hmac.new(key, message, hashlib.sha256).digest()
+    assert _prove(key, 5) == b"\x01" + (5).to_bytes(8, "big") + tag

@@ -11,7 +11,9 @@ hop sends GOAWAY or reports pressure at or above ``pressure_threshold``, a ROUTE
 fences its epoch, a relay resets the stream with ``ROUTE_REJECTED`` (lease refused or its
 downstream died), or the stream stalls (unacknowledged bytes, no ACK progress for
 ``stall_timeout``).  Its active streams then resume on an alternate from their last
-end-to-end ACK (``resume_stream``); the destination adopts them by resume token.
+end-to-end ACK (``resume_stream``); the destination adopts them by resume token — a
+sealed stream only with the resume proof this node adds to every attempt
+(:mod:`accessfabric.sealing.resume_proof`).
 
 Health comes from the data plane (first-hop RTT, stalls, failures);
 :meth:`RouteManager.observations` is the report a heartbeat can carry.
