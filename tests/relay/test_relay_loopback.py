@@ -26,7 +26,11 @@ async def test_sealed_bulk_survives_relay_death(tmp_path: Path) -> None:
             fabric.keys[src.node_id], fabric.keys[dst.node_id].sealing_public_key_bytes, SEALED_SINK
         )
         stream = await src.routes.open_stream(
-            SEALED_SINK, TrafficClass.BULK, key_exchange=initiator.key_exchange, resume_token=token
+            SEALED_SINK,
+            TrafficClass.BULK,
+            key_exchange=initiator.key_exchange,
+            resume_token=token,
+            resume_key=initiator.resume_key,
         )
         total = 48 * MiB
         killed = asyncio.Event()

@@ -23,7 +23,11 @@ async def test_route_table_and_failover_metrics(tmp_path: Path) -> None:
             fabric.keys[src.node_id], fabric.keys[dst.node_id].sealing_public_key_bytes, SEALED_SINK
         )
         stream = await src.routes.open_stream(
-            SEALED_SINK, TrafficClass.BULK, key_exchange=initiator.key_exchange, resume_token=token
+            SEALED_SINK,
+            TrafficClass.BULK,
+            key_exchange=initiator.key_exchange,
+            resume_token=token,
+            resume_key=initiator.resume_key,
         )
         total = 16 << 20
         killed: list[bool] = []

@@ -90,7 +90,11 @@ async def bulk(runtime: NodeRuntime, spec: dict[str, Any], work: dict[str, Any])
     cls = TrafficClass.from_name(work.get("class", "bulk"))
     started = time.monotonic()
     stream = await runtime.routes.open_stream(
-        SEALED_SINK, cls, key_exchange=initiator.key_exchange, resume_token=token
+        SEALED_SINK,
+        cls,
+        key_exchange=initiator.key_exchange,
+        resume_token=token,
+        resume_key=initiator.resume_key,
     )
     marks = [0]
 

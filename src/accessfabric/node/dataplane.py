@@ -9,7 +9,12 @@ the data plane then sees each session event synchronously, before any ACK leaves
   destination serves the stream as a :class:`ResumableStream`, kept by resume token.
 * OPEN_STREAM with RESUME at the destination adopts the kept stream end: from its
   snapshot when its session died, or by taking it over (the old hop stream is reset with
-  ``ROUTE_REJECTED``) when the old path still looks alive.  Unknown tokens are reset.
+  ``ROUTE_REJECTED``) when the old path still looks alive.  Unknown tokens are reset.  A
+  sealed stream (its first OPEN_STREAM carried a sealing key exchange) is adopted only
+  with a fresh resume proof made with its resume key (:mod:`accessfabric.sealing.resume_proof`):
+  a relay knows the token, not the key.  A missing, invalid or replayed proof is reset
+  with ``AUTHENTICATION_FAILED``, logged (``resume refused``) and counted in ``refused``;
+  the kept stream end is not touched.
 * Every other event goes to the relay (ACK forwarding) and the route manager (failover
   triggers at the source).
 
@@ -26,6 +31,8 @@ import time
 import weakref
 from collections.abc import Callable
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from accessfabric.control.rejections import LeaseRejected
 from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.node.connection import FabricStream, SessionConnection, termination_error
@@ -35,6 +42,9 @@ from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.relay import Relay
 from accessfabric.node.relay_limits import RelayLimits
 from accessfabric.node.resumable import DEFAULT_RESUME_WINDOW, ResumableStream, session_stream
+from accessfabric.sealing import SealingError
+from accessfabric.sealing.handshake import destination_resume_key
+from accessfabric.sealing.resume_proof import ResumeRefused, verify_resume
 from accessfabric.session import events as ev
 from accessfabric.session.stream_state import StreamState
 
@@ -54,8 +64,12 @@ class DataPlane:
         *,
         relay_limits: RelayLimits | None = None,
         resume_window: float = DEFAULT_RESUME_WINDOW,
+        sealing_key: X25519PrivateKey | None = None,
     ) -> None:
+        """``sealing_key``: this node's static X25519 key, to bind sealed streams' resumes
+        (without it every resume is token-only)."""
         self.node_id = node_id
+        self.sealing_key = sealing_key
         self.checker = LeaseChecker(node_id, authority_key)
         self.relay = Relay(peers, authority_key, relay_limits, orphan_grace=resume_window)
         self.resume_window = resume_window
@@ -129,16 +143,21 @@ class DataPlane:
             hook(connection, event)
 
     def _refuse(
-        self, connection: SessionConnection, stream: FabricStream, code: ErrorCode, reason: str
+        self,
+        connection: SessionConnection,
+        stream: FabricStream,
+        code: ErrorCode,
+        reason: str,
+        message: str = "resume refused",
     ) -> None:
+        """Reset ``stream`` with ``code``, count ``reason``'s label, log ``message``."""
         self._claimed.add(stream)
         label = reason.split(":", 1)[0]
         self.refused[label] = self.refused.get(label, 0) + 1
         with contextlib.suppress(LocalProtocolError):
             stream.reset(code)
         log_event(
-            log, "route lease refused" if code == ErrorCode.ROUTE_REJECTED else "resume refused",
-            logging.WARNING, peer=_peer(connection), stream=stream.stream_id,
+            log, message, logging.WARNING, peer=_peer(connection), stream=stream.stream_id,
             service=stream.service, code=code.name, reason=reason,
         )  # fmt: skip
 
@@ -155,7 +174,9 @@ class DataPlane:
                 route_id=event.route_id,
             )
         except LeaseRejected as rejected:
-            self._refuse(connection, stream, ErrorCode.ROUTE_REJECTED, str(rejected))
+            self._refuse(
+                connection, stream, ErrorCode.ROUTE_REJECTED, str(rejected), "route lease refused"
+            )
             return
         if not checked.is_destination:
             self._claimed.add(stream)
@@ -165,6 +186,23 @@ class DataPlane:
             self._claimed.add(stream)
             self._adopt(connection, event, stream)
             return
+        kept = self.served.get(event.resume_token)
+        if kept is not None and _alive(kept):  # a fresh open must not replace a live stream
+            self._refuse(
+                connection, stream, ErrorCode.STREAM_CLOSED,
+                "resume token in use: a fresh stream names a live one", "stream refused",
+            )  # fmt: skip
+            return
+        resume_key = b""
+        if self.sealing_key is not None:
+            try:
+                resume_key = destination_resume_key(self.sealing_key, event.key_exchange) or b""
+            except SealingError as error:
+                self._refuse(
+                    connection, stream, ErrorCode.STREAM_CLOSED,
+                    f"sealing key exchange invalid: {error}", "stream refused",
+                )  # fmt: skip
+                return
         wrapper = ResumableStream(
             stream,
             session_stream(connection, event.stream_id),
@@ -172,6 +210,7 @@ class DataPlane:
             resume_window=self.resume_window,
         )
         wrapper.key_exchange = event.key_exchange
+        wrapper.resume_key = resume_key
         self._wrapped[stream] = wrapper
         self.served[event.resume_token] = wrapper
 
@@ -182,6 +221,17 @@ class DataPlane:
         if wrapper is None or wrapper.finished or wrapper.service != event.service:
             self._refuse(connection, stream, ErrorCode.STREAM_CLOSED, "unknown resume token")
             return
+        counter = wrapper.resume_counter
+        if wrapper.resume_key:  # sealed: only the two ends hold the key (docs/sealing.md)
+            try:
+                counter = verify_resume(
+                    wrapper.resume_key, event.key_exchange, last_counter=wrapper.resume_counter,
+                    token=event.resume_token, service=event.service, route_id=event.route_id,
+                    route_lease=event.route_lease, start_offset=event.start_offset,
+                )  # fmt: skip
+            except ResumeRefused as refused:
+                self._refuse(connection, stream, ErrorCode.AUTHENTICATION_FAILED, str(refused))
+                return
         old_conn, old_id = wrapper.connection, wrapper.stream_id
         taken_over = not wrapper.broken and not old_conn.is_closed
         snapshot = wrapper.snapshot()
@@ -194,6 +244,7 @@ class DataPlane:
             with contextlib.suppress(LocalProtocolError):
                 old_conn.session.reset_stream(old_id, ErrorCode.ROUTE_REJECTED)
                 old_conn._schedule_flush()
+        wrapper.resume_counter = counter
         wrapper.rebind(stream, session_stream(connection, event.stream_id))
         connection._schedule_flush()
         self.adopted += 1
@@ -202,6 +253,16 @@ class DataPlane:
             offset_in=snapshot.recv_offset, offset_out=event.start_offset,
             taken_over=taken_over,
         )  # fmt: skip
+
+
+def _alive(wrapper: ResumableStream) -> bool:
+    """The stream end still runs or waits to be resumed."""
+    if wrapper.finished:
+        return False
+    if wrapper.broken:
+        return True
+    state = wrapper.connection.session._streams.get(wrapper.stream_id)
+    return state is not None and state.state not in (StreamState.CLOSED, StreamState.RESET)
 
 
 def _peer(connection: SessionConnection) -> str:

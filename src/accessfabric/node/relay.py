@@ -21,7 +21,8 @@ going to a service:
   downstream session resets the upstream with ``ROUTE_REJECTED``: the source resumes on
   an alternate route.
 
-A resumed stream (OPEN_STREAM with RESUME) is resumed downstream first; the far end's
+A resumed stream (OPEN_STREAM with RESUME) is resumed downstream first, with the
+source's resume proof passed on unchanged (docs/sealing.md); the far end's
 first ACK says where the stream stands, and the upstream half is then adopted from
 there.  The relay never holds a payload byte beyond its hop buffers and never reads one:
 sealed payloads are opaque to it (docs/sealing.md).
@@ -231,7 +232,12 @@ class Relay:
             recv_ended=False,
         )
         splice.position = asyncio.get_running_loop().create_future()
-        down_id = session.resume_stream(down_snapshot, event.route_id, route_lease=checked.blob)
+        down_id = session.resume_stream(
+            down_snapshot,
+            event.route_id,
+            route_lease=checked.blob,
+            key_exchange=event.key_exchange,  # the source's resume proof, passed on as is
+        )
         session.relay_stream(down_id)
         splice.down = new_fabric_stream(down_conn, down_id, event.service, event.traffic_class)
         self._ends[(down_conn, down_id)] = splice

@@ -90,6 +90,10 @@ class ResumableStream(FabricStream):
         self.resume_token = resume_token
         self.key_exchange = b""
         """The OPEN_STREAM key-exchange blob (a destination end builds its sealing from it)."""
+        self.resume_key = b""
+        """A sealed stream's resume key (docs/sealing.md); empty: resumes are token-only."""
+        self.resume_counter = 0
+        """Source: the last resume proof's counter; destination: the last one accepted."""
         self.resume_window = resume_window
         self._resumable_reset = resumable_reset or (lambda error: False)
         self._on_broken = on_broken

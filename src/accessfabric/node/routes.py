@@ -11,7 +11,9 @@ hop sends GOAWAY or reports pressure at or above ``pressure_threshold``, a ROUTE
 fences its epoch, a relay resets the stream with ``ROUTE_REJECTED`` (lease refused or its
 downstream died), or the stream stalls (unacknowledged bytes, no ACK progress for
 ``stall_timeout``).  Its active streams then resume on an alternate from their last
-end-to-end ACK (``resume_stream``); the destination adopts them by resume token.
+end-to-end ACK (``resume_stream``); the destination adopts them by resume token — a
+sealed stream only with the resume proof this node adds to every attempt
+(:mod:`accessfabric.sealing.resume_proof`).
 
 Health comes from the data plane (first-hop RTT, stalls, failures);
 :meth:`RouteManager.observations` is the report a heartbeat can carry.
@@ -42,6 +44,8 @@ from accessfabric.node.resumable import (
     new_fabric_stream,
     session_stream,
 )
+from accessfabric.sealing.handshake import is_sealing_key_exchange
+from accessfabric.sealing.resume_proof import prove_resume
 from accessfabric.session import events as ev
 from accessfabric.wire.registry import TrafficClass
 
@@ -206,12 +210,21 @@ class RouteManager:
         *,
         key_exchange: bytes = b"",
         resume_token: bytes = b"",
+        resume_key: bytes = b"",
     ) -> ResumableStream:
         """A stream to ``service`` on the best healthy route (the next one if a hop fails).
 
         ``resume_token`` (random when empty) names the end-to-end stream; sealing binds
-        its keys to it (docs/sealing.md).
+        its keys to it (docs/sealing.md).  A sealed stream (``key_exchange`` from a
+        :class:`~accessfabric.sealing.SealInitiator`) needs ``resume_key`` — the
+        initiator's ``resume_key`` — to prove its resumes: its destination refuses a
+        resume without a proof.
         """
+        if is_sealing_key_exchange(key_exchange) and not resume_key:
+            raise ValueError(
+                "a sealed stream needs its resume key to fail over: "
+                "pass resume_key=initiator.resume_key"
+            )
         errors: list[str] = []
         for route in await self.routes(service, traffic_class):
             try:
@@ -238,6 +251,7 @@ class RouteManager:
                 resumable_reset=_route_reset,
                 on_broken=self._broken,
             )
+            stream.resume_key = resume_key
             self._track(stream, route, (service, traffic_class), connection)
             return stream
         raise NoUsableRoute(f"every route to {service!r} failed: {'; '.join(errors)}")
@@ -402,7 +416,10 @@ class RouteManager:
             connection = await asyncio.wait_for(self.peers.session(route.first_hop), 5.0)
             snapshot = stream.snapshot()
             stream_id = connection.session.resume_stream(
-                snapshot, route.route_id, route_lease=route.blob
+                snapshot,
+                route.route_id,
+                route_lease=route.blob,
+                key_exchange=_resume_proof(stream, route, snapshot.recv_offset),
             )
         except Exception as error:
             self._route_failed(route, f"resume: {error}")
@@ -457,6 +474,18 @@ class RouteManager:
             self._monitor.cancel()
         for task in list(self._tasks):
             task.cancel()
+
+
+def _resume_proof(stream: ResumableStream, route: Route, start_offset: int) -> bytes:
+    """A sealed stream's proof for this attempt (a fresh counter each time); b"" unsealed."""
+    if not stream.resume_key:
+        return b""
+    stream.resume_counter += 1
+    return prove_resume(
+        stream.resume_key, stream.resume_counter, token=stream.resume_token,
+        service=stream.service, route_id=route.route_id, route_lease=route.blob,
+        start_offset=start_offset,
+    )  # fmt: skip
 
 
 def _route_reset(error: StreamResetError) -> bool:

@@ -81,7 +81,10 @@ class NodeRuntime:
         self.observe = NodeObservability(self.key.node_id)
         # Relaying, resume adoption and route failover (docs/relays.md): the data plane
         # sees every session's events from its creation on.
-        self.data_plane = DataPlane(self.key.node_id, self.peers, config.authority_key)
+        self.data_plane = DataPlane(
+            self.key.node_id, self.peers, config.authority_key,
+            sealing_key=self.key.sealing_private_key(),  # binds sealed streams' resumes
+        )  # fmt: skip
         self.routes = RouteManager(
             self.key.node_id, self.peers, self.data_plane, authority_key=config.authority_key
         )

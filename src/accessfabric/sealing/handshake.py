@@ -15,6 +15,11 @@ carries ``version | opener ephemeral public key | opener node id``:
 Every key also depends on a transcript of both static keys, the opener's
 ephemeral key and the stream context (service name, resume token), so a blob
 replayed into another stream derives different keys.
+
+Both ends also derive a *resume key* from ``es`` alone (the destination's data plane
+computes it from the blob with its static key, no directory needed): only the opener
+(who holds ``e_opener``) and the destination (who holds ``S_dest``) know it, and it
+keys the proofs that let a stream resume on another route (:mod:`.resume_proof`).
 """
 
 from __future__ import annotations
@@ -60,6 +65,11 @@ def _transcript(*parts: bytes) -> bytes:
     return digest.digest()
 
 
+def _resume_key(es: bytes, destination_static: bytes, ephemeral_public: bytes) -> bytes:
+    transcript = _transcript(b"resume", destination_static, ephemeral_public)
+    return _key(es, transcript, b"resume key")
+
+
 def _key(secret: bytes, transcript: bytes, label: bytes) -> bytes:
     return HKDF(hashes.SHA256(), KEY_SIZE, salt=transcript, info=_PROLOGUE + b" " + label).derive(
         secret
@@ -86,6 +96,8 @@ class SealInitiator:
         es = _dh(self._ephemeral, destination)
         ss = _dh(static_key, destination)
         self._secret = es + ss
+        self.resume_key = _resume_key(es, destination_static, ephemeral_public)
+        """Keys this stream's resume proofs; pass it to ``RouteManager.open_stream``."""
         self._transcript = _transcript(
             _raw(static_key.public_key()), destination_static, ephemeral_public, context
         )
@@ -148,3 +160,22 @@ class SealResponder:
             _key(es + ss + ee, _transcript(transcript, reply_public), b"destination to opener")
         )
         self.reply_header = bytes((VERSION,)) + reply_public
+
+
+def is_sealing_key_exchange(key_exchange: bytes) -> bool:
+    """Whether an OPEN_STREAM key-exchange blob has this module's layout (version 1)."""
+    return len(key_exchange) >= 2 + KEY_SIZE and key_exchange[0] == VERSION
+
+
+def destination_resume_key(static_key: X25519PrivateKey, key_exchange: bytes) -> bytes | None:
+    """The resume key of a sealed stream at its destination.
+
+    None when ``key_exchange`` is not a sealing blob: an unsealed stream has no secret to
+    bind its resumes to.  :class:`SealingError` when it is one but unusable (a low-order
+    ephemeral key): the sealing would fail the same way.
+    """
+    if not is_sealing_key_exchange(key_exchange):
+        return None
+    ephemeral_public = key_exchange[1 : 1 + KEY_SIZE]
+    es = _dh(static_key, _public(ephemeral_public, "opener ephemeral key"))
+    return _resume_key(es, _raw(static_key.public_key()), ephemeral_public)

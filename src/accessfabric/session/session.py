@@ -991,15 +991,23 @@ class Session:
         )
 
     def resume_stream(
-        self, snapshot: StreamSnapshot, route_id: int = 0, *, route_lease: bytes = b""
+        self,
+        snapshot: StreamSnapshot,
+        route_id: int = 0,
+        *,
+        route_lease: bytes = b"",
+        key_exchange: bytes = b"",
     ) -> int:
-        """Reopen an exported stream on this session (OPEN_STREAM with RESUME)."""
+        """Reopen an exported stream on this session (OPEN_STREAM with RESUME).
+
+        ``key_exchange`` carries a sealed stream's resume proof (docs/sealing.md).
+        """
         self._require_ready()
         return self._open(
             snapshot.service,
             snapshot.traffic_class,
             route_id,
-            b"",
+            key_exchange,
             route_lease,
             snapshot,
             resume_token=snapshot.resume_token,

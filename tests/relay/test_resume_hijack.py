@@ -1,0 +1,242 @@
+"""A node that knows a sealed stream's resume token cannot take the stream over.
+
+Real runtimes over TCP on loopback.  The attackers are relays of the fabric: one on the
+stream's path (it saw the OPEN_STREAM: token, key exchange, lease), one off it, and the
+relay a failover moved the stream to (it saw the genuine resume proof).  Each opens its
+own RESUME OPEN_STREAM to the destination, with a lease on which it is the hop before
+the destination, so the lease check passes: only the resume proof stands in the way.
+Every attempt must be reset with AUTHENTICATION_FAILED (or STREAM_CLOSED for a fresh open
+reusing the token) and the genuine stream must deliver every byte once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from accessfabric.bench.relay_lab import SEALED_SINK, new_initiator, payload_chunk
+from accessfabric.errors import ErrorCode
+from accessfabric.node.connection import StreamResetError
+from accessfabric.node.resumable import ResumableStream, new_fabric_stream
+from accessfabric.node.routes import Route
+from accessfabric.node.runtime import NodeRuntime
+from accessfabric.sealing import SealInitiator
+from accessfabric.sealing.handshake import destination_resume_key
+from accessfabric.sealing.resume_proof import prove_resume
+from accessfabric.session import events as ev
+from accessfabric.session.snapshot import StreamSnapshot
+from accessfabric.wire.registry import TrafficClass
+from tests.relay.fabric import Fabric, build, kill
+
+CHUNKS = 8  # of 256 KiB: each phase sends 2 MiB
+
+
+class SealedSender:
+    """The source application: sealed chunks in phases, then the sealed end and reply."""
+
+    def __init__(self, stream: ResumableStream, initiator: SealInitiator) -> None:
+        self.stream = stream
+        self.initiator = initiator
+        self.digest = hashlib.sha256()
+        self.sent = 0
+        self._index = 0
+
+    async def send(self, chunks: int) -> None:
+        for _ in range(chunks):
+            chunk = payload_chunk(self._index)
+            self._index += 1
+            self.digest.update(chunk)
+            self.sent += len(chunk)
+            self.stream.write(self.initiator.sealer.seal(chunk))
+            await self.stream.drain()
+
+    async def finish(self) -> str:
+        """Close; return the digest the destination sealed back."""
+        self.stream.write(self.initiator.sealer.finish())
+        self.stream.close()
+        plain: list[bytes] = []
+        while data := await self.stream.read():
+            plain += self.initiator.feed_reply(data)
+        assert self.initiator.opener is not None, "no sealed reply"
+        self.initiator.opener.check_end()
+        return b"".join(plain).hex()
+
+
+def seen_opens(runtime: NodeRuntime) -> list[ev.StreamOpened]:
+    """Every OPEN_STREAM this node's sessions receive (what a malicious relay records)."""
+    seen: list[ev.StreamOpened] = []
+
+    def record(_connection: object, event: ev.Event) -> None:
+        if isinstance(event, ev.StreamOpened):
+            seen.append(event)
+
+    runtime.data_plane.hooks.append(record)
+    return seen
+
+
+async def sighting(
+    seen: list[ev.StreamOpened], token: bytes, *, resume: bool
+) -> list[ev.StreamOpened]:
+    """The opens of stream ``token`` the relay saw, once it saw one (fresh or resumed)."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [e for e in seen if e.resume_token == token and e.resume == resume]
+        if found:
+            return found
+        assert time.monotonic() < deadline, "the relay never saw the stream"
+        await asyncio.sleep(0.02)
+
+
+async def served(destination: NodeRuntime, token: bytes) -> None:
+    """Wait until the destination serves stream ``token`` (its OPEN_STREAM arrived)."""
+    deadline = time.monotonic() + 10
+    while token not in destination.data_plane.served:
+        assert time.monotonic() < deadline, "the stream never reached the destination"
+        await asyncio.sleep(0.02)
+
+
+async def attack(
+    attacker: NodeRuntime,
+    destination: NodeRuntime,
+    seen: ev.StreamOpened,
+    route: Route,
+    *,
+    proof: bytes = b"",
+    fresh: bool = False,
+) -> StreamResetError:
+    """Open the stream named by ``seen``'s token from ``attacker``; return the reset."""
+    connection = await attacker.peers.session(destination.node_id)
+    session = connection.session
+    if fresh:
+        stream_id = session.open_stream(
+            seen.service, seen.traffic_class, route.route_id, key_exchange=seen.key_exchange,
+            route_lease=route.blob, resume_token=seen.resume_token,
+        )  # fmt: skip
+    else:
+        snapshot = StreamSnapshot(
+            resume_token=seen.resume_token, service=seen.service,
+            traffic_class=seen.traffic_class, send_acked=0, send_buffer=(), send_end=False,
+            recv_offset=seen.start_offset, recv_consumed=seen.start_offset, recv_ended=False,
+        )  # fmt: skip
+        stream_id = session.resume_stream(
+            snapshot, route.route_id, route_lease=route.blob, key_exchange=proof
+        )
+    stream = new_fabric_stream(connection, stream_id, seen.service, seen.traffic_class)
+    with pytest.raises(StreamResetError) as caught:
+        await asyncio.wait_for(stream.read(), 5)  # an adopted hijack would get no reset
+    return caught.value
+
+
+async def open_sealed(fabric: Fabric, routes: list[Route]) -> tuple[SealedSender, bytes]:
+    src, dst = fabric.source, fabric.destination
+    src.routes.set_routes(SEALED_SINK, TrafficClass.BULK, routes)
+    initiator, token = new_initiator(
+        fabric.keys[src.node_id], fabric.keys[dst.node_id].sealing_public_key_bytes, SEALED_SINK
+    )
+    stream = await src.routes.open_stream(
+        SEALED_SINK, TrafficClass.BULK, key_exchange=initiator.key_exchange,
+        resume_token=token, resume_key=initiator.resume_key,
+    )  # fmt: skip
+    return SealedSender(stream, initiator), token
+
+
+async def finish_intact(fabric: Fabric, sender: SealedSender) -> None:
+    confirmed = await sender.finish()
+    assert confirmed == sender.digest.hexdigest()
+    assert fabric.sink.digests == [sender.digest.hexdigest()]
+    assert fabric.sink.sizes == [sender.sent]
+
+
+async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="accessfabric.node.dataplane")
+    fabric = await build(tmp_path, relays=2)
+    try:
+        dst = fabric.destination
+        on_path, off_path = fabric.relays
+        primary, alternate = fabric.routes([0], [1])
+        seen = seen_opens(on_path)
+        sender, token = await open_sealed(fabric, [primary, alternate])
+        await sender.send(CHUNKS)
+        (opened,) = await sighting(seen, token, resume=False)  # the relay saw the token
+        await served(dst, token)
+        # The best key the relay can compute: the blob with its own static key.
+        guessed = destination_resume_key(
+            fabric.keys[on_path.node_id].sealing_private_key(), opened.key_exchange
+        )
+        assert guessed is not None
+        forged = prove_resume(
+            guessed, 1, token=token, service=SEALED_SINK, route_id=primary.route_id,
+            route_lease=primary.blob, start_offset=0,
+        )  # fmt: skip
+        resets = [
+            await attack(on_path, dst, opened, primary),  # token only, as before the fix
+            await attack(on_path, dst, opened, primary, proof=forged),
+            await attack(off_path, dst, opened, alternate),  # the token leaked elsewhere
+            await attack(on_path, dst, opened, primary, fresh=True),  # replace, not resume
+        ]
+        assert [r.code for r in resets] == [ErrorCode.AUTHENTICATION_FAILED] * 3 + [
+            ErrorCode.STREAM_CLOSED
+        ]
+        assert dst.data_plane.refused == {
+            "resume proof missing": 2,
+            "resume proof invalid": 1,
+            "resume token in use": 1,
+        }
+        reasons = [
+            getattr(r, "fabric_fields", {}).get("reason", "")
+            for r in caplog.records
+            if r.getMessage() == "resume refused"
+        ]
+        assert len(reasons) == 3 and reasons[1].startswith("resume proof invalid"), reasons
+        # The genuine stream never moved and delivers every byte once.
+        await sender.send(CHUNKS)
+        await finish_intact(fabric, sender)
+        assert dst.data_plane.adopted == 0
+        assert fabric.source.routes.failovers == 0
+        assert sender.stream.resumes == 0
+    finally:
+        await fabric.stop()
+
+
+async def test_a_replayed_resume_proof_is_refused_after_a_genuine_failover(
+    tmp_path: Path,
+) -> None:
+    fabric = await build(tmp_path, relays=2)
+    try:
+        dst = fabric.destination
+        dying, new_path = fabric.relays
+        primary, alternate = fabric.routes([0], [1])
+        seen = seen_opens(new_path)
+        sender, token = await open_sealed(fabric, [primary, alternate])
+        await sender.send(CHUNKS)
+        await served(dst, token)
+        kill(dying)
+        await sender.send(CHUNKS)
+        (resumed,) = await sighting(seen, token, resume=True)
+        deadline = time.monotonic() + 10
+        while dst.data_plane.adopted < 1:
+            assert time.monotonic() < deadline, "the genuine stream did not resume"
+            await asyncio.sleep(0.02)
+        proof = resumed.key_exchange  # the genuine proof, seen by the relay it went through
+        assert proof, "the source's resume carried no proof"
+        bumped = proof[:1] + (int.from_bytes(proof[1:9], "big") + 1).to_bytes(8, "big") + proof[9:]
+        resets = [
+            await attack(new_path, dst, resumed, alternate, proof=proof),  # replayed as is
+            await attack(new_path, dst, resumed, alternate, proof=bumped),  # counter raised
+        ]
+        assert [r.code for r in resets] == [ErrorCode.AUTHENTICATION_FAILED] * 2
+        assert dst.data_plane.refused == {"resume proof replayed": 1, "resume proof invalid": 1}
+        await sender.send(CHUNKS)
+        await finish_intact(fabric, sender)
+        assert dst.data_plane.adopted == 1
+        assert fabric.source.routes.failovers == 1
+        assert sender.stream.resumes == 1
+    finally:
+        await fabric.stop()
