@@ -10,6 +10,7 @@ import pytest
 from accessfabric.bench.relay_lab import SEALED_SINK, new_initiator, send_sealed
 from accessfabric.errors import ErrorCode
 from accessfabric.node.connection import StreamResetError
+from accessfabric.node.route_switches import SwitchReason
 from accessfabric.node.routes import NoUsableRoute
 from accessfabric.wire.registry import TrafficClass
 from tests.relay.fabric import build, kill
@@ -45,7 +46,7 @@ async def test_sealed_bulk_survives_relay_death(tmp_path: Path) -> None:
         assert fabric.sink.digests == [sent_digest]
         assert confirmed == sent_digest
         assert fabric.sink.sizes == [total]
-        assert src.routes.failovers == 1
+        assert src.routes.switches.counts == {SwitchReason.SESSION_LOST: 1}
         assert dst.data_plane.adopted == 1
         relayed = fabric.relays[1].data_plane.relay.counters()
         assert relayed["relayed"], relayed  # accounting, never payload

@@ -1,4 +1,4 @@
-"""Route execution as observability shows it: the route table in status, failovers in
+"""Route execution as observability shows it: the route table in status, route switches in
 /metrics, after a relay dies under a sealed bulk stream (in-process fabric on loopback)."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ async def test_route_table_and_failover_metrics(tmp_path: Path) -> None:
         sent_digest, confirmed = await send_sealed(stream, initiator, total, progress)
         assert sent_digest == confirmed
         text = generate_latest(src.observe.registry).decode()
-        assert "accessfabric_route_failovers_total 1.0" in text
+        assert 'accessfabric_route_switches_total{reason="session_lost"} 1.0' in text
         rows = {row["route"]: row for row in src.observe.status()["routes"]}
         assert rows[1]["failures"] >= 1
     finally:

@@ -509,6 +509,11 @@ class SessionConnection:
     def is_closed(self) -> bool:
         return self._closed.done()
 
+    @property
+    def ended(self) -> ev.SessionTerminated | None:
+        """How the session ended (``None`` while it lives)."""
+        return self._closed.result() if self._closed.done() else None
+
     async def wait_closed(self) -> ev.SessionTerminated:
         return await asyncio.shield(self._closed)
 

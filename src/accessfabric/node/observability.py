@@ -1,8 +1,9 @@
 """A node's metrics and admin endpoints: ``/metrics`` (Prometheus) and the status socket.
 
 * :class:`NodeObservability` tracks every session the node accepts or dials
-  (``FabricMetrics.track`` / ``finished``), counts authentication failures and
-  node events (route switches, failovers) and answers ``status``.
+  (``FabricMetrics.track`` / ``finished``), counts authentication failures,
+  exports route execution (switches by reason, recovery times, route health)
+  and answers ``status``.
 * ``metrics_listen = "127.0.0.1:9464"`` serves ``GET /metrics`` over aiohttp.
 * The admin socket (a unix socket, mode 0600, ``admin_socket`` in the config,
   default ``<key>.admin.sock`` beside the key) serves ``GET /status``: JSON
@@ -30,6 +31,7 @@ from accessfabric.carriers.base import CarrierStatsProbe
 from accessfabric.errors import ErrorCode
 from accessfabric.node.address import HostPort
 from accessfabric.node.connection import SessionConnection
+from accessfabric.node.route_switches import RouteSwitches
 from accessfabric.observe.carrier_loss import CarrierLossMetrics
 from accessfabric.observe.metrics import FabricMetrics, new_registry
 from accessfabric.session import events as ev
@@ -42,7 +44,7 @@ StatusSection = Callable[[], Any]
 class RouteView(Protocol):
     """What observability reads of the node's route execution (``RouteManager``)."""
 
-    failovers: int
+    switches: RouteSwitches
     failed: int
 
     def observations(self) -> list[dict[str, object]]: ...
@@ -53,11 +55,6 @@ class _RouteCollector(Collector):
         self.routes = routes
 
     def collect(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(
-            "accessfabric_route_failovers",
-            "Streams moved to an alternate route (resumed from the last end-to-end ACK).",
-            value=self.routes.failovers,
-        )
         yield CounterMetricFamily(
             "accessfabric_route_failures",
             "Streams whose every route failed.",
@@ -145,9 +142,10 @@ class NodeObservability:
         self.metrics.auth_failures[reason] += 1
 
     def watch_routes(self, routes: RouteView) -> None:
-        """Export route failovers and show the route table in ``status``."""
+        """Export route switches and health, and show the route table in ``status``."""
         self._routes = routes
         self.registry.register(_RouteCollector(routes))
+        self.registry.register(routes.switches)
 
     def watch_samples(self, samples: Callable[[], list[tuple[str, dict[str, str], float]]]) -> None:
         """Export counters that arrive as samples (``peer_dialer.dial_metric_samples``)."""
@@ -223,6 +221,8 @@ class NodeObservability:
                 "stalls": r.get("stalls"),
                 "failures": r.get("failures"),
                 "last_failure": r.get("last_failure") or "-",
+                "last_switch": r.get("last_switch") or "-",
+                "recovery_ms": r.get("recovery_ms"),
             }
             for r in self._routes.observations()
         ]

@@ -137,6 +137,11 @@ class ResumableStream(FabricStream):
         return self._state.acked
 
     @property
+    def ack_seen_at(self) -> float | None:
+        """When the current hop stream last received an ACK frame (``session_clock``)."""
+        return self._state.ack_seen_at
+
+    @property
     def unacked(self) -> int:
         return self._written - self._state.acked
 

@@ -13,7 +13,9 @@ downstream died), or the stream stalls (unacknowledged bytes, no ACK progress fo
 ``stall_timeout``).  Its active streams then resume on an alternate from their last
 end-to-end ACK (``resume_stream``); the destination adopts them by resume token — a
 sealed stream only with the resume proof this node adds to every attempt
-(:mod:`accessfabric.sealing.resume_proof`).
+(:mod:`accessfabric.sealing.resume_proof`).  Each stream moved is counted under the
+reason its route was left, with the time until the far end acknowledged on the new
+route (:mod:`accessfabric.node.route_switches`).
 
 Health comes from the data plane (first-hop RTT, stalls, failures);
 :meth:`RouteManager.observations` is the report a heartbeat can carry.
@@ -26,7 +28,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from accessfabric.control.codec import canonical_node_id
 from accessfabric.control.fence import EpochFence
@@ -43,6 +45,13 @@ from accessfabric.node.resumable import (
     ResumableStream,
     new_fabric_stream,
     session_stream,
+)
+from accessfabric.node.route_switches import (
+    RouteFailure,
+    RouteSwitches,
+    SwitchReason,
+    failure_reason,
+    session_end_reason,
 )
 from accessfabric.sealing.handshake import is_sealing_key_exchange
 from accessfabric.sealing.resume_proof import prove_resume
@@ -83,7 +92,8 @@ class RouteHealth:
     stalls: int = 0
     down_until: float = 0.0
     last_failure: str = ""
-    recoveries: list[float] = field(default_factory=list)
+    last_switch: str = ""  # why streams last left this route (a SwitchReason)
+    last_recovery: float | None = None  # and how long until they were acknowledged again
 
     def healthy(self, now: float) -> bool:
         return now >= self.down_until
@@ -100,6 +110,8 @@ class _Routed:
     progress_at: float
     last_acked: int
     failing: asyncio.Task[None] | None = None
+    reason: SwitchReason = SwitchReason.OTHER  # why the route was left (while failing)
+    recovering: tuple[Route, float] | None = None  # (route left, failure noticed): no ACK yet
 
 
 class RouteManager:
@@ -133,9 +145,14 @@ class RouteManager:
         self._watched: set[SessionConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._monitor: asyncio.Task[None] | None = None
-        self.failovers = 0
+        self.switches = RouteSwitches()
         self.failed = 0
         data_plane.hooks.append(self._on_event)
+
+    @property
+    def failovers(self) -> int:
+        """Streams moved to an alternate route, whatever the reason."""
+        return self.switches.total
 
     # ------------------------------------------------------------ route table
 
@@ -283,7 +300,7 @@ class RouteManager:
     async def _watch(self, connection: SessionConnection) -> None:
         ended = await connection.wait_closed()
         self._watched.discard(connection)
-        error = termination_error(ended)
+        error = RouteFailure(session_end_reason(ended), str(termination_error(ended)))
         for (conn, _), routed in list(self._streams.items()):
             if conn is connection:
                 routed.stream.mark_broken(error)
@@ -302,13 +319,17 @@ class RouteManager:
         elif kind is ev.GoawayReceived:
             assert isinstance(event, ev.GoawayReceived)
             for routed in self._on_conn(connection):
-                routed.stream.mark_broken(ConnectionError(f"first hop GOAWAY: {event.reason}"))
+                routed.stream.mark_broken(
+                    RouteFailure(SwitchReason.GOAWAY, f"first hop GOAWAY: {event.reason}")
+                )
         elif kind is ev.PeerPressure:
             assert isinstance(event, ev.PeerPressure)
             level = max(event.queue, event.cpu, event.memory, event.network)
             if level >= self.pressure_threshold:
                 for routed in self._on_conn(connection):
-                    routed.stream.mark_broken(ConnectionError(f"first hop pressure {level} %"))
+                    routed.stream.mark_broken(
+                        RouteFailure(SwitchReason.PRESSURE, f"first hop pressure {level} %")
+                    )
         elif kind is ev.RouteUpdated:
             assert isinstance(event, ev.RouteUpdated)
             self._route_update(event.lease)
@@ -331,7 +352,10 @@ class RouteManager:
         for routed in list(self._streams.values()):
             if routed.route.route_id == lease.route_id and routed.route.lease.epoch < lease.epoch:
                 routed.stream.mark_broken(
-                    ConnectionError(f"route {lease.route_id} fenced by epoch {lease.epoch}")
+                    RouteFailure(
+                        SwitchReason.FENCED,
+                        f"route {lease.route_id} fenced by epoch {lease.epoch}",
+                    )
                 )
 
     async def _monitor_loop(self) -> None:
@@ -341,6 +365,8 @@ class RouteManager:
             now = time.monotonic()
             for (conn, _), routed in list(self._streams.items()):
                 stream = routed.stream
+                if routed.recovering is not None:
+                    self._check_recovered(routed, routed.recovering)
                 if stream.finished or stream.done:
                     self._untrack(routed)
                     continue
@@ -356,7 +382,9 @@ class RouteManager:
                 elif now - routed.progress_at > self.stall_timeout:
                     health.stalls += 1
                     stream.mark_broken(
-                        ConnectionError(f"stalled: no ACK for {self.stall_timeout:g} s")
+                        RouteFailure(
+                            SwitchReason.STALLED, f"stalled: no ACK for {self.stall_timeout:g} s"
+                        )
                     )
 
     def _untrack(self, routed: _Routed) -> None:
@@ -377,6 +405,8 @@ class RouteManager:
         if routed is None or (routed.failing is not None and not routed.failing.done()):
             return
         self._route_failed(routed.route, str(error) or type(error).__name__)
+        routed.reason = failure_reason(error, stream.connection.ended)
+        routed.recovering = None
         routed.failing = self._spawn(self._failover(routed, error))
 
     async def _failover(self, routed: _Routed, error: BaseException) -> None:
@@ -427,18 +457,34 @@ class RouteManager:
         inner = new_fabric_stream(connection, stream_id, stream.service, stream.traffic_class)
         self._untrack(routed)
         stream.rebind(inner, session_stream(connection, stream_id))
+        left = routed.route
         routed.route = route
         routed.progress_at = time.monotonic()
         routed.last_acked = stream.acked
+        routed.recovering = (left, started)
         self._track_existing(routed, connection)
-        took = time.monotonic() - started
-        self._health(route).recoveries.append(took)
-        self.failovers += 1
+        self.switches.switched(routed.reason)
+        health = self._health(left)
+        health.last_switch, health.last_recovery = routed.reason.value, None
         log_event(
             log, "stream resumed on alternate route", route=route.route_id,
-            first_hop=route.first_hop, offset=snapshot.send_acked, seconds=round(took, 3),
+            first_hop=route.first_hop, offset=snapshot.send_acked, reason=routed.reason.value,
+            seconds=round(time.monotonic() - started, 3),
         )  # fmt: skip
         return True
+
+    def _check_recovered(self, routed: _Routed, recovering: tuple[Route, float]) -> None:
+        """The first ACK on the new route ends the recovery that began at the failure."""
+        acked_at = routed.stream.ack_seen_at
+        if acked_at is None:
+            return
+        left, started = recovering
+        routed.recovering = None
+        took = max(0.0, acked_at - started)
+        self.switches.recovered(routed.reason, took)
+        health = self._health(left)
+        if health.last_switch == routed.reason.value:
+            health.last_recovery = took
 
     def _track_existing(self, routed: _Routed, connection: SessionConnection) -> None:
         self._streams[(connection, routed.stream.stream_id)] = routed
@@ -465,6 +511,10 @@ class RouteManager:
                         "stalls": health.stalls,
                         "failures": health.failures,
                         "last_failure": health.last_failure,
+                        "last_switch": health.last_switch,
+                        "recovery_ms": None
+                        if health.last_recovery is None
+                        else round(health.last_recovery * 1e3, 1),
                     }
                 )
         return out

@@ -49,7 +49,6 @@ class FabricMetrics(Collector):
         self._slowdowns = 0
         self._opened: Counter[str] = Counter()  # carrier kind
         self.auth_failures: Counter[str] = Counter()  # reason
-        self.events: Counter[tuple[str, str]] = Counter()  # (kind, reason): route switches...
 
     # Data the node feeds in.
     def track(self, session: Session, carrier: str) -> None:
@@ -67,10 +66,6 @@ class FabricMetrics(Collector):
         if ended is not None:
             side = "remote" if ended.remote else "local"
             self._terminations[(_code_name(int(ended.error_code)), side)] += 1
-
-    def count_event(self, kind: str, reason: str) -> None:
-        """Count a node event with a bounded reason (route switch, failover, ...)."""
-        self.events[(kind, reason)] += 1
 
     def _fold(self, snapshot: SessionMetrics) -> None:
         for cls, value in snapshot.bytes_in_by_class.items():
@@ -157,12 +152,6 @@ class FabricMetrics(Collector):
             "Failed session authentications, by reason.",
             ["reason"],
             [((k,), v) for k, v in self.auth_failures.items()],
-        )
-        yield from self._counter(
-            "accessfabric_node_events",
-            "Node events (route switches, failovers...), by kind and reason.",
-            ["kind", "reason"],
-            self.events.items(),
         )
         yield CounterMetricFamily(
             "accessfabric_credit_stalls", "Times a stream waited for credit.", value=stalls

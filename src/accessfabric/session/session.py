@@ -475,6 +475,7 @@ class Session:
         stream = self._peer_stream(frame.stream_id, events)
         if stream is None:
             return
+        stream.ack_seen_at = self._now
         if frame.offset > stream.send_offset:
             if stream.resumed and frame.offset <= stream.send_offset + stream.queued:
                 stream.skip_to(frame.offset)  # the peer had more than our last ACK said

@@ -14,6 +14,7 @@ class Stream:
     """Per-stream state the session keeps.  Offsets are absolute stream byte offsets."""
 
     __slots__ = (
+        "ack_seen_at",
         "acked",
         "bytes_in",
         "bytes_out",
@@ -67,6 +68,7 @@ class Stream:
         self.queued = 0
         self.send_offset = send_offset
         self.acked = send_offset
+        self.ack_seen_at: float | None = None  # session time of the last ACK frame
         self.retained: deque[tuple[int, memoryview]] = deque()
         self.credit_limit = credit_limit
         self.end_queued = False

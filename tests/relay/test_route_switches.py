@@ -1,0 +1,147 @@
+"""Real route switches on loopback, as the source's /metrics and status report them.
+
+Source -> relay 0 -> destination (route 1) and source -> relay 1 -> destination
+(route 2); an echo stream runs on route 1, relay 0 fails in one of the ways the route
+executor reacts to, the stream must go on over route 2, and the scraped metrics must
+name the real reason with one recovery-time observation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from accessfabric.bench.relay_lab import issue_route
+from accessfabric.errors import ErrorCode
+from accessfabric.node.connection import SessionConnection
+from accessfabric.node.resumable import ResumableStream
+from accessfabric.node.route_switches import SwitchReason
+from accessfabric.node.runtime import NodeRuntime
+from accessfabric.wire.registry import TrafficClass
+from tests.relay.fabric import Fabric, build, kill
+
+Trigger = Callable[[Fabric], Awaitable[None]]
+
+
+def _accepted_from(relay: NodeRuntime, node_id: str) -> SessionConnection:
+    """The relay's end of the session ``node_id`` dialled to it."""
+    (connection,) = [c for c in relay._accepted if c.session.peer_node_id == node_id]
+    return connection
+
+
+def _dialled_to(runtime: NodeRuntime, node_id: str) -> SessionConnection:
+    (connection,) = [c for c in runtime.peers._live if c.session.peer_node_id == node_id]
+    return connection
+
+
+def _blackhole(connection: SessionConnection) -> None:
+    """Nothing this end queues is written any more; the socket stays open."""
+    connection._flush = lambda: None  # type: ignore[method-assign]
+
+
+async def _kill_relay(fabric: Fabric) -> None:
+    kill(fabric.relays[0])
+
+
+async def _silence_relay(fabric: Fabric) -> None:
+    _blackhole(_accepted_from(fabric.relays[0], fabric.source.node_id))
+
+
+async def _goaway(fabric: Fabric) -> None:
+    connection = _accepted_from(fabric.relays[0], fabric.source.node_id)
+    await connection.goaway(ErrorCode.NO_ERROR, "relay draining")
+
+
+async def _pressure(fabric: Fabric) -> None:
+    connection = _accepted_from(fabric.relays[0], fabric.source.node_id)
+    connection.session.send_pressure(queue=97)
+    connection._schedule_flush()
+
+
+async def _fence(fabric: Fabric) -> None:
+    src, relay, dst = fabric.source, fabric.relays[0], fabric.destination
+    newer = issue_route(fabric.authority, 1, [src.node_id, relay.node_id, dst.node_id], epoch=2)
+    connection = _accepted_from(relay, src.node_id)
+    connection.session.send_route_update(newer.blob)
+    connection._schedule_flush()
+
+
+async def _lose_downstream(fabric: Fabric) -> None:
+    _dialled_to(fabric.relays[0], fabric.destination.node_id).abort()
+
+
+async def _stall_downstream(fabric: Fabric) -> None:
+    _blackhole(_dialled_to(fabric.relays[0], fabric.destination.node_id))
+
+
+CASES: list[tuple[SwitchReason, Trigger, float]] = [  # reason, trigger, stall_timeout
+    (SwitchReason.SESSION_LOST, _kill_relay, 30.0),
+    (SwitchReason.PING_TIMEOUT, _silence_relay, 30.0),
+    (SwitchReason.GOAWAY, _goaway, 30.0),
+    (SwitchReason.PRESSURE, _pressure, 30.0),
+    (SwitchReason.FENCED, _fence, 30.0),
+    (SwitchReason.ROUTE_REJECTED, _lose_downstream, 30.0),
+    (SwitchReason.STALLED, _stall_downstream, 0.5),
+]
+
+
+def _samples(runtime: NodeRuntime, name: str) -> dict[tuple[str, str], float]:
+    """``(sample name, reason) -> value`` of one family, from the scraped text."""
+    text = generate_latest(runtime.observe.registry).decode()
+    out: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            for sample in family.samples:
+                out[(sample.name, sample.labels.get("reason", ""))] = sample.value
+    return out
+
+
+async def _echo(stream: ResumableStream, payload: bytes) -> None:
+    stream.write(payload)
+    assert await asyncio.wait_for(stream.readexactly(len(payload)), 20) == payload
+
+
+@pytest.mark.parametrize(("reason", "trigger", "stall_timeout"), CASES, ids=[c[0] for c in CASES])
+async def test_route_switch_reason_and_recovery(
+    tmp_path: Path, reason: SwitchReason, trigger: Trigger, stall_timeout: float
+) -> None:
+    fabric = await build(tmp_path, relays=2)
+    try:
+        src = fabric.source
+        src.routes.stall_timeout = stall_timeout
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0], [1]))
+        stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+        await _echo(stream, b"before the failure")
+        assert stream.connection.session.peer_node_id == fabric.relays[0].node_id
+        assert _samples(src, "accessfabric_route_switches") == {}
+
+        await trigger(fabric)
+        for n in range(5):  # bytes written across the switch arrive, in order, once
+            await _echo(stream, b"across the switch %d" % n)
+        assert stream.connection.session.peer_node_id == fabric.relays[1].node_id
+
+        switches = _samples(src, "accessfabric_route_switches")
+        assert switches == {("accessfabric_route_switches_total", reason.value): 1.0}
+        deadline = time.monotonic() + 5
+        recovery = _samples(src, "accessfabric_route_recovery_seconds")
+        while ("accessfabric_route_recovery_seconds_count", reason.value) not in recovery:
+            assert time.monotonic() < deadline, recovery
+            await asyncio.sleep(0.05)
+            recovery = _samples(src, "accessfabric_route_recovery_seconds")
+        assert recovery[("accessfabric_route_recovery_seconds_count", reason.value)] == 1.0
+        took = recovery[("accessfabric_route_recovery_seconds_sum", reason.value)]
+        assert 0.0 < took < 20.0
+        assert {r for _, r in recovery} == {reason.value}
+
+        rows = {row["route"]: row for row in src.observe.status()["routes"]}
+        assert rows[1]["last_switch"] == reason.value
+        assert rows[1]["recovery_ms"] == round(took * 1e3, 1)
+        assert rows[2]["last_switch"] == "-"
+    finally:
+        await fabric.stop()
