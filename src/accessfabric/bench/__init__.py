@@ -20,6 +20,7 @@ SUITES: dict[str, str] = {
     "control": "accessfabric.bench.control",
     "relay": "accessfabric.bench.relay",
     "session": "accessfabric.bench.session",
+    "tls": "accessfabric.bench.tls_transport",
     "vpn": "accessfabric.bench.vpn",
 }
 

@@ -21,6 +21,12 @@ same Ed25519 certificates, in one run:
 A rate is bytes / (receiver saw the end - sender started writing); connection set-up
 is not timed.  Both clocks are ``perf_counter`` (CLOCK_MONOTONIC, shared by processes).
 
+Beside each rate the suite records the CPU time each end spent on the transfer (the
+sender's ``os.times``, the receiving process's ``/proc/PID/stat``): bytes / the busier
+end's CPU seconds is the rate that end allows with a core of its own.  On a machine
+shared with other work the wall-clock rates swing with the load; these CPU-bound
+rates and their ratios move much less.
+
 By default the receivers run in a second process (``ACCESSFABRIC_BENCH_PROCESSES=2``),
 as two nodes would; ``=1`` puts sender and receiver in one event loop, which on
 two cores leaves one core idle.  ``ACCESSFABRIC_BENCH_LOOP=asyncio`` swaps uvloop out.
@@ -572,6 +578,22 @@ async def _send_packets_raw(ctx: _Context, count: int) -> float:
 # ---------------------------------------------------------------------------- the run
 
 
+def _process_cpu(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` (None if Linux's /proc cannot say)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 class _Context:
     def __init__(self, sender: BenchNode, receiver_id: str, hub: _Hub, ports: dict[str, int]):
         self.sender = sender
@@ -581,6 +603,10 @@ class _Context:
         self.hub = hub
         self.ports = ports
         self.current: asyncio.Future[tuple[int, float]] | None = None
+        self.receiver_pid: int | None = None
+        """The receiving process (None when the receivers share this process's loop)."""
+        self.cpu: dict[str, tuple[float, float]] = {}
+        """Per kind, the least CPU seconds per byte seen at (sender, receiver)."""
 
     async def received(self) -> None:
         """Wait until the receiver reports the end of the transfer under way."""
@@ -594,11 +620,20 @@ async def _measure(
     """One transfer: (bytes the receiver counted, seconds from first write to its end)."""
     reported = "fabric_tcp" if kind == "fabric_tcp_unpaced" else kind
     ctx.current = asyncio.ensure_future(ctx.hub.next(reported))
+    sender_before, receiver_before = _own_cpu(), _process_cpu(ctx.receiver_pid)
     try:
         started = await send()
         count, ended = await ctx.current
     finally:
         ctx.current.cancel()
+    receiver_after = _process_cpu(ctx.receiver_pid)
+    if receiver_before is not None and receiver_after is not None and count:
+        sender = (_own_cpu() - sender_before) / count
+        receiver = (receiver_after - receiver_before) / count
+        best = ctx.cpu.get(kind)
+        ctx.cpu[kind] = (sender, receiver) if best is None else (
+            min(best[0], sender), min(best[1], receiver)
+        )  # fmt: skip
     return count, ended - started
 
 
@@ -629,6 +664,8 @@ async def _main(quick: bool, processes: int, cert_dir: Path) -> BenchReport:
         receivers = Receivers(receiver_node, hub.put)
         ports = await receivers.start()
     ctx = _Context(sender, receiver_node.key.node_id, hub, ports)
+    if child is not None:
+        ctx.receiver_pid = child.pid
     try:
         return await _run_all(ctx, quick, processes)
     finally:
@@ -773,7 +810,38 @@ async def _run_all(ctx: _Context, quick: bool, processes: int) -> BenchReport:
         f">= 4x h2: {met(rates['fabric_tcp'] >= 4 * rates['h2'])}; "
         f">= 200,000 packets/s: {met(packet_rates['fabric'] >= 200_000)}"
     )
+    _add_cpu_rows(report, ctx.cpu)
     return report
+
+
+def _add_cpu_rows(report: BenchReport, cpu: dict[str, tuple[float, float]]) -> None:
+    """CPU seconds per GiB at each end, and the rate the busier end allows on its own core."""
+    if not cpu:
+        report.notes["cpu"] = "not measured: the receivers share this process (or no /proc)"
+        return
+    report.notes["cpu s/GiB sender/receiver"] = "; ".join(
+        f"{kind} {sender * (1 << 30):.2f}/{receiver * (1 << 30):.2f}"
+        for kind, (sender, receiver) in cpu.items()
+        if kind in _BULK_KINDS
+    )
+
+    def ceiling(kind: str) -> float:
+        return 1 / max(cpu[kind]) / 1e6
+
+    for baseline, name in (("raw_tls", "raw asyncio tls"), ("h2", "h2 one stream")):
+        if "fabric_tcp" in cpu and baseline in cpu:
+            report.add(
+                BenchResult(
+                    metric="fabric tcp+tls CPU-bound MB/s",
+                    value=ceiling("fabric_tcp"),
+                    unit="MB/s",
+                    baseline_metric=f"{name} CPU-bound MB/s",
+                    baseline_value=ceiling(baseline),
+                )
+            )
+
+
+_BULK_KINDS = ("raw_tls", "fabric_tcp", "fabric_tcp_unpaced", "fabric_ws", "websockets", "h2")
 
 
 def run(quick: bool) -> BenchReport:
