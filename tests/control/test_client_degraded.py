@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -43,7 +44,9 @@ async def _three(cp: object, tmp_path: Path) -> tuple[ControlClient, NodeKey, No
     return clients[0], relay, host
 
 
-def test_control_plane_stopped_cached_leases_work_until_expiry(tmp_path: Path) -> None:
+def test_control_plane_stopped_cached_leases_work_until_expiry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     clock = FakeClock(1_800_000_000.0)
     config = ControlConfig(route_lease_ttl=60)
 
@@ -80,10 +83,16 @@ def test_control_plane_stopped_cached_leases_work_until_expiry(tmp_path: Path) -
             )
             assert "UNREACHABLE" in status.describe(clock.now)
             clock.advance(31)  # past the leases' expiry
-            with pytest.raises(NoUsableLease) as why:
+            caplog.clear()
+            with (
+                caplog.at_level(logging.INFO, "accessfabric.control.client"),
+                pytest.raises(NoUsableLease) as why,
+            ):
                 await offline.route_leases("rdp")
             message = str(why.value)
-            assert "unreachable" in message and "expired 1 s ago" in message
+            assert "unreachable (no answer for 61 s; cannot reach" in message
+            assert "expired 1 s ago" in message
+            assert not caplog.records  # expired cached leases are expected, not news
             with pytest.raises(NoUsableLease, match="was ever cached"):
                 await offline.route_leases("ssh")
             assert offline.status().consecutive_failures == 3

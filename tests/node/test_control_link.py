@@ -20,6 +20,7 @@ import pytest
 from accessfabric.control.authority_key import format_authority_key
 from accessfabric.control.facts import FactsError, HeartbeatFacts, parse_facts
 from accessfabric.control.plane import ControlConfig
+from accessfabric.control.server import ControlServer
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.config import ConfigError, load_node_config
 from accessfabric.node.routes import NoUsableRoute
@@ -129,7 +130,12 @@ async def test_nodes_enroll_register_lease_and_survive_control_outage(tmp_path: 
                 return "web" in str(body) and host.node_id in str(body)
 
             await _until(served)
-            assert host.control.client.cached_service_leases("web")
+
+            async def leased() -> bool:  # the host's next cycle fetches the service leases
+                assert host.control is not None
+                return bool(host.control.client.cached_service_leases("web"))
+
+            await _until(leased, 5.0)
 
             # the source finds the host in its directory, measures it, gets route leases
             async def opened() -> Any:
@@ -176,15 +182,84 @@ async def test_nodes_enroll_register_lease_and_survive_control_outage(tmp_path: 
             text = render(status)
             assert "control:" in text and "UNREACHABLE" in text and "route" in text
 
-            # once the cached leases expire, the reason is given
+            # once the cached leases expire, the reason is given, logged and in status
             source.routes.clock = lambda: time.time() + 3600
             source.control.client._clock = lambda: time.time() + 3600
-            with pytest.raises(NoUsableRoute, match="unreachable"):
+            with pytest.raises(NoUsableRoute, match="unreachable") as why:
                 await source.routes.open_stream("web", TrafficClass.RELIABLE)
+            assert "no answer for 36" in str(why.value)  # ~3600 s by the faked clock
+            control = source.observe.status()["control"]
+            assert control["route_lease_error"] == f"web/reliable: {why.value}"
+            assert control["route_lease_error_s_ago"] < 5
+            assert "route_lease_error" in render(source.observe.status())
+
+            # the control plane comes back: the next stream fetches a fresh lease, and the
+            # link heartbeats at once instead of waiting out its backoff
+            source.routes.clock = source.control.client._clock = time.time
+            cached = source_config.control.state_dir / "routes" / "web.reliable.json"
+            cached.unlink()  # as if the cached leases had expired
+
+            async def backing_off() -> bool:  # the next attempt is 2 s or more away
+                assert source.control is not None
+                return source.control.failures >= 2
+
+            await _until(backing_off, 10.0)
+            scheduled = source.control.client.next_attempt_at
+            assert scheduled is not None
+            back = ControlServer(plane.plane, "127.0.0.1", plane.server.port, tick_interval=0.05)
+            await back.start()
+            try:
+                # (the first attempt may be refused: the restarted plane has not heard
+                # from the source for longer than its health rules allow)
+                third = await _until(opened, 10.0)
+                await _echo(third, b"a fresh lease after the outage")
+                third.close()
+
+                async def heartbeating() -> bool:
+                    assert source.control is not None
+                    return source.control.failures == 0
+
+                await _until(heartbeating, 5.0)
+                heartbeat_at = source.control.last_heartbeat_at
+                assert heartbeat_at is not None
+                assert heartbeat_at < scheduled  # woken, not at the end of the backoff
+                control = source.observe.status()["control"]
+                assert control["state"] == "reachable"
+                assert control["route_lease_error"] == "-"
+            finally:
+                await back.stop()
         finally:
             await source.shutdown()
             await host.shutdown()
             server.close()
+
+
+async def test_backoff_max_bounds_the_retry_interval(tmp_path: Path) -> None:
+    """With the control plane unreachable the link retries at least every backoff_max."""
+    closed = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = closed.sockets[0].getsockname()[1]
+    closed.close()
+    await closed.wait_closed()
+    key = NodeKey.generate()
+    key.save(tmp_path / "n.key")
+    authority = format_authority_key(NodeKey.generate().public_key_bytes)
+    path = tmp_path / "n.toml"
+    path.write_text(
+        f'key_path = "n.key"\n[control]\nurl = "http://127.0.0.1:{port}"\n'
+        f'authority_key = "{authority}"\ntoken = "t"\nbackoff_max = 0.2\n'
+    )
+    config = load_node_config(path)
+    assert config.control is not None and config.control.backoff_max == 0.2
+    node = NodeRuntime(config)
+    await node.start()
+    try:
+        await asyncio.sleep(1.5)
+        assert node.control is not None
+        # 1 s, 2 s, 4 s ... (the default) would allow at most two attempts by now
+        assert node.control.failures >= 5, node.control.failures
+        assert node.control.status()["state"] == "unreachable"
+    finally:
+        await node.shutdown()
 
 
 def test_control_config_errors(tmp_path: Path) -> None:
@@ -198,6 +273,14 @@ def test_control_config_errors(tmp_path: Path) -> None:
         load_node_config(path)
     path.write_text('key_path = "n.key"\n[control]\ncolour = 1\n')
     with pytest.raises(ConfigError, match=r"control.colour: unknown key"):
+        load_node_config(path)
+    authority = format_authority_key(NodeKey.generate().public_key_bytes)
+    path.write_text(f'key_path = "n.key"\n[control]\nauthority_key = "{authority}"\n')
+    assert load_node_config(path).control.backoff_max == 60.0  # type: ignore[union-attr]
+    path.write_text(
+        f'key_path = "n.key"\n[control]\nauthority_key = "{authority}"\nbackoff_max = 0\n'
+    )
+    with pytest.raises(ConfigError, match=r"control.backoff_max: must be a positive"):
         load_node_config(path)
 
 

@@ -31,7 +31,7 @@ from accessfabric.control.fence import EpochFence
 from accessfabric.control.heartbeat_mac import ControlMacKey, MacKeyError, node_session_key
 from accessfabric.control.node_cache import NodeCache
 from accessfabric.control.objects import NodeRecord, RouteLease, ServiceLease
-from accessfabric.control.rejections import SignedObjectRejected
+from accessfabric.control.rejections import RejectReason, SignedObjectRejected
 from accessfabric.control.requestsig import RequestSigner
 from accessfabric.control.verify import (
     verify_node_record,
@@ -164,6 +164,11 @@ class ControlClient:
 
     def now(self) -> float:
         return self._clock()
+
+    @property
+    def reachable(self) -> bool | None:
+        """Whether the last request got an answer (``None`` before the first)."""
+        return self._reachable
 
     async def __aenter__(self) -> ControlClient:
         return self
@@ -362,8 +367,16 @@ class ControlClient:
     # ---- route leases -----------------------------------------------------------------
 
     def _verified_routes(
-        self, document: dict[str, Any], service: str, traffic_class: TrafficClass, now: float
+        self,
+        document: dict[str, Any],
+        service: str,
+        traffic_class: TrafficClass,
+        now: float,
+        *,
+        cached: bool = False,
     ) -> list[UsableRoute]:
+        """The leases of ``document`` that verify now; refusals are logged, except the
+        expiry of ``cached`` ones (expected: status and the errors report it)."""
         usable = []
         for route in document.get("routes", []):
             try:
@@ -378,7 +391,9 @@ class ControlClient:
                 )
                 self._fence(lease.route_id).check(lease.epoch)
             except (SignedObjectRejected, ValueError) as exc:
-                _log.info("route lease for %s refused: %s", service, exc)
+                expired = getattr(exc, "reason", None) == RejectReason.EXPIRED
+                if not (cached and expired):
+                    _log.info("route lease for %s refused: %s", service, exc)
                 continue
             usable.append(UsableRoute(lease=lease, blob=blob, rank=str(route.get("rank", ""))))
         return usable
@@ -415,7 +430,7 @@ class ControlClient:
         document = self.cache.read(*NodeCache.route_file(service, traffic_class.name.lower()))
         if document is None:
             return []
-        return self._verified_routes(document, service, traffic_class, self._clock())
+        return self._verified_routes(document, service, traffic_class, self._clock(), cached=True)
 
     async def route_leases(
         self, service: str, traffic_class: TrafficClass = TrafficClass.INTERACTIVE
@@ -442,9 +457,16 @@ class ControlClient:
             expiries = [r.get("expires_ms", 0) for r in document.get("routes", [])]
             latest = max((e for e in expiries if isinstance(e, int)), default=0) / 1000
             cached = f"the cached route leases expired {self._clock() - latest:.0f} s ago"
+        sync = self.cache.read("sync.json") or {}
+        last = sync.get("last_success_at")
+        since = (
+            f"no answer for {self._clock() - last:.0f} s; "
+            if isinstance(last, int | float) and not isinstance(last, bool)
+            else ""
+        )
         return (
             f"no usable route lease for service {service!r} ({name}): the control plane is "
-            f"unreachable ({error}) and {cached}"
+            f"unreachable ({since}{error}) and {cached}"
         )
 
     # ---- services ---------------------------------------------------------------------

@@ -126,7 +126,8 @@ class ForwardConfig:
 
 
 DEFAULT_CONTROL_URL = "http://127.0.0.1:8600"
-CONTROL_KEYS = ("url", "authority_key", "token", "state_dir", "heartbeat_interval")
+CONTROL_KEYS = ("url", "authority_key", "token", "state_dir", "heartbeat_interval", "backoff_max")
+DEFAULT_CONTROL_BACKOFF_MAX = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +143,8 @@ class ControlSettings:
     """The control client's cache (node record, policy, directory, leases)."""
     heartbeat_interval: float | None = None
     """Seconds between heartbeats; None: the control plane's policy (default 10 s)."""
+    backoff_max: float = DEFAULT_CONTROL_BACKOFF_MAX
+    """The longest wait between attempts while the control plane is unreachable."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -438,12 +441,14 @@ def _control(
     token = _str(table["token"], at / "token") if "token" in table else None
     state_dir = _opt(table, "state_dir", at, lambda v, a: _path(v, a, base))
     interval = _opt(table, "heartbeat_interval", at, _positive_seconds)
+    backoff_max = _opt(table, "backoff_max", at, _positive_seconds)
     return ControlSettings(
         url=url,
         authority_key=key,
         token=token,
         state_dir=state_dir or key_path.parent / (key_path.stem + ".control"),
         heartbeat_interval=interval,
+        backoff_max=DEFAULT_CONTROL_BACKOFF_MAX if backoff_max is None else backoff_max,
     )
 
 

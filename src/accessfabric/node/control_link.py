@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 from accessfabric.control.client import (
     BACKOFF_BASE,
-    BACKOFF_MAX,
     ControlClient,
     ControlRefused,
     ControlUnavailable,
@@ -74,6 +73,8 @@ TRANSPORT_OF = {
 MAX_PROBES = 8
 """Directory peers dialled at most at once to measure their RTT."""
 SOFTWARE = "accessfabric-node"
+ROUTE_ERROR_LOG_INTERVAL = 10.0
+"""Seconds between two ``no route lease`` log lines for one (service, class)."""
 
 
 class ControlLink:
@@ -113,6 +114,12 @@ class ControlLink:
         named = [s.name for s in config.services] + [f.service for f in config.forwards]
         self.failovers = ServiceFailovers(named)
         runtime.observe.registry.register(self.failovers)
+        self._wake = asyncio.Event()
+        self._unreachable = False
+        """The last cycle failed because the control plane could not be reached."""
+        self.route_errors: dict[tuple[str, TrafficClass], tuple[str, float]] = {}
+        """(service, class) -> why the last attempt to get a route lease failed, and when."""
+        self._route_error_logged: dict[tuple[str, TrafficClass], float] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -142,13 +149,17 @@ class ControlLink:
                 if self.failures:
                     log_event(log, "control plane reachable again", failures=self.failures)
                 self.failures = 0
+                self._unreachable = False
                 self.client.next_attempt_at = None
                 interval = self.settings.heartbeat_interval or self.client.heartbeat_interval()
                 delay = interval * self._rng.uniform(0.9, 1.1)
             except (ControlUnavailable, ControlRefused, NotEnrolledYet) as error:
                 self.failures += 1
+                self._unreachable = isinstance(error, ControlUnavailable)
                 self.last_error, self.last_error_at = str(error), self._clock()
-                delay = backoff_delay(self.failures, self._rng, base=BACKOFF_BASE, cap=BACKOFF_MAX)
+                cap = self.settings.backoff_max
+                base = min(BACKOFF_BASE, cap)
+                delay = backoff_delay(self.failures, self._rng, base=base, cap=cap)
                 self.client.next_attempt_at = self._clock() + delay
                 log_event(
                     log, "control plane link failing", logging.WARNING,
@@ -159,9 +170,18 @@ class ControlLink:
                 self.failures += 1
                 self.last_error, self.last_error_at = repr(error), self._clock()
                 log.exception("control link cycle failed")
-                delay = BACKOFF_MAX
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                delay = self.settings.backoff_max
+            await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        """Wait ``delay`` seconds, or less when closing or :meth:`_wake` is set."""
+        self._wake.clear()
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._stop, self._wake)]
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     # ------------------------------------------------------------ one cycle
 
@@ -317,26 +337,54 @@ class ControlLink:
     # ------------------------------------------------------------ route leases
 
     async def route_source(self, service: str, traffic_class: TrafficClass) -> list[Route]:
-        """``RouteManager.source``: cached leases while valid, else fresh from the control plane."""
+        """``RouteManager.source``: cached leases while valid, else fresh from the control plane.
+
+        Why none could be had is kept for ``status`` and logged (:meth:`_route_error`).
+        """
         client = self.client
+        key = (service, traffic_class)
         usable = client.cached_route_leases(service, traffic_class)
         if all(self.runtime.routes.fenced(u.lease) for u in usable):  # none, or all fenced
             try:
                 usable = await client.route_leases(service, traffic_class)
             except NoUsableLease as why:
-                raise NoUsableRoute(str(why)) from None
+                raise self._route_error(key, str(why)) from None
             except ControlRefused as refused:
-                raise NoUsableRoute(
-                    f"the control plane refused a route lease for {service!r}: {refused}"
+                raise self._route_error(
+                    key, f"the control plane refused a route lease for {service!r}: {refused}"
                 ) from None
-        client.wanted.add((service, traffic_class))
+            finally:
+                if self._unreachable and client.reachable:
+                    self._wake.set()  # it answers again: heartbeat now, not after the backoff
+        client.wanted.add(key)
         return self._publish(service, traffic_class, usable)
+
+    def _route_error(self, key: tuple[str, TrafficClass], reason: str) -> NoUsableRoute:
+        """Keep why ``key`` has no route lease, and log it (not more than every 10 s)."""
+        now = self._clock()
+        self.route_errors[key] = (reason, now)
+        if now - self._route_error_logged.get(key, -ROUTE_ERROR_LOG_INTERVAL) >= (
+            ROUTE_ERROR_LOG_INTERVAL
+        ):
+            self._route_error_logged[key] = now
+            log_event(
+                log, "no route lease", logging.WARNING, service=key[0],
+                traffic_class=key[1].name.lower(), reason=reason,
+            )  # fmt: skip
+        return NoUsableRoute(reason)
 
     def _publish(self, service: str, traffic_class: TrafficClass, usable: list[Any]) -> list[Route]:
         routes = [Route(u.lease, u.blob, u.rank) for u in usable]
         self.failovers.route_leases(service, traffic_class, [r.lease for r in routes])
         if routes:
             self.runtime.routes.set_routes(service, traffic_class, routes)
+            key = (service, traffic_class)
+            if self.route_errors.pop(key, None) is not None:
+                self._route_error_logged.pop(key, None)
+                log_event(
+                    log, "route leases usable again", service=service,
+                    traffic_class=traffic_class.name.lower(), routes=len(routes),
+                )  # fmt: skip
         return routes
 
     # ------------------------------------------------------------ status
@@ -359,6 +407,14 @@ class ControlLink:
             "cache_age_s": None if snapshot.cache_age_s is None else round(snapshot.cache_age_s),
             "record_revision": snapshot.record_revision,
             "directory_peers": len(self._directory_peers),
+            "route_lease_error": " | ".join(
+                f"{service}/{traffic_class.name.lower()}: {reason}"
+                for (service, traffic_class), (reason, _) in sorted(self.route_errors.items())
+            )
+            or "-",
+            "route_lease_error_s_ago": _ago(
+                max((at for _, at in self.route_errors.values()), default=None), now
+            ),
             "summary": snapshot.describe(now),
         }
 
