@@ -2,9 +2,10 @@
 
 ``python -m accessfabric.bench.relay_peer SPEC.json`` runs a :class:`NodeRuntime` built
 from the spec (key seed, listen URL, static peers, authority key, static route leases,
-sealing keys of the other nodes), serves ``echo`` and ``sealed-sink`` (every stream through a relay is sealed by the node), prints
-``{"event": "ready"}`` on stdout, then runs the spec's workloads (if any) and prints one
-JSON line per result.  Without workloads it runs until killed.
+sealing keys of the other nodes), serves ``echo`` and ``sealed-sink`` (the node seals
+every stream that crosses a relay), prints ``{"event": "ready"}`` on stdout, then runs
+the spec's workloads (if any) and prints one JSON line per result.  Without workloads
+it runs until killed.
 
 Workloads (``spec["workloads"]``, run concurrently):
 
