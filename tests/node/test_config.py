@@ -220,3 +220,49 @@ def test_empty_string_in_a_validated_field_is_reported_once(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as caught:
         load_node_config(path, environ={})
     assert str(caught.value) == f"{path}: peers[0].node_id: must not be empty"
+
+
+def test_sealing_keys_and_switch(tmp_path: Path) -> None:
+    import base64
+
+    peer, other = NodeKey.generate(), NodeKey.generate()
+    peer_key = base64.b64encode(peer.sealing_public_key_bytes).decode()
+    other_key = base64.b64encode(other.sealing_public_key_bytes).decode()
+    config = load_node_config(
+        write(
+            tmp_path,
+            'key_path = "n.key"\n'
+            f'[[peers]]\nnode_id = "{peer.node_id}"\nendpoints = ["tcp://127.0.0.1:7443"]\n'
+            f'sealing_key = "{peer_key}"\n'
+            "[sealing]\none_hop = false\n[sealing.keys]\n"
+            f'"{other.node_id.upper()}" = "{other_key}"\n',
+        ),
+        environ={},
+    )
+    assert config.peers[0].sealing_key == peer.sealing_public_key_bytes
+    assert config.sealing.one_hop is False
+    assert dict(config.sealing.keys) == {other.node_id: other.sealing_public_key_bytes}
+    assert load_node_config(write(tmp_path, 'key_path = "n.key"\n'), environ={}).sealing.one_hop
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('[sealing]\nkeys = { "afn1x" = "AAAA" }\n', "sealing.keys.afn1x: "),
+        ("[sealing]\none_hop = 1\n", "sealing.one_hop: "),
+        ("[sealing]\nseal = true\n", "sealing.seal: unknown key"),
+    ],
+)
+def test_sealing_errors(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        load_node_config(write(tmp_path, 'key_path = "n.key"\n' + text), environ={})
+
+
+def test_peer_sealing_key_must_be_32_base64_bytes(tmp_path: Path) -> None:
+    peer = NodeKey.generate()
+    text = (
+        f'key_path = "n.key"\n[[peers]]\nnode_id = "{peer.node_id}"\n'
+        'endpoints = ["tcp://127.0.0.1:7443"]\nsealing_key = "AAAA"\n'
+    )
+    with pytest.raises(ConfigError, match=r"peers\[0\].sealing_key: a sealing key is 32 bytes"):
+        load_node_config(write(tmp_path, text), environ={})

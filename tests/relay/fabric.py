@@ -76,13 +76,7 @@ async def build(tmp_path: Path, relays: int, chained: bool = False) -> Fabric:
     dst_key = key()
     destination = NodeRuntime(config(tmp_path, "dst", authority), key=dst_key)
     await destination.start()
-    fabric_keys = keys
-
-    def static_key_of(node_id: str) -> bytes | None:
-        k = fabric_keys.get(node_id)
-        return None if k is None else k.sealing_public_key_bytes
-
-    destination.dispatcher.register(SEALED_SINK, sealed_sink(dst_key, static_key_of, sink))
+    destination.dispatcher.register(SEALED_SINK, sealed_sink(sink))
     started: list[NodeRuntime] = []
     for index in reversed(range(relays)):
         peers = [peer(destination)]
@@ -95,6 +89,9 @@ async def build(tmp_path: Path, relays: int, chained: bool = False) -> Fabric:
         config(tmp_path, "src", authority, tuple(peer(r) for r in started)), key=key()
     )
     await source.start()
+    for runtime in (source, *started, destination):  # as the directory would tell them
+        for k in keys.values():
+            runtime.sealing_keys.add(k.node_id, k.sealing_public_key_bytes)
     return Fabric(authority, source, started, destination, sink, keys)
 
 

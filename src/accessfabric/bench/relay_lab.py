@@ -1,9 +1,10 @@
 """Pieces shared by the relay tests, the netns scenarios and ``bench relay``.
 
-Static route leases signed by a test authority, the ``sealed-sink`` service (the
-destination end of a sealed stream: it opens every record, hashes the plaintext and
-answers with the sealed SHA-256), and the opener side that streams a deterministic
-payload through it.
+Static route leases signed by a test authority, the ``sealed-sink`` service (it hashes
+the plaintext its node's data plane unsealed and answers with the SHA-256, which the
+data plane seals), and the opener side that streams a deterministic payload through it,
+sealing it itself with a :class:`SealInitiator` (the records a node's sealed stream
+would write).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from accessfabric.control.objects import RouteLease
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.connection import FabricStream
 from accessfabric.node.routes import Route
-from accessfabric.sealing import SealInitiator, SealResponder
+from accessfabric.sealing import SealInitiator
+from accessfabric.sealing.handshake import stream_context
 from accessfabric.wire.registry import TrafficClass
 
 SEALED_SINK = "sealed-sink"
@@ -51,8 +53,7 @@ def issue_route(
     return Route(lease, authority.issue(lease))
 
 
-def seal_context(service: str, token: bytes) -> bytes:
-    return service.encode() + b"\x00" + token
+seal_context = stream_context  # the bench's name for it
 
 
 def payload_chunk(index: int, size: int = CHUNK) -> bytes:
@@ -67,33 +68,25 @@ class SinkResults:
     sizes: list[int] = field(default_factory=list)
 
 
-def sealed_sink(
-    key: NodeKey, static_key_of: Callable[[str], bytes | None], results: SinkResults
-) -> Callable[[FabricStream], Awaitable[None]]:
-    """The destination end: open every record, hash, reply with the sealed digest."""
+def sealed_sink(results: SinkResults) -> Callable[[FabricStream], Awaitable[None]]:
+    """The destination's service: hash what arrives, answer with the SHA-256.
+
+    The node's data plane unseals the stream before this handler sees it (and seals the
+    reply); a stream that arrives unsealed through a relay never gets here.
+    """
 
     async def serve(stream: FabricStream) -> None:
-        token = getattr(stream, "resume_token", b"")
-        key_exchange = getattr(stream, "key_exchange", b"")
-        responder = SealResponder(
-            key.sealing_private_key(),
-            key_exchange,
-            static_key_of,
-            seal_context(stream.service, token),
-        )
         digest = hashlib.sha256()
         size = 0
         while True:
             data = await stream.read(CHUNK)
             if not data:
                 break
-            for plain in responder.opener.feed(data):
-                digest.update(plain)
-                size += len(plain)
-        responder.opener.check_end()
+            digest.update(data)
+            size += len(data)
         results.digests.append(digest.hexdigest())
         results.sizes.append(size)
-        stream.write(responder.reply_header + responder.sealer.seal(digest.digest(), final=True))
+        stream.write(digest.digest())
         stream.close()
 
     return serve

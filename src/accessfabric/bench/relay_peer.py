@@ -2,9 +2,10 @@
 
 ``python -m accessfabric.bench.relay_peer SPEC.json`` runs a :class:`NodeRuntime` built
 from the spec (key seed, listen URL, static peers, authority key, static route leases,
-sealing keys of the other nodes), serves ``echo`` and ``sealed-sink``, prints
-``{"event": "ready"}`` on stdout, then runs the spec's workloads (if any) and prints one
-JSON line per result.  Without workloads it runs until killed.
+sealing keys of the other nodes), serves ``echo`` and ``sealed-sink`` (the node seals
+every stream that crosses a relay), prints ``{"event": "ready"}`` on stdout, then runs
+the spec's workloads (if any) and prints one JSON line per result.  Without workloads
+it runs until killed.
 
 Workloads (``spec["workloads"]``, run concurrently):
 
@@ -67,8 +68,9 @@ def build(spec: dict[str, Any], workdir: Path) -> NodeRuntime:
         drain_timeout=1.0,
     )
     runtime = NodeRuntime(config, key=key)
-    sealing = {k: bytes.fromhex(v) for k, v in spec.get("sealing_keys", {}).items()}
-    runtime.dispatcher.register(SEALED_SINK, sealed_sink(key, sealing.get, SinkResults()))
+    for node_id, sealing_key in spec.get("sealing_keys", {}).items():
+        runtime.sealing_keys.add(node_id, bytes.fromhex(sealing_key))
+    runtime.dispatcher.register(SEALED_SINK, sealed_sink(SinkResults()))
     runtime.routes.cooldown = spec.get("cooldown", 1.0)
     runtime.routes.stall_timeout = spec.get("stall_timeout", 3.0)
     authority = bytes.fromhex(spec["authority_key"])

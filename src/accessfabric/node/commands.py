@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -68,7 +69,11 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_node_id(args: argparse.Namespace) -> int:
-    print(_load_key(args.key).node_id)
+    key = _load_key(args.key)
+    if args.sealing_key:  # for other nodes' [[peers]] sealing_key / [sealing.keys]
+        print(base64.b64encode(key.sealing_public_key_bytes).decode("ascii"))
+    else:
+        print(key.node_id)
     return 0
 
 
@@ -182,6 +187,11 @@ def add_node_commands(commands: Any) -> None:
         "id", help="print the node id of a key file", description="Print a key file's node id."
     )
     node_id.add_argument("--key", required=True, metavar="PATH", help="the node key file")
+    node_id.add_argument(
+        "--sealing-key", action="store_true",
+        help="print the X25519 sealing public key (base64) instead, for other nodes' "
+        "[[peers]] sealing_key or [sealing.keys]",
+    )  # fmt: skip
     node_id.set_defaults(handler=guarded("node id", cmd_node_id))
 
     smoke = commands.add_parser(

@@ -19,6 +19,7 @@ Environment overrides replace the file's value (lists are replaced whole):
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import tomllib
@@ -103,6 +104,19 @@ class PeerConfig:
     """``on-demand``: dial when something needs the peer; ``always``: keep a session up."""
     services: tuple[str, ...] = ()
     """Services this peer hosts: streams to them go to this peer (no route lease needed)."""
+    sealing_key: bytes | None = None
+    """The peer's X25519 sealing public key (``accessfabric node id --sealing-key``), for
+    sealed streams to or from it without a control plane directory (docs/sealing.md)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SealingConfig:
+    """``[sealing]``: which routed streams are sealed end to end, and static sealing keys."""
+
+    one_hop: bool = True
+    """Seal streams on one-hop routes too (relayed ones always are)."""
+    keys: Mapping[str, bytes] = field(default_factory=dict)
+    """``[sealing.keys]``: node id -> X25519 sealing public key (32 raw bytes)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,6 +185,7 @@ class NodeConfig:
     """The control plane's public key (``afauth1...``): route leases are checked with it."""
     control: ControlSettings | None = None
     """``[control]``: None runs without a control plane (static peers and routes)."""
+    sealing: SealingConfig = field(default_factory=SealingConfig)
     source: str = ""
     """Where the config came from (the file as given, or ``environment``)."""
 
@@ -252,7 +267,9 @@ _TOP_KEYS = (
     "drain_timeout",
     "log_json",
     "control",
+    "sealing",
 )
+SEALING_KEYS = ("one_hop", "keys")
 
 
 def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, str]) -> NodeConfig:
@@ -273,6 +290,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     session_table = _opt(document, "session", top, _table) or {}
     control_table = _opt(document, "control", top, _table)
     ranking = _opt(document, "ranking", top, _ranking) or RankingPolicy()
+    sealing = _opt(document, "sealing", top, _sealing) or SealingConfig()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
     session_values: dict[str, Any] = {
@@ -333,6 +351,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         log_json=bool(log_json),
         authority_key=authority_key,
         control=control,
+        sealing=sealing,
         source=source,
     )
 
@@ -511,7 +530,9 @@ def _peers(value: Any, at: _At) -> tuple[PeerConfig, ...]:
     for index, item in enumerate(_list(value, at)):
         item_at = at[index]
         table = _table(item, item_at)
-        _check_keys(table, item_at, ("node_id", "endpoints", "name", "connect", "services"))
+        _check_keys(
+            table, item_at, ("node_id", "endpoints", "name", "connect", "services", "sealing_key")
+        )
         if "node_id" not in table:
             (item_at / "node_id").fail("required (the peer's afn1... node id)")
         try:
@@ -543,6 +564,7 @@ def _peers(value: Any, at: _At) -> tuple[PeerConfig, ...]:
             _str(item, item_at / "services")
             for item in _list(table.get("services", []), item_at / "services")
         )
+        sealing_key = _opt(table, "sealing_key", item_at, _sealing_key)
         peers.append(
             PeerConfig(
                 node_id=node_id,
@@ -550,9 +572,36 @@ def _peers(value: Any, at: _At) -> tuple[PeerConfig, ...]:
                 name=name,
                 connect=connect,
                 services=hosted,
+                sealing_key=sealing_key,
             )
         )
     return tuple(peers)
+
+
+def _sealing_key(value: Any, at: _At) -> bytes:
+    text = _str(value, at)
+    try:
+        key = base64.b64decode(text, validate=True)
+    except ValueError:
+        at.fail("expected the base64 X25519 key `accessfabric node id --sealing-key` prints")
+    if len(key) != 32:
+        at.fail(f"a sealing key is 32 bytes (44 base64 characters), got {len(key)} bytes")
+    return key
+
+
+def _sealing(value: Any, at: _At) -> SealingConfig:
+    table = _table(value, at)
+    _check_keys(table, at, SEALING_KEYS)
+    one_hop = _opt(table, "one_hop", at, _bool)
+    keys: dict[str, bytes] = {}
+    keys_at = at / "keys"
+    for node_id, key in _table(table.get("keys", {}), keys_at).items():
+        try:
+            canonical = parse_node_id(node_id)
+        except ValueError as exc:
+            (keys_at / node_id).fail(str(exc))
+        keys[canonical] = _sealing_key(key, keys_at / node_id)
+    return SealingConfig(one_hop=True if one_hop is None else one_hop, keys=keys)
 
 
 def _services(value: Any, at: _At) -> tuple[ServiceConfig, ...]:

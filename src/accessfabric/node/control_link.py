@@ -126,6 +126,7 @@ class ControlLink:
     async def start(self) -> None:
         """Hook into route execution and start the heartbeat loop (never blocks start-up)."""
         self.runtime.routes.source = self.route_source
+        self.runtime.sealing_keys.refresh = self.client.directory  # a sealing key is missing
         for forward in self.runtime.config.forwards:
             traffic_class = forward.traffic_class or default_class(forward.service)
             self.client.wanted.add((forward.service, traffic_class))
@@ -301,6 +302,7 @@ class ControlLink:
         if not directory:
             return
         runtime = self.runtime
+        runtime.sealing_keys.learn_directory(directory)  # sealed streams (docs/sealing.md)
         static = {p.node_id for p in runtime.config.peers}
         for entry in directory.get("entries", []):
             node_id = entry.get("node_id")

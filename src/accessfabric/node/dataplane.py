@@ -7,6 +7,11 @@ the data plane then sees each session event synchronously, before any ACK leaves
   resets the stream with ``ROUTE_REJECTED`` and logs ``route lease refused`` with the
   reason.  An inner hop is handed to the :class:`~accessfabric.node.relay.Relay`; the
   destination serves the stream as a :class:`ResumableStream`, kept by resume token.
+  When the OPEN_STREAM carries a sealing key exchange, the handler gets a
+  :class:`~accessfabric.node.sealed_stream.SealedStream` over it (plaintext in and out;
+  the sealing survives resumes, it sits above the resumable end).  A relayed open
+  (the lease has hops between source and destination) without one is refused
+  (``REFUSED_STREAM``, counted as ``unsealed relayed stream``): docs/sealing.md.
 * OPEN_STREAM with RESUME at the destination adopts the kept stream end: from its
   snapshot when its session died, or by taking it over (the old hop stream is reset with
   ``ROUTE_REJECTED``) when the old path still looks alive.  Unknown tokens are reset.  A
@@ -19,7 +24,7 @@ the data plane then sees each session event synchronously, before any ACK leaves
   triggers at the source).
 
 :meth:`DataPlane.incoming` tells the runtime what to dispatch for an accepted stream:
-nothing (claimed), the resumable wrapper, or the plain stream (no route lease).
+nothing (claimed), the sealed or resumable wrapper, or the plain stream (no route lease).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from accessfabric.control.objects import RouteLease
 from accessfabric.control.rejections import LeaseRejected
 from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.node.connection import FabricStream, SessionConnection, termination_error
@@ -42,8 +48,10 @@ from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.relay import Relay
 from accessfabric.node.relay_limits import RelayLimits
 from accessfabric.node.resumable import DEFAULT_RESUME_WINDOW, ResumableStream, session_stream
+from accessfabric.node.sealed_stream import SealedStream
+from accessfabric.node.stream_sealing import SealingKeys, relayed
 from accessfabric.sealing import SealingError
-from accessfabric.sealing.handshake import destination_resume_key
+from accessfabric.sealing.handshake import destination_resume_key, is_sealing_key_exchange
 from accessfabric.sealing.resume_proof import ResumeRefused, verify_resume
 from accessfabric.session import events as ev
 from accessfabric.session.stream_state import StreamState
@@ -65,18 +73,23 @@ class DataPlane:
         relay_limits: RelayLimits | None = None,
         resume_window: float = DEFAULT_RESUME_WINDOW,
         sealing_key: X25519PrivateKey | None = None,
+        sealing_keys: SealingKeys | None = None,
     ) -> None:
-        """``sealing_key``: this node's static X25519 key, to bind sealed streams' resumes
-        (without it every resume is token-only)."""
+        """``sealing_key``: this node's static X25519 key, to open sealed streams and bind
+        their resumes (without it sealed opens are refused, resumes are token-only);
+        ``sealing_keys``: the other nodes' sealing keys (a sealed stream's opener)."""
         self.node_id = node_id
         self.sealing_key = sealing_key
+        self.sealing_keys = sealing_keys if sealing_keys is not None else SealingKeys()
+        self.sealed = 0
+        """Sealed streams served here (the handler read and wrote plaintext)."""
         self.checker = LeaseChecker(node_id, authority_key)
         self.relay = Relay(peers, authority_key, relay_limits, orphan_grace=resume_window)
         self.resume_window = resume_window
         self.hooks: list[EventHook] = []
         """More per-event hooks (the route manager at a source adds one)."""
         self._claimed: weakref.WeakSet[FabricStream] = weakref.WeakSet()
-        self._wrapped: weakref.WeakKeyDictionary[FabricStream, ResumableStream] = (
+        self._wrapped: weakref.WeakKeyDictionary[FabricStream, FabricStream] = (
             weakref.WeakKeyDictionary()
         )
         self.served: dict[bytes, ResumableStream] = {}
@@ -152,14 +165,17 @@ class DataPlane:
     ) -> None:
         """Reset ``stream`` with ``code``, count ``reason``'s label, log ``message``."""
         self._claimed.add(stream)
-        label = reason.split(":", 1)[0]
-        self.refused[label] = self.refused.get(label, 0) + 1
+        self._count_refused(reason)
         with contextlib.suppress(LocalProtocolError):
             stream.reset(code)
         log_event(
             log, message, logging.WARNING, peer=_peer(connection), stream=stream.stream_id,
             service=stream.service, code=code.name, reason=reason,
         )  # fmt: skip
+
+    def _count_refused(self, reason: str) -> None:
+        label = reason.split(":", 1)[0]
+        self.refused[label] = self.refused.get(label, 0) + 1
 
     def _routed_open(self, connection: SessionConnection, event: ev.StreamOpened) -> None:
         stream = connection._streams.get(event.stream_id)
@@ -184,7 +200,21 @@ class DataPlane:
             return
         if event.resume:
             self._claimed.add(stream)
-            self._adopt(connection, event, stream)
+            self._adopt(connection, event, stream, checked.lease)
+            return
+        sealed = is_sealing_key_exchange(event.key_exchange)
+        if not sealed and relayed(checked.lease):  # docs/sealing.md: when streams are sealed
+            self._refuse(
+                connection, stream, ErrorCode.REFUSED_STREAM,
+                "unsealed relayed stream: a stream through a relay must be sealed to its "
+                "destination", "stream refused",
+            )  # fmt: skip
+            return
+        if sealed and self.sealing_key is None:
+            self._refuse(
+                connection, stream, ErrorCode.REFUSED_STREAM,
+                "sealing unavailable: this node has no sealing key", "stream refused",
+            )  # fmt: skip
             return
         kept = self.served.get(event.resume_token)
         if kept is not None and _alive(kept):  # a fresh open must not replace a live stream
@@ -211,15 +241,32 @@ class DataPlane:
         )
         wrapper.key_exchange = event.key_exchange
         wrapper.resume_key = resume_key
-        self._wrapped[stream] = wrapper
         self.served[event.resume_token] = wrapper
+        if sealed and self.sealing_key is not None:  # the handler sees plaintext
+            self._wrapped[stream] = SealedStream.destination(
+                wrapper, self.sealing_key, event.key_exchange, self.sealing_keys.resolve,
+                on_refused=self._count_refused,
+            )  # fmt: skip
+            self.sealed += 1
+        else:
+            self._wrapped[stream] = wrapper
 
     def _adopt(
-        self, connection: SessionConnection, event: ev.StreamOpened, stream: FabricStream
+        self,
+        connection: SessionConnection,
+        event: ev.StreamOpened,
+        stream: FabricStream,
+        lease: RouteLease,
     ) -> None:
         wrapper = self.served.get(event.resume_token)
         if wrapper is None or wrapper.finished or wrapper.service != event.service:
             self._refuse(connection, stream, ErrorCode.STREAM_CLOSED, "unknown resume token")
+            return
+        if not wrapper.resume_key and relayed(lease):
+            self._refuse(
+                connection, stream, ErrorCode.REFUSED_STREAM,
+                "unsealed relayed stream: an unsealed stream cannot resume through a relay",
+            )  # fmt: skip
             return
         counter = wrapper.resume_counter
         if wrapper.resume_key:  # sealed: only the two ends hold the key (docs/sealing.md)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -53,9 +54,13 @@ from accessfabric.node.route_switches import (
     failure_reason,
     session_end_reason,
 )
+from accessfabric.node.sealed_stream import SealedStream
+from accessfabric.node.stream_sealing import SealingKeyUnknown, StreamSealing, relayed
+from accessfabric.sealing import SealInitiator
 from accessfabric.sealing.handshake import is_sealing_key_exchange
 from accessfabric.sealing.resume_proof import prove_resume
 from accessfabric.session import events as ev
+from accessfabric.session.session import RESUME_TOKEN_SIZE
 from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)
@@ -147,6 +152,8 @@ class RouteManager:
         self._monitor: asyncio.Task[None] | None = None
         self.switches = RouteSwitches()
         self.failed = 0
+        self.sealing: StreamSealing | None = None
+        """Seals the streams :meth:`open_stream` opens (docs/sealing.md); None: never."""
         data_plane.hooks.append(self._on_event)
 
     @property
@@ -228,14 +235,20 @@ class RouteManager:
         key_exchange: bytes = b"",
         resume_token: bytes = b"",
         resume_key: bytes = b"",
-    ) -> ResumableStream:
+    ) -> ResumableStream | SealedStream:
         """A stream to ``service`` on the best healthy route (the next one if a hop fails).
 
-        ``resume_token`` (random when empty) names the end-to-end stream; sealing binds
-        its keys to it (docs/sealing.md).  A sealed stream (``key_exchange`` from a
-        :class:`~accessfabric.sealing.SealInitiator`) needs ``resume_key`` — the
-        initiator's ``resume_key`` — to prove its resumes: its destination refuses a
-        resume without a proof.
+        Without ``key_exchange`` the node seals the stream itself per its sealing policy
+        (``self.sealing``, :mod:`accessfabric.node.stream_sealing`): the caller reads and
+        writes plaintext on the :class:`SealedStream` it gets; a relayed route whose
+        destination's sealing key is unknown is skipped (:class:`SealingKeyUnknown` in
+        the error when no route is left).
+
+        With ``key_exchange`` (from a :class:`~accessfabric.sealing.SealInitiator`) the
+        caller seals: it gets the raw :class:`ResumableStream` and needs ``resume_key`` —
+        the initiator's ``resume_key`` — to prove its resumes (the destination refuses a
+        resume without a proof).  ``resume_token`` (random when empty) names the
+        end-to-end stream; sealing binds its keys to it (docs/sealing.md).
         """
         if is_sealing_key_exchange(key_exchange) and not resume_key:
             raise ValueError(
@@ -244,34 +257,63 @@ class RouteManager:
             )
         errors: list[str] = []
         for route in await self.routes(service, traffic_class):
+            token = resume_token or secrets.token_bytes(RESUME_TOKEN_SIZE)
+            initiator: SealInitiator | None = None
+            if not key_exchange and self.sealing is not None:
+                try:
+                    initiator = await self.sealing.initiator(route.lease, service, token)
+                except SealingKeyUnknown as error:
+                    errors.append(f"route {route.route_id}: {error}")
+                    continue
+            elif not key_exchange and relayed(route.lease):
+                errors.append(f"route {route.route_id}: relayed, and this node cannot seal")
+                continue
             try:
-                connection = await self.peers.session(route.first_hop)
-                stream_id = connection.session.open_stream(
-                    service,
-                    traffic_class,
-                    route.route_id,
-                    key_exchange=key_exchange,
-                    route_lease=route.blob,
-                    resume_token=resume_token,
-                )
+                stream = await self._open_on(
+                    route, service, traffic_class,
+                    key_exchange=initiator.key_exchange if initiator else key_exchange,
+                    resume_token=token,
+                    resume_key=initiator.resume_key if initiator else resume_key,
+                )  # fmt: skip
             except Exception as error:
                 self._route_failed(route, f"open: {error}")
                 errors.append(f"route {route.route_id}: {error}")
                 continue
-            inner = new_fabric_stream(connection, stream_id, service, traffic_class)
-            state = session_stream(connection, stream_id)
-            stream = ResumableStream(
-                inner,
-                state,
-                state.resume_token,
-                resume_window=self.resume_window,
-                resumable_reset=_route_reset,
-                on_broken=self._broken,
-            )
-            stream.resume_key = resume_key
-            self._track(stream, route, (service, traffic_class), connection)
-            return stream
+            return stream if initiator is None else SealedStream.opener(stream, initiator)
         raise NoUsableRoute(f"every route to {service!r} failed: {'; '.join(errors)}")
+
+    async def _open_on(
+        self,
+        route: Route,
+        service: str,
+        traffic_class: TrafficClass,
+        *,
+        key_exchange: bytes,
+        resume_token: bytes,
+        resume_key: bytes,
+    ) -> ResumableStream:
+        connection = await self.peers.session(route.first_hop)
+        stream_id = connection.session.open_stream(
+            service,
+            traffic_class,
+            route.route_id,
+            key_exchange=key_exchange,
+            route_lease=route.blob,
+            resume_token=resume_token,
+        )
+        inner = new_fabric_stream(connection, stream_id, service, traffic_class)
+        state = session_stream(connection, stream_id)
+        stream = ResumableStream(
+            inner,
+            state,
+            state.resume_token,
+            resume_window=self.resume_window,
+            resumable_reset=_route_reset,
+            on_broken=self._broken,
+        )
+        stream.resume_key = resume_key
+        self._track(stream, route, (service, traffic_class), connection)
+        return stream
 
     def _track(
         self,
@@ -429,6 +471,8 @@ class RouteManager:
             except NoUsableRoute as why:
                 log_event(log, "no route to resume on", logging.WARNING, reason=str(why))
                 routes = []
+            if not stream.resume_key:  # unsealed: never through a relay (docs/sealing.md)
+                routes = [r for r in routes if not relayed(r.lease)]
             for route in routes:
                 if not self._health(route).healthy(time.monotonic()) and len(routes) > 1:
                     continue

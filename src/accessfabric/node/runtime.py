@@ -31,6 +31,7 @@ from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
 from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.routes import RouteManager
 from accessfabric.node.services import ServiceDispatcher
+from accessfabric.node.stream_sealing import SealingKeys, StreamSealing
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +80,25 @@ class NodeRuntime:
         self._keepers: list[asyncio.Task[None]] = []
         self._stopping = False
         self.observe = NodeObservability(self.key.node_id)
+        # End-to-end sealing (docs/sealing.md): other nodes' keys from [[peers]],
+        # [sealing.keys] and (with [control]) the directory's signed node records.
+        static_keys = dict(config.sealing.keys)
+        static_keys.update({p.node_id: p.sealing_key for p in config.peers if p.sealing_key})
+        self.sealing_keys = SealingKeys(config.authority_key, static_keys)
         # Relaying, resume adoption and route failover (docs/relays.md): the data plane
         # sees every session's events from its creation on.
         self.data_plane = DataPlane(
             self.key.node_id, self.peers, config.authority_key,
-            sealing_key=self.key.sealing_private_key(),  # binds sealed streams' resumes
+            sealing_key=self.key.sealing_private_key(),  # opens sealed streams, binds resumes
+            sealing_keys=self.sealing_keys,
         )  # fmt: skip
         self.routes = RouteManager(
             self.key.node_id, self.peers, self.data_plane, authority_key=config.authority_key
         )
+        self.routes.sealing = StreamSealing(
+            self.key.node_id, self.key.sealing_private_key(), self.sealing_keys,
+            one_hop=config.sealing.one_hop,
+        )  # fmt: skip
         self.observe.watch_routes(self.routes)
         self.observe.watch_samples(lambda: dial_metric_samples(self.dialer.counters))
         self.observe.add_section("endpoints", self._endpoint_rows)

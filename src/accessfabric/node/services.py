@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from accessfabric.errors import ErrorCode
 from accessfabric.node.connection import FabricStream
 from accessfabric.node.log_format import log_event
+from accessfabric.node.sealed_stream import SealedStream
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class ServiceDispatcher:
 
     async def _run(self, handler: ServiceHandler, stream: FabricStream, peer: str) -> None:
         try:
+            if isinstance(stream, SealedStream):
+                await stream.establish()  # refused (reset, logged, counted) when it cannot
             await handler(stream)
         except ConnectionError as error:  # the stream or session ended under the handler
             log_event(

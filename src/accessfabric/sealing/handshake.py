@@ -162,6 +162,11 @@ class SealResponder:
         self.reply_header = bytes((VERSION,)) + reply_public
 
 
+def stream_context(service: str, resume_token: bytes) -> bytes:
+    """The context every sealed stream binds its keys to: its service name and resume token."""
+    return service.encode("utf-8") + b"\x00" + resume_token
+
+
 def is_sealing_key_exchange(key_exchange: bytes) -> bool:
     """Whether an OPEN_STREAM key-exchange blob has this module's layout (version 1)."""
     return len(key_exchange) >= 2 + KEY_SIZE and key_exchange[0] == VERSION

@@ -1,0 +1,166 @@
+"""Which service streams the node seals, and the other nodes' sealing keys it knows.
+
+Policy (docs/sealing.md, "When streams are sealed"):
+
+* a stream on a **relayed** route (a lease with hops between source and destination) is
+  always sealed to the destination.  Without the destination's sealing key the open
+  fails (:class:`SealingKeyUnknown`): plaintext never goes through a relay.
+* a stream on a **one-hop** route is sealed too unless ``[sealing] one_hop = false``;
+  when the destination's key is unknown it goes unsealed (the session's TLS ends at the
+  destination).  An unsealed stream never resumes onto a relayed route.
+* direct streams to a static peer's ``services`` (no route lease) are not sealed: one
+  TLS session from end to end.
+
+:class:`SealingKeys` holds node id -> X25519 sealing public key, from the control plane
+directory's signed node records (verified with the authority key), ``[[peers]]
+sealing_key`` and ``[sealing.keys]``; :meth:`SealingKeys.resolve` asks the directory again
+(rate-limited) when a key is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from accessfabric.control.codec import canonical_node_id
+from accessfabric.control.objects import RouteLease
+from accessfabric.control.rejections import SignedObjectRejected
+from accessfabric.control.verify import verify_node_record
+from accessfabric.node.log_format import log_event
+from accessfabric.sealing import SealInitiator
+from accessfabric.sealing.handshake import KEY_SIZE, stream_context
+
+log = logging.getLogger(__name__)
+
+REFRESH_INTERVAL = 2.0
+"""Least seconds between two directory look-ups for a missing key."""
+
+
+class SealingKeyUnknown(ConnectionError):
+    """A relayed stream cannot be sealed: the destination's sealing key is not known."""
+
+
+def relayed(lease: RouteLease) -> bool:
+    """The route crosses at least one relay (a node that is neither source nor destination)."""
+    return len(lease.hops) > 2
+
+
+def _canonical(node_id: str) -> str:
+    try:
+        return canonical_node_id(node_id)
+    except ValueError:
+        return node_id
+
+
+class SealingKeys:
+    """Sealing public keys of other nodes, by node id."""
+
+    def __init__(
+        self,
+        authority_key: bytes | None = None,
+        static: Mapping[str, bytes] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.authority_key = authority_key
+        self.clock = clock
+        self._keys: dict[str, bytes] = {}
+        self.refresh: Callable[[], Awaitable[Mapping[str, Any] | None]] | None = None
+        """Fetch the directory again (the control link sets it); its entries are learned."""
+        self._last_refresh = float("-inf")
+        for node_id, key in (static or {}).items():
+            self.add(node_id, key)
+
+    def add(self, node_id: str, key: bytes) -> None:
+        if len(key) != KEY_SIZE:
+            raise ValueError(f"a sealing key is {KEY_SIZE} raw bytes, got {len(key)}")
+        self._keys[_canonical(node_id)] = bytes(key)
+
+    def get(self, node_id: str) -> bytes | None:
+        return self._keys.get(_canonical(node_id))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def learn_directory(self, directory: Mapping[str, Any] | None) -> int:
+        """Learn every directory entry whose signed node record verifies; how many."""
+        if not directory or self.authority_key is None:
+            return 0
+        learned = 0
+        now = self.clock()
+        for entry in directory.get("entries", []) or []:
+            if not isinstance(entry, Mapping):
+                continue
+            try:
+                blob = base64.b64decode(str(entry.get("record", "")), validate=True)
+                record = verify_node_record(blob, self.authority_key, now)
+            except (SignedObjectRejected, ValueError, TypeError):
+                continue
+            self._keys[record.node_id] = record.sealing_public_key
+            learned += 1
+        return learned
+
+    async def resolve(self, node_id: str) -> bytes | None:
+        """The key, asking the directory once more (at most every 2 s) when it is missing."""
+        key = self.get(node_id)
+        if key is not None or self.refresh is None:
+            return key
+        now = time.monotonic()
+        if now - self._last_refresh < REFRESH_INTERVAL:
+            return None
+        self._last_refresh = now
+        with contextlib.suppress(Exception):  # unreachable control plane: what we have
+            self.learn_directory(await self.refresh())
+        return self.get(node_id)
+
+
+class StreamSealing:
+    """The source side of the policy: the :class:`SealInitiator` for a stream on a route."""
+
+    def __init__(
+        self,
+        node_id: str,
+        static_key: X25519PrivateKey,
+        keys: SealingKeys,
+        *,
+        one_hop: bool = True,
+    ) -> None:
+        self.node_id = node_id
+        self.static_key = static_key
+        self.keys = keys
+        self.one_hop = one_hop
+        self.unsealed_one_hop = 0
+        """One-hop streams opened unsealed because the destination's key was unknown."""
+
+    async def initiator(
+        self, lease: RouteLease, service: str, resume_token: bytes
+    ) -> SealInitiator | None:
+        """None: this stream goes unsealed (a one-hop route, see the module docstring)."""
+        through_relay = relayed(lease)
+        if not through_relay and not self.one_hop:
+            return None
+        destination = lease.hops[-1]
+        key = await self.keys.resolve(destination)
+        if key is None:
+            if through_relay:
+                raise SealingKeyUnknown(
+                    f"cannot seal the stream to {service!r} for route {lease.route_id}: no "
+                    f"sealing key known for destination node {destination} (not in the "
+                    "control plane's directory, no [sealing.keys] or [[peers]] sealing_key "
+                    "entry); a relayed stream is never sent unsealed"
+                )
+            self.unsealed_one_hop += 1
+            log_event(
+                log, "stream not sealed", logging.INFO, service=service,
+                destination=destination, reason="destination sealing key unknown, one hop",
+            )  # fmt: skip
+            return None
+        return SealInitiator(
+            self.static_key, self.node_id, key, stream_context(service, resume_token)
+        )
