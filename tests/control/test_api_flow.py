@@ -45,6 +45,11 @@ def test_three_nodes_enroll_heartbeat_and_get_leases(tmp_path: Path) -> None:
             directory = await clients["laptop"].directory()
             assert directory["scope"] == "mobile"
             assert [e["node_id"] for e in directory["entries"]] == [relay.node_id]
+            # least knowledge hides the host, but its route brings its verified record:
+            # the laptop can seal end to end to it (docs/sealing.md)
+            destination = routes[0].destination
+            assert destination is not None and destination.node_id == host.node_id
+            assert destination.sealing_public_key == host.sealing_public_key_bytes
             for entry in directory["entries"]:
                 verify_node_record(base64.b64decode(entry["record"]), cp.authority.public_key, now)
             status, listing = await cp.admin("GET", "/v1/admin/nodes")

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from accessfabric.bench.relay_lab import issue_route
+from accessfabric.control.authority import Authority
+from accessfabric.control.objects import NodeRecord
+from accessfabric.control.vocabulary import Role
 from accessfabric.errors import ErrorCode
+from accessfabric.identity.keys import NodeKey
 from accessfabric.node.connection import SessionConnection, StreamResetError
 from accessfabric.node.route_switches import SwitchReason
 from accessfabric.node.routes import NoUsableRoute, Route
@@ -203,6 +208,68 @@ async def test_destination_refuses_an_opener_whose_key_it_does_not_know(tmp_path
         stream.write(b"hello")
         with pytest.raises(ConnectionError):
             await asyncio.wait_for(stream.read(), 10)
+        assert dst.data_plane.refused == {"sealing": 1}
+    finally:
+        await fabric.stop()
+
+
+def signed_record(authority: Authority, key: NodeKey) -> bytes:
+    now_ms = int(time.time() * 1000)
+    record = NodeRecord(
+        node_id=key.node_id,
+        public_key=key.public_key_bytes,
+        sealing_public_key=key.sealing_public_key_bytes,
+        roles=frozenset({Role.MOBILE_EDGE}),
+        tenant="acme",
+        organisation_scopes=frozenset(),
+        trust_tier=1,
+        issued_ms=now_ms - 1000,
+        expires_ms=now_ms + 600_000,
+        revision=1,
+    )
+    return authority.issue(record)
+
+
+async def test_the_opener_sends_its_signed_record_when_the_destination_never_saw_it(
+    tmp_path: Path,
+) -> None:
+    """Least knowledge: a service host's directory need not list the phone that opens a
+    stream to it, so a sealed open carries the opener's authority-signed node record."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        src, dst = fabric.source, fabric.destination
+        del dst.sealing_keys._keys[src.node_id]
+        assert src.routes.sealing is not None
+        src_key = fabric.keys[src.node_id]
+        src.routes.sealing.own_record = lambda: signed_record(fabric.authority, src_key)
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0]))
+        stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+        stream.write(b"hello")
+        assert await asyncio.wait_for(stream.read(5), 10) == b"hello"
+        assert dst.sealing_keys.get(src.node_id) == src_key.sealing_public_key_bytes
+        assert dst.data_plane.sealed == 1
+        stream.close()
+    finally:
+        await fabric.stop()
+
+
+async def test_a_record_from_another_authority_teaches_the_destination_nothing(
+    tmp_path: Path,
+) -> None:
+    fabric = await build(tmp_path, relays=1)
+    try:
+        src, dst = fabric.source, fabric.destination
+        del dst.sealing_keys._keys[src.node_id]
+        assert src.routes.sealing is not None
+        forger = Authority(NodeKey.generate())
+        src_key = fabric.keys[src.node_id]
+        src.routes.sealing.own_record = lambda: signed_record(forger, src_key)
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0]))
+        stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+        stream.write(b"hello")
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(stream.read(), 10)
+        assert dst.sealing_keys.get(src.node_id) is None
         assert dst.data_plane.refused == {"sealing": 1}
     finally:
         await fabric.stop()

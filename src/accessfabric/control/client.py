@@ -119,6 +119,8 @@ class UsableRoute:
     lease: RouteLease
     blob: bytes
     rank: str
+    destination: NodeRecord | None = None
+    """The destination's verified node record, when the control plane sent it."""
 
 
 def _b64decode(text: object) -> bytes:
@@ -290,6 +292,13 @@ class ControlClient:
             self._mac_key = (record.revision, key)
         return self._mac_key
 
+    def record_blob(self) -> bytes | None:
+        """The cached signed node record as sent on the wire, if it still verifies."""
+        document = self.cache.read("record.json")
+        if document is None or self.record() is None:
+            return None
+        return _b64decode(document.get("record"))
+
     def record(self) -> NodeRecord | None:
         """The cached node record if it still verifies (signature and expiry)."""
         document = self.cache.read("record.json")
@@ -395,8 +404,32 @@ class ControlClient:
                 if not (cached and expired):
                     _log.info("route lease for %s refused: %s", service, exc)
                 continue
-            usable.append(UsableRoute(lease=lease, blob=blob, rank=str(route.get("rank", ""))))
+            usable.append(
+                UsableRoute(
+                    lease=lease,
+                    blob=blob,
+                    rank=str(route.get("rank", "")),
+                    destination=self._destination(route, lease, now),
+                )
+            )
         return usable
+
+    def _destination(
+        self, route: dict[str, Any], lease: RouteLease, now: float
+    ) -> NodeRecord | None:
+        """The route's destination record if it verifies and names the lease's last hop."""
+        text = route.get("destination_record")
+        if text is None or not lease.hops:
+            return None
+        try:
+            record = verify_node_record(_b64decode(text), self.authority_public_key, now)
+        except (SignedObjectRejected, ValueError) as exc:
+            _log.info("destination record of route %s refused: %s", lease.route_id, exc)
+            return None
+        if record.node_id != lease.hops[-1]:
+            _log.info("route %s came with the record of another node", lease.route_id)
+            return None
+        return record
 
     def _fence(self, route_id: int) -> EpochFence:
         fence = self._fences.get(route_id)

@@ -127,6 +127,8 @@ class ControlLink:
         """Hook into route execution and start the heartbeat loop (never blocks start-up)."""
         self.runtime.routes.source = self.route_source
         self.runtime.sealing_keys.refresh = self.client.directory  # a sealing key is missing
+        if self.runtime.routes.sealing is not None:  # sealed opens carry this node's record
+            self.runtime.routes.sealing.own_record = self.client.record_blob
         for forward in self.runtime.config.forwards:
             traffic_class = forward.traffic_class or default_class(forward.service)
             self.client.wanted.add((forward.service, traffic_class))
@@ -377,6 +379,11 @@ class ControlLink:
 
     def _publish(self, service: str, traffic_class: TrafficClass, usable: list[Any]) -> list[Route]:
         routes = [Route(u.lease, u.blob, u.rank) for u in usable]
+        for u in usable:  # the destination's sealing key comes with its route (least knowledge)
+            if u.destination is not None:
+                self.runtime.sealing_keys.add(
+                    u.destination.node_id, u.destination.sealing_public_key
+                )
         self.failovers.route_leases(service, traffic_class, [r.lease for r in routes])
         if routes:
             self.runtime.routes.set_routes(service, traffic_class, routes)

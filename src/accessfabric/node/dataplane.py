@@ -51,7 +51,11 @@ from accessfabric.node.resumable import DEFAULT_RESUME_WINDOW, ResumableStream, 
 from accessfabric.node.sealed_stream import SealedStream
 from accessfabric.node.stream_sealing import SealingKeys, relayed
 from accessfabric.sealing import SealingError
-from accessfabric.sealing.handshake import destination_resume_key, is_sealing_key_exchange
+from accessfabric.sealing.handshake import (
+    destination_resume_key,
+    is_sealing_key_exchange,
+    parse_key_exchange,
+)
 from accessfabric.sealing.resume_proof import ResumeRefused, verify_resume
 from accessfabric.session import events as ev
 from accessfabric.session.stream_state import StreamState
@@ -243,6 +247,11 @@ class DataPlane:
         wrapper.resume_key = resume_key
         self.served[event.resume_token] = wrapper
         if sealed and self.sealing_key is not None:  # the handler sees plaintext
+            parsed = parse_key_exchange(event.key_exchange)
+            if parsed is not None and parsed[2]:  # the opener sent its signed node record:
+                # an authority-signed key is safe to learn whoever sends it; only the holder
+                # of the matching private key completes the handshake (docs/sealing.md)
+                self.sealing_keys.learn_record(parsed[2])
             self._wrapped[stream] = SealedStream.destination(
                 wrapper, self.sealing_key, event.key_exchange, self.sealing_keys.resolve,
                 on_refused=self._count_refused,

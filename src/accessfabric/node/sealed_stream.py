@@ -31,7 +31,7 @@ from accessfabric.errors import ErrorCode, LocalProtocolError, ProtocolError
 from accessfabric.node.connection import FabricStream, SessionConnection
 from accessfabric.node.log_format import log_event
 from accessfabric.sealing import RecordSealer, SealingError, SealInitiator, SealResponder
-from accessfabric.sealing.handshake import KEY_SIZE, stream_context
+from accessfabric.sealing.handshake import parse_key_exchange, stream_context
 
 if TYPE_CHECKING:
     from accessfabric.node.resumable import ResumableStream
@@ -247,9 +247,5 @@ class SealedStream(FabricStream):
 
 def _opener_id(key_exchange: bytes) -> str:
     """The opener node id in a (version 1) key-exchange blob, or "" when malformed."""
-    if len(key_exchange) < 2 + KEY_SIZE:
-        return ""
-    raw = key_exchange[2 + KEY_SIZE :]
-    if len(raw) != key_exchange[1 + KEY_SIZE]:
-        return ""
-    return raw.decode("utf-8", "replace")
+    parsed = parse_key_exchange(key_exchange)
+    return "" if parsed is None else parsed[1]

@@ -106,6 +106,18 @@ class SealingKeys:
             learned += 1
         return learned
 
+    def learn_record(self, blob: bytes) -> str | None:
+        """Learn the key of one signed node record (an opener sends its own with a sealed
+        open); the node id, or None when it does not verify or no authority key is set."""
+        if not blob or self.authority_key is None:
+            return None
+        try:
+            record = verify_node_record(blob, self.authority_key, self.clock())
+        except (SignedObjectRejected, ValueError, TypeError):
+            return None
+        self._keys[record.node_id] = record.sealing_public_key
+        return record.node_id
+
     async def resolve(self, node_id: str) -> bytes | None:
         """The key, asking the directory once more (at most every 2 s) when it is missing."""
         key = self.get(node_id)
@@ -137,6 +149,10 @@ class StreamSealing:
         self.one_hop = one_hop
         self.unsealed_one_hop = 0
         """One-hop streams opened unsealed because the destination's key was unknown."""
+        self.own_record: Callable[[], bytes | None] = lambda: None
+        """This node's signed node record, sent with each sealed open (the control link
+        sets it), so destinations that never saw this node in their directory can check
+        its sealing key."""
 
     async def initiator(
         self, lease: RouteLease, service: str, resume_token: bytes
@@ -162,5 +178,9 @@ class StreamSealing:
             )  # fmt: skip
             return None
         return SealInitiator(
-            self.static_key, self.node_id, key, stream_context(service, resume_token)
+            self.static_key,
+            self.node_id,
+            key,
+            stream_context(service, resume_token),
+            opener_record=self.own_record() or b"",
         )

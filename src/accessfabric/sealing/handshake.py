@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from accessfabric.sealing.records import RecordOpener, RecordSealer, SealingError
+from accessfabric.wire.limits import MAX_KEY_EXCHANGE
 
 VERSION = 1
 KEY_SIZE = 32
@@ -85,7 +86,10 @@ class SealInitiator:
         local_node_id: str,
         destination_static: bytes,
         context: bytes,
+        opener_record: bytes = b"",
     ) -> None:
+        """``opener_record``: this node's signed node record, sent so a destination that
+        does not know this node (least-knowledge directory) can learn its sealing key."""
         node_id = local_node_id.encode("utf-8")
         if not 0 < len(node_id) < 256:
             raise ValueError("node id must be 1..255 bytes")
@@ -93,6 +97,10 @@ class SealInitiator:
         self._ephemeral = X25519PrivateKey.generate()
         ephemeral_public = _raw(self._ephemeral.public_key())
         self.key_exchange = bytes((VERSION,)) + ephemeral_public + bytes((len(node_id),)) + node_id
+        if opener_record and len(self.key_exchange) + 2 + len(opener_record) <= MAX_KEY_EXCHANGE:
+            # (a record too large for OPEN_STREAM is left out: the destination then needs
+            # this node's key from its directory or configuration)
+            self.key_exchange += len(opener_record).to_bytes(2, "big") + opener_record
         es = _dh(self._ephemeral, destination)
         ss = _dh(static_key, destination)
         self._secret = es + ss
@@ -135,14 +143,10 @@ class SealResponder:
         context: bytes,
     ) -> None:
         """``static_key_of(node_id)`` returns that node's sealing key from its signed record."""
-        if len(key_exchange) < 2 + KEY_SIZE or key_exchange[0] != VERSION:
+        parsed = parse_key_exchange(key_exchange)
+        if parsed is None:
             raise SealingError("malformed or unsupported key exchange")
-        ephemeral_public = key_exchange[1 : 1 + KEY_SIZE]
-        id_length = key_exchange[1 + KEY_SIZE]
-        raw_id = key_exchange[2 + KEY_SIZE :]
-        if len(raw_id) != id_length or id_length == 0:
-            raise SealingError("malformed key exchange: opener node id")
-        self.opener_node_id = raw_id.decode("utf-8", "replace")
+        ephemeral_public, self.opener_node_id, _record = parsed
         opener_static = static_key_of(self.opener_node_id)
         if opener_static is None:
             raise SealingError(f"no sealing key known for opener {self.opener_node_id}")
@@ -165,6 +169,25 @@ class SealResponder:
 def stream_context(service: str, resume_token: bytes) -> bytes:
     """The context every sealed stream binds its keys to: its service name and resume token."""
     return service.encode("utf-8") + b"\x00" + resume_token
+
+
+def parse_key_exchange(key_exchange: bytes) -> tuple[bytes, str, bytes] | None:
+    """(opener ephemeral key, opener node id, opener's signed record or b"") of a
+    version 1 key-exchange blob; None when it is malformed."""
+    if len(key_exchange) < 2 + KEY_SIZE or key_exchange[0] != VERSION:
+        return None
+    ephemeral_public = bytes(key_exchange[1 : 1 + KEY_SIZE])
+    id_length = key_exchange[1 + KEY_SIZE]
+    id_end = 2 + KEY_SIZE + id_length
+    if id_length == 0 or len(key_exchange) < id_end:
+        return None
+    node_id = bytes(key_exchange[2 + KEY_SIZE : id_end]).decode("utf-8", "replace")
+    rest = key_exchange[id_end:]
+    if not rest:
+        return ephemeral_public, node_id, b""
+    if len(rest) < 2 or int.from_bytes(rest[:2], "big") != len(rest) - 2 or len(rest) == 2:
+        return None
+    return ephemeral_public, node_id, bytes(rest[2:])
 
 
 def is_sealing_key_exchange(key_exchange: bytes) -> bool:

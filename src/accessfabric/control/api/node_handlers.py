@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -28,6 +29,9 @@ from accessfabric.control.vocabulary import check_name
 from accessfabric.identity.node_id import node_id_from_public_key
 from accessfabric.identity.signatures import load_public_key
 from accessfabric.wire.registry import TrafficClass
+
+if TYPE_CHECKING:
+    from accessfabric.control.plane import ControlPlane
 
 _STATUS_OF = {
     "unknown_service": 404,
@@ -152,10 +156,15 @@ def _service_name(value: object, field: str = "service") -> str:
         raise bad_request("bad_field", f"{field}: {exc}") from None
 
 
-def grant_json(grant: LeaseGrant) -> dict[str, Any]:
+def grant_json(
+    grant: LeaseGrant, record_of: Callable[[str], bytes | None] = lambda node_id: None
+) -> dict[str, Any]:
+    """The grant as JSON; ``record_of`` gives a node's signed record (the destination's is
+    sent with each route, so the source can seal to it without seeing the directory)."""
     routes = []
     for index, issued in enumerate(grant.routes):
         lease = issued.lease
+        destination = record_of(lease.hops[-1]) if lease.hops else None
         routes.append(
             {
                 "rank": "primary" if index == 0 else "alternate",
@@ -177,6 +186,7 @@ def grant_json(grant: LeaseGrant) -> dict[str, Any]:
                     }
                     for r in issued.reasons
                 ],
+                "destination_record": None if destination is None else _b64(destination),
             }
         )
     return {
@@ -197,7 +207,12 @@ async def route_leases(request: web.Request) -> web.Response:
         grant = plane.leasing.issue(node, service, traffic_class)
     except LeaseRefused as exc:
         raise _refused(exc) from None
-    return web.json_response(grant_json(grant))
+    return web.json_response(grant_json(grant, lambda node_id: _record_blob(plane, node_id)))
+
+
+def _record_blob(plane: ControlPlane, node_id: str) -> bytes | None:
+    node = plane.registry.get(node_id)
+    return None if node is None else bytes(node.blob)
 
 
 def view_json(view: ServiceView, me: str | None = None) -> dict[str, Any]:

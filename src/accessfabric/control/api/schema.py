@@ -257,6 +257,11 @@ SCHEMAS: dict[str, Any] = {
                                 ["factor", "contribution", "explanation"],
                             ),
                         },
+                        "destination_record": {
+                            "type": ["string", "null"],
+                            "description": "the destination's signed node record, base64: "
+                            "its sealing key, for end-to-end sealing (docs/sealing.md)",
+                        },
                     },
                     ["rank", "lease", "route_id", "epoch", "fencing_token", "hops", "expires_ms"],
                 ),
