@@ -4,7 +4,8 @@ phone -> entry -> relaya -> home (primary) and phone -> entry -> relayb -> home.
 ``AF_RELAY_BULK_MIB`` sets the bulk size (default 256 MiB, the issue's size: it takes about
 8 s here); ``AF_RELAY_PING_SECONDS`` the ping window
 (52 s: 20 or more kills, as the issue asks).  Scenario 3 (2 % loss, 40 ms RTT):
-``AF_RELAY_LOSSY_BULK_MIB`` (default 128) and ``AF_RELAY_LOSSY_PING_SECONDS`` (12).
+``AF_RELAY_LOSSY_BULK_MIB`` (default 128), ``AF_RELAY_LOSSY_PING_SECONDS`` (12) and
+``AF_RELAY_TCP_RTO_MIN_MS`` (the nodes' ``tcp_rto_min``; ``off``: the kernel's 200 ms).
 Scenario 4: static route leases that expire mid-run (no control plane renews them).
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
 from accessfabric.sim import Topology, netns_unavailable_reason
 from tests.relay.netns_fabric import NetnsFabric, Proc, p99, recovery_times
 
@@ -95,12 +97,22 @@ LOSSY_BULK = int(os.environ.get("AF_RELAY_LOSSY_BULK_MIB", "128")) * MiB
 LOSSY_PING_SECONDS = float(os.environ.get("AF_RELAY_LOSSY_PING_SECONDS", "12"))
 LINK_RTT = 0.040  # 20 ms each way on the emulated phone-entry link
 LOSS_PERCENT = 2.0  # nftables, entry <-> relaya, both directions
+_RTO_MIN_MS = os.environ.get("AF_RELAY_TCP_RTO_MIN_MS", "")
+TCP_RTO_MIN = (
+    DEFAULT_RTO_MIN
+    if not _RTO_MIN_MS
+    else None
+    if _RTO_MIN_MS == "off"
+    else float(_RTO_MIN_MS) / 1000
+)
 
 
 def _lossy_run(tmp_path: Path) -> tuple[list[float], dict[str, Any]]:
     """One scenario-3 run: the pings sent while bulk ran, and a report of the run."""
     with Topology(prefix="afr") as topo:
-        fabric = NetnsFabric(topo, tmp_path, emulated={"delay": LINK_RTT / 2})
+        fabric = NetnsFabric(
+            topo, tmp_path, emulated={"delay": LINK_RTT / 2}, tcp_rto_min=TCP_RTO_MIN
+        )
         topo.set_loss("entry", "relaya", LOSS_PERCENT)
         topo.set_loss("relaya", "entry", LOSS_PERCENT)
         print("node logs in", tmp_path)
@@ -121,6 +133,7 @@ def _lossy_run(tmp_path: Path) -> tuple[list[float], dict[str, Any]]:
     during = [rtt for sent, rtt in samples if started <= sent <= bulk["at"]]
     idle = [rtt for sent, rtt in samples if sent > bulk["at"]]
     report = {
+        "tcp_rto_min_ms": None if TCP_RTO_MIN is None else TCP_RTO_MIN * 1000,
         "bulk_mib": LOSSY_BULK // MiB,
         "bulk_seconds": round(bulk["seconds"], 2),
         "bulk_mbit_s": round(LOSSY_BULK * 8 / bulk["seconds"] / 1e6, 1),

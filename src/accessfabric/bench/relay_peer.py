@@ -2,7 +2,8 @@
 
 ``python -m accessfabric.bench.relay_peer SPEC.json`` runs a :class:`NodeRuntime` built
 from the spec (key seed, listen URL, static peers, authority key, static route leases,
-sealing keys of the other nodes), serves ``echo`` and ``sealed-sink``, prints
+sealing keys of the other nodes, optionally ``tcp_rto_min``: seconds, ``null`` for the
+kernel's), serves ``echo`` and ``sealed-sink``, prints
 ``{"event": "ready"}`` on stdout, then runs the spec's workloads (if any) and prints one
 JSON line per result.  Without workloads it runs until killed.
 
@@ -29,6 +30,7 @@ from typing import Any
 
 from accessfabric.bench.relay_lab import SEALED_SINK, SinkResults, new_initiator, sealed_sink
 from accessfabric.bench.relay_lab import send_sealed as _send_sealed
+from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
 from accessfabric.control.objects import RouteLease
 from accessfabric.control.signed import open_signed
 from accessfabric.identity.keys import NodeKey
@@ -65,6 +67,7 @@ def build(spec: dict[str, Any], workdir: Path) -> NodeRuntime:
         session=session,
         authority_key=bytes.fromhex(spec["authority_key"]),
         drain_timeout=1.0,
+        tcp_rto_min=spec.get("tcp_rto_min", DEFAULT_RTO_MIN),
     )
     runtime = NodeRuntime(config, key=key)
     sealing = {k: bytes.fromhex(v) for k, v in spec.get("sealing_keys", {}).items()}
