@@ -14,6 +14,8 @@ Workloads (``spec["workloads"]``, run concurrently):
 * ``{"kind": "ping", "interval": 0.02, "seconds": S}``: an interactive ``echo`` stream,
   one 16-byte ping at a time every ``interval``; ``ping_done`` lists
   ``[sent_at, rtt]`` (``time.monotonic``, shared by every process of the machine);
+  with ``"after_bulk": A`` it also keeps pinging until ``A`` seconds after every bulk
+  workload finished (pings on an idle stream, however long the bulk took);
 * ``{"kind": "open", "after": S, "label": L}``: ``S`` seconds after ``ready``, open a new
   interactive ``echo`` stream and send one ping; ``open`` reports ``ok`` and, when it
   failed, ``error`` (the exception's type and text, e.g. why no route lease is usable).
@@ -23,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -114,14 +118,17 @@ async def bulk(runtime: NodeRuntime, spec: dict[str, Any], work: dict[str, Any])
     )
 
 
-async def ping(runtime: NodeRuntime, work: dict[str, Any]) -> None:
+async def ping(runtime: NodeRuntime, work: dict[str, Any], bulks: BulkFinish) -> None:
     interval = float(work.get("interval", 0.02))
     stream = await runtime.routes.open_stream("echo", TrafficClass.INTERACTIVE)
     samples: list[tuple[float, float]] = []
     deadline = time.monotonic() + float(work["seconds"])
+    after_bulk = work.get("after_bulk")
     tick = time.monotonic()
     seq = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline or (
+        after_bulk is not None and time.monotonic() < bulks.at + float(after_bulk)
+    ):
         sent_at = time.monotonic()
         message = seq.to_bytes(8, "big") + b"pingpong"
         stream.write(message)
@@ -134,6 +141,23 @@ async def ping(runtime: NodeRuntime, work: dict[str, Any]) -> None:
         tick = max(tick, time.monotonic() - interval)
     stream.close()
     emit(event="ping_done", samples=samples, resumes=stream.resumes)
+
+
+class BulkFinish:
+    """When the last bulk workload finished (``inf`` while one runs)."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+        self.at = time.monotonic() if count == 0 else math.inf
+
+    async def track(self, job: Awaitable[None]) -> None:
+        """Run one bulk workload; finished also when it failed."""
+        try:
+            await job
+        finally:
+            self.left -= 1
+            if self.left == 0:
+                self.at = time.monotonic()
 
 
 async def open_probe(runtime: NodeRuntime, work: dict[str, Any], ready_at: float) -> None:
@@ -162,11 +186,13 @@ async def main(path: str) -> int:
     ready_at = time.monotonic()
     emit(event="ready", node_id=runtime.node_id, at=ready_at)
     jobs = []
-    for work in spec.get("workloads", []):
+    workloads = spec.get("workloads", [])
+    bulks = BulkFinish(sum(work["kind"] == "bulk" for work in workloads))
+    for work in workloads:
         if work["kind"] == "bulk":
-            jobs.append(bulk(runtime, spec, work))
+            jobs.append(bulks.track(bulk(runtime, spec, work)))
         elif work["kind"] == "ping":
-            jobs.append(ping(runtime, work))
+            jobs.append(ping(runtime, work, bulks))
         elif work["kind"] == "open":
             jobs.append(open_probe(runtime, work, ready_at))
     try:
