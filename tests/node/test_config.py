@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.address import Endpoint, HostPort
 from accessfabric.node.config import ConfigError, load_node_config
@@ -36,6 +37,17 @@ def test_minimal_file_and_defaults(tmp_path: Path) -> None:
     assert config.listen == () and config.peers == () and config.roles == ()
     assert config.drain_timeout == 10.0
     assert config.session.handshake_timeout == 10.0
+    assert config.tcp_rto_min == DEFAULT_RTO_MIN
+
+
+def test_tcp_rto_min_seconds_or_false_and_its_variable(tmp_path: Path) -> None:
+    config = load_node_config(write(tmp_path, 'key_path = "k"\ntcp_rto_min = 0.05'), environ={})
+    assert config.tcp_rto_min == 0.05
+    config = load_node_config(write(tmp_path, 'key_path = "k"\ntcp_rto_min = false'), environ={})
+    assert config.tcp_rto_min is None  # the kernel's own 200 ms
+    path = write(tmp_path, 'key_path = "k"\ntcp_rto_min = 0.05')
+    assert load_node_config(path, {"ACCESSFABRIC_TCP_RTO_MIN": "off"}).tcp_rto_min is None
+    assert load_node_config(path, {"ACCESSFABRIC_TCP_RTO_MIN": "0.2"}).tcp_rto_min == 0.2
 
 
 def test_full_file(tmp_path: Path) -> None:
@@ -145,6 +157,9 @@ PEER = '[[peers]]\nnode_id = "{id}"\nendpoints = ["tcp://127.0.0.1:7443"]\n'
         ('key_path = "k"\n[session]\nping_timeout = "1"', "session.ping_timeout", "expected"),
         ('key_path = "k"\n[session]\nwindow = 1', "session.window", "unknown key"),
         ('key_path = "k"\ndrain_timeout = -1', "drain_timeout", "positive"),
+        ('key_path = "k"\ntcp_rto_min = 0.5', "tcp_rto_min", "at most 0.2 seconds"),
+        ('key_path = "k"\ntcp_rto_min = 0', "tcp_rto_min", "more than 0"),
+        ('key_path = "k"\ntcp_rto_min = true', "tcp_rto_min", "expected a number"),
     ],
 )
 def test_errors_name_file_key_and_problem(
@@ -204,6 +219,8 @@ def test_environment_only() -> None:
         ("ACCESSFABRIC_ROLES", "relay,wizard", "unknown role 'wizard'"),
         ("ACCESSFABRIC_SESSION_MAX_CONCURRENT_STREAMS", "many", "expected an integer"),
         ("ACCESSFABRIC_LOG_JSON", "maybe", "expected true/false"),
+        ("ACCESSFABRIC_TCP_RTO_MIN", "25ms", "expected a number"),
+        ("ACCESSFABRIC_TCP_RTO_MIN", "1", "at most 0.2 seconds"),
     ],
 )
 def test_environment_errors_name_the_variable(variable: str, value: str, problem: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from accessfabric.bench.relay_lab import issue_route
+from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
 from accessfabric.control.authority import Authority
 from accessfabric.identity.keys import NodeKey
 from accessfabric.sim import Topology
@@ -70,8 +71,10 @@ class Proc:
 
 class NetnsFabric:
     def __init__(self, topo: Topology, workdir: Path, *, emulated: dict[str, Any] | None = None,
-                 route_ttl: float = 3600.0) -> None:  # fmt: skip
+                 route_ttl: float = 3600.0,
+                 tcp_rto_min: float | None = DEFAULT_RTO_MIN) -> None:  # fmt: skip
         self.topo = topo
+        self.tcp_rto_min = tcp_rto_min
         self.workdir = workdir
         self.authority = Authority(NodeKey.generate())
         self.keys = {host: secrets.token_bytes(32) for host in HOSTS}
@@ -119,6 +122,7 @@ class NetnsFabric:
             "routes": [r.blob.hex() for r in routes] if host == "phone" else [],
             "workloads": workloads or [],
             "workdir": str(self.workdir),
+            "tcp_rto_min": self.tcp_rto_min,
         }
         path = self.workdir / f"{host}.json"
         path.write_text(json.dumps(spec))

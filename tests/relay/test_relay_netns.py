@@ -4,7 +4,9 @@ phone -> entry -> relaya -> home (primary) and phone -> entry -> relayb -> home.
 ``AF_RELAY_BULK_MIB`` sets the bulk size (default 256 MiB, the issue's size: it takes about
 8 s here); ``AF_RELAY_PING_SECONDS`` the ping window
 (52 s: 20 or more kills, as the issue asks).  Scenario 3 (2 % loss, 40 ms RTT):
-``AF_RELAY_LOSSY_BULK_MIB`` (default 128) and ``AF_RELAY_LOSSY_PING_SECONDS`` (12).
+``AF_RELAY_LOSSY_BULK_MIB`` (default 128), ``AF_RELAY_LOSSY_IDLE_SECONDS`` (6: pings on
+the idle stream after the bulk) and ``AF_RELAY_TCP_RTO_MIN_MS`` (the nodes'
+``tcp_rto_min``, default 25; ``off``: the kernel's 200 ms).
 Scenario 4: static route leases that expire mid-run (no control plane renews them).
 """
 
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
 from accessfabric.sim import Topology, netns_unavailable_reason
 from tests.relay.netns_fabric import NetnsFabric, Proc, p99, recovery_times
 
@@ -92,15 +96,31 @@ def test_bulk_and_pings_survive_relay_kills(tmp_path: Path) -> None:
 
 
 LOSSY_BULK = int(os.environ.get("AF_RELAY_LOSSY_BULK_MIB", "128")) * MiB
-LOSSY_PING_SECONDS = float(os.environ.get("AF_RELAY_LOSSY_PING_SECONDS", "12"))
+LOSSY_IDLE_SECONDS = float(os.environ.get("AF_RELAY_LOSSY_IDLE_SECONDS", "6"))
 LINK_RTT = 0.040  # 20 ms each way on the emulated phone-entry link
-LOSS_PERCENT = 2.0  # nftables, entry <-> relaya, both directions
+LOSS_PERCENT = 2.0  # nftables, entry <-> relaya, both directions, dropped on arrival
+_RTO_MIN_MS = os.environ.get("AF_RELAY_TCP_RTO_MIN_MS", "")
+if _RTO_MIN_MS == "off":
+    TCP_RTO_MIN: float | None = None
+else:
+    TCP_RTO_MIN = float(_RTO_MIN_MS) / 1000 if _RTO_MIN_MS else DEFAULT_RTO_MIN
 
 
-def _lossy_run(tmp_path: Path) -> tuple[list[float], dict[str, Any]]:
-    """One scenario-3 run: the pings sent while bulk ran, and a report of the run."""
+def _ms(values: list[float], pick: Callable[[list[float]], float]) -> float | None:
+    return round(pick(values) * 1000, 1) if values else None
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _lossy_run(tmp_path: Path) -> tuple[float, float, dict[str, Any]]:
+    """One scenario-3 run: p99 of the pings during the bulk and on the idle stream after
+    it, and a report.  Bulk integrity is asserted here, on every run."""
     with Topology(prefix="afr") as topo:
-        fabric = NetnsFabric(topo, tmp_path, emulated={"delay": LINK_RTT / 2})
+        fabric = NetnsFabric(
+            topo, tmp_path, emulated={"delay": LINK_RTT / 2}, tcp_rto_min=TCP_RTO_MIN
+        )
         topo.set_loss("entry", "relaya", LOSS_PERCENT)
         topo.set_loss("relaya", "entry", LOSS_PERCENT)
         print("node logs in", tmp_path)
@@ -109,50 +129,62 @@ def _lossy_run(tmp_path: Path) -> tuple[list[float], dict[str, Any]]:
             "phone",
             [
                 {"kind": "bulk", "bytes": LOSSY_BULK},
-                {"kind": "ping", "interval": 0.02, "seconds": LOSSY_PING_SECONDS},
+                {"kind": "ping", "interval": 0.02, "seconds": 0,
+                 "after_bulk": LOSSY_IDLE_SECONDS},
             ],
-        )
-        results = _collect(phone, LOSSY_PING_SECONDS + 40)
+        )  # fmt: skip
+        results = _collect(phone, LOSSY_IDLE_SECONDS + 120)
     assert "error" not in results, results["error"]
     bulk = results["bulk_done"]
     assert bulk["sent_sha256"] == bulk["confirmed_sha256"], bulk
     samples = results["ping_done"]["samples"]
-    started = bulk["at"] - bulk["seconds"]
-    during = [rtt for sent, rtt in samples if started <= sent <= bulk["at"]]
+    during = [rtt for sent, rtt in samples if sent <= bulk["at"]]
     idle = [rtt for sent, rtt in samples if sent > bulk["at"]]
     report = {
+        "tcp_rto_min_ms": None if TCP_RTO_MIN is None else TCP_RTO_MIN * 1000,
         "bulk_mib": LOSSY_BULK // MiB,
         "bulk_seconds": round(bulk["seconds"], 2),
         "bulk_mbit_s": round(LOSSY_BULK * 8 / bulk["seconds"] / 1e6, 1),
         "pings_during_bulk": len(during),
-        "p50_ms": round(sorted(during)[len(during) // 2] * 1000, 1) if during else None,
-        "p99_ms": round(p99(during) * 1000, 1) if during else None,
-        "max_ms": round(max(during) * 1000, 1) if during else None,
-        "idle_p50_ms": round(sorted(idle)[len(idle) // 2] * 1000, 1) if idle else None,
-        "idle_p99_ms": round(p99(idle) * 1000, 1) if idle else None,
+        "p50_ms": _ms(during, _median),
+        "p99_ms": _ms(during, p99),
+        "max_ms": _ms(during, max),
+        "idle_pings": len(idle),
+        "idle_p50_ms": _ms(idle, _median),
+        "idle_p99_ms": _ms(idle, p99),
+        "idle_max_ms": _ms(idle, max),
         "resumes": bulk["resumes"],
     }
     print("relay scenario 3:", report)
-    assert during, report
-    return during, report
+    assert len(during) >= 20 and len(idle) >= 20, report
+    return p99(during), p99(idle), report
 
 
 def test_lossy_delayed_link_bulk_and_interactive(tmp_path: Path) -> None:
-    """Scenario 3: 2 % loss and 40 ms RTT; bulk completes intact, ping p99 <= 3x RTT.
+    """Scenario 3: 2 % loss and 40 ms RTT; bulk completes intact, and the p99 of the
+    interactive pings, on the idle stream after the bulk and while the bulk runs, is at
+    most 3x the link RTT.
 
-    Measured: the bound holds in 8 of 9 runs; the ninth had one TCP retransmission
-    stall (>1 s) on the lossy hop (docs/relays.md).  One more run is allowed, and both
-    reports are in the failure message; bulk integrity is asserted on every run.
+    A lone lost segment (a ping with nothing behind it) gets no fast retransmit; the
+    carriers' 25 ms minimum RTO resends it after ~30 ms instead of Linux's 200 ms
+    (``docs/adr/0011-tcp-minimum-rto.md``).  Idle pings: p99 54-93 ms in 28 of 28 runs,
+    asserted on every run.  Pings during the bulk: p99 90-195 ms, above 120 ms in 12 of 28
+    runs measured while other test suites loaded the 2 vCPUs (load average 3-7): the five
+    node processes and the user-space link emulator are CPU-bound during the bulk (ping
+    p50 54-81 ms against 44-58 idle), and BBR's ProbeRTT cuts the phone's bulk connection to
+    4 segments for ~200 ms every 10 s.  So one more run is allowed for that bound, both
+    reports go into the failure message (``docs/benchmarks.md``, relay scenario 3).
     """
     reports = []
     for attempt in range(2):
         run_dir = tmp_path / f"run{attempt}"
         run_dir.mkdir()
-        during, report = _lossy_run(run_dir)
+        during, idle, report = _lossy_run(run_dir)
         reports.append(report)
-        if p99(during) <= 3 * LINK_RTT:
+        assert idle <= 3 * LINK_RTT, f"idle ping p99 above 3x the link RTT: {report}"
+        if during <= 3 * LINK_RTT:
             return
-    raise AssertionError(f"ping p99 above 3x the link RTT in both runs: {reports}")
+    raise AssertionError(f"ping p99 during the bulk above 3x the link RTT twice: {reports}")
 
 
 LEASE_TTL = 12.0

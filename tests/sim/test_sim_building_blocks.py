@@ -43,8 +43,8 @@ def test_address_plan_gives_disjoint_private_subnets() -> None:
 
 def test_loss_ruleset_syntax() -> None:
     script = loss_ruleset("veth0", 12.5)
-    assert 'oifname "veth0" numgen random mod 10000 < 1250 drop' in script
-    assert "hook postrouting" in script
+    assert 'iifname "veth0" numgen random mod 10000 < 1250 drop' in script
+    assert "hook prerouting" in script
     assert script.startswith("table inet af_loss_veth0 {}\ndelete table inet af_loss_veth0\n")
     assert delete_loss_ruleset("veth0").endswith("delete table inet af_loss_veth0\n")
     with pytest.raises(ValueError):

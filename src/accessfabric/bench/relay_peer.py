@@ -2,10 +2,10 @@
 
 ``python -m accessfabric.bench.relay_peer SPEC.json`` runs a :class:`NodeRuntime` built
 from the spec (key seed, listen URL, static peers, authority key, static route leases,
-sealing keys of the other nodes), serves ``echo`` and ``sealed-sink`` (the node seals
-every stream that crosses a relay), prints ``{"event": "ready"}`` on stdout, then runs
-the spec's workloads (if any) and prints one JSON line per result.  Without workloads
-it runs until killed.
+sealing keys of the other nodes, optionally ``tcp_rto_min``: seconds, ``null`` for the
+kernel's), serves ``echo`` and ``sealed-sink`` (the node seals every stream that crosses
+a relay), prints ``{"event": "ready"}`` on stdout, then runs the spec's workloads (if
+any) and prints one JSON line per result.  Without workloads it runs until killed.
 
 Workloads (``spec["workloads"]``, run concurrently):
 
@@ -14,6 +14,8 @@ Workloads (``spec["workloads"]``, run concurrently):
 * ``{"kind": "ping", "interval": 0.02, "seconds": S}``: an interactive ``echo`` stream,
   one 16-byte ping at a time every ``interval``; ``ping_done`` lists
   ``[sent_at, rtt]`` (``time.monotonic``, shared by every process of the machine);
+  with ``"after_bulk": A`` it also keeps pinging until ``A`` seconds after every bulk
+  workload finished (pings on an idle stream, however long the bulk took);
 * ``{"kind": "open", "after": S, "label": L}``: ``S`` seconds after ``ready``, open a new
   interactive ``echo`` stream and send one ping; ``open`` reports ``ok`` and, when it
   failed, ``error`` (the exception's type and text, e.g. why no route lease is usable).
@@ -23,13 +25,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
 from accessfabric.bench.relay_lab import SEALED_SINK, SinkResults, new_initiator, sealed_sink
 from accessfabric.bench.relay_lab import send_sealed as _send_sealed
+from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
 from accessfabric.control.objects import RouteLease
 from accessfabric.control.signed import open_signed
 from accessfabric.identity.keys import NodeKey
@@ -66,6 +71,7 @@ def build(spec: dict[str, Any], workdir: Path) -> NodeRuntime:
         session=session,
         authority_key=bytes.fromhex(spec["authority_key"]),
         drain_timeout=1.0,
+        tcp_rto_min=spec.get("tcp_rto_min", DEFAULT_RTO_MIN),
     )
     runtime = NodeRuntime(config, key=key)
     for node_id, sealing_key in spec.get("sealing_keys", {}).items():
@@ -117,14 +123,17 @@ async def bulk(runtime: NodeRuntime, spec: dict[str, Any], work: dict[str, Any])
     )
 
 
-async def ping(runtime: NodeRuntime, work: dict[str, Any]) -> None:
+async def ping(runtime: NodeRuntime, work: dict[str, Any], bulks: BulkFinish) -> None:
     interval = float(work.get("interval", 0.02))
     stream = await runtime.routes.open_stream("echo", TrafficClass.INTERACTIVE)
     samples: list[tuple[float, float]] = []
     deadline = time.monotonic() + float(work["seconds"])
+    after_bulk = work.get("after_bulk")
     tick = time.monotonic()
     seq = 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline or (
+        after_bulk is not None and time.monotonic() < bulks.at + float(after_bulk)
+    ):
         sent_at = time.monotonic()
         message = seq.to_bytes(8, "big") + b"pingpong"
         stream.write(message)
@@ -137,6 +146,23 @@ async def ping(runtime: NodeRuntime, work: dict[str, Any]) -> None:
         tick = max(tick, time.monotonic() - interval)
     stream.close()
     emit(event="ping_done", samples=samples, resumes=stream.resumes)
+
+
+class BulkFinish:
+    """When the last bulk workload finished (``inf`` while one runs)."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+        self.at = time.monotonic() if count == 0 else math.inf
+
+    async def track(self, job: Awaitable[None]) -> None:
+        """Run one bulk workload; finished also when it failed."""
+        try:
+            await job
+        finally:
+            self.left -= 1
+            if self.left == 0:
+                self.at = time.monotonic()
 
 
 async def open_probe(runtime: NodeRuntime, work: dict[str, Any], ready_at: float) -> None:
@@ -165,11 +191,13 @@ async def main(path: str) -> int:
     ready_at = time.monotonic()
     emit(event="ready", node_id=runtime.node_id, at=ready_at)
     jobs = []
-    for work in spec.get("workloads", []):
+    workloads = spec.get("workloads", [])
+    bulks = BulkFinish(sum(work["kind"] == "bulk" for work in workloads))
+    for work in workloads:
         if work["kind"] == "bulk":
-            jobs.append(bulk(runtime, spec, work))
+            jobs.append(bulks.track(bulk(runtime, spec, work)))
         elif work["kind"] == "ping":
-            jobs.append(ping(runtime, work))
+            jobs.append(ping(runtime, work, bulks))
         elif work["kind"] == "open":
             jobs.append(open_probe(runtime, work, ready_at))
     try:

@@ -6,7 +6,8 @@ carrier of the thread: the listener consumes (copies) the bytes before
 (256 KiB each made an idle session cost ~300 KiB of RSS).  The kernel's
 unsent queue is kept small with ``TCP_NOTSENT_LOWAT`` and the transport's own
 buffer with a low high-water mark, so the session — where priority applies —
-holds the queue instead of the socket.
+holds the queue instead of the socket.  A lone lost segment is resent after tens of
+milliseconds, not Linux's 200 ms minimum RTO (``carriers/tcp_timers.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import cast
 
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
 from accessfabric.carriers.tcp_info import TcpInfoProbe
+from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN, set_loss_recovery_timers
 from accessfabric.errors import AuthenticationError
 from accessfabric.identity.tls import PeerTlsInfo, peer_identity_from_ssl_object
 
@@ -44,15 +46,17 @@ def _receive_view() -> memoryview:
 ListenerFactory = Callable[[CarrierInfo, ByteTransport, PeerTlsInfo | None], CarrierListener]
 
 
-def tune_socket(sock: socket.socket | None) -> None:
-    """No Nagle delay; a small unsent kernel queue."""
+def tune_socket(sock: socket.socket | None, rto_min: float | None = DEFAULT_RTO_MIN) -> None:
+    """No Nagle delay; a small unsent kernel queue; a minimum RTO of ``rto_min`` seconds
+    (None: the kernel's)."""
     if sock is None:
         return
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOTSENT_LOWAT)
     except OSError:
-        pass  # not a TCP socket (tests over socketpair) or an old kernel
+        return  # not a TCP socket (tests over socketpair) or an old kernel
+    set_loss_recovery_timers(sock, rto_min)
 
 
 class TcpCarrier(asyncio.BufferedProtocol):
@@ -60,9 +64,12 @@ class TcpCarrier(asyncio.BufferedProtocol):
 
     kind = "tcp_tls"
 
-    def __init__(self, factory: ListenerFactory, *, dialer: bool) -> None:
+    def __init__(
+        self, factory: ListenerFactory, *, dialer: bool, rto_min: float | None = DEFAULT_RTO_MIN
+    ) -> None:
         self._factory = factory
         self._dialer = dialer
+        self._rto_min = rto_min
         self._view = _receive_view()
         self._transport: asyncio.Transport | None = None
         self._listener: CarrierListener | None = None
@@ -73,7 +80,7 @@ class TcpCarrier(asyncio.BufferedProtocol):
     # asyncio protocol side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        tune_socket(transport.get_extra_info("socket"))
+        tune_socket(transport.get_extra_info("socket"), self._rto_min)
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         ssl_object = transport.get_extra_info("ssl_object")
         try:

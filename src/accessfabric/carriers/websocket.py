@@ -6,7 +6,8 @@ listener as it is, so message boundaries mean nothing and there is no framing of
 own.  The WebSocket protocol is ``websockets``' sans-I/O ``ClientProtocol`` /
 ``ServerProtocol``; this module is the asyncio protocol around it, the same shape as
 ``carriers/tcp.py``: bytes in, events out, writes straight into the transport, whose
-buffer is kept small so the session holds the queue.  No compression (payloads are
+buffer is kept small so the session holds the queue, and the same loss-recovery timers
+(``rto_min``, ``carriers/tcp_timers.py``).  No compression (payloads are
 binary and will be sealed), no websocket pings (the session has its own PING).
 """
 
@@ -29,6 +30,7 @@ from websockets.uri import parse_uri
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
 from accessfabric.carriers.tcp import WRITE_HIGH_WATER, tune_socket
 from accessfabric.carriers.tcp_info import TcpInfoProbe
+from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
 from accessfabric.identity.tls import PeerTlsInfo, peer_identity_from_ssl_object
 
 MAX_MESSAGE = 8 * 1024 * 1024
@@ -76,8 +78,10 @@ class WebSocketCarrier(asyncio.Protocol):
         url: str = "",
         path: str = "/fabric",
         bind_tls: bool = True,
+        rto_min: float | None = DEFAULT_RTO_MIN,
     ) -> None:
         self._factory = factory
+        self._rto_min = rto_min
         self._dialer = dialer
         self._path = path
         self._bind_tls = bind_tls
@@ -98,7 +102,7 @@ class WebSocketCarrier(asyncio.Protocol):
     # asyncio protocol side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
-        tune_socket(transport.get_extra_info("socket"))
+        tune_socket(transport.get_extra_info("socket"), self._rto_min)
         self._transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self._arm(OPEN_TIMEOUT)
         if isinstance(self._ws, ClientProtocol):

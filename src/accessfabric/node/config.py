@@ -10,7 +10,7 @@ Environment overrides replace the file's value (lists are replaced whole):
 
 * ``ACCESSFABRIC_<KEY>`` for a top-level key (``ACCESSFABRIC_KEY_PATH``,
   ``ACCESSFABRIC_CERT_DIR``, ``ACCESSFABRIC_ROLES=relay,exit``,
-  ``ACCESSFABRIC_DRAIN_TIMEOUT``, ``ACCESSFABRIC_LOG_JSON``);
+  ``ACCESSFABRIC_DRAIN_TIMEOUT``, ``ACCESSFABRIC_LOG_JSON``, ``ACCESSFABRIC_TCP_RTO_MIN``);
 * ``ACCESSFABRIC_LISTEN=tcp://127.0.0.1:7443,wss://0.0.0.0:8443/fabric``;
 * ``ACCESSFABRIC_SESSION_<KEY>`` for a key of ``[session]``.
 
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN, MAX_RTO_MIN
 from accessfabric.identity.node_id import parse_node_id
 from accessfabric.node.address import (
     CARRIERS,
@@ -181,6 +182,9 @@ class NodeConfig:
     """Endpoint ranking for peer dials (``[ranking]``, ``node/ranking_config.py``)."""
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     log_json: bool = False
+    tcp_rto_min: float | None = DEFAULT_RTO_MIN
+    """Minimum TCP retransmission timeout of TCP and WebSocket carriers (seconds, at most
+    0.2); None: the kernel's (200 ms).  ``docs/adr/0011-tcp-minimum-rto.md``."""
     authority_key: bytes | None = None
     """The control plane's public key (``afauth1...``): route leases are checked with it."""
     control: ControlSettings | None = None
@@ -266,6 +270,7 @@ _TOP_KEYS = (
     "ranking",
     "drain_timeout",
     "log_json",
+    "tcp_rto_min",
     "control",
     "sealing",
 )
@@ -286,6 +291,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     admin_socket = _opt(document, "admin_socket", top, lambda v, at: _path(v, at, base))
     drain_timeout = _opt(document, "drain_timeout", top, _positive_seconds)
     log_json = _opt(document, "log_json", top, _bool)
+    tcp_rto_min = _opt(document, "tcp_rto_min", top, _rto_min)
     authority_key = _opt(document, "authority_key", top, _authority_key)
     session_table = _opt(document, "session", top, _table) or {}
     control_table = _opt(document, "control", top, _table)
@@ -315,6 +321,8 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     metrics_listen = env_value("metrics_listen", _host_port) or metrics_listen
     env_log_json = env_value("log_json", _bool_text)
     log_json = log_json if env_log_json is None else env_log_json
+    env_rto_min = env_value("tcp_rto_min", lambda v, at: _rto_min(_rto_min_text(v, at), at))
+    tcp_rto_min = tcp_rto_min if env_rto_min is None else env_rto_min
     for name in SESSION_KEYS:
         variable = f"{ENV_PREFIX}SESSION_{name.upper()}"
         if variable in env:
@@ -349,6 +357,8 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         ranking=ranking,
         drain_timeout=DEFAULT_DRAIN_TIMEOUT if drain_timeout is None else drain_timeout,
         log_json=bool(log_json),
+        # Absent: the default; false (parsed as 0.0): None, the kernel's own.
+        tcp_rto_min=DEFAULT_RTO_MIN if tcp_rto_min is None else tcp_rto_min or None,
         authority_key=authority_key,
         control=control,
         sealing=sealing,
@@ -437,6 +447,22 @@ def _positive_seconds(value: Any, at: _At) -> float:
     if not 0 < value < 1e9:
         at.fail(f"must be a positive number of seconds, got {value}")
     return float(value)
+
+
+def _rto_min(value: Any, at: _At) -> float:
+    """Seconds in (0, 0.2], or ``0.0`` for ``false`` (the kernel's minimum RTO)."""
+    if value is False:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        at.fail(f"expected a number of seconds or false (the kernel's 200 ms), got {_kind(value)}")
+    if not 0 < value <= MAX_RTO_MIN:
+        at.fail(f"must be more than 0 and at most {MAX_RTO_MIN} seconds (or false), got {value}")
+    return float(value)
+
+
+def _rto_min_text(text: str, at: _At) -> Any:
+    stripped = text.strip()
+    return False if stripped.lower() in ("false", "off", "none") else _number(stripped, at)
 
 
 def _control(

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
 from accessfabric.carriers.tcp import TcpCarrier
+from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
 from accessfabric.carriers.websocket import WebSocketCarrier
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.authenticator import Ed25519Authenticator
@@ -55,6 +56,8 @@ class LocalNode:
     auth_failures: KeyedRateLimiter = field(
         default_factory=lambda: KeyedRateLimiter(rate=0.5, burst=10.0)
     )
+    tcp_rto_min: float | None = DEFAULT_RTO_MIN
+    """Minimum TCP retransmission timeout of TCP and WebSocket carriers (None: the kernel's)."""
     rejected_connections: int = 0
     on_new_connection: Callable[[SessionConnection], None] | None = None
     """Called with every session created (dialled or accepted): the node's metrics."""
@@ -169,7 +172,11 @@ async def connect_tcp(
 
     async def handshake() -> SessionConnection:
         _, carrier = await loop.create_connection(
-            lambda: TcpCarrier(factory, dialer=True), host, port, ssl=context, server_hostname=host
+            lambda: TcpCarrier(factory, dialer=True, rto_min=local.tcp_rto_min),
+            host,
+            port,
+            ssl=context,
+            server_hostname=host,
         )
         await carrier.up  # raises when the peer's certificate is not a node's
         connection = made[0]
@@ -200,7 +207,11 @@ async def serve_tcp(
         return local.accept_connection(info, transport, tls, on_connection)
 
     return await loop.create_server(
-        lambda: TcpCarrier(factory, dialer=False), host, port, ssl=context, reuse_address=True
+        lambda: TcpCarrier(factory, dialer=False, rto_min=local.tcp_rto_min),
+        host,
+        port,
+        ssl=context,
+        reuse_address=True,
     )
 
 
@@ -242,7 +253,15 @@ async def connect_ws(
     carriers: list[WebSocketCarrier] = []
 
     def carrier() -> WebSocketCarrier:
-        carriers.append(WebSocketCarrier(factory, dialer=True, url=url, bind_tls=proxy_tls is None))
+        carriers.append(
+            WebSocketCarrier(
+                factory,
+                dialer=True,
+                url=url,
+                bind_tls=proxy_tls is None,
+                rto_min=local.tcp_rto_min,
+            )
+        )
         return carriers[-1]
 
     async def handshake() -> SessionConnection:
@@ -291,6 +310,8 @@ async def serve_ws(
         return local.accept_connection(info, transport, tls_info, on_connection)
 
     def carrier() -> WebSocketCarrier:
-        return WebSocketCarrier(factory, dialer=False, path=path, bind_tls=not behind_proxy)
+        return WebSocketCarrier(
+            factory, dialer=False, path=path, bind_tls=not behind_proxy, rto_min=local.tcp_rto_min
+        )
 
     return await loop.create_server(carrier, host, port, ssl=context, reuse_address=True)

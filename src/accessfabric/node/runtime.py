@@ -62,7 +62,10 @@ class NodeRuntime:
         self.config = config
         self.key = key if key is not None else NodeKey.load(config.key_path)
         self.local = LocalNode(
-            key=self.key, cert_dir=config.cert_dir, session_config=config.session
+            key=self.key,
+            cert_dir=config.cert_dir,
+            session_config=config.session,
+            tcp_rto_min=config.tcp_rto_min,
         )
         self.dispatcher = ServiceDispatcher()
         self.dialer = RankedPeerDialer(  # ranked candidates: docs/endpoint-ranking.md

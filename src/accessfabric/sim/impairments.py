@@ -1,14 +1,21 @@
 """Kernel impairments of one interface direction: ``tc tbf`` rate and nftables loss.
 
-Loss uses one nftables table per interface in the interface's namespace, hooked at
-``postrouting`` so that it drops both locally sent and forwarded packets::
+Loss of the direction A -> B drops packets as they *arrive* at B: one nftables table per
+interface in the receiving namespace, hooked at ``prerouting`` so that it drops packets
+for B and packets B forwards::
 
     table inet af_loss_veth0 {
-        chain egress {
-            type filter hook postrouting priority filter; policy accept;
-            oifname "veth0" numgen random mod 10000 < 2500 drop
+        chain arrivals {
+            type filter hook prerouting priority filter; policy accept;
+            iifname "veth0" numgen random mod 10000 < 2500 drop
         }
     }
+
+Not at A's egress: a packet the sender's own netfilter drops fails ``ip_output`` with
+``EPERM``, so its TCP knows and keeps the segment unsent, then retries it on the next ACK
+or on the zero-window-probe timer, which is at least 200 ms whatever the RTO settings
+(``tcp_probe0_base``).  Real loss happens after the packet left; dropping on arrival is
+what the sender sees of it (measured: ``docs/adr/0011-tcp-minimum-rto.md``).
 
 ``mod 10000`` gives a resolution of 0.01 %.  The script first adds the (possibly
 existing) table, deletes it and recreates it, so one ``nft -f`` replaces the rule
@@ -25,7 +32,7 @@ def loss_table_name(dev: str) -> str:
 
 
 def loss_ruleset(dev: str, percent: float) -> str:
-    """The ``nft -f -`` script that makes ``dev`` drop ``percent`` % of its egress."""
+    """The ``nft -f -`` script that drops ``percent`` % of what arrives on ``dev``."""
     if not 0.0 < percent <= 100.0:
         raise ValueError(f"loss percent must be in (0, 100], got {percent!r}")
     threshold = round(percent * LOSS_RESOLUTION / 100)
@@ -34,9 +41,9 @@ def loss_ruleset(dev: str, percent: float) -> str:
         f"table inet {table} {{}}\n"
         f"delete table inet {table}\n"
         f"table inet {table} {{\n"
-        f"  chain egress {{\n"
-        f"    type filter hook postrouting priority filter; policy accept;\n"
-        f'    oifname "{dev}" numgen random mod {LOSS_RESOLUTION} < {threshold} drop\n'
+        f"  chain arrivals {{\n"
+        f"    type filter hook prerouting priority filter; policy accept;\n"
+        f'    iifname "{dev}" numgen random mod {LOSS_RESOLUTION} < {threshold} drop\n'
         f"  }}\n"
         f"}}\n"
     )

@@ -338,11 +338,12 @@ class Topology:
         run_command(tbf_argv(self.ns(host), self.host_dev(host, peer), rate, burst, latency))
 
     def set_loss(self, host: str, peer: str, percent: float) -> None:
-        """Drop ``percent`` % of what ``host`` sends towards ``peer`` (nftables ``numgen``);
+        """Drop ``percent`` % of what ``host`` sends towards ``peer`` (nftables ``numgen``,
+        on arrival in ``peer``'s namespace, so ``host``'s TCP sees network loss);
         ``0`` removes the loss."""
-        dev = self.host_dev(host, peer)
+        dev = self.host_dev(peer, host)
         script = delete_loss_ruleset(dev) if percent == 0 else loss_ruleset(dev, percent)
-        self.run(host, ["nft", "-f", "-"], input=script)
+        self.run(peer, ["nft", "-f", "-"], input=script)
 
     def clear_impairments(self, host: str, peer: str) -> None:
         """Remove the rate limit and the loss of the direction ``host -> peer``."""
