@@ -9,7 +9,12 @@ the data plane then sees each session event synchronously, before any ACK leaves
   destination serves the stream as a :class:`ResumableStream`, kept by resume token.
 * OPEN_STREAM with RESUME at the destination adopts the kept stream end: from its
   snapshot when its session died, or by taking it over (the old hop stream is reset with
-  ``ROUTE_REJECTED``) when the old path still looks alive.  Unknown tokens are reset.
+  ``ROUTE_REJECTED``) when the old path still looks alive.  A token this node never saw,
+  resumed from offset 0 (the source received nothing from here), names a stream whose
+  first path failed before reaching the destination: it is served as a new stream (an
+  empty snapshot is adopted, the source resends from byte 0).  Other unknown tokens, and
+  tokens of stream ends already let go (remembered for twice the resume window), are
+  reset.
 * Every other event goes to the relay (ACK forwarding) and the route manager (failover
   triggers at the source).
 
@@ -24,6 +29,7 @@ import contextlib
 import logging
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 
 from accessfabric.control.rejections import LeaseRejected
@@ -36,11 +42,14 @@ from accessfabric.node.relay import Relay
 from accessfabric.node.relay_limits import RelayLimits
 from accessfabric.node.resumable import DEFAULT_RESUME_WINDOW, ResumableStream, session_stream
 from accessfabric.session import events as ev
+from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.session.stream_state import StreamState
 
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
+RETIRED_LIMIT = 65536
+"""Resume tokens of let-go stream ends remembered at most (each for 2 resume windows)."""
 
 EventHook = Callable[[SessionConnection, ev.Event], None]
 
@@ -67,10 +76,14 @@ class DataPlane:
         )
         self.served: dict[bytes, ResumableStream] = {}
         """Destination stream ends by resume token, while they may still be resumed."""
+        self._retired: OrderedDict[bytes, float] = OrderedDict()
+        """Tokens of stream ends let go, with when: a resume of one is refused, never
+        taken for a stream whose first path failed."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.refused: dict[str, int] = {}
         self.adopted = 0
+        self.opened_on_resume = 0
 
     # ------------------------------------------------------------ wiring
 
@@ -105,9 +118,20 @@ class DataPlane:
                 if wrapper.broken_since is not None:
                     if now - wrapper.broken_since > self.resume_window:
                         wrapper.fail(ConnectionError(f"not resumed: {wrapper.broken_reason}"))
-                        del self.served[token]
+                        self._retire(token, now)
                 elif wrapper.finished or done:
-                    del self.served[token]
+                    self._retire(token, now)
+            retired = self._retired
+            while retired and (
+                len(retired) > RETIRED_LIMIT
+                or now - next(iter(retired.values())) > 2 * self.resume_window
+            ):
+                retired.popitem(last=False)
+
+    def _retire(self, token: bytes, now: float) -> None:
+        del self.served[token]
+        self._retired[token] = now
+        self._retired.move_to_end(token)
 
     async def aclose(self) -> None:
         if self._sweeper is not None:
@@ -162,9 +186,14 @@ class DataPlane:
             self.relay.open(connection, event, checked, stream)
             return
         if event.resume:
-            self._claimed.add(stream)
             self._adopt(connection, event, stream)
             return
+        self._serve(connection, event, stream)
+
+    def _serve(
+        self, connection: SessionConnection, event: ev.StreamOpened, stream: FabricStream
+    ) -> None:
+        """Serve the stream here: as a resumable end, kept by its resume token."""
         wrapper = ResumableStream(
             stream,
             session_stream(connection, event.stream_id),
@@ -175,13 +204,43 @@ class DataPlane:
         self._wrapped[stream] = wrapper
         self.served[event.resume_token] = wrapper
 
+    def _first_path_failed(self, event: ev.StreamOpened) -> bool:
+        """A resume of a stream this node never saw, from offset 0 (see the module doc)."""
+        token = event.resume_token
+        return event.start_offset == 0 and token not in self.served and token not in self._retired
+
+    def _open_resumed(
+        self, connection: SessionConnection, event: ev.StreamOpened, stream: FabricStream
+    ) -> None:
+        empty = StreamSnapshot(
+            resume_token=event.resume_token, service=event.service,
+            traffic_class=event.traffic_class, send_acked=0, send_buffer=(), send_end=False,
+            recv_offset=0, recv_consumed=0, recv_ended=False,
+        )  # fmt: skip
+        try:
+            connection.session.adopt_stream(event.stream_id, empty, 0)
+        except LocalProtocolError as error:
+            self._refuse(connection, stream, ErrorCode.STREAM_CLOSED, f"cannot open: {error}")
+            return
+        connection._schedule_flush()
+        self._serve(connection, event, stream)
+        self.opened_on_resume += 1
+        log_event(
+            log, "stream opened on its second path", peer=_peer(connection),
+            service=event.service, stream=event.stream_id,
+        )  # fmt: skip
+
     def _adopt(
         self, connection: SessionConnection, event: ev.StreamOpened, stream: FabricStream
     ) -> None:
         wrapper = self.served.get(event.resume_token)
+        if wrapper is None and self._first_path_failed(event):
+            self._open_resumed(connection, event, stream)
+            return
         if wrapper is None or wrapper.finished or wrapper.service != event.service:
             self._refuse(connection, stream, ErrorCode.STREAM_CLOSED, "unknown resume token")
             return
+        self._claimed.add(stream)
         old_conn, old_id = wrapper.connection, wrapper.stream_id
         taken_over = not wrapper.broken and not old_conn.is_closed
         snapshot = wrapper.snapshot()
