@@ -435,14 +435,18 @@ class RouteManager:
         """Per-route data-plane health, for the control plane (heartbeat facts)."""
         now = time.monotonic()
         out: list[dict[str, object]] = []
-        for routes in self._static.values():
+        for (service, traffic_class), routes in self._static.items():
             for route in routes:
                 health = self._health(route)
                 out.append(
                     {
                         "route_id": route.route_id,
+                        "service": service,
+                        "traffic_class": traffic_class.name.lower(),
+                        "rank": route.rank,
                         "epoch": route.lease.epoch,
                         "first_hop": route.first_hop,
+                        "hops": list(route.lease.hops),
                         "healthy": health.healthy(now),
                         "srtt_ms": None if health.srtt is None else round(health.srtt * 1e3, 2),
                         "stalls": health.stalls,
