@@ -32,6 +32,7 @@ import math
 import shutil
 import signal
 import tempfile
+import time
 from pathlib import Path
 
 from accessfabric.demo_control import start_control
@@ -65,8 +66,17 @@ def run_demo(args: argparse.Namespace) -> int:
 async def _main(args: argparse.Namespace, work: Path, procs: Processes) -> int:
     print("accessfabric demo — everything on loopback, in", work)
     print("\n[1] a control plane (SQLite) and five `node run` processes that enroll themselves")
+    started = time.monotonic()
     control = await start_control(work, procs)
     fleet = await start_fleet(work, procs, control, args.size_mib << 20)
+    fleet.ready_after = time.monotonic() - started
+    try:
+        return await _run(args, fleet, procs)
+    finally:
+        fleet.close()
+
+
+async def _run(args: argparse.Namespace, fleet: Fleet, procs: Processes) -> int:
     _describe(fleet)
     print(
         f"\n[2] {args.duration:.0f} s of {args.size_mib} MiB downloads (sha256 each) and "
@@ -77,7 +87,8 @@ async def _main(args: argparse.Namespace, work: Path, procs: Processes) -> int:
     await _route_table(fleet)
     _summary(fleet, traffic)
     if args.keep_running:
-        print(f"\n--keep-running: curl http://127.0.0.1:{fleet.ports['web']}/blob.bin -o /dev/null")
+        web = fleet.ports["forward_web"]
+        print(f"\n--keep-running: curl http://127.0.0.1:{web}/blob.bin -o /dev/null")
         print(f"  accessfabric status --socket {fleet.admin('laptop')}")
         print("  Ctrl-C to stop")
         await asyncio.Event().wait()
@@ -92,11 +103,14 @@ def _describe(fleet: Fleet) -> None:
         node_id = fleet.ids[name]
         print(f"    {fleet.label(node_id):8} {node_id[:16]}…  roles {ROLES[name]}")
     print(f"    home serves {SERVICE!r} (http.server, bulk) and {TERM!r} (a TCP echo, interactive)")
-    print(f"    laptop forwards 127.0.0.1:{fleet.ports['web']} -> {SERVICE} and "
-          f"127.0.0.1:{fleet.ports['echo']} -> {TERM}")  # fmt: skip
+    print(f"    laptop forwards 127.0.0.1:{fleet.ports['forward_web']} -> {SERVICE} and "
+          f"127.0.0.1:{fleet.ports['forward_term']} -> {TERM}")  # fmt: skip
+    print(f"    enrolled, heartbeating, leases issued: {fleet.ready_after:.1f} s after the start")
     print(f"    laptop's route leases for {SERVICE}:")
     print(f"      primary    {fleet.path(fleet.primary)}")
     print(f"      alternate  {fleet.path(fleet.alternate) or '(none)'}")
+    if fleet.term_primary != fleet.primary:
+        print(f"    note: {TERM}'s primary differs: {fleet.path(fleet.term_primary)}")
     print(f"    laptop metrics: http://127.0.0.1:{fleet.ports['metrics']}/metrics")
 
 

@@ -13,7 +13,8 @@ sessions; the directory tells each one whom to dial:
 
 Laptop is started once the planner has measured links to plan over (entry to both
 relays, both relays to home), so its first route leases carry a primary and an
-alternate.  The relay on the primary is then called relay-a, the other relay-b.
+alternate.  The planner picks between the two relays by measured RTT; the one on
+laptop's primary route to ``web`` is then called relay-a, the other relay-b.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ class Fleet:
     primary: list[str] = field(default_factory=list)
     """Node ids of laptop's primary route to ``web``, laptop first."""
     alternate: list[str] = field(default_factory=list)
+    term_primary: list[str] = field(default_factory=list)
     term: asyncio.Server | None = None
+    ready_after: float = 0.0
+    """Seconds from the demo's start until laptop held its route leases."""
 
     def admin(self, name: str) -> Path:
         return self.work / f"{name}.admin.sock"
@@ -78,6 +82,10 @@ class Fleet:
 
     def path(self, hops: list[str]) -> str:
         return " -> ".join(self.label(h) for h in hops)
+
+    def close(self) -> None:
+        if self.term is not None:
+            self.term.close()
 
 
 def _config(name: str, fleet: Fleet, control: Control, token: str) -> Path:
@@ -101,10 +109,10 @@ def _config(name: str, fleet: Fleet, control: Control, token: str) -> Path:
         ]  # fmt: skip
     if name == "laptop":
         lines += [
-            "[[forwards]]", f'listen = "127.0.0.1:{ports["web"]}"', f'service = "{SERVICE}"',
-            'traffic_class = "bulk"',
-            "[[forwards]]", f'listen = "127.0.0.1:{ports["echo"]}"', f'service = "{TERM}"',
-            'traffic_class = "interactive"',
+            "[[forwards]]", f'listen = "127.0.0.1:{ports["forward_web"]}"',
+            f'service = "{SERVICE}"', 'traffic_class = "bulk"',
+            "[[forwards]]", f'listen = "127.0.0.1:{ports["forward_term"]}"',
+            f'service = "{TERM}"', 'traffic_class = "interactive"',
         ]  # fmt: skip
     if name.startswith("relay-"):
         lines += [
@@ -134,7 +142,7 @@ def _site(fleet: Fleet, size: int) -> Path:
 
 async def start_fleet(work: Path, procs: Processes, control: Control, size: int) -> Fleet:
     fleet = Fleet(work)
-    for name in ("home", "http", "web", "echo", "metrics"):
+    for name in ("home", "http", "forward_web", "forward_term", "metrics"):
         fleet.ports[name] = free_port()
     for name in ROLES:
         key = NodeKey.generate()
@@ -147,8 +155,10 @@ async def start_fleet(work: Path, procs: Processes, control: Control, size: int)
     procs.start("http", http, cwd=site)
     fleet.term = await asyncio.start_server(_echo, "127.0.0.1", 0)
     fleet.ports["term"] = fleet.term.sockets[0].getsockname()[1]
-    for name in ("home", "relay-1", "relay-2", "entry"):
+    for name in ("home", "relay-1", "relay-2"):
         _start_node(name, fleet, procs, control, tokens)
+    await _wait_heard(fleet, procs, control, ("home", "relay-1", "relay-2"))
+    _start_node("entry", fleet, procs, control, tokens)
     await _wait_port(fleet.ports["http"], "the demo HTTP server", procs, "http")
     await _wait_links(fleet, procs, control)
     _start_node("laptop", fleet, procs, control, tokens)
@@ -211,6 +221,26 @@ async def _heartbeats(control: Control) -> dict[str, int]:
     return {n["node_id"]: int(n.get("heartbeats", 0)) for n in body.get("nodes", [])}
 
 
+async def _wait_heard(
+    fleet: Fleet, procs: Processes, control: Control, names: tuple[str, ...]
+) -> None:
+    """Until the control plane has a heartbeat from each of ``names``.
+
+    Entry starts after that: a directory fetched between a node's enrollment and its
+    first heartbeat lacks the node, and the directory's version does not change when
+    the heartbeat arrives, so entry would not learn that relay until something else
+    changed (a known gap of the control plane's directory versioning).
+    """
+    deadline = time.monotonic() + WAIT
+    while True:
+        heard = await _heartbeats(control)
+        if all(heard.get(fleet.ids[n], 0) for n in names):
+            return
+        for name in names:
+            _check(procs, name, deadline, f"{name} did not heartbeat")
+        await asyncio.sleep(0.1)
+
+
 async def _wait_links(fleet: Fleet, procs: Processes, control: Control) -> None:
     """Until entry has sessions to both relays, both relays to home, and each heartbeated."""
     ids = fleet.ids
@@ -249,6 +279,10 @@ async def _wait_leases(fleet: Fleet, procs: Processes) -> None:
             alternate = next((r for r in web if r is not primary), None)
             fleet.primary = list(primary["path"])
             fleet.alternate = list((alternate or {}).get("path") or [])
+            term = [r for r in rows if r["service"] == TERM]
+            fleet.term_primary = list(
+                next((r for r in term if r["rank"] == "primary"), term[0])["path"]
+            )
             _name_relays(fleet)
             return
         await asyncio.sleep(0.2)

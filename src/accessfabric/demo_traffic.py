@@ -81,7 +81,7 @@ class Traffic:
 async def _download(fleet: Fleet, result: Traffic, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", fleet.ports["web"])
+            reader, writer = await asyncio.open_connection("127.0.0.1", fleet.ports["forward_web"])
             writer.write(b"GET /blob.bin HTTP/1.0\r\nHost: home\r\n\r\n")
             await writer.drain()
             header = await reader.readuntil(b"\r\n\r\n")
@@ -106,7 +106,7 @@ async def _download(fleet: Fleet, result: Traffic, stop: asyncio.Event) -> None:
 
 async def _interactive(fleet: Fleet, result: Traffic, stop: asyncio.Event) -> None:
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", fleet.ports["echo"])
+        reader, writer = await asyncio.open_connection("127.0.0.1", fleet.ports["forward_term"])
         while not stop.is_set():
             payload = os.urandom(PROBE)
             sent_at, sent = time.monotonic(), time.perf_counter()
