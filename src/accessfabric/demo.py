@@ -1,46 +1,63 @@
 """``accessfabric demo`` (what ``make demo`` runs): the fabric on loopback, no config, no root.
 
-1. control plane — ``control init`` + ``control serve`` (SQLite in a temp dir); five
-   nodes (laptop, entry, relay-a, relay-b, home) enroll with role tokens, heartbeat
-   their links, home registers the ``web`` service; the planner's route lease for
-   laptop -> web is printed (primary and alternate).
-2. data path — ``node run`` processes: home hosts ``web`` (a Python HTTP server with a
-   random file) and the built-in ``echo``; laptop forwards ``127.0.0.1:P`` to both
-   (``web`` in class bulk, ``echo`` interactive).  A bulk download loop (sha256 of every
-   copy checked) and an interactive echo session run at the same time; a live view
-   prints per-class throughput (scraped from laptop's ``/metrics``) and interactive
-   round-trip times.  See :mod:`accessfabric.demo_data`.
-3. relays — five node processes (:mod:`accessfabric.demo_relay`) on the control
-   plane's leases: a sealed bulk stream and an interactive echo through laptop ->
-   entry -> relay-a -> home; relay-a is SIGKILLed a third of the way through and
-   the streams resume via relay-b from their last end-to-end ACK.  Without relay
-   leases it falls back to the in-memory resume (:mod:`accessfabric.demo_memory`)
-   and says so.
-4. summary, exit 0; every process started is stopped.
+1. A control plane (``control init`` + ``control serve``, SQLite in a temporary
+   directory) and five ``accessfabric node run`` processes with a ``[control]``
+   section — laptop (mobile-edge), entry, two relays, home (service-host) — that
+   enroll themselves with role tokens, heartbeat their listeners and measured
+   sessions, and find one another through their directories
+   (:mod:`accessfabric.demo_fleet`).  Home hosts ``web`` (a Python HTTP server with
+   a random file) and ``term`` (a TCP echo server standing in for a shell); laptop
+   forwards a local port to each.  Laptop's route leases from the planner are
+   printed: the relay on the primary route is called relay-a, the other relay-b.
+2. A bulk download loop (sha256 of every copy checked) and an interactive echo
+   session run at the same time through laptop's forwards, laptop -> entry ->
+   relay-a -> home; a live view prints per-class throughput (laptop's ``/metrics``),
+   echo round-trip times and route failovers each second.  A third of the way
+   through relay-a gets SIGKILL; laptop's route execution resumes both streams via
+   relay-b from their last end-to-end ACK (:mod:`accessfabric.demo_traffic`).
+3. Laptop's route table (from ``accessfabric status``) and a summary: bytes, sha256,
+   p50/p99 echo latency, the recovery time (from the kill to the answer of the first
+   echo sent after it) and the download's longest pause.  Exit 0 when every copy
+   verified and nothing failed; every process started is stopped (SIGTERM too).
+
+Nothing here is simulated: every hop is a real ``node run`` process over TCP+TLS on
+127.0.0.1, and the streams are plain forwarded TCP connections.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import shutil
+import signal
 import tempfile
+import time
 from pathlib import Path
 
-from accessfabric.demo_control import enroll_fleet, start_control
-from accessfabric.demo_data import DataResult, run_data_path
-from accessfabric.demo_memory import MemoryResult, run_memory_resume
-from accessfabric.demo_procs import Processes
-from accessfabric.demo_relay import RelayResult, run_relay_path
+from accessfabric.demo_control import start_control
+from accessfabric.demo_fleet import ROLES, SERVICE, TERM, Fleet, start_fleet
+from accessfabric.demo_procs import DemoFailed, Processes
+from accessfabric.demo_traffic import KILL_AT, PROBE, PROBE_INTERVAL, Traffic, run_traffic
+from accessfabric.node.status import fetch_status, table
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="accessfabric-demo-"))
     procs = Processes(work)
+    signal.signal(signal.SIGTERM, _interrupted)  # stop the children on SIGTERM too
+    signal.signal(signal.SIGHUP, _interrupted)
     try:
         return asyncio.run(_main(args, work, procs))
     except KeyboardInterrupt:
         return 130
+    except DemoFailed as failed:
+        print(f"\ndemo failed: {failed}")
+        return 1
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
@@ -48,75 +65,112 @@ def run_demo(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace, work: Path, procs: Processes) -> int:
     print("accessfabric demo — everything on loopback, in", work)
-    print("\n[1] control plane (SQLite) and five enrolled nodes")
+    print("\n[1] a control plane (SQLite) and five `node run` processes that enroll themselves")
+    started = time.monotonic()
     control = await start_control(work, procs)
-    fleet = await enroll_fleet(control, work)
-    print("\n[2] TCP forwarding: laptop -> home over a direct fabric session (node run, TLS)")
-    data = await run_data_path(work, procs, fleet, args.duration, args.keep_running)
-    relay: RelayResult | None = None
-    memory: MemoryResult | None = None
-    if len(fleet.leases) >= 2:
-        print("\n[3] through relays on the control plane's leases: laptop -> entry -> relay-a")
-        print("    -> home (alternate via relay-b); sealed bulk + interactive echo; relay-a is")
-        print("    killed a third of the way through")
-        relay = await run_relay_path(work, procs, fleet, args.relay_mib, 5.0)
-        ok = relay.ok
-    else:
-        print("\n[3] failover: the stream resumes from its last ACK on a new session")
-        print("    (IN MEMORY — the control plane issued no relay leases in this run)")
-        memory = run_memory_resume(args.size_mib, out=lambda line: print("   ", line))
-        ok = memory.ok
-    _summary(data, relay, memory)
-    return 0 if data.ok and ok else 1
+    fleet = await start_fleet(work, procs, control, args.size_mib << 20)
+    fleet.ready_after = time.monotonic() - started
+    try:
+        return await _run(args, fleet, procs)
+    finally:
+        fleet.close()
 
 
-def _summary(data: DataResult, relay: RelayResult | None, memory: MemoryResult | None) -> None:
+async def _run(args: argparse.Namespace, fleet: Fleet, procs: Processes) -> int:
+    _describe(fleet)
+    print(
+        f"\n[2] {args.duration:.0f} s of {args.size_mib} MiB downloads (sha256 each) and "
+        f"{PROBE}-byte echoes every {PROBE_INTERVAL * 1e3:.0f} ms, at once;\n"
+        f"    relay-a is killed after {args.duration * KILL_AT:.0f} s"
+    )
+    traffic = await run_traffic(fleet, procs, args.duration)
+    await _route_table(fleet)
+    _summary(fleet, traffic)
+    if args.keep_running:
+        web = fleet.ports["forward_web"]
+        print(f"\n--keep-running: curl http://127.0.0.1:{web}/blob.bin -o /dev/null")
+        print(f"  accessfabric status --socket {fleet.admin('laptop')}")
+        print("  Ctrl-C to stop")
+        await asyncio.Event().wait()
+    return 0 if traffic.ok else 1
+
+
+_ORDER = ("laptop", "entry", "relay-a", "relay-b", "home")
+
+
+def _describe(fleet: Fleet) -> None:
+    for name in sorted(ROLES, key=lambda n: _ORDER.index(fleet.label(fleet.ids[n]))):
+        node_id = fleet.ids[name]
+        print(f"    {fleet.label(node_id):8} {node_id[:16]}…  roles {ROLES[name]}")
+    print(f"    home serves {SERVICE!r} (http.server, bulk) and {TERM!r} (a TCP echo, interactive)")
+    print(f"    laptop forwards 127.0.0.1:{fleet.ports['forward_web']} -> {SERVICE} and "
+          f"127.0.0.1:{fleet.ports['forward_term']} -> {TERM}")  # fmt: skip
+    print(f"    enrolled, heartbeating, leases issued: {fleet.ready_after:.1f} s after the start")
+    print(f"    laptop's route leases for {SERVICE}:")
+    print(f"      primary    {fleet.path(fleet.primary)}")
+    print(f"      alternate  {fleet.path(fleet.alternate) or '(none)'}")
+    if fleet.term_primary != fleet.primary:
+        print(f"    note: {TERM}'s primary differs: {fleet.path(fleet.term_primary)}")
+    print(f"    laptop metrics: http://127.0.0.1:{fleet.ports['metrics']}/metrics")
+
+
+async def _route_table(fleet: Fleet) -> None:
+    status = await fetch_status(fleet.admin("laptop"))
+    rows = [
+        {
+            "service": r["service"], "class": r["class"], "rank": r["rank"],
+            "path": fleet.path(r["path"]), "failures": r["failures"],
+            "last_failure": r["last_failure"],
+        }
+        for r in status.get("routes", [])
+    ]  # fmt: skip
+    print("\n    laptop's routes (accessfabric status):")
+    for line in table(rows):
+        print("  ", line)
+
+
+def _ms(seconds: float) -> str:
+    return "never" if math.isinf(seconds) else f"{seconds * 1e3:.0f} ms"
+
+
+def _summary(fleet: Fleet, traffic: Traffic) -> None:
     print("\nsummary")
-    print(f"  bulk downloads    {data.copies} x {data.file_size >> 20} MiB = {data.bytes:,} bytes")
-    print(f"  sha256 verified   {'yes, every copy' if data.ok else 'NO — MISMATCH'}")
     print(
-        f"  bulk throughput   {data.bytes * 8 / data.elapsed / 1e6:,.0f} Mbit/s through the fabric"
+        f"  bulk downloads    {traffic.copies} x {fleet.file_size >> 20} MiB = "
+        f"{traffic.bytes:,} bytes at {traffic.bytes * 8 / traffic.elapsed / 1e6:,.0f} Mbit/s"
+    )
+    if traffic.mismatches:
+        print(f"  sha256            {traffic.mismatches} of {traffic.copies} copies MISMATCHED")
+    else:
+        print("  sha256            verified for every copy, the one in flight at the kill too")
+    print(
+        f"  interactive       {len(traffic.rtts)} echoes during the bulk: "
+        f"p50 {traffic.pct(0.5) * 1e3:.2f} ms, p99 {traffic.pct(0.99) * 1e3:.2f} ms"
+    )
+    lost = "none lost" if traffic.ok else "SEE BELOW"
+    print(
+        f"  relay-a killed    {traffic.failovers} streams resumed via relay-b "
+        f"(route failovers), {lost}"
     )
     print(
-        f"  interactive       {data.samples} round trips while bulk ran: "
-        f"p50 {data.p50 * 1e3:.2f} ms, p99 {data.p99 * 1e3:.2f} ms"
+        f"  recovery          {_ms(traffic.recovery)} from the kill to the answer of the first "
+        f"echo sent after it; bulk paused {_ms(traffic.bulk_pause)}"
     )
-    if relay is not None:
-        print(
-            f"  relayed bulk      {relay.bytes:,} bytes in {relay.seconds:.1f} s, sha256 "
-            f"{'verified end to end' if relay.ok else 'NOT VERIFIED'}; resumed {relay.resumes}x "
-            f"after relay-a was killed ({relay.failovers} route failovers)"
-        )
-        print(
-            f"  interactive       {len(relay.rtts)} echoes over the relays: p50 "
-            f"{relay.pct(0.5) * 1e3:.2f} ms, p99 {relay.pct(0.99) * 1e3:.2f} ms"
-        )
-        print(
-            f"  recovery          bulk: next 4 MiB mark {relay.bulk_recovery * 1e3:.0f} ms after "
-            f"the kill; interactive: next echo {relay.recovery * 1e3:.0f} ms after it"
-        )
-    if memory is not None:
-        print(
-            f"  resume (memory)   {memory.delivered:,} of {memory.size:,} bytes, resumed from "
-            f"byte {memory.resumed_from:,} in {memory.recovery * 1e3:.1f} ms, "
-            f"sha256 {'verified' if memory.ok else 'MISMATCH'}"
-        )
+    for error in traffic.errors:
+        print(f"  FAILED            {error}")
+    print(f"  result            {'ok' if traffic.ok else 'FAILED'}")
 
 
 def add_demo_arguments(demo: argparse.ArgumentParser) -> None:
     demo.add_argument(
-        "--duration", type=float, default=12.0, metavar="S",
-        help="seconds of concurrent bulk + interactive traffic (default 12)",
+        "--duration", type=float, default=15.0, metavar="S",
+        help="seconds of concurrent bulk + interactive traffic (default 15)",
     )  # fmt: skip
     demo.add_argument(
         "--keep-running", action="store_true",
         help="after the run, keep the nodes up (print the forwarded URL) until Ctrl-C",
     )  # fmt: skip
     demo.add_argument(
-        "--relay-mib", type=int, default=96, metavar="N",
-        help="size of the sealed bulk stream through the relays (default 96)",
-    )  # fmt: skip
-    demo.add_argument(
-        "--size-mib", type=int, default=32, metavar="N",
-        help="size of the in-memory resume download, when no relay lease (default 32)",
+        "--size-mib", type=int, default=16, metavar="N",
+        help="size of the file home serves and laptop downloads in a loop (default 16)",
     )  # fmt: skip

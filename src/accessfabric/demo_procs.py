@@ -8,9 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 COMMAND = [sys.executable, "-m", "accessfabric"]
+
+
+class DemoFailed(Exception):
+    """A step of the demo could not be done; the message says which and why."""
 
 
 def free_port() -> int:
@@ -42,20 +47,29 @@ class Processes:
     def log(self, name: str) -> str:
         return (self.work / f"{name}.log").read_text(errors="replace")
 
+    def tail(self, name: str, lines: int = 25) -> str:
+        """The end of a child's log, indented, for an error message."""
+        text = self.log(name).splitlines()[-lines:]
+        return "\n".join(f"    {name}| {line}" for line in text)
+
     def stop(self, name: str, timeout: float = 5.0) -> None:
-        proc = self.children.pop(name, None)
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
+        self._stop([name], timeout)
+
+    def stop_all(self, timeout: float = 5.0) -> None:
+        """SIGTERM to every child at once; SIGKILL to whatever is left after ``timeout``."""
+        self._stop(list(self.children), timeout)
+
+    def _stop(self, names: list[str], timeout: float) -> None:
+        procs = [p for p in (self.children.pop(n, None) for n in names) if p is not None]
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
             try:
-                proc.wait(timeout)
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-
-    def stop_all(self) -> None:
-        for name in reversed(list(self.children)):
-            self.stop(name)

@@ -10,8 +10,12 @@ import pytest
 from accessfabric.bench.relay_lab import SEALED_SINK, new_initiator, send_sealed
 from accessfabric.errors import ErrorCode
 from accessfabric.node.connection import StreamResetError
+from accessfabric.node.relay import RESUME_POSITION_TIMEOUT
+from accessfabric.node.resumable import new_fabric_stream
 from accessfabric.node.route_switches import SwitchReason
 from accessfabric.node.routes import NoUsableRoute
+from accessfabric.sealing.resume_proof import prove_resume
+from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.wire.registry import TrafficClass
 from tests.relay.fabric import build, kill
 
@@ -98,5 +102,103 @@ async def test_expired_leases_say_why_no_route(tmp_path: Path) -> None:
         src.routes.clock = lambda: routes[0].lease.expires_ms / 1000 + 5
         with pytest.raises(NoUsableRoute, match="expired"):
             await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+    finally:
+        await fabric.stop()
+
+
+async def test_a_stream_whose_first_path_never_reached_the_destination(tmp_path: Path) -> None:
+    """The first path dies before the destination saw the stream (the relay cannot reach
+    its next hop): the resume on the alternate is a new stream there, from byte 0."""
+    fabric = await build(tmp_path, relays=2, chained=True)
+    try:
+        src, dst = fabric.source, fabric.destination
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0, 1], [0]))
+        kill(fabric.relays[1])
+        stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+        stream.write(b"sent before the first path failed")
+        assert await asyncio.wait_for(stream.readexactly(33), 10) == (
+            b"sent before the first path failed"
+        )
+        stream.write(b"and after")
+        assert await asyncio.wait_for(stream.readexactly(9), 5) == b"and after"
+        stream.close()
+        assert await asyncio.wait_for(stream.read(), 5) == b""
+        assert src.routes.failovers == 1
+        assert dst.data_plane.adopted == 0 and dst.data_plane.opened_on_resume == 1
+        assert dst.data_plane.sealed == 1  # relayed, so sealed: the resume brought the exchange
+    finally:
+        await fabric.stop()
+
+
+async def test_a_resume_of_a_finished_stream_is_refused(tmp_path: Path) -> None:
+    """The destination remembers the tokens of stream ends it let go: a late resume of one
+    is refused, never served as a new stream (its first bytes were delivered once)."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        src, dst = fabric.source, fabric.destination
+        (route,) = fabric.routes([0])
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, [route])
+        stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+        stream.write(b"once")
+        assert await asyncio.wait_for(stream.readexactly(4), 5) == b"once"
+        stream.close()
+        assert await asyncio.wait_for(stream.read(), 5) == b""
+        token = stream.resume_token
+        for _ in range(50):  # the sweep lets the finished end go
+            if token not in dst.data_plane.served:
+                break
+            await asyncio.sleep(0.1)
+        assert token not in dst.data_plane.served
+        # what a source that never heard from the destination would send
+        snapshot = StreamSnapshot(
+            resume_token=token, service="echo", traffic_class=TrafficClass.INTERACTIVE,
+            send_acked=0, send_buffer=(memoryview(b"once"),), send_end=False,
+            recv_offset=0, recv_consumed=0, recv_ended=False,
+        )  # fmt: skip
+        connection = await src.peers.session(route.first_hop)
+        stream_id = connection.session.resume_stream(
+            snapshot, route.route_id, route_lease=route.blob
+        )
+        late = new_fabric_stream(connection, stream_id, "echo", TrafficClass.INTERACTIVE)
+        with pytest.raises(StreamResetError):  # the relay gives up on the resume
+            await asyncio.wait_for(late.read(), RESUME_POSITION_TIMEOUT + 5)
+        assert dst.data_plane.refused == {"unknown resume token": 1}
+        assert dst.data_plane.opened_on_resume == 0
+    finally:
+        await fabric.stop()
+
+
+async def test_a_second_path_open_needs_the_proof_its_key_exchange_gives(tmp_path: Path) -> None:
+    """A relay that saw a sealed OPEN_STREAM whose first path then failed knows its token
+    and key exchange, not the ephemeral secret: its own "second path" open is refused."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        src, dst = fabric.source, fabric.destination
+        (route,) = fabric.routes([0])
+        dst_key = fabric.sealing_key(dst.node_id)
+        assert dst_key is not None
+        initiator, token = new_initiator(fabric.keys[src.node_id], dst_key, "echo")
+        snapshot = StreamSnapshot(
+            resume_token=token, service="echo", traffic_class=TrafficClass.INTERACTIVE,
+            send_acked=0, send_buffer=(memoryview(b"hijacked"),), send_end=False,
+            recv_offset=0, recv_consumed=0, recv_ended=False,
+        )  # fmt: skip
+        forged = prove_resume(
+            b"\x00" * 32, 1, token=token, service="echo", route_id=route.route_id,
+            route_lease=route.blob, start_offset=0,
+        )  # fmt: skip
+        connection = await src.peers.session(route.first_hop)
+        for field in (forged + initiator.key_exchange, initiator.key_exchange):
+            connection.session.resume_stream(
+                snapshot, route.route_id, route_lease=route.blob, key_exchange=field
+            )
+            connection._schedule_flush()
+        for _ in range(50):
+            if sum(dst.data_plane.refused.values()) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        # a forged proof; the bare exchange (no proof) does not parse as one at all
+        assert dst.data_plane.refused == {"resume proof invalid": 1, "unsealed relayed stream": 1}
+        assert dst.data_plane.opened_on_resume == 0 and token not in dst.data_plane.served
     finally:
         await fabric.stop()

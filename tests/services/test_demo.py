@@ -1,32 +1,61 @@
-"""``accessfabric demo`` end to end (short): exit 0, every check verified, nothing left."""
+"""``accessfabric demo`` end to end (short): real nodes, relay-a killed, exit 0, nothing left."""
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
-
-
-def _children(pid: int) -> list[str]:
-    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True)
-    return [line for line in out.stdout.decode().splitlines() if line.strip()]
 
 
 def test_demo_short_run() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSFABRIC_")}
     done = subprocess.run(
-        [sys.executable, "-m", "accessfabric", "demo", "--duration", "2", "--size-mib", "8"],
-        capture_output=True, text=True, timeout=120, env=env,
+        [sys.executable, "-m", "accessfabric", "demo", "--duration", "4", "--size-mib", "4"],
+        capture_output=True, text=True, timeout=150, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert out.count("    enrolled ") == 5
-    assert "route lease (primary)" in out
-    assert "sha256 verified   yes, every copy" in out
-    assert "relay-a KILLED" in out
-    assert "sha256 verified end to end; resumed 1x" in out
-    assert "p50" in out and "p99" in out
+    for name, roles in (("laptop", "mobile-edge"), ("entry", "entry"), ("relay-a", "relay"),
+                        ("relay-b", "relay"), ("home", "service-host")):  # fmt: skip
+        assert re.search(rf"^    {name} +afn1\w+…  roles {roles}$", out, re.M), name
+    assert "primary    laptop -> entry -> relay-a -> home" in out
+    assert "alternate  laptop -> entry -> relay-b -> home" in out
+    assert "relay-a KILLED (SIGKILL)" in out
+    assert re.search(r"\d stream\(s\) resumed via relay-b", out)  # the live view saw it
+    copies = re.search(r"bulk downloads +(\d+) x 4 MiB", out)
+    assert copies and int(copies.group(1)) >= 1
+    assert "sha256            verified for every copy" in out
+    failovers = re.search(r"relay-a killed +(\d+) streams resumed via relay-b", out)
+    assert failovers and int(failovers.group(1)) >= 2  # the download and the echo session
+    recovery = re.search(r"recovery +(\d+) ms from the kill", out)
+    assert recovery, out
+    assert re.search(r"p50 \d+\.\d\d ms, p99 \d+\.\d\d ms", out)
+    assert "result            ok" in out
     work = out.split("in ", 1)[1].split()[0]
     assert not os.path.exists(work)  # the temp dir is gone
     leftover = subprocess.run(["pgrep", "-f", work], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""  # no process of this run remains
+
+
+def test_demo_stopped_by_sigterm_leaves_nothing() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSFABRIC_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "accessfabric", "demo", "--duration", "60", "--size-mib", "4"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    work = first.split("in ", 1)[1].split()[0]
+    for line in proc.stdout:  # until the traffic runs through the nodes
+        if "bulk Mbit/s" in line:
+            break
+    running = subprocess.run(["pgrep", "-f", work], capture_output=True, text=True)
+    assert len(running.stdout.split()) >= 6  # control plane and five nodes
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 130
+    proc.stdout.close()
+    assert not os.path.exists(work)
+    leftover = subprocess.run(["pgrep", "-f", work], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""

@@ -14,7 +14,13 @@ the data plane then sees each session event synchronously, before any ACK leaves
   (``REFUSED_STREAM``, counted as ``unsealed relayed stream``): docs/sealing.md.
 * OPEN_STREAM with RESUME at the destination adopts the kept stream end: from its
   snapshot when its session died, or by taking it over (the old hop stream is reset with
-  ``ROUTE_REJECTED``) when the old path still looks alive.  Unknown tokens are reset.  A
+  ``ROUTE_REJECTED``) when the old path still looks alive.  A token this node never saw,
+  resumed from offset 0 (the source received nothing from here), names a stream whose
+  first path failed before reaching the destination: it is served as a new stream (an
+  empty snapshot is adopted, the source resends from byte 0; a sealed one must carry its
+  original key exchange after a proof made with the resume key that exchange gives).
+  Other unknown tokens, and tokens of stream ends already let go (remembered for twice
+  the resume window), are reset.  A
   sealed stream (its first OPEN_STREAM carried a sealing key exchange) is adopted only
   with a fresh resume proof made with its resume key (:mod:`accessfabric.sealing.resume_proof`):
   a relay knows the token, not the key.  A missing, invalid or replayed proof is reset
@@ -34,6 +40,7 @@ import contextlib
 import logging
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -56,13 +63,16 @@ from accessfabric.sealing.handshake import (
     is_sealing_key_exchange,
     parse_key_exchange,
 )
-from accessfabric.sealing.resume_proof import ResumeRefused, verify_resume
+from accessfabric.sealing.resume_proof import ResumeRefused, split_resume_field, verify_resume
 from accessfabric.session import events as ev
+from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.session.stream_state import StreamState
 
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
+RETIRED_LIMIT = 65536
+"""Resume tokens of let-go stream ends remembered at most (each for 2 resume windows)."""
 
 EventHook = Callable[[SessionConnection, ev.Event], None]
 
@@ -102,6 +112,10 @@ class DataPlane:
         self._sweeper: asyncio.Task[None] | None = None
         self.refused: dict[str, int] = {}
         self.adopted = 0
+        self.opened_on_resume = 0
+        self._retired: OrderedDict[bytes, float] = OrderedDict()
+        """Tokens of stream ends let go, with when: a resume of one is refused, never
+        taken for a stream whose first path failed."""
 
     # ------------------------------------------------------------ wiring
 
@@ -136,9 +150,20 @@ class DataPlane:
                 if wrapper.broken_since is not None:
                     if now - wrapper.broken_since > self.resume_window:
                         wrapper.fail(ConnectionError(f"not resumed: {wrapper.broken_reason}"))
-                        del self.served[token]
+                        self._retire(token, now)
                 elif wrapper.finished or done:
-                    del self.served[token]
+                    self._retire(token, now)
+            retired = self._retired
+            while retired and (
+                len(retired) > RETIRED_LIMIT
+                or now - next(iter(retired.values())) > 2 * self.resume_window
+            ):
+                retired.popitem(last=False)
+
+    def _retire(self, token: bytes, now: float) -> None:
+        del self.served[token]
+        self._retired[token] = now
+        self._retired.move_to_end(token)
 
     async def aclose(self) -> None:
         if self._sweeper is not None:
@@ -203,22 +228,10 @@ class DataPlane:
             self.relay.open(connection, event, checked, stream)
             return
         if event.resume:
-            self._claimed.add(stream)
             self._adopt(connection, event, stream, checked.lease)
             return
-        sealed = is_sealing_key_exchange(event.key_exchange)
-        if not sealed and relayed(checked.lease):  # docs/sealing.md: when streams are sealed
-            self._refuse(
-                connection, stream, ErrorCode.REFUSED_STREAM,
-                "unsealed relayed stream: a stream through a relay must be sealed to its "
-                "destination", "stream refused",
-            )  # fmt: skip
-            return
-        if sealed and self.sealing_key is None:
-            self._refuse(
-                connection, stream, ErrorCode.REFUSED_STREAM,
-                "sealing unavailable: this node has no sealing key", "stream refused",
-            )  # fmt: skip
+        admitted = self._admit(connection, event, stream, checked.lease, event.key_exchange)
+        if admitted is None:
             return
         kept = self.served.get(event.resume_token)
         if kept is not None and _alive(kept):  # a fresh open must not replace a live stream
@@ -227,38 +240,123 @@ class DataPlane:
                 "resume token in use: a fresh stream names a live one", "stream refused",
             )  # fmt: skip
             return
-        resume_key = b""
-        if self.sealing_key is not None:
-            try:
-                resume_key = destination_resume_key(self.sealing_key, event.key_exchange) or b""
-            except SealingError as error:
-                self._refuse(
-                    connection, stream, ErrorCode.STREAM_CLOSED,
-                    f"sealing key exchange invalid: {error}", "stream refused",
-                )  # fmt: skip
-                return
+        self._serve(connection, event, stream, event.key_exchange, admitted)
+
+    def _admit(
+        self,
+        connection: SessionConnection,
+        event: ev.StreamOpened,
+        stream: FabricStream,
+        lease: RouteLease,
+        key_exchange: bytes,
+    ) -> bytes | None:
+        """The sealing policy for a stream to serve here (docs/sealing.md): its resume key
+        (b"" unsealed), or None when it was refused."""
+        sealed = is_sealing_key_exchange(key_exchange)
+        if not sealed and relayed(lease):
+            self._refuse(
+                connection, stream, ErrorCode.REFUSED_STREAM,
+                "unsealed relayed stream: a stream through a relay must be sealed to its "
+                "destination", "stream refused",
+            )  # fmt: skip
+            return None
+        if not sealed:
+            return b""
+        if self.sealing_key is None:
+            self._refuse(
+                connection, stream, ErrorCode.REFUSED_STREAM,
+                "sealing unavailable: this node has no sealing key", "stream refused",
+            )  # fmt: skip
+            return None
+        try:
+            return destination_resume_key(self.sealing_key, key_exchange) or b""
+        except SealingError as error:
+            self._refuse(
+                connection, stream, ErrorCode.STREAM_CLOSED,
+                f"sealing key exchange invalid: {error}", "stream refused",
+            )  # fmt: skip
+            return None
+
+    def _serve(
+        self,
+        connection: SessionConnection,
+        event: ev.StreamOpened,
+        stream: FabricStream,
+        key_exchange: bytes,
+        resume_key: bytes,
+    ) -> ResumableStream:
+        """Serve the stream here: a resumable end kept by its resume token; the handler
+        gets plaintext (a :class:`SealedStream` over it) when it is sealed."""
         wrapper = ResumableStream(
             stream,
             session_stream(connection, event.stream_id),
             event.resume_token,
             resume_window=self.resume_window,
         )
-        wrapper.key_exchange = event.key_exchange
+        wrapper.key_exchange = key_exchange
         wrapper.resume_key = resume_key
         self.served[event.resume_token] = wrapper
-        if sealed and self.sealing_key is not None:  # the handler sees plaintext
-            parsed = parse_key_exchange(event.key_exchange)
+        if resume_key and self.sealing_key is not None:  # sealed
+            parsed = parse_key_exchange(key_exchange)
             if parsed is not None and parsed[2]:  # the opener sent its signed node record:
                 # an authority-signed key is safe to learn whoever sends it; only the holder
                 # of the matching private key completes the handshake (docs/sealing.md)
                 self.sealing_keys.learn_record(parsed[2])
             self._wrapped[stream] = SealedStream.destination(
-                wrapper, self.sealing_key, event.key_exchange, self.sealing_keys.resolve,
+                wrapper, self.sealing_key, key_exchange, self.sealing_keys.resolve,
                 on_refused=self._count_refused,
             )  # fmt: skip
             self.sealed += 1
         else:
             self._wrapped[stream] = wrapper
+        return wrapper
+
+    def _first_path_failed(self, event: ev.StreamOpened) -> bool:
+        """A resume of a stream this node never saw, from offset 0 (see the module doc)."""
+        token = event.resume_token
+        return event.start_offset == 0 and token not in self.served and token not in self._retired
+
+    def _open_resumed(
+        self,
+        connection: SessionConnection,
+        event: ev.StreamOpened,
+        stream: FabricStream,
+        lease: RouteLease,
+    ) -> None:
+        """Serve a stream whose first path never reached here (see the module doc)."""
+        proof, key_exchange = split_resume_field(event.key_exchange)
+        resume_key = self._admit(connection, event, stream, lease, key_exchange)
+        if resume_key is None:
+            return
+        counter = 0
+        if resume_key:  # sealed: the proof shows the opener holds the exchange's secret
+            try:
+                counter = verify_resume(
+                    resume_key, proof, last_counter=0, token=event.resume_token,
+                    service=event.service, route_id=event.route_id,
+                    route_lease=event.route_lease, start_offset=0,
+                )  # fmt: skip
+            except ResumeRefused as refused:
+                self._refuse(connection, stream, ErrorCode.AUTHENTICATION_FAILED, str(refused))
+                return
+        empty = StreamSnapshot(
+            resume_token=event.resume_token, service=event.service,
+            traffic_class=event.traffic_class, send_acked=0, send_buffer=(), send_end=False,
+            recv_offset=0, recv_consumed=0, recv_ended=False,
+        )  # fmt: skip
+        try:
+            connection.session.adopt_stream(event.stream_id, empty, 0)
+        except LocalProtocolError as error:
+            self._refuse(connection, stream, ErrorCode.STREAM_CLOSED, f"cannot open: {error}")
+            return
+        connection._schedule_flush()
+        wrapper = self._serve(connection, event, stream, key_exchange, resume_key)
+        wrapper.resume_counter = counter
+        self.opened_on_resume += 1
+        log_event(
+            log, "stream opened on its second path", peer=_peer(connection),
+            service=event.service, stream=event.stream_id, sealed=bool(resume_key),
+        )  # fmt: skip
 
     def _adopt(
         self,
@@ -268,9 +366,13 @@ class DataPlane:
         lease: RouteLease,
     ) -> None:
         wrapper = self.served.get(event.resume_token)
+        if wrapper is None and self._first_path_failed(event):
+            self._open_resumed(connection, event, stream, lease)
+            return
         if wrapper is None or wrapper.finished or wrapper.service != event.service:
             self._refuse(connection, stream, ErrorCode.STREAM_CLOSED, "unknown resume token")
             return
+        self._claimed.add(stream)
         if not wrapper.resume_key and relayed(lease):
             self._refuse(
                 connection, stream, ErrorCode.REFUSED_STREAM,
@@ -279,9 +381,10 @@ class DataPlane:
             return
         counter = wrapper.resume_counter
         if wrapper.resume_key:  # sealed: only the two ends hold the key (docs/sealing.md)
+            proof, _original = split_resume_field(event.key_exchange)
             try:
                 counter = verify_resume(
-                    wrapper.resume_key, event.key_exchange, last_counter=wrapper.resume_counter,
+                    wrapper.resume_key, proof, last_counter=wrapper.resume_counter,
                     token=event.resume_token, service=event.service, route_id=event.route_id,
                     route_lease=event.route_lease, start_offset=event.start_offset,
                 )  # fmt: skip

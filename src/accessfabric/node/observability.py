@@ -214,8 +214,11 @@ class NodeObservability:
         return [
             {
                 "route": r.get("route_id"),
+                "service": r.get("service"),
+                "class": r.get("traffic_class"),
+                "rank": r.get("rank") or "-",
                 "epoch": r.get("epoch"),
-                "first_hop": r.get("first_hop"),
+                "path": r.get("hops"),
                 "healthy": r.get("healthy"),
                 "srtt_ms": r.get("srtt_ms"),
                 "stalls": r.get("stalls"),

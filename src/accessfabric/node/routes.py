@@ -61,6 +61,7 @@ from accessfabric.sealing.handshake import is_sealing_key_exchange
 from accessfabric.sealing.resume_proof import prove_resume
 from accessfabric.session import events as ev
 from accessfabric.session.session import RESUME_TOKEN_SIZE
+from accessfabric.wire.limits import MAX_KEY_EXCHANGE
 from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)
@@ -312,6 +313,7 @@ class RouteManager:
             on_broken=self._broken,
         )
         stream.resume_key = resume_key
+        stream.key_exchange = key_exchange  # resent after a resume proof from offset 0
         self._track(stream, route, (service, traffic_class), connection)
         return stream
 
@@ -542,14 +544,18 @@ class RouteManager:
         """Per-route data-plane health, for the control plane (heartbeat facts)."""
         now = time.monotonic()
         out: list[dict[str, object]] = []
-        for routes in self._static.values():
+        for (service, traffic_class), routes in self._static.items():
             for route in routes:
                 health = self._health(route)
                 out.append(
                     {
                         "route_id": route.route_id,
+                        "service": service,
+                        "traffic_class": traffic_class.name.lower(),
+                        "rank": route.rank,
                         "epoch": route.lease.epoch,
                         "first_hop": route.first_hop,
+                        "hops": list(route.lease.hops),
                         "healthy": health.healthy(now),
                         "srtt_ms": None if health.srtt is None else round(health.srtt * 1e3, 2),
                         "stalls": health.stalls,
@@ -575,11 +581,16 @@ def _resume_proof(stream: ResumableStream, route: Route, start_offset: int) -> b
     if not stream.resume_key:
         return b""
     stream.resume_counter += 1
-    return prove_resume(
+    proof = prove_resume(
         stream.resume_key, stream.resume_counter, token=stream.resume_token,
         service=stream.service, route_id=route.route_id, route_lease=route.blob,
         start_offset=start_offset,
     )  # fmt: skip
+    if start_offset == 0 and len(proof) + len(stream.key_exchange) <= MAX_KEY_EXCHANGE:
+        # nothing came back yet: the destination may never have seen the stream
+        # (sealing/resume_proof.py); the original exchange lets it serve the stream anew
+        proof += stream.key_exchange
+    return proof
 
 
 def _route_reset(error: StreamResetError) -> bool:

@@ -13,6 +13,12 @@ it.  ``counter`` grows with every resume attempt of the stream; the destination 
 only a counter above the last one it accepted, so a proof seen on the wire cannot be
 replayed, and the tag binds it to the route (lease) and the resume offset the source
 chose.  See docs/sealing.md.
+
+A resume from offset 0 (the source never heard from the destination: its first path may
+have failed before reaching it) appends the stream's original key exchange after the
+proof, so a destination that never saw the stream can serve it as new — the proof, made
+with the resume key that very exchange gives, shows the sender holds its ephemeral secret
+(a relay that saw the exchange does not).  :func:`split_resume_field` separates the two.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ TAG_SIZE = 32
 _HEAD = struct.Struct(">BQ")
 PROOF_SIZE = _HEAD.size + TAG_SIZE
 _LABEL = b"accessfabric resume proof v1"
+
+
+def split_resume_field(field: bytes) -> tuple[bytes, bytes]:
+    """(proof, original key exchange or b"") of a RESUME's key-exchange field."""
+    return bytes(field[:PROOF_SIZE]), bytes(field[PROOF_SIZE:])
 
 
 class ResumeRefused(Exception):
