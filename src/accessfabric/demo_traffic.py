@@ -136,8 +136,8 @@ async def _scrape(client: aiohttp.ClientSession, url: str) -> tuple[dict[str, fl
     for line in text.splitlines():
         if line.startswith(prefix):
             by_class[line[len(prefix) :].split('"')[0]] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("accessfabric_route_failovers_total "):
-            failovers = int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith("accessfabric_route_switches_total{"):
+            failovers += int(float(line.rsplit(" ", 1)[1]))
     return by_class, failovers
 
 

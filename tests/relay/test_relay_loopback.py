@@ -160,8 +160,9 @@ async def test_a_resume_of_a_finished_stream_is_refused(tmp_path: Path) -> None:
             snapshot, route.route_id, route_lease=route.blob
         )
         late = new_fabric_stream(connection, stream_id, "echo", TrafficClass.INTERACTIVE)
-        with pytest.raises(StreamResetError):  # the relay gives up on the resume
-            await asyncio.wait_for(late.read(), RESUME_POSITION_TIMEOUT + 5)
+        with pytest.raises(StreamResetError) as reset:  # the relay passes the refusal on
+            await asyncio.wait_for(late.read(), RESUME_POSITION_TIMEOUT / 2)
+        assert reset.value.code == ErrorCode.STREAM_CLOSED  # refused, not "path failed"
         assert dst.data_plane.refused == {"unknown resume token": 1}
         assert dst.data_plane.opened_on_resume == 0
     finally:

@@ -127,3 +127,24 @@ def test_send_ack_is_only_for_relayed_streams_and_received_bytes() -> None:
     pair.b.send_ack(remote, 3)
     pair.pump()
     assert pair.a.stream_metrics(stream).unacked_bytes == 0
+
+
+def test_a_relayed_stream_waits_for_its_last_ack_after_both_ends_closed() -> None:
+    """Both ends may close before the far end's ACK of the last bytes reaches the relay:
+    the relay's hop stream must stay until that ACK is passed on, or the source never
+    sees its last bytes acknowledged (it would take the path for stalled)."""
+    pair = make_pair()
+    source = pair.a.open_stream("x", TrafficClass.RELIABLE)
+    pair.a.send_data(source, b"request", end_stream=True)
+    events = pair.b.receive_data(pair.a.data_to_send(), 0.0)
+    relayed = next(e.stream_id for e in events if isinstance(e, ev.StreamOpened))
+    pair.b.relay_stream(relayed)  # as a relay does, before anything is acknowledged
+    pair.b.send_data(relayed, b"reply", end_stream=True)  # the far end's answer and end
+    pair.pump()
+    pair.take("a")
+    assert relayed in pair.b.stream_ids()  # closed both ways, yet kept for the ACK
+    assert pair.a.stream_metrics(source).unacked_bytes == len(b"request")
+    pair.b.send_ack(relayed, len(b"request"))  # the far end's ACK arrives late
+    pair.pump()
+    assert source not in pair.a.stream_ids()  # all acknowledged: the source lets it go
+    assert relayed not in pair.b.stream_ids()  # and so does the relay

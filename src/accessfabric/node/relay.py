@@ -140,6 +140,13 @@ class Relay:
                 position.set_result(event.offset)
                 return
             self._forward_ack(splice, connection, event.offset)
+        elif type(event) is ev.StreamReset:
+            assert isinstance(event, ev.StreamReset)
+            splice = self._ends.get((connection, event.stream_id))
+            position = None if splice is None else splice.position
+            refused = splice is not None and connection is splice.down_conn
+            if refused and position is not None and not position.done():  # a refused resume
+                position.set_exception(ResumeRefusedDownstream(event.error_code))
         elif type(event) is ev.CreditGranted:
             assert isinstance(event, ev.CreditGranted)
             splice = self._ends.get((connection, event.stream_id))
@@ -175,7 +182,10 @@ class Relay:
             try:
                 await self._open_downstream(splice)
             except Exception as error:
-                _reset(splice.up, ErrorCode.ROUTE_REJECTED)
+                # a far end that refused the resume gets its answer through at once (the
+                # source must not take it for a dead path); anything else: this path failed
+                code = error.code if isinstance(error, ResumeRefusedDownstream) else None
+                _reset(splice.up, code if code is not None else ErrorCode.ROUTE_REJECTED)
                 log_event(
                     log, "relay next hop failed", logging.WARNING,
                     next_hop=checked.next_hop, route=checked.lease.route_id,
@@ -328,6 +338,18 @@ class Relay:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+class ResumeRefusedDownstream(Exception):
+    """The next hop reset a resumed stream before telling its position."""
+
+    def __init__(self, code: ErrorCode | int) -> None:
+        super().__init__(f"the next hop refused the resume ({_code_name(code)})")
+        self.code = code
+
+
+def _code_name(code: ErrorCode | int) -> str:
+    return code.name if isinstance(code, ErrorCode) else str(code)
 
 
 def _reset(stream: FabricStream, code: ErrorCode | int) -> None:

@@ -671,7 +671,11 @@ class Session:
 
     def _maybe_forget(self, stream: Stream) -> None:
         done = stream.state is StreamState.RESET or (
-            stream.state is StreamState.CLOSED and stream.acked >= stream.send_offset
+            stream.state is StreamState.CLOSED
+            and stream.acked >= stream.send_offset
+            # a relayed stream stays until the far end's ACK of all it received has been
+            # passed on: a relay forwards that ACK after both ends may have closed
+            and (not stream.relayed or stream.relayed_acked >= stream.recv.received)
         )
         if done and self.state is not SessionState.CLOSED:
             if self._streams.pop(stream.stream_id, None) is not None:
@@ -886,6 +890,9 @@ class Session:
             )
         window = min(MAX_U32, max(0, recv.limit - recv.received))
         self._control.append(fr.Ack(stream_id, offset, window).to_bytes())
+        if offset > stream.relayed_acked:
+            stream.relayed_acked = offset
+            self._maybe_forget(stream)  # its last ACK may be the one it was kept for
 
     def send_buffer_available(self, stream_id: int) -> int:
         """How many more bytes ``send_data`` accepts on this stream now."""

@@ -30,6 +30,7 @@ class Stream:
         "recv",
         "recv_end",
         "relayed",
+        "relayed_acked",
         "resume_token",
         "resumed",
         "retained",
@@ -62,6 +63,7 @@ class Stream:
         self.local = local
         self.resumed = False
         self.relayed = False
+        self.relayed_acked = recv_window.received  # relayed: received bytes acked onward
         self.state = StreamState.IDLE
         # Send side.
         self.send_queue: deque[memoryview] = deque()
