@@ -17,6 +17,10 @@ one JSON object: ``{"rtts_ms": [...], "bulk_bytes": N, "bulk_seconds": S}``.  MO
 * ``separate``: bulk on one plain TCP connection, pings on another;
 * ``idle``: pings on a plain TCP connection with no bulk running.
 
+Both ends freeze their start-up objects out of the garbage collector's way once set
+up (:func:`~accessfabric.node.gc_pauses.freeze_startup_objects`), as ``node run``
+does, so a full collection during the measured window does not stall the loop.
+
 Bulk throughput is counted at the sender over the measured window, which starts
 after ``--warmup`` seconds, once every queue on the path is full (what stays queued
 at the end of the window is bounded by the same buffers, a few MiB).
@@ -41,6 +45,7 @@ from accessfabric.bench.common import BenchNode, run_async
 from accessfabric.errors import ProtocolError
 from accessfabric.node.connection import FabricStream, SessionConnection
 from accessfabric.node.endpoints import connect_tcp, serve_tcp
+from accessfabric.node.gc_pauses import freeze_startup_objects
 from accessfabric.wire.registry import TrafficClass
 
 FRAME = struct.Struct(">BI")
@@ -90,6 +95,7 @@ async def _serve(args: argparse.Namespace) -> None:
             writer.close()
 
     tcp = await asyncio.start_server(plain, args.host, args.tcp_port, limit=1 << 20)
+    freeze_startup_objects()  # as ``node run`` does once started
     print("ready", flush=True)
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
@@ -185,6 +191,7 @@ async def _client_fabric(args: argparse.Namespace, window: _Window) -> None:
     bulk = await connection.open_stream("bulk", TrafficClass.BULK)
     ping = await connection.open_stream("ping", TrafficClass.INTERACTIVE)
     piece = os.urandom(BULK_PIECE)
+    freeze_startup_objects()
 
     async def pump() -> None:
         while time.perf_counter() < window.end + 0.2:
@@ -217,6 +224,7 @@ async def _client_plain(args: argparse.Namespace, window: _Window) -> None:
     if mode == "separate":
         _, bulk_writer = await open_plain()
     piece = FRAME.pack(BULK, BULK_PIECE) + os.urandom(BULK_PIECE)
+    freeze_startup_objects()
 
     async def pump() -> None:
         assert bulk_writer is not None

@@ -3,7 +3,8 @@
 The loop is the one STYLE.md describes for carriers: feed bytes in, handle
 events, write what the session has (only as much as the carrier can absorb),
 re-arm one timer.  Writes from the application are coalesced: one flush per
-loop iteration, however many streams wrote.
+loop iteration, however many streams wrote — except that the first write of a
+latency class (control, DNS, interactive) in an iteration flushes at once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from accessfabric.errors import (
 )
 from accessfabric.session import Session
 from accessfabric.session import events as ev
+from accessfabric.session.scheduler import URGENT_CLASSES
 from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)
@@ -206,6 +208,7 @@ class SessionConnection:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_scheduled = False
+        self._early_flush_allowed = True
         self._blocked: set[FabricStream] = set()
         self._coalescing: list[FabricStream] = []
         self.on_event: list[Callable[[ev.Event], None]] = []
@@ -222,7 +225,12 @@ class SessionConnection:
     def data_received(self, data: bytes | bytearray | memoryview) -> None:
         events = self.session.receive_data(data, session_clock())
         if events:
-            self._handle(events)
+            # Writes from event callbacks go out with the flush scheduled below.
+            allowed, self._early_flush_allowed = self._early_flush_allowed, False
+            try:
+                self._handle(events)
+            finally:
+                self._early_flush_allowed = allowed
         # Flush later in this loop iteration: the ACK for these bytes then leaves in the
         # same write as the credit the reader grants when it consumes them.
         self._schedule_flush()
@@ -456,10 +464,21 @@ class SessionConnection:
                 self._seal(stream)
             else:
                 self._schedule_flush()
-            return
-        if stream._tail:
-            self._seal(stream)
-        self._queue(stream, data)
+        else:
+            if stream._tail:
+                self._seal(stream)
+            self._queue(stream, data)
+        if stream.traffic_class in URGENT_CLASSES and self._early_flush_allowed:
+            # Latency first: out now rather than at the scheduled flush, which a busy loop
+            # may run only after its next poll (measured in bench hol: the interactive
+            # write's wait p90 1.3 -> 0.15 ms beside bulk).  Once per loop iteration: the
+            # rest of a burst is coalesced into the scheduled flush as before.
+            self._early_flush_allowed = False
+            self._loop.call_soon(self._allow_early_flush)
+            self._flush()
+
+    def _allow_early_flush(self) -> None:
+        self._early_flush_allowed = True
 
     def _queue(self, stream: FabricStream, data: bytes | bytearray | memoryview) -> None:
         # The session keeps what it is given until ACKed and copies anything but ``bytes``:

@@ -25,6 +25,7 @@ from accessfabric.node.control_link import ControlLink
 from accessfabric.node.dataplane import DataPlane
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
 from accessfabric.node.endpoints import LocalNode
+from accessfabric.node.gc_pauses import freeze_startup_objects
 from accessfabric.node.log_format import log_event
 from accessfabric.node.observability import NodeObservability
 from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
@@ -297,6 +298,7 @@ async def run_node(
         loop.add_signal_handler(signum, stop.set)
     try:
         await runtime.start()
+        freeze_startup_objects()  # full GC passes then skip the start-up heap
         await stop.wait()
         log_event(log, "signal received, stopping")
         await runtime.shutdown()
