@@ -306,6 +306,10 @@ class ControlLink:
         runtime = self.runtime
         runtime.sealing_keys.learn_directory(directory)  # sealed streams (docs/sealing.md)
         static = {p.node_id for p in runtime.config.peers}
+        listed = {entry.get("node_id") for entry in directory.get("entries", [])}
+        for gone in sorted(self._directory_peers - listed):  # unreachable, or out of view
+            self._directory_peers.discard(gone)
+            log_event(log, "directory peer gone", peer=gone)
         for entry in directory.get("entries", []):
             node_id = entry.get("node_id")
             if not isinstance(node_id, str) or node_id == runtime.node_id or node_id in static:
