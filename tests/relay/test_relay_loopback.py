@@ -203,3 +203,41 @@ async def test_a_second_path_open_needs_the_proof_its_key_exchange_gives(tmp_pat
         assert dst.data_plane.opened_on_resume == 0 and token not in dst.data_plane.served
     finally:
         await fabric.stop()
+
+
+async def test_a_resume_gone_in_its_own_batch_leaves_the_session_alone(tmp_path: Path) -> None:
+    """A resume OPEN_STREAM and its RESET_STREAM arrive in one batch: the relay's session
+    no longer has the stream when the relay claims it.  The relay skips that splice and
+    counts it; the session, and every other stream on it, carries on."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        src = fabric.source
+        relay = fabric.relays[0]
+        (route,) = fabric.routes([0])
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, [route])
+        other = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+        other.write(b"before")
+        assert await asyncio.wait_for(other.readexactly(6), 5) == b"before"
+        connection = await src.peers.session(route.first_hop)
+        snapshot = StreamSnapshot(
+            resume_token=b"\x07" * 16, service="echo", traffic_class=TrafficClass.INTERACTIVE,
+            send_acked=0, send_buffer=(), send_end=False,
+            recv_offset=0, recv_consumed=0, recv_ended=False,
+        )  # fmt: skip
+        stream_id = connection.session.resume_stream(
+            snapshot, route.route_id, route_lease=route.blob
+        )
+        connection.session.reset_stream(stream_id)  # same flush: one batch at the relay
+        connection._schedule_flush()
+        for _ in range(50):
+            if relay.data_plane.relay.counters()["gone"]:
+                break
+            await asyncio.sleep(0.1)
+        assert relay.data_plane.relay.counters()["gone"] == 1
+        assert not connection.is_closed
+        other.write(b"after")
+        assert await asyncio.wait_for(other.readexactly(5), 5) == b"after"
+        other.close()
+        assert await asyncio.wait_for(other.read(), 5) == b""
+    finally:
+        await fabric.stop()
