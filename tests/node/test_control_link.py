@@ -10,6 +10,7 @@ control plane is stopped, from its cached leases.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -294,3 +295,51 @@ def test_endpoint_health_facts_are_bounded() -> None:
         parse_facts({"endpoint_health": [entry] * 65})
     with pytest.raises(FactsError, match=r"endpoint_health\[0\].success_rate"):
         parse_facts({"endpoint_health": [{**entry, "success_rate": 2}]})
+
+
+def _logged(caplog: pytest.LogCaptureFixture, message: str) -> list[dict[str, Any]]:
+    """The structured fields of every record of ``message``."""
+    return [
+        dict(getattr(r, "fabric_fields", {})) for r in caplog.records if r.getMessage() == message
+    ]
+
+
+async def test_an_outage_is_logged_once_then_its_end(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A short backoff_max retries often; the log says "failing" once per 30 s, with the
+    count, and says when the control plane answers again."""
+    caplog.set_level(logging.INFO, logger="accessfabric.node.control_link")
+    async with running_plane(tmp_path) as cp:
+        token = await cp.token("acme", ["entry"])
+        port = cp.server.port
+        await cp.server.stop()  # the control plane is down from the node's first attempt
+        key = NodeKey.generate()
+        key.save(tmp_path / "n.key")
+        authority = format_authority_key(cp.authority.public_key)
+        path = tmp_path / "n.toml"
+        path.write_text(
+            f'key_path = "n.key"\n[control]\nurl = "http://127.0.0.1:{port}"\n'
+            f'authority_key = "{authority}"\ntoken = "{token}"\nbackoff_max = 0.05\n'
+            f'state_dir = "{tmp_path / "state"}"\n'
+        )
+        node = NodeRuntime(load_node_config(path))
+        await node.start()
+        server: ControlServer | None = None
+        try:
+            await asyncio.sleep(1.5)
+            assert node.control is not None and node.control.failures >= 5
+            failing = _logged(caplog, "control plane link failing")
+            assert len(failing) == 1 and failing[0]["failures"] == 1, failing
+            server = ControlServer(cp.plane, "127.0.0.1", port)
+            await server.start()
+
+            async def recovered() -> list[dict[str, Any]]:
+                return _logged(caplog, "control plane reachable again")
+
+            (back,) = await _until(recovered)
+            assert back["failures"] >= 5 and back["down_s"] >= 1.0
+        finally:
+            await node.shutdown()
+            if server is not None:
+                await server.stop()

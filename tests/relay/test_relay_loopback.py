@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from accessfabric.bench.relay_lab import SEALED_SINK, new_initiator, send_sealed
 from accessfabric.errors import ErrorCode
-from accessfabric.node.connection import StreamResetError
+from accessfabric.node.address import HostPort
+from accessfabric.node.connection import FabricStream, StreamResetError
+from accessfabric.node.dataplane import REFUSED_LABELS
 from accessfabric.node.relay import RESUME_POSITION_TIMEOUT
 from accessfabric.node.resumable import new_fabric_stream
 from accessfabric.node.route_switches import SwitchReason
@@ -17,7 +21,7 @@ from accessfabric.node.routes import NoUsableRoute
 from accessfabric.sealing.resume_proof import prove_resume
 from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.wire.registry import TrafficClass
-from tests.relay.fabric import build, kill
+from tests.relay.fabric import Fabric, build, kill
 
 MiB = 1024 * 1024
 
@@ -130,41 +134,77 @@ async def test_a_stream_whose_first_path_never_reached_the_destination(tmp_path:
         await fabric.stop()
 
 
+async def _resume_a_finished_stream(fabric: Fabric) -> FabricStream:
+    """Finish an echo stream through relay 0, wait until the destination lets its end go,
+    then resume it as a source that never heard from the destination would."""
+    src, dst = fabric.source, fabric.destination
+    (route,) = fabric.routes([0])
+    src.routes.set_routes("echo", TrafficClass.INTERACTIVE, [route])
+    stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+    stream.write(b"once")
+    assert await asyncio.wait_for(stream.readexactly(4), 5) == b"once"
+    stream.close()
+    assert await asyncio.wait_for(stream.read(), 5) == b""
+    token = stream.resume_token
+    for _ in range(50):  # the sweep lets the finished end go
+        if token not in dst.data_plane.served:
+            break
+        await asyncio.sleep(0.1)
+    assert token not in dst.data_plane.served
+    snapshot = StreamSnapshot(
+        resume_token=token, service="echo", traffic_class=TrafficClass.INTERACTIVE,
+        send_acked=0, send_buffer=(memoryview(b"once"),), send_end=False,
+        recv_offset=0, recv_consumed=0, recv_ended=False,
+    )  # fmt: skip
+    connection = await src.peers.session(route.first_hop)
+    stream_id = connection.session.resume_stream(snapshot, route.route_id, route_lease=route.blob)
+    return new_fabric_stream(connection, stream_id, "echo", TrafficClass.INTERACTIVE)
+
+
 async def test_a_resume_of_a_finished_stream_is_refused(tmp_path: Path) -> None:
     """The destination remembers the tokens of stream ends it let go: a late resume of one
     is refused, never served as a new stream (its first bytes were delivered once)."""
     fabric = await build(tmp_path, relays=1)
     try:
-        src, dst = fabric.source, fabric.destination
-        (route,) = fabric.routes([0])
-        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, [route])
-        stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
-        stream.write(b"once")
-        assert await asyncio.wait_for(stream.readexactly(4), 5) == b"once"
-        stream.close()
-        assert await asyncio.wait_for(stream.read(), 5) == b""
-        token = stream.resume_token
-        for _ in range(50):  # the sweep lets the finished end go
-            if token not in dst.data_plane.served:
-                break
-            await asyncio.sleep(0.1)
-        assert token not in dst.data_plane.served
-        # what a source that never heard from the destination would send
-        snapshot = StreamSnapshot(
-            resume_token=token, service="echo", traffic_class=TrafficClass.INTERACTIVE,
-            send_acked=0, send_buffer=(memoryview(b"once"),), send_end=False,
-            recv_offset=0, recv_consumed=0, recv_ended=False,
-        )  # fmt: skip
-        connection = await src.peers.session(route.first_hop)
-        stream_id = connection.session.resume_stream(
-            snapshot, route.route_id, route_lease=route.blob
-        )
-        late = new_fabric_stream(connection, stream_id, "echo", TrafficClass.INTERACTIVE)
+        dst = fabric.destination
+        late = await _resume_a_finished_stream(fabric)
         with pytest.raises(StreamResetError) as reset:  # the relay passes the refusal on
             await asyncio.wait_for(late.read(), RESUME_POSITION_TIMEOUT / 2)
         assert reset.value.code == ErrorCode.STREAM_CLOSED  # refused, not "path failed"
         assert dst.data_plane.refused == {"unknown resume token": 1}
         assert dst.data_plane.opened_on_resume == 0
+    finally:
+        await fabric.stop()
+
+
+async def _refused_samples(url: str) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        text = await response.text()
+    return {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "accessfabric_streams_refused_total"
+    }
+
+
+async def test_refused_streams_are_on_metrics_with_bounded_reasons(tmp_path: Path) -> None:
+    fabric = await build(tmp_path, relays=1)
+    try:
+        dst = fabric.destination
+        await dst.observe.start(HostPort(host="127.0.0.1", port=0), None)
+        late = await _resume_a_finished_stream(fabric)
+        with pytest.raises(StreamResetError):
+            await asyncio.wait_for(late.read(), RESUME_POSITION_TIMEOUT / 2)
+        assert await _refused_samples(dst.observe.metrics_url) == {"unknown resume token": 1}
+        # reasons may carry anything: the label set stays bounded, the rest is "other"
+        for n in range(3 * REFUSED_LABELS):
+            dst.data_plane._count_refused(f"made-up reason {n}: detail")
+        samples = await _refused_samples(dst.observe.metrics_url)
+        assert len(samples) == REFUSED_LABELS + 1
+        assert samples["unknown resume token"] == 1
+        assert samples["other"] == 3 * REFUSED_LABELS - (REFUSED_LABELS - 1)
+        assert sum(samples.values()) == 1 + 3 * REFUSED_LABELS
     finally:
         await fabric.stop()
 
@@ -201,5 +241,43 @@ async def test_a_second_path_open_needs_the_proof_its_key_exchange_gives(tmp_pat
         # a forged proof; the bare exchange (no proof) does not parse as one at all
         assert dst.data_plane.refused == {"resume proof invalid": 1, "unsealed relayed stream": 1}
         assert dst.data_plane.opened_on_resume == 0 and token not in dst.data_plane.served
+    finally:
+        await fabric.stop()
+
+
+async def test_a_resume_gone_in_its_own_batch_leaves_the_session_alone(tmp_path: Path) -> None:
+    """A resume OPEN_STREAM and its RESET_STREAM arrive in one batch: the relay's session
+    no longer has the stream when the relay claims it.  The relay skips that splice and
+    counts it; the session, and every other stream on it, carries on."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        src = fabric.source
+        relay = fabric.relays[0]
+        (route,) = fabric.routes([0])
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, [route])
+        other = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+        other.write(b"before")
+        assert await asyncio.wait_for(other.readexactly(6), 5) == b"before"
+        connection = await src.peers.session(route.first_hop)
+        snapshot = StreamSnapshot(
+            resume_token=b"\x07" * 16, service="echo", traffic_class=TrafficClass.INTERACTIVE,
+            send_acked=0, send_buffer=(), send_end=False,
+            recv_offset=0, recv_consumed=0, recv_ended=False,
+        )  # fmt: skip
+        stream_id = connection.session.resume_stream(
+            snapshot, route.route_id, route_lease=route.blob
+        )
+        connection.session.reset_stream(stream_id)  # same flush: one batch at the relay
+        connection._schedule_flush()
+        for _ in range(50):
+            if relay.data_plane.relay.counters()["gone"]:
+                break
+            await asyncio.sleep(0.1)
+        assert relay.data_plane.relay.counters()["gone"] == 1
+        assert not connection.is_closed
+        other.write(b"after")
+        assert await asyncio.wait_for(other.readexactly(5), 5) == b"after"
+        other.close()
+        assert await asyncio.wait_for(other.read(), 5) == b""
     finally:
         await fabric.stop()

@@ -20,13 +20,20 @@ control-plane
 ================================  ========================================================
 
 Every entry carries the peer's signed node record, so the node verifies public keys and
-roles against the authority key itself.  The directory's ``version`` is the largest
-registry generation it reflects: a node compares it with the one it holds.
+roles against the authority key itself.
+
+The directory's ``version`` (:func:`directory_version`, also in every heartbeat reply) is
+an opaque number that moves whenever any directory could change: a node record changes
+(the registry's store revision), a node turns visible or ``unreachable``, or a live node's
+region, endpoints, transports or measured peers change (the heartbeat table's visibility
+generation).  A node refetches when it differs from the one it holds; it does not move
+with health or RTT values alone, so those may be up to one such change old.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,10 +97,17 @@ def _scope(roles: frozenset[Role]) -> str:
     return "mobile"
 
 
+def directory_version(registry: NodeRegistry, heartbeats: HeartbeatTable, now: float) -> int:
+    """The version of every directory at ``now``: compare for equality only (48 bits)."""
+    text = f"{heartbeats.epoch}:{registry.version}:{heartbeats.visibility(now)}"
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=6).digest(), "big")
+
+
 def build_directory(
     asking: RegisteredNode, registry: NodeRegistry, heartbeats: HeartbeatTable, now: float
 ) -> Directory:
     """The peers ``asking`` may know about under the rules above."""
+    version = directory_version(registry, heartbeats, now)  # first: sweeps the unreachable
     me = asking.record
     roles = me.roles
     own = heartbeats.get(me.node_id)
@@ -140,4 +154,4 @@ def build_directory(
         entries.sort(key=lambda e: (e.rtt_ms is None, e.rtt_ms or 0.0, e.node.node_id))
         chosen = {e.node.node_id: e for e in entries[:MOBILE_LIMIT]}
     ordered = tuple(chosen[k] for k in sorted(chosen))
-    return Directory(version=registry.version, scope=scope, entries=ordered)
+    return Directory(version=version, scope=scope, entries=ordered)

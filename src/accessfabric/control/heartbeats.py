@@ -12,11 +12,20 @@ Health is a pure function of heartbeat age and facts (:func:`assess`):
   sockets at ``pressure_limit``, queue depth at ``queue_limit``), or a phone low on battery
   and not charging, or still holding an older node record than the current one;
 * ``healthy`` -- otherwise.
+
+The table also keeps a **visibility generation** (:meth:`HeartbeatTable.visibility`): it
+moves when a node becomes visible in directories (its first heartbeat, or its return
+from ``unreachable``), when one turns ``unreachable`` (found lazily through a heap of
+deadlines, so asking is cheap), and when a live node's directory-visible facts change
+(region, endpoints, transports, the set of peers it measured).  Together with the registry
+generation it makes the directory's version (:mod:`accessfabric.control.directory`).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -104,6 +113,12 @@ def assess(
     return HealthReport(health=health, reasons=tuple(reasons), age=age)
 
 
+def _visible(facts: HeartbeatFacts) -> tuple[object, ...]:
+    """The facts a directory shows or selects on (health and RTT values excluded)."""
+    peers = frozenset(p.node_id for p in facts.peers)
+    return (facts.region, facts.endpoints, facts.transports, peers)
+
+
 class HeartbeatTable:
     """Latest heartbeat per node, in memory, persisted behind the write path."""
 
@@ -124,6 +139,13 @@ class HeartbeatTable:
         self._dirty: set[str] = set()
         self.generation = 0
         """Bumped by every heartbeat: the route planner's snapshot is rebuilt after it moves."""
+        self._visibility = 0
+        self.epoch = secrets.token_hex(8)
+        """Names this table: visibility generations of two tables (a restart) never compare."""
+        self._live: dict[str, float] = {}
+        """Nodes counted as not ``unreachable``, and the deadline of their heap entry."""
+        self._deadlines: list[tuple[float, str]] = []
+        """Heap of (when a live node turns unreachable unless heard of, node id)."""
 
     def load(self) -> int:
         """Read the persisted heartbeats (at start-up); the number loaded."""
@@ -138,8 +160,10 @@ class HeartbeatTable:
                 continue
             self._states[node_id] = HeartbeatState(facts=facts, received_at=received_at, count=0)
             self._persisted_at[node_id] = received_at
+            self._set_live(node_id, received_at)
             loaded += 1
         self.generation += 1
+        self._visibility += 1
         return loaded
 
     def record(self, node_id: str, facts: HeartbeatFacts, now: float | None = None) -> None:
@@ -150,6 +174,34 @@ class HeartbeatTable:
         self._states[node_id] = HeartbeatState(facts=facts, received_at=when, count=count)
         self._dirty.add(node_id)
         self.generation += 1
+        returning = previous is None or node_id not in self._live
+        if previous is None or returning or _visible(previous.facts) != _visible(facts):
+            self._visibility += 1
+        self._set_live(node_id, when)
+
+    def _set_live(self, node_id: str, received_at: float) -> None:
+        if node_id not in self._live:  # else its entry is moved on when it comes up
+            self._schedule(node_id, received_at + self.rules.unreachable_after)
+
+    def _schedule(self, node_id: str, deadline: float) -> None:
+        self._live[node_id] = deadline
+        heapq.heappush(self._deadlines, (deadline, node_id))
+
+    def visibility(self, now: float) -> int:
+        """The visibility generation at ``now`` (see the module docstring)."""
+        after = self.rules.unreachable_after
+        while self._deadlines and self._deadlines[0][0] <= now:
+            due, node_id = heapq.heappop(self._deadlines)
+            if self._live.get(node_id) != due:
+                continue  # forgotten, or a stale entry
+            state = self._states.get(node_id)
+            deadline = state.received_at + after if state is not None else due
+            if deadline > now:  # heard of since: wait for the new deadline
+                self._schedule(node_id, deadline)
+                continue
+            del self._live[node_id]
+            self._visibility += 1
+        return self._visibility
 
     def get(self, node_id: str) -> HeartbeatState | None:
         return self._states.get(node_id)
@@ -158,6 +210,8 @@ class HeartbeatTable:
         self._states.pop(node_id, None)
         self._dirty.discard(node_id)
         self.generation += 1
+        if self._live.pop(node_id, None) is not None:  # its heap entry is skipped
+            self._visibility += 1
 
     def __iter__(self) -> Iterator[tuple[str, HeartbeatState]]:
         return iter(list(self._states.items()))

@@ -15,6 +15,7 @@ from typing import Any
 
 from accessfabric.control.admin import AdminCredentials
 from accessfabric.control.authority import Authority
+from accessfabric.control.directory import directory_version
 from accessfabric.control.facts import HeartbeatFacts
 from accessfabric.control.heartbeat_mac import ControlMacKeys
 from accessfabric.control.heartbeats import HealthRules, HeartbeatTable
@@ -174,7 +175,7 @@ class ControlPlane:
             "health": report.health.value,
             "reasons": list(report.reasons),
             "node_record": record,
-            "directory_version": self.registry.version,
+            "directory_version": directory_version(self.registry, self.heartbeats, now),
             "policy": self.config.policy_document(),
         }
 

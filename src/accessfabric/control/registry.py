@@ -92,7 +92,7 @@ class NodeRegistry:
         self.generation = 0
         """Bumped by every change this process makes or loads (the planner rebuilds on it)."""
         self.version = 0
-        """The store revision of the newest node record seen: the directory's version."""
+        """The store revision of the newest node record seen: part of the directory's version."""
 
     def load(self) -> int:
         """Read every stored node (at start-up); the number loaded."""

@@ -75,6 +75,8 @@ MAX_PROBES = 8
 SOFTWARE = "accessfabric-node"
 ROUTE_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two ``no route lease`` log lines for one (service, class)."""
+FAILING_LOG_INTERVAL = 30.0
+"""Seconds between two ``control plane link failing`` lines of one outage."""
 
 
 class ControlLink:
@@ -110,6 +112,9 @@ class ControlLink:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.failures = 0
+        self._failing_logged_at: float | None = None
+        """When this outage's last ``control plane link failing`` line was written."""
+        self._failing_since: float | None = None
         config = runtime.config
         named = [s.name for s in config.services] + [f.service for f in config.forwards]
         self.failovers = ServiceFailovers(named)
@@ -150,8 +155,13 @@ class ControlLink:
             try:
                 await self.cycle()
                 if self.failures:
-                    log_event(log, "control plane reachable again", failures=self.failures)
+                    down = self._clock() - (self._failing_since or self._clock())
+                    log_event(
+                        log, "control plane reachable again", failures=self.failures,
+                        down_s=round(down, 1),
+                    )  # fmt: skip
                 self.failures = 0
+                self._failing_logged_at = self._failing_since = None
                 self._unreachable = False
                 self.client.next_attempt_at = None
                 interval = self.settings.heartbeat_interval or self.client.heartbeat_interval()
@@ -164,17 +174,29 @@ class ControlLink:
                 base = min(BACKOFF_BASE, cap)
                 delay = backoff_delay(self.failures, self._rng, base=base, cap=cap)
                 self.client.next_attempt_at = self._clock() + delay
-                log_event(
-                    log, "control plane link failing", logging.WARNING,
-                    error=str(error), retry_in=round(delay, 1),
-                    status=self.client.status().describe(),
-                )  # fmt: skip
+                self._log_failing(error, delay)
             except Exception as error:  # a bug must not end the loop silently
                 self.failures += 1
                 self.last_error, self.last_error_at = repr(error), self._clock()
                 log.exception("control link cycle failed")
                 delay = self.settings.backoff_max
             await self._sleep(delay)
+
+    def _log_failing(self, error: Exception, delay: float) -> None:
+        """The first failure of an outage, then at most every ``FAILING_LOG_INTERVAL``."""
+        now = self._clock()
+        if self._failing_since is None:
+            self._failing_since = now
+        logged = self._failing_logged_at
+        if logged is not None and now - logged < FAILING_LOG_INTERVAL:
+            return
+        self._failing_logged_at = now
+        log_event(
+            log, "control plane link failing", logging.WARNING,
+            error=str(error), retry_in=round(delay, 1), failures=self.failures,
+            failing_for_s=round(now - self._failing_since, 1),
+            status=self.client.status().describe(),
+        )  # fmt: skip
 
     async def _sleep(self, delay: float) -> None:
         """Wait ``delay`` seconds, or less when closing or :meth:`_wake` is set."""
@@ -306,6 +328,10 @@ class ControlLink:
         runtime = self.runtime
         runtime.sealing_keys.learn_directory(directory)  # sealed streams (docs/sealing.md)
         static = {p.node_id for p in runtime.config.peers}
+        listed = {entry.get("node_id") for entry in directory.get("entries", [])}
+        for gone in sorted(self._directory_peers - listed):  # unreachable, or out of view
+            self._directory_peers.discard(gone)
+            log_event(log, "directory peer gone", peer=gone)
         for entry in directory.get("entries", []):
             node_id = entry.get("node_id")
             if not isinstance(node_id, str) or node_id == runtime.node_id or node_id in static:

@@ -26,6 +26,9 @@ the data plane then sees each session event synchronously, before any ACK leaves
   a relay knows the token, not the key.  A missing, invalid or replayed proof is reset
   with ``AUTHENTICATION_FAILED``, logged (``resume refused``) and counted in ``refused``;
   the kept stream end is not touched.
+* ``refused`` counts refusals by label (a reason's text before ``:``); at most
+  ``REFUSED_LABELS`` distinct labels, later new ones count as ``other``: it is exported
+  as ``accessfabric_streams_refused_total{reason}``.
 * Every other event goes to the relay (ACK forwarding) and the route manager (failover
   triggers at the source).
 
@@ -71,6 +74,8 @@ from accessfabric.session.stream_state import StreamState
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
+REFUSED_LABELS = 16
+REFUSED_LABEL_LENGTH = 48
 RETIRED_LIMIT = 65536
 """Resume tokens of let-go stream ends remembered at most (each for 2 resume windows)."""
 
@@ -203,7 +208,9 @@ class DataPlane:
         )  # fmt: skip
 
     def _count_refused(self, reason: str) -> None:
-        label = reason.split(":", 1)[0]
+        label = reason.split(":", 1)[0].strip()[:REFUSED_LABEL_LENGTH] or "other"
+        if label not in self.refused and len(self.refused) >= REFUSED_LABELS:
+            label = "other"  # a bounded label set, whatever the reasons say
         self.refused[label] = self.refused.get(label, 0) + 1
 
     def _routed_open(self, connection: SessionConnection, event: ev.StreamOpened) -> None:

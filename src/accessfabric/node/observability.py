@@ -2,8 +2,8 @@
 
 * :class:`NodeObservability` tracks every session the node accepts or dials
   (``FabricMetrics.track`` / ``finished``), counts authentication failures,
-  exports route execution (switches by reason, recovery times, route health)
-  and answers ``status``.
+  exports route execution (switches by reason, recovery times, route health),
+  the data plane's refused streams by reason, and answers ``status``.
 * ``metrics_listen = "127.0.0.1:9464"`` serves ``GET /metrics`` over aiohttp.
 * The admin socket (a unix socket, mode 0600, ``admin_socket`` in the config,
   default ``<key>.admin.sock`` beside the key) serves ``GET /status``: JSON
@@ -89,6 +89,23 @@ class _SampleCollector(Collector):
         yield from families.values()
 
 
+class _RefusedCollector(Collector):
+    """``accessfabric_streams_refused_total{reason}`` from ``DataPlane.refused`` (bounded)."""
+
+    def __init__(self, refused: Callable[[], dict[str, int]]) -> None:
+        self.refused = refused
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "accessfabric_streams_refused",
+            "Streams the data plane refused, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.refused().items()):
+            family.add_metric([reason], count)
+        yield family
+
+
 class NodeObservability:
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
@@ -150,6 +167,10 @@ class NodeObservability:
     def watch_samples(self, samples: Callable[[], list[tuple[str, dict[str, str], float]]]) -> None:
         """Export counters that arrive as samples (``peer_dialer.dial_metric_samples``)."""
         self.registry.register(_SampleCollector(samples))
+
+    def watch_refusals(self, refused: Callable[[], dict[str, int]]) -> None:
+        """Export the data plane's refused streams by reason (``DataPlane.refused``)."""
+        self.registry.register(_RefusedCollector(refused))
 
     def connections(self) -> list[SessionConnection]:
         """Every tracked session (dialled and accepted)."""

@@ -26,6 +26,12 @@ source's resume proof passed on unchanged (docs/sealing.md); the far end's
 first ACK says where the stream stands, and the upstream half is then adopted from
 there.  The relay never holds a payload byte beyond its hop buffers and never reads one:
 sealed payloads are opaque to it (docs/sealing.md).
+
+A stream already gone from its session when the relay comes to it (an OPEN_STREAM and
+its RESET_STREAM in one batch; a resume whose source gave up while the far end answered)
+is skipped and counted (``gone``); whatever half exists on the other hop is dropped
+after ``orphan_grace``.  Nothing one stream does raises into the session's event
+callback: that would end the session and every other stream on it.
 """
 
 from __future__ import annotations
@@ -98,6 +104,10 @@ class Relay:
         self._ends: dict[tuple[SessionConnection, int], Splice] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.active = 0
+        self.gone = 0
+        """Streams skipped because their session no longer had them."""
+        self.callback_errors = 0
+        """Unexpected errors caught before they reached a session's event callback."""
 
     # ------------------------------------------------------------ opening (sync, on_event)
 
@@ -109,6 +119,23 @@ class Relay:
         up: FabricStream,
     ) -> None:
         """Claim the stream (before any ACK for it leaves) and start splicing it."""
+        try:
+            self._claim(connection, event, checked, up)
+        except Exception:  # one stream's problem must not end the session (see above)
+            self.callback_errors += 1
+            log.exception("relay could not claim stream %d", event.stream_id)
+            _reset(up, ErrorCode.ROUTE_REJECTED)
+
+    def _claim(
+        self,
+        connection: SessionConnection,
+        event: ev.StreamOpened,
+        checked: CheckedLease,
+        up: FabricStream,
+    ) -> None:
+        if connection.session.stream_state(event.stream_id) is None:
+            self._skip_gone(event, "opened and gone in one batch")
+            return
         tenant = tenant_of(connection, self.authority_key)
         try:
             self.quotas.admit(tenant, event.traffic_class, resume=event.resume)
@@ -128,8 +155,22 @@ class Relay:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _skip_gone(self, event: ev.StreamOpened, why: str) -> None:
+        self.gone += 1
+        log_event(
+            log, "relay stream gone", logging.INFO, stream=event.stream_id,
+            service=event.service, resume=event.resume, why=why,
+        )  # fmt: skip
+
     def on_event(self, connection: SessionConnection, event: ev.Event) -> None:
         """ACKs of relayed streams go to the other hop; a resume learns its position."""
+        try:
+            self._on_event(connection, event)
+        except Exception:  # one stream's problem must not end the session (see above)
+            self.callback_errors += 1
+            log.exception("relay could not handle %s", type(event).__name__)
+
+    def _on_event(self, connection: SessionConnection, event: ev.Event) -> None:
         if type(event) is ev.StreamAcknowledged:
             assert isinstance(event, ev.StreamAcknowledged)
             splice = self._ends.get((connection, event.stream_id))
@@ -181,7 +222,12 @@ class Relay:
         try:
             try:
                 await self._open_downstream(splice)
+            except UpstreamGone:
+                self._skip_gone(event, "the source gave up while the next hop answered")
+                self._orphan(splice.down)
+                return
             except Exception as error:
+                self._orphan(splice.down)
                 # a far end that refused the resume gets its answer through at once (the
                 # source must not take it for a dead path); anything else: this path failed
                 code = error.code if isinstance(error, ResumeRefusedDownstream) else None
@@ -264,6 +310,8 @@ class Relay:
             recv_ended=False,
         )
         up_session = splice.up_conn.session
+        if up_session.stream_state(event.stream_id) is None:
+            raise UpstreamGone
         up_session.adopt_stream(event.stream_id, up_snapshot, start)
         up_session.relay_stream(event.stream_id)
         splice.up_conn._schedule_flush()
@@ -307,8 +355,7 @@ class Relay:
                 log, "relay upstream lost", logging.INFO, route=splice.checked.lease.route_id,
                 error=str(error) or type(error).__name__,
             )  # fmt: skip
-            loop = asyncio.get_running_loop()
-            loop.call_later(self.orphan_grace, _reset, other, ErrorCode.CANCEL)
+            self._orphan(other)
             return
         if not remote_reset:
             log_event(
@@ -318,6 +365,12 @@ class Relay:
             )  # fmt: skip
             code = ErrorCode.ROUTE_REJECTED
         _reset(other, code)
+
+    def _orphan(self, stream: FabricStream | None) -> None:
+        """Drop a downstream half after ``orphan_grace`` unless a resume took it over."""
+        if stream is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.orphan_grace, _reset, stream, ErrorCode.CANCEL)
 
     def _forget_later(self, splice: Splice) -> None:
         """Keep forwarding late ACKs for a while, then forget the splice."""
@@ -330,7 +383,12 @@ class Relay:
         asyncio.get_running_loop().call_later(self.orphan_grace + 1.0, forget)
 
     def counters(self) -> dict[str, object]:
-        return {"active": self.active, **self.quotas.counters()}
+        return {
+            "active": self.active,
+            "gone": self.gone,
+            "callback_errors": self.callback_errors,
+            **self.quotas.counters(),
+        }
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
@@ -338,6 +396,10 @@ class Relay:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+class UpstreamGone(Exception):
+    """The upstream half of a resume left its session before it could be adopted."""
 
 
 class ResumeRefusedDownstream(Exception):
