@@ -10,6 +10,7 @@ import pytest
 
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
+from accessfabric.node import endpoints as node_endpoints
 from accessfabric.node.address import Endpoint
 from accessfabric.node.config import NodeConfig, PeerConfig
 from accessfabric.node.connection import StreamResetError
@@ -104,9 +105,13 @@ async def test_always_peer_is_kept_up(tmp_path: Path) -> None:
         await hub.shutdown()
 
 
-async def test_unavailable_carrier_is_a_clear_error(tmp_path: Path) -> None:
-    if carrier_available("websocket"):
-        pytest.skip("the WebSocket carrier exists")
+async def test_unavailable_carrier_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build without the WebSocket carrier (its functions missing) says so clearly."""
+    assert carrier_available("websocket")
+    monkeypatch.delattr(node_endpoints, "serve_ws")
+    assert not carrier_available("websocket")
     listen = (Endpoint(carrier="websocket", host="127.0.0.1", port=0, path="/fabric"),)
     runtime = NodeRuntime(make_config(tmp_path, "a", listen=listen), key=NodeKey.generate())
     with pytest.raises(CarrierUnavailableError, match="carrier 'websocket' is not available yet"):
