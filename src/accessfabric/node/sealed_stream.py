@@ -205,7 +205,7 @@ class SealedStream(FabricStream):
 
     # ------------------------------------------------------------ writing
 
-    def _sealer_write(self, records: bytes) -> None:
+    def _sealer_write(self, records: bytes | bytearray) -> None:
         if self._header:
             records = self._header + records
             self._header = b""

@@ -41,28 +41,37 @@ class RecordSealer:
         self._counter = 0
         self.finished = False
 
-    def seal(self, data: bytes | memoryview, final: bool = False) -> bytes:
-        """Records carrying ``data`` (several when it is long); ``final`` closes the direction."""
+    def seal(self, data: bytes | bytearray | memoryview, final: bool = False) -> bytearray:
+        """Records carrying ``data`` (several when it is long); ``final`` closes the direction.
+
+        Encrypted straight into one output buffer (no per-record ciphertext objects)."""
         if self.finished:
             raise SealingError("this direction is already finished")
         view = memoryview(data)
-        out: list[bytes] = []
-        position = 0
+        size = len(view)
+        records = max(1, -(-size // MAX_RECORD_PLAINTEXT))
+        out = bytearray(size + records * (HEADER.size + TAG_SIZE))
+        target = memoryview(out)
+        position = written = 0
+        encrypt_into = self._aead.encrypt_into
         while True:
             piece = view[position : position + MAX_RECORD_PLAINTEXT]
             position += len(piece)
-            last = position >= len(view)
+            last = position >= size
             header = HEADER.pack(len(piece) | (FINAL_BIT if final and last else 0))
-            out.append(header)
-            out.append(self._aead.encrypt(_nonce(self._counter), bytes(piece), header))
+            target[written : written + HEADER.size] = header
+            written += HEADER.size
+            end = written + len(piece) + TAG_SIZE
+            encrypt_into(_nonce(self._counter), piece, header, target[written:end])
+            written = end
             self._counter += 1
             if last:
                 break
         if final:
             self.finished = True
-        return b"".join(out)
+        return out
 
-    def finish(self) -> bytes:
+    def finish(self) -> bytearray:
         """The sealed end of this direction (an empty final record)."""
         return self.seal(b"", final=True)
 
@@ -78,26 +87,42 @@ class RecordOpener:
         self._counter = 0
         self.finished = False
 
-    def feed(self, data: bytes | memoryview) -> list[bytes]:
-        """Plaintexts of every record completed by ``data``."""
+    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Plaintexts of every record completed by ``data``.
+
+        Whole records are opened straight from ``data``; only an incomplete tail is
+        kept (copied) until the rest of it arrives."""
         if self.finished and data:
             raise SealingError("bytes after the final record")
         buffer = self._buffer
-        buffer += data
         out: list[bytes] = []
+        if buffer:
+            buffer += data
+            with memoryview(buffer) as view:
+                offset = self._open(view, out)
+            del buffer[:offset]
+        else:
+            with memoryview(data) as view:
+                offset = self._open(view, out)
+                buffer += view[offset:]
+        return out
+
+    def _open(self, view: memoryview, out: list[bytes]) -> int:
+        """Open the complete records at the start of ``view``; how many bytes they took."""
         offset = 0
-        while len(buffer) - offset >= HEADER.size:
-            (word,) = HEADER.unpack_from(buffer, offset)
+        available = len(view)
+        decrypt = self._aead.decrypt
+        while available - offset >= HEADER.size:
+            (word,) = HEADER.unpack_from(view, offset)
             length = word & ~FINAL_BIT
             if length > MAX_RECORD_PLAINTEXT:
                 raise SealingError(f"record length {length} exceeds {MAX_RECORD_PLAINTEXT}")
             end = offset + HEADER.size + length + TAG_SIZE
-            if end > len(buffer):
+            if end > available:
                 break
-            header = bytes(buffer[offset : offset + HEADER.size])
-            sealed = bytes(buffer[offset + HEADER.size : end])
+            header = view[offset : offset + HEADER.size]
             try:
-                plaintext = self._aead.decrypt(_nonce(self._counter), sealed, header)
+                plaintext = decrypt(_nonce(self._counter), view[offset + HEADER.size : end], header)
             except InvalidTag:
                 raise SealingError(
                     f"record {self._counter} failed authentication (altered, reordered, "
@@ -109,11 +134,10 @@ class RecordOpener:
                 out.append(plaintext)
             if word & FINAL_BIT:
                 self.finished = True
-                if offset != len(buffer):
+                if offset != available:
                     raise SealingError("bytes after the final record")
                 break
-        del buffer[:offset]
-        return out
+        return offset
 
     def check_end(self) -> None:
         """Call at the end of the stream: raise unless the final record arrived."""
