@@ -337,15 +337,10 @@ class DataPlane:
             return
         counter = 0
         if resume_key:  # sealed: the proof shows the opener holds the exchange's secret
-            try:
-                counter = verify_resume(
-                    resume_key, proof, last_counter=0, token=event.resume_token,
-                    service=event.service, route_id=event.route_id,
-                    route_lease=event.route_lease, start_offset=0,
-                )  # fmt: skip
-            except ResumeRefused as refused:
-                self._refuse(connection, stream, ErrorCode.AUTHENTICATION_FAILED, str(refused))
+            checked = self._check_proof(connection, stream, event, resume_key, proof, 0)
+            if checked is None:
                 return
+            counter = checked
         empty = StreamSnapshot(
             resume_token=event.resume_token, service=event.service,
             traffic_class=event.traffic_class, send_acked=0, send_buffer=(), send_end=False,
@@ -364,6 +359,26 @@ class DataPlane:
             log, "stream opened on its second path", peer=_peer(connection),
             service=event.service, stream=event.stream_id, sealed=bool(resume_key),
         )  # fmt: skip
+
+    def _check_proof(
+        self,
+        connection: SessionConnection,
+        stream: FabricStream,
+        event: ev.StreamOpened,
+        resume_key: bytes,
+        proof: bytes,
+        last_counter: int,
+    ) -> int | None:
+        """The proof's counter, or None when it was refused (``AUTHENTICATION_FAILED``)."""
+        try:
+            return verify_resume(
+                resume_key, proof, last_counter=last_counter, token=event.resume_token,
+                service=event.service, route_id=event.route_id,
+                route_lease=event.route_lease, start_offset=event.start_offset,
+            )  # fmt: skip
+        except ResumeRefused as refused:
+            self._refuse(connection, stream, ErrorCode.AUTHENTICATION_FAILED, str(refused))
+            return None
 
     def _adopt(
         self,
@@ -389,15 +404,12 @@ class DataPlane:
         counter = wrapper.resume_counter
         if wrapper.resume_key:  # sealed: only the two ends hold the key (docs/sealing.md)
             proof, _original = split_resume_field(event.key_exchange)
-            try:
-                counter = verify_resume(
-                    wrapper.resume_key, proof, last_counter=wrapper.resume_counter,
-                    token=event.resume_token, service=event.service, route_id=event.route_id,
-                    route_lease=event.route_lease, start_offset=event.start_offset,
-                )  # fmt: skip
-            except ResumeRefused as refused:
-                self._refuse(connection, stream, ErrorCode.AUTHENTICATION_FAILED, str(refused))
+            checked = self._check_proof(
+                connection, stream, event, wrapper.resume_key, proof, wrapper.resume_counter
+            )
+            if checked is None:
                 return
+            counter = checked
         old_conn, old_id = wrapper.connection, wrapper.stream_id
         taken_over = not wrapper.broken and not old_conn.is_closed
         snapshot = wrapper.snapshot()
