@@ -5,7 +5,8 @@ phone -> entry -> relaya -> home (primary) and phone -> entry -> relayb -> home.
 4-8 s here); the relays are killed until 20 kills are made, as the issue asks (at most
 100 s of killing).  Scenario 3 (2 % loss, 40 ms RTT):
 ``AF_RELAY_LOSSY_BULK_MIB`` (default 128), ``AF_RELAY_LOSSY_IDLE_SECONDS`` (6: pings on
-the idle stream after the bulk) and ``AF_RELAY_TCP_RTO_MIN_MS`` (the nodes'
+the idle stream after the bulk), ``AF_RELAY_LOSSY_RATE_MBIT`` (the link rate of both
+impaired hops, default 100; ``off``: none) and ``AF_RELAY_TCP_RTO_MIN_MS`` (the nodes'
 ``tcp_rto_min``, default 25; ``off``: the kernel's 200 ms).
 Scenario 4: static route leases that expire mid-run (no control plane renews them).
 """
@@ -177,6 +178,7 @@ def _lossy_run(tmp_path: Path) -> tuple[float, float, dict[str, Any]]:
         "p50_ms": _ms(during, _median),
         "p99_ms": _ms(during, p99),
         "max_ms": _ms(during, max),
+        "over_3rtt": sum(rtt > 3 * LINK_RTT for rtt in during),
         "idle_pings": len(idle),
         "idle_p50_ms": _ms(idle, _median),
         "idle_p99_ms": _ms(idle, p99),
@@ -195,24 +197,21 @@ def test_lossy_delayed_link_bulk_and_interactive(tmp_path: Path) -> None:
 
     A lone lost segment (a ping with nothing behind it) gets no fast retransmit; the
     carriers' 25 ms minimum RTO resends it after ~30 ms instead of Linux's 200 ms
-    (``docs/adr/0011-tcp-minimum-rto.md``).  Idle pings: p99 54-93 ms in 28 of 28 runs,
-    asserted on every run.  Pings during the bulk: p99 90-195 ms, above 120 ms in 12 of 28
-    runs measured while other test suites loaded the 2 vCPUs (load average 3-7): the five
-    node processes and the user-space link emulator are CPU-bound during the bulk (ping
-    p50 54-81 ms against 44-58 idle), and BBR's ProbeRTT cuts the phone's bulk connection to
-    4 segments for ~200 ms every 10 s.  So one more run is allowed for that bound, both
-    reports go into the failure message (``docs/benchmarks.md``, relay scenario 3).
+    (``docs/adr/0011-tcp-minimum-rto.md``).  Both hops have a finite link rate (tc tbf,
+    100 Mbit/s each way, ``AF_RELAY_LOSSY_RATE_MBIT``) as a WAN path has: the bulk is then
+    limited by the link, not by whichever of the five node processes and the user-space
+    link emulator gets the least CPU, and the sessions' delay pacer keeps the queue in
+    front of the pings short.  Without a rate the during-bulk p99 exceeded 120 ms in 5 of 23
+    interleaved runs (12 of 28 in an earlier, busier series; the test used to allow a second
+    run); with 100 Mbit/s in none of 19 (``docs/benchmarks.md``, relay scenario 3), so one
+    run, both bounds.  What is left: 0-2 pings per run above 120 ms (the first one while
+    the bulk stream starts; BBR's ProbeRTT, cwnd 4 for 200 ms every 10 s, stalls one for
+    200-330 ms); with ~250 pings during the 13 s bulk they are not the p99.  Under heavier
+    CPU load than measured the CPU is the bottleneck again and the bound can fail.
     """
-    reports = []
-    for attempt in range(2):
-        run_dir = tmp_path / f"run{attempt}"
-        run_dir.mkdir()
-        during, idle, report = _lossy_run(run_dir)
-        reports.append(report)
-        assert idle <= 3 * LINK_RTT, f"idle ping p99 above 3x the link RTT: {report}"
-        if during <= 3 * LINK_RTT:
-            return
-    raise AssertionError(f"ping p99 during the bulk above 3x the link RTT twice: {reports}")
+    during, idle, report = _lossy_run(tmp_path)
+    assert idle <= 3 * LINK_RTT, f"idle ping p99 above 3x the link RTT: {report}"
+    assert during <= 3 * LINK_RTT, f"ping p99 during the bulk above 3x the link RTT: {report}"
 
 
 LEASE_TTL = 12.0
