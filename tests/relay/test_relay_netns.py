@@ -1,11 +1,12 @@
 """The relay scenarios in network namespaces, with real node processes SIGKILLed.
 
 phone -> entry -> relaya -> home (primary) and phone -> entry -> relayb -> home.
-``AF_RELAY_BULK_MIB`` sets the bulk size (default 256 MiB, the issue's size: it takes about
-8 s here); ``AF_RELAY_PING_SECONDS`` the ping window
-(52 s: 20 or more kills, as the issue asks).  Scenario 3 (2 % loss, 40 ms RTT):
+``AF_RELAY_BULK_MIB`` sets the bulk size (default 256 MiB, the issue's size: it takes
+4-8 s here); the relays are killed until 20 kills are made, as the issue asks (at most
+100 s of killing).  Scenario 3 (2 % loss, 40 ms RTT):
 ``AF_RELAY_LOSSY_BULK_MIB`` (default 128), ``AF_RELAY_LOSSY_IDLE_SECONDS`` (6: pings on
-the idle stream after the bulk) and ``AF_RELAY_TCP_RTO_MIN_MS`` (the nodes'
+the idle stream after the bulk), ``AF_RELAY_LOSSY_RATE_MBIT`` (the link rate of both
+impaired hops, default 100; ``off``: none) and ``AF_RELAY_TCP_RTO_MIN_MS`` (the nodes'
 ``tcp_rto_min``, default 25; ``off``: the kernel's 200 ms).
 Scenario 4: static route leases that expire mid-run (no control plane renews them).
 """
@@ -26,8 +27,10 @@ from tests.relay.netns_fabric import NetnsFabric, Proc, p99, recovery_times
 
 MiB = 1024 * 1024
 BULK = int(os.environ.get("AF_RELAY_BULK_MIB", "256")) * MiB
-PING_SECONDS = float(os.environ.get("AF_RELAY_PING_SECONDS", "52"))
-KILL_SPACING = 1.6
+KILLS = 20  # the issue: recovery over 20 trials
+KILL_SPACING = 1.6  # seconds from one kill to the next, the spare's restart in between
+KILL_CAP = 100.0  # seconds from the first kill; ~2.3 s per kill on a quiet machine
+RECOVERY_WAIT = 3.0  # after the last kill, before the pings stop
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -50,34 +53,50 @@ def _collect(phone: Proc, timeout: float) -> dict[str, dict[str, Any]]:
 
 
 def test_bulk_and_pings_survive_relay_kills(tmp_path: Path) -> None:
-    """Scenario 1 (bulk, relaya killed midway, sha256 equal) and 2 (ping recovery p99)."""
+    """Scenario 1 (bulk, relaya killed midway, sha256 equal) and 2 (ping recovery p99).
+
+    The first kill hits relaya at half the bulk; then the relays are killed in turn (the
+    one not carrying the streams restarted first, so an alternate always exists) until
+    ``KILLS`` kills are made, however long that takes under load, within ``KILL_CAP``
+    seconds (hitting the cap fails the test with the report).  The 256 MiB bulk takes
+    4-8 s, so it ends after the first few kills; the remaining trials measure the ping
+    stream alone (which is what scenario 2 asks: kill to first successful ping), and the
+    report says how many kills fell within the bulk.  The pings stop 3 s after the last
+    kill (``stop_file``), so its recovery is measured too; recovery p99 over the kills
+    (with 20 of them: the largest) must be at most 1 s.
+    """
+    stop_file = tmp_path / "stop-pinging"
     with Topology(prefix="afr") as topo:
         fabric = NetnsFabric(topo, tmp_path)
         print("node logs in", tmp_path)
         fabric.start_infrastructure()
-        started = time.monotonic()
         phone = fabric.start(
             "phone",
             [
                 {"kind": "bulk", "bytes": BULK},
-                {"kind": "ping", "interval": 0.02, "seconds": PING_SECONDS},
+                {"kind": "ping", "interval": 0.02, "seconds": KILL_CAP + 120,
+                 "stop_file": str(stop_file)},
             ],
-        )
+        )  # fmt: skip
         while True:
             line = phone.next(60)
             if line.get("event") == "progress" and line["sent"] >= BULK // 2:
                 break
             assert line.get("event") != "bulk_done", "bulk finished before the kill"
         kills = [fabric.procs["relaya"].kill()]
+        cap = kills[0] + KILL_CAP
         carrying, spare = "relayb", "relaya"
         # More kills (alternating relays, the killed one restarted) while the pings run.
-        while time.monotonic() + 2 * KILL_SPACING < started + PING_SECONDS:
+        while len(kills) < KILLS and time.monotonic() < cap:
             time.sleep(KILL_SPACING / 2)
             fabric.start(spare)
             time.sleep(KILL_SPACING / 2)
             kills.append(fabric.procs[carrying].kill())
             carrying, spare = spare, carrying
-        results = _collect(phone, PING_SECONDS + 60)
+        kill_seconds = time.monotonic() - kills[0]
+        time.sleep(RECOVERY_WAIT)
+        stop_file.touch()
+        results = _collect(phone, 60)
     bulk = results["bulk_done"]
     assert bulk["sent_sha256"] == bulk["confirmed_sha256"], bulk
     assert bulk["resumes"] >= 1
@@ -87,11 +106,13 @@ def test_bulk_and_pings_survive_relay_kills(tmp_path: Path) -> None:
         "bulk_mib": BULK // MiB,
         "bulk_seconds": round(bulk["seconds"], 2),
         "kills": len(kills),
+        "kills_during_bulk": sum(kill < bulk["at"] for kill in kills),
+        "kill_seconds": round(kill_seconds, 1),
         "recovery_ms": [round(r * 1000, 1) for r in recoveries],
         "p99_ms": round(p99(recoveries) * 1000, 1),
     }
     print("relay scenario 1+2:", report)
-    assert len(kills) >= 20, report  # the issue: over 20 trials
+    assert len(kills) >= KILLS, f"only {len(kills)} kills within the {KILL_CAP:g} s cap: {report}"
     assert p99(recoveries) <= 1.0, report
 
 
@@ -99,6 +120,10 @@ LOSSY_BULK = int(os.environ.get("AF_RELAY_LOSSY_BULK_MIB", "128")) * MiB
 LOSSY_IDLE_SECONDS = float(os.environ.get("AF_RELAY_LOSSY_IDLE_SECONDS", "6"))
 LINK_RTT = 0.040  # 20 ms each way on the emulated phone-entry link
 LOSS_PERCENT = 2.0  # nftables, entry <-> relaya, both directions, dropped on arrival
+_RATE_MBIT = os.environ.get("AF_RELAY_LOSSY_RATE_MBIT", "100")
+# tc tbf on the sender side of both directions of the delayed and the lossy hop.
+LINK_RATE_MBIT = None if _RATE_MBIT == "off" else float(_RATE_MBIT)
+RATE_LIMITED = (("phone", "entry"), ("entry", "phone"), ("entry", "relaya"), ("relaya", "entry"))
 _RTO_MIN_MS = os.environ.get("AF_RELAY_TCP_RTO_MIN_MS", "")
 if _RTO_MIN_MS == "off":
     TCP_RTO_MIN: float | None = None
@@ -123,6 +148,9 @@ def _lossy_run(tmp_path: Path) -> tuple[float, float, dict[str, Any]]:
         )
         topo.set_loss("entry", "relaya", LOSS_PERCENT)
         topo.set_loss("relaya", "entry", LOSS_PERCENT)
+        if LINK_RATE_MBIT is not None:
+            for host, peer in RATE_LIMITED:
+                topo.set_rate(host, peer, f"{LINK_RATE_MBIT:g}mbit", burst="64kb")
         print("node logs in", tmp_path)
         fabric.start_infrastructure()
         phone = fabric.start(
@@ -142,6 +170,7 @@ def _lossy_run(tmp_path: Path) -> tuple[float, float, dict[str, Any]]:
     idle = [rtt for sent, rtt in samples if sent > bulk["at"]]
     report = {
         "tcp_rto_min_ms": None if TCP_RTO_MIN is None else TCP_RTO_MIN * 1000,
+        "link_mbit_s": LINK_RATE_MBIT,
         "bulk_mib": LOSSY_BULK // MiB,
         "bulk_seconds": round(bulk["seconds"], 2),
         "bulk_mbit_s": round(LOSSY_BULK * 8 / bulk["seconds"] / 1e6, 1),
@@ -149,6 +178,7 @@ def _lossy_run(tmp_path: Path) -> tuple[float, float, dict[str, Any]]:
         "p50_ms": _ms(during, _median),
         "p99_ms": _ms(during, p99),
         "max_ms": _ms(during, max),
+        "over_3rtt": sum(rtt > 3 * LINK_RTT for rtt in during),
         "idle_pings": len(idle),
         "idle_p50_ms": _ms(idle, _median),
         "idle_p99_ms": _ms(idle, p99),
@@ -167,24 +197,21 @@ def test_lossy_delayed_link_bulk_and_interactive(tmp_path: Path) -> None:
 
     A lone lost segment (a ping with nothing behind it) gets no fast retransmit; the
     carriers' 25 ms minimum RTO resends it after ~30 ms instead of Linux's 200 ms
-    (``docs/adr/0011-tcp-minimum-rto.md``).  Idle pings: p99 54-93 ms in 28 of 28 runs,
-    asserted on every run.  Pings during the bulk: p99 90-195 ms, above 120 ms in 12 of 28
-    runs measured while other test suites loaded the 2 vCPUs (load average 3-7): the five
-    node processes and the user-space link emulator are CPU-bound during the bulk (ping
-    p50 54-81 ms against 44-58 idle), and BBR's ProbeRTT cuts the phone's bulk connection to
-    4 segments for ~200 ms every 10 s.  So one more run is allowed for that bound, both
-    reports go into the failure message (``docs/benchmarks.md``, relay scenario 3).
+    (``docs/adr/0011-tcp-minimum-rto.md``).  Both hops have a finite link rate (tc tbf,
+    100 Mbit/s each way, ``AF_RELAY_LOSSY_RATE_MBIT``) as a WAN path has: the bulk is then
+    limited by the link, not by whichever of the five node processes and the user-space
+    link emulator gets the least CPU, and the sessions' delay pacer keeps the queue in
+    front of the pings short.  Without a rate the during-bulk p99 exceeded 120 ms in 5 of 23
+    interleaved runs (12 of 28 in an earlier, busier series; the test used to allow a second
+    run); with 100 Mbit/s in none of 19 (``docs/benchmarks.md``, relay scenario 3), so one
+    run, both bounds.  What is left: 0-2 pings per run above 120 ms (the first one while
+    the bulk stream starts; BBR's ProbeRTT, cwnd 4 for 200 ms every 10 s, stalls one for
+    200-330 ms); with ~250 pings during the 13 s bulk they are not the p99.  Under heavier
+    CPU load than measured the CPU is the bottleneck again and the bound can fail.
     """
-    reports = []
-    for attempt in range(2):
-        run_dir = tmp_path / f"run{attempt}"
-        run_dir.mkdir()
-        during, idle, report = _lossy_run(run_dir)
-        reports.append(report)
-        assert idle <= 3 * LINK_RTT, f"idle ping p99 above 3x the link RTT: {report}"
-        if during <= 3 * LINK_RTT:
-            return
-    raise AssertionError(f"ping p99 during the bulk above 3x the link RTT twice: {reports}")
+    during, idle, report = _lossy_run(tmp_path)
+    assert idle <= 3 * LINK_RTT, f"idle ping p99 above 3x the link RTT: {report}"
+    assert during <= 3 * LINK_RTT, f"ping p99 during the bulk above 3x the link RTT: {report}"
 
 
 LEASE_TTL = 12.0

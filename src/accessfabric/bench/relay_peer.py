@@ -15,7 +15,9 @@ Workloads (``spec["workloads"]``, run concurrently):
   one 16-byte ping at a time every ``interval``; ``ping_done`` lists
   ``[sent_at, rtt]`` (``time.monotonic``, shared by every process of the machine);
   with ``"after_bulk": A`` it also keeps pinging until ``A`` seconds after every bulk
-  workload finished (pings on an idle stream, however long the bulk took);
+  workload finished (pings on an idle stream, however long the bulk took); with
+  ``"stop_file": PATH`` it stops before the next ping once ``PATH`` exists (the caller
+  decides when it has measured enough; ``seconds`` is then a cap);
 * ``{"kind": "open", "after": S, "label": L}``: ``S`` seconds after ``ready``, open a new
   interactive ``echo`` stream and send one ping; ``open`` reports ``ok`` and, when it
   failed, ``error`` (the exception's type and text, e.g. why no route lease is usable).
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Awaitable
@@ -129,11 +132,14 @@ async def ping(runtime: NodeRuntime, work: dict[str, Any], bulks: BulkFinish) ->
     samples: list[tuple[float, float]] = []
     deadline = time.monotonic() + float(work["seconds"])
     after_bulk = work.get("after_bulk")
+    stop_file = work.get("stop_file")
     tick = time.monotonic()
     seq = 0
     while time.monotonic() < deadline or (
         after_bulk is not None and time.monotonic() < bulks.at + float(after_bulk)
     ):
+        if stop_file is not None and os.path.exists(stop_file):
+            break
         sent_at = time.monotonic()
         message = seq.to_bytes(8, "big") + b"pingpong"
         stream.write(message)
