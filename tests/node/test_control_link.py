@@ -161,6 +161,8 @@ async def test_nodes_enroll_register_lease_and_survive_control_outage(tmp_path: 
             assert [s.name for s in host_state.facts.services] == ["web"]
             rows = source.control.lease_rows()
             assert rows and rows[0]["kind"] == "route" and rows[0]["expires_in_s"] > 0
+            # the planner's score and its largest reasons, as the control plane gave them
+            assert isinstance(rows[0]["score"], float) and rows[0]["reasons"] != "-"
             assert source.observe.status()["routes"]  # route table from the leases
 
             # the control plane goes away

@@ -463,8 +463,10 @@ class ControlLink:
                 traffic_class = TrafficClass[str(name).upper()]
             except KeyError:
                 continue
+            scored = _scores(document)
             for route in self.client.cached_route_leases(str(service), traffic_class):
                 lease = route.lease
+                score, reasons = scored.get(lease.route_id, (None, "-"))
                 rows.append(
                     {
                         "kind": "route",
@@ -476,6 +478,8 @@ class ControlLink:
                         "fencing": lease.fencing_token,
                         "hops": len(lease.hops),
                         "expires_in_s": round(lease.expires_ms / 1000 - now),
+                        "score": score,
+                        "reasons": reasons,
                     }
                 )
         for service in self.runtime.config.services:
@@ -491,6 +495,8 @@ class ControlLink:
                         "fencing": held.fencing_token,
                         "hops": None,
                         "expires_in_s": round(held.expires_ms / 1000 - now),
+                        "score": None,
+                        "reasons": "-",
                     }
                 )
         return rows
@@ -498,6 +504,22 @@ class ControlLink:
 
 class NotEnrolledYet(Exception):
     """No cached node record and no token to enroll with."""
+
+
+def _scores(document: dict[str, Any], top: int = 3) -> dict[int, tuple[float | None, str]]:
+    """Route id -> (planner score, its largest reasons as "factor +x") of a cached grant."""
+    out: dict[int, tuple[float | None, str]] = {}
+    for route in document.get("routes", []) or []:
+        if not isinstance(route, dict) or not isinstance(route.get("route_id"), int):
+            continue
+        reasons = [r for r in route.get("reasons", []) or [] if isinstance(r, dict)]
+        reasons.sort(key=lambda r: -abs(_opt_float(r.get("contribution")) or 0.0))
+        text = ", ".join(
+            f"{r.get('factor')} {_opt_float(r.get('contribution')) or 0.0:+.3g}"
+            for r in reasons[:top]
+        )
+        out[route["route_id"]] = (_opt_float(route.get("score")), text or "-")
+    return out
 
 
 def _ago(at: float | None, now: float) -> float | None:
