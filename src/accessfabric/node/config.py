@@ -14,7 +14,8 @@ Environment overrides replace the file's value (lists are replaced whole):
 * ``ACCESSFABRIC_LISTEN=tcp://127.0.0.1:7443,wss://0.0.0.0:8443/fabric``;
 * ``ACCESSFABRIC_SESSION_<KEY>`` for a key of ``[session]``.
 
-``[[peers]]`` and ``[[services]]`` come from the file only.
+Tables and lists (``[[peers]]``, ``[[services]]``, ``[[forwards]]``, ``[control]``, ``[ranking]``,
+``[sealing]``) and a few keys come from the file only (docs/config.md lists them).
 """
 
 from __future__ import annotations
