@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from accessfabric.identity.keys import NodeKey
 from accessfabric.sim import Topology
+from tests.relay.netns_fabric import Proc
 
 COMMAND = [sys.executable, "-m", "accessfabric"]
 REPO = Path(__file__).resolve().parents[2]
@@ -48,28 +47,8 @@ def env() -> dict[str, str]:
     return out
 
 
-class JsonLines:
+class JsonLines(Proc):
     """A process that speaks one JSON object per line on stdin/stdout."""
-
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self.popen = popen
-        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for raw in self.popen.stdout:
-            try:
-                self.lines.put(json.loads(raw))
-            except ValueError:
-                continue
-        self.lines.put(None)
-
-    def next(self, timeout: float) -> dict[str, Any]:
-        line = self.lines.get(timeout=timeout)
-        if line is None:
-            raise AssertionError("process exited")
-        return line
 
     def ready(self, timeout: float = 20.0) -> None:
         assert self.next(timeout).get("event") == "ready"
