@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 
 import pytest
+
+from tests.async_tests import run_async_test
 
 TEST_DEADLINE = 30.0
 LOOP_ENV = "ACCESSFABRIC_TEST_LOOP"
@@ -15,18 +15,8 @@ LOOP_ENV = "ACCESSFABRIC_TEST_LOOP"
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
-        return None
-    names = pyfuncitem._fixtureinfo.argnames
-    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
-
-    async def main() -> None:
-        await asyncio.wait_for(pyfuncitem.obj(**kwargs), TEST_DEADLINE)
-
     if os.environ.get(LOOP_ENV, "asyncio") == "uvloop":
         import uvloop
 
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
-    return True
+        return run_async_test(pyfuncitem, TEST_DEADLINE, uvloop.run)
+    return run_async_test(pyfuncitem, TEST_DEADLINE)

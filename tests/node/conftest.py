@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 from collections.abc import Iterator
 
 import pytest
 
+from tests.async_tests import run_async_test
 from tests.node.harness import NodeProcess, start_node
 
 TEST_DEADLINE = 30.0
@@ -15,16 +14,7 @@ TEST_DEADLINE = 30.0
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
-        return None
-    names = pyfuncitem._fixtureinfo.argnames
-    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
-
-    async def main() -> None:
-        await asyncio.wait_for(pyfuncitem.obj(**kwargs), TEST_DEADLINE)
-
-    asyncio.run(main())
-    return True
+    return run_async_test(pyfuncitem, TEST_DEADLINE)
 
 
 @pytest.fixture(scope="session")
