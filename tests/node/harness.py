@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 COMMAND = [sys.executable, "-m", "accessfabric"]
 START_TIMEOUT = 15.0
 
@@ -149,3 +151,25 @@ def start_node(
 
 def smoke(url: str, peer_id: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return run_cli("smoke", "--peer", url, "--peer-id", peer_id, "--timeout", "5", *extra)
+
+
+def wait_node_ready(
+    process: subprocess.Popen[bytes] | subprocess.Popen[str], timeout: float = 20.0
+) -> None:
+    """Wait for ``"node ready"`` in a node process's stderr log (read on a thread);
+    fail with the log's tail when it does not come."""
+    assert process.stderr is not None
+    found = threading.Event()
+    seen: list[str] = []
+
+    def read() -> None:
+        assert process.stderr is not None
+        for raw in process.stderr:
+            line = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+            seen.append(line)
+            if '"node ready"' in line:
+                found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not found.wait(timeout):
+        pytest.fail(f"server node did not start: {''.join(seen)[-2000:]}")

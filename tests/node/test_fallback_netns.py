@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.node.harness import command_env, keygen
+from tests.node.harness import command_env, keygen, wait_node_ready
 
 pytestmark = pytest.mark.netns
 
@@ -62,23 +61,6 @@ class Fabric:
         self.topo.run("server", ["nft", "delete", "table", "inet", "afblock"])
 
 
-def _wait_ready(process: subprocess.Popen[str], timeout: float = 20.0) -> None:
-    assert process.stderr is not None
-    found = threading.Event()
-    seen: list[str] = []
-
-    def read() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            seen.append(line)
-            if '"node ready"' in line:
-                found.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not found.wait(timeout):
-        pytest.fail(f"server node did not start: {''.join(seen)[-2000:]}")
-
-
 @pytest.fixture
 def fabric(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Fabric, Dialer]]:
     """The two namespaces, the server node, and a dialer whose backoff is ``request.param``."""
@@ -110,7 +92,7 @@ def fabric(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Fab
             cwd=str(ROOT),
         )
         process = _text(server)
-        _wait_ready(process)
+        wait_node_ready(process)
         endpoints = ",".join(
             [
                 f"tcp://{address}:{PORTS['tcp']}",

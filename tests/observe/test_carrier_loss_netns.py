@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.node.harness import command_env, keygen
+from tests.node.harness import command_env, keygen, wait_node_ready
 
 pytestmark = pytest.mark.netns
 
@@ -81,24 +80,6 @@ class Lab:
         }
 
 
-def _wait_ready(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    assert process.stderr is not None
-    found = threading.Event()
-    seen: list[str] = []
-
-    def read() -> None:
-        assert process.stderr is not None
-        for raw in process.stderr:
-            line = raw.decode(errors="replace")
-            seen.append(line)
-            if '"node ready"' in line:
-                found.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not found.wait(timeout):
-        pytest.fail(f"server node did not start: {''.join(seen)[-2000:]}")
-
-
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
     from accessfabric.sim import Topology, netns_unavailable_reason
@@ -127,7 +108,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
             env=env,
             cwd=str(ROOT),
         )
-        _wait_ready(server)
+        wait_node_ready(server)
         yield Lab(topo, address, node_id, tmp_path)
         server.terminate()
         server.wait(timeout=15)
