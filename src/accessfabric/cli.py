@@ -11,9 +11,13 @@ from accessfabric import __version__
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from accessfabric.bench import load_suite
+    from accessfabric.bench import BenchSetupError, load_suite
 
-    report = load_suite(args.suite)(args.quick)
+    try:
+        report = load_suite(args.suite)(args.quick)
+    except BenchSetupError as error:
+        print(f"accessfabric bench {args.suite}: {error}", file=sys.stderr)
+        return 2
     print(report.to_json() if args.json else report.to_table())
     return 0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from accessfabric.bench.report import BenchReport, BenchResult
+from accessfabric.bench.report import BenchReport, BenchResult, BenchSetupError
 
 SUITES: dict[str, str] = {
     "carrier": "accessfabric.bench.carrier",
@@ -31,4 +31,4 @@ def load_suite(name: str) -> Callable[[bool], BenchReport]:
     return run
 
 
-__all__ = ["SUITES", "BenchReport", "BenchResult", "load_suite"]
+__all__ = ["SUITES", "BenchReport", "BenchResult", "BenchSetupError", "load_suite"]

@@ -35,6 +35,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+from accessfabric.bench.common import run_async
 from accessfabric.bench.relay_lab import SEALED_SINK, SinkResults, new_initiator, sealed_sink
 from accessfabric.bench.relay_lab import send_sealed as _send_sealed
 from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
@@ -222,4 +223,4 @@ async def main(path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1])))
+    sys.exit(run_async(main(sys.argv[1])))  # uvloop, as `node run`

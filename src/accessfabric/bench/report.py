@@ -6,6 +6,10 @@ import json
 from dataclasses import asdict, dataclass, field
 
 
+class BenchSetupError(Exception):
+    """A suite cannot run as asked (a bad setting); the command prints it, exit code 2."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BenchResult:
     """One figure and the baseline it is compared with, measured in the same run."""
