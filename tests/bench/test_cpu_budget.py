@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,20 @@ def test_node_cpu_fraction_from_the_environment(monkeypatch: pytest.MonkeyPatch)
 def test_a_budget_outside_the_machine_is_refused() -> None:
     with pytest.raises(ValueError, match="CPU budget"):
         CpuBudget("test-bad", float((os.cpu_count() or 1) + 1))
+
+
+def test_a_budgeted_bulk_moves_every_byte_and_reports_each_process(tmp_path: Path) -> None:
+    lab = relay._Lab(tmp_path)
+    budgets = {name: CpuBudget(f"test-{name}", 0.5) for name in ("src", "dst")}
+    try:
+        lab.start("dst", lab.spec("dst", [], [], []))
+        budgets["dst"].add(lab.procs["dst"].pid)
+        # _bulk raises unless the destination's SHA-256 equals the source's.
+        rate, cpu = relay._bulk(lab, ["src", "dst"], 12 * relay.MiB, budgets)
+    finally:
+        lab.stop()
+        for budget in budgets.values():
+            budget.close()
+    assert rate > 0
+    assert set(cpu) == {"src", "dst"}
+    assert all(seconds > 0 for seconds in cpu.values())
