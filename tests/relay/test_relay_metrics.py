@@ -1,22 +1,28 @@
 """The relay's accounting as an operator sees it: ``accessfabric_relay_*`` and the status section.
 
-Collector and section over real :class:`RelayQuotas` (no sockets); the loopback tests are
-in ``test_relay_accounting_loopback.py``.
+Collector and section over real :class:`RelayQuotas`, and which nodes show the section
+(no sockets); the loopback tests are in ``test_relay_accounting_loopback.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from accessfabric.control.authority import Authority
+from accessfabric.identity.keys import NodeKey
 from accessfabric.node.observability import NodeObservability
 from accessfabric.node.relay_limits import RelayLimits, RelayQuotas, RelayRefused
 from accessfabric.node.relay_metrics import RelayMetrics, relay_status
+from accessfabric.node.runtime import NodeRuntime
 from accessfabric.node.status import render
 from accessfabric.wire.registry import TrafficClass
+from tests.relay.fabric import config
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -145,3 +151,12 @@ async def test_section_shown_on_relay_role_or_once_something_was_relayed() -> No
         "active": 0, "gone": 0, "callback_errors": 0, "relayed": [], "refused": []
     }  # fmt: skip
     assert "  relayed:\n    (none)" in render(relay_role.status())
+
+
+async def test_a_node_with_the_relay_role_always_shows_the_section(tmp_path: Path) -> None:
+    authority = Authority(NodeKey.generate())
+    plain = config(tmp_path, "plain", authority)
+    relay_role = dataclasses.replace(config(tmp_path, "relay", authority), roles=("relay",))
+    assert "relay" not in NodeRuntime(plain, key=NodeKey.generate()).observe.status()
+    section = NodeRuntime(relay_role, key=NodeKey.generate()).observe.status()["relay"]
+    assert section["active"] == 0 and section["relayed"] == []
