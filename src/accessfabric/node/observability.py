@@ -8,7 +8,7 @@
 * ``metrics_listen = "127.0.0.1:9464"`` serves ``GET /metrics`` over aiohttp.
 * The admin socket (a unix socket, mode 0600, ``admin_socket`` in the config,
   default ``<key>.admin.sock`` beside the key) serves ``GET /status``: JSON
-  with sessions, streams, routes, leases, services and forwards, which
+  with sessions, streams, routes, leases, services, forwards and relay, which
   ``accessfabric status`` prints as tables.  Components add sections with
   :meth:`NodeObservability.add_section`; a section that answers ``None`` is left out.
 """
