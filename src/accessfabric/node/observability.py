@@ -3,13 +3,14 @@
 * :class:`NodeObservability` tracks every session the node accepts or dials
   (``FabricMetrics.track`` / ``finished``), counts authentication failures,
   exports route execution (switches by reason, recovery times, route health),
-  the data plane's refused streams by reason, and answers ``status``.
+  the data plane's refused streams by reason, the relay's accounting
+  (``accessfabric_relay_*``, :mod:`accessfabric.node.relay_metrics`), and answers ``status``.
 * ``metrics_listen = "127.0.0.1:9464"`` serves ``GET /metrics`` over aiohttp.
 * The admin socket (a unix socket, mode 0600, ``admin_socket`` in the config,
   default ``<key>.admin.sock`` beside the key) serves ``GET /status``: JSON
-  with sessions, streams, routes, leases, services and forwards, which
+  with sessions, streams, routes, leases, services, forwards and relay, which
   ``accessfabric status`` prints as tables.  Components add sections with
-  :meth:`NodeObservability.add_section`.
+  :meth:`NodeObservability.add_section`; a section that answers ``None`` is left out.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from accessfabric.carriers.base import CarrierStatsProbe
 from accessfabric.errors import ErrorCode
 from accessfabric.node.address import HostPort
 from accessfabric.node.connection import SessionConnection
+from accessfabric.node.relay_metrics import RelayMetrics, RelayView, relay_status, relayed_anything
 from accessfabric.node.route_switches import RouteSwitches
 from accessfabric.observe.carrier_loss import CarrierLossMetrics
 from accessfabric.observe.metrics import FabricMetrics, new_registry
@@ -172,6 +174,16 @@ class NodeObservability:
         """Export the data plane's refused streams by reason (``DataPlane.refused``)."""
         self.registry.register(_RefusedCollector(refused))
 
+    def watch_relay(self, relay: RelayView, *, always: bool) -> None:
+        """Export the relay's accounting; show the ``relay`` section ``always`` (a node with
+        the relay role) or once the relay claimed, refused or skipped a stream."""
+        self.registry.register(RelayMetrics(relay))
+
+        def section() -> dict[str, Any] | None:
+            return relay_status(relay) if always or relayed_anything(relay) else None
+
+        self.add_section("relay", section)
+
     def connections(self) -> list[SessionConnection]:
         """Every tracked session (dialled and accepted)."""
         return list(self._sessions)
@@ -226,7 +238,9 @@ class NodeObservability:
             "leases": [],
         }
         for name, section in self._sections.items():
-            result[name] = section()
+            value = section()
+            if value is not None:
+                result[name] = value
         return result
 
     def _route_rows(self) -> list[dict[str, Any]]:

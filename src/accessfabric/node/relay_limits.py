@@ -6,8 +6,8 @@
 * route churn: relayed stream opens (and resumes) per tenant per second.
 
 Accounting is per (tenant, class): streams, bytes each way, refusals by reason.  Never a
-payload byte, never a stream id or a resume token.  :class:`RelayMetrics` exports the
-counters in Prometheus text form (labels drawn from tenants and fixed class names).
+payload byte, never a stream id or a resume token.  :mod:`accessfabric.node.relay_metrics`
+exports it on ``/metrics`` and in the node's status.
 """
 
 from __future__ import annotations
@@ -15,11 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from accessfabric.identity.ratelimit import KeyedRateLimiter, TokenBucket
 from accessfabric.wire.registry import TrafficClass
@@ -158,35 +154,3 @@ class RelayQuotas:
             }
         refused = {f"{tenant}/{reason}": n for (tenant, reason), n in sorted(self.refused.items())}
         return {"relayed": out, "refused": refused}
-
-
-class RelayMetrics(Collector):
-    """Prometheus view of :class:`RelayQuotas` accounting."""
-
-    def __init__(self, quotas: RelayQuotas) -> None:
-        self.quotas = quotas
-
-    def collect(self) -> Iterator[Metric]:
-        streams = CounterMetricFamily(
-            "accessfabric_relay_streams", "Streams relayed", labels=["tenant", "class"]
-        )
-        active = GaugeMetricFamily(
-            "accessfabric_relay_active_streams", "Streams relayed now", labels=["tenant", "class"]
-        )
-        relayed = CounterMetricFamily(
-            "accessfabric_relay_bytes",
-            "Stream bytes relayed (payload never inspected)",
-            labels=["tenant", "class", "direction"],
-        )
-        refused = CounterMetricFamily(
-            "accessfabric_relay_refused", "Relayed streams refused", labels=["tenant", "reason"]
-        )
-        for (tenant, cls), usage in self.quotas.usage.items():
-            name = cls.name.lower()
-            streams.add_metric([tenant, name], usage.streams)
-            active.add_metric([tenant, name], usage.active)
-            relayed.add_metric([tenant, name, "from_source"], usage.bytes_up)
-            relayed.add_metric([tenant, name, "to_source"], usage.bytes_down)
-        for (tenant, reason), count in self.quotas.refused.items():
-            refused.add_metric([tenant, reason], count)
-        yield from (streams, active, relayed, refused)

@@ -19,6 +19,7 @@ TABLES = (  # the sections `status` prints, in order
     "endpoints",
     "services",
     "forwards",
+    "relay",
     "vpn",
 )
 
@@ -73,11 +74,27 @@ def render(status: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"{name}:")
         if isinstance(rows, dict):
-            width = max((len(k) for k in rows), default=0)
-            lines.extend(f"  {k.ljust(width)}  {_cell(v)}" for k, v in rows.items())
+            lines.extend(_fields(rows))
             continue
         lines.extend(table(rows) if isinstance(rows, list) else [f"  {rows}"])
     return "\n".join(lines)
+
+
+def _fields(section: dict[str, Any]) -> list[str]:
+    """A section given as a dict: its plain values as ``key  value`` lines, then each
+    list of rows as a sub-table under its key (the ``relay`` section)."""
+    plain = {k: v for k, v in section.items() if not _is_rows(v)}
+    width = max((len(k) for k in plain), default=0)
+    lines = [f"  {k.ljust(width)}  {_cell(v)}" for k, v in plain.items()]
+    for key, rows in section.items():
+        if _is_rows(rows):
+            lines.append(f"  {key}:")
+            lines.extend("  " + line for line in table(rows))
+    return lines
+
+
+def _is_rows(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(row, dict) for row in value)
 
 
 def run_status(socket_path: Path, as_json: bool) -> tuple[int, str]:
