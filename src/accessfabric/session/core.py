@@ -30,6 +30,8 @@ from accessfabric.wire.decoder import FrameDecoder
 from accessfabric.wire.limits import DEFAULT_MAX_FRAME_SIZE, NONCE_SIZE
 from accessfabric.wire.registry import TrafficClass
 
+PRESSURE_HIGH = 50
+"""A peer pressure level (percent) at or above which bulk's share is lowered."""
 _SHARED = frozenset(SHARED_CLASSES)
 
 
