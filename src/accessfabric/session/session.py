@@ -10,6 +10,13 @@ Peer misbehaviour never raises: a stream-level violation resets that stream
 (RESET_STREAM + :class:`StreamReset`), a session-level one queues GOAWAY with
 the error code and returns :class:`SessionTerminated` as the last event.
 Misuse of the API raises :class:`LocalProtocolError`.
+
+:class:`Session` is one class assembled from parts, a module each:
+``core`` (the state, and how streams and the session end), ``handshake``,
+``stream_frames`` (the peer's stream frames), ``resume`` (snapshots out,
+adopted streams in), ``output`` (``data_to_send``) and ``timers``.  This module
+dispatches received frames, handles the session-level ones and holds the user
+actions and introspection.
 """
 
 from __future__ import annotations
