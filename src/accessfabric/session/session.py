@@ -10,63 +10,40 @@ Peer misbehaviour never raises: a stream-level violation resets that stream
 (RESET_STREAM + :class:`StreamReset`), a session-level one queues GOAWAY with
 the error code and returns :class:`SessionTerminated` as the last event.
 Misuse of the API raises :class:`LocalProtocolError`.
+
+:class:`Session` is one class assembled from parts, a module each:
+``core`` (the state, and how streams and the session end), ``handshake``,
+``stream_frames`` (the peer's stream frames), ``resume`` (snapshots out,
+adopted streams in), ``output`` (``data_to_send``) and ``timers``.  This module
+dispatches received frames, handles the session-level ones and holds the user
+actions and introspection.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections import deque
-from collections.abc import Callable
-from enum import Enum
-from typing import Any
 
-from accessfabric.errors import (
-    AuthenticationError,
-    ErrorCode,
-    FlowControlError,
-    InvalidStreamIdError,
-    LocalProtocolError,
-    ProtocolError,
-    RemoteProtocolError,
-    StreamClosedError,
-    UnsupportedVersionError,
-)
+from accessfabric.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from accessfabric.session import events as ev
-from accessfabric.session.auth import Authenticator, auth_transcript, signed_message
-from accessfabric.session.config import SessionConfig
+from accessfabric.session.core import PRESSURE_HIGH, FrameHandler, SessionState
 from accessfabric.session.flow import ReceiveWindow
+from accessfabric.session.handshake import Handshake
 from accessfabric.session.metrics import SessionMetrics, StreamMetrics
+from accessfabric.session.output import Output
 from accessfabric.session.pacing import DelayPacer
+from accessfabric.session.resume import Resume
 from accessfabric.session.rtt import RttEstimator
-from accessfabric.session.scheduler import SHARED_CLASSES, ClassScheduler
+from accessfabric.session.scheduler import SHARED_CLASSES
 from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.session.stream import Stream
+from accessfabric.session.stream_frames import StreamFrames
 from accessfabric.session.stream_state import ACTIVE_STATES, StreamInput, StreamState
+from accessfabric.session.timers import Timers
 from accessfabric.wire import frames as fr
-from accessfabric.wire.decoder import FrameDecoder
-from accessfabric.wire.frames import pack_data_header
-from accessfabric.wire.limits import DEFAULT_MAX_FRAME_SIZE, MAX_U32, NONCE_SIZE
+from accessfabric.wire.limits import MAX_U32
 from accessfabric.wire.registry import TrafficClass
 
 RESUME_TOKEN_SIZE = 16
-PRESSURE_HIGH = 50
-"""A peer pressure level (percent) at or above which bulk's share is lowered."""
-_MIN_PACED_FRAME = 1024
-_TIMING_MARK_BYTES = 32 * 1024
-"""Sent data is time-stamped once per this many bytes; its ACK gives an RTT sample."""
-_EMPTY = memoryview(b"")
-_SHARED = frozenset(SHARED_CLASSES)
-_OPEN = StreamState.OPEN
-_HALF_CLOSED_LOCAL = StreamState.HALF_CLOSED_LOCAL
-
-
-class SessionState(Enum):
-    AWAIT_HELLO = "await-hello"
-    AWAIT_AUTH = "await-auth"
-    AWAIT_READY = "await-session-ready"
-    READY = "ready"
-    DRAINING = "draining"
-    CLOSED = "closed"
 
 
 class SendBufferFull(LocalProtocolError):
@@ -77,95 +54,17 @@ class TooManyStreams(LocalProtocolError):
     """Opening a stream would exceed the peer's ``max_concurrent_streams``."""
 
 
-_Handler = Callable[[Any, list[ev.Event]], None]
+class Session(Handshake, StreamFrames, Resume, Output, Timers):
+    """One fabric session between this node and a peer, over any carrier.
 
-
-class Session:
-    """One fabric session between this node and a peer, over any carrier."""
-
-    def __init__(
-        self,
-        *,
-        dialer: bool,
-        authenticator: Authenticator,
-        config: SessionConfig | None = None,
-        channel_binding: bytes = b"",
-        now: float = 0.0,
-    ) -> None:
-        self.config = config = config or SessionConfig()
-        self.dialer = dialer
-        self._auth = authenticator
-        self._channel_binding = channel_binding
-        self.state = SessionState.AWAIT_HELLO
-        self._decoder = FrameDecoder(max(config.max_frame_size, DEFAULT_MAX_FRAME_SIZE))
-        self._now = now
-        self._started = now
-        self._last_receive = now
-        self._control: deque[bytes] = deque()
-        self._streams: dict[int, Stream] = {}
-        self._next_local_id = 1 if dialer else 2
-        self._highest_peer_id = 0
-        self._scheduler = ClassScheduler(quantum=DEFAULT_MAX_FRAME_SIZE)
-        self._rtt = RttEstimator()
-        self._pacer = (
-            DelayPacer(config.pacing_target_delay, config.pacing_min_window)
-            if config.pacing_target_delay is not None
-            else None
-        )
-        self._ack_pending: set[Stream] = set()
-        self._pings: dict[int, float] = {}
-        self._keepalive_ping: int | None = None
-        self._rtt_probe: int | None = None
-        self._terminated: ev.SessionTerminated | None = None
-        self._goaway_sent = False
-        self._goaway_received = False
-        self._idle_since: float | None = now
-        self._pressure_high = False
-        self.peer_pressure: tuple[int, int, int, int] | None = None
-        """The peer's last NODE_PRESSURE levels: queue, cpu, memory, network (percent)."""
-        self._pressure_checks = 0
-        # Handshake.
-        self._nonce = secrets.token_bytes(NONCE_SIZE)
-        self._local_hello = fr.Hello(
-            tuple(config.versions),
-            authenticator.node_id,
-            authenticator.public_key,
-            self._nonce,
-            config.capabilities,
-            authenticator.node_record,
-        ).to_bytes()
-        self.peer_node_id: str | None = None
-        self.peer_public_key: bytes | None = None
-        self._peer_node_record = b""
-        self._transcript = b""
-        self.version = 0
-        # Limits the peer announced (until SESSION_READY: protocol defaults).
-        self.peer_max_frame_size = DEFAULT_MAX_FRAME_SIZE
-        self.peer_max_concurrent_streams = 0
-        self._peer_stream_window = 0
-        # Session-wide credit, both directions.
-        self._session_sent = 0
-        self._session_credit_limit = 0
-        self._session_recv = ReceiveWindow(config.initial_session_window, config.max_session_window)
-        # Counters.
-        # Per-class totals of streams already forgotten (live ones are summed on demand).
-        self._totals_out = dict.fromkeys(TrafficClass, 0)
-        self._totals_in = dict.fromkeys(TrafficClass, 0)
-        self._frames_out = dict.fromkeys(TrafficClass, 0)
-        self._frames_in = dict.fromkeys(TrafficClass, 0)
-        self.resets_by_code: dict[int, int] = {}
-        self.credit_stalls = 0
-        self.dropped_bytes = 0
-        self.ignored_frames = 0
-        # Bytes of reset streams freed before the application acknowledged them, by stream.
-        self._released: dict[int, int] = {}
-        self._control.append(self._local_hello)
-        self._handlers = self._build_dispatch()
+    ``Session(dialer=..., authenticator=..., config=..., channel_binding=..., now=...)``;
+    the state and the constructor are :class:`SessionCore`'s.
+    """
 
     # ------------------------------------------------------------------ dispatch
 
-    def _build_dispatch(self) -> dict[SessionState, dict[type[fr.Frame], _Handler]]:
-        streaming: dict[type[fr.Frame], _Handler] = {
+    def _build_dispatch(self) -> dict[SessionState, dict[type[fr.Frame], FrameHandler]]:
+        streaming: dict[type[fr.Frame], FrameHandler] = {
             fr.Data: self._on_data,
             fr.OpenStream: self._on_open_stream,
             fr.Ack: self._on_ack,
@@ -179,7 +78,7 @@ class Session:
             fr.Goaway: self._on_goaway,
             fr.UnknownFrame: self._on_unknown,
         }
-        before_ready: dict[type[fr.Frame], _Handler] = {
+        before_ready: dict[type[fr.Frame], FrameHandler] = {
             fr.Goaway: self._on_goaway,
             fr.UnknownFrame: self._on_unknown,
         }
@@ -219,354 +118,11 @@ class Session:
         self._check_drained(events)
         return events
 
-    # ------------------------------------------------------------------ handshake
-
-    def _on_hello(self, frame: fr.Hello, events: list[ev.Event]) -> None:
-        common = set(frame.versions) & set(self.config.versions)
-        if not common:
-            theirs, ours = list(frame.versions), list(self.config.versions)
-            raise UnsupportedVersionError(f"peer speaks versions {theirs}, we speak {ours}")
-        self.version = max(common)
-        self.peer_node_id = frame.node_id
-        self.peer_public_key = frame.public_key
-        self._peer_node_record = frame.node_record
-        peer_hello = frame.to_bytes()
-        if self.dialer:
-            self._transcript = auth_transcript(self._local_hello, peer_hello, self._channel_binding)
-        else:
-            self._transcript = auth_transcript(peer_hello, self._local_hello, self._channel_binding)
-        signature = self._auth.sign(signed_message(self._transcript, self.dialer))
-        self._control.append(fr.Auth(signature).to_bytes())
-        self.state = SessionState.AWAIT_AUTH
-
-    def _on_auth(self, frame: fr.Auth, events: list[ev.Event]) -> None:
-        assert self.peer_node_id is not None and self.peer_public_key is not None
-        try:
-            self._auth.verify(
-                self.peer_node_id,
-                self.peer_public_key,
-                self._peer_node_record,
-                signed_message(self._transcript, not self.dialer),
-                frame.signature,
-            )
-        except ProtocolError:
-            raise
-        except Exception as error:  # a verifier bug must not look like a peer's success
-            raise AuthenticationError(f"verifying the peer's AUTH failed: {error}") from error
-        cfg = self.config
-        self._control.append(
-            fr.SessionReady(
-                self.version,
-                cfg.max_frame_size,
-                cfg.initial_stream_window,
-                cfg.initial_session_window,
-                cfg.max_concurrent_streams,
-                cfg.route_epoch,
-                cfg.peer_epoch,
-            ).to_bytes()
-        )
-        self._decoder.set_max_frame_size(max(cfg.max_frame_size, DEFAULT_MAX_FRAME_SIZE))
-        self.state = SessionState.AWAIT_READY
-
-    def _on_session_ready(self, frame: fr.SessionReady, events: list[ev.Event]) -> None:
-        if frame.version != self.version:
-            raise UnsupportedVersionError(
-                f"peer confirmed version {frame.version}, negotiated {self.version}"
-            )
-        self.peer_max_frame_size = frame.max_frame_size
-        self.peer_max_concurrent_streams = frame.max_concurrent_streams
-        self._peer_stream_window = frame.initial_stream_window
-        self._session_credit_limit = frame.initial_session_window
-        self._scheduler.quantum = min(frame.max_frame_size, DEFAULT_MAX_FRAME_SIZE)
-        self.state = SessionState.READY
-        # One PING right away: the receive windows need an RTT to grow toward bandwidth x RTT
-        # even on a side that only receives (it gets no ACK-timed samples).
-        self._rtt_probe = secrets.randbits(64)
-        self._pings[self._rtt_probe] = self._now
-        self._control.append(fr.Ping(self._rtt_probe).to_bytes())
-        assert self.peer_node_id is not None and self.peer_public_key is not None
-        events.append(
-            ev.SessionReady(
-                peer_node_id=self.peer_node_id,
-                peer_public_key=self.peer_public_key,
-                peer_node_record=self._peer_node_record,
-                version=self.version,
-                peer_max_frame_size=frame.max_frame_size,
-                peer_max_concurrent_streams=frame.max_concurrent_streams,
-                route_epoch=frame.route_epoch,
-                peer_epoch=frame.peer_epoch,
-            )
-        )
-
-    # ------------------------------------------------------------------ stream frames
-
-    def _peer_stream(self, stream_id: int, events: list[ev.Event]) -> Stream | None:
-        """The stream a received frame names, or None when it is gone (closed or reset)."""
-        stream = self._streams.get(stream_id)
-        if stream is not None:
-            return stream
-        peer_parity = 0 if self.dialer else 1
-        if stream_id % 2 == peer_parity:
-            if stream_id > self._highest_peer_id:
-                raise InvalidStreamIdError(f"frame on stream {stream_id}, which was never opened")
-        elif stream_id >= self._next_local_id:
-            raise InvalidStreamIdError(f"frame on our stream {stream_id}, which we never opened")
-        return None
-
-    def _on_data(self, frame: fr.Data, events: list[ev.Event]) -> None:
-        payload = frame.payload
-        size = len(payload)
-        # Session-wide credit counts every DATA byte on the wire, duplicates included.
-        session_recv = self._session_recv
-        session_recv.received += size
-        if session_recv.received > session_recv.limit:
-            raise FlowControlError(
-                f"peer sent {session_recv.received} DATA bytes, beyond the session credit "
-                f"of {session_recv.limit}"
-            )
-        stream = self._streams.get(frame.stream_id)
-        if stream is not None and size:
-            # Fast path: new in-order bytes within credit on a stream that may receive.
-            # (TRANSITIONS maps RECV_DATA in both of these states to the same state.)
-            recv = stream.recv
-            end = frame.offset + size
-            state = stream.state
-            if (
-                frame.offset == recv.received
-                and end <= recv.limit
-                and (state is _OPEN or state is _HALF_CLOSED_LOCAL)
-            ):
-                recv.received = end
-                stream.frames_in += 1
-                stream.bytes_in += size
-                events.append(ev.DataReceived(frame.stream_id, payload, frame.offset))
-                if not stream.relayed:
-                    self._ack_pending.add(stream)
-                if frame.end_stream:
-                    self._end_received(stream, end, events)
-                return
-        self._on_data_general(frame, stream, events)
-
-    def _on_data_general(
-        self, frame: fr.Data, stream: Stream | None, events: list[ev.Event]
-    ) -> None:
-        payload = frame.payload
-        size = len(payload)
-        if stream is None:
-            stream = self._peer_stream(frame.stream_id, events)
-        offset = frame.offset
-        end = offset + size
-        if (
-            stream is None
-            or stream.state is StreamState.RESET
-            or (stream.recv_end is not None and end <= stream.recv_end)  # resent after resume
-        ):
-            self._discard_received(size)
-            return
-        recv = stream.recv
-        delivered = recv.received
-        if offset > delivered:
-            self._stream_error(
-                stream,
-                RemoteProtocolError(f"DATA at {offset} leaves a gap after {delivered}"),
-                events,
-            )
-            self._discard_received(size)
-            return
-        # The state check comes before the window takes the bytes: a reset frees the
-        # stream's unconsumed bytes, and this frame's must not be freed twice.
-        if not stream.transition(StreamInput.RECV_DATA):
-            self._stream_error(
-                stream,
-                StreamClosedError(
-                    f"DATA on stream {stream.stream_id} after its end "
-                    f"(state {stream.state.value}, end at {stream.recv_end}, "
-                    f"data at {offset}..{end}, resumed={stream.resumed})"
-                ),
-                events,
-            )
-            self._discard_received(size)
-            return
-        try:
-            recv.on_data(end)
-        except FlowControlError as error:
-            self._stream_error(stream, error, events)
-            self._discard_received(size)
-            return
-        duplicate = min(end, delivered) - offset
-        if duplicate:
-            self._discard_received(duplicate)
-            payload = payload[duplicate:]
-            offset += duplicate
-        stream.frames_in += 1
-        if payload:
-            stream.bytes_in += len(payload)
-            events.append(ev.DataReceived(frame.stream_id, payload, offset))
-            self._ack_pending.add(stream)
-        if frame.end_stream:
-            self._end_received(stream, end, events)
-
-    def _discard_received(self, nbytes: int) -> None:
-        """Bytes that reach no application still free session credit."""
-        if nbytes:
-            grant = self._session_recv.consume(nbytes, self._now, self._rtt.srtt)
-            if grant is not None:
-                self._control.append(fr.StreamCredit(0, grant).to_bytes())
-
-    def _end_received(self, stream: Stream, final_offset: int, events: list[ev.Event]) -> None:
-        if not stream.transition(StreamInput.RECV_END):
-            self._stream_error(
-                stream, StreamClosedError(f"stream {stream.stream_id} ended twice"), events
-            )
-            return
-        stream.recv_end = final_offset
-        self._ack_pending.add(stream)
-        events.append(ev.StreamEnded(stream_id=stream.stream_id, final_offset=final_offset))
-        self._maybe_forget(stream)
-
-    def _on_open_stream(self, frame: fr.OpenStream, events: list[ev.Event]) -> None:
-        stream_id = frame.stream_id
-        peer_parity = 0 if self.dialer else 1
-        if stream_id % 2 != peer_parity:
-            raise InvalidStreamIdError(f"peer opened stream {stream_id} with our parity")
-        if stream_id <= self._highest_peer_id:
-            raise InvalidStreamIdError(
-                f"peer reused stream id {stream_id} (highest so far {self._highest_peer_id})"
-            )
-        self._highest_peer_id = stream_id
-        if self._goaway_sent:
-            self._check_control_room("refused-stream flood")
-            self._queue_reset(stream_id, ErrorCode.REFUSED_STREAM)
-            return
-        active = sum(1 for s in self._streams.values() if not s.local and s.state in ACTIVE_STATES)
-        if active >= self.config.max_concurrent_streams:
-            self._check_control_room("refused-stream flood")
-            self._queue_reset(stream_id, ErrorCode.REFUSED_STREAM)
-            return
-        cfg = self.config
-        # A resumed stream gets no credit until the adopting side grants it from its state.
-        stream = Stream(
-            stream_id,
-            frame.service,
-            frame.traffic_class,
-            frame.resume_token,
-            False,
-            ReceiveWindow(cfg.initial_stream_window, cfg.max_stream_window),
-            0 if frame.resume else self._peer_stream_window,
-        )
-        stream.transition(StreamInput.RECV_OPEN)
-        self._streams[stream_id] = stream
-        self._idle_since = None
-        events.append(
-            ev.StreamOpened(
-                stream_id=stream_id,
-                service=frame.service,
-                traffic_class=frame.traffic_class,
-                route_id=frame.route_id,
-                resume=frame.resume,
-                resume_token=frame.resume_token,
-                start_offset=frame.start_offset,
-                key_exchange=frame.key_exchange,
-                route_lease=frame.route_lease,
-            )
-        )
-
-    def _on_ack(self, frame: fr.Ack, events: list[ev.Event]) -> None:
-        stream = self._peer_stream(frame.stream_id, events)
-        if stream is None:
-            return
-        stream.ack_seen_at = self._now
-        if frame.offset > stream.send_offset:
-            if stream.resumed and frame.offset <= stream.send_offset + stream.queued:
-                stream.skip_to(frame.offset)  # the peer had more than our last ACK said
-                return
-            if stream.resumed and stream.relayed and not stream.queued and not stream.bytes_out:
-                # A relay resuming a spliced stream holds none of its bytes: the far end's
-                # first ACK says where the stream stands, and the relay passes it upstream.
-                stream.skip_to(frame.offset)
-                events.append(
-                    ev.StreamAcknowledged(stream_id=stream.stream_id, offset=frame.offset)
-                )
-                return
-            self._stream_error(
-                stream,
-                RemoteProtocolError(
-                    f"ACK of byte {frame.offset}, but only {stream.send_offset} were sent"
-                ),
-                events,
-            )
-            return
-        newly = stream.on_ack(frame.offset)
-        if newly and stream.relayed:
-            events.append(ev.StreamAcknowledged(stream_id=stream.stream_id, offset=frame.offset))
-        if newly:
-            now = self._now
-            timing = stream.timing
-            sent_at = -1.0
-            while timing and timing[0][0] <= frame.offset:
-                sent_at = timing.popleft()[1]
-            if sent_at >= 0:
-                sample = now - sent_at
-                self._rtt.update(sample)
-                if self._pacer is not None:
-                    self._pacer.on_rtt_sample(sample, now)
-            if self._pacer is not None and stream.traffic_class in _SHARED:
-                self._pacer.on_delivered(newly, now)
-        self._maybe_forget(stream)
-
-    def _on_credit(self, frame: fr.StreamCredit, events: list[ev.Event]) -> None:
-        if frame.stream_id == 0:
-            if frame.max_offset > self._session_credit_limit:
-                self._session_credit_limit = frame.max_offset
-                events.append(ev.CreditGranted(stream_id=0, max_offset=frame.max_offset))
-            return
-        stream = self._peer_stream(frame.stream_id, events)
-        if stream is None or frame.max_offset <= stream.credit_limit:
-            return
-        stream.credit_limit = frame.max_offset
-        if stream.stall_since is not None:
-            stream.stall_time += self._now - stream.stall_since
-            stream.stall_since = None
-        if stream.wants_to_send and stream.state is not StreamState.RESET:
-            self._scheduler.mark_ready(stream.stream_id, stream.traffic_class)
-        events.append(ev.CreditGranted(stream_id=stream.stream_id, max_offset=frame.max_offset))
-
-    def _on_close_stream(self, frame: fr.CloseStream, events: list[ev.Event]) -> None:
-        stream = self._peer_stream(frame.stream_id, events)
-        if stream is None or stream.state is StreamState.RESET:
-            return
-        if frame.final_offset != stream.recv.received:
-            self._stream_error(
-                stream,
-                RemoteProtocolError(
-                    f"CLOSE_STREAM at {frame.final_offset}, but {stream.recv.received} arrived"
-                ),
-                events,
-            )
-            return
-        self._end_received(stream, frame.final_offset, events)
-
-    def _on_reset_stream(self, frame: fr.ResetStream, events: list[ev.Event]) -> None:
-        stream = self._peer_stream(frame.stream_id, events)
-        if stream is None or stream.state is StreamState.RESET:
-            return
-        stream.transition(StreamInput.RECV_RESET)
-        self._release(stream)
-        self._count_reset(int(frame.error_code))
-        events.append(
-            ev.StreamReset(stream_id=stream.stream_id, error_code=frame.error_code, remote=True)
-        )
-
     # ------------------------------------------------------------------ session frames
 
     def _on_ping(self, frame: fr.Ping, events: list[ev.Event]) -> None:
         self._check_control_room("PING flood")
         self._control.append(fr.Pong(frame.opaque).to_bytes())
-
-    def _check_control_room(self, what: str) -> None:
-        """A peer whose frames would queue more answers than we keep is told to calm down."""
-        if len(self._control) >= self.config.max_control_queue:
-            raise RemoteProtocolError(what, ErrorCode.ENHANCE_YOUR_CALM)
 
     def _on_pong(self, frame: fr.Pong, events: list[ev.Event]) -> None:
         sent = self._pings.pop(frame.opaque, None)
@@ -626,128 +182,11 @@ class Session:
     def _on_unknown(self, frame: fr.UnknownFrame, events: list[ev.Event]) -> None:
         self.ignored_frames += 1
 
-    # ------------------------------------------------------------------ errors and ending
-
-    def _stream_error(self, stream: Stream, error: ProtocolError, events: list[ev.Event]) -> None:
-        """Reset one stream for a violation on it; all other streams keep flowing."""
-        if stream.state is StreamState.RESET:
-            return
-        self._check_control_room("stream-error flood")
-        stream.state = StreamState.RESET
-        self._release(stream)
-        self._queue_reset(stream.stream_id, error.error_code)
-        events.append(
-            ev.StreamReset(
-                stream_id=stream.stream_id,
-                error_code=error.error_code,
-                remote=False,
-                reason=str(error),
-            )
-        )
-
-    def _queue_reset(self, stream_id: int, code: ErrorCode) -> None:
-        self._count_reset(int(code))
-        self._control.append(fr.ResetStream(stream_id, code).to_bytes())
-
-    def _count_reset(self, code: int) -> None:
-        self.resets_by_code[code] = self.resets_by_code.get(code, 0) + 1
-
-    def _release(self, stream: Stream) -> None:
-        """Free what a reset stream holds."""
-        self._scheduler.discard(stream.stream_id, stream.traffic_class)
-        stream.send_queue.clear()
-        stream.queued = 0
-        if self._pacer is not None and stream.traffic_class in _SHARED:
-            self._pacer.forget(stream.send_offset - stream.acked)
-        stream.retained.clear()
-        stream.timing.clear()
-        self._ack_pending.discard(stream)
-        if stream.recv.received > stream.recv.consumed:
-            released = stream.recv.received - stream.recv.consumed
-            self._discard_received(released)
-            stream.recv.consumed = stream.recv.received
-            self._released[stream.stream_id] = released  # the app may still acknowledge them
-        self._maybe_forget(stream)
-
-    def _maybe_forget(self, stream: Stream) -> None:
-        done = stream.state is StreamState.RESET or (
-            stream.state is StreamState.CLOSED
-            and stream.acked >= stream.send_offset
-            # a relayed stream stays until the far end's ACK of all it received has been
-            # passed on: a relay forwards that ACK after both ends may have closed
-            and (not stream.relayed or stream.relayed_acked >= stream.recv.received)
-        )
-        if done and self.state is not SessionState.CLOSED:
-            if self._streams.pop(stream.stream_id, None) is not None:
-                self._fold_counters(stream)
-            if not any(s.state in ACTIVE_STATES for s in self._streams.values()):
-                self._idle_since = self._now
-
-    def _fold_counters(self, stream: Stream) -> None:
-        cls = stream.traffic_class
-        self._totals_in[cls] += stream.bytes_in
-        self._totals_out[cls] += stream.bytes_out
-        self._frames_in[cls] += stream.frames_in
-        self._frames_out[cls] += stream.frames_out
-
-    def _by_class(self, totals: dict[TrafficClass, int], attribute: str) -> dict[str, int]:
-        """Per-class totals: forgotten streams plus the live ones."""
-        result = {cls.name.lower(): n for cls, n in totals.items()}
-        for stream in self._streams.values():
-            result[stream.traffic_class.name.lower()] += getattr(stream, attribute)
-        return result
-
-    @property
-    def bytes_out_by_class(self) -> dict[str, int]:
-        return self._by_class(self._totals_out, "bytes_out")
-
-    @property
-    def bytes_in_by_class(self) -> dict[str, int]:
-        return self._by_class(self._totals_in, "bytes_in")
-
-    def _fail(self, error: RemoteProtocolError, events: list[ev.Event]) -> None:
-        """A session-level violation: GOAWAY with its code, then the session is over."""
-        self._send_goaway(error.error_code, str(error))
-        self._terminate(error.error_code, str(error), remote=False, events=events)
-
-    def _send_goaway(self, code: ErrorCode, reason: str) -> None:
-        self._goaway_sent = True
-        reason_bytes = reason.encode("utf-8")[:1000].decode("utf-8", "ignore")
-        self._control.append(fr.Goaway(self._highest_peer_id, code, reason_bytes).to_bytes())
-
-    def _terminate(
-        self, code: ErrorCode | int, reason: str, *, remote: bool, events: list[ev.Event]
-    ) -> None:
-        if self.state is SessionState.CLOSED:
-            return
-        self.state = SessionState.CLOSED
-        self._terminated = ev.SessionTerminated(error_code=code, reason=reason, remote=remote)
-        events.append(self._terminated)
-
-    def _check_drained(self, events: list[ev.Event]) -> None:
-        if self.state is SessionState.DRAINING and not any(
-            s.state in ACTIVE_STATES for s in self._streams.values()
-        ):
-            self._terminate(
-                ErrorCode.NO_ERROR, "drained", remote=self._goaway_received, events=events
-            )
-
-    @property
-    def terminated(self) -> ev.SessionTerminated | None:
-        """How the session ended, once it has."""
-        return self._terminated
-
     # ------------------------------------------------------------------ user actions
 
     def _require_ready(self) -> None:
         if self.state is not SessionState.READY:
             raise LocalProtocolError(f"session is {self.state.value}, not ready")
-
-    def _local_stream(self, stream_id: int) -> Stream:
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            raise LocalProtocolError(f"no open stream {stream_id}")
-        return stream
 
     def open_stream(
         self,
@@ -773,6 +212,29 @@ class Session:
             route_lease,
             None,
             resume_token=resume_token,
+        )
+
+    def resume_stream(
+        self,
+        snapshot: StreamSnapshot,
+        route_id: int = 0,
+        *,
+        route_lease: bytes = b"",
+        key_exchange: bytes = b"",
+    ) -> int:
+        """Reopen an exported stream on this session (OPEN_STREAM with RESUME).
+
+        ``key_exchange`` carries a sealed stream's resume proof (docs/sealing.md).
+        """
+        self._require_ready()
+        return self._open(
+            snapshot.service,
+            snapshot.traffic_class,
+            route_id,
+            key_exchange,
+            route_lease,
+            snapshot,
+            resume_token=snapshot.resume_token,
         )
 
     def _open(
@@ -859,14 +321,6 @@ class Session:
         if end_stream:
             stream.end_queued = True
         self._after_queue(stream)
-
-    def _after_queue(self, stream: Stream) -> None:
-        if stream.wants_to_send:
-            self._scheduler.mark_ready(stream.stream_id, stream.traffic_class)
-        elif stream.queued and stream.stall_since is None:
-            stream.credit_stalls += 1
-            self.credit_stalls += 1
-            stream.stall_since = self._now
 
     def relay_stream(self, stream_id: int) -> None:
         """Hand this stream's ACKs to the application (a relay splicing it to another hop).
@@ -981,328 +435,6 @@ class Session:
             return
         self.state = SessionState.DRAINING
 
-    # ------------------------------------------------------------------ resume
-
-    def export_stream(self, stream_id: int) -> StreamSnapshot:
-        """The stream's state, to continue it on another session from the last ACK."""
-        stream = self._local_stream(stream_id)
-        return StreamSnapshot(
-            resume_token=stream.resume_token,
-            service=stream.service,
-            traffic_class=stream.traffic_class,
-            send_acked=stream.acked,
-            send_buffer=stream.pending_from_ack(),
-            send_end=stream.end_queued,
-            recv_offset=stream.recv.received,
-            recv_consumed=stream.recv.consumed,
-            recv_ended=stream.recv_end is not None,
-        )
-
-    def resume_stream(
-        self,
-        snapshot: StreamSnapshot,
-        route_id: int = 0,
-        *,
-        route_lease: bytes = b"",
-        key_exchange: bytes = b"",
-    ) -> int:
-        """Reopen an exported stream on this session (OPEN_STREAM with RESUME).
-
-        ``key_exchange`` carries a sealed stream's resume proof (docs/sealing.md).
-        """
-        self._require_ready()
-        return self._open(
-            snapshot.service,
-            snapshot.traffic_class,
-            route_id,
-            key_exchange,
-            route_lease,
-            snapshot,
-            resume_token=snapshot.resume_token,
-        )
-
-    def adopt_stream(self, stream_id: int, snapshot: StreamSnapshot, start_offset: int) -> None:
-        """Give a stream the peer resumed (``StreamOpened.resume``) its saved state.
-
-        ``start_offset`` is the offset from :class:`StreamOpened`: how far the
-        peer received our bytes.
-        """
-        old = self._local_stream(stream_id)
-        if old.local or old.resume_token != snapshot.resume_token:
-            raise LocalProtocolError(f"stream {stream_id} is not the resumed stream of snapshot")
-        if not snapshot.send_acked <= start_offset <= snapshot.send_acked + snapshot.send_pending:
-            raise LocalProtocolError(
-                f"peer resumes from {start_offset}, outside what we kept "
-                f"({snapshot.send_acked}..{snapshot.send_acked + snapshot.send_pending})"
-            )
-        stream = self._stream_from_snapshot(stream_id, snapshot, local=False)
-        stream.state = StreamState.OPEN
-        stream.credit_limit = max(stream.credit_limit, old.credit_limit)
-        stream.skip_to(start_offset)
-        self._streams[stream_id] = stream
-        self._announce_resumed(stream, snapshot, ack=True)
-
-    def _stream_from_snapshot(self, stream_id: int, snap: StreamSnapshot, *, local: bool) -> Stream:
-        cfg = self.config
-        window = ReceiveWindow(cfg.initial_stream_window, cfg.max_stream_window, snap.recv_offset)
-        window.consumed = snap.recv_consumed
-        window.limit = snap.recv_consumed + window.window
-        stream = Stream(
-            stream_id,
-            snap.service,
-            snap.traffic_class,
-            snap.resume_token,
-            local,
-            window,
-            credit_limit=snap.send_acked,  # no credit until the peer grants it
-            send_offset=snap.send_acked,
-        )
-        for chunk in snap.send_buffer:
-            if chunk:
-                stream.send_queue.append(chunk)
-                stream.queued += len(chunk)
-        stream.end_queued = snap.send_end
-        if snap.recv_ended:
-            stream.recv_end = snap.recv_offset
-        return stream
-
-    def _announce_resumed(self, stream: Stream, snapshot: StreamSnapshot, *, ack: bool) -> None:
-        """Give the peer credit from where we are (and, when adopting, say how far we got).
-
-        The resuming side's OPEN_STREAM already carries how far it received
-        (``start_offset``); the adopting side answers with an ACK.
-        """
-        stream.resumed = True
-        recv = stream.recv
-        if snapshot.recv_ended:
-            if stream.state is StreamState.OPEN:
-                stream.state = StreamState.HALF_CLOSED_REMOTE
-        else:
-            self._control.append(fr.StreamCredit(stream.stream_id, recv.limit).to_bytes())
-        if ack:
-            window = min(MAX_U32, max(0, recv.limit - recv.received))
-            self._control.append(fr.Ack(stream.stream_id, recv.received, window).to_bytes())
-        self._after_queue(stream)
-
-    # ------------------------------------------------------------------ output
-
-    def _flush_acks(self) -> None:
-        control = self._control
-        for stream in self._ack_pending:
-            if stream.relayed:
-                continue
-            recv = stream.recv
-            window = min(MAX_U32, max(0, recv.limit - recv.received))
-            control.append(fr.Ack(stream.stream_id, recv.received, window).to_bytes())
-        self._ack_pending.clear()
-
-    def data_to_send(self, max_bytes: int | None = None, now: float | None = None) -> bytes:
-        """Bytes for the carrier: control frames first, then stream data by class.
-
-        ``max_bytes`` lets the carrier take only what its socket can absorb now,
-        so queues form here, where priority applies.  At least one frame is
-        returned when anything is queued, even if it is larger than ``max_bytes``.
-        """
-        if now is not None:
-            self._now = now
-        budget = (1 << 62) if max_bytes is None else max_bytes
-        if self._ack_pending:
-            # ACKs go out when the carrier asks, not when bytes arrive: one per stream per
-            # write, and the application can still mark a new stream relayed in between.
-            self._flush_acks()
-        parts: list[bytes | memoryview] = []
-        control = self._control
-        while control:
-            size = len(control[0])
-            if size > budget and parts:
-                break
-            parts.append(control.popleft())
-            budget -= size
-        if self.state in (SessionState.READY, SessionState.DRAINING):
-            if budget > 0 or not parts:
-                budget = self._send_stream_data(parts, budget)
-            self._pressure_checks += 1
-            if self._pressure_checks % 32 == 0:
-                self._signal_queue_pressure(parts)
-        if not parts:
-            return b""
-        return b"".join(parts)
-
-    def _send_stream_data(self, parts: list[bytes | memoryview], budget: int) -> int:
-        scheduler = self._scheduler
-        pacer = self._pacer
-        now = self._now
-        max_payload = self.peer_max_frame_size - fr.DATA_HEADER.size + fr.HEADER.size
-        while budget > fr.DATA_HEADER.size or not parts:  # at least one frame, as promised
-            pick = scheduler.next_urgent()
-            paced = False
-            if pick is None:
-                if pacer is not None and pacer.active:
-                    tokens = pacer.available(now)
-                    if tokens < _MIN_PACED_FRAME:
-                        break
-                    paced = True
-                pick = scheduler.next_shared()
-                if pick is None:
-                    break
-            stream_id, traffic_class = pick
-            stream = self._streams[stream_id]
-            # A stream keeps the turn for as many frames as the scheduler allows it.
-            allowance = scheduler.allowance(traffic_class)
-            charged = 0
-            while True:
-                limit = max(1, budget - fr.DATA_HEADER.size)
-                if paced:
-                    assert pacer is not None
-                    limit = min(limit, int(pacer.available(now)))
-                sent = self._emit(stream, parts, min(limit, max_payload))
-                if sent < 0:
-                    break  # session credit exhausted
-                cost = sent + fr.DATA_HEADER.size
-                budget -= cost
-                charged += cost
-                if pacer is not None and traffic_class in _SHARED:
-                    pacer.consume(sent)
-                if (
-                    charged >= allowance
-                    or budget <= fr.DATA_HEADER.size
-                    or not stream.wants_to_send
-                    or (paced and pacer is not None and pacer.available(now) < _MIN_PACED_FRAME)
-                ):
-                    break
-            ready = stream.wants_to_send
-            scheduler.charge(stream_id, traffic_class, charged, ready)
-            if not ready:
-                self._after_send(stream)
-            if sent < 0:
-                break
-        return budget
-
-    def _emit(self, stream: Stream, parts: list[bytes | memoryview], limit: int) -> int:
-        """Cut one DATA frame of at most ``limit`` bytes from the stream; -1 if blocked."""
-        n = 0
-        payload = _EMPTY
-        if stream.queued:
-            session_credit = self._session_credit_limit - self._session_sent
-            if session_credit <= 0:
-                return -1
-            queue = stream.send_queue
-            head = queue[0]
-            while not head:  # an empty chunk carries nothing; never let it pose as the end
-                queue.popleft()
-                head = queue[0]
-            n = min(len(head), limit, stream.credit_limit - stream.send_offset, session_credit)
-            if n <= 0:
-                return 0
-            if n == len(head):
-                stream.send_queue.popleft()
-                payload = head
-            else:
-                payload = head[:n]
-                stream.send_queue[0] = head[n:]
-            stream.queued -= n
-        end = stream.end_queued and not stream.queued
-        if n == 0 and not end:
-            return 0  # a stale scheduler entry (an ACK skipped what was queued): nothing to say
-        offset = stream.send_offset
-        if n == 0:  # only the end is left to say
-            parts.append(fr.CloseStream(stream.stream_id, offset).to_bytes())
-        else:
-            parts.append(pack_data_header((n + 8) << 8, end, stream.stream_id, offset))
-            parts.append(payload)
-            stream.retained.append((offset, payload))
-            stream.send_offset = offset + n
-            self._session_sent += n
-            timing = stream.timing
-            if not timing or offset + n - timing[-1][0] >= _TIMING_MARK_BYTES:
-                timing.append((offset + n, self._now))
-        stream.bytes_out += n
-        stream.frames_out += 1
-        if end:
-            stream.end_sent = True
-            stream.local_transition(StreamInput.SEND_END)
-            self._maybe_forget(stream)
-        return n
-
-    def _signal_queue_pressure(self, parts: list[bytes | memoryview]) -> None:
-        """Send NODE_PRESSURE when our send queues cross the high mark, and when they recover."""
-        level = min(100, 100 * self.queued_bytes() // max(1, self.config.pressure_queue_bytes))
-        high = level >= PRESSURE_HIGH
-        if high != self._pressure_high:
-            self._pressure_high = high
-            parts.append(fr.NodePressure(level, 0, 0, 0).to_bytes())
-
-    def _after_send(self, stream: Stream) -> None:
-        if stream.queued and stream.stall_since is None:
-            stream.credit_stalls += 1
-            self.credit_stalls += 1
-            stream.stall_since = self._now
-
-    # ------------------------------------------------------------------ timers
-
-    def get_timer(self) -> float | None:
-        """When the session next wants ``handle_timer`` (None: never)."""
-        if self.state is SessionState.CLOSED:
-            return None
-        cfg = self.config
-        deadlines: list[float] = []
-        if self.state is SessionState.DRAINING and not any(
-            s.state in ACTIVE_STATES for s in self._streams.values()
-        ):
-            return self._now
-        if self.state in (SessionState.READY, SessionState.DRAINING):
-            if cfg.keepalive_interval is not None and self._keepalive_ping is None:
-                deadlines.append(self._last_receive + cfg.keepalive_interval)
-            if self._keepalive_ping is not None and cfg.ping_timeout is not None:
-                deadlines.append(
-                    self._pings.get(self._keepalive_ping, self._now) + cfg.ping_timeout
-                )
-            if cfg.idle_timeout is not None and self._idle_since is not None:
-                deadlines.append(self._idle_since + cfg.idle_timeout)
-        elif cfg.handshake_timeout is not None:
-            deadlines.append(self._started + cfg.handshake_timeout)
-        return min(deadlines) if deadlines else None
-
-    def handle_timer(self, now: float) -> list[ev.Event]:
-        """Run whatever timers are due at ``now``."""
-        self._now = now
-        events: list[ev.Event] = []
-        if self.state is SessionState.CLOSED:
-            return events
-        cfg = self.config
-        if self.state not in (SessionState.READY, SessionState.DRAINING):
-            if cfg.handshake_timeout is not None and now >= self._started + cfg.handshake_timeout:
-                self._send_goaway(ErrorCode.TIMEOUT, "handshake timed out")
-                self._terminate(
-                    ErrorCode.TIMEOUT, "handshake timed out", remote=False, events=events
-                )
-            return events
-        if self._keepalive_ping is not None and cfg.ping_timeout is not None:
-            sent = self._pings.get(self._keepalive_ping, now)
-            if now >= sent + cfg.ping_timeout:
-                reason = f"peer did not answer a PING for {cfg.ping_timeout:g} s"
-                self._send_goaway(ErrorCode.TIMEOUT, reason)
-                self._terminate(ErrorCode.TIMEOUT, reason, remote=False, events=events)
-                return events
-        elif (
-            cfg.keepalive_interval is not None
-            and now >= self._last_receive + cfg.keepalive_interval
-        ):
-            opaque = secrets.randbits(64)
-            self._pings[opaque] = now
-            self._keepalive_ping = opaque
-            self._control.append(fr.Ping(opaque).to_bytes())
-        if (
-            cfg.idle_timeout is not None
-            and self._idle_since is not None
-            and now >= self._idle_since + cfg.idle_timeout
-            and self.state is SessionState.READY
-        ):
-            self._send_goaway(ErrorCode.NO_ERROR, "idle")
-            self._terminate(ErrorCode.NO_ERROR, "idle", remote=False, events=events)
-        self._check_drained(events)
-        return events
-
     # ------------------------------------------------------------------ introspection
 
     @property
@@ -1319,10 +451,6 @@ class Session:
     def stream_state(self, stream_id: int) -> StreamState | None:
         stream = self._streams.get(stream_id)
         return None if stream is None else stream.state
-
-    def queued_bytes(self) -> int:
-        """Stream bytes queued and not yet sent, over all streams."""
-        return sum(s.queued for s in self._streams.values())
 
     def stream_metrics(self, stream_id: int) -> StreamMetrics:
         stream = self._local_stream(stream_id)
@@ -1348,6 +476,21 @@ class Session:
             pacing_window=None if self._pacer is None else self._pacer.window,
             streams=[StreamMetrics.of(s, self._now) for s in self._streams.values()],
         )
+
+    def _by_class(self, totals: dict[TrafficClass, int], attribute: str) -> dict[str, int]:
+        """Per-class totals: forgotten streams plus the live ones."""
+        result = {cls.name.lower(): n for cls, n in totals.items()}
+        for stream in self._streams.values():
+            result[stream.traffic_class.name.lower()] += getattr(stream, attribute)
+        return result
+
+    @property
+    def bytes_out_by_class(self) -> dict[str, int]:
+        return self._by_class(self._totals_out, "bytes_out")
+
+    @property
+    def bytes_in_by_class(self) -> dict[str, int]:
+        return self._by_class(self._totals_in, "bytes_in")
 
 
 __all__ = ["SHARED_CLASSES", "SendBufferFull", "Session", "SessionState", "TooManyStreams"]

@@ -1,0 +1,259 @@
+"""The state every part of a session shares, and how streams and the session end.
+
+:class:`~accessfabric.session.session.Session` is one class assembled from
+mixins that each own one concern (handshake, stream frames, resume, output,
+timers).  All of them inherit :class:`SessionCore`: the session's state and the
+bookkeeping every part uses — finding, resetting and forgetting streams,
+GOAWAY, and the end of the session.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+from accessfabric.errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
+from accessfabric.session import events as ev
+from accessfabric.session.auth import Authenticator
+from accessfabric.session.config import SessionConfig
+from accessfabric.session.flow import ReceiveWindow
+from accessfabric.session.pacing import DelayPacer
+from accessfabric.session.rtt import RttEstimator
+from accessfabric.session.scheduler import SHARED_CLASSES, ClassScheduler
+from accessfabric.session.stream import Stream
+from accessfabric.session.stream_state import ACTIVE_STATES, StreamState
+from accessfabric.wire import frames as fr
+from accessfabric.wire.decoder import FrameDecoder
+from accessfabric.wire.limits import DEFAULT_MAX_FRAME_SIZE, NONCE_SIZE
+from accessfabric.wire.registry import TrafficClass
+
+PRESSURE_HIGH = 50
+"""A peer pressure level (percent) at or above which bulk's share is lowered."""
+_SHARED = frozenset(SHARED_CLASSES)
+
+
+class SessionState(Enum):
+    AWAIT_HELLO = "await-hello"
+    AWAIT_AUTH = "await-auth"
+    AWAIT_READY = "await-session-ready"
+    READY = "ready"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+FrameHandler = Callable[[Any, list[ev.Event]], None]
+"""Handles one received frame, appending what the peer did to the events."""
+
+
+class SessionCore:
+    """The state of one session, and the bookkeeping all its parts share."""
+
+    def __init__(
+        self,
+        *,
+        dialer: bool,
+        authenticator: Authenticator,
+        config: SessionConfig | None = None,
+        channel_binding: bytes = b"",
+        now: float = 0.0,
+    ) -> None:
+        self.config = config = config or SessionConfig()
+        self.dialer = dialer
+        self._auth = authenticator
+        self._channel_binding = channel_binding
+        self.state = SessionState.AWAIT_HELLO
+        self._decoder = FrameDecoder(max(config.max_frame_size, DEFAULT_MAX_FRAME_SIZE))
+        self._now = now
+        self._started = now
+        self._last_receive = now
+        self._control: deque[bytes] = deque()
+        self._streams: dict[int, Stream] = {}
+        self._next_local_id = 1 if dialer else 2
+        self._highest_peer_id = 0
+        self._scheduler = ClassScheduler(quantum=DEFAULT_MAX_FRAME_SIZE)
+        self._rtt = RttEstimator()
+        self._pacer = (
+            DelayPacer(config.pacing_target_delay, config.pacing_min_window)
+            if config.pacing_target_delay is not None
+            else None
+        )
+        self._ack_pending: set[Stream] = set()
+        self._pings: dict[int, float] = {}
+        self._keepalive_ping: int | None = None
+        self._rtt_probe: int | None = None
+        self._terminated: ev.SessionTerminated | None = None
+        self._goaway_sent = False
+        self._goaway_received = False
+        self._idle_since: float | None = now
+        self._pressure_high = False
+        self.peer_pressure: tuple[int, int, int, int] | None = None
+        """The peer's last NODE_PRESSURE levels: queue, cpu, memory, network (percent)."""
+        self._pressure_checks = 0
+        # Handshake.
+        self._nonce = secrets.token_bytes(NONCE_SIZE)
+        self._local_hello = fr.Hello(
+            tuple(config.versions),
+            authenticator.node_id,
+            authenticator.public_key,
+            self._nonce,
+            config.capabilities,
+            authenticator.node_record,
+        ).to_bytes()
+        self.peer_node_id: str | None = None
+        self.peer_public_key: bytes | None = None
+        self._peer_node_record = b""
+        self._transcript = b""
+        self.version = 0
+        # Limits the peer announced (until SESSION_READY: protocol defaults).
+        self.peer_max_frame_size = DEFAULT_MAX_FRAME_SIZE
+        self.peer_max_concurrent_streams = 0
+        self._peer_stream_window = 0
+        # Session-wide credit, both directions.
+        self._session_sent = 0
+        self._session_credit_limit = 0
+        self._session_recv = ReceiveWindow(config.initial_session_window, config.max_session_window)
+        # Counters.
+        # Per-class totals of streams already forgotten (live ones are summed on demand).
+        self._totals_out = dict.fromkeys(TrafficClass, 0)
+        self._totals_in = dict.fromkeys(TrafficClass, 0)
+        self._frames_out = dict.fromkeys(TrafficClass, 0)
+        self._frames_in = dict.fromkeys(TrafficClass, 0)
+        self.resets_by_code: dict[int, int] = {}
+        self.credit_stalls = 0
+        self.dropped_bytes = 0
+        self.ignored_frames = 0
+        # Bytes of reset streams freed before the application acknowledged them, by stream.
+        self._released: dict[int, int] = {}
+        self._control.append(self._local_hello)
+        self._handlers = self._build_dispatch()
+
+    def _build_dispatch(self) -> dict[SessionState, dict[type[fr.Frame], FrameHandler]]:
+        """The frame handlers of each state (:class:`Session` assembles them from its parts)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ streams
+
+    def _local_stream(self, stream_id: int) -> Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise LocalProtocolError(f"no open stream {stream_id}")
+        return stream
+
+    def _after_queue(self, stream: Stream) -> None:
+        if stream.wants_to_send:
+            self._scheduler.mark_ready(stream.stream_id, stream.traffic_class)
+        elif stream.queued and stream.stall_since is None:
+            stream.credit_stalls += 1
+            self.credit_stalls += 1
+            stream.stall_since = self._now
+
+    def _check_control_room(self, what: str) -> None:
+        """A peer whose frames would queue more answers than we keep is told to calm down."""
+        if len(self._control) >= self.config.max_control_queue:
+            raise RemoteProtocolError(what, ErrorCode.ENHANCE_YOUR_CALM)
+
+    def _discard_received(self, nbytes: int) -> None:
+        """Bytes that reach no application still free session credit."""
+        if nbytes:
+            grant = self._session_recv.consume(nbytes, self._now, self._rtt.srtt)
+            if grant is not None:
+                self._control.append(fr.StreamCredit(0, grant).to_bytes())
+
+    # ------------------------------------------------------------------ errors and ending
+
+    def _stream_error(self, stream: Stream, error: ProtocolError, events: list[ev.Event]) -> None:
+        """Reset one stream for a violation on it; all other streams keep flowing."""
+        if stream.state is StreamState.RESET:
+            return
+        self._check_control_room("stream-error flood")
+        stream.state = StreamState.RESET
+        self._release(stream)
+        self._queue_reset(stream.stream_id, error.error_code)
+        events.append(
+            ev.StreamReset(
+                stream_id=stream.stream_id,
+                error_code=error.error_code,
+                remote=False,
+                reason=str(error),
+            )
+        )
+
+    def _queue_reset(self, stream_id: int, code: ErrorCode) -> None:
+        self._count_reset(int(code))
+        self._control.append(fr.ResetStream(stream_id, code).to_bytes())
+
+    def _count_reset(self, code: int) -> None:
+        self.resets_by_code[code] = self.resets_by_code.get(code, 0) + 1
+
+    def _release(self, stream: Stream) -> None:
+        """Free what a reset stream holds."""
+        self._scheduler.discard(stream.stream_id, stream.traffic_class)
+        stream.send_queue.clear()
+        stream.queued = 0
+        if self._pacer is not None and stream.traffic_class in _SHARED:
+            self._pacer.forget(stream.send_offset - stream.acked)
+        stream.retained.clear()
+        stream.timing.clear()
+        self._ack_pending.discard(stream)
+        if stream.recv.received > stream.recv.consumed:
+            released = stream.recv.received - stream.recv.consumed
+            self._discard_received(released)
+            stream.recv.consumed = stream.recv.received
+            self._released[stream.stream_id] = released  # the app may still acknowledge them
+        self._maybe_forget(stream)
+
+    def _maybe_forget(self, stream: Stream) -> None:
+        done = stream.state is StreamState.RESET or (
+            stream.state is StreamState.CLOSED
+            and stream.acked >= stream.send_offset
+            # a relayed stream stays until the far end's ACK of all it received has been
+            # passed on: a relay forwards that ACK after both ends may have closed
+            and (not stream.relayed or stream.relayed_acked >= stream.recv.received)
+        )
+        if done and self.state is not SessionState.CLOSED:
+            if self._streams.pop(stream.stream_id, None) is not None:
+                self._fold_counters(stream)
+            if not any(s.state in ACTIVE_STATES for s in self._streams.values()):
+                self._idle_since = self._now
+
+    def _fold_counters(self, stream: Stream) -> None:
+        cls = stream.traffic_class
+        self._totals_in[cls] += stream.bytes_in
+        self._totals_out[cls] += stream.bytes_out
+        self._frames_in[cls] += stream.frames_in
+        self._frames_out[cls] += stream.frames_out
+
+    def _fail(self, error: RemoteProtocolError, events: list[ev.Event]) -> None:
+        """A session-level violation: GOAWAY with its code, then the session is over."""
+        self._send_goaway(error.error_code, str(error))
+        self._terminate(error.error_code, str(error), remote=False, events=events)
+
+    def _send_goaway(self, code: ErrorCode, reason: str) -> None:
+        self._goaway_sent = True
+        reason_bytes = reason.encode("utf-8")[:1000].decode("utf-8", "ignore")
+        self._control.append(fr.Goaway(self._highest_peer_id, code, reason_bytes).to_bytes())
+
+    def _terminate(
+        self, code: ErrorCode | int, reason: str, *, remote: bool, events: list[ev.Event]
+    ) -> None:
+        if self.state is SessionState.CLOSED:
+            return
+        self.state = SessionState.CLOSED
+        self._terminated = ev.SessionTerminated(error_code=code, reason=reason, remote=remote)
+        events.append(self._terminated)
+
+    def _check_drained(self, events: list[ev.Event]) -> None:
+        if self.state is SessionState.DRAINING and not any(
+            s.state in ACTIVE_STATES for s in self._streams.values()
+        ):
+            self._terminate(
+                ErrorCode.NO_ERROR, "drained", remote=self._goaway_received, events=events
+            )
+
+    @property
+    def terminated(self) -> ev.SessionTerminated | None:
+        """How the session ended, once it has."""
+        return self._terminated

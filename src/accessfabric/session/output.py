@@ -1,0 +1,185 @@
+"""Output: what ``data_to_send`` puts on the wire, and in which order.
+
+Pending ACKs are queued first, then control frames go out in the order they
+were queued, then stream data: urgent classes by strict priority, the shared
+ones by the :class:`ClassScheduler`'s weighted shares and, when pacing is on,
+only as fast as the :class:`DelayPacer` allows.  Every DATA frame is cut here
+(``_emit``), against the stream's and the session's credit; NODE_PRESSURE tells
+the peer when our send queues cross the high mark and when they recover.
+"""
+
+from __future__ import annotations
+
+from accessfabric.session.core import PRESSURE_HIGH, SessionCore, SessionState
+from accessfabric.session.scheduler import SHARED_CLASSES
+from accessfabric.session.stream import Stream
+from accessfabric.session.stream_state import StreamInput
+from accessfabric.wire import frames as fr
+from accessfabric.wire.frames import pack_data_header
+from accessfabric.wire.limits import MAX_U32
+
+_MIN_PACED_FRAME = 1024
+_TIMING_MARK_BYTES = 32 * 1024
+"""Sent data is time-stamped once per this many bytes; its ACK gives an RTT sample."""
+_EMPTY = memoryview(b"")
+_SHARED = frozenset(SHARED_CLASSES)
+
+
+class Output(SessionCore):
+    """Draining the session's queues into bytes for the carrier."""
+
+    def _flush_acks(self) -> None:
+        control = self._control
+        for stream in self._ack_pending:
+            if stream.relayed:
+                continue
+            recv = stream.recv
+            window = min(MAX_U32, max(0, recv.limit - recv.received))
+            control.append(fr.Ack(stream.stream_id, recv.received, window).to_bytes())
+        self._ack_pending.clear()
+
+    def data_to_send(self, max_bytes: int | None = None, now: float | None = None) -> bytes:
+        """Bytes for the carrier: control frames first, then stream data by class.
+
+        ``max_bytes`` lets the carrier take only what its socket can absorb now,
+        so queues form here, where priority applies.  At least one frame is
+        returned when anything is queued, even if it is larger than ``max_bytes``.
+        """
+        if now is not None:
+            self._now = now
+        budget = (1 << 62) if max_bytes is None else max_bytes
+        if self._ack_pending:
+            # ACKs go out when the carrier asks, not when bytes arrive: one per stream per
+            # write, and the application can still mark a new stream relayed in between.
+            self._flush_acks()
+        parts: list[bytes | memoryview] = []
+        control = self._control
+        while control:
+            size = len(control[0])
+            if size > budget and parts:
+                break
+            parts.append(control.popleft())
+            budget -= size
+        if self.state in (SessionState.READY, SessionState.DRAINING):
+            if budget > 0 or not parts:
+                budget = self._send_stream_data(parts, budget)
+            self._pressure_checks += 1
+            if self._pressure_checks % 32 == 0:
+                self._signal_queue_pressure(parts)
+        if not parts:
+            return b""
+        return b"".join(parts)
+
+    def _send_stream_data(self, parts: list[bytes | memoryview], budget: int) -> int:
+        scheduler = self._scheduler
+        pacer = self._pacer
+        now = self._now
+        max_payload = self.peer_max_frame_size - fr.DATA_HEADER.size + fr.HEADER.size
+        while budget > fr.DATA_HEADER.size or not parts:  # at least one frame, as promised
+            pick = scheduler.next_urgent()
+            paced = False
+            if pick is None:
+                if pacer is not None and pacer.active:
+                    tokens = pacer.available(now)
+                    if tokens < _MIN_PACED_FRAME:
+                        break
+                    paced = True
+                pick = scheduler.next_shared()
+                if pick is None:
+                    break
+            stream_id, traffic_class = pick
+            stream = self._streams[stream_id]
+            # A stream keeps the turn for as many frames as the scheduler allows it.
+            allowance = scheduler.allowance(traffic_class)
+            charged = 0
+            while True:
+                limit = max(1, budget - fr.DATA_HEADER.size)
+                if paced:
+                    assert pacer is not None
+                    limit = min(limit, int(pacer.available(now)))
+                sent = self._emit(stream, parts, min(limit, max_payload))
+                if sent < 0:
+                    break  # session credit exhausted
+                cost = sent + fr.DATA_HEADER.size
+                budget -= cost
+                charged += cost
+                if pacer is not None and traffic_class in _SHARED:
+                    pacer.consume(sent)
+                if (
+                    charged >= allowance
+                    or budget <= fr.DATA_HEADER.size
+                    or not stream.wants_to_send
+                    or (paced and pacer is not None and pacer.available(now) < _MIN_PACED_FRAME)
+                ):
+                    break
+            ready = stream.wants_to_send
+            scheduler.charge(stream_id, traffic_class, charged, ready)
+            if not ready:
+                self._after_send(stream)
+            if sent < 0:
+                break
+        return budget
+
+    def _emit(self, stream: Stream, parts: list[bytes | memoryview], limit: int) -> int:
+        """Cut one DATA frame of at most ``limit`` bytes from the stream; -1 if blocked."""
+        n = 0
+        payload = _EMPTY
+        if stream.queued:
+            session_credit = self._session_credit_limit - self._session_sent
+            if session_credit <= 0:
+                return -1
+            queue = stream.send_queue
+            head = queue[0]
+            while not head:  # an empty chunk carries nothing; never let it pose as the end
+                queue.popleft()
+                head = queue[0]
+            n = min(len(head), limit, stream.credit_limit - stream.send_offset, session_credit)
+            if n <= 0:
+                return 0
+            if n == len(head):
+                stream.send_queue.popleft()
+                payload = head
+            else:
+                payload = head[:n]
+                stream.send_queue[0] = head[n:]
+            stream.queued -= n
+        end = stream.end_queued and not stream.queued
+        if n == 0 and not end:
+            return 0  # a stale scheduler entry (an ACK skipped what was queued): nothing to say
+        offset = stream.send_offset
+        if n == 0:  # only the end is left to say
+            parts.append(fr.CloseStream(stream.stream_id, offset).to_bytes())
+        else:
+            parts.append(pack_data_header((n + 8) << 8, end, stream.stream_id, offset))
+            parts.append(payload)
+            stream.retained.append((offset, payload))
+            stream.send_offset = offset + n
+            self._session_sent += n
+            timing = stream.timing
+            if not timing or offset + n - timing[-1][0] >= _TIMING_MARK_BYTES:
+                timing.append((offset + n, self._now))
+        stream.bytes_out += n
+        stream.frames_out += 1
+        if end:
+            stream.end_sent = True
+            stream.local_transition(StreamInput.SEND_END)
+            self._maybe_forget(stream)
+        return n
+
+    def _signal_queue_pressure(self, parts: list[bytes | memoryview]) -> None:
+        """Send NODE_PRESSURE when our send queues cross the high mark, and when they recover."""
+        level = min(100, 100 * self.queued_bytes() // max(1, self.config.pressure_queue_bytes))
+        high = level >= PRESSURE_HIGH
+        if high != self._pressure_high:
+            self._pressure_high = high
+            parts.append(fr.NodePressure(level, 0, 0, 0).to_bytes())
+
+    def _after_send(self, stream: Stream) -> None:
+        if stream.queued and stream.stall_since is None:
+            stream.credit_stalls += 1
+            self.credit_stalls += 1
+            stream.stall_since = self._now
+
+    def queued_bytes(self) -> int:
+        """Stream bytes queued and not yet sent, over all streams."""
+        return sum(s.queued for s in self._streams.values())
