@@ -18,7 +18,8 @@ the data plane then sees each session event synchronously, before any ACK leaves
   resumed from offset 0 (the source received nothing from here), names a stream whose
   first path failed before reaching the destination: it is served as a new stream (an
   empty snapshot is adopted, the source resends from byte 0; a sealed one must carry its
-  original key exchange after a proof made with the resume key that exchange gives).
+  original key exchange after a proof made with the resume key that exchange gives; a
+  proof without it is refused, never served unsealed).
   Other unknown tokens, and tokens of stream ends already let go (remembered for twice
   the resume window and until the last lease that carried the stream here expires), are
   reset; so is a fresh OPEN_STREAM naming a stream served here before (``stream
@@ -362,6 +363,14 @@ class DataPlane:
     ) -> None:
         """Serve a stream whose first path never reached here (see the module doc)."""
         proof, key_exchange = split_resume_field(event.key_exchange)
+        if proof and not is_sealing_key_exchange(key_exchange):
+            # a proof names a sealed stream: served without its exchange it would go
+            # unsealed (one hop) and the service would read its sealed records as plaintext
+            self._refuse(
+                connection, stream, ErrorCode.STREAM_CLOSED,
+                "resume key exchange missing: a sealed stream cannot be served anew without it",
+            )  # fmt: skip
+            return
         resume_key = self._admit(connection, event, stream, lease, key_exchange)
         if resume_key is None:
             return
