@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from accessfabric.bench.relay_lab import SEALED_SINK, new_initiator, send_sealed
+from accessfabric.bench.relay_lab import SEALED_SINK, issue_route, new_initiator, send_sealed
 from accessfabric.errors import ErrorCode
 from accessfabric.node.address import HostPort
 from accessfabric.node.connection import FabricStream, StreamResetError
@@ -18,8 +19,11 @@ from accessfabric.node.relay import RESUME_POSITION_TIMEOUT
 from accessfabric.node.resumable import new_fabric_stream
 from accessfabric.node.route_switches import SwitchReason
 from accessfabric.node.routes import NoUsableRoute
+from accessfabric.sealing import SealInitiator
+from accessfabric.sealing.handshake import stream_context
 from accessfabric.sealing.resume_proof import prove_resume
 from accessfabric.session.snapshot import StreamSnapshot
+from accessfabric.wire.limits import MAX_KEY_EXCHANGE
 from accessfabric.wire.registry import TrafficClass
 from tests.relay.fabric import Fabric, build, kill
 
@@ -238,8 +242,11 @@ async def test_a_second_path_open_needs_the_proof_its_key_exchange_gives(tmp_pat
             if sum(dst.data_plane.refused.values()) >= 2:
                 break
             await asyncio.sleep(0.1)
-        # a forged proof; the bare exchange (no proof) does not parse as one at all
-        assert dst.data_plane.refused == {"resume proof invalid": 1, "unsealed relayed stream": 1}
+        # a forged proof; the bare exchange (no proof): no sealing exchange after its "proof"
+        assert dst.data_plane.refused == {
+            "resume proof invalid": 1,
+            "resume key exchange missing": 1,
+        }
         assert dst.data_plane.opened_on_resume == 0 and token not in dst.data_plane.served
     finally:
         await fabric.stop()
@@ -279,5 +286,51 @@ async def test_a_resume_gone_in_its_own_batch_leaves_the_session_alone(tmp_path:
         assert await asyncio.wait_for(other.readexactly(5), 5) == b"after"
         other.close()
         assert await asyncio.wait_for(other.read(), 5) == b""
+    finally:
+        await fabric.stop()
+
+
+async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_unsealed(
+    tmp_path: Path,
+) -> None:
+    """A sealed stream whose exchange (with a large signed record) leaves no room beside
+    the proof resumes from offset 0 with the proof alone.  On a one-hop route the
+    destination must not take that for an unsealed stream: its service would read the
+    sealed records as plaintext.  It is refused."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        dst = fabric.destination
+        opener = fabric.relays[0]  # a node peered with the destination: a one-hop route
+        route = issue_route(fabric.authority, 9, [opener.node_id, dst.node_id])
+        token = secrets.token_bytes(16)
+        initiator = SealInitiator(
+            fabric.keys[opener.node_id].sealing_private_key(), opener.node_id,
+            fabric.keys[dst.node_id].sealing_public_key_bytes,
+            stream_context(SEALED_SINK, token), opener_record=b"r" * 940,
+        )  # fmt: skip
+        proof = prove_resume(
+            initiator.resume_key, 1, token=token, service=SEALED_SINK,
+            route_id=route.route_id, route_lease=route.blob, start_offset=0,
+        )  # fmt: skip
+        assert len(proof) + len(initiator.key_exchange) > MAX_KEY_EXCHANGE  # the proof alone
+        snapshot = StreamSnapshot(
+            resume_token=token, service=SEALED_SINK, traffic_class=TrafficClass.BULK,
+            send_acked=0, send_buffer=(), send_end=False,
+            recv_offset=0, recv_consumed=0, recv_ended=False,
+        )  # fmt: skip
+        connection = await opener.peers.session(dst.node_id)
+        stream_id = connection.session.resume_stream(
+            snapshot, route.route_id, route_lease=route.blob, key_exchange=proof
+        )
+        stream = new_fabric_stream(connection, stream_id, SEALED_SINK, TrafficClass.BULK)
+        stream.write(bytes(initiator.sealer.seal(b"sealed payload")))
+        stream.write(bytes(initiator.sealer.finish()))
+        stream.close()
+        with pytest.raises(StreamResetError) as reset:
+            await asyncio.wait_for(stream.read(), 5)
+        assert reset.value.code == ErrorCode.STREAM_CLOSED
+        assert dst.data_plane.refused == {"resume key exchange missing": 1}
+        assert dst.data_plane.opened_on_resume == 0
+        assert fabric.sink.digests == []  # the service never read the sealed bytes
     finally:
         await fabric.stop()

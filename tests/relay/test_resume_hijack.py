@@ -240,3 +240,83 @@ async def test_a_replayed_resume_proof_is_refused_after_a_genuine_failover(
         assert sender.stream.resumes == 1
     finally:
         await fabric.stop()
+
+
+class Wiretap:
+    """What a relay keeps of stream ``token``: its OPEN_STREAM and the sealed bytes the
+    source sent behind it (every DATA payload on the session the open arrived on)."""
+
+    def __init__(self, runtime: NodeRuntime) -> None:
+        self.opens: list[tuple[object, ev.StreamOpened]] = []
+        self.data: dict[tuple[int, int], bytearray] = {}
+        runtime.data_plane.hooks.append(self._on_event)
+
+    def _on_event(self, connection: object, event: ev.Event) -> None:
+        if isinstance(event, ev.StreamOpened):
+            self.opens.append((connection, event))
+        elif isinstance(event, ev.DataReceived):
+            key = (id(connection), event.stream_id)
+            self.data.setdefault(key, bytearray()).extend(event.data)
+
+    def recording(self, token: bytes) -> tuple[ev.StreamOpened, bytes]:
+        for connection, event in self.opens:
+            if event.resume_token == token and not event.resume:
+                return event, bytes(self.data.get((id(connection), event.stream_id), b""))
+        raise AssertionError("the relay never saw the stream")
+
+
+async def replay(
+    relay: NodeRuntime,
+    destination: NodeRuntime,
+    opened: ev.StreamOpened,
+    route: Route,
+    sealed: bytes,
+) -> StreamResetError:
+    """Open the recorded stream again from the relay and send its recorded records."""
+    connection = await relay.peers.session(destination.node_id)
+    stream_id = connection.session.open_stream(
+        opened.service, opened.traffic_class, route.route_id,
+        key_exchange=opened.key_exchange, route_lease=route.blob,
+        resume_token=opened.resume_token,
+    )  # fmt: skip
+    stream = new_fabric_stream(connection, stream_id, opened.service, opened.traffic_class)
+    stream.write(sealed)
+    stream.close()
+    with pytest.raises(StreamResetError) as caught:
+        await asyncio.wait_for(stream.read(), 5)  # a served replay would get the sealed reply
+    return caught.value
+
+
+async def test_a_relay_cannot_replay_a_finished_sealed_stream(tmp_path: Path) -> None:
+    """Noise IK's first message is replayable: the relay holds the open and every sealed
+    record of the opener's direction, which derive the very same keys again.  The
+    destination must not serve the stream a second time, neither right after it finished,
+    nor once it let the stream end go, nor after twice the resume window."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        dst = fabric.destination
+        (relay,) = fabric.relays
+        (route,) = fabric.routes([0])
+        tap = Wiretap(relay)
+        sender, token = await open_sealed(fabric, [route])
+        await sender.send(2)
+        await finish_intact(fabric, sender)
+        opened, sealed = tap.recording(token)
+        assert len(sealed) > sender.sent  # every sealed record, up to the final one
+        resets = [await replay(relay, dst, opened, route, sealed)]  # the end just finished
+        deadline = time.monotonic() + 10
+        while token in dst.data_plane.served:  # the sweep lets the finished end go
+            assert time.monotonic() < deadline, "the finished stream end was never let go"
+            await asyncio.sleep(0.05)
+        resets.append(await replay(relay, dst, opened, route, sealed))
+        # Long after the resume window, the lease (an hour) still lets the relay send it.
+        dst.data_plane.forget_retired(time.monotonic() + 3 * dst.data_plane.resume_window)
+        resets.append(await replay(relay, dst, opened, route, sealed))
+        assert [r.code for r in resets] == [ErrorCode.STREAM_CLOSED] * 3
+        assert dst.data_plane.refused == {"stream replayed": 3}
+        assert fabric.sink.digests == [sender.digest.hexdigest()]  # the service ran once
+        # Past the lease's expiry the relay cannot send the open at all: the token may go.
+        dst.data_plane.forget_retired(time.monotonic() + 2 * 3600)
+        assert token not in dst.data_plane.retired_tokens
+    finally:
+        await fabric.stop()

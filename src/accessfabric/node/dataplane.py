@@ -18,14 +18,17 @@ the data plane then sees each session event synchronously, before any ACK leaves
   resumed from offset 0 (the source received nothing from here), names a stream whose
   first path failed before reaching the destination: it is served as a new stream (an
   empty snapshot is adopted, the source resends from byte 0; a sealed one must carry its
-  original key exchange after a proof made with the resume key that exchange gives).
+  original key exchange after a proof made with the resume key that exchange gives; a
+  proof without it is refused, never served unsealed).
   Other unknown tokens, and tokens of stream ends already let go (remembered for twice
-  the resume window), are reset.  A
-  sealed stream (its first OPEN_STREAM carried a sealing key exchange) is adopted only
-  with a fresh resume proof made with its resume key (:mod:`accessfabric.sealing.resume_proof`):
-  a relay knows the token, not the key.  A missing, invalid or replayed proof is reset
-  with ``AUTHENTICATION_FAILED``, logged (``resume refused``) and counted in ``refused``;
-  the kept stream end is not touched.
+  the resume window and until the last lease that carried the stream here expires), are
+  reset; so is a fresh OPEN_STREAM naming a stream served here before (``stream
+  replayed``): a sealed open and its records, sent again by a relay, would derive the
+  same keys.  A sealed stream (its first OPEN_STREAM carried a sealing key exchange) is
+  adopted only with a fresh resume proof made with its resume key
+  (:mod:`accessfabric.sealing.resume_proof`): a relay knows the token, not the key.  A
+  missing, invalid or replayed proof is reset with ``AUTHENTICATION_FAILED``, logged
+  (``resume refused``) and counted in ``refused``; the kept stream end is not touched.
 * ``refused`` counts refusals by label (a reason's text before ``:``); at most
   ``REFUSED_LABELS`` distinct labels, later new ones count as ``other``: it is exported
   as ``accessfabric_streams_refused_total{reason}``.
@@ -77,7 +80,8 @@ SWEEP_INTERVAL = 1.0
 REFUSED_LABELS = 16
 REFUSED_LABEL_LENGTH = 48
 RETIRED_LIMIT = 65536
-"""Resume tokens of let-go stream ends remembered at most (each for 2 resume windows)."""
+"""Resume tokens of let-go stream ends remembered at most (each for 2 resume windows, and
+until the last route lease that carried the stream here expires)."""
 
 EventHook = Callable[[SessionConnection, ev.Event], None]
 
@@ -119,8 +123,12 @@ class DataPlane:
         self.adopted = 0
         self.opened_on_resume = 0
         self._retired: OrderedDict[bytes, float] = OrderedDict()
-        """Tokens of stream ends let go, with when: a resume of one is refused, never
-        taken for a stream whose first path failed."""
+        """Tokens of stream ends let go, with until when they are remembered: a resume or a
+        fresh open of one is refused (a replay), never taken for a stream whose first path
+        failed."""
+        self._lease_ends: dict[bytes, float] = {}
+        """Served tokens -> when (monotonic) the last route lease that carried an open or
+        resume of the stream here expires: until then a relay could replay it."""
 
     # ------------------------------------------------------------ wiring
 
@@ -158,17 +166,30 @@ class DataPlane:
                         self._retire(token, now)
                 elif wrapper.finished or done:
                     self._retire(token, now)
-            retired = self._retired
-            while retired and (
-                len(retired) > RETIRED_LIMIT
-                or now - next(iter(retired.values())) > 2 * self.resume_window
-            ):
-                retired.popitem(last=False)
+            self.forget_retired(now)
+
+    def forget_retired(self, now: float) -> None:
+        """Forget let-go tokens whose time is up (oldest first), and beyond RETIRED_LIMIT."""
+        retired = self._retired
+        while retired and (len(retired) > RETIRED_LIMIT or next(iter(retired.values())) < now):
+            retired.popitem(last=False)
+
+    @property
+    def retired_tokens(self) -> frozenset[bytes]:
+        """Tokens of let-go stream ends still remembered (their opens are refused)."""
+        return frozenset(self._retired)
 
     def _retire(self, token: bytes, now: float) -> None:
         del self.served[token]
-        self._retired[token] = now
+        lease_end = self._lease_ends.pop(token, now)
+        self._retired[token] = max(now + 2 * self.resume_window, lease_end)
         self._retired.move_to_end(token)
+
+    def _carried_by(self, token: bytes, lease: RouteLease) -> None:
+        """Remember that ``lease`` carried an open or resume of stream ``token`` here: until
+        it expires, a relay on it could send that open again (a replay)."""
+        lease_end = time.monotonic() + max(0.0, lease.expires_ms / 1000 - time.time())
+        self._lease_ends[token] = max(self._lease_ends.get(token, 0.0), lease_end)
 
     async def aclose(self) -> None:
         if self._sweeper is not None:
@@ -247,7 +268,15 @@ class DataPlane:
                 "resume token in use: a fresh stream names a live one", "stream refused",
             )  # fmt: skip
             return
-        self._serve(connection, event, stream, event.key_exchange, admitted)
+        if kept is not None or event.resume_token in self._retired:
+            # the same open and records derive the same keys again: never serve them twice
+            self._refuse(
+                connection, stream, ErrorCode.STREAM_CLOSED,
+                "stream replayed: a fresh stream names one already served here",
+                "stream refused",
+            )  # fmt: skip
+            return
+        self._serve(connection, event, stream, event.key_exchange, admitted, checked.lease)
 
     def _admit(
         self,
@@ -291,6 +320,7 @@ class DataPlane:
         stream: FabricStream,
         key_exchange: bytes,
         resume_key: bytes,
+        lease: RouteLease,
     ) -> ResumableStream:
         """Serve the stream here: a resumable end kept by its resume token; the handler
         gets plaintext (a :class:`SealedStream` over it) when it is sealed."""
@@ -303,6 +333,7 @@ class DataPlane:
         wrapper.key_exchange = key_exchange
         wrapper.resume_key = resume_key
         self.served[event.resume_token] = wrapper
+        self._carried_by(event.resume_token, lease)
         if resume_key and self.sealing_key is not None:  # sealed
             parsed = parse_key_exchange(key_exchange)
             if parsed is not None and parsed[2]:  # the opener sent its signed node record:
@@ -332,6 +363,14 @@ class DataPlane:
     ) -> None:
         """Serve a stream whose first path never reached here (see the module doc)."""
         proof, key_exchange = split_resume_field(event.key_exchange)
+        if proof and not is_sealing_key_exchange(key_exchange):
+            # a proof names a sealed stream: served without its exchange it would go
+            # unsealed (one hop) and the service would read its sealed records as plaintext
+            self._refuse(
+                connection, stream, ErrorCode.STREAM_CLOSED,
+                "resume key exchange missing: a sealed stream cannot be served anew without it",
+            )  # fmt: skip
+            return
         resume_key = self._admit(connection, event, stream, lease, key_exchange)
         if resume_key is None:
             return
@@ -352,7 +391,7 @@ class DataPlane:
             self._refuse(connection, stream, ErrorCode.STREAM_CLOSED, f"cannot open: {error}")
             return
         connection._schedule_flush()
-        wrapper = self._serve(connection, event, stream, key_exchange, resume_key)
+        wrapper = self._serve(connection, event, stream, key_exchange, resume_key, lease)
         wrapper.resume_counter = counter
         self.opened_on_resume += 1
         log_event(
@@ -423,6 +462,7 @@ class DataPlane:
                 old_conn.session.reset_stream(old_id, ErrorCode.ROUTE_REJECTED)
                 old_conn._schedule_flush()
         wrapper.resume_counter = counter
+        self._carried_by(event.resume_token, lease)
         wrapper.rebind(stream, session_stream(connection, event.stream_id))
         connection._schedule_flush()
         self.adopted += 1
