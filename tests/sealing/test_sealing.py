@@ -10,7 +10,10 @@ import pytest
 
 from accessfabric.identity.keys import NodeKey
 from accessfabric.sealing import SealingError, SealInitiator, SealResponder
+from accessfabric.sealing.handshake import EXCHANGE_ROOM
 from accessfabric.sealing.records import HEADER, TAG_SIZE
+from accessfabric.sealing.resume_proof import PROOF_SIZE
+from accessfabric.wire.limits import MAX_KEY_EXCHANGE
 
 OPENER = NodeKey.from_seed(b"\x11" * 32)
 DESTINATION = NodeKey.from_seed(b"\x22" * 32)
@@ -171,3 +174,17 @@ def test_unknown_opener_and_malformed_blobs_are_refused() -> None:
             DIRECTORY.get,
             CONTEXT,
         )
+
+
+def test_an_opener_record_is_sent_only_where_a_resume_proof_still_fits_beside_it() -> None:
+    def exchange(record: bytes) -> bytes:
+        return SealInitiator(
+            OPENER.sealing_private_key(), OPENER.node_id,
+            DESTINATION.sealing_public_key_bytes, CONTEXT, opener_record=record,
+        ).key_exchange  # fmt: skip
+
+    bare = len(exchange(b""))
+    fits = b"r" * (EXCHANGE_ROOM - bare - 2)
+    assert len(exchange(fits)) == EXCHANGE_ROOM  # sent: the proof still fits beside it
+    assert len(exchange(fits)) + PROOF_SIZE <= MAX_KEY_EXCHANGE
+    assert len(exchange(fits + b"r")) == bare  # one byte more: left out

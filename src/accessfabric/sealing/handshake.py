@@ -32,7 +32,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from accessfabric.sealing.records import RecordOpener, RecordSealer, SealingError
+from accessfabric.sealing.resume_proof import PROOF_SIZE
 from accessfabric.wire.limits import MAX_KEY_EXCHANGE
+
+EXCHANGE_ROOM = MAX_KEY_EXCHANGE - PROOF_SIZE
+"""The largest key exchange an opener sends: a resume from offset 0 carries the resume
+proof and the original exchange in one OPEN_STREAM field (``MAX_KEY_EXCHANGE``)."""
 
 VERSION = 1
 KEY_SIZE = 32
@@ -87,9 +92,14 @@ class SealInitiator:
         destination_static: bytes,
         context: bytes,
         opener_record: bytes = b"",
+        max_exchange: int = EXCHANGE_ROOM,
     ) -> None:
         """``opener_record``: this node's signed node record, sent so a destination that
-        does not know this node (least-knowledge directory) can learn its sealing key."""
+        does not know this node (least-knowledge directory) can learn its sealing key.
+
+        ``max_exchange``: the record is left out when the exchange would grow beyond it
+        (default: room for a resume proof beside it in OPEN_STREAM, so a stream resumed
+        from offset 0 can still carry its exchange and be served anew)."""
         node_id = local_node_id.encode("utf-8")
         if not 0 < len(node_id) < 256:
             raise ValueError("node id must be 1..255 bytes")
@@ -97,9 +107,9 @@ class SealInitiator:
         self._ephemeral = X25519PrivateKey.generate()
         ephemeral_public = _raw(self._ephemeral.public_key())
         self.key_exchange = bytes((VERSION,)) + ephemeral_public + bytes((len(node_id),)) + node_id
-        if opener_record and len(self.key_exchange) + 2 + len(opener_record) <= MAX_KEY_EXCHANGE:
-            # (a record too large for OPEN_STREAM is left out: the destination then needs
-            # this node's key from its directory or configuration)
+        if opener_record and len(self.key_exchange) + 2 + len(opener_record) <= max_exchange:
+            # (a record too large is left out: the destination then needs this node's key
+            # from its directory or configuration)
             self.key_exchange += len(opener_record).to_bytes(2, "big") + opener_record
         es = _dh(self._ephemeral, destination)
         ss = _dh(static_key, destination)
