@@ -39,6 +39,7 @@ def route_lease(**changes: Any) -> RouteLease:
         route_id=7,
         epoch=3,
         hops=(NODES[0].node_id, NODES[1].node_id, NODES[2].node_id),
+        tenant="acme",
         allowed_services=frozenset({"rdp"}),
         allowed_classes=frozenset({TrafficClass.INTERACTIVE, TrafficClass.BULK}),
         issued_ms=ISSUED_MS,

@@ -42,11 +42,11 @@ class Fleet:
     def __init__(self) -> None:
         self.laptop, self.fast, self.slow, self.host = (NodeKey.generate() for _ in range(4))
 
-    async def enroll(self, cp: Running) -> None:
-        await _enroll(cp, self.laptop, ["mobile-edge"])
-        await _enroll(cp, self.fast, ["relay"])
-        await _enroll(cp, self.slow, ["relay"])
-        await _enroll(cp, self.host, ["service-host"])
+    async def enroll(self, cp: Running, tenant: str = "acme") -> None:
+        await _enroll(cp, self.laptop, ["mobile-edge"], tenant)
+        await _enroll(cp, self.fast, ["relay"], tenant)
+        await _enroll(cp, self.slow, ["relay"], tenant)
+        await _enroll(cp, self.host, ["service-host"], tenant)
         status, reply = await cp.signed(self.host, "POST", "/v1/services/rdp/replicas", b"{}")
         assert status == 200, reply
 
@@ -163,6 +163,22 @@ def test_a_new_route_epoch_fences_the_old_lease(tmp_path: Path) -> None:
                     base64.b64decode(old["lease"]), key, clock.now, hop=hop, min_epoch=fence.epoch
                 )
             assert refused.value.reason is RejectReason.STALE_EPOCH
+
+    asyncio.run(main())
+
+
+def test_a_route_lease_names_the_tenant_of_its_source(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running_plane(tmp_path) as cp:
+            fleet = Fleet()
+            await fleet.enroll(cp, tenant="initech")
+            await fleet.beat(cp)
+            status, grant = await cp.signed(fleet.laptop, "POST", "/v1/leases/route", _json(RDP))
+            assert status == 200, grant
+            for route in grant["routes"]:
+                blob = base64.b64decode(route["lease"])
+                lease = verify_route_lease(blob, cp.authority.public_key, cp.plane.clock())
+                assert lease.tenant == "initech"
 
     asyncio.run(main())
 

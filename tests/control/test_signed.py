@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -63,13 +64,32 @@ def _from_fields(kind: str, fields: dict[str, Any]) -> NodeRecord | RouteLease |
 def test_golden_vectors_both_ways(vector: dict[str, Any]) -> None:
     authority = NodeKey.from_seed(bytes.fromhex(DOCUMENT["authority_seed"]))
     assert authority.public_key_bytes.hex() == DOCUMENT["authority_public_key"]
+    kind = KINDS[vector["type"]]
+    # every signed field is in the vector, so a new field cannot go untested
+    assert set(vector["fields"]) == {f.name for f in dataclasses.fields(kind)}
     obj = _from_fields(vector["type"], vector["fields"])
     blob = bytes.fromhex(vector["hex"])
     assert obj.encode_body().hex() == vector["body_hex"]
     assert encode_signed(obj, authority) == blob
     assert object_type_of(blob) == ObjectType(vector["type_tag"])
-    kind = KINDS[vector["type"]]
     assert open_signed(blob, kind, authority.public_key_bytes) == obj  # type: ignore[type-var]
+
+
+def test_route_lease_vector_carries_the_tenant_right_after_the_hops() -> None:
+    (vector,) = [v for v in DOCUMENT["vectors"] if v["type"] == "route_lease"]
+    body = bytes.fromhex(vector["body_hex"])
+    tenant_at = 16 + 8 + 8 + 1 + 40 * len(vector["fields"]["hops"])
+    assert body[tenant_at : tenant_at + 5] == b"\x04acme"
+    assert RouteLease.decode_body(body).tenant == vector["fields"]["tenant"] == "acme"
+
+
+def test_decoder_refuses_a_route_lease_tenant_that_is_not_a_name() -> None:
+    lease = route_lease(tenant="acme")
+    body = bytearray(lease.encode_body())
+    tenant_at = 16 + 8 + 8 + 1 + 40 * len(lease.hops)
+    body[tenant_at + 1 : tenant_at + 5] = b"ACME"
+    with pytest.raises(ValueError, match="tenant"):
+        RouteLease.decode_body(bytes(body))
 
 
 def test_vector_file_is_current() -> None:
@@ -164,6 +184,7 @@ def test_decoder_refuses_upper_case_node_ids() -> None:
         lambda: route_lease(expires_ms=0),
         lambda: route_lease(epoch=-1),
         lambda: route_lease(allowed_services=frozenset({"Bad Name"})),
+        lambda: route_lease(tenant=""),
         lambda: node_record(public_key=NODES[1].public_key_bytes),
         lambda: node_record(trust_tier=4),
         lambda: node_record(tenant=""),

@@ -109,6 +109,7 @@ def test_service_labels_stay_bounded() -> None:
             route_id=1,
             epoch=1,
             hops=(hop, destination),
+            tenant="acme",
             allowed_services=frozenset({"x"}),
             allowed_classes=frozenset({TrafficClass.RELIABLE}),
             issued_ms=0,

@@ -44,12 +44,15 @@ class Fabric:
     sink: SinkResults
     keys: dict[str, NodeKey]
 
-    def routes(self, *relay_chains: list[int]) -> list[Route]:
+    def routes(self, *relay_chains: list[int], tenant: str = "bench", first_id: int = 1
+               ) -> list[Route]:  # fmt: skip
+        """Leases from the source over each chain of relays to the destination, for ``tenant``,
+        with route ids from ``first_id`` on."""
         out = []
-        for index, chain in enumerate(relay_chains, start=1):
+        for index, chain in enumerate(relay_chains, start=first_id):
             hops = [self.source.node_id, *(self.relays[i].node_id for i in chain),
                     self.destination.node_id]  # fmt: skip
-            out.append(issue_route(self.authority, index, hops))
+            out.append(issue_route(self.authority, index, hops, tenant=tenant))
         return out
 
     def sealing_key(self, node_id: str) -> bytes | None:

@@ -12,12 +12,13 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from accessfabric.errors import ErrorCode
+from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.node.address import HostPort
 from accessfabric.node.connection import StreamResetError
 from accessfabric.node.relay_limits import RelayLimits, RelayQuotas
@@ -77,7 +78,7 @@ async def test_relayed_bytes_show_on_metrics_and_status(tmp_path: Path) -> None:
         socket = tmp_path / "relay.sock"
         await relay.observe.start(HostPort(host="127.0.0.1", port=0), socket)
         assert "relay" not in relay.observe.status()  # no relay role, nothing relayed yet
-        src.routes.set_routes("echo", TrafficClass.BULK, fabric.routes([0]))
+        src.routes.set_routes("echo", TrafficClass.BULK, fabric.routes([0], tenant="acme"))
         stream = await src.routes.open_stream("echo", TrafficClass.BULK)
         stream.write(PAYLOAD)
         assert await asyncio.wait_for(stream.readexactly(len(PAYLOAD)), 10) == PAYLOAD
@@ -85,7 +86,7 @@ async def test_relayed_bytes_show_on_metrics_and_status(tmp_path: Path) -> None:
         assert await asyncio.wait_for(stream.read(), 5) == b""
         await until_idle(relay)
 
-        tenant = f"node:{src.node_id}"  # the source sent no signed node record
+        tenant = "acme"  # the tenant the route lease names
         bulk = labels(tenant=tenant, cls="bulk")
         samples = await scrape(relay.observe.metrics_url)
         relayed = "accessfabric_relay_bytes_total"
@@ -138,7 +139,7 @@ async def test_a_stream_the_relay_quota_refuses_shows_under_its_reason(tmp_path:
         src, relay = fabric.source, fabric.relays[0]
         relay.data_plane.relay.quotas = RelayQuotas(RelayLimits(max_streams_per_tenant=1))
         await relay.observe.start(HostPort(host="127.0.0.1", port=0), None)
-        (route,) = fabric.routes([0])
+        (route,) = fabric.routes([0], tenant="acme")
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, [route])
         first = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
         first.write(b"ping")
@@ -151,7 +152,7 @@ async def test_a_stream_the_relay_quota_refuses_shows_under_its_reason(tmp_path:
             await asyncio.wait_for(second.read(), 5)
         assert reset.value.code == ErrorCode.ROUTE_REJECTED
 
-        tenant = f"node:{src.node_id}"
+        tenant = "acme"
         samples = await scrape(relay.observe.metrics_url, "accessfabric_relay_refused")
         assert samples == {
             ("accessfabric_relay_refused_total", labels(tenant=tenant, reason="tenant_streams")): 1
@@ -165,5 +166,109 @@ async def test_a_stream_the_relay_quota_refuses_shows_under_its_reason(tmp_path:
         assert section["active"] == 1
         first.close()
         assert await asyncio.wait_for(first.read(), 5) == b""
+    finally:
+        await fabric.stop()
+
+
+async def test_each_tenant_behind_one_upstream_has_its_own_quota(tmp_path: Path) -> None:
+    """Two tenants' leases over the same source -> relay session: the relay limits and
+    accounts each by the tenant its lease names, not by the peer that brought the stream."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        src, relay = fabric.source, fabric.relays[0]
+        relay.data_plane.relay.quotas = RelayQuotas(RelayLimits(max_streams_per_tenant=1))
+        await relay.observe.start(HostPort(host="127.0.0.1", port=0), None)
+        (acme,) = fabric.routes([0], tenant="acme")
+        (globex,) = fabric.routes([0], tenant="globex", first_id=2)
+        interactive = TrafficClass.INTERACTIVE
+
+        src.routes.set_routes("echo", interactive, [acme])
+        acme_first = await src.routes.open_stream("echo", interactive)
+        acme_first.write(b"acme")
+        assert await asyncio.wait_for(acme_first.readexactly(4), 5) == b"acme"
+
+        connection = await src.peers.session(relay.node_id)  # one session carries both
+        acme_second = await connection.open_stream(
+            "echo", interactive, acme.route_id, route_lease=acme.blob
+        )
+        with pytest.raises(StreamResetError) as reset:
+            await asyncio.wait_for(acme_second.read(), 5)
+        assert reset.value.code == ErrorCode.ROUTE_REJECTED
+
+        src.routes.set_routes("echo", interactive, [globex])
+        globex_first = await src.routes.open_stream("echo", interactive)
+        globex_first.write(b"globex")
+        assert await asyncio.wait_for(globex_first.readexactly(6), 5) == b"globex"
+        assert src.peers.counters().active == 1  # still the one session to the relay
+
+        samples = await scrape(relay.observe.metrics_url)
+        for tenant in ("acme", "globex"):
+            row = labels(tenant=tenant, cls="interactive")
+            assert samples[("accessfabric_relay_streams_total", row)] == 1
+            assert samples[("accessfabric_relay_active_streams", row)] == 1
+            up = labels(tenant=tenant, cls="interactive", direction="from_source")
+            assert samples[("accessfabric_relay_bytes_total", up)] > 0
+        refused = {key: n for key, n in samples.items() if key[0].endswith("refused_total")}
+        assert refused == {
+            ("accessfabric_relay_refused_total", labels(tenant="acme", reason="tenant_streams")): 1
+        }
+        section = relay.observe.status()["relay"]
+        assert [(r["tenant"], r["active"]) for r in section["relayed"]] == [
+            ("acme", 1),
+            ("globex", 1),
+        ]
+        for stream in (acme_first, globex_first):
+            stream.close()
+            assert await asyncio.wait_for(stream.read(), 5) == b""
+        await until_idle(relay)
+    finally:
+        await fabric.stop()
+
+
+async def test_a_claim_failing_after_admission_gives_the_quota_slot_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``relay_stream`` raising once the quota admitted the stream: the stream is reset,
+    the error counted, and the tenant's only slot is free for the next stream."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        src, relay = fabric.source, fabric.relays[0]
+        splicer = relay.data_plane.relay
+        splicer.quotas = RelayQuotas(RelayLimits(max_streams_per_tenant=1))
+        (route,) = fabric.routes([0], tenant="acme")
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, [route])
+        claim = splicer.open
+        failed_claims = []
+
+        def open_failing_once(connection: Any, *args: Any) -> None:
+            def refuse(stream_id: int) -> None:
+                raise LocalProtocolError(f"stream {stream_id}: injected")
+
+            if failed_claims:
+                return claim(connection, *args)
+            failed_claims.append(connection)
+            with monkeypatch.context() as patch:
+                patch.setattr(connection.session, "relay_stream", refuse)
+                claim(connection, *args)
+
+        monkeypatch.setattr(splicer, "open", open_failing_once)
+        connection = await src.peers.session(route.first_hop)
+        failed = await connection.open_stream(
+            "echo", TrafficClass.INTERACTIVE, route.route_id, route_lease=route.blob
+        )
+        with pytest.raises(StreamResetError) as reset:
+            await asyncio.wait_for(failed.read(), 5)
+        assert reset.value.code == ErrorCode.ROUTE_REJECTED
+        assert splicer.callback_errors == 1
+        assert splicer.active == 0
+        assert splicer.quotas.usage[("acme", TrafficClass.INTERACTIVE)].active == 0
+
+        stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+        stream.write(b"ping")
+        assert await asyncio.wait_for(stream.readexactly(4), 5) == b"ping"
+        assert splicer.quotas.refused == {} and len(failed_claims) == 1
+        stream.close()
+        assert await asyncio.wait_for(stream.read(), 5) == b""
+        await until_idle(relay)
     finally:
         await fabric.stop()

@@ -94,6 +94,7 @@ def build() -> dict[str, Any]:
         "route_id": 0x0123_4567_89AB_CDEF,
         "epoch": 7,
         "hops": hops,
+        "tenant": "acme",
         "allowed_services": ["rdp", "ssh"],
         "allowed_classes": ["interactive", "reliable"],
         "issued_ms": issued,
@@ -106,6 +107,7 @@ def build() -> dict[str, Any]:
         + u(7, 8)
         + u(3, 1)
         + b"".join(h.encode("ascii") for h in hops)
+        + name("acme")
         + names(["ssh", "rdp"])
         + u((1 << TrafficClass.INTERACTIVE) | (1 << TrafficClass.RELIABLE), 1)
         + u(issued, 8)
@@ -117,6 +119,7 @@ def build() -> dict[str, Any]:
         route_id=0x0123_4567_89AB_CDEF,
         epoch=7,
         hops=tuple(hops),
+        tenant="acme",
         allowed_services=frozenset({"rdp", "ssh"}),
         allowed_classes=frozenset({TrafficClass.INTERACTIVE, TrafficClass.RELIABLE}),
         issued_ms=issued,

@@ -37,6 +37,7 @@ def issue_route(
     classes: tuple[TrafficClass, ...] = tuple(TrafficClass),
     ttl: float = 3600.0,
     epoch: int = 1,
+    tenant: str = "bench",
 ) -> Route:
     now_ms = int(time.time() * 1000)
     lease = RouteLease(
@@ -44,6 +45,7 @@ def issue_route(
         route_id=route_id,
         epoch=epoch,
         hops=tuple(hops),
+        tenant=tenant,
         allowed_services=frozenset(services),
         allowed_classes=frozenset(classes),
         issued_ms=now_ms - 1000,

@@ -243,6 +243,7 @@ class RouteLeasing:
                 route_id=route_id,
                 epoch=epoch,
                 hops=route.hops,
+                tenant=source.record.tenant,
                 allowed_services=frozenset({service}),
                 allowed_classes=frozenset({traffic_class}),
                 issued_ms=now_ms,

@@ -139,7 +139,11 @@ class NodeRecord:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RouteLease:
-    """Permission to carry ``allowed_services`` in ``allowed_classes`` along ``hops``."""
+    """Permission to carry ``allowed_services`` in ``allowed_classes`` along ``hops``.
+
+    ``tenant`` is the tenant of the source (``hops[0]``) the lease was issued to: relays
+    limit and account by it (docs/relays.md, "Quotas and accounting").
+    """
 
     object_type: ClassVar[ObjectType] = ObjectType.ROUTE_LEASE
 
@@ -147,6 +151,7 @@ class RouteLease:
     route_id: int
     epoch: int
     hops: tuple[str, ...]
+    tenant: str
     allowed_services: frozenset[str]
     allowed_classes: frozenset[TrafficClass]
     issued_ms: int
@@ -164,6 +169,7 @@ class RouteLease:
         if len(set(hops)) != len(hops):
             raise ValueError("a route visits each node at most once")
         _set(self, "hops", hops)
+        check_name("tenant", self.tenant)
         _set(self, "allowed_services", _names("service", self.allowed_services, MAX_SERVICES))
         _set(self, "allowed_classes", frozenset(TrafficClass(c) for c in self.allowed_classes))
         _check_times(self.issued_ms, self.expires_ms)
@@ -177,6 +183,7 @@ class RouteLease:
         out.uint(len(self.hops), 1)
         for hop in self.hops:
             out.node_id(hop)
+        out.name(self.tenant)
         out.names(self.allowed_services)
         out.uint(classes_to_mask(self.allowed_classes), 1)
         out.uint(self.issued_ms, 8)
@@ -196,6 +203,7 @@ class RouteLease:
             route_id=route_id,
             epoch=epoch,
             hops=hops,
+            tenant=data.name(),
             allowed_services=frozenset(data.names()),
             allowed_classes=classes_from_mask(data.uint(1)),
             issued_ms=data.u64(),

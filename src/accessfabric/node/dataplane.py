@@ -107,7 +107,7 @@ class DataPlane:
         self.sealed = 0
         """Sealed streams served here (the handler read and wrote plaintext)."""
         self.checker = LeaseChecker(node_id, authority_key)
-        self.relay = Relay(peers, authority_key, relay_limits, orphan_grace=resume_window)
+        self.relay = Relay(peers, relay_limits, orphan_grace=resume_window)
         self.resume_window = resume_window
         self.hooks: list[EventHook] = []
         """More per-event hooks (the route manager at a source adds one)."""

@@ -42,7 +42,6 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from accessfabric.control.verify import verify_node_record
 from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.node.connection import FabricStream, SessionConnection, StreamResetError
 from accessfabric.node.lease_check import CheckedLease
@@ -78,27 +77,15 @@ class Splice:
         return self.event.stream_id
 
 
-def tenant_of(connection: SessionConnection, authority_key: bytes | None) -> str:
-    """The peer's tenant from its signed node record; ``node:<id>`` without one."""
-    session = connection.session
-    record = session._peer_node_record
-    if authority_key is not None and record:
-        with contextlib.suppress(Exception):
-            return verify_node_record(record, authority_key, time.time()).tenant
-    return f"node:{session.peer_node_id}"
-
-
 class Relay:
     def __init__(
         self,
         peers: PeerSessionManager,
-        authority_key: bytes | None,
         limits: RelayLimits | None = None,
         *,
         orphan_grace: float = ORPHAN_GRACE,
     ) -> None:
         self.peers = peers
-        self.authority_key = authority_key
         self.quotas = RelayQuotas(limits)
         self.orphan_grace = orphan_grace
         self._ends: dict[tuple[SessionConnection, int], Splice] = {}
@@ -136,7 +123,7 @@ class Relay:
         if connection.session.stream_state(event.stream_id) is None:
             self._skip_gone(event, "opened and gone in one batch")
             return
-        tenant = tenant_of(connection, self.authority_key)
+        tenant = checked.lease.tenant  # signed by the control plane, checked before this
         try:
             self.quotas.admit(tenant, event.traffic_class, resume=event.resume)
         except RelayRefused as refused:
@@ -147,13 +134,33 @@ class Relay:
                 reason=str(refused),
             )  # fmt: skip
             return
-        connection.session.relay_stream(event.stream_id)
         splice = Splice(tenant, event, checked, connection, up)
-        self._ends[(connection, event.stream_id)] = splice
+        try:
+            self._start(splice)
+        except BaseException:
+            self._unclaim(splice)  # the admitted slot is not held by a splice that never ran
+            raise
+
+    def _start(self, splice: Splice) -> None:
+        splice.up_conn.session.relay_stream(splice.up_id)
+        self._ends[(splice.up_conn, splice.up_id)] = splice
         self.active += 1
-        task = asyncio.create_task(self._run(splice))
+        run = self._run(splice)
+        try:
+            task = asyncio.create_task(run)
+        except BaseException:
+            run.close()  # never started: no "never awaited" warning, no finally to run
+            raise
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _unclaim(self, splice: Splice) -> None:
+        """Undo :meth:`_start` as far as it got, and give the quota slot back."""
+        key = (splice.up_conn, splice.up_id)
+        if self._ends.get(key) is splice:
+            del self._ends[key]
+            self.active -= 1
+        self.quotas.release(splice.tenant, splice.event.traffic_class)
 
     def _skip_gone(self, event: ev.StreamOpened, why: str) -> None:
         self.gone += 1

@@ -6,10 +6,10 @@ active, resumes, bytes each way, refusals by reason — and the relay's own coun
 streams skipped because their session no longer had them (``gone``) and of errors
 caught before they reached a session's event callback (``callback_errors``).
 
-Labels are bounded: ``tenant`` is the upstream peer's tenant (from its signed node
-record, ``node:<id>`` without one; only peers whose route lease names this node get as
-far as the quotas), ``class`` a traffic class name, ``direction`` and ``reason`` fixed
-sets.  Never a stream id, a route, a token or a payload byte.
+Labels are bounded: ``tenant`` is the tenant the stream's route lease names (signed by
+the control plane: the source's tenant; only a lease that verified and names this node
+gets as far as the quotas), ``class`` a traffic class name, ``direction`` and ``reason``
+fixed sets.  Never a stream id, a route, a token or a payload byte.
 """
 
 from __future__ import annotations
