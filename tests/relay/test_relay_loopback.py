@@ -101,6 +101,48 @@ async def test_relay_refuses_a_lease_that_does_not_name_it(tmp_path: Path) -> No
         await fabric.stop()
 
 
+async def test_a_hop_cannot_reuse_its_sources_lease_for_a_stream_of_its_own(
+    tmp_path: Path,
+) -> None:
+    """The relay before the destination passes the previous-hop check with the source's
+    lease; a sealed stream it opens in its own name on that lease is refused."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        relay, dst = fabric.relays[0], fabric.destination
+        (route,) = fabric.routes([0])  # source -> relay -> destination
+        initiator, token = new_initiator(
+            fabric.keys[relay.node_id], fabric.keys[dst.node_id].sealing_public_key_bytes,
+            SEALED_SINK,
+        )  # fmt: skip
+        connection = await relay.peers.session(dst.node_id)
+        stream_id = connection.session.open_stream(
+            SEALED_SINK, TrafficClass.BULK, route.lease.route_id, route_lease=route.blob,
+            key_exchange=initiator.key_exchange, resume_token=token,
+        )  # fmt: skip
+        stream = new_fabric_stream(connection, stream_id, SEALED_SINK, TrafficClass.BULK)
+        stream.write(bytes(initiator.sealer.seal(b"the relay's own request")))
+        with pytest.raises(StreamResetError) as caught:
+            await asyncio.wait_for(stream.read(), 5)
+        assert caught.value.code == ErrorCode.AUTHENTICATION_FAILED
+        assert dst.data_plane.refused == {"sealed opener not the route's source": 1}
+        assert fabric.sink.digests == []
+        # The source's own sealed stream on the same lease is served.
+        src = fabric.source
+        src.routes.set_routes(SEALED_SINK, TrafficClass.BULK, [route])
+        own, own_token = new_initiator(
+            fabric.keys[src.node_id], fabric.keys[dst.node_id].sealing_public_key_bytes,
+            SEALED_SINK,
+        )  # fmt: skip
+        served = await src.routes.open_stream(
+            SEALED_SINK, TrafficClass.BULK, key_exchange=own.key_exchange,
+            resume_token=own_token, resume_key=own.resume_key,
+        )  # fmt: skip
+        sent, confirmed = await send_sealed(served, own, 64 * 1024)
+        assert confirmed == sent and fabric.sink.digests == [sent]
+    finally:
+        await fabric.stop()
+
+
 async def test_expired_leases_say_why_no_route(tmp_path: Path) -> None:
     fabric = await build(tmp_path, relays=1)
     try:

@@ -304,6 +304,16 @@ class DataPlane:
                 "sealing unavailable: this node has no sealing key", "stream refused",
             )  # fmt: skip
             return None
+        parsed = parse_key_exchange(key_exchange)
+        if parsed is not None and parsed[1] != lease.hops[0]:
+            # The lease lets its source reach this service; a hop on its path (the previous
+            # hop passes the lease check) must not reuse it for streams of its own.
+            self._refuse(
+                connection, stream, ErrorCode.AUTHENTICATION_FAILED,
+                f"sealed opener not the route's source: {parsed[1][:12]}... opened a stream "
+                f"on a lease for {lease.hops[0][:12]}...", "stream refused",
+            )  # fmt: skip
+            return None
         try:
             return destination_resume_key(self.sealing_key, key_exchange) or b""
         except SealingError as error:
