@@ -408,8 +408,9 @@ class ControlLink:
         for u in usable:  # the destination's sealing key comes with its route (least knowledge)
             if u.destination is not None:
                 self.runtime.sealing_keys.add(
-                    u.destination.node_id, u.destination.sealing_public_key
-                )
+                    u.destination.node_id, u.destination.sealing_public_key,
+                    expires=u.destination.expires_ms / 1000,
+                )  # fmt: skip
         self.failovers.route_leases(service, traffic_class, [r.lease for r in routes])
         if routes:
             self.runtime.routes.set_routes(service, traffic_class, routes)

@@ -29,7 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from accessfabric.control.codec import canonical_node_id
-from accessfabric.control.objects import RouteLease
+from accessfabric.control.objects import NodeRecord, RouteLease
 from accessfabric.control.rejections import SignedObjectRejected
 from accessfabric.control.verify import verify_node_record
 from accessfabric.node.log_format import log_event
@@ -71,19 +71,39 @@ class SealingKeys:
         self.authority_key = authority_key
         self.clock = clock
         self._keys: dict[str, bytes] = {}
+        self._expires: dict[str, float] = {}
+        """When a key learned from a signed node record stops counting (the record's
+        expiry, wall-clock seconds); configured keys are not here and never expire."""
         self.refresh: Callable[[], Awaitable[Mapping[str, Any] | None]] | None = None
         """Fetch the directory again (the control link sets it); its entries are learned."""
         self._last_refresh = float("-inf")
         for node_id, key in (static or {}).items():
             self.add(node_id, key)
 
-    def add(self, node_id: str, key: bytes) -> None:
+    def add(self, node_id: str, key: bytes, *, expires: float | None = None) -> None:
+        """Know ``key`` for ``node_id``; until ``expires`` (wall clock) when it comes from a
+        signed node record, for good when ``None`` (configuration)."""
         if len(key) != KEY_SIZE:
             raise ValueError(f"a sealing key is {KEY_SIZE} raw bytes, got {len(key)}")
-        self._keys[_canonical(node_id)] = bytes(key)
+        node_id = _canonical(node_id)
+        self._keys[node_id] = bytes(key)
+        if expires is None:
+            self._expires.pop(node_id, None)
+        else:
+            self._expires[node_id] = expires
 
     def get(self, node_id: str) -> bytes | None:
-        return self._keys.get(_canonical(node_id))
+        """The key, or None when unknown or its record has expired (then it is forgotten:
+        a node dropped from the directory is not trusted on a stale record)."""
+        node_id = _canonical(node_id)
+        expires = self._expires.get(node_id)
+        if expires is not None and self.clock() >= expires:
+            del self._keys[node_id], self._expires[node_id]
+            return None
+        return self._keys.get(node_id)
+
+    def _learn(self, record: NodeRecord) -> None:
+        self.add(record.node_id, record.sealing_public_key, expires=record.expires_ms / 1000)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -102,7 +122,7 @@ class SealingKeys:
                 record = verify_node_record(blob, self.authority_key, now)
             except (SignedObjectRejected, ValueError, TypeError):
                 continue
-            self._keys[record.node_id] = record.sealing_public_key
+            self._learn(record)
             learned += 1
         return learned
 
@@ -115,7 +135,7 @@ class SealingKeys:
             record = verify_node_record(blob, self.authority_key, self.clock())
         except (SignedObjectRejected, ValueError, TypeError):
             return None
-        self._keys[record.node_id] = record.sealing_public_key
+        self._learn(record)
         return record.node_id
 
     async def resolve(self, node_id: str) -> bytes | None:
