@@ -13,17 +13,17 @@ import pytest
 from accessfabric.bench import BenchSetupError, relay
 from accessfabric.bench.cpu_budget import CpuBudget, unavailable_reason
 
-pytestmark = pytest.mark.skipif(
+needs_cgroups = pytest.mark.skipif(
     unavailable_reason() is not None, reason=f"cgroup CPU quota: {unavailable_reason()}"
 )
 
 SPIN = "import time\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass\n"
 
 
-def _cpu_seconds(pid: int) -> float:
-    return relay._cpu_seconds(pid)
+_cpu_seconds = relay._cpu_seconds
 
 
+@needs_cgroups
 def test_a_budget_holds_a_spinning_process_to_its_share() -> None:
     budget = CpuBudget("test-spin", 0.2)
     spinner = subprocess.Popen([sys.executable, "-c", SPIN])
@@ -44,6 +44,7 @@ def test_a_budget_holds_a_spinning_process_to_its_share() -> None:
     assert not budget.path.exists()
 
 
+@needs_cgroups
 def test_closing_a_budget_frees_the_processes_still_in_it() -> None:
     budget = CpuBudget("test-close", 0.1)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -68,11 +69,13 @@ def test_node_cpu_fraction_from_the_environment(monkeypatch: pytest.MonkeyPatch)
             relay.node_cpu_fraction()
 
 
+@needs_cgroups
 def test_a_budget_outside_the_machine_is_refused() -> None:
     with pytest.raises(ValueError, match="CPU budget"):
         CpuBudget("test-bad", float((os.cpu_count() or 1) + 1))
 
 
+@needs_cgroups
 def test_a_budgeted_bulk_moves_every_byte_and_reports_each_process(tmp_path: Path) -> None:
     lab = relay._Lab(tmp_path)
     budgets = {name: CpuBudget(f"test-{name}", 0.5) for name in ("src", "dst")}

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from accessfabric.bench import tls_transport
-from accessfabric.bench.carrier import _process_cpu
-from accessfabric.bench.common import BenchNode
+from accessfabric.bench.common import BenchNode, process_cpu
 
 
 @pytest.mark.parametrize("kind", tls_transport.KINDS)
@@ -23,7 +22,7 @@ def test_each_transport_moves_every_byte(kind: str, tmp_path: Path) -> None:
 
 
 def test_process_cpu_reads_proc_and_says_none_when_it_cannot() -> None:
-    own = _process_cpu(os.getpid())
+    own = process_cpu(os.getpid())
     assert own is not None and own > 0
-    assert _process_cpu(None) is None
-    assert _process_cpu(2**22 + 12345) is None  # above Linux's pid_max: no such process
+    assert process_cpu(None) is None
+    assert process_cpu(2**22 + 12345) is None  # above Linux's pid_max: no such process

@@ -46,7 +46,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
 
-from accessfabric.bench.common import BenchNode, machine_note, run_async
+from accessfabric.bench.common import BenchNode, machine_note, process_cpu, run_async
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.node import endpoints
 from accessfabric.node.connection import FabricStream, SessionConnection
@@ -578,17 +578,6 @@ async def _send_packets_raw(ctx: _Context, count: int) -> float:
 # ---------------------------------------------------------------------------- the run
 
 
-def _process_cpu(pid: int | None) -> float | None:
-    """User + system CPU seconds of process ``pid`` (None if Linux's /proc cannot say)."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _own_cpu() -> float:
     times = os.times()
     return times.user + times.system
@@ -620,13 +609,13 @@ async def _measure(
     """One transfer: (bytes the receiver counted, seconds from first write to its end)."""
     reported = "fabric_tcp" if kind == "fabric_tcp_unpaced" else kind
     ctx.current = asyncio.ensure_future(ctx.hub.next(reported))
-    sender_before, receiver_before = _own_cpu(), _process_cpu(ctx.receiver_pid)
+    sender_before, receiver_before = _own_cpu(), process_cpu(ctx.receiver_pid)
     try:
         started = await send()
         count, ended = await ctx.current
     finally:
         ctx.current.cancel()
-    receiver_after = _process_cpu(ctx.receiver_pid)
+    receiver_after = process_cpu(ctx.receiver_pid)
     if receiver_before is not None and receiver_after is not None and count:
         sender = (_own_cpu() - sender_before) / count
         receiver = (receiver_after - receiver_before) / count

@@ -33,6 +33,20 @@ def loop_name() -> str:
     return "asyncio"
 
 
+def process_cpu(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` (None if Linux's /proc cannot say).
+
+    A process that has exited but is not yet reaped still answers, with its final figures.
+    """
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def run_async(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` on uvloop when installed (what the node runtime uses), else asyncio."""
     if loop_name() == "uvloop":

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from accessfabric.bench.common import process_cpu
 from accessfabric.bench.cpu_budget import CpuBudget, unavailable_reason
 from accessfabric.bench.relay_lab import issue_route
 from accessfabric.bench.report import BenchReport, BenchResult, BenchSetupError
@@ -117,9 +118,10 @@ def _wait(stream: IO[bytes], event: str, timeout: float) -> dict[str, Any]:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds the process has used so far (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    seconds = process_cpu(pid)
+    if seconds is None:
+        raise RuntimeError(f"no CPU figures for process {pid} in /proc")
+    return seconds
 
 
 def _bulk(
