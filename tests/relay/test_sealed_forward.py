@@ -27,6 +27,7 @@ from accessfabric.node.connection import SessionConnection, StreamResetError
 from accessfabric.node.route_switches import SwitchReason
 from accessfabric.node.routes import NoUsableRoute, Route
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.sealing.records import CipherSuite
 from accessfabric.services.host import node_opener
 from accessfabric.services.tcp_forward import TcpForwarder, service_host
 from accessfabric.session import events as ev
@@ -43,9 +44,13 @@ class Recorder:
 
     def __init__(self, runtime: NodeRuntime) -> None:
         self.streams: dict[tuple[int, int], bytearray] = defaultdict(bytearray)
+        self.key_exchanges: list[bytes] = []
         runtime.data_plane.hooks.append(self._on_event)
 
     def _on_event(self, connection: SessionConnection, event: ev.Event) -> None:
+        if type(event) is ev.StreamOpened:
+            assert isinstance(event, ev.StreamOpened)
+            self.key_exchanges.append(bytes(event.key_exchange))
         if type(event) is ev.DataReceived:
             assert isinstance(event, ev.DataReceived)
             self.streams[(id(connection), event.stream_id)] += bytes(event.data)
@@ -108,11 +113,14 @@ async def send_through(forwarder: TcpForwarder, data: bytes) -> tuple[str, bytes
     return digest.decode(), trailer
 
 
-async def test_forwarded_tcp_through_a_relay_is_sealed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cipher", list(CipherSuite), ids=lambda suite: suite.label)
+async def test_forwarded_tcp_through_a_relay_is_sealed(tmp_path: Path, cipher: CipherSuite) -> None:
     fabric = await build(tmp_path, relays=1)
     target = await digest_server()
     recorder = Recorder(fabric.relays[0])
     forwarder = await forward(fabric, target)
+    assert fabric.source.routes.sealing is not None
+    fabric.source.routes.sealing.cipher = cipher  # the opener's [sealing] cipher
     try:
         fabric.source.routes.set_routes(SERVICE, TrafficClass.RELIABLE, routes(fabric, [0]))
         data = payload(2 * MiB)
@@ -123,6 +131,8 @@ async def test_forwarded_tcp_through_a_relay_is_sealed(tmp_path: Path) -> None:
         assert not recorder.saw(MARKER), "the relay saw plaintext"  # ... never the plaintext
         assert not recorder.saw(MARKER[:12])
         assert fabric.destination.data_plane.sealed == 1
+        # the relay saw the opener's choice in the key exchange (version 2, suite byte)
+        assert [blob[:2] for blob in recorder.key_exchanges] == [bytes((2, cipher.value))]
     finally:
         await forwarder.close()
         target.close()
