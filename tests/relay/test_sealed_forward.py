@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.bench.relay_lab import issue_route
+from accessfabric.bench.relay_lab import issue_route, new_initiator
 from accessfabric.control.authority import Authority
 from accessfabric.control.objects import NodeRecord
 from accessfabric.control.vocabulary import Role
@@ -27,6 +27,7 @@ from accessfabric.node.connection import SessionConnection, StreamResetError
 from accessfabric.node.route_switches import SwitchReason
 from accessfabric.node.routes import NoUsableRoute, Route
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.sealing import SealingError, SealInitiator
 from accessfabric.sealing.records import CipherSuite
 from accessfabric.services.host import node_opener
 from accessfabric.services.tcp_forward import TcpForwarder, service_host
@@ -219,6 +220,64 @@ async def test_destination_refuses_an_opener_whose_key_it_does_not_know(tmp_path
         with pytest.raises(ConnectionError):
             await asyncio.wait_for(stream.read(), 10)
         assert dst.data_plane.refused == {"sealing": 1}
+    finally:
+        await fabric.stop()
+
+
+async def _open_with_exchange(fabric: Fabric, initiator: SealInitiator, token: bytes,
+                              key_exchange: bytes) -> Exception:  # fmt: skip
+    """Open a sealed echo stream through the relay whose OPEN_STREAM carries
+    ``key_exchange`` (what a relay that rewrote the opener's would forward), seal a record
+    with ``initiator``; the error the opener gets."""
+    stream = await fabric.source.routes.open_stream(
+        "echo", TrafficClass.INTERACTIVE, key_exchange=key_exchange, resume_token=token,
+        resume_key=initiator.resume_key,
+    )  # fmt: skip
+    stream.write(initiator.sealer.seal(b"hello"))
+    try:
+        while data := await asyncio.wait_for(stream.read(), 10):
+            initiator.feed_reply(data)
+    except (ConnectionError, SealingError) as error:
+        return error
+    raise AssertionError("the stream ended cleanly")
+
+
+async def test_a_relay_that_flips_the_cipher_suite_breaks_the_stream(tmp_path: Path) -> None:
+    """Downgrade protection on real runtimes: the destination serves the flipped exchange,
+    but its keys differ from the opener's, so the first record fails and the stream is
+    reset."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        src, dst = fabric.source, fabric.destination
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0]))
+        dst_key = fabric.sealing_key(dst.node_id)
+        assert dst_key is not None
+        initiator, token = new_initiator(
+            fabric.keys[src.node_id], dst_key, "echo", CipherSuite.AES_256_GCM
+        )
+        flipped = bytes((2, CipherSuite.CHACHA20_POLY1305)) + initiator.key_exchange[2:]
+        error = await _open_with_exchange(fabric, initiator, token, flipped)
+        assert isinstance(error, StreamResetError)
+        assert error.code == ErrorCode.AUTHENTICATION_FAILED
+        assert dst.data_plane.sealed == 1  # served (the blob is well formed) ...
+        assert dst.data_plane.refused == {}  # ... and failed at its first record
+    finally:
+        await fabric.stop()
+
+
+async def test_an_unknown_cipher_suite_is_refused_as_sealing(tmp_path: Path) -> None:
+    fabric = await build(tmp_path, relays=1)
+    try:
+        src, dst = fabric.source, fabric.destination
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0]))
+        dst_key = fabric.sealing_key(dst.node_id)
+        assert dst_key is not None
+        initiator, token = new_initiator(fabric.keys[src.node_id], dst_key, "echo")
+        unknown = b"\x02\x09" + initiator.key_exchange[2:]
+        error = await _open_with_exchange(fabric, initiator, token, unknown)
+        assert isinstance(error, StreamResetError)
+        assert error.code == ErrorCode.AUTHENTICATION_FAILED
+        assert dst.data_plane.refused == {"sealing": 1}  # not served unsealed
     finally:
         await fabric.stop()
 
