@@ -263,6 +263,38 @@ def test_sealing_keys_and_switch(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "cipher"),
+    [
+        (None, "auto"),
+        ('"auto"', "auto"),
+        ('"AES-256-GCM"', "aes-256-gcm"),
+        ('" chacha20-poly1305"', "chacha20-poly1305"),
+    ],
+)
+def test_sealing_cipher(tmp_path: Path, value: str | None, cipher: str) -> None:
+    text = 'key_path = "n.key"\n' + ("" if value is None else f"[sealing]\ncipher = {value}\n")
+    assert load_node_config(write(tmp_path, text), environ={}).sealing.cipher == cipher
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('"rc4"', "unknown cipher 'rc4' (choose from auto, chacha20-poly1305, aes-256-gcm)"),
+        ('"aes-128-gcm"', "unknown cipher 'aes-128-gcm' (choose from auto, chacha20-poly1305, "),
+        ("1", "expected a string, got "),
+        ('""', "must not be empty"),
+    ],
+)
+def test_a_bad_sealing_cipher_names_file_key_and_problem(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    path = write(tmp_path, f'key_path = "n.key"\n[sealing]\ncipher = {value}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_node_config(path, environ={})
+    assert str(caught.value).startswith(f"{path}: sealing.cipher: {problem}")
+
+
+@pytest.mark.parametrize(
     ("text", "problem"),
     [
         ('[sealing]\nkeys = { "afn1x" = "AAAA" }\n', "sealing.keys.afn1x: "),

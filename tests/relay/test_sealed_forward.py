@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.bench.relay_lab import issue_route
+from accessfabric.bench.relay_lab import issue_route, new_initiator
 from accessfabric.control.authority import Authority
 from accessfabric.control.objects import NodeRecord
 from accessfabric.control.vocabulary import Role
@@ -27,6 +27,8 @@ from accessfabric.node.connection import SessionConnection, StreamResetError
 from accessfabric.node.route_switches import SwitchReason
 from accessfabric.node.routes import NoUsableRoute, Route
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.sealing import SealingError, SealInitiator
+from accessfabric.sealing.records import CipherSuite
 from accessfabric.services.host import node_opener
 from accessfabric.services.tcp_forward import TcpForwarder, service_host
 from accessfabric.session import events as ev
@@ -43,9 +45,13 @@ class Recorder:
 
     def __init__(self, runtime: NodeRuntime) -> None:
         self.streams: dict[tuple[int, int], bytearray] = defaultdict(bytearray)
+        self.key_exchanges: list[bytes] = []
         runtime.data_plane.hooks.append(self._on_event)
 
     def _on_event(self, connection: SessionConnection, event: ev.Event) -> None:
+        if type(event) is ev.StreamOpened:
+            assert isinstance(event, ev.StreamOpened)
+            self.key_exchanges.append(bytes(event.key_exchange))
         if type(event) is ev.DataReceived:
             assert isinstance(event, ev.DataReceived)
             self.streams[(id(connection), event.stream_id)] += bytes(event.data)
@@ -108,11 +114,14 @@ async def send_through(forwarder: TcpForwarder, data: bytes) -> tuple[str, bytes
     return digest.decode(), trailer
 
 
-async def test_forwarded_tcp_through_a_relay_is_sealed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cipher", list(CipherSuite), ids=lambda suite: suite.label)
+async def test_forwarded_tcp_through_a_relay_is_sealed(tmp_path: Path, cipher: CipherSuite) -> None:
     fabric = await build(tmp_path, relays=1)
     target = await digest_server()
     recorder = Recorder(fabric.relays[0])
     forwarder = await forward(fabric, target)
+    assert fabric.source.routes.sealing is not None
+    fabric.source.routes.sealing.cipher = cipher  # the opener's [sealing] cipher
     try:
         fabric.source.routes.set_routes(SERVICE, TrafficClass.RELIABLE, routes(fabric, [0]))
         data = payload(2 * MiB)
@@ -123,6 +132,8 @@ async def test_forwarded_tcp_through_a_relay_is_sealed(tmp_path: Path) -> None:
         assert not recorder.saw(MARKER), "the relay saw plaintext"  # ... never the plaintext
         assert not recorder.saw(MARKER[:12])
         assert fabric.destination.data_plane.sealed == 1
+        # the relay saw the opener's choice in the key exchange (version 2, suite byte)
+        assert [blob[:2] for blob in recorder.key_exchanges] == [bytes((2, cipher.value))]
     finally:
         await forwarder.close()
         target.close()
@@ -209,6 +220,64 @@ async def test_destination_refuses_an_opener_whose_key_it_does_not_know(tmp_path
         with pytest.raises(ConnectionError):
             await asyncio.wait_for(stream.read(), 10)
         assert dst.data_plane.refused == {"sealing": 1}
+    finally:
+        await fabric.stop()
+
+
+async def _open_with_exchange(fabric: Fabric, initiator: SealInitiator, token: bytes,
+                              key_exchange: bytes) -> Exception:  # fmt: skip
+    """Open a sealed echo stream through the relay whose OPEN_STREAM carries
+    ``key_exchange`` (what a relay that rewrote the opener's would forward), seal a record
+    with ``initiator``; the error the opener gets."""
+    stream = await fabric.source.routes.open_stream(
+        "echo", TrafficClass.INTERACTIVE, key_exchange=key_exchange, resume_token=token,
+        resume_key=initiator.resume_key,
+    )  # fmt: skip
+    stream.write(initiator.sealer.seal(b"hello"))
+    try:
+        while data := await asyncio.wait_for(stream.read(), 10):
+            initiator.feed_reply(data)
+    except (ConnectionError, SealingError) as error:
+        return error
+    raise AssertionError("the stream ended cleanly")
+
+
+async def test_a_relay_that_flips_the_cipher_suite_breaks_the_stream(tmp_path: Path) -> None:
+    """Downgrade protection on real runtimes: the destination serves the flipped exchange,
+    but its keys differ from the opener's, so the first record fails and the stream is
+    reset."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        src, dst = fabric.source, fabric.destination
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0]))
+        dst_key = fabric.sealing_key(dst.node_id)
+        assert dst_key is not None
+        initiator, token = new_initiator(
+            fabric.keys[src.node_id], dst_key, "echo", CipherSuite.AES_256_GCM
+        )
+        flipped = bytes((2, CipherSuite.CHACHA20_POLY1305)) + initiator.key_exchange[2:]
+        error = await _open_with_exchange(fabric, initiator, token, flipped)
+        assert isinstance(error, StreamResetError)
+        assert error.code == ErrorCode.AUTHENTICATION_FAILED
+        assert dst.data_plane.sealed == 1  # served (the blob is well formed) ...
+        assert dst.data_plane.refused == {}  # ... and failed at its first record
+    finally:
+        await fabric.stop()
+
+
+async def test_an_unknown_cipher_suite_is_refused_as_sealing(tmp_path: Path) -> None:
+    fabric = await build(tmp_path, relays=1)
+    try:
+        src, dst = fabric.source, fabric.destination
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0]))
+        dst_key = fabric.sealing_key(dst.node_id)
+        assert dst_key is not None
+        initiator, token = new_initiator(fabric.keys[src.node_id], dst_key, "echo")
+        unknown = b"\x02\x09" + initiator.key_exchange[2:]
+        error = await _open_with_exchange(fabric, initiator, token, unknown)
+        assert isinstance(error, StreamResetError)
+        assert error.code == ErrorCode.AUTHENTICATION_FAILED
+        assert dst.data_plane.refused == {"sealing": 1}  # not served unsealed
     finally:
         await fabric.stop()
 

@@ -129,9 +129,10 @@ def test_unsealed_and_hostile_key_exchanges() -> None:
     destination = DESTINATION.sealing_private_key()
     initiator = _initiator()
     assert destination_resume_key(destination, b"") is None  # unsealed: no secret to bind
-    assert destination_resume_key(destination, b"\x02" + initiator.key_exchange[1:]) is None
+    assert destination_resume_key(destination, b"\x03" + initiator.key_exchange[1:]) is None
+    blob = initiator.key_exchange
     with pytest.raises(SealingError):  # a low-order point as the ephemeral key
-        destination_resume_key(destination, b"\x01" + bytes(32) + initiator.key_exchange[33:])
+        destination_resume_key(destination, blob[:2] + bytes(32) + blob[34:])
 
 
 def test_the_proof_layout_is_the_documented_one() -> None:

@@ -164,13 +164,13 @@ def test_unknown_opener_and_malformed_blobs_are_refused() -> None:
     initiator, _ = _handshake()
     with pytest.raises(SealingError):
         SealResponder(DESTINATION.sealing_private_key(), initiator.key_exchange, {}.get, CONTEXT)
-    for blob in (b"", b"\x02" + initiator.key_exchange[1:], initiator.key_exchange[:-1]):
+    for blob in (b"", b"\x03" + initiator.key_exchange[1:], initiator.key_exchange[:-1]):
         with pytest.raises(SealingError):
             SealResponder(DESTINATION.sealing_private_key(), blob, DIRECTORY.get, CONTEXT)
     with pytest.raises(SealingError):  # a low-order point as the ephemeral key
         SealResponder(
             DESTINATION.sealing_private_key(),
-            b"\x01" + b"\x00" * 32 + initiator.key_exchange[33:],
+            initiator.key_exchange[:2] + b"\x00" * 32 + initiator.key_exchange[34:],
             DIRECTORY.get,
             CONTEXT,
         )

@@ -50,6 +50,9 @@ class _Lab:
         self.ids = {name: NodeKey.from_seed(seed).node_id for name, seed in self.seeds.items()}
         self.ports = {name: _free_port() for name in self.seeds}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ciphers: set[str] = set()
+        """The sealing cipher suites the bulk sources used (their ``[sealing] cipher``,
+        ``auto`` in this bench)."""
 
     def url(self, name: str) -> str:
         return f"tcp://127.0.0.1:{self.ports[name]}"
@@ -141,6 +144,7 @@ def _bulk(
     mark = _wait(proc.stdout, "progress", 60)
     before = {name: _cpu_seconds(lab.procs[name].pid) for name in hops}
     done = _wait(proc.stdout, "bulk_done", 300)
+    lab.ciphers.add(str(done.get("cipher", "?")))
     used = {name: _cpu_seconds(lab.procs[name].pid) - before[name] for name in hops}
     proc.wait(30)
     if done["sent_sha256"] != done["confirmed_sha256"]:
@@ -244,6 +248,7 @@ def run(quick: bool) -> BenchReport:
     report = BenchReport("relay")
     with tempfile.TemporaryDirectory(prefix="afrelay-") as tmp:
         lab = _Lab(Path(tmp))
+        ciphers = lab.ciphers
         try:
             lab.start("dst", lab.spec("dst", [], [], []))
             lab.start("r2", lab.spec("r2", ["dst"], [], []))
@@ -282,7 +287,8 @@ def run(quick: bool) -> BenchReport:
         )
     )
     report.notes["payload"] = (
-        f"{size // MiB} MiB sealed (ChaCha20-Poly1305 records) per run; "
+        f"{size // MiB} MiB sealed ({', '.join(sorted(ciphers))} records: [sealing] cipher "
+        f"= auto on this CPU) per run; "
         f"median of {rounds} run(s) of each chain"
     )
     report.notes["processes"] = "source, relays, destination: one process each, loopback TCP+TLS"

@@ -22,6 +22,7 @@ from accessfabric.node.connection import FabricStream
 from accessfabric.node.routes import Route
 from accessfabric.sealing import SealInitiator
 from accessfabric.sealing.handshake import stream_context
+from accessfabric.sealing.records import CipherSuite
 from accessfabric.wire.registry import TrafficClass
 
 SEALED_SINK = "sealed-sink"
@@ -95,7 +96,10 @@ def sealed_sink(results: SinkResults) -> Callable[[FabricStream], Awaitable[None
 
 
 def new_initiator(
-    key: NodeKey, destination_sealing_key: bytes, service: str
+    key: NodeKey,
+    destination_sealing_key: bytes,
+    service: str,
+    suite: CipherSuite = CipherSuite.CHACHA20_POLY1305,
 ) -> tuple[SealInitiator, bytes]:
     token = secrets.token_bytes(16)
     initiator = SealInitiator(
@@ -103,6 +107,7 @@ def new_initiator(
         key.node_id,
         destination_sealing_key,
         seal_context(service, token),
+        suite=suite,
     )
     return initiator, token
 

@@ -10,7 +10,8 @@ any) and prints one JSON line per result.  Without workloads it runs until kille
 Workloads (``spec["workloads"]``, run concurrently):
 
 * ``{"kind": "bulk", "bytes": N, "class": "bulk"}``: a sealed stream to ``sealed-sink``;
-  ``progress`` lines every 4 MiB, then ``bulk_done`` with both SHA-256 and the seconds;
+  ``progress`` lines every 4 MiB, then ``bulk_done`` with both SHA-256, the seconds and
+  the ``cipher`` the records used (the node's ``[sealing] cipher``);
 * ``{"kind": "ping", "interval": 0.02, "seconds": S}``: an interactive ``echo`` stream,
   one 16-byte ping at a time every ``interval``; ``ping_done`` lists
   ``[sent_at, rtt]`` (``time.monotonic``, shared by every process of the machine);
@@ -98,7 +99,10 @@ def build(spec: dict[str, Any], workdir: Path) -> NodeRuntime:
 
 async def bulk(runtime: NodeRuntime, spec: dict[str, Any], work: dict[str, Any]) -> None:
     destination = bytes.fromhex(spec["sealing_keys"][spec["destination"]])
-    initiator, token = new_initiator(runtime.key, destination, SEALED_SINK)
+    assert runtime.routes.sealing is not None
+    # the node's [sealing] cipher (default auto), as its own sealed streams would use
+    cipher = runtime.routes.sealing.cipher
+    initiator, token = new_initiator(runtime.key, destination, SEALED_SINK, cipher)
     cls = TrafficClass.from_name(work.get("class", "bulk"))
     started = time.monotonic()
     stream = await runtime.routes.open_stream(
@@ -123,6 +127,7 @@ async def bulk(runtime: NodeRuntime, spec: dict[str, Any], work: dict[str, Any])
         bytes=int(work["bytes"]),
         seconds=time.monotonic() - started,
         resumes=stream.resumes,
+        cipher=initiator.suite.label,
         at=time.monotonic(),
     )
 

@@ -42,6 +42,7 @@ from accessfabric.node.address import (
 )
 from accessfabric.node.ranking.policy import RankingPolicy
 from accessfabric.node.ranking_config import RankingConfigError, ranking_policy
+from accessfabric.sealing.records import CipherSuite
 from accessfabric.session.config import SessionConfig
 from accessfabric.wire.limits import MAX_FRAME_SIZE_CAP, MAX_SERVICE_NAME, MIN_MAX_FRAME_SIZE
 from accessfabric.wire.registry import TrafficClass
@@ -60,6 +61,9 @@ ROLES = (
     "update-cache",
 )
 PEER_CONNECT_MODES = ("on-demand", "always")
+SEALING_CIPHERS = ("auto", *(suite.label for suite in CipherSuite))
+"""``[sealing] cipher``: ``auto`` (AES-256-GCM where the CPU has AES instructions, else
+ChaCha20-Poly1305) or one suite by name."""
 SERVICE_MODES = ("forward", "active-active", "leader-follower")
 RESERVED_SERVICES = ("echo",)
 DEFAULT_DRAIN_TIMEOUT = 10.0
@@ -117,6 +121,9 @@ class SealingConfig:
 
     one_hop: bool = True
     """Seal streams on one-hop routes too (relayed ones always are)."""
+    cipher: str = "auto"
+    """The AEAD of the streams this node opens (one of :data:`SEALING_CIPHERS`); a
+    destination accepts every suite (docs/sealing.md)."""
     keys: Mapping[str, bytes] = field(default_factory=dict)
     """``[sealing.keys]``: node id -> X25519 sealing public key (32 raw bytes)."""
 
@@ -275,7 +282,7 @@ _TOP_KEYS = (
     "control",
     "sealing",
 )
-SEALING_KEYS = ("one_hop", "keys")
+SEALING_KEYS = ("one_hop", "cipher", "keys")
 
 
 def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, str]) -> NodeConfig:
@@ -620,6 +627,7 @@ def _sealing(value: Any, at: _At) -> SealingConfig:
     table = _table(value, at)
     _check_keys(table, at, SEALING_KEYS)
     one_hop = _opt(table, "one_hop", at, _bool)
+    cipher = _opt(table, "cipher", at, _sealing_cipher) or "auto"
     keys: dict[str, bytes] = {}
     keys_at = at / "keys"
     for node_id, key in _table(table.get("keys", {}), keys_at).items():
@@ -628,7 +636,14 @@ def _sealing(value: Any, at: _At) -> SealingConfig:
         except ValueError as exc:
             (keys_at / node_id).fail(str(exc))
         keys[canonical] = _sealing_key(key, keys_at / node_id)
-    return SealingConfig(one_hop=True if one_hop is None else one_hop, keys=keys)
+    return SealingConfig(one_hop=True if one_hop is None else one_hop, cipher=cipher, keys=keys)
+
+
+def _sealing_cipher(value: Any, at: _At) -> str:
+    cipher = _str(value, at).lower()
+    if cipher not in SEALING_CIPHERS:
+        at.fail(f"unknown cipher {cipher!r} (choose from {', '.join(SEALING_CIPHERS)})")
+    return cipher
 
 
 def _services(value: Any, at: _At) -> tuple[ServiceConfig, ...]:

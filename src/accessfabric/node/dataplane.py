@@ -305,12 +305,13 @@ class DataPlane:
             )  # fmt: skip
             return None
         parsed = parse_key_exchange(key_exchange)
-        if parsed is not None and parsed[1] != lease.hops[0]:
+        if parsed is not None and parsed.opener_node_id != lease.hops[0]:
             # The lease lets its source reach this service; a hop on its path (the previous
             # hop passes the lease check) must not reuse it for streams of its own.
             self._refuse(
                 connection, stream, ErrorCode.AUTHENTICATION_FAILED,
-                f"sealed opener not the route's source: {parsed[1][:12]}... opened a stream "
+                f"sealed opener not the route's source: {parsed.opener_node_id[:12]}... "
+                "opened a stream "
                 f"on a lease for {lease.hops[0][:12]}...", "stream refused",
             )  # fmt: skip
             return None
@@ -346,10 +347,10 @@ class DataPlane:
         self._carried_by(event.resume_token, lease)
         if resume_key and self.sealing_key is not None:  # sealed
             parsed = parse_key_exchange(key_exchange)
-            if parsed is not None and parsed[2]:  # the opener sent its signed node record:
+            if parsed is not None and parsed.opener_record:  # the opener sent its signed record:
                 # an authority-signed key is safe to learn whoever sends it; only the holder
                 # of the matching private key completes the handshake (docs/sealing.md)
-                self.sealing_keys.learn_record(parsed[2])
+                self.sealing_keys.learn_record(parsed.opener_record)
             self._wrapped[stream] = SealedStream.destination(
                 wrapper, self.sealing_key, key_exchange, self.sealing_keys.resolve,
                 on_refused=self._count_refused,

@@ -32,7 +32,7 @@ from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
 from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.routes import RouteManager
 from accessfabric.node.services import ServiceDispatcher
-from accessfabric.node.stream_sealing import SealingKeys, StreamSealing
+from accessfabric.node.stream_sealing import SealingKeys, StreamSealing, sealing_cipher
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class NodeRuntime:
         )
         self.routes.sealing = StreamSealing(
             self.key.node_id, self.key.sealing_private_key(), self.sealing_keys,
-            one_hop=config.sealing.one_hop,
+            one_hop=config.sealing.one_hop, cipher=sealing_cipher(config.sealing.cipher),
         )  # fmt: skip
         self.observe.watch_routes(self.routes)
         self.observe.watch_refusals(lambda: dict(self.data_plane.refused))
@@ -174,7 +174,10 @@ class NodeRuntime:
         for peer in self.config.peers:
             if peer.connect == "always" and peer.node_id != self.node_id:
                 self._keepers.append(asyncio.create_task(self._keep_up(peer)))
-        log_event(log, "node ready", node_id=self.node_id, listeners=len(self.listeners))
+        log_event(
+            log, "node ready", node_id=self.node_id, listeners=len(self.listeners),
+            sealing_cipher=self.routes.sealing.cipher.label if self.routes.sealing else "none",
+        )  # fmt: skip
 
     def _on_connection(self, connection: SessionConnection) -> None:
         if self._stopping:

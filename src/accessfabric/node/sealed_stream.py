@@ -246,6 +246,6 @@ class SealedStream(FabricStream):
 
 
 def _opener_id(key_exchange: bytes) -> str:
-    """The opener node id in a (version 1) key-exchange blob, or "" when malformed."""
+    """The opener node id in a key-exchange blob, or "" when malformed."""
     parsed = parse_key_exchange(key_exchange)
-    return "" if parsed is None else parsed[1]
+    return "" if parsed is None else parsed.opener_node_id

@@ -11,6 +11,10 @@ Policy (docs/sealing.md, "When streams are sealed"):
 * direct streams to a static peer's ``services`` (no route lease) are not sealed: one
   TLS session from end to end.
 
+The node opens its sealed streams with one cipher suite (``[sealing] cipher``;
+``auto``: AES-256-GCM when :func:`cpu_accelerates_aes`, else ChaCha20-Poly1305); as a
+destination it accepts every suite the opener names.
+
 :class:`SealingKeys` holds node id -> X25519 sealing public key, from the control plane
 directory's signed node records (verified with the authority key), ``[[peers]]
 sealing_key`` and ``[sealing.keys]``; :meth:`SealingKeys.resolve` asks the directory again
@@ -24,6 +28,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -35,11 +40,41 @@ from accessfabric.control.verify import verify_node_record
 from accessfabric.node.log_format import log_event
 from accessfabric.sealing import SealInitiator
 from accessfabric.sealing.handshake import KEY_SIZE, stream_context
+from accessfabric.sealing.records import CipherSuite
 
 log = logging.getLogger(__name__)
 
 REFRESH_INTERVAL = 2.0
 """Least seconds between two directory look-ups for a missing key."""
+
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_accelerates_aes(cpuinfo: Path = CPUINFO) -> bool:
+    """Whether the CPU has AES instructions: the ``aes`` flag (x86, AES-NI) or feature
+    (ARMv8 crypto extensions) in /proc/cpuinfo.  False when it cannot tell (no such file:
+    not Linux)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        name, _, values = line.partition(":")
+        if name.strip().lower() in ("flags", "features") and "aes" in values.split():
+            return True
+    return False
+
+
+def sealing_cipher(setting: str, cpuinfo: Path = CPUINFO) -> CipherSuite:
+    """The suite for ``[sealing] cipher``: a suite's name, or ``auto`` (AES-256-GCM where
+    the CPU accelerates AES, ChaCha20-Poly1305 elsewhere: it is the faster one without
+    AES instructions, and constant-time in software)."""
+    if setting != "auto":
+        return CipherSuite.from_label(setting)
+    if cpu_accelerates_aes(cpuinfo):
+        return CipherSuite.AES_256_GCM
+    return CipherSuite.CHACHA20_POLY1305
 
 
 class SealingKeyUnknown(ConnectionError):
@@ -162,11 +197,14 @@ class StreamSealing:
         keys: SealingKeys,
         *,
         one_hop: bool = True,
+        cipher: CipherSuite = CipherSuite.CHACHA20_POLY1305,
     ) -> None:
         self.node_id = node_id
         self.static_key = static_key
         self.keys = keys
         self.one_hop = one_hop
+        self.cipher = cipher
+        """The suite of every stream this node opens (:func:`sealing_cipher`)."""
         self.unsealed_one_hop = 0
         """One-hop streams opened unsealed because the destination's key was unknown."""
         self.own_record: Callable[[], bytes | None] = lambda: None
@@ -203,4 +241,5 @@ class StreamSealing:
             key,
             stream_context(service, resume_token),
             opener_record=self.own_record() or b"",
+            suite=self.cipher,
         )

@@ -1,8 +1,8 @@
-"""Key agreement for a sealed stream (a Noise IK-like pattern with X25519, HKDF, ChaCha20-Poly1305).
+"""Key agreement for a sealed stream (a Noise IK-like pattern with X25519, HKDF and an AEAD).
 
 The opener knows the destination's static X25519 key (from its signed node
 record) and proves its own static key; the OPEN_STREAM key-exchange blob
-carries ``version | opener ephemeral public key | opener node id``:
+carries ``version (2) | cipher suite | opener ephemeral public key | opener node id``:
 
 - opener -> destination records are keyed from ``es || ss``
   (``es = DH(e_opener, S_dest)``, ``ss = DH(S_opener, S_dest)``): only the two
@@ -13,8 +13,14 @@ carries ``version | opener ephemeral public key | opener node id``:
   ``es || ss || ee`` (``ee = DH(e_dest, e_opener)``): forward secret.
 
 Every key also depends on a transcript of both static keys, the opener's
-ephemeral key and the stream context (service name, resume token), so a blob
-replayed into another stream derives different keys.
+ephemeral key, the stream context (service name, resume token) and the version and
+cipher suite, so a blob replayed into another stream derives different keys and a relay
+that changes the suite (or the version) makes the two ends derive different keys: the
+first record fails (downgrade protection).
+
+The opener picks the suite (:class:`~.records.CipherSuite`: ChaCha20-Poly1305 or
+AES-256-GCM); the destination uses the one the blob names.  A version 1 blob (no suite
+byte, its own transcript label) is still accepted as ChaCha20-Poly1305.
 
 Both ends also derive a *resume key* from ``es`` alone (the destination's data plane
 computes it from the blob with its static key, no directory needed): only the opener
@@ -26,12 +32,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from accessfabric.sealing.records import RecordOpener, RecordSealer, SealingError
+from accessfabric.sealing.records import CipherSuite, RecordOpener, RecordSealer, SealingError
 from accessfabric.sealing.resume_proof import PROOF_SIZE
 from accessfabric.wire.limits import MAX_KEY_EXCHANGE
 
@@ -39,10 +46,34 @@ EXCHANGE_ROOM = MAX_KEY_EXCHANGE - PROOF_SIZE
 """The largest key exchange an opener sends: a resume from offset 0 carries the resume
 proof and the original exchange in one OPEN_STREAM field (``MAX_KEY_EXCHANGE``)."""
 
-VERSION = 1
+VERSION = 2
+"""The version this module sends: its blob names the cipher suite."""
+LEGACY_VERSION = 1
+"""Accepted from older openers: no suite byte, ChaCha20-Poly1305."""
 KEY_SIZE = 32
 REPLY_SIZE = 1 + KEY_SIZE
 _PROLOGUE = b"accessfabric e2e sealing v1"
+_PROLOGUE_V2 = b"accessfabric e2e sealing v2"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyExchange:
+    """A parsed OPEN_STREAM key-exchange blob (:func:`parse_key_exchange`)."""
+
+    version: int
+    suite: int
+    """The cipher suite byte as sent (:meth:`CipherSuite.from_wire` checks it); 1 for v1."""
+    ephemeral_public: bytes
+    opener_node_id: str
+    opener_record: bytes
+    """The opener's signed node record, or b"" when it left it out."""
+
+    def transcript_head(self) -> tuple[bytes, ...]:
+        """What the version binds into the transcript besides the keys and context:
+        nothing for v1 (its keys stay as they were), ``version | suite`` for v2."""
+        if self.version == LEGACY_VERSION:
+            return ()
+        return (bytes((self.version, self.suite)),)
 
 
 def _raw(public: X25519PublicKey) -> bytes:
@@ -63,9 +94,9 @@ def _dh(private: X25519PrivateKey, public: X25519PublicKey) -> bytes:
         raise SealingError("key agreement produced a degenerate secret") from None
 
 
-def _transcript(*parts: bytes) -> bytes:
+def _transcript(*parts: bytes, prologue: bytes = _PROLOGUE) -> bytes:
     digest = hashlib.sha256()
-    for part in (_PROLOGUE, *parts):
+    for part in (prologue, *parts):
         digest.update(len(part).to_bytes(4, "big"))
         digest.update(part)
     return digest.digest()
@@ -74,6 +105,22 @@ def _transcript(*parts: bytes) -> bytes:
 def _resume_key(es: bytes, destination_static: bytes, ephemeral_public: bytes) -> bytes:
     transcript = _transcript(b"resume", destination_static, ephemeral_public)
     return _key(es, transcript, b"resume key")
+
+
+def _handshake_transcript(
+    exchange: KeyExchange, opener_static: bytes, destination_static: bytes, context: bytes
+) -> bytes:
+    """The salt of the opener -> destination key: binds both static keys, the opener's
+    ephemeral key, the context and (v2) the version and suite."""
+    return _transcript(
+        *exchange.transcript_head(), opener_static, destination_static,
+        exchange.ephemeral_public, context, prologue=_prologue(exchange.version),
+    )  # fmt: skip
+
+
+def _prologue(version: int) -> bytes:
+    """The label every transcript hash of a ``version`` handshake starts with."""
+    return _PROLOGUE if version == LEGACY_VERSION else _PROLOGUE_V2
 
 
 def _key(secret: bytes, transcript: bytes, label: bytes) -> bytes:
@@ -93,9 +140,13 @@ class SealInitiator:
         context: bytes,
         opener_record: bytes = b"",
         max_exchange: int = EXCHANGE_ROOM,
+        suite: CipherSuite = CipherSuite.CHACHA20_POLY1305,
     ) -> None:
         """``opener_record``: this node's signed node record, sent so a destination that
         does not know this node (least-knowledge directory) can learn its sealing key.
+
+        ``suite``: the records' AEAD (both directions); the blob names it and the keys
+        bind it.
 
         ``max_exchange``: the record is left out when the exchange would grow beyond it
         (default: room for a resume proof beside it in OPEN_STREAM, so a stream resumed
@@ -106,7 +157,10 @@ class SealInitiator:
         destination = _public(destination_static, "destination static key")
         self._ephemeral = X25519PrivateKey.generate()
         ephemeral_public = _raw(self._ephemeral.public_key())
-        self.key_exchange = bytes((VERSION,)) + ephemeral_public + bytes((len(node_id),)) + node_id
+        self.suite = suite
+        self.key_exchange = (
+            bytes((VERSION, suite)) + ephemeral_public + bytes((len(node_id),)) + node_id
+        )
         if opener_record and len(self.key_exchange) + 2 + len(opener_record) <= max_exchange:
             # (a record too large is left out: the destination then needs this node's key
             # from its directory or configuration)
@@ -116,10 +170,16 @@ class SealInitiator:
         self._secret = es + ss
         self.resume_key = _resume_key(es, destination_static, ephemeral_public)
         """Keys this stream's resume proofs; pass it to ``RouteManager.open_stream``."""
-        self._transcript = _transcript(
-            _raw(static_key.public_key()), destination_static, ephemeral_public, context
+        sent = KeyExchange(
+            version=VERSION, suite=suite, ephemeral_public=ephemeral_public,
+            opener_node_id=local_node_id, opener_record=b"",
+        )  # fmt: skip
+        self._transcript = _handshake_transcript(
+            sent, _raw(static_key.public_key()), destination_static, context
         )
-        self.sealer = RecordSealer(_key(self._secret, self._transcript, b"opener to destination"))
+        self.sealer = RecordSealer(
+            _key(self._secret, self._transcript, b"opener to destination"), suite
+        )
         self._reply = bytearray()
         self.opener: RecordOpener | None = None
 
@@ -135,9 +195,9 @@ class SealInitiator:
                 raise SealingError(f"unsupported sealing version {self._reply[0]}")
             reply_public = bytes(self._reply[1:])
             ee = _dh(self._ephemeral, _public(reply_public, "reply ephemeral key"))
-            transcript = _transcript(self._transcript, reply_public)
+            transcript = _transcript(self._transcript, reply_public, prologue=_prologue(VERSION))
             self.opener = RecordOpener(
-                _key(self._secret + ee, transcript, b"destination to opener")
+                _key(self._secret + ee, transcript, b"destination to opener"), self.suite
             )
         return self.opener.feed(data) if data else []
 
@@ -156,24 +216,31 @@ class SealResponder:
         parsed = parse_key_exchange(key_exchange)
         if parsed is None:
             raise SealingError("malformed or unsupported key exchange")
-        ephemeral_public, self.opener_node_id, _record = parsed
+        self.suite = CipherSuite.from_wire(parsed.suite)
+        self.opener_node_id = parsed.opener_node_id
         opener_static = static_key_of(self.opener_node_id)
         if opener_static is None:
             raise SealingError(f"no sealing key known for opener {self.opener_node_id}")
-        ephemeral = _public(ephemeral_public, "opener ephemeral key")
+        ephemeral = _public(parsed.ephemeral_public, "opener ephemeral key")
         es = _dh(static_key, ephemeral)
         ss = _dh(static_key, _public(opener_static, "opener static key"))
-        transcript = _transcript(
-            opener_static, _raw(static_key.public_key()), ephemeral_public, context
+        transcript = _handshake_transcript(
+            parsed, opener_static, _raw(static_key.public_key()), context
         )
-        self.opener = RecordOpener(_key(es + ss, transcript, b"opener to destination"))
+        self.opener = RecordOpener(_key(es + ss, transcript, b"opener to destination"), self.suite)
         reply_key = X25519PrivateKey.generate()
         reply_public = _raw(reply_key.public_key())
         ee = _dh(reply_key, ephemeral)
         self.sealer = RecordSealer(
-            _key(es + ss + ee, _transcript(transcript, reply_public), b"destination to opener")
+            _key(
+                es + ss + ee,
+                _transcript(transcript, reply_public, prologue=_prologue(parsed.version)),
+                b"destination to opener",
+            ),
+            self.suite,
         )
-        self.reply_header = bytes((VERSION,)) + reply_public
+        self.reply_header = bytes((parsed.version,)) + reply_public
+        """``version | e_d``: the version echoes the opener's (a v1 opener expects 1)."""
 
 
 def stream_context(service: str, resume_token: bytes) -> bytes:
@@ -181,28 +248,49 @@ def stream_context(service: str, resume_token: bytes) -> bytes:
     return service.encode("utf-8") + b"\x00" + resume_token
 
 
-def parse_key_exchange(key_exchange: bytes) -> tuple[bytes, str, bytes] | None:
-    """(opener ephemeral key, opener node id, opener's signed record or b"") of a
-    version 1 key-exchange blob; None when it is malformed."""
-    if len(key_exchange) < 2 + KEY_SIZE or key_exchange[0] != VERSION:
+def parse_key_exchange(key_exchange: bytes) -> KeyExchange | None:
+    """The parts of a version 1 or 2 key-exchange blob; None when it is malformed.
+
+    The suite byte is returned as sent: an unknown one is the responder's error
+    (:meth:`CipherSuite.from_wire`), so it is refused as sealing, never served unsealed."""
+    if not is_sealing_key_exchange(key_exchange):
         return None
-    ephemeral_public = bytes(key_exchange[1 : 1 + KEY_SIZE])
-    id_length = key_exchange[1 + KEY_SIZE]
-    id_end = 2 + KEY_SIZE + id_length
+    version = key_exchange[0]
+    if version == LEGACY_VERSION:
+        suite, start = CipherSuite.CHACHA20_POLY1305.value, 1
+    else:
+        suite, start = key_exchange[1], 2
+    ephemeral_public = bytes(key_exchange[start : start + KEY_SIZE])
+    id_length = key_exchange[start + KEY_SIZE]
+    id_start = start + KEY_SIZE + 1
+    id_end = id_start + id_length
     if id_length == 0 or len(key_exchange) < id_end:
         return None
-    node_id = bytes(key_exchange[2 + KEY_SIZE : id_end]).decode("utf-8", "replace")
+    node_id = bytes(key_exchange[id_start:id_end]).decode("utf-8", "replace")
     rest = key_exchange[id_end:]
-    if not rest:
-        return ephemeral_public, node_id, b""
-    if len(rest) < 2 or int.from_bytes(rest[:2], "big") != len(rest) - 2 or len(rest) == 2:
-        return None
-    return ephemeral_public, node_id, bytes(rest[2:])
+    record = b""
+    if rest:
+        if len(rest) <= 2 or int.from_bytes(rest[:2], "big") != len(rest) - 2:
+            return None
+        record = bytes(rest[2:])
+    return KeyExchange(
+        version=version, suite=suite, ephemeral_public=ephemeral_public,
+        opener_node_id=node_id, opener_record=record,
+    )  # fmt: skip
+
+
+def _ephemeral_offset(version: int) -> int:
+    """Where the opener's ephemeral key starts in a blob of ``version`` (after the suite
+    byte in v2)."""
+    return 1 if version == LEGACY_VERSION else 2
 
 
 def is_sealing_key_exchange(key_exchange: bytes) -> bool:
-    """Whether an OPEN_STREAM key-exchange blob has this module's layout (version 1)."""
-    return len(key_exchange) >= 2 + KEY_SIZE and key_exchange[0] == VERSION
+    """Whether an OPEN_STREAM key-exchange blob has this module's layout (version 1 or 2,
+    long enough for the ephemeral key and the node id length)."""
+    if not key_exchange or key_exchange[0] not in (LEGACY_VERSION, VERSION):
+        return False
+    return len(key_exchange) >= _ephemeral_offset(key_exchange[0]) + KEY_SIZE + 1
 
 
 def destination_resume_key(static_key: X25519PrivateKey, key_exchange: bytes) -> bytes | None:
@@ -210,10 +298,12 @@ def destination_resume_key(static_key: X25519PrivateKey, key_exchange: bytes) ->
 
     None when ``key_exchange`` is not a sealing blob: an unsealed stream has no secret to
     bind its resumes to.  :class:`SealingError` when it is one but unusable (a low-order
-    ephemeral key): the sealing would fail the same way.
+    ephemeral key): the sealing would fail the same way.  The same for both versions and
+    every suite: it depends on ``es``, the destination's key and the ephemeral key only.
     """
     if not is_sealing_key_exchange(key_exchange):
         return None
-    ephemeral_public = key_exchange[1 : 1 + KEY_SIZE]
+    start = _ephemeral_offset(key_exchange[0])
+    ephemeral_public = key_exchange[start : start + KEY_SIZE]
     es = _dh(static_key, _public(ephemeral_public, "opener ephemeral key"))
     return _resume_key(es, _raw(static_key.public_key()), ephemeral_public)

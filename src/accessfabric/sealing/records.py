@@ -7,14 +7,19 @@ alters, reorders, drops, replays or truncates records is detected at the next
 record (or at the end of the stream, which must be a sealed final record).
 Records are cut by the writer, not by frames: a stream resumed on another
 route resends the very same ciphertext bytes, so a nonce is never reused.
+
+The AEAD is the stream's :class:`CipherSuite` (the opener picks it, the handshake binds
+it): ChaCha20-Poly1305 or AES-256-GCM, both with a 32-byte key, a 96-bit nonce and a
+16-byte tag, so the record layout is the same for both.
 """
 
 from __future__ import annotations
 
 import struct
+from enum import IntEnum
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 MAX_RECORD_PLAINTEXT = 64 * 1024 - 32
 TAG_SIZE = 16
@@ -27,6 +32,39 @@ class SealingError(Exception):
     """A sealed record did not verify: the bytes were altered, reordered, dropped or cut."""
 
 
+class CipherSuite(IntEnum):
+    """The records' AEAD; the value is its byte in the key exchange (docs/sealing.md)."""
+
+    CHACHA20_POLY1305 = 1
+    AES_256_GCM = 2
+
+    @property
+    def label(self) -> str:
+        """The name ``[sealing] cipher`` uses: ``chacha20-poly1305`` or ``aes-256-gcm``."""
+        return self.name.lower().replace("_", "-")
+
+    @classmethod
+    def from_label(cls, label: str) -> CipherSuite:
+        """The suite named ``label`` (:attr:`label`); ValueError when there is none."""
+        for suite in cls:
+            if suite.label == label:
+                return suite
+        raise ValueError(f"unknown cipher {label!r}")
+
+    @classmethod
+    def from_wire(cls, value: int) -> CipherSuite:
+        """The suite a key exchange names; :class:`SealingError` for an unknown byte."""
+        try:
+            return cls(value)
+        except ValueError:
+            known = ", ".join(f"{suite.value} ({suite.label})" for suite in cls)
+            raise SealingError(f"unknown cipher suite {value} (known: {known})") from None
+
+    def aead(self, key: bytes) -> ChaCha20Poly1305 | AESGCM:
+        """The AEAD keyed with ``key`` (32 bytes)."""
+        return ChaCha20Poly1305(key) if self is CipherSuite.CHACHA20_POLY1305 else AESGCM(key)
+
+
 def _nonce(counter: int) -> bytes:
     return _NONCE_PREFIX + counter.to_bytes(8, "big")
 
@@ -36,8 +74,8 @@ class RecordSealer:
 
     __slots__ = ("_aead", "_counter", "finished")
 
-    def __init__(self, key: bytes) -> None:
-        self._aead = ChaCha20Poly1305(key)
+    def __init__(self, key: bytes, suite: CipherSuite = CipherSuite.CHACHA20_POLY1305) -> None:
+        self._aead = suite.aead(key)
         self._counter = 0
         self.finished = False
 
@@ -81,8 +119,8 @@ class RecordOpener:
 
     __slots__ = ("_aead", "_buffer", "_counter", "finished")
 
-    def __init__(self, key: bytes) -> None:
-        self._aead = ChaCha20Poly1305(key)
+    def __init__(self, key: bytes, suite: CipherSuite = CipherSuite.CHACHA20_POLY1305) -> None:
+        self._aead = suite.aead(key)
         self._buffer = bytearray()
         self._counter = 0
         self.finished = False
