@@ -212,6 +212,15 @@ def test_random_interleavings_respect_credit_and_deliver_everything(
     run(paced, ops)
 
 
+def test_a_streams_open_precedes_its_data_whatever_the_budget() -> None:
+    """Found by the property above: with a carrier budget too small for every queued
+    OPEN_STREAM, DATA of a stream whose open was still queued went out first and the
+    peer ended the session (INVALID_STREAM_ID)."""
+    ops: list[tuple[object, ...]] = [("open", TrafficClass.CONTROL)] * 6
+    ops += [("send", 0, 1, True, 0), ("send", 0, 1, True, 0), ("pump_ab", 71, 0)]
+    run(False, ops)  # raises on any reset or termination
+
+
 def test_receiver_that_never_consumes_stops_the_sender_at_its_window() -> None:
     harness = Harness(paced=False)
     harness.open(TrafficClass.BULK)

@@ -61,7 +61,9 @@ class Output(SessionCore):
             parts.append(control.popleft())
             budget -= size
         if self.state in (SessionState.READY, SessionState.DRAINING):
-            if budget > 0 or not parts:
+            # Stream data only once every control frame is out: a stream's OPEN_STREAM
+            # (queued there) must precede its DATA, whatever the carrier's budget.
+            if not control and (budget > 0 or not parts):
                 budget = self._send_stream_data(parts, budget)
             self._pressure_checks += 1
             if self._pressure_checks % 32 == 0:
