@@ -63,3 +63,15 @@ def test_a_configured_key_replaces_a_learned_one_for_good() -> None:
     keys.add(NODES[0].node_id, NODES[0].sealing_public_key_bytes)
     clock.now = EXPIRY + 1
     assert keys.get(NODES[0].node_id) == NODES[0].sealing_public_key_bytes
+
+
+def test_a_record_learned_later_does_not_make_a_configured_key_expire() -> None:
+    clock = Clock(NOW)
+    keys = SealingKeys(
+        Authority(AUTHORITY).public_key,
+        {NODES[0].node_id: NODES[0].sealing_public_key_bytes},  # configuration
+        clock=clock,
+    )
+    assert keys.learn_record(_record_blob()) == NODES[0].node_id  # e.g. from an opener
+    clock.now = EXPIRY + 1
+    assert keys.get(NODES[0].node_id) == NODES[0].sealing_public_key_bytes

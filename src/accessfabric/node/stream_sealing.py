@@ -109,6 +109,9 @@ class SealingKeys:
         self._expires: dict[str, float] = {}
         """When a key learned from a signed node record stops counting (the record's
         expiry, wall-clock seconds); configured keys are not here and never expire."""
+        self._configured: dict[str, bytes] = {}
+        """Keys from the configuration: what a node falls back to when a record learned
+        for the same node expires."""
         self.refresh: Callable[[], Awaitable[Mapping[str, Any] | None]] | None = None
         """Fetch the directory again (the control link sets it); its entries are learned."""
         self._last_refresh = float("-inf")
@@ -123,18 +126,23 @@ class SealingKeys:
         node_id = _canonical(node_id)
         self._keys[node_id] = bytes(key)
         if expires is None:
+            self._configured[node_id] = bytes(key)
             self._expires.pop(node_id, None)
         else:
             self._expires[node_id] = expires
 
     def get(self, node_id: str) -> bytes | None:
         """The key, or None when unknown or its record has expired (then it is forgotten:
-        a node dropped from the directory is not trusted on a stale record)."""
+        a node dropped from the directory is not trusted on a stale record; a key configured
+        for the node counts again)."""
         node_id = _canonical(node_id)
         expires = self._expires.get(node_id)
         if expires is not None and self.clock() >= expires:
             del self._keys[node_id], self._expires[node_id]
-            return None
+            configured = self._configured.get(node_id)
+            if configured is None:
+                return None
+            self._keys[node_id] = configured
         return self._keys.get(node_id)
 
     def _learn(self, record: NodeRecord) -> None:
