@@ -377,3 +377,28 @@ async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_un
         assert fabric.sink.digests == []  # the service never read the sealed bytes
     finally:
         await fabric.stop()
+
+
+async def test_a_served_open_gone_in_its_own_batch_leaves_the_session_alone(
+    tmp_path: Path,
+) -> None:
+    """A routed OPEN_STREAM and its RESET_STREAM arrive at the destination in one batch:
+    its session no longer has the stream when the data plane serves it.  The session, and
+    every other stream on it, carries on."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        dst = fabric.destination
+        opener = fabric.relays[0]  # a node peered with the destination: a one-hop route
+        route = issue_route(fabric.authority, 9, [opener.node_id, dst.node_id])
+        connection = await opener.peers.session(dst.node_id)
+        stream_id = connection.session.open_stream(
+            "echo", TrafficClass.INTERACTIVE, route.route_id, route_lease=route.blob,
+            resume_token=secrets.token_bytes(16),
+        )  # fmt: skip
+        connection.session.reset_stream(stream_id)  # same flush: one batch at the destination
+        connection._schedule_flush()
+        await asyncio.wait_for(connection.ping(), 5)  # the destination read the batch
+        assert not connection.is_closed
+        assert dst.data_plane.served == {}
+    finally:
+        await fabric.stop()

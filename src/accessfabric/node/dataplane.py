@@ -11,7 +11,9 @@ the data plane then sees each session event synchronously, before any ACK leaves
   :class:`~accessfabric.node.sealed_stream.SealedStream` over it (plaintext in and out;
   the sealing survives resumes, it sits above the resumable end).  A relayed open
   (the lease has hops between source and destination) without one is refused
-  (``REFUSED_STREAM``, counted as ``unsealed relayed stream``): docs/sealing.md.
+  (``REFUSED_STREAM``, counted as ``unsealed relayed stream``): docs/sealing.md.  An
+  open already gone from its session (OPEN_STREAM and RESET_STREAM in one batch) is
+  skipped: nothing raises into the session's event callback.
 * OPEN_STREAM with RESUME at the destination adopts the kept stream end: from its
   snapshot when its session died, or by taking it over (the old hop stream is reset with
   ``ROUTE_REJECTED``) when the old path still looks alive.  A token this node never saw,
@@ -257,6 +259,9 @@ class DataPlane:
             return
         if event.resume:
             self._adopt(connection, event, stream, checked.lease)
+            return
+        if connection.session.stream_state(event.stream_id) is None:
+            self._claimed.add(stream)  # opened and reset in one batch: nothing to serve
             return
         admitted = self._admit(connection, event, stream, checked.lease, event.key_exchange)
         if admitted is None:
