@@ -320,3 +320,36 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream(tmp_path: Path) ->
         assert token not in dst.data_plane.retired_tokens
     finally:
         await fabric.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (docs/sealing.md, Replayed streams): a fresh sealed open is not bound "
+    "to its lease, so once the token is forgotten a relay replays it on a later lease",
+)
+async def test_a_relay_cannot_replay_a_finished_sealed_stream_on_a_renewed_lease(
+    tmp_path: Path,
+) -> None:
+    """The lease that carried the stream expired and the destination forgot the token; the
+    relay attaches the source's renewed lease for the same route to the recorded open."""
+    fabric = await build(tmp_path, relays=1)
+    try:
+        dst = fabric.destination
+        (relay,) = fabric.relays
+        (route,) = fabric.routes([0])
+        tap = Wiretap(relay)
+        sender, token = await open_sealed(fabric, [route])
+        await sender.send(2)
+        await finish_intact(fabric, sender)
+        opened, sealed = tap.recording(token)
+        deadline = time.monotonic() + 10
+        while token in dst.data_plane.served:  # the sweep lets the finished end go
+            assert time.monotonic() < deadline, "the finished stream end was never let go"
+            await asyncio.sleep(0.05)
+        dst.data_plane.forget_retired(time.monotonic() + 2 * 3600)  # past the first lease
+        (renewed,) = fabric.routes([0])  # the source's renewed lease for the same route
+        reset = await replay(relay, dst, opened, renewed, sealed)
+        assert reset.code == ErrorCode.STREAM_CLOSED
+        assert fabric.sink.digests == [sender.digest.hexdigest()]  # the service ran once
+    finally:
+        await fabric.stop()
