@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.bench.relay_lab import SEALED_SINK, new_initiator, payload_chunk
+from accessfabric.bench.relay_lab import SEALED_SINK, issue_route, new_initiator, payload_chunk
 from accessfabric.errors import ErrorCode
 from accessfabric.node.connection import StreamResetError
 from accessfabric.node.resumable import ResumableStream, new_fabric_stream
@@ -322,11 +322,6 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream(tmp_path: Path) ->
         await fabric.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (docs/sealing.md, Replayed streams): a fresh sealed open is not bound "
-    "to its lease, so once the token is forgotten a relay replays it on a later lease",
-)
 async def test_a_relay_cannot_replay_a_finished_sealed_stream_on_a_renewed_lease(
     tmp_path: Path,
 ) -> None:
@@ -346,10 +341,19 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream_on_a_renewed_lease
         while token in dst.data_plane.served:  # the sweep lets the finished end go
             assert time.monotonic() < deadline, "the finished stream end was never let go"
             await asyncio.sleep(0.05)
-        dst.data_plane.forget_retired(time.monotonic() + 2 * 3600)  # past the first lease
-        (renewed,) = fabric.routes([0])  # the source's renewed lease for the same route
+        # Two hours on: the first lease (1 h) expired and the token is forgotten; the
+        # source's renewed lease for the same route is valid.
+        renewed = issue_route(
+            fabric.authority, route.route_id, list(route.lease.hops),
+            tenant=route.lease.tenant, ttl=3 * 3600,
+        )  # fmt: skip
+        later = time.time() + 2 * 3600
+        dst.data_plane.checker.clock = lambda: later
+        dst.data_plane.forget_retired(time.monotonic() + 2 * 3600)
+        assert token not in dst.data_plane.retired_tokens
         reset = await replay(relay, dst, opened, renewed, sealed)
         assert reset.code == ErrorCode.STREAM_CLOSED
+        assert dst.data_plane.refused.get("stale sealed open") == 1
         assert fabric.sink.digests == [sender.digest.hexdigest()]  # the service ran once
     finally:
         await fabric.stop()

@@ -99,9 +99,23 @@ def test_a_relay_that_flips_the_suite_breaks_the_handshake(
     assert destination_resume_key(DESTINATION.sealing_private_key(), blob) == (initiator.resume_key)
 
 
+def test_a_relay_that_makes_a_recorded_exchange_look_fresh_breaks_the_handshake() -> None:
+    """``opened_ms`` is bound into the keys: a relay replaying an old open with a new
+    time (to pass the destination's freshness check) gets a handshake that fails."""
+    initiator = _initiator(CipherSuite.AES_256_GCM)
+    parsed = parse_key_exchange(initiator.key_exchange)
+    assert parsed is not None and parsed.opened_ms is not None
+    fresher = (parsed.opened_ms + 60_000).to_bytes(8, "big")
+    blob = initiator.key_exchange[:2] + fresher + initiator.key_exchange[10:]
+    assert parse_key_exchange(blob).opened_ms == parsed.opened_ms + 60_000  # type: ignore[union-attr]
+    responder = _responder(blob)
+    with pytest.raises(SealingError, match="record 0 failed authentication"):
+        responder.opener.feed(initiator.sealer.seal(b"hello"))
+
+
 def test_a_relay_that_rewrites_the_exchange_as_version_1_breaks_the_handshake() -> None:
     initiator = _initiator(CipherSuite.AES_256_GCM)
-    as_v1 = b"\x01" + initiator.key_exchange[2:]  # drop the suite byte: ChaCha20, old keys
+    as_v1 = b"\x01" + initiator.key_exchange[10:]  # drop suite and time: ChaCha20, old keys
     responder = _responder(as_v1)
     assert responder.suite is CipherSuite.CHACHA20_POLY1305
     assert responder.reply_header[0] == 1
@@ -168,10 +182,11 @@ def test_an_opener_built_from_docs_sealing_md_talks_to_the_responder(
     destination = X25519PublicKey.from_public_bytes(DESTINATION.sealing_public_key_bytes)
     ephemeral = X25519PrivateKey.generate()
     node_id = OPENER.node_id.encode()
-    head = b"\x01" if version == 1 else bytes((2, suite.value))
+    opened = (1_767_225_600_000).to_bytes(8, "big")  # v2: when the opener made it (Unix ms)
+    head = b"\x01" if version == 1 else bytes((2, suite.value)) + opened
     blob = head + _raw(ephemeral) + bytes((len(node_id),)) + node_id
     label = b"accessfabric e2e sealing v%d" % version
-    bound = () if version == 1 else (bytes((2, suite.value)),)
+    bound = () if version == 1 else (bytes((2, suite.value)) + opened,)
     transcript = _h(label, *bound, _raw(static), _raw(destination), _raw(ephemeral), CONTEXT)
     secret = ephemeral.exchange(destination) + static.exchange(destination)
     aead = ChaCha20Poly1305 if suite is CipherSuite.CHACHA20_POLY1305 else AESGCM

@@ -132,7 +132,7 @@ def test_unsealed_and_hostile_key_exchanges() -> None:
     assert destination_resume_key(destination, b"\x03" + initiator.key_exchange[1:]) is None
     blob = initiator.key_exchange
     with pytest.raises(SealingError):  # a low-order point as the ephemeral key
-        destination_resume_key(destination, blob[:2] + bytes(32) + blob[34:])
+        destination_resume_key(destination, blob[:10] + bytes(32) + blob[42:])
 
 
 def test_the_proof_layout_is_the_documented_one() -> None:

@@ -170,7 +170,7 @@ def test_unknown_opener_and_malformed_blobs_are_refused() -> None:
     with pytest.raises(SealingError):  # a low-order point as the ephemeral key
         SealResponder(
             DESTINATION.sealing_private_key(),
-            initiator.key_exchange[:2] + b"\x00" * 32 + initiator.key_exchange[34:],
+            initiator.key_exchange[:10] + b"\x00" * 32 + initiator.key_exchange[42:],
             DIRECTORY.get,
             CONTEXT,
         )

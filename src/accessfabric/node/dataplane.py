@@ -81,6 +81,11 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 1.0
 REFUSED_LABELS = 16
 REFUSED_LABEL_LENGTH = 48
+OPEN_MAX_AGE = 60.0
+"""Seconds a sealed open (v2: it states when it was made, bound into its keys) stays
+acceptable; a served stream's token is remembered at least this long plus the skew."""
+OPEN_CLOCK_SKEW = 5.0
+"""How far ahead of this node's clock an opener's may be (the lease check allows 5 s)."""
 RETIRED_LIMIT = 65536
 """Resume tokens of let-go stream ends remembered at most (each for 2 resume windows, and
 until the last route lease that carried the stream here expires)."""
@@ -320,6 +325,17 @@ class DataPlane:
                 f"on a lease for {lease.hops[0][:12]}...", "stream refused",
             )  # fmt: skip
             return None
+        if parsed is not None and parsed.opened_ms is not None:
+            age = self.checker.clock() - parsed.opened_ms / 1000
+            if not -OPEN_CLOCK_SKEW <= age <= OPEN_MAX_AGE:
+                # Served tokens are remembered at least this long (``_serve``): an open
+                # any older could be a recorded one whose token is forgotten (a replay).
+                self._refuse(
+                    connection, stream, ErrorCode.STREAM_CLOSED,
+                    f"stale sealed open: made {age:.0f} s ago (a replay, or the opener's "
+                    f"clock is off by more than {OPEN_CLOCK_SKEW:g} s)", "stream refused",
+                )  # fmt: skip
+                return None
         try:
             return destination_resume_key(self.sealing_key, key_exchange) or b""
         except SealingError as error:
@@ -350,6 +366,11 @@ class DataPlane:
         wrapper.resume_key = resume_key
         self.served[event.resume_token] = wrapper
         self._carried_by(event.resume_token, lease)
+        # remembered while its open could still pass the freshness check (``_admit``)
+        fresh_until = time.monotonic() + OPEN_MAX_AGE + OPEN_CLOCK_SKEW
+        self._lease_ends[event.resume_token] = max(
+            self._lease_ends.get(event.resume_token, 0.0), fresh_until
+        )
         if resume_key and self.sealing_key is not None:  # sealed
             parsed = parse_key_exchange(key_exchange)
             if parsed is not None and parsed.opener_record:  # the opener sent its signed record:

@@ -31,6 +31,7 @@ keys the proofs that let a stream resume on another route (:mod:`.resume_proof`)
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,13 +68,18 @@ class KeyExchange:
     opener_node_id: str
     opener_record: bytes
     """The opener's signed node record, or b"" when it left it out."""
+    opened_ms: int | None = None
+    """When the opener made the exchange (Unix ms; v2): a destination refuses an exchange
+    older than it remembers served streams, so a recorded open cannot be replayed later."""
 
     def transcript_head(self) -> tuple[bytes, ...]:
         """What the version binds into the transcript besides the keys and context:
-        nothing for v1 (its keys stay as they were), ``version | suite`` for v2."""
+        nothing for v1 (its keys stay as they were), ``version | suite | opened_ms`` for
+        v2 (a relay that changes any of them changes both ends' keys)."""
         if self.version == LEGACY_VERSION:
             return ()
-        return (bytes((self.version, self.suite)),)
+        opened = (self.opened_ms or 0).to_bytes(8, "big")
+        return (bytes((self.version, self.suite)) + opened,)
 
 
 def _raw(public: X25519PublicKey) -> bytes:
@@ -141,12 +147,15 @@ class SealInitiator:
         opener_record: bytes = b"",
         max_exchange: int = EXCHANGE_ROOM,
         suite: CipherSuite = CipherSuite.CHACHA20_POLY1305,
+        opened_ms: int | None = None,
     ) -> None:
         """``opener_record``: this node's signed node record, sent so a destination that
         does not know this node (least-knowledge directory) can learn its sealing key.
 
         ``suite``: the records' AEAD (both directions); the blob names it and the keys
         bind it.
+
+        ``opened_ms``: the wall-clock time the blob states (default: now); the keys bind it.
 
         ``max_exchange``: the record is left out when the exchange would grow beyond it
         (default: room for a resume proof beside it in OPEN_STREAM, so a stream resumed
@@ -158,8 +167,13 @@ class SealInitiator:
         self._ephemeral = X25519PrivateKey.generate()
         ephemeral_public = _raw(self._ephemeral.public_key())
         self.suite = suite
+        opened = int(time.time() * 1000) if opened_ms is None else opened_ms
         self.key_exchange = (
-            bytes((VERSION, suite)) + ephemeral_public + bytes((len(node_id),)) + node_id
+            bytes((VERSION, suite))
+            + opened.to_bytes(8, "big")
+            + ephemeral_public
+            + bytes((len(node_id),))
+            + node_id
         )
         if opener_record and len(self.key_exchange) + 2 + len(opener_record) <= max_exchange:
             # (a record too large is left out: the destination then needs this node's key
@@ -172,7 +186,7 @@ class SealInitiator:
         """Keys this stream's resume proofs; pass it to ``RouteManager.open_stream``."""
         sent = KeyExchange(
             version=VERSION, suite=suite, ephemeral_public=ephemeral_public,
-            opener_node_id=local_node_id, opener_record=b"",
+            opener_node_id=local_node_id, opener_record=b"", opened_ms=opened,
         )  # fmt: skip
         self._transcript = _handshake_transcript(
             sent, _raw(static_key.public_key()), destination_static, context
@@ -256,10 +270,13 @@ def parse_key_exchange(key_exchange: bytes) -> KeyExchange | None:
     if not is_sealing_key_exchange(key_exchange):
         return None
     version = key_exchange[0]
+    opened_ms: int | None = None
     if version == LEGACY_VERSION:
-        suite, start = CipherSuite.CHACHA20_POLY1305.value, 1
+        suite = CipherSuite.CHACHA20_POLY1305.value
     else:
-        suite, start = key_exchange[1], 2
+        suite = key_exchange[1]
+        opened_ms = int.from_bytes(key_exchange[2:10], "big")
+    start = _ephemeral_offset(version)
     ephemeral_public = bytes(key_exchange[start : start + KEY_SIZE])
     id_length = key_exchange[start + KEY_SIZE]
     id_start = start + KEY_SIZE + 1
@@ -275,14 +292,14 @@ def parse_key_exchange(key_exchange: bytes) -> KeyExchange | None:
         record = bytes(rest[2:])
     return KeyExchange(
         version=version, suite=suite, ephemeral_public=ephemeral_public,
-        opener_node_id=node_id, opener_record=record,
+        opener_node_id=node_id, opener_record=record, opened_ms=opened_ms,
     )  # fmt: skip
 
 
 def _ephemeral_offset(version: int) -> int:
     """Where the opener's ephemeral key starts in a blob of ``version`` (after the suite
-    byte in v2)."""
-    return 1 if version == LEGACY_VERSION else 2
+    byte and the u64 ``opened_ms`` in v2)."""
+    return 1 if version == LEGACY_VERSION else 10
 
 
 def is_sealing_key_exchange(key_exchange: bytes) -> bool:
