@@ -176,9 +176,19 @@ class DataPlane:
             self.forget_retired(now)
 
     def forget_retired(self, now: float) -> None:
-        """Forget let-go tokens whose time is up (oldest first), and beyond RETIRED_LIMIT."""
+        """Forget let-go tokens whose time is up, and the oldest beyond RETIRED_LIMIT.
+
+        Tokens are kept in the order they were let go, but their remember-until times
+        are not ordered (each depends on its lease): past half the limit, expired ones
+        hiding behind a long-lived first entry are found by a scan, so the limit only
+        ever evicts tokens that still count when there really are that many."""
         retired = self._retired
-        while retired and (len(retired) > RETIRED_LIMIT or next(iter(retired.values())) < now):
+        while retired and next(iter(retired.values())) < now:
+            retired.popitem(last=False)
+        if len(retired) > RETIRED_LIMIT // 2:
+            for token in [token for token, until in retired.items() if until < now]:
+                del retired[token]
+        while len(retired) > RETIRED_LIMIT:
             retired.popitem(last=False)
 
     @property
