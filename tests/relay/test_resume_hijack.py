@@ -287,6 +287,14 @@ async def replay(
     return caught.value
 
 
+async def let_go(dst: NodeRuntime, token: bytes) -> None:
+    """Wait for the destination's sweep to let the finished stream end go."""
+    deadline = time.monotonic() + 10
+    while token in dst.data_plane.served:
+        assert time.monotonic() < deadline, "the finished stream end was never let go"
+        await asyncio.sleep(0.05)
+
+
 async def test_a_relay_cannot_replay_a_finished_sealed_stream(tmp_path: Path) -> None:
     """Noise IK's first message is replayable: the relay holds the open and every sealed
     record of the opener's direction, which derive the very same keys again.  The
@@ -304,10 +312,7 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream(tmp_path: Path) ->
         opened, sealed = tap.recording(token)
         assert len(sealed) > sender.sent  # every sealed record, up to the final one
         resets = [await replay(relay, dst, opened, route, sealed)]  # the end just finished
-        deadline = time.monotonic() + 10
-        while token in dst.data_plane.served:  # the sweep lets the finished end go
-            assert time.monotonic() < deadline, "the finished stream end was never let go"
-            await asyncio.sleep(0.05)
+        await let_go(dst, token)
         resets.append(await replay(relay, dst, opened, route, sealed))
         # Long after the resume window, the lease (an hour) still lets the relay send it.
         dst.data_plane.forget_retired(time.monotonic() + 3 * dst.data_plane.resume_window)
@@ -337,10 +342,7 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream_on_a_renewed_lease
         await sender.send(2)
         await finish_intact(fabric, sender)
         opened, sealed = tap.recording(token)
-        deadline = time.monotonic() + 10
-        while token in dst.data_plane.served:  # the sweep lets the finished end go
-            assert time.monotonic() < deadline, "the finished stream end was never let go"
-            await asyncio.sleep(0.05)
+        await let_go(dst, token)
         # Two hours on: the first lease (1 h) expired and the token is forgotten; the
         # source's renewed lease for the same route is valid.
         renewed = issue_route(
