@@ -287,6 +287,19 @@ async def replay(
     return caught.value
 
 
+async def recorded_stream(
+    fabric: Fabric, relay: NodeRuntime, route: Route
+) -> tuple[SealedSender, bytes, ev.StreamOpened, bytes]:
+    """A sealed stream sent and finished intact over ``route``, as ``relay`` recorded it:
+    the sender, its token, the OPEN_STREAM and the sealed bytes behind it."""
+    tap = Wiretap(relay)
+    sender, token = await open_sealed(fabric, [route])
+    await sender.send(2)
+    await finish_intact(fabric, sender)
+    opened, sealed = tap.recording(token)
+    return sender, token, opened, sealed
+
+
 async def let_go(dst: NodeRuntime, token: bytes) -> None:
     """Wait for the destination's sweep to let the finished stream end go."""
     deadline = time.monotonic() + 10
@@ -302,14 +315,8 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream(tmp_path: Path) ->
     nor once it let the stream end go, nor after twice the resume window."""
     fabric = await build(tmp_path, relays=1)
     try:
-        dst = fabric.destination
-        (relay,) = fabric.relays
-        (route,) = fabric.routes([0])
-        tap = Wiretap(relay)
-        sender, token = await open_sealed(fabric, [route])
-        await sender.send(2)
-        await finish_intact(fabric, sender)
-        opened, sealed = tap.recording(token)
+        dst, (relay,), (route,) = fabric.destination, fabric.relays, fabric.routes([0])
+        sender, token, opened, sealed = await recorded_stream(fabric, relay, route)
         assert len(sealed) > sender.sent  # every sealed record, up to the final one
         resets = [await replay(relay, dst, opened, route, sealed)]  # the end just finished
         await let_go(dst, token)
@@ -334,14 +341,8 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream_on_a_renewed_lease
     relay attaches the source's renewed lease for the same route to the recorded open."""
     fabric = await build(tmp_path, relays=1)
     try:
-        dst = fabric.destination
-        (relay,) = fabric.relays
-        (route,) = fabric.routes([0])
-        tap = Wiretap(relay)
-        sender, token = await open_sealed(fabric, [route])
-        await sender.send(2)
-        await finish_intact(fabric, sender)
-        opened, sealed = tap.recording(token)
+        dst, (relay,), (route,) = fabric.destination, fabric.relays, fabric.routes([0])
+        sender, token, opened, sealed = await recorded_stream(fabric, relay, route)
         await let_go(dst, token)
         # Two hours on: the first lease (1 h) expired and the token is forgotten; the
         # source's renewed lease for the same route is valid.
