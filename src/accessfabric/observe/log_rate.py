@@ -1,0 +1,76 @@
+"""Log lines an outsider can cause, at most one per interval per key, with a suppressed count.
+
+A peer that misbehaves on purpose (a refused-stream flood, failed AUTHs, a header
+flood against the control API) must not be able to grow the log.  Each caller names
+a key — usually ``(peer, reason)`` — and :meth:`RateLimitedLog.log` writes the line
+only if that key has not written one in the last ``interval`` seconds; the lines it
+swallowed are counted and reported on the next line written for that key
+(``(+N suppressed)``).  The table of keys is bounded: the oldest key is forgotten
+first, so a flood of distinct keys costs memory ``max_keys`` entries, no more.
+
+The clock is passed in (``now``) so the limiter is testable without sleeping.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+DEFAULT_INTERVAL = 10.0
+DEFAULT_MAX_KEYS = 4096
+
+
+@dataclass(slots=True)
+class _KeyState:
+    last_written: float
+    suppressed: int
+
+
+class RateLimitedLog:
+    """One log line per key per ``interval`` seconds; the rest are counted, not written."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        max_keys: int = DEFAULT_MAX_KEYS,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        if max_keys < 1:
+            raise ValueError("max_keys must be at least 1")
+        self._logger = logger
+        self._interval = interval
+        self._max_keys = max_keys
+        self._keys: OrderedDict[Hashable, _KeyState] = OrderedDict()
+        self.written = 0
+        self.suppressed = 0
+
+    def log(self, key: Hashable, level: int, message: str, *args: object, now: float) -> bool:
+        """Write ``message % args`` at ``level`` unless ``key`` wrote within the interval.
+
+        Returns whether the line was written.
+        """
+        state = self._keys.get(key)
+        if state is not None and now - state.last_written < self._interval:
+            state.suppressed += 1
+            self.suppressed += 1
+            return False
+        suppressed = state.suppressed if state is not None else 0
+        if state is None:
+            if len(self._keys) >= self._max_keys:
+                self._keys.popitem(last=False)
+            self._keys[key] = _KeyState(last_written=now, suppressed=0)
+        else:
+            state.last_written = now
+            state.suppressed = 0
+            self._keys.move_to_end(key)
+        if suppressed:
+            self._logger.log(level, message + " (+%d suppressed)", *args, suppressed)
+        else:
+            self._logger.log(level, message, *args)
+        self.written += 1
+        return True

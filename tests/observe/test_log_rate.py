@@ -1,0 +1,30 @@
+import logging
+
+import pytest
+
+from accessfabric.observe.log_rate import RateLimitedLog
+
+
+def test_one_line_per_key_per_interval_with_suppressed_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = RateLimitedLog(logging.getLogger("t.lograte"), interval=10.0)
+    with caplog.at_level(logging.WARNING, logger="t.lograte"):
+        assert log.log(("p1", "denied"), logging.WARNING, "refused %s", "p1", now=0.0)
+        for i in range(100):
+            assert not log.log(("p1", "denied"), logging.WARNING, "refused %s", "p1", now=i / 20)
+        assert log.log(("p2", "denied"), logging.WARNING, "refused %s", "p2", now=5.0)
+        assert log.log(("p1", "denied"), logging.WARNING, "refused %s", "p1", now=10.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["refused p1", "refused p2", "refused p1 (+100 suppressed)"]
+    assert (log.written, log.suppressed) == (3, 100)
+
+
+def test_distinct_keys_are_bounded() -> None:
+    log = RateLimitedLog(logging.getLogger("t.lograte2"), interval=10.0, max_keys=8)
+    for i in range(1000):
+        log.log(i, logging.DEBUG, "k", now=0.0)
+    assert len(log._keys) == 8
+    # the oldest keys were forgotten: key 0 writes again at once
+    assert log.log(0, logging.DEBUG, "k", now=0.0)
+    assert not log.log(999, logging.DEBUG, "k", now=0.0)
