@@ -32,6 +32,7 @@ class ErrorCode(IntEnum):
     FRAME_FORMAT_ERROR = 0x0F
     UNKNOWN_FRAME_TYPE = 0x10
     INVALID_STREAM_ID = 0x11
+    ACCESS_DENIED = 0x12
 
 
 def error_code_from_int(value: int) -> ErrorCode | int:

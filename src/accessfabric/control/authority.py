@@ -12,7 +12,7 @@ from functools import cached_property
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from accessfabric.control.authority_key import format_authority_key
-from accessfabric.control.objects import NodeRecord, RouteLease, ServiceLease
+from accessfabric.control.objects import AccessPolicy, NodeRecord, RouteLease, ServiceLease
 from accessfabric.control.signed import encode_signed
 from accessfabric.identity.keys import NodeKey
 
@@ -58,7 +58,7 @@ class Authority:
         :mod:`accessfabric.control.heartbeat_mac`."""
         return self._key.sealing_private_key()
 
-    def issue(self, obj: NodeRecord | RouteLease | ServiceLease) -> bytes:
+    def issue(self, obj: NodeRecord | RouteLease | ServiceLease | AccessPolicy) -> bytes:
         """The signed blob of ``obj``."""
         return encode_signed(obj, self)
 

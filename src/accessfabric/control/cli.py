@@ -85,6 +85,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         route_lease_ttl=args.route_lease_ttl,
         service_lease_ttl=args.service_lease_ttl,
         replica_ttl=args.replica_ttl,
+        access_policy_ttl=args.access_policy_ttl,
     )
     host, port = args.listen
     plane = ControlPlane(store, authority, config=config)
@@ -156,6 +157,48 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
         print(json.dumps(reply, indent=2))
     else:
         print(reply["token"])
+    return 0
+
+
+def _split_list(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _cmd_grant_create(args: argparse.Namespace) -> int:
+    document: dict[str, Any] = {
+        "tenant": args.tenant,
+        "services": _split_list(args.services),
+        "roles": _split_list(args.roles),
+        "classes": _split_list(args.classes),
+        "min_trust_tier": args.min_trust_tier,
+    }
+    if args.ttl is not None:
+        document["ttl_s"] = args.ttl
+    reply = _admin_request(args, "POST", "/v1/admin/grants", document)
+    print(json.dumps(reply, indent=2) if args.json else reply["grant_id"])
+    return 0
+
+
+def format_grants(grants: list[dict[str, Any]]) -> str:
+    lines = [f"{'GRANT':<32}  {'TENANT':<12}  {'ROLES':<14}  {'TIER':>4}  SERVICES (CLASSES)"]
+    for grant in grants:
+        lines.append(
+            f"{grant['grant_id']:<32}  {grant['tenant']:<12}  "
+            f"{','.join(grant['roles']) or 'any':<14}  {grant['min_trust_tier']:>4}  "
+            f"{','.join(grant['services'])} ({','.join(grant['classes'])})"
+        )
+    return "\n".join(lines)
+
+
+def _cmd_grant_list(args: argparse.Namespace) -> int:
+    reply = _admin_request(args, "GET", "/v1/admin/grants")
+    print(json.dumps(reply, indent=2) if args.json else format_grants(reply["grants"]))
+    return 0
+
+
+def _cmd_grant_revoke(args: argparse.Namespace) -> int:
+    reply = _admin_request(args, "DELETE", f"/v1/admin/grants/{args.grant}")
+    print(f"revoked grant {reply['grant_id']} ({reply['tenant']}: {','.join(reply['services'])})")
     return 0
 
 
@@ -299,6 +342,11 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--route-lease-ttl", type=parse_duration, default=300.0, metavar="T")
     serve.add_argument("--service-lease-ttl", type=parse_duration, default=60.0, metavar="T")
     serve.add_argument("--replica-ttl", type=parse_duration, default=15.0, metavar="T")
+    serve.add_argument(
+        "--access-policy-ttl", type=parse_duration, default=300.0, metavar="T",
+        help="how long a host's signed grants stay valid without the control plane "
+        "(default 5m)",
+    )  # fmt: skip
     serve.set_defaults(handler=_guarded(_cmd_serve))
 
     token = commands.add_parser("token", help="enrollment tokens")
@@ -328,6 +376,46 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     nodes.add_argument("--json", action="store_true", help="print JSON")
     _operator_options(nodes)
     nodes.set_defaults(handler=_guarded(_cmd_nodes))
+
+    grant = commands.add_parser(
+        "grant",
+        help="access grants: which nodes may reach which services",
+        description="Services are default deny: a host serves a stream only to a node a "
+        "grant admits (docs/control.md, Access grants).",
+    )
+    grant_commands = grant.add_subparsers(dest="grant_command", metavar="COMMAND", required=True)
+    grant_create = grant_commands.add_parser(
+        "create",
+        help="admit a tenant's nodes (optionally only some roles) to services",
+        description="Admit nodes of TENANT (holding one of ROLES, if given, and of at "
+        "least the trust tier) to SERVICES, in CLASSES (default all).",
+    )
+    grant_create.add_argument("--tenant", required=True, help="tenant of the admitted nodes")
+    grant_create.add_argument(
+        "--services", required=True, help="comma-separated services, e.g. web,ssh"
+    )
+    grant_create.add_argument("--roles", help="comma-separated roles (default: any role)")
+    grant_create.add_argument("--classes", help="comma-separated traffic classes (default all)")
+    grant_create.add_argument(
+        "--min-trust-tier", type=int, default=0, metavar="N", help="0..3 (default 0)"
+    )
+    grant_create.add_argument(
+        "--ttl", type=parse_duration, metavar="T", help="validity (default one year)"
+    )
+    grant_create.add_argument("--json", action="store_true", help="print the grant as JSON")
+    _operator_options(grant_create)
+    grant_create.set_defaults(handler=_guarded(_cmd_grant_create))
+    grant_list = grant_commands.add_parser("list", help="list every grant")
+    grant_list.add_argument("--json", action="store_true", help="print JSON")
+    _operator_options(grant_list)
+    grant_list.set_defaults(handler=_guarded(_cmd_grant_list))
+    grant_revoke = grant_commands.add_parser(
+        "revoke",
+        help="revoke a grant (hosts stop honouring it at their next heartbeat)",
+    )
+    grant_revoke.add_argument("grant", metavar="GRANT", help="grant id (32 hex digits)")
+    _operator_options(grant_revoke)
+    grant_revoke.set_defaults(handler=_guarded(_cmd_grant_revoke))
 
     revoke = commands.add_parser(
         "revoke-role",

@@ -34,6 +34,7 @@ from accessfabric.control.objects import NodeRecord, RouteLease, ServiceLease
 from accessfabric.control.rejections import RejectReason, SignedObjectRejected
 from accessfabric.control.requestsig import RequestSigner
 from accessfabric.control.verify import (
+    verify_access_policy,
     verify_node_record,
     verify_route_lease,
     verify_service_lease,
@@ -350,7 +351,39 @@ class ControlClient:
             self._accept_record(node_record)
         if isinstance(reply.get("policy"), dict):
             self.cache.write(reply["policy"], "policy.json")
+        self._take_access_policy(reply.get("access_policy"))
         return reply
+
+    # ---- access policy (the grants this node enforces as a service host) ---------------
+
+    def _take_access_policy(self, text: object) -> None:
+        """Cache the access policy of a heartbeat reply if it verifies and is not older."""
+        if not isinstance(text, str):
+            return
+        held = self.cached_access_policy()
+        try:
+            policy = verify_access_policy(
+                _b64decode(text), self.authority_public_key, self._clock(),
+                host=self.key.node_id, min_revision=0 if held is None else held[1],
+            )  # fmt: skip
+        except (SignedObjectRejected, ValueError) as exc:
+            _log.warning("access policy refused: %s", exc)
+            return
+        self.cache.write({"policy": text, "revision": policy.revision}, "access.json")
+
+    def cached_access_policy(self) -> tuple[bytes, int] | None:
+        """(blob, revision) of the cached access policy if it still verifies now."""
+        document = self.cache.read("access.json")
+        if document is None:
+            return None
+        try:
+            blob = _b64decode(document.get("policy"))
+            policy = verify_access_policy(
+                blob, self.authority_public_key, self._clock(), host=self.key.node_id
+            )
+        except (SignedObjectRejected, ValueError):
+            return None
+        return blob, policy.revision
 
     # ---- directory --------------------------------------------------------------------
 

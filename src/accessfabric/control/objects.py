@@ -1,4 +1,5 @@
-"""The objects the authority signs: ``NodeRecord``, ``RouteLease``, ``ServiceLease``.
+"""The objects the authority signs: ``NodeRecord``, ``RouteLease``, ``ServiceLease``,
+``AccessPolicy`` (the access grants a service host enforces, docs/control.md).
 
 Each is a frozen value that validates itself on construction and knows its canonical body
 (:meth:`encode_body` / :meth:`decode_body`); the signed envelope around the body is in
@@ -32,6 +33,10 @@ KEY_LENGTH = 32
 MAX_HOPS = 16
 MAX_SCOPES = 32
 MAX_SERVICES = 64
+MAX_GRANTS = 64
+"""Access grants in one :class:`AccessPolicy` (one tenant's grants; creation refuses more)."""
+MAX_GRANT_SERVICES = 16
+GRANT_ID_LENGTH = 16
 
 
 class ObjectType(IntEnum):
@@ -40,6 +45,7 @@ class ObjectType(IntEnum):
     NODE_RECORD = 1
     ROUTE_LEASE = 2
     SERVICE_LEASE = 3
+    ACCESS_POLICY = 4
 
 
 def _set(obj: object, name: str, value: object) -> None:
@@ -263,4 +269,106 @@ class ServiceLease:
         return lease
 
 
-SignedObject = NodeRecord | RouteLease | ServiceLease
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AccessGrant:
+    """Nodes of ``tenant`` holding one of ``roles`` (any role when empty) and at least
+    ``min_trust_tier`` may open streams to ``services`` in ``classes`` until ``expires_ms``.
+
+    Not signed alone: it travels inside the :class:`AccessPolicy` of a service host."""
+
+    grant_id: bytes
+    tenant: str
+    roles: frozenset[Role]
+    services: frozenset[str]
+    classes: frozenset[TrafficClass]
+    min_trust_tier: int
+    expires_ms: int
+
+    def __post_init__(self) -> None:
+        if len(self.grant_id) != GRANT_ID_LENGTH:
+            raise ValueError(f"grant_id is {GRANT_ID_LENGTH} bytes")
+        check_name("tenant", self.tenant)
+        _set(self, "roles", frozenset(Role(role) for role in self.roles))
+        _set(self, "services", _names("service", self.services, MAX_GRANT_SERVICES))
+        if not self.services:
+            raise ValueError("a grant names at least one service")
+        _set(self, "classes", frozenset(TrafficClass(c) for c in self.classes))
+        if not self.classes:
+            raise ValueError("a grant allows at least one traffic class")
+        check_trust_tier(self.min_trust_tier)
+        check_u64("expires_ms", self.expires_ms)
+
+    def encode(self, out: Writer) -> None:
+        out.fixed(self.grant_id, GRANT_ID_LENGTH)
+        out.name(self.tenant)
+        out.uint(roles_to_mask(self.roles), 2)
+        out.names(self.services)
+        out.uint(classes_to_mask(self.classes), 1)
+        out.uint(self.min_trust_tier, 1)
+        out.uint(self.expires_ms, 8)
+
+    @classmethod
+    def decode(cls, data: Reader) -> Self:
+        return cls(
+            grant_id=data.take(GRANT_ID_LENGTH),
+            tenant=data.name(),
+            roles=roles_from_mask(data.uint(2)),
+            services=frozenset(data.names()),
+            classes=classes_from_mask(data.uint(1)),
+            min_trust_tier=data.uint(1),
+            expires_ms=data.u64(),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AccessPolicy:
+    """The access grants ``host`` enforces, as of ``revision``; valid until ``expires_ms``.
+
+    A newer policy (a higher ``revision``) replaces an older one whole: a grant revoked
+    is a grant missing from the next policy.  ``revision`` only grows, so a node refuses
+    an older policy replayed to it."""
+
+    object_type: ClassVar[ObjectType] = ObjectType.ACCESS_POLICY
+
+    host: str
+    revision: int
+    issued_ms: int
+    expires_ms: int
+    grants: tuple[AccessGrant, ...]
+
+    def __post_init__(self) -> None:
+        _set(self, "host", _node_id("host", self.host))
+        check_u64("revision", self.revision)
+        _check_times(self.issued_ms, self.expires_ms)
+        _set(self, "grants", tuple(self.grants))
+        if len(self.grants) > MAX_GRANTS:
+            raise ValueError(f"at most {MAX_GRANTS} grants in one access policy")
+
+    def encode_body(self) -> bytes:
+        out = Writer()
+        out.node_id(self.host)
+        out.uint(self.revision, 8)
+        out.uint(self.issued_ms, 8)
+        out.uint(self.expires_ms, 8)
+        out.uint(len(self.grants), 1)
+        for grant in self.grants:
+            grant.encode(out)
+        return out.to_bytes()
+
+    @classmethod
+    def decode_body(cls, body: bytes) -> Self:
+        data = Reader(body)
+        host = data.node_id()
+        revision = data.u64()
+        issued_ms = data.u64()
+        expires_ms = data.u64()
+        grants = tuple(AccessGrant.decode(data) for _ in range(data.uint(1)))
+        policy = cls(
+            host=host, revision=revision, issued_ms=issued_ms, expires_ms=expires_ms,
+            grants=grants,
+        )  # fmt: skip
+        data.finish()
+        return policy
+
+
+SignedObject = NodeRecord | RouteLease | ServiceLease | AccessPolicy

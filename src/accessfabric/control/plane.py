@@ -7,6 +7,7 @@ same one the store evaluates lease expiry with.
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from accessfabric.control.admin import AdminCredentials
 from accessfabric.control.authority import Authority
 from accessfabric.control.directory import directory_version
 from accessfabric.control.facts import HeartbeatFacts
+from accessfabric.control.grants import DEFAULT_POLICY_TTL, AccessGrants
 from accessfabric.control.heartbeat_mac import ControlMacKeys
 from accessfabric.control.heartbeats import HealthRules, HeartbeatTable
 from accessfabric.control.leasing import RouteLeasing
@@ -45,6 +47,9 @@ class ControlConfig:
     heartbeat_interval: float = 10.0
     route_lease_ttl: float = 300.0
     service_lease_ttl: float = 60.0
+    access_policy_ttl: float = DEFAULT_POLICY_TTL
+    """Seconds a host's signed access policy stays valid (how long it enforces the grants
+    it holds while the control plane cannot be reached)."""
     replica_ttl: float = 15.0
     record_ttl: float = 7 * 24 * 3600.0
     request_window: float = DEFAULT_WINDOW
@@ -138,6 +143,7 @@ class ControlPlane:
             policy=cfg.policy,
             snapshot_max_age=cfg.snapshot_max_age,
         )
+        self.grants = AccessGrants(store, authority, clock=clock, policy_ttl=cfg.access_policy_ttl)
         self.replay = ReplayCache(cfg.request_window)
         self.mac_keys = ControlMacKeys(authority)
 
@@ -160,7 +166,8 @@ class ControlPlane:
         self.heartbeats.load()
 
     def ingest_heartbeat(self, node: RegisteredNode, facts: HeartbeatFacts) -> dict[str, Any]:
-        """Take one authenticated heartbeat; the reply (health, current record, policy)."""
+        """Take one authenticated heartbeat; the reply (health, current record, policy, and
+        the node's signed access policy: the grants it enforces as a service host)."""
         now = self.clock()
         node_id = node.node_id
         self.heartbeats.record(node_id, facts, now)
@@ -177,6 +184,9 @@ class ControlPlane:
             "node_record": record,
             "directory_version": directory_version(self.registry, self.heartbeats, now),
             "policy": self.config.policy_document(),
+            "access_policy": base64.b64encode(
+                self.grants.policy_for(node_id, current.record.tenant)
+            ).decode("ascii"),
         }
 
     def tick(self) -> None:

@@ -59,6 +59,9 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     router.add_post("/v1/admin/tokens", admin_handlers.create_token)
     router.add_post("/v1/admin/nodes/{node_id}/revoke-role", admin_handlers.revoke_role)
     router.add_get("/v1/admin/services", admin_handlers.list_services)
+    router.add_get("/v1/admin/grants", admin_handlers.list_grants)
+    router.add_post("/v1/admin/grants", admin_handlers.create_grant)
+    router.add_delete("/v1/admin/grants/{grant_id}", admin_handlers.revoke_grant)
     return app
 
 

@@ -5,7 +5,8 @@ Layout (all integers big-endian)::
     offset  size  field
     0       4     magic  b"AFSO"
     4       1     format version (1)
-    5       1     type tag (ObjectType: 1 node record, 2 route lease, 3 service lease)
+    5       1     type tag (ObjectType: 1 node record, 2 route lease, 3 service lease,
+                  4 access policy)
     6       4     body length N (at most MAX_BODY_LENGTH)
     10      N     body (the object's canonical fields, objects.py)
     10+N    64    signature
@@ -20,7 +21,13 @@ from __future__ import annotations
 from typing import Protocol, TypeVar
 
 from accessfabric.control.codec import MalformedError
-from accessfabric.control.objects import NodeRecord, ObjectType, RouteLease, ServiceLease
+from accessfabric.control.objects import (
+    AccessPolicy,
+    NodeRecord,
+    ObjectType,
+    RouteLease,
+    ServiceLease,
+)
 from accessfabric.control.rejections import RejectReason, SignedObjectRejected
 from accessfabric.identity.signatures import SIGNATURE_LENGTH, verify_signature
 
@@ -34,9 +41,10 @@ _NAMES = {
     ObjectType.NODE_RECORD: "node record",
     ObjectType.ROUTE_LEASE: "route lease",
     ObjectType.SERVICE_LEASE: "service lease",
+    ObjectType.ACCESS_POLICY: "access policy",
 }
 
-_T = TypeVar("_T", NodeRecord, RouteLease, ServiceLease)
+_T = TypeVar("_T", NodeRecord, RouteLease, ServiceLease, AccessPolicy)
 
 
 class Signer(Protocol):
@@ -46,7 +54,9 @@ class Signer(Protocol):
     def sign(self, data: bytes) -> bytes: ...
 
 
-def encode_signed(obj: NodeRecord | RouteLease | ServiceLease, signer: Signer) -> bytes:
+def encode_signed(
+    obj: NodeRecord | RouteLease | ServiceLease | AccessPolicy, signer: Signer
+) -> bytes:
     """The signed blob of ``obj``: deterministic (Ed25519 signatures are)."""
     body = obj.encode_body()
     if len(body) > MAX_BODY_LENGTH:

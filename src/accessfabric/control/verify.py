@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from accessfabric.control.codec import canonical_node_id
-from accessfabric.control.objects import NodeRecord, RouteLease, ServiceLease
+from accessfabric.control.objects import AccessPolicy, NodeRecord, RouteLease, ServiceLease
 from accessfabric.control.rejections import (
     LeaseRejected,
     NodeRecordRejected,
@@ -27,7 +27,7 @@ DEFAULT_CLOCK_SKEW = 5.0
 Expiry gets no such allowance: a lease is never used past ``expires_ms`` by the hop's clock.
 """
 
-_T = TypeVar("_T", NodeRecord, RouteLease, ServiceLease)
+_T = TypeVar("_T", NodeRecord, RouteLease, ServiceLease, AccessPolicy)
 
 
 def _open(blob: bytes, kind: type[_T], key: bytes, error: type[SignedObjectRejected]) -> _T:
@@ -148,3 +148,32 @@ def _canonical(node_id: str) -> str:
         return canonical_node_id(node_id)
     except ValueError:
         return node_id  # a malformed id is on no route
+
+
+def verify_access_policy(
+    blob: bytes,
+    authority_public_key: bytes,
+    now: float,
+    *,
+    host: str,
+    min_revision: int = 0,
+    clock_skew: float = DEFAULT_CLOCK_SKEW,
+) -> AccessPolicy:
+    """The access policy in ``blob`` if the authority signed it for ``host``, it is valid at
+    ``now`` and no older than ``min_revision`` (the revision this host holds already).
+
+    Raises :class:`SignedObjectRejected`: ``stale_epoch`` for an older revision (a replay),
+    ``hop_not_on_route`` for another host's policy."""
+    policy = _open(blob, AccessPolicy, authority_public_key, SignedObjectRejected)
+    what = f"access policy of {policy.host} (revision {policy.revision})"
+    _check_window(policy.issued_ms, policy.expires_ms, now, clock_skew, what, SignedObjectRejected)
+    if policy.revision < min_revision:
+        raise SignedObjectRejected(
+            RejectReason.STALE_EPOCH,
+            f"{what} is older than revision {min_revision}, which this node holds",
+        )
+    if policy.host != _canonical(host):
+        raise SignedObjectRejected(
+            RejectReason.HOP_NOT_ON_ROUTE, f"{what} is not for this node ({host})"
+        )
+    return policy

@@ -136,6 +136,9 @@ class ServiceConfig:
     target: HostPort
     traffic_class: TrafficClass = TrafficClass.RELIABLE
     mode: str = "forward"
+    allow: tuple[str, ...] = ()
+    """Node ids that may open streams to it without a control plane grant (``*``: any
+    node); empty: only those a grant admits (nobody, without a control plane)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,8 +201,19 @@ class NodeConfig:
     control: ControlSettings | None = None
     """``[control]``: None runs without a control plane (static peers and routes)."""
     sealing: SealingConfig = field(default_factory=SealingConfig)
+    allow: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """``[allow]``: service -> node ids (or ``*``) that may open it, for services not in
+    ``[[services]]`` (the built-in ``echo``, ``vpn``); docs/config.md, Access."""
     source: str = ""
     """Where the config came from (the file as given, or ``environment``)."""
+
+    def allow_lists(self) -> dict[str, tuple[str, ...]]:
+        """Every static allow list: ``[allow]`` and each ``[[services]] allow``."""
+        lists = dict(self.allow)
+        for service in self.services:
+            if service.allow:
+                lists[service.name] = service.allow
+        return lists
 
     def peer(self, node_id: str) -> PeerConfig | None:
         for peer in self.peers:
@@ -281,6 +295,7 @@ _TOP_KEYS = (
     "tcp_rto_min",
     "control",
     "sealing",
+    "allow",
 )
 SEALING_KEYS = ("one_hop", "cipher", "keys")
 
@@ -305,6 +320,12 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     control_table = _opt(document, "control", top, _table)
     ranking = _opt(document, "ranking", top, _ranking) or RankingPolicy()
     sealing = _opt(document, "sealing", top, _sealing) or SealingConfig()
+    allow = _opt(document, "allow", top, _allow_table) or {}
+    for name in allow:
+        if any(service.name == name for service in services):
+            (top / "allow" / name).fail(
+                f"service {name!r} is in [[services]]: give its allow list there"
+            )
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
     session_values: dict[str, Any] = {
@@ -370,6 +391,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         authority_key=authority_key,
         control=control,
         sealing=sealing,
+        allow=allow,
         source=source,
     )
 
@@ -651,7 +673,7 @@ def _services(value: Any, at: _At) -> tuple[ServiceConfig, ...]:
     for index, item in enumerate(_list(value, at)):
         item_at = at[index]
         table = _table(item, item_at)
-        _check_keys(table, item_at, ("name", "target", "traffic_class", "mode"))
+        _check_keys(table, item_at, ("name", "target", "traffic_class", "mode", "allow"))
         for required in ("name", "target"):
             if required not in table:
                 (item_at / required).fail("required")
@@ -681,10 +703,42 @@ def _services(value: Any, at: _At) -> tuple[ServiceConfig, ...]:
                 (item_at / "mode").fail(
                     f"unknown mode {mode!r} (choose from {', '.join(SERVICE_MODES)})"
                 )
+        allow = _opt(table, "allow", item_at, _allow_list) or ()
         services.append(
-            ServiceConfig(name=name, target=target, traffic_class=traffic_class, mode=mode)
+            ServiceConfig(
+                name=name, target=target, traffic_class=traffic_class, mode=mode, allow=allow
+            )
         )
     return tuple(services)
+
+
+def _allow_list(value: Any, at: _At) -> tuple[str, ...]:
+    """Node ids (``afn1...``) or ``*`` alone; ``[]`` says "nobody" explicitly."""
+    entries: list[str] = []
+    for index, item in enumerate(_list(value, at)):
+        text = _str(item, at[index])
+        if text == "*":
+            entries.append(text)
+            continue
+        try:
+            node_id = parse_node_id(text)
+        except ValueError as exc:
+            at[index].fail(f'{exc} (an allow list holds node ids, or "*" for any node)')
+        if node_id in entries:
+            at[index].fail("this node id is listed twice")
+        entries.append(node_id)
+    if "*" in entries and len(entries) > 1:
+        at.fail('"*" admits every node: list it alone, without node ids')
+    return tuple(entries)
+
+
+def _allow_table(value: Any, at: _At) -> dict[str, tuple[str, ...]]:
+    allow: dict[str, tuple[str, ...]] = {}
+    for name, entries in _table(value, at).items():
+        if len(name.encode("utf-8")) > MAX_SERVICE_NAME or not name.strip():
+            (at / name).fail(f"a service name of 1..{MAX_SERVICE_NAME} bytes")
+        allow[name] = _allow_list(entries, at / name)
+    return allow
 
 
 def _host_port(value: Any, at: _At) -> HostPort:

@@ -51,6 +51,7 @@ from accessfabric.control.facts import (
     PeerMeasurement,
     ServiceCapacity,
 )
+from accessfabric.control.rejections import SignedObjectRejected
 from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings
 from accessfabric.node.log_format import log_event
@@ -125,6 +126,7 @@ class ControlLink:
         self.route_errors: dict[tuple[str, TrafficClass], tuple[str, float]] = {}
         """(service, class) -> why the last attempt to get a route lease failed, and when."""
         self._route_error_logged: dict[tuple[str, TrafficClass], float] = {}
+        self._own_record: bytes | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -137,6 +139,9 @@ class ControlLink:
         for forward in self.runtime.config.forwards:
             traffic_class = forward.traffic_class or default_class(forward.service)
             self.client.wanted.add((forward.service, traffic_class))
+        self._own_record = self.client.record_blob()
+        self.runtime.local.node_record = lambda: self._own_record  # sent in HELLO
+        self._apply_access_policy()  # the cached grants hold until they expire
         self._apply_directory(self.client.cached_directory())
         self._task = asyncio.create_task(self._run())
 
@@ -226,6 +231,8 @@ class ControlLink:
             )  # fmt: skip
         reply = await client.heartbeat(self.facts())
         self.last_heartbeat_at = self._clock()
+        self._own_record = client.record_blob()
+        self._apply_access_policy()
         health = reply.get("health")
         self.health = str(health) if health is not None else None
         reasons = reply.get("reasons")
@@ -246,6 +253,26 @@ class ControlLink:
         await client.renew_due()
         for name, traffic_class in sorted(client.wanted):
             self._publish(name, traffic_class, client.cached_route_leases(name, traffic_class))
+
+    def _apply_access_policy(self) -> None:
+        """Hand the cached (verified) access policy to the node's access check."""
+        cached = self.client.cached_access_policy()
+        if cached is None:
+            return
+        access = self.runtime.access
+        held = access.policy
+        if held is not None and cached[1] < held.revision:
+            return
+        try:
+            policy = access.take_policy(cached[0])
+        except SignedObjectRejected as error:
+            log_event(log, "access policy refused", logging.WARNING, error=str(error))
+            return
+        if held is None or held.revision != policy.revision:
+            log_event(
+                log, "access policy", revision=policy.revision, grants=len(policy.grants),
+                expires_in_s=round(policy.expires_ms / 1000 - self._clock()),
+            )  # fmt: skip
 
     # ------------------------------------------------------------ facts
 
@@ -327,6 +354,7 @@ class ControlLink:
             return
         runtime = self.runtime
         runtime.sealing_keys.learn_directory(directory)  # sealed streams (docs/sealing.md)
+        runtime.access.learn_directory(directory)  # openers' records: tenant, roles, tier
         static = {p.node_id for p in runtime.config.peers}
         listed = {entry.get("node_id") for entry in directory.get("entries", [])}
         for gone in sorted(self._directory_peers - listed):  # unreachable, or out of view

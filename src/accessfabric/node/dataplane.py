@@ -1,7 +1,16 @@
-"""``DataPlane``: where a routed OPEN_STREAM goes — relay, adopt (resume), or a service.
+"""``DataPlane``: where an OPEN_STREAM goes — refused, relayed, adopted (resume), or served.
 
 The runtime attaches every session (accepted and dialled) with :meth:`DataPlane.attach`;
 the data plane then sees each session event synchronously, before any ACK leaves:
+
+* Access (:mod:`.access`, default deny): every stream this node would serve — a direct
+  OPEN_STREAM (no route lease; the opener is the session's peer) and the destination of
+  a route lease (fresh or RESUME; the opener is the lease's source, ``hops[0]``) — is
+  checked here, the one place, before anything else serves it.  A refusal resets it with
+  ``ACCESS_DENIED``, is counted in ``refused`` (``access denied``) and in
+  ``access.refused``, and logs ``access denied`` at most once per 10 s per (peer,
+  service) with the count of lines suppressed.  Openers' node records are learned from
+  HELLO (SessionReady) and from sealed opens' key exchanges.
 
 * OPEN_STREAM with a route lease: the lease is checked (:mod:`.lease_check`); a refusal
   resets the stream with ``ROUTE_REJECTED`` and logs ``route lease refused`` with the
@@ -45,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import weakref
@@ -56,6 +66,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from accessfabric.control.objects import RouteLease
 from accessfabric.control.rejections import LeaseRejected
 from accessfabric.errors import ErrorCode, LocalProtocolError
+from accessfabric.node.access import ServiceAccess
 from accessfabric.node.connection import FabricStream, SessionConnection, termination_error
 from accessfabric.node.lease_check import LeaseChecker
 from accessfabric.node.log_format import log_event
@@ -65,6 +76,7 @@ from accessfabric.node.relay_limits import RelayLimits
 from accessfabric.node.resumable import DEFAULT_RESUME_WINDOW, ResumableStream, session_stream
 from accessfabric.node.sealed_stream import SealedStream
 from accessfabric.node.stream_sealing import SealingKeys, relayed
+from accessfabric.observe.log_rate import RateLimitedLog
 from accessfabric.sealing import SealingError
 from accessfabric.sealing.handshake import (
     destination_resume_key,
@@ -75,12 +87,15 @@ from accessfabric.sealing.resume_proof import ResumeRefused, split_resume_field,
 from accessfabric.session import events as ev
 from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.session.stream_state import StreamState
+from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0
 REFUSED_LABELS = 16
 REFUSED_LABEL_LENGTH = 48
+ACCESS_LOG_INTERVAL = 10.0
+"""Seconds between two ``access denied`` lines for one (peer, service)."""
 OPEN_MAX_AGE = 60.0
 """Seconds a sealed open (v2: it states when it was made, bound into its keys) stays
 acceptable; a served stream's token is remembered at least this long plus the skew."""
@@ -104,11 +119,15 @@ class DataPlane:
         resume_window: float = DEFAULT_RESUME_WINDOW,
         sealing_key: X25519PrivateKey | None = None,
         sealing_keys: SealingKeys | None = None,
+        access: ServiceAccess | None = None,
     ) -> None:
         """``sealing_key``: this node's static X25519 key, to open sealed streams and bind
         their resumes (without it sealed opens are refused, resumes are token-only);
-        ``sealing_keys``: the other nodes' sealing keys (a sealed stream's opener)."""
+        ``sealing_keys``: the other nodes' sealing keys (a sealed stream's opener);
+        ``access``: who may open which service here (None: nobody)."""
         self.node_id = node_id
+        self.access = access if access is not None else ServiceAccess(node_id, {}, authority_key)
+        self._access_log = RateLimitedLog(log, interval=ACCESS_LOG_INTERVAL)
         self.sealing_key = sealing_key
         self.sealing_keys = sealing_keys if sealing_keys is not None else SealingKeys()
         self.sealed = 0
@@ -222,7 +241,12 @@ class DataPlane:
             assert isinstance(event, ev.StreamOpened)
             if event.route_lease:
                 self._routed_open(connection, event)
+            else:
+                self._direct_open(connection, event)
         else:
+            if type(event) is ev.SessionReady:
+                assert isinstance(event, ev.SessionReady)
+                self.access.learn_record(event.peer_node_record, event.peer_node_id)
             self.relay.on_event(connection, event)
         for hook in self.hooks:
             hook(connection, event)
@@ -244,6 +268,47 @@ class DataPlane:
             log, message, logging.WARNING, peer=_peer(connection), stream=stream.stream_id,
             service=stream.service, code=code.name, reason=reason,
         )  # fmt: skip
+
+    def _direct_open(self, connection: SessionConnection, event: ev.StreamOpened) -> None:
+        """A stream with no route lease: served here, so its opener is the session's peer."""
+        stream = connection._streams.get(event.stream_id)
+        if stream is not None:
+            self._authorise(connection, stream, _peer(connection), event)
+
+    def _authorise(
+        self,
+        connection: SessionConnection,
+        stream: FabricStream,
+        opener: str,
+        event: ev.StreamOpened,
+    ) -> bool:
+        """Whether ``opener`` may have ``stream`` served here; refused (reset with
+        ``ACCESS_DENIED``, counted, logged at a bounded rate) when not."""
+        why = self.access.refusal(opener, event.service, TrafficClass(event.traffic_class))
+        if why is None:
+            self.access.served += 1
+            return True
+        self._claimed.add(stream)
+        self._count_refused(f"access denied: {why}")
+        self.access.refused += 1
+        with contextlib.suppress(LocalProtocolError):
+            stream.reset(ErrorCode.ACCESS_DENIED)
+        self._access_log.log(
+            (opener, event.service), logging.WARNING,
+            "access denied peer=%s service=%s class=%s via=%s reason=%s",
+            opener, event.service, TrafficClass(event.traffic_class).name.lower(),
+            _peer(connection), json.dumps(why), now=time.monotonic(),
+        )  # fmt: skip
+        return False
+
+    def _learn_opener(self, event: ev.StreamOpened, opener: str) -> None:
+        """The node record a sealed open carries (its opener's, signed by the authority)."""
+        key_exchange = event.key_exchange
+        if event.resume:
+            _proof, key_exchange = split_resume_field(key_exchange)
+        parsed = parse_key_exchange(key_exchange)
+        if parsed is not None and parsed.opener_record:
+            self.access.learn_record(parsed.opener_record, opener)
 
     def _count_refused(self, reason: str) -> None:
         label = reason.split(":", 1)[0].strip()[:REFUSED_LABEL_LENGTH] or "other"
@@ -271,6 +336,10 @@ class DataPlane:
         if not checked.is_destination:
             self._claimed.add(stream)
             self.relay.open(connection, event, checked, stream)
+            return
+        opener = checked.lease.hops[0]
+        self._learn_opener(event, opener)
+        if not self._authorise(connection, stream, opener, event):
             return
         if event.resume:
             self._adopt(connection, event, stream, checked.lease)

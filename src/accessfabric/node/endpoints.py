@@ -60,6 +60,9 @@ class LocalNode:
     """Minimum TCP retransmission timeout of TCP and WebSocket carriers (None: the kernel's)."""
     rejected_connections: int = 0
     on_new_connection: Callable[[SessionConnection], None] | None = None
+    node_record: Callable[[], bytes | None] | None = None
+    """This node's signed node record (``[control]``), sent in HELLO: a service host
+    checks grants against the tenant and roles it names (docs/control.md)."""
     """Called with every session created (dialled or accepted): the node's metrics."""
     _tls_contexts: dict[bool, ssl.SSLContext] = field(default_factory=dict, repr=False)
 
@@ -72,6 +75,10 @@ class LocalNode:
             context = self._tls_contexts[server] = make(self.key, self.cert_dir)
         return context
 
+    def _own_record(self) -> bytes:
+        record = self.node_record() if self.node_record is not None else None
+        return record or b""
+
     def new_connection(
         self,
         info: CarrierInfo,
@@ -83,7 +90,9 @@ class LocalNode:
         """A session on a new carrier (``session_config``: this carrier's, if it differs)."""
         session = Session(
             dialer=info.dialer,
-            authenticator=Ed25519Authenticator(self.key, expected_peer_id=expected_peer_id),
+            authenticator=Ed25519Authenticator(
+                self.key, expected_peer_id=expected_peer_id, node_record=self._own_record()
+            ),
             config=session_config or self.session_config,
             channel_binding=info.channel_binding,
             now=session_clock(),

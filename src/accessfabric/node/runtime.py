@@ -1,7 +1,8 @@
 """``NodeRuntime``: one node process — key, listeners, accepted sessions, static peers, shutdown.
 
 * Listens on every ``[[listen]]`` endpoint; each accepted session's incoming
-  streams go to the :class:`ServiceDispatcher` (``echo`` built in).
+  streams go to the :class:`ServiceDispatcher` (``echo`` built in) once the data plane
+  has let them through (access policy, default deny: :mod:`.access`).
 * Dials static peers on demand through a :class:`PeerSessionManager`
   (``connect = "always"`` peers are kept up from the start).
 * :meth:`NodeRuntime.shutdown`: stop listening, GOAWAY every session, let
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
+from accessfabric.node.access import ServiceAccess
 from accessfabric.node.address import Endpoint
 from accessfabric.node.config import NodeConfig, PeerConfig
 from accessfabric.node.connection import SessionConnection
@@ -91,10 +93,13 @@ class NodeRuntime:
         self.sealing_keys = SealingKeys(config.authority_key, static_keys)
         # Relaying, resume adoption and route failover (docs/relays.md): the data plane
         # sees every session's events from its creation on.
+        # Access (docs/config.md, Access): default deny; static allow lists and, with
+        # [control], the authority-signed grants the control link keeps current.
+        self.access = ServiceAccess(self.key.node_id, config.allow_lists(), config.authority_key)
         self.data_plane = DataPlane(
             self.key.node_id, self.peers, config.authority_key,
             sealing_key=self.key.sealing_private_key(),  # opens sealed streams, binds resumes
-            sealing_keys=self.sealing_keys,
+            sealing_keys=self.sealing_keys, access=self.access,
         )  # fmt: skip
         self.routes = RouteManager(
             self.key.node_id, self.peers, self.data_plane, authority_key=config.authority_key
@@ -108,6 +113,7 @@ class NodeRuntime:
         self.observe.watch_relay(self.data_plane.relay, always="relay" in config.roles)
         self.observe.watch_samples(lambda: dial_metric_samples(self.dialer.counters))
         self.observe.add_section("endpoints", self._endpoint_rows)
+        self.observe.add_section("access", self.access.status)
         self.local.on_new_connection = self._new_connection
         self.components = list(components)
         self.control: ControlLink | None = None

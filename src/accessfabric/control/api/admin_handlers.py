@@ -19,9 +19,11 @@ from accessfabric.control.api.context import context
 from accessfabric.control.api.errors import ApiError, bad_request
 from accessfabric.control.api.node_handlers import view_json
 from accessfabric.control.codec import canonical_node_id
+from accessfabric.control.grants import MAX_GRANT_TTL, GrantError, grant_json
 from accessfabric.control.plane import ControlPlane
 from accessfabric.control.registry import RegisteredNode, RegistryError
 from accessfabric.control.vocabulary import Role, check_name
+from accessfabric.wire.registry import TrafficClass
 
 MAX_TOKEN_TTL = 366 * 24 * 3600.0
 MAX_TOKEN_USES = 1_000_000
@@ -111,3 +113,48 @@ async def list_services(request: web.Request) -> web.Response:
     plane = context(request).plane
     views = [plane.services.view(name) for name in plane.services.names()]
     return web.json_response({"services": [view_json(v) for v in views if v is not None]})
+
+
+async def list_grants(request: web.Request) -> web.Response:
+    require_admin(request)
+    plane = context(request).plane
+    return web.json_response({"grants": [grant_json(g) for g in plane.grants.all()]})
+
+
+async def create_grant(request: web.Request) -> web.Response:
+    require_admin(request)
+    plane = context(request).plane
+    document = parse_json_object(await read_body(request, plane.config.max_body_bytes))
+    tenant = string_field(document, "tenant", max_length=64)
+    try:
+        services = string_list(document, "services", 16)
+        roles = [Role.parse(text) for text in _optional_list(document, "roles", 16)]
+        class_names = _optional_list(document, "classes", 8)
+        classes = [TrafficClass.from_name(name) for name in class_names] or list(TrafficClass)
+    except ValueError as exc:
+        raise bad_request("bad_field", str(exc)) from None
+    tier = int_field(document, "min_trust_tier", 0, 0, 3)
+    ttl = number_field(document, "ttl_s", MAX_GRANT_TTL, 1.0, MAX_GRANT_TTL)
+    try:
+        stored = plane.grants.create(
+            tenant, services, roles=roles, classes=classes, min_trust_tier=tier, ttl=ttl
+        )
+    except GrantError as exc:
+        raise ApiError(409 if exc.code == "too_many_grants" else 400, exc.code, str(exc)) from None
+    return web.json_response(grant_json(stored), status=201)
+
+
+async def revoke_grant(request: web.Request) -> web.Response:
+    require_admin(request)
+    plane = context(request).plane
+    try:
+        stored = plane.grants.revoke(request.match_info["grant_id"])
+    except GrantError as exc:
+        raise ApiError(404, exc.code, str(exc)) from None
+    return web.json_response(grant_json(stored))
+
+
+def _optional_list(document: dict[str, Any], name: str, limit: int) -> list[str]:
+    if document.get(name) in (None, []):
+        return []
+    return string_list(document, name, limit)

@@ -197,8 +197,25 @@ SCHEMAS: dict[str, Any] = {
             "node_record": _ref("NodeRecord"),
             "directory_version": INT,
             "policy": _ref("Policy"),
+            "access_policy": {
+                "type": "string",
+                "description": "the node's signed access policy (its tenant's grants), base64",
+            },
         },
-        ["health", "reasons", "node_record", "directory_version", "policy"],
+        ["health", "reasons", "node_record", "directory_version", "policy", "access_policy"],
+    ),
+    "Grant": _obj(
+        {
+            "grant_id": {"type": "string", "minLength": 32, "maxLength": 32},
+            "tenant": {"type": "string"},
+            "roles": {"type": "array", "items": ROLE},
+            "services": {"type": "array", "items": {"type": "string"}},
+            "classes": {"type": "array", "items": {"type": "string", "enum": list(CLASS_NAMES)}},
+            "min_trust_tier": {"type": "integer", "minimum": 0, "maximum": 3},
+            "created_ms": INT,
+            "expires_ms": INT,
+        },
+        ["grant_id", "tenant", "roles", "services", "classes", "min_trust_tier", "expires_ms"],
     ),
     "Directory": _obj(
         {
@@ -461,6 +478,51 @@ PATHS: dict[str, Any] = {
             security=ADMIN_SECURITY,
             parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
             body=_obj({"role": ROLE}, ["role"]),
+        )
+    },
+    "/v1/admin/grants": {
+        "get": _op(
+            "Every access grant",
+            {
+                **_ok(_obj({"grants": {"type": "array", "items": _ref("Grant")}}, ["grants"])),
+                **_errors(401),
+            },
+            security=ADMIN_SECURITY,
+        ),
+        "post": _op(
+            "Grant a tenant's nodes (optionally only some roles) access to services",
+            {**_ok(_ref("Grant"), 201), **_errors(400, 401, 409, 413)},
+            security=ADMIN_SECURITY,
+            body=_obj(
+                {
+                    "tenant": NAME,
+                    "services": {"type": "array", "items": NAME, "minItems": 1, "maxItems": 16},
+                    "roles": {"type": "array", "items": ROLE, "maxItems": 16},
+                    "classes": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": list(CLASS_NAMES)},
+                        "maxItems": 8,
+                    },
+                    "min_trust_tier": {"type": "integer", "minimum": 0, "maximum": 3},
+                    "ttl_s": {"type": "number", "minimum": 1, "maximum": 366 * 24 * 3600},
+                },
+                ["tenant", "services"],
+            ),
+        ),
+    },
+    "/v1/admin/grants/{grant_id}": {
+        "delete": _op(
+            "Revoke an access grant (hosts stop honouring it at their next heartbeat)",
+            {**_ok(_ref("Grant")), **_errors(401, 404)},
+            security=ADMIN_SECURITY,
+            parameters=[
+                {
+                    "name": "grant_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "maxLength": 64},
+                }
+            ],
         )
     },
     "/v1/admin/services": {
