@@ -18,9 +18,10 @@ LOOPBACK = Endpoint(carrier="tcp", host="127.0.0.1", port=0)
 SESSION = SessionConfig(keepalive_interval=1.0, ping_timeout=2.0)
 
 
-def config(tmp_path: Path, name: str, authority: Authority, peers: tuple[PeerConfig, ...] = ()
-           ) -> NodeConfig:  # fmt: skip
+def config(tmp_path: Path, name: str, authority: Authority, peers: tuple[PeerConfig, ...] = (),
+           allow: dict[str, tuple[str, ...]] | None = None) -> NodeConfig:  # fmt: skip
     return NodeConfig(
+        allow=allow or {},
         key_path=tmp_path / f"{name}.key",
         cert_dir=tmp_path / name,
         listen=(LOOPBACK,),
@@ -77,7 +78,10 @@ async def build(tmp_path: Path, relays: int, chained: bool = False) -> Fabric:
 
     sink = SinkResults()
     dst_key = key()
-    destination = NodeRuntime(config(tmp_path, "dst", authority), key=dst_key)
+    src_key = key()
+    # default deny: the destination lets the source (only) reach its services
+    allow = {SEALED_SINK: (src_key.node_id,), "echo": (src_key.node_id,)}
+    destination = NodeRuntime(config(tmp_path, "dst", authority, allow=allow), key=dst_key)
     await destination.start()
     destination.dispatcher.register(SEALED_SINK, sealed_sink(sink))
     started: list[NodeRuntime] = []
@@ -89,7 +93,7 @@ async def build(tmp_path: Path, relays: int, chained: bool = False) -> Fabric:
         await runtime.start()
         started.insert(0, runtime)
     source = NodeRuntime(
-        config(tmp_path, "src", authority, tuple(peer(r) for r in started)), key=key()
+        config(tmp_path, "src", authority, tuple(peer(r) for r in started)), key=src_key
     )
     await source.start()
     for runtime in (source, *started, destination):  # as the directory would tell them

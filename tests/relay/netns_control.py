@@ -137,8 +137,12 @@ class ControlFabric:
         server = ["--server", f"http://127.0.0.1:{CONTROL_PORT}", "--admin-token", self.admin_token]
         create = ["control", "token", "create", "--tenant", "acme"]
         commands = {host: [*create, "--roles", ROLES[host], *server] for host in HOSTS}
+        # default deny: home serves the tenant's nodes only once a grant admits them
+        grant = ["control", "grant", "create", "--tenant", "acme", "--services", SERVICE]
+        commands["grant"] = [*grant, *server]
         done = self.topo.run("ctl", [sys.executable, "-c", script, json.dumps(commands)])
         tokens: dict[str, str] = json.loads(done.stdout)
+        del tokens["grant"]
         return tokens
 
     # ------------------------------------------------------------ nodes

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from accessfabric.bench.relay_lab import issue_route
+from accessfabric.bench.relay_lab import SEALED_SINK, issue_route
 from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
 from accessfabric.control.authority import Authority
 from accessfabric.identity.keys import NodeKey
@@ -120,6 +120,8 @@ class NetnsFabric:
             "sealing_keys": sealing,
             "destination": ids["home"],
             "routes": [r.blob.hex() for r in routes] if host == "phone" else [],
+            # default deny: home serves the phone (only)
+            "allow": {service: [ids["phone"]] for service in ("echo", SEALED_SINK)},
             "workloads": workloads or [],
             "workdir": str(self.workdir),
             "tcp_rto_min": self.tcp_rto_min,

@@ -343,6 +343,7 @@ async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_un
     try:
         dst = fabric.destination
         opener = fabric.relays[0]  # a node peered with the destination: a one-hop route
+        dst.access.allow[SEALED_SINK] = frozenset({opener.node_id})  # access is not the point
         route = issue_route(fabric.authority, 9, [opener.node_id, dst.node_id])
         token = secrets.token_bytes(16)
         initiator = SealInitiator(
@@ -389,6 +390,7 @@ async def test_a_served_open_gone_in_its_own_batch_leaves_the_session_alone(
     try:
         dst = fabric.destination
         opener = fabric.relays[0]  # a node peered with the destination: a one-hop route
+        dst.access.allow[SEALED_SINK] = frozenset({opener.node_id})  # access is not the point
         route = issue_route(fabric.authority, 9, [opener.node_id, dst.node_id])
         connection = await opener.peers.session(dst.node_id)
         stream_id = connection.session.open_stream(

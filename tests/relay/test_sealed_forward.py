@@ -95,6 +95,7 @@ def routes(fabric: Fabric, *chains: list[int]) -> list[Route]:
 async def forward(fabric: Fabric, target: asyncio.Server) -> TcpForwarder:
     port = target.sockets[0].getsockname()[1]
     fabric.destination.dispatcher.register(SERVICE, service_host("127.0.0.1", port))
+    fabric.destination.access.allow[SERVICE] = frozenset({fabric.source.node_id})
     forwarder = TcpForwarder(node_opener(fabric.source), "127.0.0.1", 0, SERVICE)
     await forwarder.start()
     return forwarder

@@ -36,8 +36,12 @@ async def fabric_pair(
     metrics: bool = False,
 ) -> AsyncIterator[Pair]:
     """``services``: name -> (target port on 127.0.0.1, class); one forward per name."""
+    edge_key = NodeKey.generate()
     hosted = tuple(
-        ServiceConfig(name=name, target=HostPort(host="127.0.0.1", port=port), traffic_class=cls)
+        ServiceConfig(
+            name=name, target=HostPort(host="127.0.0.1", port=port), traffic_class=cls,
+            allow=(edge_key.node_id,),  # default deny: the edge (only) may reach them
+        )  # fmt: skip
         for name, (port, cls) in services.items()
     )
     host_cfg = NodeConfig(
@@ -65,7 +69,7 @@ async def fabric_pair(
         admin_socket=tmp_path / "edge.sock" if metrics else None,
     )
     component = ServicesComponent()
-    edge = NodeRuntime(edge_cfg, key=NodeKey.generate(), components=(component,))
+    edge = NodeRuntime(edge_cfg, key=edge_key, components=(component,))
     await edge.start()
     try:
         yield Pair(host, edge, component)

@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from accessfabric.bench.common import process_cpu
 from accessfabric.bench.cpu_budget import CpuBudget, unavailable_reason
-from accessfabric.bench.relay_lab import issue_route
+from accessfabric.bench.relay_lab import SEALED_SINK, issue_route
 from accessfabric.bench.report import BenchReport, BenchResult, BenchSetupError
 from accessfabric.control.authority import Authority
 from accessfabric.identity.keys import NodeKey
@@ -76,6 +76,8 @@ class _Lab:
             "sealing_keys": sealing,
             "destination": self.ids["dst"],
             "routes": blobs,
+            # default deny: the destination serves the source (only)
+            "allow": {service: [self.ids["src"]] for service in ("echo", SEALED_SINK)},
             "workloads": workloads,
             "workdir": str(self.workdir),
             "keepalive": 1.0,

@@ -2,7 +2,8 @@
 
 ``python -m accessfabric.bench.relay_peer SPEC.json`` runs a :class:`NodeRuntime` built
 from the spec (key seed, listen URL, static peers, authority key, static route leases,
-sealing keys of the other nodes, optionally ``tcp_rto_min``: seconds, ``null`` for the
+sealing keys of the other nodes, ``allow``: service -> node ids that may open it (default
+deny; ``["*"]`` for any), optionally ``tcp_rto_min``: seconds, ``null`` for the
 kernel's), serves ``echo`` and ``sealed-sink`` (the node seals every stream that crosses
 a relay), prints ``{"event": "ready"}`` on stdout, then runs the spec's workloads (if
 any) and prints one JSON line per result.  Without workloads it runs until killed.
@@ -77,6 +78,7 @@ def build(spec: dict[str, Any], workdir: Path) -> NodeRuntime:
         authority_key=bytes.fromhex(spec["authority_key"]),
         drain_timeout=1.0,
         tcp_rto_min=spec.get("tcp_rto_min", DEFAULT_RTO_MIN),
+        allow={service: tuple(ids) for service, ids in spec.get("allow", {}).items()},
     )
     runtime = NodeRuntime(config, key=key)
     for node_id, sealing_key in spec.get("sealing_keys", {}).items():

@@ -26,6 +26,7 @@ from accessfabric.control.objects import MAX_GRANTS, AccessGrant, AccessPolicy
 from accessfabric.control.signed import MAX_BODY_LENGTH
 from accessfabric.control.store.base import Clock, Store
 from accessfabric.control.vocabulary import Role, check_name
+from accessfabric.identity.node_id import node_id_from_public_key
 from accessfabric.wire.registry import TrafficClass
 
 KEY_PREFIX = "/grants/"
@@ -133,7 +134,7 @@ class AccessGrants:
         if len(live) >= MAX_GRANTS:
             raise GrantError("too_many_grants", f"tenant {tenant!r} has {MAX_GRANTS} grants")
         trial = AccessPolicy(
-            host="0" * 40, revision=0, issued_ms=now_ms, expires_ms=now_ms + 1,
+            host=node_id_from_public_key(self._authority.public_key), revision=0, issued_ms=now_ms, expires_ms=now_ms + 1,
             grants=(*[s.grant for s in live], grant),
         )  # fmt: skip
         if len(trial.encode_body()) > MAX_BODY_LENGTH:
