@@ -69,3 +69,20 @@ async def create_tokens(control: Control, roles: Iterable[str]) -> dict[str, str
                     raise DemoFailed(f"control token create --roles {role}: {reply}")
                 tokens[role] = str(reply["token"])
     return tokens
+
+
+async def create_grant(
+    control: Control, tenant: str, services: Iterable[str], roles: Iterable[str] = ()
+) -> str:
+    """Admit ``tenant``'s nodes (holding one of ``roles``, if given) to ``services``: the
+    admin API of ``control grant create`` (services are default deny)."""
+    headers = {"Authorization": f"Bearer {control.admin_token}"}
+    body = {"tenant": tenant, "services": sorted(services), "roles": sorted(roles)}
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client,
+        client.post(f"{control.url}/v1/admin/grants", json=body, headers=headers) as response,
+    ):
+        reply = await response.json()
+        if response.status != 201:
+            raise DemoFailed(f"control grant create --services {','.join(services)}: {reply}")
+        return str(reply["grant_id"])

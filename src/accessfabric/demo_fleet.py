@@ -31,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from accessfabric.demo_control import Control, create_tokens
+from accessfabric.demo_control import Control, create_grant, create_tokens
 from accessfabric.demo_procs import COMMAND, DemoFailed, Processes, free_port
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.status import fetch_status
@@ -150,6 +150,12 @@ async def start_fleet(work: Path, procs: Processes, control: Control, size: int)
         fleet.ids[name] = key.node_id
         fleet.labels[key.node_id] = name
     tokens = await create_tokens(control, ROLES.values())
+    # Services are default deny: the laptop (mobile-edge, tenant demo) may reach both.
+    await create_grant(control, "demo", (SERVICE, TERM), roles=(ROLES["laptop"],))
+    print(
+        f"    grant: tenant demo, role {ROLES['laptop']} -> {SERVICE}, {TERM} "
+        "(accessfabric control grant create)"
+    )
     site = _site(fleet, size)
     http = [sys.executable, "-m", "http.server", str(fleet.ports["http"]), "--bind", "127.0.0.1"]
     procs.start("http", http, cwd=site)
