@@ -51,11 +51,12 @@ def forwards(tmp_path: Path) -> Iterator[Topology]:
         topo.link("laptop", "home")
         home = topo.host_addr("home", "laptop")
         home_id = keygen(tmp_path / "home.key")
-        keygen(tmp_path / "laptop.key")
-        services = (
+        laptop_id = keygen(tmp_path / "laptop.key")
+        services = (  # default deny: the laptop (only) may reach them
             '[[services]]\nname = "ssh"\ntarget = "127.0.0.1:2222"\n'
-            'traffic_class = "interactive"\n'
+            f'traffic_class = "interactive"\nallow = ["{laptop_id}"]\n'
             '[[services]]\nname = "iperf"\ntarget = "127.0.0.1:5201"\ntraffic_class = "bulk"\n'
+            f'allow = ["{laptop_id}"]\n'
         )
         home_cfg = write_config(
             tmp_path / "home.toml", tmp_path / "home.key", f"{home}:{FABRIC_PORT}", services

@@ -43,10 +43,11 @@ def vpn(tmp_path: Path) -> Iterator[tuple[Topology, str]]:
         server = topo.host_addr("server", "exit")
         exit_addr = topo.host_addr("exit", "client")
         exit_id = keygen(tmp_path / "exit.key")
-        keygen(tmp_path / "client.key")
+        client_id = keygen(tmp_path / "client.key")
         exit_cfg = write_config(
-            tmp_path / "exit.toml", tmp_path / "exit.key", f"{exit_addr}:{FABRIC_PORT}"
-        )
+            tmp_path / "exit.toml", tmp_path / "exit.key", f"{exit_addr}:{FABRIC_PORT}",
+            f'[allow]\nvpn = ["{client_id}"]\n',  # default deny: the client (only)
+        )  # fmt: skip
         peer = peer_table(exit_id, f"tcp://{exit_addr}:{FABRIC_PORT}", ["vpn"])
         client_cfg = write_config(tmp_path / "client.toml", tmp_path / "client.key", peer=peer)
         start(
