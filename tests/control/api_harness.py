@@ -52,6 +52,16 @@ class Running:
         assert status == 201, body
         return str(body["token"])
 
+    async def grant(self, tenant: str, services: list[str], roles: tuple[str, ...] = ()) -> str:
+        """Admit ``tenant``'s nodes (with one of ``roles``, if any) to ``services``."""
+        status, body = await self.admin(
+            "POST",
+            "/v1/admin/grants",
+            {"tenant": tenant, "services": services, "roles": list(roles)},
+        )
+        assert status == 201, body
+        return str(body["grant_id"])
+
     async def signed(
         self,
         key: NodeKey,

@@ -112,11 +112,18 @@ def _matches(line: dict[str, Any], event: str, fields: dict[str, Any]) -> bool:
 
 
 def start_node(
-    directory: Path, name: str, extra_toml: str = "", *, websocket: bool = False
+    directory: Path,
+    name: str,
+    extra_toml: str = "",
+    *,
+    websocket: bool = False,
+    echo_allow: str = '["*"]',
 ) -> NodeProcess:
     """Write ``<name>.key`` and ``<name>.toml`` (TCP listener on a free port) and start it.
 
     With ``websocket`` the node also listens for wss on a free port, path ``/fabric``.
+    ``echo_allow``: the ``[allow] echo`` list (default deny; ``smoke`` dials with a
+    fresh key, so these nodes admit any node to ``echo``).
     """
     directory.mkdir(parents=True, exist_ok=True)
     node_id = keygen(directory / f"{name}.key")
@@ -126,6 +133,7 @@ def start_node(
         f"{extra_toml}\n"
         '[[listen]]\ncarrier = "tcp"\naddress = "127.0.0.1:0"\n'
         + ('[[listen]]\ncarrier = "websocket"\naddress = "127.0.0.1:0"\n' if websocket else "")
+        + f"[allow]\necho = {echo_allow}\n"
     )
     process = subprocess.Popen(
         [*COMMAND, "node", "run", "--config", str(config), "--log-json"],

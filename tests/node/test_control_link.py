@@ -92,6 +92,7 @@ async def test_nodes_enroll_register_lease_and_survive_control_outage(tmp_path: 
     async with running_plane(tmp_path, config=config) as plane:
         host_token = await plane.token("acme", ["entry", "service-host"])
         source_token = await plane.token("acme", ["mobile-edge"])
+        await plane.grant("acme", ["web"])  # default deny: the tenant's nodes may reach web
         host_config = load_node_config(
             _write_config(
                 tmp_path,

@@ -81,7 +81,8 @@ def fabric(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Fab
             for carrier, port in PORTS.items()
         )
         config = tmp_path / "server.toml"
-        config.write_text(f'key_path = "server.key"\nlog_json = true\n\n{listeners}')
+        allow = '[allow]\necho = ["*"]\n'  # default deny: the client's key is a fresh one
+        config.write_text(f'key_path = "server.key"\nlog_json = true\n\n{listeners}{allow}')
         server = topo.popen(
             "server",
             [sys.executable, "-m", "accessfabric", "node", "run", "--config", str(config)],

@@ -29,11 +29,13 @@ def make_config(tmp_path: Path, name: str, **changes: object) -> NodeConfig:
 
 
 async def test_echo_and_unknown_service(tmp_path: Path) -> None:
-    runtime = NodeRuntime(make_config(tmp_path, "a"), key=NodeKey.generate())
+    client = NodeKey.generate()
+    allow = {"echo": (client.node_id,), "rdp": (client.node_id,)}  # rdp: allowed, not hosted
+    runtime = NodeRuntime(make_config(tmp_path, "a", allow=allow), key=NodeKey.generate())
     await runtime.start()
     try:
         port = runtime.listeners[0].endpoint.port
-        local = LocalNode(key=NodeKey.generate(), cert_dir=tmp_path / "client")
+        local = LocalNode(key=client, cert_dir=tmp_path / "client")
         connection = await connect_tcp(local, "127.0.0.1", port, expected_peer_id=runtime.node_id)
         echo = await connection.open_stream("echo")
         echo.write(b"hello")
@@ -52,12 +54,14 @@ async def test_echo_and_unknown_service(tmp_path: Path) -> None:
 
 
 async def test_static_peer_dialled_on_demand_and_shutdown_drains(tmp_path: Path) -> None:
-    hub = NodeRuntime(make_config(tmp_path, "hub"), key=NodeKey.generate())
+    edge_key = NodeKey.generate()
+    hub_config = make_config(tmp_path, "hub", allow={"echo": (edge_key.node_id,)})
+    hub = NodeRuntime(hub_config, key=NodeKey.generate())
     await hub.start()
     hub_endpoint = hub.listeners[0].endpoint
     dead = Endpoint(carrier="tcp", host="127.0.0.1", port=1)
     peer = PeerConfig(node_id=hub.node_id, endpoints=(dead, hub_endpoint))
-    edge = NodeRuntime(make_config(tmp_path, "edge", peers=(peer,)), key=NodeKey.generate())
+    edge = NodeRuntime(make_config(tmp_path, "edge", peers=(peer,)), key=edge_key)
     await edge.start()
     try:
         assert hub.accepted_sessions == 0  # "on-demand": nothing dialled yet

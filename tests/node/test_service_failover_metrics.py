@@ -49,6 +49,7 @@ async def test_leader_failover_is_counted_by_the_new_leader_and_the_source(
         hosts: dict[str, NodeRuntime] = {}
         source: NodeRuntime | None = None
         try:
+            await plane.grant("acme", ["db"])  # default deny: the tenant's nodes may reach db
             for name in ("a", "b"):
                 token = await plane.token("acme", ["entry", "service-host"])
                 node_config = load_node_config(_write_config(tmp_path, name, plane, token, service))
