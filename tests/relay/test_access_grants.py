@@ -25,7 +25,6 @@ from typing import Any
 from accessfabric.bench.relay_lab import issue_route
 from accessfabric.control.authority_key import format_authority_key
 from accessfabric.control.plane import ControlConfig
-from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.config import load_node_config
 from accessfabric.node.connection import FabricStream, StreamResetError
@@ -80,7 +79,7 @@ async def _echo_server() -> asyncio.Server:
 
 
 async def _outcome(stream: FabricStream) -> str:
-    """"served" when ``web`` echoes, else the name of the reset code."""
+    """ "served" when ``web`` echoes, else the name of the reset code."""
     stream.write(b"ping")
     try:
         echoed = await asyncio.wait_for(stream.readexactly(4), 10)

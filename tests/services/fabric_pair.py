@@ -37,11 +37,13 @@ async def fabric_pair(
 ) -> AsyncIterator[Pair]:
     """``services``: name -> (target port on 127.0.0.1, class); one forward per name."""
     edge_key = NodeKey.generate()
-    hosted = tuple(
+    hosted = tuple(  # default deny: the edge (only) may reach them
         ServiceConfig(
-            name=name, target=HostPort(host="127.0.0.1", port=port), traffic_class=cls,
-            allow=(edge_key.node_id,),  # default deny: the edge (only) may reach them
-        )  # fmt: skip
+            name=name,
+            target=HostPort(host="127.0.0.1", port=port),
+            traffic_class=cls,
+            allow=(edge_key.node_id,),
+        )
         for name, (port, cls) in services.items()
     )
     host_cfg = NodeConfig(

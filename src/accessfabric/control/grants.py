@@ -134,9 +134,12 @@ class AccessGrants:
         if len(live) >= MAX_GRANTS:
             raise GrantError("too_many_grants", f"tenant {tenant!r} has {MAX_GRANTS} grants")
         trial = AccessPolicy(
-            host=node_id_from_public_key(self._authority.public_key), revision=0, issued_ms=now_ms, expires_ms=now_ms + 1,
+            host=node_id_from_public_key(self._authority.public_key),
+            revision=0,
+            issued_ms=now_ms,
+            expires_ms=now_ms + 1,
             grants=(*[s.grant for s in live], grant),
-        )  # fmt: skip
+        )
         if len(trial.encode_body()) > MAX_BODY_LENGTH:
             raise GrantError(
                 "too_many_grants", f"tenant {tenant!r}'s grants would not fit one access policy"
