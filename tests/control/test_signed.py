@@ -14,7 +14,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from accessfabric.control.codec import MalformedError
-from accessfabric.control.objects import NodeRecord, ObjectType, RouteLease, ServiceLease
+from accessfabric.control.objects import (
+    AccessGrant,
+    AccessPolicy,
+    NodeRecord,
+    ObjectType,
+    RouteLease,
+    ServiceLease,
+)
 from accessfabric.control.signed import encode_signed, object_type_of, open_signed
 from accessfabric.control.vocabulary import Role, ServiceMode
 from accessfabric.identity.keys import NodeKey
@@ -23,14 +30,32 @@ from tests.control.objects_factory import AUTHORITY, NODES, node_record, route_l
 
 VECTOR_DIR = Path(__file__).parents[1] / "vectors"
 DOCUMENT: dict[str, Any] = json.loads((VECTOR_DIR / "leases.json").read_text(encoding="utf-8"))
-KINDS: dict[str, type[NodeRecord | RouteLease | ServiceLease]] = {
+KINDS: dict[str, type[NodeRecord | RouteLease | ServiceLease | AccessPolicy]] = {
     "node_record": NodeRecord,
     "route_lease": RouteLease,
     "service_lease": ServiceLease,
+    "access_policy": AccessPolicy,
 }
 
 
-def _from_fields(kind: str, fields: dict[str, Any]) -> NodeRecord | RouteLease | ServiceLease:
+def _grant(fields: dict[str, Any]) -> AccessGrant:
+    assert set(fields) == {f.name for f in dataclasses.fields(AccessGrant)}
+    return AccessGrant(
+        **{
+            **fields,
+            "grant_id": bytes.fromhex(fields["grant_id"]),
+            "roles": frozenset(Role(r) for r in fields["roles"]),
+            "services": frozenset(fields["services"]),
+            "classes": frozenset(TrafficClass.from_name(c) for c in fields["classes"]),
+        }
+    )
+
+
+def _from_fields(
+    kind: str, fields: dict[str, Any]
+) -> NodeRecord | RouteLease | ServiceLease | AccessPolicy:
+    if kind == "access_policy":
+        return AccessPolicy(**{**fields, "grants": tuple(_grant(g) for g in fields["grants"])})
     if kind == "node_record":
         return NodeRecord(
             **{

@@ -275,6 +275,13 @@ VALID: list[tuple[str, str, int, int, dict[str, Any]]] = [
     ("CLOSE_STREAM", "CLOSE_STREAM", 11, 0, {"stream_id": 11, "final_offset": 987654321}),
     ("RESET_STREAM CANCEL", "RESET_STREAM", 13, 0, {"stream_id": 13, "error_code": "CANCEL"}),
     (
+        "RESET_STREAM ACCESS_DENIED (the service's node refuses the opener)",
+        "RESET_STREAM",
+        17,
+        0,
+        {"stream_id": 17, "error_code": "ACCESS_DENIED"},
+    ),
+    (
         "RESET_STREAM with a code outside the registry (kept as a number)",
         "RESET_STREAM",
         15,

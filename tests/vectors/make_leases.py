@@ -16,7 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from accessfabric.control.objects import NodeRecord, RouteLease, ServiceLease
+from accessfabric.control.objects import (
+    AccessGrant,
+    AccessPolicy,
+    NodeRecord,
+    RouteLease,
+    ServiceLease,
+)
 from accessfabric.control.signed import SIGNING_CONTEXT, encode_signed
 from accessfabric.control.vocabulary import Role, ServiceMode
 from accessfabric.identity.keys import NodeKey
@@ -155,12 +161,63 @@ def build() -> dict[str, Any]:
         fencing_token=99,
     )
 
+    grant_id = bytes(range(0x40, 0x50))
+    grant_fields: dict[str, Any] = {
+        "grant_id": grant_id.hex(),
+        "tenant": "acme",
+        "roles": ["mobile-edge"],
+        "services": ["rdp", "ssh"],
+        "classes": ["interactive", "reliable"],
+        "min_trust_tier": 1,
+        "expires_ms": expires,
+    }
+    access_fields: dict[str, Any] = {
+        "host": nodes[2].node_id,
+        "revision": 42,
+        "issued_ms": issued,
+        "expires_ms": expires,
+        "grants": [grant_fields],
+    }
+    access_body = (
+        nodes[2].node_id.encode("ascii")
+        + u(42, 8)
+        + u(issued, 8)
+        + u(expires, 8)
+        + u(1, 1)  # one grant:
+        + grant_id
+        + name("acme")
+        + u(ROLE_BITS["mobile-edge"], 2)
+        + names(["rdp", "ssh"])
+        + u((1 << TrafficClass.INTERACTIVE) | (1 << TrafficClass.RELIABLE), 1)
+        + u(1, 1)
+        + u(expires, 8)
+    )
+    access = AccessPolicy(
+        host=nodes[2].node_id,
+        revision=42,
+        issued_ms=issued,
+        expires_ms=expires,
+        grants=(
+            AccessGrant(
+                grant_id=grant_id,
+                tenant="acme",
+                roles=frozenset({Role.MOBILE_EDGE}),
+                services=frozenset({"rdp", "ssh"}),
+                classes=frozenset({TrafficClass.INTERACTIVE, TrafficClass.RELIABLE}),
+                min_trust_tier=1,
+                expires_ms=expires,
+            ),
+        ),
+    )
+
     vectors = []
-    cases: list[tuple[str, int, dict[str, Any], bytes, NodeRecord | RouteLease | ServiceLease]]
+    Signed = NodeRecord | RouteLease | ServiceLease | AccessPolicy
+    cases: list[tuple[str, int, dict[str, Any], bytes, Signed]]
     cases = [
         ("node_record", 1, record_fields, record_body, record),
         ("route_lease", 2, route_fields, route_body, route),
         ("service_lease", 3, service_fields, service_body, service),
+        ("access_policy", 4, access_fields, access_body, access),
     ]
     for type_name, tag, fields, body, obj in cases:
         blob = envelope(tag, body, authority)
