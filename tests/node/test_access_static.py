@@ -25,6 +25,7 @@ from accessfabric.node.config import ConfigError, NodeConfig, load_node_config
 from accessfabric.node.connection import FabricStream, StreamResetError
 from accessfabric.node.endpoints import LocalNode, connect_tcp
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.smoke import SmokeExit, classify_failure, run_smoke
 from accessfabric.wire.registry import TrafficClass
 from tests.relay.fabric import build, config, peer
 
@@ -193,3 +194,17 @@ def test_allow_table_may_not_repeat_a_hosted_service(tmp_path: Path) -> None:
             tmp_path,
             '[[services]]\nname = "web"\ntarget = "127.0.0.1:80"\n[allow]\nweb = ["*"]\n',
         )
+
+
+async def test_smoke_says_access_denied(tmp_path: Path) -> None:
+    """``smoke`` from a key the node does not admit: exit 8 and one clear line."""
+    host = await _host(tmp_path, {"echo": (NodeKey.generate().node_id,)})
+    try:
+        endpoint = host.listeners[0].endpoint
+        with pytest.raises(StreamResetError) as refused:
+            await run_smoke(endpoint, host.node_id, NodeKey.generate(), timeout=5)
+        code, message = classify_failure(refused.value, endpoint)
+        assert code == SmokeExit.ACCESS_DENIED == 8
+        assert message.startswith(f"access denied at {endpoint.url}: ") and "echo" in message
+    finally:
+        await host.shutdown()

@@ -46,6 +46,7 @@ class SmokeExit(IntEnum):
     IDENTITY_MISMATCH = 5
     AUTHENTICATION_FAILED = 6
     PROTOCOL_ERROR = 7
+    ACCESS_DENIED = 8
 
 
 EXIT_CODE_MEANINGS = {
@@ -57,6 +58,7 @@ EXIT_CODE_MEANINGS = {
     SmokeExit.IDENTITY_MISMATCH: "a node answered, but not the one --peer-id names",
     SmokeExit.AUTHENTICATION_FAILED: "AUTH did not verify (man in the middle, replay, bad peer)",
     SmokeExit.PROTOCOL_ERROR: "the peer broke the session protocol or is not a fabric node",
+    SmokeExit.ACCESS_DENIED: "the node does not admit this key to echo (its access policy)",
 }
 
 EXIT_CODE_HELP = "\n".join(
@@ -153,6 +155,12 @@ def classify_failure(error: BaseException, endpoint: Endpoint) -> tuple[SmokeExi
         return SmokeExit.IDENTITY_MISMATCH, f"identity mismatch at {where}: {error}"
     if isinstance(error, AuthenticationError):
         return SmokeExit.AUTHENTICATION_FAILED, f"authentication failed at {where}: {error}"
+    if isinstance(error, StreamResetError) and error.code == ErrorCode.ACCESS_DENIED:
+        return (
+            SmokeExit.ACCESS_DENIED,
+            f"access denied at {where}: the node does not admit this key to {ECHO_SERVICE!r} "
+            '(it needs [allow] echo with this node id or "*", or a grant)',
+        )
     if isinstance(error, StreamResetError):
         return SmokeExit.PROTOCOL_ERROR, f"protocol error at {where}: echo {error}"
     if isinstance(error, ProtocolError):
