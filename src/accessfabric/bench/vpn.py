@@ -56,15 +56,19 @@ def udp_packet(flow: int, size: int = PACKET) -> bytes:
 
 
 async def _pair(work: Path) -> tuple[NodeRuntime, NodeRuntime]:
+    client_key = NodeKey.generate()
+    allow = {service: (client_key.node_id,) for service in (VPN_SERVICE, "sink")}  # deny others
     exit_node = NodeRuntime(
-        NodeConfig(key_path=work / "x.key", cert_dir=work / "x", listen=(LOOPBACK,)),
+        NodeConfig(
+            key_path=work / "x.key", cert_dir=work / "x", listen=(LOOPBACK,), allow=allow
+        ),
         key=NodeKey.generate(),
     )
     await exit_node.start()
     peer = PeerConfig(node_id=exit_node.node_id, endpoints=(exit_node.listeners[0].endpoint,))
     client = NodeRuntime(
         NodeConfig(key_path=work / "c.key", cert_dir=work / "c", peers=(peer,)),
-        key=NodeKey.generate(),
+        key=client_key,
     )
     await client.start()
     return client, exit_node
@@ -176,6 +180,7 @@ def _tun_vpn(seconds: float) -> tuple[tuple[float, float], tuple[float, float]]:
         (work / "exit.toml").write_text(
             f'key_path = "{work}/exit.key"\ndrain_timeout = 1\n[[listen]]\ncarrier = "tcp"\n'
             f'address = "{exit_addr}:7443"\n'
+            f'[allow]\nvpn = ["{ids["client"].node_id}"]\n'  # default deny: the client only
         )
         (work / "client.toml").write_text(
             f'key_path = "{work}/client.key"\ndrain_timeout = 1\n'
