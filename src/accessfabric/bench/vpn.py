@@ -59,9 +59,7 @@ async def _pair(work: Path) -> tuple[NodeRuntime, NodeRuntime]:
     client_key = NodeKey.generate()
     allow = {service: (client_key.node_id,) for service in (VPN_SERVICE, "sink")}  # deny others
     exit_node = NodeRuntime(
-        NodeConfig(
-            key_path=work / "x.key", cert_dir=work / "x", listen=(LOOPBACK,), allow=allow
-        ),
+        NodeConfig(key_path=work / "x.key", cert_dir=work / "x", listen=(LOOPBACK,), allow=allow),
         key=NodeKey.generate(),
     )
     await exit_node.start()

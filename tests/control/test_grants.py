@@ -1,0 +1,111 @@
+"""Access grants on the control plane: the admin API and CLI, and each host's signed policy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from accessfabric.control.authority import Authority
+from accessfabric.control.cli import main
+from accessfabric.control.grants import AccessGrants, GrantError
+from accessfabric.control.objects import MAX_GRANTS
+from accessfabric.control.rejections import RejectReason, SignedObjectRejected
+from accessfabric.control.store.sqlite import SqliteStore
+from accessfabric.control.verify import verify_access_policy
+from accessfabric.control.vocabulary import Role
+from accessfabric.identity.keys import NodeKey
+from accessfabric.wire.registry import TrafficClass
+from tests.control.api_harness import running_plane
+
+
+def _grants(tmp_path: Path) -> tuple[AccessGrants, Authority]:
+    authority = Authority(NodeKey.generate())
+    return AccessGrants(SqliteStore(tmp_path / "grants.db"), authority), authority
+
+
+def test_a_hosts_policy_holds_its_tenants_live_grants_and_only_grows(tmp_path: Path) -> None:
+    grants, authority = _grants(tmp_path)
+    host, other = NodeKey.generate().node_id, NodeKey.generate().node_id
+    empty = verify_access_policy(
+        grants.policy_for(host, "acme"), authority.public_key, time.time(), host=host
+    )
+    assert empty.grants == () and empty.revision == 0
+    web = grants.create("acme", ["web"], roles=[Role.MOBILE_EDGE], min_trust_tier=1)
+    grants.create("other", ["web"])
+    first = verify_access_policy(
+        grants.policy_for(host, "acme"), authority.public_key, time.time(), host=host
+    )
+    assert [g.grant_id for g in first.grants] == [web.grant.grant_id]
+    assert first.grants[0].classes == frozenset(TrafficClass)  # default: every class
+    assert first.revision > empty.revision
+    assert grants.revoke(web.grant_id).grant_id == web.grant_id
+    blob = grants.policy_for(host, "acme")
+    second = verify_access_policy(
+        blob, authority.public_key, time.time(), host=host, min_revision=first.revision
+    )
+    assert second.grants == () and second.revision > first.revision
+    with pytest.raises(SignedObjectRejected) as older:  # a replayed older policy
+        verify_access_policy(
+            authority.issue(first), authority.public_key, time.time(), host=host, min_revision=second.revision,
+        )  # fmt: skip
+    assert older.value.reason is RejectReason.STALE_EPOCH
+    with pytest.raises(SignedObjectRejected) as foreign:  # another host's policy
+        verify_access_policy(blob, authority.public_key, time.time(), host=other)
+    assert foreign.value.reason is RejectReason.HOP_NOT_ON_ROUTE
+    with pytest.raises(GrantError, match="unknown_grant|no grant"):
+        grants.revoke(web.grant_id)
+
+
+def test_bad_and_too_many_grants_are_refused(tmp_path: Path) -> None:
+    grants, _ = _grants(tmp_path)
+    for tenant, services in (("ACME", ["web"]), ("acme", []), ("acme", ["Web!"])):
+        with pytest.raises(GrantError) as bad:
+            grants.create(tenant, services)
+        assert bad.value.code == "bad_grant"
+    for index in range(MAX_GRANTS):
+        grants.create("acme", [f"s{index}"])
+    with pytest.raises(GrantError) as full:
+        grants.create("acme", ["one-more"])
+    assert full.value.code == "too_many_grants"
+
+
+def test_admin_api_and_cli_create_list_and_revoke(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(_admin_api_and_cli(tmp_path, capsys))
+
+
+async def _admin_api_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with running_plane(tmp_path) as plane:
+        server = ["--server", plane.url, "--admin-token", plane.admin_token]
+        argv = ["control", "grant", "create", "--tenant", "acme", "--services", "rdp,ssh",
+                "--roles", "mobile-edge", "--classes", "interactive", *server]  # fmt: skip
+        assert await asyncio.to_thread(main, argv) == 0
+        grant_id = capsys.readouterr().out.strip()
+        assert len(grant_id) == 32
+        assert await asyncio.to_thread(main, ["control", "grant", "list", *server]) == 0
+        listing = capsys.readouterr().out
+        assert (
+            grant_id in listing
+            and "mobile-edge" in listing
+            and "rdp,ssh (interactive)" in (listing)
+        )
+        status, body = await plane.admin("GET", "/v1/admin/grants")
+        assert status == 200 and body["grants"][0]["classes"] == ["interactive"]
+
+        bad = ["control", "grant", "create", "--tenant", "acme", "--services", "rdp",
+               "--roles", "pilot", *server]  # fmt: skip
+        assert await asyncio.to_thread(main, bad) == 1
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and "unknown role 'pilot'" in error[0], error
+
+        revoke = ["control", "grant", "revoke", grant_id, *server]
+        assert await asyncio.to_thread(main, revoke) == 0
+        assert f"revoked grant {grant_id}" in capsys.readouterr().out
+        assert await asyncio.to_thread(main, revoke) == 1
+        assert "unknown_grant" in capsys.readouterr().err
+        status, body = await plane.admin("GET", "/v1/admin/grants")
+        assert status == 200 and body["grants"] == []
