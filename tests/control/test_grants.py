@@ -49,14 +49,19 @@ def test_a_hosts_policy_holds_its_tenants_live_grants_and_only_grows(tmp_path: P
     assert second.grants == () and second.revision > first.revision
     with pytest.raises(SignedObjectRejected) as older:  # a replayed older policy
         verify_access_policy(
-            authority.issue(first), authority.public_key, time.time(), host=host, min_revision=second.revision,
-        )  # fmt: skip
+            authority.issue(first),
+            authority.public_key,
+            time.time(),
+            host=host,
+            min_revision=second.revision,
+        )
     assert older.value.reason is RejectReason.STALE_EPOCH
     with pytest.raises(SignedObjectRejected) as foreign:  # another host's policy
         verify_access_policy(blob, authority.public_key, time.time(), host=other)
     assert foreign.value.reason is RejectReason.HOP_NOT_ON_ROUTE
-    with pytest.raises(GrantError, match="unknown_grant|no grant"):
+    with pytest.raises(GrantError) as gone:
         grants.revoke(web.grant_id)
+    assert gone.value.code == "unknown_grant"
 
 
 def test_bad_and_too_many_grants_are_refused(tmp_path: Path) -> None:
