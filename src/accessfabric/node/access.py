@@ -96,11 +96,15 @@ class ServiceAccess:
         return self._records[record.node_id][1]
 
     def learn_directory(self, directory: Mapping[str, Any]) -> None:
+        """Learn the (verified) records of a directory's entries; one already held is
+        not verified again."""
         for entry in directory.get("entries", []) or []:
-            text = entry.get("record") if isinstance(entry, dict) else None
-            if isinstance(text, str):
+            if not isinstance(entry, dict):
+                continue
+            text, node_id = entry.get("record"), entry.get("node_id")
+            if isinstance(text, str) and isinstance(node_id, str):
                 try:
-                    self.learn_record(base64.b64decode(text, validate=True))
+                    self.learn_record(base64.b64decode(text, validate=True), node_id)
                 except ValueError:
                     continue
 
