@@ -98,6 +98,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
             f'key_path = "server.key"\nlog_json = true\n'
             f'metrics_listen = "{address}:{METRICS_PORT}"\n\n'
             f'[[listen]]\ncarrier = "tcp"\naddress = "{address}:{PORT}"\n'
+            '[allow]\necho = ["*"]\n'  # default deny: the echo client's key is a fresh one
         )
         server = topo.popen(
             "server",
