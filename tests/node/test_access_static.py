@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 from pathlib import Path
 
 import aiohttp
@@ -26,6 +27,7 @@ from accessfabric.node.connection import FabricStream, StreamResetError
 from accessfabric.node.endpoints import LocalNode, connect_tcp
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.node.smoke import SmokeExit, classify_failure, run_smoke
+from accessfabric.node.status import render
 from accessfabric.wire.registry import TrafficClass
 from tests.relay.fabric import build, config, peer
 
@@ -80,6 +82,7 @@ async def test_allow_list_serves_the_listed_node_and_refuses_others(
 
         status = host.observe.status()
         assert status["access"]["refused"] == 3 and status["access"]["served"] == 1
+        assert re.search(r"^access:\n(.*\n)*  refused +3$", render(status), re.M)
         assert host.data_plane.refused == {"access denied": 3}
         async with (
             aiohttp.ClientSession() as client,
