@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from accessfabric.identity.errors import IdentityError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.node_id import parse_node_id
 from accessfabric.node.address import parse_endpoint_url, parse_host_port
@@ -38,13 +39,19 @@ def _config(args: argparse.Namespace, service: str) -> tuple[NodeConfig, NodeKey
         peer_id = parse_node_id(args.peer_id)
     except ValueError as exc:
         raise UsageError(f"--peer/--peer-id: {exc}") from None
+    key = NodeKey.generate()
+    if args.key:  # the host admits node ids: a fresh key is only served by allow = ["*"]
+        try:
+            key = NodeKey.load(args.key)
+        except IdentityError as exc:
+            raise UsageError(f"--key: {exc}") from None
     scratch = Path(tempfile.mkdtemp(prefix="accessfabric-"))
     peer = PeerConfig(node_id=peer_id, endpoints=(endpoint,), services=(service,))
     config = NodeConfig(
         key_path=scratch / "ephemeral.key", cert_dir=scratch / "tls", peers=(peer,),
         admin_socket=None, source="command line",
     )  # fmt: skip
-    return config, NodeKey.generate()
+    return config, key
 
 
 def cmd_forward(args: argparse.Namespace) -> int:
@@ -106,6 +113,9 @@ def add_service_commands(commands: Any) -> None:
     forward.add_argument("--config", metavar="FILE", help="node.toml of the node to run")
     forward.add_argument("--peer", metavar="URL", help="without --config: the service's node")
     forward.add_argument("--peer-id", metavar="ID", help="without --config: its node id")
+    forward.add_argument(
+        "--key", metavar="PATH", help="without --config: this node's key (default: a fresh one)"
+    )
     forward.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     forward.set_defaults(handler=guarded("forward", cmd_forward))
 
