@@ -4,12 +4,14 @@ A :class:`ControlLink` is a node component.  When started it
 
 * enrolls with ``[control] token`` unless a node record is cached in ``state_dir``;
 * heartbeats every interval (the control plane's policy, or ``heartbeat_interval``)
-  with the node's facts: listeners as endpoint candidates and transports, ``[[services]]``,
+  with the node's facts: listeners as endpoint candidates and transports, the services
+  this process serves (:meth:`ControlLink.served`),
   relay opt-in for the ``relay`` role, measured peers (session RTTs and the first hops
   of leased routes, from ``routes.observations()``) and the ranker's bounded endpoint
   health report; failures back off exponentially with jitter;
-* registers every ``[[services]]`` replica and keeps its service leases cached (the
-  heartbeats renew the replica);
+* registers a replica of every service this process serves — whatever has a handler in
+  the dispatcher: ``[[services]]``, the VPN exit's ``vpn`` — and nothing else, and keeps
+  their service leases cached (the heartbeats renew the replicas);
 * feeds route leases to route execution: ``runtime.routes.source`` answers from the
   cached leases while they are valid (renewed a third before expiry for the services of
   ``[[forwards]]`` and any service a stream was opened to), and fetches when none is
@@ -230,14 +232,13 @@ class ControlLink:
         self.health = str(health) if health is not None else None
         reasons = reply.get("reasons")
         self.reasons = [str(r) for r in reasons] if isinstance(reasons, list) else []
-        for service in self.runtime.config.services:
-            if service.name not in self._registered:
-                mode = "active-active" if service.mode == "forward" else service.mode
-                answer = await client.register_service(service.name, mode)
-                self._registered.add(service.name)
-                log_event(log, "service registered", service=service.name, me=answer.get("me"))
-            leases = await client.service_leases(service.name)
-            self.failovers.service_leases(service.name, leases)
+        for name, mode in self.served():
+            if name not in self._registered:
+                answer = await client.register_service(name, mode)
+                self._registered.add(name)
+                log_event(log, "service registered", service=name, me=answer.get("me"))
+            leases = await client.service_leases(name)
+            self.failovers.service_leases(name, leases)
         cached = client.cached_directory() or {}
         version = reply.get("directory_version")
         if not cached or (isinstance(version, int) and version != cached.get("version")):
@@ -254,9 +255,7 @@ class ControlLink:
         endpoints = [bound.endpoint for bound in runtime.listeners]
         transports = tuple(dict.fromkeys(TRANSPORT_OF.get(e.carrier, "tcp_tls") for e in endpoints))
         relay = "relay" in runtime.config.roles
-        services = tuple(
-            ServiceCapacity(name=s.name) for s in runtime.config.services[:MAX_SERVICES]
-        )
+        services = tuple(ServiceCapacity(name=name) for name, _ in self.served())
         return HeartbeatFacts(
             software_version=SOFTWARE,
             transports=transports,
@@ -268,6 +267,21 @@ class ControlLink:
             services=services,
             endpoint_health=self._endpoint_health(),
         )
+
+    def served(self) -> list[tuple[str, str]]:
+        """(service, replica mode) of every service this process serves, and only those.
+
+        What the dispatcher has a handler for — ``[[services]]`` once the services
+        component started them, ``vpn`` under ``vpn up --exit`` — is what the node
+        registers and heartbeats: a ``[[services]]`` entry nothing serves is never
+        advertised (docs/services.md, "One process per node").
+        """
+        modes = {s.name: s.mode for s in self.runtime.config.services}
+        out = []
+        for name in self.runtime.dispatcher.hosted[:MAX_SERVICES]:
+            mode = modes.get(name, "forward")
+            out.append((name, "active-active" if mode == "forward" else mode))
+        return out
 
     def _peer_measurements(self) -> tuple[PeerMeasurement, ...]:
         """RTTs of live sessions, then the first hops of leased routes (route observations)."""
@@ -483,12 +497,12 @@ class ControlLink:
                         "reasons": reasons,
                     }
                 )
-        for service in self.runtime.config.services:
-            for held in self.client.cached_service_leases(service.name):
+        for name, _ in self.served():
+            for held in self.client.cached_service_leases(name):
                 rows.append(
                     {
                         "kind": "service",
-                        "service": service.name,
+                        "service": name,
                         "class": "-",
                         "rank": "-",
                         "route": None,
