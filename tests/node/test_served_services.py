@@ -171,3 +171,20 @@ async def test_a_configured_service_the_process_does_not_serve_is_not_advertised
             await _until(advertised)
         finally:
             await host.shutdown()
+
+
+def test_vpn_up_exit_refuses_a_configured_vpn_service(tmp_path: Path) -> None:
+    """The old workaround (a dummy ``[[services]] vpn``) would shadow the exit: one line, 2."""
+    import subprocess
+    import sys
+
+    NodeKey.generate().save(tmp_path / "exit.key")
+    config = tmp_path / "exit.toml"
+    config.write_text('key_path = "exit.key"\n[[services]]\nname = "vpn"\ntarget = "127.0.0.1:9"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "accessfabric", "vpn", "up", "--exit", "--config", str(config)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "'vpn' is served by `vpn up --exit` itself" in done.stderr
