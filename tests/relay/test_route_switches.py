@@ -145,3 +145,37 @@ async def test_route_switch_reason_and_recovery(
         assert rows[2]["last_switch"] == "-"
     finally:
         await fabric.stop()
+
+
+async def test_a_second_failover_within_the_cooldown_goes_back_at_once(tmp_path: Path) -> None:
+    """Route 1 fails (its relay drains), the stream moves to route 2; a few seconds later
+    route 2 fails too, while route 1 is still in its cooldown.  Route 1's relay works again
+    (a new session to it opens), so the stream must go back to it at once, not when the
+    cooldown ends (issue 13: a second relay failover took 1.5-2.5 s, the first 6-30 ms)."""
+    fabric = await build(tmp_path, relays=2)
+    try:
+        src = fabric.source
+        src.routes.cooldown = 10.0
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0], [1]))
+        stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+        await _echo(stream, b"before the failures")
+
+        async def drain(relay: int) -> float:
+            """GOAWAY from relay ``relay``; seconds until the stream echoes on the other."""
+            connection = _accepted_from(fabric.relays[relay], src.node_id)
+            began = time.monotonic()
+            await connection.goaway(ErrorCode.NO_ERROR, "relay draining")
+            await _echo(stream, b"across switch from relay %d" % relay)
+            assert stream.connection.session.peer_node_id == fabric.relays[1 - relay].node_id
+            return time.monotonic() - began
+
+        first = await drain(0)
+        assert not src.routes.health[1].healthy(time.monotonic())  # route 1 cools down
+        second = await drain(1)
+        print(f"\nfirst failover {first * 1e3:.0f} ms, second {second * 1e3:.0f} ms")
+        # Before: every route in its cooldown was skipped, so the second failover waited
+        # out route 1's 10 s.  A generous bound against that, and against the first.
+        assert second < max(2.0, 20 * first)
+        assert src.routes.switches.total == 2
+    finally:
+        await fabric.stop()

@@ -475,9 +475,7 @@ class RouteManager:
                 routes = []
             if not stream.resume_key:  # unsealed: never through a relay (docs/sealing.md)
                 routes = [r for r in routes if not relayed(r.lease)]
-            for route in routes:
-                if not self._health(route).healthy(time.monotonic()) and len(routes) > 1:
-                    continue
+            for route in self._resume_order(routes, routed.route):
                 if await self._resume_on(routed, route, started):
                     return
             await asyncio.sleep(delay)
@@ -485,6 +483,20 @@ class RouteManager:
         self.failed += 1
         stream.fail(ConnectionError(f"no route to resume on within {self.resume_window:g} s"))
         self._untrack(routed)
+
+    def _resume_order(self, routes: list[Route], left: Route) -> list[Route]:
+        """The routes a failing stream tries, in order: the healthy ones (best first) —
+        and when every route is cooling down, all of them, the route just left last and
+        the others by when their cooldown ends.  A cooldown ranks a route below healthy
+        ones; it must not keep a stream from a route that works again while nothing else
+        does (issue 13: a second failover waited out the first route's cooldown)."""
+        now = time.monotonic()
+        healthy = [r for r in routes if self._health(r).healthy(now)]
+        if healthy:
+            return healthy
+        return sorted(
+            routes, key=lambda r: (r.route_id == left.route_id, self._health(r).down_until)
+        )
 
     async def _resume_on(self, routed: _Routed, route: Route, started: float) -> bool:
         stream = routed.stream
