@@ -19,7 +19,8 @@ A :class:`ControlLink` is a node component.  When started it
   expire, and the error says why none is left;
 * turns directory entries into dialable peers of the ``PeerSessionManager`` (static
   ``[[peers]]`` keep their configured endpoints), probing a few so their RTT reaches
-  the control plane's route planner.
+  the control plane's route planner — never one that holds a session with this node
+  already, and a failing one after exponential backoff with jitter (at most a minute).
 
 :meth:`ControlLink.status` is the ``control`` section of ``accessfabric status``;
 :meth:`ControlLink.lease_rows` fills its ``leases`` table.
@@ -74,6 +75,10 @@ TRANSPORT_OF = {
 }
 MAX_PROBES = 8
 """Directory peers dialled at most at once to measure their RTT."""
+PROBE_BACKOFF_BASE = 1.0
+PROBE_BACKOFF_MAX = 60.0
+"""A directory peer whose probes fail is probed again after exponential backoff with
+jitter (:func:`backoff_delay`), at most this many seconds apart."""
 SOFTWARE = "accessfabric-node"
 ROUTE_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two ``no route lease`` log lines for one (service, class)."""
@@ -108,6 +113,8 @@ class ControlLink:
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._registered: set[str] = set()
         self._directory_peers: set[str] = set()
+        self._probe_failures: dict[str, tuple[int, float]] = {}
+        """Directory peer -> (failed probes in a row, when the next may start)."""
         self.health: str | None = None
         self.reasons: list[str] = []
         self.last_heartbeat_at: float | None = None
@@ -345,6 +352,7 @@ class ControlLink:
         listed = {entry.get("node_id") for entry in directory.get("entries", [])}
         for gone in sorted(self._directory_peers - listed):  # unreachable, or out of view
             self._directory_peers.discard(gone)
+            self._probe_failures.pop(gone, None)
             log_event(log, "directory peer gone", peer=gone)
         for entry in directory.get("entries", []):
             node_id = entry.get("node_id")
@@ -363,18 +371,45 @@ class ControlLink:
             if (
                 len(self._probes) < MAX_PROBES
                 and node_id not in self._probes
-                and runtime.peers.current(node_id) is None
+                and not self._has_session(node_id)
+                and self._clock() >= self._probe_failures.get(node_id, (0, 0.0))[1]
             ):
                 self._probes[node_id] = asyncio.create_task(self._probe(node_id))
 
+    def _has_session(self, node_id: str) -> bool:
+        """A live session with ``node_id``, dialled or accepted: its RTT is measured
+        already (``_peer_measurements``), so there is nothing to probe."""
+        runtime = self.runtime
+        if runtime.peers.current(node_id) is not None:
+            return True
+        return any(
+            not c.is_closed and c.session.peer_node_id == node_id
+            for c in runtime.observe.connections()
+        )
+
     async def _probe(self, node_id: str) -> None:
-        """Open a session to a directory peer so its RTT reaches the next heartbeat."""
+        """Open a session to a directory peer so its RTT reaches the next heartbeat.
+
+        A failed probe is retried after exponential backoff with jitter, capped at
+        :data:`PROBE_BACKOFF_MAX`; a peer that holds a session to us is never probed.
+        """
         try:
             await asyncio.wait_for(self.runtime.peers.session(node_id), 10.0)
+            self._probe_failures.pop(node_id, None)
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            log_event(log, "directory peer probe failed", logging.INFO, peer=node_id, error=error)
+            failures = self._probe_failures.get(node_id, (0, 0.0))[0] + 1
+            delay = backoff_delay(
+                failures, self._rng, base=PROBE_BACKOFF_BASE, cap=PROBE_BACKOFF_MAX
+            )
+            if node_id in self._directory_peers:
+                self._probe_failures[node_id] = (failures, self._clock() + delay)
+            level = logging.INFO if failures == 1 else logging.DEBUG  # one line per outage
+            log_event(
+                log, "directory peer probe failed", level, peer=node_id, error=error,
+                failures=failures, retry_in=round(delay, 1),
+            )  # fmt: skip
         finally:
             self._probes.pop(node_id, None)
 
