@@ -114,7 +114,7 @@ async def test_route_switch_reason_and_recovery(
     fabric = await build(tmp_path, relays=2)
     try:
         src = fabric.source
-        src.routes.stall_timeout = stall_timeout
+        src.routes.stall_timeout = src.routes.interactive_stall_timeout = stall_timeout
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0], [1]))
         stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
         await _echo(stream, b"before the failure")
@@ -177,5 +177,37 @@ async def test_a_second_failover_within_the_cooldown_goes_back_at_once(tmp_path:
         # out route 1's 10 s.  A generous bound against that, and against the first.
         assert second < max(2.0, 20 * first)
         assert src.routes.switches.total == 2
+    finally:
+        await fabric.stop()
+
+
+@pytest.mark.parametrize(
+    ("traffic_class", "fast"), [(TrafficClass.INTERACTIVE, True), (TrafficClass.RELIABLE, False)]
+)
+async def test_an_interactive_stream_leaves_a_dead_path_sooner(
+    tmp_path: Path, traffic_class: TrafficClass, fast: bool
+) -> None:
+    """Relay 0's downstream goes silent (its session stays up: no PONG is missed, only the
+    end-to-end ACKs stop).  With a healthy alternate, an interactive stream leaves after
+    ``interactive_stall_timeout``; a reliable one after ``stall_timeout``."""
+    fabric = await build(tmp_path, relays=2)
+    try:
+        src = fabric.source
+        src.routes.stall_timeout, src.routes.interactive_stall_timeout = 2.0, 0.3
+        src.routes.set_routes("echo", traffic_class, fabric.routes([0], [1]))
+        stream = await src.routes.open_stream("echo", traffic_class)
+        await _echo(stream, b"before the failure")
+        await _stall_downstream(fabric)
+        began = time.monotonic()
+        await _echo(stream, b"across the dead path")
+        took = time.monotonic() - began
+        print(f"\n{traffic_class.name.lower()}: recovered in {took * 1e3:.0f} ms")
+        assert stream.connection.session.peer_node_id == fabric.relays[1].node_id
+        rows = {row["route"]: row for row in src.observe.status()["routes"]}
+        assert rows[1]["last_switch"] == SwitchReason.STALLED.value
+        if fast:
+            assert took < 1.5  # before: the 2 s stall_timeout for every class
+        else:
+            assert took >= 1.8  # (the last progress was up to one monitor tick earlier)
     finally:
         await fabric.stop()
