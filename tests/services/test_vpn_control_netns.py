@@ -128,7 +128,7 @@ def test_vpn_exit_registers_what_it_serves_and_the_client_reaches_it(tmp_path: P
         exit_addr = topo.host_addr("exit", "client")
         plane = Plane(topo, tmp_path)
         exit_id = _node_id(tmp_path / "exit.key")
-        _node_id(tmp_path / "client.key")
+        client_id = _node_id(tmp_path / "client.key")
         web = topo.popen(
             "server", [sys.executable, "-m", "http.server", "--bind", server, str(WEB_PORT)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(tmp_path),
@@ -194,6 +194,8 @@ def test_vpn_exit_registers_what_it_serves_and_the_client_reaches_it(tmp_path: P
             ]  # fmt: skip
             done = topo.run("client", curl, check=False)
             assert done.stdout == "hello through the exit's web service\n", done.stderr
+            # the client serves nothing, so it advertises nothing
+            assert not any(client_id in nodes for nodes in plane.services().values())
         except AssertionError as error:
             raise AssertionError(f"{error}\n{logs()}") from None
         finally:
