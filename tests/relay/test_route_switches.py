@@ -182,7 +182,9 @@ async def test_a_second_failover_within_the_cooldown_goes_back_at_once(tmp_path:
 
 
 @pytest.mark.parametrize(
-    ("traffic_class", "fast"), [(TrafficClass.INTERACTIVE, True), (TrafficClass.RELIABLE, False)]
+    ("traffic_class", "fast"),
+    [(TrafficClass.INTERACTIVE, True), (TrafficClass.RELIABLE, False)],
+    ids=["interactive", "reliable"],
 )
 async def test_an_interactive_stream_leaves_a_dead_path_sooner(
     tmp_path: Path, traffic_class: TrafficClass, fast: bool
