@@ -143,6 +143,7 @@ async def test_the_vpn_exit_and_its_services_are_registered_and_leased(tmp_path:
             assert host.control is not None
             leased = {row["service"] for row in host.control.lease_rows()}
             assert leased == served
+            assert host.observe.status()["control"]["registered"] == "vpn, web"
         finally:
             await source.shutdown()
             await host.shutdown()

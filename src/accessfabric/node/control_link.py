@@ -492,6 +492,7 @@ class ControlLink:
             "cache_age_s": None if snapshot.cache_age_s is None else round(snapshot.cache_age_s),
             "record_revision": snapshot.record_revision,
             "directory_peers": len(self._directory_peers),
+            "registered": ", ".join(sorted(self._registered)) or "-",
             "route_lease_error": " | ".join(
                 f"{service}/{traffic_class.name.lower()}: {reason}"
                 for (service, traffic_class), (reason, _) in sorted(self.route_errors.items())
