@@ -72,6 +72,15 @@ class Plane:
         ]  # fmt: skip
         return self.topo.run("ctl", argv).stdout.strip()
 
+    def grant(self, services: str, roles: str) -> str:
+        """``control grant create``: admit the tenant's nodes of ``roles`` to ``services``."""
+        argv = [
+            *COMMAND, "control", "grant", "create", "--tenant", "acme", "--services", services,
+            "--roles", roles, "--server", f"http://127.0.0.1:{CONTROL_PORT}",
+            "--admin-token", self.admin_token,
+        ]  # fmt: skip
+        return self.topo.run("ctl", argv).stdout.strip()
+
     def services(self) -> dict[str, set[str]]:
         """``GET /v1/admin/services``: service -> node ids of its replicas."""
         script = (
@@ -127,6 +136,7 @@ def test_vpn_exit_registers_what_it_serves_and_the_client_reaches_it(tmp_path: P
         server = topo.host_addr("server", "exit")
         exit_addr = topo.host_addr("exit", "client")
         plane = Plane(topo, tmp_path)
+        plane.grant("vpn,web", "mobile-edge")  # default deny: the client's role may reach both
         exit_id = _node_id(tmp_path / "exit.key")
         client_id = _node_id(tmp_path / "client.key")
         web = topo.popen(
