@@ -87,7 +87,6 @@ from accessfabric.sealing.resume_proof import ResumeRefused, split_resume_field,
 from accessfabric.session import events as ev
 from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.session.stream_state import StreamState
-from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +283,7 @@ class DataPlane:
     ) -> bool:
         """Whether ``opener`` may have ``stream`` served here; refused (reset with
         ``ACCESS_DENIED``, counted, logged at a bounded rate) when not."""
-        why = self.access.refusal(opener, event.service, TrafficClass(event.traffic_class))
+        why = self.access.refusal(opener, event.service, event.traffic_class)
         if why is None:
             self.access.served += 1
             return True
@@ -296,7 +295,7 @@ class DataPlane:
         self._access_log.log(
             (opener, event.service), logging.WARNING,
             "access denied peer=%s service=%s class=%s via=%s reason=%s",
-            opener, event.service, TrafficClass(event.traffic_class).name.lower(),
+            opener, event.service, event.traffic_class.name.lower(),
             _peer(connection), json.dumps(why), now=time.monotonic(),
         )  # fmt: skip
         return False
