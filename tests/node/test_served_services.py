@@ -111,6 +111,7 @@ async def test_the_vpn_exit_and_its_services_are_registered_and_leased(tmp_path:
     async with running_plane(tmp_path, config=ControlConfig(heartbeat_interval=0.3)) as plane:
         host_token = await plane.token("acme", ["entry", "exit", "service-host"])
         source_token = await plane.token("acme", ["mobile-edge"])
+        await plane.grant("acme", ["vpn"], roles=("mobile-edge",))  # default deny
         vpn = VpnHandler()
         host = NodeRuntime(
             load_node_config(_config(tmp_path, "host", plane, host_token, web)),
