@@ -17,6 +17,7 @@ with its next heartbeat: then ``member`` is refused too, directly and via the re
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -48,9 +49,9 @@ async def _until(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> 
 
 
 def _config(tmp_path: Path, name: str, plane: Running | None, token: str | None,
-            extra: str = "") -> Path:  # fmt: skip
+            extra: str = "", port: int = 0) -> Path:  # fmt: skip
     NodeKey.generate().save(tmp_path / f"{name}.key")
-    text = f'key_path = "{name}.key"\n[[listen]]\ncarrier = "tcp"\naddress = "127.0.0.1:0"\n'
+    text = f'key_path = "{name}.key"\n[[listen]]\ncarrier = "tcp"\naddress = "127.0.0.1:{port}"\n'
     text += extra
     if plane is not None and token is not None:
         authority = format_authority_key(plane.authority.public_key)
@@ -192,7 +193,8 @@ async def test_cached_grants_hold_while_the_control_plane_is_down_until_they_exp
     tmp_path: Path,
 ) -> None:
     """A host keeps enforcing the policy it holds (the member is served) while the control
-    plane is unreachable; once the policy's time is up it serves nobody."""
+    plane is unreachable, also after a restart (from its state directory); once the
+    policy's time is up it serves nobody."""
     echo = await _echo_server()
     port = echo.sockets[0].getsockname()[1]
     config = ControlConfig(heartbeat_interval=HEARTBEAT, access_policy_ttl=60.0)
@@ -201,9 +203,13 @@ async def test_cached_grants_hold_while_the_control_plane_is_down_until_they_exp
         try:
             await plane.grant("acme", ["web"])
             service = f'[[services]]\nname = "web"\ntarget = "127.0.0.1:{port}"\n'
+            with socket.socket() as probe:  # a fixed port: the host restarts on it
+                probe.bind(("127.0.0.1", 0))
+                host_port = probe.getsockname()[1]
             host_cfg = _config(
-                tmp_path, "host", plane, await plane.token("acme", ["service-host"]), service
-            )
+                tmp_path, "host", plane, await plane.token("acme", ["service-host"]), service,
+                host_port,
+            )  # fmt: skip
             host = NodeRuntime(load_node_config(host_cfg, environ={}),
                                components=(ServicesComponent(),))  # fmt: skip
             runtimes.append(host)
@@ -231,6 +237,15 @@ async def test_cached_grants_hold_while_the_control_plane_is_down_until_they_exp
                 return host.control.status()["state"] == "unreachable"
 
             await _until(unreachable, 10.0)
+            world = World(plane, host, host)
+            assert await world.direct(member) == "served"
+
+            await host.shutdown()  # restarted while the control plane is still down
+            host = NodeRuntime(load_node_config(host_cfg, environ={}),
+                               components=(ServicesComponent(),))  # fmt: skip
+            runtimes.append(host)
+            await host.start()
+            assert host.access.policy is not None and host.access.policy.grants  # from disk
             world = World(plane, host, host)
             assert await world.direct(member) == "served"
             host.access.clock = lambda: time.time() + 120  # past the policy's 60 s
