@@ -114,3 +114,19 @@ async def _admin_api_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         assert "unknown_grant" in capsys.readouterr().err
         status, body = await plane.admin("GET", "/v1/admin/grants")
         assert status == 200 and body["grants"] == []
+
+
+def test_expired_grants_leave_the_policy_and_are_forgotten(tmp_path: Path) -> None:
+    now = [time.time()]
+    authority = Authority(NodeKey.generate())
+    grants = AccessGrants(SqliteStore(tmp_path / "g.db"), authority, clock=lambda: now[0])
+    host = NodeKey.generate().node_id
+    short = grants.create("acme", ["web"], ttl=10)
+    now[0] += 11
+    policy = verify_access_policy(
+        grants.policy_for(host, "acme"), authority.public_key, now[0], host=host
+    )
+    assert all(g.expires_ms > now[0] * 1000 for g in policy.grants)  # none that expired
+    assert [s.grant_id for s in grants.all()] == [short.grant_id]  # kept until the next change
+    grants.create("acme", ["ssh"])
+    assert [sorted(s.grant.services) for s in grants.all()] == [["ssh"]]

@@ -130,6 +130,7 @@ class AccessGrants:
             )  # fmt: skip
         except (TypeError, ValueError) as exc:
             raise GrantError("bad_grant", str(exc)) from None
+        self._forget_expired(tenant, now_ms)
         live = self.grants(tenant)
         if len(live) >= MAX_GRANTS:
             raise GrantError("too_many_grants", f"tenant {tenant!r} has {MAX_GRANTS} grants")
@@ -162,6 +163,12 @@ class AccessGrants:
                 self._store.put(f"{VERSION_PREFIX}{tenant}", str(self._clock()).encode())
                 return stored
         raise GrantError("unknown_grant", f"no grant {grant_id!r}")
+
+    def _forget_expired(self, tenant: str, now_ms: int) -> None:
+        """Delete the tenant's expired grants (hosts ignore them already)."""
+        for entry in self._store.range(f"{KEY_PREFIX}{tenant}/").entries:
+            if _decode(entry.value).grant.expires_ms <= now_ms:
+                self._store.delete(entry.key)
 
     def all(self) -> list[StoredGrant]:
         entries = self._store.range(KEY_PREFIX).entries
