@@ -32,9 +32,9 @@ def _free_port() -> int:
         return port
 
 
-async def _through_forward(host: NodeRuntime, key: Path | None) -> bytes:
-    """Start ``forward`` (as ``key``, or a fresh key), send a line through it, return the
-    answer (b"" when the connection was reset or closed)."""
+async def _through_forward(host: NodeRuntime, key: Path | None) -> tuple[bytes, str]:
+    """Start ``forward`` (as ``key``, or a fresh key), send a line through it; the answer
+    (b"" when the connection was reset or closed) and what ``forward`` logged."""
     port = _free_port()
     endpoint = host.listeners[0].endpoint
     argv = [*COMMAND, "forward", "--listen", f"127.0.0.1:{port}", "--service", "web",
@@ -55,14 +55,16 @@ async def _through_forward(host: NodeRuntime, key: Path | None) -> bytes:
         writer.write(b"hello web\n")
         await writer.drain()
         try:
-            return await asyncio.wait_for(reader.read(100), 10)
+            answer = await asyncio.wait_for(reader.read(100), 10)
         except ConnectionResetError:
-            return b""
+            answer = b""
         finally:
             writer.close()
+        await asyncio.sleep(0.2)  # the forward's log line follows the RST
     finally:
         forward.terminate()
-        forward.wait(10)
+        _, stderr = forward.communicate(timeout=10)
+    return answer, stderr.decode()
 
 
 async def test_forward_from_an_unadmitted_key_is_refused(tmp_path: Path) -> None:
@@ -91,10 +93,12 @@ async def test_forward_from_an_unadmitted_key_is_refused(tmp_path: Path) -> None
     host = NodeRuntime(config, key=NodeKey.generate(), components=(ServicesComponent(),))
     await host.start()
     try:
-        assert await _through_forward(host, None) == b""  # a fresh key: refused
-        assert accepted == 0 and host.access.refused >= 1
-        assert await _through_forward(host, tmp_path / "friend.key") == b"hello web\n"
-        assert accepted == 1
+        answer, log = await _through_forward(host, None)  # a fresh key: refused
+        assert answer == b"" and accepted == 0 and host.access.refused >= 1
+        assert "forward: access denied service=web" in log, log
+        answer, log = await _through_forward(host, tmp_path / "friend.key")
+        assert answer == b"hello web\n" and accepted == 1
+        assert "access denied" not in log, log
     finally:
         await host.shutdown()
         target.close()

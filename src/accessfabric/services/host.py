@@ -118,6 +118,7 @@ class ServicesComponent:
                 "active": f.counters.active,
                 "failed": f.counters.failed,
                 "resets": f.counters.resets,
+                "denied": f.counters.denied,
                 "bytes_up": f.counters.bytes_up,
                 "bytes_down": f.counters.bytes_down,
             }

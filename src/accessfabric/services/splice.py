@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 
 from accessfabric.errors import ErrorCode, ProtocolError
-from accessfabric.node.connection import FabricStream
+from accessfabric.node.connection import FabricStream, StreamResetError
 
 CHUNK = 64 * 1024
 
@@ -29,6 +29,8 @@ class SpliceStats:
     """Bytes from the stream out to the TCP socket."""
     reset: str = ""
     """Empty when both directions ended with a FIN; else who reset (``tcp`` or ``fabric``)."""
+    reset_code: int | None = None
+    """The code of a RESET_STREAM the far end sent (e.g. ``ACCESS_DENIED``), if any."""
 
 
 def abort_with_rst(writer: asyncio.StreamWriter) -> None:
@@ -72,7 +74,9 @@ async def _fabric_to_tcp(
     while True:
         try:
             data = await stream.read(CHUNK)
-        except ConnectionError:
+        except ConnectionError as error:
+            if isinstance(error, StreamResetError) and error.remote:
+                stats.reset_code = int(error.code)
             raise _Reset("fabric") from None
         if not data:
             with contextlib.suppress(OSError):

@@ -22,13 +22,16 @@ from dataclasses import dataclass, field
 from accessfabric.errors import ErrorCode, ProtocolError
 from accessfabric.node.connection import FabricStream
 from accessfabric.node.log_format import log_event
+from accessfabric.observe.log_rate import RateLimitedLog
 from accessfabric.services.fabric import StreamOpener
-from accessfabric.services.splice import abort_with_rst, splice
+from accessfabric.services.splice import SpliceStats, abort_with_rst, splice
 from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
+DENIED_LOG_INTERVAL = 10.0
+"""Seconds between two ``forward: access denied`` lines of one forward."""
 
 WELL_KNOWN_CLASSES = {
     "rdp": TrafficClass.INTERACTIVE,
@@ -51,6 +54,8 @@ class ForwardCounters:
     failed: int = 0
     """Connections that got no stream (forward) or no target connection (service host)."""
     resets: int = 0
+    denied: int = 0
+    """Streams the service's node refused with ``ACCESS_DENIED`` (a forward's)."""
     bytes_up: int = 0
     bytes_down: int = 0
     extra: dict[str, str] = field(default_factory=dict)
@@ -61,7 +66,7 @@ async def _run_splice(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     counters: ForwardCounters,
-) -> None:
+) -> SpliceStats:
     counters.active += 1
     try:
         stats = await splice(stream, reader, writer)
@@ -71,6 +76,7 @@ async def _run_splice(
     counters.bytes_down += stats.down
     if stats.reset:
         counters.resets += 1
+    return stats
 
 
 class TcpForwarder:
@@ -90,6 +96,7 @@ class TcpForwarder:
         self.service = service
         self.traffic_class = default_class(service) if traffic_class is None else traffic_class
         self.counters = ForwardCounters()
+        self._denied_log = RateLimitedLog(log, interval=DENIED_LOG_INTERVAL)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -121,7 +128,15 @@ class TcpForwarder:
             )  # fmt: skip
             abort_with_rst(writer)
             return
-        await _run_splice(stream, reader, writer, self.counters)
+        stats = await _run_splice(stream, reader, writer, self.counters)
+        if stats.reset_code == ErrorCode.ACCESS_DENIED:
+            self.counters.denied += 1
+            self._denied_log.log(
+                self.service, logging.WARNING,
+                "forward: access denied service=%s (the service's node does not admit this "
+                "node: an allow list or a grant must name it)", self.service,
+                now=asyncio.get_running_loop().time(),
+            )  # fmt: skip
 
     async def close(self) -> None:
         if self._server is not None:
