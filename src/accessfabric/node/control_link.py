@@ -42,13 +42,18 @@ from accessfabric.control.client import (
     backoff_delay,
 )
 from accessfabric.control.facts import (
+    CLASS_NAMES,
     MAX_ENDPOINT_HEALTH,
     MAX_ENDPOINTS,
     MAX_PEERS,
+    MAX_ROUTE_REPORTS,
     MAX_SERVICES,
+    ClassBytes,
     EndpointHealth,
     HeartbeatFacts,
     PeerMeasurement,
+    RelayUsage,
+    RouteReport,
     ServiceCapacity,
 )
 from accessfabric.node.address import Endpoint, parse_endpoint_url
@@ -267,7 +272,60 @@ class ControlLink:
             relay_classes=tuple(c.name.lower() for c in TrafficClass) if relay else (),
             services=services,
             endpoint_health=self._endpoint_health(),
+            class_bytes=self._class_bytes(),
+            route_reports=self._route_reports(),
+            relay_usage=self._relay_usage(),
         )
+
+    def _relay_usage(self) -> tuple[RelayUsage, ...]:
+        usage = self.runtime.data_plane.relay.quotas.usage
+        return tuple(
+            RelayUsage(
+                tenant=tenant, traffic_class=cls.name.lower(), streams=u.streams,
+                active=u.active, bytes_from_source=u.bytes_up, bytes_to_source=u.bytes_down,
+            )  # fmt: skip
+            for (tenant, cls), u in sorted(usage.items())[:MAX_ROUTE_REPORTS]
+        )
+
+    def _class_bytes(self) -> tuple[ClassBytes, ...]:
+        totals = self.runtime.observe.metrics.bytes_by_class()
+        return tuple(
+            ClassBytes(traffic_class=cls, bytes_in=i, bytes_out=o)
+            for cls, (i, o) in totals.items()
+            if cls in CLASS_NAMES
+        )
+
+    def _route_reports(self) -> tuple[RouteReport, ...]:
+        """The leased routes with the bytes of their live streams (for the console)."""
+        runtime = self.runtime
+        live: dict[tuple[str, str, str], int] = {}
+        for connection in runtime.observe.connections():
+            if connection.is_closed:
+                continue
+            peer = connection.session.peer_node_id or ""
+            for stream in connection.session.metrics().streams:
+                key = (peer, stream.service, stream.traffic_class)
+                live[key] = live.get(key, 0) + stream.bytes_in + stream.bytes_out
+        reports = []
+        for row in runtime.routes.observations()[:MAX_ROUTE_REPORTS]:
+            hops = tuple(str(h) for h in row["hops"])  # type: ignore[attr-defined]
+            service, cls = str(row["service"]), str(row["traffic_class"])
+            srtt, recovery = row.get("srtt_ms"), row.get("recovery_ms")
+            reports.append(
+                RouteReport(
+                    route_id=int(row["route_id"]),  # type: ignore[call-overload]
+                    service=service,
+                    traffic_class=cls,
+                    rank=int(row["rank"]),  # type: ignore[call-overload]
+                    hops=hops,
+                    healthy=bool(row["healthy"]),
+                    srtt_ms=float(srtt) if isinstance(srtt, int | float) else None,
+                    bytes=live.get((str(row["first_hop"]), service, cls), 0),
+                    last_switch=str(row.get("last_switch") or ""),
+                    recovery_ms=float(recovery) if isinstance(recovery, int | float) else None,
+                )
+            )
+        return tuple(reports)
 
     def _peer_measurements(self) -> tuple[PeerMeasurement, ...]:
         """RTTs of live sessions, then the first hops of leased routes (route observations)."""

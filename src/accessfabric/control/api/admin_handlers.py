@@ -73,6 +73,10 @@ async def create_token(request: web.Request) -> web.Response:
     uses = int_field(document, "uses", 1, 1, MAX_TOKEN_USES)
     created = plane.registry.tokens.create(tenant, roles, ttl, uses)
     info = created.info
+    plane.events.add(
+        plane.clock(), "token_created", info.token_id,
+        f"tenant {info.tenant}, roles {', '.join(sorted(r.value for r in info.roles))}",
+    )  # fmt: skip
     return web.json_response(
         {
             "token": created.token,

@@ -479,6 +479,8 @@ PATHS: dict[str, Any] = {
 
 
 def openapi_document() -> dict[str, Any]:
+    from accessfabric.control.api.console_schema import CONSOLE_PATHS
+
     return {
         "openapi": "3.0.3",
         "info": {
@@ -488,7 +490,7 @@ def openapi_document() -> dict[str, Any]:
             "Node requests are signed (AF-Node, AF-Timestamp, AF-Signature: see "
             "docs/control.md); operator requests carry an admin bearer token.",
         },
-        "paths": PATHS,
+        "paths": {**PATHS, **CONSOLE_PATHS},
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {
