@@ -281,9 +281,13 @@ class ControlLink:
         usage = self.runtime.data_plane.relay.quotas.usage
         return tuple(
             RelayUsage(
-                tenant=tenant, traffic_class=cls.name.lower(), streams=u.streams,
-                active=u.active, bytes_from_source=u.bytes_up, bytes_to_source=u.bytes_down,
-            )  # fmt: skip
+                tenant=tenant,
+                traffic_class=cls.name.lower(),
+                streams=u.streams,
+                active=u.active,
+                bytes_from_source=u.bytes_up,
+                bytes_to_source=u.bytes_down,
+            )
             for (tenant, cls), u in sorted(usage.items())[:MAX_ROUTE_REPORTS]
         )
 
