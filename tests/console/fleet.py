@@ -211,9 +211,10 @@ def _start_consoles(fleet: ConsoleFleet) -> None:
     token_file.write_text(fleet.admin_token + "\n")
     token_file.chmod(0o600)
     for host in HOSTS:
+        listen = f"127.0.0.1:{fleet.ports['console-' + host]}"
         fleet.procs.start(
             f"console-{host}",
-            [*COMMAND, "console", "serve", "--listen", f"127.0.0.1:{fleet.ports['console-' + host]}",
+            [*COMMAND, "console", "serve", "--listen", listen,
              "--control", fleet.control_url, "--admin-token-file", str(token_file),
              "--served-by", host],
         )  # fmt: skip
