@@ -106,29 +106,29 @@ class Console:
             raise web.HTTPBadGateway(text=f"control plane: {exc.code}: {exc}\n") from None
 
     async def login_form(self, request: web.Request) -> web.Response:
-        return web.Response(text=pages.login_page(), content_type="text/html")
+        return web.Response(
+            text=pages.login_page(served_by=self.served_by), content_type="text/html"
+        )
 
     async def login(self, request: web.Request) -> web.Response:
         client = request.remote or "-"
         now = time.monotonic()
         if not self.limiter.allowed(client, now):
-            return web.Response(
-                status=429, text=pages.login_page("Too many failed logins; wait a minute."),
-                content_type="text/html",
-            )  # fmt: skip
+            page = pages.login_page("Too many failed logins; wait a minute.", self.served_by)
+            return web.Response(status=429, text=page, content_type="text/html")
         form = await request.post()
         token = str(form.get("token", ""))[:256].strip()
         try:
             ok = bool(token) and await self.api.token_is_admin(token)
         except ControlApiError as exc:
             return web.Response(
-                status=502, text=pages.login_page(f"Control plane: {exc}"),
+                status=502, text=pages.login_page(f"Control plane: {exc}", self.served_by),
                 content_type="text/html",
             )  # fmt: skip
         if not ok:
             self.limiter.failed(client, now)
             return web.Response(
-                status=401, text=pages.login_page("That is not an admin token."),
+                status=401, text=pages.login_page("That is not an admin token.", self.served_by),
                 content_type="text/html",
             )  # fmt: skip
         cookie, _ = self.signer.issue()

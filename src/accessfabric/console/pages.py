@@ -65,7 +65,7 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[str]], *, cls: str = "
     return f'<table class="{h(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def login_page(error: str = "") -> str:
+def login_page(error: str = "", served_by: str = "") -> str:
     message = f'<p class="error" role="alert">{h(error)}</p>' if error else ""
     form = (
         f"{message}<form method=post action=/login class=login>"
@@ -74,7 +74,7 @@ def login_page(error: str = "") -> str:
         "<p class=hint>An admin token of the control plane (<code>afadm1_…</code>, from "
         "<code>accessfabric control init</code> or <code>control admin create</code>).</p>"
     )
-    return layout("Log in", form)
+    return layout("Log in", form, served_by=served_by)
 
 
 def _age(seconds: object) -> str:

@@ -311,16 +311,19 @@ class ControlLink:
                 key = (peer, stream.service, stream.traffic_class)
                 live[key] = live.get(key, 0) + stream.bytes_in + stream.bytes_out
         reports = []
+        position: dict[tuple[str, str], int] = {}
         for row in runtime.routes.observations()[:MAX_ROUTE_REPORTS]:
             hops = tuple(str(h) for h in row["hops"])  # type: ignore[attr-defined]
             service, cls = str(row["service"]), str(row["traffic_class"])
+            rank = position.get((service, cls), 0)  # the lease's order: primary first
+            position[(service, cls)] = rank + 1
             srtt, recovery = row.get("srtt_ms"), row.get("recovery_ms")
             reports.append(
                 RouteReport(
                     route_id=int(row["route_id"]),  # type: ignore[call-overload]
                     service=service,
                     traffic_class=cls,
-                    rank=int(row["rank"]),  # type: ignore[call-overload]
+                    rank=rank,
                     hops=hops,
                     healthy=bool(row["healthy"]),
                     srtt_ms=float(srtt) if isinstance(srtt, int | float) else None,
