@@ -1,0 +1,177 @@
+"""The entry node's HTTP ingress with curl, and the console's refusals, over a real fleet.
+
+``curl --resolve admin.example:PORT:127.0.0.1`` reaches the entry node's ``[[ingress]]``:
+HTTP by ``Host``, HTTPS by SNI passed through to the console replica that holds the
+certificate; an unknown name gets 421 (HTTP) or an ``unrecognized_name`` alert (HTTPS); a
+name mapped to a service with no replica gets 503 / ``internal_error``; oversized, slow and
+malformed heads are refused while a download through the same ingress runs on, intact.
+The console refuses anonymous reads and cross-site or token-less actions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.console.fleet import ConsoleFleet, start_fleet
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleFleet]:
+    started = start_fleet(tmp_path_factory.mktemp("ingress-fleet"))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def curl(
+    fleet: ConsoleFleet, url: str, *args: str, tls: bool = False
+) -> subprocess.CompletedProcess[str]:
+    port = fleet.ports["ingress-https" if tls else "ingress-http"]
+    name = re.match(r"https?://([^/:]+)", url)
+    assert name
+    full = url.replace(name.group(1), f"{name.group(1)}:{port}", 1)
+    return subprocess.run(
+        ["curl", "-sS", "-m", "15", "--resolve", f"{name.group(1)}:{port}:127.0.0.1", *args, full],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+
+
+def status_of(done: subprocess.CompletedProcess[str]) -> int:
+    match = re.match(r"HTTP/1\.[01] (\d{3})", done.stdout)
+    assert match, (done.stdout[:200], done.stderr)
+    return int(match.group(1))
+
+
+def test_http_by_host_reaches_the_console(fleet: ConsoleFleet) -> None:
+    done = curl(fleet, "http://admin.example/login", "-i")
+    assert status_of(done) == 200
+    assert re.search(r'id="served-by">host-[ab]<', done.stdout)
+    assert "content-security-policy:" in done.stdout.lower()
+
+
+def test_https_by_sni_passes_tls_through_to_the_service_host(fleet: ConsoleFleet) -> None:
+    assert fleet.cert is not None
+    done = curl(fleet, "https://admin.example/login", "-i", "--cacert", str(fleet.cert), tls=True)
+    assert done.returncode == 0, done.stderr
+    assert status_of(done) == 200
+    assert 'id="served-by">host-a-tls<' in done.stdout  # TLS ended at the console on host-a
+    login = curl(
+        fleet, "https://admin.example/login", "-i", "--cacert", str(fleet.cert),
+        "-d", f"token={fleet.admin_token}", tls=True,
+    )  # fmt: skip
+    cookie = re.search(r"(?im)^set-cookie:.*$", login.stdout)
+    assert cookie and "secure" in cookie.group(0).lower() and "httponly" in cookie.group(0).lower()
+
+
+def test_unknown_host_is_refused_clearly(fleet: ConsoleFleet) -> None:
+    done = curl(fleet, "http://unknown.example/", "-i")
+    assert status_of(done) == 421
+    assert "no service for host 'unknown.example'" in done.stdout
+    tls = curl(fleet, "https://unknown.example/", "-k", tls=True)
+    assert tls.returncode == 35
+    assert "unrecognized name" in tls.stderr
+
+
+def test_a_host_whose_service_has_no_replica(fleet: ConsoleFleet) -> None:
+    done = curl(fleet, "http://ghost.example/", "-i")
+    assert status_of(done) == 503
+    assert "service 'ghost' unavailable" in done.stdout
+    assert "no serving replica" in done.stdout
+    tls = curl(fleet, "https://ghost.example/", "-k", tls=True)
+    assert tls.returncode == 35
+    assert "internal error" in tls.stderr
+
+
+def _raw(fleet: ConsoleFleet, data: bytes, *, https: bool = False, wait: float = 15) -> bytes:
+    port = fleet.ports["ingress-https" if https else "ingress-http"]
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_bad_requests_are_refused_without_disturbing_a_running_download(
+    fleet: ConsoleFleet,
+) -> None:
+    expected = hashlib.sha256((fleet.work / "site" / "blob.bin").read_bytes()).hexdigest()
+    result: dict[str, str] = {}
+
+    target = fleet.work / "download.bin"
+
+    def download_to_file() -> None:
+        done = curl(fleet, "http://web.example/blob.bin", "--limit-rate", "6M", "-o", str(target))
+        result["code"] = str(done.returncode)
+
+    worker = threading.Thread(target=download_to_file)
+    worker.start()
+    started = time.monotonic()
+    try:
+        big = b"GET / HTTP/1.1\r\nHost: admin.example\r\nX-Pad: " + b"a" * 9000 + b"\r\n\r\n"
+        assert _raw(fleet, big).startswith(b"HTTP/1.1 431 ")
+        assert _raw(fleet, b"BLAH\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        assert _raw(fleet, b"GET / HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 400 ")  # no Host
+        two = b"GET / HTTP/1.1\r\nHost: admin.example\r\nHost: web.example\r\n\r\n"
+        assert _raw(fleet, two).startswith(b"HTTP/1.1 400 ")
+        slow_started = time.monotonic()
+        assert _raw(fleet, b"GET / HTTP/1.1\r\nHost: adm").startswith(b"HTTP/1.1 408 ")
+        assert time.monotonic() - slow_started < 10  # header_timeout = 3 s
+        alert = _raw(fleet, b"\x16\x03\x01\x00\x05hello-not-tls" * 3, https=True)
+        assert alert[:1] == b"\x15" and alert[-1] == 50  # fatal decode_error
+        assert worker.is_alive(), "the download should still be running"
+    finally:
+        worker.join(60)
+    assert result.get("code") == "0"
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == expected
+    assert time.monotonic() - started > 1
+
+
+def test_console_refuses_anonymous_reads(fleet: ConsoleFleet) -> None:
+    for path in ("/nodes", "/routes", "/events", "/static/console.js"):
+        done = curl(fleet, f"http://admin.example{path}", "-i")
+        assert status_of(done) == 303, path
+        assert re.search(r"(?im)^location: /login", done.stdout), path
+    for path in ("/api/traffic", "/api/events"):
+        assert status_of(curl(fleet, f"http://admin.example{path}", "-i")) == 401
+    forged = curl(fleet, "http://admin.example/api/traffic", "-i",
+                  "-b", "af_console=9999999999.00ff.deadbeef")  # fmt: skip
+    assert status_of(forged) == 401
+    assert status_of(curl(fleet, "http://admin.example/tokens", "-i", "-d", "tenant=x")) == 401
+
+
+def test_console_refuses_cross_site_and_token_less_actions(fleet: ConsoleFleet) -> None:
+    jar = fleet.work / "jar.txt"
+    login = curl(fleet, "http://admin.example/login", "-i", "-c", str(jar),
+                 "-d", f"token={fleet.admin_token}")  # fmt: skip
+    assert status_of(login) == 303
+    page = curl(fleet, "http://admin.example/tokens", "-b", str(jar))
+    csrf = re.search(r'name="csrf-token" content="([0-9a-f]+)"', page.stdout)
+    assert csrf, page.stdout[:300]
+    form = ["-d", "tenant=acme", "-d", "roles=relay", "-d", f"csrf={csrf.group(1)}"]
+    cross = curl(fleet, "http://admin.example/tokens", "-i", "-b", str(jar), *form,
+                 "-H", "Origin: http://evil.example")  # fmt: skip
+    assert status_of(cross) == 403
+    fetch = curl(fleet, "http://admin.example/tokens", "-i", "-b", str(jar), *form,
+                 "-H", "Sec-Fetch-Site: cross-site")  # fmt: skip
+    assert status_of(fetch) == 403
+    no_csrf = curl(fleet, "http://admin.example/tokens", "-i", "-b", str(jar),
+                   "-d", "tenant=acme", "-d", "roles=relay")  # fmt: skip
+    assert status_of(no_csrf) == 403
+    before = len(fleet.admin("GET", "/v1/admin/events")["events"])
+    ok = curl(fleet, "http://admin.example/tokens", "-i", "-b", str(jar), *form,
+              "-H", f"Origin: http://admin.example:{fleet.ports['ingress-http']}")  # fmt: skip
+    assert status_of(ok) == 200 and 'id="new-token"' in ok.stdout
+    kinds = [e["kind"] for e in fleet.admin("GET", "/v1/admin/events")["events"][before:]]
+    assert kinds == ["token_created"]  # only the accepted action created a token
