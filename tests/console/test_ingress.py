@@ -11,16 +11,19 @@ The console refuses anonymous reads and cross-site or token-less actions.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests.console.fleet import ConsoleFleet, start_fleet
+from accessfabric.demo_procs import COMMAND
+from tests.console.fleet import ConsoleFleet, start_fleet, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -175,3 +178,62 @@ def test_console_refuses_cross_site_and_token_less_actions(fleet: ConsoleFleet) 
     assert status_of(ok) == 200 and 'id="new-token"' in ok.stdout
     kinds = [e["kind"] for e in fleet.admin("GET", "/v1/admin/events")["events"][before:]]
     assert kinds == ["token_created"]  # only the accepted action created a token
+
+
+def diag(fleet: ConsoleFleet, *args: str) -> tuple[int, dict[str, Any]]:
+    socket_path = fleet.work / "entry.admin.sock"
+    done = subprocess.run(
+        [*COMMAND, "diag", *args, "--socket", str(socket_path), "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_diag_route_probes_the_primary_and_each_alternate(fleet: ConsoleFleet) -> None:
+    code, report = diag(fleet, "route", "admin-console")
+    assert code == 0, report
+    routes = report["routes"]
+    assert len(routes) >= 2
+    hosts = {fleet.ids["host-a"], fleet.ids["host-b"]}
+    for route in routes:
+        assert route["ok"], route
+        assert route["hops"][0] == fleet.ids["entry"] and route["hops"][-1] in hosts
+        assert len(route["hop_rtt_ms"]) == 2 and route["end_to_end_ms"] > 0
+        assert route["ping_loss"] == 0 and route["failing_hop"] is None
+    code, burst = diag(fleet, "route", "web", "--burst", "32768")
+    assert code == 0, burst
+    assert all(r["burst_mbps"] and r["burst_mbps"] > 0 for r in burst["routes"]), burst
+
+
+def test_diag_stream_shows_a_live_download(fleet: ConsoleFleet) -> None:
+    port = fleet.ports["ingress-http"]
+    download = subprocess.Popen(
+        ["curl", "-sS", "-o", "/dev/null", "--limit-rate", "2M", "-m", "20",
+         "--resolve", f"web.example:{port}:127.0.0.1", f"http://web.example:{port}/blob.bin"],
+    )  # fmt: skip
+    try:
+
+        def web_stream() -> dict[str, Any] | None:
+            _, report = diag(fleet, "stream")
+            rows = [s for s in report["streams"] if s["service"] == "web" and s["bytes_in"] > 0]
+            return rows[0] if rows else None
+
+        row = wait_for("a web stream with bytes in diag stream", web_stream, timeout=20)
+        assert row["class"] == "interactive"
+        assert row["blocked"] in ("-", "credit", "carrier", "pacing", "scheduler")
+        assert row["rtt_ms"] is not None and row["credit"] >= 0
+    finally:
+        download.kill()
+        download.wait()
+
+
+def test_diag_route_names_the_failing_hop(fleet: ConsoleFleet) -> None:
+    """Last in the module: host-b dies; its route fails beyond the relay, the other works."""
+    fleet.kill("host-b")
+    code, report = diag(fleet, "route", "admin-console")
+    by_host = {fleet.name_of(r["hops"][-1]): r for r in report["routes"]}
+    assert by_host["host-a"]["ok"], report
+    dead = by_host["host-b"]
+    assert not dead["ok"] and dead["failing_hop"] == 2, dead
+    assert dead["error"].startswith("beyond hop 1"), dead
+    assert code == 0  # one route still works
