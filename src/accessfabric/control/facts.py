@@ -113,7 +113,7 @@ class RouteReport(NamedTuple):
     healthy: bool
     srtt_ms: float | None
     bytes: int
-    """Bytes of the live streams of (service, class) whose first hop is this route's."""
+    """Bytes (in + out) of the live streams this node runs on the route now."""
     last_switch: str
     recovery_ms: float | None
 

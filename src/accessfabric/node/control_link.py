@@ -302,14 +302,14 @@ class ControlLink:
     def _route_reports(self) -> tuple[RouteReport, ...]:
         """The leased routes with the bytes of their live streams (for the console)."""
         runtime = self.runtime
-        live: dict[tuple[str, str, str], int] = {}
+        live: dict[int, int] = {}  # route id -> bytes of the live streams on it
         for connection in runtime.observe.connections():
             if connection.is_closed:
                 continue
-            peer = connection.session.peer_node_id or ""
             for stream in connection.session.metrics().streams:
-                key = (peer, stream.service, stream.traffic_class)
-                live[key] = live.get(key, 0) + stream.bytes_in + stream.bytes_out
+                route_id = runtime.routes.route_of(connection, stream.stream_id)
+                if route_id is not None:
+                    live[route_id] = live.get(route_id, 0) + stream.bytes_in + stream.bytes_out
         reports = []
         position: dict[tuple[str, str], int] = {}
         for row in runtime.routes.observations()[:MAX_ROUTE_REPORTS]:
@@ -327,7 +327,7 @@ class ControlLink:
                     hops=hops,
                     healthy=bool(row["healthy"]),
                     srtt_ms=float(srtt) if isinstance(srtt, int | float) else None,
-                    bytes=live.get((str(row["first_hop"]), service, cls), 0),
+                    bytes=live.get(int(row["route_id"]), 0),  # type: ignore[call-overload]
                     last_switch=str(row.get("last_switch") or ""),
                     recovery_ms=float(recovery) if isinstance(recovery, int | float) else None,
                 )

@@ -561,6 +561,11 @@ class RouteManager:
 
     # ------------------------------------------------------------ reporting
 
+    def route_of(self, connection: SessionConnection, stream_id: int) -> int | None:
+        """The route id a stream this node opened runs on now (None: not a routed stream)."""
+        routed = self._streams.get((connection, stream_id))
+        return None if routed is None else routed.route.route_id
+
     def observations(self) -> list[dict[str, object]]:
         """Per-route data-plane health, for the control plane (heartbeat facts)."""
         now = time.monotonic()
