@@ -34,7 +34,7 @@ debian-deps:
 			[ -n "$$made_policy" ] && rm -f $$policy; exit $$status; fi; fi
 
 demo: $(STAMP)
-	$(VENV)/bin/accessfabric demo
+	$(VENV)/bin/accessfabric demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
