@@ -146,6 +146,17 @@ def test_throughput_chart_moves_during_bulk_transfer(fleet: ConsoleFleet, page: 
                  >= updates + 2, timeout=10)  # fmt: skip
         assert line.get_attribute("points") != first
         shot(page, "traffic")
+
+        def web_stream_listed() -> bool:
+            page.goto(base(fleet) + "/streams")
+            rows = page.locator("table.streams tbody tr", has_text="web")
+            return rows.count() > 0
+
+        wait_for("the download's stream on the streams page", web_stream_listed, step=0.5)
+        row = page.locator("table.streams tbody tr", has_text="web").first
+        blocked = row.locator(".blocked").inner_text()
+        assert blocked in ("-", "credit", "carrier", "pacing", "scheduler")
+        shot(page, "streams")
     finally:
         stop.set()
         worker.join(30)
@@ -185,4 +196,7 @@ def test_kill_the_serving_replica_and_reload(fleet: ConsoleFleet, page: Any) -> 
     assert served and served != victim, f"no other replica answered within {took:.1f} s"
     assert page.locator("h1").inner_text() == "Services"  # still logged in
     page.goto(base(fleet) + "/events")
+    lost = page.locator("#events tbody tr", has_text="replica_lost")
+    lost.first.wait_for(timeout=15_000)  # the timeline refreshes itself every 3 s
+    assert fleet.ids[victim] in lost.first.inner_text()
     shot(page, "events")

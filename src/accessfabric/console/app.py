@@ -166,6 +166,11 @@ class Console:
     async def traffic(self, request: web.Request) -> web.Response:
         return self._page(request, "Traffic", pages.traffic_page(), "/traffic")
 
+    async def streams(self, request: web.Request) -> web.Response:
+        document = await self._fetch("/v1/admin/streams")
+        body = pages.streams_page(document["nodes"])
+        return self._page(request, "Streams", body, "/streams")
+
     async def relays(self, request: web.Request) -> web.Response:
         document = await self._fetch("/v1/admin/relays")
         return self._page(request, "Relays", pages.relays_page(document["relays"]), "/relays")
@@ -240,6 +245,7 @@ def build_console_app(console: Console) -> web.Application:
     r.add_get("/routes", console.routes)
     r.add_get("/services", console.services)
     r.add_get("/traffic", console.traffic)
+    r.add_get("/streams", console.streams)
     r.add_get("/relays", console.relays)
     r.add_get("/events", console.events)
     r.add_get("/tokens", console.tokens)

@@ -12,6 +12,7 @@ NAV = (
     ("/routes", "Routes"),
     ("/services", "Services"),
     ("/traffic", "Traffic"),
+    ("/streams", "Streams"),
     ("/relays", "Relays"),
     ("/events", "Events"),
     ("/tokens", "Tokens"),
@@ -211,6 +212,40 @@ def traffic_page() -> str:
         '<div id="charts-nodes" class="charts"></div><h2>Routes</h2>'
         '<div id="charts-routes" class="charts"></div>'
     )
+
+
+def streams_page(nodes: list[dict[str, Any]]) -> str:
+    rows = [
+        [
+            node_ref(node["node_id"]),
+            node_ref(s["peer"]) if s["peer"].startswith("afn1") else h(s["peer"]),
+            h(s["service"]),
+            h(s["traffic_class"]),
+            h(s["state"]),
+            h(s["credit"]),
+            h(s["bytes_in"]),
+            h(s["bytes_out"]),
+            h(s["queued"]),
+            h(s["unacked"]),
+            h("-" if s["rtt_ms"] is None else f"{s['rtt_ms']} ms"),
+            f'<span class="blocked {h(s["blocked"])}">{h(s["blocked"])}</span>',
+        ]
+        for node in nodes
+        for s in node["streams"]
+    ]
+    if not rows:
+        return "<p>No live stream was reported in the last heartbeats.</p>"
+    note = (
+        "<p class=note>Each node's busiest live streams as of its last heartbeat "
+        "(what <code>accessfabric diag stream</code> shows on the node). Blocked: "
+        "<em>credit</em> (no window from the peer), <em>carrier</em> (carrier buffer full), "
+        "<em>pacing</em> (the pacer holds back), <em>scheduler</em> (waiting its turn).</p>"
+    )
+    return note + table(
+        ["node", "peer", "service", "class", "state", "credit", "bytes in", "bytes out",
+         "queued", "unacked", "RTT", "blocked"],
+        rows, cls="streams",
+    )  # fmt: skip
 
 
 def relays_page(relays: list[dict[str, Any]]) -> str:

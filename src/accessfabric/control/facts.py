@@ -129,6 +129,26 @@ class RelayUsage(NamedTuple):
     bytes_to_source: int
 
 
+class StreamReport(NamedTuple):
+    """One live stream of the node (``accessfabric diag stream``), for the console."""
+
+    peer: str
+    service: str
+    traffic_class: str
+    state: str
+    credit: int
+    bytes_in: int
+    bytes_out: int
+    queued: int
+    unacked: int
+    rtt_ms: float | None
+    blocked: str
+
+
+BLOCKED_REASONS = ("-", "credit", "carrier", "pacing", "scheduler")
+MAX_STREAM_REPORTS = 32
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeartbeatFacts:
     """One heartbeat's facts, every field within its bounds."""
@@ -163,6 +183,7 @@ class HeartbeatFacts:
     class_bytes: tuple[ClassBytes, ...] = ()
     route_reports: tuple[RouteReport, ...] = ()
     relay_usage: tuple[RelayUsage, ...] = ()
+    stream_reports: tuple[StreamReport, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The facts in the request's JSON shape (what :func:`parse_facts` reads back)."""
@@ -225,6 +246,7 @@ class HeartbeatFacts:
                 ],
                 "routes": [r._asdict() | {"hops": list(r.hops)} for r in self.route_reports],
                 "relay": [u._asdict() for u in self.relay_usage],
+                "streams": [r._asdict() for r in self.stream_reports],
             },
         }
 
@@ -433,6 +455,26 @@ def _relay_usage(value: object, path: str) -> RelayUsage:
     )
 
 
+def _stream_report(value: object, path: str) -> StreamReport:
+    f = _Fields(value, path)
+    rtt: float | None = None
+    if f.data.get("rtt_ms") is not None:
+        rtt = f.number("rtt_ms", 0.0, 0.0, MAX_RTT_MS)
+    return StreamReport(
+        peer=f.string("peer", ""),
+        service=f.string("service", ""),
+        traffic_class=f.string("traffic_class", "reliable", CLASS_NAMES),
+        state=f.string("state", ""),
+        credit=f.integer("credit", 0, 0, MAX_BYTES),
+        bytes_in=f.integer("bytes_in", 0, 0, MAX_BYTES),
+        bytes_out=f.integer("bytes_out", 0, 0, MAX_BYTES),
+        queued=f.integer("queued", 0, 0, MAX_BYTES),
+        unacked=f.integer("unacked", 0, 0, MAX_BYTES),
+        rtt_ms=rtt,
+        blocked=f.string("blocked", "-", BLOCKED_REASONS),
+    )
+
+
 def _placement_name(f: _Fields, key: str) -> str:
     value = f.string(key, "")
     if value:
@@ -478,6 +520,10 @@ def parse_facts(body: object) -> HeartbeatFacts:
         _relay_usage(v, f"traffic.relay[{i}]")
         for i, v in enumerate(traffic.items("relay", MAX_ROUTE_REPORTS))
     )
+    stream_reports = tuple(
+        _stream_report(v, f"traffic.streams[{i}]")
+        for i, v in enumerate(traffic.items("streams", MAX_STREAM_REPORTS))
+    )
     trust: int | None = None
     if top.data.get("trust_tier") is not None:
         trust = top.integer("trust_tier", 0, 0, MAX_TRUST_TIER)
@@ -512,4 +558,5 @@ def parse_facts(body: object) -> HeartbeatFacts:
         class_bytes=class_bytes,
         route_reports=route_reports,
         relay_usage=relay_usage,
+        stream_reports=stream_reports,
     )

@@ -48,6 +48,7 @@ from accessfabric.control.facts import (
     MAX_PEERS,
     MAX_ROUTE_REPORTS,
     MAX_SERVICES,
+    MAX_STREAM_REPORTS,
     ClassBytes,
     EndpointHealth,
     HeartbeatFacts,
@@ -55,9 +56,11 @@ from accessfabric.control.facts import (
     RelayUsage,
     RouteReport,
     ServiceCapacity,
+    StreamReport,
 )
 from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings
+from accessfabric.node.diagnostics import NodeDiagnostics
 from accessfabric.node.log_format import log_event
 from accessfabric.node.routes import NoUsableRoute, Route
 from accessfabric.node.service_failovers import ServiceFailovers
@@ -275,6 +278,31 @@ class ControlLink:
             class_bytes=self._class_bytes(),
             route_reports=self._route_reports(),
             relay_usage=self._relay_usage(),
+            stream_reports=self._stream_reports(),
+        )
+
+    def _stream_reports(self) -> tuple[StreamReport, ...]:
+        """The busiest live streams (``diag stream``'s rows), for the console."""
+        rows = sorted(
+            NodeDiagnostics(self.runtime).streams(),
+            key=lambda r: (r["queued"], r["bytes_in"] + r["bytes_out"]),
+            reverse=True,
+        )
+        return tuple(
+            StreamReport(
+                peer=str(r["peer"]),
+                service=str(r["service"]),
+                traffic_class=str(r["class"]),
+                state=str(r["state"]),
+                credit=max(0, int(r["credit"])),
+                bytes_in=int(r["bytes_in"]),
+                bytes_out=int(r["bytes_out"]),
+                queued=int(r["queued"]),
+                unacked=max(0, int(r["unacked"])),
+                rtt_ms=r["rtt_ms"],
+                blocked=str(r["blocked"]),
+            )
+            for r in rows[:MAX_STREAM_REPORTS]
         )
 
     def _relay_usage(self) -> tuple[RelayUsage, ...]:

@@ -6,6 +6,7 @@
 * ``GET /v1/admin/service-leases``: services, replicas, modes and lease expiries;
 * ``GET /v1/admin/traffic``: per-class throughput per node and per route (from heartbeats);
 * ``GET /v1/admin/relays``: relay accounting per relay, tenant and class;
+* ``GET /v1/admin/streams``: each node's busiest live streams and why they are blocked;
 * ``GET /v1/admin/events?after=T``: the fleet's event timeline.
 """
 
@@ -160,6 +161,19 @@ async def relays(request: web.Request) -> web.Response:
     return web.json_response({"relays": out})
 
 
+async def streams(request: web.Request) -> web.Response:
+    require_admin(request)
+    plane = context(request).plane
+    out = []
+    for node in plane.registry.all():
+        state = plane.heartbeats.get(node.node_id)
+        if state is None or not state.facts.stream_reports:
+            continue
+        rows = [r._asdict() for r in state.facts.stream_reports]
+        out.append({"node_id": node.node_id, "streams": rows})
+    return web.json_response({"nodes": out})
+
+
 async def events(request: web.Request) -> web.Response:
     require_admin(request)
     plane = context(request).plane
@@ -177,4 +191,5 @@ def add_console_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/v1/admin/service-leases", service_leases)
     router.add_get("/v1/admin/traffic", traffic)
     router.add_get("/v1/admin/relays", relays)
+    router.add_get("/v1/admin/streams", streams)
     router.add_get("/v1/admin/events", events)

@@ -42,6 +42,9 @@ CONSOLE_PATHS: dict[str, Any] = {
         )
     },
     "/v1/admin/relays": _read("Relay accounting per relay, tenant and class", "relays"),
+    "/v1/admin/streams": _read(
+        "Each node's busiest live streams: class, credit, bytes, RTT, blocked reason", "nodes"
+    ),
     "/v1/admin/events": {
         "get": _op(
             "The fleet's event timeline (after: seconds since the epoch)",

@@ -214,6 +214,28 @@ SCHEMAS: dict[str, Any] = {
                             }
                         ),
                     },
+                    "streams": {
+                        "type": "array",
+                        "maxItems": 32,
+                        "items": _obj(
+                            {
+                                "peer": SHORT_TEXT,
+                                "service": SHORT_TEXT,
+                                "traffic_class": CLASS,
+                                "state": SHORT_TEXT,
+                                "credit": INT,
+                                "bytes_in": INT,
+                                "bytes_out": INT,
+                                "queued": INT,
+                                "unacked": INT,
+                                "rtt_ms": {"type": "number", "minimum": 0, "nullable": True},
+                                "blocked": {
+                                    "type": "string",
+                                    "enum": ["-", "credit", "carrier", "pacing", "scheduler"],
+                                },
+                            }
+                        ),
+                    },
                     "relay": {
                         "type": "array",
                         "maxItems": 64,
