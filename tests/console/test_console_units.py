@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,3 +86,33 @@ def test_ingress_config_errors_name_the_key(tmp_path: Path, body: str, where: st
     with pytest.raises(ConfigError) as error:
         load_node_config(_config(tmp_path, "[[ingress]]\n" + body))
     assert where in str(error.value)
+
+
+def _serve(
+    tmp_path: Path, *args: str, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSFABRIC_")}
+    if token is not None:
+        env["ACCESSFABRIC_ADMIN_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "accessfabric", "console", "serve", *args],
+        capture_output=True, text=True, timeout=30, env=env,
+    )  # fmt: skip
+
+
+def test_console_serve_user_mistakes_are_one_line(tmp_path: Path) -> None:
+    cases = [
+        ((), None, "an admin token (afadm1_…) is needed"),
+        (("--admin-token-file", str(tmp_path / "missing")), None, "--admin-token-file"),
+        (("--listen", "nowhere"), "afadm1_x", "--listen"),
+        (
+            ("--tls-cert", str(tmp_path / "c.pem")),
+            "afadm1_x",
+            "--tls-cert and --tls-key go together",
+        ),
+    ]
+    for args, token, message in cases:
+        done = _serve(tmp_path, *args, token=token)
+        assert done.returncode == 2, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert message in done.stderr

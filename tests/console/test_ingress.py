@@ -115,12 +115,20 @@ def test_bad_requests_are_refused_without_disturbing_a_running_download(
     target = fleet.work / "download.bin"
 
     def download_to_file() -> None:
-        done = curl(fleet, "http://web.example/blob.bin", "--limit-rate", "6M", "-o", str(target))
+        done = curl(
+            fleet,
+            "http://web.example/blob.bin",
+            "--limit-rate",
+            "3M",
+            "-m",
+            "40",
+            "-o",
+            str(target),
+        )
         result["code"] = str(done.returncode)
 
     worker = threading.Thread(target=download_to_file)
     worker.start()
-    started = time.monotonic()
     try:
         big = b"GET / HTTP/1.1\r\nHost: admin.example\r\nX-Pad: " + b"a" * 9000 + b"\r\n\r\n"
         assert _raw(fleet, big).startswith(b"HTTP/1.1 431 ")
@@ -138,7 +146,6 @@ def test_bad_requests_are_refused_without_disturbing_a_running_download(
         worker.join(60)
     assert result.get("code") == "0"
     assert hashlib.sha256(target.read_bytes()).hexdigest() == expected
-    assert time.monotonic() - started > 1
 
 
 def test_console_refuses_anonymous_reads(fleet: ConsoleFleet) -> None:
