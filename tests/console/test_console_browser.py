@@ -174,6 +174,18 @@ def test_create_token(fleet: ConsoleFleet, page: Any) -> None:
     shot(page, "tokens")
 
 
+def test_revoke_a_role(fleet: ConsoleFleet, page: Any) -> None:
+    laptop = fleet.ids["laptop"]
+    page.goto(base(fleet) + "/nodes")
+    row = page.locator("table.nodes tbody tr", has_text=laptop)
+    row.locator('button[title="revoke role mobile-edge"]').click()
+    page.wait_for_url("**/nodes")
+    row = page.locator("table.nodes tbody tr", has_text=laptop)
+    assert row.locator("td").nth(1).inner_text().strip() == ""  # no role left
+    nodes = {n["node_id"]: n for n in fleet.admin("GET", "/v1/admin/nodes")["nodes"]}
+    assert nodes[laptop]["roles"] == []
+
+
 def test_kill_the_serving_replica_and_reload(fleet: ConsoleFleet, page: Any) -> None:
     page.goto(base(fleet) + "/services")
     shot(page, "services")
