@@ -1,12 +1,14 @@
-"""The fleet's event timeline, derived by comparing the control plane's state over time.
+"""The fleet's event timeline: what the API handlers did, and what changed over time.
 
+Enrollments, role revocations and tokens are recorded by the API handlers that make them
+(:meth:`FleetEvents.add`), so none is missed between two observations.
 :meth:`FleetEvents.observe` (called from the control plane's tick) compares what it sees
-now with what it saw last time: a node that appeared (enrolled), lost a role (revoked) or
-changed health; a service replica that left or joined, a leader that changed (service
-failover).  :meth:`route_reports` reads the route reports of a heartbeat: a route whose
-streams left it (``last_switch``) and recovered (``recovery_ms``) is a route failover.
-The log is a bounded ring (:data:`MAX_EVENTS`); a control replica only sees what it was
-told (soft state, like heartbeats).
+now with what it saw last time: a node whose health changed; a service replica that left
+or joined, a leader that changed (service failover).  :meth:`FleetEvents.route_reports`
+reads the route reports of a heartbeat: a route whose streams left it (``last_switch``)
+and recovered (``recovery_ms``) is a route failover.  The log is a bounded ring
+(:data:`MAX_EVENTS`); a control replica only sees what it was told (soft state, like
+heartbeats).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class FleetEvents:
     def __init__(self) -> None:
         self.events: deque[FleetEvent] = deque(maxlen=MAX_EVENTS)
         self._observed_at = -1e18
-        self._nodes: dict[str, tuple[frozenset[str], str]] | None = None
+        self._nodes: dict[str, str] | None = None
         self._services: dict[str, tuple[frozenset[str], str | None]] = {}
         self._switches: dict[tuple[str, int], tuple[str, float | None]] = {}
 
@@ -57,25 +59,17 @@ class FleetEvents:
         if now - self._observed_at < OBSERVE_INTERVAL:
             return
         self._observed_at = now
-        nodes: dict[str, tuple[frozenset[str], str]] = {}
+        nodes: dict[str, str] = {}
         for node in plane.registry.all():
             record = node.record
-            roles = frozenset(role.value for role in record.roles)
             report = plane.heartbeats.health(record.node_id, now, record.revision)
-            nodes[record.node_id] = (roles, report.health.value)
-            if self._nodes is None:
-                continue
-            before = self._nodes.get(record.node_id)
-            if before is None:
-                self.add(now, "node_enrolled", record.node_id, f"roles {', '.join(sorted(roles))}")
-                continue
-            for role in sorted(before[0] - roles):
-                self.add(now, "role_revoked", record.node_id, f"role {role} revoked")
-            if before[1] != report.health.value:
+            nodes[record.node_id] = report.health.value
+            before = None if self._nodes is None else self._nodes.get(record.node_id)
+            if before is not None and before != report.health.value:
                 why = "; ".join(report.reasons)
                 self.add(
                     now, "health_changed", record.node_id,
-                    f"{before[1]} -> {report.health.value}" + (f" ({why})" if why else ""),
+                    f"{before} -> {report.health.value}" + (f" ({why})" if why else ""),
                 )  # fmt: skip
         self._nodes = nodes
         for name in plane.services.names():

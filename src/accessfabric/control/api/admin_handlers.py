@@ -107,6 +107,7 @@ async def revoke_role(request: web.Request) -> web.Response:
     except RegistryError as exc:
         status = 404 if exc.code == "unknown_node" else 409
         raise ApiError(status, exc.code, str(exc)) from None
+    plane.events.add(plane.clock(), "role_revoked", node_id, f"role {role.value} revoked")
     return web.json_response(node_listing(plane, node, plane.clock()))
 
 
