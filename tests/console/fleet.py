@@ -192,6 +192,7 @@ def _config(fleet: ConsoleFleet, name: str, token: str) -> Path:
             "[[ingress]]", f'listen = "127.0.0.1:{ports["ingress-http"]}"', 'protocol = "http"',
             'hosts = { "admin.example" = "admin-console", "web.example" = "web", '
             '"ghost.example" = "ghost" }',
+            'classes = { "web.example" = "bulk" }',
             "max_header_bytes = 8192", "header_timeout = 3",
             "[[ingress]]", f'listen = "127.0.0.1:{ports["ingress-https"]}"',
             'protocol = "https"',

@@ -125,11 +125,11 @@ def test_throughput_chart_moves_during_bulk_transfer(fleet: ConsoleFleet, page: 
                 check=False, timeout=20,
             )  # fmt: skip
 
-    # The ingress listener's class (interactive) carries web.example's bytes.
-    line = entry_chart.locator('polyline[data-class="interactive"]')
+    # web.example's streams are bulk (the ingress's classes table).
+    line = entry_chart.locator('polyline[data-class="bulk"]')
 
     def moving_bps() -> float:
-        item = entry_chart.locator('.legend .item[data-class="interactive"]')
+        item = entry_chart.locator('.legend .item[data-class="bulk"]')
         return float(item.get_attribute("data-bps") or 0) if item.count() else 0.0
 
     points_before = line.get_attribute("points") if line.count() else ""

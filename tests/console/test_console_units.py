@@ -11,6 +11,7 @@ import pytest
 
 from accessfabric.console.sessions import LOGIN_ATTEMPTS, LoginLimiter, SessionSigner
 from accessfabric.node.config import ConfigError, load_node_config
+from accessfabric.wire.registry import TrafficClass
 
 
 def test_a_session_is_valid_at_every_replica_with_the_same_credential() -> None:
@@ -55,10 +56,12 @@ def test_ingress_config(tmp_path: Path) -> None:
 [[ingress]]
 listen = "127.0.0.1:0"
 protocol = "https"
-hosts = { "Admin.Example" = "admin-console" }
+hosts = { "Admin.Example" = "admin-console", "web.example" = "web" }
+classes = { "web.example" = "bulk" }
 """))  # fmt: skip
     (entry,) = config.ingress
-    assert entry.hosts == {"admin.example": "admin-console"}
+    assert entry.hosts == {"admin.example": "admin-console", "web.example": "web"}
+    assert entry.classes == {"web.example": TrafficClass.BULK}
     assert entry.protocol == "https"
 
 
@@ -79,6 +82,16 @@ hosts = { "Admin.Example" = "admin-console" }
         (
             'listen = "127.0.0.1:0"\nprotocol = "http"\nhosts = { a = "b" }\nport = 1',
             "ingress[0].port",
+        ),
+        (
+            'listen = "127.0.0.1:0"\nprotocol = "http"\nhosts = { a = "b" }\n'
+            'classes = { c = "bulk" }',
+            "ingress[0].classes.c",
+        ),
+        (
+            'listen = "127.0.0.1:0"\nprotocol = "http"\nhosts = { a = "b" }\n'
+            'classes = { a = "warp" }',
+            "ingress[0].classes.a",
         ),
     ],
 )

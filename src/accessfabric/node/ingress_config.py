@@ -7,6 +7,7 @@ listen = "0.0.0.0:80"
 protocol = "http"            # or "https": TLS passes through to the service host
 traffic_class = "interactive"
 hosts = { "admin.example" = "admin-console", "web.example" = "web" }
+classes = { "web.example" = "bulk" }   # optional: a host's own class
 ```
 
 Parsed by :func:`parse_ingress` (``node/config.py`` calls it); the listener is
@@ -16,7 +17,7 @@ Parsed by :func:`parse_ingress` (``node/config.py`` calls it); the listener is
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from accessfabric.node.address import HostPort, parse_host_port
@@ -27,6 +28,7 @@ INGRESS_KEYS = (
     "listen",
     "protocol",
     "hosts",
+    "classes",
     "traffic_class",
     "header_timeout",
     "max_header_bytes",
@@ -58,6 +60,8 @@ class IngressConfig:
     hosts: dict[str, str]
     """Host name (lower case, no port) -> fabric service."""
     traffic_class: TrafficClass = TrafficClass.INTERACTIVE
+    classes: dict[str, TrafficClass] = field(default_factory=dict)
+    """Host name -> the class of its streams, where it is not ``traffic_class``."""
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     """Seconds a client has to send its request head (HTTP) or ClientHello (HTTPS)."""
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
@@ -105,6 +109,18 @@ def _one(index: int, table: Any) -> IngressConfig:
             traffic_class = TrafficClass.from_name(str(table["traffic_class"]))
         except ValueError as exc:
             raise IngressConfigError(index, "traffic_class", str(exc)) from None
+    classes: dict[str, TrafficClass] = {}
+    classes_table = table.get("classes", {})
+    if not isinstance(classes_table, dict):
+        raise IngressConfigError(index, "classes", "a table of host name = traffic class")
+    for name, value in classes_table.items():
+        lowered = str(name).lower().rstrip(".")
+        if lowered not in hosts:
+            raise IngressConfigError(index, f"classes.{name}", "not a name in hosts")
+        try:
+            classes[lowered] = TrafficClass.from_name(str(value))
+        except ValueError as exc:
+            raise IngressConfigError(index, f"classes.{name}", str(exc)) from None
     timeout = table.get("header_timeout", DEFAULT_HEADER_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 300:
         raise IngressConfigError(index, "header_timeout", "seconds within (0, 300]")
@@ -123,6 +139,7 @@ def _one(index: int, table: Any) -> IngressConfig:
         protocol=protocol,
         hosts=hosts,
         traffic_class=traffic_class,
+        classes=classes,
         header_timeout=float(timeout),
         max_header_bytes=size,
         max_connections=connections,

@@ -157,7 +157,8 @@ class HostIngress:
             self._refuse(writer, 421, ALERT_UNRECOGNIZED_NAME, f"no service for host {name!r}")
             return
         try:
-            stream = await self.opener.open_stream(service, self.config.traffic_class)
+            traffic_class = self.config.classes.get(name, self.config.traffic_class)
+            stream = await self.opener.open_stream(service, traffic_class)
         except (ConnectionError, ProtocolError, OSError, TimeoutError, LookupError) as error:
             self.counters.no_stream += 1
             why = str(error) or type(error).__name__
