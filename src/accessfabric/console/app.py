@@ -9,6 +9,7 @@ Security Policy (no inline script, nothing from another origin) and ``no-store``
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from aiohttp import web
 from accessfabric.console import pages
 from accessfabric.console.control_api import ControlApi, ControlApiError
 from accessfabric.console.sessions import COOKIE, ConsoleSession, LoginLimiter, SessionSigner
+from accessfabric.identity.node_id import parse_node_id
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,8 @@ class Console:
             raise web.HTTPSeeOther("/login")
         if request.method == "POST":
             form = await request.post()
-            if form.get("csrf") != session.csrf:
+            sent = form.get("csrf")
+            if not isinstance(sent, str) or not hmac.compare_digest(sent, session.csrf):
                 raise web.HTTPForbidden(text="missing or wrong CSRF token\n")
         request[SESSION_KEY] = session
         return await handler(request)
@@ -207,7 +210,10 @@ class Console:
 
     async def revoke_role(self, request: web.Request) -> web.Response:
         form = await request.post()
-        node_id = request.match_info["node_id"]
+        try:
+            node_id = parse_node_id(request.match_info["node_id"])
+        except ValueError:
+            raise web.HTTPBadRequest(text="not a node id\n") from None
         try:
             await self.api.post(
                 f"/v1/admin/nodes/{node_id}/revoke-role", {"role": str(form.get("role", ""))}
