@@ -22,6 +22,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -150,7 +151,15 @@ func dial(args []string) error {
 func accept(args []string) error {
 	flags := flag.NewFlagSet("accept", flag.ExitOnError)
 	listen := flags.String("listen", "127.0.0.1:0", "address to listen on (loopback)")
+	breaks := flags.String("break", "", "deliberate bugs, comma separated: stream-credit (no "+
+		"stream credit check), service-code (REFUSED_STREAM for an unknown service)")
 	flags.Parse(args)
+	bugs := map[string]bool{}
+	for _, name := range strings.Split(*breaks, ",") {
+		if name != "" {
+			bugs[name] = true
+		}
+	}
 	key := newKey()
 	cert, err := Certificate(key)
 	if err != nil {
@@ -170,11 +179,11 @@ func accept(args []string) error {
 		if err != nil {
 			return err
 		}
-		go serve(raw.(*tls.Conn), key)
+		go serve(raw.(*tls.Conn), key, bugs)
 	}
 }
 
-func serve(conn *tls.Conn, key ed25519.PrivateKey) {
+func serve(conn *tls.Conn, key ed25519.PrivateKey, bugs map[string]bool) {
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := conn.Handshake(); err != nil {
 		conn.Close()
@@ -188,6 +197,7 @@ func serve(conn *tls.Conn, key ed25519.PrivateKey) {
 	}
 	s := NewSession(conn, false, key, cb)
 	s.onOpen = echo
+	s.bugs = bugs
 	s.logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 	s.Run()
 	fmt.Fprintf(os.Stderr, "session with %s ended: %v\n", s.PeerID, s.Err)

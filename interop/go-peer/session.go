@@ -33,6 +33,7 @@ type Session struct {
 	peerCertKey  []byte // the dialer checks it against the AUTH key
 	ours         SessionReady
 	onOpen       func(*Stream)
+	bugs         map[string]bool // deliberate violations (-break), to test the runner
 	logf         func(string, ...any)
 
 	wmu sync.Mutex
@@ -381,6 +382,9 @@ func (s *Session) onOpenStream(f *Frame) *WireError {
 		refuse = RefusedStream // this peer serves direct, unsealed, fresh streams only
 	case s.onOpen == nil || f.Service != "echo":
 		refuse = ServiceUnavailable
+		if s.bugs["service-code"] {
+			refuse = RefusedStream
+		}
 	}
 	if refuse != 0 {
 		s.send(encReset(f.StreamID, refuse))
@@ -426,7 +430,7 @@ func (s *Session) onData(f *Frame, touched map[*Stream]bool) *WireError {
 		s.sessConsumed += size
 		s.resetLocked(st, StreamClosed)
 		return nil
-	case end > st.recvLimit:
+	case end > st.recvLimit && !s.bugs["stream-credit"]:
 		s.sessConsumed += size
 		s.resetLocked(st, FlowControlError)
 		return nil

@@ -53,10 +53,10 @@ class GoAcceptor:
 
 
 @contextmanager
-def go_acceptor(binary: Path) -> Iterator[GoAcceptor]:
+def go_acceptor(binary: Path, *extra: str) -> Iterator[GoAcceptor]:
     """``go-peer accept`` on a loopback port; stopped (by its pid) when the block ends."""
     process = subprocess.Popen(
-        [str(binary), "accept", "-listen", "127.0.0.1:0"],
+        [str(binary), "accept", "-listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
