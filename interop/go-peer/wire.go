@@ -258,7 +258,7 @@ func parseFrame(raw []byte) (Frame, *WireError) {
 		r.MaxConcurrentStreams = binary.BigEndian.Uint32(p[14:])
 		r.RouteEpoch = binary.BigEndian.Uint64(p[18:])
 		r.PeerEpoch = binary.BigEndian.Uint64(p[26:])
-		if r.Version == 0 || r.MaxFrameSize < minMaxFrameSize || r.MaxFrameSize > maxFrameSizeCap {
+		if r.MaxFrameSize < minMaxFrameSize || r.MaxFrameSize > maxFrameSizeCap {
 			return f, werr(FrameFormatError, "bad SESSION_READY")
 		}
 	}

@@ -108,6 +108,18 @@ async def session_ready_version(target: Target) -> str:
         return await peer.expect_goaway(ErrorCode.UNSUPPORTED_VERSION)
 
 
+@check("handshake", "handshake.session-ready-version-0", "SESSION_READY naming version 0 "
+       "(decoded, then refused)", "GOAWAY UNSUPPORTED_VERSION")  # fmt: skip
+async def session_ready_version_0(target: Target) -> str:
+    async with target.connection() as peer:
+        peer.send(peer.hello())
+        hello = await peer.expect_type(fr.Hello)
+        peer.send(peer.auth_for(hello))
+        await peer.expect_type(fr.Auth)
+        peer.send(raw_frame(0x12, 0, 0, bytes(2) + peer.session_ready()[11:]))
+        return await peer.expect_goaway(ErrorCode.UNSUPPORTED_VERSION)
+
+
 @check("handshake", "handshake.hello-twice", "a second HELLO after SESSION_READY",
        "GOAWAY PROTOCOL_ERROR")  # fmt: skip
 async def hello_twice(target: Target) -> str:
