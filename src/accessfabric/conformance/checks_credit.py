@@ -92,7 +92,7 @@ async def stream_overrun(target: Target) -> str:
             if peer.session_sent < peer.session_credit:
                 peer.send_data(stream_id, 1)
                 detail = await peer.expect_reset(stream_id, ErrorCode.FLOW_CONTROL_ERROR)
-                return f"stream limit {limit}: {detail}"
+                return f"stream limit {limit} (try {stream_id // 4 + 1}): {detail}"
             peer.send(fr.ResetStream(stream_id, ErrorCode.CANCEL).to_bytes())
             await _pump(peer, stream_id + 2, pump)
             stream_id, pump = stream_id + 4, pump * 2
