@@ -103,7 +103,23 @@ def test_exporter_from_asyncio_ssl_transport(tmp_path: Path) -> None:
     asyncio.run(exporter_over_asyncio(tmp_path))
 
 
-async def exporter_over_asyncio(tmp_path: Path) -> None:
+def test_exporter_from_uvloop_ssl_transport(tmp_path: Path) -> None:
+    """The node runs on uvloop when installed; its SSL transport works the same."""
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed")
+    uvloop.run(exporter_over_asyncio(tmp_path))
+
+
+def test_exporter_under_concurrent_handshakes(tmp_path: Path) -> None:
+    """64 connections at once: each pair agrees, no two connections share a value."""
+
+    async def many() -> None:
+        results = await asyncio.gather(*(exporter_over_asyncio(tmp_path) for _ in range(64)))
+        assert len(set(results)) == 64
+
+    asyncio.run(many())
+
+
+async def exporter_over_asyncio(tmp_path: Path) -> bytes:
     server = server_context(NodeKey.generate(), tmp_path / "s")
     client = client_context(NodeKey.generate(), tmp_path / "c")
     seen: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -122,6 +138,7 @@ async def exporter_over_asyncio(tmp_path: Path) -> None:
         writer.close()
     finally:
         listener.close()
+    return ours
 
 
 def test_exporter_refuses_tls12_and_non_ssl_objects(tmp_path: Path) -> None:
