@@ -56,11 +56,14 @@ async def two_streams(target: Target) -> str:
 
 
 @check("streams", "stream.unknown-service", "OPEN_STREAM to a service the peer lacks",
-       "RESET_STREAM SERVICE_UNAVAILABLE")  # fmt: skip
+       "RESET_STREAM SERVICE_UNAVAILABLE, or ACCESS_DENIED when the peer's access policy "
+       "does not admit this prober to it (checked first, for every service name)")  # fmt: skip
 async def unknown_service(target: Target) -> str:
     async with target.session() as peer:
         peer.open(1, "no-such-service-here")
-        return await peer.expect_reset(1, ErrorCode.SERVICE_UNAVAILABLE)
+        return await peer.expect_reset(
+            1, ErrorCode.SERVICE_UNAVAILABLE, also=(ErrorCode.ACCESS_DENIED,)
+        )
 
 
 @check("streams", "stream.wrong-parity", "the dialer opens an even stream id",

@@ -288,16 +288,20 @@ class ScriptedPeer:
         except TimeoutError:
             raise CheckFailed(f"no GOAWAY {code.name} within {self.timeout:g} s") from None
 
-    async def expect_reset(self, stream_id: int, code: ErrorCode) -> str:
-        """Wait for RESET_STREAM(``code``) on ``stream_id``; the session must live on."""
+    async def expect_reset(
+        self, stream_id: int, code: ErrorCode, also: tuple[ErrorCode, ...] = ()
+    ) -> str:
+        """Wait for RESET_STREAM(``code``, or one of ``also``) on ``stream_id``; the session
+        must live on."""
         try:
             while True:
                 frame = await self.next_frame()
                 if isinstance(frame, fr.ResetStream) and frame.stream_id == stream_id:
-                    if frame.error_code != code:
+                    if frame.error_code != code and frame.error_code not in also:
                         raise CheckFailed(
                             f"expected RESET_STREAM {code.name}, got {_code(frame.error_code)}"
                         )
+                    code = ErrorCode(frame.error_code)
                     break
                 if isinstance(frame, fr.Goaway):
                     raise CheckFailed(
