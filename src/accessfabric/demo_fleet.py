@@ -109,6 +109,9 @@ def _config(name: str, fleet: Fleet, control: Control, token: str) -> Path:
         lines += [
             "[[services]]", f'name = "{CONSOLE}"', f'target = "127.0.0.1:{ports["console"]}"',
             'traffic_class = "interactive"', 'mode = "active-active"',
+            # default deny: only entry's ingress reaches the console (web and term: the
+            # control plane's grant to the laptop's role, start_fleet)
+            f'allow = ["{fleet.ids["entry"]}"]',
             "[[services]]", f'name = "{SERVICE}"', f'target = "127.0.0.1:{ports["http"]}"',
             'traffic_class = "bulk"',
             "[[services]]", f'name = "{TERM}"', f'target = "127.0.0.1:{ports["term"]}"',

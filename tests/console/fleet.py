@@ -10,8 +10,8 @@ two console replicas, every one on loopback, started and stopped by the test.
   ``host-a`` also ``admin-console-tls`` (a console serving HTTPS for ``admin.example``);
 * ``laptop`` (mobile-edge): enrolled, nothing else.
 
-Who may reach ``admin-console``: only ``entry`` (its ingress) opens streams to it; once
-services are default-deny, the hosts' config grants exactly that (see ``_config``).
+Who may reach ``admin-console`` and ``web``: only ``entry`` (its ingress) opens streams to
+them; services are default-deny, and the hosts' config allows exactly that (``_config``).
 """
 
 from __future__ import annotations
@@ -172,20 +172,21 @@ def _config(fleet: ConsoleFleet, name: str, token: str) -> Path:
                 f'endpoints = ["tcp://127.0.0.1:{ports[host]}"]', 'connect = "always"',
             ]  # fmt: skip
     if name in HOSTS:
-        # admin-console: reached only by the entry node's ingress (once services are
-        # default-deny, this replica allows exactly the entry node).
+        # admin-console and web: reached only by the entry node's ingress (services are
+        # default-deny: each replica allows exactly the entry node).
+        entry = f'allow = ["{fleet.ids["entry"]}"]'
         lines += [
             "[[services]]", 'name = "admin-console"',
             f'target = "127.0.0.1:{ports["console-" + name]}"',
-            'traffic_class = "interactive"', 'mode = "active-active"',
+            'traffic_class = "interactive"', 'mode = "active-active"', entry,
             "[[services]]", 'name = "web"', f'target = "127.0.0.1:{ports["http-" + name]}"',
-            'traffic_class = "bulk"', 'mode = "active-active"',
+            'traffic_class = "bulk"', 'mode = "active-active"', entry,
         ]  # fmt: skip
         if name == "host-a":
             lines += [
                 "[[services]]", 'name = "admin-console-tls"',
                 f'target = "127.0.0.1:{ports["console-tls"]}"',
-                'traffic_class = "interactive"', 'mode = "active-active"',
+                'traffic_class = "interactive"', 'mode = "active-active"', entry,
             ]  # fmt: skip
     if name == "entry":
         lines += [
