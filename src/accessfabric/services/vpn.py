@@ -30,10 +30,18 @@ from accessfabric.errors import ProtocolError
 from accessfabric.node.connection import FabricStream
 from accessfabric.node.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
+from accessfabric.services.vnet import (
+    PLAIN_HEADER,
+    VNET_HDR_SIZE,
+    SegmentationError,
+    VnetHeader,
+    segment,
+)
 from accessfabric.services.vpn_wire import (
     PREAMBLE_SIZE,
     VPN_SERVICE,
     BatchDecoder,
+    ClassRules,
     FlowClassifier,
     destination,
     parse_preamble,
@@ -49,6 +57,9 @@ READ_BURST = 512
 OUTBOX_LIMIT = {TrafficClass.INTERACTIVE: 256 * 1024, TrafficClass.DNS: 64 * 1024}
 DEFAULT_OUTBOX_LIMIT = 2 * 1024 * 1024
 READ_CHUNK = 256 * 1024
+TUN_READ = 65535 + VNET_HDR_SIZE
+HEAD = 64
+"""Bytes of a packet the classifier looks at (IP and transport headers)."""
 
 
 @dataclass(slots=True)
@@ -59,16 +70,54 @@ class VpnCounters:
     bytes_in: int = 0
     dropped: int = 0
     tun_write_errors: int = 0
+    gso_out: int = 0
+    """Super-packets (more than one segment) read from the device and sent as one record."""
+    segmented: int = 0
+    """Super-packets cut into segments in software (a device or peer without offloads)."""
+    bad_records: int = 0
     by_class: dict[str, int] = field(default_factory=dict)
 
 
-class Outbox:
-    """Records for one stream: batched per loop iteration, bounded, one writer task."""
+def software_segments(item: bytes, counters: VpnCounters) -> list[bytes]:
+    """Complete IP packets for a header + packet ``item`` (empty when it is malformed)."""
+    header = VnetHeader.unpack(item)
+    packet = item[VNET_HDR_SIZE:]
+    if header.is_plain:
+        return [packet]
+    try:
+        parts = segment(header, packet)
+    except SegmentationError as error:
+        counters.bad_records += 1
+        log_event(log, "vpn: bad virtio-net header", logging.DEBUG, error=str(error))
+        return []
+    if len(parts) > 1:
+        counters.segmented += 1
+    return parts
 
-    def __init__(self, stream: FabricStream, limit: int, counters: VpnCounters) -> None:
+
+class Outbox:
+    """Records for one stream: batched per loop iteration, bounded, one writer task.
+
+    ``put`` takes packets as the local device reads them (``local_vnet``: with a
+    virtio-net header); the stream carries v2 records (``wire_vnet``) or v1 ones, and
+    the outbox converts: a header of zeros for a plain packet on a v2 stream, software
+    segmentation for a super-packet on a v1 stream.
+    """
+
+    def __init__(
+        self,
+        stream: FabricStream,
+        limit: int,
+        counters: VpnCounters,
+        *,
+        local_vnet: bool = False,
+        wire_vnet: bool = False,
+    ) -> None:
         self.stream = stream
         self.limit = limit
         self.counters = counters
+        self.local_vnet = local_vnet
+        self.wire_vnet = wire_vnet
         self._parts: list[bytes] = []
         self._size = 0
         self._wake = asyncio.Event()
@@ -76,13 +125,27 @@ class Outbox:
         self._task = asyncio.create_task(self._run())
 
     def put(self, packet: bytes) -> None:
-        size = len(packet)
-        if self.closed or self._size + size > self.limit:
+        if self.closed or self._size + len(packet) > self.limit:
             self.counters.dropped += 1
             return
-        self._parts.append(size.to_bytes(2, "big"))
-        self._parts.append(packet)
-        self._size += size + 2
+        parts = self._parts
+        if self.local_vnet:
+            if self.wire_vnet:
+                parts.append((len(packet) - VNET_HDR_SIZE).to_bytes(2, "big"))
+                parts.append(packet)
+                self._size += len(packet) + 2
+            else:
+                for piece in software_segments(packet, self.counters):
+                    parts.append(len(piece).to_bytes(2, "big"))
+                    parts.append(piece)
+                    self._size += len(piece) + 2
+        else:
+            parts.append(len(packet).to_bytes(2, "big"))
+            if self.wire_vnet:
+                parts.append(PLAIN_HEADER)
+                self._size += VNET_HDR_SIZE
+            parts.append(packet)
+            self._size += len(packet) + 2
         self._wake.set()
 
     async def _run(self) -> None:
@@ -109,32 +172,47 @@ class Outbox:
 
 
 class TunPort:
-    """Non-blocking reads of a TUN fd (``on_packets`` gets each burst) and writes to it."""
+    """Non-blocking reads of a TUN device's queues (``on_packets`` gets each burst), writes.
+
+    ``vnet``: the device was opened with ``IFF_VNET_HDR``; what it reads and writes is a
+    virtio-net header followed by the packet.  :meth:`write_records` takes records as a
+    stream carried them (``wire_vnet``: v2) and converts for the device.
+    """
 
     def __init__(
-        self, fd: int, on_packets: Callable[[list[bytes]], None], counters: VpnCounters
+        self,
+        fd: int | tuple[int, ...],
+        on_packets: Callable[[list[bytes]], None],
+        counters: VpnCounters,
+        *,
+        vnet: bool = False,
     ) -> None:
-        self.fd = fd
+        self.fds = (fd,) if isinstance(fd, int) else tuple(fd)
+        self.fd = self.fds[0]
+        self.vnet = vnet
         self.on_packets = on_packets
         self.counters = counters
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(fd, self._readable)
+        for queue in self.fds:
+            self._loop.add_reader(queue, self._readable, queue)
 
-    def _readable(self) -> None:
+    def _readable(self, fd: int) -> None:
         packets: list[bytes] = []
         read = os.read
-        fd = self.fd
         try:
             for _ in range(READ_BURST):
-                packets.append(read(fd, 65535))
+                packets.append(read(fd, TUN_READ))
         except BlockingIOError:
             pass
         except OSError as error:
             log_event(log, "tun read failed", logging.WARNING, error=str(error))
         if packets:
+            if self.vnet:
+                self.counters.gso_out += sum(1 for p in packets if p[1])
             self.on_packets(packets)
 
     def write(self, packets: list[bytes]) -> None:
+        """Packets in the device's own format."""
         write = os.write
         fd = self.fd
         counters = self.counters
@@ -145,16 +223,37 @@ class TunPort:
                 counters.tun_write_errors += 1
         counters.packets_in += len(packets)
 
+    def write_records(self, items: list[bytes], wire_vnet: bool) -> None:
+        if wire_vnet == self.vnet:
+            self.write(items)
+        elif self.vnet:  # a v1 record into a device with headers
+            self.write([PLAIN_HEADER + item for item in items])
+        else:  # a v2 record into a plain device: segment in software
+            counters = self.counters
+            packets: list[bytes] = []
+            for item in items:
+                packets.extend(software_segments(item, counters))
+            self.write(packets)
+
+    def head(self, packet: bytes) -> bytes:
+        """The start of the IP packet (what the classifier reads)."""
+        if self.vnet:
+            return packet[VNET_HDR_SIZE : VNET_HDR_SIZE + HEAD]
+        return packet
+
     def close(self) -> None:
-        self._loop.remove_reader(self.fd)
+        for queue in self.fds:
+            self._loop.remove_reader(queue)
 
 
-async def pump_to_tun(stream: FabricStream, port: TunPort, first: bytes = b"") -> None:
+async def pump_to_tun(
+    stream: FabricStream, port: TunPort, first: bytes = b"", *, wire_vnet: bool = False
+) -> None:
     """Decode records from ``stream`` and write the packets into the device until EOF."""
-    decoder = BatchDecoder()
+    decoder = BatchDecoder(wire_vnet)
     counters = port.counters
     if first:
-        port.write(decoder.feed(first))
+        port.write_records(decoder.feed(first), wire_vnet)
     while True:
         data = await stream.read(READ_CHUNK)
         if not data:
@@ -162,7 +261,18 @@ async def pump_to_tun(stream: FabricStream, port: TunPort, first: bytes = b"") -
         counters.bytes_in += len(data)
         packets = decoder.feed(data)
         if packets:
-            port.write(packets)
+            port.write_records(packets, wire_vnet)
+
+
+def _offload_status(port: TunPort, counters: VpnCounters) -> dict[str, object]:
+    return {
+        "vnet_hdr": port.vnet,
+        "queues": len(port.fds),
+        "gso_out": counters.gso_out,
+        "segmented": counters.segmented,
+        "bad_records": counters.bad_records,
+        "bytes_by_class": dict(counters.by_class),
+    }
 
 
 def _limit(traffic_class: TrafficClass) -> int:
@@ -175,18 +285,20 @@ class VpnClient:
     def __init__(
         self,
         opener: StreamOpener,
-        fd: int,
+        fd: int | tuple[int, ...],
         *,
         shards: int = 2,
-        heavy_bytes: int = 1 << 20,
+        heavy_bytes: int | None = None,
+        rules: ClassRules | None = None,
+        vnet: bool = False,
         service: str = VPN_SERVICE,
     ) -> None:
         self.opener = opener
         self.service = service
         self.client_id = os.urandom(8)
-        self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes)
+        self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes, rules=rules)
         self.counters = VpnCounters()
-        self.port = TunPort(fd, self._on_packets, self.counters)
+        self.port = TunPort(fd, self._on_packets, self.counters, vnet=vnet)
         self._outboxes: dict[tuple[TrafficClass, int], Outbox] = {}
         self._opening: dict[tuple[TrafficClass, int], list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -196,12 +308,15 @@ class VpnClient:
         classify = self.classifier.classify
         counters = self.counters
         by_class = counters.by_class
+        extra = VNET_HDR_SIZE if self.port.vnet else 0
+        head = self.port.head
         for packet in packets:
-            key = classify(packet, now)
+            size = len(packet) - extra
+            key = classify(head(packet), now, size)
             counters.packets_out += 1
-            counters.bytes_out += len(packet)
+            counters.bytes_out += size
             name = key[0].name.lower()
-            by_class[name] = by_class.get(name, 0) + len(packet)
+            by_class[name] = by_class.get(name, 0) + size
             outbox = self._outboxes.get(key)
             if outbox is not None and not outbox.closed:
                 outbox.put(packet)
@@ -225,19 +340,22 @@ class VpnClient:
         traffic_class, shard = key
         try:
             stream = await self.opener.open_stream(self.service, traffic_class)
-            stream.write(preamble(self.client_id, shard))
+            stream.write(preamble(self.client_id, shard, self.port.vnet))
         except (ConnectionError, ProtocolError, OSError, LookupError) as error:
             dropped = self._opening.pop(key, [])
             self.counters.dropped += len(dropped)
             log_event(log, "vpn: no stream", logging.WARNING, error=str(error) or "?")
             return
-        outbox = Outbox(stream, _limit(traffic_class), self.counters)
+        vnet = self.port.vnet
+        outbox = Outbox(
+            stream, _limit(traffic_class), self.counters, local_vnet=vnet, wire_vnet=vnet
+        )
         self._outboxes[key] = outbox
         for packet in self._opening.pop(key, []):
             outbox.put(packet)
         log_event(log, "vpn stream open", traffic_class=traffic_class.name.lower(), shard=shard)
         try:
-            await pump_to_tun(stream, self.port)
+            await pump_to_tun(stream, self.port, wire_vnet=vnet)
         except (ConnectionError, ProtocolError) as error:
             log_event(log, "vpn stream lost", logging.INFO, error=str(error))
         finally:
@@ -253,6 +371,7 @@ class VpnClient:
             "packets_in": self.counters.packets_in,
             "dropped": self.counters.dropped,
             "bulk_flows": self.classifier.promoted,
+            **_offload_status(self.port, self.counters),
         }
 
     async def close(self) -> None:
@@ -286,21 +405,33 @@ class _ExitClient:
 class VpnExit:
     """The exit side: the ``vpn`` service handler plus the TUN device it writes into."""
 
-    def __init__(self, fd: int, *, shards: int = 2, heavy_bytes: int = 1 << 20) -> None:
-        self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes)
+    def __init__(
+        self,
+        fd: int | tuple[int, ...],
+        *,
+        shards: int = 2,
+        heavy_bytes: int | None = None,
+        rules: ClassRules | None = None,
+        vnet: bool = False,
+    ) -> None:
+        self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes, rules=rules)
         self.counters = VpnCounters()
-        self.port = TunPort(fd, self._on_packets, self.counters)
+        self.port = TunPort(fd, self._on_packets, self.counters, vnet=vnet)
         self._clients: dict[bytes, _ExitClient] = {}
         self._addresses: dict[bytes, bytes] = {}  # tunnel source address -> client id
 
     async def handle(self, stream: FabricStream) -> None:
         """The dispatcher handler for ``vpn`` streams."""
         head = await stream.readexactly(PREAMBLE_SIZE)
-        client_id, shard = parse_preamble(head)
+        client_id, shard, wire_vnet = parse_preamble(head)
         client = self._clients.setdefault(client_id, _ExitClient())
-        outbox = Outbox(stream, _limit(stream.traffic_class), self.counters)
+        outbox = Outbox(
+            stream, _limit(stream.traffic_class), self.counters,
+            local_vnet=self.port.vnet, wire_vnet=wire_vnet,
+        )  # fmt: skip
         client.outboxes[(stream.traffic_class, shard)] = outbox
-        decoder = BatchDecoder()
+        decoder = BatchDecoder(wire_vnet)
+        skip = VNET_HDR_SIZE if wire_vnet else 0
         addresses = self._addresses
         try:
             while True:
@@ -310,8 +441,8 @@ class VpnExit:
                 self.counters.bytes_in += len(data)
                 packets = decoder.feed(data)
                 if packets:
-                    addresses[source(packets[-1])] = client_id
-                    self.port.write(packets)
+                    addresses[source(packets[-1][skip : skip + HEAD])] = client_id
+                    self.port.write_records(packets, wire_vnet)
         finally:
             outbox.close()
             if client.outboxes.get((stream.traffic_class, shard)) is outbox:
@@ -324,15 +455,27 @@ class VpnExit:
     def _on_packets(self, packets: list[bytes]) -> None:
         now = time.monotonic()
         counters = self.counters
+        by_class = counters.by_class
+        extra = VNET_HDR_SIZE if self.port.vnet else 0
+        head = self.port.head
+        classify = self.classifier.classify
         for packet in packets:
-            client_id = self._addresses.get(destination(packet))
+            start = head(packet)
+            client_id = self._addresses.get(destination(start))
             client = self._clients.get(client_id) if client_id is not None else None
-            outbox = client.pick(self.classifier.classify(packet, now)) if client else None
+            if client is None:
+                counters.dropped += 1
+                continue
+            size = len(packet) - extra
+            key = classify(start, now, size)
+            outbox = client.pick(key)
             if outbox is None:
                 counters.dropped += 1
                 continue
             counters.packets_out += 1
-            counters.bytes_out += len(packet)
+            counters.bytes_out += size
+            name = key[0].name.lower()
+            by_class[name] = by_class.get(name, 0) + size
             outbox.put(packet)
 
     def status(self) -> dict[str, object]:
@@ -343,6 +486,7 @@ class VpnExit:
             "packets_out": self.counters.packets_out,
             "packets_in": self.counters.packets_in,
             "dropped": self.counters.dropped,
+            **_offload_status(self.port, self.counters),
         }
 
     async def close(self) -> None:
