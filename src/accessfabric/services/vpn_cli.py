@@ -17,7 +17,7 @@ from accessfabric.node.log_format import configure_logging, log_event
 from accessfabric.services.host import ServicesComponent, node_opener
 from accessfabric.services.tun import Tun, configure, open_tun
 from accessfabric.services.vpn import VpnClient, VpnExit
-from accessfabric.services.vpn_wire import VPN_SERVICE, ClassRules
+from accessfabric.services.vpn_wire import VPN_SERVICE, ClassRules, class_rules
 
 if TYPE_CHECKING:
     from accessfabric.node.runtime import NodeRuntime
@@ -137,7 +137,7 @@ def vpn_up(args: argparse.Namespace) -> int:
     component = VpnComponent(
         exit_node=args.exit, name=args.dev, address=args.address, routes=tuple(args.route),
         shards=args.shards, heavy_bytes=args.heavy_bytes, forwarding=args.forwarding,
-        offload=args.offload, queues=args.queues,
+        offload=args.offload, queues=args.queues, rules=class_rules(config.vpn),
     )  # fmt: skip
     try:
         # One process per node runs everything its config says: the VPN (first: a TUN

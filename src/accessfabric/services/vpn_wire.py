@@ -32,6 +32,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from accessfabric.node.vpn_config import VpnClassConfig
 from accessfabric.wire.registry import TrafficClass
 
 MAGIC = b"AFV1"
@@ -176,6 +177,18 @@ class ClassRules:
     heavy_bytes: int = 1 << 20
     """A flow moving more than this within one window becomes bulk."""
     window: float = 1.0
+
+
+def class_rules(config: VpnClassConfig) -> ClassRules:
+    """The ``[vpn]`` config table as classifier rules."""
+    return ClassRules(
+        dns_ports=config.dns_ports,
+        interactive_ports=config.interactive_ports,
+        small_packet=config.small_packet,
+        small_flow_bytes=config.small_flow_bytes,
+        heavy_bytes=config.heavy_bytes,
+        window=config.window,
+    )
 
 
 def base_class(proto: int, sport: int, dport: int, rules: ClassRules | None = None) -> TrafficClass:
