@@ -21,6 +21,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
+import select
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -171,6 +174,104 @@ class Outbox:
         self._task.cancel()
 
 
+class _ThreadedIo:
+    """TUN reads and writes on threads: the syscalls (where the kernel forwards, segments
+    and runs the receiving TCP stack) release the GIL and run on the other core while
+    the event loop does the Python work.
+
+    One reader per queue fd waits with ``poll`` and hands each burst to the loop
+    (``call_soon_threadsafe``) with at most ``BURSTS_IN_FLIGHT`` bursts not yet
+    processed; one writer drains a queue of packet lists in order, bounded by
+    ``WRITE_BACKLOG`` packets (beyond that it drops, counted as ``dropped``).
+    """
+
+    BURSTS_IN_FLIGHT = 4
+    WRITE_BACKLOG = 8192
+
+    def __init__(self, port: TunPort) -> None:
+        self.port = port
+        self._loop = asyncio.get_running_loop()
+        self._stopped = False
+        self._wake_r, self._wake_w = os.pipe()
+        self._slots = threading.Semaphore(self.BURSTS_IN_FLIGHT)
+        self._writes: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
+        self._queued = 0  # packets put (loop thread only)
+        self._written = 0  # packets taken (writer thread only)
+        self._threads = [
+            threading.Thread(target=self._read_loop, args=(fd,), daemon=True, name=f"tun-read-{fd}")
+            for fd in port.fds
+        ]
+        self._threads.append(
+            threading.Thread(target=self._write_loop, daemon=True, name="tun-write")
+        )
+        for thread in self._threads:
+            thread.start()
+
+    def _read_loop(self, fd: int) -> None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        read = os.read
+        while not self._stopped:
+            if not self._slots.acquire(timeout=0.2):
+                continue
+            poller.poll()
+            if self._stopped:
+                return
+            packets: list[bytes] = []
+            try:
+                for _ in range(READ_BURST):
+                    packets.append(read(fd, TUN_READ))
+            except BlockingIOError:
+                pass
+            except OSError as error:
+                if self._stopped:
+                    return
+                log_event(log, "tun read failed", logging.WARNING, error=str(error))
+            if not packets:
+                self._slots.release()
+                continue
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, packets)
+            except RuntimeError:  # the loop is closed
+                return
+
+    def _deliver(self, packets: list[bytes]) -> None:
+        try:
+            self.port.deliver(packets)
+        finally:
+            self._slots.release()
+
+    def write(self, packets: list[bytes]) -> None:
+        if self._queued - self._written > self.WRITE_BACKLOG:
+            self.port.counters.dropped += len(packets)
+            return
+        self._queued += len(packets)
+        self._writes.put(packets)
+
+    def _write_loop(self) -> None:
+        write = os.write
+        counters = self.port.counters
+        fd = self.port.fd
+        while (packets := self._writes.get()) is not None:
+            for packet in packets:
+                try:
+                    write(fd, packet)
+                except OSError:
+                    counters.tun_write_errors += 1
+            counters.packets_in += len(packets)
+            self._written += len(packets)
+
+    def close(self) -> None:
+        self._stopped = True
+        os.write(self._wake_w, b"x")
+        self._writes.put(None)
+        for thread in self._threads:
+            thread.join(timeout=2)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
 class TunPort:
     """Non-blocking reads of a TUN device's queues (``on_packets`` gets each burst), writes.
 
@@ -186,6 +287,7 @@ class TunPort:
         counters: VpnCounters,
         *,
         vnet: bool = False,
+        threads: bool = False,
     ) -> None:
         self.fds = (fd,) if isinstance(fd, int) else tuple(fd)
         self.fd = self.fds[0]
@@ -193,8 +295,17 @@ class TunPort:
         self.on_packets = on_packets
         self.counters = counters
         self._loop = asyncio.get_running_loop()
-        for queue in self.fds:
-            self._loop.add_reader(queue, self._readable, queue)
+        self._threaded: _ThreadedIo | None = None
+        if threads:
+            self._threaded = _ThreadedIo(self)
+        else:
+            for fd_ in self.fds:
+                self._loop.add_reader(fd_, self._readable, fd_)
+
+    def deliver(self, packets: list[bytes]) -> None:
+        if self.vnet:
+            self.counters.gso_out += sum(1 for p in packets if p[1])
+        self.on_packets(packets)
 
     def _readable(self, fd: int) -> None:
         packets: list[bytes] = []
@@ -207,12 +318,13 @@ class TunPort:
         except OSError as error:
             log_event(log, "tun read failed", logging.WARNING, error=str(error))
         if packets:
-            if self.vnet:
-                self.counters.gso_out += sum(1 for p in packets if p[1])
-            self.on_packets(packets)
+            self.deliver(packets)
 
     def write(self, packets: list[bytes]) -> None:
         """Packets in the device's own format."""
+        if self._threaded is not None:
+            self._threaded.write(packets)
+            return
         write = os.write
         fd = self.fd
         counters = self.counters
@@ -242,8 +354,11 @@ class TunPort:
         return packet
 
     def close(self) -> None:
-        for queue in self.fds:
-            self._loop.remove_reader(queue)
+        if self._threaded is not None:
+            self._threaded.close()
+            return
+        for fd in self.fds:
+            self._loop.remove_reader(fd)
 
 
 async def pump_to_tun(
@@ -291,6 +406,7 @@ class VpnClient:
         heavy_bytes: int | None = None,
         rules: ClassRules | None = None,
         vnet: bool = False,
+        threads: bool = False,
         service: str = VPN_SERVICE,
     ) -> None:
         self.opener = opener
@@ -298,7 +414,7 @@ class VpnClient:
         self.client_id = os.urandom(8)
         self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes, rules=rules)
         self.counters = VpnCounters()
-        self.port = TunPort(fd, self._on_packets, self.counters, vnet=vnet)
+        self.port = TunPort(fd, self._on_packets, self.counters, vnet=vnet, threads=threads)
         self._outboxes: dict[tuple[TrafficClass, int], Outbox] = {}
         self._opening: dict[tuple[TrafficClass, int], list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -413,10 +529,11 @@ class VpnExit:
         heavy_bytes: int | None = None,
         rules: ClassRules | None = None,
         vnet: bool = False,
+        threads: bool = False,
     ) -> None:
         self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes, rules=rules)
         self.counters = VpnCounters()
-        self.port = TunPort(fd, self._on_packets, self.counters, vnet=vnet)
+        self.port = TunPort(fd, self._on_packets, self.counters, vnet=vnet, threads=threads)
         self._clients: dict[bytes, _ExitClient] = {}
         self._addresses: dict[bytes, bytes] = {}  # tunnel source address -> client id
 

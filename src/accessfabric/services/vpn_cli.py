@@ -41,6 +41,7 @@ class VpnComponent:
         offload: bool = True,
         queues: int = 1,
         rules: ClassRules | None = None,
+        io_threads: bool = False,
     ) -> None:
         self.exit_node = exit_node
         self.name = name
@@ -52,6 +53,7 @@ class VpnComponent:
         self.offload = offload
         self.queues = queues
         self.rules = rules
+        self.io_threads = io_threads
         self.tun: Tun | None = None
         self.vpn: VpnClient | VpnExit | None = None
 
@@ -66,7 +68,7 @@ class VpnComponent:
             subprocess.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
         options = {
             "shards": self.shards, "heavy_bytes": self.heavy_bytes, "rules": self.rules,
-            "vnet": tun.vnet_hdr,
+            "vnet": tun.vnet_hdr, "threads": self.io_threads,
         }  # fmt: skip
         if self.exit_node:
             vpn_exit = VpnExit(tun.fds, **options)  # type: ignore[arg-type]
@@ -112,6 +114,10 @@ def add_vpn_arguments(up: argparse.ArgumentParser) -> None:
         "--queues", type=int, default=1, metavar="N",
         help="TUN queues (IFF_MULTI_QUEUE, 1..16; default 1)",
     )  # fmt: skip
+    up.add_argument(
+        "--io-threads", action="store_true",
+        help="read and write the TUN device on threads (syscalls off the event loop)",
+    )  # fmt: skip
     up.add_argument("--log-json", action="store_true", help="log one JSON object per line")
 
 
@@ -138,6 +144,7 @@ def vpn_up(args: argparse.Namespace) -> int:
         exit_node=args.exit, name=args.dev, address=args.address, routes=tuple(args.route),
         shards=args.shards, heavy_bytes=args.heavy_bytes, forwarding=args.forwarding,
         offload=args.offload, queues=args.queues, rules=class_rules(config.vpn),
+        io_threads=args.io_threads,
     )  # fmt: skip
     try:
         # One process per node runs everything its config says: the VPN (first: a TUN
