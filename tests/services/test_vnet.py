@@ -157,3 +157,31 @@ def test_header_round_trip() -> None:
     assert VnetHeader.unpack(header.pack()) == header
     assert len(header.pack()) == 10
     assert VnetHeader().is_plain and not header.is_plain
+
+
+def test_udp_runs_coalesced_and_cut_back() -> None:
+    from accessfabric.services.vnet import PLAIN_HEADER, coalesce_udp
+
+    def datagram(ident: int, payload: bytes, dport: int = 5201) -> bytes:
+        body = struct.pack("!HHHH", 40000, dport, 8 + len(payload), 0) + payload
+        packet = bytearray(ipv4(17, body, ident))
+        packet[26:28] = transport_checksum(bytes(packet), 20).to_bytes(2, "big")
+        assert transport_ok(bytes(packet))
+        return bytes(packet)
+
+    run = [datagram(100 + i, bytes([i]) * 1372) for i in range(5)]
+    run.append(datagram(105, b"end" * 100))  # shorter: closes the run
+    other = datagram(106, b"x" * 1372, dport=53)  # another flow
+    tail = [datagram(107 + i, b"y" * 1372, dport=53) for i in range(2)]
+    items = [PLAIN_HEADER + p for p in [*run, other, *tail]]
+    merged = coalesce_udp(items)
+    assert len(merged) == 2  # the run of six, then the other flow's run of three
+    header = VnetHeader.unpack(merged[0])
+    assert header.gso_type == GSO_UDP_L4 and header.gso_size == 1372
+    assert header.flags == NEEDS_CSUM and (header.csum_start, header.csum_offset) == (20, 6)
+    assert ip_header_ok(merged[0][10:])
+    assert segment(header, merged[0][10:]) == run
+    assert segment(VnetHeader.unpack(merged[1]), merged[1][10:]) == [other, *tail]
+    # a lone datagram and a gap in the IP ids are left alone
+    lone = [PLAIN_HEADER + datagram(1, b"a" * 50), PLAIN_HEADER + datagram(9, b"a" * 50)]
+    assert coalesce_udp(lone) == lone

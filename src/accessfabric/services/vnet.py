@@ -218,3 +218,84 @@ def _segment_udp(packet: bytes, version: int, l4: int, size: int) -> list[bytes]
         body[6:8] = value.to_bytes(2, "big")
         out.append(bytes(ip) + bytes(body))
     return out
+
+
+MAX_COALESCED = 64
+"""Datagrams per coalesced UDP super-packet (the kernel's UDP GSO limit is 64)."""
+
+
+def _udp4_key(item: bytes) -> bytes | None:
+    """What consecutive datagrams of one flow share (header + IPv4/UDP), None if not one.
+
+    IPv4 without options or fragments, UDP, a plain virtio-net header (no GSO).
+    """
+    if len(item) < VNET_HDR_SIZE + 28 or item[1] != GSO_NONE:
+        return None
+    ip = VNET_HDR_SIZE
+    if item[ip] != 0x45 or item[ip + 9] != 17 or item[ip + 6] & 0x3F or item[ip + 7]:
+        return None  # options, not UDP, MF set or a fragment offset
+    # TOS, flags (DF), TTL, protocol, addresses and ports
+    return item[ip + 1 : ip + 2] + item[ip + 6 : ip + 10] + item[ip + 12 : ip + 24]
+
+
+def coalesce_udp(items: list[bytes]) -> list[bytes]:
+    """Runs of same-size IPv4 UDP datagrams of one flow as USO super-packets (GRO for UDP).
+
+    ``items`` are header + packet as a TUN device with ``IFF_VNET_HDR`` reads them.  A
+    run is consecutive datagrams of one flow (same addresses, ports, TOS, TTL and DF)
+    whose payloads have the size of the first, except the last, which may be shorter;
+    IP ids must count up by one unless DF is set (segmentation renumbers them).  A run
+    of two or more becomes one packet with ``GSO_UDP_L4``, ``gso_size`` = the payload
+    size, and a partial checksum (the pseudo-header sum, ``NEEDS_CSUM``), which
+    :func:`segment` (or the kernel) cuts back into the same datagrams.
+    """
+    out: list[bytes] = []
+    index, count = 0, len(items)
+    while index < count:
+        first = items[index]
+        key = _udp4_key(first)
+        if key is None:
+            out.append(first)
+            index += 1
+            continue
+        size = len(first) - VNET_HDR_SIZE - 28
+        dont_fragment = bool(first[VNET_HDR_SIZE + 6] & 0x40)
+        ident = int.from_bytes(first[VNET_HDR_SIZE + 4 : VNET_HDR_SIZE + 6], "big")
+        stop = index + 1
+        total = size
+        while stop < count and stop - index < MAX_COALESCED and size > 0:
+            item = items[stop]
+            payload = len(item) - VNET_HDR_SIZE - 28
+            if _udp4_key(item) != key or payload > size or payload <= 0:
+                break
+            if total + payload > 0xFFFF - 28:
+                break
+            if not dont_fragment:
+                expected = (ident + stop - index) & 0xFFFF
+                if int.from_bytes(item[VNET_HDR_SIZE + 4 : VNET_HDR_SIZE + 6], "big") != expected:
+                    break
+            total += payload
+            stop += 1
+            if payload < size:
+                break
+        if stop - index < 2:
+            out.append(first)
+            index += 1
+            continue
+        out.append(_udp_super_packet(items[index:stop], size, total))
+        index = stop
+    return out
+
+
+def _udp_super_packet(run: list[bytes], size: int, total: int) -> bytes:
+    first = run[0]
+    ip = bytearray(first[VNET_HDR_SIZE : VNET_HDR_SIZE + 20])
+    ip[2:4] = (28 + total).to_bytes(2, "big")
+    ip[10:12] = b"\0\0"
+    ip[10:12] = checksum(ip).to_bytes(2, "big")
+    length = 8 + total
+    partial = ones_sum(b"", int.from_bytes(ip[12:20], "big") % 0xFFFF + 17 + length)
+    udp = first[VNET_HDR_SIZE + 20 : VNET_HDR_SIZE + 24] + length.to_bytes(2, "big")
+    udp += partial.to_bytes(2, "big")
+    header = _HDR.pack(NEEDS_CSUM, GSO_UDP_L4, 28, size, 20, 6)
+    return b"".join([header, ip, udp, *(item[VNET_HDR_SIZE + 28 :] for item in run)])

@@ -34,10 +34,12 @@ from accessfabric.node.connection import FabricStream
 from accessfabric.node.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
 from accessfabric.services.vnet import (
+    GSO_UDP_L4,
     PLAIN_HEADER,
     VNET_HDR_SIZE,
     SegmentationError,
     VnetHeader,
+    coalesce_udp,
     segment,
 )
 from accessfabric.services.vpn_wire import (
@@ -78,6 +80,8 @@ class VpnCounters:
     segmented: int = 0
     """Super-packets cut into segments in software (a device or peer without offloads)."""
     bad_records: int = 0
+    coalesced: int = 0
+    """UDP datagrams read one by one and sent inside a USO super-packet (GRO for UDP)."""
     by_class: dict[str, int] = field(default_factory=dict)
 
 
@@ -288,10 +292,13 @@ class TunPort:
         *,
         vnet: bool = False,
         threads: bool = False,
+        uso: bool = False,
     ) -> None:
         self.fds = (fd,) if isinstance(fd, int) else tuple(fd)
         self.fd = self.fds[0]
         self.vnet = vnet
+        self.uso = vnet and uso
+        """The kernel takes USO: UDP runs are coalesced on read, USO records written as they are."""
         self.on_packets = on_packets
         self.counters = counters
         self._loop = asyncio.get_running_loop()
@@ -304,6 +311,12 @@ class TunPort:
 
     def deliver(self, packets: list[bytes]) -> None:
         if self.vnet:
+            if self.uso and len(packets) > 1:
+                before = len(packets)
+                packets = coalesce_udp(packets)
+                if len(packets) < before:
+                    merged = sum(1 for p in packets if p[1] == GSO_UDP_L4)
+                    self.counters.coalesced += before - len(packets) + merged
             self.counters.gso_out += sum(1 for p in packets if p[1])
         self.on_packets(packets)
 
@@ -336,7 +349,20 @@ class TunPort:
         counters.packets_in += len(packets)
 
     def write_records(self, items: list[bytes], wire_vnet: bool) -> None:
-        if wire_vnet == self.vnet:
+        if wire_vnet and self.vnet and not self.uso:
+            # A device whose kernel lacks USO cannot take a UDP super-packet: cut it here.
+            if any(item[1] == GSO_UDP_L4 for item in items):
+                items = [
+                    piece
+                    for item in items
+                    for piece in (
+                        [PLAIN_HEADER + p for p in software_segments(item, self.counters)]
+                        if item[1] == GSO_UDP_L4
+                        else [item]
+                    )
+                ]
+            self.write(items)
+        elif wire_vnet == self.vnet:
             self.write(items)
         elif self.vnet:  # a v1 record into a device with headers
             self.write([PLAIN_HEADER + item for item in items])
@@ -385,6 +411,7 @@ def _offload_status(port: TunPort, counters: VpnCounters) -> dict[str, object]:
         "queues": len(port.fds),
         "gso_out": counters.gso_out,
         "segmented": counters.segmented,
+        "coalesced": counters.coalesced,
         "bad_records": counters.bad_records,
         "bytes_by_class": dict(counters.by_class),
     }
@@ -407,6 +434,7 @@ class VpnClient:
         rules: ClassRules | None = None,
         vnet: bool = False,
         threads: bool = False,
+        uso: bool = False,
         service: str = VPN_SERVICE,
     ) -> None:
         self.opener = opener
@@ -414,7 +442,9 @@ class VpnClient:
         self.client_id = os.urandom(8)
         self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes, rules=rules)
         self.counters = VpnCounters()
-        self.port = TunPort(fd, self._on_packets, self.counters, vnet=vnet, threads=threads)
+        self.port = TunPort(
+            fd, self._on_packets, self.counters, vnet=vnet, threads=threads, uso=uso
+        )
         self._outboxes: dict[tuple[TrafficClass, int], Outbox] = {}
         self._opening: dict[tuple[TrafficClass, int], list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -530,10 +560,13 @@ class VpnExit:
         rules: ClassRules | None = None,
         vnet: bool = False,
         threads: bool = False,
+        uso: bool = False,
     ) -> None:
         self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes, rules=rules)
         self.counters = VpnCounters()
-        self.port = TunPort(fd, self._on_packets, self.counters, vnet=vnet, threads=threads)
+        self.port = TunPort(
+            fd, self._on_packets, self.counters, vnet=vnet, threads=threads, uso=uso
+        )
         self._clients: dict[bytes, _ExitClient] = {}
         self._addresses: dict[bytes, bytes] = {}  # tunnel source address -> client id
 

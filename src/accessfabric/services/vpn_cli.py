@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from accessfabric.node.log_format import configure_logging, log_event
 from accessfabric.services.host import ServicesComponent, node_opener
-from accessfabric.services.tun import Tun, configure, open_tun
+from accessfabric.services.tun import TUN_F_USO4, Tun, configure, open_tun
 from accessfabric.services.vpn import VpnClient, VpnExit
 from accessfabric.services.vpn_wire import VPN_SERVICE, ClassRules, class_rules
 
@@ -69,6 +69,7 @@ class VpnComponent:
         options = {
             "shards": self.shards, "heavy_bytes": self.heavy_bytes, "rules": self.rules,
             "vnet": tun.vnet_hdr, "threads": self.io_threads,
+            "uso": bool(tun.offloads & TUN_F_USO4),
         }  # fmt: skip
         if self.exit_node:
             vpn_exit = VpnExit(tun.fds, **options)  # type: ignore[arg-type]
