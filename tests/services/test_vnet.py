@@ -148,6 +148,9 @@ def test_bad_headers_refused() -> None:
         segment(VnetHeader(gso_type=GSO_UDP, gso_size=1400), packet)
     with pytest.raises(SegmentationError):
         segment(VnetHeader(gso_type=GSO_UDP_L4, gso_size=0), packet)
+    big = ipv4(6, tcp(1, bytes(60000)))
+    with pytest.raises(SegmentationError, match="segments"):  # bounded work per record
+        segment(VnetHeader(gso_type=GSO_TCPV4, gso_size=8), big)
     with pytest.raises(SegmentationError):
         complete_checksum(VnetHeader(flags=NEEDS_CSUM, csum_start=20, csum_offset=200), packet)
 

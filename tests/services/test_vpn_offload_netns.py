@@ -4,7 +4,8 @@
   coalesced into USO super-packets), a 64 MiB file both ways with equal sha256, TCP
   super-packets carried as one record each (counters), a DNS query that rides the
   ``dns`` class (byte counters at both ends);
-* offloads off at both ends (plain devices, v1 records): the same 64 MiB file;
+* offloads off at both ends (plain devices, v1 records, two queues each): the same
+  64 MiB file;
 * a client with offloads and an exit without, and the reverse: files both ways arrive
   intact, the side without offloads segmenting super-packets in software.
 """
@@ -93,8 +94,10 @@ def test_offloads_carry_ping_iperf3_file_and_dns(
 
 
 def test_plain_devices_carry_the_file(tmp_path: Path, big_file: tuple[Path, str]) -> None:
-    with vpn_lab(tmp_path, ("--no-offload",), ("--no-offload",)) as lab:
-        assert not lab.status("client")["vnet_hdr"]
+    plain = ("--no-offload", "--queues", "2")  # and a multi-queue device at each end
+    with vpn_lab(tmp_path, plain, plain) as lab:
+        client = lab.status("client")
+        assert not client["vnet_hdr"] and client["queues"] == 2
         path, digest = big_file
         assert lab.send_file("client", "server", path, 6001) == digest
 

@@ -32,6 +32,10 @@ GSO_TCPV6 = 4
 GSO_UDP_L4 = 5  # USO
 GSO_ECN = 0x80
 
+MAX_SEGMENTS = 256
+"""More segments than this in one super-packet is refused: a peer's record must not turn
+into unbounded work (64 KiB at the smallest sane MSS of 536 is 123 segments)."""
+
 PLAIN_HEADER = bytes(VNET_HDR_SIZE)
 """A header saying: complete packet, no segmentation."""
 
@@ -158,6 +162,8 @@ def segment(header: VnetHeader, packet: bytes) -> list[bytes]:
         return [complete_checksum(header, packet)]
     if header.gso_size == 0:
         raise SegmentationError("GSO packet without a segment size")
+    if len(packet) > header.gso_size * MAX_SEGMENTS:
+        raise SegmentationError(f"more than {MAX_SEGMENTS} segments")
     version, proto, l4 = _ip_layout(packet)
     if gso in (GSO_TCPV4, GSO_TCPV6):
         if proto != 6 or len(packet) < l4 + 20 or (gso == GSO_TCPV4) != (version == 4):
