@@ -89,3 +89,21 @@ def test_vpn_table_in_node_config(tmp_path: Path) -> None:
     path.write_text('key_path = "k"\n[vpn]\nbogus = 1\n')
     with pytest.raises(ConfigError, match="unknown key"):
         load_node_config(path)
+
+
+def test_bulk_flows_take_separate_shards() -> None:
+    classifier = FlowClassifier(2, rules=ClassRules(heavy_bytes=10_000))
+    # two flows whose hash puts them on the same shard
+    by_shard: dict[int, list[int]] = {}
+    for port in range(40000, 40100):
+        by_shard.setdefault(classifier.classify(packet(6, port, 5201, 100), 0.0)[1], []).append(
+            port
+        )
+    same = next(ports for ports in by_shard.values() if len(ports) >= 2)[:2]
+    shards = set()
+    for port in same:
+        head = packet(6, port, 5201, 1400)[:64]
+        traffic_class, shard = classifier.classify(head, 0.5, 60_000)
+        assert traffic_class is TrafficClass.BULK
+        shards.add(shard)
+    assert shards == {0, 1}  # no bulk flow queues behind the other

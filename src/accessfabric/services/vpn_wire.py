@@ -206,11 +206,15 @@ def base_class(proto: int, sport: int, dport: int, rules: ClassRules | None = No
 
 
 class _Flow:
-    __slots__ = ("base", "heavy", "last_seen", "shard", "small", "window_bytes", "window_start")
+    __slots__ = (
+        "base", "bulk_shard", "heavy", "last_seen", "shard", "small", "window_bytes",
+        "window_start",
+    )  # fmt: skip
 
     def __init__(self, base: TrafficClass, shard: int, now: float) -> None:
         self.base = base
         self.shard = shard
+        self.bulk_shard = shard
         self.heavy = False
         self.small = True
         self.window_start = now
@@ -226,6 +230,10 @@ class FlowClassifier:
     (``rules.small_packet``) and it moves little (``rules.small_flow_bytes`` per
     window), ``bulk`` once it moves more than ``rules.heavy_bytes`` within a window
     (sticky while it keeps a quarter of that), ``reliable`` otherwise.
+
+    A flow's shard is a hash of its key, except that a flow turning bulk takes the bulk
+    shard with the fewest bulk flows: with ``shards`` >= the number of heavy flows, no
+    bulk flow shares a stream (and its outbox) with another.
     """
 
     def __init__(
@@ -247,6 +255,7 @@ class FlowClassifier:
         self.window = rules.window
         self.max_flows = max_flows
         self._flows: dict[tuple[bytes, int, int, int], _Flow] = {}
+        self._bulk_flows = [0] * shards
         self.promoted = 0
         """Flows that became bulk."""
 
@@ -269,15 +278,22 @@ class FlowClassifier:
         if flow.base is TrafficClass.RELIABLE:
             rules = self.rules
             if now - flow.window_start > self.window:
-                flow.heavy = flow.heavy and flow.window_bytes > self.heavy_bytes // 4
+                if flow.heavy and flow.window_bytes <= self.heavy_bytes // 4:
+                    flow.heavy = False
+                    self._bulk_flows[flow.bulk_shard] -= 1
                 flow.small = flow.small or flow.window_bytes <= rules.small_flow_bytes
                 flow.window_start, flow.window_bytes = now, 0
             flow.window_bytes += size
             if not flow.heavy and flow.window_bytes > self.heavy_bytes:
                 flow.heavy = True
                 self.promoted += 1
+                counts = self._bulk_flows
+                flow.bulk_shard = min(
+                    range(self.shards), key=lambda s: (counts[s], s != flow.shard)
+                )
+                counts[flow.bulk_shard] += 1
             if flow.heavy:
-                return TrafficClass.BULK, flow.shard
+                return TrafficClass.BULK, flow.bulk_shard
             if flow.small:
                 if size <= rules.small_packet and flow.window_bytes <= rules.small_flow_bytes:
                     return TrafficClass.INTERACTIVE, flow.shard
@@ -287,6 +303,9 @@ class FlowClassifier:
     def _expire(self, now: float) -> None:
         idle = [k for k, f in self._flows.items() if now - f.last_seen > 4 * self.window]
         for key in idle:
-            del self._flows[key]
+            flow = self._flows.pop(key)
+            if flow.heavy:
+                self._bulk_flows[flow.bulk_shard] -= 1
         if len(self._flows) >= self.max_flows:
             self._flows.clear()
+            self._bulk_flows = [0] * self.shards
