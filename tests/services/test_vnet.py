@@ -188,3 +188,22 @@ def test_udp_runs_coalesced_and_cut_back() -> None:
     # a lone datagram and a gap in the IP ids are left alone
     lone = [PLAIN_HEADER + datagram(1, b"a" * 50), PLAIN_HEADER + datagram(9, b"a" * 50)]
     assert coalesce_udp(lone) == lone
+
+
+def test_ipv6_udp_run_coalesced_and_cut_back() -> None:
+    from accessfabric.services.vnet import PLAIN_HEADER, coalesce_udp
+
+    def datagram(payload: bytes) -> bytes:
+        body = struct.pack("!HHHH", 40000, 5201, 8 + len(payload), 0) + payload
+        packet = bytearray(ipv6(17, body))
+        packet[46:48] = transport_checksum(bytes(packet), 40).to_bytes(2, "big")
+        assert transport_ok(bytes(packet))
+        return bytes(packet)
+
+    run = [datagram(bytes([i]) * 1200) for i in range(3)] + [datagram(b"last")]
+    merged = coalesce_udp([PLAIN_HEADER + p for p in run])
+    assert len(merged) == 1
+    header = VnetHeader.unpack(merged[0])
+    assert (header.gso_type, header.gso_size, header.hdr_len) == (GSO_UDP_L4, 1200, 48)
+    assert (header.csum_start, header.csum_offset) == (40, 6)
+    assert segment(header, merged[0][10:]) == run

@@ -230,51 +230,61 @@ MAX_COALESCED = 64
 """Datagrams per coalesced UDP super-packet (the kernel's UDP GSO limit is 64)."""
 
 
-def _udp4_key(item: bytes) -> bytes | None:
-    """What consecutive datagrams of one flow share (header + IPv4/UDP), None if not one.
+def _udp_key(item: bytes) -> tuple[bytes, int] | None:
+    """(what consecutive datagrams of one flow share, IP header length), None if not one.
 
-    IPv4 without options or fragments, UDP, a plain virtio-net header (no GSO).
+    IPv4 without options or fragments, or IPv6 without extension headers; UDP; a plain
+    virtio-net header (no GSO).
     """
-    if len(item) < VNET_HDR_SIZE + 28 or item[1] != GSO_NONE:
-        return None
     ip = VNET_HDR_SIZE
-    if item[ip] != 0x45 or item[ip + 9] != 17 or item[ip + 6] & 0x3F or item[ip + 7]:
-        return None  # options, not UDP, MF set or a fragment offset
-    # TOS, flags (DF), TTL, protocol, addresses and ports
-    return item[ip + 1 : ip + 2] + item[ip + 6 : ip + 10] + item[ip + 12 : ip + 24]
+    if len(item) < ip + 28 or item[1] != GSO_NONE:
+        return None
+    version = item[ip] >> 4
+    if version == 4:
+        if item[ip] != 0x45 or item[ip + 9] != 17 or item[ip + 6] & 0x3F or item[ip + 7]:
+            return None  # options, not UDP, MF set or a fragment offset
+        # TOS, flags (DF), TTL, protocol, addresses and ports
+        return item[ip + 1 : ip + 2] + item[ip + 6 : ip + 10] + item[ip + 12 : ip + 24], 20
+    if version == 6 and len(item) >= ip + 48 and item[ip + 6] == 17:
+        # traffic class and flow label, next header, hop limit, addresses and ports
+        return item[ip : ip + 4] + item[ip + 6 : ip + 8] + item[ip + 8 : ip + 44], 40
+    return None
 
 
 def coalesce_udp(items: list[bytes]) -> list[bytes]:
-    """Runs of same-size IPv4 UDP datagrams of one flow as USO super-packets (GRO for UDP).
+    """Runs of same-size UDP datagrams of one flow as USO super-packets (GRO for UDP).
 
     ``items`` are header + packet as a TUN device with ``IFF_VNET_HDR`` reads them.  A
-    run is consecutive datagrams of one flow (same addresses, ports, TOS, TTL and DF)
-    whose payloads have the size of the first, except the last, which may be shorter;
-    IP ids must count up by one unless DF is set (segmentation renumbers them).  A run
-    of two or more becomes one packet with ``GSO_UDP_L4``, ``gso_size`` = the payload
-    size, and a partial checksum (the pseudo-header sum, ``NEEDS_CSUM``), which
-    :func:`segment` (or the kernel) cuts back into the same datagrams.
+    run is consecutive datagrams of one flow (same addresses, ports, TOS/traffic class,
+    TTL/hop limit, DF, flow label) whose payloads have the size of the first, except
+    the last, which may be shorter; IPv4 ids must count up by one unless DF is set
+    (segmentation renumbers them).  A run of two or more becomes one packet with
+    ``GSO_UDP_L4``, ``gso_size`` = the payload size, and a partial checksum (the
+    pseudo-header sum, ``NEEDS_CSUM``), which :func:`segment` (or the kernel) cuts back
+    into the same datagrams.
     """
     out: list[bytes] = []
     index, count = 0, len(items)
     while index < count:
         first = items[index]
-        key = _udp4_key(first)
-        if key is None:
+        found = _udp_key(first)
+        if found is None:
             out.append(first)
             index += 1
             continue
-        size = len(first) - VNET_HDR_SIZE - 28
-        dont_fragment = bool(first[VNET_HDR_SIZE + 6] & 0x40)
+        l4 = found[1]
+        headers = VNET_HDR_SIZE + l4 + 8
+        size = len(first) - headers
+        dont_fragment = l4 == 40 or bool(first[VNET_HDR_SIZE + 6] & 0x40)
         ident = int.from_bytes(first[VNET_HDR_SIZE + 4 : VNET_HDR_SIZE + 6], "big")
         stop = index + 1
         total = size
         while stop < count and stop - index < MAX_COALESCED and size > 0:
             item = items[stop]
-            payload = len(item) - VNET_HDR_SIZE - 28
-            if _udp4_key(item) != key or payload > size or payload <= 0:
+            payload = len(item) - headers
+            if payload > size or payload <= 0 or _udp_key(item) != found:
                 break
-            if total + payload > 0xFFFF - 28:
+            if total + payload > 0xFFFF - l4 - 8:
                 break
             if not dont_fragment:
                 expected = (ident + stop - index) & 0xFFFF
@@ -288,20 +298,25 @@ def coalesce_udp(items: list[bytes]) -> list[bytes]:
             out.append(first)
             index += 1
             continue
-        out.append(_udp_super_packet(items[index:stop], size, total))
+        out.append(_udp_super_packet(items[index:stop], l4, size, total))
         index = stop
     return out
 
 
-def _udp_super_packet(run: list[bytes], size: int, total: int) -> bytes:
+def _udp_super_packet(run: list[bytes], l4: int, size: int, total: int) -> bytes:
     first = run[0]
-    ip = bytearray(first[VNET_HDR_SIZE : VNET_HDR_SIZE + 20])
-    ip[2:4] = (28 + total).to_bytes(2, "big")
-    ip[10:12] = b"\0\0"
-    ip[10:12] = checksum(ip).to_bytes(2, "big")
+    ip = bytearray(first[VNET_HDR_SIZE : VNET_HDR_SIZE + l4])
     length = 8 + total
-    partial = ones_sum(b"", int.from_bytes(ip[12:20], "big") % 0xFFFF + 17 + length)
-    udp = first[VNET_HDR_SIZE + 20 : VNET_HDR_SIZE + 24] + length.to_bytes(2, "big")
-    udp += partial.to_bytes(2, "big")
-    header = _HDR.pack(NEEDS_CSUM, GSO_UDP_L4, 28, size, 20, 6)
-    return b"".join([header, ip, udp, *(item[VNET_HDR_SIZE + 28 :] for item in run)])
+    if l4 == 20:
+        ip[2:4] = (20 + length).to_bytes(2, "big")
+        ip[10:12] = b"\0\0"
+        ip[10:12] = checksum(ip).to_bytes(2, "big")
+        addresses = int.from_bytes(ip[12:20], "big")
+    else:
+        ip[4:6] = length.to_bytes(2, "big")
+        addresses = int.from_bytes(ip[8:40], "big")
+    partial = ones_sum(b"", addresses % 0xFFFF + 17 + length)
+    start = VNET_HDR_SIZE + l4
+    udp = first[start : start + 4] + length.to_bytes(2, "big") + partial.to_bytes(2, "big")
+    header = _HDR.pack(NEEDS_CSUM, GSO_UDP_L4, l4 + 8, size, l4, 6)
+    return b"".join([header, ip, udp, *(item[start + 8 :] for item in run)])
