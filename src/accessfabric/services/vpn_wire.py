@@ -18,12 +18,13 @@ it in software; an exit answers a v1 stream with v1 records only.
 A write carries as many records as were queued since the last one (a *batch*);
 records may straddle DATA frames, the reader reassembles them.  No JSON, no base64.
 
-:class:`FlowClassifier` maps a packet to ``(traffic class, shard)``: DNS (UDP/TCP
-port 53) -> dns; SSH/RDP (22, 3389) and ICMP -> interactive; everything else ->
-reliable, until a flow moves more than ``heavy_bytes`` within ``window`` seconds,
-which makes it bulk (sticky while it keeps sending).  The shard is a hash of the
-flow's addresses, protocol and ports, so one flow stays on one stream and a heavy
-flow never shares the interactive stream.
+:class:`FlowClassifier` maps a packet to ``(traffic class, shard)`` by
+:class:`ClassRules` (the ``[vpn]`` config table): DNS ports -> dns; SSH/RDP ports,
+ICMP and quiet flows of small packets -> interactive; everything else -> reliable,
+until a flow moves more than ``heavy_bytes`` within ``window`` seconds, which makes it
+bulk (sticky while it keeps sending).  The shard is a hash of the flow's addresses,
+protocol and ports, so one flow stays on one stream and a heavy flow never shares the
+interactive stream; a flow turning bulk takes the least-used bulk shard.
 """
 
 from __future__ import annotations
