@@ -58,12 +58,14 @@ def test_close_rates_cost_little_and_one_side_alone_nothing() -> None:
 
 
 async def test_a_busy_dialed_session_is_measured(tmp_path: Path) -> None:
+    client_key = NodeKey.generate()
     server = NodeRuntime(
         NodeConfig(
             key_path=tmp_path / "s.key",
             cert_dir=tmp_path / "s",
             listen=(LOOPBACK,),
             drain_timeout=0.5,
+            allow={"sink": (client_key.node_id,)},  # default deny: the client only
         ),
         key=NodeKey.generate(),
     )
@@ -79,7 +81,7 @@ async def test_a_busy_dialed_session_is_measured(tmp_path: Path) -> None:
         NodeConfig(
             key_path=tmp_path / "c.key", cert_dir=tmp_path / "c", peers=(peer,), drain_timeout=0.5
         ),
-        key=NodeKey.generate(),
+        key=client_key,
     )
     await client.start()
     try:

@@ -95,10 +95,13 @@ def vpn_lab(
         server = topo.host_addr("server", "exit")
         exit_addr = topo.host_addr("exit", "client")
         exit_id = keygen(tmp_path / "exit.key")
-        keygen(tmp_path / "client.key")
+        client_id = keygen(tmp_path / "client.key")
         configs = {
             "exit": write_config(
-                tmp_path / "exit.toml", tmp_path / "exit.key", f"{exit_addr}:{FABRIC_PORT}"
+                tmp_path / "exit.toml",
+                tmp_path / "exit.key",
+                f"{exit_addr}:{FABRIC_PORT}",
+                f'[allow]\nvpn = ["{client_id}"]\n',  # default deny: the client only
             ),
             "client": write_config(
                 tmp_path / "client.toml",
