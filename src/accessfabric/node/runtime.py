@@ -26,6 +26,7 @@ from accessfabric.node.dataplane import DataPlane
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
 from accessfabric.node.endpoints import LocalNode
 from accessfabric.node.gc_pauses import freeze_startup_objects
+from accessfabric.node.host_monitor import HostMonitor
 from accessfabric.node.log_format import log_event
 from accessfabric.node.observability import NodeObservability
 from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
@@ -113,6 +114,11 @@ class NodeRuntime:
         self.observe.watch_samples(lambda: dial_metric_samples(self.dialer.counters))
         self.observe.add_section("endpoints", self._endpoint_rows)
         self.local.on_new_connection = self._new_connection
+        # Facts measured on the machine, NODE_PRESSURE, the mobile relay gate
+        # (node/host_monitor.py; docs/control.md "Heartbeat facts").
+        self.host = HostMonitor(config, self.observe.connections)
+        self.data_plane.relay_gate = self.host.relay_refusal
+        self.observe.add_section("host", self.host.status)
         self.components = list(components)
         self.control: ControlLink | None = None
         if config.control is not None:  # docs/config.md [control]
@@ -164,6 +170,7 @@ class NodeRuntime:
                     address=bound.endpoint.address, url=bound.endpoint.url,
                 )  # fmt: skip
             await self.observe.start(self.config.metrics_listen, self.config.admin_socket)
+            await self.host.start()
             if self.control is not None:
                 await self.control.start()
             for component in self.components:
@@ -173,6 +180,7 @@ class NodeRuntime:
                 bound.close()
             if self.control is not None:
                 await self.control.close()
+            await self.host.close()
             await self.observe.close()
             raise
         for peer in self.config.peers:
@@ -264,6 +272,7 @@ class NodeRuntime:
                 await component.close()
         if self.control is not None:
             await self.control.close()
+        await self.host.close()
         for keeper in self._keepers:
             keeper.cancel()
         for connection in list(self._accepted):
