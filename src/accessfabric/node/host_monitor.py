@@ -15,8 +15,9 @@ derives four pressure levels (percent), the four fields of NODE_PRESSURE:
 
 When the highest level reaches ``[pressure] high_percent`` the node sends NODE_PRESSURE
 to every peer it has a session with, again when a level moves by 10 points or every
-:data:`RESEND_INTERVAL` seconds while it lasts, and once more when it ends (so peers
-give bulk its share back).  Peers act on it: their session lowers bulk's share toward
+:data:`RESEND_INTERVAL` seconds while it lasts, and when it ends — then on every change
+until a level below the session's ``PRESSURE_HIGH`` (50 %) went out, so peers give bulk
+its share back.  Peers act on it: their session lowers bulk's share toward
 this node, and their route manager fails routes whose first hop it is over to an
 alternate (``[routes] pressure_threshold``).  The same levels go to the control plane
 in every heartbeat (``pressure.*``), where health and the planner see them.
@@ -52,6 +53,7 @@ from accessfabric.node.host_facts import (
     read_power,
 )
 from accessfabric.node.log_format import log_event
+from accessfabric.session.core import PRESSURE_HIGH
 
 log = logging.getLogger(__name__)
 
@@ -211,8 +213,10 @@ class HostMonitor:
                     for a, b in zip(levels.as_tuple(), sent.as_tuple(), strict=True)
                 )
             )
-        else:
-            due = self.under_pressure  # once, when it ends
+        else:  # when it ends, and until peers were told a level they do not slow bulk for
+            due = self.under_pressure or (
+                sent is not None and sent.highest >= PRESSURE_HIGH and levels != sent
+            )
         if high != self.under_pressure:
             log_event(
                 log, "node pressure" if high else "node pressure over",
