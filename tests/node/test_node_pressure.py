@@ -6,15 +6,25 @@ high_percent`` it sends NODE_PRESSURE to every peer.  A peer's session acts on i
 scheduler share toward the node drops.  Closing the sessions ends the pressure: the node
 says so and the peer gives bulk its share back.  ``accessfabric status --json`` shows the
 node's own measurements (its ``host`` section) throughout.
+
+The second test puts the node and a CPU hog in one cgroup-v1 cpu group capped at 1 % of
+a core: the node's event loop falls behind (loop lag), which is cpu pressure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import secrets
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.connection import SessionConnection
@@ -108,3 +118,68 @@ async def test_fd_pressure_sends_node_pressure_and_peers_slow_bulk(tmp_path: Pat
         for connection in extra_sessions:
             connection.abort()
         node.kill()
+
+
+CPU_CGROUPS = Path("/sys/fs/cgroup/cpu")
+
+
+def _cpu_cgroup() -> Path:
+    """A fresh cgroup-v1 cpu group, or a skip when the machine has none we may create."""
+    if not (CPU_CGROUPS / "cgroup.procs").exists() or not os.access(CPU_CGROUPS, os.W_OK):
+        pytest.skip("no writable cgroup-v1 cpu hierarchy at /sys/fs/cgroup/cpu (needs root)")
+    group = CPU_CGROUPS / f"af-pressure-{secrets.token_hex(4)}"
+    group.mkdir()
+    return group
+
+
+async def test_cpu_hog_in_the_nodes_cgroup_sends_cpu_pressure(tmp_path: Path) -> None:
+    """A CPU hog shares the node's cgroup, capped at 1 % of a core: the node's event loop
+    falls behind, it sends NODE_PRESSURE (cpu), the peer slows bulk; the hog ends, so does
+    the pressure."""
+    group = _cpu_cgroup()
+    loop = asyncio.get_running_loop()
+    extra = f"[pressure]\ninterval = 0.1\nhigh_percent = {HIGH}\nloop_lag_budget = 0.15\n"
+    node = await loop.run_in_executor(None, lambda: start_node(tmp_path / "c", "c", extra))
+    hog: subprocess.Popen[bytes] | None = None
+    local = LocalNode(key=NodeKey.generate(), cert_dir=tmp_path / "client")
+    try:
+        (group / "cgroup.procs").write_text(f"{node.process.pid}\n")
+        watcher = await connect_tcp(
+            local, "127.0.0.1", node.port, expected_peer_id=node.node_id, timeout=10
+        )
+        await watcher.ready()
+        normal = bulk_weight(watcher)
+        before = (await node_status(tmp_path / "c" / "c.admin.sock"))["host"]
+        assert before["pressure_cpu"] < HIGH and before["under_pressure"] is False
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        (group / "cgroup.procs").write_text(f"{hog.pid}\n")
+        (group / "cpu.cfs_quota_us").write_text("1000\n")  # 1 ms per 100 ms for both
+
+        def cpu_pressure() -> bool:
+            levels = watcher.session.peer_pressure
+            return levels is not None and levels[1] >= HIGH
+
+        await until(cpu_pressure, 20.0)
+        assert bulk_weight(watcher) < normal
+        line = await loop.run_in_executor(None, node.wait_for, "node pressure")
+        assert line["cpu"] >= HIGH
+
+        hog.kill()
+        hog.wait(5)
+        (group / "cpu.cfs_quota_us").write_text("-1\n")
+        await until(lambda: max(watcher.session.peer_pressure or (100,)) < PRESSURE_HIGH, 20.0)
+        assert bulk_weight(watcher) == normal
+        watcher.abort()
+    finally:
+        if hog is not None and hog.poll() is None:
+            hog.kill()
+            hog.wait(5)
+        node.kill()
+        with contextlib.suppress(OSError):
+            (group / "cpu.cfs_quota_us").write_text("-1\n")
+        for _ in range(50):  # the group empties once its processes are reaped
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
