@@ -271,20 +271,21 @@ class HostMonitor:
 
     def heartbeat_fields(self, relay_opt_in: bool) -> dict[str, Any]:
         """The measured facts, as ``HeartbeatFacts`` fields (``dataclasses.replace``)."""
-        mobile_ok = self._relay_refusal is None
-        return {
+        fields: dict[str, Any] = {
             "cpu": self.levels.cpu / 100,
             "memory": self.levels.memory / 100,
             "queue_depth": min(MAX_QUEUE, self.queued_bytes // 1024),
             "socket_pressure": self.levels.network / 100,
-            "battery_percent": self.power.battery_percent,
-            "charging": self.power.charging,
             "network_type": self.device.network_type,
             "metered": self.device.metered,
-            "relay_opt_in": (relay_opt_in or self.device.relay_opt_in) and mobile_ok
-            if self.mobile
-            else relay_opt_in,
         }
+        if self.mobile:  # the planner takes a node reporting a battery for a mobile one
+            fields["battery_percent"] = self.power.battery_percent
+            fields["charging"] = self.power.charging
+            fields["relay_opt_in"] = self._relay_refusal is None
+        else:
+            fields["relay_opt_in"] = relay_opt_in
+        return fields
 
     def with_bandwidth(self, peers: tuple[PeerMeasurement, ...]) -> tuple[PeerMeasurement, ...]:
         """``peers`` with the peak throughput seen on their session, where one was seen."""
