@@ -47,6 +47,7 @@ from accessfabric.node.host_config import (
     parse_device,
     parse_pressure,
 )
+from accessfabric.node.ingress_config import IngressConfig, IngressConfigError, parse_ingress
 from accessfabric.node.ranking.policy import RankingPolicy
 from accessfabric.node.ranking_config import RankingConfigError, ranking_policy
 from accessfabric.sealing.records import CipherSuite
@@ -218,6 +219,8 @@ class NodeConfig:
     peers: tuple[PeerConfig, ...] = ()
     services: tuple[ServiceConfig, ...] = ()
     forwards: tuple[ForwardConfig, ...] = ()
+    ingress: tuple[IngressConfig, ...] = ()
+    """``[[ingress]]``: HTTP/HTTPS listeners routing by host name (node/ingress_config.py)."""
     metrics_listen: HostPort | None = None
     """Where ``/metrics`` is served (Prometheus text); None: not served."""
     admin_socket: Path | None = None
@@ -315,6 +318,7 @@ _TOP_KEYS = (
     "peers",
     "services",
     "forwards",
+    "ingress",
     "metrics_listen",
     "admin_socket",
     "session",
@@ -341,6 +345,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     peers = _opt(document, "peers", top, _peers) or ()
     services = _opt(document, "services", top, _services) or ()
     forwards = _opt(document, "forwards", top, _forwards) or ()
+    ingress = _opt(document, "ingress", top, _ingress) or ()
     metrics_listen = _opt(document, "metrics_listen", top, _host_port)
     admin_socket = _opt(document, "admin_socket", top, lambda v, at: _path(v, at, base))
     drain_timeout = _opt(document, "drain_timeout", top, _positive_seconds)
@@ -408,6 +413,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         peers=peers,
         services=services,
         forwards=forwards,
+        ingress=ingress,
         metrics_listen=metrics_listen,
         admin_socket=admin_socket or key_path.parent / (key_path.stem + ".admin.sock"),
         session=session,
@@ -775,6 +781,14 @@ def _host_port(value: Any, at: _At) -> HostPort:
         return parse_host_port(_str(value, at), allow_port_zero=True)
     except ValueError as exc:
         at.fail(str(exc))
+
+
+def _ingress(value: Any, at: _At) -> tuple[IngressConfig, ...]:
+    try:
+        return parse_ingress(value)
+    except IngressConfigError as exc:
+        where = at[exc.index]
+        (where / exc.key if exc.key else where).fail(exc.problem)
 
 
 def _forwards(value: Any, at: _At) -> tuple[ForwardConfig, ...]:
