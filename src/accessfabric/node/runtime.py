@@ -29,6 +29,7 @@ from accessfabric.node.endpoints import LocalNode
 from accessfabric.node.gc_pauses import freeze_startup_objects
 from accessfabric.node.host_monitor import HostMonitor
 from accessfabric.node.log_format import log_event
+from accessfabric.node.network_watch import NetworkWatch
 from accessfabric.node.observability import NodeObservability
 from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
 from accessfabric.node.peers import PeerSessionManager
@@ -121,6 +122,7 @@ class NodeRuntime:
         self.host = HostMonitor(config, self.observe.connections)
         self.data_plane.relay_gate = self.host.relay_refusal
         self.observe.add_section("host", self.host.status)
+        self.network_watch = NetworkWatch(self.observe.connections)  # address changes
         self.components = list(components)
         self.control: ControlLink | None = None
         if config.control is not None:  # docs/config.md [control]
@@ -173,6 +175,7 @@ class NodeRuntime:
                 )  # fmt: skip
             await self.observe.start(self.config.metrics_listen, self.config.admin_socket)
             await self.host.start()
+            await self.network_watch.start()
             if self.control is not None:
                 await self.control.start()
             for component in self.components:
@@ -183,6 +186,7 @@ class NodeRuntime:
             if self.control is not None:
                 await self.control.close()
             await self.host.close()
+            await self.network_watch.close()
             await self.observe.close()
             raise
         for peer in self.config.peers:
@@ -275,6 +279,7 @@ class NodeRuntime:
         if self.control is not None:
             await self.control.close()
         await self.host.close()
+        await self.network_watch.close()
         for keeper in self._keepers:
             keeper.cancel()
         for connection in list(self._accepted):
