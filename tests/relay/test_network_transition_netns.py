@@ -206,6 +206,8 @@ def test_wifi_to_lte_keeps_the_streams(tmp_path: Path) -> None:
             lte = topo.host_addr("entry", "lte")
             sessions = fabric.status("laptop")["sessions"]
             assert any(s["address"].startswith(lte) for s in sessions), sessions  # over lte
+            log = fabric.log("laptop")
+            assert "its local address" in log and "is gone" in log  # ended at once, not timed out
         finally:
             print("logs in", tmp_path)
             for proc in fabric.nodes.values():
