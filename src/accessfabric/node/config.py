@@ -50,6 +50,7 @@ from accessfabric.node.host_config import (
 from accessfabric.node.ingress_config import IngressConfig, IngressConfigError, parse_ingress
 from accessfabric.node.ranking.policy import RankingPolicy
 from accessfabric.node.ranking_config import RankingConfigError, ranking_policy
+from accessfabric.node.vpn_config import VpnClassConfig, VpnConfigError, vpn_class_config
 from accessfabric.sealing.records import CipherSuite
 from accessfabric.session.config import SessionConfig
 from accessfabric.wire.limits import MAX_FRAME_SIZE_CAP, MAX_SERVICE_NAME, MIN_MAX_FRAME_SIZE
@@ -244,6 +245,8 @@ class NodeConfig:
     """``[device]``: power supply, network type, metered, mobile relay opt-in (host_config)."""
     pressure: PressureConfig = field(default_factory=PressureConfig)
     """``[pressure]``: when measurements count as pressure (NODE_PRESSURE to peers)."""
+    vpn: VpnClassConfig = field(default_factory=VpnClassConfig)
+    """``[vpn]``: how ``vpn up`` sorts packets into classes (``node/vpn_config.py``)."""
     source: str = ""
     """Where the config came from (the file as given, or ``environment``)."""
 
@@ -331,6 +334,7 @@ _TOP_KEYS = (
     "routes",
     "device",
     "pressure",
+    "vpn",
 )
 SEALING_KEYS = ("one_hop", "cipher", "keys")
 
@@ -359,6 +363,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     routes = _opt(document, "routes", top, _routes) or RouteTimers()
     device = _opt(document, "device", top, lambda v, at: _host(v, at, base, parse_device))
     pressure = _opt(document, "pressure", top, lambda v, at: _host(v, at, base, _pressure))
+    vpn = _opt(document, "vpn", top, _vpn) or VpnClassConfig()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
     session_values: dict[str, Any] = {
@@ -428,6 +433,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         routes=routes,
         device=device or DeviceConfig(),
         pressure=pressure or PressureConfig(),
+        vpn=vpn,
         source=source,
     )
 
@@ -823,6 +829,13 @@ def _ranking(value: Any, at: _At) -> RankingPolicy:
     try:
         return ranking_policy(value)
     except RankingConfigError as exc:
+        (at / exc.key if exc.key else at).fail(exc.problem)
+
+
+def _vpn(value: Any, at: _At) -> VpnClassConfig:
+    try:
+        return vpn_class_config(value)
+    except VpnConfigError as exc:
         (at / exc.key if exc.key else at).fail(exc.problem)
 
 
