@@ -7,7 +7,7 @@ scheduler share toward the node drops.  Closing the sessions ends the pressure: 
 says so and the peer gives bulk its share back.  ``accessfabric status --json`` shows the
 node's own measurements (its ``host`` section) throughout.
 
-The second test puts the node and a CPU hog in one cgroup-v1 cpu group capped at 1 % of
+The second test puts the node and a CPU hog in one cpu cgroup (v1 or v2) capped at 1 % of
 a core: the node's event loop falls behind (loop lag), which is cpu pressure.
 """
 
@@ -120,30 +120,64 @@ async def test_fd_pressure_sends_node_pressure_and_peers_slow_bulk(tmp_path: Pat
         node.kill()
 
 
-CPU_CGROUPS = Path("/sys/fs/cgroup/cpu")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def _cpu_cgroup() -> Path:
-    """A fresh cgroup-v1 cpu group, or a skip when the machine has none we may create."""
-    if not (CPU_CGROUPS / "cgroup.procs").exists() or not os.access(CPU_CGROUPS, os.W_OK):
-        pytest.skip("no writable cgroup-v1 cpu hierarchy at /sys/fs/cgroup/cpu (needs root)")
-    group = CPU_CGROUPS / f"af-pressure-{secrets.token_hex(4)}"
-    group.mkdir()
-    return group
+class CpuGroup:
+    """A fresh cpu cgroup (v1 ``cpu`` hierarchy, else v2 with the ``cpu`` controller)."""
+
+    def __init__(self) -> None:
+        v1 = CGROUP_ROOT / "cpu"
+        name = f"af-pressure-{secrets.token_hex(4)}"
+        if (v1 / "cpu.cfs_quota_us").exists() and os.access(v1, os.W_OK):
+            self.path, self.v2 = v1 / name, False
+        elif (CGROUP_ROOT / "cgroup.controllers").exists() and os.access(CGROUP_ROOT, os.W_OK):
+            if "cpu" not in (CGROUP_ROOT / "cgroup.controllers").read_text().split():
+                pytest.skip("the cgroup-v2 root has no cpu controller")
+            with contextlib.suppress(OSError):
+                (CGROUP_ROOT / "cgroup.subtree_control").write_text("+cpu\n")
+            self.path, self.v2 = CGROUP_ROOT / name, True
+        else:
+            pytest.skip("no writable cpu cgroup (v1 /sys/fs/cgroup/cpu or v2): needs root")
+        self.path.mkdir()
+        if self.v2 and not (self.path / "cpu.max").exists():
+            self.path.rmdir()
+            pytest.skip("the cgroup-v2 cpu controller cannot be enabled here")
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(f"{pid}\n")
+
+    def quota(self, microseconds: int | None) -> None:
+        """CPU time per 100 ms period for the whole group (None: unlimited)."""
+        if self.v2:
+            value = "max" if microseconds is None else str(microseconds)
+            (self.path / "cpu.max").write_text(f"{value} 100000\n")
+        else:
+            (self.path / "cpu.cfs_quota_us").write_text(f"{microseconds or -1}\n")
+
+    async def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.quota(None)
+        for _ in range(50):  # the group empties once its processes are reaped
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                await asyncio.sleep(0.1)
 
 
 async def test_cpu_hog_in_the_nodes_cgroup_sends_cpu_pressure(tmp_path: Path) -> None:
     """A CPU hog shares the node's cgroup, capped at 1 % of a core: the node's event loop
     falls behind, it sends NODE_PRESSURE (cpu), the peer slows bulk; the hog ends, so does
     the pressure."""
-    group = _cpu_cgroup()
+    group = CpuGroup()
     loop = asyncio.get_running_loop()
     extra = f"[pressure]\ninterval = 0.1\nhigh_percent = {HIGH}\nloop_lag_budget = 0.15\n"
     node = await loop.run_in_executor(None, lambda: start_node(tmp_path / "c", "c", extra))
     hog: subprocess.Popen[bytes] | None = None
     local = LocalNode(key=NodeKey.generate(), cert_dir=tmp_path / "client")
     try:
-        (group / "cgroup.procs").write_text(f"{node.process.pid}\n")
+        group.add(node.process.pid)
         watcher = await connect_tcp(
             local, "127.0.0.1", node.port, expected_peer_id=node.node_id, timeout=10
         )
@@ -152,8 +186,8 @@ async def test_cpu_hog_in_the_nodes_cgroup_sends_cpu_pressure(tmp_path: Path) ->
         before = (await node_status(tmp_path / "c" / "c.admin.sock"))["host"]
         assert before["pressure_cpu"] < HIGH and before["under_pressure"] is False
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        (group / "cgroup.procs").write_text(f"{hog.pid}\n")
-        (group / "cpu.cfs_quota_us").write_text("1000\n")  # 1 ms per 100 ms for both
+        group.add(hog.pid)
+        group.quota(1000)  # 1 ms per 100 ms for both
 
         def cpu_pressure() -> bool:
             levels = watcher.session.peer_pressure
@@ -166,7 +200,7 @@ async def test_cpu_hog_in_the_nodes_cgroup_sends_cpu_pressure(tmp_path: Path) ->
 
         hog.kill()
         hog.wait(5)
-        (group / "cpu.cfs_quota_us").write_text("-1\n")
+        group.quota(None)
         await until(lambda: max(watcher.session.peer_pressure or (100,)) < PRESSURE_HIGH, 20.0)
         assert bulk_weight(watcher) == normal
         watcher.abort()
@@ -175,11 +209,4 @@ async def test_cpu_hog_in_the_nodes_cgroup_sends_cpu_pressure(tmp_path: Path) ->
             hog.kill()
             hog.wait(5)
         node.kill()
-        with contextlib.suppress(OSError):
-            (group / "cpu.cfs_quota_us").write_text("-1\n")
-        for _ in range(50):  # the group empties once its processes are reaped
-            try:
-                group.rmdir()
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+        await group.remove()
