@@ -39,7 +39,8 @@ def _need_netns() -> None:
 
 
 class TransitionFabric(nc.ControlFabric):
-    def __init__(self, topo: Topology, workdir: Path) -> None:
+    def __init__(self, topo: Topology, workdir: Path, carrier: str) -> None:
+        self.carrier = carrier
         self.topo = topo
         self.workdir = workdir
         self.route_lease_ttl = 30.0
@@ -107,10 +108,12 @@ class TransitionFabric(nc.ControlFabric):
         listen = {"entry": ["laptop", "lte"], "home": ["entry"]}.get(host, [])
         for peer in listen:
             address = topo.host_addr(host, peer)
-            text += f'[[listen]]\ncarrier = "tcp"\naddress = "{address}:{nc.FABRIC_PORT}"\n'
+            carrier = self.carrier if host == "entry" else "tcp"
+            text += f'[[listen]]\ncarrier = "{carrier}"\naddress = "{address}:{nc.FABRIC_PORT}"\n'
         if host == "laptop":
-            wifi = f"tcp://{topo.host_addr('entry', 'laptop')}:{nc.FABRIC_PORT}"
-            lte = f"tcp://{topo.host_addr('entry', 'lte')}:{nc.FABRIC_PORT}"
+            scheme = self.carrier
+            wifi = f"{scheme}://{topo.host_addr('entry', 'laptop')}:{nc.FABRIC_PORT}"
+            lte = f"{scheme}://{topo.host_addr('entry', 'lte')}:{nc.FABRIC_PORT}"
             text += (
                 f'[[peers]]\nnode_id = "{self.ids["entry"]}"\nname = "entry"\n'
                 f'endpoints = ["{wifi}", "{lte}"]\nconnect = "always"\n'
@@ -170,9 +173,10 @@ def _max_gap(samples: list[list[float]], start: float, end: float) -> float:
     return max(b - a for a, b in itertools.pairwise(points))
 
 
-def test_wifi_to_lte_keeps_the_streams(tmp_path: Path) -> None:
+@pytest.mark.parametrize("carrier", ["tcp", "quic"])
+def test_wifi_to_lte_keeps_the_streams(tmp_path: Path, carrier: str) -> None:
     with Topology(prefix="aft") as topo:
-        fabric = TransitionFabric(topo, tmp_path)
+        fabric = TransitionFabric(topo, tmp_path, carrier)
         client = fabric.start()
         try:
             _open_until_ok(client, "echo", timeout=40)
@@ -200,14 +204,19 @@ def test_wifi_to_lte_keeps_the_streams(tmp_path: Path) -> None:
             pings = client.ask(op="report", id="echo")
             assert not pings["errors"], pings["errors"]
             gap = _max_gap(pings["samples"], switched_at - 0.5, time.time())
-            print("network transition:", {"longest_gap_s": round(gap, 3),
+            print("network transition:", {"carrier": carrier, "longest_gap_s": round(gap, 3),
                                           "bulk_s": round(bulk["seconds"], 2)})  # fmt: skip
-            assert gap < 3.0, gap  # target <= 1 s (0.62 s measured); a dead session took >= 5 s
+            # target <= 1 s: TCP 0.2-0.6 s measured (session ended at once), QUIC 1.2-2.8 s
+            # (found by a 1 s ping, then re-dialled); before the watch: stalls >= 5 s
+            assert gap < (3.0 if carrier == "tcp" else 4.5), gap
             lte = topo.host_addr("entry", "lte")
             sessions = fabric.status("laptop")["sessions"]
             assert any(s["address"].startswith(lte) for s in sessions), sessions  # over lte
             log = fabric.log("laptop")
-            assert "its local address" in log and "is gone" in log  # ended at once, not timed out
+            if carrier == "tcp":  # the session on the vanished address ended at once
+                assert "its local address" in log and "is gone" in log
+            else:  # QUIC does not report its local address: a ping found it dead
+                assert "no answer to a ping within" in log
         finally:
             print("logs in", tmp_path)
             for proc in fabric.nodes.values():
