@@ -17,6 +17,7 @@ from aiohttp import web
 from accessfabric.control.api import admin_handlers, node_handlers
 from accessfabric.control.api.context import CONTEXT, ApiContext
 from accessfabric.control.api.errors import error_middleware
+from accessfabric.control.api.replica_guard import replica_guard
 from accessfabric.control.api.schema import openapi_document
 from accessfabric.control.api.verifier import BatchVerifier
 from accessfabric.control.metrics import ControlMetrics
@@ -34,7 +35,7 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     """The API application over ``plane`` (``verify_threads=0`` verifies on the loop)."""
     metrics = ControlMetrics(plane)
     app = web.Application(
-        middlewares=[metrics.middleware, error_middleware],
+        middlewares=[metrics.middleware, error_middleware, replica_guard],
         client_max_size=plane.config.max_body_bytes,
     )
     verifier = BatchVerifier(verify_threads)
@@ -101,6 +102,7 @@ class ControlServer:
             sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1]
         self._ticker = asyncio.create_task(self._tick_forever())
+        self.plane.start_replication()  # etcd: learn other replicas' writes
 
     async def _tick_forever(self) -> None:
         while True:
@@ -111,6 +113,7 @@ class ControlServer:
                 _log.exception("control plane tick failed")
 
     async def stop(self) -> None:
+        await self.plane.stop_replication()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -189,7 +189,7 @@ class LocalEtcdCluster:
         self.start_member(member, state="existing")
 
     def stop(self) -> None:
-        """Stop every member (SIGTERM, then SIGKILL after 5 s)."""
+        """Stop every member (SIGTERM, then SIGKILL after 2 s)."""
         for member in self.members:
             if member.process is not None and member.process.poll() is None:
                 member.process.terminate()
@@ -197,7 +197,7 @@ class LocalEtcdCluster:
             if member.process is None:
                 continue
             try:
-                member.process.wait(timeout=5)
+                member.process.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 member.process.kill()
                 member.process.wait()

@@ -1,0 +1,203 @@
+"""Control replicas on a real 3-member etcd: shared writes, exactly-once tokens, 503 on loss.
+
+Two replicas (in-process ``ControlServer``s, each with its own etcd client) share one
+namespace of the session's cluster.  What one replica writes, the other learns through its
+etcd watch; a single-use token raced on both is redeemed once; a replica that loses etcd
+answers 503 with the reason and serves again after the partition heals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from typing import Any
+
+from accessfabric.control.heartbeat_mac import ControlMacKey, node_session_key
+from accessfabric.control.requestsig import RequestSigner
+from accessfabric.control.store.etcd_cluster import LocalEtcdCluster
+from accessfabric.identity.keys import NodeKey
+from tests.control.api_harness import Running, enroll_body, facts
+from tests.control.replica_harness import running_replicas
+from tests.etcd_cluster import restart_dead_members, revoke_all_leases, unique_namespace
+
+HEARTBEAT = "/v1/heartbeat"
+
+
+async def _enroll(cp: Running, roles: list[str]) -> tuple[NodeKey, ControlMacKey, int]:
+    key = NodeKey.generate()
+    token = await cp.token("acme", roles)
+    status, reply = await cp.signed(key, "POST", "/v1/enroll", enroll_body(key, token))
+    assert status == 200, reply
+    control = ControlMacKey.from_json(reply["mac_key"], cp.authority.public_key)
+    return key, control, int(reply["node_record"]["revision"])
+
+
+async def _mac_heartbeat(
+    cp: Running, signer: RequestSigner, key: NodeKey, control: ControlMacKey, revision: int
+) -> tuple[int, Any]:
+    body = json.dumps(facts().to_json()).encode()
+    session = node_session_key(key.sealing_private_key(), key.node_id, revision, control)
+    headers = signer.mac_headers("POST", HEARTBEAT, body, session, revision)
+    async with cp.http.post(cp.url + HEARTBEAT, data=body, headers=headers) as response:
+        return response.status, json.loads(await response.read())
+
+
+async def _until(predicate: Any, limit: float, what: str) -> float:
+    """Seconds until ``await predicate()`` is true; fails after ``limit``."""
+    start = time.monotonic()
+    while not await predicate():
+        assert time.monotonic() - start < limit, f"{what} not within {limit} s"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start
+
+
+def test_role_revoked_on_one_replica_is_refused_by_the_other_within_a_second(
+    etcd_cluster: LocalEtcdCluster,
+) -> None:
+    restart_dead_members(etcd_cluster)
+    endpoints = etcd_cluster.endpoints
+
+    async def main() -> None:
+        async with running_replicas([endpoints, endpoints[::-1]], unique_namespace()) as (a, b):
+            key, control, revision = await _enroll(a, ["entry", "relay"])
+            signer = RequestSigner(key)
+
+            async def b_knows_node() -> bool:
+                return b.plane.registry.get(key.node_id) is not None
+
+            await _until(b_knows_node, 1.0, "enrollment through A seen by B")
+            status, reply = await _mac_heartbeat(b, signer, key, control, revision)
+            assert status == 200, reply
+
+            status, reply = await a.admin(
+                "POST", f"/v1/admin/nodes/{key.node_id}/revoke-role", {"role": "entry"}
+            )
+            assert status == 200, reply
+
+            async def b_refuses_old_record() -> bool:
+                status, reply = await _mac_heartbeat(b, signer, key, control, revision)
+                if status == 200:
+                    return False
+                assert (status, reply["error"]["code"]) == (401, "stale_mac_key"), reply
+                return True
+
+            elapsed = await _until(b_refuses_old_record, 1.0, "revocation through A at B")
+            assert elapsed < 1.0
+            status, listing = await b.admin("GET", "/v1/admin/nodes")
+            assert status == 200
+            (node,) = [n for n in listing["nodes"] if n["node_id"] == key.node_id]
+            assert node["roles"] == ["relay"]
+            # the replaced record is what B hands out now
+            status, reply = await b.signed(key, "POST", HEARTBEAT, b"{}")
+            assert status == 200, reply
+            assert reply["node_record"]["revision"] == revision + 1
+            assert reply["node_record"]["roles"] == ["relay"]
+
+    try:
+        asyncio.run(main())
+    finally:
+        revoke_all_leases(etcd_cluster.endpoints)
+
+
+def test_single_use_token_raced_on_two_replicas_succeeds_exactly_once(
+    etcd_cluster: LocalEtcdCluster,
+) -> None:
+    restart_dead_members(etcd_cluster)
+    endpoints = etcd_cluster.endpoints
+
+    async def main() -> list[list[int]]:
+        outcomes: list[list[int]] = []
+        async with running_replicas([endpoints, endpoints[::-1]], unique_namespace()) as (a, b):
+            for _ in range(100):
+                token = await a.token("acme", ["relay"], uses=1)
+                keys = [NodeKey.generate(), NodeKey.generate()]
+                replies = await asyncio.gather(
+                    a.signed(keys[0], "POST", "/v1/enroll", enroll_body(keys[0], token)),
+                    b.signed(keys[1], "POST", "/v1/enroll", enroll_body(keys[1], token)),
+                )
+                outcomes.append(sorted(status for status, _ in replies))
+        return outcomes
+
+    try:
+        outcomes = asyncio.run(main())
+    finally:
+        revoke_all_leases(etcd_cluster.endpoints)
+    assert len(outcomes) == 100
+    for statuses in outcomes:
+        assert statuses.count(200) == 1, statuses
+        assert all(status in (200, 401, 403, 409) for status in statuses), statuses
+
+
+def _nft(*script: str) -> None:
+    subprocess.run(["nft", *script], check=True, capture_output=True)
+
+
+def test_replica_partitioned_from_etcd_answers_503_then_recovers(
+    etcd_cluster: LocalEtcdCluster,
+) -> None:
+    restart_dead_members(etcd_cluster)
+    cut, *others = etcd_cluster.members
+    table = f"af_etcd_{time.monotonic_ns() % 10**8}"
+
+    async def main() -> None:
+        async with running_replicas(
+            [[m.endpoint for m in others], [cut.endpoint]], unique_namespace()
+        ) as (healthy, partitioned):
+            key, _, _ = await _enroll(healthy, ["relay"])
+
+            async def partitioned_knows() -> bool:
+                return partitioned.plane.registry.get(key.node_id) is not None
+
+            await _until(partitioned_knows, 2.0, "enrollment seen by the second replica")
+            status, _ = await partitioned.signed(key, "POST", HEARTBEAT, b"{}")
+            assert status == 200
+            _nft("add", "table", "inet", table)
+            try:
+                _nft(
+                    "add chain inet",
+                    table,
+                    "out { type filter hook output priority 0 ; }",
+                )
+                _nft("add rule inet", table, f"out tcp dport {cut.client_port} drop")
+
+                async def refuses() -> bool:
+                    status, reply = await partitioned.signed(key, "POST", HEARTBEAT, b"{}")
+                    if status == 200:
+                        return False
+                    assert status == 503, reply
+                    assert reply["error"]["code"] == "store_unavailable"
+                    assert "store" in reply["error"]["message"]
+                    return True
+
+                await _until(refuses, 5.0, "503 from the partitioned replica")
+                token = await healthy.token("acme", ["relay"])
+                fresh = NodeKey.generate()
+                status, reply = await partitioned.signed(
+                    fresh, "POST", "/v1/enroll", enroll_body(fresh, token)
+                )
+                assert status == 503, reply  # it issues nothing
+                status, reply = await healthy.signed(key, "POST", HEARTBEAT, b"{}")
+                assert status == 200, reply  # the other replica serves on
+                async with partitioned.http.get(partitioned.url + "/v1/status") as response:
+                    document = await response.json()
+                assert document["store"]["available"] is False
+                assert document["store"]["reason"]
+            finally:
+                subprocess.run(["nft", "delete", "table", "inet", table], check=False)
+
+            async def serves_again() -> bool:
+                status, _ = await partitioned.signed(key, "POST", HEARTBEAT, b"{}")
+                return status == 200
+
+            await _until(serves_again, 15.0, "the healed replica serving again")
+            status, reply = await partitioned.signed(
+                fresh, "POST", "/v1/enroll", enroll_body(fresh, token)
+            )
+            assert status == 200, reply
+
+    try:
+        asyncio.run(main())
+    finally:
+        revoke_all_leases(etcd_cluster.endpoints)
