@@ -201,3 +201,55 @@ def test_replica_partitioned_from_etcd_answers_503_then_recovers(
         asyncio.run(main())
     finally:
         revoke_all_leases(etcd_cluster.endpoints)
+
+
+def test_heartbeats_are_soft_state_shared_only_when_due(etcd_cluster: LocalEtcdCluster) -> None:
+    """ADR 0019: ten heartbeats of one relay are at most one etcd write per 1.25 intervals;
+    the other replica still sees the relay live; an end node is not written per heartbeat."""
+    restart_dead_members(etcd_cluster)
+    endpoints = etcd_cluster.endpoints
+    from accessfabric.control.plane import ControlConfig
+
+    config = ControlConfig(heartbeat_interval=10.0)
+
+    async def main() -> None:
+        async with running_replicas(
+            [endpoints, endpoints[::-1]], unique_namespace(), config=config
+        ) as (a, b):
+            relay, _, _ = await _enroll(a, ["relay"])
+            phone, _, _ = await _enroll(a, ["mobile-edge"])
+            for _ in range(10):
+                for key in (relay, phone):
+                    status, reply = await a.signed(
+                        key, "POST", HEARTBEAT, json.dumps(facts().to_json()).encode()
+                    )
+                    assert status == 200, reply
+                await asyncio.sleep(0.02)
+
+            async def b_sees_relay_live() -> bool:
+                return b.plane.heartbeats.get(relay.node_id) is not None
+
+            await _until(b_sees_relay_live, 2.0, "relay liveness shared with B")
+            relay_entry = a.plane.store.get("/heartbeats/" + relay.node_id)
+            assert relay_entry is not None and relay_entry.version == 1
+            phone_entry = a.plane.store.get("/heartbeats/" + phone.node_id)
+            # first sight is a material change (written once), repeats are not
+            assert phone_entry is not None and phone_entry.version == 1
+            status, reply = await a.signed(
+                phone,
+                "POST",
+                HEARTBEAT,
+                json.dumps(facts(region="us").to_json()).encode(),
+            )
+            assert status == 200
+
+            async def phone_move_shared() -> bool:
+                state = b.plane.heartbeats.get(phone.node_id)
+                return state is not None and state.facts.region == "us"
+
+            await _until(phone_move_shared, 2.0, "a material change shared with B")
+
+    try:
+        asyncio.run(main())
+    finally:
+        revoke_all_leases(etcd_cluster.endpoints)
