@@ -22,6 +22,7 @@ from accessfabric.control.api.schema import openapi_document
 from accessfabric.control.api.verifier import BatchVerifier
 from accessfabric.control.metrics import ControlMetrics
 from accessfabric.control.plane import ControlPlane
+from accessfabric.control.store.base import StoreError
 
 _log = logging.getLogger("accessfabric.control.server")
 DEFAULT_TICK = 0.5
@@ -105,12 +106,19 @@ class ControlServer:
         self.plane.start_replication()  # etcd: learn other replicas' writes
 
     async def _tick_forever(self) -> None:
+        store_failing = False
         while True:
             await asyncio.sleep(self._tick_interval)
             try:
                 self.plane.tick()
+            except StoreError as exc:  # one line per outage, not one per tick
+                if not store_failing:
+                    _log.warning("control plane tick: store unavailable: %s", exc)
+                store_failing = True
+                continue
             except Exception:  # a store hiccup must not end the server
                 _log.exception("control plane tick failed")
+            store_failing = False
 
     async def stop(self) -> None:
         await self.plane.stop_replication()
