@@ -25,7 +25,10 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import grpc
 import grpc.aio
@@ -67,14 +70,50 @@ _COMPACTED = "required revision has been compacted"
 _FUTURE = "required revision is a future revision"
 
 
-def parse_store_url(url: str) -> tuple[list[str], str]:
-    """``etcd://h1:2379,h2:2379[/namespace]`` -> (endpoints, namespace).
+@dataclass(frozen=True, slots=True)
+class EtcdTarget:
+    """What an ``etcd://`` URL names: endpoints, key namespace, TLS files (or none)."""
 
-    Raises :class:`ValueError` naming the mistake.
+    endpoints: list[str]
+    namespace: str = DEFAULT_NAMESPACE
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        """TLS to etcd when ``ca`` is given (client certificate when ``cert``/``key`` are)."""
+        if self.ca is None:
+            return None
+        try:
+            ca = Path(self.ca).read_bytes()
+            cert = Path(self.cert).read_bytes() if self.cert else None
+            key = Path(self.key).read_bytes() if self.key else None
+        except OSError as error:
+            raise ValueError(f"cannot read an etcd TLS file: {error}") from None
+        return grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert
+        )
+
+
+_TLS_PARAMETERS = ("ca", "cert", "key")
+
+
+def parse_store_url(url: str) -> tuple[list[str], str]:
+    """``etcd://h1:2379,h2:2379[/namespace]`` -> (endpoints, namespace)."""
+    target = parse_etcd_url(url)
+    return target.endpoints, target.namespace
+
+
+def parse_etcd_url(url: str) -> EtcdTarget:
+    """``etcd://h1:2379,h2:2379[/namespace][?ca=FILE&cert=FILE&key=FILE]``.
+
+    ``ca`` turns on TLS to etcd (verify the members against that CA); ``cert`` and ``key``
+    add a client certificate (etcd's ``--client-cert-auth``).  Raises :class:`ValueError`
+    naming the mistake.
     """
     if not url.startswith("etcd://"):
         raise ValueError(f"an etcd store URL starts with etcd:// (got {url!r})")
-    rest = url[len("etcd://") :]
+    rest, _, query = url[len("etcd://") :].partition("?")
     hosts, slash, path = rest.partition("/")
     namespace = "/" + path.strip("/") if slash and path.strip("/") else DEFAULT_NAMESPACE
     endpoints = [host.strip() for host in hosts.split(",") if host.strip()]
@@ -84,7 +123,16 @@ def parse_store_url(url: str) -> tuple[list[str], str]:
         host, colon, port = endpoint.rpartition(":")
         if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"etcd endpoint {endpoint!r} is not host:port")
-    return endpoints, namespace
+    files: dict[str, str] = {}
+    for name, values in parse_qs(query, keep_blank_values=True, strict_parsing=False).items():
+        if name not in _TLS_PARAMETERS or len(values) != 1 or not values[0]:
+            raise ValueError(f"etcd URL parameter {name!r}: use ca=FILE, cert=FILE, key=FILE")
+        files[name] = values[0]
+    if ("cert" in files) != ("key" in files):
+        raise ValueError("etcd URL: give cert and key together")
+    if files and "ca" not in files:
+        raise ValueError("etcd URL: TLS needs ca=FILE (the CA of the etcd members)")
+    return EtcdTarget(endpoints, namespace, files.get("ca"), files.get("cert"), files.get("key"))
 
 
 class EtcdStore(Store):
@@ -112,8 +160,13 @@ class EtcdStore(Store):
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = DEFAULT_TIMEOUT) -> EtcdStore:
-        endpoints, namespace = parse_store_url(url)
-        return cls(endpoints, namespace=namespace, timeout=timeout)
+        target = parse_etcd_url(url)
+        return cls(
+            target.endpoints,
+            namespace=target.namespace,
+            timeout=timeout,
+            credentials=target.credentials(),
+        )
 
     def _open(self, endpoint: str) -> grpc.Channel:
         options = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]

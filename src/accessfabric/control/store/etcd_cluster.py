@@ -17,6 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ETCD_BINARY = "/usr/bin/etcd"
 HEARTBEAT_MS = 50
@@ -36,6 +37,20 @@ def _free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True, slots=True)
+class EtcdTls:
+    """PEM files for TLS between clients and members (members verify client certificates)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def query(self) -> str:
+        return f"?ca={self.ca}&cert={self.client_cert}&key={self.client_key}"
+
+
 @dataclass(slots=True)
 class EtcdMember:
     name: str
@@ -44,10 +59,11 @@ class EtcdMember:
     data_dir: Path
     process: subprocess.Popen[bytes] | None = None
     log: Path = field(default_factory=Path)
+    scheme: str = "http"
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def endpoint(self) -> str:
@@ -61,7 +77,9 @@ class EtcdMember:
 class LocalEtcdCluster:
     """``size`` etcd members on 127.0.0.1 under ``base_dir``; start, kill members, stop."""
 
-    def __init__(self, base_dir: str | os.PathLike[str], size: int = 3) -> None:
+    def __init__(
+        self, base_dir: str | os.PathLike[str], size: int = 3, *, tls: EtcdTls | None = None
+    ) -> None:
         binary = etcd_binary()
         if binary is None:
             raise FileNotFoundError(
@@ -71,6 +89,7 @@ class LocalEtcdCluster:
             raise ValueError("an etcd cluster needs at least one member")
         self.binary = binary
         self.base_dir = Path(base_dir)
+        self.tls = tls
         self.token = f"af-{os.getpid()}-{time.monotonic_ns()}"
         self.members = [
             EtcdMember(
@@ -78,6 +97,7 @@ class LocalEtcdCluster:
                 client_port=_free_port(),
                 peer_port=_free_port(),
                 data_dir=self.base_dir / f"m{i}.etcd",
+                scheme="https" if tls else "http",
             )
             for i in range(size)
         ]
@@ -89,7 +109,8 @@ class LocalEtcdCluster:
 
     @property
     def store_url(self) -> str:
-        """The ``etcd://…`` URL of ``control serve --store``."""
+        """The ``etcd://…`` URL of ``control serve --store`` (namespace: append ``/name``;
+        with TLS, the query naming the CA and client certificate is :meth:`EtcdTls.query`)."""
         return "etcd://" + ",".join(self.endpoints)
 
     def _initial_cluster(self) -> str:
@@ -129,6 +150,13 @@ class LocalEtcdCluster:
             "--log-outputs",
             str(member.log),
         ]
+        if self.tls is not None:
+            argv += [
+                "--cert-file", str(self.tls.server_cert),
+                "--key-file", str(self.tls.server_key),
+                "--trusted-ca-file", str(self.tls.ca),
+                "--client-cert-auth",
+            ]  # fmt: skip
         member.process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -167,7 +195,7 @@ class LocalEtcdCluster:
         for member in self.members:
             if not member.running:
                 continue
-            with grpc.insecure_channel(member.endpoint) as channel:
+            with self._channel(member.endpoint) as channel:
                 stub = rpc_pb2_grpc.MaintenanceStub(channel)
                 try:
                     status = stub.Status(rpc_pb2.StatusRequest(), timeout=0.5)
@@ -178,6 +206,18 @@ class LocalEtcdCluster:
                 if status.leader == status.header.member_id:
                     return member
         return None
+
+    def _channel(self, endpoint: str) -> Any:
+        import grpc
+
+        if self.tls is None:
+            return grpc.insecure_channel(endpoint)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.tls.ca.read_bytes(),
+            private_key=self.tls.client_key.read_bytes(),
+            certificate_chain=self.tls.client_cert.read_bytes(),
+        )
+        return grpc.secure_channel(endpoint, credentials)
 
     def kill(self, member: EtcdMember) -> None:
         """SIGKILL one member (its data dir stays; :meth:`restart` brings it back)."""
