@@ -21,7 +21,7 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# Packages such as nginx-light would start a system service listening on all interfaces;
+# Packages such as nginx-light and etcd-server would start a system service listening on all interfaces;
 # the tests run their own instances on loopback, so a temporary policy-rc.d forbids that.
 debian-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

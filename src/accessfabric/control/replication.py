@@ -79,13 +79,13 @@ class ReplicaSync:
         while True:
             watcher = asyncio.create_task(self._watch())
             prober = asyncio.create_task(self._probe_until_failure())
-            done, pending = await asyncio.wait(
-                {watcher, prober}, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in pending:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StoreError):
-                    await task
+            try:
+                done, _ = await asyncio.wait({watcher, prober}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when this task is cancelled (stop): end both, read their errors
+                for task in (watcher, prober):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StoreError):
+                        await task
             for task in done:
                 with contextlib.suppress(asyncio.CancelledError):
                     error = task.exception()
