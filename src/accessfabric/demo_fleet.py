@@ -121,7 +121,11 @@ def _config(name: str, fleet: Fleet, control: Control, token: str) -> Path:
         ]  # fmt: skip
     lines += [
         "[control]",
-        f'url = "{control.url}"',
+        (
+            "urls = [" + ", ".join(f'"{url}"' for url in control.urls) + "]"
+            if control.urls
+            else f'url = "{control.url}"'
+        ),
         f'authority_key = "{control.authority}"',
         f'token = "{token}"',
         f"heartbeat_interval = {HEARTBEAT}",

@@ -201,8 +201,10 @@ class HeartbeatTable:
         previous = self._states.get(node_id)
         if previous is not None and previous.received_at >= received_at:
             return False
+        # ``count`` is this replica's own tally; a node heard of only through another
+        # replica's digest counts as heard once
         self._states[node_id] = HeartbeatState(
-            facts=facts, received_at=received_at, count=0 if previous is None else previous.count
+            facts=facts, received_at=received_at, count=max(1, previous.count if previous else 0)
         )
         self._persisted_at[node_id] = received_at
         self._persisted_visible[node_id] = _visible(facts)
