@@ -194,8 +194,14 @@ class EtcdStore(Store):
         high = prefix_range_end(low)
         return low, b"\0" if high is None else high
 
-    def _call(self, stub_name: str, method: str, request: Any, *, retry: bool = True) -> Any:
-        """One unary request, trying each endpoint once when one is unreachable."""
+    def _call(self, stub_name: str, method: str, request: Any) -> Any:
+        """One unary request, trying each endpoint once when one is unreachable.
+
+        Only ``UNAVAILABLE`` (the connection failed or broke) moves on to the next endpoint;
+        a deadline is not retried.  A write retried after a success it did not see is
+        harmless for a CAS: the retry fails and reports the entry as it is (never two
+        successes), so a single-use token stays single-use.
+        """
         if self._closed:
             raise StoreUnavailableError("the etcd store is closed")
         start = self._current
@@ -208,7 +214,7 @@ class EtcdStore(Store):
             except grpc.RpcError as caught:
                 error = caught
                 code = caught.code()
-                if code in _RETRY_CODES and (retry or step == 0):
+                if code in _RETRY_CODES:
                     continue
                 raise self._translate(caught) from caught
             self._current = index
@@ -303,7 +309,7 @@ class EtcdStore(Store):
         return self._txn_puts(batch) if batch else revision
 
     def _txn_puts(self, batch: list[Any]) -> int:
-        response = self._call("KVStub", "Txn", rpc_pb2.TxnRequest(success=batch), retry=False)
+        response = self._call("KVStub", "Txn", rpc_pb2.TxnRequest(success=batch))
         return int(response.header.revision)
 
     def _compare_mod(self, raw: bytes, expected: int) -> Any:
@@ -320,7 +326,7 @@ class EtcdStore(Store):
             success=[then],
             failure=[rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=raw))],
         )
-        response = self._call("KVStub", "Txn", request, retry=False)
+        response = self._call("KVStub", "Txn", request)
         revision = int(response.header.revision)
         if response.succeeded:
             return TxnResult(succeeded=True, revision=revision)
@@ -365,34 +371,39 @@ class EtcdStore(Store):
         if not ttl > 0:
             raise ValueError("lease ttl must be positive")
         response = self._call(
-            "LeaseStub", "LeaseGrant", rpc_pb2.LeaseGrantRequest(TTL=math.ceil(ttl)), retry=False
+            "LeaseStub", "LeaseGrant", rpc_pb2.LeaseGrantRequest(TTL=math.ceil(ttl))
         )
         if response.error:
             raise StoreUnavailableError(f"etcd refused a lease: {response.error}")
         return int(response.ID)
 
     def keepalive(self, lease_id: int) -> float:
+        """One ``LeaseKeepAlive`` round trip (a stream with one request), on the sticky
+        endpoint, then on each other one while they are unreachable."""
         if self._closed:
             raise StoreUnavailableError("the etcd store is closed")
-        channel = self._channels[self._current]
-        stub = rpc_pb2_grpc.LeaseStub(channel)
-        try:
-            responses = stub.LeaseKeepAlive(
-                iter([rpc_pb2.LeaseKeepAliveRequest(ID=lease_id)]), timeout=self.timeout
-            )
-            response = next(iter(responses))
-        except grpc.RpcError as error:
-            if error.code() in _RETRY_CODES and len(self._channels) > 1:
-                self._current = (self._current + 1) % len(self._channels)
-                return self.keepalive(lease_id) if self._current != 0 else self._fail(error)
-            raise self._translate(error) from error
-        except StopIteration:
-            raise StoreUnavailableError("etcd closed the keepalive stream") from None
-        if int(response.TTL) <= 0:
-            raise LeaseNotFoundError(lease_id)
-        return float(response.TTL)
-
-    def _fail(self, error: grpc.RpcError) -> float:
+        start = self._current
+        error: grpc.RpcError | None = None
+        for step in range(len(self._channels)):
+            index = (start + step) % len(self._channels)
+            stub = rpc_pb2_grpc.LeaseStub(self._channels[index])
+            try:
+                responses = stub.LeaseKeepAlive(
+                    iter([rpc_pb2.LeaseKeepAliveRequest(ID=lease_id)]), timeout=self.timeout
+                )
+                response = next(iter(responses))
+            except grpc.RpcError as caught:
+                error = caught
+                if caught.code() in _RETRY_CODES:
+                    continue
+                raise self._translate(caught) from caught
+            except StopIteration:
+                raise StoreUnavailableError("etcd closed the keepalive stream") from None
+            self._current = index
+            if int(response.TTL) <= 0:
+                raise LeaseNotFoundError(lease_id)
+            return float(response.TTL)
+        assert error is not None
         raise self._translate(error) from error
 
     def time_to_live(self, lease_id: int) -> float:
@@ -411,7 +422,7 @@ class EtcdStore(Store):
             raise LeaseNotFoundError(lease_id)
         try:
             response = self._call(
-                "LeaseStub", "LeaseRevoke", rpc_pb2.LeaseRevokeRequest(ID=lease_id), retry=False
+                "LeaseStub", "LeaseRevoke", rpc_pb2.LeaseRevokeRequest(ID=lease_id)
             )
         except LeaseNotFoundError:
             raise LeaseNotFoundError(lease_id) from None
