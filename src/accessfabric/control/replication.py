@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from accessfabric.control.heartbeats import KEY_PREFIX as HEARTBEAT_PREFIX
 from accessfabric.control.registry import KEY_PREFIX as NODE_PREFIX
+from accessfabric.control.services import KEY_PREFIX as SERVICE_PREFIX
 from accessfabric.control.store.base import Change, CompactedError, StoreError
 
 if TYPE_CHECKING:
@@ -154,6 +155,10 @@ class ReplicaSync:
             self._plane.registry.apply_change(change)
         elif change.key.startswith(HEARTBEAT_PREFIX):
             self._plane.heartbeats.apply_change(change)
+        elif change.key.startswith(SERVICE_PREFIX):
+            # services are read from the store on demand; the route planner rebuilds its
+            # snapshot (serving replicas, leaders) when the generation moves
+            self._plane.services.generation += 1
         else:
             return
         self.applied += 1
