@@ -98,6 +98,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             await server.start()
         except OSError as exc:
             raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        except StoreError as exc:
+            raise UserError(f"cannot load the control plane's state: {exc}") from None
         print(
             f"control plane serving on {server.url} (authority {authority.public_key_text})",
             flush=True,
