@@ -32,7 +32,7 @@ def restart_dead_members(cluster: LocalEtcdCluster) -> None:
     for member in cluster.members:
         if not member.running:
             cluster.restart(member)
-    cluster.wait_healthy()
+    cluster.wait_all_ready()
 
 
 def unique_namespace() -> str:
@@ -45,8 +45,14 @@ def revoke_all_leases(endpoints: list[str]) -> None:
 
     from accessfabric.control.store.etcd_grpc import rpc_pb2, rpc_pb2_grpc
 
-    with grpc.insecure_channel(endpoints[0]) as channel:
-        stub = rpc_pb2_grpc.LeaseStub(channel)
-        for lease in stub.LeaseLeases(rpc_pb2.LeaseLeasesRequest(), timeout=5).leases:
-            with contextlib.suppress(grpc.RpcError):
-                stub.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=lease.ID), timeout=5)
+    for endpoint in endpoints:  # the first member that answers (one may be down)
+        with grpc.insecure_channel(endpoint) as channel:
+            stub = rpc_pb2_grpc.LeaseStub(channel)
+            try:
+                leases = stub.LeaseLeases(rpc_pb2.LeaseLeasesRequest(), timeout=5).leases
+            except grpc.RpcError:
+                continue
+            for lease in leases:
+                with contextlib.suppress(grpc.RpcError):
+                    stub.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=lease.ID), timeout=5)
+            return

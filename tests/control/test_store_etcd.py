@@ -149,6 +149,6 @@ def test_no_quorum_means_unavailable_never_stale(
         lonely.close()
         for member in etcd_cluster.members[1:]:
             etcd_cluster.restart(member)
-        etcd_cluster.wait_healthy()
+        etcd_cluster.wait_all_ready()
     entry = etcd_store.get("k")
     assert entry is not None and entry.value == b"v"

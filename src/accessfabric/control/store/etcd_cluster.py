@@ -186,6 +186,31 @@ class LocalEtcdCluster:
             time.sleep(0.05)
         raise TimeoutError(f"etcd cluster at {self.endpoints} has no leader after {timeout} s")
 
+    def member_ready(self, member: EtcdMember) -> bool:
+        """``member`` answers on its client port and knows a leader."""
+        import grpc
+
+        from accessfabric.control.store.etcd_grpc import rpc_pb2, rpc_pb2_grpc
+
+        if not member.running:
+            return False
+        with self._channel(member.endpoint) as channel:
+            try:
+                status = rpc_pb2_grpc.MaintenanceStub(channel).Status(
+                    rpc_pb2.StatusRequest(), timeout=0.5
+                )
+            except grpc.RpcError:
+                return False
+        return bool(status.leader)
+
+    def wait_all_ready(self, *, timeout: float = 30.0) -> None:
+        """Wait until every member answers and knows a leader (after restarts)."""
+        deadline = time.monotonic() + timeout
+        while not all(self.member_ready(member) for member in self.members):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"etcd members {self.endpoints} not all ready")
+            time.sleep(0.05)
+
     def leader(self) -> EtcdMember | None:
         """The member that is the raft leader now, or ``None`` (asked over its client port)."""
         import grpc
