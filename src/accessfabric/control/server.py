@@ -109,6 +109,8 @@ class ControlServer:
         store_failing = False
         while True:
             await asyncio.sleep(self._tick_interval)
+            if self.plane.unavailable_reason() is not None:
+                continue  # the store is out of reach: a tick would only block the loop
             try:
                 self.plane.tick()
             except StoreError as exc:  # one line per outage, not one per tick
