@@ -258,6 +258,7 @@ class HeartbeatTable:
 
     def forget(self, node_id: str) -> None:
         self._states.pop(node_id, None)
+        self._persisted_visible.pop(node_id, None)
         self._dirty.discard(node_id)
         self.generation += 1
         if self._live.pop(node_id, None) is not None:  # its heap entry is skipped
