@@ -36,8 +36,10 @@ def start_replicas(
     count: int = 2,
     heartbeat_interval: str = "1s",
     replica_ttl: str = "2s",
+    members_per_replica: list[list[str]] | None = None,
 ) -> ReplicaProcesses:
-    """``control init`` once, then ``count`` replicas, each with a copy of authority.key."""
+    """``control init`` once, then ``count`` replicas, each with a copy of authority.key
+    (``members_per_replica``: the etcd endpoints each replica is given; default all)."""
     namespace = unique_namespace()
     store_url = cluster.store_url + namespace
     first = tmp_path / "replica-0"
@@ -52,8 +54,11 @@ def start_replicas(
         if index:  # how a replica gets the key: a copy of authority.key, mode 0600
             data.mkdir(mode=0o700)
             shutil.copy2(first / "authority.key", data / "authority.key")
+        own_url = store_url
+        if members_per_replica is not None:
+            own_url = "etcd://" + ",".join(members_per_replica[index]) + namespace
         server = _start(
-            "serve", "--data", str(data), "--store", store_url, "--listen", "127.0.0.1:0",
+            "serve", "--data", str(data), "--store", own_url, "--listen", "127.0.0.1:0",
             "--heartbeat-interval", heartbeat_interval, "--replica-ttl", replica_ttl,
             env=_env(),
         )  # fmt: skip

@@ -293,3 +293,93 @@ def test_leader_follower_failover_on_etcd_elects_exactly_one_new_leader(
     finally:
         store.close()
         revoke_all_leases(etcd_cluster.endpoints)
+
+
+def _nft(*script: str) -> None:
+    subprocess.run(["nft", *script], check=True, capture_output=True)
+
+
+@pytest.mark.slow
+def test_replica_partitioned_from_etcd_answers_503_then_recovers(
+    etcd_cluster: LocalEtcdCluster,
+    tmp_path: Path,
+    processes: list[subprocess.Popen[str]],  # noqa: F811
+) -> None:
+    """nftables drops the partitioned replica's packets to its only etcd member's client
+    port; the cluster and the other replica (given the other two members) are untouched."""
+    restart_dead_members(etcd_cluster)
+    cut, *others = etcd_cluster.members
+    replicas = start_replicas(
+        etcd_cluster, tmp_path, processes,
+        members_per_replica=[[m.endpoint for m in others], [cut.endpoint]],
+    )  # fmt: skip
+    healthy_url, partitioned_url = replicas.urls
+    table = f"af_etcd_{time.monotonic_ns() % 10**8}"
+
+    async def main() -> None:
+        key = NodeKey.generate()
+        async with aiohttp.ClientSession() as http:
+            token = await _token(http, replicas, ["relay"])
+            healthy = ControlClient(healthy_url, key, replicas.authority_key, str(tmp_path / "h"))
+            partitioned = ControlClient(
+                partitioned_url, key, replicas.authority_key, str(tmp_path / "p")
+            )
+            try:
+                await healthy.enroll(token)
+                partitioned.cache.write(healthy.cache.read("record.json") or {}, "record.json")
+                deadline = time.monotonic() + 5
+                while True:  # the enrollment reaches the other replica through its watch
+                    try:
+                        await partitioned.heartbeat(facts())
+                        break
+                    except ControlRefused:
+                        assert time.monotonic() < deadline
+                        await asyncio.sleep(0.05)
+                _nft("add", "table", "inet", table)
+                try:
+                    _nft("add chain inet", table, "out { type filter hook output priority 0 ; }")
+                    _nft("add rule inet", table, f"out tcp dport {cut.client_port} drop")
+                    cut_at = time.monotonic()
+                    while True:
+                        try:
+                            await partitioned.heartbeat(facts())
+                        except ControlUnavailable as exc:
+                            assert "503" in str(exc) and "store" in str(exc), exc
+                            break
+                        assert time.monotonic() - cut_at < 5, "no 503 within 5 s"
+                        await asyncio.sleep(0.1)
+                    fresh = NodeKey.generate()
+                    newcomer = ControlClient(
+                        partitioned_url, fresh, replicas.authority_key, str(tmp_path / "n")
+                    )
+                    with pytest.raises(ControlUnavailable, match="503"):  # issues nothing
+                        await newcomer.enroll(await _token(http, replicas, ["relay"]))
+                    await newcomer.close()
+                    await healthy.heartbeat(facts())  # the other replica serves on
+                    async with http.get(partitioned_url + "/v1/status") as response:
+                        document = await response.json()
+                    assert document["store"]["available"] is False
+                    assert "lost its store" in document["store"]["reason"]
+                finally:
+                    subprocess.run(["nft", "delete", "table", "inet", table], check=False)
+                healed_at = time.monotonic()
+                while True:
+                    try:
+                        await partitioned.heartbeat(facts())
+                        break
+                    except ControlUnavailable:
+                        assert time.monotonic() - healed_at < 20, "not serving after healing"
+                        await asyncio.sleep(0.2)
+                newcomer = ControlClient(
+                    partitioned_url, fresh, replicas.authority_key, str(tmp_path / "n2")
+                )
+                await newcomer.enroll(await _token(http, replicas, ["relay"]))
+                await newcomer.close()
+            finally:
+                await healthy.close()
+                await partitioned.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        revoke_all_leases(etcd_cluster.endpoints)
