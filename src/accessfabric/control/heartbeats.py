@@ -275,6 +275,18 @@ class HeartbeatTable:
 
     def flush(self, now: float | None = None, *, force: bool = False) -> int:
         """Persist dirty entries not persisted for ``persist_interval``; the number written."""
+        batch = self.take_due(now, force=force)
+        if batch:
+            try:
+                self._store.put_many(batch)  # one transaction: one commit per flush
+            except Exception:
+                self.unwritten(batch)
+                raise
+        return len(batch)
+
+    def take_due(self, now: float | None = None, *, force: bool = False) -> list[tuple[str, bytes]]:
+        """The entries :meth:`flush` would write now, marked written (memory only: a caller
+        that writes them elsewhere, e.g. in a thread, calls :meth:`unwritten` on failure)."""
         when = self._clock() if now is None else now
         batch: list[tuple[str, bytes]] = []
         for node_id in list(self._dirty):
@@ -289,6 +301,12 @@ class HeartbeatTable:
             document = {"received_at": state.received_at, "facts": state.facts.to_json()}
             batch.append((KEY_PREFIX + node_id, json.dumps(document).encode()))
             self._persisted_at[node_id] = when
-        if batch:
-            self._store.put_many(batch)  # one transaction: one commit per flush
-        return len(batch)
+        return batch
+
+    def unwritten(self, batch: list[tuple[str, bytes]]) -> None:
+        """A batch from :meth:`take_due` did not reach the store: write it again later."""
+        for key, _ in batch:
+            node_id = key.removeprefix(KEY_PREFIX)
+            self._dirty.add(node_id)
+            self._persisted_at.pop(node_id, None)
+            self._persisted_visible.pop(node_id, None)

@@ -7,6 +7,7 @@ same one the store evaluates lease expiry with.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass, field
@@ -287,3 +288,19 @@ class ControlPlane:
         """Periodic work: persist heartbeats, fill vacant service leaderships."""
         self.heartbeats.flush()
         self.services.reconcile_all()
+
+    async def tick_async(self) -> None:
+        """:meth:`tick` for the server: with a networked store (etcd) the store calls run in
+        a worker thread, so a slow or partitioned store never blocks the event loop for a
+        deadline (heartbeats in memory, 503s and ``/v1/status`` keep being answered)."""
+        if not self.replicated:
+            self.tick()
+            return
+        batch = self.heartbeats.take_due()
+        if batch:
+            try:
+                await asyncio.to_thread(self.store.put_many, batch)
+            except BaseException:
+                self.heartbeats.unwritten(batch)
+                raise
+        await asyncio.to_thread(self.services.reconcile_all)

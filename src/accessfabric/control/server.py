@@ -112,7 +112,7 @@ class ControlServer:
             if self.plane.unavailable_reason() is not None:
                 continue  # the store is out of reach: a tick would only block the loop
             try:
-                self.plane.tick()
+                await self.plane.tick_async()
             except StoreError as exc:  # one line per outage, not one per tick
                 if not store_failing:
                     _log.warning("control plane tick: store unavailable: %s", exc)
