@@ -346,7 +346,7 @@ def test_replica_partitioned_from_etcd_answers_503_then_recovers(
                         except ControlUnavailable as exc:
                             assert "503" in str(exc) and "store" in str(exc), exc
                             break
-                        assert time.monotonic() - cut_at < 5, "no 503 within 5 s"
+                        assert time.monotonic() - cut_at < 10, "no 503 within 10 s"
                         await asyncio.sleep(0.1)
                     fresh = NodeKey.generate()
                     newcomer = ControlClient(

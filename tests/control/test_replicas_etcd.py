@@ -103,30 +103,39 @@ def test_role_revoked_on_one_replica_is_refused_by_the_other_within_a_second(
 def test_single_use_token_raced_on_two_replicas_succeeds_exactly_once(
     etcd_cluster: LocalEtcdCluster,
 ) -> None:
+    """100 races of one single-use token, one enrollment through each replica at once.
+
+    A replica may answer 503 when the loaded machine makes etcd slower than its deadline;
+    such a race shows no double success either, but is run again with a new token so
+    that 100 races are decided by the store."""
     restart_dead_members(etcd_cluster)
     endpoints = etcd_cluster.endpoints
 
-    async def main() -> list[list[int]]:
-        outcomes: list[list[int]] = []
+    async def main() -> tuple[list[list[int]], list[list[int]]]:
+        decided: list[list[int]] = []
+        unavailable: list[list[int]] = []
         async with running_replicas([endpoints, endpoints[::-1]], unique_namespace()) as (a, b):
-            for _ in range(100):
+            while len(decided) < 100 and len(unavailable) < 20:
                 token = await a.token("acme", ["relay"], uses=1)
                 keys = [NodeKey.generate(), NodeKey.generate()]
                 replies = await asyncio.gather(
                     a.signed(keys[0], "POST", "/v1/enroll", enroll_body(keys[0], token)),
                     b.signed(keys[1], "POST", "/v1/enroll", enroll_body(keys[1], token)),
                 )
-                outcomes.append(sorted(status for status, _ in replies))
-        return outcomes
+                statuses = sorted(status for status, _ in replies)
+                (unavailable if 503 in statuses else decided).append(statuses)
+        return decided, unavailable
 
     try:
-        outcomes = asyncio.run(main())
+        decided, unavailable = asyncio.run(main())
     finally:
         revoke_all_leases(etcd_cluster.endpoints)
-    assert len(outcomes) == 100
-    for statuses in outcomes:
+    assert len(decided) == 100, f"only {len(decided)} races decided; 503s: {unavailable}"
+    for statuses in decided:
         assert statuses.count(200) == 1, statuses
         assert all(status in (200, 401, 403, 409) for status in statuses), statuses
+    for statuses in unavailable:
+        assert statuses.count(200) <= 1, statuses
 
 
 def test_heartbeats_are_soft_state_shared_only_when_due(etcd_cluster: LocalEtcdCluster) -> None:

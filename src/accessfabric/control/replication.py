@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 _log = logging.getLogger("accessfabric.control.replication")
 MAX_BACKOFF = 2.0
 PROBE_INTERVAL = 0.5
-PROBE_TIMEOUT = 1.5
+PROBE_TIMEOUT = 2.5
+"""Beyond the store's own 2 s deadline: a quorum read slower than that is a lost store."""
 WATCHED_PREFIX = "/"
 """One watch over the namespace; changes outside the two prefixes are skipped."""
 
