@@ -18,6 +18,7 @@ from accessfabric.control.admin import AdminCredentials
 from accessfabric.control.authority import Authority
 from accessfabric.control.directory import directory_version
 from accessfabric.control.facts import HeartbeatFacts
+from accessfabric.control.fleet_events import FleetEvents
 from accessfabric.control.heartbeat_mac import ControlMacKeys
 from accessfabric.control.heartbeats import HealthRules, HeartbeatTable
 from accessfabric.control.leasing import RouteLeasing
@@ -33,6 +34,7 @@ from accessfabric.control.requestsig import (
 from accessfabric.control.services import ServiceDirectory
 from accessfabric.control.store.base import Clock, Store
 from accessfabric.control.store.sqlite import SqliteStore
+from accessfabric.control.traffic_history import TrafficHistory
 from accessfabric.control.vocabulary import Role
 
 AUTHORITY_FILE = "authority.key"
@@ -206,6 +208,8 @@ class ControlPlane:
             snapshot_max_age=cfg.snapshot_max_age,
         )
         self.replay = ReplayCache(cfg.request_window)
+        self.traffic = TrafficHistory()
+        self.events = FleetEvents()
         self.mac_keys = ControlMacKeys(authority)
         self.sync: ReplicaSync | None = None
         self._loaded_revision = 0
@@ -269,6 +273,8 @@ class ControlPlane:
         now = self.clock()
         node_id = node.node_id
         self.heartbeats.record(node_id, facts, now)
+        self.traffic.record(node_id, facts, now)
+        self.events.route_reports(node_id, facts.route_reports, now)
         if facts.services and Role.SERVICE_HOST in node.record.roles:
             self.services.renew(node_id, tuple(s.name for s in facts.services), now)
         current = self.registry.renew_if_due(node_id, now) or node
@@ -288,6 +294,7 @@ class ControlPlane:
         """Periodic work: persist heartbeats, fill vacant service leaderships."""
         self.heartbeats.flush()
         self.services.reconcile_all()
+        self.events.observe(self, self.clock())
 
     async def tick_async(self) -> None:
         """:meth:`tick` for the server: with a networked store (etcd) the store calls run in
@@ -304,3 +311,4 @@ class ControlPlane:
                 self.heartbeats.unwritten(batch)
                 raise
         await asyncio.to_thread(self.services.reconcile_all)
+        self.events.observe(self, self.clock())
