@@ -115,7 +115,7 @@ def test_single_use_token_raced_on_two_replicas_succeeds_exactly_once(
         decided: list[list[int]] = []
         unavailable: list[list[int]] = []
         async with running_replicas([endpoints, endpoints[::-1]], unique_namespace()) as (a, b):
-            while len(decided) < 100 and len(unavailable) < 20:
+            while len(decided) < 100 and len(unavailable) < 100:
                 token = await a.token("acme", ["relay"], uses=1)
                 keys = [NodeKey.generate(), NodeKey.generate()]
                 replies = await asyncio.gather(

@@ -34,6 +34,7 @@ _log = logging.getLogger("accessfabric.control.replication")
 MAX_BACKOFF = 2.0
 PROBE_INTERVAL = 0.5
 PROBE_TIMEOUT = 2.5
+PROBE_FAILURES = 2
 """Beyond the store's own 2 s deadline: a quorum read slower than that is a lost store."""
 WATCHED_PREFIX = "/"
 """One watch over the namespace; changes outside the two prefixes are skipped."""
@@ -115,13 +116,20 @@ class ReplicaSync:
 
     async def _probe_until_failure(self) -> None:
         """A quorum read every ``PROBE_INTERVAL``: a partitioned replica notices within
-        about ``PROBE_TIMEOUT`` even when its watch stream just goes silent."""
+        ``PROBE_FAILURES`` probes even when its watch stream just goes silent (one slow read
+        on a loaded machine is not a partition)."""
+        failures = 0
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
             try:
                 await asyncio.wait_for(asyncio.to_thread(self._store.revision), PROBE_TIMEOUT)
-            except TimeoutError:
-                raise StoreError(f"no quorum read within {PROBE_TIMEOUT} s") from None
+            except (TimeoutError, StoreError) as error:
+                failures += 1
+                if failures >= PROBE_FAILURES:
+                    reason = str(error) or f"no quorum read within {PROBE_TIMEOUT} s"
+                    raise StoreError(f"{failures} quorum reads failed: {reason}") from None
+            else:
+                failures = 0
 
     async def _reload(self) -> bool:
         """Read the caches again from the store (after a break); ``True`` when done."""
