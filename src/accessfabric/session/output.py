@@ -4,7 +4,9 @@ Pending ACKs are queued first, then control frames go out in the order they
 were queued, then stream data: urgent classes by strict priority, the shared
 ones by the :class:`ClassScheduler`'s weighted shares and, when pacing is on,
 only as fast as the :class:`DelayPacer` allows.  Every DATA frame is cut here
-(``_emit``), against the stream's and the session's credit; NODE_PRESSURE tells
+(``_emit``), against the stream's and the session's credit (the shared classes
+leave ``urgent_session_reserve`` of the latter to the urgent ones, ADR 0014); a
+stream refused for want of session credit counts a stall; NODE_PRESSURE tells
 the peer when our send queues cross the high mark and when they recover.
 """
 
@@ -17,6 +19,7 @@ from accessfabric.session.stream_state import StreamInput
 from accessfabric.wire import frames as fr
 from accessfabric.wire.frames import pack_data_header
 from accessfabric.wire.limits import MAX_U32
+from accessfabric.wire.registry import TrafficClass
 
 _MIN_PACED_FRAME = 1024
 _TIMING_MARK_BYTES = 32 * 1024
@@ -119,6 +122,9 @@ class Output(SessionCore):
             if not ready:
                 self._after_send(stream)
             if sent < 0:
+                blocked = SHARED_CLASSES if traffic_class in _SHARED else TrafficClass
+                waiting = [self._streams[i] for i in scheduler.ready_ids(blocked)]
+                self._session_credit_stall(stream, waiting)
                 break
         return budget
 
@@ -128,6 +134,8 @@ class Output(SessionCore):
         payload = _EMPTY
         if stream.queued:
             session_credit = self._session_credit_limit - self._session_sent
+            if stream.traffic_class in _SHARED:
+                session_credit -= self._urgent_reserve  # left for the urgent classes
             if session_credit <= 0:
                 return -1
             queue = stream.send_queue

@@ -31,12 +31,14 @@ class Stream:
         "recv_end",
         "relayed",
         "relayed_acked",
+        "released",
         "resume_token",
         "resumed",
         "retained",
         "send_offset",
         "send_queue",
         "service",
+        "session_credit_stalls",
         "stall_since",
         "stall_time",
         "state",
@@ -79,12 +81,15 @@ class Stream:
         # Receive side.
         self.recv = recv_window
         self.recv_end: int | None = None
+        self.released = False  # a reset freed what it held: the app's late ACKs are moot
         # Metrics.
         self.bytes_in = 0
         self.bytes_out = 0
         self.frames_in = 0
         self.frames_out = 0
         self.credit_stalls = 0
+        """Waits for credit: the stream's own, or the session's (also counted below)."""
+        self.session_credit_stalls = 0
         self.stall_since: float | None = None
         self.stall_time = 0.0
         self.dropped_bytes = 0
