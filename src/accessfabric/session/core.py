@@ -81,6 +81,10 @@ class SessionCore:
             else None
         )
         self._ack_pending: set[Stream] = set()
+        self._last_park_check = now
+        self._paced_wake: float | None = None  # the pacer held data back: look again then
+        self.pacer_parked_bytes = 0
+        """Unacknowledged bytes the pacer stopped counting as in flight (Output._park...)."""
         self._pings: dict[int, float] = {}
         self._keepalive_ping: int | None = None
         self._rtt_probe: int | None = None
@@ -240,7 +244,7 @@ class SessionCore:
         stream.send_queue.clear()
         stream.queued = 0
         if self._pacer is not None and stream.traffic_class in _SHARED:
-            self._pacer.forget(stream.send_offset - stream.acked)
+            self._pacer.forget(stream.paced_in_flight)
         stream.retained.clear()
         stream.timing.clear()
         self._ack_pending.discard(stream)

@@ -24,6 +24,9 @@ from accessfabric.wire.registry import TrafficClass
 _MIN_PACED_FRAME = 1024
 _TIMING_MARK_BYTES = 32 * 1024
 """Sent data is time-stamped once per this many bytes; its ACK gives an RTT sample."""
+_STUCK_AFTER = 0.05
+"""Unacknowledged for this long (or 4 x srtt), bytes no longer count as in flight."""
+_PARK_CHECK_INTERVAL = 0.01
 _EMPTY = memoryview(b"")
 _SHARED = frozenset(SHARED_CLASSES)
 
@@ -86,7 +89,11 @@ class Output(SessionCore):
             if pick is None:
                 if pacer is not None and pacer.active:
                     tokens = pacer.available(now)
+                    if tokens < _MIN_PACED_FRAME and self._park_stuck_streams(now):
+                        tokens = pacer.available(now)
                     if tokens < _MIN_PACED_FRAME:
+                        if scheduler.has_shared():  # look again, should no ACK come
+                            self._paced_wake = now + self._stuck_after()
                         break
                     paced = True
                 pick = scheduler.next_shared()
@@ -175,6 +182,39 @@ class Output(SessionCore):
             stream.local_transition(StreamInput.SEND_END)
             self._maybe_forget(stream)
         return n
+
+    def _stuck_after(self) -> float:
+        return max(4 * (self._rtt.srtt or 0.0), _STUCK_AFTER)
+
+    def _park_stuck_streams(self, now: float) -> bool:
+        """Stop counting in the pacer's bytes in flight those no ACK has covered for long.
+
+        A stream relayed onward is acknowledged end to end: bytes the next hop holds
+        for a reader that stopped stay unacknowledged here, although they left this
+        hop's path long ago.  Counted as in flight they would fill the pacer's window
+        and hold back every shared-class stream of the session (issue 13).  Bytes
+        older than ``4 x srtt`` (at least ``_STUCK_AFTER``) are not in a queue the
+        pacer can drain; an ACK that covers them later frees nothing twice.
+        """
+        if now - self._last_park_check < _PARK_CHECK_INTERVAL:
+            return False
+        self._last_park_check = now
+        assert self._pacer is not None
+        stuck_after = self._stuck_after()
+        parked = 0
+        for stream in self._streams.values():
+            in_flight = stream.paced_in_flight
+            if not in_flight or stream.traffic_class not in _SHARED:
+                continue
+            # The oldest unacknowledged mark; with none left, the bytes predate the last ACK.
+            sent_at = stream.timing[0][1] if stream.timing else stream.ack_seen_at
+            if sent_at is not None and now - sent_at > stuck_after:
+                stream.paced_from = stream.send_offset
+                parked += in_flight
+        if parked:
+            self._pacer.forget(parked)
+            self.pacer_parked_bytes += parked
+        return parked > 0
 
     def _signal_queue_pressure(self, parts: list[bytes | memoryview]) -> None:
         """Send NODE_PRESSURE when our send queues cross the high mark, and when they recover."""

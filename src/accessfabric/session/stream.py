@@ -26,6 +26,7 @@ class Stream:
         "frames_in",
         "frames_out",
         "local",
+        "paced_from",
         "queued",
         "recv",
         "recv_end",
@@ -78,6 +79,8 @@ class Stream:
         self.end_queued = False
         self.end_sent = False
         self.timing: deque[tuple[int, float]] = deque()  # (end offset, sent at): RTT marks
+        # Sent bytes from here on count in the pacer's bytes in flight (see Output._park).
+        self.paced_from = send_offset
         # Receive side.
         self.recv = recv_window
         self.recv_end: int | None = None
@@ -111,6 +114,11 @@ class Stream:
     @property
     def credit(self) -> int:
         return self.credit_limit - self.send_offset
+
+    @property
+    def paced_in_flight(self) -> int:
+        """Bytes of this stream the pacer counts as in flight."""
+        return max(0, self.send_offset - max(self.acked, self.paced_from))
 
     @property
     def wants_to_send(self) -> bool:

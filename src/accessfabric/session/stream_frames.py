@@ -221,6 +221,7 @@ class StreamFrames(SessionCore):
                 events,
             )
             return
+        paced = stream.paced_in_flight
         newly = stream.on_ack(frame.offset)
         if newly and stream.relayed:
             events.append(ev.StreamAcknowledged(stream_id=stream.stream_id, offset=frame.offset))
@@ -236,7 +237,7 @@ class StreamFrames(SessionCore):
                 if self._pacer is not None:
                     self._pacer.on_rtt_sample(sample, now)
             if self._pacer is not None and stream.traffic_class in _SHARED:
-                self._pacer.on_delivered(newly, now)
+                self._pacer.on_delivered(paced - stream.paced_in_flight, now)
         self._maybe_forget(stream)
 
     def _on_credit(self, frame: fr.StreamCredit, events: list[ev.Event]) -> None:
