@@ -16,7 +16,8 @@ one JSON object: ``{"rtts_ms": [...], "bulk_bytes": N, "bulk_seconds": S}``.  MO
 * ``fabric``: one session, a BULK stream saturating the link and an INTERACTIVE stream
   pinging every ``--interval`` seconds (16-byte echo at application level);
 * ``stopped`` / ``paced``: the same, but the server's reader of the bulk stream stops
-  after 1 MiB / reads only ``PACED_RATE`` bytes per second (issue 13);
+  after 1 MiB / reads only ``PACED_RATE`` bytes per second (issue 13); beside the
+  stopped one a second bulk stream, read normally, is the one whose bytes count;
 * ``fabric-idle``: the pings on a fabric session with no bulk stream;
 * ``fifo``: bulk and pings interleaved FIFO on one plain TCP connection;
 * ``separate``: bulk on one plain TCP connection, pings on another;
@@ -240,13 +241,19 @@ async def _client_fabric(args: argparse.Namespace, window: _Window) -> None:
     piece = os.urandom(BULK_PIECE)
     freeze_startup_objects()
 
-    async def pump() -> None:
-        if bulk is None:
+    # Beside a stopped reader, a second bulk stream whose reader reads is the one counted.
+    counted = (
+        await connection.open_stream("bulk", TrafficClass.BULK) if args.mode == "stopped" else bulk
+    )
+
+    async def pump(stream: FabricStream | None, count: bool) -> None:
+        if stream is None:
             return
         while time.perf_counter() < window.end + 0.2:
-            bulk.write(piece)
-            await bulk.drain()
-            window.count_bulk(len(piece))
+            stream.write(piece)
+            await stream.drain()
+            if count:
+                window.count_bulk(len(piece))
 
     async def send(payload: bytes) -> None:
         ping.write(payload)
@@ -254,10 +261,13 @@ async def _client_fabric(args: argparse.Namespace, window: _Window) -> None:
     async def receive() -> bytes:
         return await ping.readexactly(PING_SIZE)
 
-    pumping = asyncio.ensure_future(pump())
+    pumps = [asyncio.ensure_future(pump(counted, True))]
+    if counted is not bulk:
+        pumps.append(asyncio.ensure_future(pump(bulk, False)))
     await _pinger(window, args.interval, send, receive)
-    await asyncio.wait([pumping], timeout=2.0)  # a stopped reader never lets it finish
-    pumping.cancel()
+    await asyncio.wait(pumps, timeout=2.0)  # a stopped reader never lets its pump finish
+    for pumping in pumps:
+        pumping.cancel()
     connection.abort()
 
 

@@ -192,9 +192,11 @@ class Output(SessionCore):
         A stream relayed onward is acknowledged end to end: bytes the next hop holds
         for a reader that stopped stay unacknowledged here, although they left this
         hop's path long ago.  Counted as in flight they would fill the pacer's window
-        and hold back every shared-class stream of the session (issue 13).  Bytes
-        older than ``4 x srtt`` (at least ``_STUCK_AFTER``) are not in a queue the
-        pacer can drain; an ACK that covers them later frees nothing twice.
+        and hold back every shared-class stream of the session (issue 13).  A stream
+        that got no ACK for ``4 x srtt`` (at least ``_STUCK_AFTER``) and whose oldest
+        unacknowledged bytes are as old has nothing in a queue the pacer can drain:
+        its bytes stop counting, and an ACK that covers them later frees nothing
+        twice.  A stream that flows gets ACKs every round trip and is never parked.
         """
         if now - self._last_park_check < _PARK_CHECK_INTERVAL:
             return False
@@ -206,9 +208,13 @@ class Output(SessionCore):
             in_flight = stream.paced_in_flight
             if not in_flight or stream.traffic_class not in _SHARED:
                 continue
-            # The oldest unacknowledged mark; with none left, the bytes predate the last ACK.
-            sent_at = stream.timing[0][1] if stream.timing else stream.ack_seen_at
-            if sent_at is not None and now - sent_at > stuck_after:
+            # Stuck: no ACK for that long, and its oldest unacknowledged mark is that old
+            # (with no mark left, the bytes predate the last ACK).
+            last_ack = stream.ack_seen_at
+            oldest = stream.timing[0][1] if stream.timing else last_ack
+            if oldest is None:
+                continue
+            if now - max(oldest, last_ack or oldest) >= stuck_after:
                 stream.paced_from = stream.send_offset
                 parked += in_flight
         if parked:
