@@ -77,6 +77,8 @@ _INT_LIMITS = {
     "max_stream_window": (1, 1 << 62),
     "initial_session_window": (1, 1 << 62),
     "max_session_window": (1, 1 << 62),
+    "stream_window_budget": (0, 1 << 62),
+    "urgent_session_reserve": (0, 1 << 62),
     "max_concurrent_streams": (1, (1 << 31) - 1),
     "max_stream_send_buffer": (1, 1 << 62),
 }
