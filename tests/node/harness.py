@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import resource
 import signal
 import subprocess
 import sys
@@ -118,12 +119,14 @@ def start_node(
     *,
     websocket: bool = False,
     echo_allow: str = '["*"]',
+    nofile: int | None = None,
 ) -> NodeProcess:
     """Write ``<name>.key`` and ``<name>.toml`` (TCP listener on a free port) and start it.
 
-    With ``websocket`` the node also listens for wss on a free port, path ``/fabric``.
-    ``echo_allow``: the ``[allow] echo`` list (default deny; ``smoke`` dials with a
-    fresh key, so these nodes admit any node to ``echo``).
+    With ``websocket`` the node also listens for wss on a free port, path ``/fabric``;
+    ``nofile`` sets the process's ``RLIMIT_NOFILE`` (soft and hard).  ``echo_allow``: the
+    ``[allow] echo`` list (default deny; ``smoke`` dials with a fresh key, so these nodes
+    admit any node to ``echo``).
     """
     directory.mkdir(parents=True, exist_ok=True)
     node_id = keygen(directory / f"{name}.key")
@@ -141,6 +144,7 @@ def start_node(
         stderr=subprocess.PIPE,
         text=True,
         env=command_env(),
+        preexec_fn=None if nofile is None else lambda: _limit_files(nofile),
     )
     node = NodeProcess(process=process, node_id=node_id, directory=directory)
     threading.Thread(target=node._read, daemon=True).start()
@@ -155,6 +159,10 @@ def start_node(
         raise
     node.port = int(listening["address"].rsplit(":", 1)[1])
     return node
+
+
+def _limit_files(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
 
 def smoke(url: str, peer_id: str, *extra: str) -> subprocess.CompletedProcess[str]:
