@@ -115,6 +115,7 @@ async def test_battery_drain_stops_relaying_and_charging_brings_it_back(tmp_path
     started: list[NodeRuntime] = []
     async with running_plane(tmp_path, config=ControlConfig(heartbeat_interval=0.5)) as plane:
         try:
+            await plane.grant("acme", [WEB])  # default deny: the tenant's nodes may reach it
             host = await node(
                 tmp_path, plane, "host", ["service-host"],
                 f'[[services]]\nname = "{WEB}"\ntarget = "127.0.0.1:{port}"\n',

@@ -95,6 +95,7 @@ async def fabric_with_downloads(tmp_path: Path) -> tuple[Fabric, FabricStream]:
     fabric = await build(tmp_path, relays=2, chained=True)
     src = fabric.source
     fabric.destination.dispatcher.register(DOWNLOAD, endless_download)
+    fabric.destination.access.allow[DOWNLOAD] = frozenset({fabric.source.node_id})
     hops = [src.node_id, *(r.node_id for r in fabric.relays), fabric.destination.node_id]
     route = issue_route(fabric.authority, 1, hops, services=(DOWNLOAD, "echo"))
     src.routes.set_routes("echo", TrafficClass.INTERACTIVE, [route])
