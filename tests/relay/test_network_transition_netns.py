@@ -95,8 +95,12 @@ class TransitionFabric(nc.ControlFabric):
         ]
         create = ["control", "token", "create", "--tenant", "acme"]
         commands = {host: [*create, "--roles", ROLES[host], *server] for host in HOSTS}
+        # default deny: home serves the tenant's nodes only once a grant admits them
+        grant = ["control", "grant", "create", "--tenant", "acme", "--services", nc.SERVICE]
+        commands["grant"] = [*grant, *server]
         done = self.topo.run("ctl", [nc.sys.executable, "-c", script, json.dumps(commands)])
         tokens: dict[str, str] = json.loads(done.stdout)
+        del tokens["grant"]
         return tokens
 
     def config(self, host: str, token: str) -> Path:
