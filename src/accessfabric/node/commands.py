@@ -21,6 +21,7 @@ from accessfabric.identity.node_id import parse_node_id
 from accessfabric.node.address import parse_endpoint_url
 from accessfabric.node.config import ConfigError, load_node_config
 from accessfabric.node.dial import CarrierUnavailableError, carrier_available
+from accessfabric.node.key_lock import KeyInUseError
 from accessfabric.node.log_format import configure_logging
 from accessfabric.node.smoke import EXIT_CODE_HELP, SmokeExit, classify_failure, run_smoke
 
@@ -134,6 +135,9 @@ def guarded(
         try:
             return handler(args)
         except UsageError as exc:
+            print(f"accessfabric {name}: {exc}", file=sys.stderr)
+            return USAGE_ERROR
+        except KeyInUseError as exc:  # one process per node key (node/key_lock.py)
             print(f"accessfabric {name}: {exc}", file=sys.stderr)
             return USAGE_ERROR
 

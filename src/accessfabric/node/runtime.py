@@ -26,6 +26,7 @@ from accessfabric.node.dataplane import DataPlane
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
 from accessfabric.node.endpoints import LocalNode
 from accessfabric.node.gc_pauses import freeze_startup_objects
+from accessfabric.node.key_lock import KeyLock
 from accessfabric.node.log_format import log_event
 from accessfabric.node.observability import NodeObservability
 from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
@@ -83,6 +84,7 @@ class NodeRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._keepers: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._cut_short = asyncio.Event()  # a second SIGTERM/SIGINT: stop draining
         self.observe = NodeObservability(self.key.node_id)
         # End-to-end sealing (docs/sealing.md): other nodes' keys from [[peers]],
         # [sealing.keys] and (with [control]) the directory's signed node records.
@@ -268,7 +270,14 @@ class NodeRuntime:
             asyncio.ensure_future(self.peers.aclose(drain_timeout=timeout, reason=reason)),
             *(asyncio.ensure_future(c.wait_closed()) for c in self._accepted),
         ]
-        _, pending = await asyncio.wait(waits, timeout=timeout)
+        draining = asyncio.ensure_future(asyncio.wait(waits, timeout=timeout))
+        cut = asyncio.ensure_future(self._cut_short.wait())
+        await asyncio.wait((draining, cut), return_when=asyncio.FIRST_COMPLETED)
+        cut.cancel()
+        if not draining.done():
+            draining.cancel()
+            log_event(log, "drain cut short", logging.WARNING)
+        pending = [future for future in waits if not future.done()]
         for future in pending:
             future.cancel()
         drained = not pending
@@ -287,6 +296,39 @@ class NodeRuntime:
         log_event(log, "node stopped", drained=drained)
         return drained
 
+    def cut_drain_short(self) -> None:
+        """End a running (or the next) drain now: sessions are closed without waiting."""
+        self._cut_short.set()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file; apply what can change live, log what cannot."""
+        from accessfabric.node.config import ConfigError, load_node_config
+        from accessfabric.node.reload import plan_reload
+
+        source = self.config.source
+        if not source or source in ("environment", "command line"):
+            log_event(log, "reload ignored: no config file", logging.WARNING, source=source or "-")
+            return
+        try:
+            loaded = load_node_config(source)
+        except ConfigError as error:
+            log_event(log, "reload failed, config unchanged", logging.ERROR, error=str(error))
+            return
+        plan = plan_reload(self.config, loaded)
+        self.config = plan.config
+        if "peers (endpoints)" in plan.applied:
+            for peer in plan.config.peers:
+                if peer.node_id != self.node_id:
+                    self.peers.set_peer(peer.node_id, peer.endpoints)
+        log_event(
+            log, "config reloaded", config=source, applied=",".join(plan.applied) or "-",
+        )  # fmt: skip
+        if plan.needs_restart:
+            log_event(
+                log, "config change needs a restart", logging.WARNING,
+                keys=",".join(plan.needs_restart),
+            )  # fmt: skip
+
 
 async def run_node(
     config: NodeConfig,
@@ -297,10 +339,19 @@ async def run_node(
     """Run a node until SIGTERM or SIGINT, then drain and stop; the process exit code (0)."""
     loop = asyncio.get_running_loop()
     runtime = NodeRuntime(config, key=key, components=components)
+    lock = KeyLock(config.key_path, runtime.node_id)  # KeyInUseError: another node runs it
     stop = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
+
+    def on_stop_signal() -> None:
+        if stop.is_set():  # the second signal: do not wait for the drain
+            log_event(log, "second signal, cutting the drain short", logging.WARNING)
+            runtime.cut_drain_short()
+        stop.set()
+
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    for signum in signals[:2]:
+        loop.add_signal_handler(signum, on_stop_signal)
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
     try:
         await runtime.start()
         freeze_startup_objects()  # full GC passes then skip the start-up heap
@@ -310,4 +361,5 @@ async def run_node(
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
+        lock.release()
     return 0
