@@ -21,6 +21,7 @@ from accessfabric.identity.node_id import parse_node_id
 from accessfabric.node.address import parse_endpoint_url
 from accessfabric.node.config import ConfigError, load_node_config
 from accessfabric.node.dial import CarrierUnavailableError, carrier_available
+from accessfabric.node.config_checks import ConfigConflict, idle_warnings
 from accessfabric.node.key_lock import KeyInUseError
 from accessfabric.node.log_format import configure_logging
 from accessfabric.node.smoke import EXIT_CODE_HELP, SmokeExit, classify_failure, run_smoke
@@ -93,6 +94,8 @@ def cmd_node_run(args: argparse.Namespace) -> int:
             )
     configure_logging(json_lines=args.log_json or config.log_json, level=args.log_level)
     key = _load_key(str(config.key_path))
+    for warning in idle_warnings(config):
+        logging.getLogger("accessfabric.node").warning("%s", warning)
     try:
         return _run(run_node(config, key=key, components=(ServicesComponent(),)))
     except OSError as exc:  # a listener could not bind
@@ -137,7 +140,7 @@ def guarded(
         except UsageError as exc:
             print(f"accessfabric {name}: {exc}", file=sys.stderr)
             return USAGE_ERROR
-        except KeyInUseError as exc:  # one process per node key (node/key_lock.py)
+        except (KeyInUseError, ConfigConflict) as exc:  # node/key_lock.py, config_checks.py
             print(f"accessfabric {name}: {exc}", file=sys.stderr)
             return USAGE_ERROR
 

@@ -25,6 +25,7 @@ from accessfabric.node.control_link import ControlLink
 from accessfabric.node.dataplane import DataPlane
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
 from accessfabric.node.endpoints import LocalNode
+from accessfabric.node.config_checks import check_against_key
 from accessfabric.node.gc_pauses import freeze_startup_objects
 from accessfabric.node.key_lock import KeyLock
 from accessfabric.node.log_format import log_event
@@ -339,6 +340,7 @@ async def run_node(
     """Run a node until SIGTERM or SIGINT, then drain and stop; the process exit code (0)."""
     loop = asyncio.get_running_loop()
     runtime = NodeRuntime(config, key=key, components=components)
+    check_against_key(config, runtime.node_id)  # ConfigConflict: e.g. [[peers]] names itself
     lock = KeyLock(config.key_path, runtime.node_id)  # KeyInUseError: another node runs it
     stop = asyncio.Event()
 
