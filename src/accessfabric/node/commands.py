@@ -20,8 +20,8 @@ from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.node_id import parse_node_id
 from accessfabric.node.address import parse_endpoint_url
 from accessfabric.node.config import ConfigError, load_node_config
-from accessfabric.node.dial import CarrierUnavailableError, carrier_available
 from accessfabric.node.config_checks import ConfigConflict, idle_warnings
+from accessfabric.node.dial import CarrierUnavailableError, carrier_available
 from accessfabric.node.key_lock import KeyInUseError
 from accessfabric.node.log_format import configure_logging
 from accessfabric.node.smoke import EXIT_CODE_HELP, SmokeExit, classify_failure, run_smoke

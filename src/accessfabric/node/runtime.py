@@ -20,12 +20,12 @@ from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.address import Endpoint
 from accessfabric.node.config import NodeConfig, PeerConfig
+from accessfabric.node.config_checks import check_against_key
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.control_link import ControlLink
 from accessfabric.node.dataplane import DataPlane
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
 from accessfabric.node.endpoints import LocalNode
-from accessfabric.node.config_checks import check_against_key
 from accessfabric.node.gc_pauses import freeze_startup_objects
 from accessfabric.node.key_lock import KeyLock
 from accessfabric.node.log_format import log_event
