@@ -211,7 +211,7 @@ def add_node_commands(commands: Any) -> None:
     )
     smoke.add_argument(
         "--peer", required=True, metavar="URL",
-        help="tcp://HOST:PORT (or wss://HOST:PORT/PATH with the WebSocket carrier)",
+        help="tcp://HOST:PORT, wss://HOST:PORT/PATH, quic://HOST:PORT or https://HOST:PORT/PATH",
     )  # fmt: skip
     smoke.add_argument("--peer-id", required=True, metavar="ID", help="the node id to expect")
     smoke.add_argument(

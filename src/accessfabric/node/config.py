@@ -522,7 +522,7 @@ def _listen_tables(value: Any, at: _At) -> tuple[Endpoint, ...]:
     for index, item in enumerate(_list(value, at)):
         item_at = at[index]
         table = _table(item, item_at)
-        _check_keys(table, item_at, ("carrier", "address", "path"))
+        _check_keys(table, item_at, ("carrier", "address", "path", "behind_proxy", "tls"))
         if "carrier" not in table:
             (item_at / "carrier").fail(f"required ({' or '.join(repr(c) for c in CARRIERS)})")
         if "address" not in table:
@@ -548,7 +548,18 @@ def _listen_tables(value: Any, at: _At) -> tuple[Endpoint, ...]:
                 (item_at / "path").fail(str(exc))
         else:
             path = DEFAULT_PATHS.get(carrier, "")
-        endpoints.append(Endpoint(carrier=carrier, host=where.host, port=where.port, path=path))
+        behind_proxy = _bool(table.get("behind_proxy", False), item_at / "behind_proxy")
+        tls = _bool(table.get("tls", True), item_at / "tls")
+        if behind_proxy and carrier != "websocket":
+            (item_at / "behind_proxy").fail("only a websocket listener can be behind a proxy")
+        if not tls and not behind_proxy:
+            (item_at / "tls").fail("false only with behind_proxy = true (ADR 0005)")
+        endpoints.append(
+            Endpoint(
+                carrier=carrier, host=where.host, port=where.port, path=path,
+                behind_proxy=behind_proxy, tls=tls,
+            )
+        )  # fmt: skip
     return tuple(endpoints)
 
 

@@ -33,9 +33,7 @@ def check_against_key(config: NodeConfig, node_id: str) -> None:
 
 def idle_warnings(config: NodeConfig) -> list[str]:
     """Why this node would start and do nothing useful (empty when it has work)."""
-    has_work = (
-        config.listen or config.peers or config.control or config.services or config.forwards
-    )
+    has_work = config.listen or config.peers or config.control or config.services or config.forwards
     if has_work:
         return []
     return [
