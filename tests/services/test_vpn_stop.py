@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from accessfabric.sim import Topology
 from tests.services.netns_nodes import (
+    env,
     keygen,
     peer_table,
     require_netns_and_tun,
@@ -67,3 +70,27 @@ def test_vpn_up_exits_within_a_second_of_ctrl_c(tmp_path: Path) -> None:
                 if process.poll() is None:
                     process.kill()
                     process.wait()
+
+
+def test_vpn_up_names_a_device_in_use(tmp_path: Path) -> None:
+    require_netns_and_tun()
+    keygen(tmp_path / "n.key")
+    config = write_config(tmp_path / "n.toml", tmp_path / "n.key")
+    holder = (
+        "from accessfabric.services.tun import open_tun; import sys, time; "
+        "open_tun('afbusy0'); print('held', flush=True); time.sleep(60)"
+    )
+    script = (
+        f'{sys.executable} -c "{holder}" > {tmp_path}/held & '
+        f"until grep -q held {tmp_path}/held; do sleep 0.1; done; "
+        f"{sys.executable} -m accessfabric vpn up --config {config} --dev afbusy0; "
+        'code=$?; kill %1; wait; exit "$code"'
+    )
+    done = subprocess.run(
+        ["unshare", "--net", "bash", "-c", script], capture_output=True, text=True,
+        timeout=60, env=env(),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "device 'afbusy0' exists and is in use" in last, done.stderr
+    assert "Traceback" not in done.stderr

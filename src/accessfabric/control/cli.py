@@ -1,9 +1,10 @@
 """``accessfabric control …``: run a control plane, and operate it.
 
 Wire it into the main command with :func:`add_control_parser`; ``python -m
-accessfabric.control.cli`` runs the same commands on their own.  User mistakes end with
-one line on stderr and exit status 1 (2 for usage errors, 3 when the control plane cannot
-be reached); never a traceback.
+accessfabric.control.cli`` runs the same commands on their own.  Exit codes follow
+:mod:`accessfabric.exit_codes` like every other command: a user mistake (or a request the
+control plane refused) is one line on stderr and exit status 2, an unreachable control
+plane 3; never a traceback.
 """
 
 from __future__ import annotations
@@ -21,17 +22,24 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from accessfabric.exit_codes import Exit
+
+_log = logging.getLogger("accessfabric.control")
 DEFAULT_URL = "http://127.0.0.1:8600"
 URL_ENV = "ACCESSFABRIC_CONTROL_URL"
 ADMIN_ENV = "ACCESSFABRIC_ADMIN_TOKEN"
-EXIT_USER = 1
-EXIT_UNREACHABLE = 3
+EXIT_USER = int(Exit.USAGE)
+EXIT_UNREACHABLE = int(Exit.UNREACHABLE)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class UserError(Exception):
-    """A mistake the user can fix: printed as one line, exit status 1."""
+    """A mistake the user can fix: printed as one line, exit status 2."""
+
+
+class Failed(Exception):
+    """The command could not do its work (e.g. its port is taken): one line, exit status 1."""
 
 
 class Unreachable(Exception):
@@ -74,8 +82,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from accessfabric.control.plane import ControlConfig, ControlPlane, DataDirError, open_data_dir
     from accessfabric.control.server import ControlServer
     from accessfabric.identity.errors import IdentityError
+    from accessfabric.node.log_format import log_event
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(json_lines=args.log_json, level=args.log_level)
     try:
         authority, store = open_data_dir(args.data)
     except (DataDirError, IdentityError, OSError, ValueError) as exc:
@@ -94,16 +103,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         try:
             await server.start()
         except OSError as exc:
-            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            raise Failed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         print(
             f"control plane serving on {server.url} (authority {authority.public_key_text})",
             flush=True,
         )
+        log_event(_log, "control plane serving", url=server.url, data=args.data)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
+        log_event(_log, "control plane stopping")
         await server.stop()
         print("control plane stopped", flush=True)
 
@@ -262,6 +273,23 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    """``--log-json`` and ``--log-level``, as ``node run`` has them."""
+    from accessfabric.node.log_format import parse_log_level
+
+    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    parser.add_argument(
+        "--log-level", type=parse_log_level, default=logging.INFO, metavar="LEVEL",
+        help="debug, info (default), warning, error",
+    )  # fmt: skip
+
+
+def configure_logging(*, json_lines: bool, level: int) -> None:
+    from accessfabric.node.log_format import configure_logging as configure
+
+    configure(json_lines=json_lines, level=level)
+
+
 def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``control`` and its subcommands to the main command's subparsers."""
     control: argparse.ArgumentParser = subparsers.add_parser(
@@ -299,6 +327,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--route-lease-ttl", type=parse_duration, default=300.0, metavar="T")
     serve.add_argument("--service-lease-ttl", type=parse_duration, default=60.0, metavar="T")
     serve.add_argument("--replica-ttl", type=parse_duration, default=15.0, metavar="T")
+    add_log_options(serve)
     serve.set_defaults(handler=_guarded(_cmd_serve))
 
     token = commands.add_parser("token", help="enrollment tokens")
@@ -357,6 +386,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     agent.add_argument(
         "--service-mode", default="active-active", choices=["active-active", "leader-follower"]
     )
+    add_log_options(agent)
     agent.set_defaults(handler=_guarded(_cmd_agent))
 
     lease = commands.add_parser(
@@ -384,8 +414,11 @@ def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
     except Unreachable as exc:
         print(f"accessfabric control: error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except Failed as exc:
+        print(f"accessfabric control: error: {exc}", file=sys.stderr)
+        return int(Exit.FAILED)
     except KeyboardInterrupt:
-        return 130
+        return int(Exit.INTERRUPTED)
 
 
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

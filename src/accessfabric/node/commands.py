@@ -23,7 +23,7 @@ from accessfabric.node.config import ConfigError, load_node_config
 from accessfabric.node.config_checks import ConfigConflict, idle_warnings
 from accessfabric.node.dial import CarrierUnavailableError, carrier_available
 from accessfabric.node.key_lock import KeyInUseError
-from accessfabric.node.log_format import configure_logging
+from accessfabric.node.log_format import configure_logging, parse_log_level
 from accessfabric.node.smoke import EXIT_CODE_HELP, SmokeExit, classify_failure, run_smoke
 
 USAGE_ERROR = 2
@@ -150,11 +150,7 @@ def guarded(
 # ---------------------------------------------------------------------------- parser
 
 
-def _log_level(text: str) -> int:
-    level = logging.getLevelName(text.upper())
-    if not isinstance(level, int):
-        raise argparse.ArgumentTypeError(f"unknown log level {text!r}")
-    return level
+_log_level = parse_log_level
 
 
 def add_node_commands(commands: Any) -> None:

@@ -80,7 +80,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         assert config.admin_socket is not None
         path = config.admin_socket
     code, text = run_status(path, args.json)
-    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    if code != 0:
+        print(f"accessfabric status: {text}", file=sys.stderr)
+        return code
+    print(text)
     return code
 
 

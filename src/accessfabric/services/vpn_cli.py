@@ -12,6 +12,7 @@ from accessfabric.node.log_format import configure_logging
 from accessfabric.services.host import node_opener
 from accessfabric.services.tun import Tun, configure, open_tun
 from accessfabric.services.vpn import VpnClient, VpnExit
+from accessfabric.services.vpn_args import argument_problems, describe_setup_error
 from accessfabric.services.vpn_wire import VPN_SERVICE
 
 if TYPE_CHECKING:
@@ -99,6 +100,8 @@ def vpn_up(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not 1 <= args.shards <= 255:
         raise UsageError("--shards: 1..255")
+    for problem in argument_problems(args.dev, args.address, args.route):
+        raise UsageError(problem)
     configure_logging(json_lines=args.log_json or config.log_json, level=logging.INFO)
     component = VpnComponent(
         exit_node=args.exit, name=args.dev, address=args.address, routes=tuple(args.route),
@@ -110,6 +113,6 @@ def vpn_up(args: argparse.Namespace) -> int:
         print(f"accessfabric vpn up: needs root (CAP_NET_ADMIN): {exc}", file=sys.stderr)
         return 1
     except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"accessfabric vpn up: {exc}", file=sys.stderr)
+        print(f"accessfabric vpn up: {describe_setup_error(exc, args.dev)}", file=sys.stderr)
         return 1
     return code
