@@ -9,6 +9,9 @@ from collections.abc import Sequence
 
 from accessfabric import __version__
 
+BENCH_EXTRA_MODULES = frozenset({"h2", "aioquic"})
+"""What the ``bench`` extra installs: baselines some suites compare against."""
+
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from accessfabric.bench import BenchSetupError, load_suite
@@ -17,6 +20,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         report = load_suite(args.suite)(args.quick)
     except BenchSetupError as error:
         print(f"accessfabric bench {args.suite}: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        if error.name not in BENCH_EXTRA_MODULES:
+            raise
+        print(
+            f"accessfabric bench {args.suite}: needs {error.name} for its baseline: "
+            "pip install 'accessfabric[bench]'",
+            file=sys.stderr,
+        )
         return 2
     print(report.to_json() if args.json else report.to_table())
     return 0
