@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     from accessfabric.control.cli import add_control_parser
 
     add_control_parser(commands)
+    from accessfabric.service_unit import add_service_unit_commands
+
+    add_service_unit_commands(commands)
     return parser
 
 

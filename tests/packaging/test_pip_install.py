@@ -29,6 +29,9 @@ def test_pip_install_then_bench_codec(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr[-3000:]
+    licenses = list(env_dir.glob("lib/python3*/site-packages/accessfabric-*.dist-info/**/LICENSE"))
+    assert licenses, "the wheel carries no LICENSE"
+    assert "Apache License" in licenses[0].read_text() and "Version 2.0" in licenses[0].read_text()
     clean_env = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
     command = env_dir / "bin" / "accessfabric"
     codec = subprocess.run(

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
+from accessfabric.node import sd_notify
 from accessfabric.node.address import Endpoint
 from accessfabric.node.config import NodeConfig, PeerConfig
 from accessfabric.node.config_checks import check_against_key
@@ -315,6 +316,7 @@ class NodeRuntime:
         except ConfigError as error:
             log_event(log, "reload failed, config unchanged", logging.ERROR, error=str(error))
             return
+        sd_notify.reloading()
         plan = plan_reload(self.config, loaded)
         self.config = plan.config
         if "peers (endpoints)" in plan.applied:
@@ -329,6 +331,9 @@ class NodeRuntime:
                 log, "config change needs a restart", logging.WARNING,
                 keys=",".join(plan.needs_restart),
             )  # fmt: skip
+        restart = ",".join(plan.needs_restart)
+        status = f"STATUS=reloaded; needs a restart: {restart}" if restart else "STATUS=reloaded"
+        sd_notify.notify("READY=1", status)
 
 
 async def run_node(
@@ -357,8 +362,10 @@ async def run_node(
     try:
         await runtime.start()
         freeze_startup_objects()  # full GC passes then skip the start-up heap
+        sd_notify.notify("READY=1", f"STATUS=node {runtime.node_id} running")
         await stop.wait()
         log_event(log, "signal received, stopping")
+        sd_notify.notify("STOPPING=1", "STATUS=draining")
         await runtime.shutdown()
     finally:
         for signum in signals:
