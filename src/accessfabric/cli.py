@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     from accessfabric.service_unit import add_service_unit_commands
 
     add_service_unit_commands(commands)
+    from accessfabric.tools_cli import add_tool_commands
+
+    add_tool_commands(commands)
     return parser
 
 

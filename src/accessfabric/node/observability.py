@@ -123,6 +123,9 @@ class NodeObservability:
         self._routes: RouteView | None = None
         self.metrics_url = ""
         self.admin_path: Path | None = None
+        self.ready = False
+        """``/readyz``: set by the runtime once started, cleared when it drains."""
+        self.not_ready_reason = "starting"
 
     # ------------------------------------------------------------ feeding
 
@@ -271,6 +274,7 @@ class NodeObservability:
         if metrics_listen is not None:
             app = web.Application()
             app.router.add_get("/metrics", self._metrics)
+            self._add_health(app)
             runner = await self._run(app)
             site = web.TCPSite(runner, metrics_listen.host, metrics_listen.port)
             await site.start()
@@ -282,6 +286,7 @@ class NodeObservability:
         if admin_socket is not None:
             app = web.Application()
             app.router.add_get("/status", self._status)
+            self._add_health(app)
             runner = await self._run(app)
             with contextlib.suppress(FileNotFoundError):
                 admin_socket.unlink()
@@ -302,6 +307,20 @@ class NodeObservability:
     async def _metrics(self, _request: web.Request) -> web.Response:
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _add_health(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        """Liveness: the node's event loop answers."""
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        """Readiness: started (listening, components up) and not draining."""
+        if self.ready:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text=f"not ready: {self.not_ready_reason}\n")
 
     async def _status(self, _request: web.Request) -> web.Response:
         return web.json_response(self.status())

@@ -178,6 +178,7 @@ class NodeRuntime:
         for peer in self.config.peers:
             if peer.connect == "always" and peer.node_id != self.node_id:
                 self._keepers.append(asyncio.create_task(self._keep_up(peer)))
+        self.observe.ready = True
         log_event(
             log, "node ready", node_id=self.node_id, listeners=len(self.listeners),
             sealing_cipher=self.routes.sealing.cipher.label if self.routes.sealing else "none",
@@ -252,6 +253,7 @@ class NodeRuntime:
         if self._stopping:
             return True
         self._stopping = True
+        self.observe.ready, self.observe.not_ready_reason = False, "draining"
         timeout = self.config.drain_timeout
         log_event(
             log, "node draining", sessions=len(self._accepted) + self.peers.counters().active,

@@ -1,0 +1,140 @@
+"""version, completion, config check, health endpoints and process metrics (issue 20)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import aiohttp
+
+from accessfabric.identity.keys import NodeKey
+from accessfabric.node.config import load_node_config
+from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.node.runtime import NodeRuntime
+from tests.control.api_harness import running_plane
+from tests.node.fake_servers import free_port
+from tests.node.harness import keygen, run_cli
+
+
+def test_version_names_commit_and_protocols() -> None:
+    text = run_cli("version")
+    assert text.returncode == 0
+    assert text.stdout.startswith("accessfabric 0.")
+    assert "protocols: fabric session v1, control API v1" in text.stdout
+    document = json.loads(run_cli("version", "--json").stdout)
+    assert document["protocols"] == {"fabric_session": [1], "control_api": "v1"}
+    assert document["commit"] not in ("", None)  # a source checkout: git's commit
+
+
+def test_completion_script_completes_commands(tmp_path: Path) -> None:
+    done = run_cli("completion", "bash")
+    assert done.returncode == 0, done.stderr
+    script = tmp_path / "complete.sh"
+    script.write_text(done.stdout)
+    probe = (
+        f"source {script}; COMP_WORDS=(accessfabric co); COMP_CWORD=1; "
+        'COMP_LINE="accessfabric co"; COMP_POINT=${#COMP_LINE}; '
+        '_shtab_accessfabric accessfabric co accessfabric; echo "${COMPREPLY[@]}"'
+    )
+    completed = subprocess.run(["bash", "-c", probe], capture_output=True, text=True)
+    assert completed.stdout.split() == ["control", "completion", "config"], completed.stderr
+
+
+def test_config_check(tmp_path: Path) -> None:
+    node_id = keygen(tmp_path / "n.key")
+    good = tmp_path / "good.toml"
+    good.write_text('key_path = "n.key"\n[[listen]]\ncarrier = "tcp"\naddress = "127.0.0.1:0"\n')
+    done = run_cli("config", "check", "--config", str(good))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"ok: {good}: node {node_id}, 1 listener(s)")
+    document = json.loads(run_cli("config", "check", "--config", str(good), "--json").stdout)
+    assert document["ok"] is True and document["node_id"] == node_id
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'key_path = "missing.key"\n[[listen]]\ncarrier = "tcp"\naddress = "127.0.0.1:0"\n'
+    )
+    done = run_cli("config", "check", "--config", str(bad))
+    assert done.returncode == 2 and "key_path" in done.stderr and "Traceback" not in done.stderr
+    self_peer = tmp_path / "self.toml"
+    self_peer.write_text(
+        f'key_path = "n.key"\n[[peers]]\nnode_id = "{node_id}"\nendpoints = ["tcp://127.0.0.1:1"]\n'
+    )
+    done = run_cli("config", "check", "--config", str(self_peer), "--json")
+    assert done.returncode == 2
+    assert "own id" in json.loads(done.stdout)["errors"][0]
+    idle = tmp_path / "idle.toml"
+    idle.write_text('key_path = "n.key"\n')
+    done = run_cli("config", "check", "--config", str(idle))
+    assert done.returncode == 0 and "warning:" in done.stderr and "nothing to do" in done.stderr
+
+
+async def test_node_health_endpoints_and_process_metrics(tmp_path: Path) -> None:
+    NodeKey.generate().save(tmp_path / "n.key")
+    port = free_port()
+    path = tmp_path / "n.toml"
+    path.write_text(
+        f'key_path = "n.key"\nmetrics_listen = "127.0.0.1:{port}"\ndrain_timeout = 30\n'
+        '[[listen]]\ncarrier = "tcp"\naddress = "127.0.0.1:0"\n'
+    )
+    node = NodeRuntime(load_node_config(path))
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+
+        async def get(route: str) -> tuple[int, str]:
+            async with http.get(base + route) as response:
+                return response.status, await response.text()
+
+        await node.start()
+        shutdown: asyncio.Task[bool] | None = None
+        try:
+            assert await get("/healthz") == (200, "ok\n")
+            assert await get("/readyz") == (200, "ready\n")
+            unix = aiohttp.UnixConnector(path=str(node.config.admin_socket))
+            async with aiohttp.ClientSession(connector=unix) as admin:
+                async with admin.get("http://node/readyz") as response:
+                    assert response.status == 200
+            status, metrics = await get("/metrics")
+            for name in ("process_resident_memory_bytes", "process_open_fds",
+                         "python_gc_collections_total", "python_info",
+                         'accessfabric_build_info{commit="'):  # fmt: skip
+                assert name in metrics, name
+            # draining: not ready (503), still alive
+            local = LocalNode(key=NodeKey.generate(), cert_dir=tmp_path / "client")
+            bound = node.listeners[0].endpoint
+            connection = await connect_tcp(
+                local, "127.0.0.1", bound.port, expected_peer_id=node.node_id, timeout=5
+            )
+            stream = await connection.open_stream("echo")  # holds the drain open
+            stream.write(b"x")
+            assert await stream.readexactly(1) == b"x"
+            shutdown = asyncio.create_task(node.shutdown())
+            for _ in range(100):
+                if (await get("/readyz"))[0] == 503:
+                    break
+                await asyncio.sleep(0.05)
+            assert await get("/readyz") == (503, "not ready: draining\n")
+            assert (await get("/healthz"))[0] == 200
+            node.cut_drain_short()
+            assert await shutdown is False
+            connection.abort()
+        finally:
+            if shutdown is None:
+                await node.shutdown()
+
+
+async def test_control_plane_health_endpoints_and_build_info(tmp_path: Path) -> None:
+    async with running_plane(tmp_path) as cp:
+        for route, expected in (("/healthz", "ok\n"), ("/readyz", "ready (store revision")):
+            async with cp.http.get(cp.url + route) as response:
+                assert response.status == 200
+                assert (await response.text()).startswith(expected)
+        async with cp.http.get(cp.url + "/metrics") as response:
+            metrics = await response.text()
+        assert "accessfabric_build_info{" in metrics and "process_cpu_seconds_total" in metrics
+        cp.plane.store.close()  # the store is gone: not ready
+        async with cp.http.get(cp.url + "/readyz") as response:
+            assert response.status == 503
+            assert (await response.text()).startswith("not ready: store:")
