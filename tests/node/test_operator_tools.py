@@ -93,10 +93,13 @@ async def test_node_health_endpoints_and_process_metrics(tmp_path: Path) -> None
             assert await get("/healthz") == (200, "ok\n")
             assert await get("/readyz") == (200, "ready\n")
             unix = aiohttp.UnixConnector(path=str(node.config.admin_socket))
-            async with aiohttp.ClientSession(connector=unix) as admin:
-                async with admin.get("http://node/readyz") as response:
-                    assert response.status == 200
+            async with (
+                aiohttp.ClientSession(connector=unix) as admin,
+                admin.get("http://node/readyz") as response,
+            ):
+                assert response.status == 200
             status, metrics = await get("/metrics")
+            assert status == 200
             for name in ("process_resident_memory_bytes", "process_open_fds",
                          "python_gc_collections_total", "python_info",
                          'accessfabric_build_info{commit="'):  # fmt: skip
