@@ -141,3 +141,33 @@ async def test_control_plane_health_endpoints_and_build_info(tmp_path: Path) -> 
         async with cp.http.get(cp.url + "/readyz") as response:
             assert response.status == 503
             assert (await response.text()).startswith("not ready: store:")
+
+
+def test_friendly_names_in_status_and_logs(tmp_path: Path) -> None:
+    from tests.node.harness import start_node
+
+    home = start_node(tmp_path, "home", 'name = "home"')
+    try:
+        laptop = start_node(
+            tmp_path, "laptop",
+            f'name = "laptop"\n[[peers]]\nnode_id = "{home.node_id}"\nname = "home-server"\n'
+            f'endpoints = ["{home.url}"]\nconnect = "always"\n',
+        )  # fmt: skip
+        try:
+            assert laptop.wait_for("node starting")["name"] == "laptop"
+            laptop.wait_for("peer session opened", peer=home.node_id)
+            document = json.loads(
+                run_cli("status", "--config", str(tmp_path / "laptop.toml"), "--json").stdout
+            )
+            assert document["node_name"] == "laptop"
+            (session,) = document["sessions"]
+            assert session["peer"] == home.node_id and session["name"] == "home-server"
+            text = run_cli("status", "--config", str(tmp_path / "laptop.toml")).stdout
+            assert text.startswith(f"node {laptop.node_id} (laptop)  up ")
+            assert "home-server" in text
+            assert laptop.terminate() == 0
+        finally:
+            laptop.kill()
+        assert home.terminate() == 0
+    finally:
+        home.kill()

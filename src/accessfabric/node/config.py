@@ -200,6 +200,12 @@ class NodeConfig:
     sealing: SealingConfig = field(default_factory=SealingConfig)
     source: str = ""
     """Where the config came from (the file as given, or ``environment``)."""
+    name: str = ""
+    """A label for people (``name = "laptop"``): shown in ``status`` and the start-up logs."""
+
+    def peer_names(self) -> dict[str, str]:
+        """Node id -> the ``[[peers]] name`` given to it (only the named ones)."""
+        return {peer.node_id: peer.name for peer in self.peers if peer.name}
 
     def peer(self, node_id: str) -> PeerConfig | None:
         for peer in self.peers:
@@ -281,6 +287,7 @@ _TOP_KEYS = (
     "tcp_rto_min",
     "control",
     "sealing",
+    "name",
 )
 SEALING_KEYS = ("one_hop", "cipher", "keys")
 
@@ -299,6 +306,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     admin_socket = _opt(document, "admin_socket", top, lambda v, at: _path(v, at, base))
     drain_timeout = _opt(document, "drain_timeout", top, _positive_seconds)
     log_json = _opt(document, "log_json", top, _bool)
+    node_name = _opt(document, "name", top, _str) or ""
     tcp_rto_min = _opt(document, "tcp_rto_min", top, _rto_min)
     authority_key = _opt(document, "authority_key", top, _authority_key)
     session_table = _opt(document, "session", top, _table) or {}
@@ -365,6 +373,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         ranking=ranking,
         drain_timeout=DEFAULT_DRAIN_TIMEOUT if drain_timeout is None else drain_timeout,
         log_json=bool(log_json),
+        name=node_name,
         # Absent: the default; false (parsed as 0.0): None, the kernel's own.
         tcp_rto_min=DEFAULT_RTO_MIN if tcp_rto_min is None else tcp_rto_min or None,
         authority_key=authority_key,

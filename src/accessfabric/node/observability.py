@@ -123,6 +123,9 @@ class NodeObservability:
         self._routes: RouteView | None = None
         self.metrics_url = ""
         self.admin_path: Path | None = None
+        self.node_name = ""
+        self.peer_names: dict[str, str] = {}
+        """Node id -> a name for people (``[[peers]] name``): a column in ``status``."""
         self.ready = False
         """``/readyz``: set by the runtime once started, cleared when it drains."""
         self.not_ready_reason = "starting"
@@ -205,6 +208,7 @@ class NodeObservability:
             sessions.append(
                 {
                     "peer": peer,
+                    "name": self.peer_names.get(peer, "-"),
                     "direction": direction,
                     "carrier": connection.info.kind,
                     "address": str(connection.info.peer_address or "-"),
@@ -233,6 +237,7 @@ class NodeObservability:
                 )
         result: dict[str, Any] = {
             "node_id": self.node_id,
+            "node_name": self.node_name,
             "uptime_s": round(time.time() - self.started, 1),
             "metrics_url": self.metrics_url,
             "sessions": sessions,

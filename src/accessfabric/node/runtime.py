@@ -88,6 +88,8 @@ class NodeRuntime:
         self._stopping = False
         self._cut_short = asyncio.Event()  # a second SIGTERM/SIGINT: stop draining
         self.observe = NodeObservability(self.key.node_id)
+        self.observe.node_name = config.name
+        self.observe.peer_names = config.peer_names()
         # End-to-end sealing (docs/sealing.md): other nodes' keys from [[peers]],
         # [sealing.keys] and (with [control]) the directory's signed node records.
         static_keys = dict(config.sealing.keys)
@@ -152,7 +154,7 @@ class NodeRuntime:
     async def start(self) -> None:
         """Bind every listener (an ``OSError`` or ``CarrierUnavailableError`` stops start-up)."""
         log_event(
-            log, "node starting", node_id=self.node_id,
+            log, "node starting", node_id=self.node_id, name=self.config.name or "-",
             roles=",".join(self.config.roles) or "-", config=self.config.source,
         )  # fmt: skip
         try:
@@ -207,8 +209,9 @@ class NodeRuntime:
                 return
             peer = ready.peer_node_id
             log_event(
-                log, "session accepted", peer=peer, address=address, carrier=connection.info.kind
-            )
+                log, "session accepted", peer=peer, address=address, carrier=connection.info.kind,
+                name=self.observe.peer_names.get(peer or "", "-"),
+            )  # fmt: skip
             while True:
                 stream = await connection.accept_stream()
                 if stream is None:

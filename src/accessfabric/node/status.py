@@ -65,8 +65,9 @@ def table(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def render(status: dict[str, Any]) -> str:
+    name = f" ({status['node_name']})" if status.get("node_name") else ""
     lines = [
-        f"node {status.get('node_id', '?')}  up {status.get('uptime_s', 0)} s  "
+        f"node {status.get('node_id', '?')}{name}  up {status.get('uptime_s', 0)} s  "
         f"metrics {status.get('metrics_url') or '(not served)'}"
     ]
     for name in TABLES:
