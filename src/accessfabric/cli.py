@@ -15,9 +15,11 @@ BENCH_EXTRA_MODULES = frozenset({"h2", "aioquic"})
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from accessfabric.bench import BenchSetupError, load_suite
+    from accessfabric.bench.progress import ProgressTicker
 
     try:
-        report = load_suite(args.suite)(args.quick)
+        with ProgressTicker(f"bench {args.suite}", interval=args.progress_interval):
+            report = load_suite(args.suite)(args.quick)
     except BenchSetupError as error:
         print(f"accessfabric bench {args.suite}: {error}", file=sys.stderr)
         return 2
@@ -60,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("suite", choices=sorted(SUITES), help="which suite to run")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--quick", action="store_true", help="a short run (under 30 s)")
+    bench.add_argument(
+        "--progress-interval", type=float, default=5.0, metavar="S",
+        help="seconds between progress lines on stderr (default 5)",
+    )  # fmt: skip
     bench.set_defaults(handler=_cmd_bench)
 
     demo = commands.add_parser(

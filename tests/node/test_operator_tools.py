@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import json
 import subprocess
 from pathlib import Path
@@ -171,3 +172,12 @@ def test_friendly_names_in_status_and_logs(tmp_path: Path) -> None:
         assert home.terminate() == 0
     finally:
         home.kill()
+
+
+def test_bench_shows_progress_on_stderr_and_keeps_stdout_clean() -> None:
+    done = run_cli("bench", "codec", "--quick", "--json", "--progress-interval", "0.5", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["suite"] == "codec"  # stdout: the report only
+    progress = [x for x in done.stderr.splitlines() if x.startswith("bench codec: ")]
+    assert progress, done.stderr
+    assert re.fullmatch(r"bench codec: \d+ s, DATA \d+ B", progress[0]), progress[0]
