@@ -170,6 +170,54 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rfc3339(epoch: float) -> str:
+    import datetime
+
+    when = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cmd_token_list(args: argparse.Namespace) -> int:
+    tokens = _admin_request(args, "GET", "/v1/admin/tokens")["tokens"]
+    if args.json:
+        for token in tokens:
+            token["created"] = _rfc3339(token["created_at"])
+            token["expires"] = _rfc3339(token["expires_at"])
+        print(json.dumps(tokens, indent=2))
+        return 0
+    if not tokens:
+        print("no tokens")
+        return 0
+    rows = [("TOKEN ID", "TENANT", "ROLES", "USES LEFT", "EXPIRES")]
+    for token in tokens:
+        rows.append(
+            (token["token_id"], token["tenant"], ",".join(token["roles"]) or "-",
+             str(token["uses"]), _rfc3339(token["expires_at"]))
+        )  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _cmd_token_revoke(args: argparse.Namespace) -> int:
+    token_id = args.token_id
+    if token_id.startswith("aft1_"):  # the whole token was pasted: take its id
+        token_id = token_id.split("_")[1]
+    _admin_request(args, "DELETE", f"/v1/admin/tokens/{token_id}")
+    print(f"revoked token {token_id}")
+    return 0
+
+
+def _cmd_remove_node(args: argparse.Namespace) -> int:
+    reply = _admin_request(args, "DELETE", f"/v1/admin/nodes/{args.node}")
+    print(
+        f"removed {reply['node_id']} (tenant {reply['tenant']}, roles "
+        f"{','.join(reply['roles']) or 'none'}); its cached record stays valid until it expires"
+    )
+    return 0
+
+
 def _age(value: float | None) -> str:
     if value is None:
         return "never"
@@ -357,6 +405,32 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     nodes.add_argument("--json", action="store_true", help="print JSON")
     _operator_options(nodes)
     nodes.set_defaults(handler=_guarded(_cmd_nodes))
+
+    listing = token_commands.add_parser(
+        "list", help="list enrollment tokens (without secrets)",
+        description="Token id, tenant, roles, uses left and expiry (RFC 3339, UTC).",
+    )  # fmt: skip
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    _operator_options(listing)
+    listing.set_defaults(handler=_guarded(_cmd_token_list))
+    revoke_token = token_commands.add_parser(
+        "revoke", help="revoke an enrollment token",
+        description="Delete the token: it can no longer enroll a node (already enrolled "
+        "nodes keep their records).",
+    )  # fmt: skip
+    revoke_token.add_argument("token_id", metavar="TOKEN_ID", help="from token list (or the token)")
+    _operator_options(revoke_token)
+    revoke_token.set_defaults(handler=_guarded(_cmd_token_revoke))
+
+    remove = commands.add_parser(
+        "remove-node", help="remove a node from the registry and the directory",
+        description="Delete NODE's record: it leaves the peer directory and its signed "
+        "requests are refused. Records other nodes cached stay valid until they expire "
+        "(revoke its roles first when that matters).",
+    )  # fmt: skip
+    remove.add_argument("node", metavar="NODE", help="node id")
+    _operator_options(remove)
+    remove.set_defaults(handler=_guarded(_cmd_remove_node))
 
     revoke = commands.add_parser(
         "revoke-role",

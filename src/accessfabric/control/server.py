@@ -76,6 +76,9 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     router.add_post("/v1/admin/tokens", admin_handlers.create_token)
     router.add_post("/v1/admin/nodes/{node_id}/revoke-role", admin_handlers.revoke_role)
     router.add_get("/v1/admin/services", admin_handlers.list_services)
+    router.add_get("/v1/admin/tokens", admin_handlers.list_tokens)
+    router.add_delete("/v1/admin/tokens/{token_id}", admin_handlers.revoke_token)
+    router.add_delete("/v1/admin/nodes/{node_id}", admin_handlers.remove_node)
     return app
 
 
