@@ -181,3 +181,46 @@ def test_bench_shows_progress_on_stderr_and_keeps_stdout_clean() -> None:
     progress = [x for x in done.stderr.splitlines() if x.startswith("bench codec: ")]
     assert progress, done.stderr
     assert re.fullmatch(r"bench codec: \d+ s, DATA \d+ B", progress[0]), progress[0]
+
+
+def _rfc3339(text: str) -> None:
+    import datetime
+
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", text), text
+    datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_json_output_of_commands_that_print(tmp_path: Path) -> None:
+    from tests.node.harness import start_node
+
+    node = start_node(tmp_path, "j")
+    try:
+        rows: list[tuple[tuple[str, ...], int, dict[str, object]]] = [
+            (("keygen", "--out", str(tmp_path / "new.key"), "--json"), 0, {}),
+            (("node", "id", "--key", str(tmp_path / "j.key"), "--json"), 0,
+             {"node_id": node.node_id}),
+            (("smoke", "--peer", node.url, "--peer-id", node.node_id, "--json"), 0,
+             {"ok": True, "peer_node_id": node.node_id}),
+            (("smoke", "--peer", node.url, "--peer-id", NodeKey.generate().node_id, "--json"), 5,
+             {"ok": False, "exit_code": 5}),
+            (("control", "init", "--data", str(tmp_path / "cp"), "--json"), 0, {}),
+        ]  # fmt: skip
+        for args, code, expected in rows:
+            done = run_cli(*args)
+            assert done.returncode == code, (args, done.stderr)
+            document = json.loads(done.stdout)
+            _rfc3339(document["time"])
+            for key, value in expected.items():
+                assert document[key] == value, (args, document)
+        assert json.loads(run_cli("keygen", "--out", str(tmp_path / "x.key"), "--json").stdout)[
+            "node_id"
+        ].startswith("afn1")
+        init = json.loads(
+            run_cli("control", "init", "--data", str(tmp_path / "cp2"), "--json").stdout
+        )
+        assert init["authority_key"].startswith("afauth1") and init["admin_token"].startswith(
+            "afadm1_"
+        )
+        assert node.terminate() == 0
+    finally:
+        node.kill()

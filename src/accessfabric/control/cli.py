@@ -72,6 +72,13 @@ def _cmd_init(args: argparse.Namespace) -> int:
         authority, token = init_data_dir(args.data)
     except (DataDirError, IdentityError, OSError) as exc:
         raise UserError(str(exc)) from None
+    if args.json:
+        from accessfabric.json_output import print_json
+
+        print_json(
+            {"authority_key": authority.public_key_text, "admin_token": token, "data": args.data}
+        )
+        return 0
     print(f"authority public key (nodes pin it): {authority.public_key_text}")
     print(f"admin token (shown once; keep it secret): {token}")
     print(f"  export {ADMIN_ENV}={token}")
@@ -170,6 +177,14 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_reply(reply: dict[str, Any]) -> None:
+    from accessfabric.json_output import print_json, rfc3339
+
+    if isinstance(reply.get("enrolled_at"), int | float):
+        reply["enrolled"] = rfc3339(reply["enrolled_at"])
+    print_json(reply)
+
+
 def _rfc3339(epoch: float) -> str:
     import datetime
 
@@ -204,13 +219,19 @@ def _cmd_token_revoke(args: argparse.Namespace) -> int:
     token_id = args.token_id
     if token_id.startswith("aft1_"):  # the whole token was pasted: take its id
         token_id = token_id.split("_")[1]
-    _admin_request(args, "DELETE", f"/v1/admin/tokens/{token_id}")
+    reply = _admin_request(args, "DELETE", f"/v1/admin/tokens/{token_id}")
+    if args.json:
+        _print_reply(reply)
+        return 0
     print(f"revoked token {token_id}")
     return 0
 
 
 def _cmd_remove_node(args: argparse.Namespace) -> int:
     reply = _admin_request(args, "DELETE", f"/v1/admin/nodes/{args.node}")
+    if args.json:
+        _print_reply(reply)
+        return 0
     print(
         f"removed {reply['node_id']} (tenant {reply['tenant']}, roles "
         f"{','.join(reply['roles']) or 'none'}); its cached record stays valid until it expires"
@@ -265,6 +286,9 @@ def _cmd_revoke_role(args: argparse.Namespace) -> int:
     reply = _admin_request(
         args, "POST", f"/v1/admin/nodes/{args.node}/revoke-role", {"role": args.role}
     )
+    if args.json:
+        _print_reply(reply)
+        return 0
     roles = ",".join(reply["roles"]) or "none"
     print(
         f"revoked {args.role} from {reply['node_id']}: roles now {roles}, revision "
@@ -355,6 +379,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         "public key (nodes pin it) and an admin token (shown once).",
     )
     init.add_argument("--data", required=True, metavar="DIR", help="data directory to create")
+    init.add_argument("--json", action="store_true", help="print JSON")
     init.set_defaults(handler=_guarded(_cmd_init))
 
     serve = commands.add_parser(
@@ -419,6 +444,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         "nodes keep their records).",
     )  # fmt: skip
     revoke_token.add_argument("token_id", metavar="TOKEN_ID", help="from token list (or the token)")
+    revoke_token.add_argument("--json", action="store_true", help="print JSON")
     _operator_options(revoke_token)
     revoke_token.set_defaults(handler=_guarded(_cmd_token_revoke))
 
@@ -429,6 +455,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(revoke its roles first when that matters).",
     )  # fmt: skip
     remove.add_argument("node", metavar="NODE", help="node id")
+    remove.add_argument("--json", action="store_true", help="print JSON")
     _operator_options(remove)
     remove.set_defaults(handler=_guarded(_cmd_remove_node))
 
@@ -440,6 +467,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     revoke.add_argument("node", metavar="NODE", help="node id")
     revoke.add_argument("role", metavar="ROLE", help="role to revoke")
+    revoke.add_argument("--json", action="store_true", help="print JSON")
     _operator_options(revoke)
     revoke.set_defaults(handler=_guarded(_cmd_revoke_role))
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from accessfabric.identity.errors import IdentityError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.node_id import parse_node_id
+from accessfabric.json_output import print_json
 from accessfabric.node.address import parse_endpoint_url
 from accessfabric.node.config import ConfigError, load_node_config
 from accessfabric.node.config_checks import ConfigConflict, idle_warnings
@@ -66,13 +67,19 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         if "refusing to overwrite" in message:
             message = f"{out}: file exists; pass --force to replace it"
         raise UsageError(message) from None
-    print(key.node_id)
+    if args.json:
+        print_json({"node_id": key.node_id, "key_path": str(out.resolve())})
+    else:
+        print(key.node_id)
     return 0
 
 
 def cmd_node_id(args: argparse.Namespace) -> int:
     key = _load_key(args.key)
-    if args.sealing_key:  # for other nodes' [[peers]] sealing_key / [sealing.keys]
+    if args.json:
+        sealing = base64.b64encode(key.sealing_public_key_bytes).decode("ascii")
+        print_json({"node_id": key.node_id, "sealing_key": sealing, "key_path": args.key})
+    elif args.sealing_key:  # for other nodes' [[peers]] sealing_key / [sealing.keys]
         print(base64.b64encode(key.sealing_public_key_bytes).decode("ascii"))
     else:
         print(key.node_id)
@@ -123,7 +130,19 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     except Exception as error:
         code, message = classify_failure(error, endpoint)
         print(f"accessfabric smoke: {message}", file=sys.stderr)
+        if args.json:
+            print_json({"ok": False, "exit_code": int(code), "error": message})
         return int(code)
+    if args.json:
+        print_json(
+            {
+                "ok": True, "peer_node_id": result.peer_node_id, "endpoint": result.endpoint.url,
+                "handshake_ms": round(result.handshake * 1e3, 3),
+                "ping_rtts_ms": [round(rtt * 1e3, 3) for rtt in result.ping_rtts],
+                "echo_bytes": result.echo_bytes, "echo_rtt_ms": round(result.echo_rtt * 1e3, 3),
+            }
+        )  # fmt: skip
+        return int(SmokeExit.OK)
     for line in result.lines():
         print(line)
     return int(SmokeExit.OK)
@@ -163,6 +182,7 @@ def add_node_commands(commands: Any) -> None:
     )
     keygen.add_argument("--out", required=True, metavar="PATH", help="key file to write")
     keygen.add_argument("--force", action="store_true", help="replace an existing file")
+    keygen.add_argument("--json", action="store_true", help="print JSON")
     keygen.set_defaults(handler=guarded("keygen", cmd_keygen))
 
     node = commands.add_parser(
@@ -195,6 +215,7 @@ def add_node_commands(commands: Any) -> None:
         help="print the X25519 sealing public key (base64) instead, for other nodes' "
         "[[peers]] sealing_key or [sealing.keys]",
     )  # fmt: skip
+    node_id.add_argument("--json", action="store_true", help="print JSON (id and sealing key)")
     node_id.set_defaults(handler=guarded("node id", cmd_node_id))
 
     smoke = commands.add_parser(
@@ -217,4 +238,5 @@ def add_node_commands(commands: Any) -> None:
         "--timeout", type=float, default=10.0, metavar="SECONDS",
         help="bound on the handshake and on each round trip (default 10)",
     )  # fmt: skip
+    smoke.add_argument("--json", action="store_true", help="print JSON (also on failure)")
     smoke.set_defaults(handler=guarded("smoke", cmd_smoke))
