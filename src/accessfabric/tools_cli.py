@@ -85,6 +85,53 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return int(Exit.USAGE) if errors else 0
 
 
+def cmd_ping(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    import aiohttp
+
+    from accessfabric.json_output import print_json
+    from accessfabric.node.commands import UsageError
+    from accessfabric.node.config import ConfigError, load_node_config
+    from accessfabric.node.ping import render_ping
+    from accessfabric.node.status import unreachable_reason
+
+    try:
+        config = load_node_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    assert config.admin_socket is not None
+    socket_path = Path(config.admin_socket)
+
+    async def ask() -> tuple[int, dict[str, Any]]:
+        connector = aiohttp.UnixConnector(path=str(socket_path))
+        timeout = aiohttp.ClientTimeout(total=60)
+        query = {"node": args.node, "count": str(args.count)}
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
+            http.post("http://node/ping", params=query) as response,
+        ):
+            return response.status, await response.json()
+
+    try:
+        status, document = asyncio.run(ask())
+    except (OSError, aiohttp.ClientError, TimeoutError) as error:
+        print(f"accessfabric ping: {unreachable_reason(socket_path, error)}", file=sys.stderr)
+        return int(Exit.UNREACHABLE)
+    if status != 200:
+        message = document.get("error", f"HTTP {status}")
+        print(f"accessfabric ping: {message}", file=sys.stderr)
+        if args.json:
+            print_json({"ok": False, "error": message})
+        return int(Exit.FAILED)
+    if args.json:
+        print_json({"ok": True, **document})
+    else:
+        print(render_ping(document))
+    return 0
+
+
 def add_tool_commands(commands: Any) -> None:
     from accessfabric.node.commands import guarded
 
@@ -103,6 +150,19 @@ def add_tool_commands(commands: Any) -> None:
     )
     completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
     completion.set_defaults(handler=guarded("completion", cmd_completion))
+
+    ping = commands.add_parser(
+        "ping",
+        help="ping a node through the running node and show the path",
+        description="Ask the node of --config (over its admin socket) to ping NODE: the "
+        "path (hops with carrier and address), PING round trips and an echo round trip. "
+        "NODE is a node id or a [[peers]] name.",
+    )
+    ping.add_argument("node", metavar="NODE")
+    ping.add_argument("--config", required=True, metavar="FILE", help="the running node's config")
+    ping.add_argument("--count", type=int, default=3, help="PING round trips (default 3)")
+    ping.add_argument("--json", action="store_true", help="print JSON")
+    ping.set_defaults(handler=guarded("ping", cmd_ping))
 
     config = commands.add_parser("config", help="check a node config")
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")

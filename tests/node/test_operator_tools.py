@@ -224,3 +224,40 @@ def test_json_output_of_commands_that_print(tmp_path: Path) -> None:
         assert node.terminate() == 0
     finally:
         node.kill()
+
+
+def test_ping_a_peer_through_the_running_node(tmp_path: Path) -> None:
+    from tests.node.harness import start_node
+
+    home = start_node(tmp_path, "home")
+    try:
+        laptop = start_node(
+            tmp_path, "laptop",
+            f'[[peers]]\nnode_id = "{home.node_id}"\nname = "home"\n'
+            f'endpoints = ["{home.url}"]\n',
+        )  # fmt: skip
+        try:
+            config = str(tmp_path / "laptop.toml")
+            done = run_cli("ping", "home", "--config", config, "--count", "2")
+            assert done.returncode == 0, done.stderr
+            lines = done.stdout.splitlines()
+            assert lines[0] == f"ping {home.node_id} (home) via direct:"
+            assert (
+                lines[1] == f"  {laptop.node_id} -> {home.node_id}  tcp_tls 127.0.0.1:{home.port}"
+            )
+            assert re.fullmatch(r"ping 2: rtt \d+\.\d\d ms", lines[3]), lines
+            document = json.loads(
+                run_cli("ping", home.node_id, "--config", config, "--json").stdout
+            )
+            assert document["path"] == [laptop.node_id, home.node_id]
+            assert len(document["ping_rtts_ms"]) == 3 and document["echo_rtt_ms"] > 0
+            stranger = run_cli("ping", NodeKey.generate().node_id, "--config", config)
+            assert stranger.returncode == 1 and "not a peer this node knows" in stranger.stderr
+            assert laptop.terminate() == 0
+        finally:
+            laptop.kill()
+        gone = run_cli("ping", "home", "--config", str(tmp_path / "laptop.toml"))
+        assert gone.returncode == 3 and "no node is running" in gone.stderr
+        assert home.terminate() == 0
+    finally:
+        home.kill()

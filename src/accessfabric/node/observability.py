@@ -123,6 +123,8 @@ class NodeObservability:
         self._routes: RouteView | None = None
         self.metrics_url = ""
         self.admin_path: Path | None = None
+        self.admin_actions: dict[str, Any] = {}
+        """POST routes of the admin socket (path -> aiohttp handler), set before start."""
         self.node_name = ""
         self.peer_names: dict[str, str] = {}
         """Node id -> a name for people (``[[peers]] name``): a column in ``status``."""
@@ -292,6 +294,8 @@ class NodeObservability:
             app = web.Application()
             app.router.add_get("/status", self._status)
             self._add_health(app)
+            for path, handler in self.admin_actions.items():  # e.g. POST /ping (node/ping.py)
+                app.router.add_post(path, handler)
             runner = await self._run(app)
             with contextlib.suppress(FileNotFoundError):
                 admin_socket.unlink()

@@ -90,6 +90,9 @@ class NodeRuntime:
         self.observe = NodeObservability(self.key.node_id)
         self.observe.node_name = config.name
         self.observe.peer_names = config.peer_names()
+        from accessfabric.node.ping import ping_handler
+
+        self.observe.admin_actions["/ping"] = ping_handler(self)
         # End-to-end sealing (docs/sealing.md): other nodes' keys from [[peers]],
         # [sealing.keys] and (with [control]) the directory's signed node records.
         static_keys = dict(config.sealing.keys)
