@@ -132,6 +132,26 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_netcheck(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from accessfabric.json_output import print_json
+    from accessfabric.node.commands import UsageError
+    from accessfabric.node.config import ConfigError, load_node_config
+    from accessfabric.node.netcheck import netcheck, render_netcheck
+
+    try:
+        config = load_node_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    report = asyncio.run(netcheck(config, timeout=args.timeout))
+    if args.json:
+        print_json(report)
+    else:
+        print(render_netcheck(report))
+    return 0 if report["ok"] else int(Exit.UNREACHABLE)
+
+
 def add_tool_commands(commands: Any) -> None:
     from accessfabric.node.commands import guarded
 
@@ -163,6 +183,18 @@ def add_tool_commands(commands: Any) -> None:
     ping.add_argument("--count", type=int, default=3, help="PING round trips (default 3)")
     ping.add_argument("--json", action="store_true", help="print JSON")
     ping.set_defaults(handler=guarded("ping", cmd_ping))
+
+    check_net = commands.add_parser(
+        "netcheck",
+        help="check which peers and carriers answer from here, and how fast",
+        description="For every [[peers]] endpoint: a pinned handshake, PINGs and an echo "
+        "(in parallel); the control plane's /readyz; the nearest peer. Exit 0 when "
+        "something answers, 3 when nothing does.",
+    )
+    check_net.add_argument("--config", required=True, metavar="FILE")
+    check_net.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    check_net.add_argument("--json", action="store_true", help="print JSON")
+    check_net.set_defaults(handler=guarded("netcheck", cmd_netcheck))
 
     config = commands.add_parser("config", help="check a node config")
     config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")

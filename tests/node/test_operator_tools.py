@@ -261,3 +261,29 @@ def test_ping_a_peer_through_the_running_node(tmp_path: Path) -> None:
         assert home.terminate() == 0
     finally:
         home.kill()
+
+
+def test_netcheck_reports_reachable_and_failing_endpoints(tmp_path: Path) -> None:
+    from tests.node.harness import start_node
+
+    home = start_node(tmp_path, "home")
+    try:
+        dead = free_port()
+        keygen(tmp_path / "me.key")
+        config = tmp_path / "me.toml"
+        config.write_text(
+            f'key_path = "me.key"\n[[peers]]\nnode_id = "{home.node_id}"\nname = "home"\n'
+            f'endpoints = ["{home.url}", "tcp://127.0.0.1:{dead}"]\n'
+        )
+        done = run_cli("netcheck", "--config", str(config), "--timeout", "5")
+        assert done.returncode == 0, done.stderr
+        assert re.search(rf"ok    home +{home.url} +handshake [\d.]+ ms", done.stdout), done.stdout
+        assert re.search(rf"FAIL  home +tcp://127.0.0.1:{dead} ", done.stdout), done.stdout
+        assert f"nearest: home via {home.url}" in done.stdout
+        report = json.loads(run_cli("netcheck", "--config", str(config), "--json").stdout)
+        assert [row["ok"] for row in report["endpoints"]] == [True, False]
+        assert home.terminate() == 0
+        nothing = run_cli("netcheck", "--config", str(config), "--timeout", "2")
+        assert nothing.returncode == 3, nothing.stdout
+    finally:
+        home.kill()
