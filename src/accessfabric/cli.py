@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     from accessfabric.services.commands import add_service_commands
 
     add_service_commands(commands)
+    from accessfabric.conformance.command import add_conformance_command
+
+    add_conformance_command(commands)
     from accessfabric.control.cli import add_control_parser
 
     add_control_parser(commands)
@@ -96,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     from accessfabric.tools_cli import add_tool_commands
 
     add_tool_commands(commands)
+    from accessfabric.console.commands import add_console_commands
+
+    add_console_commands(commands)
+    from accessfabric.node.diag_commands import add_diag_commands
+
+    add_diag_commands(commands)
     return parser
 
 

@@ -15,6 +15,7 @@ import logging
 from aiohttp import web
 
 from accessfabric.control.api import admin_handlers, node_handlers
+from accessfabric.control.api.console_handlers import add_console_routes
 from accessfabric.control.api.context import CONTEXT, ApiContext
 from accessfabric.control.api.errors import error_middleware
 from accessfabric.control.api.schema import openapi_document
@@ -79,6 +80,7 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     router.add_get("/v1/admin/tokens", admin_handlers.list_tokens)
     router.add_delete("/v1/admin/tokens/{token_id}", admin_handlers.revoke_token)
     router.add_delete("/v1/admin/nodes/{node_id}", admin_handlers.remove_node)
+    add_console_routes(router)
     return app
 
 

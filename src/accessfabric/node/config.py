@@ -15,7 +15,7 @@ Environment overrides replace the file's value (lists are replaced whole):
 * ``ACCESSFABRIC_SESSION_<KEY>`` for a key of ``[session]``.
 
 Tables and lists (``[[peers]]``, ``[[services]]``, ``[[forwards]]``, ``[control]``, ``[ranking]``,
-``[sealing]``) and a few keys come from the file only (docs/config.md lists them).
+``[sealing]``, ``[routes]``) and a few keys come from the file only (docs/config.md lists them).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from accessfabric.node.address import (
     parse_host_port,
     validate_websocket_path,
 )
+from accessfabric.node.ingress_config import IngressConfig, IngressConfigError, parse_ingress
 from accessfabric.node.ranking.policy import RankingPolicy
 from accessfabric.node.ranking_config import RankingConfigError, ranking_policy
 from accessfabric.sealing.records import CipherSuite
@@ -148,6 +149,36 @@ class ForwardConfig:
     """None: the service's well-known class (rdp, ssh: interactive; others: reliable)."""
 
 
+ROUTES_KEYS = (
+    "stall_timeout",
+    "interactive_stall_timeout",
+    "resume_window",
+    "pressure_threshold",
+    "cooldown",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteTimers:
+    """``[routes]``: when route execution leaves a route and how long a stream may resume
+    (``node/routes.py``; docs/config.md explains each and how they interact)."""
+
+    stall_timeout: float = 3.0
+    """Unacknowledged bytes and no end-to-end ACK progress for this long: the route failed."""
+    interactive_stall_timeout: float = 1.0
+    """The same, for interactive streams whose route has a healthy alternate: dead-path
+    detection from missing ACKs sooner for that class (never below 4 x the first hop's
+    smoothed RTT, never above ``stall_timeout``)."""
+    resume_window: float = 30.0
+    """How long a broken stream may resume (at the source: find a route; at the
+    destination and relays: hold the stream's state for a resume)."""
+    pressure_threshold: int = 90
+    """A first hop reporting NODE_PRESSURE at or above this percentage fails the route."""
+    cooldown: float = 10.0
+    """A failed route ranks below healthy ones for this long (still tried when no route is
+    healthy)."""
+
+
 DEFAULT_CONTROL_URL = "http://127.0.0.1:8600"
 CONTROL_KEYS = ("url", "authority_key", "token", "state_dir", "heartbeat_interval", "backoff_max")
 DEFAULT_CONTROL_BACKOFF_MAX = 60.0
@@ -181,6 +212,8 @@ class NodeConfig:
     peers: tuple[PeerConfig, ...] = ()
     services: tuple[ServiceConfig, ...] = ()
     forwards: tuple[ForwardConfig, ...] = ()
+    ingress: tuple[IngressConfig, ...] = ()
+    """``[[ingress]]``: HTTP/HTTPS listeners routing by host name (node/ingress_config.py)."""
     metrics_listen: HostPort | None = None
     """Where ``/metrics`` is served (Prometheus text); None: not served."""
     admin_socket: Path | None = None
@@ -198,6 +231,8 @@ class NodeConfig:
     control: ControlSettings | None = None
     """``[control]``: None runs without a control plane (static peers and routes)."""
     sealing: SealingConfig = field(default_factory=SealingConfig)
+    routes: RouteTimers = field(default_factory=RouteTimers)
+    """``[routes]``: route-execution timers (stall, resume window, pressure, cooldown)."""
     source: str = ""
     """Where the config came from (the file as given, or ``environment``)."""
     name: str = ""
@@ -278,6 +313,7 @@ _TOP_KEYS = (
     "peers",
     "services",
     "forwards",
+    "ingress",
     "metrics_listen",
     "admin_socket",
     "session",
@@ -288,6 +324,7 @@ _TOP_KEYS = (
     "control",
     "sealing",
     "name",
+    "routes",
 )
 SEALING_KEYS = ("one_hop", "cipher", "keys")
 
@@ -302,6 +339,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     peers = _opt(document, "peers", top, _peers) or ()
     services = _opt(document, "services", top, _services) or ()
     forwards = _opt(document, "forwards", top, _forwards) or ()
+    ingress = _opt(document, "ingress", top, _ingress) or ()
     metrics_listen = _opt(document, "metrics_listen", top, _host_port)
     admin_socket = _opt(document, "admin_socket", top, lambda v, at: _path(v, at, base))
     drain_timeout = _opt(document, "drain_timeout", top, _positive_seconds)
@@ -313,6 +351,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     control_table = _opt(document, "control", top, _table)
     ranking = _opt(document, "ranking", top, _ranking) or RankingPolicy()
     sealing = _opt(document, "sealing", top, _sealing) or SealingConfig()
+    routes = _opt(document, "routes", top, _routes) or RouteTimers()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
     session_values: dict[str, Any] = {
@@ -367,6 +406,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         peers=peers,
         services=services,
         forwards=forwards,
+        ingress=ingress,
         metrics_listen=metrics_listen,
         admin_socket=admin_socket or key_path.parent / (key_path.stem + ".admin.sock"),
         session=session,
@@ -379,6 +419,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         authority_key=authority_key,
         control=control,
         sealing=sealing,
+        routes=routes,
         source=source,
     )
 
@@ -512,6 +553,23 @@ def _control(
         heartbeat_interval=interval,
         backoff_max=DEFAULT_CONTROL_BACKOFF_MAX if backoff_max is None else backoff_max,
     )
+
+
+def _routes(value: Any, at: _At) -> RouteTimers:
+    table = _table(value, at)
+    _check_keys(table, at, ROUTES_KEYS)
+    values: dict[str, Any] = {}
+    for name in ROUTES_KEYS:
+        if name not in table:
+            continue
+        if name == "pressure_threshold":
+            level = table[name]
+            if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 100:
+                (at / name).fail(f"expected a percentage 1..100, got {level!r}")
+            values[name] = level
+        else:
+            values[name] = _positive_seconds(table[name], at / name)
+    return RouteTimers(**values)
 
 
 def _roles(value: Any, at: _At) -> tuple[str, ...]:
@@ -712,6 +770,14 @@ def _host_port(value: Any, at: _At) -> HostPort:
         return parse_host_port(_str(value, at), allow_port_zero=True)
     except ValueError as exc:
         at.fail(str(exc))
+
+
+def _ingress(value: Any, at: _At) -> tuple[IngressConfig, ...]:
+    try:
+        return parse_ingress(value)
+    except IngressConfigError as exc:
+        where = at[exc.index]
+        (where / exc.key if exc.key else where).fail(exc.problem)
 
 
 def _forwards(value: Any, at: _At) -> tuple[ForwardConfig, ...]:

@@ -25,6 +25,7 @@ from accessfabric.node.config_checks import check_against_key
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.control_link import ControlLink
 from accessfabric.node.dataplane import DataPlane
+from accessfabric.node.diagnostics import register_diagnostics
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
 from accessfabric.node.endpoints import LocalNode
 from accessfabric.node.gc_pauses import freeze_startup_objects
@@ -103,11 +104,15 @@ class NodeRuntime:
         self.data_plane = DataPlane(
             self.key.node_id, self.peers, config.authority_key,
             sealing_key=self.key.sealing_private_key(),  # opens sealed streams, binds resumes
-            sealing_keys=self.sealing_keys,
+            sealing_keys=self.sealing_keys, resume_window=config.routes.resume_window,
         )  # fmt: skip
+        timers = config.routes  # [routes] (docs/config.md)
         self.routes = RouteManager(
-            self.key.node_id, self.peers, self.data_plane, authority_key=config.authority_key
-        )
+            self.key.node_id, self.peers, self.data_plane, authority_key=config.authority_key,
+            resume_window=timers.resume_window, stall_timeout=timers.stall_timeout,
+            interactive_stall_timeout=timers.interactive_stall_timeout,
+            pressure_threshold=timers.pressure_threshold, cooldown=timers.cooldown,
+        )  # fmt: skip
         self.routes.sealing = StreamSealing(
             self.key.node_id, self.key.sealing_private_key(), self.sealing_keys,
             one_hop=config.sealing.one_hop, cipher=sealing_cipher(config.sealing.cipher),
@@ -117,6 +122,7 @@ class NodeRuntime:
         self.observe.watch_relay(self.data_plane.relay, always="relay" in config.roles)
         self.observe.watch_samples(lambda: dial_metric_samples(self.dialer.counters))
         self.observe.add_section("endpoints", self._endpoint_rows)
+        register_diagnostics(self)  # `accessfabric diag` over the admin socket
         self.local.on_new_connection = self._new_connection
         self.components = list(components)
         self.control: ControlLink | None = None

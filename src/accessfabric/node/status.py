@@ -21,6 +21,7 @@ TABLES = (  # the sections `status` prints, in order
     "endpoints",
     "services",
     "forwards",
+    "ingress",
     "relay",
     "vpn",
 )
