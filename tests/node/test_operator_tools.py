@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from accessfabric.node.endpoints import LocalNode, connect_tcp
 from accessfabric.node.runtime import NodeRuntime
 from tests.control.api_harness import running_plane
 from tests.node.fake_servers import free_port
-from tests.node.harness import keygen, run_cli
+from tests.node.harness import COMMAND, command_env, keygen, run_cli
 
 
 def test_version_names_commit_and_protocols() -> None:
@@ -293,3 +294,31 @@ def test_netcheck_reports_reachable_and_failing_endpoints(tmp_path: Path) -> Non
         assert nothing.returncode == 3, nothing.stdout
     finally:
         home.kill()
+
+
+def test_forward_json_logs_parse(tmp_path: Path) -> None:
+    """``--json`` on the long-running commands (forward, vpn up, node run): JSON log lines."""
+    peer_id = NodeKey.generate().node_id
+    process = subprocess.Popen(
+        [*COMMAND, "forward", "--json", "--listen", "127.0.0.1:0", "--service", "x",
+         "--peer", "tcp://127.0.0.1:1", "--peer-id", peer_id],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=command_env(),
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        events = []
+        for raw in process.stderr:
+            line = json.loads(raw)
+            _rfc3339(line["ts"])
+            events.append(line["event"])
+            if line["event"] == "node ready":
+                break
+        assert "forward listening" in events
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stderr is not None
+        process.stderr.close()

@@ -200,7 +200,9 @@ def add_node_commands(commands: Any) -> None:
     run.add_argument(
         "--config", metavar="FILE", help="node.toml (without it, ACCESSFABRIC_* variables only)"
     )
-    run.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    run.add_argument(
+        "--log-json", "--json", action="store_true", help="log one JSON object per line"
+    )
     run.add_argument(
         "--log-level", type=_log_level, default=logging.INFO, metavar="LEVEL",
         help="debug, info (default), warning, error",

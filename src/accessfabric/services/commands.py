@@ -109,7 +109,9 @@ def add_service_commands(commands: Any) -> None:
     forward.add_argument("--config", metavar="FILE", help="node.toml of the node to run")
     forward.add_argument("--peer", metavar="URL", help="without --config: the service's node")
     forward.add_argument("--peer-id", metavar="ID", help="without --config: its node id")
-    forward.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    forward.add_argument(
+        "--log-json", "--json", action="store_true", help="log one JSON object per line"
+    )
     forward.set_defaults(handler=guarded("forward", cmd_forward))
 
     status = commands.add_parser(

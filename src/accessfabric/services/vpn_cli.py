@@ -91,7 +91,9 @@ def add_vpn_arguments(up: argparse.ArgumentParser) -> None:
         help="a flow moving more than N bytes within 1 s becomes bulk (default 1 MiB)",
     )  # fmt: skip
     up.add_argument("--forwarding", action="store_true", help="exit: set net.ipv4.ip_forward=1")
-    up.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    up.add_argument(
+        "--log-json", "--json", action="store_true", help="log one JSON object per line"
+    )
 
 
 def vpn_up(args: argparse.Namespace) -> int:
