@@ -71,9 +71,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
     else:
         for line in errors:
-            print(f"error: {line}", file=sys.stderr)
+            print(f"accessfabric config check: error: {line}", file=sys.stderr)
         for line in warnings:
-            print(f"warning: {line}", file=sys.stderr)
+            print(f"accessfabric config check: warning: {line}", file=sys.stderr)
         if not errors:
             node = summary.get("node_id", "?")
             print(
