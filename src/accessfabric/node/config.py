@@ -43,6 +43,7 @@ from accessfabric.node.address import (
 from accessfabric.node.ingress_config import IngressConfig, IngressConfigError, parse_ingress
 from accessfabric.node.ranking.policy import RankingPolicy
 from accessfabric.node.ranking_config import RankingConfigError, ranking_policy
+from accessfabric.node.vpn_config import VpnClassConfig, VpnConfigError, vpn_class_config
 from accessfabric.sealing.records import CipherSuite
 from accessfabric.session.config import SessionConfig
 from accessfabric.wire.limits import MAX_FRAME_SIZE_CAP, MAX_SERVICE_NAME, MIN_MAX_FRAME_SIZE
@@ -233,6 +234,8 @@ class NodeConfig:
     sealing: SealingConfig = field(default_factory=SealingConfig)
     routes: RouteTimers = field(default_factory=RouteTimers)
     """``[routes]``: route-execution timers (stall, resume window, pressure, cooldown)."""
+    vpn: VpnClassConfig = field(default_factory=VpnClassConfig)
+    """``[vpn]``: how ``vpn up`` sorts packets into classes (``node/vpn_config.py``)."""
     source: str = ""
     """Where the config came from (the file as given, or ``environment``)."""
     name: str = ""
@@ -325,6 +328,7 @@ _TOP_KEYS = (
     "sealing",
     "name",
     "routes",
+    "vpn",
 )
 SEALING_KEYS = ("one_hop", "cipher", "keys")
 
@@ -352,6 +356,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     ranking = _opt(document, "ranking", top, _ranking) or RankingPolicy()
     sealing = _opt(document, "sealing", top, _sealing) or SealingConfig()
     routes = _opt(document, "routes", top, _routes) or RouteTimers()
+    vpn = _opt(document, "vpn", top, _vpn) or VpnClassConfig()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
     session_values: dict[str, Any] = {
@@ -420,6 +425,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         control=control,
         sealing=sealing,
         routes=routes,
+        vpn=vpn,
         source=source,
     )
 
@@ -812,6 +818,13 @@ def _ranking(value: Any, at: _At) -> RankingPolicy:
     try:
         return ranking_policy(value)
     except RankingConfigError as exc:
+        (at / exc.key if exc.key else at).fail(exc.problem)
+
+
+def _vpn(value: Any, at: _At) -> VpnClassConfig:
+    try:
+        return vpn_class_config(value)
+    except VpnConfigError as exc:
         (at / exc.key if exc.key else at).fail(exc.problem)
 
 
