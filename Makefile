@@ -9,7 +9,7 @@ HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-test-$(HASH)
 # The demo needs only the runtime dependencies, not the test toolchain (docs/benchmarks.md).
 RUN_STAMP := $(VENV)/.installed-run-$(HASH)
-DEBIAN_PACKAGES := iproute2 nftables iputils-ping procps python3-venv nginx-light openssh-server openssh-client iperf3 curl golang-go chromium systemd
+DEBIAN_PACKAGES := iproute2 nftables iputils-ping procps python3-venv nginx-light openssh-server openssh-client iperf3 curl golang-go chromium etcd-server etcd-client systemd
 APT := DEBIAN_FRONTEND=noninteractive apt-get -y -o DPkg::Lock::Timeout=120
 
 .PHONY: demo test lint fuzz bench debian-deps clean
@@ -28,7 +28,7 @@ $(RUN_STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	@rm -f $(VENV)/.installed-run-* && touch $(RUN_STAMP)
 
-# Packages such as nginx-light would start a system service listening on all interfaces;
+# Packages such as nginx-light and etcd-server would start a system service listening on all interfaces;
 # the tests run their own instances on loopback, so a temporary policy-rc.d forbids that.
 debian-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -66,11 +66,12 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from accessfabric.control.plane import DataDirError, init_data_dir
+    from accessfabric.control.store.base import StoreError
     from accessfabric.identity.errors import IdentityError
 
     try:
-        authority, token = init_data_dir(args.data)
-    except (DataDirError, IdentityError, OSError) as exc:
+        authority, token = init_data_dir(args.data, store_url=args.store)
+    except (DataDirError, IdentityError, OSError, ValueError, StoreError) as exc:
         raise UserError(str(exc)) from None
     if args.json:
         from accessfabric.json_output import print_json
@@ -92,9 +93,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from accessfabric.node.log_format import log_event
 
     configure_logging(json_lines=args.log_json, level=args.log_level)
+    from accessfabric.control.store.base import StoreError
+
     try:
-        authority, store = open_data_dir(args.data)
-    except (DataDirError, IdentityError, OSError, ValueError) as exc:
+        authority, store = open_data_dir(args.data, store_url=args.store)
+    except (DataDirError, IdentityError, OSError, ValueError, StoreError) as exc:
         raise UserError(str(exc)) from None
     config = ControlConfig(
         heartbeat_interval=args.heartbeat_interval,
@@ -111,15 +114,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             await server.start()
         except OSError as exc:
             raise Failed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        except StoreError as exc:
+            raise UserError(f"cannot load the control plane's state: {exc}") from None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # before saying it serves
+            loop.add_signal_handler(signum, stop.set)
         print(
             f"control plane serving on {server.url} (authority {authority.public_key_text})",
             flush=True,
         )
         log_event(_log, "control plane serving", url=server.url, data=args.data)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         log_event(_log, "control plane stopping")
         await server.stop()
@@ -362,6 +367,16 @@ def configure_logging(*, json_lines: bool, level: int) -> None:
     configure(json_lines=json_lines, level=level)
 
 
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="sqlite (default: DIR/control.db) or etcd://host:port,host:port[/namespace] "
+        "for several replicas sharing one etcd cluster (docs/control.md)",
+    )
+
+
 def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``control`` and its subcommands to the main command's subparsers."""
     control: argparse.ArgumentParser = subparsers.add_parser(
@@ -380,6 +395,8 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     init.add_argument("--data", required=True, metavar="DIR", help="data directory to create")
     init.add_argument("--json", action="store_true", help="print JSON")
+
+    _store_option(init)
     init.set_defaults(handler=_guarded(_cmd_init))
 
     serve = commands.add_parser(
@@ -389,6 +406,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         "SIGINT or SIGTERM.",
     )
     serve.add_argument("--data", required=True, metavar="DIR", help="data directory (init)")
+    _store_option(serve)
     serve.add_argument(
         "--listen",
         type=parse_listen,

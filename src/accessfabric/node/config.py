@@ -77,6 +77,8 @@ _INT_LIMITS = {
     "max_stream_window": (1, 1 << 62),
     "initial_session_window": (1, 1 << 62),
     "max_session_window": (1, 1 << 62),
+    "stream_window_budget": (0, 1 << 62),
+    "urgent_session_reserve": (0, 1 << 62),
     "max_concurrent_streams": (1, (1 << 31) - 1),
     "max_stream_send_buffer": (1, 1 << 62),
 }
@@ -181,7 +183,15 @@ class RouteTimers:
 
 
 DEFAULT_CONTROL_URL = "http://127.0.0.1:8600"
-CONTROL_KEYS = ("url", "authority_key", "token", "state_dir", "heartbeat_interval", "backoff_max")
+CONTROL_KEYS = (
+    "url",
+    "urls",
+    "authority_key",
+    "token",
+    "state_dir",
+    "heartbeat_interval",
+    "backoff_max",
+)
 DEFAULT_CONTROL_BACKOFF_MAX = 60.0
 
 
@@ -190,6 +200,8 @@ class ControlSettings:
     """``[control]``: the control plane this node enrolls with and heartbeats to."""
 
     url: str = DEFAULT_CONTROL_URL
+    urls: tuple[str, ...] = ()
+    """Every control replica (``urls = [...]``); empty: just ``url``.  ``url`` is the first."""
     authority_key: bytes
     """The control plane's public key (``afauth1...``): every signed object is checked."""
     token: str | None = None
@@ -529,15 +541,31 @@ def _rto_min_text(text: str, at: _At) -> Any:
     return False if stripped.lower() in ("false", "off", "none") else _number(stripped, at)
 
 
+def _control_url(value: Any, at: _At) -> str:
+    url = _str(value, at).rstrip("/")
+    if not url.startswith(("http://", "https://")) or url[-3:] == "://":
+        at.fail(f"expected an http:// or https:// URL, got {url!r}")
+    return url
+
+
 def _control(
     table: dict[str, Any], at: _At, base: Path, top_key: bytes | None, key_path: Path
 ) -> ControlSettings:
     _check_keys(table, at, CONTROL_KEYS)
     url = DEFAULT_CONTROL_URL
     if "url" in table:
-        url = _str(table["url"], at / "url").rstrip("/")
-        if not url.startswith(("http://", "https://")) or url[-3:] == "://":
-            (at / "url").fail(f"expected an http:// or https:// URL, got {url!r}")
+        url = _control_url(table["url"], at / "url")
+    urls: tuple[str, ...] = ()
+    if "urls" in table:
+        if "url" in table:
+            (at / "urls").fail("give either url or urls, not both")
+        items = _list(table["urls"], at / "urls")
+        urls = tuple(_control_url(item, (at / "urls")[i]) for i, item in enumerate(items))
+        if not urls:
+            (at / "urls").fail("needs at least one control plane URL")
+        if len(set(urls)) != len(urls):
+            (at / "urls").fail("lists a URL twice")
+        url = urls[0]
     key = _opt(table, "authority_key", at, _authority_key)
     if key is None:
         if top_key is None:
@@ -553,6 +581,7 @@ def _control(
     backoff_max = _opt(table, "backoff_max", at, _positive_seconds)
     return ControlSettings(
         url=url,
+        urls=urls,
         authority_key=key,
         token=token,
         state_dir=state_dir or key_path.parent / (key_path.stem + ".control"),

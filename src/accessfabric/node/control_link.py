@@ -61,6 +61,7 @@ from accessfabric.control.facts import (
     ServiceCapacity,
     StreamReport,
 )
+from accessfabric.control.replica_set import replica_summary
 from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings
 from accessfabric.node.diagnostics import NodeDiagnostics
@@ -108,7 +109,7 @@ class ControlLink:
         self.runtime = runtime
         self.settings = settings
         self.client = ControlClient(
-            settings.url,
+            settings.urls or settings.url,
             runtime.key,
             settings.authority_key,
             str(settings.state_dir),
@@ -587,7 +588,8 @@ class ControlLink:
         reachable = {None: "not tried yet", True: "reachable", False: "unreachable"}
         error = self.last_error or snapshot.last_error
         return {
-            "url": self.settings.url,
+            "url": self.client.base_url,
+            "replicas": replica_summary(snapshot.replicas),
             "state": (
                 f"enrollment refused ({self.enrollment_refused})"
                 if self.enrollment_refused is not None
