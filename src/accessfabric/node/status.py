@@ -14,6 +14,7 @@ from accessfabric.exit_codes import Exit
 
 TABLES = (  # the sections `status` prints, in order
     "control",
+    "host",
     "sessions",
     "streams",
     "routes",
