@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from accessfabric.errors import ErrorCode, ProtocolError
 from accessfabric.node.connection import FabricStream
 from accessfabric.node.log_format import log_event
-from accessfabric.observe.log_rate import RateLimitedLog
 from accessfabric.services.fabric import StreamOpener
 from accessfabric.services.splice import SpliceStats, abort_with_rst, splice
 from accessfabric.wire.registry import TrafficClass
@@ -30,8 +30,6 @@ from accessfabric.wire.registry import TrafficClass
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
-DENIED_LOG_INTERVAL = 10.0
-"""Seconds between two ``forward: access denied`` lines of one forward."""
 
 WELL_KNOWN_CLASSES = {
     "rdp": TrafficClass.INTERACTIVE,
@@ -79,6 +77,18 @@ async def _run_splice(
     return stats
 
 
+FAR_RESET_HINTS = {
+    ErrorCode.SERVICE_UNAVAILABLE: "the node that got the stream does not serve {service!r}, "
+    "or its target refused the connection (that node's log says which)",
+    ErrorCode.ACCESS_DENIED: "the service's node does not admit this node to {service!r}: "
+    "an allow list or a grant must name it (docs/config.md, Access)",
+    ErrorCode.REFUSED_STREAM: "the far node refused the stream (policy, limits or route lease; "
+    "its log and accessfabric_streams_refused_total say why)",
+}
+RESET_LOG_INTERVAL = 10.0
+"""At most one ``forward: stream reset by the far end`` line per code per interval."""
+
+
 class TcpForwarder:
     """Listen on ``host:port``; each connection becomes a stream to ``service``."""
 
@@ -96,9 +106,10 @@ class TcpForwarder:
         self.service = service
         self.traffic_class = default_class(service) if traffic_class is None else traffic_class
         self.counters = ForwardCounters()
-        self._denied_log = RateLimitedLog(log, interval=DENIED_LOG_INTERVAL)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reset_logged: dict[str, float] = {}  # code name -> when last logged
+        self._resets_unlogged: dict[str, int] = {}
 
     async def start(self) -> None:
         """Bind the listener (port 0: the kernel picks; :attr:`port` is then the real one)."""
@@ -129,14 +140,30 @@ class TcpForwarder:
             abort_with_rst(writer)
             return
         stats = await _run_splice(stream, reader, writer, self.counters)
-        if stats.reset_code == ErrorCode.ACCESS_DENIED:
+        if stats.fabric_code == ErrorCode.ACCESS_DENIED:
             self.counters.denied += 1
-            self._denied_log.log(
-                self.service, logging.WARNING,
-                "forward: access denied service=%s (the service's node does not admit this "
-                "node: an allow list or a grant must name it)", self.service,
-                now=asyncio.get_running_loop().time(),
-            )  # fmt: skip
+        if stats.fabric_code is not None and stats.fabric_code != ErrorCode.CANCEL:
+            self._log_far_reset(stats.fabric_code)
+
+    def _log_far_reset(self, code: int) -> None:
+        """Say on this node why the far end reset the stream (the client only saw an RST)."""
+        try:
+            known: ErrorCode | None = ErrorCode(code)
+        except ValueError:
+            known = None
+        key = known.name if known is not None else "other"
+        now = time.monotonic()
+        if now - self._reset_logged.get(key, -RESET_LOG_INTERVAL) < RESET_LOG_INTERVAL:
+            self._resets_unlogged[key] = self._resets_unlogged.get(key, 0) + 1
+            return
+        self._reset_logged[key] = now
+        hint = FAR_RESET_HINTS.get(known) if known is not None else None
+        log_event(
+            log, "forward: stream reset by the far end", logging.WARNING,
+            service=self.service, code=known.name if known is not None else str(code),
+            why=hint.format(service=self.service) if hint else "-",
+            suppressed=self._resets_unlogged.pop(key, 0),
+        )  # fmt: skip
 
     async def close(self) -> None:
         if self._server is not None:
