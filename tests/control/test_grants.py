@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from accessfabric.control.authority import Authority
-from accessfabric.control.cli import main
+from accessfabric.control.cli import EXIT_USER, main
 from accessfabric.control.grants import AccessGrants, GrantError
 from accessfabric.control.objects import MAX_GRANTS
 from accessfabric.control.rejections import RejectReason, SignedObjectRejected
@@ -103,14 +103,14 @@ async def _admin_api_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
         bad = ["control", "grant", "create", "--tenant", "acme", "--services", "rdp",
                "--roles", "pilot", *server]  # fmt: skip
-        assert await asyncio.to_thread(main, bad) == 1
+        assert await asyncio.to_thread(main, bad) == EXIT_USER
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and "unknown role 'pilot'" in error[0], error
 
         revoke = ["control", "grant", "revoke", grant_id, *server]
         assert await asyncio.to_thread(main, revoke) == 0
         assert f"revoked grant {grant_id}" in capsys.readouterr().out
-        assert await asyncio.to_thread(main, revoke) == 1
+        assert await asyncio.to_thread(main, revoke) == EXIT_USER
         assert "unknown_grant" in capsys.readouterr().err
         status, body = await plane.admin("GET", "/v1/admin/grants")
         assert status == 200 and body["grants"] == []
