@@ -34,9 +34,12 @@ def test_vpn_up_exits_within_a_second_of_ctrl_c(tmp_path: Path) -> None:
         topo.link("client", "exit")
         exit_addr = topo.host_addr("exit", "client")
         exit_id = keygen(tmp_path / "exit.key")
-        keygen(tmp_path / "client.key")
+        client_id = keygen(tmp_path / "client.key")
         exit_cfg = write_config(
-            tmp_path / "exit.toml", tmp_path / "exit.key", f"{exit_addr}:{FABRIC_PORT}"
+            tmp_path / "exit.toml",
+            tmp_path / "exit.key",
+            f"{exit_addr}:{FABRIC_PORT}",
+            f'[allow]\nvpn = ["{client_id}"]\n',  # default deny: the client only
         )
         peer = peer_table(exit_id, f"tcp://{exit_addr}:{FABRIC_PORT}", ["vpn"])
         client_cfg = write_config(tmp_path / "client.toml", tmp_path / "client.key", peer=peer)
