@@ -86,6 +86,7 @@ async def test_node_health_endpoints_and_process_metrics(tmp_path: Path) -> None
     path.write_text(
         f'key_path = "n.key"\nmetrics_listen = "127.0.0.1:{port}"\ndrain_timeout = 30\n'
         '[[listen]]\ncarrier = "tcp"\naddress = "127.0.0.1:0"\n'
+        '[allow]\necho = ["*"]\n'  # default deny: the test's client has a fresh key
     )
     node = NodeRuntime(load_node_config(path))
     base = f"http://127.0.0.1:{port}"
