@@ -87,6 +87,8 @@ PROBE_BACKOFF_BASE = 1.0
 PROBE_BACKOFF_MAX = 60.0
 """A directory peer whose probes fail is probed again after exponential backoff with
 jitter (:func:`backoff_delay`), at most this many seconds apart."""
+REHOME_SPREAD = 2.0
+"""Seconds over which a device whose placed entry failed spreads its next attempt."""
 SOFTWARE = "accessfabric-node"
 ROUTE_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two ``no route lease`` log lines for one (service, class)."""
@@ -285,6 +287,7 @@ class ControlLink:
             route_reports=self._route_reports(),
             relay_usage=self._relay_usage(),
             stream_reports=self._stream_reports(),
+            sessions=runtime.accepted_sessions,
         )
 
     def _stream_reports(self) -> tuple[StreamReport, ...]:
@@ -442,6 +445,8 @@ class ControlLink:
         runtime = self.runtime
         runtime.sealing_keys.learn_directory(directory)  # sealed streams (docs/sealing.md)
         static = {p.node_id for p in runtime.config.peers}
+        placed = directory.get("placement")
+        placement = [str(n) for n in placed] if isinstance(placed, list) and placed else None
         listed = {entry.get("node_id") for entry in directory.get("entries", [])}
         for gone in sorted(self._directory_peers - listed):  # unreachable, or out of view
             self._directory_peers.discard(gone)
@@ -461,6 +466,8 @@ class ControlLink:
             if node_id not in self._directory_peers:
                 self._directory_peers.add(node_id)
                 log_event(log, "directory peer", peer=node_id, endpoints=len(endpoints))
+            if placement is not None:
+                continue  # dialled below: the placed entry only
             if (
                 len(self._probes) < MAX_PROBES
                 and node_id not in self._probes
@@ -468,6 +475,26 @@ class ControlLink:
                 and self._clock() >= self._probe_failures.get(node_id, (0, 0.0))[1]
             ):
                 self._probes[node_id] = asyncio.create_task(self._probe(node_id))
+        if placement is not None:
+            self._place(placement)
+
+    def _place(self, placement: list[str]) -> None:
+        """Hold one session to an entry of the control plane's ``placement``.
+
+        The first entry not backing off after a failed dial is the one; a device that
+        holds a session with any placed entry stays where it is (no churn when loads
+        change).  When its entry dies the next cycle finds no session, the dead entry's
+        dial fails and, after a jittered pause (:data:`REHOME_SPREAD`, so a dead entry's
+        devices do not all arrive at once), the next alternate is dialled.
+        """
+        known = [n for n in placement if n in self._directory_peers]
+        if any(self._has_session(n) for n in known) or any(n in self._probes for n in known):
+            return
+        now = self._clock()
+        for node_id in known:
+            if now >= self._probe_failures.get(node_id, (0, 0.0))[1]:
+                self._probes[node_id] = asyncio.create_task(self._probe(node_id, rehome=True))
+                return
 
     def _has_session(self, node_id: str) -> bool:
         """A live session with ``node_id``, dialled or accepted: its RTT is measured
@@ -480,7 +507,7 @@ class ControlLink:
             for c in runtime.observe.connections()
         )
 
-    async def _probe(self, node_id: str) -> None:
+    async def _probe(self, node_id: str, *, rehome: bool = False) -> None:
         """Open a session to a directory peer so its RTT reaches the next heartbeat.
 
         A failed probe is retried after exponential backoff with jitter, capped at
@@ -498,6 +525,9 @@ class ControlLink:
             )
             if node_id in self._directory_peers:
                 self._probe_failures[node_id] = (failures, self._clock() + delay)
+            if rehome:  # try the next alternate soon, but not all devices at once
+                pause = self._rng.uniform(0.0, REHOME_SPREAD)
+                asyncio.get_running_loop().call_later(pause, self._wake.set)
             level = logging.INFO if failures == 1 else logging.DEBUG  # one line per outage
             log_event(
                 log, "directory peer probe failed", level, peer=node_id, error=error,
