@@ -151,9 +151,13 @@ class Device:
 
 
 async def _streams(device: Device, service: str, interval: float, rng: random.Random) -> None:
-    """A first stream once the device heartbeated (the planner knows it), then one every
+    """A first stream once a heartbeat reported the device's entry session (so the planner
+    has a first hop for it), then one every
     ``interval`` (jittered); after a failure sooner (``FAILED_RETRY``)."""
-    while not device.heartbeats:
+    while not device.entries():  # a session to an entry first ...
+        await asyncio.sleep(0.5)
+    heard = device.heartbeats
+    while device.heartbeats <= heard:  # ... then a heartbeat that reports it to the planner
         await asyncio.sleep(0.5)
     await asyncio.sleep(rng.uniform(0.5, 1.5))
     while True:
