@@ -71,6 +71,7 @@ from accessfabric.services.tcp_forward import default_class
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
+    from accessfabric.node.connection import SessionConnection
     from accessfabric.node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,9 @@ class ControlLink:
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._registered: set[str] = set()
         self._directory_peers: set[str] = set()
+        self._placement: list[str] = []
+        self._watcher: asyncio.Task[None] | None = None
+        """The directory's session placement (``mobile`` scope): entries, primary first."""
         self._probe_failures: dict[str, tuple[int, float]] = {}
         """Directory peer -> (failed probes in a row, when the next may start)."""
         self.health: str | None = None
@@ -161,7 +165,7 @@ class ControlLink:
 
     async def close(self) -> None:
         self._stop.set()
-        tasks = [t for t in (self._task, *self._probes.values()) if t is not None]
+        tasks = [t for t in (self._task, self._watcher, *self._probes.values()) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -478,6 +482,15 @@ class ControlLink:
         if placement is not None:
             self._place(placement)
 
+    async def _rehome_when_closed(self, connection: SessionConnection) -> None:
+        await connection.wait_closed()
+        pause = self._rng.uniform(0.0, REHOME_SPREAD)  # the entry's devices spread out
+        asyncio.get_running_loop().call_later(pause, self._place_again)
+
+    def _place_again(self) -> None:
+        if not self._stop.is_set() and self._placement:
+            self._place(self._placement)
+
     def _place(self, placement: list[str]) -> None:
         """Hold one session to an entry of the control plane's ``placement``.
 
@@ -485,8 +498,10 @@ class ControlLink:
         holds a session with any placed entry stays where it is (no churn when loads
         change).  When its entry dies the next cycle finds no session, the dead entry's
         dial fails and, after a jittered pause (:data:`REHOME_SPREAD`, so a dead entry's
-        devices do not all arrive at once), the next alternate is dialled.
+        devices do not all arrive at once), the next alternate is dialled (without
+        waiting for the next cycle).
         """
+        self._placement = placement
         known = [n for n in placement if n in self._directory_peers]
         if any(self._has_session(n) for n in known) or any(n in self._probes for n in known):
             return
@@ -514,8 +529,10 @@ class ControlLink:
         :data:`PROBE_BACKOFF_MAX`; a peer that holds a session to us is never probed.
         """
         try:
-            await asyncio.wait_for(self.runtime.peers.session(node_id), 10.0)
+            connection = await asyncio.wait_for(self.runtime.peers.session(node_id), 10.0)
             self._probe_failures.pop(node_id, None)
+            if rehome:  # re-home as soon as this session ends, not at the next cycle
+                self._watcher = asyncio.create_task(self._rehome_when_closed(connection))
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -525,9 +542,9 @@ class ControlLink:
             )
             if node_id in self._directory_peers:
                 self._probe_failures[node_id] = (failures, self._clock() + delay)
-            if rehome:  # try the next alternate soon, but not all devices at once
+            if rehome:  # the next alternate soon, but not all of the entry's devices at once
                 pause = self._rng.uniform(0.0, REHOME_SPREAD)
-                asyncio.get_running_loop().call_later(pause, self._wake.set)
+                asyncio.get_running_loop().call_later(pause, self._place_again)
             level = logging.INFO if failures == 1 else logging.DEBUG  # one line per outage
             log_event(
                 log, "directory peer probe failed", level, peer=node_id, error=error,

@@ -41,7 +41,6 @@ SERVICE = "fleet-echo"
 TENANT = "fleet"
 WINDOW = 10.0
 """Seconds of latency samples behind the live view's p50/p99."""
-READY_TIMEOUT = 120.0
 REHOME_TIMEOUT = 30.0
 
 
@@ -310,14 +309,12 @@ class LiveView:
         )
 
 
-def _is_ready(run: FleetRun) -> bool:
+def _is_ready(run: FleetRun, streams: bool) -> bool:
+    """Every device connected and heard; with streams also leased and streamed once."""
     n = run.devices
-    return (
-        run.connected() >= n
-        and run.ready("heard") >= n
-        and run.ready("leased") >= n
-        and run.ready("streamed") >= n
-    )
+    if run.connected() < n or run.ready("heard") < n:
+        return False
+    return not streams or (run.ready("leased") >= n and run.ready("streamed") >= n)
 
 
 async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -338,7 +335,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         summary: dict[str, Any] = {"devices": args.devices, "entries": args.entries}
         ready_at: float | None = None
         connected_at: float | None = None
-        while time.monotonic() - started < READY_TIMEOUT:
+        while time.monotonic() - started < args.ready_timeout:
             await asyncio.sleep(1.0)
             view.tick("starting")
             _check_workers(run)
@@ -348,7 +345,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 and run.ready("heard") >= run.devices
             ):
                 connected_at = time.monotonic() - started
-            if _is_ready(run):
+            if _is_ready(run, args.stream_interval > 0):
                 ready_at = time.monotonic() - started
                 break
         summary["connected_heartbeating_s"] = connected_at
@@ -460,6 +457,10 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stream-interval", type=float, default=20.0,
         help="mean seconds between a device's echo streams (0: none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ready-timeout", type=float, default=120.0,
+        help="seconds to wait for every device to be ready (default 120)",
     )  # fmt: skip
     parser.add_argument("--hold", type=float, default=5.0, help="seconds of steady state")
     parser.add_argument(
