@@ -26,6 +26,7 @@ def test_fleet_of_200_survives_an_entry_kill() -> None:
     assert summary["stream_bytes"] >= 200 * 2 * 4096
     assert summary["heartbeat_p99_ms"] is not None and summary["lease_p99_ms"] is not None
     kill = summary["kill"]
-    assert kill["devices_on_it"] > 0
+    # Placement spreads the devices over both entries (rendezvous hashing, load bands).
+    assert 50 <= kill["devices_on_it"] <= 150, kill
     assert kill["lost"] == 0, kill
     assert kill["back_s"] is not None and kill["back_s"] <= 15.0, kill
