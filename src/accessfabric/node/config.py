@@ -43,6 +43,7 @@ from accessfabric.node.address import (
 from accessfabric.node.ingress_config import IngressConfig, IngressConfigError, parse_ingress
 from accessfabric.node.ranking.policy import RankingPolicy
 from accessfabric.node.ranking_config import RankingConfigError, ranking_policy
+from accessfabric.node.vpn_config import VpnClassConfig, VpnConfigError, vpn_class_config
 from accessfabric.sealing.records import CipherSuite
 from accessfabric.session.config import SessionConfig
 from accessfabric.wire.limits import MAX_FRAME_SIZE_CAP, MAX_SERVICE_NAME, MIN_MAX_FRAME_SIZE
@@ -76,6 +77,8 @@ _INT_LIMITS = {
     "max_stream_window": (1, 1 << 62),
     "initial_session_window": (1, 1 << 62),
     "max_session_window": (1, 1 << 62),
+    "stream_window_budget": (0, 1 << 62),
+    "urgent_session_reserve": (0, 1 << 62),
     "max_concurrent_streams": (1, (1 << 31) - 1),
     "max_stream_send_buffer": (1, 1 << 62),
 }
@@ -180,7 +183,15 @@ class RouteTimers:
 
 
 DEFAULT_CONTROL_URL = "http://127.0.0.1:8600"
-CONTROL_KEYS = ("url", "authority_key", "token", "state_dir", "heartbeat_interval", "backoff_max")
+CONTROL_KEYS = (
+    "url",
+    "urls",
+    "authority_key",
+    "token",
+    "state_dir",
+    "heartbeat_interval",
+    "backoff_max",
+)
 DEFAULT_CONTROL_BACKOFF_MAX = 60.0
 
 
@@ -189,6 +200,8 @@ class ControlSettings:
     """``[control]``: the control plane this node enrolls with and heartbeats to."""
 
     url: str = DEFAULT_CONTROL_URL
+    urls: tuple[str, ...] = ()
+    """Every control replica (``urls = [...]``); empty: just ``url``.  ``url`` is the first."""
     authority_key: bytes
     """The control plane's public key (``afauth1...``): every signed object is checked."""
     token: str | None = None
@@ -233,6 +246,8 @@ class NodeConfig:
     sealing: SealingConfig = field(default_factory=SealingConfig)
     routes: RouteTimers = field(default_factory=RouteTimers)
     """``[routes]``: route-execution timers (stall, resume window, pressure, cooldown)."""
+    vpn: VpnClassConfig = field(default_factory=VpnClassConfig)
+    """``[vpn]``: how ``vpn up`` sorts packets into classes (``node/vpn_config.py``)."""
     source: str = ""
     """Where the config came from (the file as given, or ``environment``)."""
 
@@ -318,6 +333,7 @@ _TOP_KEYS = (
     "control",
     "sealing",
     "routes",
+    "vpn",
 )
 SEALING_KEYS = ("one_hop", "cipher", "keys")
 
@@ -344,6 +360,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     ranking = _opt(document, "ranking", top, _ranking) or RankingPolicy()
     sealing = _opt(document, "sealing", top, _sealing) or SealingConfig()
     routes = _opt(document, "routes", top, _routes) or RouteTimers()
+    vpn = _opt(document, "vpn", top, _vpn) or VpnClassConfig()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
     session_values: dict[str, Any] = {
@@ -411,6 +428,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         control=control,
         sealing=sealing,
         routes=routes,
+        vpn=vpn,
         source=source,
     )
 
@@ -514,15 +532,31 @@ def _rto_min_text(text: str, at: _At) -> Any:
     return False if stripped.lower() in ("false", "off", "none") else _number(stripped, at)
 
 
+def _control_url(value: Any, at: _At) -> str:
+    url = _str(value, at).rstrip("/")
+    if not url.startswith(("http://", "https://")) or url[-3:] == "://":
+        at.fail(f"expected an http:// or https:// URL, got {url!r}")
+    return url
+
+
 def _control(
     table: dict[str, Any], at: _At, base: Path, top_key: bytes | None, key_path: Path
 ) -> ControlSettings:
     _check_keys(table, at, CONTROL_KEYS)
     url = DEFAULT_CONTROL_URL
     if "url" in table:
-        url = _str(table["url"], at / "url").rstrip("/")
-        if not url.startswith(("http://", "https://")) or url[-3:] == "://":
-            (at / "url").fail(f"expected an http:// or https:// URL, got {url!r}")
+        url = _control_url(table["url"], at / "url")
+    urls: tuple[str, ...] = ()
+    if "urls" in table:
+        if "url" in table:
+            (at / "urls").fail("give either url or urls, not both")
+        items = _list(table["urls"], at / "urls")
+        urls = tuple(_control_url(item, (at / "urls")[i]) for i, item in enumerate(items))
+        if not urls:
+            (at / "urls").fail("needs at least one control plane URL")
+        if len(set(urls)) != len(urls):
+            (at / "urls").fail("lists a URL twice")
+        url = urls[0]
     key = _opt(table, "authority_key", at, _authority_key)
     if key is None:
         if top_key is None:
@@ -538,6 +572,7 @@ def _control(
     backoff_max = _opt(table, "backoff_max", at, _positive_seconds)
     return ControlSettings(
         url=url,
+        urls=urls,
         authority_key=key,
         token=token,
         state_dir=state_dir or key_path.parent / (key_path.stem + ".control"),
@@ -792,6 +827,13 @@ def _ranking(value: Any, at: _At) -> RankingPolicy:
     try:
         return ranking_policy(value)
     except RankingConfigError as exc:
+        (at / exc.key if exc.key else at).fail(exc.problem)
+
+
+def _vpn(value: Any, at: _At) -> VpnClassConfig:
+    try:
+        return vpn_class_config(value)
+    except VpnConfigError as exc:
         (at / exc.key if exc.key else at).fail(exc.problem)
 
 

@@ -61,6 +61,7 @@ from accessfabric.control.facts import (
     ServiceCapacity,
     StreamReport,
 )
+from accessfabric.control.replica_set import replica_summary
 from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings
 from accessfabric.node.diagnostics import NodeDiagnostics
@@ -111,7 +112,7 @@ class ControlLink:
         self.runtime = runtime
         self.settings = settings
         self.client = ControlClient(
-            settings.url,
+            settings.urls or settings.url,
             runtime.key,
             settings.authority_key,
             str(settings.state_dir),
@@ -621,7 +622,8 @@ class ControlLink:
         reachable = {None: "not tried yet", True: "reachable", False: "unreachable"}
         error = self.last_error or snapshot.last_error
         return {
-            "url": self.settings.url,
+            "url": self.client.base_url,
+            "replicas": replica_summary(snapshot.replicas),
             "state": reachable[snapshot.reachable],
             "health": self.health or "-",
             "reasons": ", ".join(self.reasons) or "-",
