@@ -504,8 +504,9 @@ class ControlLink:
         """
         self._placement = placement
         known = [n for n in placement if n in self._directory_peers]
-        if any(self._has_session(n) for n in known) or any(n in self._probes for n in known):
-            return
+        peers = self.runtime.peers
+        if any(self._has_session(n) or peers.dialing(n) or n in self._probes for n in known):
+            return  # placed, or a dial still under way (one that outlived its probe too)
         now = self._clock()
         for node_id in known:
             if now >= self._probe_failures.get(node_id, (0, 0.0))[1]:
