@@ -40,6 +40,13 @@ from accessfabric.node.address import (
     parse_host_port,
     validate_websocket_path,
 )
+from accessfabric.node.host_config import (
+    DeviceConfig,
+    HostConfigError,
+    PressureConfig,
+    parse_device,
+    parse_pressure,
+)
 from accessfabric.node.ingress_config import IngressConfig, IngressConfigError, parse_ingress
 from accessfabric.node.ranking.policy import RankingPolicy
 from accessfabric.node.ranking_config import RankingConfigError, ranking_policy
@@ -246,6 +253,10 @@ class NodeConfig:
     sealing: SealingConfig = field(default_factory=SealingConfig)
     routes: RouteTimers = field(default_factory=RouteTimers)
     """``[routes]``: route-execution timers (stall, resume window, pressure, cooldown)."""
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    """``[device]``: power supply, network type, metered, mobile relay opt-in (host_config)."""
+    pressure: PressureConfig = field(default_factory=PressureConfig)
+    """``[pressure]``: when measurements count as pressure (NODE_PRESSURE to peers)."""
     vpn: VpnClassConfig = field(default_factory=VpnClassConfig)
     """``[vpn]``: how ``vpn up`` sorts packets into classes (``node/vpn_config.py``)."""
     source: str = ""
@@ -333,6 +344,8 @@ _TOP_KEYS = (
     "control",
     "sealing",
     "routes",
+    "device",
+    "pressure",
     "vpn",
 )
 SEALING_KEYS = ("one_hop", "cipher", "keys")
@@ -360,6 +373,8 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     ranking = _opt(document, "ranking", top, _ranking) or RankingPolicy()
     sealing = _opt(document, "sealing", top, _sealing) or SealingConfig()
     routes = _opt(document, "routes", top, _routes) or RouteTimers()
+    device = _opt(document, "device", top, lambda v, at: _host(v, at, base, parse_device))
+    pressure = _opt(document, "pressure", top, lambda v, at: _host(v, at, base, _pressure))
     vpn = _opt(document, "vpn", top, _vpn) or VpnClassConfig()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
@@ -428,6 +443,8 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         control=control,
         sealing=sealing,
         routes=routes,
+        device=device or DeviceConfig(),
+        pressure=pressure or PressureConfig(),
         vpn=vpn,
         source=source,
     )
@@ -579,6 +596,20 @@ def _control(
         heartbeat_interval=interval,
         backoff_max=DEFAULT_CONTROL_BACKOFF_MAX if backoff_max is None else backoff_max,
     )
+
+
+def _pressure(table: dict[str, Any], base: Path) -> PressureConfig:
+    return parse_pressure(table)
+
+
+def _host(value: Any, at: _At, base: Path, parse: Callable[[dict[str, Any], Path], _T]) -> _T:
+    """``[device]`` / ``[pressure]`` (node/host_config.py), errors naming the key."""
+    table = _table(value, at)
+    try:
+        return parse(table, base)
+    except HostConfigError as error:
+        key, _, problem = str(error).partition(": ")
+        (at / key).fail(problem)
 
 
 def _routes(value: Any, at: _At) -> RouteTimers:
