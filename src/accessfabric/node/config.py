@@ -40,6 +40,8 @@ from accessfabric.node.address import (
     parse_host_port,
     validate_websocket_path,
 )
+from accessfabric.node.admission import AdmissionLimits
+from accessfabric.node.limits_config import LimitsConfigError, admission_limits
 from accessfabric.node.ranking.policy import RankingPolicy
 from accessfabric.node.ranking_config import RankingConfigError, ranking_policy
 from accessfabric.sealing.records import CipherSuite
@@ -198,6 +200,8 @@ class NodeConfig:
     control: ControlSettings | None = None
     """``[control]``: None runs without a control plane (static peers and routes)."""
     sealing: SealingConfig = field(default_factory=SealingConfig)
+    limits: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """``[limits]``: what an outsider may cost before and after AUTH (docs/node.md)."""
     source: str = ""
     """Where the config came from (the file as given, or ``environment``)."""
 
@@ -281,6 +285,7 @@ _TOP_KEYS = (
     "tcp_rto_min",
     "control",
     "sealing",
+    "limits",
 )
 SEALING_KEYS = ("one_hop", "cipher", "keys")
 
@@ -305,6 +310,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     control_table = _opt(document, "control", top, _table)
     ranking = _opt(document, "ranking", top, _ranking) or RankingPolicy()
     sealing = _opt(document, "sealing", top, _sealing) or SealingConfig()
+    limits = _opt(document, "limits", top, _limits) or AdmissionLimits()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
     session_values: dict[str, Any] = {
@@ -370,6 +376,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         authority_key=authority_key,
         control=control,
         sealing=sealing,
+        limits=limits,
         source=source,
     )
 
@@ -726,6 +733,13 @@ def _ranking(value: Any, at: _At) -> RankingPolicy:
     try:
         return ranking_policy(value)
     except RankingConfigError as exc:
+        (at / exc.key if exc.key else at).fail(exc.problem)
+
+
+def _limits(value: Any, at: _At) -> AdmissionLimits:
+    try:
+        return admission_limits(value)
+    except LimitsConfigError as exc:
         (at / exc.key if exc.key else at).fail(exc.problem)
 
 

@@ -127,6 +127,9 @@ class DataPlane:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.refused: dict[str, int] = {}
+        self.on_refused: Callable[[SessionConnection, str, str], None] | None = None
+        """Told of each refusal (connection, reason, service) instead of an unlimited log
+        line: the node's admission logs at a bounded rate and limits the peer."""
         self.adopted = 0
         self.opened_on_resume = 0
         self._retired: OrderedDict[bytes, float] = OrderedDict()
@@ -240,6 +243,9 @@ class DataPlane:
         self._count_refused(reason)
         with contextlib.suppress(LocalProtocolError):
             stream.reset(code)
+        if self.on_refused is not None:
+            self.on_refused(connection, f"{message}: {reason}", stream.service)
+            return
         log_event(
             log, message, logging.WARNING, peer=_peer(connection), stream=stream.stream_id,
             service=stream.service, code=code.name, reason=reason,

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.address import Endpoint
+from accessfabric.node.admission import Admission
 from accessfabric.node.config import NodeConfig, PeerConfig
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.control_link import ControlLink
@@ -67,6 +68,7 @@ class NodeRuntime:
             cert_dir=config.cert_dir,
             session_config=config.session,
             tcp_rto_min=config.tcp_rto_min,
+            admission=Admission(config.limits),
         )
         self.dispatcher = ServiceDispatcher()
         self.dialer = RankedPeerDialer(  # ranked candidates: docs/endpoint-ranking.md
@@ -103,6 +105,11 @@ class NodeRuntime:
             self.key.node_id, self.key.sealing_private_key(), self.sealing_keys,
             one_hop=config.sealing.one_hop, cipher=sealing_cipher(config.sealing.cipher),
         )  # fmt: skip
+        # Refused streams are logged at a bounded rate and charge the peer (node/admission.py).
+        self.data_plane.on_refused = self.local.stream_refused
+        self.dispatcher.on_refused = lambda stream, reason: self.local.stream_refused(
+            stream.connection, reason, stream.service
+        )
         self.observe.watch_routes(self.routes)
         self.observe.watch_refusals(lambda: dict(self.data_plane.refused))
         self.observe.watch_relay(self.data_plane.relay, always="relay" in config.roles)
