@@ -280,6 +280,8 @@ class SessionConnection:
                     self.session.acknowledge_received(event.stream_id, len(event.data))
             elif kind is ev.StreamOpened:
                 assert isinstance(event, ev.StreamOpened)
+                if self._closed.done():  # refused (``refuse``) earlier in this batch
+                    continue
                 stream = FabricStream(self, event.stream_id, event.service, event.traffic_class)
                 self._streams[event.stream_id] = stream
                 self._incoming.put_nowait(stream)
@@ -595,10 +597,7 @@ class SessionConnection:
         """GOAWAY ``code`` now and close the carrier: the peer gets no further service."""
         if self.session.terminated is None:
             self.session.goaway(code, reason)
-        transport = self._transport
-        self._flush()
-        if transport is not None:
-            transport.close()
+        self._terminated(ev.SessionTerminated(error_code=code, reason=reason, remote=False))
 
     def abort(self) -> None:
         if self._transport is not None:
