@@ -11,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
+import time
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from accessfabric.control.api import admin_handlers, node_handlers
 from accessfabric.control.api.context import CONTEXT, ApiContext
@@ -21,9 +25,54 @@ from accessfabric.control.api.schema import openapi_document
 from accessfabric.control.api.verifier import BatchVerifier
 from accessfabric.control.metrics import ControlMetrics
 from accessfabric.control.plane import ControlPlane
+from accessfabric.observe.log_rate import RateLimitedLog
 
 _log = logging.getLogger("accessfabric.control.server")
 DEFAULT_TICK = 0.5
+HEADER_TIMEOUT = 10.0
+"""Seconds a connection may take to send a complete request head (and may stay idle
+between requests): aiohttp's keep-alive timer, armed at accept (slowloris)."""
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 64
+
+
+class _PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger, minus tracebacks for a client's malformed request: those
+    become one warning line per interval per (client, reason) with a suppressed count."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self.refusals = RateLimitedLog(_log)
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kw: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            remote = args[0] if args else "-"
+            reason = type(exc_info).__name__
+            self.refusals.log(
+                (remote, reason), logging.WARNING,
+                "request refused client=%s reason=%s status=%s",
+                remote, reason, exc_info.code, now=time.monotonic(),
+            )  # fmt: skip
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kw)
+
+
+def _body_limit(max_bytes: int) -> Any:
+    """Refuse a request whose Content-Length is over ``max_bytes`` before reading any of
+    its body, and close the connection (no draining)."""
+
+    @web.middleware
+    async def body_limit(request: web.Request, handler: Any) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=max_bytes, actual_size=length, headers={"Connection": "close"}
+            )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return body_limit
 
 
 async def _openapi(request: web.Request) -> web.Response:
@@ -34,7 +83,11 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     """The API application over ``plane`` (``verify_threads=0`` verifies on the loop)."""
     metrics = ControlMetrics(plane)
     app = web.Application(
-        middlewares=[metrics.middleware, error_middleware],
+        middlewares=[
+            metrics.middleware,
+            error_middleware,
+            _body_limit(plane.config.max_body_bytes),
+        ],
         client_max_size=plane.config.max_body_bytes,
     )
     verifier = BatchVerifier(verify_threads)
@@ -73,19 +126,33 @@ class ControlServer:
         *,
         tick_interval: float = DEFAULT_TICK,
         verify_threads: int = 2,
+        ssl_context: ssl.SSLContext | None = None,
+        header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
+        """``ssl_context``: serve HTTPS (``control serve`` always does, but on loopback
+        with ``--insecure-http``; :mod:`accessfabric.control.api_tls`)."""
         self.plane = plane
         self.host = host
         self.port = port
         self._tick_interval = tick_interval
+        self._ssl_context = ssl_context
         self._runner = web.AppRunner(
-            build_app(plane, verify_threads=verify_threads), access_log=None
+            build_app(plane, verify_threads=verify_threads),
+            access_log=None,
+            keepalive_timeout=header_timeout,
+            max_line_size=MAX_LINE_SIZE,
+            max_field_size=MAX_FIELD_SIZE,
+            max_headers=MAX_HEADERS,
+            lingering_time=0,  # a refused body is not read to the end
+            logger=_PeerErrorLog(),
         )
         self._ticker: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
 
     async def start(self) -> None:
         """Load state, listen, start ticking.  ``port=0`` picks a free port (see ``port``)."""
@@ -94,7 +161,13 @@ class ControlServer:
         if callable(refresh):
             refresh()  # holders could not keep alive while nobody served
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner,
+            self.host,
+            self.port,
+            reuse_address=True,
+            ssl_context=self._ssl_context,
+        )
         await site.start()
         if self.port == 0:
             server = site._server

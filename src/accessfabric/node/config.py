@@ -150,7 +150,7 @@ class ForwardConfig:
     """None: the service's well-known class (rdp, ssh: interactive; others: reliable)."""
 
 
-DEFAULT_CONTROL_URL = "http://127.0.0.1:8600"
+DEFAULT_CONTROL_URL = "https://127.0.0.1:8600"
 CONTROL_KEYS = ("url", "authority_key", "token", "state_dir", "heartbeat_interval", "backoff_max")
 DEFAULT_CONTROL_BACKOFF_MAX = 60.0
 
