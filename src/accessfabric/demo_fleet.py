@@ -215,7 +215,7 @@ async def _heartbeats(control: Control) -> dict[str, int]:
     headers = {"Authorization": f"Bearer {control.admin_token}"}
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client,
-        client.get(f"{control.url}/v1/admin/nodes", headers=headers) as response,
+        client.get(f"{control.url}/v1/admin/nodes", headers=headers, ssl=control.pin) as response,
     ):
         body = await response.json()
     return {n["node_id"]: int(n.get("heartbeats", 0)) for n in body.get("nodes", [])}
