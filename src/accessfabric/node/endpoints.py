@@ -38,6 +38,7 @@ from accessfabric.identity.tls import (
     verify_peer_certificate,
 )
 from accessfabric.node.admission import Admission
+from accessfabric.node.allocator import AllocatorTrim
 from accessfabric.node.connection import SessionConnection, session_clock
 from accessfabric.session import Session, SessionConfig
 from accessfabric.session import events as ev
@@ -57,6 +58,8 @@ class LocalNode:
     cert_dir: Path
     session_config: SessionConfig = field(default_factory=SessionConfig)
     admission: Admission = field(default_factory=Admission)
+    allocator: AllocatorTrim = field(default_factory=AllocatorTrim)
+    """Returns the C heap's free memory to the system once a connection flood subsided."""
     """What an outsider may cost: pending handshakes, budgets, AUTH and refusal limits."""
     tcp_rto_min: float | None = DEFAULT_RTO_MIN
     """Minimum TCP retransmission timeout of TCP and WebSocket carriers (None: the kernel's)."""
@@ -82,6 +85,8 @@ class LocalNode:
     def done(self, address: str, error: str | None) -> None:
         """An admitted connection's TLS handshake ended (``error``: how it failed)."""
         self.admission.handshake_done(address, asyncio.get_running_loop().time(), error)
+        if error is not None:  # the connection is gone
+            self.allocator.connection_ended()
 
     def tls_context(self, *, server: bool) -> ssl.SSLContext:
         """This node's TLS context, built once (loading certificate files per dial cost
@@ -156,6 +161,7 @@ class LocalNode:
                     self.stream_refused(connection, event.reason or "protocol violation", "")
             elif kind is ev.SessionTerminated:
                 assert isinstance(event, ev.SessionTerminated)
+                self.allocator.connection_ended()
                 if event.error_code in AUTH_FAILURE_CODES:
                     claimed = connection.session.peer_node_id
                     admission.auth_failed(address, claimed, loop.time())
