@@ -42,20 +42,21 @@ class AdmissionLimits:
 
     max_pending_handshakes: int = 1024
     """Connections accepted whose TLS handshake has not finished, in total."""
-    max_pending_handshakes_per_address: int = 64
+    max_pending_handshakes_per_address: int = 128
     """The same, from one source address."""
-    handshakes_per_second: float = 200.0
-    """The global handshake budget's refill rate (TLS + AUTH, all addresses together)."""
-    handshake_burst: float = 1000.0
+    handshakes_per_second: float = 100.0
+    """The global handshake budget's refill rate (TLS + AUTH, all addresses together;
+    one costs about 3 ms of CPU here, so 100/s is under a third of a core)."""
+    handshake_burst: float = 100.0
     """The global handshake budget's size."""
     auth_failures_per_key_burst: float = 10.0
     """Failed AUTHs one (address, claimed node id) may have before it is refused."""
     auth_failures_per_key_rate: float = 0.5
     """... and how many per second it is forgiven."""
-    auth_failures_per_address_burst: float = 100.0
+    auth_failures_per_address_burst: float = 30.0
     """Failed AUTHs one address may have (all claimed ids together) before its new
     connections are refused at accept."""
-    auth_failures_per_address_rate: float = 5.0
+    auth_failures_per_address_rate: float = 2.0
     refused_streams_per_peer_burst: float = 30.0
     """Refused OPEN_STREAMs one node id may cause, across all its sessions, before its
     session gets GOAWAY ENHANCE_YOUR_CALM and its new sessions are refused."""
@@ -68,6 +69,9 @@ class AdmissionLimits:
 
 
 LIMIT_KEYS = tuple(AdmissionLimits.__dataclass_fields__)
+RECONNECT_COST = 10.0
+"""What a reconnect of a peer over its refused-stream budget takes from its address's
+bucket: a few such reconnects and the address is refused at accept."""
 
 
 class Admission:
@@ -149,9 +153,15 @@ class Admission:
 
     # ------------------------------------------------------------ refused streams
 
-    def peer_allowed(self, peer_id: str, now: float) -> bool:
-        """Whether an authenticated peer may keep a session (its refusals are not over)."""
-        return self.refusals_by_peer.allows(peer_id, now)
+    def peer_allowed(self, peer_id: str, address: str, now: float) -> bool:
+        """Whether an authenticated peer may keep a session (its refusals are not over).
+
+        A refused reconnect charges the peer's address: a peer that keeps reconnecting
+        is soon refused at accept, before its TLS handshake costs anything."""
+        if self.refusals_by_peer.allows(peer_id, now):
+            return True
+        self.refusals_by_address.take(address, now, RECONNECT_COST)
+        return False
 
     def stream_refused(self, peer_id: str | None, address: str, reason: str, now: float) -> bool:
         """Charge one refused stream; True when the peer or its address is now over."""

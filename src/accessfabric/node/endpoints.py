@@ -171,7 +171,7 @@ class LocalNode:
                     )  # fmt: skip
             elif kind is ev.SessionReady:
                 assert isinstance(event, ev.SessionReady)
-                if not admission.peer_allowed(event.peer_node_id, loop.time()):
+                if not admission.peer_allowed(event.peer_node_id, address, loop.time()):
                     admission.refuse(
                         address, "refused streams", loop.time(), key=event.peer_node_id,
                         peer=event.peer_node_id,
@@ -236,10 +236,14 @@ class _AdmittingAuthenticator(Ed25519Authenticator):
         signature: bytes,
     ) -> None:
         now = asyncio.get_running_loop().time()
-        if not self._admission.auth_allowed(self._address, node_id[:128], now):
+        claimed = node_id[:128]
+        if not self._admission.auth_allowed(self._address, claimed, now):
             raise RemoteProtocolError(
                 "too many failed authentications", ErrorCode.ENHANCE_YOUR_CALM
             )
+        if not self._admission.peer_allowed(claimed, self._address, now):
+            self._admission.refuse(self._address, "refused streams", now, key=claimed, peer=claimed)
+            raise RemoteProtocolError("too many refused streams", ErrorCode.ENHANCE_YOUR_CALM)
         super().verify(node_id, public_key, node_record, transcript, signature)
 
 
