@@ -1,7 +1,8 @@
 """The attacker of ``bench abuse``: one flood against a node on loopback, in its own process.
 
 ``python -m accessfabric.bench.abuse_attacker KIND PORT NODE_ID SECONDS CERT_DIR`` runs
-flood KIND for SECONDS and prints one JSON line of what it did:
+flood KIND for SECONDS; it prints ``started`` when the flood begins and, at the end,
+one JSON line of what it did:
 
 * ``pre-tls``: 2000 TCP connections that never send a byte (held until the node cuts them);
 * ``tls-churn``: TLS handshakes then a close, 64 at a time;
@@ -19,6 +20,7 @@ import os
 import ssl
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from accessfabric.bench.common import raise_nofile_limit
@@ -135,7 +137,8 @@ async def _refused_streams(
 
 
 async def main(kind: str, port: int, node_id: str, seconds: float, cert_dir: Path) -> None:
-    counts: dict[str, int] = __import__("collections").Counter()
+    counts: dict[str, int] = Counter()
+    print("started", flush=True)  # the interpreter's start-up is over: the flood begins
     deadline = time.monotonic() + seconds
     if kind == "pre-tls":
         await _pre_tls(port, seconds, counts)

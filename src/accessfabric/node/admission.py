@@ -60,10 +60,10 @@ class AdmissionLimits:
     refused_streams_per_peer_burst: float = 30.0
     """Refused OPEN_STREAMs one node id may cause, across all its sessions, before its
     session gets GOAWAY ENHANCE_YOUR_CALM and its new sessions are refused."""
-    refused_streams_per_peer_rate: float = 1.0
+    refused_streams_per_peer_rate: float = 0.2
     refused_streams_per_address_burst: float = 60.0
     """The same per source address (every node id behind it together)."""
-    refused_streams_per_address_rate: float = 2.0
+    refused_streams_per_address_rate: float = 0.5
     log_interval: float = 10.0
     """At most one refusal line per (peer or address, reason) per this many seconds."""
 

@@ -110,6 +110,7 @@ class NodeRuntime:
         self.dispatcher.on_refused = lambda stream, reason: self.local.stream_refused(
             stream.connection, reason, stream.service
         )
+        self.observe.watch_admission(self.local.admission)
         self.observe.watch_routes(self.routes)
         self.observe.watch_refusals(lambda: dict(self.data_plane.refused))
         self.observe.watch_relay(self.data_plane.relay, always="relay" in config.roles)
