@@ -3,9 +3,9 @@
 One real node process (``accessfabric node run``, uvloop, default ``[limits]``,
 ``handshake_timeout = 3`` so a pre-TLS flood ends within the run) listens on loopback.
 This process keeps one authenticated session to it and measures echo round trips
-(64 bytes, one at a time, 2 ms apart): first with nothing else running (the baseline),
-then while an attacker process (:mod:`accessfabric.bench.abuse_attacker`) runs each
-flood in turn — pre-TLS connections, TLS handshake churn, failed AUTH, refused streams.
+(64 bytes, one at a time, 2 ms apart): for each flood, first with nothing else running
+(that flood's baseline), then while an attacker process
+(:mod:`accessfabric.bench.abuse_attacker`) runs the flood — pre-TLS connections, TLS handshake churn, failed AUTH, refused streams.
 Reported per flood: the echo p99 against the baseline (target: within 2x), and the node
 process's RSS before the floods and after all of them (the allocator trim of
 ``node/allocator.py``).
@@ -114,9 +114,10 @@ async def _measure(quick: bool, work: Path, report: BenchReport) -> None:
         count = 400 if quick else 1500
         seconds = 4.0 if quick else 10.0
         await _echoes(stream, 50)  # warm up
-        baseline = _p99(await _echoes(stream, count))
         rss_before = _rss_bytes(node.pid)
         for kind in FLOODS:
+            # Its own baseline right before each flood: the machine's load drifts.
+            baseline = _p99(await _echoes(stream, count))
             attacker = await asyncio.create_subprocess_exec(
                 "nice", "-n", "19", sys.executable, "-m", "accessfabric.bench.abuse_attacker", kind, str(port),
                 node_id, str(seconds), str(work / f"attacker-{kind}"),
@@ -134,7 +135,7 @@ async def _measure(quick: bool, work: Path, report: BenchReport) -> None:
                     metric=f"echo p99 during {kind}",
                     value=_p99(samples),
                     unit="ms",
-                    baseline_metric="echo p99, no flood",
+                    baseline_metric="echo p99 just before, no flood",
                     baseline_value=baseline,
                 )
             )
