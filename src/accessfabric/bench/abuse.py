@@ -5,7 +5,8 @@ One real node process (``accessfabric node run``, uvloop, default ``[limits]``,
 This process keeps one authenticated session to it and measures echo round trips
 (64 bytes, one at a time, 2 ms apart): for each flood, first with nothing else running
 (that flood's baseline), then while an attacker process
-(:mod:`accessfabric.bench.abuse_attacker`) runs the flood — pre-TLS connections, TLS handshake churn, failed AUTH, refused streams.
+(:mod:`accessfabric.bench.abuse_attacker`) runs the flood — pre-TLS connections, TLS
+handshake churn, failed AUTH, refused streams.
 Reported per flood: the echo p99 against the baseline (target: within 2x), and the node
 process's RSS before the floods and after all of them (the allocator trim of
 ``node/allocator.py``).
@@ -119,8 +120,8 @@ async def _measure(quick: bool, work: Path, report: BenchReport) -> None:
             # Its own baseline right before each flood: the machine's load drifts.
             baseline = _p99(await _echoes(stream, count))
             attacker = await asyncio.create_subprocess_exec(
-                "nice", "-n", "19", sys.executable, "-m", "accessfabric.bench.abuse_attacker", kind, str(port),
-                node_id, str(seconds), str(work / f"attacker-{kind}"),
+                "nice", "-n", "19", sys.executable, "-m", "accessfabric.bench.abuse_attacker",
+                kind, str(port), node_id, str(seconds), str(work / f"attacker-{kind}"),
                 stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
             _pin(attacker.pid, attacker_cpus)
