@@ -291,3 +291,55 @@ async def test_one_bad_frame_with_256_streams_open_writes_no_traceback(
         await runtime.shutdown()
     tracebacks = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert not tracebacks, tracebacks[0].getMessage()
+
+
+def test_limits_config_keys_are_read_and_checked(tmp_path: Path) -> None:
+    from accessfabric.node.config import ConfigError, load_node_config
+
+    config = tmp_path / "node.toml"
+    config.write_text(
+        'key_path = "n.key"\n[limits]\nmax_pending_handshakes = 7\nhandshake_burst = 3.5\n'
+        "auth_failures_per_key_burst = 4\nlog_interval = 2\n"
+    )
+    limits = load_node_config(config).limits
+    assert limits.max_pending_handshakes == 7
+    assert limits.handshake_burst == 3.5
+    assert limits.auth_failures_per_key_burst == 4.0
+    assert limits.log_interval == 2.0
+    assert limits.refused_streams_per_peer_burst == AdmissionLimits().refused_streams_per_peer_burst
+    for bad, message in (
+        ("max_pending_handshakes = 0", "limits.max_pending_handshakes: expected an integer >= 1"),
+        ("handshake_burst = -1", "limits.handshake_burst: expected a positive number"),
+        ("handshakes = 5", "limits.handshakes: unknown key"),
+        ('log_interval = "10s"', "limits.log_interval: expected a number"),
+    ):
+        config.write_text(f'key_path = "n.key"\n[limits]\n{bad}\n')
+        with pytest.raises(ConfigError) as caught:
+            load_node_config(config)
+        assert message in str(caught.value), str(caught.value)
+
+
+async def test_connections_that_never_start_tls_hold_no_tls_buffers(tmp_path: Path) -> None:
+    """Before its first byte an admitted connection has no TLS protocol (asyncio's allocates
+    a 256 KiB receive buffer each): 300 of them cost a few KiB each of Python memory."""
+    import tracemalloc
+
+    limits = AdmissionLimits(max_pending_handshakes_per_address=1000, handshake_burst=1000)
+    runtime, port = await started(node_config(tmp_path, limits))
+    writers = []
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(300):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writers.append(writer)
+        async with asyncio.timeout(10):
+            while runtime.local.admission.pending < 300:
+                await asyncio.sleep(0.02)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        for writer in writers:
+            writer.close()
+        await runtime.shutdown()
+    assert grown / 300 < 32 * 1024, f"{grown / 300 / 1024:.1f} KiB per connection"
