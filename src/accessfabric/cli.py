@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     from accessfabric.services.commands import add_service_commands
 
     add_service_commands(commands)
+    from accessfabric.conformance.command import add_conformance_command
+
+    add_conformance_command(commands)
     from accessfabric.control.cli import add_control_parser
 
     add_control_parser(commands)

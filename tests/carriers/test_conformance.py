@@ -12,16 +12,17 @@ import random
 
 import pytest
 
-from accessfabric.errors import ErrorCode
+from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.node.connection import (
     FabricStream,
     SessionClosed,
     SessionConnection,
     StreamResetError,
 )
-from accessfabric.session import SessionConfig
+from accessfabric.session import SessionConfig, SessionState
 from accessfabric.wire.registry import TrafficClass
 from tests.carriers.pairs import PAIRS, ConnectedPair
+from tests.conditions import until
 
 KINDS = sorted(PAIRS)
 CHUNK = 64 * 1024
@@ -225,9 +226,9 @@ async def test_goaway_drains_open_streams(kind: str) -> None:
         assert accepted is not None
         assert await accepted.readexactly(11) == b"first half "
         await pair.dialer.goaway(ErrorCode.NO_ERROR, "shutting down")
-        await asyncio.sleep(0.05)
-        with pytest.raises(Exception):  # noqa: B017 - the peer said no new streams
-            await pair.acceptor.open_stream("refused")
+        await until(lambda: pair.acceptor.session.state is SessionState.DRAINING, what="GOAWAY")
+        with pytest.raises(LocalProtocolError, match="draining, not ready"):
+            await pair.acceptor.open_stream("refused")  # the peer said no new streams
         stream.write(b"second half")
         stream.close()
         assert await read_all(accepted) == b"second half"

@@ -24,6 +24,7 @@ from accessfabric.node.connection import FabricStream, SessionConnection
 from accessfabric.node.endpoints import LocalNode
 from accessfabric.node.quic_endpoints import connect_quic, serve_quic
 from accessfabric.wire.registry import TrafficClass
+from tests.conditions import until
 
 HOST = "127.0.0.1"
 DEADLINE = 20.0
@@ -208,8 +209,8 @@ def test_pool_reuses_one_connection_and_closes_it_after_the_idle_ttl(nodes: Node
             for connection in (first, second):
                 await connection.goaway()
             await closed_within(first, second, *accepted)
-            await asyncio.sleep(0.05)
-            assert len(pool) == 1 and quic.active_streams == 0  # idle, still cached
+            await until(lambda: quic.active_streams == 0, what="both streams ended")
+            assert len(pool) == 1  # idle, still cached
             await asyncio.wait_for(asyncio.shield(quic.terminated), 3)
             assert len(pool) == 0 and pool.stats.connections_expired == 1
             third = await connect_quic(
@@ -299,8 +300,7 @@ def test_close_ends_the_session_on_both_sides(nodes: Nodes, how: str) -> None:
             if how == "goaway":
                 assert all(event.error_code == ErrorCode.NO_ERROR for event in done)
             # the dialer's private connection closed with its only session
-            await asyncio.sleep(0.3)
-            assert all(p.active_streams == 0 for p in server.protocols)
+            await until(lambda: all(p.active_streams == 0 for p in server.protocols))
         finally:
             server.close()
 

@@ -12,7 +12,8 @@ import pytest
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.authenticator import Ed25519Authenticator
 from accessfabric.identity.keys import NodeKey
-from accessfabric.identity.tls import CHANNEL_BINDING_TYPE, client_context
+from accessfabric.identity.tls import client_context
+from accessfabric.identity.tls_exporter import tls_exporter
 from accessfabric.node.endpoints import LocalNode, connect_tcp
 from accessfabric.session import Session, SessionReady
 from accessfabric.wire import frames as fr
@@ -84,7 +85,7 @@ async def record_handshake(port: int, key: NodeKey, cert_dir: Path) -> bytes:
     """Run a real dialer handshake by hand and return every byte it sent."""
     loop = asyncio.get_running_loop()
     reader, writer = await open_tls(port, key, cert_dir)
-    binding = writer.get_extra_info("ssl_object").get_channel_binding(CHANNEL_BINDING_TYPE)
+    binding = tls_exporter(writer.get_extra_info("ssl_object"))
     session = Session(
         dialer=True,
         authenticator=Ed25519Authenticator(key),

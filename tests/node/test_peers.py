@@ -21,6 +21,7 @@ from accessfabric.node.peers import (
     PeerUnreachableError,
     UnknownPeerError,
 )
+from tests.conditions import until
 
 
 class MemoryFabric:
@@ -81,14 +82,6 @@ def counters(manager: PeerSessionManager) -> dict[str, int]:
         "closes": snapshot.closes,
         "dial_failures": snapshot.dial_failures,
     }
-
-
-async def until(predicate: object, timeout: float = 5.0) -> None:
-    assert callable(predicate)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
 
 
 async def test_one_session_per_peer_reused(tmp_path: Path) -> None:

@@ -34,12 +34,11 @@ async def test_a_latency_class_write_reaches_the_carrier_before_the_writer_yield
 ) -> None:
     async with memory_connections() as pair:
         stream = await pair.dialer.open_stream("echo", traffic_class)
-        await asyncio.sleep(0.05)  # the OPEN has left
+        accepted = await asyncio.wait_for(pair.acceptor.accept_stream(), 5)  # the OPEN has left
+        assert accepted is not None
         sizes = _count_writes(pair.dialer)
         stream.write(b"ping")
         assert sizes, "nothing reached the carrier"
-        accepted = await asyncio.wait_for(pair.acceptor.accept_stream(), 5)
-        assert accepted is not None
         assert await asyncio.wait_for(accepted.readexactly(4), 5) == b"ping"
 
 
@@ -49,7 +48,8 @@ async def test_other_small_writes_are_coalesced_until_the_flush(
 ) -> None:
     async with memory_connections() as pair:
         stream = await pair.dialer.open_stream("sink", traffic_class)
-        await asyncio.sleep(0.05)
+        accepted = await asyncio.wait_for(pair.acceptor.accept_stream(), 5)  # the OPEN has left
+        assert accepted is not None
         sizes = _count_writes(pair.dialer)
         for _ in range(10):
             stream.write(b"x" * 100)
@@ -57,15 +57,14 @@ async def test_other_small_writes_are_coalesced_until_the_flush(
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert len(sizes) == 1
-        accepted = await asyncio.wait_for(pair.acceptor.accept_stream(), 5)
-        assert accepted is not None
         assert await asyncio.wait_for(accepted.readexactly(1000), 5) == b"x" * 1000
 
 
 async def test_the_rest_of_a_latency_class_burst_is_coalesced() -> None:
     async with memory_connections() as pair:
         stream = await pair.dialer.open_stream("echo", TrafficClass.INTERACTIVE)
-        await asyncio.sleep(0.05)
+        accepted = await asyncio.wait_for(pair.acceptor.accept_stream(), 5)  # the OPEN has left
+        assert accepted is not None
         sizes = _count_writes(pair.dialer)
         for _ in range(10):
             stream.write(b"x" * 100)
@@ -73,6 +72,4 @@ async def test_the_rest_of_a_latency_class_burst_is_coalesced() -> None:
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert len(sizes) == 2  # the other nine, in one flush
-        accepted = await asyncio.wait_for(pair.acceptor.accept_stream(), 5)
-        assert accepted is not None
         assert await asyncio.wait_for(accepted.readexactly(1000), 5) == b"x" * 1000

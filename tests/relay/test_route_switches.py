@@ -114,7 +114,7 @@ async def test_route_switch_reason_and_recovery(
     fabric = await build(tmp_path, relays=2)
     try:
         src = fabric.source
-        src.routes.stall_timeout = stall_timeout
+        src.routes.stall_timeout = src.routes.interactive_stall_timeout = stall_timeout
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0], [1]))
         stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
         await _echo(stream, b"before the failure")
@@ -143,5 +143,73 @@ async def test_route_switch_reason_and_recovery(
         assert rows[1]["last_switch"] == reason.value
         assert rows[1]["recovery_ms"] == round(took * 1e3, 1)
         assert rows[2]["last_switch"] == "-"
+    finally:
+        await fabric.stop()
+
+
+async def test_a_second_failover_within_the_cooldown_goes_back_at_once(tmp_path: Path) -> None:
+    """Route 1 fails (its relay drains), the stream moves to route 2; a few seconds later
+    route 2 fails too, while route 1 is still in its cooldown.  Route 1's relay works again
+    (a new session to it opens), so the stream must go back to it at once, not when the
+    cooldown ends (issue 13: a second relay failover took 1.5-2.5 s, the first 6-30 ms)."""
+    fabric = await build(tmp_path, relays=2)
+    try:
+        src = fabric.source
+        src.routes.cooldown = 10.0
+        src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0], [1]))
+        stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
+        await _echo(stream, b"before the failures")
+
+        async def drain(relay: int) -> float:
+            """GOAWAY from relay ``relay``; seconds until the stream echoes on the other."""
+            connection = _accepted_from(fabric.relays[relay], src.node_id)
+            began = time.monotonic()
+            await connection.goaway(ErrorCode.NO_ERROR, "relay draining")
+            await _echo(stream, b"across switch from relay %d" % relay)
+            assert stream.connection.session.peer_node_id == fabric.relays[1 - relay].node_id
+            return time.monotonic() - began
+
+        first = await drain(0)
+        assert not src.routes.health[1].healthy(time.monotonic())  # route 1 cools down
+        second = await drain(1)
+        print(f"\nfirst failover {first * 1e3:.0f} ms, second {second * 1e3:.0f} ms")
+        # Before: every route in its cooldown was skipped, so the second failover waited
+        # out route 1's 10 s.  A generous bound against that, and against the first.
+        assert second < max(2.0, 20 * first)
+        assert src.routes.switches.total == 2
+    finally:
+        await fabric.stop()
+
+
+@pytest.mark.parametrize(
+    ("traffic_class", "fast"),
+    [(TrafficClass.INTERACTIVE, True), (TrafficClass.RELIABLE, False)],
+    ids=["interactive", "reliable"],
+)
+async def test_an_interactive_stream_leaves_a_dead_path_sooner(
+    tmp_path: Path, traffic_class: TrafficClass, fast: bool
+) -> None:
+    """Relay 0's downstream goes silent (its session stays up: no PONG is missed, only the
+    end-to-end ACKs stop).  With a healthy alternate, an interactive stream leaves after
+    ``interactive_stall_timeout``; a reliable one after ``stall_timeout``."""
+    fabric = await build(tmp_path, relays=2)
+    try:
+        src = fabric.source
+        src.routes.stall_timeout, src.routes.interactive_stall_timeout = 2.0, 0.3
+        src.routes.set_routes("echo", traffic_class, fabric.routes([0], [1]))
+        stream = await src.routes.open_stream("echo", traffic_class)
+        await _echo(stream, b"before the failure")
+        await _stall_downstream(fabric)
+        began = time.monotonic()
+        await _echo(stream, b"across the dead path")
+        took = time.monotonic() - began
+        print(f"\n{traffic_class.name.lower()}: recovered in {took * 1e3:.0f} ms")
+        assert stream.connection.session.peer_node_id == fabric.relays[1].node_id
+        rows = {row["route"]: row for row in src.observe.status()["routes"]}
+        assert rows[1]["last_switch"] == SwitchReason.STALLED.value
+        if fast:
+            assert took < 1.5  # before: the 2 s stall_timeout for every class
+        else:
+            assert took >= 1.8  # (the last progress was up to one monitor tick earlier)
     finally:
         await fabric.stop()

@@ -17,6 +17,7 @@ import pytest
 
 from accessfabric.node.status import fetch_status, render
 from accessfabric.wire.registry import TrafficClass
+from tests.conditions import until
 from tests.services.fabric_pair import fabric_pair
 
 
@@ -44,20 +45,22 @@ async def test_bytes_and_half_close_both_ways(tmp_path: Path) -> None:
         answer = await asyncio.wait_for(reader.read(), 20)
         assert answer == hashlib.sha256(payload).digest() + payload[:1000]
         writer.close()
-        await asyncio.sleep(0.1)
         hosted = pair.host.components[0]
-        assert hosted.hosted["files"][1].bytes_down == len(payload)  # type: ignore[attr-defined]
+        await until(
+            lambda: hosted.hosted["files"][1].bytes_down == len(payload),  # type: ignore[attr-defined]
+            what="the host counted every byte",
+        )
     server.close()
 
 
 async def test_target_half_close_first(tmp_path: Path) -> None:
     """The target ends its side first; the client still sends and the target still reads."""
+    late: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     async def target(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"banner\n")
         writer.write_eof()
-        data = await reader.read()
-        assert data == b"late data"
+        late.set_result(await reader.read())
         writer.close()
 
     server, port = await _target(target)
@@ -66,7 +69,7 @@ async def test_target_half_close_first(tmp_path: Path) -> None:
         assert await asyncio.wait_for(reader.read(), 10) == b"banner\n"  # EOF after it
         writer.write(b"late data")
         writer.write_eof()
-        await asyncio.sleep(0.3)
+        assert await asyncio.wait_for(late, 10) == b"late data"  # read to the client's FIN
         assert pair.host.components[0].hosted["svc"][1].resets == 0  # type: ignore[attr-defined]
         writer.close()
     server.close()
@@ -95,10 +98,12 @@ async def test_reset_from_target_reaches_client(tmp_path: Path) -> None:
 
 async def test_reset_from_client_reaches_target(tmp_path: Path) -> None:
     seen: asyncio.Future[type[BaseException] | bytes] = asyncio.get_running_loop().create_future()
+    greeted = asyncio.Event()
 
     async def target(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await reader.readexactly(5)
+            greeted.set()
             data = await reader.read()
             seen.set_result(data)
         except ConnectionResetError as error:
@@ -110,7 +115,7 @@ async def test_reset_from_client_reaches_target(tmp_path: Path) -> None:
         _, writer = await asyncio.open_connection("127.0.0.1", pair.forward_port())
         writer.write(b"hello")
         await writer.drain()
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(greeted.wait(), 10)  # the stream is open end to end
         _rst(writer)
         assert await asyncio.wait_for(seen, 10) is ConnectionResetError
     server.close()

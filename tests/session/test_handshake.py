@@ -12,6 +12,7 @@ from accessfabric.session import Event, Session, SessionConfig, SessionState
 from accessfabric.session import events as ev
 from accessfabric.wire import (
     MAX_FRAME_SIZE_CAP,
+    PROTOCOL_VERSION,
     Auth,
     Data,
     Frame,
@@ -107,7 +108,7 @@ def test_handshake_reports_peer_identity_and_limits_on_both_sides() -> None:
     assert ready_a.peer_public_key == authenticator(1).public_key
     assert ready_b.peer_node_id == authenticator(0).node_id
     assert ready_b.peer_public_key == authenticator(0).public_key
-    assert ready_a.version == ready_b.version == 1
+    assert ready_a.version == ready_b.version == PROTOCOL_VERSION
     # Each side reports the limits the *other* side announced.
     assert ready_b.peer_max_frame_size == 32 * 1024
     assert ready_b.peer_max_concurrent_streams == 7
@@ -250,7 +251,7 @@ def test_no_common_version_is_refused_with_unsupported_version() -> None:
 
 def test_session_ready_with_another_version_is_refused() -> None:
     b = _to_state(SessionState.AWAIT_READY)
-    events = b.receive_data(encode(SessionReady(2, 65536, 1000, 1000, 10)), 0.0)
+    events = b.receive_data(encode(SessionReady(PROTOCOL_VERSION + 1, 65536, 1000, 1000, 10)), 0.0)
     assert_refused(events, ErrorCode.UNSUPPORTED_VERSION, remote=False)
     assert goaway_code(sent_frames(b)) == ErrorCode.UNSUPPORTED_VERSION
 
@@ -445,3 +446,15 @@ def test_completed_handshake_does_not_time_out() -> None:
     assert pair.a.get_timer() is None
     assert pair.a.handle_timer(50.0) == []
     assert pair.a.state is SessionState.READY
+
+
+def test_a_version_1_node_and_a_default_node_fail_clearly() -> None:
+    """Version 1 bound tls-unique, version 2 binds tls-exporter (ADR 0020): a default
+    (version 2) session refuses a version-1-only peer with UNSUPPORTED_VERSION before
+    any AUTH, never with a misleading AUTHENTICATION_FAILED."""
+    assert SessionConfig().versions == (PROTOCOL_VERSION,) == (2,)
+    a, b = sessions(SessionConfig(), SessionConfig(versions=(1,)))
+    exchange = Exchange(a, b).run()
+    assert goaway_code(exchange.from_a) == ErrorCode.UNSUPPORTED_VERSION
+    assert goaway_code(exchange.from_b) == ErrorCode.UNSUPPORTED_VERSION
+    assert not of_type(exchange.from_a, Auth) and not of_type(exchange.from_b, Auth)

@@ -22,7 +22,7 @@ class CarrierInfo:
     dialer: bool
     peer_address: str
     channel_binding: bytes
-    """Bytes both ends derive from this one connection (TLS ``tls-unique``)."""
+    """Bytes both ends derive from this one connection (TLS ``tls-exporter`` (RFC 9266))."""
     peer_certificate_key: bytes | None = None
     """The Ed25519 key in the peer's TLS certificate, when it sent one."""
     forwarded_for: str | None = None

@@ -185,7 +185,7 @@ class FallbackServer:
     """The HTTP side: an aiohttp application serving the long-poll routes under ``path``.
 
     ``bind_tls`` is true when TLS ends at this node: the carrier's channel binding is the
-    ``tls-unique`` of the connection that carried ``open``.  Behind a TLS-terminating
+    ``tls-exporter`` (RFC 9266) of the connection that carried ``open``.  Behind a TLS-terminating
     proxy it is false: empty binding, and ``X-Forwarded-For`` names the client.
     """
 

@@ -3,7 +3,7 @@
 Two keep-alive HTTP/1.1 connections (``up`` and ``down``), reopened when a proxy drops
 them; a failed request is retried with the same sequence number, so nothing is lost or
 doubled.  When TLS ends at the peer node (``bind_tls``), the carrier's channel binding
-is the ``tls-unique`` of the connection that carried ``open``, and every later
+is the ``tls-exporter`` (RFC 9266) of the connection that carried ``open``, and every later
 connection must present the same certificate key — checked right after its handshake,
 before the session id is sent on it.  Protocol: ``carriers/https_fallback.py``.
 """

@@ -22,7 +22,7 @@ with label ``EXPORTER-accessfabric-quic-session`` and context = the QUIC stream 
 goes on the wire.  It is unique per QUIC connection (the master secret depends on
 the fresh (EC)DHE share) and per stream, and a man in the middle who terminates QUIC
 separately towards each side has two different master secrets, so the AUTH
-signatures he relays fail — the same argument as ``tls-unique`` for TCP
+signatures he relays fail — the same argument as ``tls-exporter`` (RFC 9266) for TCP
 (``docs/identity.md``).  An exporter output reveals nothing about traffic keys
 (HKDF with distinct labels).  Session resumption and 0-RTT are off (no ticket
 handlers), so every connection is a full handshake.

@@ -62,8 +62,8 @@ class WebSocketCarrier(asyncio.Protocol):
 
     The dialer passes ``url`` (``wss://host:port/path``); the acceptor passes ``path``
     and answers any other path with 404.  ``bind_tls`` says whether the TLS connection
-    ends at the peer node: then the listener gets its ``tls-unique`` binding and the peer
-    certificate, exactly as over TCP.  Behind a TLS-terminating reverse proxy it does
+    ends at the peer node: then the listener gets its ``tls-exporter`` (RFC 9266) binding
+    and the peer certificate, exactly as over TCP.  Behind a TLS-terminating reverse proxy it does
     not, and the carrier reports an empty binding and no certificate; the acceptor then
     also trusts the proxy's ``X-Forwarded-For`` (``docs/adr/0005-websocket-behind-proxies.md``).
     """

@@ -28,8 +28,9 @@ from accessfabric.identity.errors import IdentityError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.node_id import node_id_from_public_key, parse_node_id
 from accessfabric.identity.private_file import write_private_file
+from accessfabric.identity.tls_exporter import ChannelBindingUnavailable, tls_exporter
 
-CHANNEL_BINDING_TYPE = "tls-unique"
+CHANNEL_BINDING_TYPE = "tls-exporter"
 CERTIFICATE_BACKDATE = datetime.timedelta(hours=1)
 CERTIFICATE_LIFETIME = datetime.timedelta(days=3653)  # ten years
 
@@ -41,8 +42,8 @@ class PeerTlsInfo:
     ``fingerprint`` (SHA-256 of the certificate DER) and ``public_key_bytes`` (raw Ed25519)
     are ``None`` when the peer sent no certificate: a server's view of a client, unless the
     server pins client certificates.  ``channel_binding`` is the connection's
-    ``tls-unique`` value, identical on both ends of one TLS connection and different on any
-    other connection.
+    RFC 9266 ``tls-exporter`` value (32 bytes), identical on both ends of one TLS
+    connection and different on any other connection.
     """
 
     fingerprint: bytes | None
@@ -172,9 +173,10 @@ def peer_identity_from_ssl_object(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> 
     version = ssl_object.version()
     if version != "TLSv1.3":
         raise ValueError(f"expected a completed TLS 1.3 handshake, got {version!r}")
-    binding = ssl_object.get_channel_binding(CHANNEL_BINDING_TYPE)
-    if not binding:
-        raise ValueError("TLS channel binding is not available (handshake not complete?)")
+    try:
+        binding = tls_exporter(ssl_object)
+    except ChannelBindingUnavailable as error:
+        raise ValueError(f"TLS channel binding is not available: {error}") from None
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return PeerTlsInfo(fingerprint=None, public_key_bytes=None, channel_binding=binding)

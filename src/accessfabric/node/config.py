@@ -15,7 +15,7 @@ Environment overrides replace the file's value (lists are replaced whole):
 * ``ACCESSFABRIC_SESSION_<KEY>`` for a key of ``[session]``.
 
 Tables and lists (``[[peers]]``, ``[[services]]``, ``[[forwards]]``, ``[control]``, ``[ranking]``,
-``[sealing]``) and a few keys come from the file only (docs/config.md lists them).
+``[sealing]``, ``[routes]``, ``[limits]``) and a few keys come from the file only (docs/config.md lists them).
 """
 
 from __future__ import annotations
@@ -150,6 +150,36 @@ class ForwardConfig:
     """None: the service's well-known class (rdp, ssh: interactive; others: reliable)."""
 
 
+ROUTES_KEYS = (
+    "stall_timeout",
+    "interactive_stall_timeout",
+    "resume_window",
+    "pressure_threshold",
+    "cooldown",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteTimers:
+    """``[routes]``: when route execution leaves a route and how long a stream may resume
+    (``node/routes.py``; docs/config.md explains each and how they interact)."""
+
+    stall_timeout: float = 3.0
+    """Unacknowledged bytes and no end-to-end ACK progress for this long: the route failed."""
+    interactive_stall_timeout: float = 1.0
+    """The same, for interactive streams whose route has a healthy alternate: dead-path
+    detection from missing ACKs sooner for that class (never below 4 x the first hop's
+    smoothed RTT, never above ``stall_timeout``)."""
+    resume_window: float = 30.0
+    """How long a broken stream may resume (at the source: find a route; at the
+    destination and relays: hold the stream's state for a resume)."""
+    pressure_threshold: int = 90
+    """A first hop reporting NODE_PRESSURE at or above this percentage fails the route."""
+    cooldown: float = 10.0
+    """A failed route ranks below healthy ones for this long (still tried when no route is
+    healthy)."""
+
+
 DEFAULT_CONTROL_URL = "https://127.0.0.1:8600"
 CONTROL_KEYS = ("url", "authority_key", "token", "state_dir", "heartbeat_interval", "backoff_max")
 DEFAULT_CONTROL_BACKOFF_MAX = 60.0
@@ -202,6 +232,8 @@ class NodeConfig:
     sealing: SealingConfig = field(default_factory=SealingConfig)
     limits: AdmissionLimits = field(default_factory=AdmissionLimits)
     """``[limits]``: what an outsider may cost before and after AUTH (docs/node.md)."""
+    routes: RouteTimers = field(default_factory=RouteTimers)
+    """``[routes]``: route-execution timers (stall, resume window, pressure, cooldown)."""
     source: str = ""
     """Where the config came from (the file as given, or ``environment``)."""
 
@@ -286,6 +318,7 @@ _TOP_KEYS = (
     "control",
     "sealing",
     "limits",
+    "routes",
 )
 SEALING_KEYS = ("one_hop", "cipher", "keys")
 
@@ -311,6 +344,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     ranking = _opt(document, "ranking", top, _ranking) or RankingPolicy()
     sealing = _opt(document, "sealing", top, _sealing) or SealingConfig()
     limits = _opt(document, "limits", top, _limits) or AdmissionLimits()
+    routes = _opt(document, "routes", top, _routes) or RouteTimers()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
     session_values: dict[str, Any] = {
@@ -377,6 +411,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         control=control,
         sealing=sealing,
         limits=limits,
+        routes=routes,
         source=source,
     )
 
@@ -510,6 +545,23 @@ def _control(
         heartbeat_interval=interval,
         backoff_max=DEFAULT_CONTROL_BACKOFF_MAX if backoff_max is None else backoff_max,
     )
+
+
+def _routes(value: Any, at: _At) -> RouteTimers:
+    table = _table(value, at)
+    _check_keys(table, at, ROUTES_KEYS)
+    values: dict[str, Any] = {}
+    for name in ROUTES_KEYS:
+        if name not in table:
+            continue
+        if name == "pressure_threshold":
+            level = table[name]
+            if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 100:
+                (at / name).fail(f"expected a percentage 1..100, got {level!r}")
+            values[name] = level
+        else:
+            values[name] = _positive_seconds(table[name], at / name)
+    return RouteTimers(**values)
 
 
 def _roles(value: Any, at: _At) -> tuple[str, ...]:

@@ -4,12 +4,14 @@ A :class:`ControlLink` is a node component.  When started it
 
 * enrolls with ``[control] token`` unless a node record is cached in ``state_dir``;
 * heartbeats every interval (the control plane's policy, or ``heartbeat_interval``)
-  with the node's facts: listeners as endpoint candidates and transports, ``[[services]]``,
+  with the node's facts: listeners as endpoint candidates and transports, the services
+  this process serves (:meth:`ControlLink.served`),
   relay opt-in for the ``relay`` role, measured peers (session RTTs and the first hops
   of leased routes, from ``routes.observations()``) and the ranker's bounded endpoint
   health report; failures back off exponentially with jitter;
-* registers every ``[[services]]`` replica and keeps its service leases cached (the
-  heartbeats renew the replica);
+* registers a replica of every service this process serves — whatever has a handler in
+  the dispatcher: ``[[services]]``, the VPN exit's ``vpn`` — and nothing else, and keeps
+  their service leases cached (the heartbeats renew the replicas);
 * feeds route leases to route execution: ``runtime.routes.source`` answers from the
   cached leases while they are valid (renewed a third before expiry for the services of
   ``[[forwards]]`` and any service a stream was opened to), and fetches when none is
@@ -17,7 +19,8 @@ A :class:`ControlLink` is a node component.  When started it
   expire, and the error says why none is left;
 * turns directory entries into dialable peers of the ``PeerSessionManager`` (static
   ``[[peers]]`` keep their configured endpoints), probing a few so their RTT reaches
-  the control plane's route planner.
+  the control plane's route planner — never one that holds a session with this node
+  already, and a failing one after exponential backoff with jitter (at most a minute).
 
 :meth:`ControlLink.status` is the ``control`` section of ``accessfabric status``;
 :meth:`ControlLink.lease_rows` fills its ``leases`` table.
@@ -72,6 +75,10 @@ TRANSPORT_OF = {
 }
 MAX_PROBES = 8
 """Directory peers dialled at most at once to measure their RTT."""
+PROBE_BACKOFF_BASE = 1.0
+PROBE_BACKOFF_MAX = 60.0
+"""A directory peer whose probes fail is probed again after exponential backoff with
+jitter (:func:`backoff_delay`), at most this many seconds apart."""
 SOFTWARE = "accessfabric-node"
 ROUTE_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two ``no route lease`` log lines for one (service, class)."""
@@ -106,6 +113,8 @@ class ControlLink:
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._registered: set[str] = set()
         self._directory_peers: set[str] = set()
+        self._probe_failures: dict[str, tuple[int, float]] = {}
+        """Directory peer -> (failed probes in a row, when the next may start)."""
         self.health: str | None = None
         self.reasons: list[str] = []
         self.last_heartbeat_at: float | None = None
@@ -230,14 +239,13 @@ class ControlLink:
         self.health = str(health) if health is not None else None
         reasons = reply.get("reasons")
         self.reasons = [str(r) for r in reasons] if isinstance(reasons, list) else []
-        for service in self.runtime.config.services:
-            if service.name not in self._registered:
-                mode = "active-active" if service.mode == "forward" else service.mode
-                answer = await client.register_service(service.name, mode)
-                self._registered.add(service.name)
-                log_event(log, "service registered", service=service.name, me=answer.get("me"))
-            leases = await client.service_leases(service.name)
-            self.failovers.service_leases(service.name, leases)
+        for name, mode in self.served():
+            if name not in self._registered:
+                answer = await client.register_service(name, mode)
+                self._registered.add(name)
+                log_event(log, "service registered", service=name, me=answer.get("me"))
+            leases = await client.service_leases(name)
+            self.failovers.service_leases(name, leases)
         cached = client.cached_directory() or {}
         version = reply.get("directory_version")
         if not cached or (isinstance(version, int) and version != cached.get("version")):
@@ -254,9 +262,7 @@ class ControlLink:
         endpoints = [bound.endpoint for bound in runtime.listeners]
         transports = tuple(dict.fromkeys(TRANSPORT_OF.get(e.carrier, "tcp_tls") for e in endpoints))
         relay = "relay" in runtime.config.roles
-        services = tuple(
-            ServiceCapacity(name=s.name) for s in runtime.config.services[:MAX_SERVICES]
-        )
+        services = tuple(ServiceCapacity(name=name) for name, _ in self.served())
         return HeartbeatFacts(
             software_version=SOFTWARE,
             transports=transports,
@@ -268,6 +274,21 @@ class ControlLink:
             services=services,
             endpoint_health=self._endpoint_health(),
         )
+
+    def served(self) -> list[tuple[str, str]]:
+        """(service, replica mode) of every service this process serves, and only those.
+
+        What the dispatcher has a handler for — ``[[services]]`` once the services
+        component started them, ``vpn`` under ``vpn up --exit`` — is what the node
+        registers and heartbeats: a ``[[services]]`` entry nothing serves is never
+        advertised (docs/services.md, "One process per node").
+        """
+        modes = {s.name: s.mode for s in self.runtime.config.services}
+        out = []
+        for name in self.runtime.dispatcher.hosted[:MAX_SERVICES]:
+            mode = modes.get(name, "forward")
+            out.append((name, "active-active" if mode == "forward" else mode))
+        return out
 
     def _peer_measurements(self) -> tuple[PeerMeasurement, ...]:
         """RTTs of live sessions, then the first hops of leased routes (route observations)."""
@@ -331,6 +352,7 @@ class ControlLink:
         listed = {entry.get("node_id") for entry in directory.get("entries", [])}
         for gone in sorted(self._directory_peers - listed):  # unreachable, or out of view
             self._directory_peers.discard(gone)
+            self._probe_failures.pop(gone, None)
             log_event(log, "directory peer gone", peer=gone)
         for entry in directory.get("entries", []):
             node_id = entry.get("node_id")
@@ -349,18 +371,45 @@ class ControlLink:
             if (
                 len(self._probes) < MAX_PROBES
                 and node_id not in self._probes
-                and runtime.peers.current(node_id) is None
+                and not self._has_session(node_id)
+                and self._clock() >= self._probe_failures.get(node_id, (0, 0.0))[1]
             ):
                 self._probes[node_id] = asyncio.create_task(self._probe(node_id))
 
+    def _has_session(self, node_id: str) -> bool:
+        """A live session with ``node_id``, dialled or accepted: its RTT is measured
+        already (``_peer_measurements``), so there is nothing to probe."""
+        runtime = self.runtime
+        if runtime.peers.current(node_id) is not None:
+            return True
+        return any(
+            not c.is_closed and c.session.peer_node_id == node_id
+            for c in runtime.observe.connections()
+        )
+
     async def _probe(self, node_id: str) -> None:
-        """Open a session to a directory peer so its RTT reaches the next heartbeat."""
+        """Open a session to a directory peer so its RTT reaches the next heartbeat.
+
+        A failed probe is retried after exponential backoff with jitter, capped at
+        :data:`PROBE_BACKOFF_MAX`; a peer that holds a session to us is never probed.
+        """
         try:
             await asyncio.wait_for(self.runtime.peers.session(node_id), 10.0)
+            self._probe_failures.pop(node_id, None)
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            log_event(log, "directory peer probe failed", logging.INFO, peer=node_id, error=error)
+            failures = self._probe_failures.get(node_id, (0, 0.0))[0] + 1
+            delay = backoff_delay(
+                failures, self._rng, base=PROBE_BACKOFF_BASE, cap=PROBE_BACKOFF_MAX
+            )
+            if node_id in self._directory_peers:
+                self._probe_failures[node_id] = (failures, self._clock() + delay)
+            level = logging.INFO if failures == 1 else logging.DEBUG  # one line per outage
+            log_event(
+                log, "directory peer probe failed", level, peer=node_id, error=error,
+                failures=failures, retry_in=round(delay, 1),
+            )  # fmt: skip
         finally:
             self._probes.pop(node_id, None)
 
@@ -443,6 +492,7 @@ class ControlLink:
             "cache_age_s": None if snapshot.cache_age_s is None else round(snapshot.cache_age_s),
             "record_revision": snapshot.record_revision,
             "directory_peers": len(self._directory_peers),
+            "registered": ", ".join(sorted(self._registered)) or "-",
             "route_lease_error": " | ".join(
                 f"{service}/{traffic_class.name.lower()}: {reason}"
                 for (service, traffic_class), (reason, _) in sorted(self.route_errors.items())
@@ -483,12 +533,12 @@ class ControlLink:
                         "reasons": reasons,
                     }
                 )
-        for service in self.runtime.config.services:
-            for held in self.client.cached_service_leases(service.name):
+        for name, _ in self.served():
+            for held in self.client.cached_service_leases(name):
                 rows.append(
                     {
                         "kind": "service",
-                        "service": service.name,
+                        "service": name,
                         "class": "-",
                         "rank": "-",
                         "route": None,

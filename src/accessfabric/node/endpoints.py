@@ -319,7 +319,7 @@ async def connect_ws(
     """Open a WebSocket carrier to ``wss://host:port/fabric`` and run the fabric handshake on it.
 
     By default TLS must end at the fabric node, exactly as over TCP: the session binds to
-    the connection's ``tls-unique`` and the server certificate must hold the key AUTH
+    the connection's ``tls-exporter`` (RFC 9266) and the server certificate must hold the key AUTH
     proved.  Pass ``proxy_tls`` when the URL is a TLS-terminating reverse proxy in front
     of a ``behind_proxy`` listener: the context must verify the proxy's certificate, the
     session then runs on an empty channel binding, and ``expected_peer_id`` is required.

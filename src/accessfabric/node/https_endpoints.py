@@ -1,7 +1,7 @@
 """Dial and accept fabric sessions over the HTTPS fallback carrier (long-poll).
 
 The same rules as the WebSocket carrier (``docs/adr/0005``, ``docs/adr/0009``): by
-default TLS ends at the node and the session binds to ``tls-unique`` of the connection
+default TLS ends at the node and the session binds to ``tls-exporter`` (RFC 9266) of the connection
 that opened the carrier; ``behind_proxy`` listeners and ``proxy_tls`` dialers run on an
 empty binding, the dialer verifying the proxy's certificate and pinning the node id.
 Sessions on this carrier run without the delay-based pacer (request batching is not a

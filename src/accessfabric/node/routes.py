@@ -10,7 +10,8 @@ A route fails when its first hop's session is lost (carrier loss, ping timeout),
 hop sends GOAWAY or reports pressure at or above ``pressure_threshold``, a ROUTE_UPDATE
 fences its epoch, a relay resets the stream with ``ROUTE_REJECTED`` (lease refused or its
 downstream died), or the stream stalls (unacknowledged bytes, no ACK progress for
-``stall_timeout``).  Its active streams then resume on an alternate from their last
+``stall_timeout``; ``interactive_stall_timeout`` for an interactive stream whose route has
+a healthy alternate).  Its active streams then resume on an alternate from their last
 end-to-end ACK (``resume_stream``); the destination adopts them by resume token — a
 sealed stream only with the resume proof this node adds to every attempt
 (:mod:`accessfabric.sealing.resume_proof`).  Each stream moved is counted under the
@@ -67,6 +68,8 @@ from accessfabric.wire.registry import TrafficClass
 log = logging.getLogger(__name__)
 
 MONITOR_INTERVAL = 0.1
+FAST_STALL_CLASSES = frozenset({TrafficClass.INTERACTIVE})
+"""Classes whose stalls use ``interactive_stall_timeout`` when an alternate exists."""
 
 
 class NoUsableRoute(ConnectionError):
@@ -131,6 +134,7 @@ class RouteManager:
         authority_key: bytes | None = None,
         resume_window: float = DEFAULT_RESUME_WINDOW,
         stall_timeout: float = 3.0,
+        interactive_stall_timeout: float = 1.0,
         pressure_threshold: int = 90,
         cooldown: float = 10.0,
         clock: Callable[[], float] = time.time,
@@ -141,6 +145,7 @@ class RouteManager:
         self.authority_key = authority_key
         self.resume_window = resume_window
         self.stall_timeout = stall_timeout
+        self.interactive_stall_timeout = interactive_stall_timeout
         self.pressure_threshold = pressure_threshold
         self.cooldown = cooldown
         self.clock = clock
@@ -423,13 +428,32 @@ class RouteManager:
                 if stream.acked != routed.last_acked or not stream.unacked:
                     routed.last_acked = stream.acked
                     routed.progress_at = now
-                elif now - routed.progress_at > self.stall_timeout:
+                elif now - routed.progress_at > (limit := self._stall_limit(routed, srtt)):
                     health.stalls += 1
                     stream.mark_broken(
-                        RouteFailure(
-                            SwitchReason.STALLED, f"stalled: no ACK for {self.stall_timeout:g} s"
-                        )
+                        RouteFailure(SwitchReason.STALLED, f"stalled: no ACK for {limit:.3g} s")
                     )
+
+    def _stall_limit(self, routed: _Routed, srtt: float | None) -> float:
+        """How long a stream may go without ACK progress: ``stall_timeout``, or for an
+        interactive stream whose route has a healthy alternate the shorter
+        ``interactive_stall_timeout`` (at least 4 x the first hop's smoothed RTT): a dead
+        path is left sooner where leaving it helps (docs/config.md ``[routes]``)."""
+        if routed.key[1] not in FAST_STALL_CLASSES:
+            return self.stall_timeout
+        if self.interactive_stall_timeout >= self.stall_timeout:
+            return self.stall_timeout
+        now = time.monotonic()
+        wall = self.clock()
+        alternate = any(
+            r.route_id != routed.route.route_id
+            and not r.expired(wall)
+            and self._health(r).healthy(now)
+            for r in self._static.get(routed.key, ())
+        )
+        if not alternate:
+            return self.stall_timeout
+        return min(self.stall_timeout, max(self.interactive_stall_timeout, 4 * (srtt or 0.0)))
 
     def _untrack(self, routed: _Routed) -> None:
         for key, value in list(self._streams.items()):
@@ -475,9 +499,7 @@ class RouteManager:
                 routes = []
             if not stream.resume_key:  # unsealed: never through a relay (docs/sealing.md)
                 routes = [r for r in routes if not relayed(r.lease)]
-            for route in routes:
-                if not self._health(route).healthy(time.monotonic()) and len(routes) > 1:
-                    continue
+            for route in self._resume_order(routes, routed.route):
                 if await self._resume_on(routed, route, started):
                     return
             await asyncio.sleep(delay)
@@ -485,6 +507,20 @@ class RouteManager:
         self.failed += 1
         stream.fail(ConnectionError(f"no route to resume on within {self.resume_window:g} s"))
         self._untrack(routed)
+
+    def _resume_order(self, routes: list[Route], left: Route) -> list[Route]:
+        """The routes a failing stream tries, in order: the healthy ones (best first) —
+        and when every route is cooling down, all of them, the route just left last and
+        the others by when their cooldown ends.  A cooldown ranks a route below healthy
+        ones; it must not keep a stream from a route that works again while nothing else
+        does (issue 13: a second failover waited out the first route's cooldown)."""
+        now = time.monotonic()
+        healthy = [r for r in routes if self._health(r).healthy(now)]
+        if healthy:
+            return healthy
+        return sorted(
+            routes, key=lambda r: (r.route_id == left.route_id, self._health(r).down_until)
+        )
 
     async def _resume_on(self, routed: _Routed, route: Route, started: float) -> bool:
         stream = routed.stream

@@ -96,11 +96,15 @@ class NodeRuntime:
         self.data_plane = DataPlane(
             self.key.node_id, self.peers, config.authority_key,
             sealing_key=self.key.sealing_private_key(),  # opens sealed streams, binds resumes
-            sealing_keys=self.sealing_keys,
+            sealing_keys=self.sealing_keys, resume_window=config.routes.resume_window,
         )  # fmt: skip
+        timers = config.routes  # [routes] (docs/config.md)
         self.routes = RouteManager(
-            self.key.node_id, self.peers, self.data_plane, authority_key=config.authority_key
-        )
+            self.key.node_id, self.peers, self.data_plane, authority_key=config.authority_key,
+            resume_window=timers.resume_window, stall_timeout=timers.stall_timeout,
+            interactive_stall_timeout=timers.interactive_stall_timeout,
+            pressure_threshold=timers.pressure_threshold, cooldown=timers.cooldown,
+        )  # fmt: skip
         self.routes.sealing = StreamSealing(
             self.key.node_id, self.key.sealing_private_key(), self.sealing_keys,
             one_hop=config.sealing.one_hop, cipher=sealing_cipher(config.sealing.cipher),

@@ -22,6 +22,8 @@ ServiceHandler = Callable[[FabricStream], Awaitable[None]]
 
 ECHO_SERVICE = "echo"
 ECHO_CHUNK = 256 * 1024
+BUILT_IN_SERVICES = frozenset({ECHO_SERVICE})
+"""Served by every node for diagnostics; never registered with a control plane."""
 
 
 async def echo(stream: FabricStream) -> None:
@@ -52,6 +54,11 @@ class ServiceDispatcher:
     @property
     def services(self) -> list[str]:
         return sorted(self._handlers)
+
+    @property
+    def hosted(self) -> list[str]:
+        """The services this node serves besides the built-in ones: what it advertises."""
+        return sorted(name for name in self._handlers if name not in BUILT_IN_SERVICES)
 
     @property
     def active(self) -> int:

@@ -127,7 +127,9 @@ def add_service_commands(commands: Any) -> None:
         help="create a TUN device and tunnel it (client) or serve as an exit",
         description="Create a TUN device and carry IP packets in binary batches over "
         "fabric streams, classified (DNS, interactive, reliable, bulk) and sharded per "
-        "class. --exit: serve the 'vpn' service and write packets into this node's network.",
+        "class. --exit: serve the 'vpn' service and write packets into this node's network. "
+        "The process runs the whole node of --config: its [[services]] and [[forwards]] too, "
+        "and with [control] it registers every service it serves ('vpn' on an exit).",
     )
     from accessfabric.services.vpn_cli import add_vpn_arguments
 

@@ -1,4 +1,9 @@
-"""``accessfabric vpn up``: a node that tunnels a TUN device (client) or serves as an exit."""
+"""``accessfabric vpn up``: a node that tunnels a TUN device (client) or serves as an exit.
+
+The process is the whole node: besides the VPN it runs the config's ``[[services]]`` and
+``[[forwards]]`` like ``node run`` does, so what its control link advertises (every
+service the dispatcher serves, ``vpn`` included on an exit) is what it serves.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from accessfabric.node.log_format import configure_logging
-from accessfabric.services.host import node_opener
+from accessfabric.services.host import ServicesComponent, node_opener
 from accessfabric.services.tun import Tun, configure, open_tun
 from accessfabric.services.vpn import VpnClient, VpnExit
 from accessfabric.services.vpn_wire import VPN_SERVICE
@@ -99,13 +104,21 @@ def vpn_up(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not 1 <= args.shards <= 255:
         raise UsageError("--shards: 1..255")
+    if args.exit and any(service.name == VPN_SERVICE for service in config.services):
+        raise UsageError(
+            f"{config.source}: services: {VPN_SERVICE!r} is served by `vpn up --exit` "
+            "itself; remove that [[services]] entry"
+        )
     configure_logging(json_lines=args.log_json or config.log_json, level=logging.INFO)
     component = VpnComponent(
         exit_node=args.exit, name=args.dev, address=args.address, routes=tuple(args.route),
         shards=args.shards, heavy_bytes=args.heavy_bytes, forwarding=args.forwarding,
     )  # fmt: skip
     try:
-        code: int = _run(run_node(config, components=(component,)))
+        # One process per node runs everything its config says: the VPN (first: a TUN
+        # that cannot be opened stops start-up before any forward listens), then the
+        # [[services]] and [[forwards]] (docs/services.md, "One process per node").
+        code: int = _run(run_node(config, components=(component, ServicesComponent())))
     except PermissionError as exc:
         print(f"accessfabric vpn up: needs root (CAP_NET_ADMIN): {exc}", file=sys.stderr)
         return 1

@@ -56,5 +56,10 @@ class TrafficClass(IntEnum):
             raise ValueError(f"unknown traffic class {name!r} (choose from {choices})") from None
 
 
-PROTOCOL_VERSION = 1
-"""The only Fabric Data Session version this implementation speaks."""
+PROTOCOL_VERSION = 2
+"""The only Fabric Data Session version this implementation speaks.
+
+Version 2 has the frames of version 1; AUTH binds the RFC 9266 ``tls-exporter`` channel
+binding instead of ``tls-unique`` (ADR 0020), so a version-1 node and a version-2 node share
+no version and end the handshake with UNSUPPORTED_VERSION instead of a mysterious
+AUTHENTICATION_FAILED."""

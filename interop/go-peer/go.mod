@@ -1,0 +1,3 @@
+module accessfabric.example/gopeer
+
+go 1.19

@@ -1,0 +1,14 @@
+"""One Go peer binary per test session, built from ``interop/go-peer``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.interop.go_peer import build_go_peer
+
+
+@pytest.fixture(scope="session")
+def go_peer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_go_peer(tmp_path_factory.mktemp("go-peer"))
