@@ -15,7 +15,8 @@ Environment overrides replace the file's value (lists are replaced whole):
 * ``ACCESSFABRIC_SESSION_<KEY>`` for a key of ``[session]``.
 
 Tables and lists (``[[peers]]``, ``[[services]]``, ``[[forwards]]``, ``[control]``, ``[ranking]``,
-``[sealing]``, ``[routes]``, ``[limits]``) and a few keys come from the file only (docs/config.md lists them).
+``[sealing]``, ``[routes]``, ``[limits]``) and a few keys come from the file only
+(docs/config.md lists them).
 """
 
 from __future__ import annotations
