@@ -25,7 +25,7 @@ from accessfabric.node.connection import SessionConnection
 from accessfabric.node.control_link import ControlLink
 from accessfabric.node.dataplane import DataPlane
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
-from accessfabric.node.endpoints import LocalNode
+from accessfabric.node.endpoints import LocalNode, source_address
 from accessfabric.node.gc_pauses import freeze_startup_objects
 from accessfabric.node.log_format import log_event
 from accessfabric.node.observability import NodeObservability
@@ -206,10 +206,14 @@ class NodeRuntime:
             try:
                 ready = await connection.ready()
             except Exception as error:
-                log_event(
-                    log, "session rejected", logging.INFO,
-                    address=address, carrier=connection.info.kind,
-                    error=str(error) or type(error).__name__,
+                # An outsider can cause these at will: one line per interval per (source
+                # address, error kind), with a suppressed count (node/admission.py).
+                text = (str(error) or type(error).__name__)[:200]
+                self.local.admission.refusal_log.log(
+                    (source_address(connection.info), "session rejected", type(error).__name__),
+                    logging.INFO, "session rejected address=%s carrier=%s error=%s",
+                    address, connection.info.kind, text,
+                    now=asyncio.get_running_loop().time(),
                 )  # fmt: skip
                 return
             peer = ready.peer_node_id
