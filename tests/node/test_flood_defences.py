@@ -20,7 +20,8 @@ import pytest
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.authenticator import Ed25519Authenticator
 from accessfabric.identity.keys import NodeKey
-from accessfabric.identity.tls import CHANNEL_BINDING_TYPE, client_context
+from accessfabric.identity.tls import client_context
+from accessfabric.identity.tls_exporter import tls_exporter
 from accessfabric.node.address import Endpoint
 from accessfabric.node.admission import AdmissionLimits
 from accessfabric.node.config import NodeConfig
@@ -124,7 +125,7 @@ async def failing_auth(port: int, key: NodeKey, cert_dir: Path) -> ErrorCode | i
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", port, ssl=client_context(key, cert_dir), server_hostname="127.0.0.1"
     )
-    binding = writer.get_extra_info("ssl_object").get_channel_binding(CHANNEL_BINDING_TYPE)
+    binding = tls_exporter(writer.get_extra_info("ssl_object"))
     session = Session(
         dialer=True, authenticator=BadSigner(key), channel_binding=binding, now=time.monotonic()
     )

@@ -27,7 +27,8 @@ from accessfabric.bench.common import raise_nofile_limit
 from accessfabric.errors import ProtocolError
 from accessfabric.identity.authenticator import Ed25519Authenticator
 from accessfabric.identity.keys import NodeKey
-from accessfabric.identity.tls import CHANNEL_BINDING_TYPE, client_context
+from accessfabric.identity.tls import client_context
+from accessfabric.identity.tls_exporter import tls_exporter
 from accessfabric.node.endpoints import LocalNode, connect_tcp
 from accessfabric.session import Session
 from accessfabric.session import events as ev
@@ -78,7 +79,7 @@ async def _bad_auth_once(port: int, cert_dir: Path) -> int:
     reader, writer = await asyncio.open_connection(
         HOST, port, ssl=client_context(key, cert_dir), server_hostname=HOST
     )
-    binding = writer.get_extra_info("ssl_object").get_channel_binding(CHANNEL_BINDING_TYPE)
+    binding = tls_exporter(writer.get_extra_info("ssl_object"))
     session = Session(
         dialer=True, authenticator=_BadSigner(key), channel_binding=binding, now=time.monotonic()
     )
