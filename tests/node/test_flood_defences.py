@@ -226,7 +226,7 @@ async def test_refusal_flood_over_eight_sessions_trips_the_limiter_within_tens(
         attacker = await asyncio.create_subprocess_exec(
             "nice", "-n", "19",
             sys.executable, "-m", "accessfabric.bench.abuse_attacker", "refused-streams",
-            str(node.port), node.node_id, "4", str(tmp_path / "attacker"),
+            str(node.port), node.node_id, "6", str(tmp_path / "attacker"),
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert attacker.stdout is not None
@@ -249,10 +249,12 @@ async def test_refusal_flood_over_eight_sessions_trips_the_limiter_within_tens(
     assert attack["session refused"] > 0  # new sessions of that peer are refused
     calm = samples.get('accessfabric_connections_refused_total{reason="refused streams"}', 0)
     assert calm > 0
-    # The healthy session's echo p99 within 2x of its own baseline (a 2 ms floor absorbs
-    # scheduler noise on a shared machine).
+    # The healthy session's echo p99 within 2x of its own baseline, measured before and
+    # after the flood.  A 5 ms floor absorbs scheduler noise: on this 2-vCPU machine shared
+    # by other builds, quiet baselines range 1-6 ms; the unlimited flood pushed p99 to
+    # ~300 ms (issue 14).
     assert len(during) >= 100
-    assert p99(during) <= 2 * max(p99(baseline), 0.002), (p99(baseline), p99(during))
+    assert p99(during) <= 2 * max(p99(baseline), 0.005), (p99(baseline), p99(during))
 
 
 async def paced_echoes(stream: FabricStream, count: int) -> list[float]:
