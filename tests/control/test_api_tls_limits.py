@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import aiohttp
@@ -234,4 +234,33 @@ def test_slow_headers_are_cut_at_the_header_timeout(tmp_path: Path) -> None:
 def test_node_control_client_talks_tls_with_the_authority_pin(tmp_path: Path) -> None:
     asyncio.run(
         asyncio.wait_for(_test_node_control_client_talks_tls_with_the_authority_pin(tmp_path), 60)
+    )
+
+
+async def _test_connections_that_never_finish_tls_are_capped_and_cut(tmp_path: Path) -> None:
+    from accessfabric.control.server import MAX_PENDING_HANDSHAKES_PER_ADDRESS
+
+    async def held(port: int) -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        start = time.monotonic()
+        with suppress(ConnectionError):
+            await asyncio.wait_for(reader.read(), 20)
+        writer.close()
+        return time.monotonic() - start
+
+    async with serving(tmp_path, header_timeout=1.5) as (server, _, _):
+        count = MAX_PENDING_HANDSHAKES_PER_ADDRESS + 20
+        times = await asyncio.gather(*(held(server.port) for _ in range(count)))
+        assert server.handshakes.refused == 20
+        assert server.handshakes.total == 0
+    refused = [t for t in times if t < 0.75]
+    cut = [t for t in times if t >= 0.75]
+    assert len(refused) == 20  # beyond the per-address cap: closed at accept
+    assert len(cut) == MAX_PENDING_HANDSHAKES_PER_ADDRESS
+    assert max(cut) < 1.5 + 5.0  # cut at the header timeout, not asyncio's 60 s
+
+
+def test_connections_that_never_finish_tls_are_capped_and_cut(tmp_path: Path) -> None:
+    asyncio.run(
+        asyncio.wait_for(_test_connections_that_never_finish_tls_are_capped_and_cut(tmp_path), 60)
     )

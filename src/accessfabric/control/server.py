@@ -13,11 +13,13 @@ import contextlib
 import logging
 import ssl
 import time
+from collections import Counter
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from accessfabric.carriers.tls_accept import serve_tls
 from accessfabric.control.api import admin_handlers, node_handlers
 from accessfabric.control.api.context import CONTEXT, ApiContext
 from accessfabric.control.api.errors import error_middleware
@@ -56,6 +58,70 @@ class _PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
             )  # fmt: skip
             return
         self.logger.exception(msg, *args, exc_info=exc_info, **kw)
+
+
+MAX_PENDING_HANDSHAKES = 1024
+MAX_PENDING_HANDSHAKES_PER_ADDRESS = 64
+
+
+class _HandshakeCaps:
+    """Connections whose TLS handshake has not ended, capped in total and per address
+    (one more is closed at accept); the refusals logged at a bounded rate."""
+
+    def __init__(self) -> None:
+        self.pending: Counter[str] = Counter()
+        self.total = 0
+        self.refused = 0
+        self._log = RateLimitedLog(_log)
+
+    def admit(self, address: str) -> bool:
+        if (
+            self.total >= MAX_PENDING_HANDSHAKES
+            or self.pending[address] >= MAX_PENDING_HANDSHAKES_PER_ADDRESS
+        ):
+            self.refused += 1
+            self._log.log(
+                (address, "pending handshakes"), logging.WARNING,
+                "connection refused client=%s reason=pending handshakes", address,
+                now=time.monotonic(),
+            )  # fmt: skip
+            return False
+        self.total += 1
+        self.pending[address] += 1
+        return True
+
+    def done(self, address: str, error: str | None) -> None:
+        self.total -= 1
+        self.pending[address] -= 1
+        if self.pending[address] <= 0:
+            del self.pending[address]
+
+
+class _TlsSite(web.TCPSite):
+    """A TCP site whose TLS handshakes are capped (``_HandshakeCaps``) and must end within
+    ``handshake_timeout`` of accept (asyncio's default is 60 s)."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        caps: _HandshakeCaps,
+        handshake_timeout: float,
+    ) -> None:
+        super().__init__(runner, host, port, ssl_context=context, reuse_address=True)
+        self._context = context
+        self._caps = caps
+        self._handshake_timeout = handshake_timeout
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with the runner
+        server = self._runner.server
+        assert server is not None and self._host is not None
+        self._server, _ = await serve_tls(
+            server, self._host, self._port, self._context, self._caps, self._handshake_timeout
+        )
 
 
 def _body_limit(max_bytes: int) -> Any:
@@ -136,6 +202,8 @@ class ControlServer:
         self.port = port
         self._tick_interval = tick_interval
         self._ssl_context = ssl_context
+        self._header_timeout = header_timeout
+        self.handshakes = _HandshakeCaps()
         self._runner = web.AppRunner(
             build_app(plane, verify_threads=verify_threads),
             access_log=None,
@@ -161,13 +229,14 @@ class ControlServer:
         if callable(refresh):
             refresh()  # holders could not keep alive while nobody served
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            self.host,
-            self.port,
-            reuse_address=True,
-            ssl_context=self._ssl_context,
-        )
+        site: web.TCPSite
+        if self._ssl_context is not None:
+            site = _TlsSite(
+                self._runner, self.host, self.port, self._ssl_context, self.handshakes,
+                self._header_timeout,
+            )  # fmt: skip
+        else:
+            site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
         if self.port == 0:
             server = site._server
