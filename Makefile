@@ -6,7 +6,7 @@ PYTHON ?= $(shell test -x /usr/bin/python3 && /usr/bin/python3 -c 'import sys; s
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-DEBIAN_PACKAGES := iproute2 nftables iputils-ping procps python3-venv nginx-light openssh-server openssh-client iperf3 curl golang-go
+DEBIAN_PACKAGES := iproute2 nftables iputils-ping procps python3-venv nginx-light openssh-server openssh-client iperf3 curl golang-go chromium
 APT := DEBIAN_FRONTEND=noninteractive apt-get -y -o DPkg::Lock::Timeout=120
 
 .PHONY: demo test lint fuzz bench debian-deps clean
@@ -34,7 +34,7 @@ debian-deps:
 			[ -n "$$made_policy" ] && rm -f $$policy; exit $$status; fi; fi
 
 demo: $(STAMP)
-	$(VENV)/bin/accessfabric demo
+	$(VENV)/bin/accessfabric demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     from accessfabric.control.cli import add_control_parser
 
     add_control_parser(commands)
+    from accessfabric.console.commands import add_console_commands
+
+    add_console_commands(commands)
+    from accessfabric.node.diag_commands import add_diag_commands
+
+    add_diag_commands(commands)
     return parser
 
 

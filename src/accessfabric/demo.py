@@ -36,7 +36,15 @@ import time
 from pathlib import Path
 
 from accessfabric.demo_control import start_control
-from accessfabric.demo_fleet import ROLES, SERVICE, TERM, Fleet, start_fleet
+from accessfabric.demo_fleet import (
+    CONSOLE_HOST,
+    ROLES,
+    SERVICE,
+    TERM,
+    Fleet,
+    console_url,
+    start_fleet,
+)
 from accessfabric.demo_procs import DemoFailed, Processes
 from accessfabric.demo_traffic import KILL_AT, PROBE, PROBE_INTERVAL, Traffic, run_traffic
 from accessfabric.node.status import fetch_status, table
@@ -90,6 +98,10 @@ async def _run(args: argparse.Namespace, fleet: Fleet, procs: Processes) -> int:
         web = fleet.ports["forward_web"]
         print(f"\n--keep-running: curl http://127.0.0.1:{web}/blob.bin -o /dev/null")
         print(f"  accessfabric status --socket {fleet.admin('laptop')}")
+        print(f"  admin console: {console_url(fleet)}  (through entry's ingress to home)")
+        print(f"    log in with the admin token {fleet.admin_token}")
+        print(f"    curl: curl --resolve {CONSOLE_HOST}:{fleet.ports['ingress']}:127.0.0.1 "
+              f"{console_url(fleet)}login")  # fmt: skip
         print("  Ctrl-C to stop")
         await asyncio.Event().wait()
     return 0 if traffic.ok else 1
@@ -112,6 +124,7 @@ def _describe(fleet: Fleet) -> None:
     if fleet.term_primary != fleet.primary:
         print(f"    note: {TERM}'s primary differs: {fleet.path(fleet.term_primary)}")
     print(f"    laptop metrics: http://127.0.0.1:{fleet.ports['metrics']}/metrics")
+    print(f"    admin console (home, via entry's ingress): {console_url(fleet)}")
 
 
 async def _route_table(fleet: Fleet) -> None:

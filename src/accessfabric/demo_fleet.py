@@ -46,6 +46,9 @@ ROLES = {
 SERVICE = "web"
 TERM = "term"
 """The interactive service: a TCP echo server standing in for a remote shell."""
+CONSOLE = "admin-console"
+CONSOLE_HOST = "admin.localhost"
+"""The console's name at entry's HTTP ingress (``*.localhost`` resolves to loopback)."""
 HEARTBEAT = 0.5
 """Seconds between heartbeats: the demo wants the planner to learn its links quickly."""
 WAIT = 30.0
@@ -66,6 +69,8 @@ class Fleet:
     alternate: list[str] = field(default_factory=list)
     term_primary: list[str] = field(default_factory=list)
     term: asyncio.Server | None = None
+    admin_token: str = ""
+    """The control plane's admin token: the console's login."""
     ready_after: float = 0.0
     """Seconds from the demo's start until laptop held its route leases."""
 
@@ -102,6 +107,8 @@ def _config(name: str, fleet: Fleet, control: Control, token: str) -> Path:
         lines += ["[[listen]]", 'carrier = "tcp"', f'address = "127.0.0.1:{port}"']
     if name == "home":
         lines += [
+            "[[services]]", f'name = "{CONSOLE}"', f'target = "127.0.0.1:{ports["console"]}"',
+            'traffic_class = "interactive"', 'mode = "active-active"',
             "[[services]]", f'name = "{SERVICE}"', f'target = "127.0.0.1:{ports["http"]}"',
             'traffic_class = "bulk"',
             "[[services]]", f'name = "{TERM}"', f'target = "127.0.0.1:{ports["term"]}"',
@@ -113,6 +120,11 @@ def _config(name: str, fleet: Fleet, control: Control, token: str) -> Path:
             f'service = "{SERVICE}"', 'traffic_class = "bulk"',
             "[[forwards]]", f'listen = "127.0.0.1:{ports["forward_term"]}"',
             f'service = "{TERM}"', 'traffic_class = "interactive"',
+        ]  # fmt: skip
+    if name == "entry":
+        lines += [
+            "[[ingress]]", f'listen = "127.0.0.1:{ports["ingress"]}"', 'protocol = "http"',
+            f'hosts = {{ "{CONSOLE_HOST}" = "{CONSOLE}" }}',
         ]  # fmt: skip
     if name.startswith("relay-"):
         lines += [
@@ -142,7 +154,7 @@ def _site(fleet: Fleet, size: int) -> Path:
 
 async def start_fleet(work: Path, procs: Processes, control: Control, size: int) -> Fleet:
     fleet = Fleet(work)
-    for name in ("home", "http", "forward_web", "forward_term", "metrics"):
+    for name in ("home", "http", "forward_web", "forward_term", "metrics", "console", "ingress"):
         fleet.ports[name] = free_port()
     for name in ROLES:
         key = NodeKey.generate()
@@ -153,6 +165,7 @@ async def start_fleet(work: Path, procs: Processes, control: Control, size: int)
     site = _site(fleet, size)
     http = [sys.executable, "-m", "http.server", str(fleet.ports["http"]), "--bind", "127.0.0.1"]
     procs.start("http", http, cwd=site)
+    _start_console(fleet, procs, control)
     fleet.term = await asyncio.start_server(_echo, "127.0.0.1", 0)
     fleet.ports["term"] = fleet.term.sockets[0].getsockname()[1]
     for name in ("home", "relay-1", "relay-2"):
@@ -164,6 +177,23 @@ async def start_fleet(work: Path, procs: Processes, control: Control, size: int)
     _start_node("laptop", fleet, procs, control, tokens)
     await _wait_leases(fleet, procs)
     return fleet
+
+
+def _start_console(fleet: Fleet, procs: Processes, control: Control) -> None:
+    """The admin console behind home (the fabric service ``admin-console``)."""
+    fleet.admin_token = control.admin_token
+    token_file = fleet.work / "admin.token"
+    token_file.write_text(control.admin_token + "\n")
+    token_file.chmod(0o600)
+    procs.start(
+        "console",
+        [*COMMAND, "console", "serve", "--listen", f"127.0.0.1:{fleet.ports['console']}",
+         "--control", control.url, "--admin-token-file", str(token_file), "--served-by", "home"],
+    )  # fmt: skip
+
+
+def console_url(fleet: Fleet) -> str:
+    return f"http://{CONSOLE_HOST}:{fleet.ports['ingress']}/"
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

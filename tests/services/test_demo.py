@@ -48,9 +48,20 @@ def test_demo_stopped_by_sigterm_leaves_nothing() -> None:
     assert proc.stdout is not None
     first = proc.stdout.readline()
     work = first.split("in ", 1)[1].split()[0]
+    console = ""
     for line in proc.stdout:  # until the traffic runs through the nodes
+        if "admin console" in line:
+            console = line.split(": ", 1)[1].strip()
         if "bulk Mbit/s" in line:
             break
+    # The console, served by home, answers through entry's HTTP ingress by host name.
+    match = re.fullmatch(r"http://(admin\.localhost):(\d+)/", console)
+    assert match, console
+    login = subprocess.run(
+        ["curl", "-sS", "-m", "10", "--resolve", f"{match[1]}:{match[2]}:127.0.0.1",
+         console + "login"], capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "<h1>Log in</h1>" in login.stdout, login.stdout + login.stderr
     running = subprocess.run(["pgrep", "-f", work], capture_output=True, text=True)
     assert len(running.stdout.split()) >= 6  # control plane and five nodes
     proc.send_signal(signal.SIGTERM)

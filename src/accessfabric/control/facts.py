@@ -28,6 +28,8 @@ MAX_RTT_MS = 600_000.0
 MAX_BANDWIDTH_MBPS = 1_000_000.0
 MAX_QUEUE = 1_000_000_000
 MAX_VERSION = (1 << 53) - 1
+MAX_ROUTE_REPORTS = 64
+MAX_BYTES = (1 << 62) - 1
 
 TRANSPORTS = ("tcp_tls", "websocket", "quic", "https_fallback", "memory")
 NAT_TYPES = ("none", "full_cone", "restricted", "port_restricted", "symmetric", "unknown")
@@ -92,6 +94,61 @@ class EndpointHealth:
         }
 
 
+class ClassBytes(NamedTuple):
+    """A node's stream bytes of one traffic class since it started (in, out)."""
+
+    traffic_class: str
+    bytes_in: int
+    bytes_out: int
+
+
+class RouteReport(NamedTuple):
+    """One leased route as the source node sees it (``RouteManager.observations``)."""
+
+    route_id: int
+    service: str
+    traffic_class: str
+    rank: int
+    hops: tuple[str, ...]
+    healthy: bool
+    srtt_ms: float | None
+    bytes: int
+    """Bytes (in + out) of the live streams this node runs on the route now."""
+    last_switch: str
+    recovery_ms: float | None
+
+
+class RelayUsage(NamedTuple):
+    """What a relay carried for one tenant in one class since it started."""
+
+    tenant: str
+    traffic_class: str
+    streams: int
+    active: int
+    bytes_from_source: int
+    bytes_to_source: int
+
+
+class StreamReport(NamedTuple):
+    """One live stream of the node (``accessfabric diag stream``), for the console."""
+
+    peer: str
+    service: str
+    traffic_class: str
+    state: str
+    credit: int
+    bytes_in: int
+    bytes_out: int
+    queued: int
+    unacked: int
+    rtt_ms: float | None
+    blocked: str
+
+
+BLOCKED_REASONS = ("-", "credit", "carrier", "pacing", "scheduler")
+MAX_STREAM_REPORTS = 32
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeartbeatFacts:
     """One heartbeat's facts, every field within its bounds."""
@@ -123,6 +180,10 @@ class HeartbeatFacts:
     directory_version: int = 0
     route_cache_version: int = 0
     record_revision: int = 0
+    class_bytes: tuple[ClassBytes, ...] = ()
+    route_reports: tuple[RouteReport, ...] = ()
+    relay_usage: tuple[RelayUsage, ...] = ()
+    stream_reports: tuple[StreamReport, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The facts in the request's JSON shape (what :func:`parse_facts` reads back)."""
@@ -177,6 +238,15 @@ class HeartbeatFacts:
                 "directory": self.directory_version,
                 "route_cache": self.route_cache_version,
                 "node_record": self.record_revision,
+            },
+            "traffic": {
+                "classes": [
+                    {"class": c.traffic_class, "in": c.bytes_in, "out": c.bytes_out}
+                    for c in self.class_bytes
+                ],
+                "routes": [r._asdict() | {"hops": list(r.hops)} for r in self.route_reports],
+                "relay": [u._asdict() for u in self.relay_usage],
+                "streams": [r._asdict() for r in self.stream_reports],
             },
         }
 
@@ -331,6 +401,80 @@ def _endpoint_health(value: object, path: str) -> EndpointHealth:
     )
 
 
+def _class_bytes(value: object, path: str) -> ClassBytes:
+    f = _Fields(value, path)
+    return ClassBytes(
+        traffic_class=f.string("class", "", CLASS_NAMES),
+        bytes_in=f.integer("in", 0, 0, MAX_BYTES),
+        bytes_out=f.integer("out", 0, 0, MAX_BYTES),
+    )
+
+
+def _route_report(value: object, path: str) -> RouteReport:
+    f = _Fields(value, path)
+    hops = f.strings("hops", 16)
+    for index, hop in enumerate(hops):
+        try:
+            canonical_node_id(hop)
+        except ValueError:
+            raise FactsError(f"{path}.hops[{index}]: must be a node id") from None
+    srtt: float | None = None
+    if f.data.get("srtt_ms") is not None:
+        srtt = f.number("srtt_ms", 0.0, 0.0, MAX_RTT_MS)
+    recovery: float | None = None
+    if f.data.get("recovery_ms") is not None:
+        recovery = f.number("recovery_ms", 0.0, 0.0, MAX_RTT_MS)
+    return RouteReport(
+        route_id=f.integer("route_id", 0, 0, (1 << 63) - 1),
+        service=f.string("service", ""),
+        traffic_class=f.string("traffic_class", "reliable", CLASS_NAMES),
+        rank=f.integer("rank", 0, 0, 255),
+        hops=hops,
+        healthy=f.boolean("healthy", True),
+        srtt_ms=srtt,
+        bytes=f.integer("bytes", 0, 0, MAX_BYTES),
+        last_switch=f.string("last_switch", ""),
+        recovery_ms=recovery,
+    )
+
+
+def _relay_usage(value: object, path: str) -> RelayUsage:
+    f = _Fields(value, path)
+    tenant = f.string("tenant", "")
+    try:
+        check_name("tenant", tenant)
+    except ValueError as exc:
+        raise FactsError(f"{path}.tenant: {exc}") from None
+    return RelayUsage(
+        tenant=tenant,
+        traffic_class=f.string("traffic_class", "reliable", CLASS_NAMES),
+        streams=f.integer("streams", 0, 0, MAX_BYTES),
+        active=f.integer("active", 0, 0, MAX_BYTES),
+        bytes_from_source=f.integer("bytes_from_source", 0, 0, MAX_BYTES),
+        bytes_to_source=f.integer("bytes_to_source", 0, 0, MAX_BYTES),
+    )
+
+
+def _stream_report(value: object, path: str) -> StreamReport:
+    f = _Fields(value, path)
+    rtt: float | None = None
+    if f.data.get("rtt_ms") is not None:
+        rtt = f.number("rtt_ms", 0.0, 0.0, MAX_RTT_MS)
+    return StreamReport(
+        peer=f.string("peer", ""),
+        service=f.string("service", ""),
+        traffic_class=f.string("traffic_class", "reliable", CLASS_NAMES),
+        state=f.string("state", ""),
+        credit=f.integer("credit", 0, 0, MAX_BYTES),
+        bytes_in=f.integer("bytes_in", 0, 0, MAX_BYTES),
+        bytes_out=f.integer("bytes_out", 0, 0, MAX_BYTES),
+        queued=f.integer("queued", 0, 0, MAX_BYTES),
+        unacked=f.integer("unacked", 0, 0, MAX_BYTES),
+        rtt_ms=rtt,
+        blocked=f.string("blocked", "-", BLOCKED_REASONS),
+    )
+
+
 def _placement_name(f: _Fields, key: str) -> str:
     value = f.string(key, "")
     if value:
@@ -363,6 +507,23 @@ def parse_facts(body: object) -> HeartbeatFacts:
         _endpoint_health(v, f"endpoint_health[{i}]")
         for i, v in enumerate(top.items("endpoint_health", MAX_ENDPOINT_HEALTH))
     )
+    traffic = top.sub("traffic")
+    class_bytes = tuple(
+        _class_bytes(v, f"traffic.classes[{i}]")
+        for i, v in enumerate(traffic.items("classes", len(CLASS_NAMES)))
+    )
+    route_reports = tuple(
+        _route_report(v, f"traffic.routes[{i}]")
+        for i, v in enumerate(traffic.items("routes", MAX_ROUTE_REPORTS))
+    )
+    relay_usage = tuple(
+        _relay_usage(v, f"traffic.relay[{i}]")
+        for i, v in enumerate(traffic.items("relay", MAX_ROUTE_REPORTS))
+    )
+    stream_reports = tuple(
+        _stream_report(v, f"traffic.streams[{i}]")
+        for i, v in enumerate(traffic.items("streams", MAX_STREAM_REPORTS))
+    )
     trust: int | None = None
     if top.data.get("trust_tier") is not None:
         trust = top.integer("trust_tier", 0, 0, MAX_TRUST_TIER)
@@ -394,4 +555,8 @@ def parse_facts(body: object) -> HeartbeatFacts:
         directory_version=caches.integer("directory", 0, 0, MAX_VERSION),
         route_cache_version=caches.integer("route_cache", 0, 0, MAX_VERSION),
         record_revision=caches.integer("node_record", 0, 0, MAX_VERSION),
+        class_bytes=class_bytes,
+        route_reports=route_reports,
+        relay_usage=relay_usage,
+        stream_reports=stream_reports,
     )

@@ -17,6 +17,7 @@ from accessfabric.control.admin import AdminCredentials
 from accessfabric.control.authority import Authority
 from accessfabric.control.directory import directory_version
 from accessfabric.control.facts import HeartbeatFacts
+from accessfabric.control.fleet_events import FleetEvents
 from accessfabric.control.heartbeat_mac import ControlMacKeys
 from accessfabric.control.heartbeats import HealthRules, HeartbeatTable
 from accessfabric.control.leasing import RouteLeasing
@@ -31,6 +32,7 @@ from accessfabric.control.requestsig import (
 from accessfabric.control.services import ServiceDirectory
 from accessfabric.control.store.base import Clock, Store
 from accessfabric.control.store.sqlite import SqliteStore
+from accessfabric.control.traffic_history import TrafficHistory
 from accessfabric.control.vocabulary import Role
 
 AUTHORITY_FILE = "authority.key"
@@ -139,6 +141,8 @@ class ControlPlane:
             snapshot_max_age=cfg.snapshot_max_age,
         )
         self.replay = ReplayCache(cfg.request_window)
+        self.traffic = TrafficHistory()
+        self.events = FleetEvents()
         self.mac_keys = ControlMacKeys(authority)
 
     def authenticate_mac(self, node: RegisteredNode, parts: SignedRequest) -> None:
@@ -164,6 +168,8 @@ class ControlPlane:
         now = self.clock()
         node_id = node.node_id
         self.heartbeats.record(node_id, facts, now)
+        self.traffic.record(node_id, facts, now)
+        self.events.route_reports(node_id, facts.route_reports, now)
         if facts.services and Role.SERVICE_HOST in node.record.roles:
             self.services.renew(node_id, tuple(s.name for s in facts.services), now)
         current = self.registry.renew_if_due(node_id, now) or node
@@ -183,3 +189,4 @@ class ControlPlane:
         """Periodic work: persist heartbeats, fill vacant service leaderships."""
         self.heartbeats.flush()
         self.services.reconcile_all()
+        self.events.observe(self, self.clock())

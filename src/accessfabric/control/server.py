@@ -21,6 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from accessfabric.carriers.tls_accept import serve_tls
 from accessfabric.control.api import admin_handlers, node_handlers
+from accessfabric.control.api.console_handlers import add_console_routes
 from accessfabric.control.api.context import CONTEXT, ApiContext
 from accessfabric.control.api.errors import error_middleware
 from accessfabric.control.api.schema import openapi_document
@@ -178,6 +179,7 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     router.add_post("/v1/admin/tokens", admin_handlers.create_token)
     router.add_post("/v1/admin/nodes/{node_id}/revoke-role", admin_handlers.revoke_role)
     router.add_get("/v1/admin/services", admin_handlers.list_services)
+    add_console_routes(router)
     return app
 
 

@@ -42,6 +42,7 @@ from accessfabric.node.address import (
     validate_websocket_path,
 )
 from accessfabric.node.admission import AdmissionLimits
+from accessfabric.node.ingress_config import IngressConfig, IngressConfigError, parse_ingress
 from accessfabric.node.limits_config import LimitsConfigError, admission_limits
 from accessfabric.node.ranking.policy import RankingPolicy
 from accessfabric.node.ranking_config import RankingConfigError, ranking_policy
@@ -214,6 +215,8 @@ class NodeConfig:
     peers: tuple[PeerConfig, ...] = ()
     services: tuple[ServiceConfig, ...] = ()
     forwards: tuple[ForwardConfig, ...] = ()
+    ingress: tuple[IngressConfig, ...] = ()
+    """``[[ingress]]``: HTTP/HTTPS listeners routing by host name (node/ingress_config.py)."""
     metrics_listen: HostPort | None = None
     """Where ``/metrics`` is served (Prometheus text); None: not served."""
     admin_socket: Path | None = None
@@ -309,6 +312,7 @@ _TOP_KEYS = (
     "peers",
     "services",
     "forwards",
+    "ingress",
     "metrics_listen",
     "admin_socket",
     "session",
@@ -334,6 +338,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     peers = _opt(document, "peers", top, _peers) or ()
     services = _opt(document, "services", top, _services) or ()
     forwards = _opt(document, "forwards", top, _forwards) or ()
+    ingress = _opt(document, "ingress", top, _ingress) or ()
     metrics_listen = _opt(document, "metrics_listen", top, _host_port)
     admin_socket = _opt(document, "admin_socket", top, lambda v, at: _path(v, at, base))
     drain_timeout = _opt(document, "drain_timeout", top, _positive_seconds)
@@ -400,6 +405,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         peers=peers,
         services=services,
         forwards=forwards,
+        ingress=ingress,
         metrics_listen=metrics_listen,
         admin_socket=admin_socket or key_path.parent / (key_path.stem + ".admin.sock"),
         session=session,
@@ -752,6 +758,14 @@ def _host_port(value: Any, at: _At) -> HostPort:
         return parse_host_port(_str(value, at), allow_port_zero=True)
     except ValueError as exc:
         at.fail(str(exc))
+
+
+def _ingress(value: Any, at: _At) -> tuple[IngressConfig, ...]:
+    try:
+        return parse_ingress(value)
+    except IngressConfigError as exc:
+        where = at[exc.index]
+        (where / exc.key if exc.key else where).fail(exc.problem)
 
 
 def _forwards(value: Any, at: _At) -> tuple[ForwardConfig, ...]:

@@ -45,17 +45,25 @@ from accessfabric.control.client import (
     backoff_delay,
 )
 from accessfabric.control.facts import (
+    CLASS_NAMES,
     MAX_ENDPOINT_HEALTH,
     MAX_ENDPOINTS,
     MAX_PEERS,
+    MAX_ROUTE_REPORTS,
     MAX_SERVICES,
+    MAX_STREAM_REPORTS,
+    ClassBytes,
     EndpointHealth,
     HeartbeatFacts,
     PeerMeasurement,
+    RelayUsage,
+    RouteReport,
     ServiceCapacity,
+    StreamReport,
 )
 from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings
+from accessfabric.node.diagnostics import NodeDiagnostics
 from accessfabric.node.log_format import log_event
 from accessfabric.node.routes import NoUsableRoute, Route
 from accessfabric.node.service_failovers import ServiceFailovers
@@ -273,7 +281,92 @@ class ControlLink:
             relay_classes=tuple(c.name.lower() for c in TrafficClass) if relay else (),
             services=services,
             endpoint_health=self._endpoint_health(),
+            class_bytes=self._class_bytes(),
+            route_reports=self._route_reports(),
+            relay_usage=self._relay_usage(),
+            stream_reports=self._stream_reports(),
         )
+
+    def _stream_reports(self) -> tuple[StreamReport, ...]:
+        """The busiest live streams (``diag stream``'s rows), for the console."""
+        rows = sorted(
+            NodeDiagnostics(self.runtime).streams(),
+            key=lambda r: (r["queued"], r["bytes_in"] + r["bytes_out"]),
+            reverse=True,
+        )
+        return tuple(
+            StreamReport(
+                peer=str(r["peer"]),
+                service=str(r["service"]),
+                traffic_class=str(r["class"]),
+                state=str(r["state"]),
+                credit=max(0, int(r["credit"])),
+                bytes_in=int(r["bytes_in"]),
+                bytes_out=int(r["bytes_out"]),
+                queued=int(r["queued"]),
+                unacked=max(0, int(r["unacked"])),
+                rtt_ms=r["rtt_ms"],
+                blocked=str(r["blocked"]),
+            )
+            for r in rows[:MAX_STREAM_REPORTS]
+        )
+
+    def _relay_usage(self) -> tuple[RelayUsage, ...]:
+        usage = self.runtime.data_plane.relay.quotas.usage
+        return tuple(
+            RelayUsage(
+                tenant=tenant,
+                traffic_class=cls.name.lower(),
+                streams=u.streams,
+                active=u.active,
+                bytes_from_source=u.bytes_up,
+                bytes_to_source=u.bytes_down,
+            )
+            for (tenant, cls), u in sorted(usage.items())[:MAX_ROUTE_REPORTS]
+        )
+
+    def _class_bytes(self) -> tuple[ClassBytes, ...]:
+        totals = self.runtime.observe.metrics.bytes_by_class()
+        return tuple(
+            ClassBytes(traffic_class=cls, bytes_in=i, bytes_out=o)
+            for cls, (i, o) in totals.items()
+            if cls in CLASS_NAMES
+        )
+
+    def _route_reports(self) -> tuple[RouteReport, ...]:
+        """The leased routes with the bytes of their live streams (for the console)."""
+        runtime = self.runtime
+        live: dict[int, int] = {}  # route id -> bytes of the live streams on it
+        for connection in runtime.observe.connections():
+            if connection.is_closed:
+                continue
+            for stream in connection.session.metrics().streams:
+                route_id = runtime.routes.route_of(connection, stream.stream_id)
+                if route_id is not None:
+                    live[route_id] = live.get(route_id, 0) + stream.bytes_in + stream.bytes_out
+        reports = []
+        position: dict[tuple[str, str], int] = {}
+        for row in runtime.routes.observations()[:MAX_ROUTE_REPORTS]:
+            hops = tuple(str(h) for h in row["hops"])  # type: ignore[attr-defined]
+            service, cls = str(row["service"]), str(row["traffic_class"])
+            rank = position.get((service, cls), 0)  # the lease's order: primary first
+            position[(service, cls)] = rank + 1
+            srtt, recovery = row.get("srtt_ms"), row.get("recovery_ms")
+            reports.append(
+                RouteReport(
+                    route_id=int(row["route_id"]),  # type: ignore[call-overload]
+                    service=service,
+                    traffic_class=cls,
+                    rank=rank,
+                    hops=hops,
+                    healthy=bool(row["healthy"]),
+                    srtt_ms=float(srtt) if isinstance(srtt, int | float) else None,
+                    bytes=live.get(int(row["route_id"]), 0),  # type: ignore[call-overload]
+                    last_switch=str(row.get("last_switch") or ""),
+                    recovery_ms=float(recovery) if isinstance(recovery, int | float) else None,
+                )
+            )
+        return tuple(reports)
 
     def served(self) -> list[tuple[str, str]]:
         """(service, replica mode) of every service this process serves, and only those.

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from accessfabric.session import events as ev
 AUTH_FAILURES = frozenset({ErrorCode.AUTHENTICATION_FAILED, ErrorCode.IDENTITY_MISMATCH})
 
 StatusSection = Callable[[], Any]
+DiagnosticHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class RouteView(Protocol):
@@ -142,6 +143,7 @@ class NodeObservability:
         self.started = time.time()
         self._sessions: dict[SessionConnection, tuple[str, float]] = {}
         self._sections: dict[str, StatusSection] = {}
+        self._diagnostics: dict[str, DiagnosticHandler] = {}
         self._runners: list[web.AppRunner] = []
         self._waiters: set[asyncio.Future[Any]] = set()
         self._routes: RouteView | None = None
@@ -225,6 +227,10 @@ class NodeObservability:
 
     def add_section(self, name: str, section: StatusSection) -> None:
         self._sections[name] = section
+
+    def add_diagnostic(self, name: str, handler: DiagnosticHandler) -> None:
+        """``GET /diag/<name>`` on the admin socket (``accessfabric diag``)."""
+        self._diagnostics[name] = handler
 
     # ------------------------------------------------------------ status
 
@@ -317,6 +323,7 @@ class NodeObservability:
         if admin_socket is not None:
             app = web.Application()
             app.router.add_get("/status", self._status)
+            app.router.add_get("/diag/{name}", self._diag)
             runner = await self._run(app)
             with contextlib.suppress(FileNotFoundError):
                 admin_socket.unlink()
@@ -340,6 +347,12 @@ class NodeObservability:
 
     async def _status(self, _request: web.Request) -> web.Response:
         return web.json_response(self.status())
+
+    async def _diag(self, request: web.Request) -> web.StreamResponse:
+        handler = self._diagnostics.get(request.match_info["name"])
+        if handler is None:
+            raise web.HTTPNotFound(text="no such diagnostic\n")
+        return await handler(request)
 
     async def close(self) -> None:
         for runner in self._runners:

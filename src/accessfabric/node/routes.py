@@ -72,6 +72,10 @@ FAST_STALL_CLASSES = frozenset({TrafficClass.INTERACTIVE})
 """Classes whose stalls use ``interactive_stall_timeout`` when an alternate exists."""
 
 
+class RouteUnusable(ConnectionError):
+    """One route could not carry a new stream (sealing key unknown, first hop failed...)."""
+
+
 class NoUsableRoute(ConnectionError):
     """No route lease lets this node open the stream now; the message says why."""
 
@@ -263,30 +267,47 @@ class RouteManager:
             )
         errors: list[str] = []
         for route in await self.routes(service, traffic_class):
-            token = resume_token or secrets.token_bytes(RESUME_TOKEN_SIZE)
-            initiator: SealInitiator | None = None
-            if not key_exchange and self.sealing is not None:
-                try:
-                    initiator = await self.sealing.initiator(route.lease, service, token)
-                except SealingKeyUnknown as error:
-                    errors.append(f"route {route.route_id}: {error}")
-                    continue
-            elif not key_exchange and relayed(route.lease):
-                errors.append(f"route {route.route_id}: relayed, and this node cannot seal")
-                continue
             try:
-                stream = await self._open_on(
-                    route, service, traffic_class,
-                    key_exchange=initiator.key_exchange if initiator else key_exchange,
-                    resume_token=token,
-                    resume_key=initiator.resume_key if initiator else resume_key,
+                return await self.open_on_route(
+                    route, service, traffic_class, key_exchange=key_exchange,
+                    resume_token=resume_token, resume_key=resume_key,
                 )  # fmt: skip
-            except Exception as error:
-                self._route_failed(route, f"open: {error}")
+            except RouteUnusable as error:
                 errors.append(f"route {route.route_id}: {error}")
-                continue
-            return stream if initiator is None else SealedStream.opener(stream, initiator)
         raise NoUsableRoute(f"every route to {service!r} failed: {'; '.join(errors)}")
+
+    async def open_on_route(
+        self,
+        route: Route,
+        service: str,
+        traffic_class: TrafficClass,
+        *,
+        key_exchange: bytes = b"",
+        resume_token: bytes = b"",
+        resume_key: bytes = b"",
+    ) -> ResumableStream | SealedStream:
+        """A stream on exactly ``route`` (:meth:`open_stream` tries each route with it;
+        ``diag route`` probes each); :class:`RouteUnusable` says why not."""
+        token = resume_token or secrets.token_bytes(RESUME_TOKEN_SIZE)
+        initiator: SealInitiator | None = None
+        if not key_exchange and self.sealing is not None:
+            try:
+                initiator = await self.sealing.initiator(route.lease, service, token)
+            except SealingKeyUnknown as error:
+                raise RouteUnusable(str(error)) from None
+        elif not key_exchange and relayed(route.lease):
+            raise RouteUnusable("relayed, and this node cannot seal")
+        try:
+            stream = await self._open_on(
+                route, service, traffic_class,
+                key_exchange=initiator.key_exchange if initiator else key_exchange,
+                resume_token=token,
+                resume_key=initiator.resume_key if initiator else resume_key,
+            )  # fmt: skip
+        except Exception as error:
+            self._route_failed(route, f"open: {error}")
+            raise RouteUnusable(str(error)) from error
+        return stream if initiator is None else SealedStream.opener(stream, initiator)
 
     async def _open_on(
         self,
@@ -575,6 +596,11 @@ class RouteManager:
             self._spawn(self._watch(connection))
 
     # ------------------------------------------------------------ reporting
+
+    def route_of(self, connection: SessionConnection, stream_id: int) -> int | None:
+        """The route id a stream this node opened runs on now (None: not a routed stream)."""
+        routed = self._streams.get((connection, stream_id))
+        return None if routed is None else routed.route.route_id
 
     def observations(self) -> list[dict[str, object]]:
         """Per-route data-plane health, for the control plane (heartbeat facts)."""

@@ -24,6 +24,7 @@ from accessfabric.node.config import NodeConfig, PeerConfig
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.control_link import ControlLink
 from accessfabric.node.dataplane import DataPlane
+from accessfabric.node.diagnostics import register_diagnostics
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
 from accessfabric.node.endpoints import LocalNode, source_address
 from accessfabric.node.gc_pauses import freeze_startup_objects
@@ -120,6 +121,7 @@ class NodeRuntime:
         self.observe.watch_relay(self.data_plane.relay, always="relay" in config.roles)
         self.observe.watch_samples(lambda: dial_metric_samples(self.dialer.counters))
         self.observe.add_section("endpoints", self._endpoint_rows)
+        register_diagnostics(self)  # `accessfabric diag` over the admin socket
         self.local.on_new_connection = self._new_connection
         self.components = list(components)
         self.control: ControlLink | None = None

@@ -19,6 +19,7 @@ TABLES = (  # the sections `status` prints, in order
     "endpoints",
     "services",
     "forwards",
+    "ingress",
     "relay",
     "vpn",
 )

@@ -82,6 +82,18 @@ class FabricMetrics(Collector):
         self._dropped += snapshot.dropped_bytes
         self._slowdowns += snapshot.pacing_slowdowns
 
+    def bytes_by_class(self) -> dict[str, tuple[int, int]]:
+        """Stream bytes (in, out) per traffic class since the node started, live included."""
+        totals = Counter(self._bytes)
+        for session, _ in list(self._live.values()):
+            snapshot = session.metrics()
+            for cls, value in snapshot.bytes_in_by_class.items():
+                totals[("in", cls)] += value
+            for cls, value in snapshot.bytes_out_by_class.items():
+                totals[("out", cls)] += value
+        classes = sorted({cls for _, cls in totals})
+        return {cls: (totals[("in", cls)], totals[("out", cls)]) for cls in classes}
+
     # Scrape.
     def collect(self) -> Iterator[Metric]:
         snapshots = [(session.metrics(), carrier) for session, carrier in self._live.values()]

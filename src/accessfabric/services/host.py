@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from accessfabric.node.config import ForwardConfig, NodeConfig
 from accessfabric.node.connection import FabricStream
 from accessfabric.services.fabric import DirectStreamOpener, StreamOpener
+from accessfabric.services.ingress import HostIngress
 from accessfabric.services.tcp_forward import ForwardCounters, TcpForwarder, service_host
 from accessfabric.wire.registry import TrafficClass
 
@@ -60,6 +61,7 @@ class ServicesComponent:
     def __init__(self, extra_forwards: tuple[ForwardConfig, ...] = ()) -> None:
         self.extra_forwards = extra_forwards
         self.forwarders: list[TcpForwarder] = []
+        self.ingresses: list[HostIngress] = []
         self.hosted: dict[str, tuple[str, ForwardCounters]] = {}
         self._modes: dict[str, str] = {}
         self._classes: dict[str, str] = {}
@@ -84,11 +86,20 @@ class ServicesComponent:
                 )  # fmt: skip
                 await forwarder.start()
                 self.forwarders.append(forwarder)
+            for entry in config.ingress:
+                ingress = HostIngress(opener, entry)
+                await ingress.start()
+                self.ingresses.append(ingress)
         except BaseException:
             await self.close()
             raise
         runtime.observe.add_section("services", self.services_status)
         runtime.observe.add_section("forwards", self.forwards_status)
+        if self.ingresses:
+            runtime.observe.add_section("ingress", self.ingress_status)
+
+    def ingress_status(self) -> list[dict[str, Any]]:
+        return [ingress.status() for ingress in self.ingresses]
 
     def services_status(self) -> list[dict[str, Any]]:
         return [
@@ -128,3 +139,6 @@ class ServicesComponent:
         for forwarder in self.forwarders:
             await forwarder.close()
         self.forwarders.clear()
+        for ingress in self.ingresses:
+            await ingress.close()
+        self.ingresses.clear()

@@ -73,6 +73,10 @@ async def create_token(request: web.Request) -> web.Response:
     uses = int_field(document, "uses", 1, 1, MAX_TOKEN_USES)
     created = plane.registry.tokens.create(tenant, roles, ttl, uses)
     info = created.info
+    plane.events.add(
+        plane.clock(), "token_created", info.token_id,
+        f"tenant {info.tenant}, roles {', '.join(sorted(r.value for r in info.roles))}",
+    )  # fmt: skip
     return web.json_response(
         {
             "token": created.token,
@@ -103,6 +107,7 @@ async def revoke_role(request: web.Request) -> web.Response:
     except RegistryError as exc:
         status = 404 if exc.code == "unknown_node" else 409
         raise ApiError(status, exc.code, str(exc)) from None
+    plane.events.add(plane.clock(), "role_revoked", node_id, f"role {role.value} revoked")
     return web.json_response(node_listing(plane, node, plane.clock()))
 
 

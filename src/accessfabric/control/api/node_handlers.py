@@ -104,6 +104,8 @@ async def enroll(request: web.Request) -> web.Response:
         raise ApiError(401, "token_used_up", str(exc)) from None
     except RegistryError as exc:
         raise _refused(exc) from None
+    roles = ", ".join(sorted(role.value for role in node.record.roles))
+    plane.events.add(plane.clock(), "node_enrolled", node_id, f"roles {roles}")
     return web.json_response(
         {
             "node_record": record_json(node),

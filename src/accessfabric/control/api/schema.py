@@ -28,6 +28,7 @@ ROLE = {"type": "string", "enum": [role.value for role in Role]}
 NONNEG = {"type": "number", "minimum": 0}
 INT = {"type": "integer", "minimum": 0}
 SHORT_TEXT = {"type": "string", "maxLength": 256}
+CLASS = {"type": "string", "enum": list(CLASS_NAMES)}
 
 
 def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -187,6 +188,70 @@ SCHEMAS: dict[str, Any] = {
             "placement": _obj({"region": NAME, "failure_domain": NAME}),
             "cache_versions": _obj(
                 {"policy": INT, "directory": INT, "route_cache": INT, "node_record": INT}
+            ),
+            "traffic": _obj(
+                {
+                    "classes": {
+                        "type": "array",
+                        "maxItems": len(CLASS_NAMES),
+                        "items": _obj({"class": CLASS, "in": INT, "out": INT}, ["class"]),
+                    },
+                    "routes": {
+                        "type": "array",
+                        "maxItems": 64,
+                        "items": _obj(
+                            {
+                                "route_id": INT,
+                                "service": SHORT_TEXT,
+                                "traffic_class": CLASS,
+                                "rank": {"type": "integer", "minimum": 0, "maximum": 255},
+                                "hops": {"type": "array", "maxItems": 16, "items": NODE_ID},
+                                "healthy": {"type": "boolean"},
+                                "srtt_ms": {"type": "number", "minimum": 0, "nullable": True},
+                                "bytes": INT,
+                                "last_switch": SHORT_TEXT,
+                                "recovery_ms": {"type": "number", "minimum": 0, "nullable": True},
+                            }
+                        ),
+                    },
+                    "streams": {
+                        "type": "array",
+                        "maxItems": 32,
+                        "items": _obj(
+                            {
+                                "peer": SHORT_TEXT,
+                                "service": SHORT_TEXT,
+                                "traffic_class": CLASS,
+                                "state": SHORT_TEXT,
+                                "credit": INT,
+                                "bytes_in": INT,
+                                "bytes_out": INT,
+                                "queued": INT,
+                                "unacked": INT,
+                                "rtt_ms": {"type": "number", "minimum": 0, "nullable": True},
+                                "blocked": {
+                                    "type": "string",
+                                    "enum": ["-", "credit", "carrier", "pacing", "scheduler"],
+                                },
+                            }
+                        ),
+                    },
+                    "relay": {
+                        "type": "array",
+                        "maxItems": 64,
+                        "items": _obj(
+                            {
+                                "tenant": NAME,
+                                "traffic_class": CLASS,
+                                "streams": INT,
+                                "active": INT,
+                                "bytes_from_source": INT,
+                                "bytes_to_source": INT,
+                            },
+                            ["tenant"],
+                        ),
+                    },
+                }
             ),
         }
     ),
@@ -479,6 +544,8 @@ PATHS: dict[str, Any] = {
 
 
 def openapi_document() -> dict[str, Any]:
+    from accessfabric.control.api.console_schema import CONSOLE_PATHS
+
     return {
         "openapi": "3.0.3",
         "info": {
@@ -488,7 +555,7 @@ def openapi_document() -> dict[str, Any]:
             "Node requests are signed (AF-Node, AF-Timestamp, AF-Signature: see "
             "docs/control.md); operator requests carry an admin bearer token.",
         },
-        "paths": PATHS,
+        "paths": {**PATHS, **CONSOLE_PATHS},
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {
