@@ -188,7 +188,8 @@ def _start_console(fleet: Fleet, procs: Processes, control: Control) -> None:
     procs.start(
         "console",
         [*COMMAND, "console", "serve", "--listen", f"127.0.0.1:{fleet.ports['console']}",
-         "--control", control.url, "--admin-token-file", str(token_file), "--served-by", "home"],
+         "--control", control.url, "--authority-key", control.authority,
+         "--admin-token-file", str(token_file), "--served-by", "home"],
     )  # fmt: skip
 
 
