@@ -191,7 +191,7 @@ class LocalNode:
         label = reason.split(":", 1)[0].strip()[:48] or "refused"
         self.admission.refusal_log.log(
             (peer or address, label), logging.WARNING,
-            "stream refused peer=%s address=%s service=%s reason=%s",
+            "stream refused peer=%s address=%s service=%r reason=%r",
             peer or "-", address, service[:64], reason[:200], now=now,
         )  # fmt: skip
         if self.admission.stream_refused(peer, address, label, now) and not connection.is_closed:
