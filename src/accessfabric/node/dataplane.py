@@ -127,9 +127,10 @@ class DataPlane:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self.refused: dict[str, int] = {}
-        self.on_refused: Callable[[SessionConnection, str, str], None] | None = None
-        """Told of each refusal (connection, reason, service) instead of an unlimited log
-        line: the node's admission logs at a bounded rate and limits the peer."""
+        self.on_refused: Callable[[SessionConnection, str, str, str], None] | None = None
+        """Told of each refusal (connection, reason, service, kind) instead of an unlimited
+        log line: the node's admission logs at a bounded rate (per peer and kind, e.g.
+        ``resume refused: resume proof missing``) and limits the peer."""
         self.adopted = 0
         self.opened_on_resume = 0
         self._retired: OrderedDict[bytes, float] = OrderedDict()
@@ -244,7 +245,10 @@ class DataPlane:
         with contextlib.suppress(LocalProtocolError):
             stream.reset(code)
         if self.on_refused is not None:
-            self.on_refused(connection, f"{message}: {reason}", stream.service)
+            label = reason.split(":", 1)[0].strip()[:REFUSED_LABEL_LENGTH]
+            self.on_refused(
+                connection, f"{message}: {reason}", stream.service, f"{message}: {label}"
+            )
             return
         log_event(
             log, message, logging.WARNING, peer=_peer(connection), stream=stream.stream_id,

@@ -182,13 +182,16 @@ class LocalNode:
         on_connection(connection)
         return connection
 
-    def stream_refused(self, connection: SessionConnection, reason: str, service: str) -> None:
-        """A stream ``connection``'s peer opened was refused: log (rate-limited), charge the
-        peer's and its address's refusal buckets, and end the session when one is empty."""
+    def stream_refused(
+        self, connection: SessionConnection, reason: str, service: str, kind: str = ""
+    ) -> None:
+        """A stream ``connection``'s peer opened was refused: log (rate-limited per peer and
+        ``kind``, by default the reason's text before ``:``), charge the peer's and its
+        address's refusal buckets, and end the session when one is empty."""
         now = asyncio.get_running_loop().time()
         peer = connection.session.peer_node_id
         address = source_address(connection.info)
-        label = reason.split(":", 1)[0].strip()[:48] or "refused"
+        label = (kind or reason.split(":", 1)[0]).strip()[:80] or "refused"
         self.admission.refusal_log.log(
             (peer or address, label), logging.WARNING,
             "stream refused peer=%s address=%s service=%r reason=%r",
