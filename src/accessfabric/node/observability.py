@@ -207,7 +207,13 @@ class NodeObservability:
         def section() -> dict[str, Any] | None:
             if not admission.refused:
                 return None
-            return {"pending_handshakes": admission.pending, "refused": dict(admission.refused)}
+            return {
+                "pending_handshakes": admission.pending,
+                "refused": [
+                    {"reason": reason, "count": count}
+                    for reason, count in sorted(admission.refused.items())
+                ],
+            }
 
         self.add_section("admission", section)
 

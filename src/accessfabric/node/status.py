@@ -22,6 +22,7 @@ TABLES = (  # the sections `status` prints, in order
     "ingress",
     "relay",
     "vpn",
+    "admission",
 )
 
 
