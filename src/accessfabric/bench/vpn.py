@@ -7,9 +7,11 @@
    Baseline in the same run: the same bytes as 64 KiB writes on one plain stream.
    Both ends share one core, so the figure is a lower bound for one node.
 2. *TUN* (root, namespaces, iperf3): ``vpn up`` client and exit processes in two
-   namespaces, ``iperf3 -u -l 1372`` (1400 B IP packets) from the client through
-   the tunnel to a server behind the exit.  Baseline: the same iperf3 run over
-   the plain veth underlay.
+   namespaces, with TUN offloads (TSO/USO, the default) and without
+   (``--no-offload``): iperf3 TCP, ``iperf3 -u -l 1372`` (1400 B IP packets) from the
+   client through the tunnel to a server behind the exit, and the p99 of 20 ms pings
+   while an iperf3 TCP flow runs.  Baseline: the same iperf3 runs over the plain
+   veth underlay, in the same run.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -156,11 +159,55 @@ def _iperf_udp(run: list[str], server: str, seconds: float) -> tuple[float, floa
     return packets / end["seconds"], packets * PACKET * 8 / end["seconds"] / 1e6
 
 
-def _tun_vpn(seconds: float) -> tuple[tuple[float, float], tuple[float, float]]:
-    """(tunnel pps, Mbit/s), (underlay pps, Mbit/s) with iperf3 UDP, 1400 B packets."""
+def _iperf_tcp(run: list[str], server: str, seconds: float) -> float:
+    out = subprocess.run(
+        [*run, "iperf3", "-c", server, "-t", str(seconds), "-J"],
+        capture_output=True, text=True, timeout=seconds + 30, check=True,
+    ).stdout  # fmt: skip
+    bits: float = json.loads(out)["end"]["sum_received"]["bits_per_second"]
+    return bits / 1e6
+
+
+def _ping_p99_under_tcp(run: list[str], server: str, seconds: float) -> float:
+    """p99 of 0.02 s pings (ms) while an iperf3 TCP flow runs through the same path."""
+    flow = subprocess.Popen(
+        [*run, "iperf3", "-c", server, "-t", str(seconds + 1), "-p", "5202"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(0.5)
+        count = int(seconds / 0.02)
+        out = subprocess.run(
+            [*run, "ping", "-c", str(count), "-i", "0.02", "-W", "1", server],
+            capture_output=True, text=True, timeout=seconds + 30, check=False,
+        ).stdout  # fmt: skip
+    finally:
+        flow.wait(timeout=seconds + 30)
+    samples = sorted(
+        float(x.split("time=")[1].split()[0]) for x in out.splitlines() if "time=" in x
+    )
+    if not samples:
+        return float("nan")
+    return samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+
+
+@dataclass(frozen=True, slots=True)
+class TunFigures:
+    tcp_mbit: float
+    udp: tuple[float, float]
+    """(packets/s, Mbit/s) of iperf3 UDP 1400 B."""
+    ping_p99_ms: float
+    underlay_tcp_mbit: float
+    underlay_udp: tuple[float, float]
+    offloads: str
+
+
+def _tun_vpn(seconds: float, offload: bool = True) -> TunFigures:
+    """iperf3 TCP and UDP through ``vpn up`` (one fabric hop) and over the veth underlay."""
     from accessfabric.sim import Topology
 
     command = [sys.executable, "-m", "accessfabric"]
+    flags = [] if offload else ["--no-offload"]
     with tempfile.TemporaryDirectory() as tmp, Topology(prefix="afb") as topo:
         work = Path(tmp)
         for host in ("client", "exit", "server"):
@@ -183,27 +230,40 @@ def _tun_vpn(seconds: float) -> tuple[tuple[float, float], tuple[float, float]]:
             f'endpoints = ["tcp://{exit_addr}:7443"]\nconnect = "always"\nservices = ["vpn"]\n'
         )
         quiet = subprocess.DEVNULL
-        topo.popen(
-            "exit", [*command, "vpn", "up", "--exit", "--config", f"{work}/exit.toml",
-                     "--address", "10.99.0.1/24", "--forwarding"], stdout=quiet, stderr=quiet,
-        )  # fmt: skip
+        exit_log = work / "exit.log"
+        with exit_log.open("wb") as log_file:
+            topo.popen(
+                "exit", [*command, "vpn", "up", "--exit", "--config", f"{work}/exit.toml",
+                         "--address", "10.99.0.1/24", "--forwarding", *flags],
+                stdout=log_file, stderr=log_file,
+            )  # fmt: skip
         time.sleep(2.0)
         topo.popen(
             "client", [*command, "vpn", "up", "--config", f"{work}/client.toml",
-                       "--address", "10.99.0.2/24", "--route", f"{server}/32"],
+                       "--address", "10.99.0.2/24", "--route", f"{server}/32", *flags],
             stdout=quiet, stderr=quiet,
         )  # fmt: skip
         deadline = time.monotonic() + 20
         while topo.run("client", ["ping", "-c1", "-W1", server], check=False).returncode:
             if time.monotonic() > deadline:
                 raise RuntimeError("the tunnel did not come up")
-        topo.popen("server", ["iperf3", "-s"], stdout=quiet, stderr=quiet)
-        topo.popen("exit", ["iperf3", "-s"], stdout=quiet, stderr=quiet)
+        for host in ("server", "exit"):
+            topo.popen(host, ["iperf3", "-s"], stdout=quiet, stderr=quiet)
+            topo.popen(host, ["iperf3", "-s", "-p", "5202"], stdout=quiet, stderr=quiet)
         time.sleep(0.5)
         netns = ["ip", "netns", "exec", topo.ns("client")]
-        tunnel = _iperf_udp(netns, server, seconds)
-        underlay = _iperf_udp(netns, exit_addr, seconds)
-        return tunnel, underlay
+        offloads = next(
+            (line.split("offloads=")[1].split()[0] for line in exit_log.read_text().splitlines()
+             if "offloads=" in line), "?",
+        )  # fmt: skip
+        return TunFigures(
+            tcp_mbit=_iperf_tcp(netns, server, seconds),
+            underlay_tcp_mbit=_iperf_tcp(netns, exit_addr, seconds),
+            udp=_iperf_udp(netns, server, seconds),
+            underlay_udp=_iperf_udp(netns, exit_addr, seconds),
+            ping_p99_ms=_ping_p99_under_tcp(netns, server, seconds),
+            offloads=offloads,
+        )
 
 
 def _run(main: Coroutine[Any, Any, _T]) -> _T:
@@ -239,20 +299,48 @@ def run(quick: bool) -> BenchReport:
     )
     reason = _tun_reason()
     if reason is None:
-        (t_pps, t_mbps), (u_pps, u_mbps) = _tun_vpn(seconds)
+        on = _tun_vpn(seconds, offload=True)
+        off = _tun_vpn(seconds, offload=False)
         report.add(
             BenchResult(
-                metric="TUN VPN iperf3 UDP 1400 B Mbit/s", value=t_mbps, unit="Mbit/s",
-                baseline_metric="iperf3 UDP over the veth underlay", baseline_value=u_mbps,
+                metric="TUN VPN offloads on, iperf3 TCP Mbit/s", value=on.tcp_mbit,
+                unit="Mbit/s", baseline_metric="iperf3 TCP over the veth underlay",
+                baseline_value=on.underlay_tcp_mbit,
             )
         )  # fmt: skip
         report.add(
             BenchResult(
-                metric="TUN VPN iperf3 UDP packets/s", value=t_pps, unit="packets/s",
-                baseline_metric="underlay packets/s", baseline_value=u_pps,
+                metric="TUN VPN offloads off, iperf3 TCP Mbit/s", value=off.tcp_mbit,
+                unit="Mbit/s", baseline_metric="iperf3 TCP over the veth underlay",
+                baseline_value=off.underlay_tcp_mbit,
             )
         )  # fmt: skip
-        report.notes["tun"] = "client and exit are separate processes (2 cores shared with iperf3)"
+        for label, figures in (("on", on), ("off", off)):
+            report.add(
+                BenchResult(
+                    metric=f"TUN VPN offloads {label}, iperf3 UDP 1400 B Mbit/s",
+                    value=figures.udp[1], unit="Mbit/s",
+                    baseline_metric="iperf3 UDP over the veth underlay",
+                    baseline_value=figures.underlay_udp[1],
+                )
+            )  # fmt: skip
+        report.add(
+            BenchResult(
+                metric="TUN VPN offloads on, iperf3 UDP packets/s", value=on.udp[0],
+                unit="packets/s", baseline_metric="underlay packets/s",
+                baseline_value=on.underlay_udp[0],
+            )
+        )  # fmt: skip
+        report.add(
+            BenchResult(
+                metric="TUN VPN offloads on, ping p99 under iperf3 TCP", value=on.ping_p99_ms,
+                unit="ms", baseline_metric="target", baseline_value=5.0,
+            )
+        )  # fmt: skip
+        report.notes["tun"] = (
+            f"client and exit are separate processes (2 cores shared with iperf3); "
+            f"offloads the kernel took: {on.offloads}"
+        )
     else:
         report.notes["tun"] = f"skipped: {reason}"
     report.notes["machine"] = f"{os.cpu_count()} CPU, CPython {sys.version.split()[0]}"

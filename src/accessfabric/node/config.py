@@ -46,6 +46,7 @@ from accessfabric.node.ingress_config import IngressConfig, IngressConfigError, 
 from accessfabric.node.limits_config import LimitsConfigError, admission_limits
 from accessfabric.node.ranking.policy import RankingPolicy
 from accessfabric.node.ranking_config import RankingConfigError, ranking_policy
+from accessfabric.node.vpn_config import VpnClassConfig, VpnConfigError, vpn_class_config
 from accessfabric.sealing.records import CipherSuite
 from accessfabric.session.config import SessionConfig
 from accessfabric.wire.limits import MAX_FRAME_SIZE_CAP, MAX_SERVICE_NAME, MIN_MAX_FRAME_SIZE
@@ -238,6 +239,8 @@ class NodeConfig:
     """``[limits]``: what an outsider may cost before and after AUTH (docs/node.md)."""
     routes: RouteTimers = field(default_factory=RouteTimers)
     """``[routes]``: route-execution timers (stall, resume window, pressure, cooldown)."""
+    vpn: VpnClassConfig = field(default_factory=VpnClassConfig)
+    """``[vpn]``: how ``vpn up`` sorts packets into classes (``node/vpn_config.py``)."""
     source: str = ""
     """Where the config came from (the file as given, or ``environment``)."""
 
@@ -324,6 +327,7 @@ _TOP_KEYS = (
     "sealing",
     "limits",
     "routes",
+    "vpn",
 )
 SEALING_KEYS = ("one_hop", "cipher", "keys")
 
@@ -351,6 +355,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     sealing = _opt(document, "sealing", top, _sealing) or SealingConfig()
     limits = _opt(document, "limits", top, _limits) or AdmissionLimits()
     routes = _opt(document, "routes", top, _routes) or RouteTimers()
+    vpn = _opt(document, "vpn", top, _vpn) or VpnClassConfig()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
     session_values: dict[str, Any] = {
@@ -419,6 +424,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         sealing=sealing,
         limits=limits,
         routes=routes,
+        vpn=vpn,
         source=source,
     )
 
@@ -807,6 +813,13 @@ def _limits(value: Any, at: _At) -> AdmissionLimits:
     try:
         return admission_limits(value)
     except LimitsConfigError as exc:
+        (at / exc.key if exc.key else at).fail(exc.problem)
+
+
+def _vpn(value: Any, at: _At) -> VpnClassConfig:
+    try:
+        return vpn_class_config(value)
+    except VpnConfigError as exc:
         (at / exc.key if exc.key else at).fail(exc.problem)
 
 

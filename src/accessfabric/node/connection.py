@@ -228,6 +228,9 @@ class SessionConnection:
         self.on_event: list[Callable[[ev.Event], None]] = []
         self.stats_probe: CarrierStatsProbe | None = None
         """The carrier's loss/RTT probe (TCP_INFO, QUIC recovery), when it has one."""
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        """Carrier bytes written and read (what a throughput meter samples)."""
 
     # ------------------------------------------------------------ carrier side
 
@@ -237,6 +240,7 @@ class SessionConnection:
         self._flush()
 
     def data_received(self, data: bytes | bytearray | memoryview) -> None:
+        self.bytes_received += len(data)
         events = self.session.receive_data(data, session_clock())
         if events:
             # Writes from event callbacks go out with the flush scheduled below.
@@ -380,6 +384,7 @@ class SessionConnection:
                 data = self.session.data_to_send(capacity, now)
                 if not data:
                     break
+                self.bytes_sent += len(data)
                 transport.write(data)
         if self._blocked:
             self._wake_writers()

@@ -38,6 +38,7 @@ from accessfabric.node.ranking.dialing import (
     dial_ranked,
 )
 from accessfabric.node.ranking.scoring import RankedCandidate
+from accessfabric.node.throughput_meter import meter_session
 from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class RankedPeerDialer:
         self.counters = DialCounters()
         self.quic_pool = QuicConnectionPool(quic_config or QuicCarrierConfig())
         self.timeout = timeout
+        self._meters: set[asyncio.Task[None]] = set()
 
     def rank(
         self,
@@ -140,6 +142,9 @@ class RankedPeerDialer:
         except AllCandidatesFailed as failure:
             raise self._failure(node_id, failure, by_address, errors) from None
         chosen = attempts[-1].candidate
+        meter = asyncio.create_task(meter_session(connection, chosen.transport, self.ranker))
+        self._meters.add(meter)
+        meter.add_done_callback(self._meters.discard)
         fallback = chosen.transport is Transport.HTTPS_FALLBACK
         log_event(
             log, "peer dial selected", logging.WARNING if fallback else logging.INFO,
@@ -171,6 +176,10 @@ class RankedPeerDialer:
         return PeerUnreachableError(node_id, pairs)
 
     async def aclose(self) -> None:
+        meters = list(self._meters)
+        for meter in meters:
+            meter.cancel()
+        await asyncio.gather(*meters, return_exceptions=True)
         await self.quic_pool.aclose()
 
 

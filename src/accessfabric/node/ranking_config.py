@@ -28,6 +28,7 @@ NUMBER_KEYS = (
     "remote_hint_weight",
     "backoff_penalty",
     "emergency_penalty",
+    "throughput_weight",
 )
 INT_KEYS = (
     "max_observations_per_candidate",

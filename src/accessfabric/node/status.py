@@ -45,6 +45,8 @@ def _cell(value: Any) -> str:
         return f"{value:g}"
     if isinstance(value, list | tuple):
         return ",".join(_cell(v) for v in value) or "-"
+    if isinstance(value, dict):  # e.g. the VPN's bytes_by_class
+        return ",".join(f"{k}={_cell(v)}" for k, v in value.items()) or "-"
     text = str(value)
     if text.startswith("afn1") and len(text) > 20:
         return text[:14] + "…"

@@ -21,6 +21,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
+import select
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -30,10 +33,20 @@ from accessfabric.errors import ProtocolError
 from accessfabric.node.connection import FabricStream
 from accessfabric.node.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
+from accessfabric.services.vnet import (
+    GSO_UDP_L4,
+    PLAIN_HEADER,
+    VNET_HDR_SIZE,
+    SegmentationError,
+    VnetHeader,
+    coalesce_udp,
+    segment,
+)
 from accessfabric.services.vpn_wire import (
     PREAMBLE_SIZE,
     VPN_SERVICE,
     BatchDecoder,
+    ClassRules,
     FlowClassifier,
     destination,
     parse_preamble,
@@ -49,6 +62,9 @@ READ_BURST = 512
 OUTBOX_LIMIT = {TrafficClass.INTERACTIVE: 256 * 1024, TrafficClass.DNS: 64 * 1024}
 DEFAULT_OUTBOX_LIMIT = 2 * 1024 * 1024
 READ_CHUNK = 256 * 1024
+TUN_READ = 65535 + VNET_HDR_SIZE
+HEAD = 64
+"""Bytes of a packet the classifier looks at (IP and transport headers)."""
 
 
 @dataclass(slots=True)
@@ -59,16 +75,56 @@ class VpnCounters:
     bytes_in: int = 0
     dropped: int = 0
     tun_write_errors: int = 0
+    gso_out: int = 0
+    """Super-packets (more than one segment) read from the device and sent as one record."""
+    segmented: int = 0
+    """Super-packets cut into segments in software (a device or peer without offloads)."""
+    bad_records: int = 0
+    coalesced: int = 0
+    """UDP datagrams read one by one and sent inside a USO super-packet (GRO for UDP)."""
     by_class: dict[str, int] = field(default_factory=dict)
 
 
-class Outbox:
-    """Records for one stream: batched per loop iteration, bounded, one writer task."""
+def software_segments(item: bytes, counters: VpnCounters) -> list[bytes]:
+    """Complete IP packets for a header + packet ``item`` (empty when it is malformed)."""
+    header = VnetHeader.unpack(item)
+    packet = item[VNET_HDR_SIZE:]
+    if header.is_plain:
+        return [packet]
+    try:
+        parts = segment(header, packet)
+    except SegmentationError as error:
+        counters.bad_records += 1
+        log_event(log, "vpn: bad virtio-net header", logging.DEBUG, error=str(error))
+        return []
+    if len(parts) > 1:
+        counters.segmented += 1
+    return parts
 
-    def __init__(self, stream: FabricStream, limit: int, counters: VpnCounters) -> None:
+
+class Outbox:
+    """Records for one stream: batched per loop iteration, bounded, one writer task.
+
+    ``put`` takes packets as the local device reads them (``local_vnet``: with a
+    virtio-net header); the stream carries v2 records (``wire_vnet``) or v1 ones, and
+    the outbox converts: a header of zeros for a plain packet on a v2 stream, software
+    segmentation for a super-packet on a v1 stream.
+    """
+
+    def __init__(
+        self,
+        stream: FabricStream,
+        limit: int,
+        counters: VpnCounters,
+        *,
+        local_vnet: bool = False,
+        wire_vnet: bool = False,
+    ) -> None:
         self.stream = stream
         self.limit = limit
         self.counters = counters
+        self.local_vnet = local_vnet
+        self.wire_vnet = wire_vnet
         self._parts: list[bytes] = []
         self._size = 0
         self._wake = asyncio.Event()
@@ -76,13 +132,27 @@ class Outbox:
         self._task = asyncio.create_task(self._run())
 
     def put(self, packet: bytes) -> None:
-        size = len(packet)
-        if self.closed or self._size + size > self.limit:
+        if self.closed or self._size + len(packet) > self.limit:
             self.counters.dropped += 1
             return
-        self._parts.append(size.to_bytes(2, "big"))
-        self._parts.append(packet)
-        self._size += size + 2
+        parts = self._parts
+        if self.local_vnet:
+            if self.wire_vnet:
+                parts.append((len(packet) - VNET_HDR_SIZE).to_bytes(2, "big"))
+                parts.append(packet)
+                self._size += len(packet) + 2
+            else:
+                for piece in software_segments(packet, self.counters):
+                    parts.append(len(piece).to_bytes(2, "big"))
+                    parts.append(piece)
+                    self._size += len(piece) + 2
+        else:
+            parts.append(len(packet).to_bytes(2, "big"))
+            if self.wire_vnet:
+                parts.append(PLAIN_HEADER)
+                self._size += VNET_HDR_SIZE
+            parts.append(packet)
+            self._size += len(packet) + 2
         self._wake.set()
 
     async def _run(self) -> None:
@@ -108,33 +178,166 @@ class Outbox:
         self._task.cancel()
 
 
+class _ThreadedIo:
+    """TUN reads and writes on threads: the syscalls (where the kernel forwards, segments
+    and runs the receiving TCP stack) release the GIL and run on the other core while
+    the event loop does the Python work.
+
+    One reader per queue fd waits with ``poll`` and hands each burst to the loop
+    (``call_soon_threadsafe``) with at most ``BURSTS_IN_FLIGHT`` bursts not yet
+    processed; one writer drains a queue of packet lists in order, bounded by
+    ``WRITE_BACKLOG`` packets (beyond that it drops, counted as ``dropped``).
+    """
+
+    BURSTS_IN_FLIGHT = 4
+    WRITE_BACKLOG = 8192
+
+    def __init__(self, port: TunPort) -> None:
+        self.port = port
+        self._loop = asyncio.get_running_loop()
+        self._stopped = False
+        self._wake_r, self._wake_w = os.pipe()
+        self._slots = threading.Semaphore(self.BURSTS_IN_FLIGHT)
+        self._writes: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
+        self._queued = 0  # packets put (loop thread only)
+        self._written = 0  # packets taken (writer thread only)
+        self._threads = [
+            threading.Thread(target=self._read_loop, args=(fd,), daemon=True, name=f"tun-read-{fd}")
+            for fd in port.fds
+        ]
+        self._threads.append(
+            threading.Thread(target=self._write_loop, daemon=True, name="tun-write")
+        )
+        for thread in self._threads:
+            thread.start()
+
+    def _read_loop(self, fd: int) -> None:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        read = os.read
+        while not self._stopped:
+            if not self._slots.acquire(timeout=0.2):
+                continue
+            poller.poll()
+            if self._stopped:
+                return
+            packets: list[bytes] = []
+            try:
+                for _ in range(READ_BURST):
+                    packets.append(read(fd, TUN_READ))
+            except BlockingIOError:
+                pass
+            except OSError as error:
+                if self._stopped:
+                    return
+                log_event(log, "tun read failed", logging.WARNING, error=str(error))
+            if not packets:
+                self._slots.release()
+                continue
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, packets)
+            except RuntimeError:  # the loop is closed
+                return
+
+    def _deliver(self, packets: list[bytes]) -> None:
+        try:
+            self.port.deliver(packets)
+        finally:
+            self._slots.release()
+
+    def write(self, packets: list[bytes]) -> None:
+        if self._queued - self._written > self.WRITE_BACKLOG:
+            self.port.counters.dropped += len(packets)
+            return
+        self._queued += len(packets)
+        self._writes.put(packets)
+
+    def _write_loop(self) -> None:
+        write = os.write
+        counters = self.port.counters
+        fd = self.port.fd
+        while (packets := self._writes.get()) is not None:
+            for packet in packets:
+                try:
+                    write(fd, packet)
+                except OSError:
+                    counters.tun_write_errors += 1
+            counters.packets_in += len(packets)
+            self._written += len(packets)
+
+    def close(self) -> None:
+        self._stopped = True
+        os.write(self._wake_w, b"x")
+        self._writes.put(None)
+        for thread in self._threads:
+            thread.join(timeout=2)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
 class TunPort:
-    """Non-blocking reads of a TUN fd (``on_packets`` gets each burst) and writes to it."""
+    """Non-blocking reads of a TUN device's queues (``on_packets`` gets each burst), writes.
+
+    ``vnet``: the device was opened with ``IFF_VNET_HDR``; what it reads and writes is a
+    virtio-net header followed by the packet.  :meth:`write_records` takes records as a
+    stream carried them (``wire_vnet``: v2) and converts for the device.
+    """
 
     def __init__(
-        self, fd: int, on_packets: Callable[[list[bytes]], None], counters: VpnCounters
+        self,
+        fd: int | tuple[int, ...],
+        on_packets: Callable[[list[bytes]], None],
+        counters: VpnCounters,
+        *,
+        vnet: bool = False,
+        threads: bool = False,
+        uso: bool = False,
     ) -> None:
-        self.fd = fd
+        self.fds = (fd,) if isinstance(fd, int) else tuple(fd)
+        self.fd = self.fds[0]
+        self.vnet = vnet
+        self.uso = vnet and uso
+        """The kernel takes USO: UDP runs are coalesced on read, USO records written as they are."""
         self.on_packets = on_packets
         self.counters = counters
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(fd, self._readable)
+        self._threaded: _ThreadedIo | None = None
+        if threads:
+            self._threaded = _ThreadedIo(self)
+        else:
+            for fd_ in self.fds:
+                self._loop.add_reader(fd_, self._readable, fd_)
 
-    def _readable(self) -> None:
+    def deliver(self, packets: list[bytes]) -> None:
+        if self.vnet:
+            if self.uso and len(packets) > 1:
+                before = len(packets)
+                packets = coalesce_udp(packets)
+                if len(packets) < before:
+                    merged = sum(1 for p in packets if p[1] == GSO_UDP_L4)
+                    self.counters.coalesced += before - len(packets) + merged
+            self.counters.gso_out += sum(1 for p in packets if p[1])
+        self.on_packets(packets)
+
+    def _readable(self, fd: int) -> None:
         packets: list[bytes] = []
         read = os.read
-        fd = self.fd
         try:
             for _ in range(READ_BURST):
-                packets.append(read(fd, 65535))
+                packets.append(read(fd, TUN_READ))
         except BlockingIOError:
             pass
         except OSError as error:
             log_event(log, "tun read failed", logging.WARNING, error=str(error))
         if packets:
-            self.on_packets(packets)
+            self.deliver(packets)
 
     def write(self, packets: list[bytes]) -> None:
+        """Packets in the device's own format."""
+        if self._threaded is not None:
+            self._threaded.write(packets)
+            return
         write = os.write
         fd = self.fd
         counters = self.counters
@@ -145,16 +348,53 @@ class TunPort:
                 counters.tun_write_errors += 1
         counters.packets_in += len(packets)
 
+    def write_records(self, items: list[bytes], wire_vnet: bool) -> None:
+        if wire_vnet and self.vnet and not self.uso:
+            # A device whose kernel lacks USO cannot take a UDP super-packet: cut it here.
+            if any(item[1] == GSO_UDP_L4 for item in items):
+                items = [
+                    piece
+                    for item in items
+                    for piece in (
+                        [PLAIN_HEADER + p for p in software_segments(item, self.counters)]
+                        if item[1] == GSO_UDP_L4
+                        else [item]
+                    )
+                ]
+            self.write(items)
+        elif wire_vnet == self.vnet:
+            self.write(items)
+        elif self.vnet:  # a v1 record into a device with headers
+            self.write([PLAIN_HEADER + item for item in items])
+        else:  # a v2 record into a plain device: segment in software
+            counters = self.counters
+            packets: list[bytes] = []
+            for item in items:
+                packets.extend(software_segments(item, counters))
+            self.write(packets)
+
+    def head(self, packet: bytes) -> bytes:
+        """The start of the IP packet (what the classifier reads)."""
+        if self.vnet:
+            return packet[VNET_HDR_SIZE : VNET_HDR_SIZE + HEAD]
+        return packet
+
     def close(self) -> None:
-        self._loop.remove_reader(self.fd)
+        if self._threaded is not None:
+            self._threaded.close()
+            return
+        for fd in self.fds:
+            self._loop.remove_reader(fd)
 
 
-async def pump_to_tun(stream: FabricStream, port: TunPort, first: bytes = b"") -> None:
+async def pump_to_tun(
+    stream: FabricStream, port: TunPort, first: bytes = b"", *, wire_vnet: bool = False
+) -> None:
     """Decode records from ``stream`` and write the packets into the device until EOF."""
-    decoder = BatchDecoder()
+    decoder = BatchDecoder(wire_vnet)
     counters = port.counters
     if first:
-        port.write(decoder.feed(first))
+        port.write_records(decoder.feed(first), wire_vnet)
     while True:
         data = await stream.read(READ_CHUNK)
         if not data:
@@ -162,7 +402,19 @@ async def pump_to_tun(stream: FabricStream, port: TunPort, first: bytes = b"") -
         counters.bytes_in += len(data)
         packets = decoder.feed(data)
         if packets:
-            port.write(packets)
+            port.write_records(packets, wire_vnet)
+
+
+def _offload_status(port: TunPort, counters: VpnCounters) -> dict[str, object]:
+    return {
+        "vnet_hdr": port.vnet,
+        "queues": len(port.fds),
+        "gso_out": counters.gso_out,
+        "segmented": counters.segmented,
+        "coalesced": counters.coalesced,
+        "bad_records": counters.bad_records,
+        "bytes_by_class": dict(counters.by_class),
+    }
 
 
 def _limit(traffic_class: TrafficClass) -> int:
@@ -175,18 +427,24 @@ class VpnClient:
     def __init__(
         self,
         opener: StreamOpener,
-        fd: int,
+        fd: int | tuple[int, ...],
         *,
         shards: int = 2,
-        heavy_bytes: int = 1 << 20,
+        heavy_bytes: int | None = None,
+        rules: ClassRules | None = None,
+        vnet: bool = False,
+        threads: bool = False,
+        uso: bool = False,
         service: str = VPN_SERVICE,
     ) -> None:
         self.opener = opener
         self.service = service
         self.client_id = os.urandom(8)
-        self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes)
+        self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes, rules=rules)
         self.counters = VpnCounters()
-        self.port = TunPort(fd, self._on_packets, self.counters)
+        self.port = TunPort(
+            fd, self._on_packets, self.counters, vnet=vnet, threads=threads, uso=uso
+        )
         self._outboxes: dict[tuple[TrafficClass, int], Outbox] = {}
         self._opening: dict[tuple[TrafficClass, int], list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -196,12 +454,15 @@ class VpnClient:
         classify = self.classifier.classify
         counters = self.counters
         by_class = counters.by_class
+        extra = VNET_HDR_SIZE if self.port.vnet else 0
+        head = self.port.head
         for packet in packets:
-            key = classify(packet, now)
+            size = len(packet) - extra
+            key = classify(head(packet), now, size)
             counters.packets_out += 1
-            counters.bytes_out += len(packet)
+            counters.bytes_out += size
             name = key[0].name.lower()
-            by_class[name] = by_class.get(name, 0) + len(packet)
+            by_class[name] = by_class.get(name, 0) + size
             outbox = self._outboxes.get(key)
             if outbox is not None and not outbox.closed:
                 outbox.put(packet)
@@ -225,19 +486,22 @@ class VpnClient:
         traffic_class, shard = key
         try:
             stream = await self.opener.open_stream(self.service, traffic_class)
-            stream.write(preamble(self.client_id, shard))
+            stream.write(preamble(self.client_id, shard, self.port.vnet))
         except (ConnectionError, ProtocolError, OSError, LookupError) as error:
             dropped = self._opening.pop(key, [])
             self.counters.dropped += len(dropped)
             log_event(log, "vpn: no stream", logging.WARNING, error=str(error) or "?")
             return
-        outbox = Outbox(stream, _limit(traffic_class), self.counters)
+        vnet = self.port.vnet
+        outbox = Outbox(
+            stream, _limit(traffic_class), self.counters, local_vnet=vnet, wire_vnet=vnet
+        )
         self._outboxes[key] = outbox
         for packet in self._opening.pop(key, []):
             outbox.put(packet)
         log_event(log, "vpn stream open", traffic_class=traffic_class.name.lower(), shard=shard)
         try:
-            await pump_to_tun(stream, self.port)
+            await pump_to_tun(stream, self.port, wire_vnet=vnet)
         except (ConnectionError, ProtocolError) as error:
             log_event(log, "vpn stream lost", logging.INFO, error=str(error))
         finally:
@@ -253,6 +517,7 @@ class VpnClient:
             "packets_in": self.counters.packets_in,
             "dropped": self.counters.dropped,
             "bulk_flows": self.classifier.promoted,
+            **_offload_status(self.port, self.counters),
         }
 
     async def close(self) -> None:
@@ -286,21 +551,37 @@ class _ExitClient:
 class VpnExit:
     """The exit side: the ``vpn`` service handler plus the TUN device it writes into."""
 
-    def __init__(self, fd: int, *, shards: int = 2, heavy_bytes: int = 1 << 20) -> None:
-        self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes)
+    def __init__(
+        self,
+        fd: int | tuple[int, ...],
+        *,
+        shards: int = 2,
+        heavy_bytes: int | None = None,
+        rules: ClassRules | None = None,
+        vnet: bool = False,
+        threads: bool = False,
+        uso: bool = False,
+    ) -> None:
+        self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes, rules=rules)
         self.counters = VpnCounters()
-        self.port = TunPort(fd, self._on_packets, self.counters)
+        self.port = TunPort(
+            fd, self._on_packets, self.counters, vnet=vnet, threads=threads, uso=uso
+        )
         self._clients: dict[bytes, _ExitClient] = {}
         self._addresses: dict[bytes, bytes] = {}  # tunnel source address -> client id
 
     async def handle(self, stream: FabricStream) -> None:
         """The dispatcher handler for ``vpn`` streams."""
         head = await stream.readexactly(PREAMBLE_SIZE)
-        client_id, shard = parse_preamble(head)
+        client_id, shard, wire_vnet = parse_preamble(head)
         client = self._clients.setdefault(client_id, _ExitClient())
-        outbox = Outbox(stream, _limit(stream.traffic_class), self.counters)
+        outbox = Outbox(
+            stream, _limit(stream.traffic_class), self.counters,
+            local_vnet=self.port.vnet, wire_vnet=wire_vnet,
+        )  # fmt: skip
         client.outboxes[(stream.traffic_class, shard)] = outbox
-        decoder = BatchDecoder()
+        decoder = BatchDecoder(wire_vnet)
+        skip = VNET_HDR_SIZE if wire_vnet else 0
         addresses = self._addresses
         try:
             while True:
@@ -310,8 +591,8 @@ class VpnExit:
                 self.counters.bytes_in += len(data)
                 packets = decoder.feed(data)
                 if packets:
-                    addresses[source(packets[-1])] = client_id
-                    self.port.write(packets)
+                    addresses[source(packets[-1][skip : skip + HEAD])] = client_id
+                    self.port.write_records(packets, wire_vnet)
         finally:
             outbox.close()
             if client.outboxes.get((stream.traffic_class, shard)) is outbox:
@@ -324,15 +605,27 @@ class VpnExit:
     def _on_packets(self, packets: list[bytes]) -> None:
         now = time.monotonic()
         counters = self.counters
+        by_class = counters.by_class
+        extra = VNET_HDR_SIZE if self.port.vnet else 0
+        head = self.port.head
+        classify = self.classifier.classify
         for packet in packets:
-            client_id = self._addresses.get(destination(packet))
+            start = head(packet)
+            client_id = self._addresses.get(destination(start))
             client = self._clients.get(client_id) if client_id is not None else None
-            outbox = client.pick(self.classifier.classify(packet, now)) if client else None
+            if client is None:
+                counters.dropped += 1
+                continue
+            size = len(packet) - extra
+            key = classify(start, now, size)
+            outbox = client.pick(key)
             if outbox is None:
                 counters.dropped += 1
                 continue
             counters.packets_out += 1
-            counters.bytes_out += len(packet)
+            counters.bytes_out += size
+            name = key[0].name.lower()
+            by_class[name] = by_class.get(name, 0) + size
             outbox.put(packet)
 
     def status(self) -> dict[str, object]:
@@ -343,6 +636,7 @@ class VpnExit:
             "packets_out": self.counters.packets_out,
             "packets_in": self.counters.packets_in,
             "dropped": self.counters.dropped,
+            **_offload_status(self.port, self.counters),
         }
 
     async def close(self) -> None:

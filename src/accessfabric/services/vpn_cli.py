@@ -13,14 +13,16 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from accessfabric.node.log_format import configure_logging
+from accessfabric.node.log_format import configure_logging, log_event
 from accessfabric.services.host import ServicesComponent, node_opener
-from accessfabric.services.tun import Tun, configure, open_tun
+from accessfabric.services.tun import TUN_F_USO4, Tun, configure, open_tun
 from accessfabric.services.vpn import VpnClient, VpnExit
-from accessfabric.services.vpn_wire import VPN_SERVICE
+from accessfabric.services.vpn_wire import VPN_SERVICE, ClassRules, class_rules
 
 if TYPE_CHECKING:
     from accessfabric.node.runtime import NodeRuntime
+
+log = logging.getLogger(__name__)
 
 
 class VpnComponent:
@@ -34,8 +36,12 @@ class VpnComponent:
         address: str | None = None,
         routes: tuple[str, ...] = (),
         shards: int = 2,
-        heavy_bytes: int = 1 << 20,
+        heavy_bytes: int | None = None,
         forwarding: bool = False,
+        offload: bool = True,
+        queues: int = 1,
+        rules: ClassRules | None = None,
+        io_threads: bool = False,
     ) -> None:
         self.exit_node = exit_node
         self.name = name
@@ -44,22 +50,33 @@ class VpnComponent:
         self.shards = shards
         self.heavy_bytes = heavy_bytes
         self.forwarding = forwarding
+        self.offload = offload
+        self.queues = queues
+        self.rules = rules
+        self.io_threads = io_threads
         self.tun: Tun | None = None
         self.vpn: VpnClient | VpnExit | None = None
 
     async def start(self, runtime: NodeRuntime) -> None:
-        self.tun = open_tun(self.name)
-        configure(self.tun, self.address, self.routes)
+        tun = self.tun = open_tun(self.name, offload=self.offload, queues=self.queues)
+        log_event(
+            log, "tun device open", device=tun.name, queues=len(tun.fds),
+            offloads=",".join(tun.offload_names()) or ("refused" if self.offload else "off"),
+        )  # fmt: skip
+        configure(tun, self.address, self.routes)
         if self.forwarding:
             subprocess.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+        options = {
+            "shards": self.shards, "heavy_bytes": self.heavy_bytes, "rules": self.rules,
+            "vnet": tun.vnet_hdr, "threads": self.io_threads,
+            "uso": bool(tun.offloads & TUN_F_USO4),
+        }  # fmt: skip
         if self.exit_node:
-            vpn_exit = VpnExit(self.tun.fd, shards=self.shards, heavy_bytes=self.heavy_bytes)
+            vpn_exit = VpnExit(tun.fds, **options)  # type: ignore[arg-type]
             runtime.dispatcher.register(VPN_SERVICE, vpn_exit.handle)
             self.vpn = vpn_exit
         else:
-            self.vpn = VpnClient(
-                node_opener(runtime), self.tun.fd, shards=self.shards, heavy_bytes=self.heavy_bytes
-            )
+            self.vpn = VpnClient(node_opener(runtime), tun.fds, **options)  # type: ignore[arg-type]
         vpn = self.vpn
         runtime.observe.add_section("vpn", lambda: [{"device": self.tun_name, **vpn.status()}])
 
@@ -86,10 +103,22 @@ def add_vpn_arguments(up: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     up.add_argument("--shards", type=int, default=2, help="streams per class (default 2)")
     up.add_argument(
-        "--heavy-bytes", type=int, default=1 << 20, metavar="N",
+        "--heavy-bytes", type=int, default=None, metavar="N",
         help="a flow moving more than N bytes within 1 s becomes bulk (default 1 MiB)",
     )  # fmt: skip
     up.add_argument("--forwarding", action="store_true", help="exit: set net.ipv4.ip_forward=1")
+    up.add_argument(
+        "--no-offload", dest="offload", action="store_false",
+        help="plain TUN: no virtio-net header, no TSO/USO (default: offloads the kernel takes)",
+    )  # fmt: skip
+    up.add_argument(
+        "--queues", type=int, default=1, metavar="N",
+        help="TUN queues (IFF_MULTI_QUEUE, 1..16; default 1)",
+    )  # fmt: skip
+    up.add_argument(
+        "--io-threads", action="store_true",
+        help="read and write the TUN device on threads (syscalls off the event loop)",
+    )  # fmt: skip
     up.add_argument("--log-json", action="store_true", help="log one JSON object per line")
 
 
@@ -104,6 +133,8 @@ def vpn_up(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not 1 <= args.shards <= 255:
         raise UsageError("--shards: 1..255")
+    if not 1 <= args.queues <= 16:
+        raise UsageError("--queues: 1..16")
     if args.exit and any(service.name == VPN_SERVICE for service in config.services):
         raise UsageError(
             f"{config.source}: services: {VPN_SERVICE!r} is served by `vpn up --exit` "
@@ -113,6 +144,8 @@ def vpn_up(args: argparse.Namespace) -> int:
     component = VpnComponent(
         exit_node=args.exit, name=args.dev, address=args.address, routes=tuple(args.route),
         shards=args.shards, heavy_bytes=args.heavy_bytes, forwarding=args.forwarding,
+        offload=args.offload, queues=args.queues, rules=class_rules(config.vpn),
+        io_threads=args.io_threads,
     )  # fmt: skip
     try:
         # One process per node runs everything its config says: the VPN (first: a TUN

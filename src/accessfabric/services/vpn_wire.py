@@ -1,30 +1,45 @@
 """The VPN's bytes on a fabric stream, and how packets are sorted onto streams.
 
-Stream layout (client -> exit), documented in docs/vpn.md::
+Stream layout (client -> exit), documented in docs/services.md::
 
     preamble   "AFV1" | client id (8 bytes) | shard (u8)       -- once, client side only
     records    length (u16, big endian, 1..65535) | IP packet   -- repeated, both ways
 
+or, from a client whose TUN device runs with offloads (``IFF_VNET_HDR``)::
+
+    preamble   "AFV2" | client id (8 bytes) | shard (u8)
+    records    length (u16) | virtio-net header (10 bytes) | IP packet (length bytes)
+
+A v2 record may be a GSO super-packet (up to 64 KiB, cut into ``gso_size`` segments
+by whoever puts it on a wire) or carry a partial checksum; the header says so
+(:mod:`accessfabric.services.vnet`).  An end whose device cannot take that segments
+it in software; an exit answers a v1 stream with v1 records only.
+
 A write carries as many records as were queued since the last one (a *batch*);
 records may straddle DATA frames, the reader reassembles them.  No JSON, no base64.
 
-:class:`FlowClassifier` maps a packet to ``(traffic class, shard)``: DNS (UDP/TCP
-port 53) -> dns; SSH/RDP (22, 3389) and ICMP -> interactive; everything else ->
-reliable, until a flow moves more than ``heavy_bytes`` within ``window`` seconds,
-which makes it bulk (sticky while it keeps sending).  The shard is a hash of the
-flow's addresses, protocol and ports, so one flow stays on one stream and a heavy
-flow never shares the interactive stream.
+:class:`FlowClassifier` maps a packet to ``(traffic class, shard)`` by
+:class:`ClassRules` (the ``[vpn]`` config table): DNS ports -> dns; SSH/RDP ports,
+ICMP and quiet flows of small packets -> interactive; everything else -> reliable,
+until a flow moves more than ``heavy_bytes`` within ``window`` seconds, which makes it
+bulk (sticky while it keeps sending).  The shard is a hash of the flow's addresses,
+protocol and ports, so one flow stays on one stream and a heavy flow never shares the
+interactive stream; a flow turning bulk takes the least-used bulk shard.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
+from accessfabric.node.vpn_config import VpnClassConfig
 from accessfabric.wire.registry import TrafficClass
 
 MAGIC = b"AFV1"
+MAGIC_VNET = b"AFV2"
 PREAMBLE_SIZE = len(MAGIC) + 8 + 1
+VNET_HDR_SIZE = 10
 MAX_PACKET = 0xFFFF
 VPN_SERVICE = "vpn"
 
@@ -42,16 +57,17 @@ class VpnFormatError(ValueError):
     """A malformed preamble or record."""
 
 
-def preamble(client_id: bytes, shard: int) -> bytes:
+def preamble(client_id: bytes, shard: int, vnet: bool = False) -> bytes:
     if len(client_id) != 8 or not 0 <= shard < 256:
         raise ValueError("client id is 8 bytes, shard 0..255")
-    return MAGIC + client_id + bytes((shard,))
+    return (MAGIC_VNET if vnet else MAGIC) + client_id + bytes((shard,))
 
 
-def parse_preamble(data: bytes) -> tuple[bytes, int]:
-    if len(data) != PREAMBLE_SIZE or not data.startswith(MAGIC):
+def parse_preamble(data: bytes) -> tuple[bytes, int, bool]:
+    """``(client id, shard, vnet records)``."""
+    if len(data) != PREAMBLE_SIZE or data[:4] not in (MAGIC, MAGIC_VNET):
         raise VpnFormatError("not a VPN stream (bad preamble)")
-    return data[4:12], data[12]
+    return data[4:12], data[12], data[:4] == MAGIC_VNET
 
 
 def encode_batch(packets: Iterable[bytes]) -> bytes:
@@ -67,10 +83,15 @@ def encode_batch(packets: Iterable[bytes]) -> bytes:
 
 
 class BatchDecoder:
-    """Reassemble records from stream reads of any size."""
+    """Reassemble records from stream reads of any size.
 
-    def __init__(self) -> None:
+    With ``vnet`` (v2 records) each item returned is the virtio-net header followed by
+    the packet, as a TUN device with ``IFF_VNET_HDR`` reads and writes it.
+    """
+
+    def __init__(self, vnet: bool = False) -> None:
         self._buffer = bytearray()
+        self._extra = VNET_HDR_SIZE if vnet else 0
 
     def feed(self, data: bytes) -> list[bytes]:
         buffer = self._buffer
@@ -81,11 +102,12 @@ class BatchDecoder:
             view = data
         packets: list[bytes] = []
         offset, end = 0, len(view)
+        extra = self._extra
         while end - offset >= 2:
             size = (view[offset] << 8) | view[offset + 1]
             if size == 0:
                 raise VpnFormatError("zero-length record")
-            stop = offset + 2 + size
+            stop = offset + 2 + extra + size
             if stop > end:
                 break
             packets.append(bytes(view[offset + 2 : stop]))
@@ -101,6 +123,8 @@ class BatchDecoder:
 
 def flow_key(packet: bytes) -> tuple[bytes, int, int, int]:
     """``(addresses, protocol, source port, destination port)``; ports are 0 when absent."""
+    if not packet:
+        return b"", 0, 0, 0
     version = packet[0] >> 4
     if version == 4 and len(packet) >= 20:
         proto = packet[9]
@@ -141,11 +165,40 @@ def source(packet: bytes) -> bytes:
     return b""
 
 
-def base_class(proto: int, sport: int, dport: int) -> TrafficClass:
+@dataclass(frozen=True, slots=True)
+class ClassRules:
+    """How packets become classes (``[vpn]`` in the node config, docs/config.md)."""
+
+    dns_ports: frozenset[int] = DNS_PORTS
+    interactive_ports: frozenset[int] = INTERACTIVE_PORTS
+    small_packet: int = 256
+    """A flow on other ports whose packets are all at most this many bytes ..."""
+    small_flow_bytes: int = 16 * 1024
+    """... and that moves at most this many bytes per window is interactive."""
+    heavy_bytes: int = 1 << 20
+    """A flow moving more than this within one window becomes bulk."""
+    window: float = 1.0
+
+
+def class_rules(config: VpnClassConfig) -> ClassRules:
+    """The ``[vpn]`` config table as classifier rules."""
+    return ClassRules(
+        dns_ports=config.dns_ports,
+        interactive_ports=config.interactive_ports,
+        small_packet=config.small_packet,
+        small_flow_bytes=config.small_flow_bytes,
+        heavy_bytes=config.heavy_bytes,
+        window=config.window,
+    )
+
+
+def base_class(proto: int, sport: int, dport: int, rules: ClassRules | None = None) -> TrafficClass:
+    dns = rules.dns_ports if rules else DNS_PORTS
+    interactive = rules.interactive_ports if rules else INTERACTIVE_PORTS
     if proto in (6, 17):
-        if sport in DNS_PORTS or dport in DNS_PORTS:
+        if sport in dns or dport in dns:
             return TrafficClass.DNS
-        if sport in INTERACTIVE_PORTS or dport in INTERACTIVE_PORTS:
+        if sport in interactive or dport in interactive:
             return TrafficClass.INTERACTIVE
         return TrafficClass.RELIABLE
     if proto in (1, 58):  # ICMP, ICMPv6: small and latency-probing
@@ -154,64 +207,106 @@ def base_class(proto: int, sport: int, dport: int) -> TrafficClass:
 
 
 class _Flow:
-    __slots__ = ("base", "heavy", "last_seen", "shard", "window_bytes", "window_start")
+    __slots__ = (
+        "base", "bulk_shard", "heavy", "last_seen", "shard", "small", "window_bytes",
+        "window_start",
+    )  # fmt: skip
 
     def __init__(self, base: TrafficClass, shard: int, now: float) -> None:
         self.base = base
         self.shard = shard
+        self.bulk_shard = shard
         self.heavy = False
+        self.small = True
         self.window_start = now
         self.window_bytes = 0
         self.last_seen = now
 
 
 class FlowClassifier:
-    """Sort packets into ``(class, shard)``; remembers at most ``max_flows`` flows."""
+    """Sort packets into ``(class, shard)``; remembers at most ``max_flows`` flows.
+
+    A flow (addresses, protocol, ports) starts in its port's class (:func:`base_class`).
+    One of the ``reliable`` kind is ``interactive`` while all its packets are small
+    (``rules.small_packet``) and it moves little (``rules.small_flow_bytes`` per
+    window), ``bulk`` once it moves more than ``rules.heavy_bytes`` within a window
+    (sticky while it keeps a quarter of that), ``reliable`` otherwise.
+
+    A flow's shard is a hash of its key, except that a flow turning bulk takes the bulk
+    shard with the fewest bulk flows: with ``shards`` >= the number of heavy flows, no
+    bulk flow shares a stream (and its outbox) with another.
+    """
 
     def __init__(
         self,
         shards: int = 2,
         *,
-        heavy_bytes: int = 1 << 20,
-        window: float = 1.0,
+        heavy_bytes: int | None = None,
+        rules: ClassRules | None = None,
         max_flows: int = 4096,
     ) -> None:
         if shards < 1 or shards > 255:
             raise ValueError("shards must be 1..255")
+        rules = rules or ClassRules()
+        if heavy_bytes is not None:
+            rules = replace(rules, heavy_bytes=heavy_bytes)
+        self.rules = rules
         self.shards = shards
-        self.heavy_bytes = heavy_bytes
-        self.window = window
+        self.heavy_bytes = rules.heavy_bytes
+        self.window = rules.window
         self.max_flows = max_flows
         self._flows: dict[tuple[bytes, int, int, int], _Flow] = {}
+        self._bulk_flows = [0] * shards
         self.promoted = 0
         """Flows that became bulk."""
 
-    def classify(self, packet: bytes, now: float) -> tuple[TrafficClass, int]:
+    def classify(
+        self, packet: bytes, now: float, size: int | None = None
+    ) -> tuple[TrafficClass, int]:
+        """``packet`` is the IP packet or at least its first 64 bytes; ``size`` its length."""
         key = flow_key(packet)
+        if size is None:
+            size = len(packet)
         flow = self._flows.get(key)
         if flow is None:
             if len(self._flows) >= self.max_flows:
                 self._expire(now)
             addresses, proto, sport, dport = key
             shard = zlib.crc32(addresses + bytes((proto,)) + (sport << 16 | dport).to_bytes(4))
-            flow = _Flow(base_class(proto, sport, dport), shard % self.shards, now)
+            flow = _Flow(base_class(proto, sport, dport, self.rules), shard % self.shards, now)
             self._flows[key] = flow
         flow.last_seen = now
         if flow.base is TrafficClass.RELIABLE:
+            rules = self.rules
             if now - flow.window_start > self.window:
-                flow.heavy = flow.heavy and flow.window_bytes > self.heavy_bytes // 4
+                if flow.heavy and flow.window_bytes <= self.heavy_bytes // 4:
+                    flow.heavy = False
+                    self._bulk_flows[flow.bulk_shard] -= 1
+                flow.small = flow.small or flow.window_bytes <= rules.small_flow_bytes
                 flow.window_start, flow.window_bytes = now, 0
-            flow.window_bytes += len(packet)
+            flow.window_bytes += size
             if not flow.heavy and flow.window_bytes > self.heavy_bytes:
                 flow.heavy = True
                 self.promoted += 1
+                counts = self._bulk_flows
+                flow.bulk_shard = min(
+                    range(self.shards), key=lambda s: (counts[s], s != flow.shard)
+                )
+                counts[flow.bulk_shard] += 1
             if flow.heavy:
-                return TrafficClass.BULK, flow.shard
+                return TrafficClass.BULK, flow.bulk_shard
+            if flow.small:
+                if size <= rules.small_packet and flow.window_bytes <= rules.small_flow_bytes:
+                    return TrafficClass.INTERACTIVE, flow.shard
+                flow.small = False
         return flow.base, flow.shard
 
     def _expire(self, now: float) -> None:
         idle = [k for k, f in self._flows.items() if now - f.last_seen > 4 * self.window]
         for key in idle:
-            del self._flows[key]
+            flow = self._flows.pop(key)
+            if flow.heavy:
+                self._bulk_flows[flow.bulk_shard] -= 1
         if len(self._flows) >= self.max_flows:
             self._flows.clear()
+            self._bulk_flows = [0] * self.shards

@@ -99,6 +99,10 @@ class RankingPolicy:
     observation, never more than it, and never more than one failure costs."""
     remote_hint_weight: float = 0.5
     """A remote hint counts this much as a local observation of the same age."""
+    throughput_weight: float = 20.0
+    """Points a transport loses for classes outside ``latency_classes`` when its measured
+    carrier throughput is a tenth (or less) of the best measured transport's; scaled on
+    a log axis (half of it at a third).  Nothing is lost without measurements of both."""
 
     backoff_base: float = 5.0
     backoff_factor: float = 2.0
@@ -128,7 +132,9 @@ class RankingPolicy:
             raise ValueError("latency_ceiling must be above latency_floor")
         if self.backoff_factor < 1.0:
             raise ValueError("backoff_factor must be >= 1")
-        for name in ("reliability_weight", "latency_weight", "capacity_penalty_max"):
+        for name in (
+            "reliability_weight", "latency_weight", "capacity_penalty_max", "throughput_weight",
+        ):  # fmt: skip
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a finite number >= 0")
         if (
@@ -168,7 +174,11 @@ class RankingPolicy:
         """The widest gap health and preference can open between two candidates."""
         preference = max(self.bulk.spread(), self.interactive.spread())
         return (
-            preference + self.reliability_weight + self.latency_weight + self.capacity_penalty_max
+            preference
+            + self.reliability_weight
+            + self.latency_weight
+            + self.capacity_penalty_max
+            + self.throughput_weight
         )
 
     def backoff_for(self, consecutive_failures: int) -> float:

@@ -9,6 +9,7 @@ heartbeats.  See ``policy.py`` for the defaults and ``docs/endpoint-ranking.md``
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 
 from accessfabric.node.ranking import scoring
@@ -32,6 +33,7 @@ class EndpointRanker:
         self.policy = policy if policy is not None else RankingPolicy()
         self._health: dict[CandidateKey, EndpointHealth] = {}
         self._latest = float("-inf")
+        self._throughput: dict[Transport, deque[tuple[float, float]]] = {}
 
     def __len__(self) -> int:
         return len(self._health)
@@ -44,6 +46,38 @@ class EndpointRanker:
         health = self._entry(observation.candidate)
         health.record(observation, self.policy)
         self._settle(health, observation.at)
+
+    def record_throughput(self, transport: Transport, bytes_per_second: float, at: float) -> None:
+        """Learn what a session on ``transport`` moved at its busiest (bytes/s).
+
+        Carrier speed is a property of the transport's implementation on this node (a
+        QUIC library, the TLS stack), so it is kept per transport, the last
+        ``max_hints_per_candidate`` samples, decayed like dials.
+        """
+        if not bytes_per_second > 0 or bytes_per_second == float("inf"):
+            raise ValueError("bytes_per_second must be a finite number > 0")
+        samples = self._throughput.get(transport)
+        if samples is None:
+            samples = self._throughput[transport] = deque(
+                maxlen=self.policy.max_hints_per_candidate
+            )
+        samples.append((at, bytes_per_second))
+
+    def throughput(self, now: float) -> dict[Transport, float]:
+        """Decayed mean measured throughput per transport (bytes/s)."""
+        rates: dict[Transport, float] = {}
+        policy = self.policy
+        for transport, samples in self._throughput.items():
+            total = weighted = 0.0
+            for at, rate in samples:
+                if now - at > policy.max_observation_age:
+                    continue
+                weight = policy.decay(now - at)
+                total += weight
+                weighted += weight * rate
+            if total > 0:
+                rates[transport] = weighted / total
+        return rates
 
     def add_remote_hint(self, hint: RemoteHint) -> None:
         """Learn from another node's view of an endpoint (newest per reporter kept)."""
@@ -77,7 +111,8 @@ class EndpointRanker:
             for c in unique
             if c.transport is not Transport.HTTPS_FALLBACK and not in_backoff[c.key]
         )
-        ranked = [self._score(c, now, traffic_class, others_usable) for c in unique]
+        rates = self.throughput(now)
+        ranked = [self._score(c, now, traffic_class, others_usable, rates) for c in unique]
         order = sorted(range(len(ranked)), key=lambda i: (-ranked[i].score, i))
         return [ranked[i] for i in order]
 
@@ -122,6 +157,7 @@ class EndpointRanker:
         now: float,
         traffic_class: TrafficClass | None,
         others_usable: int,
+        rates: dict[Transport, float] | None = None,
     ) -> RankedCandidate:
         policy = self.policy
         health = self._health.get(candidate.key)
@@ -131,6 +167,7 @@ class EndpointRanker:
             scoring.reliability_reason(estimate, policy),
             scoring.latency_reason(estimate, policy),
             scoring.capacity_reason(estimate, policy),
+            scoring.throughput_reason(candidate, rates or {}, policy, traffic_class),
         ]
         backing_off = health is not None and health.in_backoff(now)
         if health is not None and backing_off:

@@ -112,6 +112,28 @@ def backoff_reason(health: EndpointHealth, now: float, policy: RankingPolicy) ->
     return ScoreReason("backoff", -policy.backoff_penalty, why)
 
 
+def throughput_reason(
+    candidate: EndpointCandidate,
+    rates: dict[Transport, float],
+    policy: RankingPolicy,
+    traffic_class: TrafficClass | None,
+) -> ScoreReason | None:
+    """Measured carrier throughput against the best measured transport (bulk classes)."""
+    if traffic_class is not None and traffic_class in policy.latency_classes:
+        return None
+    rate = rates.get(candidate.transport)
+    if rate is None or not rates:
+        return None
+    best_transport = max(rates, key=lambda t: rates[t])
+    best = rates[best_transport]
+    share = min(1.0, max(0.0, math.log10(best / rate))) if rate > 0 else 1.0
+    why = (
+        f"measured {rate / 1e6:.1f} MB/s on {candidate.transport.value}, "
+        f"best {best / 1e6:.1f} MB/s on {best_transport.value}"
+    )
+    return ScoreReason("throughput", -policy.throughput_weight * share, why)
+
+
 def emergency_reason(
     candidate: EndpointCandidate, others_usable: int, policy: RankingPolicy
 ) -> ScoreReason | None:
