@@ -221,12 +221,14 @@ async def test_refusal_flood_over_eight_sessions_trips_the_limiter_within_tens(
         healthy = await connect_tcp(local, "127.0.0.1", node.port, expected_peer_id=node.node_id)
         stream = await healthy.open_stream("echo")
         await paced_echoes(stream, 50)  # warm up
-        baseline = await paced_echoes(stream, 400)
+        # Baseline windows as long, in all, as the flood's: the shared machine's own
+        # hiccups then land in both about as often.
+        baseline = await echoes_for(stream, 2.5)
         # Niced: the attacker would be on another machine; its own CPU must not count here.
         attacker = await asyncio.create_subprocess_exec(
             "nice", "-n", "19",
             sys.executable, "-m", "accessfabric.bench.abuse_attacker", "refused-streams",
-            str(node.port), node.node_id, "6", str(tmp_path / "attacker"),
+            str(node.port), node.node_id, "5", str(tmp_path / "attacker"),
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert attacker.stdout is not None
@@ -237,7 +239,7 @@ async def test_refusal_flood_over_eight_sessions_trips_the_limiter_within_tens(
                 during += await paced_echoes(stream, 25)
             out, _ = await attacker.communicate()
         attack = json.loads(out)
-        baseline += await paced_echoes(stream, 400)  # ambient noise after the flood too
+        baseline += await echoes_for(stream, 2.5)  # after the flood too
         assert healthy.is_ready
         healthy.abort()
         samples = await asyncio.to_thread(scrape, metrics_port)
@@ -255,6 +257,14 @@ async def test_refusal_flood_over_eight_sessions_trips_the_limiter_within_tens(
     # ~300 ms (issue 14).
     assert len(during) >= 100
     assert p99(during) <= 2 * max(p99(baseline), 0.005), (p99(baseline), p99(during))
+
+
+async def echoes_for(stream: FabricStream, seconds: float) -> list[float]:
+    samples: list[float] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        samples += await paced_echoes(stream, 25)
+    return samples
 
 
 async def paced_echoes(stream: FabricStream, count: int) -> list[float]:
