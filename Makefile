@@ -6,7 +6,7 @@ PYTHON ?= $(shell test -x /usr/bin/python3 && /usr/bin/python3 -c 'import sys; s
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-DEBIAN_PACKAGES := iproute2 nftables iputils-ping procps python3-venv nginx-light openssh-server openssh-client iperf3 curl golang-go chromium
+DEBIAN_PACKAGES := iproute2 nftables iputils-ping procps python3-venv nginx-light openssh-server openssh-client iperf3 curl golang-go chromium etcd-server etcd-client
 APT := DEBIAN_FRONTEND=noninteractive apt-get -y -o DPkg::Lock::Timeout=120
 
 .PHONY: demo test lint fuzz bench debian-deps clean
@@ -21,7 +21,7 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# Packages such as nginx-light would start a system service listening on all interfaces;
+# Packages such as nginx-light and etcd-server would start a system service listening on all interfaces;
 # the tests run their own instances on loopback, so a temporary policy-rc.d forbids that.
 debian-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

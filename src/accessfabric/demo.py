@@ -72,6 +72,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 async def _main(args: argparse.Namespace, work: Path, procs: Processes) -> int:
+    if args.control == "etcd":
+        return await _main_etcd(args, work, procs)
     print("accessfabric demo — everything on loopback, in", work)
     print("\n[1] a control plane (SQLite) and five `node run` processes that enroll themselves")
     started = time.monotonic()
@@ -84,12 +86,59 @@ async def _main(args: argparse.Namespace, work: Path, procs: Processes) -> int:
         fleet.close()
 
 
-async def _run(args: argparse.Namespace, fleet: Fleet, procs: Processes) -> int:
+async def _main_etcd(args: argparse.Namespace, work: Path, procs: Processes) -> int:
+    from accessfabric import demo_etcd
+
+    missing = demo_etcd.etcd_missing()
+    if missing is not None:
+        print(f"accessfabric demo --control etcd: {missing}")
+        return 2
+    print("accessfabric demo --control etcd — everything on loopback, in", work)
+    print(
+        "\n[1] 3 etcd members, 2 control replicas on them, and five `node run` processes "
+        "that list both replicas"
+    )
+    started = time.monotonic()
+    control, cluster = await demo_etcd.start_control_etcd(work, procs)
+    try:
+        fleet = await start_fleet(work, procs, control, args.size_mib << 20)
+        fleet.ready_after = time.monotonic() - started
+        events: list[str] = []
+        faults = asyncio.create_task(
+            demo_etcd.faults_midway(
+                control, cluster, procs, time.monotonic(), args.duration, events
+            )
+        )
+        try:
+            code = await _run(args, fleet, procs, control_faults=(
+                f"the etcd leader after {args.duration * demo_etcd.ETCD_KILL_AT:.0f} s and "
+                f"control replica 1 after {args.duration * demo_etcd.REPLICA_KILL_AT:.0f} s"
+            ))  # fmt: skip
+            await faults
+            problems = await demo_etcd.report_after_faults(control, fleet.labels)
+        finally:
+            faults.cancel()
+            fleet.close()
+        for problem in problems:
+            print(f"  FAILED            {problem}")
+        if len(events) < 2:
+            problems.append("the faults were not injected")
+        print(f"  control faults    {'; '.join(events) or 'none'}")
+        print(f"  control result    {'ok' if not problems else 'FAILED'}")
+        return code if not problems else 1
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+async def _run(
+    args: argparse.Namespace, fleet: Fleet, procs: Processes, control_faults: str = ""
+) -> int:
     _describe(fleet)
     print(
         f"\n[2] {args.duration:.0f} s of {args.size_mib} MiB downloads (sha256 each) and "
         f"{PROBE}-byte echoes every {PROBE_INTERVAL * 1e3:.0f} ms, at once;\n"
         f"    relay-a is killed after {args.duration * KILL_AT:.0f} s"
+        + (f";\n    SIGKILL {control_faults}" if control_faults else "")
     )
     traffic = await run_traffic(fleet, procs, args.duration)
     await _route_table(fleet)
@@ -175,6 +224,11 @@ def _summary(fleet: Fleet, traffic: Traffic) -> None:
 
 
 def add_demo_arguments(demo: argparse.ArgumentParser) -> None:
+    demo.add_argument(
+        "--control", choices=("sqlite", "etcd"), default="sqlite",
+        help="sqlite: one control plane (default); etcd: 3 etcd members and 2 control "
+        "replicas, the etcd leader and one replica killed mid-demo (needs etcd-server)",
+    )  # fmt: skip
     demo.add_argument(
         "--duration", type=float, default=15.0, metavar="S",
         help="seconds of concurrent bulk + interactive traffic (default 15)",

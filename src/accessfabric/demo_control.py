@@ -8,7 +8,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -26,6 +26,8 @@ class Control:
     url: str
     admin_token: str
     authority: str
+    urls: list[str] = field(default_factory=list)
+    """Every replica (``demo --control etcd``); empty: just ``url``."""
 
     @property
     def pin(self) -> AuthorityPin:

@@ -133,7 +133,11 @@ def _config(name: str, fleet: Fleet, control: Control, token: str) -> Path:
         ]  # fmt: skip
     lines += [
         "[control]",
-        f'url = "{control.url}"',
+        (
+            "urls = [" + ", ".join(f'"{url}"' for url in control.urls) + "]"
+            if control.urls
+            else f'url = "{control.url}"'
+        ),
         f'authority_key = "{control.authority}"',
         f'token = "{token}"',
         f"heartbeat_interval = {HEARTBEAT}",
@@ -243,13 +247,20 @@ def _peers_up(status: dict[str, Any] | None) -> set[str]:
 
 
 async def _heartbeats(control: Control) -> dict[str, int]:
+    """Heartbeats per node, summed over every replica (each counts what it received)."""
     headers = {"Authorization": f"Bearer {control.admin_token}"}
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client,
-        client.get(f"{control.url}/v1/admin/nodes", headers=headers, ssl=control.pin) as response,
-    ):
-        body = await response.json()
-    return {n["node_id"]: int(n.get("heartbeats", 0)) for n in body.get("nodes", [])}
+    counts: dict[str, int] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+        for url in control.urls or [control.url]:
+            async with client.get(
+                f"{url}/v1/admin/nodes", headers=headers, ssl=control.pin
+            ) as response:
+                body = await response.json()
+            for node in body.get("nodes", []):
+                counts[node["node_id"]] = counts.get(node["node_id"], 0) + int(
+                    node.get("heartbeats", 0)
+                )
+    return counts
 
 
 async def _wait_heard(

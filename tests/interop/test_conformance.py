@@ -31,10 +31,15 @@ def test_our_node_passes_every_check(tmp_path: Path) -> None:
         code, report = conformance(node.url, node.node_id)
     finally:
         node.kill()
-    assert failures(report) == {}
+    # Our node returns session credit as bytes arrive (ADR 0014): stalled streams never
+    # exhaust it, and with a 1 MiB session window no single frame can overrun it
+    # (tests/session/test_hostile.py overruns it with a small window).
+    skipped = {c["id"]: c["detail"] for c in report["checks"] if c["status"] == "skipped"}
+    assert list(skipped) == ["credit.session-overrun"], skipped
+    assert "returns session credit as bytes arrive" in skipped["credit.session-overrun"]
+    assert failures(report) == skipped
     assert code == 0
-    assert report["passed"] == len(select()) >= 60 and report["skipped"] == 0
-    assert report["summary"] == f"{report['passed']} passed, 0 failed"
+    assert report["passed"] == len(select()) - 1 >= 60 and report["skipped"] == 1
     assert {c["group"] for c in report["checks"]} == set(GROUPS)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import resource
 import signal
 import subprocess
 import sys
@@ -112,11 +113,17 @@ def _matches(line: dict[str, Any], event: str, fields: dict[str, Any]) -> bool:
 
 
 def start_node(
-    directory: Path, name: str, extra_toml: str = "", *, websocket: bool = False
+    directory: Path,
+    name: str,
+    extra_toml: str = "",
+    *,
+    websocket: bool = False,
+    nofile: int | None = None,
 ) -> NodeProcess:
     """Write ``<name>.key`` and ``<name>.toml`` (TCP listener on a free port) and start it.
 
-    With ``websocket`` the node also listens for wss on a free port, path ``/fabric``.
+    With ``websocket`` the node also listens for wss on a free port, path ``/fabric``;
+    ``nofile`` sets the process's ``RLIMIT_NOFILE`` (soft and hard).
     """
     directory.mkdir(parents=True, exist_ok=True)
     node_id = keygen(directory / f"{name}.key")
@@ -133,6 +140,7 @@ def start_node(
         stderr=subprocess.PIPE,
         text=True,
         env=command_env(),
+        preexec_fn=None if nofile is None else lambda: _limit_files(nofile),
     )
     node = NodeProcess(process=process, node_id=node_id, directory=directory)
     threading.Thread(target=node._read, daemon=True).start()
@@ -147,6 +155,10 @@ def start_node(
         raise
     node.port = int(listening["address"].rsplit(":", 1)[1])
     return node
+
+
+def _limit_files(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
 
 def smoke(url: str, peer_id: str, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -345,3 +345,40 @@ async def test_an_outage_is_logged_once_then_its_end(
             await node.shutdown()
             if server is not None:
                 await server.stop()
+
+
+async def test_status_shows_which_control_replica_answers_and_which_failed(
+    tmp_path: Path,
+) -> None:
+    """``[control] urls``: a dead replica first; the node moves on and says so in status."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there
+    async with running_plane(tmp_path, config=ControlConfig(heartbeat_interval=0.5)) as plane:
+        token = await plane.token("acme", ["mobile-edge"])
+        path = _write_config(tmp_path, "edge", plane, token)
+        path.write_text(
+            path.read_text().replace(f'url = "{plane.url}"', f'urls = ["{dead}", "{plane.url}"]')
+        )
+        config = load_node_config(path)
+        assert config.control is not None and config.control.urls == (dead, plane.url)
+        node = NodeRuntime(config)
+        await node.start()
+        try:
+            assert node.control is not None
+            node.control.client.replicas.current = node.control.client.replicas.replicas[0]
+
+            async def moved() -> bool:
+                assert node.control is not None
+                status = node.control.status()
+                return status["state"] == "reachable" and status["url"] == plane.url
+
+            await _until(moved, 10.0)
+            status = node.observe.status()["control"]
+            assert f"{dead} failed" in status["replicas"]
+            assert f"{plane.url} ok (answering)" in status["replicas"]
+            assert f"{plane.url} ok (answering)" in render(node.observe.status())
+        finally:
+            await node.shutdown()

@@ -7,6 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accessfabric.errors import ErrorCode
 from accessfabric.observe.metrics import FabricMetrics, new_registry
+from accessfabric.session import SessionConfig
 from accessfabric.session import events as ev
 from accessfabric.wire import TrafficClass
 from tests.session.pair import make_pair
@@ -90,3 +91,30 @@ def test_peer_pressure_jitter_and_pacing_decisions_are_exported() -> None:
     assert samples[("accessfabric_session_rtt_jitter_seconds_gcount", ())] == 1
     assert samples[("accessfabric_session_rtt_jitter_seconds_gsum", ())] > 0
     assert ("accessfabric_pacing_slowdowns_total", ()) in samples
+
+
+def test_session_credit_stalls_and_unread_bytes_are_exported() -> None:
+    """Issue 13: a stream waiting for session credit, and bytes nobody reads, show."""
+    metrics = FabricMetrics()
+    config = SessionConfig(initial_session_window=16384, keepalive_interval=None)
+    pair = make_pair(config, config)
+    metrics.track(pair.a, "memory")
+    metrics.track(pair.b, "memory")
+    bulk = pair.a.open_stream("files", TrafficClass.BULK)
+    pair.pump()
+    pair.a.send_data(bulk, b"b" * 65536)
+    in_flight = pair.a.data_to_send(now=0.0)  # the session's credit, less the urgent reserve
+    pair.now = 0.25
+    assert pair.a.data_to_send(now=pair.now) == b""
+    live = _samples(metrics)
+    assert live[("accessfabric_session_credit_stalls_total", ())] == 1
+    assert live[("accessfabric_session_credit_stall_seconds_total", ())] == 0.25
+    assert live[("accessfabric_credit_stalls_total", ())] == 1
+    pair.b.receive_data(in_flight, pair.now)  # arrives, nobody reads it
+    assert _samples(metrics)[("accessfabric_unread_bytes", ())] == 16384 - 4096
+    pair.a.goaway(ErrorCode.PROTOCOL_ERROR, "test")
+    metrics.finished(pair.a)
+    metrics.finished(pair.b)
+    ended = _samples(metrics)
+    assert ended[("accessfabric_session_credit_stalls_total", ())] == 1
+    assert ended[("accessfabric_unread_bytes", ())] == 0  # a gauge of live sessions only

@@ -70,3 +70,31 @@ def test_demo_stopped_by_sigterm_leaves_nothing() -> None:
     assert not os.path.exists(work)
     leftover = subprocess.run(["pgrep", "-f", work], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
+
+
+def test_demo_on_etcd_survives_the_etcd_leader_and_a_replica_dying() -> None:
+    from accessfabric.control.store.etcd_cluster import etcd_binary
+
+    if etcd_binary() is None:
+        import pytest
+
+        pytest.skip("etcd is not installed on this machine (apt-get install etcd-server)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSFABRIC_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "accessfabric", "demo", "--control", "etcd",
+         "--duration", "6", "--size-mib", "4"],
+        capture_output=True, text=True, timeout=180, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert re.search(r"etcd: 3 members \S+, \S+, \S+ \(leader m\d\)", out)
+    assert re.search(r"SIGKILL etcd leader m\d", out)
+    assert "SIGKILL control replica http://127.0.0.1:" in out
+    assert "sha256            verified for every copy" in out
+    assert "control result    ok" in out
+    for name in ("laptop", "entry", "relay-b", "home"):
+        assert re.search(rf"^      {name} +healthy +last heartbeat", out, re.M), name
+    work = out.split("in ", 1)[1].split()[0]
+    assert not os.path.exists(work)
+    leftover = subprocess.run(["pgrep", "-f", work], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""  # etcd members and replicas included

@@ -408,3 +408,33 @@ def test_metrics_count_credit_stalls() -> None:
     assert metrics.queued_bytes == 0
     assert metrics.stall_seconds == pytest.approx(2.0)
     assert received_bytes(pair.events_b, stream_id) == b"x" * 4096 + b"y" * 1000
+
+
+def test_a_stream_waiting_for_session_credit_counts_a_stall_and_urgent_keeps_a_reserve() -> None:
+    """Issue 13: a stream blocked on session credit used to report ``credit_stalls`` 0."""
+    pair = quiet_pair(initial_session_window=16384, max_session_window=16384)
+    a, b = pair.a, pair.b
+    bulk = a.open_stream("bulk", TrafficClass.BULK)
+    chat = a.open_stream("chat", TrafficClass.INTERACTIVE)
+    pair.pump()
+    a.send_data(bulk, b"b" * 65536)
+    in_flight = a.data_to_send(now=pair.now)  # not delivered yet: the session credit is used
+    assert a.stream_metrics(bulk).bytes_out == 16384 - 4096  # a quarter is kept for urgent
+    assert a.stream_metrics(bulk).session_credit_stalls == 1
+    a.send_data(chat, b"c" * 6000)
+    in_flight += a.data_to_send(now=pair.now)
+    assert a.stream_metrics(chat).bytes_out == 4096  # the reserve, no more
+    chat_metrics = a.stream_metrics(chat)
+    assert chat_metrics.credit_stalls == chat_metrics.session_credit_stalls == 1
+    assert a.metrics().session_credit_stalls == 2
+    assert a.metrics().session_credit == 0
+    pair.now = 1.5
+    assert a.data_to_send(now=pair.now) == b""  # still nothing to send it with
+    assert a.metrics().session_credit_stall_seconds == pytest.approx(1.5)
+    # The bytes arrive, unread: the session credit comes back all the same.
+    pair.events_b += b.receive_data(in_flight, pair.now)
+    pair.pump()
+    assert len(received_bytes(pair.events_b, chat)) == 6000
+    assert a.metrics().session_credit_stall_seconds == pytest.approx(1.5)
+    assert a.stream_metrics(chat).stall_seconds == pytest.approx(1.5)
+    assert b.metrics().unread_bytes > 16384  # more than the session window, none of it read

@@ -7,9 +7,10 @@ import statistics
 import pytest
 
 from accessfabric.session import SessionConfig
+from accessfabric.session import events as ev
 from accessfabric.wire import TrafficClass
 from tests.session.bottleneck import BottleneckRun
-from tests.session.pair import make_pair
+from tests.session.pair import make_pair, received_bytes
 
 RATE = 12_500_000.0  # 100 Mbit/s
 DELAY = 0.005  # one way
@@ -79,3 +80,37 @@ def test_noise_that_pacing_cannot_remove_does_not_throttle_bulk() -> None:
     assert unpaced_utilisation > 0.5
     # Noise the pacer cannot tell from a queue costs at most a sixth of the throughput.
     assert paced_utilisation >= 0.83 * unpaced_utilisation, (paced_utilisation, unpaced_utilisation)
+
+
+def test_bytes_a_stopped_reader_holds_beyond_a_relay_stop_counting_as_in_flight() -> None:
+    """Issue 13: ACKs of a relayed stream are end to end.  Bytes the next hop keeps for a
+    reader that stopped never get one, and must not hold the pacer's window (and with it
+    every shared-class stream of the session) for good."""
+    config = SessionConfig(pacing_target_delay=0.001, keepalive_interval=None)
+    pair = make_pair(config, config)
+    a, b = pair.a, pair.b
+    stuck = a.open_stream("download", TrafficClass.BULK)
+    pair.pump()
+    b.relay_stream(stuck)  # b passes on the far end's ACKs: none come, that reader stopped
+    assert a.pacer is not None
+    a.pacer.window = 64 * 1024  # the pacer saw a queue: it limits bytes in flight
+    a.send_data(stuck, b"s" * 200_000)
+    pair.pump()
+    assert 63 * 1024 < len(received_bytes(pair.events_b, stuck)) <= 64 * 1024
+    other = a.open_stream("other", TrafficClass.BULK)
+    a.send_data(other, b"o" * 10_000)
+    pair.pump()
+    assert received_bytes(pair.events_b, other) == b""  # the window is full of stuck bytes
+    # The session looks again by itself; once stuck bytes stop counting, both streams
+    # get their turns (the stuck one only until its own credit runs out).
+    for _ in range(10):
+        wake = a.get_timer()
+        assert wake is not None and wake <= pair.now + 0.06
+        pair.now = wake
+        pair.events_a += a.handle_timer(pair.now)
+        pair.pump()
+        if received_bytes(pair.events_b, other):
+            break
+    assert received_bytes(pair.events_b, other) == b"o" * 10_000
+    assert a.pacer_parked_bytes > 63 * 1024
+    assert not [e for e in pair.events_a if isinstance(e, ev.StreamReset)]

@@ -33,7 +33,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from accessfabric.bench import control_api
+from accessfabric.bench import control_api, control_etcd
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.control.planner import NoRouteError, RoutePlanner
 from accessfabric.control.synthetic import SyntheticFleet, generate
@@ -177,6 +177,9 @@ def run(quick: bool) -> BenchReport:
     for result in control_api.run_control_figures(quick):
         report.add(result)
     report.notes.update(control_api.LAST_NOTES)
+    for result in control_etcd.run_etcd_figures(quick):  # issue 16: beside SQLite
+        report.add(result)
+    report.notes.update(control_etcd.LAST_NOTES)
     sizes = QUICK_SIZES if quick else FULL_SIZES
     count = 200 if quick else 400
     for size in sizes:

@@ -13,7 +13,13 @@ Experiments, one after the other in one run:
   every 10 ms (application-level 16-byte echo);
 * **fifo**: the same bulk and pings interleaved on one plain TCP connection;
 * **separate**: bulk on one plain TCP connection, the pings on another;
-* **idle**: the pings on a plain TCP connection with nothing else running.
+* **idle**: the pings on a plain TCP connection with nothing else running;
+* **stopped** / **paced**: as *fabric*, but the server's bulk reader stops after
+  1 MiB / reads only 12 MiB/s (issue 13: a stopped or slow reader must not slow
+  the streams beside it); *stopped* adds a second bulk stream, read normally,
+  whose throughput is reported;
+* **fabric-idle**: the pings on a fabric session with nothing else (the reference
+  for the two above).
 
 Reported: interactive RTT p50 / p99 and bulk throughput (as a share of the link rate).
 Needs root and network namespaces; without them the suite says why and exits 2.
@@ -68,7 +74,8 @@ def _peer_argv(role: str, host: str, cert_dir: Path, seed: bytes) -> list[str]:
 
 
 def _experiments(quick: bool) -> tuple[list[str], float]:
-    return ["idle", "fabric", "fifo", "separate"], (4.0 if quick else 10.0)
+    modes = ["idle", "fabric-idle", "fabric", "stopped", "paced", "fifo", "separate"]
+    return modes, (4.0 if quick else 10.0)
 
 
 def run(quick: bool) -> BenchReport:
@@ -149,6 +156,39 @@ def _report(results: dict[str, dict[str, object]], seconds: float, quick: bool) 
                 baseline_value=_percentile(rtts("idle"), q),
             )
         )
+    # beside a stopped reader a second bulk stream runs: the reference is bulk alone
+    for mode, label, reference, reference_label in (
+        ("stopped", "bulk + a stopped", "fabric", "fabric interactive beside bulk"),
+        ("paced", "a 12 MiB/s paced", "fabric-idle", "idle fabric"),
+    ):
+        for q in (50, 99):
+            report.add(
+                BenchResult(
+                    metric=f"fabric interactive RTT p{q} beside {label} bulk reader",
+                    value=_percentile(rtts(mode), q),
+                    unit="ms",
+                    baseline_metric=f"{reference_label} RTT p{q}",
+                    baseline_value=_percentile(rtts(reference), q),
+                )
+            )
+    report.add(
+        BenchResult(
+            metric="fabric bulk MB/s beside a stopped bulk reader",
+            value=rate("stopped") / 1e6,
+            unit="MB/s",
+            baseline_metric="fabric bulk MB/s alone",
+            baseline_value=rate("fabric") / 1e6,
+        )
+    )
+    report.add(
+        BenchResult(
+            metric="fabric bulk MB/s to a 12 MiB/s paced reader",
+            value=rate("paced") / 1e6,
+            unit="MB/s",
+            baseline_metric="reader's pace",
+            baseline_value=12 * 1024 * 1024 / 1e6,
+        )
+    )
     for mode, label in (("fabric", "fabric bulk"), ("separate", "separate tcp bulk")):
         report.add(
             BenchResult(
@@ -170,6 +210,11 @@ def _report(results: dict[str, dict[str, object]], seconds: float, quick: bool) 
     )
     samples = ", ".join(f"{mode} {len(rtts(mode))}" for mode in results)
     report.notes["pings"] = f"every 10 ms, one outstanding; samples: {samples}"
+    stuck = [mode for mode in results if results[mode].get("stuck")]
+    if stuck:
+        report.notes["stuck"] = (
+            f"a ping never came back in: {', '.join(stuck)} (counted until the window ended)"
+        )
     report.notes["window"] = f"{seconds:.0f} s measured after 1.5 s warm-up per experiment"
     p99 = _percentile(rtts("fabric"), 99)
     share = rate("fabric") / LINK_BYTES_PER_S

@@ -3,8 +3,10 @@
 ``python -m accessfabric.bench.hol_peer server --host ADDR --fabric-port P --tcp-port Q
 --cert-dir DIR --seed HEX`` serves, on ``ADDR`` only:
 
-* a fabric node (TCP+TLS): a stream named ``bulk`` is read and discarded, a stream
-  named ``ping`` echoes what it reads;
+* a fabric node (TCP+TLS): a stream named ``bulk`` is read and discarded, one named
+  ``bulk-stopped`` is read for its first MiB and then never again (a reader that
+  stopped), one named ``bulk-paced`` is read at ``PACED_RATE`` (``curl --limit-rate``),
+  a stream named ``ping`` echoes what it reads;
 * plain TCP: every connection carries frames ``type (1 B) | length (4 B) | payload``;
   BULK frames are discarded, PING frames are echoed on the same connection.
 
@@ -13,6 +15,10 @@ one JSON object: ``{"rtts_ms": [...], "bulk_bytes": N, "bulk_seconds": S}``.  MO
 
 * ``fabric``: one session, a BULK stream saturating the link and an INTERACTIVE stream
   pinging every ``--interval`` seconds (16-byte echo at application level);
+* ``stopped`` / ``paced``: the same, but the server's reader of the bulk stream stops
+  after 1 MiB / reads only ``PACED_RATE`` bytes per second (issue 13); beside the
+  stopped one a second bulk stream, read normally, is the one whose bytes count;
+* ``fabric-idle``: the pings on a fabric session with no bulk stream;
 * ``fifo``: bulk and pings interleaved FIFO on one plain TCP connection;
 * ``separate``: bulk on one plain TCP connection, pings on another;
 * ``idle``: pings on a plain TCP connection with no bulk running.
@@ -52,6 +58,17 @@ FRAME = struct.Struct(">BI")
 BULK, PING = 1, 2
 PING_SIZE = 16
 BULK_PIECE = 256 * 1024
+STOPPED_AFTER = 1024 * 1024
+"""A stopped reader reads this much of its bulk stream, then nothing."""
+PACED_RATE = 12 * 1024 * 1024
+"""Bytes per second a paced reader reads (``curl --limit-rate 12M``)."""
+BULK_SERVICES = {
+    "fabric": "bulk",
+    "stopped": "bulk-stopped",
+    "paced": "bulk-paced",
+    "fabric-idle": None,
+}
+"""Fabric modes and the service of their bulk stream (``fabric-idle``: no bulk)."""
 
 
 # ---------------------------------------------------------------------------- server
@@ -71,6 +88,26 @@ async def _serve(args: argparse.Namespace) -> None:
             while await stream.read():
                 pass
 
+    async def stop_reading(stream: FabricStream) -> None:
+        with contextlib.suppress(ConnectionError, ProtocolError, asyncio.IncompleteReadError):
+            await stream.readexactly(STOPPED_AFTER)
+            await asyncio.Event().wait()  # never read again (the task ends with the bench)
+
+    async def paced(stream: FabricStream) -> None:
+        began = time.perf_counter()
+        taken = 0
+        with contextlib.suppress(ConnectionError, ProtocolError):
+            while data := await stream.read(64 * 1024):
+                taken += len(data)
+                ahead = began + taken / PACED_RATE - time.perf_counter()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+
+    readers: dict[str, Callable[[FabricStream], Coroutine[Any, Any, None]]] = {
+        "bulk-stopped": stop_reading,
+        "bulk-paced": paced,
+    }
+
     async def echo(stream: FabricStream) -> None:
         with contextlib.suppress(ConnectionError, ProtocolError):
             while data := await stream.read():
@@ -79,7 +116,10 @@ async def _serve(args: argparse.Namespace) -> None:
 
     async def session(connection: SessionConnection) -> None:
         while (stream := await connection.accept_stream()) is not None:
-            spawn(echo(stream) if stream.service == "ping" else discard(stream))
+            if stream.service == "ping":
+                spawn(echo(stream))
+            else:
+                spawn((readers.get(stream.service) or discard)(stream))
 
     fabric = await serve_tcp(node.local(), args.host, args.fabric_port, lambda c: spawn(session(c)))
 
@@ -131,6 +171,7 @@ class _Window:
         self.bulk_at_end: int | None = None
         self.start_exact = self.end_exact = 0.0
         self.rtts: list[float] = []
+        self.stuck = False  # the last ping never came back
 
     def measuring(self, now: float) -> bool:
         return self.start <= now < self.end
@@ -147,11 +188,12 @@ class _Window:
 
     def result(self) -> dict[str, object]:
         if self.bulk_at_start is None or self.bulk_at_end is None:
-            return {"rtts_ms": self.rtts, "bulk_bytes": 0, "bulk_seconds": 0.0}
+            return {"rtts_ms": self.rtts, "bulk_bytes": 0, "bulk_seconds": 0.0, "stuck": self.stuck}
         return {
             "rtts_ms": self.rtts,
             "bulk_bytes": self.bulk_at_end - self.bulk_at_start,
             "bulk_seconds": self.end_exact - self.start_exact,
+            "stuck": self.stuck,
         }
 
 
@@ -171,7 +213,12 @@ async def _pinger(
         payload = struct.pack(">QQ", seq, 0)
         sent = time.perf_counter()
         await send_ping(payload)
-        echo = await receive_echo()
+        try:  # an echo still missing a second after the window is counted as that long
+            echo = await asyncio.wait_for(receive_echo(), max(0.0, window.end + 1.0 - sent))
+        except TimeoutError:
+            window.rtts.append((time.perf_counter() - sent) * 1000.0)
+            window.stuck = True
+            return
         now = time.perf_counter()
         if echo[:8] != payload[:8]:
             raise RuntimeError("echo out of order")
@@ -188,16 +235,25 @@ async def _client_fabric(args: argparse.Namespace, window: _Window) -> None:
     connection = await connect_tcp(
         node.local(), args.host, args.fabric_port, expected_peer_id=args.peer_id
     )
-    bulk = await connection.open_stream("bulk", TrafficClass.BULK)
+    service = BULK_SERVICES[args.mode]
+    bulk = None if service is None else await connection.open_stream(service, TrafficClass.BULK)
     ping = await connection.open_stream("ping", TrafficClass.INTERACTIVE)
     piece = os.urandom(BULK_PIECE)
     freeze_startup_objects()
 
-    async def pump() -> None:
+    # Beside a stopped reader, a second bulk stream whose reader reads is the one counted.
+    counted = (
+        await connection.open_stream("bulk", TrafficClass.BULK) if args.mode == "stopped" else bulk
+    )
+
+    async def pump(stream: FabricStream | None, count: bool) -> None:
+        if stream is None:
+            return
         while time.perf_counter() < window.end + 0.2:
-            bulk.write(piece)
-            await bulk.drain()
-            window.count_bulk(len(piece))
+            stream.write(piece)
+            await stream.drain()
+            if count:
+                window.count_bulk(len(piece))
 
     async def send(payload: bytes) -> None:
         ping.write(payload)
@@ -205,9 +261,13 @@ async def _client_fabric(args: argparse.Namespace, window: _Window) -> None:
     async def receive() -> bytes:
         return await ping.readexactly(PING_SIZE)
 
-    pumping = asyncio.ensure_future(pump())
+    pumps = [asyncio.ensure_future(pump(counted, True))]
+    if counted is not bulk:
+        pumps.append(asyncio.ensure_future(pump(bulk, False)))
     await _pinger(window, args.interval, send, receive)
-    await pumping
+    await asyncio.wait(pumps, timeout=2.0)  # a stopped reader never lets its pump finish
+    for pumping in pumps:
+        pumping.cancel()
     connection.abort()
 
 
@@ -254,7 +314,7 @@ async def _client_plain(args: argparse.Namespace, window: _Window) -> None:
 
 async def _client(args: argparse.Namespace) -> dict[str, object]:
     window = _Window(args.warmup, args.seconds)
-    if args.mode == "fabric":
+    if args.mode in BULK_SERVICES:
         await _client_fabric(args, window)
     else:
         await _client_plain(args, window)
@@ -264,7 +324,7 @@ async def _client(args: argparse.Namespace) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m accessfabric.bench.hol_peer")
     parser.add_argument("role", choices=["server", "client"])
-    parser.add_argument("mode", nargs="?", choices=["fabric", "fifo", "separate", "idle"])
+    parser.add_argument("mode", nargs="?", choices=[*BULK_SERVICES, "fifo", "separate", "idle"])
     parser.add_argument("--host", required=True)
     parser.add_argument("--fabric-port", type=int, required=True)
     parser.add_argument("--tcp-port", type=int, required=True)

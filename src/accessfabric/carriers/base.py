@@ -27,6 +27,9 @@ class CarrierInfo:
     """The Ed25519 key in the peer's TLS certificate, when it sent one."""
     forwarded_for: str | None = None
     """The client address a trusted reverse proxy reported (``peer_address`` is the proxy)."""
+    local_address: str = ""
+    """This end's IP address (``""``: the carrier does not say); a session bound to an
+    address the machine no longer has is dead (``node/network_watch.py``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -93,12 +93,14 @@ class TcpCarrier(asyncio.BufferedProtocol):
             self._transport.abort()
             return
         peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
         info = CarrierInfo(
             kind=self.kind,
             dialer=self._dialer,
             peer_address=f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer),
             channel_binding=tls.channel_binding if tls else b"",
             peer_certificate_key=tls.public_key_bytes if tls else None,
+            local_address=str(local[0]) if isinstance(local, tuple) else "",
         )
         self._listener = self._factory(info, self, tls)
         if not self.up.done():

@@ -132,16 +132,32 @@ async def session_overrun(target: Target) -> str:
             if peer.session_sent >= peer.session_credit:
                 break
         else:
-            raise NotApplicable(
-                f"{streams} stalled streams did not exhaust the session credit "
-                f"({peer.session_credit} bytes)"
-            )
+            return await _overrun_in_one_frame(peer, 2 * streams + 1)
         if peer.sent.get(stream_id, 0) >= peer.stream_credit(stream_id):
             stream_id += 2
             peer.open(stream_id)
         peer.send_data(stream_id, 1)
         detail = await peer.expect_goaway(ErrorCode.FLOW_CONTROL_ERROR)
         return f"session credit {peer.session_credit} over {stream_id // 2 + 1} streams: {detail}"
+
+
+async def _overrun_in_one_frame(peer: ScriptedPeer, stream_id: int) -> str:
+    """A peer that returns session credit as bytes arrive (ADR 0014) never runs out of it
+    while streams stall; one DATA frame larger than the credit it has left overruns it,
+    when one frame may be that large (the peer's session window is under two frames)."""
+    assert peer.peer_ready is not None
+    await peer.settle()
+    remaining = peer.session_credit - peer.session_sent
+    largest = min(peer.peer_ready.max_frame_size - 8, peer.peer_ready.initial_stream_window)
+    if remaining + 1 > largest:
+        raise NotApplicable(
+            f"the peer returns session credit as bytes arrive and has {remaining} bytes of "
+            f"it left, more than one frame on a new stream carries ({largest})"
+        )
+    peer.open(stream_id)
+    peer.send(fr.Data(stream_id, 0, os.urandom(remaining + 1)).to_bytes())
+    detail = await peer.expect_goaway(ErrorCode.FLOW_CONTROL_ERROR)
+    return f"session credit returned on arrival; one frame of {remaining + 1} bytes: {detail}"
 
 
 @check("credit", "credit.lower-grant-ignored", "STREAM_CREDIT below the current limit, "

@@ -45,7 +45,10 @@ def _client(args: argparse.Namespace) -> ControlClient:
         key = NodeKey.load(args.key)
     except IdentityError as exc:
         raise UserError(str(exc)) from None
-    return ControlClient(args.server, key, authority, args.state)
+    urls = [url.strip() for url in str(args.server).split(",") if url.strip()]
+    if not urls:
+        raise UserError("--server: give the control plane URL (several: comma-separated)")
+    return ControlClient(urls, key, authority, args.state)
 
 
 def _peers(texts: list[str]) -> tuple[PeerMeasurement, ...]:

@@ -59,11 +59,12 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def _cmd_init(args: argparse.Namespace) -> int:
     from accessfabric.control.plane import DataDirError, init_data_dir
+    from accessfabric.control.store.base import StoreError
     from accessfabric.identity.errors import IdentityError
 
     try:
-        authority, token = init_data_dir(args.data)
-    except (DataDirError, IdentityError, OSError) as exc:
+        authority, token = init_data_dir(args.data, store_url=args.store)
+    except (DataDirError, IdentityError, OSError, ValueError, StoreError) as exc:
         raise UserError(str(exc)) from None
     print(f"authority public key (nodes pin it): {authority.public_key_text}")
     print(f"admin token (shown once; keep it secret): {token}")
@@ -77,9 +78,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from accessfabric.identity.errors import IdentityError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from accessfabric.control.store.base import StoreError
+
     try:
-        authority, store = open_data_dir(args.data)
-    except (DataDirError, IdentityError, OSError, ValueError) as exc:
+        authority, store = open_data_dir(args.data, store_url=args.store)
+    except (DataDirError, IdentityError, OSError, ValueError, StoreError) as exc:
         raise UserError(str(exc)) from None
     config = ControlConfig(
         heartbeat_interval=args.heartbeat_interval,
@@ -97,6 +100,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             await server.start()
         except OSError as exc:
             raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        except StoreError as exc:
+            raise UserError(f"cannot load the control plane's state: {exc}") from None
         print(
             f"control plane serving on {server.url} (authority {authority.public_key_text})",
             flush=True,
@@ -320,6 +325,16 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="sqlite (default: DIR/control.db) or etcd://host:port,host:port[/namespace] "
+        "for several replicas sharing one etcd cluster (docs/control.md)",
+    )
+
+
 def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``control`` and its subcommands to the main command's subparsers."""
     control: argparse.ArgumentParser = subparsers.add_parser(
@@ -337,6 +352,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         "public key (nodes pin it) and an admin token (shown once).",
     )
     init.add_argument("--data", required=True, metavar="DIR", help="data directory to create")
+    _store_option(init)
     init.set_defaults(handler=_guarded(_cmd_init))
 
     serve = commands.add_parser(
@@ -347,6 +363,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         "authority key, which clients pin (ADR 0017).",
     )
     serve.add_argument("--data", required=True, metavar="DIR", help="data directory (init)")
+    _store_option(serve)
     serve.add_argument(
         "--listen",
         type=parse_listen,

@@ -20,7 +20,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from accessfabric.control.heartbeat_mac import ControlMacKey, MacKeyError, node_
 from accessfabric.control.node_cache import NodeCache
 from accessfabric.control.objects import NodeRecord, RouteLease, ServiceLease
 from accessfabric.control.rejections import RejectReason, SignedObjectRejected
+from accessfabric.control.replica_set import ReplicaSet
 from accessfabric.control.requestsig import RequestSigner
 from accessfabric.control.verify import (
     verify_node_record,
@@ -95,12 +96,16 @@ class ControlStatus:
     route_lease_expiries: dict[str, float] = field(default_factory=dict)
     """``service/class`` -> expiry (Unix seconds) of the longest-lived cached route lease."""
     service_lease_expiries: dict[str, float] = field(default_factory=dict)
+    replicas: list[dict[str, object]] = field(default_factory=list)
+    """Each control replica: url, state (ok / failed / not tried), current, last error."""
 
     def describe(self, now: float | None = None) -> str:
         """One line an operator can read."""
         when = time.time() if now is None else now
         state = {None: "not tried yet", True: "reachable", False: "UNREACHABLE"}[self.reachable]
         parts = [f"control plane {state}"]
+        if len(self.replicas) > 1:
+            parts.append(_describe_replicas(self.replicas))
         if self.last_error and not self.reachable:
             parts.append(f"last error: {self.last_error}")
         if self.cache_age_s is not None:
@@ -111,6 +116,13 @@ class ControlStatus:
             left = expires - when
             parts.append(f"route {name} {'expired' if left <= 0 else f'valid {left:.0f} s'}")
         return "; ".join(parts)
+
+
+def _describe_replicas(replicas: list[dict[str, object]]) -> str:
+    answering = [str(r["url"]) for r in replicas if r.get("current") and r["state"] == "ok"]
+    failed = [str(r["url"]) for r in replicas if r["state"] == "failed"]
+    text = f"via {answering[0]}" if answering else "no replica answering"
+    return text + (f" (failed: {', '.join(failed)})" if failed else "")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,7 +147,7 @@ class ControlClient:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         key: NodeKey,
         authority_public_key: bytes,
         cache_dir: str,
@@ -143,7 +155,9 @@ class ControlClient:
         clock: Callable[[], float] = time.time,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        self.replicas = ReplicaSet(urls, clock=clock)
+        """Every control replica; requests stick to one and fail over (``replica_set.py``)."""
         self.key = key
         self.authority_public_key = authority_public_key
         self.cache = NodeCache(cache_dir)
@@ -202,7 +216,36 @@ class ControlClient:
         self._failures += 1
         self._last_error, self._last_error_at = message, self._clock()
 
+    @property
+    def base_url(self) -> str:
+        """The replica the next request goes to first (the last one that answered)."""
+        return self.replicas.current.url
+
     async def request(
+        self, method: str, path: str, document: Any = None, *, mac: tuple[int, bytes] | None = None
+    ) -> dict[str, Any]:
+        """:meth:`request_replica` on the sticky replica, then on each other one while the
+        ones tried are unreachable or answer 5xx; :class:`ControlUnavailable` when none
+        answers."""
+        errors: list[str] = []
+        for replica in self.replicas.order():
+            self.replicas.current = replica
+            try:
+                reply = await self.request_replica(method, path, document, mac=mac)
+            except ControlUnavailable as exc:
+                self.replicas.failed(replica, str(exc))
+                errors.append(str(exc))
+                continue
+            except ControlRefused:
+                self.replicas.succeeded(replica)
+                raise
+            self.replicas.succeeded(replica)
+            return reply
+        message = "; ".join(errors) if len(errors) > 1 else errors[0]
+        self._last_error = message
+        raise ControlUnavailable(message)
+
+    async def request_replica(
         self, method: str, path: str, document: Any = None, *, mac: tuple[int, bytes] | None = None
     ) -> dict[str, Any]:
         """A signed request (``mac``: ``AF-MAC`` with this (revision, key) instead of an
@@ -230,7 +273,9 @@ class ControlClient:
         except ValueError:
             reply = {}
         if status >= 500 or not isinstance(reply, dict):
-            self._failed(f"{self.base_url} answered HTTP {status}")
+            error = reply.get("error") if isinstance(reply, dict) else None
+            why = f": {error.get('message')}" if isinstance(error, dict) else ""
+            self._failed(f"{self.base_url} answered HTTP {status}{why}")
             raise ControlUnavailable(self._last_error or "")
         if status >= 400:
             error = reply.get("error", {}) if isinstance(reply.get("error"), dict) else {}
@@ -587,6 +632,7 @@ class ControlClient:
             record_expires_at=record.expires_ms / 1000 if record else None,
             route_lease_expiries=routes,
             service_lease_expiries=services,
+            replicas=self.replicas.to_json(),
         )
 
 

@@ -27,12 +27,12 @@ import heapq
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
 from accessfabric.control.facts import FactsError, HeartbeatFacts, parse_facts
-from accessfabric.control.store.base import Clock, Store
+from accessfabric.control.store.base import Change, ChangeKind, Clock, Store
 
 KEY_PREFIX = "/heartbeats/"
 DEFAULT_INTERVAL = 10.0
@@ -129,8 +129,18 @@ class HeartbeatTable:
         clock: Clock = time.time,
         rules: HealthRules | None = None,
         persist_interval: float = DEFAULT_PERSIST_INTERVAL,
+        share_interval: float | None = None,
+        is_shared: Callable[[str], bool] | None = None,
     ) -> None:
+        """``share_interval`` (several replicas, ADR 0019): nodes for which ``is_shared``
+        says yes (the ones routes go through) are persisted at least this often, so every
+        replica sees them live; every node is persisted at once when its visible facts
+        (region, endpoints, transports, peers) change; others every ``persist_interval``.
+        """
         self._store = store
+        self._share_interval = share_interval
+        self._is_shared = is_shared
+        self._persisted_visible: dict[str, tuple[object, ...]] = {}
         self._clock = clock
         self.rules = rules or HealthRules()
         self._persist_interval = persist_interval
@@ -165,6 +175,46 @@ class HeartbeatTable:
         self.generation += 1
         self._visibility += 1
         return loaded
+
+    def _due(self, node_id: str, state: HeartbeatState, now: float) -> bool:
+        age = now - self._persisted_at.get(node_id, -1e18)
+        if self._share_interval is None:
+            return age >= self._persist_interval
+        if self._persisted_visible.get(node_id) != _visible(state.facts):
+            return True  # a material change: other replicas plan with it
+        if self._is_shared is not None and self._is_shared(node_id):
+            return age >= self._share_interval
+        return age >= self._persist_interval
+
+    def apply_change(self, change: Change) -> bool:
+        """Fold a heartbeat entry another replica persisted (seen in the store's watch);
+        ``True`` if it was newer than what this replica holds."""
+        if change.kind is not ChangeKind.PUT:
+            return False
+        node_id = change.key.removeprefix(KEY_PREFIX)
+        try:
+            document = json.loads(change.value)
+            facts = parse_facts(document["facts"])
+            received_at = float(document["received_at"])
+        except (ValueError, KeyError, TypeError, FactsError):
+            return False
+        previous = self._states.get(node_id)
+        if previous is not None and previous.received_at >= received_at:
+            return False
+        # ``count`` is this replica's own tally; a node heard of only through another
+        # replica's digest counts as heard once
+        self._states[node_id] = HeartbeatState(
+            facts=facts, received_at=received_at, count=max(1, previous.count if previous else 0)
+        )
+        self._persisted_at[node_id] = received_at
+        self._persisted_visible[node_id] = _visible(facts)
+        self._dirty.discard(node_id)  # another replica holds it; nothing to write here
+        self.generation += 1
+        returning = previous is None or node_id not in self._live
+        if previous is None or returning or _visible(previous.facts) != _visible(facts):
+            self._visibility += 1
+        self._set_live(node_id, received_at)
+        return True
 
     def record(self, node_id: str, facts: HeartbeatFacts, now: float | None = None) -> None:
         """Take one heartbeat (no store write; :meth:`flush` persists)."""
@@ -208,6 +258,7 @@ class HeartbeatTable:
 
     def forget(self, node_id: str) -> None:
         self._states.pop(node_id, None)
+        self._persisted_visible.pop(node_id, None)
         self._dirty.discard(node_id)
         self.generation += 1
         if self._live.pop(node_id, None) is not None:  # its heap entry is skipped
@@ -224,18 +275,38 @@ class HeartbeatTable:
 
     def flush(self, now: float | None = None, *, force: bool = False) -> int:
         """Persist dirty entries not persisted for ``persist_interval``; the number written."""
+        batch = self.take_due(now, force=force)
+        if batch:
+            try:
+                self._store.put_many(batch)  # one transaction: one commit per flush
+            except Exception:
+                self.unwritten(batch)
+                raise
+        return len(batch)
+
+    def take_due(self, now: float | None = None, *, force: bool = False) -> list[tuple[str, bytes]]:
+        """The entries :meth:`flush` would write now, marked written (memory only: a caller
+        that writes them elsewhere, e.g. in a thread, calls :meth:`unwritten` on failure)."""
         when = self._clock() if now is None else now
         batch: list[tuple[str, bytes]] = []
         for node_id in list(self._dirty):
-            if not force and when - self._persisted_at.get(node_id, -1e18) < self._persist_interval:
-                continue
             state = self._states.get(node_id)
+            if not force and state is not None and not self._due(node_id, state, when):
+                continue
             self._dirty.discard(node_id)
             if state is None:
                 continue
+            if self._share_interval is not None:
+                self._persisted_visible[node_id] = _visible(state.facts)
             document = {"received_at": state.received_at, "facts": state.facts.to_json()}
             batch.append((KEY_PREFIX + node_id, json.dumps(document).encode()))
             self._persisted_at[node_id] = when
-        if batch:
-            self._store.put_many(batch)  # one transaction: one commit per flush
-        return len(batch)
+        return batch
+
+    def unwritten(self, batch: list[tuple[str, bytes]]) -> None:
+        """A batch from :meth:`take_due` did not reach the store: write it again later."""
+        for key, _ in batch:
+            node_id = key.removeprefix(KEY_PREFIX)
+            self._dirty.add(node_id)
+            self._persisted_at.pop(node_id, None)
+            self._persisted_visible.pop(node_id, None)

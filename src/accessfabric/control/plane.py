@@ -7,6 +7,7 @@ same one the store evaluates lease expiry with.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from accessfabric.control.heartbeats import HealthRules, HeartbeatTable
 from accessfabric.control.leasing import RouteLeasing
 from accessfabric.control.planning.policy import RoutePolicy
 from accessfabric.control.registry import NodeRegistry, RegisteredNode, record_json
+from accessfabric.control.replication import ReplicaSync, watchable
 from accessfabric.control.requestsig import (
     DEFAULT_WINDOW,
     ReplayCache,
@@ -38,6 +40,10 @@ from accessfabric.control.vocabulary import Role
 AUTHORITY_FILE = "authority.key"
 STORE_FILE = "control.db"
 POLICY_VERSION = 1
+REPLICATED_PERSIST_INTERVAL = 300.0
+"""Seconds between writes of an end node's heartbeat digest when replicas share etcd
+(ADR 0019); nodes that routes go through are written every 1.25 heartbeat intervals."""
+_END_NODE_ROLES = frozenset({Role.MOBILE_EDGE, Role.OBSERVER})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,8 +80,45 @@ class DataDirError(Exception):
     """The control plane's data directory is missing, incomplete or already initialised."""
 
 
-def init_data_dir(data: str | os.PathLike[str]) -> tuple[Authority, str]:
-    """Create the authority key and the first admin credential in ``data``.
+AUTHORITY_KEY = "/control/authority"
+"""The store remembers which authority it belongs to: replicas with another key refuse it."""
+
+
+def open_store(data: str | os.PathLike[str], store_url: str | None, *, clock: Clock) -> Store:
+    """The store ``store_url`` names: ``None``/``sqlite`` = ``DATA/control.db``, or
+    ``etcd://host:port,…[/namespace]`` (needs the ``etcd`` extra)."""
+    if store_url is None or store_url == "sqlite":
+        return SqliteStore(Path(data) / STORE_FILE, clock=clock)
+    if store_url.startswith("etcd://"):
+        try:
+            from accessfabric.control.store.etcd import EtcdStore
+        except ImportError as exc:
+            raise DataDirError(str(exc)) from None
+        return EtcdStore.from_url(store_url)
+    raise DataDirError(f"unknown store {store_url!r}: use sqlite or etcd://host:port,…")
+
+
+def bind_authority(store: Store, authority: Authority) -> None:
+    """Record ``authority`` as the store's, or check it is the one recorded already.
+
+    Raises :class:`DataDirError` when the store belongs to another authority (a replica
+    started with the wrong key would sign records nobody else accepts).
+    """
+    text = authority.public_key_text.encode()
+    result = store.put_if(AUTHORITY_KEY, text, 0)
+    if result.succeeded or (result.current is not None and result.current.value == text):
+        return
+    other = result.current.value.decode() if result.current is not None else "?"
+    raise DataDirError(
+        f"the store belongs to authority {other}, not {authority.public_key_text}; "
+        "give every replica a copy of the same authority.key"
+    )
+
+
+def init_data_dir(
+    data: str | os.PathLike[str], *, store_url: str | None = None
+) -> tuple[Authority, str]:
+    """Create the authority key and the first admin credential in ``data`` (or ``store_url``).
 
     Returns the authority and the admin token (shown once).  Refuses an initialised dir.
     """
@@ -84,15 +127,24 @@ def init_data_dir(data: str | os.PathLike[str]) -> tuple[Authority, str]:
     if key_path.exists():
         raise DataDirError(f"{directory} is already initialised ({key_path} exists)")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    authority = Authority.create(key_path)
-    with SqliteStore(directory / STORE_FILE) as store:
+    store = open_store(directory, store_url, clock=time.time)
+    try:
+        if store.get(AUTHORITY_KEY) is not None:
+            raise DataDirError(
+                f"{store_url} already has a control plane; copy its authority.key into "
+                f"{directory} and serve, instead of init"
+            )
+        authority = Authority.create(key_path)
+        bind_authority(store, authority)
         token = AdminCredentials(store).create()
+    finally:
+        store.close()
     return authority, token
 
 
 def open_data_dir(
-    data: str | os.PathLike[str], *, clock: Clock = time.time
-) -> tuple[Authority, SqliteStore]:
+    data: str | os.PathLike[str], *, clock: Clock = time.time, store_url: str | None = None
+) -> tuple[Authority, Store]:
     directory = Path(data)
     key_path = directory / AUTHORITY_FILE
     if not key_path.exists():
@@ -101,7 +153,14 @@ def open_data_dir(
             f"run: accessfabric control init --data {directory}"
         )
     authority = Authority.load(key_path)
-    return authority, SqliteStore(directory / STORE_FILE, clock=clock)
+    store = open_store(directory, store_url, clock=clock)
+    if store_url is not None and store_url != "sqlite":
+        try:
+            bind_authority(store, authority)
+        except BaseException:
+            store.close()
+            raise
+    return authority, store
 
 
 class ControlPlane:
@@ -122,11 +181,19 @@ class ControlPlane:
         cfg = self.config
         self.admin = AdminCredentials(store, clock=clock)
         self.registry = NodeRegistry(store, authority, clock=clock, record_ttl=cfg.record_ttl)
+        self.replicated = watchable(store) is not None
+        """Several replicas may share this store (etcd): heartbeats are shared soft state."""
         self.heartbeats = HeartbeatTable(
             store,
             clock=clock,
             rules=HealthRules.for_interval(cfg.heartbeat_interval),
-            persist_interval=cfg.persist_interval,
+            persist_interval=(
+                max(cfg.persist_interval, REPLICATED_PERSIST_INTERVAL)
+                if self.replicated
+                else cfg.persist_interval
+            ),
+            share_interval=1.25 * cfg.heartbeat_interval if self.replicated else None,
+            is_shared=self._routes_go_through,
         )
         self.services = ServiceDirectory(store, authority, clock=clock, replica_ttl=cfg.replica_ttl)
         self.leasing = RouteLeasing(
@@ -144,6 +211,43 @@ class ControlPlane:
         self.traffic = TrafficHistory()
         self.events = FleetEvents()
         self.mac_keys = ControlMacKeys(authority)
+        self.sync: ReplicaSync | None = None
+        self._loaded_revision = 0
+
+    def _routes_go_through(self, node_id: str) -> bool:
+        node = self.registry.get(node_id)
+        return node is not None and bool(node.record.roles - _END_NODE_ROLES)
+
+    def start_replication(self) -> None:
+        """Watch the shared store for other replicas' writes (etcd only; needs a loop).
+
+        Call right after :meth:`load`; the watch starts at the revision read before it.
+        """
+        store = watchable(self.store)
+        if store is None or self.sync is not None:
+            return
+        self.sync = ReplicaSync(self, store)
+        self.sync.start(self._loaded_revision)
+
+    async def stop_replication(self) -> None:
+        if self.sync is not None:
+            await self.sync.stop()
+            self.sync = None
+
+    def store_status(self) -> dict[str, object]:
+        """What ``GET /v1/status`` says about the store: backend, reachable, why not."""
+        reason = self.unavailable_reason()
+        return {
+            "backend": "etcd" if self.replicated else "sqlite",
+            "available": reason is None,
+            "reason": reason,
+        }
+
+    def unavailable_reason(self) -> str | None:
+        """Why this replica must not serve now (its store is unreachable), or ``None``."""
+        if self.sync is not None and not self.sync.synced:
+            return f"this control replica lost its store: {self.sync.reason}"
+        return None
 
     def authenticate_mac(self, node: RegisteredNode, parts: SignedRequest) -> None:
         """Timestamp window, ``AF-MAC`` and replay checks of one request from ``node``.
@@ -160,6 +264,7 @@ class ControlPlane:
 
     def load(self) -> None:
         """Read the registry and persisted heartbeats (once, when starting to serve)."""
+        self._loaded_revision = self.store.revision()
         self.registry.load()
         self.heartbeats.load()
 
@@ -189,4 +294,21 @@ class ControlPlane:
         """Periodic work: persist heartbeats, fill vacant service leaderships."""
         self.heartbeats.flush()
         self.services.reconcile_all()
+        self.events.observe(self, self.clock())
+
+    async def tick_async(self) -> None:
+        """:meth:`tick` for the server: with a networked store (etcd) the store calls run in
+        a worker thread, so a slow or partitioned store never blocks the event loop for a
+        deadline (heartbeats in memory, 503s and ``/v1/status`` keep being answered)."""
+        if not self.replicated:
+            self.tick()
+            return
+        batch = self.heartbeats.take_due()
+        if batch:
+            try:
+                await asyncio.to_thread(self.store.put_many, batch)
+            except BaseException:
+                self.heartbeats.unwritten(batch)
+                raise
+        await asyncio.to_thread(self.services.reconcile_all)
         self.events.observe(self, self.clock())

@@ -16,8 +16,9 @@ from typing import Any
 
 from accessfabric.control.authority import Authority
 from accessfabric.control.objects import NodeRecord
+from accessfabric.control.rejections import SignedObjectRejected
 from accessfabric.control.signed import open_signed
-from accessfabric.control.store.base import Clock, Entry, Store
+from accessfabric.control.store.base import Change, ChangeKind, Clock, Entry, Store
 from accessfabric.control.tokens import EnrollmentTokens
 from accessfabric.control.vocabulary import Role
 from accessfabric.identity.node_id import node_id_from_public_key
@@ -104,8 +105,32 @@ class NodeRegistry:
         self.generation += 1
         return len(self._nodes)
 
+    def apply_change(self, change: Change) -> bool:
+        """Fold a change another replica wrote (seen in the store's watch); ``True`` if the
+        cache moved.  A record older than or equal to the cached one is ignored, so a
+        replica's own writes coming back through the watch change nothing."""
+        node_id = change.key.removeprefix(KEY_PREFIX)
+        if change.kind is ChangeKind.DELETE:
+            if self._nodes.pop(node_id, None) is None:
+                return False
+            self.generation += 1
+            self.version = max(self.version, change.revision)
+            return True
+        try:
+            node = self._decode_value(change.value)
+        except (ValueError, KeyError, TypeError, SignedObjectRejected):
+            return False  # not signed by our authority: never trusted
+        current = self._nodes.get(node.node_id)
+        if current is not None and current.record.revision >= node.record.revision:
+            return False
+        self._remember(node, change.revision)
+        return True
+
     def _decode(self, entry: Entry) -> RegisteredNode:
-        document = json.loads(entry.value)
+        return self._decode_value(entry.value)
+
+    def _decode_value(self, value: bytes) -> RegisteredNode:
+        document = json.loads(value)
         blob = base64.b64decode(document["record"])
         record = open_signed(blob, NodeRecord, self._authority.public_key)
         return RegisteredNode(record=record, blob=blob, enrolled_at=float(document["enrolled_at"]))

@@ -24,10 +24,12 @@ from accessfabric.control.api import admin_handlers, node_handlers
 from accessfabric.control.api.console_handlers import add_console_routes
 from accessfabric.control.api.context import CONTEXT, ApiContext
 from accessfabric.control.api.errors import error_middleware
+from accessfabric.control.api.replica_guard import replica_guard
 from accessfabric.control.api.schema import openapi_document
 from accessfabric.control.api.verifier import BatchVerifier
 from accessfabric.control.metrics import ControlMetrics
 from accessfabric.control.plane import ControlPlane
+from accessfabric.control.store.base import StoreError
 from accessfabric.observe.log_rate import RateLimitedLog
 
 _log = logging.getLogger("accessfabric.control.server")
@@ -154,6 +156,7 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
             metrics.middleware,
             error_middleware,
             _body_limit(plane.config.max_body_bytes),
+            replica_guard,
         ],
         client_max_size=plane.config.max_body_bytes,
     )
@@ -245,16 +248,27 @@ class ControlServer:
             sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1]
         self._ticker = asyncio.create_task(self._tick_forever())
+        self.plane.start_replication()  # etcd: learn other replicas' writes
 
     async def _tick_forever(self) -> None:
+        store_failing = False
         while True:
             await asyncio.sleep(self._tick_interval)
+            if self.plane.unavailable_reason() is not None:
+                continue  # the store is out of reach: a tick would only block the loop
             try:
-                self.plane.tick()
+                await self.plane.tick_async()
+            except StoreError as exc:  # one line per outage, not one per tick
+                if not store_failing:
+                    _log.warning("control plane tick: store unavailable: %s", exc)
+                store_failing = True
+                continue
             except Exception:  # a store hiccup must not end the server
                 _log.exception("control plane tick failed")
+            store_failing = False
 
     async def stop(self) -> None:
+        await self.plane.stop_replication()
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):

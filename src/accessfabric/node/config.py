@@ -42,6 +42,13 @@ from accessfabric.node.address import (
     validate_websocket_path,
 )
 from accessfabric.node.admission import AdmissionLimits
+from accessfabric.node.host_config import (
+    DeviceConfig,
+    HostConfigError,
+    PressureConfig,
+    parse_device,
+    parse_pressure,
+)
 from accessfabric.node.ingress_config import IngressConfig, IngressConfigError, parse_ingress
 from accessfabric.node.limits_config import LimitsConfigError, admission_limits
 from accessfabric.node.ranking.policy import RankingPolicy
@@ -80,6 +87,8 @@ _INT_LIMITS = {
     "max_stream_window": (1, 1 << 62),
     "initial_session_window": (1, 1 << 62),
     "max_session_window": (1, 1 << 62),
+    "stream_window_budget": (0, 1 << 62),
+    "urgent_session_reserve": (0, 1 << 62),
     "max_concurrent_streams": (1, (1 << 31) - 1),
     "max_stream_send_buffer": (1, 1 << 62),
 }
@@ -184,7 +193,15 @@ class RouteTimers:
 
 
 DEFAULT_CONTROL_URL = "https://127.0.0.1:8600"
-CONTROL_KEYS = ("url", "authority_key", "token", "state_dir", "heartbeat_interval", "backoff_max")
+CONTROL_KEYS = (
+    "url",
+    "urls",
+    "authority_key",
+    "token",
+    "state_dir",
+    "heartbeat_interval",
+    "backoff_max",
+)
 DEFAULT_CONTROL_BACKOFF_MAX = 60.0
 
 
@@ -193,6 +210,8 @@ class ControlSettings:
     """``[control]``: the control plane this node enrolls with and heartbeats to."""
 
     url: str = DEFAULT_CONTROL_URL
+    urls: tuple[str, ...] = ()
+    """Every control replica (``urls = [...]``); empty: just ``url``.  ``url`` is the first."""
     authority_key: bytes
     """The control plane's public key (``afauth1...``): every signed object is checked."""
     token: str | None = None
@@ -239,6 +258,10 @@ class NodeConfig:
     """``[limits]``: what an outsider may cost before and after AUTH (docs/node.md)."""
     routes: RouteTimers = field(default_factory=RouteTimers)
     """``[routes]``: route-execution timers (stall, resume window, pressure, cooldown)."""
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    """``[device]``: power supply, network type, metered, mobile relay opt-in (host_config)."""
+    pressure: PressureConfig = field(default_factory=PressureConfig)
+    """``[pressure]``: when measurements count as pressure (NODE_PRESSURE to peers)."""
     vpn: VpnClassConfig = field(default_factory=VpnClassConfig)
     """``[vpn]``: how ``vpn up`` sorts packets into classes (``node/vpn_config.py``)."""
     source: str = ""
@@ -327,6 +350,8 @@ _TOP_KEYS = (
     "sealing",
     "limits",
     "routes",
+    "device",
+    "pressure",
     "vpn",
 )
 SEALING_KEYS = ("one_hop", "cipher", "keys")
@@ -355,6 +380,8 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     sealing = _opt(document, "sealing", top, _sealing) or SealingConfig()
     limits = _opt(document, "limits", top, _limits) or AdmissionLimits()
     routes = _opt(document, "routes", top, _routes) or RouteTimers()
+    device = _opt(document, "device", top, lambda v, at: _host(v, at, base, parse_device))
+    pressure = _opt(document, "pressure", top, lambda v, at: _host(v, at, base, _pressure))
     vpn = _opt(document, "vpn", top, _vpn) or VpnClassConfig()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
@@ -424,6 +451,8 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         sealing=sealing,
         limits=limits,
         routes=routes,
+        device=device or DeviceConfig(),
+        pressure=pressure or PressureConfig(),
         vpn=vpn,
         source=source,
     )
@@ -528,15 +557,31 @@ def _rto_min_text(text: str, at: _At) -> Any:
     return False if stripped.lower() in ("false", "off", "none") else _number(stripped, at)
 
 
+def _control_url(value: Any, at: _At) -> str:
+    url = _str(value, at).rstrip("/")
+    if not url.startswith(("http://", "https://")) or url[-3:] == "://":
+        at.fail(f"expected an http:// or https:// URL, got {url!r}")
+    return url
+
+
 def _control(
     table: dict[str, Any], at: _At, base: Path, top_key: bytes | None, key_path: Path
 ) -> ControlSettings:
     _check_keys(table, at, CONTROL_KEYS)
     url = DEFAULT_CONTROL_URL
     if "url" in table:
-        url = _str(table["url"], at / "url").rstrip("/")
-        if not url.startswith(("http://", "https://")) or url[-3:] == "://":
-            (at / "url").fail(f"expected an http:// or https:// URL, got {url!r}")
+        url = _control_url(table["url"], at / "url")
+    urls: tuple[str, ...] = ()
+    if "urls" in table:
+        if "url" in table:
+            (at / "urls").fail("give either url or urls, not both")
+        items = _list(table["urls"], at / "urls")
+        urls = tuple(_control_url(item, (at / "urls")[i]) for i, item in enumerate(items))
+        if not urls:
+            (at / "urls").fail("needs at least one control plane URL")
+        if len(set(urls)) != len(urls):
+            (at / "urls").fail("lists a URL twice")
+        url = urls[0]
     key = _opt(table, "authority_key", at, _authority_key)
     if key is None:
         if top_key is None:
@@ -552,12 +597,27 @@ def _control(
     backoff_max = _opt(table, "backoff_max", at, _positive_seconds)
     return ControlSettings(
         url=url,
+        urls=urls,
         authority_key=key,
         token=token,
         state_dir=state_dir or key_path.parent / (key_path.stem + ".control"),
         heartbeat_interval=interval,
         backoff_max=DEFAULT_CONTROL_BACKOFF_MAX if backoff_max is None else backoff_max,
     )
+
+
+def _pressure(table: dict[str, Any], base: Path) -> PressureConfig:
+    return parse_pressure(table)
+
+
+def _host(value: Any, at: _At, base: Path, parse: Callable[[dict[str, Any], Path], _T]) -> _T:
+    """``[device]`` / ``[pressure]`` (node/host_config.py), errors naming the key."""
+    table = _table(value, at)
+    try:
+        return parse(table, base)
+    except HostConfigError as error:
+        key, _, problem = str(error).partition(": ")
+        (at / key).fail(problem)
 
 
 def _routes(value: Any, at: _At) -> RouteTimers:

@@ -593,6 +593,15 @@ class SessionConnection:
         self._schedule_flush()
         return await waiter
 
+    def send_pressure(self, queue: int, cpu: int, memory: int, network: int) -> bool:
+        """Send NODE_PRESSURE (percent levels); False when the session cannot send now."""
+        try:
+            self.session.send_pressure(queue, cpu, memory, network)
+        except LocalProtocolError:
+            return False
+        self._schedule_flush()
+        return True
+
     async def goaway(self, code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:
         """Drain: no new streams; open streams finish; then the session ends."""
         self.session.goaway(code, reason)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -61,6 +62,7 @@ from accessfabric.control.facts import (
     ServiceCapacity,
     StreamReport,
 )
+from accessfabric.control.replica_set import replica_summary
 from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings
 from accessfabric.node.diagnostics import NodeDiagnostics
@@ -108,7 +110,7 @@ class ControlLink:
         self.runtime = runtime
         self.settings = settings
         self.client = ControlClient(
-            settings.url,
+            settings.urls or settings.url,
             runtime.key,
             settings.authority_key,
             str(settings.state_dir),
@@ -142,12 +144,16 @@ class ControlLink:
         self.route_errors: dict[tuple[str, TrafficClass], tuple[str, float]] = {}
         """(service, class) -> why the last attempt to get a route lease failed, and when."""
         self._route_error_logged: dict[tuple[str, TrafficClass], float] = {}
+        self.route_cache_version = 0
+        """Bumped whenever the route leases of a (service, class) change (heartbeat fact)."""
+        self._published: dict[tuple[str, TrafficClass], tuple[int, ...]] = {}
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         """Hook into route execution and start the heartbeat loop (never blocks start-up)."""
         self.runtime.routes.source = self.route_source
+        self.runtime.host.on_relay_change = self._wake.set  # mobile relay state: heartbeat now
         self.runtime.sealing_keys.refresh = self.client.directory  # a sealing key is missing
         if self.runtime.routes.sealing is not None:  # sealed opens carry this node's record
             self.runtime.routes.sealing.own_record = self.client.record_blob
@@ -271,7 +277,7 @@ class ControlLink:
         transports = tuple(dict.fromkeys(TRANSPORT_OF.get(e.carrier, "tcp_tls") for e in endpoints))
         relay = "relay" in runtime.config.roles
         services = tuple(ServiceCapacity(name=name) for name, _ in self.served())
-        return HeartbeatFacts(
+        facts = HeartbeatFacts(
             software_version=SOFTWARE,
             transports=transports,
             reachable=bool(endpoints),
@@ -285,6 +291,13 @@ class ControlLink:
             route_reports=self._route_reports(),
             relay_usage=self._relay_usage(),
             stream_reports=self._stream_reports(),
+            route_cache_version=self.route_cache_version,
+        )
+        host = runtime.host  # measured on the machine (node/host_monitor.py)
+        return dataclasses.replace(
+            facts,
+            peers=host.with_bandwidth(facts.peers),
+            **host.heartbeat_fields(facts.relay_opt_in),
         )
 
     def _stream_reports(self) -> tuple[StreamReport, ...]:
@@ -554,6 +567,10 @@ class ControlLink:
                     expires=u.destination.expires_ms / 1000,
                 )  # fmt: skip
         self.failovers.route_leases(service, traffic_class, [r.lease for r in routes])
+        ids = tuple(sorted(r.lease.route_id for r in routes))
+        if self._published.get((service, traffic_class)) != ids:
+            self._published[(service, traffic_class)] = ids
+            self.route_cache_version += 1
         if routes:
             self.runtime.routes.set_routes(service, traffic_class, routes)
             key = (service, traffic_class)
@@ -574,7 +591,8 @@ class ControlLink:
         reachable = {None: "not tried yet", True: "reachable", False: "unreachable"}
         error = self.last_error or snapshot.last_error
         return {
-            "url": self.settings.url,
+            "url": self.client.base_url,
+            "replicas": replica_summary(snapshot.replicas),
             "state": reachable[snapshot.reachable],
             "health": self.health or "-",
             "reasons": ", ".join(self.reasons) or "-",

@@ -126,6 +126,8 @@ class DataPlane:
         """Destination stream ends by resume token, while they may still be resumed."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self.relay_gate: Callable[[], str | None] | None = None
+        """Why this node relays no new stream now, or None (node/host_monitor.py)."""
         self.refused: dict[str, int] = {}
         self.on_refused: Callable[[SessionConnection, str, str, str], None] | None = None
         """Told of each refusal (connection, reason, service, kind) instead of an unlimited
@@ -279,6 +281,10 @@ class DataPlane:
             )
             return
         if not checked.is_destination:
+            paused = self.relay_gate() if self.relay_gate is not None else None
+            if paused is not None:  # a mobile-edge node that may not relay now
+                self._refuse(connection, stream, ErrorCode.REFUSED_STREAM, paused, "relay refused")
+                return
             self._claimed.add(stream)
             self.relay.open(connection, event, checked, stream)
             return

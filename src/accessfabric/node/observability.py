@@ -258,6 +258,10 @@ class NodeObservability:
                     "bytes_out": sum(snapshot.bytes_out_by_class.values()),
                     "bytes_in": sum(snapshot.bytes_in_by_class.values()),
                     "streams": len(snapshot.streams),
+                    "credit_stalls": snapshot.credit_stalls,
+                    "session_credit_stalls": snapshot.session_credit_stalls,
+                    "session_stall_s": round(snapshot.session_credit_stall_seconds, 3),
+                    "unread": snapshot.unread_bytes,
                 }
             )
             for stream in snapshot.streams:
@@ -273,6 +277,9 @@ class NodeObservability:
                         "queued": stream.queued_bytes,
                         "unacked": stream.unacked_bytes,
                         "credit_stalls": stream.credit_stalls,
+                        "session_credit_stalls": stream.session_credit_stalls,
+                        "stall_s": round(stream.stall_seconds, 3),
+                        "unread": stream.unread_bytes,
                     }
                 )
         result: dict[str, Any] = {

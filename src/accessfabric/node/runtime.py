@@ -28,7 +28,9 @@ from accessfabric.node.diagnostics import register_diagnostics
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
 from accessfabric.node.endpoints import LocalNode, source_address
 from accessfabric.node.gc_pauses import freeze_startup_objects
+from accessfabric.node.host_monitor import HostMonitor
 from accessfabric.node.log_format import log_event
+from accessfabric.node.network_watch import NetworkWatch
 from accessfabric.node.observability import NodeObservability
 from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
 from accessfabric.node.peers import PeerSessionManager
@@ -123,6 +125,12 @@ class NodeRuntime:
         self.observe.add_section("endpoints", self._endpoint_rows)
         register_diagnostics(self)  # `accessfabric diag` over the admin socket
         self.local.on_new_connection = self._new_connection
+        # Facts measured on the machine, NODE_PRESSURE, the mobile relay gate
+        # (node/host_monitor.py; docs/control.md "Heartbeat facts").
+        self.host = HostMonitor(config, self.observe.connections)
+        self.data_plane.relay_gate = self.host.relay_refusal
+        self.observe.add_section("host", self.host.status)
+        self.network_watch = NetworkWatch(self.observe.connections)  # address changes
         self.components = list(components)
         self.control: ControlLink | None = None
         if config.control is not None:  # docs/config.md [control]
@@ -174,6 +182,8 @@ class NodeRuntime:
                     address=bound.endpoint.address, url=bound.endpoint.url,
                 )  # fmt: skip
             await self.observe.start(self.config.metrics_listen, self.config.admin_socket)
+            await self.host.start()
+            await self.network_watch.start()
             if self.control is not None:
                 await self.control.start()
             for component in self.components:
@@ -183,6 +193,8 @@ class NodeRuntime:
                 bound.close()
             if self.control is not None:
                 await self.control.close()
+            await self.host.close()
+            await self.network_watch.close()
             await self.observe.close()
             raise
         for peer in self.config.peers:
@@ -278,6 +290,8 @@ class NodeRuntime:
                 await component.close()
         if self.control is not None:
             await self.control.close()
+        await self.host.close()
+        await self.network_watch.close()
         for keeper in self._keepers:
             keeper.cancel()
         for connection in list(self._accepted):

@@ -12,6 +12,7 @@ import aiohttp
 
 TABLES = (  # the sections `status` prints, in order
     "control",
+    "host",
     "sessions",
     "streams",
     "routes",

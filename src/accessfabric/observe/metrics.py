@@ -45,6 +45,8 @@ class FabricMetrics(Collector):
         self._resets: Counter[str] = Counter()
         self._terminations: Counter[tuple[str, str]] = Counter()  # (code, side)
         self._credit_stalls = 0
+        self._session_credit_stalls = 0
+        self._session_stall_seconds = 0.0
         self._dropped = 0
         self._slowdowns = 0
         self._opened: Counter[str] = Counter()  # carrier kind
@@ -79,6 +81,8 @@ class FabricMetrics(Collector):
         for code, count in snapshot.resets_by_code.items():
             self._resets[_code_name(code)] += count
         self._credit_stalls += snapshot.credit_stalls
+        self._session_credit_stalls += snapshot.session_credit_stalls
+        self._session_stall_seconds += snapshot.session_credit_stall_seconds
         self._dropped += snapshot.dropped_bytes
         self._slowdowns += snapshot.pacing_slowdowns
 
@@ -101,6 +105,9 @@ class FabricMetrics(Collector):
         frames_total = Counter(self._frames)
         resets = Counter(self._resets)
         stalls, dropped, slowdowns = self._credit_stalls, self._dropped, self._slowdowns
+        session_stalls = self._session_credit_stalls
+        session_stall_seconds = self._session_stall_seconds
+        unread = 0
         pressure = dict.fromkeys(("queue", "cpu", "memory", "network"), 0)
         queued: Counter[str] = Counter()
         for snapshot, _ in snapshots:
@@ -119,6 +126,9 @@ class FabricMetrics(Collector):
             for code, count in snapshot.resets_by_code.items():
                 resets[_code_name(code)] += count
             stalls += snapshot.credit_stalls
+            session_stalls += snapshot.session_credit_stalls
+            session_stall_seconds += snapshot.session_credit_stall_seconds
+            unread += snapshot.unread_bytes
             dropped += snapshot.dropped_bytes
             slowdowns += snapshot.pacing_slowdowns
             if snapshot.peer_pressure is not None:
@@ -166,7 +176,24 @@ class FabricMetrics(Collector):
             [((k,), v) for k, v in self.auth_failures.items()],
         )
         yield CounterMetricFamily(
-            "accessfabric_credit_stalls", "Times a stream waited for credit.", value=stalls
+            "accessfabric_credit_stalls",
+            "Times a stream waited for credit (its own or its session's).",
+            value=stalls,
+        )
+        yield CounterMetricFamily(
+            "accessfabric_session_credit_stalls",
+            "Times a stream with data and stream credit waited for its session's credit.",
+            value=session_stalls,
+        )
+        yield CounterMetricFamily(
+            "accessfabric_session_credit_stall_seconds",
+            "Time sessions' stream data waited for session credit.",
+            value=session_stall_seconds,
+        )
+        yield GaugeMetricFamily(
+            "accessfabric_unread_bytes",
+            "Bytes received on live sessions that their readers have not consumed yet.",
+            value=unread,
         )
         yield CounterMetricFamily(
             "accessfabric_dropped_bytes",

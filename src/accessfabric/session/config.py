@@ -21,7 +21,16 @@ class SessionConfig:
     initial_stream_window: int = 256 * 1024
     max_stream_window: int = 16 * 1024 * 1024
     initial_session_window: int = 1024 * 1024
+    """Session credit (stream 0) granted at first; it is returned as DATA *arrives*, so it
+    bounds bytes in flight, not unread bytes (ADR 0014)."""
     max_session_window: int = 64 * 1024 * 1024
+    stream_window_budget: int = 48 * 1024 * 1024
+    """Bytes by which this session's stream receive windows may grow, in total, beyond
+    ``initial_stream_window``.  Unread bytes per session are at most open streams x
+    ``initial_stream_window`` + this (each stream's unread bytes stay within its window)."""
+    urgent_session_reserve: int = 64 * 1024
+    """Session credit reliable/bulk/droppable leave unused for control/dns/interactive
+    (at most a quarter of the peer's initial session window)."""
     max_concurrent_streams: int = 256
     max_stream_send_buffer: int = 4 * 1024 * 1024
     """Bytes a stream may queue before ``send_data`` refuses more (droppable drops instead)."""

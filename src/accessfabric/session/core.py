@@ -81,6 +81,10 @@ class SessionCore:
             else None
         )
         self._ack_pending: set[Stream] = set()
+        self._last_park_check = now
+        self._paced_wake: float | None = None  # the pacer held data back: look again then
+        self.pacer_parked_bytes = 0
+        """Unacknowledged bytes the pacer stopped counting as in flight (Output._park...)."""
         self._pings: dict[int, float] = {}
         self._keepalive_ping: int | None = None
         self._rtt_probe: int | None = None
@@ -111,10 +115,17 @@ class SessionCore:
         self.peer_max_frame_size = DEFAULT_MAX_FRAME_SIZE
         self.peer_max_concurrent_streams = 0
         self._peer_stream_window = 0
-        # Session-wide credit, both directions.
+        # Session-wide credit, both directions.  Ours is returned as DATA arrives (ADR 0014).
         self._session_sent = 0
         self._session_credit_limit = 0
         self._session_recv = ReceiveWindow(config.initial_session_window, config.max_session_window)
+        self._urgent_reserve = 0  # session credit the shared classes leave (set on READY)
+        # Streams waiting for session credit, and since when the session has been short of it.
+        self._session_stalled: set[Stream] = set()
+        self._session_stall_since: float | None = None
+        self.session_stall_time = 0.0
+        self.session_credit_stalls = 0
+        """Times a stream with bytes and stream credit waited for session credit."""
         # Counters.
         # Per-class totals of streams already forgotten (live ones are summed on demand).
         self._totals_out = dict.fromkeys(TrafficClass, 0)
@@ -125,8 +136,6 @@ class SessionCore:
         self.credit_stalls = 0
         self.dropped_bytes = 0
         self.ignored_frames = 0
-        # Bytes of reset streams freed before the application acknowledged them, by stream.
-        self._released: dict[int, int] = {}
         self._control.append(self._local_hello)
         self._handlers = self._build_dispatch()
 
@@ -155,12 +164,53 @@ class SessionCore:
         if len(self._control) >= self.config.max_control_queue:
             raise RemoteProtocolError(what, ErrorCode.ENHANCE_YOUR_CALM)
 
-    def _discard_received(self, nbytes: int) -> None:
-        """Bytes that reach no application still free session credit."""
-        if nbytes:
-            grant = self._session_recv.consume(nbytes, self._now, self._rtt.srtt)
-            if grant is not None:
-                self._control.append(fr.StreamCredit(0, grant).to_bytes())
+    def _return_session_credit(self, nbytes: int) -> None:
+        """DATA bytes arrived: session credit comes back at once, whatever the stream does
+        with them (each stream's unread bytes are bounded by its own window)."""
+        grant = self._session_recv.consume(nbytes, self._now, self._rtt.srtt)
+        if grant is not None:
+            self._control.append(fr.StreamCredit(0, grant).to_bytes())
+
+    def _stream_window_room(self) -> int:
+        """How far one more stream receive window may grow within ``stream_window_budget``."""
+        initial = self.config.initial_stream_window
+        grown = sum(max(0, s.recv.window - initial) for s in self._streams.values())
+        return self.config.stream_window_budget - grown
+
+    # ------------------------------------------------------------------ session-credit stalls
+
+    def _session_credit_stall(self, stream: Stream, ready: list[Stream]) -> None:
+        """``stream`` (and the ready streams behind it) has bytes and stream credit but no
+        session credit: count one stall per stream, time the session's."""
+        now = self._now
+        if self._session_stall_since is None:
+            self._session_stall_since = now
+        for waiting in (stream, *ready):
+            if waiting in self._session_stalled or not waiting.queued:
+                continue
+            self._session_stalled.add(waiting)
+            waiting.credit_stalls += 1
+            waiting.session_credit_stalls += 1
+            self.credit_stalls += 1
+            self.session_credit_stalls += 1
+            if waiting.stall_since is None:
+                waiting.stall_since = now
+
+    def _session_credit_arrived(self) -> None:
+        now = self._now
+        if self._session_stall_since is not None:
+            self.session_stall_time += now - self._session_stall_since
+            self._session_stall_since = None
+        for stream in self._session_stalled:
+            if stream.stall_since is not None:
+                stream.stall_time += now - stream.stall_since
+                stream.stall_since = None
+        self._session_stalled.clear()
+
+    def session_stall_seconds(self) -> float:
+        """Time stream data waited for session credit, the current wait included."""
+        since = self._session_stall_since
+        return self.session_stall_time + (0.0 if since is None else self._now - since)
 
     # ------------------------------------------------------------------ errors and ending
 
@@ -194,15 +244,13 @@ class SessionCore:
         stream.send_queue.clear()
         stream.queued = 0
         if self._pacer is not None and stream.traffic_class in _SHARED:
-            self._pacer.forget(stream.send_offset - stream.acked)
+            self._pacer.forget(stream.paced_in_flight)
         stream.retained.clear()
         stream.timing.clear()
         self._ack_pending.discard(stream)
-        if stream.recv.received > stream.recv.consumed:
-            released = stream.recv.received - stream.recv.consumed
-            self._discard_received(released)
-            stream.recv.consumed = stream.recv.received
-            self._released[stream.stream_id] = released  # the app may still acknowledge them
+        self._session_stalled.discard(stream)
+        stream.recv.consumed = stream.recv.received  # its unread bytes are freed
+        stream.released = True
         self._maybe_forget(stream)
 
     def _maybe_forget(self, stream: Stream) -> None:
@@ -216,6 +264,7 @@ class SessionCore:
         if done and self.state is not SessionState.CLOSED:
             if self._streams.pop(stream.stream_id, None) is not None:
                 self._fold_counters(stream)
+                self._session_stalled.discard(stream)
             if not any(s.state in ACTIVE_STATES for s in self._streams.values()):
                 self._idle_since = self._now
 

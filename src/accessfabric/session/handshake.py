@@ -77,6 +77,9 @@ class Handshake(SessionCore):
         self.peer_max_concurrent_streams = frame.max_concurrent_streams
         self._peer_stream_window = frame.initial_stream_window
         self._session_credit_limit = frame.initial_session_window
+        self._urgent_reserve = min(
+            self.config.urgent_session_reserve, frame.initial_session_window // 4
+        )
         self._scheduler.quantum = min(frame.max_frame_size, DEFAULT_MAX_FRAME_SIZE)
         self.state = SessionState.READY
         # One PING right away: the receive windows need an RTT to grow toward bandwidth x RTT

@@ -23,7 +23,13 @@ class StreamMetrics:
     unacked_bytes: int
     credit: int
     credit_stalls: int
+    """Times the stream waited for credit, its own or the session's."""
+    session_credit_stalls: int
+    """Of those, times it had stream credit but waited for the session's."""
     stall_seconds: float
+    unread_bytes: int
+    """Received bytes the application has not consumed yet (at most ``recv_window``)."""
+    recv_window: int
     dropped_bytes: int
 
     @classmethod
@@ -44,7 +50,10 @@ class StreamMetrics:
             unacked_bytes=stream.send_offset - stream.acked,
             credit=stream.credit,
             credit_stalls=stream.credit_stalls,
+            session_credit_stalls=stream.session_credit_stalls,
             stall_seconds=stall,
+            unread_bytes=stream.recv.received - stream.recv.consumed,
+            recv_window=stream.recv.window,
             dropped_bytes=stream.dropped_bytes,
         )
 
@@ -59,6 +68,14 @@ class SessionMetrics:
     queued_bytes: int
     control_queue: int
     credit_stalls: int
+    session_credit_stalls: int
+    """Times a stream with bytes and stream credit waited for session credit."""
+    session_credit_stall_seconds: float
+    """Time stream data waited for session credit (the current wait included)."""
+    session_credit: int
+    """Session credit the peer has left us (bytes we may still send)."""
+    unread_bytes: int
+    """Received bytes of all streams the application has not consumed yet."""
     resets_by_code: dict[int, int]
     dropped_bytes: int
     srtt: float | None

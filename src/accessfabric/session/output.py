@@ -4,7 +4,9 @@ Pending ACKs are queued first, then control frames go out in the order they
 were queued, then stream data: urgent classes by strict priority, the shared
 ones by the :class:`ClassScheduler`'s weighted shares and, when pacing is on,
 only as fast as the :class:`DelayPacer` allows.  Every DATA frame is cut here
-(``_emit``), against the stream's and the session's credit; NODE_PRESSURE tells
+(``_emit``), against the stream's and the session's credit (the shared classes
+leave ``urgent_session_reserve`` of the latter to the urgent ones, ADR 0014); a
+stream refused for want of session credit counts a stall; NODE_PRESSURE tells
 the peer when our send queues cross the high mark and when they recover.
 """
 
@@ -17,10 +19,14 @@ from accessfabric.session.stream_state import StreamInput
 from accessfabric.wire import frames as fr
 from accessfabric.wire.frames import pack_data_header
 from accessfabric.wire.limits import MAX_U32
+from accessfabric.wire.registry import TrafficClass
 
 _MIN_PACED_FRAME = 1024
 _TIMING_MARK_BYTES = 32 * 1024
 """Sent data is time-stamped once per this many bytes; its ACK gives an RTT sample."""
+_STUCK_AFTER = 0.05
+"""Unacknowledged for this long (or 4 x srtt), bytes no longer count as in flight."""
+_PARK_CHECK_INTERVAL = 0.01
 _EMPTY = memoryview(b"")
 _SHARED = frozenset(SHARED_CLASSES)
 
@@ -83,7 +89,11 @@ class Output(SessionCore):
             if pick is None:
                 if pacer is not None and pacer.active:
                     tokens = pacer.available(now)
+                    if tokens < _MIN_PACED_FRAME and self._park_stuck_streams(now):
+                        tokens = pacer.available(now)
                     if tokens < _MIN_PACED_FRAME:
+                        if scheduler.has_shared():  # look again, should no ACK come
+                            self._paced_wake = now + self._stuck_after()
                         break
                     paced = True
                 pick = scheduler.next_shared()
@@ -119,6 +129,9 @@ class Output(SessionCore):
             if not ready:
                 self._after_send(stream)
             if sent < 0:
+                blocked = SHARED_CLASSES if traffic_class in _SHARED else TrafficClass
+                waiting = [self._streams[i] for i in scheduler.ready_ids(blocked)]
+                self._session_credit_stall(stream, waiting)
                 break
         return budget
 
@@ -128,6 +141,8 @@ class Output(SessionCore):
         payload = _EMPTY
         if stream.queued:
             session_credit = self._session_credit_limit - self._session_sent
+            if stream.traffic_class in _SHARED:
+                session_credit -= self._urgent_reserve  # left for the urgent classes
             if session_credit <= 0:
                 return -1
             queue = stream.send_queue
@@ -167,6 +182,45 @@ class Output(SessionCore):
             stream.local_transition(StreamInput.SEND_END)
             self._maybe_forget(stream)
         return n
+
+    def _stuck_after(self) -> float:
+        return max(4 * (self._rtt.srtt or 0.0), _STUCK_AFTER)
+
+    def _park_stuck_streams(self, now: float) -> bool:
+        """Stop counting in the pacer's bytes in flight those no ACK has covered for long.
+
+        A stream relayed onward is acknowledged end to end: bytes the next hop holds
+        for a reader that stopped stay unacknowledged here, although they left this
+        hop's path long ago.  Counted as in flight they would fill the pacer's window
+        and hold back every shared-class stream of the session (issue 13).  A stream
+        that got no ACK for ``4 x srtt`` (at least ``_STUCK_AFTER``) and whose oldest
+        unacknowledged bytes are as old has nothing in a queue the pacer can drain:
+        its bytes stop counting, and an ACK that covers them later frees nothing
+        twice.  A stream that flows gets ACKs every round trip and is never parked.
+        """
+        if now - self._last_park_check < _PARK_CHECK_INTERVAL:
+            return False
+        self._last_park_check = now
+        assert self._pacer is not None
+        stuck_after = self._stuck_after()
+        parked = 0
+        for stream in self._streams.values():
+            in_flight = stream.paced_in_flight
+            if not in_flight or stream.traffic_class not in _SHARED:
+                continue
+            # Stuck: no ACK for that long, and its oldest unacknowledged mark is that old
+            # (with no mark left, the bytes predate the last ACK).
+            last_ack = stream.ack_seen_at
+            oldest = stream.timing[0][1] if stream.timing else last_ack
+            if oldest is None:
+                continue
+            if now - max(oldest, last_ack or oldest) >= stuck_after:
+                stream.paced_from = stream.send_offset
+                parked += in_flight
+        if parked:
+            self._pacer.forget(parked)
+            self.pacer_parked_bytes += parked
+        return parked > 0
 
     def _signal_queue_pressure(self, parts: list[bytes | memoryview]) -> None:
         """Send NODE_PRESSURE when our send queues cross the high mark, and when they recover."""

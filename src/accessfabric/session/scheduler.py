@@ -10,6 +10,7 @@ pacer without holding back the urgent ones.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from accessfabric.wire.registry import TrafficClass
 
@@ -43,6 +44,10 @@ class ClassScheduler:
 
     def discard(self, stream_id: int, traffic_class: TrafficClass) -> None:
         self._ready[traffic_class].pop(stream_id, None)
+
+    def ready_ids(self, classes: Iterable[TrafficClass]) -> list[int]:
+        """The streams of ``classes`` that have something to send."""
+        return [stream_id for cls in classes for stream_id in self._ready[cls]]
 
     def has_urgent(self) -> bool:
         ready = self._ready

@@ -373,31 +373,24 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
         self._release(stream)
 
     def acknowledge_received(self, stream_id: int, nbytes: int) -> None:
-        """The application consumed ``nbytes`` of a stream: this is what grants credit."""
+        """The application consumed ``nbytes`` of a stream: this is what grants stream credit.
+
+        Session credit is not waited for here: it came back when the bytes arrived.
+        """
         if nbytes <= 0:
             return
-        released = self._released.pop(stream_id, 0)
-        if released:  # a reset already freed these: do not free them twice
-            if released > nbytes:
-                self._released[stream_id] = released - nbytes
-            nbytes -= min(released, nbytes)
-            if not nbytes:
-                return
         stream = self._streams.get(stream_id)
-        now = self._now
-        srtt = self._rtt.srtt
-        if stream is not None and stream.state is not StreamState.RESET:
-            if stream.recv.consumed + nbytes > stream.recv.received:
-                raise LocalProtocolError(
-                    f"stream {stream_id}: consumed {stream.recv.consumed + nbytes} bytes, "
-                    f"only {stream.recv.received} arrived"
-                )
-            grant = stream.recv.consume(nbytes, now, srtt)
-            if grant is not None and stream.recv_end is None:
-                self._control.append(fr.StreamCredit(stream_id, grant).to_bytes())
-        grant = self._session_recv.consume(nbytes, now, srtt)
-        if grant is not None:
-            self._control.append(fr.StreamCredit(0, grant).to_bytes())
+        if stream is None or stream.released:
+            return  # a reset already freed what it held
+        recv = stream.recv
+        if recv.consumed + nbytes > recv.received:
+            raise LocalProtocolError(
+                f"stream {stream_id}: consumed {recv.consumed + nbytes} bytes, "
+                f"only {recv.received} arrived"
+            )
+        grant = recv.consume(nbytes, self._now, self._rtt.srtt, self._stream_window_room)
+        if grant is not None and stream.recv_end is None:
+            self._control.append(fr.StreamCredit(stream_id, grant).to_bytes())
 
     def ping(self, now: float | None = None) -> int:
         """Send a PING; the answer comes back as :class:`PingAcknowledged`.
@@ -466,6 +459,10 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             queued_bytes=self.queued_bytes(),
             control_queue=len(self._control),
             credit_stalls=self.credit_stalls,
+            session_credit_stalls=self.session_credit_stalls,
+            session_credit_stall_seconds=self.session_stall_seconds(),
+            session_credit=self._session_credit_limit - self._session_sent,
+            unread_bytes=sum(s.recv.received - s.recv.consumed for s in self._streams.values()),
             resets_by_code=dict(self.resets_by_code),
             dropped_bytes=self.dropped_bytes,
             srtt=self._rtt.srtt,

@@ -26,17 +26,20 @@ class Stream:
         "frames_in",
         "frames_out",
         "local",
+        "paced_from",
         "queued",
         "recv",
         "recv_end",
         "relayed",
         "relayed_acked",
+        "released",
         "resume_token",
         "resumed",
         "retained",
         "send_offset",
         "send_queue",
         "service",
+        "session_credit_stalls",
         "stall_since",
         "stall_time",
         "state",
@@ -76,15 +79,20 @@ class Stream:
         self.end_queued = False
         self.end_sent = False
         self.timing: deque[tuple[int, float]] = deque()  # (end offset, sent at): RTT marks
+        # Sent bytes from here on count in the pacer's bytes in flight (see Output._park).
+        self.paced_from = send_offset
         # Receive side.
         self.recv = recv_window
         self.recv_end: int | None = None
+        self.released = False  # a reset freed what it held: the app's late ACKs are moot
         # Metrics.
         self.bytes_in = 0
         self.bytes_out = 0
         self.frames_in = 0
         self.frames_out = 0
         self.credit_stalls = 0
+        """Waits for credit: the stream's own, or the session's (also counted below)."""
+        self.session_credit_stalls = 0
         self.stall_since: float | None = None
         self.stall_time = 0.0
         self.dropped_bytes = 0
@@ -106,6 +114,11 @@ class Stream:
     @property
     def credit(self) -> int:
         return self.credit_limit - self.send_offset
+
+    @property
+    def paced_in_flight(self) -> int:
+        """Bytes of this stream the pacer counts as in flight."""
+        return max(0, self.send_offset - max(self.acked, self.paced_from))
 
     @property
     def wants_to_send(self) -> bool:

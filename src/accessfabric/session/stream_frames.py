@@ -49,7 +49,9 @@ class StreamFrames(SessionCore):
     def _on_data(self, frame: fr.Data, events: list[ev.Event]) -> None:
         payload = frame.payload
         size = len(payload)
-        # Session-wide credit counts every DATA byte on the wire, duplicates included.
+        # Session-wide credit counts every DATA byte on the wire, duplicates included, and
+        # is returned as the bytes arrive: what a stream holds unread is bounded by that
+        # stream's own window, so no stream can keep the session's credit (ADR 0014).
         session_recv = self._session_recv
         session_recv.received += size
         if session_recv.received > session_recv.limit:
@@ -57,6 +59,8 @@ class StreamFrames(SessionCore):
                 f"peer sent {session_recv.received} DATA bytes, beyond the session credit "
                 f"of {session_recv.limit}"
             )
+        if size:
+            self._return_session_credit(size)
         stream = self._streams.get(frame.stream_id)
         if stream is not None and size:
             # Fast path: new in-order bytes within credit on a stream that may receive.
@@ -94,7 +98,6 @@ class StreamFrames(SessionCore):
             or stream.state is StreamState.RESET
             or (stream.recv_end is not None and end <= stream.recv_end)  # resent after resume
         ):
-            self._discard_received(size)
             return
         recv = stream.recv
         delivered = recv.received
@@ -104,10 +107,9 @@ class StreamFrames(SessionCore):
                 RemoteProtocolError(f"DATA at {offset} leaves a gap after {delivered}"),
                 events,
             )
-            self._discard_received(size)
             return
-        # The state check comes before the window takes the bytes: a reset frees the
-        # stream's unconsumed bytes, and this frame's must not be freed twice.
+        # The state check comes before the window takes the bytes: a stream reset for
+        # DATA after its end must not count that DATA as unread.
         if not stream.transition(StreamInput.RECV_DATA):
             self._stream_error(
                 stream,
@@ -118,17 +120,14 @@ class StreamFrames(SessionCore):
                 ),
                 events,
             )
-            self._discard_received(size)
             return
         try:
             recv.on_data(end)
         except FlowControlError as error:
             self._stream_error(stream, error, events)
-            self._discard_received(size)
             return
         duplicate = min(end, delivered) - offset
         if duplicate:
-            self._discard_received(duplicate)
             payload = payload[duplicate:]
             offset += duplicate
         stream.frames_in += 1
@@ -222,6 +221,7 @@ class StreamFrames(SessionCore):
                 events,
             )
             return
+        paced = stream.paced_in_flight
         newly = stream.on_ack(frame.offset)
         if newly and stream.relayed:
             events.append(ev.StreamAcknowledged(stream_id=stream.stream_id, offset=frame.offset))
@@ -237,13 +237,14 @@ class StreamFrames(SessionCore):
                 if self._pacer is not None:
                     self._pacer.on_rtt_sample(sample, now)
             if self._pacer is not None and stream.traffic_class in _SHARED:
-                self._pacer.on_delivered(newly, now)
+                self._pacer.on_delivered(paced - stream.paced_in_flight, now)
         self._maybe_forget(stream)
 
     def _on_credit(self, frame: fr.StreamCredit, events: list[ev.Event]) -> None:
         if frame.stream_id == 0:
             if frame.max_offset > self._session_credit_limit:
                 self._session_credit_limit = frame.max_offset
+                self._session_credit_arrived()
                 events.append(ev.CreditGranted(stream_id=0, max_offset=frame.max_offset))
             return
         stream = self._peer_stream(frame.stream_id, events)

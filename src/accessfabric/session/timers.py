@@ -1,4 +1,5 @@
-"""Timers: the handshake deadline, keepalive PINGs and their timeout, the idle timeout.
+"""Timers: the handshake deadline, keepalive PINGs and their timeout, the idle timeout,
+and a look back at data the pacer held (bytes in flight may turn out stuck).
 
 ``get_timer()`` says when the session next wants ``handle_timer(now)``; the
 carrier arms one timer for it.  A DRAINING session with no active stream wants
@@ -38,6 +39,8 @@ class Timers(SessionCore):
                 )
             if cfg.idle_timeout is not None and self._idle_since is not None:
                 deadlines.append(self._idle_since + cfg.idle_timeout)
+            if self._paced_wake is not None:
+                deadlines.append(self._paced_wake)
         elif cfg.handshake_timeout is not None:
             deadlines.append(self._started + cfg.handshake_timeout)
         return min(deadlines) if deadlines else None
@@ -49,6 +52,8 @@ class Timers(SessionCore):
         if self.state is SessionState.CLOSED:
             return events
         cfg = self.config
+        if self._paced_wake is not None and now >= self._paced_wake:
+            self._paced_wake = None  # the carrier's next data_to_send looks again
         if self.state not in (SessionState.READY, SessionState.DRAINING):
             if cfg.handshake_timeout is not None and now >= self._started + cfg.handshake_timeout:
                 self._send_goaway(ErrorCode.TIMEOUT, "handshake timed out")

@@ -73,6 +73,7 @@ async def status(request: web.Request) -> web.Response:
             "version": __version__,
             "authority": plane.authority.public_key_text,
             "nodes": len(plane.registry),
+            "store": plane.store_status(),
         }
     )
 

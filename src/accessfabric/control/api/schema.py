@@ -394,7 +394,20 @@ PATHS: dict[str, Any] = {
         "get": _op(
             "Control plane status and authority key (no authentication)",
             _ok(
-                _obj({"authority": {"type": "string"}, "nodes": INT, "version": {"type": "string"}})
+                _obj(
+                    {
+                        "authority": {"type": "string"},
+                        "nodes": INT,
+                        "version": {"type": "string"},
+                        "store": _obj(
+                            {
+                                "backend": {"type": "string", "enum": ["sqlite", "etcd"]},
+                                "available": {"type": "boolean"},
+                                "reason": {"type": ["string", "null"]},
+                            }
+                        ),
+                    }
+                )
             ),
         )
     },

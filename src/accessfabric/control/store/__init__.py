@@ -1,4 +1,8 @@
-"""The control plane's store: one interface (:class:`Store`), SQLite now, etcd later."""
+"""The control plane's store: one interface (:class:`Store`); SQLite embedded, etcd for replicas.
+
+The etcd backend (:mod:`accessfabric.control.store.etcd`) is imported on demand: it needs
+the optional ``etcd`` extra.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from accessfabric.control.store.base import (
     RangeResult,
     Store,
     StoreError,
+    StoreUnavailableError,
     TxnResult,
 )
 from accessfabric.control.store.sqlite import SqliteStore
@@ -29,5 +34,6 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoreError",
+    "StoreUnavailableError",
     "TxnResult",
 ]

@@ -114,7 +114,11 @@ class AsyncStore:
         return await _call(self.offload, self.store.changes, since_revision, prefix)
 
     def watch(self, prefix: str, since: int) -> AsyncIterator[Change]:
-        """See :func:`watch`."""
+        """See :func:`watch`; a store with its own ``watch`` stream (etcd) uses that."""
+        native = getattr(self.store, "watch", None)
+        if callable(native):
+            stream: AsyncIterator[Change] = native(prefix, since)
+            return stream
         return watch(
             self.store, prefix, since, poll_interval=self.poll_interval, offload=self.offload
         )

@@ -64,6 +64,14 @@ class CompactedError(StoreError):
         )
 
 
+class StoreUnavailableError(StoreError):
+    """The backend cannot answer now (etcd unreachable, no quorum, deadline passed).
+
+    Nothing was read from stale state; a write may or may not have happened.  The control
+    API answers 503 with this message as the reason.
+    """
+
+
 class FutureRevisionError(StoreError):
     """A revision beyond the store's current revision was asked for (etcd: future rev)."""
 

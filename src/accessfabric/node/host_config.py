@@ -1,0 +1,107 @@
+"""``[device]`` and ``[pressure]``: what the node is told about its machine and its limits.
+
+``[device]`` says what the node cannot measure itself (network type, metered) and what
+its owner decided (relay opt-in of a ``mobile-edge`` node, battery floor); where battery
+and charging are read (``power_supply``, a ``/sys/class/power_supply`` tree) is
+configurable so tests can use a fake tree.  ``[pressure]`` says when the node's own
+measurements count as pressure (NODE_PRESSURE to its peers).  docs/config.md lists the
+keys; docs/control.md says where each heartbeat fact is measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+NETWORK_TYPES = ("wired", "wifi", "cellular", "satellite", "unknown")
+DEFAULT_POWER_SUPPLY = Path("/sys/class/power_supply")
+DEVICE_KEYS = (
+    "power_supply",
+    "network_type",
+    "metered",
+    "relay_opt_in",
+    "min_relay_battery_percent",
+    "allow_metered_relay",
+)
+PRESSURE_KEYS = ("interval", "high_percent", "loop_lag_budget")
+
+
+class HostConfigError(ValueError):
+    """``str(error)`` is ``"<key>: <problem>"``; config.py adds the source."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceConfig:
+    power_supply: Path = DEFAULT_POWER_SUPPLY
+    """Where battery and charging are read (a ``/sys/class/power_supply`` tree)."""
+    network_type: str = "unknown"
+    metered: bool = False
+    relay_opt_in: bool = False
+    """The owner of a ``mobile-edge`` node agreed to relay other nodes' traffic."""
+    min_relay_battery_percent: float = 30.0
+    """A mobile-edge node not charging relays only at or above this battery level."""
+    allow_metered_relay: bool = False
+    """A mobile-edge node on a metered network relays only when this is true."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PressureConfig:
+    interval: float = 1.0
+    """Seconds between two samples of the machine."""
+    high_percent: int = 80
+    """A level (cpu, memory, fds, queue) at or above this is pressure: NODE_PRESSURE is sent."""
+    loop_lag_budget: float = 0.5
+    """Event-loop lag (seconds) that counts as 100 % cpu pressure."""
+
+
+def _bool(table: dict[str, Any], key: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise HostConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _number(table: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise HostConfigError(f"{key}: expected a number within {low:g}..{high:g}, got {value!r}")
+    return float(value)
+
+
+def _unknown(table: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    for key in table:
+        if key not in allowed:
+            raise HostConfigError(f"{key}: unknown key (known: {', '.join(allowed)})")
+
+
+def parse_device(table: dict[str, Any], base: Path) -> DeviceConfig:
+    _unknown(table, DEVICE_KEYS)
+    network_type = table.get("network_type", "unknown")
+    if network_type not in NETWORK_TYPES:
+        raise HostConfigError(
+            f"network_type: expected one of {', '.join(NETWORK_TYPES)}, got {network_type!r}"
+        )
+    power_supply = table.get("power_supply", str(DEFAULT_POWER_SUPPLY))
+    if not isinstance(power_supply, str) or not power_supply:
+        raise HostConfigError(f"power_supply: expected a path, got {power_supply!r}")
+    return DeviceConfig(
+        power_supply=base / power_supply,
+        network_type=network_type,
+        metered=_bool(table, "metered", False),
+        relay_opt_in=_bool(table, "relay_opt_in", False),
+        min_relay_battery_percent=_number(table, "min_relay_battery_percent", 30.0, 0.0, 100.0),
+        allow_metered_relay=_bool(table, "allow_metered_relay", False),
+    )
+
+
+def parse_pressure(table: dict[str, Any]) -> PressureConfig:
+    _unknown(table, PRESSURE_KEYS)
+    high = table.get("high_percent", 80)
+    if isinstance(high, bool) or not isinstance(high, int) or not 1 <= high <= 100:
+        raise HostConfigError(f"high_percent: expected a percentage 1..100, got {high!r}")
+    return PressureConfig(
+        interval=_number(table, "interval", 1.0, 0.05, 60.0),
+        high_percent=high,
+        loop_lag_budget=_number(table, "loop_lag_budget", 0.5, 0.01, 60.0),
+    )

@@ -1,0 +1,159 @@
+"""Facts measured on the machine (node/host_facts.py) and the ``[device]``/``[pressure]`` keys.
+
+The battery tests use a fake ``/sys/class/power_supply`` tree in ``tmp_path``; CPU, memory
+and descriptors are read from this process's real ``/proc``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+import pytest
+
+from accessfabric.node.config import ConfigError, load_node_config
+from accessfabric.node.host_facts import CpuSampler, read_fds, read_memory, read_power
+from accessfabric.node.host_monitor import HostMonitor
+
+
+def write_supply(root: Path, name: str, **files: str) -> None:
+    supply = root / name
+    supply.mkdir(parents=True, exist_ok=True)
+    for key, value in files.items():
+        (supply / key).write_text(value + "\n")
+
+
+def test_battery_and_charging_from_a_power_supply_tree(tmp_path: Path) -> None:
+    assert read_power(tmp_path / "absent").battery_percent is None  # no tree: unknown
+    write_supply(tmp_path, "BAT0", type="Battery", capacity="57", status="Discharging")
+    write_supply(tmp_path, "AC", type="Mains", online="0")
+    power = read_power(tmp_path)
+    assert power.battery_percent == 57.0 and power.charging is False
+    write_supply(tmp_path, "AC", type="Mains", online="1")  # plugged in
+    assert read_power(tmp_path).charging is True
+    write_supply(tmp_path, "AC", type="Mains", online="0")
+    write_supply(tmp_path, "BAT0", type="Battery", capacity="12", status="Charging")
+    power = read_power(tmp_path)
+    assert power.battery_percent == 12.0 and power.charging is True
+    write_supply(tmp_path, "BAT1", type="Battery", capacity="90", status="Discharging")
+    assert read_power(tmp_path).battery_percent == 12.0  # the lowest battery counts
+
+
+def test_cpu_share_follows_real_work() -> None:
+    sampler = CpuSampler()
+    start = time.monotonic()
+    first = sampler.sample(start)
+    assert first.process == 0.0  # one reading: no share yet
+    while time.monotonic() - start < 0.3:  # busy for 0.3 s
+        pass
+    busy = sampler.sample(time.monotonic())
+    time.sleep(0.3)
+    idle = sampler.sample(time.monotonic())
+    assert busy.process > idle.process  # a loaded machine gives us less than a core,
+    assert busy.process > 0.05  # never none; asleep we use next to nothing
+    assert busy.system is not None and 0.0 <= busy.system <= 1.0
+
+
+def test_memory_and_descriptors_of_this_process() -> None:
+    memory = read_memory()
+    assert memory.process_rss_bytes is not None and memory.process_rss_bytes > 1 << 20
+    assert memory.system_used is not None and 0.0 < memory.system_used <= 1.0
+    before = read_fds()
+    files = [open(os.devnull) for _ in range(20)]  # noqa: SIM115
+    try:
+        after = read_fds()
+        assert after.open >= before.open + 20
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert after.limit == (None if soft == resource.RLIM_INFINITY else soft)
+        assert after.used > before.used
+    finally:
+        for f in files:
+            f.close()
+
+
+def _config(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(f'key_path = "n.key"\nroles = ["mobile-edge", "entry"]\n{extra}')
+    return path
+
+
+def test_device_and_pressure_tables(tmp_path: Path) -> None:
+    config = load_node_config(
+        _config(
+            tmp_path,
+            '[device]\npower_supply = "fake-power"\nnetwork_type = "cellular"\nmetered = true\n'
+            "relay_opt_in = true\nmin_relay_battery_percent = 40\n"
+            "[pressure]\ninterval = 0.2\nhigh_percent = 70\n",
+        )
+    )
+    assert config.device.power_supply == tmp_path / "fake-power"
+    assert config.device.network_type == "cellular" and config.device.metered
+    assert config.device.relay_opt_in and config.device.min_relay_battery_percent == 40.0
+    assert config.pressure.interval == 0.2 and config.pressure.high_percent == 70
+    default = load_node_config(_config(tmp_path, ""))
+    assert str(default.device.power_supply) == "/sys/class/power_supply"
+    assert not default.device.relay_opt_in and default.pressure.high_percent == 80
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('[device]\nnetwork_type = "5g"\n', "device.network_type: expected one of"),
+        ("[device]\nmetered = 1\n", "device.metered: expected true or false"),
+        ("[device]\nbattery = 3\n", "device.battery: unknown key"),
+        ("[pressure]\nhigh_percent = 0\n", "pressure.high_percent: expected a percentage"),
+        ("[pressure]\ninterval = 0\n", "pressure.interval: expected a number within"),
+    ],
+)
+def test_device_and_pressure_errors_name_the_key(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_node_config(_config(tmp_path, extra))
+
+
+def _monitor(tmp_path: Path, roles: str, device: str) -> HostMonitor:
+    path = tmp_path / "node.toml"
+    path.write_text(f'key_path = "n.key"\nroles = {roles}\n[device]\n{device}')
+    return HostMonitor(load_node_config(path), list)
+
+
+def test_relay_gate_and_heartbeat_fields(tmp_path: Path) -> None:
+    power = tmp_path / "power"
+    write_supply(power, "BAT0", type="Battery", capacity="20", status="Discharging")
+    tree = f'power_supply = "{power}"\n'
+    # a relay on a laptop: its battery stays out of the heartbeat (the planner would take
+    # it for a mobile node), its relay opt-in is its role's
+    laptop = _monitor(tmp_path, '["relay"]', tree)
+    fields = laptop.heartbeat_fields(True)
+    assert "battery_percent" not in fields and fields["relay_opt_in"] is True
+    assert laptop.relay_refusal() is None and laptop.status()["battery_percent"] == 20.0
+    # a mobile-edge node not opted in, low on battery, metered: each says why
+    phone = _monitor(tmp_path, '["mobile-edge", "entry"]', tree)
+    assert "not opted in" in str(phone.relay_refusal())
+    phone = _monitor(tmp_path, '["mobile-edge", "entry"]', tree + "relay_opt_in = true\n")
+    assert "battery 20 % below 30 %" in str(phone.relay_refusal())
+    fields = phone.heartbeat_fields(False)
+    assert fields["battery_percent"] == 20.0 and fields["relay_opt_in"] is False
+    write_supply(power, "BAT0", type="Battery", capacity="20", status="Charging")
+    phone.sample(0.0)
+    assert phone.relay_refusal() is None and phone.heartbeat_fields(False)["relay_opt_in"]
+    metered = _monitor(
+        tmp_path, '["mobile-edge", "entry"]', tree + "relay_opt_in = true\nmetered = true\n"
+    )
+    assert "metered" in str(metered.relay_refusal())
+    assert metered.heartbeat_fields(False)["relay_opt_in"] is False
+    allowed = _monitor(
+        tmp_path,
+        '["mobile-edge", "entry"]',
+        tree + "relay_opt_in = true\nmetered = true\nallow_metered_relay = true\n",
+    )
+    assert allowed.relay_refusal() is None
+
+
+def test_loop_lag_counts_as_cpu_pressure(tmp_path: Path) -> None:
+    monitor = _monitor(tmp_path, "[]", "")
+    monitor.sample(0.0)
+    calm = monitor.levels.cpu
+    monitor.sample(monitor.settings.loop_lag_budget)  # a loop one budget late: 100 %
+    assert monitor.levels.cpu == 100 and calm < 100

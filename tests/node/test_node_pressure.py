@@ -1,0 +1,212 @@
+"""NODE_PRESSURE driven by real measurements: a ``node run`` process near its fd limit.
+
+The node runs with ``RLIMIT_NOFILE`` = 64.  Sessions opened to it (real TCP + TLS, each one
+descriptor at the node) push its open descriptors toward the limit; at ``[pressure]
+high_percent`` it sends NODE_PRESSURE to every peer.  A peer's session acts on it: bulk's
+scheduler share toward the node drops.  Closing the sessions ends the pressure: the node
+says so and the peer gives bulk its share back.  ``accessfabric status --json`` shows the
+node's own measurements (its ``host`` section) throughout.
+
+The second test puts the node and a CPU hog in one cpu cgroup (v1 or v2) capped at 1 % of
+a core: the node's event loop falls behind (loop lag), which is cpu pressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accessfabric.identity.keys import NodeKey
+from accessfabric.node.connection import SessionConnection
+from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.session.core import PRESSURE_HIGH
+from accessfabric.wire.registry import TrafficClass
+from tests.node.harness import COMMAND, command_env, start_node
+
+LIMIT = 64
+HIGH = 80
+
+
+async def node_status(socket: Path) -> dict[str, Any]:
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, "status", "--socket", str(socket), "--json", env=command_env(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode == 0, err
+    status: dict[str, Any] = json.loads(out)
+    return status
+
+
+def bulk_weight(connection: SessionConnection) -> int:
+    return connection.session._scheduler.weights[TrafficClass.BULK]
+
+
+async def until(check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_fd_pressure_sends_node_pressure_and_peers_slow_bulk(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    extra = f"[pressure]\ninterval = 0.2\nhigh_percent = {HIGH}\n"
+    node = await loop.run_in_executor(
+        None, lambda: start_node(tmp_path / "n", "n", extra, nofile=LIMIT)
+    )
+    socket = tmp_path / "n" / "n.admin.sock"
+    local = LocalNode(key=NodeKey.generate(), cert_dir=tmp_path / "client")
+    extra_sessions: list[SessionConnection] = []
+    try:
+
+        async def connect() -> SessionConnection:
+            connection = await connect_tcp(
+                local, "127.0.0.1", node.port, expected_peer_id=node.node_id, timeout=10
+            )
+            await connection.ready()
+            return connection
+
+        watcher = await connect()
+        stream = await watcher.open_stream("echo")
+        stream.write(b"ping")
+        assert await stream.readexactly(4) == b"ping"
+        normal = bulk_weight(watcher)
+        host = (await node_status(socket))["host"]
+        assert host["fds_limit"] == LIMIT
+        assert host["pressure_network"] < HIGH and host["under_pressure"] is False
+        assert host["fds_open"] > 0 and host["memory_rss_bytes"] > 0
+        assert watcher.session.peer_pressure is None  # nothing said yet
+
+        # every session is a descriptor at the node: push it toward its limit
+        while watcher.session.peer_pressure is None:
+            assert len(extra_sessions) < LIMIT, "no NODE_PRESSURE near the fd limit"
+            extra_sessions.append(await connect())
+            if len(extra_sessions) * 2 > LIMIT // 2:  # close to the mark: let it sample
+                await asyncio.sleep(0.3)
+        assert watcher.session.peer_pressure is not None
+        network = watcher.session.peer_pressure[3]
+        assert network >= HIGH, watcher.session.peer_pressure
+        assert bulk_weight(watcher) < normal  # the peer acts on it: bulk slows toward the node
+        line = await loop.run_in_executor(None, node.wait_for, "node pressure")
+        assert line["network"] >= HIGH
+        host = (await node_status(socket))["host"]
+        assert host["under_pressure"] is True and host["pressure_sent"] >= 1
+
+        # the pressure ends: the node says so, the peer gives bulk its share back
+        for connection in extra_sessions:
+            connection.abort()
+        extra_sessions.clear()
+        await until(lambda: max(watcher.session.peer_pressure or (100,)) < PRESSURE_HIGH, 10.0)
+        assert bulk_weight(watcher) == normal
+        await loop.run_in_executor(None, node.wait_for, "node pressure over")
+        stream.write(b"still served")
+        assert await stream.readexactly(12) == b"still served"
+        stream.close()
+        watcher.abort()
+    finally:
+        for connection in extra_sessions:
+            connection.abort()
+        node.kill()
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class CpuGroup:
+    """A fresh cpu cgroup (v1 ``cpu`` hierarchy, else v2 with the ``cpu`` controller)."""
+
+    def __init__(self) -> None:
+        v1 = CGROUP_ROOT / "cpu"
+        name = f"af-pressure-{secrets.token_hex(4)}"
+        if (v1 / "cpu.cfs_quota_us").exists() and os.access(v1, os.W_OK):
+            self.path, self.v2 = v1 / name, False
+        elif (CGROUP_ROOT / "cgroup.controllers").exists() and os.access(CGROUP_ROOT, os.W_OK):
+            if "cpu" not in (CGROUP_ROOT / "cgroup.controllers").read_text().split():
+                pytest.skip("the cgroup-v2 root has no cpu controller")
+            with contextlib.suppress(OSError):
+                (CGROUP_ROOT / "cgroup.subtree_control").write_text("+cpu\n")
+            self.path, self.v2 = CGROUP_ROOT / name, True
+        else:
+            pytest.skip("no writable cpu cgroup (v1 /sys/fs/cgroup/cpu or v2): needs root")
+        self.path.mkdir()
+        if self.v2 and not (self.path / "cpu.max").exists():
+            self.path.rmdir()
+            pytest.skip("the cgroup-v2 cpu controller cannot be enabled here")
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(f"{pid}\n")
+
+    def quota(self, microseconds: int | None) -> None:
+        """CPU time per 100 ms period for the whole group (None: unlimited)."""
+        if self.v2:
+            value = "max" if microseconds is None else str(microseconds)
+            (self.path / "cpu.max").write_text(f"{value} 100000\n")
+        else:
+            (self.path / "cpu.cfs_quota_us").write_text(f"{microseconds or -1}\n")
+
+    async def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.quota(None)
+        for _ in range(50):  # the group empties once its processes are reaped
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                await asyncio.sleep(0.1)
+
+
+async def test_cpu_hog_in_the_nodes_cgroup_sends_cpu_pressure(tmp_path: Path) -> None:
+    """A CPU hog shares the node's cgroup, capped at 1 % of a core: the node's event loop
+    falls behind, it sends NODE_PRESSURE (cpu), the peer slows bulk; the hog ends, so does
+    the pressure."""
+    group = CpuGroup()
+    loop = asyncio.get_running_loop()
+    extra = f"[pressure]\ninterval = 0.1\nhigh_percent = {HIGH}\nloop_lag_budget = 0.15\n"
+    node = await loop.run_in_executor(None, lambda: start_node(tmp_path / "c", "c", extra))
+    hog: subprocess.Popen[bytes] | None = None
+    local = LocalNode(key=NodeKey.generate(), cert_dir=tmp_path / "client")
+    try:
+        group.add(node.process.pid)
+        watcher = await connect_tcp(
+            local, "127.0.0.1", node.port, expected_peer_id=node.node_id, timeout=10
+        )
+        await watcher.ready()
+        normal = bulk_weight(watcher)
+        before = (await node_status(tmp_path / "c" / "c.admin.sock"))["host"]
+        assert before["pressure_cpu"] < HIGH and before["under_pressure"] is False
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        group.add(hog.pid)
+        group.quota(1000)  # 1 ms per 100 ms for both
+
+        def cpu_pressure() -> bool:
+            levels = watcher.session.peer_pressure
+            return levels is not None and levels[1] >= HIGH
+
+        await until(cpu_pressure, 20.0)
+        assert bulk_weight(watcher) < normal
+        line = await loop.run_in_executor(None, node.wait_for, "node pressure")
+        assert line["cpu"] >= HIGH
+
+        hog.kill()
+        hog.wait(5)
+        group.quota(None)
+        await until(lambda: max(watcher.session.peer_pressure or (100,)) < PRESSURE_HIGH, 20.0)
+        assert bulk_weight(watcher) == normal
+        watcher.abort()
+    finally:
+        if hog is not None and hog.poll() is None:
+            hog.kill()
+            hog.wait(5)
+        node.kill()
+        await group.remove()

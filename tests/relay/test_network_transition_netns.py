@@ -1,0 +1,225 @@
+"""A laptop's network changes under its streams: wifi address gone, lte comes up.
+
+Namespaces: ``ctl`` (control plane, one management link to every node), ``laptop``
+(mobile-edge), ``entry``, ``home`` (service-host, a TCP echo server) and ``lte`` (a
+router).  The laptop has two underlays to the entry: ``wifi`` (a direct link) and ``lte``
+(through the router, its interface down at first).  Its static peer ``entry`` lists one
+endpoint on each.  Through the laptop's ``[[forwards]]`` listener an echo loop pings
+every 50 ms while a bulk echo runs; then the laptop's wifi addresses are flushed and the
+lte interface comes up.  The bulk's sha256 must match, the echo loop must survive, and the
+longest gap without an answered ping is reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from accessfabric.sim import Topology, netns_unavailable_reason
+from accessfabric.sim.commands import run_command
+from tests.relay import netns_control as nc
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+HOSTS = ("laptop", "entry", "home")
+ROLES = {"laptop": "mobile-edge", "entry": "entry", "home": "service-host"}
+BULK = 64 * 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def _need_netns() -> None:
+    reason = netns_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+class TransitionFabric(nc.ControlFabric):
+    def __init__(self, topo: Topology, workdir: Path, carrier: str) -> None:
+        self.carrier = carrier
+        self.topo = topo
+        self.workdir = workdir
+        self.route_lease_ttl = 30.0
+        self.data = workdir / "control-data"
+        self.nodes: dict[str, subprocess.Popen[bytes]] = {}
+        self.control = None
+        self.control_starts = 0
+        topo.add_host("ctl")
+        for host in HOSTS:
+            topo.add_host(host)
+            topo.link("ctl", host)
+        topo.add_host("lte", forwarding=True)
+        topo.link("laptop", "entry")  # wifi
+        topo.link("laptop", "lte")
+        topo.link("lte", "entry")
+        topo.link("entry", "home")
+        self.keys = {host: nc.NodeKey.generate() for host in HOSTS}
+        for host, key in self.keys.items():
+            key.save(workdir / f"{host}.key")
+        self.ids = {host: key.node_id for host, key in self.keys.items()}
+        self.authority = self.admin_token = ""
+        self.lte_routes()
+        self.set_link("laptop", "lte", up=False)
+
+    def lte_routes(self) -> None:
+        topo = self.topo
+        topo.route("laptop", f"{topo.host_addr('entry', 'lte')}/32", via="lte")
+        topo.route("entry", f"{topo.host_addr('laptop', 'lte')}/32", via="lte")
+
+    def set_link(self, host: str, peer: str, *, up: bool) -> None:
+        dev = self.topo.host_dev(host, peer)
+        state = "up" if up else "down"
+        run_command(["ip", "-n", self.topo.ns(host), "link", "set", "dev", dev, state])
+
+    def tokens(self) -> dict[str, str]:
+        script = (
+            "import contextlib, io, json, sys\n"
+            "from accessfabric.control.cli import main\n"
+            "out = {}\n"
+            "for host, argv in json.loads(sys.argv[1]).items():\n"
+            "    text = io.StringIO()\n"
+            "    with contextlib.redirect_stdout(text):\n"
+            "        assert main(argv) == 0, host\n"
+            "    out[host] = text.getvalue().strip()\n"
+            "print(json.dumps(out))\n"
+        )
+        server = [
+            "--server",
+            f"http://127.0.0.1:{nc.CONTROL_PORT}",
+            "--admin-token",
+            self.admin_token,
+        ]
+        create = ["control", "token", "create", "--tenant", "acme"]
+        commands = {host: [*create, "--roles", ROLES[host], *server] for host in HOSTS}
+        done = self.topo.run("ctl", [nc.sys.executable, "-c", script, json.dumps(commands)])
+        tokens: dict[str, str] = json.loads(done.stdout)
+        return tokens
+
+    def config(self, host: str, token: str) -> Path:
+        topo = self.topo
+        text = (
+            f'key_path = "{host}.key"\nroles = ["{ROLES[host]}"]\n'
+            f'admin_socket = "{self.admin_socket(host)}"\ndrain_timeout = 1\n'
+        )
+        listen = {"entry": ["laptop", "lte"], "home": ["entry"]}.get(host, [])
+        for peer in listen:
+            address = topo.host_addr(host, peer)
+            carrier = self.carrier if host == "entry" else "tcp"
+            text += f'[[listen]]\ncarrier = "{carrier}"\naddress = "{address}:{nc.FABRIC_PORT}"\n'
+        if host == "laptop":
+            scheme = self.carrier
+            wifi = f"{scheme}://{topo.host_addr('entry', 'laptop')}:{nc.FABRIC_PORT}"
+            lte = f"{scheme}://{topo.host_addr('entry', 'lte')}:{nc.FABRIC_PORT}"
+            text += (
+                f'[[peers]]\nnode_id = "{self.ids["entry"]}"\nname = "entry"\n'
+                f'endpoints = ["{wifi}", "{lte}"]\nconnect = "always"\n'
+                f'[[forwards]]\nlisten = "127.0.0.1:{nc.FORWARD_PORT}"\n'
+                f'service = "{nc.SERVICE}"\n'
+                '[device]\nnetwork_type = "wifi"\n'
+            )
+        if host == "entry":
+            url = f"tcp://{topo.host_addr('home', 'entry')}:{nc.FABRIC_PORT}"
+            text += (
+                f'[[peers]]\nnode_id = "{self.ids["home"]}"\nname = "home"\n'
+                f'endpoints = ["{url}"]\nconnect = "always"\n'
+            )
+        if host == "home":
+            text += f'[[services]]\nname = "{nc.SERVICE}"\ntarget = "127.0.0.1:{nc.ECHO_PORT}"\n'
+        text += (
+            f'[control]\nurl = "{self.control_url(host)}"\n'
+            f'authority_key = "{self.authority}"\ntoken = "{token}"\n'
+            f'state_dir = "{self.state_dir(host)}"\nbackoff_max = 1\n'
+        )
+        path = self.workdir / f"{host}.toml"
+        path.write_text(text)
+        return path
+
+    def start_nodes(self) -> None:
+        tokens = self.tokens()
+        for host in HOSTS:
+            config = self.config(host, tokens[host])
+            log = (self.workdir / f"{host}.log").open("wb")
+            self.nodes[host] = self.topo.popen(
+                host, [*nc.COMMAND, "node", "run", "--config", str(config)],
+                stdout=log, stderr=log, env=nc.env(),
+            )  # fmt: skip
+
+    def start(self) -> nc.JsonLines:
+        self.init_control()
+        self.start_control()
+        echo = self.driver("home", "serve", f"127.0.0.1:{nc.ECHO_PORT}")
+        client = self.driver("laptop", "client", f"127.0.0.1:{nc.FORWARD_PORT}")
+        self.wait_control()
+        self.start_nodes()
+        echo.ready()
+        client.ready()
+        return client
+
+
+def _open_until_ok(client: nc.JsonLines, cid: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not client.ask(op="open", id=cid)["ok"]:
+        assert time.monotonic() < deadline, f"no stream within {timeout} s"
+        time.sleep(0.2)
+
+
+def _max_gap(samples: list[list[float]], start: float, end: float) -> float:
+    answered = [sent + rtt for sent, rtt in samples if start <= sent + rtt <= end]
+    points = [start, *answered, end]
+    return max(b - a for a, b in itertools.pairwise(points))
+
+
+@pytest.mark.parametrize("carrier", ["tcp", "quic"])
+def test_wifi_to_lte_keeps_the_streams(tmp_path: Path, carrier: str) -> None:
+    with Topology(prefix="aft") as topo:
+        fabric = TransitionFabric(topo, tmp_path, carrier)
+        client = fabric.start()
+        try:
+            _open_until_ok(client, "echo", timeout=40)
+            assert client.ask(op="ping", id="echo", interval=0.05)["ok"]
+            _open_until_ok(client, "bulk", timeout=10)
+            assert client.popen.stdin is not None
+            client.popen.stdin.write(
+                json.dumps({"op": "bulk", "id": "bulk", "bytes": BULK}).encode() + b"\n"
+            )
+            client.popen.stdin.flush()
+            time.sleep(0.3)  # the bulk is under way
+            switched_at = time.time()
+            run_command(
+                ["ip", "-n", topo.ns("laptop"), "addr", "flush", "dev",
+                 topo.host_dev("laptop", "entry")]
+            )  # fmt: skip
+            fabric.set_link("laptop", "lte", up=True)
+            fabric.lte_routes()
+            bulk = client.next(timeout=120)
+            done_at = time.time()
+            assert bulk["ok"], bulk
+            assert bulk["sent_sha256"] == bulk["echo_sha256"], bulk
+            assert done_at - bulk["seconds"] < switched_at < done_at, bulk  # across the switch
+            time.sleep(1.0)
+            pings = client.ask(op="report", id="echo")
+            assert not pings["errors"], pings["errors"]
+            gap = _max_gap(pings["samples"], switched_at - 0.5, time.time())
+            print("network transition:", {"carrier": carrier, "longest_gap_s": round(gap, 3),
+                                          "bulk_s": round(bulk["seconds"], 2)})  # fmt: skip
+            # target <= 1 s: TCP 0.2-0.6 s measured (session ended at once), QUIC 1.2-2.8 s
+            # (found by a 1 s ping, then re-dialled); before the watch: stalls >= 5 s
+            assert gap < (3.0 if carrier == "tcp" else 4.5), gap
+            lte = topo.host_addr("entry", "lte")
+            sessions = fabric.status("laptop")["sessions"]
+            assert any(s["address"].startswith(lte) for s in sessions), sessions  # over lte
+            log = fabric.log("laptop")
+            if carrier == "tcp":  # the session on the vanished address ended at once
+                assert "its local address" in log and "is gone" in log
+            else:  # QUIC does not report its local address: a ping found it dead
+                assert "no answer to a ping within" in log
+        finally:
+            print("logs in", tmp_path)
+            for proc in fabric.nodes.values():
+                proc.kill()
+            if fabric.control is not None:
+                fabric.control.kill()
