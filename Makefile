@@ -5,8 +5,11 @@ SHELL := /bin/bash
 PYTHON ?= $(shell test -x /usr/bin/python3 && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && echo /usr/bin/python3 || echo python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-DEBIAN_PACKAGES := iproute2 nftables iputils-ping procps python3-venv nginx-light openssh-server openssh-client iperf3 curl golang-go chromium etcd-server etcd-client
+HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-test-$(HASH)
+# The demo needs only the runtime dependencies, not the test toolchain (docs/benchmarks.md).
+RUN_STAMP := $(VENV)/.installed-run-$(HASH)
+DEBIAN_PACKAGES := iproute2 nftables iputils-ping procps python3-venv nginx-light openssh-server openssh-client iperf3 curl golang-go chromium etcd-server etcd-client systemd
 APT := DEBIAN_FRONTEND=noninteractive apt-get -y -o DPkg::Lock::Timeout=120
 
 .PHONY: demo test lint fuzz bench debian-deps clean
@@ -19,7 +22,11 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
-	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+	@rm -f $(VENV)/.installed-* && touch $(STAMP) $(RUN_STAMP)
+
+$(RUN_STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet -e .
+	@rm -f $(VENV)/.installed-run-* && touch $(RUN_STAMP)
 
 # Packages such as nginx-light and etcd-server would start a system service listening on all interfaces;
 # the tests run their own instances on loopback, so a temporary policy-rc.d forbids that.
@@ -33,7 +40,7 @@ debian-deps:
 			apt-get update -o DPkg::Lock::Timeout=120 && $(APT) install $$missing; status=$$?; \
 			[ -n "$$made_policy" ] && rm -f $$policy; exit $$status; fi; fi
 
-demo: $(STAMP)
+demo: $(RUN_STAMP)
 	$(VENV)/bin/accessfabric demo $(DEMO_ARGS)
 
 lint: $(STAMP)

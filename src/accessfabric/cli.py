@@ -9,14 +9,28 @@ from collections.abc import Sequence
 
 from accessfabric import __version__
 
+BENCH_EXTRA_MODULES = frozenset({"h2", "aioquic"})
+"""What the ``bench`` extra installs: baselines some suites compare against."""
+
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from accessfabric.bench import BenchSetupError, load_suite
+    from accessfabric.bench.progress import ProgressTicker
 
     try:
-        report = load_suite(args.suite)(args.quick)
+        with ProgressTicker(f"bench {args.suite}", interval=args.progress_interval):
+            report = load_suite(args.suite)(args.quick)
     except BenchSetupError as error:
         print(f"accessfabric bench {args.suite}: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        if error.name not in BENCH_EXTRA_MODULES:
+            raise
+        print(
+            f"accessfabric bench {args.suite}: needs {error.name} for its baseline: "
+            "pip install 'accessfabric[bench]'",
+            file=sys.stderr,
+        )
         return 2
     print(report.to_json() if args.json else report.to_table())
     return 0
@@ -48,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("suite", choices=sorted(SUITES), help="which suite to run")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--quick", action="store_true", help="a short run (under 30 s)")
+    bench.add_argument(
+        "--progress-interval", type=float, default=5.0, metavar="S",
+        help="seconds between progress lines on stderr (default 5)",
+    )  # fmt: skip
     bench.set_defaults(handler=_cmd_bench)
 
     demo = commands.add_parser(
@@ -75,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     from accessfabric.control.cli import add_control_parser
 
     add_control_parser(commands)
+    from accessfabric.service_unit import add_service_unit_commands
+
+    add_service_unit_commands(commands)
+    from accessfabric.tools_cli import add_tool_commands
+
+    add_tool_commands(commands)
     from accessfabric.console.commands import add_console_commands
 
     add_console_commands(commands)

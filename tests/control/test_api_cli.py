@@ -79,7 +79,7 @@ def test_three_nodes_show_up_in_control_nodes(
     admin = re.search(r"afadm1_[0-9a-f]+_[a-z2-7]+", init.stdout)
     assert authority and admin
     again = _run("init", "--data", str(tmp_path / "data"))
-    assert again.returncode == 1 and "already initialised" in again.stderr
+    assert again.returncode == 2 and "already initialised" in again.stderr
     assert "Traceback" not in again.stderr
 
     server = _start(
@@ -104,9 +104,9 @@ def test_three_nodes_show_up_in_control_nodes(
         "nodes",
         env=_env(ACCESSFABRIC_CONTROL_URL=url, ACCESSFABRIC_AUTHORITY_KEY=authority.group(0)),
     )
-    assert denied.returncode == 1 and "admin token" in denied.stderr
+    assert denied.returncode == 2 and "admin token" in denied.stderr
     bad = _run("token", "create", "--tenant", "acme", "--roles", "wizard", env=env)
-    assert bad.returncode == 1 and "unknown role" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "unknown role" in bad.stderr and "Traceback" not in bad.stderr
     assert (
         _run("token", "create", "--tenant", "acme", "--roles", "x", "--ttl", "soon").returncode == 2
     )

@@ -87,7 +87,7 @@ async def _test_plain_http_client_cannot_obtain_a_token(tmp_path: Path) -> None:
             subprocess.run, [*cli, "--authority-key", wrong],
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
-        assert refused.returncode == 1
+        assert refused.returncode == 2
         assert "not signed by the pinned authority key" in refused.stderr
         assert "Traceback" not in refused.stderr
 
@@ -100,7 +100,7 @@ def test_insecure_http_only_on_loopback(tmp_path: Path) -> None:
         [*base, "serve", "--data", data, "--listen", "0.0.0.0:0", "--insecure-http"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "only allowed on a loopback address" in result.stderr
     assert "Traceback" not in result.stderr
 

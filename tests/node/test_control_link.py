@@ -347,6 +347,35 @@ async def test_an_outage_is_logged_once_then_its_end(
                 await server.stop()
 
 
+async def test_a_bad_enrollment_token_is_reported_as_such_in_status(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The control plane answers but refuses the token: status must not say "reachable"."""
+    caplog.set_level(logging.INFO, logger="accessfabric.node.control_link")
+    async with running_plane(tmp_path) as cp:
+        path = _write_config(tmp_path, "n", cp, "aftok1_not_a_real_token", "backoff_max = 0.1")
+        node = NodeRuntime(load_node_config(path))
+        await node.start()
+        try:
+            assert node.control is not None
+            control = node.control
+
+            async def refused() -> bool:
+                return control.failures >= 3
+
+            await _until(refused)
+            state = control.status()["state"]
+            assert state.startswith("enrollment refused ("), state
+            assert "reachable" not in state
+            logged = _logged(caplog, "enrollment refused")
+            assert len(logged) == 1, logged  # once, not once per retry
+            assert "token create" in logged[0]["fix"]
+            text = render(node.observe.status())
+            assert "enrollment refused" in text
+        finally:
+            await node.shutdown()
+
+
 async def test_status_shows_which_control_replica_answers_and_which_failed(
     tmp_path: Path,
 ) -> None:

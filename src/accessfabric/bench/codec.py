@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from accessfabric.bench.progress import note
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.wire.decoder import FrameDecoder
 from accessfabric.wire.frames import Data
@@ -138,6 +139,7 @@ def run(quick: bool) -> BenchReport:
     report = BenchReport("codec")
     for size in SIZES:
         label = _label(size)
+        note(f"DATA {label}")
         decode, bare_decode = _decode_pair(size)
         value, base = _best_rate(decode, bare_decode, rounds, round_seconds)
         report.add(

@@ -67,7 +67,9 @@ def _refused(exc: ControlRefused) -> UserError:
 
 
 def run_agent(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from accessfabric.node.log_format import configure_logging
+
+    configure_logging(json_lines=args.log_json, level=args.log_level)
     client = _client(args)
     base = HeartbeatFacts(
         software_version="accessfabric-control-agent",

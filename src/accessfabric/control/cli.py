@@ -1,9 +1,10 @@
 """``accessfabric control …``: run a control plane, and operate it.
 
 Wire it into the main command with :func:`add_control_parser`; ``python -m
-accessfabric.control.cli`` runs the same commands on their own.  User mistakes end with
-one line on stderr and exit status 1 (2 for usage errors, 3 when the control plane cannot
-be reached); never a traceback.
+accessfabric.control.cli`` runs the same commands on their own.  Exit codes follow
+:mod:`accessfabric.exit_codes` like every other command: a user mistake (or a request the
+control plane refused) is one line on stderr and exit status 2, an unreachable control
+plane 3; never a traceback.
 """
 
 from __future__ import annotations
@@ -21,18 +22,25 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from accessfabric.exit_codes import Exit
+
+_log = logging.getLogger("accessfabric.control")
 DEFAULT_URL = "https://127.0.0.1:8600"
 URL_ENV = "ACCESSFABRIC_CONTROL_URL"
 ADMIN_ENV = "ACCESSFABRIC_ADMIN_TOKEN"
 AUTHORITY_ENV = "ACCESSFABRIC_AUTHORITY_KEY"
-EXIT_USER = 1
-EXIT_UNREACHABLE = 3
+EXIT_USER = int(Exit.USAGE)
+EXIT_UNREACHABLE = int(Exit.UNREACHABLE)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class UserError(Exception):
-    """A mistake the user can fix: printed as one line, exit status 1."""
+    """A mistake the user can fix: printed as one line, exit status 2."""
+
+
+class Failed(Exception):
+    """The command could not do its work (e.g. its port is taken): one line, exit status 1."""
 
 
 class Unreachable(Exception):
@@ -66,6 +74,13 @@ def _cmd_init(args: argparse.Namespace) -> int:
         authority, token = init_data_dir(args.data, store_url=args.store)
     except (DataDirError, IdentityError, OSError, ValueError, StoreError) as exc:
         raise UserError(str(exc)) from None
+    if args.json:
+        from accessfabric.json_output import print_json
+
+        print_json(
+            {"authority_key": authority.public_key_text, "admin_token": token, "data": args.data}
+        )
+        return 0
     print(f"authority public key (nodes pin it): {authority.public_key_text}")
     print(f"admin token (shown once; keep it secret): {token}")
     print(f"  export {ADMIN_ENV}={token}")
@@ -76,8 +91,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from accessfabric.control.plane import ControlConfig, ControlPlane, DataDirError, open_data_dir
     from accessfabric.control.server import ControlServer
     from accessfabric.identity.errors import IdentityError
+    from accessfabric.node.log_format import log_event
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(json_lines=args.log_json, level=args.log_level)
     from accessfabric.control.store.base import StoreError
 
     try:
@@ -99,18 +115,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         try:
             await server.start()
         except OSError as exc:
-            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            raise Failed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         except StoreError as exc:
             raise UserError(f"cannot load the control plane's state: {exc}") from None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # before saying it serves
+            loop.add_signal_handler(signum, stop.set)
         print(
             f"control plane serving on {server.url} (authority {authority.public_key_text})",
             flush=True,
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        log_event(_log, "control plane serving", url=server.url, data=args.data)
         await stop.wait()
+        log_event(_log, "control plane stopping")
         await server.stop()
         print("control plane stopped", flush=True)
 
@@ -216,6 +234,68 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_reply(reply: dict[str, Any]) -> None:
+    from accessfabric.json_output import print_json, rfc3339
+
+    if isinstance(reply.get("enrolled_at"), int | float):
+        reply["enrolled"] = rfc3339(reply["enrolled_at"])
+    print_json(reply)
+
+
+def _rfc3339(epoch: float) -> str:
+    import datetime
+
+    when = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cmd_token_list(args: argparse.Namespace) -> int:
+    tokens = _admin_request(args, "GET", "/v1/admin/tokens")["tokens"]
+    if args.json:
+        for token in tokens:
+            token["created"] = _rfc3339(token["created_at"])
+            token["expires"] = _rfc3339(token["expires_at"])
+        print(json.dumps(tokens, indent=2))
+        return 0
+    if not tokens:
+        print("no tokens")
+        return 0
+    rows = [("TOKEN ID", "TENANT", "ROLES", "USES LEFT", "EXPIRES")]
+    for token in tokens:
+        rows.append(
+            (token["token_id"], token["tenant"], ",".join(token["roles"]) or "-",
+             str(token["uses"]), _rfc3339(token["expires_at"]))
+        )  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _cmd_token_revoke(args: argparse.Namespace) -> int:
+    token_id = args.token_id
+    if token_id.startswith("aft1_"):  # the whole token was pasted: take its id
+        token_id = token_id.split("_")[1]
+    reply = _admin_request(args, "DELETE", f"/v1/admin/tokens/{token_id}")
+    if args.json:
+        _print_reply(reply)
+        return 0
+    print(f"revoked token {token_id}")
+    return 0
+
+
+def _cmd_remove_node(args: argparse.Namespace) -> int:
+    reply = _admin_request(args, "DELETE", f"/v1/admin/nodes/{args.node}")
+    if args.json:
+        _print_reply(reply)
+        return 0
+    print(
+        f"removed {reply['node_id']} (tenant {reply['tenant']}, roles "
+        f"{','.join(reply['roles']) or 'none'}); its cached record stays valid until it expires"
+    )
+    return 0
+
+
 def _age(value: float | None) -> str:
     if value is None:
         return "never"
@@ -263,6 +343,9 @@ def _cmd_revoke_role(args: argparse.Namespace) -> int:
     reply = _admin_request(
         args, "POST", f"/v1/admin/nodes/{args.node}/revoke-role", {"role": args.role}
     )
+    if args.json:
+        _print_reply(reply)
+        return 0
     roles = ",".join(reply["roles"]) or "none"
     print(
         f"revoked {args.role} from {reply['node_id']}: roles now {roles}, revision "
@@ -325,6 +408,23 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_log_options(parser: argparse.ArgumentParser) -> None:
+    """``--log-json`` and ``--log-level``, as ``node run`` has them."""
+    from accessfabric.node.log_format import parse_log_level
+
+    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    parser.add_argument(
+        "--log-level", type=parse_log_level, default=logging.INFO, metavar="LEVEL",
+        help="debug, info (default), warning, error",
+    )  # fmt: skip
+
+
+def configure_logging(*, json_lines: bool, level: int) -> None:
+    from accessfabric.node.log_format import configure_logging as configure
+
+    configure(json_lines=json_lines, level=level)
+
+
 def _store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
@@ -352,6 +452,8 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         "public key (nodes pin it) and an admin token (shown once).",
     )
     init.add_argument("--data", required=True, metavar="DIR", help="data directory to create")
+    init.add_argument("--json", action="store_true", help="print JSON")
+
     _store_option(init)
     init.set_defaults(handler=_guarded(_cmd_init))
 
@@ -380,6 +482,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument("--route-lease-ttl", type=parse_duration, default=300.0, metavar="T")
     serve.add_argument("--service-lease-ttl", type=parse_duration, default=60.0, metavar="T")
     serve.add_argument("--replica-ttl", type=parse_duration, default=15.0, metavar="T")
+    add_log_options(serve)
     serve.set_defaults(handler=_guarded(_cmd_serve))
 
     token = commands.add_parser("token", help="enrollment tokens")
@@ -410,6 +513,34 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     _operator_options(nodes)
     nodes.set_defaults(handler=_guarded(_cmd_nodes))
 
+    listing = token_commands.add_parser(
+        "list", help="list enrollment tokens (without secrets)",
+        description="Token id, tenant, roles, uses left and expiry (RFC 3339, UTC).",
+    )  # fmt: skip
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    _operator_options(listing)
+    listing.set_defaults(handler=_guarded(_cmd_token_list))
+    revoke_token = token_commands.add_parser(
+        "revoke", help="revoke an enrollment token",
+        description="Delete the token: it can no longer enroll a node (already enrolled "
+        "nodes keep their records).",
+    )  # fmt: skip
+    revoke_token.add_argument("token_id", metavar="TOKEN_ID", help="from token list (or the token)")
+    revoke_token.add_argument("--json", action="store_true", help="print JSON")
+    _operator_options(revoke_token)
+    revoke_token.set_defaults(handler=_guarded(_cmd_token_revoke))
+
+    remove = commands.add_parser(
+        "remove-node", help="remove a node from the registry and the directory",
+        description="Delete NODE's record: it leaves the peer directory and its signed "
+        "requests are refused. Records other nodes cached stay valid until they expire "
+        "(revoke its roles first when that matters).",
+    )  # fmt: skip
+    remove.add_argument("node", metavar="NODE", help="node id")
+    remove.add_argument("--json", action="store_true", help="print JSON")
+    _operator_options(remove)
+    remove.set_defaults(handler=_guarded(_cmd_remove_node))
+
     revoke = commands.add_parser(
         "revoke-role",
         help="take a role from a node",
@@ -418,6 +549,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     revoke.add_argument("node", metavar="NODE", help="node id")
     revoke.add_argument("role", metavar="ROLE", help="role to revoke")
+    revoke.add_argument("--json", action="store_true", help="print JSON")
     _operator_options(revoke)
     revoke.set_defaults(handler=_guarded(_cmd_revoke_role))
 
@@ -438,6 +570,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     agent.add_argument(
         "--service-mode", default="active-active", choices=["active-active", "leader-follower"]
     )
+    add_log_options(agent)
     agent.set_defaults(handler=_guarded(_cmd_agent))
 
     lease = commands.add_parser(
@@ -465,8 +598,11 @@ def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
     except Unreachable as exc:
         print(f"accessfabric control: error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except Failed as exc:
+        print(f"accessfabric control: error: {exc}", file=sys.stderr)
+        return int(Exit.FAILED)
     except KeyboardInterrupt:
-        return 130
+        return int(Exit.INTERRUPTED)
 
 
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:

@@ -28,6 +28,9 @@ class ControlMetrics(Collector):
         self.requests: Counter[tuple[str, str, str]] = Counter()  # (method, route, class)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        from accessfabric.observe.process_metrics import register_process_collectors
+
+        register_process_collectors(self.registry)  # process, platform, GC, build info
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -262,6 +262,22 @@ class NodeRegistry:
             )
         return self._reissue(node_id, node.record.roles - {role}, when)
 
+    def remove(self, node_id: str) -> RegisteredNode:
+        """Forget a node: its record leaves the store and the directory; its signed API
+        requests fail from now on (``unknown_node``).  A record other nodes cached stays
+        valid until it expires: revoke its roles first when that matters."""
+        node = self._nodes.get(node_id)
+        if node is None and self._store.get(KEY_PREFIX + node_id) is None:
+            raise RegistryError("unknown_node", f"node {node_id} is not enrolled")
+        revision = self._store.revision()
+        self._store.delete(KEY_PREFIX + node_id)
+        self._nodes.pop(node_id, None)
+        self.generation += 1
+        self.version = max(self.version, revision + 1)
+        if node is None:
+            raise RegistryError("unknown_node", f"node {node_id} is not enrolled")
+        return node
+
     def renew_if_due(self, node_id: str, now: float | None = None) -> RegisteredNode | None:
         """Re-sign a record with less than a third of its lifetime left; ``None`` if unknown."""
         when = self._clock() if now is None else now

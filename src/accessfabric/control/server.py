@@ -144,6 +144,21 @@ def _body_limit(max_bytes: int) -> Any:
     return body_limit
 
 
+async def _healthz(request: web.Request) -> web.Response:
+    """Liveness: the process and its event loop answer."""
+    return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    """Readiness: the store answers (503 and the reason when it does not)."""
+    plane = request.app[CONTEXT].plane
+    try:
+        revision = plane.store.revision()
+    except Exception as error:  # any store failure means: do not send traffic here
+        return web.Response(status=503, text=f"not ready: store: {type(error).__name__}\n")
+    return web.Response(text=f"ready (store revision {revision})\n")
+
+
 async def _openapi(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
@@ -169,6 +184,8 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     app.on_cleanup.append(_close_verifier)
     router = app.router
     router.add_get("/openapi.json", _openapi)
+    router.add_get("/healthz", _healthz)  # for load balancers and orchestrators, no auth
+    router.add_get("/readyz", _readyz)
     router.add_get("/metrics", metrics.handle)  # Prometheus, not part of the JSON API
     router.add_get("/v1/status", node_handlers.status)
     router.add_post("/v1/enroll", node_handlers.enroll)
@@ -182,6 +199,9 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     router.add_post("/v1/admin/tokens", admin_handlers.create_token)
     router.add_post("/v1/admin/nodes/{node_id}/revoke-role", admin_handlers.revoke_role)
     router.add_get("/v1/admin/services", admin_handlers.list_services)
+    router.add_get("/v1/admin/tokens", admin_handlers.list_tokens)
+    router.add_delete("/v1/admin/tokens/{token_id}", admin_handlers.revoke_token)
+    router.add_delete("/v1/admin/nodes/{node_id}", admin_handlers.remove_node)
     add_console_routes(router)
     return app
 

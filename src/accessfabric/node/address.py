@@ -39,6 +39,10 @@ class Endpoint:
     host: str
     port: int
     path: str = ""
+    behind_proxy: bool = False
+    """A websocket listener only a TLS-terminating reverse proxy reaches (ADR 0005)."""
+    tls: bool = True
+    """False: plain ws between the proxy and a ``behind_proxy`` listener."""
 
     @property
     def address(self) -> str:

@@ -18,10 +18,13 @@ from typing import Any, TypeVar
 from accessfabric.identity.errors import IdentityError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.node_id import parse_node_id
+from accessfabric.json_output import print_json
 from accessfabric.node.address import parse_endpoint_url
 from accessfabric.node.config import ConfigError, load_node_config
+from accessfabric.node.config_checks import ConfigConflict, idle_warnings
 from accessfabric.node.dial import CarrierUnavailableError, carrier_available
-from accessfabric.node.log_format import configure_logging
+from accessfabric.node.key_lock import KeyInUseError
+from accessfabric.node.log_format import configure_logging, parse_log_level
 from accessfabric.node.smoke import EXIT_CODE_HELP, SmokeExit, classify_failure, run_smoke
 
 USAGE_ERROR = 2
@@ -64,13 +67,19 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         if "refusing to overwrite" in message:
             message = f"{out}: file exists; pass --force to replace it"
         raise UsageError(message) from None
-    print(key.node_id)
+    if args.json:
+        print_json({"node_id": key.node_id, "key_path": str(out.resolve())})
+    else:
+        print(key.node_id)
     return 0
 
 
 def cmd_node_id(args: argparse.Namespace) -> int:
     key = _load_key(args.key)
-    if args.sealing_key:  # for other nodes' [[peers]] sealing_key / [sealing.keys]
+    if args.json:
+        sealing = base64.b64encode(key.sealing_public_key_bytes).decode("ascii")
+        print_json({"node_id": key.node_id, "sealing_key": sealing, "key_path": args.key})
+    elif args.sealing_key:  # for other nodes' [[peers]] sealing_key / [sealing.keys]
         print(base64.b64encode(key.sealing_public_key_bytes).decode("ascii"))
     else:
         print(key.node_id)
@@ -92,6 +101,8 @@ def cmd_node_run(args: argparse.Namespace) -> int:
             )
     configure_logging(json_lines=args.log_json or config.log_json, level=args.log_level)
     key = _load_key(str(config.key_path))
+    for warning in idle_warnings(config):
+        logging.getLogger("accessfabric.node").warning("%s", warning)
     try:
         return _run(run_node(config, key=key, components=(ServicesComponent(),)))
     except OSError as exc:  # a listener could not bind
@@ -119,7 +130,19 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     except Exception as error:
         code, message = classify_failure(error, endpoint)
         print(f"accessfabric smoke: {message}", file=sys.stderr)
+        if args.json:
+            print_json({"ok": False, "exit_code": int(code), "error": message})
         return int(code)
+    if args.json:
+        print_json(
+            {
+                "ok": True, "peer_node_id": result.peer_node_id, "endpoint": result.endpoint.url,
+                "handshake_ms": round(result.handshake * 1e3, 3),
+                "ping_rtts_ms": [round(rtt * 1e3, 3) for rtt in result.ping_rtts],
+                "echo_bytes": result.echo_bytes, "echo_rtt_ms": round(result.echo_rtt * 1e3, 3),
+            }
+        )  # fmt: skip
+        return int(SmokeExit.OK)
     for line in result.lines():
         print(line)
     return int(SmokeExit.OK)
@@ -136,6 +159,9 @@ def guarded(
         except UsageError as exc:
             print(f"accessfabric {name}: {exc}", file=sys.stderr)
             return USAGE_ERROR
+        except (KeyInUseError, ConfigConflict) as exc:  # node/key_lock.py, config_checks.py
+            print(f"accessfabric {name}: {exc}", file=sys.stderr)
+            return USAGE_ERROR
 
     return run
 
@@ -143,11 +169,7 @@ def guarded(
 # ---------------------------------------------------------------------------- parser
 
 
-def _log_level(text: str) -> int:
-    level = logging.getLevelName(text.upper())
-    if not isinstance(level, int):
-        raise argparse.ArgumentTypeError(f"unknown log level {text!r}")
-    return level
+_log_level = parse_log_level
 
 
 def add_node_commands(commands: Any) -> None:
@@ -160,6 +182,7 @@ def add_node_commands(commands: Any) -> None:
     )
     keygen.add_argument("--out", required=True, metavar="PATH", help="key file to write")
     keygen.add_argument("--force", action="store_true", help="replace an existing file")
+    keygen.add_argument("--json", action="store_true", help="print JSON")
     keygen.set_defaults(handler=guarded("keygen", cmd_keygen))
 
     node = commands.add_parser(
@@ -177,7 +200,9 @@ def add_node_commands(commands: Any) -> None:
     run.add_argument(
         "--config", metavar="FILE", help="node.toml (without it, ACCESSFABRIC_* variables only)"
     )
-    run.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    run.add_argument(
+        "--log-json", "--json", action="store_true", help="log one JSON object per line"
+    )
     run.add_argument(
         "--log-level", type=_log_level, default=logging.INFO, metavar="LEVEL",
         help="debug, info (default), warning, error",
@@ -192,6 +217,7 @@ def add_node_commands(commands: Any) -> None:
         help="print the X25519 sealing public key (base64) instead, for other nodes' "
         "[[peers]] sealing_key or [sealing.keys]",
     )  # fmt: skip
+    node_id.add_argument("--json", action="store_true", help="print JSON (id and sealing key)")
     node_id.set_defaults(handler=guarded("node id", cmd_node_id))
 
     smoke = commands.add_parser(
@@ -204,7 +230,7 @@ def add_node_commands(commands: Any) -> None:
     )
     smoke.add_argument(
         "--peer", required=True, metavar="URL",
-        help="tcp://HOST:PORT (or wss://HOST:PORT/PATH with the WebSocket carrier)",
+        help="tcp://HOST:PORT, wss://HOST:PORT/PATH, quic://HOST:PORT or https://HOST:PORT/PATH",
     )  # fmt: skip
     smoke.add_argument("--peer-id", required=True, metavar="ID", help="the node id to expect")
     smoke.add_argument(
@@ -214,4 +240,5 @@ def add_node_commands(commands: Any) -> None:
         "--timeout", type=float, default=10.0, metavar="SECONDS",
         help="bound on the handshake and on each round trip (default 10)",
     )  # fmt: skip
+    smoke.add_argument("--json", action="store_true", help="print JSON (also on failure)")
     smoke.set_defaults(handler=guarded("smoke", cmd_smoke))

@@ -266,6 +266,12 @@ class NodeConfig:
     """``[vpn]``: how ``vpn up`` sorts packets into classes (``node/vpn_config.py``)."""
     source: str = ""
     """Where the config came from (the file as given, or ``environment``)."""
+    name: str = ""
+    """A label for people (``name = "laptop"``): shown in ``status`` and the start-up logs."""
+
+    def peer_names(self) -> dict[str, str]:
+        """Node id -> the ``[[peers]] name`` given to it (only the named ones)."""
+        return {peer.node_id: peer.name for peer in self.peers if peer.name}
 
     def peer(self, node_id: str) -> PeerConfig | None:
         for peer in self.peers:
@@ -349,6 +355,7 @@ _TOP_KEYS = (
     "control",
     "sealing",
     "limits",
+    "name",
     "routes",
     "device",
     "pressure",
@@ -372,6 +379,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     admin_socket = _opt(document, "admin_socket", top, lambda v, at: _path(v, at, base))
     drain_timeout = _opt(document, "drain_timeout", top, _positive_seconds)
     log_json = _opt(document, "log_json", top, _bool)
+    node_name = _opt(document, "name", top, _str) or ""
     tcp_rto_min = _opt(document, "tcp_rto_min", top, _rto_min)
     authority_key = _opt(document, "authority_key", top, _authority_key)
     session_table = _opt(document, "session", top, _table) or {}
@@ -444,6 +452,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         ranking=ranking,
         drain_timeout=DEFAULT_DRAIN_TIMEOUT if drain_timeout is None else drain_timeout,
         log_json=bool(log_json),
+        name=node_name,
         # Absent: the default; false (parsed as 0.0): None, the kernel's own.
         tcp_rto_min=DEFAULT_RTO_MIN if tcp_rto_min is None else tcp_rto_min or None,
         authority_key=authority_key,
@@ -654,7 +663,7 @@ def _listen_tables(value: Any, at: _At) -> tuple[Endpoint, ...]:
     for index, item in enumerate(_list(value, at)):
         item_at = at[index]
         table = _table(item, item_at)
-        _check_keys(table, item_at, ("carrier", "address", "path"))
+        _check_keys(table, item_at, ("carrier", "address", "path", "behind_proxy", "tls"))
         if "carrier" not in table:
             (item_at / "carrier").fail(f"required ({' or '.join(repr(c) for c in CARRIERS)})")
         if "address" not in table:
@@ -680,7 +689,18 @@ def _listen_tables(value: Any, at: _At) -> tuple[Endpoint, ...]:
                 (item_at / "path").fail(str(exc))
         else:
             path = DEFAULT_PATHS.get(carrier, "")
-        endpoints.append(Endpoint(carrier=carrier, host=where.host, port=where.port, path=path))
+        behind_proxy = _bool(table.get("behind_proxy", False), item_at / "behind_proxy")
+        tls = _bool(table.get("tls", True), item_at / "tls")
+        if behind_proxy and carrier != "websocket":
+            (item_at / "behind_proxy").fail("only a websocket listener can be behind a proxy")
+        if not tls and not behind_proxy:
+            (item_at / "tls").fail("false only with behind_proxy = true (ADR 0005)")
+        endpoints.append(
+            Endpoint(
+                carrier=carrier, host=where.host, port=where.port, path=path,
+                behind_proxy=behind_proxy, tls=tls,
+            )
+        )  # fmt: skip
     return tuple(endpoints)
 
 

@@ -129,6 +129,8 @@ class ControlLink:
         self.reasons: list[str] = []
         self.last_heartbeat_at: float | None = None
         self.last_error: str | None = None
+        self.enrollment_refused: str | None = None
+        """Why the control plane refused our enrollment token (None: not refused)."""
         self.last_error_at: float | None = None
         self.failures = 0
         self._failing_logged_at: float | None = None
@@ -242,7 +244,18 @@ class ControlLink:
                     f"{self.runtime.node_id} has no node record in {self.settings.state_dir} "
                     "and [control] token is not set"
                 )
-            record = await client.enroll(self.settings.token)
+            try:
+                record = await client.enroll(self.settings.token)
+            except ControlRefused as refused:  # a bad, used or expired token: say so
+                if self.enrollment_refused != str(refused):
+                    log_event(
+                        log, "enrollment refused", logging.ERROR, error=str(refused),
+                        fix="create a new token (accessfabric control token create) "
+                        "and set [control] token",
+                    )  # fmt: skip
+                self.enrollment_refused = str(refused)
+                raise
+            self.enrollment_refused = None
             log_event(
                 log, "enrolled with the control plane", tenant=record.tenant,
                 roles=",".join(sorted(r.value for r in record.roles)),
@@ -593,7 +606,11 @@ class ControlLink:
         return {
             "url": self.client.base_url,
             "replicas": replica_summary(snapshot.replicas),
-            "state": reachable[snapshot.reachable],
+            "state": (
+                f"enrollment refused ({self.enrollment_refused})"
+                if self.enrollment_refused is not None
+                else reachable[snapshot.reachable]
+            ),
             "health": self.health or "-",
             "reasons": ", ".join(self.reasons) or "-",
             "last_heartbeat_s_ago": _ago(self.last_heartbeat_at, now),

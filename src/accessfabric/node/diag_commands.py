@@ -53,7 +53,10 @@ def _ask(args: argparse.Namespace, path: str, query: dict[str, str]) -> tuple[in
     try:
         return asyncio.run(_get(socket_path, path, query))
     except (OSError, aiohttp.ClientError, TimeoutError) as exc:
-        raise SystemExit(_fail(f"cannot reach the node at {socket_path}: {exc}", 1)) from None
+        from accessfabric.node.status import unreachable_reason
+
+        # unreachable: exit 3, as every command (accessfabric/exit_codes.py)
+        raise SystemExit(_fail(unreachable_reason(Path(socket_path), exc), 3)) from None
 
 
 def _fail(message: str, code: int) -> int:

@@ -122,8 +122,9 @@ async def listen(
     serve_ws = _websocket("serve_ws")
     if endpoint.carrier == "websocket" and serve_ws is not None:
         ws_server = await serve_ws(
-            local, endpoint.host, endpoint.port, on_connection, path=endpoint.path
-        )
+            local, endpoint.host, endpoint.port, on_connection, path=endpoint.path,
+            behind_proxy=endpoint.behind_proxy, tls=endpoint.tls,
+        )  # fmt: skip
         return BoundListener(_bound(endpoint, getattr(ws_server, "sockets", ())), ws_server)
     raise CarrierUnavailableError(endpoint.carrier)
 

@@ -8,6 +8,7 @@ Code logs with :func:`log_event`; :func:`configure_logging` picks the format::
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import logging
@@ -59,6 +60,14 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.levelno >= logging.ERROR:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line)
+
+
+def parse_log_level(text: str) -> int:
+    """``--log-level``: debug, info, warning, error (any case)."""
+    level = logging.getLevelName(text.upper())
+    if not isinstance(level, int):
+        raise argparse.ArgumentTypeError(f"unknown log level {text!r}")
+    return level
 
 
 def configure_logging(

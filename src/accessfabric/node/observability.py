@@ -149,6 +149,14 @@ class NodeObservability:
         self._routes: RouteView | None = None
         self.metrics_url = ""
         self.admin_path: Path | None = None
+        self.admin_actions: dict[str, Any] = {}
+        """POST routes of the admin socket (path -> aiohttp handler), set before start."""
+        self.node_name = ""
+        self.peer_names: dict[str, str] = {}
+        """Node id -> a name for people (``[[peers]] name``): a column in ``status``."""
+        self.ready = False
+        """``/readyz``: set by the runtime once started, cleared when it drains."""
+        self.not_ready_reason = "starting"
 
     # ------------------------------------------------------------ feeding
 
@@ -249,6 +257,7 @@ class NodeObservability:
             sessions.append(
                 {
                     "peer": peer,
+                    "name": self.peer_names.get(peer, "-"),
                     "direction": direction,
                     "carrier": connection.info.kind,
                     "address": str(connection.info.peer_address or "-"),
@@ -284,6 +293,7 @@ class NodeObservability:
                 )
         result: dict[str, Any] = {
             "node_id": self.node_id,
+            "node_name": self.node_name,
             "uptime_s": round(time.time() - self.started, 1),
             "metrics_url": self.metrics_url,
             "sessions": sessions,
@@ -325,6 +335,7 @@ class NodeObservability:
         if metrics_listen is not None:
             app = web.Application()
             app.router.add_get("/metrics", self._metrics)
+            self._add_health(app)
             runner = await self._run(app)
             site = web.TCPSite(runner, metrics_listen.host, metrics_listen.port)
             await site.start()
@@ -336,6 +347,9 @@ class NodeObservability:
         if admin_socket is not None:
             app = web.Application()
             app.router.add_get("/status", self._status)
+            self._add_health(app)
+            for path, handler in self.admin_actions.items():  # e.g. POST /ping (node/ping.py)
+                app.router.add_post(path, handler)
             app.router.add_get("/diag/{name}", self._diag)
             runner = await self._run(app)
             with contextlib.suppress(FileNotFoundError):
@@ -357,6 +371,20 @@ class NodeObservability:
     async def _metrics(self, _request: web.Request) -> web.Response:
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _add_health(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        """Liveness: the node's event loop answers."""
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        """Readiness: started (listening, components up) and not draining."""
+        if self.ready:
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text=f"not ready: {self.not_ready_reason}\n")
 
     async def _status(self, _request: web.Request) -> web.Response:
         return web.json_response(self.status())

@@ -18,9 +18,11 @@ from typing import Any, Protocol
 
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
+from accessfabric.node import sd_notify
 from accessfabric.node.address import Endpoint
 from accessfabric.node.admission import Admission
 from accessfabric.node.config import NodeConfig, PeerConfig
+from accessfabric.node.config_checks import check_against_key
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.control_link import ControlLink
 from accessfabric.node.dataplane import DataPlane
@@ -29,6 +31,7 @@ from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, li
 from accessfabric.node.endpoints import LocalNode, source_address
 from accessfabric.node.gc_pauses import freeze_startup_objects
 from accessfabric.node.host_monitor import HostMonitor
+from accessfabric.node.key_lock import KeyLock
 from accessfabric.node.log_format import log_event
 from accessfabric.node.network_watch import NetworkWatch
 from accessfabric.node.observability import NodeObservability
@@ -88,7 +91,13 @@ class NodeRuntime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._keepers: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._cut_short = asyncio.Event()  # a second SIGTERM/SIGINT: stop draining
         self.observe = NodeObservability(self.key.node_id)
+        self.observe.node_name = config.name
+        self.observe.peer_names = config.peer_names()
+        from accessfabric.node.ping import ping_handler
+
+        self.observe.admin_actions["/ping"] = ping_handler(self)
         # End-to-end sealing (docs/sealing.md): other nodes' keys from [[peers]],
         # [sealing.keys] and (with [control]) the directory's signed node records.
         static_keys = dict(config.sealing.keys)
@@ -170,7 +179,7 @@ class NodeRuntime:
     async def start(self) -> None:
         """Bind every listener (an ``OSError`` or ``CarrierUnavailableError`` stops start-up)."""
         log_event(
-            log, "node starting", node_id=self.node_id,
+            log, "node starting", node_id=self.node_id, name=self.config.name or "-",
             roles=",".join(self.config.roles) or "-", config=self.config.source,
         )  # fmt: skip
         try:
@@ -200,6 +209,7 @@ class NodeRuntime:
         for peer in self.config.peers:
             if peer.connect == "always" and peer.node_id != self.node_id:
                 self._keepers.append(asyncio.create_task(self._keep_up(peer)))
+        self.observe.ready = True
         log_event(
             log, "node ready", node_id=self.node_id, listeners=len(self.listeners),
             sealing_cipher=self.routes.sealing.cipher.label if self.routes.sealing else "none",
@@ -232,8 +242,9 @@ class NodeRuntime:
                 return
             peer = ready.peer_node_id
             log_event(
-                log, "session accepted", peer=peer, address=address, carrier=connection.info.kind
-            )
+                log, "session accepted", peer=peer, address=address, carrier=connection.info.kind,
+                name=self.observe.peer_names.get(peer or "", "-"),
+            )  # fmt: skip
             while True:
                 stream = await connection.accept_stream()
                 if stream is None:
@@ -278,6 +289,7 @@ class NodeRuntime:
         if self._stopping:
             return True
         self._stopping = True
+        self.observe.ready, self.observe.not_ready_reason = False, "draining"
         timeout = self.config.drain_timeout
         log_event(
             log, "node draining", sessions=len(self._accepted) + self.peers.counters().active,
@@ -300,7 +312,14 @@ class NodeRuntime:
             asyncio.ensure_future(self.peers.aclose(drain_timeout=timeout, reason=reason)),
             *(asyncio.ensure_future(c.wait_closed()) for c in self._accepted),
         ]
-        _, pending = await asyncio.wait(waits, timeout=timeout)
+        draining = asyncio.ensure_future(asyncio.wait(waits, timeout=timeout))
+        cut = asyncio.ensure_future(self._cut_short.wait())
+        await asyncio.wait((draining, cut), return_when=asyncio.FIRST_COMPLETED)
+        cut.cancel()
+        if not draining.done():
+            draining.cancel()
+            log_event(log, "drain cut short", logging.WARNING)
+        pending = [future for future in waits if not future.done()]
         for future in pending:
             future.cancel()
         drained = not pending
@@ -319,6 +338,43 @@ class NodeRuntime:
         log_event(log, "node stopped", drained=drained)
         return drained
 
+    def cut_drain_short(self) -> None:
+        """End a running (or the next) drain now: sessions are closed without waiting."""
+        self._cut_short.set()
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file; apply what can change live, log what cannot."""
+        from accessfabric.node.config import ConfigError, load_node_config
+        from accessfabric.node.reload import plan_reload
+
+        source = self.config.source
+        if not source or source in ("environment", "command line"):
+            log_event(log, "reload ignored: no config file", logging.WARNING, source=source or "-")
+            return
+        try:
+            loaded = load_node_config(source)
+        except ConfigError as error:
+            log_event(log, "reload failed, config unchanged", logging.ERROR, error=str(error))
+            return
+        sd_notify.reloading()
+        plan = plan_reload(self.config, loaded)
+        self.config = plan.config
+        if "peers (endpoints)" in plan.applied:
+            for peer in plan.config.peers:
+                if peer.node_id != self.node_id:
+                    self.peers.set_peer(peer.node_id, peer.endpoints)
+        log_event(
+            log, "config reloaded", config=source, applied=",".join(plan.applied) or "-",
+        )  # fmt: skip
+        if plan.needs_restart:
+            log_event(
+                log, "config change needs a restart", logging.WARNING,
+                keys=",".join(plan.needs_restart),
+            )  # fmt: skip
+        restart = ",".join(plan.needs_restart)
+        status = f"STATUS=reloaded; needs a restart: {restart}" if restart else "STATUS=reloaded"
+        sd_notify.notify("READY=1", status)
+
 
 async def run_node(
     config: NodeConfig,
@@ -329,17 +385,30 @@ async def run_node(
     """Run a node until SIGTERM or SIGINT, then drain and stop; the process exit code (0)."""
     loop = asyncio.get_running_loop()
     runtime = NodeRuntime(config, key=key, components=components)
+    check_against_key(config, runtime.node_id)  # ConfigConflict: e.g. [[peers]] names itself
+    lock = KeyLock(config.key_path, runtime.node_id)  # KeyInUseError: another node runs it
     stop = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
+
+    def on_stop_signal() -> None:
+        if stop.is_set():  # the second signal: do not wait for the drain
+            log_event(log, "second signal, cutting the drain short", logging.WARNING)
+            runtime.cut_drain_short()
+        stop.set()
+
+    signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    for signum in signals[:2]:
+        loop.add_signal_handler(signum, on_stop_signal)
+    loop.add_signal_handler(signal.SIGHUP, runtime.reload)
     try:
         await runtime.start()
         freeze_startup_objects()  # full GC passes then skip the start-up heap
+        sd_notify.notify("READY=1", f"STATUS=node {runtime.node_id} running")
         await stop.wait()
         log_event(log, "signal received, stopping")
+        sd_notify.notify("STOPPING=1", "STATUS=draining")
         await runtime.shutdown()
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
+        lock.release()
     return 0

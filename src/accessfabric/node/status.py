@@ -10,6 +10,8 @@ from typing import Any
 
 import aiohttp
 
+from accessfabric.exit_codes import Exit
+
 TABLES = (  # the sections `status` prints, in order
     "control",
     "host",
@@ -68,8 +70,9 @@ def table(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def render(status: dict[str, Any]) -> str:
+    name = f" ({status['node_name']})" if status.get("node_name") else ""
     lines = [
-        f"node {status.get('node_id', '?')}  up {status.get('uptime_s', 0)} s  "
+        f"node {status.get('node_id', '?')}{name}  up {status.get('uptime_s', 0)} s  "
         f"metrics {status.get('metrics_url') or '(not served)'}"
     ]
     for name in TABLES:
@@ -102,9 +105,31 @@ def _is_rows(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(row, dict) for row in value)
 
 
+def unreachable_reason(socket_path: Path, error: BaseException) -> str:
+    """Why the admin socket did not answer, in the user's terms (no aiohttp internals)."""
+    cause = getattr(error, "os_error", None) or error
+    if not socket_path.exists():
+        return (
+            f"no node is running with admin socket {socket_path} (the socket does not exist; "
+            "start it with `accessfabric node run --config ...`)"
+        )
+    if isinstance(cause, PermissionError):
+        return (
+            f"permission denied on admin socket {socket_path} (mode 0600: run status as the "
+            "user that runs the node)"
+        )
+    if isinstance(cause, ConnectionRefusedError):
+        return f"nothing answers on admin socket {socket_path} (the node stopped?)"
+    if isinstance(error, TimeoutError | asyncio.TimeoutError):
+        return f"the node did not answer on {socket_path} within 5 s"
+    if isinstance(error, aiohttp.ClientResponseError):
+        return f"the node answered {error.status} on {socket_path}"
+    return f"cannot reach the node at {socket_path}: {type(cause).__name__}"
+
+
 def run_status(socket_path: Path, as_json: bool) -> tuple[int, str]:
     try:
         status = asyncio.run(fetch_status(socket_path))
     except (OSError, aiohttp.ClientError, TimeoutError) as error:
-        return 1, f"cannot reach the node at {socket_path}: {error}"
+        return int(Exit.UNREACHABLE), unreachable_reason(socket_path, error)
     return 0, json.dumps(status, indent=2) if as_json else render(status)

@@ -269,7 +269,10 @@ class FabricMetrics(Collector):
 
 
 def new_registry(metrics: FabricMetrics) -> CollectorRegistry:
-    """A registry of this node's fabric metrics (plus nothing process-global)."""
+    """A registry of this node's fabric metrics plus the process, GC and build-info ones."""
+    from accessfabric.observe.process_metrics import register_process_collectors
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics)
+    register_process_collectors(registry)
     return registry

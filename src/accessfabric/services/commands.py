@@ -80,7 +80,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         assert config.admin_socket is not None
         path = config.admin_socket
     code, text = run_status(path, args.json)
-    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    if code != 0:
+        print(f"accessfabric status: {text}", file=sys.stderr)
+        return code
+    print(text)
     return code
 
 
@@ -106,7 +109,9 @@ def add_service_commands(commands: Any) -> None:
     forward.add_argument("--config", metavar="FILE", help="node.toml of the node to run")
     forward.add_argument("--peer", metavar="URL", help="without --config: the service's node")
     forward.add_argument("--peer-id", metavar="ID", help="without --config: its node id")
-    forward.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    forward.add_argument(
+        "--log-json", "--json", action="store_true", help="log one JSON object per line"
+    )
     forward.set_defaults(handler=guarded("forward", cmd_forward))
 
     status = commands.add_parser(

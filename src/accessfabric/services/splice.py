@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 
 from accessfabric.errors import ErrorCode, ProtocolError
-from accessfabric.node.connection import FabricStream
+from accessfabric.node.connection import FabricStream, StreamResetError
 
 CHUNK = 64 * 1024
 
@@ -29,6 +29,8 @@ class SpliceStats:
     """Bytes from the stream out to the TCP socket."""
     reset: str = ""
     """Empty when both directions ended with a FIN; else who reset (``tcp`` or ``fabric``)."""
+    fabric_code: int | None = None
+    """The RESET_STREAM code when the far end of the stream reset it."""
 
 
 def abort_with_rst(writer: asyncio.StreamWriter) -> None:
@@ -44,6 +46,11 @@ class _Reset(Exception):
     def __init__(self, side: str) -> None:
         super().__init__(side)
         self.side = side
+
+
+def _note_remote_reset(error: ConnectionError, stats: SpliceStats) -> None:
+    if isinstance(error, StreamResetError) and error.remote and stats.fabric_code is None:
+        stats.fabric_code = int(error.code)
 
 
 async def _tcp_to_fabric(
@@ -62,7 +69,8 @@ async def _tcp_to_fabric(
         try:
             stream.write(data)
             await stream.drain()
-        except ConnectionError:
+        except ConnectionError as error:
+            _note_remote_reset(error, stats)
             raise _Reset("fabric") from None
 
 
@@ -72,7 +80,8 @@ async def _fabric_to_tcp(
     while True:
         try:
             data = await stream.read(CHUNK)
-        except ConnectionError:
+        except ConnectionError as error:
+            _note_remote_reset(error, stats)
             raise _Reset("fabric") from None
         if not data:
             with contextlib.suppress(OSError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from accessfabric.errors import ErrorCode, ProtocolError
 from accessfabric.node.connection import FabricStream
 from accessfabric.node.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
-from accessfabric.services.splice import abort_with_rst, splice
+from accessfabric.services.splice import SpliceStats, abort_with_rst, splice
 from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ async def _run_splice(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     counters: ForwardCounters,
-) -> None:
+) -> SpliceStats:
     counters.active += 1
     try:
         stats = await splice(stream, reader, writer)
@@ -71,6 +72,17 @@ async def _run_splice(
     counters.bytes_down += stats.down
     if stats.reset:
         counters.resets += 1
+    return stats
+
+
+FAR_RESET_HINTS = {
+    ErrorCode.SERVICE_UNAVAILABLE: "the node that got the stream does not serve {service!r}, "
+    "or its target refused the connection (that node's log says which)",
+    ErrorCode.REFUSED_STREAM: "the far node refused the stream (policy, limits or route lease; "
+    "its log and accessfabric_streams_refused_total say why)",
+}
+RESET_LOG_INTERVAL = 10.0
+"""At most one ``forward: stream reset by the far end`` line per code per interval."""
 
 
 class TcpForwarder:
@@ -92,6 +104,8 @@ class TcpForwarder:
         self.counters = ForwardCounters()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reset_logged: dict[str, float] = {}  # code name -> when last logged
+        self._resets_unlogged: dict[str, int] = {}
 
     async def start(self) -> None:
         """Bind the listener (port 0: the kernel picks; :attr:`port` is then the real one)."""
@@ -121,7 +135,29 @@ class TcpForwarder:
             )  # fmt: skip
             abort_with_rst(writer)
             return
-        await _run_splice(stream, reader, writer, self.counters)
+        stats = await _run_splice(stream, reader, writer, self.counters)
+        if stats.fabric_code is not None and stats.fabric_code != ErrorCode.CANCEL:
+            self._log_far_reset(stats.fabric_code)
+
+    def _log_far_reset(self, code: int) -> None:
+        """Say on this node why the far end reset the stream (the client only saw an RST)."""
+        try:
+            known: ErrorCode | None = ErrorCode(code)
+        except ValueError:
+            known = None
+        key = known.name if known is not None else "other"
+        now = time.monotonic()
+        if now - self._reset_logged.get(key, -RESET_LOG_INTERVAL) < RESET_LOG_INTERVAL:
+            self._resets_unlogged[key] = self._resets_unlogged.get(key, 0) + 1
+            return
+        self._reset_logged[key] = now
+        hint = FAR_RESET_HINTS.get(known) if known is not None else None
+        log_event(
+            log, "forward: stream reset by the far end", logging.WARNING,
+            service=self.service, code=known.name if known is not None else str(code),
+            why=hint.format(service=self.service) if hint else "-",
+            suppressed=self._resets_unlogged.pop(key, 0),
+        )  # fmt: skip
 
     async def close(self) -> None:
         if self._server is not None:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from accessfabric.errors import ProtocolError
+from accessfabric.errors import ErrorCode, ProtocolError
 from accessfabric.node.connection import FabricStream
 from accessfabric.node.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
@@ -176,6 +176,12 @@ class Outbox:
     def close(self) -> None:
         self.closed = True
         self._task.cancel()
+
+    def abort(self) -> None:
+        """Stop and reset the stream: a tunnel carries datagrams, nothing is worth draining."""
+        self.close()
+        with contextlib.suppress(ConnectionError, ProtocolError):
+            self.stream.reset(ErrorCode.CANCEL)
 
 
 class _ThreadedIo:
@@ -523,7 +529,7 @@ class VpnClient:
     async def close(self) -> None:
         self.port.close()
         for outbox in self._outboxes.values():
-            outbox.close()
+            outbox.abort()  # so the node's drain does not wait for idle tunnel streams
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -642,5 +648,5 @@ class VpnExit:
     async def close(self) -> None:
         self.port.close()
         for client in self._clients.values():
-            for outbox in client.outboxes.values():
-                outbox.close()
+            for outbox in list(client.outboxes.values()):
+                outbox.abort()

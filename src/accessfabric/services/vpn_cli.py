@@ -17,6 +17,7 @@ from accessfabric.node.log_format import configure_logging, log_event
 from accessfabric.services.host import ServicesComponent, node_opener
 from accessfabric.services.tun import TUN_F_USO4, Tun, configure, open_tun
 from accessfabric.services.vpn import VpnClient, VpnExit
+from accessfabric.services.vpn_args import argument_problems, describe_setup_error
 from accessfabric.services.vpn_wire import VPN_SERVICE, ClassRules, class_rules
 
 if TYPE_CHECKING:
@@ -119,7 +120,9 @@ def add_vpn_arguments(up: argparse.ArgumentParser) -> None:
         "--io-threads", action="store_true",
         help="read and write the TUN device on threads (syscalls off the event loop)",
     )  # fmt: skip
-    up.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    up.add_argument(
+        "--log-json", "--json", action="store_true", help="log one JSON object per line"
+    )
 
 
 def vpn_up(args: argparse.Namespace) -> int:
@@ -133,6 +136,8 @@ def vpn_up(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not 1 <= args.shards <= 255:
         raise UsageError("--shards: 1..255")
+    for problem in argument_problems(args.dev, args.address, args.route):
+        raise UsageError(problem)
     if not 1 <= args.queues <= 16:
         raise UsageError("--queues: 1..16")
     if args.exit and any(service.name == VPN_SERVICE for service in config.services):
@@ -156,6 +161,6 @@ def vpn_up(args: argparse.Namespace) -> int:
         print(f"accessfabric vpn up: needs root (CAP_NET_ADMIN): {exc}", file=sys.stderr)
         return 1
     except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"accessfabric vpn up: {exc}", file=sys.stderr)
+        print(f"accessfabric vpn up: {describe_setup_error(exc, args.dev)}", file=sys.stderr)
         return 1
     return code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -21,10 +22,12 @@ from accessfabric.control.api.node_handlers import view_json
 from accessfabric.control.codec import canonical_node_id
 from accessfabric.control.plane import ControlPlane
 from accessfabric.control.registry import RegisteredNode, RegistryError
+from accessfabric.control.tokens import TokenInfo
 from accessfabric.control.vocabulary import Role, check_name
 
 MAX_TOKEN_TTL = 366 * 24 * 3600.0
 MAX_TOKEN_USES = 1_000_000
+TOKEN_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def node_listing(plane: ControlPlane, node: RegisteredNode, now: float) -> dict[str, Any]:
@@ -109,6 +112,51 @@ async def revoke_role(request: web.Request) -> web.Response:
         raise ApiError(status, exc.code, str(exc)) from None
     plane.events.add(plane.clock(), "role_revoked", node_id, f"role {role.value} revoked")
     return web.json_response(node_listing(plane, node, plane.clock()))
+
+
+def _token_listing(info: TokenInfo) -> dict[str, Any]:
+    return {
+        "token_id": info.token_id,
+        "tenant": info.tenant,
+        "roles": sorted(role.value for role in info.roles),
+        "created_at": info.created_at,
+        "expires_at": info.expires_at,
+        "uses": info.uses_left,
+    }
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    """Every stored enrollment token (without its secret)."""
+    require_admin(request)
+    tokens = context(request).plane.registry.tokens.list()
+    listing = sorted((_token_listing(t) for t in tokens), key=lambda t: t["created_at"])
+    return web.json_response({"tokens": listing})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    require_admin(request)
+    token_id = request.match_info["token_id"]
+    if not TOKEN_ID.fullmatch(token_id):
+        raise bad_request("bad_token_id", "a token id is 16 hex digits (control token list)")
+    if not context(request).plane.registry.tokens.revoke(token_id):
+        raise ApiError(404, "unknown_token", f"no token {token_id}")
+    return web.json_response({"token_id": token_id, "revoked": True})
+
+
+async def remove_node(request: web.Request) -> web.Response:
+    require_admin(request)
+    plane = context(request).plane
+    try:
+        node_id = canonical_node_id(request.match_info["node_id"])
+    except (TypeError, ValueError):
+        raise bad_request("bad_node_id", "the path does not name a node id") from None
+    try:
+        node = plane.registry.remove(node_id)
+    except RegistryError as exc:
+        raise ApiError(404, exc.code, str(exc)) from None
+    plane.heartbeats.forget(node_id)
+    listing = node_listing(plane, node, plane.clock())
+    return web.json_response({**listing, "removed": True})
 
 
 async def list_services(request: web.Request) -> web.Response:

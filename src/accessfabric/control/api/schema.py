@@ -351,6 +351,17 @@ SCHEMAS: dict[str, Any] = {
         },
         ["service", "mode", "epoch", "replicas"],
     ),
+    "TokenListing": _obj(
+        {
+            "token_id": {"type": "string"},
+            "tenant": {"type": "string"},
+            "roles": {"type": "array", "items": ROLE},
+            "created_at": {"type": "number"},
+            "expires_at": {"type": "number"},
+            "uses": INT,
+        },
+        ["token_id", "tenant", "roles", "expires_at", "uses"],
+    ),
     "NodeListing": _obj(
         {
             "node_id": NODE_ID,
@@ -501,6 +512,16 @@ PATHS: dict[str, Any] = {
         )
     },
     "/v1/admin/tokens": {
+        "get": _op(
+            "Every stored enrollment token, without its secret",
+            {
+                **_ok(
+                    _obj({"tokens": {"type": "array", "items": _ref("TokenListing")}}, ["tokens"])
+                ),
+                **_errors(401),
+            },
+            security=ADMIN_SECURITY,
+        ),
         "post": _op(
             "Create an enrollment token (shown once)",
             {
@@ -530,6 +551,37 @@ PATHS: dict[str, Any] = {
                 },
                 ["tenant", "roles"],
             ),
+        ),
+    },
+    "/v1/admin/tokens/{token_id}": {
+        "delete": _op(
+            "Revoke an enrollment token: it cannot enroll anyone any more",
+            {
+                **_ok(
+                    _obj(
+                        {"token_id": {"type": "string"}, "revoked": {"type": "boolean"}},
+                        ["token_id", "revoked"],
+                    )
+                ),
+                **_errors(400, 401, 404),
+            },
+            security=ADMIN_SECURITY,
+            parameters=[
+                {
+                    "name": "token_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                }
+            ],
+        )
+    },
+    "/v1/admin/nodes/{node_id}": {
+        "delete": _op(
+            "Remove a node: out of the registry and the directory; its requests fail",
+            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404)},
+            security=ADMIN_SECURITY,
+            parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
         )
     },
     "/v1/admin/nodes/{node_id}/revoke-role": {

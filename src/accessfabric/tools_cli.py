@@ -1,0 +1,212 @@
+"""Small operator commands: ``version``, ``completion``, ``config check``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from accessfabric.exit_codes import Exit
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from accessfabric.version_info import version_info, version_text
+
+    print(json.dumps(version_info(), indent=2) if args.json else version_text())
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from accessfabric.cli import build_parser
+    from accessfabric.node.commands import UsageError
+
+    try:
+        import shtab
+    except ImportError:
+        raise UsageError("needs shtab: pip install shtab") from None
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
+def check_config(path: str) -> tuple[list[str], list[str], dict[str, Any]]:
+    """(errors, warnings, summary) of a node config file and the key it names."""
+    from accessfabric.identity.errors import IdentityError
+    from accessfabric.identity.keys import NodeKey
+    from accessfabric.node.config import ConfigError, load_node_config
+    from accessfabric.node.config_checks import idle_warnings, self_peer_problems
+    from accessfabric.node.dial import CarrierUnavailableError, carrier_available
+
+    try:
+        config = load_node_config(path)
+    except ConfigError as error:
+        return [str(error)], [], {}
+    errors: list[str] = []
+    summary: dict[str, Any] = {
+        "config": config.source,
+        "key": str(config.key_path),
+        "listeners": [endpoint.url for endpoint in config.listen],
+        "peers": len(config.peers),
+        "services": [service.name for service in config.services],
+        "forwards": [str(forward.listen) for forward in config.forwards],
+        "control": config.control.url if config.control else None,
+    }
+    for index, endpoint in enumerate(config.listen):
+        if not carrier_available(endpoint.carrier):
+            errors.append(f"{path}: listen[{index}]: {CarrierUnavailableError(endpoint.carrier)}")
+    try:
+        key = NodeKey.load(config.key_path)
+    except IdentityError as error:
+        errors.append(f"{path}: key_path: {error}")
+    else:
+        summary["node_id"] = key.node_id
+        errors.extend(self_peer_problems(config, key.node_id))
+    return errors, idle_warnings(config), summary
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    errors, warnings, summary = check_config(args.config)
+    if args.json:
+        document = {"ok": not errors, "errors": errors, "warnings": warnings, **summary}
+        print(json.dumps(document, indent=2))
+    else:
+        for line in errors:
+            print(f"accessfabric config check: error: {line}", file=sys.stderr)
+        for line in warnings:
+            print(f"accessfabric config check: warning: {line}", file=sys.stderr)
+        if not errors:
+            node = summary.get("node_id", "?")
+            print(
+                f"ok: {summary['config']}: node {node}, {len(summary['listeners'])} listener(s), "
+                f"{summary['peers']} peer(s), {len(summary['services'])} service(s), "
+                f"{len(summary['forwards'])} forward(s), control "
+                f"{summary['control'] or 'none'}"
+            )
+    return int(Exit.USAGE) if errors else 0
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    import aiohttp
+
+    from accessfabric.json_output import print_json
+    from accessfabric.node.commands import UsageError
+    from accessfabric.node.config import ConfigError, load_node_config
+    from accessfabric.node.ping import render_ping
+    from accessfabric.node.status import unreachable_reason
+
+    try:
+        config = load_node_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    assert config.admin_socket is not None
+    socket_path = Path(config.admin_socket)
+
+    async def ask() -> tuple[int, dict[str, Any]]:
+        connector = aiohttp.UnixConnector(path=str(socket_path))
+        timeout = aiohttp.ClientTimeout(total=60)
+        query = {"node": args.node, "count": str(args.count)}
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
+            http.post("http://node/ping", params=query) as response,
+        ):
+            return response.status, await response.json()
+
+    try:
+        status, document = asyncio.run(ask())
+    except (OSError, aiohttp.ClientError, TimeoutError) as error:
+        print(f"accessfabric ping: {unreachable_reason(socket_path, error)}", file=sys.stderr)
+        return int(Exit.UNREACHABLE)
+    if status != 200:
+        message = document.get("error", f"HTTP {status}")
+        print(f"accessfabric ping: {message}", file=sys.stderr)
+        if args.json:
+            print_json({"ok": False, "error": message})
+        return int(Exit.FAILED)
+    if args.json:
+        print_json({"ok": True, **document})
+    else:
+        print(render_ping(document))
+    return 0
+
+
+def cmd_netcheck(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from accessfabric.json_output import print_json
+    from accessfabric.node.commands import UsageError
+    from accessfabric.node.config import ConfigError, load_node_config
+    from accessfabric.node.netcheck import netcheck, render_netcheck
+
+    try:
+        config = load_node_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    report = asyncio.run(netcheck(config, timeout=args.timeout))
+    if args.json:
+        print_json(report)
+    else:
+        print(render_netcheck(report))
+    return 0 if report["ok"] else int(Exit.UNREACHABLE)
+
+
+def add_tool_commands(commands: Any) -> None:
+    from accessfabric.node.commands import guarded
+
+    version = commands.add_parser(
+        "version", help="print the version, source commit and protocol versions"
+    )
+    version.add_argument("--json", action="store_true", help="print JSON")
+    version.set_defaults(handler=cmd_version)
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description="Print a completion script: "
+        "`accessfabric completion bash > /etc/bash_completion.d/accessfabric`, "
+        "or `source <(accessfabric completion bash)`.",
+    )
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+    completion.set_defaults(handler=guarded("completion", cmd_completion))
+
+    ping = commands.add_parser(
+        "ping",
+        help="ping a node through the running node and show the path",
+        description="Ask the node of --config (over its admin socket) to ping NODE: the "
+        "path (hops with carrier and address), PING round trips and an echo round trip. "
+        "NODE is a node id or a [[peers]] name.",
+    )
+    ping.add_argument("node", metavar="NODE")
+    ping.add_argument("--config", required=True, metavar="FILE", help="the running node's config")
+    ping.add_argument("--count", type=int, default=3, help="PING round trips (default 3)")
+    ping.add_argument("--json", action="store_true", help="print JSON")
+    ping.set_defaults(handler=guarded("ping", cmd_ping))
+
+    check_net = commands.add_parser(
+        "netcheck",
+        help="check which peers and carriers answer from here, and how fast",
+        description="For every [[peers]] endpoint: a pinned handshake, PINGs and an echo "
+        "(in parallel); the control plane's /readyz; the nearest peer. Exit 0 when "
+        "something answers, 3 when nothing does.",
+    )
+    check_net.add_argument("--config", required=True, metavar="FILE")
+    check_net.add_argument("--timeout", type=float, default=5.0, metavar="S")
+    check_net.add_argument("--json", action="store_true", help="print JSON")
+    check_net.set_defaults(handler=guarded("netcheck", cmd_netcheck))
+
+    config = commands.add_parser("config", help="check a node config")
+    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    config_commands.required = True
+    check = config_commands.add_parser(
+        "check",
+        help="check node.toml and its key without running the node (exit 0 ok, 2 errors)",
+        description="Load the config as `node run` would, load its key, and check the "
+        "whole: unknown keys, bad values, missing or unsafe key file, a [[peers]] entry "
+        "with this node's own id, carriers this build lacks; warn about a node with "
+        "nothing to do.",
+    )
+    check.add_argument("--config", required=True, metavar="FILE")
+    check.add_argument("--json", action="store_true", help="print JSON")
+    check.set_defaults(handler=guarded("config check", cmd_config_check))
