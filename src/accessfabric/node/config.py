@@ -15,7 +15,8 @@ Environment overrides replace the file's value (lists are replaced whole):
 * ``ACCESSFABRIC_SESSION_<KEY>`` for a key of ``[session]``.
 
 Tables and lists (``[[peers]]``, ``[[services]]``, ``[[forwards]]``, ``[control]``, ``[ranking]``,
-``[sealing]``, ``[routes]``) and a few keys come from the file only (docs/config.md lists them).
+``[sealing]``, ``[routes]``, ``[limits]``) and a few keys come from the file only
+(docs/config.md lists them).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from accessfabric.node.address import (
     parse_host_port,
     validate_websocket_path,
 )
+from accessfabric.node.admission import AdmissionLimits
 from accessfabric.node.host_config import (
     DeviceConfig,
     HostConfigError,
@@ -48,6 +50,7 @@ from accessfabric.node.host_config import (
     parse_pressure,
 )
 from accessfabric.node.ingress_config import IngressConfig, IngressConfigError, parse_ingress
+from accessfabric.node.limits_config import LimitsConfigError, admission_limits
 from accessfabric.node.ranking.policy import RankingPolicy
 from accessfabric.node.ranking_config import RankingConfigError, ranking_policy
 from accessfabric.node.vpn_config import VpnClassConfig, VpnConfigError, vpn_class_config
@@ -189,7 +192,7 @@ class RouteTimers:
     healthy)."""
 
 
-DEFAULT_CONTROL_URL = "http://127.0.0.1:8600"
+DEFAULT_CONTROL_URL = "https://127.0.0.1:8600"
 CONTROL_KEYS = (
     "url",
     "urls",
@@ -251,6 +254,8 @@ class NodeConfig:
     control: ControlSettings | None = None
     """``[control]``: None runs without a control plane (static peers and routes)."""
     sealing: SealingConfig = field(default_factory=SealingConfig)
+    limits: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """``[limits]``: what an outsider may cost before and after AUTH (docs/node.md)."""
     routes: RouteTimers = field(default_factory=RouteTimers)
     """``[routes]``: route-execution timers (stall, resume window, pressure, cooldown)."""
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -349,6 +354,7 @@ _TOP_KEYS = (
     "tcp_rto_min",
     "control",
     "sealing",
+    "limits",
     "name",
     "routes",
     "device",
@@ -380,6 +386,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     control_table = _opt(document, "control", top, _table)
     ranking = _opt(document, "ranking", top, _ranking) or RankingPolicy()
     sealing = _opt(document, "sealing", top, _sealing) or SealingConfig()
+    limits = _opt(document, "limits", top, _limits) or AdmissionLimits()
     routes = _opt(document, "routes", top, _routes) or RouteTimers()
     device = _opt(document, "device", top, lambda v, at: _host(v, at, base, parse_device))
     pressure = _opt(document, "pressure", top, lambda v, at: _host(v, at, base, _pressure))
@@ -451,6 +458,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         authority_key=authority_key,
         control=control,
         sealing=sealing,
+        limits=limits,
         routes=routes,
         device=device or DeviceConfig(),
         pressure=pressure or PressureConfig(),
@@ -878,6 +886,13 @@ def _ranking(value: Any, at: _At) -> RankingPolicy:
     try:
         return ranking_policy(value)
     except RankingConfigError as exc:
+        (at / exc.key if exc.key else at).fail(exc.problem)
+
+
+def _limits(value: Any, at: _At) -> AdmissionLimits:
+    try:
+        return admission_limits(value)
+    except LimitsConfigError as exc:
         (at / exc.key if exc.key else at).fail(exc.problem)
 
 

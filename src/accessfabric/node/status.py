@@ -25,6 +25,7 @@ TABLES = (  # the sections `status` prints, in order
     "ingress",
     "relay",
     "vpn",
+    "admission",
 )
 
 
