@@ -104,6 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_console_commands(commands)
     from accessfabric.node.diag_commands import add_diag_commands
 
+    sim = commands.add_parser("sim", help="simulations on loopback (fleet)")
+    sim_commands = sim.add_subparsers(dest="sim_command", required=True)
+    from accessfabric.sim.fleet import add_fleet_arguments, cmd_fleet
+
+    fleet = sim_commands.add_parser(
+        "fleet",
+        help="N real devices against an entry pool, with a live view",
+        description="Run N real devices (node runtimes in worker processes) against a "
+        "control plane and an entry pool on loopback; see docs/fleet.md.",
+    )
+    add_fleet_arguments(fleet)
+    fleet.set_defaults(handler=cmd_fleet)
+
     add_diag_commands(commands)
     return parser
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import aiohttp
 
+from accessfabric.control.api_tls import AuthorityPin
+from accessfabric.control.authority_key import parse_authority_key
 from accessfabric.demo_procs import COMMAND, DemoFailed, Processes, env, free_port
 
 HEARTBEAT_POLICY = "1s"
@@ -26,6 +28,11 @@ class Control:
     authority: str
     urls: list[str] = field(default_factory=list)
     """Every replica (``demo --control etcd``); empty: just ``url``."""
+
+    @property
+    def pin(self) -> AuthorityPin:
+        """aiohttp's ``ssl=``: the control API's certificate must be the authority's."""
+        return AuthorityPin(parse_authority_key(self.authority))
 
 
 def _cli(*args: str) -> str:
@@ -46,7 +53,7 @@ async def start_control(work: Path, procs: Processes) -> Control:
         "control", [*COMMAND, "control", "serve", "--data", str(data), "--listen",
                     f"127.0.0.1:{port}", "--heartbeat-interval", HEARTBEAT_POLICY],
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"  # TLS, pinned through the authority key
     deadline = time.monotonic() + 20
     while "serving on" not in procs.log("control"):
         if time.monotonic() > deadline or procs.children["control"].poll() is not None:
@@ -64,7 +71,7 @@ async def create_tokens(control: Control, roles: Iterable[str]) -> dict[str, str
         for role, uses in sorted(Counter(roles).items()):
             body = {"tenant": "demo", "roles": [role], "ttl_s": 3600, "uses": uses}
             async with client.post(
-                f"{control.url}/v1/admin/tokens", json=body, headers=headers
+                f"{control.url}/v1/admin/tokens", json=body, headers=headers, ssl=control.pin
             ) as response:
                 reply = await response.json()
                 if response.status != 201:

@@ -61,7 +61,7 @@ async def start_control_etcd(work: Path, procs: Processes) -> tuple[Control, Loc
             name, [*COMMAND, "control", "serve", "--data", str(data), "--store", store,
                    "--listen", f"127.0.0.1:{port}", "--heartbeat-interval", HEARTBEAT_POLICY],
         )  # fmt: skip
-        urls.append(f"http://127.0.0.1:{port}")
+        urls.append(f"https://127.0.0.1:{port}")  # TLS, pinned through the authority key
     deadline = time.monotonic() + 20
     for name in REPLICAS:
         while "serving on" not in procs.log(name):
@@ -104,7 +104,7 @@ async def report_after_faults(control: Control, names: dict[str, str]) -> list[s
     problems: list[str] = []
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client,
-        client.get(f"{survivor}/v1/admin/nodes", headers=headers) as response,
+        client.get(f"{survivor}/v1/admin/nodes", headers=headers, ssl=control.pin) as response,
     ):
         if response.status != 200:
             return [f"surviving replica answered {response.status}"]

@@ -201,7 +201,8 @@ def _start_console(fleet: Fleet, procs: Processes, control: Control) -> None:
     procs.start(
         "console",
         [*COMMAND, "console", "serve", "--listen", f"127.0.0.1:{fleet.ports['console']}",
-         "--control", control.url, "--admin-token-file", str(token_file), "--served-by", "home"],
+         "--control", control.url, "--authority-key", control.authority,
+         "--admin-token-file", str(token_file), "--served-by", "home"],
     )  # fmt: skip
 
 
@@ -260,7 +261,9 @@ async def _heartbeats(control: Control) -> dict[str, int]:
     counts: dict[str, int] = {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
         for url in control.urls or [control.url]:
-            async with client.get(f"{url}/v1/admin/nodes", headers=headers) as response:
+            async with client.get(
+                f"{url}/v1/admin/nodes", headers=headers, ssl=control.pin
+            ) as response:
                 body = await response.json()
             for node in body.get("nodes", []):
                 counts[node["node_id"]] = counts.get(node["node_id"], 0) + int(

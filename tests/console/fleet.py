@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from accessfabric.control.api_tls import pinned_https_connection
+from accessfabric.control.authority_key import parse_authority_key
 from accessfabric.demo_procs import COMMAND, Processes, free_port
 from accessfabric.identity.keys import NodeKey
 
@@ -106,14 +109,29 @@ class ConsoleFleet:
     # ---------------------------------------------------------------- control API
 
     def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """The control API over TLS, its certificate pinned through the authority key."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.control_url + path, data=data, method=method,
-            headers={"Authorization": f"Bearer {self.admin_token}",
-                     "Content-Type": "application/json"},
-        )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+        url = urllib.parse.urlsplit(self.control_url)
+        assert url.hostname is not None and url.port is not None
+        connection = pinned_https_connection(
+            url.hostname, url.port, parse_authority_key(self.authority), timeout=10
+        )
+        try:
+            connection.request(
+                method, path, body=data,
+                headers={"Authorization": f"Bearer {self.admin_token}",
+                         "Content-Type": "application/json"},
+            )  # fmt: skip
+            response = connection.getresponse()
+            payload = response.read()
+        finally:
+            connection.close()
+        if response.status >= 400:
+            raise urllib.error.HTTPError(
+                self.control_url + path, response.status, payload.decode(errors="replace"),
+                response.headers, None,
+            )  # fmt: skip
+        return json.loads(payload)
 
     def heartbeats(self) -> dict[str, int]:
         nodes = self.admin("GET", "/v1/admin/nodes")["nodes"]
@@ -217,7 +235,8 @@ def _start_consoles(fleet: ConsoleFleet) -> None:
         fleet.procs.start(
             f"console-{host}",
             [*COMMAND, "console", "serve", "--listen", listen,
-             "--control", fleet.control_url, "--admin-token-file", str(token_file),
+             "--control", fleet.control_url, "--authority-key", fleet.authority,
+             "--admin-token-file", str(token_file),
              "--served-by", host],
         )  # fmt: skip
     cert, key = self_signed(fleet.work, "admin.example")
@@ -225,7 +244,8 @@ def _start_consoles(fleet: ConsoleFleet) -> None:
     fleet.procs.start(
         "console-tls",
         [*COMMAND, "console", "serve", "--listen", f"127.0.0.1:{fleet.ports['console-tls']}",
-         "--control", fleet.control_url, "--admin-token-file", str(token_file),
+         "--control", fleet.control_url, "--authority-key", fleet.authority,
+         "--admin-token-file", str(token_file),
          "--tls-cert", str(cert), "--tls-key", str(key), "--served-by", "host-a-tls"],
     )  # fmt: skip
     site = fleet.work / "site"
@@ -270,7 +290,7 @@ def _start(fleet: ConsoleFleet) -> None:
     assert admin and authority, init
     fleet.admin_token, fleet.authority = admin.group(), authority.group()
     port = free_port()
-    fleet.control_url = f"http://127.0.0.1:{port}"
+    fleet.control_url = f"https://127.0.0.1:{port}"  # TLS, pinned (ADR 0017)
     procs.start(
         "control",
         [*COMMAND, "control", "serve", "--data", str(work / "control"), "--listen",

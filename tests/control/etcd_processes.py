@@ -60,6 +60,7 @@ def start_replicas(
         server = _start(
             "serve", "--data", str(data), "--store", own_url, "--listen", "127.0.0.1:0",
             "--heartbeat-interval", heartbeat_interval, "--replica-ttl", replica_ttl,
+            "--insecure-http",  # loopback; the API's TLS is tested in test_api_tls_limits
             env=_env(),
         )  # fmt: skip
         started.append(server)

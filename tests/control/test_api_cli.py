@@ -93,10 +93,17 @@ def test_three_nodes_show_up_in_control_nodes(
         env=_env(),
     )
     processes.append(server)
-    url = _line(server, r"serving on (http://\S+)").group(1)
-    env = _env(ACCESSFABRIC_CONTROL_URL=url, ACCESSFABRIC_ADMIN_TOKEN=admin.group(0))
+    url = _line(server, r"serving on (https://\S+)").group(1)  # TLS by default (ADR 0017)
+    env = _env(
+        ACCESSFABRIC_CONTROL_URL=url,
+        ACCESSFABRIC_ADMIN_TOKEN=admin.group(0),
+        ACCESSFABRIC_AUTHORITY_KEY=authority.group(0),
+    )
 
-    denied = _run("nodes", env=_env(ACCESSFABRIC_CONTROL_URL=url))
+    denied = _run(
+        "nodes",
+        env=_env(ACCESSFABRIC_CONTROL_URL=url, ACCESSFABRIC_AUTHORITY_KEY=authority.group(0)),
+    )
     assert denied.returncode == 2 and "admin token" in denied.stderr
     bad = _run("token", "create", "--tenant", "acme", "--roles", "wizard", env=env)
     assert bad.returncode == 2 and "unknown role" in bad.stderr and "Traceback" not in bad.stderr

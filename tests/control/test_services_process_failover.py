@@ -55,7 +55,9 @@ def test_follower_takes_over_when_the_leader_process_is_killed(
     assert authority and admin
     server = _start(
         "serve", "--data", str(tmp_path / "data"), "--listen", "127.0.0.1:0",
-        "--heartbeat-interval", "0.5s", "--replica-ttl", "2s", env=_env(),
+        "--heartbeat-interval", "0.5s", "--replica-ttl", "2s",
+        "--insecure-http",  # loopback; TLS is tested in test_api_cli and test_api_tls_limits
+        env=_env(),
     )  # fmt: skip
     processes.append(server)
     url = _line(server, r"serving on (http://\S+)").group(1)

@@ -94,7 +94,7 @@ class ControlFabric:
     # ------------------------------------------------------------ control plane
 
     def control_url(self, host: str) -> str:
-        return f"http://{self.topo.host_addr('ctl', host)}:{CONTROL_PORT}"
+        return f"https://{self.topo.host_addr('ctl', host)}:{CONTROL_PORT}"  # ADR 0017
 
     def start_control(self) -> None:
         """Start ``control serve`` on the data directory; :meth:`wait_control` waits for it."""
@@ -134,7 +134,10 @@ class ControlFabric:
             "    out[host] = text.getvalue().strip()\n"
             "print(json.dumps(out))\n"
         )
-        server = ["--server", f"http://127.0.0.1:{CONTROL_PORT}", "--admin-token", self.admin_token]
+        server = [
+            "--server", f"https://127.0.0.1:{CONTROL_PORT}", "--admin-token", self.admin_token,
+            "--authority-key", self.authority,
+        ]  # fmt: skip
         create = ["control", "token", "create", "--tenant", "acme"]
         commands = {host: [*create, "--roles", ROLES[host], *server] for host in HOSTS}
         # default deny: home serves the tenant's nodes only once a grant admits them

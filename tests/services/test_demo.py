@@ -89,7 +89,7 @@ def test_demo_on_etcd_survives_the_etcd_leader_and_a_replica_dying() -> None:
     out = done.stdout
     assert re.search(r"etcd: 3 members \S+, \S+, \S+ \(leader m\d\)", out)
     assert re.search(r"SIGKILL etcd leader m\d", out)
-    assert "SIGKILL control replica http://127.0.0.1:" in out
+    assert "SIGKILL control replica https://127.0.0.1:" in out
     assert "sha256            verified for every copy" in out
     assert "control result    ok" in out
     for name in ("laptop", "entry", "relay-b", "home"):

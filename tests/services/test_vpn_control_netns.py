@@ -63,12 +63,13 @@ class Plane:
         assert line.startswith("control plane serving"), line
 
     def url(self, host: str) -> str:
-        return f"http://{self.topo.host_addr('ctl', host)}:{CONTROL_PORT}"
+        return f"https://{self.topo.host_addr('ctl', host)}:{CONTROL_PORT}"  # ADR 0017
 
     def token(self, roles: str) -> str:
         argv = [
             *COMMAND, "control", "token", "create", "--tenant", "acme", "--roles", roles,
-            "--server", f"http://127.0.0.1:{CONTROL_PORT}", "--admin-token", self.admin_token,
+            "--server", f"https://127.0.0.1:{CONTROL_PORT}", "--admin-token", self.admin_token,
+            "--authority-key", self.authority,
         ]  # fmt: skip
         return self.topo.run("ctl", argv).stdout.strip()
 
@@ -83,14 +84,18 @@ class Plane:
 
     def services(self) -> dict[str, set[str]]:
         """``GET /v1/admin/services``: service -> node ids of its replicas."""
-        script = (
-            "import json, sys, urllib.request\n"
-            "request = urllib.request.Request(sys.argv[1], headers={'Authorization': "
+        script = (  # over TLS, the certificate pinned through the authority key
+            "import sys\n"
+            "from accessfabric.control.api_tls import pinned_https_connection\n"
+            "from accessfabric.control.authority_key import parse_authority_key\n"
+            "c = pinned_https_connection('127.0.0.1', int(sys.argv[1]), "
+            "parse_authority_key(sys.argv[3]), 5)\n"
+            "c.request('GET', '/v1/admin/services', headers={'Authorization': "
             "'Bearer ' + sys.argv[2]})\n"
-            "print(urllib.request.urlopen(request, timeout=5).read().decode())\n"
+            "print(c.getresponse().read().decode())\n"
         )
-        url = f"http://127.0.0.1:{CONTROL_PORT}/v1/admin/services"
-        done = self.topo.run("ctl", [sys.executable, "-c", script, url, self.admin_token])
+        argv = [sys.executable, "-c", script, str(CONTROL_PORT), self.admin_token, self.authority]
+        done = self.topo.run("ctl", argv)
         body: dict[str, Any] = json.loads(done.stdout)
         return {s["service"]: {r["node_id"] for r in s["replicas"]} for s in body["services"]}
 

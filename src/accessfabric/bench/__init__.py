@@ -13,6 +13,7 @@ from collections.abc import Callable
 from accessfabric.bench.report import BenchReport, BenchResult, BenchSetupError
 
 SUITES: dict[str, str] = {
+    "abuse": "accessfabric.bench.abuse",
     "carrier": "accessfabric.bench.carrier",
     "codec": "accessfabric.bench.codec",
     "hol": "accessfabric.bench.hol",

@@ -14,7 +14,8 @@ from aiohttp import web
 
 URL_ENV = "ACCESSFABRIC_CONTROL_URL"
 ADMIN_ENV = "ACCESSFABRIC_ADMIN_TOKEN"
-DEFAULT_URL = "http://127.0.0.1:8600"
+DEFAULT_URL = "https://127.0.0.1:8600"
+AUTHORITY_ENV = "ACCESSFABRIC_AUTHORITY_KEY"
 DEFAULT_LISTEN = "127.0.0.1:8700"
 
 
@@ -51,6 +52,24 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
     return context
 
 
+def _authority_key(args: argparse.Namespace) -> bytes | None:
+    """The authority key that pins an ``https://`` control API (ADR 0017)."""
+    from accessfabric.control.authority_key import parse_authority_key
+
+    text = args.authority_key or os.environ.get(AUTHORITY_ENV)
+    if not text:
+        if args.control.startswith("https:"):
+            raise ConsoleSetupError(
+                f"an https control URL needs --authority-key (or ${AUTHORITY_ENV}): the "
+                "'afauth1...' text 'control init' printed"
+            )
+        return None
+    try:
+        return parse_authority_key(text)
+    except ValueError as exc:
+        raise ConsoleSetupError(f"--authority-key: {exc}") from None
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from accessfabric.console.app import Console, build_console_app
     from accessfabric.console.control_api import ControlApi
@@ -64,7 +83,7 @@ async def _serve(args: argparse.Namespace) -> int:
     token = _admin_token(args)
     tls = _tls(args)
     console = Console(
-        ControlApi(args.control, token),
+        ControlApi(args.control, token, authority_key=_authority_key(args)),
         SessionSigner(token, args.session_ttl),
         served_by=args.served_by,
         tls=tls is not None,
@@ -118,6 +137,10 @@ def add_console_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     serve.add_argument(
         "--admin-token-file", type=Path, default=None,
         help=f"a file holding the admin token the console reads with (else ${ADMIN_ENV})",
+    )  # fmt: skip
+    serve.add_argument(
+        "--authority-key", default=None,
+        help=f"the authority key that issued the control API's TLS certificate (${AUTHORITY_ENV})",
     )  # fmt: skip
     serve.add_argument("--session-ttl", type=float, default=3600.0, help="login lifetime (s)")
     serve.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate")

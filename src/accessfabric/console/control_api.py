@@ -1,8 +1,9 @@
 """The console's one client of the control plane's admin API (construct it only here).
 
 Every read and action of the console goes through :class:`ControlApi`: one base URL, one
-admin bearer token, one ``aiohttp`` session with bounded timeouts and connections.  When the
-control API grows TLS, the client's ``ssl`` context is set here and nowhere else.
+admin bearer token, one ``aiohttp`` session with bounded timeouts and connections.  Over
+``https://`` the control API's certificate must be issued by ``authority_key`` (ADR 0017):
+the pin is set here and nowhere else.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import ssl
 from typing import Any
 
 import aiohttp
+
+from accessfabric.control.api_tls import AuthorityPin
 
 TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5)
 MAX_CONNECTIONS = 8
@@ -26,10 +29,19 @@ class ControlApiError(Exception):
 
 
 class ControlApi:
-    def __init__(self, url: str, admin_token: str, *, ssl_context: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        url: str,
+        admin_token: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        authority_key: bytes | None = None,
+    ):
         self.url = url.rstrip("/")
         self._token = admin_token
-        self._ssl = ssl_context
+        self._ssl: ssl.SSLContext | aiohttp.Fingerprint | None = ssl_context
+        if authority_key is not None:
+            self._ssl = AuthorityPin(authority_key)
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from functools import cached_property
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from accessfabric.control.authority_key import format_authority_key
@@ -57,6 +58,10 @@ class Authority:
         (the sealing-key derivation; the authority seals nothing else).  See
         :mod:`accessfabric.control.heartbeat_mac`."""
         return self._key.sealing_private_key()
+
+    def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+        """Sign an X.509 certificate as issuer (the control API's TLS certificate, ADR 0017)."""
+        return builder.sign(self._key.private_key, None)
 
     def issue(self, obj: NodeRecord | RouteLease | ServiceLease | AccessPolicy) -> bytes:
         """The signed blob of ``obj``."""

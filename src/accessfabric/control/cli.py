@@ -25,9 +25,10 @@ from typing import Any
 from accessfabric.exit_codes import Exit
 
 _log = logging.getLogger("accessfabric.control")
-DEFAULT_URL = "http://127.0.0.1:8600"
+DEFAULT_URL = "https://127.0.0.1:8600"
 URL_ENV = "ACCESSFABRIC_CONTROL_URL"
 ADMIN_ENV = "ACCESSFABRIC_ADMIN_TOKEN"
+AUTHORITY_ENV = "ACCESSFABRIC_AUTHORITY_KEY"
 EXIT_USER = int(Exit.USAGE)
 EXIT_UNREACHABLE = int(Exit.UNREACHABLE)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
@@ -108,9 +109,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     host, port = args.listen
     plane = ControlPlane(store, authority, config=config)
+    ssl_context = _serve_tls(args, host, authority)
 
     async def serve() -> None:
-        server = ControlServer(plane, host, port)
+        server = ControlServer(plane, host, port, ssl_context=ssl_context)
         try:
             await server.start()
         except OSError as exc:
@@ -138,34 +140,84 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_tls(args: argparse.Namespace, host: str, authority: Any) -> Any:
+    """TLS pinned through the authority key (ADR 0017); plain HTTP only on loopback."""
+    from accessfabric.control import api_tls
+
+    if not args.insecure_http:
+        return api_tls.server_context(authority)
+    if not api_tls.is_loopback(host):
+        raise UserError(
+            f"--insecure-http is only allowed on a loopback address, not {host} "
+            "(tokens would cross the network in clear text)"
+        )
+    return None
+
+
 # ---- operator commands (over the API, with the admin token) -------------------------------
 
 
 def _admin_request(args: argparse.Namespace, method: str, path: str, document: Any = None) -> Any:
-    import urllib.error
-    import urllib.request
+    import http.client
+    from urllib.parse import urlsplit
+
+    from accessfabric.control import api_tls
 
     token = args.admin_token or os.environ.get(ADMIN_ENV)
     if not token:
         raise UserError(f"no admin token: pass --admin-token or set {ADMIN_ENV}")
+    url = urlsplit(args.server)
+    if url.scheme not in ("https", "http") or not url.hostname:
+        raise UserError(f"bad control plane URL {args.server!r} (expected https://HOST:PORT)")
+    port = url.port or (443 if url.scheme == "https" else 80)
     data = None if document is None else json.dumps(document).encode()
-    request = urllib.request.Request(args.server.rstrip("/") + path, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {token}")
+    headers = {"Authorization": f"Bearer {token}"}
     if data is not None:
-        request.add_header("Content-Type", "application/json")
+        headers["Content-Type"] = "application/json"
+    connection: http.client.HTTPConnection
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
+        if url.scheme == "https":
+            connection = api_tls.pinned_https_connection(
+                url.hostname, port, _authority_key(args), timeout=10
+            )
+        elif api_tls.is_loopback(url.hostname):
+            connection = http.client.HTTPConnection(url.hostname, port, timeout=10)
+        else:
+            raise UserError(
+                f"refusing to send the admin token in clear text to {url.hostname}: use https://"
+            )
+        with contextlib.closing(connection):
+            connection.request(method, url.path.rstrip("/") + path, body=data, headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+    except api_tls.ControlTlsError as exc:
+        raise UserError(f"{args.server}: {exc}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise Unreachable(f"cannot reach the control plane at {args.server}: {reason}") from None
+    if response.status >= 400:
         try:
-            error = json.loads(exc.read())["error"]
+            error = json.loads(body)["error"]
             message = f"{error['message']} ({error['code']})"
         except (ValueError, KeyError, TypeError):
-            message = f"HTTP {exc.code}"
-        raise UserError(f"control plane refused: {message}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise Unreachable(f"cannot reach the control plane at {args.server}: {reason}") from None
+            message = f"HTTP {response.status}"
+        raise UserError(f"control plane refused: {message}")
+    return json.loads(body)
+
+
+def _authority_key(args: argparse.Namespace) -> bytes:
+    from accessfabric.control.authority_key import parse_authority_key
+
+    text = getattr(args, "authority_key", None) or os.environ.get(AUTHORITY_ENV)
+    if not text:
+        raise UserError(
+            f"an https control plane URL needs the authority key to pin: pass --authority-key "
+            f"(printed by 'control init') or set {AUTHORITY_ENV}"
+        )
+    try:
+        return parse_authority_key(text)
+    except ValueError as exc:
+        raise UserError(f"--authority-key: {exc}") from None
 
 
 def _cmd_token_create(args: argparse.Namespace) -> int:
@@ -375,6 +427,12 @@ def _operator_options(parser: argparse.ArgumentParser) -> None:
         metavar="TOKEN",
         help=f"admin token printed by 'control init' (default ${ADMIN_ENV})",
     )
+    parser.add_argument(
+        "--authority-key",
+        metavar="AFAUTH",
+        help="authority public key that issued the server's TLS certificate, printed by "
+        f"'control init' (default ${AUTHORITY_ENV})",
+    )
 
 
 def _node_options(parser: argparse.ArgumentParser) -> None:
@@ -445,8 +503,9 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="serve the control API",
-        description="Serve the HTTP/JSON control API (OpenAPI at /openapi.json) until "
-        "SIGINT or SIGTERM.",
+        description="Serve the HTTP/JSON control API over TLS (OpenAPI at /openapi.json) "
+        "until SIGINT or SIGTERM.  The TLS certificate is made at start and signed by the "
+        "authority key, which clients pin (ADR 0017).",
     )
     serve.add_argument("--data", required=True, metavar="DIR", help="data directory (init)")
     _store_option(serve)
@@ -456,6 +515,11 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=("127.0.0.1", 8600),
         metavar="HOST:PORT",
         help="address to listen on (default 127.0.0.1:8600)",
+    )
+    serve.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="serve plain HTTP instead of TLS (only on a loopback address, for development)",
     )
     serve.add_argument("--heartbeat-interval", type=parse_duration, default=10.0, metavar="T")
     serve.add_argument("--route-lease-ttl", type=parse_duration, default=300.0, metavar="T")

@@ -26,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from accessfabric.control.api_tls import AuthorityPin
 from accessfabric.control.facts import HeartbeatFacts
 from accessfabric.control.fence import EpochFence
 from accessfabric.control.heartbeat_mac import ControlMacKey, MacKeyError, node_session_key
@@ -200,7 +201,10 @@ class ControlClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            # https: the server's certificate must be issued by the pinned authority key
+            # (ADR 0017); checked before a request leaves.
+            pin = aiohttp.TCPConnector(ssl=AuthorityPin(self.authority_public_key))
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=pin)
         return self._session
 
     def _succeeded(self) -> None:

@@ -39,6 +39,7 @@ from typing import Any
 
 from accessfabric.control.heartbeats import Health, HeartbeatTable
 from accessfabric.control.leasing import SHARED_TENANT
+from accessfabric.control.placement import EntryCandidate, place
 from accessfabric.control.registry import NodeRegistry, RegisteredNode
 from accessfabric.control.vocabulary import Role
 
@@ -87,6 +88,9 @@ class Directory:
     scope: str
     """Which rule produced it (``mobile``, ``neighbours``, ``tenant``), for operators."""
     entries: tuple[DirectoryEntry, ...]
+    placement: tuple[str, ...] = ()
+    """``mobile`` scope: the entries in the order the node should use them (primary
+    first, then alternates; :mod:`accessfabric.control.placement`)."""
 
 
 def _scope(roles: frozenset[Role]) -> str:
@@ -137,6 +141,7 @@ def build_directory(
         )
     scope = _scope(roles)
     chosen: dict[str, DirectoryEntry] = {}
+    placement: tuple[str, ...] = ()
     if scope == "tenant":
         chosen = candidates
     elif scope == "neighbours":
@@ -153,5 +158,22 @@ def build_directory(
         entries = [e for e in entries if e.rtt_ms is not None or e.region == own_region]
         entries.sort(key=lambda e: (e.rtt_ms is None, e.rtt_ms or 0.0, e.node.node_id))
         chosen = {e.node.node_id: e for e in entries[:MOBILE_LIMIT]}
+        placement = place(
+            me.node_id,
+            [
+                EntryCandidate(
+                    node_id=e.node.node_id,
+                    sessions=_sessions(heartbeats, e.node.node_id),
+                    same_region=e.region == own_region,
+                    rtt_ms=e.rtt_ms,
+                )
+                for e in chosen.values()
+            ],
+        )
     ordered = tuple(chosen[k] for k in sorted(chosen))
-    return Directory(version=version, scope=scope, entries=ordered)
+    return Directory(version=version, scope=scope, entries=ordered, placement=placement)
+
+
+def _sessions(heartbeats: HeartbeatTable, node_id: str) -> int:
+    state = heartbeats.get(node_id)
+    return state.facts.sessions if state is not None else 0

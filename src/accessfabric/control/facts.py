@@ -164,6 +164,8 @@ class HeartbeatFacts:
     memory: float = 0.0
     queue_depth: int = 0
     socket_pressure: float = 0.0
+    sessions: int = 0
+    """Sessions this node accepted (an entry's load for session placement)."""
     battery_percent: float | None = None
     charging: bool = False
     network_type: str = "unknown"
@@ -215,6 +217,7 @@ class HeartbeatFacts:
                 "memory": self.memory,
                 "queue_depth": self.queue_depth,
                 "sockets": self.socket_pressure,
+                "sessions": self.sessions,
             },
             "device": {
                 "battery_percent": self.battery_percent,
@@ -539,6 +542,7 @@ def parse_facts(body: object) -> HeartbeatFacts:
         memory=pressure.number("memory", 0.0, 0.0, 1.0),
         queue_depth=pressure.integer("queue_depth", 0, 0, MAX_QUEUE),
         socket_pressure=pressure.number("sockets", 0.0, 0.0, 1.0),
+        sessions=pressure.integer("sessions", 0, 0, MAX_QUEUE),
         battery_percent=battery,
         charging=device.boolean("charging", False),
         network_type=device.string("network_type", "unknown", NETWORK_TYPES),

@@ -11,9 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
+import time
+from collections import Counter
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from accessfabric.carriers.tls_accept import serve_tls
 from accessfabric.control.api import admin_handlers, node_handlers
 from accessfabric.control.api.console_handlers import add_console_routes
 from accessfabric.control.api.context import CONTEXT, ApiContext
@@ -24,9 +30,118 @@ from accessfabric.control.api.verifier import BatchVerifier
 from accessfabric.control.metrics import ControlMetrics
 from accessfabric.control.plane import ControlPlane
 from accessfabric.control.store.base import StoreError
+from accessfabric.observe.log_rate import RateLimitedLog
 
 _log = logging.getLogger("accessfabric.control.server")
 DEFAULT_TICK = 0.5
+HEADER_TIMEOUT = 10.0
+"""Seconds a connection may take to send a complete request head (and may stay idle
+between requests): aiohttp's keep-alive timer, armed at accept (slowloris)."""
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = 8190
+MAX_HEADERS = 64
+
+
+class _PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger, minus tracebacks for a client's malformed request: those
+    become one warning line per interval per (client, reason) with a suppressed count."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self.refusals = RateLimitedLog(_log)
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kw: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            remote = args[0] if args else "-"
+            reason = type(exc_info).__name__
+            self.refusals.log(
+                (remote, reason), logging.WARNING,
+                "request refused client=%s reason=%s status=%s",
+                remote, reason, exc_info.code, now=time.monotonic(),
+            )  # fmt: skip
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kw)
+
+
+MAX_PENDING_HANDSHAKES = 1024
+MAX_PENDING_HANDSHAKES_PER_ADDRESS = 64
+
+
+class _HandshakeCaps:
+    """Connections whose TLS handshake has not ended, capped in total and per address
+    (one more is closed at accept); the refusals logged at a bounded rate."""
+
+    def __init__(self) -> None:
+        self.pending: Counter[str] = Counter()
+        self.total = 0
+        self.refused = 0
+        self._log = RateLimitedLog(_log)
+
+    def admit(self, address: str) -> bool:
+        if (
+            self.total >= MAX_PENDING_HANDSHAKES
+            or self.pending[address] >= MAX_PENDING_HANDSHAKES_PER_ADDRESS
+        ):
+            self.refused += 1
+            self._log.log(
+                (address, "pending handshakes"), logging.WARNING,
+                "connection refused client=%s reason=pending handshakes", address,
+                now=time.monotonic(),
+            )  # fmt: skip
+            return False
+        self.total += 1
+        self.pending[address] += 1
+        return True
+
+    def done(self, address: str, error: str | None) -> None:
+        self.total -= 1
+        self.pending[address] -= 1
+        if self.pending[address] <= 0:
+            del self.pending[address]
+
+
+class _TlsSite(web.TCPSite):
+    """A TCP site whose TLS handshakes are capped (``_HandshakeCaps``) and must end within
+    ``handshake_timeout`` of accept (asyncio's default is 60 s)."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        caps: _HandshakeCaps,
+        handshake_timeout: float,
+    ) -> None:
+        super().__init__(runner, host, port, ssl_context=context, reuse_address=True)
+        self._context = context
+        self._caps = caps
+        self._handshake_timeout = handshake_timeout
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with the runner
+        server = self._runner.server
+        assert server is not None and self._host is not None
+        self._server, _ = await serve_tls(
+            server, self._host, self._port, self._context, self._caps, self._handshake_timeout
+        )
+
+
+def _body_limit(max_bytes: int) -> Any:
+    """Refuse a request whose Content-Length is over ``max_bytes`` before reading any of
+    its body, and close the connection (no draining)."""
+
+    @web.middleware
+    async def body_limit(request: web.Request, handler: Any) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=max_bytes, actual_size=length, headers={"Connection": "close"}
+            )
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return body_limit
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -52,7 +167,12 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     """The API application over ``plane`` (``verify_threads=0`` verifies on the loop)."""
     metrics = ControlMetrics(plane)
     app = web.Application(
-        middlewares=[metrics.middleware, error_middleware, replica_guard],
+        middlewares=[
+            metrics.middleware,
+            error_middleware,
+            _body_limit(plane.config.max_body_bytes),
+            replica_guard,
+        ],
         client_max_size=plane.config.max_body_bytes,
     )
     verifier = BatchVerifier(verify_threads)
@@ -100,19 +220,35 @@ class ControlServer:
         *,
         tick_interval: float = DEFAULT_TICK,
         verify_threads: int = 2,
+        ssl_context: ssl.SSLContext | None = None,
+        header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
+        """``ssl_context``: serve HTTPS (``control serve`` always does, but on loopback
+        with ``--insecure-http``; :mod:`accessfabric.control.api_tls`)."""
         self.plane = plane
         self.host = host
         self.port = port
         self._tick_interval = tick_interval
+        self._ssl_context = ssl_context
+        self._header_timeout = header_timeout
+        self.handshakes = _HandshakeCaps()
         self._runner = web.AppRunner(
-            build_app(plane, verify_threads=verify_threads), access_log=None
+            build_app(plane, verify_threads=verify_threads),
+            access_log=None,
+            keepalive_timeout=header_timeout,
+            max_line_size=MAX_LINE_SIZE,
+            max_field_size=MAX_FIELD_SIZE,
+            max_headers=MAX_HEADERS,
+            lingering_time=0,  # a refused body is not read to the end
+            logger=_PeerErrorLog(),
         )
         self._ticker: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
 
     async def start(self) -> None:
         """Load state, listen, start ticking.  ``port=0`` picks a free port (see ``port``)."""
@@ -121,7 +257,14 @@ class ControlServer:
         if callable(refresh):
             refresh()  # holders could not keep alive while nobody served
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site: web.TCPSite
+        if self._ssl_context is not None:
+            site = _TlsSite(
+                self._runner, self.host, self.port, self._ssl_context, self.handshakes,
+                self._header_timeout,
+            )  # fmt: skip
+        else:
+            site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
         if self.port == 0:
             server = site._server

@@ -15,7 +15,7 @@ Environment overrides replace the file's value (lists are replaced whole):
 * ``ACCESSFABRIC_SESSION_<KEY>`` for a key of ``[session]``.
 
 Tables and lists (``[[peers]]``, ``[[services]]``, ``[[forwards]]``, ``[control]``, ``[ranking]``,
-``[sealing]``, ``[routes]``, ``[allow]``) and a few keys come from the file only
+``[sealing]``, ``[routes]``, ``[limits]``, ``[allow]``) and a few keys come from the file only
 (docs/config.md lists them).
 """
 
@@ -41,6 +41,7 @@ from accessfabric.node.address import (
     parse_host_port,
     validate_websocket_path,
 )
+from accessfabric.node.admission import AdmissionLimits
 from accessfabric.node.host_config import (
     DeviceConfig,
     HostConfigError,
@@ -49,6 +50,7 @@ from accessfabric.node.host_config import (
     parse_pressure,
 )
 from accessfabric.node.ingress_config import IngressConfig, IngressConfigError, parse_ingress
+from accessfabric.node.limits_config import LimitsConfigError, admission_limits
 from accessfabric.node.ranking.policy import RankingPolicy
 from accessfabric.node.ranking_config import RankingConfigError, ranking_policy
 from accessfabric.node.vpn_config import VpnClassConfig, VpnConfigError, vpn_class_config
@@ -193,7 +195,7 @@ class RouteTimers:
     healthy)."""
 
 
-DEFAULT_CONTROL_URL = "http://127.0.0.1:8600"
+DEFAULT_CONTROL_URL = "https://127.0.0.1:8600"
 CONTROL_KEYS = (
     "url",
     "urls",
@@ -258,6 +260,8 @@ class NodeConfig:
     allow: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """``[allow]``: service -> node ids (or ``*``) that may open it, for services not in
     ``[[services]]`` (the built-in ``echo``, ``vpn``); docs/config.md, Access."""
+    limits: AdmissionLimits = field(default_factory=AdmissionLimits)
+    """``[limits]``: what an outsider may cost before and after AUTH (docs/node.md)."""
     routes: RouteTimers = field(default_factory=RouteTimers)
     """``[routes]``: route-execution timers (stall, resume window, pressure, cooldown)."""
     device: DeviceConfig = field(default_factory=DeviceConfig)
@@ -365,6 +369,7 @@ _TOP_KEYS = (
     "control",
     "sealing",
     "allow",
+    "limits",
     "name",
     "routes",
     "device",
@@ -402,6 +407,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
             (top / "allow" / name).fail(
                 f"service {name!r} is in [[services]]: give its allow list there"
             )
+    limits = _opt(document, "limits", top, _limits) or AdmissionLimits()
     routes = _opt(document, "routes", top, _routes) or RouteTimers()
     device = _opt(document, "device", top, lambda v, at: _host(v, at, base, parse_device))
     pressure = _opt(document, "pressure", top, lambda v, at: _host(v, at, base, _pressure))
@@ -474,6 +480,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         control=control,
         sealing=sealing,
         allow=allow,
+        limits=limits,
         routes=routes,
         device=device or DeviceConfig(),
         pressure=pressure or PressureConfig(),
@@ -933,6 +940,13 @@ def _ranking(value: Any, at: _At) -> RankingPolicy:
     try:
         return ranking_policy(value)
     except RankingConfigError as exc:
+        (at / exc.key if exc.key else at).fail(exc.problem)
+
+
+def _limits(value: Any, at: _At) -> AdmissionLimits:
+    try:
+        return admission_limits(value)
+    except LimitsConfigError as exc:
         (at / exc.key if exc.key else at).fail(exc.problem)
 
 

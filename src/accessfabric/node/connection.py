@@ -187,6 +187,11 @@ class FabricStream:
         self._fail(StreamResetError(self.stream_id, code, remote=False))
 
     @property
+    def connection(self) -> SessionConnection:
+        """The session this stream belongs to."""
+        return self._connection
+
+    @property
     def at_eof(self) -> bool:
         return self._eof and not self._chunks
 
@@ -279,6 +284,8 @@ class SessionConnection:
                     self.session.acknowledge_received(event.stream_id, len(event.data))
             elif kind is ev.StreamOpened:
                 assert isinstance(event, ev.StreamOpened)
+                if self._closed.done():  # refused (``refuse``) earlier in this batch
+                    continue
                 stream = FabricStream(self, event.stream_id, event.service, event.traffic_class)
                 self._streams[event.stream_id] = stream
                 self._incoming.put_nowait(stream)
@@ -290,8 +297,8 @@ class SessionConnection:
             elif kind is ev.StreamReset:
                 assert isinstance(event, ev.StreamReset)
                 stream = self._streams.pop(event.stream_id, None)
-                if not event.remote:
-                    log.info(
+                if not event.remote:  # counted and rate-limit logged by the node's admission
+                    log.debug(
                         "stream reset for a protocol violation: stream=%d code=%s peer=%s: %s",
                         event.stream_id, _code_name(event.error_code),
                         self.session.peer_node_id, event.reason,
@@ -599,6 +606,12 @@ class SessionConnection:
         """Drain: no new streams; open streams finish; then the session ends."""
         self.session.goaway(code, reason)
         self._flush()
+
+    def refuse(self, code: ErrorCode, reason: str) -> None:
+        """GOAWAY ``code`` now and close the carrier: the peer gets no further service."""
+        if self.session.terminated is None:
+            self.session.goaway(code, reason)
+        self._terminated(ev.SessionTerminated(error_code=code, reason=reason, remote=False))
 
     def abort(self) -> None:
         if self._transport is not None:

@@ -74,6 +74,7 @@ from accessfabric.services.tcp_forward import default_class
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
+    from accessfabric.node.connection import SessionConnection
     from accessfabric.node.runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ PROBE_BACKOFF_BASE = 1.0
 PROBE_BACKOFF_MAX = 60.0
 """A directory peer whose probes fail is probed again after exponential backoff with
 jitter (:func:`backoff_delay`), at most this many seconds apart."""
+REHOME_SPREAD = 2.0
+"""Seconds over which a device whose placed entry failed spreads its next attempt."""
 SOFTWARE = "accessfabric-node"
 ROUTE_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two ``no route lease`` log lines for one (service, class)."""
@@ -124,6 +127,9 @@ class ControlLink:
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._registered: set[str] = set()
         self._directory_peers: set[str] = set()
+        self._placement: list[str] = []
+        self._watcher: asyncio.Task[None] | None = None
+        """The directory's session placement (``mobile`` scope): entries, primary first."""
         self._probe_failures: dict[str, tuple[int, float]] = {}
         """Directory peer -> (failed probes in a row, when the next may start)."""
         self.health: str | None = None
@@ -172,7 +178,7 @@ class ControlLink:
 
     async def close(self) -> None:
         self._stop.set()
-        tasks = [t for t in (self._task, *self._probes.values()) if t is not None]
+        tasks = [t for t in (self._task, self._watcher, *self._probes.values()) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -332,6 +338,7 @@ class ControlLink:
             relay_usage=self._relay_usage(),
             stream_reports=self._stream_reports(),
             route_cache_version=self.route_cache_version,
+            sessions=runtime.accepted_sessions,
         )
         host = runtime.host  # measured on the machine (node/host_monitor.py)
         return dataclasses.replace(
@@ -496,6 +503,8 @@ class ControlLink:
         runtime.sealing_keys.learn_directory(directory)  # sealed streams (docs/sealing.md)
         runtime.access.learn_directory(directory)  # openers' records: tenant, roles, tier
         static = {p.node_id for p in runtime.config.peers}
+        placed = directory.get("placement")
+        placement = [str(n) for n in placed] if isinstance(placed, list) and placed else None
         listed = {entry.get("node_id") for entry in directory.get("entries", [])}
         for gone in sorted(self._directory_peers - listed):  # unreachable, or out of view
             self._directory_peers.discard(gone)
@@ -515,6 +524,8 @@ class ControlLink:
             if node_id not in self._directory_peers:
                 self._directory_peers.add(node_id)
                 log_event(log, "directory peer", peer=node_id, endpoints=len(endpoints))
+            if placement is not None:
+                continue  # dialled below: the placed entry only
             if (
                 len(self._probes) < MAX_PROBES
                 and node_id not in self._probes
@@ -522,6 +533,38 @@ class ControlLink:
                 and self._clock() >= self._probe_failures.get(node_id, (0, 0.0))[1]
             ):
                 self._probes[node_id] = asyncio.create_task(self._probe(node_id))
+        if placement is not None:
+            self._place(placement)
+
+    async def _rehome_when_closed(self, connection: SessionConnection) -> None:
+        await connection.wait_closed()
+        pause = self._rng.uniform(0.0, REHOME_SPREAD)  # the entry's devices spread out
+        asyncio.get_running_loop().call_later(pause, self._place_again)
+
+    def _place_again(self) -> None:
+        if not self._stop.is_set() and self._placement:
+            self._place(self._placement)
+
+    def _place(self, placement: list[str]) -> None:
+        """Hold one session to an entry of the control plane's ``placement``.
+
+        The first entry not backing off after a failed dial is the one; a device that
+        holds a session with any placed entry stays where it is (no churn when loads
+        change).  When its entry dies the next cycle finds no session, the dead entry's
+        dial fails and, after a jittered pause (:data:`REHOME_SPREAD`, so a dead entry's
+        devices do not all arrive at once), the next alternate is dialled (without
+        waiting for the next cycle).
+        """
+        self._placement = placement
+        known = [n for n in placement if n in self._directory_peers]
+        peers = self.runtime.peers
+        if any(self._has_session(n) or peers.dialing(n) or n in self._probes for n in known):
+            return  # placed, or a dial still under way (one that outlived its probe too)
+        now = self._clock()
+        for node_id in known:
+            if now >= self._probe_failures.get(node_id, (0, 0.0))[1]:
+                self._probes[node_id] = asyncio.create_task(self._probe(node_id, rehome=True))
+                return
 
     def _has_session(self, node_id: str) -> bool:
         """A live session with ``node_id``, dialled or accepted: its RTT is measured
@@ -534,15 +577,17 @@ class ControlLink:
             for c in runtime.observe.connections()
         )
 
-    async def _probe(self, node_id: str) -> None:
+    async def _probe(self, node_id: str, *, rehome: bool = False) -> None:
         """Open a session to a directory peer so its RTT reaches the next heartbeat.
 
         A failed probe is retried after exponential backoff with jitter, capped at
         :data:`PROBE_BACKOFF_MAX`; a peer that holds a session to us is never probed.
         """
         try:
-            await asyncio.wait_for(self.runtime.peers.session(node_id), 10.0)
+            connection = await asyncio.wait_for(self.runtime.peers.session(node_id), 10.0)
             self._probe_failures.pop(node_id, None)
+            if rehome:  # re-home as soon as this session ends, not at the next cycle
+                self._watcher = asyncio.create_task(self._rehome_when_closed(connection))
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -552,6 +597,9 @@ class ControlLink:
             )
             if node_id in self._directory_peers:
                 self._probe_failures[node_id] = (failures, self._clock() + delay)
+            if rehome:  # the next alternate soon, but not all of the entry's devices at once
+                pause = self._rng.uniform(0.0, REHOME_SPREAD)
+                asyncio.get_running_loop().call_later(pause, self._place_again)
             level = logging.INFO if failures == 1 else logging.DEBUG  # one line per outage
             log_event(
                 log, "directory peer probe failed", level, peer=node_id, error=error,

@@ -147,6 +147,10 @@ class DataPlane:
         self.relay_gate: Callable[[], str | None] | None = None
         """Why this node relays no new stream now, or None (node/host_monitor.py)."""
         self.refused: dict[str, int] = {}
+        self.on_refused: Callable[[SessionConnection, str, str, str], None] | None = None
+        """Told of each refusal (connection, reason, service, kind) instead of an unlimited
+        log line: the node's admission logs at a bounded rate (per peer and kind, e.g.
+        ``resume refused: resume proof missing``) and limits the peer."""
         self.adopted = 0
         self.opened_on_resume = 0
         self._retired: OrderedDict[bytes, float] = OrderedDict()
@@ -265,6 +269,12 @@ class DataPlane:
         self._count_refused(reason)
         with contextlib.suppress(LocalProtocolError):
             stream.reset(code)
+        if self.on_refused is not None:
+            label = reason.split(":", 1)[0].strip()[:REFUSED_LABEL_LENGTH]
+            self.on_refused(
+                connection, f"{message}: {reason}", stream.service, f"{message}: {label}"
+            )
+            return
         log_event(
             log, message, logging.WARNING, peer=_peer(connection), stream=stream.stream_id,
             service=stream.service, code=code.name, reason=reason,

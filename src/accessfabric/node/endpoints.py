@@ -25,8 +25,9 @@ from urllib.parse import urlsplit
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
 from accessfabric.carriers.tcp import TcpCarrier
 from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
+from accessfabric.carriers.tls_accept import serve_tls
 from accessfabric.carriers.websocket import WebSocketCarrier
-from accessfabric.errors import ErrorCode
+from accessfabric.errors import ErrorCode, RemoteProtocolError
 from accessfabric.identity.authenticator import Ed25519Authenticator
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.ratelimit import KeyedRateLimiter
@@ -36,12 +37,15 @@ from accessfabric.identity.tls import (
     server_context,
     verify_peer_certificate,
 )
+from accessfabric.node.admission import Admission
+from accessfabric.node.allocator import AllocatorTrim
 from accessfabric.node.connection import SessionConnection, session_clock
 from accessfabric.session import Session, SessionConfig
 from accessfabric.session import events as ev
 
 log = logging.getLogger(__name__)
 
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 AUTH_FAILURE_CODES = frozenset({ErrorCode.AUTHENTICATION_FAILED, ErrorCode.IDENTITY_MISMATCH})
 FABRIC_PATH = "/fabric"
 
@@ -53,9 +57,10 @@ class LocalNode:
     key: NodeKey
     cert_dir: Path
     session_config: SessionConfig = field(default_factory=SessionConfig)
-    auth_failures: KeyedRateLimiter = field(
-        default_factory=lambda: KeyedRateLimiter(rate=0.5, burst=10.0)
-    )
+    admission: Admission = field(default_factory=Admission)
+    allocator: AllocatorTrim = field(default_factory=AllocatorTrim)
+    """Returns the C heap's free memory to the system once a connection flood subsided."""
+    """What an outsider may cost: pending handshakes, budgets, AUTH and refusal limits."""
     tcp_rto_min: float | None = DEFAULT_RTO_MIN
     """Minimum TCP retransmission timeout of TCP and WebSocket carriers (None: the kernel's)."""
     rejected_connections: int = 0
@@ -65,6 +70,26 @@ class LocalNode:
     checks grants against the tenant and roles it names (docs/control.md)."""
     """Called with every session created (dialled or accepted): the node's metrics."""
     _tls_contexts: dict[bool, ssl.SSLContext] = field(default_factory=dict, repr=False)
+
+    @property
+    def auth_failures(self) -> KeyedRateLimiter:
+        """Failed AUTHs per source address (the looser of the two AUTH limiters)."""
+        return self.admission.auth_failures_by_address
+
+    @property
+    def handshake_timeout(self) -> float:
+        """Seconds a connection may take from accept to the end of its TLS handshake."""
+        return self.session_config.handshake_timeout or DEFAULT_HANDSHAKE_TIMEOUT
+
+    def admit(self, address: str) -> bool:
+        """A new connection from ``address``: may it start its TLS handshake?"""
+        return self.admission.admit(address, asyncio.get_running_loop().time())
+
+    def done(self, address: str, error: str | None) -> None:
+        """An admitted connection's TLS handshake ended (``error``: how it failed)."""
+        self.admission.handshake_done(address, asyncio.get_running_loop().time(), error)
+        if error is not None:  # the connection is gone
+            self.allocator.connection_ended()
 
     def tls_context(self, *, server: bool) -> ssl.SSLContext:
         """This node's TLS context, built once (loading certificate files per dial cost
@@ -86,11 +111,13 @@ class LocalNode:
         tls: PeerTlsInfo | None,
         expected_peer_id: str | None = None,
         session_config: SessionConfig | None = None,
+        authenticator: Ed25519Authenticator | None = None,
     ) -> SessionConnection:
         """A session on a new carrier (``session_config``: this carrier's, if it differs)."""
         session = Session(
             dialer=info.dialer,
-            authenticator=Ed25519Authenticator(
+            authenticator=authenticator
+            or Ed25519Authenticator(
                 self.key, expected_peer_id=expected_peer_id, node_record=self._own_record()
             ),
             config=session_config or self.session_config,
@@ -123,27 +150,65 @@ class LocalNode:
         often gets GOAWAY ENHANCE_YOUR_CALM instead, and ``on_connection`` never sees it.
         """
         loop = asyncio.get_running_loop()
-        address = info.forwarded_for or info.peer_address.rsplit(":", 1)[0]
-        connection = self.new_connection(info, transport, tls, session_config=session_config)
+        address = source_address(info)
+        admission = self.admission
+        authenticator = _AdmittingAuthenticator(self.key, admission, address)
+        connection = self.new_connection(
+            info, transport, tls, session_config=session_config, authenticator=authenticator
+        )
         if not self.auth_failures.allows(address, loop.time()):
             self.rejected_connections += 1
-            connection.session.goaway(
-                ErrorCode.ENHANCE_YOUR_CALM, "too many failed authentications"
-            )
-            connection.writable()
-            transport.close()
+            admission.refuse(address, "rate limit", loop.time(), key=address)
+            connection.refuse(ErrorCode.ENHANCE_YOUR_CALM, "too many failed authentications")
             return connection
 
-        def charge_failures(event: ev.Event) -> None:
-            if isinstance(event, ev.SessionTerminated) and event.error_code in AUTH_FAILURE_CODES:
-                now = loop.time()
-                self.auth_failures.take(address, now)
-                if connection.session.peer_node_id:
-                    self.auth_failures.take("node:" + connection.session.peer_node_id, now)
+        def on_event(event: ev.Event) -> None:
+            kind = type(event)
+            if kind is ev.StreamReset:
+                assert isinstance(event, ev.StreamReset)
+                if not event.remote:  # this session reset the stream for a violation
+                    self.stream_refused(connection, event.reason or "protocol violation", "")
+            elif kind is ev.SessionTerminated:
+                assert isinstance(event, ev.SessionTerminated)
+                self.allocator.connection_ended()
+                if event.error_code in AUTH_FAILURE_CODES:
+                    claimed = connection.session.peer_node_id
+                    admission.auth_failed(address, claimed, loop.time())
+                    admission.refuse(
+                        address, "failed auth", loop.time(), key=(address, claimed),
+                        peer=claimed, detail=event.reason, level=logging.INFO,
+                    )  # fmt: skip
+            elif kind is ev.SessionReady:
+                assert isinstance(event, ev.SessionReady)
+                if not admission.peer_allowed(event.peer_node_id, address, loop.time()):
+                    admission.refuse(
+                        address, "refused streams", loop.time(), key=event.peer_node_id,
+                        peer=event.peer_node_id,
+                    )  # fmt: skip
+                    connection.refuse(ErrorCode.ENHANCE_YOUR_CALM, "too many refused streams")
 
-        connection.on_event.append(charge_failures)
+        connection.on_event.append(on_event)
         on_connection(connection)
         return connection
+
+    def stream_refused(
+        self, connection: SessionConnection, reason: str, service: str, kind: str = ""
+    ) -> None:
+        """A stream ``connection``'s peer opened was refused: log (rate-limited per peer and
+        ``kind``, by default the reason's text before ``:``), charge the peer's and its
+        address's refusal buckets, and end the session when one is empty."""
+        now = asyncio.get_running_loop().time()
+        peer = connection.session.peer_node_id
+        address = source_address(connection.info)
+        label = (kind or reason.split(":", 1)[0]).strip()[:80] or "refused"
+        self.admission.refusal_log.log(
+            (peer or address, label), logging.WARNING,
+            "stream refused peer=%s address=%s service=%r reason=%r",
+            peer or "-", address, service[:64], reason[:200], now=now,
+        )  # fmt: skip
+        if self.admission.stream_refused(peer, address, label, now) and not connection.is_closed:
+            self.admission.refuse(address, "refused streams", now, key=peer or address, peer=peer)
+            connection.refuse(ErrorCode.ENHANCE_YOUR_CALM, "too many refused streams")
 
     def dial_factory(
         self, expected_peer_id: str | None, made: list[SessionConnection]
@@ -158,6 +223,40 @@ class LocalNode:
             return connection
 
         return factory
+
+
+def source_address(info: CarrierInfo) -> str:
+    """The address limits key on: the client a trusted proxy reported, else the peer's."""
+    return info.forwarded_for or info.peer_address.rsplit(":", 1)[0]
+
+
+class _AdmittingAuthenticator(Ed25519Authenticator):
+    """An acceptor's authenticator that refuses, before verifying anything, an AUTH whose
+    (source address, claimed node id) failed too often (GOAWAY ENHANCE_YOUR_CALM)."""
+
+    def __init__(self, key: NodeKey, admission: Admission, address: str) -> None:
+        super().__init__(key)
+        self._admission = admission
+        self._address = address
+
+    def verify(
+        self,
+        node_id: str,
+        public_key: bytes,
+        node_record: bytes,
+        transcript: bytes,
+        signature: bytes,
+    ) -> None:
+        now = asyncio.get_running_loop().time()
+        claimed = node_id[:128]
+        if not self._admission.auth_allowed(self._address, claimed, now):
+            raise RemoteProtocolError(
+                "too many failed authentications", ErrorCode.ENHANCE_YOUR_CALM
+            )
+        if not self._admission.peer_allowed(claimed, self._address, now):
+            self._admission.refuse(self._address, "refused streams", now, key=claimed, peer=claimed)
+            raise RemoteProtocolError("too many refused streams", ErrorCode.ENHANCE_YOUR_CALM)
+        super().verify(node_id, public_key, node_record, transcript, signature)
 
 
 async def connect_tcp(
@@ -207,7 +306,6 @@ async def serve_tcp(
     on_connection: Callable[[SessionConnection], None],
 ) -> asyncio.Server:
     """Accept TCP+TLS carriers; every connection is handed over as soon as it exists."""
-    loop = asyncio.get_running_loop()
     context = local.tls_context(server=True)
 
     def factory(
@@ -215,13 +313,11 @@ async def serve_tcp(
     ) -> CarrierListener:
         return local.accept_connection(info, transport, tls, on_connection)
 
-    return await loop.create_server(
+    server, _ = await serve_tls(
         lambda: TcpCarrier(factory, dialer=False, rto_min=local.tcp_rto_min),
-        host,
-        port,
-        ssl=context,
-        reuse_address=True,
-    )
+        host, port, context, local, local.handshake_timeout,
+    )  # fmt: skip
+    return server
 
 
 async def connect_ws(
@@ -323,4 +419,7 @@ async def serve_ws(
             factory, dialer=False, path=path, bind_tls=not behind_proxy, rto_min=local.tcp_rto_min
         )
 
-    return await loop.create_server(carrier, host, port, ssl=context, reuse_address=True)
+    if context is None:
+        return await loop.create_server(carrier, host, port, reuse_address=True)
+    server, _ = await serve_tls(carrier, host, port, context, local, local.handshake_timeout)
+    return server

@@ -161,10 +161,12 @@ async def serve_https(
     def factory(
         info: CarrierInfo, transport: ByteTransport, tls_info: PeerTlsInfo | None
     ) -> CarrierListener:
-        log.warning(
-            "https fallback carrier accepted from %s (emergency path)",
-            info.forwarded_for or info.peer_address,
-        )
+        address = info.forwarded_for or info.peer_address
+        local.admission.refusal_log.log(  # an outsider can cause it: bounded (ADR 0017)
+            (address.rsplit(":", 1)[0], "https fallback"), logging.WARNING,
+            "https fallback carrier accepted from %s (emergency path)", address,
+            now=asyncio.get_running_loop().time(),
+        )  # fmt: skip
         return local.accept_connection(
             info, transport, tls_info, on_connection, session_config=session_config
         )

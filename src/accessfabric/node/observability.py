@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from accessfabric.carriers.base import CarrierStatsProbe
 from accessfabric.errors import ErrorCode
 from accessfabric.node.address import HostPort
+from accessfabric.node.admission import Admission
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.relay_metrics import RelayMetrics, RelayView, relay_status, relayed_anything
 from accessfabric.node.route_switches import RouteSwitches
@@ -109,6 +110,29 @@ class _RefusedCollector(Collector):
         yield family
 
 
+class _AdmissionCollector(Collector):
+    """``accessfabric_connections_refused_total{reason}`` and
+    ``accessfabric_pending_handshakes`` from the node's :class:`Admission`."""
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+
+    def collect(self) -> Iterator[Metric]:
+        refused = CounterMetricFamily(
+            "accessfabric_connections_refused",
+            "Connections and sessions refused by the flood defences, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self.admission.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        yield GaugeMetricFamily(
+            "accessfabric_pending_handshakes",
+            "Accepted connections whose TLS handshake has not ended.",
+            value=self.admission.pending,
+        )
+
+
 class NodeObservability:
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
@@ -183,6 +207,23 @@ class NodeObservability:
     def watch_refusals(self, refused: Callable[[], dict[str, int]]) -> None:
         """Export the data plane's refused streams by reason (``DataPlane.refused``)."""
         self.registry.register(_RefusedCollector(refused))
+
+    def watch_admission(self, admission: Admission) -> None:
+        """Export the flood defences' refusals; show them in ``status`` once there are any."""
+        self.registry.register(_AdmissionCollector(admission))
+
+        def section() -> dict[str, Any] | None:
+            if not admission.refused:
+                return None
+            return {
+                "pending_handshakes": admission.pending,
+                "refused": [
+                    {"reason": reason, "count": count}
+                    for reason, count in sorted(admission.refused.items())
+                ],
+            }
+
+        self.add_section("admission", section)
 
     def watch_relay(self, relay: RelayView, *, always: bool) -> None:
         """Export the relay's accounting; show the ``relay`` section ``always`` (a node with

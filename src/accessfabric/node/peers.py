@@ -111,6 +111,10 @@ class PeerSessionManager:
         connection = self._sessions.get(node_id)
         return connection if connection is not None and _usable(connection) else None
 
+    def dialing(self, node_id: str) -> bool:
+        """A dial to ``node_id`` is under way (it goes on when a waiter gives up)."""
+        return node_id in self._dialing
+
     # ------------------------------------------------------------ sessions
 
     async def session(self, node_id: str) -> SessionConnection:

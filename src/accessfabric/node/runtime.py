@@ -22,6 +22,7 @@ from accessfabric.identity.keys import NodeKey
 from accessfabric.node import sd_notify
 from accessfabric.node.access import ServiceAccess
 from accessfabric.node.address import Endpoint
+from accessfabric.node.admission import Admission
 from accessfabric.node.config import NodeConfig, PeerConfig
 from accessfabric.node.config_checks import check_against_key
 from accessfabric.node.connection import SessionConnection
@@ -29,7 +30,7 @@ from accessfabric.node.control_link import ControlLink
 from accessfabric.node.dataplane import DataPlane
 from accessfabric.node.diagnostics import register_diagnostics
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
-from accessfabric.node.endpoints import LocalNode
+from accessfabric.node.endpoints import LocalNode, source_address
 from accessfabric.node.gc_pauses import freeze_startup_objects
 from accessfabric.node.host_monitor import HostMonitor
 from accessfabric.node.key_lock import KeyLock
@@ -75,6 +76,7 @@ class NodeRuntime:
             cert_dir=config.cert_dir,
             session_config=config.session,
             tcp_rto_min=config.tcp_rto_min,
+            admission=Admission(config.limits),
         )
         self.dispatcher = ServiceDispatcher()
         self.dialer = RankedPeerDialer(  # ranked candidates: docs/endpoint-ranking.md
@@ -125,6 +127,12 @@ class NodeRuntime:
             self.key.node_id, self.key.sealing_private_key(), self.sealing_keys,
             one_hop=config.sealing.one_hop, cipher=sealing_cipher(config.sealing.cipher),
         )  # fmt: skip
+        # Refused streams are logged at a bounded rate and charge the peer (node/admission.py).
+        self.data_plane.on_refused = self.local.stream_refused
+        self.dispatcher.on_refused = lambda stream, reason: self.local.stream_refused(
+            stream.connection, reason, stream.service
+        )
+        self.observe.watch_admission(self.local.admission)
         self.observe.watch_routes(self.routes)
         self.observe.watch_refusals(lambda: dict(self.data_plane.refused))
         self.observe.watch_relay(self.data_plane.relay, always="relay" in config.roles)
@@ -229,10 +237,14 @@ class NodeRuntime:
             try:
                 ready = await connection.ready()
             except Exception as error:
-                log_event(
-                    log, "session rejected", logging.INFO,
-                    address=address, carrier=connection.info.kind,
-                    error=str(error) or type(error).__name__,
+                # An outsider can cause these at will: one line per interval per (source
+                # address, error kind), with a suppressed count (node/admission.py).
+                text = (str(error) or type(error).__name__)[:200]
+                self.local.admission.refusal_log.log(
+                    (source_address(connection.info), "session rejected", type(error).__name__),
+                    logging.INFO, "session rejected address=%s carrier=%s error=%s",
+                    address, connection.info.kind, text,
+                    now=asyncio.get_running_loop().time(),
                 )  # fmt: skip
                 return
             peer = ready.peer_node_id

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from accessfabric.errors import ErrorCode
+from accessfabric.errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from accessfabric.node.connection import FabricStream
 from accessfabric.node.log_format import log_event
 from accessfabric.node.sealed_stream import SealedStream
@@ -44,6 +44,9 @@ class ServiceDispatcher:
         self._handlers: dict[str, ServiceHandler] = {ECHO_SERVICE: echo}
         self._tasks: set[asyncio.Task[None]] = set()
         self.refused = 0
+        self.on_refused: Callable[[FabricStream, str], None] | None = None
+        """Told of each refused stream instead of an unlimited log line (the node's
+        admission logs at a bounded rate and limits the peer)."""
 
     def register(self, service: str, handler: ServiceHandler) -> None:
         self._handlers[service] = handler
@@ -66,6 +69,9 @@ class ServiceDispatcher:
         if handler is None:
             self.refused += 1
             stream.reset(ErrorCode.SERVICE_UNAVAILABLE)
+            if self.on_refused is not None:
+                self.on_refused(stream, "unknown service")
+                return
             log_event(
                 log, "stream refused", logging.INFO,
                 peer=peer, stream=stream.stream_id, service=stream.service,
@@ -81,11 +87,22 @@ class ServiceDispatcher:
             if isinstance(stream, SealedStream):
                 await stream.establish()  # refused (reset, logged, counted) when it cannot
             await handler(stream)
-        except ConnectionError as error:  # the stream or session ended under the handler
+        except (ConnectionError, RemoteProtocolError) as error:
+            # The stream or session ended under the handler (a peer's violation ended the
+            # session: its streams fail with the typed error) -- not a service failure.
             log_event(
                 log, "stream ended early", logging.DEBUG,
                 peer=peer, stream=stream.stream_id, service=stream.service, error=str(error),
             )  # fmt: skip
+        except ProtocolError as error:
+            if isinstance(error, LocalProtocolError) or stream.connection.ended is None:
+                log.exception("service %r failed on stream %d", stream.service, stream.stream_id)
+                stream.reset(ErrorCode.INTERNAL_ERROR)
+            else:  # the session ended with this error (e.g. the peer's PROTOCOL_ERROR)
+                log_event(
+                    log, "stream ended early", logging.DEBUG,
+                    peer=peer, stream=stream.stream_id, service=stream.service, error=str(error),
+                )  # fmt: skip
         except Exception:
             log.exception("service %r failed on stream %d", stream.service, stream.stream_id)
             stream.reset(ErrorCode.INTERNAL_ERROR)

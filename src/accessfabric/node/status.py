@@ -26,6 +26,7 @@ TABLES = (  # the sections `status` prints, in order
     "access",
     "relay",
     "vpn",
+    "admission",
 )
 
 

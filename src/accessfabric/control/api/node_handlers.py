@@ -140,6 +140,7 @@ async def directory(request: web.Request) -> web.Response:
             "scope": built.scope,
             "node_record": record_json(node),
             "entries": [entry.to_json() for entry in built.entries],
+            "placement": list(built.placement),
         }
     )
 

@@ -1,0 +1,160 @@
+"""The attacker of ``bench abuse``: one flood against a node on loopback, in its own process.
+
+``python -m accessfabric.bench.abuse_attacker KIND PORT NODE_ID SECONDS CERT_DIR`` runs
+flood KIND for SECONDS; it prints ``started`` when the flood begins and, at the end,
+one JSON line of what it did:
+
+* ``pre-tls``: 2000 TCP connections that never send a byte (held until the node cuts them);
+* ``tls-churn``: TLS handshakes then a close, 64 at a time;
+* ``bad-auth``: sessions whose AUTH signature never verifies, 16 at a time, each with a
+  fresh key (the per-address limiter's work);
+* ``refused-streams``: 8 sessions of one key opening streams with garbage route leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import ssl
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from accessfabric.bench.common import raise_nofile_limit
+from accessfabric.errors import ProtocolError
+from accessfabric.identity.authenticator import Ed25519Authenticator
+from accessfabric.identity.keys import NodeKey
+from accessfabric.identity.tls import client_context
+from accessfabric.identity.tls_exporter import tls_exporter
+from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.session import Session
+from accessfabric.session import events as ev
+
+HOST = "127.0.0.1"
+
+
+class _BadSigner(Ed25519Authenticator):
+    def sign(self, transcript: bytes) -> bytes:
+        return bytes(64)
+
+
+async def _pre_tls(port: int, seconds: float, counts: dict[str, int]) -> None:
+    async def one() -> None:
+        try:
+            reader, writer = await asyncio.open_connection(HOST, port)
+        except OSError:
+            counts["connect failed"] += 1
+            return
+        counts["opened"] += 1
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(reader.read(), seconds)
+        writer.close()
+
+    await asyncio.gather(*(one() for _ in range(2000)))
+
+
+async def _tls_churn(port: int, deadline: float, cert_dir: Path, counts: dict[str, int]) -> None:
+    context = client_context(NodeKey.generate(), cert_dir)
+
+    async def worker() -> None:
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.open_connection(
+                    HOST, port, ssl=context, server_hostname=HOST
+                )
+                counts["handshakes"] += 1
+                writer.close()
+            except (OSError, ssl.SSLError):
+                counts["refused"] += 1
+                await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(worker() for _ in range(64)))
+
+
+async def _bad_auth_once(port: int, cert_dir: Path) -> int:
+    key = NodeKey.generate()
+    reader, writer = await asyncio.open_connection(
+        HOST, port, ssl=client_context(key, cert_dir), server_hostname=HOST
+    )
+    binding = tls_exporter(writer.get_extra_info("ssl_object"))
+    session = Session(
+        dialer=True, authenticator=_BadSigner(key), channel_binding=binding, now=time.monotonic()
+    )
+    try:
+        while True:
+            writer.write(session.data_to_send(now=time.monotonic()))
+            data = await asyncio.wait_for(reader.read(65536), 10)
+            if not data:
+                return -1
+            for event in session.receive_data(data, time.monotonic()):
+                if isinstance(event, ev.SessionTerminated):
+                    return int(event.error_code)
+    finally:
+        writer.close()
+
+
+async def _bad_auth(port: int, deadline: float, cert_dir: Path, counts: dict[str, int]) -> None:
+    async def worker() -> None:
+        while time.monotonic() < deadline:
+            try:
+                code = await _bad_auth_once(port, cert_dir)
+                counts[f"code {code}"] += 1
+            except (OSError, ssl.SSLError, TimeoutError):
+                counts["refused"] += 1
+                await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(worker() for _ in range(16)))
+
+
+async def _refused_streams(
+    port: int, node_id: str, deadline: float, cert_dir: Path, counts: dict[str, int]
+) -> None:
+    key = NodeKey.generate()
+
+    async def worker(index: int) -> None:
+        local = LocalNode(key=key, cert_dir=cert_dir / str(index))
+        while time.monotonic() < deadline:
+            try:
+                connection = await connect_tcp(local, HOST, port, expected_peer_id=node_id)
+            except (OSError, ProtocolError, TimeoutError, ssl.SSLError):
+                counts["session refused"] += 1
+                await asyncio.sleep(0.05)
+                continue
+            counts["sessions"] += 1
+            try:
+                while not connection.is_closed and time.monotonic() < deadline:
+                    for _ in range(32):
+                        await connection.open_stream("echo", route_lease=os.urandom(80))
+                        counts["opens"] += 1
+                    await asyncio.sleep(0.001)
+            except (ConnectionError, ProtocolError):
+                pass
+            connection.abort()
+
+    await asyncio.gather(*(worker(i) for i in range(8)))
+
+
+async def main(kind: str, port: int, node_id: str, seconds: float, cert_dir: Path) -> None:
+    counts: dict[str, int] = Counter()
+    print("started", flush=True)  # the interpreter's start-up is over: the flood begins
+    deadline = time.monotonic() + seconds
+    if kind == "pre-tls":
+        await _pre_tls(port, seconds, counts)
+    elif kind == "tls-churn":
+        await _tls_churn(port, deadline, cert_dir, counts)
+    elif kind == "bad-auth":
+        await _bad_auth(port, deadline, cert_dir, counts)
+    elif kind == "refused-streams":
+        await _refused_streams(port, node_id, deadline, cert_dir, counts)
+    else:
+        raise SystemExit(f"unknown flood {kind!r}")
+    print(json.dumps(dict(counts)), flush=True)
+
+
+if __name__ == "__main__":
+    raise_nofile_limit()
+    kind, port, node_id, seconds, cert_dir = sys.argv[1:6]
+    asyncio.run(main(kind, int(port), node_id, float(seconds), Path(cert_dir)))

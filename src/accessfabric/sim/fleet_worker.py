@@ -1,0 +1,245 @@
+"""One worker process of ``accessfabric sim fleet``: many devices on one event loop.
+
+A device is a real :class:`NodeRuntime` (its own node key, ``[control]`` with an
+enrollment token, role ``mobile-edge``, no listeners): it enrolls, heartbeats its facts,
+learns entries from its directory and holds authenticated TLS sessions to them, takes
+route leases and now and then opens a short stream to the fleet's echo service through
+an entry.  The worker only measures: heartbeat and lease latency (around the control
+client's own calls), stream outcomes, and which entries each device holds a session to.
+
+Every ``REPORT_INTERVAL`` seconds it prints one JSON line on stdout (see
+:func:`_report`); it stops on SIGTERM.  Run by :mod:`accessfabric.sim.fleet`::
+
+    python -m accessfabric.sim.fleet_worker --configs A.toml B.toml ... \
+        --entries ID1,ID2 --service fleet-echo --stream-interval 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from accessfabric.node.config import load_node_config
+from accessfabric.node.runtime import NodeRuntime
+from accessfabric.wire.registry import TrafficClass
+
+REPORT_INTERVAL = 1.0
+STREAM_BYTES = 4096
+STREAM_TIMEOUT = 10.0
+FAILED_RETRY = 2.0
+"""Mean seconds before a device whose stream failed tries again."""
+START_SPREAD = 0.02
+"""Seconds between two device starts of one worker (pacing, no connect storm)."""
+
+
+class Samples:
+    """Latencies (ms) and counts since the last report."""
+
+    def __init__(self) -> None:
+        self.heartbeat_ms: list[float] = []
+        self.lease_ms: list[float] = []
+        self.heartbeats = 0
+        self.leases = 0
+        self.streams_ok = 0
+        self.streams_failed = 0
+        self.stream_bytes = 0
+        self.last_error = ""
+
+    def take(self) -> dict[str, Any]:
+        out = {
+            "heartbeat_ms": list(self.heartbeat_ms),
+            "lease_ms": list(self.lease_ms),
+            "heartbeats": self.heartbeats,
+            "leases": self.leases,
+            "streams_ok": self.streams_ok,
+            "streams_failed": self.streams_failed,
+            "stream_bytes": self.stream_bytes,
+            "last_error": self.last_error,
+        }
+        self.heartbeat_ms.clear()  # in place: the wrappers hold these lists
+        self.lease_ms.clear()
+        self.heartbeats = self.leases = self.streams_ok = self.streams_failed = 0
+        self.stream_bytes = 0
+        return out
+
+
+def _timed(
+    call: Callable[..., Awaitable[Any]], sink: list[float], count: Callable[[], None]
+) -> Callable[..., Awaitable[Any]]:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        result = await call(*args, **kwargs)
+        sink.append((time.perf_counter() - started) * 1000)
+        count()
+        return result
+
+    return wrapper
+
+
+class Device:
+    def __init__(self, index: int, runtime: NodeRuntime, samples: Samples) -> None:
+        self.index = index
+        self.runtime = runtime
+        self.samples = samples
+        self.heartbeats = self.leases = self.streams_ok = 0
+        control = runtime.control
+        assert control is not None, "a fleet device needs [control]"
+        client = control.client
+
+        def heard() -> None:
+            samples.heartbeats += 1
+            self.heartbeats += 1
+
+        def leased() -> None:
+            samples.leases += 1
+            self.leases += 1
+
+        # The instance attribute shadows the method: the control link calls the wrapper.
+        client.heartbeat = _timed(client.heartbeat, samples.heartbeat_ms, heard)  # type: ignore[method-assign,assignment]
+        client.route_leases = _timed(client.route_leases, samples.lease_ms, leased)  # type: ignore[method-assign,assignment]
+
+    def entries(self) -> set[str]:
+        """Node ids this device holds a live, authenticated session with."""
+        out = set()
+        for connection in self.runtime.observe.connections():
+            if connection.is_closed:
+                continue
+            peer = connection.session.peer_node_id
+            if peer:
+                out.add(peer)
+        return out
+
+    async def stream(self, service: str) -> None:
+        payload = os.urandom(STREAM_BYTES)
+        samples = self.samples
+        try:
+            stream = await asyncio.wait_for(
+                self.runtime.routes.open_stream(service, TrafficClass.RELIABLE), STREAM_TIMEOUT
+            )
+            stream.write(payload)
+            await stream.drain()
+            got = bytearray()
+            deadline = time.monotonic() + STREAM_TIMEOUT
+            while len(got) < len(payload):
+                left = deadline - time.monotonic()
+                chunk = await asyncio.wait_for(stream.read(65536), max(left, 0.01))
+                if not chunk:
+                    break
+                got += chunk
+            stream.close()
+            if bytes(got) != payload:
+                raise RuntimeError(f"echo returned {len(got)} of {len(payload)} bytes")
+            samples.streams_ok += 1
+            self.streams_ok += 1
+            samples.stream_bytes += 2 * len(payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            samples.streams_failed += 1
+            samples.last_error = f"{type(error).__name__}: {error}"[:300]
+
+
+async def _streams(device: Device, service: str, interval: float, rng: random.Random) -> None:
+    """A first stream once a heartbeat reported the device's entry session (so the planner
+    has a first hop for it), then one every
+    ``interval`` (jittered); after a failure sooner (``FAILED_RETRY``)."""
+    while not device.entries():  # a session to an entry first ...
+        await asyncio.sleep(0.5)
+    heard = device.heartbeats
+    while device.heartbeats <= heard:  # ... then a heartbeat that reports it to the planner
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(rng.uniform(0.5, 1.5))
+    while True:
+        failed = device.samples.streams_failed
+        await device.stream(service)
+        again = FAILED_RETRY if device.samples.streams_failed > failed else interval
+        await asyncio.sleep(again * rng.uniform(0.5, 1.5))
+
+
+def _report(devices: list[Device], samples: Samples, entries: list[str]) -> None:
+    on: dict[str, list[int]] = {e: [] for e in entries}
+    connected = 0
+    for device in devices:
+        held = device.entries()
+        if held & set(entries):
+            connected += 1
+        for entry in held:
+            if entry in on:
+                on[entry].append(device.index)
+    line = {
+        "devices": len(devices),
+        "connected": connected,
+        "heard": sum(1 for d in devices if d.heartbeats),
+        "leased": sum(1 for d in devices if d.leases),
+        "streamed": sum(1 for d in devices if d.streams_ok),
+        "on": on,
+        **samples.take(),
+    }
+    sys.stdout.write(json.dumps(line) + "\n")
+    sys.stdout.flush()
+
+
+async def run(configs: list[Path], entries: list[str], service: str, interval: float) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    samples = Samples()
+    devices: list[Device] = []
+    tasks: list[asyncio.Task[None]] = []
+    rng = random.Random()
+
+    async def start_all() -> None:
+        for path in configs:
+            index = int(path.stem.rsplit("-", 1)[-1])
+            runtime = NodeRuntime(load_node_config(path, environ={}))
+            await runtime.start()
+            device = Device(index, runtime, samples)
+            devices.append(device)
+            if interval > 0:
+                tasks.append(asyncio.create_task(_streams(device, service, interval, rng)))
+            await asyncio.sleep(START_SPREAD)
+
+    starter = asyncio.create_task(start_all())
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), REPORT_INTERVAL)
+            _report(devices, samples, entries)
+    finally:
+        starter.cancel()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(starter, *tasks, return_exceptions=True)
+        await asyncio.gather(
+            *(asyncio.wait_for(d.runtime.shutdown("fleet stopping"), 5) for d in devices),
+            return_exceptions=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="accessfabric-fleet-worker")
+    parser.add_argument("--configs", nargs="+", type=Path, required=True)
+    parser.add_argument("--entries", required=True, help="entry node ids, comma separated")
+    parser.add_argument("--service", required=True)
+    parser.add_argument("--stream-interval", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    entries = [e for e in args.entries.split(",") if e]
+    asyncio.run(run(args.configs, entries, args.service, args.stream_interval))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Session placement on the device (issue 17): with a directory ``placement``, a device
+holds one session, with its primary entry only; when that entry dies it re-homes to its
+alternate by itself (no control-plane cycle needed), within a few seconds.
+
+Three in-process nodes on loopback: two entries listening, a device whose control plane
+never answers (only the directory it applies matters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+from accessfabric.control.authority import Authority
+from accessfabric.identity.keys import NodeKey
+from accessfabric.node.config import ControlSettings, NodeConfig
+from accessfabric.node.runtime import NodeRuntime
+from tests.relay.fabric import LOOPBACK
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def _until(what: str, condition: object, seconds: float = 10.0) -> float:
+    started = time.monotonic()
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() - started < seconds, what
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def test_device_holds_its_placed_entry_and_rehomes_to_the_alternate(
+    tmp_path: Path,
+) -> None:
+    authority = Authority(NodeKey.generate())
+    entries = []
+    for name in ("e1", "e2"):
+        entry = NodeRuntime(
+            NodeConfig(key_path=tmp_path / f"{name}.key", cert_dir=tmp_path / name,
+                       listen=(LOOPBACK,), drain_timeout=0.2),
+            key=NodeKey.generate(),
+        )  # fmt: skip
+        await entry.start()
+        entries.append(entry)
+    primary, alternate = entries
+    device = NodeRuntime(
+        NodeConfig(
+            key_path=tmp_path / "d.key", cert_dir=tmp_path / "d", roles=("mobile-edge",),
+            authority_key=authority.public_key, drain_timeout=0.2,
+            control=ControlSettings(
+                url=f"http://127.0.0.1:{_closed_port()}", authority_key=authority.public_key,
+                state_dir=tmp_path / "d.control",
+            ),
+        ),
+        key=NodeKey.generate(),
+    )  # fmt: skip
+    await device.start()
+    try:
+        link = device.control
+        assert link is not None
+        directory = {
+            "version": 1,
+            "entries": [
+                {"node_id": e.node_id, "endpoints": [e.listeners[0].endpoint.url]} for e in entries
+            ],
+            "placement": [primary.node_id, alternate.node_id],
+        }
+        link._apply_directory(directory)
+        await _until(
+            "the device holds a session with its primary", lambda: primary.accepted_sessions == 1
+        )
+        for _ in range(5):  # more cycles: it stays, and never dials the alternate
+            link._apply_directory(directory)
+            await asyncio.sleep(0.1)
+        assert primary.accepted_sessions == 1
+        assert alternate.accepted_sessions == 0
+
+        for bound in primary.listeners:  # the primary dies: no listener, sessions cut
+            bound.close()
+        for connection in list(primary._accepted):
+            connection.abort()
+        took = await _until(
+            "the device re-homed to its alternate",
+            lambda: alternate.accepted_sessions == 1,
+            seconds=15.0,
+        )
+        assert took < 10.0  # jitter (<= 2 s) twice, one failed dial, one handshake
+    finally:
+        await device.shutdown()
+        for entry in entries:
+            await entry.shutdown()
