@@ -89,7 +89,9 @@ async def create_grant(
     body = {"tenant": tenant, "services": sorted(services), "roles": sorted(roles)}
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client,
-        client.post(f"{control.url}/v1/admin/grants", json=body, headers=headers) as response,
+        client.post(
+            f"{control.url}/v1/admin/grants", json=body, headers=headers, ssl=control.pin
+        ) as response,
     ):
         reply = await response.json()
         if response.status != 201:

@@ -77,8 +77,8 @@ class Plane:
         """``control grant create``: admit the tenant's nodes of ``roles`` to ``services``."""
         argv = [
             *COMMAND, "control", "grant", "create", "--tenant", "acme", "--services", services,
-            "--roles", roles, "--server", f"http://127.0.0.1:{CONTROL_PORT}",
-            "--admin-token", self.admin_token,
+            "--roles", roles, "--server", f"https://127.0.0.1:{CONTROL_PORT}",
+            "--admin-token", self.admin_token, "--authority-key", self.authority,
         ]  # fmt: skip
         return self.topo.run("ctl", argv).stdout.strip()
 
