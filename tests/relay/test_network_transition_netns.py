@@ -89,9 +89,11 @@ class TransitionFabric(nc.ControlFabric):
         )
         server = [
             "--server",
-            f"http://127.0.0.1:{nc.CONTROL_PORT}",
+            f"https://127.0.0.1:{nc.CONTROL_PORT}",
             "--admin-token",
             self.admin_token,
+            "--authority-key",
+            self.authority,
         ]
         create = ["control", "token", "create", "--tenant", "acme"]
         commands = {host: [*create, "--roles", ROLES[host], *server] for host in HOSTS}
