@@ -32,7 +32,7 @@ from typing import Any
 
 import aiohttp
 
-from accessfabric.demo_control import Control, start_control
+from accessfabric.demo_control import Control, create_grant, start_control
 from accessfabric.demo_procs import COMMAND, DemoFailed, Processes, env, free_port
 from accessfabric.identity.keys import NodeKey
 from accessfabric.sim.proc_usage import CpuMeter, rss_bytes
@@ -104,10 +104,12 @@ def _control_lines(control: Control, token: str, heartbeat: float) -> list[str]:
 
 
 async def _grant_fleet(control: Control, devices: int, entries: int) -> dict[str, str]:
-    """Every token (and so every grant) the fleet needs, in one place.
+    """Every token and every grant the fleet needs, in one place.
 
     Devices: ``mobile-edge`` of tenant ``fleet``, one use each; entries and the service
     host of the same tenant, so the directory shows the devices only their own entries.
+    Services are default deny: one grant admits the tenant's ``mobile-edge`` nodes to
+    ``fleet-echo``.  The control API is TLS, its certificate pinned to the authority key.
     """
     wanted = {"mobile-edge": devices, "entry": entries, "service-host": 1}
     headers = {"Authorization": f"Bearer {control.admin_token}"}
@@ -116,12 +118,13 @@ async def _grant_fleet(control: Control, devices: int, entries: int) -> dict[str
         for role, uses in wanted.items():
             body = {"tenant": TENANT, "roles": [role], "ttl_s": 3600, "uses": uses}
             async with client.post(
-                f"{control.url}/v1/admin/tokens", json=body, headers=headers
+                f"{control.url}/v1/admin/tokens", json=body, headers=headers, ssl=control.pin
             ) as response:
                 reply = await response.json()
                 if response.status != 201:
                     raise DemoFailed(f"token for {role}: {reply}")
                 tokens[role] = str(reply["token"])
+    await create_grant(control, TENANT, [SERVICE], roles=["mobile-edge"])
     return tokens
 
 
@@ -129,7 +132,7 @@ async def _heartbeats(control: Control) -> dict[str, int]:
     headers = {"Authorization": f"Bearer {control.admin_token}"}
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client,
-        client.get(f"{control.url}/v1/admin/nodes", headers=headers) as response,
+        client.get(f"{control.url}/v1/admin/nodes", headers=headers, ssl=control.pin) as response,
     ):
         body = await response.json()
     return {n["node_id"]: int(n.get("heartbeats", 0)) for n in body.get("nodes", [])}
