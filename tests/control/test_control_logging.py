@@ -38,7 +38,8 @@ def test_control_serve_and_agent_log_json(tmp_path: Path) -> None:
     try:
         line = _first_json_line(serve, "control plane serving")
         _rfc3339(line["ts"])
-        assert line["level"] == "INFO" and str(line["url"]).startswith("http://127.0.0.1:")
+        url = str(line["url"])
+        assert line["level"] == "INFO" and url.startswith("https://127.0.0.1:")  # ADR 0017: TLS
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(15) == 0
     finally:

@@ -44,6 +44,7 @@ def node_config(tmp_path: Path, limits: AdmissionLimits, **session: float) -> No
         listen=(LOOPBACK,),
         limits=limits,
         session=dataclasses.replace(SessionConfig(), **session),  # type: ignore[arg-type]
+        allow={"echo": ("*",)},  # services are default deny; these tests attack the listener
     )
 
 

@@ -28,3 +28,11 @@ def test_distinct_keys_are_bounded() -> None:
     # the oldest keys were forgotten: key 0 writes again at once
     assert log.log(0, logging.DEBUG, "k", now=0.0)
     assert not log.log(999, logging.DEBUG, "k", now=0.0)
+
+
+def test_admit_tells_structured_callers_how_many_lines_were_suppressed() -> None:
+    log = RateLimitedLog(logging.getLogger("t.lograte3"), interval=10.0)
+    assert log.admit("k", now=0.0) == 0
+    assert [log.admit("k", now=t) for t in (1.0, 2.0, 9.9)] == [None, None, None]
+    assert log.admit("k", now=10.0) == 3
+    assert (log.written, log.suppressed) == (2, 3)

@@ -22,6 +22,7 @@ import pytest
 from accessfabric.bench.relay_lab import SEALED_SINK, issue_route, new_initiator, payload_chunk
 from accessfabric.errors import ErrorCode
 from accessfabric.node.connection import StreamResetError
+from accessfabric.node.log_format import event_fields
 from accessfabric.node.resumable import ResumableStream, new_fabric_stream
 from accessfabric.node.routes import Route
 from accessfabric.node.runtime import NodeRuntime
@@ -191,9 +192,10 @@ async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
         }
         # One rate-limited line per (peer, kind of refusal) (ADR 0017): three here.
         reasons = [
-            r.getMessage().split("resume refused: ", 1)[1]
+            str(event_fields(r)["reason"]).split("resume refused: ", 1)[1]
             for r in caplog.records
-            if r.getMessage().startswith("stream refused") and "resume refused: " in r.getMessage()
+            if r.getMessage() == "stream refused"
+            and "resume refused: " in str(event_fields(r).get("reason", ""))
         ]
         assert len(reasons) == 3 and reasons[1].startswith("resume proof invalid"), reasons
         # The genuine stream never moved and delivers every byte once.

@@ -40,10 +40,12 @@ from accessfabric.identity.tls import (
 from accessfabric.node.admission import Admission
 from accessfabric.node.allocator import AllocatorTrim
 from accessfabric.node.connection import SessionConnection, session_clock
+from accessfabric.node.log_format import log_event
 from accessfabric.session import Session, SessionConfig
 from accessfabric.session import events as ev
 
 log = logging.getLogger(__name__)
+refusal_logger = logging.getLogger("accessfabric.node.admission")
 
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 AUTH_FAILURE_CODES = frozenset({ErrorCode.AUTHENTICATION_FAILED, ErrorCode.IDENTITY_MISMATCH})
@@ -201,11 +203,12 @@ class LocalNode:
         peer = connection.session.peer_node_id
         address = source_address(connection.info)
         label = (kind or reason.split(":", 1)[0]).strip()[:80] or "refused"
-        self.admission.refusal_log.log(
-            (peer or address, label), logging.WARNING,
-            "stream refused peer=%s address=%s service=%r reason=%r",
-            peer or "-", address, service[:64], reason[:200], now=now,
-        )  # fmt: skip
+        suppressed = self.admission.refusal_log.admit((peer or address, label), now)
+        if suppressed is not None:  # one line per (peer, kind) per interval
+            log_event(
+                refusal_logger, "stream refused", logging.WARNING, peer=peer or "-",
+                address=address, service=service[:64], reason=reason[:200], suppressed=suppressed,
+            )  # fmt: skip
         if self.admission.stream_refused(peer, address, label, now) and not connection.is_closed:
             self.admission.refuse(address, "refused streams", now, key=peer or address, peer=peer)
             connection.refuse(ErrorCode.ENHANCE_YOUR_CALM, "too many refused streams")

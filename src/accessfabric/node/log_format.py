@@ -24,20 +24,21 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
         logger.log(level, event, extra={_FIELDS: fields})
 
 
+def event_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The structured fields :func:`log_event` attached to ``record`` (empty for others)."""
+    fields: dict[str, Any] = getattr(record, _FIELDS, None) or {}
+    return fields
+
+
 def _timestamp(record: logging.LogRecord) -> str:
     when = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    fields: dict[str, Any] = getattr(record, _FIELDS, None) or {}
-    return fields
-
-
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         parts = [_timestamp(record), record.levelname, record.getMessage()]
-        for key, value in _fields(record).items():
+        for key, value in event_fields(record).items():
             text = str(value)
             if not text or any(c.isspace() or c in '"=' for c in text):
                 text = json.dumps(text)
@@ -55,7 +56,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
-        for key, value in _fields(record).items():
+        for key, value in event_fields(record).items():
             line[key] = value if isinstance(value, int | float | bool | None) else str(value)
         if record.exc_info and record.levelno >= logging.ERROR:
             line["exception"] = self.formatException(record.exc_info)

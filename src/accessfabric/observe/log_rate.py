@@ -49,16 +49,15 @@ class RateLimitedLog:
         self.written = 0
         self.suppressed = 0
 
-    def log(self, key: Hashable, level: int, message: str, *args: object, now: float) -> bool:
-        """Write ``message % args`` at ``level`` unless ``key`` wrote within the interval.
-
-        Returns whether the line was written.
-        """
+    def admit(self, key: Hashable, now: float) -> int | None:
+        """Whether ``key`` may write a line now: how many of its lines were suppressed since
+        its last one (0 for none), or None when it wrote one within the interval (this line
+        is then counted as suppressed).  For callers that write structured lines themselves."""
         state = self._keys.get(key)
         if state is not None and now - state.last_written < self._interval:
             state.suppressed += 1
             self.suppressed += 1
-            return False
+            return None
         suppressed = state.suppressed if state is not None else 0
         if state is None:
             if len(self._keys) >= self._max_keys:
@@ -68,9 +67,19 @@ class RateLimitedLog:
             state.last_written = now
             state.suppressed = 0
             self._keys.move_to_end(key)
+        self.written += 1
+        return suppressed
+
+    def log(self, key: Hashable, level: int, message: str, *args: object, now: float) -> bool:
+        """Write ``message % args`` at ``level`` unless ``key`` wrote within the interval.
+
+        Returns whether the line was written.
+        """
+        suppressed = self.admit(key, now)
+        if suppressed is None:
+            return False
         if suppressed:
             self._logger.log(level, message + " (+%d suppressed)", *args, suppressed)
         else:
             self._logger.log(level, message, *args)
-        self.written += 1
         return True
