@@ -30,7 +30,8 @@ def test_startup_objects_leave_the_collected_generations(frozen_heap: None) -> N
 
     frozen = freeze_startup_objects()
 
-    assert frozen == gc.get_freeze_count() > 0
+    # a frozen object can still die (a thread left by an earlier test drops one): never more
+    assert 0 < gc.get_freeze_count() <= frozen
     assert not any(obj is built for obj in gc.get_objects())
     later = _Built()
     assert any(obj is later for obj in gc.get_objects())  # new objects are collected as usual
