@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -69,5 +70,40 @@ def test_first_heartbeat_and_unreachability_move_the_directory_version(tmp_path:
                 cp.client(relay_key, tmp_path / "relay") as relay,
             ):
                 await _scenario(cp, clock, watcher, relay, relay_key.node_id)
+
+    asyncio.run(main())
+
+
+def test_placement_leaves_out_entries_that_refuse_to_relay(tmp_path: Path) -> None:
+    """A device holds one session, to its placed entry: a mobile entry that refuses to relay
+    (metered, not opted in) would leave it without a route, so it is not placed on one;
+    when that entry starts relaying the version moves and it is placed again."""
+
+    async def main() -> None:
+        async with running_plane(tmp_path, config=ControlConfig(heartbeat_interval=10)) as cp:
+            keys = {name: NodeKey.generate() for name in ("device", "phone", "fixed")}
+            async with (
+                cp.client(keys["device"], tmp_path / "device") as device,
+                cp.client(keys["phone"], tmp_path / "phone") as phone,
+                cp.client(keys["fixed"], tmp_path / "fixed") as fixed,
+            ):
+                await device.enroll(await cp.token("acme", ["mobile-edge"]))
+                await phone.enroll(await cp.token("acme", ["mobile-edge", "entry"]))
+                await fixed.enroll(await cp.token("acme", ["entry"]))
+                metered = facts(battery_percent=90.0, charging=True, metered=True)
+                await phone.heartbeat(metered)
+                await fixed.heartbeat(facts())
+                await device.heartbeat(facts())
+                directory = await device.directory()
+                both = {keys["phone"].node_id, keys["fixed"].node_id}
+                assert {entry["node_id"] for entry in directory["entries"]} == both
+                assert directory["placement"] == [keys["fixed"].node_id]
+
+                await phone.heartbeat(
+                    dataclasses.replace(metered, metered=False, relay_opt_in=True)
+                )
+                reply = await device.heartbeat(facts())
+                assert reply["directory_version"] != directory["version"]
+                assert set((await device.directory())["placement"]) == both
 
     asyncio.run(main())

@@ -2,7 +2,8 @@
 
 An in-process control plane (replica TTL 2 s, route leases of 3 s) and three in-process
 nodes: hosts ``a`` and ``b`` both serve ``db`` as leader-follower (``a`` registers first
-and leads), and a source reaches ``db`` over route leases.  ``a`` shuts down; its replica
+and leads; ``b`` keeps a session to ``a``), and a source (placed on one of them, ADR 0027)
+reaches ``db`` over route leases.  ``a`` shuts down; its replica
 lease runs out, the control plane elects ``b`` under a higher epoch, ``b``'s control link
 sees the new service lease (``leader_changed``) and the source's renewed route leases lead
 to ``b`` instead of ``a`` (``destination_changed``).
@@ -52,7 +53,15 @@ async def test_leader_failover_is_counted_by_the_new_leader_and_the_source(
             await plane.grant("acme", ["db"])  # default deny: the tenant's nodes may reach db
             for name in ("a", "b"):
                 token = await plane.token("acme", ["entry", "service-host"])
-                node_config = load_node_config(_write_config(tmp_path, name, plane, token, service))
+                extra = service
+                if name == "b":  # the source holds one session, to its placed entry (ADR
+                    # 0027): placed on b, it reaches the leader a through b's session to a
+                    a = hosts["a"]
+                    extra += (
+                        f'[[peers]]\nnode_id = "{a.node_id}"\n'
+                        f'endpoints = ["{a.listeners[0].endpoint.url}"]\nconnect = "always"\n'
+                    )
+                node_config = load_node_config(_write_config(tmp_path, name, plane, token, extra))
                 hosts[name] = NodeRuntime(node_config, components=(ServicesComponent(),))
                 await hosts[name].start()
 

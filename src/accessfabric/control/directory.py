@@ -25,8 +25,8 @@ roles against the authority key itself.
 The directory's ``version`` (:func:`directory_version`, also in every heartbeat reply) is
 an opaque number that moves whenever any directory could change: a node record changes
 (the registry's store revision), a node turns visible or ``unreachable``, or a live node's
-region, endpoints, transports or measured peers change (the heartbeat table's visibility
-generation).  A node refetches when it differs from the one it holds; it does not move
+region, endpoints, transports, measured peers or relay facts change (the heartbeat table's
+visibility generation).  A node refetches when it differs from the one it holds; it does not move
 with health or RTT values alone, so those may be up to one such change old.
 """
 
@@ -38,8 +38,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from accessfabric.control.heartbeats import Health, HeartbeatTable
-from accessfabric.control.leasing import SHARED_TENANT
+from accessfabric.control.leasing import SHARED_TENANT, node_facts
 from accessfabric.control.placement import EntryCandidate, place
+from accessfabric.control.planning.policy import RoutePolicy, carrier_refusal
 from accessfabric.control.registry import NodeRegistry, RegisteredNode
 from accessfabric.control.vocabulary import Role
 
@@ -108,9 +109,17 @@ def directory_version(registry: NodeRegistry, heartbeats: HeartbeatTable, now: f
 
 
 def build_directory(
-    asking: RegisteredNode, registry: NodeRegistry, heartbeats: HeartbeatTable, now: float
+    asking: RegisteredNode,
+    registry: NodeRegistry,
+    heartbeats: HeartbeatTable,
+    now: float,
+    policy: RoutePolicy | None = None,
 ) -> Directory:
-    """The peers ``asking`` may know about under the rules above."""
+    """The peers ``asking`` may know about under the rules above.
+
+    ``policy`` (the route planner's): the ``mobile`` placement names only entries it lets
+    carry traffic (:func:`_carriers`).
+    """
     version = directory_version(registry, heartbeats, now)  # first: sweeps the unreachable
     me = asking.record
     roles = me.roles
@@ -167,11 +176,30 @@ def build_directory(
                     same_region=e.region == own_region,
                     rtt_ms=e.rtt_ms,
                 )
-                for e in chosen.values()
+                for e in _carriers(list(chosen.values()), heartbeats, policy or RoutePolicy())
             ],
         )
     ordered = tuple(chosen[k] for k in sorted(chosen))
     return Directory(version=version, scope=scope, entries=ordered, placement=placement)
+
+
+def _carriers(
+    entries: list[DirectoryEntry], heartbeats: HeartbeatTable, policy: RoutePolicy
+) -> list[DirectoryEntry]:
+    """The entries a device may be placed on: those the planner lets carry its traffic.
+
+    A device holds one session, to its placed entry, so an entry the planner refuses as
+    a hop (a mobile entry not opted in to relaying, on a metered network or low on
+    battery, or below the policy's trust tier) would leave it with no route at all.  When
+    none may carry, all of them: the device still holds a session (its status, its
+    directory) and moves once one may.
+    """
+    carriers = [
+        e
+        for e in entries
+        if carrier_refusal(node_facts(e.node, heartbeats.get(e.node.node_id)), policy) is None
+    ]
+    return carriers or entries
 
 
 def _sessions(heartbeats: HeartbeatTable, node_id: str) -> int:

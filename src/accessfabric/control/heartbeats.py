@@ -17,7 +17,8 @@ The table also keeps a **visibility generation** (:meth:`HeartbeatTable.visibili
 moves when a node becomes visible in directories (its first heartbeat, or its return
 from ``unreachable``), when one turns ``unreachable`` (found lazily through a heap of
 deadlines, so asking is cheap), and when a live node's directory-visible facts change
-(region, endpoints, transports, the set of peers it measured).  Together with the registry
+(region, endpoints, transports, the set of peers it measured, and the relay facts
+placement selects on: opt-in, charging, metered, trust tier).  Together with the registry
 generation it makes the directory's version (:mod:`accessfabric.control.directory`).
 """
 
@@ -114,9 +115,12 @@ def assess(
 
 
 def _visible(facts: HeartbeatFacts) -> tuple[object, ...]:
-    """The facts a directory shows or selects on (health and RTT values excluded)."""
+    """The facts a directory shows or selects on (health and RTT values excluded): a
+    mobile directory's placement leaves out entries the planner refuses as a hop, so
+    the relay facts that decide it (opt-in, charging, metered, trust tier) count too."""
     peers = frozenset(p.node_id for p in facts.peers)
-    return (facts.region, facts.endpoints, facts.transports, peers)
+    relay = (facts.relay_opt_in, facts.charging, facts.metered, facts.trust_tier)
+    return (facts.region, facts.endpoints, facts.transports, peers, relay)
 
 
 class HeartbeatTable:

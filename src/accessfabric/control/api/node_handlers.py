@@ -133,7 +133,9 @@ async def heartbeat(request: web.Request) -> web.Response:
 async def directory(request: web.Request) -> web.Response:
     plane = context(request).plane
     node, _ = await authenticate_node(request)
-    built = build_directory(node, plane.registry, plane.heartbeats, plane.clock())
+    built = build_directory(
+        node, plane.registry, plane.heartbeats, plane.clock(), plane.config.policy
+    )
     return web.json_response(
         {
             "version": built.version,
