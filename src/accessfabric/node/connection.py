@@ -577,6 +577,10 @@ class SessionConnection:
         self._schedule_flush()
         return stream
 
+    def stream(self, stream_id: int) -> FabricStream | None:
+        """The live stream ``stream_id`` of this session, if it has one."""
+        return self._streams.get(stream_id)
+
     async def accept_stream(self) -> FabricStream | None:
         """The next stream the peer opens; None once the session is over."""
         stream = await self._incoming.get()

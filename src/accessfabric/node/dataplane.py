@@ -282,7 +282,7 @@ class DataPlane:
 
     def _direct_open(self, connection: SessionConnection, event: ev.StreamOpened) -> None:
         """A stream with no route lease: served here, so its opener is the session's peer."""
-        stream = connection._streams.get(event.stream_id)
+        stream = connection.stream(event.stream_id)
         if stream is not None:
             self._authorise(connection, stream, _peer(connection), event)
 
@@ -328,7 +328,7 @@ class DataPlane:
         self.refused[label] = self.refused.get(label, 0) + 1
 
     def _routed_open(self, connection: SessionConnection, event: ev.StreamOpened) -> None:
-        stream = connection._streams.get(event.stream_id)
+        stream = connection.stream(event.stream_id)
         if stream is None:
             return
         try:

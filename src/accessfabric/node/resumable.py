@@ -62,7 +62,7 @@ def retire(inner: FabricStream, reason: str) -> None:
     """Detach an inner stream for good: its reader sees the end after the buffered bytes."""
     connection = inner._connection
     connection._blocked.discard(inner)
-    if connection._streams.get(inner.stream_id) is inner:
+    if connection.stream(inner.stream_id) is inner:
         del connection._streams[inner.stream_id]
     inner._pending.clear()
     inner._tail = None
