@@ -28,22 +28,12 @@ from accessfabric.node.routes import NoUsableRoute
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.node.status import render
 from accessfabric.wire.registry import TrafficClass
+from tests.conditions import until_returns
 from tests.control.api_harness import Running, running_plane
 
 
 async def _until(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = await check()
-        except Exception as error:
-            last = error
-        else:
-            if result:
-                return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out; last error: {last!r}")
+    return await until_returns(check, timeout)
 
 
 async def _echo_server() -> asyncio.Server:

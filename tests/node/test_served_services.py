@@ -15,7 +15,6 @@ The VPN itself (TUN devices, namespaces) is tested with real ``vpn up`` processe
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,22 +27,12 @@ from accessfabric.node.connection import FabricStream
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass
+from tests.conditions import until_returns
 from tests.control.api_harness import Running, running_plane
 
 
 async def _until(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = await check()
-        except Exception as error:
-            last = error
-        else:
-            if result:
-                return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out; last error: {last!r}")
+    return await until_returns(check, timeout)
 
 
 class VpnHandler:

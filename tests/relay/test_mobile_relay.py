@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from accessfabric.node.runtime import NodeRuntime
 from accessfabric.node.status import render
 from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass
+from tests.conditions import until_returns
 from tests.control.api_harness import Running, running_plane
 from tests.node.test_host_facts import write_supply
 
@@ -45,18 +45,7 @@ CLASS = TrafficClass.RELIABLE
 
 
 async def until(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            result = await check()
-        except Exception as error:
-            last = error
-        else:
-            if result:
-                return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out; last error: {last!r}")
+    return await until_returns(check, timeout)
 
 
 async def echo_server() -> asyncio.Server:
