@@ -128,6 +128,8 @@ class ControlLink:
         self._registered: set[str] = set()
         self._directory_peers: set[str] = set()
         self._placement: list[str] = []
+        self._home: str | None = None
+        """The placed entry this device last held (or dialled) its session with."""
         self._watcher: asyncio.Task[None] | None = None
         """The directory's session placement (``mobile`` scope): entries, primary first."""
         self._probe_failures: dict[str, tuple[int, float]] = {}
@@ -558,11 +560,22 @@ class ControlLink:
         self._placement = placement
         known = [n for n in placement if n in self._directory_peers]
         peers = self.runtime.peers
-        if any(self._has_session(n) or peers.dialing(n) or n in self._probes for n in known):
-            return  # placed, or a dial still under way (one that outlived its probe too)
+        for node_id in known:
+            if self._has_session(node_id) or peers.dialing(node_id) or node_id in self._probes:
+                self._home = node_id
+                return  # placed, or a dial still under way (one that outlived its probe too)
+        home = self._home
+        if home is not None and home not in self._directory_peers and self._has_session(home):
+            # Our entry is missing from this directory, yet its session lives: its
+            # heartbeat was late at the control plane (unreachable there for a moment),
+            # the session is first-hand news.  Dialling the next entry now left the
+            # device with sessions to both (issue 17); if the entry is really gone, its
+            # session ends and _rehome_when_closed places the device again.
+            return
         now = self._clock()
         for node_id in known:
             if now >= self._probe_failures.get(node_id, (0, 0.0))[1]:
+                self._home = node_id
                 self._probes[node_id] = asyncio.create_task(self._probe(node_id, rehome=True))
                 return
 

@@ -188,7 +188,7 @@ async def _start_infrastructure(
             "[[listen]]", 'carrier = "tcp"', 'address = "127.0.0.1:0"',
             "[[peers]]", f'node_id = "{ids["home"]}"',
             f'endpoints = ["tcp://127.0.0.1:{home_port}"]', 'connect = "always"',
-            *_control_lines(control, tokens["entry"], max(heartbeat, 1.0)),
+            *_control_lines(control, tokens["entry"], heartbeat),
         ]  # fmt: skip
         config = _toml(lines, run.work / f"{name}.toml")
         run.procs.start(name, [*COMMAND, "node", "run", "--config", str(config)])
@@ -326,7 +326,11 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     echo: asyncio.Server | None = None
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            control = await start_control(work, procs)
+            # The control plane's policy is the fleet's interval: with its default (1 s)
+            # nodes heartbeating every 5 s were unreachable to it for 0.5 s of every 5
+            # (after 4.5 intervals), so directories left their entries out (devices then
+            # dialled a second entry) and every flap moved every directory's version.
+            control = await start_control(work, procs, f"{args.heartbeat:g}s")
         tokens = await _grant_fleet(control, args.devices, args.entries)
         echo = await _start_infrastructure(run, control, tokens, args.entries, args.heartbeat)
         paths = await asyncio.to_thread(
