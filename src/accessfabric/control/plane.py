@@ -17,7 +17,7 @@ from typing import Any
 
 from accessfabric.control.admin import AdminCredentials
 from accessfabric.control.authority import Authority
-from accessfabric.control.directory import directory_version
+from accessfabric.control.directory import version_for
 from accessfabric.control.facts import HeartbeatFacts
 from accessfabric.control.fleet_events import FleetEvents
 from accessfabric.control.grants import DEFAULT_POLICY_TTL, AccessGrants
@@ -293,7 +293,7 @@ class ControlPlane:
             "health": report.health.value,
             "reasons": list(report.reasons),
             "node_record": record,
-            "directory_version": directory_version(self.registry, self.heartbeats, now),
+            "directory_version": version_for(current, self.registry, self.heartbeats, now),
             "policy": self.config.policy_document(),
             "access_policy": base64.b64encode(
                 self.grants.policy_for(node_id, current.record.tenant)
