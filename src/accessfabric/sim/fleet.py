@@ -35,7 +35,7 @@ import aiohttp
 from accessfabric.demo_control import Control, create_grant, start_control
 from accessfabric.demo_procs import COMMAND, DemoFailed, Processes, env, free_port
 from accessfabric.identity.keys import NodeKey
-from accessfabric.sim.proc_usage import CpuMeter, rss_bytes
+from accessfabric.sim.proc_usage import CpuMeter, cpu_seconds, rss_bytes
 
 SERVICE = "fleet-echo"
 TENANT = "fleet"
@@ -357,11 +357,15 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 break
         summary["connected_heartbeating_s"] = connected_at
         summary["ready_s"] = ready_at
-        hold_until = time.monotonic() + args.hold
+        hold_started = time.monotonic()
+        hold_cpu = _entries_cpu(run)
+        hold_until = hold_started + args.hold
         while time.monotonic() < hold_until:
             await asyncio.sleep(1.0)
             view.tick("steady")
         summary["entries_usage"] = view.usage
+        summary["entry_cpu_hold_percent"] = _cpu_since(run, hold_cpu, hold_started)
+        summary["entry_sessions"] = {n: len(run.on(i)) for i, n in run.entry_names.items()}
         summary["entry_rss_growth_per_session_kib"] = _rss_per_session(run, view)
         if args.kill_entry and ready_at is not None:
             summary["kill"] = await _kill_entry(run, view)
@@ -384,6 +388,21 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         procs.stop_all()
         if echo is not None:
             echo.close()
+
+
+def _entries_cpu(run: FleetRun) -> dict[str, float]:
+    out = {}
+    for name in run.entry_names.values():
+        with contextlib.suppress(OSError):
+            out[name] = cpu_seconds(run.procs.children[name].pid)
+    return out
+
+
+def _cpu_since(run: FleetRun, before: dict[str, float], since: float) -> dict[str, float]:
+    """Per entry: percent of one core used on average since ``since``."""
+    elapsed = max(time.monotonic() - since, 1e-3)
+    now = _entries_cpu(run)
+    return {n: round((now[n] - before[n]) / elapsed * 100, 2) for n in before if n in now}
 
 
 def _check_workers(run: FleetRun) -> None:
