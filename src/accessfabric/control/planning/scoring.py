@@ -13,7 +13,6 @@ reasons always add up to the score.
 from __future__ import annotations
 
 import hashlib
-
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
