@@ -70,6 +70,7 @@ from accessfabric.node.diagnostics import NodeDiagnostics
 from accessfabric.node.log_format import log_event
 from accessfabric.node.routes import NoUsableRoute, Route
 from accessfabric.node.service_failovers import ServiceFailovers
+from accessfabric.node.tenant_admission import retry_hint
 from accessfabric.services.tcp_forward import default_class
 from accessfabric.wire.registry import TrafficClass
 
@@ -541,6 +542,12 @@ class ControlLink:
     async def _rehome_when_closed(self, connection: SessionConnection) -> None:
         await connection.wait_closed()
         pause = self._rng.uniform(0.0, REHOME_SPREAD)  # the entry's devices spread out
+        ended, entry = connection.session.terminated, connection.session.peer_node_id
+        hint = retry_hint(ended.reason) if ended is not None and ended.remote else None
+        if hint is not None and entry:  # GOAWAY with a retry hint (tenant admission)
+            failures = self._probe_failures.get(entry, (0, 0.0))[0] + 1
+            self._probe_failures[entry] = (failures, self._clock() + hint)
+            log_event(log, "entry asked to retry later", peer=entry, retry_in=round(hint, 1))
         asyncio.get_running_loop().call_later(pause, self._place_again)
 
     def _place_again(self) -> None:
