@@ -64,6 +64,7 @@ from accessfabric.control.facts import (
 )
 from accessfabric.control.rejections import SignedObjectRejected
 from accessfabric.control.replica_set import replica_summary
+from accessfabric.control.telemetry import MAX_EVERY
 from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings
 from accessfabric.node.diagnostics import NodeDiagnostics
@@ -129,6 +130,9 @@ class ControlLink:
         self._registered: set[str] = set()
         self._directory_peers: set[str] = set()
         self._placement: list[str] = []
+        self._telemetry_every = 1
+        """Detailed telemetry with one heartbeat in this many (the control plane says)."""
+        self._beats = 0
         self._home: str | None = None
         """The placed entry this device last held (or dialled) its session with."""
         self._watcher: asyncio.Task[None] | None = None
@@ -274,8 +278,13 @@ class ControlLink:
                 log, "enrolled with the control plane", tenant=record.tenant,
                 roles=",".join(sorted(r.value for r in record.roles)),
             )  # fmt: skip
-        reply = await client.heartbeat(self.facts())
+        detail = self._beats % self._telemetry_every == 0  # sampled (control/telemetry.py)
+        self._beats += 1
+        reply = await client.heartbeat(self.facts(detail=detail))
         self.last_heartbeat_at = self._clock()
+        every = reply.get("telemetry_every")
+        if isinstance(every, int) and not isinstance(every, bool) and every >= 1:
+            self._telemetry_every = min(every, MAX_EVERY)
         self._own_record = client.record_blob()
         self._apply_access_policy()
         health = reply.get("health")
@@ -320,7 +329,9 @@ class ControlLink:
 
     # ------------------------------------------------------------ facts
 
-    def facts(self) -> HeartbeatFacts:
+    def facts(self, *, detail: bool = True) -> HeartbeatFacts:
+        """What the next heartbeat says; without ``detail`` none of the sampled telemetry
+        (streams, routes, endpoint health, relay usage: control/telemetry.py)."""
         runtime = self.runtime
         endpoints = [bound.endpoint for bound in runtime.listeners]
         transports = tuple(dict.fromkeys(TRANSPORT_OF.get(e.carrier, "tcp_tls") for e in endpoints))
@@ -335,11 +346,11 @@ class ControlLink:
             relay_opt_in=relay,
             relay_classes=tuple(c.name.lower() for c in TrafficClass) if relay else (),
             services=services,
-            endpoint_health=self._endpoint_health(),
+            endpoint_health=self._endpoint_health() if detail else (),
             class_bytes=self._class_bytes(),
-            route_reports=self._route_reports(),
-            relay_usage=self._relay_usage(),
-            stream_reports=self._stream_reports(),
+            route_reports=self._route_reports() if detail else (),
+            relay_usage=self._relay_usage() if detail else (),
+            stream_reports=self._stream_reports() if detail else (),
             route_cache_version=self.route_cache_version,
             sessions=runtime.accepted_sessions,
         )
