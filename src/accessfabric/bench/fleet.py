@@ -243,6 +243,9 @@ def report(devices: int, summary: dict[str, Any], base: dict[str, float], rehome
         f"{summary.get('streams_ok')} failed {summary.get('streams_failed')}, "
         f"lost after kill {kill.get('lost')}"
     )
+    out.notes["start: CPU seconds by process"] = (
+        f"{summary.get('start_cpu_s')} over {summary.get('start_wall_s')} s of wall time"
+    )
     out.notes["baseline"] = f"{int(base['pings'])} pings, every {HEARTBEAT:g} s per connection"
     return out
 

@@ -357,6 +357,8 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 break
         summary["connected_heartbeating_s"] = connected_at
         summary["ready_s"] = ready_at
+        summary["start_cpu_s"] = _cpu_by_process(run)
+        summary["start_wall_s"] = round(time.monotonic() - started, 1)
         hold_started = time.monotonic()
         hold_cpu = _entries_cpu(run)
         hold_until = hold_started + args.hold
@@ -388,6 +390,17 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         procs.stop_all()
         if echo is not None:
             echo.close()
+
+
+def _cpu_by_process(run: FleetRun) -> dict[str, float]:
+    """CPU seconds each process of the fleet used so far: where start-up time goes."""
+    pids = {name: proc.pid for name, proc in run.procs.children.items()}
+    pids.update({f"worker-{i}": w.proc.pid for i, w in enumerate(run.workers)})
+    out = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError):
+            out[name] = round(cpu_seconds(pid), 1)
+    return out
 
 
 def _entries_cpu(run: FleetRun) -> dict[str, float]:
