@@ -141,7 +141,10 @@ async def test_device_stays_on_its_entry_while_a_directory_leaves_it_out(tmp_pat
         link = device.control
         assert link is not None
         link._apply_directory(listing(primary, alternate))
-        await _until("the device holds its primary", lambda: primary.accepted_sessions == 1)
+        await _until(
+            "the device holds its primary",
+            lambda: device.peers.current(primary.node_id) is not None and not link._probes,
+        )
         for _ in range(3):  # the primary late at the control plane, then back, then late
             link._apply_directory(listing(alternate))
             # _place starts any dial at once (a probe task): none was started

@@ -95,6 +95,10 @@ PROBE_BACKOFF_MAX = 60.0
 jitter (:func:`backoff_delay`), at most this many seconds apart."""
 REHOME_SPREAD = 2.0
 """Seconds over which a device whose placed entry failed spreads its next attempt."""
+LOST_ENTRY_AVOID = 10.0
+"""Seconds a device whose entry session ended tries its alternates before that entry
+again: a dead entry stays in directories until the control plane counts it unreachable
+(4.5 heartbeat intervals), and dialling it first cost its devices a failed dial each."""
 SOFTWARE = "accessfabric-node"
 ROUTE_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two ``no route lease`` log lines for one (service, class)."""
@@ -136,6 +140,9 @@ class ControlLink:
         self._home: str | None = None
         """The placed entry this device last held (or dialled) its session with."""
         self._watcher: asyncio.Task[None] | None = None
+        self._watched: SessionConnection | None = None
+        self._lost: dict[str, float] = {}
+        """Entry -> until when: its placed session ended, its alternates go first."""
         """The directory's session placement (``mobile`` scope): entries, primary first."""
         self._probe_failures: dict[str, tuple[int, float]] = {}
         """Directory peer -> (failed probes in a row, when the next may start)."""
@@ -550,15 +557,37 @@ class ControlLink:
         if placement is not None:
             self._place(placement)
 
+    def _watch(self, connection: SessionConnection | None) -> None:
+        """Re-home as soon as ``connection`` (the placed session) ends, whoever dialled it
+        (a probe, or a stream's route that got there first, or a dial that outlived its
+        probe's timeout): not only at the next control cycle."""
+        if connection is None or connection is self._watched:
+            return
+        if self._watcher is not None:
+            self._watcher.cancel()
+        self._watched = connection
+        self._watcher = asyncio.create_task(self._rehome_when_closed(connection))
+
     async def _rehome_when_closed(self, connection: SessionConnection) -> None:
         await connection.wait_closed()
         pause = self._rng.uniform(0.0, REHOME_SPREAD)  # the entry's devices spread out
         ended, entry = connection.session.terminated, connection.session.peer_node_id
         hint = retry_hint(ended.reason) if ended is not None and ended.remote else None
-        if hint is not None and entry:  # GOAWAY with a retry hint (tenant admission)
+        now = self._clock()
+        alternates = [
+            n
+            for n in self._placement
+            if n != entry
+            and n in self._directory_peers
+            and now >= self._probe_failures.get(n, (0, 0.0))[1]
+        ]
+        if entry and not self._stop.is_set() and (alternates or hint is not None):
             failures = self._probe_failures.get(entry, (0, 0.0))[0] + 1
-            self._probe_failures[entry] = (failures, self._clock() + hint)
-            log_event(log, "entry asked to retry later", peer=entry, retry_in=round(hint, 1))
+            avoid = LOST_ENTRY_AVOID if hint is None else hint  # a GOAWAY's retry hint
+            self._probe_failures[entry] = (failures, now + avoid)
+            self._lost[entry] = now + avoid
+            if hint is not None:
+                log_event(log, "entry asked to retry later", peer=entry, retry_in=round(hint, 1))
         asyncio.get_running_loop().call_later(pause, self._place_again)
 
     def _place_again(self) -> None:
@@ -570,27 +599,37 @@ class ControlLink:
 
         The first entry not backing off after a failed dial is the one; a device that
         holds a session with any placed entry stays where it is (no churn when loads
-        change).  When its entry dies the next cycle finds no session, the dead entry's
-        dial fails and, after a jittered pause (:data:`REHOME_SPREAD`, so a dead entry's
-        devices do not all arrive at once), the next alternate is dialled (without
-        waiting for the next cycle).
+        change), also while a directory leaves that entry out (its heartbeat late at the
+        control plane).  When the placed session ends (:meth:`_watch`), after a jittered
+        pause (:data:`REHOME_SPREAD`, so a dead entry's devices do not all arrive at
+        once) the next alternate is dialled, without waiting for the next cycle: the
+        lost entry backs off for :data:`LOST_ENTRY_AVOID` (or a GOAWAY's retry hint)
+        and a dial to it under way does not count as placed meanwhile.
         """
         self._placement = placement
         known = [n for n in placement if n in self._directory_peers]
         peers = self.runtime.peers
+        now = self._clock()
         for node_id in known:
-            if self._has_session(node_id) or peers.dialing(node_id) or node_id in self._probes:
+            lost = now < self._lost.get(node_id, 0.0)  # its session just ended: a dial to
+            # it under way (a stream's route, say) is no placement, the alternate is next
+            dialing = not lost and (peers.dialing(node_id) or node_id in self._probes)
+            if self._has_session(node_id) or dialing:
                 self._home = node_id
+                self._watch(peers.current(node_id))
                 return  # placed, or a dial still under way (one that outlived its probe too)
         home = self._home
-        if home is not None and home not in self._directory_peers and self._has_session(home):
+        held = home is not None and (
+            self._has_session(home)
+            or (now >= self._lost.get(home, 0.0) and (peers.dialing(home) or home in self._probes))
+        )
+        if held and home not in self._directory_peers:
             # Our entry is missing from this directory, yet its session lives: its
             # heartbeat was late at the control plane (unreachable there for a moment),
             # the session is first-hand news.  Dialling the next entry now left the
             # device with sessions to both (issue 17); if the entry is really gone, its
             # session ends and _rehome_when_closed places the device again.
             return
-        now = self._clock()
         for node_id in known:
             if now >= self._probe_failures.get(node_id, (0, 0.0))[1]:
                 self._home = node_id
@@ -618,7 +657,7 @@ class ControlLink:
             connection = await asyncio.wait_for(self.runtime.peers.session(node_id), 10.0)
             self._probe_failures.pop(node_id, None)
             if rehome:  # re-home as soon as this session ends, not at the next cycle
-                self._watcher = asyncio.create_task(self._rehome_when_closed(connection))
+                self._watch(connection)
         except asyncio.CancelledError:
             raise
         except Exception as error:
