@@ -36,9 +36,11 @@ import ssl
 import struct
 from typing import Any
 
+from qh3._hazmat import pull_quic_header
 from qh3.asyncio._transport import create_optimized_datagram_transport
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
+from qh3.quic.packet import QuicPacketType
 from qh3.quic.tls_bridge import QuicTlsBridge
 from qh3.tls import (
     CipherSuite,
@@ -64,6 +66,7 @@ __all__ = [
     "client_configuration",
     "create_udp_endpoint",
     "exporter_connection",
+    "new_connection_cid",
     "peer_certificate",
     "server_configuration",
 ]
@@ -201,6 +204,25 @@ def exporter_connection(connection: QuicConnection) -> ExporterQuicConnection:
         connection.__class__ = ExporterQuicConnection
     assert isinstance(connection, ExporterQuicConnection)
     return connection
+
+
+def new_connection_cid(data: bytes, configuration: QuicConfiguration) -> bytes | None:
+    """The destination connection id of a datagram qh3's server would start a connection
+    for (a long-header Initial of at least 1200 bytes in a version it speaks, the same
+    test as ``QuicServer.datagram_received``), else None: an admission check runs on
+    exactly these, before any TLS state exists."""
+    if len(data) < 1200:
+        return None
+    try:
+        header = pull_quic_header(data, 0, configuration.connection_id_length)
+    except ValueError:
+        return None
+    version, packet_type, destination_cid = header[0], header[1], header[3]
+    if version is None or version not in configuration.supported_versions:
+        return None
+    if packet_type != QuicPacketType.INITIAL:
+        return None
+    return bytes(destination_cid)
 
 
 def peer_certificate(connection: QuicConnection) -> tuple[bytes, bytes] | None:
