@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import socket
+import ssl
 import time
 from collections import Counter
 from contextlib import suppress
@@ -80,7 +81,10 @@ def _quic_initials(port: int, count: int) -> socket.socket:
     return sock
 
 
-async def test_quic_handshake_flood_is_capped_per_address_and_cut(tmp_path: Path) -> None:
+async def test_quic_handshake_flood_is_capped_per_address_and_cut(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     runtime = await _node(tmp_path, "quic")
     admission = runtime.local.admission
     try:
@@ -91,13 +95,18 @@ async def test_quic_handshake_flood_is_capped_per_address_and_cut(tmp_path: Path
             await until(lambda: admission.pending_from(ATTACKER) == CAP, timeout=10)
             await until(lambda: admission.refused[refused] >= FLOOD - CAP, timeout=10)
             assert admission.pending_from(ATTACKER) == CAP  # never more than the cap
-            await _healthy_session(runtime, tmp_path)
+            for _ in range(4):  # each closes its QUIC connection: qh3 logs the peer close
+                await _healthy_session(runtime, tmp_path)
             # the admitted ones never finish: cut at handshake_timeout, their slots freed
             started = time.monotonic()
             await until(lambda: admission.pending_from(ATTACKER) == 0, timeout=TIMEOUT + 10)
             assert time.monotonic() - started <= TIMEOUT + 10
             assert admission.refused["tls handshake"] >= CAP
             assert admission.pending == 0  # the healthy one released its slot too
+            closes = [r for r in caplog.records if r.getMessage().startswith("Native peer")]
+            assert len(closes) <= 1, [r.getMessage() for r in closes]  # rate-limited
+            refusals = [r for r in caplog.records if "reason=pending handshakes" in r.getMessage()]
+            assert len(refusals) == 1  # FLOOD - CAP refusals, one line
         finally:
             flood.close()
     finally:
@@ -155,3 +164,33 @@ async def test_a_session_flood_writes_a_bounded_number_of_session_lines(
         assert lines["session ended"] == SESSION_LOG_BURST, lines
     finally:
         await runtime.shutdown()
+
+
+async def _over_long_header(port: int) -> bytes:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    writer.write(
+        b"GET /fabric-poll/s/x/down HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n"
+    )
+    try:
+        return await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+
+
+async def test_malformed_requests_to_the_https_fallback_write_one_line_no_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    runtime = await _node(tmp_path, "https")
+    try:
+        port = runtime.listeners[0].endpoint.port
+        for _ in range(20):
+            assert (await _over_long_header(port)).startswith(b"HTTP/1.0 400")
+    finally:
+        await runtime.shutdown()
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    refused = [r for r in caplog.records if "request refused" in r.getMessage()]
+    assert len(refused) == 1, [r.getMessage() for r in refused]

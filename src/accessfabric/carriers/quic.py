@@ -51,6 +51,7 @@ from accessfabric.carriers.quic_adapter import (
     exporter_connection,
     new_connection_cid,
     peer_certificate,
+    quiet_qh3_log,
     recovery_stats,
     server_configuration,
 )
@@ -60,6 +61,7 @@ from accessfabric.identity.node_id import node_id_from_public_key, parse_node_id
 from accessfabric.identity.tls import PeerTlsInfo
 
 log = logging.getLogger(__name__)
+quiet_qh3_log()  # qh3 logs every peer close as a WARNING: bounded (ADR 0028)
 
 KiB = 1024
 MiB = 1024 * KiB

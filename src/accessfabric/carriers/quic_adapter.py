@@ -31,9 +31,11 @@ handlers), so every connection is a full handshake.
 from __future__ import annotations
 
 import hashlib
+import logging
 import socket
 import ssl
 import struct
+import time
 from typing import Any
 
 from qh3._hazmat import pull_quic_header
@@ -58,6 +60,7 @@ from accessfabric.identity.tls import (
     public_key_from_certificate,
     write_certificate_files,
 )
+from accessfabric.observe.log_rate import RateLimitedLog
 
 __all__ = [
     "ALPN",
@@ -68,6 +71,7 @@ __all__ = [
     "exporter_connection",
     "new_connection_cid",
     "peer_certificate",
+    "quiet_qh3_log",
     "server_configuration",
 ]
 
@@ -204,6 +208,31 @@ def exporter_connection(connection: QuicConnection) -> ExporterQuicConnection:
         connection.__class__ = ExporterQuicConnection
     assert isinstance(connection, ExporterQuicConnection)
     return connection
+
+
+class _Qh3LogLimit(logging.Filter):
+    """qh3 logs a WARNING (``Native peer close: ...``) for every connection the peer closes:
+    a line any client can cause.  Its lines pass at most once per interval per message
+    template, the next one saying how many were suppressed (ADR 0028)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limit = RateLimitedLog(logging.getLogger("quic"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        suppressed = self.limit.admit(str(record.msg)[:80], time.monotonic())
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.msg = f"{record.msg} (+{suppressed} suppressed)"
+        return True
+
+
+def quiet_qh3_log() -> None:
+    """Rate-limit qh3's own log lines (logger ``quic``); idempotent."""
+    logger = logging.getLogger("quic")
+    if not any(isinstance(f, _Qh3LogLimit) for f in logger.filters):
+        logger.addFilter(_Qh3LogLimit())
 
 
 def new_connection_cid(data: bytes, configuration: QuicConfiguration) -> bytes | None:

@@ -7,7 +7,8 @@ must end within ``handshake_timeout`` of accept (asyncio's default is 60 s).  Wi
 ``established`` (a :class:`ConnectionCap`), a connection that finished its handshake is
 closed at once when its address, or the site, already holds as many as allowed; an idle
 one is closed by aiohttp's keep-alive timer (the runner's ``keepalive_timeout``).
-The control API and the node's HTTPS fallback listener use it (ADR 0017, 0028).
+The control API and the node's HTTPS fallback listener use it (ADR 0017, 0028), and
+:class:`PeerErrorLog` so that a malformed request costs a bounded warning, not a traceback.
 """
 
 from __future__ import annotations
@@ -21,11 +22,34 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from accessfabric.carriers.tls_accept import HandshakeAdmission, serve_tls
 from accessfabric.observe.log_rate import RateLimitedLog
 
 log = logging.getLogger("accessfabric.carriers.tls_site")
+
+
+class PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger, minus tracebacks for a client's malformed request: those
+    become one warning line per interval per (client, reason) on ``refusals`` (a logger of
+    ours) with a suppressed count."""
+
+    def __init__(self, refusals: logging.Logger) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self.refusals = RateLimitedLog(refusals)
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kw: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            remote = args[0] if args else "-"
+            reason = type(exc_info).__name__
+            self.refusals.log(
+                (remote, reason), logging.WARNING,
+                "request refused client=%s reason=%s status=%s",
+                remote, reason, exc_info.code, now=time.monotonic(),
+            )  # fmt: skip
+            return
+        self.logger.exception(msg, *args, exc_info=exc_info, **kw)
 
 
 class ConnectionCap:

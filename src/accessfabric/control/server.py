@@ -17,9 +17,8 @@ from collections import Counter
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
-from accessfabric.carriers.tls_site import AdmittedTlsSite, ConnectionCap
+from accessfabric.carriers.tls_site import AdmittedTlsSite, ConnectionCap, PeerErrorLog
 from accessfabric.control.api import admin_handlers, node_handlers
 from accessfabric.control.api.console_handlers import add_console_routes
 from accessfabric.control.api.context import CONTEXT, ApiContext
@@ -40,27 +39,6 @@ between requests): aiohttp's keep-alive timer, armed at accept (slowloris)."""
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 64
-
-
-class _PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """aiohttp's server logger, minus tracebacks for a client's malformed request: those
-    become one warning line per interval per (client, reason) with a suppressed count."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.getLogger("aiohttp.server"), {})
-        self.refusals = RateLimitedLog(_log)
-
-    def exception(self, msg: object, *args: object, exc_info: object = True, **kw: Any) -> None:
-        if isinstance(exc_info, HttpProcessingError):
-            remote = args[0] if args else "-"
-            reason = type(exc_info).__name__
-            self.refusals.log(
-                (remote, reason), logging.WARNING,
-                "request refused client=%s reason=%s status=%s",
-                remote, reason, exc_info.code, now=time.monotonic(),
-            )  # fmt: skip
-            return
-        self.logger.exception(msg, *args, exc_info=exc_info, **kw)
 
 
 MAX_PENDING_HANDSHAKES = 1024
@@ -223,7 +201,7 @@ class ControlServer:
             max_field_size=MAX_FIELD_SIZE,
             max_headers=MAX_HEADERS,
             lingering_time=0,  # a refused body is not read to the end
-            logger=_PeerErrorLog(),
+            logger=PeerErrorLog(_log),
         )
         self._ticker: asyncio.Task[None] | None = None
 

@@ -26,7 +26,7 @@ from aiohttp import web
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
 from accessfabric.carriers.https_fallback import IDLE_TIMEOUT, FallbackServer
 from accessfabric.carriers.https_fallback_client import FallbackClientCarrier
-from accessfabric.carriers.tls_site import AdmittedTlsSite
+from accessfabric.carriers.tls_site import AdmittedTlsSite, PeerErrorLog
 from accessfabric.identity.tls import PeerTlsInfo
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.endpoints import LocalNode
@@ -177,8 +177,9 @@ async def serve_https(
 
     server = FallbackServer(factory, path=path, bind_tls=not behind_proxy)
     runner = web.AppRunner(
-        server.app, access_log=None, handle_signals=False, keepalive_timeout=IDLE_TIMEOUT
-    )
+        server.app, access_log=None, handle_signals=False, keepalive_timeout=IDLE_TIMEOUT,
+        logger=PeerErrorLog(log),  # a malformed request: a bounded line, no traceback
+    )  # fmt: skip
     await runner.setup()
     site: web.TCPSite
     if context is not None:  # admitted at accept, handshake within handshake_timeout
