@@ -803,8 +803,7 @@ class _AdmittingQuicServer(QuicServer):
         """The source address of the connection being created (read by create_protocol)."""
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        assert isinstance(data, bytes)
-        cid = new_connection_cid(data, self._configuration)
+        cid = None if isinstance(data, str) else new_connection_cid(data, self._configuration)
         if cid is None or cid in self._protocols:
             super().datagram_received(data, addr)
             return
