@@ -14,7 +14,7 @@ from accessfabric.control.cli import EXIT_USER, main
 from accessfabric.control.client import ControlClient
 from accessfabric.control.facts import HeartbeatFacts
 from accessfabric.control.grants import AccessGrants, GrantError
-from accessfabric.control.objects import MAX_GRANTS
+from accessfabric.control.objects import MAX_GRANTS, MAX_RECORD_FLOORS, AccessPolicy
 from accessfabric.control.rejections import RejectReason, SignedObjectRejected
 from accessfabric.control.store.sqlite import SqliteStore
 from accessfabric.control.verify import verify_access_policy
@@ -220,3 +220,27 @@ async def _heartbeats(plane: Running, client: ControlClient) -> None:
     cached = client.cached_access_policy()
     assert cached is not None and cached[1] > held[1]
     assert "access_policy" not in await client.heartbeat(facts)
+
+
+def test_record_floors_enter_the_policy_until_the_old_record_expires(tmp_path: Path) -> None:
+    now = [time.time()]
+    authority = Authority(NodeKey.generate())
+    grants = AccessGrants(SqliteStore(tmp_path / "g.db"), authority, clock=lambda: now[0])
+    host, node = NodeKey.generate().node_id, NodeKey.generate().node_id
+
+    def policy() -> AccessPolicy:
+        blob = grants.policy_for(host, "acme")
+        return verify_access_policy(blob, authority.public_key, now[0], host=host)
+
+    before = policy()
+    grants.raise_floor("acme", node, 3, int((now[0] + 60) * 1000))
+    floored = policy()
+    assert floored.floor_of(node) == 3 and floored.revision > before.revision
+    now[0] += 200  # the old record expired (and the policy is re-signed): the floor is gone
+    assert policy().record_floors == ()
+    for _ in range(MAX_RECORD_FLOORS):
+        grants.raise_floor("acme", NodeKey.generate().node_id, 2, int((now[0] + 60) * 1000))
+    with pytest.raises(GrantError) as full:
+        grants.raise_floor("acme", node, 2, int((now[0] + 60) * 1000))
+    assert full.value.code == "too_many_grants"
+    assert len(policy().record_floors) == MAX_RECORD_FLOORS

@@ -227,12 +227,7 @@ class AccessGrants:
         ``revision`` (kept until ``until_ms``, when every older record has expired); the
         tenant's policies change, so each host gets it at its next heartbeat."""
         now_ms = int(self._clock() * 1000)
-        live = self.floors(tenant)
-        if node_id not in live and len(live) >= MAX_RECORD_FLOORS:
-            raise GrantError(
-                "too_many_grants",
-                f"tenant {tenant!r} has {MAX_RECORD_FLOORS} recent role revocations",
-            )
+        live = self.check_floor_room(tenant, node_id)
         old = live.get(node_id)
         if old is not None:
             revision, until_ms = max(revision, old[0]), max(until_ms, old[1])
@@ -245,6 +240,17 @@ class AccessGrants:
                 (f"{VERSION_PREFIX}{tenant}", str(now_ms).encode()),
             ]
         )
+
+    def check_floor_room(self, tenant: str, node_id: str) -> dict[str, tuple[int, int]]:
+        """The tenant's live floors; ``too_many_grants`` when ``node_id`` would need a new
+        one and the tenant's policy has no room for it."""
+        live = self.floors(tenant)
+        if node_id not in live and len(live) >= MAX_RECORD_FLOORS:
+            raise GrantError(
+                "too_many_grants",
+                f"tenant {tenant!r} has {MAX_RECORD_FLOORS} recent role revocations",
+            )
+        return live
 
     def _expired_floors(self, tenant: str, now_ms: int) -> list[str]:
         return [

@@ -233,6 +233,8 @@ class ControlPlane:
 
         Raises :class:`RegistryError` or :class:`GrantError` (``too_many_grants``)."""
         old = self.registry.get(node_id)
+        if old is not None:
+            self.grants.check_floor_room(old.record.tenant, node_id)  # before anything changes
         node = self.registry.revoke_role(node_id, role)
         until_ms = old.record.expires_ms if old is not None else node.record.expires_ms
         self.grants.raise_floor(node.record.tenant, node_id, node.record.revision, until_ms)
