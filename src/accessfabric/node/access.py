@@ -180,6 +180,7 @@ class ServiceAccess:
             if policy is None
             else round(policy.expires_ms / 1000 - now),
             "grants": 0 if policy is None else len(policy.grants),
+            "record_floors": 0 if policy is None else len(policy.record_floors),
             "served": self.served,
             "refused": self.refused,
         }
