@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -30,12 +29,13 @@ from accessfabric.sealing.records import SealingError
 DHLEN: Final = 32
 TAG_SIZE: Final = 16
 MAX_MESSAGE: Final = 65535
-_HASHES: Final[dict[str, Callable[[], hashlib._Hash]]] = {
-    "SHA256": hashlib.sha256,
-    "SHA512": hashlib.sha512,
-    "BLAKE2s": hashlib.blake2s,
-    "BLAKE2b": hashlib.blake2b,
+_HASHES: Final = {
+    "SHA256": "sha256",
+    "SHA512": "sha512",
+    "BLAKE2s": "blake2s",
+    "BLAKE2b": "blake2b",
 }
+"""Noise hash name -> hashlib name."""
 _CIPHERS: Final = ("ChaChaPoly", "AESGCM")
 
 
@@ -98,8 +98,8 @@ class _SymmetricState:
     """§5.2."""
 
     def __init__(self, protocol_name: bytes, hash_name: str, cipher: str) -> None:
-        self._new = _HASHES[hash_name]
-        self.hashlen = self._new().digest_size
+        self._name = _HASHES[hash_name]
+        self.hashlen = hashlib.new(self._name).digest_size
         self.cipher = cipher
         if len(protocol_name) <= self.hashlen:
             self.h = protocol_name.ljust(self.hashlen, b"\x00")
@@ -109,12 +109,10 @@ class _SymmetricState:
         self.state = CipherState(cipher)
 
     def _hash(self, data: bytes) -> bytes:
-        digest = self._new()
-        digest.update(data)
-        return digest.digest()
+        return hashlib.new(self._name, data).digest()
 
     def _hmac(self, key: bytes, data: bytes) -> bytes:
-        return hmac.new(key, data, self._new).digest()
+        return hmac.new(key, data, self._name).digest()
 
     def hkdf(self, ikm: bytes) -> tuple[bytes, bytes]:
         """§4.3 HKDF with two outputs."""
