@@ -7,6 +7,7 @@
 //	go-peer sealed -addr RELAY -peer-id RELAY_ID -seed HEX -route-id N -lease HEX
 //	        -dest-key HEX [-record HEX] [-suite 1|2] [-bytes N]
 //	                                          (a sealed echo stream through a relay)
+//	go-peer sealing-vectors tests/vectors/sealing.json  (checks them with flynn/noise)
 //
 // The standard library, plus, for sealing only, github.com/flynn/noise and
 // golang.org/x/crypto (Debian golang-github-flynn-noise-dev, golang-golang-x-crypto-dev).
@@ -47,6 +48,8 @@ func main() {
 		err = vectors(os.Args[2:])
 	case "sealed":
 		err = sealed(os.Args[2:])
+	case "sealing-vectors":
+		err = sealingVectors(os.Args[2:])
 	default:
 		fmt.Fprintln(os.Stderr, "usage: go-peer dial|accept|vectors ...")
 		os.Exit(2)

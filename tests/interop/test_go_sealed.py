@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from pathlib import Path
 
 from accessfabric.bench.relay_lab import issue_route
@@ -16,6 +17,19 @@ from tests.relay.fabric import build
 from tests.relay.test_sealed_forward import Recorder, signed_record
 
 MARKER = b"go-sealed-plaintext-marker"
+
+
+VECTORS = Path(__file__).parents[1] / "vectors"
+
+
+def test_go_reproduces_the_sealing_vectors(go_peer: Path) -> None:
+    """flynn/noise and the Go record layer make tests/vectors/sealing.json's key exchange
+    and records byte for byte from its fixed secrets, and read the destination's side."""
+    done = subprocess.run(
+        [str(go_peer), "sealing-vectors", str(VECTORS / "sealing.json")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
 
 
 async def _go_sealed(go_peer: Path, *args: str) -> tuple[int, str]:
