@@ -212,8 +212,9 @@ def render_ping(result: dict[str, Any], node_name: str = "") -> str:
     if result.get("first_hop_rtt_ms") is not None:
         lines.append(f"first hop: rtt {result['first_hop_rtt_ms']:.2f} ms")
     if rtts:
+        trips = f"{len(rtts)} round trip{'s' if len(rtts) != 1 else ''}"
         lines.append(
-            f"{len(rtts)} round trips, rtt min/avg/max = {min(rtts):.2f}/"
+            f"{trips}, rtt min/avg/max = {min(rtts):.2f}/"
             f"{sum(rtts) / len(rtts):.2f}/{max(rtts):.2f} ms"
         )
     return "\n".join(lines)
