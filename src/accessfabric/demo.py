@@ -15,7 +15,8 @@
    echo round-trip times and route failovers each second.  A third of the way
    through relay-a gets SIGKILL; laptop's route execution resumes both streams via
    relay-b from their last end-to-end ACK (:mod:`accessfabric.demo_traffic`).
-3. Laptop's route table (from ``accessfabric status``) and a summary: bytes, sha256,
+3. Laptop's route table (from ``accessfabric status``), ``accessfabric ping home`` from
+   laptop (a route lease to home's own echo, through a relay) and a summary: bytes, sha256,
    p50/p99 echo latency, the recovery time (from the kill to the answer of the first
    echo sent after it) and the download's longest pause.  Exit 0 when every copy
    verified and nothing failed; every process started is stopped (SIGTERM too).
@@ -169,8 +170,10 @@ async def _run(
     )
     traffic = await run_traffic(fleet, procs, args.duration)
     await _route_table(fleet)
+    ping = await _ping_home(fleet)
     _summary(fleet, traffic)
     report.update(_summary_json(fleet, traffic, args))
+    report["ping"] = ping
     if args.keep_running:
         web = fleet.ports["forward_web"]
         print(f"\n--keep-running: curl http://127.0.0.1:{web}/blob.bin -o /dev/null")
@@ -217,6 +220,41 @@ async def _route_table(fleet: Fleet) -> None:
     print("\n    laptop's routes (accessfabric status):")
     for line in table(rows):
         print("  ", line)
+
+
+async def _ping_home(fleet: Fleet) -> dict[str, Any]:
+    """``accessfabric ping home`` on laptop (its admin socket): laptop has no session
+    to home, so the echo goes on a route lease to ``echo:<home>``, through the relays."""
+    import aiohttp
+
+    print("\n    accessfabric ping home (from laptop, on a route lease to home's own echo):")
+    connector = aiohttp.UnixConnector(path=str(fleet.admin("laptop")))
+    try:
+        async with (
+            aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+            ) as http,
+            http.post(
+                "http://node/ping", params={"node": fleet.ids["home"], "count": "3"}
+            ) as response,
+        ):
+            document: dict[str, Any] = await response.json()
+    except (OSError, aiohttp.ClientError, TimeoutError, ValueError) as error:
+        document = {"error": f"laptop's admin socket: {error!r}"}
+    if "error" in document:
+        print(f"      FAILED  {document['error']}")
+        return {"ok": False, "error": document["error"]}
+    rtts = document["ping_rtts_ms"]
+    print(
+        f"      {fleet.path(document['path'])}: {len(rtts)} round trips end to end, "
+        f"rtt min/avg/max = {min(rtts):.2f}/{sum(rtts) / len(rtts):.2f}/{max(rtts):.2f} ms"
+    )
+    return {
+        "ok": True,
+        "via": document["via"],
+        "path": [fleet.label(hop) for hop in document["path"]],
+        "rtts_ms": rtts,
+    }
 
 
 def _ms(seconds: float) -> str:

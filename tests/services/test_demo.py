@@ -36,6 +36,12 @@ def test_demo_short_run() -> None:
     assert summary["failover"]["recovery_ms"] is not None
     assert summary["interactive"]["echoes"] > 0 and summary["interactive"]["p99_ms"] > 0
     assert summary["errors"] == [] and summary["control"] == {"store": "sqlite"}
+    # laptop pings home through the fabric: a route lease to home's echo, via a relay
+    ping = summary["ping"]
+    assert ping["ok"] and ping["via"] == "relays" and len(ping["rtts_ms"]) == 3, ping
+    assert ping["path"][:2] == ["laptop", "entry"] and ping["path"][-1] == "home", ping
+    assert ping["path"][2] in ("relay-a", "relay-b"), ping
+    assert re.search(r"laptop -> entry -> relay-\w -> home: 3 round trips end to end", out)
     for name, roles in (("laptop", "mobile-edge"), ("entry", "entry"), ("relay-a", "relay"),
                         ("relay-b", "relay"), ("home", "service-host")):  # fmt: skip
         assert re.search(rf"^    {name} +afn1\w+…  roles {roles}$", out, re.M), name

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from accessfabric.control.vocabulary import node_echo_service
+from accessfabric.errors import ErrorCode
 from accessfabric.node.connection import StreamResetError
 from accessfabric.node.routes import NoUsableRoute, RouteUnusable
 from accessfabric.wire.registry import TrafficClass
@@ -41,6 +42,10 @@ ECHO_PAYLOAD = b"accessfabric ping"
 
 class PingError(Exception):
     """NODE cannot be pinged: one line for the user."""
+
+
+class _RouteFailed(Exception):
+    """The echo did not come back along one route (another may work)."""
 
 
 def resolve(runtime: NodeRuntime, target: str) -> str:
@@ -135,6 +140,8 @@ async def _ping_routed(runtime: NodeRuntime, node_id: str, count: int) -> dict[s
                 continue
             try:
                 return await _echo_along(runtime, route, stream, count)
+            except _RouteFailed as error:  # e.g. a relay on it died: the next route
+                errors.append(f"route {route.route_id}: {error}")
             finally:
                 stream.close()
     finally:  # a ping is one-off: its lease is not renewed in the background
@@ -155,10 +162,15 @@ async def _echo_along(
             await asyncio.wait_for(stream.readexactly(len(ECHO_PAYLOAD)), 10)
         except StreamResetError as reset:
             code = getattr(reset.code, "name", str(reset.code))
-            raise PingError(f"{route.lease.hops[-1]} refused the echo ({code}): a grant or "
-                            "[allow] for `echo` there must admit this node") from None  # fmt: skip
+            if reset.code == ErrorCode.ACCESS_DENIED:
+                host = route.lease.hops[-1]
+                raise PingError(
+                    f"{host} refused the echo ({code}): a grant or [allow] for `echo` there "
+                    "must admit this node"
+                ) from None
+            raise _RouteFailed(f"the echo stream was reset ({code})") from None
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError) as error:
-            raise PingError(f"no echo along route {route.route_id}: {error!r}") from None
+            raise _RouteFailed(f"no echo: {error!r}") from None
         return round((time.perf_counter() - started) * 1e3, 3)
 
     echo_ms = await round_trip()  # opens the stream end to end (and seals it)
