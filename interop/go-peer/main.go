@@ -1,5 +1,5 @@
-// go-peer: a Fabric Data Session peer on Go's crypto/tls, written from docs/protocol.md
-// and docs/identity.md only (standard library, no modules).
+// go-peer: a Fabric Data Session peer on Go's crypto/tls, written from docs/protocol.md,
+// docs/identity.md and docs/sealing.md only.
 //
 //	go-peer dial -addr 127.0.0.1:PORT -peer-id afn1... [-bytes N]
 //	go-peer accept -listen 127.0.0.1:0        (prints "listening ADDR NODE_ID")
