@@ -313,3 +313,25 @@ def test_finished_tls_connections_are_capped_and_cut_when_idle(tmp_path: Path) -
     asyncio.run(
         asyncio.wait_for(_test_finished_tls_connections_are_capped_and_cut_when_idle(tmp_path), 60)
     )
+
+
+async def _test_a_slow_body_is_cut(tmp_path: Path) -> None:
+    async with serving(tmp_path, tls=False) as (server, _, admin):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        start = time.monotonic()
+        writer.write(
+            b"POST /v1/admin/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + admin.encode() + b"\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{\"tenant\""
+        )  # fmt: skip
+        status = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+    assert status.startswith(b"HTTP/1.1 408"), status
+    assert time.monotonic() - start < 5.0
+
+
+def test_a_slow_body_is_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from accessfabric.control.api import body
+
+    monkeypatch.setattr(body, "BODY_TIMEOUT", 1.0)
+    asyncio.run(asyncio.wait_for(_test_a_slow_body_is_cut(tmp_path), 60))

@@ -14,8 +14,10 @@ BODY_TIMEOUT = 10.0
 """Seconds a client may take to send a request body (a slow body holds a connection)."""
 
 
-async def read_body(request: web.Request, limit: int, timeout: float = BODY_TIMEOUT) -> bytes:
-    """The whole body (up to ``limit`` bytes: 413 beyond), sent within ``timeout`` (408)."""
+async def read_body(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
+    """The whole body (up to ``limit`` bytes: 413 beyond), sent within ``timeout`` (default
+    ``BODY_TIMEOUT``; 408 beyond)."""
+    timeout = BODY_TIMEOUT if timeout is None else timeout
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
     body = bytearray()
