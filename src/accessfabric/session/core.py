@@ -96,6 +96,9 @@ class SessionCore:
         self.peer_pressure: tuple[int, int, int, int] | None = None
         """The peer's last NODE_PRESSURE levels: queue, cpu, memory, network (percent)."""
         self._pressure_checks = 0
+        self.host_levels: tuple[int, int, int] = (0, 0, 0)
+        """Our own last cpu / memory / network levels (``send_pressure``): the session's
+        queue-only NODE_PRESSURE frames carry them, so they never reset the peer's view."""
         # Handshake.
         self._nonce = secrets.token_bytes(NONCE_SIZE)
         self._local_hello = fr.Hello(

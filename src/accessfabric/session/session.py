@@ -407,8 +407,12 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
         return opaque
 
     def send_pressure(self, queue: int, cpu: int = 0, memory: int = 0, network: int = 0) -> None:
-        """Tell the peer how loaded this node is (percent)."""
+        """Tell the peer how loaded this node is (percent).
+
+        cpu / memory / network are kept: the session's own queue-pressure frames repeat
+        them (a frame carries all four levels and the peer keeps only the last)."""
         self._require_ready()
+        self.host_levels = (cpu, memory, network)
         self._control.append(fr.NodePressure(queue, cpu, memory, network).to_bytes())
 
     def send_route_update(self, lease: bytes) -> None:
