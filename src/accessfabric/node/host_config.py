@@ -1,6 +1,7 @@
 """``[device]`` and ``[pressure]``: what the node is told about its machine and its limits.
 
-``[device]`` says what the node cannot measure itself (network type, metered) and what
+``[device]`` says what the node cannot measure itself (network type, metered — unless
+NetworkManager answers on D-Bus, ``network_manager``) and what
 its owner decided (relay opt-in of a ``mobile-edge`` node, battery floor); where battery
 and charging are read (``power_supply``, a ``/sys/class/power_supply`` tree) is
 configurable so tests can use a fake tree.  ``[pressure]`` says when the node's own
@@ -23,6 +24,9 @@ DEVICE_KEYS = (
     "relay_opt_in",
     "min_relay_battery_percent",
     "allow_metered_relay",
+    "network_manager",
+    "system_bus",
+    "network_manager_interval",
 )
 PRESSURE_KEYS = ("interval", "high_percent", "loop_lag_budget")
 
@@ -43,6 +47,14 @@ class DeviceConfig:
     """A mobile-edge node not charging relays only at or above this battery level."""
     allow_metered_relay: bool = False
     """A mobile-edge node on a metered network relays only when this is true."""
+    network_manager: bool = True
+    """Ask NetworkManager (D-Bus) for network type and metered; the keys above are the
+    fallback when it does not answer (``node/network_manager.py``)."""
+    system_bus: str = ""
+    """The D-Bus address NetworkManager is asked on; empty: ``$DBUS_SYSTEM_BUS_ADDRESS``
+    or ``unix:path=/run/dbus/system_bus_socket``."""
+    network_manager_interval: float = 5.0
+    """Seconds between two questions to NetworkManager."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +81,13 @@ def _number(table: dict[str, Any], key: str, default: float, low: float, high: f
     return float(value)
 
 
+def _string(table: dict[str, Any], key: str) -> str:
+    value = table.get(key, "")
+    if not isinstance(value, str) or len(value) > 1024:
+        raise HostConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
 def _unknown(table: dict[str, Any], allowed: tuple[str, ...]) -> None:
     for key in table:
         if key not in allowed:
@@ -92,6 +111,9 @@ def parse_device(table: dict[str, Any], base: Path) -> DeviceConfig:
         relay_opt_in=_bool(table, "relay_opt_in", False),
         min_relay_battery_percent=_number(table, "min_relay_battery_percent", 30.0, 0.0, 100.0),
         allow_metered_relay=_bool(table, "allow_metered_relay", False),
+        network_manager=_bool(table, "network_manager", True),
+        system_bus=_string(table, "system_bus"),
+        network_manager_interval=_number(table, "network_manager_interval", 5.0, 0.1, 600.0),
     )
 
 

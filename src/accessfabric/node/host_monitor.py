@@ -3,7 +3,9 @@
 Every ``[pressure] interval`` seconds the monitor measures (:mod:`.host_facts`):
 process and system CPU, event-loop lag (how late its own timer fired), memory, open
 file descriptors against ``RLIMIT_NOFILE``, bytes queued for sending on every session,
-battery and charging (``[device] power_supply``) and per-peer throughput.  From them it
+battery and charging (``[device] power_supply``) and per-peer throughput; every
+``[device] network_manager_interval`` it asks NetworkManager over D-Bus for network type
+and metered (:mod:`.network_manager`; ``[device]``'s values when it does not answer).  From them it
 derives four pressure levels (percent), the four fields of NODE_PRESSURE:
 
 * ``queue``: bytes queued on all sessions against ``[session] pressure_queue_bytes``;
@@ -53,6 +55,11 @@ from accessfabric.node.host_facts import (
     read_power,
 )
 from accessfabric.node.log_format import log_event
+from accessfabric.node.network_manager import (
+    NetworkFacts,
+    read_network_manager,
+    system_bus_address,
+)
 from accessfabric.session.core import PRESSURE_HIGH
 
 log = logging.getLogger(__name__)
@@ -103,6 +110,9 @@ class HostMonitor:
         self._clock = clock
         self._cpu = CpuSampler()
         self._task: asyncio.Task[None] | None = None
+        self._nm_task: asyncio.Task[None] | None = None
+        self.network_manager: NetworkFacts | None = None
+        """NetworkManager's last answer (None: not asked, or it did not answer)."""
         self.on_relay_change: Callable[[], None] | None = None
         """Called when the mobile relay state changes (the control link heartbeats)."""
         self.loop_lag = 0.0
@@ -129,12 +139,50 @@ class HostMonitor:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
+        if self.device.network_manager:
+            self._nm_task = asyncio.create_task(self._watch_network_manager())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._nm_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _watch_network_manager(self) -> None:
+        address = self.device.system_bus or system_bus_address()
+        while True:
+            facts = await read_network_manager(address)
+            if facts != self.network_manager:
+                log_event(
+                    log, "network manager",
+                    network_type=facts.network_type if facts else "-",
+                    metered=facts.metered if facts else "-",
+                    answered=facts is not None,
+                )  # fmt: skip
+                self.network_manager = facts
+                self._update_relay_gate()
+                if self.on_relay_change is not None:  # the planner sees the new facts now
+                    self.on_relay_change()
+            await asyncio.sleep(self.device.network_manager_interval)
+
+    @property
+    def network_type(self) -> str:
+        """NetworkManager's primary connection type when it knows, else ``[device]``'s."""
+        facts = self.network_manager
+        if facts is not None and facts.network_type is not None:
+            return facts.network_type
+        return self.device.network_type
+
+    @property
+    def metered(self) -> bool:
+        """Metered by config (the owner's word) or by NetworkManager."""
+        facts = self.network_manager
+        return self.device.metered or bool(facts is not None and facts.metered)
+
+    @property
+    def network_source(self) -> str:
+        return "networkmanager" if self.network_manager is not None else "config"
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -243,7 +291,7 @@ class HostMonitor:
         log_event(
             log, "mobile relay " + ("paused" if refusal else "allowed"),
             reason=refusal or "-", battery=self.power.battery_percent,
-            charging=self.power.charging, metered=self.device.metered,
+            charging=self.power.charging, metered=self.metered,
         )  # fmt: skip
         if self.on_relay_change is not None:
             self.on_relay_change()
@@ -254,7 +302,7 @@ class HostMonitor:
         device = self.device
         if not device.relay_opt_in:
             return "mobile relay not opted in: [device] relay_opt_in is false"
-        if device.metered and not device.allow_metered_relay:
+        if self.metered and not device.allow_metered_relay:
             return "mobile relay paused: the network is metered"
         battery, floor = self.power.battery_percent, device.min_relay_battery_percent
         if battery is not None and not self.power.charging and battery < floor:
@@ -276,8 +324,8 @@ class HostMonitor:
             "memory": self.levels.memory / 100,
             "queue_depth": min(MAX_QUEUE, self.queued_bytes // 1024),
             "socket_pressure": self.levels.network / 100,
-            "network_type": self.device.network_type,
-            "metered": self.device.metered,
+            "network_type": self.network_type,
+            "metered": self.metered,
         }
         if self.mobile:  # the planner takes a node reporting a battery for a mobile one
             fields["battery_percent"] = self.power.battery_percent
@@ -317,8 +365,9 @@ class HostMonitor:
             "pressure_sent": self.pressure_sent,
             "battery_percent": self.power.battery_percent,
             "charging": self.power.charging,
-            "network_type": self.device.network_type,
-            "metered": self.device.metered,
+            "network_type": self.network_type,
+            "metered": self.metered,
+            "network_source": self.network_source,
             "mobile_relay": ("-" if not self.mobile else self._relay_refusal or "allowed"),
             "peer_peak_mbps": ", ".join(
                 f"{peer[:14]}… {mbps:.1f}" for peer, mbps in sorted(self._peak_mbps.items())
