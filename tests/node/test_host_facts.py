@@ -16,6 +16,7 @@ import pytest
 from accessfabric.node.config import ConfigError, load_node_config
 from accessfabric.node.host_facts import CpuSampler, read_fds, read_memory, read_power
 from accessfabric.node.host_monitor import HostMonitor
+from accessfabric.node.nat_probe import NatReport
 
 
 def write_supply(root: Path, name: str, **files: str) -> None:
@@ -105,6 +106,10 @@ def test_device_and_pressure_tables(tmp_path: Path) -> None:
         ("[device]\nbattery = 3\n", "device.battery: unknown key"),
         ("[pressure]\nhigh_percent = 0\n", "pressure.high_percent: expected a percentage"),
         ("[pressure]\ninterval = 0\n", "pressure.interval: expected a number within"),
+        ('[nat]\nreflectors = ["a:1"]\n', "nat.reflectors: one is not enough"),
+        ('[nat]\nreflectors = ["a:1", "b"]\n', 'nat.reflectors: expected "host:port"'),
+        ('[nat]\nlisten = "a:99999"\n', 'nat.listen: expected "host:port"'),
+        ("[device]\nsystem_bus = 1\n", "device.system_bus: expected a string"),
     ],
 )
 def test_device_and_pressure_errors_name_the_key(tmp_path: Path, extra: str, message: str) -> None:
@@ -149,6 +154,23 @@ def test_relay_gate_and_heartbeat_fields(tmp_path: Path) -> None:
         tree + "relay_opt_in = true\nmetered = true\nallow_metered_relay = true\n",
     )
     assert allowed.relay_refusal() is None
+
+
+def test_nat_facts_once_probed(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(
+        'key_path = "n.key"\n[nat]\nreflectors = ["192.0.2.1:3478", "[2001:db8::1]:3478"]\n'
+    )
+    config = load_node_config(path)
+    assert config.nat.reflectors == (("192.0.2.1", 3478), ("2001:db8::1", 3478))
+    monitor = HostMonitor(config, list)
+    assert monitor.nat_fields(listening=True) == {}  # not probed: the defaults stand
+    assert monitor.status()["nat_type"] == "unknown"
+    monitor.nat.report = NatReport("port_restricted", "endpoint-independent", False, "x:1", 2)
+    assert monitor.nat_fields(listening=True) == {"nat_type": "port_restricted", "reachable": False}
+    monitor.nat.report = NatReport("full_cone", "endpoint-independent", True, "x:1", 2)
+    assert monitor.nat_fields(listening=False)["reachable"] is False  # nothing listens
+    assert monitor.nat_fields(listening=True)["reachable"] is True
 
 
 def test_loop_lag_counts_as_cpu_pressure(tmp_path: Path) -> None:

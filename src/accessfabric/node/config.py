@@ -45,8 +45,10 @@ from accessfabric.node.admission import AdmissionLimits
 from accessfabric.node.host_config import (
     DeviceConfig,
     HostConfigError,
+    NatConfig,
     PressureConfig,
     parse_device,
+    parse_nat,
     parse_pressure,
 )
 from accessfabric.node.ingress_config import IngressConfig, IngressConfigError, parse_ingress
@@ -268,6 +270,8 @@ class NodeConfig:
     """``[device]``: power supply, network type, metered, mobile relay opt-in (host_config)."""
     pressure: PressureConfig = field(default_factory=PressureConfig)
     """``[pressure]``: when measurements count as pressure (NODE_PRESSURE to peers)."""
+    nat: NatConfig = field(default_factory=NatConfig)
+    """``[nat]``: the NAT probe's reflectors, and this node's own reflector (host_config)."""
     vpn: VpnClassConfig = field(default_factory=VpnClassConfig)
     """``[vpn]``: how ``vpn up`` sorts packets into classes (``node/vpn_config.py``)."""
     source: str = ""
@@ -374,6 +378,7 @@ _TOP_KEYS = (
     "routes",
     "device",
     "pressure",
+    "nat",
     "vpn",
 )
 SEALING_KEYS = ("one_hop", "cipher", "keys")
@@ -411,6 +416,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     routes = _opt(document, "routes", top, _routes) or RouteTimers()
     device = _opt(document, "device", top, lambda v, at: _host(v, at, base, parse_device))
     pressure = _opt(document, "pressure", top, lambda v, at: _host(v, at, base, _pressure))
+    nat = _opt(document, "nat", top, lambda v, at: _host(v, at, base, parse_nat))
     vpn = _opt(document, "vpn", top, _vpn) or VpnClassConfig()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
@@ -484,6 +490,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         routes=routes,
         device=device or DeviceConfig(),
         pressure=pressure or PressureConfig(),
+        nat=nat or NatConfig(),
         vpn=vpn,
         source=source,
     )
@@ -642,7 +649,7 @@ def _pressure(table: dict[str, Any], base: Path) -> PressureConfig:
 
 
 def _host(value: Any, at: _At, base: Path, parse: Callable[[dict[str, Any], Path], _T]) -> _T:
-    """``[device]`` / ``[pressure]`` (node/host_config.py), errors naming the key."""
+    """``[device]`` / ``[pressure]`` / ``[nat]`` (node/host_config.py), errors naming the key."""
     table = _table(value, at)
     try:
         return parse(table, base)

@@ -345,6 +345,7 @@ class ControlLink:
             facts,
             peers=host.with_bandwidth(facts.peers),
             **host.heartbeat_fields(facts.relay_opt_in),
+            **host.nat_fields(listening=bool(endpoints)),
         )
 
     def _stream_reports(self) -> tuple[StreamReport, ...]:

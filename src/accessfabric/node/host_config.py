@@ -29,6 +29,8 @@ DEVICE_KEYS = (
     "network_manager_interval",
 )
 PRESSURE_KEYS = ("interval", "high_percent", "loop_lag_budget")
+NAT_KEYS = ("reflectors", "listen", "interval", "timeout")
+MAX_REFLECTORS = 8
 
 
 class HostConfigError(ValueError):
@@ -65,6 +67,47 @@ class PressureConfig:
     """A level (cpu, memory, fds, queue) at or above this is pressure: NODE_PRESSURE is sent."""
     loop_lag_budget: float = 0.5
     """Event-loop lag (seconds) that counts as 100 % cpu pressure."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NatConfig:
+    reflectors: tuple[tuple[str, int], ...] = ()
+    """Reflectors (``host:port``) on two or more different entries: the NAT probe's far
+    sides (``node/nat_probe.py``); none: no probe, ``nat.type`` stays ``unknown``."""
+    listen: tuple[str, int] | None = None
+    """Where this node (an entry) answers other nodes' NAT probes (UDP)."""
+    interval: float = 300.0
+    """Seconds between two probes (and one after an address change)."""
+    timeout: float = 1.0
+    """Seconds one probe question waits for its answer (three tries in that time)."""
+
+
+def _host_port(value: Any, key: str) -> tuple[str, int]:
+    if not isinstance(value, str):
+        raise HostConfigError(f'{key}: expected "host:port", got {value!r}')
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise HostConfigError(f'{key}: expected "host:port", got {value!r}')
+    return host, int(port)
+
+
+def parse_nat(table: dict[str, Any], base: Path) -> NatConfig:
+    _unknown(table, NAT_KEYS)
+    reflectors = table.get("reflectors", [])
+    if not isinstance(reflectors, list) or len(reflectors) > MAX_REFLECTORS:
+        raise HostConfigError(f"reflectors: expected a list of at most {MAX_REFLECTORS}")
+    if len(reflectors) == 1:
+        raise HostConfigError(
+            "reflectors: one is not enough: the mapping is told by comparing two entries"
+        )
+    listen = table.get("listen")
+    return NatConfig(
+        reflectors=tuple(_host_port(r, "reflectors") for r in reflectors),
+        listen=None if listen is None else _host_port(listen, "listen"),
+        interval=_number(table, "interval", 300.0, 1.0, 86400.0),
+        timeout=_number(table, "timeout", 1.0, 0.05, 30.0),
+    )
 
 
 def _bool(table: dict[str, Any], key: str, default: bool) -> bool:

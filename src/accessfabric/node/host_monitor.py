@@ -55,6 +55,7 @@ from accessfabric.node.host_facts import (
     read_power,
 )
 from accessfabric.node.log_format import log_event
+from accessfabric.node.nat_probe import NatMonitor
 from accessfabric.node.network_manager import (
     NetworkFacts,
     read_network_manager,
@@ -111,6 +112,9 @@ class HostMonitor:
         self._cpu = CpuSampler()
         self._task: asyncio.Task[None] | None = None
         self._nm_task: asyncio.Task[None] | None = None
+        nat = config.nat
+        self.nat = NatMonitor(nat.reflectors, nat.listen, nat.interval, nat.timeout)
+        """The NAT probe (``[nat] reflectors``) and this node's reflector (``[nat] listen``)."""
         self.network_manager: NetworkFacts | None = None
         """NetworkManager's last answer (None: not asked, or it did not answer)."""
         self.on_relay_change: Callable[[], None] | None = None
@@ -138,6 +142,7 @@ class HostMonitor:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        await self.nat.start()
         self._task = asyncio.create_task(self._run())
         if self.device.network_manager:
             self._nm_task = asyncio.create_task(self._watch_network_manager())
@@ -148,6 +153,7 @@ class HostMonitor:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self.nat.close()
 
     async def _watch_network_manager(self) -> None:
         address = self.device.system_bus or system_bus_address()
@@ -335,6 +341,14 @@ class HostMonitor:
             fields["relay_opt_in"] = relay_opt_in
         return fields
 
+    def nat_fields(self, listening: bool) -> dict[str, Any]:
+        """``nat.type`` and ``nat.reachable`` once probed (``listening``: the node has a
+        listener; reachable means both); nothing before, so the defaults stand."""
+        report = self.nat.report
+        if report is None:
+            return {}
+        return {"nat_type": report.type, "reachable": listening and report.reachable is not False}
+
     def with_bandwidth(self, peers: tuple[PeerMeasurement, ...]) -> tuple[PeerMeasurement, ...]:
         """``peers`` with the peak throughput seen on their session, where one was seen."""
         out = []
@@ -368,6 +382,7 @@ class HostMonitor:
             "network_type": self.network_type,
             "metered": self.metered,
             "network_source": self.network_source,
+            **self.nat.status(),
             "mobile_relay": ("-" if not self.mobile else self._relay_refusal or "allowed"),
             "peer_peak_mbps": ", ".join(
                 f"{peer[:14]}… {mbps:.1f}" for peer, mbps in sorted(self._peak_mbps.items())

@@ -60,6 +60,8 @@ class NetworkWatch:
         self._task: asyncio.Task[None] | None = None
         self.changes = 0
         self.aborted = 0
+        self.on_change: Callable[[], None] | None = None
+        """Called after an address was removed (the NAT probe runs again)."""
 
     async def start(self) -> None:
         try:
@@ -112,6 +114,8 @@ class NetworkWatch:
                     connection, f"its local address {connection.info.local_address} is gone"
                 )
             await asyncio.gather(*(self._probe(c) for c in unknown))
+            if self.on_change is not None:
+                self.on_change()
 
     def _abort(self, connection: SessionConnection, why: str) -> None:
         self.aborted += 1

@@ -147,6 +147,7 @@ class NodeRuntime:
         self.data_plane.relay_gate = self.host.relay_refusal
         self.observe.add_section("host", self.host.status)
         self.network_watch = NetworkWatch(self.observe.connections)  # address changes
+        self.network_watch.on_change = self.host.nat.probe_soon  # a new NAT, perhaps
         self.components = list(components)
         self.control: ControlLink | None = None
         if config.control is not None:  # docs/config.md [control]
