@@ -617,6 +617,14 @@ class SessionConnection:
             self.session.goaway(code, reason)
         self._terminated(ev.SessionTerminated(error_code=code, reason=reason, remote=False))
 
+    async def migrate(self) -> bool:
+        """Move the carrier onto the machine's current network path where the carrier can
+        (QUIC connection migration); False where it cannot (TCP: a new session is needed)."""
+        migrate = getattr(self._transport, "migrate", None)
+        if migrate is None:
+            return False
+        return bool(await migrate())
+
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
