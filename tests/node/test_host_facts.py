@@ -179,3 +179,21 @@ def test_loop_lag_counts_as_cpu_pressure(tmp_path: Path) -> None:
     calm = monitor.levels.cpu
     monitor.sample(monitor.settings.loop_lag_budget)  # a loop one budget late: 100 %
     assert monitor.levels.cpu == 100 and calm < 100
+
+
+def test_a_cpu_reading_is_held_for_a_second(tmp_path: Path) -> None:
+    """A throttled node lags in one sample and looks idle in the next: the level holds."""
+    path = tmp_path / "node.toml"
+    path.write_text('key_path = "n.key"\n')
+    now = [100.0]
+    monitor = HostMonitor(load_node_config(path), list, clock=lambda: now[0])
+    budget = monitor.settings.loop_lag_budget
+    now[0] += 0.1
+    monitor.sample(budget)  # a loop one budget late: 100 %
+    assert monitor.levels.cpu == 100
+    now[0] += 0.1
+    monitor.sample(0.0)  # on time, 0.1 s later: still held
+    assert monitor.levels.cpu == 100
+    now[0] += 1.0
+    monitor.sample(0.0)  # the lag is more than a second old
+    assert monitor.levels.cpu < 100

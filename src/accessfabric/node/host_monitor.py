@@ -10,7 +10,8 @@ derives four pressure levels (percent), the four fields of NODE_PRESSURE:
 
 * ``queue``: bytes queued on all sessions against ``[session] pressure_queue_bytes``;
 * ``cpu``: the larger of this process's CPU (one core is 100 %: the event loop is one
-  thread) and event-loop lag against ``[pressure] loop_lag_budget``;
+  thread) and event-loop lag against ``[pressure] loop_lag_budget``, the highest reading
+  held for :data:`CPU_HOLD` seconds;
 * ``memory``: system memory in use (``1 - MemAvailable / MemTotal``);
 * ``network``: open descriptors against the soft ``RLIMIT_NOFILE`` (every session,
   listener and forwarded connection is one).
@@ -35,6 +36,7 @@ reason (existing ones finish: a drain), and the control link heartbeats at once 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -72,6 +74,10 @@ RESEND_STEP = 10
 PEAK_DECAY = 0.95
 """Per-second decay of a peer's peak throughput (a minute halves it about 20 times)."""
 MAX_TRACKED_PEERS = 256
+CPU_HOLD = 1.0
+"""Seconds the cpu level keeps its highest reading: a node throttled by its cgroup reads
+as lagging in one sample and as idle (little CPU time) in the next; without the hold its
+NODE_PRESSURE would flap between the two every sample."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +141,7 @@ class HostMonitor:
         self._bytes: dict[str, tuple[int, float]] = {}
         self._peak_mbps: dict[str, float] = {}
         self._relay_refusal: str | None = None
+        self._cpu_readings: collections.deque[tuple[float, int]] = collections.deque()
         self.relay_changes = 0
         self.sampled_at: float | None = None
         self.sample(0.0)
@@ -220,13 +227,23 @@ class HostMonitor:
         queue_limit = max(1, self.config.session.pressure_queue_bytes)
         self.levels = PressureLevels(
             queue=_percent(self.queued_bytes / queue_limit),
-            cpu=_percent(max(min(1.0, self.process_cpu), loop_lag / budget)),
+            cpu=self._held_cpu(_percent(max(min(1.0, self.process_cpu), loop_lag / budget)), now),
             memory=_percent(self.memory.system_used or 0.0),
             network=_percent(self.fds.used),
         )
         self.sampled_at = now
         self._signal_pressure(connections, now)
         self._update_relay_gate()
+
+    def _held_cpu(self, level: int, now: float) -> int:
+        """The highest cpu reading of the last :data:`CPU_HOLD` seconds (this one included)."""
+        readings = self._cpu_readings
+        while readings and now - readings[0][0] >= CPU_HOLD:
+            readings.popleft()
+        while readings and readings[-1][1] <= level:
+            readings.pop()  # a monotonic deque: the front is the maximum
+        readings.append((now, level))
+        return readings[0][1]
 
     def _measure_throughput(self, connections: list[SessionConnection], now: float) -> None:
         seen: set[str] = set()
