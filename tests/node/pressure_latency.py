@@ -99,7 +99,7 @@ async def main(seconds: float, quota_ms: float) -> None:
         sys.exit(f"pressure_latency: {reason}")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        extra = f"[pressure]\ninterval = 0.1\nhigh_percent = {HIGH}\nloop_lag_budget = 0.1\n"
+        extra = f"[pressure]\ninterval = 0.1\nhigh_percent = {HIGH}\nloop_lag_budget = 0.05\n"
         loop = asyncio.get_running_loop()
         node = await loop.run_in_executor(None, lambda: start_node(directory / "n", "n", extra))
         group: CpuGroup | None = None
