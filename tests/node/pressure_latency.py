@@ -11,7 +11,9 @@ pressure); session ``control`` uses 2 (bulk ignores pressure).  Phases, each
 1. ``idle``: no hog;
 2. ``hog``: the node and a busy-loop hog share one cgroup capped at ``--quota-ms`` per
    100 ms CFS period (default 20: a fifth of a core for both), measured once the node's
-   NODE_PRESSURE (cpu: its event loop runs late while throttled) reached the session.
+   NODE_PRESSURE (cpu: its event loop runs late while throttled) reached the session;
+   with ``--share`` instead both are pinned to CPU 0 and share it by the scheduler's
+   fairness (no quota; the phase starts after 20 s if no pressure comes).
 
 Prints one JSON line per phase and session: interactive RTT p50 / p99 (ms), bulk echo
 MB/s, the peer's pressure levels and bulk's DRR weight.  docs/benchmarks.md
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -93,7 +96,7 @@ async def measure(connection: SessionConnection, seconds: float) -> dict[str, An
     }
 
 
-async def main(seconds: float, quota_ms: float) -> None:
+async def main(seconds: float, quota_ms: float, share: bool) -> None:
     reason = unavailable_reason()
     if reason is not None:
         sys.exit(f"pressure_latency: {reason}")
@@ -117,11 +120,15 @@ async def main(seconds: float, quota_ms: float) -> None:
             for name, connection in sessions.items():
                 print(json.dumps({"phase": "idle", "session": name,
                                   **await measure(connection, seconds)}), flush=True)  # fmt: skip
-            group = CpuGroup()
-            group.add(node.process.pid)
             hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            group.add(hog.pid)
-            group.quota(int(quota_ms * 1000))
+            if share:  # one core, shared by the scheduler's fairness: no quota
+                for pid in (node.process.pid, hog.pid):
+                    os.sched_setaffinity(pid, {0})
+            else:
+                group = CpuGroup()
+                group.add(node.process.pid)
+                group.add(hog.pid)
+                group.quota(int(quota_ms * 1000))
             for name, connection in sessions.items():
                 deadline = time.monotonic() + 20
                 while (connection.session.peer_pressure or (0, 0))[1] < HIGH:
@@ -147,5 +154,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--quota-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--share", action="store_true", help="pin node and hog to CPU 0 instead of a quota"
+    )
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.seconds, arguments.quota_ms))
+    asyncio.run(main(arguments.seconds, arguments.quota_ms, arguments.share))
