@@ -320,7 +320,7 @@ class RouteManager:
         resume_key: bytes,
     ) -> ResumableStream:
         connection = await self.peers.session(route.first_hop)
-        stream_id = connection.session.open_stream(
+        inner = await connection.open_stream(
             service,
             traffic_class,
             route.route_id,
@@ -328,8 +328,7 @@ class RouteManager:
             route_lease=route.blob,
             resume_token=resume_token,
         )
-        inner = new_fabric_stream(connection, stream_id, service, traffic_class)
-        state = session_stream(connection, stream_id)
+        state = session_stream(connection, inner.stream_id)
         stream = ResumableStream(
             inner,
             state,
@@ -501,11 +500,11 @@ class RouteManager:
     async def _failover(self, routed: _Routed, error: BaseException) -> None:
         stream = routed.stream
         old = stream.inner
-        old_conn = old._connection
+        old_conn = old.connection
         if not old_conn.is_closed:  # the old path may live: tell it the stream left it
             with contextlib.suppress(LocalProtocolError):
                 old_conn.session.reset_stream(old.stream_id, ErrorCode.ROUTE_REJECTED)
-                old_conn._schedule_flush()
+                old_conn.schedule_flush()
         started = stream.broken_since or time.monotonic()
         log_event(
             log, "route failed", logging.WARNING, route=routed.route.route_id,

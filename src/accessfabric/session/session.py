@@ -445,6 +445,14 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
         stream = self._streams.get(stream_id)
         return None if stream is None else stream.state
 
+    def stream_progress(self, stream_id: int) -> Stream | None:
+        """Stream ``stream_id``'s live record (offsets, ACKs, state), ``None`` once forgotten.
+
+        Read it, never change it: the session changes it.  A holder may keep it after the
+        session forgets the stream (a RESET frees it), to describe the stream later.
+        """
+        return self._streams.get(stream_id)
+
     def stream_metrics(self, stream_id: int) -> StreamMetrics:
         stream = self._local_stream(stream_id)
         return StreamMetrics.of(stream, self._now)
