@@ -62,13 +62,14 @@ from accessfabric.control.facts import (
     ServiceCapacity,
     StreamReport,
 )
+from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.control.rejections import SignedObjectRejected
 from accessfabric.control.replica_set import replica_summary
 from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings
 from accessfabric.node.diagnostics import NodeDiagnostics
 from accessfabric.node.log_format import log_event
-from accessfabric.node.routes import NoUsableRoute, Route
+from accessfabric.node.routes import NoUsableRoute
 from accessfabric.node.service_failovers import ServiceFailovers
 from accessfabric.services.tcp_forward import default_class
 from accessfabric.wire.registry import TrafficClass
@@ -119,6 +120,7 @@ class ControlLink:
             settings.authority_key,
             str(settings.state_dir),
             clock=clock,
+            fences=runtime.fences,
         )
         self._clock = clock
         self._rng = rng or random.Random()
@@ -293,7 +295,9 @@ class ControlLink:
         self._apply_directory(cached)
         await client.renew_due()
         for name, traffic_class in sorted(client.wanted):
-            self._publish(name, traffic_class, client.cached_route_leases(name, traffic_class))
+            renewed = client.cached_route_leases(name, traffic_class)
+            if self._publish(name, traffic_class, renewed):  # the renewed expiries count
+                self.runtime.routes.set_routes(name, traffic_class, renewed)
 
     def _apply_access_policy(self) -> None:
         """Hand the cached (verified) access policy to the node's access check."""
@@ -610,15 +614,15 @@ class ControlLink:
 
     # ------------------------------------------------------------ route leases
 
-    async def route_source(self, service: str, traffic_class: TrafficClass) -> list[Route]:
+    async def route_source(self, service: str, traffic_class: TrafficClass) -> list[LeasedRoute]:
         """``RouteManager.source``: cached leases while valid, else fresh from the control plane.
 
         Why none could be had is kept for ``status`` and logged (:meth:`_route_error`).
         """
         client = self.client
         key = (service, traffic_class)
-        usable = client.cached_route_leases(service, traffic_class)
-        if all(self.runtime.routes.fenced(u.lease) for u in usable):  # none, or all fenced
+        usable = client.cached_route_leases(service, traffic_class)  # fenced ones refused
+        if not usable:
             try:
                 usable = await client.route_leases(service, traffic_class)
             except NoUsableLease as why:
@@ -647,9 +651,13 @@ class ControlLink:
             )  # fmt: skip
         return NoUsableRoute(reason)
 
-    def _publish(self, service: str, traffic_class: TrafficClass, usable: list[Any]) -> list[Route]:
-        routes = [Route(u.lease, u.blob, u.rank) for u in usable]
-        for u in usable:  # the destination's sealing key comes with its route (least knowledge)
+    def _publish(
+        self, service: str, traffic_class: TrafficClass, routes: list[LeasedRoute]
+    ) -> list[LeasedRoute]:
+        """Note what the route leases of (service, class) are now: sealing keys, failover
+        facts, the route cache version (``route_source`` only returns them; the
+        ``RouteManager`` keeps what it was answered)."""
+        for u in routes:  # the destination's sealing key comes with its route (least knowledge)
             if u.destination is not None:
                 self.runtime.sealing_keys.add(
                     u.destination.node_id, u.destination.sealing_public_key,
@@ -661,7 +669,6 @@ class ControlLink:
             self._published[(service, traffic_class)] = ids
             self.route_cache_version += 1
         if routes:
-            self.runtime.routes.set_routes(service, traffic_class, routes)
             key = (service, traffic_class)
             if self.route_errors.pop(key, None) is not None:
                 self._route_error_logged.pop(key, None)

@@ -63,6 +63,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from accessfabric.control.fence import FenceBook
 from accessfabric.control.objects import RouteLease
 from accessfabric.control.rejections import LeaseRejected
 from accessfabric.errors import ErrorCode, LocalProtocolError
@@ -124,6 +125,7 @@ class DataPlane:
         sealing_key: X25519PrivateKey | None = None,
         sealing_keys: SealingKeys | None = None,
         access: ServiceAccess | None = None,
+        fences: FenceBook | None = None,
     ) -> None:
         """``sealing_key``: this node's static X25519 key, to open sealed streams and bind
         their resumes (without it sealed opens are refused, resumes are token-only);
@@ -136,7 +138,7 @@ class DataPlane:
         self.sealing_keys = sealing_keys if sealing_keys is not None else SealingKeys()
         self.sealed = 0
         """Sealed streams served here (the handler read and wrote plaintext)."""
-        self.checker = LeaseChecker(node_id, authority_key)
+        self.checker = LeaseChecker(node_id, authority_key, fences=fences)
         self.relay = Relay(peers, relay_limits, orphan_grace=resume_window)
         self.resume_window = resume_window
         self.hooks: list[EventHook] = []

@@ -33,7 +33,7 @@ from accessfabric.node.sealed_stream import SealedStream
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
-    from accessfabric.node.routes import Route
+    from accessfabric.control.leased_route import LeasedRoute
     from accessfabric.node.runtime import NodeRuntime
 
 PINGS = 3
@@ -109,7 +109,7 @@ class NodeDiagnostics:
         ]
 
     async def _probe(
-        self, rank: int, route: Route, service: str, traffic_class: TrafficClass, burst: int
+        self, rank: int, route: LeasedRoute, service: str, traffic_class: TrafficClass, burst: int
     ) -> dict[str, Any]:
         hops = list(route.lease.hops)
         result: dict[str, Any] = {

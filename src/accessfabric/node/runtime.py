@@ -17,6 +17,7 @@ import logging
 import signal
 from typing import Any, Protocol
 
+from accessfabric.control.fence import FenceBook
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node import sd_notify
@@ -110,8 +111,11 @@ class NodeRuntime:
         # Access (docs/config.md, Access): default deny; static allow lists and, with
         # [control], the authority-signed grants the control link keeps current.
         self.access = ServiceAccess(self.key.node_id, config.allow_lists(), config.authority_key)
+        self.fences = FenceBook()
+        """Route epoch fences: one book for the lease check, route execution and the
+        control client, so a ROUTE_UPDATE (or a fresher lease) fences all three at once."""
         self.data_plane = DataPlane(
-            self.key.node_id, self.peers, config.authority_key,
+            self.key.node_id, self.peers, config.authority_key, fences=self.fences,
             sealing_key=self.key.sealing_private_key(),  # opens sealed streams, binds resumes
             sealing_keys=self.sealing_keys, resume_window=config.routes.resume_window,
             access=self.access,
@@ -122,6 +126,7 @@ class NodeRuntime:
             resume_window=timers.resume_window, stall_timeout=timers.stall_timeout,
             interactive_stall_timeout=timers.interactive_stall_timeout,
             pressure_threshold=timers.pressure_threshold, cooldown=timers.cooldown,
+            fences=self.fences,
         )  # fmt: skip
         self.routes.sealing = StreamSealing(
             self.key.node_id, self.key.sealing_private_key(), self.sealing_keys,
