@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from accessfabric.control.authority_key import parse_authority_key
-from accessfabric.control.cli import EXIT_UNREACHABLE, Unreachable, UserError
+from accessfabric.control.cli_errors import EXIT_UNREACHABLE, Unreachable, UserError
 from accessfabric.control.client import (
     ControlClient,
     ControlRefused,

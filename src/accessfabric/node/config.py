@@ -155,6 +155,18 @@ class ServiceConfig:
     node); empty: only those a grant admits (nobody, without a control plane)."""
 
 
+WELL_KNOWN_CLASSES = {
+    "rdp": TrafficClass.INTERACTIVE,
+    "ssh": TrafficClass.INTERACTIVE,
+    "dns": TrafficClass.DNS,
+}
+"""The class a forward uses when neither the config nor the command line names one."""
+
+
+def default_class(service: str) -> TrafficClass:
+    return WELL_KNOWN_CLASSES.get(service, TrafficClass.RELIABLE)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ForwardConfig:
     """A local TCP listener whose connections become streams to ``service``."""

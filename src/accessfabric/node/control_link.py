@@ -66,17 +66,16 @@ from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.control.rejections import SignedObjectRejected
 from accessfabric.control.replica_set import replica_summary
 from accessfabric.node.address import Endpoint, parse_endpoint_url
-from accessfabric.node.config import ControlSettings
+from accessfabric.node.config import ControlSettings, default_class
 from accessfabric.node.diagnostics import NodeDiagnostics
 from accessfabric.node.log_format import log_event
 from accessfabric.node.routes import NoUsableRoute
 from accessfabric.node.service_failovers import ServiceFailovers
-from accessfabric.services.tcp_forward import default_class
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
     from accessfabric.node.connection import SessionConnection
-    from accessfabric.node.runtime import NodeRuntime
+    from accessfabric.node.parts import NodeParts
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +101,12 @@ FAILING_LOG_INTERVAL = 30.0
 
 
 class ControlLink:
-    """Runs a :class:`ControlClient` for a :class:`NodeRuntime` (see the module doc)."""
+    """Runs a :class:`ControlClient` for a node (see the module doc); the runtime plugs
+    :meth:`route_source`, :meth:`wake` and :meth:`own_record` into its parts."""
 
     def __init__(
         self,
-        runtime: NodeRuntime,
+        runtime: NodeParts,
         settings: ControlSettings,
         *,
         clock: Callable[[], float] = time.time,
@@ -163,20 +163,22 @@ class ControlLink:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Hook into route execution and start the heartbeat loop (never blocks start-up)."""
-        self.runtime.routes.source = self.route_source
-        self.runtime.host.on_relay_change = self._wake.set  # mobile relay state: heartbeat now
-        self.runtime.sealing_keys.refresh = self.client.directory  # a sealing key is missing
-        if self.runtime.routes.sealing is not None:  # sealed opens carry this node's record
-            self.runtime.routes.sealing.own_record = self.client.record_blob
+        """Start the heartbeat loop (never blocks start-up)."""
         for forward in self.runtime.config.forwards:
             traffic_class = forward.traffic_class or default_class(forward.service)
             self.client.wanted.add((forward.service, traffic_class))
         self._own_record = self.client.record_blob()
-        self.runtime.local.node_record = lambda: self._own_record  # sent in HELLO
         self._apply_access_policy()  # the cached grants hold until they expire
         self._apply_directory(self.client.cached_directory())
         self._task = asyncio.create_task(self._run())
+
+    def wake(self) -> None:
+        """Heartbeat now (e.g. the mobile relay state changed), not at the next interval."""
+        self._wake.set()
+
+    def own_record(self) -> bytes | None:
+        """This node's signed record as last enrolled (sent in HELLO), None before."""
+        return self._own_record
 
     async def close(self) -> None:
         self._stop.set()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from accessfabric.node.runtime import NodeRuntime
+    from accessfabric.node.parts import NodeParts
 
 MAX_COUNT = 20
 ECHO_PAYLOAD = b"accessfabric ping"
@@ -28,7 +28,7 @@ class PingError(Exception):
     """NODE cannot be pinged: one line for the user."""
 
 
-def resolve(runtime: NodeRuntime, target: str) -> str:
+def resolve(runtime: NodeParts, target: str) -> str:
     """A node id from a node id or a ``[[peers]] name``."""
     for peer in runtime.config.peers:
         if target in (peer.node_id, peer.name):
@@ -38,11 +38,11 @@ def resolve(runtime: NodeRuntime, target: str) -> str:
     raise PingError(f"{target!r} is neither a node id nor the name of a [[peers]] entry")
 
 
-def _routed_hops(runtime: NodeRuntime, node_id: str) -> list[str] | None:
-    client = getattr(runtime.control, "client", None)
+def _routed_hops(runtime: NodeParts, node_id: str) -> list[str] | None:
+    client = runtime.control_client
     if client is None:
         return None
-    for service, traffic_class in sorted(getattr(client, "wanted", ())):
+    for service, traffic_class in sorted(client.wanted):
         for route in client.cached_route_leases(service, traffic_class):
             hops = list(route.lease.hops)
             if hops and hops[-1] == node_id:
@@ -50,7 +50,7 @@ def _routed_hops(runtime: NodeRuntime, node_id: str) -> list[str] | None:
     return None
 
 
-async def ping_node(runtime: NodeRuntime, target: str, count: int) -> dict[str, Any]:
+async def ping_node(runtime: NodeParts, target: str, count: int) -> dict[str, Any]:
     node_id = resolve(runtime, target)
     if node_id == runtime.node_id:
         raise PingError("that is this node")
@@ -92,7 +92,7 @@ async def ping_node(runtime: NodeRuntime, target: str, count: int) -> dict[str, 
     }
 
 
-def ping_handler(runtime: NodeRuntime) -> Any:
+def ping_handler(runtime: NodeParts) -> Any:
     async def handle(request: web.Request) -> web.Response:
         target = request.query.get("node", "")
         try:

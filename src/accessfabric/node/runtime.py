@@ -17,6 +17,7 @@ import logging
 import signal
 from typing import Any, Protocol
 
+from accessfabric.control.client import ControlClient
 from accessfabric.control.fence import FenceBook
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
@@ -186,6 +187,20 @@ class NodeRuntime:
     def accepted_sessions(self) -> int:
         return len(self._accepted)
 
+    @property
+    def control_client(self) -> ControlClient | None:
+        return None if self.control is None else self.control.client
+
+    def _plug_control(self, control: ControlLink) -> None:
+        """The control link answers route execution's, the sealing keys' and HELLO's
+        questions; the host monitor wakes it (nothing plugs itself into the runtime)."""
+        self.routes.source = control.route_source
+        self.host.on_relay_change = control.wake  # mobile relay state: heartbeat now
+        self.sealing_keys.refresh = control.client.directory  # a sealing key is missing
+        if self.routes.sealing is not None:  # sealed opens carry this node's record
+            self.routes.sealing.own_record = control.client.record_blob
+        self.local.node_record = control.own_record  # sent in HELLO
+
     # ------------------------------------------------------------ start
 
     async def start(self) -> None:
@@ -206,6 +221,7 @@ class NodeRuntime:
             await self.host.start()
             await self.network_watch.start()
             if self.control is not None:
+                self._plug_control(self.control)
                 await self.control.start()
             for component in self.components:
                 await component.start(self)
