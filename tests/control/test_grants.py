@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -108,8 +109,9 @@ async def _admin_api_and_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         assert len(error) == 1 and "unknown role 'pilot'" in error[0], error
 
         revoke = ["control", "grant", "revoke", grant_id, *server]
-        assert await asyncio.to_thread(main, revoke) == 0
-        assert f"revoked grant {grant_id}" in capsys.readouterr().out
+        assert await asyncio.to_thread(main, [*revoke, "--json"]) == 0
+        revoked = json.loads(capsys.readouterr().out)
+        assert revoked["grant_id"] == grant_id and revoked["time"].endswith("Z")
         assert await asyncio.to_thread(main, revoke) == EXIT_USER
         assert "unknown_grant" in capsys.readouterr().err
         status, body = await plane.admin("GET", "/v1/admin/grants")

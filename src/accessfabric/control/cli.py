@@ -266,6 +266,9 @@ def _cmd_grant_list(args: argparse.Namespace) -> int:
 
 def _cmd_grant_revoke(args: argparse.Namespace) -> int:
     reply = _admin_request(args, "DELETE", f"/v1/admin/grants/{args.grant}")
+    if args.json:
+        _print_reply(reply)
+        return 0
     print(f"revoked grant {reply['grant_id']} ({reply['tenant']}: {','.join(reply['services'])})")
     return 0
 
@@ -591,6 +594,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="revoke a grant (hosts stop honouring it at their next heartbeat)",
     )
     grant_revoke.add_argument("grant", metavar="GRANT", help="grant id (32 hex digits)")
+    grant_revoke.add_argument("--json", action="store_true", help="print JSON")
     _operator_options(grant_revoke)
     grant_revoke.set_defaults(handler=_guarded(_cmd_grant_revoke))
     listing = token_commands.add_parser(

@@ -30,9 +30,11 @@ from typing import Any
 from accessfabric.control.objects import AccessPolicy, NodeRecord
 from accessfabric.control.rejections import RejectReason, SignedObjectRejected
 from accessfabric.control.verify import verify_access_policy, verify_node_record
+from accessfabric.control.vocabulary import node_echo_service
 from accessfabric.wire.registry import TrafficClass
 
 ANYONE = "*"
+ECHO = "echo"
 MAX_RECORDS = 4096
 """Verified node records of openers remembered at most (the oldest is forgotten first)."""
 
@@ -47,6 +49,7 @@ class ServiceAccess:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.node_id = node_id
+        self.own_echo = node_echo_service(node_id)
         self.allow = {service: frozenset(ids) for service, ids in allow.items()}
         self.authority_key = authority_key
         self.clock = clock
@@ -117,7 +120,12 @@ class ServiceAccess:
     # ------------------------------------------------------------ the decision
 
     def refusal(self, peer: str, service: str, traffic_class: TrafficClass) -> str | None:
-        """None when ``peer`` may open ``service`` in ``traffic_class`` now, else why not."""
+        """None when ``peer`` may open ``service`` in ``traffic_class`` now, else why not.
+
+        ``echo:<this node>`` (the route-leased echo ``ping`` uses across relays) is
+        ``echo``: the same allow list and grants admit it."""
+        if service == self.own_echo:
+            service = ECHO
         listed = self.allow.get(service)
         if listed is not None and (ANYONE in listed or peer in listed):
             return None

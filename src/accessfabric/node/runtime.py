@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from accessfabric.control.client import ControlClient
 from accessfabric.control.fence import FenceBook
+from accessfabric.control.vocabulary import node_echo_service
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node import sd_notify
@@ -42,7 +43,7 @@ from accessfabric.node.observability import NodeObservability
 from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
 from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.routes import RouteManager
-from accessfabric.node.services import ServiceDispatcher
+from accessfabric.node.services import ECHO_SERVICE, ServiceDispatcher
 from accessfabric.node.stream_sealing import SealingKeys, StreamSealing, sealing_cipher
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class NodeRuntime:
             admission=Admission(config.limits),
         )
         self.dispatcher = ServiceDispatcher()
+        self.dispatcher.alias(node_echo_service(self.key.node_id), ECHO_SERVICE)  # ping via relays
         self.dialer = RankedPeerDialer(  # ranked candidates: docs/endpoint-ranking.md
             self.local, policy=config.ranking,
             timeout=config.session.handshake_timeout or DEFAULT_DIAL_TIMEOUT,

@@ -156,7 +156,7 @@ async def remove_node(request: web.Request) -> web.Response:
         node = plane.registry.remove(node_id)
     except RegistryError as exc:
         raise ApiError(404, exc.code, str(exc)) from None
-    plane.heartbeats.forget(node_id)
+    plane.heartbeats.remove(node_id)
     listing = node_listing(plane, node, plane.clock())
     return web.json_response({**listing, "removed": True})
 
