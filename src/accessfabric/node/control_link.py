@@ -12,7 +12,8 @@ A :class:`ControlLink` is a node component.  When started it
 * registers a replica of every service this process serves — whatever has a handler in
   the dispatcher: ``[[services]]``, the VPN exit's ``vpn`` — and nothing else, and keeps
   their service leases cached (the heartbeats renew the replicas);
-* feeds route leases to route execution: ``runtime.routes.source`` answers from the
+* answers route execution's questions for route leases (the runtime plugs
+  :meth:`ControlLink.route_source` in as ``RouteManager.source``) from the
   cached leases while they are valid (renewed a third before expiry for the services of
   ``[[forwards]]`` and any service a stream was opened to), and fetches when none is
   cached; with the control plane unreachable the cached leases keep working until they
