@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN, MAX_RTO_MIN
+from accessfabric.control.vocabulary import Role
 from accessfabric.identity.node_id import parse_node_id
 from accessfabric.node.address import (
     CARRIERS,
@@ -60,18 +61,8 @@ from accessfabric.wire.limits import MAX_FRAME_SIZE_CAP, MAX_SERVICE_NAME, MIN_M
 from accessfabric.wire.registry import TrafficClass
 
 ENV_PREFIX = "ACCESSFABRIC_"
-ROLES = (
-    "mobile-edge",
-    "entry",
-    "relay",
-    "exit",
-    "service-host",
-    "control-plane",
-    "route-coordinator",
-    "storage",
-    "observer",
-    "update-cache",
-)
+ROLES = tuple(role.value for role in Role)
+"""The role names ``roles`` accepts (the node record's vocabulary)."""
 PEER_CONNECT_MODES = ("on-demand", "always")
 SEALING_CIPHERS = ("auto", *(suite.label for suite in CipherSuite))
 """``[sealing] cipher``: ``auto`` (AES-256-GCM where the CPU has AES instructions, else
