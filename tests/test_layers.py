@@ -99,9 +99,16 @@ def layers() -> dict[str, int]:
 TOP = 9
 
 
-def _unit(module: str) -> str:
-    """The name the layer table knows a module by (``accessfabric`` for the root)."""
+def _unit(module: str, table: dict[str, int] | None = None) -> str:
+    """The name the layer table knows a module by: the longest dotted prefix it lists
+    (``observe.log_rate`` before ``observe``), else the top-level package
+    (``accessfabric`` for the root)."""
     parts = module.split(".")
+    if table is not None:
+        for end in range(len(parts), 2, -1):
+            name = ".".join(parts[1:end])
+            if name in table:
+                return name
     return parts[1] if len(parts) > 1 else parts[0]
 
 
@@ -110,8 +117,8 @@ def upward(edges: dict[str, frozenset[str]], table: dict[str, int]) -> set[Edge]
     bad = set()
     for source, targets in edges.items():
         for target in targets:
-            a, b = _unit(source), _unit(target)
-            if a == b or b == "accessfabric":
+            a, b = _unit(source, table), _unit(target, table)
+            if a == b or b == "accessfabric" or _unit(source) == _unit(target):
                 continue
             rank_a, rank_b = table[a], table[b]
             if rank_b > rank_a or (rank_b == rank_a and rank_a != TOP):
