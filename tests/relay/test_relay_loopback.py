@@ -279,7 +279,7 @@ async def test_a_second_path_open_needs_the_proof_its_key_exchange_gives(tmp_pat
             connection.session.resume_stream(
                 snapshot, route.route_id, route_lease=route.blob, key_exchange=field
             )
-            connection._schedule_flush()
+            connection.schedule_flush()
         for _ in range(50):
             if sum(dst.data_plane.refused.values()) >= 2:
                 break
@@ -317,7 +317,7 @@ async def test_a_resume_gone_in_its_own_batch_leaves_the_session_alone(tmp_path:
             snapshot, route.route_id, route_lease=route.blob
         )
         connection.session.reset_stream(stream_id)  # same flush: one batch at the relay
-        connection._schedule_flush()
+        connection.schedule_flush()
         for _ in range(50):
             if relay.data_plane.relay.counters()["gone"]:
                 break
@@ -399,7 +399,7 @@ async def test_a_served_open_gone_in_its_own_batch_leaves_the_session_alone(
             resume_token=secrets.token_bytes(16),
         )  # fmt: skip
         connection.session.reset_stream(stream_id)  # same flush: one batch at the destination
-        connection._schedule_flush()
+        connection.schedule_flush()
         await asyncio.wait_for(connection.ping(), 5)  # the destination read the batch
         assert not connection.is_closed
         assert dst.data_plane.served == {}
