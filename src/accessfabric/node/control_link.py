@@ -12,7 +12,8 @@ A :class:`ControlLink` is a node component.  When started it
 * registers a replica of every service this process serves — whatever has a handler in
   the dispatcher: ``[[services]]``, the VPN exit's ``vpn`` — and nothing else, and keeps
   their service leases cached (the heartbeats renew the replicas);
-* feeds route leases to route execution: ``runtime.routes.source`` answers from the
+* answers route execution's questions for route leases (the runtime plugs
+  :meth:`ControlLink.route_source` in as ``RouteManager.source``) from the
   cached leases while they are valid (renewed a third before expiry for the services of
   ``[[forwards]]`` and any service a stream was opened to), and fetches when none is
   cached; with the control plane unreachable the cached leases keep working until they
@@ -62,22 +63,22 @@ from accessfabric.control.facts import (
     ServiceCapacity,
     StreamReport,
 )
+from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.control.rejections import SignedObjectRejected
 from accessfabric.control.replica_set import replica_summary
 from accessfabric.control.telemetry import MAX_EVERY
 from accessfabric.node.address import Endpoint, parse_endpoint_url
-from accessfabric.node.config import ControlSettings
+from accessfabric.node.config import ControlSettings, default_class
 from accessfabric.node.diagnostics import NodeDiagnostics
 from accessfabric.node.log_format import log_event
-from accessfabric.node.routes import NoUsableRoute, Route
+from accessfabric.node.routes import NoUsableRoute
 from accessfabric.node.service_failovers import ServiceFailovers
 from accessfabric.node.tenant_admission import retry_hint
-from accessfabric.services.tcp_forward import default_class
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
     from accessfabric.node.connection import SessionConnection
-    from accessfabric.node.runtime import NodeRuntime
+    from accessfabric.node.parts import NodeParts
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +108,12 @@ FAILING_LOG_INTERVAL = 30.0
 
 
 class ControlLink:
-    """Runs a :class:`ControlClient` for a :class:`NodeRuntime` (see the module doc)."""
+    """Runs a :class:`ControlClient` for a node (see the module doc); the runtime plugs
+    :meth:`route_source`, :meth:`wake` and :meth:`own_record` into its parts."""
 
     def __init__(
         self,
-        runtime: NodeRuntime,
+        runtime: NodeParts,
         settings: ControlSettings,
         *,
         clock: Callable[[], float] = time.time,
@@ -125,6 +127,7 @@ class ControlLink:
             settings.authority_key,
             str(settings.state_dir),
             clock=clock,
+            fences=runtime.fences,
         )
         self._clock = clock
         self._rng = rng or random.Random()
@@ -175,20 +178,22 @@ class ControlLink:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Hook into route execution and start the heartbeat loop (never blocks start-up)."""
-        self.runtime.routes.source = self.route_source
-        self.runtime.host.on_relay_change = self._wake.set  # mobile relay state: heartbeat now
-        self.runtime.sealing_keys.refresh = self.client.directory  # a sealing key is missing
-        if self.runtime.routes.sealing is not None:  # sealed opens carry this node's record
-            self.runtime.routes.sealing.own_record = self.client.record_blob
+        """Start the heartbeat loop (never blocks start-up)."""
         for forward in self.runtime.config.forwards:
             traffic_class = forward.traffic_class or default_class(forward.service)
             self.client.wanted.add((forward.service, traffic_class))
         self._own_record = self.client.record_blob()
-        self.runtime.local.node_record = lambda: self._own_record  # sent in HELLO
         self._apply_access_policy()  # the cached grants hold until they expire
         self._apply_directory(self.client.cached_directory())
         self._task = asyncio.create_task(self._run())
+
+    def wake(self) -> None:
+        """Heartbeat now (e.g. the mobile relay state changed), not at the next interval."""
+        self._wake.set()
+
+    def own_record(self) -> bytes | None:
+        """This node's signed record as last enrolled (sent in HELLO), None before."""
+        return self._own_record
 
     async def close(self) -> None:
         self._stop.set()
@@ -312,7 +317,9 @@ class ControlLink:
         self._apply_directory(cached)
         await client.renew_due()
         for name, traffic_class in sorted(client.wanted):
-            self._publish(name, traffic_class, client.cached_route_leases(name, traffic_class))
+            renewed = client.cached_route_leases(name, traffic_class)
+            if self._publish(name, traffic_class, renewed):  # the renewed expiries count
+                self.runtime.routes.set_routes(name, traffic_class, renewed)
 
     def _apply_access_policy(self) -> None:
         """Hand the cached (verified) access policy to the node's access check."""
@@ -366,6 +373,7 @@ class ControlLink:
             facts,
             peers=host.with_bandwidth(facts.peers),
             **host.heartbeat_fields(facts.relay_opt_in),
+            **host.nat_fields(listening=bool(endpoints)),
         )
 
     def _stream_reports(self) -> tuple[StreamReport, ...]:
@@ -680,15 +688,15 @@ class ControlLink:
 
     # ------------------------------------------------------------ route leases
 
-    async def route_source(self, service: str, traffic_class: TrafficClass) -> list[Route]:
+    async def route_source(self, service: str, traffic_class: TrafficClass) -> list[LeasedRoute]:
         """``RouteManager.source``: cached leases while valid, else fresh from the control plane.
 
         Why none could be had is kept for ``status`` and logged (:meth:`_route_error`).
         """
         client = self.client
         key = (service, traffic_class)
-        usable = client.cached_route_leases(service, traffic_class)
-        if all(self.runtime.routes.fenced(u.lease) for u in usable):  # none, or all fenced
+        usable = client.cached_route_leases(service, traffic_class)  # fenced ones refused
+        if not usable:
             try:
                 usable = await client.route_leases(service, traffic_class)
             except NoUsableLease as why:
@@ -717,9 +725,13 @@ class ControlLink:
             )  # fmt: skip
         return NoUsableRoute(reason)
 
-    def _publish(self, service: str, traffic_class: TrafficClass, usable: list[Any]) -> list[Route]:
-        routes = [Route(u.lease, u.blob, u.rank) for u in usable]
-        for u in usable:  # the destination's sealing key comes with its route (least knowledge)
+    def _publish(
+        self, service: str, traffic_class: TrafficClass, routes: list[LeasedRoute]
+    ) -> list[LeasedRoute]:
+        """Note what the route leases of (service, class) are now: sealing keys, failover
+        facts, the route cache version (``route_source`` only returns them; the
+        ``RouteManager`` keeps what it was answered)."""
+        for u in routes:  # the destination's sealing key comes with its route (least knowledge)
             if u.destination is not None:
                 self.runtime.sealing_keys.add(
                     u.destination.node_id, u.destination.sealing_public_key,
@@ -731,7 +743,6 @@ class ControlLink:
             self._published[(service, traffic_class)] = ids
             self.route_cache_version += 1
         if routes:
-            self.runtime.routes.set_routes(service, traffic_class, routes)
             key = (service, traffic_class)
             if self.route_errors.pop(key, None) is not None:
                 self._route_error_logged.pop(key, None)
