@@ -66,7 +66,6 @@ from accessfabric.control.facts import (
 from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.control.rejections import SignedObjectRejected
 from accessfabric.control.replica_set import replica_summary
-from accessfabric.control.telemetry import MAX_EVERY
 from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings, default_class
 from accessfabric.node.diagnostics import NodeDiagnostics
@@ -96,6 +95,8 @@ PROBE_BACKOFF_MAX = 60.0
 jitter (:func:`backoff_delay`), at most this many seconds apart."""
 REHOME_SPREAD = 2.0
 """Seconds over which a device whose placed entry failed spreads its next attempt."""
+MAX_TELEMETRY_EVERY = 1000
+"""The largest ``telemetry_every`` a node takes from a heartbeat reply."""
 LOST_ENTRY_AVOID = 10.0
 """Seconds a device whose entry session ended tries its alternates before that entry
 again: a dead entry stays in directories until the control plane counts it unreachable
@@ -296,7 +297,7 @@ class ControlLink:
         self.last_heartbeat_at = self._clock()
         every = reply.get("telemetry_every")
         if isinstance(every, int) and not isinstance(every, bool) and every >= 1:
-            self._telemetry_every = min(every, MAX_EVERY)
+            self._telemetry_every = min(every, MAX_TELEMETRY_EVERY)
         self._own_record = client.record_blob()
         self._apply_access_policy()
         health = reply.get("health")
