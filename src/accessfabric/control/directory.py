@@ -36,6 +36,16 @@ changing its region, endpoints, transports or relay facts — or the node's own 
 set of measured entries changes.  Before, every device refetched its directory whenever
 *any* node enrolled, renewed its record or connected somewhere: at 1000 devices that was
 a refetch storm of O(N^2) directory builds (issue 17, docs/fleet.md).
+
+**Deltas** (:func:`directory_document`): a node that sends the ``cursor`` of the
+directory it holds gets only the entries of its view that changed since then, the ids
+that left it (``removed``; a ``mobile`` view, at most ``MOBILE_LIMIT`` entries, sends
+its member ``ids`` instead) and its placement.  A change is noted per node in the
+heartbeat table's change log (:mod:`accessfabric.control.directory_log`), so a node of
+another tenant, or one whose view the changed node cannot be in, gets an empty delta.
+No cursor, a cursor the bounded log no longer covers, or a change of the asking node
+itself (its record, region, measured peers: its whole view may move) gets the whole
+directory.
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ from accessfabric.control.heartbeats import Health, HeartbeatTable
 from accessfabric.control.leasing import SHARED_TENANT, node_facts
 from accessfabric.control.placement import EntryCandidate, place
 from accessfabric.control.planning.policy import RoutePolicy, carrier_refusal
-from accessfabric.control.registry import NodeRegistry, RegisteredNode
+from accessfabric.control.registry import NodeRegistry, RegisteredNode, record_json
 from accessfabric.control.vocabulary import Role
 
 MOBILE_LIMIT = 8
@@ -283,3 +293,70 @@ def _carriers(
 def _sessions(heartbeats: HeartbeatTable, node_id: str) -> int:
     state = heartbeats.get(node_id)
     return state.facts.sessions if state is not None else 0
+
+
+def _could_show(
+    scope: str, asking: RegisteredNode, node: RegisteredNode | None, tenant: str | None,
+    heartbeats: HeartbeatTable,
+) -> bool:  # fmt: skip
+    """Whether a changed node that is not in ``asking``'s view now may have been in it
+    before: a ``removed`` notice names it (an id, nothing else), least knowledge otherwise."""
+    me = asking.record
+    tenant = node.record.tenant if node is not None else tenant
+    if tenant not in (me.tenant, SHARED_TENANT):
+        return False  # another partition: never in this view
+    if scope == "tenant" or node is None:
+        return True
+    state, own = heartbeats.get(node.node_id), heartbeats.get(me.node_id)
+    if state is None or own is None:
+        return True
+    if any(p.node_id == node.node_id for p in own.facts.peers):
+        return True
+    if any(p.node_id == me.node_id for p in state.facts.peers):
+        return True
+    return (state.facts.region or "default") == (own.facts.region or "default")
+
+
+def directory_document(
+    asking: RegisteredNode,
+    registry: NodeRegistry,
+    heartbeats: HeartbeatTable,
+    now: float,
+    policy: RoutePolicy | None = None,
+    since: str | None = None,
+) -> dict[str, Any]:
+    """``GET /v1/directory``: the whole directory, or with ``since`` (the ``cursor`` of the
+    one the node holds) the delta since then when the change log still covers it."""
+    built = build_directory(asking, registry, heartbeats, now, policy)
+    log = heartbeats.changes
+    head: dict[str, Any] = {
+        "version": built.version,
+        "scope": built.scope,
+        "cursor": log.cursor(),
+        "placement": list(built.placement),
+    }
+    changed = log.since(since) if since is not None else None
+    if changed is None or asking.node_id in changed:
+        return {
+            **head,
+            "delta": False,
+            "node_record": record_json(asking),
+            "entries": [entry.to_json() for entry in built.entries],
+        }
+    shown = {entry.node.node_id: entry for entry in built.entries}
+    entries = [shown[node_id].to_json() for node_id in sorted(changed) if node_id in shown]
+    document = {**head, "delta": True, "since": since, "entries": entries}
+    if built.scope == "mobile":  # at most MOBILE_LIMIT members: the ids, not removals
+        if any(
+            _could_show(built.scope, asking, registry.get(n), t, heartbeats)
+            for n, t in changed.items()
+        ):
+            document["ids"] = sorted(shown)
+        return document
+    document["removed"] = sorted(
+        node_id
+        for node_id, tenant in changed.items()
+        if node_id not in shown
+        and _could_show(built.scope, asking, registry.get(node_id), tenant, heartbeats)
+    )
+    return document

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from accessfabric.control.directory_log import ChangeLog
 from accessfabric.control.facts import FactsError, HeartbeatFacts, parse_facts
 from accessfabric.control.store.base import Change, ChangeKind, Clock, Store
 
@@ -160,6 +161,10 @@ class HeartbeatTable:
         """Nodes counted as not ``unreachable``, and the deadline of their heap entry."""
         self._deadlines: list[tuple[float, str]] = []
         """Heap of (when a live node turns unreachable unless heard of, node id)."""
+        self.changes = ChangeLog()
+        """Which nodes' directory entries changed, in order: directory deltas
+        (:mod:`accessfabric.control.directory_log`).  Every move of the visibility
+        generation notes its node; the registry notes record changes here too."""
 
     def load(self) -> int:
         """Read the persisted heartbeats (at start-up); the number loaded."""
@@ -178,6 +183,7 @@ class HeartbeatTable:
             loaded += 1
         self.generation += 1
         self._visibility += 1
+        self.changes.reset()  # everything may have moved: every node fetches in full
         return loaded
 
     def _due(self, node_id: str, state: HeartbeatState, now: float) -> bool:
@@ -219,6 +225,7 @@ class HeartbeatTable:
         returning = previous is None or node_id not in self._live
         if previous is None or returning or _visible(previous.facts) != _visible(facts):
             self._visibility += 1
+            self.changes.note(node_id)
         self._set_live(node_id, received_at)
         return True
 
@@ -233,6 +240,7 @@ class HeartbeatTable:
         returning = previous is None or node_id not in self._live
         if previous is None or returning or _visible(previous.facts) != _visible(facts):
             self._visibility += 1
+            self.changes.note(node_id)
         self._set_live(node_id, when)
 
     def _set_live(self, node_id: str, received_at: float) -> None:
@@ -257,6 +265,7 @@ class HeartbeatTable:
                 continue
             del self._live[node_id]
             self._visibility += 1
+            self.changes.note(node_id)
         return self._visibility
 
     def get(self, node_id: str) -> HeartbeatState | None:
@@ -276,6 +285,7 @@ class HeartbeatTable:
         self.generation += 1
         if self._live.pop(node_id, None) is not None:  # its heap entry is skipped
             self._visibility += 1
+            self.changes.note(node_id)
 
     def __iter__(self) -> Iterator[tuple[str, HeartbeatState]]:
         return iter(list(self._states.items()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +95,9 @@ class NodeRegistry:
         """Bumped by every change this process makes or loads (the planner rebuilds on it)."""
         self.version = 0
         """The store revision of the newest node record seen: part of the directory's version."""
+        self.on_change: Callable[[str, str], None] | None = None
+        """Called with (node id, tenant) when a record is stored, replaced or removed (the
+        control plane notes it in the directory change log: directory deltas)."""
 
     def load(self) -> int:
         """Read every stored node (at start-up); the number loaded."""
@@ -111,8 +115,10 @@ class NodeRegistry:
         replica's own writes coming back through the watch change nothing."""
         node_id = change.key.removeprefix(KEY_PREFIX)
         if change.kind is ChangeKind.DELETE:
-            if self._nodes.pop(node_id, None) is None:
+            gone = self._nodes.pop(node_id, None)
+            if gone is None:
                 return False
+            self._noted(node_id, gone.record.tenant)
             self.generation += 1
             self.version = max(self.version, change.revision)
             return True
@@ -217,8 +223,13 @@ class NodeRegistry:
             current = result.current
         raise RegistryError("contended", f"node {node_id} is being changed; try again")
 
+    def _noted(self, node_id: str, tenant: str) -> None:
+        if self.on_change is not None:
+            self.on_change(node_id, tenant)
+
     def _remember(self, node: RegisteredNode, revision: int) -> None:
         self._nodes[node.node_id] = node
+        self._noted(node.node_id, node.record.tenant)
         self.generation += 1
         self.version = max(self.version, revision)
 
@@ -272,6 +283,8 @@ class NodeRegistry:
         revision = self._store.revision()
         self._store.delete(KEY_PREFIX + node_id)
         self._nodes.pop(node_id, None)
+        if node is not None:
+            self._noted(node_id, node.record.tenant)
         self.generation += 1
         self.version = max(self.version, revision + 1)
         if node is None:
