@@ -216,7 +216,13 @@ def build_directory(
     measured = {p.node_id: p.rtt_ms for p in own.facts.peers} if own else {}
     candidates: dict[str, DirectoryEntry] = {}
     measured_me: set[str] = set()
-    for node in registry.all():
+    scope = _scope(roles)
+    pool = (
+        _mobile_pool(me.tenant, own_region, measured, registry, heartbeats)
+        if scope == "mobile"
+        else registry.all()
+    )
+    for node in pool:
         record = node.record
         if record.node_id == me.node_id:
             continue
@@ -236,7 +242,6 @@ def build_directory(
             transports=state.facts.transports,
             rtt_ms=measured.get(record.node_id),
         )
-    scope = _scope(roles)
     chosen: dict[str, DirectoryEntry] = {}
     placement: tuple[str, ...] = ()
     if scope == "tenant":
@@ -269,6 +274,37 @@ def build_directory(
         )
     ordered = tuple(chosen[k] for k in sorted(chosen))
     return Directory(version=version, scope=scope, entries=ordered, placement=placement)
+
+
+def _mobile_pool(
+    tenant: str,
+    region: str,
+    measured: dict[str, float],
+    registry: NodeRegistry,
+    heartbeats: HeartbeatTable,
+) -> list[RegisteredNode]:
+    """The entries a ``mobile`` view may show: of its tenant or shared, measured by the
+    node or of its region — looked up through the registry's entries-by-tenant and the
+    heartbeat table's nodes-by-region indexes, so a device's fetch costs O(its region's
+    nodes or its partition's entries, whichever is smaller), not O(fleet)."""
+    tenants = (tenant, SHARED_TENANT)
+    in_region = heartbeats.in_region(region)
+    pool: dict[str, RegisteredNode] = {}
+    if len(in_region) <= sum(registry.entry_count(t) for t in tenants):
+        for node_id in in_region:
+            node = registry.get(node_id)
+            if node is not None and Role.ENTRY in node.record.roles:
+                pool[node_id] = node
+    else:
+        for t in tenants:
+            for node in registry.entries_of(t):
+                if node.node_id in in_region:
+                    pool[node.node_id] = node
+    for node_id in measured:
+        node = registry.get(node_id)
+        if node is not None and Role.ENTRY in node.record.roles:
+            pool[node_id] = node
+    return [pool[k] for k in sorted(pool)]
 
 
 def _carriers(

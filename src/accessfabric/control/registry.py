@@ -91,6 +91,8 @@ class NodeRegistry:
         self.record_ttl = record_ttl
         self.tokens = EnrollmentTokens(store, clock=clock)
         self._nodes: dict[str, RegisteredNode] = {}
+        self._entries: dict[str, dict[str, RegisteredNode]] = {}
+        """Nodes holding the entry role, by tenant: a device's directory partition."""
         self.generation = 0
         """Bumped by every change this process makes or loads (the planner rebuilds on it)."""
         self.version = 0
@@ -102,9 +104,11 @@ class NodeRegistry:
     def load(self) -> int:
         """Read every stored node (at start-up); the number loaded."""
         self._nodes.clear()
+        self._entries.clear()
         for entry in self._store.range(KEY_PREFIX).entries:
             node = self._decode(entry)
             self._nodes[node.node_id] = node
+            self._index(None, node)
             self.version = max(self.version, entry.mod_revision)
         self.generation += 1
         return len(self._nodes)
@@ -118,6 +122,7 @@ class NodeRegistry:
             gone = self._nodes.pop(node_id, None)
             if gone is None:
                 return False
+            self._index(gone, None)
             self._noted(node_id, gone.record.tenant)
             self.generation += 1
             self.version = max(self.version, change.revision)
@@ -143,6 +148,19 @@ class NodeRegistry:
 
     def get(self, node_id: str) -> RegisteredNode | None:
         return self._nodes.get(node_id)
+
+    def entries_of(self, tenant: str) -> list[RegisteredNode]:
+        """The nodes of ``tenant`` holding the entry role (a device's partition)."""
+        return list(self._entries.get(tenant, {}).values())
+
+    def entry_count(self, tenant: str) -> int:
+        return len(self._entries.get(tenant, ()))
+
+    def _index(self, old: RegisteredNode | None, new: RegisteredNode | None) -> None:
+        if old is not None and Role.ENTRY in old.record.roles:
+            self._entries.get(old.record.tenant, {}).pop(old.node_id, None)
+        if new is not None and Role.ENTRY in new.record.roles:
+            self._entries.setdefault(new.record.tenant, {})[new.node_id] = new
 
     def all(self) -> list[RegisteredNode]:
         return sorted(self._nodes.values(), key=lambda node: node.node_id)
@@ -228,6 +246,7 @@ class NodeRegistry:
             self.on_change(node_id, tenant)
 
     def _remember(self, node: RegisteredNode, revision: int) -> None:
+        self._index(self._nodes.get(node.node_id), node)
         self._nodes[node.node_id] = node
         self._noted(node.node_id, node.record.tenant)
         self.generation += 1
@@ -283,6 +302,7 @@ class NodeRegistry:
         revision = self._store.revision()
         self._store.delete(KEY_PREFIX + node_id)
         self._nodes.pop(node_id, None)
+        self._index(node, None)
         if node is not None:
             self._noted(node_id, node.record.tenant)
         self.generation += 1
