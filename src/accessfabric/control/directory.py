@@ -129,50 +129,47 @@ def directory_version(registry: NodeRegistry, heartbeats: HeartbeatTable, now: f
 
 @dataclass
 class _EntryDigests:
-    """Per heartbeat table: the digest of each tenant's entries, for one (registry
-    version, visibility generation); recomputed when either moves."""
+    """Per heartbeat table: the digest of each (tenant, region)'s entries, for one
+    (registry version, visibility generation); recomputed when either moves."""
 
     key: tuple[int, int] = (-1, -1)
-    by_tenant: dict[str, bytes] = field(default_factory=dict)
-    registry_version: int = -1
-    entries: list[RegisteredNode] = field(default_factory=list)
-    """Every node with the entry role, by node id (for ``registry_version``)."""
+    by_partition: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
 
 _DIGESTS: weakref.WeakKeyDictionary[HeartbeatTable, _EntryDigests] = weakref.WeakKeyDictionary()
 
 
+def _entry_facts(node: RegisteredNode, heartbeats: HeartbeatTable, now: float) -> bytes:
+    """What of one entry a mobile directory shows or selects on (b"" when not shown)."""
+    state = heartbeats.get(node.node_id)
+    if state is None:
+        return b""
+    if heartbeats.health(node.node_id, now, node.record.revision).health is Health.UNREACHABLE:
+        return b""
+    f = state.facts
+    relay = (f.relay_opt_in, f.charging, f.metered, f.trust_tier)
+    return repr((node.node_id, node.record.revision, f.region, f.endpoints, f.transports,
+                 relay)).encode()  # fmt: skip
+
+
 def _entries_digest(
-    tenant: str, registry: NodeRegistry, heartbeats: HeartbeatTable, now: float
+    tenant: str, region: str, registry: NodeRegistry, heartbeats: HeartbeatTable, now: float
 ) -> bytes:
-    """What of ``tenant``'s (and shared) entries a mobile directory shows or selects on."""
+    """What of ``tenant``'s (and shared) entries of ``region`` a mobile directory shows or
+    selects on: through the same indexes as the view (:func:`_mobile_pool`), O(region)."""
     memo = _DIGESTS.get(heartbeats)
     if memo is None:
         memo = _DIGESTS[heartbeats] = _EntryDigests()
-    if memo.registry_version != registry.version:
-        memo.registry_version = registry.version
-        memo.entries = [n for n in registry.all() if Role.ENTRY in n.record.roles]
     key = (registry.version, heartbeats.visibility(now))
     if memo.key != key:
-        memo.key, memo.by_tenant = key, {}
-    digest = memo.by_tenant.get(tenant)
+        memo.key, memo.by_partition = key, {}
+    digest = memo.by_partition.get((tenant, region))
     if digest is None:
         h = hashlib.blake2b(digest_size=12)
-        for node in memo.entries:
-            node_id = node.node_id
-            if node.record.tenant not in (tenant, SHARED_TENANT):
-                continue
-            state = heartbeats.get(node_id)
-            if state is None:
-                continue
-            health = heartbeats.health(node_id, now, node.record.revision).health
-            if health is Health.UNREACHABLE:
-                continue
-            f = state.facts
-            relay = (f.relay_opt_in, f.charging, f.metered, f.trust_tier)
-            h.update(repr((node_id, node.record.revision, f.region, f.endpoints,
-                           f.transports, relay)).encode())  # fmt: skip
-        digest = memo.by_tenant[tenant] = h.digest()
+        for node in _mobile_pool(tenant, region, {}, registry, heartbeats):
+            if node.record.tenant in (tenant, SHARED_TENANT):
+                h.update(_entry_facts(node, heartbeats, now))
+        digest = memo.by_partition[(tenant, region)] = h.digest()
     return digest
 
 
@@ -181,19 +178,24 @@ def version_for(
 ) -> int:
     """The version of ``asking``'s directory (heartbeat replies and the directory carry it).
 
-    ``mobile`` scope: its own narrow version (module docstring); other scopes: the
-    global :func:`directory_version`."""
+    ``mobile`` scope: its own narrow version (module docstring): its region's entries of
+    its partition, and the entries it measured; other scopes: the global
+    :func:`directory_version`."""
     if _scope(asking.record.roles) != "mobile":
         return directory_version(registry, heartbeats, now)
     me = asking.record
     own = heartbeats.get(me.node_id)
     region = (own.facts.region or "default") if own else "default"
     measured = sorted(p.node_id for p in own.facts.peers) if own else []
-    text = (
-        f"mobile:{heartbeats.epoch}:{me.revision}:{region}:{','.join(measured)}:"
-        f"{_entries_digest(me.tenant, registry, heartbeats, now).hex()}"
-    )
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=6).digest(), "big")
+    h = hashlib.blake2b(digest_size=6)
+    h.update(f"mobile:{heartbeats.epoch}:{me.revision}:{region}:{','.join(measured)}:".encode())
+    h.update(_entries_digest(me.tenant, region, registry, heartbeats, now))
+    for node_id in measured:
+        node = registry.get(node_id)
+        mine = node is not None and node.record.tenant in (me.tenant, SHARED_TENANT)
+        if node is not None and mine and Role.ENTRY in node.record.roles:
+            h.update(_entry_facts(node, heartbeats, now))
+    return int.from_bytes(h.digest(), "big")
 
 
 def build_directory(
