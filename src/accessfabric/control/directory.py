@@ -31,7 +31,7 @@ with health or RTT values alone, so those may be up to one such change old.
 
 A ``mobile`` directory has its own, narrower version (:func:`version_for`): it moves
 only when what that directory can show moves — an entry of the node's tenant or shared
-infrastructure enrolling, changing its record, turning visible or unreachable, or
+infrastructure, of its region or measured by it, enrolling, changing its record, turning visible or unreachable, or
 changing its region, endpoints, transports or relay facts — or the node's own region or
 set of measured entries changes.  Before, every device refetched its directory whenever
 *any* node enrolled, renewed its record or connected somewhere: at 1000 devices that was
