@@ -26,7 +26,7 @@ The directory's ``version`` (:func:`directory_version`, also in every heartbeat 
 an opaque number that moves whenever any directory could change: a node record changes
 (the registry's store revision), a node turns visible or ``unreachable``, or a live node's
 region, endpoints, transports, measured peers or relay facts change (the heartbeat table's
-visibility generation).  A node refetches when it differs from the one it holds; it does not move
+visibility generation), or the operator drains or undrains a node.  A node refetches when it differs from the one it holds; it does not move
 with health or RTT values alone, so those may be up to one such change old.
 """
 
@@ -37,6 +37,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from accessfabric.control.drains import NodeDrains
 from accessfabric.control.heartbeats import Health, HeartbeatTable
 from accessfabric.control.leasing import SHARED_TENANT, node_facts
 from accessfabric.control.placement import EntryCandidate, place
@@ -66,6 +67,8 @@ class DirectoryEntry:
     transports: tuple[str, ...]
     rtt_ms: float | None
     """RTT the asking node measured to this peer, if it did."""
+    draining: bool = False
+    """The operator drains this peer (:mod:`accessfabric.control.drains`)."""
 
     def to_json(self) -> dict[str, Any]:
         record = self.node.record
@@ -80,6 +83,7 @@ class DirectoryEntry:
             "endpoints": list(self.endpoints),
             "transports": list(self.transports),
             "rtt_ms": self.rtt_ms,
+            "draining": self.draining,
         }
 
 
@@ -102,9 +106,13 @@ def _scope(roles: frozenset[Role]) -> str:
     return "mobile"
 
 
-def directory_version(registry: NodeRegistry, heartbeats: HeartbeatTable, now: float) -> int:
+def directory_version(
+    registry: NodeRegistry, heartbeats: HeartbeatTable, now: float, drains: NodeDrains | None = None
+) -> int:
     """The version of every directory at ``now``: compare for equality only (48 bits)."""
     text = f"{heartbeats.epoch}:{registry.version}:{heartbeats.visibility(now)}"
+    if drains is not None:
+        text += f":{drains.digest()}"
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=6).digest(), "big")
 
 
@@ -114,13 +122,15 @@ def build_directory(
     heartbeats: HeartbeatTable,
     now: float,
     policy: RoutePolicy | None = None,
+    drains: NodeDrains | None = None,
 ) -> Directory:
     """The peers ``asking`` may know about under the rules above.
 
     ``policy`` (the route planner's): the ``mobile`` placement names only entries it lets
-    carry traffic (:func:`_carriers`).
+    carry traffic (:func:`_carriers`), and never a drained one (``drains``) while another
+    may be placed.
     """
-    version = directory_version(registry, heartbeats, now)  # first: sweeps the unreachable
+    version = directory_version(registry, heartbeats, now, drains)  # first: sweeps unreachable
     me = asking.record
     roles = me.roles
     own = heartbeats.get(me.node_id)
@@ -147,6 +157,7 @@ def build_directory(
             endpoints=state.facts.endpoints,
             transports=state.facts.transports,
             rtt_ms=measured.get(record.node_id),
+            draining=drains is not None and drains.is_draining(record.node_id),
         )
     scope = _scope(roles)
     chosen: dict[str, DirectoryEntry] = {}
@@ -186,7 +197,8 @@ def build_directory(
 def _carriers(
     entries: list[DirectoryEntry], heartbeats: HeartbeatTable, policy: RoutePolicy
 ) -> list[DirectoryEntry]:
-    """The entries a device may be placed on: those the planner lets carry its traffic.
+    """The entries a device may be placed on: those the planner lets carry its traffic,
+    not drained by the operator.
 
     A device holds one session, to its placed entry, so an entry the planner refuses as
     a hop (a mobile entry not opted in to relaying, on a metered network or low on
@@ -194,12 +206,13 @@ def _carriers(
     none may carry, all of them: the device still holds a session (its status, its
     directory) and moves once one may.
     """
+    live = [e for e in entries if not e.draining] or entries
     carriers = [
         e
-        for e in entries
+        for e in live
         if carrier_refusal(node_facts(e.node, heartbeats.get(e.node.node_id)), policy) is None
     ]
-    return carriers or entries
+    return carriers or live
 
 
 def _sessions(heartbeats: HeartbeatTable, node_id: str) -> int:

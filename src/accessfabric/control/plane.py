@@ -18,6 +18,7 @@ from typing import Any
 from accessfabric.control.admin import AdminCredentials
 from accessfabric.control.authority import Authority
 from accessfabric.control.directory import directory_version
+from accessfabric.control.drains import NodeDrains
 from accessfabric.control.facts import HeartbeatFacts
 from accessfabric.control.fleet_events import FleetEvents
 from accessfabric.control.grants import DEFAULT_POLICY_TTL, AccessGrants
@@ -201,6 +202,7 @@ class ControlPlane:
             is_shared=self._routes_go_through,
         )
         self.services = ServiceDirectory(store, authority, clock=clock, replica_ttl=cfg.replica_ttl)
+        self.drains = NodeDrains(store, clock=clock)
         self.leasing = RouteLeasing(
             store,
             authority,
@@ -211,6 +213,7 @@ class ControlPlane:
             lease_ttl=cfg.route_lease_ttl,
             policy=cfg.policy,
             snapshot_max_age=cfg.snapshot_max_age,
+            drains=self.drains,
         )
         self.grants = AccessGrants(store, authority, clock=clock, policy_ttl=cfg.access_policy_ttl)
         self.replay = ReplayCache(cfg.request_window)
@@ -273,6 +276,7 @@ class ControlPlane:
         self._loaded_revision = self.store.revision()
         self.registry.load()
         self.heartbeats.load()
+        self.drains.load()
 
     def ingest_heartbeat(self, node: RegisteredNode, facts: HeartbeatFacts) -> dict[str, Any]:
         """Take one authenticated heartbeat; the reply (health, current record, policy, and
@@ -293,7 +297,10 @@ class ControlPlane:
             "health": report.health.value,
             "reasons": list(report.reasons),
             "node_record": record,
-            "directory_version": directory_version(self.registry, self.heartbeats, now),
+            "directory_version": directory_version(
+                self.registry, self.heartbeats, now, self.drains
+            ),
+            "draining": self.drains.is_draining(node_id),
             "policy": self.config.policy_document(),
             "access_policy": base64.b64encode(
                 self.grants.policy_for(node_id, current.record.tenant)

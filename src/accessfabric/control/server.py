@@ -205,6 +205,8 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     router.add_get("/v1/admin/tokens", admin_handlers.list_tokens)
     router.add_delete("/v1/admin/tokens/{token_id}", admin_handlers.revoke_token)
     router.add_delete("/v1/admin/nodes/{node_id}", admin_handlers.remove_node)
+    router.add_post("/v1/admin/nodes/{node_id}/drain", admin_handlers.drain_node)
+    router.add_delete("/v1/admin/nodes/{node_id}/drain", admin_handlers.undrain_node)
     add_console_routes(router)
     return app
 

@@ -71,6 +71,8 @@ from accessfabric.node.log_format import log_event
 from accessfabric.node.routes import NoUsableRoute, Route
 from accessfabric.node.service_failovers import ServiceFailovers
 from accessfabric.services.tcp_forward import default_class
+from accessfabric.session import SessionState
+from accessfabric.session.events import GoawayReceived
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
@@ -98,6 +100,8 @@ ROUTE_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two ``no route lease`` log lines for one (service, class)."""
 FAILING_LOG_INTERVAL = 30.0
 """Seconds between two ``control plane link failing`` lines of one outage."""
+DRAINED_REFETCH_INTERVAL = 1.0
+"""Seconds between two lease requests for a service whose leases all pass a drained node."""
 
 
 class ControlLink:
@@ -127,6 +131,9 @@ class ControlLink:
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._registered: set[str] = set()
         self._directory_peers: set[str] = set()
+        self._drained_peers: set[str] = set()
+        """Directory peers the operator drains: route leases through them are replaced."""
+        self._drained_refetch: dict[tuple[str, TrafficClass], float] = {}
         self._placement: list[str] = []
         self._watcher: asyncio.Task[None] | None = None
         """The directory's session placement (``mobile`` scope): entries, primary first."""
@@ -273,6 +280,7 @@ class ControlLink:
             )  # fmt: skip
         reply = await client.heartbeat(self.facts())
         self.last_heartbeat_at = self._clock()
+        self.runtime.operator_drain.set(reply.get("draining") is True)  # control drain NODE
         self._own_record = client.record_blob()
         self._apply_access_policy()
         health = reply.get("health")
@@ -506,6 +514,11 @@ class ControlLink:
         placed = directory.get("placement")
         placement = [str(n) for n in placed] if isinstance(placed, list) and placed else None
         listed = {entry.get("node_id") for entry in directory.get("entries", [])}
+        self._drained_peers = {
+            str(entry.get("node_id"))
+            for entry in directory.get("entries", [])
+            if entry.get("draining") is True
+        }
         for gone in sorted(self._directory_peers - listed):  # unreachable, or out of view
             self._directory_peers.discard(gone)
             self._probe_failures.pop(gone, None)
@@ -536,8 +549,36 @@ class ControlLink:
         if placement is not None:
             self._place(placement)
 
-    async def _rehome_when_closed(self, connection: SessionConnection) -> None:
-        await connection.wait_closed()
+    async def _rehome_when_closed(self, node_id: str, connection: SessionConnection) -> None:
+        """Place again once the placed entry's session ends or its entry sends GOAWAY
+        (drained by the operator, shutting down): that entry is then backed off like a
+        failed dial, and the control link heartbeats now (the directory's placement has
+        likely changed)."""
+        goaway = asyncio.Event()
+
+        def on_event(event: object) -> None:
+            if isinstance(event, GoawayReceived):
+                goaway.set()
+
+        connection.on_event.append(on_event)
+        waits = [
+            asyncio.ensure_future(connection.wait_closed()),
+            asyncio.ensure_future(goaway.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            with contextlib.suppress(ValueError):
+                connection.on_event.remove(on_event)
+        if goaway.is_set():
+            failures = self._probe_failures.get(node_id, (0, 0.0))[0] + 1
+            delay = backoff_delay(
+                failures, self._rng, base=PROBE_BACKOFF_BASE, cap=PROBE_BACKOFF_MAX
+            )
+            self._probe_failures[node_id] = (failures, self._clock() + delay)
+            self._wake.set()
         pause = self._rng.uniform(0.0, REHOME_SPREAD)  # the entry's devices spread out
         asyncio.get_running_loop().call_later(pause, self._place_again)
 
@@ -572,8 +613,10 @@ class ControlLink:
         runtime = self.runtime
         if runtime.peers.current(node_id) is not None:
             return True
-        return any(
-            not c.is_closed and c.session.peer_node_id == node_id
+        return any(  # a session the peer is draining (GOAWAY) does not count
+            c.is_ready
+            and c.session.state is SessionState.READY
+            and c.session.peer_node_id == node_id
             for c in runtime.observe.connections()
         )
 
@@ -587,7 +630,9 @@ class ControlLink:
             connection = await asyncio.wait_for(self.runtime.peers.session(node_id), 10.0)
             self._probe_failures.pop(node_id, None)
             if rehome:  # re-home as soon as this session ends, not at the next cycle
-                self._watcher = asyncio.create_task(self._rehome_when_closed(connection))
+                self._watcher = asyncio.create_task(self._rehome_when_closed(node_id, connection))
+                if self.last_heartbeat_at is not None:
+                    self._wake.set()  # the planner learns the new first hop now
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -618,20 +663,36 @@ class ControlLink:
         client = self.client
         key = (service, traffic_class)
         usable = client.cached_route_leases(service, traffic_class)
-        if all(self.runtime.routes.fenced(u.lease) for u in usable):  # none, or all fenced
+        live = [u for u in usable if not self.runtime.routes.fenced(u.lease)]
+        if not [u for u in live if not self._through_drained(u.lease.hops)] and (
+            not live or self._drained_refetch_due(key)
+        ):  # none, all fenced, or all through a drained node (fetch one around it)
             try:
                 usable = await client.route_leases(service, traffic_class)
-            except NoUsableLease as why:
-                raise self._route_error(key, str(why)) from None
-            except ControlRefused as refused:
-                raise self._route_error(
-                    key, f"the control plane refused a route lease for {service!r}: {refused}"
-                ) from None
+            except (NoUsableLease, ControlRefused) as error:
+                if not live:
+                    raise self._route_error(key, _lease_refusal(service, error)) from None
+                usable = live  # through a drained node: it still carries streams meanwhile
             finally:
                 if self._unreachable and client.reachable:
                     self._wake.set()  # it answers again: heartbeat now, not after the backoff
         client.wanted.add(key)
         return self._publish(service, traffic_class, usable)
+
+    def _through_drained(self, hops: tuple[str, ...]) -> bool:
+        """A hop after this node is drained by the operator (as the directory says)."""
+        return any(hop in self._drained_peers for hop in hops[1:])
+
+    def _drained_refetch_due(self, key: tuple[str, TrafficClass]) -> bool:
+        """At most one lease request a second for a (service, class) whose leases all go
+        through a drained node (the planner may not know another first hop yet)."""
+        now = self._clock()
+        if now - self._drained_refetch.get(key, -DRAINED_REFETCH_INTERVAL) < (
+            DRAINED_REFETCH_INTERVAL
+        ):
+            return False
+        self._drained_refetch[key] = now
+        return True
 
     def _route_error(self, key: tuple[str, TrafficClass], reason: str) -> NoUsableRoute:
         """Keep why ``key`` has no route lease, and log it (not more than every 10 s)."""
@@ -706,6 +767,7 @@ class ControlLink:
                 max((at for _, at in self.route_errors.values()), default=None), now
             ),
             "summary": snapshot.describe(now),
+            "drain": _drain_text(self.runtime.operator_drain.status()),
         }
 
     def lease_rows(self) -> list[dict[str, Any]]:
@@ -757,6 +819,12 @@ class ControlLink:
         return rows
 
 
+def _lease_refusal(service: str, error: Exception) -> str:
+    if isinstance(error, ControlRefused):
+        return f"the control plane refused a route lease for {service!r}: {error}"
+    return str(error)
+
+
 class NotEnrolledYet(Exception):
     """No cached node record and no token to enroll with."""
 
@@ -775,6 +843,16 @@ def _scores(document: dict[str, Any], top: int = 3) -> dict[int, tuple[float | N
         )
         out[route["route_id"]] = (_opt_float(route.get("score")), text or "-")
     return out
+
+
+def _drain_text(status: dict[str, object]) -> str:
+    if not status.get("draining"):
+        return "-"
+    return (
+        f"drained by the operator for {status['for_s']} s: {status['sessions_told']} "
+        f"sessions told GOAWAY ({status['told_with_streams']} with streams), "
+        f"{status['sessions_left']} left"
+    )
 
 
 def _ago(at: float | None, now: float) -> float | None:

@@ -37,6 +37,7 @@ from accessfabric.node.key_lock import KeyLock
 from accessfabric.node.log_format import log_event
 from accessfabric.node.network_watch import NetworkWatch
 from accessfabric.node.observability import NodeObservability
+from accessfabric.node.operator_drain import OperatorDrain
 from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
 from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.routes import RouteManager
@@ -148,6 +149,7 @@ class NodeRuntime:
         self.observe.add_section("host", self.host.status)
         self.network_watch = NetworkWatch(self.observe.connections)  # address changes
         self.components = list(components)
+        self.operator_drain = OperatorDrain(self)  # control drain NODE (node/operator_drain.py)
         self.control: ControlLink | None = None
         if config.control is not None:  # docs/config.md [control]
             self.control = ControlLink(self, config.control)
@@ -180,6 +182,10 @@ class NodeRuntime:
     @property
     def accepted_sessions(self) -> int:
         return len(self._accepted)
+
+    def accepted_connections(self) -> list[SessionConnection]:
+        """The sessions other nodes opened to this one, live or ending."""
+        return list(self._accepted)
 
     # ------------------------------------------------------------ start
 
@@ -252,6 +258,8 @@ class NodeRuntime:
                 log, "session accepted", peer=peer, address=address, carrier=connection.info.kind,
                 name=self.observe.peer_names.get(peer or "", "-"),
             )  # fmt: skip
+            if self.operator_drain.active:  # drained: the peer opens its streams elsewhere
+                await self.operator_drain.refuse(connection)
             while True:
                 stream = await connection.accept_stream()
                 if stream is None:
@@ -309,6 +317,7 @@ class NodeRuntime:
                 await component.close()
         if self.control is not None:
             await self.control.close()
+        await self.operator_drain.close()
         await self.host.close()
         await self.network_watch.close()
         for keeper in self._keepers:

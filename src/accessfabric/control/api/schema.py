@@ -266,6 +266,11 @@ SCHEMAS: dict[str, Any] = {
                 "type": "string",
                 "description": "the node's signed access policy (its tenant's grants), base64",
             },
+            "draining": {
+                "type": "boolean",
+                "description": "the operator drains this node (control drain): refuse new "
+                "sessions, GOAWAY each session once its streams finished",
+            },
         },
         ["health", "reasons", "node_record", "directory_version", "policy", "access_policy"],
     ),
@@ -301,6 +306,7 @@ SCHEMAS: dict[str, Any] = {
                         "endpoints": {"type": "array", "items": {"type": "string"}},
                         "transports": {"type": "array", "items": {"type": "string"}},
                         "rtt_ms": {"type": "number", "nullable": True},
+                        "draining": {"type": "boolean"},
                     },
                     ["node_id", "roles", "record", "health"],
                 ),
@@ -390,6 +396,8 @@ SCHEMAS: dict[str, Any] = {
             "health_reasons": {"type": "array", "items": {"type": "string"}},
             "last_heartbeat_age_s": {"type": "number", "nullable": True},
             "versions": _obj({"protocol": {"type": "array"}, "software": {"type": "string"}}),
+            "draining": {"type": "boolean"},
+            "drained_at": {"type": "number", "nullable": True},
         },
         ["node_id", "roles", "tenant", "health"],
     ),
@@ -609,6 +617,21 @@ PATHS: dict[str, Any] = {
             parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
             body=_obj({"role": ROLE}, ["role"]),
         )
+    },
+    "/v1/admin/nodes/{node_id}/drain": {
+        "post": _op(
+            "Drain a node: no placement or new route through it; it GOAWAYs its sessions "
+            "once their streams finished (idempotent)",
+            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404)},
+            security=ADMIN_SECURITY,
+            parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
+        ),
+        "delete": _op(
+            "End a node's drain (devices are placed on it again; none moves back)",
+            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404)},
+            security=ADMIN_SECURITY,
+            parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
+        ),
     },
     "/v1/admin/grants": {
         "get": _op(
