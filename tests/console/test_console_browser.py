@@ -186,6 +186,30 @@ def test_revoke_a_role(fleet: ConsoleFleet, page: Any) -> None:
     assert nodes[laptop]["roles"] == []
 
 
+def test_drain_and_undrain_a_node(fleet: ConsoleFleet, page: Any) -> None:
+    laptop = fleet.ids["laptop"]
+
+    def draining() -> bool:
+        nodes = {n["node_id"]: n for n in fleet.admin("GET", "/v1/admin/nodes")["nodes"]}
+        return bool(nodes[laptop]["draining"])
+
+    page.goto(base(fleet) + "/nodes")
+    row = page.locator("table.nodes tbody tr", has_text=laptop)
+    assert row.locator(".draining").count() == 0
+    row.locator("button.drain").click()
+    page.wait_for_url("**/nodes")
+    row = page.locator("table.nodes tbody tr", has_text=laptop)
+    assert row.locator(".draining").inner_text() == "draining"
+    assert draining()
+    events = fleet.admin("GET", "/v1/admin/events")["events"]
+    assert any(e["kind"] == "node_drained" and e["subject"] == laptop for e in events)
+    row.locator("button.undrain").click()
+    page.wait_for_url("**/nodes")
+    row = page.locator("table.nodes tbody tr", has_text=laptop)
+    assert row.locator(".draining").count() == 0 and row.locator("button.drain").count() == 1
+    assert not draining()
+
+
 def test_kill_the_serving_replica_and_reload(fleet: ConsoleFleet, page: Any) -> None:
     page.goto(base(fleet) + "/services")
     shot(page, "services")

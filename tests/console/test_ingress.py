@@ -185,6 +185,13 @@ def test_console_refuses_cross_site_and_token_less_actions(fleet: ConsoleFleet) 
     assert status_of(ok) == 200 and 'id="new-token"' in ok.stdout
     kinds = [e["kind"] for e in fleet.admin("GET", "/v1/admin/events")["events"][before:]]
     assert kinds == ["token_created"]  # only the accepted action created a token
+    drain = f"http://admin.example/nodes/{fleet.ids['laptop']}/drain"
+    no_csrf_drain = curl(fleet, drain, "-i", "-b", str(jar), "-d", "undrain=0")
+    cross_drain = curl(fleet, drain, "-i", "-b", str(jar), "-d", f"csrf={csrf.group(1)}",
+                       "-H", "Origin: http://evil.example")  # fmt: skip
+    assert status_of(no_csrf_drain) == 403 and status_of(cross_drain) == 403
+    nodes = {n["node_id"]: n for n in fleet.admin("GET", "/v1/admin/nodes")["nodes"]}
+    assert not nodes[fleet.ids["laptop"]]["draining"]  # neither drained it
 
 
 def diag(fleet: ConsoleFleet, *args: str) -> tuple[int, dict[str, Any]]:

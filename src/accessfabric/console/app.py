@@ -222,6 +222,22 @@ class Console:
             raise web.HTTPConflict(text=f"refused: {exc.code}: {exc}\n") from None
         raise web.HTTPSeeOther("/nodes")
 
+    async def drain(self, request: web.Request) -> web.Response:
+        """Drain the node (``undrain=1``: end its drain) through the control API."""
+        form = await request.post()
+        try:
+            node_id = parse_node_id(request.match_info["node_id"])
+        except ValueError:
+            raise web.HTTPBadRequest(text="not a node id\n") from None
+        path = f"/v1/admin/nodes/{node_id}/drain"
+        undrain = form.get("undrain") == "1"
+        try:
+            await (self.api.delete(path) if undrain else self.api.post(path, {}))
+        except ControlApiError as exc:
+            raise web.HTTPConflict(text=f"refused: {exc.code}: {exc}\n") from None
+        log.info("console: node %s %s", node_id, "undrained" if undrain else "drained")
+        raise web.HTTPSeeOther("/nodes")
+
     # ---------------------------------------------------------------- live JSON
 
     async def api_traffic(self, request: web.Request) -> web.Response:
@@ -257,6 +273,7 @@ def build_console_app(console: Console) -> web.Application:
     r.add_get("/tokens", console.tokens)
     r.add_post("/tokens", console.create_token)
     r.add_post("/nodes/{node_id}/revoke-role", console.revoke_role)
+    r.add_post("/nodes/{node_id}/drain", console.drain)
     r.add_get("/api/traffic", console.api_traffic)
     r.add_get("/api/events", console.api_events)
     r.add_get("/static/{name}", console.static)

@@ -102,17 +102,32 @@ def nodes_page(nodes: list[dict[str, Any]], csrf: str) -> str:
             f'<button type=submit title="revoke role {h(role)}">revoke {h(role)}</button></form>'
             for role in node.get("roles") or []
         )
+        draining = bool(node.get("draining"))
+        drain = (
+            f'<form method=post action="/nodes/{h(node["node_id"])}/drain" class=inline>'
+            f'<input type=hidden name=csrf value="{h(csrf)}">'
+            + ("<input type=hidden name=undrain value=1>" if draining else "")
+            + f'<button type=submit class="{"undrain" if draining else "drain"}" title="'
+            + (
+                "place devices and route through it again"
+                if draining
+                else "no device placed, no new route through it; it GOAWAYs its sessions "
+                "once their streams finished"
+            )
+            + f'">{"undrain" if draining else "drain"}</button></form>'
+        )
         rows.append(
             [
                 f'<code class="node-id" title="{h(node["node_id"])}">{h(node["node_id"])}</code>',
                 h(", ".join(node.get("roles") or [])),
                 h(node.get("tenant")),
                 f'<span class="health {h(health)}">{h(health)}</span>'
+                + (' <span class="draining">draining</span>' if draining else "")
                 + (f"<div class=reasons>{h(reasons)}</div>" if reasons else ""),
                 h(f"protocol {versions.get('protocol')} · {versions.get('software') or '-'}"),
                 capability or "-",
                 h(_age(node.get("last_heartbeat_age_s"))),
-                revoke,
+                drain + revoke,
             ]
         )
     body = table(
@@ -121,9 +136,9 @@ def nodes_page(nodes: list[dict[str, Any]], csrf: str) -> str:
         rows, cls="nodes",
     )  # fmt: skip
     body += (
-        '<p class=note id="drain-note">Drain: the control API has no drain of a node yet. '
-        "What exists: revoke a node's <em>relay</em> or <em>entry</em> role — the planner "
-        "stops routing through it — or stop the node (SIGTERM drains its sessions).</p>"
+        '<p class=note id="drain-note">Drain: the node gets no device and no new route; it '
+        "sends its sessions GOAWAY once their streams finished (at most its "
+        "<code>drain_timeout</code>), and its devices move to other entries.</p>"
     )
     return body
 
