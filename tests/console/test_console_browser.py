@@ -109,6 +109,25 @@ def test_route_score_reasons(fleet: ConsoleFleet, page: Any) -> None:
     shot(page, "routes")
 
 
+def test_route_test_from_the_console_shows_each_hop(fleet: ConsoleFleet, page: Any) -> None:
+    """The routes page's per-route test: the entry runs diag route through the relay."""
+    page.goto(base(fleet) + "/routes")
+    section = page.locator("section.route", has_text="admin-console").first
+    section.locator("form.route-test button").click()
+    page.wait_for_url("**/route-tests/*")
+    page.locator('#route-test[data-state="done"]').wait_for(timeout=30_000)
+    rows = page.locator("table.route-test tbody tr")
+    assert rows.count() >= 2
+    for index in range(rows.count()):
+        row = rows.nth(index)
+        assert row.locator(".ok").inner_text() == "yes", row.inner_text()
+        hop1 = row.locator('li.hop-rtt[data-hop="1"]').inner_text()
+        hop2 = row.locator('li.hop-rtt[data-hop="2"]').inner_text()
+        assert " ms" in hop1 and "(ping)" in hop1, hop1
+        assert " ms" in hop2 and "reported by" in hop2, hop2  # the relay's own measurement
+    shot(page, "route-test")
+
+
 def test_throughput_chart_moves_during_bulk_transfer(fleet: ConsoleFleet, page: Any) -> None:
     page.goto(base(fleet) + "/traffic")
     entry_chart = page.locator(f'figure.chart[data-key="node:{fleet.ids["entry"]}"]')

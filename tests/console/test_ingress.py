@@ -214,6 +214,11 @@ def test_diag_route_probes_the_primary_and_each_alternate(fleet: ConsoleFleet) -
         assert route["hops"][0] == fleet.ids["entry"] and route["hops"][-1] in hosts
         assert len(route["hop_rtt_ms"]) == 2 and route["end_to_end_ms"] > 0
         assert route["ping_loss"] == 0 and route["failing_hop"] is None
+        # through the relay: hop 2 (relay -> host) as the relay measures its own session
+        assert route["hops"][1] == fleet.ids["relay"], route
+        assert route["hop_rtt_source"][0] == "ping", route
+        assert route["hop_rtt_source"][1].startswith("reported by"), route
+        assert route["hop_rtt_ms"][1] > 0 and route["beyond_hop1_ms"] is not None, route
     code, burst = diag(fleet, "route", "web", "--class", "bulk", "--burst", "32768")
     assert code == 0, burst
     assert all(r["burst_mbps"] and r["burst_mbps"] > 0 for r in burst["routes"]), burst

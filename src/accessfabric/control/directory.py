@@ -26,8 +26,9 @@ The directory's ``version`` (:func:`directory_version`, also in every heartbeat 
 an opaque number that moves whenever any directory could change: a node record changes
 (the registry's store revision), a node turns visible or ``unreachable``, or a live node's
 region, endpoints, transports, measured peers or relay facts change (the heartbeat table's
-visibility generation), or the operator drains or undrains a node.  A node refetches when it differs from the one it holds; it does not move
-with health or RTT values alone, so those may be up to one such change old.
+visibility generation), or the operator drains or undrains a node.  A node refetches when
+it differs from the one it holds; it does not move with health or RTT values alone, so
+those may be up to one such change old.
 """
 
 from __future__ import annotations

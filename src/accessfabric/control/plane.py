@@ -34,6 +34,7 @@ from accessfabric.control.requestsig import (
     SignedRequest,
     parse_timestamp,
 )
+from accessfabric.control.route_tests import RouteTests
 from accessfabric.control.services import ServiceDirectory
 from accessfabric.control.store.base import Clock, Store
 from accessfabric.control.store.sqlite import SqliteStore
@@ -219,6 +220,7 @@ class ControlPlane:
         self.replay = ReplayCache(cfg.request_window)
         self.traffic = TrafficHistory()
         self.events = FleetEvents()
+        self.route_tests = RouteTests()
         self.mac_keys = ControlMacKeys(authority)
         self.sync: ReplicaSync | None = None
         self._loaded_revision = 0
@@ -293,7 +295,7 @@ class ControlPlane:
         record = record_json(current)
         if facts.record_revision == current.record.revision:
             del record["record"]  # the node holds it already
-        return {
+        reply: dict[str, Any] = {
             "health": report.health.value,
             "reasons": list(report.reasons),
             "node_record": record,
@@ -306,6 +308,10 @@ class ControlPlane:
                 self.grants.policy_for(node_id, current.record.tenant)
             ).decode("ascii"),
         }
+        route_tests = self.route_tests.take(node_id, now)  # queued from the console
+        if route_tests:
+            reply["route_tests"] = route_tests
+        return reply
 
     def tick(self) -> None:
         """Periodic work: persist heartbeats, fill vacant service leaderships."""

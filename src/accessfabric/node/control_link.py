@@ -68,6 +68,7 @@ from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings
 from accessfabric.node.diagnostics import NodeDiagnostics
 from accessfabric.node.log_format import log_event
+from accessfabric.node.route_test_runner import RouteTestRunner
 from accessfabric.node.routes import NoUsableRoute, Route
 from accessfabric.node.service_failovers import ServiceFailovers
 from accessfabric.services.tcp_forward import default_class
@@ -126,6 +127,7 @@ class ControlLink:
         )
         self._clock = clock
         self._rng = rng or random.Random()
+        self.route_tests = RouteTestRunner(runtime, self.client)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._probes: dict[str, asyncio.Task[None]] = {}
@@ -191,6 +193,7 @@ class ControlLink:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.route_tests.close()
         await self.client.close()
 
     async def _run(self) -> None:
@@ -281,6 +284,7 @@ class ControlLink:
         reply = await client.heartbeat(self.facts())
         self.last_heartbeat_at = self._clock()
         self.runtime.operator_drain.set(reply.get("draining") is True)  # control drain NODE
+        self.route_tests.take(reply.get("route_tests"))  # queued from the console
         self._own_record = client.record_blob()
         self._apply_access_policy()
         health = reply.get("health")
