@@ -64,6 +64,7 @@ from accessfabric.control.facts import (
 )
 from accessfabric.control.rejections import SignedObjectRejected
 from accessfabric.control.replica_set import replica_summary
+from accessfabric.errors import ErrorCode
 from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings
 from accessfabric.node.diagnostics import NodeDiagnostics
@@ -101,6 +102,11 @@ ROUTE_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two ``no route lease`` log lines for one (service, class)."""
 FAILING_LOG_INTERVAL = 30.0
 """Seconds between two ``control plane link failing`` lines of one outage."""
+DRAIN_SETTLE_INTERVALS = 1.5
+DRAIN_SETTLE_EXTRA = 1.0
+"""A drained node tells its idle sessions GOAWAY after 1.5 heartbeat intervals + 1 s: by
+then its devices learnt the drain from their own (jittered) heartbeats, dialled their new
+entry, reported it and hold route leases around the drained node."""
 DRAINED_REFETCH_INTERVAL = 1.0
 """Seconds between two lease requests for a service whose leases all pass a drained node."""
 
@@ -136,6 +142,8 @@ class ControlLink:
         self._drained_peers: set[str] = set()
         """Directory peers the operator drains: route leases through them are replaced."""
         self._drained_refetch: dict[tuple[str, TrafficClass], float] = {}
+        self._placed_before = False
+        """A placement dial succeeded once (later ones are moves: heartbeat at once)."""
         self._placement: list[str] = []
         self._watcher: asyncio.Task[None] | None = None
         """The directory's session placement (``mobile`` scope): entries, primary first."""
@@ -283,7 +291,12 @@ class ControlLink:
             )  # fmt: skip
         reply = await client.heartbeat(self.facts())
         self.last_heartbeat_at = self._clock()
-        self.runtime.operator_drain.set(reply.get("draining") is True)  # control drain NODE
+        self.runtime.operator_drain.set(  # control drain NODE (node/operator_drain.py)
+            reply.get("draining") is True,
+            settle=DRAIN_SETTLE_INTERVALS
+            * (self.settings.heartbeat_interval or self.client.heartbeat_interval())
+            + DRAIN_SETTLE_EXTRA,
+        )
         self.route_tests.take(reply.get("route_tests"))  # queued from the console
         self._own_record = client.record_blob()
         self._apply_access_policy()
@@ -304,6 +317,7 @@ class ControlLink:
             cached = await client.directory()
         self._apply_directory(cached)
         await client.renew_due()
+        await self._around_drained()
         for name, traffic_class in sorted(client.wanted):
             self._publish(name, traffic_class, client.cached_route_leases(name, traffic_class))
 
@@ -547,6 +561,7 @@ class ControlLink:
                 len(self._probes) < MAX_PROBES
                 and node_id not in self._probes
                 and not self._has_session(node_id)
+                and node_id not in self._drained_peers  # it would GOAWAY the probe at once
                 and self._clock() >= self._probe_failures.get(node_id, (0, 0.0))[1]
             ):
                 self._probes[node_id] = asyncio.create_task(self._probe(node_id))
@@ -635,8 +650,9 @@ class ControlLink:
             self._probe_failures.pop(node_id, None)
             if rehome:  # re-home as soon as this session ends, not at the next cycle
                 self._watcher = asyncio.create_task(self._rehome_when_closed(node_id, connection))
-                if self.last_heartbeat_at is not None:
-                    self._wake.set()  # the planner learns the new first hop now
+                if self._placed_before:  # a move (not the first placement): the planner
+                    self._wake.set()  # learns the new first hop now
+                self._placed_before = True
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -682,6 +698,40 @@ class ControlLink:
                     self._wake.set()  # it answers again: heartbeat now, not after the backoff
         client.wanted.add(key)
         return self._publish(service, traffic_class, usable)
+
+    async def _around_drained(self) -> None:
+        """Replace the leases of wanted (service, class) whose every lease passes a drained
+        peer, before a stream needs them (the planner routes around a drained node once it
+        knows another first hop of ours; until then the old leases stay, and the next
+        cycle comes in :data:`DRAINED_REFETCH_INTERVAL`).  A device whose leases all go
+        around then ends its own session with the drained entry (GOAWAY: streams on it
+        finish), so the entry need not tell it."""
+        if not self._drained_peers:
+            return
+        client = self.client
+        stuck = False
+        for key in sorted(client.wanted):
+            if self._only_through_drained(key) and self._drained_refetch_due(key):
+                with contextlib.suppress(NoUsableLease, ControlRefused, ControlUnavailable):
+                    await client.route_leases(*key)
+            stuck = stuck or self._only_through_drained(key)
+        if stuck:
+            asyncio.get_running_loop().call_later(DRAINED_REFETCH_INTERVAL, self._wake.set)
+            return
+        if not any(self._has_session(n) for n in self._placement if n not in self._drained_peers):
+            return  # a device's own move only, once it holds its new entry
+        for peer in sorted(self._drained_peers - set(self._placement)):
+            if self.runtime.peers.current(peer) is not None:
+                log_event(log, "leaving a drained entry", peer=peer)
+                await self.runtime.peers.close_peer(peer, ErrorCode.NO_ERROR, "entry drained")
+
+    def _only_through_drained(self, key: tuple[str, TrafficClass]) -> bool:
+        live = [
+            u
+            for u in self.client.cached_route_leases(*key)
+            if not self.runtime.routes.fenced(u.lease)
+        ]
+        return bool(live) and all(self._through_drained(u.lease.hops) for u in live)
 
     def _through_drained(self, hops: tuple[str, ...]) -> bool:
         """A hop after this node is drained by the operator (as the directory says)."""

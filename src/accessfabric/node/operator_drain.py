@@ -7,8 +7,13 @@ the control link hands it to :meth:`OperatorDrain.set`.  While drained the node
   ("drained by the operator") at once, so its peer opens its streams elsewhere;
 * lets the streams of the sessions it accepted finish, and sends each such session GOAWAY
   ``NO_ERROR`` as soon as it has no live stream — a transfer under way completes where it
-  is, and the peer (a device) moves to the entry its directory now places it on;
-* after ``drain_timeout`` seconds sends GOAWAY to the sessions still busy: their streams
+  is, and the peer (a device) moves to the entry its directory now places it on.  Idle
+  sessions are left alone for the first ``settle`` seconds (1.5 heartbeat intervals +
+  1 s, ``control_link.DRAIN_SETTLE_*``): the
+  devices learn the drain from their own directories within that time and move by
+  themselves, with route leases around the node, instead of meeting a GOAWAY while their
+  leases still go through it;
+* ``drain_timeout`` seconds after that sends GOAWAY to the sessions still busy: their streams
   may still finish (GOAWAY ``NO_ERROR`` refuses only new streams), and a source's route
   execution resumes routed streams on an alternate route (docs/relays.md);
 * reports itself not ready (``/readyz``: "drained by the operator").
@@ -57,9 +62,12 @@ class OperatorDrain:
         self.cut = 0
         """... of which still had streams when ``drain_timeout`` passed."""
         self._task: asyncio.Task[None] | None = None
+        self.bound = 0.0
+        """Seconds after the drain began when busy sessions are told GOAWAY too."""
 
-    def set(self, draining: bool) -> None:
-        """Start or end the drain (the control plane's word, every heartbeat)."""
+    def set(self, draining: bool, *, settle: float = 0.0) -> None:
+        """Start or end the drain (the control plane's word, every heartbeat); ``settle``:
+        seconds before idle sessions are told GOAWAY (the heartbeat interval)."""
         if draining == self.active:
             return
         runtime = self.runtime
@@ -74,7 +82,9 @@ class OperatorDrain:
                 log, "node drained by the operator", sessions=runtime.accepted_sessions,
                 timeout=runtime.config.drain_timeout,
             )  # fmt: skip
-            self._task = asyncio.create_task(self._drain(self.since))
+            settle = max(0.0, settle)
+            self._task = asyncio.create_task(self._drain(self.since, settle))
+            self.bound = settle + runtime.config.drain_timeout
             return
         self.since = None
         if self._task is not None:
@@ -88,9 +98,10 @@ class OperatorDrain:
         """A session that came up while drained: GOAWAY now (no stream is open yet)."""
         await connection.goaway(ErrorCode.NO_ERROR, REASON)
 
-    async def _drain(self, started: float) -> None:
+    async def _drain(self, started: float, settle: float) -> None:
         loop = asyncio.get_running_loop()
-        deadline = started + self.runtime.config.drain_timeout
+        deadline = started + settle + self.runtime.config.drain_timeout
+        await asyncio.sleep(settle)
         told: set[SessionConnection] = set()
         logged_cut = False
         while self.active:
@@ -126,6 +137,7 @@ class OperatorDrain:
             "sessions_told": self.told,
             "told_with_streams": self.cut,
             "sessions_left": self.runtime.accepted_sessions,
+            "bound_s": round(self.bound, 1),
         }
 
     async def close(self) -> None:

@@ -222,7 +222,7 @@ class NodeRuntime:
         for peer in self.config.peers:
             if peer.connect == "always" and peer.node_id != self.node_id:
                 self._keepers.append(asyncio.create_task(self._keep_up(peer)))
-        self.observe.ready = True
+        self.observe.ready = not self.operator_drain.active  # drained before start ended
         log_event(
             log, "node ready", node_id=self.node_id, listeners=len(self.listeners),
             sealing_cipher=self.routes.sealing.cipher.label if self.routes.sealing else "none",
