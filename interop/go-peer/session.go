@@ -556,6 +556,16 @@ func (s *Session) Open(service string, class byte) *Stream {
 	return st
 }
 
+// OpenRouted opens a stream on a route (through relays) with a sealing key exchange.
+func (s *Session) OpenRouted(service string, class byte, routeID uint64, token, kx, lease []byte) *Stream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.newStream(s.nextLocal, service, true)
+	s.nextLocal += 2
+	s.send(encRoutedOpen(st.ID, class, service, routeID, token, kx, lease))
+	return st
+}
+
 func (s *Session) Goaway() {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -389,14 +389,24 @@ func encGoaway(last, code uint32, reason string) []byte {
 func encAuth(sig []byte) []byte { return frame(tAuth, 0, 0, sig) }
 
 func encOpen(sid uint32, class byte, service string) []byte {
+	// route id 0 (direct), no resume token, no key exchange (not sealed), no lease
+	return encRoutedOpen(sid, class, service, 0, nil, nil, nil)
+}
+
+// encRoutedOpen is OPEN_STREAM on a route: its lease, a resume token and the sealing key
+// exchange (start offset 0: a fresh stream).
+func encRoutedOpen(sid uint32, class byte, service string, routeID uint64, token, kx, lease []byte) []byte {
 	p := []byte{class}
-	p = append(p, u64b(0)...) // route id 0: a direct stream
+	p = append(p, u64b(routeID)...)
 	p = append(p, u64b(0)...) // start offset 0: a fresh stream
 	p = append(p, byte(len(service)))
 	p = append(p, service...)
-	p = append(p, 0)          // no resume token
-	p = append(p, u16b(0)...) // no key exchange: not sealed
-	p = append(p, u16b(0)...) // no route lease
+	p = append(p, byte(len(token)))
+	p = append(p, token...)
+	p = append(p, u16b(uint16(len(kx)))...)
+	p = append(p, kx...)
+	p = append(p, u16b(uint16(len(lease)))...)
+	p = append(p, lease...)
 	return frame(tOpenStream, 0, sid, p)
 }
 

@@ -15,7 +15,8 @@
    echo round-trip times and route failovers each second.  A third of the way
    through relay-a gets SIGKILL; laptop's route execution resumes both streams via
    relay-b from their last end-to-end ACK (:mod:`accessfabric.demo_traffic`).
-3. Laptop's route table (from ``accessfabric status``) and a summary: bytes, sha256,
+3. Laptop's route table (from ``accessfabric status``), ``accessfabric ping home`` from
+   laptop (a route lease to home's own echo, through a relay) and a summary: bytes, sha256,
    p50/p99 echo latency, the recovery time (from the kill to the answer of the first
    echo sent after it) and the download's longest pause.  Exit 0 when every copy
    verified and nothing failed; every process started is stopped (SIGTERM too).
@@ -28,12 +29,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from accessfabric.demo_control import start_control
 from accessfabric.demo_fleet import (
@@ -47,7 +51,10 @@ from accessfabric.demo_fleet import (
 )
 from accessfabric.demo_procs import DemoFailed, Processes
 from accessfabric.demo_traffic import KILL_AT, PROBE, PROBE_INTERVAL, Traffic, run_traffic
+from accessfabric.json_output import print_json
 from accessfabric.node.status import fetch_status, table
+
+Report = dict[str, Any]
 
 
 def _interrupted(signum: int, _frame: object) -> None:
@@ -55,25 +62,41 @@ def _interrupted(signum: int, _frame: object) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """With ``--json`` the human output goes to stderr and stdout gets one JSON document
+    at the end: the summary (:func:`_summary_json`), ``ok`` and ``exit_code``."""
+    report: Report = {}
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        code = _run_demo(args, report)
+    if args.json:
+        if "error" in report or code != 0:
+            report.setdefault("error", "stopped" if code == 130 else "the demo failed")
+        print_json({"ok": code == 0, "exit_code": code, **report})
+    return code
+
+
+def _run_demo(args: argparse.Namespace, report: Report) -> int:
     work = Path(tempfile.mkdtemp(prefix="accessfabric-demo-"))
     procs = Processes(work)
+    report["work_dir"] = str(work)
     signal.signal(signal.SIGTERM, _interrupted)  # stop the children on SIGTERM too
     signal.signal(signal.SIGHUP, _interrupted)
     try:
-        return asyncio.run(_main(args, work, procs))
+        return asyncio.run(_main(args, work, procs, report))
     except KeyboardInterrupt:
         return 130
     except DemoFailed as failed:
         print(f"\ndemo failed: {failed}")
+        report["error"] = str(failed)
         return 1
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
 
 
-async def _main(args: argparse.Namespace, work: Path, procs: Processes) -> int:
+async def _main(args: argparse.Namespace, work: Path, procs: Processes, report: Report) -> int:
+    report["control"] = {"store": args.control}
     if args.control == "etcd":
-        return await _main_etcd(args, work, procs)
+        return await _main_etcd(args, work, procs, report)
     print("accessfabric demo — everything on loopback, in", work)
     print("\n[1] a control plane (SQLite) and five `node run` processes that enroll themselves")
     started = time.monotonic()
@@ -81,12 +104,12 @@ async def _main(args: argparse.Namespace, work: Path, procs: Processes) -> int:
     fleet = await start_fleet(work, procs, control, args.size_mib << 20)
     fleet.ready_after = time.monotonic() - started
     try:
-        return await _run(args, fleet, procs)
+        return await _run(args, fleet, procs, report)
     finally:
         fleet.close()
 
 
-async def _main_etcd(args: argparse.Namespace, work: Path, procs: Processes) -> int:
+async def _main_etcd(args: argparse.Namespace, work: Path, procs: Processes, report: Report) -> int:
     from accessfabric import demo_etcd
 
     missing = demo_etcd.etcd_missing()
@@ -110,7 +133,7 @@ async def _main_etcd(args: argparse.Namespace, work: Path, procs: Processes) -> 
             )
         )
         try:
-            code = await _run(args, fleet, procs, control_faults=(
+            code = await _run(args, fleet, procs, report, control_faults=(
                 f"the etcd leader after {args.duration * demo_etcd.ETCD_KILL_AT:.0f} s and "
                 f"control replica 1 after {args.duration * demo_etcd.REPLICA_KILL_AT:.0f} s"
             ))  # fmt: skip
@@ -125,13 +148,18 @@ async def _main_etcd(args: argparse.Namespace, work: Path, procs: Processes) -> 
             problems.append("the faults were not injected")
         print(f"  control faults    {'; '.join(events) or 'none'}")
         print(f"  control result    {'ok' if not problems else 'FAILED'}")
+        report["control"].update({"faults": events, "problems": problems, "ok": not problems})
         return code if not problems else 1
     finally:
         await asyncio.to_thread(cluster.stop)
 
 
 async def _run(
-    args: argparse.Namespace, fleet: Fleet, procs: Processes, control_faults: str = ""
+    args: argparse.Namespace,
+    fleet: Fleet,
+    procs: Processes,
+    report: Report,
+    control_faults: str = "",
 ) -> int:
     _describe(fleet)
     print(
@@ -142,7 +170,10 @@ async def _run(
     )
     traffic = await run_traffic(fleet, procs, args.duration)
     await _route_table(fleet)
+    ping = await _ping_home(fleet)
     _summary(fleet, traffic)
+    report.update(_summary_json(fleet, traffic, args))
+    report["ping"] = ping
     if args.keep_running:
         web = fleet.ports["forward_web"]
         print(f"\n--keep-running: curl http://127.0.0.1:{web}/blob.bin -o /dev/null")
@@ -191,6 +222,41 @@ async def _route_table(fleet: Fleet) -> None:
         print("  ", line)
 
 
+async def _ping_home(fleet: Fleet) -> dict[str, Any]:
+    """``accessfabric ping home`` on laptop (its admin socket): laptop has no session
+    to home, so the echo goes on a route lease to ``echo:<home>``, through the relays."""
+    import aiohttp
+
+    print("\n    accessfabric ping home (from laptop, on a route lease to home's own echo):")
+    connector = aiohttp.UnixConnector(path=str(fleet.admin("laptop")))
+    try:
+        async with (
+            aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+            ) as http,
+            http.post(
+                "http://node/ping", params={"node": fleet.ids["home"], "count": "3"}
+            ) as response,
+        ):
+            document: dict[str, Any] = await response.json()
+    except (OSError, aiohttp.ClientError, TimeoutError, ValueError) as error:
+        document = {"error": f"laptop's admin socket: {error!r}"}
+    if "error" in document:
+        print(f"      FAILED  {document['error']}")
+        return {"ok": False, "error": document["error"]}
+    rtts = document["ping_rtts_ms"]
+    print(
+        f"      {fleet.path(document['path'])}: {len(rtts)} round trips end to end, "
+        f"rtt min/avg/max = {min(rtts):.2f}/{sum(rtts) / len(rtts):.2f}/{max(rtts):.2f} ms"
+    )
+    return {
+        "ok": True,
+        "via": document["via"],
+        "path": [fleet.label(hop) for hop in document["path"]],
+        "rtts_ms": rtts,
+    }
+
+
 def _ms(seconds: float) -> str:
     return "never" if math.isinf(seconds) else f"{seconds * 1e3:.0f} ms"
 
@@ -223,7 +289,52 @@ def _summary(fleet: Fleet, traffic: Traffic) -> None:
     print(f"  result            {'ok' if traffic.ok else 'FAILED'}")
 
 
+def _number(value: float, scale: float = 1.0, digits: int = 2) -> float | None:
+    """A finite figure (``None`` for nan / inf: JSON has neither)."""
+    return round(value * scale, digits) if math.isfinite(value) else None
+
+
+def _summary_json(fleet: Fleet, traffic: Traffic, args: argparse.Namespace) -> Report:
+    """The summary as ``--json`` prints it."""
+    names = {node_id: fleet.label(node_id) for node_id in fleet.labels}
+    return {
+        "nodes": [
+            {"name": names[fleet.ids[name]], "node_id": fleet.ids[name], "roles": [ROLES[name]]}
+            for name in sorted(ROLES, key=lambda n: _ORDER.index(names[fleet.ids[n]]))
+        ],
+        "ready_after_s": round(fleet.ready_after, 2),
+        "routes": {
+            "primary": [names.get(hop, hop) for hop in fleet.primary],
+            "alternate": [names.get(hop, hop) for hop in fleet.alternate],
+        },
+        "duration_s": args.duration,
+        "bulk": {
+            "copies": traffic.copies,
+            "file_bytes": fleet.file_size,
+            "bytes": traffic.bytes,
+            "mbit_s": round(traffic.bytes * 8 / traffic.elapsed / 1e6, 1),
+            "sha256_mismatches": traffic.mismatches,
+        },
+        "interactive": {
+            "echoes": len(traffic.rtts),
+            "p50_ms": _number(traffic.pct(0.5), 1e3),
+            "p99_ms": _number(traffic.pct(0.99), 1e3),
+        },
+        "failover": {
+            "killed": "relay-a",
+            "streams_resumed": traffic.failovers,
+            "recovery_ms": _number(traffic.recovery, 1e3, 0),
+            "bulk_pause_ms": _number(traffic.bulk_pause, 1e3, 0),
+        },
+        "errors": list(traffic.errors),
+    }
+
+
 def add_demo_arguments(demo: argparse.ArgumentParser) -> None:
+    demo.add_argument(
+        "--json", action="store_true",
+        help="the progress on stderr, then the summary as one JSON document on stdout",
+    )  # fmt: skip
     demo.add_argument(
         "--control", choices=("sqlite", "etcd"), default="sqlite",
         help="sqlite: one control plane (default); etcd: 3 etcd members and 2 control "

@@ -169,10 +169,11 @@ async def start_fleet(work: Path, procs: Processes, control: Control, size: int)
         fleet.ids[name] = key.node_id
         fleet.labels[key.node_id] = name
     tokens = await create_tokens(control, ROLES.values())
-    # Services are default deny: the laptop (mobile-edge, tenant demo) may reach both.
-    await create_grant(control, "demo", (SERVICE, TERM), roles=(ROLES["laptop"],))
+    # Services are default deny: the laptop (mobile-edge, tenant demo) may reach both,
+    # and every node's own echo (what `accessfabric ping` uses).
+    await create_grant(control, "demo", (SERVICE, TERM, "echo"), roles=(ROLES["laptop"],))
     print(
-        f"    grant: tenant demo, role {ROLES['laptop']} -> {SERVICE}, {TERM} "
+        f"    grant: tenant demo, role {ROLES['laptop']} -> {SERVICE}, {TERM}, echo "
         "(accessfabric control grant create)"
     )
     site = _site(fleet, size)

@@ -97,8 +97,14 @@ def cmd_service_install(args: argparse.Namespace) -> int:
         path.write_text(text)
     except PermissionError:
         raise UsageError(f"cannot write {path}: permission denied (run as root)") from None
+    step = f"systemctl daemon-reload && systemctl enable --now {unit_name}"
+    if args.json:
+        from accessfabric.json_output import print_json
+
+        print_json({"unit": unit_name, "path": str(path), "next": step})
+        return 0
     print(f"wrote {path}")
-    print(f"next: systemctl daemon-reload && systemctl enable --now {unit_name}")
+    print(f"next: {step}")
     return 0
 
 
@@ -121,6 +127,7 @@ def add_service_unit_commands(commands: argparse._SubParsersAction) -> None:  # 
         parser.add_argument("--name", help="unit name part (default: the config's file stem)")
         parser.add_argument("--user", help="run as this user (default root)")
         if verb == "install":
+            parser.add_argument("--json", action="store_true", help="print JSON")
             parser.add_argument(
                 "--unit-dir", default=str(UNIT_DIR), metavar="DIR",
                 help=f"where to write it (default {UNIT_DIR})",

@@ -173,10 +173,12 @@ def add_tool_commands(commands: Any) -> None:
 
     ping = commands.add_parser(
         "ping",
-        help="ping a node through the running node and show the path",
+        help="ping a node through the fabric (relays too) and show the path",
         description="Ask the node of --config (over its admin socket) to ping NODE: the "
         "path (hops with carrier and address), PING round trips and an echo round trip. "
-        "NODE is a node id or a [[peers]] name.",
+        "Without a session to NODE, a node with a control plane leases a route to NODE's "
+        "own echo and pings end to end through the relays on it (NODE's grants or "
+        "[allow] for echo must admit this node). NODE is a node id or a [[peers]] name.",
     )
     ping.add_argument("node", metavar="NODE")
     ping.add_argument("--config", required=True, metavar="FILE", help="the running node's config")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -278,3 +279,42 @@ def test_synthetic_fleets_are_reproducible_and_sparse() -> None:
     assert {Role.ENTRY, Role.RELAY, Role.EXIT, Role.SERVICE_HOST, Role.MOBILE_EDGE} <= roles
     with pytest.raises(ValueError):
         generate(50, regions=4)
+
+
+def test_a_nodes_echo_is_routed_to_that_node_only_whatever_its_roles() -> None:
+    """``echo:<id>`` (``accessfabric ping``): the only replica is the node itself — a relay
+    here, no service-host role needed — even when the service map names another node;
+    another tenant's node is refused like any replica."""
+    graph = FabricGraph.build(
+        [client(), node("R", Role.RELAY), node("E", Role.ENTRY),
+         node("host", Role.SERVICE_HOST), node("far", Role.ENTRY, tenant="globex")],
+        [link("src", "R"), link("R", "E"), link("R", "host"), link("R", "far")],
+    )  # fmt: skip
+    services = {"echo:E": ["host"]}  # a registration could never say so: it is ignored
+    planner = RoutePlanner(graph, services)
+    assert planner.plan("src", "echo:E").primary.hops == ("src", "R", "E")
+    assert planner.plan("src", "echo:host").primary.hops == ("src", "R", "host")
+    with pytest.raises(NoRouteError, match="replica far belongs to tenant globex"):
+        planner.plan("src", "echo:far")
+    with pytest.raises(NoRouteError, match="replica nobody is not in the graph"):
+        planner.plan("src", "echo:nobody")
+
+
+def test_no_node_registers_another_nodes_echo(tmp_path: Path) -> None:
+    from accessfabric.control.authority import Authority
+    from accessfabric.control.services import ServiceDirectory, ServiceError
+    from accessfabric.control.store.sqlite import SqliteStore
+    from accessfabric.control.vocabulary import Role as RecordRole
+    from accessfabric.control.vocabulary import ServiceMode
+    from accessfabric.identity.keys import NodeKey
+
+    store = SqliteStore(tmp_path / "s.db")
+    services = ServiceDirectory(store, Authority(NodeKey.generate()))
+    victim = NodeKey.generate().node_id
+    with pytest.raises(ServiceError, match="names a node's built-in echo") as refused:
+        services.register(
+            f"echo:{victim}", NodeKey.generate().node_id,
+            frozenset({RecordRole.SERVICE_HOST}), "acme", ServiceMode.ACTIVE_ACTIVE,
+        )  # fmt: skip
+    assert refused.value.code == "reserved_service"
+    store.close()

@@ -188,3 +188,58 @@ def test_heartbeats_are_soft_state_shared_only_when_due(etcd_cluster: LocalEtcdC
         asyncio.run(main())
     finally:
         revoke_all_leases(etcd_cluster.endpoints)
+
+
+def test_a_node_removed_through_one_replica_is_gone_from_every_replica_within_a_second(
+    etcd_cluster: LocalEtcdCluster,
+) -> None:
+    """``control remove-node`` through A: B and C (other etcd clients) drop the node's
+    record and heartbeat state from their watches, refuse its signed requests, stop
+    listing it; its persisted heartbeat leaves the store, so no replica that loads the
+    store later (a restart, a resync) brings it back."""
+    restart_dead_members(etcd_cluster)
+    endpoints = etcd_cluster.endpoints
+    orders = [endpoints, endpoints[::-1], endpoints[1:] + endpoints[:1]]
+
+    async def main() -> None:
+        async with running_replicas(orders, unique_namespace()) as (a, b, c):
+            key, control, revision = await _enroll(a, ["relay"])
+            signer = RequestSigner(key)
+
+            async def everyone_knows() -> bool:
+                return all(r.plane.registry.get(key.node_id) for r in (b, c))
+
+            await _until(everyone_knows, 2.0, "enrollment through A seen by B and C")
+            status, reply = await _mac_heartbeat(b, signer, key, control, revision)
+            assert status == 200, reply
+            b.plane.heartbeats.flush(force=True)  # shared now, as a due heartbeat would be
+
+            async def everyone_heard() -> bool:
+                return all(r.plane.heartbeats.get(key.node_id) for r in (a, b, c))
+
+            await _until(everyone_heard, 2.0, "the heartbeat through B seen by A and C")
+
+            status, reply = await a.admin("DELETE", f"/v1/admin/nodes/{key.node_id}")
+            assert status == 200 and reply["removed"], reply
+
+            async def everyone_forgot() -> bool:
+                return not any(
+                    r.plane.registry.get(key.node_id) or r.plane.heartbeats.get(key.node_id)
+                    for r in (a, b, c)
+                )
+
+            assert await _until(everyone_forgot, 1.0, "the removal through A at B and C") < 1.0
+            for replica in (b, c):
+                status, reply = await replica.signed(key, "POST", HEARTBEAT, b"{}")
+                assert (status, reply["error"]["code"]) == (401, "unknown_node"), reply
+                status, listing = await replica.admin("GET", "/v1/admin/nodes")
+                assert status == 200
+                assert key.node_id not in {n["node_id"] for n in listing["nodes"]}
+            assert a.plane.store.get(f"/heartbeats/{key.node_id}") is None
+            b.plane.heartbeats.load()  # what a restarted or resynced replica reads
+            assert b.plane.heartbeats.get(key.node_id) is None
+
+    try:
+        asyncio.run(main())
+    finally:
+        revoke_all_leases(etcd_cluster.endpoints)

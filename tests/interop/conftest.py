@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.async_tests import run_async_test
 from tests.interop.go_peer import build_go_peer
 
 
 @pytest.fixture(scope="session")
 def go_peer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_go_peer(tmp_path_factory.mktemp("go-peer"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """``async def`` tests (the Go peer against in-process runtimes) in a fresh loop."""
+    return run_async_test(pyfuncitem, 90.0)

@@ -1,4 +1,5 @@
-"""Build and run the Go peer (``interop/go-peer``): Go's crypto/tls, standard library only."""
+"""Build and run the Go peer (``interop/go-peer``): Go's crypto/tls and standard library,
+plus, for sealing, flynn/noise and x/crypto from Debian (``/usr/share/gocode``)."""
 
 from __future__ import annotations
 
@@ -16,19 +17,27 @@ import pytest
 SOURCE = Path(__file__).parents[2] / "interop" / "go-peer"
 
 
+DEBIAN_GOCODE = Path("/usr/share/gocode")
+"""Where Debian's golang-github-flynn-noise-dev and golang-golang-x-crypto-dev put their
+source (a GOPATH tree)."""
+
+
 def build_go_peer(directory: Path) -> Path:
-    """``go build`` offline: no module downloads (GOPROXY=off), no cgo, caches in ``directory``."""
+    """``go build`` offline in GOPATH mode over Debian's Go source packages: no module
+    downloads (GOPROXY=off), no cgo, caches in ``directory``."""
     go = shutil.which("go")
     if go is None:
         pytest.skip("the Go toolchain is not installed (Debian golang-go; make test installs it)")
+    if not (DEBIAN_GOCODE / "src" / "github.com" / "flynn" / "noise").is_dir():
+        pytest.skip("Debian golang-github-flynn-noise-dev is not installed (make test installs it)")
     binary = directory / "go-peer"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(directory),
         "GOCACHE": str(directory / "gocache"),
-        "GOPATH": str(directory / "gopath"),
+        "GOPATH": f"{directory / 'gopath'}:{DEBIAN_GOCODE}",
+        "GO111MODULE": "off",
         "GOPROXY": "off",
-        "GOFLAGS": "-mod=mod",
         "GOTOOLCHAIN": "local",
         "CGO_ENABLED": "0",
     }

@@ -89,3 +89,25 @@ def test_text_report_and_usage_errors(tmp_path: Path) -> None:
     lines = text.stdout.splitlines()
     assert text.returncode == 0 and lines[-1] == "3 passed, 0 failed"
     assert lines[0].startswith("PASS  ping.pong")
+
+
+def test_the_scripted_peer_respects_a_small_session_and_stream_credit(tmp_path: Path) -> None:
+    """A node whose windows are smaller than what the echo and frame-size checks send
+    (256 KiB and 128 KiB against 32 KiB of stream and 64 KiB of session credit): the
+    scripted peer sends what the credit allows and the rest as the node grants more, so
+    the checks pass instead of the node rightly ending the session FLOW_CONTROL_ERROR."""
+    node = start_node(
+        tmp_path, "a",
+        "[session]\ninitial_stream_window = 32768\ninitial_session_window = 65536\n"
+        "urgent_session_reserve = 0",
+    )  # fmt: skip
+    try:
+        code, report = conformance(
+            node.url, node.node_id, "--group", "streams", "--group", "limits"
+        )
+    finally:
+        node.kill()
+    failed = {c["id"]: c["detail"] for c in report["checks"] if c["status"] == "failed"}
+    assert failed == {} and code == 0, failed
+    passed = {c["id"] for c in report["checks"] if c["status"] == "passed"}
+    assert {"stream.echo", "stream.close-stream-end", "limits.our-max-frame-size"} <= passed

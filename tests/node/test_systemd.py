@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -69,6 +70,9 @@ def test_service_install_writes_a_unit_systemd_accepts(tmp_path: Path) -> None:
     assert f"ExecStart={sys.executable} -m accessfabric node run --config {config}" in text
     assert "TimeoutStopSec=35" in text  # longer than drain_timeout
     assert "RestartPreventExitStatus=2" in text
+    again = run_cli("service", "install", "--config", str(config), "--unit-dir", str(units),
+                    "--json")  # fmt: skip
+    assert json.loads(again.stdout)["path"] == str(unit), again.stderr
     printed = run_cli("service", "unit", "--config", str(config))
     assert printed.stdout == text
     bad = run_cli("service", "install", "--config", str(tmp_path / "no.toml"))

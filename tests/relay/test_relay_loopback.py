@@ -349,7 +349,8 @@ async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_un
         initiator = SealInitiator(
             fabric.keys[opener.node_id].sealing_private_key(), opener.node_id,
             fabric.keys[dst.node_id].sealing_public_key_bytes,
-            stream_context(SEALED_SINK, token), opener_record=b"r" * 932,
+            stream_context(SEALED_SINK, token),
+            opener_record=b"r" * (MAX_KEY_EXCHANGE - 173 - len(opener.node_id)),
             max_exchange=MAX_KEY_EXCHANGE,  # an opener that leaves no room for the proof
         )  # fmt: skip
         proof = prove_resume(

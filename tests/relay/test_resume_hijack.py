@@ -26,8 +26,8 @@ from accessfabric.node.log_format import event_fields
 from accessfabric.node.resumable import ResumableStream, new_fabric_stream
 from accessfabric.node.routes import Route
 from accessfabric.node.runtime import NodeRuntime
-from accessfabric.sealing import SealInitiator
-from accessfabric.sealing.handshake import destination_resume_key
+from accessfabric.sealing import SealingError, SealInitiator
+from accessfabric.sealing.handshake import destination_resume_key, stream_context
 from accessfabric.sealing.resume_proof import prove_resume
 from accessfabric.session import events as ev
 from accessfabric.session.snapshot import StreamSnapshot
@@ -167,11 +167,15 @@ async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
         await sender.send(CHUNKS)
         (opened,) = await sighting(seen, token, resume=False)  # the relay saw the token
         await served(dst, token)
-        # The best key the relay can compute: the blob with its own static key.
-        guessed = destination_resume_key(
-            fabric.keys[on_path.node_id].sealing_private_key(), opened.key_exchange
-        )
-        assert guessed is not None
+        # The relay cannot read message 1 (it is encrypted to the destination's static
+        # key), so the best resume key it has is one of a handshake of its own.
+        relay_key = fabric.keys[on_path.node_id].sealing_private_key()
+        context = stream_context(SEALED_SINK, token)
+        with pytest.raises(SealingError):
+            destination_resume_key(relay_key, opened.key_exchange, context)
+        guessed = SealInitiator(
+            relay_key, on_path.node_id, fabric.keys[dst.node_id].sealing_public_key_bytes, context
+        ).resume_key
         forged = prove_resume(
             guessed, 1, token=token, service=SEALED_SINK, route_id=primary.route_id,
             route_lease=primary.blob, start_offset=0,

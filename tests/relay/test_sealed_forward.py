@@ -133,8 +133,8 @@ async def test_forwarded_tcp_through_a_relay_is_sealed(tmp_path: Path, cipher: C
         assert not recorder.saw(MARKER), "the relay saw plaintext"  # ... never the plaintext
         assert not recorder.saw(MARKER[:12])
         assert fabric.destination.data_plane.sealed == 1
-        # the relay saw the opener's choice in the key exchange (version 2, suite byte)
-        assert [blob[:2] for blob in recorder.key_exchanges] == [bytes((2, cipher.value))]
+        # the relay saw the opener's choice in the key exchange (version 3, suite byte)
+        assert [blob[:2] for blob in recorder.key_exchanges] == [bytes((3, cipher.value))]
     finally:
         await forwarder.close()
         target.close()
@@ -244,9 +244,9 @@ async def _open_with_exchange(fabric: Fabric, initiator: SealInitiator, token: b
 
 
 async def test_a_relay_that_flips_the_cipher_suite_breaks_the_stream(tmp_path: Path) -> None:
-    """Downgrade protection on real runtimes: the destination serves the flipped exchange,
-    but its keys differ from the opener's, so the first record fails and the stream is
-    reset."""
+    """Downgrade protection on real runtimes: the suite is in the Noise protocol name and
+    prologue, so the destination cannot read the flipped exchange's message 1 and refuses
+    the stream (``AUTHENTICATION_FAILED``, counted as ``sealing``)."""
     fabric = await build(tmp_path, relays=1)
     try:
         src, dst = fabric.source, fabric.destination
@@ -256,12 +256,12 @@ async def test_a_relay_that_flips_the_cipher_suite_breaks_the_stream(tmp_path: P
         initiator, token = new_initiator(
             fabric.keys[src.node_id], dst_key, "echo", CipherSuite.AES_256_GCM
         )
-        flipped = bytes((2, CipherSuite.CHACHA20_POLY1305)) + initiator.key_exchange[2:]
+        flipped = bytes((3, CipherSuite.CHACHA20_POLY1305)) + initiator.key_exchange[2:]
         error = await _open_with_exchange(fabric, initiator, token, flipped)
         assert isinstance(error, StreamResetError)
         assert error.code == ErrorCode.AUTHENTICATION_FAILED
-        assert dst.data_plane.sealed == 1  # served (the blob is well formed) ...
-        assert dst.data_plane.refused == {}  # ... and failed at its first record
+        assert dst.data_plane.sealed == 0  # never served: Noise message 1 does not verify
+        assert dst.data_plane.refused == {"sealing": 1}
     finally:
         await fabric.stop()
 
@@ -274,7 +274,7 @@ async def test_an_unknown_cipher_suite_is_refused_as_sealing(tmp_path: Path) -> 
         dst_key = fabric.sealing_key(dst.node_id)
         assert dst_key is not None
         initiator, token = new_initiator(fabric.keys[src.node_id], dst_key, "echo")
-        unknown = b"\x02\x09" + initiator.key_exchange[2:]
+        unknown = b"\x03\x09" + initiator.key_exchange[2:]
         error = await _open_with_exchange(fabric, initiator, token, unknown)
         assert isinstance(error, StreamResetError)
         assert error.code == ErrorCode.AUTHENTICATION_FAILED

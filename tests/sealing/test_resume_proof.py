@@ -58,15 +58,14 @@ def _verify(key: bytes, proof: bytes, last: int = 0, attempt: Attempt = Attempt(
 def test_both_ends_derive_the_same_resume_key_and_nobody_else_does() -> None:
     initiator = _initiator()
     at_destination = destination_resume_key(
-        DESTINATION.sealing_private_key(), initiator.key_exchange
+        DESTINATION.sealing_private_key(), initiator.key_exchange, b"ctx"
     )
     assert at_destination == initiator.resume_key
     assert len(initiator.resume_key) == 32
-    # Mallory relays the stream: she has the blob and her own static key, not S_dest.
-    assert (
-        destination_resume_key(MALLORY.sealing_private_key(), initiator.key_exchange)
-        != initiator.resume_key
-    )
+    # Mallory relays the stream: she has the blob and her own static key, not S_dest;
+    # message 1 (which carries the key) is encrypted to S_dest.
+    with pytest.raises(SealingError):
+        destination_resume_key(MALLORY.sealing_private_key(), initiator.key_exchange, b"ctx")
     # Her own handshake with the destination gives her a key for her stream, not this one.
     assert _initiator(MALLORY).resume_key != initiator.resume_key
     # Every stream has its own key (fresh ephemeral), even between the same two nodes.
@@ -128,11 +127,11 @@ def test_forged_and_malformed_proofs_are_refused() -> None:
 def test_unsealed_and_hostile_key_exchanges() -> None:
     destination = DESTINATION.sealing_private_key()
     initiator = _initiator()
-    assert destination_resume_key(destination, b"") is None  # unsealed: no secret to bind
-    assert destination_resume_key(destination, b"\x03" + initiator.key_exchange[1:]) is None
+    assert destination_resume_key(destination, b"", b"ctx") is None  # unsealed: nothing to bind
+    assert destination_resume_key(destination, b"\x04" + initiator.key_exchange[1:], b"") is None
     blob = initiator.key_exchange
     with pytest.raises(SealingError):  # a low-order point as the ephemeral key
-        destination_resume_key(destination, blob[:10] + bytes(32) + blob[42:])
+        destination_resume_key(destination, blob[:10] + bytes(32) + blob[42:], b"ctx")
 
 
 def test_the_proof_layout_is_the_documented_one() -> None:

@@ -118,53 +118,53 @@ def test_bytes_after_the_final_record_are_rejected() -> None:
     _tampered(lambda r: [*r, r[0]])
 
 
-def test_key_exchange_replayed_into_another_stream_derives_other_keys() -> None:
+def test_key_exchange_replayed_into_another_stream_is_refused() -> None:
     initiator, _ = _handshake()
-    wire = initiator.sealer.seal(b"for the rdp stream")
-    other = SealResponder(
-        DESTINATION.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, b"service=ssh"
-    )
-    with pytest.raises(SealingError):
-        other.opener.feed(wire)
+    with pytest.raises(SealingError, match="does not verify"):  # the context is the prologue's
+        SealResponder(
+            DESTINATION.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, b"ssh"
+        )
 
 
 def test_a_relay_without_the_keys_cannot_read_or_impersonate() -> None:
     initiator, responder = _handshake()
     wire = initiator.sealer.seal(b"secret keystrokes")
-    # Mallory relays the stream and holds every public value, plus her own keys.
-    as_destination = SealResponder(
-        MALLORY.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, CONTEXT
-    )
-    with pytest.raises(SealingError):
-        as_destination.opener.feed(wire)
-    # She cannot open a stream in the opener's name either: she lacks its static key.
+    # Mallory relays the stream and holds every public value, plus her own keys: message 1
+    # is encrypted to the destination's static key, so she cannot read it (nor its keys).
+    with pytest.raises(SealingError, match="does not verify"):
+        SealResponder(MALLORY.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, CONTEXT)
+    # She cannot open a stream in the opener's name either: she lacks its static key, and
+    # the static key message 1 proves is hers, not the named opener's.
     forged = SealInitiator(
         MALLORY.sealing_private_key(), OPENER.node_id, DESTINATION.sealing_public_key_bytes, CONTEXT
     )
-    victim = SealResponder(
-        DESTINATION.sealing_private_key(), forged.key_exchange, DIRECTORY.get, CONTEXT
-    )
-    with pytest.raises(SealingError):
-        victim.opener.feed(forged.sealer.seal(b"rm -rf /"))
+    with pytest.raises(SealingError, match="not opener"):
+        SealResponder(
+            DESTINATION.sealing_private_key(), forged.key_exchange, DIRECTORY.get, CONTEXT
+        )
     # The real destination still reads the opener's bytes.
     assert responder.opener.feed(wire) == [b"secret keystrokes"]
 
 
-def test_a_substituted_reply_key_is_detected_by_the_opener() -> None:
+def test_a_substituted_reply_is_detected_by_the_opener() -> None:
+    """A relay cannot answer in the destination's place: message 2 needs ``se`` (the
+    destination's static key); neither its own ephemeral key with a made-up tag nor the
+    destination's genuine reply to another stream passes."""
     initiator, responder = _handshake()
     answer = responder.sealer.seal(b"screen update")
-    mallory_reply = SealResponder(
-        MALLORY.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, CONTEXT
-    ).reply_header
-    with pytest.raises(SealingError):
-        initiator.feed_reply(mallory_reply + answer)
+    _, other = _handshake()
+    made_up = b"\x03" + MALLORY.sealing_public_key_bytes + os.urandom(16)
+    for reply in (made_up, other.reply_header):
+        with pytest.raises(SealingError, match="failed authentication"):
+            _handshake()[0].feed_reply(reply + answer)
+    assert initiator.feed_reply(responder.reply_header + answer) == [b"screen update"]
 
 
 def test_unknown_opener_and_malformed_blobs_are_refused() -> None:
     initiator, _ = _handshake()
     with pytest.raises(SealingError):
         SealResponder(DESTINATION.sealing_private_key(), initiator.key_exchange, {}.get, CONTEXT)
-    for blob in (b"", b"\x03" + initiator.key_exchange[1:], initiator.key_exchange[:-1]):
+    for blob in (b"", b"\x04" + initiator.key_exchange[1:], initiator.key_exchange[:-1]):
         with pytest.raises(SealingError):
             SealResponder(DESTINATION.sealing_private_key(), blob, DIRECTORY.get, CONTEXT)
     with pytest.raises(SealingError):  # a low-order point as the ephemeral key

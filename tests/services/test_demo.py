@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import re
 import signal
@@ -10,13 +12,36 @@ import sys
 
 
 def test_demo_short_run() -> None:
+    """Run with ``--json``: the human output on stderr, one JSON summary on stdout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSFABRIC_")}
     done = subprocess.run(
-        [sys.executable, "-m", "accessfabric", "demo", "--duration", "4", "--size-mib", "4"],
+        [sys.executable, "-m", "accessfabric", "demo", "--duration", "4", "--size-mib", "4",
+         "--json"],
         capture_output=True, text=True, timeout=150, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    out = done.stdout
+    out = done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["ok"] is True and summary["exit_code"] == 0
+    datetime.datetime.strptime(summary["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    names = [n["name"] for n in summary["nodes"]]
+    assert names == ["laptop", "entry", "relay-a", "relay-b", "home"]
+    assert summary["routes"] == {
+        "primary": ["laptop", "entry", "relay-a", "home"],
+        "alternate": ["laptop", "entry", "relay-b", "home"],
+    }
+    assert summary["bulk"]["copies"] >= 1 and summary["bulk"]["sha256_mismatches"] == 0
+    assert summary["bulk"]["file_bytes"] == 4 << 20
+    assert summary["failover"]["streams_resumed"] >= 2
+    assert summary["failover"]["recovery_ms"] is not None
+    assert summary["interactive"]["echoes"] > 0 and summary["interactive"]["p99_ms"] > 0
+    assert summary["errors"] == [] and summary["control"] == {"store": "sqlite"}
+    # laptop pings home through the fabric: a route lease to home's echo, via a relay
+    ping = summary["ping"]
+    assert ping["ok"] and ping["via"] == "relays" and len(ping["rtts_ms"]) == 3, ping
+    assert ping["path"][:2] == ["laptop", "entry"] and ping["path"][-1] == "home", ping
+    assert ping["path"][2] in ("relay-a", "relay-b"), ping
+    assert re.search(r"laptop -> entry -> relay-\w -> home: 3 round trips end to end", out)
     for name, roles in (("laptop", "mobile-edge"), ("entry", "entry"), ("relay-a", "relay"),
                         ("relay-b", "relay"), ("home", "service-host")):  # fmt: skip
         assert re.search(rf"^    {name} +afn1\w+…  roles {roles}$", out, re.M), name
@@ -34,6 +59,7 @@ def test_demo_short_run() -> None:
     assert re.search(r"p50 \d+\.\d\d ms, p99 \d+\.\d\d ms", out)
     assert "result            ok" in out
     work = out.split("in ", 1)[1].split()[0]
+    assert summary["work_dir"] == work
     assert not os.path.exists(work)  # the temp dir is gone
     leftover = subprocess.run(["pgrep", "-f", work], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""  # no process of this run remains

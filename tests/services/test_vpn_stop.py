@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import signal
 import subprocess
 import sys
@@ -45,7 +47,7 @@ def test_vpn_up_exits_within_a_second_of_ctrl_c(tmp_path: Path) -> None:
         client_cfg = write_config(tmp_path / "client.toml", tmp_path / "client.key", peer=peer)
         exit_proc = start(
             topo, "exit", ["vpn", "up", "--exit", "--config", str(exit_cfg),
-                           "--address", "10.99.0.1/24"], tmp_path / "exit.log",
+                           "--address", "10.99.0.1/24", "--json"], tmp_path / "exit.log",
         )  # fmt: skip
         wait_port(topo, "exit", exit_addr, FABRIC_PORT)
         client = start(
@@ -68,6 +70,11 @@ def test_vpn_up_exits_within_a_second_of_ctrl_c(tmp_path: Path) -> None:
             assert elapsed < 1.0, f"vpn up took {elapsed:.2f} s to stop\n{log}"
             exit_proc.send_signal(signal.SIGINT)
             assert exit_proc.wait(15) == 0
+            # --json: one JSON object per line, RFC 3339 UTC timestamps
+            lines = [json.loads(line) for line in (tmp_path / "exit.log").read_text().splitlines()]
+            assert {"node starting", "listening"} <= {line.get("event") for line in lines}, lines
+            for line in lines:
+                datetime.datetime.strptime(line["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
         finally:
             for process in (client, exit_proc):
                 if process.poll() is None:

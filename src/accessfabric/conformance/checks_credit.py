@@ -26,7 +26,7 @@ async def peer_respects_stream_window(target: Target) -> str:
         peer.auto_credit = False
         payload = os.urandom(64 * 1024)
         peer.open(1)
-        peer.send(peer.data_frames(1, 0, payload, end=True))
+        peer.write(1, payload, end=True)
         await peer.settle()
         got = peer.streams[1]
         if len(got.data) > SMALL:
@@ -48,7 +48,8 @@ async def peer_respects_session_window(target: Target) -> str:
         peer.open(1)
         peer.open(3)
         one, three = os.urandom(32 * 1024), os.urandom(32 * 1024)
-        peer.send(peer.data_frames(1, 0, one, True), peer.data_frames(3, 0, three, True))
+        peer.write(1, one, end=True)
+        peer.write(3, three, end=True)
         await peer.settle()
         total = sum(len(peer.streams[s].data) for s in (1, 3))
         if total > SMALL:

@@ -46,7 +46,7 @@ async def our_max_frame_size(target: Target) -> str:
         peer.decoder.set_max_frame_size(16384)
         payload = os.urandom(128 * 1024)
         peer.open(1)
-        peer.send(peer.data_frames(1, 0, payload, end=True))
+        peer.write(1, payload, end=True)
         got = await peer.read_stream(1)
         if bytes(got.data) != payload:
             raise CheckFailed(f"{len(got.data)} bytes echoed, not {len(payload)}")

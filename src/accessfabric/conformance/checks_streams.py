@@ -18,7 +18,7 @@ async def echo(target: Target) -> str:
     async with target.session() as peer:
         payload = os.urandom(ECHO_BYTES)
         peer.open(1)
-        peer.send(peer.data_frames(1, 0, payload, end=True))
+        peer.write(1, payload, end=True)
         got = await peer.read_stream(1)
         if got.reset is not None:
             raise CheckFailed(f"the echo stream was reset ({got.reset})")
@@ -32,7 +32,8 @@ async def echo(target: Target) -> str:
 async def close_stream_end(target: Target) -> str:
     async with target.session() as peer:
         peer.open(1)
-        peer.send(peer.data_frames(1, 0, b"hello"), fr.CloseStream(1, 5).to_bytes())
+        peer.write(1, b"hello")
+        peer.send(fr.CloseStream(1, 5).to_bytes())
         got = await peer.read_stream(1)
         if got.reset is not None or bytes(got.data) != b"hello":
             raise CheckFailed(f"got {bytes(got.data)!r}, reset {got.reset}")

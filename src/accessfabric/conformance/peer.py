@@ -4,7 +4,10 @@ It does the handshake itself (not with :class:`~accessfabric.session.Session`) s
 check can break any step, and it reads the peer's frames with its own
 :class:`~accessfabric.wire.FrameDecoder`.  While a check waits for something it
 answers PINGs (the peer sends one right after SESSION_READY), and, unless told
-otherwise, acknowledges and re-grants credit for the stream bytes it receives.
+otherwise, acknowledges and re-grants credit for the stream bytes it receives.  Bytes it
+sends with :meth:`ScriptedPeer.write` respect the peer's stream and session credit: what
+does not fit waits for the peer's STREAM_CREDIT (checks that mean to overrun credit build
+their frames by hand).
 """
 
 from __future__ import annotations
@@ -65,6 +68,14 @@ class Received:
 
 
 @dataclass
+class Backlog:
+    """Bytes :meth:`ScriptedPeer.write` holds until the peer grants credit for them."""
+
+    data: bytearray = field(default_factory=bytearray)
+    end: bool = False
+
+
+@dataclass
 class Limits:
     """The SESSION_READY this side sends."""
 
@@ -106,6 +117,7 @@ class ScriptedPeer:
         self.pongs: list[int] = []
         self.sent: dict[int, int] = {}  # stream id -> bytes we sent on it
         self.session_sent = 0
+        self.backlog: dict[int, Backlog] = {}  # stream id -> bytes waiting for credit
 
     # ------------------------------------------------------------ connection
 
@@ -225,6 +237,7 @@ class ScriptedPeer:
             else:
                 got = self.streams.setdefault(frame.stream_id, Received())
                 got.credit = max(got.credit, frame.max_offset)
+            self._flush()
         elif isinstance(frame, fr.Data):
             got = self.streams.setdefault(frame.stream_id, Received())
             got.data += frame.payload
@@ -234,6 +247,7 @@ class ScriptedPeer:
             self.streams.setdefault(frame.stream_id, Received()).ended = True
         elif isinstance(frame, fr.ResetStream):
             self.streams.setdefault(frame.stream_id, Received()).reset = int(frame.error_code)
+            self.backlog.pop(frame.stream_id, None)
         return True
 
     def _acknowledge(self) -> None:
@@ -374,6 +388,37 @@ class ScriptedPeer:
         self.send(self.data_frames(stream_id, offset, os.urandom(size), end))
         self.sent[stream_id] = offset + size
         self.session_sent += size
+
+    def write(self, stream_id: int, data: bytes, end: bool = False) -> None:
+        """``data`` (then END_STREAM when ``end``) at the stream's current offset, as a
+        well-behaved sender: now as far as the peer's stream and session credit allow, the
+        rest as the peer grants more (while a check waits for frames)."""
+        backlog = self.backlog.setdefault(stream_id, Backlog())
+        backlog.data += data
+        backlog.end = backlog.end or end
+        self._flush()
+
+    def _flush(self) -> None:
+        """Send what the credit allows of every backlog."""
+        for stream_id, backlog in list(self.backlog.items()):
+            offset = self.sent.get(stream_id, 0)
+            room = min(
+                self.stream_credit(stream_id) - offset,
+                self.session_credit - self.session_sent,
+                len(backlog.data),
+            )
+            room = max(room, 0)
+            if room == 0 and backlog.data:
+                continue
+            chunk = bytes(backlog.data[:room])
+            del backlog.data[:room]
+            last = not backlog.data
+            if chunk or (last and backlog.end):
+                self.send(self.data_frames(stream_id, offset, chunk, backlog.end and last))
+                self.sent[stream_id] = offset + len(chunk)
+                self.session_sent += len(chunk)
+            if last:
+                del self.backlog[stream_id]
 
     def stream_credit(self, stream_id: int) -> int:
         """The peer's current credit limit on one of our streams."""

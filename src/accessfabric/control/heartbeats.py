@@ -193,9 +193,11 @@ class HeartbeatTable:
     def apply_change(self, change: Change) -> bool:
         """Fold a heartbeat entry another replica persisted (seen in the store's watch);
         ``True`` if it was newer than what this replica holds."""
-        if change.kind is not ChangeKind.PUT:
-            return False
         node_id = change.key.removeprefix(KEY_PREFIX)
+        if change.kind is ChangeKind.DELETE:  # the node was removed through another replica
+            known = node_id in self._states
+            self.forget(node_id)
+            return known
         try:
             document = json.loads(change.value)
             facts = parse_facts(document["facts"])
@@ -260,8 +262,15 @@ class HeartbeatTable:
     def get(self, node_id: str) -> HeartbeatState | None:
         return self._states.get(node_id)
 
+    def remove(self, node_id: str) -> None:
+        """Forget a removed node here and delete its shared entry from the store, so other
+        replicas (watching) and later loads forget it too."""
+        self.forget(node_id)
+        self._store.delete(KEY_PREFIX + node_id)
+
     def forget(self, node_id: str) -> None:
         self._states.pop(node_id, None)
+        self._persisted_at.pop(node_id, None)
         self._persisted_visible.pop(node_id, None)
         self._dirty.discard(node_id)
         self.generation += 1

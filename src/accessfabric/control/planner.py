@@ -65,6 +65,7 @@ from accessfabric.control.planning.search import (
     build_cone,
     search,
 )
+from accessfabric.control.vocabulary import node_echo_target
 
 MAX_EDGE_COMBINATIONS = 64
 """The last alternate level tries at most this many ways of cutting the earlier routes."""
@@ -200,7 +201,9 @@ class RoutePlanner:
     # ---- replicas and cones ------------------------------------------------------------------
 
     def _replicas(self, source: NodeFacts, service: str) -> tuple[frozenset[int], list[str]]:
-        names = self.services.get(service)
+        # ``echo:<node id>`` is served by that node alone, whatever its roles (ping)
+        echo_of = node_echo_target(service)
+        names = self.services.get(service) if echo_of is None else (echo_of,)
         if not names:
             raise UnknownServiceError(f"service {service!r} has no replicas")
         usable: set[int] = set()
@@ -210,7 +213,7 @@ class RoutePlanner:
             node = self.graph.nodes.get(name)
             if i is None or node is None:
                 refusals.append(f"replica {name} is not in the graph")
-            elif not self.index.roles[i] & SERVICE_HOST:
+            elif not self.index.roles[i] & SERVICE_HOST and echo_of is None:
                 refusals.append(f"replica {name} has no service-host role")
             elif not tenant_allows(node, source.tenant, self.policy):
                 refusals.append(f"replica {name} belongs to tenant {node.tenant}")

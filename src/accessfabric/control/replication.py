@@ -2,9 +2,10 @@
 
 Several stateless replicas share one etcd cluster.  Each keeps in memory what it needs on
 every request (the node registry, other replicas' heartbeat digests); this task keeps that
-memory equal to etcd by watching ``/nodes/`` and ``/heartbeats/``: a role revoked or a node
-record replaced through one replica reaches every other replica within one watch delivery
-(milliseconds on a LAN), not a poll interval.
+memory equal to etcd by watching ``/nodes/`` and ``/heartbeats/``: a role revoked, a node
+record replaced or a node removed (its record and heartbeat state) through one replica
+reaches every other replica within one watch delivery (milliseconds on a LAN), not a poll
+interval.
 
 When the watch breaks (etcd unreachable, quorum lost) the replica marks itself
 ``synced = False`` — the API then answers 503 for everything that would act on the cached
@@ -26,7 +27,7 @@ from accessfabric.control.drains import KEY_PREFIX as DRAIN_PREFIX
 from accessfabric.control.heartbeats import KEY_PREFIX as HEARTBEAT_PREFIX
 from accessfabric.control.registry import KEY_PREFIX as NODE_PREFIX
 from accessfabric.control.services import KEY_PREFIX as SERVICE_PREFIX
-from accessfabric.control.store.base import Change, CompactedError, StoreError
+from accessfabric.control.store.base import Change, ChangeKind, CompactedError, StoreError
 
 if TYPE_CHECKING:
     from accessfabric.control.plane import ControlPlane
@@ -164,6 +165,8 @@ class ReplicaSync:
         """Fold one change of another replica (or this one: idempotent) into the caches."""
         if change.key.startswith(NODE_PREFIX):
             self._plane.registry.apply_change(change)
+            if change.kind is ChangeKind.DELETE:  # removed: its soft state goes with it
+                self._plane.heartbeats.forget(change.key.removeprefix(NODE_PREFIX))
         elif change.key.startswith(HEARTBEAT_PREFIX):
             self._plane.heartbeats.apply_change(change)
         elif change.key.startswith(SERVICE_PREFIX):

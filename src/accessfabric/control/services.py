@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from accessfabric.control.authority import Authority
 from accessfabric.control.objects import ServiceLease
 from accessfabric.control.store.base import Clock, Entry, LeaseNotFoundError, Store
-from accessfabric.control.vocabulary import Role, ServiceMode, check_name
+from accessfabric.control.vocabulary import Role, ServiceMode, check_name, node_echo_target
 
 KEY_PREFIX = "/services/"
 DEFAULT_REPLICA_TTL = 15.0
@@ -146,6 +146,11 @@ class ServiceDirectory:
             check_name("service", service)
         except ValueError as exc:
             raise ServiceError("bad_service", str(exc)) from None
+        if node_echo_target(service) is not None:
+            raise ServiceError(
+                "reserved_service",
+                f"{service!r} names a node's built-in echo: no node registers it",
+            )
         if Role.SERVICE_HOST not in roles:
             raise ServiceError(
                 "role_required", f"node {node_id} has no service-host role: it cannot serve"

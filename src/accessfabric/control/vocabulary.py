@@ -17,6 +17,20 @@ MAX_TRUST_TIER = 3
 """Trust tiers run from 0 (unvetted, e.g. a volunteer phone) to 3 (operator-owned core)."""
 MAX_NAME_LENGTH = 63
 NAME_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9._:/-]{0,62})")
+NODE_ECHO_PREFIX = "echo:"
+"""``echo:<node id>``: the built-in echo of one node, served by that node to callers its
+access rules for ``echo`` admit; the service a route lease names for ``accessfabric ping``
+across relays (docs/adr/0022).  No node registers a service by that name."""
+
+
+def node_echo_service(node_id: str) -> str:
+    """The service name of ``node_id``'s own echo (``echo:<node id>``)."""
+    return NODE_ECHO_PREFIX + node_id
+
+
+def node_echo_target(service: str) -> str | None:
+    """The node whose own echo ``service`` names, else ``None``."""
+    return service[len(NODE_ECHO_PREFIX) :] if service.startswith(NODE_ECHO_PREFIX) else None
 
 
 class Role(StrEnum):

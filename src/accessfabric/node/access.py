@@ -8,7 +8,9 @@ A node serves a stream (direct, or the destination of a route lease) only if one
   authority, delivered in heartbeat replies, cached on disk) admits the opener: its
   verified node record's tenant, one of the grant's roles (any, if none), a trust tier at
   least the grant's, the service and the traffic class, before the grant and the policy
-  expire
+  expire; a grant that names ``nodes`` admits only those, one that names ``hosts`` holds
+  only on those; a record older than the policy's floor for its node (a role was revoked
+  from it) is not believed
 
 says yes.  Nothing else does: a node with neither serves nobody.  The opener's node
 record comes from the session's HELLO (a direct peer sends its own), from a sealed
@@ -30,9 +32,11 @@ from typing import Any
 from accessfabric.control.objects import AccessPolicy, NodeRecord
 from accessfabric.control.rejections import RejectReason, SignedObjectRejected
 from accessfabric.control.verify import verify_access_policy, verify_node_record
+from accessfabric.control.vocabulary import node_echo_service
 from accessfabric.wire.registry import TrafficClass
 
 ANYONE = "*"
+ECHO = "echo"
 MAX_RECORDS = 4096
 """Verified node records of openers remembered at most (the oldest is forgotten first)."""
 
@@ -47,6 +51,7 @@ class ServiceAccess:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.node_id = node_id
+        self.own_echo = node_echo_service(node_id)
         self.allow = {service: frozenset(ids) for service, ids in allow.items()}
         self.authority_key = authority_key
         self.clock = clock
@@ -117,7 +122,12 @@ class ServiceAccess:
     # ------------------------------------------------------------ the decision
 
     def refusal(self, peer: str, service: str, traffic_class: TrafficClass) -> str | None:
-        """None when ``peer`` may open ``service`` in ``traffic_class`` now, else why not."""
+        """None when ``peer`` may open ``service`` in ``traffic_class`` now, else why not.
+
+        ``echo:<this node>`` (the route-leased echo ``ping`` uses across relays) is
+        ``echo``: the same allow list and grants admit it."""
+        if service == self.own_echo:
+            service = ECHO
         listed = self.allow.get(service)
         if listed is not None and (ANYONE in listed or peer in listed):
             return None
@@ -140,6 +150,9 @@ class ServiceAccess:
         record = self.record_of(peer)
         if record is None:
             return "no valid node record for it (not enrolled, or its record is unknown here)"
+        floor = policy.floor_of(peer)
+        if record.revision < floor:  # a role was revoked: this record is superseded
+            return f"its node record (revision {record.revision}) is superseded (floor {floor})"
         for grant in policy.grants:
             if (
                 grant.expires_ms > now_ms
@@ -148,6 +161,8 @@ class ServiceAccess:
                 and grant.tenant == record.tenant
                 and (not grant.roles or grant.roles & record.roles)
                 and record.trust_tier >= grant.min_trust_tier
+                and (not grant.nodes or peer in grant.nodes)
+                and (not grant.hosts or self.node_id in grant.hosts)
             ):
                 return None
         return (
@@ -173,6 +188,7 @@ class ServiceAccess:
             if policy is None
             else round(policy.expires_ms / 1000 - now),
             "grants": 0 if policy is None else len(policy.grants),
+            "record_floors": 0 if policy is None else len(policy.record_floors),
             "served": self.served,
             "refused": self.refused,
         }

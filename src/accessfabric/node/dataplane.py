@@ -82,6 +82,7 @@ from accessfabric.sealing.handshake import (
     destination_resume_key,
     is_sealing_key_exchange,
     parse_key_exchange,
+    stream_context,
 )
 from accessfabric.sealing.resume_proof import ResumeRefused, split_resume_field, verify_resume
 from accessfabric.session import events as ev
@@ -430,12 +431,14 @@ class DataPlane:
                     f"clock is off by more than {OPEN_CLOCK_SKEW:g} s)", "stream refused",
                 )  # fmt: skip
                 return None
+        context = stream_context(event.service, event.resume_token)
         try:
-            return destination_resume_key(self.sealing_key, key_exchange) or b""
-        except SealingError as error:
+            return destination_resume_key(self.sealing_key, key_exchange, context) or b""
+        except SealingError as error:  # a retired version, an unknown suite, a message 1
+            # that does not verify (altered on the way, or made for another stream)
             self._refuse(
-                connection, stream, ErrorCode.STREAM_CLOSED,
-                f"sealing key exchange invalid: {error}", "stream refused",
+                connection, stream, ErrorCode.AUTHENTICATION_FAILED,
+                f"sealing: {error}", "stream refused",
             )  # fmt: skip
             return None
 

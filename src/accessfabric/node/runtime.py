@@ -17,6 +17,7 @@ import logging
 import signal
 from typing import Any, Protocol
 
+from accessfabric.control.vocabulary import node_echo_service
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node import sd_notify
@@ -41,12 +42,16 @@ from accessfabric.node.operator_drain import OperatorDrain
 from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
 from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.routes import RouteManager
-from accessfabric.node.services import ServiceDispatcher
+from accessfabric.node.services import ECHO_SERVICE, ServiceDispatcher
 from accessfabric.node.stream_sealing import SealingKeys, StreamSealing, sealing_cipher
+from accessfabric.observe.log_rate import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 KEEP_UP_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+SESSION_LOG_BURST = 20
+"""``session accepted`` / ``session ended`` lines per source address per ``log_interval``:
+any key can open sessions, so an outsider could otherwise grow the log at will."""
 
 
 class NodeComponent(Protocol):
@@ -80,6 +85,7 @@ class NodeRuntime:
             admission=Admission(config.limits),
         )
         self.dispatcher = ServiceDispatcher()
+        self.dispatcher.alias(node_echo_service(self.key.node_id), ECHO_SERVICE)  # ping via relays
         self.dialer = RankedPeerDialer(  # ranked candidates: docs/endpoint-ranking.md
             self.local, policy=config.ranking,
             timeout=config.session.handshake_timeout or DEFAULT_DIAL_TIMEOUT,
@@ -91,6 +97,9 @@ class NodeRuntime:
         )
         self.listeners: list[BoundListener] = []
         self._accepted: set[SessionConnection] = set()
+        self._session_log = RateLimitedLog(
+            log, interval=config.limits.log_interval, burst=SESSION_LOG_BURST
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._keepers: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -254,10 +263,17 @@ class NodeRuntime:
                 )  # fmt: skip
                 return
             peer = ready.peer_node_id
-            log_event(
-                log, "session accepted", peer=peer, address=address, carrier=connection.info.kind,
-                name=self.observe.peer_names.get(peer or "", "-"),
-            )  # fmt: skip
+            # per-connection lines an outsider can cause: at most SESSION_LOG_BURST per
+            # source address per interval, the accepted and ended line of a session together
+            logged = self._session_log.admit(
+                source_address(connection.info), asyncio.get_running_loop().time()
+            )
+            if logged is not None:
+                log_event(
+                    log, "session accepted", peer=peer, address=address,
+                    carrier=connection.info.kind, name=self.observe.peer_names.get(peer or "", "-"),
+                    **({"suppressed": logged} if logged else {}),
+                )  # fmt: skip
             if self.operator_drain.active:  # drained: the peer opens its streams elsewhere
                 await self.operator_drain.refuse(connection)
             while True:
@@ -268,10 +284,11 @@ class NodeRuntime:
                 if routed is not None:
                     self.dispatcher.dispatch(routed, peer)
             ended = await connection.wait_closed()
-            log_event(
-                log, "session ended", peer=peer, address=address,
-                code=_code_name(ended.error_code), reason=ended.reason,
-            )  # fmt: skip
+            if logged is not None:
+                log_event(
+                    log, "session ended", peer=peer, address=address,
+                    code=_code_name(ended.error_code), reason=ended.reason,
+                )  # fmt: skip
         finally:
             self._accepted.discard(connection)
 

@@ -42,6 +42,7 @@ class ServiceDispatcher:
 
     def __init__(self) -> None:
         self._handlers: dict[str, ServiceHandler] = {ECHO_SERVICE: echo}
+        self._aliases: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.refused = 0
         self.on_refused: Callable[[FabricStream, str], None] | None = None
@@ -50,6 +51,11 @@ class ServiceDispatcher:
 
     def register(self, service: str, handler: ServiceHandler) -> None:
         self._handlers[service] = handler
+
+    def alias(self, name: str, service: str) -> None:
+        """Serve streams to ``name`` with ``service``'s handler; ``name`` is neither listed
+        nor advertised (``echo:<node id>``, the echo a route lease can name)."""
+        self._aliases[name] = service
 
     @property
     def services(self) -> list[str]:
@@ -65,7 +71,7 @@ class ServiceDispatcher:
         return len(self._tasks)
 
     def dispatch(self, stream: FabricStream, peer: str) -> None:
-        handler = self._handlers.get(stream.service)
+        handler = self._handlers.get(self._aliases.get(stream.service, stream.service))
         if handler is None:
             self.refused += 1
             stream.reset(ErrorCode.SERVICE_UNAVAILABLE)

@@ -1,44 +1,41 @@
-"""Key agreement for a sealed stream (a Noise IK-like pattern with X25519, HKDF and an AEAD).
+"""Key agreement for a sealed stream: exactly Noise IK (``Noise_IK_25519_<cipher>_SHA256``).
 
-The opener knows the destination's static X25519 key (from its signed node
-record) and proves its own static key; the OPEN_STREAM key-exchange blob
-carries ``version (2) | cipher suite | opener ephemeral public key | opener node id``:
+The opener knows the destination's static X25519 key (from its signed node record). The
+OPEN_STREAM key-exchange blob (version 3) carries Noise IK's first message::
 
-- opener -> destination records are keyed from ``es || ss``
-  (``es = DH(e_opener, S_dest)``, ``ss = DH(S_opener, S_dest)``): only the two
-  nodes can compute them; forward secret against a later leak of the
-  opener's static key, not of the destination's (as Noise IK's first message);
-- the destination answers with its own ephemeral key as the first 33 bytes of
-  its direction, and destination -> opener records are keyed from
-  ``es || ss || ee`` (``ee = DH(e_dest, e_opener)``): forward secret.
+    version u8 (=3) | suite u8 | opened_ms u64 | Noise message 1 (160) |
+      id length u8 | opener node id [ | record length u16 | opener's signed node record ]
 
-Every key also depends on a transcript of both static keys, the opener's
-ephemeral key, the stream context (service name, resume token) and the version and
-cipher suite, so a blob replayed into another stream derives different keys and a relay
-that changes the suite (or the version) makes the two ends derive different keys: the
-first record fails (downgrade protection).
+- the cipher suite picks the Noise protocol name (suite 1:
+  ``Noise_IK_25519_ChaChaPoly_SHA256``, suite 2: ``Noise_IK_25519_AESGCM_SHA256``), and
+  the Noise prologue is ``"accessfabric e2e sealing v3" | blob[0:10] | id length | node id
+  | service | 0x00 | resume token``: a relay that changes the suite, the time, the opener
+  id or moves the blob to another stream makes message 1 fail at the destination;
+- message 1's payload (``-> e, es, s, ss``: encrypted to the destination, authenticated
+  by the opener's static key) is ``early key (32) | resume key (32)``, both random: the
+  opener -> destination records are sealed at once with the early key (Noise IK's 0-RTT
+  payload carries it: no round trip), and the resume key keys the resume proofs
+  (:mod:`.resume_proof`);
+- the destination answers with Noise message 2 (``<- e, ee, se``, empty payload) as the
+  first 49 bytes of its direction (``3 | message 2``); destination -> opener records are
+  sealed with the responder's sending key from ``Split()``: forward secret.
 
-The opener picks the suite (:class:`~.records.CipherSuite`: ChaCha20-Poly1305 or
-AES-256-GCM); the destination uses the one the blob names.  A version 1 blob (no suite
-byte, its own transcript label) is still accepted as ChaCha20-Poly1305.
-
-Both ends also derive a *resume key* from ``es`` alone (the destination's data plane
-computes it from the blob with its static key, no directory needed): only the opener
-(who holds ``e_opener``) and the destination (who holds ``S_dest``) know it, and it
-keys the proofs that let a stream resume on another route (:mod:`.resume_proof`).
+Records (:mod:`.records`) are ``EncryptWithAd(header, plaintext)`` of a Noise cipher state
+keyed as above.  Noise itself is :mod:`.noise` (checked against the published vectors).
+Versions 1 and 2 (the earlier, home-made "IK-like" schedule) are refused with a clear
+error, never served: docs/adr/0021-sealing-on-a-published-construction.md.
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from accessfabric.sealing.noise import DHLEN, TAG_SIZE, HandshakeIK, NoiseError
 from accessfabric.sealing.records import CipherSuite, RecordOpener, RecordSealer, SealingError
 from accessfabric.sealing.resume_proof import PROOF_SIZE
 from accessfabric.wire.limits import MAX_KEY_EXCHANGE
@@ -47,92 +44,55 @@ EXCHANGE_ROOM = MAX_KEY_EXCHANGE - PROOF_SIZE
 """The largest key exchange an opener sends: a resume from offset 0 carries the resume
 proof and the original exchange in one OPEN_STREAM field (``MAX_KEY_EXCHANGE``)."""
 
-VERSION = 2
-"""The version this module sends: its blob names the cipher suite."""
-LEGACY_VERSION = 1
-"""Accepted from older openers: no suite byte, ChaCha20-Poly1305."""
+VERSION = 3
+"""The only version this module sends and accepts (Noise IK)."""
+RETIRED_VERSIONS = (1, 2)
+"""The home-made "IK-like" exchanges before Noise: recognised as sealing, refused."""
 KEY_SIZE = 32
-REPLY_SIZE = 1 + KEY_SIZE
-_PROLOGUE = b"accessfabric e2e sealing v1"
-_PROLOGUE_V2 = b"accessfabric e2e sealing v2"
+PAYLOAD_SIZE = 2 * KEY_SIZE
+"""Message 1's payload: ``early key | resume key``."""
+MESSAGE1_SIZE = DHLEN + DHLEN + TAG_SIZE + PAYLOAD_SIZE + TAG_SIZE
+MESSAGE2_SIZE = DHLEN + TAG_SIZE
+REPLY_SIZE = 1 + MESSAGE2_SIZE
+HEAD_SIZE = 10
+"""``version | suite | opened_ms``: bound into the prologue."""
+PROLOGUE_LABEL = b"accessfabric e2e sealing v3"
+PROTOCOL_NAMES = {
+    CipherSuite.CHACHA20_POLY1305: "Noise_IK_25519_ChaChaPoly_SHA256",
+    CipherSuite.AES_256_GCM: "Noise_IK_25519_AESGCM_SHA256",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyExchange:
-    """A parsed OPEN_STREAM key-exchange blob (:func:`parse_key_exchange`)."""
+    """A parsed version 3 OPEN_STREAM key-exchange blob (:func:`parse_key_exchange`)."""
 
     version: int
     suite: int
-    """The cipher suite byte as sent (:meth:`CipherSuite.from_wire` checks it); 1 for v1."""
-    ephemeral_public: bytes
+    """The cipher suite byte as sent (:meth:`CipherSuite.from_wire` checks it)."""
+    opened_ms: int
+    """When the opener made the exchange (Unix ms): a destination refuses an exchange
+    older than it remembers served streams, so a recorded open cannot be replayed later."""
+    message: bytes
+    """Noise IK message 1."""
     opener_node_id: str
     opener_record: bytes
     """The opener's signed node record, or b"" when it left it out."""
-    opened_ms: int | None = None
-    """When the opener made the exchange (Unix ms; v2): a destination refuses an exchange
-    older than it remembers served streams, so a recorded open cannot be replayed later."""
 
-    def transcript_head(self) -> tuple[bytes, ...]:
-        """What the version binds into the transcript besides the keys and context:
-        nothing for v1 (its keys stay as they were), ``version | suite | opened_ms`` for
-        v2 (a relay that changes any of them changes both ends' keys)."""
-        if self.version == LEGACY_VERSION:
-            return ()
-        opened = (self.opened_ms or 0).to_bytes(8, "big")
-        return (bytes((self.version, self.suite)) + opened,)
+    @property
+    def ephemeral_public(self) -> bytes:
+        """The opener's ephemeral key (message 1's first 32 bytes, in clear)."""
+        return self.message[:DHLEN]
 
 
-def _raw(public: X25519PublicKey) -> bytes:
-    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def prologue(key_exchange: bytes, node_id: bytes, context: bytes) -> bytes:
+    """The Noise prologue of a version 3 exchange: label, ``version | suite |
+    opened_ms``, ``id length | node id``, the stream context."""
+    return PROLOGUE_LABEL + key_exchange[:HEAD_SIZE] + bytes((len(node_id),)) + node_id + context
 
 
-def _public(raw: bytes, what: str) -> X25519PublicKey:
-    try:
-        return X25519PublicKey.from_public_bytes(raw)
-    except ValueError:
-        raise SealingError(f"{what} is not an X25519 public key") from None
-
-
-def _dh(private: X25519PrivateKey, public: X25519PublicKey) -> bytes:
-    try:
-        return private.exchange(public)
-    except ValueError:  # an all-zero result: a low-order point from a hostile peer
-        raise SealingError("key agreement produced a degenerate secret") from None
-
-
-def _transcript(*parts: bytes, prologue: bytes = _PROLOGUE) -> bytes:
-    digest = hashlib.sha256()
-    for part in (prologue, *parts):
-        digest.update(len(part).to_bytes(4, "big"))
-        digest.update(part)
-    return digest.digest()
-
-
-def _resume_key(es: bytes, destination_static: bytes, ephemeral_public: bytes) -> bytes:
-    transcript = _transcript(b"resume", destination_static, ephemeral_public)
-    return _key(es, transcript, b"resume key")
-
-
-def _handshake_transcript(
-    exchange: KeyExchange, opener_static: bytes, destination_static: bytes, context: bytes
-) -> bytes:
-    """The salt of the opener -> destination key: binds both static keys, the opener's
-    ephemeral key, the context and (v2) the version and suite."""
-    return _transcript(
-        *exchange.transcript_head(), opener_static, destination_static,
-        exchange.ephemeral_public, context, prologue=_prologue(exchange.version),
-    )  # fmt: skip
-
-
-def _prologue(version: int) -> bytes:
-    """The label every transcript hash of a ``version`` handshake starts with."""
-    return _PROLOGUE if version == LEGACY_VERSION else _PROLOGUE_V2
-
-
-def _key(secret: bytes, transcript: bytes, label: bytes) -> bytes:
-    return HKDF(hashes.SHA256(), KEY_SIZE, salt=transcript, info=_PROLOGUE + b" " + label).derive(
-        secret
-    )
+def _suite(value: int) -> CipherSuite:
+    return CipherSuite.from_wire(value)
 
 
 class SealInitiator:
@@ -148,57 +108,57 @@ class SealInitiator:
         max_exchange: int = EXCHANGE_ROOM,
         suite: CipherSuite = CipherSuite.CHACHA20_POLY1305,
         opened_ms: int | None = None,
+        ephemeral: X25519PrivateKey | None = None,
+        payload: bytes | None = None,
     ) -> None:
         """``opener_record``: this node's signed node record, sent so a destination that
         does not know this node (least-knowledge directory) can learn its sealing key.
 
-        ``suite``: the records' AEAD (both directions); the blob names it and the keys
-        bind it.
+        ``suite``: the records' AEAD (both directions) and the Noise cipher; the blob
+        names it and the Noise protocol name and prologue bind it.
 
-        ``opened_ms``: the wall-clock time the blob states (default: now); the keys bind it.
+        ``opened_ms``: the wall-clock time the blob states (default: now); bound too.
 
         ``max_exchange``: the record is left out when the exchange would grow beyond it
         (default: room for a resume proof beside it in OPEN_STREAM, so a stream resumed
-        from offset 0 can still carry its exchange and be served anew)."""
+        from offset 0 can still carry its exchange and be served anew).
+
+        ``ephemeral``, ``payload`` (``early key | resume key``): fixed values for test
+        vectors; random by default."""
         node_id = local_node_id.encode("utf-8")
         if not 0 < len(node_id) < 256:
             raise ValueError("node id must be 1..255 bytes")
-        destination = _public(destination_static, "destination static key")
-        self._ephemeral = X25519PrivateKey.generate()
-        ephemeral_public = _raw(self._ephemeral.public_key())
+        if len(destination_static) != DHLEN:
+            raise SealingError("destination static key is not an X25519 public key")
         self.suite = suite
         opened = int(time.time() * 1000) if opened_ms is None else opened_ms
-        self.key_exchange = (
-            bytes((VERSION, suite))
-            + opened.to_bytes(8, "big")
-            + ephemeral_public
-            + bytes((len(node_id),))
-            + node_id
+        head = bytes((VERSION, suite)) + opened.to_bytes(8, "big")
+        secrets = os.urandom(PAYLOAD_SIZE) if payload is None else payload
+        if len(secrets) != PAYLOAD_SIZE:
+            raise ValueError(f"payload must be {PAYLOAD_SIZE} bytes")
+        self._noise = HandshakeIK(
+            PROTOCOL_NAMES[suite],
+            initiator=True,
+            prologue=prologue(head, node_id, context),
+            static=static_key,
+            ephemeral=X25519PrivateKey.generate() if ephemeral is None else ephemeral,
+            remote_static=destination_static,
         )
+        message = self._noise.write_message(secrets)
+        self.key_exchange = head + message + bytes((len(node_id),)) + node_id
         if opener_record and len(self.key_exchange) + 2 + len(opener_record) <= max_exchange:
             # (a record too large is left out: the destination then needs this node's key
             # from its directory or configuration)
             self.key_exchange += len(opener_record).to_bytes(2, "big") + opener_record
-        es = _dh(self._ephemeral, destination)
-        ss = _dh(static_key, destination)
-        self._secret = es + ss
-        self.resume_key = _resume_key(es, destination_static, ephemeral_public)
+        self.resume_key = secrets[KEY_SIZE:]
         """Keys this stream's resume proofs; pass it to ``RouteManager.open_stream``."""
-        sent = KeyExchange(
-            version=VERSION, suite=suite, ephemeral_public=ephemeral_public,
-            opener_node_id=local_node_id, opener_record=b"", opened_ms=opened,
-        )  # fmt: skip
-        self._transcript = _handshake_transcript(
-            sent, _raw(static_key.public_key()), destination_static, context
-        )
-        self.sealer = RecordSealer(
-            _key(self._secret, self._transcript, b"opener to destination"), suite
-        )
+        self.sealer = RecordSealer(secrets[:KEY_SIZE], suite)
         self._reply = bytearray()
         self.opener: RecordOpener | None = None
 
     def feed_reply(self, data: bytes | memoryview) -> list[bytes]:
-        """Bytes from the destination: the reply header first, then its sealed records."""
+        """Bytes from the destination: the reply header (``3 | Noise message 2``) first,
+        then its sealed records."""
         if self.opener is None:
             need = REPLY_SIZE - len(self._reply)
             self._reply += data[:need]
@@ -206,13 +166,13 @@ class SealInitiator:
             if len(self._reply) < REPLY_SIZE:
                 return []
             if self._reply[0] != VERSION:
-                raise SealingError(f"unsupported sealing version {self._reply[0]}")
-            reply_public = bytes(self._reply[1:])
-            ee = _dh(self._ephemeral, _public(reply_public, "reply ephemeral key"))
-            transcript = _transcript(self._transcript, reply_public, prologue=_prologue(VERSION))
-            self.opener = RecordOpener(
-                _key(self._secret + ee, transcript, b"destination to opener"), self.suite
-            )
+                raise SealingError(
+                    f"unsupported sealing version {self._reply[0]} in the destination's "
+                    f"reply (this node speaks {VERSION}: Noise IK)"
+                )
+            self._noise.read_message(bytes(self._reply[1:]))
+            assert self._noise.transport is not None
+            self.opener = RecordOpener(self._noise.transport[1].key, self.suite)
         return self.opener.feed(data) if data else []
 
 
@@ -225,36 +185,62 @@ class SealResponder:
         key_exchange: bytes,
         static_key_of: Callable[[str], bytes | None],
         context: bytes,
+        ephemeral: X25519PrivateKey | None = None,
     ) -> None:
-        """``static_key_of(node_id)`` returns that node's sealing key from its signed record."""
-        parsed = parse_key_exchange(key_exchange)
-        if parsed is None:
-            raise SealingError("malformed or unsupported key exchange")
-        self.suite = CipherSuite.from_wire(parsed.suite)
+        """``static_key_of(node_id)`` returns that node's sealing key from its signed record:
+        the static key in message 1 must be it."""
+        parsed, noise, secrets = _read_message_one(static_key, key_exchange, context, ephemeral)
+        self.suite = _suite(parsed.suite)
         self.opener_node_id = parsed.opener_node_id
         opener_static = static_key_of(self.opener_node_id)
         if opener_static is None:
             raise SealingError(f"no sealing key known for opener {self.opener_node_id}")
-        ephemeral = _public(parsed.ephemeral_public, "opener ephemeral key")
-        es = _dh(static_key, ephemeral)
-        ss = _dh(static_key, _public(opener_static, "opener static key"))
-        transcript = _handshake_transcript(
-            parsed, opener_static, _raw(static_key.public_key()), context
+        if noise.remote_static != opener_static:
+            raise SealingError(
+                f"the static key in the exchange is not opener {self.opener_node_id}'s"
+            )
+        self.resume_key = secrets[KEY_SIZE:]
+        self.opener = RecordOpener(secrets[:KEY_SIZE], self.suite)
+        reply = noise.write_message(b"")
+        assert noise.transport is not None
+        self.sealer = RecordSealer(noise.transport[0].key, self.suite)
+        self.reply_header = bytes((VERSION,)) + reply
+        """``3 | Noise message 2``: the first bytes of the destination's direction."""
+
+
+def _read_message_one(
+    static_key: X25519PrivateKey,
+    key_exchange: bytes,
+    context: bytes,
+    ephemeral: X25519PrivateKey | None = None,
+) -> tuple[KeyExchange, HandshakeIK, bytes]:
+    """Parse the blob and read its Noise message 1: (exchange, handshake, payload)."""
+    if key_exchange and key_exchange[0] in RETIRED_VERSIONS:
+        raise SealingError(
+            f"unsupported sealing key exchange version {key_exchange[0]}: this node speaks "
+            f"version {VERSION} (Noise IK) only; upgrade the opener"
         )
-        self.opener = RecordOpener(_key(es + ss, transcript, b"opener to destination"), self.suite)
-        reply_key = X25519PrivateKey.generate()
-        reply_public = _raw(reply_key.public_key())
-        ee = _dh(reply_key, ephemeral)
-        self.sealer = RecordSealer(
-            _key(
-                es + ss + ee,
-                _transcript(transcript, reply_public, prologue=_prologue(parsed.version)),
-                b"destination to opener",
-            ),
-            self.suite,
-        )
-        self.reply_header = bytes((parsed.version,)) + reply_public
-        """``version | e_d``: the version echoes the opener's (a v1 opener expects 1)."""
+    parsed = parse_key_exchange(key_exchange)
+    if parsed is None:
+        raise SealingError("malformed or unsupported key exchange")
+    suite = _suite(parsed.suite)
+    noise = HandshakeIK(
+        PROTOCOL_NAMES[suite],
+        initiator=False,
+        prologue=prologue(key_exchange, parsed.opener_node_id.encode("utf-8"), context),
+        static=static_key,
+        ephemeral=X25519PrivateKey.generate() if ephemeral is None else ephemeral,
+    )
+    try:
+        payload = noise.read_message(parsed.message)
+    except NoiseError as error:
+        raise SealingError(
+            f"Noise message 1 does not verify ({error}): changed on the way, made for "
+            "another stream or destination, or its suite or time altered"
+        ) from None
+    if len(payload) != PAYLOAD_SIZE:
+        raise SealingError(f"message 1 payload is {len(payload)} bytes, not {PAYLOAD_SIZE}")
+    return parsed, noise, payload
 
 
 def stream_context(service: str, resume_token: bytes) -> bytes:
@@ -263,23 +249,18 @@ def stream_context(service: str, resume_token: bytes) -> bytes:
 
 
 def parse_key_exchange(key_exchange: bytes) -> KeyExchange | None:
-    """The parts of a version 1 or 2 key-exchange blob; None when it is malformed.
+    """The parts of a version 3 key-exchange blob; None when it is malformed (or of a
+    retired version).
 
     The suite byte is returned as sent: an unknown one is the responder's error
     (:meth:`CipherSuite.from_wire`), so it is refused as sealing, never served unsealed."""
-    if not is_sealing_key_exchange(key_exchange):
+    if len(key_exchange) < HEAD_SIZE + MESSAGE1_SIZE + 2 or key_exchange[0] != VERSION:
         return None
-    version = key_exchange[0]
-    opened_ms: int | None = None
-    if version == LEGACY_VERSION:
-        suite = CipherSuite.CHACHA20_POLY1305.value
-    else:
-        suite = key_exchange[1]
-        opened_ms = int.from_bytes(key_exchange[2:10], "big")
-    start = _ephemeral_offset(version)
-    ephemeral_public = bytes(key_exchange[start : start + KEY_SIZE])
-    id_length = key_exchange[start + KEY_SIZE]
-    id_start = start + KEY_SIZE + 1
+    suite = key_exchange[1]
+    opened_ms = int.from_bytes(key_exchange[2:HEAD_SIZE], "big")
+    message = bytes(key_exchange[HEAD_SIZE : HEAD_SIZE + MESSAGE1_SIZE])
+    id_length = key_exchange[HEAD_SIZE + MESSAGE1_SIZE]
+    id_start = HEAD_SIZE + MESSAGE1_SIZE + 1
     id_end = id_start + id_length
     if id_length == 0 or len(key_exchange) < id_end:
         return None
@@ -291,36 +272,27 @@ def parse_key_exchange(key_exchange: bytes) -> KeyExchange | None:
             return None
         record = bytes(rest[2:])
     return KeyExchange(
-        version=version, suite=suite, ephemeral_public=ephemeral_public,
-        opener_node_id=node_id, opener_record=record, opened_ms=opened_ms,
+        version=VERSION, suite=suite, opened_ms=opened_ms, message=message,
+        opener_node_id=node_id, opener_record=record,
     )  # fmt: skip
 
 
-def _ephemeral_offset(version: int) -> int:
-    """Where the opener's ephemeral key starts in a blob of ``version`` (after the suite
-    byte and the u64 ``opened_ms`` in v2)."""
-    return 1 if version == LEGACY_VERSION else 10
-
-
 def is_sealing_key_exchange(key_exchange: bytes) -> bool:
-    """Whether an OPEN_STREAM key-exchange blob has this module's layout (version 1 or 2,
-    long enough for the ephemeral key and the node id length)."""
-    if not key_exchange or key_exchange[0] not in (LEGACY_VERSION, VERSION):
-        return False
-    return len(key_exchange) >= _ephemeral_offset(key_exchange[0]) + KEY_SIZE + 1
+    """Whether an OPEN_STREAM key-exchange blob asks for sealing: version 3, or a retired
+    version 1 or 2 (refused as sealing with a clear error, never served unsealed)."""
+    return bool(key_exchange) and key_exchange[0] in (VERSION, *RETIRED_VERSIONS)
 
 
-def destination_resume_key(static_key: X25519PrivateKey, key_exchange: bytes) -> bytes | None:
-    """The resume key of a sealed stream at its destination.
+def destination_resume_key(
+    static_key: X25519PrivateKey, key_exchange: bytes, context: bytes
+) -> bytes | None:
+    """The resume key of a sealed stream at its destination (message 1's payload).
 
     None when ``key_exchange`` is not a sealing blob: an unsealed stream has no secret to
-    bind its resumes to.  :class:`SealingError` when it is one but unusable (a low-order
-    ephemeral key): the sealing would fail the same way.  The same for both versions and
-    every suite: it depends on ``es``, the destination's key and the ephemeral key only.
-    """
+    bind its resumes to.  :class:`SealingError` when it is one but unusable (a retired
+    version, an unknown suite, a message 1 that does not verify with this node's static
+    key and ``context``): the sealing would fail the same way."""
     if not is_sealing_key_exchange(key_exchange):
         return None
-    start = _ephemeral_offset(key_exchange[0])
-    ephemeral_public = key_exchange[start : start + KEY_SIZE]
-    es = _dh(static_key, _public(ephemeral_public, "opener ephemeral key"))
-    return _resume_key(es, _raw(static_key.public_key()), ephemeral_public)
+    _parsed, _noise, payload = _read_message_one(static_key, key_exchange, context)
+    return payload[KEY_SIZE:]

@@ -2,7 +2,9 @@
 
 A record is ``header u32 | ciphertext | tag (16)``: the header's top bit marks
 the final record and the rest is the plaintext length; the header is the
-AEAD's associated data and the nonce is the record counter, so a relay that
+AEAD's associated data and the nonce is the record counter (Noise's nonce encoding for
+the cipher: each direction is a Noise ``CipherState`` whose ``EncryptWithAd(header,
+plaintext)`` makes the record body), so a relay that
 alters, reorders, drops, replays or truncates records is detected at the next
 record (or at the end of the stream, which must be a sealed final record).
 Records are cut by the writer, not by frames: a stream resumed on another
@@ -16,7 +18,9 @@ it): ChaCha20-Poly1305 or AES-256-GCM, both with a 32-byte key, a 96-bit nonce a
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from enum import IntEnum
+from typing import Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -65,17 +69,25 @@ class CipherSuite(IntEnum):
         return ChaCha20Poly1305(key) if self is CipherSuite.CHACHA20_POLY1305 else AESGCM(key)
 
 
-def _nonce(counter: int) -> bytes:
-    return _NONCE_PREFIX + counter.to_bytes(8, "big")
+def _nonce_of(suite: CipherSuite) -> Callable[[int], bytes]:
+    """Noise's nonce for the suite's cipher (spec §12.3, §12.4): 32 zero bits, then the
+    record counter as 64 bits, little-endian for ChaChaPoly, big-endian for AESGCM."""
+    order: Literal["little", "big"] = "little" if suite is CipherSuite.CHACHA20_POLY1305 else "big"
+
+    def nonce(counter: int) -> bytes:
+        return _NONCE_PREFIX + counter.to_bytes(8, order)
+
+    return nonce
 
 
 class RecordSealer:
     """Seals one direction of a stream into records."""
 
-    __slots__ = ("_aead", "_counter", "finished")
+    __slots__ = ("_aead", "_counter", "_nonce", "finished")
 
     def __init__(self, key: bytes, suite: CipherSuite = CipherSuite.CHACHA20_POLY1305) -> None:
         self._aead = suite.aead(key)
+        self._nonce = _nonce_of(suite)
         self._counter = 0
         self.finished = False
 
@@ -100,7 +112,7 @@ class RecordSealer:
             target[written : written + HEADER.size] = header
             written += HEADER.size
             end = written + len(piece) + TAG_SIZE
-            encrypt_into(_nonce(self._counter), piece, header, target[written:end])
+            encrypt_into(self._nonce(self._counter), piece, header, target[written:end])
             written = end
             self._counter += 1
             if last:
@@ -117,10 +129,11 @@ class RecordSealer:
 class RecordOpener:
     """Opens the records of one direction, however the bytes were cut into frames."""
 
-    __slots__ = ("_aead", "_buffer", "_counter", "finished")
+    __slots__ = ("_aead", "_buffer", "_counter", "_nonce", "finished")
 
     def __init__(self, key: bytes, suite: CipherSuite = CipherSuite.CHACHA20_POLY1305) -> None:
         self._aead = suite.aead(key)
+        self._nonce = _nonce_of(suite)
         self._buffer = bytearray()
         self._counter = 0
         self.finished = False
@@ -160,7 +173,9 @@ class RecordOpener:
                 break
             header = view[offset : offset + HEADER.size]
             try:
-                plaintext = decrypt(_nonce(self._counter), view[offset + HEADER.size : end], header)
+                plaintext = decrypt(
+                    self._nonce(self._counter), view[offset + HEADER.size : end], header
+                )
             except InvalidTag:
                 raise SealingError(
                     f"record {self._counter} failed authentication (altered, reordered, "
