@@ -37,7 +37,6 @@ from accessfabric.control.planner import (
     UnknownNodeError,
     UnknownServiceError,
 )
-from accessfabric.control.planning.model import Role as PlannerRole
 from accessfabric.control.registry import NodeRegistry, RegisteredNode
 from accessfabric.control.services import ServiceDirectory
 from accessfabric.control.store.base import Clock, Store
@@ -92,7 +91,7 @@ def node_facts(
     """What the planner needs of one node: the record's word on roles, the heartbeat's
     facts, and whether the operator drains it (:mod:`accessfabric.control.drains`)."""
     record = node.record
-    roles = frozenset(PlannerRole(role.value) for role in record.roles)
+    roles = frozenset(record.roles)
     tier = record.trust_tier
     if state is None:
         return NodeFacts(

@@ -72,7 +72,7 @@ MAX_EDGE_COMBINATIONS = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Route:
+class PlannedRoute:
     """One route: the nodes it passes, its score and why it scored so."""
 
     hops: tuple[str, ...]
@@ -110,12 +110,12 @@ class RoutePlan:
 
     source: str
     service: str
-    primary: Route
-    alternates: tuple[Route, ...]
+    primary: PlannedRoute
+    alternates: tuple[PlannedRoute, ...]
     notes: tuple[str, ...] = ()
 
     @property
-    def routes(self) -> tuple[Route, ...]:
+    def routes(self) -> tuple[PlannedRoute, ...]:
         return (self.primary, *self.alternates)
 
 
@@ -292,7 +292,7 @@ class RoutePlanner:
 
     def _route(
         self, path: tuple[int, ...], alternate: tuple[list[tuple[int, ...]], int] | None
-    ) -> Route:
+    ) -> PlannedRoute:
         index, graph = self.index, self.graph
         ids = [index.ids[i] for i in path]
         nodes = [graph.nodes[node_id] for node_id in ids]
@@ -302,7 +302,7 @@ class RoutePlanner:
         if alternate is not None:
             reason, disjoint = self._failure_domain_reason(path, *alternate)
             reasons.append(reason)
-        return Route(
+        return PlannedRoute(
             hops=tuple(ids),
             score=math.fsum(r.contribution for r in reasons),
             reasons=tuple(reasons),
@@ -400,10 +400,10 @@ __all__ = [
     "MobileFacts",
     "NoRouteError",
     "NodeFacts",
+    "PlannedRoute",
     "PlanningError",
     "Reason",
     "Role",
-    "Route",
     "RoutePlan",
     "RoutePlanner",
     "RoutePolicy",

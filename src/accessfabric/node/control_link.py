@@ -12,7 +12,8 @@ A :class:`ControlLink` is a node component.  When started it
 * registers a replica of every service this process serves — whatever has a handler in
   the dispatcher: ``[[services]]``, the VPN exit's ``vpn`` — and nothing else, and keeps
   their service leases cached (the heartbeats renew the replicas);
-* feeds route leases to route execution: ``runtime.routes.source`` answers from the
+* answers route execution's questions for route leases (the runtime plugs
+  :meth:`ControlLink.route_source` in as ``RouteManager.source``) from the
   cached leases while they are valid (renewed a third before expiry for the services of
   ``[[forwards]]`` and any service a stream was opened to), and fetches when none is
   cached; with the control plane unreachable the cached leases keep working until they
@@ -62,24 +63,24 @@ from accessfabric.control.facts import (
     ServiceCapacity,
     StreamReport,
 )
+from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.control.rejections import SignedObjectRejected
 from accessfabric.control.replica_set import replica_summary
 from accessfabric.errors import ErrorCode
 from accessfabric.node.address import Endpoint, parse_endpoint_url
-from accessfabric.node.config import ControlSettings
+from accessfabric.node.config import ControlSettings, default_class
 from accessfabric.node.diagnostics import NodeDiagnostics
 from accessfabric.node.log_format import log_event
 from accessfabric.node.route_test_runner import RouteTestRunner
-from accessfabric.node.routes import NoUsableRoute, Route
+from accessfabric.node.routes import NoUsableRoute
 from accessfabric.node.service_failovers import ServiceFailovers
-from accessfabric.services.tcp_forward import default_class
 from accessfabric.session import SessionState
 from accessfabric.session.events import GoawayReceived
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
     from accessfabric.node.connection import SessionConnection
-    from accessfabric.node.runtime import NodeRuntime
+    from accessfabric.node.parts import NodeParts
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +113,12 @@ DRAINED_REFETCH_INTERVAL = 1.0
 
 
 class ControlLink:
-    """Runs a :class:`ControlClient` for a :class:`NodeRuntime` (see the module doc)."""
+    """Runs a :class:`ControlClient` for a node (see the module doc); the runtime plugs
+    :meth:`route_source`, :meth:`wake` and :meth:`own_record` into its parts."""
 
     def __init__(
         self,
-        runtime: NodeRuntime,
+        runtime: NodeParts,
         settings: ControlSettings,
         *,
         clock: Callable[[], float] = time.time,
@@ -130,6 +132,7 @@ class ControlLink:
             settings.authority_key,
             str(settings.state_dir),
             clock=clock,
+            fences=runtime.fences,
         )
         self._clock = clock
         self._rng = rng or random.Random()
@@ -178,20 +181,22 @@ class ControlLink:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Hook into route execution and start the heartbeat loop (never blocks start-up)."""
-        self.runtime.routes.source = self.route_source
-        self.runtime.host.on_relay_change = self._wake.set  # mobile relay state: heartbeat now
-        self.runtime.sealing_keys.refresh = self.client.directory  # a sealing key is missing
-        if self.runtime.routes.sealing is not None:  # sealed opens carry this node's record
-            self.runtime.routes.sealing.own_record = self.client.record_blob
+        """Start the heartbeat loop (never blocks start-up)."""
         for forward in self.runtime.config.forwards:
             traffic_class = forward.traffic_class or default_class(forward.service)
             self.client.wanted.add((forward.service, traffic_class))
         self._own_record = self.client.record_blob()
-        self.runtime.local.node_record = lambda: self._own_record  # sent in HELLO
         self._apply_access_policy()  # the cached grants hold until they expire
         self._apply_directory(self.client.cached_directory())
         self._task = asyncio.create_task(self._run())
+
+    def wake(self) -> None:
+        """Heartbeat now (e.g. the mobile relay state changed), not at the next interval."""
+        self._wake.set()
+
+    def own_record(self) -> bytes | None:
+        """This node's signed record as last enrolled (sent in HELLO), None before."""
+        return self._own_record
 
     async def close(self) -> None:
         self._stop.set()
@@ -319,7 +324,9 @@ class ControlLink:
         await client.renew_due()
         await self._around_drained()
         for name, traffic_class in sorted(client.wanted):
-            self._publish(name, traffic_class, client.cached_route_leases(name, traffic_class))
+            renewed = client.cached_route_leases(name, traffic_class)
+            if self._publish(name, traffic_class, renewed):  # the renewed expiries count
+                self.runtime.routes.set_routes(name, traffic_class, renewed)
 
     def _apply_access_policy(self) -> None:
         """Hand the cached (verified) access policy to the node's access check."""
@@ -371,6 +378,7 @@ class ControlLink:
             facts,
             peers=host.with_bandwidth(facts.peers),
             **host.heartbeat_fields(facts.relay_opt_in),
+            **host.nat_fields(listening=bool(endpoints)),
         )
 
     def _stream_reports(self) -> tuple[StreamReport, ...]:
@@ -675,18 +683,18 @@ class ControlLink:
 
     # ------------------------------------------------------------ route leases
 
-    async def route_source(self, service: str, traffic_class: TrafficClass) -> list[Route]:
+    async def route_source(self, service: str, traffic_class: TrafficClass) -> list[LeasedRoute]:
         """``RouteManager.source``: cached leases while valid, else fresh from the control plane.
 
         Why none could be had is kept for ``status`` and logged (:meth:`_route_error`).
         """
         client = self.client
         key = (service, traffic_class)
-        usable = client.cached_route_leases(service, traffic_class)
-        live = [u for u in usable if not self.runtime.routes.fenced(u.lease)]
+        usable = client.cached_route_leases(service, traffic_class)  # fenced ones refused
+        live = usable
         if not [u for u in live if not self._through_drained(u.lease.hops)] and (
             not live or self._drained_refetch_due(key)
-        ):  # none, all fenced, or all through a drained node (fetch one around it)
+        ):  # none, or all through a drained node (fetch one around it)
             try:
                 usable = await client.route_leases(service, traffic_class)
             except (NoUsableLease, ControlRefused) as error:
@@ -726,11 +734,7 @@ class ControlLink:
                 await self.runtime.peers.close_peer(peer, ErrorCode.NO_ERROR, "entry drained")
 
     def _only_through_drained(self, key: tuple[str, TrafficClass]) -> bool:
-        live = [
-            u
-            for u in self.client.cached_route_leases(*key)
-            if not self.runtime.routes.fenced(u.lease)
-        ]
+        live = self.client.cached_route_leases(*key)  # fenced ones refused
         return bool(live) and all(self._through_drained(u.lease.hops) for u in live)
 
     def _through_drained(self, hops: tuple[str, ...]) -> bool:
@@ -762,9 +766,13 @@ class ControlLink:
             )  # fmt: skip
         return NoUsableRoute(reason)
 
-    def _publish(self, service: str, traffic_class: TrafficClass, usable: list[Any]) -> list[Route]:
-        routes = [Route(u.lease, u.blob, u.rank) for u in usable]
-        for u in usable:  # the destination's sealing key comes with its route (least knowledge)
+    def _publish(
+        self, service: str, traffic_class: TrafficClass, routes: list[LeasedRoute]
+    ) -> list[LeasedRoute]:
+        """Note what the route leases of (service, class) are now: sealing keys, failover
+        facts, the route cache version (``route_source`` only returns them; the
+        ``RouteManager`` keeps what it was answered)."""
+        for u in routes:  # the destination's sealing key comes with its route (least knowledge)
             if u.destination is not None:
                 self.runtime.sealing_keys.add(
                     u.destination.node_id, u.destination.sealing_public_key,
@@ -776,7 +784,6 @@ class ControlLink:
             self._published[(service, traffic_class)] = ids
             self.route_cache_version += 1
         if routes:
-            self.runtime.routes.set_routes(service, traffic_class, routes)
             key = (service, traffic_class)
             if self.route_errors.pop(key, None) is not None:
                 self._route_error_logged.pop(key, None)

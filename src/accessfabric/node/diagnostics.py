@@ -43,8 +43,8 @@ from accessfabric.node.sealed_stream import SealedStream
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
-    from accessfabric.node.routes import Route
-    from accessfabric.node.runtime import NodeRuntime
+    from accessfabric.control.leased_route import LeasedRoute
+    from accessfabric.node.parts import NodeParts
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def blocked_reason(queued: int, credit: int, capacity: int | None, pacing: float
 
 
 class NodeDiagnostics:
-    def __init__(self, runtime: NodeRuntime) -> None:
+    def __init__(self, runtime: NodeParts) -> None:
         self.runtime = runtime
 
     def streams(self) -> list[dict[str, Any]]:
@@ -121,7 +121,7 @@ class NodeDiagnostics:
         ]
 
     async def _probe(
-        self, rank: int, route: Route, service: str, traffic_class: TrafficClass, burst: int
+        self, rank: int, route: LeasedRoute, service: str, traffic_class: TrafficClass, burst: int
     ) -> dict[str, Any]:
         hops = list(route.lease.hops)
         result: dict[str, Any] = {
@@ -202,15 +202,15 @@ class NodeDiagnostics:
         _close(stream)
         return result
 
-    async def _links(self, route: Route) -> list[dict[str, Any]]:
+    async def _links(self, route: LeasedRoute) -> list[dict[str, Any]]:
         """Each link of ``route`` as its hops last reported it (control plane), or []."""
-        control = self.runtime.control
-        if control is None:
+        client = self.runtime.control_client
+        if client is None:
             return []
         blob = base64.b64encode(route.blob).decode("ascii")
         try:
             reply = await asyncio.wait_for(
-                control.client.request("POST", "/v1/leases/route/hops", {"lease": blob}),
+                client.request("POST", "/v1/leases/route/hops", {"lease": blob}),
                 PROBE_TIMEOUT,
             )
         except Exception as error:  # unreachable, refused, timed out: hop 1 and e2e only
@@ -235,7 +235,7 @@ class NodeDiagnostics:
         return time.monotonic() - started
 
 
-def register_diagnostics(runtime: NodeRuntime) -> NodeDiagnostics:
+def register_diagnostics(runtime: NodeParts) -> NodeDiagnostics:
     """Serve ``/diag/streams`` and ``/diag/route`` on the node's admin socket."""
     diagnostics = NodeDiagnostics(runtime)
 

@@ -28,14 +28,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from accessfabric.errors import ErrorCode
 from accessfabric.node.log_format import log_event
 
 if TYPE_CHECKING:
+    from accessfabric.node.config import NodeConfig
     from accessfabric.node.connection import SessionConnection
-    from accessfabric.node.runtime import NodeRuntime
+    from accessfabric.node.observability import NodeObservability
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,25 @@ def live_streams(connection: SessionConnection) -> int:
     return sum(1 for s in connection.session.metrics().streams if s.state in LIVE_STATES)
 
 
-class OperatorDrain:
-    """Drains a :class:`NodeRuntime`'s accepted sessions while the operator says so."""
+class DrainedNode(Protocol):
+    """What a drain needs of the node (``NodeRuntime``)."""
 
-    def __init__(self, runtime: NodeRuntime) -> None:
+    @property
+    def config(self) -> NodeConfig: ...
+
+    @property
+    def observe(self) -> NodeObservability: ...
+
+    @property
+    def accepted_sessions(self) -> int: ...
+
+    def accepted_connections(self) -> list[SessionConnection]: ...
+
+
+class OperatorDrain:
+    """Drains a node's accepted sessions while the operator says so."""
+
+    def __init__(self, runtime: DrainedNode) -> None:
         self.runtime = runtime
         self.active = False
         self.since: float | None = None

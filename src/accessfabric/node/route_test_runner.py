@@ -21,7 +21,7 @@ from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
     from accessfabric.control.client import ControlClient
-    from accessfabric.node.runtime import NodeRuntime
+    from accessfabric.node.parts import NodeParts
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ TEST_ID = re.compile(r"[0-9a-f]{16}")
 
 
 class RouteTestRunner:
-    def __init__(self, runtime: NodeRuntime, client: ControlClient) -> None:
+    def __init__(self, runtime: NodeParts, client: ControlClient) -> None:
         self.runtime = runtime
         self.client = client
         self._running: dict[str, asyncio.Task[None]] = {}
