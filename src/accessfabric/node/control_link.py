@@ -145,8 +145,6 @@ class ControlLink:
         self._drained_peers: set[str] = set()
         """Directory peers the operator drains: route leases through them are replaced."""
         self._drained_refetch: dict[tuple[str, TrafficClass], float] = {}
-        self._placed_before = False
-        """A placement dial succeeded once (later ones are moves: heartbeat at once)."""
         self._placement: list[str] = []
         self._watcher: asyncio.Task[None] | None = None
         """The directory's session placement (``mobile`` scope): entries, primary first."""
@@ -658,9 +656,6 @@ class ControlLink:
             self._probe_failures.pop(node_id, None)
             if rehome:  # re-home as soon as this session ends, not at the next cycle
                 self._watcher = asyncio.create_task(self._rehome_when_closed(node_id, connection))
-                if self._placed_before:  # a move (not the first placement): the planner
-                    self._wake.set()  # learns the new first hop now
-                self._placed_before = True
         except asyncio.CancelledError:
             raise
         except Exception as error:
