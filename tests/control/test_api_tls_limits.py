@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import subprocess
 import sys
 import time
@@ -21,13 +22,14 @@ from accessfabric.control.plane import ControlPlane
 from accessfabric.control.server import ControlServer
 from accessfabric.control.store import SqliteStore
 from accessfabric.identity.keys import NodeKey
+from tests.conditions import until
 
 TOKEN_REQUEST = {"tenant": "acme", "roles": ["relay"], "ttl_s": 60, "uses": 1}
 
 
 @asynccontextmanager
 async def serving(
-    tmp_path: Path, *, tls: bool = True, header_timeout: float = 10.0
+    tmp_path: Path, *, tls: bool = True, header_timeout: float = 10.0, **limits: int
 ) -> AsyncIterator[tuple[ControlServer, Authority, str]]:
     authority = Authority(NodeKey.generate())
     store = SqliteStore(tmp_path / "control.db")
@@ -35,7 +37,7 @@ async def serving(
     admin = plane.admin.create()
     context = api_tls.server_context(authority) if tls else None
     server = ControlServer(
-        plane, "127.0.0.1", 0, ssl_context=context, header_timeout=header_timeout
+        plane, "127.0.0.1", 0, ssl_context=context, header_timeout=header_timeout, **limits
     )
     await server.start()
     try:
@@ -264,3 +266,72 @@ def test_connections_that_never_finish_tls_are_capped_and_cut(tmp_path: Path) ->
     asyncio.run(
         asyncio.wait_for(_test_connections_that_never_finish_tls_are_capped_and_cut(tmp_path), 60)
     )
+
+
+async def _tls_held(port: int, source: str) -> float:
+    """Connect from ``source``, finish TLS, send nothing: seconds until the server closed."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=context, local_addr=(source, 0)
+    )
+    start = time.monotonic()
+    with suppress(ConnectionError, ssl.SSLError):
+        await asyncio.wait_for(reader.read(), 20)
+    writer.close()
+    return time.monotonic() - start
+
+
+async def _test_finished_tls_connections_are_capped_and_cut_when_idle(tmp_path: Path) -> None:
+    timeout = 1.5
+    async with serving(
+        tmp_path, header_timeout=timeout, max_connections=12, max_connections_per_address=8
+    ) as (server, authority, _):
+        cap = server.connections
+        first = [asyncio.create_task(_tls_held(server.port, "127.0.0.2")) for _ in range(10)]
+        await until(lambda: cap.by_address["127.0.0.2"] == 8 and cap.refused == 2)
+        # a healthy client elsewhere is still answered
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(server.url + "/healthz", ssl=api_tls.AuthorityPin(authority.public_key))
+            as response,
+        ):  # fmt: skip
+            assert response.status == 200
+        await until(lambda: cap.open == 8)  # the healthy connection closed
+        second = [asyncio.create_task(_tls_held(server.port, "127.0.0.3")) for _ in range(6)]
+        await until(lambda: cap.open == 12 and cap.refused == 4)  # the total cap
+        times = await asyncio.gather(*first, *second)
+        assert cap.open == 0
+    refused = [t for t in times if t < timeout / 2]
+    cut = [t for t in times if t >= timeout / 2]
+    assert len(refused) == 4  # closed right after the handshake
+    assert len(cut) == 12 and max(cut) <= timeout + 5.0  # idle: cut at the header timeout
+
+
+def test_finished_tls_connections_are_capped_and_cut_when_idle(tmp_path: Path) -> None:
+    asyncio.run(
+        asyncio.wait_for(_test_finished_tls_connections_are_capped_and_cut_when_idle(tmp_path), 60)
+    )
+
+
+async def _test_a_slow_body_is_cut(tmp_path: Path) -> None:
+    async with serving(tmp_path, tls=False) as (server, _, admin):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        start = time.monotonic()
+        writer.write(
+            b"POST /v1/admin/tokens HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + admin.encode() + b"\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{\"tenant\""
+        )  # fmt: skip
+        status = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+    assert status.startswith(b"HTTP/1.1 408"), status
+    assert time.monotonic() - start < 5.0
+
+
+def test_a_slow_body_is_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from accessfabric.control.api import body
+
+    monkeypatch.setattr(body, "BODY_TIMEOUT", 1.0)
+    asyncio.run(asyncio.wait_for(_test_a_slow_body_is_cut(tmp_path), 60))

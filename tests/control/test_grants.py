@@ -11,15 +11,17 @@ import pytest
 
 from accessfabric.control.authority import Authority
 from accessfabric.control.cli import EXIT_USER, main
+from accessfabric.control.client import ControlClient
+from accessfabric.control.facts import HeartbeatFacts
 from accessfabric.control.grants import AccessGrants, GrantError
-from accessfabric.control.objects import MAX_GRANTS
+from accessfabric.control.objects import MAX_GRANTS, MAX_RECORD_FLOORS, AccessPolicy
 from accessfabric.control.rejections import RejectReason, SignedObjectRejected
 from accessfabric.control.store.sqlite import SqliteStore
 from accessfabric.control.verify import verify_access_policy
 from accessfabric.control.vocabulary import Role
 from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
-from tests.control.api_harness import running_plane
+from tests.control.api_harness import Running, running_plane
 
 
 def _grants(tmp_path: Path) -> tuple[AccessGrants, Authority]:
@@ -132,3 +134,114 @@ def test_expired_grants_leave_the_policy_and_are_forgotten(tmp_path: Path) -> No
     assert [s.grant_id for s in grants.all()] == [short.grant_id]  # kept until the next change
     grants.create("acme", ["ssh"])
     assert [sorted(s.grant.services) for s in grants.all()] == [["ssh"]]
+
+
+def test_grants_name_nodes_of_their_own_tenant_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(_grants_name_nodes(tmp_path, capsys))
+
+
+async def _grants_name_nodes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with running_plane(tmp_path) as plane:
+        keys = {name: NodeKey.generate() for name in ("laptop", "host", "rival")}
+        for name, tenant, roles in (("laptop", "acme", ["mobile-edge"]),
+                                    ("host", "acme", ["service-host"]),
+                                    ("rival", "globex", ["mobile-edge"])):  # fmt: skip
+            client = plane.client(keys[name], tmp_path / name)
+            try:
+                await client.enroll(await plane.token(tenant, roles))
+            finally:
+                await client.close()
+        laptop, host = keys["laptop"].node_id, keys["host"].node_id
+        server = ["--server", plane.url, "--admin-token", plane.admin_token]
+        argv = ["control", "grant", "create", "--tenant", "acme", "--services", "web",
+                "--nodes", laptop, "--hosts", host, "--json", *server]  # fmt: skip
+        assert await asyncio.to_thread(main, argv) == 0
+        created = json.loads(capsys.readouterr().out)
+        assert created["nodes"] == [laptop] and created["hosts"] == [host]
+        for field, node in (
+            ("nodes", keys["rival"]),
+            ("hosts", keys["rival"]),
+            ("nodes", NodeKey.generate()),
+        ):  # another tenant's, unenrolled
+            status, body = await plane.admin(
+                "POST", "/v1/admin/grants",
+                {"tenant": "acme", "services": ["web"], field: [node.node_id]},
+            )  # fmt: skip
+            assert status == 409 and body["error"]["code"] == "tenant_conflict", body
+        # the grant holds on the named host only: another host's policy leaves it out
+        other = NodeKey.generate().node_id
+        mine = verify_access_policy(
+            plane.plane.grants.policy_for(host, "acme"), plane.authority.public_key,
+            time.time(), host=host,
+        )  # fmt: skip
+        assert [sorted(g.nodes) for g in mine.grants] == [[laptop]]
+        theirs = verify_access_policy(
+            plane.plane.grants.policy_for(other, "acme"), plane.authority.public_key,
+            time.time(), host=other,
+        )  # fmt: skip
+        assert theirs.grants == ()
+
+
+def test_the_heartbeat_carries_the_access_policy_only_when_it_changed(tmp_path: Path) -> None:
+    asyncio.run(_policy_on_change(tmp_path))
+
+
+async def _policy_on_change(tmp_path: Path) -> None:
+    async with running_plane(tmp_path) as plane:
+        await plane.grant("acme", ["web"])
+        key = NodeKey.generate()
+        client = plane.client(key, tmp_path / "host")
+        try:
+            await _heartbeats(plane, client)
+        finally:
+            await client.close()
+
+
+async def _heartbeats(plane: Running, client: ControlClient) -> None:
+    await client.enroll(await plane.token("acme", ["service-host"]))
+    facts = HeartbeatFacts(software_version="test", transports=("tcp_tls",))
+    first = await client.heartbeat(facts)
+    held = client.cached_access_policy()
+    assert "access_policy" in first and held is not None
+    sizes = []
+    for _ in range(3):  # unchanged: the version only, no body
+        reply = await client.heartbeat(facts)
+        assert "access_policy" not in reply, reply.keys()
+        assert reply["access_policy_version"] == first["access_policy_version"]
+        sizes.append(len(json.dumps(reply)))
+    assert client.cached_access_policy() == held  # the cached policy still holds
+    body = len(first["access_policy"])  # ~260 bytes for one grant, ~6 KiB for 64
+    assert max(sizes) <= len(json.dumps(first)) - body, (sizes, len(json.dumps(first)))
+    await plane.grant("acme", ["ssh"])  # a change: the next reply carries it
+    changed = await client.heartbeat(facts)
+    assert "access_policy" in changed
+    assert changed["access_policy_version"] > first["access_policy_version"]
+    cached = client.cached_access_policy()
+    assert cached is not None and cached[1] > held[1]
+    assert "access_policy" not in await client.heartbeat(facts)
+
+
+def test_record_floors_enter_the_policy_until_the_old_record_expires(tmp_path: Path) -> None:
+    now = [time.time()]
+    authority = Authority(NodeKey.generate())
+    grants = AccessGrants(SqliteStore(tmp_path / "g.db"), authority, clock=lambda: now[0])
+    host, node = NodeKey.generate().node_id, NodeKey.generate().node_id
+
+    def policy() -> AccessPolicy:
+        blob = grants.policy_for(host, "acme")
+        return verify_access_policy(blob, authority.public_key, now[0], host=host)
+
+    before = policy()
+    grants.raise_floor("acme", node, 3, int((now[0] + 60) * 1000))
+    floored = policy()
+    assert floored.floor_of(node) == 3 and floored.revision > before.revision
+    now[0] += 200  # the old record expired (and the policy is re-signed): the floor is gone
+    assert policy().record_floors == ()
+    for _ in range(MAX_RECORD_FLOORS):
+        grants.raise_floor("acme", NodeKey.generate().node_id, 2, int((now[0] + 60) * 1000))
+    with pytest.raises(GrantError) as full:
+        grants.raise_floor("acme", node, 2, int((now[0] + 60) * 1000))
+    assert full.value.code == "too_many_grants"
+    assert len(policy().record_floors) == MAX_RECORD_FLOORS

@@ -96,3 +96,33 @@ def test_records_must_name_the_node_and_policies_must_be_newer_and_ours() -> Non
     assert foreign.value.reason is RejectReason.HOP_NOT_ON_ROUTE
     assert access.policy is not None and access.policy.revision == 9
     assert access.take_policy(_policy(revision=10)).grants == ()  # a revocation
+
+
+def test_a_grant_naming_nodes_admits_only_those_and_one_naming_hosts_only_there() -> None:
+    other = NODES[1].node_id  # same tenant, same roles: only the node list tells them apart
+    only_member = replace(GRANT, nodes=frozenset({MEMBER}))
+    assert _access(only_member).refusal(MEMBER, "rdp", TrafficClass.INTERACTIVE) is None
+    access = _access(replace(GRANT, nodes=frozenset({other})))
+    assert str(access.refusal(MEMBER, "rdp", TrafficClass.INTERACTIVE)).startswith("no grant")
+    here = _access(replace(GRANT, hosts=frozenset({HOST})))
+    assert here.refusal(MEMBER, "rdp", TrafficClass.INTERACTIVE) is None
+    elsewhere = _access(replace(GRANT, hosts=frozenset({NODES[2].node_id})))
+    assert str(elsewhere.refusal(MEMBER, "rdp", TrafficClass.INTERACTIVE)).startswith("no grant")
+    # a node of another tenant named in a grant is still of another tenant
+    foreign = _access(replace(GRANT, nodes=frozenset({MEMBER})), tenant="globex")
+    assert str(foreign.refusal(MEMBER, "rdp", TrafficClass.INTERACTIVE)).startswith("no grant")
+
+
+def test_a_record_below_the_policys_floor_is_not_believed() -> None:
+    access = _access(GRANT)  # the member's record is revision 42
+    assert access.refusal(MEMBER, "rdp", TrafficClass.INTERACTIVE) is None
+    floored = AccessPolicy(
+        host=HOST, revision=6, issued_ms=ISSUED_MS, expires_ms=EXPIRES_MS, grants=(GRANT,),
+        record_floors=((MEMBER, 43),),
+    )  # fmt: skip
+    access.take_policy(encode_signed(floored, AUTHORITY))
+    why = access.refusal(MEMBER, "rdp", TrafficClass.INTERACTIVE)
+    assert why is not None and "superseded" in why, why
+    # the re-signed record (revision 43, still holding the role) is believed again
+    assert access.learn_record(encode_signed(node_record(revision=43), AUTHORITY), MEMBER)
+    assert access.refusal(MEMBER, "rdp", TrafficClass.INTERACTIVE) is None

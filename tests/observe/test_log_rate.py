@@ -36,3 +36,12 @@ def test_admit_tells_structured_callers_how_many_lines_were_suppressed() -> None
     assert [log.admit("k", now=t) for t in (1.0, 2.0, 9.9)] == [None, None, None]
     assert log.admit("k", now=10.0) == 3
     assert (log.written, log.suppressed) == (2, 3)
+
+
+def test_a_burst_per_key_per_window() -> None:
+    log = RateLimitedLog(logging.getLogger("t.lograte3"), interval=10.0, burst=3)
+    written = [log.admit("a", now=i / 10) for i in range(20)]
+    assert written[:3] == [0, 0, 0] and written[3:] == [None] * 17  # three, then suppressed
+    assert log.admit("a", now=10.0) == 17  # a new window reports what was swallowed
+    assert log.admit("a", now=10.5) == 0 and log.admit("a", now=11.0) == 0
+    assert log.admit("a", now=11.5) is None

@@ -255,3 +255,64 @@ async def test_cached_grants_hold_while_the_control_plane_is_down_until_they_exp
             for runtime in reversed(runtimes):
                 await runtime.shutdown()
             echo.close()
+
+
+async def test_a_revoked_role_loses_access_at_the_hosts_next_heartbeat(tmp_path: Path) -> None:
+    """``revoke-role`` re-signs the node's record; the host, whose session to the node holds
+    the old record (from HELLO), refuses it once its next heartbeat brings the policy's
+    record floor, not when the old record expires (a week)."""
+    echo = await _echo_server()
+    port = echo.sockets[0].getsockname()[1]
+    config = ControlConfig(heartbeat_interval=HEARTBEAT)
+    runtimes: list[NodeRuntime] = []
+    async with running_plane(tmp_path, config=config) as plane:
+        try:
+            await plane.grant("acme", ["web"], roles=("mobile-edge",))
+            service = f'[[services]]\nname = "web"\ntarget = "127.0.0.1:{port}"\n'
+            host_cfg = _config(
+                tmp_path, "host", plane, await plane.token("acme", ["service-host"]), service
+            )
+            host = NodeRuntime(load_node_config(host_cfg, environ={}),
+                               components=(ServicesComponent(),))  # fmt: skip
+            runtimes.append(host)
+            await host.start()
+            member_cfg = _config(
+                tmp_path, "member", plane,
+                await plane.token("acme", ["mobile-edge", "observer"]), _peer_table(host),
+            )  # fmt: skip
+            member = NodeRuntime(load_node_config(member_cfg, environ={}))
+            runtimes.append(member)
+            await member.start()
+
+            async def ready() -> bool:
+                assert member.control is not None
+                return member.control.client.record() is not None and bool(
+                    host.access.policy and host.access.policy.grants
+                )
+
+            await _until(ready)
+            world = World(plane, host, host)
+            assert await world.direct(member) == "served"
+            session = await member.peers.session(host.node_id)
+            state = plane.plane.heartbeats.get(host.node_id)
+            assert state is not None
+            before = state.count
+            status, body = await plane.admin(
+                "POST", f"/v1/admin/nodes/{member.node_id}/revoke-role", {"role": "mobile-edge"}
+            )
+            assert status == 200, body
+
+            async def floored() -> bool:
+                policy = host.access.policy
+                return policy is not None and policy.floor_of(member.node_id) > 0
+
+            await _until(floored, 10.0)
+            after = plane.plane.heartbeats.get(host.node_id)
+            assert after is not None
+            assert after.count - before <= 2, (before, after.count)  # its next heartbeat
+            assert await member.peers.session(host.node_id) is session  # the same session
+            assert await world.direct(member) == "ACCESS_DENIED"
+        finally:
+            for runtime in reversed(runtimes):
+                await runtime.shutdown()
+            echo.close()

@@ -170,6 +170,8 @@ def build() -> dict[str, Any]:
         "classes": ["interactive", "reliable"],
         "min_trust_tier": 1,
         "expires_ms": expires,
+        "nodes": [nodes[0].node_id],
+        "hosts": [nodes[2].node_id],
     }
     access_fields: dict[str, Any] = {
         "host": nodes[2].node_id,
@@ -177,6 +179,7 @@ def build() -> dict[str, Any]:
         "issued_ms": issued,
         "expires_ms": expires,
         "grants": [grant_fields],
+        "record_floors": [[nodes[1].node_id, 7]],
     }
     access_body = (
         nodes[2].node_id.encode("ascii")
@@ -191,6 +194,13 @@ def build() -> dict[str, Any]:
         + u((1 << TrafficClass.INTERACTIVE) | (1 << TrafficClass.RELIABLE), 1)
         + u(1, 1)
         + u(expires, 8)
+        + u(1, 1)  # nodes: one node id
+        + nodes[0].node_id.encode("ascii")
+        + u(1, 1)  # hosts: one node id
+        + nodes[2].node_id.encode("ascii")
+        + u(1, 1)  # record floors: one (node id, revision)
+        + nodes[1].node_id.encode("ascii")
+        + u(7, 8)
     )
     access = AccessPolicy(
         host=nodes[2].node_id,
@@ -206,8 +216,11 @@ def build() -> dict[str, Any]:
                 classes=frozenset({TrafficClass.INTERACTIVE, TrafficClass.RELIABLE}),
                 min_trust_tier=1,
                 expires_ms=expires,
+                nodes=frozenset({nodes[0].node_id}),
+                hosts=frozenset({nodes[2].node_id}),
             ),
         ),
+        record_floors=((nodes[1].node_id, 7),),
     )
 
     vectors = []

@@ -31,12 +31,12 @@ from accessfabric.identity.keys import NodeKey
 from accessfabric.node.connection import FabricStream
 from accessfabric.node.endpoints import LocalNode, connect_tcp
 
-FLOODS = ("pre-tls", "tls-churn", "bad-auth", "refused-streams")
+FLOODS = ("pre-tls", "tls-churn", "bad-auth", "refused-streams", "quic-initials")
 HANDSHAKE_TIMEOUT = 3.0
 ECHO_GAP = 0.002
 
 
-def _start_node(work: Path) -> tuple[subprocess.Popen[str], str, int]:
+def _start_node(work: Path) -> tuple[subprocess.Popen[str], str, dict[str, int]]:
     key = NodeKey.generate()
     key.save(work / "node.key")
     config = work / "node.toml"
@@ -44,6 +44,8 @@ def _start_node(work: Path) -> tuple[subprocess.Popen[str], str, int]:
         'key_path = "node.key"\n[session]\n'
         f"handshake_timeout = {HANDSHAKE_TIMEOUT}\n"
         '[[listen]]\ncarrier = "tcp"\naddress = "127.0.0.1:0"\n'
+        '[[listen]]\ncarrier = "quic"\naddress = "127.0.0.1:0"\n'
+        '[allow]\necho = ["*"]\n'  # services are default deny; the healthy client echoes
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "accessfabric", "node", "run", "--config", str(config),
@@ -52,22 +54,23 @@ def _start_node(work: Path) -> tuple[subprocess.Popen[str], str, int]:
     )  # fmt: skip
     assert process.stderr is not None
     deadline = time.monotonic() + 30
-    port = 0
+    ports: dict[str, int] = {}
     for line in process.stderr:
         if '"listening"' in line:
-            port = int(json.loads(line)["address"].rsplit(":", 1)[1])
+            listening = json.loads(line)
+            ports[listening["carrier"]] = int(listening["address"].rsplit(":", 1)[1])
         if '"node ready"' in line:
             break
         if time.monotonic() > deadline:
             break
-    if not port:
+    if set(ports) != {"tcp", "quic"}:
         process.kill()
         raise BenchSetupError("the node did not start")
     # Keep draining its log so it never blocks on a full pipe.
     import threading
 
     threading.Thread(target=lambda: [None for _ in process.stderr or ()], daemon=True).start()
-    return process, key.node_id, port
+    return process, key.node_id, ports
 
 
 async def _echoes(stream: FabricStream, count: int) -> list[float]:
@@ -100,7 +103,8 @@ def _p99(samples: list[float]) -> float:
 
 
 async def _measure(quick: bool, work: Path, report: BenchReport) -> None:
-    node, node_id, port = _start_node(work)
+    node, node_id, ports = _start_node(work)
+    port = ports["tcp"]
     # The attacker gets its own CPU (the last one), the node and this process the others:
     # what is measured is the node's cost of a flood, not the attacker's own CPU.
     cpus = sorted(os.sched_getaffinity(0))
@@ -121,7 +125,8 @@ async def _measure(quick: bool, work: Path, report: BenchReport) -> None:
             baseline = _p99(await _echoes(stream, count))
             attacker = await asyncio.create_subprocess_exec(
                 "nice", "-n", "19", sys.executable, "-m", "accessfabric.bench.abuse_attacker",
-                kind, str(port), node_id, str(seconds), str(work / f"attacker-{kind}"),
+                kind, str(ports["quic" if kind.startswith("quic") else "tcp"]), node_id,
+                str(seconds), str(work / f"attacker-{kind}"),
                 stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
             _pin(attacker.pid, attacker_cpus)

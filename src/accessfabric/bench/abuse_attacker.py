@@ -8,7 +8,10 @@ one JSON line of what it did:
 * ``tls-churn``: TLS handshakes then a close, 64 at a time;
 * ``bad-auth``: sessions whose AUTH signature never verifies, 16 at a time, each with a
   fresh key (the per-address limiter's work);
-* ``refused-streams``: 8 sessions of one key opening streams with garbage route leases.
+* ``refused-streams``: 8 sessions of one key opening streams with garbage route leases;
+* ``quic-initials``: QUIC Initials, each with a fresh destination connection id (so a new
+  connection to the server) and never continued, up to 5000 a second, against the node's
+  QUIC port (PORT is that port).
 """
 
 from __future__ import annotations
@@ -137,6 +140,38 @@ async def _refused_streams(
     await asyncio.gather(*(worker(i) for i in range(8)))
 
 
+async def _quic_initials(port: int, deadline: float, counts: dict[str, int]) -> None:
+    """One real client Initial, re-sent with a fresh random destination connection id each
+    time: to the server every one is a new connection (its payload no longer decrypts, so
+    none ever completes), and the attacker spends nothing per connection."""
+    import socket
+
+    from qh3.quic.connection import QuicConnection
+
+    from accessfabric.carriers.quic_adapter import client_configuration
+
+    configuration = client_configuration(
+        certificate_fingerprint=None, idle_timeout=30.0, max_data=1 << 20,
+        max_stream_data=1 << 20,
+    )  # fmt: skip
+    quic = QuicConnection(configuration=configuration)
+    quic.connect((HOST, port), now=time.time())
+    initial = bytearray(quic.datagrams_to_send(now=time.time())[0][0])
+    cid_length = initial[5]  # flags (1), version (4), DCID length (1), DCID
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    try:
+        while time.monotonic() < deadline:
+            for _ in range(50):
+                initial[6 : 6 + cid_length] = os.urandom(cid_length)
+                with contextlib.suppress(BlockingIOError):
+                    sock.sendto(initial, (HOST, port))
+                    counts["initials"] += 1
+            await asyncio.sleep(0.01)
+    finally:
+        sock.close()
+
+
 async def main(kind: str, port: int, node_id: str, seconds: float, cert_dir: Path) -> None:
     counts: dict[str, int] = Counter()
     print("started", flush=True)  # the interpreter's start-up is over: the flood begins
@@ -149,6 +184,8 @@ async def main(kind: str, port: int, node_id: str, seconds: float, cert_dir: Pat
         await _bad_auth(port, deadline, cert_dir, counts)
     elif kind == "refused-streams":
         await _refused_streams(port, node_id, deadline, cert_dir, counts)
+    elif kind == "quic-initials":
+        await _quic_initials(port, deadline, counts)
     else:
         raise SystemExit(f"unknown flood {kind!r}")
     print(json.dumps(dict(counts)), flush=True)

@@ -19,6 +19,12 @@ Identity: the server presents its Ed25519 node certificate; the client pins it b
 certificate fingerprint (inside the TLS handshake) and/or node id (right after it),
 and after AUTH checks the certificate key is the key AUTH proved.  The channel binding
 is an RFC 8446 exporter of the QUIC handshake per stream (``quic_adapter``).
+
+Admission (ADR 0017, 0028): a server given a ``HandshakeAdmission`` (the node's) asks it
+about every datagram that would start a connection, before qh3 builds any TLS state; a
+refused Initial is dropped (the client's retransmissions are asked again).  An admitted
+connection holds its slot until its handshake completes, fails, or is cut at
+``handshake_timeout`` from its first datagram.
 """
 
 from __future__ import annotations
@@ -43,15 +49,19 @@ from accessfabric.carriers.quic_adapter import (
     client_configuration,
     create_udp_endpoint,
     exporter_connection,
+    new_connection_cid,
     peer_certificate,
+    quiet_qh3_log,
     recovery_stats,
     server_configuration,
 )
+from accessfabric.carriers.tls_accept import HandshakeAdmission
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.node_id import node_id_from_public_key, parse_node_id
 from accessfabric.identity.tls import PeerTlsInfo
 
 log = logging.getLogger(__name__)
+quiet_qh3_log()  # qh3 logs every peer close as a WARNING: bounded (ADR 0028)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -287,6 +297,29 @@ class QuicCarrierProtocol(QuicConnectionProtocol):
         self.streams_refused = 0
         self._closing = False
         self.stats_probe = QuicStatsProbe(self)
+        self._admitted: Callable[[str | None], None] | None = None
+        self._handshake_deadline: asyncio.TimerHandle | None = None
+
+    def admitted(self, release: Callable[[str | None], None], timeout: float) -> None:
+        """Server side: this connection holds an admission slot; ``release(error)`` is called
+        once, when its handshake completed (None), failed, or ran past ``timeout``."""
+        self._admitted = release
+        self._handshake_deadline = self._loop.call_later(timeout, self._handshake_timed_out)
+
+    def _release(self, error: str | None) -> None:
+        if self._handshake_deadline is not None:
+            self._handshake_deadline.cancel()
+            self._handshake_deadline = None
+        release, self._admitted = self._admitted, None
+        if release is not None:
+            release(error)
+
+    def _handshake_timed_out(self) -> None:
+        self._handshake_deadline = None
+        if self.handshake.done():
+            return
+        self._release("timed out")
+        self._fail_handshake(TimeoutError(f"{self.endpoint}: QUIC handshake timed out"))
 
     @property
     def exporter(self) -> ExporterQuicConnection:
@@ -384,8 +417,10 @@ class QuicCarrierProtocol(QuicConnectionProtocol):
             if self.dialer:
                 self._check_pin()
         except Exception as error:
+            self._release(f"{type(error).__name__}: {str(error)[:120]}")
             self._fail_handshake(error)
             return
+        self._release(None)
         if not self.handshake.done():
             self.handshake.set_result(None)
 
@@ -422,6 +457,7 @@ class QuicCarrierProtocol(QuicConnectionProtocol):
 
     def _connection_terminated(self, event: events.ConnectionTerminated) -> None:
         reason = event.reason_phrase or f"error {event.error_code:#x}"
+        self._release(f"closed before the handshake ended: {reason[:120]}")
         if not self.handshake.done():
             pinned = self.pin is not None and self.pin.certificate_fingerprint is not None
             if event.error_code == BAD_CERTIFICATE_ALERT and pinned:
@@ -742,6 +778,7 @@ class QuicCarrierServer:
     def close(self) -> None:
         """CONNECTION_CLOSE to every client, end every stream now, close the socket."""
         for protocol in list(self.protocols):
+            protocol._release("server closing")
             protocol.close_connection("server closing")
             for carrier in list(protocol._streams.values()):
                 carrier._connection_gone(ConnectionError("QUIC server closed"))
@@ -756,6 +793,32 @@ class QuicCarrierServer:
         await asyncio.sleep(0)
 
 
+class _AdmittingQuicServer(QuicServer):
+    """qh3's server, asking ``admission`` before a datagram starts a new connection."""
+
+    def __init__(self, admission: HandshakeAdmission, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._admission = admission
+        self.admitting: str | None = None
+        """The source address of the connection being created (read by create_protocol)."""
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        cid = None if isinstance(data, str) else new_connection_cid(data, self._configuration)
+        if cid is None or cid in self._protocols:
+            super().datagram_received(data, addr)
+            return
+        address = str(addr[0]) if isinstance(addr, tuple) else str(addr)
+        if not self._admission.admit(address):
+            return  # dropped before any TLS work; a retransmission asks again
+        self.admitting = address
+        try:
+            super().datagram_received(data, addr)
+        finally:
+            self.admitting = None
+        if cid not in self._protocols:  # qh3 made no connection after all
+            self._admission.done(address, None)
+
+
 async def serve_quic_carrier(
     host: str,
     port: int,
@@ -763,8 +826,14 @@ async def serve_quic_carrier(
     cert_dir: Any,
     accept: ListenerFactory,
     config: QuicCarrierConfig | None = None,
+    *,
+    admission: HandshakeAdmission | None = None,
+    handshake_timeout: float = 10.0,
 ) -> QuicCarrierServer:
-    """Listen for QUIC on ``host:port`` with ``key``'s certificate; ``accept`` gets each session."""
+    """Listen for QUIC on ``host:port`` with ``key``'s certificate; ``accept`` gets each session.
+
+    ``admission``: asked before each new connection (caps, budget), told when its handshake
+    ended; a handshake longer than ``handshake_timeout`` is cut."""
     config = config or QuicCarrierConfig()
     configuration = server_configuration(
         key,
@@ -781,9 +850,18 @@ async def serve_quic_carrier(
         )
         protocols.add(protocol)
         protocol.on_terminated.append(protocols.discard)
+        address = server.admitting if isinstance(server, _AdmittingQuicServer) else None
+        if admission is not None and address is not None:
+            protocol.admitted(lambda error: admission.done(address, error), handshake_timeout)
         return protocol
 
-    server = QuicServer(configuration=configuration, create_protocol=create_protocol)
+    server: QuicServer
+    if admission is not None:
+        server = _AdmittingQuicServer(
+            admission, configuration=configuration, create_protocol=create_protocol
+        )
+    else:
+        server = QuicServer(configuration=configuration, create_protocol=create_protocol)
     # qh3's own serve() uses a plain datagram endpoint; this one reads in bursts (GRO)
     await create_udp_endpoint(lambda: server, host, port)
     return QuicCarrierServer(server, protocols)

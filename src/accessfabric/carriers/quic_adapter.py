@@ -31,14 +31,18 @@ handlers), so every connection is a full handshake.
 from __future__ import annotations
 
 import hashlib
+import logging
 import socket
 import ssl
 import struct
+import time
 from typing import Any
 
+from qh3._hazmat import pull_quic_header
 from qh3.asyncio._transport import create_optimized_datagram_transport
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
+from qh3.quic.packet import QuicPacketType
 from qh3.quic.tls_bridge import QuicTlsBridge
 from qh3.tls import (
     CipherSuite,
@@ -56,6 +60,7 @@ from accessfabric.identity.tls import (
     public_key_from_certificate,
     write_certificate_files,
 )
+from accessfabric.observe.log_rate import RateLimitedLog
 
 __all__ = [
     "ALPN",
@@ -64,7 +69,9 @@ __all__ = [
     "client_configuration",
     "create_udp_endpoint",
     "exporter_connection",
+    "new_connection_cid",
     "peer_certificate",
+    "quiet_qh3_log",
     "server_configuration",
 ]
 
@@ -201,6 +208,50 @@ def exporter_connection(connection: QuicConnection) -> ExporterQuicConnection:
         connection.__class__ = ExporterQuicConnection
     assert isinstance(connection, ExporterQuicConnection)
     return connection
+
+
+class _Qh3LogLimit(logging.Filter):
+    """qh3 logs a WARNING (``Native peer close: ...``) for every connection the peer closes:
+    a line any client can cause.  Its lines pass at most once per interval per message
+    template, the next one saying how many were suppressed (ADR 0028)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limit = RateLimitedLog(logging.getLogger("quic"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        suppressed = self.limit.admit(str(record.msg)[:80], time.monotonic())
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.msg = f"{record.msg} (+{suppressed} suppressed)"
+        return True
+
+
+def quiet_qh3_log() -> None:
+    """Rate-limit qh3's own log lines (logger ``quic``); idempotent."""
+    logger = logging.getLogger("quic")
+    if not any(isinstance(f, _Qh3LogLimit) for f in logger.filters):
+        logger.addFilter(_Qh3LogLimit())
+
+
+def new_connection_cid(data: bytes, configuration: QuicConfiguration) -> bytes | None:
+    """The destination connection id of a datagram qh3's server would start a connection
+    for (a long-header Initial of at least 1200 bytes in a version it speaks, the same
+    test as ``QuicServer.datagram_received``), else None: an admission check runs on
+    exactly these, before any TLS state exists."""
+    if len(data) < 1200:
+        return None
+    try:
+        header = pull_quic_header(data, 0, configuration.connection_id_length)
+    except ValueError:
+        return None
+    version, packet_type, destination_cid = header[0], header[1], header[3]
+    if version is None or version not in configuration.supported_versions:
+        return None
+    if packet_type != QuicPacketType.INITIAL:
+        return None
+    return bytes(destination_cid)
 
 
 def peer_certificate(connection: QuicConnection) -> tuple[bytes, bytes] | None:

@@ -246,6 +246,8 @@ def _cmd_grant_create(args: argparse.Namespace) -> int:
         "roles": _split_list(args.roles),
         "classes": _split_list(args.classes),
         "min_trust_tier": args.min_trust_tier,
+        "nodes": _split_list(args.nodes),
+        "hosts": _split_list(args.hosts),
     }
     if args.ttl is not None:
         document["ttl_s"] = args.ttl
@@ -261,6 +263,11 @@ def format_grants(grants: list[dict[str, Any]]) -> str:
             f"{grant['grant_id']:<32}  {grant['tenant']:<12}  "
             f"{','.join(grant['roles']) or 'any':<14}  {grant['min_trust_tier']:>4}  "
             f"{','.join(grant['services'])} ({','.join(grant['classes'])})"
+            + "".join(
+                f" {label}={','.join(grant[key])}"
+                for key, label in (("nodes", "nodes"), ("hosts", "hosts"))
+                if grant.get(key)
+            )
         )
     return "\n".join(lines)
 
@@ -575,7 +582,9 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         "create",
         help="admit a tenant's nodes (optionally only some roles) to services",
         description="Admit nodes of TENANT (holding one of ROLES, if given, and of at "
-        "least the trust tier) to SERVICES, in CLASSES (default all).",
+        "least the trust tier; only NODES, if given) to SERVICES, in CLASSES (default all), "
+        "on every host of TENANT (only HOSTS, if given).  Named nodes must be enrolled "
+        "nodes of TENANT.",
     )
     grant_create.add_argument("--tenant", required=True, help="tenant of the admitted nodes")
     grant_create.add_argument(
@@ -583,6 +592,12 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     grant_create.add_argument("--roles", help="comma-separated roles (default: any role)")
     grant_create.add_argument("--classes", help="comma-separated traffic classes (default all)")
+    grant_create.add_argument(
+        "--nodes", help="comma-separated node ids of TENANT: only these may open (default: any)"
+    )
+    grant_create.add_argument(
+        "--hosts", help="comma-separated node ids of TENANT's hosts it holds on (default: all)"
+    )
     grant_create.add_argument(
         "--min-trust-tier", type=int, default=0, metavar="N", help="0..3 (default 0)"
     )

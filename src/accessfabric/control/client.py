@@ -379,6 +379,7 @@ class ControlClient:
         versions["policy"] = int(self.policy().get("version", 0) or 0)
         directory = self.cache.read("directory.json") or {}
         versions["directory"] = int(directory.get("version", 0) or 0)
+        versions["access_policy"] = self._access_policy_version()  # the body only on change
         mac = self._heartbeat_mac(record)
         reply: dict[str, Any] | None = None
         if mac is not None:
@@ -418,7 +419,19 @@ class ControlClient:
         except (SignedObjectRejected, ValueError) as exc:
             _log.warning("access policy refused: %s", exc)
             return
-        self.cache.write({"policy": text, "revision": policy.revision}, "access.json")
+        self.cache.write(
+            {"policy": text, "revision": policy.revision, "version": policy.issued_ms},
+            "access.json",
+        )
+
+    def _access_policy_version(self) -> int:
+        """The version (``issued_ms``) of the access policy held, 0 when none verifies now."""
+        held = self.cached_access_policy()
+        if held is None:
+            return 0
+        document = self.cache.read("access.json") or {}
+        version = document.get("version", 0)
+        return version if isinstance(version, int) and not isinstance(version, bool) else 0
 
     def cached_access_policy(self) -> tuple[bytes, int] | None:
         """(blob, revision) of the cached access policy if it still verifies now."""

@@ -182,6 +182,8 @@ class HeartbeatFacts:
     directory_version: int = 0
     route_cache_version: int = 0
     record_revision: int = 0
+    access_policy_version: int = 0
+    """The ``issued_ms`` of the access policy the node holds (0: none)."""
     class_bytes: tuple[ClassBytes, ...] = ()
     route_reports: tuple[RouteReport, ...] = ()
     relay_usage: tuple[RelayUsage, ...] = ()
@@ -241,6 +243,7 @@ class HeartbeatFacts:
                 "directory": self.directory_version,
                 "route_cache": self.route_cache_version,
                 "node_record": self.record_revision,
+                "access_policy": self.access_policy_version,
             },
             "traffic": {
                 "classes": [
@@ -559,6 +562,7 @@ def parse_facts(body: object) -> HeartbeatFacts:
         directory_version=caches.integer("directory", 0, 0, MAX_VERSION),
         route_cache_version=caches.integer("route_cache", 0, 0, MAX_VERSION),
         record_revision=caches.integer("node_record", 0, 0, MAX_VERSION),
+        access_policy_version=caches.integer("access_policy", 0, 0, MAX_VERSION),
         class_bytes=class_bytes,
         route_reports=route_reports,
         relay_usage=relay_usage,

@@ -6,11 +6,18 @@ Grants are kept at ``/grants/<tenant>/<grant id>`` (JSON); every change of a ten
 grants also writes ``/grant-versions/<tenant>``, whose ``mod_revision`` (a store-wide
 revision, so it only grows) is the revision of that tenant's access policies.
 
-A service host receives, in every heartbeat reply, an :class:`AccessPolicy` signed by the
-authority: its tenant's live grants, for it alone (``host``), valid for ``policy_ttl``
-seconds.  A revoked grant is missing from the next one, so a revocation reaches every
-host at its next heartbeat; a host that cannot reach the control plane keeps enforcing
-the policy it holds until that expires, then refuses everyone (docs/control.md).
+A service host receives an :class:`AccessPolicy` signed by the authority: its tenant's
+live grants that apply to it (a grant may name ``hosts``), for it alone (``host``), valid
+for ``policy_ttl`` seconds.  The heartbeat reply carries the policy's version (its
+``issued_ms``) always and the policy itself only when it differs from the one the host
+reports holding.  A revoked grant is missing from the next one, so a revocation reaches
+every host at its next heartbeat; a host that cannot reach the control plane keeps
+enforcing the policy it holds until that expires, then refuses everyone (docs/control.md).
+
+A role revoked from a node writes a **record floor** at ``/record-floors/<tenant>/<node>``
+(the node's new record revision, kept until its superseded record expires) and moves the
+tenant's grant version: the tenant's hosts get a policy naming the floor at their next
+heartbeat and refuse the node's older record from then on.
 """
 
 from __future__ import annotations
@@ -18,11 +25,16 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from accessfabric.control.authority import Authority
-from accessfabric.control.objects import MAX_GRANTS, AccessGrant, AccessPolicy
+from accessfabric.control.objects import (
+    MAX_GRANTS,
+    MAX_RECORD_FLOORS,
+    AccessGrant,
+    AccessPolicy,
+)
 from accessfabric.control.signed import MAX_BODY_LENGTH
 from accessfabric.control.store.base import Clock, Store
 from accessfabric.control.vocabulary import Role, check_name
@@ -31,6 +43,9 @@ from accessfabric.wire.registry import TrafficClass
 
 KEY_PREFIX = "/grants/"
 VERSION_PREFIX = "/grant-versions/"
+FLOOR_PREFIX = "/record-floors/"
+FLOORS_RESERVE = MAX_RECORD_FLOORS * (40 + 8)
+"""Bytes of a policy kept for record floors (node id + revision each) when grants are added."""
 DEFAULT_POLICY_TTL = 300.0
 MAX_GRANT_TTL = 366 * 24 * 3600.0
 
@@ -62,6 +77,8 @@ def grant_json(stored: StoredGrant) -> dict[str, object]:
         "services": sorted(grant.services),
         "classes": sorted(c.name.lower() for c in grant.classes),
         "min_trust_tier": grant.min_trust_tier,
+        "nodes": sorted(grant.nodes),
+        "hosts": sorted(grant.hosts),
         "created_ms": stored.created_ms,
         "expires_ms": grant.expires_ms,
     }
@@ -82,6 +99,8 @@ def _decode(value: bytes) -> StoredGrant:
         classes=frozenset(TrafficClass[name.upper()] for name in document["classes"]),
         min_trust_tier=int(document["min_trust_tier"]),
         expires_ms=int(document["expires_ms"]),
+        nodes=frozenset(document.get("nodes", ())),
+        hosts=frozenset(document.get("hosts", ())),
     )
     return StoredGrant(grant=grant, created_ms=int(document["created_ms"]))
 
@@ -96,13 +115,17 @@ class AccessGrants:
         *,
         clock: Clock = time.time,
         policy_ttl: float = DEFAULT_POLICY_TTL,
+        tenant_of: Callable[[str], str | None] = lambda node_id: None,
     ) -> None:
+        """``tenant_of``: the tenant of an enrolled node (None: not enrolled), so that a
+        grant names only nodes of its own tenant."""
         self._store = store
         self._authority = authority
         self._clock = clock
         self.policy_ttl = policy_ttl
-        self._issued: dict[str, tuple[int, int, bytes]] = {}
-        """host -> (revision, expires_ms, blob) of the last policy signed for it."""
+        self._tenant_of = tenant_of
+        self._issued: dict[str, tuple[int, int, int, bytes]] = {}
+        """host -> (revision, issued_ms, expires_ms, blob) of the last policy signed for it."""
 
     # ---- grants ------------------------------------------------------------------------
 
@@ -115,9 +138,12 @@ class AccessGrants:
         classes: Iterable[TrafficClass] = tuple(TrafficClass),
         min_trust_tier: int = 0,
         ttl: float = MAX_GRANT_TTL,
+        nodes: Iterable[str] = (),
+        hosts: Iterable[str] = (),
     ) -> StoredGrant:
-        """A new grant (``bad_grant`` if a field is invalid, ``too_many_grants`` when the
-        tenant's policy would not fit one signed object)."""
+        """A new grant (``bad_grant`` if a field is invalid, ``tenant_conflict`` when a node it
+        names is not an enrolled node of ``tenant``, ``too_many_grants`` when the tenant's
+        policy would not fit one signed object)."""
         now_ms = int(self._clock() * 1000)
         if not 0 < ttl <= MAX_GRANT_TTL:
             raise GrantError("bad_grant", f"ttl must be 0 < ttl <= {MAX_GRANT_TTL:.0f} s")
@@ -127,9 +153,18 @@ class AccessGrants:
                 grant_id=secrets.token_bytes(16), tenant=tenant, roles=frozenset(roles),
                 services=frozenset(services), classes=frozenset(classes),
                 min_trust_tier=min_trust_tier, expires_ms=now_ms + int(ttl * 1000),
+                nodes=frozenset(nodes), hosts=frozenset(hosts),
             )  # fmt: skip
         except (TypeError, ValueError) as exc:
             raise GrantError("bad_grant", str(exc)) from None
+        for node_id in sorted(grant.nodes | grant.hosts):  # never across tenants
+            held = self._tenant_of(node_id)
+            if held != tenant:
+                where = "is not enrolled" if held is None else f"is of tenant {held!r}"
+                raise GrantError(
+                    "tenant_conflict", f"node {node_id} {where}: a grant of {tenant!r} "
+                    "names only that tenant's nodes",
+                )  # fmt: skip
         self._forget_expired(tenant, now_ms)
         live = self.grants(tenant)
         if len(live) >= MAX_GRANTS:
@@ -141,7 +176,7 @@ class AccessGrants:
             expires_ms=now_ms + 1,
             grants=(*[s.grant for s in live], grant),
         )
-        if len(trial.encode_body()) > MAX_BODY_LENGTH:
+        if len(trial.encode_body()) + FLOORS_RESERVE > MAX_BODY_LENGTH:
             raise GrantError(
                 "too_many_grants", f"tenant {tenant!r}'s grants would not fit one access policy"
             )
@@ -185,22 +220,85 @@ class AccessGrants:
         entry = self._store.get(f"{VERSION_PREFIX}{tenant}")
         return 0 if entry is None else entry.mod_revision
 
+    # ---- record floors (roles revoked) -------------------------------------------------
+
+    def raise_floor(self, tenant: str, node_id: str, revision: int, until_ms: int) -> None:
+        """From now on ``tenant``'s hosts believe no record of ``node_id`` older than
+        ``revision`` (kept until ``until_ms``, when every older record has expired); the
+        tenant's policies change, so each host gets it at its next heartbeat."""
+        now_ms = int(self._clock() * 1000)
+        live = self.check_floor_room(tenant, node_id)
+        old = live.get(node_id)
+        if old is not None:
+            revision, until_ms = max(revision, old[0]), max(until_ms, old[1])
+        for key in self._expired_floors(tenant, now_ms):
+            self._store.delete(key)
+        document = json.dumps({"revision": revision, "until_ms": until_ms}).encode()
+        self._store.put_many(
+            [
+                (f"{FLOOR_PREFIX}{tenant}/{node_id}", document),
+                (f"{VERSION_PREFIX}{tenant}", str(now_ms).encode()),
+            ]
+        )
+
+    def check_floor_room(self, tenant: str, node_id: str) -> dict[str, tuple[int, int]]:
+        """The tenant's live floors; ``too_many_grants`` when ``node_id`` would need a new
+        one and the tenant's policy has no room for it."""
+        live = self.floors(tenant)
+        if node_id not in live and len(live) >= MAX_RECORD_FLOORS:
+            raise GrantError(
+                "too_many_grants",
+                f"tenant {tenant!r} has {MAX_RECORD_FLOORS} recent role revocations",
+            )
+        return live
+
+    def _expired_floors(self, tenant: str, now_ms: int) -> list[str]:
+        return [
+            entry.key
+            for entry in self._store.range(f"{FLOOR_PREFIX}{tenant}/").entries
+            if json.loads(entry.value)["until_ms"] <= now_ms
+        ]
+
+    def floors(self, tenant: str) -> dict[str, tuple[int, int]]:
+        """node id -> (floor revision, until_ms) of the tenant's live record floors."""
+        now_ms = int(self._clock() * 1000)
+        prefix = f"{FLOOR_PREFIX}{tenant}/"
+        live: dict[str, tuple[int, int]] = {}
+        for entry in self._store.range(prefix).entries:
+            document = json.loads(entry.value)
+            if int(document["until_ms"]) > now_ms:
+                live[entry.key[len(prefix) :]] = (
+                    int(document["revision"]),
+                    int(document["until_ms"]),
+                )
+        return live
+
     # ---- policies ----------------------------------------------------------------------
 
     def policy_for(self, host: str, tenant: str) -> bytes:
-        """The signed access policy of ``host`` (a node of ``tenant``): re-signed when the
-        tenant's grants changed or half its lifetime has passed (the host checks each
-        grant's own expiry)."""
+        """The signed access policy of ``host`` (see :meth:`current_policy`)."""
+        return self.current_policy(host, tenant)[0]
+
+    def current_policy(self, host: str, tenant: str) -> tuple[bytes, int]:
+        """(blob, version) of ``host``'s signed access policy (a node of ``tenant``), the
+        version being its ``issued_ms``: re-signed when the tenant's grants or record
+        floors changed or half its lifetime has passed (the host checks each grant's own
+        expiry).  A host that reports holding this version needs no body."""
         now_ms = int(self._clock() * 1000)
         revision = self.revision(tenant)
         held = self._issued.get(host)
         ttl_ms = int(self.policy_ttl * 1000)
-        if held is not None and held[0] == revision and held[1] - now_ms > ttl_ms // 2:
-            return held[2]
+        if held is not None and held[0] == revision and held[2] - now_ms > ttl_ms // 2:
+            return held[3], held[1]
+        grants = tuple(
+            s.grant for s in self.grants(tenant) if not s.grant.hosts or host in s.grant.hosts
+        )
+        floors = tuple((node_id, floor[0]) for node_id, floor in self.floors(tenant).items())
+        issued_ms = max(now_ms, held[1] + 1) if held is not None else now_ms
         policy = AccessPolicy(
-            host=host, revision=revision, issued_ms=now_ms, expires_ms=now_ms + ttl_ms,
-            grants=tuple(s.grant for s in self.grants(tenant)),
+            host=host, revision=revision, issued_ms=issued_ms, expires_ms=issued_ms + ttl_ms,
+            grants=grants, record_floors=floors,
         )  # fmt: skip
         blob = self._authority.issue(policy)
-        self._issued[host] = (revision, policy.expires_ms, blob)
-        return blob
+        self._issued[host] = (revision, issued_ms, policy.expires_ms, blob)
+        return blob, issued_ms

@@ -12,9 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import pairwise
 from typing import ClassVar, Self
 
-from accessfabric.control.codec import Reader, Writer, canonical_node_id, check_u64
+from accessfabric.control.codec import (
+    MalformedError,
+    Reader,
+    Writer,
+    canonical_node_id,
+    check_u64,
+)
 from accessfabric.control.vocabulary import (
     Role,
     ServiceMode,
@@ -36,6 +43,10 @@ MAX_SERVICES = 64
 MAX_GRANTS = 64
 """Access grants in one :class:`AccessPolicy` (one tenant's grants; creation refuses more)."""
 MAX_GRANT_SERVICES = 16
+MAX_GRANT_NODES = 16
+"""Node ids one grant may name as openers (``nodes``) or as hosts (``hosts``)."""
+MAX_RECORD_FLOORS = 128
+"""Record floors (roles revoked, records not yet expired) in one :class:`AccessPolicy`."""
 GRANT_ID_LENGTH = 16
 
 
@@ -64,6 +75,29 @@ def _check_times(issued_ms: int, expires_ms: int) -> None:
     check_u64("expires_ms", expires_ms)
     if expires_ms <= issued_ms:
         raise ValueError("expires_ms must be after issued_ms")
+
+
+def _node_ids(kind: str, ids: Iterable[str], limit: int) -> frozenset[str]:
+    if isinstance(ids, str):
+        raise TypeError(f"{kind} must be a collection of node ids, not one str")
+    checked = frozenset(_node_id(kind, node_id) for node_id in ids)
+    if len(checked) > limit:
+        raise ValueError(f"at most {limit} {kind}")
+    return checked
+
+
+def _write_node_ids(out: Writer, ids: Iterable[str]) -> None:
+    ordered = sorted(ids)
+    out.uint(len(ordered), 1)
+    for node_id in ordered:
+        out.node_id(node_id)
+
+
+def _read_node_ids(data: Reader) -> frozenset[str]:
+    ids = [data.node_id() for _ in range(data.uint(1))]
+    if any(a >= b for a, b in pairwise(ids)):
+        raise MalformedError("a node id list is not in strictly ascending order")
+    return frozenset(ids)
 
 
 def _names(kind: str, names: Iterable[str], limit: int) -> frozenset[str]:
@@ -274,6 +308,8 @@ class AccessGrant:
     """Nodes of ``tenant`` holding one of ``roles`` (any role when empty) and at least
     ``min_trust_tier`` may open streams to ``services`` in ``classes`` until ``expires_ms``.
 
+    ``nodes`` narrows the openers to those node ids (still of ``tenant``: the host checks
+    the opener's record), ``hosts`` the service hosts that honour it (empty: any).
     Not signed alone: it travels inside the :class:`AccessPolicy` of a service host."""
 
     grant_id: bytes
@@ -283,6 +319,8 @@ class AccessGrant:
     classes: frozenset[TrafficClass]
     min_trust_tier: int
     expires_ms: int
+    nodes: frozenset[str] = frozenset()
+    hosts: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if len(self.grant_id) != GRANT_ID_LENGTH:
@@ -297,6 +335,8 @@ class AccessGrant:
             raise ValueError("a grant allows at least one traffic class")
         check_trust_tier(self.min_trust_tier)
         check_u64("expires_ms", self.expires_ms)
+        _set(self, "nodes", _node_ids("nodes", self.nodes, MAX_GRANT_NODES))
+        _set(self, "hosts", _node_ids("hosts", self.hosts, MAX_GRANT_NODES))
 
     def encode(self, out: Writer) -> None:
         out.fixed(self.grant_id, GRANT_ID_LENGTH)
@@ -306,6 +346,8 @@ class AccessGrant:
         out.uint(classes_to_mask(self.classes), 1)
         out.uint(self.min_trust_tier, 1)
         out.uint(self.expires_ms, 8)
+        _write_node_ids(out, self.nodes)
+        _write_node_ids(out, self.hosts)
 
     @classmethod
     def decode(cls, data: Reader) -> Self:
@@ -317,6 +359,8 @@ class AccessGrant:
             classes=classes_from_mask(data.uint(1)),
             min_trust_tier=data.uint(1),
             expires_ms=data.u64(),
+            nodes=_read_node_ids(data),
+            hosts=_read_node_ids(data),
         )
 
 
@@ -326,7 +370,12 @@ class AccessPolicy:
 
     A newer policy (a higher ``revision``) replaces an older one whole: a grant revoked
     is a grant missing from the next policy.  ``revision`` only grows, so a node refuses
-    an older policy replayed to it."""
+    an older policy replayed to it.
+
+    ``record_floors`` maps node ids of the tenant to the lowest node-record revision the
+    host may still believe: a role revoked from a node re-signs its record, and the
+    floor makes the host refuse the older record it may hold (or be shown) at once,
+    instead of when that record expires."""
 
     object_type: ClassVar[ObjectType] = ObjectType.ACCESS_POLICY
 
@@ -335,6 +384,7 @@ class AccessPolicy:
     issued_ms: int
     expires_ms: int
     grants: tuple[AccessGrant, ...]
+    record_floors: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         _set(self, "host", _node_id("host", self.host))
@@ -343,6 +393,19 @@ class AccessPolicy:
         _set(self, "grants", tuple(self.grants))
         if len(self.grants) > MAX_GRANTS:
             raise ValueError(f"at most {MAX_GRANTS} grants in one access policy")
+        floors = {
+            _node_id("record_floors", n): check_u64("floor", r) for n, r in self.record_floors
+        }
+        if len(floors) > MAX_RECORD_FLOORS:
+            raise ValueError(f"at most {MAX_RECORD_FLOORS} record floors in one access policy")
+        _set(self, "record_floors", tuple(sorted(floors.items())))
+
+    def floor_of(self, node_id: str) -> int:
+        """The lowest record revision of ``node_id`` the host may believe (0: any)."""
+        for floored, revision in self.record_floors:
+            if floored == node_id:
+                return revision
+        return 0
 
     def encode_body(self) -> bytes:
         out = Writer()
@@ -353,6 +416,10 @@ class AccessPolicy:
         out.uint(len(self.grants), 1)
         for grant in self.grants:
             grant.encode(out)
+        out.uint(len(self.record_floors), 1)
+        for node_id, revision in self.record_floors:
+            out.node_id(node_id)
+            out.uint(revision, 8)
         return out.to_bytes()
 
     @classmethod
@@ -363,9 +430,12 @@ class AccessPolicy:
         issued_ms = data.u64()
         expires_ms = data.u64()
         grants = tuple(AccessGrant.decode(data) for _ in range(data.uint(1)))
+        floors = tuple((data.node_id(), data.u64()) for _ in range(data.uint(1)))
+        if any(a[0] >= b[0] for a, b in pairwise(floors)):
+            raise MalformedError("record floors are not in strictly ascending node id order")
         policy = cls(
             host=host, revision=revision, issued_ms=issued_ms, expires_ms=expires_ms,
-            grants=grants,
+            grants=grants, record_floors=floors,
         )  # fmt: skip
         data.finish()
         return policy

@@ -212,13 +212,33 @@ class ControlPlane:
             policy=cfg.policy,
             snapshot_max_age=cfg.snapshot_max_age,
         )
-        self.grants = AccessGrants(store, authority, clock=clock, policy_ttl=cfg.access_policy_ttl)
+        self.grants = AccessGrants(
+            store, authority, clock=clock, policy_ttl=cfg.access_policy_ttl,
+            tenant_of=self._tenant_of,
+        )  # fmt: skip
         self.replay = ReplayCache(cfg.request_window)
         self.traffic = TrafficHistory()
         self.events = FleetEvents()
         self.mac_keys = ControlMacKeys(authority)
         self.sync: ReplicaSync | None = None
         self._loaded_revision = 0
+
+    def _tenant_of(self, node_id: str) -> str | None:
+        node = self.registry.get(node_id)
+        return None if node is None else node.record.tenant
+
+    def revoke_role(self, node_id: str, role: Role) -> RegisteredNode:
+        """Take ``role`` from the node (a new record) and raise its record floor, so that its
+        tenant's hosts refuse its older records from their next heartbeat on.
+
+        Raises :class:`RegistryError` or :class:`GrantError` (``too_many_grants``)."""
+        old = self.registry.get(node_id)
+        if old is not None:
+            self.grants.check_floor_room(old.record.tenant, node_id)  # before anything changes
+        node = self.registry.revoke_role(node_id, role)
+        until_ms = old.record.expires_ms if old is not None else node.record.expires_ms
+        self.grants.raise_floor(node.record.tenant, node_id, node.record.revision, until_ms)
+        return node
 
     def _routes_go_through(self, node_id: str) -> bool:
         node = self.registry.get(node_id)
@@ -289,16 +309,18 @@ class ControlPlane:
         record = record_json(current)
         if facts.record_revision == current.record.revision:
             del record["record"]  # the node holds it already
-        return {
+        reply: dict[str, Any] = {
             "health": report.health.value,
             "reasons": list(report.reasons),
             "node_record": record,
             "directory_version": directory_version(self.registry, self.heartbeats, now),
             "policy": self.config.policy_document(),
-            "access_policy": base64.b64encode(
-                self.grants.policy_for(node_id, current.record.tenant)
-            ).decode("ascii"),
         }
+        access, version = self.grants.current_policy(node_id, current.record.tenant)
+        reply["access_policy_version"] = version
+        if facts.access_policy_version != version:  # the body only when it changed
+            reply["access_policy"] = base64.b64encode(access).decode("ascii")
+        return reply
 
     def tick(self) -> None:
         """Periodic work: persist heartbeats, fill vacant service leaderships."""

@@ -17,9 +17,8 @@ from collections import Counter
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
-from accessfabric.carriers.tls_accept import serve_tls
+from accessfabric.carriers.tls_site import AdmittedTlsSite, ConnectionCap, PeerErrorLog
 from accessfabric.control.api import admin_handlers, node_handlers
 from accessfabric.control.api.console_handlers import add_console_routes
 from accessfabric.control.api.context import CONTEXT, ApiContext
@@ -42,29 +41,13 @@ MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 64
 
 
-class _PeerErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """aiohttp's server logger, minus tracebacks for a client's malformed request: those
-    become one warning line per interval per (client, reason) with a suppressed count."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.getLogger("aiohttp.server"), {})
-        self.refusals = RateLimitedLog(_log)
-
-    def exception(self, msg: object, *args: object, exc_info: object = True, **kw: Any) -> None:
-        if isinstance(exc_info, HttpProcessingError):
-            remote = args[0] if args else "-"
-            reason = type(exc_info).__name__
-            self.refusals.log(
-                (remote, reason), logging.WARNING,
-                "request refused client=%s reason=%s status=%s",
-                remote, reason, exc_info.code, now=time.monotonic(),
-            )  # fmt: skip
-            return
-        self.logger.exception(msg, *args, exc_info=exc_info, **kw)
-
-
 MAX_PENDING_HANDSHAKES = 1024
 MAX_PENDING_HANDSHAKES_PER_ADDRESS = 64
+MAX_CONNECTIONS = 4096
+"""Connections past their TLS handshake, in total: one more is closed at once."""
+MAX_CONNECTIONS_PER_ADDRESS = 256
+"""The same from one source address (a NAT'd fleet heartbeats over keep-alive
+connections: one each; a node behind a proxy shares the proxy's address)."""
 
 
 class _HandshakeCaps:
@@ -98,33 +81,6 @@ class _HandshakeCaps:
         self.pending[address] -= 1
         if self.pending[address] <= 0:
             del self.pending[address]
-
-
-class _TlsSite(web.TCPSite):
-    """A TCP site whose TLS handshakes are capped (``_HandshakeCaps``) and must end within
-    ``handshake_timeout`` of accept (asyncio's default is 60 s)."""
-
-    def __init__(
-        self,
-        runner: web.AppRunner,
-        host: str,
-        port: int,
-        context: ssl.SSLContext,
-        caps: _HandshakeCaps,
-        handshake_timeout: float,
-    ) -> None:
-        super().__init__(runner, host, port, ssl_context=context, reuse_address=True)
-        self._context = context
-        self._caps = caps
-        self._handshake_timeout = handshake_timeout
-
-    async def start(self) -> None:
-        await web.BaseSite.start(self)  # registers the site with the runner
-        server = self._runner.server
-        assert server is not None and self._host is not None
-        self._server, _ = await serve_tls(
-            server, self._host, self._port, self._context, self._caps, self._handshake_timeout
-        )
 
 
 def _body_limit(max_bytes: int) -> Any:
@@ -222,9 +178,13 @@ class ControlServer:
         verify_threads: int = 2,
         ssl_context: ssl.SSLContext | None = None,
         header_timeout: float = HEADER_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
     ) -> None:
         """``ssl_context``: serve HTTPS (``control serve`` always does, but on loopback
-        with ``--insecure-http``; :mod:`accessfabric.control.api_tls`)."""
+        with ``--insecure-http``; :mod:`accessfabric.control.api_tls`).  Connections
+        past TLS are capped (``max_connections``, ``..._per_address``) and closed when
+        idle for ``header_timeout`` (no request head begun or finished)."""
         self.plane = plane
         self.host = host
         self.port = port
@@ -232,6 +192,7 @@ class ControlServer:
         self._ssl_context = ssl_context
         self._header_timeout = header_timeout
         self.handshakes = _HandshakeCaps()
+        self.connections = ConnectionCap(max_connections, max_connections_per_address, logger=_log)
         self._runner = web.AppRunner(
             build_app(plane, verify_threads=verify_threads),
             access_log=None,
@@ -240,7 +201,7 @@ class ControlServer:
             max_field_size=MAX_FIELD_SIZE,
             max_headers=MAX_HEADERS,
             lingering_time=0,  # a refused body is not read to the end
-            logger=_PeerErrorLog(),
+            logger=PeerErrorLog(_log),
         )
         self._ticker: asyncio.Task[None] | None = None
 
@@ -259,9 +220,9 @@ class ControlServer:
         await self._runner.setup()
         site: web.TCPSite
         if self._ssl_context is not None:
-            site = _TlsSite(
+            site = AdmittedTlsSite(
                 self._runner, self.host, self.port, self._ssl_context, self.handshakes,
-                self._header_timeout,
+                self._header_timeout, established=self.connections,
             )  # fmt: skip
         else:
             site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)

@@ -8,7 +8,9 @@ A node serves a stream (direct, or the destination of a route lease) only if one
   authority, delivered in heartbeat replies, cached on disk) admits the opener: its
   verified node record's tenant, one of the grant's roles (any, if none), a trust tier at
   least the grant's, the service and the traffic class, before the grant and the policy
-  expire
+  expire; a grant that names ``nodes`` admits only those, one that names ``hosts`` holds
+  only on those; a record older than the policy's floor for its node (a role was revoked
+  from it) is not believed
 
 says yes.  Nothing else does: a node with neither serves nobody.  The opener's node
 record comes from the session's HELLO (a direct peer sends its own), from a sealed
@@ -148,6 +150,9 @@ class ServiceAccess:
         record = self.record_of(peer)
         if record is None:
             return "no valid node record for it (not enrolled, or its record is unknown here)"
+        floor = policy.floor_of(peer)
+        if record.revision < floor:  # a role was revoked: this record is superseded
+            return f"its node record (revision {record.revision}) is superseded (floor {floor})"
         for grant in policy.grants:
             if (
                 grant.expires_ms > now_ms
@@ -156,6 +161,8 @@ class ServiceAccess:
                 and grant.tenant == record.tenant
                 and (not grant.roles or grant.roles & record.roles)
                 and record.trust_tier >= grant.min_trust_tier
+                and (not grant.nodes or peer in grant.nodes)
+                and (not grant.hosts or self.node_id in grant.hosts)
             ):
                 return None
         return (
@@ -181,6 +188,7 @@ class ServiceAccess:
             if policy is None
             else round(policy.expires_ms / 1000 - now),
             "grants": 0 if policy is None else len(policy.grants),
+            "record_floors": 0 if policy is None else len(policy.record_floors),
             "served": self.served,
             "refused": self.refused,
         }

@@ -5,7 +5,10 @@ default TLS ends at the node and the session binds to ``tls-exporter`` (RFC 9266
 that opened the carrier; ``behind_proxy`` listeners and ``proxy_tls`` dialers run on an
 empty binding, the dialer verifying the proxy's certificate and pinning the node id.
 Sessions on this carrier run without the delay-based pacer (request batching is not a
-queue it could read).  Every open is logged as the fallback it is.
+queue it could read).  Every open is logged as the fallback it is, at a bounded rate.
+A TLS listener admits connections like the TCP one (the node's pre-TLS caps, handshake
+budget and ``handshake_timeout``, ADR 0017 and 0028); an idle connection is closed after
+``IDLE_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
-from accessfabric.carriers.https_fallback import FallbackServer
+from accessfabric.carriers.https_fallback import IDLE_TIMEOUT, FallbackServer
 from accessfabric.carriers.https_fallback_client import FallbackClientCarrier
+from accessfabric.carriers.tls_site import AdmittedTlsSite, PeerErrorLog
 from accessfabric.identity.tls import PeerTlsInfo
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.endpoints import LocalNode
@@ -172,12 +176,21 @@ async def serve_https(
         )
 
     server = FallbackServer(factory, path=path, bind_tls=not behind_proxy)
-    runner = web.AppRunner(server.app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(
-        runner, host, port, ssl_context=context, reuse_address=True,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    runner = web.AppRunner(
+        server.app, access_log=None, handle_signals=False, keepalive_timeout=IDLE_TIMEOUT,
+        logger=PeerErrorLog(log),  # a malformed request: a bounded line, no traceback
     )  # fmt: skip
+    await runner.setup()
+    site: web.TCPSite
+    if context is not None:  # admitted at accept, handshake within handshake_timeout
+        site = AdmittedTlsSite(
+            runner, host, port, context, local, local.handshake_timeout,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )  # fmt: skip
+    else:  # behind a TLS-terminating proxy: the proxy is the only client
+        site = web.TCPSite(
+            runner, host, port, reuse_address=True, shutdown_timeout=SHUTDOWN_TIMEOUT
+        )
     try:
         await site.start()
     except BaseException:

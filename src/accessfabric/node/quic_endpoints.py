@@ -119,4 +119,7 @@ async def serve_quic(
             info, transport, tls, on_connection, session_config=session_config
         )
 
-    return await serve_quic_carrier(host, port, local.key, local.cert_dir, accept, config)
+    return await serve_quic_carrier(
+        host, port, local.key, local.cert_dir, accept, config,
+        admission=local, handshake_timeout=local.handshake_timeout,
+    )  # fmt: skip

@@ -43,10 +43,14 @@ from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.routes import RouteManager
 from accessfabric.node.services import ECHO_SERVICE, ServiceDispatcher
 from accessfabric.node.stream_sealing import SealingKeys, StreamSealing, sealing_cipher
+from accessfabric.observe.log_rate import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
 KEEP_UP_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+SESSION_LOG_BURST = 20
+"""``session accepted`` / ``session ended`` lines per source address per ``log_interval``:
+any key can open sessions, so an outsider could otherwise grow the log at will."""
 
 
 class NodeComponent(Protocol):
@@ -92,6 +96,9 @@ class NodeRuntime:
         )
         self.listeners: list[BoundListener] = []
         self._accepted: set[SessionConnection] = set()
+        self._session_log = RateLimitedLog(
+            log, interval=config.limits.log_interval, burst=SESSION_LOG_BURST
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._keepers: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -250,10 +257,17 @@ class NodeRuntime:
                 )  # fmt: skip
                 return
             peer = ready.peer_node_id
-            log_event(
-                log, "session accepted", peer=peer, address=address, carrier=connection.info.kind,
-                name=self.observe.peer_names.get(peer or "", "-"),
-            )  # fmt: skip
+            # per-connection lines an outsider can cause: at most SESSION_LOG_BURST per
+            # source address per interval, the accepted and ended line of a session together
+            logged = self._session_log.admit(
+                source_address(connection.info), asyncio.get_running_loop().time()
+            )
+            if logged is not None:
+                log_event(
+                    log, "session accepted", peer=peer, address=address,
+                    carrier=connection.info.kind, name=self.observe.peer_names.get(peer or "", "-"),
+                    **({"suppressed": logged} if logged else {}),
+                )  # fmt: skip
             while True:
                 stream = await connection.accept_stream()
                 if stream is None:
@@ -262,10 +276,11 @@ class NodeRuntime:
                 if routed is not None:
                     self.dispatcher.dispatch(routed, peer)
             ended = await connection.wait_closed()
-            log_event(
-                log, "session ended", peer=peer, address=address,
-                code=_code_name(ended.error_code), reason=ended.reason,
-            )  # fmt: skip
+            if logged is not None:
+                log_event(
+                    log, "session ended", peer=peer, address=address,
+                    code=_code_name(ended.error_code), reason=ended.reason,
+                )  # fmt: skip
         finally:
             self._accepted.discard(connection)
 

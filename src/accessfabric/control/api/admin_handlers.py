@@ -21,6 +21,7 @@ from accessfabric.control.api.errors import ApiError, bad_request
 from accessfabric.control.api.node_handlers import view_json
 from accessfabric.control.codec import canonical_node_id
 from accessfabric.control.grants import MAX_GRANT_TTL, GrantError, grant_json
+from accessfabric.control.objects import MAX_GRANT_NODES
 from accessfabric.control.plane import ControlPlane
 from accessfabric.control.registry import RegisteredNode, RegistryError
 from accessfabric.control.tokens import TokenInfo
@@ -108,8 +109,8 @@ async def revoke_role(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise bad_request("bad_field", str(exc)) from None
     try:
-        node = plane.registry.revoke_role(node_id, role)
-    except RegistryError as exc:
+        node = plane.revoke_role(node_id, role)  # hosts refuse its older records (floor)
+    except (RegistryError, GrantError) as exc:
         status = 404 if exc.code == "unknown_node" else 409
         raise ApiError(status, exc.code, str(exc)) from None
     plane.events.add(plane.clock(), "role_revoked", node_id, f"role {role.value} revoked")
@@ -184,16 +185,20 @@ async def create_grant(request: web.Request) -> web.Response:
         roles = [Role.parse(text) for text in _optional_list(document, "roles", 16)]
         class_names = _optional_list(document, "classes", 8)
         classes = [TrafficClass.from_name(name) for name in class_names] or list(TrafficClass)
+        nodes = _optional_list(document, "nodes", MAX_GRANT_NODES)
+        hosts = _optional_list(document, "hosts", MAX_GRANT_NODES)
     except ValueError as exc:
         raise bad_request("bad_field", str(exc)) from None
     tier = int_field(document, "min_trust_tier", 0, 0, 3)
     ttl = number_field(document, "ttl_s", MAX_GRANT_TTL, 1.0, MAX_GRANT_TTL)
     try:
         stored = plane.grants.create(
-            tenant, services, roles=roles, classes=classes, min_trust_tier=tier, ttl=ttl
-        )
+            tenant, services, roles=roles, classes=classes, min_trust_tier=tier, ttl=ttl,
+            nodes=nodes, hosts=hosts,
+        )  # fmt: skip
     except GrantError as exc:
-        raise ApiError(409 if exc.code == "too_many_grants" else 400, exc.code, str(exc)) from None
+        status = 400 if exc.code == "bad_grant" else 409
+        raise ApiError(status, exc.code, str(exc)) from None
     return web.json_response(grant_json(stored), status=201)
 
 

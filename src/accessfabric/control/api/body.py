@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -9,14 +10,26 @@ from aiohttp import web
 
 from accessfabric.control.api.errors import ApiError, bad_request
 
+BODY_TIMEOUT = 10.0
+"""Seconds a client may take to send a request body (a slow body holds a connection)."""
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+
+async def read_body(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
+    """The whole body (up to ``limit`` bytes: 413 beyond), sent within ``timeout`` (default
+    ``BODY_TIMEOUT``; 408 beyond)."""
+    timeout = BODY_TIMEOUT if timeout is None else timeout
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
-    return body
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await request.content.read(limit + 1 - len(body)):
+                body += chunk
+                if len(body) > limit:
+                    raise ApiError(413, "body_too_large", f"request body over {limit} bytes")
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", f"the request body took over {timeout:g} s") from None
+    return bytes(body)
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

@@ -187,7 +187,13 @@ SCHEMAS: dict[str, Any] = {
             "trust_tier": {"type": "integer", "minimum": 0, "maximum": 3, "nullable": True},
             "placement": _obj({"region": NAME, "failure_domain": NAME}),
             "cache_versions": _obj(
-                {"policy": INT, "directory": INT, "route_cache": INT, "node_record": INT}
+                {
+                    "policy": INT,
+                    "directory": INT,
+                    "route_cache": INT,
+                    "node_record": INT,
+                    "access_policy": INT,
+                }
             ),
             "traffic": _obj(
                 {
@@ -264,10 +270,22 @@ SCHEMAS: dict[str, Any] = {
             "policy": _ref("Policy"),
             "access_policy": {
                 "type": "string",
-                "description": "the node's signed access policy (its tenant's grants), base64",
+                "description": "the node's signed access policy (its tenant's grants), base64; "
+                "only when its version differs from cache_versions.access_policy",
+            },
+            "access_policy_version": {
+                "type": "integer",
+                "description": "the version (issued_ms) of the node's current access policy",
             },
         },
-        ["health", "reasons", "node_record", "directory_version", "policy", "access_policy"],
+        [
+            "health",
+            "reasons",
+            "node_record",
+            "directory_version",
+            "policy",
+            "access_policy_version",
+        ],
     ),
     "Grant": _obj(
         {
@@ -277,6 +295,8 @@ SCHEMAS: dict[str, Any] = {
             "services": {"type": "array", "items": {"type": "string"}},
             "classes": {"type": "array", "items": {"type": "string", "enum": list(CLASS_NAMES)}},
             "min_trust_tier": {"type": "integer", "minimum": 0, "maximum": 3},
+            "nodes": {"type": "array", "items": NODE_ID, "maxItems": 16},
+            "hosts": {"type": "array", "items": NODE_ID, "maxItems": 16},
             "created_ms": INT,
             "expires_ms": INT,
         },
