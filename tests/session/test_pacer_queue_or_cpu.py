@@ -9,7 +9,7 @@ time stepped by the test.
   flight mean bigger batches and more delivered; delay rises with them, but holding
   bytes back only makes the two ends take turns.  The pacer must not limit this path:
   bulk at least 85 % of the unpaced rate in the steady state (the pacer before probing
-  held it at 11 %).
+  held it at 41 %, about what the issue measured on a quiet machine: 554 against 1,002 MB/s).
 * **Bottleneck link with a bloated buffer**: a FIFO at a fixed rate behind it.  More
   in flight only queues.  The pacer must limit (queueing delay near its target) and
   keep the link full.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import statistics
 from collections import deque
 
-from accessfabric.session.pacing import DelayPacer
+from accessfabric.session.pacing import FLOOR_MAX, DelayPacer
 
 CHUNK = 16 * 1024
 SOCKET_BUFFERS = 4 << 20  # what an unpaced sender can have in flight
@@ -85,7 +85,7 @@ def _run(
 
 
 CPU = {
-    "rate": 1e9, "turn": 0.0003, "one_way": 0.00002, "sender_rate": 1.5e9,
+    "rate": 1e9, "turn": 0.00015, "one_way": 0.00002, "sender_rate": 1.5e9,
     "duration": 4.0, "dt": 0.00002,
 }  # fmt: skip
 LINK = {
@@ -103,7 +103,8 @@ def test_cpu_induced_delay_is_not_a_queue_the_pacer_limits() -> None:
     assert pacer.probes > 0
     # ... but a bigger window delivered more: the delay is not ours, bulk runs free.
     assert pacer.productive_probes > 0 and pacer.floor > TARGET
-    assert paced >= 0.85 * unpaced, (paced / 1e6, unpaced / 1e6)  # the old pacer: 0.11
+    assert pacer.floor <= FLOOR_MAX
+    assert paced >= 0.85 * unpaced, (paced / 1e6, unpaced / 1e6)  # the old pacer: 0.41
 
 
 def test_a_growing_network_queue_is_limited() -> None:

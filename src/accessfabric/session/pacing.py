@@ -24,7 +24,8 @@ it raises the window by ``PROBE_GAIN`` for one period.  Behind a real bottleneck
 move (the link is full; the probe adds one window of queue for one period) and the
 window goes back.  If the rate rises by ``PRODUCTIVE`` or more, the delay was not
 ours: the window stays raised and the queueing delay seen during the probe becomes
-a tolerated *floor* under the target (forgotten after ``BASE_WINDOW``), so the delay
+a tolerated *floor* under the target (at most ``FLOOR_MAX``, forgotten after
+``BASE_WINDOW``), so the delay
 controller stops shrinking the window below what the path needs, and the next probe
 starts at once (the window climbs by ``PROBE_GAIN`` per period while that pays).  An
 unproductive probe puts the window back and the wait before the next one doubles (up
@@ -51,6 +52,12 @@ PROBE_GAIN = 1.25
 
 PRODUCTIVE = 1.05
 """A probe whose period delivered this many times the period before it was productive."""
+
+FLOOR_MAX = 0.001
+"""The most queueing delay a productive probe can make the pacer tolerate (seconds):
+what two event loops' turns add on a loopback or LAN path; more is treated as a queue
+(``bench hol``: a larger floor let a CPU-bound sender stand a queue in the 800 Mbit/s
+bottleneck, p99 up)."""
 
 PROBE_MAX = 8.0
 """Longest wait between probes (seconds) while probes find nothing."""
@@ -228,7 +235,7 @@ class DelayPacer:
             self._last_rate = 0.0  # a probe's change is not noise
             if rate >= threshold * self._probe_rate:  # more in flight, more delivered
                 self.productive_probes += 1
-                self._floor = max(self._floor, queueing)
+                self._floor = min(FLOOR_MAX, max(self._floor, queueing))
                 self._floor_time = now
                 self._probe_interval = PERIOD
                 self.probes += 1  # and at once the next step up
