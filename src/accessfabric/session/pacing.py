@@ -54,10 +54,11 @@ PRODUCTIVE = 1.05
 """A probe whose period delivered this many times the period before it was productive."""
 
 FLOOR_MAX = 0.001
-"""The most queueing delay a productive probe can make the pacer tolerate (seconds):
-what two event loops' turns add on a loopback or LAN path; more is treated as a queue
-(``bench hol``: a larger floor let a CPU-bound sender stand a queue in the 800 Mbit/s
-bottleneck, p99 up)."""
+"""The most queueing delay a probe may show and still count as productive, and the most
+the pacer then tolerates (seconds): what two event loops' turns add on a loopback or
+LAN path.  More is treated as a queue: in ``bench hol`` on a loaded machine a window
+raised while the sender was CPU-bound stood as a queue in the 800 Mbit/s bottleneck
+once the CPU freed (p99 up)."""
 
 PROBE_MAX = 8.0
 """Longest wait between probes (seconds) while probes find nothing."""
@@ -233,7 +234,9 @@ class DelayPacer:
             # More than the rate's own period-to-period noise: twice its smoothed change.
             threshold = max(PRODUCTIVE, 1.0 + 2 * self._rate_noise)
             self._last_rate = 0.0  # a probe's change is not noise
-            if rate >= threshold * self._probe_rate:  # more in flight, more delivered
+            # More in flight, more delivered, and the delay still what loops' turns add:
+            # beyond FLOOR_MAX the raised window stands as a queue wherever the CPU frees.
+            if rate >= threshold * self._probe_rate and queueing <= FLOOR_MAX:
                 self.productive_probes += 1
                 self._floor = min(FLOOR_MAX, max(self._floor, queueing))
                 self._floor_time = now
