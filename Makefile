@@ -9,7 +9,7 @@ HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 STAMP := $(VENV)/.installed-test-$(HASH)
 # The demo needs only the runtime dependencies, not the test toolchain (docs/benchmarks.md).
 RUN_STAMP := $(VENV)/.installed-run-$(HASH)
-DEBIAN_PACKAGES := iproute2 nftables iputils-ping procps python3-venv nginx-light openssh-server openssh-client iperf3 curl golang-go golang-github-flynn-noise-dev golang-golang-x-crypto-dev chromium etcd-server etcd-client systemd
+DEBIAN_PACKAGES := iproute2 nftables iputils-ping procps python3-venv nginx-light openssh-server openssh-client iperf3 curl golang-go golang-github-flynn-noise-dev golang-golang-x-crypto-dev chromium etcd-server etcd-client systemd dbus-daemon
 APT := DEBIAN_FRONTEND=noninteractive apt-get -y -o DPkg::Lock::Timeout=120
 
 .PHONY: demo test lint fuzz bench debian-deps clean

@@ -225,6 +225,42 @@ def test_pool_reuses_one_connection_and_closes_it_after_the_idle_ttl(nodes: Node
     run(main)
 
 
+def test_migrate_moves_every_session_of_the_connection_once(nodes: Nodes) -> None:
+    """``SessionConnection.migrate``: a new socket and connection id, one per connection."""
+
+    async def main() -> None:
+        server = await nodes.serve()
+        pool = QuicConnectionPool(QuicCarrierConfig())
+        peer = nodes.server.key.node_id
+        try:
+            first = await connect_quic(
+                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
+            )
+            second = await connect_quic(
+                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
+            )
+            accepted = await nodes.next_accepted()
+            await nodes.next_accepted()
+            quic = pool.connection(HOST, server.port, peer)
+            assert quic is not None
+            before = quic.local_address
+            assert await first.migrate() and await second.migrate()
+            assert quic.migrations == 1 and quic.local_address != before
+            assert await first.ping() > 0 and await second.ping() > 0  # over the new socket
+            stream = await first.open_stream("sink", TrafficClass.BULK)
+            stream.write(b"after the move")
+            await stream.drain()
+            incoming = await asyncio.wait_for(accepted.accept_stream(), 5)
+            assert incoming is not None
+            assert await asyncio.wait_for(incoming.readexactly(14), 5) == b"after the move"
+            assert not await accepted.migrate()  # the server side does not migrate
+        finally:
+            await pool.aclose()
+            server.close()
+
+    run(main)
+
+
 def test_local_stream_limit_is_capacity_pressure(nodes: Nodes) -> None:
     async def main() -> None:
         server = await nodes.serve()

@@ -16,6 +16,7 @@ import pytest
 from accessfabric.node.config import ConfigError, load_node_config
 from accessfabric.node.host_facts import CpuSampler, read_fds, read_memory, read_power
 from accessfabric.node.host_monitor import HostMonitor
+from accessfabric.node.nat_probe import NatReport
 
 
 def write_supply(root: Path, name: str, **files: str) -> None:
@@ -105,6 +106,10 @@ def test_device_and_pressure_tables(tmp_path: Path) -> None:
         ("[device]\nbattery = 3\n", "device.battery: unknown key"),
         ("[pressure]\nhigh_percent = 0\n", "pressure.high_percent: expected a percentage"),
         ("[pressure]\ninterval = 0\n", "pressure.interval: expected a number within"),
+        ('[nat]\nreflectors = ["a:1"]\n', "nat.reflectors: one is not enough"),
+        ('[nat]\nreflectors = ["a:1", "b"]\n', 'nat.reflectors: expected "host:port"'),
+        ('[nat]\nlisten = "a:99999"\n', 'nat.listen: expected "host:port"'),
+        ("[device]\nsystem_bus = 1\n", "device.system_bus: expected a string"),
     ],
 )
 def test_device_and_pressure_errors_name_the_key(tmp_path: Path, extra: str, message: str) -> None:
@@ -151,9 +156,44 @@ def test_relay_gate_and_heartbeat_fields(tmp_path: Path) -> None:
     assert allowed.relay_refusal() is None
 
 
+def test_nat_facts_once_probed(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(
+        'key_path = "n.key"\n[nat]\nreflectors = ["192.0.2.1:3478", "[2001:db8::1]:3478"]\n'
+    )
+    config = load_node_config(path)
+    assert config.nat.reflectors == (("192.0.2.1", 3478), ("2001:db8::1", 3478))
+    monitor = HostMonitor(config, list)
+    assert monitor.nat_fields(listening=True) == {}  # not probed: the defaults stand
+    assert monitor.status()["nat_type"] == "unknown"
+    monitor.nat.report = NatReport("port_restricted", "endpoint-independent", False, "x:1", 2)
+    assert monitor.nat_fields(listening=True) == {"nat_type": "port_restricted", "reachable": False}
+    monitor.nat.report = NatReport("full_cone", "endpoint-independent", True, "x:1", 2)
+    assert monitor.nat_fields(listening=False)["reachable"] is False  # nothing listens
+    assert monitor.nat_fields(listening=True)["reachable"] is True
+
+
 def test_loop_lag_counts_as_cpu_pressure(tmp_path: Path) -> None:
     monitor = _monitor(tmp_path, "[]", "")
     monitor.sample(0.0)
     calm = monitor.levels.cpu
     monitor.sample(monitor.settings.loop_lag_budget)  # a loop one budget late: 100 %
     assert monitor.levels.cpu == 100 and calm < 100
+
+
+def test_a_cpu_reading_is_held_for_a_second(tmp_path: Path) -> None:
+    """A throttled node lags in one sample and looks idle in the next: the level holds."""
+    path = tmp_path / "node.toml"
+    path.write_text('key_path = "n.key"\n')
+    now = [100.0]
+    monitor = HostMonitor(load_node_config(path), list, clock=lambda: now[0])
+    budget = monitor.settings.loop_lag_budget
+    now[0] += 0.1
+    monitor.sample(budget)  # a loop one budget late: 100 %
+    assert monitor.levels.cpu == 100
+    now[0] += 0.1
+    monitor.sample(0.0)  # on time, 0.1 s later: still held
+    assert monitor.levels.cpu == 100
+    now[0] += 1.0
+    monitor.sample(0.0)  # the lag is more than a second old
+    assert monitor.levels.cpu < 100

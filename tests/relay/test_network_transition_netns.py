@@ -66,9 +66,19 @@ class TransitionFabric(nc.ControlFabric):
         self.set_link("laptop", "lte", up=False)
 
     def lte_routes(self) -> None:
+        """Both of the entry's addresses are reachable over lte (as a public address is
+        from any network): a QUIC connection to its wifi-side address can migrate."""
         topo = self.topo
-        topo.route("laptop", f"{topo.host_addr('entry', 'lte')}/32", via="lte")
+        for address in (topo.host_addr("entry", "lte"), topo.host_addr("entry", "laptop")):
+            topo.route("laptop", f"{address}/32", via="lte")
+        topo.route("lte", f"{topo.host_addr('entry', 'laptop')}/32", via="entry")
         topo.route("entry", f"{topo.host_addr('laptop', 'lte')}/32", via="lte")
+
+    def lte_bytes(self) -> int:
+        """Bytes received on the laptop's lte interface."""
+        dev = self.topo.host_dev("laptop", "lte")
+        done = self.topo.run("laptop", ["cat", f"/sys/class/net/{dev}/statistics/rx_bytes"])
+        return int(done.stdout)
 
     def set_link(self, host: str, peer: str, *, up: bool) -> None:
         dev = self.topo.host_dev(host, peer)
@@ -212,17 +222,16 @@ def test_wifi_to_lte_keeps_the_streams(tmp_path: Path, carrier: str) -> None:
             gap = _max_gap(pings["samples"], switched_at - 0.5, time.time())
             print("network transition:", {"carrier": carrier, "longest_gap_s": round(gap, 3),
                                           "bulk_s": round(bulk["seconds"], 2)})  # fmt: skip
-            # target <= 1 s: TCP 0.2-0.6 s measured (session ended at once), QUIC 1.2-2.8 s
-            # (found by a 1 s ping, then re-dialled); before the watch: stalls >= 5 s
-            assert gap < (3.0 if carrier == "tcp" else 4.5), gap
-            lte = topo.host_addr("entry", "lte")
-            sessions = fabric.status("laptop")["sessions"]
-            assert any(s["address"].startswith(lte) for s in sessions), sessions  # over lte
+            # target <= 1 s: TCP 0.2-0.6 s measured (session ended at once, resumed on a new
+            # one), QUIC see docs/node.md (migrated); before the watch: stalls >= 5 s
+            assert gap < 3.0, gap
+            assert fabric.lte_bytes() > BULK // 4  # the echo came back over lte
             log = fabric.log("laptop")
             if carrier == "tcp":  # the session on the vanished address ended at once
                 assert "its local address" in log and "is gone" in log
-            else:  # QUIC does not report its local address: a ping found it dead
-                assert "no answer to a ping within" in log
+            else:  # the QUIC connection moved to the lte path, the session kept
+                assert "session migrated" in log, log
+                assert "session lost with a network change" not in log, log
         finally:
             print("logs in", tmp_path)
             for proc in fabric.nodes.values():

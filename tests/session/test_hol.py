@@ -116,3 +116,20 @@ def test_queue_pressure_is_signalled_to_the_peer() -> None:
         pair.pump()
     pressure = [e for e in pair.take("b") if isinstance(e, ev.PeerPressure)]
     assert pressure and pressure[0].queue >= 50
+
+
+def test_queue_pressure_frames_keep_the_host_levels_last_sent() -> None:
+    """A queue-only NODE_PRESSURE repeats the node's cpu / memory / network levels."""
+    config = SessionConfig(pressure_queue_bytes=1 << 20, max_stream_send_buffer=4 << 20)
+    pair = make_pair(config, config)
+    pair.a.send_pressure(0, cpu=80, memory=30, network=40)
+    pair.pump()
+    pair.take("b")
+    bulk = pair.a.open_stream("sync", TrafficClass.BULK)
+    pair.a.send_data(bulk, b"x" * (3 << 20))
+    for _ in range(40):
+        pair.pump()
+    pressure = [e for e in pair.take("b") if isinstance(e, ev.PeerPressure)]
+    assert pressure and pressure[0].queue >= 50
+    assert (pressure[0].cpu, pressure[0].memory, pressure[0].network) == (80, 30, 40)
+    assert pair.b.peer_pressure is not None and pair.b.peer_pressure[1:] == (80, 30, 40)

@@ -70,6 +70,8 @@ STREAM_LIMIT_CODE = 0x1
 CANCEL_CODE = 0x8
 PIN_MISMATCH_CODE = 0x2
 BAD_CERTIFICATE_ALERT = QuicErrorCode.CRYPTO_ERROR + 42
+MIGRATION_COALESCE = 0.5
+"""Seconds in which further migrate() calls (the connection's other sessions) join one."""
 
 ListenerFactory = Callable[[CarrierInfo, ByteTransport, PeerTlsInfo | None], CarrierListener]
 
@@ -237,6 +239,11 @@ class QuicStreamCarrier:
     def done(self) -> bool:
         return self._send_closed and self._recv_closed
 
+    async def migrate(self) -> bool:
+        """Move the QUIC connection to the machine's current path (see
+        :meth:`QuicCarrierProtocol.migrate`); False when this side cannot migrate."""
+        return await self._connection.migrate()
+
     @property
     def stats_probe(self) -> QuicStatsProbe:
         """The connection's probe: every stream (session) of it shares one."""
@@ -297,6 +304,9 @@ class QuicCarrierProtocol(QuicConnectionProtocol):
         self.streams_refused = 0
         self._closing = False
         self.stats_probe = QuicStatsProbe(self)
+        self._migration: asyncio.Task[None] | None = None
+        self._migrated_at: float | None = None
+        self.migrations = 0
         self._admitted: Callable[[str | None], None] | None = None
         self._handshake_deadline: asyncio.TimerHandle | None = None
 
@@ -575,6 +585,29 @@ class QuicCarrierProtocol(QuicConnectionProtocol):
         self.transmit()
         if old is not None:
             old.close()
+
+    async def migrate(self) -> bool:
+        """After the machine's addresses changed: continue on a new UDP socket (RFC 9000
+        connection migration: new local port and connection id, a PING on the new path),
+        whose source address the kernel picks per packet from the routes of now.  One
+        migration serves all of the connection's sessions: a call within
+        :data:`MIGRATION_COALESCE` seconds of the last joins it.  False on the server side
+        (only a client migrates) or once the connection is closing."""
+        if not self.dialer or self.is_closing:
+            return False
+        if self._migration is not None and not self._migration.done():
+            await asyncio.shield(self._migration)
+            return True
+        now = self._loop.time()
+        if self._migrated_at is not None and now - self._migrated_at < MIGRATION_COALESCE:
+            return True
+        self._migrated_at = now
+        address = self._udp.get_extra_info("sockname") if self._udp is not None else None
+        wildcard = "::" if address is not None and ":" in str(address[0]) else "0.0.0.0"
+        self._migration = asyncio.create_task(self.rebind(wildcard))
+        await asyncio.shield(self._migration)
+        self.migrations += 1
+        return True
 
     @property
     def local_address(self) -> Any:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN, MAX_RTO_MIN
+from accessfabric.control.vocabulary import Role
 from accessfabric.identity.node_id import parse_node_id
 from accessfabric.node.address import (
     CARRIERS,
@@ -45,8 +46,10 @@ from accessfabric.node.admission import AdmissionLimits
 from accessfabric.node.host_config import (
     DeviceConfig,
     HostConfigError,
+    NatConfig,
     PressureConfig,
     parse_device,
+    parse_nat,
     parse_pressure,
 )
 from accessfabric.node.ingress_config import IngressConfig, IngressConfigError, parse_ingress
@@ -60,18 +63,8 @@ from accessfabric.wire.limits import MAX_FRAME_SIZE_CAP, MAX_SERVICE_NAME, MIN_M
 from accessfabric.wire.registry import TrafficClass
 
 ENV_PREFIX = "ACCESSFABRIC_"
-ROLES = (
-    "mobile-edge",
-    "entry",
-    "relay",
-    "exit",
-    "service-host",
-    "control-plane",
-    "route-coordinator",
-    "storage",
-    "observer",
-    "update-cache",
-)
+ROLES = tuple(role.value for role in Role)
+"""The role names ``roles`` accepts (the node record's vocabulary)."""
 PEER_CONNECT_MODES = ("on-demand", "always")
 SEALING_CIPHERS = ("auto", *(suite.label for suite in CipherSuite))
 """``[sealing] cipher``: ``auto`` (AES-256-GCM where the CPU has AES instructions, else
@@ -153,6 +146,18 @@ class ServiceConfig:
     allow: tuple[str, ...] = ()
     """Node ids that may open streams to it without a control plane grant (``*``: any
     node); empty: only those a grant admits (nobody, without a control plane)."""
+
+
+WELL_KNOWN_CLASSES = {
+    "rdp": TrafficClass.INTERACTIVE,
+    "ssh": TrafficClass.INTERACTIVE,
+    "dns": TrafficClass.DNS,
+}
+"""The class a forward uses when neither the config nor the command line names one."""
+
+
+def default_class(service: str) -> TrafficClass:
+    return WELL_KNOWN_CLASSES.get(service, TrafficClass.RELIABLE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,6 +273,8 @@ class NodeConfig:
     """``[device]``: power supply, network type, metered, mobile relay opt-in (host_config)."""
     pressure: PressureConfig = field(default_factory=PressureConfig)
     """``[pressure]``: when measurements count as pressure (NODE_PRESSURE to peers)."""
+    nat: NatConfig = field(default_factory=NatConfig)
+    """``[nat]``: the NAT probe's reflectors, and this node's own reflector (host_config)."""
     vpn: VpnClassConfig = field(default_factory=VpnClassConfig)
     """``[vpn]``: how ``vpn up`` sorts packets into classes (``node/vpn_config.py``)."""
     source: str = ""
@@ -374,6 +381,7 @@ _TOP_KEYS = (
     "routes",
     "device",
     "pressure",
+    "nat",
     "vpn",
 )
 SEALING_KEYS = ("one_hop", "cipher", "keys")
@@ -411,6 +419,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     routes = _opt(document, "routes", top, _routes) or RouteTimers()
     device = _opt(document, "device", top, lambda v, at: _host(v, at, base, parse_device))
     pressure = _opt(document, "pressure", top, lambda v, at: _host(v, at, base, _pressure))
+    nat = _opt(document, "nat", top, lambda v, at: _host(v, at, base, parse_nat))
     vpn = _opt(document, "vpn", top, _vpn) or VpnClassConfig()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
@@ -484,6 +493,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
         routes=routes,
         device=device or DeviceConfig(),
         pressure=pressure or PressureConfig(),
+        nat=nat or NatConfig(),
         vpn=vpn,
         source=source,
     )
@@ -642,7 +652,7 @@ def _pressure(table: dict[str, Any], base: Path) -> PressureConfig:
 
 
 def _host(value: Any, at: _At, base: Path, parse: Callable[[dict[str, Any], Path], _T]) -> _T:
-    """``[device]`` / ``[pressure]`` (node/host_config.py), errors naming the key."""
+    """``[device]`` / ``[pressure]`` / ``[nat]`` (node/host_config.py), errors naming the key."""
     table = _table(value, at)
     try:
         return parse(table, base)

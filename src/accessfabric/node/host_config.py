@@ -1,6 +1,7 @@
 """``[device]`` and ``[pressure]``: what the node is told about its machine and its limits.
 
-``[device]`` says what the node cannot measure itself (network type, metered) and what
+``[device]`` says what the node cannot measure itself (network type, metered — unless
+NetworkManager answers on D-Bus, ``network_manager``) and what
 its owner decided (relay opt-in of a ``mobile-edge`` node, battery floor); where battery
 and charging are read (``power_supply``, a ``/sys/class/power_supply`` tree) is
 configurable so tests can use a fake tree.  ``[pressure]`` says when the node's own
@@ -23,8 +24,13 @@ DEVICE_KEYS = (
     "relay_opt_in",
     "min_relay_battery_percent",
     "allow_metered_relay",
+    "network_manager",
+    "system_bus",
+    "network_manager_interval",
 )
 PRESSURE_KEYS = ("interval", "high_percent", "loop_lag_budget")
+NAT_KEYS = ("reflectors", "listen", "interval", "timeout")
+MAX_REFLECTORS = 8
 
 
 class HostConfigError(ValueError):
@@ -43,6 +49,14 @@ class DeviceConfig:
     """A mobile-edge node not charging relays only at or above this battery level."""
     allow_metered_relay: bool = False
     """A mobile-edge node on a metered network relays only when this is true."""
+    network_manager: bool = True
+    """Ask NetworkManager (D-Bus) for network type and metered; the keys above are the
+    fallback when it does not answer (``node/network_manager.py``)."""
+    system_bus: str = ""
+    """The D-Bus address NetworkManager is asked on; empty: ``$DBUS_SYSTEM_BUS_ADDRESS``
+    or ``unix:path=/run/dbus/system_bus_socket``."""
+    network_manager_interval: float = 5.0
+    """Seconds between two questions to NetworkManager."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +67,47 @@ class PressureConfig:
     """A level (cpu, memory, fds, queue) at or above this is pressure: NODE_PRESSURE is sent."""
     loop_lag_budget: float = 0.5
     """Event-loop lag (seconds) that counts as 100 % cpu pressure."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NatConfig:
+    reflectors: tuple[tuple[str, int], ...] = ()
+    """Reflectors (``host:port``) on two or more different entries: the NAT probe's far
+    sides (``node/nat_probe.py``); none: no probe, ``nat.type`` stays ``unknown``."""
+    listen: tuple[str, int] | None = None
+    """Where this node (an entry) answers other nodes' NAT probes (UDP)."""
+    interval: float = 300.0
+    """Seconds between two probes (and one after an address change)."""
+    timeout: float = 1.0
+    """Seconds one probe question waits for its answer (three tries in that time)."""
+
+
+def _host_port(value: Any, key: str) -> tuple[str, int]:
+    if not isinstance(value, str):
+        raise HostConfigError(f'{key}: expected "host:port", got {value!r}')
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise HostConfigError(f'{key}: expected "host:port", got {value!r}')
+    return host, int(port)
+
+
+def parse_nat(table: dict[str, Any], base: Path) -> NatConfig:
+    _unknown(table, NAT_KEYS)
+    reflectors = table.get("reflectors", [])
+    if not isinstance(reflectors, list) or len(reflectors) > MAX_REFLECTORS:
+        raise HostConfigError(f"reflectors: expected a list of at most {MAX_REFLECTORS}")
+    if len(reflectors) == 1:
+        raise HostConfigError(
+            "reflectors: one is not enough: the mapping is told by comparing two entries"
+        )
+    listen = table.get("listen")
+    return NatConfig(
+        reflectors=tuple(_host_port(r, "reflectors") for r in reflectors),
+        listen=None if listen is None else _host_port(listen, "listen"),
+        interval=_number(table, "interval", 300.0, 1.0, 86400.0),
+        timeout=_number(table, "timeout", 1.0, 0.05, 30.0),
+    )
 
 
 def _bool(table: dict[str, Any], key: str, default: bool) -> bool:
@@ -67,6 +122,13 @@ def _number(table: dict[str, Any], key: str, default: float, low: float, high: f
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise HostConfigError(f"{key}: expected a number within {low:g}..{high:g}, got {value!r}")
     return float(value)
+
+
+def _string(table: dict[str, Any], key: str) -> str:
+    value = table.get(key, "")
+    if not isinstance(value, str) or len(value) > 1024:
+        raise HostConfigError(f"{key}: expected a string, got {value!r}")
+    return value
 
 
 def _unknown(table: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -92,6 +154,9 @@ def parse_device(table: dict[str, Any], base: Path) -> DeviceConfig:
         relay_opt_in=_bool(table, "relay_opt_in", False),
         min_relay_battery_percent=_number(table, "min_relay_battery_percent", 30.0, 0.0, 100.0),
         allow_metered_relay=_bool(table, "allow_metered_relay", False),
+        network_manager=_bool(table, "network_manager", True),
+        system_bus=_string(table, "system_bus"),
+        network_manager_interval=_number(table, "network_manager_interval", 5.0, 0.1, 600.0),
     )
 
 

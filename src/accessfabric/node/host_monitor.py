@@ -3,12 +3,15 @@
 Every ``[pressure] interval`` seconds the monitor measures (:mod:`.host_facts`):
 process and system CPU, event-loop lag (how late its own timer fired), memory, open
 file descriptors against ``RLIMIT_NOFILE``, bytes queued for sending on every session,
-battery and charging (``[device] power_supply``) and per-peer throughput.  From them it
+battery and charging (``[device] power_supply``) and per-peer throughput; every
+``[device] network_manager_interval`` it asks NetworkManager over D-Bus for network type
+and metered (:mod:`.network_manager`; ``[device]``'s values when it does not answer).  From them it
 derives four pressure levels (percent), the four fields of NODE_PRESSURE:
 
 * ``queue``: bytes queued on all sessions against ``[session] pressure_queue_bytes``;
 * ``cpu``: the larger of this process's CPU (one core is 100 %: the event loop is one
-  thread) and event-loop lag against ``[pressure] loop_lag_budget``;
+  thread) and event-loop lag against ``[pressure] loop_lag_budget``, the highest reading
+  held for :data:`CPU_HOLD` seconds;
 * ``memory``: system memory in use (``1 - MemAvailable / MemTotal``);
 * ``network``: open descriptors against the soft ``RLIMIT_NOFILE`` (every session,
   listener and forwarded connection is one).
@@ -33,6 +36,7 @@ reason (existing ones finish: a drain), and the control link heartbeats at once 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -53,6 +57,12 @@ from accessfabric.node.host_facts import (
     read_power,
 )
 from accessfabric.node.log_format import log_event
+from accessfabric.node.nat_probe import NatMonitor
+from accessfabric.node.network_manager import (
+    NetworkFacts,
+    read_network_manager,
+    system_bus_address,
+)
 from accessfabric.session.core import PRESSURE_HIGH
 
 log = logging.getLogger(__name__)
@@ -64,6 +74,10 @@ RESEND_STEP = 10
 PEAK_DECAY = 0.95
 """Per-second decay of a peer's peak throughput (a minute halves it about 20 times)."""
 MAX_TRACKED_PEERS = 256
+CPU_HOLD = 1.0
+"""Seconds the cpu level keeps its highest reading: a node throttled by its cgroup reads
+as lagging in one sample and as idle (little CPU time) in the next; without the hold its
+NODE_PRESSURE would flap between the two every sample."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +117,12 @@ class HostMonitor:
         self._clock = clock
         self._cpu = CpuSampler()
         self._task: asyncio.Task[None] | None = None
+        self._nm_task: asyncio.Task[None] | None = None
+        nat = config.nat
+        self.nat = NatMonitor(nat.reflectors, nat.listen, nat.interval, nat.timeout)
+        """The NAT probe (``[nat] reflectors``) and this node's reflector (``[nat] listen``)."""
+        self.network_manager: NetworkFacts | None = None
+        """NetworkManager's last answer (None: not asked, or it did not answer)."""
         self.on_relay_change: Callable[[], None] | None = None
         """Called when the mobile relay state changes (the control link heartbeats)."""
         self.loop_lag = 0.0
@@ -121,6 +141,7 @@ class HostMonitor:
         self._bytes: dict[str, tuple[int, float]] = {}
         self._peak_mbps: dict[str, float] = {}
         self._relay_refusal: str | None = None
+        self._cpu_readings: collections.deque[tuple[float, int]] = collections.deque()
         self.relay_changes = 0
         self.sampled_at: float | None = None
         self.sample(0.0)
@@ -128,13 +149,53 @@ class HostMonitor:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        await self.nat.start()
         self._task = asyncio.create_task(self._run())
+        if self.device.network_manager:
+            self._nm_task = asyncio.create_task(self._watch_network_manager())
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._nm_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.nat.close()
+
+    async def _watch_network_manager(self) -> None:
+        address = self.device.system_bus or system_bus_address()
+        while True:
+            facts = await read_network_manager(address)
+            if facts != self.network_manager:
+                log_event(
+                    log, "network manager",
+                    network_type=facts.network_type if facts else "-",
+                    metered=facts.metered if facts else "-",
+                    answered=facts is not None,
+                )  # fmt: skip
+                self.network_manager = facts
+                self._update_relay_gate()
+                if self.on_relay_change is not None:  # the planner sees the new facts now
+                    self.on_relay_change()
+            await asyncio.sleep(self.device.network_manager_interval)
+
+    @property
+    def network_type(self) -> str:
+        """NetworkManager's primary connection type when it knows, else ``[device]``'s."""
+        facts = self.network_manager
+        if facts is not None and facts.network_type is not None:
+            return facts.network_type
+        return self.device.network_type
+
+    @property
+    def metered(self) -> bool:
+        """Metered by config (the owner's word) or by NetworkManager."""
+        facts = self.network_manager
+        return self.device.metered or bool(facts is not None and facts.metered)
+
+    @property
+    def network_source(self) -> str:
+        return "networkmanager" if self.network_manager is not None else "config"
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -166,13 +227,23 @@ class HostMonitor:
         queue_limit = max(1, self.config.session.pressure_queue_bytes)
         self.levels = PressureLevels(
             queue=_percent(self.queued_bytes / queue_limit),
-            cpu=_percent(max(min(1.0, self.process_cpu), loop_lag / budget)),
+            cpu=self._held_cpu(_percent(max(min(1.0, self.process_cpu), loop_lag / budget)), now),
             memory=_percent(self.memory.system_used or 0.0),
             network=_percent(self.fds.used),
         )
         self.sampled_at = now
         self._signal_pressure(connections, now)
         self._update_relay_gate()
+
+    def _held_cpu(self, level: int, now: float) -> int:
+        """The highest cpu reading of the last :data:`CPU_HOLD` seconds (this one included)."""
+        readings = self._cpu_readings
+        while readings and now - readings[0][0] >= CPU_HOLD:
+            readings.popleft()
+        while readings and readings[-1][1] <= level:
+            readings.pop()  # a monotonic deque: the front is the maximum
+        readings.append((now, level))
+        return readings[0][1]
 
     def _measure_throughput(self, connections: list[SessionConnection], now: float) -> None:
         seen: set[str] = set()
@@ -243,7 +314,7 @@ class HostMonitor:
         log_event(
             log, "mobile relay " + ("paused" if refusal else "allowed"),
             reason=refusal or "-", battery=self.power.battery_percent,
-            charging=self.power.charging, metered=self.device.metered,
+            charging=self.power.charging, metered=self.metered,
         )  # fmt: skip
         if self.on_relay_change is not None:
             self.on_relay_change()
@@ -254,7 +325,7 @@ class HostMonitor:
         device = self.device
         if not device.relay_opt_in:
             return "mobile relay not opted in: [device] relay_opt_in is false"
-        if device.metered and not device.allow_metered_relay:
+        if self.metered and not device.allow_metered_relay:
             return "mobile relay paused: the network is metered"
         battery, floor = self.power.battery_percent, device.min_relay_battery_percent
         if battery is not None and not self.power.charging and battery < floor:
@@ -276,8 +347,8 @@ class HostMonitor:
             "memory": self.levels.memory / 100,
             "queue_depth": min(MAX_QUEUE, self.queued_bytes // 1024),
             "socket_pressure": self.levels.network / 100,
-            "network_type": self.device.network_type,
-            "metered": self.device.metered,
+            "network_type": self.network_type,
+            "metered": self.metered,
         }
         if self.mobile:  # the planner takes a node reporting a battery for a mobile one
             fields["battery_percent"] = self.power.battery_percent
@@ -286,6 +357,14 @@ class HostMonitor:
         else:
             fields["relay_opt_in"] = relay_opt_in
         return fields
+
+    def nat_fields(self, listening: bool) -> dict[str, Any]:
+        """``nat.type`` and ``nat.reachable`` once probed (``listening``: the node has a
+        listener; reachable means both); nothing before, so the defaults stand."""
+        report = self.nat.report
+        if report is None:
+            return {}
+        return {"nat_type": report.type, "reachable": listening and report.reachable is not False}
 
     def with_bandwidth(self, peers: tuple[PeerMeasurement, ...]) -> tuple[PeerMeasurement, ...]:
         """``peers`` with the peak throughput seen on their session, where one was seen."""
@@ -317,8 +396,10 @@ class HostMonitor:
             "pressure_sent": self.pressure_sent,
             "battery_percent": self.power.battery_percent,
             "charging": self.power.charging,
-            "network_type": self.device.network_type,
-            "metered": self.device.metered,
+            "network_type": self.network_type,
+            "metered": self.metered,
+            "network_source": self.network_source,
+            **self.nat.status(),
             "mobile_relay": ("-" if not self.mobile else self._relay_refusal or "allowed"),
             "peer_peak_mbps": ", ".join(
                 f"{peer[:14]}… {mbps:.1f}" for peer, mbps in sorted(self._peak_mbps.items())

@@ -3,8 +3,9 @@
 For every endpoint of every ``[[peers]]`` entry: a pinned handshake, two PINGs and
 an echo round trip (the ``smoke`` check) with a short timeout, in parallel; the
 control plane's ``/readyz``; the nearest peer by handshake time.  This node's own
-addresses are listed; without a reflector on the far side, NAT is reported as
-unknown rather than guessed.
+addresses are listed, and with ``[nat] reflectors`` the NAT type is probed
+(node/nat_probe.py: mapping from two entries, inbound reachability); without
+reflectors it is reported as unknown rather than guessed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from accessfabric.node.config import NodeConfig
 from accessfabric.node.dial import carrier_available
+from accessfabric.node.nat_probe import NatReport, probe_nat
 from accessfabric.node.smoke import classify_failure, run_smoke
 
 
@@ -62,7 +64,14 @@ async def netcheck(config: NodeConfig, timeout: float = 5.0) -> dict[str, Any]:
         for peer in config.peers
         for endpoint in peer.endpoints
     ]
-    rows = list(await asyncio.gather(*checks))
+
+    async def nat() -> NatReport | None:
+        if not config.nat.reflectors:
+            return None
+        return await probe_nat(config.nat.reflectors, config.nat.timeout)
+
+    results, report = await asyncio.gather(asyncio.gather(*checks), nat())
+    rows = list(results)
     control = await _check_control(config.control.url, timeout) if config.control else None
     reachable = [row for row in rows if row["ok"]]
     nearest = min(reachable, key=lambda row: row["handshake_ms"]) if reachable else None
@@ -74,7 +83,9 @@ async def netcheck(config: NodeConfig, timeout: float = 5.0) -> dict[str, Any]:
         "control": control,
         "nearest": nearest,
         "local_addresses": _local_addresses(),
-        "nat": "unknown (no reflector: a far side that reports the address it sees)",
+        "nat": report.describe() if report is not None else "unknown (no [nat] reflectors)",
+        "nat_type": report.type if report is not None else "unknown",
+        "nat_reachable": report.reachable if report is not None else None,
         "ok": bool(reachable) or (not rows and bool(control and control["ok"])),
     }
 

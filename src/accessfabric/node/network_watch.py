@@ -10,7 +10,11 @@ no polling) and reads the address of each ``RTM_DELADDR``.  After a burst settle
 * a session whose carrier reports its local address (``CarrierInfo.local_address``, TCP
   and TLS) and whose address was removed is aborted — it cannot carry a byte again;
 * a session whose carrier does not say is pinged, and aborted when it does not answer
-  within :func:`probe_timeout`;
+  within :func:`probe_timeout`; a QUIC session this node dialled first migrates
+  (``SessionConnection.migrate``: a new UDP socket and connection id, whose source
+  address the kernel picks from the routes of now), so the ping goes over the new path
+  and the connection — streams and all — survives when the peer's address is still
+  reachable;
 * every other session is left alone (addresses coming and going elsewhere on the
   machine, e.g. other network namespaces' veths, do not disturb it).
 
@@ -60,6 +64,9 @@ class NetworkWatch:
         self._task: asyncio.Task[None] | None = None
         self.changes = 0
         self.aborted = 0
+        self.migrated = 0
+        self.on_change: Callable[[], None] | None = None
+        """Called after an address was removed (the NAT probe runs again)."""
 
     async def start(self) -> None:
         try:
@@ -112,6 +119,8 @@ class NetworkWatch:
                     connection, f"its local address {connection.info.local_address} is gone"
                 )
             await asyncio.gather(*(self._probe(c) for c in unknown))
+            if self.on_change is not None:
+                self.on_change()
 
     def _abort(self, connection: SessionConnection, why: str) -> None:
         self.aborted += 1
@@ -123,6 +132,15 @@ class NetworkWatch:
 
     async def _probe(self, connection: SessionConnection) -> None:
         timeout = probe_timeout(connection.session.rtt.srtt)
+        try:
+            if await connection.migrate():
+                self.migrated += 1
+                log_event(
+                    log, "session migrated", peer=connection.session.peer_node_id,
+                    address=connection.info.peer_address,
+                )  # fmt: skip
+        except Exception as error:  # no socket for the new path, or a bug: the ping decides
+            log_event(log, "migration failed", logging.WARNING, error=repr(error))
         try:
             await asyncio.wait_for(connection.ping(), timeout)
         except TimeoutError:

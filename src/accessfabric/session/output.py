@@ -228,7 +228,7 @@ class Output(SessionCore):
         high = level >= PRESSURE_HIGH
         if high != self._pressure_high:
             self._pressure_high = high
-            parts.append(fr.NodePressure(level, 0, 0, 0).to_bytes())
+            parts.append(fr.NodePressure(level, *self.host_levels).to_bytes())
 
     def _after_send(self, stream: Stream) -> None:
         if stream.queued and stream.stall_since is None:

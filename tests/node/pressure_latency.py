@@ -1,0 +1,161 @@
+"""Interactive latency while bulk backs off under CPU pressure: a measurement, not a test.
+
+``sudo PYTHONPATH=src .venv/bin/python -m tests.node.pressure_latency [--seconds S]``
+(root: a cpu cgroup).  A real ``node run`` process serves ``echo``; this process holds
+two sessions to it (TCP+TLS), each with a BULK echo stream kept full and an INTERACTIVE
+echo stream pinged every 20 ms (16 bytes, one outstanding).  Session ``backoff`` uses
+the default ``pressure_bulk_weight`` (1: bulk's share drops while the node reports
+pressure); session ``control`` uses 2 (bulk ignores pressure).  Phases, each
+``--seconds`` long, one session at a time:
+
+1. ``idle``: no hog;
+2. ``hog``: the node and a busy-loop hog share one cgroup capped at ``--quota-ms`` per
+   100 ms CFS period (default 20: a fifth of a core for both), measured once the node's
+   NODE_PRESSURE (cpu: its event loop runs late while throttled) reached the session;
+   with ``--share`` instead both are pinned to CPU 0 and share it by the scheduler's
+   fairness (no quota; the phase starts after 20 s if no pressure comes).
+
+Prints one JSON line per phase and session: interactive RTT p50 / p99 (ms), bulk echo
+MB/s, the peer's pressure levels and bulk's DRR weight.  docs/benchmarks.md
+("pressure") records a run.  Not in ``make test``: a shared machine's load moves the
+figures more than the effect measured (the CPU-pressure *signal* is tested in
+``tests/node/test_node_pressure.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from accessfabric.bench.cpu_budget import unavailable_reason
+from accessfabric.identity.keys import NodeKey
+from accessfabric.node.connection import SessionConnection
+from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.session import SessionConfig
+from accessfabric.wire.registry import TrafficClass
+from tests.node.harness import start_node
+from tests.node.test_node_pressure import CpuGroup
+
+HIGH = 80
+PING_EVERY = 0.02
+CHUNK = 64 * 1024
+
+
+async def measure(connection: SessionConnection, seconds: float) -> dict[str, Any]:
+    interactive = await connection.open_stream("echo", TrafficClass.INTERACTIVE)
+    bulk = await connection.open_stream("echo", TrafficClass.BULK)
+    echoed = 0
+    stop = asyncio.Event()
+
+    async def write_bulk() -> None:
+        payload = b"b" * CHUNK
+        while not stop.is_set():
+            bulk.write(payload)
+            await bulk.drain()
+
+    async def read_bulk() -> None:
+        nonlocal echoed
+        while chunk := await bulk.read(CHUNK):
+            echoed += len(chunk)
+
+    writer = asyncio.create_task(write_bulk())
+    reader = asyncio.create_task(read_bulk())
+    await asyncio.sleep(0.5)  # bulk under way
+    start_bytes, started = echoed, time.perf_counter()
+    rtts: list[float] = []
+    while time.perf_counter() - started < seconds:
+        sent = time.perf_counter()
+        interactive.write(b"p" * 16)
+        await interactive.readexactly(16)
+        rtts.append(time.perf_counter() - sent)
+        await asyncio.sleep(max(0.0, PING_EVERY - (time.perf_counter() - sent)))
+    elapsed = time.perf_counter() - started
+    rate = (echoed - start_bytes) / elapsed / 1e6
+    stop.set()
+    writer.cancel()
+    reader.cancel()
+    interactive.close()
+    bulk.close()
+    quantiles = statistics.quantiles(rtts, n=100)
+    return {
+        "pings": len(rtts),
+        "rtt_p50_ms": round(statistics.median(rtts) * 1e3, 2),
+        "rtt_p99_ms": round(quantiles[98] * 1e3, 2),
+        "bulk_MBps": round(rate, 2),
+        "peer_pressure": connection.session.peer_pressure,
+        "bulk_weight": connection.session._scheduler.weights[TrafficClass.BULK],
+    }
+
+
+async def main(seconds: float, quota_ms: float, share: bool) -> None:
+    reason = unavailable_reason()
+    if reason is not None:
+        sys.exit(f"pressure_latency: {reason}")
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        extra = f"[pressure]\ninterval = 0.1\nhigh_percent = {HIGH}\nloop_lag_budget = 0.05\n"
+        loop = asyncio.get_running_loop()
+        node = await loop.run_in_executor(None, lambda: start_node(directory / "n", "n", extra))
+        group: CpuGroup | None = None
+        hog: subprocess.Popen[bytes] | None = None
+        sessions: dict[str, SessionConnection] = {}
+        try:
+            for name, weight in (("backoff", 1), ("control", 2)):
+                local = LocalNode(
+                    key=NodeKey.generate(), cert_dir=directory / name,
+                    session_config=SessionConfig(pressure_bulk_weight=weight),
+                )  # fmt: skip
+                sessions[name] = await connect_tcp(
+                    local, "127.0.0.1", node.port, expected_peer_id=node.node_id
+                )
+            for name, connection in sessions.items():
+                print(json.dumps({"phase": "idle", "session": name,
+                                  **await measure(connection, seconds)}), flush=True)  # fmt: skip
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            if share:  # one core, shared by the scheduler's fairness: no quota
+                for pid in (node.process.pid, hog.pid):
+                    os.sched_setaffinity(pid, {0})
+            else:
+                group = CpuGroup()
+                group.add(node.process.pid)
+                group.add(hog.pid)
+                group.quota(int(quota_ms * 1000))
+            for name, connection in sessions.items():
+                deadline = time.monotonic() + 20
+                while (connection.session.peer_pressure or (0, 0))[1] < HIGH:
+                    if time.monotonic() > deadline:
+                        print(json.dumps({"phase": "hog", "session": name,
+                                          "error": "no cpu pressure in 20 s"}))  # fmt: skip
+                        break
+                    await asyncio.sleep(0.1)
+                print(json.dumps({"phase": "hog", "session": name,
+                                  **await measure(connection, seconds)}), flush=True)  # fmt: skip
+        finally:
+            if hog is not None:
+                hog.kill()
+                hog.wait(5)
+            for connection in sessions.values():
+                connection.abort()
+            node.kill()
+            if group is not None:
+                await group.remove()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--quota-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--share", action="store_true", help="pin node and hog to CPU 0 instead of a quota"
+    )
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.seconds, arguments.quota_ms, arguments.share))
