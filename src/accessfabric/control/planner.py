@@ -58,6 +58,7 @@ from accessfabric.control.planning.scoring import (
     ScoringWeights,
     explain,
     locality_term,
+    pool_spread_term,
 )
 from accessfabric.control.planning.search import (
     Constraints,
@@ -167,9 +168,11 @@ class RoutePlanner:
             )
         # The cone depends on (service, tenant) only, never on the source.
         cone = self._cone(service, source_node.tenant, usable)
+        pool = len(replicas) > 1  # a pool: each source its own order among equals
         arrival = {
             t: index.replica_cost[t]
             + locality_term(source_node, self.graph.nodes[index.ids[t]], self.weights)
+            + (pool_spread_term(source, index.ids[t], self.weights) if pool else 0.0)
             for t in replicas
         }
         found = search(index, src, source_node.tenant, arrival, cone)

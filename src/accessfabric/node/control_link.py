@@ -74,6 +74,7 @@ from accessfabric.node.log_format import log_event
 from accessfabric.node.route_test_runner import RouteTestRunner
 from accessfabric.node.routes import NoUsableRoute
 from accessfabric.node.service_failovers import ServiceFailovers
+from accessfabric.node.tenant_admission import retry_hint
 from accessfabric.session import SessionState
 from accessfabric.session.events import GoawayReceived
 from accessfabric.wire.registry import TrafficClass
@@ -98,6 +99,12 @@ PROBE_BACKOFF_MAX = 60.0
 jitter (:func:`backoff_delay`), at most this many seconds apart."""
 REHOME_SPREAD = 2.0
 """Seconds over which a device whose placed entry failed spreads its next attempt."""
+MAX_TELEMETRY_EVERY = 1000
+"""The largest ``telemetry_every`` a node takes from a heartbeat reply."""
+LOST_ENTRY_AVOID = 10.0
+"""Seconds a device whose entry session ended tries its alternates before that entry
+again: a dead entry stays in directories until the control plane counts it unreachable
+(4.5 heartbeat intervals), and dialling it first cost its devices a failed dial each."""
 SOFTWARE = "accessfabric-node"
 ROUTE_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two ``no route lease`` log lines for one (service, class)."""
@@ -146,7 +153,15 @@ class ControlLink:
         """Directory peers the operator drains: route leases through them are replaced."""
         self._drained_refetch: dict[tuple[str, TrafficClass], float] = {}
         self._placement: list[str] = []
+        self._telemetry_every = 1
+        """Detailed telemetry with one heartbeat in this many (the control plane says)."""
+        self._beats = 0
+        self._home: str | None = None
+        """The placed entry this device last held (or dialled) its session with."""
         self._watcher: asyncio.Task[None] | None = None
+        self._watched: SessionConnection | None = None
+        self._lost: dict[str, float] = {}
+        """Entry -> until when: its placed session ended, its alternates go first."""
         """The directory's session placement (``mobile`` scope): entries, primary first."""
         self._probe_failures: dict[str, tuple[int, float]] = {}
         """Directory peer -> (failed probes in a row, when the next may start)."""
@@ -292,8 +307,13 @@ class ControlLink:
                 log, "enrolled with the control plane", tenant=record.tenant,
                 roles=",".join(sorted(r.value for r in record.roles)),
             )  # fmt: skip
-        reply = await client.heartbeat(self.facts())
+        detail = self._beats % self._telemetry_every == 0  # sampled (control/telemetry.py)
+        self._beats += 1
+        reply = await client.heartbeat(self.facts(detail=detail))
         self.last_heartbeat_at = self._clock()
+        every = reply.get("telemetry_every")
+        if isinstance(every, int) and not isinstance(every, bool) and every >= 1:
+            self._telemetry_every = min(every, MAX_TELEMETRY_EVERY)
         self.runtime.operator_drain.set(  # control drain NODE (node/operator_drain.py)
             reply.get("draining") is True,
             settle=DRAIN_SETTLE_INTERVALS
@@ -348,7 +368,9 @@ class ControlLink:
 
     # ------------------------------------------------------------ facts
 
-    def facts(self) -> HeartbeatFacts:
+    def facts(self, *, detail: bool = True) -> HeartbeatFacts:
+        """What the next heartbeat says; without ``detail`` none of the sampled telemetry
+        (streams, routes, endpoint health, relay usage: control/telemetry.py)."""
         runtime = self.runtime
         endpoints = [bound.endpoint for bound in runtime.listeners]
         transports = tuple(dict.fromkeys(TRANSPORT_OF.get(e.carrier, "tcp_tls") for e in endpoints))
@@ -363,11 +385,11 @@ class ControlLink:
             relay_opt_in=relay,
             relay_classes=tuple(c.name.lower() for c in TrafficClass) if relay else (),
             services=services,
-            endpoint_health=self._endpoint_health(),
+            endpoint_health=self._endpoint_health() if detail else (),
             class_bytes=self._class_bytes(),
-            route_reports=self._route_reports(),
-            relay_usage=self._relay_usage(),
-            stream_reports=self._stream_reports(),
+            route_reports=self._route_reports() if detail else (),
+            relay_usage=self._relay_usage() if detail else (),
+            stream_reports=self._stream_reports() if detail else (),
             route_cache_version=self.route_cache_version,
             sessions=runtime.accepted_sessions,
         )
@@ -574,11 +596,21 @@ class ControlLink:
         if placement is not None:
             self._place(placement)
 
-    async def _rehome_when_closed(self, node_id: str, connection: SessionConnection) -> None:
-        """Place again once the placed entry's session ends or its entry sends GOAWAY
-        (drained by the operator, shutting down): that entry is then backed off like a
-        failed dial, and the control link heartbeats now (the directory's placement has
-        likely changed)."""
+    def _watch(self, connection: SessionConnection | None) -> None:
+        """Re-home as soon as ``connection`` (the placed session) ends, whoever dialled it
+        (a probe, or a stream's route that got there first, or a dial that outlived its
+        probe's timeout): not only at the next control cycle."""
+        if connection is None or connection is self._watched:
+            return
+        if self._watcher is not None:
+            self._watcher.cancel()
+        self._watched = connection
+        self._watcher = asyncio.create_task(self._rehome_when_closed(connection))
+
+    async def _rehome_when_closed(self, connection: SessionConnection) -> None:
+        """... or as soon as its entry sends GOAWAY (drained by the operator, shutting
+        down): the entry is then avoided like a lost one, and the control link heartbeats
+        at once (the directory's placement has likely changed)."""
         goaway = asyncio.Event()
 
         def on_event(event: object) -> None:
@@ -598,13 +630,25 @@ class ControlLink:
             with contextlib.suppress(ValueError):
                 connection.on_event.remove(on_event)
         if goaway.is_set():
-            failures = self._probe_failures.get(node_id, (0, 0.0))[0] + 1
-            delay = backoff_delay(
-                failures, self._rng, base=PROBE_BACKOFF_BASE, cap=PROBE_BACKOFF_MAX
-            )
-            self._probe_failures[node_id] = (failures, self._clock() + delay)
             self._wake.set()
         pause = self._rng.uniform(0.0, REHOME_SPREAD)  # the entry's devices spread out
+        ended, entry = connection.session.terminated, connection.session.peer_node_id
+        hint = retry_hint(ended.reason) if ended is not None and ended.remote else None
+        now = self._clock()
+        alternates = [
+            n
+            for n in self._placement
+            if n != entry
+            and n in self._directory_peers
+            and now >= self._probe_failures.get(n, (0, 0.0))[1]
+        ]
+        if entry and not self._stop.is_set() and (alternates or hint is not None):
+            failures = self._probe_failures.get(entry, (0, 0.0))[0] + 1
+            avoid = LOST_ENTRY_AVOID if hint is None else hint  # a GOAWAY's retry hint
+            self._probe_failures[entry] = (failures, now + avoid)
+            self._lost[entry] = now + avoid
+            if hint is not None:
+                log_event(log, "entry asked to retry later", peer=entry, retry_in=round(hint, 1))
         asyncio.get_running_loop().call_later(pause, self._place_again)
 
     def _place_again(self) -> None:
@@ -616,19 +660,40 @@ class ControlLink:
 
         The first entry not backing off after a failed dial is the one; a device that
         holds a session with any placed entry stays where it is (no churn when loads
-        change).  When its entry dies the next cycle finds no session, the dead entry's
-        dial fails and, after a jittered pause (:data:`REHOME_SPREAD`, so a dead entry's
-        devices do not all arrive at once), the next alternate is dialled (without
-        waiting for the next cycle).
+        change), also while a directory leaves that entry out (its heartbeat late at the
+        control plane).  When the placed session ends (:meth:`_watch`), after a jittered
+        pause (:data:`REHOME_SPREAD`, so a dead entry's devices do not all arrive at
+        once) the next alternate is dialled, without waiting for the next cycle: the
+        lost entry backs off for :data:`LOST_ENTRY_AVOID` (or a GOAWAY's retry hint)
+        and a dial to it under way does not count as placed meanwhile.
         """
         self._placement = placement
         known = [n for n in placement if n in self._directory_peers]
         peers = self.runtime.peers
-        if any(self._has_session(n) or peers.dialing(n) or n in self._probes for n in known):
-            return  # placed, or a dial still under way (one that outlived its probe too)
         now = self._clock()
         for node_id in known:
+            lost = now < self._lost.get(node_id, 0.0)  # its session just ended: a dial to
+            # it under way (a stream's route, say) is no placement, the alternate is next
+            dialing = not lost and (peers.dialing(node_id) or node_id in self._probes)
+            if self._has_session(node_id) or dialing:
+                self._home = node_id
+                self._watch(peers.current(node_id))
+                return  # placed, or a dial still under way (one that outlived its probe too)
+        home = self._home
+        held = home is not None and (
+            self._has_session(home)
+            or (now >= self._lost.get(home, 0.0) and (peers.dialing(home) or home in self._probes))
+        )
+        if held and home not in self._directory_peers:
+            # Our entry is missing from this directory, yet its session lives: its
+            # heartbeat was late at the control plane (unreachable there for a moment),
+            # the session is first-hand news.  Dialling the next entry now left the
+            # device with sessions to both (issue 17); if the entry is really gone, its
+            # session ends and _rehome_when_closed places the device again.
+            return
+        for node_id in known:
             if now >= self._probe_failures.get(node_id, (0, 0.0))[1]:
+                self._home = node_id
                 self._probes[node_id] = asyncio.create_task(self._probe(node_id, rehome=True))
                 return
 
@@ -655,7 +720,7 @@ class ControlLink:
             connection = await asyncio.wait_for(self.runtime.peers.session(node_id), 10.0)
             self._probe_failures.pop(node_id, None)
             if rehome:  # re-home as soon as this session ends, not at the next cycle
-                self._watcher = asyncio.create_task(self._rehome_when_closed(node_id, connection))
+                self._watch(connection)
         except asyncio.CancelledError:
             raise
         except Exception as error:

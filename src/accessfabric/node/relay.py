@@ -47,6 +47,7 @@ from accessfabric.node.connection import HopStream, SessionConnection, StreamRes
 from accessfabric.node.lease_check import CheckedLease
 from accessfabric.node.log_format import log_event
 from accessfabric.node.peers import PeerSessionManager
+from accessfabric.node.relay_fairness import TenantFairShare
 from accessfabric.node.relay_limits import RelayLimits, RelayQuotas, RelayRefused
 from accessfabric.node.resumable import StreamErrors, new_fabric_stream
 from accessfabric.session import events as ev
@@ -87,6 +88,8 @@ class Relay:
     ) -> None:
         self.peers = peers
         self.quotas = RelayQuotas(limits)
+        self.fairness: TenantFairShare | None = TenantFairShare()
+        """Equal relay shares per tenant, not per stream (node/relay_fairness.py)."""
         self.orphan_grace = orphan_grace
         self._ends: dict[tuple[SessionConnection, int], Splice] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -338,6 +341,8 @@ class Relay:
                 with contextlib.suppress(*StreamErrors, LocalProtocolError):
                     dst.close()
                 return
+            if self.fairness is not None:
+                await self.fairness.turn(tenant, len(data))
             await quotas.spend(tenant, cls, len(data), upstream=upstream)
             try:
                 dst.write(data)

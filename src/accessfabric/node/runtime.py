@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from typing import Any, Protocol
 
 from accessfabric.control.client import ControlClient
@@ -149,6 +150,9 @@ class NodeRuntime:
             stream.connection, reason, stream.service
         )
         self.observe.watch_admission(self.local.admission)
+        tenants = self.local.admission.tenants  # sessions per tenant (node/tenant_admission.py)
+        self.data_plane.hooks.append(tenants.hook(self.access.record_of, time.monotonic))
+        self.observe.add_section("tenants", tenants.status)
         self.observe.watch_routes(self.routes)
         self.observe.watch_refusals(lambda: dict(self.data_plane.refused))
         self.observe.watch_relay(self.data_plane.relay, always="relay" in config.roles)
