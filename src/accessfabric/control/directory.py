@@ -34,9 +34,10 @@ A ``mobile`` directory has its own, narrower version (:func:`version_for`): it m
 only when what that directory can show moves — an entry of the node's tenant or shared
 infrastructure enrolling, changing its record, turning visible or unreachable, or
 changing its region, endpoints, transports or relay facts, or a drain or undrain —
-or the node's own region or set of measured entries changes.  Before, every device refetched its directory whenever
-*any* node enrolled, renewed its record or connected somewhere: at 1000 devices that was
-a refetch storm of O(N^2) directory builds (issue 17, docs/fleet.md).
+or the node's own region or set of measured entries changes.  Before, every device
+refetched its directory whenever *any* node enrolled, renewed its record or connected
+somewhere: at 1000 devices that was a refetch storm of O(N^2) directory builds (issue 17,
+docs/fleet.md).
 """
 
 from __future__ import annotations
