@@ -26,14 +26,15 @@ The directory's ``version`` (:func:`directory_version`, also in every heartbeat 
 an opaque number that moves whenever any directory could change: a node record changes
 (the registry's store revision), a node turns visible or ``unreachable``, or a live node's
 region, endpoints, transports, measured peers or relay facts change (the heartbeat table's
-visibility generation).  A node refetches when it differs from the one it holds; it does not move
-with health or RTT values alone, so those may be up to one such change old.
+visibility generation), or the operator drains or undrains a node.  A node refetches
+when it differs from the one it holds; it does not move with health or RTT values alone,
+so those may be up to one such change old.
 
 A ``mobile`` directory has its own, narrower version (:func:`version_for`): it moves
 only when what that directory can show moves — an entry of the node's tenant or shared
-infrastructure, of its region or measured by it, enrolling, changing its record, turning visible or unreachable, or
-changing its region, endpoints, transports or relay facts — or the node's own region or
-set of measured entries changes.  Before, every device refetched its directory whenever
+infrastructure, of its region or measured by it, enrolling, changing its record, turning
+visible or unreachable, or changing its region, endpoints, transports or relay facts,
+or a drain or undrain — or the node's own region or set of measured entries changes.  Before, every device refetched its directory whenever
 *any* node enrolled, renewed its record or connected somewhere: at 1000 devices that was
 a refetch storm of O(N^2) directory builds (issue 17, docs/fleet.md).
 
@@ -43,7 +44,8 @@ that left it (``removed``; a ``mobile`` view, at most ``MOBILE_LIMIT`` entries, 
 its member ``ids`` instead) and its placement.  A change is noted per node in the
 heartbeat table's change log (:mod:`accessfabric.control.directory_log`), so a node of
 another tenant, or one whose view the changed node cannot be in, gets an empty delta.
-No cursor, a cursor the bounded log no longer covers, or a change of the asking node
+No cursor, a cursor the bounded log no longer covers, a drain or undrain since the
+cursor (the cursor names the set of drained nodes), or a change of the asking node
 itself (its record, region, measured peers: its whole view may move) gets the whole
 directory.
 """
@@ -56,6 +58,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from accessfabric.control.drains import NodeDrains
 from accessfabric.control.heartbeats import Health, HeartbeatTable
 from accessfabric.control.leasing import SHARED_TENANT, node_facts
 from accessfabric.control.placement import EntryCandidate, place
@@ -85,6 +88,8 @@ class DirectoryEntry:
     transports: tuple[str, ...]
     rtt_ms: float | None
     """RTT the asking node measured to this peer, if it did."""
+    draining: bool = False
+    """The operator drains this peer (:mod:`accessfabric.control.drains`)."""
 
     def to_json(self) -> dict[str, Any]:
         record = self.node.record
@@ -99,6 +104,7 @@ class DirectoryEntry:
             "endpoints": list(self.endpoints),
             "transports": list(self.transports),
             "rtt_ms": self.rtt_ms,
+            "draining": self.draining,
         }
 
 
@@ -121,9 +127,13 @@ def _scope(roles: frozenset[Role]) -> str:
     return "mobile"
 
 
-def directory_version(registry: NodeRegistry, heartbeats: HeartbeatTable, now: float) -> int:
+def directory_version(
+    registry: NodeRegistry, heartbeats: HeartbeatTable, now: float, drains: NodeDrains | None = None
+) -> int:
     """The version of every directory at ``now``: compare for equality only (48 bits)."""
     text = f"{heartbeats.epoch}:{registry.version}:{heartbeats.visibility(now)}"
+    if drains is not None:
+        text += f":{drains.digest()}"
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=6).digest(), "big")
 
 
@@ -174,15 +184,19 @@ def _entries_digest(
 
 
 def version_for(
-    asking: RegisteredNode, registry: NodeRegistry, heartbeats: HeartbeatTable, now: float
+    asking: RegisteredNode,
+    registry: NodeRegistry,
+    heartbeats: HeartbeatTable,
+    now: float,
+    drains: NodeDrains | None = None,
 ) -> int:
     """The version of ``asking``'s directory (heartbeat replies and the directory carry it).
 
     ``mobile`` scope: its own narrow version (module docstring): its region's entries of
     its partition, and the entries it measured; other scopes: the global
-    :func:`directory_version`."""
+    :func:`directory_version`.  Both move with every drain and undrain."""
     if _scope(asking.record.roles) != "mobile":
-        return directory_version(registry, heartbeats, now)
+        return directory_version(registry, heartbeats, now, drains)
     me = asking.record
     own = heartbeats.get(me.node_id)
     region = (own.facts.region or "default") if own else "default"
@@ -195,6 +209,8 @@ def version_for(
         mine = node is not None and node.record.tenant in (me.tenant, SHARED_TENANT)
         if node is not None and mine and Role.ENTRY in node.record.roles:
             h.update(_entry_facts(node, heartbeats, now))
+    if drains is not None:
+        h.update(drains.digest().encode())
     return int.from_bytes(h.digest(), "big")
 
 
@@ -204,13 +220,15 @@ def build_directory(
     heartbeats: HeartbeatTable,
     now: float,
     policy: RoutePolicy | None = None,
+    drains: NodeDrains | None = None,
 ) -> Directory:
     """The peers ``asking`` may know about under the rules above.
 
     ``policy`` (the route planner's): the ``mobile`` placement names only entries it lets
-    carry traffic (:func:`_carriers`).
+    carry traffic (:func:`_carriers`), and never a drained one (``drains``) while another
+    may be placed.
     """
-    version = version_for(asking, registry, heartbeats, now)  # first: sweeps the unreachable
+    version = version_for(asking, registry, heartbeats, now, drains)  # first: sweeps unreachable
     me = asking.record
     roles = me.roles
     own = heartbeats.get(me.node_id)
@@ -243,6 +261,7 @@ def build_directory(
             endpoints=state.facts.endpoints,
             transports=state.facts.transports,
             rtt_ms=measured.get(record.node_id),
+            draining=drains is not None and drains.is_draining(record.node_id),
         )
     chosen: dict[str, DirectoryEntry] = {}
     placement: tuple[str, ...] = ()
@@ -312,7 +331,8 @@ def _mobile_pool(
 def _carriers(
     entries: list[DirectoryEntry], heartbeats: HeartbeatTable, policy: RoutePolicy
 ) -> list[DirectoryEntry]:
-    """The entries a device may be placed on: those the planner lets carry its traffic.
+    """The entries a device may be placed on: those the planner lets carry its traffic,
+    not drained by the operator.
 
     A device holds one session, to its placed entry, so an entry the planner refuses as
     a hop (a mobile entry not opted in to relaying, on a metered network or low on
@@ -320,12 +340,13 @@ def _carriers(
     none may carry, all of them: the device still holds a session (its status, its
     directory) and moves once one may.
     """
+    live = [e for e in entries if not e.draining] or entries
     carriers = [
         e
-        for e in entries
+        for e in live
         if carrier_refusal(node_facts(e.node, heartbeats.get(e.node.node_id)), policy) is None
     ]
-    return carriers or entries
+    return carriers or live
 
 
 def _sessions(heartbeats: HeartbeatTable, node_id: str) -> int:
@@ -362,18 +383,24 @@ def directory_document(
     now: float,
     policy: RoutePolicy | None = None,
     since: str | None = None,
+    drains: NodeDrains | None = None,
 ) -> dict[str, Any]:
     """``GET /v1/directory``: the whole directory, or with ``since`` (the ``cursor`` of the
-    one the node holds) the delta since then when the change log still covers it."""
-    built = build_directory(asking, registry, heartbeats, now, policy)
+    one the node holds) the delta since then when the change log still covers it and no
+    node was drained or undrained since (the cursor's last part names the drained set)."""
+    built = build_directory(asking, registry, heartbeats, now, policy, drains)
     log = heartbeats.changes
+    drained = drains.digest() if drains is not None else "-"
     head: dict[str, Any] = {
         "version": built.version,
         "scope": built.scope,
-        "cursor": log.cursor(),
+        "cursor": f"{log.cursor()}.{drained}",
         "placement": list(built.placement),
     }
-    changed = log.since(since) if since is not None else None
+    changed = None
+    if since is not None:
+        position, _, since_drained = since.rpartition(".")
+        changed = log.since(position) if since_drained == drained else None
     if changed is None or asking.node_id in changed:
         return {
             **head,
