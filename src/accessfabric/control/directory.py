@@ -34,9 +34,10 @@ A ``mobile`` directory has its own, narrower version (:func:`version_for`): it m
 only when what that directory can show moves — an entry of the node's tenant or shared
 infrastructure, of its region or measured by it, enrolling, changing its record, turning
 visible or unreachable, or changing its region, endpoints, transports or relay facts,
-or a drain or undrain — or the node's own region or set of measured entries changes.  Before, every device refetched its directory whenever
-*any* node enrolled, renewed its record or connected somewhere: at 1000 devices that was
-a refetch storm of O(N^2) directory builds (issue 17, docs/fleet.md).
+or a drain or undrain — or the node's own region or set of measured entries changes.
+Before, every device refetched its directory whenever *any* node enrolled, renewed its
+record or connected somewhere: at 1000 devices that was a refetch storm of O(N^2)
+directory builds (issue 17, docs/fleet.md).
 
 **Deltas** (:func:`directory_document`): a node that sends the ``cursor`` of the
 directory it holds gets only the entries of its view that changed since then, the ids

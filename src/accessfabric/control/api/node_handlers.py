@@ -138,9 +138,14 @@ async def directory(request: web.Request) -> web.Response:
         raise bad_request("bad_query", "since: the cursor of a directory this node holds")
     return web.json_response(
         directory_document(
-            node, plane.registry, plane.heartbeats, plane.clock(), plane.config.policy, since,
+            node,
+            plane.registry,
+            plane.heartbeats,
+            plane.clock(),
+            plane.config.policy,
+            since,
             plane.drains,
-        )  # fmt: skip
+        )
     )
 
 
