@@ -47,7 +47,7 @@ class Fleet:
     def fetch(self, node: RegisteredNode, since: str | None = None) -> dict[str, Any]:
         p = self.plane
         return directory_document(node, p.registry, p.heartbeats, self.clock(), p.config.policy,
-                                  since)  # fmt: skip
+                                  since, p.drains)  # fmt: skip
 
 
 def _bytes(document: dict[str, Any]) -> int:
@@ -133,6 +133,13 @@ def test_a_node_removed_or_silent_leaves_by_delta_and_the_cursor_is_bounded(
     for i in range((log._log.maxlen or 0) + 1):  # one more than the ring keeps
         log.note(f"n{i}")
     assert fleet.fetch(observer, delta["cursor"])["delta"] is False
+    # a drain (the entry's "draining" flag, placement): whole, then deltas again
+    cursor = fleet.fetch(observer)["cursor"]
+    fleet.plane.drains.drain(relays[2].node_id)
+    drained = fleet.fetch(observer, cursor)
+    assert drained["delta"] is False
+    assert [e["draining"] for e in drained["entries"]] == [True]
+    assert fleet.fetch(observer, drained["cursor"])["delta"] is True
     # the asking node's own change (its region: its whole view may move): whole
     cursor = fleet.fetch(observer)["cursor"]
     fleet.beat(observer, region="us")
