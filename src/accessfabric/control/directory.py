@@ -367,6 +367,8 @@ def _could_show(
         return False  # another partition: never in this view
     if scope == "tenant" or node is None:
         return True
+    if scope == "mobile" and Role.ENTRY not in node.record.roles:
+        return False  # a mobile view shows entries only
     state, own = heartbeats.get(node.node_id), heartbeats.get(me.node_id)
     if state is None or own is None:
         return True
