@@ -14,7 +14,8 @@ neither (bulk ignores pressure).  Phases, each ``--seconds`` long, one session a
    100 ms CFS period (default 20: a fifth of a core for both), measured once the node's
    NODE_PRESSURE (cpu: its event loop runs late while throttled) reached the session;
    with ``--share`` instead both are pinned to CPU 0 and share it by the scheduler's
-   fairness (no quota; the phase starts after 20 s if no pressure comes).
+   fairness (no quota; the phase starts after 20 s if no pressure comes).  ``--rounds N``
+   repeats the hog phase N times, the sessions alternating within each round.
 
 Prints one JSON line per phase and session: interactive RTT p50 / p99 (ms), bulk echo
 MB/s, the peer's pressure levels, bulk's DRR weight, the share of pings sent while the
