@@ -6,8 +6,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from accessfabric import __version__
+
+if TYPE_CHECKING:
+    from accessfabric.node.runtime import NodeComponent
 
 BENCH_EXTRA_MODULES = frozenset({"h2", "aioquic"})
 """What the ``bench`` extra installs: baselines some suites compare against."""
@@ -41,6 +45,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     code: int = run_demo(args)
     return code
+
+
+def _node_components() -> tuple[NodeComponent, ...]:
+    """What ``node run`` hosts above the fabric: the services (node/ never imports them)."""
+    from accessfabric.services.host import ServicesComponent
+
+    return (ServicesComponent(),)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from accessfabric.node.commands import add_node_commands
 
-    add_node_commands(commands)
+    add_node_commands(commands, components=_node_components)
     from accessfabric.services.commands import add_service_commands
 
     add_service_commands(commands)
@@ -98,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_service_unit_commands(commands)
     from accessfabric.tools_cli import add_tool_commands
 
-    add_tool_commands(commands)
+    add_tool_commands(commands, build_parser)
     from accessfabric.console.commands import add_console_commands
 
     add_console_commands(commands)

@@ -42,7 +42,11 @@ def _cli(*args: str) -> str:
     return done.stdout
 
 
-async def start_control(work: Path, procs: Processes) -> Control:
+async def start_control(
+    work: Path, procs: Processes, heartbeat_policy: str = HEARTBEAT_POLICY
+) -> Control:
+    """``control serve`` on loopback; ``heartbeat_policy``: its ``--heartbeat-interval``
+    (nodes heartbeating slower are unreachable to it after 4.5 intervals)."""
     data = work / "control"
     init = await asyncio.to_thread(_cli, "control", "init", "--data", str(data))
     admin = re.search(r"afadm1_[a-z0-9_]+", init)
@@ -51,7 +55,7 @@ async def start_control(work: Path, procs: Processes) -> Control:
     port = free_port()
     procs.start(
         "control", [*COMMAND, "control", "serve", "--data", str(data), "--listen",
-                    f"127.0.0.1:{port}", "--heartbeat-interval", HEARTBEAT_POLICY],
+                    f"127.0.0.1:{port}", "--heartbeat-interval", heartbeat_policy],
     )  # fmt: skip
     url = f"https://127.0.0.1:{port}"  # TLS, pinned through the authority key
     deadline = time.monotonic() + 20

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from accessfabric.exit_codes import Exit
@@ -18,14 +19,13 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from accessfabric.cli import build_parser
     from accessfabric.node.commands import UsageError
 
     try:
         import shtab
     except ImportError:
         raise UsageError("needs shtab: pip install shtab") from None
-    print(shtab.complete(build_parser(), shell=args.shell))
+    print(shtab.complete(args.build_parser(), shell=args.shell))
     return 0
 
 
@@ -152,7 +152,9 @@ def cmd_netcheck(args: argparse.Namespace) -> int:
     return 0 if report["ok"] else int(Exit.UNREACHABLE)
 
 
-def add_tool_commands(commands: Any) -> None:
+def add_tool_commands(commands: Any, build_parser: Callable[[], argparse.ArgumentParser]) -> None:
+    """Add ``version``, ``completion`` and ``config check``; ``build_parser`` makes the
+    whole ``accessfabric`` parser (``completion`` prints it; the top-level CLI passes it in)."""
     from accessfabric.node.commands import guarded
 
     version = commands.add_parser(
@@ -169,7 +171,9 @@ def add_tool_commands(commands: Any) -> None:
         "or `source <(accessfabric completion bash)`.",
     )
     completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
-    completion.set_defaults(handler=guarded("completion", cmd_completion))
+    completion.set_defaults(
+        handler=guarded("completion", cmd_completion), build_parser=build_parser
+    )
 
     ping = commands.add_parser(
         "ping",

@@ -167,7 +167,7 @@ async def test_large_transfer_is_backpressured(kind: str) -> None:
                 for offset in range(0, len(block), 256 * 1024):
                     stream.write(block[offset : offset + 256 * 1024])
                     await stream.drain()
-                    pending = sum(len(chunk) for chunk in stream._pending)
+                    pending = sum(len(chunk) for chunk in stream.outbox.pending)
                     peak = max(peak, session.queued_bytes() + pending)
             stream.close()
             return digest.digest()

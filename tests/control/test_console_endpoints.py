@@ -20,7 +20,7 @@ from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import facts, running_plane
 
-PATHS = ("fleet", "routes", "service-leases", "traffic", "relays", "streams", "events")
+PATHS = ("fleet", "routes", "service-leases", "traffic", "relays", "streams", "events", "tenants")
 
 
 def test_console_endpoints(tmp_path: Path) -> None:
@@ -70,7 +70,12 @@ def test_console_endpoints(tmp_path: Path) -> None:
             )  # fmt: skip
             failed_over = report._replace(last_switch="session_lost", recovery_ms=42.0)
             await clients["laptop"].heartbeat(
-                facts((relay, 20.0), route_reports=(failed_over,), stream_reports=(stream,))
+                facts(
+                    (relay, 20.0),
+                    route_reports=(failed_over,),
+                    stream_reports=(stream,),
+                    class_bytes=(ClassBytes("interactive", 51_000, 0),),
+                )
             )
 
             status, fleet = await cp.admin("GET", "/v1/admin/fleet")
@@ -99,6 +104,12 @@ def test_console_endpoints(tmp_path: Path) -> None:
 
             _, relays = await cp.admin("GET", "/v1/admin/relays")
             assert relays["relays"][0]["usage"][0]["bytes_from_source"] == 900
+
+            _, tenants = await cp.admin("GET", "/v1/admin/tenants")
+            acme = tenants["tenants"]["acme"]
+            assert acme["nodes"] == 3
+            assert acme["bytes"]["interactive"] == {"in": 51_000, "out": 0}
+            assert acme["relayed_bytes"] == 1000
 
             _, leases = await cp.admin("GET", "/v1/admin/service-leases")
             (rdp,) = leases["services"]

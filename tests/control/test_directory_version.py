@@ -107,3 +107,55 @@ def test_placement_leaves_out_entries_that_refuse_to_relay(tmp_path: Path) -> No
                 assert set((await device.directory())["placement"]) == both
 
     asyncio.run(main())
+
+
+def test_a_devices_directory_version_ignores_other_devices(tmp_path: Path) -> None:
+    """Refetch storms (issue 17): a mobile device's directory shows only entries, so its
+    version must not move when other devices enroll, heartbeat or connect to an entry
+    (before, each of those moved every directory's version and all devices refetched);
+    it moves when an entry of its tenant appears, changes endpoints or disappears."""
+
+    async def main() -> None:
+        clock = FakeClock(1_800_000_000.0)
+        config = ControlConfig(heartbeat_interval=10)
+        async with running_plane(tmp_path, clock=clock, config=config) as cp:
+            keys = {n: NodeKey.generate() for n in ("device", "other", "entry", "entry2")}
+            async with (
+                cp.client(keys["device"], tmp_path / "device") as device,
+                cp.client(keys["other"], tmp_path / "other") as other,
+                cp.client(keys["entry"], tmp_path / "entry") as entry,
+                cp.client(keys["entry2"], tmp_path / "entry2") as entry2,
+            ):
+                await entry.enroll(await cp.token("acme", ["entry"]))
+                await entry.heartbeat(facts())
+                await device.enroll(await cp.token("acme", ["mobile-edge"]))
+                reply = await device.heartbeat(facts((keys["entry"], 1.0)))
+                held = await device.directory()
+                assert held["version"] == reply["directory_version"]
+                assert held["placement"] == [keys["entry"].node_id]
+
+                # another device enrolls, heartbeats, connects to the entry (the entry
+                # reports it as a peer): nothing the device's directory shows
+                await other.enroll(await cp.token("acme", ["mobile-edge"]))
+                await other.heartbeat(facts((keys["entry"], 1.0)))
+                await entry.heartbeat(facts((keys["other"], 1.0)))
+                reply = await device.heartbeat(facts((keys["entry"], 1.0)))
+                assert reply["directory_version"] == held["version"]
+                theirs = await other.heartbeat(facts((keys["entry"], 1.0)))
+                assert theirs["directory_version"] == held["version"]  # same view, same tenant
+
+                # a second entry of the tenant appears: the version moves, once
+                await entry2.enroll(await cp.token("acme", ["entry"]))
+                await entry2.heartbeat(facts())
+                reply = await device.heartbeat(facts((keys["entry"], 1.0)))
+                assert reply["directory_version"] != held["version"]
+                held = await device.directory()
+                assert held["version"] == reply["directory_version"]
+                assert set(held["placement"]) == {keys["entry"].node_id, keys["entry2"].node_id}
+
+                # the second entry's endpoints move: it moves again
+                await entry2.heartbeat(facts(endpoints=("tcp+tls://127.0.0.1:9",)))
+                reply = await device.heartbeat(facts((keys["entry"], 1.0)))
+                assert reply["directory_version"] != held["version"]
+
+    asyncio.run(main())

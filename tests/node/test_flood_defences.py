@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import secrets
 import socket
 import statistics
 import sys
@@ -128,7 +129,11 @@ async def failing_auth(port: int, key: NodeKey, cert_dir: Path) -> ErrorCode | i
     )
     binding = tls_exporter(writer.get_extra_info("ssl_object"))
     session = Session(
-        dialer=True, authenticator=BadSigner(key), channel_binding=binding, now=time.monotonic()
+        dialer=True,
+        authenticator=BadSigner(key),
+        random_bytes=secrets.token_bytes,
+        channel_binding=binding,
+        now=time.monotonic(),
     )
     try:
         async with asyncio.timeout(10):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,7 @@ async def record_handshake(port: int, key: NodeKey, cert_dir: Path) -> bytes:
     session = Session(
         dialer=True,
         authenticator=Ed25519Authenticator(key),
+        random_bytes=secrets.token_bytes,
         channel_binding=binding,
         now=loop.time(),
     )

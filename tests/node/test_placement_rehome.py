@@ -15,6 +15,7 @@ from pathlib import Path
 
 from accessfabric.control.authority import Authority
 from accessfabric.identity.keys import NodeKey
+from accessfabric.node.admission import AdmissionLimits
 from accessfabric.node.config import ControlSettings, NodeConfig
 from accessfabric.node.runtime import NodeRuntime
 from tests.relay.fabric import LOOPBACK
@@ -91,6 +92,127 @@ async def test_device_holds_its_placed_entry_and_rehomes_to_the_alternate(
             seconds=15.0,
         )
         assert took < 10.0  # jitter (<= 2 s) twice, one failed dial, one handshake
+    finally:
+        await device.shutdown()
+        for entry in entries:
+            await entry.shutdown()
+
+
+async def test_device_stays_on_its_entry_while_a_directory_leaves_it_out(tmp_path: Path) -> None:
+    """The cause of devices holding sessions with both entries (issue 17): the control
+    plane marks an entry unreachable when its heartbeat is late (entries heartbeating
+    every 5 s against a 1 s policy: unreachable after 4.5 s), and a directory fetched then
+    lists only the other entry.  The device must not dial it while its own entry's
+    session lives; once that session ends, it does."""
+    authority = Authority(NodeKey.generate())
+    entries = []
+    for name in ("e1", "e2"):
+        entry = NodeRuntime(
+            NodeConfig(key_path=tmp_path / f"{name}.key", cert_dir=tmp_path / name,
+                       listen=(LOOPBACK,), drain_timeout=0.2),
+            key=NodeKey.generate(),
+        )  # fmt: skip
+        await entry.start()
+        entries.append(entry)
+    primary, alternate = entries
+    device = NodeRuntime(
+        NodeConfig(
+            key_path=tmp_path / "d.key", cert_dir=tmp_path / "d", roles=("mobile-edge",),
+            authority_key=authority.public_key, drain_timeout=0.2,
+            control=ControlSettings(
+                url=f"http://127.0.0.1:{_closed_port()}", authority_key=authority.public_key,
+                state_dir=tmp_path / "d.control",
+            ),
+        ),
+        key=NodeKey.generate(),
+    )  # fmt: skip
+    await device.start()
+
+    def listing(*listed: NodeRuntime) -> dict[str, object]:
+        return {
+            "version": len(listed),
+            "entries": [
+                {"node_id": e.node_id, "endpoints": [e.listeners[0].endpoint.url]} for e in listed
+            ],
+            "placement": [e.node_id for e in listed],
+        }
+
+    try:
+        link = device.control
+        assert link is not None
+        link._apply_directory(listing(primary, alternate))
+        await _until(
+            "the device holds its primary",
+            lambda: device.peers.current(primary.node_id) is not None and not link._probes,
+        )
+        for _ in range(3):  # the primary late at the control plane, then back, then late
+            link._apply_directory(listing(alternate))
+            # _place starts any dial at once (a probe task): none was started
+            assert not link._probes and not device.peers.dialing(alternate.node_id)
+            assert device.peers.current(alternate.node_id) is None
+            link._apply_directory(listing(primary, alternate))
+            assert not link._probes
+        assert primary.accepted_sessions == 1
+
+        link._apply_directory(listing(alternate))  # late once more, and this time ...
+        for connection in list(primary._accepted):  # ... the primary's session really ends
+            connection.abort()
+        await _until(
+            "the device moved to the entry its directory lists",
+            lambda: alternate.accepted_sessions == 1,
+            seconds=15.0,
+        )
+    finally:
+        await device.shutdown()
+        for entry in entries:
+            await entry.shutdown()
+
+
+async def test_device_refused_with_a_retry_hint_moves_to_its_alternate(tmp_path: Path) -> None:
+    """An entry over its tenant's session cap refuses with GOAWAY ENHANCE_YOUR_CALM and a
+    retry hint (node/tenant_admission.py): the device leaves that entry alone for the
+    hinted time and holds its alternate instead of redialling the refusing entry."""
+    authority = Authority(NodeKey.generate())
+    entries = []
+    for name, cap in (("e1", 0), ("e2", 100)):  # e1 admits no session of any tenant
+        entry = NodeRuntime(
+            NodeConfig(key_path=tmp_path / f"{name}.key", cert_dir=tmp_path / name,
+                       listen=(LOOPBACK,), drain_timeout=0.2,
+                       limits=AdmissionLimits(max_sessions_per_tenant=cap,
+                                              tenant_retry_after=30.0)),
+            key=NodeKey.generate(),
+        )  # fmt: skip
+        await entry.start()
+        entries.append(entry)
+    refusing, alternate = entries
+    device = NodeRuntime(
+        NodeConfig(
+            key_path=tmp_path / "d.key", cert_dir=tmp_path / "d", roles=("mobile-edge",),
+            authority_key=authority.public_key, drain_timeout=0.2,
+            control=ControlSettings(
+                url=f"http://127.0.0.1:{_closed_port()}", authority_key=authority.public_key,
+                state_dir=tmp_path / "d.control",
+            ),
+        ),
+        key=NodeKey.generate(),
+    )  # fmt: skip
+    await device.start()
+    try:
+        link = device.control
+        assert link is not None
+        link._apply_directory(
+            {
+                "version": 1,
+                "entries": [
+                    {"node_id": e.node_id, "endpoints": [e.listeners[0].endpoint.url]}
+                    for e in entries
+                ],
+                "placement": [refusing.node_id, alternate.node_id],
+            }
+        )
+        await _until("the device holds its alternate", lambda: alternate.accepted_sessions == 1)
+        assert refusing.local.admission.tenants.refused == {"": 1}  # refused once, left alone
+        assert link._probe_failures[refusing.node_id][1] - time.time() > 20  # the hint held
     finally:
         await device.shutdown()
         for entry in entries:

@@ -63,7 +63,7 @@ def test_live_sessions_rtt_and_queue_gauges() -> None:
     metrics = FabricMetrics()
     pair = make_pair()
     metrics.track(pair.a, "tcp_tls")
-    pair.a.ping()
+    pair.a.ping(pair.now)
     pair.now = 0.004
     pair.pump()
     assert any(isinstance(e, ev.PingAcknowledged) for e in pair.take("a"))

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from accessfabric.bench.relay_lab import SEALED_SINK, SinkResults, issue_route, sealed_sink
 from accessfabric.control.authority import Authority
+from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.address import Endpoint
 from accessfabric.node.config import NodeConfig, PeerConfig
-from accessfabric.node.routes import Route
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.session import SessionConfig
 
@@ -46,7 +46,7 @@ class Fabric:
     keys: dict[str, NodeKey]
 
     def routes(self, *relay_chains: list[int], tenant: str = "bench", first_id: int = 1
-               ) -> list[Route]:  # fmt: skip
+               ) -> list[LeasedRoute]:  # fmt: skip
         """Leases from the source over each chain of relays to the destination, for ``tenant``,
         with route ids from ``first_id`` on."""
         out = []

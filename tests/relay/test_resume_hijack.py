@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from accessfabric.bench.relay_lab import SEALED_SINK, issue_route, new_initiator, payload_chunk
+from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.errors import ErrorCode
 from accessfabric.node.connection import StreamResetError
 from accessfabric.node.log_format import event_fields
 from accessfabric.node.resumable import ResumableStream, new_fabric_stream
-from accessfabric.node.routes import Route
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.sealing import SealingError, SealInitiator
 from accessfabric.sealing.handshake import destination_resume_key, stream_context
@@ -105,7 +105,7 @@ async def attack(
     attacker: NodeRuntime,
     destination: NodeRuntime,
     seen: ev.StreamOpened,
-    route: Route,
+    route: LeasedRoute,
     *,
     proof: bytes = b"",
     fresh: bool = False,
@@ -133,7 +133,7 @@ async def attack(
     return caught.value
 
 
-async def open_sealed(fabric: Fabric, routes: list[Route]) -> tuple[SealedSender, bytes]:
+async def open_sealed(fabric: Fabric, routes: list[LeasedRoute]) -> tuple[SealedSender, bytes]:
     src, dst = fabric.source, fabric.destination
     src.routes.set_routes(SEALED_SINK, TrafficClass.BULK, routes)
     initiator, token = new_initiator(
@@ -276,7 +276,7 @@ async def replay(
     relay: NodeRuntime,
     destination: NodeRuntime,
     opened: ev.StreamOpened,
-    route: Route,
+    route: LeasedRoute,
     sealed: bytes,
 ) -> StreamResetError:
     """Open the recorded stream again from the relay and send its recorded records."""
@@ -295,7 +295,7 @@ async def replay(
 
 
 async def recorded_stream(
-    fabric: Fabric, relay: NodeRuntime, route: Route
+    fabric: Fabric, relay: NodeRuntime, route: LeasedRoute
 ) -> tuple[SealedSender, bytes, ev.StreamOpened, bytes]:
     """A sealed stream sent and finished intact over ``route``, as ``relay`` recorded it:
     the sender, its token, the OPEN_STREAM and the sealed bytes behind it."""

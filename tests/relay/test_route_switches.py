@@ -61,7 +61,7 @@ async def _goaway(fabric: Fabric) -> None:
 async def _pressure(fabric: Fabric) -> None:
     connection = _accepted_from(fabric.relays[0], fabric.source.node_id)
     connection.session.send_pressure(queue=97)
-    connection._schedule_flush()
+    connection.schedule_flush()
 
 
 async def _fence(fabric: Fabric) -> None:
@@ -69,7 +69,7 @@ async def _fence(fabric: Fabric) -> None:
     newer = issue_route(fabric.authority, 1, [src.node_id, relay.node_id, dst.node_id], epoch=2)
     connection = _accepted_from(relay, src.node_id)
     connection.session.send_route_update(newer.blob)
-    connection._schedule_flush()
+    connection.schedule_flush()
 
 
 async def _lose_downstream(fabric: Fabric) -> None:

@@ -19,13 +19,14 @@ import pytest
 
 from accessfabric.bench.relay_lab import issue_route, new_initiator
 from accessfabric.control.authority import Authority
+from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.control.objects import NodeRecord
 from accessfabric.control.vocabulary import Role
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.connection import SessionConnection, StreamResetError
 from accessfabric.node.route_switches import SwitchReason
-from accessfabric.node.routes import NoUsableRoute, Route
+from accessfabric.node.routes import NoUsableRoute
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.sealing import SealingError, SealInitiator
 from accessfabric.sealing.records import CipherSuite
@@ -83,7 +84,7 @@ async def digest_server() -> asyncio.Server:
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
-def routes(fabric: Fabric, *chains: list[int]) -> list[Route]:
+def routes(fabric: Fabric, *chains: list[int]) -> list[LeasedRoute]:
     out = []
     for index, chain in enumerate(chains, start=1):
         hops = [fabric.source.node_id, *(fabric.relays[i].node_id for i in chain),

@@ -51,7 +51,7 @@ class BottleneckRun:
         while self.now < end:
             now = self.now
             if now >= next_ping and a.state is SessionState.READY:
-                a.ping()
+                a.ping(now)
                 next_ping += ping_every
             timer = a.get_timer()
             if timer is not None and timer <= now:

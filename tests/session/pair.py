@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 
 from accessfabric.identity.authenticator import Ed25519Authenticator
@@ -53,10 +54,18 @@ def make_pair(
     handshake: bool = True,
 ) -> Pair:
     a = Session(
-        dialer=True, authenticator=authenticator(0), config=config_a, channel_binding=binding
+        dialer=True,
+        authenticator=authenticator(0),
+        random_bytes=secrets.token_bytes,
+        config=config_a,
+        channel_binding=binding,
     )
     b = Session(
-        dialer=False, authenticator=authenticator(1), config=config_b, channel_binding=binding
+        dialer=False,
+        authenticator=authenticator(1),
+        random_bytes=secrets.token_bytes,
+        config=config_b,
+        channel_binding=binding,
     )
     pair = Pair(a, b)
     if handshake:

@@ -8,6 +8,7 @@ session with GOAWAY.
 
 from __future__ import annotations
 
+import secrets
 import struct
 
 import pytest
@@ -336,7 +337,9 @@ def test_handshake_frames_after_ready_are_a_protocol_error(frame: Frame) -> None
 
 def test_hello_after_ready_is_a_protocol_error() -> None:
     pair = make_pair()
-    hello = Session(dialer=True, authenticator=authenticator(0)).data_to_send()
+    hello = Session(
+        dialer=True, authenticator=authenticator(0), random_bytes=secrets.token_bytes
+    ).data_to_send()
     events = pair.b.receive_data(hello, 0.0)
     assert_session_failed(pair.b, events, ErrorCode.PROTOCOL_ERROR)
 

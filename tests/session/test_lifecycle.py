@@ -284,7 +284,7 @@ def test_ping_reports_the_injected_round_trip_time() -> None:
     pair = quiet_pair()
     a, b = pair.a, pair.b
     a.data_to_send(now=1.0)
-    opaque = a.ping()
+    opaque = a.ping(1.0)
     out = a.data_to_send(now=1.0)
     (ping,) = decode(out)
     assert ping == Ping(opaque)
@@ -301,10 +301,10 @@ def test_ping_reports_the_injected_round_trip_time() -> None:
 def test_two_pings_are_told_apart() -> None:
     pair = quiet_pair()
     a, b = pair.a, pair.b
-    first = a.ping()
+    first = a.ping(0.0)
     b.receive_data(a.data_to_send(now=0.0), 0.0)
     a.handle_timer(0.5)  # time reaches the session only through its inputs
-    second = a.ping()
+    second = a.ping(0.5)
     b.receive_data(a.data_to_send(), 0.5)
     events = a.receive_data(b.data_to_send(), 0.75)
     assert [(e.opaque, e.rtt) for e in of_type(events, ev.PingAcknowledged)] == [
@@ -332,7 +332,7 @@ def test_signals_need_a_ready_session() -> None:
     pair = quiet_pair()
     pair.a.goaway(ErrorCode.CANCEL)
     for action in (
-        pair.a.ping,
+        lambda: pair.a.ping(0.0),
         lambda: pair.a.send_pressure(1),
         lambda: pair.a.send_route_update(b"x"),
     ):

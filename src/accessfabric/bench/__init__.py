@@ -17,6 +17,7 @@ SUITES: dict[str, str] = {
     "carrier": "accessfabric.bench.carrier",
     "codec": "accessfabric.bench.codec",
     "hol": "accessfabric.bench.hol",
+    "fleet": "accessfabric.bench.fleet",
     "idle": "accessfabric.bench.idle",
     "control": "accessfabric.bench.control",
     "relay": "accessfabric.bench.relay",

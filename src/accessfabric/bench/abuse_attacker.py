@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import ssl
 import sys
 import time
@@ -84,7 +85,11 @@ async def _bad_auth_once(port: int, cert_dir: Path) -> int:
     )
     binding = tls_exporter(writer.get_extra_info("ssl_object"))
     session = Session(
-        dialer=True, authenticator=_BadSigner(key), channel_binding=binding, now=time.monotonic()
+        dialer=True,
+        authenticator=_BadSigner(key),
+        random_bytes=secrets.token_bytes,
+        channel_binding=binding,
+        now=time.monotonic(),
     )
     try:
         while True:

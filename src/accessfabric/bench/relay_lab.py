@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from accessfabric.control.authority import Authority
+from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.control.objects import RouteLease
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.connection import FabricStream
-from accessfabric.node.routes import Route
 from accessfabric.sealing import SealInitiator
 from accessfabric.sealing.handshake import stream_context
 from accessfabric.sealing.records import CipherSuite
@@ -39,7 +39,7 @@ def issue_route(
     ttl: float = 3600.0,
     epoch: int = 1,
     tenant: str = "bench",
-) -> Route:
+) -> LeasedRoute:
     now_ms = int(time.time() * 1000)
     lease = RouteLease(
         lease_id=secrets.token_bytes(16),
@@ -53,7 +53,7 @@ def issue_route(
         expires_ms=now_ms + int(ttl * 1000),
         fencing_token=route_id,
     )
-    return Route(lease, authority.issue(lease))
+    return LeasedRoute(lease, authority.issue(lease))
 
 
 seal_context = stream_context  # the bench's name for it

@@ -41,13 +41,13 @@ from accessfabric.bench.common import run_async
 from accessfabric.bench.relay_lab import SEALED_SINK, SinkResults, new_initiator, sealed_sink
 from accessfabric.bench.relay_lab import send_sealed as _send_sealed
 from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
+from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.control.objects import RouteLease
 from accessfabric.control.signed import open_signed
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.address import parse_endpoint_url
 from accessfabric.node.config import NodeConfig, PeerConfig
 from accessfabric.node.log_format import configure_logging
-from accessfabric.node.routes import Route
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.session import SessionConfig
 from accessfabric.wire.registry import TrafficClass
@@ -87,13 +87,13 @@ def build(spec: dict[str, Any], workdir: Path) -> NodeRuntime:
     runtime.routes.cooldown = spec.get("cooldown", 1.0)
     runtime.routes.stall_timeout = spec.get("stall_timeout", 3.0)
     authority = bytes.fromhex(spec["authority_key"])
-    by_service: dict[tuple[str, TrafficClass], list[Route]] = {}
+    by_service: dict[tuple[str, TrafficClass], list[LeasedRoute]] = {}
     for blob_hex in spec.get("routes", []):
         blob = bytes.fromhex(blob_hex)
         lease = open_signed(blob, RouteLease, authority)
         for service in lease.allowed_services:
             for cls in lease.allowed_classes:
-                by_service.setdefault((service, cls), []).append(Route(lease, blob))
+                by_service.setdefault((service, cls), []).append(LeasedRoute(lease, blob))
     for (service, cls), routes in by_service.items():
         runtime.routes.set_routes(service, cls, routes)
     return runtime

@@ -8,6 +8,7 @@ codec alone doing the same frames in the same run (encode + decode only).
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Callable
 
@@ -33,8 +34,18 @@ def _pair(max_frame_size: int) -> tuple[Session, Session]:
         pacing_target_delay=None,
     )
     a_key, b_key = NodeKey.generate(), NodeKey.generate()
-    a = Session(dialer=True, authenticator=Ed25519Authenticator(a_key), config=config)
-    b = Session(dialer=False, authenticator=Ed25519Authenticator(b_key), config=config)
+    a = Session(
+        dialer=True,
+        authenticator=Ed25519Authenticator(a_key),
+        random_bytes=secrets.token_bytes,
+        config=config,
+    )
+    b = Session(
+        dialer=False,
+        authenticator=Ed25519Authenticator(b_key),
+        random_bytes=secrets.token_bytes,
+        config=config,
+    )
     for _ in range(4):
         b.receive_data(a.data_to_send(), 0.0)
         a.receive_data(b.data_to_send(), 0.0)

@@ -18,16 +18,16 @@ from dataclasses import replace
 from typing import Any
 
 from accessfabric.control.authority_key import parse_authority_key
-from accessfabric.control.cli import EXIT_UNREACHABLE, Unreachable, UserError
+from accessfabric.control.cli_errors import EXIT_UNREACHABLE, Unreachable, UserError
 from accessfabric.control.client import (
     ControlClient,
     ControlRefused,
     ControlUnavailable,
     NoUsableLease,
-    UsableRoute,
     heartbeat_forever,
 )
 from accessfabric.control.facts import HeartbeatFacts, PeerMeasurement, ServiceCapacity
+from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.identity.errors import IdentityError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.node_id import parse_node_id
@@ -113,7 +113,7 @@ def run_agent(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def _route_json(route: UsableRoute) -> dict[str, Any]:
+def _route_json(route: LeasedRoute) -> dict[str, Any]:
     lease = route.lease
     return {
         "rank": route.rank,

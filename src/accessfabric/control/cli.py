@@ -22,6 +22,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from accessfabric.control.cli_errors import (
+    EXIT_UNREACHABLE,
+    EXIT_USER,
+    Failed,
+    Unreachable,
+    UserError,
+)
 from accessfabric.exit_codes import Exit
 
 _log = logging.getLogger("accessfabric.control")
@@ -29,22 +36,8 @@ DEFAULT_URL = "https://127.0.0.1:8600"
 URL_ENV = "ACCESSFABRIC_CONTROL_URL"
 ADMIN_ENV = "ACCESSFABRIC_ADMIN_TOKEN"
 AUTHORITY_ENV = "ACCESSFABRIC_AUTHORITY_KEY"
-EXIT_USER = int(Exit.USAGE)
-EXIT_UNREACHABLE = int(Exit.UNREACHABLE)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class UserError(Exception):
-    """A mistake the user can fix: printed as one line, exit status 2."""
-
-
-class Failed(Exception):
-    """The command could not do its work (e.g. its port is taken): one line, exit status 1."""
-
-
-class Unreachable(Exception):
-    """The control plane did not answer: printed as one line, exit status 3."""
 
 
 def parse_duration(text: str) -> float:

@@ -28,8 +28,9 @@ import aiohttp
 
 from accessfabric.control.api_tls import AuthorityPin
 from accessfabric.control.facts import HeartbeatFacts
-from accessfabric.control.fence import EpochFence
+from accessfabric.control.fence import FenceBook
 from accessfabric.control.heartbeat_mac import ControlMacKey, MacKeyError, node_session_key
+from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.control.node_cache import NodeCache
 from accessfabric.control.objects import NodeRecord, RouteLease, ServiceLease
 from accessfabric.control.rejections import RejectReason, SignedObjectRejected
@@ -126,17 +127,6 @@ def _describe_replicas(replicas: list[dict[str, object]]) -> str:
     return text + (f" (failed: {', '.join(failed)})" if failed else "")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UsableRoute:
-    """A verified route lease ready for a stream: primary first."""
-
-    lease: RouteLease
-    blob: bytes
-    rank: str
-    destination: NodeRecord | None = None
-    """The destination's verified node record, when the control plane sent it."""
-
-
 def _b64decode(text: object) -> bytes:
     if not isinstance(text, str):
         raise ValueError("expected base64 text")
@@ -155,6 +145,7 @@ class ControlClient:
         *,
         clock: Callable[[], float] = time.time,
         timeout: float = DEFAULT_TIMEOUT,
+        fences: FenceBook | None = None,
     ) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         self.replicas = ReplicaSet(urls, clock=clock)
@@ -169,7 +160,8 @@ class ControlClient:
         self._mac_key: tuple[int, bytes] | None = None  # (record revision, session key)
         self._mac_refused_revision: int | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._fences: dict[int, EpochFence] = {}
+        self.fences = fences if fences is not None else FenceBook()
+        """The node's route epoch fences (shared with route execution and the lease check)."""
         self._reachable: bool | None = None
         self._last_error: str | None = None
         self._last_error_at: float | None = None
@@ -478,7 +470,7 @@ class ControlClient:
         now: float,
         *,
         cached: bool = False,
-    ) -> list[UsableRoute]:
+    ) -> list[LeasedRoute]:
         """The leases of ``document`` that verify now; refusals are logged, except the
         expiry of ``cached`` ones (expected: status and the errors report it)."""
         usable = []
@@ -493,14 +485,14 @@ class ControlClient:
                     service=service,
                     traffic_class=traffic_class,
                 )
-                self._fence(lease.route_id).check(lease.epoch)
+                self.fences.check(lease)
             except (SignedObjectRejected, ValueError) as exc:
                 expired = getattr(exc, "reason", None) == RejectReason.EXPIRED
                 if not (cached and expired):
                     _log.info("route lease for %s refused: %s", service, exc)
                 continue
             usable.append(
-                UsableRoute(
+                LeasedRoute(
                     lease=lease,
                     blob=blob,
                     rank=str(route.get("rank", "")),
@@ -526,15 +518,9 @@ class ControlClient:
             return None
         return record
 
-    def _fence(self, route_id: int) -> EpochFence:
-        fence = self._fences.get(route_id)
-        if fence is None:
-            fence = self._fences[route_id] = EpochFence(route_id)
-        return fence
-
     async def fetch_route_leases(
         self, service: str, traffic_class: TrafficClass = TrafficClass.INTERACTIVE
-    ) -> list[UsableRoute]:
+    ) -> list[LeasedRoute]:
         """New route leases from the control plane (verified, fenced, cached)."""
         name = traffic_class.name.lower()
         reply = await self.request(
@@ -543,7 +529,7 @@ class ControlClient:
         now = self._clock()
         usable = self._verified_routes(reply, service, traffic_class, now)
         for route in usable:
-            self._fence(route.lease.route_id).admit(route.lease)
+            self.fences.admit(route.lease)
         self.wanted.add((service, traffic_class))
         self.cache.write(
             {"service": service, "traffic_class": name, "fetched_at": now, **reply},
@@ -553,7 +539,7 @@ class ControlClient:
 
     def cached_route_leases(
         self, service: str, traffic_class: TrafficClass = TrafficClass.INTERACTIVE
-    ) -> list[UsableRoute]:
+    ) -> list[LeasedRoute]:
         """Cached route leases still valid now (verified again), primary first."""
         document = self.cache.read(*NodeCache.route_file(service, traffic_class.name.lower()))
         if document is None:
@@ -562,7 +548,7 @@ class ControlClient:
 
     async def route_leases(
         self, service: str, traffic_class: TrafficClass = TrafficClass.INTERACTIVE
-    ) -> list[UsableRoute]:
+    ) -> list[LeasedRoute]:
         """Leases for a new stream: fresh when the control plane answers, else cached.
 
         Raises :class:`NoUsableLease` saying why when neither gives a valid lease, and

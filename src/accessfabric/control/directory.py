@@ -28,13 +28,22 @@ an opaque number that moves whenever any directory could change: a node record c
 region, endpoints, transports, measured peers or relay facts change (the heartbeat table's
 visibility generation).  A node refetches when it differs from the one it holds; it does not move
 with health or RTT values alone, so those may be up to one such change old.
+
+A ``mobile`` directory has its own, narrower version (:func:`version_for`): it moves
+only when what that directory can show moves — an entry of the node's tenant or shared
+infrastructure enrolling, changing its record, turning visible or unreachable, or
+changing its region, endpoints, transports or relay facts — or the node's own region or
+set of measured entries changes.  Before, every device refetched its directory whenever
+*any* node enrolled, renewed its record or connected somewhere: at 1000 devices that was
+a refetch storm of O(N^2) directory builds (issue 17, docs/fleet.md).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 from accessfabric.control.heartbeats import Health, HeartbeatTable
@@ -108,6 +117,75 @@ def directory_version(registry: NodeRegistry, heartbeats: HeartbeatTable, now: f
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=6).digest(), "big")
 
 
+@dataclass
+class _EntryDigests:
+    """Per heartbeat table: the digest of each tenant's entries, for one (registry
+    version, visibility generation); recomputed when either moves."""
+
+    key: tuple[int, int] = (-1, -1)
+    by_tenant: dict[str, bytes] = field(default_factory=dict)
+    registry_version: int = -1
+    entries: list[RegisteredNode] = field(default_factory=list)
+    """Every node with the entry role, by node id (for ``registry_version``)."""
+
+
+_DIGESTS: weakref.WeakKeyDictionary[HeartbeatTable, _EntryDigests] = weakref.WeakKeyDictionary()
+
+
+def _entries_digest(
+    tenant: str, registry: NodeRegistry, heartbeats: HeartbeatTable, now: float
+) -> bytes:
+    """What of ``tenant``'s (and shared) entries a mobile directory shows or selects on."""
+    memo = _DIGESTS.get(heartbeats)
+    if memo is None:
+        memo = _DIGESTS[heartbeats] = _EntryDigests()
+    if memo.registry_version != registry.version:
+        memo.registry_version = registry.version
+        memo.entries = [n for n in registry.all() if Role.ENTRY in n.record.roles]
+    key = (registry.version, heartbeats.visibility(now))
+    if memo.key != key:
+        memo.key, memo.by_tenant = key, {}
+    digest = memo.by_tenant.get(tenant)
+    if digest is None:
+        h = hashlib.blake2b(digest_size=12)
+        for node in memo.entries:
+            node_id = node.node_id
+            if node.record.tenant not in (tenant, SHARED_TENANT):
+                continue
+            state = heartbeats.get(node_id)
+            if state is None:
+                continue
+            health = heartbeats.health(node_id, now, node.record.revision).health
+            if health is Health.UNREACHABLE:
+                continue
+            f = state.facts
+            relay = (f.relay_opt_in, f.charging, f.metered, f.trust_tier)
+            h.update(repr((node_id, node.record.revision, f.region, f.endpoints,
+                           f.transports, relay)).encode())  # fmt: skip
+        digest = memo.by_tenant[tenant] = h.digest()
+    return digest
+
+
+def version_for(
+    asking: RegisteredNode, registry: NodeRegistry, heartbeats: HeartbeatTable, now: float
+) -> int:
+    """The version of ``asking``'s directory (heartbeat replies and the directory carry it).
+
+    ``mobile`` scope: its own narrow version (module docstring); other scopes: the
+    global :func:`directory_version`."""
+    if _scope(asking.record.roles) != "mobile":
+        return directory_version(registry, heartbeats, now)
+    me = asking.record
+    own = heartbeats.get(me.node_id)
+    region = (own.facts.region or "default") if own else "default"
+    measured = sorted(p.node_id for p in own.facts.peers) if own else []
+    text = (
+        f"mobile:{heartbeats.epoch}:{me.revision}:{region}:{','.join(measured)}:"
+        f"{_entries_digest(me.tenant, registry, heartbeats, now).hex()}"
+    )
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=6).digest(), "big")
+
+
 def build_directory(
     asking: RegisteredNode,
     registry: NodeRegistry,
@@ -120,7 +198,7 @@ def build_directory(
     ``policy`` (the route planner's): the ``mobile`` placement names only entries it lets
     carry traffic (:func:`_carriers`).
     """
-    version = directory_version(registry, heartbeats, now)  # first: sweeps the unreachable
+    version = version_for(asking, registry, heartbeats, now)  # first: sweeps the unreachable
     me = asking.record
     roles = me.roles
     own = heartbeats.get(me.node_id)

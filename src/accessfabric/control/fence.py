@@ -41,3 +41,38 @@ class EpochFence:
         if lease.route_id != self.route_id:
             raise ValueError(f"lease is for route {lease.route_id}, fence for {self.route_id}")
         return self.advance(lease.epoch)
+
+
+class FenceBook:
+    """One node's fences: one :class:`EpochFence` per route id, shared by every part of the
+    node that takes route leases (the control client, route execution at the source, the
+    lease check at a hop), so a newer epoch any of them sees fences the older ones for all.
+    """
+
+    __slots__ = ("_fences",)
+
+    def __init__(self) -> None:
+        self._fences: dict[int, EpochFence] = {}
+
+    def fence(self, route_id: int) -> EpochFence:
+        fence = self._fences.get(route_id)
+        if fence is None:
+            fence = self._fences[route_id] = EpochFence(route_id)
+        return fence
+
+    def epoch(self, route_id: int) -> int:
+        """The newest epoch seen of ``route_id`` (0: none yet)."""
+        fence = self._fences.get(route_id)
+        return 0 if fence is None else fence.epoch
+
+    def check(self, lease: RouteLease) -> None:
+        """Raise ``LeaseRejected(STALE_EPOCH)`` if a newer epoch of the lease's route was seen."""
+        self.fence(lease.route_id).check(lease.epoch)
+
+    def admit(self, lease: RouteLease) -> bool:
+        """Check a verified lease and remember its epoch; True if the epoch is new."""
+        return self.fence(lease.route_id).admit(lease)
+
+    def fenced(self, lease: RouteLease) -> bool:
+        """True when a newer epoch of the lease's route was seen."""
+        return lease.epoch < self.epoch(lease.route_id)

@@ -36,7 +36,6 @@ from accessfabric.control.planner import (
     UnknownNodeError,
     UnknownServiceError,
 )
-from accessfabric.control.planning.model import Role as PlannerRole
 from accessfabric.control.registry import NodeRegistry, RegisteredNode
 from accessfabric.control.services import ServiceDirectory
 from accessfabric.control.store.base import Clock, Store
@@ -88,7 +87,7 @@ def route_id_for(source: str, service: str, slot: int) -> int:
 def node_facts(node: RegisteredNode, state: HeartbeatState | None) -> NodeFacts:
     """What the planner needs of one node: the record's word on roles, the heartbeat's facts."""
     record = node.record
-    roles = frozenset(PlannerRole(role.value) for role in record.roles)
+    roles = frozenset(record.roles)
     tier = record.trust_tier
     if state is None:
         return NodeFacts(

@@ -17,7 +17,7 @@ from typing import Any
 
 from accessfabric.control.admin import AdminCredentials
 from accessfabric.control.authority import Authority
-from accessfabric.control.directory import directory_version
+from accessfabric.control.directory import version_for
 from accessfabric.control.facts import HeartbeatFacts
 from accessfabric.control.fleet_events import FleetEvents
 from accessfabric.control.grants import DEFAULT_POLICY_TTL, AccessGrants
@@ -36,6 +36,11 @@ from accessfabric.control.requestsig import (
 from accessfabric.control.services import ServiceDirectory
 from accessfabric.control.store.base import Clock, Store
 from accessfabric.control.store.sqlite import SqliteStore
+from accessfabric.control.telemetry import (
+    DEFAULT_REPORTS_PER_SECOND,
+    carry_detail,
+    telemetry_every,
+)
 from accessfabric.control.traffic_history import TrafficHistory
 from accessfabric.control.vocabulary import Role
 
@@ -64,6 +69,8 @@ class ControlConfig:
     persist_interval: float = 30.0
     snapshot_max_age: float = 1.0
     max_body_bytes: int = 256 * 1024
+    telemetry_reports_per_second: float = DEFAULT_REPORTS_PER_SECOND
+    """Detailed telemetry the fleet sends, per second (control/telemetry.py)."""
     policy: RoutePolicy = field(default_factory=RoutePolicy)
 
     def policy_document(self) -> dict[str, object]:
@@ -299,6 +306,13 @@ class ControlPlane:
         the node's signed access policy: the grants it enforces as a service host)."""
         now = self.clock()
         node_id = node.node_id
+        every = telemetry_every(
+            len(self.heartbeats),
+            self.config.heartbeat_interval,
+            self.config.telemetry_reports_per_second,
+        )
+        if every > 1:  # sampled: a heartbeat without detail keeps the last detail shown
+            facts = carry_detail(self.heartbeats.get(node_id), facts)
         self.heartbeats.record(node_id, facts, now)
         self.traffic.record(node_id, facts, now)
         self.events.route_reports(node_id, facts.route_reports, now)
@@ -313,7 +327,8 @@ class ControlPlane:
             "health": report.health.value,
             "reasons": list(report.reasons),
             "node_record": record,
-            "directory_version": directory_version(self.registry, self.heartbeats, now),
+            "directory_version": version_for(current, self.registry, self.heartbeats, now),
+            "telemetry_every": every,
             "policy": self.config.policy_document(),
         }
         access, version = self.grants.current_policy(node_id, current.record.tenant)

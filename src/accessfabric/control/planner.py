@@ -58,6 +58,7 @@ from accessfabric.control.planning.scoring import (
     ScoringWeights,
     explain,
     locality_term,
+    pool_spread_term,
 )
 from accessfabric.control.planning.search import (
     Constraints,
@@ -72,7 +73,7 @@ MAX_EDGE_COMBINATIONS = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Route:
+class PlannedRoute:
     """One route: the nodes it passes, its score and why it scored so."""
 
     hops: tuple[str, ...]
@@ -110,12 +111,12 @@ class RoutePlan:
 
     source: str
     service: str
-    primary: Route
-    alternates: tuple[Route, ...]
+    primary: PlannedRoute
+    alternates: tuple[PlannedRoute, ...]
     notes: tuple[str, ...] = ()
 
     @property
-    def routes(self) -> tuple[Route, ...]:
+    def routes(self) -> tuple[PlannedRoute, ...]:
         return (self.primary, *self.alternates)
 
 
@@ -167,9 +168,11 @@ class RoutePlanner:
             )
         # The cone depends on (service, tenant) only, never on the source.
         cone = self._cone(service, source_node.tenant, usable)
+        pool = len(replicas) > 1  # a pool: each source its own order among equals
         arrival = {
             t: index.replica_cost[t]
             + locality_term(source_node, self.graph.nodes[index.ids[t]], self.weights)
+            + (pool_spread_term(source, index.ids[t], self.weights) if pool else 0.0)
             for t in replicas
         }
         found = search(index, src, source_node.tenant, arrival, cone)
@@ -292,7 +295,7 @@ class RoutePlanner:
 
     def _route(
         self, path: tuple[int, ...], alternate: tuple[list[tuple[int, ...]], int] | None
-    ) -> Route:
+    ) -> PlannedRoute:
         index, graph = self.index, self.graph
         ids = [index.ids[i] for i in path]
         nodes = [graph.nodes[node_id] for node_id in ids]
@@ -302,7 +305,7 @@ class RoutePlanner:
         if alternate is not None:
             reason, disjoint = self._failure_domain_reason(path, *alternate)
             reasons.append(reason)
-        return Route(
+        return PlannedRoute(
             hops=tuple(ids),
             score=math.fsum(r.contribution for r in reasons),
             reasons=tuple(reasons),
@@ -400,10 +403,10 @@ __all__ = [
     "MobileFacts",
     "NoRouteError",
     "NodeFacts",
+    "PlannedRoute",
     "PlanningError",
     "Reason",
     "Role",
-    "Route",
     "RoutePlan",
     "RoutePlanner",
     "RoutePolicy",

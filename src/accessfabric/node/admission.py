@@ -31,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from accessfabric.identity.ratelimit import KeyedRateLimiter, TokenBucket
+from accessfabric.node import tenant_admission
 from accessfabric.observe.log_rate import RateLimitedLog
 
 log = logging.getLogger("accessfabric.node.admission")
@@ -66,6 +67,10 @@ class AdmissionLimits:
     refused_streams_per_address_rate: float = 0.5
     log_interval: float = 10.0
     """At most one refusal line per (peer or address, reason) per this many seconds."""
+    max_sessions_per_tenant: int = tenant_admission.DEFAULT_MAX_SESSIONS_PER_TENANT
+    """Accepted sessions one tenant may hold (node/tenant_admission.py)."""
+    tenant_retry_after: float = tenant_admission.DEFAULT_TENANT_RETRY_AFTER
+    """Seconds a peer refused by the tenant cap is told to wait (x 1..1.5)."""
 
 
 LIMIT_KEYS = tuple(AdmissionLimits.__dataclass_fields__)
@@ -97,6 +102,10 @@ class Admission:
         self.refusal_log = RateLimitedLog(log, interval=limits.log_interval)
         self.refused: Counter[str] = Counter()
         """Refusals by reason (``pending handshakes``, ``rate limit``, ...): /metrics."""
+        self.tenants = tenant_admission.TenantAdmission(
+            limits.max_sessions_per_tenant, limits.tenant_retry_after,
+            log_interval=limits.log_interval,
+        )  # fmt: skip
 
     # ------------------------------------------------------------ accept
 

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from accessfabric.identity.errors import IdentityError
 from accessfabric.identity.keys import NodeKey
@@ -26,6 +26,9 @@ from accessfabric.node.dial import CarrierUnavailableError, carrier_available
 from accessfabric.node.key_lock import KeyInUseError
 from accessfabric.node.log_format import configure_logging, parse_log_level
 from accessfabric.node.smoke import EXIT_CODE_HELP, SmokeExit, classify_failure, run_smoke
+
+if TYPE_CHECKING:
+    from accessfabric.node.runtime import NodeComponent
 
 USAGE_ERROR = 2
 _T = TypeVar("_T")
@@ -88,7 +91,6 @@ def cmd_node_id(args: argparse.Namespace) -> int:
 
 def cmd_node_run(args: argparse.Namespace) -> int:
     from accessfabric.node.runtime import run_node
-    from accessfabric.services.host import ServicesComponent
 
     try:
         config = load_node_config(args.config)
@@ -104,7 +106,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     for warning in idle_warnings(config):
         logging.getLogger("accessfabric.node").warning("%s", warning)
     try:
-        return _run(run_node(config, key=key, components=(ServicesComponent(),)))
+        return _run(run_node(config, key=key, components=args.components()))
     except OSError as exc:  # a listener could not bind
         print(f"accessfabric node run: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -172,8 +174,14 @@ def guarded(
 _log_level = parse_log_level
 
 
-def add_node_commands(commands: Any) -> None:
-    """Add ``keygen``, ``node`` and ``smoke`` to the ``accessfabric`` subparsers."""
+def add_node_commands(
+    commands: Any, components: Callable[[], tuple[NodeComponent, ...]] = tuple
+) -> None:
+    """Add ``keygen``, ``node`` and ``smoke`` to the ``accessfabric`` subparsers.
+
+    ``components`` makes what ``node run`` hosts above the fabric (the services, which
+    node/ does not import: the top-level CLI passes them in).
+    """
     keygen = commands.add_parser(
         "keygen",
         help="create a node key file and print its node id",
@@ -207,7 +215,7 @@ def add_node_commands(commands: Any) -> None:
         "--log-level", type=_log_level, default=logging.INFO, metavar="LEVEL",
         help="debug, info (default), warning, error",
     )  # fmt: skip
-    run.set_defaults(handler=guarded("node run", cmd_node_run))
+    run.set_defaults(handler=guarded("node run", cmd_node_run), components=components)
     node_id = node_commands.add_parser(
         "id", help="print the node id of a key file", description="Print a key file's node id."
     )

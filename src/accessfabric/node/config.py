@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN, MAX_RTO_MIN
+from accessfabric.control.vocabulary import Role
 from accessfabric.identity.node_id import parse_node_id
 from accessfabric.node.address import (
     CARRIERS,
@@ -62,18 +63,8 @@ from accessfabric.wire.limits import MAX_FRAME_SIZE_CAP, MAX_SERVICE_NAME, MIN_M
 from accessfabric.wire.registry import TrafficClass
 
 ENV_PREFIX = "ACCESSFABRIC_"
-ROLES = (
-    "mobile-edge",
-    "entry",
-    "relay",
-    "exit",
-    "service-host",
-    "control-plane",
-    "route-coordinator",
-    "storage",
-    "observer",
-    "update-cache",
-)
+ROLES = tuple(role.value for role in Role)
+"""The role names ``roles`` accepts (the node record's vocabulary)."""
 PEER_CONNECT_MODES = ("on-demand", "always")
 SEALING_CIPHERS = ("auto", *(suite.label for suite in CipherSuite))
 """``[sealing] cipher``: ``auto`` (AES-256-GCM where the CPU has AES instructions, else
@@ -155,6 +146,18 @@ class ServiceConfig:
     allow: tuple[str, ...] = ()
     """Node ids that may open streams to it without a control plane grant (``*``: any
     node); empty: only those a grant admits (nobody, without a control plane)."""
+
+
+WELL_KNOWN_CLASSES = {
+    "rdp": TrafficClass.INTERACTIVE,
+    "ssh": TrafficClass.INTERACTIVE,
+    "dns": TrafficClass.DNS,
+}
+"""The class a forward uses when neither the config nor the command line names one."""
+
+
+def default_class(service: str) -> TrafficClass:
+    return WELL_KNOWN_CLASSES.get(service, TrafficClass.RELIABLE)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

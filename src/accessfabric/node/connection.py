@@ -14,6 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierStatsProbe
 from accessfabric.errors import (
@@ -83,8 +84,68 @@ def termination_error(event: ev.SessionTerminated) -> Exception:
     return SessionClosed(message, code)
 
 
-class FabricStream:
-    """One fabric stream as asyncio sees it: ``read``, ``write`` + ``drain``, ``close``."""
+class FabricStream(Protocol):
+    """What a service sees of a fabric stream: ``read``, ``write`` + ``drain``, ``close``.
+
+    Implemented by :class:`HopStream` (one stream of one session), and by the stream ends
+    the node layers on top of it: ``ResumableStream`` (survives the death of its path) and
+    ``SealedStream`` (plaintext over a sealed stream).
+    """
+
+    stream_id: int
+    service: str
+    traffic_class: TrafficClass
+
+    async def read(self, max_bytes: int = -1) -> bytes: ...
+
+    async def readexactly(self, size: int) -> bytes: ...
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def reset(self, code: ErrorCode = ErrorCode.CANCEL) -> None: ...
+
+    @property
+    def connection(self) -> SessionConnection: ...
+
+    @property
+    def at_eof(self) -> bool: ...
+
+
+async def read_exactly(stream: FabricStream, size: int) -> bytes:
+    """``size`` bytes from ``stream``; ``IncompleteReadError`` when it ends first."""
+    parts: list[bytes] = []
+    remaining = size
+    while remaining:
+        chunk = await stream.read(remaining)
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"".join(parts), size)
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(parts)
+
+
+class Outbox:
+    """A hop stream's written bytes the session has not taken yet (its connection owns it)."""
+
+    __slots__ = ("close_after_pending", "pending", "tail", "writable")
+
+    def __init__(self) -> None:
+        self.pending: deque[bytes | memoryview] = deque()
+        """Written, not yet taken by the session: ``bytes`` whole, a view once split."""
+        self.tail: bytearray | None = None
+        """Small writes coalesced until the next flush."""
+        self.close_after_pending = False
+        self.writable = asyncio.Event()
+        """Set while the stream may take more (``drain`` waits on it)."""
+        self.writable.set()
+
+
+class HopStream:
+    """One stream of one session as asyncio sees it (a :class:`FabricStream`)."""
 
     def __init__(
         self,
@@ -98,15 +159,11 @@ class FabricStream:
         self.service = service
         self.traffic_class = traffic_class
         self._chunks: deque[memoryview | bytes] = deque()
-        # Written, not yet taken by the session: ``bytes`` whole, a view once split.
-        self._pending: deque[bytes | memoryview] = deque()
-        self._tail: bytearray | None = None  # small writes coalesced until the next flush
-        self._close_after_pending = False
+        self.outbox = Outbox()
+        """What was written and not yet handed to the session (the connection drains it)."""
         self._eof = False
         self._error: BaseException | None = None
         self._readable = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
 
     # Fed by the connection.
     def _feed(self, data: memoryview | bytes) -> None:
@@ -117,10 +174,16 @@ class FabricStream:
         self._eof = True
         self._readable.set()
 
-    def _fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
+        """End the stream with ``error``: readers and writers raise it (after buffered bytes)."""
         self._error = error
         self._readable.set()
-        self._writable.set()
+        self.outbox.writable.set()
+
+    @property
+    def error(self) -> BaseException | None:
+        """What ended the stream (reset, session closed), ``None`` while it lives."""
+        return self._error
 
     # Application side.
     async def read(self, max_bytes: int = -1) -> bytes:
@@ -155,15 +218,7 @@ class FabricStream:
         return data
 
     async def readexactly(self, size: int) -> bytes:
-        parts: list[bytes] = []
-        remaining = size
-        while remaining:
-            chunk = await self.read(remaining)
-            if not chunk:
-                raise asyncio.IncompleteReadError(b"".join(parts), size)
-            parts.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(parts)
+        return await read_exactly(self, size)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue bytes; call :meth:`drain` to wait until the stream can take more."""
@@ -172,8 +227,9 @@ class FabricStream:
         self._connection._write(self, data)
 
     async def drain(self) -> None:
-        while not self._writable.is_set():
-            await self._writable.wait()
+        writable = self.outbox.writable
+        while not writable.is_set():
+            await writable.wait()
         if self._error is not None:
             raise self._error
 
@@ -184,7 +240,7 @@ class FabricStream:
 
     def reset(self, code: ErrorCode = ErrorCode.CANCEL) -> None:
         self._connection._reset_stream(self.stream_id, code)
-        self._fail(StreamResetError(self.stream_id, code, remote=False))
+        self.fail(StreamResetError(self.stream_id, code, remote=False))
 
     @property
     def connection(self) -> SessionConnection:
@@ -214,8 +270,8 @@ class SessionConnection:
         self._verify_peer = verify_peer
         self._loop = asyncio.get_running_loop()
         self._transport: ByteTransport | None = None
-        self._streams: dict[int, FabricStream] = {}
-        self._incoming: asyncio.Queue[FabricStream | None] = asyncio.Queue()
+        self._streams: dict[int, HopStream] = {}
+        self._incoming: asyncio.Queue[HopStream | None] = asyncio.Queue()
         self._ready: asyncio.Future[ev.SessionReady] = self._loop.create_future()
         self._closed: asyncio.Future[ev.SessionTerminated] = self._loop.create_future()
         self._pings: dict[int, asyncio.Future[float]] = {}
@@ -223,8 +279,8 @@ class SessionConnection:
         self._timer_at: float | None = None
         self._flush_scheduled = False
         self._early_flush_allowed = True
-        self._blocked: set[FabricStream] = set()
-        self._coalescing: list[FabricStream] = []
+        self._blocked: set[HopStream] = set()
+        self._coalescing: list[HopStream] = []
         self.on_event: list[Callable[[ev.Event], None]] = []
         self.stats_probe: CarrierStatsProbe | None = None
         """The carrier's loss/RTT probe (TCP_INFO, QUIC recovery), when it has one."""
@@ -251,7 +307,7 @@ class SessionConnection:
                 self._early_flush_allowed = allowed
         # Flush later in this loop iteration: the ACK for these bytes then leaves in the
         # same write as the credit the reader grants when it consumes them.
-        self._schedule_flush()
+        self.schedule_flush()
 
     def writable(self) -> None:
         self._flush()
@@ -286,7 +342,7 @@ class SessionConnection:
                 assert isinstance(event, ev.StreamOpened)
                 if self._closed.done():  # refused (``refuse``) earlier in this batch
                     continue
-                stream = FabricStream(self, event.stream_id, event.service, event.traffic_class)
+                stream = HopStream(self, event.stream_id, event.service, event.traffic_class)
                 self._streams[event.stream_id] = stream
                 self._incoming.put_nowait(stream)
             elif kind is ev.StreamEnded:
@@ -304,7 +360,7 @@ class SessionConnection:
                         self.session.peer_node_id, event.reason,
                     )  # fmt: skip
                 if stream is not None:
-                    stream._fail(StreamResetError(event.stream_id, event.error_code, event.remote))
+                    stream.fail(StreamResetError(event.stream_id, event.error_code, event.remote))
             elif kind is ev.PingAcknowledged:
                 assert isinstance(event, ev.PingAcknowledged)
                 waiter = self._pings.pop(event.opaque, None)
@@ -347,7 +403,7 @@ class SessionConnection:
             self._ready.exception()  # mark retrieved: the closed future reports it too
         self._closed.set_result(event)
         for stream in self._streams.values():
-            stream._fail(error if event.error_code != ErrorCode.NO_ERROR else SessionClosed(
+            stream.fail(error if event.error_code != ErrorCode.NO_ERROR else SessionClosed(
                 "session closed", ErrorCode.NO_ERROR
             ))  # fmt: skip
         self._streams.clear()
@@ -365,7 +421,12 @@ class SessionConnection:
 
     # ------------------------------------------------------------ output
 
-    def _schedule_flush(self) -> None:
+    def schedule_flush(self) -> None:
+        """Write what the session has later in this loop iteration (once, however many ask).
+
+        Call it after driving :attr:`session` directly (``adopt_stream``, ``send_ack``,
+        ``reset_stream``): the session only queues output.
+        """
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -414,25 +475,26 @@ class SessionConnection:
     def _wake_writers(self) -> None:
         moved = False
         for stream in list(self._blocked):
+            outbox = stream.outbox
             try:
                 moved |= self._move_pending(stream)
-            except LocalProtocolError:  # the stream is gone; its writers learn from _fail
+            except LocalProtocolError:  # the stream is gone; its writers learn from fail()
                 self._blocked.discard(stream)
-                stream._writable.set()
+                outbox.writable.set()
                 continue
-            if not stream._pending:
+            if not outbox.pending:
                 self._blocked.discard(stream)
-                stream._writable.set()
-                if stream._close_after_pending:
-                    stream._close_after_pending = False
+                outbox.writable.set()
+                if outbox.close_after_pending:
+                    outbox.close_after_pending = False
                     self._close_stream(stream)
         if moved:
-            self._schedule_flush()
+            self.schedule_flush()
 
-    def _move_pending(self, stream: FabricStream) -> bool:
+    def _move_pending(self, stream: HopStream) -> bool:
         """Hand the session as much of the stream's pending bytes as it has room for."""
         session = self.session
-        pending = stream._pending
+        pending = stream.outbox.pending
         moved = False
         while pending:
             room = session.send_buffer_available(stream.stream_id)
@@ -454,39 +516,42 @@ class SessionConnection:
     def _seal_all(self) -> None:
         coalescing, self._coalescing = self._coalescing, []
         for stream in coalescing:
-            if stream._tail is not None and stream.stream_id in self._streams:
+            outbox = stream.outbox
+            if outbox.tail is not None and stream.stream_id in self._streams:
                 try:
                     self._seal(stream)
                 except LocalProtocolError as error:  # e.g. written after close()
-                    stream._fail(error)
-            stream._tail = None
+                    stream.fail(error)
+            outbox.tail = None
 
-    def _seal(self, stream: FabricStream) -> None:
+    def _seal(self, stream: HopStream) -> None:
         """Hand the stream's coalesced small writes over as one piece."""
-        tail = stream._tail
+        outbox = stream.outbox
+        tail = outbox.tail
         if not tail:
             return
-        stream._tail = bytearray()
+        outbox.tail = bytearray()
         self._queue(stream, bytes(tail))
 
-    def _write(self, stream: FabricStream, data: bytes | bytearray | memoryview) -> None:
+    def _write(self, stream: HopStream, data: bytes | bytearray | memoryview) -> None:
         size = len(data)
         if not size:
             return
+        outbox = stream.outbox
         if size < COALESCE_BELOW:
             # Many small writes in one loop iteration become one piece (and so a few large
             # frames) at the flush that follows; nothing waits longer than it did.
-            tail = stream._tail
+            tail = outbox.tail
             if tail is None:
-                tail = stream._tail = bytearray()
+                tail = outbox.tail = bytearray()
                 self._coalescing.append(stream)
             tail += data
             if len(tail) >= COALESCE_PIECE:
                 self._seal(stream)
             else:
-                self._schedule_flush()
+                self.schedule_flush()
         else:
-            if stream._tail:
+            if outbox.tail:
                 self._seal(stream)
             self._queue(stream, data)
         if stream.traffic_class in URGENT_CLASSES and self._early_flush_allowed:
@@ -501,39 +566,41 @@ class SessionConnection:
     def _allow_early_flush(self) -> None:
         self._early_flush_allowed = True
 
-    def _queue(self, stream: FabricStream, data: bytes | bytearray | memoryview) -> None:
+    def _queue(self, stream: HopStream, data: bytes | bytearray | memoryview) -> None:
         # The session keeps what it is given until ACKed and copies anything but ``bytes``:
         # hand it ``bytes`` untouched (no copy) and copy mutable buffers once, here.
-        stream._pending.append(data if type(data) is bytes else bytes(data))
+        outbox = stream.outbox
+        outbox.pending.append(data if type(data) is bytes else bytes(data))
         self._move_pending(stream)
-        if stream._pending or self.session.send_buffer_available(stream.stream_id) <= 0:
-            stream._writable.clear()
+        if outbox.pending or self.session.send_buffer_available(stream.stream_id) <= 0:
+            outbox.writable.clear()
             self._blocked.add(stream)
-        self._schedule_flush()
+        self.schedule_flush()
 
-    def _close_stream(self, stream: FabricStream) -> None:
-        if stream._tail:
+    def _close_stream(self, stream: HopStream) -> None:
+        outbox = stream.outbox
+        if outbox.tail:
             self._seal(stream)
-        if stream._pending:
-            stream._close_after_pending = True
+        if outbox.pending:
+            outbox.close_after_pending = True
             return
         try:
             self.session.close_stream(stream.stream_id)
         except LocalProtocolError:
             return
-        self._schedule_flush()
+        self.schedule_flush()
 
     def _reset_stream(self, stream_id: int, code: ErrorCode) -> None:
         stream = self._streams.pop(stream_id, None)
         if stream is not None:
-            stream._tail = None
+            stream.outbox.tail = None
         self.session.reset_stream(stream_id, code)
-        self._schedule_flush()
+        self.schedule_flush()
 
     def _consumed(self, stream_id: int, nbytes: int) -> None:
         if nbytes:
             self.session.acknowledge_received(stream_id, nbytes)
-            self._schedule_flush()
+            self.schedule_flush()
 
     # ------------------------------------------------------------ node API
 
@@ -565,23 +632,45 @@ class SessionConnection:
         *,
         key_exchange: bytes = b"",
         route_lease: bytes = b"",
-    ) -> FabricStream:
+        resume_token: bytes = b"",
+    ) -> HopStream:
         await self.ready()
         if self._closed.done():
             raise termination_error(self._closed.result())
         stream_id = self.session.open_stream(
-            service, traffic_class, route_id, key_exchange=key_exchange, route_lease=route_lease
+            service,
+            traffic_class,
+            route_id,
+            key_exchange=key_exchange,
+            route_lease=route_lease,
+            resume_token=resume_token,
         )
-        stream = FabricStream(self, stream_id, service, traffic_class)
+        return self.wrap_stream(stream_id, service, traffic_class)
+
+    def wrap_stream(self, stream_id: int, service: str, traffic_class: TrafficClass) -> HopStream:
+        """The asyncio face of stream ``stream_id``, opened or resumed on :attr:`session`."""
+        stream = HopStream(self, stream_id, service, traffic_class)
         self._streams[stream_id] = stream
-        self._schedule_flush()
+        self.schedule_flush()
         return stream
 
-    def stream(self, stream_id: int) -> FabricStream | None:
+    def detach(self, stream: HopStream, reason: str) -> None:
+        """Let go of ``stream`` for good (it moved to another path): nothing more is sent on
+        it, its reader sees the end after the bytes already buffered."""
+        self._blocked.discard(stream)
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+        outbox = stream.outbox
+        outbox.pending.clear()
+        outbox.tail = None
+        if stream.error is None:
+            stream.fail(SessionClosed(reason))
+
+    def stream(self, stream_id: int) -> HopStream | None:
         """The live stream ``stream_id`` of this session, if it has one."""
         return self._streams.get(stream_id)
 
-    async def accept_stream(self) -> FabricStream | None:
+    async def accept_stream(self) -> HopStream | None:
         """The next stream the peer opens; None once the session is over."""
         stream = await self._incoming.get()
         if stream is None:
@@ -594,7 +683,7 @@ class SessionConnection:
         opaque = self.session.ping(session_clock())
         waiter: asyncio.Future[float] = self._loop.create_future()
         self._pings[opaque] = waiter
-        self._schedule_flush()
+        self.schedule_flush()
         return await waiter
 
     def send_pressure(self, queue: int, cpu: int, memory: int, network: int) -> bool:
@@ -603,7 +692,7 @@ class SessionConnection:
             self.session.send_pressure(queue, cpu, memory, network)
         except LocalProtocolError:
             return False
-        self._schedule_flush()
+        self.schedule_flush()
         return True
 
     async def goaway(self, code: ErrorCode = ErrorCode.NO_ERROR, reason: str = "") -> None:

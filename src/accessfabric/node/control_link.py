@@ -12,7 +12,8 @@ A :class:`ControlLink` is a node component.  When started it
 * registers a replica of every service this process serves — whatever has a handler in
   the dispatcher: ``[[services]]``, the VPN exit's ``vpn`` — and nothing else, and keeps
   their service leases cached (the heartbeats renew the replicas);
-* feeds route leases to route execution: ``runtime.routes.source`` answers from the
+* answers route execution's questions for route leases (the runtime plugs
+  :meth:`ControlLink.route_source` in as ``RouteManager.source``) from the
   cached leases while they are valid (renewed a third before expiry for the services of
   ``[[forwards]]`` and any service a stream was opened to), and fetches when none is
   cached; with the control plane unreachable the cached leases keep working until they
@@ -62,20 +63,21 @@ from accessfabric.control.facts import (
     ServiceCapacity,
     StreamReport,
 )
+from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.control.rejections import SignedObjectRejected
 from accessfabric.control.replica_set import replica_summary
 from accessfabric.node.address import Endpoint, parse_endpoint_url
-from accessfabric.node.config import ControlSettings
+from accessfabric.node.config import ControlSettings, default_class
 from accessfabric.node.diagnostics import NodeDiagnostics
 from accessfabric.node.log_format import log_event
-from accessfabric.node.routes import NoUsableRoute, Route
+from accessfabric.node.routes import NoUsableRoute
 from accessfabric.node.service_failovers import ServiceFailovers
-from accessfabric.services.tcp_forward import default_class
+from accessfabric.node.tenant_admission import retry_hint
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
     from accessfabric.node.connection import SessionConnection
-    from accessfabric.node.runtime import NodeRuntime
+    from accessfabric.node.parts import NodeParts
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,12 @@ PROBE_BACKOFF_MAX = 60.0
 jitter (:func:`backoff_delay`), at most this many seconds apart."""
 REHOME_SPREAD = 2.0
 """Seconds over which a device whose placed entry failed spreads its next attempt."""
+MAX_TELEMETRY_EVERY = 1000
+"""The largest ``telemetry_every`` a node takes from a heartbeat reply."""
+LOST_ENTRY_AVOID = 10.0
+"""Seconds a device whose entry session ended tries its alternates before that entry
+again: a dead entry stays in directories until the control plane counts it unreachable
+(4.5 heartbeat intervals), and dialling it first cost its devices a failed dial each."""
 SOFTWARE = "accessfabric-node"
 ROUTE_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two ``no route lease`` log lines for one (service, class)."""
@@ -101,11 +109,12 @@ FAILING_LOG_INTERVAL = 30.0
 
 
 class ControlLink:
-    """Runs a :class:`ControlClient` for a :class:`NodeRuntime` (see the module doc)."""
+    """Runs a :class:`ControlClient` for a node (see the module doc); the runtime plugs
+    :meth:`route_source`, :meth:`wake` and :meth:`own_record` into its parts."""
 
     def __init__(
         self,
-        runtime: NodeRuntime,
+        runtime: NodeParts,
         settings: ControlSettings,
         *,
         clock: Callable[[], float] = time.time,
@@ -119,6 +128,7 @@ class ControlLink:
             settings.authority_key,
             str(settings.state_dir),
             clock=clock,
+            fences=runtime.fences,
         )
         self._clock = clock
         self._rng = rng or random.Random()
@@ -128,7 +138,15 @@ class ControlLink:
         self._registered: set[str] = set()
         self._directory_peers: set[str] = set()
         self._placement: list[str] = []
+        self._telemetry_every = 1
+        """Detailed telemetry with one heartbeat in this many (the control plane says)."""
+        self._beats = 0
+        self._home: str | None = None
+        """The placed entry this device last held (or dialled) its session with."""
         self._watcher: asyncio.Task[None] | None = None
+        self._watched: SessionConnection | None = None
+        self._lost: dict[str, float] = {}
+        """Entry -> until when: its placed session ended, its alternates go first."""
         """The directory's session placement (``mobile`` scope): entries, primary first."""
         self._probe_failures: dict[str, tuple[int, float]] = {}
         """Directory peer -> (failed probes in a row, when the next may start)."""
@@ -161,20 +179,22 @@ class ControlLink:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Hook into route execution and start the heartbeat loop (never blocks start-up)."""
-        self.runtime.routes.source = self.route_source
-        self.runtime.host.on_relay_change = self._wake.set  # mobile relay state: heartbeat now
-        self.runtime.sealing_keys.refresh = self.client.directory  # a sealing key is missing
-        if self.runtime.routes.sealing is not None:  # sealed opens carry this node's record
-            self.runtime.routes.sealing.own_record = self.client.record_blob
+        """Start the heartbeat loop (never blocks start-up)."""
         for forward in self.runtime.config.forwards:
             traffic_class = forward.traffic_class or default_class(forward.service)
             self.client.wanted.add((forward.service, traffic_class))
         self._own_record = self.client.record_blob()
-        self.runtime.local.node_record = lambda: self._own_record  # sent in HELLO
         self._apply_access_policy()  # the cached grants hold until they expire
         self._apply_directory(self.client.cached_directory())
         self._task = asyncio.create_task(self._run())
+
+    def wake(self) -> None:
+        """Heartbeat now (e.g. the mobile relay state changed), not at the next interval."""
+        self._wake.set()
+
+    def own_record(self) -> bytes | None:
+        """This node's signed record as last enrolled (sent in HELLO), None before."""
+        return self._own_record
 
     async def close(self) -> None:
         self._stop.set()
@@ -271,8 +291,13 @@ class ControlLink:
                 log, "enrolled with the control plane", tenant=record.tenant,
                 roles=",".join(sorted(r.value for r in record.roles)),
             )  # fmt: skip
-        reply = await client.heartbeat(self.facts())
+        detail = self._beats % self._telemetry_every == 0  # sampled (control/telemetry.py)
+        self._beats += 1
+        reply = await client.heartbeat(self.facts(detail=detail))
         self.last_heartbeat_at = self._clock()
+        every = reply.get("telemetry_every")
+        if isinstance(every, int) and not isinstance(every, bool) and every >= 1:
+            self._telemetry_every = min(every, MAX_TELEMETRY_EVERY)
         self._own_record = client.record_blob()
         self._apply_access_policy()
         health = reply.get("health")
@@ -293,7 +318,9 @@ class ControlLink:
         self._apply_directory(cached)
         await client.renew_due()
         for name, traffic_class in sorted(client.wanted):
-            self._publish(name, traffic_class, client.cached_route_leases(name, traffic_class))
+            renewed = client.cached_route_leases(name, traffic_class)
+            if self._publish(name, traffic_class, renewed):  # the renewed expiries count
+                self.runtime.routes.set_routes(name, traffic_class, renewed)
 
     def _apply_access_policy(self) -> None:
         """Hand the cached (verified) access policy to the node's access check."""
@@ -317,7 +344,9 @@ class ControlLink:
 
     # ------------------------------------------------------------ facts
 
-    def facts(self) -> HeartbeatFacts:
+    def facts(self, *, detail: bool = True) -> HeartbeatFacts:
+        """What the next heartbeat says; without ``detail`` none of the sampled telemetry
+        (streams, routes, endpoint health, relay usage: control/telemetry.py)."""
         runtime = self.runtime
         endpoints = [bound.endpoint for bound in runtime.listeners]
         transports = tuple(dict.fromkeys(TRANSPORT_OF.get(e.carrier, "tcp_tls") for e in endpoints))
@@ -332,11 +361,11 @@ class ControlLink:
             relay_opt_in=relay,
             relay_classes=tuple(c.name.lower() for c in TrafficClass) if relay else (),
             services=services,
-            endpoint_health=self._endpoint_health(),
+            endpoint_health=self._endpoint_health() if detail else (),
             class_bytes=self._class_bytes(),
-            route_reports=self._route_reports(),
-            relay_usage=self._relay_usage(),
-            stream_reports=self._stream_reports(),
+            route_reports=self._route_reports() if detail else (),
+            relay_usage=self._relay_usage() if detail else (),
+            stream_reports=self._stream_reports() if detail else (),
             route_cache_version=self.route_cache_version,
             sessions=runtime.accepted_sessions,
         )
@@ -537,9 +566,37 @@ class ControlLink:
         if placement is not None:
             self._place(placement)
 
+    def _watch(self, connection: SessionConnection | None) -> None:
+        """Re-home as soon as ``connection`` (the placed session) ends, whoever dialled it
+        (a probe, or a stream's route that got there first, or a dial that outlived its
+        probe's timeout): not only at the next control cycle."""
+        if connection is None or connection is self._watched:
+            return
+        if self._watcher is not None:
+            self._watcher.cancel()
+        self._watched = connection
+        self._watcher = asyncio.create_task(self._rehome_when_closed(connection))
+
     async def _rehome_when_closed(self, connection: SessionConnection) -> None:
         await connection.wait_closed()
         pause = self._rng.uniform(0.0, REHOME_SPREAD)  # the entry's devices spread out
+        ended, entry = connection.session.terminated, connection.session.peer_node_id
+        hint = retry_hint(ended.reason) if ended is not None and ended.remote else None
+        now = self._clock()
+        alternates = [
+            n
+            for n in self._placement
+            if n != entry
+            and n in self._directory_peers
+            and now >= self._probe_failures.get(n, (0, 0.0))[1]
+        ]
+        if entry and not self._stop.is_set() and (alternates or hint is not None):
+            failures = self._probe_failures.get(entry, (0, 0.0))[0] + 1
+            avoid = LOST_ENTRY_AVOID if hint is None else hint  # a GOAWAY's retry hint
+            self._probe_failures[entry] = (failures, now + avoid)
+            self._lost[entry] = now + avoid
+            if hint is not None:
+                log_event(log, "entry asked to retry later", peer=entry, retry_in=round(hint, 1))
         asyncio.get_running_loop().call_later(pause, self._place_again)
 
     def _place_again(self) -> None:
@@ -551,19 +608,40 @@ class ControlLink:
 
         The first entry not backing off after a failed dial is the one; a device that
         holds a session with any placed entry stays where it is (no churn when loads
-        change).  When its entry dies the next cycle finds no session, the dead entry's
-        dial fails and, after a jittered pause (:data:`REHOME_SPREAD`, so a dead entry's
-        devices do not all arrive at once), the next alternate is dialled (without
-        waiting for the next cycle).
+        change), also while a directory leaves that entry out (its heartbeat late at the
+        control plane).  When the placed session ends (:meth:`_watch`), after a jittered
+        pause (:data:`REHOME_SPREAD`, so a dead entry's devices do not all arrive at
+        once) the next alternate is dialled, without waiting for the next cycle: the
+        lost entry backs off for :data:`LOST_ENTRY_AVOID` (or a GOAWAY's retry hint)
+        and a dial to it under way does not count as placed meanwhile.
         """
         self._placement = placement
         known = [n for n in placement if n in self._directory_peers]
         peers = self.runtime.peers
-        if any(self._has_session(n) or peers.dialing(n) or n in self._probes for n in known):
-            return  # placed, or a dial still under way (one that outlived its probe too)
         now = self._clock()
         for node_id in known:
+            lost = now < self._lost.get(node_id, 0.0)  # its session just ended: a dial to
+            # it under way (a stream's route, say) is no placement, the alternate is next
+            dialing = not lost and (peers.dialing(node_id) or node_id in self._probes)
+            if self._has_session(node_id) or dialing:
+                self._home = node_id
+                self._watch(peers.current(node_id))
+                return  # placed, or a dial still under way (one that outlived its probe too)
+        home = self._home
+        held = home is not None and (
+            self._has_session(home)
+            or (now >= self._lost.get(home, 0.0) and (peers.dialing(home) or home in self._probes))
+        )
+        if held and home not in self._directory_peers:
+            # Our entry is missing from this directory, yet its session lives: its
+            # heartbeat was late at the control plane (unreachable there for a moment),
+            # the session is first-hand news.  Dialling the next entry now left the
+            # device with sessions to both (issue 17); if the entry is really gone, its
+            # session ends and _rehome_when_closed places the device again.
+            return
+        for node_id in known:
             if now >= self._probe_failures.get(node_id, (0, 0.0))[1]:
+                self._home = node_id
                 self._probes[node_id] = asyncio.create_task(self._probe(node_id, rehome=True))
                 return
 
@@ -588,7 +666,7 @@ class ControlLink:
             connection = await asyncio.wait_for(self.runtime.peers.session(node_id), 10.0)
             self._probe_failures.pop(node_id, None)
             if rehome:  # re-home as soon as this session ends, not at the next cycle
-                self._watcher = asyncio.create_task(self._rehome_when_closed(connection))
+                self._watch(connection)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -611,15 +689,15 @@ class ControlLink:
 
     # ------------------------------------------------------------ route leases
 
-    async def route_source(self, service: str, traffic_class: TrafficClass) -> list[Route]:
+    async def route_source(self, service: str, traffic_class: TrafficClass) -> list[LeasedRoute]:
         """``RouteManager.source``: cached leases while valid, else fresh from the control plane.
 
         Why none could be had is kept for ``status`` and logged (:meth:`_route_error`).
         """
         client = self.client
         key = (service, traffic_class)
-        usable = client.cached_route_leases(service, traffic_class)
-        if all(self.runtime.routes.fenced(u.lease) for u in usable):  # none, or all fenced
+        usable = client.cached_route_leases(service, traffic_class)  # fenced ones refused
+        if not usable:
             try:
                 usable = await client.route_leases(service, traffic_class)
             except NoUsableLease as why:
@@ -648,9 +726,13 @@ class ControlLink:
             )  # fmt: skip
         return NoUsableRoute(reason)
 
-    def _publish(self, service: str, traffic_class: TrafficClass, usable: list[Any]) -> list[Route]:
-        routes = [Route(u.lease, u.blob, u.rank) for u in usable]
-        for u in usable:  # the destination's sealing key comes with its route (least knowledge)
+    def _publish(
+        self, service: str, traffic_class: TrafficClass, routes: list[LeasedRoute]
+    ) -> list[LeasedRoute]:
+        """Note what the route leases of (service, class) are now: sealing keys, failover
+        facts, the route cache version (``route_source`` only returns them; the
+        ``RouteManager`` keeps what it was answered)."""
+        for u in routes:  # the destination's sealing key comes with its route (least knowledge)
             if u.destination is not None:
                 self.runtime.sealing_keys.add(
                     u.destination.node_id, u.destination.sealing_public_key,
@@ -662,7 +744,6 @@ class ControlLink:
             self._published[(service, traffic_class)] = ids
             self.route_cache_version += 1
         if routes:
-            self.runtime.routes.set_routes(service, traffic_class, routes)
             key = (service, traffic_class)
             if self.route_errors.pop(key, None) is not None:
                 self._route_error_logged.pop(key, None)

@@ -63,11 +63,17 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from accessfabric.control.fence import FenceBook
 from accessfabric.control.objects import RouteLease
 from accessfabric.control.rejections import LeaseRejected
 from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.node.access import ServiceAccess
-from accessfabric.node.connection import FabricStream, SessionConnection, termination_error
+from accessfabric.node.connection import (
+    FabricStream,
+    HopStream,
+    SessionConnection,
+    termination_error,
+)
 from accessfabric.node.lease_check import LeaseChecker
 from accessfabric.node.log_format import log_event
 from accessfabric.node.peers import PeerSessionManager
@@ -120,6 +126,7 @@ class DataPlane:
         sealing_key: X25519PrivateKey | None = None,
         sealing_keys: SealingKeys | None = None,
         access: ServiceAccess | None = None,
+        fences: FenceBook | None = None,
     ) -> None:
         """``sealing_key``: this node's static X25519 key, to open sealed streams and bind
         their resumes (without it sealed opens are refused, resumes are token-only);
@@ -132,13 +139,13 @@ class DataPlane:
         self.sealing_keys = sealing_keys if sealing_keys is not None else SealingKeys()
         self.sealed = 0
         """Sealed streams served here (the handler read and wrote plaintext)."""
-        self.checker = LeaseChecker(node_id, authority_key)
+        self.checker = LeaseChecker(node_id, authority_key, fences=fences)
         self.relay = Relay(peers, relay_limits, orphan_grace=resume_window)
         self.resume_window = resume_window
         self.hooks: list[EventHook] = []
         """More per-event hooks (the route manager at a source adds one)."""
-        self._claimed: weakref.WeakSet[FabricStream] = weakref.WeakSet()
-        self._wrapped: weakref.WeakKeyDictionary[FabricStream, FabricStream] = (
+        self._claimed: weakref.WeakSet[HopStream] = weakref.WeakSet()
+        self._wrapped: weakref.WeakKeyDictionary[HopStream, FabricStream] = (
             weakref.WeakKeyDictionary()
         )
         self.served: dict[bytes, ResumableStream] = {}
@@ -172,7 +179,7 @@ class DataPlane:
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep())
 
-    def incoming(self, stream: FabricStream) -> FabricStream | None:
+    def incoming(self, stream: HopStream) -> FabricStream | None:
         """What the runtime dispatches for an accepted stream (None: claimed here)."""
         if stream in self._claimed:
             return None
@@ -190,8 +197,8 @@ class DataPlane:
             await asyncio.sleep(SWEEP_INTERVAL)
             now = time.monotonic()
             for token, wrapper in list(self.served.items()):
-                state = wrapper.connection.session._streams.get(wrapper.stream_id)
-                done = state is None or state.state in (StreamState.CLOSED, StreamState.RESET)
+                state = wrapper.connection.session.stream_state(wrapper.stream_id)
+                done = state is None or state in (StreamState.CLOSED, StreamState.RESET)
                 if wrapper.broken_since is not None:
                     if now - wrapper.broken_since > self.resume_window:
                         wrapper.fail(ConnectionError(f"not resumed: {wrapper.broken_reason}"))
@@ -260,7 +267,7 @@ class DataPlane:
     def _refuse(
         self,
         connection: SessionConnection,
-        stream: FabricStream,
+        stream: HopStream,
         code: ErrorCode,
         reason: str,
         message: str = "resume refused",
@@ -290,7 +297,7 @@ class DataPlane:
     def _authorise(
         self,
         connection: SessionConnection,
-        stream: FabricStream,
+        stream: HopStream,
         opener: str,
         event: ev.StreamOpened,
     ) -> bool:
@@ -387,7 +394,7 @@ class DataPlane:
         self,
         connection: SessionConnection,
         event: ev.StreamOpened,
-        stream: FabricStream,
+        stream: HopStream,
         lease: RouteLease,
         key_exchange: bytes,
     ) -> bytes | None:
@@ -446,7 +453,7 @@ class DataPlane:
         self,
         connection: SessionConnection,
         event: ev.StreamOpened,
-        stream: FabricStream,
+        stream: HopStream,
         key_exchange: bytes,
         resume_key: bytes,
         lease: RouteLease,
@@ -492,7 +499,7 @@ class DataPlane:
         self,
         connection: SessionConnection,
         event: ev.StreamOpened,
-        stream: FabricStream,
+        stream: HopStream,
         lease: RouteLease,
     ) -> None:
         """Serve a stream whose first path never reached here (see the module doc)."""
@@ -524,7 +531,7 @@ class DataPlane:
         except LocalProtocolError as error:
             self._refuse(connection, stream, ErrorCode.STREAM_CLOSED, f"cannot open: {error}")
             return
-        connection._schedule_flush()
+        connection.schedule_flush()
         wrapper = self._serve(connection, event, stream, key_exchange, resume_key, lease)
         wrapper.resume_counter = counter
         self.opened_on_resume += 1
@@ -536,7 +543,7 @@ class DataPlane:
     def _check_proof(
         self,
         connection: SessionConnection,
-        stream: FabricStream,
+        stream: HopStream,
         event: ev.StreamOpened,
         resume_key: bytes,
         proof: bytes,
@@ -557,7 +564,7 @@ class DataPlane:
         self,
         connection: SessionConnection,
         event: ev.StreamOpened,
-        stream: FabricStream,
+        stream: HopStream,
         lease: RouteLease,
     ) -> None:
         wrapper = self.served.get(event.resume_token)
@@ -594,11 +601,11 @@ class DataPlane:
         if taken_over:
             with contextlib.suppress(LocalProtocolError):
                 old_conn.session.reset_stream(old_id, ErrorCode.ROUTE_REJECTED)
-                old_conn._schedule_flush()
+                old_conn.schedule_flush()
         wrapper.resume_counter = counter
         self._carried_by(event.resume_token, lease)
         wrapper.rebind(stream, session_stream(connection, event.stream_id))
-        connection._schedule_flush()
+        connection.schedule_flush()
         self.adopted += 1
         log_event(
             log, "stream resumed", peer=_peer(connection), service=event.service,
@@ -613,8 +620,8 @@ def _alive(wrapper: ResumableStream) -> bool:
         return False
     if wrapper.broken:
         return True
-    state = wrapper.connection.session._streams.get(wrapper.stream_id)
-    return state is not None and state.state not in (StreamState.CLOSED, StreamState.RESET)
+    state = wrapper.connection.session.stream_state(wrapper.stream_id)
+    return state is not None and state not in (StreamState.CLOSED, StreamState.RESET)
 
 
 def _peer(connection: SessionConnection) -> str:

@@ -33,8 +33,8 @@ from accessfabric.node.sealed_stream import SealedStream
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
-    from accessfabric.node.routes import Route
-    from accessfabric.node.runtime import NodeRuntime
+    from accessfabric.control.leased_route import LeasedRoute
+    from accessfabric.node.parts import NodeParts
 
 PINGS = 3
 PING_TIMEOUT = 2.0
@@ -61,7 +61,7 @@ def blocked_reason(queued: int, credit: int, capacity: int | None, pacing: float
 
 
 class NodeDiagnostics:
-    def __init__(self, runtime: NodeRuntime) -> None:
+    def __init__(self, runtime: NodeParts) -> None:
         self.runtime = runtime
 
     def streams(self) -> list[dict[str, Any]]:
@@ -109,7 +109,7 @@ class NodeDiagnostics:
         ]
 
     async def _probe(
-        self, rank: int, route: Route, service: str, traffic_class: TrafficClass, burst: int
+        self, rank: int, route: LeasedRoute, service: str, traffic_class: TrafficClass, burst: int
     ) -> dict[str, Any]:
         hops = list(route.lease.hops)
         result: dict[str, Any] = {
@@ -187,7 +187,7 @@ class NodeDiagnostics:
         return time.monotonic() - started
 
 
-def register_diagnostics(runtime: NodeRuntime) -> NodeDiagnostics:
+def register_diagnostics(runtime: NodeParts) -> NodeDiagnostics:
     """Serve ``/diag/streams`` and ``/diag/route`` on the node's admin socket."""
     diagnostics = NodeDiagnostics(runtime)
 

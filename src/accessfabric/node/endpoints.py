@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -123,6 +124,7 @@ class LocalNode:
                 self.key, expected_peer_id=expected_peer_id, node_record=self._own_record()
             ),
             config=session_config or self.session_config,
+            random_bytes=secrets.token_bytes,
             channel_binding=info.channel_binding,
             now=session_clock(),
         )

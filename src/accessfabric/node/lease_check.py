@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from accessfabric.control.codec import canonical_node_id
-from accessfabric.control.fence import EpochFence
+from accessfabric.control.fence import EpochFence, FenceBook
 from accessfabric.control.objects import RouteLease
 from accessfabric.control.rejections import LeaseRejected, RejectReason
 from accessfabric.control.verify import verify_route_lease
@@ -42,17 +42,17 @@ class LeaseChecker:
         node_id: str,
         authority_key: bytes | None,
         clock: Callable[[], float] = time.time,
+        *,
+        fences: FenceBook | None = None,
     ) -> None:
         self.node_id = canonical_node_id(node_id)
         self.authority_key = authority_key
         self.clock = clock
-        self.fences: dict[int, EpochFence] = {}
+        self.fences = fences if fences is not None else FenceBook()
+        """The node's route epoch fences (shared with the control client and route execution)."""
 
     def fence(self, route_id: int) -> EpochFence:
-        fence = self.fences.get(route_id)
-        if fence is None:
-            fence = self.fences[route_id] = EpochFence(route_id)
-        return fence
+        return self.fences.fence(route_id)
 
     def check(
         self,

@@ -13,7 +13,11 @@ from typing import Any
 
 from accessfabric.node.admission import LIMIT_KEYS, AdmissionLimits
 
-INT_KEYS = ("max_pending_handshakes", "max_pending_handshakes_per_address")
+INT_KEYS = (
+    "max_pending_handshakes",
+    "max_pending_handshakes_per_address",
+    "max_sessions_per_tenant",
+)
 
 
 class LimitsConfigError(ValueError):

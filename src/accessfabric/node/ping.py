@@ -30,10 +30,10 @@ from accessfabric.node.routes import NoUsableRoute, RouteUnusable
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
+    from accessfabric.control.leased_route import LeasedRoute
     from accessfabric.node.connection import SessionConnection
+    from accessfabric.node.parts import NodeParts
     from accessfabric.node.resumable import ResumableStream
-    from accessfabric.node.routes import Route
-    from accessfabric.node.runtime import NodeRuntime
     from accessfabric.node.sealed_stream import SealedStream
 
 MAX_COUNT = 20
@@ -48,7 +48,7 @@ class _RouteFailed(Exception):
     """The echo did not come back along one route (another may work)."""
 
 
-def resolve(runtime: NodeRuntime, target: str) -> str:
+def resolve(runtime: NodeParts, target: str) -> str:
     """A node id from a node id or a ``[[peers]] name``."""
     for peer in runtime.config.peers:
         if target in (peer.node_id, peer.name):
@@ -58,11 +58,11 @@ def resolve(runtime: NodeRuntime, target: str) -> str:
     raise PingError(f"{target!r} is neither a node id nor the name of a [[peers]] entry")
 
 
-def _routed_hops(runtime: NodeRuntime, node_id: str) -> list[str] | None:
-    client = getattr(runtime.control, "client", None)
+def _routed_hops(runtime: NodeParts, node_id: str) -> list[str] | None:
+    client = runtime.control_client
     if client is None:
         return None
-    for service, traffic_class in sorted(getattr(client, "wanted", ())):
+    for service, traffic_class in sorted(client.wanted):
         for route in client.cached_route_leases(service, traffic_class):
             hops = list(route.lease.hops)
             if hops and hops[-1] == node_id:
@@ -70,7 +70,7 @@ def _routed_hops(runtime: NodeRuntime, node_id: str) -> list[str] | None:
     return None
 
 
-async def ping_node(runtime: NodeRuntime, target: str, count: int) -> dict[str, Any]:
+async def ping_node(runtime: NodeParts, target: str, count: int) -> dict[str, Any]:
     node_id = resolve(runtime, target)
     if node_id == runtime.node_id:
         raise PingError("that is this node")
@@ -113,7 +113,7 @@ async def ping_node(runtime: NodeRuntime, target: str, count: int) -> dict[str, 
 
 
 def _hop(
-    runtime: NodeRuntime, src: str, dst: str, connection: SessionConnection | None
+    runtime: NodeParts, src: str, dst: str, connection: SessionConnection | None
 ) -> dict[str, Any]:
     """One hop of the path: carrier and address where this node holds the session."""
     return {
@@ -124,7 +124,7 @@ def _hop(
     }
 
 
-async def _ping_routed(runtime: NodeRuntime, node_id: str, count: int) -> dict[str, Any]:
+async def _ping_routed(runtime: NodeParts, node_id: str, count: int) -> dict[str, Any]:
     """Echo round trips end to end on a route lease to ``echo:<node id>`` (through the
     relays the control plane planned); :class:`NoUsableRoute` when none is leased."""
     service = node_echo_service(node_id)
@@ -145,15 +145,14 @@ async def _ping_routed(runtime: NodeRuntime, node_id: str, count: int) -> dict[s
             finally:
                 stream.close()
     finally:  # a ping is one-off: its lease is not renewed in the background
-        client = getattr(runtime.control, "client", None)
-        wanted = getattr(client, "wanted", None)
-        if isinstance(wanted, set):
-            wanted.discard((service, TrafficClass.INTERACTIVE))
+        client = runtime.control_client
+        if client is not None:
+            client.wanted.discard((service, TrafficClass.INTERACTIVE))
     raise NoUsableRoute(f"every route to {service!r} failed: {'; '.join(errors)}")
 
 
 async def _echo_along(
-    runtime: NodeRuntime, route: Route, stream: ResumableStream | SealedStream, count: int
+    runtime: NodeParts, route: LeasedRoute, stream: ResumableStream | SealedStream, count: int
 ) -> dict[str, Any]:
     async def round_trip() -> float:
         started = time.perf_counter()
@@ -194,7 +193,7 @@ async def _echo_along(
     }
 
 
-def ping_handler(runtime: NodeRuntime) -> Any:
+def ping_handler(runtime: NodeParts) -> Any:
     async def handle(request: web.Request) -> web.Response:
         target = request.query.get("node", "")
         try:

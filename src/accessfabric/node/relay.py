@@ -43,10 +43,11 @@ import time
 from dataclasses import dataclass, field
 
 from accessfabric.errors import ErrorCode, LocalProtocolError
-from accessfabric.node.connection import FabricStream, SessionConnection, StreamResetError
+from accessfabric.node.connection import HopStream, SessionConnection, StreamResetError
 from accessfabric.node.lease_check import CheckedLease
 from accessfabric.node.log_format import log_event
 from accessfabric.node.peers import PeerSessionManager
+from accessfabric.node.relay_fairness import TenantFairShare
 from accessfabric.node.relay_limits import RelayLimits, RelayQuotas, RelayRefused
 from accessfabric.node.resumable import StreamErrors, new_fabric_stream
 from accessfabric.session import events as ev
@@ -65,9 +66,9 @@ class Splice:
     event: ev.StreamOpened
     checked: CheckedLease
     up_conn: SessionConnection
-    up: FabricStream
+    up: HopStream
     down_conn: SessionConnection | None = None
-    down: FabricStream | None = None
+    down: HopStream | None = None
     position: asyncio.Future[int] | None = None
     started: float = field(default_factory=time.monotonic)
     done: bool = False
@@ -87,6 +88,8 @@ class Relay:
     ) -> None:
         self.peers = peers
         self.quotas = RelayQuotas(limits)
+        self.fairness: TenantFairShare | None = TenantFairShare()
+        """Equal relay shares per tenant, not per stream (node/relay_fairness.py)."""
         self.orphan_grace = orphan_grace
         self._ends: dict[tuple[SessionConnection, int], Splice] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -103,7 +106,7 @@ class Relay:
         connection: SessionConnection,
         event: ev.StreamOpened,
         checked: CheckedLease,
-        up: FabricStream,
+        up: HopStream,
     ) -> None:
         """Claim the stream (before any ACK for it leaves) and start splicing it."""
         try:
@@ -118,7 +121,7 @@ class Relay:
         connection: SessionConnection,
         event: ev.StreamOpened,
         checked: CheckedLease,
-        up: FabricStream,
+        up: HopStream,
     ) -> None:
         if connection.session.stream_state(event.stream_id) is None:
             self._skip_gone(event, "opened and gone in one batch")
@@ -207,7 +210,7 @@ class Relay:
         if splice.position is None or splice.position.done() or splice.down is None:
             return
         assert splice.down_conn is not None
-        state = splice.down_conn.session._streams.get(splice.down.stream_id)
+        state = splice.down_conn.session.stream_progress(splice.down.stream_id)
         if state is not None:
             splice.position.set_result(state.acked)
 
@@ -220,7 +223,7 @@ class Relay:
             return
         with contextlib.suppress(LocalProtocolError):
             target.session.send_ack(stream.stream_id, offset)
-            target._schedule_flush()
+            target.schedule_flush()
 
     # ------------------------------------------------------------ splicing
 
@@ -264,7 +267,7 @@ class Relay:
     async def _open_downstream(self, splice: Splice) -> None:
         event, checked = splice.event, splice.checked
         down_conn = await self.peers.session(checked.next_hop)
-        if splice.up._error is not None:
+        if splice.up.error is not None:
             raise ConnectionError("the upstream hop went away while dialling")
         session = down_conn.session
         splice.down_conn = down_conn
@@ -321,10 +324,10 @@ class Relay:
             raise UpstreamGone
         up_session.adopt_stream(event.stream_id, up_snapshot, start)
         up_session.relay_stream(event.stream_id)
-        splice.up_conn._schedule_flush()
+        splice.up_conn.schedule_flush()
 
     async def _pump(
-        self, splice: Splice, src: FabricStream, dst: FabricStream, *, upstream: bool
+        self, splice: Splice, src: HopStream, dst: HopStream, *, upstream: bool
     ) -> None:
         quotas, tenant, cls = self.quotas, splice.tenant, splice.event.traffic_class
         chunk = min(RELAY_CHUNK, quotas.chunk_limit(tenant, cls))
@@ -338,6 +341,8 @@ class Relay:
                 with contextlib.suppress(*StreamErrors, LocalProtocolError):
                     dst.close()
                 return
+            if self.fairness is not None:
+                await self.fairness.turn(tenant, len(data))
             await quotas.spend(tenant, cls, len(data), upstream=upstream)
             try:
                 dst.write(data)
@@ -348,7 +353,7 @@ class Relay:
     def _source_failed(self, splice: Splice, upstream: bool, error: BaseException) -> None:
         """The side ``src`` failed; tell (or spare) the other side."""
         other = splice.down if upstream else splice.up
-        if other is None or other._error is not None:
+        if other is None or other.error is not None:
             return
         remote_reset = isinstance(error, StreamResetError) and error.remote
         code = error.code if isinstance(error, StreamResetError) else ErrorCode.ROUTE_REJECTED
@@ -373,7 +378,7 @@ class Relay:
             code = ErrorCode.ROUTE_REJECTED
         _reset(other, code)
 
-    def _orphan(self, stream: FabricStream | None) -> None:
+    def _orphan(self, stream: HopStream | None) -> None:
         """Drop a downstream half after ``orphan_grace`` unless a resume took it over."""
         if stream is not None:
             loop = asyncio.get_running_loop()
@@ -421,8 +426,8 @@ def _code_name(code: ErrorCode | int) -> str:
     return code.name if isinstance(code, ErrorCode) else str(code)
 
 
-def _reset(stream: FabricStream, code: ErrorCode | int) -> None:
-    if stream._error is not None:
+def _reset(stream: HopStream, code: ErrorCode | int) -> None:
+    if stream.error is not None:
         return
     with contextlib.suppress(LocalProtocolError):
         stream.reset(code if isinstance(code, ErrorCode) else ErrorCode.CANCEL)

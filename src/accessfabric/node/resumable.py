@@ -1,7 +1,7 @@
 """``ResumableStream``: a stream end that survives the death of the path under it.
 
 A routed stream's two ends (the source that opened it, the destination that serves it)
-hold their side as a :class:`ResumableStream`: a :class:`FabricStream` look-alike over
+hold their side as a :class:`ResumableStream`: a :class:`FabricStream` (the protocol) over
 the current hop stream (the *inner* stream).  When the inner stream breaks — its
 session died, or a relay reset it with ``ROUTE_REJECTED`` — the wrapper does not fail:
 reads return what already arrived, writes are kept, and the stream waits (at most
@@ -23,10 +23,11 @@ from collections.abc import Callable
 
 from accessfabric.errors import ErrorCode, ProtocolError
 from accessfabric.node.connection import (
-    FabricStream,
+    HopStream,
     SessionClosed,
     SessionConnection,
     StreamResetError,
+    read_exactly,
 )
 from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.session.stream import Stream
@@ -42,40 +43,30 @@ StreamErrors = (ConnectionError, ProtocolError)
 
 def new_fabric_stream(
     connection: SessionConnection, stream_id: int, service: str, traffic_class: TrafficClass
-) -> FabricStream:
+) -> HopStream:
     """The asyncio face of a stream opened on ``connection.session`` directly."""
-    stream = FabricStream(connection, stream_id, service, traffic_class)
-    connection._streams[stream_id] = stream
-    connection._schedule_flush()
-    return stream
+    return connection.wrap_stream(stream_id, service, traffic_class)
 
 
 def session_stream(connection: SessionConnection, stream_id: int) -> Stream:
-    """The session's state object of a stream (kept after the session forgets it)."""
-    stream = connection.session._streams.get(stream_id)
+    """The session's record of a stream (kept after the session forgets it)."""
+    stream = connection.session.stream_progress(stream_id)
     if stream is None:
         raise SessionClosed(f"stream {stream_id} is gone from its session")
     return stream
 
 
-def retire(inner: FabricStream, reason: str) -> None:
+def retire(inner: HopStream, reason: str) -> None:
     """Detach an inner stream for good: its reader sees the end after the buffered bytes."""
-    connection = inner._connection
-    connection._blocked.discard(inner)
-    if connection.stream(inner.stream_id) is inner:
-        del connection._streams[inner.stream_id]
-    inner._pending.clear()
-    inner._tail = None
-    if inner._error is None:
-        inner._fail(SessionClosed(reason))
+    inner.connection.detach(inner, reason)
 
 
-class ResumableStream(FabricStream):
-    """One end of a routed stream; see the module docstring."""
+class ResumableStream:
+    """One end of a routed stream (a :class:`HopStream`); see the module docstring."""
 
     def __init__(
         self,
-        inner: FabricStream,
+        inner: HopStream,
         state: Stream,
         resume_token: bytes,
         *,
@@ -83,7 +74,6 @@ class ResumableStream(FabricStream):
         resumable_reset: Callable[[StreamResetError], bool] | None = None,
         on_broken: Callable[[ResumableStream, BaseException], None] | None = None,
     ) -> None:
-        # Deliberately no FabricStream.__init__: every public method is delegated.
         self.stream_id = inner.stream_id
         self.service = inner.service
         self.traffic_class = inner.traffic_class
@@ -97,7 +87,7 @@ class ResumableStream(FabricStream):
         self.resume_window = resume_window
         self._resumable_reset = resumable_reset or (lambda error: False)
         self._on_broken = on_broken
-        self._inners: deque[FabricStream] = deque([inner])
+        self._inners: deque[HopStream] = deque([inner])
         self._state = state
         self._copy: deque[bytes] = deque()
         self._copy_start = state.acked
@@ -112,12 +102,12 @@ class ResumableStream(FabricStream):
     # ------------------------------------------------------------ state
 
     @property
-    def inner(self) -> FabricStream:
+    def inner(self) -> HopStream:
         return self._inners[-1]
 
     @property
     def connection(self) -> SessionConnection:
-        return self._inners[-1]._connection
+        return self._inners[-1].connection
 
     @property
     def broken(self) -> bool:
@@ -199,7 +189,7 @@ class ResumableStream(FabricStream):
             recv_ended=self._state.recv_end is not None,
         )
 
-    def rebind(self, inner: FabricStream, state: Stream) -> None:
+    def rebind(self, inner: HopStream, state: Stream) -> None:
         """Continue on ``inner`` (a stream resumed or adopted from :meth:`snapshot`)."""
         old = self._inners[-1]
         retire(old, "stream moved to another path")
@@ -243,6 +233,9 @@ class ResumableStream(FabricStream):
                 continue
             return data
 
+    async def readexactly(self, size: int) -> bytes:
+        return await read_exactly(self, size)
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._final is not None:
             raise self._final
@@ -283,7 +276,7 @@ class ResumableStream(FabricStream):
 
     def reset(self, code: ErrorCode = ErrorCode.CANCEL) -> None:
         for inner in self._inners:
-            if inner._error is None:
+            if inner.error is None:
                 inner.reset(code)
         self.fail(StreamResetError(self.stream_id, code, remote=False))
 

@@ -1,7 +1,8 @@
 """Route execution at the source: open streams on the best healthy route, fail over.
 
 A :class:`RouteManager` holds, per (service, class), the primary and alternate routes
-of the node's route lease set — from the control client (``source``) or set statically
+(:class:`~accessfabric.control.leased_route.LeasedRoute`) of the node's route lease set —
+what its ``source`` (the control link) last answered, or set statically
 (:meth:`RouteManager.set_routes`).  :meth:`RouteManager.open_stream` takes the best
 healthy route (primary first, then by measured RTT) and returns a
 :class:`~accessfabric.node.resumable.ResumableStream`.
@@ -33,7 +34,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from accessfabric.control.codec import canonical_node_id
-from accessfabric.control.fence import EpochFence
+from accessfabric.control.fence import FenceBook
+from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.control.objects import RouteLease
 from accessfabric.control.rejections import SignedObjectRejected
 from accessfabric.control.verify import verify_route_lease
@@ -80,24 +82,6 @@ class NoUsableRoute(ConnectionError):
     """No route lease lets this node open the stream now; the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    lease: RouteLease
-    blob: bytes
-    rank: str = ""
-
-    @property
-    def route_id(self) -> int:
-        return self.lease.route_id
-
-    @property
-    def first_hop(self) -> str:
-        return self.lease.hops[1]
-
-    def expired(self, now: float) -> bool:
-        return now * 1000 >= self.lease.expires_ms
-
-
 @dataclass(slots=True)
 class RouteHealth:
     srtt: float | None = None
@@ -112,19 +96,19 @@ class RouteHealth:
         return now >= self.down_until
 
 
-RouteSource = Callable[[str, TrafficClass], Awaitable[list[Route]]]
+RouteSource = Callable[[str, TrafficClass], Awaitable[list[LeasedRoute]]]
 
 
 @dataclass(eq=False)
 class _Routed:
     stream: ResumableStream
-    route: Route
+    route: LeasedRoute
     key: tuple[str, TrafficClass]
     progress_at: float
     last_acked: int
     failing: asyncio.Task[None] | None = None
     reason: SwitchReason = SwitchReason.OTHER  # why the route was left (while failing)
-    recovering: tuple[Route, float] | None = None  # (route left, failure noticed): no ACK yet
+    recovering: tuple[LeasedRoute, float] | None = None  # (route left, failure noticed): no ACK yet
 
 
 class RouteManager:
@@ -142,6 +126,7 @@ class RouteManager:
         pressure_threshold: int = 90,
         cooldown: float = 10.0,
         clock: Callable[[], float] = time.time,
+        fences: FenceBook | None = None,
     ) -> None:
         self.node_id = canonical_node_id(node_id)
         self.peers = peers
@@ -153,8 +138,9 @@ class RouteManager:
         self.pressure_threshold = pressure_threshold
         self.cooldown = cooldown
         self.clock = clock
-        self._static: dict[tuple[str, TrafficClass], list[Route]] = {}
-        self._fences: dict[int, EpochFence] = {}
+        self._table: dict[tuple[str, TrafficClass], list[LeasedRoute]] = {}
+        self.fences = fences if fences is not None else FenceBook()
+        """The node's route epoch fences (shared with the control client and the lease check)."""
         self.health: dict[int, RouteHealth] = {}
         self._streams: dict[tuple[SessionConnection, int], _Routed] = {}
         self._watched: set[SessionConnection] = set()
@@ -173,41 +159,35 @@ class RouteManager:
 
     # ------------------------------------------------------------ route table
 
-    def set_routes(self, service: str, traffic_class: TrafficClass, routes: list[Route]) -> None:
+    def set_routes(
+        self, service: str, traffic_class: TrafficClass, routes: list[LeasedRoute]
+    ) -> None:
         """Static routes (primary first), e.g. from cached leases or tests."""
-        self._static[(service, traffic_class)] = list(routes)
-
-    def _fence(self, route_id: int) -> EpochFence:
-        fence = self._fences.get(route_id)
-        if fence is None:
-            fence = self._fences[route_id] = EpochFence(route_id)
-        return fence
+        self._table[(service, traffic_class)] = list(routes)
 
     def fenced(self, lease: RouteLease) -> bool:
-        """True when a ROUTE_UPDATE has fenced this lease's epoch."""
-        return lease.epoch < self._fence(lease.route_id).epoch
+        """True when a newer epoch of this lease's route was seen (e.g. in a ROUTE_UPDATE)."""
+        return self.fences.fenced(lease)
 
-    def _health(self, route: Route) -> RouteHealth:
+    def _health(self, route: LeasedRoute) -> RouteHealth:
         health = self.health.get(route.route_id)
         if health is None:
             health = self.health[route.route_id] = RouteHealth()
         return health
 
-    async def routes(self, service: str, traffic_class: TrafficClass) -> list[Route]:
+    async def routes(self, service: str, traffic_class: TrafficClass) -> list[LeasedRoute]:
         """Usable routes now, best first; :class:`NoUsableRoute` says why there is none."""
         if self.source is not None:
             try:
                 candidates = await self.source(service, traffic_class)
             except Exception as error:
                 raise NoUsableRoute(str(error)) from None
+            if candidates:  # the table alternates and observations are taken from
+                self._table[(service, traffic_class)] = list(candidates)
         else:
-            candidates = self._static.get((service, traffic_class), [])
+            candidates = self._table.get((service, traffic_class), [])
         now = self.clock()
-        usable = [
-            r
-            for r in candidates
-            if not r.expired(now) and r.lease.epoch >= self._fence(r.route_id).epoch
-        ]
+        usable = [r for r in candidates if not r.expired(now) and not self.fences.fenced(r.lease)]
         if not usable:
             raise NoUsableRoute(self._why_none(service, traffic_class, candidates, now))
         mono = time.monotonic()
@@ -222,7 +202,7 @@ class RouteManager:
         return usable
 
     def _why_none(
-        self, service: str, traffic_class: TrafficClass, candidates: list[Route], now: float
+        self, service: str, traffic_class: TrafficClass, candidates: list[LeasedRoute], now: float
     ) -> str:
         name = f"service {service!r} ({traffic_class.name.lower()})"
         if not candidates:
@@ -278,7 +258,7 @@ class RouteManager:
 
     async def open_on_route(
         self,
-        route: Route,
+        route: LeasedRoute,
         service: str,
         traffic_class: TrafficClass,
         *,
@@ -311,7 +291,7 @@ class RouteManager:
 
     async def _open_on(
         self,
-        route: Route,
+        route: LeasedRoute,
         service: str,
         traffic_class: TrafficClass,
         *,
@@ -320,7 +300,7 @@ class RouteManager:
         resume_key: bytes,
     ) -> ResumableStream:
         connection = await self.peers.session(route.first_hop)
-        stream_id = connection.session.open_stream(
+        inner = await connection.open_stream(
             service,
             traffic_class,
             route.route_id,
@@ -328,8 +308,7 @@ class RouteManager:
             route_lease=route.blob,
             resume_token=resume_token,
         )
-        inner = new_fabric_stream(connection, stream_id, service, traffic_class)
-        state = session_stream(connection, stream_id)
+        state = session_stream(connection, inner.stream_id)
         stream = ResumableStream(
             inner,
             state,
@@ -346,7 +325,7 @@ class RouteManager:
     def _track(
         self,
         stream: ResumableStream,
-        route: Route,
+        route: LeasedRoute,
         key: tuple[str, TrafficClass],
         connection: SessionConnection,
     ) -> None:
@@ -410,15 +389,16 @@ class RouteManager:
             return
         try:
             lease = verify_route_lease(blob, self.authority_key, self.clock(), hop=self.node_id)
+            self.fences.admit(lease)  # the node's one fence book: every consumer sees it
         except SignedObjectRejected as rejected:
             log_event(log, "route update refused", logging.WARNING, reason=str(rejected))
             return
-        if not self._fence(lease.route_id).advance(lease.epoch):
-            return
-        for routes in self._static.values():
+        # The control client may have admitted this epoch already (a fresh lease fetch):
+        # what matters here is which routes and streams still run on an older one.
+        for routes in self._table.values():
             for index, route in enumerate(routes):
-                if route.route_id == lease.route_id:
-                    routes[index] = Route(lease, blob, route.rank)
+                if route.route_id == lease.route_id and route.lease.epoch < lease.epoch:
+                    routes[index] = LeasedRoute(lease, blob, route.rank, route.destination)
         for routed in list(self._streams.values()):
             if routed.route.route_id == lease.route_id and routed.route.lease.epoch < lease.epoch:
                 routed.stream.mark_broken(
@@ -470,7 +450,7 @@ class RouteManager:
             r.route_id != routed.route.route_id
             and not r.expired(wall)
             and self._health(r).healthy(now)
-            for r in self._static.get(routed.key, ())
+            for r in self._table.get(routed.key, ())
         )
         if not alternate:
             return self.stall_timeout
@@ -483,7 +463,7 @@ class RouteManager:
 
     # ------------------------------------------------------------ failover
 
-    def _route_failed(self, route: Route, reason: str) -> None:
+    def _route_failed(self, route: LeasedRoute, reason: str) -> None:
         health = self._health(route)
         health.failures += 1
         health.last_failure = reason
@@ -501,11 +481,11 @@ class RouteManager:
     async def _failover(self, routed: _Routed, error: BaseException) -> None:
         stream = routed.stream
         old = stream.inner
-        old_conn = old._connection
+        old_conn = old.connection
         if not old_conn.is_closed:  # the old path may live: tell it the stream left it
             with contextlib.suppress(LocalProtocolError):
                 old_conn.session.reset_stream(old.stream_id, ErrorCode.ROUTE_REJECTED)
-                old_conn._schedule_flush()
+                old_conn.schedule_flush()
         started = stream.broken_since or time.monotonic()
         log_event(
             log, "route failed", logging.WARNING, route=routed.route.route_id,
@@ -529,7 +509,7 @@ class RouteManager:
         stream.fail(ConnectionError(f"no route to resume on within {self.resume_window:g} s"))
         self._untrack(routed)
 
-    def _resume_order(self, routes: list[Route], left: Route) -> list[Route]:
+    def _resume_order(self, routes: list[LeasedRoute], left: LeasedRoute) -> list[LeasedRoute]:
         """The routes a failing stream tries, in order: the healthy ones (best first) —
         and when every route is cooling down, all of them, the route just left last and
         the others by when their cooldown ends.  A cooldown ranks a route below healthy
@@ -543,7 +523,7 @@ class RouteManager:
             routes, key=lambda r: (r.route_id == left.route_id, self._health(r).down_until)
         )
 
-    async def _resume_on(self, routed: _Routed, route: Route, started: float) -> bool:
+    async def _resume_on(self, routed: _Routed, route: LeasedRoute, started: float) -> bool:
         stream = routed.stream
         try:
             connection = await asyncio.wait_for(self.peers.session(route.first_hop), 5.0)
@@ -576,7 +556,7 @@ class RouteManager:
         )  # fmt: skip
         return True
 
-    def _check_recovered(self, routed: _Routed, recovering: tuple[Route, float]) -> None:
+    def _check_recovered(self, routed: _Routed, recovering: tuple[LeasedRoute, float]) -> None:
         """The first ACK on the new route ends the recovery that began at the failure."""
         acked_at = routed.stream.ack_seen_at
         if acked_at is None:
@@ -606,7 +586,7 @@ class RouteManager:
         """Per-route data-plane health, for the control plane (heartbeat facts)."""
         now = time.monotonic()
         out: list[dict[str, object]] = []
-        for (service, traffic_class), routes in self._static.items():
+        for (service, traffic_class), routes in self._table.items():
             for route in routes:
                 health = self._health(route)
                 out.append(
@@ -638,7 +618,7 @@ class RouteManager:
             task.cancel()
 
 
-def _resume_proof(stream: ResumableStream, route: Route, start_offset: int) -> bytes:
+def _resume_proof(stream: ResumableStream, route: LeasedRoute, start_offset: int) -> bytes:
     """A sealed stream's proof for this attempt (a fresh counter each time); b"" unsealed."""
     if not stream.resume_key:
         return b""

@@ -15,8 +15,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from typing import Any, Protocol
 
+from accessfabric.control.client import ControlClient
+from accessfabric.control.fence import FenceBook
 from accessfabric.control.vocabulary import node_echo_service
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
@@ -119,8 +122,11 @@ class NodeRuntime:
         # Access (docs/config.md, Access): default deny; static allow lists and, with
         # [control], the authority-signed grants the control link keeps current.
         self.access = ServiceAccess(self.key.node_id, config.allow_lists(), config.authority_key)
+        self.fences = FenceBook()
+        """Route epoch fences: one book for the lease check, route execution and the
+        control client, so a ROUTE_UPDATE (or a fresher lease) fences all three at once."""
         self.data_plane = DataPlane(
-            self.key.node_id, self.peers, config.authority_key,
+            self.key.node_id, self.peers, config.authority_key, fences=self.fences,
             sealing_key=self.key.sealing_private_key(),  # opens sealed streams, binds resumes
             sealing_keys=self.sealing_keys, resume_window=config.routes.resume_window,
             access=self.access,
@@ -131,6 +137,7 @@ class NodeRuntime:
             resume_window=timers.resume_window, stall_timeout=timers.stall_timeout,
             interactive_stall_timeout=timers.interactive_stall_timeout,
             pressure_threshold=timers.pressure_threshold, cooldown=timers.cooldown,
+            fences=self.fences,
         )  # fmt: skip
         self.routes.sealing = StreamSealing(
             self.key.node_id, self.key.sealing_private_key(), self.sealing_keys,
@@ -142,6 +149,9 @@ class NodeRuntime:
             stream.connection, reason, stream.service
         )
         self.observe.watch_admission(self.local.admission)
+        tenants = self.local.admission.tenants  # sessions per tenant (node/tenant_admission.py)
+        self.data_plane.hooks.append(tenants.hook(self.access.record_of, time.monotonic))
+        self.observe.add_section("tenants", tenants.status)
         self.observe.watch_routes(self.routes)
         self.observe.watch_refusals(lambda: dict(self.data_plane.refused))
         self.observe.watch_relay(self.data_plane.relay, always="relay" in config.roles)
@@ -192,6 +202,20 @@ class NodeRuntime:
     def accepted_sessions(self) -> int:
         return len(self._accepted)
 
+    @property
+    def control_client(self) -> ControlClient | None:
+        return None if self.control is None else self.control.client
+
+    def _plug_control(self, control: ControlLink) -> None:
+        """The control link answers route execution's, the sealing keys' and HELLO's
+        questions; the host monitor wakes it (nothing plugs itself into the runtime)."""
+        self.routes.source = control.route_source
+        self.host.on_relay_change = control.wake  # mobile relay state: heartbeat now
+        self.sealing_keys.refresh = control.client.directory  # a sealing key is missing
+        if self.routes.sealing is not None:  # sealed opens carry this node's record
+            self.routes.sealing.own_record = control.client.record_blob
+        self.local.node_record = control.own_record  # sent in HELLO
+
     # ------------------------------------------------------------ start
 
     async def start(self) -> None:
@@ -212,6 +236,7 @@ class NodeRuntime:
             await self.host.start()
             await self.network_watch.start()
             if self.control is not None:
+                self._plug_control(self.control)
                 await self.control.start()
             for component in self.components:
                 await component.start(self)

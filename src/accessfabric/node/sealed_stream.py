@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from accessfabric.errors import ErrorCode, LocalProtocolError, ProtocolError
-from accessfabric.node.connection import FabricStream, SessionConnection
+from accessfabric.node.connection import SessionConnection, read_exactly
 from accessfabric.node.log_format import log_event
 from accessfabric.sealing import RecordSealer, SealingError, SealInitiator, SealResponder
 from accessfabric.sealing.handshake import parse_key_exchange, stream_context
@@ -46,11 +46,11 @@ class SealedStreamError(ConnectionError):
     """The sealed stream failed: a record did not verify, or it cannot be set up."""
 
 
-class SealedStream(FabricStream):
-    """One end of a sealed stream; see the module docstring."""
+class SealedStream:
+    """One end of a sealed stream (a :class:`~accessfabric.node.connection.FabricStream`);
+    see the module docstring."""
 
     def __init__(self, inner: ResumableStream) -> None:
-        # Deliberately no FabricStream.__init__: every public method is implemented here.
         self.inner = inner
         self.service = inner.service
         self.traffic_class = inner.traffic_class
@@ -210,6 +210,9 @@ class SealedStream(FabricStream):
             records = self._header + records
             self._header = b""
         self.inner.write(records)
+
+    async def readexactly(self, size: int) -> bytes:
+        return await read_exactly(self, size)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._failed is not None:

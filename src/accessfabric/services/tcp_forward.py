@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from accessfabric.errors import ErrorCode, ProtocolError
+from accessfabric.node.config import default_class
 from accessfabric.node.connection import FabricStream
 from accessfabric.node.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
@@ -30,17 +31,6 @@ from accessfabric.wire.registry import TrafficClass
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
-
-WELL_KNOWN_CLASSES = {
-    "rdp": TrafficClass.INTERACTIVE,
-    "ssh": TrafficClass.INTERACTIVE,
-    "dns": TrafficClass.DNS,
-}
-"""The class a forward uses when neither the config nor the command line names one."""
-
-
-def default_class(service: str) -> TrafficClass:
-    return WELL_KNOWN_CLASSES.get(service, TrafficClass.RELIABLE)
 
 
 @dataclass(slots=True)

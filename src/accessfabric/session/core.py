@@ -9,7 +9,6 @@ GOAWAY, and the end of the session.
 
 from __future__ import annotations
 
-import secrets
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
@@ -48,6 +47,11 @@ class SessionState(Enum):
 FrameHandler = Callable[[Any, list[ev.Event]], None]
 """Handles one received frame, appending what the peer did to the events."""
 
+RandomSource = Callable[[int], bytes]
+"""``n`` -> ``n`` random bytes: where a session draws its nonce, resume tokens and PING
+opaques.  The caller passes ``secrets.token_bytes``; a test passes a seeded source so a
+run replays byte for byte."""
+
 
 class SessionCore:
     """The state of one session, and the bookkeeping all its parts share."""
@@ -58,10 +62,12 @@ class SessionCore:
         dialer: bool,
         authenticator: Authenticator,
         config: SessionConfig | None = None,
+        random_bytes: RandomSource,
         channel_binding: bytes = b"",
         now: float = 0.0,
     ) -> None:
         self.config = config = config or SessionConfig()
+        self._random = random_bytes
         self.dialer = dialer
         self._auth = authenticator
         self._channel_binding = channel_binding
@@ -106,7 +112,7 @@ class SessionCore:
         """Our own last cpu / memory / network levels (``send_pressure``): the session's
         queue-only NODE_PRESSURE frames carry them, so they never reset the peer's view."""
         # Handshake.
-        self._nonce = secrets.token_bytes(NONCE_SIZE)
+        self._nonce = random_bytes(NONCE_SIZE)
         self._local_hello = fr.Hello(
             tuple(config.versions),
             authenticator.node_id,
@@ -151,6 +157,10 @@ class SessionCore:
     def _build_dispatch(self) -> dict[SessionState, dict[type[fr.Frame], FrameHandler]]:
         """The frame handlers of each state (:class:`Session` assembles them from its parts)."""
         raise NotImplementedError
+
+    def _random_u64(self) -> int:
+        """A random 64-bit PING opaque from the session's random source."""
+        return int.from_bytes(self._random(8), "big")
 
     # ------------------------------------------------------------------ streams
 

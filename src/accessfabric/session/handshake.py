@@ -8,8 +8,6 @@ peer's SESSION_READY arrives.
 
 from __future__ import annotations
 
-import secrets
-
 from accessfabric.errors import AuthenticationError, ProtocolError, UnsupportedVersionError
 from accessfabric.session import events as ev
 from accessfabric.session.auth import auth_transcript, signed_message
@@ -84,7 +82,7 @@ class Handshake(SessionCore):
         self.state = SessionState.READY
         # One PING right away: the receive windows need an RTT to grow toward bandwidth x RTT
         # even on a side that only receives (it gets no ACK-timed samples).
-        self._rtt_probe = secrets.randbits(64)
+        self._rtt_probe = self._random_u64()
         self._pings[self._rtt_probe] = self._now
         self._control.append(fr.Ping(self._rtt_probe).to_bytes())
         assert self.peer_node_id is not None and self.peer_public_key is not None

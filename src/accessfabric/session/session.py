@@ -21,8 +21,6 @@ actions and introspection.
 
 from __future__ import annotations
 
-import secrets
-
 from accessfabric.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from accessfabric.session import events as ev
 from accessfabric.session.core import PRESSURE_HIGH, FrameHandler, SessionState
@@ -57,7 +55,8 @@ class TooManyStreams(LocalProtocolError):
 class Session(Handshake, StreamFrames, Resume, Output, Timers):
     """One fabric session between this node and a peer, over any carrier.
 
-    ``Session(dialer=..., authenticator=..., config=..., channel_binding=..., now=...)``;
+    ``Session(dialer=..., authenticator=..., random_bytes=secrets.token_bytes, config=...,
+    channel_binding=..., now=...)``;
     the state and the constructor are :class:`SessionCore`'s.
     """
 
@@ -257,7 +256,7 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             )
         stream_id = self._next_local_id
         cfg = self.config
-        token = resume_token or secrets.token_bytes(RESUME_TOKEN_SIZE)
+        token = resume_token or self._random(RESUME_TOKEN_SIZE)
         frame = fr.OpenStream(
             stream_id,
             service,
@@ -394,16 +393,11 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
         if grant is not None and stream.recv_end is None:
             self._control.append(fr.StreamCredit(stream_id, grant).to_bytes())
 
-    def ping(self, now: float | None = None) -> int:
-        """Send a PING; the answer comes back as :class:`PingAcknowledged`.
-
-        Pass ``now``: without it the send time is that of the last call that carried a
-        clock, and the RTT would include the time the session sat idle since then.
-        """
+    def ping(self, now: float) -> int:
+        """Send a PING at ``now``; the answer comes back as :class:`PingAcknowledged`."""
         self._require_ready()
-        if now is not None:
-            self._now = now
-        opaque = secrets.randbits(64)
+        self._now = now
+        opaque = self._random_u64()
         self._pings[opaque] = self._now
         self._control.append(fr.Ping(opaque).to_bytes())
         return opaque
@@ -450,6 +444,14 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
     def stream_state(self, stream_id: int) -> StreamState | None:
         stream = self._streams.get(stream_id)
         return None if stream is None else stream.state
+
+    def stream_progress(self, stream_id: int) -> Stream | None:
+        """Stream ``stream_id``'s live record (offsets, ACKs, state), ``None`` once forgotten.
+
+        Read it, never change it: the session changes it.  A holder may keep it after the
+        session forgets the stream (a RESET frees it), to describe the stream later.
+        """
+        return self._streams.get(stream_id)
 
     def stream_metrics(self, stream_id: int) -> StreamMetrics:
         stream = self._local_stream(stream_id)

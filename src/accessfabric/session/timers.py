@@ -8,8 +8,6 @@ it at once, to end.
 
 from __future__ import annotations
 
-import secrets
-
 from accessfabric.errors import ErrorCode
 from accessfabric.session import events as ev
 from accessfabric.session.core import SessionCore, SessionState
@@ -72,7 +70,7 @@ class Timers(SessionCore):
             cfg.keepalive_interval is not None
             and now >= self._last_receive + cfg.keepalive_interval
         ):
-            opaque = secrets.randbits(64)
+            opaque = self._random_u64()
             self._pings[opaque] = now
             self._keepalive_ping = opaque
             self._control.append(fr.Ping(opaque).to_bytes())

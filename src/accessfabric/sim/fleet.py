@@ -35,7 +35,7 @@ import aiohttp
 from accessfabric.demo_control import Control, create_grant, start_control
 from accessfabric.demo_procs import COMMAND, DemoFailed, Processes, env, free_port
 from accessfabric.identity.keys import NodeKey
-from accessfabric.sim.proc_usage import CpuMeter, rss_bytes
+from accessfabric.sim.proc_usage import CpuMeter, cpu_seconds, rss_bytes
 
 SERVICE = "fleet-echo"
 TENANT = "fleet"
@@ -188,7 +188,7 @@ async def _start_infrastructure(
             "[[listen]]", 'carrier = "tcp"', 'address = "127.0.0.1:0"',
             "[[peers]]", f'node_id = "{ids["home"]}"',
             f'endpoints = ["tcp://127.0.0.1:{home_port}"]', 'connect = "always"',
-            *_control_lines(control, tokens["entry"], max(heartbeat, 1.0)),
+            *_control_lines(control, tokens["entry"], heartbeat),
         ]  # fmt: skip
         config = _toml(lines, run.work / f"{name}.toml")
         run.procs.start(name, [*COMMAND, "node", "run", "--config", str(config)])
@@ -326,7 +326,11 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     echo: asyncio.Server | None = None
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            control = await start_control(work, procs)
+            # The control plane's policy is the fleet's interval: with its default (1 s)
+            # nodes heartbeating every 5 s were unreachable to it for 0.5 s of every 5
+            # (after 4.5 intervals), so directories left their entries out (devices then
+            # dialled a second entry) and every flap moved every directory's version.
+            control = await start_control(work, procs, f"{args.heartbeat:g}s")
         tokens = await _grant_fleet(control, args.devices, args.entries)
         echo = await _start_infrastructure(run, control, tokens, args.entries, args.heartbeat)
         paths = await asyncio.to_thread(
@@ -353,11 +357,17 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 break
         summary["connected_heartbeating_s"] = connected_at
         summary["ready_s"] = ready_at
-        hold_until = time.monotonic() + args.hold
+        summary["start_cpu_s"] = _cpu_by_process(run)
+        summary["start_wall_s"] = round(time.monotonic() - started, 1)
+        hold_started = time.monotonic()
+        hold_cpu = _entries_cpu(run)
+        hold_until = hold_started + args.hold
         while time.monotonic() < hold_until:
             await asyncio.sleep(1.0)
             view.tick("steady")
         summary["entries_usage"] = view.usage
+        summary["entry_cpu_hold_percent"] = _cpu_since(run, hold_cpu, hold_started)
+        summary["entry_sessions"] = {n: len(run.on(i)) for i, n in run.entry_names.items()}
         summary["entry_rss_growth_per_session_kib"] = _rss_per_session(run, view)
         if args.kill_entry and ready_at is not None:
             summary["kill"] = await _kill_entry(run, view)
@@ -380,6 +390,32 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         procs.stop_all()
         if echo is not None:
             echo.close()
+
+
+def _cpu_by_process(run: FleetRun) -> dict[str, float]:
+    """CPU seconds each process of the fleet used so far: where start-up time goes."""
+    pids = {name: proc.pid for name, proc in run.procs.children.items()}
+    pids.update({f"worker-{i}": w.proc.pid for i, w in enumerate(run.workers)})
+    out = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError):
+            out[name] = round(cpu_seconds(pid), 1)
+    return out
+
+
+def _entries_cpu(run: FleetRun) -> dict[str, float]:
+    out = {}
+    for name in run.entry_names.values():
+        with contextlib.suppress(OSError):
+            out[name] = cpu_seconds(run.procs.children[name].pid)
+    return out
+
+
+def _cpu_since(run: FleetRun, before: dict[str, float], since: float) -> dict[str, float]:
+    """Per entry: percent of one core used on average since ``since``."""
+    elapsed = max(time.monotonic() - since, 1e-3)
+    now = _entries_cpu(run)
+    return {n: round((now[n] - before[n]) / elapsed * 100, 2) for n in before if n in now}
 
 
 def _check_workers(run: FleetRun) -> None:

@@ -7,7 +7,9 @@
 * ``GET /v1/admin/traffic``: per-class throughput per node and per route (from heartbeats);
 * ``GET /v1/admin/relays``: relay accounting per relay, tenant and class;
 * ``GET /v1/admin/streams``: each node's busiest live streams and why they are blocked;
-* ``GET /v1/admin/events?after=T``: the fleet's event timeline.
+* ``GET /v1/admin/events?after=T``: the fleet's event timeline;
+* ``GET /v1/admin/tenants``: per-tenant totals (issue 17): nodes heard, sessions their
+  nodes accepted, stream bytes per class, bytes relayed for the tenant.
 """
 
 from __future__ import annotations
@@ -174,6 +176,34 @@ async def streams(request: web.Request) -> web.Response:
     return web.json_response({"nodes": out})
 
 
+async def tenants(request: web.Request) -> web.Response:
+    """Per-tenant totals from the latest heartbeats: a node's ``traffic.classes`` count
+    since it started and travel in every heartbeat (not sampled, control/telemetry.py),
+    relay usage is the tenant's as the relays report it (sampled, last report kept)."""
+    require_admin(request)
+    plane = context(request).plane
+    out: dict[str, dict[str, Any]] = {}
+
+    def row(tenant: str) -> dict[str, Any]:
+        return out.setdefault(tenant, {"nodes": 0, "sessions": 0, "bytes": {}, "relayed_bytes": 0})
+
+    for node in plane.registry.all():
+        state = plane.heartbeats.get(node.node_id)
+        if state is None:
+            continue
+        totals = row(node.record.tenant)
+        totals["nodes"] += 1
+        totals["sessions"] += state.facts.sessions
+        for c in state.facts.class_bytes:
+            pair = totals["bytes"].setdefault(c.traffic_class, {"in": 0, "out": 0})
+            pair["in"] += c.bytes_in
+            pair["out"] += c.bytes_out
+        for usage in state.facts.relay_usage:
+            relayed = usage.bytes_from_source + usage.bytes_to_source
+            row(usage.tenant)["relayed_bytes"] += relayed
+    return web.json_response({"tenants": out})
+
+
 async def events(request: web.Request) -> web.Response:
     require_admin(request)
     plane = context(request).plane
@@ -193,3 +223,4 @@ def add_console_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/v1/admin/relays", relays)
     router.add_get("/v1/admin/streams", streams)
     router.add_get("/v1/admin/events", events)
+    router.add_get("/v1/admin/tenants", tenants)

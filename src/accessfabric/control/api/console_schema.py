@@ -42,6 +42,13 @@ CONSOLE_PATHS: dict[str, Any] = {
         )
     },
     "/v1/admin/relays": _read("Relay accounting per relay, tenant and class", "relays"),
+    "/v1/admin/tenants": {
+        "get": _op(
+            "Per-tenant totals: nodes, sessions, stream bytes per class, relayed bytes",
+            {**_ok(_obj({"tenants": {"type": "object"}}, ["tenants"])), **_errors(401)},
+            security=ADMIN_SECURITY,
+        )
+    },
     "/v1/admin/streams": _read(
         "Each node's busiest live streams: class, credit, bytes, RTT, blocked reason", "nodes"
     ),

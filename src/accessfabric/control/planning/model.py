@@ -10,25 +10,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import astuple, dataclass, field
-from enum import StrEnum
+
+from accessfabric.control.vocabulary import Role as Role  # one role vocabulary: the node record's
 
 MAX_TRUST_TIER = 3
 """Trust tiers run from 0 (unvetted, e.g. a volunteer phone) to 3 (operator-owned core)."""
-
-
-class Role(StrEnum):
-    """The role vocabulary of the node record (seed plan, Node Roles)."""
-
-    MOBILE_EDGE = "mobile-edge"
-    ENTRY = "entry"
-    RELAY = "relay"
-    EXIT = "exit"
-    SERVICE_HOST = "service-host"
-    CONTROL_PLANE = "control-plane"
-    ROUTE_COORDINATOR = "route-coordinator"
-    STORAGE = "storage"
-    OBSERVER = "observer"
-    UPDATE_CACHE = "update-cache"
 
 
 def _check_fraction(name: str, value: float) -> None:

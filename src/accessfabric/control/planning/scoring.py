@@ -12,6 +12,7 @@ reasons always add up to the score.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -101,6 +102,11 @@ class ScoringWeights:
     """Alternates only: per hop in a failure domain an earlier route already uses."""
     reused_node: float = 100.0
     """Alternates only: per hop an earlier route already uses."""
+    pool_spread: float = 1.0
+    """At most this much per replica of a pool (several service hosts or exits serving one
+    service), by a rendezvous hash of (source, replica): replicas the other factors score
+    within this of each other split their sources evenly and stably, the way session
+    placement spreads devices over entries; a real difference still wins."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -200,6 +206,13 @@ def replica_cost(node: NodeFacts, w: ScoringWeights) -> float:
 
 def locality_term(source: NodeFacts, replica: NodeFacts, w: ScoringWeights) -> float:
     return 0.0 if source.region == replica.region else w.other_region
+
+
+def pool_spread_term(source: str, replica: str, w: ScoringWeights) -> float:
+    """``source``'s own, stable preference among a pool's replicas (rendezvous hashing):
+    in [0, ``w.pool_spread``)."""
+    digest = hashlib.blake2b(f"{source}|{replica}".encode(), digest_size=8).digest()
+    return w.pool_spread * int.from_bytes(digest, "big") / 2**64
 
 
 # ---- reasons --------------------------------------------------------------------------------

@@ -1,0 +1,86 @@
+"""``NodeParts``: what the modules that work on a whole node see of it.
+
+:class:`~accessfabric.node.runtime.NodeRuntime` builds a node's parts and wires them
+together; it satisfies this protocol.  The control link, the diagnostics and ``ping``
+take a ``NodeParts`` instead of importing the runtime, so nothing imports back into
+``node/runtime.py`` (no import cycle) and none of them plugs itself into the runtime:
+the runtime connects their hooks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from accessfabric.control.client import ControlClient
+    from accessfabric.control.fence import FenceBook
+    from accessfabric.identity.keys import NodeKey
+    from accessfabric.node.access import ServiceAccess
+    from accessfabric.node.config import NodeConfig
+    from accessfabric.node.dataplane import DataPlane
+    from accessfabric.node.dial import BoundListener
+    from accessfabric.node.endpoints import LocalNode
+    from accessfabric.node.host_monitor import HostMonitor
+    from accessfabric.node.observability import NodeObservability
+    from accessfabric.node.peer_dialer import RankedPeerDialer
+    from accessfabric.node.peers import PeerSessionManager
+    from accessfabric.node.routes import RouteManager
+    from accessfabric.node.services import ServiceDispatcher
+    from accessfabric.node.stream_sealing import SealingKeys
+
+
+class NodeParts(Protocol):
+    """A running node's parts (read-only: who builds and wires them is the runtime)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def key(self) -> NodeKey: ...
+
+    @property
+    def config(self) -> NodeConfig: ...
+
+    @property
+    def fences(self) -> FenceBook: ...
+
+    @property
+    def local(self) -> LocalNode: ...
+
+    @property
+    def listeners(self) -> list[BoundListener]: ...
+
+    @property
+    def accepted_sessions(self) -> int: ...
+
+    @property
+    def peers(self) -> PeerSessionManager: ...
+
+    @property
+    def dialer(self) -> RankedPeerDialer: ...
+
+    @property
+    def routes(self) -> RouteManager: ...
+
+    @property
+    def data_plane(self) -> DataPlane: ...
+
+    @property
+    def dispatcher(self) -> ServiceDispatcher: ...
+
+    @property
+    def access(self) -> ServiceAccess: ...
+
+    @property
+    def sealing_keys(self) -> SealingKeys: ...
+
+    @property
+    def host(self) -> HostMonitor: ...
+
+    @property
+    def observe(self) -> NodeObservability: ...
+
+    @property
+    def control_client(self) -> ControlClient | None:
+        """The control plane client (``[control]``), or None."""
+        ...

@@ -1,0 +1,93 @@
+"""Tenant fairness at a relay: byte-level fair queuing across tenants (issue 17).
+
+A relay's splices pump bytes one chunk at a time, each on its own task, so without a
+gate each *stream* gets an equal turn: a tenant with ten bulk streams gets ten times
+the relay of a tenant with one.  :class:`TenantFairShare` gives each *tenant* an equal
+share instead.  Every tenant has a virtual byte count (bytes it relayed since it became
+active); a pump whose tenant is more than ``quantum`` bytes ahead of the least-served
+active tenant waits until the others catch up (or go idle).  A tenant is active while
+one of its pumps waits here, or for ``idle_after`` seconds after it last relayed; a
+tenant that comes back from idle starts level with the least-served active tenant, so
+idling banks no credit.  One tenant alone is never held back.
+
+The gate only orders bytes that are already at the relay: the tenants' own flow
+control (stream credit) pushes back on their sources while they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Callable
+
+DEFAULT_QUANTUM = 256 * 1024
+"""Bytes a tenant may run ahead of the least-served active tenant (one relay chunk)."""
+DEFAULT_IDLE_AFTER = 0.2
+"""Seconds after its last relayed chunk a tenant with no pump waiting counts as idle."""
+
+
+class TenantFairShare:
+    def __init__(
+        self,
+        quantum: int = DEFAULT_QUANTUM,
+        idle_after: float = DEFAULT_IDLE_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.quantum = quantum
+        self.idle_after = idle_after
+        self._clock = clock
+        self._served: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+        self._waiting: Counter[str] = Counter()
+        self._changed = asyncio.Event()
+        self.waits = 0
+        """Times a pump waited for other tenants (status)."""
+
+    def _active(self, now: float) -> list[str]:
+        return [
+            t
+            for t, last in self._last.items()
+            if self._waiting[t] > 0 or now - last < self.idle_after
+        ]
+
+    def _ahead(self, tenant: str, now: float) -> bool:
+        others = [t for t in self._active(now) if t != tenant]
+        if not others:
+            return False
+        least = min(self._served[t] for t in others)
+        return self._served[tenant] > least + self.quantum
+
+    async def turn(self, tenant: str, nbytes: int) -> None:
+        """Wait until ``tenant`` may relay ``nbytes`` more, then count them."""
+        now = self._clock()
+        if tenant not in self._active(now):  # back from idle: level with the least served
+            active = self._active(now)
+            floor = min((self._served[t] for t in active), default=0.0)
+            self._served[tenant] = max(self._served.get(tenant, 0.0), floor)
+            self._last[tenant] = now
+        if self._ahead(tenant, now):
+            self.waits += 1
+            self._waiting[tenant] += 1
+            try:
+                while self._ahead(tenant, now):
+                    changed = self._changed
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), self.idle_after)
+                    now = self._clock()
+            finally:
+                self._waiting[tenant] -= 1
+        self._served[tenant] += nbytes
+        self._last[tenant] = now
+        self._changed.set()  # wake the waiters: someone may be behind no more
+        self._changed = asyncio.Event()
+        if len(self._last) > 64:
+            self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        """Drop tenants idle for long (their count would be levelled on return anyway)."""
+        for tenant in [t for t, last in self._last.items() if now - last > 10 * self.idle_after]:
+            if self._waiting[tenant] == 0:
+                del self._last[tenant], self._served[tenant]
+                self._waiting.pop(tenant, None)
