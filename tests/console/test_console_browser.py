@@ -109,6 +109,25 @@ def test_route_score_reasons(fleet: ConsoleFleet, page: Any) -> None:
     shot(page, "routes")
 
 
+def test_route_test_from_the_console_shows_each_hop(fleet: ConsoleFleet, page: Any) -> None:
+    """The routes page's per-route test: the entry runs diag route through the relay."""
+    page.goto(base(fleet) + "/routes")
+    section = page.locator("section.route", has_text="admin-console").first
+    section.locator("form.route-test button").click()
+    page.wait_for_url("**/route-tests/*")
+    page.locator('#route-test[data-state="done"]').wait_for(timeout=30_000)
+    rows = page.locator("table.route-test tbody tr")
+    assert rows.count() >= 2
+    for index in range(rows.count()):
+        row = rows.nth(index)
+        assert row.locator(".ok").inner_text() == "yes", row.inner_text()
+        hop1 = row.locator('li.hop-rtt[data-hop="1"]').inner_text()
+        hop2 = row.locator('li.hop-rtt[data-hop="2"]').inner_text()
+        assert " ms" in hop1 and "(ping)" in hop1, hop1
+        assert " ms" in hop2 and "reported by" in hop2, hop2  # the relay's own measurement
+    shot(page, "route-test")
+
+
 def test_throughput_chart_moves_during_bulk_transfer(fleet: ConsoleFleet, page: Any) -> None:
     page.goto(base(fleet) + "/traffic")
     entry_chart = page.locator(f'figure.chart[data-key="node:{fleet.ids["entry"]}"]')
@@ -184,6 +203,30 @@ def test_revoke_a_role(fleet: ConsoleFleet, page: Any) -> None:
     assert row.locator("td").nth(1).inner_text().strip() == ""  # no role left
     nodes = {n["node_id"]: n for n in fleet.admin("GET", "/v1/admin/nodes")["nodes"]}
     assert nodes[laptop]["roles"] == []
+
+
+def test_drain_and_undrain_a_node(fleet: ConsoleFleet, page: Any) -> None:
+    laptop = fleet.ids["laptop"]
+
+    def draining() -> bool:
+        nodes = {n["node_id"]: n for n in fleet.admin("GET", "/v1/admin/nodes")["nodes"]}
+        return bool(nodes[laptop]["draining"])
+
+    page.goto(base(fleet) + "/nodes")
+    row = page.locator("table.nodes tbody tr", has_text=laptop)
+    assert row.locator(".draining").count() == 0
+    row.locator("button.drain").click()
+    page.wait_for_url("**/nodes")
+    row = page.locator("table.nodes tbody tr", has_text=laptop)
+    assert row.locator(".draining").inner_text() == "draining"
+    assert draining()
+    events = fleet.admin("GET", "/v1/admin/events")["events"]
+    assert any(e["kind"] == "node_drained" and e["subject"] == laptop for e in events)
+    row.locator("button.undrain").click()
+    page.wait_for_url("**/nodes")
+    row = page.locator("table.nodes tbody tr", has_text=laptop)
+    assert row.locator(".draining").count() == 0 and row.locator("button.drain").count() == 1
+    assert not draining()
 
 
 def test_kill_the_serving_replica_and_reload(fleet: ConsoleFleet, page: Any) -> None:

@@ -185,6 +185,13 @@ def test_console_refuses_cross_site_and_token_less_actions(fleet: ConsoleFleet) 
     assert status_of(ok) == 200 and 'id="new-token"' in ok.stdout
     kinds = [e["kind"] for e in fleet.admin("GET", "/v1/admin/events")["events"][before:]]
     assert kinds == ["token_created"]  # only the accepted action created a token
+    drain = f"http://admin.example/nodes/{fleet.ids['laptop']}/drain"
+    no_csrf_drain = curl(fleet, drain, "-i", "-b", str(jar), "-d", "undrain=0")
+    cross_drain = curl(fleet, drain, "-i", "-b", str(jar), "-d", f"csrf={csrf.group(1)}",
+                       "-H", "Origin: http://evil.example")  # fmt: skip
+    assert status_of(no_csrf_drain) == 403 and status_of(cross_drain) == 403
+    nodes = {n["node_id"]: n for n in fleet.admin("GET", "/v1/admin/nodes")["nodes"]}
+    assert not nodes[fleet.ids["laptop"]]["draining"]  # neither drained it
 
 
 def diag(fleet: ConsoleFleet, *args: str) -> tuple[int, dict[str, Any]]:
@@ -207,6 +214,11 @@ def test_diag_route_probes_the_primary_and_each_alternate(fleet: ConsoleFleet) -
         assert route["hops"][0] == fleet.ids["entry"] and route["hops"][-1] in hosts
         assert len(route["hop_rtt_ms"]) == 2 and route["end_to_end_ms"] > 0
         assert route["ping_loss"] == 0 and route["failing_hop"] is None
+        # through the relay: hop 2 (relay -> host) as the relay measures its own session
+        assert route["hops"][1] == fleet.ids["relay"], route
+        assert route["hop_rtt_source"][0] == "ping", route
+        assert route["hop_rtt_source"][1].startswith("reported by"), route
+        assert route["hop_rtt_ms"][1] > 0 and route["beyond_hop1_ms"] is not None, route
     code, burst = diag(fleet, "route", "web", "--class", "bulk", "--burst", "32768")
     assert code == 0, burst
     assert all(r["burst_mbps"] and r["burst_mbps"] > 0 for r in burst["routes"]), burst

@@ -4,6 +4,7 @@ control plane's own state (events, rates, routes with score reasons)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,60 @@ def test_traffic_facts_are_bounded(traffic: dict[str, object], field: str) -> No
 def test_traffic_facts_round_trip() -> None:
     original = facts(class_bytes=(ClassBytes("bulk", 5, 7),))
     assert parse_facts(original.to_json()).class_bytes == original.class_bytes
+
+
+def test_route_tests_are_handed_over_in_heartbeats_and_hops_need_the_source(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        async with running_plane(tmp_path) as cp:
+            laptop, relay, host = (NodeKey.generate() for _ in range(3))
+            clients = {}
+            for name, key, roles in (
+                ("laptop", laptop, ["mobile-edge"]),
+                ("relay", relay, ["entry", "relay"]),
+                ("host", host, ["service-host"]),
+            ):
+                clients[name] = cp.client(key, tmp_path / name)
+                await clients[name].enroll(await cp.token("acme", roles))
+            path = f"/v1/admin/nodes/{laptop.node_id}/route-tests"
+            async with cp.http.post(cp.url + path, json={"service": "rdp"}) as response:
+                assert response.status == 401  # admin only
+            status, test = await cp.admin("POST", path, {"service": "rdp"})
+            assert status == 201 and test["state"] == "queued", test
+            reply = await clients["relay"].heartbeat(facts((laptop, 20.0), (host, 7.5)))
+            assert "route_tests" not in reply  # only the node it was queued for gets it
+            reply = await clients["laptop"].heartbeat(facts((relay, 20.0)))
+            assert reply["route_tests"] == [
+                {"test_id": test["test_id"], "service": "rdp", "traffic_class": "interactive"}
+            ]
+            assert "route_tests" not in await clients["laptop"].heartbeat(facts((relay, 20.0)))
+            done = {"routes": [{"rank": 0, "ok": True, "hops": []}], "error": ""}
+            result_path = f"/v1/route-tests/{test['test_id']}"
+            with pytest.raises(Exception, match="unknown_test"):  # not the relay's test
+                await clients["relay"].request("POST", result_path, done)
+            await clients["laptop"].request("POST", result_path, done)
+            _, shown = await cp.admin("GET", f"/v1/admin/route-tests/{test['test_id']}")
+            assert shown["state"] == "done" and shown["result"]["routes"][0]["ok"] is True
+            for _ in range(4):  # at most 4 under way per node
+                await cp.admin("POST", path, {"service": "rdp"})
+            status, refused = await cp.admin("POST", path, {"service": "rdp"})
+            assert status == 409 and refused["error"]["code"] == "too_many_tests"
+
+            # per-hop RTTs: each link as its ends reported it; only for the lease's source
+            await clients["host"].heartbeat(facts((relay, 5.0), services=("rdp",)))
+            await clients["host"].register_service("rdp")
+            routes = await clients["laptop"].route_leases("rdp", TrafficClass.INTERACTIVE)
+            lease = base64.b64encode(routes[0].blob).decode()
+            hops = await clients["laptop"].request(
+                "POST", "/v1/leases/route/hops", {"lease": lease}
+            )
+            assert hops["hops"] == [laptop.node_id, relay.node_id, host.node_id]
+            rtts = [(x["hop"], x["rtt_ms"], x["measured_by"]) for x in hops["links"]]
+            assert rtts == [(1, 20.0, laptop.node_id), (2, 7.5, relay.node_id)]
+            with pytest.raises(Exception, match="not_source"):
+                await clients["relay"].request("POST", "/v1/leases/route/hops", {"lease": lease})
+            for client in clients.values():
+                await client.close()
+
+    asyncio.run(main())

@@ -126,3 +126,21 @@ def test_offload_peer_interoperates_with_plain_peer(
         # exit itself (v1 records toward a plain client).
         assert offloading["gso_out"] > 100
         assert offloading["segmented"] + plain_side["segmented"] > 100
+
+
+def test_offload_client_falls_back_to_an_exit_that_predates_v2(
+    tmp_path: Path, big_file: tuple[Path, str]
+) -> None:
+    """A client with offloads, no ``--no-offload``, against an exit that refuses AFV2
+    streams exactly as one built before offloads does (``--v1-only``: it fails on the
+    preamble and the stream is reset): the client falls back to v1 records by itself."""
+    with vpn_lab(tmp_path, ("--no-offload", "--v1-only"), ()) as lab:
+        path, digest = big_file
+        assert lab.send_file("client", "server", path, 6001) == digest
+        assert lab.send_file("server", "client", path, 6002) == digest
+        client = lab.status("client")
+        assert client["vnet_hdr"] and client["records"] == "v1", client
+        assert client["wire_fallbacks"] == 1
+        assert client["gso_out"] > 100 and client["segmented"] > 100  # cut by the client
+        assert "exit refused v2 records" in lab.logs["client"].read_text()
+        assert "bad preamble" in lab.logs["exit"].read_text()  # the exit's refusal

@@ -16,7 +16,7 @@ def test_fleet_of_200_survives_an_entry_kill() -> None:
         ],
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     summary = json.loads(done.stdout)
     assert summary["ready_s"] is not None, summary
     # Every device connected to an entry, heartbeated, held a route lease and moved

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -159,7 +160,14 @@ class Console:
 
     async def routes(self, request: web.Request) -> web.Response:
         document = await self._fetch("/v1/admin/routes")
-        return self._page(request, "Routes", pages.routes_page(document["routes"]), "/routes")
+        session: ConsoleSession = request[SESSION_KEY]
+        body = pages.routes_page(document["routes"], session.csrf)
+        return self._page(request, "Routes", body, "/routes")
+
+    async def route_test_page(self, request: web.Request) -> web.Response:
+        test_id = _test_id(request)
+        test = await self._fetch(f"/v1/admin/route-tests/{test_id}")
+        return self._page(request, "Route test", pages.route_test_page(test), "/routes")
 
     async def services(self, request: web.Request) -> web.Response:
         document = await self._fetch("/v1/admin/service-leases")
@@ -222,7 +230,45 @@ class Console:
             raise web.HTTPConflict(text=f"refused: {exc.code}: {exc}\n") from None
         raise web.HTTPSeeOther("/nodes")
 
+    async def drain(self, request: web.Request) -> web.Response:
+        """Drain the node (``undrain=1``: end its drain) through the control API."""
+        form = await request.post()
+        try:
+            node_id = parse_node_id(request.match_info["node_id"])
+        except ValueError:
+            raise web.HTTPBadRequest(text="not a node id\n") from None
+        path = f"/v1/admin/nodes/{node_id}/drain"
+        undrain = form.get("undrain") == "1"
+        try:
+            await (self.api.delete(path) if undrain else self.api.post(path, {}))
+        except ControlApiError as exc:
+            raise web.HTTPConflict(text=f"refused: {exc.code}: {exc}\n") from None
+        log.info("console: node %s %s", node_id, "undrained" if undrain else "drained")
+        raise web.HTTPSeeOther("/nodes")
+
+    async def start_route_test(self, request: web.Request) -> web.Response:
+        """Queue ``diag route`` on the route's source; show the test's page."""
+        form = await request.post()
+        try:
+            node_id = parse_node_id(str(form.get("source", "")))
+        except ValueError:
+            raise web.HTTPBadRequest(text="not a node id\n") from None
+        body = {
+            "service": str(form.get("service", ""))[:64],
+            "traffic_class": str(form.get("class", "interactive"))[:16],
+        }
+        try:
+            test = await self.api.post(f"/v1/admin/nodes/{node_id}/route-tests", body)
+        except ControlApiError as exc:
+            raise web.HTTPConflict(text=f"refused: {exc.code}: {exc}\n") from None
+        log.info("console: route test %s queued on %s", test.get("test_id"), node_id)
+        raise web.HTTPSeeOther(f"/route-tests/{test['test_id']}")
+
     # ---------------------------------------------------------------- live JSON
+
+    async def api_route_test(self, request: web.Request) -> web.Response:
+        test_id = _test_id(request)
+        return web.json_response(await self._fetch(f"/v1/admin/route-tests/{test_id}"))
 
     async def api_traffic(self, request: web.Request) -> web.Response:
         return web.json_response(await self._fetch("/v1/admin/traffic"))
@@ -238,6 +284,14 @@ class Console:
 
 
 SESSION_KEY = "af_console_session"
+TEST_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def _test_id(request: web.Request) -> str:
+    test_id = request.match_info["test_id"]
+    if not TEST_ID.fullmatch(test_id):
+        raise web.HTTPNotFound()
+    return test_id
 
 
 def build_console_app(console: Console) -> web.Application:
@@ -257,6 +311,10 @@ def build_console_app(console: Console) -> web.Application:
     r.add_get("/tokens", console.tokens)
     r.add_post("/tokens", console.create_token)
     r.add_post("/nodes/{node_id}/revoke-role", console.revoke_role)
+    r.add_post("/nodes/{node_id}/drain", console.drain)
+    r.add_post("/routes/test", console.start_route_test)
+    r.add_get("/route-tests/{test_id}", console.route_test_page)
+    r.add_get("/api/route-tests/{test_id}", console.api_route_test)
     r.add_get("/api/traffic", console.api_traffic)
     r.add_get("/api/events", console.api_events)
     r.add_get("/static/{name}", console.static)

@@ -81,6 +81,9 @@ class ControlApi:
     async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._call("POST", path, None, body)
 
+    async def delete(self, path: str) -> dict[str, Any]:
+        return await self._call("DELETE", path, None, None)
+
     async def token_is_admin(self, token: str) -> bool:
         """Whether the control plane accepts ``token`` as an admin token (a login check)."""
         try:

@@ -102,17 +102,32 @@ def nodes_page(nodes: list[dict[str, Any]], csrf: str) -> str:
             f'<button type=submit title="revoke role {h(role)}">revoke {h(role)}</button></form>'
             for role in node.get("roles") or []
         )
+        draining = bool(node.get("draining"))
+        drain = (
+            f'<form method=post action="/nodes/{h(node["node_id"])}/drain" class=inline>'
+            f'<input type=hidden name=csrf value="{h(csrf)}">'
+            + ("<input type=hidden name=undrain value=1>" if draining else "")
+            + f'<button type=submit class="{"undrain" if draining else "drain"}" title="'
+            + (
+                "place devices and route through it again"
+                if draining
+                else "no device placed, no new route through it; it GOAWAYs its sessions "
+                "once their streams finished"
+            )
+            + f'">{"undrain" if draining else "drain"}</button></form>'
+        )
         rows.append(
             [
                 f'<code class="node-id" title="{h(node["node_id"])}">{h(node["node_id"])}</code>',
                 h(", ".join(node.get("roles") or [])),
                 h(node.get("tenant")),
                 f'<span class="health {h(health)}">{h(health)}</span>'
+                + (' <span class="draining">draining</span>' if draining else "")
                 + (f"<div class=reasons>{h(reasons)}</div>" if reasons else ""),
                 h(f"protocol {versions.get('protocol')} · {versions.get('software') or '-'}"),
                 capability or "-",
                 h(_age(node.get("last_heartbeat_age_s"))),
-                revoke,
+                drain + revoke,
             ]
         )
     body = table(
@@ -121,9 +136,9 @@ def nodes_page(nodes: list[dict[str, Any]], csrf: str) -> str:
         rows, cls="nodes",
     )  # fmt: skip
     body += (
-        '<p class=note id="drain-note">Drain: the control API has no drain of a node yet. '
-        "What exists: revoke a node's <em>relay</em> or <em>entry</em> role — the planner "
-        "stops routing through it — or stop the node (SIGTERM drains its sessions).</p>"
+        '<p class=note id="drain-note">Drain: the node gets no device and no new route; it '
+        "sends its sessions GOAWAY once their streams finished (at most its "
+        "<code>drain_timeout</code>), and its devices move to other entries.</p>"
     )
     return body
 
@@ -132,7 +147,7 @@ def _hops(hops: list[str], names: dict[str, str] | None = None) -> str:
     return " → ".join(node_ref(hop, names) for hop in hops)
 
 
-def routes_page(routes: list[dict[str, Any]]) -> str:
+def routes_page(routes: list[dict[str, Any]], csrf: str = "") -> str:
     if not routes:
         return "<p>No source holds a route lease yet.</p>"
     parts = []
@@ -169,12 +184,74 @@ def routes_page(routes: list[dict[str, Any]]) -> str:
                 f"{' (disjoint)' if route.get('disjoint') else ''}</summary>{reasons}</details>"
             )
         note = f"<p class=note>{h(group['note'])}</p>" if group.get("note") else ""
+        test = (
+            '<form method=post action="/routes/test" class="inline route-test">'
+            f'<input type=hidden name=csrf value="{h(csrf)}">'
+            f'<input type=hidden name=source value="{h(group["source"])}">'
+            f'<input type=hidden name=service value="{h(group["service"])}">'
+            f'<input type=hidden name=class value="{h(group["class"])}">'
+            '<button type=submit title="the source probes the primary and each alternate '
+            '(diag route): per-hop RTT, loss, the failing hop">Test these routes</button></form>'
+        )
         parts.append(
             f'<section class="route"><h2>{h(group["service"])} / {h(group["class"])} from '
-            f"{node_ref(group['source'])}</h2><h3>Held by the source</h3>{held}"
+            f"{node_ref(group['source'])}</h2>{test}<h3>Held by the source</h3>{held}"
             f"<h3>Planner's score reasons</h3>{''.join(planned) or '<p>none</p>'}{note}</section>"
         )
     return "".join(parts)
+
+
+def route_test_page(test: dict[str, Any]) -> str:
+    """A route test (``diag route`` on the source) and, when done, its per-route probes."""
+    state = str(test.get("state", ""))
+    head = (
+        f'<p id="route-test" data-test-id="{h(test.get("test_id"))}" data-state="{h(state)}">'
+        f"{h(test.get('service'))} / {h(test.get('traffic_class'))} from "
+        f"{node_ref(str(test.get('node_id', '')))}: <strong class=state>{h(state)}</strong></p>"
+    )
+    if state in ("queued", "running"):
+        return head + (
+            "<p class=note>The source runs the test after its next heartbeat; this page "
+            "updates by itself.</p>"
+        )
+    if state == "expired":
+        return head + "<p class=error>The source did not answer (gone, or it heartbeats to "
+        "another control replica).</p>"
+    result = test.get("result") or {}
+    if result.get("error"):
+        return head + f'<p class="error" role="alert">{h(result["error"])}</p>'
+    rows = []
+    for probe in result.get("routes") or []:
+        hops = probe.get("hops") or []
+        rtts = probe.get("hop_rtt_ms") or []
+        sources = probe.get("hop_rtt_source") or []
+        per_hop = "".join(
+            f'<li class="hop-rtt" data-hop="{i + 1}">hop {i + 1} '
+            f"{node_ref(str(hops[i]))} → {node_ref(str(hops[i + 1]))}: "
+            f"{h('-' if rtt is None else f'{rtt} ms')}"
+            f" <small>({h(sources[i] if i < len(sources) else '')})</small></li>"
+            for i, rtt in enumerate(rtts)
+            if i + 1 < len(hops)
+        )
+        rank = int(probe.get("rank", 0))
+        rows.append(
+            [
+                h("primary" if rank == 0 else f"alternate {rank}"),
+                _hops([str(x) for x in hops]),
+                f'<span class="ok {"yes" if probe.get("ok") else "no"}">'
+                f"{'yes' if probe.get('ok') else 'NO'}</span>",
+                f"<ul class=hops>{per_hop}</ul>",
+                h("-" if probe.get("end_to_end_ms") is None else f"{probe['end_to_end_ms']} ms"),
+                h(probe.get("ping_loss")),
+                h(probe.get("failing_hop") or "-"),
+                h(probe.get("error") or "-"),
+            ]
+        )
+    return head + table(
+        ["route", "path", "ok", "per-hop RTT", "end to end", "PING loss", "failing hop",
+         "error"],
+        rows, cls="route-test",
+    )  # fmt: skip
 
 
 def services_page(services: list[dict[str, Any]]) -> str:

@@ -342,6 +342,22 @@ def _cmd_remove_node(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_drain(args: argparse.Namespace) -> int:
+    method = "DELETE" if args.undrain else "POST"
+    reply = _admin_request(args, method, f"/v1/admin/nodes/{args.node}/drain")
+    if args.json:
+        _print_reply(reply)
+    elif reply.get("draining"):
+        print(
+            f"draining {reply['node_id']}: no device is placed on it and no new route goes "
+            "through it; it GOAWAYs each session once its streams finished (at most its "
+            "drain_timeout) at its next heartbeat"
+        )
+    else:
+        print(f"{reply['node_id']} is not drained: devices may be placed on it again")
+    return 0
+
+
 def _age(value: float | None) -> str:
     if value is None:
         return "never"
@@ -364,7 +380,7 @@ def format_nodes(nodes: list[dict[str, Any]]) -> str:
                 node["node_id"],
                 ",".join(node["roles"]) or "-",
                 node["tenant"],
-                node["health"],
+                node["health"] + (", draining" if node.get("draining") else ""),
                 _age(node.get("last_heartbeat_age_s")),
                 f"p{protocol} {software}".strip() if protocol else "-",
             )
@@ -651,6 +667,24 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     revoke.add_argument("--json", action="store_true", help="print JSON")
     _operator_options(revoke)
     revoke.set_defaults(handler=_guarded(_cmd_revoke_role))
+
+    for name, undrain in (("drain", False), ("undrain", True)):
+        drain = commands.add_parser(
+            name,
+            help="end a node's drain" if undrain else "drain a node: devices move to other entries",
+            description=(
+                "End NODE's drain: devices may be placed on it again (none moves back)."
+                if undrain
+                else "Take NODE out of service without stopping it: the control plane "
+                "places no device on it and routes nothing new through it; at its next "
+                "heartbeat the node refuses new sessions and GOAWAYs each session once "
+                "its streams finished (at most its drain_timeout). docs/fleet.md#drain."
+            ),
+        )
+        drain.add_argument("node", metavar="NODE", help="node id")
+        drain.add_argument("--json", action="store_true", help="print JSON")
+        _operator_options(drain)
+        drain.set_defaults(handler=_guarded(_cmd_drain), undrain=undrain)
 
     agent = commands.add_parser(
         "agent",

@@ -26,16 +26,18 @@ The directory's ``version`` (:func:`directory_version`, also in every heartbeat 
 an opaque number that moves whenever any directory could change: a node record changes
 (the registry's store revision), a node turns visible or ``unreachable``, or a live node's
 region, endpoints, transports, measured peers or relay facts change (the heartbeat table's
-visibility generation).  A node refetches when it differs from the one it holds; it does not move
-with health or RTT values alone, so those may be up to one such change old.
+visibility generation), or the operator drains or undrains a node.  A node refetches
+when it differs from the one it holds; it does not move with health or RTT values alone,
+so those may be up to one such change old.
 
 A ``mobile`` directory has its own, narrower version (:func:`version_for`): it moves
 only when what that directory can show moves — an entry of the node's tenant or shared
 infrastructure enrolling, changing its record, turning visible or unreachable, or
-changing its region, endpoints, transports or relay facts — or the node's own region or
-set of measured entries changes.  Before, every device refetched its directory whenever
-*any* node enrolled, renewed its record or connected somewhere: at 1000 devices that was
-a refetch storm of O(N^2) directory builds (issue 17, docs/fleet.md).
+changing its region, endpoints, transports or relay facts, or a drain or undrain —
+or the node's own region or set of measured entries changes.  Before, every device
+refetched its directory whenever *any* node enrolled, renewed its record or connected
+somewhere: at 1000 devices that was a refetch storm of O(N^2) directory builds (issue 17,
+docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from accessfabric.control.drains import NodeDrains
 from accessfabric.control.heartbeats import Health, HeartbeatTable
 from accessfabric.control.leasing import SHARED_TENANT, node_facts
 from accessfabric.control.placement import EntryCandidate, place
@@ -75,6 +78,8 @@ class DirectoryEntry:
     transports: tuple[str, ...]
     rtt_ms: float | None
     """RTT the asking node measured to this peer, if it did."""
+    draining: bool = False
+    """The operator drains this peer (:mod:`accessfabric.control.drains`)."""
 
     def to_json(self) -> dict[str, Any]:
         record = self.node.record
@@ -89,6 +94,7 @@ class DirectoryEntry:
             "endpoints": list(self.endpoints),
             "transports": list(self.transports),
             "rtt_ms": self.rtt_ms,
+            "draining": self.draining,
         }
 
 
@@ -111,9 +117,13 @@ def _scope(roles: frozenset[Role]) -> str:
     return "mobile"
 
 
-def directory_version(registry: NodeRegistry, heartbeats: HeartbeatTable, now: float) -> int:
+def directory_version(
+    registry: NodeRegistry, heartbeats: HeartbeatTable, now: float, drains: NodeDrains | None = None
+) -> int:
     """The version of every directory at ``now``: compare for equality only (48 bits)."""
     text = f"{heartbeats.epoch}:{registry.version}:{heartbeats.visibility(now)}"
+    if drains is not None:
+        text += f":{drains.digest()}"
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=6).digest(), "big")
 
 
@@ -167,14 +177,18 @@ def _entries_digest(
 
 
 def version_for(
-    asking: RegisteredNode, registry: NodeRegistry, heartbeats: HeartbeatTable, now: float
+    asking: RegisteredNode,
+    registry: NodeRegistry,
+    heartbeats: HeartbeatTable,
+    now: float,
+    drains: NodeDrains | None = None,
 ) -> int:
     """The version of ``asking``'s directory (heartbeat replies and the directory carry it).
 
     ``mobile`` scope: its own narrow version (module docstring); other scopes: the
-    global :func:`directory_version`."""
+    global :func:`directory_version`.  Both move with every drain and undrain."""
     if _scope(asking.record.roles) != "mobile":
-        return directory_version(registry, heartbeats, now)
+        return directory_version(registry, heartbeats, now, drains)
     me = asking.record
     own = heartbeats.get(me.node_id)
     region = (own.facts.region or "default") if own else "default"
@@ -182,6 +196,7 @@ def version_for(
     text = (
         f"mobile:{heartbeats.epoch}:{me.revision}:{region}:{','.join(measured)}:"
         f"{_entries_digest(me.tenant, registry, heartbeats, now).hex()}"
+        f":{drains.digest() if drains is not None else ''}"
     )
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=6).digest(), "big")
 
@@ -192,13 +207,15 @@ def build_directory(
     heartbeats: HeartbeatTable,
     now: float,
     policy: RoutePolicy | None = None,
+    drains: NodeDrains | None = None,
 ) -> Directory:
     """The peers ``asking`` may know about under the rules above.
 
     ``policy`` (the route planner's): the ``mobile`` placement names only entries it lets
-    carry traffic (:func:`_carriers`).
+    carry traffic (:func:`_carriers`), and never a drained one (``drains``) while another
+    may be placed.
     """
-    version = version_for(asking, registry, heartbeats, now)  # first: sweeps the unreachable
+    version = version_for(asking, registry, heartbeats, now, drains)  # first: sweeps unreachable
     me = asking.record
     roles = me.roles
     own = heartbeats.get(me.node_id)
@@ -225,6 +242,7 @@ def build_directory(
             endpoints=state.facts.endpoints,
             transports=state.facts.transports,
             rtt_ms=measured.get(record.node_id),
+            draining=drains is not None and drains.is_draining(record.node_id),
         )
     scope = _scope(roles)
     chosen: dict[str, DirectoryEntry] = {}
@@ -264,7 +282,8 @@ def build_directory(
 def _carriers(
     entries: list[DirectoryEntry], heartbeats: HeartbeatTable, policy: RoutePolicy
 ) -> list[DirectoryEntry]:
-    """The entries a device may be placed on: those the planner lets carry its traffic.
+    """The entries a device may be placed on: those the planner lets carry its traffic,
+    not drained by the operator.
 
     A device holds one session, to its placed entry, so an entry the planner refuses as
     a hop (a mobile entry not opted in to relaying, on a metered network or low on
@@ -272,12 +291,13 @@ def _carriers(
     none may carry, all of them: the device still holds a session (its status, its
     directory) and moves once one may.
     """
+    live = [e for e in entries if not e.draining] or entries
     carriers = [
         e
-        for e in entries
+        for e in live
         if carrier_refusal(node_facts(e.node, heartbeats.get(e.node.node_id)), policy) is None
     ]
-    return carriers or entries
+    return carriers or live
 
 
 def _sessions(heartbeats: HeartbeatTable, node_id: str) -> int:

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from accessfabric.control.authority import Authority
+from accessfabric.control.drains import NodeDrains
 from accessfabric.control.heartbeats import HeartbeatState, HeartbeatTable
 from accessfabric.control.objects import RouteLease
 from accessfabric.control.planner import (
@@ -84,8 +85,11 @@ def route_id_for(source: str, service: str, slot: int) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def node_facts(node: RegisteredNode, state: HeartbeatState | None) -> NodeFacts:
-    """What the planner needs of one node: the record's word on roles, the heartbeat's facts."""
+def node_facts(
+    node: RegisteredNode, state: HeartbeatState | None, *, draining: bool = False
+) -> NodeFacts:
+    """What the planner needs of one node: the record's word on roles, the heartbeat's
+    facts, and whether the operator drains it (:mod:`accessfabric.control.drains`)."""
     record = node.record
     roles = frozenset(record.roles)
     tier = record.trust_tier
@@ -98,6 +102,7 @@ def node_facts(node: RegisteredNode, state: HeartbeatState | None) -> NodeFacts:
             failure_domain=f"node/{record.node_id}",
             trust_tier=tier,
             shared=record.tenant == SHARED_TENANT,
+            draining=draining,
         )
     facts = state.facts
     if facts.trust_tier is not None:
@@ -122,10 +127,16 @@ def node_facts(node: RegisteredNode, state: HeartbeatState | None) -> NodeFacts:
         cpu_pressure=facts.cpu,
         memory_pressure=facts.memory,
         queue_pressure=min(1.0, facts.queue_depth / 10_000),
+        draining=draining,
     )
 
 
-def build_graph(registry: NodeRegistry, heartbeats: HeartbeatTable, now: float) -> FabricGraph:
+def build_graph(
+    registry: NodeRegistry,
+    heartbeats: HeartbeatTable,
+    now: float,
+    drains: NodeDrains | None = None,
+) -> FabricGraph:
     """The planner's snapshot: every node heard from recently, every link they measured.
 
     A link measured in one direction only is assumed symmetric (the reverse observation
@@ -138,7 +149,8 @@ def build_graph(registry: NodeRegistry, heartbeats: HeartbeatTable, now: float) 
         state = heartbeats.get(node.node_id)
         if state is None or now - state.received_at >= limit:
             continue
-        nodes.append(node_facts(node, state))
+        draining = drains is not None and drains.is_draining(node.node_id)
+        nodes.append(node_facts(node, state, draining=draining))
         for peer in state.facts.peers:
             links[(node.node_id, peer.node_id)] = LinkObservation(
                 src=node.node_id,
@@ -179,6 +191,7 @@ class RouteLeasing:
         policy: RoutePolicy | None = None,
         snapshot_max_age: float = DEFAULT_SNAPSHOT_MAX_AGE,
         alternates: int = 2,
+        drains: NodeDrains | None = None,
     ) -> None:
         self._store = store
         self._authority = authority
@@ -190,20 +203,31 @@ class RouteLeasing:
         self.policy = policy or RoutePolicy()
         self._snapshot_max_age = snapshot_max_age
         self._alternates = alternates
+        self._drains = drains
         self._planner: RoutePlanner | None = None
         self._built_at = 0.0
-        self._built_key: tuple[int, int, int] = (-1, -1, -1)
+        self._built_key: tuple[int, int, int, int] = (-1, -1, -1, -1)
 
     def planner(self, now: float | None = None) -> RoutePlanner:
         """The current planner, rebuilt when the facts it was built from have moved on."""
         when = self._clock() if now is None else now
-        key = (self._registry.generation, self._services.generation, self._heartbeats.generation)
+        drained = -1 if self._drains is None else self._drains.generation
+        key = (
+            self._registry.generation,
+            self._services.generation,
+            self._heartbeats.generation,
+            drained,
+        )
         fresh = self._planner is not None and key == self._built_key
-        only_heartbeats = self._planner is not None and key[:2] == self._built_key[:2]
+        only_heartbeats = (
+            self._planner is not None
+            and key[:2] == self._built_key[:2]
+            and key[3] == self._built_key[3]
+        )
         if fresh or (only_heartbeats and when - self._built_at < self._snapshot_max_age):
             assert self._planner is not None
             return self._planner
-        graph = build_graph(self._registry, self._heartbeats, when)
+        graph = build_graph(self._registry, self._heartbeats, when, self._drains)
         self._planner = RoutePlanner(graph, self._services.active_map(), policy=self.policy)
         self._built_at, self._built_key = when, key
         return self._planner

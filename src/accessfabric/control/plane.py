@@ -18,6 +18,7 @@ from typing import Any
 from accessfabric.control.admin import AdminCredentials
 from accessfabric.control.authority import Authority
 from accessfabric.control.directory import version_for
+from accessfabric.control.drains import NodeDrains
 from accessfabric.control.facts import HeartbeatFacts
 from accessfabric.control.fleet_events import FleetEvents
 from accessfabric.control.grants import DEFAULT_POLICY_TTL, AccessGrants
@@ -33,6 +34,7 @@ from accessfabric.control.requestsig import (
     SignedRequest,
     parse_timestamp,
 )
+from accessfabric.control.route_tests import RouteTests
 from accessfabric.control.services import ServiceDirectory
 from accessfabric.control.store.base import Clock, Store
 from accessfabric.control.store.sqlite import SqliteStore
@@ -208,6 +210,7 @@ class ControlPlane:
             is_shared=self._routes_go_through,
         )
         self.services = ServiceDirectory(store, authority, clock=clock, replica_ttl=cfg.replica_ttl)
+        self.drains = NodeDrains(store, clock=clock)
         self.leasing = RouteLeasing(
             store,
             authority,
@@ -218,6 +221,7 @@ class ControlPlane:
             lease_ttl=cfg.route_lease_ttl,
             policy=cfg.policy,
             snapshot_max_age=cfg.snapshot_max_age,
+            drains=self.drains,
         )
         self.grants = AccessGrants(
             store, authority, clock=clock, policy_ttl=cfg.access_policy_ttl,
@@ -226,6 +230,7 @@ class ControlPlane:
         self.replay = ReplayCache(cfg.request_window)
         self.traffic = TrafficHistory()
         self.events = FleetEvents()
+        self.route_tests = RouteTests()
         self.mac_keys = ControlMacKeys(authority)
         self.sync: ReplicaSync | None = None
         self._loaded_revision = 0
@@ -300,6 +305,7 @@ class ControlPlane:
         self._loaded_revision = self.store.revision()
         self.registry.load()
         self.heartbeats.load()
+        self.drains.load()
 
     def ingest_heartbeat(self, node: RegisteredNode, facts: HeartbeatFacts) -> dict[str, Any]:
         """Take one authenticated heartbeat; the reply (health, current record, policy, and
@@ -327,7 +333,10 @@ class ControlPlane:
             "health": report.health.value,
             "reasons": list(report.reasons),
             "node_record": record,
-            "directory_version": version_for(current, self.registry, self.heartbeats, now),
+            "directory_version": version_for(
+                current, self.registry, self.heartbeats, now, self.drains
+            ),
+            "draining": self.drains.is_draining(node_id),
             "telemetry_every": every,
             "policy": self.config.policy_document(),
         }
@@ -335,6 +344,9 @@ class ControlPlane:
         reply["access_policy_version"] = version
         if facts.access_policy_version != version:  # the body only when it changed
             reply["access_policy"] = base64.b64encode(access).decode("ascii")
+        route_tests = self.route_tests.take(node_id, now)  # queued from the console
+        if route_tests:
+            reply["route_tests"] = route_tests
         return reply
 
     def tick(self) -> None:

@@ -23,6 +23,7 @@ import random
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 
+from accessfabric.control.drains import KEY_PREFIX as DRAIN_PREFIX
 from accessfabric.control.heartbeats import KEY_PREFIX as HEARTBEAT_PREFIX
 from accessfabric.control.registry import KEY_PREFIX as NODE_PREFIX
 from accessfabric.control.services import KEY_PREFIX as SERVICE_PREFIX
@@ -140,6 +141,7 @@ class ReplicaSync:
             )
             self._plane.registry.load()
             self._plane.heartbeats.load()
+            self._plane.drains.load()
         except (StoreError, TimeoutError) as error:
             self._mark_lost(str(error) or "no quorum read in time")
             return False
@@ -171,6 +173,8 @@ class ReplicaSync:
             # services are read from the store on demand; the route planner rebuilds its
             # snapshot (serving replicas, leaders) when the generation moves
             self._plane.services.generation += 1
+        elif change.key.startswith(DRAIN_PREFIX):
+            self._plane.drains.apply_change(change)
         else:
             return
         self.applied += 1

@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from accessfabric.carriers.tls_site import AdmittedTlsSite, ConnectionCap, PeerErrorLog
-from accessfabric.control.api import admin_handlers, node_handlers
+from accessfabric.control.api import admin_handlers, node_handlers, route_test_handlers
 from accessfabric.control.api.console_handlers import add_console_routes
 from accessfabric.control.api.context import CONTEXT, ApiContext
 from accessfabric.control.api.errors import error_middleware
@@ -161,6 +161,12 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     router.add_get("/v1/admin/tokens", admin_handlers.list_tokens)
     router.add_delete("/v1/admin/tokens/{token_id}", admin_handlers.revoke_token)
     router.add_delete("/v1/admin/nodes/{node_id}", admin_handlers.remove_node)
+    router.add_post("/v1/admin/nodes/{node_id}/drain", admin_handlers.drain_node)
+    router.add_delete("/v1/admin/nodes/{node_id}/drain", admin_handlers.undrain_node)
+    router.add_post("/v1/admin/nodes/{node_id}/route-tests", route_test_handlers.create_route_test)
+    router.add_get("/v1/admin/route-tests/{test_id}", route_test_handlers.route_test)
+    router.add_post("/v1/route-tests/{test_id}", route_test_handlers.finish_route_test)
+    router.add_post("/v1/leases/route/hops", route_test_handlers.route_hops)
     add_console_routes(router)
     return app
 

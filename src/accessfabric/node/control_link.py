@@ -66,13 +66,17 @@ from accessfabric.control.facts import (
 from accessfabric.control.leased_route import LeasedRoute
 from accessfabric.control.rejections import SignedObjectRejected
 from accessfabric.control.replica_set import replica_summary
+from accessfabric.errors import ErrorCode
 from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings, default_class
 from accessfabric.node.diagnostics import NodeDiagnostics
 from accessfabric.node.log_format import log_event
+from accessfabric.node.route_test_runner import RouteTestRunner
 from accessfabric.node.routes import NoUsableRoute
 from accessfabric.node.service_failovers import ServiceFailovers
 from accessfabric.node.tenant_admission import retry_hint
+from accessfabric.session import SessionState
+from accessfabric.session.events import GoawayReceived
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
@@ -106,6 +110,13 @@ ROUTE_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two ``no route lease`` log lines for one (service, class)."""
 FAILING_LOG_INTERVAL = 30.0
 """Seconds between two ``control plane link failing`` lines of one outage."""
+DRAIN_SETTLE_INTERVALS = 1.5
+DRAIN_SETTLE_EXTRA = 1.0
+"""A drained node tells its idle sessions GOAWAY after 1.5 heartbeat intervals + 1 s: by
+then its devices learnt the drain from their own (jittered) heartbeats, dialled their new
+entry, reported it and hold route leases around the drained node."""
+DRAINED_REFETCH_INTERVAL = 1.0
+"""Seconds between two lease requests for a service whose leases all pass a drained node."""
 
 
 class ControlLink:
@@ -132,11 +143,15 @@ class ControlLink:
         )
         self._clock = clock
         self._rng = rng or random.Random()
+        self.route_tests = RouteTestRunner(runtime, self.client)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._registered: set[str] = set()
         self._directory_peers: set[str] = set()
+        self._drained_peers: set[str] = set()
+        """Directory peers the operator drains: route leases through them are replaced."""
+        self._drained_refetch: dict[tuple[str, TrafficClass], float] = {}
         self._placement: list[str] = []
         self._telemetry_every = 1
         """Detailed telemetry with one heartbeat in this many (the control plane says)."""
@@ -204,6 +219,7 @@ class ControlLink:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.route_tests.close()
         await self.client.close()
 
     async def _run(self) -> None:
@@ -298,6 +314,13 @@ class ControlLink:
         every = reply.get("telemetry_every")
         if isinstance(every, int) and not isinstance(every, bool) and every >= 1:
             self._telemetry_every = min(every, MAX_TELEMETRY_EVERY)
+        self.runtime.operator_drain.set(  # control drain NODE (node/operator_drain.py)
+            reply.get("draining") is True,
+            settle=DRAIN_SETTLE_INTERVALS
+            * (self.settings.heartbeat_interval or self.client.heartbeat_interval())
+            + DRAIN_SETTLE_EXTRA,
+        )
+        self.route_tests.take(reply.get("route_tests"))  # queued from the console
         self._own_record = client.record_blob()
         self._apply_access_policy()
         health = reply.get("health")
@@ -317,6 +340,7 @@ class ControlLink:
             cached = await client.directory()
         self._apply_directory(cached)
         await client.renew_due()
+        await self._around_drained()
         for name, traffic_class in sorted(client.wanted):
             renewed = client.cached_route_leases(name, traffic_class)
             if self._publish(name, traffic_class, renewed):  # the renewed expiries count
@@ -536,6 +560,11 @@ class ControlLink:
         placed = directory.get("placement")
         placement = [str(n) for n in placed] if isinstance(placed, list) and placed else None
         listed = {entry.get("node_id") for entry in directory.get("entries", [])}
+        self._drained_peers = {
+            str(entry.get("node_id"))
+            for entry in directory.get("entries", [])
+            if entry.get("draining") is True
+        }
         for gone in sorted(self._directory_peers - listed):  # unreachable, or out of view
             self._directory_peers.discard(gone)
             self._probe_failures.pop(gone, None)
@@ -560,6 +589,7 @@ class ControlLink:
                 len(self._probes) < MAX_PROBES
                 and node_id not in self._probes
                 and not self._has_session(node_id)
+                and node_id not in self._drained_peers  # it would GOAWAY the probe at once
                 and self._clock() >= self._probe_failures.get(node_id, (0, 0.0))[1]
             ):
                 self._probes[node_id] = asyncio.create_task(self._probe(node_id))
@@ -578,7 +608,29 @@ class ControlLink:
         self._watcher = asyncio.create_task(self._rehome_when_closed(connection))
 
     async def _rehome_when_closed(self, connection: SessionConnection) -> None:
-        await connection.wait_closed()
+        """... or as soon as its entry sends GOAWAY (drained by the operator, shutting
+        down): the entry is then avoided like a lost one, and the control link heartbeats
+        at once (the directory's placement has likely changed)."""
+        goaway = asyncio.Event()
+
+        def on_event(event: object) -> None:
+            if isinstance(event, GoawayReceived):
+                goaway.set()
+
+        connection.on_event.append(on_event)
+        waits = [
+            asyncio.ensure_future(connection.wait_closed()),
+            asyncio.ensure_future(goaway.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            with contextlib.suppress(ValueError):
+                connection.on_event.remove(on_event)
+        if goaway.is_set():
+            self._wake.set()
         pause = self._rng.uniform(0.0, REHOME_SPREAD)  # the entry's devices spread out
         ended, entry = connection.session.terminated, connection.session.peer_node_id
         hint = retry_hint(ended.reason) if ended is not None and ended.remote else None
@@ -651,8 +703,10 @@ class ControlLink:
         runtime = self.runtime
         if runtime.peers.current(node_id) is not None:
             return True
-        return any(
-            not c.is_closed and c.session.peer_node_id == node_id
+        return any(  # a session the peer is draining (GOAWAY) does not count
+            c.is_ready
+            and c.session.state is SessionState.READY
+            and c.session.peer_node_id == node_id
             for c in runtime.observe.connections()
         )
 
@@ -697,20 +751,66 @@ class ControlLink:
         client = self.client
         key = (service, traffic_class)
         usable = client.cached_route_leases(service, traffic_class)  # fenced ones refused
-        if not usable:
+        live = usable
+        if not [u for u in live if not self._through_drained(u.lease.hops)] and (
+            not live or self._drained_refetch_due(key)
+        ):  # none, or all through a drained node (fetch one around it)
             try:
                 usable = await client.route_leases(service, traffic_class)
-            except NoUsableLease as why:
-                raise self._route_error(key, str(why)) from None
-            except ControlRefused as refused:
-                raise self._route_error(
-                    key, f"the control plane refused a route lease for {service!r}: {refused}"
-                ) from None
+            except (NoUsableLease, ControlRefused) as error:
+                if not live:
+                    raise self._route_error(key, _lease_refusal(service, error)) from None
+                usable = live  # through a drained node: it still carries streams meanwhile
             finally:
                 if self._unreachable and client.reachable:
                     self._wake.set()  # it answers again: heartbeat now, not after the backoff
         client.wanted.add(key)
         return self._publish(service, traffic_class, usable)
+
+    async def _around_drained(self) -> None:
+        """Replace the leases of wanted (service, class) whose every lease passes a drained
+        peer, before a stream needs them (the planner routes around a drained node once it
+        knows another first hop of ours; until then the old leases stay, and the next
+        cycle comes in :data:`DRAINED_REFETCH_INTERVAL`).  A device whose leases all go
+        around then ends its own session with the drained entry (GOAWAY: streams on it
+        finish), so the entry need not tell it."""
+        if not self._drained_peers:
+            return
+        client = self.client
+        stuck = False
+        for key in sorted(client.wanted):
+            if self._only_through_drained(key) and self._drained_refetch_due(key):
+                with contextlib.suppress(NoUsableLease, ControlRefused, ControlUnavailable):
+                    await client.route_leases(*key)
+            stuck = stuck or self._only_through_drained(key)
+        if stuck:
+            asyncio.get_running_loop().call_later(DRAINED_REFETCH_INTERVAL, self._wake.set)
+            return
+        if not any(self._has_session(n) for n in self._placement if n not in self._drained_peers):
+            return  # a device's own move only, once it holds its new entry
+        for peer in sorted(self._drained_peers - set(self._placement)):
+            if self.runtime.peers.current(peer) is not None:
+                log_event(log, "leaving a drained entry", peer=peer)
+                await self.runtime.peers.close_peer(peer, ErrorCode.NO_ERROR, "entry drained")
+
+    def _only_through_drained(self, key: tuple[str, TrafficClass]) -> bool:
+        live = self.client.cached_route_leases(*key)  # fenced ones refused
+        return bool(live) and all(self._through_drained(u.lease.hops) for u in live)
+
+    def _through_drained(self, hops: tuple[str, ...]) -> bool:
+        """A hop after this node is drained by the operator (as the directory says)."""
+        return any(hop in self._drained_peers for hop in hops[1:])
+
+    def _drained_refetch_due(self, key: tuple[str, TrafficClass]) -> bool:
+        """At most one lease request a second for a (service, class) whose leases all go
+        through a drained node (the planner may not know another first hop yet)."""
+        now = self._clock()
+        if now - self._drained_refetch.get(key, -DRAINED_REFETCH_INTERVAL) < (
+            DRAINED_REFETCH_INTERVAL
+        ):
+            return False
+        self._drained_refetch[key] = now
+        return True
 
     def _route_error(self, key: tuple[str, TrafficClass], reason: str) -> NoUsableRoute:
         """Keep why ``key`` has no route lease, and log it (not more than every 10 s)."""
@@ -788,6 +888,7 @@ class ControlLink:
                 max((at for _, at in self.route_errors.values()), default=None), now
             ),
             "summary": snapshot.describe(now),
+            "drain": _drain_text(self.runtime.operator_drain.status()),
         }
 
     def lease_rows(self) -> list[dict[str, Any]]:
@@ -839,6 +940,12 @@ class ControlLink:
         return rows
 
 
+def _lease_refusal(service: str, error: Exception) -> str:
+    if isinstance(error, ControlRefused):
+        return f"the control plane refused a route lease for {service!r}: {error}"
+    return str(error)
+
+
 class NotEnrolledYet(Exception):
     """No cached node record and no token to enroll with."""
 
@@ -857,6 +964,16 @@ def _scores(document: dict[str, Any], top: int = 3) -> dict[int, tuple[float | N
         )
         out[route["route_id"]] = (_opt_float(route.get("score")), text or "-")
     return out
+
+
+def _drain_text(status: dict[str, object]) -> str:
+    if not status.get("draining"):
+        return "-"
+    return (
+        f"drained by the operator for {status['for_s']} s: {status['sessions_told']} "
+        f"sessions told GOAWAY ({status['told_with_streams']} with streams), "
+        f"{status['sessions_left']} left"
+    )
 
 
 def _ago(at: float | None, now: float) -> float | None:

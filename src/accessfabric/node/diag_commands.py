@@ -71,6 +71,7 @@ def _route_rows(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "path": r["hops"],
             "ok": "yes" if r["ok"] else "NO",
             "hop_rtt_ms": r["hop_rtt_ms"],
+            "beyond_hop1_ms": r.get("beyond_hop1_ms"),
             "end_to_end_ms": r["end_to_end_ms"],
             "ping_loss": r["ping_loss"],
             "burst_mbps": r["burst_mbps"],
@@ -135,9 +136,10 @@ def add_diag_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "route",
         help="probe the primary and each alternate route to SERVICE",
         description="On each route: the first hop's session and PINGs (RTT, loss), a probe "
-        "stream acknowledged end to end (RTT beyond hop 1), optionally a burst "
-        "(throughput); the failing hop. The probe's bytes (CRLF, then the burst's zeros) "
-        "reach the service.",
+        "stream acknowledged end to end (RTT beyond hop 1), each later hop's RTT as that "
+        "hop measures and reports it (hop_rtt_source), optionally a burst (throughput); "
+        "the failing hop. The probe's bytes (CRLF, then the burst's zeros) reach the "
+        "service.",
     )
     route.add_argument("service", help="the logical service")
     route.add_argument("--class", dest="traffic_class", default="interactive", help="class")

@@ -15,12 +15,22 @@ Served on the node's admin socket (0600) as ``GET /diag/streams`` and
   the service (a CRLF is ignored by HTTP servers; use ``burst`` with a service that
   tolerates it); the stream is then reset.  A failure names the hop: the first hop when
   its session or PINGs fail, "beyond hop 1" when a relay refused the route or no ACK came.
+
+  Per-hop RTT (``hop_rtt_ms``, one per link, ``hop_rtt_source`` says where each comes
+  from): hop 1 is the PINGs' minimum; every later hop is the RTT the node before it
+  measures on its own session to the next (its session SRTT), as it last reported it in a
+  heartbeat — asked of the control plane for this route's lease
+  (``POST /v1/leases/route/hops``, :mod:`accessfabric.control.route_tests`).  Without a
+  control plane (static routes) a three-hop route's second hop is end to end minus hop 1,
+  and ``beyond_hop1_ms`` is that difference, measured by this probe, on every route.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +45,8 @@ from accessfabric.wire.registry import TrafficClass
 if TYPE_CHECKING:
     from accessfabric.control.leased_route import LeasedRoute
     from accessfabric.node.parts import NodeParts
+
+log = logging.getLogger(__name__)
 
 PINGS = 3
 PING_TIMEOUT = 2.0
@@ -117,6 +129,8 @@ class NodeDiagnostics:
             "route_id": route.route_id,
             "hops": hops,
             "hop_rtt_ms": [],
+            "hop_rtt_source": [],
+            "beyond_hop1_ms": None,
             "ping_loss": None,
             "end_to_end_ms": None,
             "burst_bytes": burst,
@@ -158,10 +172,27 @@ class NodeDiagnostics:
                 failing_hop=2 if beyond else 1, error=f"beyond hop 1: {why}" if beyond else why
             )
             return result
-        hop_rtts = [round(first_rtt * 1e3, 3)]
-        if len(hops) > 2:  # the hops after the first, together: end to end minus hop 1
-            hop_rtts.append(round(max(0.0, end_to_end - first_rtt) * 1e3, 3))
-        result.update(hop_rtt_ms=hop_rtts, end_to_end_ms=round(end_to_end * 1e3, 3), ok=True)
+        beyond_ms = round(max(0.0, end_to_end - first_rtt) * 1e3, 3)
+        hop_rtts: list[float | None] = [round(first_rtt * 1e3, 3)]
+        sources = ["ping"]
+        links = await self._links(route) if len(hops) > 2 else []
+        for hop in range(2, len(hops)):
+            link = links[hop - 1] if hop - 1 < len(links) else {}
+            rtt = link.get("rtt_ms")
+            if isinstance(rtt, int | float) and not isinstance(rtt, bool):
+                hop_rtts.append(round(float(rtt), 3))
+                sources.append(f"reported by {str(link.get('measured_by'))[:12]}… "
+                               f"{link.get('age_s')} s ago")  # fmt: skip
+            elif len(hops) == 3:  # the one hop after the first: end to end minus hop 1
+                hop_rtts.append(beyond_ms)
+                sources.append("end to end minus hop 1")
+            else:
+                hop_rtts.append(None)
+                sources.append("not reported")
+        result.update(
+            hop_rtt_ms=hop_rtts, hop_rtt_source=sources, beyond_hop1_ms=beyond_ms,
+            end_to_end_ms=round(end_to_end * 1e3, 3), ok=True,
+        )  # fmt: skip
         if burst:
             try:
                 took = await self._acknowledged(stream, inner, bytes(burst))
@@ -170,6 +201,23 @@ class NodeDiagnostics:
                 result["error"] = f"burst not acknowledged (the service may have closed): {error}"
         _close(stream)
         return result
+
+    async def _links(self, route: LeasedRoute) -> list[dict[str, Any]]:
+        """Each link of ``route`` as its hops last reported it (control plane), or []."""
+        client = self.runtime.control_client
+        if client is None:
+            return []
+        blob = base64.b64encode(route.blob).decode("ascii")
+        try:
+            reply = await asyncio.wait_for(
+                client.request("POST", "/v1/leases/route/hops", {"lease": blob}),
+                PROBE_TIMEOUT,
+            )
+        except Exception as error:  # unreachable, refused, timed out: hop 1 and e2e only
+            log.info("per-hop RTTs unavailable for route %d: %s", route.route_id, error)
+            return []
+        links = reply.get("links")
+        return [x for x in links if isinstance(x, dict)] if isinstance(links, list) else []
 
     @staticmethod
     async def _acknowledged(

@@ -17,11 +17,13 @@ if TYPE_CHECKING:
     from accessfabric.identity.keys import NodeKey
     from accessfabric.node.access import ServiceAccess
     from accessfabric.node.config import NodeConfig
+    from accessfabric.node.connection import SessionConnection
     from accessfabric.node.dataplane import DataPlane
     from accessfabric.node.dial import BoundListener
     from accessfabric.node.endpoints import LocalNode
     from accessfabric.node.host_monitor import HostMonitor
     from accessfabric.node.observability import NodeObservability
+    from accessfabric.node.operator_drain import OperatorDrain
     from accessfabric.node.peer_dialer import RankedPeerDialer
     from accessfabric.node.peers import PeerSessionManager
     from accessfabric.node.routes import RouteManager
@@ -52,6 +54,15 @@ class NodeParts(Protocol):
 
     @property
     def accepted_sessions(self) -> int: ...
+
+    def accepted_connections(self) -> list[SessionConnection]:
+        """The sessions other nodes opened to this one, live or ending."""
+        ...
+
+    @property
+    def operator_drain(self) -> OperatorDrain:
+        """The operator's drain of this node (``control drain``)."""
+        ...
 
     @property
     def peers(self) -> PeerSessionManager: ...

@@ -41,6 +41,7 @@ from accessfabric.node.key_lock import KeyLock
 from accessfabric.node.log_format import log_event
 from accessfabric.node.network_watch import NetworkWatch
 from accessfabric.node.observability import NodeObservability
+from accessfabric.node.operator_drain import OperatorDrain
 from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
 from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.routes import RouteManager
@@ -169,6 +170,7 @@ class NodeRuntime:
         self.network_watch = NetworkWatch(self.observe.connections)  # address changes
         self.network_watch.on_change = self.host.nat.probe_soon  # a new NAT, perhaps
         self.components = list(components)
+        self.operator_drain = OperatorDrain(self)  # control drain NODE (node/operator_drain.py)
         self.control: ControlLink | None = None
         if config.control is not None:  # docs/config.md [control]
             self.control = ControlLink(self, config.control)
@@ -201,6 +203,10 @@ class NodeRuntime:
     @property
     def accepted_sessions(self) -> int:
         return len(self._accepted)
+
+    def accepted_connections(self) -> list[SessionConnection]:
+        """The sessions other nodes opened to this one, live or ending."""
+        return list(self._accepted)
 
     @property
     def control_client(self) -> ControlClient | None:
@@ -252,7 +258,7 @@ class NodeRuntime:
         for peer in self.config.peers:
             if peer.connect == "always" and peer.node_id != self.node_id:
                 self._keepers.append(asyncio.create_task(self._keep_up(peer)))
-        self.observe.ready = True
+        self.observe.ready = not self.operator_drain.active  # drained before start ended
         log_event(
             log, "node ready", node_id=self.node_id, listeners=len(self.listeners),
             sealing_cipher=self.routes.sealing.cipher.label if self.routes.sealing else "none",
@@ -295,6 +301,8 @@ class NodeRuntime:
                     carrier=connection.info.kind, name=self.observe.peer_names.get(peer or "", "-"),
                     **({"suppressed": logged} if logged else {}),
                 )  # fmt: skip
+            if self.operator_drain.active:  # drained: the peer opens its streams elsewhere
+                await self.operator_drain.refuse(connection)
             while True:
                 stream = await connection.accept_stream()
                 if stream is None:
@@ -353,6 +361,7 @@ class NodeRuntime:
                 await component.close()
         if self.control is not None:
             await self.control.close()
+        await self.operator_drain.close()
         await self.host.close()
         await self.network_watch.close()
         for keeper in self._keepers:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accessfabric.errors import ErrorCode, ProtocolError
-from accessfabric.node.connection import FabricStream
+from accessfabric.node.connection import FabricStream, StreamResetError
 from accessfabric.node.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
 from accessfabric.services.vnet import (
@@ -48,6 +48,7 @@ from accessfabric.services.vpn_wire import (
     BatchDecoder,
     ClassRules,
     FlowClassifier,
+    VpnFormatError,
     destination,
     parse_preamble,
     preamble,
@@ -393,22 +394,34 @@ class TunPort:
             self._loop.remove_reader(fd)
 
 
-async def pump_to_tun(
-    stream: FabricStream, port: TunPort, first: bytes = b"", *, wire_vnet: bool = False
-) -> None:
-    """Decode records from ``stream`` and write the packets into the device until EOF."""
-    decoder = BatchDecoder(wire_vnet)
-    counters = port.counters
-    if first:
-        port.write_records(decoder.feed(first), wire_vnet)
-    while True:
-        data = await stream.read(READ_CHUNK)
-        if not data:
-            return
-        counters.bytes_in += len(data)
-        packets = decoder.feed(data)
-        if packets:
-            port.write_records(packets, wire_vnet)
+class _Pump:
+    """Decode records from a stream into the device until EOF; counts what the peer sent."""
+
+    def __init__(self, stream: FabricStream, port: TunPort, wire_vnet: bool) -> None:
+        self.stream = stream
+        self.port = port
+        self.wire_vnet = wire_vnet
+        self.received = 0
+
+    async def run(self) -> None:
+        decoder = BatchDecoder(self.wire_vnet)
+        port, stream = self.port, self.stream
+        counters = port.counters
+        while True:
+            data = await stream.read(READ_CHUNK)
+            if not data:
+                return
+            self.received += len(data)
+            counters.bytes_in += len(data)
+            packets = decoder.feed(data)
+            if packets:
+                port.write_records(packets, self.wire_vnet)
+
+
+def refused_v2(error: StreamResetError, wire_vnet: bool, received: int) -> bool:
+    """Whether a reset says "this exit does not know AFV2": an exit that predates it
+    fails on the preamble and resets the stream (INTERNAL_ERROR) before sending a byte."""
+    return wire_vnet and error.remote and received == 0 and error.code == ErrorCode.INTERNAL_ERROR
 
 
 def _offload_status(port: TunPort, counters: VpnCounters) -> dict[str, object]:
@@ -444,6 +457,9 @@ class VpnClient:
         service: str = VPN_SERVICE,
     ) -> None:
         self.opener = opener
+        self.wire_vnet = vnet
+        """Streams carry v2 records; False once an exit refused them (it predates AFV2)."""
+        self.wire_fallbacks = 0
         self.service = service
         self.client_id = os.urandom(8)
         self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes, rules=rules)
@@ -490,30 +506,56 @@ class VpnClient:
 
     async def _open(self, key: tuple[TrafficClass, int]) -> None:
         traffic_class, shard = key
+        wire_vnet = self.wire_vnet
         try:
             stream = await self.opener.open_stream(self.service, traffic_class)
-            stream.write(preamble(self.client_id, shard, self.port.vnet))
+            stream.write(preamble(self.client_id, shard, wire_vnet))
         except (ConnectionError, ProtocolError, OSError, LookupError) as error:
             dropped = self._opening.pop(key, [])
             self.counters.dropped += len(dropped)
             log_event(log, "vpn: no stream", logging.WARNING, error=str(error) or "?")
             return
-        vnet = self.port.vnet
         outbox = Outbox(
-            stream, _limit(traffic_class), self.counters, local_vnet=vnet, wire_vnet=vnet
-        )
+            stream, _limit(traffic_class), self.counters,
+            local_vnet=self.port.vnet, wire_vnet=wire_vnet,
+        )  # fmt: skip
         self._outboxes[key] = outbox
         for packet in self._opening.pop(key, []):
             outbox.put(packet)
-        log_event(log, "vpn stream open", traffic_class=traffic_class.name.lower(), shard=shard)
+        log_event(
+            log, "vpn stream open", traffic_class=traffic_class.name.lower(), shard=shard,
+            records="v2" if wire_vnet else "v1",
+        )  # fmt: skip
+        pump = _Pump(stream, self.port, wire_vnet)
         try:
-            await pump_to_tun(stream, self.port, wire_vnet=vnet)
+            await pump.run()
+        except StreamResetError as error:
+            if refused_v2(error, wire_vnet, pump.received):
+                self._fall_back()
+            else:
+                log_event(log, "vpn stream lost", logging.INFO, error=str(error))
         except (ConnectionError, ProtocolError) as error:
             log_event(log, "vpn stream lost", logging.INFO, error=str(error))
         finally:
             outbox.close()
             if self._outboxes.get(key) is outbox:
                 del self._outboxes[key]
+
+    def _fall_back(self) -> None:
+        """An exit reset a v2 stream before answering: it predates AFV2 (docs/services.md).
+        Every stream opened from now on carries v1 records (segmented here in software)."""
+        if self.wire_vnet:
+            self.wire_vnet = False
+            self.wire_fallbacks += 1
+            log_event(
+                log, "vpn: exit refused v2 records (it predates offloads); using v1",
+                logging.WARNING,
+            )  # fmt: skip
+        for other_key, other in list(self._outboxes.items()):  # reopen as v1 on demand
+            if other.wire_vnet:
+                other.abort()
+                if self._outboxes.get(other_key) is other:
+                    del self._outboxes[other_key]
 
     def status(self) -> dict[str, object]:
         return {
@@ -523,6 +565,8 @@ class VpnClient:
             "packets_in": self.counters.packets_in,
             "dropped": self.counters.dropped,
             "bulk_flows": self.classifier.promoted,
+            "records": "v2" if self.wire_vnet else "v1",
+            "wire_fallbacks": self.wire_fallbacks,
             **_offload_status(self.port, self.counters),
         }
 
@@ -567,7 +611,10 @@ class VpnExit:
         vnet: bool = False,
         threads: bool = False,
         uso: bool = False,
+        v1_only: bool = False,
     ) -> None:
+        self.v1_only = v1_only
+        """Refuse v2 streams as an exit that predates AFV2 did (tests clients against one)."""
         self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes, rules=rules)
         self.counters = VpnCounters()
         self.port = TunPort(
@@ -580,6 +627,8 @@ class VpnExit:
         """The dispatcher handler for ``vpn`` streams."""
         head = await stream.readexactly(PREAMBLE_SIZE)
         client_id, shard, wire_vnet = parse_preamble(head)
+        if wire_vnet and self.v1_only:
+            raise VpnFormatError("not a VPN stream (bad preamble)")  # what AFV1-only code did
         client = self._clients.setdefault(client_id, _ExitClient())
         outbox = Outbox(
             stream, _limit(stream.traffic_class), self.counters,

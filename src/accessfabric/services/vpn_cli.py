@@ -43,8 +43,10 @@ class VpnComponent:
         queues: int = 1,
         rules: ClassRules | None = None,
         io_threads: bool = False,
+        v1_only: bool = False,
     ) -> None:
         self.exit_node = exit_node
+        self.v1_only = v1_only
         self.name = name
         self.address = address
         self.routes = routes
@@ -73,7 +75,7 @@ class VpnComponent:
             "uso": bool(tun.offloads & TUN_F_USO4),
         }  # fmt: skip
         if self.exit_node:
-            vpn_exit = VpnExit(tun.fds, **options)  # type: ignore[arg-type]
+            vpn_exit = VpnExit(tun.fds, v1_only=self.v1_only, **options)  # type: ignore[arg-type]
             runtime.dispatcher.register(VPN_SERVICE, vpn_exit.handle)
             self.vpn = vpn_exit
         else:
@@ -121,6 +123,11 @@ def add_vpn_arguments(up: argparse.ArgumentParser) -> None:
         help="read and write the TUN device on threads (syscalls off the event loop)",
     )  # fmt: skip
     up.add_argument(
+        "--v1-only", action="store_true",
+        help="exit: refuse AFV2 streams, as an exit that predates offloads does "
+        "(to try clients against one; they fall back to v1 records)",
+    )  # fmt: skip
+    up.add_argument(
         "--log-json", "--json", action="store_true", help="log one JSON object per line"
     )
 
@@ -150,7 +157,7 @@ def vpn_up(args: argparse.Namespace) -> int:
         exit_node=args.exit, name=args.dev, address=args.address, routes=tuple(args.route),
         shards=args.shards, heavy_bytes=args.heavy_bytes, forwarding=args.forwarding,
         offload=args.offload, queues=args.queues, rules=class_rules(config.vpn),
-        io_threads=args.io_threads,
+        io_threads=args.io_threads, v1_only=args.v1_only,
     )  # fmt: skip
     try:
         # One process per node runs everything its config says: the VPN (first: a TUN

@@ -140,9 +140,14 @@ class Output(SessionCore):
                 ):
                     break
             ready = stream.wants_to_send
-            scheduler.charge(stream_id, traffic_class, charged, ready)
-            if not ready:
-                self._after_send(stream)
+            if sent < 0 and ready:
+                # cut short by session credit: it keeps its place and goes first when
+                # credit returns (rotated, a stream left with the crumbs would starve)
+                scheduler.charge_in_place(traffic_class, charged)
+            else:
+                scheduler.charge(stream_id, traffic_class, charged, ready)
+                if not ready:
+                    self._after_send(stream)
             if sent < 0:
                 blocked = SHARED_CLASSES if traffic_class in _SHARED else TrafficClass
                 waiting = [self._streams[i] for i in scheduler.ready_ids(blocked)]

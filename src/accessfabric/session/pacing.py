@@ -14,6 +14,23 @@ Samples come only from ACK timing of data (never PING/PONG, which skip the
 data path's batching), and the current delay is the minimum of the last few
 samples, so event-loop and ACK-batching spikes that no pacing could remove do
 not shrink the window.
+
+**Is it a queue?** (issue 18, ADR 0034.)  Delay that a busy CPU or loopback batching
+adds looks like a queue but does not behave like one: holding bytes back does not
+lower it, it lowers the delivery rate (the two ends' loops stop overlapping).  So
+while limiting, the pacer measures the delivery rate per *period* (at least
+``PERIOD`` and four RTTs) and, after a period in which the window was used, *probes*:
+it raises the window by ``PROBE_GAIN`` for one period.  Behind a real bottleneck the rate does not
+move (the link is full; the probe adds one window of queue for one period) and the
+window goes back.  If the rate rises by ``PRODUCTIVE`` or more, the delay was not
+ours: the window stays raised and the queueing delay seen during the probe becomes
+a tolerated *floor* under the target (at most ``FLOOR_MAX``, forgotten after
+``BASE_WINDOW``), so the delay
+controller stops shrinking the window below what the path needs, and the next probe
+starts at once (the window climbs by ``PROBE_GAIN`` per period while that pays).  An
+unproductive probe puts the window back and the wait before the next one doubles (up
+to ``PROBE_MAX``).  The rate's own noise (its smoothed change between ordinary
+periods) raises the bar a probe must clear.
 """
 
 from __future__ import annotations
@@ -27,6 +44,25 @@ CURRENT_FILTER = 4
 MIN_WINDOW = 64 * 1024
 """Bytes always allowed in flight, whatever the delay says."""
 
+PERIOD = 0.05
+"""Shortest delivery-rate measurement period (seconds; also at least four RTTs)."""
+
+PROBE_GAIN = 1.25
+"""A probe raises the window by this factor for one period (BBR's probing gain)."""
+
+PRODUCTIVE = 1.05
+"""A probe whose period delivered this many times the period before it was productive."""
+
+FLOOR_MAX = 0.001
+"""The most queueing delay a probe may show and still count as productive, and the most
+the pacer then tolerates (seconds): what two event loops' turns add on a loopback or
+LAN path.  More is treated as a queue: in ``bench hol`` on a loaded machine a window
+raised while the sender was CPU-bound stood as a queue in the 800 Mbit/s bottleneck
+once the CPU freed (p99 up)."""
+
+PROBE_MAX = 8.0
+"""Longest wait between probes (seconds) while probes find nothing."""
+
 
 class DelayPacer:
     """A delay-driven window on the shared classes' bytes in flight (time is injected)."""
@@ -37,12 +73,24 @@ class DelayPacer:
         "_base_time",
         "_delivered",
         "_delivered_since",
+        "_floor",
+        "_floor_time",
+        "_last_rate",
+        "_next_probe",
+        "_period_bytes",
+        "_period_peak",
+        "_period_start",
+        "_probe_interval",
+        "_probe_rate",
+        "_rate_noise",
         "_recent",
         "_smoothed",
         "_variation",
         "gain",
         "inflight",
         "min_window",
+        "probes",
+        "productive_probes",
         "slowdowns",
         "target",
         "window",
@@ -65,6 +113,18 @@ class DelayPacer:
         self._acked_since_sample = 0
         self._delivered = 0
         self._delivered_since: float | None = None
+        self._period_start: float | None = None
+        self._period_bytes = 0
+        self._period_peak = 0
+        self._probe_rate: float | None = None  # the rate before the probe under way
+        self._probe_interval = PERIOD
+        self._next_probe = 0.0
+        self._last_rate = 0.0
+        self._rate_noise = 0.0  # smoothed relative change of the rate between periods
+        self._floor = 0.0  # queueing delay a productive probe showed is not ours
+        self._floor_time = 0.0
+        self.probes = 0
+        self.productive_probes = 0
 
     @property
     def active(self) -> bool:
@@ -73,6 +133,8 @@ class DelayPacer:
     def consume(self, nbytes: int) -> None:
         """Shared-class bytes were sent."""
         self.inflight += nbytes
+        if self.inflight > self._period_peak:
+            self._period_peak = self.inflight
 
     def forget(self, nbytes: int) -> None:
         """Bytes in flight that will never be acknowledged (their stream was reset)."""
@@ -85,6 +147,7 @@ class DelayPacer:
         if self._delivered_since is None:
             self._delivered_since = now
         self._delivered += nbytes
+        self._period_bytes += nbytes
 
     def available(self, now: float) -> float:
         """Bytes of the shared classes that may leave now (infinite while not limiting)."""
@@ -105,7 +168,12 @@ class DelayPacer:
         else:
             self._variation = 0.75 * self._variation + 0.25 * abs(self._smoothed - rtt)
             self._smoothed = 0.875 * self._smoothed + 0.125 * rtt
-        return max(self.target, 2 * self._variation)
+        return max(self.target, 2 * self._variation, self._floor)
+
+    @property
+    def floor(self) -> float:
+        """Queueing delay a productive probe showed the window does not cause (seconds)."""
+        return self._floor
 
     def on_rtt_sample(self, rtt: float, now: float) -> None:
         """One ACK-timed RTT sample of the data path."""
@@ -120,7 +188,16 @@ class DelayPacer:
             self._base = current
             self._base_time = now
         queueing = current - self._base
+        if self._floor and now - self._floor_time > BASE_WINDOW:
+            self._floor = 0.0
         target = self.effective_target(rtt)
+        if self._period_start is None:
+            self._period_start = now
+        elif now - self._period_start >= max(PERIOD, 4 * current):
+            self._end_period(now, queueing, target)
+        if self._probe_rate is not None:
+            self._acked_since_sample = 0
+            return  # probing: the window holds still for the period
         if self.window is None:
             if queueing <= target or self._delivered_since is None:
                 return
@@ -143,3 +220,45 @@ class DelayPacer:
         self.window = max(
             float(self.min_window), self.window * (1.0 + self.gain * off_target * share)
         )
+
+    def _end_period(self, now: float, queueing: float, target: float) -> None:
+        """Close a delivery-rate period: judge the probe under way, or start one."""
+        assert self._period_start is not None
+        rate = self._period_bytes / (now - self._period_start)
+        used = self.window is not None and self._period_peak >= self.window / 2
+        self._period_start, self._period_bytes, self._period_peak = now, 0, self.inflight
+        if self.window is None:
+            self._probe_rate = None
+            return
+        if self._probe_rate is not None:
+            # More than the rate's own period-to-period noise: twice its smoothed change.
+            threshold = max(PRODUCTIVE, 1.0 + 2 * self._rate_noise)
+            self._last_rate = 0.0  # a probe's change is not noise
+            # More in flight, more delivered, and the delay still what loops' turns add:
+            # beyond FLOOR_MAX the raised window stands as a queue wherever the CPU frees.
+            if rate >= threshold * self._probe_rate and queueing <= FLOOR_MAX:
+                self.productive_probes += 1
+                self._floor = min(FLOOR_MAX, max(self._floor, queueing))
+                self._floor_time = now
+                self._probe_interval = PERIOD
+                self.probes += 1  # and at once the next step up
+                self._probe_rate = rate
+                self.window *= PROBE_GAIN
+                return
+            # A full pipe: the extra window only queued.
+            self.window = max(float(self.min_window), self.window / PROBE_GAIN)
+            self._probe_interval = min(PROBE_MAX, 2 * self._probe_interval)
+            self._probe_rate = None
+            self._next_probe = now + self._probe_interval
+            return
+        if self._last_rate > 0 and rate > 0:
+            change = abs(rate - self._last_rate) / max(rate, self._last_rate)
+            self._rate_noise = 0.75 * self._rate_noise + 0.25 * change
+        self._last_rate = rate
+        # Probe from a settled state (not while draining a queue the window let build),
+        # or from the smallest window, when sending less cannot lower the delay anyway.
+        settled = queueing <= target or self.window <= self.min_window
+        if used and now >= self._next_probe and rate > 0 and settled:
+            self.probes += 1
+            self._probe_rate = rate
+            self.window *= PROBE_GAIN

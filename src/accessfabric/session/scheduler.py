@@ -111,3 +111,9 @@ class ClassScheduler:
             self._deficit[traffic_class] -= nbytes
             if self._deficit[traffic_class] <= 0:
                 self._rr = (self._rr + 1) % len(SHARED_CLASSES)
+
+    def charge_in_place(self, traffic_class: TrafficClass, nbytes: int) -> None:
+        """Account ``nbytes`` sent by a stream whose turn was cut short (the session ran
+        out of credit): it stays first in its class for when credit returns."""
+        if traffic_class in self._deficit:
+            self._deficit[traffic_class] -= nbytes

@@ -369,6 +369,8 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         summary["entry_cpu_hold_percent"] = _cpu_since(run, hold_cpu, hold_started)
         summary["entry_sessions"] = {n: len(run.on(i)) for i, n in run.entry_names.items()}
         summary["entry_rss_growth_per_session_kib"] = _rss_per_session(run, view)
+        if args.drain_entry and ready_at is not None:
+            summary["drain"] = await _drain_entry(run, view, control)
         if args.kill_entry and ready_at is not None:
             summary["kill"] = await _kill_entry(run, view)
         summary.update(_totals(run))
@@ -434,6 +436,55 @@ def _rss_per_session(run: FleetRun, view: LiveView) -> dict[str, float]:
             grown = usage["rss_mib"] * 2**20 - run.entry_rss_before[node_id]
             out[name] = round(grown / sessions / 1024, 1)
     return out
+
+
+async def _drain(control: Control, node_id: str, method: str) -> None:
+    headers = {"Authorization": f"Bearer {control.admin_token}"}
+    url = f"{control.url}/v1/admin/nodes/{node_id}/drain"
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client,
+        client.request(method, url, headers=headers, ssl=control.pin) as response,
+    ):
+        if response.status != 200:
+            raise DemoFailed(f"drain {node_id}: {response.status} {await response.text()}")
+
+
+async def _drain_entry(run: FleetRun, view: LiveView, control: Control) -> dict[str, Any]:
+    """Drain the last entry (``control drain``): every device on it holds a session with
+    another entry, and none with it, within ``REHOME_TIMEOUT``; no stream fails meanwhile.
+    Then undrain it (so ``--kill-entry`` has somewhere to send the first entry's devices)."""
+    victim = run.entry_ids[-1]
+    others = set(run.entry_ids) - {victim}
+    moved = run.on(victim)
+    failed_before = run.total("streams_failed")
+    ok_before = run.total("streams_ok")
+    await _drain(control, victim, "POST")
+    drained_at = time.monotonic()
+    moved_s: float | None = None
+    while time.monotonic() - drained_at < REHOME_TIMEOUT:
+        await asyncio.sleep(0.5)
+        view.tick("draining")
+        elsewhere: set[int] = set()
+        for other in others:
+            elsewhere |= run.on(other)
+        if moved <= elsewhere and not run.on(victim):
+            moved_s = time.monotonic() - drained_at
+            break
+    await asyncio.sleep(1.0)  # one more report: streams that were running at the drain
+    elsewhere = set()
+    for other in others:
+        elsewhere |= run.on(other)
+    await _drain(control, victim, "DELETE")
+    return {
+        "entry": run.entry_names[victim],
+        "devices_on_it": len(moved),
+        "moved": len(moved & elsewhere),
+        "lost": len(moved - elsewhere),
+        "left_on_it": len(run.on(victim)),
+        "moved_s": moved_s,
+        "streams_ok": run.total("streams_ok") - ok_before,
+        "streams_failed": run.total("streams_failed") - failed_before,
+    }
 
 
 async def _kill_entry(run: FleetRun, view: LiveView) -> dict[str, Any]:
@@ -505,6 +556,11 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kill-entry", action="store_true", help="SIGKILL the first entry once all are ready"
     )
+    parser.add_argument(
+        "--drain-entry", action="store_true",
+        help="once all are ready, drain the last entry (control drain) until its devices "
+        "moved, then undrain it",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no live view")
     parser.add_argument("--work", type=Path, help="keep keys, configs and logs here")
@@ -523,8 +579,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     problems = []
     if args.devices < 1:
         problems.append("--devices must be at least 1")
-    if args.entries < 1 or (args.kill_entry and args.entries < 2):
-        problems.append("--entries must be at least 1 (2 with --kill-entry)")
+    if args.entries < 1 or ((args.kill_entry or args.drain_entry) and args.entries < 2):
+        problems.append("--entries must be at least 1 (2 with --kill-entry or --drain-entry)")
     if args.workers < 1:
         problems.append("--workers must be at least 1")
     if args.heartbeat <= 0:

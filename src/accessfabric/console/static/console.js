@@ -116,3 +116,25 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   if (document.getElementById("events")) setInterval(refreshEvents, 3000);
 });
+
+// A route test page polls its test until the source answered, then reloads once.
+document.addEventListener("DOMContentLoaded", () => {
+  const test = document.getElementById("route-test");
+  if (!test) return;
+  const state = test.getAttribute("data-state");
+  if (state !== "queued" && state !== "running") return;
+  const id = test.getAttribute("data-test-id");
+  const poll = async () => {
+    try {
+      const reply = await fetch("/api/route-tests/" + encodeURIComponent(id),
+        { credentials: "same-origin" });
+      if (reply.status === 401) { window.location = "/login"; return; }
+      if (reply.ok) {
+        const data = await reply.json();
+        if (data.state !== state) { window.location.reload(); return; }
+      }
+    } catch (e) { /* next tick */ }
+    setTimeout(poll, 500);
+  };
+  setTimeout(poll, 500);
+});

@@ -54,6 +54,8 @@ def node_listing(plane: ControlPlane, node: RegisteredNode, now: float) -> dict[
         },
         "region": (facts.region if facts else "") or None,
         "enrolled_at": node.enrolled_at,
+        "draining": plane.drains.is_draining(record.node_id),
+        "drained_at": plane.drains.since(record.node_id),
     }
 
 
@@ -117,6 +119,40 @@ async def revoke_role(request: web.Request) -> web.Response:
     return web.json_response(node_listing(plane, node, plane.clock()))
 
 
+def _path_node(plane: ControlPlane, request: web.Request) -> RegisteredNode:
+    try:
+        node_id = canonical_node_id(request.match_info["node_id"])
+    except (TypeError, ValueError):
+        raise bad_request("bad_node_id", "the path does not name a node id") from None
+    node = plane.registry.get(node_id)
+    if node is None:
+        raise ApiError(404, "unknown_node", f"no enrolled node {node_id}")
+    return node
+
+
+async def drain_node(request: web.Request) -> web.Response:
+    """Drain a node (:mod:`accessfabric.control.drains`); draining it again changes nothing."""
+    require_admin(request)
+    plane = context(request).plane
+    node = _path_node(plane, request)
+    if not plane.drains.is_draining(node.node_id):
+        plane.drains.drain(node.node_id)
+        plane.events.add(
+            plane.clock(), "node_drained", node.node_id,
+            "no placement or new route through it; sessions GOAWAY once their streams end",
+        )  # fmt: skip
+    return web.json_response(node_listing(plane, node, plane.clock()))
+
+
+async def undrain_node(request: web.Request) -> web.Response:
+    require_admin(request)
+    plane = context(request).plane
+    node = _path_node(plane, request)
+    if plane.drains.undrain(node.node_id):
+        plane.events.add(plane.clock(), "node_undrained", node.node_id, "placed and routed again")
+    return web.json_response(node_listing(plane, node, plane.clock()))
+
+
 def _token_listing(info: TokenInfo) -> dict[str, Any]:
     return {
         "token_id": info.token_id,
@@ -158,6 +194,7 @@ async def remove_node(request: web.Request) -> web.Response:
     except RegistryError as exc:
         raise ApiError(404, exc.code, str(exc)) from None
     plane.heartbeats.remove(node_id)
+    plane.drains.undrain(node_id)
     listing = node_listing(plane, node, plane.clock())
     return web.json_response({**listing, "removed": True})
 

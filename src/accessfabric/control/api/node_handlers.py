@@ -134,7 +134,7 @@ async def directory(request: web.Request) -> web.Response:
     plane = context(request).plane
     node, _ = await authenticate_node(request)
     built = build_directory(
-        node, plane.registry, plane.heartbeats, plane.clock(), plane.config.policy
+        node, plane.registry, plane.heartbeats, plane.clock(), plane.config.policy, plane.drains
     )
     return web.json_response(
         {

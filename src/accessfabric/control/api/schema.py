@@ -277,6 +277,20 @@ SCHEMAS: dict[str, Any] = {
                 "type": "integer",
                 "description": "the version (issued_ms) of the node's current access policy",
             },
+            "draining": {
+                "type": "boolean",
+                "description": "the operator drains this node (control drain): refuse new "
+                "sessions, GOAWAY each session once its streams finished",
+            },
+            "route_tests": {
+                "type": "array",
+                "description": "route tests the console queued: run diag route, post the "
+                "result to /v1/route-tests/{test_id}",
+                "items": _obj(
+                    {"test_id": {"type": "string"}, "service": NAME, "traffic_class": CLASS},
+                    ["test_id", "service", "traffic_class"],
+                ),
+            },
         },
         [
             "health",
@@ -321,6 +335,7 @@ SCHEMAS: dict[str, Any] = {
                         "endpoints": {"type": "array", "items": {"type": "string"}},
                         "transports": {"type": "array", "items": {"type": "string"}},
                         "rtt_ms": {"type": "number", "nullable": True},
+                        "draining": {"type": "boolean"},
                     },
                     ["node_id", "roles", "record", "health"],
                 ),
@@ -399,6 +414,20 @@ SCHEMAS: dict[str, Any] = {
         },
         ["token_id", "tenant", "roles", "expires_at", "uses"],
     ),
+    "RouteTest": _obj(
+        {
+            "test_id": {"type": "string"},
+            "node_id": NODE_ID,
+            "service": {"type": "string"},
+            "traffic_class": CLASS,
+            "state": {"type": "string", "enum": ["queued", "running", "done", "expired"]},
+            "created_at": {"type": "number"},
+            "delivered_at": {"type": "number", "nullable": True},
+            "finished_at": {"type": "number", "nullable": True},
+            "result": {"type": "object", "nullable": True},
+        },
+        ["test_id", "node_id", "service", "traffic_class", "state"],
+    ),
     "NodeListing": _obj(
         {
             "node_id": NODE_ID,
@@ -410,6 +439,8 @@ SCHEMAS: dict[str, Any] = {
             "health_reasons": {"type": "array", "items": {"type": "string"}},
             "last_heartbeat_age_s": {"type": "number", "nullable": True},
             "versions": _obj({"protocol": {"type": "array"}, "software": {"type": "string"}}),
+            "draining": {"type": "boolean"},
+            "drained_at": {"type": "number", "nullable": True},
         },
         ["node_id", "roles", "tenant", "health"],
     ),
@@ -628,6 +659,89 @@ PATHS: dict[str, Any] = {
             security=ADMIN_SECURITY,
             parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
             body=_obj({"role": ROLE}, ["role"]),
+        )
+    },
+    "/v1/admin/nodes/{node_id}/drain": {
+        "post": _op(
+            "Drain a node: no placement or new route through it; it GOAWAYs its sessions "
+            "once their streams finished (idempotent)",
+            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404)},
+            security=ADMIN_SECURITY,
+            parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
+        ),
+        "delete": _op(
+            "End a node's drain (devices are placed on it again; none moves back)",
+            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404)},
+            security=ADMIN_SECURITY,
+            parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
+        ),
+    },
+    "/v1/admin/nodes/{node_id}/route-tests": {
+        "post": _op(
+            "Queue diag route on a node (it runs it after its next heartbeat)",
+            {**_ok(_ref("RouteTest"), 201), **_errors(400, 401, 404, 409, 413)},
+            security=ADMIN_SECURITY,
+            parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
+            body=_obj({"service": NAME, "traffic_class": CLASS}, ["service"]),
+        )
+    },
+    "/v1/admin/route-tests/{test_id}": {
+        "get": _op(
+            "A route test's state and, when done, the node's diag route result",
+            {**_ok(_ref("RouteTest")), **_errors(400, 401, 404)},
+            security=ADMIN_SECURITY,
+            parameters=[
+                {
+                    "name": "test_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                }
+            ],
+        )
+    },
+    "/v1/route-tests/{test_id}": {
+        "post": _op(
+            "A node posts the result of a route test it was handed",
+            {
+                **_ok(_obj({"test_id": {"type": "string"}, "state": {"type": "string"}})),
+                **_errors(400, 401, 404, 409, 413),
+            },
+            security=NODE_SECURITY,
+            parameters=[
+                {
+                    "name": "test_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                }
+            ],
+            body=_obj(
+                {
+                    "routes": {"type": "array", "items": {"type": "object"}},
+                    "error": {"type": "string"},
+                }
+            ),
+        )
+    },
+    "/v1/leases/route/hops": {
+        "post": _op(
+            "Per-hop RTTs of a route lease the caller is the source of (each hop's own "
+            "session RTT to the next, from its last heartbeat)",
+            {
+                **_ok(
+                    _obj(
+                        {
+                            "hops": {"type": "array", "items": NODE_ID},
+                            "links": {"type": "array", "items": {"type": "object"}},
+                        },
+                        ["hops", "links"],
+                    )
+                ),
+                **_errors(400, 401, 403, 413),
+            },
+            security=NODE_SECURITY,
+            body=_obj({"lease": {"type": "string"}}, ["lease"]),
         )
     },
     "/v1/admin/grants": {

@@ -63,6 +63,8 @@ class NodeFacts:
     """Historical share of successful route use, 0..1."""
     operator_cost: float = 0.0
     """Relative cost of using this node, >= 0; operators express preference by lowering it."""
+    draining: bool = False
+    """The operator drains it (``control drain``): it carries no new route."""
 
     def __post_init__(self) -> None:
         if not self.node_id:

@@ -91,6 +91,8 @@ def carrier_refusal(node: NodeFacts, policy: RoutePolicy) -> str | None:
     """Why ``node`` may never carry traffic as a hop under ``policy`` (tenant aside), or None."""
     if not role_bits(node) & ANY_CARRIER:
         return "has no entry, relay or exit role"
+    if node.draining:
+        return "drained by the operator"
     if node.trust_tier < policy.min_trust_tier:
         return f"trust tier {node.trust_tier} is below the policy minimum {policy.min_trust_tier}"
     if node.is_mobile:
