@@ -29,6 +29,7 @@ import pytest
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.session import SessionConfig
 from accessfabric.session.core import PRESSURE_HIGH
 from accessfabric.wire.registry import TrafficClass
 from tests.node.harness import COMMAND, command_env, start_node
@@ -175,7 +176,10 @@ async def test_cpu_hog_in_the_nodes_cgroup_sends_cpu_pressure(tmp_path: Path) ->
     extra = f"[pressure]\ninterval = 0.1\nhigh_percent = {HIGH}\nloop_lag_budget = 0.15\n"
     node = await loop.run_in_executor(None, lambda: start_node(tmp_path / "c", "c", extra))
     hog: subprocess.Popen[bytes] | None = None
-    local = LocalNode(key=NodeKey.generate(), cert_dir=tmp_path / "client")
+    local = LocalNode(
+        key=NodeKey.generate(), cert_dir=tmp_path / "client",
+        session_config=SessionConfig(pressure_min_rate=512 * 1024),  # the cap is opt-in
+    )  # fmt: skip
     try:
         group.add(node.process.pid)
         watcher = await connect_tcp(
