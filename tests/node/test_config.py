@@ -181,6 +181,20 @@ def test_toml_syntax_and_missing_file(tmp_path: Path) -> None:
         load_node_config(tmp_path / "missing.toml", environ={})
 
 
+def test_pressure_rate_cap_is_off_unless_set(tmp_path: Path) -> None:
+    assert (
+        load_node_config(write(tmp_path, 'key_path = "k"'), environ={}).session.pressure_min_rate
+        is None
+    )
+    path = write(tmp_path, 'key_path = "k"\n[session]\npressure_min_rate = 524288')
+    assert load_node_config(path, environ={}).session.pressure_min_rate == 524288
+    off = {"ACCESSFABRIC_SESSION_PRESSURE_MIN_RATE": "off"}
+    assert load_node_config(path, environ=off).session.pressure_min_rate is None
+    path = write(tmp_path, 'key_path = "k"\n[session]\npressure_min_rate = 10')
+    with pytest.raises(ConfigError, match=r"session\.pressure_min_rate: must be 1024\.\."):
+        load_node_config(path, environ={})
+
+
 def test_environment_overrides(tmp_path: Path) -> None:
     path = write(
         tmp_path, 'key_path = "a.key"\nroles = ["relay"]\n[[listen]]\ncarrier="tcp"\naddress="x:1"'

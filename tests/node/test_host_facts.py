@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
 from accessfabric.node.config import ConfigError, load_node_config
 from accessfabric.node.host_facts import CpuSampler, read_fds, read_memory, read_power
-from accessfabric.node.host_monitor import HostMonitor
+from accessfabric.node.host_monitor import HostMonitor, device_handler
 from accessfabric.node.nat_probe import NatReport
 
 
@@ -197,3 +198,34 @@ def test_a_cpu_reading_is_held_for_a_second(tmp_path: Path) -> None:
     now[0] += 1.0
     monitor.sample(0.0)  # the lag is more than a second old
     assert monitor.levels.cpu < 100
+
+
+async def test_foreground_set_by_config_or_admin_socket_gates_mobile_relay(
+    tmp_path: Path,
+) -> None:
+    """Linux reports no foreground state: an app wrapper sets it (config, ``POST /device``);
+    with ``relay_requires_foreground`` a background app relays no new stream."""
+    opted = 'relay_opt_in = true\nrelay_requires_foreground = true\npower_supply = "none"\n'
+    phone = _monitor(tmp_path, '["mobile-edge", "entry"]', opted + "foreground = false\n")
+    assert phone.foreground is False and phone.status()["foreground"] is False
+    assert "background" in str(phone.relay_refusal())
+    assert phone.heartbeat_fields(False)["relay_opt_in"] is False
+    changes: list[str | None] = []
+    phone.on_relay_change = lambda: changes.append(phone.relay_refusal())
+    handle = device_handler(phone)
+    response = await handle(make_mocked_request("POST", "/device?foreground=true"))
+    assert response.status == 200 and phone.foreground is True
+    assert phone.relay_refusal() is None and changes == [None]
+    await handle(make_mocked_request("POST", "/device?foreground=false"))
+    assert "background" in str(phone.relay_refusal()) and len(changes) == 2
+    await handle(make_mocked_request("POST", "/device?foreground=unknown"))
+    assert phone.foreground is None and phone.relay_refusal() is None, "not reported: relays"
+    bad = await handle(make_mocked_request("POST", "/device?foreground=maybe"))
+    assert bad.status == 400 and phone.foreground is None
+    # without relay_requires_foreground the state is reported but does not gate
+    relaxed = _monitor(
+        tmp_path, '["mobile-edge", "entry"]', "relay_opt_in = true\nforeground = false\n"
+    )
+    assert relaxed.relay_refusal() is None and relaxed.status()["foreground"] is False
+    # unset: unknown (the default on Linux)
+    assert _monitor(tmp_path, '["relay"]', "").foreground is None

@@ -29,6 +29,7 @@ import pytest
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.session import SessionConfig
 from accessfabric.session.core import PRESSURE_HIGH
 from accessfabric.wire.registry import TrafficClass
 from tests.node.harness import COMMAND, command_env, start_node
@@ -168,14 +169,17 @@ class CpuGroup:
 
 async def test_cpu_hog_in_the_nodes_cgroup_sends_cpu_pressure(tmp_path: Path) -> None:
     """A CPU hog shares the node's cgroup, capped at 1 % of a core: the node's event loop
-    falls behind, it sends NODE_PRESSURE (cpu), the peer slows bulk; the hog ends, so does
-    the pressure."""
+    falls behind, it sends NODE_PRESSURE (cpu), the peer slows bulk (weight and rate cap)
+    while an interactive echo still answers; the hog ends, so do the pressure and the cap."""
     group = CpuGroup()
     loop = asyncio.get_running_loop()
     extra = f"[pressure]\ninterval = 0.1\nhigh_percent = {HIGH}\nloop_lag_budget = 0.15\n"
     node = await loop.run_in_executor(None, lambda: start_node(tmp_path / "c", "c", extra))
     hog: subprocess.Popen[bytes] | None = None
-    local = LocalNode(key=NodeKey.generate(), cert_dir=tmp_path / "client")
+    local = LocalNode(
+        key=NodeKey.generate(), cert_dir=tmp_path / "client",
+        session_config=SessionConfig(pressure_min_rate=512 * 1024),  # the cap is opt-in
+    )  # fmt: skip
     try:
         group.add(node.process.pid)
         watcher = await connect_tcp(
@@ -197,12 +201,36 @@ async def test_cpu_hog_in_the_nodes_cgroup_sends_cpu_pressure(tmp_path: Path) ->
         assert bulk_weight(watcher) < normal
         line = await loop.run_in_executor(None, node.wait_for, "node pressure")
         assert line["cpu"] >= HIGH
+        # bulk toward the node is rate-capped (session/pressure_cap.py); interactive is not
+        bulk = await watcher.open_stream("echo", TrafficClass.BULK)
+        chat = await watcher.open_stream("echo", TrafficClass.INTERACTIVE)
+
+        async def feed() -> None:
+            while True:
+                bulk.write(b"b" * 65536)
+                await bulk.drain()
+
+        async def discard() -> None:
+            while await bulk.read(65536):
+                pass
+
+        feeders = [asyncio.create_task(feed()), asyncio.create_task(discard())]
+
+        def cap() -> float | None:
+            return watcher.session.metrics().pressure_rate_cap
+
+        await until(lambda: cap() is not None, 20.0)
+        chat.write(b"ping")
+        assert await asyncio.wait_for(chat.readexactly(4), 20.0) == b"ping"
 
         hog.kill()
         hog.wait(5)
         group.quota(None)
         await until(lambda: max(watcher.session.peer_pressure or (100,)) < PRESSURE_HIGH, 20.0)
         assert bulk_weight(watcher) == normal
+        await until(lambda: cap() is None, 20.0)  # recovered and lifted while bulk flows
+        for task in feeders:
+            task.cancel()
         watcher.abort()
     finally:
         if hog is not None and hog.poll() is None:

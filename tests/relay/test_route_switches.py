@@ -213,3 +213,45 @@ async def test_an_interactive_stream_leaves_a_dead_path_sooner(
             assert took >= 1.8  # (the last progress was up to one monitor tick earlier)
     finally:
         await fabric.stop()
+
+
+async def test_new_streams_prefer_a_route_whose_first_hop_reports_no_pressure(
+    tmp_path: Path,
+) -> None:
+    """Relay 0 (route 1's first hop) reports cpu pressure below the failover threshold: the
+    stream already on route 1 stays, a new stream takes route 2; when the pressure is over,
+    new streams take the primary again (issue 22: "prefer alternates for new streams")."""
+    fabric = await build(tmp_path, relays=2)
+    try:
+        src = fabric.source
+        src.routes.set_routes("echo", TrafficClass.BULK, fabric.routes([0], [1]))
+        first = await src.routes.open_stream("echo", TrafficClass.BULK)
+        await _echo(first, b"on the primary")
+        assert first.connection.session.peer_node_id == fabric.relays[0].node_id
+
+        relay = _accepted_from(fabric.relays[0], src.node_id)
+        relay.session.send_pressure(0, cpu=70)  # >= 50, below pressure_threshold (90)
+        relay.schedule_flush()
+        seen = first.connection.session
+
+        async def levels(cpu: int) -> None:
+            deadline = time.monotonic() + 10
+            while (seen.peer_pressure or (0, -1))[1] != cpu:
+                assert time.monotonic() < deadline, seen.peer_pressure
+                await asyncio.sleep(0.02)
+
+        await levels(70)
+        second = await src.routes.open_stream("echo", TrafficClass.BULK)
+        await _echo(second, b"on the alternate")
+        assert second.connection.session.peer_node_id == fabric.relays[1].node_id
+        await _echo(first, b"still on the primary")
+        assert first.connection.session.peer_node_id == fabric.relays[0].node_id
+
+        relay.session.send_pressure(0, cpu=10)
+        relay.schedule_flush()
+        await levels(10)
+        third = await src.routes.open_stream("echo", TrafficClass.BULK)
+        await _echo(third, b"back on the primary")
+        assert third.connection.session.peer_node_id == fabric.relays[0].node_id
+    finally:
+        await fabric.stop()

@@ -85,6 +85,8 @@ _INT_LIMITS = {
     "max_concurrent_streams": (1, (1 << 31) - 1),
     "max_stream_send_buffer": (1, 1 << 62),
 }
+_OPTIONAL_INTS = {"pressure_min_rate": (1024, 1 << 40)}
+"""Integer keys that ``false`` turns off."""
 _OPTIONAL_SECONDS = (
     "handshake_timeout",
     "keepalive_interval",
@@ -92,7 +94,7 @@ _OPTIONAL_SECONDS = (
     "idle_timeout",
     "pacing_target_delay",
 )
-SESSION_KEYS = (*_INT_LIMITS, *_OPTIONAL_SECONDS)
+SESSION_KEYS = (*_INT_LIMITS, *_OPTIONAL_INTS, *_OPTIONAL_SECONDS)
 """The ``[session]`` keys: SessionConfig fields an operator may set."""
 
 
@@ -977,6 +979,13 @@ def _session_value(name: str, value: Any, at: _At) -> int | float | None:
         return value
     if value is False:
         return None
+    if name in _OPTIONAL_INTS:
+        low, high = _OPTIONAL_INTS[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            at.fail(f"expected an integer or false (off), got {_kind(value)}")
+        if not low <= value <= high:
+            at.fail(f"must be {low}..{high} (or false for off), got {value}")
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         at.fail(f"expected a number of seconds or false (off), got {_kind(value)}")
     if not 0 < value < 1e9:
@@ -993,6 +1002,11 @@ def _session_text(name: str, text: str, at: _At) -> Any:
             at.fail(f"expected an integer, got {text!r}")
     if stripped.lower() in ("false", "off", "none"):
         return False
+    if name in _OPTIONAL_INTS:
+        try:
+            return int(stripped)
+        except ValueError:
+            at.fail(f"expected an integer or false (off), got {text!r}")
     return _number(stripped, at)
 
 

@@ -24,6 +24,8 @@ DEVICE_KEYS = (
     "relay_opt_in",
     "min_relay_battery_percent",
     "allow_metered_relay",
+    "foreground",
+    "relay_requires_foreground",
     "network_manager",
     "system_bus",
     "network_manager_interval",
@@ -49,6 +51,11 @@ class DeviceConfig:
     """A mobile-edge node not charging relays only at or above this battery level."""
     allow_metered_relay: bool = False
     """A mobile-edge node on a metered network relays only when this is true."""
+    foreground: bool | None = None
+    """Whether the app this node runs in is in the foreground; None: not reported (Linux has
+    no such state).  An app wrapper sets it here or on the admin socket (``POST /device``)."""
+    relay_requires_foreground: bool = False
+    """A mobile-edge node whose ``foreground`` is false relays no new stream."""
     network_manager: bool = True
     """Ask NetworkManager (D-Bus) for network type and metered; the keys above are the
     fallback when it does not answer (``node/network_manager.py``)."""
@@ -154,6 +161,8 @@ def parse_device(table: dict[str, Any], base: Path) -> DeviceConfig:
         relay_opt_in=_bool(table, "relay_opt_in", False),
         min_relay_battery_percent=_number(table, "min_relay_battery_percent", 30.0, 0.0, 100.0),
         allow_metered_relay=_bool(table, "allow_metered_relay", False),
+        foreground=_bool(table, "foreground", False) if "foreground" in table else None,
+        relay_requires_foreground=_bool(table, "relay_requires_foreground", False),
         network_manager=_bool(table, "network_manager", True),
         system_bus=_string(table, "system_bus"),
         network_manager_interval=_number(table, "network_manager_interval", 5.0, 0.1, 600.0),

@@ -20,17 +20,21 @@ When the highest level reaches ``[pressure] high_percent`` the node sends NODE_P
 to every peer it has a session with, again when a level moves by 10 points or every
 :data:`RESEND_INTERVAL` seconds while it lasts, and when it ends — then on every change
 until a level below the session's ``PRESSURE_HIGH`` (50 %) went out, so peers give bulk
-its share back.  Peers act on it: their session lowers bulk's share toward
-this node, and their route manager fails routes whose first hop it is over to an
-alternate (``[routes] pressure_threshold``).  The same levels go to the control plane
-in every heartbeat (``pressure.*``), where health and the planner see them.
+its share back. Peers act on it: their session lowers bulk's share toward this node and,
+for cpu or memory pressure, caps the rate of reliable / bulk / droppable toward it
+(``session/pressure_cap.py``), and their route manager fails routes whose first hop it
+is over to an alternate (``[routes] pressure_threshold``). The same levels go to the
+control plane in every heartbeat (``pressure.*``), where health and the planner see
+them.
 
-A ``mobile-edge`` node relays only while :meth:`HostMonitor.relay_refusal` is None:
-its owner opted in (``[device] relay_opt_in``), it is charging or its battery is at
-least ``min_relay_battery_percent``, and it is not metered unless
-``allow_metered_relay``.  When that changes, new relayed streams are refused with the
-reason (existing ones finish: a drain), and the control link heartbeats at once with
-``device.relay_opt_in`` false, so the planner routes around the node.
+A ``mobile-edge`` node relays only while :meth:`HostMonitor.relay_refusal` is None: its
+owner opted in (``[device] relay_opt_in``), it is charging or its battery is at least
+``min_relay_battery_percent``, it is not metered unless ``allow_metered_relay``, and —
+with ``relay_requires_foreground`` — its app is not in the background (``[device]
+foreground`` or ``POST /device?foreground=`` on the admin socket, set by an app wrapper:
+Linux reports no foreground state). When that changes, new relayed streams are refused
+with the reason (existing ones finish: a drain), and the control link heartbeats at once
+with ``device.relay_opt_in`` false, so the planner routes around the node.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from aiohttp import web
 
 from accessfabric.control.facts import MAX_QUEUE, PeerMeasurement
 from accessfabric.node.config import NodeConfig
@@ -131,6 +137,9 @@ class HostMonitor:
         self.memory = MemoryFacts(None, None, None)
         self.fds = FdFacts(0, None)
         self.power = PowerFacts(None, False)
+        self.foreground: bool | None = config.device.foreground
+        """The app's foreground state, as config or the admin socket last set it (None:
+        not reported; the platform reports none on Linux)."""
         self.queued_bytes = 0
         self.levels = PressureLevels(0, 0, 0, 0)
         self.under_pressure = False
@@ -327,12 +336,22 @@ class HostMonitor:
             return "mobile relay not opted in: [device] relay_opt_in is false"
         if self.metered and not device.allow_metered_relay:
             return "mobile relay paused: the network is metered"
+        if device.relay_requires_foreground and self.foreground is False:
+            return "mobile relay paused: the app is in the background"
         battery, floor = self.power.battery_percent, device.min_relay_battery_percent
         if battery is not None and not self.power.charging and battery < floor:
             return (
                 f"mobile relay paused: battery {battery:.0f} % below {floor:.0f} % and not charging"
             )
         return None
+
+    def set_foreground(self, foreground: bool | None) -> None:
+        """The app wrapper says whether it is in the foreground (None: it no longer says);
+        the relay gate follows at once (new relayed streams refused, the control plane told)."""
+        if foreground != self.foreground:
+            log_event(log, "foreground", foreground="-" if foreground is None else foreground)
+        self.foreground = foreground
+        self._update_relay_gate()
 
     def relay_refusal(self) -> str | None:
         """Why this node relays no new stream now (None: it relays)."""
@@ -399,6 +418,7 @@ class HostMonitor:
             "network_type": self.network_type,
             "metered": self.metered,
             "network_source": self.network_source,
+            "foreground": self.foreground,
             **self.nat.status(),
             "mobile_relay": ("-" if not self.mobile else self._relay_refusal or "allowed"),
             "peer_peak_mbps": ", ".join(
@@ -406,3 +426,23 @@ class HostMonitor:
             )
             or "-",
         }
+
+
+FOREGROUND_VALUES = {"true": True, "false": False, "unknown": None}
+
+
+def device_handler(host: HostMonitor) -> Any:
+    """``POST /device?foreground=true|false|unknown`` on the admin socket: an app wrapper
+    tells the node whether its app is in the foreground; answers the node's ``host``
+    status."""
+
+    async def handle(request: web.Request) -> web.Response:
+        value = request.query.get("foreground")
+        if value not in FOREGROUND_VALUES:
+            return web.json_response(
+                {"error": "foreground: expected true, false or unknown"}, status=400
+            )
+        host.set_foreground(FOREGROUND_VALUES[value])
+        return web.json_response(host.status())
+
+    return handle

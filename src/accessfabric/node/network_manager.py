@@ -76,7 +76,10 @@ def facts_from_properties(properties: dict[str, Any]) -> NetworkFacts:
 async def read_network_manager(address: str, timeout: float = 2.0) -> NetworkFacts | None:
     """NetworkManager's view of the primary connection, or None when it cannot be asked."""
     try:
-        return await asyncio.wait_for(_read(address), timeout)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for loses a cancel that lands as the
+        # read fails (no bus), and the watch loop would outlive the node's shutdown
+        async with asyncio.timeout(timeout):
+            return await _read(address)
     except (OSError, EOFError, ValueError, KeyError, StopIteration, TimeoutError, RuntimeError):
         return None  # no bus, refused, too slow; RuntimeError: not a unix: address
 

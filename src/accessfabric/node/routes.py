@@ -5,7 +5,8 @@ A :class:`RouteManager` holds, per (service, class), the primary and alternate r
 what its ``source`` (the control link) last answered, or set statically
 (:meth:`RouteManager.set_routes`).  :meth:`RouteManager.open_stream` takes the best
 healthy route (primary first, then by measured RTT) and returns a
-:class:`~accessfabric.node.resumable.ResumableStream`.
+:class:`~accessfabric.node.resumable.ResumableStream`; a route whose first hop reports
+pressure (any level >= 50 on its session) comes after the others for new streams.
 
 A route fails when its first hop's session is lost (carrier loss, ping timeout), the
 hop sends GOAWAY or reports pressure at or above ``pressure_threshold``, a ROUTE_UPDATE
@@ -63,6 +64,7 @@ from accessfabric.sealing import SealInitiator
 from accessfabric.sealing.handshake import is_sealing_key_exchange
 from accessfabric.sealing.resume_proof import prove_resume
 from accessfabric.session import events as ev
+from accessfabric.session.core import PRESSURE_HIGH
 from accessfabric.session.session import RESUME_TOKEN_SIZE
 from accessfabric.wire.limits import MAX_KEY_EXCHANGE
 from accessfabric.wire.registry import TrafficClass
@@ -195,11 +197,20 @@ class RouteManager:
         usable.sort(
             key=lambda r: (
                 not self._health(r).healthy(mono),
+                self._first_hop_pressured(r),
                 order[id(r)],
                 self._health(r).srtt or 0.0,
             )
         )
         return usable
+
+    def _first_hop_pressured(self, route: LeasedRoute) -> bool:
+        """The route's first hop last reported a level >= ``PRESSURE_HIGH`` (50) on its live
+        session: new streams prefer a route whose first hop did not (below the failover
+        threshold the streams already on it stay)."""
+        connection = self.peers.current(route.first_hop)
+        levels = None if connection is None else connection.session.peer_pressure
+        return levels is not None and max(levels) >= PRESSURE_HIGH
 
     def _why_none(
         self, service: str, traffic_class: TrafficClass, candidates: list[LeasedRoute], now: float

@@ -36,7 +36,7 @@ from accessfabric.node.diagnostics import register_diagnostics
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
 from accessfabric.node.endpoints import LocalNode, source_address
 from accessfabric.node.gc_pauses import freeze_startup_objects
-from accessfabric.node.host_monitor import HostMonitor
+from accessfabric.node.host_monitor import HostMonitor, device_handler
 from accessfabric.node.key_lock import KeyLock
 from accessfabric.node.log_format import log_event
 from accessfabric.node.network_watch import NetworkWatch
@@ -166,6 +166,7 @@ class NodeRuntime:
         self.host = HostMonitor(config, self.observe.connections)
         self.data_plane.relay_gate = self.host.relay_refusal
         self.observe.add_section("host", self.host.status)
+        self.observe.admin_actions["/device"] = device_handler(self.host)
         self.network_watch = NetworkWatch(self.observe.connections)  # address changes
         self.network_watch.on_change = self.host.nat.probe_soon  # a new NAT, perhaps
         self.components = list(components)

@@ -57,6 +57,11 @@ class SessionConfig:
     """Queued send bytes that count as 100 % queue pressure (NODE_PRESSURE at >= 50 %)."""
     pressure_bulk_weight: int = 1
     """Bulk's DRR weight while the peer reports pressure (normally 2)."""
+    pressure_min_rate: int | None = None
+    """Bytes/s the rate cap on reliable/bulk/droppable goes down to while the peer reports
+    cpu or memory pressure (``PressureRateCap``, AIMD); None (the default): no cap, the
+    weight only.  Off by default: a node kept busy by the bulk it receives reports cpu
+    pressure too, and the cap would then cost that bulk 1.2-5x (docs/benchmarks.md)."""
     route_epoch: int = 0
     peer_epoch: int = 0
     capabilities: bytes = b""

@@ -20,6 +20,7 @@ from accessfabric.session.auth import Authenticator
 from accessfabric.session.config import SessionConfig
 from accessfabric.session.flow import ReceiveWindow
 from accessfabric.session.pacing import DelayPacer
+from accessfabric.session.pressure_cap import PressureRateCap
 from accessfabric.session.rtt import RttEstimator
 from accessfabric.session.scheduler import SHARED_CLASSES, ClassScheduler
 from accessfabric.session.stream import Stream
@@ -84,6 +85,11 @@ class SessionCore:
         self._pacer = (
             DelayPacer(config.pacing_target_delay, config.pacing_min_window)
             if config.pacing_target_delay is not None
+            else None
+        )
+        self._pressure_cap = (
+            PressureRateCap(config.pressure_min_rate, PRESSURE_HIGH)
+            if config.pressure_min_rate is not None
             else None
         )
         self._ack_pending: set[Stream] = set()

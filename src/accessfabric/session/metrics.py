@@ -87,4 +87,7 @@ class SessionMetrics:
     pacing_slowdowns: int
     """Times the delay-based pacer shrank its window (a scheduler decision)."""
     pacing_window: float | None
+    pressure_rate_cap: float | None
+    """Bytes/s reliable/bulk/droppable may send while the peer is under cpu/memory pressure
+    (``PressureRateCap``); None: not capping."""
     streams: list[StreamMetrics]

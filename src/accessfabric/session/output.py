@@ -3,7 +3,8 @@
 Pending ACKs are queued first, then control frames go out in the order they
 were queued, then stream data: urgent classes by strict priority, the shared
 ones by the :class:`ClassScheduler`'s weighted shares and, when pacing is on,
-only as fast as the :class:`DelayPacer` allows.  Every DATA frame is cut here
+only as fast as the :class:`DelayPacer` allows and, while the peer reports cpu or
+memory pressure, the :class:`PressureRateCap`.  Every DATA frame is cut here
 (``_emit``), against the stream's and the session's credit (the shared classes
 leave ``urgent_session_reserve`` of the latter to the urgent ones, ADR 0014); a
 stream refused for want of session credit counts a stall; NODE_PRESSURE tells
@@ -81,12 +82,20 @@ class Output(SessionCore):
     def _send_stream_data(self, parts: list[bytes | memoryview], budget: int) -> int:
         scheduler = self._scheduler
         pacer = self._pacer
+        cap = self._pressure_cap
         now = self._now
         max_payload = self.peer_max_frame_size - fr.DATA_HEADER.size + fr.HEADER.size
         while budget > fr.DATA_HEADER.size or not parts:  # at least one frame, as promised
             pick = scheduler.next_urgent()
-            paced = False
+            paced = capped = False
             if pick is None:
+                if cap is not None and cap.available(now) < _MIN_PACED_FRAME:
+                    if scheduler.has_shared():  # the peer is pressured: look again then
+                        wake = now + cap.wait(_MIN_PACED_FRAME)
+                        old = self._paced_wake
+                        self._paced_wake = wake if old is None or old <= now else min(old, wake)
+                    break
+                capped = cap is not None and cap.active
                 if pacer is not None and pacer.active:
                     tokens = pacer.available(now)
                     if tokens < _MIN_PACED_FRAME and self._park_stuck_streams(now):
@@ -109,6 +118,9 @@ class Output(SessionCore):
                 if paced:
                     assert pacer is not None
                     limit = min(limit, int(pacer.available(now)))
+                if capped:
+                    assert cap is not None
+                    limit = min(limit, int(cap.available(now)))
                 sent = self._emit(stream, parts, min(limit, max_payload))
                 if sent < 0:
                     break  # session credit exhausted
@@ -117,11 +129,14 @@ class Output(SessionCore):
                 charged += cost
                 if pacer is not None and traffic_class in _SHARED:
                     pacer.consume(sent)
+                if cap is not None and traffic_class in _SHARED:
+                    cap.consume(sent, now)
                 if (
                     charged >= allowance
                     or budget <= fr.DATA_HEADER.size
                     or not stream.wants_to_send
                     or (paced and pacer is not None and pacer.available(now) < _MIN_PACED_FRAME)
+                    or (capped and cap is not None and cap.available(now) < _MIN_PACED_FRAME)
                 ):
                     break
             ready = stream.wants_to_send

@@ -145,6 +145,8 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
         high = max(self.peer_pressure) >= PRESSURE_HIGH
         weight = self.config.pressure_bulk_weight if high else 2
         self._scheduler.set_weight(TrafficClass.BULK, weight)
+        if self._pressure_cap is not None:
+            self._pressure_cap.on_peer_pressure(frame.cpu, frame.memory, self._now)
         events.append(
             ev.PeerPressure(
                 queue=frame.queue, cpu=frame.cpu, memory=frame.memory, network=frame.network
@@ -477,6 +479,7 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             peer_pressure=self.peer_pressure,
             pacing_slowdowns=0 if self._pacer is None else self._pacer.slowdowns,
             pacing_window=None if self._pacer is None else self._pacer.window,
+            pressure_rate_cap=None if self._pressure_cap is None else self._pressure_cap.rate,
             streams=[StreamMetrics.of(s, self._now) for s in self._streams.values()],
         )
 

@@ -1,0 +1,140 @@
+"""A rate cap on reliable, bulk and droppable toward a peer that reports CPU or memory pressure.
+
+NODE_PRESSURE (ADR 0026) tells a session its peer is short of CPU or memory.  Lowering
+bulk's scheduling weight helps only while interactive is backed up here; a pressured peer
+is slowed by the work each byte costs it (decrypting, relaying, echoing), so only a lower
+*rate* gives its CPU back to interactive.  This cap is AIMD on bytes per second:
+
+* while the peer's cpu or memory level is at or above ``high`` the cap is multiplied by
+  ``decrease`` every ``step`` seconds, down to ``min_rate`` (the first step starts from
+  what the shared classes sent in the last ``step``, not from a guess);
+* once the level is below ``high`` it grows by ``ceiling / RECOVERY_STEPS`` every
+  ``step``, and is lifted when it reaches the ceiling (the rate sent when the cap began).
+
+The urgent classes (control, dns, interactive) are never capped.  A token bucket holding
+at most ``BURST`` seconds of the cap spreads what it allows.  Sans-IO: time is passed in.
+"""
+
+from __future__ import annotations
+
+BURST = 0.02
+"""Seconds of the cap a token bucket may hold (at least ``MIN_BURST`` bytes)."""
+MIN_BURST = 16 * 1024
+RECOVERY_STEPS = 8
+"""Steps of additive increase from nothing back to the ceiling (a ``step`` each)."""
+
+
+class PressureRateCap:
+    """AIMD cap (bytes/s) on the shared classes while the peer reports cpu/memory pressure."""
+
+    __slots__ = (
+        "_bucket",
+        "_bucket_at",
+        "_last_rate",
+        "_next_step",
+        "_sent",
+        "_sent_since",
+        "ceiling",
+        "decrease",
+        "decreases",
+        "high",
+        "level",
+        "min_rate",
+        "rate",
+        "step",
+    )
+
+    def __init__(
+        self,
+        min_rate: int = 512 * 1024,
+        high: int = 50,
+        step: float = 0.25,
+        decrease: float = 0.5,
+    ) -> None:
+        self.min_rate = min_rate
+        self.high = high
+        self.step = step
+        self.decrease = decrease
+        self.level = 0
+        """The peer's last cpu / memory level (the higher of the two, percent)."""
+        self.rate: float | None = None
+        """Bytes per second allowed now; None: not capping."""
+        self.ceiling = 0.0
+        self.decreases = 0
+        self._bucket = 0.0
+        self._bucket_at = 0.0
+        self._sent = 0
+        self._sent_since: float | None = None
+        self._last_rate = 0.0
+        self._next_step = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.rate is not None
+
+    @property
+    def pressured(self) -> bool:
+        return self.level >= self.high
+
+    def on_peer_pressure(self, cpu: int, memory: int, now: float) -> None:
+        """The peer's NODE_PRESSURE levels arrived."""
+        was = self.pressured
+        self.level = max(cpu, memory)
+        if self.pressured and not was and self.rate is None:
+            self._next_step = now  # act at once
+        elif self.pressured != was:
+            self._next_step = now + self.step
+
+    def consume(self, nbytes: int, now: float) -> None:
+        """Shared-class bytes were sent."""
+        if self._sent_since is None:
+            self._sent_since = now
+        self._sent += nbytes
+        if self.rate is not None:
+            self._bucket -= nbytes
+
+    def _measure(self, now: float) -> None:
+        """Close the send-rate window once it is ``step`` long."""
+        since = self._sent_since
+        if since is None:
+            self._sent_since = now
+        elif now - since >= self.step:
+            self._last_rate = self._sent / (now - since)
+            self._sent, self._sent_since = 0, now
+
+    def _update(self, now: float) -> None:
+        if now < self._next_step or (self.rate is None and not self.pressured):
+            return
+        if self.pressured:
+            if self.rate is None:  # onset: start from what was sent lately
+                since = self._sent_since if self._sent_since is not None else now
+                current = self._sent / (now - since) if now - since >= self.step / 4 else 0.0
+                self.ceiling = max(float(self.min_rate), self._last_rate, current)
+                self.rate = self.ceiling
+                self._bucket, self._bucket_at = 0.0, now
+            self.rate = max(float(self.min_rate), self.rate * self.decrease)
+            self.decreases += 1
+        else:
+            assert self.rate is not None
+            steps = 1 + int((now - self._next_step) / self.step)
+            self.rate += steps * max(float(self.min_rate), self.ceiling / RECOVERY_STEPS)
+            if self.rate >= self.ceiling:
+                self.rate = None
+        self._next_step = now + self.step
+
+    def available(self, now: float) -> float:
+        """Bytes of the shared classes that may leave now (infinite while not capping)."""
+        self._measure(now)
+        self._update(now)
+        if self.rate is None:
+            return float("inf")
+        burst = max(MIN_BURST, self.rate * BURST)
+        self._bucket = min(burst, self._bucket + (now - self._bucket_at) * self.rate)
+        self._bucket_at = now
+        return self._bucket
+
+    def wait(self, nbytes: int) -> float:
+        """Seconds until ``nbytes`` more would be allowed (after ``available``)."""
+        if self.rate is None:
+            return 0.0
+        return max(0.0, nbytes - self._bucket) / self.rate

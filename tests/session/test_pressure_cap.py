@@ -1,0 +1,130 @@
+"""The rate cap on bulk toward a peer under cpu/memory pressure (``PressureRateCap``, sans-IO).
+
+The object's AIMD decisions with injected time, then a session pair pumped by hand: while
+the peer reports cpu pressure, bulk toward it leaves at the cap's rate and an interactive
+stream's data still goes out in the same write; when the pressure ends the cap recovers
+and is lifted.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from accessfabric.session import SessionConfig
+from accessfabric.session import events as ev
+from accessfabric.session.pressure_cap import RECOVERY_STEPS, PressureRateCap
+from accessfabric.wire.registry import TrafficClass
+from tests.session.pair import make_pair, received_bytes
+
+MB = 1_000_000
+
+
+def test_cap_halves_per_step_while_pressured_down_to_the_floor() -> None:
+    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
+    now = 0.0
+    for _ in range(10):  # 40 MB/s sent, no pressure: never capped
+        assert cap.available(now) == float("inf")
+        cap.consume(1 * MB, now)
+        now += 0.025
+    cap.on_peer_pressure(cpu=40, memory=49, now=now)
+    assert cap.available(now) == float("inf"), "below the high mark: no cap"
+    cap.on_peer_pressure(cpu=90, memory=0, now=now)
+    assert cap.available(now) == 0.0
+    assert cap.rate is not None and 15 * MB <= cap.rate <= 25 * MB, cap.rate  # half of ~40
+    first = cap.rate
+    assert cap.available(now + 0.2) >= 0  # between steps nothing changes
+    assert cap.rate == first
+    rates = []
+    for step in range(1, 12):
+        cap.available(now + 0.25 * step)
+        assert cap.rate is not None
+        rates.append(cap.rate)
+    assert rates[0] == first / 2
+    assert rates[-1] == 100_000, "the floor"
+    assert all(b <= a for a, b in itertools.pairwise(rates))
+
+
+def test_cap_recovers_additively_and_is_lifted_at_the_ceiling() -> None:
+    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
+    cap.consume(2 * MB, 0.0)
+    cap.on_peer_pressure(cpu=0, memory=80, now=0.25)  # memory counts as well
+    cap.available(0.25)
+    ceiling = cap.ceiling
+    assert 7 * MB <= ceiling <= 9 * MB, ceiling
+    for step in range(2, 40):
+        cap.available(0.25 * step)
+    assert cap.rate == 100_000
+    now = 10.0
+    cap.on_peer_pressure(cpu=20, memory=20, now=now)
+    assert cap.rate == 100_000, "recovery waits a step"
+    seen = []
+    for step in range(1, RECOVERY_STEPS + 2):
+        cap.available(now + 0.25 * step)
+        seen.append(cap.rate)
+    assert seen[0] == 100_000 + ceiling / RECOVERY_STEPS
+    assert seen[-1] is None and None not in seen[: RECOVERY_STEPS - 2]
+    assert cap.available(now + 5) == float("inf")
+
+
+def test_token_bucket_spreads_what_the_cap_allows() -> None:
+    cap = PressureRateCap(min_rate=1 * MB, high=50, step=0.25)
+    cap.on_peer_pressure(cpu=100, memory=0, now=0.0)
+    assert cap.available(0.0) == 0.0 and cap.rate == 1 * MB
+    assert cap.wait(10_000) == 0.01
+    assert cap.available(0.01) == 10_000
+    cap.consume(10_000, 0.01)
+    assert cap.available(0.01) == 0
+    assert cap.available(1.0) == 20_000, "at most BURST seconds (20 ms) are saved up"
+
+
+def test_bulk_toward_a_pressured_peer_is_capped_and_interactive_still_flows() -> None:
+    config = SessionConfig(
+        pressure_min_rate=200_000,
+        pacing_target_delay=None,
+        initial_stream_window=16 << 20,
+        initial_session_window=64 << 20,
+        max_stream_send_buffer=16 << 20,
+    )
+    pair = make_pair(config, config)
+    bulk = pair.a.open_stream("sync", TrafficClass.BULK)
+    chat = pair.a.open_stream("chat", TrafficClass.INTERACTIVE)
+    pair.a.send_data(bulk, b"x" * (8 << 20))
+    pair.now = 0.01
+    pair.pump()
+    before = len(received_bytes(pair.take("b"), bulk))
+    assert before == 8 << 20, "unpressured: everything goes at once"
+
+    pair.b.send_pressure(0, cpu=95)
+    pair.pump()  # b's NODE_PRESSURE reaches a; a's cap starts
+    assert any(isinstance(e, ev.PeerPressure) for e in pair.take("a"))
+    pair.a.send_data(bulk, b"y" * (8 << 20))
+    bulk_seen = 0
+    for tick in range(1, 301):  # 3 s in 10 ms steps, a 16-byte interactive write each
+        pair.now = 0.01 + tick * 0.01
+        pair.a.send_data(chat, b"i" * 16)
+        pair.pump()
+        events = pair.take("b")
+        assert received_bytes(events, chat) == b"i" * 16, f"interactive held at tick {tick}"
+        bulk_seen += len(received_bytes(events, bulk))
+    assert pair.a.metrics().pressure_rate_cap == 200_000
+    # The cap starts at half the rate just sent and halves every 0.25 s down to 200 kB/s:
+    # far below the 8 MiB the session sent in one write before.
+    assert 0 < bulk_seen < 3 << 20, bulk_seen
+    late = 0
+    for tick in range(301, 401):  # the last second: at the floor
+        pair.now = 0.01 + tick * 0.01
+        pair.pump()
+        late += len(received_bytes(pair.take("b"), bulk))
+    assert 100_000 <= late <= 260_000, late
+
+    pair.b.send_pressure(0, cpu=10)
+    for tick in range(401, 1001):
+        pair.now = 0.01 + tick * 0.01
+        pair.pump()
+        bulk_seen += len(received_bytes(pair.take("b"), bulk)) + late
+        late = 0
+        if pair.a.metrics().pressure_rate_cap is None:
+            break
+    assert pair.a.metrics().pressure_rate_cap is None, "the cap is lifted once pressure ends"
+    pair.pump()
+    assert bulk_seen + len(received_bytes(pair.take("b"), bulk)) == 8 << 20
