@@ -199,3 +199,11 @@ def test_the_node_client_merges_deltas_into_what_a_whole_fetch_gives(tmp_path: P
                     await client.__aexit__(None, None, None)
 
     asyncio.run(main())
+
+
+def test_a_cursor_with_non_ascii_digits_gets_the_whole_directory() -> None:
+    from accessfabric.control.directory_log import ChangeLog
+
+    log = ChangeLog()
+    assert log.since(f"{log.epoch}.0") is not None
+    assert log.since(f"{log.epoch}.\u00b2") is None  # int('²') raised: a 500 before

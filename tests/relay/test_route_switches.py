@@ -247,6 +247,14 @@ async def test_new_streams_prefer_a_route_whose_first_hop_reports_no_pressure(
         await _echo(first, b"still on the primary")
         assert first.connection.session.peer_node_id == fabric.relays[0].node_id
 
+        # cpu at 100 % (a relay busy relaying) fails no route: the stream stays put
+        relay.session.send_pressure(0, cpu=100)
+        relay.schedule_flush()
+        await levels(100)
+        await _echo(first, b"still on the busy primary")
+        assert first.connection.session.peer_node_id == fabric.relays[0].node_id
+        assert src.routes.switches.counts[SwitchReason.PRESSURE] == 0
+
         relay.session.send_pressure(0, cpu=10)
         relay.schedule_flush()
         await levels(10)

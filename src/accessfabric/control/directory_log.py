@@ -51,7 +51,7 @@ class ChangeLog:
         """The nodes changed after ``cursor`` (node id -> tenant if noted), or ``None``
         when the cursor is not this log's, is older than what is kept, or is ahead."""
         epoch, _, text = cursor.partition(".")
-        if epoch != self.epoch or not text.isdigit():
+        if epoch != self.epoch or not (text.isascii() and text.isdigit()):  # not '²'
             return None
         seq = int(text)
         if seq > self.seq:

@@ -200,8 +200,9 @@ async def _ask(
         for _ in range(TRIES):
             assert sender.transport is not None
             sender.transport.sendto(request, reflector)
-            with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(asyncio.shield(future), timeout / TRIES)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: wait_for on 3.11
+                async with asyncio.timeout(timeout / TRIES):  # can lose a cancel
+                    return await asyncio.shield(future)
         return None
     finally:
         receiver.waiting.pop(transaction_id, None)
@@ -344,8 +345,9 @@ class NatMonitor:
                     answered=report.answered,
                 )  # fmt: skip
             self.report = report
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._again.wait(), self.interval)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: wait_for on 3.11
+                async with asyncio.timeout(self.interval):  # can lose a cancel
+                    await self._again.wait()
 
     def status(self) -> dict[str, Any]:
         report = self.report

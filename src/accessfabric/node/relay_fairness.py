@@ -8,7 +8,11 @@ active); a pump whose tenant is more than ``quantum`` bytes ahead of the least-s
 active tenant waits until the others catch up (or go idle).  A tenant is active while
 one of its pumps waits here, or for ``idle_after`` seconds after it last relayed; a
 tenant that comes back from idle starts level with the least-served active tenant, so
-idling banks no credit.  One tenant alone is never held back.
+idling banks no credit.  One tenant alone is never held back.  A tenant that only
+trickles (an SSH session beside another tenant's bulk) stays active without ever
+catching up: once a pump has waited ``starve_after``, tenants with no pump waiting that
+relayed less than a quarter quantum meanwhile are raised to its count, so a trickle slows
+bulk (to at least a quantum per ``starve_after``) but never stops it.
 
 The gate only orders bytes that are already at the relay: the tenants' own flow
 control (stream credit) pushes back on their sources while they wait.
@@ -26,6 +30,8 @@ DEFAULT_QUANTUM = 256 * 1024
 """Bytes a tenant may run ahead of the least-served active tenant (one relay chunk)."""
 DEFAULT_IDLE_AFTER = 0.2
 """Seconds after its last relayed chunk a tenant with no pump waiting counts as idle."""
+DEFAULT_STARVE_AFTER = 0.5
+"""Seconds a pump waits for the others before tenants with no pump waiting are levelled."""
 
 
 class TenantFairShare:
@@ -34,9 +40,11 @@ class TenantFairShare:
         quantum: int = DEFAULT_QUANTUM,
         idle_after: float = DEFAULT_IDLE_AFTER,
         clock: Callable[[], float] = time.monotonic,
+        starve_after: float = DEFAULT_STARVE_AFTER,
     ) -> None:
         self.quantum = quantum
         self.idle_after = idle_after
+        self.starve_after = starve_after
         self._clock = clock
         self._served: dict[str, float] = {}
         self._last: dict[str, float] = {}
@@ -70,12 +78,19 @@ class TenantFairShare:
         if self._ahead(tenant, now):
             self.waits += 1
             self._waiting[tenant] += 1
+            since, before = now, dict(self._served)
             try:
                 while self._ahead(tenant, now):
                     changed = self._changed
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancel
+                    # that lands as the event is set, and the pump would outlive its splice
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(changed.wait(), self.idle_after)
+                        async with asyncio.timeout(self.idle_after):
+                            await changed.wait()
                     now = self._clock()
+                    if now - since >= self.starve_after:
+                        self._level_trailing(tenant, before)
+                        since, before = now, dict(self._served)
             finally:
                 self._waiting[tenant] -= 1
         self._served[tenant] += nbytes
@@ -84,6 +99,19 @@ class TenantFairShare:
         self._changed = asyncio.Event()
         if len(self._last) > 64:
             self._forget(now)
+
+    def _level_trailing(self, tenant: str, before: dict[str, float]) -> None:
+        """``tenant`` waited ``starve_after`` for the others to catch up.  A tenant with no
+        pump waiting here that relayed less than a quarter quantum meanwhile is not
+        backlogged (it trickles: keystrokes beside a bulk transfer) and must not hold
+        ``tenant`` back any longer: it is raised to ``tenant``'s count and banks nothing.
+        A tenant whose bytes flow (its source is still shifting its share to it) is not."""
+        level = self._served[tenant]
+        for other in self._last:
+            if other == tenant or self._waiting[other] or self._served[other] >= level:
+                continue
+            if self._served[other] - before.get(other, 0.0) < self.quantum / 4:
+                self._served[other] = level
 
     def _forget(self, now: float) -> None:
         """Drop tenants idle for long (their count would be levelled on return anyway)."""

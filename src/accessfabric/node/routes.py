@@ -384,7 +384,10 @@ class RouteManager:
                 )
         elif kind is ev.PeerPressure:
             assert isinstance(event, ev.PeerPressure)
-            level = max(event.queue, event.cpu, event.memory, event.network)
+            # cpu is left out: a relay busy relaying reports cpu 100 %, and failing every
+            # route through it would move all its streams for doing its job (the weight
+            # back-off and the choice of first hop for new streams answer cpu instead)
+            level = max(event.queue, event.memory, event.network)
             if level >= self.pressure_threshold:
                 for routed in self._on_conn(connection):
                     routed.stream.mark_broken(
