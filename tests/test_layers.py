@@ -20,12 +20,7 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
 Edge = tuple[str, str]
 
-KNOWN_UPWARD: frozenset[Edge] = frozenset(
-    {  # node/log_format.py moves to observe/ with the package split (docs/architecture.md)
-        ("accessfabric.control.agent", "accessfabric.node.log_format"),
-        ("accessfabric.control.cli", "accessfabric.node.log_format"),
-    }
-)
+KNOWN_UPWARD: frozenset[Edge] = frozenset()
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
     {  # control's server, broken with the package split (docs/architecture.md)
         frozenset(

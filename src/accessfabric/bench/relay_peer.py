@@ -47,8 +47,8 @@ from accessfabric.control.signed import open_signed
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.address import parse_endpoint_url
 from accessfabric.node.config import NodeConfig, PeerConfig
-from accessfabric.node.log_format import configure_logging
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.observe.log_format import configure_logging
 from accessfabric.session import SessionConfig
 from accessfabric.wire.registry import TrafficClass
 

@@ -67,7 +67,7 @@ def _refused(exc: ControlRefused) -> UserError:
 
 
 def run_agent(args: argparse.Namespace) -> int:
-    from accessfabric.node.log_format import configure_logging
+    from accessfabric.observe.log_format import configure_logging
 
     configure_logging(json_lines=args.log_json, level=args.log_level)
     client = _client(args)

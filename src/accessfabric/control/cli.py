@@ -84,7 +84,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from accessfabric.control.plane import ControlConfig, ControlPlane, DataDirError, open_data_dir
     from accessfabric.control.server import ControlServer
     from accessfabric.identity.errors import IdentityError
-    from accessfabric.node.log_format import log_event
+    from accessfabric.observe.log_format import log_event
 
     configure_logging(json_lines=args.log_json, level=args.log_level)
     from accessfabric.control.store.base import StoreError
@@ -472,7 +472,7 @@ def _node_options(parser: argparse.ArgumentParser) -> None:
 
 def add_log_options(parser: argparse.ArgumentParser) -> None:
     """``--log-json`` and ``--log-level``, as ``node run`` has them."""
-    from accessfabric.node.log_format import parse_log_level
+    from accessfabric.observe.log_format import parse_log_level
 
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     parser.add_argument(
@@ -482,7 +482,7 @@ def add_log_options(parser: argparse.ArgumentParser) -> None:
 
 
 def configure_logging(*, json_lines: bool, level: int) -> None:
-    from accessfabric.node.log_format import configure_logging as configure
+    from accessfabric.observe.log_format import configure_logging as configure
 
     configure(json_lines=json_lines, level=level)
 

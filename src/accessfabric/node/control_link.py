@@ -70,11 +70,11 @@ from accessfabric.errors import ErrorCode
 from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings, default_class
 from accessfabric.node.diagnostics import NodeDiagnostics
-from accessfabric.node.log_format import log_event
 from accessfabric.node.route_test_runner import RouteTestRunner
 from accessfabric.node.routes import NoUsableRoute
 from accessfabric.node.service_failovers import ServiceFailovers
 from accessfabric.node.tenant_admission import retry_hint
+from accessfabric.observe.log_format import log_event
 from accessfabric.session import SessionState
 from accessfabric.session.events import GoawayReceived
 from accessfabric.wire.registry import TrafficClass

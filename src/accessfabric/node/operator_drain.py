@@ -31,7 +31,7 @@ import logging
 from typing import TYPE_CHECKING, Protocol
 
 from accessfabric.errors import ErrorCode
-from accessfabric.node.log_format import log_event
+from accessfabric.observe.log_format import log_event
 
 if TYPE_CHECKING:
     from accessfabric.node.config import NodeConfig

@@ -16,7 +16,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from accessfabric.node.diagnostics import NodeDiagnostics
-from accessfabric.node.log_format import log_event
+from accessfabric.observe.log_format import log_event
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:

@@ -43,7 +43,6 @@ from accessfabric.control.verify import verify_route_lease
 from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.node.connection import SessionConnection, StreamResetError, termination_error
 from accessfabric.node.dataplane import DataPlane
-from accessfabric.node.log_format import log_event
 from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.resumable import (
     DEFAULT_RESUME_WINDOW,
@@ -60,6 +59,7 @@ from accessfabric.node.route_switches import (
 )
 from accessfabric.node.sealed_stream import SealedStream
 from accessfabric.node.stream_sealing import SealingKeyUnknown, StreamSealing, relayed
+from accessfabric.observe.log_format import log_event
 from accessfabric.sealing import SealInitiator
 from accessfabric.sealing.handshake import is_sealing_key_exchange
 from accessfabric.sealing.resume_proof import prove_resume
