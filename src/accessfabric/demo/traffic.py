@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from accessfabric.demo_fleet import Fleet
-from accessfabric.demo_procs import Processes
+from accessfabric.demo.fleet import Fleet
+from accessfabric.demo.procs import Processes
 
 PROBE = 64
 PROBE_INTERVAL = 0.02

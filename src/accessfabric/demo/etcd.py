@@ -19,8 +19,8 @@ from pathlib import Path
 import aiohttp
 
 from accessfabric.control.store.etcd_cluster import LocalEtcdCluster, etcd_binary
-from accessfabric.demo_control import HEARTBEAT_POLICY, Control, _cli
-from accessfabric.demo_procs import COMMAND, DemoFailed, Processes, free_port
+from accessfabric.demo.control import HEARTBEAT_POLICY, Control, _cli
+from accessfabric.demo.procs import COMMAND, DemoFailed, Processes, free_port
 
 REPLICAS = ("control", "control-2")
 KILLED_BY_TRAFFIC = frozenset({"relay-a"})

@@ -31,8 +31,8 @@ from typing import Any
 
 import aiohttp
 
-from accessfabric.demo_control import Control, create_grant, create_tokens
-from accessfabric.demo_procs import COMMAND, DemoFailed, Processes, free_port
+from accessfabric.demo.control import Control, create_grant, create_tokens
+from accessfabric.demo.procs import COMMAND, DemoFailed, Processes, free_port
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.status import fetch_status
 

@@ -1,6 +1,6 @@
 """A bounded mutation fuzzer for the frame codec: only ``ProtocolError`` may escape the decoder.
 
-``python -m accessfabric.wire.fuzz --inputs N [--seed S] [--seconds T] [--vectors PATH]``
+``python -m accessfabric.tools.fuzz --inputs N [--seed S] [--seconds T] [--vectors PATH]``
 
 The seed corpus is random valid frames of every type (alone and as streams)
 plus the hex of ``tests/vectors/frames.json`` when that file is found.  Each
@@ -456,7 +456,7 @@ def campaign(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m accessfabric.wire.fuzz",
+        prog="python -m accessfabric.tools.fuzz",
         description="Mutation-fuzz the frame decoder; only ProtocolError may escape it.",
     )
     parser.add_argument("--inputs", type=int, default=100_000, help="inputs to run")

@@ -5,7 +5,7 @@
    section — laptop (mobile-edge), entry, two relays, home (service-host) — that
    enroll themselves with role tokens, heartbeat their listeners and measured
    sessions, and find one another through their directories
-   (:mod:`accessfabric.demo_fleet`).  Home hosts ``web`` (a Python HTTP server with
+   (:mod:`accessfabric.demo.fleet`).  Home hosts ``web`` (a Python HTTP server with
    a random file) and ``term`` (a TCP echo server standing in for a shell); laptop
    forwards a local port to each.  Laptop's route leases from the planner are
    printed: the relay on the primary route is called relay-a, the other relay-b.
@@ -14,7 +14,7 @@
    relay-a -> home; a live view prints per-class throughput (laptop's ``/metrics``),
    echo round-trip times and route failovers each second.  A third of the way
    through relay-a gets SIGKILL; laptop's route execution resumes both streams via
-   relay-b from their last end-to-end ACK (:mod:`accessfabric.demo_traffic`).
+   relay-b from their last end-to-end ACK (:mod:`accessfabric.demo.traffic`).
 3. Laptop's route table (from ``accessfabric status``), ``accessfabric ping home`` from
    laptop (a route lease to home's own echo, through a relay) and a summary: bytes, sha256,
    p50/p99 echo latency, the recovery time (from the kill to the answer of the first
@@ -39,8 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from accessfabric.demo_control import start_control
-from accessfabric.demo_fleet import (
+from accessfabric.demo.control import start_control
+from accessfabric.demo.fleet import (
     CONSOLE_HOST,
     ROLES,
     SERVICE,
@@ -49,8 +49,8 @@ from accessfabric.demo_fleet import (
     console_url,
     start_fleet,
 )
-from accessfabric.demo_procs import DemoFailed, Processes
-from accessfabric.demo_traffic import KILL_AT, PROBE, PROBE_INTERVAL, Traffic, run_traffic
+from accessfabric.demo.procs import DemoFailed, Processes
+from accessfabric.demo.traffic import KILL_AT, PROBE, PROBE_INTERVAL, Traffic, run_traffic
 from accessfabric.json_output import print_json
 from accessfabric.node.status import fetch_status, table
 
@@ -110,7 +110,7 @@ async def _main(args: argparse.Namespace, work: Path, procs: Processes, report: 
 
 
 async def _main_etcd(args: argparse.Namespace, work: Path, procs: Processes, report: Report) -> int:
-    from accessfabric import demo_etcd
+    from accessfabric.demo import etcd as demo_etcd
 
     missing = demo_etcd.etcd_missing()
     if missing is not None:

@@ -15,7 +15,7 @@ import aiohttp
 
 from accessfabric.control.api_tls import AuthorityPin
 from accessfabric.control.authority_key import parse_authority_key
-from accessfabric.demo_procs import COMMAND, DemoFailed, Processes, env, free_port
+from accessfabric.demo.procs import COMMAND, DemoFailed, Processes, env, free_port
 
 HEARTBEAT_POLICY = "1s"
 """The control plane's heartbeat policy (the demo's nodes heartbeat faster still)."""
