@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     from accessfabric.conformance.command import add_conformance_command
 
     add_conformance_command(commands)
-    from accessfabric.control.cli import add_control_parser
+    from accessfabric.control.server.cli import add_control_parser
 
     add_control_parser(commands)
     from accessfabric.service_unit import add_service_unit_commands

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from accessfabric.bench.relay_lab import SEALED_SINK, issue_route, new_initiator, payload_chunk
-from accessfabric.control.leased_route import LeasedRoute
+from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.errors import ErrorCode
 from accessfabric.node.connection import StreamResetError
 from accessfabric.node.resumable import ResumableStream, new_fabric_stream

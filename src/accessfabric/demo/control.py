@@ -13,8 +13,8 @@ from pathlib import Path
 
 import aiohttp
 
-from accessfabric.control.api_tls import AuthorityPin
-from accessfabric.control.authority_key import parse_authority_key
+from accessfabric.control.kernel.api_tls import AuthorityPin
+from accessfabric.control.kernel.authority_key import parse_authority_key
 from accessfabric.demo.procs import COMMAND, DemoFailed, Processes, env, free_port
 
 HEARTBEAT_POLICY = "1s"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
-from accessfabric.control.store.etcd_cluster import LocalEtcdCluster, etcd_binary
+from accessfabric.control.server.store.etcd_cluster import LocalEtcdCluster, etcd_binary
 from accessfabric.demo.control import HEARTBEAT_POLICY, Control, _cli
 from accessfabric.demo.procs import COMMAND, DemoFailed, Processes, free_port
 

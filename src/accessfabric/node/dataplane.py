@@ -63,9 +63,9 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from accessfabric.control.fence import FenceBook
-from accessfabric.control.objects import RouteLease
-from accessfabric.control.rejections import LeaseRejected
+from accessfabric.control.kernel.fence import FenceBook
+from accessfabric.control.kernel.objects import RouteLease
+from accessfabric.control.kernel.rejections import LeaseRejected
 from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.node.access import ServiceAccess
 from accessfabric.node.connection import (

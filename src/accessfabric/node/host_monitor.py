@@ -50,7 +50,7 @@ from typing import Any
 
 from aiohttp import web
 
-from accessfabric.control.facts import MAX_QUEUE, PeerMeasurement
+from accessfabric.control.client.facts import MAX_QUEUE, PeerMeasurement
 from accessfabric.node.config import NodeConfig
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.host_facts import (

@@ -1,7 +1,7 @@
 """Route execution at the source: open streams on the best healthy route, fail over.
 
 A :class:`RouteManager` holds, per (service, class), the primary and alternate routes
-(:class:`~accessfabric.control.leased_route.LeasedRoute`) of the node's route lease set —
+(:class:`~accessfabric.control.kernel.leased_route.LeasedRoute`) of the node's route lease set —
 what its ``source`` (the control link) last answered, or set statically
 (:meth:`RouteManager.set_routes`).  :meth:`RouteManager.open_stream` takes the best
 healthy route (primary first, then by measured RTT) and returns a
@@ -34,12 +34,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from accessfabric.control.codec import canonical_node_id
-from accessfabric.control.fence import FenceBook
-from accessfabric.control.leased_route import LeasedRoute
-from accessfabric.control.objects import RouteLease
-from accessfabric.control.rejections import SignedObjectRejected
-from accessfabric.control.verify import verify_route_lease
+from accessfabric.control.kernel.codec import canonical_node_id
+from accessfabric.control.kernel.fence import FenceBook
+from accessfabric.control.kernel.leased_route import LeasedRoute
+from accessfabric.control.kernel.objects import RouteLease
+from accessfabric.control.kernel.rejections import SignedObjectRejected
+from accessfabric.control.kernel.verify import verify_route_lease
 from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.node.connection import SessionConnection, StreamResetError, termination_error
 from accessfabric.node.dataplane import DataPlane

@@ -18,9 +18,9 @@ import signal
 import time
 from typing import Any, Protocol
 
-from accessfabric.control.client import ControlClient
-from accessfabric.control.fence import FenceBook
-from accessfabric.control.vocabulary import node_echo_service
+from accessfabric.control.client.client import ControlClient
+from accessfabric.control.kernel.fence import FenceBook
+from accessfabric.control.kernel.vocabulary import node_echo_service
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node import sd_notify
