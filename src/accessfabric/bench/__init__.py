@@ -16,6 +16,7 @@ SUITES: dict[str, str] = {
     "abuse": "accessfabric.bench.abuse",
     "carrier": "accessfabric.bench.carrier",
     "codec": "accessfabric.bench.codec",
+    "directory": "accessfabric.bench.directory",
     "hol": "accessfabric.bench.hol",
     "fleet": "accessfabric.bench.fleet",
     "idle": "accessfabric.bench.idle",

@@ -11,7 +11,12 @@ one JSON line of what it did:
 * ``refused-streams``: 8 sessions of one key opening streams with garbage route leases;
 * ``quic-initials``: QUIC Initials, each with a fresh destination connection id (so a new
   connection to the server) and never continued, up to 5000 a second, against the node's
-  QUIC port (PORT is that port).
+  QUIC port (PORT is that port);
+* ``connect-storm``: ``STORM`` (400) valid sessions, each with a fresh key, dialled at
+  once; each is held for SECONDS or until the node ends it, and counted as ``admitted``,
+  ``goaway ENHANCE_YOUR_CALM`` (refused after AUTH), ``closed <code>`` or
+  ``refused before a session: <error>`` (closed at accept, before TLS, by the pending
+  handshake caps or the handshake budget).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from accessfabric.session import Session
 from accessfabric.session import events as ev
 
 HOST = "127.0.0.1"
+STORM = 400
 
 
 class _BadSigner(Ed25519Authenticator):
@@ -177,8 +183,53 @@ async def _quic_initials(port: int, deadline: float, counts: dict[str, int]) -> 
         sock.close()
 
 
+async def _connect_storm(
+    port: int, node_id: str, seconds: float, cert_dir: Path, counts: dict[str, int]
+) -> None:
+    from accessfabric.errors import ErrorCode
+
+    locals_ = [LocalNode(key=NodeKey.generate(), cert_dir=cert_dir / f"s{i}") for i in range(STORM)]
+    for local in locals_:  # certificates made before the storm, not during it
+        local.tls_context(server=False)
+    print("ready", flush=True)
+    if port < 0:
+        port_text, node_id = (await asyncio.to_thread(sys.stdin.readline)).split()
+        port = int(port_text)
+    os.nice(19)  # the storm's own CPU would be other machines': it must not count here
+    held = []
+
+    async def one(local: LocalNode) -> None:
+        try:
+            connection = await asyncio.wait_for(
+                connect_tcp(local, HOST, port, expected_peer_id=node_id), 10.0
+            )
+        except (OSError, ProtocolError, TimeoutError, ssl.SSLError, EOFError) as exc:
+            counts[f"refused before a session: {type(exc).__name__}"] += 1
+            return
+        held.append(connection)
+        deadline = time.monotonic() + seconds
+        while not connection.is_closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        terminated = connection.session.terminated
+        if not connection.is_closed:
+            counts["admitted"] += 1
+        elif terminated is not None and terminated.error_code == ErrorCode.ENHANCE_YOUR_CALM:
+            counts["goaway ENHANCE_YOUR_CALM"] += 1
+        else:
+            counts[f"closed {terminated.error_code if terminated else None}"] += 1
+
+    print("started", flush=True)
+    await asyncio.gather(*(one(local) for local in locals_))
+    for connection in held:
+        connection.abort()
+
+
 async def main(kind: str, port: int, node_id: str, seconds: float, cert_dir: Path) -> None:
     counts: dict[str, int] = Counter()
+    if kind == "connect-storm":  # "started" once its keys exist
+        await _connect_storm(port, node_id, seconds, cert_dir, counts)
+        print(json.dumps(dict(counts)), flush=True)
+        return
     print("started", flush=True)  # the interpreter's start-up is over: the flood begins
     deadline = time.monotonic() + seconds
     if kind == "pre-tls":
@@ -199,4 +250,5 @@ async def main(kind: str, port: int, node_id: str, seconds: float, cert_dir: Pat
 if __name__ == "__main__":
     raise_nofile_limit()
     kind, port, node_id, seconds, cert_dir = sys.argv[1:6]
-    asyncio.run(main(kind, int(port), node_id, float(seconds), Path(cert_dir)))
+    asyncio.run(main(kind, -1 if port == "-" else int(port), node_id, float(seconds),
+                     Path(cert_dir)))  # fmt: skip

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -442,8 +443,29 @@ class ControlClient:
     # ---- directory --------------------------------------------------------------------
 
     async def directory(self) -> dict[str, Any]:
-        """The peer directory; entries whose record does not verify are dropped."""
-        reply = await self.request("GET", "/v1/directory")
+        """The peer directory; entries whose record does not verify are dropped.
+
+        With a cached directory the request carries its ``cursor``, and the reply is a
+        delta when the control plane's change log still covers it: the changed entries
+        replace the held ones, ``removed`` (or, ``mobile``, ``ids``: the members) drop the
+        others.  A delta naming a member this node does not hold is followed by a whole
+        fetch (a ``mobile`` view's cut moved)."""
+        cached = self.cache.read("directory.json")
+        cursor = cached.get("cursor") if cached else None
+        if isinstance(cursor, str) and cursor:
+            reply = await self.request("GET", "/v1/directory?since=" + quote(cursor, safe=""))
+            merged = _merge_delta(cached, self._verified_entries(reply)) if cached else None
+            if merged is not None:
+                self.cache.write(merged, "directory.json")
+                return merged
+            if reply.get("delta") is not True:  # the control plane sent it whole
+                self.cache.write(reply, "directory.json")
+                return reply
+        reply = self._verified_entries(await self.request("GET", "/v1/directory"))
+        self.cache.write(reply, "directory.json")
+        return reply
+
+    def _verified_entries(self, reply: dict[str, Any]) -> dict[str, Any]:
         kept = []
         now = self._clock()
         for entry in reply.get("entries", []):
@@ -454,7 +476,6 @@ class ControlClient:
                 continue
             kept.append(entry)
         reply["entries"] = kept
-        self.cache.write(reply, "directory.json")
         return reply
 
     def cached_directory(self) -> dict[str, Any] | None:
@@ -712,3 +733,30 @@ async def heartbeat_forever(
             client.next_attempt_at = None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
+
+
+def _merge_delta(held: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any] | None:
+    """``held`` with a delta ``reply`` applied; ``None`` when the reply is not a delta or
+    names a member ``held`` does not have (fetch it whole then)."""
+    if reply.get("delta") is not True:
+        return None
+    entries = {e.get("node_id"): e for e in held.get("entries", []) if isinstance(e, dict)}
+    for entry in reply.get("entries", []):
+        entries[entry.get("node_id")] = entry
+    for node_id in reply.get("removed", []) or []:
+        entries.pop(node_id, None)
+    ids = reply.get("ids")
+    if isinstance(ids, list):
+        if any(node_id not in entries for node_id in ids):
+            return None
+        entries = {node_id: entries[node_id] for node_id in ids}
+    merged = dict(held)
+    merged.update(
+        version=reply.get("version"),
+        cursor=reply.get("cursor"),
+        scope=reply.get("scope", held.get("scope")),
+        placement=reply.get("placement", []),
+        entries=[entries[k] for k in sorted(entries, key=str)],
+        delta=False,
+    )
+    return merged

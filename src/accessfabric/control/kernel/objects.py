@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 from itertools import pairwise
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from accessfabric.control.kernel.codec import (
     MalformedError,
@@ -109,6 +109,22 @@ def _names(kind: str, names: Iterable[str], limit: int) -> frozenset[str]:
     return checked
 
 
+_INTERNED: dict[frozenset[Any], frozenset[Any]] = {}
+_INTERN_LIMIT = 4096
+
+
+def _interned(value: frozenset[Any]) -> frozenset[Any]:
+    """One shared object per distinct small set (role sets, scope sets): a control plane
+    holds a record per node, and an empty frozenset alone costs 216 bytes (issue 17:
+    directory memory at 1M nodes)."""
+    shared = _INTERNED.get(value)
+    if shared is not None:
+        return shared
+    if len(_INTERNED) < _INTERN_LIMIT:
+        _INTERNED[value] = value
+    return value
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class NodeRecord:
     """What the control plane vouches for about one node."""
@@ -132,12 +148,12 @@ class NodeRecord:
             raise ValueError(f"public keys are {KEY_LENGTH} raw bytes")
         if not verify_public_key_matches(self.node_id, self.public_key):
             raise ValueError(f"node id {self.node_id} does not derive from public_key")
-        _set(self, "roles", frozenset(Role(role) for role in self.roles))
+        _set(self, "roles", _interned(frozenset(Role(role) for role in self.roles)))
         check_name("tenant", self.tenant)
         _set(
             self,
             "organisation_scopes",
-            _names("organisation scope", self.organisation_scopes, MAX_SCOPES),
+            _interned(_names("organisation scope", self.organisation_scopes, MAX_SCOPES)),
         )
         check_trust_tier(self.trust_tier)
         _check_times(self.issued_ms, self.expires_ms)

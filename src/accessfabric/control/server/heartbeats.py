@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from accessfabric.control.client.facts import FactsError, HeartbeatFacts, parse_facts
+from accessfabric.control.server.directory_log import ChangeLog
 from accessfabric.control.server.store.base import Change, ChangeKind, Clock, Store
 
 KEY_PREFIX = "/heartbeats/"
@@ -160,6 +161,12 @@ class HeartbeatTable:
         """Nodes counted as not ``unreachable``, and the deadline of their heap entry."""
         self._deadlines: list[tuple[float, str]] = []
         """Heap of (when a live node turns unreachable unless heard of, node id)."""
+        self._by_region: dict[str, set[str]] = {}
+        """Node ids by the region of their last heartbeat (``default`` for none)."""
+        self.changes = ChangeLog()
+        """Which nodes' directory entries changed, in order: directory deltas
+        (:mod:`accessfabric.control.server.directory_log`).  Every move of the visibility
+        generation notes its node; the registry notes record changes here too."""
 
     def load(self) -> int:
         """Read the persisted heartbeats (at start-up); the number loaded."""
@@ -172,12 +179,14 @@ class HeartbeatTable:
                 received_at = float(document["received_at"])
             except (ValueError, KeyError, TypeError, FactsError):
                 continue
+            self._region_moved(node_id, self._states.get(node_id), facts)
             self._states[node_id] = HeartbeatState(facts=facts, received_at=received_at, count=0)
             self._persisted_at[node_id] = received_at
             self._set_live(node_id, received_at)
             loaded += 1
         self.generation += 1
         self._visibility += 1
+        self.changes.reset()  # everything may have moved: every node fetches in full
         return loaded
 
     def _due(self, node_id: str, state: HeartbeatState, now: float) -> bool:
@@ -212,6 +221,7 @@ class HeartbeatTable:
         self._states[node_id] = HeartbeatState(
             facts=facts, received_at=received_at, count=max(1, previous.count if previous else 0)
         )
+        self._region_moved(node_id, previous, facts)
         self._persisted_at[node_id] = received_at
         self._persisted_visible[node_id] = _visible(facts)
         self._dirty.discard(node_id)  # another replica holds it; nothing to write here
@@ -219,6 +229,7 @@ class HeartbeatTable:
         returning = previous is None or node_id not in self._live
         if previous is None or returning or _visible(previous.facts) != _visible(facts):
             self._visibility += 1
+            self.changes.note(node_id)
         self._set_live(node_id, received_at)
         return True
 
@@ -228,12 +239,34 @@ class HeartbeatTable:
         previous = self._states.get(node_id)
         count = 1 if previous is None else previous.count + 1
         self._states[node_id] = HeartbeatState(facts=facts, received_at=when, count=count)
+        self._region_moved(node_id, previous, facts)
         self._dirty.add(node_id)
         self.generation += 1
         returning = previous is None or node_id not in self._live
         if previous is None or returning or _visible(previous.facts) != _visible(facts):
             self._visibility += 1
+            self.changes.note(node_id)
         self._set_live(node_id, when)
+
+    def _region_moved(
+        self, node_id: str, previous: HeartbeatState | None, facts: HeartbeatFacts | None
+    ) -> None:
+        old = (previous.facts.region or "default") if previous is not None else None
+        new = (facts.region or "default") if facts is not None else None
+        if old == new:
+            return
+        if old is not None:
+            members = self._by_region.get(old)
+            if members is not None:
+                members.discard(node_id)
+                if not members:
+                    del self._by_region[old]
+        if new is not None:
+            self._by_region.setdefault(new, set()).add(node_id)
+
+    def in_region(self, region: str) -> set[str]:
+        """Ids of the nodes whose last heartbeat named ``region`` (live or not)."""
+        return self._by_region.get(region or "default", set())
 
     def _set_live(self, node_id: str, received_at: float) -> None:
         if node_id not in self._live:  # else its entry is moved on when it comes up
@@ -257,6 +290,7 @@ class HeartbeatTable:
                 continue
             del self._live[node_id]
             self._visibility += 1
+            self.changes.note(node_id)
         return self._visibility
 
     def get(self, node_id: str) -> HeartbeatState | None:
@@ -269,13 +303,14 @@ class HeartbeatTable:
         self._store.delete(KEY_PREFIX + node_id)
 
     def forget(self, node_id: str) -> None:
-        self._states.pop(node_id, None)
+        self._region_moved(node_id, self._states.pop(node_id, None), None)
         self._persisted_at.pop(node_id, None)
         self._persisted_visible.pop(node_id, None)
         self._dirty.discard(node_id)
         self.generation += 1
         if self._live.pop(node_id, None) is not None:  # its heap entry is skipped
             self._visibility += 1
+            self.changes.note(node_id)
 
     def __iter__(self) -> Iterator[tuple[str, HeartbeatState]]:
         return iter(list(self._states.items()))

@@ -209,6 +209,7 @@ class ControlPlane:
             share_interval=1.25 * cfg.heartbeat_interval if self.replicated else None,
             is_shared=self._routes_go_through,
         )
+        self.registry.on_change = self.heartbeats.changes.note  # directory deltas
         self.services = ServiceDirectory(store, authority, clock=clock, replica_ttl=cfg.replica_ttl)
         self.drains = NodeDrains(store, clock=clock)
         self.leasing = RouteLeasing(

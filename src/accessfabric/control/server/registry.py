@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,17 +91,24 @@ class NodeRegistry:
         self.record_ttl = record_ttl
         self.tokens = EnrollmentTokens(store, clock=clock)
         self._nodes: dict[str, RegisteredNode] = {}
+        self._entries: dict[str, dict[str, RegisteredNode]] = {}
+        """Nodes holding the entry role, by tenant: a device's directory partition."""
         self.generation = 0
         """Bumped by every change this process makes or loads (the planner rebuilds on it)."""
         self.version = 0
         """The store revision of the newest node record seen: part of the directory's version."""
+        self.on_change: Callable[[str, str], None] | None = None
+        """Called with (node id, tenant) when a record is stored, replaced or removed (the
+        control plane notes it in the directory change log: directory deltas)."""
 
     def load(self) -> int:
         """Read every stored node (at start-up); the number loaded."""
         self._nodes.clear()
+        self._entries.clear()
         for entry in self._store.range(KEY_PREFIX).entries:
             node = self._decode(entry)
             self._nodes[node.node_id] = node
+            self._index(None, node)
             self.version = max(self.version, entry.mod_revision)
         self.generation += 1
         return len(self._nodes)
@@ -111,8 +119,11 @@ class NodeRegistry:
         replica's own writes coming back through the watch change nothing."""
         node_id = change.key.removeprefix(KEY_PREFIX)
         if change.kind is ChangeKind.DELETE:
-            if self._nodes.pop(node_id, None) is None:
+            gone = self._nodes.pop(node_id, None)
+            if gone is None:
                 return False
+            self._index(gone, None)
+            self._noted(node_id, gone.record.tenant)
             self.generation += 1
             self.version = max(self.version, change.revision)
             return True
@@ -137,6 +148,19 @@ class NodeRegistry:
 
     def get(self, node_id: str) -> RegisteredNode | None:
         return self._nodes.get(node_id)
+
+    def entries_of(self, tenant: str) -> list[RegisteredNode]:
+        """The nodes of ``tenant`` holding the entry role (a device's partition)."""
+        return list(self._entries.get(tenant, {}).values())
+
+    def entry_count(self, tenant: str) -> int:
+        return len(self._entries.get(tenant, ()))
+
+    def _index(self, old: RegisteredNode | None, new: RegisteredNode | None) -> None:
+        if old is not None and Role.ENTRY in old.record.roles:
+            self._entries.get(old.record.tenant, {}).pop(old.node_id, None)
+        if new is not None and Role.ENTRY in new.record.roles:
+            self._entries.setdefault(new.record.tenant, {})[new.node_id] = new
 
     def all(self) -> list[RegisteredNode]:
         return sorted(self._nodes.values(), key=lambda node: node.node_id)
@@ -217,8 +241,14 @@ class NodeRegistry:
             current = result.current
         raise RegistryError("contended", f"node {node_id} is being changed; try again")
 
+    def _noted(self, node_id: str, tenant: str) -> None:
+        if self.on_change is not None:
+            self.on_change(node_id, tenant)
+
     def _remember(self, node: RegisteredNode, revision: int) -> None:
+        self._index(self._nodes.get(node.node_id), node)
         self._nodes[node.node_id] = node
+        self._noted(node.node_id, node.record.tenant)
         self.generation += 1
         self.version = max(self.version, revision)
 
@@ -272,6 +302,9 @@ class NodeRegistry:
         revision = self._store.revision()
         self._store.delete(KEY_PREFIX + node_id)
         self._nodes.pop(node_id, None)
+        self._index(node, None)
+        if node is not None:
+            self._noted(node_id, node.record.tenant)
         self.generation += 1
         self.version = max(self.version, revision + 1)
         if node is None:

@@ -21,7 +21,7 @@ from accessfabric.control.server.api.auth import (
 from accessfabric.control.server.api.body import parse_json_object, read_body, string_field
 from accessfabric.control.server.api.context import context
 from accessfabric.control.server.api.errors import ApiError, bad_request
-from accessfabric.control.server.directory import build_directory
+from accessfabric.control.server.directory import directory_document
 from accessfabric.control.server.leasing import LeaseGrant, LeaseRefused
 from accessfabric.control.server.registry import RegistryError, record_json
 from accessfabric.control.server.services import MODE_NAMES, ServiceError, ServiceView, parse_mode
@@ -133,17 +133,19 @@ async def heartbeat(request: web.Request) -> web.Response:
 async def directory(request: web.Request) -> web.Response:
     plane = context(request).plane
     node, _ = await authenticate_node(request)
-    built = build_directory(
-        node, plane.registry, plane.heartbeats, plane.clock(), plane.config.policy, plane.drains
-    )
+    since = request.query.get("since")
+    if since is not None and len(since) > 64:
+        raise bad_request("bad_query", "since: the cursor of a directory this node holds")
     return web.json_response(
-        {
-            "version": built.version,
-            "scope": built.scope,
-            "node_record": record_json(node),
-            "entries": [entry.to_json() for entry in built.entries],
-            "placement": list(built.placement),
-        }
+        directory_document(
+            node,
+            plane.registry,
+            plane.heartbeats,
+            plane.clock(),
+            plane.config.policy,
+            since,
+            plane.drains,
+        )
     )
 
 

@@ -340,6 +340,12 @@ SCHEMAS: dict[str, Any] = {
                     ["node_id", "roles", "record", "health"],
                 ),
             },
+            "placement": {"type": "array", "items": NODE_ID},
+            "cursor": {"type": "string", "description": "send as ?since= for a delta"},
+            "delta": {"type": "boolean", "description": "entries are only those changed"},
+            "since": {"type": "string"},
+            "removed": {"type": "array", "items": NODE_ID},
+            "ids": {"type": "array", "items": NODE_ID, "description": "mobile: the members"},
         },
         ["version", "scope", "entries"],
     ),
@@ -527,9 +533,17 @@ PATHS: dict[str, Any] = {
     },
     "/v1/directory": {
         "get": _op(
-            "The peers this node may know (least knowledge, by role)",
-            {**_ok(_ref("Directory")), **_errors(401)},
+            "The peers this node may know (least knowledge, by role); with since, what changed",
+            {**_ok(_ref("Directory")), **_errors(400, 401)},
             security=NODE_SECURITY,
+            parameters=[
+                {
+                    "name": "since",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 64},
+                }
+            ],
         )
     },
     "/v1/leases/route": {
