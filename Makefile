@@ -52,7 +52,7 @@ test: debian-deps $(STAMP) lint
 	$(PY) -bb -m pytest -q
 
 fuzz: $(STAMP)
-	$(PY) -m accessfabric.wire.fuzz --inputs $${FUZZ_INPUTS:-1000000}
+	$(PY) -m accessfabric.tools.fuzz --inputs $${FUZZ_INPUTS:-1000000}
 
 bench: $(STAMP)
 	$(VENV)/bin/accessfabric bench codec --json

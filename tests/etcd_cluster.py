@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.control.store.etcd_cluster import LocalEtcdCluster, etcd_binary
+from accessfabric.control.server.store.etcd_cluster import LocalEtcdCluster, etcd_binary
 
 
 def start_session_cluster(base: Path) -> Iterator[LocalEtcdCluster]:
@@ -43,7 +43,7 @@ def revoke_all_leases(endpoints: list[str]) -> None:
     """Revoke every lease on the cluster (test teardown: no expiry lands in the next test)."""
     import grpc
 
-    from accessfabric.control.store.etcd_grpc import rpc_pb2, rpc_pb2_grpc
+    from accessfabric.control.server.store.etcd_grpc import rpc_pb2, rpc_pb2_grpc
 
     for endpoint in endpoints:  # the first member that answers (one may be down)
         with grpc.insecure_channel(endpoint) as channel:

@@ -20,27 +20,27 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
 Edge = tuple[str, str]
 
-KNOWN_UPWARD: frozenset[Edge] = frozenset(
-    {  # node/log_format.py moves to observe/ with the package split (docs/architecture.md)
-        ("accessfabric.control.agent", "accessfabric.node.log_format"),
-        ("accessfabric.control.cli", "accessfabric.node.log_format"),
-    }
-)
+KNOWN_UPWARD: frozenset[Edge] = frozenset()
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
     {  # control's server, broken with the package split (docs/architecture.md)
         frozenset(
             {
-                "accessfabric.control.plane",
-                "accessfabric.control.replication",
-                "accessfabric.control.fleet_events",
+                "accessfabric.control.server.plane",
+                "accessfabric.control.server.replication",
+                "accessfabric.control.server.fleet_events",
             }
         ),
-        frozenset({"accessfabric.control.api.schema", "accessfabric.control.api.console_schema"}),
+        frozenset(
+            {
+                "accessfabric.control.server.api.schema",
+                "accessfabric.control.server.api.console_schema",
+            }
+        ),
     }
 )
 NAMED_PAIRS = [  # the cycles issue 15 named: they must never come back
     ("accessfabric.node.runtime", "accessfabric.node.control_link"),
-    ("accessfabric.control.agent", "accessfabric.control.cli"),
+    ("accessfabric.control.client.agent", "accessfabric.control.server.cli"),
     ("accessfabric.cli", "accessfabric.tools_cli"),
 ]
 
@@ -189,17 +189,32 @@ def test_imports_point_down_the_layers() -> None:
 
 def test_node_uses_only_the_node_side_of_control() -> None:
     doc = ARCHITECTURE.read_text()
-    match = re.search(r"node/ may use these modules of control/.*?`([^`]*)`", doc, re.S)
+    match = re.search(r"node/ may use these packages of control/.*?`([^`]*)`", doc, re.S)
     assert match is not None
-    allowed = {f"accessfabric.control.{name}" for name in match.group(1).split()}
+    allowed = tuple(f"accessfabric.control.{name}." for name in match.group(1).split())
     reached = {
         (source, target)
         for source, targets in graph().items()
         if source.startswith("accessfabric.node")
         for target in targets
-        if target.startswith("accessfabric.control") and target not in allowed
+        if target.startswith("accessfabric.control") and not target.startswith(allowed)
     }
     assert reached == set(), "node/ imports control's server"
+
+
+def test_control_audiences_import_down() -> None:
+    """kernel/ imports no other part of control/; client/ never imports server/."""
+    below = {"kernel": ("kernel",), "client": ("kernel", "client")}
+    reached = {
+        (source, target)
+        for source, targets in graph().items()
+        for audience, may in below.items()
+        if source.startswith(f"accessfabric.control.{audience}.")
+        for target in targets
+        if target.startswith("accessfabric.control.")
+        and not target.startswith(tuple(f"accessfabric.control.{name}." for name in may))
+    }
+    assert reached == set(), "control/ audiences: kernel <- client <- server"
 
 
 def test_services_never_import_control() -> None:

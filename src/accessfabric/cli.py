@@ -41,7 +41,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from accessfabric.demo import run_demo
+    from accessfabric.demo.run import run_demo
 
     code: int = run_demo(args)
     return code
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "processes at once with a live view, then through relays on leased routes with "
         "relay-a killed midway; a summary; exit 0, nothing left running.",
     )
-    from accessfabric.demo import add_demo_arguments
+    from accessfabric.demo.run import add_demo_arguments
 
     add_demo_arguments(demo)
     demo.set_defaults(handler=_cmd_demo)
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     from accessfabric.conformance.command import add_conformance_command
 
     add_conformance_command(commands)
-    from accessfabric.control.cli import add_control_parser
+    from accessfabric.control.server.cli import add_control_parser
 
     add_control_parser(commands)
     from accessfabric.service_unit import add_service_unit_commands

@@ -36,9 +36,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from accessfabric.control.api_tls import pinned_https_connection
-from accessfabric.control.authority_key import parse_authority_key
-from accessfabric.demo_procs import COMMAND, Processes, free_port
+from accessfabric.control.kernel.api_tls import pinned_https_connection
+from accessfabric.control.kernel.authority_key import parse_authority_key
+from accessfabric.demo.procs import COMMAND, Processes, free_port
 from accessfabric.identity.keys import NodeKey
 
 ROLES = {

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from accessfabric.demo_procs import COMMAND
+from accessfabric.demo.procs import COMMAND
 from tests.console.fleet import ConsoleFleet, start_fleet, wait_for
 
 pytestmark = pytest.mark.slow

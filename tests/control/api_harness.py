@@ -12,14 +12,14 @@ from typing import Any
 
 import aiohttp
 
-from accessfabric.control.authority import Authority
-from accessfabric.control.client import ControlClient
-from accessfabric.control.facts import HeartbeatFacts, PeerMeasurement, ServiceCapacity
-from accessfabric.control.plane import ControlConfig, ControlPlane
-from accessfabric.control.requestsig import RequestSigner
-from accessfabric.control.server import ControlServer
-from accessfabric.control.store import SqliteStore
-from accessfabric.control.store.base import Clock
+from accessfabric.control.client.client import ControlClient
+from accessfabric.control.client.facts import HeartbeatFacts, PeerMeasurement, ServiceCapacity
+from accessfabric.control.client.requestsig import RequestSigner
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.server.plane import ControlConfig, ControlPlane
+from accessfabric.control.server.server import ControlServer
+from accessfabric.control.server.store import SqliteStore
+from accessfabric.control.server.store.base import Clock
 from accessfabric.identity.keys import NodeKey
 
 

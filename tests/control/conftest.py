@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.control.store import SqliteStore, Store
-from accessfabric.control.store.etcd import EtcdStore
-from accessfabric.control.store.etcd_cluster import LocalEtcdCluster
+from accessfabric.control.server.store import SqliteStore, Store
+from accessfabric.control.server.store.etcd import EtcdStore
+from accessfabric.control.server.store.etcd_cluster import LocalEtcdCluster
 from tests.etcd_cluster import (
     restart_dead_members,
     revoke_all_leases,

@@ -8,8 +8,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from accessfabric.control.authority_key import parse_authority_key
-from accessfabric.control.store.etcd_cluster import LocalEtcdCluster
+from accessfabric.control.kernel.authority_key import parse_authority_key
+from accessfabric.control.server.store.etcd_cluster import LocalEtcdCluster
 from tests.control.test_api_cli import _env, _line, _run, _start
 from tests.etcd_cluster import unique_namespace
 

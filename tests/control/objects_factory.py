@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from accessfabric.control.objects import NodeRecord, RouteLease, ServiceLease
-from accessfabric.control.vocabulary import Role, ServiceMode
+from accessfabric.control.kernel.objects import NodeRecord, RouteLease, ServiceLease
+from accessfabric.control.kernel.vocabulary import Role, ServiceMode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 

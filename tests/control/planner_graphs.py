@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from accessfabric.control.planner import (
+from accessfabric.control.server.planner import (
     FabricGraph,
     LinkObservation,
     MobileFacts,

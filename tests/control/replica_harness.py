@@ -8,10 +8,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
 
-from accessfabric.control.authority import Authority
-from accessfabric.control.plane import ControlConfig, ControlPlane, bind_authority
-from accessfabric.control.server import ControlServer
-from accessfabric.control.store.etcd import EtcdStore
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.server.plane import ControlConfig, ControlPlane, bind_authority
+from accessfabric.control.server.server import ControlServer
+from accessfabric.control.server.store.etcd import EtcdStore
 from accessfabric.identity.keys import NodeKey
 from tests.control.api_harness import Running
 

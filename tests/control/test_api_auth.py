@@ -7,7 +7,7 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from accessfabric.control.requestsig import RequestSigner
+from accessfabric.control.client.requestsig import RequestSigner
 from accessfabric.identity.keys import NodeKey
 from tests.control.api_harness import Running, enroll_body, running_plane
 from tests.control.conftest import FakeClock

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-COMMAND = [sys.executable, "-m", "accessfabric.control.cli", "control"]
+COMMAND = [sys.executable, "-m", "accessfabric.control.server.cli", "control"]
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ import asyncio
 import base64
 from pathlib import Path
 
-from accessfabric.control.verify import verify_node_record, verify_route_lease
+from accessfabric.control.kernel.verify import verify_node_record, verify_route_lease
 from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import facts, running_plane

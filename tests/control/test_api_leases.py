@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.control.fence import EpochFence
-from accessfabric.control.rejections import LeaseRejected, RejectReason
-from accessfabric.control.verify import verify_route_lease
+from accessfabric.control.kernel.fence import EpochFence
+from accessfabric.control.kernel.rejections import LeaseRejected, RejectReason
+from accessfabric.control.kernel.verify import verify_route_lease
 from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import Running, enroll_body, facts, running_plane

@@ -27,12 +27,12 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from accessfabric.control.api.schema import openapi_document
-from accessfabric.control.authority import Authority
-from accessfabric.control.plane import ControlPlane
-from accessfabric.control.requestsig import RequestSigner
-from accessfabric.control.server import ControlServer
-from accessfabric.control.store import SqliteStore
+from accessfabric.control.client.requestsig import RequestSigner
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.server.api.schema import openapi_document
+from accessfabric.control.server.plane import ControlPlane
+from accessfabric.control.server.server import ControlServer
+from accessfabric.control.server.store import SqliteStore
 from accessfabric.identity.keys import NodeKey
 
 MAX_EXAMPLES = 40

@@ -16,11 +16,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from accessfabric.control import api_tls
-from accessfabric.control.authority import Authority
-from accessfabric.control.plane import ControlPlane
-from accessfabric.control.server import ControlServer
-from accessfabric.control.store import SqliteStore
+from accessfabric.control.kernel import api_tls
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.server.plane import ControlPlane
+from accessfabric.control.server.server import ControlServer
+from accessfabric.control.server.store import SqliteStore
 from accessfabric.identity.keys import NodeKey
 from tests.conditions import until
 
@@ -188,7 +188,7 @@ async def _test_slow_headers_are_cut_at_the_header_timeout(tmp_path: Path) -> No
 
 async def _test_node_control_client_talks_tls_with_the_authority_pin(tmp_path: Path) -> None:
     async with serving(tmp_path) as (server, authority, admin):
-        from accessfabric.control.client import ControlClient, ControlUnavailable
+        from accessfabric.control.client.client import ControlClient, ControlUnavailable
 
         key = NodeKey.generate()
         async with (
@@ -240,7 +240,7 @@ def test_node_control_client_talks_tls_with_the_authority_pin(tmp_path: Path) ->
 
 
 async def _test_connections_that_never_finish_tls_are_capped_and_cut(tmp_path: Path) -> None:
-    from accessfabric.control.server import MAX_PENDING_HANDSHAKES_PER_ADDRESS
+    from accessfabric.control.server.server import MAX_PENDING_HANDSHAKES_PER_ADDRESS
 
     async def held(port: int) -> float:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -331,7 +331,7 @@ async def _test_a_slow_body_is_cut(tmp_path: Path) -> None:
 
 
 def test_a_slow_body_is_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from accessfabric.control.api import body
+    from accessfabric.control.server.api import body
 
     monkeypatch.setattr(body, "BODY_TIMEOUT", 1.0)
     asyncio.run(asyncio.wait_for(_test_a_slow_body_is_cut(tmp_path), 60))

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.control.authority import Authority
-from accessfabric.control.authority_key import format_authority_key, parse_authority_key
-from accessfabric.control.verify import verify_route_lease
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.kernel.authority_key import format_authority_key, parse_authority_key
+from accessfabric.control.kernel.verify import verify_route_lease
 from accessfabric.identity import IdentityError
 from tests.control.objects_factory import NOW, route_lease
 

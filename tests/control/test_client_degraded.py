@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.control.client import (
+from accessfabric.control.client.client import (
     ControlClient,
     ControlRefused,
     ControlUnavailable,
@@ -18,9 +18,9 @@ from accessfabric.control.client import (
     backoff_delay,
     heartbeat_forever,
 )
-from accessfabric.control.node_cache import NodeCache, write_atomically
-from accessfabric.control.plane import ControlConfig
-from accessfabric.control.verify import verify_route_lease
+from accessfabric.control.client.node_cache import NodeCache, write_atomically
+from accessfabric.control.kernel.verify import verify_route_lease
+from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import facts, running_plane
@@ -85,7 +85,7 @@ def test_control_plane_stopped_cached_leases_work_until_expiry(
             clock.advance(31)  # past the leases' expiry
             caplog.clear()
             with (
-                caplog.at_level(logging.INFO, "accessfabric.control.client"),
+                caplog.at_level(logging.INFO, "accessfabric.control.client.client"),
                 pytest.raises(NoUsableLease) as why,
             ):
                 await offline.route_leases("rdp")
@@ -167,7 +167,7 @@ def test_cache_writes_are_atomic_and_tolerate_garbage(
     def crash(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("accessfabric.control.node_cache.os.replace", crash)
+    monkeypatch.setattr("accessfabric.control.client.node_cache.os.replace", crash)
     with pytest.raises(OSError):
         write_atomically(target, b'{"v": 2}')
     assert json.loads(target.read_text()) == {"v": 1}  # the old document, whole

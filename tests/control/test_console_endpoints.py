@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.control.facts import (
+from accessfabric.control.client.facts import (
     ClassBytes,
     FactsError,
     RelayUsage,

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from accessfabric.control.authority_key import format_authority_key
+from accessfabric.control.kernel.authority_key import format_authority_key
 from accessfabric.identity.keys import NodeKey
 from tests.node.harness import command_env, keygen, run_cli
 

@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from accessfabric.control.authority import Authority
-from accessfabric.control.client import ControlClient
-from accessfabric.control.directory import directory_document
-from accessfabric.control.plane import ControlConfig, ControlPlane
-from accessfabric.control.registry import RegisteredNode
-from accessfabric.control.store.sqlite import SqliteStore
+from accessfabric.control.client.client import ControlClient
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.server.directory import directory_document
+from accessfabric.control.server.plane import ControlConfig, ControlPlane
+from accessfabric.control.server.registry import RegisteredNode
+from accessfabric.control.server.store.sqlite import SqliteStore
 from accessfabric.identity.keys import NodeKey
 from tests.control.api_harness import facts, running_plane
 from tests.control.conftest import FakeClock

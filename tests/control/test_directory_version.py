@@ -7,8 +7,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from accessfabric.control.client import ControlClient
-from accessfabric.control.plane import ControlConfig
+from accessfabric.control.client.client import ControlClient
+from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
 from tests.control.api_harness import Running, facts, running_plane
 from tests.control.conftest import FakeClock

@@ -17,10 +17,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from accessfabric.control.client import ControlClient, ControlRefused, ControlUnavailable
-from accessfabric.control.facts import HeartbeatFacts
-from accessfabric.control.store.etcd import EtcdStore
-from accessfabric.control.store.etcd_cluster import LocalEtcdCluster
+from accessfabric.control.client.client import ControlClient, ControlRefused, ControlUnavailable
+from accessfabric.control.client.facts import HeartbeatFacts
+from accessfabric.control.server.store.etcd import EtcdStore
+from accessfabric.control.server.store.etcd_cluster import LocalEtcdCluster
 from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import facts

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from accessfabric.control.planner import FabricGraph, LinkObservation, NodeFacts, RoutePlanner
-from accessfabric.control.planning.model import Role
+from accessfabric.control.server.planner import (
+    FabricGraph,
+    LinkObservation,
+    NodeFacts,
+    RoutePlanner,
+)
+from accessfabric.control.server.planning.model import Role
 
 SOURCES = [f"laptop-{i:03d}" for i in range(90)]
 EXITS = ["exit-a", "exit-b", "exit-c"]

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.control.authority import Authority
-from accessfabric.control.cli import EXIT_USER, main
-from accessfabric.control.client import ControlClient
-from accessfabric.control.facts import HeartbeatFacts
-from accessfabric.control.grants import AccessGrants, GrantError
-from accessfabric.control.objects import MAX_GRANTS, MAX_RECORD_FLOORS, AccessPolicy
-from accessfabric.control.rejections import RejectReason, SignedObjectRejected
-from accessfabric.control.store.sqlite import SqliteStore
-from accessfabric.control.verify import verify_access_policy
-from accessfabric.control.vocabulary import Role
+from accessfabric.control.client.client import ControlClient
+from accessfabric.control.client.facts import HeartbeatFacts
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.kernel.objects import MAX_GRANTS, MAX_RECORD_FLOORS, AccessPolicy
+from accessfabric.control.kernel.rejections import RejectReason, SignedObjectRejected
+from accessfabric.control.kernel.verify import verify_access_policy
+from accessfabric.control.kernel.vocabulary import Role
+from accessfabric.control.server.cli import EXIT_USER, main
+from accessfabric.control.server.grants import AccessGrants, GrantError
+from accessfabric.control.server.store.sqlite import SqliteStore
 from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import Running, running_plane

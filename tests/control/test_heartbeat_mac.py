@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from accessfabric.control.heartbeat_mac import (
+from accessfabric.control.client.heartbeat_mac import (
     ControlMacKey,
     MacKeyError,
     node_session_key,
     parse_mac_header,
 )
-from accessfabric.control.requestsig import RequestAuthError, RequestSigner
-from accessfabric.control.vocabulary import Role
+from accessfabric.control.client.requestsig import RequestAuthError, RequestSigner
+from accessfabric.control.kernel.vocabulary import Role
 from accessfabric.identity.keys import NodeKey
 from tests.control.api_harness import Running, enroll_body, facts, running_plane
 

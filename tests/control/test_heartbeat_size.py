@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from accessfabric.control.facts import (
+from accessfabric.control.client.facts import (
     CLASS_NAMES,
     MAX_ENDPOINT_HEALTH,
     MAX_ENDPOINTS,
@@ -32,7 +32,7 @@ from accessfabric.control.facts import (
     StreamReport,
     parse_facts,
 )
-from accessfabric.control.plane import ControlConfig
+from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
 
 NODE = NodeKey.generate().node_id

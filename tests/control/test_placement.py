@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from accessfabric.control.placement import LOAD_BAND_SESSIONS, EntryCandidate, place
+from accessfabric.control.server.placement import LOAD_BAND_SESSIONS, EntryCandidate, place
 
 
 def _primary(candidates: list[EntryCandidate], devices: int = 1000) -> Counter[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from accessfabric.bench import SUITES, load_suite
 from accessfabric.bench.control import RttDijkstra, _measure
-from accessfabric.control.synthetic import generate
+from accessfabric.control.server.synthetic import generate
 
 
 def test_control_suite_is_registered() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.control.planner import (
+from accessfabric.control.server.planner import (
     FabricGraph,
     LinkObservation,
     NodeFacts,
@@ -16,7 +16,7 @@ from accessfabric.control.planner import (
     RoutePlanner,
     ScoringWeights,
 )
-from accessfabric.control.planning import scoring
+from accessfabric.control.server.planning import scoring
 from tests.control.planner_graphs import both, client, diamond, link, mobile, node
 
 W = ScoringWeights()

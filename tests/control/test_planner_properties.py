@@ -2,7 +2,7 @@
 
 Two sources of graphs: adversarial random graphs (any role mix, tenants,
 phones in every state, random links and policies) and small synthetic fleets
-from :mod:`accessfabric.control.synthetic`.
+from :mod:`accessfabric.control.server.synthetic`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from accessfabric.control.planner import (
+from accessfabric.control.server.planner import (
     FabricGraph,
     LinkObservation,
     MobileFacts,
@@ -27,8 +27,8 @@ from accessfabric.control.planner import (
     RoutePolicy,
     ScoringWeights,
 )
-from accessfabric.control.planning import scoring
-from accessfabric.control.synthetic import generate
+from accessfabric.control.server.planning import scoring
+from accessfabric.control.server.synthetic import generate
 from tests.control.planner_graphs import Scenario, all_routes, route_ok
 
 ROLE_MIXES = [

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.control.planner import (
+from accessfabric.control.server.planner import (
     FabricGraph,
     NoRouteError,
     Role,
@@ -17,8 +17,8 @@ from accessfabric.control.planner import (
     UnknownNodeError,
     UnknownServiceError,
 )
-from accessfabric.control.planning import scoring
-from accessfabric.control.synthetic import generate
+from accessfabric.control.server.planning import scoring
+from accessfabric.control.server.synthetic import generate
 from tests.control.planner_graphs import client, diamond, link, mobile, node
 
 CHEAP = {"rtt": 1.0}
@@ -301,11 +301,11 @@ def test_a_nodes_echo_is_routed_to_that_node_only_whatever_its_roles() -> None:
 
 
 def test_no_node_registers_another_nodes_echo(tmp_path: Path) -> None:
-    from accessfabric.control.authority import Authority
-    from accessfabric.control.services import ServiceDirectory, ServiceError
-    from accessfabric.control.store.sqlite import SqliteStore
-    from accessfabric.control.vocabulary import Role as RecordRole
-    from accessfabric.control.vocabulary import ServiceMode
+    from accessfabric.control.kernel.authority import Authority
+    from accessfabric.control.kernel.vocabulary import Role as RecordRole
+    from accessfabric.control.kernel.vocabulary import ServiceMode
+    from accessfabric.control.server.services import ServiceDirectory, ServiceError
+    from accessfabric.control.server.store.sqlite import SqliteStore
     from accessfabric.identity.keys import NodeKey
 
     store = SqliteStore(tmp_path / "s.db")

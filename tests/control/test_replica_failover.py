@@ -7,8 +7,8 @@ import random
 import socket
 from pathlib import Path
 
-from accessfabric.control.replica_set import ReplicaSet, replica_summary
-from accessfabric.control.store.etcd_cluster import LocalEtcdCluster
+from accessfabric.control.client.replica_set import ReplicaSet, replica_summary
+from accessfabric.control.server.store.etcd_cluster import LocalEtcdCluster
 from accessfabric.identity.keys import NodeKey
 from tests.control.api_harness import facts
 from tests.control.replica_harness import running_replicas

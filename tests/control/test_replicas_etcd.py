@@ -13,9 +13,9 @@ import json
 import time
 from typing import Any
 
-from accessfabric.control.heartbeat_mac import ControlMacKey, node_session_key
-from accessfabric.control.requestsig import RequestSigner
-from accessfabric.control.store.etcd_cluster import LocalEtcdCluster
+from accessfabric.control.client.heartbeat_mac import ControlMacKey, node_session_key
+from accessfabric.control.client.requestsig import RequestSigner
+from accessfabric.control.server.store.etcd_cluster import LocalEtcdCluster
 from accessfabric.identity.keys import NodeKey
 from tests.control.api_harness import Running, enroll_body, facts
 from tests.control.replica_harness import running_replicas
@@ -143,7 +143,7 @@ def test_heartbeats_are_soft_state_shared_only_when_due(etcd_cluster: LocalEtcdC
     the other replica still sees the relay live; an end node is not written per heartbeat."""
     restart_dead_members(etcd_cluster)
     endpoints = etcd_cluster.endpoints
-    from accessfabric.control.plane import ControlConfig
+    from accessfabric.control.server.plane import ControlConfig
 
     config = ControlConfig(heartbeat_interval=10.0)
 

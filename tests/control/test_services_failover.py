@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.control.authority import Authority
-from accessfabric.control.plane import ControlConfig
-from accessfabric.control.rejections import LeaseRejected, RejectReason
-from accessfabric.control.services import ServiceDirectory, ServiceError
-from accessfabric.control.store import SqliteStore
-from accessfabric.control.verify import verify_service_lease
-from accessfabric.control.vocabulary import Role, ServiceMode
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.kernel.rejections import LeaseRejected, RejectReason
+from accessfabric.control.kernel.verify import verify_service_lease
+from accessfabric.control.kernel.vocabulary import Role, ServiceMode
+from accessfabric.control.server.plane import ControlConfig
+from accessfabric.control.server.services import ServiceDirectory, ServiceError
+from accessfabric.control.server.store import SqliteStore
 from accessfabric.identity.keys import NodeKey
 from tests.control.api_harness import Running, enroll_body, facts, running_plane
 from tests.control.conftest import FakeClock
@@ -172,7 +172,7 @@ def _agent(cp: Running, tmp_path: Path, name: str, token: str) -> subprocess.Pop
     command = [
         sys.executable,
         "-m",
-        "accessfabric.control.cli",
+        "accessfabric.control.server.cli",
         "control",
         "agent",
         "--server",

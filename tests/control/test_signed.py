@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from accessfabric.control.codec import MalformedError
-from accessfabric.control.objects import (
+from accessfabric.control.kernel.codec import MalformedError
+from accessfabric.control.kernel.objects import (
     AccessGrant,
     AccessPolicy,
     NodeRecord,
@@ -22,8 +22,8 @@ from accessfabric.control.objects import (
     RouteLease,
     ServiceLease,
 )
-from accessfabric.control.signed import encode_signed, object_type_of, open_signed
-from accessfabric.control.vocabulary import Role, ServiceMode
+from accessfabric.control.kernel.signed import encode_signed, object_type_of, open_signed
+from accessfabric.control.kernel.vocabulary import Role, ServiceMode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 from tests.control.objects_factory import AUTHORITY, NODES, node_record, route_lease, service_lease

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.control.store import (
+from accessfabric.control.server.store import (
     ChangeKind,
     CompactedError,
     FutureRevisionError,
@@ -22,8 +22,8 @@ from accessfabric.control.store import (
     SqliteStore,
     Store,
 )
-from accessfabric.control.store.base import prefix_range_end
-from accessfabric.control.store.etcd import EtcdStore
+from accessfabric.control.server.store.base import prefix_range_end
+from accessfabric.control.server.store.etcd import EtcdStore
 from tests.control.conftest import FakeClock
 
 

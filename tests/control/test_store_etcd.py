@@ -12,16 +12,16 @@ import time
 
 import pytest
 
-from accessfabric.control.store import (
+from accessfabric.control.server.store import (
     Change,
     ChangeKind,
     CompactedError,
     LeaseNotFoundError,
     StoreUnavailableError,
 )
-from accessfabric.control.store.aio import AsyncStore
-from accessfabric.control.store.etcd import EtcdStore, parse_store_url
-from accessfabric.control.store.etcd_cluster import LocalEtcdCluster
+from accessfabric.control.server.store.aio import AsyncStore
+from accessfabric.control.server.store.etcd import EtcdStore, parse_store_url
+from accessfabric.control.server.store.etcd_cluster import LocalEtcdCluster
 
 
 def _wait_until_gone(store: EtcdStore, key: str, limit: float) -> float:

@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from accessfabric.control.store import StoreUnavailableError
-from accessfabric.control.store.etcd import EtcdStore, parse_etcd_url
-from accessfabric.control.store.etcd_cluster import EtcdTls, LocalEtcdCluster, etcd_binary
+from accessfabric.control.server.store import StoreUnavailableError
+from accessfabric.control.server.store.etcd import EtcdStore, parse_etcd_url
+from accessfabric.control.server.store.etcd_cluster import EtcdTls, LocalEtcdCluster, etcd_binary
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from accessfabric.control.store import (
+from accessfabric.control.server.store import (
     Change,
     ChangeKind,
     CompactedError,

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from accessfabric.control.store import Change, ChangeKind, CompactedError, SqliteStore
-from accessfabric.control.store.aio import AsyncStore, watch
+from accessfabric.control.server.store import Change, ChangeKind, CompactedError, SqliteStore
+from accessfabric.control.server.store.aio import AsyncStore, watch
 from tests.control.conftest import FakeClock
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from accessfabric.control.facts import StreamReport
-from accessfabric.control.plane import ControlConfig
-from accessfabric.control.telemetry import telemetry_every
+from accessfabric.control.client.facts import StreamReport
+from accessfabric.control.server.plane import ControlConfig
+from accessfabric.control.server.telemetry import telemetry_every
 from accessfabric.identity.keys import NodeKey
 from tests.control.api_harness import facts, running_plane
 

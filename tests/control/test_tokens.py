@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.control.store import Entry, SqliteStore
-from accessfabric.control.tokens import (
+from accessfabric.control.kernel.vocabulary import Role
+from accessfabric.control.server.store import Entry, SqliteStore
+from accessfabric.control.server.tokens import (
     KEY_PREFIX,
     BadTokenError,
     EnrollmentTokens,
     TokenExpiredError,
     TokenUsedUpError,
 )
-from accessfabric.control.vocabulary import Role
 from tests.control.conftest import FakeClock
 
 

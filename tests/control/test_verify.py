@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from accessfabric.control.fence import EpochFence
-from accessfabric.control.objects import RouteLease, ServiceLease
-from accessfabric.control.rejections import (
+from accessfabric.control.kernel.fence import EpochFence
+from accessfabric.control.kernel.objects import RouteLease, ServiceLease
+from accessfabric.control.kernel.rejections import (
     LeaseRejected,
     NodeRecordRejected,
     RejectReason,
 )
-from accessfabric.control.signed import HEADER_LENGTH, SIGNING_CONTEXT, encode_signed
-from accessfabric.control.verify import (
+from accessfabric.control.kernel.signed import HEADER_LENGTH, SIGNING_CONTEXT, encode_signed
+from accessfabric.control.kernel.verify import (
     verify_node_record,
     verify_route_lease,
     verify_service_lease,

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from accessfabric.control.objects import AccessGrant, AccessPolicy
-from accessfabric.control.rejections import RejectReason, SignedObjectRejected
-from accessfabric.control.signed import encode_signed
-from accessfabric.control.vocabulary import Role
+from accessfabric.control.kernel.objects import AccessGrant, AccessPolicy
+from accessfabric.control.kernel.rejections import RejectReason, SignedObjectRejected
+from accessfabric.control.kernel.signed import encode_signed
+from accessfabric.control.kernel.vocabulary import Role
 from accessfabric.node.access import ServiceAccess
 from accessfabric.wire.registry import TrafficClass
 from tests.control.objects_factory import (

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from accessfabric.control.authority_key import format_authority_key
-from accessfabric.control.facts import FactsError, HeartbeatFacts, parse_facts
-from accessfabric.control.plane import ControlConfig
-from accessfabric.control.server import ControlServer
+from accessfabric.control.client.facts import FactsError, HeartbeatFacts, parse_facts
+from accessfabric.control.kernel.authority_key import format_authority_key
+from accessfabric.control.server.plane import ControlConfig
+from accessfabric.control.server.server import ControlServer
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.config import ConfigError, load_node_config
 from accessfabric.node.routes import NoUsableRoute

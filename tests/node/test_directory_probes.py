@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from accessfabric.control.authority import Authority
+from accessfabric.control.kernel.authority import Authority
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.config import ControlSettings, NodeConfig, PeerConfig
 from accessfabric.node.connection import SessionConnection

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from accessfabric.control.authority_key import format_authority_key
-from accessfabric.control.cli import main as control_main
-from accessfabric.control.plane import ControlConfig
+from accessfabric.control.kernel.authority_key import format_authority_key
+from accessfabric.control.server.cli import main as control_main
+from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.config import load_node_config
 from accessfabric.node.runtime import NodeRuntime

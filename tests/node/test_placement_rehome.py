@@ -13,7 +13,7 @@ import socket
 import time
 from pathlib import Path
 
-from accessfabric.control.authority import Authority
+from accessfabric.control.kernel.authority import Authority
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.admission import AdmissionLimits
 from accessfabric.node.config import ControlSettings, NodeConfig

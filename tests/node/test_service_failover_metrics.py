@@ -16,7 +16,7 @@ from pathlib import Path
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from accessfabric.control.plane import ControlConfig
+from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.config import load_node_config
 from accessfabric.node.runtime import NodeRuntime
@@ -108,7 +108,7 @@ async def test_leader_failover_is_counted_by_the_new_leader_and_the_source(
 
 
 def test_service_labels_stay_bounded() -> None:
-    from accessfabric.control.objects import RouteLease
+    from accessfabric.control.kernel.objects import RouteLease
 
     failovers = ServiceFailovers(["db"])
     hop, first, second = (NodeKey.generate().node_id for _ in range(3))
@@ -143,8 +143,8 @@ def test_service_labels_stay_bounded() -> None:
 
 
 def test_service_lease_changes() -> None:
-    from accessfabric.control.objects import ServiceLease
-    from accessfabric.control.vocabulary import ServiceMode
+    from accessfabric.control.kernel.objects import ServiceLease
+    from accessfabric.control.kernel.vocabulary import ServiceMode
 
     a, b, c = (NodeKey.generate().node_id for _ in range(3))
 

@@ -9,9 +9,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from accessfabric.control.authority import Authority
-from accessfabric.control.objects import NodeRecord
-from accessfabric.control.vocabulary import Role
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.kernel.objects import NodeRecord
+from accessfabric.control.kernel.vocabulary import Role
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.address import Endpoint

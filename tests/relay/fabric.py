@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from accessfabric.bench.relay_lab import SEALED_SINK, SinkResults, issue_route, sealed_sink
-from accessfabric.control.authority import Authority
-from accessfabric.control.leased_route import LeasedRoute
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.address import Endpoint
 from accessfabric.node.config import NodeConfig, PeerConfig

@@ -125,7 +125,7 @@ class ControlFabric:
         """One enrollment token per node: ``control token create`` for each, in one process."""
         script = (
             "import contextlib, io, json, sys\n"
-            "from accessfabric.control.cli import main\n"
+            "from accessfabric.control.server.cli import main\n"
             "out = {}\n"
             "for host, argv in json.loads(sys.argv[1]).items():\n"
             "    text = io.StringIO()\n"

@@ -19,7 +19,7 @@ from typing import Any
 
 from accessfabric.bench.relay_lab import SEALED_SINK, issue_route
 from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
-from accessfabric.control.authority import Authority
+from accessfabric.control.kernel.authority import Authority
 from accessfabric.identity.keys import NodeKey
 from accessfabric.sim import Topology
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from accessfabric.control.authority_key import format_authority_key
-from accessfabric.control.plane import ControlConfig
+from accessfabric.control.kernel.authority_key import format_authority_key
+from accessfabric.control.server.plane import ControlConfig
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.config import load_node_config

@@ -88,7 +88,7 @@ class TransitionFabric(nc.ControlFabric):
     def tokens(self) -> dict[str, str]:
         script = (
             "import contextlib, io, json, sys\n"
-            "from accessfabric.control.cli import main\n"
+            "from accessfabric.control.server.cli import main\n"
             "out = {}\n"
             "for host, argv in json.loads(sys.argv[1]).items():\n"
             "    text = io.StringIO()\n"

@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from accessfabric.control.authority_key import format_authority_key
-from accessfabric.control.plane import ControlConfig
+from accessfabric.control.kernel.authority_key import format_authority_key
+from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.config import load_node_config
 from accessfabric.node.runtime import NodeRuntime

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from accessfabric.control.authority import Authority
+from accessfabric.control.kernel.authority import Authority
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.observability import NodeObservability
 from accessfabric.node.relay_limits import RelayLimits, RelayQuotas, RelayRefused

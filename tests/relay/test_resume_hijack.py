@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from accessfabric.bench.relay_lab import SEALED_SINK, issue_route, new_initiator, payload_chunk
-from accessfabric.control.leased_route import LeasedRoute
+from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.errors import ErrorCode
 from accessfabric.node.connection import StreamResetError
-from accessfabric.node.log_format import event_fields
 from accessfabric.node.resumable import ResumableStream, new_fabric_stream
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.observe.log_format import event_fields
 from accessfabric.sealing import SealingError, SealInitiator
 from accessfabric.sealing.handshake import destination_resume_key, stream_context
 from accessfabric.sealing.resume_proof import prove_resume

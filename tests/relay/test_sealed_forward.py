@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from accessfabric.bench.relay_lab import issue_route, new_initiator
-from accessfabric.control.authority import Authority
-from accessfabric.control.leased_route import LeasedRoute
-from accessfabric.control.objects import NodeRecord
-from accessfabric.control.vocabulary import Role
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.kernel.leased_route import LeasedRoute
+from accessfabric.control.kernel.objects import NodeRecord
+from accessfabric.control.kernel.vocabulary import Role
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.connection import SessionConnection, StreamResetError

@@ -99,7 +99,7 @@ def test_demo_stopped_by_sigterm_leaves_nothing() -> None:
 
 
 def test_demo_on_etcd_survives_the_etcd_leader_and_a_replica_dying() -> None:
-    from accessfabric.control.store.etcd_cluster import etcd_binary
+    from accessfabric.control.server.store.etcd_cluster import etcd_binary
 
     if etcd_binary() is None:
         import pytest

@@ -86,8 +86,8 @@ class Plane:
         """``GET /v1/admin/services``: service -> node ids of its replicas."""
         script = (  # over TLS, the certificate pinned through the authority key
             "import sys\n"
-            "from accessfabric.control.api_tls import pinned_https_connection\n"
-            "from accessfabric.control.authority_key import parse_authority_key\n"
+            "from accessfabric.control.kernel.api_tls import pinned_https_connection\n"
+            "from accessfabric.control.kernel.authority_key import parse_authority_key\n"
             "c = pinned_https_connection('127.0.0.1', int(sys.argv[1]), "
             "parse_authority_key(sys.argv[3]), 5)\n"
             "c.request('GET', '/v1/admin/services', headers={'Authorization': "

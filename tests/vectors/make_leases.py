@@ -16,15 +16,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from accessfabric.control.objects import (
+from accessfabric.control.kernel.objects import (
     AccessGrant,
     AccessPolicy,
     NodeRecord,
     RouteLease,
     ServiceLease,
 )
-from accessfabric.control.signed import SIGNING_CONTEXT, encode_signed
-from accessfabric.control.vocabulary import Role, ServiceMode
+from accessfabric.control.kernel.signed import SIGNING_CONTEXT, encode_signed
+from accessfabric.control.kernel.vocabulary import Role, ServiceMode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 

@@ -16,6 +16,7 @@ from accessfabric.errors import (
     ProtocolError,
     RemoteProtocolError,
 )
+from accessfabric.tools import fuzz
 from accessfabric.wire import (
     Ack,
     Auth,
@@ -37,7 +38,6 @@ from accessfabric.wire import (
     TrafficClass,
     UnknownFrame,
     encode,
-    fuzz,
 )
 from accessfabric.wire.limits import (
     DEFAULT_MAX_FRAME_SIZE,

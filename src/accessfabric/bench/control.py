@@ -35,8 +35,8 @@ from collections.abc import Sequence
 
 from accessfabric.bench import control_api, control_etcd
 from accessfabric.bench.report import BenchReport, BenchResult
-from accessfabric.control.planner import NoRouteError, RoutePlanner
-from accessfabric.control.synthetic import SyntheticFleet, generate
+from accessfabric.control.server.planner import NoRouteError, RoutePlanner
+from accessfabric.control.server.synthetic import SyntheticFleet, generate
 
 FULL_SIZES = (1_000, 10_000, 100_000)
 QUICK_SIZES = (1_000, 10_000)

@@ -29,24 +29,24 @@ import time
 from pathlib import Path
 
 from accessfabric.bench.report import BenchResult
-from accessfabric.control.api.verifier import BatchVerifier
-from accessfabric.control.authority import Authority
-from accessfabric.control.facts import (
+from accessfabric.control.client.facts import (
     HeartbeatFacts,
     PeerMeasurement,
     ServiceCapacity,
     parse_facts,
 )
-from accessfabric.control.heartbeat_mac import ControlMacKey, node_session_key
-from accessfabric.control.plane import ControlPlane
-from accessfabric.control.requestsig import (
+from accessfabric.control.client.heartbeat_mac import ControlMacKey, node_session_key
+from accessfabric.control.client.requestsig import (
     ReplayCache,
     RequestSigner,
     SignedRequest,
     parse_timestamp,
 )
-from accessfabric.control.store.sqlite import SqliteStore
-from accessfabric.control.vocabulary import Role, ServiceMode
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.kernel.vocabulary import Role, ServiceMode
+from accessfabric.control.server.api.verifier import BatchVerifier
+from accessfabric.control.server.plane import ControlPlane
+from accessfabric.control.server.store.sqlite import SqliteStore
 from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 
@@ -265,7 +265,7 @@ def _heartbeat_figures(directory: Path, quick: bool) -> tuple[BenchResult, dict[
 async def _http_heartbeats(directory: Path, quick: bool) -> float:
     import aiohttp
 
-    from accessfabric.control.server import ControlServer
+    from accessfabric.control.server.server import ControlServer
 
     store = SqliteStore(directory / "http.db")
     plane = ControlPlane(store, Authority(NodeKey.generate()))

@@ -27,12 +27,12 @@ from typing import Any
 
 from accessfabric.bench import control_api
 from accessfabric.bench.report import BenchResult
-from accessfabric.control.authority import Authority
-from accessfabric.control.plane import ControlConfig, ControlPlane
-from accessfabric.control.store.base import Store
-from accessfabric.control.store.etcd_cluster import LocalEtcdCluster, etcd_binary
-from accessfabric.control.store.sqlite import SqliteStore
-from accessfabric.control.vocabulary import Role, ServiceMode
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.kernel.vocabulary import Role, ServiceMode
+from accessfabric.control.server.plane import ControlConfig, ControlPlane
+from accessfabric.control.server.store.base import Store
+from accessfabric.control.server.store.etcd_cluster import LocalEtcdCluster, etcd_binary
+from accessfabric.control.server.store.sqlite import SqliteStore
 from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 
@@ -51,7 +51,7 @@ class StoreSpec:
     def open(self) -> Store:
         if self.sqlite_path is not None:
             return SqliteStore(self.sqlite_path)
-        from accessfabric.control.store.etcd import EtcdStore
+        from accessfabric.control.server.store.etcd import EtcdStore
 
         return EtcdStore(list(self.etcd_endpoints), namespace=self.namespace)
 

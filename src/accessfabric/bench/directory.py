@@ -2,7 +2,7 @@
 
 For each size (``--quick``: 1k and 10k nodes; full: 10k and 100k; the environment
 variable ``ACCESSFABRIC_BENCH_DIRECTORY_SIZES``, e.g. ``100000,1000000``, overrides) a
-synthetic fleet (:mod:`accessfabric.control.synthetic`, no sockets) is loaded into the
+synthetic fleet (:mod:`accessfabric.control.server.synthetic`, no sockets) is loaded into the
 control plane's own :class:`NodeRegistry` (a signed record per node) and
 :class:`HeartbeatTable` (each node's facts: region, endpoints, the links it measured),
 and measured:
@@ -41,15 +41,15 @@ from typing import Any
 
 from accessfabric.bench.control import SEED, _percentile, _requests
 from accessfabric.bench.report import BenchReport, BenchResult
-from accessfabric.control.authority import Authority
-from accessfabric.control.directory import directory_document
-from accessfabric.control.facts import HeartbeatFacts, PeerMeasurement
-from accessfabric.control.heartbeats import HealthRules, HeartbeatTable
-from accessfabric.control.planner import NoRouteError, RoutePlanner
-from accessfabric.control.registry import NodeRegistry, RegisteredNode
-from accessfabric.control.store.sqlite import SqliteStore
-from accessfabric.control.synthetic import SyntheticFleet, generate
-from accessfabric.control.vocabulary import Role
+from accessfabric.control.client.facts import HeartbeatFacts, PeerMeasurement
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.kernel.vocabulary import Role
+from accessfabric.control.server.directory import directory_document
+from accessfabric.control.server.heartbeats import HealthRules, HeartbeatTable
+from accessfabric.control.server.planner import NoRouteError, RoutePlanner
+from accessfabric.control.server.registry import NodeRegistry, RegisteredNode
+from accessfabric.control.server.store.sqlite import SqliteStore
+from accessfabric.control.server.synthetic import SyntheticFleet, generate
 from accessfabric.identity.keys import NodeKey
 
 SIZES_ENV = "ACCESSFABRIC_BENCH_DIRECTORY_SIZES"

@@ -26,7 +26,7 @@ from accessfabric.bench.common import process_cpu
 from accessfabric.bench.cpu_budget import CpuBudget, unavailable_reason
 from accessfabric.bench.relay_lab import SEALED_SINK, issue_route
 from accessfabric.bench.report import BenchReport, BenchResult, BenchSetupError
-from accessfabric.control.authority import Authority
+from accessfabric.control.kernel.authority import Authority
 from accessfabric.identity.keys import NodeKey
 
 MiB = 1024 * 1024

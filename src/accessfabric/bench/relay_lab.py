@@ -15,9 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from accessfabric.control.authority import Authority
-from accessfabric.control.leased_route import LeasedRoute
-from accessfabric.control.objects import RouteLease
+from accessfabric.control.kernel.authority import Authority
+from accessfabric.control.kernel.leased_route import LeasedRoute
+from accessfabric.control.kernel.objects import RouteLease
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.connection import FabricStream
 from accessfabric.sealing import SealInitiator

@@ -41,14 +41,14 @@ from accessfabric.bench.common import run_async
 from accessfabric.bench.relay_lab import SEALED_SINK, SinkResults, new_initiator, sealed_sink
 from accessfabric.bench.relay_lab import send_sealed as _send_sealed
 from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
-from accessfabric.control.leased_route import LeasedRoute
-from accessfabric.control.objects import RouteLease
-from accessfabric.control.signed import open_signed
+from accessfabric.control.kernel.leased_route import LeasedRoute
+from accessfabric.control.kernel.objects import RouteLease
+from accessfabric.control.kernel.signed import open_signed
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.address import parse_endpoint_url
 from accessfabric.node.config import NodeConfig, PeerConfig
-from accessfabric.node.log_format import configure_logging
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.observe.log_format import configure_logging
 from accessfabric.session import SessionConfig
 from accessfabric.wire.registry import TrafficClass
 

@@ -54,7 +54,7 @@ def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 def _authority_key(args: argparse.Namespace) -> bytes | None:
     """The authority key that pins an ``https://`` control API (ADR 0017)."""
-    from accessfabric.control.authority_key import parse_authority_key
+    from accessfabric.control.kernel.authority_key import parse_authority_key
 
     text = args.authority_key or os.environ.get(AUTHORITY_ENV)
     if not text:

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from accessfabric.control.api_tls import AuthorityPin
+from accessfabric.control.kernel.api_tls import AuthorityPin
 
 TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5)
 MAX_CONNECTIONS = 8

@@ -4,7 +4,7 @@ A node serves a stream (direct, or the destination of a route lease) only if one
 
 * a static allow list (``[[services]] allow``, or ``[allow]`` for the built-in ``echo``
   and other services a node registers itself) names the opener's node id, or is ``*``;
-* a grant in the node's :class:`~accessfabric.control.objects.AccessPolicy` (signed by the
+* a grant in the node's :class:`~accessfabric.control.kernel.objects.AccessPolicy` (signed by the
   authority, delivered in heartbeat replies, cached on disk) admits the opener: its
   verified node record's tenant, one of the grant's roles (any, if none), a trust tier at
   least the grant's, the service and the traffic class, before the grant and the policy
@@ -29,10 +29,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from accessfabric.control.objects import AccessPolicy, NodeRecord
-from accessfabric.control.rejections import RejectReason, SignedObjectRejected
-from accessfabric.control.verify import verify_access_policy, verify_node_record
-from accessfabric.control.vocabulary import node_echo_service
+from accessfabric.control.kernel.objects import AccessPolicy, NodeRecord
+from accessfabric.control.kernel.rejections import RejectReason, SignedObjectRejected
+from accessfabric.control.kernel.verify import verify_access_policy, verify_node_record
+from accessfabric.control.kernel.vocabulary import node_echo_service
 from accessfabric.wire.registry import TrafficClass
 
 ANYONE = "*"

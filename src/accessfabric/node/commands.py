@@ -24,8 +24,8 @@ from accessfabric.node.config import ConfigError, load_node_config
 from accessfabric.node.config_checks import ConfigConflict, idle_warnings
 from accessfabric.node.dial import CarrierUnavailableError, carrier_available
 from accessfabric.node.key_lock import KeyInUseError
-from accessfabric.node.log_format import configure_logging, parse_log_level
 from accessfabric.node.smoke import EXIT_CODE_HELP, SmokeExit, classify_failure, run_smoke
+from accessfabric.observe.log_format import configure_logging, parse_log_level
 
 if TYPE_CHECKING:
     from accessfabric.node.runtime import NodeComponent

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN, MAX_RTO_MIN
-from accessfabric.control.vocabulary import Role
+from accessfabric.control.kernel.vocabulary import Role
 from accessfabric.identity.node_id import parse_node_id
 from accessfabric.node.address import (
     CARRIERS,
@@ -568,7 +568,7 @@ def _split(text: str) -> list[str]:
 
 
 def _authority_key(value: Any, at: _At) -> bytes:
-    from accessfabric.control.authority_key import parse_authority_key
+    from accessfabric.control.kernel.authority_key import parse_authority_key
 
     try:
         return parse_authority_key(_str(value, at))

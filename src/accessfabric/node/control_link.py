@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from accessfabric.control.client import (
+from accessfabric.control.client.client import (
     BACKOFF_BASE,
     ControlClient,
     ControlRefused,
@@ -46,7 +46,7 @@ from accessfabric.control.client import (
     NoUsableLease,
     backoff_delay,
 )
-from accessfabric.control.facts import (
+from accessfabric.control.client.facts import (
     CLASS_NAMES,
     MAX_ENDPOINT_HEALTH,
     MAX_ENDPOINTS,
@@ -63,18 +63,18 @@ from accessfabric.control.facts import (
     ServiceCapacity,
     StreamReport,
 )
-from accessfabric.control.leased_route import LeasedRoute
-from accessfabric.control.rejections import SignedObjectRejected
-from accessfabric.control.replica_set import replica_summary
+from accessfabric.control.client.replica_set import replica_summary
+from accessfabric.control.kernel.leased_route import LeasedRoute
+from accessfabric.control.kernel.rejections import SignedObjectRejected
 from accessfabric.errors import ErrorCode
 from accessfabric.node.address import Endpoint, parse_endpoint_url
 from accessfabric.node.config import ControlSettings, default_class
 from accessfabric.node.diagnostics import NodeDiagnostics
-from accessfabric.node.log_format import log_event
 from accessfabric.node.route_test_runner import RouteTestRunner
 from accessfabric.node.routes import NoUsableRoute
 from accessfabric.node.service_failovers import ServiceFailovers
 from accessfabric.node.tenant_admission import retry_hint
+from accessfabric.observe.log_format import log_event
 from accessfabric.session import SessionState
 from accessfabric.session.events import GoawayReceived
 from accessfabric.wire.registry import TrafficClass
@@ -307,7 +307,7 @@ class ControlLink:
                 log, "enrolled with the control plane", tenant=record.tenant,
                 roles=",".join(sorted(r.value for r in record.roles)),
             )  # fmt: skip
-        detail = self._beats % self._telemetry_every == 0  # sampled (control/telemetry.py)
+        detail = self._beats % self._telemetry_every == 0  # sampled (control/server/telemetry.py)
         self._beats += 1
         reply = await client.heartbeat(self.facts(detail=detail))
         self.last_heartbeat_at = self._clock()
@@ -370,7 +370,7 @@ class ControlLink:
 
     def facts(self, *, detail: bool = True) -> HeartbeatFacts:
         """What the next heartbeat says; without ``detail`` none of the sampled telemetry
-        (streams, routes, endpoint health, relay usage: control/telemetry.py)."""
+        (streams, routes, endpoint health, relay usage: control/server/telemetry.py)."""
         runtime = self.runtime
         endpoints = [bound.endpoint for bound in runtime.listeners]
         transports = tuple(dict.fromkeys(TRANSPORT_OF.get(e.carrier, "tcp_tls") for e in endpoints))

@@ -63,9 +63,9 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from accessfabric.control.fence import FenceBook
-from accessfabric.control.objects import RouteLease
-from accessfabric.control.rejections import LeaseRejected
+from accessfabric.control.kernel.fence import FenceBook
+from accessfabric.control.kernel.objects import RouteLease
+from accessfabric.control.kernel.rejections import LeaseRejected
 from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.node.access import ServiceAccess
 from accessfabric.node.connection import (
@@ -75,13 +75,13 @@ from accessfabric.node.connection import (
     termination_error,
 )
 from accessfabric.node.lease_check import LeaseChecker
-from accessfabric.node.log_format import log_event
 from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.relay import Relay
 from accessfabric.node.relay_limits import RelayLimits
 from accessfabric.node.resumable import DEFAULT_RESUME_WINDOW, ResumableStream, session_stream
 from accessfabric.node.sealed_stream import SealedStream
 from accessfabric.node.stream_sealing import SealingKeys, relayed
+from accessfabric.observe.log_format import log_event
 from accessfabric.observe.log_rate import RateLimitedLog
 from accessfabric.sealing import SealingError
 from accessfabric.sealing.handshake import (

@@ -20,7 +20,7 @@ Served on the node's admin socket (0600) as ``GET /diag/streams`` and
   from): hop 1 is the PINGs' minimum; every later hop is the RTT the node before it
   measures on its own session to the next (its session SRTT), as it last reported it in a
   heartbeat — asked of the control plane for this route's lease
-  (``POST /v1/leases/route/hops``, :mod:`accessfabric.control.route_tests`).  Without a
+  (``POST /v1/leases/route/hops``, :mod:`accessfabric.control.server.route_tests`).  Without a
   control plane (static routes) a three-hop route's second hop is end to end minus hop 1,
   and ``beyond_hop1_ms`` is that difference, measured by this probe, on every route.
 """
@@ -43,7 +43,7 @@ from accessfabric.node.sealed_stream import SealedStream
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
-    from accessfabric.control.leased_route import LeasedRoute
+    from accessfabric.control.kernel.leased_route import LeasedRoute
     from accessfabric.node.parts import NodeParts
 
 log = logging.getLogger(__name__)

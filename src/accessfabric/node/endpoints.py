@@ -41,7 +41,7 @@ from accessfabric.identity.tls import (
 from accessfabric.node.admission import Admission
 from accessfabric.node.allocator import AllocatorTrim
 from accessfabric.node.connection import SessionConnection, session_clock
-from accessfabric.node.log_format import log_event
+from accessfabric.observe.log_format import log_event
 from accessfabric.session import Session, SessionConfig
 from accessfabric.session import events as ev
 

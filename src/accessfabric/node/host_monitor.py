@@ -50,7 +50,7 @@ from typing import Any
 
 from aiohttp import web
 
-from accessfabric.control.facts import MAX_QUEUE, PeerMeasurement
+from accessfabric.control.client.facts import MAX_QUEUE, PeerMeasurement
 from accessfabric.node.config import NodeConfig
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.host_facts import (
@@ -62,13 +62,13 @@ from accessfabric.node.host_facts import (
     read_memory,
     read_power,
 )
-from accessfabric.node.log_format import log_event
 from accessfabric.node.nat_probe import NatMonitor
 from accessfabric.node.network_manager import (
     NetworkFacts,
     read_network_manager,
     system_bus_address,
 )
+from accessfabric.observe.log_format import log_event
 from accessfabric.session.core import PRESSURE_HIGH
 
 log = logging.getLogger(__name__)

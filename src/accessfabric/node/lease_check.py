@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from accessfabric.control.codec import canonical_node_id
-from accessfabric.control.fence import EpochFence, FenceBook
-from accessfabric.control.objects import RouteLease
-from accessfabric.control.rejections import LeaseRejected, RejectReason
-from accessfabric.control.verify import verify_route_lease
+from accessfabric.control.kernel.codec import canonical_node_id
+from accessfabric.control.kernel.fence import EpochFence, FenceBook
+from accessfabric.control.kernel.objects import RouteLease
+from accessfabric.control.kernel.rejections import LeaseRejected, RejectReason
+from accessfabric.control.kernel.verify import verify_route_lease
 from accessfabric.wire.registry import TrafficClass
 
 

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from accessfabric.node.log_format import log_event
+from accessfabric.observe.log_format import log_event
 from accessfabric.observe.log_rate import RateLimitedLog
 from accessfabric.wire.stun import (
     BindingRequest,
@@ -134,7 +134,7 @@ async def start_reflector(listen: Address) -> tuple[asyncio.DatagramTransport, N
 @dataclass(frozen=True, slots=True)
 class NatReport:
     type: str
-    """One of ``control.facts.NAT_TYPES``: none, full_cone, restricted, port_restricted,
+    """One of ``control.client.facts.NAT_TYPES``: none, full_cone, restricted, port_restricted,
     symmetric, unknown."""
     mapping: str | None
     """``endpoint-independent`` / ``endpoint-dependent``; None: not determined."""

@@ -34,7 +34,7 @@ import struct
 from collections.abc import Callable
 
 from accessfabric.node.connection import SessionConnection
-from accessfabric.node.log_format import log_event
+from accessfabric.observe.log_format import log_event
 
 log = logging.getLogger(__name__)
 

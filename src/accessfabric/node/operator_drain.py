@@ -1,7 +1,8 @@
 """The operator's drain of this node (``accessfabric control drain NODE``).
 
-The control plane says ``draining`` in its heartbeat reply (:mod:`accessfabric.control.drains`);
-the control link hands it to :meth:`OperatorDrain.set`.  While drained the node
+The control plane says ``draining`` in its heartbeat reply
+(:mod:`accessfabric.control.server.drains`); the control link hands it to
+:meth:`OperatorDrain.set`.  While drained the node
 
 * refuses new sessions: a session that completes its handshake gets GOAWAY ``NO_ERROR``
   ("drained by the operator") at once, so its peer opens its streams elsewhere;
@@ -31,7 +32,7 @@ import logging
 from typing import TYPE_CHECKING, Protocol
 
 from accessfabric.errors import ErrorCode
-from accessfabric.node.log_format import log_event
+from accessfabric.observe.log_format import log_event
 
 if TYPE_CHECKING:
     from accessfabric.node.config import NodeConfig

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from accessfabric.control.client import ControlClient
-    from accessfabric.control.fence import FenceBook
+    from accessfabric.control.client.client import ControlClient
+    from accessfabric.control.kernel.fence import FenceBook
     from accessfabric.identity.keys import NodeKey
     from accessfabric.node.access import ServiceAccess
     from accessfabric.node.config import NodeConfig

@@ -27,7 +27,6 @@ from accessfabric.node.address import Endpoint
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, dial
 from accessfabric.node.endpoints import LocalNode
-from accessfabric.node.log_format import log_event
 from accessfabric.node.peers import PeerUnreachableError
 from accessfabric.node.ranking import EndpointCandidate, EndpointRanker, RankingPolicy, Transport
 from accessfabric.node.ranking.dialing import (
@@ -39,6 +38,7 @@ from accessfabric.node.ranking.dialing import (
 )
 from accessfabric.node.ranking.scoring import RankedCandidate
 from accessfabric.node.throughput_meter import meter_session
+from accessfabric.observe.log_format import log_event
 from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)

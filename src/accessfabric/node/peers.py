@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from accessfabric.errors import ErrorCode
 from accessfabric.node.address import Endpoint
 from accessfabric.node.connection import SessionConnection
-from accessfabric.node.log_format import log_event
+from accessfabric.observe.log_format import log_event
 from accessfabric.session import SessionState
 
 log = logging.getLogger(__name__)

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from accessfabric.control.vocabulary import node_echo_service
+from accessfabric.control.kernel.vocabulary import node_echo_service
 from accessfabric.errors import ErrorCode
 from accessfabric.node.connection import StreamResetError
 from accessfabric.node.routes import NoUsableRoute, RouteUnusable
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
-    from accessfabric.control.leased_route import LeasedRoute
+    from accessfabric.control.kernel.leased_route import LeasedRoute
     from accessfabric.node.connection import SessionConnection
     from accessfabric.node.parts import NodeParts
     from accessfabric.node.resumable import ResumableStream

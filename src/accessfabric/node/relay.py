@@ -45,11 +45,11 @@ from dataclasses import dataclass, field
 from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.node.connection import HopStream, SessionConnection, StreamResetError
 from accessfabric.node.lease_check import CheckedLease
-from accessfabric.node.log_format import log_event
 from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.relay_fairness import TenantFairShare
 from accessfabric.node.relay_limits import RelayLimits, RelayQuotas, RelayRefused
 from accessfabric.node.resumable import StreamErrors, new_fabric_stream
+from accessfabric.observe.log_format import log_event
 from accessfabric.session import events as ev
 from accessfabric.session.snapshot import StreamSnapshot
 

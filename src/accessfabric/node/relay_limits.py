@@ -6,7 +6,7 @@
 * route churn: relayed stream opens (and resumes) per tenant per second.
 
 The tenant is the one the stream's signed route lease names (the source's tenant, see
-:class:`~accessfabric.control.objects.RouteLease`).  Accounting is per (tenant, class):
+:class:`~accessfabric.control.kernel.objects.RouteLease`).  Accounting is per (tenant, class):
 streams, bytes each way, refusals by reason.  Never a
 payload byte, never a stream id or a resume token.  :mod:`accessfabric.node.relay_metrics`
 exports it on ``/metrics`` and in the node's status.

@@ -1,7 +1,7 @@
 """Route tests the operator started from the console, run on this node.
 
 The control plane hands them over in a heartbeat reply (``route_tests``:
-:mod:`accessfabric.control.route_tests`); each runs exactly as ``accessfabric diag route``
+:mod:`accessfabric.control.server.route_tests`); each runs exactly as ``accessfabric diag route``
 (:meth:`NodeDiagnostics.probe_route`, no burst) and its result is posted back
 (``POST /v1/route-tests/{test_id}``).  At most :data:`MAX_RUNNING` at once; more in one
 reply are dropped (the console shows them as expired).
@@ -16,11 +16,11 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from accessfabric.node.diagnostics import NodeDiagnostics
-from accessfabric.node.log_format import log_event
+from accessfabric.observe.log_format import log_event
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
-    from accessfabric.control.client import ControlClient
+    from accessfabric.control.client.client import ControlClient
     from accessfabric.node.parts import NodeParts
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Route execution at the source: open streams on the best healthy route, fail over.
 
 A :class:`RouteManager` holds, per (service, class), the primary and alternate routes
-(:class:`~accessfabric.control.leased_route.LeasedRoute`) of the node's route lease set —
+(:class:`~accessfabric.control.kernel.leased_route.LeasedRoute`) of the node's route lease set —
 what its ``source`` (the control link) last answered, or set statically
 (:meth:`RouteManager.set_routes`).  :meth:`RouteManager.open_stream` takes the best
 healthy route (primary first, then by measured RTT) and returns a
@@ -34,16 +34,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from accessfabric.control.codec import canonical_node_id
-from accessfabric.control.fence import FenceBook
-from accessfabric.control.leased_route import LeasedRoute
-from accessfabric.control.objects import RouteLease
-from accessfabric.control.rejections import SignedObjectRejected
-from accessfabric.control.verify import verify_route_lease
+from accessfabric.control.kernel.codec import canonical_node_id
+from accessfabric.control.kernel.fence import FenceBook
+from accessfabric.control.kernel.leased_route import LeasedRoute
+from accessfabric.control.kernel.objects import RouteLease
+from accessfabric.control.kernel.rejections import SignedObjectRejected
+from accessfabric.control.kernel.verify import verify_route_lease
 from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.node.connection import SessionConnection, StreamResetError, termination_error
 from accessfabric.node.dataplane import DataPlane
-from accessfabric.node.log_format import log_event
 from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.resumable import (
     DEFAULT_RESUME_WINDOW,
@@ -60,6 +59,7 @@ from accessfabric.node.route_switches import (
 )
 from accessfabric.node.sealed_stream import SealedStream
 from accessfabric.node.stream_sealing import SealingKeyUnknown, StreamSealing, relayed
+from accessfabric.observe.log_format import log_event
 from accessfabric.sealing import SealInitiator
 from accessfabric.sealing.handshake import is_sealing_key_exchange
 from accessfabric.sealing.resume_proof import prove_resume

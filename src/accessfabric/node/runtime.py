@@ -18,9 +18,9 @@ import signal
 import time
 from typing import Any, Protocol
 
-from accessfabric.control.client import ControlClient
-from accessfabric.control.fence import FenceBook
-from accessfabric.control.vocabulary import node_echo_service
+from accessfabric.control.client.client import ControlClient
+from accessfabric.control.kernel.fence import FenceBook
+from accessfabric.control.kernel.vocabulary import node_echo_service
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node import sd_notify
@@ -38,7 +38,6 @@ from accessfabric.node.endpoints import LocalNode, source_address
 from accessfabric.node.gc_pauses import freeze_startup_objects
 from accessfabric.node.host_monitor import HostMonitor, device_handler
 from accessfabric.node.key_lock import KeyLock
-from accessfabric.node.log_format import log_event
 from accessfabric.node.network_watch import NetworkWatch
 from accessfabric.node.observability import NodeObservability
 from accessfabric.node.operator_drain import OperatorDrain
@@ -47,6 +46,7 @@ from accessfabric.node.peers import PeerSessionManager
 from accessfabric.node.routes import RouteManager
 from accessfabric.node.services import ECHO_SERVICE, ServiceDispatcher
 from accessfabric.node.stream_sealing import SealingKeys, StreamSealing, sealing_cipher
+from accessfabric.observe.log_format import log_event
 from accessfabric.observe.log_rate import RateLimitedLog
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from accessfabric.errors import ErrorCode, LocalProtocolError, ProtocolError
 from accessfabric.node.connection import SessionConnection, read_exactly
-from accessfabric.node.log_format import log_event
+from accessfabric.observe.log_format import log_event
 from accessfabric.sealing import RecordSealer, SealingError, SealInitiator, SealResponder
 from accessfabric.sealing.handshake import parse_key_exchange, stream_context
 

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from accessfabric.control.objects import RouteLease, ServiceLease
-from accessfabric.control.vocabulary import ServiceMode
+from accessfabric.control.kernel.objects import RouteLease, ServiceLease
+from accessfabric.control.kernel.vocabulary import ServiceMode
 from accessfabric.wire.registry import TrafficClass
 
 MAX_OTHER_SERVICES = 16

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 
 from accessfabric.errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
 from accessfabric.node.connection import FabricStream
-from accessfabric.node.log_format import log_event
 from accessfabric.node.sealed_stream import SealedStream
+from accessfabric.observe.log_format import log_event
 
 log = logging.getLogger(__name__)
 

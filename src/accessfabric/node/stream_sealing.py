@@ -33,11 +33,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from accessfabric.control.codec import canonical_node_id
-from accessfabric.control.objects import NodeRecord, RouteLease
-from accessfabric.control.rejections import SignedObjectRejected
-from accessfabric.control.verify import verify_node_record
-from accessfabric.node.log_format import log_event
+from accessfabric.control.kernel.codec import canonical_node_id
+from accessfabric.control.kernel.objects import NodeRecord, RouteLease
+from accessfabric.control.kernel.rejections import SignedObjectRejected
+from accessfabric.control.kernel.verify import verify_node_record
+from accessfabric.observe.log_format import log_event
 from accessfabric.sealing import SealInitiator
 from accessfabric.sealing.handshake import KEY_SIZE, stream_context
 from accessfabric.sealing.records import CipherSuite

@@ -32,7 +32,7 @@ from accessfabric.observe.log_rate import RateLimitedLog
 from accessfabric.session import events as ev
 
 if TYPE_CHECKING:
-    from accessfabric.control.objects import NodeRecord
+    from accessfabric.control.kernel.objects import NodeRecord
     from accessfabric.node.connection import SessionConnection
 
 log = logging.getLogger("accessfabric.node.tenant_admission")

@@ -21,7 +21,7 @@ from accessfabric.node.config import (
     PeerConfig,
     load_node_config,
 )
-from accessfabric.node.log_format import configure_logging
+from accessfabric.observe.log_format import configure_logging
 from accessfabric.wire.registry import TrafficClass
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from accessfabric.errors import ProtocolError
 from accessfabric.node.ingress_config import IngressConfig
-from accessfabric.node.log_format import log_event
+from accessfabric.observe.log_format import log_event
 from accessfabric.observe.log_rate import RateLimitedLog
 from accessfabric.services.fabric import StreamOpener
 from accessfabric.services.ingress_parse import (

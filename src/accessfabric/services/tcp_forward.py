@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from accessfabric.errors import ErrorCode, ProtocolError
 from accessfabric.node.config import default_class
 from accessfabric.node.connection import FabricStream
-from accessfabric.node.log_format import log_event
+from accessfabric.observe.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
 from accessfabric.services.splice import SpliceStats, abort_with_rst, splice
 from accessfabric.wire.registry import TrafficClass

@@ -31,7 +31,7 @@ from typing import Any
 
 from accessfabric.errors import ErrorCode, ProtocolError
 from accessfabric.node.connection import FabricStream, StreamResetError
-from accessfabric.node.log_format import log_event
+from accessfabric.observe.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
 from accessfabric.services.vnet import (
     GSO_UDP_L4,

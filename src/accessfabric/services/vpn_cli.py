@@ -13,7 +13,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from accessfabric.node.log_format import configure_logging, log_event
+from accessfabric.observe.log_format import configure_logging, log_event
 from accessfabric.services.host import ServicesComponent, node_opener
 from accessfabric.services.tun import TUN_F_USO4, Tun, configure, open_tun
 from accessfabric.services.vpn import VpnClient, VpnExit

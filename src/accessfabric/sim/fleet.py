@@ -32,8 +32,8 @@ from typing import Any
 
 import aiohttp
 
-from accessfabric.demo_control import Control, create_grant, start_control
-from accessfabric.demo_procs import COMMAND, DemoFailed, Processes, env, free_port
+from accessfabric.demo.control import Control, create_grant, start_control
+from accessfabric.demo.procs import COMMAND, DemoFailed, Processes, env, free_port
 from accessfabric.identity.keys import NodeKey
 from accessfabric.sim.proc_usage import CpuMeter, cpu_seconds, rss_bytes
 

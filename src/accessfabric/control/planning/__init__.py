@@ -1,4 +1,0 @@
-"""The route planner's parts: graph model, policy, scoring, search (pure: no I/O, no clock).
-
-:mod:`accessfabric.control.planner` puts them together; import from there.
-"""

@@ -1,0 +1,843 @@
+"""The OpenAPI 3.0 document of the control API, served at ``/openapi.json``.
+
+Hand-written beside the handlers (a test checks every route of the app is here and every
+path here is routed; Schemathesis checks responses against it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from accessfabric import __version__
+from accessfabric.control.client.facts import (
+    CLASS_NAMES,
+    MAX_ENDPOINT_HEALTH,
+    MAX_PEERS,
+    MAX_SERVICES,
+    MAX_TRANSPORTS,
+    NAT_TYPES,
+    NETWORK_TYPES,
+    TRANSPORTS,
+)
+from accessfabric.control.kernel.vocabulary import Role
+
+NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._:/-]{0,62}$"}
+NODE_ID = {"type": "string", "minLength": 40, "maxLength": 40}
+FRACTION = {"type": "number", "minimum": 0, "maximum": 1}
+ROLE = {"type": "string", "enum": [role.value for role in Role]}
+NONNEG = {"type": "number", "minimum": 0}
+INT = {"type": "integer", "minimum": 0}
+SHORT_TEXT = {"type": "string", "maxLength": 256}
+CLASS = {"type": "string", "enum": list(CLASS_NAMES)}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        out["required"] = required
+    return out
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"description": "error", **_json(_ref("Error"))} for s in statuses}
+
+
+def _ok(schema: dict[str, Any], status: int = 200) -> dict[str, Any]:
+    return {str(status): {"description": "OK", **_json(schema)}}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj(
+        {
+            "error": _obj(
+                {
+                    "status": {"type": "integer"},
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                },
+                ["status", "code", "message"],
+            )
+        },
+        ["error"],
+    ),
+    "NodeRecord": _obj(
+        {
+            "node_id": NODE_ID,
+            "revision": INT,
+            "roles": {"type": "array", "items": ROLE},
+            "tenant": {"type": "string"},
+            "trust_tier": {"type": "integer", "minimum": 0, "maximum": 3},
+            "expires_ms": INT,
+            "record": {"type": "string", "description": "signed node record, base64"},
+        },
+        ["node_id", "revision", "roles", "tenant", "trust_tier", "expires_ms"],
+    ),
+    "Policy": _obj({"version": INT, "heartbeat_interval_s": NONNEG}, ["version"]),
+    "HeartbeatFacts": _obj(
+        {
+            "versions": _obj(
+                {
+                    "protocol": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 1, "maximum": 65535},
+                        "minItems": 1,
+                        "maxItems": 8,
+                    },
+                    "software": {"type": "string", "maxLength": 256},
+                }
+            ),
+            "transports": {
+                "type": "array",
+                "items": {"type": "string", "enum": list(TRANSPORTS)},
+                "maxItems": MAX_TRANSPORTS,
+            },
+            "nat": _obj(
+                {
+                    "type": {"type": "string", "enum": list(NAT_TYPES)},
+                    "reachable": {"type": "boolean"},
+                    "endpoints": {"type": "array", "items": {"type": "string"}, "maxItems": 16},
+                }
+            ),
+            "peers": {
+                "type": "array",
+                "maxItems": MAX_PEERS,
+                "items": _obj(
+                    {
+                        "node_id": NODE_ID,
+                        "rtt_ms": {"type": "number", "minimum": 0, "maximum": 600000},
+                        "jitter_ms": NONNEG,
+                        "loss": FRACTION,
+                        "bandwidth_mbps": NONNEG,
+                        "queue_depth": NONNEG,
+                        "retransmit_rate": FRACTION,
+                    },
+                    ["node_id", "rtt_ms"],
+                ),
+            },
+            "pressure": _obj(
+                {"cpu": FRACTION, "memory": FRACTION, "queue_depth": INT, "sockets": FRACTION}
+            ),
+            "device": _obj(
+                {
+                    "battery_percent": {
+                        "type": "number",
+                        "minimum": 0,
+                        "maximum": 100,
+                        "nullable": True,
+                    },
+                    "charging": {"type": "boolean"},
+                    "network_type": {"type": "string", "enum": list(NETWORK_TYPES)},
+                    "metered": {"type": "boolean"},
+                    "relay_opt_in": {"type": "boolean"},
+                }
+            ),
+            "relay": _obj(
+                {
+                    "max_bandwidth_mbps": NONNEG,
+                    "allowed_classes": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": list(CLASS_NAMES)},
+                    },
+                }
+            ),
+            "services": {
+                "type": "array",
+                "maxItems": MAX_SERVICES,
+                "items": _obj({"name": NAME, "capacity": INT, "load": FRACTION}, ["name"]),
+            },
+            "endpoint_health": {
+                "type": "array",
+                "maxItems": MAX_ENDPOINT_HEALTH,
+                "items": _obj(
+                    {
+                        "transport": SHORT_TEXT,
+                        "address": SHORT_TEXT,
+                        "node_id": {**SHORT_TEXT, "nullable": True},
+                        "success_rate": {**FRACTION, "nullable": True},
+                        "latency_ms": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 600000,
+                            "nullable": True,
+                        },
+                        "dials": {"type": "number", "minimum": 0, "maximum": 1_000_000_000},
+                        "consecutive_failures": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "maximum": 1_000_000_000,
+                        },
+                        "backoff_remaining_s": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 600000,
+                        },
+                        "age_s": {"type": "number", "minimum": 0, "maximum": 1_000_000_000},
+                        "last_reason": SHORT_TEXT,
+                    }
+                ),
+            },
+            "trust_tier": {"type": "integer", "minimum": 0, "maximum": 3, "nullable": True},
+            "placement": _obj({"region": NAME, "failure_domain": NAME}),
+            "cache_versions": _obj(
+                {
+                    "policy": INT,
+                    "directory": INT,
+                    "route_cache": INT,
+                    "node_record": INT,
+                    "access_policy": INT,
+                }
+            ),
+            "traffic": _obj(
+                {
+                    "classes": {
+                        "type": "array",
+                        "maxItems": len(CLASS_NAMES),
+                        "items": _obj({"class": CLASS, "in": INT, "out": INT}, ["class"]),
+                    },
+                    "routes": {
+                        "type": "array",
+                        "maxItems": 64,
+                        "items": _obj(
+                            {
+                                "route_id": INT,
+                                "service": SHORT_TEXT,
+                                "traffic_class": CLASS,
+                                "rank": {"type": "integer", "minimum": 0, "maximum": 255},
+                                "hops": {"type": "array", "maxItems": 16, "items": NODE_ID},
+                                "healthy": {"type": "boolean"},
+                                "srtt_ms": {"type": "number", "minimum": 0, "nullable": True},
+                                "bytes": INT,
+                                "last_switch": SHORT_TEXT,
+                                "recovery_ms": {"type": "number", "minimum": 0, "nullable": True},
+                            }
+                        ),
+                    },
+                    "streams": {
+                        "type": "array",
+                        "maxItems": 32,
+                        "items": _obj(
+                            {
+                                "peer": SHORT_TEXT,
+                                "service": SHORT_TEXT,
+                                "traffic_class": CLASS,
+                                "state": SHORT_TEXT,
+                                "credit": INT,
+                                "bytes_in": INT,
+                                "bytes_out": INT,
+                                "queued": INT,
+                                "unacked": INT,
+                                "rtt_ms": {"type": "number", "minimum": 0, "nullable": True},
+                                "blocked": {
+                                    "type": "string",
+                                    "enum": ["-", "credit", "carrier", "pacing", "scheduler"],
+                                },
+                            }
+                        ),
+                    },
+                    "relay": {
+                        "type": "array",
+                        "maxItems": 64,
+                        "items": _obj(
+                            {
+                                "tenant": NAME,
+                                "traffic_class": CLASS,
+                                "streams": INT,
+                                "active": INT,
+                                "bytes_from_source": INT,
+                                "bytes_to_source": INT,
+                            },
+                            ["tenant"],
+                        ),
+                    },
+                }
+            ),
+        }
+    ),
+    "HeartbeatReply": _obj(
+        {
+            "health": {"type": "string", "enum": ["healthy", "degraded", "unreachable"]},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "node_record": _ref("NodeRecord"),
+            "directory_version": INT,
+            "policy": _ref("Policy"),
+            "access_policy": {
+                "type": "string",
+                "description": "the node's signed access policy (its tenant's grants), base64; "
+                "only when its version differs from cache_versions.access_policy",
+            },
+            "access_policy_version": {
+                "type": "integer",
+                "description": "the version (issued_ms) of the node's current access policy",
+            },
+            "draining": {
+                "type": "boolean",
+                "description": "the operator drains this node (control drain): refuse new "
+                "sessions, GOAWAY each session once its streams finished",
+            },
+            "route_tests": {
+                "type": "array",
+                "description": "route tests the console queued: run diag route, post the "
+                "result to /v1/route-tests/{test_id}",
+                "items": _obj(
+                    {"test_id": {"type": "string"}, "service": NAME, "traffic_class": CLASS},
+                    ["test_id", "service", "traffic_class"],
+                ),
+            },
+        },
+        [
+            "health",
+            "reasons",
+            "node_record",
+            "directory_version",
+            "policy",
+            "access_policy_version",
+        ],
+    ),
+    "Grant": _obj(
+        {
+            "grant_id": {"type": "string", "minLength": 32, "maxLength": 32},
+            "tenant": {"type": "string"},
+            "roles": {"type": "array", "items": ROLE},
+            "services": {"type": "array", "items": {"type": "string"}},
+            "classes": {"type": "array", "items": {"type": "string", "enum": list(CLASS_NAMES)}},
+            "min_trust_tier": {"type": "integer", "minimum": 0, "maximum": 3},
+            "nodes": {"type": "array", "items": NODE_ID, "maxItems": 16},
+            "hosts": {"type": "array", "items": NODE_ID, "maxItems": 16},
+            "created_ms": INT,
+            "expires_ms": INT,
+        },
+        ["grant_id", "tenant", "roles", "services", "classes", "min_trust_tier", "expires_ms"],
+    ),
+    "Directory": _obj(
+        {
+            "version": INT,
+            "scope": {"type": "string", "enum": ["mobile", "neighbours", "tenant"]},
+            "node_record": _ref("NodeRecord"),
+            "entries": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "node_id": NODE_ID,
+                        "roles": {"type": "array", "items": ROLE},
+                        "tenant": {"type": "string"},
+                        "revision": INT,
+                        "record": {"type": "string"},
+                        "health": {"type": "string"},
+                        "region": {"type": "string"},
+                        "endpoints": {"type": "array", "items": {"type": "string"}},
+                        "transports": {"type": "array", "items": {"type": "string"}},
+                        "rtt_ms": {"type": "number", "nullable": True},
+                        "draining": {"type": "boolean"},
+                    },
+                    ["node_id", "roles", "record", "health"],
+                ),
+            },
+            "placement": {"type": "array", "items": NODE_ID},
+            "cursor": {"type": "string", "description": "send as ?since= for a delta"},
+            "delta": {"type": "boolean", "description": "entries are only those changed"},
+            "since": {"type": "string"},
+            "removed": {"type": "array", "items": NODE_ID},
+            "ids": {"type": "array", "items": NODE_ID, "description": "mobile: the members"},
+        },
+        ["version", "scope", "entries"],
+    ),
+    "RouteGrant": _obj(
+        {
+            "service": {"type": "string"},
+            "traffic_class": {"type": "string"},
+            "routes": {
+                "type": "array",
+                "minItems": 1,
+                "items": _obj(
+                    {
+                        "rank": {"type": "string", "enum": ["primary", "alternate"]},
+                        "lease": {"type": "string", "description": "signed route lease, base64"},
+                        "lease_id": {"type": "string"},
+                        "route_id": INT,
+                        "epoch": INT,
+                        "fencing_token": INT,
+                        "hops": {"type": "array", "items": NODE_ID},
+                        "issued_ms": INT,
+                        "expires_ms": INT,
+                        "score": {"type": "number"},
+                        "disjoint": {"type": "boolean"},
+                        "reasons": {
+                            "type": "array",
+                            "items": _obj(
+                                {
+                                    "factor": {"type": "string"},
+                                    "contribution": {"type": "number"},
+                                    "explanation": {"type": "string"},
+                                },
+                                ["factor", "contribution", "explanation"],
+                            ),
+                        },
+                        "destination_record": {
+                            "type": ["string", "null"],
+                            "description": "the destination's signed node record, base64: "
+                            "its sealing key, for end-to-end sealing (docs/sealing.md)",
+                        },
+                    },
+                    ["rank", "lease", "route_id", "epoch", "fencing_token", "hops", "expires_ms"],
+                ),
+            },
+            "notes": {"type": "array", "items": {"type": "string"}},
+        },
+        ["service", "traffic_class", "routes", "notes"],
+    ),
+    "Service": _obj(
+        {
+            "service": {"type": "string"},
+            "mode": {"type": "string", "enum": ["active-active", "leader-follower"]},
+            "tenant": {"type": "string"},
+            "epoch": INT,
+            "leader": {"type": "string", "nullable": True},
+            "me": {"type": "string", "enum": ["leader", "follower", "active", "not_registered"]},
+            "replicas": {
+                "type": "array",
+                "items": _obj({"node_id": NODE_ID, "active": {"type": "boolean"}}),
+            },
+            "leases": {"type": "array", "items": {"type": "string"}},
+        },
+        ["service", "mode", "epoch", "replicas"],
+    ),
+    "TokenListing": _obj(
+        {
+            "token_id": {"type": "string"},
+            "tenant": {"type": "string"},
+            "roles": {"type": "array", "items": ROLE},
+            "created_at": {"type": "number"},
+            "expires_at": {"type": "number"},
+            "uses": INT,
+        },
+        ["token_id", "tenant", "roles", "expires_at", "uses"],
+    ),
+    "RouteTest": _obj(
+        {
+            "test_id": {"type": "string"},
+            "node_id": NODE_ID,
+            "service": {"type": "string"},
+            "traffic_class": CLASS,
+            "state": {"type": "string", "enum": ["queued", "running", "done", "expired"]},
+            "created_at": {"type": "number"},
+            "delivered_at": {"type": "number", "nullable": True},
+            "finished_at": {"type": "number", "nullable": True},
+            "result": {"type": "object", "nullable": True},
+        },
+        ["test_id", "node_id", "service", "traffic_class", "state"],
+    ),
+    "NodeListing": _obj(
+        {
+            "node_id": NODE_ID,
+            "roles": {"type": "array", "items": ROLE},
+            "tenant": {"type": "string"},
+            "trust_tier": {"type": "integer"},
+            "revision": INT,
+            "health": {"type": "string", "enum": ["healthy", "degraded", "unreachable"]},
+            "health_reasons": {"type": "array", "items": {"type": "string"}},
+            "last_heartbeat_age_s": {"type": "number", "nullable": True},
+            "versions": _obj({"protocol": {"type": "array"}, "software": {"type": "string"}}),
+            "draining": {"type": "boolean"},
+            "drained_at": {"type": "number", "nullable": True},
+        },
+        ["node_id", "roles", "tenant", "health"],
+    ),
+}
+
+NODE_SECURITY: list[dict[str, list[str]]] = [{"afNode": [], "afTimestamp": [], "afSignature": []}]
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminBearer": []}]
+SERVICE_PARAM = {"name": "service", "in": "path", "required": True, "schema": NAME}
+
+
+def _op(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    security: list[dict[str, list[str]]] | None = None,
+    body: dict[str, Any] | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    op["security"] = security if security is not None else []
+    if body is not None:
+        op["requestBody"] = {"required": True, **_json(body)}
+    if parameters:
+        op["parameters"] = parameters
+    return op
+
+
+PATHS: dict[str, Any] = {
+    "/v1/status": {
+        "get": _op(
+            "Control plane status and authority key (no authentication)",
+            _ok(
+                _obj(
+                    {
+                        "authority": {"type": "string"},
+                        "nodes": INT,
+                        "version": {"type": "string"},
+                        "store": _obj(
+                            {
+                                "backend": {"type": "string", "enum": ["sqlite", "etcd"]},
+                                "available": {"type": "boolean"},
+                                "reason": {"type": ["string", "null"]},
+                            }
+                        ),
+                    }
+                )
+            ),
+        )
+    },
+    "/v1/enroll": {
+        "post": _op(
+            "Enroll a node: token + public keys, signed with the enrolling key",
+            {
+                **_ok(
+                    _obj(
+                        {
+                            "node_record": _ref("NodeRecord"),
+                            "authority": {"type": "string"},
+                            "policy": _ref("Policy"),
+                        },
+                        ["node_record", "authority"],
+                    )
+                ),
+                **_errors(400, 401, 409, 413),
+            },
+            security=NODE_SECURITY,
+            body=_obj(
+                {
+                    "token": {"type": "string", "maxLength": 256},
+                    "public_key": {"type": "string", "description": "Ed25519, base64"},
+                    "sealing_public_key": {"type": "string", "description": "X25519, base64"},
+                },
+                ["token", "public_key", "sealing_public_key"],
+            ),
+        )
+    },
+    "/v1/heartbeat": {
+        "post": _op(
+            "Report capability facts; learn health, current node record and policy",
+            {**_ok(_ref("HeartbeatReply")), **_errors(400, 401, 413)},
+            security=NODE_SECURITY,
+            body=_ref("HeartbeatFacts"),
+        )
+    },
+    "/v1/directory": {
+        "get": _op(
+            "The peers this node may know (least knowledge, by role); with since, what changed",
+            {**_ok(_ref("Directory")), **_errors(400, 401)},
+            security=NODE_SECURITY,
+            parameters=[
+                {
+                    "name": "since",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 64},
+                }
+            ],
+        )
+    },
+    "/v1/leases/route": {
+        "post": _op(
+            "Signed route leases (primary and alternates) from the caller to a service",
+            {**_ok(_ref("RouteGrant")), **_errors(400, 401, 404, 409, 413)},
+            security=NODE_SECURITY,
+            body=_obj(
+                {
+                    "service": NAME,
+                    "traffic_class": {"type": "string", "enum": list(CLASS_NAMES)},
+                },
+                ["service"],
+            ),
+        )
+    },
+    "/v1/services/{service}/replicas": {
+        "post": _op(
+            "Register (or renew) the caller as a replica of a service",
+            {**_ok(_ref("Service")), **_errors(400, 401, 403, 409, 413)},
+            security=NODE_SECURITY,
+            parameters=[SERVICE_PARAM],
+            body=_obj({"mode": {"type": "string", "enum": ["active-active", "leader-follower"]}}),
+        ),
+        "delete": _op(
+            "Stop serving: remove the caller's replica",
+            {**_ok(_ref("Service")), **_errors(400, 401, 404)},
+            security=NODE_SECURITY,
+            parameters=[SERVICE_PARAM],
+        ),
+    },
+    "/v1/services/{service}/leases": {
+        "get": _op(
+            "Signed service leases of the serving replicas",
+            {**_ok(_ref("Service")), **_errors(400, 401, 404, 409)},
+            security=NODE_SECURITY,
+            parameters=[SERVICE_PARAM],
+        )
+    },
+    "/v1/admin/nodes": {
+        "get": _op(
+            "Every enrolled node with roles, health and versions",
+            {
+                **_ok(_obj({"nodes": {"type": "array", "items": _ref("NodeListing")}}, ["nodes"])),
+                **_errors(401),
+            },
+            security=ADMIN_SECURITY,
+        )
+    },
+    "/v1/admin/tokens": {
+        "get": _op(
+            "Every stored enrollment token, without its secret",
+            {
+                **_ok(
+                    _obj({"tokens": {"type": "array", "items": _ref("TokenListing")}}, ["tokens"])
+                ),
+                **_errors(401),
+            },
+            security=ADMIN_SECURITY,
+        ),
+        "post": _op(
+            "Create an enrollment token (shown once)",
+            {
+                **_ok(
+                    _obj(
+                        {
+                            "token": {"type": "string"},
+                            "token_id": {"type": "string"},
+                            "tenant": {"type": "string"},
+                            "roles": {"type": "array", "items": ROLE},
+                            "expires_at": {"type": "number"},
+                            "uses": INT,
+                        },
+                        ["token", "token_id", "expires_at"],
+                    ),
+                    201,
+                ),
+                **_errors(400, 401, 413),
+            },
+            security=ADMIN_SECURITY,
+            body=_obj(
+                {
+                    "tenant": NAME,
+                    "roles": {"type": "array", "items": ROLE, "minItems": 1, "maxItems": 16},
+                    "ttl_s": {"type": "number", "minimum": 1, "maximum": 366 * 24 * 3600},
+                    "uses": {"type": "integer", "minimum": 1, "maximum": 1000000},
+                },
+                ["tenant", "roles"],
+            ),
+        ),
+    },
+    "/v1/admin/tokens/{token_id}": {
+        "delete": _op(
+            "Revoke an enrollment token: it cannot enroll anyone any more",
+            {
+                **_ok(
+                    _obj(
+                        {"token_id": {"type": "string"}, "revoked": {"type": "boolean"}},
+                        ["token_id", "revoked"],
+                    )
+                ),
+                **_errors(400, 401, 404),
+            },
+            security=ADMIN_SECURITY,
+            parameters=[
+                {
+                    "name": "token_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                }
+            ],
+        )
+    },
+    "/v1/admin/nodes/{node_id}": {
+        "delete": _op(
+            "Remove a node: out of the registry and the directory; its requests fail",
+            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404)},
+            security=ADMIN_SECURITY,
+            parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
+        )
+    },
+    "/v1/admin/nodes/{node_id}/revoke-role": {
+        "post": _op(
+            "Take a role from a node (its record is re-signed with the next revision)",
+            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404, 409, 413)},
+            security=ADMIN_SECURITY,
+            parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
+            body=_obj({"role": ROLE}, ["role"]),
+        )
+    },
+    "/v1/admin/nodes/{node_id}/drain": {
+        "post": _op(
+            "Drain a node: no placement or new route through it; it GOAWAYs its sessions "
+            "once their streams finished (idempotent)",
+            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404)},
+            security=ADMIN_SECURITY,
+            parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
+        ),
+        "delete": _op(
+            "End a node's drain (devices are placed on it again; none moves back)",
+            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404)},
+            security=ADMIN_SECURITY,
+            parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
+        ),
+    },
+    "/v1/admin/nodes/{node_id}/route-tests": {
+        "post": _op(
+            "Queue diag route on a node (it runs it after its next heartbeat)",
+            {**_ok(_ref("RouteTest"), 201), **_errors(400, 401, 404, 409, 413)},
+            security=ADMIN_SECURITY,
+            parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
+            body=_obj({"service": NAME, "traffic_class": CLASS}, ["service"]),
+        )
+    },
+    "/v1/admin/route-tests/{test_id}": {
+        "get": _op(
+            "A route test's state and, when done, the node's diag route result",
+            {**_ok(_ref("RouteTest")), **_errors(400, 401, 404)},
+            security=ADMIN_SECURITY,
+            parameters=[
+                {
+                    "name": "test_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                }
+            ],
+        )
+    },
+    "/v1/route-tests/{test_id}": {
+        "post": _op(
+            "A node posts the result of a route test it was handed",
+            {
+                **_ok(_obj({"test_id": {"type": "string"}, "state": {"type": "string"}})),
+                **_errors(400, 401, 404, 409, 413),
+            },
+            security=NODE_SECURITY,
+            parameters=[
+                {
+                    "name": "test_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                }
+            ],
+            body=_obj(
+                {
+                    "routes": {"type": "array", "items": {"type": "object"}},
+                    "error": {"type": "string"},
+                }
+            ),
+        )
+    },
+    "/v1/leases/route/hops": {
+        "post": _op(
+            "Per-hop RTTs of a route lease the caller is the source of (each hop's own "
+            "session RTT to the next, from its last heartbeat)",
+            {
+                **_ok(
+                    _obj(
+                        {
+                            "hops": {"type": "array", "items": NODE_ID},
+                            "links": {"type": "array", "items": {"type": "object"}},
+                        },
+                        ["hops", "links"],
+                    )
+                ),
+                **_errors(400, 401, 403, 413),
+            },
+            security=NODE_SECURITY,
+            body=_obj({"lease": {"type": "string"}}, ["lease"]),
+        )
+    },
+    "/v1/admin/grants": {
+        "get": _op(
+            "Every access grant",
+            {
+                **_ok(_obj({"grants": {"type": "array", "items": _ref("Grant")}}, ["grants"])),
+                **_errors(401),
+            },
+            security=ADMIN_SECURITY,
+        ),
+        "post": _op(
+            "Grant a tenant's nodes (optionally only some roles) access to services",
+            {**_ok(_ref("Grant"), 201), **_errors(400, 401, 409, 413)},
+            security=ADMIN_SECURITY,
+            body=_obj(
+                {
+                    "tenant": NAME,
+                    "services": {"type": "array", "items": NAME, "minItems": 1, "maxItems": 16},
+                    "roles": {"type": "array", "items": ROLE, "maxItems": 16},
+                    "classes": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": list(CLASS_NAMES)},
+                        "maxItems": 8,
+                    },
+                    "min_trust_tier": {"type": "integer", "minimum": 0, "maximum": 3},
+                    "ttl_s": {"type": "number", "minimum": 1, "maximum": 366 * 24 * 3600},
+                },
+                ["tenant", "services"],
+            ),
+        ),
+    },
+    "/v1/admin/grants/{grant_id}": {
+        "delete": _op(
+            "Revoke an access grant (hosts stop honouring it at their next heartbeat)",
+            {**_ok(_ref("Grant")), **_errors(401, 404)},
+            security=ADMIN_SECURITY,
+            parameters=[
+                {
+                    "name": "grant_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "maxLength": 64},
+                }
+            ],
+        )
+    },
+    "/v1/admin/services": {
+        "get": _op(
+            "Every registered service and its replicas",
+            {
+                **_ok(
+                    _obj({"services": {"type": "array", "items": _ref("Service")}}, ["services"])
+                ),
+                **_errors(401),
+            },
+            security=ADMIN_SECURITY,
+        )
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    from accessfabric.control.server.api.console_schema import CONSOLE_PATHS
+
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "accessfabric control plane",
+            "version": __version__,
+            "description": "Enrollment, heartbeats, peer directory, route and service leases. "
+            "Node requests are signed (AF-Node, AF-Timestamp, AF-Signature: see "
+            "docs/control.md); operator requests carry an admin bearer token.",
+        },
+        "paths": {**PATHS, **CONSOLE_PATHS},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "afNode": {"type": "apiKey", "in": "header", "name": "AF-Node"},
+                "afTimestamp": {"type": "apiKey", "in": "header", "name": "AF-Timestamp"},
+                "afSignature": {"type": "apiKey", "in": "header", "name": "AF-Signature"},
+                "adminBearer": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }

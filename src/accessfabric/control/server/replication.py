@@ -1,0 +1,180 @@
+"""``ReplicaSync``: one control replica learns the other replicas' writes from etcd watches.
+
+Several stateless replicas share one etcd cluster.  Each keeps in memory what it needs on
+every request (the node registry, other replicas' heartbeat digests); this task keeps that
+memory equal to etcd by watching ``/nodes/`` and ``/heartbeats/``: a role revoked, a node
+record replaced or a node removed (its record and heartbeat state) through one replica
+reaches every other replica within one watch delivery (milliseconds on a LAN), not a poll
+interval.
+
+When the watch breaks (etcd unreachable, quorum lost) the replica marks itself
+``synced = False`` — the API then answers 503 for everything that would act on the cached
+registry — and retries with jittered backoff; when history it missed was compacted it lists
+the prefixes again before watching.  Only stores with a native ``watch`` (etcd) need this:
+SQLite replicas are single-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Protocol
+
+from accessfabric.control.server.drains import KEY_PREFIX as DRAIN_PREFIX
+from accessfabric.control.server.heartbeats import KEY_PREFIX as HEARTBEAT_PREFIX
+from accessfabric.control.server.registry import KEY_PREFIX as NODE_PREFIX
+from accessfabric.control.server.services import KEY_PREFIX as SERVICE_PREFIX
+from accessfabric.control.server.store.base import Change, ChangeKind, CompactedError, StoreError
+
+if TYPE_CHECKING:
+    from accessfabric.control.server.plane import ControlPlane
+
+_log = logging.getLogger("accessfabric.control.server.replication")
+MAX_BACKOFF = 2.0
+PROBE_INTERVAL = 0.5
+PROBE_TIMEOUT = 2.5
+PROBE_FAILURES = 2
+"""Beyond the store's own 2 s deadline: a quorum read slower than that is a lost store."""
+WATCHED_PREFIX = "/"
+"""One watch over the namespace; changes outside the two prefixes are skipped."""
+
+
+class WatchableStore(Protocol):
+    def watch(self, prefix: str, since: int) -> AsyncIterator[Change]: ...
+
+    def revision(self) -> int: ...
+
+
+def watchable(store: object) -> WatchableStore | None:
+    """``store`` if it streams its own changes (etcd), else ``None``."""
+    return store if callable(getattr(store, "watch", None)) else None  # type: ignore[return-value]
+
+
+class ReplicaSync:
+    """Keeps ``plane``'s caches equal to the shared store; run it as a task."""
+
+    def __init__(
+        self,
+        plane: ControlPlane,
+        store: WatchableStore,
+    ) -> None:
+        self._plane = plane
+        self._store = store
+        self.synced = True
+        self.reason = ""
+        self.applied = 0
+        self.since = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, since: int) -> None:
+        self.since = since
+        self._task = asyncio.create_task(self._run(), name="control replica sync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            watcher = asyncio.create_task(self._watch())
+            prober = asyncio.create_task(self._probe_until_failure())
+            try:
+                done, _ = await asyncio.wait({watcher, prober}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when this task is cancelled (stop): end both, read their errors
+                for task in (watcher, prober):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StoreError):
+                        await task
+            for task in done:
+                with contextlib.suppress(asyncio.CancelledError):
+                    error = task.exception()
+                    if isinstance(error, StoreError):
+                        self._mark_lost(str(error))
+                    elif error is not None:
+                        raise error
+            failures += 1
+            while True:
+                await asyncio.sleep(random.uniform(0.5, 1.0) * min(MAX_BACKOFF, 0.1 * 2**failures))
+                if await self._reload():
+                    failures = 0
+                    break
+                failures += 1
+
+    async def _watch(self) -> None:
+        """Apply every change from ``since`` on; returns only by raising."""
+        try:
+            async for change in self._store.watch(WATCHED_PREFIX, self.since):
+                self.apply(change)
+                self.since = max(self.since, change.revision)
+        except CompactedError as error:
+            raise StoreError(f"missed compacted history ({error}); reloading") from error
+        raise StoreError("the store ended its watch stream")
+
+    async def _probe_until_failure(self) -> None:
+        """A quorum read every ``PROBE_INTERVAL``: a partitioned replica notices within
+        ``PROBE_FAILURES`` probes even when its watch stream just goes silent (one slow read
+        on a loaded machine is not a partition)."""
+        failures = 0
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self._store.revision), PROBE_TIMEOUT)
+            except (TimeoutError, StoreError) as error:
+                failures += 1
+                if failures >= PROBE_FAILURES:
+                    reason = str(error) or f"no quorum read within {PROBE_TIMEOUT} s"
+                    raise StoreError(f"{failures} quorum reads failed: {reason}") from None
+            else:
+                failures = 0
+
+    async def _reload(self) -> bool:
+        """Read the caches again from the store (after a break); ``True`` when done."""
+        try:
+            revision = await asyncio.wait_for(
+                asyncio.to_thread(self._store.revision), PROBE_TIMEOUT
+            )
+            self._plane.registry.load()
+            self._plane.heartbeats.load()
+            self._plane.drains.load()
+        except (StoreError, TimeoutError) as error:
+            self._mark_lost(str(error) or "no quorum read in time")
+            return False
+        self.since = revision
+        self._mark_synced()
+        return True
+
+    def _mark_lost(self, reason: str) -> None:
+        if self.synced:
+            _log.warning("replica sync lost the store: %s", reason)
+        self.synced = False
+        self.reason = reason
+
+    def _mark_synced(self) -> None:
+        if not self.synced:
+            _log.info("replica sync: store reachable again")
+        self.synced = True
+        self.reason = ""
+
+    def apply(self, change: Change) -> None:
+        """Fold one change of another replica (or this one: idempotent) into the caches."""
+        if change.key.startswith(NODE_PREFIX):
+            self._plane.registry.apply_change(change)
+            if change.kind is ChangeKind.DELETE:  # removed: its soft state goes with it
+                self._plane.heartbeats.forget(change.key.removeprefix(NODE_PREFIX))
+        elif change.key.startswith(HEARTBEAT_PREFIX):
+            self._plane.heartbeats.apply_change(change)
+        elif change.key.startswith(SERVICE_PREFIX):
+            # services are read from the store on demand; the route planner rebuilds its
+            # snapshot (serving replicas, leaders) when the generation moves
+            self._plane.services.generation += 1
+        elif change.key.startswith(DRAIN_PREFIX):
+            self._plane.drains.apply_change(change)
+        else:
+            return
+        self.applied += 1

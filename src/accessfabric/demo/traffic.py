@@ -1,0 +1,202 @@
+"""Demo: a bulk download loop and an interactive echo session through laptop's forwards.
+
+Both run at once through laptop's ``[[forwards]]`` (``web`` in class bulk, ``echo``
+interactive), so both ride laptop's route leases: laptop -> entry -> relay-a -> home.
+Every downloaded copy's sha256 is checked; every echo's round-trip time is kept with
+the moment it was answered.  A live view prints, once a second, per-class throughput
+(from laptop's ``/metrics``), the interactive round-trip times and laptop's route
+failovers.  A third of the way through, relay-a gets SIGKILL: the streams resume via
+relay-b, and the recovery time runs from the kill to the answer of the first echo sent
+after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from accessfabric.demo.fleet import Fleet
+from accessfabric.demo.procs import Processes
+
+PROBE = 64
+PROBE_INTERVAL = 0.02
+KILL_AT = 1 / 3
+"""Fraction of the run after which relay-a is killed."""
+
+
+@dataclass
+class Traffic:
+    copies: int = 0
+    bytes: int = 0
+    mismatches: int = 0
+    errors: list[str] = field(default_factory=list)
+    elapsed: float = 1.0
+    rtts: list[float] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)
+    answered_at: list[float] = field(default_factory=list)
+    chunk_at: list[float] = field(default_factory=list)
+    killed_at: float | None = None
+    failovers: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.copies > 0 and not self.mismatches and not self.errors
+
+    def pct(self, q: float) -> float:
+        if not self.rtts:
+            return float("nan")
+        ordered = sorted(self.rtts)
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    @property
+    def recovery(self) -> float:
+        """From the kill to the answer of the first echo sent after it."""
+        if self.killed_at is None:
+            return float("nan")
+        killed = self.killed_at
+        after = [a for s, a in zip(self.sent_at, self.answered_at, strict=True) if s >= killed]
+        return after[0] - killed if after else float("inf")
+
+    @property
+    def bulk_pause(self) -> float:
+        """The longest gap between two download chunks from the kill on."""
+        if self.killed_at is None:
+            return float("nan")
+        gaps = [
+            b - max(a, self.killed_at)
+            for a, b in zip(self.chunk_at, self.chunk_at[1:], strict=False)
+            if b > self.killed_at
+        ]
+        return max(gaps, default=float("inf"))
+
+
+async def _download(fleet: Fleet, result: Traffic, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", fleet.ports["forward_web"])
+            writer.write(b"GET /blob.bin HTTP/1.0\r\nHost: home\r\n\r\n")
+            await writer.drain()
+            header = await reader.readuntil(b"\r\n\r\n")
+            if not header.startswith(b"HTTP/1.0 200"):
+                raise ConnectionError(f"HTTP answer {header[:40]!r}")
+            digest = hashlib.sha256()
+            size = 0
+            while chunk := await reader.read(1 << 20):
+                result.chunk_at.append(time.monotonic())
+                digest.update(chunk)
+                size += len(chunk)
+                result.bytes += len(chunk)
+            writer.close()
+        except (OSError, asyncio.IncompleteReadError, ConnectionError) as error:
+            result.errors.append(f"download: {error!r}")
+            await asyncio.sleep(0.5)
+            continue
+        result.copies += 1
+        if digest.digest() != fleet.sha256 or size != fleet.file_size:
+            result.mismatches += 1
+
+
+async def _interactive(fleet: Fleet, result: Traffic, stop: asyncio.Event) -> None:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", fleet.ports["forward_term"])
+        while not stop.is_set():
+            payload = os.urandom(PROBE)
+            sent_at, sent = time.monotonic(), time.perf_counter()
+            writer.write(payload)
+            await writer.drain()
+            if await reader.readexactly(PROBE) != payload:
+                result.errors.append("echo: the answer differs from what was sent")
+                return
+            result.rtts.append(time.perf_counter() - sent)
+            result.sent_at.append(sent_at)
+            result.answered_at.append(time.monotonic())
+            await asyncio.sleep(PROBE_INTERVAL)
+        writer.write_eof()
+        await reader.read()
+        writer.close()
+    except (OSError, asyncio.IncompleteReadError) as error:
+        result.errors.append(f"echo session: {error!r}")
+
+
+async def _scrape(client: aiohttp.ClientSession, url: str) -> tuple[dict[str, float], int]:
+    """Laptop's stream bytes received by class, and its route failovers so far."""
+    async with client.get(url) as response:
+        text = await response.text()
+    by_class: dict[str, float] = {}
+    failovers = 0
+    prefix = 'accessfabric_stream_bytes_total{direction="in",traffic_class="'
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            by_class[line[len(prefix) :].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("accessfabric_route_switches_total{"):
+            failovers += int(float(line.rsplit(" ", 1)[1]))
+    return by_class, failovers
+
+
+def _kill(fleet: Fleet, procs: Processes, label: str) -> None:
+    os.killpg(procs.children[fleet.process(label)].pid, signal.SIGKILL)
+
+
+async def _kill_midway(
+    fleet: Fleet, procs: Processes, result: Traffic, started: float, after: float
+) -> None:
+    await asyncio.sleep(max(0.0, started + after - time.monotonic()))
+    _kill(fleet, procs, "relay-a")
+    result.killed_at = time.monotonic()
+    print(f"    {result.killed_at - started:4.1f}s  relay-a KILLED (SIGKILL)")
+
+
+async def _live_view(fleet: Fleet, result: Traffic, started: float, stop: asyncio.Event) -> None:
+    url = f"http://127.0.0.1:{fleet.ports['metrics']}/metrics"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+        last, failovers = await _scrape(client, url)
+        seen = 0
+        print("    time  bulk Mbit/s  interactive kbit/s  echo RTT p50 / max (ms)  event")
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            now, count = await _scrape(client, url)
+            event = ""
+            if count > failovers:
+                event = f"{count - failovers} stream(s) resumed via relay-b"
+                result.failovers += count - failovers
+                failovers = count
+            fresh = result.rtts[seen:]
+            seen = len(result.rtts)
+            bulk = (now.get("bulk", 0) - last.get("bulk", 0)) * 8 / 1e6
+            inter = (now.get("interactive", 0) - last.get("interactive", 0)) * 8 / 1e3
+            rtt = (
+                f"{statistics.median(fresh) * 1e3:7.2f} / {max(fresh) * 1e3:7.2f}"
+                if fresh
+                else "      - /       -"
+            )
+            print(
+                f"    {time.monotonic() - started:4.1f}s  {bulk:11.0f}  {inter:18.1f}  "
+                f"{rtt}        {event}".rstrip()
+            )
+            last = now
+
+
+async def run_traffic(fleet: Fleet, procs: Processes, duration: float) -> Traffic:
+    result = Traffic()
+    stop = asyncio.Event()
+    started = time.monotonic()
+    tasks = [
+        asyncio.create_task(_download(fleet, result, stop)),
+        asyncio.create_task(_interactive(fleet, result, stop)),
+        asyncio.create_task(_live_view(fleet, result, started, stop)),
+        asyncio.create_task(_kill_midway(fleet, procs, result, started, duration * KILL_AT)),
+    ]
+    await asyncio.sleep(duration)
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    result.elapsed = time.monotonic() - started
+    return result

@@ -1,0 +1,1 @@
+"""Operator and developer tools outside the core: the wire fuzzer (``fuzz``)."""
