@@ -202,7 +202,7 @@ def test_the_node_client_merges_deltas_into_what_a_whole_fetch_gives(tmp_path: P
 
 
 def test_a_cursor_with_non_ascii_digits_gets_the_whole_directory() -> None:
-    from accessfabric.control.directory_log import ChangeLog
+    from accessfabric.control.server.directory_log import ChangeLog
 
     log = ChangeLog()
     assert log.since(f"{log.epoch}.0") is not None
