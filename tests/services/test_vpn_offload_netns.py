@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from accessfabric.services.vpn import REFUSAL_WINDOW
 from tests.services.netns_nodes import wait_port
 from tests.services.vpn_lab import VpnLab, sha256_file, vpn_lab
 
@@ -142,5 +144,10 @@ def test_offload_client_falls_back_to_an_exit_that_predates_v2(
         assert client["vnet_hdr"] and client["records"] == "v1", client
         assert client["wire_fallbacks"] == 1
         assert client["gso_out"] > 100 and client["segmented"] > 100  # cut by the client
-        assert "exit refused v2 records" in lab.logs["client"].read_text()
+        client_log = lab.logs["client"].read_text()
         assert "bad preamble" in lab.logs["exit"].read_text()  # the exit's refusal
+        # The refusal came within the window after the preamble (ADR 0034 measured it).
+        refused = re.search(r"exit refused v2 records.*after_ms=([0-9.]+)", client_log)
+        assert refused is not None, client_log
+        print(f"\nold exit's refusal {float(refused[1]):.1f} ms after the preamble")
+        assert float(refused[1]) < REFUSAL_WINDOW * 1e3

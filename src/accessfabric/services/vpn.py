@@ -66,6 +66,11 @@ READ_CHUNK = 256 * 1024
 TUN_READ = 65535 + VNET_HDR_SIZE
 HEAD = 64
 """Bytes of a packet the classifier looks at (IP and transport headers)."""
+REFUSAL_WINDOW = 1.0
+"""Seconds after its preamble within which a v2 stream's reset can be a refusal of
+``AFV2`` (at least; twice the session's smoothed RTT when that is longer: ADR 0034)."""
+REPROBE_AFTER = 300.0
+"""Seconds after a fallback to v1 records before the next new stream tries v2 again."""
 
 
 @dataclass(slots=True)
@@ -395,13 +400,25 @@ class TunPort:
 
 
 class _Pump:
-    """Decode records from a stream into the device until EOF; counts what the peer sent."""
+    """Decode records from a stream into the device until EOF; counts what the peer sent.
 
-    def __init__(self, stream: FabricStream, port: TunPort, wire_vnet: bool) -> None:
+    ``opened``: when the preamble was written; ``window``: how long after that a reset
+    may still be an exit's refusal of ``AFV2`` (:func:`refused_v2`).
+    """
+
+    def __init__(
+        self, stream: FabricStream, port: TunPort, wire_vnet: bool, opened: float, window: float
+    ) -> None:
         self.stream = stream
         self.port = port
         self.wire_vnet = wire_vnet
+        self.opened = opened
+        self.window = window
         self.received = 0
+
+    def accepted(self, now: float) -> bool:
+        """The exit took this v2 stream: it sent a byte, or did not reset it in time."""
+        return self.wire_vnet and (self.received > 0 or now - self.opened >= self.window)
 
     async def run(self) -> None:
         decoder = BatchDecoder(self.wire_vnet)
@@ -418,10 +435,31 @@ class _Pump:
                 port.write_records(packets, self.wire_vnet)
 
 
-def refused_v2(error: StreamResetError, wire_vnet: bool, received: int) -> bool:
+def refusal_window(stream: FabricStream) -> float:
+    """``max(2 x srtt, REFUSAL_WINDOW)`` on the stream's session (its first hop: through
+    relays the floor covers the rest)."""
+    try:
+        srtt = stream.connection.session.rtt.srtt
+    except (AttributeError, ConnectionError, ProtocolError):
+        srtt = None
+    return max(2 * (srtt or 0.0), REFUSAL_WINDOW)
+
+
+def refused_v2(
+    error: StreamResetError, wire_vnet: bool, received: int, age: float, window: float
+) -> bool:
     """Whether a reset says "this exit does not know AFV2": an exit that predates it
-    fails on the preamble and resets the stream (INTERNAL_ERROR) before sending a byte."""
-    return wire_vnet and error.remote and received == 0 and error.code == ErrorCode.INTERNAL_ERROR
+    fails on the preamble and resets the stream (INTERNAL_ERROR) before sending a byte,
+    one round trip after the preamble (``age`` < ``window``).  A new exit's dispatcher
+    resets with the same code when its handler fails, which on a stream that only
+    uploads can come much later, still with nothing received: not a refusal."""
+    return (
+        wire_vnet
+        and error.remote
+        and received == 0
+        and error.code == ErrorCode.INTERNAL_ERROR
+        and age < window
+    )
 
 
 def _offload_status(port: TunPort, counters: VpnCounters) -> dict[str, object]:
@@ -458,8 +496,15 @@ class VpnClient:
     ) -> None:
         self.opener = opener
         self.wire_vnet = vnet
-        """Streams carry v2 records; False once an exit refused them (it predates AFV2)."""
+        """New streams carry v2 records; False while the exit refuses them (it predates AFV2)."""
+        self.local_vnet = vnet
         self.wire_fallbacks = 0
+        self.reprobe_after = REPROBE_AFTER
+        """Seconds after the exit last refused v2 before a new stream tries it again."""
+        self._refused_at = 0.0
+        self._probe: _Pump | None = None
+        self._probe_timer: asyncio.TimerHandle | None = None
+        self._pumps: dict[tuple[TrafficClass, int], _Pump] = {}
         self.service = service
         self.client_id = os.urandom(8)
         self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes, rules=rules)
@@ -504,12 +549,20 @@ class VpnClient:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _probing(self) -> bool:
+        """This new stream tries v2 records again after a fallback (one at a time)."""
+        if self.wire_vnet or not self.local_vnet or self._probe is not None:
+            return False
+        return time.monotonic() - self._refused_at >= self.reprobe_after
+
     async def _open(self, key: tuple[TrafficClass, int]) -> None:
         traffic_class, shard = key
-        wire_vnet = self.wire_vnet
+        probe = self._probing()
+        wire_vnet = self.wire_vnet or probe
         try:
             stream = await self.opener.open_stream(self.service, traffic_class)
             stream.write(preamble(self.client_id, shard, wire_vnet))
+            opened = time.monotonic()
         except (ConnectionError, ProtocolError, OSError, LookupError) as error:
             dropped = self._opening.pop(key, [])
             self.counters.dropped += len(dropped)
@@ -526,12 +579,21 @@ class VpnClient:
             log, "vpn stream open", traffic_class=traffic_class.name.lower(), shard=shard,
             records="v2" if wire_vnet else "v1",
         )  # fmt: skip
-        pump = _Pump(stream, self.port, wire_vnet)
+        pump = _Pump(stream, self.port, wire_vnet, opened, refusal_window(stream))
+        self._pumps[key] = pump
+        if probe:
+            self._probe = pump
+            self._probe_timer = asyncio.get_running_loop().call_later(
+                pump.window, self._probe_settled, pump
+            )
         try:
             await pump.run()
         except StreamResetError as error:
-            if refused_v2(error, wire_vnet, pump.received):
-                self._fall_back()
+            age = time.monotonic() - opened
+            if refused_v2(error, wire_vnet, pump.received, age, pump.window) and not any(
+                other.accepted(opened + age) for other in self._pumps.values() if other is not pump
+            ):
+                self._fall_back(pump, age)
             else:
                 log_event(log, "vpn stream lost", logging.INFO, error=str(error))
         except (ConnectionError, ProtocolError) as error:
@@ -540,16 +602,39 @@ class VpnClient:
             outbox.close()
             if self._outboxes.get(key) is outbox:
                 del self._outboxes[key]
+            if self._pumps.get(key) is pump:
+                del self._pumps[key]
+            if self._probe is pump:  # ended before it settled either way: the next one tries
+                self._probe = None
+                if self._probe_timer is not None:
+                    self._probe_timer.cancel()
 
-    def _fall_back(self) -> None:
-        """An exit reset a v2 stream before answering: it predates AFV2 (docs/services.md).
-        Every stream opened from now on carries v1 records (segmented here in software)."""
+    def _probe_settled(self, pump: _Pump) -> None:
+        """The probe stream outlived its refusal window: the exit takes v2 records now."""
+        if self._probe is not pump:
+            return
+        self._probe = None
+        self.wire_vnet = True
+        log_event(log, "vpn: exit takes v2 records again", logging.WARNING)
+
+    def _fall_back(self, pump: _Pump, age: float) -> None:
+        """An exit reset a v2 stream before answering, within the stream's refusal window,
+        while no other v2 stream showed it takes v2: it predates AFV2 (docs/services.md).
+        New streams carry v1 records (segmented here in software) until a probe
+        ``reprobe_after`` seconds later finds v2 taken (ADR 0034)."""
+        self._refused_at = time.monotonic()
+        if self._probe is pump:  # the exit still refuses v2
+            self._probe = None
+            if self._probe_timer is not None:
+                self._probe_timer.cancel()
+            log_event(log, "vpn: exit still refuses v2 records", logging.INFO)
+            return
         if self.wire_vnet:
             self.wire_vnet = False
             self.wire_fallbacks += 1
             log_event(
                 log, "vpn: exit refused v2 records (it predates offloads); using v1",
-                logging.WARNING,
+                logging.WARNING, after_ms=round(age * 1e3, 1), reprobe_s=self.reprobe_after,
             )  # fmt: skip
         for other_key, other in list(self._outboxes.items()):  # reopen as v1 on demand
             if other.wire_vnet:
@@ -572,6 +657,8 @@ class VpnClient:
 
     async def close(self) -> None:
         self.port.close()
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
         for outbox in self._outboxes.values():
             outbox.abort()  # so the node's drain does not wait for idle tunnel streams
         for task in list(self._tasks):
