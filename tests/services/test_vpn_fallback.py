@@ -34,12 +34,16 @@ from accessfabric.services.vpn_wire import (
     PREAMBLE_SIZE,
     VPN_SERVICE,
     BatchDecoder,
+    FlowClassifier,
     VpnFormatError,
     parse_preamble,
 )
+from accessfabric.wire.registry import TrafficClass
 from tests.services.fabric_pair import LOOPBACK
 
 from ..conditions import until
+
+SHARDS = 2
 
 
 def test_only_an_exits_prompt_internal_error_before_any_byte_on_a_v2_stream_refuses() -> None:
@@ -61,7 +65,7 @@ def test_only_an_exits_prompt_internal_error_before_any_byte_on_a_v2_stream_refu
 def _udp(dport: int) -> bytes:
     """A plain UDP packet from the tunnel address, with the virtio-net header a device
     opened with offloads puts in front of it; 400 bytes of payload, so one to port 5201
-    is ``reliable`` (not small), to 53 ``dns``, to 22 ``interactive``: three streams."""
+    is ``reliable`` (not small), to 53 ``dns``, to 22 ``interactive``."""
     head = struct.pack(
         "!BBHHHBBH4s4s", 0x45, 0, 28 + 400, 1, 0x4000, 64, 17, 0,
         bytes((10, 99, 0, 2)), bytes((10, 0, 0, 1)),
@@ -120,8 +124,20 @@ class Lab:
     client: VpnClient
     exit: ScriptedExit
 
-    def send(self, dport: int) -> None:
-        self.client._on_packets([_udp(dport)])  # as if the device had read it
+    def send(self, *dports: int) -> None:
+        self.client._on_packets([_udp(port) for port in dports])  # as the device read them
+
+
+@dataclass
+class RoutedOpener:
+    """Opens on the session after a pause, as an opener that sets up a route does (so
+    streams the client opens at once are all opening together)."""
+
+    inner: DirectStreamOpener
+
+    async def open_stream(self, service: str, traffic_class: TrafficClass) -> FabricStream:
+        await asyncio.sleep(0.01)
+        return await self.inner.open_stream(service, traffic_class)
 
 
 @asynccontextmanager
@@ -145,8 +161,10 @@ async def vpn_lab(tmp_path: Path) -> AsyncIterator[Lab]:
     exit_node.dispatcher.register(VPN_SERVICE, scripted.handle)
     ours, device = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     device.setblocking(False)
-    opener = DirectStreamOpener(client_node.peers.session, {VPN_SERVICE: exit_node.node_id})
-    client = VpnClient(opener, ours.fileno(), shards=1, vnet=True)
+    opener = RoutedOpener(
+        DirectStreamOpener(client_node.peers.session, {VPN_SERVICE: exit_node.node_id})
+    )
+    client = VpnClient(opener, ours.fileno(), shards=SHARDS, vnet=True)
     try:
         yield Lab(client, scripted)
     finally:
@@ -179,6 +197,15 @@ async def test_a_late_internal_error_on_an_upload_only_stream_keeps_v2(
         assert lab.exit.streams == [True, True] and lab.exit.packets[1] == (True, 5201)
 
 
+def _another_reliable_stream(shards: int) -> int:
+    """A port whose packets ride another ``reliable`` stream than port 5201's."""
+    classifier = FlowClassifier(shards)
+    first = classifier.classify(_udp(5201)[10:], 0.0)
+    return next(
+        port for port in range(5202, 6000) if classifier.classify(_udp(port)[10:], 0.0) != first
+    )
+
+
 async def test_an_immediate_internal_error_falls_back_and_a_later_probe_finds_v2(
     tmp_path: Path,
 ) -> None:
@@ -187,15 +214,16 @@ async def test_an_immediate_internal_error_falls_back_and_a_later_probe_finds_v2
         lab.send(5201)
         await until(lambda: lab.client.status()["wire_fallbacks"] == 1, what="the fallback")
         assert lab.client.status()["records"] == "v1"
-        lab.send(53)  # a new stream (dns class): v1, carried
+        lab.send(53)  # a new stream (dns class), within the back-off: v1, carried
         await until(lambda: (False, 53) in lab.exit.packets, what="a v1 packet")
         assert lab.exit.streams == [True, False]
 
         lab.client.reprobe_after = 0.0  # the back-off (REPROBE_AFTER) has passed
-        lab.send(5201)  # the next new stream tries v2: still refused
-        await until(lambda: len(lab.exit.streams) == 3, what="the probe")
-        await until(lambda: lab.client.status()["streams"] == 1, what="the probe refused")
-        assert lab.exit.streams[2] is True
+        lab.send(5201, 22)  # two new streams at once: one probe (v2, still refused), one v1
+        await until(lambda: (False, 22) in lab.exit.packets, what="the v1 one")
+        await until(lambda: len(lab.exit.streams) == 4, what="the probe")
+        await until(lambda: lab.client.status()["streams"] == 2, what="the probe refused")
+        assert sorted(lab.exit.streams[2:]) == [False, True]
         status = lab.client.status()
         assert status["records"] == "v1" and status["wire_fallbacks"] == 1, status
 
@@ -206,9 +234,10 @@ async def test_an_immediate_internal_error_falls_back_and_a_later_probe_finds_v2
             lambda: lab.client.status()["records"] == "v2",
             timeout=REFUSAL_WINDOW + 5, what="v2 records again",
         )  # fmt: skip
-        lab.send(22)  # and new streams carry v2 again
-        await until(lambda: (True, 22) in lab.exit.packets, what="a v2 packet, new stream")
-        assert lab.exit.streams[3:] == [True, True]
+        other = _another_reliable_stream(SHARDS)
+        lab.send(other)  # and new streams carry v2 again
+        await until(lambda: (True, other) in lab.exit.packets, what="a v2 packet, new stream")
+        assert lab.exit.streams[4:] == [True, True]
         assert lab.client.status()["wire_fallbacks"] == 1
 
 

@@ -503,6 +503,7 @@ class VpnClient:
         """Seconds after the exit last refused v2 before a new stream tries it again."""
         self._refused_at = 0.0
         self._probe: _Pump | None = None
+        self._probe_opening = False
         self._probe_timer: asyncio.TimerHandle | None = None
         self._pumps: dict[tuple[TrafficClass, int], _Pump] = {}
         self.service = service
@@ -549,21 +550,27 @@ class VpnClient:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _probing(self) -> bool:
-        """This new stream tries v2 records again after a fallback (one at a time)."""
+    def _take_probe(self) -> bool:
+        """Whether this new stream is the probe that tries v2 again after a fallback
+        (``reprobe_after`` seconds after the last refusal; one probe at a time)."""
         if self.wire_vnet or not self.local_vnet or self._probe is not None:
             return False
-        return time.monotonic() - self._refused_at >= self.reprobe_after
+        if self._probe_opening or time.monotonic() - self._refused_at < self.reprobe_after:
+            return False
+        self._probe_opening = True
+        return True
 
     async def _open(self, key: tuple[TrafficClass, int]) -> None:
         traffic_class, shard = key
-        probe = self._probing()
+        probe = self._take_probe()
         wire_vnet = self.wire_vnet or probe
         try:
             stream = await self.opener.open_stream(self.service, traffic_class)
             stream.write(preamble(self.client_id, shard, wire_vnet))
             opened = time.monotonic()
         except (ConnectionError, ProtocolError, OSError, LookupError) as error:
+            if probe:
+                self._probe_opening = False
             dropped = self._opening.pop(key, [])
             self.counters.dropped += len(dropped)
             log_event(log, "vpn: no stream", logging.WARNING, error=str(error) or "?")
@@ -582,7 +589,7 @@ class VpnClient:
         pump = _Pump(stream, self.port, wire_vnet, opened, refusal_window(stream))
         self._pumps[key] = pump
         if probe:
-            self._probe = pump
+            self._probe, self._probe_opening = pump, False
             self._probe_timer = asyncio.get_running_loop().call_later(
                 pump.window, self._probe_settled, pump
             )
