@@ -244,13 +244,21 @@ class ControlPlane:
         """Take ``role`` from the node (a new record) and raise its record floor, so that its
         tenant's hosts refuse its older records from their next heartbeat on.
 
+        The floor is written first (at the revision the new record will have): the two
+        writes are separate, and a failure between them must not leave a record without
+        the role and no floor (hosts would believe the old record, role and all, until it
+        expires) while a retry answers ``role_not_held``.  A failure after the floor leaves
+        the node's current record refused, and the retry finishes the revocation.
+
         Raises :class:`RegistryError` or :class:`GrantError` (``too_many_grants``)."""
         old = self.registry.get(node_id)
-        if old is not None:
-            self.grants.check_floor_room(old.record.tenant, node_id)  # before anything changes
+        if old is None or role not in old.record.roles:
+            return self.registry.revoke_role(node_id, role)  # unknown_node, role_not_held
+        tenant, until_ms = old.record.tenant, old.record.expires_ms
+        self.grants.raise_floor(tenant, node_id, old.record.revision + 1, until_ms)
         node = self.registry.revoke_role(node_id, role)
-        until_ms = old.record.expires_ms if old is not None else node.record.expires_ms
-        self.grants.raise_floor(node.record.tenant, node_id, node.record.revision, until_ms)
+        if node.record.revision != old.record.revision + 1:  # another change came between
+            self.grants.raise_floor(tenant, node_id, node.record.revision, node.record.expires_ms)
         return node
 
     def _routes_go_through(self, node_id: str) -> bool:
