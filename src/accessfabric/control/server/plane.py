@@ -250,15 +250,30 @@ class ControlPlane:
         expires) while a retry answers ``role_not_held``.  A failure after the floor leaves
         the node's current record refused, and the retry finishes the revocation.
 
-        Raises :class:`RegistryError` or :class:`GrantError` (``too_many_grants``)."""
+        A tenant with no room for another per-node floor gets a tenant floor instead
+        (:meth:`AccessGrants.floor_plan`); every other node of the tenant whose record
+        was issued before it is re-issued one first, so hosts keep believing honest nodes.
+
+        Raises :class:`RegistryError`."""
         old = self.registry.get(node_id)
         if old is None or role not in old.record.roles:
             return self.registry.revoke_role(node_id, role)  # unknown_node, role_not_held
-        tenant, until_ms = old.record.tenant, old.record.expires_ms
-        self.grants.raise_floor(tenant, node_id, old.record.revision + 1, until_ms)
+        record = old.record
+        tenant = record.tenant
+        tenant_floor = self.grants.floor_plan(tenant, node_id) or self.grants.tenant_floor(tenant)
+        for other in self.registry.all() if tenant_floor else ():  # before hosts see it
+            held = other.record
+            if held.tenant == tenant and held.issued_ms < tenant_floor and other.node_id != node_id:
+                self.registry.reissue(other.node_id)
+        self.grants.raise_floor(
+            tenant, node_id, record.revision + 1, record.expires_ms, record.issued_ms
+        )
         node = self.registry.revoke_role(node_id, role)
-        if node.record.revision != old.record.revision + 1:  # another change came between
-            self.grants.raise_floor(tenant, node_id, node.record.revision, node.record.expires_ms)
+        if node.record.revision != record.revision + 1:  # another change came between
+            new = node.record  # the one between was issued before it
+            self.grants.raise_floor(
+                tenant, node_id, new.revision, new.expires_ms, new.issued_ms - 1
+            )
         return node
 
     def _routes_go_through(self, node_id: str) -> bool:
