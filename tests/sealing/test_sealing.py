@@ -153,7 +153,7 @@ def test_a_substituted_reply_is_detected_by_the_opener() -> None:
     initiator, responder = _handshake()
     answer = responder.sealer.seal(b"screen update")
     _, other = _handshake()
-    made_up = b"\x03" + MALLORY.sealing_public_key_bytes + os.urandom(16)
+    made_up = b"\x04" + MALLORY.sealing_public_key_bytes + os.urandom(16)
     for reply in (made_up, other.reply_header):
         with pytest.raises(SealingError, match="failed authentication"):
             _handshake()[0].feed_reply(reply + answer)
@@ -164,7 +164,7 @@ def test_unknown_opener_and_malformed_blobs_are_refused() -> None:
     initiator, _ = _handshake()
     with pytest.raises(SealingError):
         SealResponder(DESTINATION.sealing_private_key(), initiator.key_exchange, {}.get, CONTEXT)
-    for blob in (b"", b"\x04" + initiator.key_exchange[1:], initiator.key_exchange[:-1]):
+    for blob in (b"", b"\x05" + initiator.key_exchange[1:], initiator.key_exchange[:-1]):
         with pytest.raises(SealingError):
             SealResponder(DESTINATION.sealing_private_key(), blob, DIRECTORY.get, CONTEXT)
     with pytest.raises(SealingError):  # a low-order point as the ephemeral key
