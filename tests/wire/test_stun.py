@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from accessfabric.wire.stun import (
+    MAX_MESSAGE,
+    PADDED_SIZE,
     BindingRequest,
     BindingSuccess,
     StunError,
@@ -50,3 +52,24 @@ def test_round_trips(mapped: tuple[str, int]) -> None:
 def test_malformed_is_refused(data: bytes) -> None:
     with pytest.raises(StunError):
         decode(data)
+
+
+@pytest.mark.parametrize("size", [0, 20, 21, 24, 44, 64, 65, 548])
+def test_padding_reaches_the_size_asked(size: int) -> None:
+    """PADDING (0x0026) brings a request to at least ``size`` bytes (a multiple of 4, at most
+    3 more); the request decodes as without it."""
+    for request in (BindingRequest(TID), BindingRequest(TID, change_port=True, response_port=9)):
+        encoded = encode_request(request, size=size)
+        plain = len(encode_request(request))
+        assert len(encoded) == max(plain, size + (-size % 4))
+        assert decode(encoded) == request
+        if size > plain:
+            assert bytes.fromhex("0026") in encoded
+
+
+def test_padding_content_is_ignored_and_size_is_bounded() -> None:
+    padded = encode_request(BindingRequest(TID), size=PADDED_SIZE)
+    garbage = padded[:24] + b"\xff" * (PADDED_SIZE - 24)
+    assert decode(garbage) == BindingRequest(TID)
+    with pytest.raises(StunError):
+        encode_request(BindingRequest(TID), size=MAX_MESSAGE + 1)

@@ -10,8 +10,8 @@ with ``[nat] reflectors`` (two or more, on different entries) probes every
    socket's own local address: ``none`` (no NAT).  A and B saw different mappings:
    the mapping is endpoint-dependent, ``symmetric``; the same: endpoint-independent.
 2. socket 2 asks A (its mapping at A, which only A has talked to), then socket 1 asks B
-   to answer to socket 2's *port* (RESPONSE-PORT; the reflector answers only to the
-   request's own source address, so it cannot be aimed at anyone else).  Socket 2
+   to answer to socket 2's *port* (RESPONSE-PORT: the reflector answers to the request's
+   source address, only the port changed).  Socket 2
    receiving B's answer — from an address it never sent to — means the NAT lets
    unsolicited traffic in: ``reachable``; with an endpoint-independent mapping that is a
    ``full_cone``.
@@ -24,9 +24,14 @@ reachable), ``status`` (``host``: ``nat_type``, ``nat_mapping``, ``nat_reachable
 ``nat_mapped``) and ``accessfabric netcheck``.  It describes UDP (the QUIC carrier);
 a NAT treats TCP alike in practice (Linux conntrack does), but this is not probed.
 
-A reflector answers at most ``REFLECTOR_RATE`` requests a second (a token bucket): an
-answer is no larger than the request, and goes only to the request's source address,
-so it amplifies nothing.
+Every request is padded to ``PADDED_SIZE`` (64 bytes, a STUN PADDING attribute).  A
+reflector ignores shorter requests, so an answer (32 bytes for IPv4, 44 for IPv6) is
+never larger than its request: no amplification.  It answers each source (an IPv4
+address, an IPv6 /64) at most ``SOURCE_RATE`` times a second, RESPONSE-PORT answers at a
+quarter of that and at most ``REDIRECT_RATE`` a second in all, and everyone together at
+most ``GLOBAL_RATE`` a second (``node/reflector_limits.py``): a forged source address can
+aim answers at someone else, but no more than one source's rate at one address, and a
+flooding sender does not starve other nodes' probes.
 """
 
 from __future__ import annotations
@@ -41,9 +46,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+from accessfabric.node.reflector_limits import (
+    GLOBAL_LIMITED,
+    TOO_SMALL,
+    ReflectorLimits,
+    source_key,
+)
 from accessfabric.observe.log_format import log_event
 from accessfabric.observe.log_rate import RateLimitedLog
 from accessfabric.wire.stun import (
+    PADDED_SIZE,
     BindingRequest,
     BindingSuccess,
     StunError,
@@ -54,8 +66,6 @@ from accessfabric.wire.stun import (
 
 log = logging.getLogger(__name__)
 
-REFLECTOR_RATE = 200.0
-"""Binding answers per second a reflector sends at most (a burst of as many)."""
 TRIES = 3
 """Requests sent per question (UDP loses packets), spread over the timeout."""
 
@@ -68,27 +78,24 @@ Address = tuple[str, int]
 class NatReflector(asyncio.DatagramProtocol):
     """The entry side: answers Binding requests with the address they came from."""
 
-    def __init__(self, rate: float = REFLECTOR_RATE, clock: Any = time.monotonic) -> None:
+    def __init__(self, limits: ReflectorLimits | None = None, clock: Any = time.monotonic) -> None:
         self.transport: asyncio.DatagramTransport | None = None
-        self.rate = rate
+        # what is answered (padding, per-source and global rates), and the counts
+        self.limits = limits if limits is not None else ReflectorLimits()
         self._clock = clock
-        self._tokens = rate
-        self._refilled = clock()
-        self.answered = 0
-        self.dropped = 0
         self._dropped_log = RateLimitedLog(log)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is no subclass
 
-    def _take_token(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self.rate, self._tokens + (now - self._refilled) * self.rate)
-        self._refilled = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
+    @property
+    def answered(self) -> int:
+        return self.limits.answered
+
+    @property
+    def dropped(self) -> int:
+        """Requests not answered, for any reason (``limits.dropped`` per reason)."""
+        return sum(self.limits.dropped.values())
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
@@ -97,19 +104,15 @@ class NatReflector(asyncio.DatagramProtocol):
             return
         if not isinstance(request, BindingRequest) or self.transport is None:
             return
-        if not self._take_token():
-            self.dropped += 1
-            suppressed = self._dropped_log.admit("rate", self._clock())
-            if suppressed is not None:
-                log_event(
-                    log, "nat reflector over its rate", logging.WARNING,
-                    dropped=self.dropped, rate=self.rate,
-                )  # fmt: skip
-            return
         host, port = str(addr[0]), int(addr[1])
+        now = self._clock()
+        reason = self.limits.admit(len(data), request, host, now)
+        if reason is not None:
+            if reason != TOO_SMALL:  # an unpadded request (any STUN client) is just ignored
+                self._log_drop(reason, host, now)
+            return
         answer = encode_success(BindingSuccess(request.transaction_id, (host, port)))
         destination = (host, request.response_port or port)
-        self.answered += 1
         if not request.change_port:
             self.transport.sendto(answer, destination)
             return
@@ -119,6 +122,17 @@ class NatReflector(asyncio.DatagramProtocol):
             other.setblocking(False)
             other.bind((own[0], 0))  # same address, another port
             other.sendto(answer, destination)
+
+    def _log_drop(self, reason: str, host: str, now: float) -> None:
+        suppressed = self._dropped_log.admit(reason, now)  # a few fixed keys: bounded
+        if suppressed is None:
+            return
+        fields: dict[str, Any] = {
+            "reason": reason, "dropped": self.limits.dropped[reason], "suppressed": suppressed,
+        }  # fmt: skip
+        if reason != GLOBAL_LIMITED:
+            fields["source"] = source_key(host)  # the first of this reason per 10 s
+        log_event(log, "nat reflector over its rate", logging.WARNING, **fields)
 
 
 async def start_reflector(listen: Address) -> tuple[asyncio.DatagramTransport, NatReflector]:
@@ -193,7 +207,8 @@ async def _ask(
 ) -> Address | None:
     """Send a Binding request from ``sender``; the answer as ``receiver`` got it, or None."""
     transaction_id = secrets.token_bytes(12)
-    request = encode_request(BindingRequest(transaction_id, change_port, response_port))
+    request = encode_request(BindingRequest(transaction_id, change_port, response_port),
+                             size=PADDED_SIZE)  # fmt: skip
     future: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
     receiver.waiting[transaction_id] = future
     try:

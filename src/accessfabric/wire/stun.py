@@ -4,6 +4,9 @@ Only what the probe needs: a Binding request, optionally with CHANGE-REQUEST (0x
 only the change-port flag is honoured: a reflector has one address) and RESPONSE-PORT
 (0x0027: send the response to this port of the request's source address), and a Binding
 success response carrying XOR-MAPPED-ADDRESS (0x0020), the address the reflector saw.
+A request can be padded with PADDING (0x0026, RFC 5780 section 7.6; its content is
+ignored) to a size no answer exceeds: a reflector answers only requests at least
+``PADDED_SIZE`` bytes long, so it never sends more bytes than it was sent.
 No authentication, no FINGERPRINT: the probe learns nothing secret and a forged answer
 can only make the node report a wrong NAT type (a hint to the planner, never a grant).
 
@@ -22,11 +25,19 @@ BINDING_REQUEST = 0x0001
 BINDING_SUCCESS = 0x0101
 XOR_MAPPED_ADDRESS = 0x0020
 CHANGE_REQUEST = 0x0003
+PADDING = 0x0026
 RESPONSE_PORT = 0x0027
 CHANGE_PORT = 0x02
 CHANGE_IP = 0x04
 MAX_MESSAGE = 548
 """The largest message parsed (RFC 5389's minimum path MTU for unauthenticated STUN)."""
+LARGEST_SUCCESS = HEADER.size + 4 + 20
+"""The largest Binding success this module encodes: 44 bytes, for an IPv6 mapped address
+(32 for IPv4)."""
+PADDED_SIZE = 64
+"""The size the NAT probe pads its Binding requests to, and the least a reflector answers
+(``node/reflector_limits.py``): at least ``LARGEST_SUCCESS``, with room for one more
+attribute in an answer."""
 
 
 class StunError(ValueError):
@@ -58,12 +69,19 @@ def _message(kind: int, transaction_id: bytes, attributes: bytes) -> bytes:
     return HEADER.pack(kind, len(attributes), MAGIC_COOKIE, transaction_id) + attributes
 
 
-def encode_request(request: BindingRequest) -> bytes:
+def encode_request(request: BindingRequest, size: int = 0) -> bytes:
+    """The request; with ``size``, padded to at least that many bytes with a PADDING
+    attribute (the size rounded up to a multiple of 4, at most ``MAX_MESSAGE``)."""
+    if size > MAX_MESSAGE:
+        raise StunError(f"a request is at most {MAX_MESSAGE} bytes, not {size}")
     attributes = b""
     if request.change_port:
         attributes += _attribute(CHANGE_REQUEST, struct.pack("!I", CHANGE_PORT))
     if request.response_port is not None:
         attributes += _attribute(RESPONSE_PORT, struct.pack("!HH", request.response_port, 0))
+    missing = size - HEADER.size - len(attributes)
+    if missing > 0:
+        attributes += _attribute(PADDING, b"\0" * max(0, missing - 4))
     return _message(BINDING_REQUEST, request.transaction_id, attributes)
 
 
