@@ -109,7 +109,9 @@ func connect(addr, peerID string, key ed25519.PrivateKey) (*Session, *tls.Conn, 
 }
 
 // sealed opens a sealed echo stream on a route through the node at -addr (a relay):
-// version 3 sealing (Noise IK), records both ways, the sealed end checked.
+// version 4 sealing (Noise IK), records both ways, the sealed end checked. Half the
+// payload is sent before the destination's reply (early key), the rest after it (the
+// key-change record, then Split()'s initiator key).
 func sealed(args []string) error {
 	flags := flag.NewFlagSet("sealed", flag.ExitOnError)
 	addr := flags.String("addr", "", "host:port of the first relay's TCP+TLS listener")
@@ -152,7 +154,18 @@ func sealed(args []string) error {
 	st := s.OpenRouted(*service, 2, *routeID, token, opener.KeyExchange, lease)
 	writeErr := make(chan error, 1)
 	go func() {
-		err := st.Write(opener.Seal(payload, false))
+		half := len(payload) / 2
+		err := st.Write(opener.Seal(payload[:half], false))
+		if err == nil {
+			select {
+			case <-opener.Replied:
+			case <-time.After(30 * time.Second):
+				err = errors.New("no sealed reply from the destination")
+			}
+		}
+		if err == nil {
+			err = st.Write(opener.Seal(payload[half:], false))
+		}
 		if err == nil {
 			err = st.Write(opener.Seal(nil, true))
 		}

@@ -1,8 +1,10 @@
 package main
 
-// End-to-end sealing, version 3, written from docs/sealing.md: exactly Noise IK
+// End-to-end sealing, version 4, written from docs/sealing.md: exactly Noise IK
 // (github.com/flynn/noise, Debian golang-github-flynn-noise-dev) for the handshake, the
-// record layer on the Noise cipher of the stream's suite.
+// record layer on the Noise cipher of the stream's suite. The opener seals with the early
+// key (message 1's payload) until it has message 2, then sends the key-change record and
+// seals with Split()'s initiator key from nonce 0.
 
 import (
 	"bytes"
@@ -17,6 +19,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/flynn/noise"
@@ -25,13 +28,14 @@ import (
 )
 
 const (
-	sealingVersion     = 3
+	sealingVersion     = 4
 	maxRecordPlaintext = 64*1024 - 32
 	finalBit           = uint32(1) << 31
+	keyChangeBit       = uint32(1) << 30
 	recordTag          = 16
 	maxKeyExchange     = 1024
 	exchangeRoom       = maxKeyExchange - 41 // room for a resume proof beside the exchange
-	prologueLabel      = "accessfabric e2e sealing v3"
+	prologueLabel      = "accessfabric e2e sealing v4"
 )
 
 // SealingPrivateKey derives a node's X25519 sealing key from its Ed25519 seed
@@ -68,16 +72,21 @@ type SealedOpener struct {
 	ResumeKey   []byte
 	hs          *noise.HandshakeState
 	cipher      noise.CipherFunc
+	mu          sync.Mutex // Seal and Open may run in two goroutines
 	send        noise.Cipher
 	sendN       uint64
-	recv        noise.Cipher
-	recvN       uint64
-	reply       []byte
-	buf         []byte
-	Finished    bool
+	nextSend    noise.Cipher // Split()'s initiator key, once message 2 is read
+	sendDone    bool
+	// Replied is closed once the reply (message 2) is read: Seal switches keys after it.
+	Replied  chan struct{}
+	recv     noise.Cipher
+	recvN    uint64
+	reply    []byte
+	buf      []byte
+	Finished bool
 }
 
-// NewSealedOpener builds the version 3 key exchange for a stream of service with
+// NewSealedOpener builds the version 4 key exchange for a stream of service with
 // token to the destination whose sealing key is destStatic.
 func NewSealedOpener(staticPriv []byte, nodeID string, destStatic []byte, service string, token []byte, suite byte, record []byte) (*SealedOpener, error) {
 	secrets := make([]byte, 64) // early key | resume key
@@ -136,12 +145,26 @@ func newSealedOpener(staticPriv []byte, nodeID string, destStatic []byte, servic
 	copy(early[:], secrets[:32])
 	return &SealedOpener{
 		KeyExchange: kx, ResumeKey: secrets[32:], hs: hs, cipher: cf, send: cf.Cipher(early),
+		Replied: make(chan struct{}),
 	}, nil
 }
 
 // Seal cuts data into records (the last one final when final is set).
+// The first Seal after the reply starts with the key-change record (empty, header
+// 0x40000000, under the early key) and seals the rest under the initiator key from nonce 0.
 func (o *SealedOpener) Seal(data []byte, final bool) []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	var out []byte
+	if o.nextSend != nil {
+		header := u32b(keyChangeBit)
+		out = append(out, header...)
+		out = o.send.Encrypt(out, o.sendN, header, nil)
+		o.send, o.sendN, o.nextSend = o.nextSend, 0, nil
+	}
+	if final {
+		o.sendDone = true
+	}
 	for {
 		n := len(data)
 		if n > maxRecordPlaintext {
@@ -179,11 +202,17 @@ func (o *SealedOpener) Open(data []byte) ([]byte, error) {
 		if o.reply[0] != sealingVersion {
 			return nil, fmt.Errorf("unsupported sealing version %d in the reply", o.reply[0])
 		}
-		_, _, toOpener, err := o.hs.ReadMessage(nil, o.reply[1:])
+		_, toDestination, toOpener, err := o.hs.ReadMessage(nil, o.reply[1:])
 		if err != nil {
 			return nil, fmt.Errorf("Noise message 2: %w", err)
 		}
 		o.recv = toOpener.Cipher()
+		o.mu.Lock()
+		if !o.sendDone {
+			o.nextSend = toDestination.Cipher()
+		}
+		o.mu.Unlock()
+		close(o.Replied)
 	}
 	o.buf = append(o.buf, data...)
 	var plain []byte
@@ -192,6 +221,9 @@ func (o *SealedOpener) Open(data []byte) ([]byte, error) {
 			return nil, errors.New("bytes after the final record")
 		}
 		word := binary.BigEndian.Uint32(o.buf)
+		if word&keyChangeBit != 0 {
+			return nil, errors.New("a key-change record in the destination's direction")
+		}
 		length := int(word &^ finalBit)
 		if length > maxRecordPlaintext {
 			return nil, fmt.Errorf("record length %d", length)
@@ -230,6 +262,7 @@ func sealingVectors(args []string) error {
 		Service                     string   `json:"service"`
 		ResumeToken                 string   `json:"resume_token"`
 		ToDestination               []string `json:"to_destination_plaintexts"`
+		BeforeReply                 int      `json:"to_destination_before_reply"`
 		ToOpener                    []string `json:"to_opener_plaintexts"`
 		Cases                       []struct {
 			Suite         byte   `json:"suite"`
@@ -255,16 +288,22 @@ func sealingVectors(args []string) error {
 		if hex.EncodeToString(o.KeyExchange) != c.KeyExchange {
 			return fmt.Errorf("suite %d: key exchange differs: %x", c.Suite, o.KeyExchange)
 		}
+		// the early records, then the reply is read, then the key change and the rest
 		var records []byte
-		for i, text := range v.ToDestination {
+		for i, text := range v.ToDestination[:v.BeforeReply] {
 			records = append(records, o.Seal(unhex(text), i == len(v.ToDestination)-1)...)
-		}
-		if hex.EncodeToString(records) != c.ToDestination {
-			return fmt.Errorf("suite %d: opener records differ", c.Suite)
 		}
 		plain, err := o.Open(unhex(c.ReplyHeader + c.ToOpener))
 		if err != nil {
 			return fmt.Errorf("suite %d: %w", c.Suite, err)
+		}
+		for i, text := range v.ToDestination {
+			if i >= v.BeforeReply {
+				records = append(records, o.Seal(unhex(text), i == len(v.ToDestination)-1)...)
+			}
+		}
+		if hex.EncodeToString(records) != c.ToDestination {
+			return fmt.Errorf("suite %d: opener records differ", c.Suite)
 		}
 		if !o.Finished || hex.EncodeToString(plain) != strings.Join(v.ToOpener, "") {
 			return fmt.Errorf("suite %d: destination records read as %x", c.Suite, plain)

@@ -207,3 +207,47 @@ def test_a_cursor_with_non_ascii_digits_gets_the_whole_directory() -> None:
     log = ChangeLog()
     assert log.since(f"{log.epoch}.0") is not None
     assert log.since(f"{log.epoch}.\u00b2") is None  # int('²') raised: a 500 before
+
+
+def test_a_delta_with_an_entry_that_does_not_verify_is_followed_by_a_whole_fetch(
+    tmp_path: Path,
+) -> None:
+    """Dropping the bad entry of a delta would keep the older held one (issue 14 review)."""
+    clock = FakeClock(1_800_000_000.0)
+
+    async def main() -> None:
+        async with running_plane(
+            tmp_path, clock=clock, config=ControlConfig(heartbeat_interval=10)
+        ) as cp:
+            keys = [NodeKey.generate() for _ in range(2)]
+            clients = [cp.client(k, tmp_path / f"n{i}") for i, k in enumerate(keys)]
+            watcher, relay = [await c.__aenter__() for c in clients]
+            try:
+                await watcher.enroll(await cp.token("acme", ["observer"]))
+                await relay.enroll(await cp.token("acme", ["relay"]))
+                await relay.heartbeat(facts())
+                await watcher.heartbeat(facts())
+                first = await watcher.directory()
+                assert [e["node_id"] for e in first["entries"]] == [keys[1].node_id]
+                paths: list[str] = []
+                request = watcher.request
+
+                async def tamper(method: str, path: str, *args: Any, **kw: Any) -> Any:
+                    paths.append(path)
+                    reply = await request(method, path, *args, **kw)
+                    if "since=" in path:  # the delta's entry arrives with a broken signature
+                        for entry in reply["entries"]:
+                            entry["record"] = entry["record"][:-8] + "AAAAAAA="
+                    return reply
+
+                watcher.request = tamper  # type: ignore[method-assign]
+                await relay.heartbeat(facts(endpoints=("tcp+tls://127.0.0.1:9",)))
+                got = await watcher.directory()
+                assert paths == [f"/v1/directory?since={first['cursor']}", "/v1/directory"]
+                assert [e["endpoints"] for e in got["entries"]] == [["tcp+tls://127.0.0.1:9"]]
+                assert watcher.cached_directory() == got
+            finally:
+                for client in clients:
+                    await client.__aexit__(None, None, None)
+
+    asyncio.run(main())

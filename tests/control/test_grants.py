@@ -234,14 +234,19 @@ def test_record_floors_enter_the_policy_until_the_old_record_expires(tmp_path: P
         return verify_access_policy(blob, authority.public_key, now[0], host=host)
 
     before = policy()
-    grants.raise_floor("acme", node, 3, int((now[0] + 60) * 1000))
+    grants.raise_floor("acme", node, 3, int((now[0] + 60) * 1000), int(now[0] * 1000) - 1)
     floored = policy()
     assert floored.floor_of(node) == 3 and floored.revision > before.revision
     now[0] += 200  # the old record expired (and the policy is re-signed): the floor is gone
     assert policy().record_floors == ()
-    for _ in range(MAX_RECORD_FLOORS):
-        grants.raise_floor("acme", NodeKey.generate().node_id, 2, int((now[0] + 60) * 1000))
-    with pytest.raises(GrantError) as full:
-        grants.raise_floor("acme", node, 2, int((now[0] + 60) * 1000))
-    assert full.value.code == "too_many_grants"
-    assert len(policy().record_floors) == MAX_RECORD_FLOORS
+    first_ms = int(now[0] * 1000) - 10_000  # superseded records issued in the past
+    for i in range(MAX_RECORD_FLOORS):
+        grants.raise_floor(
+            "acme", NodeKey.generate().node_id, 2, int((now[0] + 60) * 1000), first_ms + i
+        )
+    assert grants.floor_plan("acme", node) == first_ms + 1  # full: the oldest is merged
+    grants.raise_floor("acme", node, 2, int((now[0] + 60) * 1000), first_ms + 5000)
+    merged = policy()
+    assert len(merged.record_floors) == MAX_RECORD_FLOORS and merged.floor_of(node) == 2
+    assert merged.tenant_floor_ms == first_ms + 1
+    assert AccessPolicy.decode_body(merged.encode_body()) == merged

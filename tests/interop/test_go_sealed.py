@@ -1,4 +1,4 @@
-"""The Go peer seals: a version 3 (Noise IK, flynn/noise) sealed echo stream from the Go
+"""The Go peer seals: a version 4 (Noise IK, flynn/noise) sealed echo stream from the Go
 program through a Python relay to a Python destination node, written from
 docs/sealing.md.  The relay forwards every byte and never sees the plaintext; the
 destination serves it sealed; a Go opener that names the wrong destination key is refused."""
@@ -72,7 +72,7 @@ async def test_the_go_peer_seals_an_echo_stream_through_a_relay(
                 "-bytes", str(size), "-text", MARKER.decode() + " ",
             )  # fmt: skip
             assert code == 0, out
-            assert f"key exchange: version 3 suite {suite}" in out
+            assert f"key exchange: version 4 suite {suite}" in out
             assert f"sealed echo: {size} bytes" in out and out.splitlines()[-1] == "ok"
         assert dst.data_plane.sealed == 2
         # the destination learned the Go peer's sealing key from the record in its exchange

@@ -134,8 +134,8 @@ async def test_forwarded_tcp_through_a_relay_is_sealed(tmp_path: Path, cipher: C
         assert not recorder.saw(MARKER), "the relay saw plaintext"  # ... never the plaintext
         assert not recorder.saw(MARKER[:12])
         assert fabric.destination.data_plane.sealed == 1
-        # the relay saw the opener's choice in the key exchange (version 3, suite byte)
-        assert [blob[:2] for blob in recorder.key_exchanges] == [bytes((3, cipher.value))]
+        # the relay saw the opener's choice in the key exchange (version 4, suite byte)
+        assert [blob[:2] for blob in recorder.key_exchanges] == [bytes((4, cipher.value))]
     finally:
         await forwarder.close()
         target.close()
@@ -257,7 +257,7 @@ async def test_a_relay_that_flips_the_cipher_suite_breaks_the_stream(tmp_path: P
         initiator, token = new_initiator(
             fabric.keys[src.node_id], dst_key, "echo", CipherSuite.AES_256_GCM
         )
-        flipped = bytes((3, CipherSuite.CHACHA20_POLY1305)) + initiator.key_exchange[2:]
+        flipped = bytes((4, CipherSuite.CHACHA20_POLY1305)) + initiator.key_exchange[2:]
         error = await _open_with_exchange(fabric, initiator, token, flipped)
         assert isinstance(error, StreamResetError)
         assert error.code == ErrorCode.AUTHENTICATION_FAILED
@@ -275,7 +275,7 @@ async def test_an_unknown_cipher_suite_is_refused_as_sealing(tmp_path: Path) -> 
         dst_key = fabric.sealing_key(dst.node_id)
         assert dst_key is not None
         initiator, token = new_initiator(fabric.keys[src.node_id], dst_key, "echo")
-        unknown = b"\x03\x09" + initiator.key_exchange[2:]
+        unknown = b"\x04\x09" + initiator.key_exchange[2:]
         error = await _open_with_exchange(fabric, initiator, token, unknown)
         assert isinstance(error, StreamResetError)
         assert error.code == ErrorCode.AUTHENTICATION_FAILED

@@ -44,7 +44,7 @@ def test_either_suite_round_trips_both_ways_with_the_same_record_layout(
     suite: CipherSuite,
 ) -> None:
     initiator = _initiator(suite)
-    assert initiator.key_exchange[:2] == bytes((3, suite.value))
+    assert initiator.key_exchange[:2] == bytes((4, suite.value))
     responder = _responder(initiator.key_exchange)
     assert responder.suite is suite
     assert responder.resume_key == initiator.resume_key
@@ -93,7 +93,7 @@ def test_a_relay_that_flips_the_suite_breaks_message_one(
     """Downgrade protection: the suite is in the Noise protocol name and the prologue, so
     the destination cannot read message 1 (no responder, no resume key for the relay)."""
     initiator = _initiator(sent)
-    blob = bytes((3, flipped.value)) + initiator.key_exchange[2:]
+    blob = bytes((4, flipped.value)) + initiator.key_exchange[2:]
     with pytest.raises(SealingError, match="Noise message 1 does not verify"):
         _responder(blob)
     with pytest.raises(SealingError, match="Noise message 1 does not verify"):
@@ -133,16 +133,16 @@ def test_the_static_key_in_message_one_must_be_the_named_openers() -> None:
         SealResponder(DESTINATION.sealing_private_key(), forged.key_exchange, {}.get, CONTEXT)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_retired_versions_are_sealing_exchanges_that_are_refused(version: int) -> None:
     """An older opener's exchange is never served unsealed: recognised as sealing, refused
     with an error that names both versions."""
     blob = bytes((version, 1)) + os.urandom(100)
     assert is_sealing_key_exchange(blob)
     assert parse_key_exchange(blob) is None
-    with pytest.raises(SealingError, match=f"version {version}: this node speaks version 3"):
+    with pytest.raises(SealingError, match=f"version {version}: this node speaks version 4"):
         _responder(blob)
-    with pytest.raises(SealingError, match="speaks version 3"):
+    with pytest.raises(SealingError, match="speaks version 4"):
         destination_resume_key(DESTINATION.sealing_private_key(), blob, CONTEXT)
 
 
@@ -155,13 +155,13 @@ def test_an_older_destinations_reply_fails_the_opener() -> None:
 def test_an_unknown_suite_is_a_sealing_exchange_that_is_refused() -> None:
     """Recognised as sealing (so the node refuses it as such, never serves it unsealed),
     but no responder: the suite is named in the error."""
-    blob = b"\x03\x09" + _initiator(CipherSuite.AES_256_GCM).key_exchange[2:]
+    blob = b"\x04\x09" + _initiator(CipherSuite.AES_256_GCM).key_exchange[2:]
     assert is_sealing_key_exchange(blob)
     parsed = parse_key_exchange(blob)
     assert parsed is not None and parsed.suite == 9 and parsed.opener_node_id == OPENER.node_id
     with pytest.raises(SealingError, match="unknown cipher suite 9"):
         _responder(blob)
-    assert not is_sealing_key_exchange(b"\x04\x01" + blob[2:])  # an unknown version is not
+    assert not is_sealing_key_exchange(b"\x05\x01" + blob[2:])  # an unknown version is not
 
 
 def test_suite_labels_are_the_config_names() -> None:
@@ -180,8 +180,8 @@ def test_an_opener_built_from_docs_sealing_md_talks_to_the_responder(suite: Ciph
     the page (Noise itself is the vector-checked ``HandshakeIK``), not from the module."""
     name = {1: "Noise_IK_25519_ChaChaPoly_SHA256", 2: "Noise_IK_25519_AESGCM_SHA256"}[suite]
     node_id = OPENER.node_id.encode()
-    head = bytes((3, suite.value)) + (1_767_225_600_000).to_bytes(8, "big")
-    prologue = b"accessfabric e2e sealing v3" + head + bytes((len(node_id),)) + node_id + CONTEXT
+    head = bytes((4, suite.value)) + (1_767_225_600_000).to_bytes(8, "big")
+    prologue = b"accessfabric e2e sealing v4" + head + bytes((len(node_id),)) + node_id + CONTEXT
     noise = HandshakeIK(
         name, initiator=True, prologue=prologue, static=OPENER.sealing_private_key(),
         ephemeral=X25519PrivateKey.generate(),
@@ -208,7 +208,7 @@ def test_an_opener_built_from_docs_sealing_md_talks_to_the_responder(suite: Ciph
     assert responder.opener.feed(records) == [b"hello"]
     responder.opener.check_end()
     reply = responder.reply_header + responder.sealer.seal(b"world")
-    assert reply[0] == 3
+    assert reply[0] == 4
     noise.read_message(reply[1:49])
     assert noise.transport is not None
     body = reply[49:]

@@ -128,7 +128,7 @@ def test_unsealed_and_hostile_key_exchanges() -> None:
     destination = DESTINATION.sealing_private_key()
     initiator = _initiator()
     assert destination_resume_key(destination, b"", b"ctx") is None  # unsealed: nothing to bind
-    assert destination_resume_key(destination, b"\x04" + initiator.key_exchange[1:], b"") is None
+    assert destination_resume_key(destination, b"\x05" + initiator.key_exchange[1:], b"") is None
     blob = initiator.key_exchange
     with pytest.raises(SealingError):  # a low-order point as the ephemeral key
         destination_resume_key(destination, blob[:10] + bytes(32) + blob[42:], b"ctx")

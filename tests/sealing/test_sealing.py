@@ -7,11 +7,18 @@ import random
 from collections.abc import Callable
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.sealing import SealingError, SealInitiator, SealResponder
+from accessfabric.sealing import (
+    RecordOpener,
+    RecordSealer,
+    SealingError,
+    SealInitiator,
+    SealResponder,
+)
 from accessfabric.sealing.handshake import EXCHANGE_ROOM
-from accessfabric.sealing.records import HEADER, TAG_SIZE
+from accessfabric.sealing.records import FINAL_BIT, HEADER, KEY_CHANGE_BIT, TAG_SIZE
 from accessfabric.sealing.resume_proof import PROOF_SIZE
 from accessfabric.wire.limits import MAX_KEY_EXCHANGE
 
@@ -153,7 +160,7 @@ def test_a_substituted_reply_is_detected_by_the_opener() -> None:
     initiator, responder = _handshake()
     answer = responder.sealer.seal(b"screen update")
     _, other = _handshake()
-    made_up = b"\x03" + MALLORY.sealing_public_key_bytes + os.urandom(16)
+    made_up = b"\x04" + MALLORY.sealing_public_key_bytes + os.urandom(16)
     for reply in (made_up, other.reply_header):
         with pytest.raises(SealingError, match="failed authentication"):
             _handshake()[0].feed_reply(reply + answer)
@@ -164,7 +171,7 @@ def test_unknown_opener_and_malformed_blobs_are_refused() -> None:
     initiator, _ = _handshake()
     with pytest.raises(SealingError):
         SealResponder(DESTINATION.sealing_private_key(), initiator.key_exchange, {}.get, CONTEXT)
-    for blob in (b"", b"\x04" + initiator.key_exchange[1:], initiator.key_exchange[:-1]):
+    for blob in (b"", b"\x05" + initiator.key_exchange[1:], initiator.key_exchange[:-1]):
         with pytest.raises(SealingError):
             SealResponder(DESTINATION.sealing_private_key(), blob, DIRECTORY.get, CONTEXT)
     with pytest.raises(SealingError):  # a low-order point as the ephemeral key
@@ -188,3 +195,49 @@ def test_an_opener_record_is_sent_only_where_a_resume_proof_still_fits_beside_it
     assert len(exchange(fits)) == EXCHANGE_ROOM  # sent: the proof still fits beside it
     assert len(exchange(fits)) + PROOF_SIZE <= MAX_KEY_EXCHANGE
     assert len(exchange(fits + b"r")) == bare  # one byte more: left out
+
+
+def test_the_opener_changes_key_once_it_has_message_2() -> None:
+    """Early records under the early key, then ``40000000 | tag`` under it at the next
+    nonce, then Split()'s initiator key from nonce 0; the destination follows."""
+    initiator, responder = _handshake()
+    early = bytes(initiator.sealer.seal(b"early"))
+    assert initiator.feed_reply(responder.reply_header + responder.sealer.seal(b"hi")) == [b"hi"]
+    assert not initiator.sealer.rekeyed
+    later = bytes(initiator.sealer.seal(b"later"))
+    assert initiator.sealer.rekeyed and later[:4] == bytes.fromhex("40000000")
+    final = bytes(initiator.sealer.finish())
+    assert responder.opener.feed(early + later + final) == [b"early", b"later"]
+    responder.opener.check_end()
+    # a relay that drops the key-change record: the next record fails (still read under
+    # the early key, at nonce 1)
+    cut = HEADER.size + TAG_SIZE
+    dropped = SealResponder(
+        DESTINATION.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, CONTEXT
+    )
+    assert dropped.opener.feed(early) == [b"early"]
+    with pytest.raises(SealingError, match="record 1 failed authentication"):
+        dropped.opener.feed(later[cut:])
+    # ... or repeats it (the new key, nonce 1, does not open it), or reflects it
+    repeated = RecordOpener(bytes(32), next_key=bytes(range(32)))
+    sealer = RecordSealer(bytes(32))
+    sealer.change_key(bytes(range(32)))
+    change = bytes(sealer.seal(b"a"))
+    assert repeated.feed(change) == [b"a"]
+    with pytest.raises(SealingError, match="failed authentication"):
+        repeated.feed(change[:cut])
+    with pytest.raises(SealingError, match="unexpected key-change record"):
+        RecordOpener(bytes(32)).feed(change)  # a direction with one key
+    with pytest.raises(SealingError, match="already changed"):
+        sealer.change_key(bytes(32))
+
+
+def test_a_key_change_record_with_a_length_or_final_is_refused() -> None:
+    key = bytes(32)
+    aead = ChaCha20Poly1305(key)
+    for word in (KEY_CHANGE_BIT | 5, KEY_CHANGE_BIT | FINAL_BIT):
+        header = HEADER.pack(word)
+        body = b"\x00" * (word & 0xFFFF)
+        record = header + aead.encrypt(bytes(12), body, header)
+        with pytest.raises(SealingError, match="must be empty and not final"):
+            RecordOpener(key, next_key=bytes(range(32))).feed(record)

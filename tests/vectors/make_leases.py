@@ -180,6 +180,7 @@ def build() -> dict[str, Any]:
         "expires_ms": expires,
         "grants": [grant_fields],
         "record_floors": [[nodes[1].node_id, 7]],
+        "tenant_floor_ms": issued - 86_400_000,
     }
     access_body = (
         nodes[2].node_id.encode("ascii")
@@ -201,6 +202,7 @@ def build() -> dict[str, Any]:
         + u(1, 1)  # record floors: one (node id, revision)
         + nodes[1].node_id.encode("ascii")
         + u(7, 8)
+        + u(issued - 86_400_000, 8)  # tenant floor (optional, last; absent when 0)
     )
     access = AccessPolicy(
         host=nodes[2].node_id,
@@ -221,6 +223,7 @@ def build() -> dict[str, Any]:
             ),
         ),
         record_floors=((nodes[1].node_id, 7),),
+        tenant_floor_ms=issued - 86_400_000,
     )
 
     vectors = []

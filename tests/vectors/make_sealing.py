@@ -1,4 +1,4 @@
-"""Generate ``sealing.json``: golden vectors of a version 3 sealed stream (docs/sealing.md).
+"""Generate ``sealing.json``: golden vectors of a version 4 sealed stream (docs/sealing.md).
 
     python tests/vectors/make_sealing.py           # rewrite sealing.json
     python tests/vectors/make_sealing.py --check   # exit 1 if sealing.json is stale
@@ -37,7 +37,10 @@ PAYLOAD = bytes(range(100, 132)) + bytes(range(200, 232))  # early key | resume 
 OPENED_MS = 1_767_225_600_000  # 2026-01-01T00:00Z
 SERVICE = "echo"
 TOKEN = bytes(range(16))
-TO_DESTINATION = [b"hello, destination", b""]  # the last one final
+TO_DESTINATION = [b"hello, destination", b"after message 2", b""]  # the last one final
+BEFORE_REPLY = 1
+"""How many of TO_DESTINATION the opener seals before it reads the reply (early key);
+the rest follow the key-change record, under Split()'s initiator key."""
 TO_OPENER = [b"hello, opener", b""]
 
 OUT = Path(__file__).with_name("sealing.json")
@@ -58,13 +61,22 @@ def build() -> dict[str, Any]:
             {opener.node_id: opener.sealing_public_key_bytes}.get, context,
             ephemeral=X25519PrivateKey.from_private_bytes(DESTINATION_EPHEMERAL),
         )  # fmt: skip
+        last = len(TO_DESTINATION) - 1
         to_destination = b"".join(
-            bytes(initiator.sealer.seal(text, final=index == len(TO_DESTINATION) - 1))
-            for index, text in enumerate(TO_DESTINATION)
+            bytes(initiator.sealer.seal(text, final=index == last))
+            for index, text in enumerate(TO_DESTINATION[:BEFORE_REPLY])
         )
         to_opener = b"".join(
             bytes(responder.sealer.seal(text, final=index == len(TO_OPENER) - 1))
             for index, text in enumerate(TO_OPENER)
+        )
+        assert initiator.feed_reply(responder.reply_header + to_opener) == [
+            text for text in TO_OPENER if text
+        ]
+        to_destination += b"".join(
+            bytes(initiator.sealer.seal(text, final=index == last))
+            for index, text in enumerate(TO_DESTINATION)
+            if index >= BEFORE_REPLY
         )
         cases.append(
             {
@@ -80,8 +92,11 @@ def build() -> dict[str, Any]:
             }
         )
     return {
-        "about": "docs/sealing.md version 3 (Noise IK): fixed keys and randomness; "
-        "records: each list's last entry is the empty final record",
+        "about": "docs/sealing.md version 4 (Noise IK): fixed keys and randomness; "
+        "records: each list's last entry is the empty final record; the opener seals the "
+        "first to_destination_before_reply plaintexts under the early key, reads the reply "
+        "and destination records, then sends the key-change record and the rest under "
+        "Split()'s initiator key",
         "opener_seed": OPENER_SEED.hex(),
         "opener_node_id": opener.node_id,
         "opener_sealing_public_key": opener.sealing_public_key_bytes.hex(),
@@ -94,6 +109,7 @@ def build() -> dict[str, Any]:
         "service": SERVICE,
         "resume_token": TOKEN.hex(),
         "to_destination_plaintexts": [text.hex() for text in TO_DESTINATION],
+        "to_destination_before_reply": BEFORE_REPLY,
         "to_opener_plaintexts": [text.hex() for text in TO_OPENER],
         "cases": cases,
     }

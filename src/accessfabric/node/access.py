@@ -10,7 +10,7 @@ A node serves a stream (direct, or the destination of a route lease) only if one
   least the grant's, the service and the traffic class, before the grant and the policy
   expire; a grant that names ``nodes`` admits only those, one that names ``hosts`` holds
   only on those; a record older than the policy's floor for its node (a role was revoked
-  from it) is not believed
+  from it), or issued before the policy's tenant floor, is not believed
 
 says yes.  Nothing else does: a node with neither serves nobody.  The opener's node
 record comes from the session's HELLO (a direct peer sends its own), from a sealed
@@ -153,6 +153,11 @@ class ServiceAccess:
         floor = policy.floor_of(peer)
         if record.revision < floor:  # a role was revoked: this record is superseded
             return f"its node record (revision {record.revision}) is superseded (floor {floor})"
+        if record.issued_ms < policy.tenant_floor_ms:  # revocations past the per-node floors
+            return (
+                f"its node record (issued {record.issued_ms}) predates the tenant's record "
+                f"floor ({policy.tenant_floor_ms})"
+            )
         for grant in policy.grants:
             if (
                 grant.expires_ms > now_ms

@@ -56,7 +56,6 @@ class SealedStream:
         self.traffic_class = inner.traffic_class
         self._initiator: SealInitiator | None = None
         self._responder: SealResponder | None = None
-        self._header = b""  # the destination's reply header, sent before its first record
         self._plain: deque[bytes] = deque()
         self._ended = False
         self._closed = False
@@ -121,7 +120,9 @@ class SealedStream:
                 self.inner.reset(ErrorCode.AUTHENTICATION_FAILED)
             raise self._failed from None
         self._responder = responder
-        self._header = responder.reply_header
+        # the reply (Noise message 2) goes out now, not with the first record: the opener
+        # leaves message 1's early key as soon as it has it (docs/sealing.md, version 4)
+        self.inner.write(responder.reply_header)
 
     # ------------------------------------------------------------ delegated state
 
@@ -206,9 +207,6 @@ class SealedStream:
     # ------------------------------------------------------------ writing
 
     def _sealer_write(self, records: bytes | bytearray) -> None:
-        if self._header:
-            records = self._header + records
-            self._header = b""
         self.inner.write(records)
 
     async def readexactly(self, size: int) -> bytes:

@@ -1,23 +1,27 @@
 """Key agreement for a sealed stream: exactly Noise IK (``Noise_IK_25519_<cipher>_SHA256``).
 
 The opener knows the destination's static X25519 key (from its signed node record). The
-OPEN_STREAM key-exchange blob (version 3) carries Noise IK's first message::
+OPEN_STREAM key-exchange blob (version 4) carries Noise IK's first message::
 
-    version u8 (=3) | suite u8 | opened_ms u64 | Noise message 1 (160) |
+    version u8 (=4) | suite u8 | opened_ms u64 | Noise message 1 (160) |
       id length u8 | opener node id [ | record length u16 | opener's signed node record ]
 
 - the cipher suite picks the Noise protocol name (suite 1:
   ``Noise_IK_25519_ChaChaPoly_SHA256``, suite 2: ``Noise_IK_25519_AESGCM_SHA256``), and
-  the Noise prologue is ``"accessfabric e2e sealing v3" | blob[0:10] | id length | node id
+  the Noise prologue is ``"accessfabric e2e sealing v4" | blob[0:10] | id length | node id
   | service | 0x00 | resume token``: a relay that changes the suite, the time, the opener
   id or moves the blob to another stream makes message 1 fail at the destination;
 - message 1's payload (``-> e, es, s, ss``: encrypted to the destination, authenticated
   by the opener's static key) is ``early key (32) | resume key (32)``, both random: the
-  opener -> destination records are sealed at once with the early key (Noise IK's 0-RTT
+  opener's first records are sealed at once with the early key (Noise IK's 0-RTT
   payload carries it: no round trip), and the resume key keys the resume proofs
   (:mod:`.resume_proof`);
+- once the opener has message 2, its direction changes key: an empty key-change record
+  under the early key, then records under ``Split()``'s initiator key from nonce 0
+  (:data:`~.records.KEY_CHANGE_BIT`), so only the data sent before message 2 has message
+  1's weaker properties (no forward secrecy against the destination's static key);
 - the destination answers with Noise message 2 (``<- e, ee, se``, empty payload) as the
-  first 49 bytes of its direction (``3 | message 2``); destination -> opener records are
+  first 49 bytes of its direction (``4 | message 2``); destination -> opener records are
   sealed with the responder's sending key from ``Split()``: forward secret.
 
 Records (:mod:`.records`) are ``EncryptWithAd(header, plaintext)`` of a Noise cipher state
@@ -44,10 +48,11 @@ EXCHANGE_ROOM = MAX_KEY_EXCHANGE - PROOF_SIZE
 """The largest key exchange an opener sends: a resume from offset 0 carries the resume
 proof and the original exchange in one OPEN_STREAM field (``MAX_KEY_EXCHANGE``)."""
 
-VERSION = 3
-"""The only version this module sends and accepts (Noise IK)."""
-RETIRED_VERSIONS = (1, 2)
-"""The home-made "IK-like" exchanges before Noise: recognised as sealing, refused."""
+VERSION = 4
+"""The only version this module sends and accepts (Noise IK, opener key change)."""
+RETIRED_VERSIONS = (1, 2, 3)
+"""The home-made "IK-like" exchanges before Noise (1, 2) and Noise IK whose opener kept
+the early key for the whole stream (3): recognised as sealing, refused."""
 KEY_SIZE = 32
 PAYLOAD_SIZE = 2 * KEY_SIZE
 """Message 1's payload: ``early key | resume key``."""
@@ -56,7 +61,7 @@ MESSAGE2_SIZE = DHLEN + TAG_SIZE
 REPLY_SIZE = 1 + MESSAGE2_SIZE
 HEAD_SIZE = 10
 """``version | suite | opened_ms``: bound into the prologue."""
-PROLOGUE_LABEL = b"accessfabric e2e sealing v3"
+PROLOGUE_LABEL = b"accessfabric e2e sealing v4"
 PROTOCOL_NAMES = {
     CipherSuite.CHACHA20_POLY1305: "Noise_IK_25519_ChaChaPoly_SHA256",
     CipherSuite.AES_256_GCM: "Noise_IK_25519_AESGCM_SHA256",
@@ -65,7 +70,7 @@ PROTOCOL_NAMES = {
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyExchange:
-    """A parsed version 3 OPEN_STREAM key-exchange blob (:func:`parse_key_exchange`)."""
+    """A parsed version 4 OPEN_STREAM key-exchange blob (:func:`parse_key_exchange`)."""
 
     version: int
     suite: int
@@ -86,7 +91,7 @@ class KeyExchange:
 
 
 def prologue(key_exchange: bytes, node_id: bytes, context: bytes) -> bytes:
-    """The Noise prologue of a version 3 exchange: label, ``version | suite |
+    """The Noise prologue of a version 4 exchange: label, ``version | suite |
     opened_ms``, ``id length | node id``, the stream context."""
     return PROLOGUE_LABEL + key_exchange[:HEAD_SIZE] + bytes((len(node_id),)) + node_id + context
 
@@ -157,7 +162,7 @@ class SealInitiator:
         self.opener: RecordOpener | None = None
 
     def feed_reply(self, data: bytes | memoryview) -> list[bytes]:
-        """Bytes from the destination: the reply header (``3 | Noise message 2``) first,
+        """Bytes from the destination: the reply header (``4 | Noise message 2``) first,
         then its sealed records."""
         if self.opener is None:
             need = REPLY_SIZE - len(self._reply)
@@ -173,6 +178,10 @@ class SealInitiator:
             self._noise.read_message(bytes(self._reply[1:]))
             assert self._noise.transport is not None
             self.opener = RecordOpener(self._noise.transport[1].key, self.suite)
+            # from now on this direction is sealed with Split()'s initiator key: the next
+            # seal() sends the key-change record first (forward secret from there on)
+            if not self.sealer.finished:
+                self.sealer.change_key(self._noise.transport[0].key)
         return self.opener.feed(data) if data else []
 
 
@@ -200,12 +209,14 @@ class SealResponder:
                 f"the static key in the exchange is not opener {self.opener_node_id}'s"
             )
         self.resume_key = secrets[KEY_SIZE:]
-        self.opener = RecordOpener(secrets[:KEY_SIZE], self.suite)
         reply = noise.write_message(b"")
         assert noise.transport is not None
+        # the opener's records: the early key until its key-change record, then Split()'s
+        # initiator key (transport[1]: this side's receiving state)
+        self.opener = RecordOpener(secrets[:KEY_SIZE], self.suite, noise.transport[1].key)
         self.sealer = RecordSealer(noise.transport[0].key, self.suite)
         self.reply_header = bytes((VERSION,)) + reply
-        """``3 | Noise message 2``: the first bytes of the destination's direction."""
+        """``4 | Noise message 2``: the first bytes of the destination's direction."""
 
 
 def _read_message_one(
@@ -249,7 +260,7 @@ def stream_context(service: str, resume_token: bytes) -> bytes:
 
 
 def parse_key_exchange(key_exchange: bytes) -> KeyExchange | None:
-    """The parts of a version 3 key-exchange blob; None when it is malformed (or of a
+    """The parts of a version 4 key-exchange blob; None when it is malformed (or of a
     retired version).
 
     The suite byte is returned as sent: an unknown one is the responder's error
@@ -278,8 +289,8 @@ def parse_key_exchange(key_exchange: bytes) -> KeyExchange | None:
 
 
 def is_sealing_key_exchange(key_exchange: bytes) -> bool:
-    """Whether an OPEN_STREAM key-exchange blob asks for sealing: version 3, or a retired
-    version 1 or 2 (refused as sealing with a clear error, never served unsealed)."""
+    """Whether an OPEN_STREAM key-exchange blob asks for sealing: version 4, or a retired
+    version 1, 2 or 3 (refused as sealing with a clear error, never served unsealed)."""
     return bool(key_exchange) and key_exchange[0] in (VERSION, *RETIRED_VERSIONS)
 
 

@@ -7,6 +7,10 @@ the cipher: each direction is a Noise ``CipherState`` whose ``EncryptWithAd(head
 plaintext)`` makes the record body), so a relay that
 alters, reorders, drops, replays or truncates records is detected at the next
 record (or at the end of the stream, which must be a sealed final record).
+The opener -> destination direction changes its key once (version 4): records sent
+before the opener had Noise message 2 are under the early key; then an empty record
+flagged :data:`KEY_CHANGE_BIT` (under the early key) ends it, and the records after it
+are under ``Split()``'s initiator key from nonce 0.
 Records are cut by the writer, not by frames: a stream resumed on another
 route resends the very same ciphertext bytes, so a nonce is never reused.
 
@@ -29,6 +33,10 @@ MAX_RECORD_PLAINTEXT = 64 * 1024 - 32
 TAG_SIZE = 16
 HEADER = struct.Struct(">I")
 FINAL_BIT = 1 << 31
+KEY_CHANGE_BIT = 1 << 30
+"""An empty record with this bit, sealed under the direction's current key, ends that key:
+the next record is sealed with the key the direction changes to, at nonce 0 (version 4:
+the opener's early key gives way to Noise's ``Split()`` initiator key)."""
 _NONCE_PREFIX = b"\x00\x00\x00\x00"
 
 
@@ -83,13 +91,37 @@ def _nonce_of(suite: CipherSuite) -> Callable[[int], bytes]:
 class RecordSealer:
     """Seals one direction of a stream into records."""
 
-    __slots__ = ("_aead", "_counter", "_nonce", "finished")
+    __slots__ = ("_aead", "_counter", "_next_key", "_nonce", "_suite", "finished", "rekeyed")
 
     def __init__(self, key: bytes, suite: CipherSuite = CipherSuite.CHACHA20_POLY1305) -> None:
         self._aead = suite.aead(key)
+        self._suite = suite
         self._nonce = _nonce_of(suite)
         self._counter = 0
+        self._next_key: bytes | None = None
         self.finished = False
+        self.rekeyed = False
+        """Whether the key-change record was sent (the direction is on its second key)."""
+
+    def change_key(self, key: bytes) -> None:
+        """Seal with ``key`` from the next :meth:`seal` on: that call first emits the
+        key-change record (empty, :data:`KEY_CHANGE_BIT`) under the current key, then
+        seals under ``key`` from nonce 0.  Once per direction; ignored once finished."""
+        if self.rekeyed or self._next_key is not None:
+            raise SealingError("this direction already changed its key")
+        if not self.finished:
+            self._next_key = key
+
+    def _key_change_record(self) -> bytearray:
+        header = HEADER.pack(KEY_CHANGE_BIT)
+        out = bytearray(header)
+        out += self._aead.encrypt(self._nonce(self._counter), b"", header)
+        assert self._next_key is not None
+        self._aead = self._suite.aead(self._next_key)
+        self._counter = 0
+        self._next_key = None
+        self.rekeyed = True
+        return out
 
     def seal(self, data: bytes | bytearray | memoryview, final: bool = False) -> bytearray:
         """Records carrying ``data`` (several when it is long); ``final`` closes the direction.
@@ -97,6 +129,11 @@ class RecordSealer:
         Encrypted straight into one output buffer (no per-record ciphertext objects)."""
         if self.finished:
             raise SealingError("this direction is already finished")
+        if self._next_key is not None:
+            return self._key_change_record() + self._seal(data, final)
+        return self._seal(data, final)
+
+    def _seal(self, data: bytes | bytearray | memoryview, final: bool) -> bytearray:
         view = memoryview(data)
         size = len(view)
         records = max(1, -(-size // MAX_RECORD_PLAINTEXT))
@@ -129,13 +166,22 @@ class RecordSealer:
 class RecordOpener:
     """Opens the records of one direction, however the bytes were cut into frames."""
 
-    __slots__ = ("_aead", "_buffer", "_counter", "_nonce", "finished")
+    __slots__ = ("_aead", "_buffer", "_counter", "_next_key", "_nonce", "_suite", "finished")
 
-    def __init__(self, key: bytes, suite: CipherSuite = CipherSuite.CHACHA20_POLY1305) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        suite: CipherSuite = CipherSuite.CHACHA20_POLY1305,
+        next_key: bytes | None = None,
+    ) -> None:
+        """``next_key``: the key a key-change record switches to (None: this direction
+        never changes its key, and a key-change record in it is refused)."""
         self._aead = suite.aead(key)
+        self._suite = suite
         self._nonce = _nonce_of(suite)
         self._buffer = bytearray()
         self._counter = 0
+        self._next_key = next_key
         self.finished = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
@@ -165,7 +211,7 @@ class RecordOpener:
         decrypt = self._aead.decrypt
         while available - offset >= HEADER.size:
             (word,) = HEADER.unpack_from(view, offset)
-            length = word & ~FINAL_BIT
+            length = word & ~(FINAL_BIT | KEY_CHANGE_BIT)
             if length > MAX_RECORD_PLAINTEXT:
                 raise SealingError(f"record length {length} exceeds {MAX_RECORD_PLAINTEXT}")
             end = offset + HEADER.size + length + TAG_SIZE
@@ -183,6 +229,10 @@ class RecordOpener:
                 ) from None
             self._counter += 1
             offset = end
+            if word & KEY_CHANGE_BIT:
+                self._change_key(word)
+                decrypt = self._aead.decrypt
+                continue
             if plaintext:
                 out.append(plaintext)
             if word & FINAL_BIT:
@@ -191,6 +241,16 @@ class RecordOpener:
                     raise SealingError("bytes after the final record")
                 break
         return offset
+
+    def _change_key(self, word: int) -> None:
+        """A key-change record opened: later records are under the next key, from nonce 0."""
+        if word != KEY_CHANGE_BIT:
+            raise SealingError("a key-change record must be empty and not final")
+        if self._next_key is None:
+            raise SealingError("unexpected key-change record (this direction has one key)")
+        self._aead = self._suite.aead(self._next_key)
+        self._counter = 0
+        self._next_key = None
 
     def check_end(self) -> None:
         """Call at the end of the stream: raise unless the final record arrived."""

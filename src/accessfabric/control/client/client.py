@@ -449,26 +449,31 @@ class ControlClient:
         delta when the control plane's change log still covers it: the changed entries
         replace the held ones, ``removed`` (or, ``mobile``, ``ids``: the members) drop the
         others.  A delta naming a member this node does not hold is followed by a whole
-        fetch (a ``mobile`` view's cut moved)."""
+        fetch (a ``mobile`` view's cut moved), and so is a delta with an entry whose record
+        does not verify: dropping it would leave the older held entry in its place."""
         cached = self.cache.read("directory.json")
         cursor = cached.get("cursor") if cached else None
-        if isinstance(cursor, str) and cursor:
+        if cached and isinstance(cursor, str) and cursor:
             reply = await self.request("GET", "/v1/directory?since=" + quote(cursor, safe=""))
-            merged = _merge_delta(cached, self._verified_entries(reply)) if cached else None
+            whole = self._verify_entries(reply)
+            merged = _merge_delta(cached, reply) if whole else None
             if merged is not None:
                 self.cache.write(merged, "directory.json")
                 return merged
             if reply.get("delta") is not True:  # the control plane sent it whole
                 self.cache.write(reply, "directory.json")
                 return reply
-        reply = self._verified_entries(await self.request("GET", "/v1/directory"))
+        reply = await self.request("GET", "/v1/directory")
+        self._verify_entries(reply)
         self.cache.write(reply, "directory.json")
         return reply
 
-    def _verified_entries(self, reply: dict[str, Any]) -> dict[str, Any]:
+    def _verify_entries(self, reply: dict[str, Any]) -> bool:
+        """Drop the entries of ``reply`` whose record does not verify; False if any did."""
         kept = []
         now = self._clock()
-        for entry in reply.get("entries", []):
+        entries = reply.get("entries", [])
+        for entry in entries:
             try:
                 verify_node_record(_b64decode(entry.get("record")), self.authority_public_key, now)
             except (SignedObjectRejected, ValueError):
@@ -476,7 +481,7 @@ class ControlClient:
                 continue
             kept.append(entry)
         reply["entries"] = kept
-        return reply
+        return len(kept) == len(entries)
 
     def cached_directory(self) -> dict[str, Any] | None:
         return self.cache.read("directory.json")

@@ -115,6 +115,11 @@ class Reader:
             raise MalformedError("node id is not in canonical (lower-case) form")
         return text
 
+    @property
+    def at_end(self) -> bool:
+        """Nothing left to read (an optional field added at the end of a body is absent)."""
+        return self._offset == len(self._data)
+
     def finish(self) -> None:
         if self._offset != len(self._data):
             raise MalformedError(f"{len(self._data) - self._offset} trailing bytes")

@@ -391,7 +391,9 @@ class AccessPolicy:
     ``record_floors`` maps node ids of the tenant to the lowest node-record revision the
     host may still believe: a role revoked from a node re-signs its record, and the
     floor makes the host refuse the older record it may hold (or be shown) at once,
-    instead of when that record expires."""
+    instead of when that record expires.  ``tenant_floor_ms`` (0: none) is the floor of
+    the revocations that no longer fit ``record_floors``: the host believes no record
+    issued before it (docs/control.md, Access grants)."""
 
     object_type: ClassVar[ObjectType] = ObjectType.ACCESS_POLICY
 
@@ -401,10 +403,12 @@ class AccessPolicy:
     expires_ms: int
     grants: tuple[AccessGrant, ...]
     record_floors: tuple[tuple[str, int], ...] = ()
+    tenant_floor_ms: int = 0
 
     def __post_init__(self) -> None:
         _set(self, "host", _node_id("host", self.host))
         check_u64("revision", self.revision)
+        check_u64("tenant_floor_ms", self.tenant_floor_ms)
         _check_times(self.issued_ms, self.expires_ms)
         _set(self, "grants", tuple(self.grants))
         if len(self.grants) > MAX_GRANTS:
@@ -436,6 +440,8 @@ class AccessPolicy:
         for node_id, revision in self.record_floors:
             out.node_id(node_id)
             out.uint(revision, 8)
+        if self.tenant_floor_ms:  # absent when 0: a policy without one reads as before
+            out.uint(self.tenant_floor_ms, 8)
         return out.to_bytes()
 
     @classmethod
@@ -449,9 +455,14 @@ class AccessPolicy:
         floors = tuple((data.node_id(), data.u64()) for _ in range(data.uint(1)))
         if any(a[0] >= b[0] for a, b in pairwise(floors)):
             raise MalformedError("record floors are not in strictly ascending node id order")
+        tenant_floor_ms = 0
+        if not data.at_end:  # optional, last
+            tenant_floor_ms = data.u64()
+            if tenant_floor_ms == 0:
+                raise MalformedError("a tenant floor of 0 is written as none")
         policy = cls(
             host=host, revision=revision, issued_ms=issued_ms, expires_ms=expires_ms,
-            grants=grants, record_floors=floors,
+            grants=grants, record_floors=floors, tenant_floor_ms=tenant_floor_ms,
         )  # fmt: skip
         data.finish()
         return policy

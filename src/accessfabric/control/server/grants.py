@@ -17,7 +17,10 @@ enforcing the policy it holds until that expires, then refuses everyone (docs/co
 A role revoked from a node writes a **record floor** at ``/record-floors/<tenant>/<node>``
 (the node's new record revision, kept until its superseded record expires) and moves the
 tenant's grant version: the tenant's hosts get a policy naming the floor at their next
-heartbeat and refuse the node's older record from then on.
+heartbeat and refuse the node's older record from then on.  A policy has room for
+``MAX_RECORD_FLOORS``; past them the oldest is merged into the tenant's **tenant floor**
+(``/tenant-record-floors/<tenant>``: no record issued before it is believed), see
+:meth:`AccessGrants.floor_plan`.
 """
 
 from __future__ import annotations
@@ -44,8 +47,10 @@ from accessfabric.wire.registry import TrafficClass
 KEY_PREFIX = "/grants/"
 VERSION_PREFIX = "/grant-versions/"
 FLOOR_PREFIX = "/record-floors/"
-FLOORS_RESERVE = MAX_RECORD_FLOORS * (40 + 8)
-"""Bytes of a policy kept for record floors (node id + revision each) when grants are added."""
+TENANT_FLOOR_PREFIX = "/tenant-record-floors/"
+FLOORS_RESERVE = MAX_RECORD_FLOORS * (40 + 8) + 8
+"""Bytes of a policy kept for record floors (node id + revision each, and the tenant floor)
+when grants are added."""
 DEFAULT_POLICY_TTL = 300.0
 MAX_GRANT_TTL = 366 * 24 * 3600.0
 
@@ -222,35 +227,63 @@ class AccessGrants:
 
     # ---- record floors (roles revoked) -------------------------------------------------
 
-    def raise_floor(self, tenant: str, node_id: str, revision: int, until_ms: int) -> None:
+    def raise_floor(
+        self, tenant: str, node_id: str, revision: int, until_ms: int, superseded_ms: int
+    ) -> None:
         """From now on ``tenant``'s hosts believe no record of ``node_id`` older than
-        ``revision`` (kept until ``until_ms``, when every older record has expired); the
-        tenant's policies change, so each host gets it at its next heartbeat."""
-        now_ms = int(self._clock() * 1000)
-        live = self.check_floor_room(tenant, node_id)
-        old = live.get(node_id)
-        if old is not None:
-            revision, until_ms = max(revision, old[0]), max(until_ms, old[1])
-        for key in self._expired_floors(tenant, now_ms):
-            self._store.delete(key)
-        document = json.dumps({"revision": revision, "until_ms": until_ms}).encode()
-        self._store.put_many(
-            [
-                (f"{FLOOR_PREFIX}{tenant}/{node_id}", document),
-                (f"{VERSION_PREFIX}{tenant}", str(now_ms).encode()),
-            ]
-        )
+        ``revision`` (kept until ``until_ms``, when every older record has expired;
+        ``superseded_ms``: when the newest of them was issued); the tenant's policies
+        change, so each host gets it at its next heartbeat.
 
-    def check_floor_room(self, tenant: str, node_id: str) -> dict[str, tuple[int, int]]:
-        """The tenant's live floors; ``too_many_grants`` when ``node_id`` would need a new
-        one and the tenant's policy has no room for it."""
-        live = self.floors(tenant)
-        if node_id not in live and len(live) >= MAX_RECORD_FLOORS:
-            raise GrantError(
-                "too_many_grants",
-                f"tenant {tenant!r} has {MAX_RECORD_FLOORS} recent role revocations",
-            )
-        return live
+        When the tenant has no room for another floor, the oldest is merged into the
+        tenant floor first (:meth:`floor_plan`)."""
+        now_ms = int(self._clock() * 1000)
+        tenant_floor = self.floor_plan(tenant, node_id) or self.tenant_floor(tenant)
+        live = self._live_floors(tenant, now_ms)
+        held = live.get(node_id)
+        if held is not None:
+            revision, until_ms = max(revision, held[0]), max(until_ms, held[1])
+            superseded_ms = max(superseded_ms, held[2])
+        gone = self._expired_floors(tenant, now_ms)
+        gone += [
+            f"{FLOOR_PREFIX}{tenant}/{other}"
+            for other, floor in live.items()
+            if floor[2] < tenant_floor and other != node_id  # the tenant floor covers it
+        ]
+        document = {"revision": revision, "until_ms": until_ms, "superseded_ms": superseded_ms}
+        items = [
+            (f"{FLOOR_PREFIX}{tenant}/{node_id}", json.dumps(document).encode()),
+            (f"{VERSION_PREFIX}{tenant}", str(now_ms).encode()),
+        ]
+        if tenant_floor > self.tenant_floor(tenant):
+            items.append((f"{TENANT_FLOOR_PREFIX}{tenant}", str(tenant_floor).encode()))
+        self._store.put_many(items)
+        for key in gone:
+            self._store.delete(key)
+
+    def floor_plan(self, tenant: str, node_id: str) -> int | None:
+        """The new tenant floor that raising ``node_id``'s floor needs, or None.
+
+        A policy holds at most ``MAX_RECORD_FLOORS`` per-node floors.  With no room for
+        another, the oldest (the one whose superseded record was issued first, at ``s``)
+        is merged into the tenant floor ``T = s + 1``: no record of the tenant issued
+        before ``T`` is believed, which covers the merged node's older records (and any
+        floor whose superseded record is older still).  Honest nodes whose current
+        record was issued before ``T`` must be re-issued one
+        (:meth:`~accessfabric.control.server.plane.ControlPlane.revoke_role` does)."""
+        now_ms = int(self._clock() * 1000)
+        current = self.tenant_floor(tenant)
+        live = self._live_floors(tenant, now_ms)
+        kept = {n: f for n, f in live.items() if f[2] >= current or n == node_id}
+        if node_id in kept or len(kept) < MAX_RECORD_FLOORS:
+            return None
+        oldest = min(floor[2] for floor in kept.values())
+        return max(current, min(oldest + 1, now_ms))
+
+    def tenant_floor(self, tenant: str) -> int:
+        """The tenant floor (ms): no record of the tenant issued before it is believed."""
+        entry = self._store.get(f"{TENANT_FLOOR_PREFIX}{tenant}")
+        return 0 if entry is None else int(entry.value)
 
     def _expired_floors(self, tenant: str, now_ms: int) -> list[str]:
         return [
@@ -259,19 +292,24 @@ class AccessGrants:
             if json.loads(entry.value)["until_ms"] <= now_ms
         ]
 
+    def _live_floors(self, tenant: str, now_ms: int) -> dict[str, tuple[int, int, int]]:
+        """node id -> (revision, until_ms, superseded_ms) of the tenant's live floors (a
+        floor written without ``superseded_ms`` counts as superseded at ``until_ms``, capped
+        at now: merging it may re-issue more records, never believe an old one)."""
+        prefix = f"{FLOOR_PREFIX}{tenant}/"
+        live: dict[str, tuple[int, int, int]] = {}
+        for entry in self._store.range(prefix).entries:
+            document = json.loads(entry.value)
+            until_ms = int(document["until_ms"])
+            if until_ms > now_ms:
+                superseded = int(document.get("superseded_ms", min(until_ms, now_ms)))
+                live[entry.key[len(prefix) :]] = (int(document["revision"]), until_ms, superseded)
+        return live
+
     def floors(self, tenant: str) -> dict[str, tuple[int, int]]:
         """node id -> (floor revision, until_ms) of the tenant's live record floors."""
         now_ms = int(self._clock() * 1000)
-        prefix = f"{FLOOR_PREFIX}{tenant}/"
-        live: dict[str, tuple[int, int]] = {}
-        for entry in self._store.range(prefix).entries:
-            document = json.loads(entry.value)
-            if int(document["until_ms"]) > now_ms:
-                live[entry.key[len(prefix) :]] = (
-                    int(document["revision"]),
-                    int(document["until_ms"]),
-                )
-        return live
+        return {n: (f[0], f[1]) for n, f in self._live_floors(tenant, now_ms).items()}
 
     # ---- policies ----------------------------------------------------------------------
 
@@ -293,11 +331,16 @@ class AccessGrants:
         grants = tuple(
             s.grant for s in self.grants(tenant) if not s.grant.hosts or host in s.grant.hosts
         )
-        floors = tuple((node_id, floor[0]) for node_id, floor in self.floors(tenant).items())
+        tenant_floor = self.tenant_floor(tenant)
+        floors = tuple(
+            (node_id, floor[0])
+            for node_id, floor in self._live_floors(tenant, now_ms).items()
+            if floor[2] >= tenant_floor  # else the tenant floor covers it
+        )
         issued_ms = max(now_ms, held[1] + 1) if held is not None else now_ms
         policy = AccessPolicy(
             host=host, revision=revision, issued_ms=issued_ms, expires_ms=issued_ms + ttl_ms,
-            grants=grants, record_floors=floors,
+            grants=grants, record_floors=floors, tenant_floor_ms=tenant_floor,
         )  # fmt: skip
         blob = self._authority.issue(policy)
         self._issued[host] = (revision, issued_ms, policy.expires_ms, blob)

@@ -244,13 +244,36 @@ class ControlPlane:
         """Take ``role`` from the node (a new record) and raise its record floor, so that its
         tenant's hosts refuse its older records from their next heartbeat on.
 
-        Raises :class:`RegistryError` or :class:`GrantError` (``too_many_grants``)."""
+        The floor is written first (at the revision the new record will have): the two
+        writes are separate, and a failure between them must not leave a record without
+        the role and no floor (hosts would believe the old record, role and all, until it
+        expires) while a retry answers ``role_not_held``.  A failure after the floor leaves
+        the node's current record refused, and the retry finishes the revocation.
+
+        A tenant with no room for another per-node floor gets a tenant floor instead
+        (:meth:`AccessGrants.floor_plan`); every other node of the tenant whose record
+        was issued before it is re-issued one first, so hosts keep believing honest nodes.
+
+        Raises :class:`RegistryError`."""
         old = self.registry.get(node_id)
-        if old is not None:
-            self.grants.check_floor_room(old.record.tenant, node_id)  # before anything changes
+        if old is None or role not in old.record.roles:
+            return self.registry.revoke_role(node_id, role)  # unknown_node, role_not_held
+        record = old.record
+        tenant = record.tenant
+        tenant_floor = self.grants.floor_plan(tenant, node_id) or self.grants.tenant_floor(tenant)
+        for other in self.registry.all() if tenant_floor else ():  # before hosts see it
+            held = other.record
+            if held.tenant == tenant and held.issued_ms < tenant_floor and other.node_id != node_id:
+                self.registry.reissue(other.node_id)
+        self.grants.raise_floor(
+            tenant, node_id, record.revision + 1, record.expires_ms, record.issued_ms
+        )
         node = self.registry.revoke_role(node_id, role)
-        until_ms = old.record.expires_ms if old is not None else node.record.expires_ms
-        self.grants.raise_floor(node.record.tenant, node_id, node.record.revision, until_ms)
+        if node.record.revision != record.revision + 1:  # another change came between
+            new = node.record  # the one between was issued before it
+            self.grants.raise_floor(
+                tenant, node_id, new.revision, new.expires_ms, new.issued_ms - 1
+            )
         return node
 
     def _routes_go_through(self, node_id: str) -> bool:

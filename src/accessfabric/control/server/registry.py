@@ -292,6 +292,10 @@ class NodeRegistry:
             )
         return self._reissue(node_id, node.record.roles - {role}, when)
 
+    def reissue(self, node_id: str, now: float | None = None) -> RegisteredNode:
+        """Re-sign the node's record as it is (revision + 1, a fresh lifetime)."""
+        return self._reissue(node_id, None, self._clock() if now is None else now)
+
     def remove(self, node_id: str) -> RegisteredNode:
         """Forget a node: its record leaves the store and the directory; its signed API
         requests fail from now on (``unknown_node``).  A record other nodes cached stays
