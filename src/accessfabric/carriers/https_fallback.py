@@ -142,8 +142,9 @@ class FallbackServerCarrier:
             if remaining <= 0:
                 return 204, b""
             self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            try:  # asyncio.timeout: on 3.11 wait_for can lose a cancel that lands as it wakes
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
             except TimeoutError:
                 self._touch()
                 return 204, b""

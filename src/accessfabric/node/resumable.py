@@ -209,8 +209,9 @@ class ResumableStream:
                 self.fail(error)
                 break
             self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
+            try:  # asyncio.timeout: on 3.11 wait_for can lose a cancel that lands as it wakes
+                async with asyncio.timeout(left):
+                    await self._changed.wait()
             except TimeoutError:
                 continue
         if self._final is not None:

@@ -736,8 +736,9 @@ async def heartbeat_forever(
             _log.warning("%s", client.status().describe())
         else:
             client.next_attempt_at = None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=delay)
+        with contextlib.suppress(TimeoutError):  # asyncio.timeout: wait_for on 3.11 can
+            async with asyncio.timeout(delay):  # lose a cancel that lands as stop is set
+                await stop.wait()
 
 
 def _merge_delta(held: dict[str, Any], reply: dict[str, Any]) -> dict[str, Any] | None:
