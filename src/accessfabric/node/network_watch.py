@@ -105,22 +105,27 @@ class NetworkWatch:
             await self._changed.wait()
             await asyncio.sleep(SETTLE)
             self._changed.clear()
-            removed, self._removed = self._removed, set()
-            self.changes += 1
-            live = [c for c in self._connections() if c.is_ready]
-            gone = [c for c in live if _address(c.info.local_address) in removed]
-            unknown = [c for c in live if not c.info.local_address][:MAX_PROBES]
-            log_event(
-                log, "address removed", addresses=",".join(sorted(map(str, removed))),
-                sessions_gone=len(gone), sessions_probed=len(unknown),
-            )  # fmt: skip
-            for connection in gone:
-                self._abort(
-                    connection, f"its local address {connection.info.local_address} is gone"
-                )
-            await asyncio.gather(*(self._probe(c) for c in unknown))
-            if self.on_change is not None:
-                self.on_change()
+            try:
+                await self._handle_change()
+            except Exception:  # a bug must not end the watch silently
+                log.exception("network change handling failed")
+
+    async def _handle_change(self) -> None:
+        """One settled batch of address removals: abort, probe, tell the node."""
+        removed, self._removed = self._removed, set()
+        self.changes += 1
+        live = [c for c in self._connections() if c.is_ready]
+        gone = [c for c in live if _address(c.info.local_address) in removed]
+        unknown = [c for c in live if not c.info.local_address][:MAX_PROBES]
+        log_event(
+            log, "address removed", addresses=",".join(sorted(map(str, removed))),
+            sessions_gone=len(gone), sessions_probed=len(unknown),
+        )  # fmt: skip
+        for connection in gone:
+            self._abort(connection, f"its local address {connection.info.local_address} is gone")
+        await asyncio.gather(*(self._probe(c) for c in unknown))
+        if self.on_change is not None:
+            self.on_change()
 
     def _abort(self, connection: SessionConnection, why: str) -> None:
         self.aborted += 1
