@@ -36,20 +36,27 @@ async def _until(what: str, condition: object, seconds: float = 10.0) -> float:
     return time.monotonic() - started
 
 
-async def test_device_holds_its_placed_entry_and_rehomes_to_the_alternate(
-    tmp_path: Path,
-) -> None:
-    authority = Authority(NodeKey.generate())
+async def _start_entries(
+    tmp_path: Path, limits: list[AdmissionLimits] | None = None
+) -> list[NodeRuntime]:
+    """Two entries listening on loopback (``limits``: each one's admission limits)."""
     entries = []
-    for name in ("e1", "e2"):
+    for index, name in enumerate(("e1", "e2")):
+        extra = {} if limits is None else {"limits": limits[index]}
         entry = NodeRuntime(
             NodeConfig(key_path=tmp_path / f"{name}.key", cert_dir=tmp_path / name,
-                       listen=(LOOPBACK,), drain_timeout=0.2),
+                       listen=(LOOPBACK,), drain_timeout=0.2, **extra),
             key=NodeKey.generate(),
         )  # fmt: skip
         await entry.start()
         entries.append(entry)
-    primary, alternate = entries
+    return entries
+
+
+async def _start_device(tmp_path: Path) -> NodeRuntime:
+    """A mobile device whose control plane never answers (only the directory it is handed
+    matters)."""
+    authority = Authority(NodeKey.generate())
     device = NodeRuntime(
         NodeConfig(
             key_path=tmp_path / "d.key", cert_dir=tmp_path / "d", roles=("mobile-edge",),
@@ -62,16 +69,30 @@ async def test_device_holds_its_placed_entry_and_rehomes_to_the_alternate(
         key=NodeKey.generate(),
     )  # fmt: skip
     await device.start()
+    return device
+
+
+def _listing(*listed: NodeRuntime) -> dict[str, object]:
+    """A directory listing ``listed``, placed in that order."""
+    return {
+        "version": len(listed),
+        "entries": [
+            {"node_id": e.node_id, "endpoints": [e.listeners[0].endpoint.url]} for e in listed
+        ],
+        "placement": [e.node_id for e in listed],
+    }
+
+
+async def test_device_holds_its_placed_entry_and_rehomes_to_the_alternate(
+    tmp_path: Path,
+) -> None:
+    entries = await _start_entries(tmp_path)
+    primary, alternate = entries
+    device = await _start_device(tmp_path)
     try:
         link = device.control
         assert link is not None
-        directory = {
-            "version": 1,
-            "entries": [
-                {"node_id": e.node_id, "endpoints": [e.listeners[0].endpoint.url]} for e in entries
-            ],
-            "placement": [primary.node_id, alternate.node_id],
-        }
+        directory = _listing(primary, alternate)
         link._apply_directory(directory)
         await _until(
             "the device holds a session with its primary", lambda: primary.accepted_sessions == 1
@@ -104,57 +125,28 @@ async def test_device_stays_on_its_entry_while_a_directory_leaves_it_out(tmp_pat
     every 5 s against a 1 s policy: unreachable after 4.5 s), and a directory fetched then
     lists only the other entry.  The device must not dial it while its own entry's
     session lives; once that session ends, it does."""
-    authority = Authority(NodeKey.generate())
-    entries = []
-    for name in ("e1", "e2"):
-        entry = NodeRuntime(
-            NodeConfig(key_path=tmp_path / f"{name}.key", cert_dir=tmp_path / name,
-                       listen=(LOOPBACK,), drain_timeout=0.2),
-            key=NodeKey.generate(),
-        )  # fmt: skip
-        await entry.start()
-        entries.append(entry)
+    entries = await _start_entries(tmp_path)
     primary, alternate = entries
-    device = NodeRuntime(
-        NodeConfig(
-            key_path=tmp_path / "d.key", cert_dir=tmp_path / "d", roles=("mobile-edge",),
-            authority_key=authority.public_key, drain_timeout=0.2,
-            control=ControlSettings(
-                url=f"http://127.0.0.1:{_closed_port()}", authority_key=authority.public_key,
-                state_dir=tmp_path / "d.control",
-            ),
-        ),
-        key=NodeKey.generate(),
-    )  # fmt: skip
-    await device.start()
-
-    def listing(*listed: NodeRuntime) -> dict[str, object]:
-        return {
-            "version": len(listed),
-            "entries": [
-                {"node_id": e.node_id, "endpoints": [e.listeners[0].endpoint.url]} for e in listed
-            ],
-            "placement": [e.node_id for e in listed],
-        }
+    device = await _start_device(tmp_path)
 
     try:
         link = device.control
         assert link is not None
-        link._apply_directory(listing(primary, alternate))
+        link._apply_directory(_listing(primary, alternate))
         await _until(
             "the device holds its primary",
             lambda: device.peers.current(primary.node_id) is not None and not link._probes,
         )
         for _ in range(3):  # the primary late at the control plane, then back, then late
-            link._apply_directory(listing(alternate))
+            link._apply_directory(_listing(alternate))
             # _place starts any dial at once (a probe task): none was started
             assert not link._probes and not device.peers.dialing(alternate.node_id)
             assert device.peers.current(alternate.node_id) is None
-            link._apply_directory(listing(primary, alternate))
+            link._apply_directory(_listing(primary, alternate))
             assert not link._probes
         assert primary.accepted_sessions == 1
 
-        link._apply_directory(listing(alternate))  # late once more, and this time ...
+        link._apply_directory(_listing(alternate))  # late once more, and this time ...
         for connection in list(primary._accepted):  # ... the primary's session really ends
             connection.abort()
         await _until(
@@ -172,44 +164,16 @@ async def test_device_refused_with_a_retry_hint_moves_to_its_alternate(tmp_path:
     """An entry over its tenant's session cap refuses with GOAWAY ENHANCE_YOUR_CALM and a
     retry hint (node/tenant_admission.py): the device leaves that entry alone for the
     hinted time and holds its alternate instead of redialling the refusing entry."""
-    authority = Authority(NodeKey.generate())
-    entries = []
-    for name, cap in (("e1", 0), ("e2", 100)):  # e1 admits no session of any tenant
-        entry = NodeRuntime(
-            NodeConfig(key_path=tmp_path / f"{name}.key", cert_dir=tmp_path / name,
-                       listen=(LOOPBACK,), drain_timeout=0.2,
-                       limits=AdmissionLimits(max_sessions_per_tenant=cap,
-                                              tenant_retry_after=30.0)),
-            key=NodeKey.generate(),
-        )  # fmt: skip
-        await entry.start()
-        entries.append(entry)
+    caps = [
+        AdmissionLimits(max_sessions_per_tenant=cap, tenant_retry_after=30.0) for cap in (0, 100)
+    ]  # e1 admits no session of any tenant
+    entries = await _start_entries(tmp_path, caps)
     refusing, alternate = entries
-    device = NodeRuntime(
-        NodeConfig(
-            key_path=tmp_path / "d.key", cert_dir=tmp_path / "d", roles=("mobile-edge",),
-            authority_key=authority.public_key, drain_timeout=0.2,
-            control=ControlSettings(
-                url=f"http://127.0.0.1:{_closed_port()}", authority_key=authority.public_key,
-                state_dir=tmp_path / "d.control",
-            ),
-        ),
-        key=NodeKey.generate(),
-    )  # fmt: skip
-    await device.start()
+    device = await _start_device(tmp_path)
     try:
         link = device.control
         assert link is not None
-        link._apply_directory(
-            {
-                "version": 1,
-                "entries": [
-                    {"node_id": e.node_id, "endpoints": [e.listeners[0].endpoint.url]}
-                    for e in entries
-                ],
-                "placement": [refusing.node_id, alternate.node_id],
-            }
-        )
+        link._apply_directory(_listing(refusing, alternate))
         await _until("the device holds its alternate", lambda: alternate.accepted_sessions == 1)
         assert refusing.local.admission.tenants.refused == {"": 1}  # refused once, left alone
         assert link._probe_failures[refusing.node_id][1] - time.time() > 20  # the hint held
