@@ -35,6 +35,11 @@ foreground`` or ``POST /device?foreground=`` on the admin socket, set by an app 
 Linux reports no foreground state). When that changes, new relayed streams are refused
 with the reason (existing ones finish: a drain), and the control link heartbeats at once
 with ``device.relay_opt_in`` false, so the planner routes around the node.
+
+Many runtimes in one process (``sim fleet``'s devices, ADR 0037) share one
+:class:`SharedReadings`: the CPU, memory, descriptor and power readings are the
+process's and the machine's anyway, so the process reads ``/proc`` once per interval
+instead of once per runtime.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -55,6 +61,7 @@ from accessfabric.node.config import NodeConfig
 from accessfabric.node.connection import SessionConnection
 from accessfabric.node.host_facts import (
     CpuSampler,
+    CpuShares,
     FdFacts,
     MemoryFacts,
     PowerFacts,
@@ -105,6 +112,46 @@ def _percent(share: float) -> int:
     return max(0, min(100, round(share * 100)))
 
 
+@dataclass(frozen=True, slots=True)
+class Readings:
+    cpu: CpuShares
+    memory: MemoryFacts
+    fds: FdFacts
+    power: PowerFacts
+
+
+class OwnReadings:
+    """One runtime's readings (a node process: the default)."""
+
+    def __init__(self) -> None:
+        self._cpu = CpuSampler()
+
+    def read(self, now: float, power_supply: Path) -> Readings:
+        return Readings(self._cpu.sample(now), read_memory(), read_fds(), read_power(power_supply))
+
+
+class SharedReadings:
+    """The readings of every runtime of one process, taken at most every ``fresh``
+    seconds (by ``time.monotonic``) and handed to all of them in between."""
+
+    def __init__(self, fresh: float = 1.0) -> None:
+        self.fresh = fresh
+        self._own = OwnReadings()
+        self._held: dict[Path, tuple[float, Readings]] = {}
+        self.taken = 0
+        """Readings taken from ``/proc`` (tests/sim/test_fleet_light.py)."""
+
+    def read(self, now: float, power_supply: Path) -> Readings:
+        del now  # the runtimes' clocks may differ; the process's is the one that counts
+        at = time.monotonic()
+        held = self._held.get(power_supply)
+        if held is None or at - held[0] >= self.fresh:
+            held = (at, self._own.read(at, power_supply))
+            self._held[power_supply] = held
+            self.taken += 1
+        return held[1]
+
+
 class HostMonitor:
     """See the module doc.  ``connections``: every live session of the node."""
 
@@ -121,7 +168,8 @@ class HostMonitor:
         self.mobile = "mobile-edge" in config.roles
         self._connections = connections
         self._clock = clock
-        self._cpu = CpuSampler()
+        self.readings: OwnReadings | SharedReadings = OwnReadings()
+        """Where the CPU, memory, descriptor and power readings come from."""
         self._task: asyncio.Task[None] | None = None
         self._nm_task: asyncio.Task[None] | None = None
         nat = config.nat
@@ -224,11 +272,10 @@ class HostMonitor:
         """One measurement: facts, levels, NODE_PRESSURE when needed, the relay gate."""
         now = self._clock()
         self.loop_lag = loop_lag
-        shares = self._cpu.sample(now)
+        readings = self.readings.read(now, self.device.power_supply)
+        shares = readings.cpu
         self.process_cpu, self.system_cpu = shares.process, shares.system
-        self.memory = read_memory()
-        self.fds = read_fds()
-        self.power = read_power(self.device.power_supply)
+        self.memory, self.fds, self.power = readings.memory, readings.fds, readings.power
         connections = [c for c in self._connections() if not c.is_closed]
         self.queued_bytes = sum(c.session.queued_bytes() for c in connections)
         self._measure_throughput(connections, now)

@@ -330,7 +330,15 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             # nodes heartbeating every 5 s were unreachable to it for 0.5 s of every 5
             # (after 4.5 intervals), so directories left their entries out (devices then
             # dialled a second entry) and every flap moved every directory's version.
-            control = await start_control(work, procs, f"{args.heartbeat:g}s")
+            # Every simulated device connects from 127.0.0.1, a real fleet from its own
+            # addresses: the control plane's per-address caps (256 connections, 64
+            # handshakes under way) would refuse most of a large fleet's heartbeats.
+            per_address = str(args.devices + args.entries + 64)
+            control = await start_control(
+                work, procs, f"{args.heartbeat:g}s",
+                ["--max-connections-per-address", per_address,
+                 "--max-pending-handshakes-per-address", per_address],
+            )  # fmt: skip
         tokens = await _grant_fleet(control, args.devices, args.entries)
         echo = await _start_infrastructure(run, control, tokens, args.entries, args.heartbeat)
         paths = await asyncio.to_thread(

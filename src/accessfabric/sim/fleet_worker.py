@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from accessfabric.node.config import load_node_config
+from accessfabric.node.host_monitor import SharedReadings
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.wire.registry import TrafficClass
 
@@ -199,11 +200,13 @@ async def run(configs: list[Path], entries: list[str], service: str, interval: f
     devices: list[Device] = []
     tasks: list[asyncio.Task[None]] = []
     rng = random.Random()
+    readings = SharedReadings()  # the light profile: one /proc reading for all devices
 
     async def start_all() -> None:
         for path in configs:
             index = int(path.stem.rsplit("-", 1)[-1])
             runtime = NodeRuntime(load_node_config(path, environ={}))
+            runtime.host.readings = readings
             await runtime.start()
             device = Device(index, runtime, samples)
             devices.append(device)
