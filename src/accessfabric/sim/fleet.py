@@ -42,6 +42,8 @@ TENANT = "fleet"
 WINDOW = 10.0
 """Seconds of latency samples behind the live view's p50/p99."""
 REHOME_TIMEOUT = 30.0
+KILL_SETTLE = 3.0
+"""Seconds after the killed entry's devices are back before its stream counts are taken."""
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -501,6 +503,8 @@ async def _kill_entry(run: FleetRun, view: LiveView) -> dict[str, Any]:
     moved = run.on(victim)
     name = run.entry_names[victim]
     proc = run.procs.children[name]
+    failed_before = run.total("streams_failed")
+    ok_before = run.total("streams_ok")
     os.killpg(proc.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     view.cpu.pop(victim, None)
@@ -517,12 +521,18 @@ async def _kill_entry(run: FleetRun, view: LiveView) -> dict[str, Any]:
     elsewhere = set()
     for other in others:
         elsewhere |= run.on(other)
+    settle_until = time.monotonic() + KILL_SETTLE  # streams opened while re-homing end
+    while time.monotonic() < settle_until:
+        await asyncio.sleep(0.5)
+        view.tick("rehomed")
     return {
         "entry": name,
         "devices_on_it": len(moved),
         "back_on_another": len(moved & elsewhere),
         "lost": len(moved - elsewhere),
         "back_s": back_s,
+        "streams_ok": run.total("streams_ok") - ok_before,
+        "streams_failed": run.total("streams_failed") - failed_before,
     }
 
 

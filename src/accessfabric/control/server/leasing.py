@@ -140,15 +140,21 @@ def build_graph(
     """The planner's snapshot: every node heard from recently, every link they measured.
 
     A link measured in one direction only is assumed symmetric (the reverse observation
-    may simply not have been reported yet).
+    may simply not have been reported yet) — unless the other end heartbeated later
+    without it: the newer report is the better word.  A device whose entry died re-homes
+    and says so in its next heartbeat, while the dead entry's last heartbeat, listing the
+    device, counts until the entry is unreachable (4.5 intervals); mirrored, it had the
+    planner route the device's streams through the dead entry (issue 17, ADR 0037).
     """
     limit = heartbeats.rules.unreachable_after
     nodes = []
     links: dict[tuple[str, str], LinkObservation] = {}
+    heard_at: dict[str, float] = {}
     for node in registry.all():
         state = heartbeats.get(node.node_id)
         if state is None or now - state.received_at >= limit:
             continue
+        heard_at[node.node_id] = state.received_at
         draining = drains is not None and drains.is_draining(node.node_id)
         nodes.append(node_facts(node, state, draining=draining))
         for peer in state.facts.peers:
@@ -163,7 +169,7 @@ def build_graph(
                 retransmit_rate=peer.retransmit_rate,
             )
     for (src, dst), link in list(links.items()):
-        if (dst, src) not in links:
+        if (dst, src) not in links and heard_at.get(dst, 0.0) <= heard_at[src]:
             links[(dst, src)] = LinkObservation(
                 src=dst,
                 dst=src,
@@ -208,9 +214,18 @@ class RouteLeasing:
         self._built_at = 0.0
         self._built_key: tuple[int, int, int, int] = (-1, -1, -1, -1)
 
-    def planner(self, now: float | None = None) -> RoutePlanner:
-        """The current planner, rebuilt when the facts it was built from have moved on."""
+    def planner(self, now: float | None = None, *, source: str | None = None) -> RoutePlanner:
+        """The current planner, rebuilt when the facts it was built from have moved on.
+
+        Heartbeats alone rebuild it at most every ``snapshot_max_age`` — but not when
+        ``source``'s own heartbeat came after the snapshot: a device asks for leases right
+        after the heartbeat that reports its new entry session, and a snapshot without
+        it answered ``no_route`` (or routed through its dead entry: issue 17)."""
         when = self._clock() if now is None else now
+        if source is not None and self._planner is not None:
+            state = self._heartbeats.get(source)
+            if state is not None and state.received_at > self._built_at:
+                self._built_key = (-1, -1, -1, -1)  # stale for this source: rebuild
         drained = -1 if self._drains is None else self._drains.generation
         key = (
             self._registry.generation,
@@ -241,7 +256,7 @@ class RouteLeasing:
     ) -> LeaseGrant:
         """A primary and alternates from ``source`` to ``service``, each a signed lease."""
         when = self._clock() if now is None else now
-        planner = self.planner(when)
+        planner = self.planner(when, source=source.node_id)
         try:
             plan = planner.plan(source.node_id, service, alternates=self._alternates)
         except UnknownNodeError:
