@@ -242,7 +242,8 @@ def report(devices: int, summary: dict[str, Any], base: dict[str, float], rehome
         f"ready_s {summary.get('ready_s')}, connected {summary.get('connected')}, "
         f"sessions per entry {summary.get('entry_sessions')}, streams ok "
         f"{summary.get('streams_ok')} failed {summary.get('streams_failed')}, "
-        f"lost after kill {kill.get('lost')}"
+        f"lost after kill {kill.get('lost')}, streams while re-homing ok "
+        f"{kill.get('streams_ok')} failed {kill.get('streams_failed')}"
     )
     out.notes["start: CPU seconds by process"] = (
         f"{summary.get('start_cpu_s')} over {summary.get('start_wall_s')} s of wall time"

@@ -63,6 +63,7 @@ from accessfabric.control.client.facts import (
     ServiceCapacity,
     StreamReport,
 )
+from accessfabric.control.client.heartbeat_policy import HeartbeatMismatch, heartbeat_mismatch
 from accessfabric.control.client.replica_set import replica_summary
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.control.kernel.rejections import SignedObjectRejected
@@ -191,6 +192,8 @@ class ControlLink:
         news): :meth:`_reported`."""
         self._heard = asyncio.Event()
         """Set (and replaced) after every heartbeat the control plane answered."""
+        self.interval_mismatch: HeartbeatMismatch | None = None
+        """``[control] heartbeat_interval`` against the cached policy (None: it fits)."""
         self._facts_taken = 0
         self._facts_answered = 0
         """Heartbeats whose facts were taken, and the last of them answered."""
@@ -331,6 +334,7 @@ class ControlLink:
         reply = await client.heartbeat(self.facts(detail=detail))
         self.last_heartbeat_at = self._clock()
         self._facts_answered = max(self._facts_answered, taken)
+        self._check_interval()
         heard, self._heard = self._heard, asyncio.Event()
         heard.set()
         every = reply.get("telemetry_every")
@@ -367,6 +371,22 @@ class ControlLink:
             renewed = client.cached_route_leases(name, traffic_class)
             if self._publish(name, traffic_class, renewed):  # the renewed expiries count
                 self.runtime.routes.set_routes(name, traffic_class, renewed)
+
+    def _check_interval(self) -> None:
+        """Warn once per change when ``[control] heartbeat_interval`` exceeds the policy's
+        (the node would flap late/unreachable at the control plane, silently before)."""
+        mismatch = heartbeat_mismatch(self.settings.heartbeat_interval, self.client.policy())
+        if mismatch == self.interval_mismatch:
+            return
+        self.interval_mismatch = mismatch
+        if mismatch is not None:
+            log_event(
+                log, "heartbeat interval exceeds the policy", logging.WARNING,
+                configured_s=mismatch.configured_s, policy_s=mismatch.policy_s,
+                late_after_s=mismatch.late_after_s,
+                unreachable_after_s=mismatch.unreachable_after_s, effect=mismatch.effect,
+                fix="remove [control] heartbeat_interval or lower it",
+            )  # fmt: skip
 
     def _apply_access_policy(self) -> None:
         """Hand the cached (verified) access policy to the node's access check."""
@@ -968,6 +988,9 @@ class ControlLink:
             ),
             "summary": snapshot.describe(now),
             "drain": _drain_text(self.runtime.operator_drain.status()),
+            "heartbeat_interval": (
+                "-" if self.interval_mismatch is None else self.interval_mismatch.describe()
+            ),
         }
 
     def lease_rows(self) -> list[dict[str, Any]]:
