@@ -207,6 +207,8 @@ async def run(configs: list[Path], entries: list[str], service: str, interval: f
             index = int(path.stem.rsplit("-", 1)[-1])
             runtime = NodeRuntime(load_node_config(path, environ={}))
             runtime.host.readings = readings
+            if runtime.control is not None:  # no fsync: every device's cache on one disk
+                runtime.control.client.cache.durable = False
             await runtime.start()
             device = Device(index, runtime, samples)
             devices.append(device)

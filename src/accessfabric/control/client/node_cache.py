@@ -77,6 +77,9 @@ class NodeCache:
         """Lazily persisted documents -> when their file was last written."""
         self._pending: set[tuple[str, ...]] = set()
         """Lazily persisted documents held newer than their file."""
+        self.durable = True
+        """fsync every document but ``sync.json`` (``sim fleet``'s devices, hundreds per
+        process on one disk, turn it off: their caches need not survive a power loss)."""
         self.disk_writes = 0
         """Files written (the work saved is measured: tests/control/test_node_cache.py)."""
 
@@ -130,7 +133,7 @@ class NodeCache:
 
     def _store(self, parts: tuple[str, ...], data: bytes, now: float) -> None:
         path = self._path(*parts)
-        write_atomically(path, data, durable=parts not in _LAZY)
+        write_atomically(path, data, durable=self.durable and parts not in _LAZY)
         self.disk_writes += 1
         if parts in _LAZY:
             self._written_at[parts] = now
