@@ -132,10 +132,13 @@ class OwnReadings:
 
 class SharedReadings:
     """The readings of every runtime of one process, taken at most every ``fresh``
-    seconds (by ``time.monotonic``) and handed to all of them in between."""
+    seconds (by ``time.monotonic``) and handed to all of them in between.  The process's
+    CPU is split evenly over its ``users`` runtimes: a simulated device's share, not the
+    whole worker's (which had every device of a busy worker report cpu pressure)."""
 
-    def __init__(self, fresh: float = 1.0) -> None:
+    def __init__(self, fresh: float = 1.0, users: int = 1) -> None:
         self.fresh = fresh
+        self.users = max(1, users)
         self._own = OwnReadings()
         self._held: dict[Path, tuple[float, Readings]] = {}
         self.taken = 0
@@ -146,7 +149,9 @@ class SharedReadings:
         at = time.monotonic()
         held = self._held.get(power_supply)
         if held is None or at - held[0] >= self.fresh:
-            held = (at, self._own.read(at, power_supply))
+            taken = self._own.read(at, power_supply)
+            cpu = CpuShares(process=taken.cpu.process / self.users, system=taken.cpu.system)
+            held = (at, Readings(cpu, taken.memory, taken.fds, taken.power))
             self._held[power_supply] = held
             self.taken += 1
         return held[1]

@@ -42,6 +42,8 @@ TENANT = "fleet"
 WINDOW = 10.0
 """Seconds of latency samples behind the live view's p50/p99."""
 REHOME_TIMEOUT = 30.0
+DEVICE_LOOP_LAG_BUDGET = 5.0
+"""A device's ``[pressure] loop_lag_budget`` (0.5 by default): the lag of a worker's loop."""
 KILL_SETTLE = 3.0
 """Seconds after the killed entry's devices are back before its stream counts are taken."""
 
@@ -212,6 +214,8 @@ def _device_configs(run: FleetRun, control: Control, token: str, heartbeat: floa
         lines = [
             f'key_path = "{name}.key"', 'roles = ["mobile-edge"]', "drain_timeout = 1",
             *_control_lines(control, token, heartbeat),
+            # the worker's loop lag is all its devices' together, not one device's load
+            "[pressure]", f"loop_lag_budget = {DEVICE_LOOP_LAG_BUDGET:g}",
         ]  # fmt: skip
         paths.append(_toml(lines, devices / f"{name}.toml"))
     return paths

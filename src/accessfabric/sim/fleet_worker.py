@@ -200,7 +200,8 @@ async def run(configs: list[Path], entries: list[str], service: str, interval: f
     devices: list[Device] = []
     tasks: list[asyncio.Task[None]] = []
     rng = random.Random()
-    readings = SharedReadings()  # the light profile: one /proc reading for all devices
+    # the light profile: one /proc reading for all devices, each its share of the CPU
+    readings = SharedReadings(users=len(configs))
 
     async def start_all() -> None:
         for path in configs:
