@@ -12,7 +12,7 @@ from accessfabric.control.client.heartbeat_policy import heartbeat_mismatch
 from accessfabric.control.kernel.authority_key import format_authority_key
 from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.config import load_node_config
+from accessfabric.node.config.node_config import load_node_config
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.observe.log_format import event_fields
 from accessfabric.tools_cli import check_config

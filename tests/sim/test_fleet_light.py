@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from accessfabric.node.config import load_node_config
-from accessfabric.node.host_monitor import HostMonitor, SharedReadings
+from accessfabric.node.config.node_config import load_node_config
+from accessfabric.node.host.host_monitor import HostMonitor, SharedReadings
 
 
 def test_devices_share_one_reading(tmp_path: Path) -> None:
@@ -25,5 +25,7 @@ def test_devices_share_one_reading(tmp_path: Path) -> None:
     assert len({id(m.fds) for m in monitors}) == 1
     assert all(m.process_cpu == monitors[0].process_cpu for m in monitors)
     own = SharedReadings(fresh=0.0, users=1)
-    assert own.read(0.0, config.device.power_supply) is not own.read(0.0, config.device.power_supply)
+    assert own.read(0.0, config.device.power_supply) is not own.read(
+        0.0, config.device.power_supply
+    )
     assert own.taken == 2
