@@ -8,6 +8,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
 from tests.control.api_harness import Running, enroll_body, facts, running_plane
 
@@ -29,7 +30,9 @@ async def _beat(cp: Running, key: NodeKey, *peers: tuple[NodeKey, float], **kw: 
 
 def test_leases_follow_the_devices_newer_report(tmp_path: Path) -> None:
     async def main() -> None:
-        async with running_plane(tmp_path) as cp:
+        # snapshot_max_age 0: the planner takes every heartbeat in at once (in production a
+        # heartbeat reaches the plans within 1 s; the node waits that long: ADR 0037)
+        async with running_plane(tmp_path, config=ControlConfig(snapshot_max_age=0.0)) as cp:
             device, old, new, host = (NodeKey.generate() for _ in range(4))
             await _enroll(cp, device, "mobile-edge")
             await _enroll(cp, old, "entry")

@@ -108,6 +108,9 @@ again: a dead entry stays in directories until the control plane counts it unrea
 (4.5 heartbeat intervals), and dialling it first cost its devices a failed dial each."""
 UNMEASURED_RTT = 0.05
 """Seconds reported for a ready session whose RTT probe has not come back yet."""
+PLANNER_SNAPSHOT_AGE = 1.1
+"""Seconds after a heartbeat until the control plane's planner has surely taken it in
+(it rebuilds its snapshot for heartbeats at most every ``snapshot_max_age``, 1 s)."""
 LOST_LEASE_WAIT = 5.0
 """Seconds a stream waits for the heartbeat that reports its device's new entry when
 the control plane still plans through the lost one."""
@@ -841,6 +844,7 @@ class ControlLink:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(LOST_LEASE_WAIT):
                 await self._reported()
+        await asyncio.sleep(PLANNER_SNAPSHOT_AGE)  # the planner's snapshot takes it in
         again = await client.route_leases(service, traffic_class)
         return [u for u in again if not self._via_lost(u.lease.hops)]
 

@@ -243,7 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     entries = [e for e in args.entries.split(",") if e]
-    asyncio.run(run(args.configs, entries, args.service, args.stream_interval))
+    main_coroutine = run(args.configs, entries, args.service, args.stream_interval)
+    try:  # the node's own loop (node run uses uvloop when it is installed)
+        import uvloop
+    except ImportError:
+        asyncio.run(main_coroutine)
+    else:
+        uvloop.run(main_coroutine)
     return 0
 
 
