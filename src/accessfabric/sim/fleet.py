@@ -338,8 +338,9 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             # dialled a second entry) and every flap moved every directory's version.
             # Every simulated device connects from 127.0.0.1, a real fleet from its own
             # addresses: the control plane's per-address caps (256 connections, 64
-            # handshakes under way) would refuse most of a large fleet's heartbeats.
-            per_address = str(args.devices + args.entries + 64)
+            # handshakes under way) would refuse most of a large fleet's heartbeats.  A
+            # device may hold two (a lease request beside its heartbeat cycle).
+            per_address = str(2 * args.devices + args.entries + 64)
             control = await start_control(
                 work, procs, f"{args.heartbeat:g}s",
                 ["--max-connections-per-address", per_address,
