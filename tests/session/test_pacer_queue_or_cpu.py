@@ -105,6 +105,12 @@ def test_cpu_induced_delay_is_not_a_queue_the_pacer_limits() -> None:
     assert pacer.productive_probes > 0 and pacer.floor > TARGET
     assert pacer.floor <= FLOOR_MAX
     assert paced >= 0.85 * unpaced, (paced / 1e6, unpaced / 1e6)  # the old pacer: 0.41
+    # What node metrics export: the probes that paid, the base of the loop's turns.
+    seen = pacer.metrics()
+    assert seen.productive_probes == pacer.productive_probes > 0
+    assert seen.probes >= seen.productive_probes + seen.unproductive_probes
+    assert seen.floor == pacer.floor
+    assert seen.min_rtt is not None and CPU["turn"] <= seen.min_rtt < 0.001
 
 
 def test_a_growing_network_queue_is_limited() -> None:
@@ -120,3 +126,14 @@ def test_a_growing_network_queue_is_limited() -> None:
     assert statistics.quantiles(rtts, n=100)[98] < base + 0.005
     # ... and the link stays full.
     assert paced >= 0.9 * LINK["rate"], paced / 1e6
+    # What node metrics export: limiting at the link's rate above the path's base RTT,
+    # every probe found a full pipe, and the delay made it back off.
+    seen = pacer.metrics()
+    assert seen.limiting and seen.window == pacer.window and seen.in_flight == pacer.inflight
+    assert seen.delivery_rate is not None
+    assert 0.85 * LINK["rate"] <= seen.delivery_rate <= 1.1 * LINK["rate"], seen.delivery_rate
+    assert seen.min_rtt is not None and base <= seen.min_rtt < base + 0.0005, seen.min_rtt
+    assert seen.queueing_delay is not None and 0 <= seen.queueing_delay < 0.002
+    assert seen.productive_probes == 0 and seen.unproductive_probes >= 1
+    assert seen.probes - seen.unproductive_probes <= 1  # at most one under way
+    assert seen.backoffs == pacer.slowdowns > 0

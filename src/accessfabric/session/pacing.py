@@ -35,6 +35,8 @@ periods) raises the bar a probe must clear.
 
 from __future__ import annotations
 
+from accessfabric.session.metrics import PacerMetrics
+
 BASE_WINDOW = 10.0
 """Seconds over which the minimum RTT is remembered before it may rise again."""
 
@@ -82,6 +84,7 @@ class DelayPacer:
         "_period_start",
         "_probe_interval",
         "_probe_rate",
+        "_queueing",
         "_rate_noise",
         "_recent",
         "_smoothed",
@@ -91,8 +94,10 @@ class DelayPacer:
         "min_window",
         "probes",
         "productive_probes",
+        "rate",
         "slowdowns",
         "target",
+        "unproductive_probes",
         "window",
     )
 
@@ -125,6 +130,10 @@ class DelayPacer:
         self._floor_time = 0.0
         self.probes = 0
         self.productive_probes = 0
+        self.unproductive_probes = 0
+        self.rate: float | None = None
+        """Delivery rate of the last measured period (bytes/s); None before the first."""
+        self._queueing: float | None = None
 
     @property
     def active(self) -> bool:
@@ -175,6 +184,27 @@ class DelayPacer:
         """Queueing delay a productive probe showed the window does not cause (seconds)."""
         return self._floor
 
+    @property
+    def min_rtt(self) -> float | None:
+        """The base: the lowest filtered data-path RTT of the last ``BASE_WINDOW`` (seconds)."""
+        return self._base
+
+    def metrics(self) -> PacerMetrics:
+        """What the pacer measured and decided, for status and Prometheus."""
+        return PacerMetrics(
+            limiting=self.window is not None,
+            window=self.window,
+            in_flight=self.inflight,
+            delivery_rate=self.rate,
+            min_rtt=self._base,
+            queueing_delay=self._queueing,
+            floor=self._floor,
+            probes=self.probes,
+            productive_probes=self.productive_probes,
+            unproductive_probes=self.unproductive_probes,
+            backoffs=self.slowdowns,
+        )
+
     def on_rtt_sample(self, rtt: float, now: float) -> None:
         """One ACK-timed RTT sample of the data path."""
         recent = self._recent
@@ -187,7 +217,7 @@ class DelayPacer:
         if self._base is None or current < self._base or now - self._base_time > BASE_WINDOW:
             self._base = current
             self._base_time = now
-        queueing = current - self._base
+        queueing = self._queueing = current - self._base
         if self._floor and now - self._floor_time > BASE_WINDOW:
             self._floor = 0.0
         target = self.effective_target(rtt)
@@ -224,7 +254,7 @@ class DelayPacer:
     def _end_period(self, now: float, queueing: float, target: float) -> None:
         """Close a delivery-rate period: judge the probe under way, or start one."""
         assert self._period_start is not None
-        rate = self._period_bytes / (now - self._period_start)
+        rate = self.rate = self._period_bytes / (now - self._period_start)
         used = self.window is not None and self._period_peak >= self.window / 2
         self._period_start, self._period_bytes, self._period_peak = now, 0, self.inflight
         if self.window is None:
@@ -246,6 +276,7 @@ class DelayPacer:
                 self.window *= PROBE_GAIN
                 return
             # A full pipe: the extra window only queued.
+            self.unproductive_probes += 1
             self.window = max(float(self.min_window), self.window / PROBE_GAIN)
             self._probe_interval = min(PROBE_MAX, 2 * self._probe_interval)
             self._probe_rate = None
