@@ -24,7 +24,8 @@ it raises the window by ``PROBE_GAIN`` for one period.  Behind a real bottleneck
 move (the link is full; the probe adds one window of queue for one period) and the
 window goes back.  If the rate rises by ``PRODUCTIVE`` or more, the delay was not
 ours: the window stays raised and the queueing delay seen during the probe becomes
-a tolerated *floor* under the target (at most ``FLOOR_MAX``, forgotten after
+a tolerated *floor* under the target (at most ``FLOOR_MAX`` or two base RTTs, whichever
+is more, never above ``FLOOR_LIMIT``; forgotten after
 ``BASE_WINDOW``), so the delay
 controller stops shrinking the window below what the path needs, and the next probe
 starts at once (the window climbs by ``PROBE_GAIN`` per period while that pays).  An
@@ -57,10 +58,21 @@ PRODUCTIVE = 1.05
 
 FLOOR_MAX = 0.001
 """The most queueing delay a probe may show and still count as productive, and the most
-the pacer then tolerates (seconds): what two event loops' turns add on a loopback or
-LAN path.  More is treated as a queue: in ``bench hol`` on a loaded machine a window
-raised while the sender was CPU-bound stood as a queue in the 800 Mbit/s bottleneck
-once the CPU freed (p99 up)."""
+the pacer then tolerates (seconds), on a path whose base RTT is under half of it: what
+two event loops' turns add on a loopback or LAN path.  More is treated as a queue: in
+``bench hol`` on a loaded machine a window raised while the sender was CPU-bound stood
+as a queue in the 800 Mbit/s bottleneck once the CPU freed (p99 up)."""
+
+FLOOR_BASE_FACTOR = 2.0
+"""On a slower path the cap is this many base RTTs (up to ``FLOOR_LIMIT``).  Where the
+base itself is a loop's turn (a receiver that spends 1 ms per turn, or more), waiting
+for the other end's turn adds about one more: with a fixed 1 ms cap no probe could pay
+and the pacer held bulk at a fifth of its rate (issue 18; the pipeline model of
+``tests/session/test_pacer_queue_or_cpu.py`` with 256 KiB reads and 1 ms turns: 19-26 %
+of unpaced, 99-100 % with this cap)."""
+
+FLOOR_LIMIT = 0.004
+"""The most queueing delay the pacer ever tolerates because of a probe (seconds)."""
 
 PROBE_MAX = 8.0
 """Longest wait between probes (seconds) while probes find nothing."""
@@ -180,6 +192,12 @@ class DelayPacer:
         return max(self.target, 2 * self._variation, self._floor)
 
     @property
+    def floor_cap(self) -> float:
+        """The most queueing delay a productive probe may show, and the floor may reach."""
+        base = self._base or 0.0
+        return max(FLOOR_MAX, min(FLOOR_LIMIT, FLOOR_BASE_FACTOR * base))
+
+    @property
     def floor(self) -> float:
         """Queueing delay a productive probe showed the window does not cause (seconds)."""
         return self._floor
@@ -265,10 +283,11 @@ class DelayPacer:
             threshold = max(PRODUCTIVE, 1.0 + 2 * self._rate_noise)
             self._last_rate = 0.0  # a probe's change is not noise
             # More in flight, more delivered, and the delay still what loops' turns add:
-            # beyond FLOOR_MAX the raised window stands as a queue wherever the CPU frees.
-            if rate >= threshold * self._probe_rate and queueing <= FLOOR_MAX:
+            # beyond the cap the raised window stands as a queue wherever the CPU frees.
+            cap = self.floor_cap
+            if rate >= threshold * self._probe_rate and queueing <= cap:
                 self.productive_probes += 1
-                self._floor = min(FLOOR_MAX, max(self._floor, queueing))
+                self._floor = min(cap, max(self._floor, queueing))
                 self._floor_time = now
                 self._probe_interval = PERIOD
                 self.probes += 1  # and at once the next step up
