@@ -130,7 +130,7 @@ class NodeRuntime:
             self.key.node_id, self.peers, config.authority_key, fences=self.fences,
             sealing_key=self.key.sealing_private_key(),  # opens sealed streams, binds resumes
             sealing_keys=self.sealing_keys, resume_window=config.routes.resume_window,
-            access=self.access,
+            access=self.access, relay_limits=config.limits.relay(),
         )  # fmt: skip
         timers = config.routes  # [routes] (docs/config.md)
         self.routes = RouteManager(
