@@ -20,10 +20,10 @@ import pytest
 
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.errors import ErrorCode
-from accessfabric.node.address import HostPort
-from accessfabric.node.admission import AdmissionLimits
-from accessfabric.node.connection import StreamResetError
-from accessfabric.node.limits_config import admission_limits
+from accessfabric.node.config.limits_config import admission_limits
+from accessfabric.node.dialing.address import HostPort
+from accessfabric.node.serving.admission import AdmissionLimits
+from accessfabric.node.streams.connection import StreamResetError
 from accessfabric.wire.registry import TrafficClass
 from tests.relay.fabric import build
 from tests.relay.test_relay_accounting_loopback import labels, scrape, until_idle
