@@ -179,6 +179,8 @@ class NodeRuntime:
             self.control = ControlLink(self, config.control)
             self.observe.add_section("control", self.control.status)
             self.observe.add_section("leases", self.control.lease_rows)
+            control = self.control
+            self.observe.add_section("observer", lambda: control.observer.status(time.time()))
 
     def _endpoint_rows(self) -> list[dict[str, object]]:
         """Every known peer's endpoint candidates, best first, with score and reasons."""
