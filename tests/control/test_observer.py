@@ -14,6 +14,7 @@ import pytest
 from accessfabric.control.client.client import ControlClient, ControlRefused
 from accessfabric.control.client.facts import ClassBytes, RelayUsage
 from accessfabric.identity.keys import NodeKey
+from accessfabric.node.admin.status import render
 from accessfabric.node.config.node_config import ControlSettings, NodeConfig
 from accessfabric.node.runtime import NodeRuntime
 from tests.conditions import until
@@ -85,14 +86,15 @@ async def _observer_run(tmp_path: Path) -> None:
             assert rate_out == pytest.approx(4 * MiB / (after - before), rel=1e-3)
 
             status = observer.observe.status()["observer"]  # what `accessfabric status` shows
-            tenants = status["tenants"]
-            assert set(tenants) == {"acme"}  # least knowledge: no globex, not even its relay bytes
-            acme = tenants["acme"]
+            (acme,) = status["tenants"]  # least knowledge: no globex, not even its relay bytes
+            assert acme["tenant"] == "acme"
             assert acme["nodes"] == 3  # a1, a2 and the observer itself
             assert acme["sessions"] == 4 and acme["health"] == {"healthy": 3}
             assert acme["bytes"]["bulk"] == {"in": 14 * MiB, "out": 7 * MiB}
             assert acme["relayed_bytes"] == 400  # the shared relay's bytes for acme only
             assert acme["throughput_bps"]["bulk"]["in"] == pytest.approx(rate_in, abs=0.1)
+            text = render({"observer": status})  # `accessfabric status` without --json
+            assert "observer:" in text and "tenants:" in text and "acme" in text
             busiest = status["busiest"][0]
             assert busiest["node_id"] == a1.key.node_id and busiest["health"] == "healthy"
             assert g1.key.node_id not in seen.nodes

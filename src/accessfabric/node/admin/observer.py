@@ -151,7 +151,7 @@ class Observer:
             "polls": self.polls,
             "updated_s_ago": round(now - self.updated_at, 1),
             "nodes": len(self.nodes),
-            "tenants": self.tenants(),
+            "tenants": [{"tenant": t, **row} for t, row in self.tenants().items()],
             "busiest": [
                 {
                     "node_id": node_id,
