@@ -65,5 +65,9 @@ def test_each_source_is_planned_by_its_partitions_coordinator(tmp_path: Path) ->
             await acme.lease(cp)
             assert (mine.plans, theirs.plans) == (2, 1)
             assert [row["tenant"] for row in coordinators.status()] == ["acme", "globex"]
+            async with cp.http.get(cp.url + "/metrics") as response:
+                text = await response.text()
+            assert "accessfabric_control_route_coordinators 2.0" in text
+            assert "accessfabric_control_route_plans_total 3.0" in text
 
     asyncio.run(main())

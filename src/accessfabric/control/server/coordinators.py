@@ -76,6 +76,9 @@ class RouteCoordinators:
         self._drains = drains
         self.max_coordinators = max_coordinators
         self._coordinators: OrderedDict[str, RouteCoordinator] = OrderedDict()
+        self.total_plans = 0
+        self.total_builds = 0
+        """Across every coordinator ever held (``/metrics``; a dropped one's count stays)."""
 
     def get(self, tenant: str) -> RouteCoordinator | None:
         return self._coordinators.get(tenant)
@@ -124,11 +127,13 @@ class RouteCoordinators:
         c.planner = RoutePlanner(graph, self._services.active_map(), policy=self.policy)
         c.built_at, c.built_key = now, key
         c.builds += 1
+        self.total_builds += 1
         return c.planner
 
     def planned(self, tenant: str) -> None:
         """Count one route request ``tenant``'s coordinator planned."""
         self.coordinator(tenant).plans += 1
+        self.total_plans += 1
 
     def status(self) -> list[dict[str, object]]:
         """Per coordinator: its partition, snapshot size, builds and plans (metrics)."""
