@@ -346,7 +346,12 @@ class ControlLink:
         self._apply_directory(cached)
         own = client.record()
         if own is not None and Role.OBSERVER in own.roles:  # ADR 0038
-            self.observer.ingest(await client.telemetry(), self._clock())
+            try:
+                self.observer.ingest(await client.telemetry(), self._clock())
+            except ControlRefused as refused:  # e.g. an older control plane: not fatal
+                if self.observer.error != str(refused):
+                    log_event(log, "telemetry refused", logging.WARNING, error=str(refused))
+                self.observer.error = str(refused)
         await client.renew_due()
         await self._around_drained()
         for name, traffic_class in sorted(client.wanted):

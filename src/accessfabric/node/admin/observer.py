@@ -57,6 +57,8 @@ class Observer:
         self.tenant = ""
         self.polls = 0
         self.updated_at: float | None = None
+        self.error: str | None = None
+        """The control plane's refusal of the last poll, if it refused (logged once)."""
 
     def ingest(self, document: dict[str, Any], now: float) -> None:
         """Take one ``/v1/telemetry`` reply received at ``now`` (this node's clock)."""
@@ -80,6 +82,7 @@ class Observer:
         self.nodes = seen
         self.polls += 1
         self.updated_at = now
+        self.error = None
 
     @staticmethod
     def _fold(view: NodeView, row: dict[str, Any]) -> None:
@@ -140,7 +143,7 @@ class Observer:
     def status(self, now: float) -> dict[str, Any] | None:
         """The ``observer`` section of ``accessfabric status`` (None before the first poll)."""
         if self.updated_at is None:
-            return None
+            return None if self.error is None else {"error": self.error}
 
         def total(view: NodeView) -> float:
             return sum(a + b for a, b in view.rates.values())
@@ -150,6 +153,7 @@ class Observer:
             "tenant": self.tenant,
             "polls": self.polls,
             "updated_s_ago": round(now - self.updated_at, 1),
+            "error": self.error,
             "nodes": len(self.nodes),
             "tenants": [{"tenant": t, **row} for t, row in self.tenants().items()],
             "busiest": [
