@@ -95,6 +95,23 @@ async def _observer_run(tmp_path: Path) -> None:
             assert acme["throughput_bps"]["bulk"]["in"] == pytest.approx(rate_in, abs=0.1)
             text = render({"observer": status})  # `accessfabric status` without --json
             assert "observer:" in text and "tenants:" in text and "acme" in text
+            metrics = {  # and on the observer's /metrics
+                (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in observer.observe.registry.collect()
+                for sample in family.samples
+                if sample.name.startswith("accessfabric_observer_")
+            }
+            assert (
+                metrics[
+                    ("accessfabric_observer_nodes", (("health", "healthy"), ("tenant", "acme")))
+                ]
+                == 3
+            )
+            assert metrics[("accessfabric_observer_relayed_bytes", (("tenant", "acme"),))] == 400
+            inbound = (("class", "bulk"), ("direction", "in"), ("tenant", "acme"))
+            name = "accessfabric_observer_throughput_bytes_per_second"
+            assert metrics[(name, inbound)] == pytest.approx(rate_in, abs=0.1)
+            assert not any(dict(labels).get("tenant") == "globex" for _, labels in metrics)
             busiest = status["busiest"][0]
             assert busiest["node_id"] == a1.key.node_id and busiest["health"] == "healthy"
             assert g1.key.node_id not in seen.nodes

@@ -25,6 +25,7 @@ from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.admin.diagnostics import register_diagnostics
 from accessfabric.node.admin.observability import NodeObservability
+from accessfabric.node.admin.observer import ObserverMetrics
 from accessfabric.node.config.config_checks import check_against_key
 from accessfabric.node.config.node_config import NodeConfig, PeerConfig
 from accessfabric.node.control_link import ControlLink
@@ -181,6 +182,7 @@ class NodeRuntime:
             self.observe.add_section("leases", self.control.lease_rows)
             control = self.control
             self.observe.add_section("observer", lambda: control.observer.status(time.time()))
+            self.observe.registry.register(ObserverMetrics(control.observer))
 
     def _endpoint_rows(self) -> list[dict[str, object]]:
         """Every known peer's endpoint candidates, best first, with score and reasons."""

@@ -20,8 +20,12 @@ busiest nodes with their per-class throughput.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 BUSIEST = 10
 """Nodes listed in the status section (the busiest by throughput)."""
@@ -170,3 +174,39 @@ class Observer:
                 if view.rates
             ],
         }
+
+
+class ObserverMetrics(Collector):
+    """The observer's per-tenant totals on its ``/metrics`` (labels: tenants the control
+    plane showed it, classes and health states: bounded by the partition)."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+
+    def collect(self) -> Iterator[Metric]:
+        nodes = GaugeMetricFamily(
+            "accessfabric_observer_nodes", "Nodes of the partition by tenant and health.",
+            labels=["tenant", "health"],
+        )  # fmt: skip
+        sessions = GaugeMetricFamily(
+            "accessfabric_observer_sessions", "Sessions the tenant's nodes accepted.",
+            labels=["tenant"],
+        )  # fmt: skip
+        throughput = GaugeMetricFamily(
+            "accessfabric_observer_throughput_bytes_per_second",
+            "Stream throughput of the tenant's nodes by class and direction.",
+            labels=["tenant", "class", "direction"],
+        )
+        relayed = GaugeMetricFamily(
+            "accessfabric_observer_relayed_bytes", "Bytes relayed for the tenant (cumulative).",
+            labels=["tenant"],
+        )  # fmt: skip
+        for tenant, row in self.observer.tenants().items():
+            for health, count in sorted(row["health"].items()):
+                nodes.add_metric([tenant, health], count)
+            sessions.add_metric([tenant], row["sessions"])
+            for name, pair in sorted(row["throughput_bps"].items()):
+                throughput.add_metric([tenant, name, "in"], pair["in"])
+                throughput.add_metric([tenant, name, "out"], pair["out"])
+            relayed.add_metric([tenant], row["relayed_bytes"])
+        yield from (nodes, sessions, throughput, relayed)
