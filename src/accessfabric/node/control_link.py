@@ -141,7 +141,7 @@ class ControlLink:
             settings.authority_key,
             str(settings.state_dir),
             clock=clock,
-            fences=runtime.fences,
+            routes=runtime.route_book,
         )
         self._clock = clock
         self._rng = rng or random.Random()
@@ -354,10 +354,8 @@ class ControlLink:
                 self.observer.error = str(refused)
         await client.renew_due()
         await self._around_drained()
-        for name, traffic_class in sorted(client.wanted):
-            renewed = client.cached_route_leases(name, traffic_class)
-            if self._publish(name, traffic_class, renewed):  # the renewed expiries count
-                self.runtime.routes.set_routes(name, traffic_class, renewed)
+        for name, traffic_class in sorted(client.wanted):  # renewed: in the node's route book
+            self._publish(name, traffic_class, client.cached_route_leases(name, traffic_class))
 
     def _apply_access_policy(self) -> None:
         """Hand the cached (verified) access policy to the node's access check."""

@@ -19,7 +19,7 @@ import time
 from typing import Any, Protocol
 
 from accessfabric.control.client.client import ControlClient
-from accessfabric.control.kernel.fence import FenceBook
+from accessfabric.control.kernel.route_book import RouteBook
 from accessfabric.control.kernel.vocabulary import node_echo_service
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
@@ -124,9 +124,11 @@ class NodeRuntime:
         # Access (docs/config.md, Access): default deny; static allow lists and, with
         # [control], the authority-signed grants the control link keeps current.
         self.access = ServiceAccess(self.key.node_id, config.allow_lists(), config.authority_key)
-        self.fences = FenceBook()
-        """Route epoch fences: one book for the lease check, route execution and the
-        control client, so a ROUTE_UPDATE (or a fresher lease) fences all three at once."""
+        self.route_book = RouteBook()
+        """The node's verified route leases: one book for route execution and the control
+        client, its fences shared with the lease check, so a ROUTE_UPDATE (or a fresher
+        lease) fences all three at once and replaces the lease for every reader."""
+        self.fences = self.route_book.fences
         self.data_plane = DataPlane(
             self.key.node_id, self.peers, config.authority_key, fences=self.fences,
             sealing_key=self.key.sealing_private_key(),  # opens sealed streams, binds resumes
@@ -139,7 +141,7 @@ class NodeRuntime:
             resume_window=timers.resume_window, stall_timeout=timers.stall_timeout,
             interactive_stall_timeout=timers.interactive_stall_timeout,
             pressure_threshold=timers.pressure_threshold, cooldown=timers.cooldown,
-            fences=self.fences,
+            book=self.route_book,
         )  # fmt: skip
         self.routes.sealing = StreamSealing(
             self.key.node_id, self.key.sealing_private_key(), self.sealing_keys,
