@@ -798,7 +798,17 @@ class ControlLink:
             if node_id in self._directory_peers:
                 self._probe_failures[node_id] = (failures, self._clock() + delay)
             if rehome:  # the next alternate soon, but not all of the entry's devices at once
-                pause = self._rng.uniform(0.0, REHOME_SPREAD)
+                # ... and not before one is out of its back-off: a retry while every
+                # placed entry backs off placed nothing, and the device waited for its
+                # next control cycle (a whole heartbeat interval: ~530 devices re-homing
+                # onto an entry whose handshake budget refused some took 19.6 s, ADR 0037)
+                now = self._clock()
+                ready_in = [
+                    max(0.0, self._probe_failures.get(n, (0, 0.0))[1] - now)
+                    for n in self._placement
+                    if n in self._directory_peers
+                ]
+                pause = min(ready_in, default=delay) + self._rng.uniform(0.0, REHOME_SPREAD)
                 asyncio.get_running_loop().call_later(pause, self._place_again)
             level = logging.INFO if failures == 1 else logging.DEBUG  # one line per outage
             log_event(
