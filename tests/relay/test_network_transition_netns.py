@@ -14,6 +14,7 @@ began, and the ping RTTs before the change.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import subprocess
@@ -235,6 +236,11 @@ def test_wifi_to_lte_keeps_the_streams(tmp_path: Path, carrier: str) -> None:
             lte_up = time.time() - switched_at
             bulk = client.next(timeout=120)
             done_at = time.time()
+            if not bulk["ok"]:  # leave each node's streams beside the logs, to see where
+                for host in HOSTS:
+                    with contextlib.suppress(Exception):
+                        status = json.dumps(fabric.status(host), indent=1)
+                        (tmp_path / f"{host}.status.json").write_text(status)
             assert bulk["ok"], bulk
             assert bulk["sent_sha256"] == bulk["echo_sha256"], bulk
             assert done_at - bulk["seconds"] < switched_at < done_at, bulk  # across the switch
