@@ -29,7 +29,7 @@ TOKEN_REQUEST = {"tenant": "acme", "roles": ["relay"], "ttl_s": 60, "uses": 1}
 
 @asynccontextmanager
 async def serving(
-    tmp_path: Path, *, tls: bool = True, header_timeout: float = 10.0, **limits: int
+    tmp_path: Path, *, tls: bool = True, header_timeout: float = 10.0, **limits: float
 ) -> AsyncIterator[tuple[ControlServer, Authority, str]]:
     authority = Authority(NodeKey.generate())
     store = SqliteStore(tmp_path / "control.db")
@@ -335,3 +335,59 @@ def test_a_slow_body_is_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(body, "BODY_TIMEOUT", 1.0)
     asyncio.run(asyncio.wait_for(_test_a_slow_body_is_cut(tmp_path), 60))
+
+
+async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await asyncio.wait_for(reader.readexactly(length), 10)
+    return head.split(b"\r\n", 1)[0]
+
+
+async def _test_an_idle_kept_alive_connection_outlives_the_header_timeout(
+    tmp_path: Path,
+) -> None:
+    header, idle = 1.0, 4.0
+    async with serving(tmp_path, tls=False, header_timeout=header, idle_timeout=idle) as (
+        server,
+        _,
+        _,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            assert await _request(reader, writer) == b"HTTP/1.1 200 OK"
+            # idle for more than the header timeout (a heartbeat interval, in production):
+            # the connection is still there for the next request
+            await asyncio.sleep(header * 2.5)
+            assert await _request(reader, writer) == b"HTTP/1.1 200 OK"
+            # a head begun on the kept-alive connection is still on the header clock
+            start = time.monotonic()
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+            await writer.drain()
+            assert await asyncio.wait_for(reader.read(), 10) == b""
+            assert 0.9 * header <= time.monotonic() - start <= header + 3.0
+        finally:
+            writer.close()
+        # and an idle connection is closed at the idle timeout
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            assert await _request(reader, writer) == b"HTTP/1.1 200 OK"
+            start = time.monotonic()
+            assert await asyncio.wait_for(reader.read(), 20) == b""
+            assert 0.9 * idle <= time.monotonic() - start <= idle + 4.0
+        finally:
+            writer.close()
+
+
+def test_an_idle_kept_alive_connection_outlives_the_header_timeout(tmp_path: Path) -> None:
+    asyncio.run(
+        asyncio.wait_for(
+            _test_an_idle_kept_alive_connection_outlives_the_header_timeout(tmp_path), 60
+        )
+    )

@@ -53,11 +53,12 @@ DEFAULT_INTERVAL = 10.0
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 60.0
 RENEW_FRACTION = 1 / 3
-KEEPALIVE_IDLE = 8.0
-"""Seconds an idle connection to the control plane is kept for the next request: less
-than the server's idle close (``HEADER_TIMEOUT``, 10 s), so a request never goes out on
-a connection the server is closing (seen as ``ServerDisconnectedError`` / resets on
-heartbeats at the 10 s interval, issue 17)."""
+KEEPALIVE_IDLE = 25.0
+"""Seconds an idle connection to the control plane is kept for the next request: more
+than the heartbeat interval (10 s), so heartbeats reuse one TLS connection, and less
+than the server's idle close (``IDLE_TIMEOUT``, 30 s), so a request never goes out on
+a connection the server is closing (seen as ``ServerDisconnectedError`` / resets,
+issue 17, ADR 0037)."""
 """A route lease with less than this share of its lifetime left is renewed."""
 
 

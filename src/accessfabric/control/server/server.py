@@ -26,6 +26,7 @@ from accessfabric.control.server.api.errors import error_middleware
 from accessfabric.control.server.api.openapi import openapi_document
 from accessfabric.control.server.api.replica_guard import replica_guard
 from accessfabric.control.server.api.verifier import BatchVerifier
+from accessfabric.control.server.head_timer import HeadTimedRunner
 from accessfabric.control.server.metrics import ControlMetrics
 from accessfabric.control.server.plane import ControlPlane
 from accessfabric.control.server.store.base import StoreError
@@ -34,8 +35,12 @@ from accessfabric.observe.log_rate import RateLimitedLog
 _log = logging.getLogger("accessfabric.control.server.server")
 DEFAULT_TICK = 0.5
 HEADER_TIMEOUT = 10.0
-"""Seconds a connection may take to send a complete request head (and may stay idle
-between requests): aiohttp's keep-alive timer, armed at accept (slowloris)."""
+"""Seconds a connection may take to send a complete request head, from accept or from
+the first byte of a later one (slowloris; :mod:`.head_timer`)."""
+IDLE_TIMEOUT = 30.0
+"""Seconds a kept-alive connection may wait between requests: longer than the heartbeat
+interval (10 s), so a node's heartbeats reuse one TLS connection (issue 17, ADR 0037);
+the connections it keeps are capped as before (``MAX_CONNECTIONS...``)."""
 MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = 8190
 MAX_HEADERS = 64
@@ -183,14 +188,16 @@ class ControlServer:
         verify_threads: int = 2,
         ssl_context: ssl.SSLContext | None = None,
         header_timeout: float = HEADER_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
         max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
         max_pending_handshakes_per_address: int = MAX_PENDING_HANDSHAKES_PER_ADDRESS,
     ) -> None:
         """``ssl_context``: serve HTTPS (``control serve`` always does, but on loopback
         with ``--insecure-http``; :mod:`accessfabric.control.kernel.api_tls`).  Connections
-        past TLS are capped (``max_connections``, ``..._per_address``) and closed when
-        idle for ``header_timeout`` (no request head begun or finished)."""
+        past TLS are capped (``max_connections``, ``..._per_address``), closed when a
+        request head is not complete ``header_timeout`` after accept or after its first
+        byte, and closed when idle (no request under way) for ``idle_timeout``."""
         self.plane = plane
         self.host = host
         self.port = port
@@ -199,10 +206,11 @@ class ControlServer:
         self._header_timeout = header_timeout
         self.handshakes = _HandshakeCaps(max_pending_handshakes_per_address)
         self.connections = ConnectionCap(max_connections, max_connections_per_address, logger=_log)
-        self._runner = web.AppRunner(
+        self._runner = HeadTimedRunner(
             build_app(plane, verify_threads=verify_threads),
+            header_timeout=header_timeout,
             access_log=None,
-            keepalive_timeout=header_timeout,
+            keepalive_timeout=max(idle_timeout, header_timeout),
             max_line_size=MAX_LINE_SIZE,
             max_field_size=MAX_FIELD_SIZE,
             max_headers=MAX_HEADERS,
