@@ -271,7 +271,11 @@ class SessionConnection:
         self._loop = asyncio.get_running_loop()
         self._transport: ByteTransport | None = None
         self._streams: dict[int, HopStream] = {}
-        self._incoming: asyncio.Queue[HopStream | None] = asyncio.Queue()
+        # Streams the peer opened, not yet accepted: made at the first one.  Not an
+        # asyncio.Queue: its four deques cost ~3 KiB per idle session (issue 17, ADR 0037).
+        self._incoming: deque[HopStream] | None = None
+        self._incoming_ended = False
+        self._accepting: list[asyncio.Future[None]] = []
         self._ready: asyncio.Future[ev.SessionReady] = self._loop.create_future()
         self._closed: asyncio.Future[ev.SessionTerminated] = self._loop.create_future()
         self._pings: dict[int, asyncio.Future[float]] = {}
@@ -344,7 +348,10 @@ class SessionConnection:
                     continue
                 stream = HopStream(self, event.stream_id, event.service, event.traffic_class)
                 self._streams[event.stream_id] = stream
-                self._incoming.put_nowait(stream)
+                if self._incoming is None:
+                    self._incoming = deque()
+                self._incoming.append(stream)
+                self._wake_accepting()
             elif kind is ev.StreamEnded:
                 assert isinstance(event, ev.StreamEnded)
                 stream = self._streams.get(event.stream_id)
@@ -411,7 +418,8 @@ class SessionConnection:
             if not waiter.done():
                 waiter.set_exception(error)
         self._pings.clear()
-        self._incoming.put_nowait(None)
+        self._incoming_ended = True
+        self._wake_accepting()
         if self.stats_probe is not None:
             self.stats_probe.sample()  # the last figures, while the socket is still open
         if self._transport is not None:
@@ -672,10 +680,23 @@ class SessionConnection:
 
     async def accept_stream(self) -> HopStream | None:
         """The next stream the peer opens; None once the session is over."""
-        stream = await self._incoming.get()
-        if stream is None:
-            self._incoming.put_nowait(None)
-        return stream
+        while not self._incoming:
+            if self._incoming_ended:
+                return None
+            waiter = self._loop.create_future()
+            self._accepting.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._accepting:
+                    self._accepting.remove(waiter)
+        return self._incoming.popleft()
+
+    def _wake_accepting(self) -> None:
+        accepting, self._accepting = self._accepting, []
+        for waiter in accepting:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def ping(self) -> float:
         """One PING/PONG round trip; returns the RTT in seconds."""
