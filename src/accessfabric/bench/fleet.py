@@ -253,6 +253,11 @@ def report(devices: int, summary: dict[str, Any], base: dict[str, float], rehome
     out.notes["start: CPU seconds by process"] = (
         f"{summary.get('start_cpu_s')} over {summary.get('start_wall_s')} s of wall time"
     )
+    out.notes["steady state (the hold)"] = (
+        f"{summary.get('hold_heartbeats')} heartbeats p50 "
+        f"{summary.get('hold_heartbeat_p50_ms')} p99 {summary.get('hold_heartbeat_p99_ms')} ms, "
+        f"{summary.get('hold_leases')} leases p99 {summary.get('hold_lease_p99_ms')} ms"
+    )
     out.notes["baseline"] = f"{int(base['pings'])} pings, every {HEARTBEAT:g} s per connection"
     return out
 

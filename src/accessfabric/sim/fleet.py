@@ -375,12 +375,14 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         summary["start_cpu_s"] = _cpu_by_process(run)
         summary["start_wall_s"] = round(time.monotonic() - started, 1)
         hold_started = time.monotonic()
+        hold_samples = len(run.all_heartbeat_ms), len(run.all_lease_ms)
         hold_cpu = _entries_cpu(run)
         hold_until = hold_started + args.hold
         while time.monotonic() < hold_until:
             await asyncio.sleep(1.0)
             view.tick("steady")
         summary["entries_usage"] = view.usage
+        summary.update(_hold_latency(run, hold_samples))
         summary["entry_cpu_hold_percent"] = _cpu_since(run, hold_cpu, hold_started)
         summary["entry_sessions"] = {n: len(run.on(i)) for i, n in run.entry_names.items()}
         summary["entry_rss_growth_per_session_kib"] = _rss_per_session(run, view)
@@ -538,6 +540,19 @@ async def _kill_entry(run: FleetRun, view: LiveView) -> dict[str, Any]:
         "back_s": back_s,
         "streams_ok": run.total("streams_ok") - ok_before,
         "streams_failed": run.total("streams_failed") - failed_before,
+    }
+
+
+def _hold_latency(run: FleetRun, since: tuple[int, int]) -> dict[str, float | None]:
+    """Heartbeat and lease latency reported during the hold (steady state: the fleet's
+    start-up storm of enrolments, dials and first leases is over)."""
+    hb, ls = run.all_heartbeat_ms[since[0] :], run.all_lease_ms[since[1] :]
+    return {
+        "hold_heartbeats": len(hb),
+        "hold_heartbeat_p50_ms": percentile(hb, 0.5),
+        "hold_heartbeat_p99_ms": percentile(hb, 0.99),
+        "hold_leases": len(ls),
+        "hold_lease_p99_ms": percentile(ls, 0.99),
     }
 
 
