@@ -197,7 +197,7 @@ class Driver:
             )
             assert reset_codes(frames) == {sid: ErrorCode.STREAM_CLOSED}
             assert received_bytes(events, sid) == b""
-            model.state = S.RESET
+            model.apply(I.STREAM_ERROR)
         else:
             for received in inputs:
                 model.apply(received)

@@ -13,8 +13,9 @@ the peer when our send queues cross the high mark and when they recover.
 
 from __future__ import annotations
 
-from accessfabric.session.core import PRESSURE_HIGH, SessionCore, SessionState
+from accessfabric.session.core import PRESSURE_HIGH, SessionCore
 from accessfabric.session.scheduler import SHARED_CLASSES
+from accessfabric.session.session_state import SessionState
 from accessfabric.session.stream import Stream
 from accessfabric.session.stream_state import StreamInput
 from accessfabric.wire import frames as fr
