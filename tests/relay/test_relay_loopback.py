@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from pathlib import Path
 
 import aiohttp
@@ -356,6 +357,7 @@ async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_un
             stream_context(SEALED_SINK, token),
             opener_record=b"r" * (MAX_KEY_EXCHANGE - 173 - len(opener.node_id)),
             max_exchange=MAX_KEY_EXCHANGE,  # an opener that leaves no room for the proof
+            random_bytes=secrets.token_bytes, opened_ms=int(time.time() * 1000),
         )  # fmt: skip
         proof = prove_resume(
             initiator.resume_key, 1, token=token, service=SEALED_SINK,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -174,7 +175,12 @@ async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
         with pytest.raises(SealingError):
             destination_resume_key(relay_key, opened.key_exchange, context)
         guessed = SealInitiator(
-            relay_key, on_path.node_id, fabric.keys[dst.node_id].sealing_public_key_bytes, context
+            relay_key,
+            on_path.node_id,
+            fabric.keys[dst.node_id].sealing_public_key_bytes,
+            context,
+            random_bytes=os.urandom,
+            opened_ms=int(time.time() * 1000),
         ).resume_key
         forged = prove_resume(
             guessed, 1, token=token, service=SEALED_SINK, route_id=primary.route_id,

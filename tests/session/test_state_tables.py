@@ -96,7 +96,7 @@ def test_randomness_is_passed_in(package: str) -> None:
             assert call not in source, f"{path.relative_to(PACKAGE)} calls {call}"
 
 
-@pytest.mark.parametrize("package", ["session", "wire"])
+@pytest.mark.parametrize("package", ["session", "sealing", "wire"])
 def test_time_is_passed_in(package: str) -> None:
     """The sans-IO packages read no clock and do no I/O: ``now`` is an argument."""
     for path in sorted((PACKAGE / package).glob("*.py")):
