@@ -55,7 +55,7 @@ class SessionCore:
         config: SessionConfig | None = None,
         random_bytes: RandomSource,
         channel_binding: bytes = b"",
-        now: float = 0.0,
+        now: float,
     ) -> None:
         self.config = config = config or SessionConfig()
         self._random = random_bytes

@@ -1,7 +1,7 @@
 """The sans-IO Fabric Data Session V1.
 
 One way in, one way out: ``receive_data(bytes, now) -> events``; user actions
-only queue output; ``data_to_send(max_bytes, now) -> bytes`` drains it, control
+only queue output; ``data_to_send(max_bytes, now=now) -> bytes`` drains it, control
 frames first, then stream data in the order the :class:`ClassScheduler`
 picks.  Time only comes in as ``now``; ``get_timer()`` says when the session
 next wants ``handle_timer(now)``.  Nothing here does I/O or reads a clock.
