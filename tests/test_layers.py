@@ -21,27 +21,14 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 Edge = tuple[str, str]
 
 KNOWN_UPWARD: frozenset[Edge] = frozenset()
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {  # control's server, broken with the package split (docs/architecture.md)
-        frozenset(
-            {
-                "accessfabric.control.server.plane",
-                "accessfabric.control.server.replication",
-                "accessfabric.control.server.fleet_events",
-            }
-        ),
-        frozenset(
-            {
-                "accessfabric.control.server.api.schema",
-                "accessfabric.control.server.api.console_schema",
-            }
-        ),
-    }
-)
+KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset()
 NAMED_PAIRS = [  # the cycles issue 15 named: they must never come back
     ("accessfabric.node.runtime", "accessfabric.node.control_link"),
     ("accessfabric.control.client.agent", "accessfabric.control.server.cli"),
     ("accessfabric.cli", "accessfabric.tools_cli"),
+    ("accessfabric.control.server.plane", "accessfabric.control.server.replication"),
+    ("accessfabric.control.server.plane", "accessfabric.control.server.fleet_events"),
+    ("accessfabric.control.server.api.schema", "accessfabric.control.server.api.console_schema"),
 ]
 
 

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(demo)
     demo.set_defaults(handler=_cmd_demo)
 
-    from accessfabric.node.commands import add_node_commands
+    from accessfabric.node.admin.commands import add_node_commands
 
     add_node_commands(commands, components=_node_components)
     from accessfabric.services.commands import add_service_commands
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     from accessfabric.console.commands import add_console_commands
 
     add_console_commands(commands)
-    from accessfabric.node.diag_commands import add_diag_commands
+    from accessfabric.node.admin.diag_commands import add_diag_commands
 
     sim = commands.add_parser("sim", help="simulations on loopback (fleet)")
     sim_commands = sim.add_subparsers(dest="sim_command", required=True)

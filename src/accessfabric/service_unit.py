@@ -1,6 +1,6 @@
 """``accessfabric service unit|install``: a systemd unit that runs ``node run`` as a service.
 
-``Type=notify``: the node says ``READY=1`` once it listens (``node/sd_notify.py``),
+``Type=notify``: the node says ``READY=1`` once it listens (``node/host/sd_notify.py``),
 so ``systemctl start`` returns when it really serves and dependent units wait for
 it; ``systemctl reload`` sends SIGHUP (``node/reload.py``); ``systemctl stop``
 sends SIGTERM and waits for the drain.  Exit code 2 (a mistake in the config or
@@ -62,8 +62,8 @@ def render_unit(
 
 
 def _unit_for(args: argparse.Namespace) -> tuple[str, str]:
-    from accessfabric.node.commands import UsageError
-    from accessfabric.node.config import ConfigError, load_node_config
+    from accessfabric.node.admin.commands import UsageError
+    from accessfabric.node.config.node_config import ConfigError, load_node_config
 
     config_path = Path(args.config).resolve()
     try:
@@ -86,7 +86,7 @@ def cmd_service_unit(args: argparse.Namespace) -> int:
 
 
 def cmd_service_install(args: argparse.Namespace) -> int:
-    from accessfabric.node.commands import UsageError
+    from accessfabric.node.admin.commands import UsageError
 
     unit_name, text = _unit_for(args)
     unit_dir = Path(args.unit_dir)
@@ -109,7 +109,7 @@ def cmd_service_install(args: argparse.Namespace) -> int:
 
 
 def add_service_unit_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from accessfabric.node.commands import guarded
+    from accessfabric.node.admin.commands import guarded
 
     service = commands.add_parser(
         "service",

@@ -19,7 +19,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from accessfabric.node.commands import UsageError
+    from accessfabric.node.admin.commands import UsageError
 
     try:
         import shtab
@@ -33,9 +33,9 @@ def check_config(path: str) -> tuple[list[str], list[str], dict[str, Any]]:
     """(errors, warnings, summary) of a node config file and the key it names."""
     from accessfabric.identity.errors import IdentityError
     from accessfabric.identity.keys import NodeKey
-    from accessfabric.node.config import ConfigError, load_node_config
-    from accessfabric.node.config_checks import idle_warnings, self_peer_problems
-    from accessfabric.node.dial import CarrierUnavailableError, carrier_available
+    from accessfabric.node.config.config_checks import idle_warnings, self_peer_problems
+    from accessfabric.node.config.node_config import ConfigError, load_node_config
+    from accessfabric.node.dialing.dial import CarrierUnavailableError, carrier_available
 
     try:
         config = load_node_config(path)
@@ -92,10 +92,10 @@ def cmd_ping(args: argparse.Namespace) -> int:
     import aiohttp
 
     from accessfabric.json_output import print_json
-    from accessfabric.node.commands import UsageError
-    from accessfabric.node.config import ConfigError, load_node_config
-    from accessfabric.node.ping import render_ping
-    from accessfabric.node.status import unreachable_reason
+    from accessfabric.node.admin.commands import UsageError
+    from accessfabric.node.admin.ping import render_ping
+    from accessfabric.node.admin.status import unreachable_reason
+    from accessfabric.node.config.node_config import ConfigError, load_node_config
 
     try:
         config = load_node_config(args.config)
@@ -136,9 +136,9 @@ def cmd_netcheck(args: argparse.Namespace) -> int:
     import asyncio
 
     from accessfabric.json_output import print_json
-    from accessfabric.node.commands import UsageError
-    from accessfabric.node.config import ConfigError, load_node_config
-    from accessfabric.node.netcheck import netcheck, render_netcheck
+    from accessfabric.node.admin.commands import UsageError
+    from accessfabric.node.config.node_config import ConfigError, load_node_config
+    from accessfabric.node.dialing.netcheck import netcheck, render_netcheck
 
     try:
         config = load_node_config(args.config)
@@ -155,7 +155,7 @@ def cmd_netcheck(args: argparse.Namespace) -> int:
 def add_tool_commands(commands: Any, build_parser: Callable[[], argparse.ArgumentParser]) -> None:
     """Add ``version``, ``completion`` and ``config check``; ``build_parser`` makes the
     whole ``accessfabric`` parser (``completion`` prints it; the top-level CLI passes it in)."""
-    from accessfabric.node.commands import guarded
+    from accessfabric.node.admin.commands import guarded
 
     version = commands.add_parser(
         "version", help="print the version, source commit and protocol versions"

@@ -17,9 +17,15 @@ from pathlib import Path
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
 from accessfabric.carriers.memory import memory_pair
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.connection import SessionConnection
-from accessfabric.node.endpoints import LocalNode, connect_tcp, connect_ws, serve_tcp, serve_ws
-from accessfabric.node.https_endpoints import connect_https, serve_https
+from accessfabric.node.dialing.endpoints import (
+    LocalNode,
+    connect_tcp,
+    connect_ws,
+    serve_tcp,
+    serve_ws,
+)
+from accessfabric.node.dialing.https_endpoints import connect_https, serve_https
+from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.session import SessionConfig
 
 LOOPBACK = "127.0.0.1"

@@ -24,11 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from accessfabric.carriers.quic import QuicCarrierConfig, QuicConnectionPool
+from accessfabric.carriers.quic_config import QuicCarrierConfig
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.connection import SessionConnection
-from accessfabric.node.endpoints import LocalNode
-from accessfabric.node.quic_endpoints import connect_quic, serve_quic
+from accessfabric.node.dialing.endpoints import LocalNode
+from accessfabric.node.dialing.quic_endpoints import connect_quic, serve_quic
+from accessfabric.node.dialing.quic_pool import QuicConnectionPool
+from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.wire.registry import TrafficClass
 
 PIECE = 64 * 1024

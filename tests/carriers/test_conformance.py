@@ -13,7 +13,7 @@ import random
 import pytest
 
 from accessfabric.errors import ErrorCode, LocalProtocolError
-from accessfabric.node.connection import (
+from accessfabric.node.streams.connection import (
     FabricStream,
     SessionClosed,
     SessionConnection,

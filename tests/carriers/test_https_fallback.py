@@ -20,7 +20,7 @@ import pytest
 
 from accessfabric.errors import AuthenticationError, IdentityMismatchError
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.https_endpoints import connect_https, serve_https
+from accessfabric.node.dialing.https_endpoints import connect_https, serve_https
 from tests.carriers.pairs import LOOPBACK, Acceptor, make_node
 from tests.carriers.test_websocket import (
     NGINX_CONF,

@@ -16,13 +16,15 @@ from typing import Any, TypeVar
 import pytest
 
 from accessfabric.carriers.errors import CarrierCapacityLimited, CertificatePinMismatch
-from accessfabric.carriers.quic import QuicCarrierConfig, QuicCarrierServer, QuicConnectionPool
+from accessfabric.carriers.quic_config import QuicCarrierConfig
+from accessfabric.carriers.quic_server import QuicCarrierServer
 from accessfabric.errors import ErrorCode, IdentityMismatchError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import certificate_fingerprint, write_certificate_files
-from accessfabric.node.connection import FabricStream, SessionConnection
-from accessfabric.node.endpoints import LocalNode
-from accessfabric.node.quic_endpoints import connect_quic, serve_quic
+from accessfabric.node.dialing.endpoints import LocalNode
+from accessfabric.node.dialing.quic_endpoints import connect_quic, serve_quic
+from accessfabric.node.dialing.quic_pool import QuicConnectionPool
+from accessfabric.node.streams.connection import FabricStream, SessionConnection
 from accessfabric.wire.registry import TrafficClass
 from tests.conditions import until
 

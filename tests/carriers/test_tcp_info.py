@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accessfabric.carriers.base import CarrierStats
 from accessfabric.carriers.tcp_info import TCP_INFO, TcpInfoProbe, parse_tcp_info, read_tcp_info
-from accessfabric.node.connection import SessionConnection
-from accessfabric.node.observability import NodeObservability
-from accessfabric.node.quic_endpoints import connect_quic
+from accessfabric.node.admin.observability import NodeObservability
+from accessfabric.node.dialing.quic_endpoints import connect_quic
+from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.wire.registry import TrafficClass
 from tests.carriers.pairs import PAIRS
 from tests.carriers.test_quic import Nodes
@@ -173,7 +173,8 @@ async def test_quic_sessions_of_one_connection_are_counted_once(tmp_path: Path) 
     nodes = Nodes(tmp_path)
     observe = NodeObservability("test")
     server = await nodes.serve()
-    from accessfabric.carriers.quic import QuicCarrierConfig, QuicConnectionPool
+    from accessfabric.carriers.quic_config import QuicCarrierConfig
+    from accessfabric.node.dialing.quic_pool import QuicConnectionPool
 
     pool = QuicConnectionPool(QuicCarrierConfig())
     peer = nodes.server.key.node_id

@@ -22,8 +22,14 @@ from accessfabric.carriers.tcp_timers import (
     TCP_THIN_LINEAR_TIMEOUTS,
 )
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.connection import SessionConnection
-from accessfabric.node.endpoints import LocalNode, connect_tcp, connect_ws, serve_tcp, serve_ws
+from accessfabric.node.dialing.endpoints import (
+    LocalNode,
+    connect_tcp,
+    connect_ws,
+    serve_tcp,
+    serve_ws,
+)
+from accessfabric.node.streams.connection import SessionConnection
 from tests.carriers.pairs import LOOPBACK, Acceptor, close_pair
 
 KERNEL_RTO_MIN_US = 200_000

@@ -39,8 +39,8 @@ from accessfabric.carriers.websocket import forwarded_client
 from accessfabric.errors import AuthenticationError, ErrorCode, IdentityMismatchError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import client_context, write_certificate_files
-from accessfabric.node.connection import SessionConnection
-from accessfabric.node.endpoints import LocalNode, connect_ws, serve_ws
+from accessfabric.node.dialing.endpoints import LocalNode, connect_ws, serve_ws
+from accessfabric.node.streams.connection import SessionConnection
 from tests.carriers.pairs import LOOPBACK, Acceptor, make_node
 
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")

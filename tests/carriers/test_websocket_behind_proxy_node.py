@@ -12,8 +12,8 @@ import asyncio
 from pathlib import Path
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.config import ConfigError, load_node_config
-from accessfabric.node.endpoints import LocalNode, connect_ws
+from accessfabric.node.config.node_config import ConfigError, load_node_config
+from accessfabric.node.dialing.endpoints import LocalNode, connect_ws
 from tests.carriers.test_websocket import LOOPBACK, Nginx, nginx
 from tests.node.harness import start_node
 

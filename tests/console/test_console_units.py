@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from accessfabric.console.sessions import LOGIN_ATTEMPTS, LoginLimiter, SessionSigner
-from accessfabric.node.config import ConfigError, load_node_config
+from accessfabric.node.config.node_config import ConfigError, load_node_config
 from accessfabric.wire.registry import TrafficClass
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from accessfabric.node.address import HostPort
-from accessfabric.node.connection import FabricStream
-from accessfabric.node.ingress_config import IngressConfig
+from accessfabric.node.config.ingress_config import IngressConfig
+from accessfabric.node.dialing.address import HostPort
+from accessfabric.node.streams.connection import FabricStream
 from accessfabric.services.ingress import HostIngress
 from accessfabric.wire.registry import TrafficClass
 

@@ -29,7 +29,7 @@ from schemathesis.checks import (
 
 from accessfabric.control.client.requestsig import RequestSigner
 from accessfabric.control.kernel.authority import Authority
-from accessfabric.control.server.api.schema import openapi_document
+from accessfabric.control.server.api.openapi import openapi_document
 from accessfabric.control.server.plane import ControlPlane
 from accessfabric.control.server.server import ControlServer
 from accessfabric.control.server.store import SqliteStore

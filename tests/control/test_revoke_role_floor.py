@@ -18,7 +18,7 @@ from accessfabric.control.server.registry import RegisteredNode
 from accessfabric.control.server.store.base import StoreUnavailableError, TxnResult
 from accessfabric.control.server.store.sqlite import SqliteStore
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.access import ServiceAccess
+from accessfabric.node.serving.access import ServiceAccess
 from accessfabric.wire.registry import TrafficClass
 from tests.control.conftest import FakeClock
 

@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import parse_endpoint_url
-from accessfabric.node.endpoints import LocalNode
-from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
-from accessfabric.node.ranking import RankingPolicy, TransportWeights
-from accessfabric.node.ranking.policy import INTERACTIVE_WEIGHTS
+from accessfabric.node.dialing.address import parse_endpoint_url
+from accessfabric.node.dialing.endpoints import LocalNode
+from accessfabric.node.dialing.peer_dialer import RankedPeerDialer, dial_metric_samples
+from accessfabric.node.dialing.ranking import RankingPolicy, TransportWeights
+from accessfabric.node.dialing.ranking.policy import INTERACTIVE_WEIGHTS
 from accessfabric.wire.registry import TrafficClass
 
 CLASSES = {"bulk": TrafficClass.BULK, "interactive": TrafficClass.INTERACTIVE}

@@ -43,8 +43,8 @@ from typing import Any
 
 from accessfabric.bench.cpu_budget import unavailable_reason
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.connection import SessionConnection
-from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
+from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.session import SessionConfig
 from accessfabric.wire.registry import TrafficClass
 from tests.node.harness import start_node

@@ -10,7 +10,7 @@ from accessfabric.control.kernel.objects import AccessGrant, AccessPolicy
 from accessfabric.control.kernel.rejections import RejectReason, SignedObjectRejected
 from accessfabric.control.kernel.signed import encode_signed
 from accessfabric.control.kernel.vocabulary import Role
-from accessfabric.node.access import ServiceAccess
+from accessfabric.node.serving.access import ServiceAccess
 from accessfabric.wire.registry import TrafficClass
 from tests.control.objects_factory import (
     AUTHORITY,

@@ -21,13 +21,13 @@ import pytest
 from accessfabric.bench.relay_lab import issue_route
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import Endpoint, HostPort
-from accessfabric.node.config import ConfigError, NodeConfig, load_node_config
-from accessfabric.node.connection import FabricStream, StreamResetError
-from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.node.admin.smoke import SmokeExit, classify_failure, run_smoke
+from accessfabric.node.admin.status import render
+from accessfabric.node.config.node_config import ConfigError, NodeConfig, load_node_config
+from accessfabric.node.dialing.address import Endpoint, HostPort
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
 from accessfabric.node.runtime import NodeRuntime
-from accessfabric.node.smoke import SmokeExit, classify_failure, run_smoke
-from accessfabric.node.status import render
+from accessfabric.node.streams.connection import FabricStream, StreamResetError
 from accessfabric.wire.registry import TrafficClass
 from tests.relay.fabric import build, config, peer
 
@@ -72,7 +72,7 @@ async def test_allow_list_serves_the_listed_node_and_refuses_others(
     host = await _host(tmp_path, {"echo": (friend.node_id,)})
     try:
         assert await _echo_as(host, friend, tmp_path) == b"ping"
-        with caplog.at_level(logging.WARNING, logger="accessfabric.node.dataplane"):
+        with caplog.at_level(logging.WARNING, logger="accessfabric.node.serving.dataplane"):
             for _ in range(3):
                 assert await _refused_code(host, stranger, tmp_path) == ErrorCode.ACCESS_DENIED
         lines = [r.getMessage() for r in caplog.records if "access denied" in r.getMessage()]

@@ -8,8 +8,8 @@ import pytest
 
 from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import Endpoint, HostPort
-from accessfabric.node.config import ConfigError, load_node_config
+from accessfabric.node.config.node_config import ConfigError, load_node_config
+from accessfabric.node.dialing.address import Endpoint, HostPort
 from accessfabric.wire.registry import TrafficClass
 
 REPO = Path(__file__).resolve().parents[2]

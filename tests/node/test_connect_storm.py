@@ -16,7 +16,7 @@ from pathlib import Path
 
 from accessfabric.bench.abuse_attacker import STORM
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
 from tests.node.harness import start_node
 from tests.node.test_flood_defences import echoes_for, p99
 

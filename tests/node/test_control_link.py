@@ -23,10 +23,10 @@ from accessfabric.control.kernel.authority_key import format_authority_key
 from accessfabric.control.server.plane import ControlConfig
 from accessfabric.control.server.server import ControlServer
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.config import ConfigError, load_node_config
-from accessfabric.node.routes import NoUsableRoute
+from accessfabric.node.admin.status import render
+from accessfabric.node.config.node_config import ConfigError, load_node_config
+from accessfabric.node.routing.routes import NoUsableRoute
 from accessfabric.node.runtime import NodeRuntime
-from accessfabric.node.status import render
 from accessfabric.wire.registry import TrafficClass
 from tests.conditions import until, until_returns
 from tests.control.api_harness import Running, running_plane

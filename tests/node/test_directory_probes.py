@@ -18,9 +18,9 @@ from pathlib import Path
 
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.config import ControlSettings, NodeConfig, PeerConfig
-from accessfabric.node.connection import SessionConnection
+from accessfabric.node.config.node_config import ControlSettings, NodeConfig, PeerConfig
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.streams.connection import SessionConnection
 from tests.relay.fabric import LOOPBACK
 
 CYCLES = 60

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from accessfabric.node.ranking import (
+from accessfabric.node.dialing.ranking import (
     DialObservation,
     DialOutcome,
     EndpointCandidate,
@@ -23,7 +23,7 @@ from accessfabric.node.ranking import (
     RemoteHint,
     Transport,
 )
-from accessfabric.node.ranking.dialing import (
+from accessfabric.node.dialing.ranking.dialing import (
     AllCandidatesFailed,
     CapacityLimitedError,
     DialCounters,

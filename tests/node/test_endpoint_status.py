@@ -7,8 +7,8 @@ from pathlib import Path
 from prometheus_client import generate_latest
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import Endpoint
-from accessfabric.node.config import NodeConfig, PeerConfig
+from accessfabric.node.config.node_config import NodeConfig, PeerConfig
+from accessfabric.node.dialing.address import Endpoint
 from accessfabric.node.runtime import NodeRuntime
 
 

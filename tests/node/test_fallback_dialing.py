@@ -9,19 +9,19 @@ import pytest
 
 from accessfabric.carriers.errors import CertificatePinMismatch
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import Endpoint, parse_endpoint_url
-from accessfabric.node.config import ConfigError, load_node_config
-from accessfabric.node.dial import listen
-from accessfabric.node.endpoints import LocalNode
-from accessfabric.node.https_endpoints import connect_https
-from accessfabric.node.peer_dialer import (
+from accessfabric.node.config.node_config import ConfigError, load_node_config
+from accessfabric.node.dialing.address import Endpoint, parse_endpoint_url
+from accessfabric.node.dialing.dial import listen
+from accessfabric.node.dialing.endpoints import LocalNode
+from accessfabric.node.dialing.https_endpoints import connect_https
+from accessfabric.node.dialing.peer_dialer import (
     PeerPinMismatchError,
     RankedPeerDialer,
     dial_metric_samples,
     endpoint_candidate,
 )
-from accessfabric.node.peers import PeerSessionManager, PeerUnreachableError
-from accessfabric.node.ranking import Transport
+from accessfabric.node.dialing.peers import PeerSessionManager, PeerUnreachableError
+from accessfabric.node.dialing.ranking import Transport
 
 LOOPBACK = "127.0.0.1"
 

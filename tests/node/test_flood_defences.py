@@ -23,12 +23,12 @@ from accessfabric.identity.authenticator import Ed25519Authenticator
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import client_context
 from accessfabric.identity.tls_exporter import tls_exporter
-from accessfabric.node.address import Endpoint
-from accessfabric.node.admission import AdmissionLimits
-from accessfabric.node.config import NodeConfig
-from accessfabric.node.connection import FabricStream, SessionConnection
-from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.node.config.node_config import NodeConfig
+from accessfabric.node.dialing.address import Endpoint
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.serving.admission import AdmissionLimits
+from accessfabric.node.streams.connection import FabricStream, SessionConnection
 from accessfabric.session import Session, SessionConfig
 from accessfabric.session import events as ev
 from accessfabric.wire import frames as fr
@@ -156,7 +156,7 @@ async def failing_auth(port: int, key: NodeKey, cert_dir: Path) -> ErrorCode | i
 async def test_valid_key_behind_an_address_with_failing_keys_still_gets_in(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="accessfabric.node.admission")
+    caplog.set_level(logging.INFO, logger="accessfabric.node.serving.admission")
     runtime, port = await started(node_config(tmp_path, AdmissionLimits()))
     try:
         bad = NodeKey.generate()
@@ -313,7 +313,7 @@ async def test_one_bad_frame_with_256_streams_open_writes_no_traceback(
 
 
 def test_limits_config_keys_are_read_and_checked(tmp_path: Path) -> None:
-    from accessfabric.node.config import ConfigError, load_node_config
+    from accessfabric.node.config.node_config import ConfigError, load_node_config
 
     config = tmp_path / "node.toml"
     config.write_text(

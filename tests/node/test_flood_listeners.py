@@ -21,12 +21,12 @@ from qh3.quic.connection import QuicConnection
 
 from accessfabric.carriers.quic_adapter import client_configuration
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import Endpoint
-from accessfabric.node.admission import AdmissionLimits
-from accessfabric.node.config import NodeConfig
-from accessfabric.node.dial import dial
-from accessfabric.node.endpoints import LocalNode
+from accessfabric.node.config.node_config import NodeConfig
+from accessfabric.node.dialing.address import Endpoint
+from accessfabric.node.dialing.dial import dial
+from accessfabric.node.dialing.endpoints import LocalNode
 from accessfabric.node.runtime import SESSION_LOG_BURST, NodeRuntime
+from accessfabric.node.serving.admission import AdmissionLimits
 from accessfabric.session import SessionConfig
 from tests.conditions import until
 

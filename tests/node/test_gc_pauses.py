@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from accessfabric.node.gc_pauses import freeze_startup_objects
+from accessfabric.node.host.gc_pauses import freeze_startup_objects
 
 
 class _Built:

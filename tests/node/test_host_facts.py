@@ -1,4 +1,4 @@
-"""Facts measured on the machine (node/host_facts.py) and the ``[device]``/``[pressure]`` keys.
+"""Facts measured on the machine (node/host/host_facts.py) and the ``[device]``/``[pressure]`` keys.
 
 The battery tests use a fake ``/sys/class/power_supply`` tree in ``tmp_path``; CPU, memory
 and descriptors are read from this process's real ``/proc``.
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from accessfabric.node.config import ConfigError, load_node_config
-from accessfabric.node.host_facts import CpuSampler, read_fds, read_memory, read_power
-from accessfabric.node.host_monitor import HostMonitor, device_handler
-from accessfabric.node.nat_probe import NatReport
+from accessfabric.node.config.node_config import ConfigError, load_node_config
+from accessfabric.node.dialing.nat_probe import NatReport
+from accessfabric.node.host.host_facts import CpuSampler, read_fds, read_memory, read_power
+from accessfabric.node.host.host_monitor import HostMonitor, device_handler
 
 
 def write_supply(root: Path, name: str, **files: str) -> None:

@@ -15,7 +15,7 @@ from accessfabric.identity.authenticator import Ed25519Authenticator
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import client_context
 from accessfabric.identity.tls_exporter import tls_exporter
-from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
 from accessfabric.session import Session, SessionReady
 from accessfabric.wire import frames as fr
 from accessfabric.wire.decoder import FrameDecoder

@@ -1,4 +1,4 @@
-"""NAT type and reachability, probed through a real nftables NAT (node/nat_probe.py).
+"""NAT type and reachability, probed through a real nftables NAT (node/dialing/nat_probe.py).
 
 Namespaces: ``inside`` (the probing node) — ``nat`` (a router masquerading everything
 it sends toward ``outside``) — ``outside`` (two entries, on two addresses, each a real

@@ -1,4 +1,4 @@
-"""Network type and metered from NetworkManager over a real D-Bus (node/network_manager.py).
+"""Network type and metered from NetworkManager over a real D-Bus (node/host/network_manager.py).
 
 A private ``dbus-daemon`` (Debian package ``dbus-daemon``) runs on a socket in
 ``tmp_path``; ``tests/node/fake_network_manager.py`` owns ``org.freedesktop.NetworkManager``
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.node.config import load_node_config
-from accessfabric.node.host_monitor import HostMonitor
-from accessfabric.node.network_manager import NetworkFacts, read_network_manager
+from accessfabric.node.config.node_config import load_node_config
+from accessfabric.node.host.host_monitor import HostMonitor
+from accessfabric.node.host.network_manager import NetworkFacts, read_network_manager
 from tests.conditions import until
 
 REPO = Path(__file__).resolve().parents[2]

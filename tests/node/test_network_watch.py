@@ -1,5 +1,5 @@
-"""rtnetlink RTM_DELADDR parsing of ``node/network_watch.py`` (the netns test drives it live:
-``tests/relay/test_network_transition_netns.py``)."""
+"""rtnetlink RTM_DELADDR parsing of ``node/dialing/network_watch.py`` (the netns test drives it
+live: ``tests/relay/test_network_transition_netns.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import ipaddress
 import socket
 import struct
 
-from accessfabric.node.network_watch import RTM_DELADDR, probe_timeout, removed_addresses
+from accessfabric.node.dialing.network_watch import RTM_DELADDR, probe_timeout, removed_addresses
 
 RTM_NEWADDR = 20
 

@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from accessfabric.node.network_watch import NetworkWatch
+from accessfabric.node.dialing.network_watch import NetworkWatch
 from tests.conditions import until
 
 

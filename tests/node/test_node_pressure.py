@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.connection import SessionConnection
-from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
+from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.session import SessionConfig
 from accessfabric.session.core import PRESSURE_HIGH
 from accessfabric.wire.registry import TrafficClass

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.connection import SessionClosed
-from accessfabric.node.dial import carrier_available
-from accessfabric.node.endpoints import LocalNode, connect_tcp
-from accessfabric.node.smoke import SmokeExit
+from accessfabric.node.admin.smoke import SmokeExit
+from accessfabric.node.dialing.dial import carrier_available
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
+from accessfabric.node.streams.connection import SessionClosed
 from tests.node.fake_servers import (
     free_port,
     mitm_handler,

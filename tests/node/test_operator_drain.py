@@ -29,7 +29,7 @@ from accessfabric.control.kernel.authority_key import format_authority_key
 from accessfabric.control.server.cli import main as control_main
 from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.config import load_node_config
+from accessfabric.node.config.node_config import load_node_config
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass

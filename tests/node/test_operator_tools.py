@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.config import load_node_config
-from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.node.config.node_config import load_node_config
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
 from accessfabric.node.runtime import NodeRuntime
 from tests.control.api_harness import running_plane
 from tests.node.fake_servers import free_port

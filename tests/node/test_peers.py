@@ -11,16 +11,16 @@ from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListen
 from accessfabric.carriers.memory import memory_pair
 from accessfabric.errors import ErrorCode, IdentityMismatchError
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import Endpoint
-from accessfabric.node.connection import SessionConnection
-from accessfabric.node.dial import dial, listen
-from accessfabric.node.endpoints import LocalNode
-from accessfabric.node.peers import (
+from accessfabric.node.dialing.address import Endpoint
+from accessfabric.node.dialing.dial import dial, listen
+from accessfabric.node.dialing.endpoints import LocalNode
+from accessfabric.node.dialing.peers import (
     PeerSessionCounters,
     PeerSessionManager,
     PeerUnreachableError,
     UnknownPeerError,
 )
+from accessfabric.node.streams.connection import SessionConnection
 from tests.conditions import until
 
 

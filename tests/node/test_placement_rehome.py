@@ -15,9 +15,9 @@ from pathlib import Path
 
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.admission import AdmissionLimits
-from accessfabric.node.config import ControlSettings, NodeConfig
+from accessfabric.node.config.node_config import ControlSettings, NodeConfig
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.serving.admission import AdmissionLimits
 from tests.relay.fabric import LOOPBACK
 
 
@@ -162,7 +162,7 @@ async def test_device_stays_on_its_entry_while_a_directory_leaves_it_out(tmp_pat
 
 async def test_device_refused_with_a_retry_hint_moves_to_its_alternate(tmp_path: Path) -> None:
     """An entry over its tenant's session cap refuses with GOAWAY ENHANCE_YOUR_CALM and a
-    retry hint (node/tenant_admission.py): the device leaves that entry alone for the
+    retry hint (node/serving/tenant_admission.py): the device leaves that entry alone for the
     hinted time and holds its alternate instead of redialling the refusing entry."""
     caps = [
         AdmissionLimits(max_sessions_per_tenant=cap, tenant_retry_after=30.0) for cap in (0, 100)

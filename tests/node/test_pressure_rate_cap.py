@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 
-from accessfabric.node.connection import FabricStream
+from accessfabric.node.streams.connection import FabricStream
 from accessfabric.session import SessionConfig
 from accessfabric.wire.registry import TrafficClass
 from tests.carriers.pairs import tcp_connections

@@ -1,4 +1,4 @@
-"""What the NAT reflector answers (node/reflector_limits.py): no amplification, per-source
+"""What the NAT reflector answers (node/dialing/reflector_limits.py): no amplification, per-source
 fairness, a bounded table; and the real reflector on loopback UDP ignoring unpadded requests."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from accessfabric.node.nat_probe import NatReflector, start_reflector
-from accessfabric.node.reflector_limits import (
+from accessfabric.node.dialing.nat_probe import NatReflector, start_reflector
+from accessfabric.node.dialing.reflector_limits import (
     GLOBAL_LIMITED,
     GLOBAL_RATE,
     MAX_SOURCES,

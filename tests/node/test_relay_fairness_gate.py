@@ -1,12 +1,12 @@
-"""The relay's tenant gate (node/relay_fairness.py) without sessions: pumps are tasks that
-take a turn and then "write" (yield to the loop), as node/relay.py's pumps do."""
+"""The relay's tenant gate (node/relaying/relay_fairness.py) without sessions: pumps are tasks that
+take a turn and then "write" (yield to the loop), as node/relaying/relay.py's pumps do."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 
-from accessfabric.node.relay_fairness import TenantFairShare
+from accessfabric.node.relaying.relay_fairness import TenantFairShare
 
 CHUNK = 64 * 1024
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node import dataplane
-from accessfabric.node.dataplane import DataPlane
-from accessfabric.node.peers import PeerSessionManager
+from accessfabric.node.dialing.peers import PeerSessionManager
+from accessfabric.node.serving import dataplane
+from accessfabric.node.serving.dataplane import DataPlane
 
 
 async def _no_dial(*_args: object, **_kwargs: object) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.config import ConfigError, RouteTimers, load_node_config
+from accessfabric.node.config.node_config import ConfigError, RouteTimers, load_node_config
 from accessfabric.node.runtime import NodeRuntime
 
 

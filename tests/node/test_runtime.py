@@ -10,13 +10,13 @@ import pytest
 
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node import endpoints as node_endpoints
-from accessfabric.node.address import Endpoint
-from accessfabric.node.config import NodeConfig, PeerConfig
-from accessfabric.node.connection import StreamResetError
-from accessfabric.node.dial import CarrierUnavailableError, carrier_available
-from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.node.config.node_config import NodeConfig, PeerConfig
+from accessfabric.node.dialing import endpoints as node_endpoints
+from accessfabric.node.dialing.address import Endpoint
+from accessfabric.node.dialing.dial import CarrierUnavailableError, carrier_available
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.streams.connection import StreamResetError
 
 LOOPBACK = Endpoint(carrier="tcp", host="127.0.0.1", port=0)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.config import NodeConfig, SealingConfig
+from accessfabric.node.config.node_config import NodeConfig, SealingConfig
 from accessfabric.node.runtime import NodeRuntime
-from accessfabric.node.stream_sealing import cpu_accelerates_aes, sealing_cipher
+from accessfabric.node.streams.stream_sealing import cpu_accelerates_aes, sealing_cipher
 from accessfabric.sealing.records import CipherSuite
 
 X86_AESNI = """processor\t: 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from accessfabric.control.kernel.authority import Authority
-from accessfabric.node.stream_sealing import SealingKeys
+from accessfabric.node.streams.stream_sealing import SealingKeys
 from tests.control.objects_factory import (
     AUTHORITY,
     EXPIRES_MS,

@@ -18,9 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.config import load_node_config
+from accessfabric.node.config.node_config import load_node_config
+from accessfabric.node.routing.service_failovers import MAX_OTHER_SERVICES, ServiceFailovers
 from accessfabric.node.runtime import NodeRuntime
-from accessfabric.node.service_failovers import MAX_OTHER_SERVICES, ServiceFailovers
 from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import running_plane

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
 from tests.node.harness import COMMAND, command_env, run_cli, start_node
 
 

@@ -14,14 +14,14 @@ from accessfabric.control.kernel.objects import NodeRecord
 from accessfabric.control.kernel.vocabulary import Role
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import Endpoint
-from accessfabric.node.admission import AdmissionLimits
-from accessfabric.node.config import NodeConfig
-from accessfabric.node.connection import SessionConnection
-from accessfabric.node.endpoints import LocalNode, connect_tcp
-from accessfabric.node.limits_config import admission_limits
+from accessfabric.node.config.limits_config import admission_limits
+from accessfabric.node.config.node_config import NodeConfig
+from accessfabric.node.dialing.address import Endpoint
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
 from accessfabric.node.runtime import NodeRuntime
-from accessfabric.node.tenant_admission import REFUSAL, retry_hint, retry_hint_reason
+from accessfabric.node.serving.admission import AdmissionLimits
+from accessfabric.node.serving.tenant_admission import REFUSAL, retry_hint, retry_hint_reason
+from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.wire.registry import TrafficClass
 from tests.conditions import until
 

@@ -13,12 +13,17 @@ import dataclasses
 from pathlib import Path
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import Endpoint
-from accessfabric.node.config import NodeConfig, PeerConfig
-from accessfabric.node.connection import FabricStream
-from accessfabric.node.ranking import EndpointCandidate, EndpointRanker, RankingPolicy, Transport
-from accessfabric.node.ranking.policy import BULK_WEIGHTS
+from accessfabric.node.config.node_config import NodeConfig, PeerConfig
+from accessfabric.node.dialing.address import Endpoint
+from accessfabric.node.dialing.ranking import (
+    EndpointCandidate,
+    EndpointRanker,
+    RankingPolicy,
+    Transport,
+)
+from accessfabric.node.dialing.ranking.policy import BULK_WEIGHTS
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.streams.connection import FabricStream
 from accessfabric.wire.registry import TrafficClass
 
 LOOPBACK = Endpoint(carrier="tcp", host="127.0.0.1", port=0)

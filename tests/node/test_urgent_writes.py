@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from accessfabric.node.connection import SessionConnection
+from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.wire.registry import TrafficClass
 from tests.carriers.pairs import memory_connections
 

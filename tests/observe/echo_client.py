@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
 from accessfabric.wire.registry import TrafficClass
 
 PIECE = 256 * 1024

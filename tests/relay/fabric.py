@@ -9,8 +9,8 @@ from accessfabric.bench.relay_lab import SEALED_SINK, SinkResults, issue_route, 
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import Endpoint
-from accessfabric.node.config import NodeConfig, PeerConfig
+from accessfabric.node.config.node_config import NodeConfig, PeerConfig
+from accessfabric.node.dialing.address import Endpoint
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.session import SessionConfig
 

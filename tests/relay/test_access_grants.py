@@ -27,9 +27,9 @@ from accessfabric.bench.relay_lab import issue_route
 from accessfabric.control.kernel.authority_key import format_authority_key
 from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.config import load_node_config
-from accessfabric.node.connection import FabricStream, StreamResetError
+from accessfabric.node.config.node_config import load_node_config
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.streams.connection import FabricStream, StreamResetError
 from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import Running, running_plane

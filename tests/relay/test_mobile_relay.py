@@ -30,10 +30,10 @@ from accessfabric.control.kernel.authority_key import format_authority_key
 from accessfabric.control.server.plane import ControlConfig
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.config import load_node_config
-from accessfabric.node.connection import StreamResetError
+from accessfabric.node.admin.status import render
+from accessfabric.node.config.node_config import load_node_config
 from accessfabric.node.runtime import NodeRuntime
-from accessfabric.node.status import render
+from accessfabric.node.streams.connection import StreamResetError
 from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass
 from tests.conditions import until_returns

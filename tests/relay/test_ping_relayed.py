@@ -23,7 +23,7 @@ from typing import Any
 from accessfabric.control.kernel.authority_key import format_authority_key
 from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.config import load_node_config
+from accessfabric.node.config.node_config import load_node_config
 from accessfabric.node.runtime import NodeRuntime
 from tests.conditions import until_returns
 from tests.control.api_harness import Running, running_plane

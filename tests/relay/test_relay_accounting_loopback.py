@@ -19,10 +19,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from accessfabric.errors import ErrorCode, LocalProtocolError
-from accessfabric.node.address import HostPort
-from accessfabric.node.connection import StreamResetError
-from accessfabric.node.relay_limits import RelayLimits, RelayQuotas
+from accessfabric.node.dialing.address import HostPort
+from accessfabric.node.relaying.relay_limits import RelayLimits, RelayQuotas
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.streams.connection import StreamResetError
 from accessfabric.wire.registry import TrafficClass
 from tests.node.harness import COMMAND, command_env
 from tests.relay.fabric import build

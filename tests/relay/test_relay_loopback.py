@@ -13,13 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accessfabric.bench.relay_lab import SEALED_SINK, issue_route, new_initiator, send_sealed
 from accessfabric.errors import ErrorCode
-from accessfabric.node.address import HostPort
-from accessfabric.node.connection import FabricStream, StreamResetError
-from accessfabric.node.dataplane import REFUSED_LABELS
-from accessfabric.node.relay import RESUME_POSITION_TIMEOUT
-from accessfabric.node.resumable import new_fabric_stream
-from accessfabric.node.route_switches import SwitchReason
-from accessfabric.node.routes import NoUsableRoute
+from accessfabric.node.dialing.address import HostPort
+from accessfabric.node.relaying.relay import RESUME_POSITION_TIMEOUT
+from accessfabric.node.routing.route_switches import SwitchReason
+from accessfabric.node.routing.routes import NoUsableRoute
+from accessfabric.node.serving.dataplane import REFUSED_LABELS
+from accessfabric.node.streams.connection import FabricStream, StreamResetError
+from accessfabric.node.streams.resumable import new_fabric_stream
 from accessfabric.sealing import SealInitiator
 from accessfabric.sealing.handshake import is_sealing_key_exchange, stream_context
 from accessfabric.sealing.resume_proof import PROOF_SIZE, prove_resume

@@ -16,11 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.observability import NodeObservability
-from accessfabric.node.relay_limits import RelayLimits, RelayQuotas, RelayRefused
-from accessfabric.node.relay_metrics import RelayMetrics, relay_status
+from accessfabric.node.admin.observability import NodeObservability
+from accessfabric.node.admin.status import render
+from accessfabric.node.relaying.relay_limits import RelayLimits, RelayQuotas, RelayRefused
+from accessfabric.node.relaying.relay_metrics import RelayMetrics, relay_status
 from accessfabric.node.runtime import NodeRuntime
-from accessfabric.node.status import render
 from accessfabric.wire.registry import TrafficClass
 from tests.relay.fabric import config
 
@@ -29,7 +29,7 @@ Sample = tuple[str, tuple[tuple[str, str], ...]]
 
 @dataclass
 class RelayCounts:
-    """What :class:`~accessfabric.node.relay.Relay` exposes to its metrics and status."""
+    """What :class:`~accessfabric.node.relaying.relay.Relay` exposes to its metrics and status."""
 
     quotas: RelayQuotas
     active: int = 0

@@ -23,9 +23,9 @@ import pytest
 from accessfabric.bench.relay_lab import SEALED_SINK, issue_route, new_initiator, payload_chunk
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.errors import ErrorCode
-from accessfabric.node.connection import StreamResetError
-from accessfabric.node.resumable import ResumableStream, new_fabric_stream
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.streams.connection import StreamResetError
+from accessfabric.node.streams.resumable import ResumableStream, new_fabric_stream
 from accessfabric.observe.log_format import event_fields
 from accessfabric.sealing import SealingError, SealInitiator
 from accessfabric.sealing.handshake import destination_resume_key, stream_context
@@ -157,7 +157,7 @@ async def finish_intact(fabric: Fabric, sender: SealedSender) -> None:
 async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="accessfabric.node.admission")
+    caplog.set_level(logging.WARNING, logger="accessfabric.node.serving.admission")
     fabric = await build(tmp_path, relays=2)
     try:
         dst = fabric.destination

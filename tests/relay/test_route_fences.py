@@ -12,7 +12,7 @@ import pytest
 from accessfabric.bench.relay_lab import issue_route
 from accessfabric.control.client.node_cache import NodeCache
 from accessfabric.control.kernel.rejections import LeaseRejected, RejectReason
-from accessfabric.node.config import ControlSettings
+from accessfabric.node.config.node_config import ControlSettings
 from accessfabric.node.control_link import ControlLink
 from accessfabric.wire.registry import TrafficClass
 from tests.conditions import until

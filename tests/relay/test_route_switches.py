@@ -19,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from accessfabric.bench.relay_lab import issue_route
 from accessfabric.errors import ErrorCode
-from accessfabric.node.connection import SessionConnection
-from accessfabric.node.resumable import ResumableStream
-from accessfabric.node.route_switches import SwitchReason
+from accessfabric.node.routing.route_switches import SwitchReason
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.streams.connection import SessionConnection
+from accessfabric.node.streams.resumable import ResumableStream
 from accessfabric.wire.registry import TrafficClass
 from tests.relay.fabric import Fabric, build, kill
 

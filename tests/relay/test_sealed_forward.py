@@ -24,10 +24,10 @@ from accessfabric.control.kernel.objects import NodeRecord
 from accessfabric.control.kernel.vocabulary import Role
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.connection import SessionConnection, StreamResetError
-from accessfabric.node.route_switches import SwitchReason
-from accessfabric.node.routes import NoUsableRoute
+from accessfabric.node.routing.route_switches import SwitchReason
+from accessfabric.node.routing.routes import NoUsableRoute
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.streams.connection import SessionConnection, StreamResetError
 from accessfabric.sealing import SealingError, SealInitiator
 from accessfabric.sealing.records import CipherSuite
 from accessfabric.services.host import node_opener

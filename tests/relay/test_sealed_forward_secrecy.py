@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from accessfabric.node.connection import SessionConnection
-from accessfabric.node.resumable import ResumableStream
-from accessfabric.node.sealed_stream import SealedStream
+from accessfabric.node.streams.connection import SessionConnection
+from accessfabric.node.streams.resumable import ResumableStream
+from accessfabric.node.streams.sealed_stream import SealedStream
 from accessfabric.sealing import RecordOpener, SealingError, SealInitiator
 from accessfabric.sealing.handshake import (
     KEY_SIZE,

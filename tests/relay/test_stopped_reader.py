@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from accessfabric.bench.relay_lab import issue_route
-from accessfabric.node.connection import FabricStream
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.streams.connection import FabricStream
 from accessfabric.wire.registry import TrafficClass
 from tests.relay.fabric import Fabric, build
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from accessfabric.bench.relay_lab import SEALED_SINK
-from accessfabric.node.relay_fairness import TenantFairShare
+from accessfabric.node.relaying.relay_fairness import TenantFairShare
 from accessfabric.wire.registry import TrafficClass
 from tests.relay.fabric import build
 

@@ -8,8 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import Endpoint, HostPort
-from accessfabric.node.config import ForwardConfig, NodeConfig, PeerConfig, ServiceConfig
+from accessfabric.node.config.node_config import (
+    ForwardConfig,
+    NodeConfig,
+    PeerConfig,
+    ServiceConfig,
+)
+from accessfabric.node.dialing.address import Endpoint, HostPort
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass

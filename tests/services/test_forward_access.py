@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import Endpoint, HostPort
-from accessfabric.node.config import NodeConfig, ServiceConfig
+from accessfabric.node.config.node_config import NodeConfig, ServiceConfig
+from accessfabric.node.dialing.address import Endpoint, HostPort
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.services.host import ServicesComponent
 

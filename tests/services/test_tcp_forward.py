@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.node.status import fetch_status, render
+from accessfabric.node.admin.status import fetch_status, render
 from accessfabric.wire.registry import TrafficClass
 from tests.conditions import until
 from tests.services.fabric_pair import fabric_pair

@@ -23,9 +23,9 @@ import pytest
 
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.config import NodeConfig, PeerConfig
-from accessfabric.node.connection import FabricStream, StreamResetError
+from accessfabric.node.config.node_config import NodeConfig, PeerConfig
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.streams.connection import FabricStream, StreamResetError
 from accessfabric.observe.log_format import event_fields
 from accessfabric.services.fabric import DirectStreamOpener
 from accessfabric.services.vnet import PLAIN_HEADER

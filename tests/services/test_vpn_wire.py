@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from accessfabric.node.config import ConfigError, load_node_config
+from accessfabric.node.config.node_config import ConfigError, load_node_config
 from accessfabric.services.vnet import GSO_TCPV4, NEEDS_CSUM, VnetHeader
 from accessfabric.services.vpn_wire import (
     BatchDecoder,

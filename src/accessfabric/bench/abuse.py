@@ -9,7 +9,7 @@ This process keeps one authenticated session to it and measures echo round trips
 handshake churn, failed AUTH, refused streams.
 Reported per flood: the echo p99 against the baseline (target: within 2x), and the node
 process's RSS before the floods and after all of them (the allocator trim of
-``node/allocator.py``).
+``node/host/allocator.py``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 from accessfabric.bench.common import machine_note, raise_nofile_limit
 from accessfabric.bench.report import BenchReport, BenchResult, BenchSetupError
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.connection import FabricStream
-from accessfabric.node.endpoints import LocalNode, connect_tcp
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
+from accessfabric.node.streams.connection import FabricStream
 
 FLOODS = ("pre-tls", "tls-churn", "bad-auth", "refused-streams", "quic-initials")
 HANDSHAKE_TIMEOUT = 3.0

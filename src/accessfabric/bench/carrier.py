@@ -48,9 +48,9 @@ from typing import Any, cast
 
 from accessfabric.bench.common import BenchNode, machine_note, process_cpu, run_async
 from accessfabric.bench.report import BenchReport, BenchResult
-from accessfabric.node import endpoints
-from accessfabric.node.connection import FabricStream, SessionConnection
-from accessfabric.node.endpoints import connect_tcp, serve_tcp
+from accessfabric.node.dialing import endpoints
+from accessfabric.node.dialing.endpoints import connect_tcp, serve_tcp
+from accessfabric.node.streams.connection import FabricStream, SessionConnection
 from accessfabric.session import SessionConfig
 from accessfabric.wire.registry import TrafficClass
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.connection import SessionConnection
-from accessfabric.node.endpoints import LocalNode, connect_tcp, serve_tcp
-from accessfabric.node.https_endpoints import connect_https, serve_https
-from accessfabric.node.quic_endpoints import connect_quic, serve_quic
+from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp, serve_tcp
+from accessfabric.node.dialing.https_endpoints import connect_https, serve_https
+from accessfabric.node.dialing.quic_endpoints import connect_quic, serve_quic
+from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.session import SessionConfig
 from accessfabric.wire.registry import TrafficClass
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import client_context, server_context
-from accessfabric.node.endpoints import LocalNode
+from accessfabric.node.dialing.endpoints import LocalNode
 from accessfabric.session import SessionConfig
 
 T = TypeVar("T")

@@ -24,7 +24,7 @@ one JSON object: ``{"rtts_ms": [...], "bulk_bytes": N, "bulk_seconds": S}``.  MO
 * ``idle``: pings on a plain TCP connection with no bulk running.
 
 Both ends freeze their start-up objects out of the garbage collector's way once set
-up (:func:`~accessfabric.node.gc_pauses.freeze_startup_objects`), as ``node run``
+up (:func:`~accessfabric.node.host.gc_pauses.freeze_startup_objects`), as ``node run``
 does, so a full collection during the measured window does not stall the loop.
 
 Bulk throughput is counted at the sender over the measured window, which starts
@@ -49,9 +49,9 @@ from typing import Any
 
 from accessfabric.bench.common import BenchNode, run_async
 from accessfabric.errors import ProtocolError
-from accessfabric.node.connection import FabricStream, SessionConnection
-from accessfabric.node.endpoints import connect_tcp, serve_tcp
-from accessfabric.node.gc_pauses import freeze_startup_objects
+from accessfabric.node.dialing.endpoints import connect_tcp, serve_tcp
+from accessfabric.node.host.gc_pauses import freeze_startup_objects
+from accessfabric.node.streams.connection import FabricStream, SessionConnection
 from accessfabric.wire.registry import TrafficClass
 
 FRAME = struct.Struct(">BI")

@@ -34,8 +34,8 @@ from accessfabric.bench.common import (
     run_async,
 )
 from accessfabric.bench.report import BenchReport, BenchResult
-from accessfabric.node.connection import SessionConnection
-from accessfabric.node.endpoints import connect_tcp, serve_tcp
+from accessfabric.node.dialing.endpoints import connect_tcp, serve_tcp
+from accessfabric.node.streams.connection import SessionConnection
 
 HOST = "127.0.0.1"
 ACCEPTOR_SEED = bytes(range(128, 160))

@@ -19,7 +19,7 @@ from accessfabric.control.kernel.authority import Authority
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.control.kernel.objects import RouteLease
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.connection import FabricStream
+from accessfabric.node.streams.connection import FabricStream
 from accessfabric.sealing import SealInitiator
 from accessfabric.sealing.handshake import stream_context
 from accessfabric.sealing.records import CipherSuite

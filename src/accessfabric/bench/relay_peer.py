@@ -45,8 +45,8 @@ from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.control.kernel.objects import RouteLease
 from accessfabric.control.kernel.signed import open_signed
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import parse_endpoint_url
-from accessfabric.node.config import NodeConfig, PeerConfig
+from accessfabric.node.config.node_config import NodeConfig, PeerConfig
+from accessfabric.node.dialing.address import parse_endpoint_url
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.observe.log_format import configure_logging
 from accessfabric.session import SessionConfig

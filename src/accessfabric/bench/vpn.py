@@ -33,10 +33,10 @@ from typing import Any, TypeVar
 
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.address import Endpoint
-from accessfabric.node.config import NodeConfig, PeerConfig
-from accessfabric.node.connection import FabricStream
+from accessfabric.node.config.node_config import NodeConfig, PeerConfig
+from accessfabric.node.dialing.address import Endpoint
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.streams.connection import FabricStream
 from accessfabric.services.fabric import DirectStreamOpener
 from accessfabric.services.vpn import VpnClient, VpnExit
 from accessfabric.services.vpn_wire import VPN_SERVICE

@@ -29,7 +29,7 @@ class CarrierInfo:
     """The client address a trusted reverse proxy reported (``peer_address`` is the proxy)."""
     local_address: str = ""
     """This end's IP address (``""``: the carrier does not say); a session bound to an
-    address the machine no longer has is dead (``node/network_watch.py``)."""
+    address the machine no longer has is dead (``node/dialing/network_watch.py``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -233,7 +233,7 @@ class FallbackServer:
         self.carriers[session_id] = carrier
         self.opened += 1
         carrier.listener = self._factory(info, carrier, tls)
-        # anyone can open one: the node logs it at a bounded rate (node/https_endpoints.py)
+        # anyone can open one: the node logs it at a bounded rate (node/dialing/https_endpoints.py)
         log.debug("https fallback carrier opened from %s", forwarded or info.peer_address)
         return web.Response(
             body=session_id.encode(), headers={SESSION_HEADER: session_id, **NO_STORE}

@@ -12,7 +12,7 @@ from typing import Any
 from accessfabric.conformance.check import CORE_GROUPS, GROUPS, Target
 from accessfabric.conformance.runner import FAILED, json_report, run_all, select, text_report
 from accessfabric.identity.node_id import parse_node_id
-from accessfabric.node.address import parse_endpoint_url
+from accessfabric.node.dialing.address import parse_endpoint_url
 
 UNREACHABLE = 3
 

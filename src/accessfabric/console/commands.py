@@ -74,7 +74,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from accessfabric.console.app import Console, build_console_app
     from accessfabric.console.control_api import ControlApi
     from accessfabric.console.sessions import SessionSigner
-    from accessfabric.node.address import parse_host_port
+    from accessfabric.node.dialing.address import parse_host_port
 
     try:
         listen = parse_host_port(args.listen, allow_port_zero=True)

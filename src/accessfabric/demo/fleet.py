@@ -34,7 +34,7 @@ import aiohttp
 from accessfabric.demo.control import Control, create_grant, create_tokens
 from accessfabric.demo.procs import COMMAND, DemoFailed, Processes, free_port
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.status import fetch_status
+from accessfabric.node.admin.status import fetch_status
 
 ROLES = {
     "laptop": "mobile-edge",

@@ -52,7 +52,7 @@ from accessfabric.demo.fleet import (
 from accessfabric.demo.procs import DemoFailed, Processes
 from accessfabric.demo.traffic import KILL_AT, PROBE, PROBE_INTERVAL, Traffic, run_traffic
 from accessfabric.json_output import print_json
-from accessfabric.node.status import fetch_status, table
+from accessfabric.node.admin.status import fetch_status, table
 
 Report = dict[str, Any]
 

@@ -67,21 +67,21 @@ from accessfabric.control.client.replica_set import replica_summary
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.control.kernel.rejections import SignedObjectRejected
 from accessfabric.errors import ErrorCode
-from accessfabric.node.address import Endpoint, parse_endpoint_url
-from accessfabric.node.config import ControlSettings, default_class
-from accessfabric.node.diagnostics import NodeDiagnostics
-from accessfabric.node.route_test_runner import RouteTestRunner
-from accessfabric.node.routes import NoUsableRoute
-from accessfabric.node.service_failovers import ServiceFailovers
-from accessfabric.node.tenant_admission import retry_hint
+from accessfabric.node.admin.diagnostics import NodeDiagnostics
+from accessfabric.node.config.node_config import ControlSettings, default_class
+from accessfabric.node.dialing.address import Endpoint, parse_endpoint_url
+from accessfabric.node.routing.route_test_runner import RouteTestRunner
+from accessfabric.node.routing.routes import NoUsableRoute
+from accessfabric.node.routing.service_failovers import ServiceFailovers
+from accessfabric.node.serving.tenant_admission import retry_hint
 from accessfabric.observe.log_format import log_event
 from accessfabric.session import SessionState
 from accessfabric.session.events import GoawayReceived
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
-    from accessfabric.node.connection import SessionConnection
     from accessfabric.node.parts import NodeParts
+    from accessfabric.node.streams.connection import SessionConnection
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +393,7 @@ class ControlLink:
             route_cache_version=self.route_cache_version,
             sessions=runtime.accepted_sessions,
         )
-        host = runtime.host  # measured on the machine (node/host_monitor.py)
+        host = runtime.host  # measured on the machine (node/host/host_monitor.py)
         return dataclasses.replace(
             facts,
             peers=host.with_bandwidth(facts.peers),

@@ -35,9 +35,9 @@ from accessfabric.errors import ErrorCode
 from accessfabric.observe.log_format import log_event
 
 if TYPE_CHECKING:
-    from accessfabric.node.config import NodeConfig
-    from accessfabric.node.connection import SessionConnection
-    from accessfabric.node.observability import NodeObservability
+    from accessfabric.node.admin.observability import NodeObservability
+    from accessfabric.node.config.node_config import NodeConfig
+    from accessfabric.node.streams.connection import SessionConnection
 
 log = logging.getLogger(__name__)
 

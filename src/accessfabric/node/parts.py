@@ -15,20 +15,20 @@ if TYPE_CHECKING:
     from accessfabric.control.client.client import ControlClient
     from accessfabric.control.kernel.fence import FenceBook
     from accessfabric.identity.keys import NodeKey
-    from accessfabric.node.access import ServiceAccess
-    from accessfabric.node.config import NodeConfig
-    from accessfabric.node.connection import SessionConnection
-    from accessfabric.node.dataplane import DataPlane
-    from accessfabric.node.dial import BoundListener
-    from accessfabric.node.endpoints import LocalNode
-    from accessfabric.node.host_monitor import HostMonitor
-    from accessfabric.node.observability import NodeObservability
+    from accessfabric.node.admin.observability import NodeObservability
+    from accessfabric.node.config.node_config import NodeConfig
+    from accessfabric.node.dialing.dial import BoundListener
+    from accessfabric.node.dialing.endpoints import LocalNode
+    from accessfabric.node.dialing.peer_dialer import RankedPeerDialer
+    from accessfabric.node.dialing.peers import PeerSessionManager
+    from accessfabric.node.host.host_monitor import HostMonitor
     from accessfabric.node.operator_drain import OperatorDrain
-    from accessfabric.node.peer_dialer import RankedPeerDialer
-    from accessfabric.node.peers import PeerSessionManager
-    from accessfabric.node.routes import RouteManager
-    from accessfabric.node.services import ServiceDispatcher
-    from accessfabric.node.stream_sealing import SealingKeys
+    from accessfabric.node.routing.routes import RouteManager
+    from accessfabric.node.serving.access import ServiceAccess
+    from accessfabric.node.serving.dataplane import DataPlane
+    from accessfabric.node.serving.services import ServiceDispatcher
+    from accessfabric.node.streams.connection import SessionConnection
+    from accessfabric.node.streams.stream_sealing import SealingKeys
 
 
 class NodeParts(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from accessfabric.node.config import NodeConfig, PeerConfig
+from accessfabric.node.config.node_config import NodeConfig, PeerConfig
 
 RELOADABLE = ("drain_timeout", "peers (endpoints)")
 _IGNORED = ("source",)

@@ -23,29 +23,29 @@ from accessfabric.control.kernel.fence import FenceBook
 from accessfabric.control.kernel.vocabulary import node_echo_service
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node import sd_notify
-from accessfabric.node.access import ServiceAccess
-from accessfabric.node.address import Endpoint
-from accessfabric.node.admission import Admission
-from accessfabric.node.config import NodeConfig, PeerConfig
-from accessfabric.node.config_checks import check_against_key
-from accessfabric.node.connection import SessionConnection
+from accessfabric.node.admin.diagnostics import register_diagnostics
+from accessfabric.node.admin.observability import NodeObservability
+from accessfabric.node.config.config_checks import check_against_key
+from accessfabric.node.config.node_config import NodeConfig, PeerConfig
 from accessfabric.node.control_link import ControlLink
-from accessfabric.node.dataplane import DataPlane
-from accessfabric.node.diagnostics import register_diagnostics
-from accessfabric.node.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
-from accessfabric.node.endpoints import LocalNode, source_address
-from accessfabric.node.gc_pauses import freeze_startup_objects
-from accessfabric.node.host_monitor import HostMonitor, device_handler
-from accessfabric.node.key_lock import KeyLock
-from accessfabric.node.network_watch import NetworkWatch
-from accessfabric.node.observability import NodeObservability
+from accessfabric.node.dialing.address import Endpoint
+from accessfabric.node.dialing.dial import DEFAULT_DIAL_TIMEOUT, BoundListener, dial, listen
+from accessfabric.node.dialing.endpoints import LocalNode, source_address
+from accessfabric.node.dialing.network_watch import NetworkWatch
+from accessfabric.node.dialing.peer_dialer import RankedPeerDialer, dial_metric_samples
+from accessfabric.node.dialing.peers import PeerSessionManager
+from accessfabric.node.host import sd_notify
+from accessfabric.node.host.gc_pauses import freeze_startup_objects
+from accessfabric.node.host.host_monitor import HostMonitor, device_handler
+from accessfabric.node.host.key_lock import KeyLock
 from accessfabric.node.operator_drain import OperatorDrain
-from accessfabric.node.peer_dialer import RankedPeerDialer, dial_metric_samples
-from accessfabric.node.peers import PeerSessionManager
-from accessfabric.node.routes import RouteManager
-from accessfabric.node.services import ECHO_SERVICE, ServiceDispatcher
-from accessfabric.node.stream_sealing import SealingKeys, StreamSealing, sealing_cipher
+from accessfabric.node.routing.routes import RouteManager
+from accessfabric.node.serving.access import ServiceAccess
+from accessfabric.node.serving.admission import Admission
+from accessfabric.node.serving.dataplane import DataPlane
+from accessfabric.node.serving.services import ECHO_SERVICE, ServiceDispatcher
+from accessfabric.node.streams.connection import SessionConnection
+from accessfabric.node.streams.stream_sealing import SealingKeys, StreamSealing, sealing_cipher
 from accessfabric.observe.log_format import log_event
 from accessfabric.observe.log_rate import RateLimitedLog
 
@@ -110,7 +110,7 @@ class NodeRuntime:
         self.observe = NodeObservability(self.key.node_id)
         self.observe.node_name = config.name
         self.observe.peer_names = config.peer_names()
-        from accessfabric.node.ping import ping_handler
+        from accessfabric.node.admin.ping import ping_handler
 
         self.observe.admin_actions["/ping"] = ping_handler(self)
         # End-to-end sealing (docs/sealing.md): other nodes' keys from [[peers]],
@@ -144,13 +144,16 @@ class NodeRuntime:
             self.key.node_id, self.key.sealing_private_key(), self.sealing_keys,
             one_hop=config.sealing.one_hop, cipher=sealing_cipher(config.sealing.cipher),
         )  # fmt: skip
-        # Refused streams are logged at a bounded rate and charge the peer (node/admission.py).
+        # Refused streams are logged at a bounded rate and charge the peer
+        # (node/serving/admission.py).
         self.data_plane.on_refused = self.local.stream_refused
         self.dispatcher.on_refused = lambda stream, reason: self.local.stream_refused(
             stream.connection, reason, stream.service
         )
         self.observe.watch_admission(self.local.admission)
-        tenants = self.local.admission.tenants  # sessions per tenant (node/tenant_admission.py)
+        tenants = (
+            self.local.admission.tenants
+        )  # sessions per tenant (node/serving/tenant_admission.py)
         self.data_plane.hooks.append(tenants.hook(self.access.record_of, time.monotonic))
         self.observe.add_section("tenants", tenants.status)
         self.observe.watch_routes(self.routes)
@@ -162,7 +165,7 @@ class NodeRuntime:
         register_diagnostics(self)  # `accessfabric diag` over the admin socket
         self.local.on_new_connection = self._new_connection
         # Facts measured on the machine, NODE_PRESSURE, the mobile relay gate
-        # (node/host_monitor.py; docs/control.md "Heartbeat facts").
+        # (node/host/host_monitor.py; docs/control.md "Heartbeat facts").
         self.host = HostMonitor(config, self.observe.connections)
         self.data_plane.relay_gate = self.host.relay_refusal
         self.observe.add_section("host", self.host.status)
@@ -280,7 +283,7 @@ class NodeRuntime:
                 ready = await connection.ready()
             except Exception as error:
                 # An outsider can cause these at will: one line per interval per (source
-                # address, error kind), with a suppressed count (node/admission.py).
+                # address, error kind), with a suppressed count (node/serving/admission.py).
                 text = (str(error) or type(error).__name__)[:200]
                 self.local.admission.refusal_log.log(
                     (source_address(connection.info), "session rejected", type(error).__name__),
@@ -404,7 +407,7 @@ class NodeRuntime:
 
     def reload(self) -> None:
         """SIGHUP: re-read the config file; apply what can change live, log what cannot."""
-        from accessfabric.node.config import ConfigError, load_node_config
+        from accessfabric.node.config.node_config import ConfigError, load_node_config
         from accessfabric.node.reload import plan_reload
 
         source = self.config.source

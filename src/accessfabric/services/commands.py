@@ -12,15 +12,15 @@ from typing import Any
 from accessfabric.identity.errors import IdentityError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.node_id import parse_node_id
-from accessfabric.node.address import parse_endpoint_url, parse_host_port
-from accessfabric.node.commands import UsageError, _run, guarded
-from accessfabric.node.config import (
+from accessfabric.node.admin.commands import UsageError, _run, guarded
+from accessfabric.node.config.node_config import (
     ConfigError,
     ForwardConfig,
     NodeConfig,
     PeerConfig,
     load_node_config,
 )
+from accessfabric.node.dialing.address import parse_endpoint_url, parse_host_port
 from accessfabric.observe.log_format import configure_logging
 from accessfabric.wire.registry import TrafficClass
 
@@ -75,7 +75,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from accessfabric.node.status import run_status
+    from accessfabric.node.admin.status import run_status
 
     if args.socket:
         path = Path(args.socket)

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from accessfabric.errors import ErrorCode, ProtocolError
-from accessfabric.node.connection import FabricStream, SessionConnection
+from accessfabric.node.streams.connection import FabricStream, SessionConnection
 from accessfabric.wire.registry import TrafficClass
 
 

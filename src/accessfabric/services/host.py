@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from accessfabric.node.config import ForwardConfig, NodeConfig
-from accessfabric.node.connection import FabricStream
+from accessfabric.node.config.node_config import ForwardConfig, NodeConfig
+from accessfabric.node.streams.connection import FabricStream
 from accessfabric.services.fabric import DirectStreamOpener, StreamOpener
 from accessfabric.services.ingress import HostIngress
 from accessfabric.services.tcp_forward import ForwardCounters, TcpForwarder, service_host

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from accessfabric.errors import ProtocolError
-from accessfabric.node.ingress_config import IngressConfig
+from accessfabric.node.config.ingress_config import IngressConfig
 from accessfabric.observe.log_format import log_event
 from accessfabric.observe.log_rate import RateLimitedLog
 from accessfabric.services.fabric import StreamOpener

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import struct
 
-from accessfabric.node.ingress_config import host_name_ok
+from accessfabric.node.config.ingress_config import host_name_ok
 
 TLS_HANDSHAKE = 22
 CLIENT_HELLO = 1

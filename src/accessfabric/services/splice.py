@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass
 
 from accessfabric.errors import ErrorCode, ProtocolError
-from accessfabric.node.connection import FabricStream, StreamResetError
+from accessfabric.node.streams.connection import FabricStream, StreamResetError
 
 CHUNK = 64 * 1024
 

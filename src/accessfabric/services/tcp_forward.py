@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from accessfabric.errors import ErrorCode, ProtocolError
-from accessfabric.node.config import default_class
-from accessfabric.node.connection import FabricStream
+from accessfabric.node.config.node_config import default_class
+from accessfabric.node.streams.connection import FabricStream
 from accessfabric.observe.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
 from accessfabric.services.splice import SpliceStats, abort_with_rst, splice

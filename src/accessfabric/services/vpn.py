@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accessfabric.errors import ErrorCode, ProtocolError
-from accessfabric.node.connection import FabricStream, StreamResetError
+from accessfabric.node.streams.connection import FabricStream, StreamResetError
 from accessfabric.observe.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
 from accessfabric.services.vnet import (

@@ -133,8 +133,8 @@ def add_vpn_arguments(up: argparse.ArgumentParser) -> None:
 
 
 def vpn_up(args: argparse.Namespace) -> int:
-    from accessfabric.node.commands import UsageError, _run
-    from accessfabric.node.config import ConfigError, load_node_config
+    from accessfabric.node.admin.commands import UsageError, _run
+    from accessfabric.node.config.node_config import ConfigError, load_node_config
     from accessfabric.node.runtime import run_node
 
     try:

@@ -33,7 +33,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from accessfabric.node.vpn_config import VpnClassConfig
+from accessfabric.node.config.vpn_config import VpnClassConfig
 from accessfabric.wire.registry import TrafficClass
 
 MAGIC = b"AFV1"

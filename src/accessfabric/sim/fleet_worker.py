@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from accessfabric.node.config import load_node_config
+from accessfabric.node.config.node_config import load_node_config
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.wire.registry import TrafficClass
 

@@ -36,7 +36,7 @@ LARGEST_SUCCESS = HEADER.size + 4 + 20
 (32 for IPv4)."""
 PADDED_SIZE = 64
 """The size the NAT probe pads its Binding requests to, and the least a reflector answers
-(``node/reflector_limits.py``): at least ``LARGEST_SUCCESS``, with room for one more
+(``node/dialing/reflector_limits.py``): at least ``LARGEST_SUCCESS``, with room for one more
 attribute in an answer."""
 
 

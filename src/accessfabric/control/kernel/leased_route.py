@@ -1,7 +1,7 @@
 """``LeasedRoute``: a verified route lease a source node can open streams on.
 
 The one node-side route type: the control client builds it from the leases it verifies
-(fresh or cached), route execution (``node/routes.py``) opens, fails over and reports on
+(fresh or cached), route execution (``node/routing/routes.py``) opens, fails over and reports on
 it.  The control plane's own types are the planner's ``PlannedRoute`` (a path and why it
 scored so) and the lease authority's ``IssuedRoute`` (a signed lease as issued).
 """

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from accessfabric.control.client.facts import RouteReport
-
-if TYPE_CHECKING:
-    from accessfabric.control.server.plane import ControlPlane
+from accessfabric.control.server.heartbeats import HeartbeatTable
+from accessfabric.control.server.registry import NodeRegistry
+from accessfabric.control.server.services import ServiceDirectory
 
 MAX_EVENTS = 500
 OBSERVE_INTERVAL = 1.0
@@ -40,6 +40,19 @@ class FleetEvent:
         return asdict(self)
 
 
+class ObservedFleet(Protocol):
+    """What :meth:`FleetEvents.observe` reads (the control plane's tables)."""
+
+    @property
+    def registry(self) -> NodeRegistry: ...
+
+    @property
+    def heartbeats(self) -> HeartbeatTable: ...
+
+    @property
+    def services(self) -> ServiceDirectory: ...
+
+
 class FleetEvents:
     def __init__(self) -> None:
         self.events: deque[FleetEvent] = deque(maxlen=MAX_EVENTS)
@@ -55,7 +68,7 @@ class FleetEvents:
         chosen = [event for event in self.events if event.at > after]
         return chosen[-limit:]
 
-    def observe(self, plane: ControlPlane, now: float) -> None:
+    def observe(self, plane: ObservedFleet, now: float) -> None:
         if now - self._observed_at < OBSERVE_INTERVAL:
             return
         self._observed_at = now

@@ -21,16 +21,17 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from accessfabric.control.server.drains import KEY_PREFIX as DRAIN_PREFIX
+from accessfabric.control.server.drains import NodeDrains
 from accessfabric.control.server.heartbeats import KEY_PREFIX as HEARTBEAT_PREFIX
+from accessfabric.control.server.heartbeats import HeartbeatTable
 from accessfabric.control.server.registry import KEY_PREFIX as NODE_PREFIX
+from accessfabric.control.server.registry import NodeRegistry
 from accessfabric.control.server.services import KEY_PREFIX as SERVICE_PREFIX
+from accessfabric.control.server.services import ServiceDirectory
 from accessfabric.control.server.store.base import Change, ChangeKind, CompactedError, StoreError
-
-if TYPE_CHECKING:
-    from accessfabric.control.server.plane import ControlPlane
 
 _log = logging.getLogger("accessfabric.control.server.replication")
 MAX_BACKOFF = 2.0
@@ -53,12 +54,28 @@ def watchable(store: object) -> WatchableStore | None:
     return store if callable(getattr(store, "watch", None)) else None  # type: ignore[return-value]
 
 
+class ReplicatedCaches(Protocol):
+    """The caches a replica keeps equal to the shared store (the control plane's)."""
+
+    @property
+    def registry(self) -> NodeRegistry: ...
+
+    @property
+    def heartbeats(self) -> HeartbeatTable: ...
+
+    @property
+    def services(self) -> ServiceDirectory: ...
+
+    @property
+    def drains(self) -> NodeDrains: ...
+
+
 class ReplicaSync:
     """Keeps ``plane``'s caches equal to the shared store; run it as a task."""
 
     def __init__(
         self,
-        plane: ControlPlane,
+        plane: ReplicatedCaches,
         store: WatchableStore,
     ) -> None:
         self._plane = plane

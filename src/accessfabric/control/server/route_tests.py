@@ -3,7 +3,7 @@
 **Route tests.**  The console cannot reach a node (nodes talk to the control plane, not
 the other way round), so a test is queued here (``POST /v1/admin/nodes/{id}/route-tests``),
 handed to the node in its next heartbeat reply (``route_tests``), run there exactly as
-``accessfabric diag route`` runs it (:mod:`accessfabric.node.diagnostics`), and its result
+``accessfabric diag route`` runs it (:mod:`accessfabric.node.admin.diagnostics`), and its result
 posted back (``POST /v1/route-tests/{test_id}``, node-signed); the console polls
 ``GET /v1/admin/route-tests/{test_id}``.  Soft state of the replica that queued it, like
 the event timeline: bounded (:data:`MAX_TESTS`, :data:`MAX_PENDING_PER_NODE`), forgotten

@@ -23,8 +23,8 @@ from accessfabric.control.server.api import admin_handlers, node_handlers, route
 from accessfabric.control.server.api.console_handlers import add_console_routes
 from accessfabric.control.server.api.context import CONTEXT, ApiContext
 from accessfabric.control.server.api.errors import error_middleware
+from accessfabric.control.server.api.openapi import openapi_document
 from accessfabric.control.server.api.replica_guard import replica_guard
-from accessfabric.control.server.api.schema import openapi_document
 from accessfabric.control.server.api.verifier import BatchVerifier
 from accessfabric.control.server.metrics import ControlMetrics
 from accessfabric.control.server.plane import ControlPlane

@@ -1,14 +1,15 @@
-"""The OpenAPI 3.0 document of the control API, served at ``/openapi.json``.
+"""The node and operator paths of the control API's OpenAPI 3.0 document, and its schemas.
 
-Hand-written beside the handlers (a test checks every route of the app is here and every
-path here is routed; Schemathesis checks responses against it).
+The document itself (these paths, the console's and the security schemes) is
+:func:`accessfabric.control.server.api.openapi.openapi_document`.  Hand-written beside
+the handlers (a test checks every route of the app is here and every path here is
+routed; Schemathesis checks responses against it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from accessfabric import __version__
 from accessfabric.control.client.facts import (
     CLASS_NAMES,
     MAX_ENDPOINT_HEALTH,
@@ -816,28 +817,3 @@ PATHS: dict[str, Any] = {
         )
     },
 }
-
-
-def openapi_document() -> dict[str, Any]:
-    from accessfabric.control.server.api.console_schema import CONSOLE_PATHS
-
-    return {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "accessfabric control plane",
-            "version": __version__,
-            "description": "Enrollment, heartbeats, peer directory, route and service leases. "
-            "Node requests are signed (AF-Node, AF-Timestamp, AF-Signature: see "
-            "docs/control.md); operator requests carry an admin bearer token.",
-        },
-        "paths": {**PATHS, **CONSOLE_PATHS},
-        "components": {
-            "schemas": SCHEMAS,
-            "securitySchemes": {
-                "afNode": {"type": "apiKey", "in": "header", "name": "AF-Node"},
-                "afTimestamp": {"type": "apiKey", "in": "header", "name": "AF-Timestamp"},
-                "afSignature": {"type": "apiKey", "in": "header", "name": "AF-Signature"},
-                "adminBearer": {"type": "http", "scheme": "bearer"},
-            },
-        },
-    }

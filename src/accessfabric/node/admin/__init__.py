@@ -1,0 +1,3 @@
+"""What the operator sees and runs: the node subcommands, the admin socket (status,
+diagnostics, ping), metrics, smoke.
+"""

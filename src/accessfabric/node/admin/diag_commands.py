@@ -1,0 +1,159 @@
+"""``accessfabric diag route SERVICE`` and ``accessfabric diag stream``: ask a running node
+over its admin socket (:mod:`accessfabric.node.admin.diagnostics`); tables, or ``--json``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from accessfabric.node.admin.status import table
+from accessfabric.node.config.node_config import ConfigError, load_node_config
+
+TIMEOUT = 60.0
+
+
+class DiagUsageError(Exception):
+    """A user mistake (one line, exit 2)."""
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    if args.socket:
+        return Path(args.socket)
+    try:
+        config = load_node_config(args.config)
+    except ConfigError as exc:
+        raise DiagUsageError(str(exc)) from None
+    assert config.admin_socket is not None
+    return config.admin_socket
+
+
+async def _get(socket_path: Path, path: str, query: dict[str, str]) -> tuple[int, Any]:
+    connector = aiohttp.UnixConnector(path=str(socket_path))
+    async with (
+        aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT)
+        ) as client,
+        client.get(f"http://node{path}", params=query) as response,
+    ):
+        text = await response.text()
+        try:
+            return response.status, json.loads(text)
+        except ValueError:
+            return response.status, text.strip()
+
+
+def _ask(args: argparse.Namespace, path: str, query: dict[str, str]) -> tuple[int, Any]:
+    socket_path = _socket(args)
+    try:
+        return asyncio.run(_get(socket_path, path, query))
+    except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+        from accessfabric.node.admin.status import unreachable_reason
+
+        # unreachable: exit 3, as every command (accessfabric/exit_codes.py)
+        raise SystemExit(_fail(unreachable_reason(Path(socket_path), exc), 3)) from None
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"accessfabric diag: {message}", file=sys.stderr)
+    return code
+
+
+def _route_rows(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "rank": "primary" if r["rank"] == 0 else f"alternate-{r['rank']}",
+            "path": r["hops"],
+            "ok": "yes" if r["ok"] else "NO",
+            "hop_rtt_ms": r["hop_rtt_ms"],
+            "beyond_hop1_ms": r.get("beyond_hop1_ms"),
+            "end_to_end_ms": r["end_to_end_ms"],
+            "ping_loss": r["ping_loss"],
+            "burst_mbps": r["burst_mbps"],
+            "failing_hop": r["failing_hop"],
+            "error": r["error"] or "-",
+        }
+        for r in routes
+    ]
+
+
+def cmd_diag_route(args: argparse.Namespace) -> int:
+    query = {"service": args.service, "class": args.traffic_class, "burst": str(args.burst)}
+    status, document = _ask(args, "/diag/route", query)
+    if status == 400:
+        return _fail(str(document), 2)
+    if not isinstance(document, dict):
+        return _fail(f"the node answered {status}: {document}", 1)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"routes to {document['service']} ({document['class']}):")
+        if document.get("error"):
+            print(f"  none: {document['error']}")
+        else:
+            print("\n".join(table(_route_rows(document["routes"]))))
+    if status != 200:
+        return 1
+    return 0 if any(r["ok"] for r in document["routes"]) else 1
+
+
+def cmd_diag_stream(args: argparse.Namespace) -> int:
+    status, document = _ask(args, "/diag/streams", {})
+    if status != 200 or not isinstance(document, dict):
+        return _fail(f"the node answered {status}: {document}", 1)
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        print("\n".join(table(document["streams"])))
+    return 0
+
+
+def _guarded(handler: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            code: int = handler(args)
+        except DiagUsageError as exc:
+            return _fail(str(exc), 2)
+        return code
+
+    return run
+
+
+def add_diag_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    diag = commands.add_parser(
+        "diag",
+        help="probe a service's routes, list live streams (ask a running node)",
+        description="Per-route and per-stream diagnostics of a running node, over its "
+        "admin socket. docs/console.md#diagnostics.",
+    )
+    sub = diag.add_subparsers(dest="diag_command", metavar="COMMAND", required=True)
+    route = sub.add_parser(
+        "route",
+        help="probe the primary and each alternate route to SERVICE",
+        description="On each route: the first hop's session and PINGs (RTT, loss), a probe "
+        "stream acknowledged end to end (RTT beyond hop 1), each later hop's RTT as that "
+        "hop measures and reports it (hop_rtt_source), optionally a burst (throughput); "
+        "the failing hop. The probe's bytes (CRLF, then the burst's zeros) reach the "
+        "service.",
+    )
+    route.add_argument("service", help="the logical service")
+    route.add_argument("--class", dest="traffic_class", default="interactive", help="class")
+    route.add_argument("--burst", type=int, default=0, metavar="BYTES",
+                       help="also time this many bytes (0: no burst)")  # fmt: skip
+    stream = sub.add_parser(
+        "stream",
+        help="live streams: class, credit, bytes, RTT and why blocked",
+        description="Every live stream of the node's sessions with its class, credit, "
+        "bytes, queued and unacknowledged bytes, the session's RTT and what blocks it "
+        "(credit, carrier, pacing, scheduler).",
+    )
+    for parser, handler in ((route, cmd_diag_route), (stream, cmd_diag_stream)):
+        parser.add_argument("--config", metavar="FILE", help="node.toml (finds admin_socket)")
+        parser.add_argument("--socket", metavar="PATH", help="the admin socket itself")
+        parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.set_defaults(handler=_guarded(handler))
