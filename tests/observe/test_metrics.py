@@ -10,6 +10,7 @@ from accessfabric.observe.metrics import FabricMetrics, new_registry
 from accessfabric.session import SessionConfig
 from accessfabric.session import events as ev
 from accessfabric.wire import TrafficClass
+from tests.session.bottleneck import BottleneckRun
 from tests.session.pair import make_pair
 
 
@@ -118,3 +119,49 @@ def test_session_credit_stalls_and_unread_bytes_are_exported() -> None:
     ended = _samples(metrics)
     assert ended[("accessfabric_session_credit_stalls_total", ())] == 1
     assert ended[("accessfabric_unread_bytes", ())] == 0  # a gauge of live sessions only
+
+
+def test_pacer_state_and_probes_are_exported() -> None:
+    """Issue 18: the pacer's rate, base RTT, probes and delay backoffs show in metrics, and
+    its counters outlive the session."""
+    metrics = FabricMetrics()
+    config = SessionConfig(
+        pacing_target_delay=0.00025,
+        initial_stream_window=8 << 20,
+        initial_session_window=16 << 20,
+        keepalive_interval=None,
+    )
+    pair = make_pair(config, config, handshake=False)
+    metrics.track(pair.a, "tcp_tls")
+    rate, delay = 12_500_000.0, 0.005  # 100 Mbit/s, 10 ms RTT, a bloated buffer
+    sim = BottleneckRun(rate=rate, delay=delay, buffer=1 << 20)
+    sim.run(pair.a, pair.b, 0.1, ping_every=1.0)
+    bulk = pair.a.open_stream("download", TrafficClass.BULK)
+    chunk = b"x" * (1 << 20)
+    for _ in range(15):
+        while pair.a.send_buffer_available(bulk) >= len(chunk):
+            pair.a.send_data(bulk, chunk)
+        sim.run(pair.a, pair.b, 0.1, ping_every=1.0)
+    live = _samples(metrics)
+    assert live[("accessfabric_pacing_limiting_sessions", ())] == 1
+    assert live[("accessfabric_pacing_delivery_rate_bytes_gcount", ())] == 1
+    measured = live[("accessfabric_pacing_delivery_rate_bytes_gsum", ())]
+    assert 0.8 * rate <= measured <= 1.1 * rate, measured
+    assert live[("accessfabric_pacing_delivery_rate_bytes_bucket", (("le", "10000000.0"),))] == 0
+    assert live[("accessfabric_pacing_delivery_rate_bytes_bucket", (("le", "30000000.0"),))] == 1
+    base = live[("accessfabric_pacing_min_rtt_seconds_gsum", ())]
+    assert 2 * delay <= base < 2 * delay + 0.002, base
+    assert live[("accessfabric_pacing_queueing_delay_seconds_gcount", ())] == 1
+    unproductive = live[("accessfabric_pacing_probes_total", (("outcome", "unproductive"),))]
+    assert unproductive >= 1  # a full pipe: raising the window only queued
+    assert live[("accessfabric_pacing_probes_total", (("outcome", "productive"),))] == 0
+    backoffs = live[("accessfabric_pacing_slowdowns_total", ())]
+    assert backoffs > 0
+    pair.a.goaway(ErrorCode.PROTOCOL_ERROR, "test")
+    metrics.finished(pair.a)
+    ended = _samples(metrics)
+    assert ended[("accessfabric_pacing_limiting_sessions", ())] == 0
+    assert ended[("accessfabric_pacing_min_rtt_seconds_gcount", ())] == 0
+    gone = ended[("accessfabric_pacing_probes_total", (("outcome", "unproductive"),))]
+    assert gone >= unproductive
+    assert ended[("accessfabric_pacing_slowdowns_total", ())] >= backoffs

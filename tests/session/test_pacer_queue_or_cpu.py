@@ -20,7 +20,7 @@ from __future__ import annotations
 import statistics
 from collections import deque
 
-from accessfabric.session.pacing import FLOOR_MAX, DelayPacer
+from accessfabric.session.pacing import FLOOR_LIMIT, FLOOR_MAX, DelayPacer
 
 CHUNK = 16 * 1024
 SOCKET_BUFFERS = 4 << 20  # what an unpaced sender can have in flight
@@ -35,6 +35,7 @@ def _run(
     sender_rate: float,
     duration: float,
     dt: float,
+    max_batch: int | None = None,
 ) -> tuple[float, list[float]]:
     """(bytes/s delivered in the second half, RTT samples of the second half)."""
     in_transit: deque[tuple[float, int, float]] = deque()  # (arrives, bytes, sent at)
@@ -62,10 +63,11 @@ def _run(
             arrives, size, sent = in_transit.popleft()
             arrived.append((size, sent, arrives))
         if turn > 0 and arrived and now >= busy_until:
-            # One loop turn takes all that arrived, then ACKs it at once.
-            batch = sum(size for size, _, _ in arrived)
-            last_sent = arrived[-1][1]
-            arrived.clear()
+            # One loop turn takes what arrived (at most one read's worth), then ACKs it at once.
+            batch = 0
+            while arrived and (max_batch is None or batch + arrived[0][0] <= max_batch):
+                size, last_sent, _ = arrived.popleft()
+                batch += size
             busy_until = now + turn + batch / rate
             acks.append((busy_until + one_way, batch, last_sent))
         while turn == 0 and arrived and busy_until <= now:  # a link: FIFO at its rate
@@ -105,6 +107,30 @@ def test_cpu_induced_delay_is_not_a_queue_the_pacer_limits() -> None:
     assert pacer.productive_probes > 0 and pacer.floor > TARGET
     assert pacer.floor <= FLOOR_MAX
     assert paced >= 0.85 * unpaced, (paced / 1e6, unpaced / 1e6)  # the old pacer: 0.41
+    # What node metrics export: the probes that paid, the base of the loop's turns.
+    seen = pacer.metrics()
+    assert seen.productive_probes == pacer.productive_probes > 0
+    assert seen.probes >= seen.productive_probes + seen.unproductive_probes
+    assert seen.floor == pacer.floor
+    assert seen.min_rtt is not None and CPU["turn"] <= seen.min_rtt < 0.001
+
+
+SLOW_LOOP = {
+    "rate": 4e8, "turn": 0.001, "one_way": 0.00002, "sender_rate": 6e8,
+    "duration": 2.0, "dt": 0.00002, "max_batch": 256 * 1024,
+}  # fmt: skip
+"""A receiver whose loop turn costs 1 ms (a busy node) and reads at most 256 KiB a turn."""
+
+
+def test_a_slow_loop_turn_is_not_a_queue_either() -> None:
+    """The base RTT is itself about one turn, and waiting for the other end's turn adds
+    about one more: a fixed 1 ms cap let no probe pay and held bulk at 19 % of unpaced."""
+    unpaced, _ = _run(None, **SLOW_LOOP)  # type: ignore[arg-type]
+    pacer = DelayPacer(TARGET)
+    paced, _ = _run(pacer, **SLOW_LOOP)  # type: ignore[arg-type]
+    assert pacer.productive_probes > 0
+    assert FLOOR_MAX < pacer.floor <= min(FLOOR_LIMIT, pacer.floor_cap), pacer.floor
+    assert paced >= 0.85 * unpaced, (paced / 1e6, unpaced / 1e6)
 
 
 def test_a_growing_network_queue_is_limited() -> None:
@@ -120,3 +146,14 @@ def test_a_growing_network_queue_is_limited() -> None:
     assert statistics.quantiles(rtts, n=100)[98] < base + 0.005
     # ... and the link stays full.
     assert paced >= 0.9 * LINK["rate"], paced / 1e6
+    # What node metrics export: limiting at the link's rate above the path's base RTT,
+    # every probe found a full pipe, and the delay made it back off.
+    seen = pacer.metrics()
+    assert seen.limiting and seen.window == pacer.window and seen.in_flight == pacer.inflight
+    assert seen.delivery_rate is not None
+    assert 0.85 * LINK["rate"] <= seen.delivery_rate <= 1.1 * LINK["rate"], seen.delivery_rate
+    assert seen.min_rtt is not None and base <= seen.min_rtt < base + 0.0005, seen.min_rtt
+    assert seen.queueing_delay is not None and 0 <= seen.queueing_delay < 0.002
+    assert seen.productive_probes == 0 and seen.unproductive_probes >= 1
+    assert seen.probes - seen.unproductive_probes <= 1  # at most one under way
+    assert seen.backoffs == pacer.slowdowns > 0

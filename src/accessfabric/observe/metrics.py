@@ -25,6 +25,9 @@ from accessfabric.session import Session, SessionMetrics
 from accessfabric.wire.registry import TrafficClass
 
 RTT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+QUEUEING_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+RATE_BUCKETS = (1e5, 1e6, 1e7, 3e7, 1e8, 3e8, 1e9, 3e9)
+"""Bytes/s: 800 kbit/s to 24 Gbit/s."""
 _CLASSES = [c.name.lower() for c in TrafficClass]
 
 
@@ -49,6 +52,7 @@ class FabricMetrics(Collector):
         self._session_stall_seconds = 0.0
         self._dropped = 0
         self._slowdowns = 0
+        self._probes: Counter[str] = Counter()  # outcome
         self._opened: Counter[str] = Counter()  # carrier kind
         self.auth_failures: Counter[str] = Counter()  # reason
 
@@ -85,6 +89,9 @@ class FabricMetrics(Collector):
         self._session_stall_seconds += snapshot.session_credit_stall_seconds
         self._dropped += snapshot.dropped_bytes
         self._slowdowns += snapshot.pacing_slowdowns
+        if snapshot.pacer is not None:
+            self._probes["productive"] += snapshot.pacer.productive_probes
+            self._probes["unproductive"] += snapshot.pacer.unproductive_probes
 
     def bytes_by_class(self) -> dict[str, tuple[int, int]]:
         """Stream bytes (in, out) per traffic class since the node started, live included."""
@@ -110,6 +117,11 @@ class FabricMetrics(Collector):
         unread = 0
         pressure = dict.fromkeys(("queue", "cpu", "memory", "network"), 0)
         queued: Counter[str] = Counter()
+        probes = Counter(self._probes)
+        pacers = [snap.pacer for snap, _ in snapshots if snap.pacer is not None]
+        for pacer in pacers:
+            probes["productive"] += pacer.productive_probes
+            probes["unproductive"] += pacer.unproductive_probes
         for snapshot, _ in snapshots:
             for direction, table in (
                 ("in", snapshot.bytes_in_by_class),
@@ -219,8 +231,42 @@ class FabricMetrics(Collector):
         yield queue
         yield CounterMetricFamily(
             "accessfabric_pacing_slowdowns",
-            "Times a session's delay-based pacer shrank its window (queueing seen on the path).",
+            "Delay-triggered backoffs: RTT samples on which a session's delay-based pacer saw "
+            "queueing above its target and shrank its window.",
             value=slowdowns,
+        )
+        yield from self._counter(
+            "accessfabric_pacing_probes",
+            "Pacer probes (window raised for one period), by outcome: productive (the "
+            "delivery rate followed: the delay was not a queue) or unproductive (a full pipe).",
+            ["outcome"],
+            [((k,), v) for k, v in probes.items()],
+            zero_keys=[("productive",), ("unproductive",)],
+        )
+        yield GaugeMetricFamily(
+            "accessfabric_pacing_limiting_sessions",
+            "Live sessions whose pacer limits the shared classes' bytes in flight.",
+            value=sum(1 for pacer in pacers if pacer.limiting),
+        )
+        yield self._histogram(
+            "accessfabric_pacing_delivery_rate_bytes",
+            "Delivery rate (bytes/s) the pacers of live sessions measured in their last "
+            "period, sessions per bucket.",
+            [p.delivery_rate for p in pacers if p.delivery_rate is not None],
+            RATE_BUCKETS,
+        )
+        yield self._histogram(
+            "accessfabric_pacing_min_rtt_seconds",
+            "The pacers' base RTT (lowest filtered data-path RTT of the last 10 s) of live "
+            "sessions, sessions per bucket.",
+            [p.min_rtt for p in pacers if p.min_rtt is not None],
+        )
+        yield self._histogram(
+            "accessfabric_pacing_queueing_delay_seconds",
+            "Queueing delay (filtered RTT above the base) the pacers of live sessions last "
+            "saw, sessions per bucket.",
+            [p.queueing_delay for p in pacers if p.queueing_delay is not None],
+            QUEUEING_BUCKETS,
         )
         peer_pressure = GaugeMetricFamily(
             "accessfabric_peer_pressure_percent",
@@ -260,8 +306,13 @@ class FabricMetrics(Collector):
         )
 
     @staticmethod
-    def _histogram(name: str, documentation: str, values: list[float]) -> Metric:
-        buckets = [(str(b), float(sum(1 for v in values if v <= b))) for b in RTT_BUCKETS]
+    def _histogram(
+        name: str,
+        documentation: str,
+        values: list[float],
+        bounds: tuple[float, ...] = RTT_BUCKETS,
+    ) -> Metric:
+        buckets = [(str(b), float(sum(1 for v in values if v <= b))) for b in bounds]
         buckets.append(("+Inf", float(len(values))))
         return GaugeHistogramMetricFamily(
             name, documentation, buckets=buckets, gsum_value=sum(values)

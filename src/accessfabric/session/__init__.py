@@ -17,7 +17,7 @@ from accessfabric.session.events import (
     StreamOpened,
     StreamReset,
 )
-from accessfabric.session.metrics import SessionMetrics, StreamMetrics
+from accessfabric.session.metrics import PacerMetrics, SessionMetrics, StreamMetrics
 from accessfabric.session.session import SendBufferFull, Session, SessionState, TooManyStreams
 from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.session.stream_state import StreamState
@@ -28,6 +28,7 @@ __all__ = [
     "DataReceived",
     "Event",
     "GoawayReceived",
+    "PacerMetrics",
     "PeerPressure",
     "PingAcknowledged",
     "RouteUpdated",

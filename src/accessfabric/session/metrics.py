@@ -59,6 +59,33 @@ class StreamMetrics:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PacerMetrics:
+    """The delay-based pacer of one session (``session/pacing.py``): state and counters."""
+
+    limiting: bool
+    """The pacer limits the shared classes' bytes in flight (it saw a queue)."""
+    window: float | None
+    """Bytes in flight allowed; None while not limiting."""
+    in_flight: int
+    delivery_rate: float | None
+    """Bytes/s the peer acknowledged in the last measured period; None before the first."""
+    min_rtt: float | None
+    """The base: lowest filtered data-path RTT (ACK timing) of the last 10 s, seconds."""
+    queueing_delay: float | None
+    """Latest filtered RTT above the base, seconds."""
+    floor: float
+    """Queueing delay tolerated because a productive probe showed the window does not cause it."""
+    probes: int
+    """Times the pacer raised its window for one period to see whether the rate follows."""
+    productive_probes: int
+    """Probes after which the delivery rate rose (the delay was not a queue of ours)."""
+    unproductive_probes: int
+    """Probes after which it did not (a full pipe: the window went back)."""
+    backoffs: int
+    """RTT samples on which the queueing delay was above target and the window shrank."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionMetrics:
     state: str
     bytes_out_by_class: dict[str, int]
@@ -87,6 +114,8 @@ class SessionMetrics:
     pacing_slowdowns: int
     """Times the delay-based pacer shrank its window (a scheduler decision)."""
     pacing_window: float | None
+    pacer: PacerMetrics | None = None
+    """The delay-based pacer's state and counters; None when pacing is off."""
     pressure_rate_cap: float | None
     """Bytes/s reliable/bulk/droppable may send while the peer is under cpu/memory pressure
     (``PressureRateCap``); None: not capping."""

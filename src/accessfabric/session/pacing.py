@@ -24,7 +24,8 @@ it raises the window by ``PROBE_GAIN`` for one period.  Behind a real bottleneck
 move (the link is full; the probe adds one window of queue for one period) and the
 window goes back.  If the rate rises by ``PRODUCTIVE`` or more, the delay was not
 ours: the window stays raised and the queueing delay seen during the probe becomes
-a tolerated *floor* under the target (at most ``FLOOR_MAX``, forgotten after
+a tolerated *floor* under the target (at most ``FLOOR_MAX`` or two base RTTs, whichever
+is more, never above ``FLOOR_LIMIT``; forgotten after
 ``BASE_WINDOW``), so the delay
 controller stops shrinking the window below what the path needs, and the next probe
 starts at once (the window climbs by ``PROBE_GAIN`` per period while that pays).  An
@@ -34,6 +35,8 @@ periods) raises the bar a probe must clear.
 """
 
 from __future__ import annotations
+
+from accessfabric.session.metrics import PacerMetrics
 
 BASE_WINDOW = 10.0
 """Seconds over which the minimum RTT is remembered before it may rise again."""
@@ -55,10 +58,21 @@ PRODUCTIVE = 1.05
 
 FLOOR_MAX = 0.001
 """The most queueing delay a probe may show and still count as productive, and the most
-the pacer then tolerates (seconds): what two event loops' turns add on a loopback or
-LAN path.  More is treated as a queue: in ``bench hol`` on a loaded machine a window
-raised while the sender was CPU-bound stood as a queue in the 800 Mbit/s bottleneck
-once the CPU freed (p99 up)."""
+the pacer then tolerates (seconds), on a path whose base RTT is under half of it: what
+two event loops' turns add on a loopback or LAN path.  More is treated as a queue: in
+``bench hol`` on a loaded machine a window raised while the sender was CPU-bound stood
+as a queue in the 800 Mbit/s bottleneck once the CPU freed (p99 up)."""
+
+FLOOR_BASE_FACTOR = 2.0
+"""On a slower path the cap is this many base RTTs (up to ``FLOOR_LIMIT``).  Where the
+base itself is a loop's turn (a receiver that spends 1 ms per turn, or more), waiting
+for the other end's turn adds about one more: with a fixed 1 ms cap no probe could pay
+and the pacer held bulk at a fifth of its rate (issue 18; the pipeline model of
+``tests/session/test_pacer_queue_or_cpu.py`` with 256 KiB reads and 1 ms turns: 19-26 %
+of unpaced, 99-100 % with this cap)."""
+
+FLOOR_LIMIT = 0.004
+"""The most queueing delay the pacer ever tolerates because of a probe (seconds)."""
 
 PROBE_MAX = 8.0
 """Longest wait between probes (seconds) while probes find nothing."""
@@ -82,6 +96,7 @@ class DelayPacer:
         "_period_start",
         "_probe_interval",
         "_probe_rate",
+        "_queueing",
         "_rate_noise",
         "_recent",
         "_smoothed",
@@ -91,8 +106,10 @@ class DelayPacer:
         "min_window",
         "probes",
         "productive_probes",
+        "rate",
         "slowdowns",
         "target",
+        "unproductive_probes",
         "window",
     )
 
@@ -125,6 +142,10 @@ class DelayPacer:
         self._floor_time = 0.0
         self.probes = 0
         self.productive_probes = 0
+        self.unproductive_probes = 0
+        self.rate: float | None = None
+        """Delivery rate of the last measured period (bytes/s); None before the first."""
+        self._queueing: float | None = None
 
     @property
     def active(self) -> bool:
@@ -171,9 +192,36 @@ class DelayPacer:
         return max(self.target, 2 * self._variation, self._floor)
 
     @property
+    def floor_cap(self) -> float:
+        """The most queueing delay a productive probe may show, and the floor may reach."""
+        base = self._base or 0.0
+        return max(FLOOR_MAX, min(FLOOR_LIMIT, FLOOR_BASE_FACTOR * base))
+
+    @property
     def floor(self) -> float:
         """Queueing delay a productive probe showed the window does not cause (seconds)."""
         return self._floor
+
+    @property
+    def min_rtt(self) -> float | None:
+        """The base: the lowest filtered data-path RTT of the last ``BASE_WINDOW`` (seconds)."""
+        return self._base
+
+    def metrics(self) -> PacerMetrics:
+        """What the pacer measured and decided, for status and Prometheus."""
+        return PacerMetrics(
+            limiting=self.window is not None,
+            window=self.window,
+            in_flight=self.inflight,
+            delivery_rate=self.rate,
+            min_rtt=self._base,
+            queueing_delay=self._queueing,
+            floor=self._floor,
+            probes=self.probes,
+            productive_probes=self.productive_probes,
+            unproductive_probes=self.unproductive_probes,
+            backoffs=self.slowdowns,
+        )
 
     def on_rtt_sample(self, rtt: float, now: float) -> None:
         """One ACK-timed RTT sample of the data path."""
@@ -187,7 +235,7 @@ class DelayPacer:
         if self._base is None or current < self._base or now - self._base_time > BASE_WINDOW:
             self._base = current
             self._base_time = now
-        queueing = current - self._base
+        queueing = self._queueing = current - self._base
         if self._floor and now - self._floor_time > BASE_WINDOW:
             self._floor = 0.0
         target = self.effective_target(rtt)
@@ -224,7 +272,7 @@ class DelayPacer:
     def _end_period(self, now: float, queueing: float, target: float) -> None:
         """Close a delivery-rate period: judge the probe under way, or start one."""
         assert self._period_start is not None
-        rate = self._period_bytes / (now - self._period_start)
+        rate = self.rate = self._period_bytes / (now - self._period_start)
         used = self.window is not None and self._period_peak >= self.window / 2
         self._period_start, self._period_bytes, self._period_peak = now, 0, self.inflight
         if self.window is None:
@@ -235,10 +283,11 @@ class DelayPacer:
             threshold = max(PRODUCTIVE, 1.0 + 2 * self._rate_noise)
             self._last_rate = 0.0  # a probe's change is not noise
             # More in flight, more delivered, and the delay still what loops' turns add:
-            # beyond FLOOR_MAX the raised window stands as a queue wherever the CPU frees.
-            if rate >= threshold * self._probe_rate and queueing <= FLOOR_MAX:
+            # beyond the cap the raised window stands as a queue wherever the CPU frees.
+            cap = self.floor_cap
+            if rate >= threshold * self._probe_rate and queueing <= cap:
                 self.productive_probes += 1
-                self._floor = min(FLOOR_MAX, max(self._floor, queueing))
+                self._floor = min(cap, max(self._floor, queueing))
                 self._floor_time = now
                 self._probe_interval = PERIOD
                 self.probes += 1  # and at once the next step up
@@ -246,6 +295,7 @@ class DelayPacer:
                 self.window *= PROBE_GAIN
                 return
             # A full pipe: the extra window only queued.
+            self.unproductive_probes += 1
             self.window = max(float(self.min_window), self.window / PROBE_GAIN)
             self._probe_interval = min(PROBE_MAX, 2 * self._probe_interval)
             self._probe_rate = None

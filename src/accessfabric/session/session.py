@@ -478,6 +478,7 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             peer_pressure=self.peer_pressure,
             pacing_slowdowns=0 if self._pacer is None else self._pacer.slowdowns,
             pacing_window=None if self._pacer is None else self._pacer.window,
+            pacer=None if self._pacer is None else self._pacer.metrics(),
             pressure_rate_cap=None if self._pressure_cap is None else self._pressure_cap.rate,
             streams=[StreamMetrics.of(s, self._now) for s in self._streams.values()],
         )

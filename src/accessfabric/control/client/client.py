@@ -33,10 +33,10 @@ from accessfabric.control.client.node_cache import NodeCache
 from accessfabric.control.client.replica_set import ReplicaSet
 from accessfabric.control.client.requestsig import RequestSigner
 from accessfabric.control.kernel.api_tls import AuthorityPin
-from accessfabric.control.kernel.fence import FenceBook
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.control.kernel.objects import NodeRecord, RouteLease, ServiceLease
 from accessfabric.control.kernel.rejections import RejectReason, SignedObjectRejected
+from accessfabric.control.kernel.route_book import RouteBook
 from accessfabric.control.kernel.verify import (
     verify_access_policy,
     verify_node_record,
@@ -146,7 +146,7 @@ class ControlClient:
         *,
         clock: Callable[[], float] = time.time,
         timeout: float = DEFAULT_TIMEOUT,
-        fences: FenceBook | None = None,
+        routes: RouteBook | None = None,
     ) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         self.replicas = ReplicaSet(urls, clock=clock)
@@ -161,8 +161,10 @@ class ControlClient:
         self._mac_key: tuple[int, bytes] | None = None  # (record revision, session key)
         self._mac_refused_revision: int | None = None
         self._session: aiohttp.ClientSession | None = None
-        self.fences = fences if fences is not None else FenceBook()
-        """The node's route epoch fences (shared with route execution and the lease check)."""
+        self.routes = routes if routes is not None else RouteBook()
+        """The node's one book of verified route leases (shared with route execution; its
+        fences with the lease check): fetched leases go in, cached ones come out of it."""
+        self.fences = self.routes.fences
         self._reachable: bool | None = None
         self._last_error: str | None = None
         self._last_error_at: float | None = None
@@ -556,6 +558,7 @@ class ControlClient:
         usable = self._verified_routes(reply, service, traffic_class, now)
         for route in usable:
             self.fences.admit(route.lease)
+        self.routes.put(service, traffic_class, usable)
         self.wanted.add((service, traffic_class))
         self.cache.write(
             {"service": service, "traffic_class": name, "fetched_at": now, **reply},
@@ -566,11 +569,17 @@ class ControlClient:
     def cached_route_leases(
         self, service: str, traffic_class: TrafficClass = TrafficClass.INTERACTIVE
     ) -> list[LeasedRoute]:
-        """Cached route leases still valid now (verified again), primary first."""
-        document = self.cache.read(*NodeCache.route_file(service, traffic_class.name.lower()))
-        if document is None:
-            return []
-        return self._verified_routes(document, service, traffic_class, self._clock(), cached=True)
+        """The route book's leases still valid now and not fenced, primary first.  The
+        first time after a start the book is filled from the disk cache (verified)."""
+        if self.routes.held(service, traffic_class) is None:
+            name = traffic_class.name.lower()
+            document = self.cache.read(*NodeCache.route_file(service, name))
+            if document is None:
+                return []
+            now = self._clock()
+            loaded = self._verified_routes(document, service, traffic_class, now, cached=True)
+            self.routes.put(service, traffic_class, loaded)
+        return self.routes.usable(service, traffic_class, self._clock())
 
     async def route_leases(
         self, service: str, traffic_class: TrafficClass = TrafficClass.INTERACTIVE
@@ -616,6 +625,10 @@ class ControlClient:
 
     async def deregister_service(self, service: str) -> dict[str, Any]:
         return await self.request("DELETE", f"/v1/services/{service}/replicas")
+
+    async def telemetry(self) -> dict[str, Any]:
+        """``GET /v1/telemetry`` (observer nodes): the partition's heartbeat counters."""
+        return await self.request("GET", "/v1/telemetry")
 
     async def service_leases(self, service: str) -> list[ServiceLease]:
         """Verified service leases of the serving replicas (cached)."""
