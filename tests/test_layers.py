@@ -215,6 +215,19 @@ def test_services_never_import_control() -> None:
     assert reached == set()
 
 
+NODE_WIRING = {"runtime", "parts", "control_link", "operator_drain", "reload"}
+"""node/'s top level: the modules that wire the node (docs/architecture.md, Packages)."""
+
+
+def test_node_modules_live_in_their_neighbourhood() -> None:
+    node = PACKAGE / "node"
+    top = {path.stem for path in node.glob("*.py")} - {"__init__"}
+    assert top - NODE_WIRING == set(), "put new node modules in a subpackage (ADR 0035)"
+    doc = ARCHITECTURE.read_text()
+    for package in sorted(p.name for p in node.iterdir() if (p / "__init__.py").exists()):
+        assert f"`node/{package}/`" in doc, f"docs/architecture.md does not name node/{package}/"
+
+
 def test_no_import_cycles() -> None:
     found = cycles(graph())
     assert found - KNOWN_CYCLES == set(), "import cycles"

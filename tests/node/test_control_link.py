@@ -191,7 +191,8 @@ async def test_nodes_enroll_register_lease_and_survive_control_outage(tmp_path: 
             # link heartbeats at once instead of waiting out its backoff
             source.routes.clock = source.control.client._clock = time.time
             cached = source_config.control.state_dir / "routes" / "web.reliable.json"
-            cached.unlink()  # as if the cached leases had expired
+            cached.unlink()  # as if the cached leases had expired: on disk and in the book
+            source.route_book.put("web", TrafficClass.RELIABLE, [])
 
             async def backing_off() -> bool:  # the next attempt is 2 s or more away
                 assert source.control is not None

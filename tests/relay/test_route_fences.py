@@ -1,6 +1,6 @@
-"""One fence book per node: a ROUTE_UPDATE fences the route's older epochs for every part of
+"""One route book per node: a ROUTE_UPDATE fences the route's older epochs for every part of
 the node that takes route leases — route execution, the hop's lease check and the control
-client's cached leases (issue 15)."""
+client's cached leases — and its newer lease replaces the old one for all of them (issue 15)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,9 @@ async def test_a_route_update_fences_every_lease_consumer_of_the_node(tmp_path: 
         with pytest.raises(LeaseRejected) as refused:
             check_old()
         assert refused.value.reason is RejectReason.STALE_EPOCH
-        assert link.client.cached_route_leases("echo", ECHO) == []
+        # the one book holds the newer lease in the old one's place, for every reader
+        assert link.client.routes is relay.routes.book
+        assert [r.lease.epoch for r in link.client.cached_route_leases("echo", ECHO)] == [2]
+        assert [r.lease.epoch for r in await relay.routes.routes("echo", ECHO)] == [2]
     finally:
         await fabric.stop()

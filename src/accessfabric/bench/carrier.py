@@ -751,7 +751,9 @@ async def _run_all(ctx: _Context, quick: bool, processes: int) -> BenchReport:
             )
         )
     else:
-        report.notes["fabric websocket"] = "not measured: node.endpoints has no connect_ws/serve_ws"
+        report.notes["fabric websocket"] = (
+            "not measured: node.dialing.endpoints has no connect_ws/serve_ws"
+        )
     report.add(
         BenchResult(
             metric="websockets alone MB/s",

@@ -20,10 +20,7 @@ from accessfabric.carriers.quic_adapter import (
     new_connection_cid,
     server_configuration,
 )
-from accessfabric.carriers.quic_config import (
-    ListenerFactory,
-    QuicCarrierConfig,
-)
+from accessfabric.carriers.quic_config import ListenerFactory, QuicCarrierConfig
 from accessfabric.carriers.quic_protocol import QuicCarrierProtocol
 from accessfabric.carriers.tls_accept import HandshakeAdmission
 from accessfabric.identity.keys import NodeKey

@@ -16,14 +16,8 @@ from qh3.quic.connection import QuicConnection
 
 from accessfabric.carriers.base import CarrierListener, CarrierStats
 from accessfabric.carriers.errors import CarrierCapacityLimited
-from accessfabric.carriers.quic_adapter import (
-    recovery_stats,
-)
-from accessfabric.carriers.quic_config import (
-    CANCEL_CODE,
-    STREAM_LIMIT_CODE,
-    QuicCarrierConfig,
-)
+from accessfabric.carriers.quic_adapter import recovery_stats
+from accessfabric.carriers.quic_config import CANCEL_CODE, STREAM_LIMIT_CODE, QuicCarrierConfig
 
 
 class QuicStreamHost(Protocol):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from accessfabric.control.client.client import ControlClient
-    from accessfabric.control.kernel.fence import FenceBook
+    from accessfabric.control.kernel.route_book import RouteBook
     from accessfabric.identity.keys import NodeKey
     from accessfabric.node.admin.observability import NodeObservability
     from accessfabric.node.config.node_config import NodeConfig
@@ -44,7 +44,7 @@ class NodeParts(Protocol):
     def config(self) -> NodeConfig: ...
 
     @property
-    def fences(self) -> FenceBook: ...
+    def route_book(self) -> RouteBook: ...
 
     @property
     def local(self) -> LocalNode: ...

@@ -19,12 +19,13 @@ import time
 from typing import Any, Protocol
 
 from accessfabric.control.client.client import ControlClient
-from accessfabric.control.kernel.fence import FenceBook
+from accessfabric.control.kernel.route_book import RouteBook
 from accessfabric.control.kernel.vocabulary import node_echo_service
 from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.admin.diagnostics import register_diagnostics
 from accessfabric.node.admin.observability import NodeObservability
+from accessfabric.node.admin.observer import ObserverMetrics
 from accessfabric.node.config.config_checks import check_against_key
 from accessfabric.node.config.node_config import NodeConfig, PeerConfig
 from accessfabric.node.control_link import ControlLink
@@ -124,14 +125,16 @@ class NodeRuntime:
         # Access (docs/config.md, Access): default deny; static allow lists and, with
         # [control], the authority-signed grants the control link keeps current.
         self.access = ServiceAccess(self.key.node_id, config.allow_lists(), config.authority_key)
-        self.fences = FenceBook()
-        """Route epoch fences: one book for the lease check, route execution and the
-        control client, so a ROUTE_UPDATE (or a fresher lease) fences all three at once."""
+        self.route_book = RouteBook()
+        """The node's verified route leases: one book for route execution and the control
+        client, its fences shared with the lease check, so a ROUTE_UPDATE (or a fresher
+        lease) fences all three at once and replaces the lease for every reader."""
+        self.fences = self.route_book.fences
         self.data_plane = DataPlane(
             self.key.node_id, self.peers, config.authority_key, fences=self.fences,
             sealing_key=self.key.sealing_private_key(),  # opens sealed streams, binds resumes
             sealing_keys=self.sealing_keys, resume_window=config.routes.resume_window,
-            access=self.access,
+            access=self.access, relay_limits=config.limits.relay(),
         )  # fmt: skip
         timers = config.routes  # [routes] (docs/config.md)
         self.routes = RouteManager(
@@ -139,7 +142,7 @@ class NodeRuntime:
             resume_window=timers.resume_window, stall_timeout=timers.stall_timeout,
             interactive_stall_timeout=timers.interactive_stall_timeout,
             pressure_threshold=timers.pressure_threshold, cooldown=timers.cooldown,
-            fences=self.fences,
+            book=self.route_book,
         )  # fmt: skip
         self.routes.sealing = StreamSealing(
             self.key.node_id, self.key.sealing_private_key(), self.sealing_keys,
@@ -180,6 +183,9 @@ class NodeRuntime:
             self.control = ControlLink(self, config.control)
             self.observe.add_section("control", self.control.status)
             self.observe.add_section("leases", self.control.lease_rows)
+            control = self.control
+            self.observe.add_section("observer", lambda: control.observer.status(time.time()))
+            self.observe.registry.register(ObserverMetrics(control.observer))
 
     def _endpoint_rows(self) -> list[dict[str, object]]:
         """Every known peer's endpoint candidates, best first, with score and reasons."""

@@ -33,10 +33,10 @@ from accessfabric.control.client.node_cache import NodeCache
 from accessfabric.control.client.replica_set import ReplicaSet
 from accessfabric.control.client.requestsig import RequestSigner
 from accessfabric.control.kernel.api_tls import AuthorityPin
-from accessfabric.control.kernel.fence import FenceBook
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.control.kernel.objects import NodeRecord, RouteLease, ServiceLease
 from accessfabric.control.kernel.rejections import RejectReason, SignedObjectRejected
+from accessfabric.control.kernel.route_book import RouteBook
 from accessfabric.control.kernel.verify import (
     verify_access_policy,
     verify_node_record,
@@ -53,6 +53,11 @@ DEFAULT_INTERVAL = 10.0
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 60.0
 RENEW_FRACTION = 1 / 3
+KEEPALIVE_IDLE = 8.0
+"""Seconds an idle connection to the control plane is kept for the next request: less
+than the server's idle close (``HEADER_TIMEOUT``, 10 s), so a request never goes out on
+a connection the server is closing (seen as ``ServerDisconnectedError`` / resets on
+heartbeats at the 10 s interval, issue 17)."""
 """A route lease with less than this share of its lifetime left is renewed."""
 
 
@@ -146,7 +151,7 @@ class ControlClient:
         *,
         clock: Callable[[], float] = time.time,
         timeout: float = DEFAULT_TIMEOUT,
-        fences: FenceBook | None = None,
+        routes: RouteBook | None = None,
     ) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         self.replicas = ReplicaSet(urls, clock=clock)
@@ -161,8 +166,10 @@ class ControlClient:
         self._mac_key: tuple[int, bytes] | None = None  # (record revision, session key)
         self._mac_refused_revision: int | None = None
         self._session: aiohttp.ClientSession | None = None
-        self.fences = fences if fences is not None else FenceBook()
-        """The node's route epoch fences (shared with route execution and the lease check)."""
+        self.routes = routes if routes is not None else RouteBook()
+        """The node's one book of verified route leases (shared with route execution; its
+        fences with the lease check): fetched leases go in, cached ones come out of it."""
+        self.fences = self.routes.fences
         self._reachable: bool | None = None
         self._last_error: str | None = None
         self._last_error_at: float | None = None
@@ -188,6 +195,8 @@ class ControlClient:
         await self.close()
 
     async def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.cache.flush()  # sync.json is held in memory between writes
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -196,7 +205,9 @@ class ControlClient:
         if self._session is None:
             # https: the server's certificate must be issued by the pinned authority key
             # (ADR 0017); checked before a request leaves.
-            pin = aiohttp.TCPConnector(ssl=AuthorityPin(self.authority_public_key))
+            pin = aiohttp.TCPConnector(
+                ssl=AuthorityPin(self.authority_public_key), keepalive_timeout=KEEPALIVE_IDLE
+            )
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=pin)
         return self._session
 
@@ -556,6 +567,7 @@ class ControlClient:
         usable = self._verified_routes(reply, service, traffic_class, now)
         for route in usable:
             self.fences.admit(route.lease)
+        self.routes.put(service, traffic_class, usable)
         self.wanted.add((service, traffic_class))
         self.cache.write(
             {"service": service, "traffic_class": name, "fetched_at": now, **reply},
@@ -566,11 +578,17 @@ class ControlClient:
     def cached_route_leases(
         self, service: str, traffic_class: TrafficClass = TrafficClass.INTERACTIVE
     ) -> list[LeasedRoute]:
-        """Cached route leases still valid now (verified again), primary first."""
-        document = self.cache.read(*NodeCache.route_file(service, traffic_class.name.lower()))
-        if document is None:
-            return []
-        return self._verified_routes(document, service, traffic_class, self._clock(), cached=True)
+        """The route book's leases still valid now and not fenced, primary first.  The
+        first time after a start the book is filled from the disk cache (verified)."""
+        if self.routes.held(service, traffic_class) is None:
+            name = traffic_class.name.lower()
+            document = self.cache.read(*NodeCache.route_file(service, name))
+            if document is None:
+                return []
+            now = self._clock()
+            loaded = self._verified_routes(document, service, traffic_class, now, cached=True)
+            self.routes.put(service, traffic_class, loaded)
+        return self.routes.usable(service, traffic_class, self._clock())
 
     async def route_leases(
         self, service: str, traffic_class: TrafficClass = TrafficClass.INTERACTIVE
@@ -616,6 +634,10 @@ class ControlClient:
 
     async def deregister_service(self, service: str) -> dict[str, Any]:
         return await self.request("DELETE", f"/v1/services/{service}/replicas")
+
+    async def telemetry(self) -> dict[str, Any]:
+        """``GET /v1/telemetry`` (observer nodes): the partition's heartbeat counters."""
+        return await self.request("GET", "/v1/telemetry")
 
     async def service_leases(self, service: str) -> list[ServiceLease]:
         """Verified service leases of the serving replicas (cached)."""

@@ -19,7 +19,9 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.control.kernel.objects import RouteLease
@@ -136,19 +138,29 @@ def build_graph(
     heartbeats: HeartbeatTable,
     now: float,
     drains: NodeDrains | None = None,
+    *,
+    pool: Iterable[RegisteredNode] | None = None,
 ) -> FabricGraph:
-    """The planner's snapshot: every node heard from recently, every link they measured.
+    """The planner's snapshot: every node heard from recently (of ``pool``, a partition:
+    :mod:`accessfabric.control.server.coordinators`; default the whole registry), every
+    link they measured between them.
 
     A link measured in one direction only is assumed symmetric (the reverse observation
-    may simply not have been reported yet).
+    may simply not have been reported yet) — unless the other end heartbeated later
+    without it: the newer report is the better word.  A device whose entry died re-homes
+    and says so in its next heartbeat, while the dead entry's last heartbeat, listing the
+    device, counts until the entry is unreachable (4.5 intervals); mirrored, it had the
+    planner route the device's streams through the dead entry (issue 17, ADR 0037).
     """
     limit = heartbeats.rules.unreachable_after
     nodes = []
     links: dict[tuple[str, str], LinkObservation] = {}
-    for node in registry.all():
+    heard_at: dict[str, float] = {}
+    for node in registry.all() if pool is None else pool:
         state = heartbeats.get(node.node_id)
         if state is None or now - state.received_at >= limit:
             continue
+        heard_at[node.node_id] = state.received_at
         draining = drains is not None and drains.is_draining(node.node_id)
         nodes.append(node_facts(node, state, draining=draining))
         for peer in state.facts.peers:
@@ -163,7 +175,7 @@ def build_graph(
                 retransmit_rate=peer.retransmit_rate,
             )
     for (src, dst), link in list(links.items()):
-        if (dst, src) not in links:
+        if (dst, src) not in links and heard_at.get(dst, 0.0) <= heard_at[src]:
             links[(dst, src)] = LinkObservation(
                 src=dst,
                 dst=src,
@@ -175,8 +187,17 @@ def build_graph(
     return FabricGraph.build(nodes, links.values())
 
 
+class PartitionPlanners(Protocol):
+    """Route coordinators per partition (control/server/coordinators.py)."""
+
+    def planner(self, tenant: str, now: float) -> RoutePlanner: ...
+
+    def planned(self, tenant: str) -> None: ...
+
+
 class RouteLeasing:
-    """Plans and signs route leases."""
+    """Plans and signs route leases: with ``coordinators``, each source's routes by its
+    partition's coordinator; without, by one planner of the whole fleet."""
 
     def __init__(
         self,
@@ -192,8 +213,10 @@ class RouteLeasing:
         snapshot_max_age: float = DEFAULT_SNAPSHOT_MAX_AGE,
         alternates: int = 2,
         drains: NodeDrains | None = None,
+        coordinators: PartitionPlanners | None = None,
     ) -> None:
         self._store = store
+        self.coordinators = coordinators
         self._authority = authority
         self._registry = registry
         self._heartbeats = heartbeats
@@ -209,7 +232,10 @@ class RouteLeasing:
         self._built_key: tuple[int, int, int, int] = (-1, -1, -1, -1)
 
     def planner(self, now: float | None = None) -> RoutePlanner:
-        """The current planner, rebuilt when the facts it was built from have moved on."""
+        """The current planner, rebuilt when the facts it was built from have moved on
+        (for heartbeats alone at most every ``snapshot_max_age``: a rebuild costs ~200 ms
+        at 1000 synthetic nodes; rebuilding for every lease request whose source had
+        heartbeated since cost a 1000-device fleet's control plane ~40 CPU-s, ADR 0037)."""
         when = self._clock() if now is None else now
         drained = -1 if self._drains is None else self._drains.generation
         key = (
@@ -241,7 +267,11 @@ class RouteLeasing:
     ) -> LeaseGrant:
         """A primary and alternates from ``source`` to ``service``, each a signed lease."""
         when = self._clock() if now is None else now
-        planner = self.planner(when)
+        tenant = source.record.tenant
+        coordinators = self.coordinators
+        planner = self.planner(when) if coordinators is None else coordinators.planner(tenant, when)
+        if coordinators is not None:
+            coordinators.planned(tenant)
         try:
             plan = planner.plan(source.node_id, service, alternates=self._alternates)
         except UnknownNodeError:

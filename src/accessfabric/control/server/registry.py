@@ -21,7 +21,7 @@ from accessfabric.control.kernel.rejections import SignedObjectRejected
 from accessfabric.control.kernel.signed import open_signed
 from accessfabric.control.kernel.vocabulary import Role
 from accessfabric.control.server.store.base import Change, ChangeKind, Clock, Entry, Store
-from accessfabric.control.server.tokens import EnrollmentTokens
+from accessfabric.control.server.tokens import EnrollmentTokens, TokenError
 from accessfabric.identity.node_id import node_id_from_public_key
 
 KEY_PREFIX = "/nodes/"
@@ -93,6 +93,8 @@ class NodeRegistry:
         self._nodes: dict[str, RegisteredNode] = {}
         self._entries: dict[str, dict[str, RegisteredNode]] = {}
         """Nodes holding the entry role, by tenant: a device's directory partition."""
+        self._tenants: dict[str, dict[str, RegisteredNode]] = {}
+        """Every node by tenant: the partition other directory views are built from."""
         self.generation = 0
         """Bumped by every change this process makes or loads (the planner rebuilds on it)."""
         self.version = 0
@@ -105,6 +107,7 @@ class NodeRegistry:
         """Read every stored node (at start-up); the number loaded."""
         self._nodes.clear()
         self._entries.clear()
+        self._tenants.clear()
         for entry in self._store.range(KEY_PREFIX).entries:
             node = self._decode(entry)
             self._nodes[node.node_id] = node
@@ -156,11 +159,23 @@ class NodeRegistry:
     def entry_count(self, tenant: str) -> int:
         return len(self._entries.get(tenant, ()))
 
+    def of_tenant(self, tenant: str) -> list[RegisteredNode]:
+        """Every node of ``tenant`` (a directory partition), without scanning the fleet."""
+        return list(self._tenants.get(tenant, {}).values())
+
     def _index(self, old: RegisteredNode | None, new: RegisteredNode | None) -> None:
-        if old is not None and Role.ENTRY in old.record.roles:
-            self._entries.get(old.record.tenant, {}).pop(old.node_id, None)
-        if new is not None and Role.ENTRY in new.record.roles:
-            self._entries.setdefault(new.record.tenant, {})[new.node_id] = new
+        if old is not None:
+            if Role.ENTRY in old.record.roles:
+                self._entries.get(old.record.tenant, {}).pop(old.node_id, None)
+            members = self._tenants.get(old.record.tenant)
+            if members is not None:
+                members.pop(old.node_id, None)
+                if not members:
+                    del self._tenants[old.record.tenant]
+        if new is not None:
+            if Role.ENTRY in new.record.roles:
+                self._entries.setdefault(new.record.tenant, {})[new.node_id] = new
+            self._tenants.setdefault(new.record.tenant, {})[new.node_id] = new
 
     def all(self) -> list[RegisteredNode]:
         return sorted(self._nodes.values(), key=lambda node: node.node_id)
@@ -210,6 +225,8 @@ class NodeRegistry:
             existing = self._decode(current)
             if existing.record.public_key != public_key:  # pragma: no cover - id derives from key
                 raise RegistryError("conflict", "node id collision")
+            if self._retried(existing, token, sealing_public_key, when):
+                return existing
         grant = self.tokens.redeem(token, when)
         for _ in range(MAX_CAS_ATTEMPTS):
             revision, enrolled_at = 1, when
@@ -240,6 +257,28 @@ class NodeRegistry:
                 return node
             current = result.current
         raise RegistryError("contended", f"node {node_id} is being changed; try again")
+
+    def _retried(
+        self, existing: RegisteredNode, token: str, sealing_public_key: bytes, now: float
+    ) -> bool:
+        """Whether this enrollment repeats one whose reply was lost: the node enrolled with
+        this token's grant since the token was made, with the same keys, and its record
+        holds for another minute.  Then the same record is the answer and no use is spent
+        (issue 17: under load a device's enroll timed out after the control plane had
+        redeemed it, its retry spent a second use, and the last devices of the fleet found
+        the token used up)."""
+        record = existing.record
+        if record.sealing_public_key != sealing_public_key or record.expires_ms < (now + 60) * 1000:
+            return False
+        try:
+            grant = self.tokens.peek(token, now)
+        except TokenError:
+            return False
+        return (
+            record.tenant == grant.tenant
+            and record.roles == grant.roles
+            and existing.enrolled_at >= grant.created_at
+        )
 
     def _noted(self, node_id: str, tenant: str) -> None:
         if self.on_change is not None:

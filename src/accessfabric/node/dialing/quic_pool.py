@@ -15,11 +15,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from accessfabric.carriers.errors import CarrierCapacityLimited, CertificatePinMismatch
-from accessfabric.carriers.quic_config import (
-    ListenerFactory,
-    QuicCarrierConfig,
-    QuicPin,
-)
+from accessfabric.carriers.quic_config import ListenerFactory, QuicCarrierConfig, QuicPin
 from accessfabric.carriers.quic_protocol import QuicCarrierProtocol, dial_quic
 from accessfabric.carriers.quic_stream import QuicStreamCarrier
 from accessfabric.identity.node_id import parse_node_id

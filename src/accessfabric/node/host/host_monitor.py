@@ -9,9 +9,12 @@ and metered (:mod:`.network_manager`; ``[device]``'s values when it does not ans
 derives four pressure levels (percent), the four fields of NODE_PRESSURE:
 
 * ``queue``: bytes queued on all sessions against ``[session] pressure_queue_bytes``;
-* ``cpu``: the larger of this process's CPU (one core is 100 %: the event loop is one
-  thread) and event-loop lag against ``[pressure] loop_lag_budget``, the highest reading
-  held for :data:`CPU_HOLD` seconds;
+* ``cpu``: the larger of the event loop thread's run-queue wait (seconds per second it
+  was runnable but off the CPU: starved by other work or its cgroup's quota) against
+  ``[pressure] run_queue_budget`` and event-loop lag against ``[pressure]
+  loop_lag_budget``, the highest reading held for :data:`CPU_HOLD` seconds.  Not the
+  process's own CPU share: a node busy with the bulk it receives is not starved, and
+  capping bulk toward it would throttle it by its own success (ADR 0040);
 * ``memory``: system memory in use (``1 - MemAvailable / MemTotal``);
 * ``network``: open descriptors against the soft ``RLIMIT_NOFILE`` (every session,
   listener and forwarded connection is one).
@@ -35,6 +38,11 @@ foreground`` or ``POST /device?foreground=`` on the admin socket, set by an app 
 Linux reports no foreground state). When that changes, new relayed streams are refused
 with the reason (existing ones finish: a drain), and the control link heartbeats at once
 with ``device.relay_opt_in`` false, so the planner routes around the node.
+
+Many runtimes in one process (``sim fleet``'s devices, ADR 0037) share one
+:class:`SharedReadings`: the CPU, memory, descriptor and power readings are the
+process's and the machine's anyway, so the process reads ``/proc`` once per interval
+instead of once per runtime.
 """
 
 from __future__ import annotations
@@ -44,8 +52,9 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -55,9 +64,14 @@ from accessfabric.node.config.node_config import NodeConfig
 from accessfabric.node.dialing.nat_probe import NatMonitor
 from accessfabric.node.host.host_facts import (
     CpuSampler,
+    CpuShares,
     FdFacts,
     MemoryFacts,
     PowerFacts,
+    RunQueueSampler,
+    RunQueueShares,
+    cpu_pressure_path,
+    read_cpu_psi,
     read_fds,
     read_memory,
     read_power,
@@ -80,6 +94,10 @@ RESEND_STEP = 10
 PEAK_DECAY = 0.95
 """Per-second decay of a peer's peak throughput (a minute halves it about 20 times)."""
 MAX_TRACKED_PEERS = 256
+BUSY_SHARE = 0.2
+"""Loop-thread CPU (seconds per second) from which run-queue wait counts in full: a node
+that waits for a CPU but has little to do (a mostly idle node on a loaded machine) is not
+short of CPU for its peers' traffic, and below this its wait counts in proportion."""
 CPU_HOLD = 1.0
 """Seconds the cpu level keeps its highest reading: a node throttled by its cgroup reads
 as lagging in one sample and as idle (little CPU time) in the next; without the hold its
@@ -105,6 +123,61 @@ def _percent(share: float) -> int:
     return max(0, min(100, round(share * 100)))
 
 
+@dataclass(frozen=True, slots=True)
+class Readings:
+    cpu: CpuShares
+    memory: MemoryFacts
+    fds: FdFacts
+    power: PowerFacts
+    run_queue: RunQueueShares | None = None
+    cpu_psi: float | None = None
+
+
+class OwnReadings:
+    """One runtime's readings (a node process: the default)."""
+
+    def __init__(self) -> None:
+        self.cpu = CpuSampler()
+        self.run_queue = RunQueueSampler()
+        self.psi_path = cpu_pressure_path()
+
+    def read(self, now: float, power_supply: Path) -> Readings:
+        return Readings(
+            self.cpu.sample(now), read_memory(), read_fds(), read_power(power_supply),
+            self.run_queue.sample(now), read_cpu_psi(self.psi_path),
+        )  # fmt: skip
+
+
+class SharedReadings:
+    """The readings of every runtime of one process, taken at most every ``fresh``
+    seconds (by ``time.monotonic``) and handed to all of them in between.  The process's
+    CPU is split evenly over its ``users`` runtimes: a simulated device's share, not the
+    whole worker's (which had every device of a busy worker report cpu pressure)."""
+
+    def __init__(self, fresh: float = 1.0, users: int = 1) -> None:
+        self.fresh = fresh
+        self.users = max(1, users)
+        self._own = OwnReadings()
+        self._held: dict[Path, tuple[float, Readings]] = {}
+        self.taken = 0
+        """Readings taken from ``/proc`` (tests/sim/test_fleet_light.py)."""
+
+    def read(self, now: float, power_supply: Path) -> Readings:
+        del now  # the runtimes' clocks may differ; the process's is the one that counts
+        at = time.monotonic()
+        held = self._held.get(power_supply)
+        if held is None or at - held[0] >= self.fresh:
+            taken = self._own.read(at, power_supply)
+            cpu = CpuShares(process=taken.cpu.process / self.users, system=taken.cpu.system)
+            rq = taken.run_queue
+            if rq is not None:  # the loop's running share too; its wait is everyone's
+                rq = replace(rq, running=rq.running / self.users)
+            held = (at, replace(taken, cpu=cpu, run_queue=rq))
+            self._held[power_supply] = held
+            self.taken += 1
+        return held[1]
+
+
 class HostMonitor:
     """See the module doc.  ``connections``: every live session of the node."""
 
@@ -121,7 +194,9 @@ class HostMonitor:
         self.mobile = "mobile-edge" in config.roles
         self._connections = connections
         self._clock = clock
-        self._cpu = CpuSampler()
+        self._own = OwnReadings()
+        self.readings: OwnReadings | SharedReadings = self._own
+        """Where the CPU, run-queue, PSI, memory, descriptor and power readings come from."""
         self._task: asyncio.Task[None] | None = None
         self._nm_task: asyncio.Task[None] | None = None
         nat = config.nat
@@ -134,6 +209,12 @@ class HostMonitor:
         self.loop_lag = 0.0
         self.process_cpu = 0.0
         self.system_cpu: float | None = None
+        self.run_queue_wait: float | None = None
+        """Seconds per second the loop's thread waited for a CPU (None: no schedstat)."""
+        self.loop_cpu: float | None = None
+        """Seconds per second the loop's thread ran (schedstat)."""
+        self.cpu_psi: float | None = None
+        """PSI ``some avg10`` of the node's cgroup (v2) or the system: shown, not a level."""
         self.memory = MemoryFacts(None, None, None)
         self.fds = FdFacts(0, None)
         self.power = PowerFacts(None, False)
@@ -154,6 +235,19 @@ class HostMonitor:
         self.relay_changes = 0
         self.sampled_at: float | None = None
         self.sample(0.0)
+
+    @property
+    def _cpu(self) -> CpuSampler:
+        """This runtime's own CPU sampler (tests replace its readings)."""
+        return self._own.cpu
+
+    @property
+    def _run_queue(self) -> RunQueueSampler:
+        return self._own.run_queue
+
+    @_run_queue.setter
+    def _run_queue(self, sampler: RunQueueSampler) -> None:
+        self._own.run_queue = sampler
 
     # ------------------------------------------------------------ lifecycle
 
@@ -224,19 +318,24 @@ class HostMonitor:
         """One measurement: facts, levels, NODE_PRESSURE when needed, the relay gate."""
         now = self._clock()
         self.loop_lag = loop_lag
-        shares = self._cpu.sample(now)
+        readings = self.readings.read(now, self.device.power_supply)
+        shares = readings.cpu
         self.process_cpu, self.system_cpu = shares.process, shares.system
-        self.memory = read_memory()
-        self.fds = read_fds()
-        self.power = read_power(self.device.power_supply)
+        shares_rq = readings.run_queue
+        self.loop_cpu = None if shares_rq is None else shares_rq.running
+        self.run_queue_wait = None if shares_rq is None else shares_rq.waiting
+        self.cpu_psi = readings.cpu_psi
+        self.memory, self.fds, self.power = readings.memory, readings.fds, readings.power
         connections = [c for c in self._connections() if not c.is_closed]
         self.queued_bytes = sum(c.session.queued_bytes() for c in connections)
         self._measure_throughput(connections, now)
         budget = self.settings.loop_lag_budget
+        starved = (self.run_queue_wait or 0.0) / self.settings.run_queue_budget
+        starved *= min(1.0, (self.loop_cpu or 0.0) / BUSY_SHARE)  # idle: waits cost no one
         queue_limit = max(1, self.config.session.pressure_queue_bytes)
         self.levels = PressureLevels(
             queue=_percent(self.queued_bytes / queue_limit),
-            cpu=self._held_cpu(_percent(max(min(1.0, self.process_cpu), loop_lag / budget)), now),
+            cpu=self._held_cpu(_percent(max(starved, loop_lag / budget)), now),
             memory=_percent(self.memory.system_used or 0.0),
             network=_percent(self.fds.used),
         )
@@ -368,6 +467,7 @@ class HostMonitor:
             "socket_pressure": self.levels.network / 100,
             "network_type": self.network_type,
             "metered": self.metered,
+            "foreground": self.foreground,
         }
         if self.mobile:  # the planner takes a node reporting a battery for a mobile one
             fields["battery_percent"] = self.power.battery_percent
@@ -385,7 +485,7 @@ class HostMonitor:
             return {}
         return {"nat_type": report.type, "reachable": listening and report.reachable is not False}
 
-    def with_bandwidth(self, peers: tuple[PeerMeasurement, ...]) -> tuple[PeerMeasurement, ...]:
+    def with_bandwidth(self, peers: Sequence[PeerMeasurement]) -> tuple[PeerMeasurement, ...]:
         """``peers`` with the peak throughput seen on their session, where one was seen."""
         out = []
         for peer in peers:
@@ -400,6 +500,11 @@ class HostMonitor:
             "cpu_process": round(self.process_cpu, 3),
             "cpu_system": None if self.system_cpu is None else round(self.system_cpu, 3),
             "loop_lag_ms": round(self.loop_lag * 1e3, 1),
+            "loop_cpu": None if self.loop_cpu is None else round(self.loop_cpu, 3),
+            "run_queue_wait": None
+            if self.run_queue_wait is None
+            else round(self.run_queue_wait, 3),
+            "cpu_psi_some": None if self.cpu_psi is None else round(self.cpu_psi, 3),
             "memory_rss_bytes": memory.process_rss_bytes,
             "memory_system_used": None
             if memory.system_used is None

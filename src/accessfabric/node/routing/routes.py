@@ -1,12 +1,13 @@
 """Route execution at the source: open streams on the best healthy route, fail over.
 
-A :class:`RouteManager` holds, per (service, class), the primary and alternate routes
-(:class:`~accessfabric.control.kernel.leased_route.LeasedRoute`) of the node's route lease set —
-what its ``source`` (the control link) last answered, or set statically
-(:meth:`RouteManager.set_routes`).  :meth:`RouteManager.open_stream` takes the best
-healthy route (primary first, then by measured RTT) and returns a
-:class:`~accessfabric.node.streams.resumable.ResumableStream`; a route whose first hop reports
-pressure (any level >= 50 on its session) comes after the others for new streams.
+A :class:`RouteManager` reads, per (service, class), the primary and alternate routes
+(:class:`~accessfabric.control.kernel.leased_route.LeasedRoute`) from the node's one
+:class:`~accessfabric.control.kernel.route_book.RouteBook` — what its ``source`` (the
+control link) last answered, or set statically (:meth:`RouteManager.set_routes`).
+:meth:`RouteManager.open_stream` takes the best healthy route (primary first, then by
+measured RTT) and returns a :class:`~accessfabric.node.streams.resumable.ResumableStream`;
+a route whose first hop reports pressure (any level >= 50 on its session) comes after
+the others for new streams.
 
 A route fails when its first hop's session is lost (carrier loss, ping timeout), the
 hop sends GOAWAY or reports pressure at or above ``pressure_threshold``, a ROUTE_UPDATE
@@ -35,10 +36,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from accessfabric.control.kernel.codec import canonical_node_id
-from accessfabric.control.kernel.fence import FenceBook
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.control.kernel.objects import RouteLease
 from accessfabric.control.kernel.rejections import SignedObjectRejected
+from accessfabric.control.kernel.route_book import RouteBook
 from accessfabric.control.kernel.verify import verify_route_lease
 from accessfabric.errors import ErrorCode, LocalProtocolError
 from accessfabric.node.dialing.peers import PeerSessionManager
@@ -132,7 +133,7 @@ class RouteManager:
         pressure_threshold: int = 90,
         cooldown: float = 10.0,
         clock: Callable[[], float] = time.time,
-        fences: FenceBook | None = None,
+        book: RouteBook | None = None,
     ) -> None:
         self.node_id = canonical_node_id(node_id)
         self.peers = peers
@@ -144,9 +145,10 @@ class RouteManager:
         self.pressure_threshold = pressure_threshold
         self.cooldown = cooldown
         self.clock = clock
-        self._table: dict[tuple[str, TrafficClass], list[LeasedRoute]] = {}
-        self.fences = fences if fences is not None else FenceBook()
-        """The node's route epoch fences (shared with the control client and the lease check)."""
+        self.book = book if book is not None else RouteBook()
+        """The node's one book of verified route leases (shared with the control client;
+        its fences with the lease check)."""
+        self.fences = self.book.fences
         self.health: dict[int, RouteHealth] = {}
         self._streams: dict[tuple[SessionConnection, int], _Routed] = {}
         self._watched: set[SessionConnection] = set()
@@ -169,7 +171,7 @@ class RouteManager:
         self, service: str, traffic_class: TrafficClass, routes: list[LeasedRoute]
     ) -> None:
         """Static routes (primary first), e.g. from cached leases or tests."""
-        self._table[(service, traffic_class)] = list(routes)
+        self.book.put(service, traffic_class, routes)
 
     def fenced(self, lease: RouteLease) -> bool:
         """True when a newer epoch of this lease's route was seen (e.g. in a ROUTE_UPDATE)."""
@@ -188,10 +190,10 @@ class RouteManager:
                 candidates = await self.source(service, traffic_class)
             except Exception as error:
                 raise NoUsableRoute(str(error)) from None
-            if candidates:  # the table alternates and observations are taken from
-                self._table[(service, traffic_class)] = list(candidates)
+            if candidates:  # the book alternates and observations are taken from
+                self.book.put(service, traffic_class, candidates)
         else:
-            candidates = self._table.get((service, traffic_class), [])
+            candidates = self.book.held(service, traffic_class) or []
         now = self.clock()
         usable = [r for r in candidates if not r.expired(now) and not self.fences.fenced(r.lease)]
         if not usable:
@@ -407,16 +409,14 @@ class RouteManager:
             return
         try:
             lease = verify_route_lease(blob, self.authority_key, self.clock(), hop=self.node_id)
-            self.fences.admit(lease)  # the node's one fence book: every consumer sees it
+            # the node's one book: fences the older epoch and puts the new lease in its
+            # place for every reader (route execution, the control client)
+            self.book.update(lease, blob)
         except SignedObjectRejected as rejected:
             log_event(log, "route update refused", logging.WARNING, reason=str(rejected))
             return
         # The control client may have admitted this epoch already (a fresh lease fetch):
-        # what matters here is which routes and streams still run on an older one.
-        for routes in self._table.values():
-            for index, route in enumerate(routes):
-                if route.route_id == lease.route_id and route.lease.epoch < lease.epoch:
-                    routes[index] = LeasedRoute(lease, blob, route.rank, route.destination)
+        # what matters here is which streams still run on an older one.
         for routed in list(self._streams.values()):
             if routed.route.route_id == lease.route_id and routed.route.lease.epoch < lease.epoch:
                 routed.stream.mark_broken(
@@ -468,7 +468,7 @@ class RouteManager:
             r.route_id != routed.route.route_id
             and not r.expired(wall)
             and self._health(r).healthy(now)
-            for r in self._table.get(routed.key, ())
+            for r in self.book.held(*routed.key) or ()
         )
         if not alternate:
             return self.stall_timeout
@@ -604,7 +604,7 @@ class RouteManager:
         """Per-route data-plane health, for the control plane (heartbeat facts)."""
         now = time.monotonic()
         out: list[dict[str, object]] = []
-        for (service, traffic_class), routes in self._table.items():
+        for (service, traffic_class), routes in self.book.items():
             for route in routes:
                 health = self._health(route)
                 out.append(

@@ -138,6 +138,7 @@ SCHEMAS: dict[str, Any] = {
                     "network_type": {"type": "string", "enum": list(NETWORK_TYPES)},
                     "metered": {"type": "boolean"},
                     "relay_opt_in": {"type": "boolean"},
+                    "foreground": {"type": "boolean", "nullable": True},
                 }
             ),
             "relay": _obj(
@@ -545,6 +546,25 @@ PATHS: dict[str, Any] = {
                     "schema": {"type": "string", "maxLength": 64},
                 }
             ],
+        )
+    },
+    "/v1/telemetry": {
+        "get": _op(
+            "For observer nodes: health, sessions and byte counters of the partition's nodes",
+            {
+                **_ok(
+                    _obj(
+                        {
+                            "tenant": {"type": "string"},
+                            "at": {"type": "number"},
+                            "nodes": {"type": "array", "items": {"type": "object"}},
+                        },
+                        ["tenant", "at", "nodes"],
+                    )
+                ),
+                **_errors(401, 403),
+            },
+            security=NODE_SECURITY,
         )
     },
     "/v1/leases/route": {
