@@ -23,9 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from accessfabric.control.client.facts import MAX_PEERS
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.control.kernel.objects import RouteLease
-from accessfabric.control.client.facts import MAX_PEERS
 from accessfabric.control.kernel.vocabulary import Role
 from accessfabric.control.server.drains import NodeDrains
 from accessfabric.control.server.heartbeats import HeartbeatState, HeartbeatTable
