@@ -114,6 +114,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         service_lease_ttl=args.service_lease_ttl,
         replica_ttl=args.replica_ttl,
         access_policy_ttl=args.access_policy_ttl,
+        max_route_coordinators=args.max_route_coordinators,
     )
     host, port = args.listen
     plane = ControlPlane(store, authority, config=config)
@@ -576,6 +577,11 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-pending-handshakes-per-address", type=_positive_int, default=64, metavar="N",
         help="TLS handshakes one source address may have under way (default 64)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-route-coordinators", type=_positive_int, default=256, metavar="N",
+        help="route coordinators (one per tenant requesting leases) a replica keeps "
+        "(default 256; set it above your tenant count)",
     )  # fmt: skip
     add_log_options(serve)
     serve.set_defaults(handler=_guarded(_cmd_serve))
