@@ -196,7 +196,10 @@ def test_other_tenants_are_never_on_a_route(tmp_path: Path) -> None:
             await _beat(cp, host)
             status, reply = await cp.signed(laptop, "POST", "/v1/leases/route", _json(RDP))
             assert (status, reply["error"]["code"]) == (409, "no_route")
-            assert "globex" in reply["error"]["message"]
+            # the source's route coordinator holds only its partition (ADR 0038): the
+            # refusal does not even name the other tenant's relay
+            assert "eligible first hops: none" in reply["error"]["message"]
+            assert foreign.node_id not in reply["error"]["message"]
             _, directory = await cp.signed(laptop, "GET", "/v1/directory")
             assert directory["entries"] == []
 

@@ -123,6 +123,15 @@ async def test_one_tenant_flooding_an_entry_cannot_starve_another(tmp_path: Path
         stream.write(b"pong")
         assert await asyncio.wait_for(stream.readexactly(4), 5) == b"pong"
         assert entry.observe.status()["tenants"]["sessions"] == {"flood": CAP, "quiet": CAP}
+        metrics = {  # accounted on /metrics too (ADR 0038)
+            (sample.name, sample.labels.get("tenant")): sample.value
+            for family in entry.observe.registry.collect()
+            for sample in family.samples
+            if sample.name.startswith("accessfabric_tenant_sessions")
+        }
+        assert metrics[("accessfabric_tenant_sessions", "flood")] == CAP
+        assert metrics[("accessfabric_tenant_sessions", "quiet")] == CAP
+        assert metrics[("accessfabric_tenant_sessions_refused_total", "flood")] == FLOOD - CAP + 1
     finally:
         for connection in sessions:
             connection.abort()

@@ -12,6 +12,7 @@ from accessfabric.identity.keys import NodeKey
 from accessfabric.node.config.node_config import NodeConfig, PeerConfig
 from accessfabric.node.dialing.address import Endpoint
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.node.serving.admission import AdmissionLimits
 from accessfabric.session import SessionConfig
 
 LOOPBACK = Endpoint(carrier="tcp", host="127.0.0.1", port=0)
@@ -19,8 +20,10 @@ SESSION = SessionConfig(keepalive_interval=1.0, ping_timeout=2.0)
 
 
 def config(tmp_path: Path, name: str, authority: Authority, peers: tuple[PeerConfig, ...] = (),
-           allow: dict[str, tuple[str, ...]] | None = None) -> NodeConfig:  # fmt: skip
+           allow: dict[str, tuple[str, ...]] | None = None,
+           limits: AdmissionLimits | None = None) -> NodeConfig:  # fmt: skip
     return NodeConfig(
+        limits=limits or AdmissionLimits(),
         allow=allow or {},
         key_path=tmp_path / f"{name}.key",
         cert_dir=tmp_path / name,
@@ -65,9 +68,12 @@ class Fabric:
             await runtime.shutdown()
 
 
-async def build(tmp_path: Path, relays: int, chained: bool = False) -> Fabric:
+async def build(
+    tmp_path: Path, relays: int, chained: bool = False, relay_limits: AdmissionLimits | None = None
+) -> Fabric:
     """Destination, ``relays`` relays (each peered with the destination; ``chained``: relay
-    i also peers with relay i+1), and a source peered with every relay."""
+    i also peers with relay i+1; ``relay_limits``: the relays' ``[limits]``), and a source
+    peered with every relay."""
     authority = Authority(NodeKey.generate())
     keys: dict[str, NodeKey] = {}
 
@@ -89,7 +95,8 @@ async def build(tmp_path: Path, relays: int, chained: bool = False) -> Fabric:
         peers = [peer(destination)]
         if chained and started:
             peers.append(peer(started[0]))
-        runtime = NodeRuntime(config(tmp_path, f"r{index}", authority, tuple(peers)), key=key())
+        relay_config = config(tmp_path, f"r{index}", authority, tuple(peers), limits=relay_limits)
+        runtime = NodeRuntime(relay_config, key=key())
         await runtime.start()
         started.insert(0, runtime)
     source = NodeRuntime(

@@ -150,7 +150,7 @@ async def test_a_stream_the_relay_quota_refuses_shows_under_its_reason(tmp_path:
         )
         with pytest.raises(StreamResetError) as reset:
             await asyncio.wait_for(second.read(), 5)
-        assert reset.value.code == ErrorCode.ROUTE_REJECTED
+        assert reset.value.code == ErrorCode.ENHANCE_YOUR_CALM  # a tenant quota (ADR 0038)
 
         tenant = "acme"
         samples = await scrape(relay.observe.metrics_url, "accessfabric_relay_refused")
@@ -193,7 +193,7 @@ async def test_each_tenant_behind_one_upstream_has_its_own_quota(tmp_path: Path)
         )
         with pytest.raises(StreamResetError) as reset:
             await asyncio.wait_for(acme_second.read(), 5)
-        assert reset.value.code == ErrorCode.ROUTE_REJECTED
+        assert reset.value.code == ErrorCode.ENHANCE_YOUR_CALM
 
         src.routes.set_routes("echo", interactive, [globex])
         globex_first = await src.routes.open_stream("echo", interactive)

@@ -66,8 +66,10 @@ from accessfabric.control.client.facts import (
 from accessfabric.control.client.replica_set import replica_summary
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.control.kernel.rejections import SignedObjectRejected
+from accessfabric.control.kernel.vocabulary import Role
 from accessfabric.errors import ErrorCode
 from accessfabric.node.admin.diagnostics import NodeDiagnostics
+from accessfabric.node.admin.observer import Observer
 from accessfabric.node.config.node_config import ControlSettings, default_class
 from accessfabric.node.dialing.address import Endpoint, parse_endpoint_url
 from accessfabric.node.routing.route_test_runner import RouteTestRunner
@@ -155,6 +157,9 @@ class ControlLink:
         self._placement: list[str] = []
         self._telemetry_every = 1
         """Detailed telemetry with one heartbeat in this many (the control plane says)."""
+        self.observer = Observer()
+        """The ``observer`` role's aggregate (node/admin/observer.py): fed each cycle while
+        this node's record holds the role."""
         self._beats = 0
         self._home: str | None = None
         """The placed entry this device last held (or dialled) its session with."""
@@ -339,6 +344,14 @@ class ControlLink:
         if not cached or (isinstance(version, int) and version != cached.get("version")):
             cached = await client.directory()
         self._apply_directory(cached)
+        own = client.record()
+        if own is not None and Role.OBSERVER in own.roles:  # ADR 0038
+            try:
+                self.observer.ingest(await client.telemetry(), self._clock())
+            except ControlRefused as refused:  # e.g. an older control plane: not fatal
+                if self.observer.error != str(refused):
+                    log_event(log, "telemetry refused", logging.WARNING, error=str(refused))
+                self.observer.error = str(refused)
         await client.renew_due()
         await self._around_drained()
         for name, traffic_class in sorted(client.wanted):  # renewed: in the node's route book

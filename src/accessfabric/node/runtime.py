@@ -25,6 +25,7 @@ from accessfabric.errors import ErrorCode
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.admin.diagnostics import register_diagnostics
 from accessfabric.node.admin.observability import NodeObservability
+from accessfabric.node.admin.observer import ObserverMetrics
 from accessfabric.node.config.config_checks import check_against_key
 from accessfabric.node.config.node_config import NodeConfig, PeerConfig
 from accessfabric.node.control_link import ControlLink
@@ -132,7 +133,7 @@ class NodeRuntime:
             self.key.node_id, self.peers, config.authority_key, fences=self.fences,
             sealing_key=self.key.sealing_private_key(),  # opens sealed streams, binds resumes
             sealing_keys=self.sealing_keys, resume_window=config.routes.resume_window,
-            access=self.access,
+            access=self.access, relay_limits=config.limits.relay(),
         )  # fmt: skip
         timers = config.routes  # [routes] (docs/config.md)
         self.routes = RouteManager(
@@ -181,6 +182,9 @@ class NodeRuntime:
             self.control = ControlLink(self, config.control)
             self.observe.add_section("control", self.control.status)
             self.observe.add_section("leases", self.control.lease_rows)
+            control = self.control
+            self.observe.add_section("observer", lambda: control.observer.status(time.time()))
+            self.observe.registry.register(ObserverMetrics(control.observer))
 
     def _endpoint_rows(self) -> list[dict[str, object]]:
         """Every known peer's endpoint candidates, best first, with score and reasons."""

@@ -626,6 +626,10 @@ class ControlClient:
     async def deregister_service(self, service: str) -> dict[str, Any]:
         return await self.request("DELETE", f"/v1/services/{service}/replicas")
 
+    async def telemetry(self) -> dict[str, Any]:
+        """``GET /v1/telemetry`` (observer nodes): the partition's heartbeat counters."""
+        return await self.request("GET", "/v1/telemetry")
+
     async def service_leases(self, service: str) -> list[ServiceLease]:
         """Verified service leases of the serving replicas (cached)."""
         reply = await self.request("GET", f"/v1/services/{service}/leases")

@@ -10,6 +10,9 @@ stored value meaningful.  The same table is in ``docs/control.md`` and the OpenA
 from __future__ import annotations
 
 import math
+import struct
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -51,6 +54,96 @@ class PeerMeasurement(NamedTuple):
     bandwidth_mbps: float = 100.0
     queue_depth: float = 0.0
     retransmit_rate: float = 0.0
+
+
+_PEER_DEFAULTS = (0.0, 0.0, 100.0, 0.0, 0.0)
+"""``PeerMeasurement``'s defaults after ``rtt_ms``: a row equal to them is stored as its RTT."""
+_PEER_FIELDS = 6
+_ROW = f"<{_PEER_FIELDS}d"
+
+
+class PeerTable(tuple[Any, ...]):
+    """Peer measurements packed for the control plane's heartbeat table (ADR 0038).
+
+    The control plane holds every node's last measured links; as a tuple of
+    :class:`PeerMeasurement` tuples they were ~790 B per node, the largest part of the
+    directory's memory at 1M nodes.  A table is one tuple ``(*ids, numbers)``: the peer
+    ids as references to interned strings (shared with every other mention of the id)
+    and the numbers packed in one ``bytes`` of doubles — only the RTTs when every other
+    field of every row has its default (what most nodes send), else six per row
+    (~200 B per node).  As a sequence it is the rows: reading one builds its
+    :class:`PeerMeasurement` with the same floats, so it equals the tuple it was made
+    from.  (A tuple subclass, not an object holding a tuple: one object header less per
+    node.)
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, peers: Sequence[PeerMeasurement] = ()) -> PeerTable:
+        ids = [sys.intern(p.node_id) for p in peers]
+        if all(tuple(p[2:]) == _PEER_DEFAULTS for p in peers):
+            numbers = [float(p.rtt_ms) for p in peers]
+        else:
+            numbers = [float(v) for p in peers for v in p[1:]]
+        return super().__new__(cls, (*ids, struct.pack(f"<{len(numbers)}d", *numbers)))
+
+    @classmethod
+    def of(cls, peers: Sequence[PeerMeasurement]) -> PeerTable:
+        return peers if isinstance(peers, PeerTable) else cls(peers)
+
+    def __len__(self) -> int:
+        return tuple.__len__(self) - 1
+
+    def ids(self) -> tuple[str, ...]:
+        """The peers' node ids, in order (no rows built)."""
+        return tuple.__getitem__(self, slice(0, -1))
+
+    def _row(self, index: int) -> PeerMeasurement:
+        count = tuple.__len__(self) - 1
+        node_id = tuple.__getitem__(self, index)
+        packed: bytes = tuple.__getitem__(self, count)
+        if len(packed) == 8 * count:
+            return PeerMeasurement(node_id, *struct.unpack_from("<d", packed, 8 * index))
+        at = 8 * _PEER_FIELDS * index
+        return PeerMeasurement(node_id, *struct.unpack_from(_ROW, packed, at))
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return tuple(self._row(i) for i in range(*index.indices(len(self))))
+        count = len(self)
+        if index < 0:
+            index += count
+        if not 0 <= index < count:
+            raise IndexError("peer index out of range")
+        return self._row(index)
+
+    def __iter__(self) -> Iterator[PeerMeasurement]:
+        return (self._row(i) for i in range(len(self)))
+
+    def __contains__(self, item: object) -> bool:
+        return any(row == item for row in self)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PeerTable):
+            return tuple.__eq__(self, other)
+        if isinstance(other, tuple):
+            return tuple(self) == other
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"PeerTable({list(self)!r})"
+
+
+def peer_ids(peers: Sequence[PeerMeasurement]) -> tuple[str, ...]:
+    """The node ids of ``peers`` (a :class:`PeerTable` gives them without building rows)."""
+    return peers.ids() if isinstance(peers, PeerTable) else tuple(p.node_id for p in peers)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,7 +252,8 @@ class HeartbeatFacts:
     nat_type: str = "unknown"
     reachable: bool = False
     endpoints: tuple[str, ...] = ()
-    peers: tuple[PeerMeasurement, ...] = ()
+    peers: Sequence[PeerMeasurement] = ()
+    """A tuple as parsed; the control plane's heartbeat table keeps a :class:`PeerTable`."""
     cpu: float = 0.0
     memory: float = 0.0
     queue_depth: int = 0

@@ -29,10 +29,16 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from accessfabric.control.client.facts import FactsError, HeartbeatFacts, parse_facts
+from accessfabric.control.client.facts import (
+    FactsError,
+    HeartbeatFacts,
+    PeerTable,
+    parse_facts,
+    peer_ids,
+)
 from accessfabric.control.server.directory_log import ChangeLog
 from accessfabric.control.server.store.base import Change, ChangeKind, Clock, Store
 
@@ -115,11 +121,19 @@ def assess(
     return HealthReport(health=health, reasons=tuple(reasons), age=age)
 
 
+def compact(facts: HeartbeatFacts) -> HeartbeatFacts:
+    """``facts`` as the table keeps them: the measured peers packed (:class:`PeerTable`,
+    ~100 B per node instead of ~790 B; ADR 0038)."""
+    if isinstance(facts.peers, PeerTable):
+        return facts
+    return replace(facts, peers=PeerTable(facts.peers))
+
+
 def _visible(facts: HeartbeatFacts) -> tuple[object, ...]:
     """The facts a directory shows or selects on (health and RTT values excluded): a
     mobile directory's placement leaves out entries the planner refuses as a hop, so
     the relay facts that decide it (opt-in, charging, metered, trust tier) count too."""
-    peers = frozenset(p.node_id for p in facts.peers)
+    peers = frozenset(peer_ids(facts.peers))
     relay = (facts.relay_opt_in, facts.charging, facts.metered, facts.trust_tier)
     return (facts.region, facts.endpoints, facts.transports, peers, relay)
 
@@ -175,7 +189,7 @@ class HeartbeatTable:
             node_id = entry.key.removeprefix(KEY_PREFIX)
             try:
                 document = json.loads(entry.value)
-                facts = parse_facts(document["facts"])
+                facts = compact(parse_facts(document["facts"]))
                 received_at = float(document["received_at"])
             except (ValueError, KeyError, TypeError, FactsError):
                 continue
@@ -209,7 +223,7 @@ class HeartbeatTable:
             return known
         try:
             document = json.loads(change.value)
-            facts = parse_facts(document["facts"])
+            facts = compact(parse_facts(document["facts"]))
             received_at = float(document["received_at"])
         except (ValueError, KeyError, TypeError, FactsError):
             return False
@@ -236,6 +250,7 @@ class HeartbeatTable:
     def record(self, node_id: str, facts: HeartbeatFacts, now: float | None = None) -> None:
         """Take one heartbeat (no store write; :meth:`flush` persists)."""
         when = self._clock() if now is None else now
+        facts = compact(facts)
         previous = self._states.get(node_id)
         count = 1 if previous is None else previous.count + 1
         self._states[node_id] = HeartbeatState(facts=facts, received_at=when, count=count)

@@ -19,7 +19,9 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.control.kernel.objects import RouteLease
@@ -136,8 +138,12 @@ def build_graph(
     heartbeats: HeartbeatTable,
     now: float,
     drains: NodeDrains | None = None,
+    *,
+    pool: Iterable[RegisteredNode] | None = None,
 ) -> FabricGraph:
-    """The planner's snapshot: every node heard from recently, every link they measured.
+    """The planner's snapshot: every node heard from recently (of ``pool``, a partition:
+    :mod:`accessfabric.control.server.coordinators`; default the whole registry), every
+    link they measured between them.
 
     A link measured in one direction only is assumed symmetric (the reverse observation
     may simply not have been reported yet).
@@ -145,7 +151,7 @@ def build_graph(
     limit = heartbeats.rules.unreachable_after
     nodes = []
     links: dict[tuple[str, str], LinkObservation] = {}
-    for node in registry.all():
+    for node in registry.all() if pool is None else pool:
         state = heartbeats.get(node.node_id)
         if state is None or now - state.received_at >= limit:
             continue
@@ -175,8 +181,17 @@ def build_graph(
     return FabricGraph.build(nodes, links.values())
 
 
+class PartitionPlanners(Protocol):
+    """Route coordinators per partition (control/server/coordinators.py)."""
+
+    def planner(self, tenant: str, now: float) -> RoutePlanner: ...
+
+    def planned(self, tenant: str) -> None: ...
+
+
 class RouteLeasing:
-    """Plans and signs route leases."""
+    """Plans and signs route leases: with ``coordinators``, each source's routes by its
+    partition's coordinator; without, by one planner of the whole fleet."""
 
     def __init__(
         self,
@@ -192,8 +207,10 @@ class RouteLeasing:
         snapshot_max_age: float = DEFAULT_SNAPSHOT_MAX_AGE,
         alternates: int = 2,
         drains: NodeDrains | None = None,
+        coordinators: PartitionPlanners | None = None,
     ) -> None:
         self._store = store
+        self.coordinators = coordinators
         self._authority = authority
         self._registry = registry
         self._heartbeats = heartbeats
@@ -241,7 +258,11 @@ class RouteLeasing:
     ) -> LeaseGrant:
         """A primary and alternates from ``source`` to ``service``, each a signed lease."""
         when = self._clock() if now is None else now
-        planner = self.planner(when)
+        tenant = source.record.tenant
+        coordinators = self.coordinators
+        planner = self.planner(when) if coordinators is None else coordinators.planner(tenant, when)
+        if coordinators is not None:
+            coordinators.planned(tenant)
         try:
             plan = planner.plan(source.node_id, service, alternates=self._alternates)
         except UnknownNodeError:

@@ -82,3 +82,19 @@ class ControlMetrics(Collector):
             "Leader elections (a follower taking over included).",
             value=plane.services.elections,
         )
+        coordinators = plane.coordinators  # route coordinators per partition (ADR 0038)
+        yield GaugeMetricFamily(
+            "accessfabric_control_route_coordinators",
+            "Route coordinators (one per tenant whose routes were asked for) held now.",
+            value=len(coordinators),
+        )
+        yield CounterMetricFamily(
+            "accessfabric_control_route_plans",
+            "Route requests planned, each by its source's partition's coordinator.",
+            value=coordinators.total_plans,
+        )
+        yield CounterMetricFamily(
+            "accessfabric_control_route_snapshots",
+            "Coordinator snapshots built (each over one partition).",
+            value=coordinators.total_builds,
+        )

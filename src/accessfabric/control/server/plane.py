@@ -26,6 +26,7 @@ from accessfabric.control.client.requestsig import (
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.control.kernel.vocabulary import Role
 from accessfabric.control.server.admin import AdminCredentials
+from accessfabric.control.server.coordinators import RouteCoordinators
 from accessfabric.control.server.directory import version_for
 from accessfabric.control.server.drains import NodeDrains
 from accessfabric.control.server.fleet_events import FleetEvents
@@ -212,6 +213,10 @@ class ControlPlane:
         self.registry.on_change = self.heartbeats.changes.note  # directory deltas
         self.services = ServiceDirectory(store, authority, clock=clock, replica_ttl=cfg.replica_ttl)
         self.drains = NodeDrains(store, clock=clock)
+        self.coordinators = RouteCoordinators(  # route planning per partition (ADR 0038)
+            self.registry, self.heartbeats, self.services, policy=cfg.policy,
+            snapshot_max_age=cfg.snapshot_max_age, drains=self.drains,
+        )  # fmt: skip
         self.leasing = RouteLeasing(
             store,
             authority,
@@ -223,6 +228,7 @@ class ControlPlane:
             policy=cfg.policy,
             snapshot_max_age=cfg.snapshot_max_age,
             drains=self.drains,
+            coordinators=self.coordinators,
         )
         self.grants = AccessGrants(
             store, authority, clock=clock, policy_ttl=cfg.access_policy_ttl,

@@ -93,6 +93,8 @@ class NodeRegistry:
         self._nodes: dict[str, RegisteredNode] = {}
         self._entries: dict[str, dict[str, RegisteredNode]] = {}
         """Nodes holding the entry role, by tenant: a device's directory partition."""
+        self._tenants: dict[str, dict[str, RegisteredNode]] = {}
+        """Every node by tenant: the partition other directory views are built from."""
         self.generation = 0
         """Bumped by every change this process makes or loads (the planner rebuilds on it)."""
         self.version = 0
@@ -105,6 +107,7 @@ class NodeRegistry:
         """Read every stored node (at start-up); the number loaded."""
         self._nodes.clear()
         self._entries.clear()
+        self._tenants.clear()
         for entry in self._store.range(KEY_PREFIX).entries:
             node = self._decode(entry)
             self._nodes[node.node_id] = node
@@ -156,11 +159,23 @@ class NodeRegistry:
     def entry_count(self, tenant: str) -> int:
         return len(self._entries.get(tenant, ()))
 
+    def of_tenant(self, tenant: str) -> list[RegisteredNode]:
+        """Every node of ``tenant`` (a directory partition), without scanning the fleet."""
+        return list(self._tenants.get(tenant, {}).values())
+
     def _index(self, old: RegisteredNode | None, new: RegisteredNode | None) -> None:
-        if old is not None and Role.ENTRY in old.record.roles:
-            self._entries.get(old.record.tenant, {}).pop(old.node_id, None)
-        if new is not None and Role.ENTRY in new.record.roles:
-            self._entries.setdefault(new.record.tenant, {})[new.node_id] = new
+        if old is not None:
+            if Role.ENTRY in old.record.roles:
+                self._entries.get(old.record.tenant, {}).pop(old.node_id, None)
+            members = self._tenants.get(old.record.tenant)
+            if members is not None:
+                members.pop(old.node_id, None)
+                if not members:
+                    del self._tenants[old.record.tenant]
+        if new is not None:
+            if Role.ENTRY in new.record.roles:
+                self._entries.setdefault(new.record.tenant, {})[new.node_id] = new
+            self._tenants.setdefault(new.record.tenant, {})[new.node_id] = new
 
     def all(self) -> list[RegisteredNode]:
         return sorted(self._nodes.values(), key=lambda node: node.node_id)

@@ -147,6 +147,7 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     router.add_post("/v1/enroll", node_handlers.enroll)
     router.add_post("/v1/heartbeat", node_handlers.heartbeat)
     router.add_get("/v1/directory", node_handlers.directory)
+    router.add_get("/v1/telemetry", node_handlers.telemetry)
     router.add_post("/v1/leases/route", node_handlers.route_leases)
     router.add_post("/v1/services/{service}/replicas", node_handlers.register_replica)
     router.add_delete("/v1/services/{service}/replicas", node_handlers.deregister_replica)

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from accessfabric.control.server.leasing import SHARED_TENANT
 
 if TYPE_CHECKING:
     from accessfabric.control.client.facts import HeartbeatFacts
-    from accessfabric.control.server.heartbeats import HeartbeatState
+    from accessfabric.control.server.heartbeats import HeartbeatState, HeartbeatTable
+    from accessfabric.control.server.registry import NodeRegistry, RegisteredNode
 
 DEFAULT_REPORTS_PER_SECOND = 50.0
 """Detailed telemetry reports per second the control plane budgets for, fleet-wide."""
@@ -44,3 +47,57 @@ def carry_detail(previous: HeartbeatState | None, facts: HeartbeatFacts) -> Hear
     if previous is None or any(getattr(facts, name) for name in DETAIL):
         return facts
     return dataclasses.replace(facts, **{name: getattr(previous.facts, name) for name in DETAIL})
+
+
+def observer_view(
+    asking: RegisteredNode, registry: NodeRegistry, heartbeats: HeartbeatTable, now: float
+) -> dict[str, Any]:
+    """``GET /v1/telemetry`` for a node holding the ``observer`` role (ADR 0038): each node
+    of its partition with health, heartbeat age, sessions, cumulative bytes per class and
+    the relay usage it reports — the counters of the heartbeats as the table holds them
+    (cumulative bytes exact in every heartbeat, relay usage sampled, the last kept).
+
+    Least knowledge: an observer of a tenant sees that tenant's nodes, and of the shared
+    infrastructure only their relay usage *for that tenant*; an observer of the shared
+    tenant (the operator's) sees every node."""
+    tenant = asking.record.tenant
+    if tenant == SHARED_TENANT:
+        nodes = registry.all()
+    else:
+        nodes = registry.of_tenant(tenant) + registry.of_tenant(SHARED_TENANT)
+    rows = []
+    for node in sorted(nodes, key=lambda n: n.node_id):
+        state = heartbeats.get(node.node_id)
+        if state is None:
+            continue
+        facts, record = state.facts, node.record
+        mine = tenant in (SHARED_TENANT, record.tenant)
+        relay = [
+            {"tenant": u.tenant, "traffic_class": u.traffic_class,
+             "bytes": u.bytes_from_source + u.bytes_to_source}
+            for u in facts.relay_usage
+            if tenant in (SHARED_TENANT, u.tenant)
+        ]  # fmt: skip
+        if not mine and not relay:
+            continue
+        row: dict[str, Any] = {
+            "node_id": node.node_id,
+            "tenant": record.tenant,
+            "relay": relay,
+        }
+        if mine:
+            health = heartbeats.health(node.node_id, now, record.revision)
+            row |= {
+                "roles": sorted(r.value for r in record.roles),
+                "region": facts.region or "default",
+                "health": health.health.value,
+                "age_s": None if health.age is None else round(health.age, 3),
+                "heard_at": state.received_at,
+                "sessions": facts.sessions,
+                "classes": {
+                    c.traffic_class: {"in": c.bytes_in, "out": c.bytes_out}
+                    for c in facts.class_bytes
+                },
+            }
+        rows.append(row)
+    return {"tenant": tenant, "at": now, "nodes": rows}

@@ -137,6 +137,23 @@ class _AdmissionCollector(Collector):
             "Accepted connections whose TLS handshake has not ended.",
             value=self.admission.pending,
         )
+        tenants = self.admission.tenants
+        sessions = GaugeMetricFamily(
+            "accessfabric_tenant_sessions",
+            "Accepted sessions each tenant holds (node/tenant_admission.py).",
+            labels=["tenant"],
+        )
+        for tenant, count in tenants.counts().items():
+            sessions.add_metric([tenant or "-"], count)
+        yield sessions
+        refused_sessions = CounterMetricFamily(
+            "accessfabric_tenant_sessions_refused",
+            "Sessions refused by the per-tenant session cap.",
+            labels=["tenant"],
+        )
+        for tenant, count in sorted(tenants.refused.items()):
+            refused_sessions.add_metric([tenant or "-"], count)
+        yield refused_sessions
 
 
 class NodeObservability:

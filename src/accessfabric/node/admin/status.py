@@ -25,6 +25,8 @@ TABLES = (  # the sections `status` prints, in order
     "ingress",
     "access",
     "relay",
+    "tenants",
+    "observer",
     "vpn",
     "admission",
 )

@@ -17,7 +17,10 @@ INT_KEYS = (
     "max_pending_handshakes",
     "max_pending_handshakes_per_address",
     "max_sessions_per_tenant",
+    "max_relay_streams_per_tenant",
 )
+ZERO_MEANS_NONE = ("relay_bytes_per_tenant",)
+"""Integer keys where 0 means "no limit"."""
 
 
 class LimitsConfigError(ValueError):
@@ -36,7 +39,11 @@ def admission_limits(table: Any) -> AdmissionLimits:
             raise LimitsConfigError(key, f"unknown key (expected one of: {', '.join(LIMIT_KEYS)})")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise LimitsConfigError(key, f"expected a number, got {type(value).__name__}")
-        if key in INT_KEYS:
+        if key in ZERO_MEANS_NONE:
+            if not isinstance(value, int) or value < 0:
+                raise LimitsConfigError(key, f"expected an integer >= 0, got {value!r}")
+            values[key] = value
+        elif key in INT_KEYS:
             if not isinstance(value, int) or value < 1:
                 raise LimitsConfigError(key, f"expected an integer >= 1, got {value!r}")
             values[key] = value

@@ -44,7 +44,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -385,7 +385,7 @@ class HostMonitor:
             return {}
         return {"nat_type": report.type, "reachable": listening and report.reachable is not False}
 
-    def with_bandwidth(self, peers: tuple[PeerMeasurement, ...]) -> tuple[PeerMeasurement, ...]:
+    def with_bandwidth(self, peers: Sequence[PeerMeasurement]) -> tuple[PeerMeasurement, ...]:
         """``peers`` with the peak throughput seen on their session, where one was seen."""
         out = []
         for peer in peers:

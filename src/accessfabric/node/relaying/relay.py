@@ -130,7 +130,7 @@ class Relay:
         try:
             self.quotas.admit(tenant, event.traffic_class, resume=event.resume)
         except RelayRefused as refused:
-            _reset(up, ErrorCode.ROUTE_REJECTED)
+            _reset(up, refused.code)
             log_event(
                 log, "relay refused", logging.WARNING, tenant=tenant,
                 service=event.service, traffic_class=event.traffic_class.name.lower(),
@@ -343,12 +343,27 @@ class Relay:
                 return
             if self.fairness is not None:
                 await self.fairness.turn(tenant, len(data))
-            await quotas.spend(tenant, cls, len(data), upstream=upstream)
+            try:
+                await quotas.spend(tenant, cls, len(data), upstream=upstream)
+            except RelayRefused as refused:  # the tenant's relay-bytes quota: end it here
+                self._quota_reset(splice, refused)
+                return
             try:
                 dst.write(data)
                 await dst.drain()
             except StreamErrors:
                 return  # the other pump sees the failure when it reads
+
+    def _quota_reset(self, splice: Splice, refused: RelayRefused) -> None:
+        """A tenant quota ends a relayed stream: reset both ends with its code."""
+        for end in (splice.up, splice.down):
+            if end is not None:
+                _reset(end, refused.code)
+        log_event(
+            log, "relay refused", logging.WARNING, tenant=splice.tenant,
+            service=splice.event.service, route=splice.checked.lease.route_id,
+            reason=str(refused),
+        )  # fmt: skip
 
     def _source_failed(self, splice: Splice, upstream: bool, error: BaseException) -> None:
         """The side ``src`` failed; tell (or spare) the other side."""

@@ -3,7 +3,16 @@
 * concurrent relayed streams per tenant and per traffic class;
 * relay bandwidth per tenant and per class (token buckets from
   :mod:`accessfabric.identity.ratelimit`, bytes per second);
-* route churn: relayed stream opens (and resumes) per tenant per second.
+* route churn: relayed stream opens (and resumes) per tenant per second;
+* **relay bytes per tenant** (a quota, ADR 0038): at most ``tenant_bytes_quota`` bytes
+  (both directions together) per tenant per ``quota_window`` seconds.  A stream opened
+  while the tenant's window is spent is refused; a chunk that would take the tenant past
+  it is not relayed and the stream is reset (both ends), so the quota is a hard bound.
+
+Tenant quota refusals (``tenant_streams``, ``tenant_bytes``) reset the stream with
+``ENHANCE_YOUR_CALM``: the tenant is over what this node gives it, not the path broken,
+so the source does not resume the stream elsewhere as it does after ``ROUTE_REJECTED``
+(which the other refusals keep: another relay may have room for that class or churn).
 
 The tenant is the one the stream's signed route lease names (the source's tenant, see
 :class:`~accessfabric.control.kernel.objects.RouteLease`).  Accounting is per (tenant, class):
@@ -18,14 +27,19 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
+from accessfabric.errors import ErrorCode
 from accessfabric.identity.ratelimit import KeyedRateLimiter, TokenBucket
 from accessfabric.wire.registry import TrafficClass
+
+DEFAULT_MAX_STREAMS_PER_TENANT = 256
+DEFAULT_QUOTA_WINDOW = 3600.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RelayLimits:
-    max_streams_per_tenant: int = 256
+    max_streams_per_tenant: int = DEFAULT_MAX_STREAMS_PER_TENANT
     max_streams_per_class: dict[TrafficClass, int] = field(
         default_factory=lambda: dict.fromkeys(TrafficClass, 1024)
     )
@@ -38,14 +52,34 @@ class RelayLimits:
     opens_per_second: float = 50.0
     """Route churn: relayed opens and resumes per tenant per second."""
     opens_burst: float = 100.0
+    tenant_bytes_quota: int = 0
+    """Bytes one tenant may have relayed (both directions) per ``quota_window``; 0: none."""
+    quota_window: float = DEFAULT_QUOTA_WINDOW
+
+
+TENANT_REASONS = frozenset({"tenant_streams", "tenant_bytes"})
 
 
 class RelayRefused(Exception):
-    """A quota refused a relayed stream; ``reason`` is a stable metric label."""
+    """A quota refused a relayed stream; ``reason`` is a stable metric label, ``code``
+    the stream reset's (``ENHANCE_YOUR_CALM`` for tenant quotas, else ``ROUTE_REJECTED``)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.code = (
+            ErrorCode.ENHANCE_YOUR_CALM if reason in TENANT_REASONS else ErrorCode.ROUTE_REJECTED
+        )
+
+
+@dataclass(slots=True)
+class _Window:
+    """One tenant's relay-bytes quota window: when it began, bytes relayed in it."""
+
+    start: float
+    used: int = 0
+    spent: bool = False
+    """A chunk was refused: the tenant gets nothing more here until the window ends."""
 
 
 @dataclass(slots=True)
@@ -74,6 +108,21 @@ class RelayQuotas:
         self._active_class: Counter[TrafficClass] = Counter()
         self.usage: dict[tuple[str, TrafficClass], _Usage] = {}
         self.refused: Counter[tuple[str, str]] = Counter()
+        self._windows: dict[str, _Window] = {}
+
+    def _window(self, tenant: str, now: float) -> _Window:
+        window = self._windows.get(tenant)
+        if window is None or now - window.start >= self.limits.quota_window:
+            window = self._windows[tenant] = _Window(now)
+        return window
+
+    def _bytes_refusal(self, tenant: str, what: str) -> RelayRefused:
+        limits = self.limits
+        return RelayRefused(
+            "tenant_bytes",
+            f"tenant {tenant} {what}: quota {limits.tenant_bytes_quota} bytes"
+            f" per {limits.quota_window:g} s",
+        )
 
     def admit(self, tenant: str, traffic_class: TrafficClass, *, resume: bool) -> None:
         """Count one relayed stream in, or raise :class:`RelayRefused`."""
@@ -83,6 +132,10 @@ class RelayQuotas:
                 raise RelayRefused(
                     "route_churn", f"tenant {tenant} opens more than {limits.opens_per_second:g}/s"
                 )
+            quota = limits.tenant_bytes_quota
+            window = self._window(tenant, time.monotonic()) if quota else None
+            if window is not None and (window.spent or window.used >= quota):
+                raise self._bytes_refusal(tenant, "relayed its quota already")
             if self._active_tenant[tenant] >= limits.max_streams_per_tenant:
                 raise RelayRefused(
                     "tenant_streams",
@@ -130,7 +183,18 @@ class RelayQuotas:
     async def spend(
         self, tenant: str, traffic_class: TrafficClass, nbytes: int, *, upstream: bool
     ) -> None:
-        """Wait until the tenant's and the class's buckets allow ``nbytes``; account them."""
+        """Wait until the tenant's and the class's buckets allow ``nbytes``; account them.
+
+        Raises :class:`RelayRefused` (``tenant_bytes``) when ``nbytes`` would take the
+        tenant past its quota window: the caller resets the stream, nothing is relayed."""
+        quota = self.limits.tenant_bytes_quota
+        if quota:
+            window = self._window(tenant, time.monotonic())
+            if window.spent or window.used + nbytes > quota:
+                window.spent = True
+                self.refused[(tenant, "tenant_bytes")] += 1
+                raise self._bytes_refusal(tenant, "would pass its quota")
+            window.used += nbytes  # taken before the wait: concurrent pumps cannot overrun
         for bucket in (self._tenant_bucket(tenant), self._class_buckets.get(traffic_class)):
             if bucket is None:
                 continue
@@ -155,4 +219,22 @@ class RelayQuotas:
                 "bytes_to_source": usage.bytes_down,
             }
         refused = {f"{tenant}/{reason}": n for (tenant, reason), n in sorted(self.refused.items())}
-        return {"relayed": out, "refused": refused}
+        return {"relayed": out, "refused": refused, "quota": self.quota_status()}
+
+    def quota_status(self) -> list[dict[str, Any]]:
+        """Per tenant with relay bytes in the current quota window: used, quota, time left
+        (empty without a quota)."""
+        limits = self.limits
+        if not limits.tenant_bytes_quota:
+            return []
+        now = time.monotonic()
+        return [
+            {
+                "tenant": tenant,
+                "bytes": window.used,
+                "quota": limits.tenant_bytes_quota,
+                "window_left_s": round(limits.quota_window - (now - window.start), 1),
+            }
+            for tenant, window in sorted(self._windows.items())
+            if now - window.start < limits.quota_window
+        ]

@@ -84,6 +84,14 @@ class RelayMetrics(Collector):
             relayed.add_metric([tenant, name, "from_source"], usage.bytes_up)
             relayed.add_metric([tenant, name, "to_source"], usage.bytes_down)
         yield from (streams, active, relayed)
+        window = GaugeMetricFamily(
+            "accessfabric_relay_quota_bytes",
+            "Bytes relayed for the tenant in its current quota window (relay_bytes_per_tenant)",
+            labels=["tenant"],
+        )
+        for row in self.relay.quotas.quota_status():
+            window.add_metric([row["tenant"]], row["bytes"])
+        yield window
 
 
 def relayed_anything(relay: RelayView) -> bool:
@@ -115,4 +123,5 @@ def relay_status(relay: RelayView) -> dict[str, Any]:
             {"tenant": tenant, "reason": reason, "streams": count}
             for (tenant, reason), count in sorted(quotas.refused.items())
         ],
+        **({"quota": quotas.quota_status()} if quotas.limits.tenant_bytes_quota else {}),
     }

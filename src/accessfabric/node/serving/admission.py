@@ -31,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from accessfabric.identity.ratelimit import KeyedRateLimiter, TokenBucket
+from accessfabric.node.relaying import relay_limits
 from accessfabric.node.serving import tenant_admission
 from accessfabric.observe.log_rate import RateLimitedLog
 
@@ -71,6 +72,21 @@ class AdmissionLimits:
     """Accepted sessions one tenant may hold (node/serving/tenant_admission.py)."""
     tenant_retry_after: float = tenant_admission.DEFAULT_TENANT_RETRY_AFTER
     """Seconds a peer refused by the tenant cap is told to wait (x 1..1.5)."""
+    max_relay_streams_per_tenant: int = relay_limits.DEFAULT_MAX_STREAMS_PER_TENANT
+    """Streams one tenant (the one its route lease names) may have relayed through this
+    node at once: a device's streams through its entry count (node/relaying/relay_limits.py)."""
+    relay_bytes_per_tenant: int = 0
+    """Bytes one tenant may have relayed through this node per ``relay_bytes_window``
+    (both directions); 0: no quota."""
+    relay_bytes_window: float = relay_limits.DEFAULT_QUOTA_WINDOW
+
+    def relay(self) -> relay_limits.RelayLimits:
+        """The relay quotas these limits set (the rest at their defaults)."""
+        return relay_limits.RelayLimits(
+            max_streams_per_tenant=self.max_relay_streams_per_tenant,
+            tenant_bytes_quota=self.relay_bytes_per_tenant,
+            quota_window=self.relay_bytes_window,
+        )
 
 
 LIMIT_KEYS = tuple(AdmissionLimits.__dataclass_fields__)

@@ -137,6 +137,10 @@ class TenantAdmission:
 
         return on_event
 
+    def counts(self) -> dict[str, int]:
+        """Live sessions per tenant holding any (metrics)."""
+        return {t: n for t in sorted(self._held) if (n := self.sessions(t))}
+
     def status(self) -> dict[str, object]:
         return {
             "max_sessions_per_tenant": self.max_sessions,

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from accessfabric import __version__
 from accessfabric.control.client.facts import FactsError, parse_facts
-from accessfabric.control.kernel.vocabulary import check_name
+from accessfabric.control.kernel.vocabulary import Role, check_name
 from accessfabric.control.server.api.auth import (
     authenticate_heartbeat,
     authenticate_node,
@@ -25,6 +25,7 @@ from accessfabric.control.server.directory import directory_document
 from accessfabric.control.server.leasing import LeaseGrant, LeaseRefused
 from accessfabric.control.server.registry import RegistryError, record_json
 from accessfabric.control.server.services import MODE_NAMES, ServiceError, ServiceView, parse_mode
+from accessfabric.control.server.telemetry import observer_view
 from accessfabric.control.server.tokens import BadTokenError, TokenExpiredError, TokenUsedUpError
 from accessfabric.identity.node_id import node_id_from_public_key
 from accessfabric.identity.signatures import load_public_key
@@ -147,6 +148,16 @@ async def directory(request: web.Request) -> web.Response:
             plane.drains,
         )
     )
+
+
+async def telemetry(request: web.Request) -> web.Response:
+    """``GET /v1/telemetry``: the partition's heartbeat counters, for ``observer`` nodes
+    (control/server/telemetry.py ``observer_view``; ADR 0038)."""
+    plane = context(request).plane
+    node, _ = await authenticate_node(request)
+    if Role.OBSERVER not in node.record.roles:
+        raise ApiError(403, "role_not_held", "telemetry is for nodes holding the observer role")
+    return web.json_response(observer_view(node, plane.registry, plane.heartbeats, plane.clock()))
 
 
 def _traffic_class(document: dict[str, Any]) -> TrafficClass:

@@ -547,6 +547,25 @@ PATHS: dict[str, Any] = {
             ],
         )
     },
+    "/v1/telemetry": {
+        "get": _op(
+            "For observer nodes: health, sessions and byte counters of the partition's nodes",
+            {
+                **_ok(
+                    _obj(
+                        {
+                            "tenant": {"type": "string"},
+                            "at": {"type": "number"},
+                            "nodes": {"type": "array", "items": {"type": "object"}},
+                        },
+                        ["tenant", "at", "nodes"],
+                    )
+                ),
+                **_errors(401, 403),
+            },
+            security=NODE_SECURITY,
+        )
+    },
     "/v1/leases/route": {
         "post": _op(
             "Signed route leases (primary and alternates) from the caller to a service",

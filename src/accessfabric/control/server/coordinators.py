@@ -1,0 +1,143 @@
+"""Route coordinators per partition (issue 17, ADR 0038).
+
+A route for a source of tenant T can only pass through T's nodes and shared
+infrastructure (tenant ``provider``, when the policy allows shared nodes: the planner's
+``tenant_allows``), so the tenant is the planner's natural partition.  Before, one
+planner held the whole fleet: every snapshot rebuild read every node's facts and links
+(O(fleet)), and a route of one tenant was planned over a graph holding every other's.
+
+Each :class:`RouteCoordinator` plans the routes of one partition only: its snapshot is
+built from the registry's by-tenant index (the partition's nodes and the shared ones),
+so a rebuild costs O(partition) and a coordinator never holds another tenant's node or
+link.  :class:`RouteCoordinators` holds them for a control replica, built on first use,
+the least recently used dropped beyond ``max_coordinators`` (each holds the shared
+infrastructure too); :class:`~accessfabric.control.server.leasing.RouteLeasing` asks the
+source's coordinator for every lease.  The rebuild rule is the whole-fleet planner's:
+at once when enrollment, roles, services or drains changed, at most every
+``snapshot_max_age`` seconds for heartbeats alone.
+
+Regions are not a partition: a route may and often must cross them.  Nodes holding the
+``route-coordinator`` role get the tenant-wide directory but do not plan yet; the
+coordinators run in the control replicas (ADR 0038, "What is left").
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from accessfabric.control.server.drains import NodeDrains
+from accessfabric.control.server.heartbeats import HeartbeatTable
+from accessfabric.control.server.leasing import SHARED_TENANT, build_graph
+from accessfabric.control.server.planner import RoutePlanner, RoutePolicy
+from accessfabric.control.server.registry import NodeRegistry, RegisteredNode
+from accessfabric.control.server.services import ServiceDirectory
+
+DEFAULT_MAX_COORDINATORS = 256
+
+
+@dataclass(slots=True)
+class RouteCoordinator:
+    """The planner of one partition (a tenant) and what it did."""
+
+    tenant: str
+    planner: RoutePlanner | None = None
+    built_at: float = 0.0
+    built_key: tuple[int, int, int, int] = (-1, -1, -1, -1)
+    builds: int = 0
+    plans: int = 0
+    """Route requests it planned (each a primary and its alternates)."""
+
+    @property
+    def node_ids(self) -> frozenset[str]:
+        """The nodes its current snapshot holds."""
+        return frozenset(self.planner.graph.nodes) if self.planner is not None else frozenset()
+
+
+class RouteCoordinators:
+    """A control replica's route coordinators, one per partition asked for."""
+
+    def __init__(
+        self,
+        registry: NodeRegistry,
+        heartbeats: HeartbeatTable,
+        services: ServiceDirectory,
+        *,
+        policy: RoutePolicy,
+        snapshot_max_age: float,
+        drains: NodeDrains | None = None,
+        max_coordinators: int = DEFAULT_MAX_COORDINATORS,
+    ) -> None:
+        self._registry = registry
+        self._heartbeats = heartbeats
+        self._services = services
+        self.policy = policy
+        self._snapshot_max_age = snapshot_max_age
+        self._drains = drains
+        self.max_coordinators = max_coordinators
+        self._coordinators: OrderedDict[str, RouteCoordinator] = OrderedDict()
+        self.total_plans = 0
+        self.total_builds = 0
+        """Across every coordinator ever held (``/metrics``; a dropped one's count stays)."""
+
+    def get(self, tenant: str) -> RouteCoordinator | None:
+        return self._coordinators.get(tenant)
+
+    def __len__(self) -> int:
+        return len(self._coordinators)
+
+    def partition(self, tenant: str) -> list[RegisteredNode]:
+        """The nodes a route of ``tenant`` may use: its own and (policy allowing) shared."""
+        nodes = self._registry.of_tenant(tenant)
+        if tenant != SHARED_TENANT and self.policy.allow_shared_nodes:
+            nodes += self._registry.of_tenant(SHARED_TENANT)
+        return nodes
+
+    def coordinator(self, tenant: str) -> RouteCoordinator:
+        """``tenant``'s coordinator (made on first use; the least recently used beyond
+        ``max_coordinators`` is dropped)."""
+        found = self._coordinators.get(tenant)
+        if found is None:
+            found = self._coordinators[tenant] = RouteCoordinator(tenant)
+            while len(self._coordinators) > self.max_coordinators:
+                self._coordinators.popitem(last=False)
+        else:
+            self._coordinators.move_to_end(tenant)
+        return found
+
+    def planner(self, tenant: str, now: float) -> RoutePlanner:
+        """``tenant``'s planner, rebuilt when the facts it was built from moved on."""
+        c = self.coordinator(tenant)
+        drained = -1 if self._drains is None else self._drains.generation
+        key = (
+            self._registry.generation,
+            self._services.generation,
+            self._heartbeats.generation,
+            drained,
+        )
+        fresh = c.planner is not None and key == c.built_key
+        only_heartbeats = (
+            c.planner is not None and key[:2] == c.built_key[:2] and key[3] == c.built_key[3]
+        )
+        if fresh or (only_heartbeats and now - c.built_at < self._snapshot_max_age):
+            assert c.planner is not None
+            return c.planner
+        graph = build_graph(self._registry, self._heartbeats, now, self._drains,
+                            pool=self.partition(tenant))  # fmt: skip
+        c.planner = RoutePlanner(graph, self._services.active_map(), policy=self.policy)
+        c.built_at, c.built_key = now, key
+        c.builds += 1
+        self.total_builds += 1
+        return c.planner
+
+    def planned(self, tenant: str) -> None:
+        """Count one route request ``tenant``'s coordinator planned."""
+        self.coordinator(tenant).plans += 1
+        self.total_plans += 1
+
+    def status(self) -> list[dict[str, object]]:
+        """Per coordinator: its partition, snapshot size, builds and plans (metrics)."""
+        return [
+            {"tenant": t, "nodes": len(c.node_ids), "builds": c.builds, "plans": c.plans}
+            for t, c in sorted(self._coordinators.items())
+        ]
