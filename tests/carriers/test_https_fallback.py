@@ -21,7 +21,7 @@ import pytest
 from accessfabric.errors import AuthenticationError, IdentityMismatchError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.dialing.https_endpoints import connect_https, serve_https
-from tests.carriers.pairs import LOOPBACK, Acceptor, make_node
+from tests.carriers.pairs import LOOPBACK, Acceptor, listening, make_node
 from tests.carriers.test_websocket import (
     NGINX_CONF,
     free_port,
@@ -112,10 +112,12 @@ async def test_behind_proxy_fallback_works_through_buffering_nginx(
 ) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
     accepted = Acceptor()
-    server = await serve_https(
-        server_node, LOOPBACK, proxy.unbound_upstream, accepted, behind_proxy=True, tls=False
-    )
-    try:
+    async with listening(
+        await serve_https(
+            server_node, LOOPBACK, proxy.unbound_upstream, accepted, behind_proxy=True, tls=False
+        ),
+        accepted,
+    ):
         dialer = await connect_https(
             dialer_node,
             f"https://{LOOPBACK}:{proxy.port}/fabric-poll",
@@ -131,18 +133,17 @@ async def test_behind_proxy_fallback_works_through_buffering_nginx(
         await round_trip(dialer, acceptor)
         dialer.abort()
         await asyncio.wait_for(acceptor.wait_closed(), 5)
-    finally:
-        accepted.abort_all()
-        await server.wait_closed()
 
 
 async def test_proxy_mode_pins_the_node_behind_the_proxy(proxy: Proxy, tmp_path: Path) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
     accepted = Acceptor()
-    server = await serve_https(
-        server_node, LOOPBACK, proxy.unbound_upstream, accepted, behind_proxy=True, tls=False
-    )
-    try:
+    async with listening(
+        await serve_https(
+            server_node, LOOPBACK, proxy.unbound_upstream, accepted, behind_proxy=True, tls=False
+        ),
+        accepted,
+    ):
         with pytest.raises(IdentityMismatchError):
             await connect_https(
                 dialer_node,
@@ -155,9 +156,6 @@ async def test_proxy_mode_pins_the_node_behind_the_proxy(proxy: Proxy, tmp_path:
                 dialer_node, f"https://{LOOPBACK}:{proxy.port}/fabric-poll",
                 proxy_tls=_proxy_tls(proxy),
             )  # fmt: skip
-    finally:
-        accepted.abort_all()
-        await server.wait_closed()
 
 
 async def test_proxy_mode_dialer_fails_against_a_bound_listener(
@@ -166,8 +164,9 @@ async def test_proxy_mode_dialer_fails_against_a_bound_listener(
     """No silent downgrade: the bound listener binds tls-unique, the dialer binds nothing."""
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
     accepted = Acceptor()
-    server = await serve_https(server_node, LOOPBACK, proxy.bound_upstream, accepted)
-    try:
+    async with listening(
+        await serve_https(server_node, LOOPBACK, proxy.bound_upstream, accepted), accepted
+    ):
         with pytest.raises(AuthenticationError):
             await connect_https(
                 dialer_node,
@@ -175,9 +174,6 @@ async def test_proxy_mode_dialer_fails_against_a_bound_listener(
                 expected_peer_id=server_node.key.node_id,
                 proxy_tls=_proxy_tls(proxy),
             )
-    finally:
-        accepted.abort_all()
-        await server.wait_closed()
 
 
 async def test_plain_listener_must_be_behind_proxy_and_unknown_paths_are_404(

@@ -41,7 +41,7 @@ from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import client_context, write_certificate_files
 from accessfabric.node.dialing.endpoints import LocalNode, connect_ws, serve_ws
 from accessfabric.node.streams.connection import SessionConnection
-from tests.carriers.pairs import LOOPBACK, Acceptor, make_node
+from tests.carriers.pairs import LOOPBACK, Acceptor, listening, make_node, port_of
 
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
 
@@ -264,10 +264,12 @@ async def test_behind_proxy_listener_works_through_tls_terminating_nginx(
 ) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
     accepted = Acceptor()
-    server = await serve_ws(
-        server_node, LOOPBACK, nginx.unbound_upstream, accepted, behind_proxy=True, tls=False
-    )
-    try:
+    async with listening(
+        await serve_ws(
+            server_node, LOOPBACK, nginx.unbound_upstream, accepted, behind_proxy=True, tls=False
+        ),
+        accepted,
+    ):
         dialer = await connect_ws(
             dialer_node,
             f"wss://{LOOPBACK}:{nginx.proxy_port}/fabric",
@@ -283,10 +285,6 @@ async def test_behind_proxy_listener_works_through_tls_terminating_nginx(
         await round_trip(dialer, acceptor)
         dialer.abort()
         await asyncio.wait_for(acceptor.wait_closed(), 5)
-    finally:
-        accepted.abort_all()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_proxy_mode_pin_catches_another_node_behind_the_proxy(
@@ -294,10 +292,12 @@ async def test_proxy_mode_pin_catches_another_node_behind_the_proxy(
 ) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
     accepted = Acceptor()
-    server = await serve_ws(
-        server_node, LOOPBACK, nginx.unbound_upstream, accepted, behind_proxy=True, tls=False
-    )
-    try:
+    async with listening(
+        await serve_ws(
+            server_node, LOOPBACK, nginx.unbound_upstream, accepted, behind_proxy=True, tls=False
+        ),
+        accepted,
+    ):
         with pytest.raises(IdentityMismatchError):
             await connect_ws(
                 dialer_node,
@@ -305,10 +305,6 @@ async def test_proxy_mode_pin_catches_another_node_behind_the_proxy(
                 expected_peer_id=NodeKey.generate().node_id,
                 proxy_tls=nginx.proxy_tls(),
             )
-    finally:
-        accepted.abort_all()
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
@@ -318,8 +314,9 @@ async def test_man_in_the_middle_fails_without_proxy_mode(
     """nginx terminates TLS with its own node certificate: the channel bindings differ."""
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
     accepted = Acceptor()
-    server = await serve_ws(server_node, LOOPBACK, nginx.bound_upstream, accepted)
-    try:
+    async with listening(
+        await serve_ws(server_node, LOOPBACK, nginx.bound_upstream, accepted), accepted
+    ):
         with pytest.raises(AuthenticationError):
             await connect_ws(
                 dialer_node,
@@ -330,10 +327,6 @@ async def test_man_in_the_middle_fails_without_proxy_mode(
         ends = [await asyncio.wait_for(c.wait_closed(), 5) for c in accepted.seen]
         assert all(end.error_code == ErrorCode.AUTHENTICATION_FAILED for end in ends), ends
         assert not any(c.is_ready for c in accepted.seen)
-    finally:
-        accepted.abort_all()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_proxy_mode_dialer_fails_against_a_bound_listener(
@@ -342,8 +335,9 @@ async def test_proxy_mode_dialer_fails_against_a_bound_listener(
     """Skipping the binding takes both ends: a listener not marked behind_proxy refuses."""
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
     accepted = Acceptor()
-    server = await serve_ws(server_node, LOOPBACK, nginx.bound_upstream, accepted)
-    try:
+    async with listening(
+        await serve_ws(server_node, LOOPBACK, nginx.bound_upstream, accepted), accepted
+    ):
         with pytest.raises(AuthenticationError):
             await connect_ws(
                 dialer_node,
@@ -351,10 +345,6 @@ async def test_proxy_mode_dialer_fails_against_a_bound_listener(
                 expected_peer_id=server_node.key.node_id,
                 proxy_tls=nginx.proxy_tls(),
             )
-    finally:
-        accepted.abort_all()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_proxy_mode_verifies_the_proxy_certificate(nginx: Nginx, tmp_path: Path) -> None:
@@ -375,19 +365,16 @@ async def test_proxy_mode_verifies_the_proxy_certificate(nginx: Nginx, tmp_path:
 async def test_behind_proxy_listener_refuses_a_direct_bound_dialer(tmp_path: Path) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
     accepted = Acceptor()
-    server = await serve_ws(server_node, LOOPBACK, 0, accepted, behind_proxy=True)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with listening(
+        await serve_ws(server_node, LOOPBACK, 0, accepted, behind_proxy=True), accepted
+    ) as server:
+        port = port_of(server)
         with pytest.raises(AuthenticationError):
             await connect_ws(
                 dialer_node,
                 f"wss://{LOOPBACK}:{port}/fabric",
                 expected_peer_id=server_node.key.node_id,
             )
-    finally:
-        accepted.abort_all()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_other_paths_get_404(tmp_path: Path) -> None:
@@ -408,9 +395,8 @@ async def test_other_paths_get_404(tmp_path: Path) -> None:
 async def test_a_text_message_ends_the_carrier(tmp_path: Path) -> None:
     client_node, server_node = make_node(tmp_path / "c"), make_node(tmp_path / "s")
     accepted = Acceptor()
-    server = await serve_ws(server_node, LOOPBACK, 0, accepted)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with listening(await serve_ws(server_node, LOOPBACK, 0, accepted), accepted) as server:
+        port = port_of(server)
         context = client_context(client_node.key, client_node.cert_dir)
         async with raw_connect(
             f"wss://{LOOPBACK}:{port}/fabric", ssl=context, compression=None, proxy=None
@@ -421,10 +407,6 @@ async def test_a_text_message_ends_the_carrier(tmp_path: Path) -> None:
         (connection,) = accepted.seen
         end = await asyncio.wait_for(connection.wait_closed(), 5)
         assert end.error_code != ErrorCode.NO_ERROR
-    finally:
-        accepted.abort_all()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_connect_ws_refuses_unsafe_options(tmp_path: Path) -> None:
