@@ -7,7 +7,6 @@ a short keep-alive to the client — the path the fallback exists for.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 import subprocess
@@ -27,7 +26,7 @@ from tests.carriers.test_websocket import (
     free_port,
     make_proxy_certificate,
     nginx_binary,
-    round_trip,
+    proxied_pair_works,
 )
 
 SERVER = """
@@ -124,15 +123,8 @@ async def test_behind_proxy_fallback_works_through_buffering_nginx(
             expected_peer_id=server_node.key.node_id,
             proxy_tls=_proxy_tls(proxy),
         )
-        acceptor = await accepted.next_ready()
-        assert dialer.info.kind == acceptor.info.kind == "https_fallback"
-        assert dialer.info.channel_binding == acceptor.info.channel_binding == b""
-        assert acceptor.info.forwarded_for == LOOPBACK
-        assert (await acceptor.ready()).peer_node_id == dialer_node.key.node_id
-        assert await dialer.ping() >= 0
-        await round_trip(dialer, acceptor)
-        dialer.abort()
-        await asyncio.wait_for(acceptor.wait_closed(), 5)
+        assert dialer.info.kind == "https_fallback"
+        await proxied_pair_works(dialer, accepted, dialer_node, server_node)
 
 
 async def test_proxy_mode_pins_the_node_behind_the_proxy(proxy: Proxy, tmp_path: Path) -> None:
