@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
 from accessfabric.carriers.memory import memory_pair
@@ -126,10 +126,15 @@ L = TypeVar("L", bound=Listener)
 
 
 @asynccontextmanager
-async def listening(server: L, accepted: Acceptor) -> AsyncIterator[L]:
-    """``server`` until the block ends; then what it accepted is aborted and it is closed."""
+async def serving(
+    serve: Callable[..., Awaitable[L]], node: LocalNode, port: int, **options: Any
+) -> AsyncIterator[tuple[L, Acceptor]]:
+    """``serve(node, LOOPBACK, port, accepted, **options)`` and its :class:`Acceptor` until
+    the block ends; then what it accepted is aborted and the listener closed."""
+    accepted = Acceptor()
+    server = await serve(node, LOOPBACK, port, accepted, **options)
     try:
-        yield server
+        yield server, accepted
     finally:
         accepted.abort_all()
         server.close()
@@ -162,15 +167,16 @@ async def _served_pair(
     dial: Callable[[LocalNode, int, str], Awaitable[SessionConnection]],
 ) -> AsyncIterator[ConnectedPair]:
     """A pair over the carrier ``serve`` listens for on a loopback port ``dial`` connects to."""
-    async with two_nodes(config) as (dialer_node, acceptor_node):
-        accepted = Acceptor()
-        async with listening(await serve(acceptor_node, LOOPBACK, 0, accepted), accepted) as server:
-            dialer = await dial(dialer_node, port_of(server), acceptor_node.key.node_id)
-            try:
-                acceptor = await accepted.next_ready()
-                yield ConnectedPair(kind, dialer, acceptor, dialer_node, acceptor_node)
-            finally:
-                await close_pair(dialer, *accepted.seen)
+    async with (
+        two_nodes(config) as (dialer_node, acceptor_node),
+        serving(serve, acceptor_node, 0) as (server, accepted),
+    ):
+        dialer = await dial(dialer_node, port_of(server), acceptor_node.key.node_id)
+        try:
+            acceptor = await accepted.next_ready()
+            yield ConnectedPair(kind, dialer, acceptor, dialer_node, acceptor_node)
+        finally:
+            await close_pair(dialer, *accepted.seen)
 
 
 def tcp_connections(

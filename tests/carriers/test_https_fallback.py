@@ -20,7 +20,7 @@ import pytest
 from accessfabric.errors import AuthenticationError, IdentityMismatchError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.dialing.https_endpoints import connect_https, serve_https
-from tests.carriers.pairs import LOOPBACK, Acceptor, listening, make_node
+from tests.carriers.pairs import LOOPBACK, make_node, serving
 from tests.carriers.test_websocket import (
     NGINX_CONF,
     free_port,
@@ -110,13 +110,9 @@ async def test_behind_proxy_fallback_works_through_buffering_nginx(
     proxy: Proxy, tmp_path: Path
 ) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    async with listening(
-        await serve_https(
-            server_node, LOOPBACK, proxy.unbound_upstream, accepted, behind_proxy=True, tls=False
-        ),
-        accepted,
-    ):
+    async with serving(
+        serve_https, server_node, proxy.unbound_upstream, behind_proxy=True, tls=False
+    ) as (_, accepted):
         dialer = await connect_https(
             dialer_node,
             f"https://{LOOPBACK}:{proxy.port}/fabric-poll",
@@ -129,12 +125,8 @@ async def test_behind_proxy_fallback_works_through_buffering_nginx(
 
 async def test_proxy_mode_pins_the_node_behind_the_proxy(proxy: Proxy, tmp_path: Path) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    async with listening(
-        await serve_https(
-            server_node, LOOPBACK, proxy.unbound_upstream, accepted, behind_proxy=True, tls=False
-        ),
-        accepted,
+    async with serving(
+        serve_https, server_node, proxy.unbound_upstream, behind_proxy=True, tls=False
     ):
         with pytest.raises(IdentityMismatchError):
             await connect_https(
@@ -155,10 +147,7 @@ async def test_proxy_mode_dialer_fails_against_a_bound_listener(
 ) -> None:
     """No silent downgrade: the bound listener binds tls-unique, the dialer binds nothing."""
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    async with listening(
-        await serve_https(server_node, LOOPBACK, proxy.bound_upstream, accepted), accepted
-    ):
+    async with serving(serve_https, server_node, proxy.bound_upstream):
         with pytest.raises(AuthenticationError):
             await connect_https(
                 dialer_node,

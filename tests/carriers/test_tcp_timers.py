@@ -25,13 +25,11 @@ from accessfabric.identity.keys import NodeKey
 from accessfabric.node.dialing.endpoints import LocalNode, serve_tcp, serve_ws
 from accessfabric.node.streams.connection import SessionConnection
 from tests.carriers.pairs import (
-    LOOPBACK,
-    Acceptor,
     close_pair,
     dial_tcp,
     dial_ws,
-    listening,
     port_of,
+    serving,
 )
 
 KERNEL_RTO_MIN_US = 200_000
@@ -72,9 +70,8 @@ async def connected(
             for name in ("dialer", "acceptor")
         ]
         dialer_node, acceptor_node = nodes
-        accepted = Acceptor()
         serve, dial = (serve_tcp, dial_tcp) if kind == "tcp" else (serve_ws, dial_ws)
-        async with listening(await serve(acceptor_node, LOOPBACK, 0, accepted), accepted) as server:
+        async with serving(serve, acceptor_node, 0) as (server, accepted):
             dialer = await dial(dialer_node, port_of(server), acceptor_node.key.node_id)
             try:
                 yield dialer, await accepted.next_ready()

@@ -41,7 +41,7 @@ from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import client_context, write_certificate_files
 from accessfabric.node.dialing.endpoints import LocalNode, connect_ws, serve_ws
 from accessfabric.node.streams.connection import SessionConnection
-from tests.carriers.pairs import LOOPBACK, Acceptor, listening, make_node, port_of
+from tests.carriers.pairs import LOOPBACK, Acceptor, make_node, port_of, serving
 
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
 
@@ -280,13 +280,9 @@ async def test_behind_proxy_listener_works_through_tls_terminating_nginx(
     nginx: Nginx, tmp_path: Path
 ) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    async with listening(
-        await serve_ws(
-            server_node, LOOPBACK, nginx.unbound_upstream, accepted, behind_proxy=True, tls=False
-        ),
-        accepted,
-    ):
+    async with serving(
+        serve_ws, server_node, nginx.unbound_upstream, behind_proxy=True, tls=False
+    ) as (_, accepted):
         dialer = await connect_ws(
             dialer_node,
             f"wss://{LOOPBACK}:{nginx.proxy_port}/fabric",
@@ -300,13 +296,7 @@ async def test_proxy_mode_pin_catches_another_node_behind_the_proxy(
     nginx: Nginx, tmp_path: Path
 ) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    async with listening(
-        await serve_ws(
-            server_node, LOOPBACK, nginx.unbound_upstream, accepted, behind_proxy=True, tls=False
-        ),
-        accepted,
-    ):
+    async with serving(serve_ws, server_node, nginx.unbound_upstream, behind_proxy=True, tls=False):
         with pytest.raises(IdentityMismatchError):
             await connect_ws(
                 dialer_node,
@@ -322,10 +312,7 @@ async def test_man_in_the_middle_fails_without_proxy_mode(
 ) -> None:
     """nginx terminates TLS with its own node certificate: the channel bindings differ."""
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    async with listening(
-        await serve_ws(server_node, LOOPBACK, nginx.bound_upstream, accepted), accepted
-    ):
+    async with serving(serve_ws, server_node, nginx.bound_upstream) as (_, accepted):
         with pytest.raises(AuthenticationError):
             await connect_ws(
                 dialer_node,
@@ -343,10 +330,7 @@ async def test_proxy_mode_dialer_fails_against_a_bound_listener(
 ) -> None:
     """Skipping the binding takes both ends: a listener not marked behind_proxy refuses."""
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    async with listening(
-        await serve_ws(server_node, LOOPBACK, nginx.bound_upstream, accepted), accepted
-    ):
+    async with serving(serve_ws, server_node, nginx.bound_upstream):
         with pytest.raises(AuthenticationError):
             await connect_ws(
                 dialer_node,
@@ -373,10 +357,7 @@ async def test_proxy_mode_verifies_the_proxy_certificate(nginx: Nginx, tmp_path:
 
 async def test_behind_proxy_listener_refuses_a_direct_bound_dialer(tmp_path: Path) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    async with listening(
-        await serve_ws(server_node, LOOPBACK, 0, accepted, behind_proxy=True), accepted
-    ) as server:
+    async with serving(serve_ws, server_node, 0, behind_proxy=True) as (server, _):
         port = port_of(server)
         with pytest.raises(AuthenticationError):
             await connect_ws(
@@ -388,23 +369,16 @@ async def test_behind_proxy_listener_refuses_a_direct_bound_dialer(tmp_path: Pat
 
 async def test_other_paths_get_404(tmp_path: Path) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    server = await serve_ws(server_node, LOOPBACK, 0, accepted)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with serving(serve_ws, server_node, 0) as (server, accepted):
         with pytest.raises(InvalidStatus) as caught:
-            await connect_ws(dialer_node, f"wss://{LOOPBACK}:{port}/elsewhere")
+            await connect_ws(dialer_node, f"wss://{LOOPBACK}:{port_of(server)}/elsewhere")
         assert caught.value.response.status_code == 404
         assert not accepted.seen
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_text_message_ends_the_carrier(tmp_path: Path) -> None:
     client_node, server_node = make_node(tmp_path / "c"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    async with listening(await serve_ws(server_node, LOOPBACK, 0, accepted), accepted) as server:
+    async with serving(serve_ws, server_node, 0) as (server, accepted):
         port = port_of(server)
         context = client_context(client_node.key, client_node.cert_dir)
         async with raw_connect(
