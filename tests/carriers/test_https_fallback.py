@@ -7,10 +7,7 @@ a short keep-alive to the client — the path the fallback exists for.
 
 from __future__ import annotations
 
-import socket
 import ssl
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +19,10 @@ from accessfabric.identity.keys import NodeKey
 from accessfabric.node.dialing.https_endpoints import connect_https, serve_https
 from tests.carriers.pairs import LOOPBACK, make_node, serving
 from tests.carriers.test_websocket import (
-    NGINX_CONF,
     free_port,
     make_proxy_certificate,
-    nginx_binary,
     proxied_pair_works,
+    running_nginx,
 )
 
 SERVER = """
@@ -63,9 +59,6 @@ class Proxy:
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    binary = nginx_binary()
-    if binary is None:
-        pytest.skip("nginx not installed (Debian package nginx-light)")
     tmp = tmp_path_factory.mktemp("nginx-poll")
     ca, cert, key = make_proxy_certificate(tmp)
     config = Proxy(ca, *(free_port() for _ in range(4)))
@@ -76,30 +69,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         listen=f"{LOOPBACK}:{config.to_bound_port}", cert=cert, key=key,
         upstream=f"https://{LOOPBACK}:{config.bound_upstream}",
     )  # fmt: skip
-    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, servers=servers))
-    process = subprocess.Popen(
-        [binary, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(tmp / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"nginx exited {process.returncode}")
-            try:
-                socket.create_connection((LOOPBACK, config.port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("nginx did not start listening")
-                time.sleep(0.05)
+    with running_nginx(tmp, servers, config.port):
         yield config
-    finally:
-        process.terminate()
-        process.wait(timeout=5)
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def _proxy_tls(proxy: Proxy) -> ssl.SSLContext:

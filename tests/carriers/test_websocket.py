@@ -13,6 +13,7 @@ loopback, as an ordinary TLS-terminating HTTP reverse proxy (``docs/adr/0005``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -171,11 +172,45 @@ def nginx_binary() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
+@contextlib.contextmanager
+def running_nginx(tmp: Path, servers: str, probe_port: int) -> Iterator[None]:
+    """nginx with ``servers`` in ``tmp`` until the block ends, once ``probe_port`` accepts."""
     binary = nginx_binary()
     if binary is None:
         pytest.skip("nginx not installed (Debian package nginx-light)")
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, servers=servers))
+    process = subprocess.Popen(
+        [binary, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(tmp / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                _, err = process.communicate()
+                pytest.fail(f"nginx exited {process.returncode}: {err.decode(errors='replace')}")
+            try:
+                socket.create_connection((LOOPBACK, probe_port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("nginx did not start listening")
+                time.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     tmp = tmp_path_factory.mktemp("nginx")
     ca, cert, key = make_proxy_certificate(tmp)
     mallory_cert, mallory_key = write_certificate_files(NodeKey.generate(), tmp / "mallory")
@@ -203,35 +238,8 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
             ),
         ]
     )
-    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, servers=servers))
-    process = subprocess.Popen(
-        [binary, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(tmp / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                _, err = process.communicate()
-                pytest.fail(f"nginx exited {process.returncode}: {err.decode(errors='replace')}")
-            try:
-                socket.create_connection((LOOPBACK, config.proxy_port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("nginx did not start listening")
-                time.sleep(0.05)
+    with running_nginx(tmp, servers, config.proxy_port):
         yield config
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 async def echo_hash(connection: SessionConnection) -> None:
