@@ -132,6 +132,61 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_device(args: argparse.Namespace) -> int:
+    """``accessfabric device``: the running node's own measured facts (its ``host``
+    section); with ``--foreground`` the app wrapper tells the node its foreground state
+    first (``POST /device`` on the admin socket)."""
+    import asyncio
+    from pathlib import Path
+
+    import aiohttp
+
+    from accessfabric.json_output import print_json
+    from accessfabric.node.admin.commands import UsageError
+    from accessfabric.node.admin.status import unreachable_reason
+    from accessfabric.node.config.node_config import ConfigError, load_node_config
+
+    if args.socket:
+        socket_path = Path(args.socket)
+    else:
+        if not args.config:
+            raise UsageError("give --config node.toml or --socket PATH")
+        try:
+            config = load_node_config(args.config)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        assert config.admin_socket is not None
+        socket_path = Path(config.admin_socket)
+
+    async def ask() -> tuple[int, dict[str, Any]]:
+        connector = aiohttp.UnixConnector(path=str(socket_path))
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            if args.foreground is None:
+                async with http.get("http://node/status") as response:
+                    document = await response.json()
+                    return response.status, document.get("host", {})
+            query = {"foreground": args.foreground}
+            async with http.post("http://node/device", params=query) as response:
+                return response.status, await response.json()
+
+    try:
+        status, host = asyncio.run(ask())
+    except (OSError, aiohttp.ClientError, TimeoutError) as error:
+        print(f"accessfabric device: {unreachable_reason(socket_path, error)}", file=sys.stderr)
+        return int(Exit.UNREACHABLE)
+    if status != 200:
+        print(f"accessfabric device: {host.get('error', f'HTTP {status}')}", file=sys.stderr)
+        return int(Exit.FAILED)
+    if args.json:
+        print_json(host)
+    else:
+        width = max((len(key) for key in host), default=0)
+        for key, value in host.items():
+            print(f"{key.ljust(width)}  {'-' if value is None else value}")
+    return 0
+
+
 def cmd_netcheck(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -189,6 +244,22 @@ def add_tool_commands(commands: Any, build_parser: Callable[[], argparse.Argumen
     ping.add_argument("--count", type=int, default=3, help="PING round trips (default 3)")
     ping.add_argument("--json", action="store_true", help="print JSON")
     ping.set_defaults(handler=guarded("ping", cmd_ping))
+
+    device = commands.add_parser(
+        "device",
+        help="show a running node's own facts; tell it its app's foreground state",
+        description="Print the running node's measured facts (status's host section: "
+        "CPU and run-queue wait, memory, descriptors, battery, network type, metered, NAT, "
+        "foreground, the mobile relay gate). --foreground true|false|unknown first tells "
+        "the node whether its app is in the foreground (an app wrapper's call: Linux "
+        "reports no such state); with [device] relay_requires_foreground a background "
+        "mobile-edge node takes no new relayed stream.",
+    )
+    device.add_argument("--config", metavar="FILE", help="node.toml (finds admin_socket)")
+    device.add_argument("--socket", metavar="PATH", help="the admin socket itself")
+    device.add_argument("--foreground", choices=["true", "false", "unknown"])
+    device.add_argument("--json", action="store_true", help="print JSON")
+    device.set_defaults(handler=guarded("device", cmd_device))
 
     check_net = commands.add_parser(
         "netcheck",

@@ -14,9 +14,19 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
+from accessfabric.control.client.facts import FactsError, HeartbeatFacts, parse_facts
 from accessfabric.node.config.node_config import ConfigError, load_node_config
 from accessfabric.node.dialing.nat_probe import NatReport
-from accessfabric.node.host.host_facts import CpuSampler, read_fds, read_memory, read_power
+from accessfabric.node.host.host_facts import (
+    CpuSampler,
+    CpuShares,
+    RunQueueSampler,
+    RunQueueShares,
+    read_cpu_psi,
+    read_fds,
+    read_memory,
+    read_power,
+)
 from accessfabric.node.host.host_monitor import HostMonitor, device_handler
 
 
@@ -174,8 +184,16 @@ def test_nat_facts_once_probed(tmp_path: Path) -> None:
     assert monitor.nat_fields(listening=True)["reachable"] is True
 
 
+def _never_waits(monitor: HostMonitor, tmp_path: Path) -> None:
+    """The monitor's thread reads as never waiting for a CPU (this machine's load aside)."""
+    stat = tmp_path / "schedstat"
+    stat.write_text("0 0 0\n")
+    monitor._run_queue = RunQueueSampler(stat)
+
+
 def test_loop_lag_counts_as_cpu_pressure(tmp_path: Path) -> None:
     monitor = _monitor(tmp_path, "[]", "")
+    _never_waits(monitor, tmp_path)
     monitor.sample(0.0)
     calm = monitor.levels.cpu
     monitor.sample(monitor.settings.loop_lag_budget)  # a loop one budget late: 100 %
@@ -188,6 +206,7 @@ def test_a_cpu_reading_is_held_for_a_second(tmp_path: Path) -> None:
     path.write_text('key_path = "n.key"\n')
     now = [100.0]
     monitor = HostMonitor(load_node_config(path), list, clock=lambda: now[0])
+    _never_waits(monitor, tmp_path)
     budget = monitor.settings.loop_lag_budget
     now[0] += 0.1
     monitor.sample(budget)  # a loop one budget late: 100 %
@@ -229,3 +248,67 @@ async def test_foreground_set_by_config_or_admin_socket_gates_mobile_relay(
     assert relaxed.relay_refusal() is None and relaxed.status()["foreground"] is False
     # unset: unknown (the default on Linux)
     assert _monitor(tmp_path, '["relay"]', "").foreground is None
+
+
+def test_foreground_travels_in_the_heartbeat(tmp_path: Path) -> None:
+    """``device.foreground``: true / false as the app wrapper said, null when it said
+    nothing; bounded like every fact (a non-boolean is refused)."""
+    phone = _monitor(tmp_path, '["mobile-edge"]', 'power_supply = "none"\n')
+    for said in (True, False, None):
+        phone.set_foreground(said)
+        facts = HeartbeatFacts(**phone.heartbeat_fields(False))
+        assert facts.foreground is said
+        sent = facts.to_json()
+        assert sent["device"]["foreground"] is said
+        assert parse_facts(sent).foreground is said
+    assert parse_facts({"device": {}}).foreground is None  # an older node: not reported
+    with pytest.raises(FactsError, match=r"device\.foreground"):
+        parse_facts({"device": {"foreground": "yes"}})
+
+
+def test_run_queue_wait_is_the_waiting_share_of_wall_time(tmp_path: Path) -> None:
+    """``schedstat``'s run_delay (ns) per wall second; the first sample is 0; a kernel
+    without the file gives None.  The real file of this thread is read too."""
+    stat = tmp_path / "schedstat"
+    stat.write_text("5000000000 1000000000 40\n")
+    sampler = RunQueueSampler(stat)
+    assert sampler.sample(10.0) == RunQueueShares(0.0, 0.0)
+    stat.write_text("5100000000 1300000000 45\n")  # ran 0.1 s, waited 0.3 s of 0.5 s
+    shares = sampler.sample(10.5)
+    assert shares is not None
+    assert shares.running == pytest.approx(0.2) and shares.waiting == pytest.approx(0.6)
+    assert RunQueueSampler(tmp_path / "absent").sample(1.0) is None
+    real = RunQueueSampler()
+    assert real.sample(time.monotonic()) == RunQueueShares(0.0, 0.0)
+    shares = real.sample(time.monotonic() + 0.01)
+    assert shares is not None and shares.running >= 0.0 and shares.waiting >= 0.0
+    psi = tmp_path / "cpu.pressure"
+    psi.write_text("some avg10=12.50 avg60=3.00 avg300=1.00 total=1\n")
+    assert read_cpu_psi(psi) == pytest.approx(0.125)
+    assert read_cpu_psi(tmp_path / "none") is None
+
+
+def test_the_cpu_level_is_run_queue_wait_not_own_cpu(tmp_path: Path) -> None:
+    """A node's own CPU use is no pressure; waiting for a CPU is (``run_queue_budget``)."""
+    path = tmp_path / "node.toml"
+    path.write_text('key_path = "n.key"\n[pressure]\nrun_queue_budget = 0.5\n')
+    stat = tmp_path / "schedstat"
+    stat.write_text("0 0 0\n")
+    now = [100.0]
+    monitor = HostMonitor(load_node_config(path), list, clock=lambda: now[0])
+    monitor._run_queue = RunQueueSampler(stat)
+    monitor.sample(0.0)
+    monitor._cpu.sample = lambda when: CpuShares(process=1.0, system=1.0)  # type: ignore[method-assign]
+    now[0] += 2.0
+    stat.write_text("2000000000 100000000 10\n")  # ran the whole time, waited 0.1 s
+    monitor.sample(0.0)
+    assert monitor.process_cpu == 1.0 and monitor.levels.cpu == 10  # 0.05 / 0.5
+    now[0] += 2.0
+    stat.write_text("2500000000 1100000000 20\n")  # ran 0.25, waited 0.5 s/s: the budget
+    monitor.sample(0.0)
+    assert monitor.levels.cpu == 100
+    assert monitor.status()["run_queue_wait"] == 0.5
+    now[0] += 2.0
+    stat.write_text("2600000000 2100000000 30\n")  # as long a wait, little to do (0.05)
+    monitor.sample(0.0)
+    assert monitor.levels.cpu == 25  # counts by the share of BUSY_SHARE it ran

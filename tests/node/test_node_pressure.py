@@ -8,7 +8,10 @@ says so and the peer gives bulk its share back.  ``accessfabric status --json`` 
 node's own measurements (its ``host`` section) throughout.
 
 The second test puts the node and a CPU hog in one cpu cgroup (v1 or v2) capped at 1 % of
-a core: the node's event loop falls behind (loop lag), which is cpu pressure.
+a core: the node's event loop falls behind (loop lag), which is cpu pressure.  The third
+tells "busy" from "starved" (ADR 0040): a node kept busy by bulk on a core of its own
+reports no cpu pressure; the same node sharing the core with a hog waits in the run queue,
+reports it, and its peer (with the cap turned on) caps bulk toward it.
 """
 
 from __future__ import annotations
@@ -148,6 +151,14 @@ class CpuGroup:
     def add(self, pid: int) -> None:
         (self.path / "cgroup.procs").write_text(f"{pid}\n")
 
+    def favour(self) -> None:
+        """The largest CPU weight: against the machine's other work (a shared test machine)
+        the group gets nearly all of the CPUs it runs on; inside it, fair shares."""
+        if self.v2:
+            (self.path / "cpu.weight").write_text("10000\n")
+        else:
+            (self.path / "cpu.shares").write_text("262144\n")
+
     def quota(self, microseconds: int | None) -> None:
         """CPU time per 100 ms period for the whole group (None: unlimited)."""
         if self.v2:
@@ -155,6 +166,10 @@ class CpuGroup:
             (self.path / "cpu.max").write_text(f"{value} 100000\n")
         else:
             (self.path / "cpu.cfs_quota_us").write_text(f"{microseconds or -1}\n")
+
+    def leave(self, pid: int) -> None:
+        """Move ``pid`` back to the hierarchy's root group."""
+        (self.path.parent / "cgroup.procs").write_text(f"{pid}\n")
 
     async def remove(self) -> None:
         with contextlib.suppress(OSError):
@@ -237,4 +252,124 @@ async def test_cpu_hog_in_the_nodes_cgroup_sends_cpu_pressure(tmp_path: Path) ->
             hog.kill()
             hog.wait(5)
         node.kill()
+        await group.remove()
+
+
+BOUNDED_HOG = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end: pass"
+"""A busy loop that ends by itself (a real-time one must not outlive a killed test)."""
+
+
+def pin(pid: int, cpus: set[int], *, round_robin: bool = False) -> None:
+    """Every thread of ``pid`` to ``cpus`` (and with ``round_robin`` to ``SCHED_RR`` 1: it
+    runs as soon as it wakes, before any ordinary task; two such share by 100 ms turns)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task.name), cpus)
+            if round_robin:
+                os.sched_setscheduler(int(task.name), os.SCHED_RR, os.sched_param(1))
+
+
+async def test_a_node_busy_with_bulk_is_not_pressured_a_starved_one_is(tmp_path: Path) -> None:
+    """cpu pressure is the event loop's run-queue wait, not the node's own CPU use.
+
+    Node and test process each get a core and the largest CPU weight (so the machine's
+    other work barely counts).  Bulk echoed at full speed keeps the node busy: no cpu
+    pressure.  A hog joins the node's core: the node waits for the CPU half the time, sends
+    NODE_PRESSURE (cpu), and its peer (``pressure_min_rate`` set) caps bulk toward it while
+    an interactive echo answers; the hog ends, so do pressure and cap."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two CPUs")
+    node_cpu, own_cpu = {cpus[0]}, {cpus[1]}
+    group = CpuGroup()
+    group.favour()
+    loop = asyncio.get_running_loop()
+    # pressure from 50 %, a run-queue wait of a whole second per second being 100 %: the
+    # busy node's own CPU use (>= 0.5 core, asserted below) would count as pressure, were
+    # it the signal
+    extra = "[pressure]\ninterval = 0.1\nhigh_percent = 50\nrun_queue_budget = 1.0\n"
+    node = await loop.run_in_executor(None, lambda: start_node(tmp_path / "b", "b", extra))
+    socket = tmp_path / "b" / "b.admin.sock"
+    hog: subprocess.Popen[bytes] | None = None
+    own = os.getpid()
+    affinity = os.sched_getaffinity(0)
+    feeders: list[asyncio.Task[None]] = []
+    try:
+        group.add(node.process.pid)
+        pin(node.process.pid, node_cpu, round_robin=True)
+        group.add(own)
+        pin(own, own_cpu)
+        local = LocalNode(
+            key=NodeKey.generate(), cert_dir=tmp_path / "client",
+            session_config=SessionConfig(pressure_min_rate=512 * 1024),  # the cap is opt-in
+        )  # fmt: skip
+        watcher = await connect_tcp(
+            local, "127.0.0.1", node.port, expected_peer_id=node.node_id, timeout=10
+        )
+        await watcher.ready()
+        bulk = await watcher.open_stream("echo", TrafficClass.BULK)
+        chat = await watcher.open_stream("echo", TrafficClass.INTERACTIVE)
+        echoed = 0
+
+        async def feed() -> None:
+            while True:
+                bulk.write(b"b" * 65536)
+                await bulk.drain()
+
+        async def discard() -> None:
+            nonlocal echoed
+            while chunk := await bulk.read(65536):
+                echoed += len(chunk)
+
+        feeders = [asyncio.create_task(feed()), asyncio.create_task(discard())]
+        busy: list[dict[str, Any]] = []
+
+        def was_busy() -> bool:
+            return max((h["cpu_process"] for h in busy), default=0) >= 0.5
+
+        while len(busy) < 8 or echoed < 64 * 1024 * 1024 or not was_busy():
+            if watcher.session.peer_pressure is not None:
+                break  # told pressure: asserted against below
+            busy.append((await node_status(socket))["host"])
+            assert len(busy) < 100, ("the node was never busy", busy)
+        # busy with our bulk, not waiting for a CPU: no cpu pressure reached the peer
+        levels = watcher.session.peer_pressure
+        assert levels is None or levels[1] < PRESSURE_HIGH, (levels, busy)
+        assert max(h["pressure_cpu"] for h in busy) < PRESSURE_HIGH, busy
+        assert watcher.session.metrics().pressure_rate_cap is None
+        print("busy node:", [(h["loop_cpu"], h["run_queue_wait"], h["pressure_cpu"]) for h in busy])
+
+        hog = subprocess.Popen([sys.executable, "-c", BOUNDED_HOG])
+        group.add(hog.pid)
+        pin(hog.pid, node_cpu, round_robin=True)
+
+        def cpu_pressure() -> bool:
+            levels = watcher.session.peer_pressure
+            return levels is not None and levels[1] >= PRESSURE_HIGH
+
+        await until(cpu_pressure, 20.0)
+        starved = (await node_status(socket))["host"]
+        assert starved["run_queue_wait"] is not None, starved
+        print(
+            "starved node:", {k: starved[k] for k in ("loop_cpu", "run_queue_wait", "pressure_cpu")}
+        )
+        await until(lambda: watcher.session.metrics().pressure_rate_cap is not None, 20.0)
+        chat.write(b"ping")
+        assert await asyncio.wait_for(chat.readexactly(4), 20.0) == b"ping"
+
+        hog.kill()
+        hog.wait(5)
+        await until(lambda: max(watcher.session.peer_pressure or (100,)) < PRESSURE_HIGH, 20.0)
+        await until(lambda: watcher.session.metrics().pressure_rate_cap is None, 20.0)
+        watcher.abort()
+    finally:
+        for task in feeders:
+            task.cancel()
+        if hog is not None and hog.poll() is None:
+            hog.kill()
+            hog.wait(5)
+        node.kill()
+        with contextlib.suppress(OSError):
+            group.leave(own)
+        pin(own, affinity)
         await group.remove()

@@ -128,3 +128,31 @@ def test_bulk_toward_a_pressured_peer_is_capped_and_interactive_still_flows() ->
     assert pair.a.metrics().pressure_rate_cap is None, "the cap is lifted once pressure ends"
     pair.pump()
     assert bulk_seen + len(received_bytes(pair.take("b"), bulk)) == 8 << 20
+
+
+def test_queue_and_socket_pressure_lower_bulks_share_but_do_not_cap_its_rate() -> None:
+    """Queue and descriptor pressure (ADR 0040): a lower rate toward the peer frees neither
+    its send queues (per-stream credit already bounds what it buffers for us) nor its
+    descriptors, so bulk keeps its rate; its DRR weight drops, as for any pressure."""
+    config = SessionConfig(
+        pressure_min_rate=200_000,
+        pacing_target_delay=None,
+        initial_stream_window=16 << 20,
+        initial_session_window=64 << 20,
+        max_stream_send_buffer=16 << 20,
+    )
+    pair = make_pair(config, config)
+    bulk = pair.a.open_stream("sync", TrafficClass.BULK)
+    normal = pair.a._scheduler.weights[TrafficClass.BULK]
+    pair.b.send_pressure(100, cpu=0, memory=0, network=100)
+    pair.pump()
+    assert any(isinstance(e, ev.PeerPressure) for e in pair.take("a"))
+    assert pair.a._scheduler.weights[TrafficClass.BULK] < normal
+    seen = 0
+    for tick in range(1, 101):  # 1 s: the cap would have stepped four times
+        pair.now = tick * 0.01
+        pair.a.send_data(bulk, b"z" * (128 << 10))
+        pair.pump()
+        seen += len(received_bytes(pair.take("b"), bulk))
+    assert pair.a.metrics().pressure_rate_cap is None
+    assert seen == 100 * (128 << 10), "bulk was held back"  # capped: ~0.6 MB at most

@@ -265,6 +265,8 @@ class HeartbeatFacts:
     network_type: str = "unknown"
     metered: bool = False
     relay_opt_in: bool = False
+    foreground: bool | None = None
+    """The app's foreground state as its wrapper reported it (None: not reported)."""
     relay_max_mbps: float = 0.0
     relay_classes: tuple[str, ...] = ()
     services: tuple[ServiceCapacity, ...] = ()
@@ -321,6 +323,7 @@ class HeartbeatFacts:
                 "network_type": self.network_type,
                 "metered": self.metered,
                 "relay_opt_in": self.relay_opt_in,
+                "foreground": self.foreground,
             },
             "relay": {
                 "max_bandwidth_mbps": self.relay_max_mbps,
@@ -645,6 +648,9 @@ def parse_facts(body: object) -> HeartbeatFacts:
         network_type=device.string("network_type", "unknown", NETWORK_TYPES),
         metered=device.boolean("metered", False),
         relay_opt_in=device.boolean("relay_opt_in", False),
+        foreground=None
+        if device.data.get("foreground") is None
+        else device.boolean("foreground", False),
         relay_max_mbps=relay.number("max_bandwidth_mbps", 0.0, 0.0, MAX_BANDWIDTH_MBPS),
         relay_classes=relay.strings("allowed_classes", len(CLASS_NAMES), CLASS_NAMES),
         services=services,

@@ -30,7 +30,7 @@ DEVICE_KEYS = (
     "system_bus",
     "network_manager_interval",
 )
-PRESSURE_KEYS = ("interval", "high_percent", "loop_lag_budget")
+PRESSURE_KEYS = ("interval", "high_percent", "loop_lag_budget", "run_queue_budget")
 NAT_KEYS = ("reflectors", "listen", "interval", "timeout")
 MAX_REFLECTORS = 8
 
@@ -74,6 +74,9 @@ class PressureConfig:
     """A level (cpu, memory, fds, queue) at or above this is pressure: NODE_PRESSURE is sent."""
     loop_lag_budget: float = 0.5
     """Event-loop lag (seconds) that counts as 100 % cpu pressure."""
+    run_queue_budget: float = 0.5
+    """Run-queue wait of the event loop's thread (seconds per second: runnable, not
+    running) that counts as 100 % cpu pressure."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,4 +181,5 @@ def parse_pressure(table: dict[str, Any]) -> PressureConfig:
         interval=_number(table, "interval", 1.0, 0.05, 60.0),
         high_percent=high,
         loop_lag_budget=_number(table, "loop_lag_budget", 0.5, 0.01, 60.0),
+        run_queue_budget=_number(table, "run_queue_budget", 0.5, 0.01, 1.0),
     )

@@ -14,7 +14,8 @@ no polling) and reads the address of each ``RTM_DELADDR``.  After a burst settle
   (``SessionConnection.migrate``: a new UDP socket and connection id, whose source
   address the kernel picks from the routes of now), so the ping goes over the new path
   and the connection — streams and all — survives when the peer's address is still
-  reachable;
+  reachable; a migrated session is pinged again every :data:`REPING` seconds until it
+  answers (the new network may come up after the old address went);
 * every other session is left alone (addresses coming and going elsewhere on the
   machine, e.g. other network namespaces' veths, do not disturb it).
 
@@ -48,6 +49,8 @@ IFA_ADDRESS, IFA_LOCAL = 1, 2
 NLMSG_HEADER = 16
 IFADDRMSG = 8
 MAX_PROBES = 256
+REPING = 0.2
+"""Seconds between PINGs to a migrated session until one is answered (``_answers``)."""
 
 
 def probe_timeout(srtt: float | None) -> float:
@@ -137,8 +140,10 @@ class NetworkWatch:
 
     async def _probe(self, connection: SessionConnection) -> None:
         timeout = probe_timeout(connection.session.rtt.srtt)
+        migrated = False
         try:
-            if await connection.migrate():
+            migrated = await connection.migrate()
+            if migrated:
                 self.migrated += 1
                 log_event(
                     log, "session migrated", peer=connection.session.peer_node_id,
@@ -146,12 +151,40 @@ class NetworkWatch:
                 )  # fmt: skip
         except Exception as error:  # no socket for the new path, or a bug: the ping decides
             log_event(log, "migration failed", logging.WARNING, error=repr(error))
-        try:
-            await asyncio.wait_for(connection.ping(), timeout)
-        except TimeoutError:
+        answered = await _answers(connection, timeout, REPING if migrated else None)
+        if answered is False:
             self._abort(connection, f"no answer to a ping within {timeout:.1f} s")
-        except Exception:  # the session ended meanwhile: nothing to do
-            return
+
+
+async def _answers(
+    connection: SessionConnection, timeout: float, every: float | None
+) -> bool | None:
+    """Whether ``connection`` answers a PING within ``timeout`` (None: the session ended
+    meanwhile).  With ``every``, a new PING goes out every ``every`` seconds until one is
+    answered: after a migration the first may leave before the new network has a route
+    (the address goes before the next one is up) and be lost, and QUIC would resend it
+    only at its backed-off probe timeout; a fresh PING leaves at once on whatever path
+    works by then, and its acknowledgement makes QUIC resend the lost ones."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pings: list[asyncio.Future[float]] = []
+    try:
+        while True:
+            pings.append(asyncio.ensure_future(connection.ping()))
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            wait = left if every is None else min(left, every)
+            done, _ = await asyncio.wait(pings, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            for ping in done:
+                if ping.exception() is None:
+                    return True
+                return None  # the session ended meanwhile: nothing to do
+            if every is None:
+                return False
+    finally:
+        for ping in pings:
+            ping.cancel()
 
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

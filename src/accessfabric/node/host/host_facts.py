@@ -1,14 +1,16 @@
-"""Facts measured on the machine: CPU, memory, file descriptors, battery and charging.
+"""Facts measured on the machine: CPU, run-queue wait, memory, file descriptors, battery.
 
 Everything is read from Linux's own files — ``/proc/self/stat`` (process CPU time),
-``/proc/stat`` (system CPU), ``/proc/self/statm`` and ``/proc/meminfo`` (memory),
+``/proc/stat`` (system CPU), ``/proc/thread-self/schedstat`` (how long the event loop's
+thread was runnable but waited for a CPU), ``cpu.pressure`` of the node's cgroup (v2) or
+``/proc/pressure/cpu`` (PSI), ``/proc/self/statm`` and ``/proc/meminfo`` (memory),
 ``/proc/self/fd`` and ``RLIMIT_NOFILE`` (descriptors) and a ``/sys/class/power_supply``
 tree (battery, charging) — so the node needs no extra package.  A file that is missing
 or unreadable gives ``None`` for its fact (a container without a battery, a kernel
 without ``/proc/stat``): absent facts are reported as unknown, never guessed.
 
-:class:`CpuSampler` keeps the previous reading: a CPU share is a difference of two
-readings, so the first sample of a node reports 0.
+:class:`CpuSampler` and :class:`RunQueueSampler` keep the previous reading: a share is
+a difference of two readings, so the first sample of a node reports 0.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 MAX_SUPPLIES = 32
 """Entries of a power-supply tree read at most (a bound on a directory we do not own)."""
 
@@ -75,6 +78,81 @@ class CpuSampler:
                 system_share = min(1.0, max(0.0, 1.0 - idle / total))
             self._system = ticks
         return CpuShares(process=process_share, system=system_share)
+
+
+@dataclass(frozen=True, slots=True)
+class RunQueueShares:
+    running: float
+    """Seconds per wall second the thread ran (its CPU use)."""
+    waiting: float
+    """Seconds per wall second it was runnable but waited for a CPU."""
+
+
+class RunQueueSampler:
+    """Seconds per wall second the calling thread spent runnable but off the CPU.
+
+    ``schedstat``'s second field (``run_delay``, ns) counts the time a task waited in a run
+    queue — behind other tasks on its CPU, or throttled by its cgroup's CFS quota — and
+    nothing else: a thread busy with its own work, or sleeping in ``epoll_wait``, adds
+    nothing.  So it tells "starved by other work" apart from "busy", which the process's
+    CPU share cannot.  Read from ``/proc/thread-self/schedstat``: :class:`HostMonitor`
+    samples on the event loop's thread, the one whose waiting delays every frame.
+    """
+
+    def __init__(self, path: Path = Path("/proc/thread-self/schedstat")) -> None:
+        self.path = path
+        self._previous: tuple[int, int, float] | None = None
+        self.available = True
+        """False once the file could not be read (a kernel without schedstats)."""
+
+    def _read_ns(self) -> tuple[int, int] | None:
+        try:
+            with open(self.path) as stat:
+                fields = stat.read().split()
+            return int(fields[0]), int(fields[1])
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def sample(self, now: float) -> RunQueueShares | None:
+        """Shares since the previous sample (0 at the first); None: unreadable."""
+        read = self._read_ns()
+        if read is None:
+            self.available = False
+            return None
+        ran = waited = 0.0
+        previous = self._previous
+        if previous is not None and now > previous[2]:
+            seconds = now - previous[2]
+            ran = max(0.0, (read[0] - previous[0]) / 1e9 / seconds)
+            waited = max(0.0, (read[1] - previous[1]) / 1e9 / seconds)
+        self._previous = (read[0], read[1], now)
+        return RunQueueShares(ran, waited)
+
+
+def cpu_pressure_path(proc: Path = Path("/proc"), cgroup_root: Path = CGROUP_ROOT) -> Path:
+    """The node's cgroup's ``cpu.pressure`` (cgroup v2), else the system's PSI file."""
+    with contextlib.suppress(OSError):
+        for line in (proc / "self" / "cgroup").read_text().splitlines():
+            if line.startswith("0::"):
+                candidate = cgroup_root / line[3:].lstrip("/") / "cpu.pressure"
+                if candidate.exists():
+                    return candidate
+    return proc / "pressure" / "cpu"
+
+
+def read_cpu_psi(path: Path) -> float | None:
+    """PSI's ``some avg10`` (share of the last 10 s in which some task of the cgroup, or
+    of the system, waited for a CPU), 0..1; None where the kernel has no PSI."""
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith("some "):
+                for field in line.split()[1:]:
+                    name, _, value = field.partition("=")
+                    if name == "avg10":
+                        return min(1.0, max(0.0, float(value) / 100))
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 @dataclass(frozen=True, slots=True)

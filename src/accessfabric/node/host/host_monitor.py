@@ -9,9 +9,12 @@ and metered (:mod:`.network_manager`; ``[device]``'s values when it does not ans
 derives four pressure levels (percent), the four fields of NODE_PRESSURE:
 
 * ``queue``: bytes queued on all sessions against ``[session] pressure_queue_bytes``;
-* ``cpu``: the larger of this process's CPU (one core is 100 %: the event loop is one
-  thread) and event-loop lag against ``[pressure] loop_lag_budget``, the highest reading
-  held for :data:`CPU_HOLD` seconds;
+* ``cpu``: the larger of the event loop thread's run-queue wait (seconds per second it
+  was runnable but off the CPU: starved by other work or its cgroup's quota) against
+  ``[pressure] run_queue_budget`` and event-loop lag against ``[pressure]
+  loop_lag_budget``, the highest reading held for :data:`CPU_HOLD` seconds.  Not the
+  process's own CPU share: a node busy with the bulk it receives is not starved, and
+  capping bulk toward it would throttle it by its own success (ADR 0040);
 * ``memory``: system memory in use (``1 - MemAvailable / MemTotal``);
 * ``network``: open descriptors against the soft ``RLIMIT_NOFILE`` (every session,
   listener and forwarded connection is one).
@@ -58,6 +61,9 @@ from accessfabric.node.host.host_facts import (
     FdFacts,
     MemoryFacts,
     PowerFacts,
+    RunQueueSampler,
+    cpu_pressure_path,
+    read_cpu_psi,
     read_fds,
     read_memory,
     read_power,
@@ -80,6 +86,10 @@ RESEND_STEP = 10
 PEAK_DECAY = 0.95
 """Per-second decay of a peer's peak throughput (a minute halves it about 20 times)."""
 MAX_TRACKED_PEERS = 256
+BUSY_SHARE = 0.2
+"""Loop-thread CPU (seconds per second) from which run-queue wait counts in full: a node
+that waits for a CPU but has little to do (a mostly idle node on a loaded machine) is not
+short of CPU for its peers' traffic, and below this its wait counts in proportion."""
 CPU_HOLD = 1.0
 """Seconds the cpu level keeps its highest reading: a node throttled by its cgroup reads
 as lagging in one sample and as idle (little CPU time) in the next; without the hold its
@@ -122,6 +132,8 @@ class HostMonitor:
         self._connections = connections
         self._clock = clock
         self._cpu = CpuSampler()
+        self._run_queue = RunQueueSampler()
+        self._psi_path = cpu_pressure_path()
         self._task: asyncio.Task[None] | None = None
         self._nm_task: asyncio.Task[None] | None = None
         nat = config.nat
@@ -134,6 +146,12 @@ class HostMonitor:
         self.loop_lag = 0.0
         self.process_cpu = 0.0
         self.system_cpu: float | None = None
+        self.run_queue_wait: float | None = None
+        """Seconds per second the loop's thread waited for a CPU (None: no schedstat)."""
+        self.loop_cpu: float | None = None
+        """Seconds per second the loop's thread ran (schedstat)."""
+        self.cpu_psi: float | None = None
+        """PSI ``some avg10`` of the node's cgroup (v2) or the system: shown, not a level."""
         self.memory = MemoryFacts(None, None, None)
         self.fds = FdFacts(0, None)
         self.power = PowerFacts(None, False)
@@ -226,6 +244,10 @@ class HostMonitor:
         self.loop_lag = loop_lag
         shares = self._cpu.sample(now)
         self.process_cpu, self.system_cpu = shares.process, shares.system
+        shares_rq = self._run_queue.sample(now)
+        self.loop_cpu = None if shares_rq is None else shares_rq.running
+        self.run_queue_wait = None if shares_rq is None else shares_rq.waiting
+        self.cpu_psi = read_cpu_psi(self._psi_path)
         self.memory = read_memory()
         self.fds = read_fds()
         self.power = read_power(self.device.power_supply)
@@ -233,10 +255,12 @@ class HostMonitor:
         self.queued_bytes = sum(c.session.queued_bytes() for c in connections)
         self._measure_throughput(connections, now)
         budget = self.settings.loop_lag_budget
+        starved = (self.run_queue_wait or 0.0) / self.settings.run_queue_budget
+        starved *= min(1.0, (self.loop_cpu or 0.0) / BUSY_SHARE)  # idle: waits cost no one
         queue_limit = max(1, self.config.session.pressure_queue_bytes)
         self.levels = PressureLevels(
             queue=_percent(self.queued_bytes / queue_limit),
-            cpu=self._held_cpu(_percent(max(min(1.0, self.process_cpu), loop_lag / budget)), now),
+            cpu=self._held_cpu(_percent(max(starved, loop_lag / budget)), now),
             memory=_percent(self.memory.system_used or 0.0),
             network=_percent(self.fds.used),
         )
@@ -368,6 +392,7 @@ class HostMonitor:
             "socket_pressure": self.levels.network / 100,
             "network_type": self.network_type,
             "metered": self.metered,
+            "foreground": self.foreground,
         }
         if self.mobile:  # the planner takes a node reporting a battery for a mobile one
             fields["battery_percent"] = self.power.battery_percent
@@ -400,6 +425,11 @@ class HostMonitor:
             "cpu_process": round(self.process_cpu, 3),
             "cpu_system": None if self.system_cpu is None else round(self.system_cpu, 3),
             "loop_lag_ms": round(self.loop_lag * 1e3, 1),
+            "loop_cpu": None if self.loop_cpu is None else round(self.loop_cpu, 3),
+            "run_queue_wait": None
+            if self.run_queue_wait is None
+            else round(self.run_queue_wait, 3),
+            "cpu_psi_some": None if self.cpu_psi is None else round(self.cpu_psi, 3),
             "memory_rss_bytes": memory.process_rss_bytes,
             "memory_system_used": None
             if memory.system_used is None

@@ -262,11 +262,17 @@ class ResumableStream:
                     return
                 await self._wait_rebound(ConnectionError(self.broken_reason))
                 continue
+            inner = self._inners[-1]
             try:
-                await self._inners[-1].drain()
+                await inner.drain()
                 return
             except StreamErrors as error:
-                self.mark_broken(error)
+                # A drain that waited on a path the stream has since left (``rebind``
+                # retires it) fails with that path: drain again on the current one.
+                # Marking the rebound stream broken here stopped its writes for good at a
+                # destination, where nothing resumes it (a hung transfer after a resume).
+                if inner is self._inners[-1]:
+                    self.mark_broken(error)
 
     def close(self) -> None:
         if self._closed_local or self._final is not None:

@@ -43,6 +43,7 @@ def capability_facts(facts: HeartbeatFacts | None) -> dict[str, Any]:
         "network_type": facts.network_type,
         "battery_percent": facts.battery_percent,
         "relay_opt_in": facts.relay_opt_in,
+        "foreground": facts.foreground,
         "relay_classes": list(facts.relay_classes),
         "services": [s.name for s in facts.services],
         "region": facts.region,

@@ -138,6 +138,7 @@ SCHEMAS: dict[str, Any] = {
                     "network_type": {"type": "string", "enum": list(NETWORK_TYPES)},
                     "metered": {"type": "boolean"},
                     "relay_opt_in": {"type": "boolean"},
+                    "foreground": {"type": "boolean", "nullable": True},
                 }
             ),
             "relay": _obj(
