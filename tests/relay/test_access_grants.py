@@ -33,6 +33,7 @@ from accessfabric.node.streams.connection import FabricStream, StreamResetError
 from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import Running, running_plane
+from tests.echo_server import echo_server
 
 HEARTBEAT = 0.3
 CLASS = TrafficClass.RELIABLE
@@ -90,16 +91,6 @@ def _enrolled_and_granted(member: NodeRuntime, host: NodeRuntime) -> Callable[[]
     return ready
 
 
-async def _echo_server() -> asyncio.Server:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
-
-
 async def _outcome(stream: FabricStream) -> str:
     """ "served" when ``web`` echoes, else the name of the reset code."""
     stream.write(b"ping")
@@ -139,7 +130,7 @@ class World:
 async def test_grants_admit_their_tenant_only_and_revocation_takes_one_heartbeat(
     tmp_path: Path,
 ) -> None:
-    echo = await _echo_server()
+    echo = await echo_server()
     port = echo.sockets[0].getsockname()[1]
     config = ControlConfig(heartbeat_interval=HEARTBEAT)
     runtimes: list[NodeRuntime] = []
@@ -212,7 +203,7 @@ async def test_cached_grants_hold_while_the_control_plane_is_down_until_they_exp
     """A host keeps enforcing the policy it holds (the member is served) while the control
     plane is unreachable, also after a restart (from its state directory); once the
     policy's time is up it serves nobody."""
-    echo = await _echo_server()
+    echo = await echo_server()
     port = echo.sockets[0].getsockname()[1]
     config = ControlConfig(heartbeat_interval=HEARTBEAT, access_policy_ttl=60.0)
     runtimes: list[NodeRuntime] = []
@@ -264,7 +255,7 @@ async def test_a_revoked_role_loses_access_at_the_hosts_next_heartbeat(tmp_path:
     """``revoke-role`` re-signs the node's record; the host, whose session to the node holds
     the old record (from HELLO), refuses it once its next heartbeat brings the policy's
     record floor, not when the old record expires (a week)."""
-    echo = await _echo_server()
+    echo = await echo_server()
     port = echo.sockets[0].getsockname()[1]
     config = ControlConfig(heartbeat_interval=HEARTBEAT)
     runtimes: list[NodeRuntime] = []
