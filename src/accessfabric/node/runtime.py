@@ -149,7 +149,7 @@ class NodeRuntime:
         )  # fmt: skip
         # Refused streams are logged at a bounded rate and charge the peer
         # (node/serving/admission.py).
-        self.data_plane.on_refused = self.local.stream_refused
+        self.data_plane.router.on_refused = self.local.stream_refused
         self.dispatcher.on_refused = lambda stream, reason: self.local.stream_refused(
             stream.connection, reason, stream.service
         )
@@ -160,7 +160,7 @@ class NodeRuntime:
         self.data_plane.hooks.append(tenants.hook(self.access.record_of, time.monotonic))
         self.observe.add_section("tenants", tenants.status)
         self.observe.watch_routes(self.routes)
-        self.observe.watch_refusals(lambda: dict(self.data_plane.refused))
+        self.observe.watch_refusals(lambda: dict(self.data_plane.router.refused))
         self.observe.watch_relay(self.data_plane.relay, always="relay" in config.roles)
         self.observe.watch_samples(lambda: dial_metric_samples(self.dialer.counters))
         self.observe.add_section("endpoints", self._endpoint_rows)
@@ -170,7 +170,7 @@ class NodeRuntime:
         # Facts measured on the machine, NODE_PRESSURE, the mobile relay gate
         # (node/host/host_monitor.py; docs/control.md "Heartbeat facts").
         self.host = HostMonitor(config, self.observe.connections)
-        self.data_plane.relay_gate = self.host.relay_refusal
+        self.data_plane.router.relay_gate = self.host.relay_refusal
         self.observe.add_section("host", self.host.status)
         self.observe.admin_actions["/device"] = device_handler(self.host)
         self.network_watch = NetworkWatch(self.observe.connections)  # address changes
