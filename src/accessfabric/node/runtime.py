@@ -36,6 +36,7 @@ from accessfabric.node.dialing.network_watch import NetworkWatch
 from accessfabric.node.dialing.peer_dialer import RankedPeerDialer, dial_metric_samples
 from accessfabric.node.dialing.peers import PeerSessionManager
 from accessfabric.node.host import sd_notify
+from accessfabric.node.host.allocator import keep_large_blocks
 from accessfabric.node.host.gc_pauses import freeze_startup_objects
 from accessfabric.node.host.host_monitor import HostMonitor, device_handler
 from accessfabric.node.host.key_lock import KeyLock
@@ -453,6 +454,7 @@ async def run_node(
 ) -> int:
     """Run a node until SIGTERM or SIGINT, then drain and stop; the process exit code (0)."""
     loop = asyncio.get_running_loop()
+    keep_large_blocks()  # no fresh pages per large read or write batch (ADR 0041)
     runtime = NodeRuntime(config, key=key, components=components)
     check_against_key(config, runtime.node_id)  # ConfigConflict: e.g. [[peers]] names itself
     lock = KeyLock(config.key_path, runtime.node_id)  # KeyInUseError: another node runs it
