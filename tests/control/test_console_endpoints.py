@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from accessfabric.control.client.client import ControlRefused
 from accessfabric.control.client.facts import (
     ClassBytes,
     FactsError,
@@ -17,7 +18,6 @@ from accessfabric.control.client.facts import (
     StreamReport,
     parse_facts,
 )
-from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import facts, running_plane
 
@@ -30,15 +30,7 @@ def test_console_endpoints(tmp_path: Path) -> None:
             for path in PATHS:
                 async with cp.http.get(f"{cp.url}/v1/admin/{path}") as response:
                     assert response.status == 401, path  # nothing without the admin token
-            laptop, relay, host = (NodeKey.generate() for _ in range(3))
-            clients = {}
-            for name, key, roles in (
-                ("laptop", laptop, ["mobile-edge"]),
-                ("relay", relay, ["entry", "relay"]),
-                ("host", host, ["service-host"]),
-            ):
-                clients[name] = cp.client(key, tmp_path / name)
-                await clients[name].enroll(await cp.token("acme", roles))
+            (laptop, relay, host), clients = await cp.enroll_laptop_relay_host(tmp_path)
             await clients["relay"].heartbeat(facts((laptop, 20.0), (host, 5.0)))
             await clients["host"].heartbeat(facts((relay, 5.0), services=("rdp",)))
             await clients["host"].register_service("rdp")
@@ -163,15 +155,7 @@ def test_route_tests_are_handed_over_in_heartbeats_and_hops_need_the_source(
 ) -> None:
     async def main() -> None:
         async with running_plane(tmp_path) as cp:
-            laptop, relay, host = (NodeKey.generate() for _ in range(3))
-            clients = {}
-            for name, key, roles in (
-                ("laptop", laptop, ["mobile-edge"]),
-                ("relay", relay, ["entry", "relay"]),
-                ("host", host, ["service-host"]),
-            ):
-                clients[name] = cp.client(key, tmp_path / name)
-                await clients[name].enroll(await cp.token("acme", roles))
+            (laptop, relay, host), clients = await cp.enroll_laptop_relay_host(tmp_path)
             path = f"/v1/admin/nodes/{laptop.node_id}/route-tests"
             async with cp.http.post(cp.url + path, json={"service": "rdp"}) as response:
                 assert response.status == 401  # admin only
@@ -186,8 +170,9 @@ def test_route_tests_are_handed_over_in_heartbeats_and_hops_need_the_source(
             assert "route_tests" not in await clients["laptop"].heartbeat(facts((relay, 20.0)))
             done = {"routes": [{"rank": 0, "ok": True, "hops": []}], "error": ""}
             result_path = f"/v1/route-tests/{test['test_id']}"
-            with pytest.raises(Exception, match="unknown_test"):  # not the relay's test
+            with pytest.raises(ControlRefused) as refused:  # not the relay's test
                 await clients["relay"].request("POST", result_path, done)
+            assert (refused.value.status, refused.value.code) == (404, "unknown_test")
             await clients["laptop"].request("POST", result_path, done)
             _, shown = await cp.admin("GET", f"/v1/admin/route-tests/{test['test_id']}")
             assert shown["state"] == "done" and shown["result"]["routes"][0]["ok"] is True
@@ -207,8 +192,9 @@ def test_route_tests_are_handed_over_in_heartbeats_and_hops_need_the_source(
             assert hops["hops"] == [laptop.node_id, relay.node_id, host.node_id]
             rtts = [(x["hop"], x["rtt_ms"], x["measured_by"]) for x in hops["links"]]
             assert rtts == [(1, 20.0, laptop.node_id), (2, 7.5, relay.node_id)]
-            with pytest.raises(Exception, match="not_source"):
+            with pytest.raises(ControlRefused) as refused:
                 await clients["relay"].request("POST", "/v1/leases/route/hops", {"lease": lease})
+            assert (refused.value.status, refused.value.code) == (403, "not_source")
             for client in clients.values():
                 await client.close()
 

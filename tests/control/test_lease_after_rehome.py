@@ -8,6 +8,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from accessfabric.control.client.facts import MAX_PEERS
 from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
 from tests.control.api_harness import Running, enroll_body, facts, running_plane
@@ -61,3 +62,32 @@ def test_leases_follow_the_devices_newer_report(tmp_path: Path) -> None:
 
 def _body() -> bytes:
     return json.dumps(ECHO).encode()
+
+
+def test_a_hubs_full_peer_list_is_no_word_against_a_link(tmp_path: Path) -> None:
+    """An entry with more sessions than a heartbeat has room for (MAX_PEERS) leaves some
+    out; the service host beyond them reports host->entry only.  The entry heartbeating
+    after the host must not take that link away (a reviewer's repro: ``no_route`` at every
+    other heartbeat phase on a hub of 257 sessions)."""
+
+    async def main() -> None:
+        async with running_plane(tmp_path, config=ControlConfig(snapshot_max_age=0.0)) as cp:
+            device, entry, host = (NodeKey.generate() for _ in range(3))
+            others = [(NodeKey.generate(), 5.0) for _ in range(MAX_PEERS - 1)]
+            await _enroll(cp, device, "mobile-edge")
+            await _enroll(cp, entry, "entry")
+            await _enroll(cp, host, "service-host")
+            await cp.grant("acme", ["echo-svc"], roles=("mobile-edge",))
+            status, reply = await cp.signed(host, "POST", "/v1/services/echo-svc/replicas", b"{}")
+            assert status == 200, reply
+            await _beat(cp, device, (entry, 5.0))
+            await _beat(cp, host, (entry, 5.0), services=("echo-svc",))
+            await asyncio.sleep(0.01)
+            await _beat(cp, entry, (device, 5.0), *others)  # full: the host left out
+            status, grant = await cp.signed(device, "POST", "/v1/leases/route", _body())
+            assert status == 200, grant
+            assert [r["hops"] for r in grant["routes"]] == [
+                [device.node_id, entry.node_id, host.node_id]
+            ]
+
+    asyncio.run(main())

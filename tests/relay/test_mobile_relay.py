@@ -38,6 +38,7 @@ from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass
 from tests.conditions import until_returns
 from tests.control.api_harness import Running, running_plane
+from tests.echo_server import echo_server
 from tests.node.test_host_facts import write_supply
 
 WEB = "web"
@@ -46,16 +47,6 @@ CLASS = TrafficClass.RELIABLE
 
 async def until(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
     return await until_returns(check, timeout)
-
-
-async def echo_server() -> asyncio.Server:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
 async def echo(stream: Any, payload: bytes) -> None:
@@ -174,7 +165,7 @@ async def test_battery_drain_stops_relaying_and_charging_brings_it_back(tmp_path
             with pytest.raises(StreamResetError) as reset:
                 await asyncio.wait_for(refused.read(), 5)
             assert reset.value.code == ErrorCode.REFUSED_STREAM
-            assert metered.data_plane.refused.get("mobile relay paused") == 1
+            assert metered.data_plane.router.refused.get("mobile relay paused") == 1
 
             # 2. an alternate joins
             fixed = await node(tmp_path, plane, "fixed", ["entry"], keeps_up(host))
@@ -211,7 +202,7 @@ async def test_battery_drain_stops_relaying_and_charging_brings_it_back(tmp_path
             with pytest.raises(StreamResetError) as reset:
                 await asyncio.wait_for(late.read(), 5)
             assert reset.value.code == ErrorCode.REFUSED_STREAM
-            assert mob.data_plane.refused.get("mobile relay paused", 0) >= 1
+            assert mob.data_plane.router.refused.get("mobile relay paused", 0) >= 1
 
             # the planner routes around it: fresh leases avoid mob, a new stream flows
             async def around() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +17,7 @@ from accessfabric.node.dialing.address import HostPort
 from accessfabric.node.relaying.relay import RESUME_POSITION_TIMEOUT
 from accessfabric.node.routing.route_switches import SwitchReason
 from accessfabric.node.routing.routes import NoUsableRoute
-from accessfabric.node.serving.dataplane import REFUSED_LABELS
+from accessfabric.node.serving.stream_router import REFUSED_LABELS
 from accessfabric.node.streams.connection import FabricStream, StreamResetError
 from accessfabric.node.streams.resumable import new_fabric_stream
 from accessfabric.sealing import SealInitiator
@@ -25,14 +26,13 @@ from accessfabric.sealing.resume_proof import PROOF_SIZE, prove_resume
 from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.wire.limits import MAX_KEY_EXCHANGE
 from accessfabric.wire.registry import TrafficClass
-from tests.relay.fabric import Fabric, build, kill
+from tests.relay.fabric import Fabric, built, kill
 
 MiB = 1024 * 1024
 
 
 async def test_sealed_bulk_survives_relay_death(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=2)
-    try:
+    async with built(tmp_path, relays=2) as fabric:
         src, dst = fabric.source, fabric.destination
         src.routes.set_routes(SEALED_SINK, TrafficClass.BULK, fabric.routes([0], [1]))
         initiator, token = new_initiator(
@@ -59,16 +59,13 @@ async def test_sealed_bulk_survives_relay_death(tmp_path: Path) -> None:
         assert confirmed == sent_digest
         assert fabric.sink.sizes == [total]
         assert src.routes.switches.counts == {SwitchReason.SESSION_LOST: 1}
-        assert dst.data_plane.adopted == 1
+        assert dst.data_plane.router.adopted == 1
         relayed = fabric.relays[1].data_plane.relay.counters()
         assert relayed["relayed"], relayed  # accounting, never payload
-    finally:
-        await fabric.stop()
 
 
 async def test_two_relays_in_a_row_echo(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=2, chained=True)
-    try:
+    async with built(tmp_path, relays=2, chained=True) as fabric:
         src = fabric.source
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0, 1]))
         stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
@@ -77,13 +74,10 @@ async def test_two_relays_in_a_row_echo(tmp_path: Path) -> None:
             assert await stream.readexactly(len(b"ping %d" % n)) == b"ping %d" % n
         stream.close()
         assert await stream.read() == b""
-    finally:
-        await fabric.stop()
 
 
 async def test_relay_refuses_a_lease_that_does_not_name_it(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=2)
-    try:
+    async with built(tmp_path, relays=2) as fabric:
         src = fabric.source
         # Route via relay 1, but sent to relay 0: relay 0 is not on the lease.
         (wrong,) = fabric.routes([1])
@@ -96,9 +90,7 @@ async def test_relay_refuses_a_lease_that_does_not_name_it(tmp_path: Path) -> No
         with pytest.raises(StreamResetError) as caught:
             await asyncio.wait_for(stream.read(), 5)
         assert caught.value.code == ErrorCode.ROUTE_REJECTED
-        assert fabric.relays[0].data_plane.refused == {"hop_not_on_route": 1}
-    finally:
-        await fabric.stop()
+        assert fabric.relays[0].data_plane.router.refused == {"hop_not_on_route": 1}
 
 
 async def test_a_hop_cannot_reuse_its_sources_lease_for_a_stream_of_its_own(
@@ -106,8 +98,7 @@ async def test_a_hop_cannot_reuse_its_sources_lease_for_a_stream_of_its_own(
 ) -> None:
     """The relay before the destination passes the previous-hop check with the source's
     lease; a sealed stream it opens in its own name on that lease is refused."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         relay, dst = fabric.relays[0], fabric.destination
         (route,) = fabric.routes([0])  # source -> relay -> destination
         initiator, token = new_initiator(
@@ -124,7 +115,7 @@ async def test_a_hop_cannot_reuse_its_sources_lease_for_a_stream_of_its_own(
         with pytest.raises(StreamResetError) as caught:
             await asyncio.wait_for(stream.read(), 5)
         assert caught.value.code == ErrorCode.AUTHENTICATION_FAILED
-        assert dst.data_plane.refused == {"sealed opener not the route's source": 1}
+        assert dst.data_plane.router.refused == {"sealed opener not the route's source": 1}
         assert fabric.sink.digests == []
         # The source's own sealed stream on the same lease is served.
         src = fabric.source
@@ -139,28 +130,22 @@ async def test_a_hop_cannot_reuse_its_sources_lease_for_a_stream_of_its_own(
         )  # fmt: skip
         sent, confirmed = await send_sealed(served, own, 64 * 1024)
         assert confirmed == sent and fabric.sink.digests == [sent]
-    finally:
-        await fabric.stop()
 
 
 async def test_expired_leases_say_why_no_route(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src = fabric.source
         routes = fabric.routes([0])
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, routes)
         src.routes.clock = lambda: routes[0].lease.expires_ms / 1000 + 5
         with pytest.raises(NoUsableRoute, match="expired"):
             await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
-    finally:
-        await fabric.stop()
 
 
 async def test_a_stream_whose_first_path_never_reached_the_destination(tmp_path: Path) -> None:
     """The first path dies before the destination saw the stream (the relay cannot reach
     its next hop): the resume on the alternate is a new stream there, from byte 0."""
-    fabric = await build(tmp_path, relays=2, chained=True)
-    try:
+    async with built(tmp_path, relays=2, chained=True) as fabric:
         src, dst = fabric.source, fabric.destination
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0, 1], [0]))
         kill(fabric.relays[1])
@@ -174,10 +159,9 @@ async def test_a_stream_whose_first_path_never_reached_the_destination(tmp_path:
         stream.close()
         assert await asyncio.wait_for(stream.read(), 5) == b""
         assert src.routes.failovers == 1
-        assert dst.data_plane.adopted == 0 and dst.data_plane.opened_on_resume == 1
-        assert dst.data_plane.sealed == 1  # relayed, so sealed: the resume brought the exchange
-    finally:
-        await fabric.stop()
+        assert dst.data_plane.router.adopted == 0 and dst.data_plane.router.opened_on_resume == 1
+        # relayed, so sealed: the resume brought the exchange
+        assert dst.data_plane.router.sealed == 1
 
 
 async def _resume_a_finished_stream(fabric: Fabric) -> FabricStream:
@@ -193,10 +177,10 @@ async def _resume_a_finished_stream(fabric: Fabric) -> FabricStream:
     assert await asyncio.wait_for(stream.read(), 5) == b""
     token = stream.resume_token
     for _ in range(50):  # the sweep lets the finished end go
-        if token not in dst.data_plane.served:
+        if token not in dst.data_plane.ends.served:
             break
         await asyncio.sleep(0.1)
-    assert token not in dst.data_plane.served
+    assert token not in dst.data_plane.ends.served
     snapshot = StreamSnapshot(
         resume_token=token, service="echo", traffic_class=TrafficClass.INTERACTIVE,
         send_acked=0, send_buffer=(memoryview(b"once"),), send_end=False,
@@ -210,17 +194,14 @@ async def _resume_a_finished_stream(fabric: Fabric) -> FabricStream:
 async def test_a_resume_of_a_finished_stream_is_refused(tmp_path: Path) -> None:
     """The destination remembers the tokens of stream ends it let go: a late resume of one
     is refused, never served as a new stream (its first bytes were delivered once)."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         dst = fabric.destination
         late = await _resume_a_finished_stream(fabric)
         with pytest.raises(StreamResetError) as reset:  # the relay passes the refusal on
             await asyncio.wait_for(late.read(), RESUME_POSITION_TIMEOUT / 2)
         assert reset.value.code == ErrorCode.STREAM_CLOSED  # refused, not "path failed"
-        assert dst.data_plane.refused == {"unknown resume token": 1}
-        assert dst.data_plane.opened_on_resume == 0
-    finally:
-        await fabric.stop()
+        assert dst.data_plane.router.refused == {"unknown resume token": 1}
+        assert dst.data_plane.router.opened_on_resume == 0
 
 
 async def _refused_samples(url: str) -> dict[str, float]:
@@ -235,8 +216,7 @@ async def _refused_samples(url: str) -> dict[str, float]:
 
 
 async def test_refused_streams_are_on_metrics_with_bounded_reasons(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         dst = fabric.destination
         await dst.observe.start(HostPort(host="127.0.0.1", port=0), None)
         late = await _resume_a_finished_stream(fabric)
@@ -245,21 +225,18 @@ async def test_refused_streams_are_on_metrics_with_bounded_reasons(tmp_path: Pat
         assert await _refused_samples(dst.observe.metrics_url) == {"unknown resume token": 1}
         # reasons may carry anything: the label set stays bounded, the rest is "other"
         for n in range(3 * REFUSED_LABELS):
-            dst.data_plane._count_refused(f"made-up reason {n}: detail")
+            dst.data_plane.router._count_refused(f"made-up reason {n}: detail")
         samples = await _refused_samples(dst.observe.metrics_url)
         assert len(samples) == REFUSED_LABELS + 1
         assert samples["unknown resume token"] == 1
         assert samples["other"] == 3 * REFUSED_LABELS - (REFUSED_LABELS - 1)
         assert sum(samples.values()) == 1 + 3 * REFUSED_LABELS
-    finally:
-        await fabric.stop()
 
 
 async def test_a_second_path_open_needs_the_proof_its_key_exchange_gives(tmp_path: Path) -> None:
     """A relay that saw a sealed OPEN_STREAM whose first path then failed knows its token
     and key exchange, not the ephemeral secret: its own "second path" open is refused."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src, dst = fabric.source, fabric.destination
         (route,) = fabric.routes([0])
         dst_key = fabric.sealing_key(dst.node_id)
@@ -285,25 +262,23 @@ async def test_a_second_path_open_needs_the_proof_its_key_exchange_gives(tmp_pat
             )
             connection.schedule_flush()
         for _ in range(50):
-            if sum(dst.data_plane.refused.values()) >= 2:
+            if sum(dst.data_plane.router.refused.values()) >= 2:
                 break
             await asyncio.sleep(0.1)
         # a forged proof; the bare exchange (no proof): no sealing exchange after its "proof"
-        assert dst.data_plane.refused == {
+        assert dst.data_plane.router.refused == {
             "resume proof invalid": 1,
             "resume key exchange missing": 1,
         }
-        assert dst.data_plane.opened_on_resume == 0 and token not in dst.data_plane.served
-    finally:
-        await fabric.stop()
+        assert dst.data_plane.router.opened_on_resume == 0
+        assert token not in dst.data_plane.ends.served
 
 
 async def test_a_resume_gone_in_its_own_batch_leaves_the_session_alone(tmp_path: Path) -> None:
     """A resume OPEN_STREAM and its RESET_STREAM arrive in one batch: the relay's session
     no longer has the stream when the relay claims it.  The relay skips that splice and
     counts it; the session, and every other stream on it, carries on."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src = fabric.source
         relay = fabric.relays[0]
         (route,) = fabric.routes([0])
@@ -332,8 +307,6 @@ async def test_a_resume_gone_in_its_own_batch_leaves_the_session_alone(tmp_path:
         assert await asyncio.wait_for(other.readexactly(5), 5) == b"after"
         other.close()
         assert await asyncio.wait_for(other.read(), 5) == b""
-    finally:
-        await fabric.stop()
 
 
 async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_unsealed(
@@ -343,8 +316,7 @@ async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_un
     the proof resumes from offset 0 with the proof alone.  On a one-hop route the
     destination must not take that for an unsealed stream: its service would read the
     sealed records as plaintext.  It is refused."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         dst = fabric.destination
         opener = fabric.relays[0]  # a node peered with the destination: a one-hop route
         dst.access.allow[SEALED_SINK] = frozenset({opener.node_id})  # access is not the point
@@ -356,6 +328,7 @@ async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_un
             stream_context(SEALED_SINK, token),
             opener_record=b"r" * (MAX_KEY_EXCHANGE - 173 - len(opener.node_id)),
             max_exchange=MAX_KEY_EXCHANGE,  # an opener that leaves no room for the proof
+            random_bytes=secrets.token_bytes, opened_ms=int(time.time() * 1000),
         )  # fmt: skip
         proof = prove_resume(
             initiator.resume_key, 1, token=token, service=SEALED_SINK,
@@ -378,11 +351,9 @@ async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_un
         with pytest.raises(StreamResetError) as reset:
             await asyncio.wait_for(stream.read(), 5)
         assert reset.value.code == ErrorCode.STREAM_CLOSED
-        assert dst.data_plane.refused == {"resume key exchange missing": 1}
-        assert dst.data_plane.opened_on_resume == 0
+        assert dst.data_plane.router.refused == {"resume key exchange missing": 1}
+        assert dst.data_plane.router.opened_on_resume == 0
         assert fabric.sink.digests == []  # the service never read the sealed bytes
-    finally:
-        await fabric.stop()
 
 
 async def test_a_served_open_gone_in_its_own_batch_leaves_the_session_alone(
@@ -391,8 +362,7 @@ async def test_a_served_open_gone_in_its_own_batch_leaves_the_session_alone(
     """A routed OPEN_STREAM and its RESET_STREAM arrive at the destination in one batch:
     its session no longer has the stream when the data plane serves it.  The session, and
     every other stream on it, carries on."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         dst = fabric.destination
         opener = fabric.relays[0]  # a node peered with the destination: a one-hop route
         dst.access.allow[SEALED_SINK] = frozenset({opener.node_id})  # access is not the point
@@ -406,6 +376,4 @@ async def test_a_served_open_gone_in_its_own_batch_leaves_the_session_alone(
         connection.schedule_flush()
         await asyncio.wait_for(connection.ping(), 5)  # the destination read the batch
         assert not connection.is_closed
-        assert dst.data_plane.served == {}
-    finally:
-        await fabric.stop()
+        assert dst.data_plane.ends.served == {}

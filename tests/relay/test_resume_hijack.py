@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from accessfabric.sealing.resume_proof import prove_resume
 from accessfabric.session import events as ev
 from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.wire.registry import TrafficClass
-from tests.relay.fabric import Fabric, build, kill
+from tests.relay.fabric import Fabric, built, kill
 
 CHUNKS = 8  # of 256 KiB: each phase sends 2 MiB
 
@@ -96,7 +97,7 @@ async def sighting(
 async def served(destination: NodeRuntime, token: bytes) -> None:
     """Wait until the destination serves stream ``token`` (its OPEN_STREAM arrived)."""
     deadline = time.monotonic() + 10
-    while token not in destination.data_plane.served:
+    while token not in destination.data_plane.ends.served:
         assert time.monotonic() < deadline, "the stream never reached the destination"
         await asyncio.sleep(0.02)
 
@@ -157,8 +158,7 @@ async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="accessfabric.node.serving.admission")
-    fabric = await build(tmp_path, relays=2)
-    try:
+    async with built(tmp_path, relays=2) as fabric:
         dst = fabric.destination
         on_path, off_path = fabric.relays
         primary, alternate = fabric.routes([0], [1])
@@ -174,7 +174,12 @@ async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
         with pytest.raises(SealingError):
             destination_resume_key(relay_key, opened.key_exchange, context)
         guessed = SealInitiator(
-            relay_key, on_path.node_id, fabric.keys[dst.node_id].sealing_public_key_bytes, context
+            relay_key,
+            on_path.node_id,
+            fabric.keys[dst.node_id].sealing_public_key_bytes,
+            context,
+            random_bytes=os.urandom,
+            opened_ms=int(time.time() * 1000),
         ).resume_key
         forged = prove_resume(
             guessed, 1, token=token, service=SEALED_SINK, route_id=primary.route_id,
@@ -189,7 +194,7 @@ async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
         assert [r.code for r in resets] == [ErrorCode.AUTHENTICATION_FAILED] * 3 + [
             ErrorCode.STREAM_CLOSED
         ]
-        assert dst.data_plane.refused == {
+        assert dst.data_plane.router.refused == {
             "resume proof missing": 2,
             "resume proof invalid": 1,
             "resume token in use": 1,
@@ -205,18 +210,15 @@ async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
         # The genuine stream never moved and delivers every byte once.
         await sender.send(CHUNKS)
         await finish_intact(fabric, sender)
-        assert dst.data_plane.adopted == 0
+        assert dst.data_plane.router.adopted == 0
         assert fabric.source.routes.failovers == 0
         assert sender.stream.resumes == 0
-    finally:
-        await fabric.stop()
 
 
 async def test_a_replayed_resume_proof_is_refused_after_a_genuine_failover(
     tmp_path: Path,
 ) -> None:
-    fabric = await build(tmp_path, relays=2)
-    try:
+    async with built(tmp_path, relays=2) as fabric:
         dst = fabric.destination
         dying, new_path = fabric.relays
         primary, alternate = fabric.routes([0], [1])
@@ -228,7 +230,7 @@ async def test_a_replayed_resume_proof_is_refused_after_a_genuine_failover(
         await sender.send(CHUNKS)
         (resumed,) = await sighting(seen, token, resume=True)
         deadline = time.monotonic() + 10
-        while dst.data_plane.adopted < 1:
+        while dst.data_plane.router.adopted < 1:
             assert time.monotonic() < deadline, "the genuine stream did not resume"
             await asyncio.sleep(0.02)
         proof = resumed.key_exchange  # the genuine proof, seen by the relay it went through
@@ -239,14 +241,13 @@ async def test_a_replayed_resume_proof_is_refused_after_a_genuine_failover(
             await attack(new_path, dst, resumed, alternate, proof=bumped),  # counter raised
         ]
         assert [r.code for r in resets] == [ErrorCode.AUTHENTICATION_FAILED] * 2
-        assert dst.data_plane.refused == {"resume proof replayed": 1, "resume proof invalid": 1}
+        refused = dst.data_plane.router.refused
+        assert refused == {"resume proof replayed": 1, "resume proof invalid": 1}
         await sender.send(CHUNKS)
         await finish_intact(fabric, sender)
-        assert dst.data_plane.adopted == 1
+        assert dst.data_plane.router.adopted == 1
         assert fabric.source.routes.failovers == 1
         assert sender.stream.resumes == 1
-    finally:
-        await fabric.stop()
 
 
 class Wiretap:
@@ -310,7 +311,7 @@ async def recorded_stream(
 async def let_go(dst: NodeRuntime, token: bytes) -> None:
     """Wait for the destination's sweep to let the finished stream end go."""
     deadline = time.monotonic() + 10
-    while token in dst.data_plane.served:
+    while token in dst.data_plane.ends.served:
         assert time.monotonic() < deadline, "the finished stream end was never let go"
         await asyncio.sleep(0.05)
 
@@ -320,8 +321,7 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream(tmp_path: Path) ->
     record of the opener's direction, which derive the very same keys again.  The
     destination must not serve the stream a second time, neither right after it finished,
     nor once it let the stream end go, nor after twice the resume window."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         dst, (relay,), (route,) = fabric.destination, fabric.relays, fabric.routes([0])
         sender, token, opened, sealed = await recorded_stream(fabric, relay, route)
         assert len(sealed) > sender.sent  # every sealed record, up to the final one
@@ -329,16 +329,14 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream(tmp_path: Path) ->
         await let_go(dst, token)
         resets.append(await replay(relay, dst, opened, route, sealed))
         # Long after the resume window, the lease (an hour) still lets the relay send it.
-        dst.data_plane.forget_retired(time.monotonic() + 3 * dst.data_plane.resume_window)
+        dst.data_plane.ends.forget_retired(time.monotonic() + 3 * dst.data_plane.resume_window)
         resets.append(await replay(relay, dst, opened, route, sealed))
         assert [r.code for r in resets] == [ErrorCode.STREAM_CLOSED] * 3
-        assert dst.data_plane.refused == {"stream replayed": 3}
+        assert dst.data_plane.router.refused == {"stream replayed": 3}
         assert fabric.sink.digests == [sender.digest.hexdigest()]  # the service ran once
         # Past the lease's expiry the relay cannot send the open at all: the token may go.
-        dst.data_plane.forget_retired(time.monotonic() + 2 * 3600)
-        assert token not in dst.data_plane.retired_tokens
-    finally:
-        await fabric.stop()
+        dst.data_plane.ends.forget_retired(time.monotonic() + 2 * 3600)
+        assert token not in dst.data_plane.ends.retired_tokens
 
 
 async def test_a_relay_cannot_replay_a_finished_sealed_stream_on_a_renewed_lease(
@@ -346,8 +344,7 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream_on_a_renewed_lease
 ) -> None:
     """The lease that carried the stream expired and the destination forgot the token; the
     relay attaches the source's renewed lease for the same route to the recorded open."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         dst, (relay,), (route,) = fabric.destination, fabric.relays, fabric.routes([0])
         sender, token, opened, sealed = await recorded_stream(fabric, relay, route)
         await let_go(dst, token)
@@ -358,12 +355,10 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream_on_a_renewed_lease
             tenant=route.lease.tenant, ttl=3 * 3600,
         )  # fmt: skip
         later = time.time() + 2 * 3600
-        dst.data_plane.checker.clock = lambda: later
-        dst.data_plane.forget_retired(time.monotonic() + 2 * 3600)
-        assert token not in dst.data_plane.retired_tokens
+        dst.data_plane.router.checker.clock = lambda: later
+        dst.data_plane.ends.forget_retired(time.monotonic() + 2 * 3600)
+        assert token not in dst.data_plane.ends.retired_tokens
         reset = await replay(relay, dst, opened, renewed, sealed)
         assert reset.code == ErrorCode.STREAM_CLOSED
-        assert dst.data_plane.refused.get("stale sealed open") == 1
+        assert dst.data_plane.router.refused.get("stale sealed open") == 1
         assert fabric.sink.digests == [sender.digest.hexdigest()]  # the service ran once
-    finally:
-        await fabric.stop()
