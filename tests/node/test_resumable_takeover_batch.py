@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from accessfabric.carriers.base import CarrierInfo
 from accessfabric.errors import ErrorCode
 from accessfabric.node.streams.connection import SessionConnection
@@ -31,7 +33,8 @@ def payload(start: int, size: int) -> bytes:
     return bytes((start + i) % 251 for i in range(size))
 
 
-async def test_bytes_behind_the_resume_open_in_one_batch_reach_the_reader() -> None:
+@pytest.mark.parametrize("end", [False, True], ids=["data", "data-and-end"])
+async def test_bytes_behind_the_resume_open_in_one_batch_reach_the_reader(end: bool) -> None:
     pair = make_pair()
     peer, dest = pair.a, pair.b  # the source, or the relay before the destination
     info = CarrierInfo(kind="memory", dialer=False, peer_address="peer", channel_binding=b"")
@@ -66,16 +69,17 @@ async def test_bytes_behind_the_resume_open_in_one_batch_reach_the_reader() -> N
     # One batch: the resume OPEN_STREAM (control, sent first), then old-path DATA.
     resume = StreamSnapshot(
         resume_token=TOKEN, service="web", traffic_class=served[0].traffic_class,
-        send_acked=1000, send_buffer=(memoryview(payload(1000, 3500)),), send_end=False,
+        send_acked=1000, send_buffer=(memoryview(payload(1000, 3000 if end else 3500)),),
+        send_end=end,
         recv_offset=0, recv_consumed=0, recv_ended=False,
     )  # fmt: skip
     peer.resume_stream(resume)
-    peer.send_data(old, payload(1000, 3000))
+    peer.send_data(old, payload(1000, 3000), end_stream=end)
     connection.data_received(peer.data_to_send(now=0.0))
     assert offsets_in == [4000], "the destination announces it has all 4000 bytes"
-    # Old-path bytes in a later batch are past the snapshot: the new path brings them.
-    peer.send_data(old, payload(4000, 200))
-    connection.data_received(peer.data_to_send(now=0.0))
+    if not end:  # old-path bytes in a later batch are past the snapshot: the new path
+        peer.send_data(old, payload(4000, 200))  # brings them
+        connection.data_received(peer.data_to_send(now=0.0))
 
     # The peer resends from the announced offset on the new path.
     await asyncio.sleep(0)  # the destination's flush
@@ -83,12 +87,17 @@ async def test_bytes_behind_the_resume_open_in_one_batch_reach_the_reader() -> N
     connection.data_received(peer.data_to_send(now=0.0))
 
     wrapper = served[0]
-    want = payload(0, 4500)
+    want = payload(0, 4000 if end else 4500)
     got = b""
     while len(got) < len(want) and want.startswith(got):
-        got += await asyncio.wait_for(wrapper.read(), 5)
+        data = await asyncio.wait_for(wrapper.read(), 5)
+        if not data:
+            break
+        got += data
     right = first_difference(got, want)
     assert got == want, f"the reader got {len(got)} bytes, the first {right} right"
+    if end:
+        assert await asyncio.wait_for(wrapper.read(), 5) == b"", "then the end of the stream"
 
 
 def first_difference(got: bytes, want: bytes) -> int:
