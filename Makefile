@@ -12,7 +12,7 @@ RUN_STAMP := $(VENV)/.installed-run-$(HASH)
 DEBIAN_PACKAGES := iproute2 nftables iputils-ping procps python3-venv nginx-light openssh-server openssh-client iperf3 curl golang-go golang-github-flynn-noise-dev golang-golang-x-crypto-dev chromium etcd-server etcd-client systemd dbus-daemon
 APT := DEBIAN_FRONTEND=noninteractive apt-get -y -o DPkg::Lock::Timeout=120
 
-.PHONY: demo test lint fuzz bench debian-deps clean
+.PHONY: demo test unit-coverage coverage lint fuzz bench debian-deps clean
 
 $(PY):
 	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
@@ -48,8 +48,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy
 
-test: debian-deps $(STAMP) lint
-	$(PY) -bb -m pytest -q
+# The sans-IO core's unit tests run once, under coverage, against the floors in
+# tests/coverage_floors.py (they only go up); then the rest of the suite, untraced.
+test: debian-deps $(STAMP) lint unit-coverage
+	$(PY) -bb -m pytest -q $$($(PY) tests/coverage_floors.py --rest-args)
+
+unit-coverage: $(STAMP)
+	rm -f .coverage
+	$(PY) -bb -m pytest -q $$($(PY) tests/coverage_floors.py --unit-args)
+	$(PY) tests/coverage_floors.py
+
+# The whole suite under coverage: a report, no floor, not part of `make test` (tracing
+# doubles the CPU time; in-process code only, not the node processes tests start).
+coverage: debian-deps $(STAMP)
+	rm -f .coverage
+	$(PY) -bb -m pytest -q --cov=accessfabric --cov-report=term-missing:skip-covered
 
 fuzz: $(STAMP)
 	$(PY) -m accessfabric.tools.fuzz --inputs $${FUZZ_INPUTS:-1000000}
@@ -58,4 +71,4 @@ bench: $(STAMP)
 	$(VENV)/bin/accessfabric bench codec --json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

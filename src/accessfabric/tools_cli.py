@@ -61,7 +61,16 @@ def check_config(path: str) -> tuple[list[str], list[str], dict[str, Any]]:
     else:
         summary["node_id"] = key.node_id
         errors.extend(self_peer_problems(config, key.node_id))
-    return errors, idle_warnings(config), summary
+    warnings = idle_warnings(config)
+    if config.control is not None:  # against the policy the node cached, if it has run
+        from accessfabric.control.client.heartbeat_policy import heartbeat_mismatch
+        from accessfabric.control.client.node_cache import NodeCache
+
+        policy = NodeCache(config.control.state_dir).read("policy.json")
+        mismatch = heartbeat_mismatch(config.control.heartbeat_interval, policy)
+        if mismatch is not None:
+            warnings.append(f"{path}: {mismatch.describe()}")
+    return errors, warnings, summary
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -28,3 +28,11 @@ def test_the_plain_tls_baseline_measures_its_connections_and_the_report_pairs_fi
     assert values["heartbeat p99"] == (177.0, base["ping_p99_ms"])
     assert values["re-home 12 devices after SIGKILL"] == (6.0, 0.2)
     assert '"suite": "fleet"' in out.to_json()
+
+
+def test_the_suite_runs_sim_fleet_with_all_its_options() -> None:
+    from accessfabric.bench.fleet import fleet_args
+
+    args = fleet_args(1000)  # every option sim fleet reads (drain_entry was missing)
+    assert (args.devices, args.entries, args.kill_entry, args.drain_entry) == (1000, 2, True, False)
+    assert args.heartbeat == 10.0 and args.quiet and args.work is None

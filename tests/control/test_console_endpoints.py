@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from accessfabric.control.client.client import ControlRefused
 from accessfabric.control.client.facts import (
     ClassBytes,
     FactsError,
@@ -186,8 +187,9 @@ def test_route_tests_are_handed_over_in_heartbeats_and_hops_need_the_source(
             assert "route_tests" not in await clients["laptop"].heartbeat(facts((relay, 20.0)))
             done = {"routes": [{"rank": 0, "ok": True, "hops": []}], "error": ""}
             result_path = f"/v1/route-tests/{test['test_id']}"
-            with pytest.raises(Exception, match="unknown_test"):  # not the relay's test
+            with pytest.raises(ControlRefused) as refused:  # not the relay's test
                 await clients["relay"].request("POST", result_path, done)
+            assert (refused.value.status, refused.value.code) == (404, "unknown_test")
             await clients["laptop"].request("POST", result_path, done)
             _, shown = await cp.admin("GET", f"/v1/admin/route-tests/{test['test_id']}")
             assert shown["state"] == "done" and shown["result"]["routes"][0]["ok"] is True
@@ -207,8 +209,9 @@ def test_route_tests_are_handed_over_in_heartbeats_and_hops_need_the_source(
             assert hops["hops"] == [laptop.node_id, relay.node_id, host.node_id]
             rtts = [(x["hop"], x["rtt_ms"], x["measured_by"]) for x in hops["links"]]
             assert rtts == [(1, 20.0, laptop.node_id), (2, 7.5, relay.node_id)]
-            with pytest.raises(Exception, match="not_source"):
+            with pytest.raises(ControlRefused) as refused:
                 await clients["relay"].request("POST", "/v1/leases/route/hops", {"lease": lease})
+            assert (refused.value.status, refused.value.code) == (403, "not_source")
             for client in clients.values():
                 await client.close()
 

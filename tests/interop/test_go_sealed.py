@@ -74,7 +74,7 @@ async def test_the_go_peer_seals_an_echo_stream_through_a_relay(
             assert code == 0, out
             assert f"key exchange: version 4 suite {suite}" in out
             assert f"sealed echo: {size} bytes" in out and out.splitlines()[-1] == "ok"
-        assert dst.data_plane.sealed == 2
+        assert dst.data_plane.router.sealed == 2
         # the destination learned the Go peer's sealing key from the record in its exchange
         assert dst.sealing_keys.get(go_key.node_id) == go_key.sealing_public_key_bytes
         parsed = [parse_key_exchange(blob) for blob in recorder.key_exchanges]
@@ -85,7 +85,7 @@ async def test_the_go_peer_seals_an_echo_stream_through_a_relay(
         wrong = NodeKey.generate().sealing_public_key_bytes
         code, out = await _go_sealed(go_peer, *common, "-dest-key", wrong.hex())
         assert code == 1 and "sealed echo" in out, out
-        assert dst.data_plane.refused.get("sealing") == 1
-        assert dst.data_plane.sealed == 2
+        assert dst.data_plane.router.refused.get("sealing") == 1
+        assert dst.data_plane.router.sealed == 2
     finally:
         await fabric.stop()

@@ -72,7 +72,7 @@ async def test_allow_list_serves_the_listed_node_and_refuses_others(
     host = await _host(tmp_path, {"echo": (friend.node_id,)})
     try:
         assert await _echo_as(host, friend, tmp_path) == b"ping"
-        with caplog.at_level(logging.WARNING, logger="accessfabric.node.serving.dataplane"):
+        with caplog.at_level(logging.WARNING, logger="accessfabric.node.serving.stream_router"):
             for _ in range(3):
                 assert await _refused_code(host, stranger, tmp_path) == ErrorCode.ACCESS_DENIED
         lines = [r.getMessage() for r in caplog.records if "access denied" in r.getMessage()]
@@ -83,7 +83,7 @@ async def test_allow_list_serves_the_listed_node_and_refuses_others(
         status = host.observe.status()
         assert status["access"]["refused"] == 3 and status["access"]["served"] == 1
         assert re.search(r"^access:\n(.*\n)*  refused +3$", render(status), re.M)
-        assert host.data_plane.refused == {"access denied": 3}
+        assert host.data_plane.router.refused == {"access denied": 3}
         async with (
             aiohttp.ClientSession() as client,
             client.get(host.observe.metrics_url) as response,
@@ -141,7 +141,7 @@ async def test_a_relayed_stream_is_allowed_by_its_source_not_by_the_relay(
         with pytest.raises(StreamResetError) as reset:
             await asyncio.wait_for(refused.read(), 5)
         assert reset.value.code == ErrorCode.ACCESS_DENIED
-        assert dst.data_plane.refused == {"access denied": 1}
+        assert dst.data_plane.router.refused == {"access denied": 1}
     finally:
         await intruder.shutdown()
         await fabric.stop()

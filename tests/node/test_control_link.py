@@ -28,7 +28,7 @@ from accessfabric.node.config.node_config import ConfigError, load_node_config
 from accessfabric.node.routing.routes import NoUsableRoute
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.wire.registry import TrafficClass
-from tests.conditions import until_returns
+from tests.conditions import until, until_returns
 from tests.control.api_harness import Running, running_plane
 
 
@@ -258,10 +258,10 @@ async def test_backoff_max_bounds_the_retry_interval(tmp_path: Path) -> None:
     node = NodeRuntime(config)
     await node.start()
     try:
-        await asyncio.sleep(1.5)
         assert node.control is not None
-        # 1 s, 2 s, 4 s ... (the default) would allow at most two attempts by now
-        assert node.control.failures >= 5, node.control.failures
+        control = node.control
+        # 1 s, 2 s, 4 s, 8 s (the default back-off) would reach the fifth failure after 15 s
+        await until(lambda: control.failures >= 5, timeout=6.0, what="five failed attempts")
         assert node.control.status()["state"] == "unreachable"
     finally:
         await node.shutdown()
@@ -331,8 +331,13 @@ async def test_an_outage_is_logged_once_then_its_end(
         await node.start()
         server: ControlServer | None = None
         try:
-            await asyncio.sleep(1.5)
-            assert node.control is not None and node.control.failures >= 5
+            assert node.control is not None
+            control = node.control
+            loop = asyncio.get_running_loop()
+            await until(lambda: control.failures >= 1, what="a failed attempt")
+            down_since = loop.time()
+            await until(lambda: control.failures >= 5, timeout=6.0, what="five failed attempts")
+            seen_down = loop.time() - down_since  # the outage lasted at least this long
             failing = _logged(caplog, "control plane link failing")
             assert len(failing) == 1 and failing[0]["failures"] == 1, failing
             server = ControlServer(cp.plane, "127.0.0.1", port)
@@ -342,7 +347,7 @@ async def test_an_outage_is_logged_once_then_its_end(
                 return _logged(caplog, "control plane reachable again")
 
             (back,) = await _until(recovered)
-            assert back["failures"] >= 5 and back["down_s"] >= 1.0
+            assert back["failures"] >= 5 and back["down_s"] >= round(seen_down, 1)  # logged rounded
         finally:
             await node.shutdown()
             if server is not None:

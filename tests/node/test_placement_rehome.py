@@ -181,3 +181,35 @@ async def test_device_refused_with_a_retry_hint_moves_to_its_alternate(tmp_path:
         await device.shutdown()
         for entry in entries:
             await entry.shutdown()
+
+
+async def test_a_refused_rehome_dial_is_retried_after_its_back_off(tmp_path: Path) -> None:
+    """The alternate's handshake budget refuses the re-home dial (a crowd re-homing at
+    once): the device dials again once the back-off ends, without a control cycle (its
+    control plane never answers here; before ADR 0037 it waited for one)."""
+    slow = AdmissionLimits(handshakes_per_second=0.2, handshake_burst=1)
+    entries = await _start_entries(tmp_path, [AdmissionLimits(), slow])
+    primary, alternate = entries
+    device = await _start_device(tmp_path)
+    try:
+        link = device.control
+        assert link is not None
+        link._apply_directory(_listing(primary, alternate))
+        await _until("the device holds its primary", lambda: primary.accepted_sessions == 1)
+        host, port = alternate.listeners[0].endpoint.address.rsplit(":", 1)
+        _, spend = await asyncio.open_connection(host, int(port))  # the budget's one token
+        spend.close()
+        for bound in primary.listeners:
+            bound.close()
+        for connection in list(primary._accepted):
+            connection.abort()
+        await _until(
+            "the device re-homed after a refused dial",
+            lambda: alternate.accepted_sessions == 1,
+            seconds=20.0,
+        )
+        assert alternate.local.admission.refused["handshake budget"] >= 1  # refused first
+    finally:
+        await device.shutdown()
+        for entry in entries:
+            await entry.shutdown()

@@ -163,7 +163,7 @@ async def test_grants_admit_their_tenant_only_and_revocation_takes_one_heartbeat
             assert await world.both(outsider) == ("ACCESS_DENIED", "ACCESS_DENIED")
             assert await world.both(stranger) == ("ACCESS_DENIED", "ACCESS_DENIED")
             refused = host.observe.status()["access"]["refused"]
-            assert refused == 4 and host.data_plane.refused == {"access denied": 4}
+            assert refused == 4 and host.data_plane.router.refused == {"access denied": 4}
 
             # revoke: the host's first heartbeat after it brings a policy without it
             state = plane.plane.heartbeats.get(host.node_id)

@@ -174,7 +174,7 @@ async def test_battery_drain_stops_relaying_and_charging_brings_it_back(tmp_path
             with pytest.raises(StreamResetError) as reset:
                 await asyncio.wait_for(refused.read(), 5)
             assert reset.value.code == ErrorCode.REFUSED_STREAM
-            assert metered.data_plane.refused.get("mobile relay paused") == 1
+            assert metered.data_plane.router.refused.get("mobile relay paused") == 1
 
             # 2. an alternate joins
             fixed = await node(tmp_path, plane, "fixed", ["entry"], keeps_up(host))
@@ -211,7 +211,7 @@ async def test_battery_drain_stops_relaying_and_charging_brings_it_back(tmp_path
             with pytest.raises(StreamResetError) as reset:
                 await asyncio.wait_for(late.read(), 5)
             assert reset.value.code == ErrorCode.REFUSED_STREAM
-            assert mob.data_plane.refused.get("mobile relay paused", 0) >= 1
+            assert mob.data_plane.router.refused.get("mobile relay paused", 0) >= 1
 
             # the planner routes around it: fresh leases avoid mob, a new stream flows
             async def around() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +17,7 @@ from accessfabric.node.dialing.address import HostPort
 from accessfabric.node.relaying.relay import RESUME_POSITION_TIMEOUT
 from accessfabric.node.routing.route_switches import SwitchReason
 from accessfabric.node.routing.routes import NoUsableRoute
-from accessfabric.node.serving.dataplane import REFUSED_LABELS
+from accessfabric.node.serving.stream_router import REFUSED_LABELS
 from accessfabric.node.streams.connection import FabricStream, StreamResetError
 from accessfabric.node.streams.resumable import new_fabric_stream
 from accessfabric.sealing import SealInitiator
@@ -59,7 +60,7 @@ async def test_sealed_bulk_survives_relay_death(tmp_path: Path) -> None:
         assert confirmed == sent_digest
         assert fabric.sink.sizes == [total]
         assert src.routes.switches.counts == {SwitchReason.SESSION_LOST: 1}
-        assert dst.data_plane.adopted == 1
+        assert dst.data_plane.router.adopted == 1
         relayed = fabric.relays[1].data_plane.relay.counters()
         assert relayed["relayed"], relayed  # accounting, never payload
     finally:
@@ -96,7 +97,7 @@ async def test_relay_refuses_a_lease_that_does_not_name_it(tmp_path: Path) -> No
         with pytest.raises(StreamResetError) as caught:
             await asyncio.wait_for(stream.read(), 5)
         assert caught.value.code == ErrorCode.ROUTE_REJECTED
-        assert fabric.relays[0].data_plane.refused == {"hop_not_on_route": 1}
+        assert fabric.relays[0].data_plane.router.refused == {"hop_not_on_route": 1}
     finally:
         await fabric.stop()
 
@@ -124,7 +125,7 @@ async def test_a_hop_cannot_reuse_its_sources_lease_for_a_stream_of_its_own(
         with pytest.raises(StreamResetError) as caught:
             await asyncio.wait_for(stream.read(), 5)
         assert caught.value.code == ErrorCode.AUTHENTICATION_FAILED
-        assert dst.data_plane.refused == {"sealed opener not the route's source": 1}
+        assert dst.data_plane.router.refused == {"sealed opener not the route's source": 1}
         assert fabric.sink.digests == []
         # The source's own sealed stream on the same lease is served.
         src = fabric.source
@@ -174,8 +175,9 @@ async def test_a_stream_whose_first_path_never_reached_the_destination(tmp_path:
         stream.close()
         assert await asyncio.wait_for(stream.read(), 5) == b""
         assert src.routes.failovers == 1
-        assert dst.data_plane.adopted == 0 and dst.data_plane.opened_on_resume == 1
-        assert dst.data_plane.sealed == 1  # relayed, so sealed: the resume brought the exchange
+        assert dst.data_plane.router.adopted == 0 and dst.data_plane.router.opened_on_resume == 1
+        # relayed, so sealed: the resume brought the exchange
+        assert dst.data_plane.router.sealed == 1
     finally:
         await fabric.stop()
 
@@ -193,10 +195,10 @@ async def _resume_a_finished_stream(fabric: Fabric) -> FabricStream:
     assert await asyncio.wait_for(stream.read(), 5) == b""
     token = stream.resume_token
     for _ in range(50):  # the sweep lets the finished end go
-        if token not in dst.data_plane.served:
+        if token not in dst.data_plane.ends.served:
             break
         await asyncio.sleep(0.1)
-    assert token not in dst.data_plane.served
+    assert token not in dst.data_plane.ends.served
     snapshot = StreamSnapshot(
         resume_token=token, service="echo", traffic_class=TrafficClass.INTERACTIVE,
         send_acked=0, send_buffer=(memoryview(b"once"),), send_end=False,
@@ -217,8 +219,8 @@ async def test_a_resume_of_a_finished_stream_is_refused(tmp_path: Path) -> None:
         with pytest.raises(StreamResetError) as reset:  # the relay passes the refusal on
             await asyncio.wait_for(late.read(), RESUME_POSITION_TIMEOUT / 2)
         assert reset.value.code == ErrorCode.STREAM_CLOSED  # refused, not "path failed"
-        assert dst.data_plane.refused == {"unknown resume token": 1}
-        assert dst.data_plane.opened_on_resume == 0
+        assert dst.data_plane.router.refused == {"unknown resume token": 1}
+        assert dst.data_plane.router.opened_on_resume == 0
     finally:
         await fabric.stop()
 
@@ -245,7 +247,7 @@ async def test_refused_streams_are_on_metrics_with_bounded_reasons(tmp_path: Pat
         assert await _refused_samples(dst.observe.metrics_url) == {"unknown resume token": 1}
         # reasons may carry anything: the label set stays bounded, the rest is "other"
         for n in range(3 * REFUSED_LABELS):
-            dst.data_plane._count_refused(f"made-up reason {n}: detail")
+            dst.data_plane.router._count_refused(f"made-up reason {n}: detail")
         samples = await _refused_samples(dst.observe.metrics_url)
         assert len(samples) == REFUSED_LABELS + 1
         assert samples["unknown resume token"] == 1
@@ -285,15 +287,16 @@ async def test_a_second_path_open_needs_the_proof_its_key_exchange_gives(tmp_pat
             )
             connection.schedule_flush()
         for _ in range(50):
-            if sum(dst.data_plane.refused.values()) >= 2:
+            if sum(dst.data_plane.router.refused.values()) >= 2:
                 break
             await asyncio.sleep(0.1)
         # a forged proof; the bare exchange (no proof): no sealing exchange after its "proof"
-        assert dst.data_plane.refused == {
+        assert dst.data_plane.router.refused == {
             "resume proof invalid": 1,
             "resume key exchange missing": 1,
         }
-        assert dst.data_plane.opened_on_resume == 0 and token not in dst.data_plane.served
+        assert dst.data_plane.router.opened_on_resume == 0
+        assert token not in dst.data_plane.ends.served
     finally:
         await fabric.stop()
 
@@ -356,6 +359,7 @@ async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_un
             stream_context(SEALED_SINK, token),
             opener_record=b"r" * (MAX_KEY_EXCHANGE - 173 - len(opener.node_id)),
             max_exchange=MAX_KEY_EXCHANGE,  # an opener that leaves no room for the proof
+            random_bytes=secrets.token_bytes, opened_ms=int(time.time() * 1000),
         )  # fmt: skip
         proof = prove_resume(
             initiator.resume_key, 1, token=token, service=SEALED_SINK,
@@ -378,8 +382,8 @@ async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_un
         with pytest.raises(StreamResetError) as reset:
             await asyncio.wait_for(stream.read(), 5)
         assert reset.value.code == ErrorCode.STREAM_CLOSED
-        assert dst.data_plane.refused == {"resume key exchange missing": 1}
-        assert dst.data_plane.opened_on_resume == 0
+        assert dst.data_plane.router.refused == {"resume key exchange missing": 1}
+        assert dst.data_plane.router.opened_on_resume == 0
         assert fabric.sink.digests == []  # the service never read the sealed bytes
     finally:
         await fabric.stop()
@@ -406,6 +410,6 @@ async def test_a_served_open_gone_in_its_own_batch_leaves_the_session_alone(
         connection.schedule_flush()
         await asyncio.wait_for(connection.ping(), 5)  # the destination read the batch
         assert not connection.is_closed
-        assert dst.data_plane.served == {}
+        assert dst.data_plane.ends.served == {}
     finally:
         await fabric.stop()

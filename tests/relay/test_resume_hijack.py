@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -96,7 +97,7 @@ async def sighting(
 async def served(destination: NodeRuntime, token: bytes) -> None:
     """Wait until the destination serves stream ``token`` (its OPEN_STREAM arrived)."""
     deadline = time.monotonic() + 10
-    while token not in destination.data_plane.served:
+    while token not in destination.data_plane.ends.served:
         assert time.monotonic() < deadline, "the stream never reached the destination"
         await asyncio.sleep(0.02)
 
@@ -174,7 +175,12 @@ async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
         with pytest.raises(SealingError):
             destination_resume_key(relay_key, opened.key_exchange, context)
         guessed = SealInitiator(
-            relay_key, on_path.node_id, fabric.keys[dst.node_id].sealing_public_key_bytes, context
+            relay_key,
+            on_path.node_id,
+            fabric.keys[dst.node_id].sealing_public_key_bytes,
+            context,
+            random_bytes=os.urandom,
+            opened_ms=int(time.time() * 1000),
         ).resume_key
         forged = prove_resume(
             guessed, 1, token=token, service=SEALED_SINK, route_id=primary.route_id,
@@ -189,7 +195,7 @@ async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
         assert [r.code for r in resets] == [ErrorCode.AUTHENTICATION_FAILED] * 3 + [
             ErrorCode.STREAM_CLOSED
         ]
-        assert dst.data_plane.refused == {
+        assert dst.data_plane.router.refused == {
             "resume proof missing": 2,
             "resume proof invalid": 1,
             "resume token in use": 1,
@@ -205,7 +211,7 @@ async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
         # The genuine stream never moved and delivers every byte once.
         await sender.send(CHUNKS)
         await finish_intact(fabric, sender)
-        assert dst.data_plane.adopted == 0
+        assert dst.data_plane.router.adopted == 0
         assert fabric.source.routes.failovers == 0
         assert sender.stream.resumes == 0
     finally:
@@ -228,7 +234,7 @@ async def test_a_replayed_resume_proof_is_refused_after_a_genuine_failover(
         await sender.send(CHUNKS)
         (resumed,) = await sighting(seen, token, resume=True)
         deadline = time.monotonic() + 10
-        while dst.data_plane.adopted < 1:
+        while dst.data_plane.router.adopted < 1:
             assert time.monotonic() < deadline, "the genuine stream did not resume"
             await asyncio.sleep(0.02)
         proof = resumed.key_exchange  # the genuine proof, seen by the relay it went through
@@ -239,10 +245,11 @@ async def test_a_replayed_resume_proof_is_refused_after_a_genuine_failover(
             await attack(new_path, dst, resumed, alternate, proof=bumped),  # counter raised
         ]
         assert [r.code for r in resets] == [ErrorCode.AUTHENTICATION_FAILED] * 2
-        assert dst.data_plane.refused == {"resume proof replayed": 1, "resume proof invalid": 1}
+        refused = dst.data_plane.router.refused
+        assert refused == {"resume proof replayed": 1, "resume proof invalid": 1}
         await sender.send(CHUNKS)
         await finish_intact(fabric, sender)
-        assert dst.data_plane.adopted == 1
+        assert dst.data_plane.router.adopted == 1
         assert fabric.source.routes.failovers == 1
         assert sender.stream.resumes == 1
     finally:
@@ -310,7 +317,7 @@ async def recorded_stream(
 async def let_go(dst: NodeRuntime, token: bytes) -> None:
     """Wait for the destination's sweep to let the finished stream end go."""
     deadline = time.monotonic() + 10
-    while token in dst.data_plane.served:
+    while token in dst.data_plane.ends.served:
         assert time.monotonic() < deadline, "the finished stream end was never let go"
         await asyncio.sleep(0.05)
 
@@ -329,14 +336,14 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream(tmp_path: Path) ->
         await let_go(dst, token)
         resets.append(await replay(relay, dst, opened, route, sealed))
         # Long after the resume window, the lease (an hour) still lets the relay send it.
-        dst.data_plane.forget_retired(time.monotonic() + 3 * dst.data_plane.resume_window)
+        dst.data_plane.ends.forget_retired(time.monotonic() + 3 * dst.data_plane.resume_window)
         resets.append(await replay(relay, dst, opened, route, sealed))
         assert [r.code for r in resets] == [ErrorCode.STREAM_CLOSED] * 3
-        assert dst.data_plane.refused == {"stream replayed": 3}
+        assert dst.data_plane.router.refused == {"stream replayed": 3}
         assert fabric.sink.digests == [sender.digest.hexdigest()]  # the service ran once
         # Past the lease's expiry the relay cannot send the open at all: the token may go.
-        dst.data_plane.forget_retired(time.monotonic() + 2 * 3600)
-        assert token not in dst.data_plane.retired_tokens
+        dst.data_plane.ends.forget_retired(time.monotonic() + 2 * 3600)
+        assert token not in dst.data_plane.ends.retired_tokens
     finally:
         await fabric.stop()
 
@@ -358,12 +365,12 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream_on_a_renewed_lease
             tenant=route.lease.tenant, ttl=3 * 3600,
         )  # fmt: skip
         later = time.time() + 2 * 3600
-        dst.data_plane.checker.clock = lambda: later
-        dst.data_plane.forget_retired(time.monotonic() + 2 * 3600)
-        assert token not in dst.data_plane.retired_tokens
+        dst.data_plane.router.checker.clock = lambda: later
+        dst.data_plane.ends.forget_retired(time.monotonic() + 2 * 3600)
+        assert token not in dst.data_plane.ends.retired_tokens
         reset = await replay(relay, dst, opened, renewed, sealed)
         assert reset.code == ErrorCode.STREAM_CLOSED
-        assert dst.data_plane.refused.get("stale sealed open") == 1
+        assert dst.data_plane.router.refused.get("stale sealed open") == 1
         assert fabric.sink.digests == [sender.digest.hexdigest()]  # the service ran once
     finally:
         await fabric.stop()

@@ -43,7 +43,7 @@ async def test_a_route_update_fences_every_lease_consumer_of_the_node(tmp_path: 
         )
 
         def check_old() -> None:
-            relay.data_plane.checker.check(
+            relay.data_plane.router.checker.check(
                 old.blob, peer_id=src.node_id, service="echo", traffic_class=ECHO, route_id=7
             )
 

@@ -133,7 +133,7 @@ async def test_forwarded_tcp_through_a_relay_is_sealed(tmp_path: Path, cipher: C
         assert recorder.total > len(data)  # the relay did forward every (sealed) byte ...
         assert not recorder.saw(MARKER), "the relay saw plaintext"  # ... never the plaintext
         assert not recorder.saw(MARKER[:12])
-        assert fabric.destination.data_plane.sealed == 1
+        assert fabric.destination.data_plane.router.sealed == 1
         # the relay saw the opener's choice in the key exchange (version 4, suite byte)
         assert [blob[:2] for blob in recorder.key_exchanges] == [bytes((4, cipher.value))]
     finally:
@@ -166,8 +166,8 @@ async def test_sealed_forward_survives_relay_death(tmp_path: Path) -> None:
         assert digest == hashlib.sha256(data).hexdigest()
         assert trailer == MARKER
         assert src.routes.switches.counts == {SwitchReason.SESSION_LOST: 1}
-        assert fabric.destination.data_plane.adopted == 1
-        assert fabric.destination.data_plane.sealed == 1  # one stream, sealed across resume
+        assert fabric.destination.data_plane.router.adopted == 1
+        assert fabric.destination.data_plane.router.sealed == 1  # one stream, sealed across resume
         for recorder in recorders:
             assert recorder.total > len(data) // 4
             assert not recorder.saw(MARKER[:12])
@@ -205,8 +205,8 @@ async def test_destination_refuses_an_unsealed_relayed_open(tmp_path: Path) -> N
         with pytest.raises(StreamResetError) as refused:
             await asyncio.wait_for(stream.read(), 10)
         assert refused.value.code == ErrorCode.REFUSED_STREAM
-        assert dst.data_plane.refused == {"unsealed relayed stream": 1}
-        assert dst.data_plane.sealed == 0
+        assert dst.data_plane.router.refused == {"unsealed relayed stream": 1}
+        assert dst.data_plane.router.sealed == 0
     finally:
         await fabric.stop()
 
@@ -221,7 +221,7 @@ async def test_destination_refuses_an_opener_whose_key_it_does_not_know(tmp_path
         stream.write(b"hello")
         with pytest.raises(ConnectionError):
             await asyncio.wait_for(stream.read(), 10)
-        assert dst.data_plane.refused == {"sealing": 1}
+        assert dst.data_plane.router.refused == {"sealing": 1}
     finally:
         await fabric.stop()
 
@@ -261,8 +261,8 @@ async def test_a_relay_that_flips_the_cipher_suite_breaks_the_stream(tmp_path: P
         error = await _open_with_exchange(fabric, initiator, token, flipped)
         assert isinstance(error, StreamResetError)
         assert error.code == ErrorCode.AUTHENTICATION_FAILED
-        assert dst.data_plane.sealed == 0  # never served: Noise message 1 does not verify
-        assert dst.data_plane.refused == {"sealing": 1}
+        assert dst.data_plane.router.sealed == 0  # never served: Noise message 1 does not verify
+        assert dst.data_plane.router.refused == {"sealing": 1}
     finally:
         await fabric.stop()
 
@@ -279,7 +279,7 @@ async def test_an_unknown_cipher_suite_is_refused_as_sealing(tmp_path: Path) -> 
         error = await _open_with_exchange(fabric, initiator, token, unknown)
         assert isinstance(error, StreamResetError)
         assert error.code == ErrorCode.AUTHENTICATION_FAILED
-        assert dst.data_plane.refused == {"sealing": 1}  # not served unsealed
+        assert dst.data_plane.router.refused == {"sealing": 1}  # not served unsealed
     finally:
         await fabric.stop()
 
@@ -318,7 +318,7 @@ async def test_the_opener_sends_its_signed_record_when_the_destination_never_saw
         stream.write(b"hello")
         assert await asyncio.wait_for(stream.read(5), 10) == b"hello"
         assert dst.sealing_keys.get(src.node_id) == src_key.sealing_public_key_bytes
-        assert dst.data_plane.sealed == 1
+        assert dst.data_plane.router.sealed == 1
         stream.close()
     finally:
         await fabric.stop()
@@ -341,7 +341,7 @@ async def test_a_record_from_another_authority_teaches_the_destination_nothing(
         with pytest.raises(ConnectionError):
             await asyncio.wait_for(stream.read(), 10)
         assert dst.sealing_keys.get(src.node_id) is None
-        assert dst.data_plane.refused == {"sealing": 1}
+        assert dst.data_plane.router.refused == {"sealing": 1}
     finally:
         await fabric.stop()
 
@@ -356,13 +356,13 @@ async def test_one_hop_routes_follow_the_switch(tmp_path: Path) -> None:
         sealed = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
         sealed.write(b"one hop, sealed by default")
         assert await sealed.readexactly(26) == b"one hop, sealed by default"
-        assert dst.data_plane.sealed == 1
+        assert dst.data_plane.router.sealed == 1
         assert src.routes.sealing is not None
         src.routes.sealing.one_hop = False
         plain = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
         plain.write(b"one hop, plain")
         assert await plain.readexactly(14) == b"one hop, plain"
-        assert dst.data_plane.sealed == 1  # the second one was not sealed
+        assert dst.data_plane.router.sealed == 1  # the second one was not sealed
         sealed.close()
         plain.close()
     finally:

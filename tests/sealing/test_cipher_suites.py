@@ -6,6 +6,7 @@ refused as sealing, and an opener built from docs/sealing.md alone talks to the 
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -32,11 +33,14 @@ def _initiator(suite: CipherSuite) -> SealInitiator:
     return SealInitiator(
         OPENER.sealing_private_key(), OPENER.node_id,
         DESTINATION.sealing_public_key_bytes, CONTEXT, suite=suite,
+        random_bytes=os.urandom, opened_ms=int(time.time() * 1000),
     )  # fmt: skip
 
 
 def _responder(blob: bytes, context: bytes = CONTEXT) -> SealResponder:
-    return SealResponder(DESTINATION.sealing_private_key(), blob, DIRECTORY.get, context)
+    return SealResponder(
+        DESTINATION.sealing_private_key(), blob, DIRECTORY.get, context, random_bytes=os.urandom
+    )
 
 
 @pytest.mark.parametrize("suite", SUITES, ids=lambda s: s.label)
@@ -116,7 +120,11 @@ def test_time_opener_id_and_stream_are_bound_by_the_prologue() -> None:
     for altered, context in ((fresher, CONTEXT), (bytes(renamed), CONTEXT), (blob, other)):
         with pytest.raises(SealingError, match="does not verify"):
             SealResponder(
-                DESTINATION.sealing_private_key(), altered, lambda _id: b"\x00" * 32, context
+                DESTINATION.sealing_private_key(),
+                altered,
+                lambda _id: b"\x00" * 32,
+                context,
+                random_bytes=os.urandom,
             )
 
 
@@ -126,11 +134,18 @@ def test_the_static_key_in_message_one_must_be_the_named_openers() -> None:
     forged = SealInitiator(
         mallory.sealing_private_key(), OPENER.node_id,
         DESTINATION.sealing_public_key_bytes, CONTEXT,
+        random_bytes=os.urandom, opened_ms=int(time.time() * 1000),
     )  # fmt: skip
     with pytest.raises(SealingError, match="not opener"):
         _responder(forged.key_exchange)
     with pytest.raises(SealingError, match="no sealing key known"):
-        SealResponder(DESTINATION.sealing_private_key(), forged.key_exchange, {}.get, CONTEXT)
+        SealResponder(
+            DESTINATION.sealing_private_key(),
+            forged.key_exchange,
+            {}.get,
+            CONTEXT,
+            random_bytes=os.urandom,
+        )
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import os
+import time
 
 import pytest
 
@@ -35,7 +37,12 @@ class Attempt:
 
 def _initiator(key: NodeKey = OPENER) -> SealInitiator:
     return SealInitiator(
-        key.sealing_private_key(), key.node_id, DESTINATION.sealing_public_key_bytes, b"ctx"
+        key.sealing_private_key(),
+        key.node_id,
+        DESTINATION.sealing_public_key_bytes,
+        b"ctx",
+        random_bytes=os.urandom,
+        opened_ms=int(time.time() * 1000),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Callable
 
 import pytest
@@ -35,9 +36,15 @@ def _handshake(context: bytes = CONTEXT) -> tuple[SealInitiator, SealResponder]:
         OPENER.node_id,
         DESTINATION.sealing_public_key_bytes,
         CONTEXT,
+        random_bytes=os.urandom,
+        opened_ms=int(time.time() * 1000),
     )
     responder = SealResponder(
-        DESTINATION.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, context
+        DESTINATION.sealing_private_key(),
+        initiator.key_exchange,
+        DIRECTORY.get,
+        context,
+        random_bytes=os.urandom,
     )
     return initiator, responder
 
@@ -129,7 +136,11 @@ def test_key_exchange_replayed_into_another_stream_is_refused() -> None:
     initiator, _ = _handshake()
     with pytest.raises(SealingError, match="does not verify"):  # the context is the prologue's
         SealResponder(
-            DESTINATION.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, b"ssh"
+            DESTINATION.sealing_private_key(),
+            initiator.key_exchange,
+            DIRECTORY.get,
+            b"ssh",
+            random_bytes=os.urandom,
         )
 
 
@@ -139,15 +150,30 @@ def test_a_relay_without_the_keys_cannot_read_or_impersonate() -> None:
     # Mallory relays the stream and holds every public value, plus her own keys: message 1
     # is encrypted to the destination's static key, so she cannot read it (nor its keys).
     with pytest.raises(SealingError, match="does not verify"):
-        SealResponder(MALLORY.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, CONTEXT)
+        SealResponder(
+            MALLORY.sealing_private_key(),
+            initiator.key_exchange,
+            DIRECTORY.get,
+            CONTEXT,
+            random_bytes=os.urandom,
+        )
     # She cannot open a stream in the opener's name either: she lacks its static key, and
     # the static key message 1 proves is hers, not the named opener's.
     forged = SealInitiator(
-        MALLORY.sealing_private_key(), OPENER.node_id, DESTINATION.sealing_public_key_bytes, CONTEXT
+        MALLORY.sealing_private_key(),
+        OPENER.node_id,
+        DESTINATION.sealing_public_key_bytes,
+        CONTEXT,
+        random_bytes=os.urandom,
+        opened_ms=int(time.time() * 1000),
     )
     with pytest.raises(SealingError, match="not opener"):
         SealResponder(
-            DESTINATION.sealing_private_key(), forged.key_exchange, DIRECTORY.get, CONTEXT
+            DESTINATION.sealing_private_key(),
+            forged.key_exchange,
+            DIRECTORY.get,
+            CONTEXT,
+            random_bytes=os.urandom,
         )
     # The real destination still reads the opener's bytes.
     assert responder.opener.feed(wire) == [b"secret keystrokes"]
@@ -170,16 +196,29 @@ def test_a_substituted_reply_is_detected_by_the_opener() -> None:
 def test_unknown_opener_and_malformed_blobs_are_refused() -> None:
     initiator, _ = _handshake()
     with pytest.raises(SealingError):
-        SealResponder(DESTINATION.sealing_private_key(), initiator.key_exchange, {}.get, CONTEXT)
+        SealResponder(
+            DESTINATION.sealing_private_key(),
+            initiator.key_exchange,
+            {}.get,
+            CONTEXT,
+            random_bytes=os.urandom,
+        )
     for blob in (b"", b"\x05" + initiator.key_exchange[1:], initiator.key_exchange[:-1]):
         with pytest.raises(SealingError):
-            SealResponder(DESTINATION.sealing_private_key(), blob, DIRECTORY.get, CONTEXT)
+            SealResponder(
+                DESTINATION.sealing_private_key(),
+                blob,
+                DIRECTORY.get,
+                CONTEXT,
+                random_bytes=os.urandom,
+            )
     with pytest.raises(SealingError):  # a low-order point as the ephemeral key
         SealResponder(
             DESTINATION.sealing_private_key(),
             initiator.key_exchange[:10] + b"\x00" * 32 + initiator.key_exchange[42:],
             DIRECTORY.get,
             CONTEXT,
+            random_bytes=os.urandom,
         )
 
 
@@ -188,6 +227,7 @@ def test_an_opener_record_is_sent_only_where_a_resume_proof_still_fits_beside_it
         return SealInitiator(
             OPENER.sealing_private_key(), OPENER.node_id,
             DESTINATION.sealing_public_key_bytes, CONTEXT, opener_record=record,
+            random_bytes=os.urandom, opened_ms=int(time.time() * 1000),
         ).key_exchange  # fmt: skip
 
     bare = len(exchange(b""))
@@ -213,7 +253,11 @@ def test_the_opener_changes_key_once_it_has_message_2() -> None:
     # the early key, at nonce 1)
     cut = HEADER.size + TAG_SIZE
     dropped = SealResponder(
-        DESTINATION.sealing_private_key(), initiator.key_exchange, DIRECTORY.get, CONTEXT
+        DESTINATION.sealing_private_key(),
+        initiator.key_exchange,
+        DIRECTORY.get,
+        CONTEXT,
+        random_bytes=os.urandom,
     )
     assert dropped.opener.feed(early) == [b"early"]
     with pytest.raises(SealingError, match="record 1 failed authentication"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ def test_the_module_reads_both_directions_of_the_vector(case: dict[str, Any]) ->
         {opener.node_id: opener.sealing_public_key_bytes}.get, context,
         ephemeral=X25519PrivateKey.from_private_bytes(
             bytes.fromhex(DATA["destination_ephemeral_private"])
-        ),
+        ), random_bytes=os.urandom,
     )  # fmt: skip
     assert responder.reply_header.hex() == case["reply_header"]
     got = responder.opener.feed(bytes.fromhex(case["opener_to_destination_records"]))
@@ -123,7 +124,7 @@ def test_the_module_reads_both_directions_of_the_vector(case: dict[str, Any]) ->
         ephemeral=X25519PrivateKey.from_private_bytes(
             bytes.fromhex(DATA["opener_ephemeral_private"])
         ),
-        payload=bytes.fromhex(DATA["message1_payload"]),
+        payload=bytes.fromhex(DATA["message1_payload"]), random_bytes=os.urandom,
     )  # fmt: skip
     wire = bytes.fromhex(case["reply_header"] + case["destination_to_opener_records"])
     assert b"".join(initiator.feed_reply(wire)) == bytes.fromhex(DATA["to_opener_plaintexts"][0])

@@ -59,6 +59,7 @@ def make_pair(
         random_bytes=secrets.token_bytes,
         config=config_a,
         channel_binding=binding,
+        now=0.0,
     )
     b = Session(
         dialer=False,
@@ -66,6 +67,7 @@ def make_pair(
         random_bytes=secrets.token_bytes,
         config=config_b,
         channel_binding=binding,
+        now=0.0,
     )
     pair = Pair(a, b)
     if handshake:

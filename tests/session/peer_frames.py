@@ -18,9 +18,9 @@ def feed(session: Session, *frames: Frame, now: float = 0.0) -> list[Event]:
     return session.receive_data(b"".join(encode(frame) for frame in frames), now)
 
 
-def sent_frames(session: Session, max_bytes: int | None = None) -> list[Frame]:
-    """Drain ``session`` and decode what it would put on the wire."""
-    return FrameDecoder(MAX_FRAME_SIZE_CAP).feed(session.data_to_send(max_bytes))
+def sent_frames(session: Session, max_bytes: int | None = None, *, now: float = 0.0) -> list[Frame]:
+    """Drain ``session`` at ``now`` and decode what it would put on the wire."""
+    return FrameDecoder(MAX_FRAME_SIZE_CAP).feed(session.data_to_send(max_bytes, now=now))
 
 
 def of_type(items: Iterable[object], cls: type[T]) -> list[T]:

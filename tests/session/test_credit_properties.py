@@ -105,7 +105,7 @@ class Harness:
         self.sent[stream_id].ended = end
 
     def pump_a_to_b(self, max_bytes: int | None, cut: int) -> None:
-        out = self.a.data_to_send(max_bytes, self.now)
+        out = self.a.data_to_send(max_bytes, now=self.now)
         split = len(out) * cut // 100
         for piece in (out[:split], out[split:]):
             if piece:
@@ -113,7 +113,7 @@ class Harness:
         self._check_credit()
 
     def pump_b_to_a(self, max_bytes: int | None) -> None:
-        out = self.b.data_to_send(max_bytes, self.now)
+        out = self.b.data_to_send(max_bytes, now=self.now)
         if out:
             self._on_a(self.a.receive_data(out, self.now))
 
@@ -142,13 +142,13 @@ class Harness:
                 self.a.close_stream(stream_id)
                 sent.ended = True
         for _ in range(5000):
-            to_b = self.a.data_to_send(None, self.now)
+            to_b = self.a.data_to_send(None, now=self.now)
             if to_b:
                 self._on_b(self.b.receive_data(to_b, self.now))
                 self._check_credit()
             for index in range(len(self.received)):
                 self.consume(index, 1.0)
-            to_a = self.b.data_to_send(None, self.now)
+            to_a = self.b.data_to_send(None, now=self.now)
             if to_a:
                 self._on_a(self.a.receive_data(to_a, self.now))
             done = all(
@@ -246,7 +246,7 @@ def test_small_max_bytes_still_returns_a_frame(offered: int) -> None:
     stream_id = pair.a.open_stream("svc")
     pair.pump()
     pair.a.send_data(stream_id, b"payload")
-    out = pair.a.data_to_send(max_bytes=offered)
+    out = pair.a.data_to_send(max_bytes=offered, now=0.0)
     frames = FrameDecoder().feed(out)
     assert len(frames) == 1
     assert isinstance(frames[0], Data)
@@ -263,13 +263,13 @@ def test_a_carrier_with_a_tiny_socket_buffer_still_delivers(offered: int) -> Non
     got = bytearray()
     ended = False
     for _ in range(5000):
-        out = pair.a.data_to_send(max_bytes=offered)
+        out = pair.a.data_to_send(max_bytes=offered, now=0.0)
         if not out:
             break
         for event in pair.b.receive_data(out, 0.0):
             if isinstance(event, ev.DataReceived):
                 got += event.data
             ended |= isinstance(event, ev.StreamEnded)
-        pair.a.receive_data(pair.b.data_to_send(), 0.0)
+        pair.a.receive_data(pair.b.data_to_send(now=0.0), 0.0)
     assert bytes(got) == message
     assert ended

@@ -46,8 +46,8 @@ class Exchange:
 
     def run(self, rounds: int = 20) -> Exchange:
         for _ in range(rounds):
-            out_a = self.a.data_to_send()
-            out_b = self.b.data_to_send()
+            out_a = self.a.data_to_send(now=0.0)
+            out_b = self.b.data_to_send(now=0.0)
             if not out_a and not out_b:
                 return self
             frames_a = FrameDecoder(MAX_FRAME_SIZE_CAP).feed(out_a)
@@ -79,6 +79,7 @@ def sessions(
         random_bytes=secrets.token_bytes,
         config=config_a,
         channel_binding=binding_a,
+        now=0.0,
     )
     b = Session(
         dialer=False,
@@ -86,6 +87,7 @@ def sessions(
         random_bytes=secrets.token_bytes,
         config=config_b,
         channel_binding=binding_b,
+        now=0.0,
     )
     return a, b
 
@@ -162,7 +164,7 @@ def _run_transfer(byte_at_a_time: bool) -> tuple[list[object], list[object], byt
 
     def pump() -> None:
         for _ in range(1000):
-            out_a, out_b = a.data_to_send(), b.data_to_send()
+            out_a, out_b = a.data_to_send(now=0.0), b.data_to_send(now=0.0)
             if not out_a and not out_b:
                 return
             for out, session, events in ((out_a, b, events_b), (out_b, a, events_a)):
@@ -208,7 +210,7 @@ def test_byte_at_a_time_gives_the_same_events_as_whole_chunks() -> None:
 def test_handshake_split_at_every_byte_boundary() -> None:
     """Two chunks, cut at each possible offset of the acceptor's first flight."""
     a0, b0 = sessions()
-    first = b0.data_to_send()  # b's HELLO
+    first = b0.data_to_send(now=0.0)  # b's HELLO
     for cut in range(1, len(first)):
         a, _ = sessions()
         assert a.receive_data(first[:cut], 0.0) == []
@@ -266,14 +268,14 @@ def test_session_ready_with_another_version_is_refused() -> None:
 def _to_state(state: SessionState) -> Session:
     """A fresh acceptor driven (with a real dialer's bytes) into a handshake state."""
     a, b = sessions()
-    hello_b = b.data_to_send()
+    hello_b = b.data_to_send(now=0.0)
     if state is SessionState.AWAIT_AUTH:
-        b.receive_data(a.data_to_send(), 0.0)
+        b.receive_data(a.data_to_send(now=0.0), 0.0)
     elif state is SessionState.AWAIT_READY:
         a.receive_data(hello_b, 0.0)  # a signs its AUTH
-        b.receive_data(a.data_to_send(), 0.0)  # HELLO + AUTH
+        b.receive_data(a.data_to_send(now=0.0), 0.0)  # HELLO + AUTH
     assert b.state is state
-    b.data_to_send()
+    b.data_to_send(now=0.0)
     return b
 
 
@@ -309,13 +311,13 @@ def test_non_handshake_frame_before_ready_is_a_protocol_error(
     assert session.state is SessionState.CLOSED
     # Nothing else is processed afterwards.
     assert session.receive_data(encode(Ping(8)), 0.0) == []
-    assert session.data_to_send() == b""
+    assert session.data_to_send(now=0.0) == b""
 
 
 def test_second_hello_is_a_protocol_error() -> None:
     a, b = sessions()
-    hello = a.data_to_send()
-    b.data_to_send()
+    hello = a.data_to_send(now=0.0)
+    b.data_to_send(now=0.0)
     b.receive_data(hello, 0.0)
     events = b.receive_data(hello, 0.0)
     assert_refused(events, ErrorCode.PROTOCOL_ERROR, remote=False)
@@ -385,11 +387,11 @@ def test_equal_non_default_channel_bindings_succeed() -> None:
 
 def _first_flights(a: Session, b: Session) -> tuple[Auth, Auth]:
     """Exchange HELLOs; return the AUTH each side then sends."""
-    hello_a, hello_b = a.data_to_send(), b.data_to_send()
+    hello_a, hello_b = a.data_to_send(now=0.0), b.data_to_send(now=0.0)
     a.receive_data(hello_b, 0.0)
     b.receive_data(hello_a, 0.0)
-    (auth_a,) = of_type(FrameDecoder().feed(a.data_to_send()), Auth)
-    (auth_b,) = of_type(FrameDecoder().feed(b.data_to_send()), Auth)
+    (auth_a,) = of_type(FrameDecoder().feed(a.data_to_send(now=0.0)), Auth)
+    (auth_b,) = of_type(FrameDecoder().feed(b.data_to_send(now=0.0)), Auth)
     return auth_a, auth_b
 
 
@@ -421,13 +423,13 @@ def test_reflected_auth_fails_with_distinct_identities() -> None:
 
 def test_handshake_times_out_through_handle_timer() -> None:
     a, b = sessions(SessionConfig(handshake_timeout=5.0))
-    b.receive_data(a.data_to_send(), 0.0)  # the peer got our HELLO but answers nothing
+    b.receive_data(a.data_to_send(now=0.0), 0.0)  # the peer got our HELLO but answers nothing
     assert a.get_timer() == 5.0
     assert a.handle_timer(4.999) == []
     assert a.state is SessionState.AWAIT_HELLO
     events = a.handle_timer(5.0)
     assert_refused(events, ErrorCode.TIMEOUT, remote=False)
-    assert goaway_code(sent_frames(a)) == ErrorCode.TIMEOUT
+    assert goaway_code(sent_frames(a, now=5.0)) == ErrorCode.TIMEOUT
     assert a.get_timer() is None
     assert a.handle_timer(6.0) == []
 
@@ -468,12 +470,16 @@ def test_a_version_1_node_and_a_default_node_fail_clearly() -> None:
 def _transcript(seed: int) -> list[bytes]:
     """Every byte two sessions exchange (handshake, a stream, a PING) with seeded randomness."""
     a = Session(
-        dialer=True, authenticator=authenticator(0), random_bytes=random.Random(seed).randbytes
+        dialer=True,
+        authenticator=authenticator(0),
+        random_bytes=random.Random(seed).randbytes,
+        now=0.0,
     )
     b = Session(
         dialer=False,
         authenticator=authenticator(1),
         random_bytes=random.Random(seed + 1).randbytes,
+        now=0.0,
     )
     sent: list[bytes] = []
     for step in range(6):

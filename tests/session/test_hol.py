@@ -30,7 +30,7 @@ def test_blocked_bulk_does_not_delay_urgent_streams() -> None:
     for cls, stream_id in urgent.items():
         pair.a.send_data(stream_id, f"{cls.name} message".encode())
     # One exchange, no time passes: every urgent message arrives at once.
-    out = pair.a.data_to_send()
+    out = pair.a.data_to_send(now=0.0)
     events = pair.b.receive_data(out, pair.now)
     for cls, stream_id in urgent.items():
         assert received_bytes(events, stream_id) == f"{cls.name} message".encode()
@@ -54,12 +54,12 @@ def test_interactive_waits_behind_at_most_one_bulk_frame() -> None:
             written_at.append(len(wire))
             pair.a.send_data(interactive, b"k")
         # The carrier takes about one frame's worth each time the socket drains.
-        out = pair.a.data_to_send(max_bytes=MAX_FRAME + 17)
+        out = pair.a.data_to_send(max_bytes=MAX_FRAME + 17, now=pair.now)
         wire += out
         for event in pair.b.receive_data(out, pair.now):
             if isinstance(event, ev.DataReceived):
                 pair.b.acknowledge_received(event.stream_id, len(event.data))
-        pair.a.receive_data(pair.b.data_to_send(), pair.now)
+        pair.a.receive_data(pair.b.data_to_send(now=pair.now), pair.now)
 
     positions = []
     offset = 0

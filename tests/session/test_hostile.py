@@ -47,7 +47,7 @@ from tests.session.peer_frames import (
 def acceptor(config: SessionConfig | None = None) -> Session:
     """An acceptor that finished a real handshake and has nothing left to send."""
     session = make_pair(None, config).b
-    assert session.data_to_send() == b""
+    assert session.data_to_send(now=0.0) == b""
     return session
 
 
@@ -69,7 +69,7 @@ def assert_session_failed(session: Session, events: list[ev.Event], code: ErrorC
     assert session.state is SessionState.CLOSED
     # A closed session ignores whatever else arrives and sends nothing more.
     assert session.receive_data(encode(Ping(1)), 0.0) == []
-    assert session.data_to_send() == b""
+    assert session.data_to_send(now=0.0) == b""
 
 
 # ---------------------------------------------------------------- flow control
@@ -338,8 +338,8 @@ def test_handshake_frames_after_ready_are_a_protocol_error(frame: Frame) -> None
 def test_hello_after_ready_is_a_protocol_error() -> None:
     pair = make_pair()
     hello = Session(
-        dialer=True, authenticator=authenticator(0), random_bytes=secrets.token_bytes
-    ).data_to_send()
+        dialer=True, authenticator=authenticator(0), random_bytes=secrets.token_bytes, now=0.0
+    ).data_to_send(now=0.0)
     events = pair.b.receive_data(hello, 0.0)
     assert_session_failed(pair.b, events, ErrorCode.PROTOCOL_ERROR)
 

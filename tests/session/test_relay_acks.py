@@ -33,11 +33,11 @@ class Relay:
     def pump_up(self) -> None:
         """Move bytes on the upstream hop, letting the relay act before it answers."""
         for _ in range(100):
-            to_relay = self.up.a.data_to_send()
+            to_relay = self.up.a.data_to_send(now=0.0)
             if to_relay:
                 self.up.events_b += self.relay_up.receive_data(to_relay, 0.0)
             self.handle()
-            to_source = self.relay_up.data_to_send()
+            to_source = self.relay_up.data_to_send(now=0.0)
             if to_source:
                 self.up.events_a += self.up.a.receive_data(to_source, 0.0)
             if not to_relay and not to_source:
@@ -75,14 +75,14 @@ def test_relay_failure_loses_nothing_because_acks_are_end_to_end() -> None:
             source.send_data(stream, chunks.pop(0))
         relay.pump_up()
         # The downstream hop is slow: it moves at most 64 KiB per round.
-        down.events_b += down.b.receive_data(down.a.data_to_send(max_bytes=65536), 0.0)
+        down.events_b += down.b.receive_data(down.a.data_to_send(max_bytes=65536, now=0.0), 0.0)
         for event in down.take("b"):
             if isinstance(event, ev.StreamOpened):
                 dest_stream = event.stream_id
             elif isinstance(event, ev.DataReceived):
                 got += event.data
                 dest.acknowledge_received(event.stream_id, len(event.data))
-        down.events_a += down.a.receive_data(down.b.data_to_send(), 0.0)
+        down.events_a += down.a.receive_data(down.b.data_to_send(now=0.0), 0.0)
         relay.handle()
         relay.pump_up()
         if len(got) > 600_000:
@@ -136,7 +136,7 @@ def test_a_relayed_stream_waits_for_its_last_ack_after_both_ends_closed() -> Non
     pair = make_pair()
     source = pair.a.open_stream("x", TrafficClass.RELIABLE)
     pair.a.send_data(source, b"request", end_stream=True)
-    events = pair.b.receive_data(pair.a.data_to_send(), 0.0)
+    events = pair.b.receive_data(pair.a.data_to_send(now=0.0), 0.0)
     relayed = next(e.stream_id for e in events if isinstance(e, ev.StreamOpened))
     pair.b.relay_stream(relayed)  # as a relay does, before anything is acknowledged
     pair.b.send_data(relayed, b"reply", end_stream=True)  # the far end's answer and end

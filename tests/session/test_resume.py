@@ -20,8 +20,8 @@ def _feed(session: Session, chunks: list[bytes], data: bytes, sid: int) -> None:
 def _deliver(pair: Pair, got: dict[str, bytearray], rounds: int, cut_after: int | None) -> int:
     """Move bytes; with ``cut_after`` stop after that many bytes reached b (mid-flight)."""
     for _ in range(rounds):
-        to_b = pair.a.data_to_send(max_bytes=50_000)
-        to_a = pair.b.data_to_send(max_bytes=50_000)
+        to_b = pair.a.data_to_send(max_bytes=50_000, now=0.0)
+        to_a = pair.b.data_to_send(max_bytes=50_000, now=0.0)
         if not to_b and not to_a:
             return 0
         for event in pair.b.receive_data(to_b, pair.now):

@@ -66,7 +66,7 @@ class Driver:
         self.witness_offset = 0
         opened = feed(self.session, OpenStream(WITNESS, "witness", TrafficClass.RELIABLE))
         assert of_type(opened, ev.StreamOpened)
-        self.session.data_to_send()
+        self.session.data_to_send(now=0.0)
 
     # -- opening ------------------------------------------------------------------------
 
@@ -117,14 +117,14 @@ class Driver:
             with pytest.raises(LocalProtocolError):
                 call()
             assert session.metrics() == before
-            assert session.data_to_send() == b""
+            assert session.data_to_send(now=0.0) == b""
             self.check_state()
             return
         if (action == "close" and model.end_queued) or (action == "reset" and model.forgotten):
             before = session.metrics()
             call()  # a harmless repeat: nothing changes
             assert session.metrics() == before
-            assert session.data_to_send() == b""
+            assert session.data_to_send(now=0.0) == b""
             self.check_state()
             return
         call()
@@ -197,7 +197,7 @@ class Driver:
             )
             assert reset_codes(frames) == {sid: ErrorCode.STREAM_CLOSED}
             assert received_bytes(events, sid) == b""
-            model.state = S.RESET
+            model.apply(I.STREAM_ERROR)
         else:
             for received in inputs:
                 model.apply(received)
@@ -313,4 +313,4 @@ def test_send_after_end_raises_and_queues_nothing() -> None:
         driver.session.send_data(driver.stream_id, b"too late")
     assert driver.session.metrics() == before
     assert driver.session.queued_bytes() == 0
-    assert driver.session.data_to_send() == b""
+    assert driver.session.data_to_send(now=0.0) == b""

@@ -84,7 +84,7 @@ def run(flows: list[Flow], stop_after: int, link: int) -> dict[int, int]:
                     a.send_data(sid, b"s" * (GREEDY_QUEUE - queued))
                     sent[sid] += GREEDY_QUEUE - queued
         # One round trip: a's share of the link to b, b reads, b's answers back to a.
-        out = a.data_to_send(link, now)
+        out = a.data_to_send(link, now=now)
         for event in b.receive_data(out, now + RTT / 2):
             assert not isinstance(event, ev.StreamReset | ev.SessionTerminated), event
             if isinstance(event, ev.DataReceived):
@@ -104,7 +104,7 @@ def run(flows: list[Flow], stop_after: int, link: int) -> dict[int, int]:
                 flow.consumed += unread
         # Unread bytes stay within the streams' windows, whatever the readers do.
         assert b.metrics().unread_bytes <= len(flows) * 8 * 1024 + WINDOWS["stream_window_budget"]
-        back = b.data_to_send(None, now + RTT / 2)
+        back = b.data_to_send(None, now=now + RTT / 2)
         for event in a.receive_data(back, now + RTT):
             assert not isinstance(event, ev.StreamReset | ev.SessionTerminated), event
         now += RTT

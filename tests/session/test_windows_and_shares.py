@@ -100,7 +100,7 @@ def test_peer_pressure_lowers_bulk_share() -> None:
         before = pair.a.metrics().bytes_out_by_class
         for stream_id in (reliable, bulk):
             pair.a.send_data(stream_id, b"p" * (8 << 20))
-        pair.b.receive_data(pair.a.data_to_send(max_bytes=6 << 20), pair.now)
+        pair.b.receive_data(pair.a.data_to_send(max_bytes=6 << 20, now=pair.now), pair.now)
         after = pair.a.metrics().bytes_out_by_class
         sent_bulk = after["bulk"] - before["bulk"]
         sent_reliable = after["reliable"] - before["reliable"]

@@ -30,3 +30,7 @@ def test_fleet_of_200_survives_an_entry_kill() -> None:
     assert 50 <= kill["devices_on_it"] <= 150, kill
     assert kill["lost"] == 0, kill
     assert kill["back_s"] is not None and kill["back_s"] <= 15.0, kill
+    # Streams opened while its devices re-home go through the other entry (ADR 0037:
+    # 15-20 % of them failed through the dead entry before); only a stream in flight at
+    # the instant of the SIGKILL may fail.
+    assert kill["streams_ok"] >= 20 and kill["streams_failed"] <= 2, kill

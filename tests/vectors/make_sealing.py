@@ -46,6 +46,10 @@ TO_OPENER = [b"hello, opener", b""]
 OUT = Path(__file__).with_name("sealing.json")
 
 
+def _no_randomness(n: int) -> bytes:
+    raise AssertionError("the vectors fix every key: nothing is drawn")
+
+
 def build() -> dict[str, Any]:
     opener, destination = NodeKey.from_seed(OPENER_SEED), NodeKey.from_seed(DESTINATION_SEED)
     context = stream_context(SERVICE, TOKEN)
@@ -55,11 +59,13 @@ def build() -> dict[str, Any]:
             opener.sealing_private_key(), opener.node_id, destination.sealing_public_key_bytes,
             context, suite=suite, opened_ms=OPENED_MS,
             ephemeral=X25519PrivateKey.from_private_bytes(OPENER_EPHEMERAL), payload=PAYLOAD,
+            random_bytes=_no_randomness,
         )  # fmt: skip
         responder = SealResponder(
             destination.sealing_private_key(), initiator.key_exchange,
             {opener.node_id: opener.sealing_public_key_bytes}.get, context,
             ephemeral=X25519PrivateKey.from_private_bytes(DESTINATION_EPHEMERAL),
+            random_bytes=_no_randomness,
         )  # fmt: skip
         last = len(TO_DESTINATION) - 1
         to_destination = b"".join(

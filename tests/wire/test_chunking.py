@@ -69,6 +69,55 @@ def test_random_frames_in_random_splits(frames: list[Frame], data: st.DataObject
     assert feed_pieces(FrameDecoder(MAX_FRAME_SIZE_CAP), stream, cuts) == frames
 
 
+def feed_through_reused_buffer(decoder: FrameDecoder, data: bytes, cuts: list[int]) -> list[Frame]:
+    """Feed like the TCP carrier: every piece lands in one buffer, overwritten after ``feed``."""
+    shared = bytearray(len(data) + 1)
+    frames: list[Frame] = []
+    start = 0
+    for end in [*sorted(cuts), len(data)]:
+        size = end - start
+        shared[:size] = data[start:end]
+        frames += decoder.feed(memoryview(shared)[:size])
+        shared[:] = b"\xee" * len(shared)
+        start = end
+    return frames
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(any_frame, min_size=1, max_size=8), st.data())
+def test_random_frames_through_a_reused_buffer(frames: list[Frame], data: st.DataObject) -> None:
+    stream = bytes(encode_many(frames))
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=30))
+    decoder = FrameDecoder(MAX_FRAME_SIZE_CAP)
+    assert feed_through_reused_buffer(decoder, stream, cuts) == frames
+    assert decoder.buffered == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, len(STREAM)), max_size=40))
+def test_random_splits_through_a_reused_buffer(cuts: list[int]) -> None:
+    assert feed_through_reused_buffer(FrameDecoder(), STREAM, cuts) == ALL_FRAMES
+
+
+def test_data_payloads_from_a_reused_buffer_are_bytes() -> None:
+    """One copy per payload, of that payload: a reader can take it as it is."""
+    wire = encode(Data(1, 0, b"a" * 1000)) + encode(Data(1, 1000, b"b" * 1000))
+    frames = feed_through_reused_buffer(FrameDecoder(), wire, [])
+    assert [(type(f.payload), f.payload) for f in frames if isinstance(f, Data)] == [
+        (bytes, b"a" * 1000),
+        (bytes, b"b" * 1000),
+    ]
+
+
+def test_oversized_frame_after_a_split_header_fails() -> None:
+    decoder = FrameDecoder()
+    big = encode(Data(1, 0, b"x" * 70_000))
+    first = bytearray(big[:4])
+    decoder.feed(memoryview(first))
+    with pytest.raises(ProtocolError):
+        decoder.feed(memoryview(bytearray(big[4:20])))
+
+
 def test_empty_feed_returns_nothing() -> None:
     decoder = FrameDecoder()
     assert decoder.feed(b"") == []

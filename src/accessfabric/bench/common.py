@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import client_context, server_context
 from accessfabric.node.dialing.endpoints import LocalNode
+from accessfabric.node.host.allocator import keep_large_blocks
 from accessfabric.session import SessionConfig
 
 T = TypeVar("T")
@@ -48,7 +49,9 @@ def process_cpu(pid: int | None) -> float | None:
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on uvloop when installed (what the node runtime uses), else asyncio."""
+    """Run ``main`` on uvloop when installed (what the node runtime uses), else asyncio;
+    with the allocator tuned as ``node run`` tunes it."""
+    keep_large_blocks()
     if loop_name() == "uvloop":
         import uvloop
 

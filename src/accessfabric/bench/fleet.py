@@ -48,7 +48,7 @@ from typing import Any
 
 from accessfabric.bench.common import BenchNode, machine_note, raise_nofile_limit, run_async
 from accessfabric.bench.report import BenchReport, BenchResult, BenchSetupError
-from accessfabric.sim.fleet import percentile, run_fleet
+from accessfabric.sim.fleet import add_fleet_arguments, percentile, run_fleet
 from accessfabric.sim.proc_usage import cpu_seconds, rss_bytes
 
 HOST = "127.0.0.1"
@@ -202,9 +202,14 @@ def rehome_baseline(count: int) -> float:
 
 
 def fleet_args(devices: int, hold: float = HOLD) -> argparse.Namespace:
-    return argparse.Namespace(
-        devices=devices, entries=2, workers=3, heartbeat=HEARTBEAT, stream_interval=120.0,
-        ready_timeout=240.0, hold=hold, kill_entry=True, json=True, quiet=True, work=None,
+    """``sim fleet``'s own parser with the suite's flags (every other option at its
+    default: a new ``sim fleet`` option cannot be missing here)."""
+    parser = argparse.ArgumentParser()
+    add_fleet_arguments(parser)
+    return parser.parse_args(
+        ["--devices", str(devices), "--entries", "2", "--workers", "3", "--heartbeat",
+         f"{HEARTBEAT:g}", "--stream-interval", "120", "--ready-timeout", "240", "--hold",
+         f"{hold:g}", "--kill-entry", "--json", "--quiet"]
     )  # fmt: skip
 
 
@@ -242,7 +247,8 @@ def report(devices: int, summary: dict[str, Any], base: dict[str, float], rehome
         f"ready_s {summary.get('ready_s')}, connected {summary.get('connected')}, "
         f"sessions per entry {summary.get('entry_sessions')}, streams ok "
         f"{summary.get('streams_ok')} failed {summary.get('streams_failed')}, "
-        f"lost after kill {kill.get('lost')}"
+        f"lost after kill {kill.get('lost')}, streams while re-homing ok "
+        f"{kill.get('streams_ok')} failed {kill.get('streams_failed')}"
     )
     out.notes["start: CPU seconds by process"] = (
         f"{summary.get('start_cpu_s')} over {summary.get('start_wall_s')} s of wall time"

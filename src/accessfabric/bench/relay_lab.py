@@ -107,6 +107,8 @@ def new_initiator(
         key.node_id,
         destination_sealing_key,
         seal_context(service, token),
+        random_bytes=secrets.token_bytes,
+        opened_ms=int(time.time() * 1000),
         suite=suite,
     )
     return initiator, token

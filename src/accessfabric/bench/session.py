@@ -39,16 +39,18 @@ def _pair(max_frame_size: int) -> tuple[Session, Session]:
         authenticator=Ed25519Authenticator(a_key),
         random_bytes=secrets.token_bytes,
         config=config,
+        now=0.0,
     )
     b = Session(
         dialer=False,
         authenticator=Ed25519Authenticator(b_key),
         random_bytes=secrets.token_bytes,
         config=config,
+        now=0.0,
     )
     for _ in range(4):
-        b.receive_data(a.data_to_send(), 0.0)
-        a.receive_data(b.data_to_send(), 0.0)
+        b.receive_data(a.data_to_send(now=0.0), 0.0)
+        a.receive_data(b.data_to_send(now=0.0), 0.0)
     return a, b
 
 
@@ -67,14 +69,14 @@ def _through_pair(payload_size: int, total: int, max_frame_size: int) -> tuple[f
             a.send_data(stream, piece)
         sent += min(batch, writes - sent)
         while True:
-            out = a.data_to_send(1 << 20)
+            out = a.data_to_send(1 << 20, now=0.0)
             if not out:
                 break
             for event in b.receive_data(out, 0.0):
                 if type(event) is DataReceived:
                     frames += 1
                     b.acknowledge_received(event.stream_id, len(event.data))
-            back = b.data_to_send()
+            back = b.data_to_send(now=0.0)
             if back:
                 a.receive_data(back, 0.0)
     return time.perf_counter() - started, frames

@@ -7,7 +7,7 @@ import re
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,10 +43,14 @@ def _cli(*args: str) -> str:
 
 
 async def start_control(
-    work: Path, procs: Processes, heartbeat_policy: str = HEARTBEAT_POLICY
+    work: Path,
+    procs: Processes,
+    heartbeat_policy: str = HEARTBEAT_POLICY,
+    extra: Sequence[str] = (),
 ) -> Control:
     """``control serve`` on loopback; ``heartbeat_policy``: its ``--heartbeat-interval``
-    (nodes heartbeating slower are unreachable to it after 4.5 intervals)."""
+    (nodes heartbeating slower are unreachable to it after 4.5 intervals); ``extra``:
+    more ``control serve`` options."""
     data = work / "control"
     init = await asyncio.to_thread(_cli, "control", "init", "--data", str(data))
     admin = re.search(r"afadm1_[a-z0-9_]+", init)
@@ -55,7 +59,7 @@ async def start_control(
     port = free_port()
     procs.start(
         "control", [*COMMAND, "control", "serve", "--data", str(data), "--listen",
-                    f"127.0.0.1:{port}", "--heartbeat-interval", heartbeat_policy],
+                    f"127.0.0.1:{port}", "--heartbeat-interval", heartbeat_policy, *extra],
     )  # fmt: skip
     url = f"https://127.0.0.1:{port}"  # TLS, pinned through the authority key
     deadline = time.monotonic() + 20

@@ -63,6 +63,7 @@ from accessfabric.control.client.facts import (
     ServiceCapacity,
     StreamReport,
 )
+from accessfabric.control.client.heartbeat_policy import HeartbeatMismatch, heartbeat_mismatch
 from accessfabric.control.client.replica_set import replica_summary
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.control.kernel.rejections import SignedObjectRejected
@@ -107,6 +108,14 @@ LOST_ENTRY_AVOID = 10.0
 """Seconds a device whose entry session ended tries its alternates before that entry
 again: a dead entry stays in directories until the control plane counts it unreachable
 (4.5 heartbeat intervals), and dialling it first cost its devices a failed dial each."""
+UNMEASURED_RTT = 0.05
+"""Seconds reported for a ready session whose RTT probe has not come back yet."""
+PLANNER_SNAPSHOT_AGE = 1.1
+"""Seconds after a heartbeat until the control plane's planner has surely taken it in
+(it rebuilds its snapshot for heartbeats at most every ``snapshot_max_age``, 1 s)."""
+LOST_LEASE_WAIT = 5.0
+"""Seconds a stream waits for the heartbeat that reports its device's new entry when
+the control plane still plans through the lost one."""
 SOFTWARE = "accessfabric-node"
 ROUTE_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two ``no route lease`` log lines for one (service, class)."""
@@ -186,6 +195,16 @@ class ControlLink:
         self.failovers = ServiceFailovers(named)
         runtime.observe.registry.register(self.failovers)
         self._wake = asyncio.Event()
+        self._report = asyncio.Event()
+        """Heartbeat now, also when set while a cycle runs (its facts may predate the
+        news): :meth:`_reported`."""
+        self._heard = asyncio.Event()
+        """Set (and replaced) after every heartbeat the control plane answered."""
+        self.interval_mismatch: HeartbeatMismatch | None = None
+        """``[control] heartbeat_interval`` against the cached policy (None: it fits)."""
+        self._facts_taken = 0
+        self._facts_answered = 0
+        """Heartbeats whose facts were taken, and the last of them answered."""
         self._unreachable = False
         """The last cycle failed because the control plane could not be reached."""
         self.route_errors: dict[tuple[str, TrafficClass], tuple[str, float]] = {}
@@ -278,12 +297,16 @@ class ControlLink:
     async def _sleep(self, delay: float) -> None:
         """Wait ``delay`` seconds, or less when closing or :meth:`_wake` is set."""
         self._wake.clear()
-        waits = [asyncio.ensure_future(e.wait()) for e in (self._stop, self._wake)]
+        if self._report.is_set():  # asked for during the cycle that just ended
+            self._report.clear()
+            return
+        waits = [asyncio.ensure_future(e.wait()) for e in (self._stop, self._wake, self._report)]
         try:
             await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for wait in waits:
                 wait.cancel()
+        self._report.clear()
 
     # ------------------------------------------------------------ one cycle
 
@@ -314,8 +337,14 @@ class ControlLink:
             )  # fmt: skip
         detail = self._beats % self._telemetry_every == 0  # sampled (control/server/telemetry.py)
         self._beats += 1
+        self._facts_taken += 1
+        taken = self._facts_taken
         reply = await client.heartbeat(self.facts(detail=detail))
         self.last_heartbeat_at = self._clock()
+        self._facts_answered = max(self._facts_answered, taken)
+        self._check_interval()
+        heard, self._heard = self._heard, asyncio.Event()
+        heard.set()
         every = reply.get("telemetry_every")
         if isinstance(every, int) and not isinstance(every, bool) and every >= 1:
             self._telemetry_every = min(every, MAX_TELEMETRY_EVERY)
@@ -356,6 +385,22 @@ class ControlLink:
         await self._around_drained()
         for name, traffic_class in sorted(client.wanted):  # renewed: in the node's route book
             self._publish(name, traffic_class, client.cached_route_leases(name, traffic_class))
+
+    def _check_interval(self) -> None:
+        """Warn once per change when ``[control] heartbeat_interval`` exceeds the policy's
+        (the node would flap late/unreachable at the control plane, silently before)."""
+        mismatch = heartbeat_mismatch(self.settings.heartbeat_interval, self.client.policy())
+        if mismatch == self.interval_mismatch:
+            return
+        self.interval_mismatch = mismatch
+        if mismatch is not None:
+            log_event(
+                log, "heartbeat interval exceeds the policy", logging.WARNING,
+                configured_s=mismatch.configured_s, policy_s=mismatch.policy_s,
+                late_after_s=mismatch.late_after_s,
+                unreachable_after_s=mismatch.unreachable_after_s, effect=mismatch.effect,
+                fix="remove [control] heartbeat_interval or lower it",
+            )  # fmt: skip
 
     def _apply_access_policy(self) -> None:
         """Hand the cached (verified) access policy to the node's access check."""
@@ -516,14 +561,17 @@ class ControlLink:
         for connection in [*sessions, *runtime.observe.connections()]:
             if connection is None or connection.is_closed:
                 continue
-            peer = connection.session.peer_node_id
-            srtt = connection.session.rtt.srtt
+            session = connection.session
+            peer, srtt = session.peer_node_id, session.rtt.srtt
+            if not srtt and session.state is SessionState.READY:
+                srtt = UNMEASURED_RTT  # its first PONG is still on its way: report the
+                # session anyway (the planner takes a node's newer word over its peer's)
             if peer and peer != runtime.node_id and srtt:
                 rtts.setdefault(peer, round(srtt * 1e3, 3))
         failures: dict[str, float] = {}
         for observation in runtime.routes.observations():
             hop, srtt_ms = observation.get("first_hop"), observation.get("srtt_ms")
-            if not isinstance(hop, str) or hop == runtime.node_id:
+            if not isinstance(hop, str) or hop == runtime.node_id or self._is_lost(hop):
                 continue
             if isinstance(srtt_ms, int | float):
                 rtts.setdefault(hop, float(srtt_ms))
@@ -732,6 +780,14 @@ class ControlLink:
             self._probe_failures.pop(node_id, None)
             if rehome:  # re-home as soon as this session ends, not at the next cycle
                 self._watch(connection)
+                # and tell the planner now (once the session's RTT probe came back):
+                # until a heartbeat reports this first hop, leases still go through the
+                # lost entry (streams failed there, issue 17)
+                for _ in range(20):
+                    if connection.session.rtt.srtt or connection.is_closed:
+                        break
+                    await asyncio.sleep(0.05)
+                self._report.set()
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -742,7 +798,17 @@ class ControlLink:
             if node_id in self._directory_peers:
                 self._probe_failures[node_id] = (failures, self._clock() + delay)
             if rehome:  # the next alternate soon, but not all of the entry's devices at once
-                pause = self._rng.uniform(0.0, REHOME_SPREAD)
+                # ... and not before one is out of its back-off: a retry while every
+                # placed entry backs off placed nothing, and the device waited for its
+                # next control cycle (a whole heartbeat interval: ~530 devices re-homing
+                # onto an entry whose handshake budget refused some took 19.6 s, ADR 0037)
+                now = self._clock()
+                ready_in = [
+                    max(0.0, self._probe_failures.get(n, (0, 0.0))[1] - now)
+                    for n in self._placement
+                    if n in self._directory_peers
+                ]
+                pause = min(ready_in, default=delay) + self._rng.uniform(0.0, REHOME_SPREAD)
                 asyncio.get_running_loop().call_later(pause, self._place_again)
             level = logging.INFO if failures == 1 else logging.DEBUG  # one line per outage
             log_event(
@@ -761,13 +827,15 @@ class ControlLink:
         """
         client = self.client
         key = (service, traffic_class)
-        usable = client.cached_route_leases(service, traffic_class)  # fenced ones refused
-        live = usable
+        cached = client.cached_route_leases(service, traffic_class)  # fenced ones refused
+        # Leases whose first hop is an entry this device just lost (its session ended:
+        # SIGKILL, GOAWAY) cannot carry a stream; new ones are needed (issue 17).
+        live = usable = [u for u in cached if not self._via_lost(u.lease.hops)]
         if not [u for u in live if not self._through_drained(u.lease.hops)] and (
             not live or self._drained_refetch_due(key)
         ):  # none, or all through a drained node (fetch one around it)
             try:
-                usable = await client.route_leases(service, traffic_class)
+                usable = await self._fresh_leases(service, traffic_class)
             except (NoUsableLease, ControlRefused) as error:
                 if not live:
                     raise self._route_error(key, _lease_refusal(service, error)) from None
@@ -777,6 +845,51 @@ class ControlLink:
                     self._wake.set()  # it answers again: heartbeat now, not after the backoff
         client.wanted.add(key)
         return self._publish(service, traffic_class, usable)
+
+    async def _fresh_leases(self, service: str, traffic_class: TrafficClass) -> list[LeasedRoute]:
+        """New leases.  While the device re-homes (its entry's session ended) the planner
+        may still route through the lost entry, or know no first hop of it at all
+        (``no_route``): then wait (at most :data:`LOST_LEASE_WAIT`) for a session with
+        another placed entry and a heartbeat that reports it, and ask once more."""
+        client = self.client
+        try:
+            fresh = await client.route_leases(service, traffic_class)
+        except ControlRefused as error:
+            if error.code != "no_route" or not self._rehoming():
+                raise
+            fresh = []
+        if fresh and not all(self._via_lost(u.lease.hops) for u in fresh):
+            return fresh
+        if not self._rehoming():
+            return fresh
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LOST_LEASE_WAIT):
+                await self._reported()
+        await asyncio.sleep(PLANNER_SNAPSHOT_AGE)  # the planner's snapshot takes it in
+        again = await client.route_leases(service, traffic_class)
+        return [u for u in again if not self._via_lost(u.lease.hops)]
+
+    async def _reported(self) -> None:
+        """Until a session with a placed entry (not a lost one) is up and a heartbeat
+        whose facts were taken after that has been answered."""
+        while not any(self._has_session(n) and not self._is_lost(n) for n in self._placement):
+            await asyncio.sleep(0.1)
+        marker = self._facts_taken
+        self._report.set()
+        while self._facts_answered <= marker:
+            await self._heard.wait()
+
+    def _rehoming(self) -> bool:
+        """An entry's session with this device ended lately (:data:`LOST_ENTRY_AVOID`)
+        and none is held with it again: the planner may not know the device's new one."""
+        return any(self._is_lost(n) for n in self._lost)
+
+    def _is_lost(self, node_id: str) -> bool:
+        """Its session with this device ended lately and none is held again."""
+        return self._clock() < self._lost.get(node_id, 0.0) and not self._has_session(node_id)
+
+    def _via_lost(self, hops: tuple[str, ...]) -> bool:
+        return len(hops) > 1 and hops[0] == self.runtime.node_id and self._is_lost(hops[1])
 
     async def _around_drained(self) -> None:
         """Replace the leases of wanted (service, class) whose every lease passes a drained
@@ -900,6 +1013,9 @@ class ControlLink:
             ),
             "summary": snapshot.describe(now),
             "drain": _drain_text(self.runtime.operator_drain.status()),
+            "heartbeat_interval": (
+                "-" if self.interval_mismatch is None else self.interval_mismatch.describe()
+            ),
         }
 
     def lease_rows(self) -> list[dict[str, Any]]:

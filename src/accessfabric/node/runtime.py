@@ -36,6 +36,7 @@ from accessfabric.node.dialing.network_watch import NetworkWatch
 from accessfabric.node.dialing.peer_dialer import RankedPeerDialer, dial_metric_samples
 from accessfabric.node.dialing.peers import PeerSessionManager
 from accessfabric.node.host import sd_notify
+from accessfabric.node.host.allocator import keep_large_blocks
 from accessfabric.node.host.gc_pauses import freeze_startup_objects
 from accessfabric.node.host.host_monitor import HostMonitor, device_handler
 from accessfabric.node.host.key_lock import KeyLock
@@ -149,7 +150,7 @@ class NodeRuntime:
         )  # fmt: skip
         # Refused streams are logged at a bounded rate and charge the peer
         # (node/serving/admission.py).
-        self.data_plane.on_refused = self.local.stream_refused
+        self.data_plane.router.on_refused = self.local.stream_refused
         self.dispatcher.on_refused = lambda stream, reason: self.local.stream_refused(
             stream.connection, reason, stream.service
         )
@@ -160,7 +161,7 @@ class NodeRuntime:
         self.data_plane.hooks.append(tenants.hook(self.access.record_of, time.monotonic))
         self.observe.add_section("tenants", tenants.status)
         self.observe.watch_routes(self.routes)
-        self.observe.watch_refusals(lambda: dict(self.data_plane.refused))
+        self.observe.watch_refusals(lambda: dict(self.data_plane.router.refused))
         self.observe.watch_relay(self.data_plane.relay, always="relay" in config.roles)
         self.observe.watch_samples(lambda: dial_metric_samples(self.dialer.counters))
         self.observe.add_section("endpoints", self._endpoint_rows)
@@ -170,7 +171,7 @@ class NodeRuntime:
         # Facts measured on the machine, NODE_PRESSURE, the mobile relay gate
         # (node/host/host_monitor.py; docs/control.md "Heartbeat facts").
         self.host = HostMonitor(config, self.observe.connections)
-        self.data_plane.relay_gate = self.host.relay_refusal
+        self.data_plane.router.relay_gate = self.host.relay_refusal
         self.observe.add_section("host", self.host.status)
         self.observe.admin_actions["/device"] = device_handler(self.host)
         self.network_watch = NetworkWatch(self.observe.connections)  # address changes
@@ -453,6 +454,7 @@ async def run_node(
 ) -> int:
     """Run a node until SIGTERM or SIGINT, then drain and stop; the process exit code (0)."""
     loop = asyncio.get_running_loop()
+    keep_large_blocks()  # no fresh pages per large read or write batch (ADR 0041)
     runtime = NodeRuntime(config, key=key, components=components)
     check_against_key(config, runtime.node_id)  # ConfigConflict: e.g. [[peers]] names itself
     lock = KeyLock(config.key_path, runtime.node_id)  # KeyInUseError: another node runs it

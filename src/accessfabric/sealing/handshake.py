@@ -32,8 +32,6 @@ error, never served: docs/adr/0021-sealing-on-a-published-construction.md.
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,6 +60,10 @@ REPLY_SIZE = 1 + MESSAGE2_SIZE
 HEAD_SIZE = 10
 """``version | suite | opened_ms``: bound into the prologue."""
 PROLOGUE_LABEL = b"accessfabric e2e sealing v4"
+RandomSource = Callable[[int], bytes]
+"""``n`` -> ``n`` random bytes (``secrets.token_bytes`` in a node): the opener's early and
+resume keys and both sides' ephemeral keys are drawn from it, so nothing here draws
+randomness itself."""
 PROTOCOL_NAMES = {
     CipherSuite.CHACHA20_POLY1305: "Noise_IK_25519_ChaChaPoly_SHA256",
     CipherSuite.AES_256_GCM: "Noise_IK_25519_AESGCM_SHA256",
@@ -109,10 +111,12 @@ class SealInitiator:
         local_node_id: str,
         destination_static: bytes,
         context: bytes,
+        *,
+        random_bytes: RandomSource,
+        opened_ms: int,
         opener_record: bytes = b"",
         max_exchange: int = EXCHANGE_ROOM,
         suite: CipherSuite = CipherSuite.CHACHA20_POLY1305,
-        opened_ms: int | None = None,
         ephemeral: X25519PrivateKey | None = None,
         payload: bytes | None = None,
     ) -> None:
@@ -122,23 +126,26 @@ class SealInitiator:
         ``suite``: the records' AEAD (both directions) and the Noise cipher; the blob
         names it and the Noise protocol name and prologue bind it.
 
-        ``opened_ms``: the wall-clock time the blob states (default: now); bound too.
+        ``random_bytes``: where the message 1 payload (``early key | resume key``) and then
+        the ephemeral key are drawn, in that order.
+
+        ``opened_ms``: the wall-clock time the blob states (the caller's clock, ms since
+        the epoch); bound too.
 
         ``max_exchange``: the record is left out when the exchange would grow beyond it
         (default: room for a resume proof beside it in OPEN_STREAM, so a stream resumed
         from offset 0 can still carry its exchange and be served anew).
 
         ``ephemeral``, ``payload`` (``early key | resume key``): fixed values for test
-        vectors; random by default."""
+        vectors; drawn from ``random_bytes`` by default."""
         node_id = local_node_id.encode("utf-8")
         if not 0 < len(node_id) < 256:
             raise ValueError("node id must be 1..255 bytes")
         if len(destination_static) != DHLEN:
             raise SealingError("destination static key is not an X25519 public key")
         self.suite = suite
-        opened = int(time.time() * 1000) if opened_ms is None else opened_ms
-        head = bytes((VERSION, suite)) + opened.to_bytes(8, "big")
-        secrets = os.urandom(PAYLOAD_SIZE) if payload is None else payload
+        head = bytes((VERSION, suite)) + opened_ms.to_bytes(8, "big")
+        secrets = random_bytes(PAYLOAD_SIZE) if payload is None else payload
         if len(secrets) != PAYLOAD_SIZE:
             raise ValueError(f"payload must be {PAYLOAD_SIZE} bytes")
         self._noise = HandshakeIK(
@@ -146,7 +153,7 @@ class SealInitiator:
             initiator=True,
             prologue=prologue(head, node_id, context),
             static=static_key,
-            ephemeral=X25519PrivateKey.generate() if ephemeral is None else ephemeral,
+            ephemeral=_ephemeral(random_bytes) if ephemeral is None else ephemeral,
             remote_static=destination_static,
         )
         message = self._noise.write_message(secrets)
@@ -194,11 +201,19 @@ class SealResponder:
         key_exchange: bytes,
         static_key_of: Callable[[str], bytes | None],
         context: bytes,
+        *,
+        random_bytes: RandomSource,
         ephemeral: X25519PrivateKey | None = None,
     ) -> None:
         """``static_key_of(node_id)`` returns that node's sealing key from its signed record:
-        the static key in message 1 must be it."""
-        parsed, noise, secrets = _read_message_one(static_key, key_exchange, context, ephemeral)
+        the static key in message 1 must be it.  The ephemeral key of message 2 is drawn
+        from ``random_bytes`` (``ephemeral``: a fixed one, for test vectors)."""
+        parsed, noise, secrets = _read_message_one(
+            static_key,
+            key_exchange,
+            context,
+            _ephemeral(random_bytes) if ephemeral is None else ephemeral,
+        )
         self.suite = _suite(parsed.suite)
         self.opener_node_id = parsed.opener_node_id
         opener_static = static_key_of(self.opener_node_id)
@@ -219,13 +234,20 @@ class SealResponder:
         """``4 | Noise message 2``: the first bytes of the destination's direction."""
 
 
+def _ephemeral(random_bytes: RandomSource) -> X25519PrivateKey:
+    """An X25519 key from 32 random bytes (any 32 bytes are a key: X25519 clamps them)."""
+    return X25519PrivateKey.from_private_bytes(random_bytes(DHLEN))
+
+
 def _read_message_one(
     static_key: X25519PrivateKey,
     key_exchange: bytes,
     context: bytes,
-    ephemeral: X25519PrivateKey | None = None,
+    ephemeral: X25519PrivateKey | None,
 ) -> tuple[KeyExchange, HandshakeIK, bytes]:
-    """Parse the blob and read its Noise message 1: (exchange, handshake, payload)."""
+    """Parse the blob and read its Noise message 1: (exchange, handshake, payload).
+
+    ``ephemeral`` is the responder's key for message 2 (None: only message 1 is read)."""
     if key_exchange and key_exchange[0] in RETIRED_VERSIONS:
         raise SealingError(
             f"unsupported sealing key exchange version {key_exchange[0]}: this node speaks "
@@ -240,7 +262,7 @@ def _read_message_one(
         initiator=False,
         prologue=prologue(key_exchange, parsed.opener_node_id.encode("utf-8"), context),
         static=static_key,
-        ephemeral=X25519PrivateKey.generate() if ephemeral is None else ephemeral,
+        ephemeral=ephemeral,
     )
     try:
         payload = noise.read_message(parsed.message)
@@ -305,5 +327,5 @@ def destination_resume_key(
     key and ``context``): the sealing would fail the same way."""
     if not is_sealing_key_exchange(key_exchange):
         return None
-    _parsed, _noise, payload = _read_message_one(static_key, key_exchange, context)
+    _parsed, _noise, payload = _read_message_one(static_key, key_exchange, context, None)
     return payload[KEY_SIZE:]

@@ -171,11 +171,12 @@ class HandshakeIK:
         initiator: bool,
         prologue: bytes,
         static: X25519PrivateKey,
-        ephemeral: X25519PrivateKey,
+        ephemeral: X25519PrivateKey | None,
         remote_static: bytes | None = None,
     ) -> None:
         """``remote_static``: the responder's static public key (the initiator must know
-        it: IK's pre-message); a responder learns the initiator's from message 1."""
+        it: IK's pre-message); a responder learns the initiator's from message 1.
+        ``ephemeral`` may be None on a responder that only reads message 1."""
         cipher, hash_name = parse_protocol_name(protocol_name)
         self.initiator = initiator
         self._s = static
@@ -211,6 +212,8 @@ class HandshakeIK:
     def write_message(self, payload: bytes = b"") -> bytes:
         """The next handshake message of this side, carrying ``payload``."""
         symmetric = self._symmetric
+        if self._e is None:
+            raise NoiseError("no ephemeral key: this handshake only reads message 1")
         if self._step == 0:
             self._expect(0, writing=True)
             assert self.remote_static is not None
@@ -256,6 +259,8 @@ class HandshakeIK:
                 raise NoiseError("Noise message 2 is too short")
             self.remote_ephemeral = bytes(message[:DHLEN])
             symmetric.mix_hash(self.remote_ephemeral)
+            if self._e is None:
+                raise NoiseError("no ephemeral key: this handshake only reads message 1")
             symmetric.mix_key(dh(self._e, self.remote_ephemeral))  # ee
             symmetric.mix_key(dh(self._s, self.remote_ephemeral))  # se
             end = DHLEN

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from enum import Enum
 from typing import Any
 
 from accessfabric.errors import ErrorCode, LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -23,8 +22,9 @@ from accessfabric.session.pacing import DelayPacer
 from accessfabric.session.pressure_cap import PressureRateCap
 from accessfabric.session.rtt import RttEstimator
 from accessfabric.session.scheduler import SHARED_CLASSES, ClassScheduler
+from accessfabric.session.session_state import TRANSITIONS, SessionInput, SessionState
 from accessfabric.session.stream import Stream
-from accessfabric.session.stream_state import ACTIVE_STATES, StreamState
+from accessfabric.session.stream_state import ACTIVE_STATES, StreamInput, StreamState
 from accessfabric.wire import frames as fr
 from accessfabric.wire.decoder import FrameDecoder
 from accessfabric.wire.limits import DEFAULT_MAX_FRAME_SIZE, NONCE_SIZE
@@ -33,15 +33,6 @@ from accessfabric.wire.registry import TrafficClass
 PRESSURE_HIGH = 50
 """A peer pressure level (percent) at or above which bulk's share is lowered."""
 _SHARED = frozenset(SHARED_CLASSES)
-
-
-class SessionState(Enum):
-    AWAIT_HELLO = "await-hello"
-    AWAIT_AUTH = "await-auth"
-    AWAIT_READY = "await-session-ready"
-    READY = "ready"
-    DRAINING = "draining"
-    CLOSED = "closed"
 
 
 FrameHandler = Callable[[Any, list[ev.Event]], None]
@@ -64,7 +55,7 @@ class SessionCore:
         config: SessionConfig | None = None,
         random_bytes: RandomSource,
         channel_binding: bytes = b"",
-        now: float = 0.0,
+        now: float,
     ) -> None:
         self.config = config = config or SessionConfig()
         self._random = random_bytes
@@ -158,6 +149,14 @@ class SessionCore:
         """The frame handlers of each state (:class:`Session` assembles them from its parts)."""
         raise NotImplementedError
 
+    def _enter(self, event: SessionInput) -> None:
+        """Move the session along ``session_state.TRANSITIONS``: the one place its state
+        changes.  Frames are dispatched by state, so a missing pair is a bug here."""
+        target = TRANSITIONS.get((self.state, event))
+        if target is None:
+            raise LocalProtocolError(f"session cannot {event.value} in state {self.state.value}")
+        self.state = target
+
     def _random_u64(self) -> int:
         """A random 64-bit PING opaque from the session's random source."""
         return int.from_bytes(self._random(8), "big")
@@ -238,7 +237,7 @@ class SessionCore:
         if stream.state is StreamState.RESET:
             return
         self._check_control_room("stream-error flood")
-        stream.state = StreamState.RESET
+        stream.local_transition(StreamInput.STREAM_ERROR)
         self._release(stream)
         self._queue_reset(stream.stream_id, error.error_code)
         events.append(
@@ -309,7 +308,7 @@ class SessionCore:
     ) -> None:
         if self.state is SessionState.CLOSED:
             return
-        self.state = SessionState.CLOSED
+        self._enter(SessionInput.END)
         self._terminated = ev.SessionTerminated(error_code=code, reason=reason, remote=remote)
         events.append(self._terminated)
 

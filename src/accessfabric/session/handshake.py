@@ -11,7 +11,8 @@ from __future__ import annotations
 from accessfabric.errors import AuthenticationError, ProtocolError, UnsupportedVersionError
 from accessfabric.session import events as ev
 from accessfabric.session.auth import auth_transcript, signed_message
-from accessfabric.session.core import SessionCore, SessionState
+from accessfabric.session.core import SessionCore
+from accessfabric.session.session_state import SessionInput
 from accessfabric.wire import frames as fr
 from accessfabric.wire.limits import DEFAULT_MAX_FRAME_SIZE
 
@@ -35,7 +36,7 @@ class Handshake(SessionCore):
             self._transcript = auth_transcript(peer_hello, self._local_hello, self._channel_binding)
         signature = self._auth.sign(signed_message(self._transcript, self.dialer))
         self._control.append(fr.Auth(signature).to_bytes())
-        self.state = SessionState.AWAIT_AUTH
+        self._enter(SessionInput.RECV_HELLO)
 
     def _on_auth(self, frame: fr.Auth, events: list[ev.Event]) -> None:
         assert self.peer_node_id is not None and self.peer_public_key is not None
@@ -64,7 +65,7 @@ class Handshake(SessionCore):
             ).to_bytes()
         )
         self._decoder.set_max_frame_size(max(cfg.max_frame_size, DEFAULT_MAX_FRAME_SIZE))
-        self.state = SessionState.AWAIT_READY
+        self._enter(SessionInput.RECV_AUTH)
 
     def _on_session_ready(self, frame: fr.SessionReady, events: list[ev.Event]) -> None:
         if frame.version != self.version:
@@ -79,7 +80,7 @@ class Handshake(SessionCore):
             self.config.urgent_session_reserve, frame.initial_session_window // 4
         )
         self._scheduler.quantum = min(frame.max_frame_size, DEFAULT_MAX_FRAME_SIZE)
-        self.state = SessionState.READY
+        self._enter(SessionInput.RECV_READY)
         # One PING right away: the receive windows need an RTT to grow toward bandwidth x RTT
         # even on a side that only receives (it gets no ACK-timed samples).
         self._rtt_probe = self._random_u64()

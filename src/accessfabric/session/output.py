@@ -13,8 +13,9 @@ the peer when our send queues cross the high mark and when they recover.
 
 from __future__ import annotations
 
-from accessfabric.session.core import PRESSURE_HIGH, SessionCore, SessionState
+from accessfabric.session.core import PRESSURE_HIGH, SessionCore
 from accessfabric.session.scheduler import SHARED_CLASSES
+from accessfabric.session.session_state import SessionState
 from accessfabric.session.stream import Stream
 from accessfabric.session.stream_state import StreamInput
 from accessfabric.wire import frames as fr
@@ -45,15 +46,16 @@ class Output(SessionCore):
             control.append(fr.Ack(stream.stream_id, recv.received, window).to_bytes())
         self._ack_pending.clear()
 
-    def data_to_send(self, max_bytes: int | None = None, now: float | None = None) -> bytes:
-        """Bytes for the carrier: control frames first, then stream data by class.
+    def data_to_send(self, max_bytes: int | None = None, *, now: float) -> bytes:
+        """Bytes for the carrier at ``now``: control frames first, then stream data by class.
 
         ``max_bytes`` lets the carrier take only what its socket can absorb now,
         so queues form here, where priority applies.  At least one frame is
         returned when anything is queued, even if it is larger than ``max_bytes``.
+        ``now`` is the carrier's clock, the one ``receive_data`` and ``handle_timer``
+        get: the pacer, RTT marks and stall times read it.
         """
-        if now is not None:
-            self._now = now
+        self._now = now
         budget = (1 << 62) if max_bytes is None else max_bytes
         if self._ack_pending:
             # ACKs go out when the carrier asks, not when bytes arrive: one per stream per

@@ -14,7 +14,7 @@ from accessfabric.session.core import SessionCore
 from accessfabric.session.flow import ReceiveWindow
 from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.session.stream import Stream
-from accessfabric.session.stream_state import StreamState
+from accessfabric.session.stream_state import StreamInput, StreamState
 from accessfabric.wire import frames as fr
 from accessfabric.wire.limits import MAX_U32
 
@@ -52,7 +52,7 @@ class Resume(SessionCore):
                 f"({snapshot.send_acked}..{snapshot.send_acked + snapshot.send_pending})"
             )
         stream = self._stream_from_snapshot(stream_id, snapshot, local=False)
-        stream.state = StreamState.OPEN
+        stream.local_transition(StreamInput.RECV_OPEN)  # the peer's OPEN_STREAM with RESUME
         stream.credit_limit = max(stream.credit_limit, old.credit_limit)
         stream.skip_to(start_offset)
         self._streams[stream_id] = stream
@@ -91,8 +91,9 @@ class Resume(SessionCore):
         stream.resumed = True
         recv = stream.recv
         if snapshot.recv_ended:
+            # the peer's end arrived on the old session: received, as far as the table goes
             if stream.state is StreamState.OPEN:
-                stream.state = StreamState.HALF_CLOSED_REMOTE
+                stream.local_transition(StreamInput.RECV_END)
         else:
             self._control.append(fr.StreamCredit(stream.stream_id, recv.limit).to_bytes())
         if ack:

@@ -1,7 +1,7 @@
 """The sans-IO Fabric Data Session V1.
 
 One way in, one way out: ``receive_data(bytes, now) -> events``; user actions
-only queue output; ``data_to_send(max_bytes, now) -> bytes`` drains it, control
+only queue output; ``data_to_send(max_bytes, now=now) -> bytes`` drains it, control
 frames first, then stream data in the order the :class:`ClassScheduler`
 picks.  Time only comes in as ``now``; ``get_timer()`` says when the session
 next wants ``handle_timer(now)``.  Nothing here does I/O or reads a clock.
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from accessfabric.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from accessfabric.session import events as ev
-from accessfabric.session.core import PRESSURE_HIGH, FrameHandler, SessionState
+from accessfabric.session.core import PRESSURE_HIGH, FrameHandler
 from accessfabric.session.flow import ReceiveWindow
 from accessfabric.session.handshake import Handshake
 from accessfabric.session.metrics import SessionMetrics, StreamMetrics
@@ -32,6 +32,7 @@ from accessfabric.session.pacing import DelayPacer
 from accessfabric.session.resume import Resume
 from accessfabric.session.rtt import RttEstimator
 from accessfabric.session.scheduler import SHARED_CLASSES
+from accessfabric.session.session_state import STREAMING_STATES, SessionInput, SessionState
 from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.session.stream import Stream
 from accessfabric.session.stream_frames import StreamFrames
@@ -162,15 +163,14 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
                 reason=frame.reason,
             )
         )
-        streaming = self.state in (SessionState.READY, SessionState.DRAINING)
-        if frame.error_code != ErrorCode.NO_ERROR or not streaming:
+        if frame.error_code != ErrorCode.NO_ERROR or self.state not in STREAMING_STATES:
             self._terminate(frame.error_code, frame.reason, remote=True, events=events)
             return
-        self.state = SessionState.DRAINING
+        self._enter(SessionInput.RECV_GOAWAY)
         for stream in list(self._streams.values()):
             refused = stream.local and stream.stream_id > frame.last_stream_id
-            if refused and stream.state in ACTIVE_STATES:
-                stream.state = StreamState.RESET
+            # (only an active stream is refused: the table has REFUSED for those alone)
+            if refused and stream.transition(StreamInput.REFUSED):
                 self._release(stream)
                 events.append(
                     ev.StreamReset(
@@ -421,12 +421,11 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             return
         if not self._goaway_sent or code != ErrorCode.NO_ERROR:  # an error is always told
             self._send_goaway(code, reason)
-        draining = self.state in (SessionState.READY, SessionState.DRAINING)
-        if code != ErrorCode.NO_ERROR or not draining:
-            self.state = SessionState.CLOSED
+        if code != ErrorCode.NO_ERROR or self.state not in STREAMING_STATES:
+            self._enter(SessionInput.END)
             self._terminated = ev.SessionTerminated(error_code=code, reason=reason, remote=False)
             return
-        self.state = SessionState.DRAINING
+        self._enter(SessionInput.SEND_GOAWAY)
 
     # ------------------------------------------------------------------ introspection
 

@@ -30,6 +30,8 @@ class StreamInput(Enum):
     RECV_END = "recv END_STREAM"
     SEND_RESET = "send RESET_STREAM"
     RECV_RESET = "recv RESET_STREAM"
+    STREAM_ERROR = "peer broke a stream rule: send RESET_STREAM"
+    REFUSED = "refused by the peer's GOAWAY"
 
 
 S = StreamState
@@ -52,6 +54,16 @@ TRANSITIONS: dict[tuple[StreamState, StreamInput], StreamState] = {
     (S.HALF_CLOSED_REMOTE, I.SEND_END): S.CLOSED,
     (S.HALF_CLOSED_REMOTE, I.SEND_RESET): S.RESET,
     (S.HALF_CLOSED_REMOTE, I.RECV_RESET): S.RESET,
+    # A violation on the stream resets it (the peer gets RESET_STREAM with the error's
+    # code), whatever state it was in; frames it sends later are ignored.
+    (S.OPEN, I.STREAM_ERROR): S.RESET,
+    (S.HALF_CLOSED_LOCAL, I.STREAM_ERROR): S.RESET,
+    (S.HALF_CLOSED_REMOTE, I.STREAM_ERROR): S.RESET,
+    (S.CLOSED, I.STREAM_ERROR): S.RESET,
+    # A GOAWAY's last stream id refuses our active streams above it.
+    (S.OPEN, I.REFUSED): S.RESET,
+    (S.HALF_CLOSED_LOCAL, I.REFUSED): S.RESET,
+    (S.HALF_CLOSED_REMOTE, I.REFUSED): S.RESET,
     # Late frames after the stream ended on our side are harmless and ignored.
     (S.CLOSED, I.RECV_RESET): S.CLOSED,
     (S.RESET, I.RECV_DATA): S.RESET,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from accessfabric.errors import ErrorCode
 from accessfabric.session import events as ev
-from accessfabric.session.core import SessionCore, SessionState
+from accessfabric.session.core import SessionCore
+from accessfabric.session.session_state import SessionState
 from accessfabric.session.stream_state import ACTIVE_STATES
 from accessfabric.wire import frames as fr
 

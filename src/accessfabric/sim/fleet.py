@@ -42,6 +42,10 @@ TENANT = "fleet"
 WINDOW = 10.0
 """Seconds of latency samples behind the live view's p50/p99."""
 REHOME_TIMEOUT = 30.0
+DEVICE_LOOP_LAG_BUDGET = 5.0
+"""A device's ``[pressure] loop_lag_budget`` (0.5 by default): the lag of a worker's loop."""
+KILL_SETTLE = 3.0
+"""Seconds after the killed entry's devices are back before its stream counts are taken."""
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -210,6 +214,8 @@ def _device_configs(run: FleetRun, control: Control, token: str, heartbeat: floa
         lines = [
             f'key_path = "{name}.key"', 'roles = ["mobile-edge"]', "drain_timeout = 1",
             *_control_lines(control, token, heartbeat),
+            # the worker's loop lag is all its devices' together, not one device's load
+            "[pressure]", f"loop_lag_budget = {DEVICE_LOOP_LAG_BUDGET:g}",
         ]  # fmt: skip
         paths.append(_toml(lines, devices / f"{name}.toml"))
     return paths
@@ -330,7 +336,16 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             # nodes heartbeating every 5 s were unreachable to it for 0.5 s of every 5
             # (after 4.5 intervals), so directories left their entries out (devices then
             # dialled a second entry) and every flap moved every directory's version.
-            control = await start_control(work, procs, f"{args.heartbeat:g}s")
+            # Every simulated device connects from 127.0.0.1, a real fleet from its own
+            # addresses: the control plane's per-address caps (256 connections, 64
+            # handshakes under way) would refuse most of a large fleet's heartbeats.  A
+            # device may hold two (a lease request beside its heartbeat cycle).
+            per_address = str(2 * args.devices + args.entries + 64)
+            control = await start_control(
+                work, procs, f"{args.heartbeat:g}s",
+                ["--max-connections-per-address", per_address,
+                 "--max-pending-handshakes-per-address", per_address],
+            )  # fmt: skip
         tokens = await _grant_fleet(control, args.devices, args.entries)
         echo = await _start_infrastructure(run, control, tokens, args.entries, args.heartbeat)
         paths = await asyncio.to_thread(
@@ -493,6 +508,8 @@ async def _kill_entry(run: FleetRun, view: LiveView) -> dict[str, Any]:
     moved = run.on(victim)
     name = run.entry_names[victim]
     proc = run.procs.children[name]
+    failed_before = run.total("streams_failed")
+    ok_before = run.total("streams_ok")
     os.killpg(proc.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     view.cpu.pop(victim, None)
@@ -509,12 +526,18 @@ async def _kill_entry(run: FleetRun, view: LiveView) -> dict[str, Any]:
     elsewhere = set()
     for other in others:
         elsewhere |= run.on(other)
+    settle_until = time.monotonic() + KILL_SETTLE  # streams opened while re-homing end
+    while time.monotonic() < settle_until:
+        await asyncio.sleep(0.5)
+        view.tick("rehomed")
     return {
         "entry": name,
         "devices_on_it": len(moved),
         "back_on_another": len(moved & elsewhere),
         "lost": len(moved - elsewhere),
         "back_s": back_s,
+        "streams_ok": run.total("streams_ok") - ok_before,
+        "streams_failed": run.total("streams_failed") - failed_before,
     }
 
 

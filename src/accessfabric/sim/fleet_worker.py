@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from accessfabric.node.config.node_config import load_node_config
+from accessfabric.node.host.host_monitor import SharedReadings
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.wire.registry import TrafficClass
 
@@ -199,11 +200,16 @@ async def run(configs: list[Path], entries: list[str], service: str, interval: f
     devices: list[Device] = []
     tasks: list[asyncio.Task[None]] = []
     rng = random.Random()
+    # the light profile: one /proc reading for all devices, each its share of the CPU
+    readings = SharedReadings(users=len(configs))
 
     async def start_all() -> None:
         for path in configs:
             index = int(path.stem.rsplit("-", 1)[-1])
             runtime = NodeRuntime(load_node_config(path, environ={}))
+            runtime.host.readings = readings
+            if runtime.control is not None:  # no fsync: every device's cache on one disk
+                runtime.control.client.cache.durable = False
             await runtime.start()
             device = Device(index, runtime, samples)
             devices.append(device)
@@ -237,7 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     entries = [e for e in args.entries.split(",") if e]
-    asyncio.run(run(args.configs, entries, args.service, args.stream_interval))
+    main_coroutine = run(args.configs, entries, args.service, args.stream_interval)
+    try:  # the node's own loop (node run uses uvloop when it is installed)
+        import uvloop
+    except ImportError:
+        asyncio.run(main_coroutine)
+    else:
+        uvloop.run(main_coroutine)
     return 0
 
 

@@ -1,8 +1,13 @@
 """Incremental frame decoder: bytes in any chunking -> frames.
 
-The decoder copies each received chunk at most once (when it does not own
-it) and hands DATA payloads out as memoryviews of that copy, so the hot path
-allocates one frame object per frame and nothing per byte.  Any malformed
+Every received byte is copied at most once.  A ``bytes`` chunk is owned: DATA
+payloads are memoryviews of it.  Any other buffer may be reused by the caller
+once ``feed`` returns, so each DATA payload is copied out of it into a ``bytes``
+of its own (one copy of the payload, no copy of the whole chunk): a frame-sized
+``bytes`` comes from the allocator's heap where a whole-chunk copy (up to the
+carrier's 256 KiB) is freshly mapped memory, and a reader that takes one frame
+gets that object with no further copy.  Only an incomplete frame's bytes are
+kept (in a ``bytearray``) until the rest arrives.  Any malformed
 input raises a :class:`~accessfabric.errors.RemoteProtocolError` subclass;
 after that the decoder is poisoned and raises the same error again.
 """
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import cast
 
 from accessfabric.errors import (
     FrameFormatError,
@@ -326,19 +332,23 @@ class FrameDecoder:
         if self._error is not None:
             raise self._error
         buffer = self._buffer
-        if buffer:
-            if len(buffer) + len(data) < self._needed:
-                buffer += data
-                return []
-            chunk = b"".join((buffer, data))  # one copy of both, not two
-            buffer.clear()
-        elif type(data) is bytes:
-            chunk = data
-        else:
-            chunk = bytes(data)  # the caller may reuse its buffer: payload views need a copy
         frames: list[Frame] = []
+        if buffer and len(buffer) + len(data) < self._needed:
+            buffer += data
+            return frames
+        chunk: bytes | memoryview
+        if type(data) is bytes:
+            owned = True
+            chunk = b"".join((buffer, data)) if buffer else data  # one copy of both, not two
+            buffer.clear()
+        else:
+            # The caller may reuse its buffer: DATA payloads are copied out of it one by one.
+            owned = False
+            chunk = data if type(data) is memoryview else memoryview(data)
         try:
-            consumed = self._parse(chunk, frames)
+            if buffer:  # only a view is fed while a frame is held back (bytes were joined)
+                chunk = self._complete_buffered(cast(memoryview, chunk), frames)
+            consumed = self._parse(chunk, owned, frames)
         except RemoteProtocolError as error:
             self._error = error
             raise
@@ -351,8 +361,40 @@ class FrameDecoder:
                 self._needed = HEADER_SIZE
         return frames
 
-    def _parse(self, chunk: bytes, frames: list[Frame]) -> int:
-        view = memoryview(chunk)
+    def _complete_buffered(self, view: memoryview, frames: list[Frame]) -> memoryview:
+        """Finish the held-back frame from the start of ``view``; return the rest of ``view``.
+
+        Only that frame's bytes are joined (one copy of the new ones); what follows is
+        parsed from ``view`` itself.  The caller checked that ``view`` completes it.
+        """
+        buffer = self._buffer
+        start = 0
+        if len(buffer) < HEADER_SIZE:
+            start = HEADER_SIZE - len(buffer)
+            buffer += view[:start]
+            length = HEADER.unpack_from(buffer)[0] >> 8
+            if length > self.max_frame_size:
+                raise FrameSizeError(
+                    f"frame of {length} bytes exceeds the maximum of {self.max_frame_size}"
+                )
+            self._needed = HEADER_SIZE + length
+            if len(view) - start < length:
+                buffer += view[start:]
+                return view[len(view) :]
+        end = start + self._needed - len(buffer)
+        frame = b"".join((buffer, view[start:end]))
+        buffer.clear()
+        self._needed = HEADER_SIZE
+        self._parse(frame, True, frames)
+        return view[end:]
+
+    def _parse(self, chunk: bytes | memoryview, owned: bool, frames: list[Frame]) -> int:
+        """Decode the complete frames at the start of ``chunk``; return the bytes used.
+
+        Unless ``owned``, a DATA payload is copied into ``bytes`` (``chunk`` is the
+        caller's, reused after ``feed``); other frames copy what they keep anyway.
+        """
+        view = chunk if type(chunk) is memoryview else memoryview(chunk)
         size = len(chunk)
         limit = self.max_frame_size
         unpack_data = DATA_HEADER.unpack_from
@@ -370,14 +412,17 @@ class FrameDecoder:
                 and not flags & _DATA_BAD_FLAGS
                 and 0 < stream_id <= MAX_STREAM_ID
             ):
-                append(Data(stream_id, data_offset, view[offset + 17 : end], flags & 1 == 1))
+                payload = view[offset + 17 : end]
+                append(Data(stream_id, data_offset, payload if owned else payload.tobytes(),
+                            flags & 1 == 1))  # fmt: skip
                 offset = end
                 continue
             if length > limit:
                 raise FrameSizeError(f"frame of {length} bytes exceeds the maximum of {limit}")
             if end > size:
                 return offset
-            append(decode_frame(word & 0xFF, flags, stream_id, view[offset + HEADER_SIZE : end]))
+            frame = decode_frame(word & 0xFF, flags, stream_id, view[offset + HEADER_SIZE : end])
+            append(frame if owned else _owned(frame))
             offset = end
         # General path: what is left is shorter than a DATA header.
         while size - offset >= HEADER_SIZE:
@@ -388,6 +433,14 @@ class FrameDecoder:
             end = offset + HEADER_SIZE + length
             if end > size:
                 break
-            append(decode_frame(word & 0xFF, flags, stream_id, view[offset + HEADER_SIZE : end]))
+            frame = decode_frame(word & 0xFF, flags, stream_id, view[offset + HEADER_SIZE : end])
+            append(frame if owned else _owned(frame))
             offset = end
         return offset
+
+
+def _owned(frame: Frame) -> Frame:
+    """``frame`` holding no view of the caller's buffer (only a DATA payload is a view)."""
+    if type(frame) is Data and type(frame.payload) is memoryview:
+        return Data(frame.stream_id, frame.offset, frame.payload.tobytes(), frame.end_stream)
+    return frame

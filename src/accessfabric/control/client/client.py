@@ -53,6 +53,11 @@ DEFAULT_INTERVAL = 10.0
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 60.0
 RENEW_FRACTION = 1 / 3
+KEEPALIVE_IDLE = 8.0
+"""Seconds an idle connection to the control plane is kept for the next request: less
+than the server's idle close (``HEADER_TIMEOUT``, 10 s), so a request never goes out on
+a connection the server is closing (seen as ``ServerDisconnectedError`` / resets on
+heartbeats at the 10 s interval, issue 17)."""
 """A route lease with less than this share of its lifetime left is renewed."""
 
 
@@ -190,6 +195,8 @@ class ControlClient:
         await self.close()
 
     async def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.cache.flush()  # sync.json is held in memory between writes
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -198,7 +205,9 @@ class ControlClient:
         if self._session is None:
             # https: the server's certificate must be issued by the pinned authority key
             # (ADR 0017); checked before a request leaves.
-            pin = aiohttp.TCPConnector(ssl=AuthorityPin(self.authority_public_key))
+            pin = aiohttp.TCPConnector(
+                ssl=AuthorityPin(self.authority_public_key), keepalive_timeout=KEEPALIVE_IDLE
+            )
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=pin)
         return self._session
 

@@ -18,6 +18,7 @@ never verify as another, and the context keeps it apart from any other use of th
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Protocol, TypeVar
 
 from accessfabric.control.kernel.codec import MalformedError
@@ -45,6 +46,20 @@ _NAMES = {
 }
 
 _T = TypeVar("_T", NodeRecord, RouteLease, ServiceLease, AccessPolicy)
+
+OPENED_CACHE_SIZE = 2048
+"""Blobs :func:`open_signed` remembers having opened (least recently used dropped)."""
+_opened: OrderedDict[tuple[bytes, bytes], NodeRecord | RouteLease | ServiceLease | AccessPolicy]
+_opened = OrderedDict()
+"""(authority key, blob) -> the object it decoded to, for blobs whose signature verified.
+
+A node checks the same signed objects again and again (its own record and its cached
+leases and access policy on every heartbeat, the directory's records on every fetch;
+many devices of ``sim fleet`` share one process and the entries' records): the same
+bytes under the same key verify the same way, so only the first costs an Ed25519
+verification.  Only successes are remembered (a forged blob is checked every time, as
+before) and the objects are frozen; validity times are the callers' and are checked on
+every call (:mod:`accessfabric.control.kernel.verify`)."""
 
 
 class Signer(Protocol):
@@ -102,6 +117,11 @@ def open_signed(blob: bytes, expected: type[_T], authority_public_key: bytes) ->
     The signature is checked before the body is parsed.  Validity times and the rest of the
     policy are the caller's (:mod:`accessfabric.control.kernel.verify`).
     """
+    key = (bytes(authority_public_key), bytes(blob))
+    held = _opened.get(key)
+    if held is not None and type(held) is expected:
+        _opened.move_to_end(key)
+        return held
     kind, signed_part, body, signature = _split(blob)
     if kind is not expected.object_type:
         raise SignedObjectRejected(
@@ -114,9 +134,13 @@ def open_signed(blob: bytes, expected: type[_T], authority_public_key: bytes) ->
             f"the {_NAMES[kind]} signature does not verify with the authority key",
         )
     try:
-        return expected.decode_body(body)
+        opened = expected.decode_body(body)
     except (MalformedError, ValueError) as exc:
         raise _malformed(f"{_NAMES[kind]} body: {exc}") from None
+    _opened[key] = opened
+    if len(_opened) > OPENED_CACHE_SIZE:
+        _opened.popitem(last=False)
+    return opened
 
 
 def _malformed(message: str) -> SignedObjectRejected:

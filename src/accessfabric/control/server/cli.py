@@ -58,6 +58,16 @@ def parse_listen(text: str) -> tuple[str, int]:
 # ---- init and serve ----------------------------------------------------------------------
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
 def _cmd_init(args: argparse.Namespace) -> int:
     from accessfabric.control.server.plane import DataDirError, init_data_dir
     from accessfabric.control.server.store.base import StoreError
@@ -110,7 +120,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     ssl_context = _serve_tls(args, host, authority)
 
     async def serve() -> None:
-        server = ControlServer(plane, host, port, ssl_context=ssl_context)
+        server = ControlServer(
+            plane, host, port, ssl_context=ssl_context,
+            max_connections_per_address=args.max_connections_per_address,
+            max_pending_handshakes_per_address=args.max_pending_handshakes_per_address,
+        )  # fmt: skip
         try:
             await server.start()
         except OSError as exc:
@@ -553,6 +567,15 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--access-policy-ttl", type=parse_duration, default=300.0, metavar="T",
         help="how long a host's signed grants stay valid without the control plane "
         "(default 5m)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-connections-per-address", type=_positive_int, default=256, metavar="N",
+        help="established connections one source address may hold (default 256; a fleet "
+        "behind one NAT needs one per node)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-pending-handshakes-per-address", type=_positive_int, default=64, metavar="N",
+        help="TLS handshakes one source address may have under way (default 64)",
     )  # fmt: skip
     add_log_options(serve)
     serve.set_defaults(handler=_guarded(_cmd_serve))

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from accessfabric.control.client.facts import MAX_PEERS
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.control.kernel.objects import RouteLease
 from accessfabric.control.kernel.vocabulary import Role
@@ -146,15 +147,26 @@ def build_graph(
     link they measured between them.
 
     A link measured in one direction only is assumed symmetric (the reverse observation
-    may simply not have been reported yet).
+    may simply not have been reported yet) — unless the other end heartbeated later
+    without it: the newer report is the better word.  A device whose entry died re-homes
+    and says so in its next heartbeat, while the dead entry's last heartbeat, listing the
+    device, counts until the entry is unreachable (4.5 intervals); mirrored, it had the
+    planner route the device's streams through the dead entry (issue 17, ADR 0037).
+    A heartbeat that lists ``MAX_PEERS`` peers may have left the link out for room (a
+    hub with more sessions than that), so its silence is no word against the link.
     """
     limit = heartbeats.rules.unreachable_after
     nodes = []
     links: dict[tuple[str, str], LinkObservation] = {}
+    heard_at: dict[str, float] = {}
+    full_lists: set[str] = set()
     for node in registry.all() if pool is None else pool:
         state = heartbeats.get(node.node_id)
         if state is None or now - state.received_at >= limit:
             continue
+        heard_at[node.node_id] = state.received_at
+        if len(state.facts.peers) >= MAX_PEERS:
+            full_lists.add(node.node_id)
         draining = drains is not None and drains.is_draining(node.node_id)
         nodes.append(node_facts(node, state, draining=draining))
         for peer in state.facts.peers:
@@ -169,7 +181,9 @@ def build_graph(
                 retransmit_rate=peer.retransmit_rate,
             )
     for (src, dst), link in list(links.items()):
-        if (dst, src) not in links:
+        if (dst, src) in links:
+            continue
+        if dst in full_lists or heard_at.get(dst, 0.0) <= heard_at[src]:
             links[(dst, src)] = LinkObservation(
                 src=dst,
                 dst=src,
@@ -226,7 +240,10 @@ class RouteLeasing:
         self._built_key: tuple[int, int, int, int] = (-1, -1, -1, -1)
 
     def planner(self, now: float | None = None) -> RoutePlanner:
-        """The current planner, rebuilt when the facts it was built from have moved on."""
+        """The current planner, rebuilt when the facts it was built from have moved on
+        (for heartbeats alone at most every ``snapshot_max_age``: a rebuild costs ~200 ms
+        at 1000 synthetic nodes; rebuilding for every lease request whose source had
+        heartbeated since cost a 1000-device fleet's control plane ~40 CPU-s, ADR 0037)."""
         when = self._clock() if now is None else now
         drained = -1 if self._drains is None else self._drains.generation
         key = (

@@ -81,6 +81,12 @@ class ControlConfig:
         return {
             "version": POLICY_VERSION,
             "heartbeat_interval_s": self.heartbeat_interval,
+            # silent this long, a node is late / unreachable (nodes check their own
+            # [control] heartbeat_interval against them: control/client/heartbeat_policy.py)
+            "late_after_s": HealthRules.for_interval(self.heartbeat_interval).late_after,
+            "unreachable_after_s": HealthRules.for_interval(
+                self.heartbeat_interval
+            ).unreachable_after,
             "route_lease_ttl_s": self.route_lease_ttl,
             "service_lease_ttl_s": self.service_lease_ttl,
             "replica_ttl_s": self.replica_ttl,

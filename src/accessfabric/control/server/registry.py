@@ -21,7 +21,7 @@ from accessfabric.control.kernel.rejections import SignedObjectRejected
 from accessfabric.control.kernel.signed import open_signed
 from accessfabric.control.kernel.vocabulary import Role
 from accessfabric.control.server.store.base import Change, ChangeKind, Clock, Entry, Store
-from accessfabric.control.server.tokens import EnrollmentTokens
+from accessfabric.control.server.tokens import EnrollmentTokens, TokenError
 from accessfabric.identity.node_id import node_id_from_public_key
 
 KEY_PREFIX = "/nodes/"
@@ -225,6 +225,8 @@ class NodeRegistry:
             existing = self._decode(current)
             if existing.record.public_key != public_key:  # pragma: no cover - id derives from key
                 raise RegistryError("conflict", "node id collision")
+            if self._retried(existing, token, sealing_public_key, when):
+                return existing
         grant = self.tokens.redeem(token, when)
         for _ in range(MAX_CAS_ATTEMPTS):
             revision, enrolled_at = 1, when
@@ -255,6 +257,28 @@ class NodeRegistry:
                 return node
             current = result.current
         raise RegistryError("contended", f"node {node_id} is being changed; try again")
+
+    def _retried(
+        self, existing: RegisteredNode, token: str, sealing_public_key: bytes, now: float
+    ) -> bool:
+        """Whether this enrollment repeats one whose reply was lost: the node enrolled with
+        this token's grant since the token was made, with the same keys, and its record
+        holds for another minute.  Then the same record is the answer and no use is spent
+        (issue 17: under load a device's enroll timed out after the control plane had
+        redeemed it, its retry spent a second use, and the last devices of the fleet found
+        the token used up)."""
+        record = existing.record
+        if record.sealing_public_key != sealing_public_key or record.expires_ms < (now + 60) * 1000:
+            return False
+        try:
+            grant = self.tokens.peek(token, now)
+        except TokenError:
+            return False
+        return (
+            record.tenant == grant.tenant
+            and record.roles == grant.roles
+            and existing.enrolled_at >= grant.created_at
+        )
 
     def _noted(self, node_id: str, tenant: str) -> None:
         if self.on_change is not None:

@@ -54,17 +54,15 @@ class _HandshakeCaps:
     """Connections whose TLS handshake has not ended, capped in total and per address
     (one more is closed at accept); the refusals logged at a bounded rate."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_address: int = MAX_PENDING_HANDSHAKES_PER_ADDRESS) -> None:
+        self.per_address = per_address
         self.pending: Counter[str] = Counter()
         self.total = 0
         self.refused = 0
         self._log = RateLimitedLog(_log)
 
     def admit(self, address: str) -> bool:
-        if (
-            self.total >= MAX_PENDING_HANDSHAKES
-            or self.pending[address] >= MAX_PENDING_HANDSHAKES_PER_ADDRESS
-        ):
+        if self.total >= MAX_PENDING_HANDSHAKES or self.pending[address] >= self.per_address:
             self.refused += 1
             self._log.log(
                 (address, "pending handshakes"), logging.WARNING,
@@ -187,6 +185,7 @@ class ControlServer:
         header_timeout: float = HEADER_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
         max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS,
+        max_pending_handshakes_per_address: int = MAX_PENDING_HANDSHAKES_PER_ADDRESS,
     ) -> None:
         """``ssl_context``: serve HTTPS (``control serve`` always does, but on loopback
         with ``--insecure-http``; :mod:`accessfabric.control.kernel.api_tls`).  Connections
@@ -198,7 +197,7 @@ class ControlServer:
         self._tick_interval = tick_interval
         self._ssl_context = ssl_context
         self._header_timeout = header_timeout
-        self.handshakes = _HandshakeCaps()
+        self.handshakes = _HandshakeCaps(max_pending_handshakes_per_address)
         self.connections = ConnectionCap(max_connections, max_connections_per_address, logger=_log)
         self._runner = web.AppRunner(
             build_app(plane, verify_threads=verify_threads),

@@ -191,6 +191,19 @@ class EnrollmentTokens:
             entry = result.current  # someone else redeemed (or revoked) it first: re-check
         raise TokenError(f"enrollment token {token_id} is contended; try again")
 
+    def peek(self, token: str, now: float | None = None) -> TokenInfo:
+        """The grant of ``token`` without spending a use (used up or not); the errors of
+        :meth:`redeem` but :class:`TokenUsedUpError`."""
+        when = self._clock() if now is None else now
+        match = _TOKEN_PATTERN.fullmatch(token.strip()) if isinstance(token, str) else None
+        if match is None:
+            raise BadTokenError("not an enrollment token (expected aft1_<id>_<secret>)")
+        token_id, secret = match.groups()
+        _, record = self._authenticate(token_id, secret, self._store.get(KEY_PREFIX + token_id))
+        if when >= record.info.expires_at:
+            raise TokenExpiredError(f"enrollment token {token_id} has expired")
+        return record.info
+
     @staticmethod
     def _authenticate(token_id: str, secret: str, entry: Entry | None) -> tuple[Entry, _Record]:
         if entry is None:

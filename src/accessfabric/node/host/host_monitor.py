@@ -38,6 +38,11 @@ foreground`` or ``POST /device?foreground=`` on the admin socket, set by an app 
 Linux reports no foreground state). When that changes, new relayed streams are refused
 with the reason (existing ones finish: a drain), and the control link heartbeats at once
 with ``device.relay_opt_in`` false, so the planner routes around the node.
+
+Many runtimes in one process (``sim fleet``'s devices, ADR 0037) share one
+:class:`SharedReadings`: the CPU, memory, descriptor and power readings are the
+process's and the machine's anyway, so the process reads ``/proc`` once per interval
+instead of once per runtime.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -58,10 +64,12 @@ from accessfabric.node.config.node_config import NodeConfig
 from accessfabric.node.dialing.nat_probe import NatMonitor
 from accessfabric.node.host.host_facts import (
     CpuSampler,
+    CpuShares,
     FdFacts,
     MemoryFacts,
     PowerFacts,
     RunQueueSampler,
+    RunQueueShares,
     cpu_pressure_path,
     read_cpu_psi,
     read_fds,
@@ -115,6 +123,61 @@ def _percent(share: float) -> int:
     return max(0, min(100, round(share * 100)))
 
 
+@dataclass(frozen=True, slots=True)
+class Readings:
+    cpu: CpuShares
+    memory: MemoryFacts
+    fds: FdFacts
+    power: PowerFacts
+    run_queue: RunQueueShares | None = None
+    cpu_psi: float | None = None
+
+
+class OwnReadings:
+    """One runtime's readings (a node process: the default)."""
+
+    def __init__(self) -> None:
+        self.cpu = CpuSampler()
+        self.run_queue = RunQueueSampler()
+        self.psi_path = cpu_pressure_path()
+
+    def read(self, now: float, power_supply: Path) -> Readings:
+        return Readings(
+            self.cpu.sample(now), read_memory(), read_fds(), read_power(power_supply),
+            self.run_queue.sample(now), read_cpu_psi(self.psi_path),
+        )  # fmt: skip
+
+
+class SharedReadings:
+    """The readings of every runtime of one process, taken at most every ``fresh``
+    seconds (by ``time.monotonic``) and handed to all of them in between.  The process's
+    CPU is split evenly over its ``users`` runtimes: a simulated device's share, not the
+    whole worker's (which had every device of a busy worker report cpu pressure)."""
+
+    def __init__(self, fresh: float = 1.0, users: int = 1) -> None:
+        self.fresh = fresh
+        self.users = max(1, users)
+        self._own = OwnReadings()
+        self._held: dict[Path, tuple[float, Readings]] = {}
+        self.taken = 0
+        """Readings taken from ``/proc`` (tests/sim/test_fleet_light.py)."""
+
+    def read(self, now: float, power_supply: Path) -> Readings:
+        del now  # the runtimes' clocks may differ; the process's is the one that counts
+        at = time.monotonic()
+        held = self._held.get(power_supply)
+        if held is None or at - held[0] >= self.fresh:
+            taken = self._own.read(at, power_supply)
+            cpu = CpuShares(process=taken.cpu.process / self.users, system=taken.cpu.system)
+            rq = taken.run_queue
+            if rq is not None:  # the loop's running share too; its wait is everyone's
+                rq = replace(rq, running=rq.running / self.users)
+            held = (at, replace(taken, cpu=cpu, run_queue=rq))
+            self._held[power_supply] = held
+            self.taken += 1
+        return held[1]
+
+
 class HostMonitor:
     """See the module doc.  ``connections``: every live session of the node."""
 
@@ -131,9 +194,9 @@ class HostMonitor:
         self.mobile = "mobile-edge" in config.roles
         self._connections = connections
         self._clock = clock
-        self._cpu = CpuSampler()
-        self._run_queue = RunQueueSampler()
-        self._psi_path = cpu_pressure_path()
+        self._own = OwnReadings()
+        self.readings: OwnReadings | SharedReadings = self._own
+        """Where the CPU, run-queue, PSI, memory, descriptor and power readings come from."""
         self._task: asyncio.Task[None] | None = None
         self._nm_task: asyncio.Task[None] | None = None
         nat = config.nat
@@ -172,6 +235,19 @@ class HostMonitor:
         self.relay_changes = 0
         self.sampled_at: float | None = None
         self.sample(0.0)
+
+    @property
+    def _cpu(self) -> CpuSampler:
+        """This runtime's own CPU sampler (tests replace its readings)."""
+        return self._own.cpu
+
+    @property
+    def _run_queue(self) -> RunQueueSampler:
+        return self._own.run_queue
+
+    @_run_queue.setter
+    def _run_queue(self, sampler: RunQueueSampler) -> None:
+        self._own.run_queue = sampler
 
     # ------------------------------------------------------------ lifecycle
 
@@ -242,15 +318,14 @@ class HostMonitor:
         """One measurement: facts, levels, NODE_PRESSURE when needed, the relay gate."""
         now = self._clock()
         self.loop_lag = loop_lag
-        shares = self._cpu.sample(now)
+        readings = self.readings.read(now, self.device.power_supply)
+        shares = readings.cpu
         self.process_cpu, self.system_cpu = shares.process, shares.system
-        shares_rq = self._run_queue.sample(now)
+        shares_rq = readings.run_queue
         self.loop_cpu = None if shares_rq is None else shares_rq.running
         self.run_queue_wait = None if shares_rq is None else shares_rq.waiting
-        self.cpu_psi = read_cpu_psi(self._psi_path)
-        self.memory = read_memory()
-        self.fds = read_fds()
-        self.power = read_power(self.device.power_supply)
+        self.cpu_psi = readings.cpu_psi
+        self.memory, self.fds, self.power = readings.memory, readings.fds, readings.power
         connections = [c for c in self._connections() if not c.is_closed]
         self.queued_bytes = sum(c.session.queued_bytes() for c in connections)
         self._measure_throughput(connections, now)

@@ -456,7 +456,7 @@ class SessionConnection:
                 capacity = transport.write_capacity()
                 if capacity <= 0:
                     break
-                data = self.session.data_to_send(capacity, now)
+                data = self.session.data_to_send(capacity, now=now)
                 if not data:
                     break
                 self.bytes_sent += len(data)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -106,6 +107,7 @@ class SealedStream:
                 key_exchange,
                 lambda _node_id: opener_key,
                 stream_context(self.service, self.inner.resume_token),
+                random_bytes=secrets.token_bytes,
             )
         except SealingError as error:
             reason = f"sealing: {error}"

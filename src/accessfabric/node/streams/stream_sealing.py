@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -248,6 +249,8 @@ class StreamSealing:
             self.node_id,
             key,
             stream_context(service, resume_token),
+            random_bytes=secrets.token_bytes,
+            opened_ms=int(self.keys.clock() * 1000),
             opener_record=self.own_record() or b"",
             suite=self.cipher,
         )
