@@ -41,16 +41,16 @@ async def test_bytes_behind_the_resume_open_in_one_batch_reach_the_reader(end: b
     connection = SessionConnection(dest, info)
     served: list[ResumableStream] = []
 
-    def on_event(event: ev.Event) -> None:  # what DataPlane does at the destination
+    def on_event(event: ev.Event) -> None:  # what the destination's StreamRouter does
         if not isinstance(event, ev.StreamOpened):
             return
         hop = connection.stream(event.stream_id)
         assert hop is not None
-        if not event.resume:  # ``_serve``
+        if not event.resume:  # serves it
             state = session_stream(connection, event.stream_id)
             served.append(ResumableStream(hop, state, event.resume_token))
             return
-        wrapper = served[0]  # ``_adopt``: taken over, the old hop stream still lives
+        wrapper = served[0]  # adopts it: taken over, the old hop stream still lives
         old_conn, old_id = wrapper.connection, wrapper.stream_id
         snapshot = wrapper.snapshot()
         connection.session.adopt_stream(event.stream_id, snapshot, event.start_offset)
