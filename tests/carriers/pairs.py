@@ -8,11 +8,13 @@ is closed, and the nodes' temporary certificate directories are removed.
 from __future__ import annotations
 
 import asyncio
+import socket
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
 from accessfabric.carriers.memory import memory_pair
@@ -109,73 +111,105 @@ async def memory_connections(config: SessionConfig | None = None) -> AsyncIterat
             await close_pair(dialer, acceptor)
 
 
-@asynccontextmanager
-async def tcp_connections(config: SessionConfig | None = None) -> AsyncIterator[ConnectedPair]:
-    async with two_nodes(config) as (dialer_node, acceptor_node):
-        accepted = Acceptor()
-        server = await serve_tcp(acceptor_node, LOOPBACK, 0, accepted)
-        try:
-            port = server.sockets[0].getsockname()[1]
-            dialer = await connect_tcp(
-                dialer_node, LOOPBACK, port, expected_peer_id=acceptor_node.key.node_id
-            )
-            try:
-                acceptor = await accepted.next_ready()
-                yield ConnectedPair("tcp_tls", dialer, acceptor, dialer_node, acceptor_node)
-            finally:
-                await close_pair(dialer, *accepted.seen)
-        finally:
-            accepted.abort_all()
-            server.close()
-            await server.wait_closed()
+class Listener(Protocol):
+    """What ``serve_tcp``, ``serve_ws`` and ``serve_https`` return."""
+
+    @property
+    def sockets(self) -> Sequence[socket.socket]: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+L = TypeVar("L", bound=Listener)
 
 
 @asynccontextmanager
-async def websocket_connections(
-    config: SessionConfig | None = None,
+async def serving(
+    serve: Callable[..., Awaitable[L]], node: LocalNode, port: int, **options: Any
+) -> AsyncIterator[tuple[L, Acceptor]]:
+    """``serve(node, LOOPBACK, port, accepted, **options)`` and its :class:`Acceptor` until
+    the block ends; then what it accepted is aborted and the listener closed."""
+    accepted = Acceptor()
+    server = await serve(node, LOOPBACK, port, accepted, **options)
+    try:
+        yield server, accepted
+    finally:
+        accepted.abort_all()
+        server.close()
+        await server.wait_closed()
+
+
+def port_of(server: Listener) -> int:
+    return int(server.sockets[0].getsockname()[1])
+
+
+async def dial_tcp(node: LocalNode, port: int, peer: str) -> SessionConnection:
+    return await connect_tcp(node, LOOPBACK, port, expected_peer_id=peer)
+
+
+async def dial_ws(node: LocalNode, port: int, peer: str) -> SessionConnection:
+    return await connect_ws(node, f"wss://{LOOPBACK}:{port}/fabric", expected_peer_id=peer)
+
+
+async def dial_https(node: LocalNode, port: int, peer: str) -> SessionConnection:
+    return await connect_https(
+        node, f"https://{LOOPBACK}:{port}/fabric-poll", expected_peer_id=peer
+    )
+
+
+@asynccontextmanager
+async def _served_pair(
+    kind: str,
+    config: SessionConfig | None,
+    serve: Callable[[LocalNode, str, int, Acceptor], Awaitable[Listener]],
+    dial: Callable[[LocalNode, int, str], Awaitable[SessionConnection]],
 ) -> AsyncIterator[ConnectedPair]:
-    async with two_nodes(config) as (dialer_node, acceptor_node):
-        accepted = Acceptor()
-        server = await serve_ws(acceptor_node, LOOPBACK, 0, accepted)
+    """A pair over the carrier ``serve`` listens for on a loopback port ``dial`` connects to."""
+    async with (
+        two_nodes(config) as (dialer_node, acceptor_node),
+        serving(serve, acceptor_node, 0) as (server, accepted),
+    ):
+        dialer = await dial(dialer_node, port_of(server), acceptor_node.key.node_id)
         try:
-            port = server.sockets[0].getsockname()[1]
-            dialer = await connect_ws(
-                dialer_node,
-                f"wss://{LOOPBACK}:{port}/fabric",
-                expected_peer_id=acceptor_node.key.node_id,
-            )
-            try:
-                acceptor = await accepted.next_ready()
-                yield ConnectedPair("websocket", dialer, acceptor, dialer_node, acceptor_node)
-            finally:
-                await close_pair(dialer, *accepted.seen)
+            acceptor = await accepted.next_ready()
+            yield ConnectedPair(kind, dialer, acceptor, dialer_node, acceptor_node)
         finally:
-            accepted.abort_all()
-            server.close()
-            await server.wait_closed()
+            await close_pair(dialer, *accepted.seen)
 
 
-@asynccontextmanager
-async def https_fallback_connections(
+def tcp_connections(
     config: SessionConfig | None = None,
-) -> AsyncIterator[ConnectedPair]:
-    async with two_nodes(config) as (dialer_node, acceptor_node):
-        accepted = Acceptor()
-        server = await serve_https(acceptor_node, LOOPBACK, 0, accepted)
-        try:
-            dialer = await connect_https(
-                dialer_node,
-                f"https://{LOOPBACK}:{server.port}/fabric-poll",
-                expected_peer_id=acceptor_node.key.node_id,
-            )
-            try:
-                acceptor = await accepted.next_ready()
-                yield ConnectedPair("https_fallback", dialer, acceptor, dialer_node, acceptor_node)
-            finally:
-                await close_pair(dialer, *accepted.seen)
-        finally:
-            accepted.abort_all()
-            await server.wait_closed()
+) -> AbstractAsyncContextManager[ConnectedPair]:
+    return _served_pair(
+        "tcp_tls",
+        config,
+        serve_tcp,
+        dial_tcp,
+    )
+
+
+def websocket_connections(
+    config: SessionConfig | None = None,
+) -> AbstractAsyncContextManager[ConnectedPair]:
+    return _served_pair(
+        "websocket",
+        config,
+        serve_ws,
+        dial_ws,
+    )
+
+
+def https_fallback_connections(
+    config: SessionConfig | None = None,
+) -> AbstractAsyncContextManager[ConnectedPair]:
+    return _served_pair(
+        "https_fallback",
+        config,
+        serve_https,
+        dial_https,
+    )
 
 
 PAIRS: dict[str, PairFactory] = {

@@ -7,11 +7,7 @@ a short keep-alive to the client — the path the fallback exists for.
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import ssl
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +17,12 @@ import pytest
 from accessfabric.errors import AuthenticationError, IdentityMismatchError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.dialing.https_endpoints import connect_https, serve_https
-from tests.carriers.pairs import LOOPBACK, Acceptor, make_node
+from tests.carriers.pairs import LOOPBACK, make_node, serving
 from tests.carriers.test_websocket import (
-    NGINX_CONF,
     free_port,
     make_proxy_certificate,
-    nginx_binary,
-    round_trip,
+    proxied_pair_works,
+    running_nginx,
 )
 
 SERVER = """
@@ -64,9 +59,6 @@ class Proxy:
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    binary = nginx_binary()
-    if binary is None:
-        pytest.skip("nginx not installed (Debian package nginx-light)")
     tmp = tmp_path_factory.mktemp("nginx-poll")
     ca, cert, key = make_proxy_certificate(tmp)
     config = Proxy(ca, *(free_port() for _ in range(4)))
@@ -77,30 +69,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         listen=f"{LOOPBACK}:{config.to_bound_port}", cert=cert, key=key,
         upstream=f"https://{LOOPBACK}:{config.bound_upstream}",
     )  # fmt: skip
-    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, servers=servers))
-    process = subprocess.Popen(
-        [binary, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(tmp / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"nginx exited {process.returncode}")
-            try:
-                socket.create_connection((LOOPBACK, config.port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("nginx did not start listening")
-                time.sleep(0.05)
+    with running_nginx(tmp, servers, config.port):
         yield config
-    finally:
-        process.terminate()
-        process.wait(timeout=5)
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 def _proxy_tls(proxy: Proxy) -> ssl.SSLContext:
@@ -111,38 +81,24 @@ async def test_behind_proxy_fallback_works_through_buffering_nginx(
     proxy: Proxy, tmp_path: Path
 ) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    server = await serve_https(
-        server_node, LOOPBACK, proxy.unbound_upstream, accepted, behind_proxy=True, tls=False
-    )
-    try:
+    async with serving(
+        serve_https, server_node, proxy.unbound_upstream, behind_proxy=True, tls=False
+    ) as (_, accepted):
         dialer = await connect_https(
             dialer_node,
             f"https://{LOOPBACK}:{proxy.port}/fabric-poll",
             expected_peer_id=server_node.key.node_id,
             proxy_tls=_proxy_tls(proxy),
         )
-        acceptor = await accepted.next_ready()
-        assert dialer.info.kind == acceptor.info.kind == "https_fallback"
-        assert dialer.info.channel_binding == acceptor.info.channel_binding == b""
-        assert acceptor.info.forwarded_for == LOOPBACK
-        assert (await acceptor.ready()).peer_node_id == dialer_node.key.node_id
-        assert await dialer.ping() >= 0
-        await round_trip(dialer, acceptor)
-        dialer.abort()
-        await asyncio.wait_for(acceptor.wait_closed(), 5)
-    finally:
-        accepted.abort_all()
-        await server.wait_closed()
+        assert dialer.info.kind == "https_fallback"
+        await proxied_pair_works(dialer, accepted, dialer_node, server_node)
 
 
 async def test_proxy_mode_pins_the_node_behind_the_proxy(proxy: Proxy, tmp_path: Path) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    server = await serve_https(
-        server_node, LOOPBACK, proxy.unbound_upstream, accepted, behind_proxy=True, tls=False
-    )
-    try:
+    async with serving(
+        serve_https, server_node, proxy.unbound_upstream, behind_proxy=True, tls=False
+    ):
         with pytest.raises(IdentityMismatchError):
             await connect_https(
                 dialer_node,
@@ -155,9 +111,6 @@ async def test_proxy_mode_pins_the_node_behind_the_proxy(proxy: Proxy, tmp_path:
                 dialer_node, f"https://{LOOPBACK}:{proxy.port}/fabric-poll",
                 proxy_tls=_proxy_tls(proxy),
             )  # fmt: skip
-    finally:
-        accepted.abort_all()
-        await server.wait_closed()
 
 
 async def test_proxy_mode_dialer_fails_against_a_bound_listener(
@@ -165,9 +118,7 @@ async def test_proxy_mode_dialer_fails_against_a_bound_listener(
 ) -> None:
     """No silent downgrade: the bound listener binds tls-unique, the dialer binds nothing."""
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    server = await serve_https(server_node, LOOPBACK, proxy.bound_upstream, accepted)
-    try:
+    async with serving(serve_https, server_node, proxy.bound_upstream):
         with pytest.raises(AuthenticationError):
             await connect_https(
                 dialer_node,
@@ -175,9 +126,6 @@ async def test_proxy_mode_dialer_fails_against_a_bound_listener(
                 expected_peer_id=server_node.key.node_id,
                 proxy_tls=_proxy_tls(proxy),
             )
-    finally:
-        accepted.abort_all()
-        await server.wait_closed()
 
 
 async def test_plain_listener_must_be_behind_proxy_and_unknown_paths_are_404(

@@ -9,7 +9,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -51,6 +52,24 @@ class Nodes:
         self.accepted = accepted
         return await serve_quic(self.server, HOST, 0, accepted.put_nowait, config=config)
 
+    @asynccontextmanager
+    async def serving(
+        self, config: QuicCarrierConfig | None = None
+    ) -> AsyncIterator[QuicCarrierServer]:
+        server = await self.serve(config)
+        try:
+            yield server
+        finally:
+            server.close()
+
+    async def dial(
+        self, server: QuicCarrierServer, pool: QuicConnectionPool | None = None
+    ) -> SessionConnection:
+        """The client's connection to ``server``, pinned to the server node."""
+        return await connect_quic(
+            self.client, HOST, server.port, expected_peer_id=self.server.key.node_id, pool=pool
+        )
+
     async def next_accepted(self) -> SessionConnection:
         assert self.accepted is not None
         connection = await asyncio.wait_for(self.accepted.get(), 5)
@@ -62,6 +81,15 @@ class Nodes:
         import ssl
 
         return certificate_fingerprint(ssl.PEM_cert_to_DER_cert(cert_path.read_text()))
+
+
+@asynccontextmanager
+async def pooled(config: QuicCarrierConfig) -> AsyncIterator[QuicConnectionPool]:
+    pool = QuicConnectionPool(config)
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
 
 
 @pytest.fixture
@@ -96,11 +124,8 @@ async def closed_within(*connections: SessionConnection, timeout: float = 5.0) -
 
 def test_handshake_gives_both_sides_the_right_peer_ids(nodes: Nodes) -> None:
     async def main() -> None:
-        server = await nodes.serve()
-        try:
-            dialer = await connect_quic(
-                nodes.client, HOST, server.port, expected_peer_id=nodes.server.key.node_id
-            )
+        async with nodes.serving() as server:
+            dialer = await nodes.dial(server)
             acceptor = await nodes.next_accepted()
             assert (await dialer.ready()).peer_node_id == nodes.server.key.node_id
             assert (await acceptor.ready()).peer_node_id == nodes.client.key.node_id
@@ -112,19 +137,14 @@ def test_handshake_gives_both_sides_the_right_peer_ids(nodes: Nodes) -> None:
             assert dialer.info.peer_certificate_key == nodes.server.key.public_key_bytes
             dialer.abort()
             await closed_within(dialer, acceptor)
-        finally:
-            server.close()
 
     run(main)
 
 
 def test_streams_both_ways_arrive_intact(nodes: Nodes) -> None:
     async def main() -> None:
-        server = await nodes.serve()
-        try:
-            dialer = await connect_quic(
-                nodes.client, HOST, server.port, expected_peer_id=nodes.server.key.node_id
-            )
+        async with nodes.serving() as server:
+            dialer = await nodes.dial(server)
             acceptor = await nodes.next_accepted()
             up = await dialer.open_stream("up", TrafficClass.BULK)
             down = await acceptor.open_stream("down", TrafficClass.RELIABLE)
@@ -140,32 +160,26 @@ def test_streams_both_ways_arrive_intact(nodes: Nodes) -> None:
             assert (got_up, got_down) == (sent_up, sent_down)
             await dialer.goaway()
             await closed_within(dialer, acceptor)
-        finally:
-            server.close()
 
     run(main)
 
 
 def test_wrong_node_id_is_a_clean_pin_error(nodes: Nodes) -> None:
     async def main() -> None:
-        server = await nodes.serve()
-        try:
+        async with nodes.serving() as server:
             other = NodeKey.generate().node_id
             with pytest.raises(CertificatePinMismatch) as caught:
                 await connect_quic(nodes.client, HOST, server.port, expected_peer_id=other)
             assert isinstance(caught.value, IdentityMismatchError)
             assert nodes.server.key.node_id in str(caught.value)
             assert nodes.accepted is not None and nodes.accepted.empty()
-        finally:
-            server.close()
 
     run(main)
 
 
 def test_wrong_fingerprint_is_a_clean_pin_error_and_the_right_one_connects(nodes: Nodes) -> None:
     async def main() -> None:
-        server = await nodes.serve()
-        try:
+        async with nodes.serving() as server:
             with pytest.raises(CertificatePinMismatch):
                 await connect_quic(
                     nodes.client,
@@ -185,24 +199,16 @@ def test_wrong_fingerprint_is_a_clean_pin_error_and_the_right_one_connects(nodes
             dialer.abort()
             with pytest.raises(ValueError, match="pin"):
                 await connect_quic(nodes.client, HOST, server.port, expected_peer_id=None)
-        finally:
-            server.close()
 
     run(main)
 
 
 def test_pool_reuses_one_connection_and_closes_it_after_the_idle_ttl(nodes: Nodes) -> None:
     async def main() -> None:
-        server = await nodes.serve()
-        pool = QuicConnectionPool(QuicCarrierConfig(idle_ttl=0.3))
         peer = nodes.server.key.node_id
-        try:
-            first = await connect_quic(
-                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
-            )
-            second = await connect_quic(
-                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
-            )
+        async with nodes.serving() as server, pooled(QuicCarrierConfig(idle_ttl=0.3)) as pool:
+            first = await nodes.dial(server, pool)
+            second = await nodes.dial(server, pool)
             accepted = [await nodes.next_accepted(), await nodes.next_accepted()]
             quic = pool.connection(HOST, server.port, peer)
             assert quic is not None and quic.active_streams == 2
@@ -215,14 +221,9 @@ def test_pool_reuses_one_connection_and_closes_it_after_the_idle_ttl(nodes: Node
             assert len(pool) == 1  # idle, still cached
             await asyncio.wait_for(asyncio.shield(quic.terminated), 3)
             assert len(pool) == 0 and pool.stats.connections_expired == 1
-            third = await connect_quic(
-                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
-            )
+            third = await nodes.dial(server, pool)
             assert pool.stats.connections_opened == 2
             third.abort()
-        finally:
-            await pool.aclose()
-            server.close()
 
     run(main)
 
@@ -231,16 +232,10 @@ def test_migrate_moves_every_session_of_the_connection_once(nodes: Nodes) -> Non
     """``SessionConnection.migrate``: a new socket and connection id, one per connection."""
 
     async def main() -> None:
-        server = await nodes.serve()
-        pool = QuicConnectionPool(QuicCarrierConfig())
         peer = nodes.server.key.node_id
-        try:
-            first = await connect_quic(
-                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
-            )
-            second = await connect_quic(
-                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
-            )
+        async with nodes.serving() as server, pooled(QuicCarrierConfig()) as pool:
+            first = await nodes.dial(server, pool)
+            second = await nodes.dial(server, pool)
             accepted = await nodes.next_accepted()
             await nodes.next_accepted()
             quic = pool.connection(HOST, server.port, peer)
@@ -256,57 +251,40 @@ def test_migrate_moves_every_session_of_the_connection_once(nodes: Nodes) -> Non
             assert incoming is not None
             assert await asyncio.wait_for(incoming.readexactly(14), 5) == b"after the move"
             assert not await accepted.migrate()  # the server side does not migrate
-        finally:
-            await pool.aclose()
-            server.close()
 
     run(main)
 
 
 def test_local_stream_limit_is_capacity_pressure(nodes: Nodes) -> None:
     async def main() -> None:
-        server = await nodes.serve()
-        pool = QuicConnectionPool(QuicCarrierConfig(max_streams_per_connection=1))
-        peer = nodes.server.key.node_id
-        try:
-            first = await connect_quic(
-                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
-            )
+        async with (
+            nodes.serving() as server,
+            pooled(QuicCarrierConfig(max_streams_per_connection=1)) as pool,
+        ):
+            first = await nodes.dial(server, pool)
             with pytest.raises(CarrierCapacityLimited) as caught:
-                await connect_quic(
-                    nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
-                )
+                await nodes.dial(server, pool)
             assert not isinstance(caught.value, OSError)
             assert caught.value.limit == 1 and not caught.value.remote
             assert pool.stats.capacity_limited == 1
             assert first.is_ready  # the endpoint still works
             assert await first.ping() >= 0
-        finally:
-            await pool.aclose()
-            server.close()
 
     run(main)
 
 
 def test_peer_stream_limit_is_capacity_pressure(nodes: Nodes) -> None:
     async def main() -> None:
-        server = await nodes.serve(QuicCarrierConfig(max_streams_per_connection=1))
-        pool = QuicConnectionPool(QuicCarrierConfig(max_streams_per_connection=4))
-        peer = nodes.server.key.node_id
-        try:
-            first = await connect_quic(
-                nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
-            )
+        async with (
+            nodes.serving(QuicCarrierConfig(max_streams_per_connection=1)) as server,
+            pooled(QuicCarrierConfig(max_streams_per_connection=4)) as pool,
+        ):
+            first = await nodes.dial(server, pool)
             with pytest.raises(CarrierCapacityLimited) as caught:
-                await connect_quic(
-                    nodes.client, HOST, server.port, expected_peer_id=peer, pool=pool
-                )
+                await nodes.dial(server, pool)
             assert caught.value.remote
             assert sum(p.streams_refused for p in server.protocols) == 1
             assert await first.ping() >= 0
-        finally:
-            await pool.aclose()
-            server.close()
 
     run(main)
 
@@ -314,11 +292,8 @@ def test_peer_stream_limit_is_capacity_pressure(nodes: Nodes) -> None:
 @pytest.mark.parametrize("how", ["goaway", "abort"])
 def test_close_ends_the_session_on_both_sides(nodes: Nodes, how: str) -> None:
     async def main() -> None:
-        server = await nodes.serve()
-        try:
-            dialer = await connect_quic(
-                nodes.client, HOST, server.port, expected_peer_id=nodes.server.key.node_id
-            )
+        async with nodes.serving() as server:
+            dialer = await nodes.dial(server)
             acceptor = await nodes.next_accepted()
             stream = await acceptor.open_stream("echo")
             ending: Callable[[], Awaitable[None]]
@@ -339,8 +314,6 @@ def test_close_ends_the_session_on_both_sides(nodes: Nodes, how: str) -> None:
                 assert all(event.error_code == ErrorCode.NO_ERROR for event in done)
             # the dialer's private connection closed with its only session
             await until(lambda: all(p.active_streams == 0 for p in server.protocols))
-        finally:
-            server.close()
 
     run(main)
 

@@ -15,11 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from accessfabric.carriers.base import CarrierStats
 from accessfabric.carriers.tcp_info import TCP_INFO, TcpInfoProbe, parse_tcp_info, read_tcp_info
 from accessfabric.node.admin.observability import NodeObservability
-from accessfabric.node.dialing.quic_endpoints import connect_quic
 from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.wire.registry import TrafficClass
 from tests.carriers.pairs import PAIRS
-from tests.carriers.test_quic import Nodes
+from tests.carriers.test_quic import Nodes, pooled
 
 PAYLOAD = 4 * 1024 * 1024
 
@@ -172,40 +171,31 @@ async def test_tls_carrier_tcp_info_counts_what_was_sent(kind: str) -> None:
 async def test_quic_sessions_of_one_connection_are_counted_once(tmp_path: Path) -> None:
     nodes = Nodes(tmp_path)
     observe = NodeObservability("test")
-    server = await nodes.serve()
     from accessfabric.carriers.quic_config import QuicCarrierConfig
-    from accessfabric.node.dialing.quic_pool import QuicConnectionPool
 
-    pool = QuicConnectionPool(QuicCarrierConfig())
-    peer = nodes.server.key.node_id
     try:
-        first = await connect_quic(
-            nodes.client, "127.0.0.1", server.port, expected_peer_id=peer, pool=pool
-        )
-        second = await connect_quic(
-            nodes.client, "127.0.0.1", server.port, expected_peer_id=peer, pool=pool
-        )
-        accepted = [await nodes.next_accepted(), await nodes.next_accepted()]
-        assert first.stats_probe is second.stats_probe  # one QUIC connection
-        observe.track(first)
-        observe.track(second)
-        await _echo_through(first, accepted[0], 1024 * 1024)
-        stats = first.stats_probe.sample() if first.stats_probe else None
-        assert stats is not None and stats.rtt is not None and stats.packets_lost is not None
-        live = _samples(observe)
-        assert live[("accessfabric_carrier_rtt_seconds_gcount", (("carrier", "quic"),))] == 1
-        lost = ("accessfabric_carrier_lost_packets_total", (("carrier", "quic"),))
-        assert live[lost] == stats.packets_lost
-        await first.goaway()
-        await asyncio.wait_for(first.wait_closed(), 10)
-        await asyncio.sleep(0)
-        assert _samples(observe)[lost] == stats.packets_lost  # not folded while second lives
-        await second.goaway()
-        await asyncio.wait_for(second.wait_closed(), 10)
-        await asyncio.sleep(0)
-        final = second.stats_probe.sample() if second.stats_probe else None
-        assert final is not None and _samples(observe)[lost] == final.packets_lost
+        async with nodes.serving() as server, pooled(QuicCarrierConfig()) as pool:
+            first = await nodes.dial(server, pool)
+            second = await nodes.dial(server, pool)
+            accepted = [await nodes.next_accepted(), await nodes.next_accepted()]
+            assert first.stats_probe is second.stats_probe  # one QUIC connection
+            observe.track(first)
+            observe.track(second)
+            await _echo_through(first, accepted[0], 1024 * 1024)
+            stats = first.stats_probe.sample() if first.stats_probe else None
+            assert stats is not None and stats.rtt is not None and stats.packets_lost is not None
+            live = _samples(observe)
+            assert live[("accessfabric_carrier_rtt_seconds_gcount", (("carrier", "quic"),))] == 1
+            lost = ("accessfabric_carrier_lost_packets_total", (("carrier", "quic"),))
+            assert live[lost] == stats.packets_lost
+            await first.goaway()
+            await asyncio.wait_for(first.wait_closed(), 10)
+            await asyncio.sleep(0)
+            assert _samples(observe)[lost] == stats.packets_lost  # not folded while second lives
+            await second.goaway()
+            await asyncio.wait_for(second.wait_closed(), 10)
+            await asyncio.sleep(0)
+            final = second.stats_probe.sample() if second.stats_probe else None
+            assert final is not None and _samples(observe)[lost] == final.packets_lost
     finally:
-        await pool.aclose()
-        server.close()
         await observe.close()

@@ -22,15 +22,15 @@ from accessfabric.carriers.tcp_timers import (
     TCP_THIN_LINEAR_TIMEOUTS,
 )
 from accessfabric.identity.keys import NodeKey
-from accessfabric.node.dialing.endpoints import (
-    LocalNode,
-    connect_tcp,
-    connect_ws,
-    serve_tcp,
-    serve_ws,
-)
+from accessfabric.node.dialing.endpoints import LocalNode, serve_tcp, serve_ws
 from accessfabric.node.streams.connection import SessionConnection
-from tests.carriers.pairs import LOOPBACK, Acceptor, close_pair
+from tests.carriers.pairs import (
+    close_pair,
+    dial_tcp,
+    dial_ws,
+    port_of,
+    serving,
+)
 
 KERNEL_RTO_MIN_US = 200_000
 JIFFY_US_MAX = 10_000  # HZ=100; the kernel rounds both options up to whole jiffies
@@ -70,25 +70,13 @@ async def connected(
             for name in ("dialer", "acceptor")
         ]
         dialer_node, acceptor_node = nodes
-        accepted = Acceptor()
-        serve = serve_tcp if kind == "tcp" else serve_ws
-        server = await serve(acceptor_node, LOOPBACK, 0, accepted)
-        try:
-            port = server.sockets[0].getsockname()[1]
-            peer = acceptor_node.key.node_id
-            if kind == "tcp":
-                dialer = await connect_tcp(dialer_node, LOOPBACK, port, expected_peer_id=peer)
-            else:
-                url = f"wss://{LOOPBACK}:{port}/fabric"
-                dialer = await connect_ws(dialer_node, url, expected_peer_id=peer)
+        serve, dial = (serve_tcp, dial_tcp) if kind == "tcp" else (serve_ws, dial_ws)
+        async with serving(serve, acceptor_node, 0) as (server, accepted):
+            dialer = await dial(dialer_node, port_of(server), acceptor_node.key.node_id)
             try:
                 yield dialer, await accepted.next_ready()
             finally:
                 await close_pair(dialer, *accepted.seen)
-        finally:
-            accepted.abort_all()
-            server.close()
-            await server.wait_closed()
 
 
 async def echo_once(dialer: SessionConnection, acceptor: SessionConnection) -> None:

@@ -13,6 +13,7 @@ loopback, as an ordinary TLS-terminating HTTP reverse proxy (``docs/adr/0005``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -41,7 +42,7 @@ from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import client_context, write_certificate_files
 from accessfabric.node.dialing.endpoints import LocalNode, connect_ws, serve_ws
 from accessfabric.node.streams.connection import SessionConnection
-from tests.carriers.pairs import LOOPBACK, Acceptor, make_node
+from tests.carriers.pairs import LOOPBACK, Acceptor, make_node, port_of, serving
 
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
 
@@ -171,11 +172,45 @@ def nginx_binary() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
+@contextlib.contextmanager
+def running_nginx(tmp: Path, servers: str, probe_port: int) -> Iterator[None]:
+    """nginx with ``servers`` in ``tmp`` until the block ends, once ``probe_port`` accepts."""
     binary = nginx_binary()
     if binary is None:
         pytest.skip("nginx not installed (Debian package nginx-light)")
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, servers=servers))
+    process = subprocess.Popen(
+        [binary, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(tmp / "nginx.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                _, err = process.communicate()
+                pytest.fail(f"nginx exited {process.returncode}: {err.decode(errors='replace')}")
+            try:
+                socket.create_connection((LOOPBACK, probe_port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("nginx did not start listening")
+                time.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     tmp = tmp_path_factory.mktemp("nginx")
     ca, cert, key = make_proxy_certificate(tmp)
     mallory_cert, mallory_key = write_certificate_files(NodeKey.generate(), tmp / "mallory")
@@ -203,35 +238,8 @@ def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
             ),
         ]
     )
-    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, servers=servers))
-    process = subprocess.Popen(
-        [binary, "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(tmp / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                _, err = process.communicate()
-                pytest.fail(f"nginx exited {process.returncode}: {err.decode(errors='replace')}")
-            try:
-                socket.create_connection((LOOPBACK, config.proxy_port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("nginx did not start listening")
-                time.sleep(0.05)
+    with running_nginx(tmp, servers, config.proxy_port):
         yield config
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
 
 
 async def echo_hash(connection: SessionConnection) -> None:
@@ -256,6 +264,23 @@ async def round_trip(dialer: SessionConnection, acceptor: SessionConnection) -> 
     await server
 
 
+async def proxied_pair_works(
+    dialer: SessionConnection, accepted: Acceptor, dialer_node: LocalNode, server_node: LocalNode
+) -> None:
+    """A pair through a TLS-terminating proxy: pinned both ways, no channel binding, the
+    client's address forwarded; a ping and a stream work, and an abort reaches the far end."""
+    acceptor = await accepted.next_ready()
+    assert dialer.info.kind == acceptor.info.kind
+    assert (await dialer.ready()).peer_node_id == server_node.key.node_id
+    assert (await acceptor.ready()).peer_node_id == dialer_node.key.node_id
+    assert dialer.info.channel_binding == acceptor.info.channel_binding == b""
+    assert acceptor.info.forwarded_for == LOOPBACK  # what the proxy saw, not the proxy itself
+    assert await dialer.ping() >= 0
+    await round_trip(dialer, acceptor)
+    dialer.abort()
+    await asyncio.wait_for(acceptor.wait_closed(), 5)
+
+
 # ---------------------------------------------------------------- through nginx
 
 
@@ -263,41 +288,23 @@ async def test_behind_proxy_listener_works_through_tls_terminating_nginx(
     nginx: Nginx, tmp_path: Path
 ) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    server = await serve_ws(
-        server_node, LOOPBACK, nginx.unbound_upstream, accepted, behind_proxy=True, tls=False
-    )
-    try:
+    async with serving(
+        serve_ws, server_node, nginx.unbound_upstream, behind_proxy=True, tls=False
+    ) as (_, accepted):
         dialer = await connect_ws(
             dialer_node,
             f"wss://{LOOPBACK}:{nginx.proxy_port}/fabric",
             expected_peer_id=server_node.key.node_id,
             proxy_tls=nginx.proxy_tls(),
         )
-        acceptor = await accepted.next_ready()
-        assert (await dialer.ready()).peer_node_id == server_node.key.node_id
-        assert (await acceptor.ready()).peer_node_id == dialer_node.key.node_id
-        assert dialer.info.channel_binding == acceptor.info.channel_binding == b""
-        assert acceptor.info.forwarded_for == LOOPBACK  # what nginx saw, not nginx itself
-        assert await dialer.ping() >= 0
-        await round_trip(dialer, acceptor)
-        dialer.abort()
-        await asyncio.wait_for(acceptor.wait_closed(), 5)
-    finally:
-        accepted.abort_all()
-        server.close()
-        await server.wait_closed()
+        await proxied_pair_works(dialer, accepted, dialer_node, server_node)
 
 
 async def test_proxy_mode_pin_catches_another_node_behind_the_proxy(
     nginx: Nginx, tmp_path: Path
 ) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    server = await serve_ws(
-        server_node, LOOPBACK, nginx.unbound_upstream, accepted, behind_proxy=True, tls=False
-    )
-    try:
+    async with serving(serve_ws, server_node, nginx.unbound_upstream, behind_proxy=True, tls=False):
         with pytest.raises(IdentityMismatchError):
             await connect_ws(
                 dialer_node,
@@ -305,10 +312,6 @@ async def test_proxy_mode_pin_catches_another_node_behind_the_proxy(
                 expected_peer_id=NodeKey.generate().node_id,
                 proxy_tls=nginx.proxy_tls(),
             )
-    finally:
-        accepted.abort_all()
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
@@ -317,9 +320,7 @@ async def test_man_in_the_middle_fails_without_proxy_mode(
 ) -> None:
     """nginx terminates TLS with its own node certificate: the channel bindings differ."""
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    server = await serve_ws(server_node, LOOPBACK, nginx.bound_upstream, accepted)
-    try:
+    async with serving(serve_ws, server_node, nginx.bound_upstream) as (_, accepted):
         with pytest.raises(AuthenticationError):
             await connect_ws(
                 dialer_node,
@@ -330,10 +331,6 @@ async def test_man_in_the_middle_fails_without_proxy_mode(
         ends = [await asyncio.wait_for(c.wait_closed(), 5) for c in accepted.seen]
         assert all(end.error_code == ErrorCode.AUTHENTICATION_FAILED for end in ends), ends
         assert not any(c.is_ready for c in accepted.seen)
-    finally:
-        accepted.abort_all()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_proxy_mode_dialer_fails_against_a_bound_listener(
@@ -341,9 +338,7 @@ async def test_proxy_mode_dialer_fails_against_a_bound_listener(
 ) -> None:
     """Skipping the binding takes both ends: a listener not marked behind_proxy refuses."""
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    server = await serve_ws(server_node, LOOPBACK, nginx.bound_upstream, accepted)
-    try:
+    async with serving(serve_ws, server_node, nginx.bound_upstream):
         with pytest.raises(AuthenticationError):
             await connect_ws(
                 dialer_node,
@@ -351,10 +346,6 @@ async def test_proxy_mode_dialer_fails_against_a_bound_listener(
                 expected_peer_id=server_node.key.node_id,
                 proxy_tls=nginx.proxy_tls(),
             )
-    finally:
-        accepted.abort_all()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_proxy_mode_verifies_the_proxy_certificate(nginx: Nginx, tmp_path: Path) -> None:
@@ -374,43 +365,29 @@ async def test_proxy_mode_verifies_the_proxy_certificate(nginx: Nginx, tmp_path:
 
 async def test_behind_proxy_listener_refuses_a_direct_bound_dialer(tmp_path: Path) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    server = await serve_ws(server_node, LOOPBACK, 0, accepted, behind_proxy=True)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with serving(serve_ws, server_node, 0, behind_proxy=True) as (server, _):
+        port = port_of(server)
         with pytest.raises(AuthenticationError):
             await connect_ws(
                 dialer_node,
                 f"wss://{LOOPBACK}:{port}/fabric",
                 expected_peer_id=server_node.key.node_id,
             )
-    finally:
-        accepted.abort_all()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_other_paths_get_404(tmp_path: Path) -> None:
     dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    server = await serve_ws(server_node, LOOPBACK, 0, accepted)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with serving(serve_ws, server_node, 0) as (server, accepted):
         with pytest.raises(InvalidStatus) as caught:
-            await connect_ws(dialer_node, f"wss://{LOOPBACK}:{port}/elsewhere")
+            await connect_ws(dialer_node, f"wss://{LOOPBACK}:{port_of(server)}/elsewhere")
         assert caught.value.response.status_code == 404
         assert not accepted.seen
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_text_message_ends_the_carrier(tmp_path: Path) -> None:
     client_node, server_node = make_node(tmp_path / "c"), make_node(tmp_path / "s")
-    accepted = Acceptor()
-    server = await serve_ws(server_node, LOOPBACK, 0, accepted)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with serving(serve_ws, server_node, 0) as (server, accepted):
+        port = port_of(server)
         context = client_context(client_node.key, client_node.cert_dir)
         async with raw_connect(
             f"wss://{LOOPBACK}:{port}/fabric", ssl=context, compression=None, proxy=None
@@ -421,10 +398,6 @@ async def test_a_text_message_ends_the_carrier(tmp_path: Path) -> None:
         (connection,) = accepted.seen
         end = await asyncio.wait_for(connection.wait_closed(), 5)
         assert end.error_code != ErrorCode.NO_ERROR
-    finally:
-        accepted.abort_all()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_connect_ws_refuses_unsafe_options(tmp_path: Path) -> None:

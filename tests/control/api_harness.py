@@ -88,6 +88,23 @@ class Running:
             self.url, key, self.authority.public_key, str(cache), clock=self.plane.clock
         )
 
+    async def enroll_laptop_relay_host(
+        self, cache: Path
+    ) -> tuple[tuple[NodeKey, NodeKey, NodeKey], dict[str, ControlClient]]:
+        """Enroll a laptop (mobile-edge), a relay (entry, relay) and a host (service-host) in
+        acme: their keys, and their clients by name (caches under ``cache``)."""
+        laptop, relay, host = (NodeKey.generate() for _ in range(3))
+        clients = {}
+        for name, key, roles in (
+            ("laptop", laptop, ["mobile-edge"]),
+            ("relay", relay, ["entry", "relay"]),
+            ("host", host, ["service-host"]),
+        ):
+            clients[name] = self.client(key, cache / name)
+            record = await clients[name].enroll(await self.token("acme", roles))
+            assert record.node_id == key.node_id
+        return (laptop, relay, host), clients
+
 
 def enroll_body(key: NodeKey, token: str) -> bytes:
     return json.dumps(

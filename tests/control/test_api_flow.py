@@ -7,7 +7,6 @@ import base64
 from pathlib import Path
 
 from accessfabric.control.kernel.verify import verify_node_record, verify_route_lease
-from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import facts, running_plane
 
@@ -15,17 +14,7 @@ from tests.control.api_harness import facts, running_plane
 def test_three_nodes_enroll_heartbeat_and_get_leases(tmp_path: Path) -> None:
     async def main() -> None:
         async with running_plane(tmp_path) as cp:
-            laptop, relay, host = (NodeKey.generate() for _ in range(3))
-            clients = {}
-            for name, key, roles in (
-                ("laptop", laptop, ["mobile-edge"]),
-                ("relay", relay, ["entry", "relay"]),
-                ("host", host, ["service-host"]),
-            ):
-                client = cp.client(key, tmp_path / name)
-                record = await client.enroll(await cp.token("acme", roles))
-                assert record.node_id == key.node_id
-                clients[name] = client
+            (laptop, relay, host), clients = await cp.enroll_laptop_relay_host(tmp_path)
             await clients["laptop"].heartbeat(facts((relay, 20.0)))
             await clients["relay"].heartbeat(facts((laptop, 20.0), (host, 5.0)))
             await clients["host"].heartbeat(facts((relay, 5.0), services=("rdp",)))

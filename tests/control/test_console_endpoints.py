@@ -18,7 +18,6 @@ from accessfabric.control.client.facts import (
     StreamReport,
     parse_facts,
 )
-from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import facts, running_plane
 
@@ -31,15 +30,7 @@ def test_console_endpoints(tmp_path: Path) -> None:
             for path in PATHS:
                 async with cp.http.get(f"{cp.url}/v1/admin/{path}") as response:
                     assert response.status == 401, path  # nothing without the admin token
-            laptop, relay, host = (NodeKey.generate() for _ in range(3))
-            clients = {}
-            for name, key, roles in (
-                ("laptop", laptop, ["mobile-edge"]),
-                ("relay", relay, ["entry", "relay"]),
-                ("host", host, ["service-host"]),
-            ):
-                clients[name] = cp.client(key, tmp_path / name)
-                await clients[name].enroll(await cp.token("acme", roles))
+            (laptop, relay, host), clients = await cp.enroll_laptop_relay_host(tmp_path)
             await clients["relay"].heartbeat(facts((laptop, 20.0), (host, 5.0)))
             await clients["host"].heartbeat(facts((relay, 5.0), services=("rdp",)))
             await clients["host"].register_service("rdp")
@@ -164,15 +155,7 @@ def test_route_tests_are_handed_over_in_heartbeats_and_hops_need_the_source(
 ) -> None:
     async def main() -> None:
         async with running_plane(tmp_path) as cp:
-            laptop, relay, host = (NodeKey.generate() for _ in range(3))
-            clients = {}
-            for name, key, roles in (
-                ("laptop", laptop, ["mobile-edge"]),
-                ("relay", relay, ["entry", "relay"]),
-                ("host", host, ["service-host"]),
-            ):
-                clients[name] = cp.client(key, tmp_path / name)
-                await clients[name].enroll(await cp.token("acme", roles))
+            (laptop, relay, host), clients = await cp.enroll_laptop_relay_host(tmp_path)
             path = f"/v1/admin/nodes/{laptop.node_id}/route-tests"
             async with cp.http.post(cp.url + path, json={"service": "rdp"}) as response:
                 assert response.status == 401  # admin only

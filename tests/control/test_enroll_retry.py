@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 
 from accessfabric.control.kernel.authority import Authority
@@ -10,6 +13,7 @@ from accessfabric.control.server.registry import NodeRegistry
 from accessfabric.control.server.store import SqliteStore
 from accessfabric.control.server.tokens import TokenUsedUpError
 from accessfabric.identity.keys import NodeKey
+from tests.control.api_harness import enroll_body, running_plane
 from tests.control.conftest import FakeClock
 
 
@@ -43,3 +47,21 @@ def test_a_node_enrolled_before_the_token_spends_a_use(
     node = registry.enroll(new, key.public_key_bytes, key.sealing_public_key_bytes)
     assert node.record.revision == 2  # re-enrolled: the new token's use is spent
     assert registry.tokens.peek(new).uses_left == 0
+
+
+def test_a_retried_enrollment_is_one_event_on_the_timeline(tmp_path: Path) -> None:
+    """The retry returns the stored record (nothing changed): ``node_enrolled`` once."""
+
+    async def main() -> None:
+        async with running_plane(tmp_path) as cp:
+            key, other = NodeKey.generate(), NodeKey.generate()
+            token = await cp.token("fleet", ["mobile-edge"], uses=2)
+            for _ in range(3):  # the first answer was lost; the device asks twice more
+                status, reply = await cp.signed(key, "POST", "/v1/enroll", enroll_body(key, token))
+                assert status == 200, reply
+            status, reply = await cp.signed(other, "POST", "/v1/enroll", enroll_body(other, token))
+            assert status == 200, reply  # the retries spent no use: the second is still there
+            enrolled = [e.subject for e in cp.plane.events.since() if e.kind == "node_enrolled"]
+            assert enrolled == [key.node_id, other.node_id]
+
+    asyncio.run(main())

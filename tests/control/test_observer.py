@@ -123,3 +123,38 @@ async def _observer_run(tmp_path: Path) -> None:
             await observer.shutdown()
             for client in clients:
                 await client.__aexit__(None, None, None)
+
+
+def test_rapid_telemetry_requests_cost_one_pass_per_partition(tmp_path: Path) -> None:
+    """A looping observer is answered from the partition's view of the last ``ttl``
+    seconds (control/server/telemetry.py ObserverViews), not a pass per request."""
+
+    async def main() -> None:
+        async with running_plane(tmp_path) as cp:
+            views = cp.plane.observer_views
+            views.ttl = 60.0  # no expiry within the test, however loaded the machine
+            a1 = await _enrolled(cp, tmp_path, "a1", "acme", "mobile-edge")
+            o1 = await _enrolled(cp, tmp_path, "o1", "acme", "observer")
+            o2 = await _enrolled(cp, tmp_path, "o2", "acme", "observer")
+            g1 = await _enrolled(cp, tmp_path, "g1", "globex", "observer")
+            try:
+                await a1.heartbeat(facts(sessions=2))
+                first = await o1.telemetry()
+                for _ in range(20):
+                    assert await o1.telemetry() == first
+                assert await o2.telemetry() == first  # same partition: the same view
+                assert views.builds == 1
+                other = await g1.telemetry()  # another partition: its own pass
+                assert views.builds == 2 and other["tenant"] == "globex"
+                assert a1.key.node_id not in {n["node_id"] for n in other["nodes"]}
+                views.ttl = 0.0  # expired: the next request takes a fresh view
+                await a1.heartbeat(facts(sessions=5))
+                fresh = await o1.telemetry()
+                assert views.builds == 3
+                (row,) = (n for n in fresh["nodes"] if n["node_id"] == a1.key.node_id)
+                assert row["sessions"] == 5
+            finally:
+                for client in (a1, o1, o2, g1):
+                    await client.__aexit__(None, None, None)
+
+    asyncio.run(main())

@@ -7,6 +7,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
+from accessfabric.control.client import facts as facts_module
 from accessfabric.control.client.facts import (
     HeartbeatFacts,
     PeerMeasurement,
@@ -66,3 +69,21 @@ def test_the_heartbeat_table_keeps_tables_and_sees_no_change_in_equal_facts(
     assert heartbeats.changes.since(cursor) == {}
     heartbeats.record("n1", replace(facts, peers=ROWS), 2.0)  # another set of peers: one
     assert list(heartbeats.changes.since(cursor) or {}) == ["n1"]
+
+
+def test_peer_ids_are_shared_and_the_sharing_table_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Equal ids in two tables are one object, and heartbeats naming ever new ids (any
+    enrolled node can send them) never grow the table past its bound."""
+    monkeypatch.setattr(facts_module, "_SHARED_IDS", {})
+    monkeypatch.setattr(facts_module, "_SHARED_IDS_LIMIT", 64)
+    first = PeerTable(ROWS)
+    copies = [PeerMeasurement(row.node_id.encode().decode(), row.rtt_ms) for row in ROWS]
+    assert all(a.node_id is not b.node_id for a, b in zip(ROWS, copies, strict=True))
+    second = PeerTable(copies)
+    assert all(a is b for a, b in zip(first.ids(), second.ids(), strict=True))
+    for batch in range(40):
+        fresh = [PeerMeasurement(NodeKey.generate().node_id, 1.0) for _ in range(8)]
+        assert list(PeerTable(fresh)) == fresh
+        assert len(facts_module._SHARED_IDS) <= 64, batch

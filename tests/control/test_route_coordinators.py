@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from accessfabric.control.server.plane import ControlConfig
 from accessfabric.identity.keys import NodeKey
 from tests.control.api_harness import Running, running_plane
 from tests.control.test_api_leases import _beat, _enroll, _json
@@ -69,5 +70,45 @@ def test_each_source_is_planned_by_its_partitions_coordinator(tmp_path: Path) ->
                 text = await response.text()
             assert "accessfabric_control_route_coordinators 2.0" in text
             assert "accessfabric_control_route_plans_total 3.0" in text
+
+    asyncio.run(main())
+
+
+def test_an_enrollment_rebuilds_only_the_coordinators_whose_partition_changed(
+    tmp_path: Path,
+) -> None:
+    """Another tenant's enrollment leaves acme's snapshot alone; a shared node's (it is in
+    every partition) rebuilds it.  Heartbeat-only rebuilds are kept out of the count."""
+
+    async def main() -> None:
+        config = ControlConfig(snapshot_max_age=3600.0, max_route_coordinators=1)
+        async with running_plane(tmp_path, config=config) as cp:
+            acme, globex = Tenant("acme", "rdp"), Tenant("globex", "ssh")
+            relay = NodeKey.generate()
+            await _enroll(cp, relay, ["relay"], "provider")
+            await acme.enroll(cp)
+            await _beat(cp, acme.device, (relay, 5.0))
+            await _beat(cp, acme.host, services=(acme.service,))
+            await _beat(cp, relay, (acme.host, 5.0))
+            coordinators = cp.plane.coordinators
+            assert coordinators.max_coordinators == 1  # the config key reaches it
+            await acme.lease(cp)
+            mine = coordinators.get("acme")
+            assert mine is not None and mine.builds == 1
+
+            await _enroll(cp, NodeKey.generate(), ["relay"], "globex")  # not acme's partition
+            await acme.lease(cp)
+            assert mine.builds == 1
+
+            await _enroll(cp, NodeKey.generate(), ["relay"], "provider")  # shared: every one's
+            await acme.lease(cp)
+            assert mine.builds == 2
+
+            await globex.enroll(cp)
+            await _beat(cp, globex.device, (relay, 5.0))
+            await _beat(cp, globex.host, services=(globex.service,))
+            await _beat(cp, relay, (acme.host, 5.0), (globex.host, 5.0))
+            await globex.lease(cp)  # beyond max_route_coordinators: acme's is dropped
+            assert len(coordinators) == 1 and coordinators.get("acme") is None
 
     asyncio.run(main())

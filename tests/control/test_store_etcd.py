@@ -22,6 +22,7 @@ from accessfabric.control.server.store import (
 from accessfabric.control.server.store.aio import AsyncStore
 from accessfabric.control.server.store.etcd import EtcdStore, parse_store_url
 from accessfabric.control.server.store.etcd_cluster import LocalEtcdCluster
+from tests.control.test_store_watch import assert_watched_in_order
 
 
 def _wait_until_gone(store: EtcdStore, key: str, limit: float) -> float:
@@ -96,15 +97,7 @@ def test_native_watch_streams_puts_deletes_and_expiry(etcd_store: EtcdStore) -> 
         return seen
 
     seen = asyncio.run(scenario())
-    assert [(c.kind, c.key, c.value) for c in seen] == [
-        (ChangeKind.PUT, "/w/a", b"1"),
-        (ChangeKind.PUT, "/w/b", b"2"),
-        (ChangeKind.DELETE, "/w/a", b""),
-        (ChangeKind.PUT, "/w/a", b"3"),
-        (ChangeKind.DELETE, "/w/b", b""),
-    ]
-    revisions = [c.revision for c in seen]
-    assert revisions == sorted(revisions)
+    assert_watched_in_order(seen)
 
 
 def test_native_watch_from_compacted_revision_raises(etcd_store: EtcdStore) -> None:

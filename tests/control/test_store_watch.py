@@ -20,6 +20,20 @@ async def _collect(store: SqliteStore, prefix: str, since: int, count: int) -> l
     return seen
 
 
+def assert_watched_in_order(seen: list[Change]) -> None:
+    """What the watch scenario (put /w/a, /other, /w/b with a lease; delete and put /w/a
+    again; the lease expires) delivers under /w/, on every store: in order, revisions up."""
+    assert [(c.kind, c.key, c.value) for c in seen] == [
+        (ChangeKind.PUT, "/w/a", b"1"),
+        (ChangeKind.PUT, "/w/b", b"2"),
+        (ChangeKind.DELETE, "/w/a", b""),
+        (ChangeKind.PUT, "/w/a", b"3"),
+        (ChangeKind.DELETE, "/w/b", b""),
+    ]
+    revisions = [c.revision for c in seen]
+    assert revisions == sorted(revisions)
+
+
 def test_watch_delivers_puts_and_deletes_in_order(store: SqliteStore, clock: FakeClock) -> None:
     async def scenario() -> list[Change]:
         start = store.revision()
@@ -37,15 +51,7 @@ def test_watch_delivers_puts_and_deletes_in_order(store: SqliteStore, clock: Fak
         return await asyncio.wait_for(task, 5)
 
     seen = asyncio.run(scenario())
-    assert [(c.kind, c.key, c.value) for c in seen] == [
-        (ChangeKind.PUT, "/w/a", b"1"),
-        (ChangeKind.PUT, "/w/b", b"2"),
-        (ChangeKind.DELETE, "/w/a", b""),
-        (ChangeKind.PUT, "/w/a", b"3"),
-        (ChangeKind.DELETE, "/w/b", b""),
-    ]
-    revisions = [c.revision for c in seen]
-    assert revisions == sorted(revisions)
+    assert_watched_in_order(seen)
 
 
 def test_watch_replays_history_from_since(store: SqliteStore) -> None:

@@ -30,20 +30,11 @@ from accessfabric.node.runtime import NodeRuntime
 from accessfabric.wire.registry import TrafficClass
 from tests.conditions import until, until_returns
 from tests.control.api_harness import Running, running_plane
+from tests.echo_server import echo_server
 
 
 async def _until(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
     return await until_returns(check, timeout)
-
-
-async def _echo_server() -> asyncio.Server:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
 def _write_config(tmp_path: Path, name: str, plane: Running, token: str, extra: str = "") -> Path:
@@ -77,8 +68,8 @@ async def _echo(stream: Any, payload: bytes) -> None:
 
 async def test_nodes_enroll_register_lease_and_survive_control_outage(tmp_path: Path) -> None:
     config = ControlConfig(heartbeat_interval=0.5)
-    server = await _echo_server()
-    echo_server = server.sockets[0].getsockname()[1]
+    server = await echo_server()
+    echo_port = server.sockets[0].getsockname()[1]
     async with running_plane(tmp_path, config=config) as plane:
         host_token = await plane.token("acme", ["entry", "service-host"])
         source_token = await plane.token("acme", ["mobile-edge"])
@@ -89,7 +80,7 @@ async def test_nodes_enroll_register_lease_and_survive_control_outage(tmp_path: 
                 "host",
                 plane,
                 host_token,
-                f'[[services]]\nname = "web"\ntarget = "127.0.0.1:{echo_server}"\n',
+                f'[[services]]\nname = "web"\ntarget = "127.0.0.1:{echo_port}"\n',
             )
         )
         source_config = load_node_config(_write_config(tmp_path, "source", plane, source_token))

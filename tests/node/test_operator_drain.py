@@ -35,19 +35,10 @@ from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass
 from tests.conditions import until, until_returns
 from tests.control.api_harness import Running, running_plane
+from tests.echo_server import echo_server
 
 CHUNK = 64 * 1024
 CHUNKS = 48  # 3 MiB: half before the drain, half after the device moved
-
-
-async def _echo_server() -> asyncio.Server:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
 def _config(
@@ -91,7 +82,7 @@ class Fabric:
 @asynccontextmanager
 async def fabric(tmp_path: Path, drain_timeout: float = 20.0) -> AsyncIterator[Fabric]:
     """S serving web (echo), entries A and B with a session to S each, device D."""
-    echo = await _echo_server()
+    echo = await echo_server()
     echo_port = echo.sockets[0].getsockname()[1]
     nodes: list[NodeRuntime] = []
     async with running_plane(tmp_path, config=ControlConfig(heartbeat_interval=0.5)) as plane:

@@ -29,6 +29,7 @@ from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass
 from tests.conditions import until_returns
 from tests.control.api_harness import Running, running_plane
+from tests.echo_server import echo_server
 
 
 async def _until(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
@@ -84,18 +85,8 @@ def _heartbeated(plane: Running, node_id: str) -> set[str]:
     return set() if state is None else {s.name for s in state.facts.services}
 
 
-async def _echo_server() -> asyncio.Server:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
-
-
 async def test_the_vpn_exit_and_its_services_are_registered_and_leased(tmp_path: Path) -> None:
-    server = await _echo_server()
+    server = await echo_server()
     web = f'[[services]]\nname = "web"\ntarget = "127.0.0.1:{server.sockets[0].getsockname()[1]}"\n'
     async with running_plane(tmp_path, config=ControlConfig(heartbeat_interval=0.3)) as plane:
         host_token = await plane.token("acme", ["entry", "exit", "service-host"])

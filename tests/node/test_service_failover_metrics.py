@@ -24,7 +24,8 @@ from accessfabric.node.runtime import NodeRuntime
 from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import running_plane
-from tests.node.test_control_link import _echo, _echo_server, _until, _write_config
+from tests.echo_server import echo_server
+from tests.node.test_control_link import _echo, _until, _write_config
 
 
 def _failovers(node: NodeRuntime) -> dict[tuple[str, str], float]:
@@ -41,7 +42,7 @@ async def test_leader_failover_is_counted_by_the_new_leader_and_the_source(
     tmp_path: Path,
 ) -> None:
     config = ControlConfig(heartbeat_interval=0.5, replica_ttl=2.0, route_lease_ttl=3.0)
-    server = await _echo_server()
+    server = await echo_server()
     echo_port = server.sockets[0].getsockname()[1]
     service = (
         f'[[services]]\nname = "db"\ntarget = "127.0.0.1:{echo_port}"\nmode = "leader-follower"\n'

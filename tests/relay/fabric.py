@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from accessfabric.bench.relay_lab import SEALED_SINK, SinkResults, issue_route, sealed_sink
 from accessfabric.control.kernel.authority import Authority
@@ -66,6 +69,16 @@ class Fabric:
     async def stop(self) -> None:
         for runtime in [self.source, *self.relays, self.destination]:
             await runtime.shutdown()
+
+
+@asynccontextmanager
+async def built(tmp_path: Path, relays: int, **options: Any) -> AsyncIterator[Fabric]:
+    """:func:`build`, stopped when the block ends."""
+    fabric = await build(tmp_path, relays, **options)
+    try:
+        yield fabric
+    finally:
+        await fabric.stop()
 
 
 async def build(

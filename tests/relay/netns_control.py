@@ -61,6 +61,13 @@ class JsonLines(Proc):
 
 
 class ControlFabric:
+    """The control plane and ``hosts`` as nodes of tenant acme (with ``roles``); a
+    subclass changes the topology (:meth:`add_links`) and the node configs (:meth:`config`)."""
+
+    hosts: tuple[str, ...] = HOSTS
+    roles: dict[str, str] = ROLES
+    client_host = "phone"
+
     def __init__(self, topo: Topology, workdir: Path, *, route_lease_ttl: float) -> None:
         self.topo = topo
         self.workdir = workdir
@@ -70,16 +77,20 @@ class ControlFabric:
         self.control: subprocess.Popen[bytes] | None = None
         self.control_starts = 0
         topo.add_host("ctl")
-        for host in HOSTS:
+        for host in self.hosts:
             topo.add_host(host)
             topo.link("ctl", host)
-        for a, b in LINKS:
-            topo.link(a, b)
-        self.keys = {host: NodeKey.generate() for host in HOSTS}
+        self.add_links()
+        self.keys = {host: NodeKey.generate() for host in self.hosts}
         for host, key in self.keys.items():
             key.save(workdir / f"{host}.key")
         self.ids = {host: key.node_id for host, key in self.keys.items()}
         self.authority = self.admin_token = ""
+
+    def add_links(self) -> None:
+        """The data-plane links (each node also has one to ``ctl``)."""
+        for a, b in LINKS:
+            self.topo.link(a, b)
 
     def init_control(self) -> None:
         """``control init``: the authority key, the SQLite store and an admin token."""
@@ -139,7 +150,7 @@ class ControlFabric:
             "--authority-key", self.authority,
         ]  # fmt: skip
         create = ["control", "token", "create", "--tenant", "acme"]
-        commands = {host: [*create, "--roles", ROLES[host], *server] for host in HOSTS}
+        commands = {host: [*create, "--roles", self.roles[host], *server] for host in self.hosts}
         # default deny: home serves the tenant's nodes only once a grant admits them
         grant = ["control", "grant", "create", "--tenant", "acme", "--services", SERVICE]
         commands["grant"] = [*grant, *server]
@@ -156,12 +167,27 @@ class ControlFabric:
     def state_dir(self, host: str) -> Path:
         return self.workdir / f"{host}.control"
 
-    def config(self, host: str, token: str) -> Path:
-        topo = self.topo
-        text = (
-            f'key_path = "{host}.key"\nroles = ["{ROLES[host]}"]\n'
+    def config_head(self, host: str) -> str:
+        """The start of ``host``'s node.toml: key, role, admin socket."""
+        return (
+            f'key_path = "{host}.key"\nroles = ["{self.roles[host]}"]\n'
             f'admin_socket = "{self.admin_socket(host)}"\ndrain_timeout = 1\n'
         )
+
+    def write_config(self, host: str, text: str, token: str) -> Path:
+        """``text`` and the ``[control]`` table as ``host``'s node.toml."""
+        text += (
+            f'[control]\nurl = "{self.control_url(host)}"\n'
+            f'authority_key = "{self.authority}"\ntoken = "{token}"\n'
+            f'state_dir = "{self.state_dir(host)}"\nbackoff_max = 1\n'
+        )
+        path = self.workdir / f"{host}.toml"
+        path.write_text(text)
+        return path
+
+    def config(self, host: str, token: str) -> Path:
+        topo = self.topo
+        text = self.config_head(host)
         for peer in LISTEN_TOWARDS.get(host, []):
             address = topo.host_addr(host, peer)
             text += f'[[listen]]\ncarrier = "tcp"\naddress = "{address}:{FABRIC_PORT}"\n'
@@ -175,18 +201,11 @@ class ControlFabric:
             text += f'[[services]]\nname = "{SERVICE}"\ntarget = "127.0.0.1:{ECHO_PORT}"\n'
         if host == "phone":
             text += f'[[forwards]]\nlisten = "127.0.0.1:{FORWARD_PORT}"\nservice = "{SERVICE}"\n'
-        text += (
-            f'[control]\nurl = "{self.control_url(host)}"\n'
-            f'authority_key = "{self.authority}"\ntoken = "{token}"\n'
-            f'state_dir = "{self.state_dir(host)}"\nbackoff_max = 1\n'
-        )
-        path = self.workdir / f"{host}.toml"
-        path.write_text(text)
-        return path
+        return self.write_config(host, text, token)
 
     def start_nodes(self) -> None:
         tokens = self.tokens()
-        for host in HOSTS:
+        for host in self.hosts:
             config = self.config(host, tokens[host])
             log = (self.workdir / f"{host}.log").open("wb")
             self.nodes[host] = self.topo.popen(
@@ -233,11 +252,11 @@ class ControlFabric:
         return JsonLines(popen)
 
     def start(self) -> JsonLines:
-        """Control plane, echo server, nodes and the phone's TCP client; the client."""
+        """Control plane, echo server, nodes and the client host's TCP client; the client."""
         self.init_control()
         self.start_control()
         echo = self.driver("home", "serve", f"127.0.0.1:{ECHO_PORT}")
-        client = self.driver("phone", "client", f"127.0.0.1:{FORWARD_PORT}")
+        client = self.driver(self.client_host, "client", f"127.0.0.1:{FORWARD_PORT}")
         self.wait_control()
         self.start_nodes()
         echo.ready()

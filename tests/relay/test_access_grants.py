@@ -33,6 +33,7 @@ from accessfabric.node.streams.connection import FabricStream, StreamResetError
 from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import Running, running_plane
+from tests.echo_server import echo_server
 
 HEARTBEAT = 0.3
 CLASS = TrafficClass.RELIABLE
@@ -69,14 +70,25 @@ def _peer_table(node: NodeRuntime) -> str:
     return f'[[peers]]\nnode_id = "{node.node_id}"\nendpoints = ["{url}"]\n'
 
 
-async def _echo_server() -> asyncio.Server:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
+async def _start(runtimes: list[NodeRuntime], config: Path, host: bool = False) -> NodeRuntime:
+    """Start a node on ``config`` (a service host with ``host``), listed in ``runtimes``."""
+    runtime = NodeRuntime(load_node_config(config, environ={}),
+                          components=(ServicesComponent(),) if host else ())  # fmt: skip
+    runtimes.append(runtime)
+    await runtime.start()
+    return runtime
 
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+def _enrolled_and_granted(member: NodeRuntime, host: NodeRuntime) -> Callable[[], Awaitable[bool]]:
+    """The member holds its record and the host a policy with grants."""
+
+    async def ready() -> bool:
+        assert member.control is not None
+        return member.control.client.record() is not None and bool(
+            host.access.policy and host.access.policy.grants
+        )
+
+    return ready
 
 
 async def _outcome(stream: FabricStream) -> str:
@@ -118,18 +130,14 @@ class World:
 async def test_grants_admit_their_tenant_only_and_revocation_takes_one_heartbeat(
     tmp_path: Path,
 ) -> None:
-    echo = await _echo_server()
+    echo = await echo_server()
     port = echo.sockets[0].getsockname()[1]
     config = ControlConfig(heartbeat_interval=HEARTBEAT)
     runtimes: list[NodeRuntime] = []
 
     async def start(name: str, token: str | None, extra: str = "", plane: Any = None,
                     host: bool = False) -> NodeRuntime:  # fmt: skip
-        cfg = load_node_config(_config(tmp_path, name, plane, token, extra), environ={})
-        runtime = NodeRuntime(cfg, components=(ServicesComponent(),) if host else ())
-        runtimes.append(runtime)
-        await runtime.start()
-        return runtime
+        return await _start(runtimes, _config(tmp_path, name, plane, token, extra), host=host)
 
     async with running_plane(tmp_path, config=config) as plane:
         try:
@@ -195,7 +203,7 @@ async def test_cached_grants_hold_while_the_control_plane_is_down_until_they_exp
     """A host keeps enforcing the policy it holds (the member is served) while the control
     plane is unreachable, also after a restart (from its state directory); once the
     policy's time is up it serves nobody."""
-    echo = await _echo_server()
+    echo = await echo_server()
     port = echo.sockets[0].getsockname()[1]
     config = ControlConfig(heartbeat_interval=HEARTBEAT, access_policy_ttl=60.0)
     runtimes: list[NodeRuntime] = []
@@ -210,25 +218,14 @@ async def test_cached_grants_hold_while_the_control_plane_is_down_until_they_exp
                 tmp_path, "host", plane, await plane.token("acme", ["service-host"]), service,
                 host_port,
             )  # fmt: skip
-            host = NodeRuntime(load_node_config(host_cfg, environ={}),
-                               components=(ServicesComponent(),))  # fmt: skip
-            runtimes.append(host)
-            await host.start()
+            host = await _start(runtimes, host_cfg, host=True)
             member_cfg = _config(
                 tmp_path, "member", plane, await plane.token("acme", ["mobile-edge"]),
                 _peer_table(host),
             )  # fmt: skip
-            member = NodeRuntime(load_node_config(member_cfg, environ={}))
-            runtimes.append(member)
-            await member.start()
+            member = await _start(runtimes, member_cfg)
 
-            async def ready() -> bool:
-                assert member.control is not None
-                return member.control.client.record() is not None and bool(
-                    host.access.policy and host.access.policy.grants
-                )
-
-            await _until(ready)
+            await _until(_enrolled_and_granted(member, host))
             await plane.server.stop()
             assert host.control is not None
 
@@ -241,10 +238,7 @@ async def test_cached_grants_hold_while_the_control_plane_is_down_until_they_exp
             assert await world.direct(member) == "served"
 
             await host.shutdown()  # restarted while the control plane is still down
-            host = NodeRuntime(load_node_config(host_cfg, environ={}),
-                               components=(ServicesComponent(),))  # fmt: skip
-            runtimes.append(host)
-            await host.start()
+            host = await _start(runtimes, host_cfg, host=True)
             assert host.access.policy is not None and host.access.policy.grants  # from disk
             world = World(plane, host, host)
             assert await world.direct(member) == "served"
@@ -261,7 +255,7 @@ async def test_a_revoked_role_loses_access_at_the_hosts_next_heartbeat(tmp_path:
     """``revoke-role`` re-signs the node's record; the host, whose session to the node holds
     the old record (from HELLO), refuses it once its next heartbeat brings the policy's
     record floor, not when the old record expires (a week)."""
-    echo = await _echo_server()
+    echo = await echo_server()
     port = echo.sockets[0].getsockname()[1]
     config = ControlConfig(heartbeat_interval=HEARTBEAT)
     runtimes: list[NodeRuntime] = []
@@ -272,25 +266,14 @@ async def test_a_revoked_role_loses_access_at_the_hosts_next_heartbeat(tmp_path:
             host_cfg = _config(
                 tmp_path, "host", plane, await plane.token("acme", ["service-host"]), service
             )
-            host = NodeRuntime(load_node_config(host_cfg, environ={}),
-                               components=(ServicesComponent(),))  # fmt: skip
-            runtimes.append(host)
-            await host.start()
+            host = await _start(runtimes, host_cfg, host=True)
             member_cfg = _config(
                 tmp_path, "member", plane,
                 await plane.token("acme", ["mobile-edge", "observer"]), _peer_table(host),
             )  # fmt: skip
-            member = NodeRuntime(load_node_config(member_cfg, environ={}))
-            runtimes.append(member)
-            await member.start()
+            member = await _start(runtimes, member_cfg)
 
-            async def ready() -> bool:
-                assert member.control is not None
-                return member.control.client.record() is not None and bool(
-                    host.access.policy and host.access.policy.grants
-                )
-
-            await _until(ready)
+            await _until(_enrolled_and_granted(member, host))
             world = World(plane, host, host)
             assert await world.direct(member) == "served"
             session = await member.peers.session(host.node_id)

@@ -38,6 +38,7 @@ from accessfabric.services.host import ServicesComponent
 from accessfabric.wire.registry import TrafficClass
 from tests.conditions import until_returns
 from tests.control.api_harness import Running, running_plane
+from tests.echo_server import echo_server
 from tests.node.test_host_facts import write_supply
 
 WEB = "web"
@@ -46,16 +47,6 @@ CLASS = TrafficClass.RELIABLE
 
 async def until(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
     return await until_returns(check, timeout)
-
-
-async def echo_server() -> asyncio.Server:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
 async def echo(stream: Any, payload: bytes) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -44,31 +43,22 @@ def _need_netns() -> None:
 
 
 class TransitionFabric(nc.ControlFabric):
+    hosts = HOSTS
+    roles = ROLES
+
     def __init__(self, topo: Topology, workdir: Path, carrier: str) -> None:
         self.carrier = carrier
-        self.topo = topo
-        self.workdir = workdir
-        self.route_lease_ttl = 30.0
-        self.data = workdir / "control-data"
-        self.nodes: dict[str, subprocess.Popen[bytes]] = {}
-        self.control = None
-        self.control_starts = 0
-        topo.add_host("ctl")
-        for host in HOSTS:
-            topo.add_host(host)
-            topo.link("ctl", host)
+        super().__init__(topo, workdir, route_lease_ttl=30.0)
+        self.lte_routes()
+        self.set_link("laptop", "lte", up=False)
+
+    def add_links(self) -> None:
+        topo = self.topo
         topo.add_host("lte", forwarding=True)
         topo.link("laptop", "entry")  # wifi
         topo.link("laptop", "lte")
         topo.link("lte", "entry")
         topo.link("entry", "home")
-        self.keys = {host: nc.NodeKey.generate() for host in HOSTS}
-        for host, key in self.keys.items():
-            key.save(workdir / f"{host}.key")
-        self.ids = {host: key.node_id for host, key in self.keys.items()}
-        self.authority = self.admin_token = ""
-        self.lte_routes()
-        self.set_link("laptop", "lte", up=False)
 
     def lte_routes(self) -> None:
         """Both of the entry's addresses are reachable over lte (as a public address is
@@ -90,42 +80,9 @@ class TransitionFabric(nc.ControlFabric):
         state = "up" if up else "down"
         run_command(["ip", "-n", self.topo.ns(host), "link", "set", "dev", dev, state])
 
-    def tokens(self) -> dict[str, str]:
-        script = (
-            "import contextlib, io, json, sys\n"
-            "from accessfabric.control.server.cli import main\n"
-            "out = {}\n"
-            "for host, argv in json.loads(sys.argv[1]).items():\n"
-            "    text = io.StringIO()\n"
-            "    with contextlib.redirect_stdout(text):\n"
-            "        assert main(argv) == 0, host\n"
-            "    out[host] = text.getvalue().strip()\n"
-            "print(json.dumps(out))\n"
-        )
-        server = [
-            "--server",
-            f"https://127.0.0.1:{nc.CONTROL_PORT}",
-            "--admin-token",
-            self.admin_token,
-            "--authority-key",
-            self.authority,
-        ]
-        create = ["control", "token", "create", "--tenant", "acme"]
-        commands = {host: [*create, "--roles", ROLES[host], *server] for host in HOSTS}
-        # default deny: home serves the tenant's nodes only once a grant admits them
-        grant = ["control", "grant", "create", "--tenant", "acme", "--services", nc.SERVICE]
-        commands["grant"] = [*grant, *server]
-        done = self.topo.run("ctl", [nc.sys.executable, "-c", script, json.dumps(commands)])
-        tokens: dict[str, str] = json.loads(done.stdout)
-        del tokens["grant"]
-        return tokens
-
     def config(self, host: str, token: str) -> Path:
         topo = self.topo
-        text = (
-            f'key_path = "{host}.key"\nroles = ["{ROLES[host]}"]\n'
-            f'admin_socket = "{self.admin_socket(host)}"\ndrain_timeout = 1\n'
-        )
+        text = self.config_head(host)
         listen = {"entry": ["laptop", "lte"], "home": ["entry"]}.get(host, [])
         for peer in listen:
             address = topo.host_addr(host, peer)
@@ -152,24 +109,7 @@ class TransitionFabric(nc.ControlFabric):
             )
         if host == "home":
             text += f'[[services]]\nname = "{nc.SERVICE}"\ntarget = "127.0.0.1:{nc.ECHO_PORT}"\n'
-        text += (
-            f'[control]\nurl = "{self.control_url(host)}"\n'
-            f'authority_key = "{self.authority}"\ntoken = "{token}"\n'
-            f'state_dir = "{self.state_dir(host)}"\nbackoff_max = 1\n'
-        )
-        path = self.workdir / f"{host}.toml"
-        path.write_text(text)
-        return path
-
-    def start_nodes(self) -> None:
-        tokens = self.tokens()
-        for host in HOSTS:
-            config = self.config(host, tokens[host])
-            log = (self.workdir / f"{host}.log").open("wb")
-            self.nodes[host] = self.topo.popen(
-                host, [*nc.COMMAND, "node", "run", "--config", str(config)],
-                stdout=log, stderr=log, env=nc.env(),
-            )  # fmt: skip
+        return self.write_config(host, text, token)
 
     def start(self) -> tuple[nc.JsonLines, nc.JsonLines]:
         """The bulk client (a reliable forward) and the echo loop's (an interactive one)."""

@@ -25,7 +25,7 @@ from accessfabric.node.runtime import NodeRuntime
 from accessfabric.node.streams.connection import StreamResetError
 from accessfabric.wire.registry import TrafficClass
 from tests.node.harness import COMMAND, command_env
-from tests.relay.fabric import build
+from tests.relay.fabric import built
 
 KiB = 1024
 PAYLOAD = os.urandom(200 * KiB)
@@ -72,8 +72,7 @@ async def until_idle(relay: NodeRuntime) -> None:
 
 
 async def test_relayed_bytes_show_on_metrics_and_status(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src, relay, dst = fabric.source, fabric.relays[0], fabric.destination
         socket = tmp_path / "relay.sock"
         await relay.observe.start(HostPort(host="127.0.0.1", port=0), socket)
@@ -129,13 +128,10 @@ async def test_relayed_bytes_show_on_metrics_and_status(tmp_path: Path) -> None:
         ]
         assert section[5].split() == [tenant, "bulk", "1", "0", "0", str(int(up)), str(int(down))]
         assert "relay" not in dst.observe.status() and "relay" not in src.observe.status()
-    finally:
-        await fabric.stop()
 
 
 async def test_a_stream_the_relay_quota_refuses_shows_under_its_reason(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src, relay = fabric.source, fabric.relays[0]
         relay.data_plane.relay.quotas = RelayQuotas(RelayLimits(max_streams_per_tenant=1))
         await relay.observe.start(HostPort(host="127.0.0.1", port=0), None)
@@ -166,15 +162,12 @@ async def test_a_stream_the_relay_quota_refuses_shows_under_its_reason(tmp_path:
         assert section["active"] == 1
         first.close()
         assert await asyncio.wait_for(first.read(), 5) == b""
-    finally:
-        await fabric.stop()
 
 
 async def test_each_tenant_behind_one_upstream_has_its_own_quota(tmp_path: Path) -> None:
     """Two tenants' leases over the same source -> relay session: the relay limits and
     accounts each by the tenant its lease names, not by the peer that brought the stream."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src, relay = fabric.source, fabric.relays[0]
         relay.data_plane.relay.quotas = RelayQuotas(RelayLimits(max_streams_per_tenant=1))
         await relay.observe.start(HostPort(host="127.0.0.1", port=0), None)
@@ -221,8 +214,6 @@ async def test_each_tenant_behind_one_upstream_has_its_own_quota(tmp_path: Path)
             stream.close()
             assert await asyncio.wait_for(stream.read(), 5) == b""
         await until_idle(relay)
-    finally:
-        await fabric.stop()
 
 
 async def test_a_claim_failing_after_admission_gives_the_quota_slot_back(
@@ -230,8 +221,7 @@ async def test_a_claim_failing_after_admission_gives_the_quota_slot_back(
 ) -> None:
     """``relay_stream`` raising once the quota admitted the stream: the stream is reset,
     the error counted, and the tenant's only slot is free for the next stream."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src, relay = fabric.source, fabric.relays[0]
         splicer = relay.data_plane.relay
         splicer.quotas = RelayQuotas(RelayLimits(max_streams_per_tenant=1))
@@ -270,5 +260,3 @@ async def test_a_claim_failing_after_admission_gives_the_quota_slot_back(
         stream.close()
         assert await asyncio.wait_for(stream.read(), 5) == b""
         await until_idle(relay)
-    finally:
-        await fabric.stop()

@@ -26,14 +26,13 @@ from accessfabric.sealing.resume_proof import PROOF_SIZE, prove_resume
 from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.wire.limits import MAX_KEY_EXCHANGE
 from accessfabric.wire.registry import TrafficClass
-from tests.relay.fabric import Fabric, build, kill
+from tests.relay.fabric import Fabric, built, kill
 
 MiB = 1024 * 1024
 
 
 async def test_sealed_bulk_survives_relay_death(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=2)
-    try:
+    async with built(tmp_path, relays=2) as fabric:
         src, dst = fabric.source, fabric.destination
         src.routes.set_routes(SEALED_SINK, TrafficClass.BULK, fabric.routes([0], [1]))
         initiator, token = new_initiator(
@@ -63,13 +62,10 @@ async def test_sealed_bulk_survives_relay_death(tmp_path: Path) -> None:
         assert dst.data_plane.router.adopted == 1
         relayed = fabric.relays[1].data_plane.relay.counters()
         assert relayed["relayed"], relayed  # accounting, never payload
-    finally:
-        await fabric.stop()
 
 
 async def test_two_relays_in_a_row_echo(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=2, chained=True)
-    try:
+    async with built(tmp_path, relays=2, chained=True) as fabric:
         src = fabric.source
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0, 1]))
         stream = await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
@@ -78,13 +74,10 @@ async def test_two_relays_in_a_row_echo(tmp_path: Path) -> None:
             assert await stream.readexactly(len(b"ping %d" % n)) == b"ping %d" % n
         stream.close()
         assert await stream.read() == b""
-    finally:
-        await fabric.stop()
 
 
 async def test_relay_refuses_a_lease_that_does_not_name_it(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=2)
-    try:
+    async with built(tmp_path, relays=2) as fabric:
         src = fabric.source
         # Route via relay 1, but sent to relay 0: relay 0 is not on the lease.
         (wrong,) = fabric.routes([1])
@@ -98,8 +91,6 @@ async def test_relay_refuses_a_lease_that_does_not_name_it(tmp_path: Path) -> No
             await asyncio.wait_for(stream.read(), 5)
         assert caught.value.code == ErrorCode.ROUTE_REJECTED
         assert fabric.relays[0].data_plane.router.refused == {"hop_not_on_route": 1}
-    finally:
-        await fabric.stop()
 
 
 async def test_a_hop_cannot_reuse_its_sources_lease_for_a_stream_of_its_own(
@@ -107,8 +98,7 @@ async def test_a_hop_cannot_reuse_its_sources_lease_for_a_stream_of_its_own(
 ) -> None:
     """The relay before the destination passes the previous-hop check with the source's
     lease; a sealed stream it opens in its own name on that lease is refused."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         relay, dst = fabric.relays[0], fabric.destination
         (route,) = fabric.routes([0])  # source -> relay -> destination
         initiator, token = new_initiator(
@@ -140,28 +130,22 @@ async def test_a_hop_cannot_reuse_its_sources_lease_for_a_stream_of_its_own(
         )  # fmt: skip
         sent, confirmed = await send_sealed(served, own, 64 * 1024)
         assert confirmed == sent and fabric.sink.digests == [sent]
-    finally:
-        await fabric.stop()
 
 
 async def test_expired_leases_say_why_no_route(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src = fabric.source
         routes = fabric.routes([0])
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, routes)
         src.routes.clock = lambda: routes[0].lease.expires_ms / 1000 + 5
         with pytest.raises(NoUsableRoute, match="expired"):
             await src.routes.open_stream("echo", TrafficClass.INTERACTIVE)
-    finally:
-        await fabric.stop()
 
 
 async def test_a_stream_whose_first_path_never_reached_the_destination(tmp_path: Path) -> None:
     """The first path dies before the destination saw the stream (the relay cannot reach
     its next hop): the resume on the alternate is a new stream there, from byte 0."""
-    fabric = await build(tmp_path, relays=2, chained=True)
-    try:
+    async with built(tmp_path, relays=2, chained=True) as fabric:
         src, dst = fabric.source, fabric.destination
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0, 1], [0]))
         kill(fabric.relays[1])
@@ -178,8 +162,6 @@ async def test_a_stream_whose_first_path_never_reached_the_destination(tmp_path:
         assert dst.data_plane.router.adopted == 0 and dst.data_plane.router.opened_on_resume == 1
         # relayed, so sealed: the resume brought the exchange
         assert dst.data_plane.router.sealed == 1
-    finally:
-        await fabric.stop()
 
 
 async def _resume_a_finished_stream(fabric: Fabric) -> FabricStream:
@@ -212,8 +194,7 @@ async def _resume_a_finished_stream(fabric: Fabric) -> FabricStream:
 async def test_a_resume_of_a_finished_stream_is_refused(tmp_path: Path) -> None:
     """The destination remembers the tokens of stream ends it let go: a late resume of one
     is refused, never served as a new stream (its first bytes were delivered once)."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         dst = fabric.destination
         late = await _resume_a_finished_stream(fabric)
         with pytest.raises(StreamResetError) as reset:  # the relay passes the refusal on
@@ -221,8 +202,6 @@ async def test_a_resume_of_a_finished_stream_is_refused(tmp_path: Path) -> None:
         assert reset.value.code == ErrorCode.STREAM_CLOSED  # refused, not "path failed"
         assert dst.data_plane.router.refused == {"unknown resume token": 1}
         assert dst.data_plane.router.opened_on_resume == 0
-    finally:
-        await fabric.stop()
 
 
 async def _refused_samples(url: str) -> dict[str, float]:
@@ -237,8 +216,7 @@ async def _refused_samples(url: str) -> dict[str, float]:
 
 
 async def test_refused_streams_are_on_metrics_with_bounded_reasons(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         dst = fabric.destination
         await dst.observe.start(HostPort(host="127.0.0.1", port=0), None)
         late = await _resume_a_finished_stream(fabric)
@@ -253,15 +231,12 @@ async def test_refused_streams_are_on_metrics_with_bounded_reasons(tmp_path: Pat
         assert samples["unknown resume token"] == 1
         assert samples["other"] == 3 * REFUSED_LABELS - (REFUSED_LABELS - 1)
         assert sum(samples.values()) == 1 + 3 * REFUSED_LABELS
-    finally:
-        await fabric.stop()
 
 
 async def test_a_second_path_open_needs_the_proof_its_key_exchange_gives(tmp_path: Path) -> None:
     """A relay that saw a sealed OPEN_STREAM whose first path then failed knows its token
     and key exchange, not the ephemeral secret: its own "second path" open is refused."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src, dst = fabric.source, fabric.destination
         (route,) = fabric.routes([0])
         dst_key = fabric.sealing_key(dst.node_id)
@@ -297,16 +272,13 @@ async def test_a_second_path_open_needs_the_proof_its_key_exchange_gives(tmp_pat
         }
         assert dst.data_plane.router.opened_on_resume == 0
         assert token not in dst.data_plane.ends.served
-    finally:
-        await fabric.stop()
 
 
 async def test_a_resume_gone_in_its_own_batch_leaves_the_session_alone(tmp_path: Path) -> None:
     """A resume OPEN_STREAM and its RESET_STREAM arrive in one batch: the relay's session
     no longer has the stream when the relay claims it.  The relay skips that splice and
     counts it; the session, and every other stream on it, carries on."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src = fabric.source
         relay = fabric.relays[0]
         (route,) = fabric.routes([0])
@@ -335,8 +307,6 @@ async def test_a_resume_gone_in_its_own_batch_leaves_the_session_alone(tmp_path:
         assert await asyncio.wait_for(other.readexactly(5), 5) == b"after"
         other.close()
         assert await asyncio.wait_for(other.read(), 5) == b""
-    finally:
-        await fabric.stop()
 
 
 async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_unsealed(
@@ -346,8 +316,7 @@ async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_un
     the proof resumes from offset 0 with the proof alone.  On a one-hop route the
     destination must not take that for an unsealed stream: its service would read the
     sealed records as plaintext.  It is refused."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         dst = fabric.destination
         opener = fabric.relays[0]  # a node peered with the destination: a one-hop route
         dst.access.allow[SEALED_SINK] = frozenset({opener.node_id})  # access is not the point
@@ -385,8 +354,6 @@ async def test_a_sealed_resume_from_zero_without_its_exchange_is_never_served_un
         assert dst.data_plane.router.refused == {"resume key exchange missing": 1}
         assert dst.data_plane.router.opened_on_resume == 0
         assert fabric.sink.digests == []  # the service never read the sealed bytes
-    finally:
-        await fabric.stop()
 
 
 async def test_a_served_open_gone_in_its_own_batch_leaves_the_session_alone(
@@ -395,8 +362,7 @@ async def test_a_served_open_gone_in_its_own_batch_leaves_the_session_alone(
     """A routed OPEN_STREAM and its RESET_STREAM arrive at the destination in one batch:
     its session no longer has the stream when the data plane serves it.  The session, and
     every other stream on it, carries on."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         dst = fabric.destination
         opener = fabric.relays[0]  # a node peered with the destination: a one-hop route
         dst.access.allow[SEALED_SINK] = frozenset({opener.node_id})  # access is not the point
@@ -411,5 +377,3 @@ async def test_a_served_open_gone_in_its_own_batch_leaves_the_session_alone(
         await asyncio.wait_for(connection.ping(), 5)  # the destination read the batch
         assert not connection.is_closed
         assert dst.data_plane.ends.served == {}
-    finally:
-        await fabric.stop()

@@ -33,7 +33,7 @@ from accessfabric.sealing.resume_proof import prove_resume
 from accessfabric.session import events as ev
 from accessfabric.session.snapshot import StreamSnapshot
 from accessfabric.wire.registry import TrafficClass
-from tests.relay.fabric import Fabric, build, kill
+from tests.relay.fabric import Fabric, built, kill
 
 CHUNKS = 8  # of 256 KiB: each phase sends 2 MiB
 
@@ -158,8 +158,7 @@ async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="accessfabric.node.serving.admission")
-    fabric = await build(tmp_path, relays=2)
-    try:
+    async with built(tmp_path, relays=2) as fabric:
         dst = fabric.destination
         on_path, off_path = fabric.relays
         primary, alternate = fabric.routes([0], [1])
@@ -214,15 +213,12 @@ async def test_relays_knowing_the_token_cannot_take_a_sealed_stream_over(
         assert dst.data_plane.router.adopted == 0
         assert fabric.source.routes.failovers == 0
         assert sender.stream.resumes == 0
-    finally:
-        await fabric.stop()
 
 
 async def test_a_replayed_resume_proof_is_refused_after_a_genuine_failover(
     tmp_path: Path,
 ) -> None:
-    fabric = await build(tmp_path, relays=2)
-    try:
+    async with built(tmp_path, relays=2) as fabric:
         dst = fabric.destination
         dying, new_path = fabric.relays
         primary, alternate = fabric.routes([0], [1])
@@ -252,8 +248,6 @@ async def test_a_replayed_resume_proof_is_refused_after_a_genuine_failover(
         assert dst.data_plane.router.adopted == 1
         assert fabric.source.routes.failovers == 1
         assert sender.stream.resumes == 1
-    finally:
-        await fabric.stop()
 
 
 class Wiretap:
@@ -327,8 +321,7 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream(tmp_path: Path) ->
     record of the opener's direction, which derive the very same keys again.  The
     destination must not serve the stream a second time, neither right after it finished,
     nor once it let the stream end go, nor after twice the resume window."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         dst, (relay,), (route,) = fabric.destination, fabric.relays, fabric.routes([0])
         sender, token, opened, sealed = await recorded_stream(fabric, relay, route)
         assert len(sealed) > sender.sent  # every sealed record, up to the final one
@@ -344,8 +337,6 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream(tmp_path: Path) ->
         # Past the lease's expiry the relay cannot send the open at all: the token may go.
         dst.data_plane.ends.forget_retired(time.monotonic() + 2 * 3600)
         assert token not in dst.data_plane.ends.retired_tokens
-    finally:
-        await fabric.stop()
 
 
 async def test_a_relay_cannot_replay_a_finished_sealed_stream_on_a_renewed_lease(
@@ -353,8 +344,7 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream_on_a_renewed_lease
 ) -> None:
     """The lease that carried the stream expired and the destination forgot the token; the
     relay attaches the source's renewed lease for the same route to the recorded open."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         dst, (relay,), (route,) = fabric.destination, fabric.relays, fabric.routes([0])
         sender, token, opened, sealed = await recorded_stream(fabric, relay, route)
         await let_go(dst, token)
@@ -372,5 +362,3 @@ async def test_a_relay_cannot_replay_a_finished_sealed_stream_on_a_renewed_lease
         assert reset.code == ErrorCode.STREAM_CLOSED
         assert dst.data_plane.router.refused.get("stale sealed open") == 1
         assert fabric.sink.digests == [sender.digest.hexdigest()]  # the service ran once
-    finally:
-        await fabric.stop()

@@ -24,7 +24,7 @@ from accessfabric.node.runtime import NodeRuntime
 from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.node.streams.resumable import ResumableStream
 from accessfabric.wire.registry import TrafficClass
-from tests.relay.fabric import Fabric, build, kill
+from tests.relay.fabric import Fabric, built, kill
 
 Trigger = Callable[[Fabric], Awaitable[None]]
 
@@ -111,8 +111,7 @@ async def _echo(stream: ResumableStream, payload: bytes) -> None:
 async def test_route_switch_reason_and_recovery(
     tmp_path: Path, reason: SwitchReason, trigger: Trigger, stall_timeout: float
 ) -> None:
-    fabric = await build(tmp_path, relays=2)
-    try:
+    async with built(tmp_path, relays=2) as fabric:
         src = fabric.source
         src.routes.stall_timeout = src.routes.interactive_stall_timeout = stall_timeout
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0], [1]))
@@ -143,8 +142,6 @@ async def test_route_switch_reason_and_recovery(
         assert rows[1]["last_switch"] == reason.value
         assert rows[1]["recovery_ms"] == round(took * 1e3, 1)
         assert rows[2]["last_switch"] == "-"
-    finally:
-        await fabric.stop()
 
 
 async def test_a_second_failover_within_the_cooldown_goes_back_at_once(tmp_path: Path) -> None:
@@ -152,8 +149,7 @@ async def test_a_second_failover_within_the_cooldown_goes_back_at_once(tmp_path:
     route 2 fails too, while route 1 is still in its cooldown.  Route 1's relay works again
     (a new session to it opens), so the stream must go back to it at once, not when the
     cooldown ends (issue 13: a second relay failover took 1.5-2.5 s, the first 6-30 ms)."""
-    fabric = await build(tmp_path, relays=2)
-    try:
+    async with built(tmp_path, relays=2) as fabric:
         src = fabric.source
         src.routes.cooldown = 10.0
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0], [1]))
@@ -177,8 +173,6 @@ async def test_a_second_failover_within_the_cooldown_goes_back_at_once(tmp_path:
         # out route 1's 10 s.  A generous bound against that, and against the first.
         assert second < max(2.0, 20 * first)
         assert src.routes.switches.total == 2
-    finally:
-        await fabric.stop()
 
 
 @pytest.mark.parametrize(
@@ -192,8 +186,7 @@ async def test_an_interactive_stream_leaves_a_dead_path_sooner(
     """Relay 0's downstream goes silent (its session stays up: no PONG is missed, only the
     end-to-end ACKs stop).  With a healthy alternate, an interactive stream leaves after
     ``interactive_stall_timeout``; a reliable one after ``stall_timeout``."""
-    fabric = await build(tmp_path, relays=2)
-    try:
+    async with built(tmp_path, relays=2) as fabric:
         src = fabric.source
         src.routes.stall_timeout, src.routes.interactive_stall_timeout = 2.0, 0.3
         src.routes.set_routes("echo", traffic_class, fabric.routes([0], [1]))
@@ -211,8 +204,6 @@ async def test_an_interactive_stream_leaves_a_dead_path_sooner(
             assert took < 1.5  # before: the 2 s stall_timeout for every class
         else:
             assert took >= 1.8  # (the last progress was up to one monitor tick earlier)
-    finally:
-        await fabric.stop()
 
 
 async def test_new_streams_prefer_a_route_whose_first_hop_reports_no_pressure(
@@ -221,8 +212,7 @@ async def test_new_streams_prefer_a_route_whose_first_hop_reports_no_pressure(
     """Relay 0 (route 1's first hop) reports cpu pressure below the failover threshold: the
     stream already on route 1 stays, a new stream takes route 2; when the pressure is over,
     new streams take the primary again (issue 22: "prefer alternates for new streams")."""
-    fabric = await build(tmp_path, relays=2)
-    try:
+    async with built(tmp_path, relays=2) as fabric:
         src = fabric.source
         src.routes.set_routes("echo", TrafficClass.BULK, fabric.routes([0], [1]))
         first = await src.routes.open_stream("echo", TrafficClass.BULK)
@@ -261,5 +251,3 @@ async def test_new_streams_prefer_a_route_whose_first_hop_reports_no_pressure(
         third = await src.routes.open_stream("echo", TrafficClass.BULK)
         await _echo(third, b"back on the primary")
         assert third.connection.session.peer_node_id == fabric.relays[0].node_id
-    finally:
-        await fabric.stop()

@@ -34,7 +34,7 @@ from accessfabric.services.host import node_opener
 from accessfabric.services.tcp_forward import TcpForwarder, service_host
 from accessfabric.session import events as ev
 from accessfabric.wire.registry import TrafficClass
-from tests.relay.fabric import Fabric, build, kill
+from tests.relay.fabric import Fabric, build, built, kill
 
 SERVICE = "files"
 MARKER = b"PLAINTEXT-MARKER-rdp-ssh-http"
@@ -192,8 +192,7 @@ async def test_unknown_destination_key_fails_closed(tmp_path: Path) -> None:
 
 
 async def test_destination_refuses_an_unsealed_relayed_open(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src, dst = fabric.source, fabric.destination
         (route,) = fabric.routes([0])
         # What an old or misconfigured source would send: no sealing key exchange.
@@ -207,13 +206,10 @@ async def test_destination_refuses_an_unsealed_relayed_open(tmp_path: Path) -> N
         assert refused.value.code == ErrorCode.REFUSED_STREAM
         assert dst.data_plane.router.refused == {"unsealed relayed stream": 1}
         assert dst.data_plane.router.sealed == 0
-    finally:
-        await fabric.stop()
 
 
 async def test_destination_refuses_an_opener_whose_key_it_does_not_know(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src, dst = fabric.source, fabric.destination
         del dst.sealing_keys._keys[src.node_id]
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0]))
@@ -222,8 +218,6 @@ async def test_destination_refuses_an_opener_whose_key_it_does_not_know(tmp_path
         with pytest.raises(ConnectionError):
             await asyncio.wait_for(stream.read(), 10)
         assert dst.data_plane.router.refused == {"sealing": 1}
-    finally:
-        await fabric.stop()
 
 
 async def _open_with_exchange(fabric: Fabric, initiator: SealInitiator, token: bytes,
@@ -248,8 +242,7 @@ async def test_a_relay_that_flips_the_cipher_suite_breaks_the_stream(tmp_path: P
     """Downgrade protection on real runtimes: the suite is in the Noise protocol name and
     prologue, so the destination cannot read the flipped exchange's message 1 and refuses
     the stream (``AUTHENTICATION_FAILED``, counted as ``sealing``)."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src, dst = fabric.source, fabric.destination
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0]))
         dst_key = fabric.sealing_key(dst.node_id)
@@ -263,13 +256,10 @@ async def test_a_relay_that_flips_the_cipher_suite_breaks_the_stream(tmp_path: P
         assert error.code == ErrorCode.AUTHENTICATION_FAILED
         assert dst.data_plane.router.sealed == 0  # never served: Noise message 1 does not verify
         assert dst.data_plane.router.refused == {"sealing": 1}
-    finally:
-        await fabric.stop()
 
 
 async def test_an_unknown_cipher_suite_is_refused_as_sealing(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src, dst = fabric.source, fabric.destination
         src.routes.set_routes("echo", TrafficClass.INTERACTIVE, fabric.routes([0]))
         dst_key = fabric.sealing_key(dst.node_id)
@@ -280,8 +270,6 @@ async def test_an_unknown_cipher_suite_is_refused_as_sealing(tmp_path: Path) -> 
         assert isinstance(error, StreamResetError)
         assert error.code == ErrorCode.AUTHENTICATION_FAILED
         assert dst.data_plane.router.refused == {"sealing": 1}  # not served unsealed
-    finally:
-        await fabric.stop()
 
 
 def signed_record(authority: Authority, key: NodeKey) -> bytes:
@@ -306,8 +294,7 @@ async def test_the_opener_sends_its_signed_record_when_the_destination_never_saw
 ) -> None:
     """Least knowledge: a service host's directory need not list the phone that opens a
     stream to it, so a sealed open carries the opener's authority-signed node record."""
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src, dst = fabric.source, fabric.destination
         del dst.sealing_keys._keys[src.node_id]
         assert src.routes.sealing is not None
@@ -320,15 +307,12 @@ async def test_the_opener_sends_its_signed_record_when_the_destination_never_saw
         assert dst.sealing_keys.get(src.node_id) == src_key.sealing_public_key_bytes
         assert dst.data_plane.router.sealed == 1
         stream.close()
-    finally:
-        await fabric.stop()
 
 
 async def test_a_record_from_another_authority_teaches_the_destination_nothing(
     tmp_path: Path,
 ) -> None:
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src, dst = fabric.source, fabric.destination
         del dst.sealing_keys._keys[src.node_id]
         assert src.routes.sealing is not None
@@ -342,13 +326,10 @@ async def test_a_record_from_another_authority_teaches_the_destination_nothing(
             await asyncio.wait_for(stream.read(), 10)
         assert dst.sealing_keys.get(src.node_id) is None
         assert dst.data_plane.router.refused == {"sealing": 1}
-    finally:
-        await fabric.stop()
 
 
 async def test_one_hop_routes_follow_the_switch(tmp_path: Path) -> None:
-    fabric = await build(tmp_path, relays=1)
-    try:
+    async with built(tmp_path, relays=1) as fabric:
         src, dst = fabric.source, fabric.destination
         src.peers.set_peer(dst.node_id, [dst.listeners[0].endpoint])
         (direct,) = [issue_route(fabric.authority, 7, [src.node_id, dst.node_id])]
@@ -365,8 +346,6 @@ async def test_one_hop_routes_follow_the_switch(tmp_path: Path) -> None:
         assert dst.data_plane.router.sealed == 1  # the second one was not sealed
         sealed.close()
         plain.close()
-    finally:
-        await fabric.stop()
 
 
 async def test_an_unsealed_one_hop_stream_never_resumes_through_a_relay(tmp_path: Path) -> None:

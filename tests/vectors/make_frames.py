@@ -853,39 +853,35 @@ def type_code_of(kind: str, fields: dict[str, Any]) -> int:
     return int(fields["type_code"]) if kind == UNKNOWN else int(FrameType[kind])
 
 
+def vector(
+    name: str, kind: str, flags: int, stream_id: int, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """One frame vector: its header fields, its fields and its bytes."""
+    type_code = type_code_of(kind, fields)
+    payload = payload_of(kind, fields)
+    return {
+        "name": name,
+        "type": kind,
+        "type_code": type_code,
+        "flags": flags,
+        "stream_id": stream_id,
+        "length": len(payload),
+        "fields": fields,
+        "hex": frame_bytes(type_code, flags, stream_id, payload).hex(),
+    }
+
+
 def build() -> dict[str, Any]:
-    valid = []
-    for name, kind, stream_id, flags, fields in VALID:
-        type_code = type_code_of(kind, fields)
-        payload = payload_of(kind, fields)
-        valid.append(
-            {
-                "name": name,
-                "type": kind,
-                "type_code": type_code,
-                "flags": flags,
-                "stream_id": stream_id,
-                "length": len(payload),
-                "fields": fields,
-                "hex": frame_bytes(type_code, flags, stream_id, payload).hex(),
-            }
-        )
+    valid = [
+        vector(name, kind, flags, stream_id, fields)
+        for name, kind, stream_id, flags, fields in VALID
+    ]
     noncanonical = []
     for name, kind, flags, stream_id, fields, canonical_flags in NONCANONICAL:
-        type_code = type_code_of(kind, fields)
         payload = payload_of(kind, fields)
+        canonical = frame_bytes(type_code_of(kind, fields), canonical_flags, stream_id, payload)
         noncanonical.append(
-            {
-                "name": name,
-                "type": kind,
-                "type_code": type_code,
-                "flags": flags,
-                "stream_id": stream_id,
-                "length": len(payload),
-                "fields": fields,
-                "hex": frame_bytes(type_code, flags, stream_id, payload).hex(),
-                "canonical_hex": frame_bytes(type_code, canonical_flags, stream_id, payload).hex(),
-            }
+            {**vector(name, kind, flags, stream_id, fields), "canonical_hex": canonical.hex()}
         )
     malformed = [
         {

@@ -127,11 +127,16 @@ def hello_payload(
 
 # --- length bounds: (frame at the limit, frame one over) on encode ------------------------
 
+
+def edge(
+    make: Callable[[int], Frame], limit: int
+) -> tuple[Callable[[], Frame], Callable[[], Frame]]:
+    """The frames ``make`` builds at ``limit`` and at one over it."""
+    return lambda: make(limit), lambda: make(limit + 1)
+
+
 EDGES: dict[str, tuple[Callable[[], Frame], Callable[[], Frame]]] = {
-    "service bytes": (
-        lambda: OpenStream(1, "s" * MAX_SERVICE_NAME, TrafficClass.BULK),
-        lambda: OpenStream(1, "s" * (MAX_SERVICE_NAME + 1), TrafficClass.BULK),
-    ),
+    "service bytes": edge(lambda n: OpenStream(1, "s" * n, TrafficClass.BULK), MAX_SERVICE_NAME),
     "service bytes, not characters": (
         lambda: OpenStream(1, "é" * 127 + "a", TrafficClass.BULK),
         lambda: OpenStream(1, "é" * 128, TrafficClass.BULK),
@@ -140,22 +145,16 @@ EDGES: dict[str, tuple[Callable[[], Frame], Callable[[], Frame]]] = {
         lambda: OpenStream(1, "s", TrafficClass.BULK),
         lambda: OpenStream(1, "", TrafficClass.BULK),
     ),
-    "resume token": (
-        lambda: OpenStream(1, "s", TrafficClass.BULK, resume_token=b"t" * MAX_RESUME_TOKEN),
-        lambda: OpenStream(1, "s", TrafficClass.BULK, resume_token=b"t" * (MAX_RESUME_TOKEN + 1)),
+    "resume token": edge(
+        lambda n: OpenStream(1, "s", TrafficClass.BULK, resume_token=b"t" * n), MAX_RESUME_TOKEN
     ),
-    "key exchange": (
-        lambda: OpenStream(1, "s", TrafficClass.BULK, key_exchange=b"k" * MAX_KEY_EXCHANGE),
-        lambda: OpenStream(1, "s", TrafficClass.BULK, key_exchange=b"k" * (MAX_KEY_EXCHANGE + 1)),
+    "key exchange": edge(
+        lambda n: OpenStream(1, "s", TrafficClass.BULK, key_exchange=b"k" * n), MAX_KEY_EXCHANGE
     ),
-    "route lease": (
-        lambda: OpenStream(1, "s", TrafficClass.BULK, route_lease=b"l" * MAX_ROUTE_LEASE),
-        lambda: OpenStream(1, "s", TrafficClass.BULK, route_lease=b"l" * (MAX_ROUTE_LEASE + 1)),
+    "route lease": edge(
+        lambda n: OpenStream(1, "s", TrafficClass.BULK, route_lease=b"l" * n), MAX_ROUTE_LEASE
     ),
-    "node id": (
-        lambda: Hello((1,), "n" * MAX_NODE_ID, KEY, NONCE),
-        lambda: Hello((1,), "n" * (MAX_NODE_ID + 1), KEY, NONCE),
-    ),
+    "node id": edge(lambda n: Hello((1,), "n" * n, KEY, NONCE), MAX_NODE_ID),
     "node id not empty": (
         lambda: Hello((1,), "n", KEY, NONCE),
         lambda: Hello((1,), "", KEY, NONCE),
@@ -184,41 +183,23 @@ EDGES: dict[str, tuple[Callable[[], Frame], Callable[[], Frame]]] = {
         lambda: Hello((1,), "n", KEY, NONCE),
         lambda: Hello((1,), "n", KEY, NONCE[:-1]),
     ),
-    "capabilities": (
-        lambda: Hello((1,), "n", KEY, NONCE, b"c" * MAX_CAPABILITIES),
-        lambda: Hello((1,), "n", KEY, NONCE, b"c" * (MAX_CAPABILITIES + 1)),
-    ),
-    "node record": (
-        lambda: Hello((1,), "n", KEY, NONCE, b"", b"r" * MAX_NODE_RECORD),
-        lambda: Hello((1,), "n", KEY, NONCE, b"", b"r" * (MAX_NODE_RECORD + 1)),
-    ),
+    "capabilities": edge(lambda n: Hello((1,), "n", KEY, NONCE, b"c" * n), MAX_CAPABILITIES),
+    "node record": edge(lambda n: Hello((1,), "n", KEY, NONCE, b"", b"r" * n), MAX_NODE_RECORD),
     "signature": (lambda: Auth(b"s" * MAX_SIGNATURE), lambda: Auth(b"s" * (MAX_SIGNATURE + 1))),
     "signature not empty": (lambda: Auth(b"s"), lambda: Auth(b"")),
-    "goaway reason": (
-        lambda: Goaway(0, 0, "r" * MAX_GOAWAY_REASON),
-        lambda: Goaway(0, 0, "r" * (MAX_GOAWAY_REASON + 1)),
-    ),
+    "goaway reason": edge(lambda n: Goaway(0, 0, "r" * n), MAX_GOAWAY_REASON),
     "goaway reason bytes, not characters": (
         lambda: Goaway(0, 0, "€" * (MAX_GOAWAY_REASON // 3) + "r"),
         lambda: Goaway(0, 0, "€" * (MAX_GOAWAY_REASON // 3) + "rr"),
     ),
-    "goaway last stream id": (
-        lambda: Goaway(MAX_STREAM_ID, 0),
-        lambda: Goaway(MAX_STREAM_ID + 1, 0),
-    ),
+    "goaway last stream id": edge(lambda n: Goaway(n, 0), MAX_STREAM_ID),
     "route update not empty": (lambda: RouteUpdate(b"x"), lambda: RouteUpdate(b"")),
-    "pressure": (
-        lambda: NodePressure(0, 0, 0, MAX_PRESSURE_LEVEL),
-        lambda: NodePressure(0, 0, 0, MAX_PRESSURE_LEVEL + 1),
-    ),
+    "pressure": edge(lambda n: NodePressure(0, 0, 0, n), MAX_PRESSURE_LEVEL),
     "max frame size low": (
         lambda: SessionReady(1, MIN_MAX_FRAME_SIZE, 0, 0, 0),
         lambda: SessionReady(1, MIN_MAX_FRAME_SIZE - 1, 0, 0, 0),
     ),
-    "max frame size high": (
-        lambda: SessionReady(1, MAX_FRAME_SIZE_CAP, 0, 0, 0),
-        lambda: SessionReady(1, MAX_FRAME_SIZE_CAP + 1, 0, 0, 0),
-    ),
+    "max frame size high": edge(lambda n: SessionReady(1, n, 0, 0, 0), MAX_FRAME_SIZE_CAP),
     "session-ready version": (
         lambda: SessionReady(0xFFFF, MIN_MAX_FRAME_SIZE, 0, 0, 0),
         lambda: SessionReady(0x10000, MIN_MAX_FRAME_SIZE, 0, 0, 0),
@@ -229,10 +210,7 @@ EDGES: dict[str, tuple[Callable[[], Frame], Callable[[], Frame]]] = {
     "u64 credit": (lambda: StreamCredit(0, MAX_U64), lambda: StreamCredit(0, MAX_U64 + 1)),
     "u64 opaque": (lambda: Ping(MAX_U64), lambda: Ping(MAX_U64 + 1)),
     "stream id": (lambda: Ack(MAX_STREAM_ID, 0, 0), lambda: Ack(MAX_STREAM_ID + 1, 0, 0)),
-    "data stream id": (
-        lambda: Data(MAX_STREAM_ID, 0, b""),
-        lambda: Data(MAX_STREAM_ID + 1, 0, b""),
-    ),
+    "data stream id": edge(lambda n: Data(n, 0, b""), MAX_STREAM_ID),
     "negative": (lambda: CloseStream(1, 0), lambda: CloseStream(1, -1)),
 }
 
@@ -269,36 +247,34 @@ F = FrameType
 FORMAT = ErrorCode.FRAME_FORMAT_ERROR
 SIZE = ErrorCode.FRAME_SIZE_ERROR
 
+
+def decode_edge(make: Callable[[int], bytes], limit: int) -> tuple[bytes, bytes, ErrorCode]:
+    """The frame bytes ``make`` builds at ``limit`` and at one over it (a format error)."""
+    return make(limit), make(limit + 1), FORMAT
+
+
 DECODE_EDGES: dict[str, tuple[bytes, bytes, ErrorCode]] = {
     "service bytes (u8 length: 255 is the most it can say)": (
         raw(F.OPEN_STREAM, 0, 1, open_payload(service=b"s" * MAX_SERVICE_NAME)),
         raw(F.OPEN_STREAM, 0, 1, open_payload(service=b"")),
         FORMAT,
     ),
-    "resume token": (
-        raw(F.OPEN_STREAM, 0, 1, open_payload(token=b"t" * MAX_RESUME_TOKEN)),
-        raw(F.OPEN_STREAM, 0, 1, open_payload(token=b"t" * (MAX_RESUME_TOKEN + 1))),
-        FORMAT,
+    "resume token": decode_edge(
+        lambda n: raw(F.OPEN_STREAM, 0, 1, open_payload(token=b"t" * n)), MAX_RESUME_TOKEN
     ),
-    "key exchange": (
-        raw(F.OPEN_STREAM, 0, 1, open_payload(kex=b"k" * MAX_KEY_EXCHANGE)),
-        raw(F.OPEN_STREAM, 0, 1, open_payload(kex=b"k" * (MAX_KEY_EXCHANGE + 1))),
-        FORMAT,
+    "key exchange": decode_edge(
+        lambda n: raw(F.OPEN_STREAM, 0, 1, open_payload(kex=b"k" * n)), MAX_KEY_EXCHANGE
     ),
-    "route lease": (
-        raw(F.OPEN_STREAM, 0, 1, open_payload(lease=b"l" * MAX_ROUTE_LEASE)),
-        raw(F.OPEN_STREAM, 0, 1, open_payload(lease=b"l" * (MAX_ROUTE_LEASE + 1))),
-        FORMAT,
+    "route lease": decode_edge(
+        lambda n: raw(F.OPEN_STREAM, 0, 1, open_payload(lease=b"l" * n)), MAX_ROUTE_LEASE
     ),
     "traffic class": (
         raw(F.OPEN_STREAM, 0, 1, open_payload(traffic_class=max(TrafficClass))),
         raw(F.OPEN_STREAM, 0, 1, open_payload(traffic_class=max(TrafficClass) + 1)),
         FORMAT,
     ),
-    "node id": (
-        raw(F.HELLO, 0, 0, hello_payload(node_id=b"n" * MAX_NODE_ID)),
-        raw(F.HELLO, 0, 0, hello_payload(node_id=b"n" * (MAX_NODE_ID + 1))),
-        FORMAT,
+    "node id": decode_edge(
+        lambda n: raw(F.HELLO, 0, 0, hello_payload(node_id=b"n" * n)), MAX_NODE_ID
     ),
     "versions": (
         raw(F.HELLO, 0, 0, hello_payload(versions=tuple(range(1, MAX_VERSIONS + 1)))),
@@ -310,35 +286,21 @@ DECODE_EDGES: dict[str, tuple[bytes, bytes, ErrorCode]] = {
         raw(F.HELLO, 0, 0, hello_payload(versions=())),
         FORMAT,
     ),
-    "capabilities": (
-        raw(F.HELLO, 0, 0, hello_payload(caps=b"c" * MAX_CAPABILITIES)),
-        raw(F.HELLO, 0, 0, hello_payload(caps=b"c" * (MAX_CAPABILITIES + 1))),
-        FORMAT,
+    "capabilities": decode_edge(
+        lambda n: raw(F.HELLO, 0, 0, hello_payload(caps=b"c" * n)), MAX_CAPABILITIES
     ),
-    "node record": (
-        raw(F.HELLO, 0, 0, hello_payload(record=b"r" * MAX_NODE_RECORD)),
-        raw(F.HELLO, 0, 0, hello_payload(record=b"r" * (MAX_NODE_RECORD + 1))),
-        FORMAT,
+    "node record": decode_edge(
+        lambda n: raw(F.HELLO, 0, 0, hello_payload(record=b"r" * n)), MAX_NODE_RECORD
     ),
-    "signature": (
-        raw(F.AUTH, 0, 0, b"s" * MAX_SIGNATURE),
-        raw(F.AUTH, 0, 0, b"s" * (MAX_SIGNATURE + 1)),
-        FORMAT,
+    "signature": decode_edge(lambda n: raw(F.AUTH, 0, 0, b"s" * n), MAX_SIGNATURE),
+    "goaway reason": decode_edge(
+        lambda n: raw(F.GOAWAY, 0, 0, bytes(8) + b"r" * n), MAX_GOAWAY_REASON
     ),
-    "goaway reason": (
-        raw(F.GOAWAY, 0, 0, bytes(8) + b"r" * MAX_GOAWAY_REASON),
-        raw(F.GOAWAY, 0, 0, bytes(8) + b"r" * (MAX_GOAWAY_REASON + 1)),
-        FORMAT,
+    "goaway last stream id": decode_edge(
+        lambda n: raw(F.GOAWAY, 0, 0, n.to_bytes(4, "big") + bytes(4)), MAX_STREAM_ID
     ),
-    "goaway last stream id": (
-        raw(F.GOAWAY, 0, 0, MAX_STREAM_ID.to_bytes(4, "big") + bytes(4)),
-        raw(F.GOAWAY, 0, 0, (MAX_STREAM_ID + 1).to_bytes(4, "big") + bytes(4)),
-        FORMAT,
-    ),
-    "pressure": (
-        raw(F.NODE_PRESSURE, 0, 0, bytes((MAX_PRESSURE_LEVEL, 0, 0, 0))),
-        raw(F.NODE_PRESSURE, 0, 0, bytes((MAX_PRESSURE_LEVEL + 1, 0, 0, 0))),
-        FORMAT,
+    "pressure": decode_edge(
+        lambda n: raw(F.NODE_PRESSURE, 0, 0, bytes((n, 0, 0, 0))), MAX_PRESSURE_LEVEL
     ),
     "max frame size": (
         raw(F.SESSION_READY, 0, 0, encode(SessionReady(1, MIN_MAX_FRAME_SIZE, 0, 0, 0))[9:]),
@@ -350,11 +312,7 @@ DECODE_EDGES: dict[str, tuple[bytes, bytes, ErrorCode]] = {
         FORMAT,
     ),
     "data needs its offset": (raw(F.DATA, 0, 1, bytes(8)), raw(F.DATA, 0, 1, bytes(7)), SIZE),
-    "stream id": (
-        raw(F.ACK, 0, MAX_STREAM_ID, bytes(12)),
-        raw(F.ACK, 0, MAX_STREAM_ID + 1, bytes(12)),
-        FORMAT,
-    ),
+    "stream id": decode_edge(lambda n: raw(F.ACK, 0, n, bytes(12)), MAX_STREAM_ID),
 }
 
 

@@ -138,26 +138,17 @@ def _measure(size: int, count: int) -> tuple[list[BenchResult], dict[str, str]]:
     base_p50, base_p99 = _percentile(base, 0.5) * ms, _percentile(base, 0.99) * ms
     results = [
         BenchResult(
-            metric=f"planner p50 per route {label}",
-            value=round(_percentile(cold, 0.5) * ms, 3),
+            metric=f"planner {what} {label}",
+            value=round(_percentile(samples, quantile) * ms, 3),
             unit="ms",
-            baseline_metric=f"RTT-only Dijkstra p50 {label}",
-            baseline_value=round(base_p50, 3),
-        ),
-        BenchResult(
-            metric=f"planner p99 per route {label}",
-            value=round(_percentile(cold, 0.99) * ms, 3),
-            unit="ms",
-            baseline_metric=f"RTT-only Dijkstra p99 {label}",
-            baseline_value=round(base_p99, 3),
-        ),
-        BenchResult(
-            metric=f"planner p99 warm cones {label}",
-            value=round(_percentile(warm, 0.99) * ms, 3),
-            unit="ms",
-            baseline_metric=f"RTT-only Dijkstra p99 {label}",
-            baseline_value=round(base_p99, 3),
-        ),
+            baseline_metric=f"RTT-only Dijkstra {baseline} {label}",
+            baseline_value=round(baseline_value, 3),
+        )
+        for what, samples, quantile, baseline, baseline_value in (
+            ("p50 per route", cold, 0.5, "p50", base_p50),
+            ("p99 per route", cold, 0.99, "p99", base_p99),
+            ("p99 warm cones", warm, 0.99, "p99", base_p99),
+        )
     ]
     notes = {
         f"fleet {label}": f"{len(fleet.graph.nodes):,} nodes, {len(fleet.graph.links):,} links, "

@@ -221,34 +221,22 @@ def run_etcd_figures(quick: bool) -> list[BenchResult]:
                 )
                 for replicas in (1, 2)
             }
+    measured = (  # figure, metric, unit, decimals
+        ("leases", "route leases issued/s", "leases/s", 1),
+        ("heartbeats", "heartbeats ingested/s", "beats/s", 1),
+        ("p99_ms", "p99 route lease request latency", "ms", 2),
+    )
     for replicas, etcd in figures.items():
         label = f"etcd, {replicas} replica{'s' if replicas > 1 else ''}"
-        rows.append(
+        rows.extend(
             BenchResult(
-                metric=f"route leases issued/s ({label})",
-                value=round(etcd["leases"], 1),
-                unit="leases/s",
+                metric=f"{metric} ({label})",
+                value=round(etcd[figure], decimals),
+                unit=unit,
                 baseline_metric="same, SQLite, 1 replica",
-                baseline_value=round(sqlite["leases"], 1),
+                baseline_value=round(sqlite[figure], decimals),
             )
-        )
-        rows.append(
-            BenchResult(
-                metric=f"heartbeats ingested/s ({label})",
-                value=round(etcd["heartbeats"], 1),
-                unit="beats/s",
-                baseline_metric="same, SQLite, 1 replica",
-                baseline_value=round(sqlite["heartbeats"], 1),
-            )
-        )
-        rows.append(
-            BenchResult(
-                metric=f"p99 route lease request latency ({label})",
-                value=round(etcd["p99_ms"], 2),
-                unit="ms",
-                baseline_metric="same, SQLite, 1 replica",
-                baseline_value=round(sqlite["p99_ms"], 2),
-            )
+            for figure, metric, unit, decimals in measured
         )
     two = figures[2]
     LAST_NOTES["etcd"] = (

@@ -124,13 +124,18 @@ def measure(seconds: float, flags: list[str]) -> list[str]:
             [*netns, "iperf3", "-c", server, "-t", str(seconds), "-J"],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(0.3)
-        processes = path_processes()
-        before = {pid: (process_cpu(pid), syscalls(pid)) for pid in processes}
-        machine0 = _machine_busy()
-        started = time.monotonic()
-        out, _ = flow.communicate(timeout=seconds + 30)
-        wall = time.monotonic() - started
+        try:
+            time.sleep(0.3)
+            processes = path_processes()
+            before = {pid: (process_cpu(pid), syscalls(pid)) for pid in processes}
+            machine0 = _machine_busy()
+            started = time.monotonic()
+            out, _ = flow.communicate(timeout=seconds + 30)
+            wall = time.monotonic() - started
+        finally:  # the client runs in the namespace but outside the topology's processes
+            if flow.poll() is None:
+                flow.kill()
+                flow.wait()
         machine1 = _machine_busy()
         after = {pid: (process_cpu(pid), syscalls(pid)) for pid in processes}
         received = json.loads(out)["end"]["sum_received"]

@@ -48,7 +48,9 @@ def _crc20(body: bytes) -> int:
     return remainder
 
 
-def _checksum_chars(body: bytes) -> str:
+def checksum_chars(body: bytes) -> str:
+    """The four base32 characters of the CRC-20 of ``body`` (a node id's last four; an
+    authority key's too)."""
     crc = _crc20(body) ^ _CRC_XOR_OUT
     shifts = range(_CRC_BITS - 5, -1, -5)
     return "".join(_ALPHABET[(crc >> shift) & 0x1F] for shift in shifts)
@@ -64,7 +66,7 @@ def node_id_from_public_key(public_key: bytes) -> str:
         )
     body = hashlib.sha256(_DOMAIN + public_key).digest()[:_BODY_BYTES]
     body_text = base64.b32encode(body).decode("ascii").lower()
-    return NODE_ID_PREFIX + body_text + _checksum_chars(body)
+    return NODE_ID_PREFIX + body_text + checksum_chars(body)
 
 
 def parse_node_id(text: str) -> str:
@@ -92,7 +94,7 @@ def parse_node_id(text: str) -> str:
     body_text = candidate[len(NODE_ID_PREFIX) : len(NODE_ID_PREFIX) + _BODY_CHARS]
     body = base64.b32decode(body_text.upper())
     checksum = candidate[-_CHECKSUM_CHARS:]
-    if checksum != _checksum_chars(body):
+    if checksum != checksum_chars(body):
         raise ValueError("node id checksum mismatch: the id is mistyped or corrupted")
     return candidate
 

@@ -40,7 +40,7 @@ from accessfabric.services.ingress_parse import (
     read_client_hello,
     read_http_head,
 )
-from accessfabric.services.splice import splice
+from accessfabric.services.splice import splice, stop_listener
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +187,4 @@ class HostIngress:
         }
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_listener(self._server, self._tasks)

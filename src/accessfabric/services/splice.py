@@ -33,6 +33,17 @@ class SpliceStats:
     """The RESET_STREAM code when the far end of the stream reset it."""
 
 
+async def stop_listener(server: asyncio.Server | None, tasks: set[asyncio.Task[None]]) -> None:
+    """Stop accepting on ``server`` and cancel the connections' ``tasks``, waiting for each."""
+    if server is not None:
+        server.close()
+    for task in list(tasks):
+        task.cancel()
+    for task in list(tasks):
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
 def abort_with_rst(writer: asyncio.StreamWriter) -> None:
     """Close the socket so the peer gets an RST, not a FIN."""
     sock = writer.get_extra_info("socket")

@@ -25,7 +25,7 @@ from accessfabric.node.config.node_config import default_class
 from accessfabric.node.streams.connection import FabricStream
 from accessfabric.observe.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
-from accessfabric.services.splice import SpliceStats, abort_with_rst, splice
+from accessfabric.services.splice import SpliceStats, abort_with_rst, splice, stop_listener
 from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)
@@ -156,13 +156,7 @@ class TcpForwarder:
         )  # fmt: skip
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_listener(self._server, self._tasks)
 
 
 def service_host(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import struct
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -62,13 +61,32 @@ _PEER_FIELDS = 6
 _ROW = f"<{_PEER_FIELDS}d"
 
 
+_SHARED_IDS: dict[str, str] = {}
+_SHARED_IDS_LIMIT = 1 << 21
+"""Node ids shared between peer tables: 2M ids, twice a 1M-node fleet.  Not
+``sys.intern``: on Python 3.12 interned strings are immortal, and a heartbeat may name
+any well-formed id, so an enrolled node could grow the control plane's memory without
+end.  Full, the table starts over: older tables keep their strings, only the sharing
+is lost (reviewer, issue 17)."""
+
+
+def shared_id(node_id: str) -> str:
+    """One string object per node id (bounded: ``_SHARED_IDS_LIMIT``)."""
+    shared = _SHARED_IDS.get(node_id)
+    if shared is None:
+        if len(_SHARED_IDS) >= _SHARED_IDS_LIMIT:
+            _SHARED_IDS.clear()
+        shared = _SHARED_IDS.setdefault(node_id, node_id)
+    return shared
+
+
 class PeerTable(tuple[Any, ...]):
     """Peer measurements packed for the control plane's heartbeat table (ADR 0038).
 
     The control plane holds every node's last measured links; as a tuple of
     :class:`PeerMeasurement` tuples they were ~790 B per node, the largest part of the
     directory's memory at 1M nodes.  A table is one tuple ``(*ids, numbers)``: the peer
-    ids as references to interned strings (shared with every other mention of the id)
+    ids as references to shared strings (one per id: :func:`shared_id`)
     and the numbers packed in one ``bytes`` of doubles — only the RTTs when every other
     field of every row has its default (what most nodes send), else six per row
     (~200 B per node).  As a sequence it is the rows: reading one builds its
@@ -80,7 +98,7 @@ class PeerTable(tuple[Any, ...]):
     __slots__ = ()
 
     def __new__(cls, peers: Sequence[PeerMeasurement] = ()) -> PeerTable:
-        ids = [sys.intern(p.node_id) for p in peers]
+        ids = [shared_id(p.node_id) for p in peers]
         if all(tuple(p[2:]) == _PEER_DEFAULTS for p in peers):
             numbers = [float(p.rtt_ms) for p in peers]
         else:

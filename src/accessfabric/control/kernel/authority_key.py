@@ -16,30 +16,19 @@ from __future__ import annotations
 
 import base64
 
+from accessfabric.identity.node_id import checksum_chars
 from accessfabric.identity.signatures import PUBLIC_KEY_LENGTH, load_public_key
 
 AUTHORITY_KEY_PREFIX = "afauth1"
 _BODY_CHARS = 52
 AUTHORITY_KEY_TEXT_LENGTH = len(AUTHORITY_KEY_PREFIX) + _BODY_CHARS + 4
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
-_CRC_POLY = 0x180069
-_CRC_BITS = 20
-_CRC_XOR_OUT = 0xFFFFF
-
-
-def _checksum(key: bytes) -> str:
-    remainder = int.from_bytes(key, "big") << _CRC_BITS
-    for bit in range(remainder.bit_length() - 1, _CRC_BITS - 1, -1):
-        if remainder >> bit & 1:
-            remainder ^= _CRC_POLY << (bit - _CRC_BITS)
-    crc = remainder ^ _CRC_XOR_OUT
-    return "".join(_ALPHABET[(crc >> shift) & 0x1F] for shift in range(15, -1, -5))
 
 
 def format_authority_key(public_key: bytes) -> str:
     """The text form of a raw 32-byte Ed25519 authority public key."""
     load_public_key(public_key)  # ValueError unless it is one
-    return AUTHORITY_KEY_PREFIX + _body(public_key) + _checksum(public_key)
+    return AUTHORITY_KEY_PREFIX + _body(public_key) + checksum_chars(public_key)
 
 
 def parse_authority_key(text: str) -> bytes:
@@ -65,7 +54,7 @@ def parse_authority_key(text: str) -> bytes:
             )
     body = candidate[len(AUTHORITY_KEY_PREFIX) : len(AUTHORITY_KEY_PREFIX) + _BODY_CHARS]
     key = base64.b32decode(body.upper() + "====")
-    if len(key) != PUBLIC_KEY_LENGTH or _body(key) != body or candidate[-4:] != _checksum(key):
+    if len(key) != PUBLIC_KEY_LENGTH or _body(key) != body or candidate[-4:] != checksum_chars(key):
         raise ValueError("authority key checksum mismatch: the key is mistyped or corrupted")
     try:
         load_public_key(key)

@@ -44,6 +44,11 @@ class Writer:
             raise ValueError(f"{value} does not fit in u{8 * size}")
         self._parts.append(value.to_bytes(size, "big"))
 
+    def u64(self, *values: int) -> None:
+        """Each of ``values`` as a u64, in order."""
+        for value in values:
+            self.uint(value, 8)
+
     def fixed(self, data: bytes, size: int) -> None:
         if len(data) != size:
             raise ValueError(f"expected {size} bytes, got {len(data)}")
@@ -123,6 +128,14 @@ class Reader:
     def finish(self) -> None:
         if self._offset != len(self._data):
             raise MalformedError(f"{len(self._data) - self._offset} trailing bytes")
+
+    def __enter__(self) -> Reader:
+        """``with Reader(body) as data:`` must read all of ``body`` (:meth:`finish` at the end)."""
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:  # an error raised inside the block is the one to tell
+            self.finish()
 
 
 def check_u64(name: str, value: int) -> int:

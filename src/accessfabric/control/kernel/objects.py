@@ -168,29 +168,25 @@ class NodeRecord:
         out.name(self.tenant)
         out.names(self.organisation_scopes)
         out.uint(self.trust_tier, 1)
-        out.uint(self.issued_ms, 8)
-        out.uint(self.expires_ms, 8)
-        out.uint(self.revision, 8)
+        out.u64(self.issued_ms, self.expires_ms, self.revision)
         return out.to_bytes()
 
     @classmethod
     def decode_body(cls, body: bytes) -> Self:
         """Parse a body; :class:`MalformedError` or :class:`ValueError` if it is not one."""
-        data = Reader(body)
-        record = cls(
-            node_id=data.node_id(),
-            public_key=data.take(KEY_LENGTH),
-            sealing_public_key=data.take(KEY_LENGTH),
-            roles=roles_from_mask(data.uint(2)),
-            tenant=data.name(),
-            organisation_scopes=frozenset(data.names()),
-            trust_tier=data.uint(1),
-            issued_ms=data.u64(),
-            expires_ms=data.u64(),
-            revision=data.u64(),
-        )
-        data.finish()
-        return record
+        with Reader(body) as data:
+            return cls(
+                node_id=data.node_id(),
+                public_key=data.take(KEY_LENGTH),
+                sealing_public_key=data.take(KEY_LENGTH),
+                roles=roles_from_mask(data.uint(2)),
+                tenant=data.name(),
+                organisation_scopes=frozenset(data.names()),
+                trust_tier=data.uint(1),
+                issued_ms=data.u64(),
+                expires_ms=data.u64(),
+                revision=data.u64(),
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -234,40 +230,35 @@ class RouteLease:
     def encode_body(self) -> bytes:
         out = Writer()
         out.fixed(self.lease_id, LEASE_ID_LENGTH)
-        out.uint(self.route_id, 8)
-        out.uint(self.epoch, 8)
+        out.u64(self.route_id, self.epoch)
         out.uint(len(self.hops), 1)
         for hop in self.hops:
             out.node_id(hop)
         out.name(self.tenant)
         out.names(self.allowed_services)
         out.uint(classes_to_mask(self.allowed_classes), 1)
-        out.uint(self.issued_ms, 8)
-        out.uint(self.expires_ms, 8)
-        out.uint(self.fencing_token, 8)
+        out.u64(self.issued_ms, self.expires_ms, self.fencing_token)
         return out.to_bytes()
 
     @classmethod
     def decode_body(cls, body: bytes) -> Self:
-        data = Reader(body)
-        lease_id = data.take(LEASE_ID_LENGTH)
-        route_id = data.u64()
-        epoch = data.u64()
-        hops = tuple(data.node_id() for _ in range(data.uint(1)))
-        lease = cls(
-            lease_id=lease_id,
-            route_id=route_id,
-            epoch=epoch,
-            hops=hops,
-            tenant=data.name(),
-            allowed_services=frozenset(data.names()),
-            allowed_classes=classes_from_mask(data.uint(1)),
-            issued_ms=data.u64(),
-            expires_ms=data.u64(),
-            fencing_token=data.u64(),
-        )
-        data.finish()
-        return lease
+        with Reader(body) as data:
+            lease_id = data.take(LEASE_ID_LENGTH)
+            route_id = data.u64()
+            epoch = data.u64()
+            hops = tuple(data.node_id() for _ in range(data.uint(1)))
+            return cls(
+                lease_id=lease_id,
+                route_id=route_id,
+                epoch=epoch,
+                hops=hops,
+                tenant=data.name(),
+                allowed_services=frozenset(data.names()),
+                allowed_classes=classes_from_mask(data.uint(1)),
+                issued_ms=data.u64(),
+                expires_ms=data.u64(),
+                fencing_token=data.u64(),
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -297,26 +288,21 @@ class ServiceLease:
         out.name(self.service)
         out.node_id(self.replica)
         out.uint(self.mode, 1)
-        out.uint(self.epoch, 8)
-        out.uint(self.issued_ms, 8)
-        out.uint(self.expires_ms, 8)
-        out.uint(self.fencing_token, 8)
+        out.u64(self.epoch, self.issued_ms, self.expires_ms, self.fencing_token)
         return out.to_bytes()
 
     @classmethod
     def decode_body(cls, body: bytes) -> Self:
-        data = Reader(body)
-        lease = cls(
-            service=data.name(),
-            replica=data.node_id(),
-            mode=ServiceMode(data.uint(1)),
-            epoch=data.u64(),
-            issued_ms=data.u64(),
-            expires_ms=data.u64(),
-            fencing_token=data.u64(),
-        )
-        data.finish()
-        return lease
+        with Reader(body) as data:
+            return cls(
+                service=data.name(),
+                replica=data.node_id(),
+                mode=ServiceMode(data.uint(1)),
+                epoch=data.u64(),
+                issued_ms=data.u64(),
+                expires_ms=data.u64(),
+                fencing_token=data.u64(),
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -361,7 +347,7 @@ class AccessGrant:
         out.names(self.services)
         out.uint(classes_to_mask(self.classes), 1)
         out.uint(self.min_trust_tier, 1)
-        out.uint(self.expires_ms, 8)
+        out.u64(self.expires_ms)
         _write_node_ids(out, self.nodes)
         _write_node_ids(out, self.hosts)
 
@@ -430,42 +416,38 @@ class AccessPolicy:
     def encode_body(self) -> bytes:
         out = Writer()
         out.node_id(self.host)
-        out.uint(self.revision, 8)
-        out.uint(self.issued_ms, 8)
-        out.uint(self.expires_ms, 8)
+        out.u64(self.revision, self.issued_ms, self.expires_ms)
         out.uint(len(self.grants), 1)
         for grant in self.grants:
             grant.encode(out)
         out.uint(len(self.record_floors), 1)
         for node_id, revision in self.record_floors:
             out.node_id(node_id)
-            out.uint(revision, 8)
+            out.u64(revision)
         if self.tenant_floor_ms:  # absent when 0: a policy without one reads as before
-            out.uint(self.tenant_floor_ms, 8)
+            out.u64(self.tenant_floor_ms)
         return out.to_bytes()
 
     @classmethod
     def decode_body(cls, body: bytes) -> Self:
-        data = Reader(body)
-        host = data.node_id()
-        revision = data.u64()
-        issued_ms = data.u64()
-        expires_ms = data.u64()
-        grants = tuple(AccessGrant.decode(data) for _ in range(data.uint(1)))
-        floors = tuple((data.node_id(), data.u64()) for _ in range(data.uint(1)))
-        if any(a[0] >= b[0] for a, b in pairwise(floors)):
-            raise MalformedError("record floors are not in strictly ascending node id order")
-        tenant_floor_ms = 0
-        if not data.at_end:  # optional, last
-            tenant_floor_ms = data.u64()
-            if tenant_floor_ms == 0:
-                raise MalformedError("a tenant floor of 0 is written as none")
-        policy = cls(
-            host=host, revision=revision, issued_ms=issued_ms, expires_ms=expires_ms,
-            grants=grants, record_floors=floors, tenant_floor_ms=tenant_floor_ms,
-        )  # fmt: skip
-        data.finish()
-        return policy
+        with Reader(body) as data:
+            host = data.node_id()
+            revision = data.u64()
+            issued_ms = data.u64()
+            expires_ms = data.u64()
+            grants = tuple(AccessGrant.decode(data) for _ in range(data.uint(1)))
+            floors = tuple((data.node_id(), data.u64()) for _ in range(data.uint(1)))
+            if any(a[0] >= b[0] for a, b in pairwise(floors)):
+                raise MalformedError("record floors are not in strictly ascending node id order")
+            tenant_floor_ms = 0
+            if not data.at_end:  # optional, last
+                tenant_floor_ms = data.u64()
+                if tenant_floor_ms == 0:
+                    raise MalformedError("a tenant floor of 0 is written as none")
+            return cls(
+                host=host, revision=revision, issued_ms=issued_ms, expires_ms=expires_ms,
+                grants=grants, record_floors=floors, tenant_floor_ms=tenant_floor_ms,
+            )  # fmt: skip
 
 
 SignedObject = NodeRecord | RouteLease | ServiceLease | AccessPolicy

@@ -114,6 +114,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         service_lease_ttl=args.service_lease_ttl,
         replica_ttl=args.replica_ttl,
         access_policy_ttl=args.access_policy_ttl,
+        max_route_coordinators=args.max_route_coordinators,
     )
     host, port = args.listen
     plane = ControlPlane(store, authority, config=config)
@@ -292,10 +293,18 @@ def _cmd_grant_list(args: argparse.Namespace) -> int:
 
 def _cmd_grant_revoke(args: argparse.Namespace) -> int:
     reply = _admin_request(args, "DELETE", f"/v1/admin/grants/{args.grant}")
+    services = ",".join(reply["services"])
+    return _answer(
+        args, reply, f"revoked grant {reply['grant_id']} ({reply['tenant']}: {services})"
+    )
+
+
+def _answer(args: argparse.Namespace, reply: dict[str, Any], text: str) -> int:
+    """Print the control plane's REPLY as JSON under ``--json``, else the line TEXT."""
     if args.json:
         _print_reply(reply)
-        return 0
-    print(f"revoked grant {reply['grant_id']} ({reply['tenant']}: {','.join(reply['services'])})")
+    else:
+        print(text)
     return 0
 
 
@@ -342,39 +351,31 @@ def _cmd_token_revoke(args: argparse.Namespace) -> int:
     if token_id.startswith("aft1_"):  # the whole token was pasted: take its id
         token_id = token_id.split("_")[1]
     reply = _admin_request(args, "DELETE", f"/v1/admin/tokens/{token_id}")
-    if args.json:
-        _print_reply(reply)
-        return 0
-    print(f"revoked token {token_id}")
-    return 0
+    return _answer(args, reply, f"revoked token {token_id}")
 
 
 def _cmd_remove_node(args: argparse.Namespace) -> int:
     reply = _admin_request(args, "DELETE", f"/v1/admin/nodes/{args.node}")
-    if args.json:
-        _print_reply(reply)
-        return 0
-    print(
+    return _answer(
+        args,
+        reply,
         f"removed {reply['node_id']} (tenant {reply['tenant']}, roles "
-        f"{','.join(reply['roles']) or 'none'}); its cached record stays valid until it expires"
+        f"{','.join(reply['roles']) or 'none'}); its cached record stays valid until it expires",
     )
-    return 0
 
 
 def _cmd_drain(args: argparse.Namespace) -> int:
     method = "DELETE" if args.undrain else "POST"
     reply = _admin_request(args, method, f"/v1/admin/nodes/{args.node}/drain")
-    if args.json:
-        _print_reply(reply)
-    elif reply.get("draining"):
-        print(
+    if reply.get("draining"):
+        text = (
             f"draining {reply['node_id']}: no device is placed on it and no new route goes "
             "through it; it GOAWAYs each session once its streams finished (at most its "
             "drain_timeout) at its next heartbeat"
         )
     else:
-        print(f"{reply['node_id']} is not drained: devices may be placed on it again")
-    return 0
+        text = f"{reply['node_id']} is not drained: devices may be placed on it again"
+    return _answer(args, reply, text)
 
 
 def _age(value: float | None) -> str:
@@ -424,15 +425,13 @@ def _cmd_revoke_role(args: argparse.Namespace) -> int:
     reply = _admin_request(
         args, "POST", f"/v1/admin/nodes/{args.node}/revoke-role", {"role": args.role}
     )
-    if args.json:
-        _print_reply(reply)
-        return 0
     roles = ",".join(reply["roles"]) or "none"
-    print(
+    return _answer(
+        args,
+        reply,
         f"revoked {args.role} from {reply['node_id']}: roles now {roles}, revision "
-        f"{reply['revision']}"
+        f"{reply['revision']}",
     )
-    return 0
 
 
 # ---- node-side commands -------------------------------------------------------------------
@@ -471,6 +470,19 @@ def _operator_options(parser: argparse.ArgumentParser) -> None:
         help="authority public key that issued the server's TLS certificate, printed by "
         f"'control init' (default ${AUTHORITY_ENV})",
     )
+
+
+def _operator_command(
+    parser: argparse.ArgumentParser,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    json_help: str = "print JSON",
+    **defaults: Any,
+) -> None:
+    """``--json``, the operator options and HANDLER: the shape of every admin subcommand."""
+    parser.add_argument("--json", action="store_true", help=json_help)
+    _operator_options(parser)
+    parser.set_defaults(handler=_guarded(handler), **defaults)
 
 
 def _node_options(parser: argparse.ArgumentParser) -> None:
@@ -577,6 +589,11 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--max-pending-handshakes-per-address", type=_positive_int, default=64, metavar="N",
         help="TLS handshakes one source address may have under way (default 64)",
     )  # fmt: skip
+    serve.add_argument(
+        "--max-route-coordinators", type=_positive_int, default=256, metavar="N",
+        help="route coordinators (one per tenant requesting leases) a replica keeps "
+        "(default 256; set it above your tenant count)",
+    )  # fmt: skip
     add_log_options(serve)
     serve.set_defaults(handler=_guarded(_cmd_serve))
 
@@ -595,18 +612,14 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--ttl", type=parse_duration, default=3600.0, metavar="T", help="validity (default 1h)"
     )
     create.add_argument("--uses", type=int, default=1, metavar="N", help="enrollments (default 1)")
-    create.add_argument("--json", action="store_true", help="print the token's details as JSON")
-    _operator_options(create)
-    create.set_defaults(handler=_guarded(_cmd_token_create))
+    _operator_command(create, _cmd_token_create, json_help="print the token's details as JSON")
 
     nodes = commands.add_parser(
         "nodes",
         help="list enrolled nodes with roles, health and versions",
         description="Node id, roles, tenant, health, age of the last heartbeat, versions.",
     )
-    nodes.add_argument("--json", action="store_true", help="print JSON")
-    _operator_options(nodes)
-    nodes.set_defaults(handler=_guarded(_cmd_nodes))
+    _operator_command(nodes, _cmd_nodes)
 
     grant = commands.add_parser(
         "grant",
@@ -641,37 +654,27 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     grant_create.add_argument(
         "--ttl", type=parse_duration, metavar="T", help="validity (default one year)"
     )
-    grant_create.add_argument("--json", action="store_true", help="print the grant as JSON")
-    _operator_options(grant_create)
-    grant_create.set_defaults(handler=_guarded(_cmd_grant_create))
+    _operator_command(grant_create, _cmd_grant_create, json_help="print the grant as JSON")
     grant_list = grant_commands.add_parser("list", help="list every grant")
-    grant_list.add_argument("--json", action="store_true", help="print JSON")
-    _operator_options(grant_list)
-    grant_list.set_defaults(handler=_guarded(_cmd_grant_list))
+    _operator_command(grant_list, _cmd_grant_list)
     grant_revoke = grant_commands.add_parser(
         "revoke",
         help="revoke a grant (hosts stop honouring it at their next heartbeat)",
     )
     grant_revoke.add_argument("grant", metavar="GRANT", help="grant id (32 hex digits)")
-    grant_revoke.add_argument("--json", action="store_true", help="print JSON")
-    _operator_options(grant_revoke)
-    grant_revoke.set_defaults(handler=_guarded(_cmd_grant_revoke))
+    _operator_command(grant_revoke, _cmd_grant_revoke)
     listing = token_commands.add_parser(
         "list", help="list enrollment tokens (without secrets)",
         description="Token id, tenant, roles, uses left and expiry (RFC 3339, UTC).",
     )  # fmt: skip
-    listing.add_argument("--json", action="store_true", help="print JSON")
-    _operator_options(listing)
-    listing.set_defaults(handler=_guarded(_cmd_token_list))
+    _operator_command(listing, _cmd_token_list)
     revoke_token = token_commands.add_parser(
         "revoke", help="revoke an enrollment token",
         description="Delete the token: it can no longer enroll a node (already enrolled "
         "nodes keep their records).",
     )  # fmt: skip
     revoke_token.add_argument("token_id", metavar="TOKEN_ID", help="from token list (or the token)")
-    revoke_token.add_argument("--json", action="store_true", help="print JSON")
-    _operator_options(revoke_token)
-    revoke_token.set_defaults(handler=_guarded(_cmd_token_revoke))
+    _operator_command(revoke_token, _cmd_token_revoke)
 
     remove = commands.add_parser(
         "remove-node", help="remove a node from the registry and the directory",
@@ -680,9 +683,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(revoke its roles first when that matters).",
     )  # fmt: skip
     remove.add_argument("node", metavar="NODE", help="node id")
-    remove.add_argument("--json", action="store_true", help="print JSON")
-    _operator_options(remove)
-    remove.set_defaults(handler=_guarded(_cmd_remove_node))
+    _operator_command(remove, _cmd_remove_node)
 
     revoke = commands.add_parser(
         "revoke-role",
@@ -692,9 +693,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     revoke.add_argument("node", metavar="NODE", help="node id")
     revoke.add_argument("role", metavar="ROLE", help="role to revoke")
-    revoke.add_argument("--json", action="store_true", help="print JSON")
-    _operator_options(revoke)
-    revoke.set_defaults(handler=_guarded(_cmd_revoke_role))
+    _operator_command(revoke, _cmd_revoke_role)
 
     for name, undrain in (("drain", False), ("undrain", True)):
         drain = commands.add_parser(
@@ -710,9 +709,7 @@ def add_control_parser(subparsers: Any) -> argparse.ArgumentParser:
             ),
         )
         drain.add_argument("node", metavar="NODE", help="node id")
-        drain.add_argument("--json", action="store_true", help="print JSON")
-        _operator_options(drain)
-        drain.set_defaults(handler=_guarded(_cmd_drain), undrain=undrain)
+        _operator_command(drain, _cmd_drain, undrain=undrain)
 
     agent = commands.add_parser(
         "agent",

@@ -13,8 +13,13 @@ link.  :class:`RouteCoordinators` holds them for a control replica, built on fir
 the least recently used dropped beyond ``max_coordinators`` (each holds the shared
 infrastructure too); :class:`~accessfabric.control.server.leasing.RouteLeasing` asks the
 source's coordinator for every lease.  The rebuild rule is the whole-fleet planner's:
-at once when enrollment, roles, services or drains changed, at most every
-``snapshot_max_age`` seconds for heartbeats alone.
+at once when enrollment or roles in the partition (its tenant's nodes, or the shared
+infrastructure's when it holds them: :meth:`NodeRegistry.tenant_generation`), services or
+drains changed, at most every ``snapshot_max_age`` seconds for heartbeats alone; another
+tenant's enrollment rebuilds nothing here.  ``max_coordinators`` is
+``ControlConfig.max_route_coordinators`` (``control serve --max-route-coordinators``):
+keep it above the number of tenants that request leases, or round-robin requests of more
+tenants than that rebuild a snapshot every time.
 
 Regions are not a partition: a route may and often must cross them.  Nodes holding the
 ``route-coordinator`` role get the tenant-wide directory but do not plan yet; the
@@ -43,7 +48,7 @@ class RouteCoordinator:
     tenant: str
     planner: RoutePlanner | None = None
     built_at: float = 0.0
-    built_key: tuple[int, int, int, int] = (-1, -1, -1, -1)
+    built_key: tuple[int, int, int, int, int] = (-1, -1, -1, -1, -1)
     builds: int = 0
     plans: int = 0
     """Route requests it planned (each a primary and its alternates)."""
@@ -109,16 +114,16 @@ class RouteCoordinators:
         """``tenant``'s planner, rebuilt when the facts it was built from moved on."""
         c = self.coordinator(tenant)
         drained = -1 if self._drains is None else self._drains.generation
-        key = (
-            self._registry.generation,
+        shared = tenant != SHARED_TENANT and self.policy.allow_shared_nodes
+        key = (  # the partition's own registry changes only, not other tenants' (ADR 0038)
+            self._registry.tenant_generation(tenant),
+            self._registry.tenant_generation(SHARED_TENANT) if shared else -1,
             self._services.generation,
-            self._heartbeats.generation,
             drained,
+            self._heartbeats.generation,
         )
         fresh = c.planner is not None and key == c.built_key
-        only_heartbeats = (
-            c.planner is not None and key[:2] == c.built_key[:2] and key[3] == c.built_key[3]
-        )
+        only_heartbeats = c.planner is not None and key[:4] == c.built_key[:4]
         if fresh or (only_heartbeats and now - c.built_at < self._snapshot_max_age):
             assert c.planner is not None
             return c.planner

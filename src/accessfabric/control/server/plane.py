@@ -26,7 +26,7 @@ from accessfabric.control.client.requestsig import (
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.control.kernel.vocabulary import Role
 from accessfabric.control.server.admin import AdminCredentials
-from accessfabric.control.server.coordinators import RouteCoordinators
+from accessfabric.control.server.coordinators import DEFAULT_MAX_COORDINATORS, RouteCoordinators
 from accessfabric.control.server.directory import version_for
 from accessfabric.control.server.drains import NodeDrains
 from accessfabric.control.server.fleet_events import FleetEvents
@@ -42,6 +42,7 @@ from accessfabric.control.server.store.base import Clock, Store
 from accessfabric.control.server.store.sqlite import SqliteStore
 from accessfabric.control.server.telemetry import (
     DEFAULT_REPORTS_PER_SECOND,
+    ObserverViews,
     carry_detail,
     telemetry_every,
 )
@@ -71,6 +72,9 @@ class ControlConfig:
     request_window: float = DEFAULT_WINDOW
     persist_interval: float = 30.0
     snapshot_max_age: float = 1.0
+    max_route_coordinators: int = DEFAULT_MAX_COORDINATORS
+    """Route coordinators a replica keeps, least recently used dropped (ADR 0038): above
+    the number of tenants requesting leases, or each request of one beyond rebuilds."""
     max_body_bytes: int = 256 * 1024
     telemetry_reports_per_second: float = DEFAULT_REPORTS_PER_SECOND
     """Detailed telemetry the fleet sends, per second (control/server/telemetry.py)."""
@@ -222,6 +226,7 @@ class ControlPlane:
         self.coordinators = RouteCoordinators(  # route planning per partition (ADR 0038)
             self.registry, self.heartbeats, self.services, policy=cfg.policy,
             snapshot_max_age=cfg.snapshot_max_age, drains=self.drains,
+            max_coordinators=cfg.max_route_coordinators,
         )  # fmt: skip
         self.leasing = RouteLeasing(
             store,
@@ -240,6 +245,7 @@ class ControlPlane:
             store, authority, clock=clock, policy_ttl=cfg.access_policy_ttl,
             tenant_of=self._tenant_of,
         )  # fmt: skip
+        self.observer_views = ObserverViews(self.registry, self.heartbeats)  # GET /v1/telemetry
         self.replay = ReplayCache(cfg.request_window)
         self.traffic = TrafficHistory()
         self.events = FleetEvents()

@@ -97,6 +97,11 @@ class NodeRegistry:
         """Every node by tenant: the partition other directory views are built from."""
         self.generation = 0
         """Bumped by every change this process makes or loads (the planner rebuilds on it)."""
+        self._tenant_generations: dict[str, int] = {}
+        """Per tenant: :attr:`generation` at its last change (one int per tenant ever
+        enrolled into since the load; tenants are the operator's tokens, not a peer's)."""
+        self._loaded_generation = 0
+        """:attr:`generation` at the last :meth:`load` (every partition changed)."""
         self.version = 0
         """The store revision of the newest node record seen: part of the directory's version."""
         self.on_change: Callable[[str, str], None] | None = None
@@ -114,6 +119,8 @@ class NodeRegistry:
             self._index(None, node)
             self.version = max(self.version, entry.mod_revision)
         self.generation += 1
+        self._tenant_generations.clear()
+        self._loaded_generation = self.generation
         return len(self._nodes)
 
     def apply_change(self, change: Change) -> bool:
@@ -127,7 +134,7 @@ class NodeRegistry:
                 return False
             self._index(gone, None)
             self._noted(node_id, gone.record.tenant)
-            self.generation += 1
+            self._changed(gone.record.tenant)
             self.version = max(self.version, change.revision)
             return True
         try:
@@ -218,6 +225,13 @@ class NodeRegistry:
         Raises the token's :class:`~accessfabric.control.server.tokens.TokenError`, or
         :class:`RegistryError` when an enrolled node asks to join another tenant.
         """
+        return self.enroll_once(token, public_key, sealing_public_key, now)[0]
+
+    def enroll_once(
+        self, token: str, public_key: bytes, sealing_public_key: bytes, now: float | None = None
+    ) -> tuple[RegisteredNode, bool]:
+        """:meth:`enroll`, and whether it was a retry answered with the record stored
+        already (nothing changed: the API records no second ``node_enrolled`` event)."""
         when = self._clock() if now is None else now
         node_id = node_id_from_public_key(public_key)
         current = self._store.get(KEY_PREFIX + node_id)
@@ -226,7 +240,7 @@ class NodeRegistry:
             if existing.record.public_key != public_key:  # pragma: no cover - id derives from key
                 raise RegistryError("conflict", "node id collision")
             if self._retried(existing, token, sealing_public_key, when):
-                return existing
+                return existing, True
         grant = self.tokens.redeem(token, when)
         for _ in range(MAX_CAS_ATTEMPTS):
             revision, enrolled_at = 1, when
@@ -254,7 +268,7 @@ class NodeRegistry:
             result = self._store.put_if(KEY_PREFIX + node_id, node.to_document(), expected)
             if result.succeeded:
                 self._remember(node, result.revision)
-                return node
+                return node, False
             current = result.current
         raise RegistryError("contended", f"node {node_id} is being changed; try again")
 
@@ -280,6 +294,18 @@ class NodeRegistry:
             and existing.enrolled_at >= grant.created_at
         )
 
+    def tenant_generation(self, tenant: str) -> int:
+        """Moves whenever a node of ``tenant`` is stored, replaced or removed (and on
+        :meth:`load`), not when another tenant's does: a route coordinator rebuilds its
+        partition on it (ADR 0038).  Never repeats a value for another content: it is
+        :attr:`generation` at the tenant's last change, or at the load when the tenant
+        has not changed since."""
+        return self._tenant_generations.get(tenant, self._loaded_generation)
+
+    def _changed(self, tenant: str) -> None:
+        self.generation += 1
+        self._tenant_generations[tenant] = self.generation
+
     def _noted(self, node_id: str, tenant: str) -> None:
         if self.on_change is not None:
             self.on_change(node_id, tenant)
@@ -288,7 +314,7 @@ class NodeRegistry:
         self._index(self._nodes.get(node.node_id), node)
         self._nodes[node.node_id] = node
         self._noted(node.node_id, node.record.tenant)
-        self.generation += 1
+        self._changed(node.record.tenant)
         self.version = max(self.version, revision)
 
     def _reissue(self, node_id: str, roles: frozenset[Role] | None, now: float) -> RegisteredNode:
@@ -348,7 +374,9 @@ class NodeRegistry:
         self._index(node, None)
         if node is not None:
             self._noted(node_id, node.record.tenant)
-        self.generation += 1
+            self._changed(node.record.tenant)
+        else:
+            self.generation += 1
         self.version = max(self.version, revision + 1)
         if node is None:
             raise RegistryError("unknown_node", f"node {node_id} is not enrolled")

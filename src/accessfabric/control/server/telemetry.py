@@ -17,6 +17,7 @@ intervals old rather than empty.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 DEFAULT_REPORTS_PER_SECOND = 50.0
 """Detailed telemetry reports per second the control plane budgets for, fleet-wide."""
 MAX_EVERY = 1000
+OBSERVER_VIEW_TTL = 1.0
+"""Seconds one partition's ``GET /v1/telemetry`` answer is served again (ObserverViews)."""
 
 
 def telemetry_every(nodes: int, interval: float, budget: float) -> int:
@@ -101,3 +104,30 @@ def observer_view(
             }
         rows.append(row)
     return {"tenant": tenant, "at": now, "nodes": rows}
+
+
+class ObserverViews:
+    """:func:`observer_view` per partition, encoded once and served again for ``ttl``
+    seconds: an observer (or several, or one in a loop) costs the control plane one
+    pass over its partition per second, not one per request (reviewer, ADR 0038).  The
+    answer's ``at`` says when it was taken.  One entry per tenant asked in the last
+    ``ttl`` (older ones are dropped on the next build)."""
+
+    def __init__(
+        self, registry: NodeRegistry, heartbeats: HeartbeatTable, ttl: float = OBSERVER_VIEW_TTL
+    ) -> None:
+        self._registry, self._heartbeats, self.ttl = registry, heartbeats, ttl
+        self._views: dict[str, tuple[float, bytes]] = {}
+        self.builds = 0
+
+    def body(self, asking: RegisteredNode, now: float) -> bytes:
+        """The JSON answer for ``asking``'s partition."""
+        tenant = asking.record.tenant
+        found = self._views.get(tenant)
+        if found is not None and 0 <= now - found[0] < self.ttl:
+            return found[1]
+        self._views = {t: v for t, v in self._views.items() if 0 <= now - v[0] < self.ttl}
+        body = json.dumps(observer_view(asking, self._registry, self._heartbeats, now)).encode()
+        self._views[tenant] = (now, body)
+        self.builds += 1
+        return body

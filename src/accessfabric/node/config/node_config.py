@@ -358,6 +358,7 @@ class _At:
 
 
 _T = TypeVar("_T")
+_C = TypeVar("_C", TrafficClass, None)
 
 _TOP_KEYS = (
     "authority_key",
@@ -854,14 +855,7 @@ def _services(value: Any, at: _At) -> tuple[ServiceConfig, ...]:
             target = parse_host_port(_str(table["target"], item_at / "target"))
         except ValueError as exc:
             (item_at / "target").fail(str(exc))
-        traffic_class = TrafficClass.RELIABLE
-        if "traffic_class" in table:
-            try:
-                traffic_class = TrafficClass.from_name(
-                    _str(table["traffic_class"], item_at / "traffic_class")
-                )
-            except ValueError as exc:
-                (item_at / "traffic_class").fail(str(exc))
+        traffic_class = _traffic_class(table, item_at, TrafficClass.RELIABLE)
         mode = "forward"
         if "mode" in table:
             mode = _str(table["mode"], item_at / "mode").lower()
@@ -907,6 +901,16 @@ def _allow_table(value: Any, at: _At) -> dict[str, tuple[str, ...]]:
     return allow
 
 
+def _traffic_class(table: dict[str, Any], at: _At, default: _C) -> TrafficClass | _C:
+    """The table's ``traffic_class`` by name; ``default`` when it has none."""
+    if "traffic_class" not in table:
+        return default
+    try:
+        return TrafficClass.from_name(_str(table["traffic_class"], at / "traffic_class"))
+    except ValueError as exc:
+        (at / "traffic_class").fail(str(exc))
+
+
 def _host_port(value: Any, at: _At) -> HostPort:
     try:
         return parse_host_port(_str(value, at), allow_port_zero=True)
@@ -932,14 +936,7 @@ def _forwards(value: Any, at: _At) -> tuple[ForwardConfig, ...]:
             if required not in table:
                 (item_at / required).fail("required")
         listen = _host_port(table["listen"], item_at / "listen")
-        traffic_class = None
-        if "traffic_class" in table:
-            try:
-                traffic_class = TrafficClass.from_name(
-                    _str(table["traffic_class"], item_at / "traffic_class")
-                )
-            except ValueError as exc:
-                (item_at / "traffic_class").fail(str(exc))
+        traffic_class = _traffic_class(table, item_at, None)
         forwards.append(
             ForwardConfig(
                 listen=listen,

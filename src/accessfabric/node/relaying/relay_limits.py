@@ -7,7 +7,10 @@
 * **relay bytes per tenant** (a quota, ADR 0038): at most ``tenant_bytes_quota`` bytes
   (both directions together) per tenant per ``quota_window`` seconds.  A stream opened
   while the tenant's window is spent is refused; a chunk that would take the tenant past
-  it is not relayed and the stream is reset (both ends), so the quota is a hard bound.
+  it is not relayed and the stream is reset (both ends), so the quota is a hard bound
+  within one window.  The window is fixed (:meth:`RelayQuotas._window`: it starts with
+  the tenant's first open or chunk after the last one ended), not sliding: around a
+  window's end a tenant may move up to twice the quota within ``quota_window`` seconds.
 
 Tenant quota refusals (``tenant_streams``, ``tenant_bytes``) reset the stream with
 ``ENHANCE_YOUR_CALM``: the tenant is over what this node gives it, not the path broken,

@@ -25,7 +25,6 @@ from accessfabric.control.server.directory import directory_document
 from accessfabric.control.server.leasing import LeaseGrant, LeaseRefused
 from accessfabric.control.server.registry import RegistryError, record_json
 from accessfabric.control.server.services import MODE_NAMES, ServiceError, ServiceView, parse_mode
-from accessfabric.control.server.telemetry import observer_view
 from accessfabric.control.server.tokens import BadTokenError, TokenExpiredError, TokenUsedUpError
 from accessfabric.identity.node_id import node_id_from_public_key
 from accessfabric.identity.signatures import load_public_key
@@ -97,7 +96,7 @@ async def enroll(request: web.Request) -> web.Response:
         raise ApiError(401, "bad_node_id", "AF-Node is not the node id of public_key")
     await verify_signed(ctx, parts, public_key)  # proof of possession of the key
     try:
-        node = plane.registry.enroll(token, public_key, sealing_key)
+        node, retried = plane.registry.enroll_once(token, public_key, sealing_key)
     except BadTokenError as exc:
         raise ApiError(401, "bad_token", str(exc)) from None
     except TokenExpiredError as exc:
@@ -106,8 +105,9 @@ async def enroll(request: web.Request) -> web.Response:
         raise ApiError(401, "token_used_up", str(exc)) from None
     except RegistryError as exc:
         raise _refused(exc) from None
-    roles = ", ".join(sorted(role.value for role in node.record.roles))
-    plane.events.add(plane.clock(), "node_enrolled", node_id, f"roles {roles}")
+    if not retried:  # a retry (the answer was lost) changed nothing: one event per enrollment
+        roles = ", ".join(sorted(role.value for role in node.record.roles))
+        plane.events.add(plane.clock(), "node_enrolled", node_id, f"roles {roles}")
     return web.json_response(
         {
             "node_record": record_json(node),
@@ -157,7 +157,8 @@ async def telemetry(request: web.Request) -> web.Response:
     node, _ = await authenticate_node(request)
     if Role.OBSERVER not in node.record.roles:
         raise ApiError(403, "role_not_held", "telemetry is for nodes holding the observer role")
-    return web.json_response(observer_view(node, plane.registry, plane.heartbeats, plane.clock()))
+    body = plane.observer_views.body(node, plane.clock())  # one pass per partition a second
+    return web.Response(body=body, content_type="application/json")
 
 
 def _traffic_class(document: dict[str, Any]) -> TrafficClass:

@@ -298,27 +298,18 @@ def explain(
         )
         + f" x {w.cpu_pressure:g}/{w.memory_pressure:g}/{w.queue_pressure:g}",
     )
-    add(
-        RELIABILITY,
-        [t[1] for t in per_node],
-        "reliability "
-        + _fmt_hops([f"{n.node_id} {n.reliability:.3f}" for n in charged])
-        + f"; (1 - reliability) x {w.unreliability:g}",
+    per_node_facts = (  # factor, the NodeFacts field (its words), its format, the weight
+        (RELIABILITY, "reliability", ".3f", f"; (1 - reliability) x {w.unreliability:g}"),
+        (TRUST, "trust_tier", "", f"; {w.trust_per_tier:g} per tier below {MAX_TRUST_TIER}"),
+        (OPERATOR_COST, "operator_cost", "g", f" x {w.operator_cost:g}"),
     )
-    add(
-        TRUST,
-        [t[2] for t in per_node],
-        "trust tier "
-        + _fmt_hops([f"{n.node_id} {n.trust_tier}" for n in charged])
-        + f"; {w.trust_per_tier:g} per tier below {MAX_TRUST_TIER}",
-    )
-    add(
-        OPERATOR_COST,
-        [t[3] for t in per_node],
-        "operator cost "
-        + _fmt_hops([f"{n.node_id} {n.operator_cost:g}" for n in charged])
-        + f" x {w.operator_cost:g}",
-    )
+    for index, (factor, field, spec, weight) in enumerate(per_node_facts, start=1):
+        facts = [f"{n.node_id} {format(getattr(n, field), spec)}" for n in charged]
+        add(
+            factor,
+            [t[index] for t in per_node],
+            f"{field.replace('_', ' ')} {_fmt_hops(facts)}{weight}",
+        )
     per_relay = [relay_terms(n, w) for n in relays]
     mobiles = [n for n in relays if n.is_mobile]
     add(
