@@ -271,6 +271,9 @@ class SessionConnection:
         self._loop = asyncio.get_running_loop()
         self._transport: ByteTransport | None = None
         self._streams: dict[int, HopStream] = {}
+        self._handling = False
+        self._moved: dict[int, HopStream] = {}
+        """Streams detached while this batch of events is handled (see :meth:`detach`)."""
         # Streams the peer opened, not yet accepted: made at the first one.  Not an
         # asyncio.Queue: its four deques cost ~3 KiB per idle session (issue 17, ADR 0037).
         self._incoming: deque[HopStream] | None = None
@@ -333,11 +336,22 @@ class SessionConnection:
     # ------------------------------------------------------------ event handling
 
     def _handle(self, events: list[ev.Event]) -> None:
+        if self._handling:  # not reentered today; the moved streams belong to the outer batch
+            self._dispatch(events)
+            return
+        self._handling = True
+        try:
+            self._dispatch(events)
+        finally:
+            self._handling = False
+            self._moved.clear()
+
+    def _dispatch(self, events: list[ev.Event]) -> None:
         for event in events:
             kind = type(event)
             if kind is ev.DataReceived:
                 assert isinstance(event, ev.DataReceived)
-                stream = self._streams.get(event.stream_id)
+                stream = self._streams.get(event.stream_id) or self._moved.get(event.stream_id)
                 if stream is not None:
                     stream._feed(event.data)
                 else:  # nobody reads it: free the credit
@@ -354,7 +368,7 @@ class SessionConnection:
                 self._wake_accepting()
             elif kind is ev.StreamEnded:
                 assert isinstance(event, ev.StreamEnded)
-                stream = self._streams.get(event.stream_id)
+                stream = self._streams.get(event.stream_id) or self._moved.get(event.stream_id)
                 if stream is not None:
                     stream._feed_eof()
             elif kind is ev.StreamReset:
@@ -664,10 +678,17 @@ class SessionConnection:
 
     def detach(self, stream: HopStream, reason: str) -> None:
         """Let go of ``stream`` for good (it moved to another path): nothing more is sent on
-        it, its reader sees the end after the bytes already buffered."""
+        it, its reader sees the end after the bytes already buffered.
+
+        Detached while a batch of this session's events is handled (a takeover decided
+        on an OPEN_STREAM of this session), the stream still gets the batch's later DATA
+        and end: the session counted them before it handed over the batch, so the
+        snapshot taken for the move says they arrived and the peer will not resend them."""
         self._blocked.discard(stream)
         if self._streams.get(stream.stream_id) is stream:
             del self._streams[stream.stream_id]
+            if self._handling:
+                self._moved[stream.stream_id] = stream
         outbox = stream.outbox
         outbox.pending.clear()
         outbox.tail = None
