@@ -22,6 +22,7 @@ import gc
 import multiprocessing
 import tempfile
 import time
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from accessfabric.bench.common import (
 )
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.node.dialing.endpoints import connect_tcp, serve_tcp
+from accessfabric.node.serving.admission import Admission, AdmissionLimits
 from accessfabric.node.streams.connection import SessionConnection
 
 HOST = "127.0.0.1"
@@ -43,6 +45,13 @@ DIALER_SEED = bytes(range(160, 192))
 BATCH = 50
 SETTLE_S = 1.0
 TARGET_BYTES = 64 * 1024
+UNLIMITED_HANDSHAKES = AdmissionLimits(
+    handshakes_per_second=1e6,
+    handshake_burst=1e6,
+    max_pending_handshakes=4 * BATCH,
+    max_pending_handshakes_per_address=4 * BATCH,
+)
+REPLY_TIMEOUT_S = 120.0
 
 
 class _Quiet(asyncio.Protocol):
@@ -67,7 +76,10 @@ async def _acceptor(conn: Connection, kind: str, cert_dir: str) -> None:
     kept: list[Any] = []
     server: asyncio.Server
     if kind == "fabric":
-        server = await serve_tcp(node.local(), HOST, 0, kept.append)
+        # The figure is memory, not admission: a handshake budget that lets the batches
+        # through (the default 100/s refused some dials, and the dialer gave up).
+        local = replace(node.local(), admission=Admission(UNLIMITED_HANDSHAKES))
+        server = await serve_tcp(local, HOST, 0, kept.append)
     else:
         server = await loop.create_server(_Quiet, HOST, 0, ssl=node.server_ssl(), backlog=1024)
     conn.send(server.sockets[0].getsockname()[1])
@@ -129,6 +141,17 @@ def _dialer_process(conn: Connection, kind: str, cert_dir: str, port: int, count
     run_async(_dialer(conn, kind, cert_dir, port, count))
 
 
+def _reply(conn: Connection, process: Any, what: str) -> Any:
+    """The next message from ``process``; an error, not a hang, when it died first."""
+    deadline = time.monotonic() + REPLY_TIMEOUT_S
+    while not conn.poll(0.5):
+        if not process.is_alive():
+            raise RuntimeError(f"the {what} process ended (exit code {process.exitcode})")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no answer from the {what} in {REPLY_TIMEOUT_S:.0f} s")
+    return conn.recv()
+
+
 def _measure(kind: str, cert_dir: Path, count: int) -> dict[str, float]:
     """Per-connection RSS on each side for ``count`` idle connections of ``kind``."""
     mp = multiprocessing.get_context("spawn")
@@ -140,20 +163,20 @@ def _measure(kind: str, cert_dir: Path, count: int) -> dict[str, float]:
     acceptor.start()
     dialer: Any = None
     try:
-        port = acceptor_conn.recv()
+        port = _reply(acceptor_conn, acceptor, "acceptor")
         dialer = mp.Process(
             target=_dialer_process,
             args=(dialer_end, kind, str(cert_dir), port, count),
             daemon=True,
         )
         dialer.start()
-        _, dialer_before = dialer_conn.recv()
+        _, dialer_before = _reply(dialer_conn, dialer, "dialer")
         acceptor_conn.send("rss")
-        acceptor_before, _ = acceptor_conn.recv()
+        acceptor_before, _ = _reply(acceptor_conn, acceptor, "acceptor")
         dialer_conn.send("go")
-        _, dialer_after, elapsed, opened = dialer_conn.recv()
+        _, dialer_after, elapsed, opened = _reply(dialer_conn, dialer, "dialer")
         acceptor_conn.send("rss")
-        acceptor_after, accepted = acceptor_conn.recv()
+        acceptor_after, accepted = _reply(acceptor_conn, acceptor, "acceptor")
         dialer_conn.send("stop")
         acceptor_conn.send("stop")
         if opened != count:
