@@ -46,7 +46,7 @@ def test_large_blocks_are_reused_instead_of_mapped_per_allocation() -> None:
     _, default_faults = _churn("default")
     assert tuned == "True"
     # Default glibc maps (and faults in) each 192-256 KiB block: ~100 faults per turn.
-    assert default_faults > 20_000
+    assert default_faults >= 10_000
     assert tuned_faults < default_faults // 10
 
 

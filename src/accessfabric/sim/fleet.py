@@ -46,6 +46,10 @@ DEVICE_LOOP_LAG_BUDGET = 5.0
 """A device's ``[pressure] loop_lag_budget`` (0.5 by default): the lag of a worker's loop."""
 KILL_SETTLE = 3.0
 """Seconds after the killed entry's devices are back before its stream counts are taken."""
+KILL_STREAM_SAMPLE = 20
+KILL_SETTLE_MAX = 20.0
+"""... or longer, up to this, until ``KILL_STREAM_SAMPLE`` streams have ended since the kill:
+a fast re-home on a busy machine left too few streams to say whether any failed."""
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -528,8 +532,12 @@ async def _kill_entry(run: FleetRun, view: LiveView) -> dict[str, Any]:
     elsewhere = set()
     for other in others:
         elsewhere |= run.on(other)
-    settle_until = time.monotonic() + KILL_SETTLE  # streams opened while re-homing end
-    while time.monotonic() < settle_until:
+    settled = time.monotonic()  # streams opened while re-homing end
+    while time.monotonic() < settled + KILL_SETTLE or (
+        run.total("streams_ok") - ok_before + run.total("streams_failed") - failed_before
+        < KILL_STREAM_SAMPLE
+        and time.monotonic() < settled + KILL_SETTLE_MAX
+    ):
         await asyncio.sleep(0.5)
         view.tick("rehomed")
     return {
