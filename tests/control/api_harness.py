@@ -22,6 +22,10 @@ from accessfabric.control.server.store import SqliteStore
 from accessfabric.control.server.store.base import Clock
 from accessfabric.identity.keys import NodeKey
 
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)
+"""A request the plane never answers fails the test in a minute with its own error, not
+after pytest's 300 s timeout (CI 09:17: an enrollment race hung; not reproduced)."""
+
 
 @dataclass
 class Running:
@@ -151,7 +155,7 @@ async def running_plane(
     admin_token = plane.admin.create()
     server = ControlServer(plane, "127.0.0.1", 0, tick_interval=tick_interval)
     await server.start()
-    http = aiohttp.ClientSession()
+    http = aiohttp.ClientSession(timeout=REQUEST_TIMEOUT)
     try:
         yield Running(server, plane, admin_token, authority, http)
     finally:

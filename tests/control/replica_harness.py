@@ -13,7 +13,7 @@ from accessfabric.control.server.plane import ControlConfig, ControlPlane, bind_
 from accessfabric.control.server.server import ControlServer
 from accessfabric.control.server.store.etcd import EtcdStore
 from accessfabric.identity.keys import NodeKey
-from tests.control.api_harness import Running
+from tests.control.api_harness import REQUEST_TIMEOUT, Running
 
 
 @asynccontextmanager
@@ -26,7 +26,7 @@ async def running_replicas(
     """One replica per endpoint list, all with one authority and one admin credential."""
     authority = Authority(NodeKey.generate())
     async with AsyncExitStack() as stack:
-        http = aiohttp.ClientSession()
+        http = aiohttp.ClientSession(timeout=REQUEST_TIMEOUT)
         stack.push_async_callback(http.close)
         replicas: list[Running] = []
         admin_token = ""
