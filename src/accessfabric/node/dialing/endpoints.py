@@ -18,7 +18,7 @@ import asyncio
 import logging
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -296,8 +296,18 @@ async def connect_tcp(
         await connection.ready()
         return connection
 
+    return await handshake_within(handshake(), timeout, made)
+
+
+async def handshake_within(
+    handshake: Awaitable[SessionConnection],
+    timeout: float,
+    made: Sequence[SessionConnection],
+) -> SessionConnection:
+    """``handshake`` within ``timeout``; on any failure every connection it ``made`` is
+    aborted (a half-open session holds no socket)."""
     try:
-        return await asyncio.wait_for(handshake(), timeout)
+        return await asyncio.wait_for(handshake, timeout)
     except BaseException:
         for connection in made:
             connection.abort()

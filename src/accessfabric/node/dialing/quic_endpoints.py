@@ -11,7 +11,6 @@ address, as over TCP.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Callable
 
@@ -21,7 +20,7 @@ from accessfabric.carriers.quic_config import QuicCarrierConfig, QuicPin
 from accessfabric.carriers.quic_server import QuicCarrierServer, serve_quic_carrier
 from accessfabric.carriers.quic_stream import QuicStreamCarrier
 from accessfabric.identity.tls import PeerTlsInfo
-from accessfabric.node.dialing.endpoints import LocalNode
+from accessfabric.node.dialing.endpoints import LocalNode, handshake_within
 from accessfabric.node.dialing.quic_pool import QuicConnectionPool
 from accessfabric.node.streams.connection import SessionConnection
 
@@ -85,12 +84,7 @@ async def connect_quic(
             raise
         return connection
 
-    try:
-        return await asyncio.wait_for(handshake(), timeout)
-    except BaseException:
-        for connection in made:
-            connection.abort()
-        raise
+    return await handshake_within(handshake(), timeout, made)
 
 
 async def serve_quic(
