@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import aiohttp
@@ -22,8 +22,10 @@ async def running_replicas(
     namespace: str,
     *,
     config: ControlConfig | None = None,
+    before_start: Callable[[int, EtcdStore], None] | None = None,
 ) -> AsyncIterator[list[Running]]:
-    """One replica per endpoint list, all with one authority and one admin credential."""
+    """One replica per endpoint list, all with one authority and one admin credential
+    (``before_start(index, store)``: called with each replica's store before it serves)."""
     authority = Authority(NodeKey.generate())
     async with AsyncExitStack() as stack:
         http = aiohttp.ClientSession(timeout=REQUEST_TIMEOUT)
@@ -37,6 +39,8 @@ async def running_replicas(
             plane = ControlPlane(store, authority, config=config, clock=time.time)
             if not admin_token:
                 admin_token = plane.admin.create()
+            if before_start is not None:
+                before_start(len(replicas), store)
             server = ControlServer(plane, "127.0.0.1", 0, tick_interval=0.05)
             await server.start()
             stack.push_async_callback(server.stop)

@@ -34,6 +34,7 @@ from accessfabric.control.server.grants import DEFAULT_POLICY_TTL, AccessGrants
 from accessfabric.control.server.heartbeats import HealthRules, HeartbeatTable
 from accessfabric.control.server.leasing import RouteLeasing
 from accessfabric.control.server.planning.policy import RoutePolicy
+from accessfabric.control.server.read_through import NodeReadThrough
 from accessfabric.control.server.registry import NodeRegistry, RegisteredNode, record_json
 from accessfabric.control.server.replication import ReplicaSync, watchable
 from accessfabric.control.server.route_tests import RouteTests
@@ -252,6 +253,9 @@ class ControlPlane:
         self.route_tests = RouteTests()
         self.mac_keys = ControlMacKeys(authority)
         self.sync: ReplicaSync | None = None
+        self.node_reads: NodeReadThrough | None = None
+        """With replicas (etcd): a node this replica has not learned yet is read from the
+        store once, bounded (ADR 0042); see :meth:`node_for_request`."""
         self._loaded_revision = 0
 
     def _tenant_of(self, node_id: str) -> str | None:
@@ -306,13 +310,26 @@ class ControlPlane:
         store = watchable(self.store)
         if store is None or self.sync is not None:
             return
-        self.sync = ReplicaSync(self, store)
-        self.sync.start(self._loaded_revision)
+        sync = self.sync = ReplicaSync(self, store)
+        self.node_reads = NodeReadThrough(
+            self.store, self.registry, watched_revision=lambda: sync.since
+        )
+        sync.start(self._loaded_revision)
 
     async def stop_replication(self) -> None:
         if self.sync is not None:
             await self.sync.stop()
             self.sync = None
+            self.node_reads = None
+
+    async def node_for_request(self, node_id: str) -> RegisteredNode | None:
+        """The enrolled node ``node_id`` (canonical) a request names, or ``None``: the
+        registry, and with replicas one bounded store read on a miss (an enrollment through
+        another replica its watch has not delivered yet; ADR 0042)."""
+        node = self.registry.get(node_id)
+        if node is None and self.node_reads is not None:
+            node = await self.node_reads.lookup(node_id)
+        return node
 
     def store_status(self) -> dict[str, object]:
         """What ``GET /v1/status`` says about the store: backend, reachable, why not."""

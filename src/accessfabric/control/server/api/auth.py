@@ -90,7 +90,7 @@ async def authenticate_heartbeat(
         node_id = canonical_node_id(parts.node_id)
     except (TypeError, ValueError):
         raise _unauthenticated("bad_node_id", f"{NODE_HEADER} is not a node id") from None
-    node = ctx.plane.registry.get(node_id)
+    node = await ctx.plane.node_for_request(node_id)  # with replicas: a bounded store read
     if node is None:
         raise _unauthenticated("unknown_node", f"node {node_id} is not enrolled")
     if parts.mac:
