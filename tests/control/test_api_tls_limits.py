@@ -391,3 +391,36 @@ def test_an_idle_kept_alive_connection_outlives_the_header_timeout(tmp_path: Pat
             _test_an_idle_kept_alive_connection_outlives_the_header_timeout(tmp_path), 60
         )
     )
+
+
+async def _test_a_head_begun_just_before_the_idle_close_is_answered(tmp_path: Path) -> None:
+    """ADR 0042: a head whose first bytes arrive before the idle close and the rest after
+    it is on the head clock alone (the idle close used to cut it: a request lost at the
+    boundary).  Half a head 1 s into a 2 s idle period, the rest 0.4 s after the idle
+    close (0.6 s before the head deadline)."""
+    header = idle = 2.0
+    async with serving(tmp_path, tls=False, header_timeout=header, idle_timeout=idle) as (
+        server,
+        _,
+        _,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            assert await _request(reader, writer) == b"HTTP/1.1 200 OK"
+            answered = time.monotonic()  # the server's idle clock started before this
+            await asyncio.sleep(1.0)
+            writer.write(b"GET /healthz HTTP/1.1\r\n")
+            await writer.drain()
+            await asyncio.sleep(answered + idle + 0.4 - time.monotonic())
+            writer.write(b"Host: x\r\n\r\n")
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200 OK"), head
+        finally:
+            writer.close()
+
+
+def test_a_head_begun_just_before_the_idle_close_is_answered(tmp_path: Path) -> None:
+    asyncio.run(
+        asyncio.wait_for(_test_a_head_begun_just_before_the_idle_close_is_answered(tmp_path), 60)
+    )

@@ -18,6 +18,12 @@ against a 10 s idle close opened a new TLS connection on nearly every heartbeat.
 A body is not on either clock: a slow body is the handlers' read timeout (408).
 Bytes of a pipelined next head that arrive while a request is handled are on the idle
 clock only (the head clock starts when the connection waits for a head).
+
+One clock at a time (ADR 0042): the first byte of a head on an idle connection moves the
+idle close to no earlier than that head's deadline, so a request that begins just before
+the idle close is not cut by it -- it is answered, or closed at its own head deadline.
+Only bytes start the head clock: aiohttp re-feeds its parser with ``data_received(b"")``
+when it resumes reading, which is not a head begun.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from aiohttp.web_protocol import RequestHandler
 
 class HeadTimedHandler(RequestHandler):
     """aiohttp's request handler with a request-head deadline (``header_timeout``)
-    apart from its keep-alive (idle) timer."""
+    apart from its keep-alive (idle) timer; reaches into ``_waiter``, ``_messages``,
+    ``_request_count``, ``_next_keepalive_close_time`` (aiohttp 3.14: see
+    tests/control/test_api_tls_limits.py for what breaks if those change)."""
 
     __slots__ = ("_head_count", "_head_handle", "_head_timeout")
 
@@ -46,8 +54,13 @@ class HeadTimedHandler(RequestHandler):
         self._arm_head()  # a fresh connection owes a head within the header timeout
 
     def data_received(self, data: bytes) -> None:
-        if self._head_handle is None and self._waiting_for_head():
+        if data and self._head_handle is None and self._waiting_for_head():
             self._arm_head()
+            # the idle close waits for this head's deadline (aiohttp's keep-alive timer
+            # re-arms itself at _next_keepalive_close_time when it fires earlier)
+            deadline = self._loop.time() + self._head_timeout
+            if self._next_keepalive_close_time < deadline:
+                self._next_keepalive_close_time = deadline
         super().data_received(data)
         if self._head_handle is not None and self._request_count != self._head_count:
             self._head_handle.cancel()  # the head is complete
