@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,8 +25,52 @@ from accessfabric.control.server.store.base import Clock
 from accessfabric.identity.keys import NodeKey
 
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60)
-"""A request the plane never answers fails the test in a minute with its own error, not
-after pytest's 300 s timeout (CI 09:17: an enrollment race hung; not reproduced)."""
+"""A request the plane never answers fails the test in a minute with what the server's
+connections and tasks were doing (:func:`answered`), not after pytest's 300 s timeout
+(CI 09:17: an enrollment race hung; cause not found, ADR 0042)."""
+
+
+def server_state(server: ControlServer) -> str:
+    """What each connection of ``server`` is doing and where every task of the loop waits:
+    a request that got no answer says whether its head arrived, is queued or is handled."""
+    out = io.StringIO()
+    low = server._runner.server
+    for handler in low.connections if low is not None else []:
+        waiter = handler._waiter
+        print(
+            f"connection peer={handler.peername} requests={handler._request_count} "
+            f"queued={len(handler._messages)} "
+            f"waiting_for_head={waiter is not None and not waiter.done()} "
+            f"in_progress={handler._request_in_progress} "
+            f"closing={handler._close or handler._force_close}",
+            file=out,
+        )
+    for task in asyncio.all_tasks():
+        print(f"task {task.get_name()} waits at:", " <- ".join(_await_chain(task)), file=out)
+    return out.getvalue()
+
+
+def _await_chain(task: asyncio.Task[Any]) -> list[str]:
+    """``function file:line`` of each coroutine ``task`` is awaiting, innermost last."""
+    chain = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(chain) < 30:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+        if frame is None:
+            chain.append(repr(awaited)[:120])  # a future, or a generator-based awaitable
+            break
+        chain.append(f"{frame.f_code.co_name} {frame.f_code.co_filename}:{frame.f_lineno}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    return chain
+
+
+@asynccontextmanager
+async def answered(server: ControlServer) -> AsyncIterator[None]:
+    """Fail with :func:`server_state` when the request inside times out (REQUEST_TIMEOUT)."""
+    try:
+        yield
+    except TimeoutError as error:
+        raise AssertionError(f"no answer from {server.url}:\n{server_state(server)}") from error
 
 
 @dataclass
@@ -42,9 +88,10 @@ class Running:
 
     async def admin(self, method: str, path: str, document: Any = None) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {self.admin_token}"}
-        async with self.http.request(
-            method, self.url + path, json=document, headers=headers
-        ) as response:
+        async with (
+            answered(self.server),
+            self.http.request(method, self.url + path, json=document, headers=headers) as response,
+        ):
             return response.status, await response.json()
 
     async def token(self, tenant: str, roles: list[str], ttl: float = 3600, uses: int = 1) -> str:
@@ -82,9 +129,10 @@ class Running:
                 signer = self.signers[key.node_id] = RequestSigner(key, clock=self.plane.clock)
         all_headers = signer.headers(method, path, body)
         all_headers.update(headers or {})
-        async with self.http.request(
-            method, self.url + path, data=body, headers=all_headers
-        ) as response:
+        async with (
+            answered(self.server),
+            self.http.request(method, self.url + path, data=body, headers=all_headers) as response,
+        ):
             return response.status, json.loads(await response.read())
 
     def client(self, key: NodeKey, cache: Path) -> ControlClient:

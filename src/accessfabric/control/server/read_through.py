@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from accessfabric.control.server.registry import KEY_PREFIX, NodeRegistry, RegisteredNode
 from accessfabric.control.server.store.base import Change, ChangeKind, Entry, Store
+from accessfabric.observe.log_format import log_event
 from accessfabric.observe.log_rate import RateLimitedLog
 
 _log = logging.getLogger("accessfabric.control.server.read_through")
@@ -100,12 +101,13 @@ class NodeReadThrough:
         in_flight = len(self._in_flight)
         if in_flight >= self.max_in_flight or len(self._misses) + in_flight >= self.max_misses:
             self.refused += 1
-            self._log.log(
-                "bound", logging.WARNING,
-                "node read-through refused without a store read: %d in flight, %d ids "
-                "in the negative cache (unknown node ids arriving fast)",
-                len(self._in_flight), len(self._misses), now=now,
-            )  # fmt: skip
+            suppressed = self._log.admit("bound", now)
+            if suppressed is not None:  # unknown node ids arrive fast: an outsider, likely
+                log_event(
+                    _log, "node read-through refused", logging.WARNING,
+                    in_flight=in_flight, negative_cached=len(self._misses),
+                    suppressed=suppressed,
+                )  # fmt: skip
             return None
         future: asyncio.Future[RegisteredNode | None] = asyncio.get_running_loop().create_future()
         self._in_flight[node_id] = future

@@ -22,6 +22,7 @@ from accessfabric.carriers.tls_site import AdmittedTlsSite, ConnectionCap, PeerE
 from accessfabric.control.server.api import admin_handlers, node_handlers, route_test_handlers
 from accessfabric.control.server.api.console_handlers import add_console_routes
 from accessfabric.control.server.api.context import CONTEXT, ApiContext
+from accessfabric.control.server.api.deadline import request_deadline
 from accessfabric.control.server.api.errors import error_middleware
 from accessfabric.control.server.api.openapi import openapi_document
 from accessfabric.control.server.api.replica_guard import replica_guard
@@ -128,6 +129,7 @@ def build_app(plane: ControlPlane, *, verify_threads: int = 2) -> web.Applicatio
     app = web.Application(
         middlewares=[
             metrics.middleware,
+            request_deadline,  # every request is answered (ADR 0042)
             error_middleware,
             _body_limit(plane.config.max_body_bytes),
             replica_guard,
