@@ -244,7 +244,7 @@ class ControlPlane:
         )
         self.grants = AccessGrants(
             store, authority, clock=clock, policy_ttl=cfg.access_policy_ttl,
-            tenant_of=self._tenant_of,
+            tenant_of=self._tenant_of, sole_writer=not self.replicated,
         )  # fmt: skip
         self.observer_views = ObserverViews(self.registry, self.heartbeats)  # GET /v1/telemetry
         self.replay = ReplayCache(cfg.request_window)
