@@ -12,11 +12,17 @@ so a rebuild costs O(partition) and a coordinator never holds another tenant's n
 link.  :class:`RouteCoordinators` holds them for a control replica, built on first use,
 the least recently used dropped beyond ``max_coordinators`` (each holds the shared
 infrastructure too); :class:`~accessfabric.control.server.leasing.RouteLeasing` asks the
-source's coordinator for every lease.  The rebuild rule is the whole-fleet planner's:
-at once when enrollment or roles in the partition (its tenant's nodes, or the shared
-infrastructure's when it holds them: :meth:`NodeRegistry.tenant_generation`), services or
-drains changed, at most every ``snapshot_max_age`` seconds for heartbeats alone; another
-tenant's enrollment rebuilds nothing here.  ``max_coordinators`` is
+source's coordinator for every lease.  Every generation it rebuilds on is its
+partition's (its tenant's, and the shared infrastructure's when it holds them; ADR
+0043): at once when a node it may hold is replaced or removed
+(:meth:`NodeRegistry.tenant_known_generation`: not a new node's first record, which no
+snapshot holds before its first heartbeat) or the partition's services or drains
+changed, at most every ``snapshot_max_age`` seconds for its heartbeats alone, so a burst
+of lease requests is planned on one snapshot; another tenant's heartbeat, enrollment,
+drain or service change rebuilds nothing here.  A source that joined since the snapshot
+was built waits for one rebuild shared with the others that joined
+(:data:`SOURCE_REBUILD_INTERVAL`), and a rebuild reuses what it made of every node that
+did not change (``build_graph``'s memo).  ``max_coordinators`` is
 ``ControlConfig.max_route_coordinators`` (``control serve --max-route-coordinators``):
 keep it above the number of tenants that request leases, or round-robin requests of more
 tenants than that rebuild a snapshot every time.
