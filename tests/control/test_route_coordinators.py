@@ -235,3 +235,37 @@ def test_a_device_that_just_joined_waits_for_the_next_rebuild(tmp_path: Path) ->
             assert mine.builds == 2  # it is in the snapshot now
 
     asyncio.run(main())
+
+
+def test_a_rebuild_remakes_only_the_nodes_heard_of_since(tmp_path: Path) -> None:
+    """A coordinator's rebuild reuses the facts and links it made of every node whose
+    record, heartbeat and drain state did not change; the node that heartbeated since,
+    and the one drained, are made anew (ADR 0043)."""
+
+    async def main() -> None:
+        config = ControlConfig(snapshot_max_age=0.0)
+        async with running_plane(tmp_path, config=config) as cp:
+            acme, _, relay = await _two_tenants(cp)
+            await acme.lease(cp)
+            mine = cp.plane.coordinators.get("acme")
+            assert mine is not None and mine.builds == 1
+            made = {node_id: hit[3] for node_id, hit in mine.memo.items()}
+            assert set(made) == acme.ids | {relay.node_id}
+
+            await _beat(cp, acme.device, (relay, 7.0))
+            await acme.lease(cp)
+            assert mine.builds == 2
+            again = {node_id: hit[3] for node_id, hit in mine.memo.items()}
+            assert again[acme.device.node_id] is not made[acme.device.node_id]
+            assert again[acme.host.node_id] is made[acme.host.node_id]
+            assert again[relay.node_id] is made[relay.node_id]
+            link = mine.memo[acme.device.node_id][4][0]
+            assert (link.dst, link.rtt_ms) == (relay.node_id, 7.0)
+
+            cp.plane.drains.drain(acme.host.node_id)
+            await acme.lease(cp)  # a drain in the partition: rebuilt at once
+            assert mine.builds == 3
+            drained = mine.memo[acme.host.node_id][3]
+            assert drained is not made[acme.host.node_id] and drained.draining
+
+    asyncio.run(main())
