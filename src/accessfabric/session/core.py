@@ -24,6 +24,7 @@ from accessfabric.session.scheduler import SHARED_CLASSES, ClassScheduler
 from accessfabric.session.session_state import TRANSITIONS, SessionInput, SessionState
 from accessfabric.session.stream import Stream
 from accessfabric.session.stream_state import ACTIVE_STATES, StreamInput, StreamState
+from accessfabric.session.transitions import apply
 from accessfabric.wire import frames as fr
 from accessfabric.wire.decoder import FrameDecoder
 from accessfabric.wire.limits import DEFAULT_MAX_FRAME_SIZE, NONCE_SIZE
@@ -191,7 +192,7 @@ class SessionCore:
     def _enter(self, event: SessionInput) -> None:
         """Move the session along ``session_state.TRANSITIONS``: the one place its state
         changes.  Frames are dispatched by state, so a missing pair is a bug here."""
-        target = TRANSITIONS.get((self.state, event))
+        target = apply(TRANSITIONS, self.state, event)
         if target is None:
             raise LocalProtocolError(f"session cannot {event.value} in state {self.state.value}")
         self.state = target
