@@ -21,6 +21,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
@@ -299,18 +300,26 @@ async def connect_tcp(
     return await handshake_within(handshake(), timeout, made)
 
 
+class Abortable(Protocol):
+    def abort(self) -> None: ...
+
+
 async def handshake_within(
     handshake: Awaitable[SessionConnection],
     timeout: float,
     made: Sequence[SessionConnection],
+    carriers: Sequence[Abortable] = (),
 ) -> SessionConnection:
-    """``handshake`` within ``timeout``; on any failure every connection it ``made`` is
-    aborted (a half-open session holds no socket)."""
+    """``handshake`` within ``timeout``; on any failure every connection it ``made``, then
+    every carrier it opened (read when it fails, so lists it fills count), is aborted (a
+    half-open session or carrier holds no socket)."""
     try:
         return await asyncio.wait_for(handshake, timeout)
     except BaseException:
         for connection in made:
             connection.abort()
+        for carrier in carriers:
+            carrier.abort()
         raise
 
 
@@ -391,14 +400,7 @@ async def connect_ws(
         await connection.ready()
         return connection
 
-    try:
-        return await asyncio.wait_for(handshake(), timeout)
-    except BaseException:
-        for connection in made:
-            connection.abort()
-        for opened in carriers:
-            opened.abort()
-        raise
+    return await handshake_within(handshake(), timeout, made, carriers)
 
 
 async def serve_ws(

@@ -28,7 +28,7 @@ from accessfabric.carriers.https_fallback import IDLE_TIMEOUT, FallbackServer
 from accessfabric.carriers.https_fallback_client import FallbackClientCarrier
 from accessfabric.carriers.tls_site import AdmittedTlsSite, PeerErrorLog
 from accessfabric.identity.tls import PeerTlsInfo
-from accessfabric.node.dialing.endpoints import LocalNode
+from accessfabric.node.dialing.endpoints import LocalNode, handshake_within
 from accessfabric.node.streams.connection import SessionConnection
 
 __all__ = ["HttpsFallbackListener", "connect_https", "fallback_node", "serve_https"]
@@ -100,13 +100,7 @@ async def connect_https(
         await connection.ready()
         return connection
 
-    try:
-        connection = await asyncio.wait_for(handshake(), timeout)
-    except BaseException:
-        for opened in made:
-            opened.abort()
-        carrier.abort()
-        raise
+    connection = await handshake_within(handshake(), timeout, made, (carrier,))
     log.warning("https fallback carrier in use: dialed %s (emergency path)", url)
     return connection
 
