@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.config.node_config import load_node_config
@@ -196,6 +197,20 @@ def _rfc3339(text: str) -> None:
 
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", text), text
     datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_print_answer_prints_the_document_with_its_time_or_the_text(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The one printer the control CLI's answers and ``diag`` share."""
+    from accessfabric.json_output import print_answer
+
+    print_answer(True, {"grant_id": "g1"}, "ignored")
+    document = json.loads(capsys.readouterr().out)
+    assert document["grant_id"] == "g1"
+    _rfc3339(document["time"])
+    print_answer(False, {"grant_id": "g1"}, "revoked grant g1")
+    assert capsys.readouterr().out == "revoked grant g1\n"
 
 
 def test_json_output_of_commands_that_print(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from accessfabric.json_output import print_answer
 from accessfabric.node.admin.status import table
 from accessfabric.node.config.node_config import ConfigError, load_node_config
 
@@ -89,14 +90,12 @@ def cmd_diag_route(args: argparse.Namespace) -> int:
         return _fail(str(document), 2)
     if not isinstance(document, dict):
         return _fail(f"the node answered {status}: {document}", 1)
-    if args.json:
-        print(json.dumps(document, indent=2))
+    heading = f"routes to {document['service']} ({document['class']}):"
+    if document.get("error"):
+        rows = [f"  none: {document['error']}"]
     else:
-        print(f"routes to {document['service']} ({document['class']}):")
-        if document.get("error"):
-            print(f"  none: {document['error']}")
-        else:
-            print("\n".join(table(_route_rows(document["routes"]))))
+        rows = table(_route_rows(document["routes"]))
+    print_answer(args.json, document, "\n".join([heading, *rows]))
     if status != 200:
         return 1
     return 0 if any(r["ok"] for r in document["routes"]) else 1
@@ -106,10 +105,7 @@ def cmd_diag_stream(args: argparse.Namespace) -> int:
     status, document = _ask(args, "/diag/streams", {})
     if status != 200 or not isinstance(document, dict):
         return _fail(f"the node answered {status}: {document}", 1)
-    if args.json:
-        print(json.dumps(document, indent=2))
-    else:
-        print("\n".join(table(document["streams"])))
+    print_answer(args.json, document, "\n".join(table(document["streams"])))
     return 0
 
 
