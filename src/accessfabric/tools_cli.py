@@ -96,22 +96,15 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_ping(args: argparse.Namespace) -> int:
     import asyncio
-    from pathlib import Path
 
     import aiohttp
 
     from accessfabric.json_output import print_json
-    from accessfabric.node.admin.commands import UsageError
+    from accessfabric.node.admin.commands import admin_socket
     from accessfabric.node.admin.ping import render_ping
     from accessfabric.node.admin.status import unreachable_reason
-    from accessfabric.node.config.node_config import ConfigError, load_node_config
 
-    try:
-        config = load_node_config(args.config)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    assert config.admin_socket is not None
-    socket_path = Path(config.admin_socket)
+    socket_path = admin_socket(None, args.config)
 
     async def ask() -> tuple[int, dict[str, Any]]:
         connector = aiohttp.UnixConnector(path=str(socket_path))
@@ -146,26 +139,16 @@ def cmd_device(args: argparse.Namespace) -> int:
     section); with ``--foreground`` the app wrapper tells the node its foreground state
     first (``POST /device`` on the admin socket)."""
     import asyncio
-    from pathlib import Path
 
     import aiohttp
 
     from accessfabric.json_output import print_json
-    from accessfabric.node.admin.commands import UsageError
+    from accessfabric.node.admin.commands import UsageError, admin_socket
     from accessfabric.node.admin.status import unreachable_reason
-    from accessfabric.node.config.node_config import ConfigError, load_node_config
 
-    if args.socket:
-        socket_path = Path(args.socket)
-    else:
-        if not args.config:
-            raise UsageError("give --config node.toml or --socket PATH")
-        try:
-            config = load_node_config(args.config)
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
-        assert config.admin_socket is not None
-        socket_path = Path(config.admin_socket)
+    if not args.socket and not args.config:
+        raise UsageError("give --config node.toml or --socket PATH")
+    socket_path = admin_socket(args.socket, args.config)
 
     async def ask() -> tuple[int, dict[str, Any]]:
         connector = aiohttp.UnixConnector(path=str(socket_path))

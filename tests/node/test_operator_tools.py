@@ -213,6 +213,21 @@ def test_print_answer_prints_the_document_with_its_time_or_the_text(
     assert capsys.readouterr().out == "revoked grant g1\n"
 
 
+@pytest.mark.parametrize(
+    "argv", [("status",), ("diag", "stream"), ("diag", "route", "web"), ("ping", "n"), ("device",)]
+)
+def test_admin_socket_commands_name_a_config_that_does_not_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    """One admin_socket() finds the socket for status, diag, ping and device."""
+    from accessfabric.cli import main
+
+    missing = tmp_path / "none.toml"
+    assert main([*argv, "--config", str(missing)]) == 2
+    error = capsys.readouterr().err.splitlines()
+    assert error == [f"accessfabric {argv[0]}: {missing}: config file does not exist"], error
+
+
 def test_json_output_of_commands_that_print(tmp_path: Path) -> None:
     from tests.node.harness import start_node
 

@@ -48,6 +48,19 @@ def _run(main: Coroutine[Any, Any, _T]) -> _T:
     return result
 
 
+def admin_socket(socket: str | None, config: str | None) -> Path:
+    """The admin socket at ``socket``, else the one the node config ``config`` (None: the
+    environment's) names; :class:`UsageError` when that config does not load."""
+    if socket:
+        return Path(socket)
+    try:
+        loaded = load_node_config(config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    assert loaded.admin_socket is not None
+    return Path(loaded.admin_socket)
+
+
 def _load_key(path: str) -> NodeKey:
     try:
         return NodeKey.load(path)

@@ -13,25 +13,10 @@ from typing import Any
 import aiohttp
 
 from accessfabric.json_output import print_answer
+from accessfabric.node.admin.commands import admin_socket, guarded
 from accessfabric.node.admin.status import table
-from accessfabric.node.config.node_config import ConfigError, load_node_config
 
 TIMEOUT = 60.0
-
-
-class DiagUsageError(Exception):
-    """A user mistake (one line, exit 2)."""
-
-
-def _socket(args: argparse.Namespace) -> Path:
-    if args.socket:
-        return Path(args.socket)
-    try:
-        config = load_node_config(args.config)
-    except ConfigError as exc:
-        raise DiagUsageError(str(exc)) from None
-    assert config.admin_socket is not None
-    return config.admin_socket
 
 
 async def _get(socket_path: Path, path: str, query: dict[str, str]) -> tuple[int, Any]:
@@ -50,7 +35,7 @@ async def _get(socket_path: Path, path: str, query: dict[str, str]) -> tuple[int
 
 
 def _ask(args: argparse.Namespace, path: str, query: dict[str, str]) -> tuple[int, Any]:
-    socket_path = _socket(args)
+    socket_path = admin_socket(args.socket, args.config)
     try:
         return asyncio.run(_get(socket_path, path, query))
     except (OSError, aiohttp.ClientError, TimeoutError) as exc:
@@ -109,17 +94,6 @@ def cmd_diag_stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guarded(handler: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            code: int = handler(args)
-        except DiagUsageError as exc:
-            return _fail(str(exc), 2)
-        return code
-
-    return run
-
-
 def add_diag_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     diag = commands.add_parser(
         "diag",
@@ -152,4 +126,4 @@ def add_diag_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         parser.add_argument("--config", metavar="FILE", help="node.toml (finds admin_socket)")
         parser.add_argument("--socket", metavar="PATH", help="the admin socket itself")
         parser.add_argument("--json", action="store_true", help="print JSON")
-        parser.set_defaults(handler=_guarded(handler))
+        parser.set_defaults(handler=guarded("diag", handler))
