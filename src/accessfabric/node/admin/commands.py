@@ -15,11 +15,13 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from accessfabric.exit_codes import Exit
 from accessfabric.identity.errors import IdentityError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.node_id import parse_node_id
 from accessfabric.json_output import print_json
 from accessfabric.node.admin.smoke import EXIT_CODE_HELP, SmokeExit, classify_failure, run_smoke
+from accessfabric.node.admin.status import AdminUnreachable
 from accessfabric.node.config.config_checks import ConfigConflict, idle_warnings
 from accessfabric.node.config.node_config import ConfigError, load_node_config
 from accessfabric.node.dialing.address import parse_endpoint_url
@@ -166,7 +168,8 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 def guarded(
     name: str, handler: Callable[[argparse.Namespace], int]
 ) -> Callable[[argparse.Namespace], int]:
-    """Turn :class:`UsageError` into one line on stderr and exit code 2."""
+    """Turn :class:`UsageError` into one line on stderr and exit code 2, and
+    :class:`AdminUnreachable` into one line and exit code 3."""
 
     def run(args: argparse.Namespace) -> int:
         try:
@@ -174,6 +177,9 @@ def guarded(
         except UsageError as exc:
             print(f"accessfabric {name}: {exc}", file=sys.stderr)
             return USAGE_ERROR
+        except AdminUnreachable as exc:  # the running node's admin socket did not answer
+            print(f"accessfabric {name}: {exc}", file=sys.stderr)
+            return int(Exit.UNREACHABLE)
         except (KeyInUseError, ConfigConflict) as exc:  # node/host/key_lock.py, config_checks.py
             print(f"accessfabric {name}: {exc}", file=sys.stderr)
             return USAGE_ERROR

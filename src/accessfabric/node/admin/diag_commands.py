@@ -4,45 +4,18 @@ over its admin socket (:mod:`accessfabric.node.admin.diagnostics`); tables, or `
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
-from pathlib import Path
 from typing import Any
-
-import aiohttp
 
 from accessfabric.json_output import print_answer
 from accessfabric.node.admin.commands import admin_socket, guarded
-from accessfabric.node.admin.status import table
+from accessfabric.node.admin.status import ask_admin, table
 
 TIMEOUT = 60.0
 
 
-async def _get(socket_path: Path, path: str, query: dict[str, str]) -> tuple[int, Any]:
-    connector = aiohttp.UnixConnector(path=str(socket_path))
-    async with (
-        aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT)
-        ) as client,
-        client.get(f"http://node{path}", params=query) as response,
-    ):
-        text = await response.text()
-        try:
-            return response.status, json.loads(text)
-        except ValueError:
-            return response.status, text.strip()
-
-
 def _ask(args: argparse.Namespace, path: str, query: dict[str, str]) -> tuple[int, Any]:
-    socket_path = admin_socket(args.socket, args.config)
-    try:
-        return asyncio.run(_get(socket_path, path, query))
-    except (OSError, aiohttp.ClientError, TimeoutError) as exc:
-        from accessfabric.node.admin.status import unreachable_reason
-
-        # unreachable: exit 3, as every command (accessfabric/exit_codes.py)
-        raise SystemExit(_fail(unreachable_reason(Path(socket_path), exc), 3)) from None
+    return ask_admin(admin_socket(args.socket, args.config), "GET", path, query, timeout=TIMEOUT)
 
 
 def _fail(message: str, code: int) -> int:
