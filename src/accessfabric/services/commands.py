@@ -12,7 +12,7 @@ from typing import Any
 from accessfabric.identity.errors import IdentityError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.node_id import parse_node_id
-from accessfabric.node.admin.commands import UsageError, _run, admin_socket, guarded
+from accessfabric.node.admin.commands import UsageError, admin_socket, guarded, run_on_node_loop
 from accessfabric.node.config.node_config import (
     ConfigError,
     ForwardConfig,
@@ -68,7 +68,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     forward = ForwardConfig(listen=listen, service=args.service, traffic_class=traffic_class)
     component = ServicesComponent(extra_forwards=(forward,))
     try:
-        return _run(run_node(config, key=key, components=(component,)))
+        return run_on_node_loop(run_node(config, key=key, components=(component,)))
     except OSError as exc:
         print(f"accessfabric forward: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -40,7 +40,7 @@ class UsageError(Exception):
     """A mistake the user can fix; printed as one line, exit code 2."""
 
 
-def _run(main: Coroutine[Any, Any, _T]) -> _T:
+def run_on_node_loop(main: Coroutine[Any, Any, _T]) -> _T:
     """Run on uvloop when it is installed (the node's default loop), else asyncio."""
     try:
         import uvloop
@@ -121,7 +121,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     for warning in idle_warnings(config):
         logging.getLogger("accessfabric.node").warning("%s", warning)
     try:
-        return _run(run_node(config, key=key, components=args.components()))
+        return run_on_node_loop(run_node(config, key=key, components=args.components()))
     except OSError as exc:  # a listener could not bind
         print(f"accessfabric node run: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
