@@ -37,30 +37,6 @@ class AdminUnreachable(Exception):
     (``guarded`` commands print it and exit 3, ``Exit.UNREACHABLE``)."""
 
 
-async def admin_request(
-    socket_path: Path,
-    method: str,
-    path: str,
-    query: dict[str, str] | None = None,
-    *,
-    timeout: float = 10.0,
-) -> tuple[int, Any]:
-    """One request to the admin socket: (HTTP status, the JSON answer, or its text when
-    it is not JSON)."""
-    connector = aiohttp.UnixConnector(path=str(socket_path))
-    async with (
-        aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as client,
-        client.request(method, f"http://node{path}", params=query) as response,
-    ):
-        text = await response.text()
-        try:
-            return response.status, json.loads(text)
-        except ValueError:
-            return response.status, text.strip()
-
-
 def ask_admin(
     socket_path: Path,
     method: str,
@@ -69,10 +45,26 @@ def ask_admin(
     *,
     timeout: float = 10.0,
 ) -> tuple[int, Any]:
-    """:func:`admin_request`, run to its end; :class:`AdminUnreachable` when the socket
-    does not answer."""
+    """One request to the admin socket, run to its end: (HTTP status, the JSON answer, or
+    its text when it is not JSON); :class:`AdminUnreachable` when the socket does not
+    answer."""
+
+    async def request() -> tuple[int, Any]:
+        connector = aiohttp.UnixConnector(path=str(socket_path))
+        async with (
+            aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as client,
+            client.request(method, f"http://node{path}", params=query) as response,
+        ):
+            text = await response.text()
+            try:
+                return response.status, json.loads(text)
+            except ValueError:
+                return response.status, text.strip()
+
     try:
-        return asyncio.run(admin_request(socket_path, method, path, query, timeout=timeout))
+        return asyncio.run(request())
     except (OSError, aiohttp.ClientError, TimeoutError) as error:
         raise AdminUnreachable(unreachable_reason(socket_path, error, timeout)) from None
 
