@@ -75,3 +75,22 @@ async def test_a_handler_bug_resets_with_internal_error_and_is_logged_at_a_bound
     lines = [r for r in caplog.records if "failed on stream" in r.getMessage()]
     assert len(lines) == 1, [r.getMessage() for r in lines]  # one per interval, not three
     assert lines[0].exc_info is not None and lines[0].exc_info[0] is KeyError
+
+
+async def test_a_tcp_service_host_whose_target_refuses_is_reset_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """services/tcp_forward.service_host raises TargetUnreachable: one bounded log line for
+    a flood of streams to a dead target, each reset SERVICE_UNAVAILABLE and counted."""
+    from accessfabric.services.tcp_forward import ForwardCounters, service_host
+
+    tally = ForwardCounters()
+    dispatcher = ServiceDispatcher()
+    dispatcher.register("rdp", service_host("127.0.0.1", _closed_port(), tally))
+    with caplog.at_level(logging.WARNING, logger="accessfabric.node.serving.services"):
+        async with memory_connections() as pair:
+            for _ in range(5):
+                assert await _reset_code(pair, dispatcher, "rdp") == ErrorCode.SERVICE_UNAVAILABLE
+    assert (tally.failed, dispatcher.target_failures) == (5, 5)
+    lines = [r for r in caplog.records if r.getMessage() == "service target failed"]
+    assert len(lines) == 1, caplog.records

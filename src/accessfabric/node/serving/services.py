@@ -47,6 +47,12 @@ _UNREACHABLE_ERRNOS = frozenset(
 )  # fmt: skip
 
 
+class TargetUnreachable(ConnectionError):
+    """Raised by a handler that could not reach what it serves (e.g. a TCP service host's
+    target refused): the dispatcher resets the stream ``SERVICE_UNAVAILABLE`` and logs it
+    at a bounded rate."""
+
+
 def expected_reset(error: Exception) -> ErrorCode | None:
     """The RESET_STREAM code for a handler failure that is no bug, else None.
 
