@@ -19,11 +19,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-from accessfabric.identity.keys import NodeKey
+from typing import Any
 
 _TICK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
@@ -68,6 +66,15 @@ def path_processes() -> dict[int, str]:
     return found
 
 
+def _packets(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, int, int]:
+    """Packets read from the TUN, of them super-packets, packets written to it."""
+    return (
+        after["packets_out"] - before["packets_out"],
+        after["gso_out"] - before["gso_out"],
+        after["packets_in"] - before["packets_in"],
+    )
+
+
 def _machine_busy() -> tuple[int, int]:
     with open("/proc/stat", encoding="ascii") as handle:
         fields = [int(x) for x in handle.readline().split()[1:9]]
@@ -75,51 +82,47 @@ def _machine_busy() -> tuple[int, int]:
     return busy, sum(fields)
 
 
-def measure(seconds: float, flags: list[str]) -> list[str]:
-    """Report lines for one topology (``flags`` go to both ``vpn up`` commands)."""
-    from accessfabric.sim import Topology
+def _observers(
+    processes: dict[int, str], seconds: float, profile: Path | None, strace: Path | None
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy (``--nonblocking``: Python frames only, raw collapsed stacks) and
+    ``strace -c -f`` on the node processes for ``seconds``; files named after each."""
+    started: list[subprocess.Popen[bytes]] = []
+    quiet = subprocess.DEVNULL
+    for pid, name in processes.items():
+        if "node" not in name:
+            continue
+        stem = name.replace(" ", "-")
+        if profile is not None:
+            started.append(subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking",
+                 "-r", "250", "-d", str(max(1, int(seconds))), "-f", "raw",
+                 "-o", str(profile / f"{stem}.txt"), "-p", str(pid)], stdout=quiet, stderr=quiet,
+            ))  # fmt: skip
+        if strace is not None:
+            started.append(subprocess.Popen(
+                ["timeout", "-s", "INT", str(seconds), "strace", "-c", "-f", "-o",
+                 str(strace / f"{stem}.strace"), "-p", str(pid)], stdout=quiet, stderr=quiet,
+            ))  # fmt: skip
+    return started
 
-    command = [sys.executable, "-m", "accessfabric"]
+
+def measure(
+    seconds: float, flags: list[str], profile: Path | None = None, strace: Path | None = None
+) -> list[str]:
+    """Report lines for one topology (``flags`` go to both ``vpn up`` commands);
+    ``profile``/``strace``: directories for py-spy profiles and syscall counts of the
+    node processes (they slow them: CPU figures from such a run are not comparable)."""
+    from accessfabric.bench.vpn import vpn_tunnel
+
     quiet = subprocess.DEVNULL
     lines: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp, Topology(prefix="afc") as topo:
-        work = Path(tmp)
-        for host in ("client", "exit", "server"):
-            topo.add_host(host)
-        topo.link("client", "exit")
-        topo.link("exit", "server")
-        topo.route("server", "10.99.0.0/24", via="exit")
-        server, exit_addr = topo.host_addr("server", "exit"), topo.host_addr("exit", "client")
-        ids = {name: NodeKey.generate() for name in ("exit", "client")}
-        for name, key in ids.items():
-            key.save(work / f"{name}.key")
-        (work / "exit.toml").write_text(
-            f'key_path = "{work}/exit.key"\ndrain_timeout = 1\n[[listen]]\ncarrier = "tcp"\n'
-            f'address = "{exit_addr}:7443"\n[allow]\nvpn = ["{ids["client"].node_id}"]\n'
-        )
-        (work / "client.toml").write_text(
-            f'key_path = "{work}/client.key"\ndrain_timeout = 1\n'
-            f'[[peers]]\nnode_id = "{ids["exit"].node_id}"\n'
-            f'endpoints = ["tcp://{exit_addr}:7443"]\nconnect = "always"\nservices = ["vpn"]\n'
-        )
-        topo.popen(
-            "exit", [*command, "vpn", "up", "--exit", "--config", f"{work}/exit.toml",
-                     "--address", "10.99.0.1/24", "--forwarding", *flags],
-            stdout=quiet, stderr=quiet,
-        )  # fmt: skip
-        time.sleep(2.0)
-        topo.popen(
-            "client", [*command, "vpn", "up", "--config", f"{work}/client.toml",
-                       "--address", "10.99.0.2/24", "--route", f"{server}/32", *flags],
-            stdout=quiet, stderr=quiet,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while topo.run("client", ["ping", "-c1", "-W1", server], check=False).returncode:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the tunnel did not come up")
-        topo.popen("server", ["iperf3", "-s"], stdout=quiet, stderr=quiet)
+    with vpn_tunnel(flags, prefix="afc") as tunnel:
+        server = tunnel.server
+        tunnel.topo.popen("server", ["iperf3", "-s"], stdout=quiet, stderr=quiet)
         time.sleep(0.5)
-        netns = ["ip", "netns", "exec", topo.ns("client")]
+        netns = tunnel.client_run
+        counted = {host: tunnel.status(host) for host in ("client", "exit")}  # the whole flow
         flow = subprocess.Popen(
             [*netns, "iperf3", "-c", server, "-t", str(seconds), "-J"],
             stdout=subprocess.PIPE, text=True,
@@ -130,7 +133,10 @@ def measure(seconds: float, flags: list[str]) -> list[str]:
             before = {pid: (process_cpu(pid), syscalls(pid)) for pid in processes}
             machine0 = _machine_busy()
             started = time.monotonic()
+            observers = _observers(processes, seconds - 1, profile, strace)
             out, _ = flow.communicate(timeout=seconds + 30)
+            for observer in observers:
+                observer.wait(timeout=30)
             wall = time.monotonic() - started
         finally:  # the client runs in the namespace but outside the topology's processes
             if flow.poll() is None:
@@ -138,6 +144,7 @@ def measure(seconds: float, flags: list[str]) -> list[str]:
                 flow.wait()
         machine1 = _machine_busy()
         after = {pid: (process_cpu(pid), syscalls(pid)) for pid in processes}
+        packets = {host: _packets(counted[host], tunnel.status(host)) for host in counted}
         received = json.loads(out)["end"]["sum_received"]
         gib = received["bytes"] / GIB
         busy = (machine1[0] - machine0[0]) / max(1, machine1[1] - machine0[1])
@@ -162,6 +169,11 @@ def measure(seconds: float, flags: list[str]) -> list[str]:
             lines.append(
                 f"  {name:14s} {used / gib:5.2f} CPU s/GiB, {used / wall:4.0%} of a core{calls}"
             )
+        for host, (out_, gso, in_) in packets.items():
+            lines.append(
+                f"  {host} TUN: {out_ / gib:,.0f} packets read per GiB ({gso / max(1, out_):.0%} "
+                f"super-packets), {in_ / gib:,.0f} written per GiB"
+            )
         if total > 0:
             bound = 2 / (total / gib) * GIB * 8 / 1e9
             lines.append(
@@ -174,6 +186,8 @@ def measure(seconds: float, flags: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m accessfabric.bench.vpn_cpu")
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy profiles here")
+    parser.add_argument("--strace", type=Path, metavar="DIR", help="strace -c counts here")
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="-- flags for vpn up")
     args = parser.parse_args(argv)
     flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
@@ -183,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason is not None:
         print(f"vpn_cpu: {reason}", file=sys.stderr)
         return 2
-    for line in measure(args.seconds, flags):
+    for line in measure(args.seconds, flags, args.profile, args.strace):
         print(line)
     return 0
 
