@@ -25,7 +25,7 @@ import queue
 import select
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ from accessfabric.services.vnet import (
 )
 from accessfabric.services.vpn_wire import (
     PREAMBLE_SIZE,
+    Record,
     VPN_SERVICE,
     BatchDecoder,
     ClassRules,
@@ -91,10 +92,10 @@ class VpnCounters:
     by_class: dict[str, int] = field(default_factory=dict)
 
 
-def software_segments(item: bytes, counters: VpnCounters) -> list[bytes]:
+def software_segments(item: bytes | memoryview, counters: VpnCounters) -> list[bytes]:
     """Complete IP packets for a header + packet ``item`` (empty when it is malformed)."""
     header = VnetHeader.unpack(item)
-    packet = item[VNET_HDR_SIZE:]
+    packet = bytes(item[VNET_HDR_SIZE:])
     if header.is_plain:
         return [packet]
     try:
@@ -210,7 +211,7 @@ class _ThreadedIo:
         self._stopped = False
         self._wake_r, self._wake_w = os.pipe()
         self._slots = threading.Semaphore(self.BURSTS_IN_FLIGHT)
-        self._writes: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
+        self._writes: queue.SimpleQueue[Sequence[Record] | None] = queue.SimpleQueue()
         self._queued = 0  # packets put (loop thread only)
         self._written = 0  # packets taken (writer thread only)
         self._threads = [
@@ -258,7 +259,7 @@ class _ThreadedIo:
         finally:
             self._slots.release()
 
-    def write(self, packets: list[bytes]) -> None:
+    def write(self, packets: Sequence[Record]) -> None:
         if self._queued - self._written > self.WRITE_BACKLOG:
             self.port.counters.dropped += len(packets)
             return
@@ -345,7 +346,7 @@ class TunPort:
         if packets:
             self.deliver(packets)
 
-    def write(self, packets: list[bytes]) -> None:
+    def write(self, packets: Sequence[Record]) -> None:
         """Packets in the device's own format."""
         if self._threaded is not None:
             self._threaded.write(packets)
@@ -360,7 +361,7 @@ class TunPort:
                 counters.tun_write_errors += 1
         counters.packets_in += len(packets)
 
-    def write_records(self, items: list[bytes], wire_vnet: bool) -> None:
+    def write_records(self, items: Sequence[Record], wire_vnet: bool) -> None:
         if wire_vnet and self.vnet and not self.uso:
             # A device whose kernel lacks USO cannot take a UDP super-packet: cut it here.
             if any(item[1] == GSO_UDP_L4 for item in items):
@@ -740,7 +741,7 @@ class VpnExit:
                 self.counters.bytes_in += len(data)
                 packets = decoder.feed(data)
                 if packets:
-                    addresses[source(packets[-1][skip : skip + HEAD])] = client_id
+                    addresses[bytes(source(packets[-1][skip : skip + HEAD]))] = client_id
                     self.port.write_records(packets, wire_vnet)
         finally:
             outbox.close()
