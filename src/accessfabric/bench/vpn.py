@@ -86,7 +86,7 @@ async def _fabric_vpn(seconds: float, shards: int) -> tuple[float, float, int]:
         delivered = [0]
         vpn_exit = VpnExit(b.fileno(), shards=shards)
 
-        def count(packets: list[bytes]) -> None:
+        def count(packets: Sequence[bytes | memoryview]) -> None:
             delivered[0] += len(packets)
 
         vpn_exit.port.write = count  # type: ignore[method-assign]

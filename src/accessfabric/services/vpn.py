@@ -44,17 +44,18 @@ from accessfabric.services.vnet import (
 )
 from accessfabric.services.vpn_wire import (
     PREAMBLE_SIZE,
-    Record,
     VPN_SERVICE,
     BatchDecoder,
     ClassRules,
     FlowClassifier,
+    Record,
     VpnFormatError,
     destination,
     parse_preamble,
     preamble,
     source,
 )
+from accessfabric.session.scheduler import URGENT_CLASSES
 from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,13 @@ class Outbox:
         self.counters = counters
         self.local_vnet = local_vnet
         self.wire_vnet = wire_vnet
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | memoryview] = []
         self._size = 0
         self._wake = asyncio.Event()
+        self._draining = False
+        self.urgent = stream.traffic_class in URGENT_CLASSES
+        """DNS and interactive: :meth:`write_now` at the end of the read burst that
+        queued it, not one loop turn later behind the bulk writers (ADR 0046)."""
         self.closed = False
         self._task = asyncio.create_task(self._run())
 
@@ -162,19 +167,37 @@ class Outbox:
             self._size += len(packet) + 2
         self._wake.set()
 
+    def write_now(self) -> None:
+        """Hand what is queued to the stream at once, unless the writer task waits for
+        it to drain (then the task writes it when it may)."""
+        if self._draining or not self._parts or self.closed:
+            return
+        try:
+            self._write()
+        except (ConnectionError, ProtocolError) as error:
+            log_event(log, "vpn stream ended", logging.DEBUG, error=str(error))
+            self.closed = True
+            self._task.cancel()
+            return
+        self._wake.set()  # the task drains
+
+    def _write(self) -> None:
+        batch = b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        self.stream.write(batch)
+
     async def _run(self) -> None:
         stream = self.stream
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                if not self._parts:
-                    continue
-                batch = b"".join(self._parts)
-                self._parts.clear()
-                self._size = 0
-                stream.write(batch)
+                if self._parts:
+                    self._write()
+                self._draining = True
                 await stream.drain()
+                self._draining = False
         except (ConnectionError, ProtocolError) as error:
             log_event(log, "vpn stream ended", logging.DEBUG, error=str(error))
         finally:
@@ -525,6 +548,7 @@ class VpnClient:
         by_class = counters.by_class
         extra = VNET_HDR_SIZE if self.port.vnet else 0
         head = self.port.head
+        urgent: list[Outbox] = []
         for packet in packets:
             size = len(packet) - extra
             key = classify(head(packet), now, size)
@@ -535,6 +559,8 @@ class VpnClient:
             outbox = self._outboxes.get(key)
             if outbox is not None and not outbox.closed:
                 outbox.put(packet)
+                if outbox.urgent:
+                    urgent.append(outbox)
                 continue
             waiting = self._opening.get(key)
             if waiting is not None:
@@ -545,6 +571,8 @@ class VpnClient:
                 continue
             self._opening[key] = [packet]
             self._spawn(self._open(key))
+        for outbox in urgent:
+            outbox.write_now()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -759,6 +787,7 @@ class VpnExit:
         extra = VNET_HDR_SIZE if self.port.vnet else 0
         head = self.port.head
         classify = self.classifier.classify
+        urgent: list[Outbox] = []
         for packet in packets:
             start = head(packet)
             client_id = self._addresses.get(destination(start))
@@ -777,6 +806,10 @@ class VpnExit:
             name = key[0].name.lower()
             by_class[name] = by_class.get(name, 0) + size
             outbox.put(packet)
+            if outbox.urgent:
+                urgent.append(outbox)
+        for outbox in urgent:
+            outbox.write_now()
 
     def status(self) -> dict[str, object]:
         return {
