@@ -108,7 +108,11 @@ def _observers(
 
 
 def measure(
-    seconds: float, flags: list[str], profile: Path | None = None, strace: Path | None = None
+    seconds: float,
+    flags: list[str],
+    profile: Path | None = None,
+    strace: Path | None = None,
+    reverse: bool = False,
 ) -> list[str]:
     """Report lines for one topology (``flags`` go to both ``vpn up`` commands);
     ``profile``/``strace``: directories for py-spy profiles and syscall counts of the
@@ -124,7 +128,8 @@ def measure(
         netns = tunnel.client_run
         counted = {host: tunnel.status(host) for host in ("client", "exit")}  # the whole flow
         flow = subprocess.Popen(
-            [*netns, "iperf3", "-c", server, "-t", str(seconds), "-J"],
+            [*netns, "iperf3", "-c", server, "-t", str(seconds), "-J",
+             *(["-R"] if reverse else [])],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
@@ -149,7 +154,7 @@ def measure(
         gib = received["bytes"] / GIB
         busy = (machine1[0] - machine0[0]) / max(1, machine1[1] - machine0[1])
         lines.append(
-            f"vpn up {' '.join(flags) or '(defaults)'}: iperf3 TCP "
+            f"vpn up {' '.join(flags) or '(defaults)'}: iperf3 TCP{' -R' if reverse else ''} "
             f"{received['bits_per_second'] / 1e6:,.0f} Mbit/s, {gib:.2f} GiB in {wall:.1f} s; "
             f"whole machine {busy:.0%} busy, load {os.getloadavg()[0]:.1f}"
         )
@@ -188,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy profiles here")
     parser.add_argument("--strace", type=Path, metavar="DIR", help="strace -c counts here")
+    parser.add_argument(
+        "--reverse", action="store_true", help="iperf3 -R: the server sends to the client"
+    )
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="-- flags for vpn up")
     args = parser.parse_args(argv)
     flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
@@ -197,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason is not None:
         print(f"vpn_cpu: {reason}", file=sys.stderr)
         return 2
-    for line in measure(args.seconds, flags, args.profile, args.strace):
+    for line in measure(args.seconds, flags, args.profile, args.strace, args.reverse):
         print(line)
     return 0
 
