@@ -113,11 +113,12 @@ def measure(
     profile: Path | None = None,
     strace: Path | None = None,
     reverse: bool = False,
+    udp: bool = False,
 ) -> list[str]:
     """Report lines for one topology (``flags`` go to both ``vpn up`` commands);
     ``profile``/``strace``: directories for py-spy profiles and syscall counts of the
     node processes (they slow them: CPU figures from such a run are not comparable)."""
-    from accessfabric.bench.vpn import vpn_tunnel
+    from accessfabric.bench.vpn import PACKET, UDP_PAYLOAD, vpn_tunnel
 
     quiet = subprocess.DEVNULL
     lines: list[str] = []
@@ -129,7 +130,8 @@ def measure(
         counted = {host: tunnel.status(host) for host in ("client", "exit")}  # the whole flow
         flow = subprocess.Popen(
             [*netns, "iperf3", "-c", server, "-t", str(seconds), "-J",
-             *(["-R"] if reverse else [])],
+             *(["-R"] if reverse else []),
+             *(["-u", "-b", "5G", "-l", str(UDP_PAYLOAD)] if udp else [])],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
@@ -150,11 +152,18 @@ def measure(
         machine1 = _machine_busy()
         after = {pid: (process_cpu(pid), syscalls(pid)) for pid in processes}
         packets = {host: _packets(counted[host], tunnel.status(host)) for host in counted}
-        received = json.loads(out)["end"]["sum_received"]
+        end = json.loads(out)["end"]
+        if udp:  # what arrived: datagrams sent less those lost, as 1400 B IP packets
+            summed = end["sum"]
+            arrived = (summed["packets"] - summed["lost_packets"]) * PACKET
+            received = {"bytes": arrived, "bits_per_second": arrived * 8 / summed["seconds"]}
+        else:
+            received = end["sum_received"]
         gib = received["bytes"] / GIB
         busy = (machine1[0] - machine0[0]) / max(1, machine1[1] - machine0[1])
         lines.append(
-            f"vpn up {' '.join(flags) or '(defaults)'}: iperf3 TCP{' -R' if reverse else ''} "
+            f"vpn up {' '.join(flags) or '(defaults)'}: iperf3 {'UDP 1400 B' if udp else 'TCP'}"
+            f"{' -R' if reverse else ''} "
             f"{received['bits_per_second'] / 1e6:,.0f} Mbit/s, {gib:.2f} GiB in {wall:.1f} s; "
             f"whole machine {busy:.0%} busy, load {os.getloadavg()[0]:.1f}"
         )
@@ -196,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reverse", action="store_true", help="iperf3 -R: the server sends to the client"
     )
+    parser.add_argument("--udp", action="store_true", help="iperf3 UDP of 1400 B packets")
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="-- flags for vpn up")
     args = parser.parse_args(argv)
     flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
@@ -205,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason is not None:
         print(f"vpn_cpu: {reason}", file=sys.stderr)
         return 2
-    for line in measure(args.seconds, flags, args.profile, args.strace, args.reverse):
+    for line in measure(args.seconds, flags, args.profile, args.strace, args.reverse, args.udp):
         print(line)
     return 0
 
