@@ -1,15 +1,18 @@
-"""CPU seconds per GiB of every process on the VPN path during iperf3 TCP (issue 18).
+"""CPU seconds per GiB of every process on the VPN path during iperf3 (issue 18).
 
-``python -m accessfabric.bench.vpn_cpu [--seconds S] [-- VPN-UP FLAGS...]`` (root,
-namespaces, Debian ``iperf3``) builds ``bench vpn``'s topology (client -- exit --
-server, ``vpn up`` client and exit), runs iperf3 TCP from the client through the
-tunnel, and reads each process's CPU time (utime + stime of ``/proc/<pid>/stat``,
-threads included) and syscalls (``/proc/<pid>/io``) before and after.  It prints
-CPU s/GiB and the share of a core per process, how busy the whole machine was, and
-the most two cores could carry with that work per byte, however it were split into
-processes or workers: the measurement behind "a worker per TUN queue" (ADR 0039).
-Flags after ``--`` go to both ``vpn up`` commands (``--queues 2``, ``--no-offload``).
-Softirq time and the iperf3 client are not counted, so the bound is optimistic.
+``python -m accessfabric.bench.vpn_cpu [--seconds S] [--reverse] [--udp] [--profile DIR]
+[--strace DIR] [-- VPN-UP FLAGS...]`` (root, namespaces, Debian ``iperf3``) builds
+``bench vpn``'s topology (:func:`accessfabric.bench.vpn.vpn_tunnel`), runs iperf3 TCP
+(``--udp``: 1400 B UDP packets; ``--reverse``: server to client) through the tunnel,
+and reads each process's CPU time (utime + stime of ``/proc/<pid>/stat``, threads
+included) and syscalls (``/proc/<pid>/io``) before and after.  It prints CPU s/GiB and
+the share of a core per process, how busy the whole machine was, the TUN packets per
+GiB each node read and wrote (its ``status``: are super-packets 64 KiB end to end?),
+and the most two cores could carry with that work per byte, however it were split
+into processes or workers (ADR 0039).  ``--profile``/``--strace`` write py-spy
+profiles and ``strace -c -f`` counts of the node processes (ADR 0046).  Flags after
+``--`` go to both ``vpn up`` commands (``--queues 2``, ``--no-offload``).  Softirq
+time and the iperf3 client are not counted, so the bound is optimistic.
 """
 
 from __future__ import annotations
