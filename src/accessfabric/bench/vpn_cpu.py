@@ -69,12 +69,14 @@ def path_processes() -> dict[int, str]:
     return found
 
 
-def _packets(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, int, int]:
-    """Packets read from the TUN, of them super-packets, packets written to it."""
+def _packets(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, int, int, int]:
+    """Packets read from the TUN, of them super-packets, packets written to it, packets
+    dropped (outbox full, no stream)."""
     return (
         after["packets_out"] - before["packets_out"],
         after["gso_out"] - before["gso_out"],
         after["packets_in"] - before["packets_in"],
+        after["dropped"] - before["dropped"],
     )
 
 
@@ -186,10 +188,10 @@ def measure(
             lines.append(
                 f"  {name:14s} {used / gib:5.2f} CPU s/GiB, {used / wall:4.0%} of a core{calls}"
             )
-        for host, (out_, gso, in_) in packets.items():
+        for host, (out_, gso, in_, dropped) in packets.items():
             lines.append(
                 f"  {host} TUN: {out_ / gib:,.0f} packets read per GiB ({gso / max(1, out_):.0%} "
-                f"super-packets), {in_ / gib:,.0f} written per GiB"
+                f"super-packets), {in_ / gib:,.0f} written per GiB, {dropped:,} dropped"
             )
         if total > 0:
             bound = 2 / (total / gib) * GIB * 8 / 1e9
