@@ -160,6 +160,7 @@ async def _grants_name_nodes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         assert await asyncio.to_thread(main, argv) == 0
         created = json.loads(capsys.readouterr().out)
         assert created["nodes"] == [laptop] and created["hosts"] == [host]
+        assert created["time"].endswith("Z")  # one --json printer for every answer
         for field, node in (
             ("nodes", keys["rival"]),
             ("hosts", keys["rival"]),

@@ -142,7 +142,7 @@ async def _fabric_bulk(seconds: float) -> float:
         return received[0] * 8 / elapsed / 1e6
 
 
-def _tun_reason() -> str | None:
+def tun_unavailable_reason() -> str | None:
     from accessfabric.sim import netns_unavailable_reason, tun_unavailable_reason
 
     if shutil.which("iperf3") is None:
@@ -300,7 +300,7 @@ def run(quick: bool) -> BenchReport:
         f"both nodes in one process on one core, one TLS session, {dropped} packets dropped "
         "at full outboxes; counted where the exit writes its TUN"
     )
-    reason = _tun_reason()
+    reason = tun_unavailable_reason()
     if reason is None:
         on = _tun_vpn(seconds, offload=True)
         off = _tun_vpn(seconds, offload=False)

@@ -177,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="-- flags for vpn up")
     args = parser.parse_args(argv)
     flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
-    from accessfabric.bench.vpn import _tun_reason
+    from accessfabric.bench.vpn import tun_unavailable_reason
 
-    reason = _tun_reason()
+    reason = tun_unavailable_reason()
     if reason is not None:
         print(f"vpn_cpu: {reason}", file=sys.stderr)
         return 2
