@@ -10,7 +10,7 @@ one the hop's lease check uses too (docs/architecture.md, path 2).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from accessfabric.control.kernel.fence import FenceBook
 from accessfabric.control.kernel.leased_route import LeasedRoute
@@ -18,17 +18,22 @@ from accessfabric.control.kernel.objects import RouteLease
 from accessfabric.wire.registry import TrafficClass
 
 RouteKey = tuple[str, TrafficClass]
+Replaced = Callable[[RouteKey, LeasedRoute, LeasedRoute], None]
+"""Told (key, the lease replaced, the lease in its place) by :meth:`RouteBook.update`."""
 
 
 class RouteBook:
     """Verified route leases per (service, traffic class), primary first."""
 
-    __slots__ = ("_routes", "fences")
+    __slots__ = ("_routes", "fences", "on_replaced")
 
     def __init__(self, fences: FenceBook | None = None) -> None:
         self.fences = fences if fences is not None else FenceBook()
         """Newest epoch seen per route id, shared with the hop's lease check."""
         self._routes: dict[RouteKey, list[LeasedRoute]] = {}
+        self.on_replaced: list[Replaced] = []
+        """Told of every lease :meth:`update` replaced (the control client rewrites its
+        disk cache, so a restart from it does not bring the older epoch back)."""
 
     def put(self, service: str, traffic_class: TrafficClass, routes: Iterable[LeasedRoute]) -> None:
         """Hold ``routes`` (verified, primary first) for (service, class), replacing what
@@ -65,4 +70,6 @@ class RouteBook:
                 if route.route_id == lease.route_id and route.lease.epoch < lease.epoch:
                     routes[index] = LeasedRoute(lease, blob, route.rank, route.destination)
                     replaced += 1
+                    for listener in self.on_replaced:
+                        listener((service, traffic_class), route, routes[index])
         return replaced
