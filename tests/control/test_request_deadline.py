@@ -1,5 +1,6 @@
 """Every API request is answered: a handler waiting on something that never comes is
-stopped at the request deadline with 503 and the log names where it waited (ADR 0042)."""
+stopped at the request deadline with 503 and the log names where it waited; a signature
+check the verifier's pool cannot take fails at once (ADR 0042)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from accessfabric.control.client.requestsig import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    RequestSigner,
+    SignedRequest,
+)
 from accessfabric.control.server.api import deadline
 from accessfabric.control.server.api.verifier import BatchVerifier
 from accessfabric.identity.keys import NodeKey
@@ -44,3 +51,30 @@ def test_a_request_that_never_gets_its_await_answered_is_503_and_logged_where(
     assert fields["route"] == "/v1/enroll"
     assert "in never" in fields["waited_at"]  # the frame that waited
     assert "verify_signed" in fields["waited_at"]
+
+
+def test_a_signature_check_the_pool_cannot_take_fails_instead_of_waiting_forever() -> None:
+    """BatchVerifier hands checks to its threads from a loop callback; when the pool
+    refuses the work (closed, or no thread can be started) the requests waiting on it
+    must fail (answered 500), not wait forever with nothing to time them out."""
+    key = NodeKey.generate()
+    signer = RequestSigner(key)
+    headers = signer.headers("POST", "/v1/heartbeat", b"{}")
+    parts = SignedRequest(
+        method="POST", path="/v1/heartbeat", body=b"{}", node_id=key.node_id,
+        timestamp=headers[TIMESTAMP_HEADER], signature=headers[SIGNATURE_HEADER], mac="",
+    )  # fmt: skip
+
+    async def main() -> None:
+        verifier = BatchVerifier(2)
+        signature = await verifier.verify(
+            key.public_key_bytes, parts, int(headers[TIMESTAMP_HEADER])
+        )
+        assert signature
+        verifier.close()
+        with pytest.raises(RuntimeError, match="shutdown"):
+            await asyncio.wait_for(
+                verifier.verify(key.public_key_bytes, parts, int(headers[TIMESTAMP_HEADER])), 10
+            )
+
+    asyncio.run(main())

@@ -55,7 +55,13 @@ class BatchVerifier:
         chunks = min(self._threads, len(batch))
         for index in range(chunks):
             chunk = batch[index::chunks]
-            done = loop.run_in_executor(self._pool, _verify_chunk, [item for item, _ in chunk])
+            try:
+                done = loop.run_in_executor(self._pool, _verify_chunk, [item for item, _ in chunk])
+            except Exception as error:  # pool closed, no thread to start: fail, never hang
+                for _, future in chunk:  # (an exception here used to leave them unresolved)
+                    if not future.done():
+                        future.set_exception(error)
+                continue
             done.add_done_callback(functools.partial(_deliver, chunk))
 
     def close(self) -> None:
