@@ -174,6 +174,17 @@ def test_random_unknown_node_ids_cost_bounded_store_reads(etcd_cluster: LocalEtc
                 assert (status, reply["error"]["code"]) == (401, "unknown_node"), reply
             assert store.reads - before_reads == 2 and store.most_concurrent == 2
 
+            async with b.http.get(b.url + "/metrics") as response:
+                text = await response.text()
+            counted_outcomes = {
+                line.split('"')[1]: float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("accessfabric_control_node_read_through_total{")
+            }
+            assert counted_outcomes == {
+                "admitted": 0, "not_found": 252, "cached": 100, "refused": 50 + 18,
+            }  # fmt: skip
+
     try:
         asyncio.run(main())
     finally:

@@ -98,3 +98,17 @@ class ControlMetrics(Collector):
             "Coordinator snapshots built (each over one partition).",
             value=coordinators.total_builds,
         )
+        reads = plane.node_reads  # replicas: nodes not learned yet (ADR 0042)
+        if reads is not None:
+            outcomes = CounterMetricFamily(
+                "accessfabric_control_node_read_through",
+                "Requests naming a node this replica had not learned: read from the store "
+                "and admitted, read and not found, answered from the negative cache, or "
+                "refused without a read at a bound.",
+                labels=["outcome"],
+            )
+            outcomes.add_metric(["admitted"], reads.admitted)
+            outcomes.add_metric(["not_found"], reads.reads - reads.admitted)
+            outcomes.add_metric(["cached"], reads.cached)
+            outcomes.add_metric(["refused"], reads.refused)
+            yield outcomes
