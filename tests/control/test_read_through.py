@@ -166,10 +166,13 @@ def test_random_unknown_node_ids_cost_bounded_store_reads(etcd_cluster: LocalEtc
             reads.max_in_flight = 2
             store.release.clear()
             before_refused, before_reads = reads.refused, store.reads
-            replies = asyncio.gather(*(_heartbeat_as(b, _stranger()) for _ in range(20)))
-            await until(lambda: reads.refused - before_refused == 18, 20, "18 refused")
-            assert store.concurrent == 2
-            store.release.set()
+            try:
+                replies = asyncio.gather(*(_heartbeat_as(b, _stranger()) for _ in range(20)))
+                await until(lambda: reads.refused - before_refused == 18, 20, "18 refused")
+                # the two admitted reads wait on threads (their thread may start later)
+                await until(lambda: store.concurrent == 2, 20, "two reads held")
+            finally:
+                store.release.set()
             for status, reply in await replies:
                 assert (status, reply["error"]["code"]) == (401, "unknown_node"), reply
             assert store.reads - before_reads == 2 and store.most_concurrent == 2
