@@ -37,7 +37,7 @@ RECEIVE_BUFFER = 256 * 1024
 # an interactive frame (was 128 + 256 KiB: ~3.9 ms); loopback bulk showed no cost.
 NOTSENT_LOWAT = 32 * 1024
 WRITE_HIGH_WATER = 128 * 1024
-TURN_WRITE_BUDGET = 256 * 1024
+TURN_WRITE_BUDGET = 512 * 1024
 """Bytes one carrier takes from its session per event-loop turn; the rest stays queued in
 the session (where priority applies) until the next turn, after the loop has polled."""
 URGENT_ROOM = 4 * 1024
