@@ -20,3 +20,12 @@ def rfc3339(epoch: float | None = None) -> str:
 def print_json(document: dict[str, Any]) -> None:
     """Print ``document`` with a ``time`` field (when it was printed) added."""
     print(json.dumps({**document, "time": rfc3339()}, indent=2))
+
+
+def print_answer(as_json: bool, document: dict[str, Any], text: str) -> None:
+    """A command's answer: ``document`` as :func:`print_json` prints it under ``--json``,
+    else ``text`` (one line, or a table)."""
+    if as_json:
+        print_json(document)
+    else:
+        print(text)

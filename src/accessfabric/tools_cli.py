@@ -94,42 +94,25 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return int(Exit.USAGE) if errors else 0
 
 
+def _admin_error(status: int, document: Any) -> str:
+    """What a refused admin request says: its ``error``, else the HTTP status (and text)."""
+    if isinstance(document, dict):
+        return str(document.get("error", f"HTTP {status}"))
+    return f"HTTP {status}: {document}" if document else f"HTTP {status}"
+
+
 def cmd_ping(args: argparse.Namespace) -> int:
-    import asyncio
-    from pathlib import Path
-
-    import aiohttp
-
     from accessfabric.json_output import print_json
-    from accessfabric.node.admin.commands import UsageError
+    from accessfabric.node.admin.commands import admin_socket
     from accessfabric.node.admin.ping import render_ping
-    from accessfabric.node.admin.status import unreachable_reason
-    from accessfabric.node.config.node_config import ConfigError, load_node_config
+    from accessfabric.node.admin.status import ask_admin
 
-    try:
-        config = load_node_config(args.config)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    assert config.admin_socket is not None
-    socket_path = Path(config.admin_socket)
-
-    async def ask() -> tuple[int, dict[str, Any]]:
-        connector = aiohttp.UnixConnector(path=str(socket_path))
-        timeout = aiohttp.ClientTimeout(total=60)
-        query = {"node": args.node, "count": str(args.count)}
-        async with (
-            aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
-            http.post("http://node/ping", params=query) as response,
-        ):
-            return response.status, await response.json()
-
-    try:
-        status, document = asyncio.run(ask())
-    except (OSError, aiohttp.ClientError, TimeoutError) as error:
-        print(f"accessfabric ping: {unreachable_reason(socket_path, error)}", file=sys.stderr)
-        return int(Exit.UNREACHABLE)
-    if status != 200:
-        message = document.get("error", f"HTTP {status}")
+    query = {"node": args.node, "count": str(args.count)}
+    status, document = ask_admin(
+        admin_socket(None, args.config), "POST", "/ping", query, timeout=60.0
+    )
+    if status != 200 or not isinstance(document, dict):
+        message = _admin_error(status, document)
         print(f"accessfabric ping: {message}", file=sys.stderr)
         if args.json:
             print_json({"ok": False, "error": message})
@@ -145,47 +128,21 @@ def cmd_device(args: argparse.Namespace) -> int:
     """``accessfabric device``: the running node's own measured facts (its ``host``
     section); with ``--foreground`` the app wrapper tells the node its foreground state
     first (``POST /device`` on the admin socket)."""
-    import asyncio
-    from pathlib import Path
-
-    import aiohttp
-
     from accessfabric.json_output import print_json
-    from accessfabric.node.admin.commands import UsageError
-    from accessfabric.node.admin.status import unreachable_reason
-    from accessfabric.node.config.node_config import ConfigError, load_node_config
+    from accessfabric.node.admin.commands import UsageError, admin_socket
+    from accessfabric.node.admin.status import ask_admin
 
-    if args.socket:
-        socket_path = Path(args.socket)
+    if not args.socket and not args.config:
+        raise UsageError("give --config node.toml or --socket PATH")
+    socket_path = admin_socket(args.socket, args.config)
+    if args.foreground is None:
+        status, document = ask_admin(socket_path, "GET", "/status")
+        host = document.get("host", {}) if isinstance(document, dict) else document
     else:
-        if not args.config:
-            raise UsageError("give --config node.toml or --socket PATH")
-        try:
-            config = load_node_config(args.config)
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
-        assert config.admin_socket is not None
-        socket_path = Path(config.admin_socket)
-
-    async def ask() -> tuple[int, dict[str, Any]]:
-        connector = aiohttp.UnixConnector(path=str(socket_path))
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-            if args.foreground is None:
-                async with http.get("http://node/status") as response:
-                    document = await response.json()
-                    return response.status, document.get("host", {})
-            query = {"foreground": args.foreground}
-            async with http.post("http://node/device", params=query) as response:
-                return response.status, await response.json()
-
-    try:
-        status, host = asyncio.run(ask())
-    except (OSError, aiohttp.ClientError, TimeoutError) as error:
-        print(f"accessfabric device: {unreachable_reason(socket_path, error)}", file=sys.stderr)
-        return int(Exit.UNREACHABLE)
-    if status != 200:
-        print(f"accessfabric device: {host.get('error', f'HTTP {status}')}", file=sys.stderr)
+        query = {"foreground": args.foreground}
+        status, host = ask_admin(socket_path, "POST", "/device", query)
+    if status != 200 or not isinstance(host, dict):
+        print(f"accessfabric device: {_admin_error(status, host)}", file=sys.stderr)
         return int(Exit.FAILED)
     if args.json:
         print_json(host)

@@ -4,7 +4,7 @@ measured for real (a small count), and every fleet figure beside its baseline.""
 from __future__ import annotations
 
 from accessfabric.bench import SUITES
-from accessfabric.bench.fleet import plain_tls_baseline, report
+from accessfabric.bench.fleet import plain_tls_baseline, rehome_baseline, report
 
 
 def test_the_plain_tls_baseline_measures_its_connections_and_the_report_pairs_figures() -> None:
@@ -13,6 +13,7 @@ def test_the_plain_tls_baseline_measures_its_connections_and_the_report_pairs_fi
     assert base["connect_s"] > 0 and base["pings"] >= 20
     assert 0 < base["ping_p99_ms"] < 5000
     assert base["rss_per_connection_kib"] > 0
+    assert rehome_baseline(5) > 0  # the same server process, five connections timed
     summary = {
         "connected_heartbeating_s": 7.0,
         "entry_cpu_hold_percent": {"entry-1": 1.5, "entry-2": 2.5},

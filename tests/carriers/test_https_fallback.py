@@ -143,3 +143,22 @@ async def test_plain_listener_must_be_behind_proxy_and_unknown_paths_are_404(
             )  # fmt: skip
     finally:
         await server.wait_closed()
+
+
+async def test_connect_https_refuses_unsafe_proxy_options(tmp_path: Path) -> None:
+    """The same checks as the WebSocket dial (one dial_context), plus the fingerprint pin."""
+    node = make_node(tmp_path / "n")
+    peer = NodeKey.generate().node_id
+    url = f"https://{LOOPBACK}:1/fabric-poll"
+    verified = ssl.create_default_context()
+    with pytest.raises(ValueError, match="expected_peer_id"):
+        await connect_https(node, url, proxy_tls=verified)
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    with pytest.raises(ValueError, match="verify"):
+        await connect_https(node, url, expected_peer_id=peer, proxy_tls=unverified)
+    with pytest.raises(ValueError, match="cannot hold through a proxy"):
+        await connect_https(
+            node, url, expected_peer_id=peer, proxy_tls=verified, certificate_fingerprint=b"x" * 32
+        )

@@ -400,6 +400,32 @@ async def test_a_text_message_ends_the_carrier(tmp_path: Path) -> None:
         assert end.error_code != ErrorCode.NO_ERROR
 
 
+async def test_a_ws_dial_that_times_out_before_the_upgrade_closes_its_socket(
+    tmp_path: Path,
+) -> None:
+    """The carrier exists before any session does: the dial's timeout must abort it too."""
+    dialer_node, server_node = make_node(tmp_path / "d"), make_node(tmp_path / "s")
+    ended = asyncio.Event()
+
+    async def never_upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while await reader.read(4096):  # the upgrade request; never answered
+                pass
+        ended.set()  # the dialer closed the connection
+        writer.close()
+
+    server = await asyncio.start_server(
+        never_upgrade, LOOPBACK, 0, ssl=server_node.tls_context(server=True)
+    )
+    try:
+        with pytest.raises(TimeoutError):
+            await connect_ws(dialer_node, f"wss://{LOOPBACK}:{port_of(server)}/fabric", timeout=0.5)
+        await asyncio.wait_for(ended.wait(), 5)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_connect_ws_refuses_unsafe_options(tmp_path: Path) -> None:
     node = make_node(tmp_path / "n")
     peer = NodeKey.generate().node_id

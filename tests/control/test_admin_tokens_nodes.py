@@ -59,3 +59,23 @@ async def _token_list_revoke_and_node_removal(tmp_path: Path) -> None:
         assert status == 401 and reply["error"]["code"] == "unknown_node", reply
         gone = await _cli(cp, "control", "remove-node", key.node_id)
         assert gone.returncode == 2 and "not enrolled" in gone.stderr
+
+
+def test_admin_node_paths_refuse_what_names_no_node(tmp_path: Path) -> None:
+    """One path_node_id for every /v1/admin/nodes/{node_id} handler: 400 bad_node_id."""
+    asyncio.run(asyncio.wait_for(_admin_node_paths_refuse(tmp_path), 60))
+
+
+async def _admin_node_paths_refuse(tmp_path: Path) -> None:
+    async with running_plane(tmp_path) as cp:
+        for method, path, body in (
+            ("DELETE", "/v1/admin/nodes/not-a-node", None),
+            ("POST", "/v1/admin/nodes/not-a-node/revoke-role", {"role": "relay"}),
+            ("POST", "/v1/admin/nodes/not-a-node/drain", None),
+            ("DELETE", "/v1/admin/nodes/not-a-node/drain", None),
+        ):
+            status, reply = await cp.admin(method, path, body)
+            assert (status, reply["error"]["code"]) == (400, "bad_node_id"), (method, path)
+        unknown = NodeKey.generate().node_id
+        status, reply = await cp.admin("POST", f"/v1/admin/nodes/{unknown}/drain")
+        assert (status, reply["error"]["code"]) == (404, "unknown_node")

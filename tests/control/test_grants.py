@@ -67,6 +67,36 @@ def test_a_hosts_policy_holds_its_tenants_live_grants_and_only_grows(tmp_path: P
     assert gone.value.code == "unknown_grant"
 
 
+def test_a_sole_writer_reads_a_tenants_revision_once_per_change(tmp_path: Path) -> None:
+    """With no other replica writing the store (SQLite), a heartbeat's policy check keeps
+    the tenant's revision in memory: no store read per heartbeat (ADR 0043); its own
+    writes (grant created, revoked, record floor raised) are seen at once."""
+    store = SqliteStore(tmp_path / "grants.db")
+    grants = AccessGrants(store, Authority(NodeKey.generate()), sole_writer=True)
+    host = NodeKey.generate().node_id
+    reads: list[str] = []
+    get = store.get
+
+    def counting_get(key: str) -> object:
+        reads.append(key)
+        return get(key)
+
+    store.get = counting_get  # type: ignore[method-assign,assignment]
+    _, empty = grants.current_policy(host, "acme")
+    for _ in range(50):
+        assert grants.current_policy(host, "acme")[1] == empty
+    assert len([k for k in reads if k.startswith("/grant-versions/")]) == 1
+    web = grants.create("acme", ["web"])
+    _, created = grants.current_policy(host, "acme")
+    assert created > empty
+    grants.revoke(web.grant_id)
+    _, revoked = grants.current_policy(host, "acme")
+    assert revoked > created
+    grants.raise_floor("acme", NodeKey.generate().node_id, 2, int(time.time() * 1000) + 60_000, 1)
+    assert grants.current_policy(host, "acme")[1] > revoked
+    assert len([k for k in reads if k.startswith("/grant-versions/")]) == 4
+
+
 def test_bad_and_too_many_grants_are_refused(tmp_path: Path) -> None:
     grants, _ = _grants(tmp_path)
     for tenant, services in (("ACME", ["web"]), ("acme", []), ("acme", ["Web!"])):
@@ -160,6 +190,7 @@ async def _grants_name_nodes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         assert await asyncio.to_thread(main, argv) == 0
         created = json.loads(capsys.readouterr().out)
         assert created["nodes"] == [laptop] and created["hosts"] == [host]
+        assert created["time"].endswith("Z")  # one --json printer for every answer
         for field, node in (
             ("nodes", keys["rival"]),
             ("hosts", keys["rival"]),

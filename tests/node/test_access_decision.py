@@ -10,6 +10,7 @@ from accessfabric.control.kernel.objects import AccessGrant, AccessPolicy
 from accessfabric.control.kernel.rejections import RejectReason, SignedObjectRejected
 from accessfabric.control.kernel.signed import encode_signed
 from accessfabric.control.kernel.vocabulary import Role
+from accessfabric.json_output import rfc3339
 from accessfabric.node.serving.access import ServiceAccess
 from accessfabric.wire.registry import TrafficClass
 from tests.control.objects_factory import (
@@ -125,4 +126,22 @@ def test_a_record_below_the_policys_floor_is_not_believed() -> None:
     assert why is not None and "superseded" in why, why
     # the re-signed record (revision 43, still holding the role) is believed again
     assert access.learn_record(encode_signed(node_record(revision=43), AUTHORITY), MEMBER)
+    assert access.refusal(MEMBER, "rdp", TrafficClass.INTERACTIVE) is None
+
+
+def test_the_tenant_floor_refuses_older_records_and_status_reports_it() -> None:
+    access = _access(GRANT)  # the member's record was issued at ISSUED_MS
+    assert access.status()["tenant_floor"] is None  # the policy has none
+    floored = AccessPolicy(
+        host=HOST, revision=6, issued_ms=ISSUED_MS, expires_ms=EXPIRES_MS, grants=(GRANT,),
+        tenant_floor_ms=ISSUED_MS + 1,
+    )  # fmt: skip
+    access.take_policy(encode_signed(floored, AUTHORITY))
+    why = access.refusal(MEMBER, "rdp", TrafficClass.INTERACTIVE)
+    assert why is not None and "predates the tenant's record floor" in why, why
+    assert access.status()["tenant_floor"] == rfc3339((ISSUED_MS + 1) / 1000)
+    # a record re-issued after the floor is believed again
+    assert access.learn_record(
+        encode_signed(node_record(revision=43, issued_ms=ISSUED_MS + 2), AUTHORITY), MEMBER
+    )
     assert access.refusal(MEMBER, "rdp", TrafficClass.INTERACTIVE) is None

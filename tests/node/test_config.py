@@ -329,3 +329,30 @@ def test_peer_sealing_key_must_be_32_base64_bytes(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"peers\[0\].sealing_key: a sealing key is 32 bytes"):
         load_node_config(write(tmp_path, text), environ={})
+
+
+@pytest.mark.parametrize(
+    ("toml", "error"),
+    [
+        ('[ranking]\nhalf_life = "x"\n', "ranking.half_life: expected a number, got str"),
+        ("limits = 3\n", "limits: expected a table, got int"),
+        ("[vpn]\ndns_ports = [0]\n", "vpn.dns_ports: expected ports 1..65535, got 0"),
+        ("vpn = 1\n", "vpn: expected a table, got int"),
+        ('[session]\nmax_frame_size = "big"\n', "session.max_frame_size: expected an integer"),
+        ("[session]\nmax_frame_size = 1\n", "session.max_frame_size: must be 16384..16777215"),
+        (
+            "[session]\npressure_min_rate = 1.5\n",
+            "session.pressure_min_rate: expected an integer or false (off), got a number",
+        ),
+        (
+            "[session]\npressure_min_rate = 1\n",
+            "session.pressure_min_rate: must be 1024..1099511627776 (or false for off), got 1",
+        ),
+    ],
+)
+def test_table_and_integer_errors_name_the_key(tmp_path: Path, toml: str, error: str) -> None:
+    """The [ranking]/[limits]/[vpn] readers and the session integers share one reader each."""
+    path = write(tmp_path, 'key_path = "k"\n' + toml)
+    with pytest.raises(ConfigError) as caught:
+        load_node_config(path, environ={})
+    assert str(caught.value).startswith(f"{path}: {error}"), caught.value

@@ -52,6 +52,8 @@ ROWS: list[tuple[str, Exit, str]] = [
     ("status --socket {tmp}/none.sock", Exit.UNREACHABLE, "no node is running"),
     ("diag stream --socket {tmp}/none.sock", Exit.UNREACHABLE, "no node is running"),
     ("ping afn1x --config {tmp}/n.toml", Exit.UNREACHABLE, "no node is running"),
+    ("device --socket {tmp}/none.sock", Exit.UNREACHABLE, "no node is running"),
+    ("device --socket {tmp}/none.sock --foreground true", Exit.UNREACHABLE, "no node is running"),
     ("config check --config {tmp}/missing.toml", Exit.USAGE, "config file does not exist"),
     ("vpn up --config {tmp}/n.toml --dev af-a-very-long-name", Exit.USAGE, "names have 1 to 15"),
     ("vpn up --config {tmp}/n.toml --address 10.99.0.300/24", Exit.USAGE, "--address"),

@@ -22,9 +22,10 @@ from accessfabric.node.dialing.endpoints import connect_tcp, serve_tcp
 from accessfabric.node.streams.connection import SessionConnection
 
 SESSIONS = 60
-BOUND_PER_PAIR = 42 * 1024
+BOUND_PER_PAIR = 28 * 1024
 """Bytes of Python heap per idle session pair (dialer + acceptor); measured 37.7 KiB
-(2026-12-07)."""
+(2026-12-07, ADR 0037), 24.2 KiB with the slotted session and its shared dispatch table
+(ADR 0044; the session's own share is ``tests/session/test_idle_memory.py``'s)."""
 
 
 def _is_tls_receive_buffer(trace: tracemalloc.StatisticDiff) -> bool:

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.config.node_config import load_node_config
@@ -196,6 +197,35 @@ def _rfc3339(text: str) -> None:
 
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z", text), text
     datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_print_answer_prints_the_document_with_its_time_or_the_text(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The one printer the control CLI's answers and ``diag`` share."""
+    from accessfabric.json_output import print_answer
+
+    print_answer(True, {"grant_id": "g1"}, "ignored")
+    document = json.loads(capsys.readouterr().out)
+    assert document["grant_id"] == "g1"
+    _rfc3339(document["time"])
+    print_answer(False, {"grant_id": "g1"}, "revoked grant g1")
+    assert capsys.readouterr().out == "revoked grant g1\n"
+
+
+@pytest.mark.parametrize(
+    "argv", [("status",), ("diag", "stream"), ("diag", "route", "web"), ("ping", "n"), ("device",)]
+)
+def test_admin_socket_commands_name_a_config_that_does_not_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
+    """One admin_socket() finds the socket for status, diag, ping and device."""
+    from accessfabric.cli import main
+
+    missing = tmp_path / "none.toml"
+    assert main([*argv, "--config", str(missing)]) == 2
+    error = capsys.readouterr().err.splitlines()
+    assert error == [f"accessfabric {argv[0]}: {missing}: config file does not exist"], error
 
 
 def test_json_output_of_commands_that_print(tmp_path: Path) -> None:

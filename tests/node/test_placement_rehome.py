@@ -9,6 +9,7 @@ never answers (only the directory it applies matters).
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 from pathlib import Path
@@ -16,6 +17,11 @@ from pathlib import Path
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.config.node_config import ControlSettings, NodeConfig
+from accessfabric.node.control_link import (
+    REHOME_FAST_RETRIES,
+    REHOME_RETRY_CAP,
+    probe_retry_delay,
+)
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.node.serving.admission import AdmissionLimits
 from tests.relay.fabric import LOOPBACK
@@ -213,3 +219,19 @@ async def test_a_refused_rehome_dial_is_retried_after_its_back_off(tmp_path: Pat
         await device.shutdown()
         for entry in entries:
             await entry.shutdown()
+
+
+def test_a_refused_rehome_dial_retries_within_seconds_then_backs_off() -> None:
+    """A crowd re-homing onto an entry whose handshake budget refuses part of it (refused
+    at accept, before TLS): each refused device tries again within REHOME_RETRY_CAP
+    seconds for its first REHOME_FAST_RETRIES failures, not after a doubling back-off
+    (8-16 s by the fourth refusal: 18 s for ~490 devices at 1000, ADR 0043); an entry
+    that keeps failing is then backed off from as any probe.  Other probes back off
+    as before."""
+    rng = random.Random(7)
+    for failures in range(1, REHOME_FAST_RETRIES + 1):
+        delays = [probe_retry_delay(failures, rng, rehome=True) for _ in range(50)]
+        assert max(delays) <= REHOME_RETRY_CAP
+    later = [probe_retry_delay(REHOME_FAST_RETRIES + 1, rng, rehome=True) for _ in range(50)]
+    assert min(later) > REHOME_RETRY_CAP * 4
+    assert min(probe_retry_delay(4, rng) for _ in range(50)) >= 8.0  # a plain probe

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from accessfabric.bench.relay_lab import issue_route
+from accessfabric.control.client.client import ControlClient
 from accessfabric.control.client.node_cache import NodeCache
 from accessfabric.control.kernel.rejections import LeaseRejected, RejectReason
 from accessfabric.node.config.node_config import ControlSettings
@@ -65,5 +67,28 @@ async def test_a_route_update_fences_every_lease_consumer_of_the_node(tmp_path: 
         assert link.client.routes is relay.routes.book
         assert [r.lease.epoch for r in link.client.cached_route_leases("echo", ECHO)] == [2]
         assert [r.lease.epoch for r in await relay.routes.routes("echo", ECHO)] == [2]
+        # the disk cache holds the newer lease too: a node restarted from it while the
+        # control plane is down (fresh book, no fences yet) uses epoch 2, not the old one
+        restarted = ControlClient(
+            "http://127.0.0.1:9", relay.key, fabric.authority.public_key,
+            str(tmp_path / "relay-control"),
+        )  # fmt: skip
+        assert restarted.routes is not relay.routes.book
+        assert [r.lease.epoch for r in restarted.cached_route_leases("echo", ECHO)] == [2]
+        await restarted.close()
+
+        # A fetch the control plane answered before it issued epoch 2, arriving after the
+        # update: its epoch 1 is fenced, believed by no one, and not written to the cache.
+        async def late_reply(method: str, path: str, document: Any = None, **_: Any) -> Any:
+            return {"routes": [{"lease": base64.b64encode(old.blob).decode(), "rank": "primary"}]}
+
+        link.client.request = late_reply  # type: ignore[method-assign]
+        assert await link.client.fetch_route_leases("echo", ECHO) == []
+        again = ControlClient(
+            "http://127.0.0.1:9", relay.key, fabric.authority.public_key,
+            str(tmp_path / "relay-control"),
+        )  # fmt: skip
+        assert [r.lease.epoch for r in again.cached_route_leases("echo", ECHO)] == [2]
+        await again.close()
     finally:
         await fabric.stop()

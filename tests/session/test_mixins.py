@@ -88,6 +88,16 @@ def test_the_core_creates_every_attribute() -> None:
         assert not stray, f"{module}.{name} assigns attributes the core does not create: {stray}"
 
 
+def test_the_slots_are_what_the_core_creates() -> None:
+    """``SessionCore.__slots__`` lists exactly what its ``__init__`` creates, and no part
+    adds a slot or a ``__dict__`` (ADR 0044)."""
+    core = _class_node("core", "SessionCore")
+    (init,) = [n for n in core.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"]
+    assert set(SessionCore.__slots__) == _self_assignments(init)
+    for part in (*MIXINS.values(), Session):
+        assert vars(part).get("__slots__") == (), part
+
+
 def test_a_mixin_calls_only_itself_and_the_core() -> None:
     core = _methods(_class_node("core", "SessionCore")) | set(vars(SessionCore))
     for module, mixin in MIXINS.items():

@@ -17,9 +17,17 @@ from pathlib import Path
 import pytest
 
 from accessfabric.errors import ErrorCode
-from accessfabric.session import SessionConfig, SessionState, session_state, stream_state
+from accessfabric.session import (
+    SessionConfig,
+    SessionState,
+    session_state,
+    stream_state,
+    transitions,
+)
 from accessfabric.session import events as ev
 from accessfabric.session.session_state import SessionInput
+from accessfabric.session.stream_state import StreamInput as I
+from accessfabric.session.stream_state import StreamState
 from accessfabric.wire import Goaway
 from tests.session.pair import make_pair
 from tests.session.peer_frames import feed
@@ -71,6 +79,48 @@ def test_only_the_tables_change_a_state() -> None:
             assert where in STATE_WRITERS, f"{rel}:{line} ({cls}.{func}) assigns a state"
             writers.add(where)
     assert writers == STATE_WRITERS  # the allowance shrinks with the code
+
+
+def _functions(path: Path) -> dict[tuple[str, str], ast.FunctionDef]:
+    tree = ast.parse(path.read_text(), str(path))
+    return {
+        (cls.name, func.name): func
+        for cls in tree.body
+        if isinstance(cls, ast.ClassDef)
+        for func in cls.body
+        if isinstance(func, ast.FunctionDef)
+    }
+
+
+def test_both_tables_are_applied_by_one_helper() -> None:
+    """The two writers look their table up with ``transitions.apply``; no other code in
+    session/ reads a ``TRANSITIONS`` table (a second lookup would be a second place to
+    get the rule of a missing pair wrong)."""
+    for rel, cls, func in STATE_WRITERS:
+        if func == "__init__":
+            continue
+        node = _functions(PACKAGE / rel)[(cls, func)]
+        calls = [
+            c.func.id
+            for c in ast.walk(node)
+            if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+        ]
+        assert "apply" in calls, f"{rel} {cls}.{func} does not use transitions.apply"
+    readers = set()
+    for path in sorted((PACKAGE / "session").glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Subscript | ast.Attribute):
+                value = node.value
+                if isinstance(value, ast.Name) and value.id == "TRANSITIONS":
+                    readers.add(path.name)
+    # the tables' own modules iterate them for ACTIVE/diagram; nobody indexes them
+    assert readers <= {"session_state.py", "stream_state.py"}, readers
+    assert transitions.apply(stream_state.TRANSITIONS, StreamState.CLOSED, I.SEND_DATA) is None
+    assert transitions.apply(session_state.TRANSITIONS, SessionState.READY, SessionInput.END) is (
+        SessionState.CLOSED
+    )
+    assert stream_state.diagram() == transitions.diagram(stream_state.TRANSITIONS)
 
 
 def _imported_modules(path: Path) -> set[str]:

@@ -47,12 +47,12 @@ def _label(size: int) -> str:
     return f"{size // 1000}k"
 
 
-def _percentile(samples: Sequence[float], share: float) -> float:
+def percentile(samples: Sequence[float], share: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def _requests(fleet: SyntheticFleet, count: int, seed: int) -> list[tuple[str, str]]:
+def synthetic_requests(fleet: SyntheticFleet, count: int, seed: int) -> list[tuple[str, str]]:
     rng = random.Random(seed)
     by_tenant: dict[str, list[str]] = {}
     for name in sorted(fleet.services):
@@ -105,7 +105,7 @@ def _measure(size: int, count: int) -> tuple[list[BenchResult], dict[str, str]]:
     planner = RoutePlanner(fleet.graph, fleet.services)
     indexed = time.perf_counter()
     baseline = RttDijkstra(fleet)
-    requests = _requests(fleet, count, SEED + size)
+    requests = synthetic_requests(fleet, count, SEED + size)
     gc.collect()
     gc.freeze()
     try:
@@ -135,11 +135,11 @@ def _measure(size: int, count: int) -> tuple[list[BenchResult], dict[str, str]]:
         gc.unfreeze()
     label = _label(size)
     ms = 1000.0
-    base_p50, base_p99 = _percentile(base, 0.5) * ms, _percentile(base, 0.99) * ms
+    base_p50, base_p99 = percentile(base, 0.5) * ms, percentile(base, 0.99) * ms
     results = [
         BenchResult(
             metric=f"planner {what} {label}",
-            value=round(_percentile(samples, quantile) * ms, 3),
+            value=round(percentile(samples, quantile) * ms, 3),
             unit="ms",
             baseline_metric=f"RTT-only Dijkstra {baseline} {label}",
             baseline_value=round(baseline_value, 3),

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from accessfabric.bench.control import SEED, _percentile, _requests
+from accessfabric.bench.control import SEED, percentile, synthetic_requests
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.control.client.facts import HeartbeatFacts, PeerMeasurement
 from accessfabric.control.kernel.authority import Authority
@@ -165,7 +165,7 @@ def _measure(size: int, work: Path) -> dict[str, Any]:
     other = loaded.document(stranger, cursor)
     assert other["delta"] is True and other["entries"] == [] and "ids" not in other, other
     planner = RoutePlanner(fleet.graph, fleet.services)
-    requests = _requests(fleet, REQUESTS, SEED + size)
+    requests = synthetic_requests(fleet, REQUESTS, SEED + size)
     gc.freeze()
     try:
         times = []
@@ -189,8 +189,8 @@ def _measure(size: int, work: Path) -> dict[str, Any]:
         "other_tenant_delta_bytes": _bytes(other),
         "delta_ms": (t1 - t0) * 1000,
         "whole_ms": (t3 - t2) * 1000,
-        "planner_p99_ms": _percentile(times, 0.99) * 1000,
-        "planner_p50_ms": _percentile(times, 0.5) * 1000,
+        "planner_p99_ms": percentile(times, 0.99) * 1000,
+        "planner_p50_ms": percentile(times, 0.5) * 1000,
         "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 

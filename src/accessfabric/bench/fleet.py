@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import random
 import ssl
 import tempfile
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -141,10 +143,10 @@ async def _clients(
     }
 
 
-def plain_tls_baseline(
-    count: int, hold: float = HOLD, interval: float = HEARTBEAT
-) -> dict[str, float]:
-    """N plain TLS connections to a server process: connect time, its CPU and RSS, p99."""
+@contextlib.contextmanager
+def _tls_server() -> Iterator[tuple[int, Path, int]]:
+    """A plain TLS server process on loopback: (its port, its directory, its pid); it is
+    stopped (killed if it does not stop) when the block ends."""
     mp = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="af-bench-fleet-") as tmp:
         ours, theirs = mp.Pipe()
@@ -153,49 +155,46 @@ def plain_tls_baseline(
         try:
             port = ours.recv()
             assert server.pid is not None
-            return run_async(_clients(port, Path(tmp), count, server.pid, hold, interval))
+            yield port, Path(tmp), server.pid
         finally:
             ours.send("stop")
             server.join(10)
             if server.is_alive():
                 server.kill()
+
+
+def plain_tls_baseline(
+    count: int, hold: float = HOLD, interval: float = HEARTBEAT
+) -> dict[str, float]:
+    """N plain TLS connections to a server process: connect time, its CPU and RSS, p99."""
+    with _tls_server() as (port, tmp, pid):
+        return run_async(_clients(port, tmp, count, pid, hold, interval))
 
 
 def rehome_baseline(count: int) -> float:
     """Seconds to open ``count`` plain TLS connections (the re-home's baseline)."""
     if count <= 0:
         return 0.0
-    mp = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="af-bench-fleet-") as tmp:
-        ours, theirs = mp.Pipe()
-        server = mp.Process(target=_server_process, args=(theirs, tmp), daemon=True)
-        server.start()
-        try:
-            port = ours.recv()
+    with _tls_server() as (port, tmp, _):
 
-            async def connect_all() -> float:
-                context = BenchNode.make(CLIENT_SEED, Path(tmp)).client_ssl()
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-                writers: list[asyncio.StreamWriter] = []
+        async def connect_all() -> float:
+            context = BenchNode.make(CLIENT_SEED, tmp).client_ssl()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            writers: list[asyncio.StreamWriter] = []
 
-                async def one() -> None:
-                    writers.append((await asyncio.open_connection(HOST, port, ssl=context))[1])
+            async def one() -> None:
+                writers.append((await asyncio.open_connection(HOST, port, ssl=context))[1])
 
-                started = time.perf_counter()
-                for first in range(0, count, BATCH):
-                    await asyncio.gather(*(one() for _ in range(min(BATCH, count - first))))
-                took = time.perf_counter() - started
-                for writer in writers:
-                    writer.close()
-                return took
+            started = time.perf_counter()
+            for first in range(0, count, BATCH):
+                await asyncio.gather(*(one() for _ in range(min(BATCH, count - first))))
+            took = time.perf_counter() - started
+            for writer in writers:
+                writer.close()
+            return took
 
-            return run_async(connect_all())
-        finally:
-            ours.send("stop")
-            server.join(10)
-            if server.is_alive():
-                server.kill()
+        return run_async(connect_all())
 
 
 # ---------------------------------------------------------------- the suite

@@ -35,7 +35,7 @@ class Control:
         return AuthorityPin(parse_authority_key(self.authority))
 
 
-def _cli(*args: str) -> str:
+def run_cli(*args: str) -> str:
     done = subprocess.run([*COMMAND, *args], capture_output=True, text=True, env=env(), timeout=60)
     if done.returncode != 0:
         raise DemoFailed(f"accessfabric {' '.join(args[:3])}: {done.stderr.strip()}")
@@ -52,7 +52,7 @@ async def start_control(
     (nodes heartbeating slower are unreachable to it after 4.5 intervals); ``extra``:
     more ``control serve`` options."""
     data = work / "control"
-    init = await asyncio.to_thread(_cli, "control", "init", "--data", str(data))
+    init = await asyncio.to_thread(run_cli, "control", "init", "--data", str(data))
     admin = re.search(r"afadm1_[a-z0-9_]+", init)
     authority = re.search(r"afauth1[a-z2-7]+", init)
     assert admin and authority, init

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from accessfabric.control.server.store.etcd_cluster import LocalEtcdCluster, etcd_binary
-from accessfabric.demo.control import HEARTBEAT_POLICY, Control, _cli
+from accessfabric.demo.control import HEARTBEAT_POLICY, Control, run_cli
 from accessfabric.demo.procs import COMMAND, DemoFailed, Processes, free_port
 
 REPLICAS = ("control", "control-2")
@@ -46,7 +46,9 @@ async def start_control_etcd(work: Path, procs: Processes) -> tuple[Control, Loc
     )
     store = cluster.store_url + "/demo"
     first = work / "control"
-    init = await asyncio.to_thread(_cli, "control", "init", "--data", str(first), "--store", store)
+    init = await asyncio.to_thread(
+        run_cli, "control", "init", "--data", str(first), "--store", store
+    )
     admin = re.search(r"afadm1_[a-z0-9_]+", init)
     authority = re.search(r"afauth1[a-z2-7]+", init)
     assert admin and authority, init

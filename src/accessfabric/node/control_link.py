@@ -102,6 +102,15 @@ PROBE_BACKOFF_MAX = 60.0
 jitter (:func:`backoff_delay`), at most this many seconds apart."""
 REHOME_SPREAD = 2.0
 """Seconds over which a device whose placed entry failed spreads its next attempt."""
+REHOME_RETRY_CAP = 2.0
+REHOME_FAST_RETRIES = 6
+"""A re-home dial that failed is retried with its back-off capped at
+:data:`REHOME_RETRY_CAP` seconds (plus the spread) for this many failures in a row, then
+as any probe (up to :data:`PROBE_BACKOFF_MAX`).  A crowd re-homing onto an entry whose
+handshake budget refuses part of it is refused at accept, before TLS (cheap for the
+entry): the budget still paces the handshakes, and a refused device is back within a
+few seconds of the budget having room instead of after 8-16 s of doubled back-off
+(~490 devices of a killed entry took 18 s at 1000 devices; ADR 0043)."""
 MAX_TELEMETRY_EVERY = 1000
 """The largest ``telemetry_every`` a node takes from a heartbeat reply."""
 LOST_ENTRY_AVOID = 10.0
@@ -792,9 +801,7 @@ class ControlLink:
             raise
         except Exception as error:
             failures = self._probe_failures.get(node_id, (0, 0.0))[0] + 1
-            delay = backoff_delay(
-                failures, self._rng, base=PROBE_BACKOFF_BASE, cap=PROBE_BACKOFF_MAX
-            )
+            delay = probe_retry_delay(failures, self._rng, rehome=rehome)
             if node_id in self._directory_peers:
                 self._probe_failures[node_id] = (failures, self._clock() + delay)
             if rehome:  # the next alternate soon, but not all of the entry's devices at once
@@ -1113,3 +1120,12 @@ def _opt_str(value: object) -> str | None:
 
 def _opt_float(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def probe_retry_delay(failures: int, rng: random.Random, *, rehome: bool = False) -> float:
+    """When a directory peer whose probe failed ``failures`` times in a row is probed
+    again: exponential back-off with jitter, capped at :data:`REHOME_RETRY_CAP` for the
+    first :data:`REHOME_FAST_RETRIES` failures of a re-home dial."""
+    fast = rehome and failures <= REHOME_FAST_RETRIES
+    cap = REHOME_RETRY_CAP if fast else PROBE_BACKOFF_MAX
+    return backoff_delay(failures, rng, base=PROBE_BACKOFF_BASE, cap=cap)

@@ -12,7 +12,7 @@ from typing import Any
 from accessfabric.identity.errors import IdentityError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.node_id import parse_node_id
-from accessfabric.node.admin.commands import UsageError, _run, guarded
+from accessfabric.node.admin.commands import UsageError, admin_socket, guarded, run_on_node_loop
 from accessfabric.node.config.node_config import (
     ConfigError,
     ForwardConfig,
@@ -68,7 +68,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
     forward = ForwardConfig(listen=listen, service=args.service, traffic_class=traffic_class)
     component = ServicesComponent(extra_forwards=(forward,))
     try:
-        return _run(run_node(config, key=key, components=(component,)))
+        return run_on_node_loop(run_node(config, key=key, components=(component,)))
     except OSError as exc:
         print(f"accessfabric forward: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -77,16 +77,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from accessfabric.node.admin.status import run_status
 
-    if args.socket:
-        path = Path(args.socket)
-    else:
-        try:
-            config = load_node_config(args.config)
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
-        assert config.admin_socket is not None
-        path = config.admin_socket
-    code, text = run_status(path, args.json)
+    code, text = run_status(admin_socket(args.socket, args.config), args.json)
     if code != 0:
         print(f"accessfabric status: {text}", file=sys.stderr)
         return code

@@ -14,7 +14,6 @@ FIN <-> stream close, RST <-> ``RESET_STREAM``).  On the node that hosts the ser
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 
 from accessfabric.errors import ErrorCode, ProtocolError
 from accessfabric.node.config.node_config import default_class
+from accessfabric.node.serving.services import TargetUnreachable
 from accessfabric.node.streams.connection import FabricStream
 from accessfabric.observe.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
@@ -172,14 +172,8 @@ def service_host(
                 asyncio.open_connection(host, port), CONNECT_TIMEOUT
             )
         except (OSError, TimeoutError) as error:
-            tally.failed += 1
-            log_event(
-                log, "service target unreachable", logging.WARNING,
-                service=stream.service, target=f"{host}:{port}", error=str(error),
-            )  # fmt: skip
-            with contextlib.suppress(ConnectionError, ProtocolError):
-                stream.reset(ErrorCode.SERVICE_UNAVAILABLE)
-            return
+            tally.failed += 1  # the dispatcher resets SERVICE_UNAVAILABLE, logs (bounded)
+            raise TargetUnreachable(f"target {host}:{port}: {str(error) or 'timed out'}") from None
         await _run_splice(stream, reader, writer, tally)
 
     return handle

@@ -133,7 +133,7 @@ def add_vpn_arguments(up: argparse.ArgumentParser) -> None:
 
 
 def vpn_up(args: argparse.Namespace) -> int:
-    from accessfabric.node.admin.commands import UsageError, _run
+    from accessfabric.node.admin.commands import UsageError, run_on_node_loop
     from accessfabric.node.config.node_config import ConfigError, load_node_config
     from accessfabric.node.runtime import run_node
 
@@ -163,7 +163,7 @@ def vpn_up(args: argparse.Namespace) -> int:
         # One process per node runs everything its config says: the VPN (first: a TUN
         # that cannot be opened stops start-up before any forward listens), then the
         # [[services]] and [[forwards]] (docs/services.md, "One process per node").
-        code: int = _run(run_node(config, components=(component, ServicesComponent())))
+        code: int = run_on_node_loop(run_node(config, components=(component, ServicesComponent())))
     except PermissionError as exc:
         print(f"accessfabric vpn up: needs root (CAP_NET_ADMIN): {exc}", file=sys.stderr)
         return 1

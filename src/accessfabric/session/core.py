@@ -9,7 +9,6 @@ GOAWAY, and the end of the session.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +24,7 @@ from accessfabric.session.scheduler import SHARED_CLASSES, ClassScheduler
 from accessfabric.session.session_state import TRANSITIONS, SessionInput, SessionState
 from accessfabric.session.stream import Stream
 from accessfabric.session.stream_state import ACTIVE_STATES, StreamInput, StreamState
+from accessfabric.session.transitions import apply
 from accessfabric.wire import frames as fr
 from accessfabric.wire.decoder import FrameDecoder
 from accessfabric.wire.limits import DEFAULT_MAX_FRAME_SIZE, NONCE_SIZE
@@ -35,8 +35,25 @@ PRESSURE_HIGH = 50
 _SHARED = frozenset(SHARED_CLASSES)
 
 
-FrameHandler = Callable[[Any, list[ev.Event]], None]
-"""Handles one received frame, appending what the peer did to the events."""
+FrameHandler = Callable[[Any, Any, list[ev.Event]], None]
+"""``handler(session, frame, events)``: handles one received frame, appending what the
+peer did to the events (a function of the class, not a bound method: one table per class,
+not per session)."""
+Dispatch = dict[SessionState, dict[type[fr.Frame], FrameHandler]]
+
+_DISPATCH: dict[type, Dispatch] = {}
+"""Each session class's dispatch table, built at its first session."""
+
+FOLDED_BYTES_IN, FOLDED_BYTES_OUT, FOLDED_FRAMES_IN, FOLDED_FRAMES_OUT = range(4)
+"""Positions in a class's list of ``SessionCore._folded`` totals."""
+
+
+def _dispatch_of(session: SessionCore) -> Dispatch:
+    table = _DISPATCH.get(type(session))
+    if table is None:
+        table = _DISPATCH[type(session)] = session._build_dispatch()
+    return table
+
 
 RandomSource = Callable[[int], bytes]
 """``n`` -> ``n`` random bytes: where a session draws its nonce, resume tokens and PING
@@ -45,7 +62,28 @@ run replays byte for byte."""
 
 
 class SessionCore:
-    """The state of one session, and the bookkeeping all its parts share."""
+    """The state of one session, and the bookkeeping all its parts share.
+
+    Slotted (the mixins and :class:`Session` add none): an idle session's attributes
+    cost one pointer each instead of a ~1.6 KiB instance ``__dict__`` (issue 17, ADR 0044).
+    ``__init__`` still creates every one of them; ``tests/session/test_mixins.py`` checks
+    the two lists agree.
+    """
+
+    __slots__ = (
+        "_ack_pending", "_auth", "_channel_binding", "_control", "_decoder", "_folded",
+        "_goaway_received", "_goaway_sent", "_handlers", "_highest_peer_id", "_idle_since",
+        "_keepalive_ping", "_last_park_check", "_last_receive", "_local_hello",
+        "_next_local_id", "_nonce", "_now", "_paced_wake", "_pacer", "_peer_node_record",
+        "_peer_stream_window", "_pings", "_pressure_cap", "_pressure_checks",
+        "_pressure_high", "_random", "_rtt", "_rtt_probe", "_scheduler",
+        "_session_credit_limit", "_session_recv", "_session_sent", "_session_stall_since",
+        "_session_stalled", "_started", "_streams", "_terminated", "_transcript",
+        "_urgent_reserve", "config", "credit_stalls", "dialer", "dropped_bytes",
+        "host_levels", "ignored_frames", "pacer_parked_bytes", "peer_max_concurrent_streams",
+        "peer_max_frame_size", "peer_node_id", "peer_pressure", "peer_public_key",
+        "resets_by_code", "session_credit_stalls", "session_stall_time", "state", "version",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -67,7 +105,7 @@ class SessionCore:
         self._now = now
         self._started = now
         self._last_receive = now
-        self._control: deque[bytes] = deque()
+        self._control: list[bytes] = []  # a deque's first block costs ~640 B per session
         self._streams: dict[int, Stream] = {}
         self._next_local_id = 1 if dialer else 2
         self._highest_peer_id = 0
@@ -83,7 +121,8 @@ class SessionCore:
             if config.pressure_min_rate is not None
             else None
         )
-        self._ack_pending: set[Stream] = set()
+        # Ordered sets as dicts (an empty dict is 64 B, an empty set 216 B; issue 17).
+        self._ack_pending: dict[Stream, None] = {}
         self._last_park_check = now
         self._paced_wake: float | None = None  # the pacer held data back: look again then
         self.pacer_parked_bytes = 0
@@ -127,32 +166,33 @@ class SessionCore:
         self._session_recv = ReceiveWindow(config.initial_session_window, config.max_session_window)
         self._urgent_reserve = 0  # session credit the shared classes leave (set on READY)
         # Streams waiting for session credit, and since when the session has been short of it.
-        self._session_stalled: set[Stream] = set()
+        self._session_stalled: dict[Stream, None] = {}
         self._session_stall_since: float | None = None
         self.session_stall_time = 0.0
         self.session_credit_stalls = 0
         """Times a stream with bytes and stream credit waited for session credit."""
         # Counters.
-        # Per-class totals of streams already forgotten (live ones are summed on demand).
-        self._totals_out = dict.fromkeys(TrafficClass, 0)
-        self._totals_in = dict.fromkeys(TrafficClass, 0)
-        self._frames_out = dict.fromkeys(TrafficClass, 0)
-        self._frames_in = dict.fromkeys(TrafficClass, 0)
+        # Per-class totals of streams already forgotten (live ones are summed on demand):
+        # [bytes in, bytes out, frames in, frames out], a class's list made when its first
+        # stream is forgotten (an idle session has none: issue 17).
+        self._folded: dict[TrafficClass, list[int]] = {}
         self.resets_by_code: dict[int, int] = {}
         self.credit_stalls = 0
         self.dropped_bytes = 0
         self.ignored_frames = 0
         self._control.append(self._local_hello)
-        self._handlers = self._build_dispatch()
+        self._handlers = _dispatch_of(self)
 
-    def _build_dispatch(self) -> dict[SessionState, dict[type[fr.Frame], FrameHandler]]:
-        """The frame handlers of each state (:class:`Session` assembles them from its parts)."""
+    def _build_dispatch(self) -> Dispatch:
+        """The frame handlers of each state (:class:`Session` assembles them from its parts):
+        functions of the class, called as ``handler(session, frame, events)``.  Built once
+        per class (:func:`_dispatch_of`), shared by its sessions."""
         raise NotImplementedError
 
     def _enter(self, event: SessionInput) -> None:
         """Move the session along ``session_state.TRANSITIONS``: the one place its state
         changes.  Frames are dispatched by state, so a missing pair is a bug here."""
-        target = TRANSITIONS.get((self.state, event))
+        target = apply(TRANSITIONS, self.state, event)
         if target is None:
             raise LocalProtocolError(f"session cannot {event.value} in state {self.state.value}")
         self.state = target
@@ -206,7 +246,7 @@ class SessionCore:
         for waiting in (stream, *ready):
             if waiting in self._session_stalled or not waiting.queued:
                 continue
-            self._session_stalled.add(waiting)
+            self._session_stalled[waiting] = None
             waiting.credit_stalls += 1
             waiting.session_credit_stalls += 1
             self.credit_stalls += 1
@@ -265,8 +305,8 @@ class SessionCore:
             self._pacer.forget(stream.paced_in_flight)
         stream.retained.clear()
         stream.timing.clear()
-        self._ack_pending.discard(stream)
-        self._session_stalled.discard(stream)
+        self._ack_pending.pop(stream, None)
+        self._session_stalled.pop(stream, None)
         stream.recv.consumed = stream.recv.received  # its unread bytes are freed
         stream.released = True
         self._maybe_forget(stream)
@@ -282,16 +322,18 @@ class SessionCore:
         if done and self.state is not SessionState.CLOSED:
             if self._streams.pop(stream.stream_id, None) is not None:
                 self._fold_counters(stream)
-                self._session_stalled.discard(stream)
+                self._session_stalled.pop(stream, None)
             if not any(s.state in ACTIVE_STATES for s in self._streams.values()):
                 self._idle_since = self._now
 
     def _fold_counters(self, stream: Stream) -> None:
-        cls = stream.traffic_class
-        self._totals_in[cls] += stream.bytes_in
-        self._totals_out[cls] += stream.bytes_out
-        self._frames_in[cls] += stream.frames_in
-        self._frames_out[cls] += stream.frames_out
+        totals = self._folded.get(stream.traffic_class)
+        if totals is None:
+            totals = self._folded[stream.traffic_class] = [0, 0, 0, 0]
+        totals[FOLDED_BYTES_IN] += stream.bytes_in
+        totals[FOLDED_BYTES_OUT] += stream.bytes_out
+        totals[FOLDED_FRAMES_IN] += stream.frames_in
+        totals[FOLDED_FRAMES_OUT] += stream.frames_out
 
     def _fail(self, error: RemoteProtocolError, events: list[ev.Event]) -> None:
         """A session-level violation: GOAWAY with its code, then the session is over."""

@@ -20,6 +20,8 @@ from accessfabric.wire.limits import DEFAULT_MAX_FRAME_SIZE
 class Handshake(SessionCore):
     """The handshake's frame handlers (AWAIT_HELLO -> AWAIT_AUTH -> AWAIT_READY -> READY)."""
 
+    __slots__ = ()
+
     def _on_hello(self, frame: fr.Hello, events: list[ev.Event]) -> None:
         common = set(frame.versions) & set(self.config.versions)
         if not common:

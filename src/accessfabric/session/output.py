@@ -36,6 +36,8 @@ _SHARED = frozenset(SHARED_CLASSES)
 class Output(SessionCore):
     """Draining the session's queues into bytes for the carrier."""
 
+    __slots__ = ()
+
     def _flush_acks(self) -> None:
         control = self._control
         for stream in self._ack_pending:
@@ -63,12 +65,16 @@ class Output(SessionCore):
             self._flush_acks()
         parts: list[bytes | memoryview] = []
         control = self._control
-        while control:
-            size = len(control[0])
-            if size > budget and parts:
-                break
-            parts.append(control.popleft())
-            budget -= size
+        if control:
+            taken = 0
+            for frame in control:
+                size = len(frame)
+                if size > budget and parts:
+                    break
+                parts.append(frame)
+                budget -= size
+                taken += 1
+            del control[:taken]
         if self.state in (SessionState.READY, SessionState.DRAINING):
             # Stream data only once every control frame is out: a stream's OPEN_STREAM
             # (queued there) must precede its DATA, whatever the carrier's budget.

@@ -22,6 +22,8 @@ from accessfabric.wire.limits import MAX_U32
 class Resume(SessionCore):
     """Exporting a stream's state, and rebuilding a stream from it on another session."""
 
+    __slots__ = ()
+
     def export_stream(self, stream_id: int) -> StreamSnapshot:
         """The stream's state, to continue it on another session from the last ACK."""
         stream = self._local_stream(stream_id)

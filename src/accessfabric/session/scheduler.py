@@ -17,6 +17,8 @@ from accessfabric.wire.registry import TrafficClass
 URGENT_CLASSES = (TrafficClass.CONTROL, TrafficClass.DNS, TrafficClass.INTERACTIVE)
 SHARED_CLASSES = (TrafficClass.RELIABLE, TrafficClass.BULK, TrafficClass.DROPPABLE)
 DEFAULT_WEIGHTS = {TrafficClass.RELIABLE: 4, TrafficClass.BULK: 2, TrafficClass.DROPPABLE: 1}
+_NO_STREAMS: OrderedDict[int, None] = OrderedDict()
+"""A class no stream was ever marked in; never written (``mark_ready`` replaces it)."""
 
 
 class ClassScheduler:
@@ -26,19 +28,26 @@ class ClassScheduler:
 
     def __init__(self, quantum: int, weights: dict[TrafficClass, int] | None = None) -> None:
         self.quantum = quantum
-        self.weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
-        # Per class: stream ids in round-robin order (OrderedDict as an ordered set).
-        self._ready: dict[TrafficClass, OrderedDict[int, None]] = {
-            cls: OrderedDict() for cls in TrafficClass
-        }
-        self._deficit = {cls: 0 for cls in SHARED_CLASSES}
+        # DEFAULT_WEIGHTS itself until ``set_weight`` (copied then): an idle session's
+        # scheduler makes no dict of its own for them (issue 17).
+        self.weights = DEFAULT_WEIGHTS if weights is None else dict(weights)
+        # Per class: stream ids in round-robin order (OrderedDict as an ordered set).  A
+        # class holds the shared empty ``_NO_STREAMS`` until its first stream is marked.
+        self._ready: dict[TrafficClass, OrderedDict[int, None]] = dict.fromkeys(
+            TrafficClass, _NO_STREAMS
+        )
+        self._deficit = dict.fromkeys(SHARED_CLASSES, 0)
         self._rr = 0  # position in SHARED_CLASSES for DRR
 
     def set_weight(self, traffic_class: TrafficClass, weight: int) -> None:
+        if self.weights is DEFAULT_WEIGHTS:
+            self.weights = dict(DEFAULT_WEIGHTS)
         self.weights[traffic_class] = max(1, weight)
 
     def mark_ready(self, stream_id: int, traffic_class: TrafficClass) -> None:
         ready = self._ready[traffic_class]
+        if ready is _NO_STREAMS:
+            ready = self._ready[traffic_class] = OrderedDict()
         if stream_id not in ready:
             ready[stream_id] = None
 
@@ -103,10 +112,9 @@ class ClassScheduler:
 
     def charge(self, stream_id: int, traffic_class: TrafficClass, nbytes: int, ready: bool) -> None:
         """Account ``nbytes`` sent by a stream; rotate it to the back of its class."""
-        queue = self._ready[traffic_class]
-        queue.pop(stream_id, None)
+        self._ready[traffic_class].pop(stream_id, None)
         if ready:
-            queue[stream_id] = None
+            self.mark_ready(stream_id, traffic_class)  # never writes the shared empty class
         if traffic_class in self._deficit:
             self._deficit[traffic_class] -= nbytes
             if self._deficit[traffic_class] <= 0:

@@ -23,7 +23,15 @@ from __future__ import annotations
 
 from accessfabric.errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from accessfabric.session import events as ev
-from accessfabric.session.core import PRESSURE_HIGH, FrameHandler
+from accessfabric.session.core import (
+    FOLDED_BYTES_IN,
+    FOLDED_BYTES_OUT,
+    FOLDED_FRAMES_IN,
+    FOLDED_FRAMES_OUT,
+    PRESSURE_HIGH,
+    Dispatch,
+    FrameHandler,
+)
 from accessfabric.session.flow import ReceiveWindow
 from accessfabric.session.handshake import Handshake
 from accessfabric.session.metrics import SessionMetrics, StreamMetrics
@@ -61,31 +69,34 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
     the state and the constructor are :class:`SessionCore`'s.
     """
 
+    __slots__ = ()
+
     # ------------------------------------------------------------------ dispatch
 
-    def _build_dispatch(self) -> dict[SessionState, dict[type[fr.Frame], FrameHandler]]:
+    def _build_dispatch(self) -> Dispatch:
+        cls = type(self)
         streaming: dict[type[fr.Frame], FrameHandler] = {
-            fr.Data: self._on_data,
-            fr.OpenStream: self._on_open_stream,
-            fr.Ack: self._on_ack,
-            fr.StreamCredit: self._on_credit,
-            fr.CloseStream: self._on_close_stream,
-            fr.ResetStream: self._on_reset_stream,
-            fr.Ping: self._on_ping,
-            fr.Pong: self._on_pong,
-            fr.RouteUpdate: self._on_route_update,
-            fr.NodePressure: self._on_node_pressure,
-            fr.Goaway: self._on_goaway,
-            fr.UnknownFrame: self._on_unknown,
+            fr.Data: cls._on_data,
+            fr.OpenStream: cls._on_open_stream,
+            fr.Ack: cls._on_ack,
+            fr.StreamCredit: cls._on_credit,
+            fr.CloseStream: cls._on_close_stream,
+            fr.ResetStream: cls._on_reset_stream,
+            fr.Ping: cls._on_ping,
+            fr.Pong: cls._on_pong,
+            fr.RouteUpdate: cls._on_route_update,
+            fr.NodePressure: cls._on_node_pressure,
+            fr.Goaway: cls._on_goaway,
+            fr.UnknownFrame: cls._on_unknown,
         }
         before_ready: dict[type[fr.Frame], FrameHandler] = {
-            fr.Goaway: self._on_goaway,
-            fr.UnknownFrame: self._on_unknown,
+            fr.Goaway: cls._on_goaway,
+            fr.UnknownFrame: cls._on_unknown,
         }
         return {
-            SessionState.AWAIT_HELLO: {fr.Hello: self._on_hello, **before_ready},
-            SessionState.AWAIT_AUTH: {fr.Auth: self._on_auth, **before_ready},
-            SessionState.AWAIT_READY: {fr.SessionReady: self._on_session_ready, **before_ready},
+            SessionState.AWAIT_HELLO: {fr.Hello: cls._on_hello, **before_ready},
+            SessionState.AWAIT_AUTH: {fr.Auth: cls._on_auth, **before_ready},
+            SessionState.AWAIT_READY: {fr.SessionReady: cls._on_session_ready, **before_ready},
             SessionState.READY: streaming,
             SessionState.DRAINING: streaming,
             SessionState.CLOSED: {},
@@ -111,7 +122,7 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
                         break
                     name = type(frame).__name__
                     raise RemoteProtocolError(f"unexpected {name} in state {self.state.value}")
-                handler(frame, events)
+                handler(self, frame, events)
         except RemoteProtocolError as error:
             self._fail(error, events)
             return events
@@ -461,8 +472,8 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             state=self.state.value,
             bytes_out_by_class=self.bytes_out_by_class,
             bytes_in_by_class=self.bytes_in_by_class,
-            frames_out_by_class=self._by_class(self._frames_out, "frames_out"),
-            frames_in_by_class=self._by_class(self._frames_in, "frames_in"),
+            frames_out_by_class=self._by_class(FOLDED_FRAMES_OUT, "frames_out"),
+            frames_in_by_class=self._by_class(FOLDED_FRAMES_IN, "frames_in"),
             queued_bytes=self.queued_bytes(),
             control_queue=len(self._control),
             credit_stalls=self.credit_stalls,
@@ -483,20 +494,23 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             streams=[StreamMetrics.of(s, self._now) for s in self._streams.values()],
         )
 
-    def _by_class(self, totals: dict[TrafficClass, int], attribute: str) -> dict[str, int]:
-        """Per-class totals: forgotten streams plus the live ones."""
-        result = {cls.name.lower(): n for cls, n in totals.items()}
+    def _by_class(self, index: int, attribute: str) -> dict[str, int]:
+        """Per-class totals: forgotten streams (``_folded[cls][index]``) plus the live ones."""
+        folded = self._folded
+        result = {
+            cls.name.lower(): folded[cls][index] if cls in folded else 0 for cls in TrafficClass
+        }
         for stream in self._streams.values():
             result[stream.traffic_class.name.lower()] += getattr(stream, attribute)
         return result
 
     @property
     def bytes_out_by_class(self) -> dict[str, int]:
-        return self._by_class(self._totals_out, "bytes_out")
+        return self._by_class(FOLDED_BYTES_OUT, "bytes_out")
 
     @property
     def bytes_in_by_class(self) -> dict[str, int]:
-        return self._by_class(self._totals_in, "bytes_in")
+        return self._by_class(FOLDED_BYTES_IN, "bytes_in")
 
 
 __all__ = ["SHARED_CLASSES", "SendBufferFull", "Session", "SessionState", "TooManyStreams"]

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from accessfabric.session import transitions
+
 
 class SessionState(Enum):
     AWAIT_HELLO = "await-hello"
@@ -60,10 +62,7 @@ STREAMING_STATES = frozenset({S.READY, S.DRAINING})
 
 def diagram() -> str:
     """The transition table as a Mermaid state diagram."""
-    lines = ["stateDiagram-v2"]
-    for (state, event), target in TRANSITIONS.items():
-        lines.append(f"    {state.value} --> {target.value}: {event.value}")
-    return "\n".join(lines)
+    return transitions.diagram(TRANSITIONS)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from collections import deque
 from accessfabric.errors import LocalProtocolError
 from accessfabric.session.flow import ReceiveWindow
 from accessfabric.session.stream_state import TRANSITIONS, StreamInput, StreamState
+from accessfabric.session.transitions import apply
 from accessfabric.wire.registry import TrafficClass
 
 
@@ -99,7 +100,7 @@ class Stream:
 
     def transition(self, event: StreamInput) -> bool:
         """Apply ``event``; return False when the table has no such transition."""
-        target = TRANSITIONS.get((self.state, event))
+        target = apply(TRANSITIONS, self.state, event)
         if target is None:
             return False
         self.state = target

@@ -33,6 +33,8 @@ _HALF_CLOSED_LOCAL = StreamState.HALF_CLOSED_LOCAL
 class StreamFrames(SessionCore):
     """The handlers of the frames that act on one stream."""
 
+    __slots__ = ()
+
     def _peer_stream(self, stream_id: int, events: list[ev.Event]) -> Stream | None:
         """The stream a received frame names, or None when it is gone (closed or reset)."""
         stream = self._streams.get(stream_id)
@@ -78,7 +80,7 @@ class StreamFrames(SessionCore):
                 stream.bytes_in += size
                 events.append(ev.DataReceived(frame.stream_id, payload, frame.offset))
                 if not stream.relayed:
-                    self._ack_pending.add(stream)
+                    self._ack_pending[stream] = None
                 if frame.end_stream:
                     self._end_received(stream, end, events)
                 return
@@ -134,7 +136,7 @@ class StreamFrames(SessionCore):
         if payload:
             stream.bytes_in += len(payload)
             events.append(ev.DataReceived(frame.stream_id, payload, offset))
-            self._ack_pending.add(stream)
+            self._ack_pending[stream] = None
         if frame.end_stream:
             self._end_received(stream, end, events)
 
@@ -145,7 +147,7 @@ class StreamFrames(SessionCore):
             )
             return
         stream.recv_end = final_offset
-        self._ack_pending.add(stream)
+        self._ack_pending[stream] = None
         events.append(ev.StreamEnded(stream_id=stream.stream_id, final_offset=final_offset))
         self._maybe_forget(stream)
 

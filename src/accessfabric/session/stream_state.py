@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from accessfabric.session import transitions
+
 
 class StreamState(Enum):
     IDLE = "idle"
@@ -77,10 +79,7 @@ ACTIVE_STATES = frozenset({S.OPEN, S.HALF_CLOSED_LOCAL, S.HALF_CLOSED_REMOTE})
 
 def diagram() -> str:
     """The transition table as a Mermaid state diagram."""
-    lines = ["stateDiagram-v2"]
-    for (state, event), target in TRANSITIONS.items():
-        lines.append(f"    {state.value} --> {target.value}: {event.value}")
-    return "\n".join(lines)
+    return transitions.diagram(TRANSITIONS)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from accessfabric.wire import frames as fr
 class Timers(SessionCore):
     """When the session wants to be woken, and what it does when it is."""
 
+    __slots__ = ()
+
     def get_timer(self) -> float | None:
         """When the session next wants ``handle_timer`` (None: never)."""
         if self.state is SessionState.CLOSED:

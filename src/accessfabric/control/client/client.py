@@ -36,7 +36,7 @@ from accessfabric.control.kernel.api_tls import AuthorityPin
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.control.kernel.objects import NodeRecord, RouteLease, ServiceLease
 from accessfabric.control.kernel.rejections import RejectReason, SignedObjectRejected
-from accessfabric.control.kernel.route_book import RouteBook
+from accessfabric.control.kernel.route_book import RouteBook, RouteKey
 from accessfabric.control.kernel.verify import (
     verify_access_policy,
     verify_node_record,
@@ -171,6 +171,7 @@ class ControlClient:
         """The node's one book of verified route leases (shared with route execution; its
         fences with the lease check): fetched leases go in, cached ones come out of it."""
         self.fences = self.routes.fences
+        self.routes.on_replaced.append(self._cache_replaced_route)
         self._reachable: bool | None = None
         self._last_error: str | None = None
         self._last_error_at: float | None = None
@@ -570,11 +571,51 @@ class ControlClient:
             self.fences.admit(route.lease)
         self.routes.put(service, traffic_class, usable)
         self.wanted.add((service, traffic_class))
-        self.cache.write(
-            {"service": service, "traffic_class": name, "fetched_at": now, **reply},
-            *NodeCache.route_file(service, name),
-        )
+        # Cache only what was believed: a reply overtaken by a ROUTE_UPDATE holds a fenced
+        # epoch, which must not replace the newer one _cache_replaced_route wrote.
+        offered = reply.get("routes", [])
+        kept = {base64.b64encode(route.blob).decode() for route in usable}
+        believed = [route for route in offered if route.get("lease") in kept]
+        if believed or not offered:
+            self.cache.write(
+                {
+                    "service": service, "traffic_class": name, "fetched_at": now,
+                    **reply, "routes": believed,
+                },
+                *NodeCache.route_file(service, name),
+            )  # fmt: skip
         return usable
+
+    def _cache_replaced_route(self, key: RouteKey, old: LeasedRoute, new: LeasedRoute) -> None:
+        """A ROUTE_UPDATE replaced ``old`` in the book: replace it in the disk cache too, so
+        a node restarted from the cache while the control plane is down uses the newer
+        epoch (its fences start empty and would admit the older one)."""
+        service, traffic_class = key
+        parts = NodeCache.route_file(service, traffic_class.name.lower())
+        document = self.cache.read(*parts)
+        if document is None:
+            return
+        old_text = base64.b64encode(old.blob).decode()
+        lease = new.lease
+        fields = {
+            "lease": base64.b64encode(new.blob).decode(),
+            "lease_id": lease.lease_id.hex(),
+            "epoch": lease.epoch,
+            "fencing_token": lease.fencing_token,
+            "hops": list(lease.hops),
+            "issued_ms": lease.issued_ms,
+            "expires_ms": lease.expires_ms,
+        }
+        routes = document.get("routes", [])
+        if not any(route.get("lease") == old_text for route in routes):
+            return
+        rewritten = [
+            {**route, **fields} if route.get("lease") == old_text else route for route in routes
+        ]
+        try:
+            self.cache.write({**document, "routes": rewritten}, *parts)
+        except OSError as exc:
+            _log.warning("cannot rewrite the cached lease of route %s: %s", lease.route_id, exc)
 
     def cached_route_leases(
         self, service: str, traffic_class: TrafficClass = TrafficClass.INTERACTIVE

@@ -6,7 +6,8 @@ One JSON document per thing, in one directory (mode 0700)::
     policy.json                   the policy document of the last heartbeat reply
     directory.json                the last peer directory
     access.json                   the last access policy (signed grants, base64)
-    routes/<service>.<class>.json the last route grant (signed leases, base64)
+    routes/<service>.<class>.json the last route grant (signed leases, base64; a
+                                  ROUTE_UPDATE's newer lease replaces its older one)
     services/<service>.json       the last service leases
     sync.json                     when the control plane last answered
 

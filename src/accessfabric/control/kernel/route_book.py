@@ -10,25 +10,33 @@ one the hop's lease check uses too (docs/architecture.md, path 2).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 
 from accessfabric.control.kernel.fence import FenceBook
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.control.kernel.objects import RouteLease
 from accessfabric.wire.registry import TrafficClass
 
+_log = logging.getLogger(__name__)
+
 RouteKey = tuple[str, TrafficClass]
+Replaced = Callable[[RouteKey, LeasedRoute, LeasedRoute], None]
+"""Told (key, the lease replaced, the lease in its place) by :meth:`RouteBook.update`."""
 
 
 class RouteBook:
     """Verified route leases per (service, traffic class), primary first."""
 
-    __slots__ = ("_routes", "fences")
+    __slots__ = ("_routes", "fences", "on_replaced")
 
     def __init__(self, fences: FenceBook | None = None) -> None:
         self.fences = fences if fences is not None else FenceBook()
         """Newest epoch seen per route id, shared with the hop's lease check."""
         self._routes: dict[RouteKey, list[LeasedRoute]] = {}
+        self.on_replaced: list[Replaced] = []
+        """Told of every lease :meth:`update` replaced (the control client rewrites its
+        disk cache, so a restart from it does not bring the older epoch back)."""
 
     def put(self, service: str, traffic_class: TrafficClass, routes: Iterable[LeasedRoute]) -> None:
         """Hold ``routes`` (verified, primary first) for (service, class), replacing what
@@ -57,12 +65,20 @@ class RouteBook:
         class it allows.  How many were replaced.  Raises ``LeaseRejected`` (stale epoch)
         when the book has seen a newer one."""
         self.fences.admit(lease)
-        replaced = 0
+        changes: list[tuple[RouteKey, LeasedRoute, LeasedRoute]] = []
         for (service, traffic_class), routes in self._routes.items():
             if service not in lease.allowed_services or traffic_class not in lease.allowed_classes:
                 continue
             for index, route in enumerate(routes):
                 if route.route_id == lease.route_id and route.lease.epoch < lease.epoch:
                     routes[index] = LeasedRoute(lease, blob, route.rank, route.destination)
-                    replaced += 1
-        return replaced
+                    changes.append(((service, traffic_class), route, routes[index]))
+        # Listeners after the book is whole; one that fails (e.g. an odd cached document)
+        # neither stops the others nor undoes the replacement.
+        for key, old, new in changes:
+            for listener in self.on_replaced:
+                try:
+                    listener(key, old, new)
+                except Exception:
+                    _log.exception("route replacement listener failed for %s", new.route_id)
+        return len(changes)

@@ -241,11 +241,7 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
         "/v1/admin/tokens",
         {"tenant": args.tenant, "roles": roles, "ttl_s": args.ttl, "uses": args.uses},
     )
-    if args.json:
-        print(json.dumps(reply, indent=2))
-    else:
-        print(reply["token"])
-    return 0
+    return _answer(args, reply, reply["token"])
 
 
 def _split_list(text: str | None) -> list[str]:
@@ -265,8 +261,7 @@ def _cmd_grant_create(args: argparse.Namespace) -> int:
     if args.ttl is not None:
         document["ttl_s"] = args.ttl
     reply = _admin_request(args, "POST", "/v1/admin/grants", document)
-    print(json.dumps(reply, indent=2) if args.json else reply["grant_id"])
-    return 0
+    return _answer(args, reply, reply["grant_id"])
 
 
 def format_grants(grants: list[dict[str, Any]]) -> str:
@@ -287,8 +282,7 @@ def format_grants(grants: list[dict[str, Any]]) -> str:
 
 def _cmd_grant_list(args: argparse.Namespace) -> int:
     reply = _admin_request(args, "GET", "/v1/admin/grants")
-    print(json.dumps(reply, indent=2) if args.json else format_grants(reply["grants"]))
-    return 0
+    return _answer(args, reply, format_grants(reply["grants"]))
 
 
 def _cmd_grant_revoke(args: argparse.Namespace) -> int:
@@ -300,20 +294,13 @@ def _cmd_grant_revoke(args: argparse.Namespace) -> int:
 
 
 def _answer(args: argparse.Namespace, reply: dict[str, Any], text: str) -> int:
-    """Print the control plane's REPLY as JSON under ``--json``, else the line TEXT."""
-    if args.json:
-        _print_reply(reply)
-    else:
-        print(text)
-    return 0
-
-
-def _print_reply(reply: dict[str, Any]) -> None:
-    from accessfabric.json_output import print_json, rfc3339
+    """Print the control plane's REPLY as JSON under ``--json``, else TEXT."""
+    from accessfabric.json_output import print_answer, rfc3339
 
     if isinstance(reply.get("enrolled_at"), int | float):
         reply["enrolled"] = rfc3339(reply["enrolled_at"])
-    print_json(reply)
+    print_answer(args.json, reply, text)
+    return 0
 
 
 def _rfc3339(epoch: float) -> str:

@@ -12,11 +12,17 @@ so a rebuild costs O(partition) and a coordinator never holds another tenant's n
 link.  :class:`RouteCoordinators` holds them for a control replica, built on first use,
 the least recently used dropped beyond ``max_coordinators`` (each holds the shared
 infrastructure too); :class:`~accessfabric.control.server.leasing.RouteLeasing` asks the
-source's coordinator for every lease.  The rebuild rule is the whole-fleet planner's:
-at once when enrollment or roles in the partition (its tenant's nodes, or the shared
-infrastructure's when it holds them: :meth:`NodeRegistry.tenant_generation`), services or
-drains changed, at most every ``snapshot_max_age`` seconds for heartbeats alone; another
-tenant's enrollment rebuilds nothing here.  ``max_coordinators`` is
+source's coordinator for every lease.  Every generation it rebuilds on is its
+partition's (its tenant's, and the shared infrastructure's when it holds them; ADR
+0043): at once when a node it may hold is replaced or removed
+(:meth:`NodeRegistry.tenant_known_generation`: not a new node's first record, which no
+snapshot holds before its first heartbeat) or the partition's services or drains
+changed, at most every ``snapshot_max_age`` seconds for its heartbeats alone, so a burst
+of lease requests is planned on one snapshot; another tenant's heartbeat, enrollment,
+drain or service change rebuilds nothing here.  A source that joined since the snapshot
+was built waits for one rebuild shared with the others that joined
+(:data:`SOURCE_REBUILD_INTERVAL`), and a rebuild reuses what it made of every node that
+did not change (``build_graph``'s memo).  ``max_coordinators`` is
 ``ControlConfig.max_route_coordinators`` (``control serve --max-route-coordinators``):
 keep it above the number of tenants that request leases, or round-robin requests of more
 tenants than that rebuild a snapshot every time.
@@ -29,16 +35,27 @@ coordinators run in the control replicas (ADR 0038, "What is left").
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from accessfabric.control.server.drains import NodeDrains
 from accessfabric.control.server.heartbeats import HeartbeatTable
-from accessfabric.control.server.leasing import SHARED_TENANT, build_graph
+from accessfabric.control.server.leasing import (
+    SHARED_TENANT,
+    GraphMemo,
+    SnapshotBehind,
+    build_graph,
+)
 from accessfabric.control.server.planner import RoutePlanner, RoutePolicy
 from accessfabric.control.server.registry import NodeRegistry, RegisteredNode
 from accessfabric.control.server.services import ServiceDirectory
 
 DEFAULT_MAX_COORDINATORS = 256
+SOURCE_REBUILD_INTERVAL = 0.1
+"""A lease request whose source is missing from the snapshot but heartbeated after it
+was built (a device that just joined) rebuilds it, but at most this often per
+coordinator: requests meanwhile wait for the next one (:class:`SnapshotBehind`)."""
+
+Key = tuple[int, ...]
 
 
 @dataclass(slots=True)
@@ -48,7 +65,10 @@ class RouteCoordinator:
     tenant: str
     planner: RoutePlanner | None = None
     built_at: float = 0.0
-    built_key: tuple[int, int, int, int, int] = (-1, -1, -1, -1, -1)
+    built_key: Key = ()
+    """The partition generations it was built from (:meth:`RouteCoordinators.key`)."""
+    memo: GraphMemo = field(default_factory=dict)
+    """Facts and links made of each node at the last build (reused when unchanged)."""
     builds: int = 0
     plans: int = 0
     """Route requests it planned (each a primary and its alternates)."""
@@ -110,30 +130,66 @@ class RouteCoordinators:
             self._coordinators.move_to_end(tenant)
         return found
 
-    def planner(self, tenant: str, now: float) -> RoutePlanner:
-        """``tenant``'s planner, rebuilt when the facts it was built from moved on."""
-        c = self.coordinator(tenant)
-        drained = -1 if self._drains is None else self._drains.generation
-        shared = tenant != SHARED_TENANT and self.policy.allow_shared_nodes
-        key = (  # the partition's own registry changes only, not other tenants' (ADR 0038)
-            self._registry.tenant_generation(tenant),
-            self._registry.tenant_generation(SHARED_TENANT) if shared else -1,
-            self._services.generation,
-            drained,
-            self._heartbeats.generation,
+    def key(self, tenant: str) -> Key:
+        """The generations ``tenant``'s snapshot is built from: its partition's only (its
+        own tenant's and, when it holds them, the shared nodes'), never another tenant's
+        (ADR 0038, ADR 0043) — registry changes of nodes it may hold, services, drains,
+        then heartbeats (the last part: rebuilt at most every ``snapshot_max_age``)."""
+        tenants = [tenant]
+        if tenant != SHARED_TENANT and self.policy.allow_shared_nodes:
+            tenants.append(SHARED_TENANT)
+        drains = self._drains
+        return (
+            *(self._registry.tenant_known_generation(t) for t in tenants),
+            *(self._services.tenant_generation(t) for t in tenants),
+            *(-1 if drains is None else drains.tenant_generation(t) for t in tenants),
+            *(self._heartbeats.tenant_generation(t) for t in tenants),
         )
-        fresh = c.planner is not None and key == c.built_key
-        only_heartbeats = c.planner is not None and key[:4] == c.built_key[:4]
-        if fresh or (only_heartbeats and now - c.built_at < self._snapshot_max_age):
-            assert c.planner is not None
-            return c.planner
+
+    def planner(
+        self, tenant: str, now: float, source: str | None = None, *, may_wait: bool = False
+    ) -> RoutePlanner:
+        """``tenant``'s planner, rebuilt when the facts it was built from moved on: at once
+        for registry, service and drain changes of its partition, at most every
+        ``snapshot_max_age`` for heartbeats alone — and when ``source`` (the node asking)
+        heartbeated after the snapshot was built and is not in it (it just joined).  That
+        rebuild happens at most every :data:`SOURCE_REBUILD_INTERVAL`; before, with
+        ``may_wait``, :class:`SnapshotBehind` says how long to wait for it (without, the
+        snapshot is rebuilt at once)."""
+        c = self.coordinator(tenant)
+        key = self.key(tenant)
+        planner = c.planner
+        if planner is not None:
+            beats = len(key) // 4 * 3  # where the heartbeat generations start
+            fresh = key == c.built_key or (
+                key[:beats] == c.built_key[:beats] and now - c.built_at < self._snapshot_max_age
+            )
+            if fresh and not self._source_missing(planner, source, c.built_at, now):
+                return planner
+            if fresh and may_wait:
+                wait = c.built_at + SOURCE_REBUILD_INTERVAL - now
+                if wait > 0:
+                    raise SnapshotBehind(wait)
         graph = build_graph(self._registry, self._heartbeats, now, self._drains,
-                            pool=self.partition(tenant))  # fmt: skip
+                            pool=self.partition(tenant), memo=c.memo)  # fmt: skip
         c.planner = RoutePlanner(graph, self._services.active_map(), policy=self.policy)
         c.built_at, c.built_key = now, key
         c.builds += 1
         self.total_builds += 1
         return c.planner
+
+    def _source_missing(
+        self, planner: RoutePlanner, source: str | None, built_at: float, now: float
+    ) -> bool:
+        """``source`` is live, heard of after the snapshot was built, and not in it."""
+        if source is None or source in planner.graph.nodes:
+            return False
+        state = self._heartbeats.get(source)
+        return (
+            state is not None
+            and state.received_at >= built_at
+            and now - state.received_at < self._heartbeats.rules.unreachable_after
+        )
 
     def planned(self, tenant: str) -> None:
         """Count one route request ``tenant``'s coordinator planned."""

@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 
+from accessfabric.control.server.generations import PartitionGenerations
 from accessfabric.control.server.store.base import Change, ChangeKind, Clock, Store
 
 KEY_PREFIX = "/drains/"
@@ -30,19 +32,43 @@ KEY_PREFIX = "/drains/"
 class NodeDrains:
     """The drained node ids (cached in memory, kept in a :class:`Store`)."""
 
-    def __init__(self, store: Store, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock = time.time,
+        tenant_of: Callable[[str], str | None] | None = None,
+    ) -> None:
+        """``tenant_of`` names a node's tenant (the registry's word): a drain moves its
+        partition's :meth:`tenant_generation` only (without it, or for a node it does not
+        know, every partition's)."""
         self._store = store
         self._clock = clock
+        self._tenant_of = tenant_of
         self._since: dict[str, float] = {}
-        self.generation = 0
-        """Bumped by every change (the route planner rebuilds its snapshot on it)."""
+        self._generations = PartitionGenerations()
+        """Moved by every change (a route coordinator rebuilds its snapshot on its
+        partition's: ADR 0043)."""
+
+    @property
+    def generation(self) -> int:
+        """Moves with every drain or undrain (the whole-fleet planner rebuilds on it)."""
+        return self._generations.generation
+
+    def tenant_generation(self, tenant: str) -> int:
+        """Moves when a node of ``tenant`` is drained or undrained, not another's."""
+        return self._generations.of(tenant)
+
+    def _moved(self, node_id: str | None) -> None:
+        known = None if node_id is None or self._tenant_of is None else self._tenant_of(node_id)
+        self._generations.moved(known)
 
     def load(self) -> None:
         self._since = {
             entry.key.removeprefix(KEY_PREFIX): _since(entry.value)
             for entry in self._store.range(KEY_PREFIX).entries
         }
-        self.generation += 1
+        self._moved(None)
 
     def apply_change(self, change: Change) -> None:
         """Fold a change another replica wrote (seen in the store's watch)."""
@@ -51,7 +77,7 @@ class NodeDrains:
             self._since.pop(node_id, None)
         else:
             self._since[node_id] = _since(change.value)
-        self.generation += 1
+        self._moved(node_id)
 
     def drain(self, node_id: str) -> float:
         """Drain ``node_id`` (idempotent); when its drain began."""
@@ -60,7 +86,7 @@ class NodeDrains:
             since = self._clock()
             self._store.put(KEY_PREFIX + node_id, json.dumps({"since": since}).encode())
             self._since[node_id] = since
-            self.generation += 1
+            self._moved(node_id)
         return since
 
     def undrain(self, node_id: str) -> bool:
@@ -68,7 +94,7 @@ class NodeDrains:
         if self._since.pop(node_id, None) is None:
             return False
         self._store.delete(KEY_PREFIX + node_id)
-        self.generation += 1
+        self._moved(node_id)
         return True
 
     def is_draining(self, node_id: str) -> bool:

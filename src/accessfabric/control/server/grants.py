@@ -121,14 +121,20 @@ class AccessGrants:
         clock: Clock = time.time,
         policy_ttl: float = DEFAULT_POLICY_TTL,
         tenant_of: Callable[[str], str | None] = lambda node_id: None,
+        sole_writer: bool = False,
     ) -> None:
         """``tenant_of``: the tenant of an enrolled node (None: not enrolled), so that a
-        grant names only nodes of its own tenant."""
+        grant names only nodes of its own tenant.  ``sole_writer``: no other replica
+        writes this store (SQLite), so each tenant's policy revision is kept in memory
+        between this object's own writes instead of read from the store for every
+        heartbeat (ADR 0043); with a shared store (etcd) it is read every time."""
         self._store = store
         self._authority = authority
         self._clock = clock
         self.policy_ttl = policy_ttl
         self._tenant_of = tenant_of
+        self._revisions: dict[str, int] | None = {} if sole_writer else None
+        """tenant -> :meth:`revision`, when this object is the store's sole writer."""
         self._issued: dict[str, tuple[int, int, int, bytes]] = {}
         """host -> (revision, issued_ms, expires_ms, blob) of the last policy signed for it."""
 
@@ -186,12 +192,15 @@ class AccessGrants:
                 "too_many_grants", f"tenant {tenant!r}'s grants would not fit one access policy"
             )
         stored = StoredGrant(grant=grant, created_ms=now_ms)
-        self._store.put_many(
-            [
-                (f"{KEY_PREFIX}{tenant}/{stored.grant_id}", _encode(stored)),
-                (f"{VERSION_PREFIX}{tenant}", str(now_ms).encode()),
-            ]
-        )
+        try:
+            self._store.put_many(
+                [
+                    (f"{KEY_PREFIX}{tenant}/{stored.grant_id}", _encode(stored)),
+                    (f"{VERSION_PREFIX}{tenant}", str(now_ms).encode()),
+                ]
+            )
+        finally:
+            self._version_written(tenant)
         return stored
 
     def revoke(self, grant_id: str) -> StoredGrant:
@@ -199,8 +208,11 @@ class AccessGrants:
         for stored in self.all():
             if stored.grant_id == grant_id.strip().lower():
                 tenant = stored.grant.tenant
-                self._store.delete(f"{KEY_PREFIX}{tenant}/{stored.grant_id}")
-                self._store.put(f"{VERSION_PREFIX}{tenant}", str(self._clock()).encode())
+                try:
+                    self._store.delete(f"{KEY_PREFIX}{tenant}/{stored.grant_id}")
+                    self._store.put(f"{VERSION_PREFIX}{tenant}", str(self._clock()).encode())
+                finally:
+                    self._version_written(tenant)
                 return stored
         raise GrantError("unknown_grant", f"no grant {grant_id!r}")
 
@@ -222,8 +234,19 @@ class AccessGrants:
         return sorted((s for s in live if s.grant.expires_ms > now_ms), key=lambda s: s.created_ms)
 
     def revision(self, tenant: str) -> int:
+        """The store revision of ``tenant``'s last grant or floor change (0: none)."""
+        cached = None if self._revisions is None else self._revisions.get(tenant)
+        if cached is not None:
+            return cached
         entry = self._store.get(f"{VERSION_PREFIX}{tenant}")
-        return 0 if entry is None else entry.mod_revision
+        revision = 0 if entry is None else entry.mod_revision
+        if self._revisions is not None:
+            self._revisions[tenant] = revision
+        return revision
+
+    def _version_written(self, tenant: str) -> None:
+        if self._revisions is not None:
+            self._revisions.pop(tenant, None)  # read again from the store next time
 
     # ---- record floors (roles revoked) -------------------------------------------------
 
@@ -257,7 +280,10 @@ class AccessGrants:
         ]
         if tenant_floor > self.tenant_floor(tenant):
             items.append((f"{TENANT_FLOOR_PREFIX}{tenant}", str(tenant_floor).encode()))
-        self._store.put_many(items)
+        try:
+            self._store.put_many(items)
+        finally:
+            self._version_written(tenant)
         for key in gone:
             self._store.delete(key)
 

@@ -40,6 +40,7 @@ from accessfabric.control.client.facts import (
     peer_ids,
 )
 from accessfabric.control.server.directory_log import ChangeLog
+from accessfabric.control.server.generations import PartitionGenerations
 from accessfabric.control.server.store.base import Change, ChangeKind, Clock, Store
 
 KEY_PREFIX = "/heartbeats/"
@@ -150,6 +151,7 @@ class HeartbeatTable:
         persist_interval: float = DEFAULT_PERSIST_INTERVAL,
         share_interval: float | None = None,
         is_shared: Callable[[str], bool] | None = None,
+        tenant_of: Callable[[str], str | None] | None = None,
     ) -> None:
         """``share_interval`` (several replicas, ADR 0019): nodes for which ``is_shared``
         says yes (the ones routes go through) are persisted at least this often, so every
@@ -166,8 +168,10 @@ class HeartbeatTable:
         self._states: dict[str, HeartbeatState] = {}
         self._persisted_at: dict[str, float] = {}
         self._dirty: set[str] = set()
-        self.generation = 0
-        """Bumped by every heartbeat: the route planner's snapshot is rebuilt after it moves."""
+        self._tenant_of = tenant_of
+        self._generations = PartitionGenerations()
+        """Moved by every heartbeat: a route coordinator's snapshot is rebuilt after its
+        partition's moves (ADR 0043)."""
         self._visibility = 0
         self.epoch = secrets.token_hex(8)
         """Names this table: visibility generations of two tables (a restart) never compare."""
@@ -198,7 +202,7 @@ class HeartbeatTable:
             self._persisted_at[node_id] = received_at
             self._set_live(node_id, received_at)
             loaded += 1
-        self.generation += 1
+        self._generations.moved(None)
         self._visibility += 1
         self.changes.reset()  # everything may have moved: every node fetches in full
         return loaded
@@ -239,7 +243,7 @@ class HeartbeatTable:
         self._persisted_at[node_id] = received_at
         self._persisted_visible[node_id] = _visible(facts)
         self._dirty.discard(node_id)  # another replica holds it; nothing to write here
-        self.generation += 1
+        self._moved(node_id)
         returning = previous is None or node_id not in self._live
         if previous is None or returning or _visible(previous.facts) != _visible(facts):
             self._visibility += 1
@@ -256,12 +260,25 @@ class HeartbeatTable:
         self._states[node_id] = HeartbeatState(facts=facts, received_at=when, count=count)
         self._region_moved(node_id, previous, facts)
         self._dirty.add(node_id)
-        self.generation += 1
+        self._moved(node_id)
         returning = previous is None or node_id not in self._live
         if previous is None or returning or _visible(previous.facts) != _visible(facts):
             self._visibility += 1
             self.changes.note(node_id)
         self._set_live(node_id, when)
+
+    @property
+    def generation(self) -> int:
+        """Moves with every heartbeat taken (the whole-fleet planner rebuilds on it)."""
+        return self._generations.generation
+
+    def tenant_generation(self, tenant: str) -> int:
+        """Moves with every heartbeat of a node of ``tenant``, not with another tenant's
+        (a route coordinator's snapshot holds one partition: ADR 0043)."""
+        return self._generations.of(tenant)
+
+    def _moved(self, node_id: str) -> None:
+        self._generations.moved(None if self._tenant_of is None else self._tenant_of(node_id))
 
     def _region_moved(
         self, node_id: str, previous: HeartbeatState | None, facts: HeartbeatFacts | None
@@ -322,7 +339,7 @@ class HeartbeatTable:
         self._persisted_at.pop(node_id, None)
         self._persisted_visible.pop(node_id, None)
         self._dirty.discard(node_id)
-        self.generation += 1
+        self._moved(node_id)
         if self._live.pop(node_id, None) is not None:  # its heap entry is skipped
             self._visibility += 1
             self.changes.note(node_id)

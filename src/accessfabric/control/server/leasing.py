@@ -62,6 +62,16 @@ class LeaseRefused(Exception):
         super().__init__(message)
 
 
+class SnapshotBehind(Exception):
+    """The asking node joined after its coordinator's snapshot was built, and the next
+    rebuild is due in ``wait`` seconds: ask again then (``RouteLeasing.issue`` with
+    ``may_wait``; the lease handler waits and asks once more, ADR 0043)."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+        super().__init__(f"the planner's snapshot is rebuilt in {wait:.3f} s")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IssuedRoute:
     blob: bytes
@@ -134,6 +144,13 @@ def node_facts(
     )
 
 
+GraphMemo = dict[
+    str, tuple[RegisteredNode, HeartbeatState, bool, NodeFacts, tuple[LinkObservation, ...], bool]
+]
+"""Per node: what :func:`build_graph` made of it last time, and from which record,
+heartbeat and drain state — (record, heartbeat, draining, facts, measured links, full list)."""
+
+
 def build_graph(
     registry: NodeRegistry,
     heartbeats: HeartbeatTable,
@@ -141,6 +158,7 @@ def build_graph(
     drains: NodeDrains | None = None,
     *,
     pool: Iterable[RegisteredNode] | None = None,
+    memo: GraphMemo | None = None,
 ) -> FabricGraph:
     """The planner's snapshot: every node heard from recently (of ``pool``, a partition:
     :mod:`accessfabric.control.server.coordinators`; default the whole registry), every
@@ -154,32 +172,54 @@ def build_graph(
     planner route the device's streams through the dead entry (issue 17, ADR 0037).
     A heartbeat that lists ``MAX_PEERS`` peers may have left the link out for room (a
     hub with more sessions than that), so its silence is no word against the link.
+
+    With ``memo`` (a route coordinator's, kept between its builds), a node whose record,
+    heartbeat and drain state are the very ones of the last build reuses the facts and
+    links made of them then: a rebuild makes new objects only for the nodes heard of
+    since (at 1000 devices, reading the entries' peer tables and making every node's
+    facts was most of a rebuild; ADR 0043).  ``memo`` is left holding this build's nodes.
     """
     limit = heartbeats.rules.unreachable_after
     nodes = []
     links: dict[tuple[str, str], LinkObservation] = {}
     heard_at: dict[str, float] = {}
     full_lists: set[str] = set()
+    made: GraphMemo = {}
     for node in registry.all() if pool is None else pool:
-        state = heartbeats.get(node.node_id)
+        node_id = node.node_id
+        state = heartbeats.get(node_id)
         if state is None or now - state.received_at >= limit:
             continue
-        heard_at[node.node_id] = state.received_at
-        if len(state.facts.peers) >= MAX_PEERS:
-            full_lists.add(node.node_id)
-        draining = drains is not None and drains.is_draining(node.node_id)
-        nodes.append(node_facts(node, state, draining=draining))
-        for peer in state.facts.peers:
-            links[(node.node_id, peer.node_id)] = LinkObservation(
-                src=node.node_id,
-                dst=peer.node_id,
-                rtt_ms=peer.rtt_ms,
-                jitter_ms=peer.jitter_ms,
-                loss=peer.loss,
-                bandwidth_mbps=peer.bandwidth_mbps,
-                queue_depth=peer.queue_depth,
-                retransmit_rate=peer.retransmit_rate,
+        heard_at[node_id] = state.received_at
+        draining = drains is not None and drains.is_draining(node_id)
+        hit = None if memo is None else memo.get(node_id)
+        if hit is not None and hit[0] is node and hit[1] is state and hit[2] == draining:
+            made[node_id] = hit
+        else:
+            peers = state.facts.peers
+            own = tuple(
+                LinkObservation(
+                    src=node_id,
+                    dst=peer.node_id,
+                    rtt_ms=peer.rtt_ms,
+                    jitter_ms=peer.jitter_ms,
+                    loss=peer.loss,
+                    bandwidth_mbps=peer.bandwidth_mbps,
+                    queue_depth=peer.queue_depth,
+                    retransmit_rate=peer.retransmit_rate,
+                )
+                for peer in peers
             )
+            facts = node_facts(node, state, draining=draining)
+            made[node_id] = hit = (node, state, draining, facts, own, len(peers) >= MAX_PEERS)
+        if hit[5]:
+            full_lists.add(node_id)
+        nodes.append(hit[3])
+        for link in hit[4]:
+            links[(node_id, link.dst)] = link
+    if memo is not None:
+        memo.clear()
+        memo.update(made)
     for (src, dst), link in list(links.items()):
         if (dst, src) in links:
             continue
@@ -198,7 +238,9 @@ def build_graph(
 class PartitionPlanners(Protocol):
     """Route coordinators per partition (control/server/coordinators.py)."""
 
-    def planner(self, tenant: str, now: float) -> RoutePlanner: ...
+    def planner(
+        self, tenant: str, now: float, source: str | None = None, *, may_wait: bool = False
+    ) -> RoutePlanner: ...
 
     def planned(self, tenant: str) -> None: ...
 
@@ -272,12 +314,21 @@ class RouteLeasing:
         service: str,
         traffic_class: TrafficClass,
         now: float | None = None,
+        *,
+        may_wait: bool = False,
     ) -> LeaseGrant:
-        """A primary and alternates from ``source`` to ``service``, each a signed lease."""
+        """A primary and alternates from ``source`` to ``service``, each a signed lease.
+
+        ``may_wait``: raise :class:`SnapshotBehind` instead of rebuilding the source's
+        coordinator's snapshot more often than ``SOURCE_REBUILD_INTERVAL`` for a source
+        that joined since (the caller waits and asks again)."""
         when = self._clock() if now is None else now
         tenant = source.record.tenant
         coordinators = self.coordinators
-        planner = self.planner(when) if coordinators is None else coordinators.planner(tenant, when)
+        if coordinators is None:
+            planner = self.planner(when)
+        else:
+            planner = coordinators.planner(tenant, when, source.node_id, may_wait=may_wait)
         if coordinators is not None:
             coordinators.planned(tenant)
         try:

@@ -219,10 +219,11 @@ class ControlPlane:
             ),
             share_interval=1.25 * cfg.heartbeat_interval if self.replicated else None,
             is_shared=self._routes_go_through,
+            tenant_of=self._tenant_of,  # generations per partition (ADR 0043)
         )
         self.registry.on_change = self.heartbeats.changes.note  # directory deltas
         self.services = ServiceDirectory(store, authority, clock=clock, replica_ttl=cfg.replica_ttl)
-        self.drains = NodeDrains(store, clock=clock)
+        self.drains = NodeDrains(store, clock=clock, tenant_of=self._tenant_of)
         self.coordinators = RouteCoordinators(  # route planning per partition (ADR 0038)
             self.registry, self.heartbeats, self.services, policy=cfg.policy,
             snapshot_max_age=cfg.snapshot_max_age, drains=self.drains,
@@ -243,7 +244,7 @@ class ControlPlane:
         )
         self.grants = AccessGrants(
             store, authority, clock=clock, policy_ttl=cfg.access_policy_ttl,
-            tenant_of=self._tenant_of,
+            tenant_of=self._tenant_of, sole_writer=not self.replicated,
         )  # fmt: skip
         self.observer_views = ObserverViews(self.registry, self.heartbeats)  # GET /v1/telemetry
         self.replay = ReplayCache(cfg.request_window)

@@ -20,6 +20,7 @@ from accessfabric.control.kernel.objects import NodeRecord
 from accessfabric.control.kernel.rejections import SignedObjectRejected
 from accessfabric.control.kernel.signed import open_signed
 from accessfabric.control.kernel.vocabulary import Role
+from accessfabric.control.server.generations import PartitionGenerations
 from accessfabric.control.server.store.base import Change, ChangeKind, Clock, Entry, Store
 from accessfabric.control.server.tokens import EnrollmentTokens, TokenError
 from accessfabric.identity.node_id import node_id_from_public_key
@@ -102,6 +103,9 @@ class NodeRegistry:
         enrolled into since the load; tenants are the operator's tokens, not a peer's)."""
         self._loaded_generation = 0
         """:attr:`generation` at the last :meth:`load` (every partition changed)."""
+        self._known_changes = PartitionGenerations()
+        """Per tenant: changes of nodes this replica held before (replaced, removed), not
+        the first store of a new node (:meth:`tenant_known_generation`)."""
         self.version = 0
         """The store revision of the newest node record seen: part of the directory's version."""
         self.on_change: Callable[[str, str], None] | None = None
@@ -121,6 +125,7 @@ class NodeRegistry:
         self.generation += 1
         self._tenant_generations.clear()
         self._loaded_generation = self.generation
+        self._known_changes.moved(None)
         return len(self._nodes)
 
     def apply_change(self, change: Change) -> bool:
@@ -302,19 +307,32 @@ class NodeRegistry:
         has not changed since."""
         return self._tenant_generations.get(tenant, self._loaded_generation)
 
-    def _changed(self, tenant: str) -> None:
+    def tenant_known_generation(self, tenant: str) -> int:
+        """Like :meth:`tenant_generation`, but not moved by the first record of a node this
+        replica did not hold: such a node is in no route planner snapshot yet (a snapshot
+        holds nodes with a recent heartbeat), and its heartbeats move the heartbeat
+        table's generation.  A route coordinator rebuilds on this one, so an enrollment
+        storm does not rebuild its snapshot for every lease request (ADR 0043)."""
+        return self._known_changes.of(tenant)
+
+    def _changed(self, tenant: str, *, new_node: bool = False) -> None:
         self.generation += 1
         self._tenant_generations[tenant] = self.generation
+        if not new_node:
+            self._known_changes.moved(tenant)
 
     def _noted(self, node_id: str, tenant: str) -> None:
         if self.on_change is not None:
             self.on_change(node_id, tenant)
 
     def _remember(self, node: RegisteredNode, revision: int) -> None:
-        self._index(self._nodes.get(node.node_id), node)
+        previous = self._nodes.get(node.node_id)
+        self._index(previous, node)
         self._nodes[node.node_id] = node
         self._noted(node.node_id, node.record.tenant)
-        self._changed(node.record.tenant)
+        self._changed(node.record.tenant, new_node=previous is None)
+        if previous is not None and previous.record.tenant != node.record.tenant:
+            self._known_changes.moved(previous.record.tenant)  # it left that partition
         self.version = max(self.version, revision)
 
     def _reissue(self, node_id: str, roles: frozenset[Role] | None, now: float) -> RegisteredNode:

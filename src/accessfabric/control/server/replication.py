@@ -187,9 +187,10 @@ class ReplicaSync:
         elif change.key.startswith(HEARTBEAT_PREFIX):
             self._plane.heartbeats.apply_change(change)
         elif change.key.startswith(SERVICE_PREFIX):
-            # services are read from the store on demand; the route planner rebuilds its
-            # snapshot (serving replicas, leaders) when the generation moves
-            self._plane.services.generation += 1
+            # services are read from the store on demand; the route coordinators rebuild
+            # their snapshots (serving replicas, leaders) when the generation moves (the
+            # key names the service, not its tenant: every partition's moves)
+            self._plane.services.moved(None)
         elif change.key.startswith(DRAIN_PREFIX):
             self._plane.drains.apply_change(change)
         else:

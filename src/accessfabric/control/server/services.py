@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.control.kernel.objects import ServiceLease
 from accessfabric.control.kernel.vocabulary import Role, ServiceMode, check_name, node_echo_target
+from accessfabric.control.server.generations import PartitionGenerations
 from accessfabric.control.server.store.base import Clock, Entry, LeaseNotFoundError, Store
 
 KEY_PREFIX = "/services/"
@@ -126,8 +127,24 @@ class ServiceDirectory:
         self._clock = clock
         self.replica_ttl = replica_ttl
         self._kept_alive: dict[tuple[str, str], float] = {}
-        self.generation = 0
+        self._generations = PartitionGenerations()
+        """Moved by every change of a service's replicas or leader, per the service's
+        tenant (a route coordinator rebuilds on its partition's: ADR 0043)."""
         self.elections = 0  # leader elections, a follower taking over included (metrics)
+
+    @property
+    def generation(self) -> int:
+        """Moves with every change of any service (the whole-fleet planner rebuilds on it)."""
+        return self._generations.generation
+
+    def tenant_generation(self, tenant: str) -> int:
+        """Moves with every change of a service of ``tenant``, not of another's."""
+        return self._generations.of(tenant)
+
+    def moved(self, tenant: str | None) -> None:
+        """Note a change of a service of ``tenant`` (``None``: of a tenant not known here,
+        e.g. another replica's write seen in the store's watch: every partition's)."""
+        self._generations.moved(tenant)
 
     # ---- registration -----------------------------------------------------------------
 
@@ -161,7 +178,7 @@ class ServiceDirectory:
                 "mode_conflict",
                 f"service {service!r} is {MODE_NAMES[meta.mode]}, not {MODE_NAMES[mode]}",
             )
-        self._renew_or_create(service, node_id, when)
+        self._renew_or_create(service, node_id, when, meta.tenant)
         return self.reconcile(service)
 
     def _ensure_meta(self, service: str, mode: ServiceMode, tenant: str) -> ServiceMeta:
@@ -170,7 +187,7 @@ class ServiceDirectory:
             meta = ServiceMeta(mode=mode, tenant=tenant, epoch=1)
             result = self._store.put_if(_meta_key(service), meta.encode(), 0)
             if result.succeeded:
-                self.generation += 1
+                self.moved(tenant)
                 return meta
             entry = result.current
             assert entry is not None
@@ -179,7 +196,7 @@ class ServiceDirectory:
             raise ServiceError("tenant_conflict", f"service {service!r} belongs to another tenant")
         return meta
 
-    def _renew_or_create(self, service: str, node_id: str, now: float) -> None:
+    def _renew_or_create(self, service: str, node_id: str, now: float, tenant: str) -> None:
         key = _replica_prefix(service) + node_id
         entry = self._store.get(key)
         if entry is not None and entry.lease_id is not None:
@@ -193,7 +210,7 @@ class ServiceDirectory:
         document = {"registered_at": now}
         self._store.put(key, json.dumps(document).encode(), lease=lease)
         self._kept_alive[(service, node_id)] = now
-        self.generation += 1
+        self.moved(tenant)
 
     def renew(self, node_id: str, services: tuple[str, ...], now: float | None = None) -> None:
         """A heartbeat from ``node_id`` listing ``services``: keep its replica leases alive.
@@ -206,9 +223,11 @@ class ServiceDirectory:
             last = self._kept_alive.get((service, node_id))
             if last is not None and when - last < self.replica_ttl / 3:
                 continue
-            if self._store.get(_meta_key(service)) is None:
+            meta_entry = self._store.get(_meta_key(service))
+            if meta_entry is None:
                 continue
-            self._renew_or_create(service, node_id, when)
+            tenant = ServiceMeta.decode(meta_entry.value).tenant
+            self._renew_or_create(service, node_id, when, tenant)
             self.reconcile(service)
 
     def deregister(self, service: str, node_id: str) -> None:
@@ -217,7 +236,8 @@ class ServiceDirectory:
             with contextlib.suppress(LeaseNotFoundError):
                 self._store.revoke(entry.lease_id)
         self._kept_alive.pop((service, node_id), None)
-        self.generation += 1
+        meta_entry = self._store.get(_meta_key(service))
+        self.moved(None if meta_entry is None else ServiceMeta.decode(meta_entry.value).tenant)
         self.reconcile(service)
 
     # ---- election ---------------------------------------------------------------------
@@ -250,7 +270,7 @@ class ServiceDirectory:
                 )
             except LeaseNotFoundError:
                 continue  # the candidate expired meanwhile
-            self.generation += 1
+            self.moved(meta.tenant)
             self.elections += 1
         raise ServiceError("contended", f"service {service!r} is contended; try again")
 

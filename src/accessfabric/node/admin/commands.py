@@ -15,11 +15,13 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from accessfabric.exit_codes import Exit
 from accessfabric.identity.errors import IdentityError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.node_id import parse_node_id
 from accessfabric.json_output import print_json
 from accessfabric.node.admin.smoke import EXIT_CODE_HELP, SmokeExit, classify_failure, run_smoke
+from accessfabric.node.admin.status import AdminUnreachable
 from accessfabric.node.config.config_checks import ConfigConflict, idle_warnings
 from accessfabric.node.config.node_config import ConfigError, load_node_config
 from accessfabric.node.dialing.address import parse_endpoint_url
@@ -38,7 +40,7 @@ class UsageError(Exception):
     """A mistake the user can fix; printed as one line, exit code 2."""
 
 
-def _run(main: Coroutine[Any, Any, _T]) -> _T:
+def run_on_node_loop(main: Coroutine[Any, Any, _T]) -> _T:
     """Run on uvloop when it is installed (the node's default loop), else asyncio."""
     try:
         import uvloop
@@ -46,6 +48,19 @@ def _run(main: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run(main)
     result: _T = uvloop.run(main)
     return result
+
+
+def admin_socket(socket: str | None, config: str | None) -> Path:
+    """The admin socket at ``socket``, else the one the node config ``config`` (None: the
+    environment's) names; :class:`UsageError` when that config does not load."""
+    if socket:
+        return Path(socket)
+    try:
+        loaded = load_node_config(config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    assert loaded.admin_socket is not None
+    return Path(loaded.admin_socket)
 
 
 def _load_key(path: str) -> NodeKey:
@@ -106,7 +121,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     for warning in idle_warnings(config):
         logging.getLogger("accessfabric.node").warning("%s", warning)
     try:
-        return _run(run_node(config, key=key, components=args.components()))
+        return run_on_node_loop(run_node(config, key=key, components=args.components()))
     except OSError as exc:  # a listener could not bind
         print(f"accessfabric node run: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return 1
@@ -153,7 +168,8 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 def guarded(
     name: str, handler: Callable[[argparse.Namespace], int]
 ) -> Callable[[argparse.Namespace], int]:
-    """Turn :class:`UsageError` into one line on stderr and exit code 2."""
+    """Turn :class:`UsageError` into one line on stderr and exit code 2, and
+    :class:`AdminUnreachable` into one line and exit code 3."""
 
     def run(args: argparse.Namespace) -> int:
         try:
@@ -161,6 +177,9 @@ def guarded(
         except UsageError as exc:
             print(f"accessfabric {name}: {exc}", file=sys.stderr)
             return USAGE_ERROR
+        except AdminUnreachable as exc:  # the running node's admin socket did not answer
+            print(f"accessfabric {name}: {exc}", file=sys.stderr)
+            return int(Exit.UNREACHABLE)
         except (KeyInUseError, ConfigConflict) as exc:  # node/host/key_lock.py, config_checks.py
             print(f"accessfabric {name}: {exc}", file=sys.stderr)
             return USAGE_ERROR

@@ -4,59 +4,18 @@ over its admin socket (:mod:`accessfabric.node.admin.diagnostics`); tables, or `
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from accessfabric.node.admin.status import table
-from accessfabric.node.config.node_config import ConfigError, load_node_config
+from accessfabric.json_output import print_answer
+from accessfabric.node.admin.commands import admin_socket, guarded
+from accessfabric.node.admin.status import ask_admin, table
 
 TIMEOUT = 60.0
 
 
-class DiagUsageError(Exception):
-    """A user mistake (one line, exit 2)."""
-
-
-def _socket(args: argparse.Namespace) -> Path:
-    if args.socket:
-        return Path(args.socket)
-    try:
-        config = load_node_config(args.config)
-    except ConfigError as exc:
-        raise DiagUsageError(str(exc)) from None
-    assert config.admin_socket is not None
-    return config.admin_socket
-
-
-async def _get(socket_path: Path, path: str, query: dict[str, str]) -> tuple[int, Any]:
-    connector = aiohttp.UnixConnector(path=str(socket_path))
-    async with (
-        aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT)
-        ) as client,
-        client.get(f"http://node{path}", params=query) as response,
-    ):
-        text = await response.text()
-        try:
-            return response.status, json.loads(text)
-        except ValueError:
-            return response.status, text.strip()
-
-
 def _ask(args: argparse.Namespace, path: str, query: dict[str, str]) -> tuple[int, Any]:
-    socket_path = _socket(args)
-    try:
-        return asyncio.run(_get(socket_path, path, query))
-    except (OSError, aiohttp.ClientError, TimeoutError) as exc:
-        from accessfabric.node.admin.status import unreachable_reason
-
-        # unreachable: exit 3, as every command (accessfabric/exit_codes.py)
-        raise SystemExit(_fail(unreachable_reason(Path(socket_path), exc), 3)) from None
+    return ask_admin(admin_socket(args.socket, args.config), "GET", path, query, timeout=TIMEOUT)
 
 
 def _fail(message: str, code: int) -> int:
@@ -89,14 +48,12 @@ def cmd_diag_route(args: argparse.Namespace) -> int:
         return _fail(str(document), 2)
     if not isinstance(document, dict):
         return _fail(f"the node answered {status}: {document}", 1)
-    if args.json:
-        print(json.dumps(document, indent=2))
+    heading = f"routes to {document['service']} ({document['class']}):"
+    if document.get("error"):
+        rows = [f"  none: {document['error']}"]
     else:
-        print(f"routes to {document['service']} ({document['class']}):")
-        if document.get("error"):
-            print(f"  none: {document['error']}")
-        else:
-            print("\n".join(table(_route_rows(document["routes"]))))
+        rows = table(_route_rows(document["routes"]))
+    print_answer(args.json, document, "\n".join([heading, *rows]))
     if status != 200:
         return 1
     return 0 if any(r["ok"] for r in document["routes"]) else 1
@@ -106,22 +63,8 @@ def cmd_diag_stream(args: argparse.Namespace) -> int:
     status, document = _ask(args, "/diag/streams", {})
     if status != 200 or not isinstance(document, dict):
         return _fail(f"the node answered {status}: {document}", 1)
-    if args.json:
-        print(json.dumps(document, indent=2))
-    else:
-        print("\n".join(table(document["streams"])))
+    print_answer(args.json, document, "\n".join(table(document["streams"])))
     return 0
-
-
-def _guarded(handler: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            code: int = handler(args)
-        except DiagUsageError as exc:
-            return _fail(str(exc), 2)
-        return code
-
-    return run
 
 
 def add_diag_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -156,4 +99,4 @@ def add_diag_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         parser.add_argument("--config", metavar="FILE", help="node.toml (finds admin_socket)")
         parser.add_argument("--socket", metavar="PATH", help="the admin socket itself")
         parser.add_argument("--json", action="store_true", help="print JSON")
-        parser.set_defaults(handler=_guarded(handler))
+        parser.set_defaults(handler=guarded("diag", handler))

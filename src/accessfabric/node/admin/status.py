@@ -32,6 +32,43 @@ TABLES = (  # the sections `status` prints, in order
 )
 
 
+class AdminUnreachable(Exception):
+    """The node's admin socket did not answer; the message says why in the user's terms
+    (``guarded`` commands print it and exit 3, ``Exit.UNREACHABLE``)."""
+
+
+def ask_admin(
+    socket_path: Path,
+    method: str,
+    path: str,
+    query: dict[str, str] | None = None,
+    *,
+    timeout: float = 10.0,
+) -> tuple[int, Any]:
+    """One request to the admin socket, run to its end: (HTTP status, the JSON answer, or
+    its text when it is not JSON); :class:`AdminUnreachable` when the socket does not
+    answer."""
+
+    async def request() -> tuple[int, Any]:
+        connector = aiohttp.UnixConnector(path=str(socket_path))
+        async with (
+            aiohttp.ClientSession(
+                connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as client,
+            client.request(method, f"http://node{path}", params=query) as response,
+        ):
+            text = await response.text()
+            try:
+                return response.status, json.loads(text)
+            except ValueError:
+                return response.status, text.strip()
+
+    try:
+        return asyncio.run(request())
+    except (OSError, aiohttp.ClientError, TimeoutError) as error:
+        raise AdminUnreachable(unreachable_reason(socket_path, error, timeout)) from None
+
+
 async def fetch_status(socket_path: Path, timeout: float = 5.0) -> dict[str, Any]:
     connector = aiohttp.UnixConnector(path=str(socket_path))
     client_timeout = aiohttp.ClientTimeout(total=timeout)
@@ -108,7 +145,7 @@ def _is_rows(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(row, dict) for row in value)
 
 
-def unreachable_reason(socket_path: Path, error: BaseException) -> str:
+def unreachable_reason(socket_path: Path, error: BaseException, timeout: float = 5.0) -> str:
     """Why the admin socket did not answer, in the user's terms (no aiohttp internals)."""
     cause = getattr(error, "os_error", None) or error
     if not socket_path.exists():
@@ -124,7 +161,7 @@ def unreachable_reason(socket_path: Path, error: BaseException) -> str:
     if isinstance(cause, ConnectionRefusedError):
         return f"nothing answers on admin socket {socket_path} (the node stopped?)"
     if isinstance(error, TimeoutError | asyncio.TimeoutError):
-        return f"the node did not answer on {socket_path} within 5 s"
+        return f"the node did not answer on {socket_path} within {timeout:g} s"
     if isinstance(error, aiohttp.ClientResponseError):
         return f"the node answered {error.status} on {socket_path}"
     return f"cannot reach the node at {socket_path}: {type(cause).__name__}"

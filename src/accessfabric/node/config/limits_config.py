@@ -11,6 +11,7 @@ import dataclasses
 import math
 from typing import Any
 
+from accessfabric.node.config.section_error import SectionConfigError
 from accessfabric.node.serving.admission import LIMIT_KEYS, AdmissionLimits
 
 INT_KEYS = (
@@ -23,11 +24,8 @@ ZERO_MEANS_NONE = ("relay_bytes_per_tenant",)
 """Integer keys where 0 means "no limit"."""
 
 
-class LimitsConfigError(ValueError):
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}" if key else problem)
-        self.key = key
-        self.problem = problem
+class LimitsConfigError(SectionConfigError):
+    """A bad key of ``[limits]``."""
 
 
 def admission_limits(table: Any) -> AdmissionLimits:

@@ -43,9 +43,10 @@ from accessfabric.node.config.host_config import (
     parse_pressure,
 )
 from accessfabric.node.config.ingress_config import IngressConfig, IngressConfigError, parse_ingress
-from accessfabric.node.config.limits_config import LimitsConfigError, admission_limits
-from accessfabric.node.config.ranking_config import RankingConfigError, ranking_policy
-from accessfabric.node.config.vpn_config import VpnClassConfig, VpnConfigError, vpn_class_config
+from accessfabric.node.config.limits_config import admission_limits
+from accessfabric.node.config.ranking_config import ranking_policy
+from accessfabric.node.config.section_error import SectionConfigError
+from accessfabric.node.config.vpn_config import VpnClassConfig, vpn_class_config
 from accessfabric.node.dialing.address import (
     CARRIERS,
     DEFAULT_PATHS,
@@ -411,7 +412,7 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
     authority_key = _opt(document, "authority_key", top, _authority_key)
     session_table = _opt(document, "session", top, _table) or {}
     control_table = _opt(document, "control", top, _table)
-    ranking = _opt(document, "ranking", top, _ranking) or RankingPolicy()
+    ranking = _opt(document, "ranking", top, _section(ranking_policy)) or RankingPolicy()
     sealing = _opt(document, "sealing", top, _sealing) or SealingConfig()
     allow = _opt(document, "allow", top, _allow_table) or {}
     for name in allow:
@@ -419,12 +420,12 @@ def _build(document: dict[str, Any], source: str, base: Path, env: Mapping[str, 
             (top / "allow" / name).fail(
                 f"service {name!r} is in [[services]]: give its allow list there"
             )
-    limits = _opt(document, "limits", top, _limits) or AdmissionLimits()
+    limits = _opt(document, "limits", top, _section(admission_limits)) or AdmissionLimits()
     routes = _opt(document, "routes", top, _routes) or RouteTimers()
     device = _opt(document, "device", top, lambda v, at: _host(v, at, base, parse_device))
     pressure = _opt(document, "pressure", top, lambda v, at: _host(v, at, base, _pressure))
     nat = _opt(document, "nat", top, lambda v, at: _host(v, at, base, parse_nat))
-    vpn = _opt(document, "vpn", top, _vpn) or VpnClassConfig()
+    vpn = _opt(document, "vpn", top, _section(vpn_class_config)) or VpnClassConfig()
     session_at = top / "session"
     _check_keys(session_table, session_at, SESSION_KEYS)
     session_values: dict[str, Any] = {
@@ -947,44 +948,35 @@ def _forwards(value: Any, at: _At) -> tuple[ForwardConfig, ...]:
     return tuple(forwards)
 
 
-def _ranking(value: Any, at: _At) -> RankingPolicy:
-    try:
-        return ranking_policy(value)
-    except RankingConfigError as exc:
-        (at / exc.key if exc.key else at).fail(exc.problem)
+def _section(read: Callable[[Any], _T]) -> Callable[[Any, _At], _T]:
+    """A table another module reads with ``read``; its error names the key below ``at``."""
+
+    def parse(value: Any, at: _At) -> _T:
+        try:
+            return read(value)
+        except SectionConfigError as exc:
+            (at / exc.key if exc.key else at).fail(exc.problem)
+
+    return parse
 
 
-def _limits(value: Any, at: _At) -> AdmissionLimits:
-    try:
-        return admission_limits(value)
-    except LimitsConfigError as exc:
-        (at / exc.key if exc.key else at).fail(exc.problem)
-
-
-def _vpn(value: Any, at: _At) -> VpnClassConfig:
-    try:
-        return vpn_class_config(value)
-    except VpnConfigError as exc:
-        (at / exc.key if exc.key else at).fail(exc.problem)
+def _int_within(value: Any, bounds: tuple[int, int], at: _At, *, off: bool) -> int:
+    """An integer in ``bounds``; ``off``: the key also takes false (the caller's)."""
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int):
+        at.fail(f"expected an integer{' or false (off)' if off else ''}, got {_kind(value)}")
+    if not low <= value <= high:
+        at.fail(f"must be {low}..{high}{' (or false for off)' if off else ''}, got {value}")
+    return value
 
 
 def _session_value(name: str, value: Any, at: _At) -> int | float | None:
     if name in _INT_LIMITS:
-        low, high = _INT_LIMITS[name]
-        if isinstance(value, bool) or not isinstance(value, int):
-            at.fail(f"expected an integer, got {_kind(value)}")
-        if not low <= value <= high:
-            at.fail(f"must be {low}..{high}, got {value}")
-        return value
+        return _int_within(value, _INT_LIMITS[name], at, off=False)
     if value is False:
         return None
     if name in _OPTIONAL_INTS:
-        low, high = _OPTIONAL_INTS[name]
-        if isinstance(value, bool) or not isinstance(value, int):
-            at.fail(f"expected an integer or false (off), got {_kind(value)}")
-        if not low <= value <= high:
-            at.fail(f"must be {low}..{high} (or false for off), got {value}")
-        return value
+        return _int_within(value, _OPTIONAL_INTS[name], at, off=True)
     if isinstance(value, bool) or not isinstance(value, int | float):
         at.fail(f"expected a number of seconds or false (off), got {_kind(value)}")
     if not 0 < value < 1e9:

@@ -12,6 +12,7 @@ import dataclasses
 import math
 from typing import Any
 
+from accessfabric.node.config.section_error import SectionConfigError
 from accessfabric.node.dialing.ranking.policy import RankingPolicy, TransportWeights
 from accessfabric.wire.registry import TrafficClass
 
@@ -42,11 +43,8 @@ RANKING_KEYS = (*SECONDS_KEYS, *NUMBER_KEYS, *INT_KEYS, *WEIGHT_TABLES, "latency
 TRANSPORT_KEYS = tuple(f.name for f in dataclasses.fields(TransportWeights))
 
 
-class RankingConfigError(ValueError):
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}" if key else problem)
-        self.key = key
-        self.problem = problem
+class RankingConfigError(SectionConfigError):
+    """A bad key of ``[ranking]``."""
 
 
 def _number(value: Any, key: str) -> float:

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from accessfabric.node.config.section_error import SectionConfigError
+
 VPN_KEYS = (
     "dns_ports",
     "interactive_ports",
@@ -31,11 +33,8 @@ class VpnClassConfig:
     window: float = 1.0
 
 
-class VpnConfigError(ValueError):
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
+class VpnConfigError(SectionConfigError):
+    """A bad key of ``[vpn]``."""
 
 
 def _ports(value: Any, key: str) -> frozenset[int]:

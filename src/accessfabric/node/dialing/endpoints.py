@@ -21,6 +21,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
@@ -299,18 +300,41 @@ async def connect_tcp(
     return await handshake_within(handshake(), timeout, made)
 
 
+def dial_context(
+    local: LocalNode, proxy_tls: ssl.SSLContext | None, expected_peer_id: str | None
+) -> ssl.SSLContext:
+    """The TLS context a WebSocket or HTTPS-fallback dial uses: the node's own, or
+    ``proxy_tls`` for a TLS-terminating proxy, which must verify the proxy's certificate
+    and needs the node id pinned (``docs/adr/0005``)."""
+    if proxy_tls is None:
+        return local.tls_context(server=False)
+    if expected_peer_id is None:
+        raise ValueError("dialing through a TLS-terminating proxy needs expected_peer_id")
+    if proxy_tls.verify_mode == ssl.CERT_NONE:
+        raise ValueError("proxy_tls must verify the proxy's certificate")
+    return proxy_tls
+
+
+class Abortable(Protocol):
+    def abort(self) -> None: ...
+
+
 async def handshake_within(
     handshake: Awaitable[SessionConnection],
     timeout: float,
     made: Sequence[SessionConnection],
+    carriers: Sequence[Abortable] = (),
 ) -> SessionConnection:
-    """``handshake`` within ``timeout``; on any failure every connection it ``made`` is
-    aborted (a half-open session holds no socket)."""
+    """``handshake`` within ``timeout``; on any failure every connection it ``made``, then
+    every carrier it opened (read when it fails, so lists it fills count), is aborted (a
+    half-open session or carrier holds no socket)."""
     try:
         return await asyncio.wait_for(handshake, timeout)
     except BaseException:
         for connection in made:
             connection.abort()
+        for carrier in carriers:
+            carrier.abort()
         raise
 
 
@@ -360,13 +384,7 @@ async def connect_ws(
     if parts.scheme != "wss" or not parts.hostname:
         raise ValueError(f"a fabric websocket URL is wss://host:port/path, not {url!r}")
     host, port = parts.hostname, parts.port or 443
-    context = local.tls_context(server=False)
-    if proxy_tls is not None:
-        if expected_peer_id is None:
-            raise ValueError("dialing through a TLS-terminating proxy needs expected_peer_id")
-        if proxy_tls.verify_mode == ssl.CERT_NONE:
-            raise ValueError("proxy_tls must verify the proxy's certificate")
-        context = proxy_tls
+    context = dial_context(local, proxy_tls, expected_peer_id)
     loop = asyncio.get_running_loop()
     made: list[SessionConnection] = []
     factory = local.dial_factory(expected_peer_id, made)
@@ -391,14 +409,7 @@ async def connect_ws(
         await connection.ready()
         return connection
 
-    try:
-        return await asyncio.wait_for(handshake(), timeout)
-    except BaseException:
-        for connection in made:
-            connection.abort()
-        for opened in carriers:
-            opened.abort()
-        raise
+    return await handshake_within(handshake(), timeout, made, carriers)
 
 
 async def serve_ws(

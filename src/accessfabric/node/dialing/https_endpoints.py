@@ -28,7 +28,7 @@ from accessfabric.carriers.https_fallback import IDLE_TIMEOUT, FallbackServer
 from accessfabric.carriers.https_fallback_client import FallbackClientCarrier
 from accessfabric.carriers.tls_site import AdmittedTlsSite, PeerErrorLog
 from accessfabric.identity.tls import PeerTlsInfo
-from accessfabric.node.dialing.endpoints import LocalNode
+from accessfabric.node.dialing.endpoints import LocalNode, dial_context, handshake_within
 from accessfabric.node.streams.connection import SessionConnection
 
 __all__ = ["HttpsFallbackListener", "connect_https", "fallback_node", "serve_https"]
@@ -72,15 +72,9 @@ async def connect_https(
     ``AuthenticationError`` or another ``ProtocolError``.
     """
     host, port, path = parse_https_url(url)
-    context = local.tls_context(server=False)
-    if proxy_tls is not None:
-        if expected_peer_id is None:
-            raise ValueError("dialing through a TLS-terminating proxy needs expected_peer_id")
-        if proxy_tls.verify_mode == ssl.CERT_NONE:
-            raise ValueError("proxy_tls must verify the proxy's certificate")
-        if certificate_fingerprint is not None:
-            raise ValueError("a certificate fingerprint pin cannot hold through a proxy")
-        context = proxy_tls
+    context = dial_context(local, proxy_tls, expected_peer_id)
+    if proxy_tls is not None and certificate_fingerprint is not None:
+        raise ValueError("a certificate fingerprint pin cannot hold through a proxy")
     node = fallback_node(local)
     made: list[SessionConnection] = []
     factory = node.dial_factory(expected_peer_id, made)
@@ -100,13 +94,7 @@ async def connect_https(
         await connection.ready()
         return connection
 
-    try:
-        connection = await asyncio.wait_for(handshake(), timeout)
-    except BaseException:
-        for opened in made:
-            opened.abort()
-        carrier.abort()
-        raise
+    connection = await handshake_within(handshake(), timeout, made, (carrier,))
     log.warning("https fallback carrier in use: dialed %s (emergency path)", url)
     return connection
 

@@ -33,6 +33,7 @@ from accessfabric.control.kernel.objects import AccessPolicy, NodeRecord
 from accessfabric.control.kernel.rejections import RejectReason, SignedObjectRejected
 from accessfabric.control.kernel.verify import verify_access_policy, verify_node_record
 from accessfabric.control.kernel.vocabulary import node_echo_service
+from accessfabric.json_output import rfc3339
 from accessfabric.wire.registry import TrafficClass
 
 ANYONE = "*"
@@ -194,6 +195,11 @@ class ServiceAccess:
             else round(policy.expires_ms / 1000 - now),
             "grants": 0 if policy is None else len(policy.grants),
             "record_floors": 0 if policy is None else len(policy.record_floors),
+            # the floor every record of the tenant must be issued after (a decision refuses
+            # an older one, see _grant_refusal); None: the policy has none
+            "tenant_floor": rfc3339(policy.tenant_floor_ms / 1000)
+            if policy is not None and policy.tenant_floor_ms
+            else None,
             "served": self.served,
             "refused": self.refused,
         }

@@ -210,8 +210,9 @@ class HopStream:
                     parts.append(chunks.popleft())
                     room -= len(head)
                 else:
-                    parts.append(head[:room])
-                    chunks[0] = head[room:]
+                    view = memoryview(head)  # no copy per partial read of a large chunk
+                    parts.append(view[:room])
+                    chunks[0] = view[room:]
                     room = 0
             data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)  # b"": read(0)
         self._connection._consumed(self.stream_id, len(data))

@@ -101,10 +101,7 @@ async def create_token(request: web.Request) -> web.Response:
 async def revoke_role(request: web.Request) -> web.Response:
     require_admin(request)
     plane = context(request).plane
-    try:
-        node_id = canonical_node_id(request.match_info["node_id"])
-    except (TypeError, ValueError):
-        raise bad_request("bad_node_id", "the path does not name a node id") from None
+    node_id = path_node_id(request)
     document = parse_json_object(await read_body(request, plane.config.max_body_bytes))
     try:
         role = Role.parse(string_field(document, "role", max_length=64))
@@ -119,11 +116,17 @@ async def revoke_role(request: web.Request) -> web.Response:
     return web.json_response(node_listing(plane, node, plane.clock()))
 
 
-def _path_node(plane: ControlPlane, request: web.Request) -> RegisteredNode:
+def path_node_id(request: web.Request) -> str:
+    """The node id the request's path names (400 ``bad_node_id`` when it names none)."""
     try:
-        node_id = canonical_node_id(request.match_info["node_id"])
+        return canonical_node_id(request.match_info["node_id"])
     except (TypeError, ValueError):
         raise bad_request("bad_node_id", "the path does not name a node id") from None
+
+
+def path_node(plane: ControlPlane, request: web.Request) -> RegisteredNode:
+    """The enrolled node the request's path names (404 ``unknown_node`` when none is)."""
+    node_id = path_node_id(request)
     node = plane.registry.get(node_id)
     if node is None:
         raise ApiError(404, "unknown_node", f"no enrolled node {node_id}")
@@ -135,7 +138,7 @@ async def drain_node(request: web.Request) -> web.Response:
     nothing."""
     require_admin(request)
     plane = context(request).plane
-    node = _path_node(plane, request)
+    node = path_node(plane, request)
     if not plane.drains.is_draining(node.node_id):
         plane.drains.drain(node.node_id)
         plane.events.add(
@@ -148,7 +151,7 @@ async def drain_node(request: web.Request) -> web.Response:
 async def undrain_node(request: web.Request) -> web.Response:
     require_admin(request)
     plane = context(request).plane
-    node = _path_node(plane, request)
+    node = path_node(plane, request)
     if plane.drains.undrain(node.node_id):
         plane.events.add(plane.clock(), "node_undrained", node.node_id, "placed and routed again")
     return web.json_response(node_listing(plane, node, plane.clock()))
@@ -186,10 +189,7 @@ async def revoke_token(request: web.Request) -> web.Response:
 async def remove_node(request: web.Request) -> web.Response:
     require_admin(request)
     plane = context(request).plane
-    try:
-        node_id = canonical_node_id(request.match_info["node_id"])
-    except (TypeError, ValueError):
-        raise bad_request("bad_node_id", "the path does not name a node id") from None
+    node_id = path_node_id(request)
     try:
         node = plane.registry.remove(node_id)
     except RegistryError as exc:

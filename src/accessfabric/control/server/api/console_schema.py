@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from accessfabric.control.server.api.schema import ADMIN_SECURITY, _errors, _obj, _ok, _op
+from accessfabric.control.server.api.openapi_parts import ADMIN_SECURITY, errors, obj, ok, operation
 
 _ANY_LIST = {"type": "array", "items": {"type": "object"}}
 
@@ -12,9 +12,9 @@ _ANY_LIST = {"type": "array", "items": {"type": "object"}}
 def _read(summary: str, key: str, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     props: dict[str, Any] = {key: _ANY_LIST, **(extra or {})}
     return {
-        "get": _op(
+        "get": operation(
             summary,
-            {**_ok(_obj(props, [key])), **_errors(401)},
+            {**ok(obj(props, [key])), **errors(401)},
             security=ADMIN_SECURITY,
         )
     }
@@ -30,22 +30,20 @@ CONSOLE_PATHS: dict[str, Any] = {
         "Services with replicas, modes and lease expiries", "services"
     ),
     "/v1/admin/traffic": {
-        "get": _op(
+        "get": operation(
             "Per-class throughput per node and per route, from heartbeats",
             {
-                **_ok(
-                    _obj({"nodes": {"type": "object"}, "routes": _ANY_LIST}, ["nodes", "routes"])
-                ),
-                **_errors(401),
+                **ok(obj({"nodes": {"type": "object"}, "routes": _ANY_LIST}, ["nodes", "routes"])),
+                **errors(401),
             },
             security=ADMIN_SECURITY,
         )
     },
     "/v1/admin/relays": _read("Relay accounting per relay, tenant and class", "relays"),
     "/v1/admin/tenants": {
-        "get": _op(
+        "get": operation(
             "Per-tenant totals: nodes, sessions, stream bytes per class, relayed bytes",
-            {**_ok(_obj({"tenants": {"type": "object"}}, ["tenants"])), **_errors(401)},
+            {**ok(obj({"tenants": {"type": "object"}}, ["tenants"])), **errors(401)},
             security=ADMIN_SECURITY,
         )
     },
@@ -53,11 +51,11 @@ CONSOLE_PATHS: dict[str, Any] = {
         "Each node's busiest live streams: class, credit, bytes, RTT, blocked reason", "nodes"
     ),
     "/v1/admin/events": {
-        "get": _op(
+        "get": operation(
             "The fleet's event timeline (after: seconds since the epoch)",
             {
-                **_ok(_obj({"events": _ANY_LIST, "now": {"type": "number"}}, ["events"])),
-                **_errors(400, 401),
+                **ok(obj({"events": _ANY_LIST, "now": {"type": "number"}}, ["events"])),
+                **errors(400, 401),
             },
             security=ADMIN_SECURITY,
             parameters=[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from accessfabric.control.server.api.body import parse_json_object, read_body, s
 from accessfabric.control.server.api.context import context
 from accessfabric.control.server.api.errors import ApiError, bad_request
 from accessfabric.control.server.directory import directory_document
-from accessfabric.control.server.leasing import LeaseGrant, LeaseRefused
+from accessfabric.control.server.leasing import LeaseGrant, LeaseRefused, SnapshotBehind
 from accessfabric.control.server.registry import RegistryError, record_json
 from accessfabric.control.server.services import MODE_NAMES, ServiceError, ServiceView, parse_mode
 from accessfabric.control.server.tokens import BadTokenError, TokenExpiredError, TokenUsedUpError
@@ -224,7 +225,11 @@ async def route_leases(request: web.Request) -> web.Response:
     service = _service_name(document.get("service"))
     traffic_class = _traffic_class(document)
     try:
-        grant = plane.leasing.issue(node, service, traffic_class)
+        try:
+            grant = plane.leasing.issue(node, service, traffic_class, may_wait=True)
+        except SnapshotBehind as behind:  # it just joined: the next rebuild takes it in
+            await asyncio.sleep(behind.wait)
+            grant = plane.leasing.issue(node, service, traffic_class)
     except LeaseRefused as exc:
         raise _refused(exc) from None
     return web.json_response(grant_json(grant, lambda node_id: _record_blob(plane, node_id)))

@@ -17,7 +17,7 @@ from aiohttp import web
 from accessfabric.control.kernel.rejections import SignedObjectRejected
 from accessfabric.control.kernel.verify import verify_route_lease
 from accessfabric.control.kernel.vocabulary import check_name
-from accessfabric.control.server.api.admin_handlers import _path_node
+from accessfabric.control.server.api.admin_handlers import path_node
 from accessfabric.control.server.api.auth import authenticate_node, require_admin
 from accessfabric.control.server.api.body import parse_json_object, read_body, string_field
 from accessfabric.control.server.api.context import context
@@ -38,7 +38,7 @@ def _test_id(request: web.Request) -> str:
 async def create_route_test(request: web.Request) -> web.Response:
     require_admin(request)
     plane = context(request).plane
-    node = _path_node(plane, request)
+    node = path_node(plane, request)
     document = parse_json_object(await read_body(request, plane.config.max_body_bytes))
     try:
         service = check_name("service", string_field(document, "service", max_length=64))

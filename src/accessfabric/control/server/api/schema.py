@@ -21,6 +21,15 @@ from accessfabric.control.client.facts import (
     TRANSPORTS,
 )
 from accessfabric.control.kernel.vocabulary import Role
+from accessfabric.control.server.api.openapi_parts import (
+    ADMIN_SECURITY,
+    NODE_SECURITY,
+    errors,
+    obj,
+    ok,
+    operation,
+    ref,
+)
 
 NAME = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._:/-]{0,62}$"}
 NODE_ID = {"type": "string", "minLength": 40, "maxLength": 40}
@@ -32,33 +41,10 @@ SHORT_TEXT = {"type": "string", "maxLength": 256}
 CLASS = {"type": "string", "enum": list(CLASS_NAMES)}
 
 
-def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        out["required"] = required
-    return out
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": schema}}}
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(s): {"description": "error", **_json(_ref("Error"))} for s in statuses}
-
-
-def _ok(schema: dict[str, Any], status: int = 200) -> dict[str, Any]:
-    return {str(status): {"description": "OK", **_json(schema)}}
-
-
 SCHEMAS: dict[str, Any] = {
-    "Error": _obj(
+    "Error": obj(
         {
-            "error": _obj(
+            "error": obj(
                 {
                     "status": {"type": "integer"},
                     "code": {"type": "string"},
@@ -69,7 +55,7 @@ SCHEMAS: dict[str, Any] = {
         },
         ["error"],
     ),
-    "NodeRecord": _obj(
+    "NodeRecord": obj(
         {
             "node_id": NODE_ID,
             "revision": INT,
@@ -81,10 +67,10 @@ SCHEMAS: dict[str, Any] = {
         },
         ["node_id", "revision", "roles", "tenant", "trust_tier", "expires_ms"],
     ),
-    "Policy": _obj({"version": INT, "heartbeat_interval_s": NONNEG}, ["version"]),
-    "HeartbeatFacts": _obj(
+    "Policy": obj({"version": INT, "heartbeat_interval_s": NONNEG}, ["version"]),
+    "HeartbeatFacts": obj(
         {
-            "versions": _obj(
+            "versions": obj(
                 {
                     "protocol": {
                         "type": "array",
@@ -100,7 +86,7 @@ SCHEMAS: dict[str, Any] = {
                 "items": {"type": "string", "enum": list(TRANSPORTS)},
                 "maxItems": MAX_TRANSPORTS,
             },
-            "nat": _obj(
+            "nat": obj(
                 {
                     "type": {"type": "string", "enum": list(NAT_TYPES)},
                     "reachable": {"type": "boolean"},
@@ -110,7 +96,7 @@ SCHEMAS: dict[str, Any] = {
             "peers": {
                 "type": "array",
                 "maxItems": MAX_PEERS,
-                "items": _obj(
+                "items": obj(
                     {
                         "node_id": NODE_ID,
                         "rtt_ms": {"type": "number", "minimum": 0, "maximum": 600000},
@@ -123,10 +109,10 @@ SCHEMAS: dict[str, Any] = {
                     ["node_id", "rtt_ms"],
                 ),
             },
-            "pressure": _obj(
+            "pressure": obj(
                 {"cpu": FRACTION, "memory": FRACTION, "queue_depth": INT, "sockets": FRACTION}
             ),
-            "device": _obj(
+            "device": obj(
                 {
                     "battery_percent": {
                         "type": "number",
@@ -141,7 +127,7 @@ SCHEMAS: dict[str, Any] = {
                     "foreground": {"type": "boolean", "nullable": True},
                 }
             ),
-            "relay": _obj(
+            "relay": obj(
                 {
                     "max_bandwidth_mbps": NONNEG,
                     "allowed_classes": {
@@ -153,12 +139,12 @@ SCHEMAS: dict[str, Any] = {
             "services": {
                 "type": "array",
                 "maxItems": MAX_SERVICES,
-                "items": _obj({"name": NAME, "capacity": INT, "load": FRACTION}, ["name"]),
+                "items": obj({"name": NAME, "capacity": INT, "load": FRACTION}, ["name"]),
             },
             "endpoint_health": {
                 "type": "array",
                 "maxItems": MAX_ENDPOINT_HEALTH,
-                "items": _obj(
+                "items": obj(
                     {
                         "transport": SHORT_TEXT,
                         "address": SHORT_TEXT,
@@ -187,8 +173,8 @@ SCHEMAS: dict[str, Any] = {
                 ),
             },
             "trust_tier": {"type": "integer", "minimum": 0, "maximum": 3, "nullable": True},
-            "placement": _obj({"region": NAME, "failure_domain": NAME}),
-            "cache_versions": _obj(
+            "placement": obj({"region": NAME, "failure_domain": NAME}),
+            "cache_versions": obj(
                 {
                     "policy": INT,
                     "directory": INT,
@@ -197,17 +183,17 @@ SCHEMAS: dict[str, Any] = {
                     "access_policy": INT,
                 }
             ),
-            "traffic": _obj(
+            "traffic": obj(
                 {
                     "classes": {
                         "type": "array",
                         "maxItems": len(CLASS_NAMES),
-                        "items": _obj({"class": CLASS, "in": INT, "out": INT}, ["class"]),
+                        "items": obj({"class": CLASS, "in": INT, "out": INT}, ["class"]),
                     },
                     "routes": {
                         "type": "array",
                         "maxItems": 64,
-                        "items": _obj(
+                        "items": obj(
                             {
                                 "route_id": INT,
                                 "service": SHORT_TEXT,
@@ -225,7 +211,7 @@ SCHEMAS: dict[str, Any] = {
                     "streams": {
                         "type": "array",
                         "maxItems": 32,
-                        "items": _obj(
+                        "items": obj(
                             {
                                 "peer": SHORT_TEXT,
                                 "service": SHORT_TEXT,
@@ -247,7 +233,7 @@ SCHEMAS: dict[str, Any] = {
                     "relay": {
                         "type": "array",
                         "maxItems": 64,
-                        "items": _obj(
+                        "items": obj(
                             {
                                 "tenant": NAME,
                                 "traffic_class": CLASS,
@@ -263,13 +249,13 @@ SCHEMAS: dict[str, Any] = {
             ),
         }
     ),
-    "HeartbeatReply": _obj(
+    "HeartbeatReply": obj(
         {
             "health": {"type": "string", "enum": ["healthy", "degraded", "unreachable"]},
             "reasons": {"type": "array", "items": {"type": "string"}},
-            "node_record": _ref("NodeRecord"),
+            "node_record": ref("NodeRecord"),
             "directory_version": INT,
-            "policy": _ref("Policy"),
+            "policy": ref("Policy"),
             "access_policy": {
                 "type": "string",
                 "description": "the node's signed access policy (its tenant's grants), base64; "
@@ -288,7 +274,7 @@ SCHEMAS: dict[str, Any] = {
                 "type": "array",
                 "description": "route tests the console queued: run diag route, post the "
                 "result to /v1/route-tests/{test_id}",
-                "items": _obj(
+                "items": obj(
                     {"test_id": {"type": "string"}, "service": NAME, "traffic_class": CLASS},
                     ["test_id", "service", "traffic_class"],
                 ),
@@ -303,7 +289,7 @@ SCHEMAS: dict[str, Any] = {
             "access_policy_version",
         ],
     ),
-    "Grant": _obj(
+    "Grant": obj(
         {
             "grant_id": {"type": "string", "minLength": 32, "maxLength": 32},
             "tenant": {"type": "string"},
@@ -318,14 +304,14 @@ SCHEMAS: dict[str, Any] = {
         },
         ["grant_id", "tenant", "roles", "services", "classes", "min_trust_tier", "expires_ms"],
     ),
-    "Directory": _obj(
+    "Directory": obj(
         {
             "version": INT,
             "scope": {"type": "string", "enum": ["mobile", "neighbours", "tenant"]},
-            "node_record": _ref("NodeRecord"),
+            "node_record": ref("NodeRecord"),
             "entries": {
                 "type": "array",
-                "items": _obj(
+                "items": obj(
                     {
                         "node_id": NODE_ID,
                         "roles": {"type": "array", "items": ROLE},
@@ -351,14 +337,14 @@ SCHEMAS: dict[str, Any] = {
         },
         ["version", "scope", "entries"],
     ),
-    "RouteGrant": _obj(
+    "RouteGrant": obj(
         {
             "service": {"type": "string"},
             "traffic_class": {"type": "string"},
             "routes": {
                 "type": "array",
                 "minItems": 1,
-                "items": _obj(
+                "items": obj(
                     {
                         "rank": {"type": "string", "enum": ["primary", "alternate"]},
                         "lease": {"type": "string", "description": "signed route lease, base64"},
@@ -373,7 +359,7 @@ SCHEMAS: dict[str, Any] = {
                         "disjoint": {"type": "boolean"},
                         "reasons": {
                             "type": "array",
-                            "items": _obj(
+                            "items": obj(
                                 {
                                     "factor": {"type": "string"},
                                     "contribution": {"type": "number"},
@@ -395,7 +381,7 @@ SCHEMAS: dict[str, Any] = {
         },
         ["service", "traffic_class", "routes", "notes"],
     ),
-    "Service": _obj(
+    "Service": obj(
         {
             "service": {"type": "string"},
             "mode": {"type": "string", "enum": ["active-active", "leader-follower"]},
@@ -405,13 +391,13 @@ SCHEMAS: dict[str, Any] = {
             "me": {"type": "string", "enum": ["leader", "follower", "active", "not_registered"]},
             "replicas": {
                 "type": "array",
-                "items": _obj({"node_id": NODE_ID, "active": {"type": "boolean"}}),
+                "items": obj({"node_id": NODE_ID, "active": {"type": "boolean"}}),
             },
             "leases": {"type": "array", "items": {"type": "string"}},
         },
         ["service", "mode", "epoch", "replicas"],
     ),
-    "TokenListing": _obj(
+    "TokenListing": obj(
         {
             "token_id": {"type": "string"},
             "tenant": {"type": "string"},
@@ -422,7 +408,7 @@ SCHEMAS: dict[str, Any] = {
         },
         ["token_id", "tenant", "roles", "expires_at", "uses"],
     ),
-    "RouteTest": _obj(
+    "RouteTest": obj(
         {
             "test_id": {"type": "string"},
             "node_id": NODE_ID,
@@ -436,7 +422,7 @@ SCHEMAS: dict[str, Any] = {
         },
         ["test_id", "node_id", "service", "traffic_class", "state"],
     ),
-    "NodeListing": _obj(
+    "NodeListing": obj(
         {
             "node_id": NODE_ID,
             "roles": {"type": "array", "items": ROLE},
@@ -446,7 +432,7 @@ SCHEMAS: dict[str, Any] = {
             "health": {"type": "string", "enum": ["healthy", "degraded", "unreachable"]},
             "health_reasons": {"type": "array", "items": {"type": "string"}},
             "last_heartbeat_age_s": {"type": "number", "nullable": True},
-            "versions": _obj({"protocol": {"type": "array"}, "software": {"type": "string"}}),
+            "versions": obj({"protocol": {"type": "array"}, "software": {"type": "string"}}),
             "draining": {"type": "boolean"},
             "drained_at": {"type": "number", "nullable": True},
         },
@@ -454,39 +440,20 @@ SCHEMAS: dict[str, Any] = {
     ),
 }
 
-NODE_SECURITY: list[dict[str, list[str]]] = [{"afNode": [], "afTimestamp": [], "afSignature": []}]
-ADMIN_SECURITY: list[dict[str, list[str]]] = [{"adminBearer": []}]
 SERVICE_PARAM = {"name": "service", "in": "path", "required": True, "schema": NAME}
-
-
-def _op(
-    summary: str,
-    responses: dict[str, Any],
-    *,
-    security: list[dict[str, list[str]]] | None = None,
-    body: dict[str, Any] | None = None,
-    parameters: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": responses}
-    op["security"] = security if security is not None else []
-    if body is not None:
-        op["requestBody"] = {"required": True, **_json(body)}
-    if parameters:
-        op["parameters"] = parameters
-    return op
 
 
 PATHS: dict[str, Any] = {
     "/v1/status": {
-        "get": _op(
+        "get": operation(
             "Control plane status and authority key (no authentication)",
-            _ok(
-                _obj(
+            ok(
+                obj(
                     {
                         "authority": {"type": "string"},
                         "nodes": INT,
                         "version": {"type": "string"},
-                        "store": _obj(
+                        "store": obj(
                             {
                                 "backend": {"type": "string", "enum": ["sqlite", "etcd"]},
                                 "available": {"type": "boolean"},
@@ -499,23 +466,23 @@ PATHS: dict[str, Any] = {
         )
     },
     "/v1/enroll": {
-        "post": _op(
+        "post": operation(
             "Enroll a node: token + public keys, signed with the enrolling key",
             {
-                **_ok(
-                    _obj(
+                **ok(
+                    obj(
                         {
-                            "node_record": _ref("NodeRecord"),
+                            "node_record": ref("NodeRecord"),
                             "authority": {"type": "string"},
-                            "policy": _ref("Policy"),
+                            "policy": ref("Policy"),
                         },
                         ["node_record", "authority"],
                     )
                 ),
-                **_errors(400, 401, 409, 413),
+                **errors(400, 401, 409, 413),
             },
             security=NODE_SECURITY,
-            body=_obj(
+            body=obj(
                 {
                     "token": {"type": "string", "maxLength": 256},
                     "public_key": {"type": "string", "description": "Ed25519, base64"},
@@ -526,17 +493,17 @@ PATHS: dict[str, Any] = {
         )
     },
     "/v1/heartbeat": {
-        "post": _op(
+        "post": operation(
             "Report capability facts; learn health, current node record and policy",
-            {**_ok(_ref("HeartbeatReply")), **_errors(400, 401, 413)},
+            {**ok(ref("HeartbeatReply")), **errors(400, 401, 413)},
             security=NODE_SECURITY,
-            body=_ref("HeartbeatFacts"),
+            body=ref("HeartbeatFacts"),
         )
     },
     "/v1/directory": {
-        "get": _op(
+        "get": operation(
             "The peers this node may know (least knowledge, by role); with since, what changed",
-            {**_ok(_ref("Directory")), **_errors(400, 401)},
+            {**ok(ref("Directory")), **errors(400, 401)},
             security=NODE_SECURITY,
             parameters=[
                 {
@@ -549,11 +516,11 @@ PATHS: dict[str, Any] = {
         )
     },
     "/v1/telemetry": {
-        "get": _op(
+        "get": operation(
             "For observer nodes: health, sessions and byte counters of the partition's nodes",
             {
-                **_ok(
-                    _obj(
+                **ok(
+                    obj(
                         {
                             "tenant": {"type": "string"},
                             "at": {"type": "number"},
@@ -562,17 +529,17 @@ PATHS: dict[str, Any] = {
                         ["tenant", "at", "nodes"],
                     )
                 ),
-                **_errors(401, 403),
+                **errors(401, 403),
             },
             security=NODE_SECURITY,
         )
     },
     "/v1/leases/route": {
-        "post": _op(
+        "post": operation(
             "Signed route leases (primary and alternates) from the caller to a service",
-            {**_ok(_ref("RouteGrant")), **_errors(400, 401, 404, 409, 413)},
+            {**ok(ref("RouteGrant")), **errors(400, 401, 404, 409, 413)},
             security=NODE_SECURITY,
-            body=_obj(
+            body=obj(
                 {
                     "service": NAME,
                     "traffic_class": {"type": "string", "enum": list(CLASS_NAMES)},
@@ -582,54 +549,52 @@ PATHS: dict[str, Any] = {
         )
     },
     "/v1/services/{service}/replicas": {
-        "post": _op(
+        "post": operation(
             "Register (or renew) the caller as a replica of a service",
-            {**_ok(_ref("Service")), **_errors(400, 401, 403, 409, 413)},
+            {**ok(ref("Service")), **errors(400, 401, 403, 409, 413)},
             security=NODE_SECURITY,
             parameters=[SERVICE_PARAM],
-            body=_obj({"mode": {"type": "string", "enum": ["active-active", "leader-follower"]}}),
+            body=obj({"mode": {"type": "string", "enum": ["active-active", "leader-follower"]}}),
         ),
-        "delete": _op(
+        "delete": operation(
             "Stop serving: remove the caller's replica",
-            {**_ok(_ref("Service")), **_errors(400, 401, 404)},
+            {**ok(ref("Service")), **errors(400, 401, 404)},
             security=NODE_SECURITY,
             parameters=[SERVICE_PARAM],
         ),
     },
     "/v1/services/{service}/leases": {
-        "get": _op(
+        "get": operation(
             "Signed service leases of the serving replicas",
-            {**_ok(_ref("Service")), **_errors(400, 401, 404, 409)},
+            {**ok(ref("Service")), **errors(400, 401, 404, 409)},
             security=NODE_SECURITY,
             parameters=[SERVICE_PARAM],
         )
     },
     "/v1/admin/nodes": {
-        "get": _op(
+        "get": operation(
             "Every enrolled node with roles, health and versions",
             {
-                **_ok(_obj({"nodes": {"type": "array", "items": _ref("NodeListing")}}, ["nodes"])),
-                **_errors(401),
+                **ok(obj({"nodes": {"type": "array", "items": ref("NodeListing")}}, ["nodes"])),
+                **errors(401),
             },
             security=ADMIN_SECURITY,
         )
     },
     "/v1/admin/tokens": {
-        "get": _op(
+        "get": operation(
             "Every stored enrollment token, without its secret",
             {
-                **_ok(
-                    _obj({"tokens": {"type": "array", "items": _ref("TokenListing")}}, ["tokens"])
-                ),
-                **_errors(401),
+                **ok(obj({"tokens": {"type": "array", "items": ref("TokenListing")}}, ["tokens"])),
+                **errors(401),
             },
             security=ADMIN_SECURITY,
         ),
-        "post": _op(
+        "post": operation(
             "Create an enrollment token (shown once)",
             {
-                **_ok(
-                    _obj(
+                **ok(
+                    obj(
                         {
                             "token": {"type": "string"},
                             "token_id": {"type": "string"},
@@ -642,10 +607,10 @@ PATHS: dict[str, Any] = {
                     ),
                     201,
                 ),
-                **_errors(400, 401, 413),
+                **errors(400, 401, 413),
             },
             security=ADMIN_SECURITY,
-            body=_obj(
+            body=obj(
                 {
                     "tenant": NAME,
                     "roles": {"type": "array", "items": ROLE, "minItems": 1, "maxItems": 16},
@@ -657,16 +622,16 @@ PATHS: dict[str, Any] = {
         ),
     },
     "/v1/admin/tokens/{token_id}": {
-        "delete": _op(
+        "delete": operation(
             "Revoke an enrollment token: it cannot enroll anyone any more",
             {
-                **_ok(
-                    _obj(
+                **ok(
+                    obj(
                         {"token_id": {"type": "string"}, "revoked": {"type": "boolean"}},
                         ["token_id", "revoked"],
                     )
                 ),
-                **_errors(400, 401, 404),
+                **errors(400, 401, 404),
             },
             security=ADMIN_SECURITY,
             parameters=[
@@ -680,50 +645,50 @@ PATHS: dict[str, Any] = {
         )
     },
     "/v1/admin/nodes/{node_id}": {
-        "delete": _op(
+        "delete": operation(
             "Remove a node: out of the registry and the directory; its requests fail",
-            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404)},
+            {**ok(ref("NodeListing")), **errors(400, 401, 404)},
             security=ADMIN_SECURITY,
             parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
         )
     },
     "/v1/admin/nodes/{node_id}/revoke-role": {
-        "post": _op(
+        "post": operation(
             "Take a role from a node (its record is re-signed with the next revision)",
-            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404, 409, 413)},
+            {**ok(ref("NodeListing")), **errors(400, 401, 404, 409, 413)},
             security=ADMIN_SECURITY,
             parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
-            body=_obj({"role": ROLE}, ["role"]),
+            body=obj({"role": ROLE}, ["role"]),
         )
     },
     "/v1/admin/nodes/{node_id}/drain": {
-        "post": _op(
+        "post": operation(
             "Drain a node: no placement or new route through it; it GOAWAYs its sessions "
             "once their streams finished (idempotent)",
-            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404)},
+            {**ok(ref("NodeListing")), **errors(400, 401, 404)},
             security=ADMIN_SECURITY,
             parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
         ),
-        "delete": _op(
+        "delete": operation(
             "End a node's drain (devices are placed on it again; none moves back)",
-            {**_ok(_ref("NodeListing")), **_errors(400, 401, 404)},
+            {**ok(ref("NodeListing")), **errors(400, 401, 404)},
             security=ADMIN_SECURITY,
             parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
         ),
     },
     "/v1/admin/nodes/{node_id}/route-tests": {
-        "post": _op(
+        "post": operation(
             "Queue diag route on a node (it runs it after its next heartbeat)",
-            {**_ok(_ref("RouteTest"), 201), **_errors(400, 401, 404, 409, 413)},
+            {**ok(ref("RouteTest"), 201), **errors(400, 401, 404, 409, 413)},
             security=ADMIN_SECURITY,
             parameters=[{"name": "node_id", "in": "path", "required": True, "schema": NODE_ID}],
-            body=_obj({"service": NAME, "traffic_class": CLASS}, ["service"]),
+            body=obj({"service": NAME, "traffic_class": CLASS}, ["service"]),
         )
     },
     "/v1/admin/route-tests/{test_id}": {
-        "get": _op(
+        "get": operation(
             "A route test's state and, when done, the node's diag route result",
-            {**_ok(_ref("RouteTest")), **_errors(400, 401, 404)},
+            {**ok(ref("RouteTest")), **errors(400, 401, 404)},
             security=ADMIN_SECURITY,
             parameters=[
                 {
@@ -736,11 +701,11 @@ PATHS: dict[str, Any] = {
         )
     },
     "/v1/route-tests/{test_id}": {
-        "post": _op(
+        "post": operation(
             "A node posts the result of a route test it was handed",
             {
-                **_ok(_obj({"test_id": {"type": "string"}, "state": {"type": "string"}})),
-                **_errors(400, 401, 404, 409, 413),
+                **ok(obj({"test_id": {"type": "string"}, "state": {"type": "string"}})),
+                **errors(400, 401, 404, 409, 413),
             },
             security=NODE_SECURITY,
             parameters=[
@@ -751,7 +716,7 @@ PATHS: dict[str, Any] = {
                     "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
                 }
             ],
-            body=_obj(
+            body=obj(
                 {
                     "routes": {"type": "array", "items": {"type": "object"}},
                     "error": {"type": "string"},
@@ -760,12 +725,12 @@ PATHS: dict[str, Any] = {
         )
     },
     "/v1/leases/route/hops": {
-        "post": _op(
+        "post": operation(
             "Per-hop RTTs of a route lease the caller is the source of (each hop's own "
             "session RTT to the next, from its last heartbeat)",
             {
-                **_ok(
-                    _obj(
+                **ok(
+                    obj(
                         {
                             "hops": {"type": "array", "items": NODE_ID},
                             "links": {"type": "array", "items": {"type": "object"}},
@@ -773,26 +738,26 @@ PATHS: dict[str, Any] = {
                         ["hops", "links"],
                     )
                 ),
-                **_errors(400, 401, 403, 413),
+                **errors(400, 401, 403, 413),
             },
             security=NODE_SECURITY,
-            body=_obj({"lease": {"type": "string"}}, ["lease"]),
+            body=obj({"lease": {"type": "string"}}, ["lease"]),
         )
     },
     "/v1/admin/grants": {
-        "get": _op(
+        "get": operation(
             "Every access grant",
             {
-                **_ok(_obj({"grants": {"type": "array", "items": _ref("Grant")}}, ["grants"])),
-                **_errors(401),
+                **ok(obj({"grants": {"type": "array", "items": ref("Grant")}}, ["grants"])),
+                **errors(401),
             },
             security=ADMIN_SECURITY,
         ),
-        "post": _op(
+        "post": operation(
             "Grant a tenant's nodes (optionally only some roles) access to services",
-            {**_ok(_ref("Grant"), 201), **_errors(400, 401, 409, 413)},
+            {**ok(ref("Grant"), 201), **errors(400, 401, 409, 413)},
             security=ADMIN_SECURITY,
-            body=_obj(
+            body=obj(
                 {
                     "tenant": NAME,
                     "services": {"type": "array", "items": NAME, "minItems": 1, "maxItems": 16},
@@ -810,9 +775,9 @@ PATHS: dict[str, Any] = {
         ),
     },
     "/v1/admin/grants/{grant_id}": {
-        "delete": _op(
+        "delete": operation(
             "Revoke an access grant (hosts stop honouring it at their next heartbeat)",
-            {**_ok(_ref("Grant")), **_errors(401, 404)},
+            {**ok(ref("Grant")), **errors(401, 404)},
             security=ADMIN_SECURITY,
             parameters=[
                 {
@@ -825,13 +790,11 @@ PATHS: dict[str, Any] = {
         )
     },
     "/v1/admin/services": {
-        "get": _op(
+        "get": operation(
             "Every registered service and its replicas",
             {
-                **_ok(
-                    _obj({"services": {"type": "array", "items": _ref("Service")}}, ["services"])
-                ),
-                **_errors(401),
+                **ok(obj({"services": {"type": "array", "items": ref("Service")}}, ["services"])),
+                **errors(401),
             },
             security=ADMIN_SECURITY,
         )
