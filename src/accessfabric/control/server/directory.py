@@ -56,6 +56,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,54 +232,33 @@ def build_directory(
     may be placed.
     """
     version = version_for(asking, registry, heartbeats, now, drains)  # first: sweeps unreachable
+    view = _View.of(asking, heartbeats)
     me = asking.record
-    roles = me.roles
-    own = heartbeats.get(me.node_id)
-    own_region = (own.facts.region or "default") if own else "default"
-    measured = {p.node_id: p.rtt_ms for p in own.facts.peers} if own else {}
     candidates: dict[str, DirectoryEntry] = {}
     measured_me: set[str] = set()
-    scope = _scope(roles)
     pool = (
-        _mobile_pool(me.tenant, own_region, measured, registry, heartbeats)
-        if scope == "mobile"
+        _mobile_pool(me.tenant, view.region, view.measured, registry, heartbeats)
+        if view.scope == "mobile"
         else _partition(me.tenant, registry)
     )
     for node in pool:
-        record = node.record
-        if record.node_id == me.node_id:
+        found = _candidate(view, node, heartbeats, now, drains)
+        if found is None:
             continue
-        if record.tenant not in (me.tenant, SHARED_TENANT):
-            continue
-        state = heartbeats.get(record.node_id)
-        health = heartbeats.health(record.node_id, now, record.revision).health
-        if health is Health.UNREACHABLE or state is None:
-            continue
-        if me.node_id in peer_ids(state.facts.peers):
-            measured_me.add(record.node_id)
-        candidates[record.node_id] = DirectoryEntry(
-            node=node,
-            health=health,
-            region=state.facts.region or "default",
-            endpoints=state.facts.endpoints,
-            transports=state.facts.transports,
-            rtt_ms=measured.get(record.node_id),
-            draining=drains is not None and drains.is_draining(record.node_id),
-        )
+        entry, measures_me = found
+        if measures_me:
+            measured_me.add(node.node_id)
+        candidates[node.node_id] = entry
     chosen: dict[str, DirectoryEntry] = {}
     placement: tuple[str, ...] = ()
-    if scope == "tenant":
+    if view.scope == "tenant":
         chosen = candidates
-    elif scope == "neighbours":
+    elif view.scope == "neighbours":
         for node_id, entry in candidates.items():
-            peer_roles = entry.node.record.roles
-            neighbour = node_id in measured or node_id in measured_me
-            regional = entry.region == own_region and any(
-                peer_roles & REGION_GRANTS.get(role, frozenset()) for role in roles
-            )
-            if neighbour or regional:
+            if view.neighbour_shows(entry, node_id in measured_me):
                 chosen[node_id] = entry
     else:
+        own_region = view.region
         entries = [e for e in candidates.values() if Role.ENTRY in e.node.record.roles]
         entries = [e for e in entries if e.rtt_ms is not None or e.region == own_region]
         entries.sort(key=lambda e: (e.rtt_ms is None, e.rtt_ms or 0.0, e.node.node_id))
@@ -296,7 +276,96 @@ def build_directory(
             ],
         )
     ordered = tuple(chosen[k] for k in sorted(chosen))
-    return Directory(version=version, scope=scope, entries=ordered, placement=placement)
+    return Directory(version=version, scope=view.scope, entries=ordered, placement=placement)
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """What of the asking node decides which peers its view shows (its own record and
+    last heartbeat): a change of any of it notes the node itself in the change log."""
+
+    me: RegisteredNode
+    scope: str
+    region: str
+    measured: dict[str, float]
+
+    @classmethod
+    def of(cls, asking: RegisteredNode, heartbeats: HeartbeatTable) -> _View:
+        own = heartbeats.get(asking.node_id)
+        return cls(
+            me=asking,
+            scope=_scope(asking.record.roles),
+            region=(own.facts.region or "default") if own else "default",
+            measured={p.node_id: p.rtt_ms for p in own.facts.peers} if own else {},
+        )
+
+    def neighbour_shows(self, entry: DirectoryEntry, measures_me: bool) -> bool:
+        """``neighbours`` scope: a candidate it measured or that measured it, or one of its
+        region with a role its roles grant (``REGION_GRANTS``)."""
+        node_id = entry.node.node_id
+        if node_id in self.measured or measures_me:
+            return True
+        peer_roles = entry.node.record.roles
+        return entry.region == self.region and any(
+            peer_roles & REGION_GRANTS.get(role, frozenset()) for role in self.me.record.roles
+        )
+
+
+def _candidate(
+    view: _View,
+    node: RegisteredNode,
+    heartbeats: HeartbeatTable,
+    now: float,
+    drains: NodeDrains | None,
+) -> tuple[DirectoryEntry, bool] | None:
+    """``node``'s entry as ``view`` would show it, and whether it measured the asking
+    node; ``None`` when it is the asking node, of another partition, or not live.  One
+    node's facts only: O(its measured peers), whatever the fleet size."""
+    record, me = node.record, view.me.record
+    if record.node_id == me.node_id or record.tenant not in (me.tenant, SHARED_TENANT):
+        return None
+    state = heartbeats.get(record.node_id)
+    if state is None:
+        return None
+    health = heartbeats.health(record.node_id, now, record.revision).health
+    if health is Health.UNREACHABLE:
+        return None
+    entry = DirectoryEntry(
+        node=node,
+        health=health,
+        region=state.facts.region or "default",
+        endpoints=state.facts.endpoints,
+        transports=state.facts.transports,
+        rtt_ms=view.measured.get(record.node_id),
+        draining=drains is not None and drains.is_draining(record.node_id),
+    )
+    return entry, me.node_id in peer_ids(state.facts.peers)
+
+
+def _shown(
+    view: _View,
+    node_ids: Iterable[str],
+    registry: NodeRegistry,
+    heartbeats: HeartbeatTable,
+    now: float,
+    drains: NodeDrains | None,
+) -> dict[str, DirectoryEntry]:
+    """Of ``node_ids``, those a ``tenant`` or ``neighbours`` view shows, and their entries.
+
+    Whether a peer is in such a view depends on that peer's record and facts and on the
+    asking node's own (:class:`_View`), never on a third node's, so a delta's entries are
+    found by looking at the changed nodes alone: O(changes), not O(partition)
+    (:func:`directory_document`)."""
+    shown: dict[str, DirectoryEntry] = {}
+    for node_id in node_ids:
+        node = registry.get(node_id)
+        found = None if node is None else _candidate(view, node, heartbeats, now, drains)
+        if found is None:
+            continue
+        entry, measures_me = found
+        if view.scope == "tenant" or view.neighbour_shows(entry, measures_me):
+            shown[node_id] = entry
+    return shown
 
 
 def _partition(tenant: str, registry: NodeRegistry) -> list[RegisteredNode]:
@@ -400,20 +469,44 @@ def directory_document(
 ) -> dict[str, Any]:
     """``GET /v1/directory``: the whole directory, or with ``since`` (the ``cursor`` of the
     one the node holds) the delta since then when the change log still covers it and no
-    node was drained or undrained since (the cursor's last part names the drained set)."""
-    built = build_directory(asking, registry, heartbeats, now, policy, drains)
+    node was drained or undrained since (the cursor's last part names the drained set).
+
+    A ``tenant`` or ``neighbours`` delta is made from the changed nodes alone
+    (:func:`_shown`): an entry node refetching after one change costs the control plane
+    O(1), not a rebuild of its view over the whole partition (ADR 0043, "incremental
+    directory deltas").  A ``mobile`` delta (at most ``MOBILE_LIMIT`` entries, from its
+    region's pool) is still built whole: its placement orders every member."""
+    scope = _scope(asking.record.roles)
+    version = version_for(asking, registry, heartbeats, now, drains)  # first: sweeps unreachable
     log = heartbeats.changes
     drained = drains.digest() if drains is not None else "-"
-    head: dict[str, Any] = {
-        "version": built.version,
-        "scope": built.scope,
-        "cursor": f"{log.cursor()}.{drained}",
-        "placement": list(built.placement),
-    }
     changed = None
     if since is not None:
         position, _, since_drained = since.rpartition(".")
         changed = log.since(position) if since_drained == drained else None
+    head: dict[str, Any] = {
+        "version": version,
+        "scope": scope,
+        "cursor": f"{log.cursor()}.{drained}",
+    }
+    if changed is not None and asking.node_id not in changed and scope != "mobile":
+        view = _View.of(asking, heartbeats)
+        shown = _shown(view, changed, registry, heartbeats, now, drains)
+        return {
+            **head,
+            "placement": [],
+            "delta": True,
+            "since": since,
+            "entries": [shown[node_id].to_json() for node_id in sorted(shown)],
+            "removed": sorted(
+                node_id
+                for node_id, tenant in changed.items()
+                if node_id not in shown
+                and _could_show(scope, asking, registry.get(node_id), tenant, heartbeats)
+            ),
+        }
+    built = build_directory(asking, registry, heartbeats, now, policy, drains)
+    head["placement"] = list(built.placement)
     if changed is None or asking.node_id in changed:
         return {
             **head,
@@ -424,17 +517,8 @@ def directory_document(
     shown = {entry.node.node_id: entry for entry in built.entries}
     entries = [shown[node_id].to_json() for node_id in sorted(changed) if node_id in shown]
     document = {**head, "delta": True, "since": since, "entries": entries}
-    if built.scope == "mobile":  # at most MOBILE_LIMIT members: the ids, not removals
-        if any(
-            _could_show(built.scope, asking, registry.get(n), t, heartbeats)
-            for n, t in changed.items()
-        ):
-            document["ids"] = sorted(shown)
-        return document
-    document["removed"] = sorted(
-        node_id
-        for node_id, tenant in changed.items()
-        if node_id not in shown
-        and _could_show(built.scope, asking, registry.get(node_id), tenant, heartbeats)
-    )
+    if any(
+        _could_show(built.scope, asking, registry.get(n), t, heartbeats) for n, t in changed.items()
+    ):  # a mobile view: at most MOBILE_LIMIT members, the ids, not removals
+        document["ids"] = sorted(shown)
     return document
