@@ -434,28 +434,46 @@ def _sessions(heartbeats: HeartbeatTable, node_id: str) -> int:
     return state.facts.sessions if state is not None else 0
 
 
-def _could_show(
-    scope: str, asking: RegisteredNode, node: RegisteredNode | None, tenant: str | None,
-    heartbeats: HeartbeatTable,
-) -> bool:  # fmt: skip
-    """Whether a changed node that is not in ``asking``'s view now may have been in it
-    before: a ``removed`` notice names it (an id, nothing else), least knowledge otherwise."""
-    me = asking.record
+def _of_partition(asking: RegisteredNode, node: RegisteredNode | None, tenant: str | None) -> bool:
+    """Whether a changed node is of ``asking``'s partition (its tenant or shared; a
+    removed node of tenant not noted counts): it may have been in its view before the
+    change, whatever its role or region now."""
     tenant = node.record.tenant if node is not None else tenant
-    if tenant not in (me.tenant, SHARED_TENANT):
-        return False  # another partition: never in this view
-    if scope == "tenant" or node is None:
-        return True
-    if scope == "mobile" and Role.ENTRY not in node.record.roles:
-        return False  # a mobile view shows entries only
-    state, own = heartbeats.get(node.node_id), heartbeats.get(me.node_id)
-    if state is None or own is None:
-        return True
-    if node.node_id in peer_ids(own.facts.peers):
-        return True
-    if me.node_id in peer_ids(state.facts.peers):
-        return True
-    return (state.facts.region or "default") == (own.facts.region or "default")
+    return tenant is None or tenant in (asking.record.tenant, SHARED_TENANT)
+
+
+SERVED_LIMIT = 16_384
+"""Views remembered per heartbeat table (:func:`_own_change`): one per ``tenant`` or
+``neighbours`` node that fetched (entries, relays, exits, observers: not devices)."""
+
+
+@dataclass(slots=True)
+class _Served:
+    """What a ``tenant`` or ``neighbours`` node was last served: its cursor, the view it
+    was made from, and the ids its copy holds since (the node merges each delta)."""
+
+    cursor: str
+    revision: int
+    region: str
+    measured: dict[str, float]
+    ids: set[str]
+
+
+_SERVED: weakref.WeakKeyDictionary[HeartbeatTable, dict[str, _Served]] = weakref.WeakKeyDictionary()
+
+
+def _own_change(view: _View, served: _Served) -> set[str] | None:
+    """When the asking node's own change since it was ``served`` is of the peers it
+    measured only (an entry's sessions come and go), the peers whose entry that change
+    may have moved: those it began or stopped measuring, or measures at another RTT.
+    ``None`` when its view changed otherwise (its record, its region): the whole
+    directory then."""
+    if served.revision != view.me.record.revision or served.region != view.region:
+        return None
+    old, new = served.measured, view.measured
+    moved = old.keys() ^ new.keys()
+    moved.update(n for n, rtt in new.items() if n in old and old[n] != rtt)
+    return moved
 
 
 def directory_document(
@@ -474,8 +492,11 @@ def directory_document(
     A ``tenant`` or ``neighbours`` delta is made from the changed nodes alone
     (:func:`_shown`): an entry node refetching after one change costs the control plane
     O(1), not a rebuild of its view over the whole partition (ADR 0043, "incremental
-    directory deltas").  A ``mobile`` delta (at most ``MOBILE_LIMIT`` entries, from its
-    region's pool) is still built whole: its placement orders every member."""
+    directory deltas").  So is one after a change of the peers the asking node measured
+    (:func:`_own_change`): its delta adds the peers it began measuring or measures at
+    another RTT, and removes those it stopped measuring that it no longer sees.  A
+    ``mobile`` delta (at most ``MOBILE_LIMIT`` entries, from its region's pool) is still
+    built whole: its placement orders every member."""
     scope = _scope(asking.record.roles)
     version = version_for(asking, registry, heartbeats, now, drains)  # first: sweeps unreachable
     log = heartbeats.changes
@@ -489,22 +510,61 @@ def directory_document(
         "scope": scope,
         "cursor": f"{log.cursor()}.{drained}",
     }
-    if changed is not None and asking.node_id not in changed and scope != "mobile":
-        view = _View.of(asking, heartbeats)
-        shown = _shown(view, changed, registry, heartbeats, now, drains)
+    if scope == "mobile":
+        return _whole_or_cut(asking, registry, heartbeats, now, policy, drains, since,
+                             changed, head)  # fmt: skip
+    view = _View.of(asking, heartbeats)
+    table = _SERVED.get(heartbeats)
+    if table is None:
+        table = _SERVED[heartbeats] = {}
+    held = table.get(asking.node_id)
+    own: set[str] | None = None
+    if changed is not None and held is not None and held.cursor == since:
+        own = _own_change(view, held) if asking.node_id in changed else set()
+    if changed is None or held is None or own is None:
+        built = build_directory(asking, registry, heartbeats, now, policy, drains)
+        if len(table) >= SERVED_LIMIT:
+            table.clear()
+        table[asking.node_id] = _Served(
+            cursor=head["cursor"], revision=asking.record.revision, region=view.region,
+            measured=view.measured, ids={entry.node.node_id for entry in built.entries},
+        )  # fmt: skip
         return {
             **head,
             "placement": [],
-            "delta": True,
-            "since": since,
-            "entries": [shown[node_id].to_json() for node_id in sorted(shown)],
-            "removed": sorted(
-                node_id
-                for node_id, tenant in changed.items()
-                if node_id not in shown
-                and _could_show(scope, asking, registry.get(node_id), tenant, heartbeats)
-            ),
+            "delta": False,
+            "node_record": record_json(asking),
+            "entries": [entry.to_json() for entry in built.entries],
         }
+    looked_at = (changed.keys() - {asking.node_id}) | own
+    shown = _shown(view, looked_at, registry, heartbeats, now, drains)
+    removed = {node_id for node_id in looked_at if node_id not in shown and node_id in held.ids}
+    held.ids -= removed
+    held.ids.update(shown)
+    held.cursor, held.measured = head["cursor"], view.measured
+    return {
+        **head,
+        "placement": [],
+        "delta": True,
+        "since": since,
+        "entries": [shown[node_id].to_json() for node_id in sorted(shown)],
+        "removed": sorted(removed),
+    }
+
+
+def _whole_or_cut(
+    asking: RegisteredNode,
+    registry: NodeRegistry,
+    heartbeats: HeartbeatTable,
+    now: float,
+    policy: RoutePolicy | None,
+    drains: NodeDrains | None,
+    since: str | None,
+    changed: dict[str, str | None] | None,
+    head: dict[str, Any],
+) -> dict[str, Any]:
+    """A ``mobile`` directory: built whole (its placement orders every member), sent
+    whole or as the changed members and the member ids."""
     built = build_directory(asking, registry, heartbeats, now, policy, drains)
     head["placement"] = list(built.placement)
     if changed is None or asking.node_id in changed:
@@ -517,8 +577,8 @@ def directory_document(
     shown = {entry.node.node_id: entry for entry in built.entries}
     entries = [shown[node_id].to_json() for node_id in sorted(changed) if node_id in shown]
     document = {**head, "delta": True, "since": since, "entries": entries}
-    if any(
-        _could_show(built.scope, asking, registry.get(n), t, heartbeats) for n, t in changed.items()
-    ):  # a mobile view: at most MOBILE_LIMIT members, the ids, not removals
+    if any(_of_partition(asking, registry.get(n), t) for n, t in changed.items()):
+        # at most MOBILE_LIMIT members: the ids, not removals; whenever a node of its
+        # partition changed (an entry that left its region or lost its role was a member)
         document["ids"] = sorted(shown)
     return document
