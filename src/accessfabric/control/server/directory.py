@@ -47,8 +47,14 @@ heartbeat table's change log (:mod:`accessfabric.control.server.directory_log`),
 another tenant, or one whose view the changed node cannot be in, gets an empty delta.
 No cursor, a cursor the bounded log no longer covers, a drain or undrain since the
 cursor (the cursor names the set of drained nodes), or a change of the asking node
-itself (its record, region, measured peers: its whole view may move) gets the whole
-directory.
+itself (its record, region: its whole view may move) gets the whole directory.
+
+A ``tenant`` or ``neighbours`` delta is **incremental** (ADR 0043): made from the
+changed nodes alone (:func:`_shown`, one health evaluation each), not from a rebuild of
+the view over the partition; the replica remembers per such node what it last served
+(:class:`_Served`: the cursor, the view's inputs, the ids the node's copy holds), so a
+change of the node's own measured peers is a delta too (:func:`_own_change`) and
+``removed`` names exactly the ids its copy holds that its view no longer shows.
 """
 
 from __future__ import annotations
