@@ -164,6 +164,39 @@ def test_streams_both_ways_arrive_intact(nodes: Nodes) -> None:
     run(main)
 
 
+def test_the_server_takes_a_burst_of_datagrams_in_one_receive_and_one_transmit(
+    nodes: Nodes,
+) -> None:
+    """qh3's server handed each datagram of a GRO burst to its connection alone: a receive
+    and a transmit (an ACK, a sendmsg) per packet, twice the CPU per byte of the client
+    side.  Now a burst for one connection arrives as one batch (and the bytes intact)."""
+
+    async def main() -> None:
+        async with nodes.serving() as server:
+            dialer = await nodes.dial(server)
+            acceptor = await nodes.next_accepted()
+            (protocol,) = server.protocols
+            batches: list[int] = []
+            receive_many = protocol.datagrams_received
+
+            def counting(data: list[bytes], addr: Any) -> None:
+                batches.append(len(data))
+                receive_many(data, addr)
+
+            protocol.datagrams_received = counting  # type: ignore[method-assign]
+            up = await dialer.open_stream("up", TrafficClass.BULK)
+            incoming = await acceptor.accept_stream()
+            assert incoming is not None
+            sent, got = await asyncio.gather(pump(up, 4 << 20), drain(incoming))
+            assert got == sent
+            assert batches, "the server's connection never got a batch of datagrams"
+            assert max(batches) > 1, batches
+            dialer.abort()
+            await closed_within(dialer, acceptor)
+
+    run(main)
+
+
 def test_wrong_node_id_is_a_clean_pin_error(nodes: Nodes) -> None:
     async def main() -> None:
         async with nodes.serving() as server:

@@ -53,3 +53,24 @@ def test_an_update_replaces_the_older_epoch_where_its_service_and_class_allow() 
     with pytest.raises(LeaseRejected) as stale:
         book.update(old.lease, old.blob)
     assert stale.value.reason is RejectReason.STALE_EPOCH
+
+
+def test_a_failing_replacement_listener_neither_stops_the_others_nor_the_replacement() -> None:
+    book = RouteBook()
+    old = issue_route(AUTHORITY, 8, HOPS, services=("echo",), epoch=1)
+    book.put("echo", BULK, [old])
+    book.put("echo", TrafficClass.INTERACTIVE, [old])
+    heard: list[int] = []
+
+    def broken(key: object, was: object, now: object) -> None:
+        raise ValueError("an odd cached document")
+
+    book.on_replaced.append(broken)
+    book.on_replaced.append(lambda key, was, now: heard.append(now.lease.epoch))
+    newer = issue_route(AUTHORITY, 8, HOPS, services=("echo",), epoch=2)
+
+    assert book.update(newer.lease, newer.blob) == 2
+    assert heard == [2, 2]
+    for traffic_class in (BULK, TrafficClass.INTERACTIVE):
+        held = book.held("echo", traffic_class)
+        assert held is not None and [r.lease.epoch for r in held] == [2]

@@ -13,7 +13,9 @@ import pytest
 from accessfabric.errors import ErrorCode
 from accessfabric.node.serving.services import ServiceDispatcher
 from accessfabric.node.streams.connection import FabricStream, StreamResetError
+from accessfabric.node.streams.resumable import StreamNotResumed
 from tests.carriers.pairs import ConnectedPair, memory_connections
+from tests.conditions import until
 
 
 def _closed_port() -> int:
@@ -94,3 +96,31 @@ async def test_a_tcp_service_host_whose_target_refuses_is_reset_and_logged_once(
     assert (tally.failed, dispatcher.target_failures) == (5, 5)
     lines = [r for r in caplog.records if r.getMessage() == "service target failed"]
     assert len(lines) == 1, caplog.records
+
+
+async def test_a_stream_its_peer_never_resumed_is_no_target_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A served end whose client went away (no resume within the window) fails its reads
+    with StreamNotResumed: the stream ended under the handler, nothing to count or warn."""
+    ran = asyncio.Event()
+
+    async def echo(stream: FabricStream) -> None:
+        try:
+            raise StreamNotResumed("not resumed: carrier lost")
+        finally:
+            ran.set()
+
+    dispatcher = ServiceDispatcher()
+    dispatcher.register("echo", echo)
+    with caplog.at_level(logging.DEBUG, logger="accessfabric.node.serving.services"):
+        async with memory_connections() as pair:
+            opened = await pair.dialer.open_stream("echo")
+            opened.write(b"hello")
+            accepted = await asyncio.wait_for(pair.acceptor.accept_stream(), 5)
+            assert accepted is not None
+            dispatcher.dispatch(accepted, "peer")
+            await asyncio.wait_for(ran.wait(), 5)
+            await until(lambda: any(r.getMessage() == "stream ended early" for r in caplog.records))
+    assert (dispatcher.target_failures, dispatcher.handler_errors) == (0, 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.records

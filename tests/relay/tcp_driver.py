@@ -10,8 +10,10 @@ stdin and answers each with one JSON line on stdout (``wall`` is ``time.time()``
   other end sent RST; ``eof``: it closed; ``timeout``) and the connection dropped;
 * ``{"op": "ping", "id": ID, "interval": S}``: ping over connection ID in the background
   (a 16-byte message, its echo awaited) every S seconds until ``close``;
-* ``{"op": "bulk", "id": ID, "bytes": N}``: send N random bytes over connection ID while
-  reading the echo; ``{"id", "ok", "sent_sha256", "echo_sha256", "seconds"}``;
+* ``{"op": "bulk", "id": ID, "bytes": N, "timeout": S}``: send N random bytes over
+  connection ID while reading the echo, within S seconds (30 by default);
+  ``{"id", "ok", "sent_sha256", "echo_sha256", "seconds"}``; on failure ``error``, the bytes
+  ``sent`` and ``echoed`` and ``progress`` ([seconds, bytes echoed] every 0.5 s);
 * ``{"op": "report", "id": ID}``: the pings so far, ``samples`` as [wall sent, rtt];
   ``errors``;
 * ``{"op": "close", "id": ID}``.
@@ -88,10 +90,17 @@ class Client:
             sequence += 1
             await asyncio.sleep(interval)
 
-    async def bulk(self, cid: str, size: int) -> dict[str, Any]:
+    async def bulk(self, cid: str, size: int, timeout: float = 30.0) -> dict[str, Any]:
         reader, writer = self.conns[cid]
         started = time.monotonic()
         sent, echoed = hashlib.sha256(), hashlib.sha256()
+        counts = {"sent": 0, "echoed": 0}
+        progress: list[list[float]] = []  # [seconds, bytes echoed] every 0.5 s, for a failure
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                progress.append([round(time.monotonic() - started, 2), counts["echoed"]])
 
         async def send() -> None:
             left = size
@@ -101,6 +110,7 @@ class Client:
                 writer.write(chunk)
                 await writer.drain()
                 left -= len(chunk)
+                counts["sent"] += len(chunk)
 
         async def receive() -> None:
             left = size
@@ -110,11 +120,19 @@ class Client:
                     raise asyncio.IncompleteReadError(b"", left)
                 echoed.update(chunk)
                 left -= len(chunk)
+                counts["echoed"] += len(chunk)
 
+        watcher = asyncio.ensure_future(watch())
         try:
-            await asyncio.wait_for(asyncio.gather(send(), receive()), 30)
+            await asyncio.wait_for(asyncio.gather(send(), receive()), timeout)
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as error:
-            return {"id": cid, "ok": False, "error": f"{type(error).__name__}: {error}"}
+            # how far it got, and when it stopped moving: a stall or only slow
+            return {
+                "id": cid, "ok": False, "error": f"{type(error).__name__}: {error}",
+                **counts, "progress": progress,
+            }  # fmt: skip
+        finally:
+            watcher.cancel()
         return {
             "id": cid,
             "ok": True,
@@ -132,7 +150,7 @@ class Client:
             self.pingers[cid] = task
             return {"id": cid, "ok": True}
         if op == "bulk":
-            return await self.bulk(cid, int(command["bytes"]))
+            return await self.bulk(cid, int(command["bytes"]), float(command.get("timeout", 30)))
         if op == "report":
             return {
                 "id": cid,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import time
 from pathlib import Path
 
@@ -33,6 +34,13 @@ ROLES = {"laptop": "mobile-edge", "entry": "entry", "home": "service-host"}
 BULK = 64 * 1024 * 1024
 CHAT_PORT = nc.FORWARD_PORT + 1
 """The laptop's interactive forward, which the echo loop uses (the bulk uses a reliable one)."""
+CAP_TOML = (
+    "[session]\npressure_min_rate = {}\n".format(os.environ["AF_TRANSITION_CAP"])
+    if os.environ.get("AF_TRANSITION_CAP")
+    else ""
+)
+"""``AF_TRANSITION_CAP=524288``: every node runs with the opt-in pressure rate cap (ADR 0032,
+0045), to re-run the transition with it by hand; not in ``make test``."""
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +96,7 @@ class TransitionFabric(nc.ControlFabric):
             address = topo.host_addr(host, peer)
             carrier = self.carrier if host == "entry" else "tcp"
             text += f'[[listen]]\ncarrier = "{carrier}"\naddress = "{address}:{nc.FABRIC_PORT}"\n'
+        text += CAP_TOML
         if host == "laptop":
             scheme = self.carrier
             wifi = f"{scheme}://{topo.host_addr('entry', 'laptop')}:{nc.FABRIC_PORT}"
@@ -177,6 +186,7 @@ def test_wifi_to_lte_keeps_the_streams(tmp_path: Path, carrier: str) -> None:
             bulk = client.next(timeout=120)
             done_at = time.time()
             if not bulk["ok"]:  # leave each node's streams beside the logs, to see where
+                (tmp_path / "bulk.json").write_text(json.dumps(bulk))  # with its progress
                 for host in HOSTS:
                     with contextlib.suppress(Exception):
                         status = json.dumps(fabric.status(host), indent=1)

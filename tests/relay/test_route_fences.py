@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,5 +76,19 @@ async def test_a_route_update_fences_every_lease_consumer_of_the_node(tmp_path: 
         assert restarted.routes is not relay.routes.book
         assert [r.lease.epoch for r in restarted.cached_route_leases("echo", ECHO)] == [2]
         await restarted.close()
+
+        # A fetch the control plane answered before it issued epoch 2, arriving after the
+        # update: its epoch 1 is fenced, believed by no one, and not written to the cache.
+        async def late_reply(method: str, path: str, document: Any = None, **_: Any) -> Any:
+            return {"routes": [{"lease": base64.b64encode(old.blob).decode(), "rank": "primary"}]}
+
+        link.client.request = late_reply  # type: ignore[method-assign]
+        assert await link.client.fetch_route_leases("echo", ECHO) == []
+        again = ControlClient(
+            "http://127.0.0.1:9", relay.key, fabric.authority.public_key,
+            str(tmp_path / "relay-control"),
+        )  # fmt: skip
+        assert [r.lease.epoch for r in again.cached_route_leases("echo", ECHO)] == [2]
+        await again.close()
     finally:
         await fabric.stop()

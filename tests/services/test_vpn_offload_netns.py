@@ -65,7 +65,9 @@ def test_offloads_carry_ping_iperf3_file_and_dns(
 
         tcp = _iperf3(lab)
         tcp_mbit = tcp["sum_received"]["bits_per_second"] / 1e6  # type: ignore[index]
-        udp = _iperf3(lab, "-u", "-b", "300M", "-l", "1372")
+        # 150 Mbit/s: below what the tunnel carries even on a loaded machine (about 200;
+        # 300 lost more than half at load 14), above what one read per datagram would coalesce.
+        udp = _iperf3(lab, "-u", "-b", "150M", "-l", "1372")
         udp_sum = udp["sum"]
         udp_mbit = udp_sum["bits_per_second"] / 1e6  # type: ignore[index]
         lost = udp_sum["lost_percent"]  # type: ignore[index]

@@ -107,3 +107,19 @@ def test_bulk_flows_take_separate_shards() -> None:
         assert traffic_class is TrafficClass.BULK
         shards.add(shard)
     assert shards == {0, 1}  # no bulk flow queues behind the other
+
+
+def test_records_are_views_of_the_read_and_survive_a_reused_buffer() -> None:
+    packets = [packet(17, 1, 2, 100), packet(6, 3, 4, 1400), packet(6, 5, 6, 60)]
+    stream = encode_batch(packets)
+    whole = BatchDecoder().feed(stream)
+    assert whole == packets
+    assert all(isinstance(r, memoryview) and r.obj is stream for r in whole)  # no copy
+    byte_by_byte = BatchDecoder()
+    got = [r for i in range(len(stream)) for r in byte_by_byte.feed(stream[i : i + 1])]
+    assert got == packets and byte_by_byte.pending == 0
+    reused = bytearray(stream)
+    decoder = BatchDecoder()
+    records = decoder.feed(reused)
+    reused[:] = bytes(len(reused))  # the caller reuses its buffer
+    assert records == packets

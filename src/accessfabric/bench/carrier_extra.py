@@ -2,7 +2,9 @@
 
 One process, loopback, the real connect/serve functions of each carrier: one BULK
 stream of ``total`` bytes (the receiver answers once it has all of them) and the
-session PING round trip, each compared with fabric TCP+TLS measured in the same run.
+session PING round trip, each compared with fabric TCP+TLS measured in the same run; and
+qh3 alone (``bench/quic_libs.py``'s one-stream bulk, no fabric) in the same run, the
+ceiling of the QUIC row on this machine.
 The session pacer is off on all three (QUIC and the fallback run without it anyway; in
 one process both ends share a CPU, which the delay-based pacer would read as a queue).
 
@@ -21,6 +23,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from accessfabric.bench import quic_libs
+from accessfabric.bench.common import BenchNode
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp, serve_tcp
@@ -136,12 +140,26 @@ async def measure(quick: bool, cert_dir: Path) -> dict[str, tuple[float, float]]
                 best = max(best, await _bulk(dialer, acceptor, total))
             rtt = await _rtt(dialer, PINGS // 4 if quick else PINGS)
         figures[name] = (best, rtt)
+    # qh3 alone, no fabric (bench/quic_libs.py): how far the library itself gets here
+    library = BenchNode.make(quic_libs.SERVER_SEED, cert_dir / "qh3")
+    best = 0.0
+    for _ in range(1 if quick else 2):
+        alone = await quic_libs.measure_library(
+            "qh3", library, bulk_bytes=total, round_trips=PINGS // 4, handshakes=1
+        )
+        best = max(best, alone.bulk_mb_s)
+    figures["qh3_alone"] = (best, alone.rtt_us)
     return figures
 
 
 def extra_results(figures: dict[str, tuple[float, float]]) -> list[BenchResult]:
     tcp_rate, tcp_rtt = figures["tcp_tls"]
     results = []
+    rate, rtt = figures["qh3_alone"]
+    results.append(BenchResult(
+        metric="qh3 alone bulk (1 proc, no fabric)", value=rate, unit="MB/s",
+        baseline_metric="fabric tcp_tls bulk (1 proc)", baseline_value=tcp_rate,
+    ))  # fmt: skip
     for name in ("quic", "https_fallback"):
         rate, rtt = figures[name]
         results.append(BenchResult(

@@ -11,6 +11,9 @@ ones), the same windows and the same event loop, over ``127.0.0.1`` only:
   median of ``round_trips`` round trips.
 * **handshake**: connect + TLS 1.3 handshake + close, the median of a few.
 
+qh3's server reads like the carrier's (``carriers/quic_server.py``: GRO reads, each
+burst handed to its connection at once); aioquic's is its own ``serve()``.
+
 Client and server share one process and one event loop (what a test or a single
 node sees; the carrier bench runs the fabric across processes).  The qh3 client adds
 Ed25519 to its signature algorithms and pins the server certificate's SHA-256
@@ -146,9 +149,17 @@ async def measure_library(
     """Bulk rate, echo RTT and handshake time of ``library`` over loopback."""
     aio, configuration_class, events, version = _modules(library)
     server_config, client_config = _configurations(library, configuration_class, server)
-    quic_server = await aio.serve(
-        HOST, 0, configuration=server_config, create_protocol=_server_protocol(aio, events)
-    )
+    if library == "qh3":
+        # the carrier's receive path: GRO reads, a burst per connection at once
+        from accessfabric.carriers.quic_adapter import create_udp_endpoint
+        from accessfabric.carriers.quic_server import batching_quic_server
+
+        quic_server: Any = batching_quic_server(server_config, _server_protocol(aio, events))
+        await create_udp_endpoint(lambda: quic_server, HOST, 0)
+    else:
+        quic_server = await aio.serve(
+            HOST, 0, configuration=server_config, create_protocol=_server_protocol(aio, events)
+        )
     port = quic_server._transport.get_extra_info("sockname")[1]
     client_class = _client_protocol(aio, events)
     try:

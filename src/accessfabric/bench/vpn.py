@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,7 +86,7 @@ async def _fabric_vpn(seconds: float, shards: int) -> tuple[float, float, int]:
         delivered = [0]
         vpn_exit = VpnExit(b.fileno(), shards=shards)
 
-        def count(packets: list[bytes]) -> None:
+        def count(packets: Sequence[bytes | memoryview]) -> None:
             delivered[0] += len(packets)
 
         vpn_exit.port.write = count  # type: ignore[method-assign]
@@ -204,13 +205,49 @@ class TunFigures:
     offloads: str
 
 
-def _tun_vpn(seconds: float, offload: bool = True) -> TunFigures:
-    """iperf3 TCP and UDP through ``vpn up`` (one fabric hop) and over the veth underlay."""
+@dataclass(frozen=True, slots=True)
+class Tunnel:
+    """A running ``vpn up`` client and exit in their namespaces (:func:`vpn_tunnel`)."""
+
+    topo: Any
+    """The :class:`~accessfabric.sim.Topology` (hosts ``client``, ``exit``, ``server``)."""
+    server: str
+    """The server's address behind the exit (routed through the tunnel)."""
+    exit_addr: str
+    """The exit's underlay address on the client's link (not through the tunnel)."""
+    client_run: list[str]
+    """Prefix that runs a command in the client's namespace."""
+    exit_log: Path
+    configs: dict[str, Path]
+    """The node config of ``client`` and ``exit``."""
+
+    def status(self, host: str) -> dict[str, Any]:
+        """The VPN's counters of ``host`` (``client`` or ``exit``): ``status --json``."""
+        done = self.topo.run(
+            host,
+            [sys.executable, "-m", "accessfabric", "status", "--json", "--config",
+             str(self.configs[host])],
+        )  # fmt: skip
+        row: dict[str, Any] = json.loads(done.stdout)["vpn"][0]
+        return row
+
+    def offloads(self) -> str:
+        """What the exit's kernel took (its start-up log line), ``?`` when not found."""
+        return next(
+            (line.split("offloads=")[1].split()[0]
+             for line in self.exit_log.read_text().splitlines() if "offloads=" in line),
+            "?",
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def vpn_tunnel(flags: Sequence[str] = (), prefix: str = "afb") -> Iterator[Tunnel]:
+    """Namespaces client -- exit -- server, ``vpn up`` exit and client (``flags`` go to
+    both), one fabric hop over TCP+TLS; yields once a ping crosses the tunnel.  Root."""
     from accessfabric.sim import Topology
 
     command = [sys.executable, "-m", "accessfabric"]
-    flags = [] if offload else ["--no-offload"]
-    with tempfile.TemporaryDirectory() as tmp, Topology(prefix="afb") as topo:
+    with tempfile.TemporaryDirectory() as tmp, Topology(prefix=prefix) as topo:
         work = Path(tmp)
         for host in ("client", "exit", "server"):
             topo.add_host(host)
@@ -218,10 +255,9 @@ def _tun_vpn(seconds: float, offload: bool = True) -> TunFigures:
         topo.link("exit", "server")
         topo.route("server", "10.99.0.0/24", via="exit")
         server, exit_addr = topo.host_addr("server", "exit"), topo.host_addr("exit", "client")
-        ids = {}
-        for name in ("exit", "client"):
-            ids[name] = NodeKey.generate()
-            ids[name].save(work / f"{name}.key")
+        ids = {name: NodeKey.generate() for name in ("exit", "client")}
+        for name, key in ids.items():
+            key.save(work / f"{name}.key")
         (work / "exit.toml").write_text(
             f'key_path = "{work}/exit.key"\ndrain_timeout = 1\n[[listen]]\ncarrier = "tcp"\n'
             f'address = "{exit_addr}:7443"\n'
@@ -232,7 +268,6 @@ def _tun_vpn(seconds: float, offload: bool = True) -> TunFigures:
             f'[[peers]]\nnode_id = "{ids["exit"].node_id}"\n'
             f'endpoints = ["tcp://{exit_addr}:7443"]\nconnect = "always"\nservices = ["vpn"]\n'
         )
-        quiet = subprocess.DEVNULL
         exit_log = work / "exit.log"
         with exit_log.open("wb") as log_file:
             topo.popen(
@@ -241,6 +276,7 @@ def _tun_vpn(seconds: float, offload: bool = True) -> TunFigures:
                 stdout=log_file, stderr=log_file,
             )  # fmt: skip
         time.sleep(2.0)
+        quiet = subprocess.DEVNULL
         topo.popen(
             "client", [*command, "vpn", "up", "--config", f"{work}/client.toml",
                        "--address", "10.99.0.2/24", "--route", f"{server}/32", *flags],
@@ -250,22 +286,27 @@ def _tun_vpn(seconds: float, offload: bool = True) -> TunFigures:
         while topo.run("client", ["ping", "-c1", "-W1", server], check=False).returncode:
             if time.monotonic() > deadline:
                 raise RuntimeError("the tunnel did not come up")
+        configs = {name: work / f"{name}.toml" for name in ("client", "exit")}
+        client_run = ["ip", "netns", "exec", topo.ns("client")]
+        yield Tunnel(topo, server, exit_addr, client_run, exit_log, configs)
+
+
+def _tun_vpn(seconds: float, offload: bool = True) -> TunFigures:
+    """iperf3 TCP and UDP through ``vpn up`` (one fabric hop) and over the veth underlay."""
+    with vpn_tunnel([] if offload else ["--no-offload"]) as tunnel:
+        quiet = subprocess.DEVNULL
         for host in ("server", "exit"):
-            topo.popen(host, ["iperf3", "-s"], stdout=quiet, stderr=quiet)
-            topo.popen(host, ["iperf3", "-s", "-p", "5202"], stdout=quiet, stderr=quiet)
+            tunnel.topo.popen(host, ["iperf3", "-s"], stdout=quiet, stderr=quiet)
+            tunnel.topo.popen(host, ["iperf3", "-s", "-p", "5202"], stdout=quiet, stderr=quiet)
         time.sleep(0.5)
-        netns = ["ip", "netns", "exec", topo.ns("client")]
-        offloads = next(
-            (line.split("offloads=")[1].split()[0] for line in exit_log.read_text().splitlines()
-             if "offloads=" in line), "?",
-        )  # fmt: skip
+        run, server, exit_addr = tunnel.client_run, tunnel.server, tunnel.exit_addr
         return TunFigures(
-            tcp_mbit=_iperf_tcp(netns, server, seconds),
-            underlay_tcp_mbit=_iperf_tcp(netns, exit_addr, seconds),
-            udp=_iperf_udp(netns, server, seconds),
-            underlay_udp=_iperf_udp(netns, exit_addr, seconds),
-            ping_p99_ms=_ping_p99_under_tcp(netns, server, seconds),
-            offloads=offloads,
+            tcp_mbit=_iperf_tcp(run, server, seconds),
+            underlay_tcp_mbit=_iperf_tcp(run, exit_addr, seconds),
+            udp=_iperf_udp(run, server, seconds),
+            underlay_udp=_iperf_udp(run, exit_addr, seconds),
+            ping_p99_ms=_ping_p99_under_tcp(run, server, seconds),
+            offloads=tunnel.offloads(),
         )
 
 

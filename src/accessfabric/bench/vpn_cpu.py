@@ -1,15 +1,18 @@
-"""CPU seconds per GiB of every process on the VPN path during iperf3 TCP (issue 18).
+"""CPU seconds per GiB of every process on the VPN path during iperf3 (issue 18).
 
-``python -m accessfabric.bench.vpn_cpu [--seconds S] [-- VPN-UP FLAGS...]`` (root,
-namespaces, Debian ``iperf3``) builds ``bench vpn``'s topology (client -- exit --
-server, ``vpn up`` client and exit), runs iperf3 TCP from the client through the
-tunnel, and reads each process's CPU time (utime + stime of ``/proc/<pid>/stat``,
-threads included) and syscalls (``/proc/<pid>/io``) before and after.  It prints
-CPU s/GiB and the share of a core per process, how busy the whole machine was, and
-the most two cores could carry with that work per byte, however it were split into
-processes or workers: the measurement behind "a worker per TUN queue" (ADR 0039).
-Flags after ``--`` go to both ``vpn up`` commands (``--queues 2``, ``--no-offload``).
-Softirq time and the iperf3 client are not counted, so the bound is optimistic.
+``python -m accessfabric.bench.vpn_cpu [--seconds S] [--reverse] [--udp] [--profile DIR]
+[--strace DIR] [-- VPN-UP FLAGS...]`` (root, namespaces, Debian ``iperf3``) builds
+``bench vpn``'s topology (:func:`accessfabric.bench.vpn.vpn_tunnel`), runs iperf3 TCP
+(``--udp``: 1400 B UDP packets; ``--reverse``: server to client) through the tunnel,
+and reads each process's CPU time (utime + stime of ``/proc/<pid>/stat``, threads
+included) and syscalls (``/proc/<pid>/io``) before and after.  It prints CPU s/GiB and
+the share of a core per process, how busy the whole machine was, the TUN packets per
+GiB each node read and wrote (its ``status``: are super-packets 64 KiB end to end?),
+and the most two cores could carry with that work per byte, however it were split
+into processes or workers (ADR 0039).  ``--profile``/``--strace`` write py-spy
+profiles and ``strace -c -f`` counts of the node processes (ADR 0046).  Flags after
+``--`` go to both ``vpn up`` commands (``--queues 2``, ``--no-offload``).  Softirq
+time and the iperf3 client are not counted, so the bound is optimistic.
 """
 
 from __future__ import annotations
@@ -19,11 +22,9 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-from accessfabric.identity.keys import NodeKey
+from typing import Any
 
 _TICK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
@@ -68,6 +69,17 @@ def path_processes() -> dict[int, str]:
     return found
 
 
+def _packets(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, int, int, int]:
+    """Packets read from the TUN, of them super-packets, packets written to it, packets
+    dropped (outbox full, no stream)."""
+    return (
+        after["packets_out"] - before["packets_out"],
+        after["gso_out"] - before["gso_out"],
+        after["packets_in"] - before["packets_in"],
+        after["dropped"] - before["dropped"],
+    )
+
+
 def _machine_busy() -> tuple[int, int]:
     with open("/proc/stat", encoding="ascii") as handle:
         fields = [int(x) for x in handle.readline().split()[1:9]]
@@ -75,53 +87,56 @@ def _machine_busy() -> tuple[int, int]:
     return busy, sum(fields)
 
 
-def measure(seconds: float, flags: list[str]) -> list[str]:
-    """Report lines for one topology (``flags`` go to both ``vpn up`` commands)."""
-    from accessfabric.sim import Topology
+def _observers(
+    processes: dict[int, str], seconds: float, profile: Path | None, strace: Path | None
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy (``--nonblocking``: Python frames only, raw collapsed stacks) and
+    ``strace -c -f`` on the node processes for ``seconds``; files named after each."""
+    started: list[subprocess.Popen[bytes]] = []
+    quiet = subprocess.DEVNULL
+    for pid, name in processes.items():
+        if "node" not in name:
+            continue
+        stem = name.replace(" ", "-")
+        if profile is not None:
+            started.append(subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking",
+                 "-r", "250", "-d", str(max(1, int(seconds))), "-f", "raw",
+                 "-o", str(profile / f"{stem}.txt"), "-p", str(pid)], stdout=quiet, stderr=quiet,
+            ))  # fmt: skip
+        if strace is not None:
+            started.append(subprocess.Popen(
+                ["timeout", "-s", "INT", str(seconds), "strace", "-c", "-f", "-o",
+                 str(strace / f"{stem}.strace"), "-p", str(pid)], stdout=quiet, stderr=quiet,
+            ))  # fmt: skip
+    return started
 
-    command = [sys.executable, "-m", "accessfabric"]
+
+def measure(
+    seconds: float,
+    flags: list[str],
+    profile: Path | None = None,
+    strace: Path | None = None,
+    reverse: bool = False,
+    udp: bool = False,
+) -> list[str]:
+    """Report lines for one topology (``flags`` go to both ``vpn up`` commands);
+    ``profile``/``strace``: directories for py-spy profiles and syscall counts of the
+    node processes (they slow them: CPU figures from such a run are not comparable)."""
+    from accessfabric.bench.vpn import PACKET, UDP_PAYLOAD, vpn_tunnel
+
     quiet = subprocess.DEVNULL
     lines: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp, Topology(prefix="afc") as topo:
-        work = Path(tmp)
-        for host in ("client", "exit", "server"):
-            topo.add_host(host)
-        topo.link("client", "exit")
-        topo.link("exit", "server")
-        topo.route("server", "10.99.0.0/24", via="exit")
-        server, exit_addr = topo.host_addr("server", "exit"), topo.host_addr("exit", "client")
-        ids = {name: NodeKey.generate() for name in ("exit", "client")}
-        for name, key in ids.items():
-            key.save(work / f"{name}.key")
-        (work / "exit.toml").write_text(
-            f'key_path = "{work}/exit.key"\ndrain_timeout = 1\n[[listen]]\ncarrier = "tcp"\n'
-            f'address = "{exit_addr}:7443"\n[allow]\nvpn = ["{ids["client"].node_id}"]\n'
-        )
-        (work / "client.toml").write_text(
-            f'key_path = "{work}/client.key"\ndrain_timeout = 1\n'
-            f'[[peers]]\nnode_id = "{ids["exit"].node_id}"\n'
-            f'endpoints = ["tcp://{exit_addr}:7443"]\nconnect = "always"\nservices = ["vpn"]\n'
-        )
-        topo.popen(
-            "exit", [*command, "vpn", "up", "--exit", "--config", f"{work}/exit.toml",
-                     "--address", "10.99.0.1/24", "--forwarding", *flags],
-            stdout=quiet, stderr=quiet,
-        )  # fmt: skip
-        time.sleep(2.0)
-        topo.popen(
-            "client", [*command, "vpn", "up", "--config", f"{work}/client.toml",
-                       "--address", "10.99.0.2/24", "--route", f"{server}/32", *flags],
-            stdout=quiet, stderr=quiet,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while topo.run("client", ["ping", "-c1", "-W1", server], check=False).returncode:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the tunnel did not come up")
-        topo.popen("server", ["iperf3", "-s"], stdout=quiet, stderr=quiet)
+    with vpn_tunnel(flags, prefix="afc") as tunnel:
+        server = tunnel.server
+        tunnel.topo.popen("server", ["iperf3", "-s"], stdout=quiet, stderr=quiet)
         time.sleep(0.5)
-        netns = ["ip", "netns", "exec", topo.ns("client")]
+        netns = tunnel.client_run
+        counted = {host: tunnel.status(host) for host in ("client", "exit")}  # the whole flow
         flow = subprocess.Popen(
-            [*netns, "iperf3", "-c", server, "-t", str(seconds), "-J"],
+            [*netns, "iperf3", "-c", server, "-t", str(seconds), "-J",
+             *(["-R"] if reverse else []),
+             *(["-u", "-b", "5G", "-l", str(UDP_PAYLOAD)] if udp else [])],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
@@ -130,7 +145,10 @@ def measure(seconds: float, flags: list[str]) -> list[str]:
             before = {pid: (process_cpu(pid), syscalls(pid)) for pid in processes}
             machine0 = _machine_busy()
             started = time.monotonic()
+            observers = _observers(processes, seconds - 1, profile, strace)
             out, _ = flow.communicate(timeout=seconds + 30)
+            for observer in observers:
+                observer.wait(timeout=30)
             wall = time.monotonic() - started
         finally:  # the client runs in the namespace but outside the topology's processes
             if flow.poll() is None:
@@ -138,11 +156,19 @@ def measure(seconds: float, flags: list[str]) -> list[str]:
                 flow.wait()
         machine1 = _machine_busy()
         after = {pid: (process_cpu(pid), syscalls(pid)) for pid in processes}
-        received = json.loads(out)["end"]["sum_received"]
+        packets = {host: _packets(counted[host], tunnel.status(host)) for host in counted}
+        end = json.loads(out)["end"]
+        if udp:  # what arrived: datagrams sent less those lost, as 1400 B IP packets
+            summed = end["sum"]
+            arrived = (summed["packets"] - summed["lost_packets"]) * PACKET
+            received = {"bytes": arrived, "bits_per_second": arrived * 8 / summed["seconds"]}
+        else:
+            received = end["sum_received"]
         gib = received["bytes"] / GIB
         busy = (machine1[0] - machine0[0]) / max(1, machine1[1] - machine0[1])
         lines.append(
-            f"vpn up {' '.join(flags) or '(defaults)'}: iperf3 TCP "
+            f"vpn up {' '.join(flags) or '(defaults)'}: iperf3 {'UDP 1400 B' if udp else 'TCP'}"
+            f"{' -R' if reverse else ''} "
             f"{received['bits_per_second'] / 1e6:,.0f} Mbit/s, {gib:.2f} GiB in {wall:.1f} s; "
             f"whole machine {busy:.0%} busy, load {os.getloadavg()[0]:.1f}"
         )
@@ -162,6 +188,11 @@ def measure(seconds: float, flags: list[str]) -> list[str]:
             lines.append(
                 f"  {name:14s} {used / gib:5.2f} CPU s/GiB, {used / wall:4.0%} of a core{calls}"
             )
+        for host, (out_, gso, in_, dropped) in packets.items():
+            lines.append(
+                f"  {host} TUN: {out_ / gib:,.0f} packets read per GiB ({gso / max(1, out_):.0%} "
+                f"super-packets), {in_ / gib:,.0f} written per GiB, {dropped:,} dropped"
+            )
         if total > 0:
             bound = 2 / (total / gib) * GIB * 8 / 1e9
             lines.append(
@@ -174,6 +205,12 @@ def measure(seconds: float, flags: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m accessfabric.bench.vpn_cpu")
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy profiles here")
+    parser.add_argument("--strace", type=Path, metavar="DIR", help="strace -c counts here")
+    parser.add_argument(
+        "--reverse", action="store_true", help="iperf3 -R: the server sends to the client"
+    )
+    parser.add_argument("--udp", action="store_true", help="iperf3 UDP of 1400 B packets")
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="-- flags for vpn up")
     args = parser.parse_args(argv)
     flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
@@ -183,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason is not None:
         print(f"vpn_cpu: {reason}", file=sys.stderr)
         return 2
-    for line in measure(args.seconds, flags):
+    for line in measure(args.seconds, flags, args.profile, args.strace, args.reverse, args.udp):
         print(line)
     return 0
 

@@ -173,7 +173,7 @@ def service_host(
             )
         except (OSError, TimeoutError) as error:
             tally.failed += 1  # the dispatcher resets SERVICE_UNAVAILABLE, logs (bounded)
-            raise TargetUnreachable(f"target {host}:{port}: {error or 'timed out'}") from None
+            raise TargetUnreachable(f"target {host}:{port}: {str(error) or 'timed out'}") from None
         await _run_splice(stream, reader, writer, tally)
 
     return handle

@@ -53,6 +53,10 @@ VPN_CLASSES = (
 )
 
 
+Record = bytes | memoryview
+"""A record's item as decoded: a view of the stream's read, or bytes."""
+
+
 class VpnFormatError(ValueError):
     """A malformed preamble or record."""
 
@@ -87,22 +91,42 @@ class BatchDecoder:
 
     With ``vnet`` (v2 records) each item returned is the virtio-net header followed by
     the packet, as a TUN device with ``IFF_VNET_HDR`` reads and writes it.
+
+    Records that lie whole in one ``feed`` are returned as read-only views of its
+    ``data`` (no copy: a 64 KiB super-packet goes from the stream's read to the
+    device's ``write`` as it is); only a record cut across two reads is assembled,
+    once, into ``bytes``.  ``data`` that is not ``bytes`` is copied first, so a
+    caller may reuse its buffer.
     """
 
     def __init__(self, vnet: bool = False) -> None:
         self._buffer = bytearray()
+        """The start of a record cut by the end of the last ``feed``."""
         self._extra = VNET_HDR_SIZE if vnet else 0
 
-    def feed(self, data: bytes) -> list[bytes]:
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            view: bytes | bytearray = buffer
-        else:
-            view = data
-        packets: list[bytes] = []
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Record]:
+        view = memoryview(data if type(data) is bytes else bytes(data))
+        packets: list[Record] = []
         offset, end = 0, len(view)
         extra = self._extra
+        buffer = self._buffer
+        if buffer:  # complete the record the last read cut
+            if len(buffer) < 2:
+                offset = min(end, 2 - len(buffer))
+                buffer += view[:offset]
+                if len(buffer) < 2:
+                    return packets
+            size = (buffer[0] << 8) | buffer[1]
+            if size == 0:
+                raise VpnFormatError("zero-length record")
+            want = 2 + extra + size - len(buffer)
+            if want > end - offset:
+                buffer += view[offset:]
+                return packets
+            buffer += view[offset : offset + want]
+            offset += want
+            packets.append(bytes(memoryview(buffer)[2:]))
+            self._buffer = buffer = bytearray()
         while end - offset >= 2:
             size = (view[offset] << 8) | view[offset + 1]
             if size == 0:
@@ -110,10 +134,10 @@ class BatchDecoder:
             stop = offset + 2 + extra + size
             if stop > end:
                 break
-            packets.append(bytes(view[offset + 2 : stop]))
+            packets.append(view[offset + 2 : stop])
             offset = stop
-        rest = view[offset:]
-        self._buffer = bytearray(rest)
+        if offset < end:
+            buffer += view[offset:]
         return packets
 
     @property
@@ -156,7 +180,7 @@ def destination(packet: bytes) -> bytes:
     return b""
 
 
-def source(packet: bytes) -> bytes:
+def source(packet: Record) -> Record:
     version = packet[0] >> 4 if packet else 0
     if version == 4 and len(packet) >= 20:
         return packet[12:16]

@@ -9,7 +9,12 @@ is slowed by the work each byte costs it (decrypting, relaying, echoing), so onl
   ``decrease`` every ``step`` seconds, down to ``min_rate`` (the first step starts from
   what the shared classes sent in the last ``step``, not from a guess);
 * once the level is below ``high`` it grows by ``ceiling / RECOVERY_STEPS`` every
-  ``step``, and is lifted when it reaches the ceiling (the rate sent when the cap began).
+  ``step``, and is lifted when it reaches the ceiling (the rate sent when the cap began);
+* held at ``min_rate`` for ``give_up_after`` seconds while the level stays at or above
+  ``high``, the cap gives way: our bulk is not what starves the peer (a shared host whose
+  other work keeps every loop waiting, ADR 0045), so holding it at the floor only costs
+  bulk.  It is lifted for ``hold_off`` seconds; if the peer is still pressured then, it
+  starts again from the rate sent meanwhile.
 
 The urgent classes (control, dns, interactive) are never capped.  A token bucket holding
 at most ``BURST`` seconds of the cap spreads what it allows.  Sans-IO: time is passed in.
@@ -22,6 +27,10 @@ BURST = 0.02
 MIN_BURST = 16 * 1024
 RECOVERY_STEPS = 8
 """Steps of additive increase from nothing back to the ceiling (a ``step`` each)."""
+GIVE_UP_AFTER = 3.0
+"""Seconds at the floor with the peer still pressured before the cap gives way."""
+HOLD_OFF = 10.0
+"""Seconds the cap stays lifted after giving way."""
 
 
 class PressureRateCap:
@@ -30,6 +39,8 @@ class PressureRateCap:
     __slots__ = (
         "_bucket",
         "_bucket_at",
+        "_floor_since",
+        "_hold_until",
         "_last_rate",
         "_next_step",
         "_sent",
@@ -37,7 +48,10 @@ class PressureRateCap:
         "ceiling",
         "decrease",
         "decreases",
+        "give_up_after",
+        "give_ups",
         "high",
+        "hold_off",
         "level",
         "min_rate",
         "rate",
@@ -50,11 +64,19 @@ class PressureRateCap:
         high: int = 50,
         step: float = 0.25,
         decrease: float = 0.5,
+        give_up_after: float = GIVE_UP_AFTER,
+        hold_off: float = HOLD_OFF,
     ) -> None:
         self.min_rate = min_rate
         self.high = high
         self.step = step
         self.decrease = decrease
+        self.give_up_after = give_up_after
+        self.hold_off = hold_off
+        self.give_ups = 0
+        """Times the cap gave way (at the floor for ``give_up_after``, peer still pressured)."""
+        self._floor_since: float | None = None
+        self._hold_until = 0.0
         self.level = 0
         """The peer's last cpu / memory level (the higher of the two, percent)."""
         self.rate: float | None = None
@@ -107,15 +129,29 @@ class PressureRateCap:
             return
         if self.pressured:
             if self.rate is None:  # onset: start from what was sent lately
+                if now < self._hold_until:
+                    return  # gave way lately: not before the hold-off ends
                 since = self._sent_since if self._sent_since is not None else now
                 current = self._sent / (now - since) if now - since >= self.step / 4 else 0.0
                 self.ceiling = max(float(self.min_rate), self._last_rate, current)
                 self.rate = self.ceiling
                 self._bucket, self._bucket_at = 0.0, now
+                self._floor_since = None
+            elif self.rate <= self.min_rate:
+                if self._floor_since is None:
+                    self._floor_since = now
+                elif now - self._floor_since >= self.give_up_after:
+                    # the floor did not bring the peer below ``high``: give way
+                    self.rate, self._floor_since = None, None
+                    self._hold_until = now + self.hold_off
+                    self.give_ups += 1
+                    self._next_step = now + self.step
+                    return
             self.rate = max(float(self.min_rate), self.rate * self.decrease)
             self.decreases += 1
         else:
             assert self.rate is not None
+            self._floor_since = None
             steps = 1 + int((now - self._next_step) / self.step)
             self.rate += steps * max(float(self.min_rate), self.ceiling / RECOVERY_STEPS)
             if self.rate >= self.ceiling:

@@ -112,10 +112,9 @@ class ClassScheduler:
 
     def charge(self, stream_id: int, traffic_class: TrafficClass, nbytes: int, ready: bool) -> None:
         """Account ``nbytes`` sent by a stream; rotate it to the back of its class."""
-        queue = self._ready[traffic_class]
-        queue.pop(stream_id, None)
+        self._ready[traffic_class].pop(stream_id, None)
         if ready:
-            queue[stream_id] = None
+            self.mark_ready(stream_id, traffic_class)  # never writes the shared empty class
         if traffic_class in self._deficit:
             self._deficit[traffic_class] -= nbytes
             if self._deficit[traffic_class] <= 0:

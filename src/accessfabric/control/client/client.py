@@ -571,10 +571,19 @@ class ControlClient:
             self.fences.admit(route.lease)
         self.routes.put(service, traffic_class, usable)
         self.wanted.add((service, traffic_class))
-        self.cache.write(
-            {"service": service, "traffic_class": name, "fetched_at": now, **reply},
-            *NodeCache.route_file(service, name),
-        )
+        # Cache only what was believed: a reply overtaken by a ROUTE_UPDATE holds a fenced
+        # epoch, which must not replace the newer one _cache_replaced_route wrote.
+        offered = reply.get("routes", [])
+        kept = {base64.b64encode(route.blob).decode() for route in usable}
+        believed = [route for route in offered if route.get("lease") in kept]
+        if believed or not offered:
+            self.cache.write(
+                {
+                    "service": service, "traffic_class": name, "fetched_at": now,
+                    **reply, "routes": believed,
+                },
+                *NodeCache.route_file(service, name),
+            )  # fmt: skip
         return usable
 
     def _cache_replaced_route(self, key: RouteKey, old: LeasedRoute, new: LeasedRoute) -> None:

@@ -10,12 +10,15 @@ one the hop's lease check uses too (docs/architecture.md, path 2).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 from accessfabric.control.kernel.fence import FenceBook
 from accessfabric.control.kernel.leased_route import LeasedRoute
 from accessfabric.control.kernel.objects import RouteLease
 from accessfabric.wire.registry import TrafficClass
+
+_log = logging.getLogger(__name__)
 
 RouteKey = tuple[str, TrafficClass]
 Replaced = Callable[[RouteKey, LeasedRoute, LeasedRoute], None]
@@ -62,14 +65,20 @@ class RouteBook:
         class it allows.  How many were replaced.  Raises ``LeaseRejected`` (stale epoch)
         when the book has seen a newer one."""
         self.fences.admit(lease)
-        replaced = 0
+        changes: list[tuple[RouteKey, LeasedRoute, LeasedRoute]] = []
         for (service, traffic_class), routes in self._routes.items():
             if service not in lease.allowed_services or traffic_class not in lease.allowed_classes:
                 continue
             for index, route in enumerate(routes):
                 if route.route_id == lease.route_id and route.lease.epoch < lease.epoch:
                     routes[index] = LeasedRoute(lease, blob, route.rank, route.destination)
-                    replaced += 1
-                    for listener in self.on_replaced:
-                        listener((service, traffic_class), route, routes[index])
-        return replaced
+                    changes.append(((service, traffic_class), route, routes[index]))
+        # Listeners after the book is whole; one that fails (e.g. an odd cached document)
+        # neither stops the others nor undoes the replacement.
+        for key, old, new in changes:
+            for listener in self.on_replaced:
+                try:
+                    listener(key, old, new)
+                except Exception:
+                    _log.exception("route replacement listener failed for %s", new.route_id)
+        return len(changes)

@@ -294,6 +294,12 @@ class NodeObservability:
                     "session_credit_stalls": snapshot.session_credit_stalls,
                     "session_stall_s": round(snapshot.session_credit_stall_seconds, 3),
                     "unread": snapshot.unread_bytes,
+                    "peer_pressure": None
+                    if snapshot.peer_pressure is None
+                    else list(snapshot.peer_pressure),
+                    "pressure_cap": None
+                    if snapshot.pressure_rate_cap is None
+                    else round(snapshot.pressure_rate_cap),
                 }
             )
             for stream in snapshot.streams:

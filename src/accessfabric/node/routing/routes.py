@@ -59,6 +59,7 @@ from accessfabric.node.streams.connection import (
 from accessfabric.node.streams.resumable import (
     DEFAULT_RESUME_WINDOW,
     ResumableStream,
+    StreamNotResumed,
     new_fabric_stream,
     session_stream,
 )
@@ -524,7 +525,7 @@ class RouteManager:
             await asyncio.sleep(delay)
             delay = min(1.0, delay * 2)
         self.failed += 1
-        stream.fail(ConnectionError(f"no route to resume on within {self.resume_window:g} s"))
+        stream.fail(StreamNotResumed(f"no route to resume on within {self.resume_window:g} s"))
         self._untrack(routed)
 
     def _resume_order(self, routes: list[LeasedRoute], left: LeasedRoute) -> list[LeasedRoute]:

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 
 from accessfabric.control.kernel.objects import RouteLease
-from accessfabric.node.streams.resumable import ResumableStream
+from accessfabric.node.streams.resumable import ResumableStream, StreamNotResumed
 from accessfabric.session.stream_state import StreamState
 
 RETIRED_LIMIT = 65536
@@ -50,7 +50,7 @@ class ServedEnds:
             done = state is None or state in (StreamState.CLOSED, StreamState.RESET)
             if wrapper.broken_since is not None:
                 if now - wrapper.broken_since > self.resume_window:
-                    wrapper.fail(ConnectionError(f"not resumed: {wrapper.broken_reason}"))
+                    wrapper.fail(StreamNotResumed(f"not resumed: {wrapper.broken_reason}"))
                     self._retire(token, now)
             elif wrapper.finished or done:
                 self._retire(token, now)

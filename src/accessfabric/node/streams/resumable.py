@@ -38,6 +38,12 @@ DEFAULT_RESUME_WINDOW = 30.0
 HOLD_LIMIT = 8 * 1024 * 1024
 """Unacknowledged bytes a broken stream still accepts before ``drain`` waits for a path."""
 
+
+class StreamNotResumed(SessionClosed):
+    """The stream's path broke and no new one took it within the resume window: the
+    stream ended under whoever reads it (a peer that went away), not a target failure."""
+
+
 StreamErrors = (ConnectionError, ProtocolError)
 
 

@@ -1,0 +1,83 @@
+"""A ping read in the same TUN burst as bulk packets is handed to its stream before the
+loop runs the bulk writer (issue 18 item 3, ADR 0046)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+from accessfabric.services.vpn import VpnClient
+from accessfabric.services.vpn_wire import PREAMBLE_SIZE
+from accessfabric.wire.registry import TrafficClass
+from tests.conditions import until
+
+
+def _ip(proto: int, payload: bytes) -> bytes:
+    return struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, 64, proto, 0,
+        bytes((10, 99, 0, 2)), bytes((10, 0, 0, 1)),
+    ) + payload  # fmt: skip
+
+
+PING = _ip(1, bytes((8, 0, 0, 0, 0, 1, 0, 1)) + bytes(56))
+BULK = _ip(17, struct.pack("!HHHH", 40000, 5201, 1380, 0) + bytes(1372))
+
+
+class _Stream:
+    def __init__(self, traffic_class: TrafficClass) -> None:
+        self.stream_id = 1
+        self.service = "vpn"
+        self.traffic_class = traffic_class
+        self.written: list[bytes] = []
+        self._closed = asyncio.Event()
+
+    async def read(self, max_bytes: int = -1) -> bytes:
+        await self._closed.wait()
+        return b""
+
+    async def readexactly(self, size: int) -> bytes:
+        raise AssertionError("not read")
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written.append(bytes(data))
+
+    async def drain(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def reset(self, code: object = None) -> None:
+        self._closed.set()
+
+
+class _Opener:
+    def __init__(self) -> None:
+        self.streams: dict[TrafficClass, _Stream] = {}
+
+    async def open_stream(self, service: str, traffic_class: TrafficClass) -> _Stream:
+        stream = self.streams[traffic_class] = _Stream(traffic_class)
+        return stream
+
+
+async def test_urgent_packets_leave_with_the_burst_that_read_them() -> None:
+    ours, device = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    opener = _Opener()
+    with ours, device:
+        vpn = VpnClient(opener, ours.fileno(), shards=1)  # type: ignore[arg-type]
+        try:
+            vpn._on_packets([BULK, PING])
+            await until(lambda: len(opener.streams) == 2, what="both streams open")
+            bulk, ping = (
+                opener.streams[TrafficClass.RELIABLE],
+                opener.streams[TrafficClass.INTERACTIVE],
+            )
+            await until(lambda: len(bulk.written) == 2 and len(ping.written) == 2)
+            vpn._on_packets([BULK, BULK, PING])  # as one TUN read burst; no loop turn after
+            assert ping.written[2] == len(PING).to_bytes(2, "big") + PING
+            assert len(bulk.written) == 2  # bulk still waits for its writer task
+            await until(lambda: len(bulk.written) == 3)
+            assert bulk.written[0][:4] == b"AFV1" and len(bulk.written[0]) == PREAMBLE_SIZE
+        finally:
+            await vpn.close()
