@@ -4,6 +4,7 @@ replica finds its tenant from the meta, the services it knows, or the node named
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 from typing import cast
@@ -13,9 +14,14 @@ from accessfabric.control.kernel.vocabulary import ServiceMode
 from accessfabric.control.server.plane import ControlConfig, ControlPlane
 from accessfabric.control.server.registry import RegisteredNode
 from accessfabric.control.server.replication import ReplicaSync, WatchableStore
+from accessfabric.control.server.store.etcd_cluster import LocalEtcdCluster
 from accessfabric.control.server.store.sqlite import SqliteStore
 from accessfabric.identity.keys import NodeKey
+from tests.conditions import until
+from tests.control.api_harness import Running, enroll_body
 from tests.control.conftest import FakeClock
+from tests.control.replica_harness import running_replicas
+from tests.etcd_cluster import restart_dead_members, revoke_all_leases, unique_namespace
 
 
 class Replica:
@@ -116,3 +122,52 @@ def test_a_replica_key_of_a_service_not_known_here_is_of_its_nodes_tenant(
     two.sync.apply(stranger)
     assert two.keys()["other"] != before["other"]  # unknown: counts for every partition
     store.close()
+
+
+def test_through_etcd_a_service_change_on_replica_one_leaves_other_tenants_on_replica_two(
+    etcd_cluster: LocalEtcdCluster,
+) -> None:
+    """Two replicas on the real etcd cluster: tenant acme's service registered, led and
+    left through replica A; replica B follows through its watch, and tenant other's
+    coordinator generations there never move."""
+    restart_dead_members(etcd_cluster)
+    endpoints = etcd_cluster.endpoints
+
+    async def enroll(cp: Running, tenant: str) -> RegisteredNode:
+        key = NodeKey.generate()
+        token = await cp.token(tenant, ["service-host"])
+        status, reply = await cp.signed(key, "POST", "/v1/enroll", enroll_body(key, token))
+        assert status == 200, reply
+        node = cp.plane.registry.get(key.node_id)
+        assert node is not None
+        return node
+
+    async def main() -> None:
+        async with running_replicas([endpoints, endpoints[::-1]], unique_namespace()) as (a, b):
+            nodes = [await enroll(a, "acme"), await enroll(a, "acme"), await enroll(a, "other")]
+
+            async def b_follows() -> None:
+                """Until B applied every write of A so far (a marker written last)."""
+                marker = a.plane.store.put("/test-marker", b"")
+
+                def caught_up() -> bool:
+                    return b.plane.sync is not None and b.plane.sync.since >= marker
+
+                await until(caught_up, timeout=5.0, what="replica B follows A's writes")
+
+            await b_follows()
+            assert all(b.plane.registry.get(n.node_id) is not None for n in nodes)
+            other_before = b.plane.coordinators.key("other")
+            acme_before = b.plane.coordinators.key("acme")
+            mode = ServiceMode.LEADER_FOLLOWER
+            for node in nodes[:2]:
+                a.plane.services.register("ay", node.node_id, node.record.roles, "acme", mode)
+            a.plane.services.deregister("ay", nodes[0].node_id)  # the leader leaves
+            await b_follows()
+            assert b.plane.coordinators.key("acme") != acme_before
+            assert b.plane.coordinators.key("other") == other_before
+
+    try:
+        asyncio.run(main())
+    finally:
+        revoke_all_leases(etcd_cluster.endpoints)
