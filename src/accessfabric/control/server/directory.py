@@ -47,8 +47,14 @@ heartbeat table's change log (:mod:`accessfabric.control.server.directory_log`),
 another tenant, or one whose view the changed node cannot be in, gets an empty delta.
 No cursor, a cursor the bounded log no longer covers, a drain or undrain since the
 cursor (the cursor names the set of drained nodes), or a change of the asking node
-itself (its record, region, measured peers: its whole view may move) gets the whole
-directory.
+itself (its record, region: its whole view may move) gets the whole directory.
+
+A ``tenant`` or ``neighbours`` delta is **incremental** (ADR 0043): made from the
+changed nodes alone (:func:`_shown`, one health evaluation each), not from a rebuild of
+the view over the partition; the replica remembers per such node what it last served
+(:class:`_Served`: the cursor, the view's inputs, the ids the node's copy holds), so a
+change of the node's own measured peers is a delta too (:func:`_own_change`) and
+``removed`` names exactly the ids its copy holds that its view no longer shows.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,54 +238,33 @@ def build_directory(
     may be placed.
     """
     version = version_for(asking, registry, heartbeats, now, drains)  # first: sweeps unreachable
+    view = _View.of(asking, heartbeats)
     me = asking.record
-    roles = me.roles
-    own = heartbeats.get(me.node_id)
-    own_region = (own.facts.region or "default") if own else "default"
-    measured = {p.node_id: p.rtt_ms for p in own.facts.peers} if own else {}
     candidates: dict[str, DirectoryEntry] = {}
     measured_me: set[str] = set()
-    scope = _scope(roles)
     pool = (
-        _mobile_pool(me.tenant, own_region, measured, registry, heartbeats)
-        if scope == "mobile"
+        _mobile_pool(me.tenant, view.region, view.measured, registry, heartbeats)
+        if view.scope == "mobile"
         else _partition(me.tenant, registry)
     )
     for node in pool:
-        record = node.record
-        if record.node_id == me.node_id:
+        found = _candidate(view, node, heartbeats, now, drains)
+        if found is None:
             continue
-        if record.tenant not in (me.tenant, SHARED_TENANT):
-            continue
-        state = heartbeats.get(record.node_id)
-        health = heartbeats.health(record.node_id, now, record.revision).health
-        if health is Health.UNREACHABLE or state is None:
-            continue
-        if me.node_id in peer_ids(state.facts.peers):
-            measured_me.add(record.node_id)
-        candidates[record.node_id] = DirectoryEntry(
-            node=node,
-            health=health,
-            region=state.facts.region or "default",
-            endpoints=state.facts.endpoints,
-            transports=state.facts.transports,
-            rtt_ms=measured.get(record.node_id),
-            draining=drains is not None and drains.is_draining(record.node_id),
-        )
+        entry, measures_me = found
+        if measures_me:
+            measured_me.add(node.node_id)
+        candidates[node.node_id] = entry
     chosen: dict[str, DirectoryEntry] = {}
     placement: tuple[str, ...] = ()
-    if scope == "tenant":
+    if view.scope == "tenant":
         chosen = candidates
-    elif scope == "neighbours":
+    elif view.scope == "neighbours":
         for node_id, entry in candidates.items():
-            peer_roles = entry.node.record.roles
-            neighbour = node_id in measured or node_id in measured_me
-            regional = entry.region == own_region and any(
-                peer_roles & REGION_GRANTS.get(role, frozenset()) for role in roles
-            )
-            if neighbour or regional:
+            if view.neighbour_shows(entry, node_id in measured_me):
                 chosen[node_id] = entry
     else:
+        own_region = view.region
         entries = [e for e in candidates.values() if Role.ENTRY in e.node.record.roles]
         entries = [e for e in entries if e.rtt_ms is not None or e.region == own_region]
         entries.sort(key=lambda e: (e.rtt_ms is None, e.rtt_ms or 0.0, e.node.node_id))
@@ -296,7 +282,96 @@ def build_directory(
             ],
         )
     ordered = tuple(chosen[k] for k in sorted(chosen))
-    return Directory(version=version, scope=scope, entries=ordered, placement=placement)
+    return Directory(version=version, scope=view.scope, entries=ordered, placement=placement)
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """What of the asking node decides which peers its view shows (its own record and
+    last heartbeat): a change of any of it notes the node itself in the change log."""
+
+    me: RegisteredNode
+    scope: str
+    region: str
+    measured: dict[str, float]
+
+    @classmethod
+    def of(cls, asking: RegisteredNode, heartbeats: HeartbeatTable) -> _View:
+        own = heartbeats.get(asking.node_id)
+        return cls(
+            me=asking,
+            scope=_scope(asking.record.roles),
+            region=(own.facts.region or "default") if own else "default",
+            measured={p.node_id: p.rtt_ms for p in own.facts.peers} if own else {},
+        )
+
+    def neighbour_shows(self, entry: DirectoryEntry, measures_me: bool) -> bool:
+        """``neighbours`` scope: a candidate it measured or that measured it, or one of its
+        region with a role its roles grant (``REGION_GRANTS``)."""
+        node_id = entry.node.node_id
+        if node_id in self.measured or measures_me:
+            return True
+        peer_roles = entry.node.record.roles
+        return entry.region == self.region and any(
+            peer_roles & REGION_GRANTS.get(role, frozenset()) for role in self.me.record.roles
+        )
+
+
+def _candidate(
+    view: _View,
+    node: RegisteredNode,
+    heartbeats: HeartbeatTable,
+    now: float,
+    drains: NodeDrains | None,
+) -> tuple[DirectoryEntry, bool] | None:
+    """``node``'s entry as ``view`` would show it, and whether it measured the asking
+    node; ``None`` when it is the asking node, of another partition, or not live.  One
+    node's facts only: O(its measured peers), whatever the fleet size."""
+    record, me = node.record, view.me.record
+    if record.node_id == me.node_id or record.tenant not in (me.tenant, SHARED_TENANT):
+        return None
+    state = heartbeats.get(record.node_id)
+    if state is None:
+        return None
+    health = heartbeats.health(record.node_id, now, record.revision).health
+    if health is Health.UNREACHABLE:
+        return None
+    entry = DirectoryEntry(
+        node=node,
+        health=health,
+        region=state.facts.region or "default",
+        endpoints=state.facts.endpoints,
+        transports=state.facts.transports,
+        rtt_ms=view.measured.get(record.node_id),
+        draining=drains is not None and drains.is_draining(record.node_id),
+    )
+    return entry, me.node_id in peer_ids(state.facts.peers)
+
+
+def _shown(
+    view: _View,
+    node_ids: Iterable[str],
+    registry: NodeRegistry,
+    heartbeats: HeartbeatTable,
+    now: float,
+    drains: NodeDrains | None,
+) -> dict[str, DirectoryEntry]:
+    """Of ``node_ids``, those a ``tenant`` or ``neighbours`` view shows, and their entries.
+
+    Whether a peer is in such a view depends on that peer's record and facts and on the
+    asking node's own (:class:`_View`), never on a third node's, so a delta's entries are
+    found by looking at the changed nodes alone: O(changes), not O(partition)
+    (:func:`directory_document`)."""
+    shown: dict[str, DirectoryEntry] = {}
+    for node_id in node_ids:
+        node = registry.get(node_id)
+        found = None if node is None else _candidate(view, node, heartbeats, now, drains)
+        if found is None:
+            continue
+        entry, measures_me = found
+        if view.scope == "tenant" or view.neighbour_shows(entry, measures_me):
+            shown[node_id] = entry
+    return shown
 
 
 def _partition(tenant: str, registry: NodeRegistry) -> list[RegisteredNode]:
@@ -365,28 +440,46 @@ def _sessions(heartbeats: HeartbeatTable, node_id: str) -> int:
     return state.facts.sessions if state is not None else 0
 
 
-def _could_show(
-    scope: str, asking: RegisteredNode, node: RegisteredNode | None, tenant: str | None,
-    heartbeats: HeartbeatTable,
-) -> bool:  # fmt: skip
-    """Whether a changed node that is not in ``asking``'s view now may have been in it
-    before: a ``removed`` notice names it (an id, nothing else), least knowledge otherwise."""
-    me = asking.record
+def _of_partition(asking: RegisteredNode, node: RegisteredNode | None, tenant: str | None) -> bool:
+    """Whether a changed node is of ``asking``'s partition (its tenant or shared; a
+    removed node of tenant not noted counts): it may have been in its view before the
+    change, whatever its role or region now."""
     tenant = node.record.tenant if node is not None else tenant
-    if tenant not in (me.tenant, SHARED_TENANT):
-        return False  # another partition: never in this view
-    if scope == "tenant" or node is None:
-        return True
-    if scope == "mobile" and Role.ENTRY not in node.record.roles:
-        return False  # a mobile view shows entries only
-    state, own = heartbeats.get(node.node_id), heartbeats.get(me.node_id)
-    if state is None or own is None:
-        return True
-    if node.node_id in peer_ids(own.facts.peers):
-        return True
-    if me.node_id in peer_ids(state.facts.peers):
-        return True
-    return (state.facts.region or "default") == (own.facts.region or "default")
+    return tenant is None or tenant in (asking.record.tenant, SHARED_TENANT)
+
+
+SERVED_LIMIT = 16_384
+"""Views remembered per heartbeat table (:func:`_own_change`): one per ``tenant`` or
+``neighbours`` node that fetched (entries, relays, exits, observers: not devices)."""
+
+
+@dataclass(slots=True)
+class _Served:
+    """What a ``tenant`` or ``neighbours`` node was last served: its cursor, the view it
+    was made from, and the ids its copy holds since (the node merges each delta)."""
+
+    cursor: str
+    revision: int
+    region: str
+    measured: dict[str, float]
+    ids: set[str]
+
+
+_SERVED: weakref.WeakKeyDictionary[HeartbeatTable, dict[str, _Served]] = weakref.WeakKeyDictionary()
+
+
+def _own_change(view: _View, served: _Served) -> set[str] | None:
+    """When the asking node's own change since it was ``served`` is of the peers it
+    measured only (an entry's sessions come and go), the peers whose entry that change
+    may have moved: those it began or stopped measuring, or measures at another RTT.
+    ``None`` when its view changed otherwise (its record, its region): the whole
+    directory then."""
+    if served.revision != view.me.record.revision or served.region != view.region:
+        return None
+    old, new = served.measured, view.measured
+    moved = old.keys() ^ new.keys()
+    moved.update(n for n, rtt in new.items() if n in old and old[n] != rtt)
+    return moved
 
 
 def directory_document(
@@ -400,20 +493,86 @@ def directory_document(
 ) -> dict[str, Any]:
     """``GET /v1/directory``: the whole directory, or with ``since`` (the ``cursor`` of the
     one the node holds) the delta since then when the change log still covers it and no
-    node was drained or undrained since (the cursor's last part names the drained set)."""
-    built = build_directory(asking, registry, heartbeats, now, policy, drains)
+    node was drained or undrained since (the cursor's last part names the drained set).
+
+    A ``tenant`` or ``neighbours`` delta is made from the changed nodes alone
+    (:func:`_shown`): an entry node refetching after one change costs the control plane
+    O(1), not a rebuild of its view over the whole partition (ADR 0043, "incremental
+    directory deltas").  So is one after a change of the peers the asking node measured
+    (:func:`_own_change`): its delta adds the peers it began measuring or measures at
+    another RTT, and removes those it stopped measuring that it no longer sees.  A
+    ``mobile`` delta (at most ``MOBILE_LIMIT`` entries, from its region's pool) is still
+    built whole: its placement orders every member."""
+    scope = _scope(asking.record.roles)
+    version = version_for(asking, registry, heartbeats, now, drains)  # first: sweeps unreachable
     log = heartbeats.changes
     drained = drains.digest() if drains is not None else "-"
-    head: dict[str, Any] = {
-        "version": built.version,
-        "scope": built.scope,
-        "cursor": f"{log.cursor()}.{drained}",
-        "placement": list(built.placement),
-    }
     changed = None
     if since is not None:
         position, _, since_drained = since.rpartition(".")
         changed = log.since(position) if since_drained == drained else None
+    head: dict[str, Any] = {
+        "version": version,
+        "scope": scope,
+        "cursor": f"{log.cursor()}.{drained}",
+    }
+    if scope == "mobile":
+        return _whole_or_cut(asking, registry, heartbeats, now, policy, drains, since,
+                             changed, head)  # fmt: skip
+    view = _View.of(asking, heartbeats)
+    table = _SERVED.get(heartbeats)
+    if table is None:
+        table = _SERVED[heartbeats] = {}
+    held = table.get(asking.node_id)
+    own: set[str] | None = None
+    if changed is not None and held is not None and held.cursor == since:
+        own = _own_change(view, held) if asking.node_id in changed else set()
+    if changed is None or held is None or own is None:
+        built = build_directory(asking, registry, heartbeats, now, policy, drains)
+        if len(table) >= SERVED_LIMIT:
+            table.clear()
+        table[asking.node_id] = _Served(
+            cursor=head["cursor"], revision=asking.record.revision, region=view.region,
+            measured=view.measured, ids={entry.node.node_id for entry in built.entries},
+        )  # fmt: skip
+        return {
+            **head,
+            "placement": [],
+            "delta": False,
+            "node_record": record_json(asking),
+            "entries": [entry.to_json() for entry in built.entries],
+        }
+    looked_at = (changed.keys() - {asking.node_id}) | own
+    shown = _shown(view, looked_at, registry, heartbeats, now, drains)
+    removed = {node_id for node_id in looked_at if node_id not in shown and node_id in held.ids}
+    held.ids -= removed
+    held.ids.update(shown)
+    held.cursor, held.measured = head["cursor"], view.measured
+    return {
+        **head,
+        "placement": [],
+        "delta": True,
+        "since": since,
+        "entries": [shown[node_id].to_json() for node_id in sorted(shown)],
+        "removed": sorted(removed),
+    }
+
+
+def _whole_or_cut(
+    asking: RegisteredNode,
+    registry: NodeRegistry,
+    heartbeats: HeartbeatTable,
+    now: float,
+    policy: RoutePolicy | None,
+    drains: NodeDrains | None,
+    since: str | None,
+    changed: dict[str, str | None] | None,
+    head: dict[str, Any],
+) -> dict[str, Any]:
+    """A ``mobile`` directory: built whole (its placement orders every member), sent
+    whole or as the changed members and the member ids."""
+    built = build_directory(asking, registry, heartbeats, now, policy, drains)
+    head["placement"] = list(built.placement)
     if changed is None or asking.node_id in changed:
         return {
             **head,
@@ -424,17 +583,8 @@ def directory_document(
     shown = {entry.node.node_id: entry for entry in built.entries}
     entries = [shown[node_id].to_json() for node_id in sorted(changed) if node_id in shown]
     document = {**head, "delta": True, "since": since, "entries": entries}
-    if built.scope == "mobile":  # at most MOBILE_LIMIT members: the ids, not removals
-        if any(
-            _could_show(built.scope, asking, registry.get(n), t, heartbeats)
-            for n, t in changed.items()
-        ):
-            document["ids"] = sorted(shown)
-        return document
-    document["removed"] = sorted(
-        node_id
-        for node_id, tenant in changed.items()
-        if node_id not in shown
-        and _could_show(built.scope, asking, registry.get(node_id), tenant, heartbeats)
-    )
+    if any(_of_partition(asking, registry.get(n), t) for n, t in changed.items()):
+        # at most MOBILE_LIMIT members: the ids, not removals; whenever a node of its
+        # partition changed (an entry that left its region or lost its role was a member)
+        document["ids"] = sorted(shown)
     return document

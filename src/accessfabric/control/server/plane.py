@@ -344,11 +344,13 @@ class ControlPlane:
         self.replay.check_and_add(tag, now)
 
     def load(self) -> None:
-        """Read the registry and persisted heartbeats (once, when starting to serve)."""
+        """Read the registry, persisted heartbeats, drains and services' tenants (once, when
+        starting to serve)."""
         self._loaded_revision = self.store.revision()
         self.registry.load()
         self.heartbeats.load()
         self.drains.load()
+        self.services.load()  # each service's tenant (ADR 0043)
 
     def ingest_heartbeat(self, node: RegisteredNode, facts: HeartbeatFacts) -> dict[str, Any]:
         """Take one authenticated heartbeat; the reply (health, current record, policy, and

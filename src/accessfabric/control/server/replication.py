@@ -159,6 +159,7 @@ class ReplicaSync:
             self._plane.registry.load()
             self._plane.heartbeats.load()
             self._plane.drains.load()
+            self._plane.services.load()
         except (StoreError, TimeoutError) as error:
             self._mark_lost(str(error) or "no quorum read in time")
             return False
@@ -178,6 +179,10 @@ class ReplicaSync:
         self.synced = True
         self.reason = ""
 
+    def _tenant_of_node(self, node_id: str) -> str | None:
+        node = self._plane.registry.get(node_id)
+        return None if node is None else node.record.tenant
+
     def apply(self, change: Change) -> None:
         """Fold one change of another replica (or this one: idempotent) into the caches."""
         if change.key.startswith(NODE_PREFIX):
@@ -188,9 +193,9 @@ class ReplicaSync:
             self._plane.heartbeats.apply_change(change)
         elif change.key.startswith(SERVICE_PREFIX):
             # services are read from the store on demand; the route coordinators rebuild
-            # their snapshots (serving replicas, leaders) when the generation moves (the
-            # key names the service, not its tenant: every partition's moves)
-            self._plane.services.moved(None)
+            # their snapshots (serving replicas, leaders) when the generation of the
+            # service's tenant moves (ADR 0043): found from the meta, or the node named
+            self._plane.services.apply_change(change, self._tenant_of_node)
         elif change.key.startswith(DRAIN_PREFIX):
             self._plane.drains.apply_change(change)
         else:

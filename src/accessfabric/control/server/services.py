@@ -22,13 +22,21 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.control.kernel.objects import ServiceLease
 from accessfabric.control.kernel.vocabulary import Role, ServiceMode, check_name, node_echo_target
 from accessfabric.control.server.generations import PartitionGenerations
-from accessfabric.control.server.store.base import Clock, Entry, LeaseNotFoundError, Store
+from accessfabric.control.server.store.base import (
+    Change,
+    ChangeKind,
+    Clock,
+    Entry,
+    LeaseNotFoundError,
+    Store,
+)
 
 KEY_PREFIX = "/services/"
 DEFAULT_REPLICA_TTL = 15.0
@@ -130,6 +138,10 @@ class ServiceDirectory:
         self._generations = PartitionGenerations()
         """Moved by every change of a service's replicas or leader, per the service's
         tenant (a route coordinator rebuilds on its partition's: ADR 0043)."""
+        self._tenants: dict[str, str] = {}
+        """Per service this replica read or saw the meta of: its tenant (a service never
+        changes tenant: :meth:`register` refuses ``tenant_conflict``).  Finds the partition
+        of another replica's write of a key that does not carry it (:meth:`apply_change`)."""
         self.elections = 0  # leader elections, a follower taking over included (metrics)
 
     @property
@@ -142,9 +154,57 @@ class ServiceDirectory:
         return self._generations.of(tenant)
 
     def moved(self, tenant: str | None) -> None:
-        """Note a change of a service of ``tenant`` (``None``: of a tenant not known here,
-        e.g. another replica's write seen in the store's watch: every partition's)."""
+        """Note a change of a service of ``tenant`` (``None``: of a tenant not known here:
+        every partition's)."""
         self._generations.moved(tenant)
+
+    def load(self) -> int:
+        """Learn every service's tenant from the store (when starting to serve, and when a
+        replica reads the store again after a break: what it missed counts for every
+        partition); the number of services."""
+        tenants: dict[str, str] = {}
+        for entry in self._store.range(KEY_PREFIX).entries:
+            service, _, part = entry.key.removeprefix(KEY_PREFIX).partition("/")
+            if part == "meta":
+                with contextlib.suppress(ValueError, KeyError, TypeError, ServiceError):
+                    tenants[service] = ServiceMeta.decode(entry.value).tenant
+        self._tenants = tenants
+        self.moved(None)
+        return len(tenants)
+
+    def apply_change(self, change: Change, tenant_of_node: Callable[[str], str | None]) -> None:
+        """Another replica's write of a service key, seen in the store's watch: move the
+        generation of the service's tenant only (ADR 0043).
+
+        The tenant is the meta's (``/services/S/meta`` carries it), else the one this
+        replica knows for the service, else the tenant of the node the key or value
+        names (a replica key ``/services/S/replicas/<node>``, a leader's ``replica``): a
+        service's replicas are nodes of its tenant (:meth:`register`).  Only when none
+        of them tells does the change count for every partition."""
+        service, _, part = change.key.removeprefix(KEY_PREFIX).partition("/")
+        tenant: str | None = None
+        node_id: str | None = None
+        if part == "meta" and change.kind is ChangeKind.PUT:
+            with contextlib.suppress(ValueError, KeyError, TypeError, ServiceError):
+                tenant = ServiceMeta.decode(change.value).tenant
+        elif part.startswith("replicas/"):
+            node_id = part.removeprefix("replicas/")
+        elif part == "leader" and change.kind is ChangeKind.PUT:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                replica = json.loads(change.value).get("replica")
+                node_id = replica if isinstance(replica, str) else None
+        tenant = tenant if isinstance(tenant, str) else self._tenants.get(service)
+        if tenant is None and node_id is not None:
+            tenant = tenant_of_node(node_id)
+        if tenant is not None:
+            self._tenants[service] = tenant
+        self.moved(tenant)
+
+    def _meta(self, service: str, entry: Entry) -> ServiceMeta:
+        """``entry``'s meta; remembers the service's tenant (:meth:`apply_change`)."""
+        meta = ServiceMeta.decode(entry.value)
+        self._tenants[service] = meta.tenant
+        return meta
 
     # ---- registration -----------------------------------------------------------------
 
@@ -187,11 +247,12 @@ class ServiceDirectory:
             meta = ServiceMeta(mode=mode, tenant=tenant, epoch=1)
             result = self._store.put_if(_meta_key(service), meta.encode(), 0)
             if result.succeeded:
+                self._tenants[service] = tenant
                 self.moved(tenant)
                 return meta
             entry = result.current
             assert entry is not None
-        meta = ServiceMeta.decode(entry.value)
+        meta = self._meta(service, entry)
         if meta.tenant != tenant:
             raise ServiceError("tenant_conflict", f"service {service!r} belongs to another tenant")
         return meta
@@ -226,7 +287,7 @@ class ServiceDirectory:
             meta_entry = self._store.get(_meta_key(service))
             if meta_entry is None:
                 continue
-            tenant = ServiceMeta.decode(meta_entry.value).tenant
+            tenant = self._meta(service, meta_entry).tenant
             self._renew_or_create(service, node_id, when, tenant)
             self.reconcile(service)
 
@@ -237,7 +298,7 @@ class ServiceDirectory:
                 self._store.revoke(entry.lease_id)
         self._kept_alive.pop((service, node_id), None)
         meta_entry = self._store.get(_meta_key(service))
-        self.moved(None if meta_entry is None else ServiceMeta.decode(meta_entry.value).tenant)
+        self.moved(None if meta_entry is None else self._meta(service, meta_entry).tenant)
         self.reconcile(service)
 
     # ---- election ---------------------------------------------------------------------
@@ -255,7 +316,7 @@ class ServiceDirectory:
             candidate = min(view.replicas, key=lambda r: (r.registered_at, r.node_id))
             meta_entry = self._store.get(_meta_key(service))
             assert meta_entry is not None
-            meta = ServiceMeta.decode(meta_entry.value)
+            meta = self._meta(service, meta_entry)
             bumped = ServiceMeta(mode=meta.mode, tenant=meta.tenant, epoch=meta.epoch + 1)
             cas = self._store.put_if(_meta_key(service), bumped.encode(), meta_entry.mod_revision)
             if not cas.succeeded:
@@ -296,7 +357,7 @@ class ServiceDirectory:
         meta_entry = entries.get(_meta_key(service))
         if meta_entry is None:
             return None
-        meta = ServiceMeta.decode(meta_entry.value)
+        meta = self._meta(service, meta_entry)
         leader_entry = entries.get(_leader_key(service))
         leader: dict[str, object] = {} if leader_entry is None else json.loads(leader_entry.value)
         prefix = _replica_prefix(service)
