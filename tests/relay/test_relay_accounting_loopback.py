@@ -231,14 +231,21 @@ async def test_a_claim_failing_after_admission_gives_the_quota_slot_back(
         failed_claims = []
 
         def open_failing_once(connection: Any, *args: Any) -> None:
-            def refuse(stream_id: int) -> None:
+            # Sessions are slotted (ADR 0044): the method is replaced on the class, for the
+            # length of this synchronous claim, and refuses for this connection's session only.
+            session_class = type(connection.session)
+            relay_stream = session_class.relay_stream
+
+            def refuse(session: Any, stream_id: int) -> None:
+                if session is not connection.session:
+                    return relay_stream(session, stream_id)
                 raise LocalProtocolError(f"stream {stream_id}: injected")
 
             if failed_claims:
                 return claim(connection, *args)
             failed_claims.append(connection)
             with monkeypatch.context() as patch:
-                patch.setattr(connection.session, "relay_stream", refuse)
+                patch.setattr(session_class, "relay_stream", refuse)
                 claim(connection, *args)
 
         monkeypatch.setattr(splicer, "open", open_failing_once)
