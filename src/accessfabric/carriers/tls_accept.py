@@ -19,6 +19,8 @@ from asyncio import sslproto
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+from accessfabric.carriers.buffer_pages import release_pages
+
 
 class HandshakeAdmission(Protocol):
     def admit(self, address: str) -> bool: ...
@@ -103,6 +105,8 @@ class TlsAcceptor:
         self._timeout = handshake_timeout
         self.handshaking = 0
         """Admitted connections whose TLS handshake has not ended."""
+        self.released = 0
+        """Receive-buffer bytes given back after handshakes (``buffer_pages``)."""
 
     def _wrap(self, transport: asyncio.Transport, address: str, first: bytes, left: float) -> None:
         """What loop.create_server(ssl=...) does for each socket, with our deadline: the TLS
@@ -125,6 +129,9 @@ class TlsAcceptor:
             error = None if done.cancelled() else done.exception()
             if error is None and not done.cancelled():
                 self._admission.done(address, None)
+                # The handshake's reads left pages in the TLS protocol's receive buffer
+                # (or its heap block brought them along): an idle session needs none.
+                self.released += release_pages(tls.get_buffer(0))
                 return
             transport.abort()
             reason = "cancelled" if error is None else _failure(error)

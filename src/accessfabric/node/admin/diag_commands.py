@@ -1,4 +1,4 @@
-"""``accessfabric diag route SERVICE`` and ``accessfabric diag stream``: ask a running node
+"""``accessfabric diag route SERVICE``, ``diag stream`` and ``diag memory``: ask a running node
 over its admin socket (:mod:`accessfabric.node.admin.diagnostics`); tables, or ``--json``."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any
 
 from accessfabric.json_output import print_answer
 from accessfabric.node.admin.commands import admin_socket, guarded
+from accessfabric.node.admin.memory_diag import DEFAULT_TOP, MAX_TOP
 from accessfabric.node.admin.status import ask_admin, table
 
 TIMEOUT = 60.0
@@ -67,10 +68,31 @@ def cmd_diag_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diag_memory(args: argparse.Namespace) -> int:
+    action = "start" if args.start else "stop" if args.stop else "report"
+    status, document = _ask(args, "/diag/memory", {"action": action, "top": str(args.top)})
+    if status == 400:
+        return _fail(str(document), 2)
+    if status != 200 or not isinstance(document, dict):
+        return _fail(f"the node answered {status}: {document}", 1)
+    heap = document.get("c_heap") or {}
+    lines = [
+        f"rss {document['rss_bytes']} B, C heap in use {heap.get('in_use_bytes', '-')} B "
+        f"free {heap.get('free_bytes', '-')} B, tracing {'on' if document['tracing'] else 'off'}"
+    ]
+    if "traced_bytes" in document:
+        lines.append(f"traced since start: {document['traced_bytes']} B")
+        lines += table(document["sites"])
+    if "types" in document:
+        lines += table(document["types"])
+    print_answer(args.json, document, "\n".join(lines))
+    return 0
+
+
 def add_diag_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     diag = commands.add_parser(
         "diag",
-        help="probe a service's routes, list live streams (ask a running node)",
+        help="probe a service's routes, list live streams, show memory (ask a running node)",
         description="Per-route and per-stream diagnostics of a running node, over its "
         "admin socket. docs/console.md#diagnostics.",
     )
@@ -95,7 +117,21 @@ def add_diag_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "bytes, queued and unacknowledged bytes, the session's RTT and what blocks it "
         "(credit, carrier, pacing, scheduler).",
     )
-    for parser, handler in ((route, cmd_diag_route), (stream, cmd_diag_stream)):
+    memory = sub.add_parser(
+        "memory",
+        help="RSS, C heap, object counts; with --start, the top allocation sites",
+        description="Where the node's memory goes: RSS, glibc's heap, the commonest object "
+        "types and, once tracing was started (--start; it costs memory and CPU until "
+        "--stop), the Python heap traced since then by allocation site. A report holds "
+        "the node's event loop while it walks the heap.",
+    )
+    toggle = memory.add_mutually_exclusive_group()
+    toggle.add_argument("--start", action="store_true", help="start tracing allocations")
+    toggle.add_argument("--stop", action="store_true", help="stop tracing allocations")
+    memory.add_argument("--top", type=int, default=DEFAULT_TOP, metavar="N",
+                        help=f"rows per table (1..{MAX_TOP})")  # fmt: skip
+    handlers = ((route, cmd_diag_route), (stream, cmd_diag_stream), (memory, cmd_diag_memory))
+    for parser, handler in handlers:
         parser.add_argument("--config", metavar="FILE", help="node.toml (finds admin_socket)")
         parser.add_argument("--socket", metavar="PATH", help="the admin socket itself")
         parser.add_argument("--json", action="store_true", help="print JSON")

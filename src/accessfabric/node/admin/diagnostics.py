@@ -1,7 +1,8 @@
 """Per-route and per-stream diagnostics of a running node (``accessfabric diag``).
 
-Served on the node's admin socket (0600) as ``GET /diag/streams`` and
-``GET /diag/route?service=S&class=C&burst=N``.
+Served on the node's admin socket (0600) as ``GET /diag/streams``,
+``GET /diag/route?service=S&class=C&burst=N`` and ``GET /diag/memory?action=A&top=N``
+(:mod:`accessfabric.node.admin.memory_diag`).
 
 * :meth:`NodeDiagnostics.streams`: every live stream with its class, credit, bytes,
   queued and unacknowledged bytes, its session's RTT and why it is blocked, if it is:
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from accessfabric.errors import ErrorCode, ProtocolError
+from accessfabric.node.admin.memory_diag import DEFAULT_TOP, memory_report
 from accessfabric.node.streams.connection import session_clock
 from accessfabric.node.streams.resumable import ResumableStream
 from accessfabric.node.streams.sealed_stream import SealedStream
@@ -236,7 +238,8 @@ class NodeDiagnostics:
 
 
 def register_diagnostics(runtime: NodeParts) -> NodeDiagnostics:
-    """Serve ``/diag/streams`` and ``/diag/route`` on the node's admin socket."""
+    """Serve ``/diag/streams``, ``/diag/route`` and ``/diag/memory`` on the node's admin
+    socket."""
     diagnostics = NodeDiagnostics(runtime)
 
     async def streams(_request: web.Request) -> web.Response:
@@ -262,6 +265,15 @@ def register_diagnostics(runtime: NodeParts) -> NodeDiagnostics:
             {"service": service, "class": traffic_class.name.lower(), "routes": probes}
         )
 
+    async def memory(request: web.Request) -> web.Response:
+        try:
+            top = int(request.query.get("top", str(DEFAULT_TOP)))
+            document = memory_report(request.query.get("action", "report"), top)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=f"{exc}\n") from None
+        return web.json_response({"node_id": runtime.node_id, **document})
+
     runtime.observe.add_diagnostic("streams", streams)
     runtime.observe.add_diagnostic("route", route)
+    runtime.observe.add_diagnostic("memory", memory)
     return diagnostics

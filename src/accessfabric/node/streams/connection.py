@@ -275,6 +275,9 @@ class SessionConnection:
         self._handling = False
         self._moved: dict[int, HopStream] = {}
         """Streams detached while this batch of events is handled (see :meth:`detach`)."""
+        self._ended: list[int] | None = None
+        """Streams the peer ended, until the session forgets them (then they leave
+        ``_streams``: kept, every stream a session ever carried stayed, ADR 0050)."""
         # Streams the peer opened, not yet accepted: made at the first one.  Not an
         # asyncio.Queue: its four deques cost ~3 KiB per idle session (issue 17, ADR 0037).
         self._incoming: deque[HopStream] | None = None
@@ -346,6 +349,21 @@ class SessionConnection:
         finally:
             self._handling = False
             self._moved.clear()
+            if self._ended:
+                self._drop_forgotten()
+
+    def _drop_forgotten(self) -> None:
+        """Let go of the ended streams the session has forgotten (both ends closed, all
+        acknowledged): their readers hold them for what is still buffered."""
+        ended, self._ended = self._ended, None
+        assert ended is not None
+        state = self.session.stream_state
+        kept = [stream_id for stream_id in ended if state(stream_id) is not None]
+        for stream_id in ended:
+            if state(stream_id) is None:
+                self._streams.pop(stream_id, None)
+        if kept:
+            self._ended = kept
 
     def _dispatch(self, events: list[ev.Event]) -> None:
         for event in events:
@@ -372,6 +390,9 @@ class SessionConnection:
                 stream = self._streams.get(event.stream_id) or self._moved.get(event.stream_id)
                 if stream is not None:
                     stream._feed_eof()
+                    if self._ended is None:
+                        self._ended = []
+                    self._ended.append(event.stream_id)
             elif kind is ev.StreamReset:
                 assert isinstance(event, ev.StreamReset)
                 stream = self._streams.pop(event.stream_id, None)
