@@ -25,6 +25,7 @@ from accessfabric.carriers.buffer_pages import resident_bytes
 from accessfabric.carriers.tls_accept import _ssl_protocol_class, serve_tls
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import client_context, server_context
+from tests.conditions import until
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or buffer_pages._LIBC is None, reason="Linux (mincore)"
@@ -128,3 +129,75 @@ def test_idle_accepted_connections_hold_no_receive_buffer_pages(
     # Without the release: 256 KiB each on asyncio, most of it on uvloop's reused heap.
     worst = max(resident)
     assert worst <= 16 * KiB, f"{worst // KiB} KiB resident in one receive buffer"
+
+
+BULK = 192 * KiB
+
+
+def _bulk_clients(context: ssl.SSLContext, port: int, sockets: list[ssl.SSLSocket]) -> None:
+    """CONNECTIONS connections, each echoing BULK bytes once and then left idle."""
+    for _ in range(CONNECTIONS):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        sockets.append(sock)
+        sock.sendall(b"\x5a" * BULK)
+        got = 0
+        while got < BULK:
+            chunk = sock.recv(BULK - got)
+            assert chunk, "the server closed"
+            got += len(chunk)
+
+
+async def _after_bulk(tmp_path: Path, interval: float) -> list[int]:
+    """Per accepted connection, its receive buffer's resident bytes after a bulk echo: at
+    once without the periodic release (``interval`` 0), else once the sweep has visited
+    them all; then every client closes and the sweep lets their sockets go."""
+    server_key, client_key = NodeKey.generate(), NodeKey.generate()
+    client = client_context(client_key, tmp_path / f"c{interval}")
+    context = server_context(server_key, tmp_path / f"s{interval}")
+    server, acceptor = await serve_tls(
+        _Echo, "127.0.0.1", 0, context, _Admit(), 10.0, release_interval=interval
+    )
+    port = server.sockets[0].getsockname()[1]
+    sockets: list[ssl.SSLSocket] = []
+    gc.collect()
+    earlier = _protocols()
+    try:
+        await asyncio.to_thread(_bulk_clients, client, port, sockets)
+        buffers = [o.get_buffer(0) for o in _protocols() if all(o is not e for e in earlier)]
+        assert len(buffers) == CONNECTIONS, len(buffers)
+        if interval:
+            await until(
+                lambda: max(resident_bytes(v) for v in buffers) <= 16 * KiB,
+                timeout=10.0,
+                what="the sweep gave every idle connection's pages back",
+            )
+            assert acceptor.swept >= CONNECTIONS * 32 * KiB, acceptor.swept
+        resident = [resident_bytes(view) for view in buffers]
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.close()
+        await server.wait_closed()
+    if interval:
+        # Ended connections leave the sweep's list (it holds only their sockets).
+        await until(lambda: not acceptor._live, what="closed connections forgotten")
+        assert acceptor._sweep is None
+    return resident
+
+
+async def _idle_after_bulk(tmp_path: Path) -> tuple[list[int], list[int]]:
+    return await _after_bulk(tmp_path, 0.0), await _after_bulk(tmp_path, 0.2)
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_connections_idle_after_bulk_give_their_pages_back(tmp_path: Path, loop_kind: str) -> None:
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    else:
+        factory = asyncio.new_event_loop
+    kept, swept = _run(factory, _idle_after_bulk(tmp_path))
+    # Without the sweep the bulk's reads leave their pages until the connection ends.
+    assert min(kept) >= 32 * KiB, [k // KiB for k in kept]
+    assert max(swept) <= 16 * KiB, [s // KiB for s in swept]

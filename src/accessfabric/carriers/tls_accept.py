@@ -14,12 +14,22 @@ when its handshake ended (``error`` None on success).
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 from asyncio import sslproto
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from accessfabric.carriers.buffer_pages import release_pages
+from accessfabric.carriers.buffer_pages import release_pages, resident_bytes
+
+RELEASE_INTERVAL = 30.0
+"""Seconds between two releases of one connection's receive-buffer pages (ADR 0050)."""
+RELEASE_KEEP = 8 * 1024
+"""Resident bytes a sweep leaves alone: what an idle connection's keepalives touch."""
+_SWEEP_TICK = 1.0
+_SWEEP_MAX = 256
+"""Connections a sweep tick visits at most (bounded work per tick)."""
 
 
 class HandshakeAdmission(Protocol):
@@ -36,6 +46,8 @@ class _PreTls(asyncio.Protocol):
     high-water.  So the TLS protocol is made only when the ClientHello's first bytes
     arrive; until then the socket costs a few KiB, and the handshake deadline, which
     counts from accept, is this protocol's own timer."""
+
+    __slots__ = ("_accepted_at", "_acceptor", "_address", "_deadline", "_transport")
 
     def __init__(self, acceptor: TlsAcceptor) -> None:
         self._acceptor = acceptor
@@ -82,8 +94,12 @@ class _PreTls(asyncio.Protocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        left = self._acceptor._timeout - (asyncio.get_running_loop().time() - self._accepted_at)
-        self._acceptor._wrap(transport, self._address, data, max(left, 0.001))
+        acceptor = self._acceptor
+        left = acceptor._timeout - (asyncio.get_running_loop().time() - self._accepted_at)
+        acceptor._wrap(transport, self._address, data, max(left, 0.001))
+        # The loop's transport may keep a bound method of this protocol for the
+        # connection's life (uvloop does): keep nothing here that it would hold.
+        self._address = ""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end("closed before TLS")
@@ -98,15 +114,58 @@ class TlsAcceptor:
         context: ssl.SSLContext,
         admission: HandshakeAdmission,
         handshake_timeout: float,
+        release_interval: float = RELEASE_INTERVAL,
     ) -> None:
         self._make_protocol = make_protocol
         self._context = context
         self._admission = admission
         self._timeout = handshake_timeout
+        self._release_interval = release_interval
         self.handshaking = 0
         """Admitted connections whose TLS handshake has not ended."""
         self.released = 0
         """Receive-buffer bytes given back after handshakes (``buffer_pages``)."""
+        self.swept = 0
+        """Resident receive-buffer bytes given back by the periodic sweep."""
+        self._live: deque[asyncio.Transport] = deque()
+        """Established connections' sockets, visited in turn by the sweep.  The socket
+        transport, not the TLS protocol: a closed transport lets its protocol go."""
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def _track(self, transport: asyncio.Transport) -> None:
+        self._live.append(transport)
+        if self._sweep is None and self._release_interval > 0:
+            tick = min(_SWEEP_TICK, self._release_interval)
+            self._sweep = asyncio.get_running_loop().call_later(tick, self._sweep_tick)
+
+    def _sweep_tick(self) -> None:
+        """Give back the receive-buffer pages of a share of the established connections,
+        so each is visited once per ``release_interval``: a connection that went idle
+        after a bulk transfer keeps the pages its reads touched (up to 256 KiB) only
+        until then.  A busy connection's next reads fault a few zeroed pages back in."""
+        self._sweep = None
+        live = self._live
+        tick = min(_SWEEP_TICK, self._release_interval)
+        visits = min(_SWEEP_MAX, len(live), math.ceil(len(live) * tick / self._release_interval))
+        for _ in range(visits):
+            transport = live.popleft()
+            tls = None if transport.is_closing() else transport.get_protocol()
+            if tls is None or not hasattr(tls, "get_buffer"):
+                continue  # ended: forgotten
+            live.append(transport)
+            view = tls.get_buffer(0)  # scratch between reads: every read is copied out
+            resident = resident_bytes(view)
+            if resident > RELEASE_KEEP and release_pages(view):
+                self.swept += resident
+        if live:
+            self._sweep = asyncio.get_running_loop().call_later(tick, self._sweep_tick)
+
+    def close(self) -> None:
+        """Stop the sweep (the connections themselves are the server's to end)."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        self._live.clear()
 
     def _wrap(self, transport: asyncio.Transport, address: str, first: bytes, left: float) -> None:
         """What loop.create_server(ssl=...) does for each socket, with our deadline: the TLS
@@ -132,6 +191,7 @@ class TlsAcceptor:
                 # The handshake's reads left pages in the TLS protocol's receive buffer
                 # (or its heap block brought them along): an idle session needs none.
                 self.released += release_pages(tls.get_buffer(0))
+                self._track(transport)
                 return
             transport.abort()
             reason = "cancelled" if error is None else _failure(error)
@@ -176,9 +236,11 @@ async def serve_tls(
     handshake_timeout: float,
     *,
     backlog: int = 1024,
+    release_interval: float = RELEASE_INTERVAL,
 ) -> tuple[asyncio.Server, TlsAcceptor]:
-    """Listen on ``host:port``; admitted connections get TLS within ``handshake_timeout``."""
-    acceptor = TlsAcceptor(make_protocol, context, admission, handshake_timeout)
+    """Listen on ``host:port``; admitted connections get TLS within ``handshake_timeout``;
+    every ``release_interval`` seconds their receive buffers' pages are given back (0: never)."""
+    acceptor = TlsAcceptor(make_protocol, context, admission, handshake_timeout, release_interval)
     server = await asyncio.get_running_loop().create_server(
         lambda: _PreTls(acceptor), host, port, reuse_address=True, backlog=backlog
     )

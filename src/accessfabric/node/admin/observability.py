@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -168,7 +167,6 @@ class NodeObservability:
         self._sections: dict[str, StatusSection] = {}
         self._diagnostics: dict[str, DiagnosticHandler] = {}
         self._runners: list[web.AppRunner] = []
-        self._waiters: set[asyncio.Future[Any]] = set()
         self._routes: RouteView | None = None
         self.metrics_url = ""
         self.admin_path: Path | None = None
@@ -190,15 +188,11 @@ class NodeObservability:
         self._sessions[connection] = ("out" if connection.info.dialer else "in", time.time())
         connection.on_event.append(self._on_event)
         self.metrics.track(connection.session, connection.info.kind)
-        waiter = asyncio.ensure_future(connection.wait_closed())
-        self._waiters.add(waiter)
-        waiter.add_done_callback(lambda _f: self._finished(connection, waiter))
+        connection.when_closed(lambda _ended: self._finished(connection))
 
-    def _finished(self, connection: SessionConnection, waiter: asyncio.Future[Any]) -> None:
-        self._waiters.discard(waiter)
-        if not waiter.cancelled():
-            waiter.exception()
-        self._sessions.pop(connection, None)
+    def _finished(self, connection: SessionConnection) -> None:
+        if self._sessions.pop(connection, None) is None:
+            return  # counted out already (``close``)
         self.metrics.finished(connection.session)
         if connection.stats_probe is not None:
             self.carrier_loss.finished(connection.stats_probe, connection.info.kind)
@@ -428,8 +422,8 @@ class NodeObservability:
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
-        for waiter in list(self._waiters):
-            waiter.cancel()
+        for connection in list(self._sessions):
+            self._finished(connection)
         if self.admin_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.admin_path.unlink()

@@ -118,16 +118,14 @@ class DataPlane:
         )
         self.hooks: list[EventHook] = []
         """More per-event hooks (the route manager at a source adds one)."""
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ wiring
 
     def attach(self, connection: SessionConnection) -> None:
         connection.on_event.append(lambda event: self._on_event(connection, event))
-        task = asyncio.create_task(self._watch(connection))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        connection.when_closed(lambda ended: self._ended(connection, ended))
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep())
 
@@ -135,8 +133,9 @@ class DataPlane:
         """What the runtime dispatches for an accepted stream (None: nothing)."""
         return self.router.incoming(stream)
 
-    async def _watch(self, connection: SessionConnection) -> None:
-        ended = await connection.wait_closed()
+    def _ended(self, connection: SessionConnection, ended: ev.SessionTerminated) -> None:
+        if self._closed:
+            return
         error = termination_error(ended)
         for wrapper in list(self.ends.served.values()):
             if wrapper.connection is connection and not wrapper.finished:
@@ -150,8 +149,7 @@ class DataPlane:
     async def aclose(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+        self._closed = True
         await self.relay.aclose()
 
     # ------------------------------------------------------------ events

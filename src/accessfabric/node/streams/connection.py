@@ -147,6 +147,19 @@ class Outbox:
 class HopStream:
     """One stream of one session as asyncio sees it (a :class:`FabricStream`)."""
 
+    __slots__ = (
+        "__weakref__",  # the stream router's decisions (a WeakKeyDictionary)
+        "_chunks",
+        "_connection",
+        "_eof",
+        "_error",
+        "_readable",
+        "outbox",
+        "service",
+        "stream_id",
+        "traffic_class",
+    )
+
     def __init__(
         self,
         connection: SessionConnection,
@@ -677,6 +690,12 @@ class SessionConnection:
 
     async def wait_closed(self) -> ev.SessionTerminated:
         return await asyncio.shield(self._closed)
+
+    def when_closed(self, callback: Callable[[ev.SessionTerminated], None]) -> None:
+        """Call ``callback`` with the session's end when it ends (soon, if it has): what a
+        task awaiting :meth:`wait_closed` would do, without a task per session and
+        watcher (~1.9 KiB each, ADR 0050)."""
+        self._closed.add_done_callback(lambda closed: callback(closed.result()))
 
     async def open_stream(
         self,
