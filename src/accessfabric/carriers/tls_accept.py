@@ -236,11 +236,13 @@ async def serve_tls(
     handshake_timeout: float,
     *,
     backlog: int = 1024,
-    release_interval: float = RELEASE_INTERVAL,
+    release_interval: float | None = None,
 ) -> tuple[asyncio.Server, TlsAcceptor]:
     """Listen on ``host:port``; admitted connections get TLS within ``handshake_timeout``;
-    every ``release_interval`` seconds their receive buffers' pages are given back (0: never)."""
-    acceptor = TlsAcceptor(make_protocol, context, admission, handshake_timeout, release_interval)
+    every ``release_interval`` seconds (default :data:`RELEASE_INTERVAL`) their receive
+    buffers' pages are given back (0: never)."""
+    interval = RELEASE_INTERVAL if release_interval is None else release_interval
+    acceptor = TlsAcceptor(make_protocol, context, admission, handshake_timeout, interval)
     server = await asyncio.get_running_loop().create_server(
         lambda: _PreTls(acceptor), host, port, reuse_address=True, backlog=backlog
     )
