@@ -1,11 +1,12 @@
 """An idle session at an entry costs one task, not three (ADR 0050, amended).
 
 The data plane (served ends to mark broken) and the node's observability (session gauges,
-carrier loss) each awaited ``connection.wait_closed()`` in a task of their own: a task,
-its coroutine, a shield and its callbacks (25.6 KiB per session pair here, 22.7 without).  They now
-register a callback on the session's end (``SessionConnection.when_closed``).  A real
-entry runtime on loopback TCP+TLS with idle sessions dialed to it; tasks counted and the
-Python heap traced per session; the ends still counted out when the sessions close."""
+carrier loss) each awaited ``connection.wait_closed()`` in a task of their own (a task,
+its coroutine, a shield and its callbacks: 25.6 KiB of Python heap per session pair here,
+22.7 without).  They now register a callback on the session's end
+(``SessionConnection.when_closed``).  A real entry runtime on loopback TCP+TLS with idle
+sessions dialed to it; tasks counted and the Python heap traced per session; the ends
+still counted out when the sessions close."""
 
 from __future__ import annotations
 
