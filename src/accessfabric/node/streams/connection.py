@@ -694,7 +694,7 @@ class SessionConnection:
     def when_closed(self, callback: Callable[[ev.SessionTerminated], None]) -> None:
         """Call ``callback`` with the session's end when it ends (soon, if it has): what a
         task awaiting :meth:`wait_closed` would do, without a task per session and
-        watcher (~1.9 KiB each, ADR 0050)."""
+        watcher (ADR 0050)."""
         self._closed.add_done_callback(lambda closed: callback(closed.result()))
 
     async def open_stream(
