@@ -103,8 +103,8 @@ def test_only_time_spent_sending_at_the_floor_counts_toward_giving_way() -> None
     work, or by our other streams' peers): the pause is no evidence that the floor fails to
     relieve it.  Before, the cap gave way at the first send after a pause longer than
     GIVE_UP_AFTER, so the next burst went uncapped for HOLD_OFF while the peer still
-    reported pressure (tests/node/pressure_latency.py ``--share``: interactive p50 33 ms in
-    that phase against 1-6 ms while capped, docs/benchmarks.md)."""
+    reported pressure (what an uncapped phase costs interactive under a CPU hog:
+    docs/benchmarks.md, "pressure after the cap gives way")."""
     for polled in (False, True):  # the session idle, or asking with nothing to send
         cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
         cap.consume(2 * MB, 0.0)
