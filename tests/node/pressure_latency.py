@@ -19,7 +19,8 @@ neither (bulk ignores pressure).  Phases, each ``--seconds`` long, one session a
 
 Prints one JSON line per phase and session: interactive RTT p50 / p99 (ms), bulk echo
 MB/s, the peer's pressure levels, bulk's DRR weight, the share of pings sent while the
-cap was on and its median, and the node process's CPU time and run-queue wait per second
+cap was on and its median, the times the cap gave way (ADR 0045; in the phase and in all),
+and the node process's CPU time and run-queue wait per second
 (``/proc/PID/task/*/schedstat``: where the interactive time goes).  docs/benchmarks.md
 ("pressure") records a run.  Not in ``make test``: a shared machine's load moves the
 figures more than the effect measured (the CPU-pressure *signal* is tested in
