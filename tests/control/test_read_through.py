@@ -185,7 +185,7 @@ def test_random_unknown_node_ids_cost_bounded_store_reads(etcd_cluster: LocalEtc
                 if line.startswith("accessfabric_control_node_read_through_total{")
             }
             assert counted_outcomes == {
-                "admitted": 0, "not_found": 252, "cached": 100, "refused": 50 + 18,
+                "admitted": 0, "not_found": 252, "failed": 0, "cached": 100, "refused": 50 + 18,
             }  # fmt: skip
 
     try:
@@ -222,3 +222,38 @@ def _read_through(
 ) -> Callable[[str], Any]:
     reads = NodeReadThrough(store, registry, watched_revision=watched, offload=False)
     return reads.lookup
+
+
+def test_a_cancelled_caller_does_not_cancel_the_read_others_wait_for(tmp_path: Any) -> None:
+    """Two requests name the same unknown node and share one read; the first is cancelled
+    (its request's deadline) while the read is held: the second still gets its answer, and
+    the in-flight slot stays taken until the read is really over."""
+    authority = Authority(NodeKey.generate())
+
+    async def scenario(store: SqliteStore) -> None:
+        release = threading.Event()
+        get = store.get
+
+        def held_get(key: str) -> Entry | None:
+            assert release.wait(10), "held read never released"
+            return get(key)
+
+        setattr(store, "get", held_get)  # noqa: B010
+        reads = NodeReadThrough(
+            store, NodeRegistry(store, authority), watched_revision=lambda: 0, offload=True
+        )
+        stranger = _stranger()
+        first = asyncio.create_task(reads.lookup(stranger))
+        second = asyncio.create_task(reads.lookup(stranger))
+        await until(lambda: reads.reads == 1)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        assert first.cancelled()
+        assert len(reads._in_flight) == 1  # the read goes on
+        release.set()
+        assert await asyncio.wait_for(second, 5) is None
+        assert (reads.reads, reads.not_found, reads.failed) == (1, 1, 0)
+        assert not reads._in_flight
+
+    with SqliteStore(tmp_path / "control.db", clock=time.time) as store:
+        asyncio.run(scenario(store))

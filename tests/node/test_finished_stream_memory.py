@@ -95,3 +95,36 @@ def test_finished_streams_leave_nothing_behind(tmp_path: Path) -> None:
     per_stream, live, top = asyncio.run(asyncio.wait_for(_left_behind(tmp_path), 60))
     assert live <= 2, f"{live} HopStreams alive after {STREAMS + 1} finished streams"
     assert per_stream <= BOUND_PER_STREAM, "\n".join([f"{per_stream:.0f} B per stream", *top])
+
+
+async def _held_after_last_stream(tmp_path: Path) -> tuple[int, int]:
+    """One stream, no traffic after it: what each end's connection still holds once the
+    session forgot the stream (its last step may be one we sent: the ACK of what we read)."""
+    acceptor = BenchNode.make(bytes(range(192, 224)), tmp_path)
+    dialer = BenchNode.make(bytes(range(224, 256)), tmp_path)
+    accepted: list[SessionConnection] = []
+    server = await serve_tcp(acceptor.local(), "127.0.0.1", 0, accepted.append)
+    port = server.sockets[0].getsockname()[1]
+    dialed = await connect_tcp(
+        dialer.local(), "127.0.0.1", port, expected_peer_id=acceptor.key.node_id
+    )
+    await until(lambda: bool(accepted), timeout=10)
+    echo = asyncio.create_task(_echo(accepted[0]))
+    try:
+        await _one_stream(dialed)
+        await until(lambda: not dialed._streams and not accepted[0]._streams, timeout=5)
+        return len(dialed._streams), len(accepted[0]._streams)
+    finally:
+        echo.cancel()
+        dialed.abort()
+        for connection in accepted:
+            connection.abort()
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_stream_forgotten_after_our_own_last_frame_is_let_go_without_more_traffic(
+    tmp_path: Path,
+) -> None:
+    held = asyncio.run(asyncio.wait_for(_held_after_last_stream(tmp_path), 60))
+    assert held == (0, 0)

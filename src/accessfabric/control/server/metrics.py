@@ -103,12 +103,13 @@ class ControlMetrics(Collector):
             outcomes = CounterMetricFamily(
                 "accessfabric_control_node_read_through",
                 "Requests naming a node this replica had not learned: read from the store "
-                "and admitted, read and not found, answered from the negative cache, or "
-                "refused without a read at a bound.",
+                "and admitted, read and not found, read and failed (store error), answered "
+                "from the negative cache, or refused without a read at a bound.",
                 labels=["outcome"],
             )
             outcomes.add_metric(["admitted"], reads.admitted)
-            outcomes.add_metric(["not_found"], reads.reads - reads.admitted)
+            outcomes.add_metric(["not_found"], reads.not_found)
+            outcomes.add_metric(["failed"], reads.failed)
             outcomes.add_metric(["cached"], reads.cached)
             outcomes.add_metric(["refused"], reads.refused)
             yield outcomes

@@ -74,7 +74,7 @@ class NodeReadThrough:
         self._offload = offload
         self._misses: OrderedDict[str, float] = OrderedDict()
         """Node id -> when its entry expires, oldest first (one ttl for all)."""
-        self._in_flight: dict[str, asyncio.Future[RegisteredNode | None]] = {}
+        self._in_flight: dict[str, asyncio.Task[RegisteredNode | None]] = {}
         self._log = RateLimitedLog(_log)
         self.reads = 0
         """Store reads made (found or not)."""
@@ -84,6 +84,10 @@ class NodeReadThrough:
         """Misses answered from the negative cache (no read)."""
         self.refused = 0
         """Misses answered without a read because a bound was reached."""
+        self.not_found = 0
+        """Reads that found no node this authority signed (now negatively cached)."""
+        self.failed = 0
+        """Reads the store failed (nothing cached: the next miss reads again)."""
 
     async def lookup(self, node_id: str) -> RegisteredNode | None:
         """The node ``node_id`` (canonical), from the registry or one store read, or ``None``."""
@@ -109,36 +113,37 @@ class NodeReadThrough:
                     suppressed=suppressed,
                 )  # fmt: skip
             return None
-        future: asyncio.Future[RegisteredNode | None] = asyncio.get_running_loop().create_future()
-        self._in_flight[node_id] = future
-        try:
-            node = await self._read(node_id)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except BaseException as error:
-            future.set_exception(error)
-            future.exception()  # retrieved: waiters re-raise it, none is fine too
-            raise
-        else:
-            future.set_result(node)
-        finally:
-            del self._in_flight[node_id]
-        return node
+        # The read is a task of its own: a caller cancelled (its request's deadline) stops
+        # waiting, not the read the others share, and the in-flight slot stays taken until
+        # the read is really over.
+        read = asyncio.get_running_loop().create_task(self._read(node_id))
+        self._in_flight[node_id] = read
+        read.add_done_callback(lambda done: self._read_over(node_id, done))
+        return await asyncio.shield(read)
+
+    def _read_over(self, node_id: str, read: asyncio.Task[RegisteredNode | None]) -> None:
+        self._in_flight.pop(node_id, None)
+        if not read.cancelled():
+            read.exception()  # retrieved: its waiters re-raise it, none is fine too
 
     async def _read(self, node_id: str) -> RegisteredNode | None:
         self.reads += 1
         key = KEY_PREFIX + node_id
         entry: Entry | None
-        if self._offload:
-            entry = await asyncio.to_thread(self._store.get, key)
-        else:
-            entry = self._store.get(key)
+        try:
+            if self._offload:
+                entry = await asyncio.to_thread(self._store.get, key)
+            else:
+                entry = self._store.get(key)
+        except Exception:
+            self.failed += 1
+            raise
         node = self._registry.get(node_id)  # the watch may have delivered it meanwhile
         if node is not None:
             return node
         if entry is None or self._watched_revision() >= entry.mod_revision:
             # absent, or the watch passed this record and dropped it (removed since)
+            self.not_found += 1
             self._misses[node_id] = self.clock() + self.ttl
             return None
         self._registry.apply_change(
@@ -154,6 +159,7 @@ class NodeReadThrough:
         )
         node = self._registry.get(node_id)  # None: not signed by this authority
         if node is None:
+            self.not_found += 1
             self._misses[node_id] = self.clock() + self.ttl
         else:
             self.admitted += 1

@@ -503,6 +503,9 @@ class SessionConnection:
                     break
         if self._blocked:
             self._wake_writers()
+        if self._ended and not self._handling:
+            # what we sent (a last ACK, our close) may have let the session forget a stream
+            self._drop_forgotten()
         self._arm_timer()
         if self.session.terminated is not None and not self._closed.done():
             self._terminated(self.session.terminated)
