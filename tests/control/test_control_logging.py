@@ -40,6 +40,7 @@ def test_control_serve_and_agent_log_json(tmp_path: Path) -> None:
         _rfc3339(line["ts"])
         url = str(line["url"])
         assert line["level"] == "INFO" and url.startswith("https://127.0.0.1:")  # ADR 0017: TLS
+        assert int(str(line["frozen"])) > 10_000  # start-up objects out of full GC passes
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(15) == 0
     finally:

@@ -270,3 +270,27 @@ def test_deltas_equal_a_from_scratch_build_over_random_changes(tmp_path: Path, s
 
 def _scope_of(node: RegisteredNode) -> str:
     return directory._scope(node.record.roles)
+
+
+def test_beyond_the_limit_the_least_recently_served_view_is_forgotten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More entries than ``SERVED_LIMIT`` fetching in turn: the ones served lately keep
+    their deltas, only the least recently served is forgotten (not all at once)."""
+    monkeypatch.setattr(directory, "SERVED_LIMIT", 3)
+    fleet = Fleet(tmp_path, FakeClock(1_800_000_000.0))
+    entries = [fleet.enroll("acme", "entry") for _ in range(4)]
+    device = fleet.enroll("acme", "mobile-edge")
+    _beat(fleet, device, [(e.node_id, 5.0) for e in entries])
+    held = {e.node_id: fleet.fetch(e) for e in entries[:3]}
+    fleet.clock.advance(1)
+    again = fleet.fetch(entries[0], held[entries[0].node_id]["cursor"])
+    assert again["delta"] is True
+    held[entries[0].node_id] = again
+    fleet.fetch(entries[3])  # a fourth: entries[1], served longest ago, is forgotten
+    fleet.clock.advance(1)
+    _beat(fleet, device, [(e.node_id, 6.0) for e in entries])
+    order = (entries[0], entries[2], entries[1])  # the forgotten one last: its whole
+    deltas = [fleet.fetch(e, held[e.node_id]["cursor"])["delta"] for e in order]
+    assert deltas == [True, True, False]  # fetch then makes room by forgetting another
+    fleet.store.close()

@@ -97,6 +97,36 @@ def test_a_sole_writer_reads_a_tenants_revision_once_per_change(tmp_path: Path) 
     assert len([k for k in reads if k.startswith("/grant-versions/")]) == 4
 
 
+def test_a_sole_writer_reads_a_tenants_grants_once_per_change(tmp_path: Path) -> None:
+    """A start-up storm of new hosts (issue 17): each one's first policy is signed, but
+    the tenant's grants are read from the store once per change, not once per host;
+    a create or revoke is in the next host's policy at once."""
+    store = SqliteStore(tmp_path / "grants.db")
+    authority = Authority(NodeKey.generate())
+    grants = AccessGrants(store, authority, sole_writer=True)
+    ranges: list[str] = []
+    range_ = store.range
+
+    def counting_range(prefix: str) -> object:
+        ranges.append(prefix)
+        return range_(prefix)
+
+    store.range = counting_range  # type: ignore[method-assign,assignment]
+    web = grants.create("acme", ["web"])
+    ranges.clear()
+    hosts = [NodeKey.generate().node_id for _ in range(20)]
+    for host in hosts:
+        grants.current_policy(host, "acme")
+    assert ranges.count("/grants/acme/") == 1
+    grants.revoke(web.grant_id)
+    ranges.clear()
+    for host in hosts:
+        blob, _ = grants.current_policy(host, "acme")
+        policy = verify_access_policy(blob, authority.public_key, time.time(), host=host)
+        assert policy.grants == ()
+    assert ranges.count("/grants/acme/") == 1
+
+
 def test_bad_and_too_many_grants_are_refused(tmp_path: Path) -> None:
     grants, _ = _grants(tmp_path)
     for tenant, services in (("ACME", ["web"]), ("acme", []), ("acme", ["Web!"])):

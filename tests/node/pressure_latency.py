@@ -19,7 +19,8 @@ neither (bulk ignores pressure).  Phases, each ``--seconds`` long, one session a
 
 Prints one JSON line per phase and session: interactive RTT p50 / p99 (ms), bulk echo
 MB/s, the peer's pressure levels, bulk's DRR weight, the share of pings sent while the
-cap was on and its median, and the node process's CPU time and run-queue wait per second
+cap was on and its median, the times the cap gave way (ADR 0045; in the phase and in all),
+and the node process's CPU time and run-queue wait per second
 (``/proc/PID/task/*/schedstat``: where the interactive time goes).  docs/benchmarks.md
 ("pressure") records a run.  Not in ``make test``: a shared machine's load moves the
 figures more than the effect measured (the CPU-pressure *signal* is tested in
@@ -90,6 +91,8 @@ async def measure(connection: SessionConnection, seconds: float, pid: int) -> di
     await asyncio.sleep(0.5)  # bulk under way
     start_bytes, started = echoed, time.perf_counter()
     ran0, waited0 = sched(pid)
+    cap_state = connection.session._pressure_cap
+    give_ups0 = 0 if cap_state is None else cap_state.give_ups
     caps: list[float] = []
     rtts: list[float] = []
     while time.perf_counter() - started < seconds:
@@ -118,6 +121,8 @@ async def measure(connection: SessionConnection, seconds: float, pid: int) -> di
         "bulk_weight": connection.session._scheduler.weights[TrafficClass.BULK],
         "capped_share": round(sum(c >= 0 for c in caps) / max(1, len(caps)), 2),
         "cap_MBps_median": round(statistics.median(caps) / 1e6, 2) if caps else None,
+        "cap_give_ups": None if cap_state is None else cap_state.give_ups - give_ups0,
+        "cap_give_ups_total": None if cap_state is None else cap_state.give_ups,
         "node_cpu_per_s": round((ran1 - ran0) / elapsed, 3),
         "node_runqueue_wait_per_s": round((waited1 - waited0) / elapsed, 3),
     }

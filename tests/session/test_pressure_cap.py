@@ -98,6 +98,38 @@ def test_cap_gives_way_when_the_floor_does_not_relieve_the_peer() -> None:
     assert len(lifted) > len(rates) / 2, rates
 
 
+def test_only_time_spent_sending_at_the_floor_counts_toward_giving_way() -> None:
+    """Our bulk pauses while the cap is at its floor and the peer stays pressured (by other
+    work, or by our other streams' peers): the pause is no evidence that the floor fails to
+    relieve it.  Before, the cap gave way at the first send after a pause longer than
+    GIVE_UP_AFTER, so the next burst went uncapped for HOLD_OFF while the peer still
+    reported pressure (what an uncapped phase costs interactive under a CPU hog:
+    docs/benchmarks.md, "pressure after the cap gives way")."""
+    for polled in (False, True):  # the session idle, or asking with nothing to send
+        cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
+        cap.consume(2 * MB, 0.0)
+        cap.on_peer_pressure(cpu=90, memory=0, now=0.25)
+        now = 0.25
+        while cap.rate != 100_000:  # down to the floor while sending
+            now += 0.25
+            cap.consume(int(min(cap.available(now), 2 * MB)), now)
+        paused_until = now + 2 * GIVE_UP_AFTER
+        while polled and now < paused_until:
+            now += 0.25
+            cap.available(now)
+        now = paused_until
+        sending: list[tuple[float, float | None]] = []
+        while now < paused_until + GIVE_UP_AFTER + 1.0:
+            now += 0.05
+            sending.append((now - paused_until, cap.rate))
+            cap.consume(int(min(cap.available(now), 2 * MB)), now)
+        still_capped = [t for t, rate in sending if rate == 100_000]
+        assert still_capped and still_capped[0] < 0.1, (polled, sending[:3])
+        gave_way = min(t for t, rate in sending if rate is None)
+        assert GIVE_UP_AFTER <= gave_way <= GIVE_UP_AFTER + 0.6, (polled, gave_way)
+        assert cap.give_ups == 1
+
+
 def test_cap_holds_the_floor_while_the_peer_recovers_below_high() -> None:
     """A peer whose level drops below ``high`` is relieved: recovery, no giving way."""
     cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)

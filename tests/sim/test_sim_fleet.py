@@ -25,6 +25,12 @@ def test_fleet_of_200_survives_an_entry_kill() -> None:
         assert summary[key] == 200, (key, summary)
     assert summary["stream_bytes"] >= 200 * 2 * 4096
     assert summary["heartbeat_p99_ms"] is not None and summary["lease_p99_ms"] is not None
+    # Each worker froze its devices' start-up heap (fleet_worker._freeze_started), so
+    # full collections do not walk 100 devices' runtimes and stall them all; and it
+    # says how long its longest collection stalled its devices (a measured latency's
+    # share that is the tool's, not the control plane's).
+    assert summary["worker_frozen"] > 10_000, summary["worker_frozen"]
+    assert summary["worker_gc_max_ms"] > 0, summary
     kill = summary["kill"]
     # Placement spreads the devices over both entries (rendezvous hashing, load bands).
     assert 50 <= kill["devices_on_it"] <= 150, kill

@@ -14,7 +14,9 @@ is slowed by the work each byte costs it (decrypting, relaying, echoing), so onl
   ``high``, the cap gives way: our bulk is not what starves the peer (a shared host whose
   other work keeps every loop waiting, ADR 0045), so holding it at the floor only costs
   bulk.  It is lifted for ``hold_off`` seconds; if the peer is still pressured then, it
-  starts again from the rate sent meanwhile.
+  starts again from the rate sent meanwhile.  Only time spent *sending* at the floor
+  counts (at least half of it): a pause in our bulk says nothing about whether the floor
+  relieves the peer, and giving way across one let the next burst go uncapped.
 
 The urgent classes (control, dns, interactive) are never capped.  A token bucket holding
 at most ``BURST`` seconds of the cap spreads what it allows.  Sans-IO: time is passed in.
@@ -39,6 +41,7 @@ class PressureRateCap:
     __slots__ = (
         "_bucket",
         "_bucket_at",
+        "_floor_sent",
         "_floor_since",
         "_hold_until",
         "_last_rate",
@@ -76,6 +79,8 @@ class PressureRateCap:
         self.give_ups = 0
         """Times the cap gave way (at the floor for ``give_up_after``, peer still pressured)."""
         self._floor_since: float | None = None
+        self._floor_sent = 0
+        """Shared-class bytes sent since ``_floor_since``."""
         self._hold_until = 0.0
         self.level = 0
         """The peer's last cpu / memory level (the higher of the two, percent)."""
@@ -112,6 +117,8 @@ class PressureRateCap:
         if self._sent_since is None:
             self._sent_since = now
         self._sent += nbytes
+        if self._floor_since is not None:
+            self._floor_sent += nbytes
         if self.rate is not None:
             self._bucket -= nbytes
 
@@ -138,9 +145,11 @@ class PressureRateCap:
                 self._bucket, self._bucket_at = 0.0, now
                 self._floor_since = None
             elif self.rate <= self.min_rate:
-                if self._floor_since is None:
-                    self._floor_since = now
-                elif now - self._floor_since >= self.give_up_after:
+                held = now - self._floor_since if self._floor_since is not None else 0.0
+                if self._floor_since is None or self._floor_sent < self.min_rate * held / 2:
+                    # (again) from now: not at the floor before, or not sending at it
+                    self._floor_since, self._floor_sent = now, 0
+                elif held >= self.give_up_after:
                     # the floor did not bring the peer below ``high``: give way
                     self.rate, self._floor_since = None, None
                     self._hold_until = now + self.hold_off

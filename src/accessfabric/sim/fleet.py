@@ -64,6 +64,8 @@ class WorkerState:
     proc: asyncio.subprocess.Process
     last: dict[str, Any] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
+    gc_max_ms: float = 0.0
+    """The worker's longest garbage-collection pause: every device of it stalled."""
 
 
 @dataclass
@@ -258,6 +260,7 @@ async def _read_worker(run: FleetRun, state: WorkerState) -> None:
             state.totals[key] = state.totals.get(key, 0) + int(report.get(key, 0))
         if report.get("last_error"):
             state.last["error"] = report["last_error"]
+        state.gc_max_ms = max(state.gc_max_ms, float(report.get("gc_max_ms", 0.0)))
         run.heartbeat_ms += [(now, v) for v in report.get("heartbeat_ms", [])]
         run.lease_ms += [(now, v) for v in report.get("lease_ms", [])]
         run.all_heartbeat_ms += report.get("heartbeat_ms", [])
@@ -395,6 +398,9 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if args.kill_entry and ready_at is not None:
             summary["kill"] = await _kill_entry(run, view)
         summary.update(_totals(run))
+        summary["worker_gc_max_ms"] = max((w.gc_max_ms for w in run.workers), default=0.0)
+        summary["worker_frozen"] = min((int(w.last.get("frozen", 0)) for w in run.workers),
+                                       default=0)  # fmt: skip
         summary["last_errors"] = sorted(
             {str(w.last.get("error")) for w in run.workers if w.last.get("error")}
         )[:5]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -42,12 +43,47 @@ FAILED_RETRY = 2.0
 """Mean seconds before a device whose stream failed tries again."""
 START_SPREAD = 0.02
 """Seconds between two device starts of one worker (pacing, no connect storm)."""
+FREEZE_EVERY = 25
+"""Devices started between two freezes of the worker's heap (:func:`_freeze_started`)."""
+
+
+def _freeze_started() -> None:
+    """Collect the young generations, then exempt every live object from later full
+    collections (``gc.freeze``), as ``node run`` does once started.
+
+    A worker hosts hundreds of devices in one heap: a full collection walked all their
+    runtimes and stalled every device of the worker for 0.5-1.7 s at 1000 devices (a
+    real device is its own process with a small heap), which the heartbeats and leases
+    in flight measured as control plane latency (issue 17, ADR 0043 "garbage
+    collector").  Cyclic garbage already in the oldest generation is kept: a load tool
+    runs for minutes."""
+    gc.collect(1)
+    gc.freeze()
+
+
+class GcPauses:
+    """The longest garbage-collection pause (ms) since the last :meth:`take`."""
+
+    def __init__(self) -> None:
+        self.max_ms = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.max_ms = max(self.max_ms, (time.perf_counter() - self._started) * 1000)
+
+    def take(self) -> float:
+        out, self.max_ms = self.max_ms, 0.0
+        return round(out, 1)
 
 
 class Samples:
     """Latencies (ms) and counts since the last report."""
 
     def __init__(self) -> None:
+        self.gc = GcPauses()
         self.heartbeat_ms: list[float] = []
         self.lease_ms: list[float] = []
         self.heartbeats = 0
@@ -67,6 +103,8 @@ class Samples:
             "streams_failed": self.streams_failed,
             "stream_bytes": self.stream_bytes,
             "last_error": self.last_error,
+            "gc_max_ms": self.gc.take(),
+            "frozen": gc.get_freeze_count(),
         }
         self.heartbeat_ms.clear()  # in place: the wrappers hold these lists
         self.lease_ms.clear()
@@ -197,6 +235,7 @@ async def run(configs: list[Path], entries: list[str], service: str, interval: f
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     samples = Samples()
+    gc.callbacks.append(samples.gc)
     devices: list[Device] = []
     tasks: list[asyncio.Task[None]] = []
     rng = random.Random()
@@ -215,6 +254,8 @@ async def run(configs: list[Path], entries: list[str], service: str, interval: f
             devices.append(device)
             if interval > 0:
                 tasks.append(asyncio.create_task(_streams(device, service, interval, rng)))
+            if len(devices) % FREEZE_EVERY == 0 or len(devices) == len(configs):
+                _freeze_started()
             await asyncio.sleep(START_SPREAD)
 
     starter = asyncio.create_task(start_all())

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import gc
 import json
 import logging
 import os
@@ -140,7 +141,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"control plane serving on {server.url} (authority {authority.public_key_text})",
             flush=True,
         )
-        log_event(_log, "control plane serving", url=server.url, data=args.data)
+        # As ``node run`` does (node/host/gc_pauses.py): a full collection walks every
+        # object but the frozen; the loaded state (registry, tokens) and the modules are
+        # exempted once.  At 1000 devices, full passes stalled the loop 0.2-0.6 s each
+        # (issue 17, ADR 0043 "garbage collector").
+        gc.collect()
+        gc.freeze()
+        log_event(_log, "control plane serving", url=server.url, data=args.data,
+                  frozen=gc.get_freeze_count())  # fmt: skip
         await stop.wait()
         log_event(_log, "control plane stopping")
         await server.stop()

@@ -450,7 +450,8 @@ def _of_partition(asking: RegisteredNode, node: RegisteredNode | None, tenant: s
 
 SERVED_LIMIT = 16_384
 """Views remembered per heartbeat table (:func:`_own_change`): one per ``tenant`` or
-``neighbours`` node that fetched (entries, relays, exits, observers: not devices)."""
+``neighbours`` node that fetched (entries, relays, exits, observers: not devices).  Beyond
+it the least recently served is forgotten (its next fetch is a whole directory)."""
 
 
 @dataclass(slots=True)
@@ -523,14 +524,16 @@ def directory_document(
     table = _SERVED.get(heartbeats)
     if table is None:
         table = _SERVED[heartbeats] = {}
-    held = table.get(asking.node_id)
+    held = table.pop(asking.node_id, None)
+    if held is not None:
+        table[asking.node_id] = held  # most recently served last: evicted last
     own: set[str] | None = None
     if changed is not None and held is not None and held.cursor == since:
         own = _own_change(view, held) if asking.node_id in changed else set()
     if changed is None or held is None or own is None:
         built = build_directory(asking, registry, heartbeats, now, policy, drains)
-        if len(table) >= SERVED_LIMIT:
-            table.clear()
+        while len(table) >= SERVED_LIMIT and asking.node_id not in table:
+            del table[next(iter(table))]  # the least recently served
         table[asking.node_id] = _Served(
             cursor=head["cursor"], revision=asking.record.revision, region=view.region,
             measured=view.measured, ids={entry.node.node_id for entry in built.entries},

@@ -135,6 +135,9 @@ class AccessGrants:
         self._tenant_of = tenant_of
         self._revisions: dict[str, int] | None = {} if sole_writer else None
         """tenant -> :meth:`revision`, when this object is the store's sole writer."""
+        self._lists: dict[str, tuple[int, list[StoredGrant]]] = {}
+        """tenant -> (revision, its stored grants by creation), when the sole writer: a
+        heartbeat storm of new hosts signs one policy each from one store read (issue 17)."""
         self._issued: dict[str, tuple[int, int, int, bytes]] = {}
         """host -> (revision, issued_ms, expires_ms, blob) of the last policy signed for it."""
 
@@ -227,11 +230,30 @@ class AccessGrants:
         return sorted((_decode(e.value) for e in entries), key=lambda s: s.created_ms)
 
     def grants(self, tenant: str) -> list[StoredGrant]:
-        """The tenant's grants that have not expired."""
+        """The tenant's grants that have not expired.
+
+        The sole writer keeps each tenant's list between its own writes (keyed by the
+        tenant's revision, dropped at each write: :meth:`_version_written`), as it keeps
+        the revision: a policy signed for each of 1000 new hosts read the grants from
+        the store 1000 times (issue 17).  Expiry is applied at each call; deleting
+        expired grants (:meth:`_forget_expired`) changes nothing this list shows."""
         now_ms = int(self._clock() * 1000)
+        stored: list[StoredGrant] | None = None
+        if self._revisions is not None:
+            revision = self.revision(tenant)
+            held = self._lists.get(tenant)
+            if held is not None and held[0] == revision:
+                stored = held[1]
+            else:
+                stored = self._read_grants(tenant)
+                self._lists[tenant] = (revision, stored)
+        if stored is None:
+            stored = self._read_grants(tenant)
+        return [s for s in stored if s.grant.expires_ms > now_ms]
+
+    def _read_grants(self, tenant: str) -> list[StoredGrant]:
         entries = self._store.range(f"{KEY_PREFIX}{tenant}/").entries
-        live = [_decode(e.value) for e in entries]
-        return sorted((s for s in live if s.grant.expires_ms > now_ms), key=lambda s: s.created_ms)
+        return sorted((_decode(e.value) for e in entries), key=lambda s: s.created_ms)
 
     def revision(self, tenant: str) -> int:
         """The store revision of ``tenant``'s last grant or floor change (0: none)."""
@@ -247,6 +269,7 @@ class AccessGrants:
     def _version_written(self, tenant: str) -> None:
         if self._revisions is not None:
             self._revisions.pop(tenant, None)  # read again from the store next time
+            self._lists.pop(tenant, None)  # a write that failed half-way moved no revision
 
     # ---- record floors (roles revoked) -------------------------------------------------
 
