@@ -6,14 +6,8 @@ carrier of the thread: the listener consumes (copies) the bytes before
 (256 KiB each made an idle session cost ~300 KiB of RSS).  The kernel's
 unsent queue is kept small with ``TCP_NOTSENT_LOWAT`` and the transport's own
 buffer with a low high-water mark, so the session — where priority applies —
-holds the queue instead of the socket.  Neither bounds what one loop turn moves on
-loopback, where the peer's kernel takes every write at once (and uvloop's TLS transport
-does not count its socket's buffer in ``get_write_buffer_size``): so the carrier also
-takes at most :data:`TURN_WRITE_BUDGET` bytes and reads at most :data:`TURN_READ_BUDGET`
-bytes per event-loop turn, then lets the loop poll again (an interactive frame that
-arrives meanwhile is read, and written ahead of the session's queued bulk, one turn
-later instead of after megabytes; ADR 0047).  A lone lost segment is resent after tens
-of milliseconds, not Linux's 200 ms minimum RTO (``carriers/tcp_timers.py``).
+holds the queue instead of the socket.  A lone lost segment is resent after tens of
+milliseconds, not Linux's 200 ms minimum RTO (``carriers/tcp_timers.py``).
 """
 
 from __future__ import annotations
@@ -37,14 +31,6 @@ RECEIVE_BUFFER = 256 * 1024
 # an interactive frame (was 128 + 256 KiB: ~3.9 ms); loopback bulk showed no cost.
 NOTSENT_LOWAT = 32 * 1024
 WRITE_HIGH_WATER = 128 * 1024
-TURN_WRITE_BUDGET = 512 * 1024
-"""Bytes one carrier takes from its session per event-loop turn; the rest stays queued in
-the session (where priority applies) until the next turn, after the loop has polled."""
-URGENT_ROOM = 4 * 1024
-"""What the carrier takes in one write once this turn's budget is spent, for control and
-urgent frames (the session puts those first; a piece of bulk may fill the rest)."""
-TURN_READ_BUDGET = 256 * 1024
-"""Bytes one carrier reads per event-loop turn before it pauses reading until the next."""
 
 _shared = threading.local()
 
@@ -89,13 +75,7 @@ class TcpCarrier(asyncio.BufferedProtocol):
         self._listener: CarrierListener | None = None
         self.stats_probe = TcpInfoProbe(lambda: self._transport)
         self._paused = False
-        self._loop = asyncio.get_running_loop()
-        self._turn_written = 0
-        self._turn_read = 0
-        self._write_turn_pending = False
-        self._read_turn_pending = False
-        self._read_paused = False
-        self.up: asyncio.Future[None] = self._loop.create_future()
+        self.up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # asyncio protocol side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,26 +114,6 @@ class TcpCarrier(asyncio.BufferedProtocol):
         # this thread overwrites it (the session's decoder copies what it keeps).
         if self._listener is not None:
             self._listener.data_received(self._view[:nbytes])
-        if not self._read_turn_pending:
-            self._read_turn_pending = True
-            self._loop.call_soon(self._next_read_turn)
-        self._turn_read += nbytes
-        if self._turn_read >= TURN_READ_BUDGET and not self._read_paused:
-            # Enough for this turn: the loop polls (and serves the other carriers) before
-            # this one reads on; the TLS layer and the kernel hold the rest meanwhile.
-            transport = self._transport
-            if transport is not None and not transport.is_closing():
-                self._read_paused = True
-                transport.pause_reading()
-
-    def _next_read_turn(self) -> None:
-        self._read_turn_pending = False
-        self._turn_read = 0
-        if self._read_paused:
-            self._read_paused = False
-            transport = self._transport
-            if transport is not None and not transport.is_closing():
-                transport.resume_reading()
 
     def eof_received(self) -> bool:
         return False
@@ -177,38 +137,12 @@ class TcpCarrier(asyncio.BufferedProtocol):
     def write(self, data: bytes) -> None:
         if self._transport is not None:
             self._transport.write(data)
-            self._turn_written += len(data)
-            if not self._write_turn_pending:
-                self._write_turn_pending = True
-                self._loop.call_soon(self._next_write_turn)
-
-    def _next_write_turn(self) -> None:
-        spent = self._turn_written >= TURN_WRITE_BUDGET
-        self._turn_written = 0
-        self._write_turn_pending = False
-        if spent and not self._paused and self._listener is not None:
-            self._listener.writable()  # the session may have more: one budget per turn
 
     def write_capacity(self) -> int:
         transport = self._transport
         if transport is None or self._paused or transport.is_closing():
             return 0
-        return max(
-            0,
-            min(
-                WRITE_HIGH_WATER - transport.get_write_buffer_size(),
-                TURN_WRITE_BUDGET - self._turn_written,
-            ),
-        )
-
-    def urgent_room(self) -> int:
-        """Bytes of control and urgent frames the carrier takes now although
-        :meth:`write_capacity` says 0: the turn's budget binds bulk only (not the high
-        water: the transport is then paused, and nothing is taken)."""
-        transport = self._transport
-        if transport is None or self._paused or transport.is_closing():
-            return 0
-        return URGENT_ROOM
+        return max(0, WRITE_HIGH_WATER - transport.get_write_buffer_size())
 
     def close(self) -> None:
         if self._transport is not None:

@@ -87,11 +87,6 @@ class Output(SessionCore):
             return b""
         return b"".join(parts)
 
-    def urgent_pending(self) -> bool:
-        """Control frames, ACKs or control/dns/interactive data wait to be sent: what a
-        carrier writes even when its turn's budget for bulk is spent (ADR 0047)."""
-        return bool(self._control or self._ack_pending) or self._scheduler.has_urgent()
-
     def _send_stream_data(self, parts: list[bytes | memoryview], budget: int) -> int:
         scheduler = self._scheduler
         pacer = self._pacer

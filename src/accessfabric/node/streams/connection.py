@@ -497,23 +497,13 @@ class SessionConnection:
             now = session_clock()
             while True:
                 capacity = transport.write_capacity()
-                out_of_room = capacity <= 0
-                if out_of_room:
-                    # A carrier whose bulk budget for this loop turn is spent still takes
-                    # control and urgent frames now, ahead of the queued bulk (ADR 0047).
-                    urgent_room = getattr(transport, "urgent_room", None)
-                    if urgent_room is None or not self.session.urgent_pending():
-                        break
-                    capacity = urgent_room()
-                    if capacity <= 0:
-                        break
+                if capacity <= 0:
+                    break
                 data = self.session.data_to_send(capacity, now=now)
                 if not data:
                     break
                 self.bytes_sent += len(data)
                 transport.write(data)
-                if out_of_room:
-                    break
         if self._blocked:
             self._wake_writers()
         if self._ended and not self._handling:
