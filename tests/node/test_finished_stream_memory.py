@@ -10,8 +10,10 @@ go, then tracemalloc counts what they left behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -56,18 +58,37 @@ def _live_streams() -> int:
     return sum(1 for o in gc.get_objects() if type(o) is HopStream)
 
 
-async def _left_behind(tmp_path: Path) -> tuple[float, int, list[str]]:
-    acceptor = BenchNode.make(bytes(range(128, 160)), tmp_path)
-    dialer = BenchNode.make(bytes(range(160, 192)), tmp_path)
+@contextlib.asynccontextmanager
+async def _echo_pair(
+    tmp_path: Path, first_key_byte: int
+) -> AsyncIterator[tuple[SessionConnection, SessionConnection]]:
+    """A real TCP+TLS session pair on loopback, the accepted end echoing every stream:
+    (dialed, accepted); everything is stopped on exit."""
+    acceptor = BenchNode.make(bytes(range(first_key_byte, first_key_byte + 32)), tmp_path)
+    dialer = BenchNode.make(bytes(range(first_key_byte + 32, first_key_byte + 64)), tmp_path)
     accepted: list[SessionConnection] = []
     server = await serve_tcp(acceptor.local(), "127.0.0.1", 0, accepted.append)
     port = server.sockets[0].getsockname()[1]
     dialed = await connect_tcp(
         dialer.local(), "127.0.0.1", port, expected_peer_id=acceptor.key.node_id
     )
-    await until(lambda: bool(accepted), timeout=10)
-    echo = asyncio.create_task(_echo(accepted[0]))
+    echo: asyncio.Task[None] | None = None
     try:
+        await until(lambda: bool(accepted), timeout=10)
+        echo = asyncio.create_task(_echo(accepted[0]))
+        yield dialed, accepted[0]
+    finally:
+        if echo is not None:
+            echo.cancel()
+        dialed.abort()
+        for connection in accepted:
+            connection.abort()
+        server.close()
+        await server.wait_closed()
+
+
+async def _left_behind(tmp_path: Path) -> tuple[float, int, list[str]]:
+    async with _echo_pair(tmp_path, 128) as (dialed, _):
         await _one_stream(dialed)  # warm-up: lazily made code paths and caches
         await dialed.ping()  # a later batch on both ends
         gc.collect()
@@ -85,13 +106,6 @@ async def _left_behind(tmp_path: Path) -> tuple[float, int, list[str]]:
         per_stream = sum(s.size_diff for s in stats) / STREAMS
         top = [f"{s.size_diff / STREAMS:7.0f} B {s.traceback[0]}" for s in stats[:10]]
         return per_stream, _live_streams(), top
-    finally:
-        echo.cancel()
-        dialed.abort()
-        for connection in accepted:
-            connection.abort()
-        server.close()
-        await server.wait_closed()
 
 
 def test_finished_streams_leave_nothing_behind(
@@ -109,27 +123,10 @@ def test_finished_streams_leave_nothing_behind(
 async def _held_after_last_stream(tmp_path: Path) -> tuple[int, int]:
     """One stream, no traffic after it: what each end's connection still holds once the
     session forgot the stream (its last step may be one we sent: the ACK of what we read)."""
-    acceptor = BenchNode.make(bytes(range(192, 224)), tmp_path)
-    dialer = BenchNode.make(bytes(range(224, 256)), tmp_path)
-    accepted: list[SessionConnection] = []
-    server = await serve_tcp(acceptor.local(), "127.0.0.1", 0, accepted.append)
-    port = server.sockets[0].getsockname()[1]
-    dialed = await connect_tcp(
-        dialer.local(), "127.0.0.1", port, expected_peer_id=acceptor.key.node_id
-    )
-    await until(lambda: bool(accepted), timeout=10)
-    echo = asyncio.create_task(_echo(accepted[0]))
-    try:
+    async with _echo_pair(tmp_path, 192) as (dialed, accepted):
         await _one_stream(dialed)
-        await until(lambda: not dialed._streams and not accepted[0]._streams, timeout=5)
-        return len(dialed._streams), len(accepted[0]._streams)
-    finally:
-        echo.cancel()
-        dialed.abort()
-        for connection in accepted:
-            connection.abort()
-        server.close()
-        await server.wait_closed()
+        await until(lambda: not dialed._streams and not accepted._streams, timeout=5)
+        return len(dialed._streams), len(accepted._streams)
 
 
 def test_a_stream_forgotten_after_our_own_last_frame_is_let_go_without_more_traffic(
