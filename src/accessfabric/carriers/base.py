@@ -79,7 +79,10 @@ class ByteTransport(Protocol):
 
 
 class CarrierListener(Protocol):
-    def data_received(self, data: bytes | bytearray | memoryview) -> None: ...
+    def data_received(self, data: bytes | bytearray | memoryview, owned: bool = False) -> None:
+        """Bytes from the peer; ``owned``: the carrier never writes to ``data`` again (the
+        listener may keep views of it), else it is only valid during this call."""
+        ...
 
     def writable(self) -> None:
         """The carrier drained: pull more from the session."""
