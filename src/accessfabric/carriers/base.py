@@ -79,10 +79,7 @@ class ByteTransport(Protocol):
 
 
 class CarrierListener(Protocol):
-    def data_received(self, data: bytes | bytearray | memoryview, owned: bool = False) -> None:
-        """Bytes from the peer; ``owned``: the carrier never writes to ``data`` again (the
-        listener may keep views of it), else it is only valid during this call."""
-        ...
+    def data_received(self, data: bytes | bytearray | memoryview) -> None: ...
 
     def writable(self) -> None:
         """The carrier drained: pull more from the session."""

@@ -1,12 +1,9 @@
 """TCP + TLS 1.3 carrier: an asyncio ``BufferedProtocol`` that moves bytes and nothing else.
 
-Receives land in buffers shared by every carrier of the thread (:class:`ReceiveBuffers`),
-so an idle connection holds no receive buffer at all (256 KiB each made an idle session
-cost ~300 KiB of RSS).  A buffer is lent to the listener (``owned=True``): DATA
-payloads stay views of it until the reader copies them out, the one copy of the
-receive path (ADR 0054); it is written again only once no view of it is left.  When
-every pooled buffer is still viewed, receives land in a scratch buffer the listener
-must copy from before ``data_received`` returns (``owned=False``).  The kernel's
+Receives land in one reused buffer (no allocation per receive), shared by every
+carrier of the thread: the listener consumes (copies) the bytes before
+``data_received`` returns, so an idle connection holds no receive buffer at all
+(256 KiB each made an idle session cost ~300 KiB of RSS).  The kernel's
 unsent queue is kept small with ``TCP_NOTSENT_LOWAT`` and the transport's own
 buffer with a low high-water mark, so the session — where priority applies —
 holds the queue instead of the socket.  A lone lost segment is resent after tens of
@@ -35,69 +32,15 @@ RECEIVE_BUFFER = 256 * 1024
 NOTSENT_LOWAT = 32 * 1024
 WRITE_HIGH_WATER = 128 * 1024
 
-RECEIVE_BUFFERS = 8
-"""Receive buffers a thread may lend out at once (2 MiB): beyond that, payloads are copied."""
-
 _shared = threading.local()
 
 
-def _viewed(buffer: bytearray) -> bool:
-    """Whether any memoryview of ``buffer`` is alive (a resize is refused while one is)."""
-    try:
-        buffer.pop()
-    except BufferError:
-        return True
-    buffer.append(0)  # within its allocation: no copy
-    return False
-
-
-class ReceiveBuffers:
-    """The receive buffers of one thread's carriers (one event loop per thread).
-
-    :meth:`take` returns a buffer no view of which is alive, making one while fewer
-    than ``limit`` exist, else ``None`` (the caller then uses :attr:`scratch` and its
-    listener copies).  A buffer whose views die is taken again: no allocation (and no
-    zeroing) per receive once the pool has grown to what the readers hold.
-    """
-
-    __slots__ = ("_buffers", "_next", "limit", "scratch", "size")
-
-    def __init__(self, size: int = RECEIVE_BUFFER, limit: int = RECEIVE_BUFFERS) -> None:
-        self.size = size
-        self.limit = limit
-        self._buffers: list[bytearray] = []
-        self._next = 0
-        self.scratch = memoryview(bytearray(size))
-
-    def take(self) -> bytearray | None:
-        buffers = self._buffers
-        count = len(buffers)
-        start = self._next
-        for step in range(count):  # round robin: the one lent last is likely still viewed
-            index = (start + step) % count
-            buffer = buffers[index]
-            if not _viewed(buffer):
-                self._next = index + 1
-                return buffer
-        if count < self.limit:
-            buffer = bytearray(self.size)
-            buffers.append(buffer)
-            self._next = count + 1
-            return buffer
-        return None
-
-    @property
-    def lent(self) -> int:
-        """Buffers of which a view is alive now."""
-        return sum(_viewed(buffer) for buffer in self._buffers)
-
-
-def receive_buffers() -> ReceiveBuffers:
-    """This thread's :class:`ReceiveBuffers`."""
-    buffers: ReceiveBuffers | None = getattr(_shared, "buffers", None)
-    if buffers is None:
-        buffers = _shared.buffers = ReceiveBuffers()
-    return buffers
+def _receive_view() -> memoryview:
+    """The receive buffer of this thread's carriers (one event loop per thread)."""
+    view: memoryview | None = getattr(_shared, "view", None)
+    if view is None:
+        view = _shared.view = memoryview(bytearray(RECEIVE_BUFFER))
+    return view
 
 
 ListenerFactory = Callable[[CarrierInfo, ByteTransport, PeerTlsInfo | None], CarrierListener]
@@ -120,14 +63,13 @@ class TcpCarrier(asyncio.BufferedProtocol):
     """One TCP(+TLS) connection; hands bytes to the listener the factory returns."""
 
     __slots__ = (
-        "_buffer",
-        "_buffers",
         "_dialer",
         "_factory",
         "_listener",
         "_paused",
         "_rto_min",
         "_transport",
+        "_view",
         "stats_probe",
         "up",
     )
@@ -140,9 +82,7 @@ class TcpCarrier(asyncio.BufferedProtocol):
         self._factory = factory
         self._dialer = dialer
         self._rto_min = rto_min
-        self._buffers = receive_buffers()
-        self._buffer: bytearray | None = None
-        """The pooled buffer of the receive under way (None: the scratch buffer)."""
+        self._view = _receive_view()
         self._transport: asyncio.Transport | None = None
         self._listener: CarrierListener | None = None
         self.stats_probe = TcpInfoProbe(lambda: self._transport)
@@ -179,24 +119,13 @@ class TcpCarrier(asyncio.BufferedProtocol):
             self.up.set_result(None)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        # A view, never the bytearray: asyncio's TLS layer slices what it gets and reads
-        # into the slices.  The transport drops it before it asks for the next buffer.
-        buffer = self._buffer = self._buffers.take()
-        return self._buffers.scratch if buffer is None else memoryview(buffer)
+        return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
-        listener = self._listener
-        if listener is None:
-            return
-        buffer = self._buffer
-        if buffer is None:
-            # The scratch buffer is only valid during this call: the next receive of any
-            # carrier of this thread overwrites it (the session's decoder copies).
-            listener.data_received(self._buffers.scratch[:nbytes])
-        else:
-            # Lent: taken again only once the views the listener kept are gone.
-            self._buffer = None
-            listener.data_received(memoryview(buffer)[:nbytes], owned=True)
+        # The view is only valid during this call: the next receive of any carrier of
+        # this thread overwrites it (the session's decoder copies what it keeps).
+        if self._listener is not None:
+            self._listener.data_received(self._view[:nbytes])
 
     def eof_received(self) -> bool:
         return False

@@ -102,21 +102,15 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             SessionState.CLOSED: {},
         }
 
-    def receive_data(
-        self, data: bytes | bytearray | memoryview, now: float, *, owned: bool = False
-    ) -> list[ev.Event]:
-        """Feed bytes from the carrier; return what the peer did.
-
-        ``owned``: the carrier never writes to ``data`` again, so the payloads of
-        ``DataReceived`` may be views of it (``bytes`` are always owned).
-        """
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> list[ev.Event]:
+        """Feed bytes from the carrier; return what the peer did."""
         self._now = now
         self._last_receive = now
         events: list[ev.Event] = []
         if self.state is SessionState.CLOSED:
             return events
         try:
-            frames = self._decoder.feed(data, owned=owned)
+            frames = self._decoder.feed(data)
         except RemoteProtocolError as error:
             self._fail(error, events)
             return events

@@ -1,9 +1,7 @@
 """Incremental frame decoder: bytes in any chunking -> frames.
 
 Every received byte is copied at most once.  A ``bytes`` chunk is owned: DATA
-payloads are memoryviews of it; so is a buffer fed with ``owned=True`` (its caller
-never writes to it again: the TCP carrier's pooled receive buffers, ADR 0054).  Any
-other buffer may be reused by the caller
+payloads are memoryviews of it.  Any other buffer may be reused by the caller
 once ``feed`` returns, so each DATA payload is copied out of it into a ``bytes``
 of its own (one copy of the payload, no copy of the whole chunk): a frame-sized
 ``bytes`` comes from the allocator's heap where a whole-chunk copy (up to the
@@ -329,12 +327,8 @@ class FrameDecoder:
         """Bytes held back waiting for the rest of a frame."""
         return len(self._buffer)
 
-    def feed(self, data: bytes | bytearray | memoryview, *, owned: bool = False) -> list[Frame]:
-        """Decode every complete frame in the bytes received so far.
-
-        ``bytes`` are always owned.  ``owned=True`` promises the same of a buffer: the
-        caller never writes to it again, so DATA payloads may be views of it.
-        """
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        """Decode every complete frame in the bytes received so far."""
         if self._error is not None:
             raise self._error
         buffer = self._buffer
@@ -348,8 +342,8 @@ class FrameDecoder:
             chunk = b"".join((buffer, data)) if buffer else data  # one copy of both, not two
             buffer.clear()
         else:
-            # Unless owned, the caller may reuse its buffer: DATA payloads are copied out
-            # of it one by one.
+            # The caller may reuse its buffer: DATA payloads are copied out of it one by one.
+            owned = False
             chunk = data if type(data) is memoryview else memoryview(data)
         try:
             if buffer:  # only a view is fed while a frame is held back (bytes were joined)

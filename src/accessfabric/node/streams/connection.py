@@ -319,9 +319,9 @@ class SessionConnection:
         self.stats_probe = getattr(transport, "stats_probe", None)
         self._flush()
 
-    def data_received(self, data: bytes | bytearray | memoryview, owned: bool = False) -> None:
+    def data_received(self, data: bytes | bytearray | memoryview) -> None:
         self.bytes_received += len(data)
-        events = self.session.receive_data(data, session_clock(), owned=owned)
+        events = self.session.receive_data(data, session_clock())
         if events:
             # Writes from event callbacks go out with the flush scheduled below.
             allowed, self._early_flush_allowed = self._early_flush_allowed, False
