@@ -4,7 +4,8 @@
 (root: a cpu cgroup).  A real ``node run`` process serves ``echo``; this process holds
 three sessions to it (TCP+TLS), each with a BULK echo stream kept full and an
 INTERACTIVE echo stream pinged every 20 ms (16 bytes, one outstanding).  Session ``cap``
-is the default: bulk's DRR weight drops to 1 and the ``PressureRateCap`` lowers the rate
+is the default (ADR 0045 amended; it engages while interactive data flows, as here):
+bulk's DRR weight drops to 1 and the ``PressureRateCap`` lowers the rate
 of reliable/bulk/droppable toward the node (floor 512 KiB/s) while it reports cpu or
 memory pressure; ``weight`` has the weight only (``pressure_min_rate`` None); ``control``
 neither (bulk ignores pressure).  Phases, each ``--seconds`` long, one session at a time:
@@ -91,8 +92,7 @@ async def measure(connection: SessionConnection, seconds: float, pid: int) -> di
     await asyncio.sleep(0.5)  # bulk under way
     start_bytes, started = echoed, time.perf_counter()
     ran0, waited0 = sched(pid)
-    cap_state = connection.session._pressure_cap
-    give_ups0 = 0 if cap_state is None else cap_state.give_ups
+    give_ups0 = connection.session.metrics().pressure_cap_give_ups
     caps: list[float] = []
     rtts: list[float] = []
     while time.perf_counter() - started < seconds:
@@ -112,17 +112,19 @@ async def measure(connection: SessionConnection, seconds: float, pid: int) -> di
     interactive.close()
     bulk.close()
     quantiles = statistics.quantiles(rtts, n=100)
+    after = connection.session.metrics()
+    give_ups = after.pressure_cap_give_ups
     return {
         "pings": len(rtts),
         "rtt_p50_ms": round(statistics.median(rtts) * 1e3, 2),
         "rtt_p99_ms": round(quantiles[98] * 1e3, 2),
         "bulk_MBps": round(rate, 2),
         "peer_pressure": connection.session.peer_pressure,
-        "bulk_weight": connection.session._scheduler.weights[TrafficClass.BULK],
+        "bulk_weight": after.bulk_weight,
         "capped_share": round(sum(c >= 0 for c in caps) / max(1, len(caps)), 2),
         "cap_MBps_median": round(statistics.median(caps) / 1e6, 2) if caps else None,
-        "cap_give_ups": None if cap_state is None else cap_state.give_ups - give_ups0,
-        "cap_give_ups_total": None if cap_state is None else cap_state.give_ups,
+        "cap_give_ups": None if give_ups is None else give_ups - (give_ups0 or 0),
+        "cap_give_ups_total": give_ups,
         "node_cpu_per_s": round((ran1 - ran0) / elapsed, 3),
         "node_runqueue_wait_per_s": round((waited1 - waited0) / elapsed, 3),
     }

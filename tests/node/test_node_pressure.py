@@ -53,7 +53,7 @@ async def node_status(socket: Path) -> dict[str, Any]:
 
 
 def bulk_weight(connection: SessionConnection) -> int:
-    return connection.session._scheduler.weights[TrafficClass.BULK]
+    return connection.session.metrics().bulk_weight
 
 
 async def until(check: Any, timeout: float) -> None:

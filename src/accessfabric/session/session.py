@@ -491,6 +491,10 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             pacing_window=None if self._pacer is None else self._pacer.window,
             pacer=None if self._pacer is None else self._pacer.metrics(),
             pressure_rate_cap=None if self._pressure_cap is None else self._pressure_cap.rate,
+            pressure_cap_give_ups=None
+            if self._pressure_cap is None
+            else self._pressure_cap.give_ups,
+            bulk_weight=self._scheduler.weights[TrafficClass.BULK],
             streams=[StreamMetrics.of(s, self._now) for s in self._streams.values()],
         )
 
