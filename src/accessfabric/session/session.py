@@ -455,6 +455,11 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
         return self._rtt
 
     @property
+    def last_receive(self) -> float:
+        """When bytes from the peer last arrived (the ``now`` of ``receive_data``)."""
+        return self._last_receive
+
+    @property
     def pacer(self) -> DelayPacer | None:
         return self._pacer
 
