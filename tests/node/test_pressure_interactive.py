@@ -14,12 +14,14 @@ pinned to different CPUs.
    measured for ``WINDOW`` s (shorter than the cap's ``GIVE_UP_AFTER``: this is the cap
    holding, not giving way; the phase reports give-ways).
 
-Asserted: bulk backs off (its echo rate under the hog below a third of the baseline's),
-and interactive keeps its latency: p50 <= ``K`` x baseline p50 + ``C50`` and p99 <= ``K`` x
-baseline p99 + ``C99``.  Generous for a loaded 2-core machine; with ``AF_PRESSURE_CAP=off``
+Asserted: bulk backs off (the session's rate cap came down to its floor, and bulk stayed
+capped through the window: at least 80 % of the pings saw the cap on; its echo rate is
+printed beside the baseline's), and interactive keeps its latency: p50 <= ``K`` x
+baseline p50 + ``C50`` and p99 <= ``K`` x baseline p99 + ``C99``.  Generous for a loaded
+2-core machine; with ``AF_PRESSURE_CAP=off``
 (the session's cap off: the weight only, the behaviour before ADR 0045's amendment) the
-test fails — bulk toward the hogged node halves at most and interactive p50 under the hog
-is 18-48 ms against 3-10 ms with the cap (load average 9-11; ADR 0045, amendment).
+test fails — bulk is never capped, and interactive p50 under the hog is 18-48 ms against
+2-12 ms with the cap (load average 9-11; ADR 0045, amendment).
 
 Why a shared CPU and not a CFS quota on a cgroup holding node and hog (the other tests in
 ``test_node_pressure.py``): under a quota the whole group is throttled for most of each
@@ -173,7 +175,9 @@ async def test_interactive_keeps_its_latency_while_bulk_backs_off_under_a_cpu_ho
 
         assert under["p50_ms"] <= K * idle["p50_ms"] + C50 * 1e3, (idle, under)
         assert under["p99_ms"] <= K * idle["p99_ms"] + C99 * 1e3, (idle, under)
-        assert under["bulk_MBps"] < free["bulk_MBps"] / 3, ("bulk backs off", free, under)
+        # bulk backs off: down to the cap's floor before the window (waited for above) and
+        # held under the cap through it (its rate then follows the node's level, AIMD)
+        assert under["capped_share"] >= 0.8, ("bulk backs off", free, under)
         connection.abort()
     finally:
         if load is not None:
