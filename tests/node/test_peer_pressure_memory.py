@@ -14,11 +14,8 @@ from accessfabric.node.serving.dataplane import DataPlane
 from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.node.streams.peer_pressure_memory import PeerPressureMemory
 from accessfabric.session import SessionConfig
-from accessfabric.session.core import PRESSURE_HIGH
-from accessfabric.wire.registry import TrafficClass
 from tests.carriers.pairs import dial_tcp, port_of, serving, two_nodes
 from tests.conditions import until
-from tests.session.pair import make_pair
 
 
 def test_memory_is_bounded_and_expires() -> None:
@@ -33,28 +30,6 @@ def test_memory_is_bounded_and_expires() -> None:
     assert memory.recall("a", 12.1) is None, "older than ttl: forgotten"
     assert len(memory) == 1
     assert memory.recall("unknown", 0.0) is None
-
-
-def test_assumed_pressure_acts_like_a_report_until_the_peer_speaks() -> None:
-    """Sans-IO: ``assume_peer_pressure`` sets the levels, bulk's weight and the cap's level;
-    it never overrides what the peer itself said on this session."""
-    config = SessionConfig(pacing_target_delay=None)
-    pair = make_pair(config, config)
-    normal = pair.a.metrics().bulk_weight
-    pair.a.assume_peer_pressure(0, 95, 0, 0)
-    assert pair.a.peer_pressure == (0, 95, 0, 0)
-    assert pair.a.metrics().bulk_weight < normal
-    bulk = pair.a.open_stream("sync", TrafficClass.BULK)
-    chat = pair.a.open_stream("chat", TrafficClass.INTERACTIVE)
-    pair.a.send_data(chat, b"i" * 16)
-    pair.a.send_data(bulk, b"z" * (1 << 20))
-    pair.now = 0.3
-    pair.pump()
-    assert pair.a.metrics().pressure_rate_cap is not None, "the default cap engaged"
-    pair.b.send_pressure(0, cpu=5)
-    pair.pump()
-    pair.a.assume_peer_pressure(0, 99, 0, 0)  # the peer has spoken since: ignored
-    assert pair.a.peer_pressure is not None and pair.a.peer_pressure[1] < PRESSURE_HIGH
 
 
 async def test_a_new_session_to_a_pressured_peer_starts_from_its_last_levels() -> None:

@@ -12,6 +12,7 @@ import itertools
 
 from accessfabric.session import SessionConfig
 from accessfabric.session import events as ev
+from accessfabric.session.core import PRESSURE_HIGH
 from accessfabric.session.pressure_cap import (
     GIVE_UP_AFTER,
     HOLD_OFF,
@@ -291,3 +292,26 @@ def test_give_ups_are_in_the_session_metrics() -> None:
             pair.b.send_pressure(0, cpu=95)
     metrics = pair.a.metrics()
     assert metrics.pressure_cap_give_ups is not None and metrics.pressure_cap_give_ups >= 1
+
+
+def test_assumed_pressure_acts_like_a_report_until_the_peer_speaks() -> None:
+    """Sans-IO: ``assume_peer_pressure`` sets the levels, bulk's weight and the cap's level;
+    it never overrides what the peer itself said on this session."""
+    config = SessionConfig(pacing_target_delay=None)
+    pair = make_pair(config, config)
+    normal = pair.a.metrics().bulk_weight
+    pair.a.assume_peer_pressure(0, 95, 0, 0)
+    assert pair.a.peer_pressure == (0, 95, 0, 0)
+    assert pair.a.metrics().bulk_weight < normal
+    bulk = pair.a.open_stream("sync", TrafficClass.BULK)
+    chat = pair.a.open_stream("chat", TrafficClass.INTERACTIVE)
+    pair.a.send_data(chat, b"i" * 16)
+    pair.a.send_data(bulk, b"z" * (1 << 20))
+    pair.now = 0.3
+    pair.pump()
+    assert pair.a.metrics().pressure_rate_cap is not None, "the default cap engaged"
+    pair.b.send_pressure(0, cpu=5)
+    pair.pump()
+    pair.a.assume_peer_pressure(0, 99, 0, 0)  # the peer has spoken since: ignored
+    assert pair.a.peer_pressure is not None and pair.a.peer_pressure[1] < PRESSURE_HIGH
+    assert pair.a.last_receive == pair.now, "when the peer's bytes last arrived"
