@@ -63,8 +63,8 @@ CHUNK = 64 * 1024
 BULK_WINDOW = 1.5
 K, C50, C99 = 4.0, 0.012, 0.100
 """Pressured pN <= K x baseline pN + C (seconds).  Measured (loaded 2-core machine, load
-average 9-11, 12:57-13:01 UTC): baseline p50 1.2-5.2 ms, p99 6.5-18.7 ms; under the hog
-with the cap p50 3.3-21 ms (10 or less in 6 of 7), p99 12-88 ms."""
+average 7.5-13.7, 12:57-13:19 UTC, 22 runs): baseline p50 0.6-5.2 ms, p99 6.5-42 ms; under
+the hog with the cap p50 0.55-21 ms, p99 9-90 ms; with the cap off p50 18-48 ms."""
 
 
 def _config() -> SessionConfig:
