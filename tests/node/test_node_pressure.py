@@ -92,15 +92,18 @@ async def test_fd_pressure_sends_node_pressure_and_peers_slow_bulk(tmp_path: Pat
         assert host["fds_open"] > 0 and host["memory_rss_bytes"] > 0
         assert watcher.session.peer_pressure is None  # nothing said yet
 
-        # every session is a descriptor at the node: push it toward its limit
-        while watcher.session.peer_pressure is None:
-            assert len(extra_sessions) < LIMIT, "no NODE_PRESSURE near the fd limit"
+        def network_level() -> int:
+            return (watcher.session.peer_pressure or (0, 0, 0, 0))[3]
+
+        # every session is a descriptor at the node: push it toward its limit (on a busy
+        # machine the node may report cpu pressure first: wait for the network level)
+        while network_level() < HIGH:
+            assert len(extra_sessions) < LIMIT, (
+                f"no network NODE_PRESSURE near the fd limit: {watcher.session.peer_pressure}"
+            )
             extra_sessions.append(await connect())
             if len(extra_sessions) * 2 > LIMIT // 2:  # close to the mark: let it sample
                 await asyncio.sleep(0.3)
-        assert watcher.session.peer_pressure is not None
-        network = watcher.session.peer_pressure[3]
-        assert network >= HIGH, watcher.session.peer_pressure
         assert bulk_weight(watcher) < normal  # the peer acts on it: bulk slows toward the node
         line = await loop.run_in_executor(None, node.wait_for, "node pressure")
         assert line["network"] >= HIGH
