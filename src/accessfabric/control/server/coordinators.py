@@ -22,7 +22,11 @@ of lease requests is planned on one snapshot; another tenant's heartbeat, enroll
 drain or service change rebuilds nothing here.  A source that joined since the snapshot
 was built waits for one rebuild shared with the others that joined
 (:data:`SOURCE_REBUILD_INTERVAL`), and a rebuild reuses what it made of every node that
-did not change (``build_graph``'s memo).  ``max_coordinators`` is
+did not change (``build_graph``'s memo).  A snapshot only heartbeat-aged (older than
+``snapshot_max_age``, nothing structural moved) still answers a lease request whose
+source it holds with the links it reports now, up to :data:`AGED_SNAPSHOT_BOUND` times
+that age: the rebuild runs after the request, on the event loop, one at a time per
+coordinator (ADR 0043, amendment 4).  ``max_coordinators`` is
 ``ControlConfig.max_route_coordinators`` (``control serve --max-route-coordinators``):
 keep it above the number of tenants that request leases, or round-robin requests of more
 tenants than that rebuild a snapshot every time.
@@ -34,7 +38,10 @@ coordinators run in the control replicas (ADR 0038, "What is left").
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from accessfabric.control.server.drains import NodeDrains
@@ -48,12 +55,20 @@ from accessfabric.control.server.leasing import (
 from accessfabric.control.server.planner import RoutePlanner, RoutePolicy
 from accessfabric.control.server.registry import NodeRegistry, RegisteredNode
 from accessfabric.control.server.services import ServiceDirectory
+from accessfabric.control.server.store.base import Clock
 
 DEFAULT_MAX_COORDINATORS = 256
 SOURCE_REBUILD_INTERVAL = 0.1
 """A lease request whose source is missing from the snapshot but heartbeated after it
 was built (a device that just joined) rebuilds it, but at most this often per
 coordinator: requests meanwhile wait for the next one (:class:`SnapshotBehind`)."""
+AGED_SNAPSHOT_BOUND = 2.0
+"""A snapshot older than ``snapshot_max_age`` for heartbeats alone answers lease requests
+(its rebuild scheduled after them) until it is this many times that age; older, the
+request rebuilds it on its own path, as any structural change does (ADR 0043)."""
+
+Defer = Callable[[Callable[[], None]], object]
+"""Runs a callback after the current request (``loop.call_soon``)."""
 
 Key = tuple[int, ...]
 
@@ -70,6 +85,11 @@ class RouteCoordinator:
     memo: GraphMemo = field(default_factory=dict)
     """Facts and links made of each node at the last build (reused when unchanged)."""
     builds: int = 0
+    late_builds: int = 0
+    """Of :attr:`builds`, heartbeat-age rebuilds run after the request that found the
+    snapshot aged (not on its path)."""
+    rebuild_pending: bool = False
+    """A heartbeat-age rebuild is scheduled and has not run yet (at most one)."""
     plans: int = 0
     """Route requests it planned (each a primary and its alternates)."""
 
@@ -92,7 +112,12 @@ class RouteCoordinators:
         snapshot_max_age: float,
         drains: NodeDrains | None = None,
         max_coordinators: int = DEFAULT_MAX_COORDINATORS,
+        clock: Clock = time.time,
+        defer: Defer | None = None,
     ) -> None:
+        """``defer`` schedules a heartbeat-age rebuild after the request that found the
+        snapshot aged (default: the running event loop's ``call_soon``; with no loop
+        running, the request rebuilds it, as before); ``clock`` dates that rebuild."""
         self._registry = registry
         self._heartbeats = heartbeats
         self._services = services
@@ -100,6 +125,8 @@ class RouteCoordinators:
         self._snapshot_max_age = snapshot_max_age
         self._drains = drains
         self.max_coordinators = max_coordinators
+        self._clock = clock
+        self._defer = defer
         self._coordinators: OrderedDict[str, RouteCoordinator] = OrderedDict()
         self.total_plans = 0
         self.total_builds = 0
@@ -155,28 +182,82 @@ class RouteCoordinators:
         heartbeated after the snapshot was built and is not in it (it just joined).  That
         rebuild happens at most every :data:`SOURCE_REBUILD_INTERVAL`; before, with
         ``may_wait``, :class:`SnapshotBehind` says how long to wait for it (without, the
-        snapshot is rebuilt at once)."""
+        snapshot is rebuilt at once).  A snapshot aged by heartbeats alone that holds
+        ``source`` with its current links answers, up to :data:`AGED_SNAPSHOT_BOUND`
+        times ``snapshot_max_age``, and its rebuild is scheduled after the request."""
         c = self.coordinator(tenant)
         key = self.key(tenant)
         planner = c.planner
         if planner is not None:
             beats = len(key) // 4 * 3  # where the heartbeat generations start
-            fresh = key == c.built_key or (
-                key[:beats] == c.built_key[:beats] and now - c.built_at < self._snapshot_max_age
-            )
+            same = key[:beats] == c.built_key[:beats]  # no structural change (drain, ...)
+            age = now - c.built_at
+            fresh = key == c.built_key or (same and age < self._snapshot_max_age)
             if fresh and not self._source_missing(planner, source, c.built_at, now):
                 return planner
             if fresh and may_wait:
                 wait = c.built_at + SOURCE_REBUILD_INTERVAL - now
                 if wait > 0:
                     raise SnapshotBehind(wait)
+            if (
+                not fresh
+                and same
+                and age < AGED_SNAPSHOT_BOUND * self._snapshot_max_age
+                and self._holds_source(c, source)
+                and self._rebuild_later(tenant, c)
+            ):
+                return planner
+        self._build(tenant, c, now, key)
+        assert c.planner is not None
+        return c.planner
+
+    def _build(self, tenant: str, c: RouteCoordinator, now: float, key: Key) -> None:
         graph = build_graph(self._registry, self._heartbeats, now, self._drains,
                             pool=self.partition(tenant), memo=c.memo)  # fmt: skip
         c.planner = RoutePlanner(graph, self._services.active_map(), policy=self.policy)
         c.built_at, c.built_key = now, key
         c.builds += 1
         self.total_builds += 1
-        return c.planner
+
+    def _holds_source(self, c: RouteCoordinator, source: str | None) -> bool:
+        """The snapshot holds ``source`` with the links it reports now (a device that
+        re-homed since it was built is planned on a snapshot that knows its new entry)."""
+        if source is None:
+            return True
+        made = c.memo.get(source)
+        state = self._heartbeats.get(source)
+        if made is None or state is None:
+            return False
+        if made[1] is state:
+            return True
+        return {link.dst for link in made[4]} == {peer.node_id for peer in state.facts.peers}
+
+    def _rebuild_later(self, tenant: str, c: RouteCoordinator) -> bool:
+        """Schedule ``c``'s heartbeat-age rebuild after this request, one at a time;
+        ``False`` when nothing can run it later (no event loop: rebuild now)."""
+        if c.rebuild_pending:
+            return True
+        defer = self._defer
+        if defer is None:
+            try:
+                defer = asyncio.get_running_loop().call_soon
+            except RuntimeError:
+                return False
+        c.rebuild_pending = True
+        defer(lambda: self._late_build(tenant, c))
+        return True
+
+    def _late_build(self, tenant: str, c: RouteCoordinator) -> None:
+        """The scheduled rebuild: skipped when ``c`` was dropped or rebuilt since."""
+        c.rebuild_pending = False
+        if self._coordinators.get(tenant) is not c:
+            return
+        now = self._clock()
+        key = self.key(tenant)
+        if key == c.built_key or now - c.built_at < self._snapshot_max_age:
+            return
+        self._build(tenant, c, now, key)
+        c.late_builds += 1
 
     def _source_missing(
         self, planner: RoutePlanner, source: str | None, built_at: float, now: float

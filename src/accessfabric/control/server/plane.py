@@ -228,7 +228,7 @@ class ControlPlane:
         self.coordinators = RouteCoordinators(  # route planning per partition (ADR 0038)
             self.registry, self.heartbeats, self.services, policy=cfg.policy,
             snapshot_max_age=cfg.snapshot_max_age, drains=self.drains,
-            max_coordinators=cfg.max_route_coordinators,
+            max_coordinators=cfg.max_route_coordinators, clock=clock,
         )  # fmt: skip
         self.leasing = RouteLeasing(
             store,
