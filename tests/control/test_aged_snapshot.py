@@ -7,7 +7,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from accessfabric.control.server.coordinators import AGED_SNAPSHOT_BOUND, RouteCoordinator
+import pytest
+
+from accessfabric.control.server.coordinators import (
+    AGED_SNAPSHOT_BOUND,
+    SOURCE_REBUILD_INTERVAL,
+    RouteCoordinator,
+)
+from accessfabric.control.server.leasing import SnapshotBehind
 from accessfabric.control.server.plane import ControlConfig
 from accessfabric.control.server.registry import RegisteredNode
 from accessfabric.identity.keys import NodeKey
@@ -139,18 +146,37 @@ def test_a_drained_node_is_in_no_lease_after_the_drain(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_a_source_whose_links_changed_rebuilds_on_its_path(tmp_path: Path) -> None:
+def test_a_source_whose_links_changed_is_planned_on_a_snapshot_that_knows_them(
+    tmp_path: Path,
+) -> None:
     """A device that re-homed (its heartbeat names another first hop than the snapshot's)
-    is planned on a snapshot that knows it, as before (node PLANNER_SNAPSHOT_AGE)."""
+    is planned on a snapshot that knows it: an aged one is rebuilt on its path; a fresh
+    one, as for a device that just joined, once per SOURCE_REBUILD_INTERVAL (before, a
+    fresh snapshot planned it on its old links: `eligible first hops: none` for a device
+    whose first heartbeat came before its entry session)."""
 
     async def main() -> None:
         async with running_plane(tmp_path, config=ControlConfig(snapshot_max_age=MAX_AGE)) as cp:
             p = Partition()
             await p.enroll(cp)
-            c, at = await _aged(cp, p)
+            await cp.signed(p.device, "POST", "/v1/leases/route", _json({"service": "rdp"}))
+            c = cp.plane.coordinators.get("acme")
+            assert c is not None and c.builds == 1
             await _beat(cp, p.device, (p.right, 5.0))  # its session with `left` ended
-            hops = _hops(cp, p.source(cp), at)
-            assert c.builds == 2 and not c.rebuild_pending  # rebuilt on its path
-            assert p.right.node_id in hops
+            with pytest.raises(SnapshotBehind):
+                cp.plane.leasing.issue(p.source(cp), "rdp", TrafficClass.INTERACTIVE,
+                                       c.built_at + 0.01, may_wait=True)  # fmt: skip
+            assert c.builds == 1
+            hops = _hops(cp, p.source(cp), c.built_at + SOURCE_REBUILD_INTERVAL)
+            assert c.builds == 2 and p.right.node_id in hops and p.left.node_id not in hops
+            _hops(cp, p.source(cp), c.built_at + SOURCE_REBUILD_INTERVAL)
+            assert c.builds == 2  # its links are in the snapshot now
+
+            clock = cp.plane.clock
+            await until(lambda: clock() - c.built_at >= MAX_AGE, what="the snapshot ages")
+            await _beat(cp, p.device, (p.left, 5.0))  # and back, on an aged snapshot
+            hops = _hops(cp, p.source(cp), c.built_at + 1.5 * MAX_AGE)
+            assert c.builds == 3 and not c.rebuild_pending  # rebuilt on its path
+            assert p.left.node_id in hops and p.right.node_id not in hops
 
     asyncio.run(main())

@@ -179,7 +179,8 @@ class RouteCoordinators:
         """``tenant``'s planner, rebuilt when the facts it was built from moved on: at once
         for registry, service and drain changes of its partition, at most every
         ``snapshot_max_age`` for heartbeats alone — and when ``source`` (the node asking)
-        heartbeated after the snapshot was built and is not in it (it just joined).  That
+        heartbeated after the snapshot was built and is not in it (it just joined) or is
+        in it with other links than it reports now.  That
         rebuild happens at most every :data:`SOURCE_REBUILD_INTERVAL`; before, with
         ``may_wait``, :class:`SnapshotBehind` says how long to wait for it (without, the
         snapshot is rebuilt at once).  A snapshot aged by heartbeats alone that holds
@@ -193,7 +194,8 @@ class RouteCoordinators:
             same = key[:beats] == c.built_key[:beats]  # no structural change (drain, ...)
             age = now - c.built_at
             fresh = key == c.built_key or (same and age < self._snapshot_max_age)
-            if fresh and not self._source_missing(planner, source, c.built_at, now):
+            behind = self._source_behind(c, source, now)
+            if fresh and not behind:
                 return planner
             if fresh and may_wait:
                 wait = c.built_at + SOURCE_REBUILD_INTERVAL - now
@@ -203,7 +205,8 @@ class RouteCoordinators:
                 not fresh
                 and same
                 and age < AGED_SNAPSHOT_BOUND * self._snapshot_max_age
-                and self._holds_source(c, source)
+                and (source is None or source in planner.graph.nodes)
+                and not behind
                 and self._rebuild_later(tenant, c)
             ):
                 return planner
@@ -218,19 +221,6 @@ class RouteCoordinators:
         c.built_at, c.built_key = now, key
         c.builds += 1
         self.total_builds += 1
-
-    def _holds_source(self, c: RouteCoordinator, source: str | None) -> bool:
-        """The snapshot holds ``source`` with the links it reports now (a device that
-        re-homed since it was built is planned on a snapshot that knows its new entry)."""
-        if source is None:
-            return True
-        made = c.memo.get(source)
-        state = self._heartbeats.get(source)
-        if made is None or state is None:
-            return False
-        if made[1] is state:
-            return True
-        return {link.dst for link in made[4]} == {peer.node_id for peer in state.facts.peers}
 
     def _rebuild_later(self, tenant: str, c: RouteCoordinator) -> bool:
         """Schedule ``c``'s heartbeat-age rebuild after this request, one at a time;
@@ -259,18 +249,26 @@ class RouteCoordinators:
         self._build(tenant, c, now, key)
         c.late_builds += 1
 
-    def _source_missing(
-        self, planner: RoutePlanner, source: str | None, built_at: float, now: float
-    ) -> bool:
-        """``source`` is live, heard of after the snapshot was built, and not in it."""
-        if source is None or source in planner.graph.nodes:
+    def _source_behind(self, c: RouteCoordinator, source: str | None, now: float) -> bool:
+        """``source`` is live, heard of after the snapshot was built, and either not in it
+        (it just joined) or in it with other links than it reports now (its first
+        heartbeat was taken in before its entry session was up, or it re-homed since):
+        planned on this snapshot it would have no first hop, or a lost one."""
+        if source is None:
             return False
         state = self._heartbeats.get(source)
-        return (
-            state is not None
-            and state.received_at >= built_at
-            and now - state.received_at < self._heartbeats.rules.unreachable_after
-        )
+        if (
+            state is None
+            or state.received_at < c.built_at
+            or now - state.received_at >= self._heartbeats.rules.unreachable_after
+        ):
+            return False
+        made = c.memo.get(source)
+        if made is None:
+            return True
+        if made[1] is state:
+            return False
+        return {link.dst for link in made[4]} != {peer.node_id for peer in state.facts.peers}
 
     def planned(self, tenant: str) -> None:
         """Count one route request ``tenant``'s coordinator planned."""
