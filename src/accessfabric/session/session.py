@@ -509,6 +509,9 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             pressure_cap_give_ups=None
             if self._pressure_cap is None
             else self._pressure_cap.give_ups,
+            pressure_cap_reengages=None
+            if self._pressure_cap is None
+            else self._pressure_cap.reengages,
             bulk_weight=self._scheduler.weights[TrafficClass.BULK],
             streams=[StreamMetrics.of(s, self._now) for s in self._streams.values()],
         )
