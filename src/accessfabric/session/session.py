@@ -344,6 +344,17 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
         """
         self._local_stream(stream_id).relayed = True
 
+    def set_stream_group(self, stream_id: int, group: str) -> None:
+        """Let this stream share its send turns with the other streams of ``group``.
+
+        The streams of one group take one turn of their class between them, where a
+        stream of no group takes one of its own: a node puts a tenant's streams in the
+        tenant's group, so a tenant with ten bulk streams gets the share of one on a
+        session it shares with other tenants (issue 17, ADR 0051).
+        """
+        stream = self._local_stream(stream_id)
+        self._scheduler.set_group(stream_id, stream.traffic_class, group)
+
     def send_ack(self, stream_id: int, offset: int) -> None:
         """Acknowledge every byte of a relayed stream before ``offset`` (end to end)."""
         stream = self._local_stream(stream_id)
