@@ -74,8 +74,8 @@ class _Server:
 
 
 class _Client:
-    """The two calls of :class:`ControlClient` the timer wraps, over a real aiohttp
-    session (kept-alive connections, the pool the timer reads)."""
+    """The calls of :class:`ControlClient` the timer uses, over a real aiohttp session
+    (kept-alive connections, the pool the timer reads)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -87,6 +87,9 @@ class _Client:
 
     async def route_leases(self) -> Any:
         return await self.request_replica("POST", LEASE_PATH, {"service": "echo"})
+
+    def kept_alive_sockets(self) -> list[Any]:  # the real client's, over this session
+        return ControlClient.kept_alive_sockets(cast(ControlClient, self))
 
 
 def test_tcp_ages_tell_a_request_s_time_on_the_wire() -> None:

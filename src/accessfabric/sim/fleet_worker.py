@@ -155,20 +155,6 @@ def tcp_ages_ms(sock: Any) -> tuple[int, int] | None:
     return fields[9], fields[11]
 
 
-def _idle_sockets(client: ControlClient) -> list[Any]:
-    """The sockets of the kept-alive control connections of ``client`` (aiohttp's pool)."""
-    session = getattr(client, "_session", None)
-    pool = getattr(getattr(session, "connector", None), "_conns", None) or {}
-    out = []
-    for held in pool.values():
-        for protocol, _ in held:
-            transport = getattr(protocol, "transport", None)
-            sock = None if transport is None else transport.get_extra_info("socket")
-            if sock is not None:
-                out.append(sock)
-    return out
-
-
 class LeaseTimer:
     """A route lease's latency as the device sees it, apart from its worker's loop.
 
@@ -206,7 +192,7 @@ class LeaseTimer:
         finally:
             # The connection went back to the pool in this same step: no other request
             # of the device has used it since.  The one that received last is it.
-            ages = [a for a in map(tcp_ages_ms, _idle_sockets(self._client)) if a]
+            ages = [a for a in map(tcp_ages_ms, self._client.kept_alive_sockets()) if a]
             returned = time.perf_counter()
             wire = None
             if ages:
