@@ -1,10 +1,12 @@
 """The coverage floor of the sans-IO core: each package's line coverage by its unit tests.
 
 ``make test`` runs ``UNIT_TESTS`` (below) under coverage first, then this script: a
-package below its floor fails the build.  A floor only goes up: when a package is a
-whole point above its floor the script says so, and the floor is raised in the same
-change (rounded down).  ``make coverage`` measures the whole suite instead (no floor,
-not part of ``make test``: tracing doubles the CPU time of the network tests).
+package below its floor fails the build.  A floor only goes up: when a package could
+take a higher whole-number floor and still keep ``MARGIN`` points above it, the script
+says so, and the floor is raised in the same change.  (A floor raised to the measured
+value itself, 97 on 97.1, failed the next build when a revert removed covered code.)
+``make coverage`` measures the whole suite instead (no floor, not part of ``make test``:
+tracing doubles the CPU time of the network tests).
 By hand: ``pytest $(python tests/coverage_floors.py --unit-args)``, then
 ``python tests/coverage_floors.py``.
 """
@@ -28,6 +30,15 @@ FLOORS = {
     "sealing": 95,
     "identity": 96,
 }
+
+
+MARGIN = 0.5
+"""Points a suggested floor stays below the measured coverage."""
+
+
+def suggested_floor(percent: float) -> int:
+    """The highest whole-number floor that leaves ``MARGIN`` points of slack."""
+    return int(percent - MARGIN)
 
 
 def percentages(data_file: str = ".coverage") -> dict[str, float]:
@@ -64,8 +75,8 @@ def main(argv: list[str]) -> int:
         verdict = "ok"
         if percent < floor:
             verdict, failed = "BELOW THE FLOOR", True
-        elif percent >= floor + 1:
-            verdict = f"raise the floor to {int(percent)} (tests/coverage_floors.py)"
+        elif suggested_floor(percent) > floor:
+            verdict = f"raise the floor to {suggested_floor(percent)} (tests/coverage_floors.py)"
         print(f"coverage {name:<9} {percent:5.1f} %  floor {floor} %  {verdict}")
     return 1 if failed else 0
 

@@ -117,7 +117,9 @@ class SessionCore:
             else None
         )
         self._pressure_cap = (
-            PressureRateCap(config.pressure_min_rate, PRESSURE_HIGH)
+            PressureRateCap(
+                config.pressure_min_rate, PRESSURE_HIGH, always=config.pressure_cap_always
+            )
             if config.pressure_min_rate is not None
             else None
         )

@@ -152,13 +152,23 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
     def _on_route_update(self, frame: fr.RouteUpdate, events: list[ev.Event]) -> None:
         events.append(ev.RouteUpdated(lease=frame.lease))
 
-    def _on_node_pressure(self, frame: fr.NodePressure, events: list[ev.Event]) -> None:
-        self.peer_pressure = (frame.queue, frame.cpu, frame.memory, frame.network)
-        high = max(self.peer_pressure) >= PRESSURE_HIGH
+    def assume_peer_pressure(self, queue: int, cpu: int, memory: int, network: int) -> None:
+        """Act as if the peer had just reported these levels (its last report on an
+        earlier session, node/streams/peer_pressure_memory.py); no event: nothing new
+        was said.  The peer's next NODE_PRESSURE replaces them."""
+        if self.peer_pressure is None:
+            self._take_peer_pressure((queue, cpu, memory, network))
+
+    def _take_peer_pressure(self, levels: tuple[int, int, int, int]) -> None:
+        self.peer_pressure = levels
+        high = max(levels) >= PRESSURE_HIGH
         weight = self.config.pressure_bulk_weight if high else 2
         self._scheduler.set_weight(TrafficClass.BULK, weight)
         if self._pressure_cap is not None:
-            self._pressure_cap.on_peer_pressure(frame.cpu, frame.memory, self._now)
+            self._pressure_cap.on_peer_pressure(levels[1], levels[2], self._now)
+
+    def _on_node_pressure(self, frame: fr.NodePressure, events: list[ev.Event]) -> None:
+        self._take_peer_pressure((frame.queue, frame.cpu, frame.memory, frame.network))
         events.append(
             ev.PeerPressure(
                 queue=frame.queue, cpu=frame.cpu, memory=frame.memory, network=frame.network
@@ -456,6 +466,11 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
         return self._rtt
 
     @property
+    def last_receive(self) -> float:
+        """When bytes from the peer last arrived (the ``now`` of ``receive_data``)."""
+        return self._last_receive
+
+    @property
     def pacer(self) -> DelayPacer | None:
         return self._pacer
 
@@ -502,6 +517,10 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             pacing_window=None if self._pacer is None else self._pacer.window,
             pacer=None if self._pacer is None else self._pacer.metrics(),
             pressure_rate_cap=None if self._pressure_cap is None else self._pressure_cap.rate,
+            pressure_cap_give_ups=None
+            if self._pressure_cap is None
+            else self._pressure_cap.give_ups,
+            bulk_weight=self._scheduler.weights[TrafficClass.BULK],
             streams=[StreamMetrics.of(s, self._now) for s in self._streams.values()],
         )
 
