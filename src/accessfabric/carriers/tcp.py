@@ -21,6 +21,7 @@ from typing import cast
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
 from accessfabric.carriers.tcp_info import TcpInfoProbe
 from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN, set_loss_recovery_timers
+from accessfabric.carriers.tcp_window import ReceiveBound
 from accessfabric.errors import AuthenticationError
 from accessfabric.identity.tls import PeerTlsInfo, peer_identity_from_ssl_object
 
@@ -74,6 +75,7 @@ class TcpCarrier(asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._listener: CarrierListener | None = None
         self.stats_probe = TcpInfoProbe(lambda: self._transport)
+        self.receive_bound: ReceiveBound | None = None
         self._paused = False
         self.up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -103,6 +105,8 @@ class TcpCarrier(asyncio.BufferedProtocol):
             local_address=str(local[0]) if isinstance(local, tuple) else "",
         )
         self._listener = self._factory(info, self, tls)
+        # What may wait unread here or in flight towards here (carriers/tcp_window.py).
+        self.receive_bound = ReceiveBound(lambda: self._transport, asyncio.get_running_loop())
         if not self.up.done():
             self.up.set_result(None)
 
@@ -129,6 +133,8 @@ class TcpCarrier(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.up.done():
             self.up.set_exception(exc or ConnectionError("connection closed during set-up"))
+        if self.receive_bound is not None:
+            self.receive_bound.stop()
         if self._listener is not None:
             self._listener.connection_lost(exc)
         self._listener = None
