@@ -41,13 +41,13 @@ def test_the_bound_keeps_a_wan_paths_window_and_caps_a_queue_on_loopback() -> No
     assert receive_bound(0, 0.000_010) == FLOOR
 
 
-def test_next_buffer_engages_only_over_a_bloated_buffer_and_shrinks_by_halves() -> None:
+def test_next_buffer_engages_only_over_a_bloated_buffer_and_shrinks_by_steps() -> None:
     big = 1 << 30
     # The kernel's buffer is within twice the bound: autotuning stays on.
     assert next_buffer(400_000, 800_000, engaged=False, ceiling=big) is None
-    # Far larger: halve it (what the old window allowed may still be in flight); the
-    # kernel doubles the value set, so half of the buffer wanted is set ...
-    assert next_buffer(400_000, 6_000_000, engaged=False, ceiling=big) == 1_500_000
+    # Far larger: a quarter of it (what the old window allowed may still be in flight);
+    # the kernel doubles the value set, so half of the buffer wanted is set ...
+    assert next_buffer(400_000, 6_000_000, engaged=False, ceiling=big) == 750_000
     # ... until the bound.
     assert next_buffer(400_000, 600_000, engaged=True, ceiling=big) == 200_000
     # A higher rate raises it at once; a change within 1/8 is left alone.
@@ -55,7 +55,7 @@ def test_next_buffer_engages_only_over_a_bloated_buffer_and_shrinks_by_halves() 
     assert next_buffer(420_000, 400_000, engaged=True, ceiling=big) is None
     # Without the privilege to exceed net.core.rmem_max, engage only with room to grow.
     assert next_buffer(400_000, 6_000_000, engaged=False, ceiling=212_992) is None
-    assert next_buffer(400_000, 6_000_000, engaged=False, ceiling=4_194_304) == 1_500_000
+    assert next_buffer(400_000, 6_000_000, engaged=False, ceiling=4_194_304) == 750_000
 
 
 class _SlowReader(CarrierListener):
@@ -91,7 +91,7 @@ async def test_bulk_into_a_cpu_bound_receiver_queues_at_most_about_the_bound() -
         return reader
 
     def accept() -> TcpCarrier:
-        carriers.append(TcpCarrier(factory, dialer=False))
+        carriers.append(TcpCarrier(factory, dialer=False, bound_receive=True))
         return carriers[-1]
 
     server = await loop.create_server(accept, "127.0.0.1", 0)

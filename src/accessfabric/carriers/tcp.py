@@ -66,9 +66,15 @@ class TcpCarrier(asyncio.BufferedProtocol):
     kind = "tcp_tls"
 
     def __init__(
-        self, factory: ListenerFactory, *, dialer: bool, rto_min: float | None = DEFAULT_RTO_MIN
+        self,
+        factory: ListenerFactory,
+        *,
+        dialer: bool,
+        rto_min: float | None = DEFAULT_RTO_MIN,
+        bound_receive: bool = False,
     ) -> None:
         self._factory = factory
+        self._bound_receive = bound_receive  # measured, not adopted: ADR 0055
         self._dialer = dialer
         self._rto_min = rto_min
         self._view = _receive_view()
@@ -105,8 +111,8 @@ class TcpCarrier(asyncio.BufferedProtocol):
             local_address=str(local[0]) if isinstance(local, tuple) else "",
         )
         self._listener = self._factory(info, self, tls)
-        # What may wait unread here or in flight towards here (carriers/tcp_window.py).
-        self.receive_bound = ReceiveBound(lambda: self._transport, asyncio.get_running_loop())
+        if self._bound_receive:  # what may wait unread here or in flight towards here
+            self.receive_bound = ReceiveBound(lambda: self._transport, asyncio.get_running_loop())
         if not self.up.done():
             self.up.set_result(None)
 

@@ -22,20 +22,24 @@ bound can also exceed ``net.core.rmem_max``), which also bounds the peer's bytes
 flight: the advertised window never exceeds the free buffer.  Setting it switches the
 kernel's autotuning off for the socket for good, so the bound engages only when it is
 needed — the connection is busy and the kernel's buffer is more than twice the bound —
-and then follows the measured rate both ways, shrinking by halves (what the old window
-allowed may still be in flight).  Without the privilege it engages only where
+and then follows the measured rate both ways, shrinking to no less than a quarter per tick (what the
+old window allowed may still be in flight).  Without the privilege it engages only where
 ``net.core.rmem_max`` leaves it room to grow 4x.  Idle and lightly used connections are
 never touched.
+
+**Off by default** (``TcpCarrier(bound_receive=True)`` turns it on): through ``vpn up``
+under iperf3 TCP it halved the carrier's standing queue (exit Recv-Q p90 0.2-0.4 MB
+against 0.6-0.8 MB) but neither ping p50 nor p99 improved and bulk fell by ~20 % in
+three of three interleaved pairs on the loaded development machine; the ping's time is
+mostly loop turns and the run queue, in both directions (ADR 0055,
+docs/benchmarks.md "Issue 18: ping p99 and the carrier's receive queue").
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import socket
-import sys
-import termios
 from collections.abc import Callable
 from typing import Any
 
@@ -52,12 +56,18 @@ behind in this connection."""
 FLOOR = 128 * 1024
 """The bound never goes below this many bytes (a socket's default buffer)."""
 BUSY_TICK = 0.25
-"""Seconds between samples while the connection is busy (its bound exceeds ``FLOOR``)."""
+"""Seconds between samples while the connection is busy."""
 IDLE_TICK = 2.0
 BUSY_RATE = FLOOR
 """Bytes/s below which a connection is quiet: its buffer is left as it is."""
 HYSTERESIS = 8
 """A new buffer is set only when it differs from the socket's by more than 1/this."""
+SHRINK = 4
+"""A buffer above the bound shrinks by at most this factor per tick: what the old window
+allowed may still be in flight, and what exceeds the new buffer is dropped and resent."""
+STEADY = 1.25
+"""The bound first engages only when the rate grew less than this factor over a tick
+(a connection in slow start on a long path is measured again, not bounded)."""
 
 log = logging.getLogger(__name__)
 _rmem_max: int | None = None
@@ -81,7 +91,7 @@ def next_buffer(bound: int, current: int, *, engaged: bool, ceiling: int) -> int
     """
     if not engaged and (current <= 2 * bound or BDP_RTTS * bound > 2 * ceiling):
         return None
-    target = bound if bound >= current else max(bound, current // 2)
+    target = bound if bound >= current else max(bound, current // SHRINK)
     if abs(target - current) * HYSTERESIS <= current:
         return None
     return min(target // 2, ceiling)
@@ -98,15 +108,6 @@ def _read_rmem_max() -> int:
     return _rmem_max
 
 
-def _unread(sock: Any) -> int:
-    """Bytes received and not yet read by the process (``SIOCINQ``); 0 if unknown."""
-    try:
-        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    except (OSError, ValueError):
-        return 0
-    return int.from_bytes(raw, sys.byteorder, signed=True)
-
-
 class ReceiveBound:
     """Keeps one TCP carrier's receive buffer near :func:`receive_bound` (module doc).
 
@@ -119,6 +120,7 @@ class ReceiveBound:
         self._transport = transport
         self._loop = loop
         self._received: int | None = None
+        self._rate: float | None = None
         self._at = loop.time()
         self._force = True
         self.engaged = False
@@ -155,8 +157,9 @@ class ReceiveBound:
         if rate < BUSY_RATE:
             return False  # quiet: leave the buffer as it is, engaged or not
         bound = receive_bound(rate, info.min_rtt)
-        if not self.engaged and _unread(sock) <= bound:
-            return True  # the receiver keeps up: nothing stands here beyond the bound
+        previous, self._rate = self._rate, rate
+        if not self.engaged and (previous is None or rate > STEADY * previous):
+            return True  # still ramping up (slow start on a long path): measure again
         try:
             current = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         except OSError:
