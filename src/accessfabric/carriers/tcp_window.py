@@ -44,7 +44,6 @@ from collections.abc import Callable
 from typing import Any
 
 from accessfabric.carriers.tcp_info import read_tcp_info
-from accessfabric.observe.log_format import log_event
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux value
 BDP_RTTS = 4
@@ -168,10 +167,9 @@ class ReceiveBound:
         value = next_buffer(bound, current, engaged=self.engaged, ceiling=ceiling)
         if value is not None and self._apply(sock, value):
             if not self.engaged:
-                log_event(
-                    log, "carrier.receive_bound", logging.DEBUG, bound=bound,
-                    rate=round(rate), min_rtt_us=round(info.min_rtt * 1e6),
-                    rcv_rtt_us=round(info.rcv_rtt * 1e6), autotuned=current,
+                log.debug(
+                    "carrier receive bound %d B (rate %.0f B/s, min_rtt %.0f us, autotuned %d B)",
+                    bound, rate, info.min_rtt * 1e6, current,
                 )  # fmt: skip
             self.engaged = True
             self.bound = bound
