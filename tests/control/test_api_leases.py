@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from accessfabric.control.client.requestsig import NODE_HEADER, RequestSigner
 from accessfabric.control.kernel.fence import EpochFence
 from accessfabric.control.kernel.rejections import LeaseRejected, RejectReason
 from accessfabric.control.kernel.verify import verify_route_lease
+from accessfabric.control.server.api.verifier import BatchVerifier
 from accessfabric.identity.keys import NodeKey
 from accessfabric.wire.registry import TrafficClass
 from tests.control.api_harness import Running, enroll_body, facts, running_plane
@@ -202,5 +204,38 @@ def test_other_tenants_are_never_on_a_route(tmp_path: Path) -> None:
             assert foreign.node_id not in reply["error"]["message"]
             _, directory = await cp.signed(laptop, "GET", "/v1/directory")
             assert directory["entries"] == []
+
+    asyncio.run(main())
+
+
+def test_a_lease_request_is_verified_on_the_loop_not_behind_the_verifier_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device waits for its route lease to open a stream: its request's signature is
+    checked at once on the loop, not in the verifier's next batch on its threads (whose
+    answer comes back a loop turn later: tens of ms in a fleet's start, issue 17).
+    With the batch stalled, a lease is still answered — and still only to its signer."""
+
+    async def main() -> None:
+        async with running_plane(tmp_path) as cp:
+            fleet = Fleet()
+            await fleet.enroll(cp)
+            await fleet.beat(cp)
+            # From here on a batched check never comes back.
+            monkeypatch.setattr(BatchVerifier, "_flush", lambda self, loop: None)
+            status, grant = await asyncio.wait_for(
+                cp.signed(fleet.laptop, "POST", "/v1/leases/route", _json(RDP)), 10
+            )
+            assert status == 200, grant
+            assert grant["routes"][0]["hops"][0] == fleet.laptop.node_id
+            # Signed by another key in the laptop's name: refused, as before.
+            forger = RequestSigner(NodeKey.generate(), clock=cp.plane.clock)
+            headers = forger.headers("POST", "/v1/leases/route", _json(RDP))
+            headers[NODE_HEADER] = fleet.laptop.node_id
+            status, reply = await asyncio.wait_for(
+                cp.signed(fleet.laptop, "POST", "/v1/leases/route", _json(RDP), headers=headers),
+                10,
+            )
+            assert status == 401, reply
 
     asyncio.run(main())

@@ -29,7 +29,7 @@ def test_a_request_that_never_gets_its_await_answered_is_503_and_logged_where(
     monkeypatch.setattr(deadline, "REQUEST_DEADLINE", 0.5)
     monkeypatch.setattr(deadline, "_limited", RateLimitedLog(deadline._log))
 
-    async def never(self: BatchVerifier, *args: object) -> bytes:
+    async def never(self: BatchVerifier, *args: object, **kwargs: object) -> bytes:
         await asyncio.get_running_loop().create_future()  # a future nobody resolves
         raise AssertionError("unreachable")
 

@@ -297,3 +297,27 @@ def test_man_in_the_middle_fails_authentication(
     # ... and the certificate the client saw is not the key the server's AUTH names.
     with pytest.raises(IdentityMismatchError):
         verify_peer_certificate(client_leg.info, server_key.node_id, server_key.public_key_bytes)
+
+
+def test_certificate_files_provisioned_without_fsync_are_used_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sim fleet`` provisions its devices' TLS files (``durable=False``: no fsync, a
+    load tool's throw-away files); a device's start then finds them and writes nothing."""
+    import os
+
+    from accessfabric.identity.tls import write_certificate_files
+
+    key = NodeKey.generate()
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    cert, key_path = write_certificate_files(key, tmp_path / "tls", durable=False)
+    assert synced == []
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    before = (cert.stat().st_mtime_ns, key_path.stat().st_mtime_ns)
+    assert write_certificate_files(key, tmp_path / "tls") == (cert, key_path)
+    assert (cert.stat().st_mtime_ns, key_path.stat().st_mtime_ns) == before
+    assert synced == []  # nothing written again
+    write_certificate_files(NodeKey.generate(), tmp_path / "other")
+    assert synced  # the default still fsyncs

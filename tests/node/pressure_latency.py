@@ -4,7 +4,8 @@
 (root: a cpu cgroup).  A real ``node run`` process serves ``echo``; this process holds
 three sessions to it (TCP+TLS), each with a BULK echo stream kept full and an
 INTERACTIVE echo stream pinged every 20 ms (16 bytes, one outstanding).  Session ``cap``
-is the default: bulk's DRR weight drops to 1 and the ``PressureRateCap`` lowers the rate
+is the default (ADR 0045 amended; it engages while interactive data flows, as here):
+bulk's DRR weight drops to 1 and the ``PressureRateCap`` lowers the rate
 of reliable/bulk/droppable toward the node (floor 512 KiB/s) while it reports cpu or
 memory pressure; ``weight`` has the weight only (``pressure_min_rate`` None); ``control``
 neither (bulk ignores pressure).  Phases, each ``--seconds`` long, one session at a time:
@@ -21,7 +22,9 @@ Prints one JSON line per phase and session: interactive RTT p50 / p99 (ms), bulk
 MB/s, the peer's pressure levels, bulk's DRR weight, the share of pings sent while the
 cap was on and its median, the times the cap gave way (ADR 0045; in the phase and in all),
 and the node process's CPU time and run-queue wait per second
-(``/proc/PID/task/*/schedstat``: where the interactive time goes).  docs/benchmarks.md
+(``/proc/PID/task/*/schedstat``: where the interactive time goes).  ``--bulk-only``
+sends no pings: the default cap, which engages only while interactive data flows, should
+then cost bulk nothing.  docs/benchmarks.md
 ("pressure") records a run.  Not in ``make test``: a shared machine's load moves the
 figures more than the effect measured (the CPU-pressure *signal* is tested in
 ``tests/node/test_node_pressure.py``).
@@ -33,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -69,7 +73,9 @@ def sched(pid: int) -> tuple[float, float]:
     return ran, waited
 
 
-async def measure(connection: SessionConnection, seconds: float, pid: int) -> dict[str, Any]:
+async def measure(
+    connection: SessionConnection, seconds: float, pid: int, bulk_only: bool = False
+) -> dict[str, Any]:
     interactive = await connection.open_stream("echo", TrafficClass.INTERACTIVE)
     bulk = await connection.open_stream("echo", TrafficClass.BULK)
     echoed = 0
@@ -91,15 +97,15 @@ async def measure(connection: SessionConnection, seconds: float, pid: int) -> di
     await asyncio.sleep(0.5)  # bulk under way
     start_bytes, started = echoed, time.perf_counter()
     ran0, waited0 = sched(pid)
-    cap_state = connection.session._pressure_cap
-    give_ups0 = 0 if cap_state is None else cap_state.give_ups
+    give_ups0 = connection.session.metrics().pressure_cap_give_ups
     caps: list[float] = []
     rtts: list[float] = []
     while time.perf_counter() - started < seconds:
         sent = time.perf_counter()
-        interactive.write(b"p" * 16)
-        await interactive.readexactly(16)
-        rtts.append(time.perf_counter() - sent)
+        if not bulk_only:
+            interactive.write(b"p" * 16)
+            await interactive.readexactly(16)
+            rtts.append(time.perf_counter() - sent)
         cap = connection.session.metrics().pressure_rate_cap
         caps.append(-1.0 if cap is None else cap)
         await asyncio.sleep(max(0.0, PING_EVERY - (time.perf_counter() - sent)))
@@ -111,24 +117,28 @@ async def measure(connection: SessionConnection, seconds: float, pid: int) -> di
     reader.cancel()
     interactive.close()
     bulk.close()
-    quantiles = statistics.quantiles(rtts, n=100)
+    quantiles = statistics.quantiles(rtts, n=100) if rtts else [math.nan] * 99
+    after = connection.session.metrics()
+    give_ups = after.pressure_cap_give_ups
     return {
         "pings": len(rtts),
-        "rtt_p50_ms": round(statistics.median(rtts) * 1e3, 2),
-        "rtt_p99_ms": round(quantiles[98] * 1e3, 2),
+        "rtt_p50_ms": round(statistics.median(rtts) * 1e3, 2) if rtts else None,
+        "rtt_p99_ms": round(quantiles[98] * 1e3, 2) if rtts else None,
         "bulk_MBps": round(rate, 2),
         "peer_pressure": connection.session.peer_pressure,
-        "bulk_weight": connection.session._scheduler.weights[TrafficClass.BULK],
+        "bulk_weight": after.bulk_weight,
         "capped_share": round(sum(c >= 0 for c in caps) / max(1, len(caps)), 2),
         "cap_MBps_median": round(statistics.median(caps) / 1e6, 2) if caps else None,
-        "cap_give_ups": None if cap_state is None else cap_state.give_ups - give_ups0,
-        "cap_give_ups_total": None if cap_state is None else cap_state.give_ups,
+        "cap_give_ups": None if give_ups is None else give_ups - (give_ups0 or 0),
+        "cap_give_ups_total": give_ups,
         "node_cpu_per_s": round((ran1 - ran0) / elapsed, 3),
         "node_runqueue_wait_per_s": round((waited1 - waited0) / elapsed, 3),
     }
 
 
-async def main(seconds: float, quota_ms: float, share: bool, rounds: int) -> None:
+async def main(
+    seconds: float, quota_ms: float, share: bool, rounds: int, bulk_only: bool = False
+) -> None:
     reason = unavailable_reason()
     if reason is not None:
         sys.exit(f"pressure_latency: {reason}")
@@ -154,7 +164,7 @@ async def main(seconds: float, quota_ms: float, share: bool, rounds: int) -> Non
             pid = node.process.pid
 
             async def report(phase: str, name: str, round_: int) -> None:
-                figures = await measure(sessions[name], seconds, pid)
+                figures = await measure(sessions[name], seconds, pid, bulk_only)
                 line = {"phase": phase, "round": round_, "session": name, **figures}
                 print(json.dumps(line), flush=True)
 
@@ -198,5 +208,16 @@ if __name__ == "__main__":
         "--share", action="store_true", help="pin node and hog to CPU 0 instead of a quota"
     )
     parser.add_argument("--rounds", type=int, default=1, help="hog phases per session")
+    parser.add_argument(
+        "--bulk-only", action="store_true", help="no interactive pings (the cap stays off)"
+    )
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.seconds, arguments.quota_ms, arguments.share, arguments.rounds))
+    asyncio.run(
+        main(
+            arguments.seconds,
+            arguments.quota_ms,
+            arguments.share,
+            arguments.rounds,
+            arguments.bulk_only,
+        )
+    )

@@ -53,3 +53,27 @@ def test_large_blocks_are_reused_instead_of_mapped_per_allocation() -> None:
 def test_the_environment_wins() -> None:
     tuned, _ = _churn("tune", MALLOC_MMAP_THRESHOLD_="131072")
     assert tuned == "False"
+
+
+def test_the_c_library_is_looked_up_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``find_library`` forks ``ldconfig``: a fleet worker's every device start did it
+    (issue 17). Now once per process, however many node runtimes start."""
+    import ctypes.util
+
+    from accessfabric.node.host import allocator
+
+    calls = []
+    real = ctypes.util.find_library
+
+    def counting(name: str) -> str | None:
+        calls.append(name)
+        return real(name)
+
+    allocator._libc.cache_clear()
+    monkeypatch.setattr(ctypes.util, "find_library", counting)
+    try:
+        trims = [allocator.AllocatorTrim() for _ in range(5)]
+        assert len(calls) == 1
+        assert all((t._trim is None) == (trims[0]._trim is None) for t in trims)
+    finally:
+        allocator._libc.cache_clear()

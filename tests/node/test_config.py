@@ -181,13 +181,15 @@ def test_toml_syntax_and_missing_file(tmp_path: Path) -> None:
         load_node_config(tmp_path / "missing.toml", environ={})
 
 
-def test_pressure_rate_cap_is_off_unless_set(tmp_path: Path) -> None:
+def test_pressure_rate_cap_is_on_unless_turned_off(tmp_path: Path) -> None:
     assert (
         load_node_config(write(tmp_path, 'key_path = "k"'), environ={}).session.pressure_min_rate
-        is None
+        == 512 * 1024
     )
-    path = write(tmp_path, 'key_path = "k"\n[session]\npressure_min_rate = 524288')
-    assert load_node_config(path, environ={}).session.pressure_min_rate == 524288
+    path = write(tmp_path, 'key_path = "k"\n[session]\npressure_min_rate = false')
+    assert load_node_config(path, environ={}).session.pressure_min_rate is None
+    path = write(tmp_path, 'key_path = "k"\n[session]\npressure_min_rate = 262144')
+    assert load_node_config(path, environ={}).session.pressure_min_rate == 262144
     off = {"ACCESSFABRIC_SESSION_PRESSURE_MIN_RATE": "off"}
     assert load_node_config(path, environ=off).session.pressure_min_rate is None
     path = write(tmp_path, 'key_path = "k"\n[session]\npressure_min_rate = 10')

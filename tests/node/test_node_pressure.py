@@ -31,7 +31,7 @@ import pytest
 
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
-from accessfabric.node.streams.connection import SessionConnection
+from accessfabric.node.streams.connection import FabricStream, SessionConnection
 from accessfabric.session import SessionConfig
 from accessfabric.session.core import PRESSURE_HIGH
 from accessfabric.wire.registry import TrafficClass
@@ -53,7 +53,7 @@ async def node_status(socket: Path) -> dict[str, Any]:
 
 
 def bulk_weight(connection: SessionConnection) -> int:
-    return connection.session._scheduler.weights[TrafficClass.BULK]
+    return connection.session.metrics().bulk_weight
 
 
 async def until(check: Any, timeout: float) -> None:
@@ -92,15 +92,18 @@ async def test_fd_pressure_sends_node_pressure_and_peers_slow_bulk(tmp_path: Pat
         assert host["fds_open"] > 0 and host["memory_rss_bytes"] > 0
         assert watcher.session.peer_pressure is None  # nothing said yet
 
-        # every session is a descriptor at the node: push it toward its limit
-        while watcher.session.peer_pressure is None:
-            assert len(extra_sessions) < LIMIT, "no NODE_PRESSURE near the fd limit"
+        def network_level() -> int:
+            return (watcher.session.peer_pressure or (0, 0, 0, 0))[3]
+
+        # every session is a descriptor at the node: push it toward its limit (on a busy
+        # machine the node may report cpu pressure first: wait for the network level)
+        while network_level() < HIGH:
+            assert len(extra_sessions) < LIMIT, (
+                f"no network NODE_PRESSURE near the fd limit: {watcher.session.peer_pressure}"
+            )
             extra_sessions.append(await connect())
             if len(extra_sessions) * 2 > LIMIT // 2:  # close to the mark: let it sample
                 await asyncio.sleep(0.3)
-        assert watcher.session.peer_pressure is not None
-        network = watcher.session.peer_pressure[3]
-        assert network >= HIGH, watcher.session.peer_pressure
         assert bulk_weight(watcher) < normal  # the peer acts on it: bulk slows toward the node
         line = await loop.run_in_executor(None, node.wait_for, "node pressure")
         assert line["network"] >= HIGH
@@ -122,6 +125,16 @@ async def test_fd_pressure_sends_node_pressure_and_peers_slow_bulk(tmp_path: Pat
         for connection in extra_sessions:
             connection.abort()
         node.kill()
+
+
+async def chatter(chat: FabricStream, answers: list[int]) -> None:
+    """Interactive data every 0.2 s (the pressure cap engages only while it flows, ADR 0045);
+    ``answers[0]`` counts the echoes."""
+    while True:
+        chat.write(b"ping")
+        assert await chat.readexactly(4) == b"ping"
+        answers[0] += 1
+        await asyncio.sleep(0.2)
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -193,7 +206,7 @@ async def test_cpu_hog_in_the_nodes_cgroup_sends_cpu_pressure(tmp_path: Path) ->
     hog: subprocess.Popen[bytes] | None = None
     local = LocalNode(
         key=NodeKey.generate(), cert_dir=tmp_path / "client",
-        session_config=SessionConfig(pressure_min_rate=512 * 1024),  # the cap is opt-in
+        session_config=SessionConfig(pressure_min_rate=512 * 1024),  # the default floor
     )  # fmt: skip
     try:
         group.add(node.process.pid)
@@ -229,14 +242,15 @@ async def test_cpu_hog_in_the_nodes_cgroup_sends_cpu_pressure(tmp_path: Path) ->
             while await bulk.read(65536):
                 pass
 
-        feeders = [asyncio.create_task(feed()), asyncio.create_task(discard())]
+        answers = [0]
+        feeders = [asyncio.create_task(f) for f in (feed(), discard(), chatter(chat, answers))]
 
         def cap() -> float | None:
             return watcher.session.metrics().pressure_rate_cap
 
         await until(lambda: cap() is not None, 20.0)
-        chat.write(b"ping")
-        assert await asyncio.wait_for(chat.readexactly(4), 20.0) == b"ping"
+        capped_at = answers[0]
+        await until(lambda: answers[0] > capped_at, 20.0)  # interactive answers, bulk capped
 
         hog.kill()
         hog.wait(5)
@@ -301,7 +315,7 @@ async def test_a_node_busy_with_bulk_is_not_pressured_a_starved_one_is(tmp_path:
         pin(own, own_cpu)
         local = LocalNode(
             key=NodeKey.generate(), cert_dir=tmp_path / "client",
-            session_config=SessionConfig(pressure_min_rate=512 * 1024),  # the cap is opt-in
+            session_config=SessionConfig(pressure_min_rate=512 * 1024),  # the default floor
         )  # fmt: skip
         watcher = await connect_tcp(
             local, "127.0.0.1", node.port, expected_peer_id=node.node_id, timeout=10
@@ -321,7 +335,8 @@ async def test_a_node_busy_with_bulk_is_not_pressured_a_starved_one_is(tmp_path:
             while chunk := await bulk.read(65536):
                 echoed += len(chunk)
 
-        feeders = [asyncio.create_task(feed()), asyncio.create_task(discard())]
+        answers = [0]
+        feeders = [asyncio.create_task(f) for f in (feed(), discard(), chatter(chat, answers))]
         busy: list[dict[str, Any]] = []
 
         def was_busy() -> bool:
@@ -354,8 +369,8 @@ async def test_a_node_busy_with_bulk_is_not_pressured_a_starved_one_is(tmp_path:
             "starved node:", {k: starved[k] for k in ("loop_cpu", "run_queue_wait", "pressure_cpu")}
         )
         await until(lambda: watcher.session.metrics().pressure_rate_cap is not None, 20.0)
-        chat.write(b"ping")
-        assert await asyncio.wait_for(chat.readexactly(4), 20.0) == b"ping"
+        capped_at = answers[0]
+        await until(lambda: answers[0] > capped_at, 20.0)  # interactive answers, bulk capped
 
         hog.kill()
         hog.wait(5)

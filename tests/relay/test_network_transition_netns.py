@@ -39,8 +39,9 @@ CAP_TOML = (
     if os.environ.get("AF_TRANSITION_CAP")
     else ""
 )
-"""``AF_TRANSITION_CAP=524288``: every node runs with the opt-in pressure rate cap (ADR 0032,
-0045), to re-run the transition with it by hand; not in ``make test``."""
+"""``AF_TRANSITION_CAP=false`` (or a floor in bytes/s): every node runs with the pressure rate
+cap off (or that floor), to compare by hand; ``make test`` runs the default (the cap on,
+engaged while the interactive echo loop runs; ADR 0032, 0045)."""
 
 
 @pytest.fixture(autouse=True)

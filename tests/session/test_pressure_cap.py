@@ -12,9 +12,11 @@ import itertools
 
 from accessfabric.session import SessionConfig
 from accessfabric.session import events as ev
+from accessfabric.session.core import PRESSURE_HIGH
 from accessfabric.session.pressure_cap import (
     GIVE_UP_AFTER,
     HOLD_OFF,
+    INTERACTIVE_WINDOW,
     RECOVERY_STEPS,
     PressureRateCap,
 )
@@ -25,7 +27,7 @@ MB = 1_000_000
 
 
 def test_cap_halves_per_step_while_pressured_down_to_the_floor() -> None:
-    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
+    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25, always=True)
     now = 0.0
     for _ in range(10):  # 40 MB/s sent, no pressure: never capped
         assert cap.available(now) == float("inf")
@@ -50,7 +52,7 @@ def test_cap_halves_per_step_while_pressured_down_to_the_floor() -> None:
 
 
 def test_cap_recovers_additively_and_is_lifted_at_the_ceiling() -> None:
-    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
+    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25, always=True)
     cap.consume(2 * MB, 0.0)
     cap.on_peer_pressure(cpu=0, memory=80, now=0.25)  # memory counts as well
     cap.available(0.25)
@@ -76,7 +78,7 @@ def test_cap_gives_way_when_the_floor_does_not_relieve_the_peer() -> None:
     (a shared host: every busy loop waits, ADR 0045): the cap gives way for HOLD_OFF, then
     starts again from the rate sent meanwhile.  Before, it held bulk at the floor for as
     long as the peer said so (the transition test's 64 MiB echo at 512 KiB/s for 30 s)."""
-    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
+    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25, always=True)
     sent_per_step = 2 * MB  # 8 MB/s offered whenever the cap lets it
     cap.on_peer_pressure(cpu=80, memory=0, now=0.0)
     now, rates = 0.0, []
@@ -106,7 +108,7 @@ def test_only_time_spent_sending_at_the_floor_counts_toward_giving_way() -> None
     reported pressure (what an uncapped phase costs interactive under a CPU hog:
     docs/benchmarks.md, "pressure after the cap gives way")."""
     for polled in (False, True):  # the session idle, or asking with nothing to send
-        cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
+        cap = PressureRateCap(min_rate=100_000, high=50, step=0.25, always=True)
         cap.consume(2 * MB, 0.0)
         cap.on_peer_pressure(cpu=90, memory=0, now=0.25)
         now = 0.25
@@ -132,7 +134,7 @@ def test_only_time_spent_sending_at_the_floor_counts_toward_giving_way() -> None
 
 def test_cap_holds_the_floor_while_the_peer_recovers_below_high() -> None:
     """A peer whose level drops below ``high`` is relieved: recovery, no giving way."""
-    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
+    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25, always=True)
     cap.consume(2 * MB, 0.0)
     cap.on_peer_pressure(cpu=90, memory=0, now=0.25)
     now = 0.25
@@ -148,7 +150,7 @@ def test_cap_holds_the_floor_while_the_peer_recovers_below_high() -> None:
 
 
 def test_token_bucket_spreads_what_the_cap_allows() -> None:
-    cap = PressureRateCap(min_rate=1 * MB, high=50, step=0.25)
+    cap = PressureRateCap(min_rate=1 * MB, high=50, step=0.25, always=True)
     cap.on_peer_pressure(cpu=100, memory=0, now=0.0)
     assert cap.available(0.0) == 0.0 and cap.rate == 1 * MB
     assert cap.wait(10_000) == 0.01
@@ -224,11 +226,11 @@ def test_queue_and_socket_pressure_lower_bulks_share_but_do_not_cap_its_rate() -
     )
     pair = make_pair(config, config)
     bulk = pair.a.open_stream("sync", TrafficClass.BULK)
-    normal = pair.a._scheduler.weights[TrafficClass.BULK]
+    normal = pair.a.metrics().bulk_weight
     pair.b.send_pressure(100, cpu=0, memory=0, network=100)
     pair.pump()
     assert any(isinstance(e, ev.PeerPressure) for e in pair.take("a"))
-    assert pair.a._scheduler.weights[TrafficClass.BULK] < normal
+    assert pair.a.metrics().bulk_weight < normal
     seen = 0
     for tick in range(1, 101):  # 1 s: the cap would have stepped four times
         pair.now = tick * 0.01
@@ -237,3 +239,79 @@ def test_queue_and_socket_pressure_lower_bulks_share_but_do_not_cap_its_rate() -
         seen += len(received_bytes(pair.take("b"), bulk))
     assert pair.a.metrics().pressure_rate_cap is None
     assert seen == 100 * (128 << 10), "bulk was held back"  # capped: ~0.6 MB at most
+
+
+def test_the_cap_engages_only_while_the_session_carries_interactive() -> None:
+    """On by default, for interactive (ADR 0045 amended): a bulk-only session toward a
+    pressured peer keeps its rate (the cap would protect nothing and, on a shared host where
+    every busy node reads as pressured, only cost bulk); interactive data in either
+    direction engages it at once; INTERACTIVE_WINDOW seconds of quiet lift it at once."""
+    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
+    cap.on_peer_pressure(cpu=90, memory=0, now=0.0)
+    now = 0.0
+    for _ in range(40):  # 10 s of bulk only: never capped
+        assert cap.available(now) == float("inf")
+        cap.consume(2 * MB, now)
+        now += 0.25
+    cap.on_interactive(now)
+    assert cap.available(now) == 0.0, "interactive arrived: the cap starts at once"
+    assert cap.rate is not None
+    while now < 10.0 + INTERACTIVE_WINDOW - 0.25:  # interactive quiet, within the window
+        now += 0.25  # (nothing sent: at the floor, the cap does not give way)
+        assert cap.available(now) < float("inf") and cap.rate is not None, now
+    now += 0.5  # past the window
+    assert cap.available(now) == float("inf") and cap.rate is None, "quiet: lifted"
+
+
+def test_give_ups_are_in_the_session_metrics() -> None:
+    """``SessionMetrics.pressure_cap_give_ups`` counts the cap's give-ways (None: cap off)."""
+    config = SessionConfig(
+        pressure_min_rate=200_000,
+        pacing_target_delay=None,
+        initial_stream_window=64 << 20,
+        initial_session_window=64 << 20,
+        max_stream_send_buffer=16 << 20,
+    )
+    pair = make_pair(config, config)
+    assert pair.a.metrics().pressure_cap_give_ups == 0
+    off = make_pair(SessionConfig(pressure_min_rate=None), SessionConfig())
+    assert off.a.metrics().pressure_cap_give_ups is None
+    bulk = pair.a.open_stream("sync", TrafficClass.BULK)
+    chat = pair.a.open_stream("chat", TrafficClass.INTERACTIVE)
+    pair.b.send_pressure(0, cpu=95)
+    pair.pump()
+    for tick in range(1, 801):  # 8 s, bulk always queued, a ping every 50 ms
+        pair.now = tick * 0.01
+        if pair.a.metrics().queued_bytes < 1 << 20:
+            pair.a.send_data(bulk, b"z" * (1 << 20))
+        if tick % 5 == 0:
+            pair.a.send_data(chat, b"i" * 16)
+        pair.pump()
+        pair.take("b")
+        if tick % 50 == 0:  # the peer keeps saying so (its resend interval)
+            pair.b.send_pressure(0, cpu=95)
+    metrics = pair.a.metrics()
+    assert metrics.pressure_cap_give_ups is not None and metrics.pressure_cap_give_ups >= 1
+
+
+def test_assumed_pressure_acts_like_a_report_until_the_peer_speaks() -> None:
+    """Sans-IO: ``assume_peer_pressure`` sets the levels, bulk's weight and the cap's level;
+    it never overrides what the peer itself said on this session."""
+    config = SessionConfig(pacing_target_delay=None)
+    pair = make_pair(config, config)
+    normal = pair.a.metrics().bulk_weight
+    pair.a.assume_peer_pressure(0, 95, 0, 0)
+    assert pair.a.peer_pressure == (0, 95, 0, 0)
+    assert pair.a.metrics().bulk_weight < normal
+    bulk = pair.a.open_stream("sync", TrafficClass.BULK)
+    chat = pair.a.open_stream("chat", TrafficClass.INTERACTIVE)
+    pair.a.send_data(chat, b"i" * 16)
+    pair.a.send_data(bulk, b"z" * (1 << 20))
+    pair.now = 0.3
+    pair.pump()
+    assert pair.a.metrics().pressure_rate_cap is not None, "the default cap engaged"
+    pair.b.send_pressure(0, cpu=5)
+    pair.pump()
+    pair.a.assume_peer_pressure(0, 99, 0, 0)  # the peer has spoken since: ignored
+    assert pair.a.peer_pressure is not None and pair.a.peer_pressure[1] < PRESSURE_HIGH
+    assert pair.a.last_receive == pair.now, "when the peer's bytes last arrived"

@@ -25,6 +25,10 @@ def test_fleet_of_200_survives_an_entry_kill() -> None:
         assert summary[key] == 200, (key, summary)
     assert summary["stream_bytes"] >= 200 * 2 * 4096
     assert summary["heartbeat_p99_ms"] is not None and summary["lease_p99_ms"] is not None
+    # A lease is timed as the device sees it (its own work + the request's time on the
+    # wire, TCP_INFO), never longer than its wall time in the worker's shared loop.
+    assert summary["lease_wall_only"] <= summary["leases"] // 10, summary
+    assert summary["lease_p99_ms"] <= summary["lease_loop_p99_ms"], summary
     # Each worker froze its devices' start-up heap (fleet_worker._freeze_started), so
     # full collections do not walk 100 devices' runtimes and stall them all; and it
     # says how long its longest collection stalled its devices (a measured latency's

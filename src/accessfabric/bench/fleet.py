@@ -24,7 +24,8 @@ entry CPU during the hold, % of    the TLS server's CPU during its hold, % of on
 one core (the busier entry)        core
 entry RSS growth per session, KiB  TLS server RSS growth per connection, KiB
 heartbeat p99, ms                  plain TLS ping round trip p99, ms
-route lease p99, ms                plain TLS ping round trip p99, ms
+route lease p99, ms (as the         plain TLS ping round trip p99, ms
+device sees it, docs/fleet.md)
 re-home after SIGKILL, s           seconds to open that many plain TLS connections
 =================================  ===============================================
 
@@ -248,6 +249,13 @@ def report(devices: int, summary: dict[str, Any], base: dict[str, float], rehome
         f"{summary.get('streams_ok')} failed {summary.get('streams_failed')}, "
         f"lost after kill {kill.get('lost')}, streams while re-homing ok "
         f"{kill.get('streams_ok')} failed {kill.get('streams_failed')}"
+    )
+    out.notes["route lease: as the device sees it vs in the worker's loop"] = (
+        f"p50 {summary.get('lease_p50_ms')} / p99 {summary.get('lease_p99_ms')} ms as the "
+        "device sees it (its own work + the request's time on the wire, TCP_INFO), p50 "
+        f"{summary.get('lease_loop_p50_ms')} / p99 {summary.get('lease_loop_p99_ms')} ms "
+        "wall time in the worker (its loop's turns for the other devices included); "
+        f"{summary.get('lease_wall_only')} leases timed by wall time alone"
     )
     out.notes["start: CPU seconds by process"] = (
         f"{summary.get('start_cpu_s')} over {summary.get('start_wall_s')} s of wall time"

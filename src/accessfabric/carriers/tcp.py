@@ -63,6 +63,18 @@ def tune_socket(sock: socket.socket | None, rto_min: float | None = DEFAULT_RTO_
 class TcpCarrier(asyncio.BufferedProtocol):
     """One TCP(+TLS) connection; hands bytes to the listener the factory returns."""
 
+    __slots__ = (
+        "_dialer",
+        "_factory",
+        "_listener",
+        "_paused",
+        "_rto_min",
+        "_transport",
+        "_view",
+        "stats_probe",
+        "up",
+    )
+
     kind = "tcp_tls"
 
     def __init__(

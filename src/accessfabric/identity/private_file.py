@@ -19,7 +19,9 @@ def _fsync_directory(directory: Path) -> None:
             os.close(fd)
 
 
-def write_private_file(path: str | os.PathLike[str], data: bytes, *, overwrite: bool) -> None:
+def write_private_file(
+    path: str | os.PathLike[str], data: bytes, *, overwrite: bool, durable: bool = True
+) -> None:
     """Write ``data`` to ``path`` with mode 0600, atomically.
 
     The bytes go to a temporary file in the same directory, created with
@@ -27,7 +29,8 @@ def write_private_file(path: str | os.PathLike[str], data: bytes, *, overwrite: 
     are fsynced before the file takes its final name.  Without ``overwrite`` the final step
     is a hard link, which fails with :class:`FileExistsError` if ``path`` exists (no
     check-then-act race); with ``overwrite`` it is ``os.replace``.  Readers see either the
-    old file or the complete new one.
+    old file or the complete new one.  ``durable=False`` skips both fsyncs (a load tool's
+    throw-away files: ``sim fleet`` provisions a thousand devices' TLS files).
     """
     target = Path(path)
     directory = target.parent
@@ -36,7 +39,7 @@ def write_private_file(path: str | os.PathLike[str], data: bytes, *, overwrite: 
     try:
         try:
             os.fchmod(fd, PRIVATE_FILE_MODE)  # umask can only remove bits; be explicit anyway
-            _write_all(fd, data)
+            _write_all(fd, data, durable=durable)
         finally:
             os.close(fd)
         if overwrite:
@@ -48,24 +51,26 @@ def write_private_file(path: str | os.PathLike[str], data: bytes, *, overwrite: 
                 raise
             except OSError:
                 # The file system has no hard links: fall back to an exclusive create.
-                _write_exclusive(target, data)
+                _write_exclusive(target, data, durable=durable)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-    _fsync_directory(directory)
+    if durable:
+        _fsync_directory(directory)
 
 
-def _write_exclusive(target: Path, data: bytes) -> None:
+def _write_exclusive(target: Path, data: bytes, *, durable: bool) -> None:
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     try:
-        _write_all(fd, data)
+        _write_all(fd, data, durable=durable)
     finally:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, *, durable: bool) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
-    os.fsync(fd)
+    if durable:
+        os.fsync(fd)

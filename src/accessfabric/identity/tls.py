@@ -99,13 +99,18 @@ def public_key_from_certificate(der: bytes) -> bytes:
 
 
 def write_certificate_files(
-    key: NodeKey, cert_dir: str | os.PathLike[str], now: datetime.datetime | None = None
+    key: NodeKey,
+    cert_dir: str | os.PathLike[str],
+    now: datetime.datetime | None = None,
+    *,
+    durable: bool = True,
 ) -> tuple[Path, Path]:
     """Make sure ``cert_dir`` holds ``<node id>.crt`` and ``<node id>.key`` for ``key``.
 
     ``ssl`` loads certificates only from files.  The directory is created with mode 0700;
     both files are written atomically with mode 0600.  An existing certificate is reused
     while it belongs to ``key`` and is valid at ``now``.  Returns ``(cert path, key path)``.
+    ``durable=False``: no fsync (a load tool provisioning its devices' throw-away files).
     """
     if now is None:
         now = datetime.datetime.now(datetime.UTC)
@@ -116,10 +121,10 @@ def write_certificate_files(
         key_path = directory / f"{key.node_id}.key"
         key_pem = key.private_key_pem()
         if not _file_has(key_path, key_pem):
-            write_private_file(key_path, key_pem, overwrite=True)
+            write_private_file(key_path, key_pem, overwrite=True, durable=durable)
         if not _certificate_usable(cert_path, key, now):
             cert_pem, _ = make_certificate(key, now)
-            write_private_file(cert_path, cert_pem, overwrite=True)
+            write_private_file(cert_path, cert_pem, overwrite=True, durable=durable)
     except OSError as exc:
         raise IdentityError(directory, f"cannot write TLS files: {exc.strerror or exc}") from None
     return cert_path, key_path

@@ -57,11 +57,16 @@ class SessionConfig:
     """Queued send bytes that count as 100 % queue pressure (NODE_PRESSURE at >= 50 %)."""
     pressure_bulk_weight: int = 1
     """Bulk's DRR weight while the peer reports pressure (normally 2)."""
-    pressure_min_rate: int | None = None
+    pressure_min_rate: int | None = 512 * 1024
     """Bytes/s the rate cap on reliable/bulk/droppable goes down to while the peer reports
-    cpu or memory pressure (``PressureRateCap``, AIMD); None (the default): no cap, the
-    weight only.  Off by default: a node kept busy by the bulk it receives reports cpu
-    pressure too, and the cap would then cost that bulk 1.2-5x (docs/benchmarks.md)."""
+    cpu or memory pressure and the session carries interactive data (``PressureRateCap``,
+    AIMD); None: no cap, the weight only.  On by default since ADR 0045's amendment: under
+    a CPU hog in the peer's cgroup interactive p50 stays a few ms where it is ~100 ms
+    without the cap; it engages only while interactive data flows (a bulk-only session
+    keeps its full rate on a busy shared host) and gives way when the floor does not
+    relieve the peer (docs/benchmarks.md, "pressure")."""
+    pressure_cap_always: bool = False
+    """Cap bulk toward a pressured peer even when the session carries no interactive data."""
     route_epoch: int = 0
     peer_epoch: int = 0
     capabilities: bytes = b""

@@ -117,7 +117,9 @@ class SessionCore:
             else None
         )
         self._pressure_cap = (
-            PressureRateCap(config.pressure_min_rate, PRESSURE_HIGH)
+            PressureRateCap(
+                config.pressure_min_rate, PRESSURE_HIGH, always=config.pressure_cap_always
+            )
             if config.pressure_min_rate is not None
             else None
         )
@@ -321,6 +323,7 @@ class SessionCore:
         )
         if done and self.state is not SessionState.CLOSED:
             if self._streams.pop(stream.stream_id, None) is not None:
+                self._scheduler.forget(stream.stream_id)
                 self._fold_counters(stream)
                 self._session_stalled.pop(stream, None)
             if not any(s.state in ACTIVE_STATES for s in self._streams.values()):

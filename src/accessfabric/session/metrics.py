@@ -119,4 +119,9 @@ class SessionMetrics:
     pressure_rate_cap: float | None
     """Bytes/s reliable/bulk/droppable may send while the peer is under cpu/memory pressure
     (``PressureRateCap``); None: not capping."""
+    pressure_cap_give_ups: int | None
+    """Times the pressure rate cap gave way (held at its floor for ``GIVE_UP_AFTER`` with
+    the peer still pressured, ADR 0045); None when the cap is off (``pressure_min_rate``)."""
+    bulk_weight: int
+    """Bulk's DRR weight now: 2, or ``pressure_bulk_weight`` while the peer reports pressure."""
     streams: list[StreamMetrics]

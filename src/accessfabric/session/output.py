@@ -31,6 +31,7 @@ _STUCK_AFTER = 0.05
 _PARK_CHECK_INTERVAL = 0.01
 _EMPTY = memoryview(b"")
 _SHARED = frozenset(SHARED_CLASSES)
+_INTERACTIVE = TrafficClass.INTERACTIVE
 
 
 class Output(SessionCore):
@@ -137,8 +138,11 @@ class Output(SessionCore):
                 charged += cost
                 if pacer is not None and traffic_class in _SHARED:
                     pacer.consume(sent)
-                if cap is not None and traffic_class in _SHARED:
-                    cap.consume(sent, now)
+                if cap is not None:
+                    if traffic_class in _SHARED:
+                        cap.consume(sent, now)
+                    elif traffic_class is _INTERACTIVE:
+                        cap.on_interactive(now)
                 if (
                     charged >= allowance
                     or budget <= fr.DATA_HEADER.size

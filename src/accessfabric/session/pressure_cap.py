@@ -18,6 +18,13 @@ is slowed by the work each byte costs it (decrypting, relaying, echoing), so onl
   counts (at least half of it): a pause in our bulk says nothing about whether the floor
   relieves the peer, and giving way across one let the next burst go uncapped.
 
+* the cap engages only while the session has carried interactive data lately (either
+  direction, within ``interactive_window`` seconds; ``always`` drops the condition): the
+  cap exists to give a pressured peer's CPU back to interactive, and a session with no
+  interactive traffic gains nothing from it and would only lose bulk throughput (on a
+  shared host every busy node reads as pressured, ADR 0045).  When interactive goes quiet
+  the cap is lifted at once (ADR 0045, "on by default, for interactive").
+
 The urgent classes (control, dns, interactive) are never capped.  A token bucket holding
 at most ``BURST`` seconds of the cap spreads what it allows.  Sans-IO: time is passed in.
 """
@@ -33,6 +40,8 @@ GIVE_UP_AFTER = 3.0
 """Seconds at the floor with the peer still pressured before the cap gives way."""
 HOLD_OFF = 10.0
 """Seconds the cap stays lifted after giving way."""
+INTERACTIVE_WINDOW = 5.0
+"""Seconds after the session's last interactive DATA during which the cap may engage."""
 
 
 class PressureRateCap:
@@ -44,10 +53,12 @@ class PressureRateCap:
         "_floor_sent",
         "_floor_since",
         "_hold_until",
+        "_interactive_at",
         "_last_rate",
         "_next_step",
         "_sent",
         "_sent_since",
+        "always",
         "ceiling",
         "decrease",
         "decreases",
@@ -55,6 +66,7 @@ class PressureRateCap:
         "give_ups",
         "high",
         "hold_off",
+        "interactive_window",
         "level",
         "min_rate",
         "rate",
@@ -69,6 +81,9 @@ class PressureRateCap:
         decrease: float = 0.5,
         give_up_after: float = GIVE_UP_AFTER,
         hold_off: float = HOLD_OFF,
+        *,
+        always: bool = False,
+        interactive_window: float = INTERACTIVE_WINDOW,
     ) -> None:
         self.min_rate = min_rate
         self.high = high
@@ -76,6 +91,10 @@ class PressureRateCap:
         self.decrease = decrease
         self.give_up_after = give_up_after
         self.hold_off = hold_off
+        self.always = always
+        """Engage whatever the session carries (else only while interactive is recent)."""
+        self.interactive_window = interactive_window
+        self._interactive_at: float | None = None
         self.give_ups = 0
         """Times the cap gave way (at the floor for ``give_up_after``, peer still pressured)."""
         self._floor_since: float | None = None
@@ -112,6 +131,17 @@ class PressureRateCap:
         elif self.pressured != was:
             self._next_step = now + self.step
 
+    def on_interactive(self, now: float) -> None:
+        """Interactive DATA was sent or received on the session."""
+        if not self._engaged(now) and self.pressured:
+            self._next_step = min(self._next_step, now)  # act at once
+        self._interactive_at = now
+
+    def _engaged(self, now: float) -> bool:
+        """Whether the cap may act: always, or interactive data within the window."""
+        at = self._interactive_at
+        return self.always or (at is not None and now - at <= self.interactive_window)
+
     def consume(self, nbytes: int, now: float) -> None:
         """Shared-class bytes were sent."""
         if self._sent_since is None:
@@ -132,9 +162,15 @@ class PressureRateCap:
             self._sent, self._sent_since = 0, now
 
     def _update(self, now: float) -> None:
+        if self.rate is not None and not self._engaged(now):
+            # interactive went quiet: nothing left to protect, bulk goes at full speed
+            self.rate, self._floor_since = None, None
+            return
         if now < self._next_step or (self.rate is None and not self.pressured):
             return
         if self.pressured:
+            if not self._engaged(now):
+                return
             if self.rate is None:  # onset: start from what was sent lately
                 if now < self._hold_until:
                     return  # gave way lately: not before the hold-off ends

@@ -152,13 +152,23 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
     def _on_route_update(self, frame: fr.RouteUpdate, events: list[ev.Event]) -> None:
         events.append(ev.RouteUpdated(lease=frame.lease))
 
-    def _on_node_pressure(self, frame: fr.NodePressure, events: list[ev.Event]) -> None:
-        self.peer_pressure = (frame.queue, frame.cpu, frame.memory, frame.network)
-        high = max(self.peer_pressure) >= PRESSURE_HIGH
+    def assume_peer_pressure(self, queue: int, cpu: int, memory: int, network: int) -> None:
+        """Act as if the peer had just reported these levels (its last report on an
+        earlier session, node/streams/peer_pressure_memory.py); no event: nothing new
+        was said.  The peer's next NODE_PRESSURE replaces them."""
+        if self.peer_pressure is None:
+            self._take_peer_pressure((queue, cpu, memory, network))
+
+    def _take_peer_pressure(self, levels: tuple[int, int, int, int]) -> None:
+        self.peer_pressure = levels
+        high = max(levels) >= PRESSURE_HIGH
         weight = self.config.pressure_bulk_weight if high else 2
         self._scheduler.set_weight(TrafficClass.BULK, weight)
         if self._pressure_cap is not None:
-            self._pressure_cap.on_peer_pressure(frame.cpu, frame.memory, self._now)
+            self._pressure_cap.on_peer_pressure(levels[1], levels[2], self._now)
+
+    def _on_node_pressure(self, frame: fr.NodePressure, events: list[ev.Event]) -> None:
+        self._take_peer_pressure((frame.queue, frame.cpu, frame.memory, frame.network))
         events.append(
             ev.PeerPressure(
                 queue=frame.queue, cpu=frame.cpu, memory=frame.memory, network=frame.network
@@ -344,6 +354,17 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
         """
         self._local_stream(stream_id).relayed = True
 
+    def set_stream_group(self, stream_id: int, group: str) -> None:
+        """Let this stream share its send turns with the other streams of ``group``.
+
+        The streams of one group take one turn of their class between them, where a
+        stream of no group takes one of its own: a node puts a tenant's streams in the
+        tenant's group, so a tenant with ten bulk streams gets the share of one on a
+        session it shares with other tenants (issue 17, ADR 0051).
+        """
+        stream = self._local_stream(stream_id)
+        self._scheduler.set_group(stream_id, stream.traffic_class, group)
+
     def send_ack(self, stream_id: int, offset: int) -> None:
         """Acknowledge every byte of a relayed stream before ``offset`` (end to end)."""
         stream = self._local_stream(stream_id)
@@ -445,6 +466,11 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
         return self._rtt
 
     @property
+    def last_receive(self) -> float:
+        """When bytes from the peer last arrived (the ``now`` of ``receive_data``)."""
+        return self._last_receive
+
+    @property
     def pacer(self) -> DelayPacer | None:
         return self._pacer
 
@@ -491,6 +517,10 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             pacing_window=None if self._pacer is None else self._pacer.window,
             pacer=None if self._pacer is None else self._pacer.metrics(),
             pressure_rate_cap=None if self._pressure_cap is None else self._pressure_cap.rate,
+            pressure_cap_give_ups=None
+            if self._pressure_cap is None
+            else self._pressure_cap.give_ups,
+            bulk_weight=self._scheduler.weights[TrafficClass.BULK],
             streams=[StreamMetrics.of(s, self._now) for s in self._streams.values()],
         )
 

@@ -24,8 +24,10 @@ from accessfabric.session.scheduler import SHARED_CLASSES
 from accessfabric.session.stream import Stream
 from accessfabric.session.stream_state import ACTIVE_STATES, StreamInput, StreamState
 from accessfabric.wire import frames as fr
+from accessfabric.wire.registry import TrafficClass
 
 _SHARED = frozenset(SHARED_CLASSES)
+_INTERACTIVE = TrafficClass.INTERACTIVE
 _OPEN = StreamState.OPEN
 _HALF_CLOSED_LOCAL = StreamState.HALF_CLOSED_LOCAL
 
@@ -78,6 +80,8 @@ class StreamFrames(SessionCore):
                 recv.received = end
                 stream.frames_in += 1
                 stream.bytes_in += size
+                if stream.traffic_class is _INTERACTIVE and self._pressure_cap is not None:
+                    self._pressure_cap.on_interactive(self._now)
                 events.append(ev.DataReceived(frame.stream_id, payload, frame.offset))
                 if not stream.relayed:
                     self._ack_pending[stream] = None

@@ -25,12 +25,15 @@ import logging
 import os
 import random
 import signal
+import socket
+import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from accessfabric.control.client.client import ControlClient
 from accessfabric.node.config.node_config import load_node_config
 from accessfabric.node.host.host_monitor import SharedReadings
 from accessfabric.node.runtime import NodeRuntime
@@ -47,7 +50,7 @@ FREEZE_EVERY = 25
 """Devices started between two freezes of the worker's heap (:func:`_freeze_started`)."""
 
 
-def _freeze_started() -> None:
+def _freeze_started() -> int:
     """Collect the young generations, then exempt every live object from later full
     collections (``gc.freeze``), as ``node run`` does once started.
 
@@ -56,9 +59,11 @@ def _freeze_started() -> None:
     real device is its own process with a small heap), which the heartbeats and leases
     in flight measured as control plane latency (issue 17, ADR 0043 "garbage
     collector").  Cyclic garbage already in the oldest generation is kept: a load tool
-    runs for minutes."""
+    runs for minutes.  Returns how many objects are frozen (``gc.get_freeze_count``
+    walks them all: ~30 ms per 600 000, so it is read here, not in every report)."""
     gc.collect(1)
     gc.freeze()
+    return gc.get_freeze_count()
 
 
 class GcPauses:
@@ -86,17 +91,24 @@ class Samples:
         self.gc = GcPauses()
         self.heartbeat_ms: list[float] = []
         self.lease_ms: list[float] = []
+        """As the device sees it (:class:`LeaseTimer`)."""
+        self.lease_loop_ms: list[float] = []
+        """Wall time in the worker, its shared loop's turns included."""
+        self.lease_wall_only = 0
         self.heartbeats = 0
         self.leases = 0
         self.streams_ok = 0
         self.streams_failed = 0
         self.stream_bytes = 0
         self.last_error = ""
+        self.frozen = 0
 
     def take(self) -> dict[str, Any]:
         out = {
             "heartbeat_ms": list(self.heartbeat_ms),
             "lease_ms": list(self.lease_ms),
+            "lease_loop_ms": list(self.lease_loop_ms),
+            "lease_wall_only": self.lease_wall_only,
             "heartbeats": self.heartbeats,
             "leases": self.leases,
             "streams_ok": self.streams_ok,
@@ -104,10 +116,12 @@ class Samples:
             "stream_bytes": self.stream_bytes,
             "last_error": self.last_error,
             "gc_max_ms": self.gc.take(),
-            "frozen": gc.get_freeze_count(),
+            "frozen": self.frozen,
         }
         self.heartbeat_ms.clear()  # in place: the wrappers hold these lists
         self.lease_ms.clear()
+        self.lease_loop_ms.clear()
+        self.lease_wall_only = 0
         self.heartbeats = self.leases = self.streams_ok = self.streams_failed = 0
         self.stream_bytes = 0
         return out
@@ -124,6 +138,87 @@ def _timed(
         return result
 
     return wrapper
+
+
+LEASE_PATH = "/v1/leases/route"
+
+
+def tcp_ages_ms(sock: Any) -> tuple[int, int] | None:
+    """(ms since ``sock`` last sent data, ms since it last received data), from the
+    kernel's ``TCP_INFO`` (``tcpi_last_data_sent``, ``tcpi_last_data_recv``: jiffies,
+    4 ms steps here); ``None`` where the kernel does not tell (not Linux, not TCP)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        fields = struct.unpack_from("24I", info, 8)  # after the eight u8 fields
+    except (OSError, AttributeError, ValueError, struct.error):
+        return None
+    return fields[9], fields[11]
+
+
+class LeaseTimer:
+    """A route lease's latency as the device sees it, apart from its worker's loop.
+
+    A worker runs hundreds of devices on one event loop: in a fleet's start every turn of
+    it is tens to hundreds of milliseconds of other devices' start-up work (TLS
+    handshakes, enrolments, cache files), and a lease's wall time in the worker counted
+    each turn its request and reply waited for: to be written after the request was
+    built, to be read once the reply was in the socket, and for the task to resume.  A
+    device is its own process with its own loop; none of that is the control plane's,
+    nor what a device waits for.  So a lease is timed as the device's own work before
+    the request (building and signing it), the request's time on the wire — from its
+    last byte sent to the reply's last byte received, as the kernel saw them on the
+    connection (``TCP_INFO``, 4 ms steps): the control plane's loop, queue, planning,
+    signing and answer — and the device's own work after it (parsing, verifying the
+    leases, caching them).  The wall time in the worker is kept beside it
+    (``lease_loop_ms``); when the kernel cannot tell (the connection closed, not
+    Linux), the wall time stands for the lease (counted: ``lease_wall_only``).
+    """
+
+    def __init__(self, client: ControlClient, samples: Samples, count: Callable[[], None]):
+        self._client = client
+        self._request = client.request_replica
+        self._leases = client.route_leases
+        self._samples = samples
+        self._count = count
+        self._wire: tuple[float, float, float | None] | None = None
+        """The last lease request: (called, returned, wire ms or None)."""
+
+    async def request_replica(self, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        if path != LEASE_PATH:
+            return await self._request(method, path, *args, **kwargs)
+        called = time.perf_counter()
+        try:
+            return await self._request(method, path, *args, **kwargs)
+        finally:
+            # The connection went back to the pool in this same step: no other request
+            # of the device has used it since.  The one that received last is it.
+            ages = [a for a in map(tcp_ages_ms, self._client.kept_alive_sockets()) if a]
+            returned = time.perf_counter()
+            wire = None
+            if ages:
+                sent_ago, received_ago = min(ages, key=lambda a: a[1])
+                wire = max(0, sent_ago - received_ago) * 1.0
+                wire = min(wire, (returned - called) * 1000)
+            self._wire = (called, returned, wire)
+
+    async def route_leases(self, *args: Any, **kwargs: Any) -> Any:
+        self._wire = None
+        started = time.perf_counter()
+        result = await self._leases(*args, **kwargs)
+        ended = time.perf_counter()
+        samples = self._samples
+        wall = (ended - started) * 1000
+        samples.lease_loop_ms.append(wall)
+        timed = self._wire
+        if timed is None or timed[2] is None:
+            samples.lease_ms.append(wall)  # an answer from the cache, or no TCP_INFO
+            samples.lease_wall_only += 1
+        else:
+            called, returned, wire = timed
+            own = (called - started) + (ended - returned)
+            samples.lease_ms.append(own * 1000 + wire)
+        self._count()
+        return result
 
 
 class Device:
@@ -146,7 +241,9 @@ class Device:
 
         # The instance attribute shadows the method: the control link calls the wrapper.
         client.heartbeat = _timed(client.heartbeat, samples.heartbeat_ms, heard)  # type: ignore[method-assign,assignment]
-        client.route_leases = _timed(client.route_leases, samples.lease_ms, leased)  # type: ignore[method-assign,assignment]
+        timer = LeaseTimer(client, samples, leased)
+        client.request_replica = timer.request_replica  # type: ignore[method-assign]
+        client.route_leases = timer.route_leases  # type: ignore[method-assign]
 
     def entries(self) -> set[str]:
         """Node ids this device holds a live, authenticated session with."""
@@ -255,7 +352,7 @@ async def run(configs: list[Path], entries: list[str], service: str, interval: f
             if interval > 0:
                 tasks.append(asyncio.create_task(_streams(device, service, interval, rng)))
             if len(devices) % FREEZE_EVERY == 0 or len(devices) == len(configs):
-                _freeze_started()
+                samples.frozen = _freeze_started()
             await asyncio.sleep(START_SPREAD)
 
     starter = asyncio.create_task(start_all())

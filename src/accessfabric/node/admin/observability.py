@@ -294,6 +294,8 @@ class NodeObservability:
                     "pressure_cap": None
                     if snapshot.pressure_rate_cap is None
                     else round(snapshot.pressure_rate_cap),
+                    "pressure_cap_give_ups": snapshot.pressure_cap_give_ups,
+                    "bulk_weight": snapshot.bulk_weight,
                 }
             )
             for stream in snapshot.streams:

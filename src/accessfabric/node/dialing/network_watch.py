@@ -15,7 +15,11 @@ no polling) and reads the address of each ``RTM_DELADDR``.  After a burst settle
   address the kernel picks from the routes of now), so the ping goes over the new path
   and the connection — streams and all — survives when the peer's address is still
   reachable; a migrated session is pinged again every :data:`REPING` seconds until it
-  answers (the new network may come up after the old address went);
+  answers (the new network may come up after the old address went).  On a loaded host
+  the answer may be late without the path being dead, so bytes from the peer arriving
+  after the probe began count as an answer (a dead path carries none), and the time this
+  node's own event loop ran late while waiting (:func:`_answers`) extends the deadline,
+  by at most :data:`PROBE_MAX`;
 * every other session is left alone (addresses coming and going elsewhere on the
   machine, e.g. other network namespaces' veths, do not disturb it).
 
@@ -34,7 +38,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from accessfabric.node.streams.connection import SessionConnection
+from accessfabric.node.streams.connection import SessionConnection, session_clock
 from accessfabric.observe.log_format import log_event
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,8 @@ NLMSG_HEADER = 16
 IFADDRMSG = 8
 MAX_PROBES = 256
 REPING = 0.2
+LATE = 0.02
+"""A wait that returned more than this late (seconds) counts as our loop running late."""
 """Seconds between PINGs to a migrated session until one is answered (``_answers``)."""
 
 
@@ -151,36 +157,53 @@ class NetworkWatch:
                 )  # fmt: skip
         except Exception as error:  # no socket for the new path, or a bug: the ping decides
             log_event(log, "migration failed", logging.WARNING, error=repr(error))
-        answered = await _answers(connection, timeout, REPING if migrated else None)
+        since = session_clock()  # bytes after this came over the path in use now
+        answered = await _answers(connection, timeout, REPING if migrated else None, since)
         if answered is False:
             self._abort(connection, f"no answer to a ping within {timeout:.1f} s")
 
 
 async def _answers(
-    connection: SessionConnection, timeout: float, every: float | None
+    connection: SessionConnection, timeout: float, every: float | None, since: float
 ) -> bool | None:
     """Whether ``connection`` answers a PING within ``timeout`` (None: the session ended
     meanwhile).  With ``every``, a new PING goes out every ``every`` seconds until one is
     answered: after a migration the first may leave before the new network has a route
     (the address goes before the next one is up) and be lost, and QUIC would resend it
     only at its backed-off probe timeout; a fresh PING leaves at once on whatever path
-    works by then, and its acknowledgement makes QUIC resend the lost ones."""
+    works by then, and its acknowledgement makes QUIC resend the lost ones.
+
+    Allowing for host load (issue 22: a migrated session re-dialled at load 11 with no
+    answer within 1 s): bytes received from the peer after ``since`` (session clock) count
+    as an answer — the path carries them (``since`` is taken after a migration: earlier
+    bytes may have come over the old path), the PONG is just queued behind them or behind
+    work at either end; and time our own loop ran late (a wait that returned later than
+    asked) is given again after it, up to ``PROBE_MAX`` in all.  A dead path gets neither."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    extended = 0.0
     pings: list[asyncio.Future[float]] = []
     try:
         while True:
             pings.append(asyncio.ensure_future(connection.ping()))
             left = deadline - loop.time()
             if left <= 0:
-                return False
+                return connection.session.last_receive > since
             wait = left if every is None else min(left, every)
+            asked = loop.time()
             done, _ = await asyncio.wait(pings, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
             for ping in done:
                 if ping.exception() is None:
                     return True
                 return None  # the session ended meanwhile: nothing to do
-            if every is None:
+            now = loop.time()
+            late = min(now - asked - wait, PROBE_MAX - extended)
+            if late > LATE:  # we could not look for that long: it does not count
+                deadline = max(deadline, now) + late
+                extended += late
+            if connection.session.last_receive > since:
+                return True
+            if every is None and loop.time() >= deadline:
                 return False
     finally:
         for ping in pings:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -45,6 +46,20 @@ _M_MMAP_THRESHOLD = -3
 _ENVIRONMENT = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    """The C library, looked up once per process: ``find_library`` runs ``ldconfig -p``
+    in a subprocess (a fork of the whole process), and every node runtime of a fleet
+    worker looked it up twice at its start, stalling the worker's loop (issue 17)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
 def keep_large_blocks(
     mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM_THRESHOLD
 ) -> bool:
@@ -53,12 +68,12 @@ def keep_large_blocks(
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     if any(name in os.environ for name in _ENVIRONMENT) or "threshold" in tunables:
         return False  # the operator's choice wins
-    name = ctypes.util.find_library("c")
-    if name is None:
+    libc = _libc()
+    if libc is None:
         return False
     try:
-        mallopt: Callable[[int, int], int] = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
+        mallopt: Callable[[int, int], int] = libc.mallopt
+    except AttributeError:
         return False
     # Trim first: setting either turns off the dynamic mmap threshold.
     return bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold)) and bool(
@@ -67,13 +82,12 @@ def keep_large_blocks(
 
 
 def _glibc_malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+    libc = _libc()
+    if libc is None:
         return None
     try:
-        libc = ctypes.CDLL(name)
         trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
+    except AttributeError:
         return None
     return trim
 

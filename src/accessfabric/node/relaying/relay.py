@@ -166,6 +166,8 @@ class Relay:
 
     def _start(self, splice: Splice) -> None:
         splice.up_conn.session.relay_stream(splice.up_id)
+        # a tenant's streams share one send turn per session (relay_fairness.py)
+        splice.up_conn.session.set_stream_group(splice.up_id, splice.tenant)
         self._ends[(splice.up_conn, splice.up_id)] = splice
         self.active += 1
         run = self._run(splice)
@@ -306,6 +308,7 @@ class Relay:
                 resume_token=event.resume_token,
             )
             session.relay_stream(down_id)
+            session.set_stream_group(down_id, splice.tenant)
             splice.down = new_fabric_stream(down_conn, down_id, event.service, event.traffic_class)
             self._ends[(down_conn, down_id)] = splice
             return
@@ -330,6 +333,7 @@ class Relay:
             key_exchange=event.key_exchange,  # the source's resume proof, passed on as is
         )
         session.relay_stream(down_id)
+        session.set_stream_group(down_id, splice.tenant)
         splice.down = new_fabric_stream(down_conn, down_id, event.service, event.traffic_class)
         self._ends[(down_conn, down_id)] = splice
         position = await asyncio.wait_for(asyncio.shield(splice.position), RESUME_POSITION_TIMEOUT)
@@ -349,6 +353,7 @@ class Relay:
             raise UpstreamGone
         up_session.adopt_stream(event.stream_id, up_snapshot, start)
         up_session.relay_stream(event.stream_id)
+        up_session.set_stream_group(event.stream_id, splice.tenant)
         splice.up_conn.schedule_flush()
 
     async def _pump(

@@ -76,6 +76,7 @@ from accessfabric.node.streams.connection import (
     SessionConnection,
     termination_error,
 )
+from accessfabric.node.streams.peer_pressure_memory import PeerPressureMemory
 from accessfabric.node.streams.resumable import DEFAULT_RESUME_WINDOW
 from accessfabric.node.streams.stream_sealing import SealingKeys
 from accessfabric.session import events as ev
@@ -118,6 +119,8 @@ class DataPlane:
         )
         self.hooks: list[EventHook] = []
         """More per-event hooks (the route manager at a source adds one)."""
+        self.peer_pressure = PeerPressureMemory()
+        """Each peer node's last NODE_PRESSURE levels: a new session to it starts from them."""
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -125,6 +128,7 @@ class DataPlane:
 
     def attach(self, connection: SessionConnection) -> None:
         connection.on_event.append(lambda event: self._on_event(connection, event))
+        self._recall_pressure(connection)
         connection.when_closed(lambda ended: self._ended(connection, ended))
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep())
@@ -132,6 +136,16 @@ class DataPlane:
     def incoming(self, stream: HopStream) -> FabricStream | None:
         """What the runtime dispatches for an accepted stream (None: nothing)."""
         return self.router.incoming(stream)
+
+    def _recall_pressure(self, connection: SessionConnection) -> None:
+        """A session to a peer that reported pressure lately starts from those levels."""
+        session = connection.session
+        peer = session.peer_node_id
+        if peer is None or session.peer_pressure is not None:
+            return
+        levels = self.peer_pressure.recall(peer, time.monotonic())
+        if levels is not None:
+            session.assume_peer_pressure(*levels)
 
     def _ended(self, connection: SessionConnection, ended: ev.SessionTerminated) -> None:
         if self._closed:
@@ -162,6 +176,13 @@ class DataPlane:
             if type(event) is ev.SessionReady:
                 assert isinstance(event, ev.SessionReady)
                 self.router.access.learn_record(event.peer_node_record, event.peer_node_id)
+                self._recall_pressure(connection)
+            elif type(event) is ev.PeerPressure:
+                assert isinstance(event, ev.PeerPressure)
+                peer = connection.session.peer_node_id
+                if peer is not None:
+                    levels = (event.queue, event.cpu, event.memory, event.network)
+                    self.peer_pressure.note(peer, levels, time.monotonic())
             self.relay.on_event(connection, event)
         for hook in self.hooks:
             hook(connection, event)

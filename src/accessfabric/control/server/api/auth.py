@@ -56,8 +56,11 @@ def signed_parts(request: web.Request, body: bytes) -> SignedRequest:
     )
 
 
-async def verify_signed(ctx: ApiContext, parts: SignedRequest, public_key: bytes) -> None:
-    """Timestamp window, signature and replay checks; :class:`ApiError` 401 on failure."""
+async def verify_signed(
+    ctx: ApiContext, parts: SignedRequest, public_key: bytes, *, inline: bool = False
+) -> None:
+    """Timestamp window, signature and replay checks; :class:`ApiError` 401 on failure.
+    ``inline``: the signature is checked on the loop, not in the verifier's next batch."""
     plane = ctx.plane
     now = plane.clock()
     if not parts.signature:
@@ -66,20 +69,24 @@ async def verify_signed(ctx: ApiContext, parts: SignedRequest, public_key: bytes
         )
     try:
         timestamp_ms = parse_timestamp(parts.timestamp, now, plane.config.request_window)
-        signature = await ctx.verifier.verify(public_key, parts, timestamp_ms)
+        signature = await ctx.verifier.verify(public_key, parts, timestamp_ms, inline=inline)
         plane.replay.check_and_add(signature, now)
     except RequestAuthError as exc:
         raise _unauthenticated(exc.code, str(exc)) from None
 
 
-async def authenticate_node(request: web.Request) -> tuple[RegisteredNode, bytes]:
-    """The enrolled node that signed ``request`` (Ed25519 only), and the request body."""
-    node, body, _ = await authenticate_heartbeat(request, allow_mac=False)
+async def authenticate_node(
+    request: web.Request, *, inline: bool = False
+) -> tuple[RegisteredNode, bytes]:
+    """The enrolled node that signed ``request`` (Ed25519 only), and the request body.
+    ``inline``: verify the signature at once on the loop (a route lease, which a device
+    waits for to open a stream), not in the verifier's batch on its threads."""
+    node, body, _ = await authenticate_heartbeat(request, allow_mac=False, inline=inline)
     return node, body
 
 
 async def authenticate_heartbeat(
-    request: web.Request, *, allow_mac: bool = True
+    request: web.Request, *, allow_mac: bool = True, inline: bool = False
 ) -> tuple[RegisteredNode, bytes, bool]:
     """The enrolled node that signed ``request``, the request body, and whether it was
     authenticated by ``AF-MAC`` (only where ``allow_mac``; else ``mac_not_allowed``)."""
@@ -103,7 +110,7 @@ async def authenticate_heartbeat(
         except RequestAuthError as exc:
             raise _unauthenticated(exc.code, str(exc)) from None
         return node, body, True
-    await verify_signed(ctx, parts, node.record.public_key)
+    await verify_signed(ctx, parts, node.record.public_key, inline=inline)
     return node, body, False
 
 

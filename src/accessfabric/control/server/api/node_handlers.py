@@ -220,7 +220,9 @@ def grant_json(
 
 async def route_leases(request: web.Request) -> web.Response:
     plane = context(request).plane
-    node, body = await authenticate_node(request)
+    # A device waits for this to open a stream: its signature is checked at once on the
+    # loop, not a loop turn later from the verifier's batch (issue 17, ADR 0043).
+    node, body = await authenticate_node(request, inline=True)
     document = parse_json_object(body)
     service = _service_name(document.get("service"))
     traffic_class = _traffic_class(document)
