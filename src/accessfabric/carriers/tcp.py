@@ -64,6 +64,7 @@ class TcpCarrier(asyncio.BufferedProtocol):
     """One TCP(+TLS) connection; hands bytes to the listener the factory returns."""
 
     __slots__ = (
+        "_bound_receive",
         "_dialer",
         "_factory",
         "_listener",
@@ -71,6 +72,7 @@ class TcpCarrier(asyncio.BufferedProtocol):
         "_rto_min",
         "_transport",
         "_view",
+        "receive_bound",
         "stats_probe",
         "up",
     )
