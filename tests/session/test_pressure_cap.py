@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from accessfabric.session import SessionConfig
 from accessfabric.session import events as ev
 from accessfabric.session.core import PRESSURE_HIGH
@@ -300,7 +302,7 @@ def test_assumed_pressure_acts_like_a_report_until_the_peer_speaks() -> None:
     config = SessionConfig(pacing_target_delay=None)
     pair = make_pair(config, config)
     normal = pair.a.metrics().bulk_weight
-    pair.a.assume_peer_pressure(0, 95, 0, 0)
+    pair.a.assume_peer_pressure(0, 95, 0, 0, lapse_after=30.0)
     assert pair.a.peer_pressure == (0, 95, 0, 0)
     assert pair.a.metrics().bulk_weight < normal
     bulk = pair.a.open_stream("sync", TrafficClass.BULK)
@@ -312,6 +314,34 @@ def test_assumed_pressure_acts_like_a_report_until_the_peer_speaks() -> None:
     assert pair.a.metrics().pressure_rate_cap is not None, "the default cap engaged"
     pair.b.send_pressure(0, cpu=5)
     pair.pump()
-    pair.a.assume_peer_pressure(0, 99, 0, 0)  # the peer has spoken since: ignored
+    pair.a.assume_peer_pressure(0, 99, 0, 0, lapse_after=30.0)  # the peer has spoken since: ignored
     assert pair.a.peer_pressure is not None and pair.a.peer_pressure[1] < PRESSURE_HIGH
     assert pair.a.last_receive == pair.now, "when the peer's bytes last arrived"
+
+
+def test_assumed_pressure_lapses_when_the_peer_never_reports_on_the_new_session() -> None:
+    """A peer whose pressure ended while no session was up told no one: levels assumed
+    from its last report hold only ``lapse_after`` seconds without a report on this
+    session, then bulk gets its weight back and the session wakes for it (a timer)."""
+    config = SessionConfig(pacing_target_delay=None, keepalive_interval=None)
+    pair = make_pair(config, config)
+    normal = pair.a.metrics().bulk_weight
+    pair.a.assume_peer_pressure(0, 95, 0, 0, lapse_after=12.0)
+    assert pair.a.metrics().bulk_weight < normal
+    assert pair.a.get_timer() == pytest.approx(pair.now + 12.0)
+    pair.a.handle_timer(pair.now + 11.9)
+    assert pair.a.peer_pressure == (0, 95, 0, 0), "not before its time"
+    pair.a.handle_timer(pair.now + 12.0)
+    assert pair.a.peer_pressure is None
+    assert pair.a.metrics().bulk_weight == normal
+    assert pair.a.get_timer() is None
+
+
+def test_a_report_on_the_new_session_ends_the_assumption_and_its_lapse() -> None:
+    config = SessionConfig(pacing_target_delay=None, keepalive_interval=None)
+    pair = make_pair(config, config)
+    pair.a.assume_peer_pressure(0, 95, 0, 0, lapse_after=12.0)
+    pair.b.send_pressure(0, cpu=90)
+    pair.pump()
+    pair.a.handle_timer(pair.now + 20.0)
+    assert pair.a.peer_pressure == (0, 90, 0, 0), "the peer's own word stays"

@@ -28,7 +28,6 @@ from accessfabric.session.core import (
     FOLDED_BYTES_OUT,
     FOLDED_FRAMES_IN,
     FOLDED_FRAMES_OUT,
-    PRESSURE_HIGH,
     Dispatch,
     FrameHandler,
 )
@@ -152,20 +151,17 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
     def _on_route_update(self, frame: fr.RouteUpdate, events: list[ev.Event]) -> None:
         events.append(ev.RouteUpdated(lease=frame.lease))
 
-    def assume_peer_pressure(self, queue: int, cpu: int, memory: int, network: int) -> None:
+    def assume_peer_pressure(
+        self, queue: int, cpu: int, memory: int, network: int, *, lapse_after: float
+    ) -> None:
         """Act as if the peer had just reported these levels (its last report on an
         earlier session, node/streams/peer_pressure_memory.py); no event: nothing new
-        was said.  The peer's next NODE_PRESSURE replaces them."""
+        was said.  The peer's next NODE_PRESSURE replaces them; if none comes within
+        ``lapse_after`` seconds they are dropped (a peer still pressured resends every few
+        seconds; one that recovered while no session was up told no one)."""
         if self.peer_pressure is None:
             self._take_peer_pressure((queue, cpu, memory, network))
-
-    def _take_peer_pressure(self, levels: tuple[int, int, int, int]) -> None:
-        self.peer_pressure = levels
-        high = max(levels) >= PRESSURE_HIGH
-        weight = self.config.pressure_bulk_weight if high else 2
-        self._scheduler.set_weight(TrafficClass.BULK, weight)
-        if self._pressure_cap is not None:
-            self._pressure_cap.on_peer_pressure(levels[1], levels[2], self._now)
+            self._assumed_until = self._now + lapse_after
 
     def _on_node_pressure(self, frame: fr.NodePressure, events: list[ev.Event]) -> None:
         self._take_peer_pressure((frame.queue, frame.cpu, frame.memory, frame.network))
