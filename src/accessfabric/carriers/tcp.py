@@ -21,7 +21,6 @@ from typing import cast
 from accessfabric.carriers.base import ByteTransport, CarrierInfo, CarrierListener
 from accessfabric.carriers.tcp_info import TcpInfoProbe
 from accessfabric.carriers.tcp_timers import DEFAULT_RTO_MIN, set_loss_recovery_timers
-from accessfabric.carriers.tcp_window import ReceiveBound
 from accessfabric.errors import AuthenticationError
 from accessfabric.identity.tls import PeerTlsInfo, peer_identity_from_ssl_object
 
@@ -64,7 +63,6 @@ class TcpCarrier(asyncio.BufferedProtocol):
     """One TCP(+TLS) connection; hands bytes to the listener the factory returns."""
 
     __slots__ = (
-        "_bound_receive",
         "_dialer",
         "_factory",
         "_listener",
@@ -72,7 +70,6 @@ class TcpCarrier(asyncio.BufferedProtocol):
         "_rto_min",
         "_transport",
         "_view",
-        "receive_bound",
         "stats_probe",
         "up",
     )
@@ -80,22 +77,15 @@ class TcpCarrier(asyncio.BufferedProtocol):
     kind = "tcp_tls"
 
     def __init__(
-        self,
-        factory: ListenerFactory,
-        *,
-        dialer: bool,
-        rto_min: float | None = DEFAULT_RTO_MIN,
-        bound_receive: bool = False,
+        self, factory: ListenerFactory, *, dialer: bool, rto_min: float | None = DEFAULT_RTO_MIN
     ) -> None:
         self._factory = factory
-        self._bound_receive = bound_receive  # measured, not adopted: ADR 0055
         self._dialer = dialer
         self._rto_min = rto_min
         self._view = _receive_view()
         self._transport: asyncio.Transport | None = None
         self._listener: CarrierListener | None = None
         self.stats_probe = TcpInfoProbe(lambda: self._transport)
-        self.receive_bound: ReceiveBound | None = None
         self._paused = False
         self.up: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -125,8 +115,6 @@ class TcpCarrier(asyncio.BufferedProtocol):
             local_address=str(local[0]) if isinstance(local, tuple) else "",
         )
         self._listener = self._factory(info, self, tls)
-        if self._bound_receive:  # what may wait unread here or in flight towards here
-            self.receive_bound = ReceiveBound(lambda: self._transport, asyncio.get_running_loop())
         if not self.up.done():
             self.up.set_result(None)
 
@@ -153,8 +141,6 @@ class TcpCarrier(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.up.done():
             self.up.set_exception(exc or ConnectionError("connection closed during set-up"))
-        if self.receive_bound is not None:
-            self.receive_bound.stop()
         if self._listener is not None:
             self._listener.connection_lost(exc)
         self._listener = None

@@ -35,10 +35,8 @@ _FIELDS: dict[str, tuple[int, str]] = {
     "retrans": (36, "I"),  # retransmitted segments not yet acknowledged
     "rtt": (68, "I"),  # microseconds
     "rttvar": (72, "I"),
-    "rcv_rtt": (92, "I"),  # the receiver's estimate: time to receive one window
     "total_retrans": (100, "I"),  # every segment retransmission of the connection
     "bytes_acked": (120, "Q"),
-    "bytes_received": (128, "Q"),  # payload bytes received (Linux 4.1+)
     "segs_out": (136, "I"),
     "min_rtt": (148, "I"),
     "bytes_sent": (200, "Q"),
@@ -60,10 +58,8 @@ class TcpInfo:
     retrans: int
     rtt: float
     rttvar: float
-    rcv_rtt: float
     total_retrans: int
     bytes_acked: int | None
-    bytes_received: int | None
     segs_out: int | None
     min_rtt: float | None
     bytes_sent: int | None
@@ -91,7 +87,7 @@ def parse_tcp_info(raw: bytes) -> TcpInfo:
     for name, (offset, fmt) in _FIELDS.items():
         end = offset + struct.calcsize(fmt)
         values[name] = struct.unpack_from("=" + fmt, raw, offset)[0] if end <= len(raw) else None
-    for name in ("rtt", "rttvar", "rcv_rtt", "min_rtt"):
+    for name in ("rtt", "rttvar", "min_rtt"):
         if values[name] is not None:
             values[name] = values[name] / 1e6
     return TcpInfo(**values)
