@@ -78,8 +78,12 @@ def test_a_ready_stream_moves_into_its_group_and_leaves_it() -> None:
     scheduler.discard(1, bulk)
     scheduler.discard(2, bulk)
     assert scheduler.ready_ids((bulk,)) == [3]
-    scheduler.forget(1)
+    scheduler.forget(1, bulk)
     scheduler.mark_ready(1, bulk)  # forgotten: a stream of its own again
+    assert sorted(scheduler.ready_ids((bulk,))) == [1, 3]
+    scheduler.set_group(6, bulk, "b")
+    scheduler.mark_ready(6, bulk)
+    scheduler.forget(6, bulk)  # forgotten while ready: gone from its group's turn too
     assert sorted(scheduler.ready_ids((bulk,))) == [1, 3]
     # urgent classes: one frame per turn while another stream of the class waits, also
     # when both are in one group

@@ -325,7 +325,7 @@ class SessionCore:
         )
         if done and self.state is not SessionState.CLOSED:
             if self._streams.pop(stream.stream_id, None) is not None:
-                self._scheduler.forget(stream.stream_id)
+                self._scheduler.forget(stream.stream_id, stream.traffic_class)
                 self._fold_counters(stream)
                 self._session_stalled.pop(stream, None)
             if not any(s.state in ACTIVE_STATES for s in self._streams.values()):

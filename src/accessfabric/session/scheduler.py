@@ -70,16 +70,20 @@ class ClassScheduler:
         if ready:
             self.mark_ready(stream_id, traffic_class)
 
-    def forget(self, stream_id: int) -> None:
-        """The stream is gone from the session: drop its group."""
+    def forget(self, stream_id: int, traffic_class: TrafficClass) -> None:
+        """The stream is gone from the session: drop it from its class and its group."""
+        self.discard(stream_id, traffic_class)
         if self._groups:
             self._groups.pop(stream_id, None)
+
+    def _group_of(self, stream_id: int) -> str | None:
+        return self._groups.get(stream_id) if self._groups else None
 
     def mark_ready(self, stream_id: int, traffic_class: TrafficClass) -> None:
         ready = self._ready[traffic_class]
         if ready is _NO_STREAMS:
             ready = self._ready[traffic_class] = OrderedDict()
-        group = self._groups.get(stream_id) if self._groups else None
+        group = self._group_of(stream_id)
         if group is None:
             if stream_id not in ready:
                 ready[stream_id] = None
@@ -92,7 +96,7 @@ class ClassScheduler:
 
     def discard(self, stream_id: int, traffic_class: TrafficClass) -> None:
         ready = self._ready[traffic_class]
-        group = self._groups.get(stream_id) if self._groups else None
+        group = self._group_of(stream_id)
         if group is None:
             ready.pop(stream_id, None)
             return
@@ -176,7 +180,7 @@ class ClassScheduler:
         self.discard(stream_id, traffic_class)
         if ready:
             self.mark_ready(stream_id, traffic_class)  # never writes the shared empty class
-        group = self._groups.get(stream_id) if self._groups else None
+        group = self._group_of(stream_id)
         if group is not None and group in self._ready[traffic_class]:
             self._ready[traffic_class].move_to_end(group)
         if traffic_class in self._deficit:

@@ -340,15 +340,19 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             stream.end_queued = True
         self._after_queue(stream)
 
-    def relay_stream(self, stream_id: int) -> None:
+    def relay_stream(self, stream_id: int, group: str | None = None) -> None:
         """Hand this stream's ACKs to the application (a relay splicing it to another hop).
 
         The session stops acknowledging the bytes it receives on the stream — the
         relay forwards the far end's ACKs with :meth:`send_ack` instead, so ACKs stay
         end to end and a sender never drops bytes only a relay holds — and reports
-        every ACK it receives as :class:`StreamAcknowledged`.
+        every ACK it receives as :class:`StreamAcknowledged`.  ``group``: as
+        :meth:`set_stream_group` (a relay groups a splice's hops by tenant).
         """
-        self._local_stream(stream_id).relayed = True
+        stream = self._local_stream(stream_id)
+        stream.relayed = True
+        if group is not None:
+            self._scheduler.set_group(stream_id, stream.traffic_class, group)
 
     def set_stream_group(self, stream_id: int, group: str) -> None:
         """Let this stream share its send turns with the other streams of ``group``.
@@ -356,10 +360,12 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
         The streams of one group take one turn of their class between them, where a
         stream of no group takes one of its own: a node puts a tenant's streams in the
         tenant's group, so a tenant with ten bulk streams gets the share of one on a
-        session it shares with other tenants (issue 17, ADR 0051).
+        session it shares with other tenants (issue 17, ADR 0051).  A stream that has
+        already ended is left alone (it has no turns left to share).
         """
-        stream = self._local_stream(stream_id)
-        self._scheduler.set_group(stream_id, stream.traffic_class, group)
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            self._scheduler.set_group(stream_id, stream.traffic_class, group)
 
     def send_ack(self, stream_id: int, offset: int) -> None:
         """Acknowledge every byte of a relayed stream before ``offset`` (end to end)."""
