@@ -60,8 +60,9 @@ MIN_RTT_SAMPLES = 4
 WORSE_FACTOR = 2.0
 WORSE_MARGIN = 0.005
 """Lifted median RTT above ``WORSE_FACTOR`` x capped + this (seconds): the cap was helping."""
-MAX_BACKOFF = 2
-"""Doublings of ``give_up_after`` after re-engagements (3 s -> at most 12 s at the floor)."""
+MAX_BACKOFF = 1
+"""Doublings of ``give_up_after`` after re-engagements (3 s -> at most 6 s at the floor:
+more would let a download beside an interactive loop crawl for long at the floor)."""
 
 
 def _push(samples: list[float], rtt: float) -> None:
