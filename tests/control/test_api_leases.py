@@ -237,5 +237,24 @@ def test_a_lease_request_is_verified_on_the_loop_not_behind_the_verifier_batch(
                 10,
             )
             assert status == 401, reply
+            # The laptop's own signature replayed, and one outside the time window: refused,
+            # as the batched check refuses them.
+            own = RequestSigner(fleet.laptop, clock=cp.plane.clock)
+            headers = own.headers("POST", "/v1/leases/route", _json(RDP))
+            for expected in (200, 401):
+                status, reply = await asyncio.wait_for(
+                    cp.signed(
+                        fleet.laptop, "POST", "/v1/leases/route", _json(RDP), headers=headers
+                    ),
+                    10,
+                )
+                assert status == expected, reply
+            stale = RequestSigner(fleet.laptop, clock=lambda: cp.plane.clock() - 3600)
+            headers = stale.headers("POST", "/v1/leases/route", _json(RDP))
+            status, reply = await asyncio.wait_for(
+                cp.signed(fleet.laptop, "POST", "/v1/leases/route", _json(RDP), headers=headers),
+                10,
+            )
+            assert status == 401, reply
 
     asyncio.run(main())

@@ -20,7 +20,8 @@ neither (bulk ignores pressure).  Phases, each ``--seconds`` long, one session a
 
 Prints one JSON line per phase and session: interactive RTT p50 / p99 (ms), bulk echo
 MB/s, the peer's pressure levels, bulk's DRR weight, the share of pings sent while the
-cap was on and its median, the times the cap gave way (ADR 0045; in the phase and in all),
+cap was on and its median, the times the cap gave way (ADR 0045; in the phase and in all)
+and re-engaged at once because lifting it cost interactive its latency (in the phase),
 and the node process's CPU time and run-queue wait per second
 (``/proc/PID/task/*/schedstat``: where the interactive time goes).  ``--bulk-only``
 sends no pings: the default cap, which engages only while interactive data flows, should
@@ -98,6 +99,7 @@ async def measure(
     start_bytes, started = echoed, time.perf_counter()
     ran0, waited0 = sched(pid)
     give_ups0 = connection.session.metrics().pressure_cap_give_ups
+    reengages0 = connection.session.metrics().pressure_cap_reengages
     caps: list[float] = []
     rtts: list[float] = []
     while time.perf_counter() - started < seconds:
@@ -120,6 +122,7 @@ async def measure(
     quantiles = statistics.quantiles(rtts, n=100) if rtts else [math.nan] * 99
     after = connection.session.metrics()
     give_ups = after.pressure_cap_give_ups
+    reengages = after.pressure_cap_reengages
     return {
         "pings": len(rtts),
         "rtt_p50_ms": round(statistics.median(rtts) * 1e3, 2) if rtts else None,
@@ -131,6 +134,7 @@ async def measure(
         "cap_MBps_median": round(statistics.median(caps) / 1e6, 2) if caps else None,
         "cap_give_ups": None if give_ups is None else give_ups - (give_ups0 or 0),
         "cap_give_ups_total": give_ups,
+        "cap_reengages": None if reengages is None else reengages - (reengages0 or 0),
         "node_cpu_per_s": round((ran1 - ran0) / elapsed, 3),
         "node_runqueue_wait_per_s": round((waited1 - waited0) / elapsed, 3),
     }

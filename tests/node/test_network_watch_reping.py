@@ -1,9 +1,9 @@
 """A migrated QUIC session whose first PING is lost (the new network came up after the old
 address went) is pinged again until it answers, not aborted at the probe's timeout; an
 unmigrated session that never answers is still aborted.  On a loaded host (issue 22: a
-migrated session re-dialled at load 11): bytes from the peer during the probe count as an
-answer, and time the node's own loop ran late does not count against the timeout; a dead
-path is still aborted."""
+migrated session re-dialled at load 11): bytes from the peer during the probe give a late
+PONG more time (but are no answer alone), and time the node's own loop ran late does not
+count against the timeout; a dead path is still aborted."""
 
 from __future__ import annotations
 
@@ -62,20 +62,44 @@ async def test_a_session_that_never_answers_is_aborted() -> None:
     assert dead.aborted and dead.pings == 1 and watch.aborted == 1
 
 
-async def test_bytes_from_the_peer_during_the_probe_count_as_an_answer() -> None:
-    """The PONG is late (the peer busy, or queued behind its data) but the peer's bytes keep
-    arriving over the new path: alive, not re-dialled."""
+async def test_bytes_from_the_peer_during_the_probe_give_a_late_pong_more_time() -> None:
+    """The PONG is late (the peer busy, or queued behind its data: answered 1.5 s after the
+    ping, past the 1 s timeout) but the peer's bytes keep arriving over the new path: the
+    probe waits for it, alive, not re-dialled."""
     watch = NetworkWatch(list)
-    busy = Session(migrates=True, lost=100)
+    busy = Session(migrates=False, lost=0, answer_after=network_watch.PROBE_MIN + 0.5)
 
     async def data_arrives() -> None:
-        await asyncio.sleep(0.4)
-        busy.session.last_receive = session_clock()
+        for _ in range(3):
+            await asyncio.sleep(0.3)
+            busy.session.last_receive = session_clock()
 
     feeder = asyncio.create_task(data_arrives())
     await watch._probe(cast(Any, busy))
     await feeder
     assert not busy.aborted and watch.aborted == 0
+    assert busy.pings == 1, "one PING for a session that did not migrate"
+
+
+async def test_bytes_without_a_pong_are_no_answer() -> None:
+    """Bytes alone never say the path is alive (a late loop may read bytes that came over
+    the old path): with no PONG the session is aborted once the extra time is up."""
+    watch = NetworkWatch(list)
+    mute = Session(migrates=True, lost=1000)
+
+    async def data_arrives() -> None:
+        while not mute.aborted:
+            await asyncio.sleep(0.1)
+            mute.session.last_receive = session_clock()
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    feeder = asyncio.create_task(data_arrives())
+    await watch._probe(cast(Any, mute))
+    took = loop.time() - started
+    await feeder
+    assert mute.aborted and watch.aborted == 1
+    assert took < network_watch.PROBE_MIN + network_watch.PROBE_MAX + 1.0, took
 
 
 async def test_time_our_loop_ran_late_does_not_count_against_the_timeout() -> None:

@@ -50,14 +50,17 @@ class Fabric:
     destination: NodeRuntime
     sink: SinkResults
     keys: dict[str, NodeKey]
+    other_sources: list[NodeRuntime] = dataclasses.field(default_factory=list)
+    """Sources beyond the first (``build(..., sources=n)``), peered like it."""
 
-    def routes(self, *relay_chains: list[int], tenant: str = "bench", first_id: int = 1
-               ) -> list[LeasedRoute]:  # fmt: skip
-        """Leases from the source over each chain of relays to the destination, for ``tenant``,
-        with route ids from ``first_id`` on."""
+    def routes(self, *relay_chains: list[int], tenant: str = "bench", first_id: int = 1,
+               source: NodeRuntime | None = None) -> list[LeasedRoute]:  # fmt: skip
+        """Leases from ``source`` (the first source) over each chain of relays to the
+        destination, for ``tenant``, with route ids from ``first_id`` on."""
+        first = self.source if source is None else source
         out = []
         for index, chain in enumerate(relay_chains, start=first_id):
-            hops = [self.source.node_id, *(self.relays[i].node_id for i in chain),
+            hops = [first.node_id, *(self.relays[i].node_id for i in chain),
                     self.destination.node_id]  # fmt: skip
             out.append(issue_route(self.authority, index, hops, tenant=tenant))
         return out
@@ -67,7 +70,7 @@ class Fabric:
         return None if key is None else key.sealing_public_key_bytes
 
     async def stop(self) -> None:
-        for runtime in [self.source, *self.relays, self.destination]:
+        for runtime in [self.source, *self.other_sources, *self.relays, self.destination]:
             await runtime.shutdown()
 
 
@@ -82,11 +85,12 @@ async def built(tmp_path: Path, relays: int, **options: Any) -> AsyncIterator[Fa
 
 
 async def build(
-    tmp_path: Path, relays: int, chained: bool = False, relay_limits: AdmissionLimits | None = None
-) -> Fabric:
+    tmp_path: Path, relays: int, chained: bool = False, relay_limits: AdmissionLimits | None = None,
+    sources: int = 1,
+) -> Fabric:  # fmt: skip
     """Destination, ``relays`` relays (each peered with the destination; ``chained``: relay
-    i also peers with relay i+1; ``relay_limits``: the relays' ``[limits]``), and a source
-    peered with every relay."""
+    i also peers with relay i+1; ``relay_limits``: the relays' ``[limits]``), and
+    ``sources`` sources, each peered with every relay."""
     authority = Authority(NodeKey.generate())
     keys: dict[str, NodeKey] = {}
 
@@ -97,9 +101,10 @@ async def build(
 
     sink = SinkResults()
     dst_key = key()
-    src_key = key()
-    # default deny: the destination lets the source (only) reach its services
-    allow = {SEALED_SINK: (src_key.node_id,), "echo": (src_key.node_id,)}
+    src_keys = [key() for _ in range(sources)]
+    # default deny: the destination lets the sources (only) reach its services
+    allowed = tuple(k.node_id for k in src_keys)
+    allow = {SEALED_SINK: allowed, "echo": allowed}
     destination = NodeRuntime(config(tmp_path, "dst", authority, allow=allow), key=dst_key)
     await destination.start()
     destination.dispatcher.register(SEALED_SINK, sealed_sink(sink))
@@ -112,14 +117,19 @@ async def build(
         runtime = NodeRuntime(relay_config, key=key())
         await runtime.start()
         started.insert(0, runtime)
-    source = NodeRuntime(
-        config(tmp_path, "src", authority, tuple(peer(r) for r in started)), key=src_key
-    )
-    await source.start()
-    for runtime in (source, *started, destination):  # as the directory would tell them
+    runtimes = []
+    for index, src_key in enumerate(src_keys):
+        name = "src" if index == 0 else f"src{index}"
+        runtime = NodeRuntime(
+            config(tmp_path, name, authority, tuple(peer(r) for r in started)), key=src_key
+        )
+        await runtime.start()
+        runtimes.append(runtime)
+    for runtime in (*runtimes, *started, destination):  # as the directory would tell them
         for k in keys.values():
             runtime.sealing_keys.add(k.node_id, k.sealing_public_key_bytes)
-    return Fabric(authority, source, started, destination, sink, keys)
+    source, *others = runtimes
+    return Fabric(authority, source, started, destination, sink, keys, others)
 
 
 def kill(runtime: NodeRuntime) -> None:

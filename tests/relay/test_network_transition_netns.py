@@ -196,6 +196,10 @@ def test_wifi_to_lte_keeps_the_streams(tmp_path: Path, carrier: str) -> None:
             assert bulk["sent_sha256"] == bulk["echo_sha256"], bulk
             assert done_at - bulk["seconds"] < switched_at < done_at, bulk  # across the switch
             time.sleep(1.0)
+            cap = [  # the laptop's pressure cap per session: give-ways, re-engagements
+                (s.get("pressure_cap_give_ups"), s.get("pressure_cap_reengages"))
+                for s in fabric.status("laptop").get("sessions", [])
+            ]
             pings = chat.ask(op="report", id="echo")
             assert not pings["errors"], pings["errors"]
             gap, gap_at = _max_gap(pings["samples"], switched_at - 0.5, time.time())
@@ -206,6 +210,7 @@ def test_wifi_to_lte_keeps_the_streams(tmp_path: Path, carrier: str) -> None:
                 "longest_gap_s": round(gap, 3),
                 "gap_from_s": round(gap_at - switched_at, 3), "flushed_s": round(flushed, 3),
                 "lte_up_s": round(lte_up, 3), "bulk_s": round(bulk["seconds"], 2),
+                "cap_give_ups_reengages": cap,
                 "rtt_before_p50_max_s": [round(rtts[len(rtts) // 2], 3), round(rtts[-1], 3)]
                 if rtts else None,
             })  # fmt: skip

@@ -9,6 +9,9 @@ and is lifted.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+
+import pytest
 
 from accessfabric.session import SessionConfig
 from accessfabric.session import events as ev
@@ -17,6 +20,7 @@ from accessfabric.session.pressure_cap import (
     GIVE_UP_AFTER,
     HOLD_OFF,
     INTERACTIVE_WINDOW,
+    MAX_BACKOFF,
     RECOVERY_STEPS,
     PressureRateCap,
 )
@@ -147,6 +151,117 @@ def test_cap_holds_the_floor_while_the_peer_recovers_below_high() -> None:
         if cap.rate is None:
             break
     assert cap.give_ups == 0, "lifted by recovery, not by giving way"
+
+
+Trace = list[tuple[float, float | None]]
+
+
+def _interactive_under_a_hog(
+    cap: PressureRateCap, rtt_of: Callable[[float, float | None], float], until: float
+) -> Trace:
+    """Bulk offered at 8 MB/s, a 16-byte interactive ping every 50 ms whose ACK comes back
+    ``rtt_of(sent_at, rate)`` later (the rate when it left), the peer at cpu 80 throughout.
+    Returns (t, cap.rate) every 50 ms."""
+    cap.on_peer_pressure(cpu=80, memory=0, now=0.0)
+    pending: list[tuple[float, float]] = []  # (ACK due, rtt)
+    trace: Trace = []
+    now = 0.0
+    while now < until:
+        for due, rtt in [p for p in pending if p[0] <= now]:
+            pending.remove((due, rtt))
+            cap.on_interactive_rtt(rtt, due)
+        cap.on_interactive(now)
+        allowed = cap.available(now)
+        cap.consume(int(min(allowed, 400_000)), now)
+        trace.append((now, cap.rate))
+        rtt = rtt_of(now, cap.rate)
+        pending.append((now + rtt, rtt))
+        now = round(now + 0.05, 2)
+    return trace
+
+
+def _floor_holds(trace: Trace, floor: float) -> list[tuple[float, float]]:
+    """(seconds held at the floor, time it gave way) for each give-way in the trace."""
+    holds, since = [], None
+    for (t, rate), (t_next, rate_next) in itertools.pairwise(trace):
+        if rate == floor and since is None:
+            since = t
+        elif rate != floor:
+            since = None
+        if rate == floor and rate_next is None:
+            assert since is not None
+            holds.append((t_next - since, t_next))
+            since = None
+    return holds
+
+
+def _capped_by_floor(t: float, rate: float | None) -> float:
+    """Interactive RTT when our bulk is what slows the peer: low only at the floor."""
+    return 0.004 if rate is not None and rate <= 100_000 else 0.1
+
+
+def test_cap_re_engages_at_once_when_lifting_it_costs_interactive_its_latency() -> None:
+    """The peer stays pressured at the floor (its level never falls: a co-tenant hog), yet
+    the floor is what keeps interactive at 4 ms instead of 100 ms.  Before, the cap gave
+    way for HOLD_OFF (10 s of every 13 s at 100 ms); now the lifted RTT, over twice the
+    capped one, re-engages it at once, and each further give-way waits twice as long."""
+    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
+    trace = _interactive_under_a_hog(cap, _capped_by_floor, 60.0)
+    holds = _floor_holds(trace, 100_000)
+    assert cap.give_ups >= 3 and cap.reengages >= 3, (cap.give_ups, cap.reengages, holds)
+    expected = [GIVE_UP_AFTER * 2 ** min(i, MAX_BACKOFF) for i in range(len(holds))]
+    for (held, at), wanted in zip(holds, expected, strict=True):
+        assert wanted <= held <= wanted + 0.3, (holds, at)
+    first_floor = next(t for t, rate in trace if rate == 100_000)
+    after = [rate for t, rate in trace if t >= first_floor]
+    lifted = after.count(None) / len(after)
+    assert lifted < 0.06, f"lifted {lifted:.0%} of the time after reaching the floor"  # was 70 %
+    stretch = 0
+    for rate in after:  # each lifted stretch ends within a few pings
+        stretch = stretch + 1 if rate is None else 0
+        assert stretch * 0.05 <= 0.5, trace
+    assert cap.capped_rtt is not None and cap.capped_rtt < 0.01, cap.capped_rtt
+
+
+def test_cap_gives_way_as_before_when_capping_does_not_lower_interactive_rtt() -> None:
+    """The hog alone sets interactive's RTT (100 ms capped or not): the floor buys nothing,
+    so the cap gives way every GIVE_UP_AFTER at the floor, for HOLD_OFF, never backing off."""
+    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
+    trace = _interactive_under_a_hog(cap, lambda t, rate: 0.1, 45.0)
+    holds = _floor_holds(trace, 100_000)
+    assert cap.reengages == 0 and len(holds) >= 3, holds
+    assert all(GIVE_UP_AFTER <= held <= GIVE_UP_AFTER + 0.3 for held, _ in holds), holds
+    lifted = sum(rate is None for _, rate in trace) / len(trace)
+    assert lifted > 0.5, lifted
+
+
+def test_give_way_back_off_resets_once_capping_stops_buying_latency() -> None:
+    """The floor helps for 25 s (the give-way backs off to its longest), then the host's
+    other load takes over (100 ms either way): the next hold-off ends without a verdict
+    against lifting, so the give-way after it comes after GIVE_UP_AFTER again."""
+    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
+
+    def rtt_of(t: float, rate: float | None) -> float:
+        return _capped_by_floor(t, rate) if t < 25.0 else 0.1
+
+    holds = _floor_holds(_interactive_under_a_hog(cap, rtt_of, 60.0), 100_000)
+    longest = GIVE_UP_AFTER * 2**MAX_BACKOFF
+    assert any(held >= longest for held, at in holds if at < 30.0), holds
+    late = [held for held, at in holds if at > 40.0]
+    assert late and GIVE_UP_AFTER <= late[0] <= GIVE_UP_AFTER + 0.3, holds
+
+
+def test_rtt_samples_of_data_sent_before_the_give_way_do_not_judge_the_lifted_phase() -> None:
+    """An ACK arriving after the give-way for a ping sent at the floor says nothing about
+    lifting; nor does a slow sample during the decrease count as the floor's."""
+    probe = _interactive_under_a_hog(PressureRateCap(100_000, 50, 0.25), _capped_by_floor, 8.0)
+    gave_way = next(t for t, rate in probe if rate is None and t > 1.0)
+    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25)
+    _interactive_under_a_hog(cap, _capped_by_floor, gave_way + 0.01)  # stops as it gives way
+    assert cap.give_ups == 1 and cap.capped_rtt == 0.004, (probe, cap.capped_rtt)
+    for _ in range(8):  # slow ACKs of pings sent 1 s before the give-way
+        cap.on_interactive_rtt(1.0, gave_way + 0.1)
+    assert cap.reengages == 0 and cap.available(gave_way + 0.1) == float("inf")
 
 
 def test_token_bucket_spreads_what_the_cap_allows() -> None:
@@ -294,13 +409,65 @@ def test_give_ups_are_in_the_session_metrics() -> None:
     assert metrics.pressure_cap_give_ups is not None and metrics.pressure_cap_give_ups >= 1
 
 
+def test_the_session_feeds_interactive_ack_rtt_to_the_cap() -> None:
+    """A session pair whose ACKs come back late while bulk leaves above the floor (the peer's
+    loop slowed by our bulk): the session's ACK samples of interactive data reach the cap,
+    which re-engages after giving way (``pressure_cap_reengages``), so bulk is held near the
+    floor."""
+    config = SessionConfig(
+        pressure_min_rate=200_000,
+        pacing_target_delay=None,
+        initial_stream_window=64 << 20,
+        initial_session_window=256 << 20,
+        max_stream_send_buffer=16 << 20,
+    )
+    pair = make_pair(config, config)
+    assert pair.a.metrics().pressure_cap_reengages == 0
+    assert (
+        make_pair(SessionConfig(pressure_min_rate=None)).a.metrics().pressure_cap_reengages is None
+    )
+    bulk = pair.a.open_stream("sync", TrafficClass.BULK)
+    chat = pair.a.open_stream("chat", TrafficClass.INTERACTIVE)
+    pair.b.send_pressure(0, cpu=95)
+    pair.pump()
+    to_a: list[tuple[float, bytes]] = []  # b's bytes, due at
+    sent: list[tuple[float, int]] = []  # a's bulk bytes out, per tick
+    capped: list[bool] = []
+    for tick in range(1, 1201):  # 12 s in 10 ms ticks, a ping every 50 ms
+        now = pair.now = tick * 0.01
+        if pair.a.metrics().queued_bytes < 1 << 20:
+            pair.a.send_data(bulk, b"z" * (1 << 20))
+        if tick % 5 == 0:
+            pair.a.send_data(chat, b"i" * 16)
+        out = pair.a.data_to_send(now=now)
+        if out:
+            pair.b.receive_data(out, now)
+        sent.append((now, len(out)))
+        recent = sum(n for t, n in sent if t > now - 0.1) / 0.1
+        delay = 0.01 if recent < 400_000 else 0.08  # the peer answers late while we flood it
+        reply = pair.b.data_to_send(now=now)
+        if reply:
+            to_a.append((now + delay, reply))
+        while to_a and to_a[0][0] <= now:
+            pair.a.receive_data(to_a.pop(0)[1], now)
+        pair.take("b")
+        if tick % 50 == 0:
+            pair.b.send_pressure(0, cpu=95)
+        metrics = pair.a.metrics()
+        if metrics.pressure_cap_give_ups:  # after the first give-way: capped or not
+            capped.append(metrics.pressure_rate_cap is not None)
+    assert metrics.pressure_cap_give_ups and metrics.pressure_cap_reengages, metrics
+    # lifted only until the first few late ACKs of interactive came back (old: 10 s of 13)
+    assert capped and sum(capped) / len(capped) > 0.85, (sum(capped), len(capped))
+
+
 def test_assumed_pressure_acts_like_a_report_until_the_peer_speaks() -> None:
     """Sans-IO: ``assume_peer_pressure`` sets the levels, bulk's weight and the cap's level;
     it never overrides what the peer itself said on this session."""
     config = SessionConfig(pacing_target_delay=None)
     pair = make_pair(config, config)
     normal = pair.a.metrics().bulk_weight
-    pair.a.assume_peer_pressure(0, 95, 0, 0)
+    pair.a.assume_peer_pressure(0, 95, 0, 0, lapse_after=30.0)
     assert pair.a.peer_pressure == (0, 95, 0, 0)
     assert pair.a.metrics().bulk_weight < normal
     bulk = pair.a.open_stream("sync", TrafficClass.BULK)
@@ -312,6 +479,34 @@ def test_assumed_pressure_acts_like_a_report_until_the_peer_speaks() -> None:
     assert pair.a.metrics().pressure_rate_cap is not None, "the default cap engaged"
     pair.b.send_pressure(0, cpu=5)
     pair.pump()
-    pair.a.assume_peer_pressure(0, 99, 0, 0)  # the peer has spoken since: ignored
+    pair.a.assume_peer_pressure(0, 99, 0, 0, lapse_after=30.0)  # the peer has spoken since: ignored
     assert pair.a.peer_pressure is not None and pair.a.peer_pressure[1] < PRESSURE_HIGH
     assert pair.a.last_receive == pair.now, "when the peer's bytes last arrived"
+
+
+def test_assumed_pressure_lapses_when_the_peer_never_reports_on_the_new_session() -> None:
+    """A peer whose pressure ended while no session was up told no one: levels assumed
+    from its last report hold only ``lapse_after`` seconds without a report on this
+    session, then bulk gets its weight back and the session wakes for it (a timer)."""
+    config = SessionConfig(pacing_target_delay=None, keepalive_interval=None)
+    pair = make_pair(config, config)
+    normal = pair.a.metrics().bulk_weight
+    pair.a.assume_peer_pressure(0, 95, 0, 0, lapse_after=12.0)
+    assert pair.a.metrics().bulk_weight < normal
+    assert pair.a.get_timer() == pytest.approx(pair.now + 12.0)
+    pair.a.handle_timer(pair.now + 11.9)
+    assert pair.a.peer_pressure == (0, 95, 0, 0), "not before its time"
+    pair.a.handle_timer(pair.now + 12.0)
+    assert pair.a.peer_pressure is None
+    assert pair.a.metrics().bulk_weight == normal
+    assert pair.a.get_timer() is None
+
+
+def test_a_report_on_the_new_session_ends_the_assumption_and_its_lapse() -> None:
+    config = SessionConfig(pacing_target_delay=None, keepalive_interval=None)
+    pair = make_pair(config, config)
+    pair.a.assume_peer_pressure(0, 95, 0, 0, lapse_after=12.0)
+    pair.b.send_pressure(0, cpu=90)
+    pair.pump()
+    pair.a.handle_timer(pair.now + 20.0)
+    assert pair.a.peer_pressure == (0, 90, 0, 0), "the peer's own word stays"

@@ -29,7 +29,8 @@ GiB = 1 << 30
 
 
 def _count_stalls(stalls: list[int]) -> None:
-    """Record each fabric sender's stream credit stalls when it says GOAWAY."""
+    """Record each fabric sender's stream credit stalls when it says GOAWAY (patches
+    ``SessionConnection.goaway`` for good: this runs as its own process)."""
     goaway = SessionConnection.goaway
 
     async def counting(self: SessionConnection, *args: object, **kwargs: object) -> None:
@@ -64,10 +65,12 @@ def main(argv: list[str] | None = None) -> None:
         piece = os.urandom(carrier.WRITE)
         for _ in range(args.rounds):
             for kind in kinds:
+                stalls.clear()  # this transfer's sender only
                 count, seconds = await carrier._measure(ctx, kind, _sender(ctx, kind, total, piece))
                 if count != total:
                     raise RuntimeError(f"{kind}: receiver counted {count} of {total} bytes")
-                extra = f", sender credit stalls {stalls[-1]}" if kind != "raw_tls" else ""
+                said = stalls[-1] if stalls else "unknown (no GOAWAY seen)"
+                extra = f", sender credit stalls {said}" if kind != "raw_tls" else ""
                 print(f"{kind}: {count / seconds / 1e6:.0f} MB/s{extra}", flush=True)
         for kind, (sender, receiver) in ctx.cpu.items():
             print(f"{kind}: CPU s/GiB sender {sender * GiB:.2f} receiver {receiver * GiB:.2f}")

@@ -63,8 +63,9 @@ class SessionConfig:
     AIMD); None: no cap, the weight only.  On by default since ADR 0045's amendment: under
     a CPU hog in the peer's cgroup interactive p50 stays a few ms where it is ~100 ms
     without the cap; it engages only while interactive data flows (a bulk-only session
-    keeps its full rate on a busy shared host) and gives way when the floor does not
-    relieve the peer (docs/benchmarks.md, "pressure")."""
+    keeps its full rate on a busy shared host) and gives way when the floor neither
+    relieves the peer nor lowers interactive's RTT (docs/benchmarks.md, "pressure"; ADR
+    0045's last amendment)."""
     pressure_cap_always: bool = False
     """Cap bulk toward a pressured peer even when the session carries no interactive data."""
     route_epoch: int = 0

@@ -71,18 +71,18 @@ class SessionCore:
     """
 
     __slots__ = (
-        "_ack_pending", "_auth", "_channel_binding", "_control", "_decoder", "_folded",
-        "_goaway_received", "_goaway_sent", "_handlers", "_highest_peer_id", "_idle_since",
-        "_keepalive_ping", "_last_park_check", "_last_receive", "_local_hello",
+        "_ack_pending", "_assumed_until", "_auth", "_channel_binding", "_control", "_decoder",
+        "_folded", "_goaway_received", "_goaway_sent", "_handlers", "_highest_peer_id",
+        "_idle_since", "_keepalive_ping", "_last_park_check", "_last_receive", "_local_hello",
         "_next_local_id", "_nonce", "_now", "_paced_wake", "_pacer", "_peer_node_record",
-        "_peer_stream_window", "_pings", "_pressure_cap", "_pressure_checks",
-        "_pressure_high", "_random", "_rtt", "_rtt_probe", "_scheduler",
-        "_session_credit_limit", "_session_recv", "_session_sent", "_session_stall_since",
-        "_session_stalled", "_started", "_streams", "_terminated", "_transcript",
-        "_urgent_reserve", "config", "credit_stalls", "dialer", "dropped_bytes",
-        "host_levels", "ignored_frames", "pacer_parked_bytes", "peer_max_concurrent_streams",
-        "peer_max_frame_size", "peer_node_id", "peer_pressure", "peer_public_key",
-        "resets_by_code", "session_credit_stalls", "session_stall_time", "state", "version",
+        "_peer_stream_window", "_pings", "_pressure_cap", "_pressure_checks", "_pressure_high",
+        "_random", "_rtt", "_rtt_probe", "_scheduler", "_session_credit_limit", "_session_recv",
+        "_session_sent", "_session_stall_since", "_session_stalled", "_started", "_streams",
+        "_terminated", "_transcript", "_urgent_reserve", "config", "credit_stalls", "dialer",
+        "dropped_bytes", "host_levels", "ignored_frames", "pacer_parked_bytes",
+        "peer_max_concurrent_streams", "peer_max_frame_size", "peer_node_id", "peer_pressure",
+        "peer_public_key", "resets_by_code", "session_credit_stalls", "session_stall_time", "state",
+        "version",
     )  # fmt: skip
 
     def __init__(
@@ -138,6 +138,8 @@ class SessionCore:
         self._idle_since: float | None = now
         self._pressure_high = False
         self.peer_pressure: tuple[int, int, int, int] | None = None
+        self._assumed_until: float | None = None
+        """When levels taken from an earlier session lapse unless the peer reports first."""
         """The peer's last NODE_PRESSURE levels: queue, cpu, memory, network (percent)."""
         self._pressure_checks = 0
         self.host_levels: tuple[int, int, int] = (0, 0, 0)
@@ -323,10 +325,28 @@ class SessionCore:
         )
         if done and self.state is not SessionState.CLOSED:
             if self._streams.pop(stream.stream_id, None) is not None:
+                self._scheduler.forget(stream.stream_id, stream.traffic_class)
                 self._fold_counters(stream)
                 self._session_stalled.pop(stream, None)
             if not any(s.state in ACTIVE_STATES for s in self._streams.values()):
                 self._idle_since = self._now
+
+    def _take_peer_pressure(self, levels: tuple[int, int, int, int]) -> None:
+        """The peer's pressure levels are ``levels`` now: bulk's weight and the cap follow."""
+        self.peer_pressure = levels
+        self._assumed_until = None
+        high = max(levels) >= PRESSURE_HIGH
+        weight = self.config.pressure_bulk_weight if high else 2
+        self._scheduler.set_weight(TrafficClass.BULK, weight)
+        if self._pressure_cap is not None:
+            self._pressure_cap.on_peer_pressure(levels[1], levels[2], self._now)
+
+    def _lapse_assumed_pressure(self, now: float) -> None:
+        """Levels assumed from an earlier session whose time is up with no report from
+        the peer on this one: forget them (bulk's weight and the cap back to normal)."""
+        if self._assumed_until is not None and now >= self._assumed_until:
+            self._take_peer_pressure((0, 0, 0, 0))
+            self.peer_pressure = None
 
     def _fold_counters(self, stream: Stream) -> None:
         totals = self._folded.get(stream.traffic_class)

@@ -122,6 +122,10 @@ class SessionMetrics:
     pressure_cap_give_ups: int | None
     """Times the pressure rate cap gave way (held at its floor for ``GIVE_UP_AFTER`` with
     the peer still pressured, ADR 0045); None when the cap is off (``pressure_min_rate``)."""
+    pressure_cap_reengages: int | None
+    """Times lifting the cap after a give-way cost interactive its latency (lifted median RTT
+    above twice the floor's + 5 ms), so it re-engaged at once and backs off its next
+    give-way (ADR 0045); None when the cap is off."""
     bulk_weight: int
     """Bulk's DRR weight now: 2, or ``pressure_bulk_weight`` while the peer reports pressure."""
     streams: list[StreamMetrics]

@@ -17,6 +17,17 @@ is slowed by the work each byte costs it (decrypting, relaying, echoing), so onl
   starts again from the rate sent meanwhile.  Only time spent *sending* at the floor
   counts (at least half of it): a pause in our bulk says nothing about whether the floor
   relieves the peer, and giving way across one let the next burst go uncapped.
+* whether it gives way for good depends on whether the floor was *buying* interactive
+  latency (ADR 0045, "give way only when it does not help"): the session passes in the
+  RTT of each acknowledged interactive DATA mark (``on_interactive_rtt``).  The cap keeps
+  the last ``RTT_SAMPLES`` of those sent at the floor and, once it gives way, of those
+  sent while lifted.  If the lifted median exceeds ``WORSE_FACTOR`` x the capped median
+  + ``WORSE_MARGIN`` (at least ``MIN_RTT_SAMPLES`` of each), lifting it cost interactive
+  its latency: it re-engages at once, straight at the floor, and the floor time before
+  the next give-way doubles (``give_up_after`` x 2 ** n, n at most ``MAX_BACKOFF``).  A
+  hold-off that ends with enough lifted samples and no such verdict (capping bought
+  nothing) resets n; without samples (no interactive sent from this side) it gives way
+  as before.
 
 * the cap engages only while the session has carried interactive data lately (either
   direction, within ``interactive_window`` seconds; ``always`` drops the condition): the
@@ -42,23 +53,49 @@ HOLD_OFF = 10.0
 """Seconds the cap stays lifted after giving way."""
 INTERACTIVE_WINDOW = 5.0
 """Seconds after the session's last interactive DATA during which the cap may engage."""
+RTT_SAMPLES = 8
+"""Interactive RTT samples kept for each of the capped and lifted phases (the latest)."""
+MIN_RTT_SAMPLES = 4
+"""Samples each phase needs before the lifted RTT is compared with the capped one."""
+WORSE_FACTOR = 2.0
+WORSE_MARGIN = 0.005
+"""Lifted median RTT above ``WORSE_FACTOR`` x capped + this (seconds): the cap was helping."""
+MAX_BACKOFF = 1
+"""Doublings of ``give_up_after`` after re-engagements (3 s -> at most 6 s at the floor:
+more would let a download beside an interactive loop crawl for long at the floor)."""
+
+
+def _push(samples: list[float], rtt: float) -> None:
+    samples.append(rtt)
+    if len(samples) > RTT_SAMPLES:
+        del samples[0]
+
+
+def _median(samples: list[float]) -> float:
+    return sorted(samples)[len(samples) // 2]
 
 
 class PressureRateCap:
     """AIMD cap (bytes/s) on the shared classes while the peer reports cpu/memory pressure."""
 
     __slots__ = (
+        "_backoff",
         "_bucket",
         "_bucket_at",
+        "_capped_rtts",
+        "_floor_at",
         "_floor_sent",
         "_floor_since",
         "_hold_until",
         "_interactive_at",
         "_last_rate",
+        "_lifted_at",
+        "_lifted_rtts",
         "_next_step",
         "_sent",
         "_sent_since",
         "always",
+        "capped_rtt",
         "ceiling",
         "decrease",
         "decreases",
@@ -70,6 +107,7 @@ class PressureRateCap:
         "level",
         "min_rate",
         "rate",
+        "reengages",
         "step",
     )
 
@@ -101,6 +139,18 @@ class PressureRateCap:
         self._floor_sent = 0
         """Shared-class bytes sent since ``_floor_since``."""
         self._hold_until = 0.0
+        self.reengages = 0
+        """Times lifting the cap cost interactive its latency, so it re-engaged at once."""
+        self.capped_rtt: float | None = None
+        """Median interactive RTT at the floor before the last give-way (None: too few)."""
+        self._backoff = 0
+        """Doublings of ``give_up_after`` now in force (re-engagements in a row)."""
+        self._floor_at: float | None = None
+        """When the cap last reached its floor (RTT samples of data sent since count)."""
+        self._capped_rtts: list[float] = []
+        self._lifted_at: float | None = None
+        """When the cap last gave way, while its hold-off is being judged."""
+        self._lifted_rtts: list[float] = []
         self.level = 0
         """The peer's last cpu / memory level (the higher of the two, percent)."""
         self.rate: float | None = None
@@ -137,6 +187,31 @@ class PressureRateCap:
             self._next_step = min(self._next_step, now)  # act at once
         self._interactive_at = now
 
+    def on_interactive_rtt(self, rtt: float, now: float) -> None:
+        """An ACK of interactive DATA sent ``rtt`` seconds ago arrived."""
+        sent = now - rtt
+        if self.rate is not None:
+            at = self._floor_at
+            if at is not None and sent >= at:
+                _push(self._capped_rtts, rtt)
+            return
+        at, capped = self._lifted_at, self.capped_rtt
+        if at is None or capped is None or sent < at:
+            return
+        lifted = self._lifted_rtts
+        _push(lifted, rtt)
+        if (
+            now < self._hold_until
+            and len(lifted) >= MIN_RTT_SAMPLES
+            and _median(lifted) > WORSE_FACTOR * capped + WORSE_MARGIN
+        ):
+            # Lifting it cost interactive its latency: the floor was buying it.
+            self.reengages += 1
+            self._backoff = min(self._backoff + 1, MAX_BACKOFF)
+            self._hold_until, self._lifted_at = now, None
+            if self.pressured and self._engaged(now):
+                self._engage(now, at_floor=True)
+
     def _engaged(self, now: float) -> bool:
         """Whether the cap may act: always, or interactive data within the window."""
         at = self._interactive_at
@@ -161,10 +236,31 @@ class PressureRateCap:
             self._last_rate = self._sent / (now - since)
             self._sent, self._sent_since = 0, now
 
+    def _engage(self, now: float, *, at_floor: bool = False) -> None:
+        """Start capping from what was sent lately (or at the floor at once)."""
+        since = self._sent_since if self._sent_since is not None else now
+        current = self._sent / (now - since) if now - since >= self.step / 4 else 0.0
+        self.ceiling = max(float(self.min_rate), self._last_rate, current)
+        self.rate = float(self.min_rate) if at_floor else self.ceiling
+        self._bucket, self._bucket_at = 0.0, now
+        self._floor_since = None
+        self._floor_at = now if at_floor else None
+        self._capped_rtts.clear()
+        if at_floor:
+            self._next_step = now + self.step
+
+    def _lift(self) -> None:
+        self.rate, self._floor_since, self._floor_at = None, None, None
+
     def _update(self, now: float) -> None:
+        if self.rate is None and self._lifted_at is not None and now >= self._hold_until:
+            # the hold-off ended without a verdict against lifting: capping bought nothing
+            if len(self._lifted_rtts) >= MIN_RTT_SAMPLES:
+                self._backoff = 0
+            self._lifted_at = None
         if self.rate is not None and not self._engaged(now):
             # interactive went quiet: nothing left to protect, bulk goes at full speed
-            self.rate, self._floor_since = None, None
+            self._lift()
             return
         if now < self._next_step or (self.rate is None and not self.pressured):
             return
@@ -174,29 +270,33 @@ class PressureRateCap:
             if self.rate is None:  # onset: start from what was sent lately
                 if now < self._hold_until:
                     return  # gave way lately: not before the hold-off ends
-                since = self._sent_since if self._sent_since is not None else now
-                current = self._sent / (now - since) if now - since >= self.step / 4 else 0.0
-                self.ceiling = max(float(self.min_rate), self._last_rate, current)
-                self.rate = self.ceiling
-                self._bucket, self._bucket_at = 0.0, now
-                self._floor_since = None
+                self._engage(now)
             elif self.rate <= self.min_rate:
                 held = now - self._floor_since if self._floor_since is not None else 0.0
                 if self._floor_since is None or self._floor_sent < self.min_rate * held / 2:
                     # (again) from now: not at the floor before, or not sending at it
                     self._floor_since, self._floor_sent = now, 0
-                elif held >= self.give_up_after:
-                    # the floor did not bring the peer below ``high``: give way
-                    self.rate, self._floor_since = None, None
+                elif held >= self.give_up_after * 2**self._backoff:
+                    # the floor did not bring the peer below ``high``: give way, and see
+                    # whether interactive's RTT says the floor was worth it after all
+                    capped = self._capped_rtts
+                    self.capped_rtt = _median(capped) if len(capped) >= MIN_RTT_SAMPLES else None
+                    self._lift()
                     self._hold_until = now + self.hold_off
+                    self._lifted_at = now
+                    self._lifted_rtts.clear()
                     self.give_ups += 1
                     self._next_step = now + self.step
                     return
+            assert self.rate is not None  # (set by ``_engage`` at the onset)
             self.rate = max(float(self.min_rate), self.rate * self.decrease)
             self.decreases += 1
+            if self.rate <= self.min_rate and self._floor_at is None:
+                self._floor_at = now
+                self._capped_rtts.clear()
         else:
             assert self.rate is not None
-            self._floor_since = None
+            self._floor_since = self._floor_at = None
             steps = 1 + int((now - self._next_step) / self.step)
             self.rate += steps * max(float(self.min_rate), self.ceiling / RECOVERY_STEPS)
             if self.rate >= self.ceiling:

@@ -28,7 +28,6 @@ from accessfabric.session.core import (
     FOLDED_BYTES_OUT,
     FOLDED_FRAMES_IN,
     FOLDED_FRAMES_OUT,
-    PRESSURE_HIGH,
     Dispatch,
     FrameHandler,
 )
@@ -152,20 +151,17 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
     def _on_route_update(self, frame: fr.RouteUpdate, events: list[ev.Event]) -> None:
         events.append(ev.RouteUpdated(lease=frame.lease))
 
-    def assume_peer_pressure(self, queue: int, cpu: int, memory: int, network: int) -> None:
+    def assume_peer_pressure(
+        self, queue: int, cpu: int, memory: int, network: int, *, lapse_after: float
+    ) -> None:
         """Act as if the peer had just reported these levels (its last report on an
         earlier session, node/streams/peer_pressure_memory.py); no event: nothing new
-        was said.  The peer's next NODE_PRESSURE replaces them."""
+        was said.  The peer's next NODE_PRESSURE replaces them; if none comes within
+        ``lapse_after`` seconds they are dropped (a peer still pressured resends every few
+        seconds; one that recovered while no session was up told no one)."""
         if self.peer_pressure is None:
             self._take_peer_pressure((queue, cpu, memory, network))
-
-    def _take_peer_pressure(self, levels: tuple[int, int, int, int]) -> None:
-        self.peer_pressure = levels
-        high = max(levels) >= PRESSURE_HIGH
-        weight = self.config.pressure_bulk_weight if high else 2
-        self._scheduler.set_weight(TrafficClass.BULK, weight)
-        if self._pressure_cap is not None:
-            self._pressure_cap.on_peer_pressure(levels[1], levels[2], self._now)
+            self._assumed_until = self._now + lapse_after
 
     def _on_node_pressure(self, frame: fr.NodePressure, events: list[ev.Event]) -> None:
         self._take_peer_pressure((frame.queue, frame.cpu, frame.memory, frame.network))
@@ -344,15 +340,32 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             stream.end_queued = True
         self._after_queue(stream)
 
-    def relay_stream(self, stream_id: int) -> None:
+    def relay_stream(self, stream_id: int, group: str | None = None) -> None:
         """Hand this stream's ACKs to the application (a relay splicing it to another hop).
 
         The session stops acknowledging the bytes it receives on the stream — the
         relay forwards the far end's ACKs with :meth:`send_ack` instead, so ACKs stay
         end to end and a sender never drops bytes only a relay holds — and reports
-        every ACK it receives as :class:`StreamAcknowledged`.
+        every ACK it receives as :class:`StreamAcknowledged`.  ``group``: as
+        :meth:`set_stream_group` (a relay groups a splice's hops by tenant).
         """
-        self._local_stream(stream_id).relayed = True
+        stream = self._local_stream(stream_id)
+        stream.relayed = True
+        if group is not None:
+            self._scheduler.set_group(stream_id, stream.traffic_class, group)
+
+    def set_stream_group(self, stream_id: int, group: str) -> None:
+        """Let this stream share its send turns with the other streams of ``group``.
+
+        The streams of one group take one turn of their class between them, where a
+        stream of no group takes one of its own: a node puts a tenant's streams in the
+        tenant's group, so a tenant with ten bulk streams gets the share of one on a
+        session it shares with other tenants (issue 17, ADR 0051).  A stream that has
+        already ended is left alone (it has no turns left to share).
+        """
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            self._scheduler.set_group(stream_id, stream.traffic_class, group)
 
     def send_ack(self, stream_id: int, offset: int) -> None:
         """Acknowledge every byte of a relayed stream before ``offset`` (end to end)."""
@@ -509,6 +522,9 @@ class Session(Handshake, StreamFrames, Resume, Output, Timers):
             pressure_cap_give_ups=None
             if self._pressure_cap is None
             else self._pressure_cap.give_ups,
+            pressure_cap_reengages=None
+            if self._pressure_cap is None
+            else self._pressure_cap.reengages,
             bulk_weight=self._scheduler.weights[TrafficClass.BULK],
             streams=[StreamMetrics.of(s, self._now) for s in self._streams.values()],
         )

@@ -240,6 +240,8 @@ class StreamFrames(SessionCore):
             if sent_at >= 0:
                 sample = now - sent_at
                 self._rtt.update(sample)
+                if stream.traffic_class is _INTERACTIVE and self._pressure_cap is not None:
+                    self._pressure_cap.on_interactive_rtt(sample, now)
                 if self._pacer is not None:
                     self._pacer.on_rtt_sample(sample, now)
             if self._pacer is not None and stream.traffic_class in _SHARED:

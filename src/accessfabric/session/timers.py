@@ -1,5 +1,6 @@
 """Timers: the handshake deadline, keepalive PINGs and their timeout, the idle timeout,
-and a look back at data the pacer held (bytes in flight may turn out stuck).
+the lapse of peer pressure assumed from an earlier session, and a look back at data the
+pacer held (bytes in flight may turn out stuck).
 
 ``get_timer()`` says when the session next wants ``handle_timer(now)``; the
 carrier arms one timer for it.  A DRAINING session with no active stream wants
@@ -42,6 +43,8 @@ class Timers(SessionCore):
                 deadlines.append(self._idle_since + cfg.idle_timeout)
             if self._paced_wake is not None:
                 deadlines.append(self._paced_wake)
+            if self._assumed_until is not None:
+                deadlines.append(self._assumed_until)
         elif cfg.handshake_timeout is not None:
             deadlines.append(self._started + cfg.handshake_timeout)
         return min(deadlines) if deadlines else None
@@ -62,6 +65,7 @@ class Timers(SessionCore):
                     ErrorCode.TIMEOUT, "handshake timed out", remote=False, events=events
                 )
             return events
+        self._lapse_assumed_pressure(now)
         if self._keepalive_ping is not None and cfg.ping_timeout is not None:
             sent = self._pings.get(self._keepalive_ping, now)
             if now >= sent + cfg.ping_timeout:

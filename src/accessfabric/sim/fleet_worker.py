@@ -155,20 +155,6 @@ def tcp_ages_ms(sock: Any) -> tuple[int, int] | None:
     return fields[9], fields[11]
 
 
-def _idle_sockets(client: ControlClient) -> list[Any]:
-    """The sockets of the kept-alive control connections of ``client`` (aiohttp's pool)."""
-    session = getattr(client, "_session", None)
-    pool = getattr(getattr(session, "connector", None), "_conns", None) or {}
-    out = []
-    for held in pool.values():
-        for protocol, _ in held:
-            transport = getattr(protocol, "transport", None)
-            sock = None if transport is None else transport.get_extra_info("socket")
-            if sock is not None:
-                out.append(sock)
-    return out
-
-
 class LeaseTimer:
     """A route lease's latency as the device sees it, apart from its worker's loop.
 
@@ -200,19 +186,26 @@ class LeaseTimer:
     async def request_replica(self, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
         if path != LEASE_PATH:
             return await self._request(method, path, *args, **kwargs)
+        idle_before = {sock.fileno() for sock in self._client.kept_alive_sockets()}
         called = time.perf_counter()
         try:
             return await self._request(method, path, *args, **kwargs)
         finally:
             # The connection went back to the pool in this same step: no other request
-            # of the device has used it since.  The one that received last is it.
-            ages = [a for a in map(tcp_ages_ms, _idle_sockets(self._client)) if a]
+            # of the device has used it since.  The one that received last is it.  A
+            # connection that was not idle before the request was opened for it: its
+            # handshakes are not in TCP_INFO's ages, so the wall time stands (None).
+            timed = [
+                (tcp_ages_ms(sock), sock.fileno()) for sock in self._client.kept_alive_sockets()
+            ]
+            ages = [(age, fd) for age, fd in timed if age]
             returned = time.perf_counter()
             wire = None
             if ages:
-                sent_ago, received_ago = min(ages, key=lambda a: a[1])
-                wire = max(0, sent_ago - received_ago) * 1.0
-                wire = min(wire, (returned - called) * 1000)
+                (sent_ago, received_ago), fd = min(ages, key=lambda a: a[0][1])
+                if fd in idle_before:
+                    wire = max(0, sent_ago - received_ago) * 1.0
+                    wire = min(wire, (returned - called) * 1000)
             self._wire = (called, returned, wire)
 
     async def route_leases(self, *args: Any, **kwargs: Any) -> Any:

@@ -213,6 +213,21 @@ class ControlClient:
             self._session = aiohttp.ClientSession(timeout=self._timeout, connector=pin)
         return self._session
 
+    def kept_alive_sockets(self) -> list[Any]:
+        """The sockets of this client's idle kept-alive connections (for a load tool that
+        reads their ``TCP_INFO``, sim/fleet_worker.py).  aiohttp does not publish its pool:
+        read where it keeps it, and an empty list if that ever moves."""
+        connector = None if self._session is None else self._session.connector
+        pool = getattr(connector, "_conns", None) or {}
+        out = []
+        for held in pool.values():
+            for protocol, _ in held:
+                transport = getattr(protocol, "transport", None)
+                sock = None if transport is None else transport.get_extra_info("socket")
+                if sock is not None:
+                    out.append(sock)
+        return out
+
     def _succeeded(self) -> None:
         now = self._clock()
         self._reachable, self._failures = True, 0

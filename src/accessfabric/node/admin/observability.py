@@ -295,6 +295,7 @@ class NodeObservability:
                     if snapshot.pressure_rate_cap is None
                     else round(snapshot.pressure_rate_cap),
                     "pressure_cap_give_ups": snapshot.pressure_cap_give_ups,
+                    "pressure_cap_reengages": snapshot.pressure_cap_reengages,
                     "bulk_weight": snapshot.bulk_weight,
                 }
             )

@@ -54,9 +54,9 @@ NLMSG_HEADER = 16
 IFADDRMSG = 8
 MAX_PROBES = 256
 REPING = 0.2
+"""Seconds between PINGs to a migrated session until one is answered (``_answers``)."""
 LATE = 0.02
 """A wait that returned more than this late (seconds) counts as our loop running late."""
-"""Seconds between PINGs to a migrated session until one is answered (``_answers``)."""
 
 
 def probe_timeout(srtt: float | None) -> float:
@@ -171,40 +171,47 @@ async def _answers(
     answered: after a migration the first may leave before the new network has a route
     (the address goes before the next one is up) and be lost, and QUIC would resend it
     only at its backed-off probe timeout; a fresh PING leaves at once on whatever path
-    works by then, and its acknowledgement makes QUIC resend the lost ones.
+    works by then, and its acknowledgement makes QUIC resend the lost ones.  Without
+    ``every``, one PING.
 
     Allowing for host load (issue 22: a migrated session re-dialled at load 11 with no
-    answer within 1 s): bytes received from the peer after ``since`` (session clock) count
-    as an answer — the path carries them (``since`` is taken after a migration: earlier
-    bytes may have come over the old path), the PONG is just queued behind them or behind
-    work at either end; and time our own loop ran late (a wait that returned later than
-    asked) is given again after it, up to ``PROBE_MAX`` in all.  A dead path gets neither."""
+    answer within 1 s), the deadline moves, up to ``PROBE_MAX`` in all, but only a PONG
+    says the path is alive: by the time our loop ran late (a wait that returned later
+    than asked: we could not look), and by another ``timeout`` when the peer's bytes
+    arrived after ``since`` (session clock; taken after a migration) yet no PONG — the
+    PONG may be queued behind them or behind work at either end.  Bytes are only a
+    reason to wait longer, never an answer: a loop running late may read bytes that
+    came over the old path before it went."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     extended = 0.0
     pings: list[asyncio.Future[float]] = []
     try:
         while True:
-            pings.append(asyncio.ensure_future(connection.ping()))
+            if not pings or every is not None:
+                pings.append(asyncio.ensure_future(connection.ping()))
             left = deadline - loop.time()
-            if left <= 0:
-                return connection.session.last_receive > since
-            wait = left if every is None else min(left, every)
-            asked = loop.time()
-            done, _ = await asyncio.wait(pings, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            for ping in done:
-                if ping.exception() is None:
-                    return True
-                return None  # the session ended meanwhile: nothing to do
-            now = loop.time()
-            late = min(now - asked - wait, PROBE_MAX - extended)
-            if late > LATE:  # we could not look for that long: it does not count
-                deadline = max(deadline, now) + late
-                extended += late
-            if connection.session.last_receive > since:
-                return True
-            if every is None and loop.time() >= deadline:
-                return False
+            if left > 0:
+                wait = left if every is None else min(left, every)
+                asked = loop.time()
+                done, _ = await asyncio.wait(
+                    pings, timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                for ping in done:
+                    return True if ping.exception() is None else None  # None: session ended
+                now = loop.time()
+                late = min(now - asked - wait, PROBE_MAX - extended)
+                if late > LATE:  # we could not look for that long: it does not count
+                    deadline = max(deadline, now) + late
+                    extended += late
+            if loop.time() < deadline:
+                continue
+            heard = connection.session.last_receive
+            if heard > since and extended < PROBE_MAX:  # the path carries bytes: wait more
+                more = min(timeout, PROBE_MAX - extended)
+                deadline, extended, since = loop.time() + more, extended + more, heard
+                continue
+            return False
     finally:
         for ping in pings:
             ping.cancel()

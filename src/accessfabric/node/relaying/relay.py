@@ -165,7 +165,8 @@ class Relay:
             raise
 
     def _start(self, splice: Splice) -> None:
-        splice.up_conn.session.relay_stream(splice.up_id)
+        # a tenant's streams share one send turn per session (relay_fairness.py)
+        splice.up_conn.session.relay_stream(splice.up_id, group=splice.tenant)
         self._ends[(splice.up_conn, splice.up_id)] = splice
         self.active += 1
         run = self._run(splice)
@@ -305,7 +306,7 @@ class Relay:
                 route_lease=event.route_lease,
                 resume_token=event.resume_token,
             )
-            session.relay_stream(down_id)
+            session.relay_stream(down_id, group=splice.tenant)
             splice.down = new_fabric_stream(down_conn, down_id, event.service, event.traffic_class)
             self._ends[(down_conn, down_id)] = splice
             return
@@ -329,7 +330,7 @@ class Relay:
             route_lease=checked.blob,
             key_exchange=event.key_exchange,  # the source's resume proof, passed on as is
         )
-        session.relay_stream(down_id)
+        session.relay_stream(down_id, group=splice.tenant)
         splice.down = new_fabric_stream(down_conn, down_id, event.service, event.traffic_class)
         self._ends[(down_conn, down_id)] = splice
         position = await asyncio.wait_for(asyncio.shield(splice.position), RESUME_POSITION_TIMEOUT)
@@ -348,7 +349,7 @@ class Relay:
         if up_session.stream_state(event.stream_id) is None:
             raise UpstreamGone
         up_session.adopt_stream(event.stream_id, up_snapshot, start)
-        up_session.relay_stream(event.stream_id)
+        up_session.relay_stream(event.stream_id, group=splice.tenant)
         splice.up_conn.schedule_flush()
 
     async def _pump(

@@ -15,7 +15,11 @@ relayed less than a quarter quantum meanwhile are raised to its count, so a tric
 bulk (to at least a quantum per ``starve_after``) but never stops it.
 
 The gate only orders bytes that are already at the relay: the tenants' own flow
-control (stream credit) pushes back on their sources while they wait.
+control (stream credit) pushes back on their sources while they wait.  What happens
+before the relay is the senders': where tenants share the session to the relay, the
+bytes held here stay in flight there (ACKs are end to end), and only the sender's
+scheduler can give what frees to the tenant held back by it; nodes put a tenant's
+streams in one stream group for that (``Session.set_stream_group``, ADR 0051).
 """
 
 from __future__ import annotations

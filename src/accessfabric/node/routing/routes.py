@@ -326,6 +326,8 @@ class RouteManager:
             route_lease=route.blob,
             resume_token=resume_token,
         )
+        # the tenant's streams share one turn on this session (docs/relays.md, fairness)
+        connection.session.set_stream_group(inner.stream_id, route.lease.tenant)
         state = session_stream(connection, inner.stream_id)
         stream = ResumableStream(
             inner,
@@ -553,6 +555,7 @@ class RouteManager:
                 route_lease=route.blob,
                 key_exchange=_resume_proof(stream, route, snapshot.recv_offset),
             )
+            connection.session.set_stream_group(stream_id, route.lease.tenant)
         except Exception as error:
             self._route_failed(route, f"resume: {error}")
             return False

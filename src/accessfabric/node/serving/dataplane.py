@@ -76,7 +76,7 @@ from accessfabric.node.streams.connection import (
     SessionConnection,
     termination_error,
 )
-from accessfabric.node.streams.peer_pressure_memory import PeerPressureMemory
+from accessfabric.node.streams.peer_pressure_memory import LAPSE_AFTER, PeerPressureMemory
 from accessfabric.node.streams.resumable import DEFAULT_RESUME_WINDOW
 from accessfabric.node.streams.stream_sealing import SealingKeys
 from accessfabric.session import events as ev
@@ -145,7 +145,7 @@ class DataPlane:
             return
         levels = self.peer_pressure.recall(peer, time.monotonic())
         if levels is not None:
-            session.assume_peer_pressure(*levels)
+            session.assume_peer_pressure(*levels, lapse_after=LAPSE_AFTER)
 
     def _ended(self, connection: SessionConnection, ended: ev.SessionTerminated) -> None:
         if self._closed:

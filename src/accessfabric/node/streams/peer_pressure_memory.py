@@ -9,7 +9,10 @@ session to that node starts from them.
 
 Bounded (``MAX_PEERS``, least recently reported first out) and expiring (``TTL`` after the
 report: three resend intervals, so a peer that went away pressured is not assumed
-pressured for ever; a peer still pressured resends before that).
+pressured for ever; a peer still pressured resends before that).  On the new session the
+assumed levels lapse after ``LAPSE_AFTER`` unless the peer reports on it first: a peer whose
+pressure ended while no session was up told no one, and would otherwise stay "pressured"
+on the new session until its next episode.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ Levels = tuple[int, int, int, int]
 MAX_PEERS = 256
 TTL = 15.0
 """Seconds a report stays valid for a new session."""
+LAPSE_AFTER = 12.0
+"""Seconds assumed levels hold on a new session with no report on it (more than two of a
+pressured peer's 5 s resends)."""
 
 
 class PeerPressureMemory:

@@ -4,7 +4,10 @@ Ed25519 verification (~0.17 ms here) dominates a heartbeat, and ``cryptography``
 the GIL while it runs, so it can use the other CPUs.  Handing each check to a pool on its
 own costs about as much as it saves; instead every signature queued during one turn of the
 event loop goes out in at most ``threads`` chunks, and each chunk's results come back in
-one callback.
+one callback.  A request a caller waits on at once (a route lease) may be checked
+``inline`` on the loop instead, up to ``INLINE_PER_TURN`` per loop turn: a flood of
+forged requests cannot make one turn of the loop do more than that much verifying (the
+rest go to the batch, as before).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from accessfabric.control.client.requestsig import RequestAuthError, SignedRequest, check_signature
 
 _Item = tuple[bytes, SignedRequest, int]
+INLINE_PER_TURN = 16
+"""Signatures checked inline on the loop per loop turn (~3 ms); beyond, the batch."""
 _Result = bytes | RequestAuthError
 
 
@@ -37,22 +42,36 @@ class BatchVerifier:
         self._pool = ThreadPoolExecutor(threads, "verify") if threads > 0 else None
         self._pending: list[tuple[_Item, asyncio.Future[bytes]]] = []
         self._scheduled = False
+        self._inline_left = INLINE_PER_TURN
+        self.inline_overflows = 0
+        """Inline checks sent to the batch because a turn's inline budget was spent."""
 
     async def verify(
         self, public_key: bytes, parts: SignedRequest, timestamp_ms: int, *, inline: bool = False
     ) -> bytes:
         """The raw signature; ``inline``: checked now on the loop (~0.2 ms), not in the
         next batch: a batch's answer comes back one more loop turn later, and a turn of a
-        control plane in a fleet's start-up is tens of milliseconds (issue 17)."""
-        if self._pool is None or inline:
+        control plane in a fleet's start-up is tens of milliseconds (issue 17); at most
+        ``INLINE_PER_TURN`` per loop turn, the rest batched."""
+        if self._pool is None:
             return check_signature(public_key, parts, timestamp_ms)
         loop = asyncio.get_running_loop()
+        if inline:
+            if self._inline_left == INLINE_PER_TURN:
+                loop.call_soon(self._refill_inline)
+            if self._inline_left > 0:
+                self._inline_left -= 1
+                return check_signature(public_key, parts, timestamp_ms)
+            self.inline_overflows += 1
         future: asyncio.Future[bytes] = loop.create_future()
         self._pending.append(((public_key, parts, timestamp_ms), future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush, loop)
         return await future
+
+    def _refill_inline(self) -> None:
+        self._inline_left = INLINE_PER_TURN
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self._scheduled = False
