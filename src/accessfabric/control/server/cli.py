@@ -147,9 +147,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # (issue 17, ADR 0043 "garbage collector").
         gc.collect()
         gc.freeze()
+        # ... and so are the survivors of each full collection as the fleet's state grows
+        # (control/server/gc_survivors.py: 50-180 ms passes in a 1000-device start).
+        from accessfabric.control.server.gc_survivors import FreezeSurvivors
+
+        survivors = FreezeSurvivors(loop)
         log_event(_log, "control plane serving", url=server.url, data=args.data,
                   frozen=gc.get_freeze_count())  # fmt: skip
         await stop.wait()
+        survivors.remove()
         log_event(_log, "control plane stopping")
         await server.stop()
         print("control plane stopped", flush=True)
