@@ -5,6 +5,8 @@ links changed still rebuild it on the request's path."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -73,12 +75,21 @@ async def _aged(cp: Running, p: Partition) -> tuple[RouteCoordinator, float]:
     return c, c.built_at + 1.5 * MAX_AGE
 
 
+@contextlib.asynccontextmanager
+async def _aged_partition(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Running, Partition, RouteCoordinator, float]]:
+    """A running plane with one enrolled partition whose snapshot has aged (``_aged``)."""
+    async with running_plane(tmp_path, config=ControlConfig(snapshot_max_age=MAX_AGE)) as cp:
+        p = Partition()
+        await p.enroll(cp)
+        c, at = await _aged(cp, p)
+        yield cp, p, c, at
+
+
 def test_an_aged_snapshot_answers_and_is_rebuilt_after(tmp_path: Path) -> None:
     async def main() -> None:
-        async with running_plane(tmp_path, config=ControlConfig(snapshot_max_age=MAX_AGE)) as cp:
-            p = Partition()
-            await p.enroll(cp)
-            c, at = await _aged(cp, p)
+        async with _aged_partition(tmp_path) as (cp, p, c, at):
             planner = c.planner
             hops = _hops(cp, p.source(cp), at)
             assert p.device.node_id in hops
@@ -99,10 +110,7 @@ def test_an_aged_snapshot_answers_and_is_rebuilt_after(tmp_path: Path) -> None:
 
 def test_a_hundred_leases_on_an_aged_snapshot_make_one_rebuild(tmp_path: Path) -> None:
     async def main() -> None:
-        async with running_plane(tmp_path, config=ControlConfig(snapshot_max_age=MAX_AGE)) as cp:
-            p = Partition()
-            await p.enroll(cp)
-            c, at = await _aged(cp, p)
+        async with _aged_partition(tmp_path) as (cp, p, c, at):
             source = p.source(cp)
             for _ in range(100):
                 _hops(cp, source, at)
@@ -125,10 +133,7 @@ def test_a_drained_node_is_in_no_lease_after_the_drain(tmp_path: Path) -> None:
     is planned on a snapshot rebuilt on its path, without the drained relay."""
 
     async def main() -> None:
-        async with running_plane(tmp_path, config=ControlConfig(snapshot_max_age=MAX_AGE)) as cp:
-            p = Partition()
-            await p.enroll(cp)
-            c, at = await _aged(cp, p)
+        async with _aged_partition(tmp_path) as (cp, p, c, at):
             source = p.source(cp)
             assert {p.left.node_id, p.right.node_id} <= _hops(cp, source, at)
             assert c.rebuild_pending and c.builds == 1

@@ -67,6 +67,19 @@ def test_a_hosts_policy_holds_its_tenants_live_grants_and_only_grows(tmp_path: P
     assert gone.value.code == "unknown_grant"
 
 
+def _record_calls(store: SqliteStore, method: str) -> list[str]:
+    """Wrap ``store.<method>`` (one key or prefix argument): the list of what it was asked."""
+    asked: list[str] = []
+    real = getattr(store, method)
+
+    def recording(key: str) -> object:
+        asked.append(key)
+        return real(key)
+
+    setattr(store, method, recording)
+    return asked
+
+
 def test_a_sole_writer_reads_a_tenants_revision_once_per_change(tmp_path: Path) -> None:
     """With no other replica writing the store (SQLite), a heartbeat's policy check keeps
     the tenant's revision in memory: no store read per heartbeat (ADR 0043); its own
@@ -74,14 +87,7 @@ def test_a_sole_writer_reads_a_tenants_revision_once_per_change(tmp_path: Path) 
     store = SqliteStore(tmp_path / "grants.db")
     grants = AccessGrants(store, Authority(NodeKey.generate()), sole_writer=True)
     host = NodeKey.generate().node_id
-    reads: list[str] = []
-    get = store.get
-
-    def counting_get(key: str) -> object:
-        reads.append(key)
-        return get(key)
-
-    store.get = counting_get  # type: ignore[method-assign,assignment]
+    reads = _record_calls(store, "get")
     _, empty = grants.current_policy(host, "acme")
     for _ in range(50):
         assert grants.current_policy(host, "acme")[1] == empty
@@ -104,14 +110,7 @@ def test_a_sole_writer_reads_a_tenants_grants_once_per_change(tmp_path: Path) ->
     store = SqliteStore(tmp_path / "grants.db")
     authority = Authority(NodeKey.generate())
     grants = AccessGrants(store, authority, sole_writer=True)
-    ranges: list[str] = []
-    range_ = store.range
-
-    def counting_range(prefix: str) -> object:
-        ranges.append(prefix)
-        return range_(prefix)
-
-    store.range = counting_range  # type: ignore[method-assign,assignment]
+    ranges = _record_calls(store, "range")
     web = grants.create("acme", ["web"])
     ranges.clear()
     hosts = [NodeKey.generate().node_id for _ in range(20)]

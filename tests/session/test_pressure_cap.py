@@ -30,6 +30,17 @@ from tests.session.pair import make_pair, received_bytes
 MB = 1_000_000
 
 
+def _capped_config(stream_window: int = 16 << 20, session_window: int = 64 << 20) -> SessionConfig:
+    """A session with a 200 kB/s pressure cap floor, no pacer and room for MBs of bulk."""
+    return SessionConfig(
+        pressure_min_rate=200_000,
+        pacing_target_delay=None,
+        initial_stream_window=stream_window,
+        initial_session_window=session_window,
+        max_stream_send_buffer=16 << 20,
+    )
+
+
 def test_cap_halves_per_step_while_pressured_down_to_the_floor() -> None:
     cap = PressureRateCap(min_rate=100_000, high=50, step=0.25, always=True)
     now = 0.0
@@ -276,13 +287,7 @@ def test_token_bucket_spreads_what_the_cap_allows() -> None:
 
 
 def test_bulk_toward_a_pressured_peer_is_capped_and_interactive_still_flows() -> None:
-    config = SessionConfig(
-        pressure_min_rate=200_000,
-        pacing_target_delay=None,
-        initial_stream_window=16 << 20,
-        initial_session_window=64 << 20,
-        max_stream_send_buffer=16 << 20,
-    )
+    config = _capped_config()
     pair = make_pair(config, config)
     bulk = pair.a.open_stream("sync", TrafficClass.BULK)
     chat = pair.a.open_stream("chat", TrafficClass.INTERACTIVE)
@@ -332,13 +337,7 @@ def test_queue_and_socket_pressure_lower_bulks_share_but_do_not_cap_its_rate() -
     """Queue and descriptor pressure (ADR 0040): a lower rate toward the peer frees neither
     its send queues (per-stream credit already bounds what it buffers for us) nor its
     descriptors, so bulk keeps its rate; its DRR weight drops, as for any pressure."""
-    config = SessionConfig(
-        pressure_min_rate=200_000,
-        pacing_target_delay=None,
-        initial_stream_window=16 << 20,
-        initial_session_window=64 << 20,
-        max_stream_send_buffer=16 << 20,
-    )
+    config = _capped_config()
     pair = make_pair(config, config)
     bulk = pair.a.open_stream("sync", TrafficClass.BULK)
     normal = pair.a.metrics().bulk_weight
@@ -380,13 +379,7 @@ def test_the_cap_engages_only_while_the_session_carries_interactive() -> None:
 
 def test_give_ups_are_in_the_session_metrics() -> None:
     """``SessionMetrics.pressure_cap_give_ups`` counts the cap's give-ways (None: cap off)."""
-    config = SessionConfig(
-        pressure_min_rate=200_000,
-        pacing_target_delay=None,
-        initial_stream_window=64 << 20,
-        initial_session_window=64 << 20,
-        max_stream_send_buffer=16 << 20,
-    )
+    config = _capped_config(stream_window=64 << 20)
     pair = make_pair(config, config)
     assert pair.a.metrics().pressure_cap_give_ups == 0
     off = make_pair(SessionConfig(pressure_min_rate=None), SessionConfig())
@@ -414,13 +407,7 @@ def test_the_session_feeds_interactive_ack_rtt_to_the_cap() -> None:
     loop slowed by our bulk): the session's ACK samples of interactive data reach the cap,
     which re-engages after giving way (``pressure_cap_reengages``), so bulk is held near the
     floor."""
-    config = SessionConfig(
-        pressure_min_rate=200_000,
-        pacing_target_delay=None,
-        initial_stream_window=64 << 20,
-        initial_session_window=256 << 20,
-        max_stream_send_buffer=16 << 20,
-    )
+    config = _capped_config(stream_window=64 << 20, session_window=256 << 20)
     pair = make_pair(config, config)
     assert pair.a.metrics().pressure_cap_reengages == 0
     assert (
