@@ -42,6 +42,8 @@ at most ``BURST`` seconds of the cap spreads what it allows.  Sans-IO: time is p
 
 from __future__ import annotations
 
+from statistics import median_high
+
 BURST = 0.02
 """Seconds of the cap a token bucket may hold (at least ``MIN_BURST`` bytes)."""
 MIN_BURST = 16 * 1024
@@ -66,13 +68,10 @@ more would let a download beside an interactive loop crawl for long at the floor
 
 
 def _push(samples: list[float], rtt: float) -> None:
+    """Keep the latest ``RTT_SAMPLES`` (a list: an idle session's cap must stay small)."""
     samples.append(rtt)
     if len(samples) > RTT_SAMPLES:
         del samples[0]
-
-
-def _median(samples: list[float]) -> float:
-    return sorted(samples)[len(samples) // 2]
 
 
 class PressureRateCap:
@@ -203,7 +202,7 @@ class PressureRateCap:
         if (
             now < self._hold_until
             and len(lifted) >= MIN_RTT_SAMPLES
-            and _median(lifted) > WORSE_FACTOR * capped + WORSE_MARGIN
+            and median_high(lifted) > WORSE_FACTOR * capped + WORSE_MARGIN
         ):
             # Lifting it cost interactive its latency: the floor was buying it.
             self.reengages += 1
@@ -280,7 +279,9 @@ class PressureRateCap:
                     # the floor did not bring the peer below ``high``: give way, and see
                     # whether interactive's RTT says the floor was worth it after all
                     capped = self._capped_rtts
-                    self.capped_rtt = _median(capped) if len(capped) >= MIN_RTT_SAMPLES else None
+                    self.capped_rtt = (
+                        median_high(capped) if len(capped) >= MIN_RTT_SAMPLES else None
+                    )
                     self._lift()
                     self._hold_until = now + self.hold_off
                     self._lifted_at = now
