@@ -1,5 +1,6 @@
 """A ping read in the same TUN burst as bulk packets is handed to its stream before the
-loop runs the bulk writer (issue 18 item 3, ADR 0046)."""
+loop runs the bulk writer (issue 18 item 3, ADR 0046); after an urgent record went into
+the device, the device is read in the same task step (ADR 0057)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import asyncio
 import socket
 import struct
 
-from accessfabric.services.vpn import VpnClient
-from accessfabric.services.vpn_wire import PREAMBLE_SIZE
+from accessfabric.services.vpn import VpnClient, VpnExit
+from accessfabric.services.vpn_wire import PREAMBLE_SIZE, preamble
 from accessfabric.wire.registry import TrafficClass
 from tests.conditions import until
 
@@ -81,3 +82,60 @@ async def test_urgent_packets_leave_with_the_burst_that_read_them() -> None:
             assert bulk.written[0][:4] == b"AFV1" and len(bulk.written[0]) == PREAMBLE_SIZE
         finally:
             await vpn.close()
+
+
+REPLY = struct.pack(
+    "!BBHHHBBH4s4s", 0x45, 0, 84, 0, 0, 64, 1, 0, bytes((10, 0, 0, 1)), bytes((10, 99, 0, 2))
+) + bytes((0, 0, 0, 0, 0, 1, 0, 1)) + bytes(56)  # fmt: skip
+
+
+class _ExitStream(_Stream):
+    """A client's stream into the exit: one record, then notes what the exit had sent back
+    when it asked for more (the same task step as its write of the record)."""
+
+    def __init__(self, traffic_class: TrafficClass, device: socket.socket) -> None:
+        super().__init__(traffic_class)
+        self.device = device
+        self.reads = 0
+        self.written_at_second_read: list[bytes] | None = None
+
+    async def readexactly(self, size: int) -> bytes:
+        return preamble(b"c" * 8, 0)
+
+    async def read(self, max_bytes: int = -1) -> bytes:
+        self.reads += 1
+        if self.reads == 1:
+            self.device.send(REPLY)  # the host answers inside the exit's write
+            return len(PING).to_bytes(2, "big") + PING
+        self.written_at_second_read = list(self.written)
+        return await super().read(max_bytes)
+
+
+async def _exit_answer(traffic_class: TrafficClass) -> tuple[list[bytes] | None, _ExitStream]:
+    ours, device = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.setblocking(False)
+    with ours, device:
+        vpn = VpnExit(ours.fileno(), shards=1)
+        stream = _ExitStream(traffic_class, device)
+        task = asyncio.create_task(vpn.handle(stream))  # type: ignore[arg-type]
+        try:
+            await until(lambda: stream.written_at_second_read is not None)
+            assert device.recv(2048) == PING  # the request went into the device
+            await until(lambda: any(REPLY in w for w in stream.written), what="reply sent")
+            return stream.written_at_second_read, stream
+        finally:
+            stream.close()
+            await task
+            await vpn.close()
+
+
+async def test_exit_reads_the_device_after_an_urgent_write() -> None:
+    """ADR 0057: after an interactive record went into the device, the exit reads the device
+    in the same task step, so the answer leaves before the rest of the loop turn."""
+    early, _ = await _exit_answer(TrafficClass.INTERACTIVE)
+    assert early == [len(REPLY).to_bytes(2, "big") + REPLY]
+
+
+async def test_exit_leaves_bulk_device_reads_to_the_loop() -> None:
+    early, _ = await _exit_answer(TrafficClass.RELIABLE)
+    assert early == []  # read at the loop's next poll, as before

@@ -384,6 +384,18 @@ class TunPort:
                 counters.tun_write_errors += 1
         counters.packets_in += len(packets)
 
+    def read_now(self) -> None:
+        """Read what the device holds now, without waiting for the loop's poll (ADR 0057).
+
+        After an urgent packet went into the device, its answer is often already there:
+        the kernel forwards a written packet, and a host on the exit's network answers a
+        ping, inside the ``write`` syscall.  Read in the same task step, it leaves before
+        the rest of the loop turn (bulk records into the device) and the next poll.  On
+        threads the reader waits in ``poll`` and takes it at once anyway."""
+        if self._threaded is None:
+            for fd in self.fds:
+                self._readable(fd)
+
     def write_records(self, items: Sequence[Record], wire_vnet: bool) -> None:
         if wire_vnet and self.vnet and not self.uso:
             # A device whose kernel lacks USO cannot take a UDP super-packet: cut it here.
@@ -434,6 +446,7 @@ class _Pump:
         self, stream: FabricStream, port: TunPort, wire_vnet: bool, opened: float, window: float
     ) -> None:
         self.stream = stream
+        self.urgent = stream.traffic_class in URGENT_CLASSES
         self.port = port
         self.wire_vnet = wire_vnet
         self.opened = opened
@@ -457,6 +470,8 @@ class _Pump:
             packets = decoder.feed(data)
             if packets:
                 port.write_records(packets, self.wire_vnet)
+                if self.urgent:
+                    port.read_now()
 
 
 def refusal_window(stream: FabricStream) -> float:
@@ -761,6 +776,7 @@ class VpnExit:
         decoder = BatchDecoder(wire_vnet)
         skip = VNET_HDR_SIZE if wire_vnet else 0
         addresses = self._addresses
+        urgent = outbox.urgent
         try:
             while True:
                 data = await stream.read(READ_CHUNK)
@@ -771,6 +787,8 @@ class VpnExit:
                 if packets:
                     addresses[bytes(source(packets[-1][skip : skip + HEAD]))] = client_id
                     self.port.write_records(packets, wire_vnet)
+                    if urgent:  # the answer may be in the device already: send it now
+                        self.port.read_now()
         finally:
             outbox.close()
             if client.outboxes.get((stream.traffic_class, shard)) is outbox:
