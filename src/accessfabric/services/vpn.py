@@ -446,7 +446,6 @@ class _Pump:
         self, stream: FabricStream, port: TunPort, wire_vnet: bool, opened: float, window: float
     ) -> None:
         self.stream = stream
-        self.urgent = stream.traffic_class in URGENT_CLASSES
         self.port = port
         self.wire_vnet = wire_vnet
         self.opened = opened
@@ -470,8 +469,6 @@ class _Pump:
             packets = decoder.feed(data)
             if packets:
                 port.write_records(packets, self.wire_vnet)
-                if self.urgent:
-                    port.read_now()
 
 
 def refusal_window(stream: FabricStream) -> float:
