@@ -73,27 +73,3 @@ async def test_the_rest_of_a_latency_class_burst_is_coalesced() -> None:
         await asyncio.sleep(0)
         assert len(sizes) == 2  # the other nine, in one flush
         assert await asyncio.wait_for(accepted.readexactly(1000), 5) == b"x" * 1000
-
-
-async def test_an_answer_written_by_an_on_feed_reader_leaves_inside_the_read() -> None:
-    """ADR 0057: a latency-class reader fed inside the carrier's read (``on_feed``, the VPN
-    exit) that answers at once has its answer flushed then, not after the loop's turn."""
-    async with memory_connections() as pair:
-        stream = await pair.dialer.open_stream("echo", TrafficClass.INTERACTIVE)
-        stream.write(b"open")
-        accepted = await asyncio.wait_for(pair.acceptor.accept_stream(), 5)
-        assert accepted is not None
-        assert await asyncio.wait_for(accepted.readexactly(4), 5) == b"open"
-        sizes = _count_writes(pair.acceptor)
-        flushed_inside: list[bool] = []
-
-        def echo() -> None:
-            data = accepted.take()
-            accepted.write(data)
-            flushed_inside.append(bool(sizes))
-
-        accepted.on_feed = echo
-        await asyncio.sleep(0.01)  # the early-flush budget of the earlier turns is back
-        stream.write(b"ping")
-        assert await asyncio.wait_for(stream.readexactly(4), 5) == b"ping"
-        assert flushed_inside == [True]

@@ -8,7 +8,6 @@ import asyncio
 import socket
 import struct
 
-from accessfabric.node.streams.connection import HopStream
 from accessfabric.services.vpn import VpnClient, VpnExit
 from accessfabric.services.vpn_wire import PREAMBLE_SIZE, preamble
 from accessfabric.wire.registry import TrafficClass
@@ -140,59 +139,3 @@ async def test_exit_reads_the_device_after_an_urgent_write() -> None:
 async def test_exit_leaves_bulk_device_reads_to_the_loop() -> None:
     early, _ = await _exit_answer(TrafficClass.RELIABLE)
     assert early == []  # read at the loop's next poll, as before
-
-
-class _Connection:
-    """What a :class:`HopStream` asks of its session connection, recorded."""
-
-    def __init__(self) -> None:
-        self.consumed = 0
-        self.written: list[bytes] = []
-
-    def _consumed(self, stream_id: int, nbytes: int) -> None:
-        self.consumed += nbytes
-
-    def _write(self, stream: HopStream, data: bytes | bytearray | memoryview) -> None:
-        self.written.append(bytes(data))
-
-    def _close_stream(self, stream: HopStream) -> None:
-        pass
-
-
-async def _exit_on_hop_stream(traffic_class: TrafficClass) -> bytes | None:
-    """What the device holds right after the carrier fed a ping record (no loop turn)."""
-    ours, device = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    ours.setblocking(False)
-    device.setblocking(False)
-    connection = _Connection()
-    hop = HopStream(connection, 1, "vpn", traffic_class)  # type: ignore[arg-type]
-    with ours, device:
-        vpn = VpnExit(ours.fileno(), shards=1)
-        task = asyncio.create_task(vpn.handle(hop))
-        try:
-            hop._feed(preamble(b"c" * 8, 0))
-            await until(lambda: connection.consumed == PREAMBLE_SIZE, what="preamble read")
-            await asyncio.sleep(0)  # the handler waits in its read loop
-            hop._feed(len(PING).to_bytes(2, "big") + PING)  # as the carrier's read does
-            try:
-                at_once: bytes | None = device.recv(2048)
-            except BlockingIOError:
-                at_once = None
-            if at_once is None:
-                await until(lambda: connection.consumed > PREAMBLE_SIZE, what="record read")
-                assert device.recv(2048) == PING
-            return at_once
-        finally:
-            hop._feed_eof()
-            await task
-            await vpn.close()
-
-
-async def test_urgent_records_go_into_the_device_inside_the_carriers_read() -> None:
-    """ADR 0057: an interactive stream's records are written to the device as the carrier
-    feeds them, not a loop turn later behind the bulk work that turn queued."""
-    assert await _exit_on_hop_stream(TrafficClass.INTERACTIVE) == PING
-
-
-async def test_bulk_records_wait_for_their_reader_task() -> None:
-    assert await _exit_on_hop_stream(TrafficClass.BULK) is None

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from accessfabric.errors import ErrorCode, ProtocolError
-from accessfabric.node.streams.connection import FabricStream, HopStream, StreamResetError
+from accessfabric.node.streams.connection import FabricStream, StreamResetError
 from accessfabric.observe.log_format import log_event
 from accessfabric.services.fabric import StreamOpener
 from accessfabric.services.vnet import (
@@ -435,26 +435,6 @@ class TunPort:
             self._loop.remove_reader(fd)
 
 
-def feed_at_once(stream: FabricStream, on_data: Callable[[bytes], None]) -> None:
-    """Hand a latency-class stream's bytes to ``on_data`` as the carrier reads them, not a
-    loop turn later behind the bulk work that turn queued (ADR 0057).  Only a session's
-    own :class:`HopStream` offers it; other streams are read by their task as before.
-    An error in ``on_data`` ends the stream (its reader raises it), not the session."""
-    if not isinstance(stream, HopStream) or stream.traffic_class not in URGENT_CLASSES:
-        return
-
-    def fed() -> None:
-        try:
-            if data := stream.take():
-                on_data(data)
-        except Exception as error:  # inside the carrier's read: never raise
-            stream.on_feed = None
-            stream.fail(error)
-
-    stream.on_feed = fed
-    fed()  # what arrived before
-
-
 class _Pump:
     """Decode records from a stream into the device until EOF; counts what the peer sent.
 
@@ -480,20 +460,15 @@ class _Pump:
         decoder = BatchDecoder(self.wire_vnet)
         port, stream = self.port, self.stream
         counters = port.counters
-
-        def deliver(data: bytes) -> None:
+        while True:
+            data = await stream.read(READ_CHUNK)
+            if not data:
+                return
             self.received += len(data)
             counters.bytes_in += len(data)
             packets = decoder.feed(data)
             if packets:
                 port.write_records(packets, self.wire_vnet)
-
-        feed_at_once(stream, deliver)
-        while True:
-            data = await stream.read(READ_CHUNK)
-            if not data:
-                return
-            deliver(data)
 
 
 def refusal_window(stream: FabricStream) -> float:
@@ -799,24 +774,18 @@ class VpnExit:
         skip = VNET_HDR_SIZE if wire_vnet else 0
         addresses = self._addresses
         urgent = outbox.urgent
-        port, counters = self.port, self.counters
-
-        def deliver(data: bytes) -> None:
-            counters.bytes_in += len(data)
-            packets = decoder.feed(data)
-            if packets:
-                addresses[bytes(source(packets[-1][skip : skip + HEAD]))] = client_id
-                port.write_records(packets, wire_vnet)
-                if urgent:  # the answer may be in the device already: send it now
-                    port.read_now()
-
         try:
-            feed_at_once(stream, deliver)
             while True:
                 data = await stream.read(READ_CHUNK)
                 if not data:
                     break
-                deliver(data)
+                self.counters.bytes_in += len(data)
+                packets = decoder.feed(data)
+                if packets:
+                    addresses[bytes(source(packets[-1][skip : skip + HEAD]))] = client_id
+                    self.port.write_records(packets, wire_vnet)
+                    if urgent:  # the answer may be in the device already: send it now
+                        self.port.read_now()
         finally:
             outbox.close()
             if client.outboxes.get((stream.traffic_class, shard)) is outbox:

@@ -154,7 +154,6 @@ class HopStream:
         "_eof",
         "_error",
         "_readable",
-        "on_feed",
         "outbox",
         "service",
         "stream_id",
@@ -178,26 +177,11 @@ class HopStream:
         self._eof = False
         self._error: BaseException | None = None
         self._readable = asyncio.Event()
-        self.on_feed: Callable[[], None] | None = None
-        """Called as received bytes arrive, inside the carrier's read (a latency-class
-        reader takes them with :meth:`take` there, not a loop turn later; ADR 0057)."""
 
     # Fed by the connection.
     def _feed(self, data: memoryview | bytes) -> None:
         self._chunks.append(data)
         self._readable.set()
-        if self.on_feed is not None:
-            self.on_feed()
-
-    def take(self) -> bytes:
-        """All buffered bytes now (``b""`` when none), without waiting."""
-        chunks = self._chunks
-        if not chunks:
-            return b""
-        data = bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        self._connection._consumed(self.stream_id, len(data))
-        return data
 
     def _feed_eof(self) -> None:
         self._eof = True
@@ -400,16 +384,7 @@ class SessionConnection:
             if kind is ev.DataReceived:
                 assert isinstance(event, ev.DataReceived)
                 stream = self._streams.get(event.stream_id) or self._moved.get(event.stream_id)
-                if stream is not None and stream.on_feed is not None:
-                    # A latency-class reader consumes here and may answer at once (a VPN
-                    # exit's ping reply): that write flushes now, not after this turn's
-                    # other work (ADR 0057).
-                    allowed, self._early_flush_allowed = self._early_flush_allowed, True
-                    try:
-                        stream._feed(event.data)
-                    finally:
-                        self._early_flush_allowed = allowed
-                elif stream is not None:
+                if stream is not None:
                     stream._feed(event.data)
                 else:  # nobody reads it: free the credit
                     self.session.acknowledge_received(event.stream_id, len(event.data))
