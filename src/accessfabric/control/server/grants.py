@@ -339,7 +339,7 @@ class AccessGrants:
         cover) for ``tenant``'s policies, read from the store once per grant revision (a
         floor is written with the revision's bump) and again when one of them expires: a
         fleet's start signs every host's first policy, and read per host these two store
-        reads were most of it on the control plane's loop (issue 17, ADR 0056)."""
+        reads were most of signing one on the control plane's loop (issue 17, ADR 0056)."""
         held = self._floor_parts.get(tenant)
         if held is not None and held[0] == revision and now_ms < held[1]:
             return held[2], held[3]
