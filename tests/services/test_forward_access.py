@@ -32,18 +32,22 @@ def _free_port() -> int:
         return port
 
 
-async def _through_forward(host: NodeRuntime, key: Path | None) -> tuple[bytes, str]:
-    """Start ``forward`` (as ``key``, or a fresh key), send a line through it; the answer
-    (b"" when the connection was reset or closed) and what ``forward`` logged."""
+async def _through_forward(host: NodeRuntime, key: Path | None, scratch: Path) -> tuple[bytes, str]:
+    """Start ``forward`` (as ``key``, or a fresh key; its TMPDIR is ``scratch``), send a
+    line through it; the answer (b"" when the connection was reset or closed) and what
+    ``forward`` logged.  The ephemeral node's key and certificate must be gone once
+    ``forward`` has stopped."""
     port = _free_port()
     endpoint = host.listeners[0].endpoint
     argv = [*COMMAND, "forward", "--listen", f"127.0.0.1:{port}", "--service", "web",
             "--peer", endpoint.url, "--peer-id", host.node_id]  # fmt: skip
     if key is not None:
         argv += ["--key", str(key)]
+    scratch.mkdir()
     forward = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ)
-    )
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )  # fmt: skip
     try:
         for _ in range(200):  # until it listens
             with contextlib.suppress(OSError):
@@ -64,6 +68,7 @@ async def _through_forward(host: NodeRuntime, key: Path | None) -> tuple[bytes, 
     finally:
         forward.terminate()
         _, stderr = forward.communicate(timeout=10)
+    assert list(scratch.iterdir()) == [], "forward left its ephemeral key material behind"
     return answer, stderr.decode()
 
 
@@ -93,10 +98,10 @@ async def test_forward_from_an_unadmitted_key_is_refused(tmp_path: Path) -> None
     host = NodeRuntime(config, key=NodeKey.generate(), components=(ServicesComponent(),))
     await host.start()
     try:
-        answer, log = await _through_forward(host, None)  # a fresh key: refused
+        answer, log = await _through_forward(host, None, tmp_path / "fresh")  # a fresh key: refused
         assert answer == b"" and accepted == 0 and host.access.refused >= 1
         assert "forward: stream reset by the far end" in log and "ACCESS_DENIED" in log, log
-        answer, log = await _through_forward(host, tmp_path / "friend.key")
+        answer, log = await _through_forward(host, tmp_path / "friend.key", tmp_path / "friend")
         assert answer == b"hello web\n" and accepted == 1
         assert "ACCESS_DENIED" not in log, log
     finally:

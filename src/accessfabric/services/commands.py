@@ -25,8 +25,12 @@ from accessfabric.observe.log_format import configure_logging
 from accessfabric.wire.registry import TrafficClass
 
 
-def _config(args: argparse.Namespace, service: str) -> tuple[NodeConfig, NodeKey | None]:
-    """The node config: ``--config``, or an ephemeral node with one ``--peer`` hosting it."""
+def _config(
+    args: argparse.Namespace, service: str, scratch: Path
+) -> tuple[NodeConfig, NodeKey | None]:
+    """The node to run: ``--config``'s, or an ephemeral node with one ``--peer`` hosting
+    the service, whose key file and TLS certificate live in ``scratch`` (the caller
+    removes it when the node stops)."""
     if args.config:
         try:
             return load_node_config(args.config), None
@@ -45,7 +49,6 @@ def _config(args: argparse.Namespace, service: str) -> tuple[NodeConfig, NodeKey
             key = NodeKey.load(args.key)
         except IdentityError as exc:
             raise UsageError(f"--key: {exc}") from None
-    scratch = Path(tempfile.mkdtemp(prefix="accessfabric-"))
     peer = PeerConfig(node_id=peer_id, endpoints=(endpoint,), services=(service,))
     config = NodeConfig(
         key_path=scratch / "ephemeral.key", cert_dir=scratch / "tls", peers=(peer,),
@@ -63,15 +66,16 @@ def cmd_forward(args: argparse.Namespace) -> int:
         traffic_class = TrafficClass.from_name(args.traffic_class) if args.traffic_class else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    config, key = _config(args, args.service)
-    configure_logging(json_lines=args.log_json or config.log_json, level=logging.INFO)
-    forward = ForwardConfig(listen=listen, service=args.service, traffic_class=traffic_class)
-    component = ServicesComponent(extra_forwards=(forward,))
-    try:
-        return run_on_node_loop(run_node(config, key=key, components=(component,)))
-    except OSError as exc:
-        print(f"accessfabric forward: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    with tempfile.TemporaryDirectory(prefix="accessfabric-forward-") as scratch:
+        config, key = _config(args, args.service, Path(scratch))
+        configure_logging(json_lines=args.log_json or config.log_json, level=logging.INFO)
+        forward = ForwardConfig(listen=listen, service=args.service, traffic_class=traffic_class)
+        component = ServicesComponent(extra_forwards=(forward,))
+        try:
+            return run_on_node_loop(run_node(config, key=key, components=(component,)))
+        except OSError as exc:
+            print(f"accessfabric forward: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+            return 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
