@@ -3,14 +3,19 @@ apart from the bulk download (ADR 0058)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from accessfabric.demo.echo import PROBE
+from accessfabric.demo.fleet import Fleet
 from accessfabric.demo.procs import free_port
+from accessfabric.demo.traffic import Traffic, _interactive
+from tests.conditions import until
 
 ECHO = [sys.executable, "-m", "accessfabric.demo.echo"]
 
@@ -79,3 +84,30 @@ def test_client_reports_an_answer_that_differs() -> None:
         thread.join(10)
     assert client.returncode == 1
     assert out.startswith("error echo: the answer differs"), out
+
+
+async def test_the_demo_reads_the_client_process_lines_and_stops_it() -> None:
+    """``traffic._interactive``: the echoes of the client process land in the demo's
+    result as they come; ``stop`` ends the client; a dead server is an error."""
+    port = free_port()
+    server = subprocess.Popen([*ECHO, "serve", str(port)])
+    try:
+        await asyncio.to_thread(_wait_listening, port)
+        fleet = Fleet(Path("."), ports={"forward_term": port})
+        result, stop = Traffic(), asyncio.Event()
+        task = asyncio.create_task(_interactive(fleet, result, stop))
+        await until(lambda: len(result.rtts) >= 3, timeout=30, what="three echoes")
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        assert result.errors == [] and len(result.sent_at) == len(result.rtts)
+        assert all(a > s for s, a in zip(result.sent_at, result.answered_at, strict=True))
+
+        failed, stop = Traffic(), asyncio.Event()
+        task = asyncio.create_task(_interactive(fleet, failed, stop))
+        await until(lambda: failed.rtts, timeout=30, what="an echo")
+        server.kill()
+        await asyncio.wait_for(task, 30)  # ends by itself: the session broke
+        assert failed.errors and failed.errors[0].startswith("echo session"), failed.errors
+    finally:
+        server.kill()
+        server.wait(10)
