@@ -52,6 +52,8 @@ CONSOLE_HOST = "admin.localhost"
 HEARTBEAT = 0.5
 """Seconds between heartbeats: the demo wants the planner to learn its links quickly."""
 WAIT = 30.0
+PORTS = ("home", "http", "term", "forward_web", "forward_term", "metrics", "console", "ingress")
+"""What :func:`start_fleet` picks a free port for."""
 ECHO = "accessfabric.demo.echo"
 """The module of ``term``'s echo server and the interactive client (their own processes)."""
 
@@ -158,16 +160,7 @@ def _site(fleet: Fleet, size: int) -> Path:
 
 async def start_fleet(work: Path, procs: Processes, control: Control, size: int) -> Fleet:
     fleet = Fleet(work)
-    for name in (
-        "home",
-        "http",
-        "term",
-        "forward_web",
-        "forward_term",
-        "metrics",
-        "console",
-        "ingress",
-    ):
+    for name in PORTS:
         fleet.ports[name] = free_port()
     for name in ROLES:
         key = NodeKey.generate()
@@ -186,7 +179,7 @@ async def start_fleet(work: Path, procs: Processes, control: Control, size: int)
     http = [sys.executable, "-m", "http.server", str(fleet.ports["http"]), "--bind", "127.0.0.1"]
     procs.start("http", http, cwd=site)
     _start_console(fleet, procs, control)
-    procs.start("term", [sys.executable, "-m", ECHO, "serve", str(fleet.ports["term"])])
+    procs.start("term", [sys.executable, "-m", ECHO, "serve", str(fleet.ports["term"])], cwd=work)
     for name in ("home", "relay-1", "relay-2"):
         _start_node(name, fleet, procs, control, tokens)
     await _wait_heard(fleet, procs, control, ("home", "relay-1", "relay-2"))

@@ -113,7 +113,7 @@ async def _interactive(fleet: Fleet, result: Traffic, stop: asyncio.Event) -> No
         sys.executable, "-m", ECHO, "client", str(fleet.ports["forward_term"]),
         "--probe", str(PROBE), "--interval", str(PROBE_INTERVAL),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env(),
-        start_new_session=True,
+        start_new_session=True, cwd=fleet.work,  # cwd: tests find what is left by it
     )  # fmt: skip
     assert client.stdin is not None and client.stdout is not None
     closing = asyncio.create_task(_close_at(stop, client.stdin))
