@@ -310,3 +310,41 @@ def test_record_floors_enter_the_policy_until_the_old_record_expires(tmp_path: P
     assert len(merged.record_floors) == MAX_RECORD_FLOORS and merged.floor_of(node) == 2
     assert merged.tenant_floor_ms == first_ms + 1
     assert AccessPolicy.decode_body(merged.encode_body()) == merged
+
+
+def test_a_fleets_first_policies_read_the_tenants_floors_once_per_revision(
+    tmp_path: Path,
+) -> None:
+    """A fleet's start signs every host's first policy: the tenant's record floors are read
+    from the store once per grant revision (a floor is written with its bump) and once
+    more when one of them expires, not per host (issue 17, ADR 0056)."""
+    now = [time.time()]
+    store = SqliteStore(tmp_path / "g.db")
+    authority = Authority(NodeKey.generate())
+    grants = AccessGrants(store, authority, clock=lambda: now[0], sole_writer=True)
+    node = NodeKey.generate().node_id
+    grants.raise_floor("acme", node, 3, int((now[0] + 60) * 1000), int(now[0] * 1000) - 1)
+    gets, ranges = _record_calls(store, "get"), _record_calls(store, "range")
+
+    def floors_read() -> int:
+        return len([k for k in gets if k.startswith("/tenant-record-floors/")]) + len(
+            [k for k in ranges if k.startswith("/record-floors/")]
+        )
+
+    def first_policy() -> AccessPolicy:
+        host = NodeKey.generate().node_id
+        return verify_access_policy(
+            grants.policy_for(host, "acme"), authority.public_key, now[0], host=host
+        )
+
+    assert all(first_policy().floor_of(node) == 3 for _ in range(50))
+    assert floors_read() == 2, "one tenant-floor read, one floors range"
+    other = NodeKey.generate().node_id
+    grants.raise_floor("acme", other, 4, int((now[0] + 30) * 1000), int(now[0] * 1000) - 1)
+    gets.clear(), ranges.clear()  # (raising a floor reads them too)
+    floored = {node: 3, other: 4}
+    assert all(dict(first_policy().record_floors) == floored for _ in range(50)), "raised"
+    assert floors_read() == 2
+    now[0] += 31  # the other's old record expired: no revision moved, its floor leaves
+    assert all(dict(first_policy().record_floors) == {node: 3} for _ in range(50))
+    assert floors_read() == 4

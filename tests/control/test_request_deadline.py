@@ -17,7 +17,7 @@ from accessfabric.control.client.requestsig import (
     SignedRequest,
 )
 from accessfabric.control.server.api import deadline
-from accessfabric.control.server.api.verifier import BatchVerifier
+from accessfabric.control.server.api.verifier import INLINE_PER_TURN, INLINE_RESERVED, BatchVerifier
 from accessfabric.identity.keys import NodeKey
 from accessfabric.observe.log_rate import RateLimitedLog
 from tests.control.api_harness import enroll_body, running_plane
@@ -56,7 +56,8 @@ def test_a_request_that_never_gets_its_await_answered_is_503_and_logged_where(
 def test_a_signature_check_the_pool_cannot_take_fails_instead_of_waiting_forever() -> None:
     """BatchVerifier hands checks to its threads from a loop callback; when the pool
     refuses the work (closed, or no thread can be started) the requests waiting on it
-    must fail (answered 500), not wait forever with nothing to time them out."""
+    must fail (answered 500), not wait forever with nothing to time them out.  (A turn's
+    first checks run on the loop, ADR 0056: the ones beyond its budget go to the pool.)"""
     key = NodeKey.generate()
     signer = RequestSigner(key)
     headers = signer.headers("POST", "/v1/heartbeat", b"{}")
@@ -72,9 +73,13 @@ def test_a_signature_check_the_pool_cannot_take_fails_instead_of_waiting_forever
         )
         assert signature
         verifier.close()
-        with pytest.raises(RuntimeError, match="shutdown"):
-            await asyncio.wait_for(
-                verifier.verify(key.public_key_bytes, parts, int(headers[TIMESTAMP_HEADER])), 10
-            )
+        on_loop = INLINE_PER_TURN - INLINE_RESERVED
+        checks = [
+            verifier.verify(key.public_key_bytes, parts, int(headers[TIMESTAMP_HEADER]))
+            for _ in range(on_loop + 1)
+        ]  # all in one turn
+        results = await asyncio.wait_for(asyncio.gather(*checks, return_exceptions=True), 10)
+        assert results[:on_loop] == [signature] * on_loop
+        assert isinstance(results[-1], RuntimeError) and "shutdown" in str(results[-1])
 
     asyncio.run(main())

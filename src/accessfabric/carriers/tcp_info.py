@@ -108,6 +108,24 @@ def read_tcp_info(sock: Any) -> TcpInfo | None:
         return None
 
 
+_BYTES_ACKED = struct.Struct("=Q")
+_BYTES_ACKED_AT = _FIELDS["bytes_acked"][0]
+_BYTES_ACKED_END = _BYTES_ACKED_AT + _BYTES_ACKED.size
+
+
+def read_bytes_acked(sock: Any) -> int | None:
+    """The socket's ``tcpi_bytes_acked`` alone, read cheaply enough for a write path;
+    ``None`` when it cannot be read (closed, not TCP, a kernel before 4.2)."""
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, _BYTES_ACKED_END)
+    except (OSError, TypeError, AttributeError):
+        return None
+    if len(raw) < _BYTES_ACKED_END:
+        return None
+    acked: int = _BYTES_ACKED.unpack_from(raw, _BYTES_ACKED_AT)[0]
+    return acked
+
+
 class TcpInfoProbe:
     """A :class:`~accessfabric.carriers.base.CarrierStatsProbe` over an asyncio transport.
 

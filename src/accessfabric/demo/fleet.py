@@ -4,7 +4,8 @@ Every node enrolls itself with a role token and heartbeats its listeners and mea
 sessions; the directory tells each one whom to dial:
 
 * home (``service-host``) hosts ``web`` (a Python HTTP server) and ``term`` (a TCP echo
-  server in the demo process, standing in for a remote shell);
+  server standing in for a remote shell, :mod:`accessfabric.demo.echo`), each a process
+  of its own;
 * relay-1 and relay-2 (``relay``) keep a session to home (their only static peer);
 * entry (``entry``) learns the relays from its directory;
 * laptop (``mobile-edge``) knows nothing but the control plane: its directory gives it
@@ -20,7 +21,6 @@ laptop's primary route to ``web`` is then called relay-a, the other relay-b.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import sys
@@ -52,6 +52,10 @@ CONSOLE_HOST = "admin.localhost"
 HEARTBEAT = 0.5
 """Seconds between heartbeats: the demo wants the planner to learn its links quickly."""
 WAIT = 30.0
+PORTS = ("home", "http", "term", "forward_web", "forward_term", "metrics", "console", "ingress")
+"""What :func:`start_fleet` picks a free port for."""
+ECHO = "accessfabric.demo.echo"
+"""The module of ``term``'s echo server and the interactive client (their own processes)."""
 
 
 @dataclass
@@ -68,7 +72,6 @@ class Fleet:
     """Node ids of laptop's primary route to ``web``, laptop first."""
     alternate: list[str] = field(default_factory=list)
     term_primary: list[str] = field(default_factory=list)
-    term: asyncio.Server | None = None
     admin_token: str = ""
     """The control plane's admin token: the console's login."""
     ready_after: float = 0.0
@@ -87,10 +90,6 @@ class Fleet:
 
     def path(self, hops: list[str]) -> str:
         return " -> ".join(self.label(h) for h in hops)
-
-    def close(self) -> None:
-        if self.term is not None:
-            self.term.close()
 
 
 def _config(name: str, fleet: Fleet, control: Control, token: str) -> Path:
@@ -161,7 +160,7 @@ def _site(fleet: Fleet, size: int) -> Path:
 
 async def start_fleet(work: Path, procs: Processes, control: Control, size: int) -> Fleet:
     fleet = Fleet(work)
-    for name in ("home", "http", "forward_web", "forward_term", "metrics", "console", "ingress"):
+    for name in PORTS:
         fleet.ports[name] = free_port()
     for name in ROLES:
         key = NodeKey.generate()
@@ -180,13 +179,13 @@ async def start_fleet(work: Path, procs: Processes, control: Control, size: int)
     http = [sys.executable, "-m", "http.server", str(fleet.ports["http"]), "--bind", "127.0.0.1"]
     procs.start("http", http, cwd=site)
     _start_console(fleet, procs, control)
-    fleet.term = await asyncio.start_server(_echo, "127.0.0.1", 0)
-    fleet.ports["term"] = fleet.term.sockets[0].getsockname()[1]
+    procs.start("term", [sys.executable, "-m", ECHO, "serve", str(fleet.ports["term"])], cwd=work)
     for name in ("home", "relay-1", "relay-2"):
         _start_node(name, fleet, procs, control, tokens)
     await _wait_heard(fleet, procs, control, ("home", "relay-1", "relay-2"))
     _start_node("entry", fleet, procs, control, tokens)
     await _wait_port(fleet.ports["http"], "the demo HTTP server", procs, "http")
+    await _wait_port(fleet.ports["term"], "the demo echo server", procs, "term")
     await _wait_links(fleet, procs, control)
     _start_node("laptop", fleet, procs, control, tokens)
     await _wait_leases(fleet, procs)
@@ -209,14 +208,6 @@ def _start_console(fleet: Fleet, procs: Processes, control: Control) -> None:
 
 def console_url(fleet: Fleet) -> str:
     return f"http://{CONSOLE_HOST}:{fleet.ports['ingress']}/"
-
-
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
 
 
 def _start_node(

@@ -28,6 +28,8 @@ def free_port() -> int:
 def env() -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith("ACCESSFABRIC_")}
     out["PYTHONUNBUFFERED"] = "1"
+    if path := out.get("PYTHONPATH"):  # absolute: some children run in another directory
+        out["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in path.split(os.pathsep))
     return out
 
 

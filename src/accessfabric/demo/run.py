@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from accessfabric.demo.control import start_control
+from accessfabric.demo.echo import PROBE, PROBE_INTERVAL
 from accessfabric.demo.fleet import (
     CONSOLE_HOST,
     ROLES,
@@ -50,7 +51,7 @@ from accessfabric.demo.fleet import (
     start_fleet,
 )
 from accessfabric.demo.procs import DemoFailed, Processes
-from accessfabric.demo.traffic import KILL_AT, PROBE, PROBE_INTERVAL, Traffic, run_traffic
+from accessfabric.demo.traffic import KILL_AT, Traffic, run_traffic
 from accessfabric.json_output import print_json
 from accessfabric.node.admin.status import fetch_status, table
 
@@ -103,10 +104,7 @@ async def _main(args: argparse.Namespace, work: Path, procs: Processes, report: 
     control = await start_control(work, procs)
     fleet = await start_fleet(work, procs, control, args.size_mib << 20)
     fleet.ready_after = time.monotonic() - started
-    try:
-        return await _run(args, fleet, procs, report)
-    finally:
-        fleet.close()
+    return await _run(args, fleet, procs, report)
 
 
 async def _main_etcd(args: argparse.Namespace, work: Path, procs: Processes, report: Report) -> int:
@@ -141,7 +139,6 @@ async def _main_etcd(args: argparse.Namespace, work: Path, procs: Processes, rep
             problems = await demo_etcd.report_after_faults(control, fleet.labels)
         finally:
             faults.cancel()
-            fleet.close()
         for problem in problems:
             print(f"  FAILED            {problem}")
         if len(events) < 2:

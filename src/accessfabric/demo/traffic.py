@@ -1,7 +1,9 @@
 """Demo: a bulk download loop and an interactive echo session through laptop's forwards.
 
-Both run at once through laptop's ``[[forwards]]`` (``web`` in class bulk, ``echo``
+Both run at once through laptop's ``[[forwards]]`` (``web`` in class bulk, ``term``
 interactive), so both ride laptop's route leases: laptop -> entry -> relay-a -> home.
+The download runs in the demo's own process, the echo client in a process of its own
+(:mod:`accessfabric.demo.echo`), as a browser and a terminal would.
 Every downloaded copy's sha256 is checked; every echo's round-trip time is kept with
 the moment it was answered.  A live view prints, once a second, per-class throughput
 (from laptop's ``/metrics``), the interactive round-trip times and laptop's route
@@ -18,16 +20,16 @@ import hashlib
 import os
 import signal
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
 
-from accessfabric.demo.fleet import Fleet
-from accessfabric.demo.procs import Processes
+from accessfabric.demo.echo import PROBE, PROBE_INTERVAL
+from accessfabric.demo.fleet import ECHO, Fleet
+from accessfabric.demo.procs import Processes, env
 
-PROBE = 64
-PROBE_INTERVAL = 0.02
 KILL_AT = 1 / 3
 """Fraction of the run after which relay-a is killed."""
 
@@ -105,25 +107,38 @@ async def _download(fleet: Fleet, result: Traffic, stop: asyncio.Event) -> None:
 
 
 async def _interactive(fleet: Fleet, result: Traffic, stop: asyncio.Event) -> None:
+    """The echo client in a process of its own (:mod:`accessfabric.demo.echo`): one line
+    per echo on its stdout, read here as it comes; its stdin closed at ``stop``."""
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", ECHO, "client", str(fleet.ports["forward_term"]),
+        "--probe", str(PROBE), "--interval", str(PROBE_INTERVAL),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env(),
+        start_new_session=True, cwd=fleet.work,  # cwd: tests find what is left by it
+    )  # fmt: skip
+    assert client.stdin is not None and client.stdout is not None
+    closing = asyncio.create_task(_close_at(stop, client.stdin))
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", fleet.ports["forward_term"])
-        while not stop.is_set():
-            payload = os.urandom(PROBE)
-            sent_at, sent = time.monotonic(), time.perf_counter()
-            writer.write(payload)
-            await writer.drain()
-            if await reader.readexactly(PROBE) != payload:
-                result.errors.append("echo: the answer differs from what was sent")
-                return
-            result.rtts.append(time.perf_counter() - sent)
-            result.sent_at.append(sent_at)
-            result.answered_at.append(time.monotonic())
-            await asyncio.sleep(PROBE_INTERVAL)
-        writer.write_eof()
-        await reader.read()
-        writer.close()
-    except (OSError, asyncio.IncompleteReadError) as error:
-        result.errors.append(f"echo session: {error!r}")
+        while line := await client.stdout.readline():
+            kind, _, rest = line.decode().strip().partition(" ")
+            if kind == "echo":
+                sent_at, rtt, answered_at = (float(f) for f in rest.split())
+                result.rtts.append(rtt)
+                result.sent_at.append(sent_at)
+                result.answered_at.append(answered_at)
+            else:
+                result.errors.append(rest or line.decode(errors="replace").strip())
+        if await asyncio.wait_for(client.wait(), 60) != 0 and not result.errors:
+            result.errors.append(f"echo client: exit status {client.returncode}")
+    finally:
+        closing.cancel()
+        if client.returncode is None:
+            client.kill()
+            await client.wait()
+
+
+async def _close_at(stop: asyncio.Event, stdin: asyncio.StreamWriter) -> None:
+    await stop.wait()
+    stdin.close()
 
 
 async def _scrape(client: aiohttp.ClientSession, url: str) -> tuple[dict[str, float], int]:

@@ -53,6 +53,7 @@ FLOORS_RESERVE = MAX_RECORD_FLOORS * (40 + 8) + 8
 when grants are added."""
 DEFAULT_POLICY_TTL = 300.0
 MAX_GRANT_TTL = 366 * 24 * 3600.0
+_NEVER_MS = 2**63
 
 
 class GrantError(Exception):
@@ -140,6 +141,8 @@ class AccessGrants:
         heartbeat storm of new hosts signs one policy each from one store read (issue 17)."""
         self._issued: dict[str, tuple[int, int, int, bytes]] = {}
         """host -> (revision, issued_ms, expires_ms, blob) of the last policy signed for it."""
+        self._floor_parts: dict[str, tuple[int, int, int, tuple[tuple[str, int], ...]]] = {}
+        """tenant -> (revision, valid until ms, tenant floor, floors): :meth:`_policy_floors`."""
 
     # ---- grants ------------------------------------------------------------------------
 
@@ -329,6 +332,28 @@ class AccessGrants:
         oldest = min(floor[2] for floor in kept.values())
         return max(current, min(oldest + 1, now_ms))
 
+    def _policy_floors(
+        self, tenant: str, revision: int, now_ms: int
+    ) -> tuple[int, tuple[tuple[str, int], ...]]:
+        """(tenant floor, (node id, floor revision) of the live record floors it does not
+        cover) for ``tenant``'s policies, read from the store once per grant revision (a
+        floor is written with the revision's bump) and again when one of them expires: a
+        fleet's start signs every host's first policy, and read per host these two store
+        reads were most of signing one on the control plane's loop (issue 17, ADR 0056)."""
+        held = self._floor_parts.get(tenant)
+        if held is not None and held[0] == revision and now_ms < held[1]:
+            return held[2], held[3]
+        tenant_floor = self.tenant_floor(tenant)
+        live = self._live_floors(tenant, now_ms)
+        floors = tuple(
+            (node_id, floor[0])
+            for node_id, floor in live.items()
+            if floor[2] >= tenant_floor  # else the tenant floor covers it
+        )
+        until_ms = min((floor[1] for floor in live.values()), default=_NEVER_MS)
+        self._floor_parts[tenant] = (revision, until_ms, tenant_floor, floors)
+        return tenant_floor, floors
+
     def tenant_floor(self, tenant: str) -> int:
         """The tenant floor (ms): no record of the tenant issued before it is believed."""
         entry = self._store.get(f"{TENANT_FLOOR_PREFIX}{tenant}")
@@ -380,12 +405,7 @@ class AccessGrants:
         grants = tuple(
             s.grant for s in self.grants(tenant) if not s.grant.hosts or host in s.grant.hosts
         )
-        tenant_floor = self.tenant_floor(tenant)
-        floors = tuple(
-            (node_id, floor[0])
-            for node_id, floor in self._live_floors(tenant, now_ms).items()
-            if floor[2] >= tenant_floor  # else the tenant floor covers it
-        )
+        tenant_floor, floors = self._policy_floors(tenant, revision, now_ms)
         issued_ms = max(now_ms, held[1] + 1) if held is not None else now_ms
         policy = AccessPolicy(
             host=host, revision=revision, issued_ms=issued_ms, expires_ms=issued_ms + ttl_ms,

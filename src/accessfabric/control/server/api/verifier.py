@@ -4,10 +4,16 @@ Ed25519 verification (~0.17 ms here) dominates a heartbeat, and ``cryptography``
 the GIL while it runs, so it can use the other CPUs.  Handing each check to a pool on its
 own costs about as much as it saves; instead every signature queued during one turn of the
 event loop goes out in at most ``threads`` chunks, and each chunk's results come back in
-one callback.  A request a caller waits on at once (a route lease) may be checked
-``inline`` on the loop instead, up to ``INLINE_PER_TURN`` per loop turn: a flood of
-forged requests cannot make one turn of the loop do more than that much verifying (the
-rest go to the batch, as before).
+one callback.
+
+Every signature is first checked on the loop, up to ``INLINE_PER_TURN`` per loop turn
+(``INLINE_RESERVED`` of them kept for requests a caller waits on at once, ``inline``: a
+route lease); only a turn's overflow goes to the threads.  A flood of forged requests
+cannot make one turn of the loop do more than that much verifying.  Measured in a
+1000-device start (issue 17, ADR 0056): handing a few signatures a turn to the threads
+cost the loop more than checking them (``ThreadPoolExecutor.submit`` and taking the GIL
+back from the threads after every socket write and every inline check: ~15 % of the
+loop's busy samples, against ~0.2 ms a check).
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from accessfabric.control.client.requestsig import RequestAuthError, SignedReque
 _Item = tuple[bytes, SignedRequest, int]
 INLINE_PER_TURN = 16
 """Signatures checked inline on the loop per loop turn (~3 ms); beyond, the batch."""
+INLINE_RESERVED = 4
+"""Of ``INLINE_PER_TURN``, kept for ``inline`` requests (a route lease): the others go to
+the batch once fewer are left."""
 _Result = bytes | RequestAuthError
 
 
@@ -44,24 +53,27 @@ class BatchVerifier:
         self._scheduled = False
         self._inline_left = INLINE_PER_TURN
         self.inline_overflows = 0
-        """Inline checks sent to the batch because a turn's inline budget was spent."""
+        """``inline`` checks sent to the batch because a turn's inline budget was spent."""
+        self.inline_checks = 0
+        """Signatures checked on the loop."""
 
     async def verify(
         self, public_key: bytes, parts: SignedRequest, timestamp_ms: int, *, inline: bool = False
     ) -> bytes:
-        """The raw signature; ``inline``: checked now on the loop (~0.2 ms), not in the
-        next batch: a batch's answer comes back one more loop turn later, and a turn of a
-        control plane in a fleet's start-up is tens of milliseconds (issue 17); at most
-        ``INLINE_PER_TURN`` per loop turn, the rest batched."""
+        """The raw signature, checked now on the loop (~0.2 ms) while the turn's budget
+        lasts (``inline``: a request a caller waits on, a route lease, may use its
+        reserve), else in the next batch on the threads, one more loop turn later (a turn
+        of a control plane in a fleet's start-up is tens of milliseconds, issue 17)."""
         if self._pool is None:
             return check_signature(public_key, parts, timestamp_ms)
         loop = asyncio.get_running_loop()
+        if self._inline_left == INLINE_PER_TURN:
+            loop.call_soon(self._refill_inline)
+        if self._inline_left > (0 if inline else INLINE_RESERVED):
+            self._inline_left -= 1
+            self.inline_checks += 1
+            return check_signature(public_key, parts, timestamp_ms)
         if inline:
-            if self._inline_left == INLINE_PER_TURN:
-                loop.call_soon(self._refill_inline)
-            if self._inline_left > 0:
-                self._inline_left -= 1
-                return check_signature(public_key, parts, timestamp_ms)
             self.inline_overflows += 1
         future: asyncio.Future[bytes] = loop.create_future()
         self._pending.append(((public_key, parts, timestamp_ms), future))
