@@ -42,6 +42,8 @@ MAX_QUEUED = 4096
 
 class VerifierBusy(Exception):
     """``MAX_QUEUED`` signatures already wait for the threads: try again later."""
+
+
 _Result = bytes | RequestAuthError
 
 
