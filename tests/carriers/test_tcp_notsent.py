@@ -23,11 +23,12 @@ from accessfabric.carriers.tcp import (
 from accessfabric.carriers.tcp_info import TCP_INFO, read_bytes_acked
 from accessfabric.wire.registry import TrafficClass
 from tests.carriers.pairs import tcp_connections
+from tests.conditions import until
 
 MBIT = 1_000_000 // 8
 
 
-def test_the_mark_is_a_time_of_the_delivery_rate_within_bounds() -> None:
+def test_the_mark_is_a_time_of_the_acknowledged_rate_within_bounds() -> None:
     assert notsent_lowat(None) == NOTSENT_LOWAT  # no rate (old kernel, no data yet)
     assert notsent_lowat(0) == NOTSENT_LOWAT
     assert notsent_lowat(10 * MBIT) == NOTSENT_LOWAT  # a slow path keeps the floor
@@ -103,7 +104,7 @@ def test_the_carrier_retunes_from_the_acknowledged_rate(monkeypatch: pytest.Monk
     assert transport.written == 7 * RETUNE_WRITES
 
 
-def test_bytes_acked_of_real_sockets() -> None:
+async def test_bytes_acked_of_real_sockets() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(listener.getsockname())
     accepted, _ = listener.accept()
@@ -112,8 +113,9 @@ def test_bytes_acked_of_real_sockets() -> None:
         received = 0
         while received < 1_000_000:
             received += len(accepted.recv(1 << 20))
-        # the SYN counts on recent kernels
-        assert read_bytes_acked(client) in (1_000_000, 1_000_001)
+        # the SYN counts on recent kernels; the sender counts the bytes once it has taken
+        # the receiver's ACK in (on a loaded host that can be a softirq later)
+        await until(lambda: read_bytes_acked(client) in (1_000_000, 1_000_001), 5, "acked")
     finally:
         for sock in (client, accepted, listener):
             sock.close()
@@ -123,7 +125,13 @@ def test_bytes_acked_of_real_sockets() -> None:
     assert read_bytes_acked(udp) is None  # closed
 
 
-async def test_bulk_on_loopback_raises_the_kernels_unsent_mark() -> None:
+async def test_bulk_on_loopback_raises_the_kernels_unsent_mark(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ten times the time: the mark rises above the floor from ~10 MB/s acknowledged, which
+    # loopback moves even on a loaded machine (the real threshold, ~100 MB/s, is about
+    # what one process running both ends reaches there: the rule is the other tests').
+    monkeypatch.setattr(tcp, "NOTSENT_TIME", tcp.NOTSENT_TIME * 10)
     async with tcp_connections() as pair:
         carrier: Any = pair.dialer._transport  # the carrier under test
         assert isinstance(carrier, TcpCarrier)
@@ -140,8 +148,7 @@ async def test_bulk_on_loopback_raises_the_kernels_unsent_mark() -> None:
         stream = await pair.dialer.open_stream("bulk", TrafficClass.BULK)
         piece = b"\x5a" * (256 * 1024)
         sent = 0
-        # Loopback moves ~100 MB/s and more even on a loaded machine, enough to raise the
-        # mark within a few retunes (one per 64 writes of at most 128 KiB); 256 MiB bounds it.
+        # A few retunes (one per 64 writes of at most 128 KiB) raise it; 256 MiB bounds it.
         while carrier.notsent_lowat == NOTSENT_LOWAT and sent < 256 << 20:
             stream.write(piece)
             await stream.drain()

@@ -348,3 +348,26 @@ def test_a_fleets_first_policies_read_the_tenants_floors_once_per_revision(
     now[0] += 31  # the other's old record expired: no revision moved, its floor leaves
     assert all(dict(first_policy().record_floors) == {node: 3} for _ in range(50))
     assert floors_read() == 4
+
+
+def test_a_floor_raised_by_another_replica_is_in_the_next_policy(tmp_path: Path) -> None:
+    """Two control replicas on one store (``sole_writer=False``): one has cached the
+    tenant's floors; the other raises a floor; the first one's next policy carries it,
+    because the tenant's revision is read from the store per policy (ADR 0056)."""
+    now = time.time()
+    store = SqliteStore(tmp_path / "g.db")
+    authority = Authority(NodeKey.generate())
+    first = AccessGrants(store, authority, clock=lambda: now, sole_writer=False)
+    second = AccessGrants(store, authority, clock=lambda: now, sole_writer=False)
+    node, other = NodeKey.generate().node_id, NodeKey.generate().node_id
+    first.raise_floor("acme", node, 3, int((now + 60) * 1000), int(now * 1000) - 1)
+
+    def policy_of(grants: AccessGrants) -> AccessPolicy:
+        host = NodeKey.generate().node_id
+        return verify_access_policy(
+            grants.policy_for(host, "acme"), authority.public_key, now, host=host
+        )
+
+    assert dict(policy_of(first).record_floors) == {node: 3}  # cached by the first
+    second.raise_floor("acme", other, 4, int((now + 60) * 1000), int(now * 1000) - 1)
+    assert dict(policy_of(first).record_floors) == {node: 3, other: 4}

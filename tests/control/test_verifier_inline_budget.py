@@ -1,7 +1,7 @@
-"""Inline signature checks (a route lease's, issue 17) are bounded per loop turn: a flood
-of forged lease requests cannot make one turn of the control plane's loop verify more than
-``INLINE_PER_TURN`` signatures; the rest go to the verifier's threads, as every other
-request's do, and are still checked."""
+"""Signature checks on the loop (a route lease's first, issue 17) are bounded per window
+of a loop turn: a flood of forged requests cannot make the control plane's loop verify
+more than ``INLINE_PER_TURN`` signatures a window; the rest go to the verifier's threads
+and are still checked, and no more than ``MAX_QUEUED`` wait there."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ from typing import Any, cast
 import pytest
 
 from accessfabric.control.server.api import verifier
-from accessfabric.control.server.api.verifier import INLINE_PER_TURN, INLINE_RESERVED, BatchVerifier
+from accessfabric.control.server.api.verifier import (
+    INLINE_PER_TURN,
+    INLINE_RESERVED,
+    BatchVerifier,
+    VerifierBusy,
+)
 
 
 def test_inline_checks_beyond_a_turns_budget_go_to_the_batch(
@@ -30,14 +35,14 @@ def test_inline_checks_beyond_a_turns_budget_go_to_the_batch(
         batch = BatchVerifier(threads=2)
         try:
             keys = [bytes([i]) for i in range(INLINE_PER_TURN + 5)]
-            flood = [batch.verify(key, cast(Any, None), 0, inline=True) for key in keys]
+            flood = [batch.verify(key, cast(Any, None), 0, urgent=True) for key in keys]
             results = await asyncio.gather(*flood)  # all started in one turn
             assert results == [b"sig" + key for key in keys], "every one is still checked"
             loop_thread = threading.current_thread().name
             assert threads.count(loop_thread) == INLINE_PER_TURN
-            assert batch.inline_overflows == 5
+            assert batch.urgent_overflows == 5
             threads.clear()
-            await batch.verify(b"x", cast(Any, None), 0, inline=True)  # a later turn
+            await batch.verify(b"x", cast(Any, None), 0, urgent=True)  # a later turn
             assert threads == [loop_thread], "the budget is back next turn"
         finally:
             batch.close()
@@ -66,7 +71,7 @@ def test_other_signed_requests_are_checked_on_the_loop_leaving_the_leases_reserv
             others = [bytes([i]) for i in range(INLINE_PER_TURN)]
             started = [batch.verify(key, cast(Any, None), 0) for key in others]
             leases = [bytes([100 + i]) for i in range(INLINE_RESERVED + 1)]
-            started += [batch.verify(key, cast(Any, None), 0, inline=True) for key in leases]
+            started += [batch.verify(key, cast(Any, None), 0, urgent=True) for key in leases]
             results = await asyncio.gather(*started)  # all started in one turn
             assert results == [b"sig" + key for key in others + leases]
             on_loop = INLINE_PER_TURN - INLINE_RESERVED
@@ -74,8 +79,45 @@ def test_other_signed_requests_are_checked_on_the_loop_leaving_the_leases_reserv
             assert threads[on_loop : on_loop + INLINE_RESERVED] == [loop_thread] * INLINE_RESERVED
             assert threads.count(loop_thread) == INLINE_PER_TURN, "the rest: the threads"
             assert batch.inline_checks == INLINE_PER_TURN
-            assert batch.inline_overflows == 1
+            assert batch.urgent_overflows == 1
         finally:
+            batch.close()
+
+    asyncio.run(main())
+
+
+def test_a_flood_beyond_what_waits_for_the_threads_is_refused_not_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Checks the threads have not finished count against ``MAX_QUEUED``: beyond it a
+    request is refused at once (the API answers 503), and once the threads catch up the
+    verifier takes requests again."""
+    release = threading.Event()
+
+    def check(public_key: bytes, parts: Any, timestamp_ms: int) -> bytes:
+        if threading.current_thread().name.startswith("verify"):
+            release.wait(10)  # the threads are slow: their queue fills
+        return b"sig" + public_key
+
+    monkeypatch.setattr(verifier, "check_signature", check)
+    monkeypatch.setattr(verifier, "MAX_QUEUED", 6)
+
+    async def main() -> None:
+        batch = BatchVerifier(threads=2)
+        try:
+            on_loop = INLINE_PER_TURN - INLINE_RESERVED  # then six for the threads
+            keys = [bytes([i]) for i in range(on_loop + 6 + 1)]  # and one too many
+            started = [asyncio.ensure_future(batch.verify(k, cast(Any, None), 0)) for k in keys]
+            await asyncio.sleep(0)  # every one starts in this turn, one window
+            assert isinstance(started[-1].exception(), VerifierBusy), "refused at once"
+            release.set()
+            results = await asyncio.gather(*started[:-1])
+            assert results == [b"sig" + key for key in keys[:-1]], "those queued are checked"
+            again = [bytes([200 + i]) for i in range(len(keys) - 1)]
+            later = [batch.verify(key, cast(Any, None), 0) for key in again]
+            assert len(await asyncio.gather(*later)) == len(again), "the queue drained"
+        finally:
+            release.set()
             batch.close()
 
     asyncio.run(main())

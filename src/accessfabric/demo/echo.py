@@ -27,6 +27,8 @@ import time
 
 PROBE = 64
 PROBE_INTERVAL = 0.02
+DRAIN_WITHIN = 5.0
+"""Seconds the client waits for the server's FIN once it has stopped (then: the error line)."""
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -78,6 +80,7 @@ def client(port: int, probe: int, interval: float) -> int:
                 out.flush()
                 if select.select([sys.stdin], [], [], interval)[0]:
                     break  # stdin readable: closed by the demo
+            sock.settimeout(DRAIN_WITHIN)  # a lost FIN ends in the error line, soon
             sock.shutdown(socket.SHUT_WR)
             while sock.recv(65536):
                 pass

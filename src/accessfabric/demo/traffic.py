@@ -28,7 +28,7 @@ import aiohttp
 
 from accessfabric.demo.echo import PROBE, PROBE_INTERVAL
 from accessfabric.demo.fleet import ECHO, Fleet
-from accessfabric.demo.procs import Processes, env
+from accessfabric.demo.procs import DemoFailed, Processes, env
 
 KILL_AT = 1 / 3
 """Fraction of the run after which relay-a is killed."""
@@ -200,6 +200,10 @@ async def _live_view(fleet: Fleet, result: Traffic, started: float, stop: asynci
             last = now
 
 
+STOP_WITHIN = 60.0
+"""Seconds the download, the echo client and the live view have to stop once told."""
+
+
 async def run_traffic(fleet: Fleet, procs: Processes, duration: float) -> Traffic:
     result = Traffic()
     stop = asyncio.Event()
@@ -212,6 +216,9 @@ async def run_traffic(fleet: Fleet, procs: Processes, duration: float) -> Traffi
     ]
     await asyncio.sleep(duration)
     stop.set()
-    await asyncio.wait_for(asyncio.gather(*tasks), 60)
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), STOP_WITHIN)
+    except TimeoutError:
+        raise DemoFailed(f"the traffic did not stop within {STOP_WITHIN:g} s") from None
     result.elapsed = time.monotonic() - started
     return result

@@ -21,6 +21,7 @@ from accessfabric.control.kernel.codec import canonical_node_id
 from accessfabric.control.server.api.body import read_body
 from accessfabric.control.server.api.context import ApiContext, context
 from accessfabric.control.server.api.errors import ApiError
+from accessfabric.control.server.api.verifier import VerifierBusy
 from accessfabric.control.server.registry import RegisteredNode
 
 
@@ -57,10 +58,11 @@ def signed_parts(request: web.Request, body: bytes) -> SignedRequest:
 
 
 async def verify_signed(
-    ctx: ApiContext, parts: SignedRequest, public_key: bytes, *, inline: bool = False
+    ctx: ApiContext, parts: SignedRequest, public_key: bytes, *, urgent: bool = False
 ) -> None:
-    """Timestamp window, signature and replay checks; :class:`ApiError` 401 on failure.
-    ``inline``: the signature is checked on the loop, not in the verifier's next batch."""
+    """Timestamp window, signature and replay checks; :class:`ApiError` 401 on failure,
+    503 ``verifier_busy`` when too many signatures already wait.  ``urgent``: the
+    request may use the verifier's reserve on the loop (a route lease)."""
     plane = ctx.plane
     now = plane.clock()
     if not parts.signature:
@@ -69,24 +71,26 @@ async def verify_signed(
         )
     try:
         timestamp_ms = parse_timestamp(parts.timestamp, now, plane.config.request_window)
-        signature = await ctx.verifier.verify(public_key, parts, timestamp_ms, inline=inline)
+        signature = await ctx.verifier.verify(public_key, parts, timestamp_ms, urgent=urgent)
         plane.replay.check_and_add(signature, now)
     except RequestAuthError as exc:
         raise _unauthenticated(exc.code, str(exc)) from None
+    except VerifierBusy as exc:
+        raise ApiError(503, "verifier_busy", f"{exc}; try again") from None
 
 
 async def authenticate_node(
-    request: web.Request, *, inline: bool = False
+    request: web.Request, *, urgent: bool = False
 ) -> tuple[RegisteredNode, bytes]:
     """The enrolled node that signed ``request`` (Ed25519 only), and the request body.
-    ``inline``: verify the signature at once on the loop (a route lease, which a device
-    waits for to open a stream), not in the verifier's batch on its threads."""
-    node, body, _ = await authenticate_heartbeat(request, allow_mac=False, inline=inline)
+    ``urgent``: the signature may use the verifier's reserve on the loop (a route lease,
+    which a device waits for to open a stream)."""
+    node, body, _ = await authenticate_heartbeat(request, allow_mac=False, urgent=urgent)
     return node, body
 
 
 async def authenticate_heartbeat(
-    request: web.Request, *, allow_mac: bool = True, inline: bool = False
+    request: web.Request, *, allow_mac: bool = True, urgent: bool = False
 ) -> tuple[RegisteredNode, bytes, bool]:
     """The enrolled node that signed ``request``, the request body, and whether it was
     authenticated by ``AF-MAC`` (only where ``allow_mac``; else ``mac_not_allowed``)."""
@@ -110,7 +114,7 @@ async def authenticate_heartbeat(
         except RequestAuthError as exc:
             raise _unauthenticated(exc.code, str(exc)) from None
         return node, body, True
-    await verify_signed(ctx, parts, node.record.public_key, inline=inline)
+    await verify_signed(ctx, parts, node.record.public_key, urgent=urgent)
     return node, body, False
 
 

@@ -121,9 +121,10 @@ async def enroll(request: web.Request) -> web.Response:
 
 async def heartbeat(request: web.Request) -> web.Response:
     plane = context(request).plane
-    # No device waits on its heartbeat's answer to do anything; a route lease it waits on
-    # to open a stream.  One loop turn's yield puts the heartbeats read in a turn behind
-    # the lease requests read in the same turn (issue 17, ADR 0056).
+    # A heartbeat's answer can wait one loop turn (a service host's first access policy
+    # rides in it, tens of milliseconds later at most); a route lease, which a device
+    # waits on to open a stream, cannot.  The yield puts the heartbeats read in a turn
+    # behind the lease requests read in the same turn (issue 17, ADR 0056).
     await asyncio.sleep(0)
     node, body, by_mac = await authenticate_heartbeat(request)
     try:
@@ -224,9 +225,9 @@ def grant_json(
 
 async def route_leases(request: web.Request) -> web.Response:
     plane = context(request).plane
-    # A device waits for this to open a stream: its signature is checked at once on the
-    # loop, not a loop turn later from the verifier's batch (issue 17, ADR 0043).
-    node, body = await authenticate_node(request, inline=True)
+    # A device waits for this to open a stream: its signature may use the verifier's
+    # reserve on the loop, not wait a loop turn for the batch (issue 17, ADR 0043, 0056).
+    node, body = await authenticate_node(request, urgent=True)
     document = parse_json_object(body)
     service = _service_name(document.get("service"))
     traffic_class = _traffic_class(document)
