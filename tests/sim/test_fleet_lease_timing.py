@@ -1,4 +1,5 @@
-"""How a fleet worker times a device's route lease (issue 17, ADR 0043 "lease latency").
+"""How a fleet worker times a device's route lease and heartbeat (issue 17, ADR 0043
+"lease latency").
 
 A worker runs hundreds of devices on one loop; a turn of it spent on other devices'
 work is not the control plane's time nor what a device (its own process) waits for.
@@ -23,7 +24,7 @@ import pytest
 from aiohttp import web
 
 from accessfabric.control.client.client import ControlClient
-from accessfabric.sim.fleet_worker import LEASE_PATH, LeaseTimer, Samples, tcp_ages_ms
+from accessfabric.sim.fleet_worker import HEARTBEAT_PATH, LEASE_PATH, RequestTimer, tcp_ages_ms
 
 ANSWER_AFTER = 0.08
 STALL = 0.3
@@ -48,6 +49,7 @@ class _Server:
         async def start() -> web.AppRunner:
             app = web.Application()
             app.router.add_post(LEASE_PATH, lease)
+            app.router.add_post(HEARTBEAT_PATH, lease)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -88,6 +90,9 @@ class _Client:
     async def route_leases(self) -> Any:
         return await self.request_replica("POST", LEASE_PATH, {"service": "echo"})
 
+    async def heartbeat(self) -> Any:
+        return await self.request_replica("POST", HEARTBEAT_PATH, {"facts": {}})
+
     def kept_alive_sockets(self) -> list[Any]:  # the real client's, over this session
         return ControlClient.kept_alive_sockets(cast(ControlClient, self))
 
@@ -111,26 +116,36 @@ def test_tcp_ages_tell_a_request_s_time_on_the_wire() -> None:
             assert 40 <= sent_ago - received_ago <= took_ms + 10  # jiffies: 4 ms steps
 
 
-def test_a_lease_is_timed_apart_from_the_worker_loop_s_other_devices() -> None:
-    async def main() -> tuple[Samples, int]:
+@pytest.mark.parametrize("call", ["route_leases", "heartbeat"])
+def test_a_request_is_timed_apart_from_the_worker_loop_s_other_devices(call: str) -> None:
+    path = {"route_leases": LEASE_PATH, "heartbeat": HEARTBEAT_PATH}[call]
+    device_ms: list[float] = []
+    loop_ms: list[float] = []
+    wall_only: list[int] = []
+    counted: list[int] = []
+
+    async def main() -> None:
         with _Server() as server:
             fake = _Client(f"http://127.0.0.1:{server.port}")
             try:
-                await fake.route_leases()  # a kept-alive connection, as a device holds one
-                samples = Samples()
-                counted = []
-                timer = LeaseTimer(cast(ControlClient, fake), samples, lambda: counted.append(1))
+                await getattr(fake, call)()  # a kept-alive connection, as a device holds one
+                timer = RequestTimer(
+                    cast(ControlClient, fake), path, device_ms, loop_ms,
+                    lambda: wall_only.append(1), lambda: counted.append(1),
+                )  # fmt: skip
                 fake.request_replica = timer.request_replica  # type: ignore[method-assign]
+                timed = timer.timed(getattr(fake, call))
+                if call == "heartbeat":
+                    await fake.route_leases()  # another path: passed through, untimed
                 # Another device's work blocks the shared loop while the answer is on its way.
                 asyncio.get_running_loop().call_later(0.02, time.sleep, STALL)
-                await timer.route_leases()
-                return samples, len(counted)
+                await timed()
             finally:
                 await fake._session.close()
 
-    samples, counted = asyncio.run(main())
-    assert counted == 1 and samples.lease_wall_only == 0
-    (device_ms,), (loop_ms,) = samples.lease_ms, samples.lease_loop_ms
-    assert loop_ms >= STALL * 1000  # the wall time in the worker holds the stall
-    assert device_ms >= ANSWER_AFTER * 1000 - 8  # the device's: the answer's time ...
-    assert device_ms <= loop_ms - STALL * 1000 / 2  # ... without the stall (or most of it)
+    asyncio.run(main())
+    assert counted == [1] and wall_only == [], "one request timed, by the kernel's ages"
+    (device,), (loop,) = device_ms, loop_ms
+    assert loop >= STALL * 1000  # the wall time in the worker holds the stall
+    assert device >= ANSWER_AFTER * 1000 - 8  # the device's: the answer's time ...
+    assert device <= loop - STALL * 1000 / 2  # ... without the stall (or most of it)

@@ -257,6 +257,13 @@ def report(devices: int, summary: dict[str, Any], base: dict[str, float], rehome
         "wall time in the worker (its loop's turns for the other devices included); "
         f"{summary.get('lease_wall_only')} leases timed by wall time alone"
     )
+    out.notes["heartbeat: as the device sees it vs in the worker's loop"] = (
+        f"p50 {summary.get('heartbeat_p50_ms')} / p99 {summary.get('heartbeat_p99_ms')} ms "
+        "as the device sees it, p50 "
+        f"{summary.get('heartbeat_loop_p50_ms')} / p99 {summary.get('heartbeat_loop_p99_ms')} "
+        "ms wall time in the worker; "
+        f"{summary.get('heartbeat_wall_only')} heartbeats timed by wall time alone"
+    )
     out.notes["start: CPU seconds by process"] = (
         f"{summary.get('start_cpu_s')} over {summary.get('start_wall_s')} s of wall time"
     )

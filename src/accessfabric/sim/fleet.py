@@ -80,6 +80,8 @@ class FleetRun:
     heartbeat_ms: list[tuple[float, float]] = field(default_factory=list)
     lease_ms: list[tuple[float, float]] = field(default_factory=list)
     all_heartbeat_ms: list[float] = field(default_factory=list)
+    all_heartbeat_loop_ms: list[float] = field(default_factory=list)
+    """Heartbeats' wall time in the workers, their shared loop's turns included."""
     all_lease_ms: list[float] = field(default_factory=list)
     all_lease_loop_ms: list[float] = field(default_factory=list)
     """Leases' wall time in the workers, their shared loop's turns included."""
@@ -265,8 +267,8 @@ async def _read_worker(run: FleetRun, state: WorkerState) -> None:
         now = time.monotonic()
         state.last = report
         for key in (
-            "heartbeats", "leases", "lease_wall_only", "streams_ok", "streams_failed",
-            "stream_bytes",
+            "heartbeats", "leases", "heartbeat_wall_only", "lease_wall_only", "streams_ok",
+            "streams_failed", "stream_bytes",
         ):  # fmt: skip
             state.totals[key] = state.totals.get(key, 0) + int(report.get(key, 0))
         if report.get("last_error"):
@@ -275,6 +277,7 @@ async def _read_worker(run: FleetRun, state: WorkerState) -> None:
         run.heartbeat_ms += [(now, v) for v in report.get("heartbeat_ms", [])]
         run.lease_ms += [(now, v) for v in report.get("lease_ms", [])]
         run.all_heartbeat_ms += report.get("heartbeat_ms", [])
+        run.all_heartbeat_loop_ms += report.get("heartbeat_loop_ms", [])
         run.all_lease_ms += report.get("lease_ms", [])
         run.all_lease_loop_ms += report.get("lease_loop_ms", [])
 
@@ -589,6 +592,9 @@ def _totals(run: FleetRun) -> dict[str, Any]:
         "heartbeats": run.total("heartbeats"),
         "heartbeat_p50_ms": percentile(hb, 0.5),
         "heartbeat_p99_ms": percentile(hb, 0.99),
+        "heartbeat_loop_p50_ms": percentile(run.all_heartbeat_loop_ms, 0.5),
+        "heartbeat_loop_p99_ms": percentile(run.all_heartbeat_loop_ms, 0.99),
+        "heartbeat_wall_only": run.total("heartbeat_wall_only"),
         "leases": run.total("leases"),
         "lease_p50_ms": percentile(ls, 0.5),
         "lease_p99_ms": percentile(ls, 0.99),

@@ -90,11 +90,15 @@ class Samples:
     def __init__(self) -> None:
         self.gc = GcPauses()
         self.heartbeat_ms: list[float] = []
+        """As the device sees it (:class:`RequestTimer`)."""
+        self.heartbeat_loop_ms: list[float] = []
+        """Wall time in the worker, its shared loop's turns included."""
         self.lease_ms: list[float] = []
-        """As the device sees it (:class:`LeaseTimer`)."""
+        """As the device sees it (:class:`RequestTimer`)."""
         self.lease_loop_ms: list[float] = []
         """Wall time in the worker, its shared loop's turns included."""
-        self.lease_wall_only = 0
+        self.wall_only = {"heartbeat": 0, "lease": 0}
+        """Requests the kernel could not time: their wall time stands."""
         self.heartbeats = 0
         self.leases = 0
         self.streams_ok = 0
@@ -106,9 +110,11 @@ class Samples:
     def take(self) -> dict[str, Any]:
         out = {
             "heartbeat_ms": list(self.heartbeat_ms),
+            "heartbeat_loop_ms": list(self.heartbeat_loop_ms),
+            "heartbeat_wall_only": self.wall_only["heartbeat"],
             "lease_ms": list(self.lease_ms),
             "lease_loop_ms": list(self.lease_loop_ms),
-            "lease_wall_only": self.lease_wall_only,
+            "lease_wall_only": self.wall_only["lease"],
             "heartbeats": self.heartbeats,
             "leases": self.leases,
             "streams_ok": self.streams_ok,
@@ -119,28 +125,17 @@ class Samples:
             "frozen": self.frozen,
         }
         self.heartbeat_ms.clear()  # in place: the wrappers hold these lists
+        self.heartbeat_loop_ms.clear()
         self.lease_ms.clear()
         self.lease_loop_ms.clear()
-        self.lease_wall_only = 0
+        self.wall_only = dict.fromkeys(self.wall_only, 0)
         self.heartbeats = self.leases = self.streams_ok = self.streams_failed = 0
         self.stream_bytes = 0
         return out
 
 
-def _timed(
-    call: Callable[..., Awaitable[Any]], sink: list[float], count: Callable[[], None]
-) -> Callable[..., Awaitable[Any]]:
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        result = await call(*args, **kwargs)
-        sink.append((time.perf_counter() - started) * 1000)
-        count()
-        return result
-
-    return wrapper
-
-
 LEASE_PATH = "/v1/leases/route"
+HEARTBEAT_PATH = "/v1/heartbeat"
 
 
 def tcp_ages_ms(sock: Any) -> tuple[int, int] | None:
@@ -155,36 +150,48 @@ def tcp_ages_ms(sock: Any) -> tuple[int, int] | None:
     return fields[9], fields[11]
 
 
-class LeaseTimer:
-    """A route lease's latency as the device sees it, apart from its worker's loop.
+class RequestTimer:
+    """A control request's latency as the device sees it, apart from its worker's loop.
 
     A worker runs hundreds of devices on one event loop: in a fleet's start every turn of
     it is tens to hundreds of milliseconds of other devices' start-up work (TLS
-    handshakes, enrolments, cache files), and a lease's wall time in the worker counted
+    handshakes, enrolments, cache files), and a request's wall time in the worker counted
     each turn its request and reply waited for: to be written after the request was
     built, to be read once the reply was in the socket, and for the task to resume.  A
     device is its own process with its own loop; none of that is the control plane's,
-    nor what a device waits for.  So a lease is timed as the device's own work before
-    the request (building and signing it), the request's time on the wire — from its
-    last byte sent to the reply's last byte received, as the kernel saw them on the
-    connection (``TCP_INFO``, 4 ms steps): the control plane's loop, queue, planning,
-    signing and answer — and the device's own work after it (parsing, verifying the
-    leases, caching them).  The wall time in the worker is kept beside it
-    (``lease_loop_ms``); when the kernel cannot tell (the connection closed, not
-    Linux), the wall time stands for the lease (counted: ``lease_wall_only``).
+    nor what a device waits for.  So a route lease (and, the same way, a heartbeat) is
+    timed as the device's own work before the request (building and signing it), the
+    request's time on the wire — from its last byte sent to the reply's last byte
+    received, as the kernel saw them on the connection (``TCP_INFO``, 4 ms steps): the
+    control plane's loop, queue, planning, signing and answer — and the device's own
+    work after it (parsing, verifying, caching).  The wall time in the worker is kept
+    beside it (``loop_ms``); when the kernel cannot tell (the connection closed, not
+    Linux), the wall time stands for the request (``wall_only`` is called).
+
+    Timers for several paths chain: each wraps the ``request_replica`` it finds.
     """
 
-    def __init__(self, client: ControlClient, samples: Samples, count: Callable[[], None]):
+    def __init__(
+        self,
+        client: ControlClient,
+        path: str,
+        device_ms: list[float],
+        loop_ms: list[float],
+        wall_only: Callable[[], None],
+        count: Callable[[], None],
+    ) -> None:
         self._client = client
+        self._path = path
         self._request = client.request_replica
-        self._leases = client.route_leases
-        self._samples = samples
+        self._device_ms = device_ms
+        self._loop_ms = loop_ms
+        self._wall_only = wall_only
         self._count = count
         self._wire: tuple[float, float, float | None] | None = None
-        """The last lease request: (called, returned, wire ms or None)."""
+        """The last request on ``path``: (called, returned, wire ms or None)."""
 
     async def request_replica(self, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
-        if path != LEASE_PATH:
+        if path != self._path:
             return await self._request(method, path, *args, **kwargs)
         idle_before = {sock.fileno() for sock in self._client.kept_alive_sockets()}
         called = time.perf_counter()
@@ -208,24 +215,28 @@ class LeaseTimer:
                     wire = min(wire, (returned - called) * 1000)
             self._wire = (called, returned, wire)
 
-    async def route_leases(self, *args: Any, **kwargs: Any) -> Any:
-        self._wire = None
-        started = time.perf_counter()
-        result = await self._leases(*args, **kwargs)
-        ended = time.perf_counter()
-        samples = self._samples
-        wall = (ended - started) * 1000
-        samples.lease_loop_ms.append(wall)
-        timed = self._wire
-        if timed is None or timed[2] is None:
-            samples.lease_ms.append(wall)  # an answer from the cache, or no TCP_INFO
-            samples.lease_wall_only += 1
-        else:
-            called, returned, wire = timed
-            own = (called - started) + (ended - returned)
-            samples.lease_ms.append(own * 1000 + wire)
-        self._count()
-        return result
+    def timed(self, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """``call`` (the client's method that makes the request), timed."""
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self._wire = None
+            started = time.perf_counter()
+            result = await call(*args, **kwargs)
+            ended = time.perf_counter()
+            wall = (ended - started) * 1000
+            self._loop_ms.append(wall)
+            timed = self._wire
+            if timed is None or timed[2] is None:
+                self._device_ms.append(wall)  # an answer from a cache, or no TCP_INFO
+                self._wall_only()
+            else:
+                called, returned, wire = timed
+                own = (called - started) + (ended - returned)
+                self._device_ms.append(own * 1000 + wire)
+            self._count()
+            return result
+
+        return wrapper
 
 
 class Device:
@@ -246,11 +257,24 @@ class Device:
             samples.leases += 1
             self.leases += 1
 
-        # The instance attribute shadows the method: the control link calls the wrapper.
-        client.heartbeat = _timed(client.heartbeat, samples.heartbeat_ms, heard)  # type: ignore[method-assign,assignment]
-        timer = LeaseTimer(client, samples, leased)
-        client.request_replica = timer.request_replica  # type: ignore[method-assign]
-        client.route_leases = timer.route_leases  # type: ignore[method-assign]
+        def wall_only(kind: str) -> Callable[[], None]:
+            def count() -> None:
+                samples.wall_only[kind] += 1
+
+            return count
+
+        # Instance attributes shadow the methods: the control link calls the wrappers.
+        lease = RequestTimer(
+            client, LEASE_PATH, samples.lease_ms, samples.lease_loop_ms, wall_only("lease"), leased
+        )
+        client.request_replica = lease.request_replica  # type: ignore[method-assign]
+        client.route_leases = lease.timed(client.route_leases)  # type: ignore[method-assign,assignment]
+        beat = RequestTimer(
+            client, HEARTBEAT_PATH, samples.heartbeat_ms, samples.heartbeat_loop_ms,
+            wall_only("heartbeat"), heard,
+        )  # fmt: skip
+        client.request_replica = beat.request_replica  # type: ignore[method-assign]
+        client.heartbeat = beat.timed(client.heartbeat)  # type: ignore[method-assign,assignment]
 
     def entries(self) -> set[str]:
         """Node ids this device holds a live, authenticated session with."""
