@@ -35,5 +35,6 @@ def test_the_suite_runs_sim_fleet_with_all_its_options() -> None:
     from accessfabric.bench.fleet import fleet_args
 
     args = fleet_args(1000)  # every option sim fleet reads (drain_entry was missing)
+    assert args.control_cpu is None and fleet_args(10, control_cpu=1).control_cpu == 1
     assert (args.devices, args.entries, args.kill_entry, args.drain_entry) == (1000, 2, True, False)
     assert args.heartbeat == 10.0 and args.quiet and args.work is None

@@ -40,11 +40,13 @@ import argparse
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import random
 import ssl
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -201,15 +203,18 @@ def rehome_baseline(count: int) -> float:
 # ---------------------------------------------------------------- the suite
 
 
-def fleet_args(devices: int, hold: float = HOLD) -> argparse.Namespace:
+def fleet_args(
+    devices: int, hold: float = HOLD, control_cpu: int | None = None
+) -> argparse.Namespace:
     """``sim fleet``'s own parser with the suite's flags (every other option at its
     default: a new ``sim fleet`` option cannot be missing here)."""
     parser = argparse.ArgumentParser()
     add_fleet_arguments(parser)
+    placement = [] if control_cpu is None else ["--control-cpu", str(control_cpu)]
     return parser.parse_args(
         ["--devices", str(devices), "--entries", "2", "--workers", "3", "--heartbeat",
          f"{HEARTBEAT:g}", "--stream-interval", "120", "--ready-timeout", "240", "--hold",
-         f"{hold:g}", "--kill-entry", "--json", "--quiet"]
+         f"{hold:g}", "--kill-entry", "--json", "--quiet", *placement]
     )  # fmt: skip
 
 
@@ -276,12 +281,43 @@ def report(devices: int, summary: dict[str, Any], base: dict[str, float], rehome
     return out
 
 
-def run(quick: bool) -> BenchReport:
-    devices, hold = (50, 5.0) if quick else (1000, HOLD)
+def _fleet(devices: int, hold: float, control_cpu: int | None) -> dict[str, Any]:
     try:
-        summary = run_fleet(fleet_args(devices, hold))
+        return run_fleet(fleet_args(devices, hold, control_cpu))
     except Exception as error:  # DemoFailed and the like: the fleet could not run
         raise BenchSetupError(f"the fleet did not run: {error}") from error
+
+
+def _moved(summary: dict[str, Any]) -> int:
+    return int((summary.get("kill") or {}).get("devices_on_it") or 0)
+
+
+def own_cpu_for_control() -> int | None:
+    """The CPU the second fleet gives its control plane alone (the last one this process
+    may use), or None on a machine with one."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[-1] if len(allowed) >= 2 else None
+
+
+def run(quick: bool) -> BenchReport:
+    """The fleet twice: every process sharing every CPU, then with the control plane on
+    a CPU of its own (``sim fleet --control-cpu``, as on a host of its own): the first
+    run's control plane waits for a CPU behind the simulated devices (ADR 0056)."""
+    devices, hold = (50, 5.0) if quick else (1000, HOLD)
+    summary = _fleet(devices, hold, None)
     base = plain_tls_baseline(devices, hold)
-    moved = int((summary.get("kill") or {}).get("devices_on_it") or 0)
-    return report(devices, summary, base, rehome_baseline(moved))
+    out = report(devices, summary, base, rehome_baseline(_moved(summary)))
+    cpu = own_cpu_for_control()
+    if cpu is None:
+        out.notes["control plane on a CPU of its own"] = "not run: one CPU"
+        return out
+    own = _fleet(devices, hold, cpu)
+    placed = report(devices, own, base, rehome_baseline(_moved(own)))
+    for result in placed.results:
+        out.add(replace(result, metric=f"{result.metric} [control on CPU {cpu} alone]"))
+    for key in ("fleet", *(k for k in placed.notes if k.startswith(("route lease", "heart")))):
+        out.notes[f"{key} [control on CPU {cpu} alone]"] = placed.notes[key]
+    out.notes[f"start: CPU seconds by process [control on CPU {cpu} alone]"] = placed.notes[
+        "start: CPU seconds by process"
+    ]
+    return out

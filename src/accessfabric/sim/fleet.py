@@ -36,6 +36,7 @@ from accessfabric.demo.control import Control, create_grant, start_control
 from accessfabric.demo.procs import COMMAND, DemoFailed, Processes, env, free_port
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import write_certificate_files
+from accessfabric.sim.cpu_placement import control_cpu_problem, keep_off, pin_process, restore
 from accessfabric.sim.proc_usage import CpuMeter, cpu_seconds, rss_bytes
 
 SERVICE = "fleet-echo"
@@ -352,6 +353,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     procs = Processes(work)
     run = FleetRun(args.devices, work, procs)
     echo: asyncio.Server | None = None
+    allowed = None if args.control_cpu is None else keep_off(args.control_cpu)
     try:
         with contextlib.redirect_stdout(sys.stderr):
             # The control plane's policy is the fleet's interval: with its default (1 s)
@@ -368,6 +370,8 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 ["--max-connections-per-address", per_address,
                  "--max-pending-handshakes-per-address", per_address],
             )  # fmt: skip
+        if args.control_cpu is not None:
+            pin_process(procs.children["control"].pid, args.control_cpu)
         tokens = await _grant_fleet(control, args.devices, args.entries)
         echo = await _start_infrastructure(run, control, tokens, args.entries, args.heartbeat)
         paths = await asyncio.to_thread(
@@ -434,6 +438,8 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         procs.stop_all()
         if echo is not None:
             echo.close()
+        if allowed is not None:
+            restore(allowed)
 
 
 def _cpu_by_process(run: FleetRun) -> dict[str, float]:
@@ -634,6 +640,11 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
         help="once all are ready, drain the last entry (control drain) until its devices "
         "moved, then undrain it",
     )  # fmt: skip
+    parser.add_argument(
+        "--control-cpu", type=int, metavar="N",
+        help="run the control plane on CPU N alone and the rest of the fleet on the other "
+        "CPUs, as a control plane on a host of its own (default: all share every CPU)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no live view")
     parser.add_argument("--work", type=Path, help="keep keys, configs and logs here")
@@ -658,6 +669,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         problems.append("--workers must be at least 1")
     if args.heartbeat <= 0:
         problems.append("--heartbeat must be positive")
+    if args.control_cpu is not None and (problem := control_cpu_problem(args.control_cpu)):
+        problems.append(problem)
     if problems:
         print(f"accessfabric sim fleet: {'; '.join(problems)}", file=sys.stderr)
         return 2
