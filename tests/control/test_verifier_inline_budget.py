@@ -20,9 +20,9 @@ from accessfabric.control.server.api.verifier import (
 )
 
 
-def test_inline_checks_beyond_a_turns_budget_go_to_the_batch(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _record_checking_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every signature check passes (b"sig" + key) and appends its thread's name to the
+    list returned."""
     threads: list[str] = []
 
     def check(public_key: bytes, parts: Any, timestamp_ms: int) -> bytes:
@@ -30,6 +30,13 @@ def test_inline_checks_beyond_a_turns_budget_go_to_the_batch(
         return b"sig" + public_key
 
     monkeypatch.setattr(verifier, "check_signature", check)
+    return threads
+
+
+def test_inline_checks_beyond_a_turns_budget_go_to_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads = _record_checking_threads(monkeypatch)
 
     async def main() -> None:
         batch = BatchVerifier(threads=2)
@@ -56,13 +63,7 @@ def test_other_signed_requests_are_checked_on_the_loop_leaving_the_leases_reserv
     """Any signed request is checked on the loop while the turn's budget lasts (handing a
     few a turn to the threads cost the loop more, ADR 0056); ``INLINE_RESERVED`` of the
     budget stays for route leases, and the overflow goes to the threads."""
-    threads: list[str] = []
-
-    def check(public_key: bytes, parts: Any, timestamp_ms: int) -> bytes:
-        threads.append(threading.current_thread().name)
-        return b"sig" + public_key
-
-    monkeypatch.setattr(verifier, "check_signature", check)
+    threads = _record_checking_threads(monkeypatch)
 
     async def main() -> None:
         batch = BatchVerifier(threads=2)
