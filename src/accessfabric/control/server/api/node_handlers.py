@@ -121,11 +121,6 @@ async def enroll(request: web.Request) -> web.Response:
 
 async def heartbeat(request: web.Request) -> web.Response:
     plane = context(request).plane
-    # A heartbeat's answer can wait one loop turn (a service host's first access policy
-    # rides in it, tens of milliseconds later at most); a route lease, which a device
-    # waits on to open a stream, cannot.  The yield puts the heartbeats read in a turn
-    # behind the lease requests read in the same turn (issue 17, ADR 0056).
-    await asyncio.sleep(0)
     node, body, by_mac = await authenticate_heartbeat(request)
     try:
         facts = parse_facts(parse_json_object(body))
