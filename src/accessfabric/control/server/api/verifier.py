@@ -127,27 +127,20 @@ class BatchVerifier:
         done: asyncio.Future[list[_Result]] | Future[list[_Result]],
     ) -> None:
         self._queued -= len(chunk)
-        _deliver(chunk, done)
+        error = None if done.cancelled() else done.exception()
+        if done.cancelled() or error is not None:
+            for _, future in chunk:
+                if not future.done():
+                    future.set_exception(error or RuntimeError("verification cancelled"))
+            return
+        for (_, future), result in zip(chunk, done.result(), strict=True):
+            if future.done():
+                continue
+            if isinstance(result, RequestAuthError):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _deliver(
-    chunk: list[tuple[_Item, asyncio.Future[bytes]]],
-    done: asyncio.Future[list[_Result]] | Future[list[_Result]],
-) -> None:
-    error = None if done.cancelled() else done.exception()
-    if done.cancelled() or error is not None:
-        for _, future in chunk:
-            if not future.done():
-                future.set_exception(error or RuntimeError("verification cancelled"))
-        return
-    for (_, future), result in zip(chunk, done.result(), strict=True):
-        if future.done():
-            continue
-        if isinstance(result, RequestAuthError):
-            future.set_exception(result)
-        else:
-            future.set_result(result)
