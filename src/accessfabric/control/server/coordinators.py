@@ -260,7 +260,7 @@ class RouteCoordinators:
         if (
             state is None
             or state.received_at < c.built_at
-            or now - state.received_at >= self._heartbeats.rules.unreachable_after
+            or not self._heartbeats.live(source, now)
         ):
             return False
         made = c.memo.get(source)

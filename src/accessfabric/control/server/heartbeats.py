@@ -20,6 +20,20 @@ deadlines, so asking is cheap), and when a live node's directory-visible facts c
 (region, endpoints, transports, the set of peers it measured, and the relay facts
 placement selects on: opt-in, charging, metered, trust tier).  Together with the registry
 generation it makes the directory's version (:mod:`accessfabric.control.server.directory`).
+
+**Silence this replica caused does not count** (ADR 0061).  A node's silence is counted
+from its last heartbeat, or from the moment this replica could take heartbeats again,
+whichever is later, for the nodes that were live when it stopped:
+
+* while paused (:meth:`HeartbeatTable.pause`; its store lost, every request answered
+  503) no node ages, and :meth:`HeartbeatTable.resume` gives every node live at the pause a new
+  start at the resume (one ``unreachable_after`` window for its next heartbeat to land);
+* the first :meth:`HeartbeatTable.load` (a replica starting) does the same for the nodes
+  that were live when the store last heard of anyone (the newest persisted heartbeat):
+  the time the control plane was down is not theirs either.
+
+A node that was already unreachable gets nothing, and a node that really died is
+unreachable one window after the resume: the grace never outlasts one window.
 """
 
 from __future__ import annotations
@@ -86,13 +100,21 @@ class HealthReport:
 
 
 def assess(
-    state: HeartbeatState | None, now: float, rules: HealthRules, record_revision: int = 0
+    state: HeartbeatState | None,
+    now: float,
+    rules: HealthRules,
+    record_revision: int = 0,
+    *,
+    silence: float | None = None,
 ) -> HealthReport:
-    """The health of a node from its latest heartbeat (``None``: none yet)."""
+    """The health of a node from its latest heartbeat (``None``: none yet); ``silence``:
+    the seconds of it counted against the node (default its age; less after a replica's
+    own outage: :meth:`HeartbeatTable.silence`)."""
     if state is None:
         return HealthReport(health=Health.UNREACHABLE, reasons=("no heartbeat yet",), age=None)
     age = max(0.0, now - state.received_at)
-    if age >= rules.unreachable_after:
+    counted = age if silence is None else min(age, max(0.0, silence))
+    if counted >= rules.unreachable_after:
         return HealthReport(
             health=Health.UNREACHABLE,
             reasons=(f"no heartbeat for {age:.0f} s (limit {rules.unreachable_after:g} s)",),
@@ -100,7 +122,7 @@ def assess(
         )
     facts = state.facts
     reasons: list[str] = []
-    if age >= rules.late_after:
+    if counted >= rules.late_after:
         reasons.append(f"heartbeat late: {age:.0f} s old (interval {rules.interval:g} s)")
     for name, value in (
         ("cpu", facts.cpu),
@@ -185,10 +207,21 @@ class HeartbeatTable:
         """Which nodes' directory entries changed, in order: directory deltas
         (:mod:`accessfabric.control.server.directory_log`).  Every move of the visibility
         generation notes its node; the registry notes record changes here too."""
+        self._grace: dict[str, float] = {}
+        """Per node: the resume its silence is counted from, when later than its last
+        heartbeat (see the module docstring; ADR 0061)."""
+        self._paused_at: float | None = None
+        """Since when this replica cannot take heartbeats (``None``: it can)."""
+        self._loaded = False
 
     def load(self) -> int:
-        """Read the persisted heartbeats (at start-up); the number loaded."""
+        """Read the persisted heartbeats (at start-up, and when a replica's store is back);
+        the number loaded.  An entry older than the heartbeat held in memory is skipped:
+        the persisted digest lags the last heartbeat by up to a persist interval, and
+        taking it would age the node by that much.  The first load is a start: see the
+        module docstring."""
         loaded = 0
+        newest: float | None = None
         for entry in self._store.range(KEY_PREFIX).entries:
             node_id = entry.key.removeprefix(KEY_PREFIX)
             try:
@@ -197,15 +230,78 @@ class HeartbeatTable:
                 received_at = float(document["received_at"])
             except (ValueError, KeyError, TypeError, FactsError):
                 continue
-            self._region_moved(node_id, self._states.get(node_id), facts)
-            self._states[node_id] = HeartbeatState(facts=facts, received_at=received_at, count=0)
+            newest = received_at if newest is None else max(newest, received_at)
+            previous = self._states.get(node_id)
+            if previous is not None and previous.received_at >= received_at:
+                continue
+            self._region_moved(node_id, previous, facts)
+            count = 0 if previous is None else previous.count
+            self._states[node_id] = HeartbeatState(
+                facts=facts, received_at=received_at, count=count
+            )
             self._persisted_at[node_id] = received_at
             self._set_live(node_id, received_at)
             loaded += 1
+        if not self._loaded and newest is not None:  # a start: the store heard last at newest
+            self._grant_grace(newest, self._clock())
+        self._loaded = True
         self._generations.moved(None)
         self._visibility += 1
         self.changes.reset()  # everything may have moved: every node fetches in full
         return loaded
+
+    def pause(self, now: float | None = None) -> None:
+        """This replica cannot take heartbeats from ``now`` on (its store is lost): no node
+        ages until :meth:`resume`."""
+        if self._paused_at is None:
+            self._paused_at = self._clock() if now is None else now
+
+    def resume(self, now: float | None = None) -> None:
+        """This replica takes heartbeats again: every node live when it paused is counted
+        silent from ``now`` (one ``unreachable_after`` window for its next heartbeat)."""
+        paused_at, self._paused_at = self._paused_at, None
+        if paused_at is not None:
+            self._grant_grace(paused_at, self._clock() if now is None else now)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    def _grant_grace(self, since: float, now: float) -> None:
+        """Count every node live at ``since`` silent from ``now`` on."""
+        after = self.rules.unreachable_after
+        for node_id, state in self._states.items():
+            heard = self._heard(node_id, state)
+            if heard + after <= since or heard >= now:
+                continue  # unreachable before this replica stopped, or heard of since
+            self._grace[node_id] = now
+            if node_id not in self._live:  # swept meanwhile: visible again
+                self._schedule(node_id, now + after)
+                self._visibility += 1
+                self.changes.note(node_id)
+        self._generations.moved(None)  # planners' snapshots rebuild with them
+
+    def _heard(self, node_id: str, state: HeartbeatState) -> float:
+        """When ``node_id``'s silence starts counting: its last heartbeat, or later."""
+        grace = self._grace.get(node_id)
+        return state.received_at if grace is None else max(grace, state.received_at)
+
+    def silence(self, node_id: str, now: float) -> float | None:
+        """Seconds of silence counted against ``node_id`` at ``now`` (``None``: never heard
+        of): from its last heartbeat or this replica's resume, with no time counted while
+        paused."""
+        state = self._states.get(node_id)
+        if state is None:
+            return None
+        paused_at = self._paused_at
+        until = now if paused_at is None else min(now, paused_at)
+        return max(0.0, until - self._heard(node_id, state))
+
+    def live(self, node_id: str, now: float) -> bool:
+        """``node_id`` is not ``unreachable`` at ``now`` (what planners and directories
+        show)."""
+        silence = self.silence(node_id, now)
+        return silence is not None and silence < self.rules.unreachable_after
 
     def _due(self, node_id: str, state: HeartbeatState, now: float) -> bool:
         age = now - self._persisted_at.get(node_id, -1e18)
@@ -258,6 +354,8 @@ class HeartbeatTable:
         previous = self._states.get(node_id)
         count = 1 if previous is None else previous.count + 1
         self._states[node_id] = HeartbeatState(facts=facts, received_at=when, count=count)
+        if self._grace:
+            self._grace.pop(node_id, None)  # heard of: its own heartbeat counts again
         self._region_moved(node_id, previous, facts)
         self._dirty.add(node_id)
         self._moved(node_id)
@@ -310,13 +408,15 @@ class HeartbeatTable:
 
     def visibility(self, now: float) -> int:
         """The visibility generation at ``now`` (see the module docstring)."""
+        if self._paused_at is not None:
+            return self._visibility  # nobody turns unreachable while paused
         after = self.rules.unreachable_after
         while self._deadlines and self._deadlines[0][0] <= now:
             due, node_id = heapq.heappop(self._deadlines)
             if self._live.get(node_id) != due:
                 continue  # forgotten, or a stale entry
             state = self._states.get(node_id)
-            deadline = state.received_at + after if state is not None else due
+            deadline = self._heard(node_id, state) + after if state is not None else due
             if deadline > now:  # heard of since: wait for the new deadline
                 self._schedule(node_id, deadline)
                 continue
@@ -336,6 +436,7 @@ class HeartbeatTable:
 
     def forget(self, node_id: str) -> None:
         self._region_moved(node_id, self._states.pop(node_id, None), None)
+        self._grace.pop(node_id, None)
         self._persisted_at.pop(node_id, None)
         self._persisted_visible.pop(node_id, None)
         self._dirty.discard(node_id)
@@ -351,7 +452,8 @@ class HeartbeatTable:
         return len(self._states)
 
     def health(self, node_id: str, now: float, record_revision: int = 0) -> HealthReport:
-        return assess(self._states.get(node_id), now, self.rules, record_revision)
+        silence = self.silence(node_id, now)
+        return assess(self._states.get(node_id), now, self.rules, record_revision, silence=silence)
 
     def flush(self, now: float | None = None, *, force: bool = False) -> int:
         """Persist dirty entries not persisted for ``persist_interval``; the number written."""

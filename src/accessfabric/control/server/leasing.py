@@ -179,7 +179,6 @@ def build_graph(
     since (at 1000 devices, reading the entries' peer tables and making every node's
     facts was most of a rebuild; ADR 0043).  ``memo`` is left holding this build's nodes.
     """
-    limit = heartbeats.rules.unreachable_after
     nodes = []
     links: dict[tuple[str, str], LinkObservation] = {}
     heard_at: dict[str, float] = {}
@@ -188,7 +187,7 @@ def build_graph(
     for node in registry.all() if pool is None else pool:
         node_id = node.node_id
         state = heartbeats.get(node_id)
-        if state is None or now - state.received_at >= limit:
+        if state is None or not heartbeats.live(node_id, now):
             continue
         heard_at[node_id] = state.received_at
         draining = drains is not None and drains.is_draining(node_id)

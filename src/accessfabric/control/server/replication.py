@@ -10,7 +10,10 @@ interval.
 When the watch breaks (etcd unreachable, quorum lost) the replica marks itself
 ``synced = False`` — the API then answers 503 for everything that would act on the cached
 registry — and retries with jittered backoff; when history it missed was compacted it lists
-the prefixes again before watching.  Only stores with a native ``watch`` (etcd) need this:
+the prefixes again before watching.  Meanwhile its heartbeat table is paused: the nodes'
+heartbeats it cannot take are not counted against them, and when it serves again every
+node live at the pause has one unreachable window for its next heartbeat to land
+(:meth:`HeartbeatTable.resume`, ADR 0061).  Only stores with a native ``watch`` (etcd) need this:
 SQLite replicas are single-process.
 """
 
@@ -170,12 +173,14 @@ class ReplicaSync:
     def _mark_lost(self, reason: str) -> None:
         if self.synced:
             _log.warning("replica sync lost the store: %s", reason)
+            self._plane.heartbeats.pause()
         self.synced = False
         self.reason = reason
 
     def _mark_synced(self) -> None:
         if not self.synced:
             _log.info("replica sync: store reachable again")
+            self._plane.heartbeats.resume()  # before the first request it serves
         self.synced = True
         self.reason = ""
 
