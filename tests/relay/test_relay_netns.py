@@ -210,12 +210,11 @@ def test_lossy_delayed_link_bulk_and_interactive(tmp_path: Path) -> None:
     front of the pings short.  Without a rate the during-bulk p99 exceeded 120 ms in 5 of 23
     interleaved runs (12 of 28 in an earlier, busier series; the test used to allow a second
     run); with 100 Mbit/s in none of 19 (``docs/benchmarks.md``, relay scenario 3), so one
-    run, both bounds.  What is left are pings above 120 ms that come from the path, not the
-    multiplexing, and that a separate interactive connection on the same link would see
-    too: one 0.25-0.3 s into the bulk (125-140 ms: the bulk's start fills the 100 Mbit/s
-    queue before the pacer's first RTT samples show it), and one per BBR ProbeRTT (cwnd 4
-    for 200 ms, 10 s after the phone connection's last lower RTT sample: one ping waits
-    260-330 ms).  The bulk is 256 MiB (~27 s, ~450-520 pings) so that the p99 tolerates
+    run, both bounds.  What is left: one ping 0.25-0.3 s into the bulk (125-140 ms: the
+    bulk's start fills the 100 Mbit/s queue before the pacer's first RTT samples show it;
+    a separate interactive connection would see it too), and one per BBR ProbeRTT of the
+    phone's connection (cwnd 4 for 200 ms, 10 s after its last lower RTT sample: the ping
+    queued behind bulk in that connection waits 260-330 ms).  The bulk is 256 MiB (~27 s, ~450-520 pings) so that the p99 tolerates
     five: with 128 MiB (13 s, ~240 pings) it tolerated two, the start and the ProbeRTT at
     ~10.3 s took both, and a third (a CPU hiccup) failed a fresh-clone CI (p99 130 ms,
     three above 120).  The report lists each with its time into the bulk
