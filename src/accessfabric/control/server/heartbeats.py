@@ -26,8 +26,9 @@ from its last heartbeat, or from the moment this replica could take heartbeats a
 whichever is later, for the nodes that were live when it stopped:
 
 * while paused (:meth:`HeartbeatTable.pause`; its store lost, every request answered
-  503) no node ages, and :meth:`HeartbeatTable.resume` gives every node live at the pause a new
-  start at the resume (one ``unreachable_after`` window for its next heartbeat to land);
+  503) no node ages, and :meth:`HeartbeatTable.resume` gives every node live at the
+  pause a new start at the resume (one ``unreachable_after`` window for its next
+  heartbeat to land);
 * the first :meth:`HeartbeatTable.load` (a replica starting) does the same for the nodes
   that were live when the store last heard of anyone (the newest persisted heartbeat):
   the time the control plane was down is not theirs either.
@@ -262,10 +263,6 @@ class HeartbeatTable:
         paused_at, self._paused_at = self._paused_at, None
         if paused_at is not None:
             self._grant_grace(paused_at, self._clock() if now is None else now)
-
-    @property
-    def paused(self) -> bool:
-        return self._paused_at is not None
 
     def _grant_grace(self, since: float, now: float) -> None:
         """Count every node live at ``since`` silent from ``now`` on."""

@@ -13,8 +13,8 @@ registry — and retries with jittered backoff; when history it missed was compa
 the prefixes again before watching.  Meanwhile its heartbeat table is paused: the nodes'
 heartbeats it cannot take are not counted against them, and when it serves again every
 node live at the pause has one unreachable window for its next heartbeat to land
-(:meth:`HeartbeatTable.resume`, ADR 0061).  Only stores with a native ``watch`` (etcd) need this:
-SQLite replicas are single-process.
+(:meth:`HeartbeatTable.resume`, ADR 0061).  Only stores with a native ``watch`` (etcd)
+need this: SQLite replicas are single-process.
 """
 
 from __future__ import annotations
