@@ -22,6 +22,7 @@ turn; the store sticks to the one that last answered.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -52,6 +53,9 @@ from accessfabric.control.server.store.etcd_grpc import kv_pb2, rpc_pb2, rpc_pb2
 
 DEFAULT_NAMESPACE = "/accessfabric"
 DEFAULT_TIMEOUT = 2.0
+WATCH_PROGRESS_AFTER = 1.0
+"""Seconds a watch stream may be silent before it asks etcd for its progress; silent for
+as long again after asking, it is a broken stream (see :meth:`EtcdStore.watch`)."""
 """Seconds a request may take before the store calls etcd unavailable (a leader election
 on a healthy cluster takes about one election timeout, 1 s by default)."""
 MAX_TXN_OPS = 128
@@ -505,12 +509,21 @@ class EtcdStore(Store):
             lease_id=int(kv.lease) or None,
         )
 
-    async def watch(self, prefix: str, since: int) -> AsyncIterator[Change]:
+    async def watch(
+        self, prefix: str, since: int, *, progress_after: float = WATCH_PROGRESS_AFTER
+    ) -> AsyncIterator[Change]:
         """Every change under ``prefix`` after revision ``since``, as etcd streams them.
 
         An async generator on ``grpc.aio``, one stream per call.  Raises
         :class:`CompactedError` when ``since`` is compacted and
         :class:`StoreUnavailableError` when the stream breaks: list again and re-watch.
+
+        A stream can also break silently: after an etcd member's SIGKILL a watch on it was
+        seen to deliver nothing and never fail (the replica's caches stopped following
+        the store while its quorum reads succeeded).  So a stream silent for
+        ``progress_after`` seconds asks etcd for its progress (``WatchProgressRequest``:
+        the member answers at once, without a leader too); no answer within as long again
+        raises, and the next request tries the next endpoint first.
         """
         low, high = self._prefix_bounds(prefix)
         endpoint = self.current_endpoint
@@ -520,14 +533,36 @@ class EtcdStore(Store):
             else (grpc.aio.secure_channel(endpoint, self._credentials)) as channel
         ):
             stub = rpc_pb2_grpc.WatchStub(channel)
-            request = rpc_pb2.WatchRequest(
-                create_request=rpc_pb2.WatchCreateRequest(
-                    key=low, range_end=high, start_revision=since + 1, progress_notify=True
-                )
-            )
-            call = stub.Watch(iter([request]))
+            call = stub.Watch()
+            reading: asyncio.Future[Any] | None = None
             try:
-                async for response in call:
+                await call.write(
+                    rpc_pb2.WatchRequest(
+                        create_request=rpc_pb2.WatchCreateRequest(
+                            key=low, range_end=high, start_revision=since + 1,
+                            progress_notify=True,
+                        )
+                    )
+                )  # fmt: skip
+                asked = False
+                while True:
+                    if reading is None:  # a read is never cancelled: that ends the call
+                        reading = asyncio.ensure_future(call.read())
+                    done, _ = await asyncio.wait({reading}, timeout=progress_after)
+                    if not done:
+                        if asked:
+                            self._skip(endpoint)
+                            raise StoreUnavailableError(
+                                f"etcd at {endpoint} left a watch silent: no answer to a "
+                                f"progress request within {progress_after:g} s"
+                            )
+                        asked = True
+                        progress = rpc_pb2.WatchProgressRequest()
+                        await call.write(rpc_pb2.WatchRequest(progress_request=progress))
+                        continue
+                    response, reading, asked = reading.result(), None, False
+                    if response is grpc.aio.EOF:
+                        break
                     if response.compact_revision:
                         raise CompactedError(since, int(response.compact_revision) - 1)
                     if response.canceled:
@@ -540,7 +575,16 @@ class EtcdStore(Store):
                 raise self._translate(error) from error
             finally:
                 call.cancel()
+                if reading is not None and not reading.cancel() and not reading.cancelled():
+                    reading.exception()  # read: a broken call's error is raised above
         raise StoreUnavailableError(f"etcd at {endpoint} ended the watch stream")
+
+    def _skip(self, endpoint: str) -> None:
+        """Requests start at the endpoint after ``endpoint`` if it is still the current one
+        (it answers nothing: a deadline is not retried on the next endpoint)."""
+        with self._lock:
+            if self.endpoints[self._current] == endpoint:
+                self._current = (self._current + 1) % len(self.endpoints)
 
     def compact(self, revision: int) -> None:
         current = self.revision()
