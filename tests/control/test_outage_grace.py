@@ -210,3 +210,44 @@ def test_a_replica_whose_store_came_back_leases_before_the_hosts_next_heartbeat(
     with pytest.raises(LeaseRefused) as refused:
         hops()
     assert refused.value.code == "no_route", refused.value  # the host is not in the graph
+
+
+class FailingWatch(BreakableStore):
+    """A watch that ends with an error no store raises (grpc.aio's ``InvalidStateError``
+    when a finished stream is written to, before the store translated it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watches = 0
+
+    async def watch(self, prefix: str, since: int) -> AsyncIterator[Change]:
+        self.watches += 1
+        if self.watches == 1:
+            await asyncio.sleep(0.01)
+            raise asyncio.InvalidStateError("RPC already finished.")
+        await asyncio.Event().wait()  # the second watch follows quietly
+        yield  # pragma: no cover - makes this an async generator
+
+
+def test_a_watch_failing_unexpectedly_marks_the_replica_lost_and_it_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, such an error ended the replica's sync task while ``synced`` stayed true:
+    the replica served on and never followed the store again."""
+    clock = FakeClock(1_800_000_000.0)
+    store = SqliteStore(tmp_path / "control.db", clock=clock)
+    plane = ControlPlane(store, Authority(NodeKey.generate()), config=CONFIG, clock=clock)
+    plane.load()
+    failing = FailingWatch()
+
+    async def main() -> None:
+        sync = plane.sync = ReplicaSync(plane, failing)
+        sync.start(0)
+        try:
+            await until(lambda: failing.watches == 2, what="the replica watches again")
+            assert sync.synced and sync._task is not None and not sync._task.done()
+        finally:
+            await sync.stop()
+
+    asyncio.run(main())
+    assert "replica sync failed" in caplog.text

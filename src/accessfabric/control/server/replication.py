@@ -109,15 +109,16 @@ class ReplicaSync:
             finally:  # also when this task is cancelled (stop): end both, read their errors
                 for task in (watcher, prober):
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StoreError):
-                        await task
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task  # its error is read below
             for task in done:
                 with contextlib.suppress(asyncio.CancelledError):
                     error = task.exception()
                     if isinstance(error, StoreError):
                         self._mark_lost(str(error))
-                    elif error is not None:
-                        raise error
+                    elif error is not None:  # a replica that stops following must say so
+                        _log.error("replica sync failed", exc_info=error)
+                        self._mark_lost(f"replica sync failed: {error!r}")
             failures += 1
             while True:
                 await asyncio.sleep(random.uniform(0.5, 1.0) * min(MAX_BACKOFF, 0.1 * 2**failures))

@@ -518,12 +518,14 @@ class EtcdStore(Store):
         :class:`CompactedError` when ``since`` is compacted and
         :class:`StoreUnavailableError` when the stream breaks: list again and re-watch.
 
-        A stream can also break silently: after an etcd member's SIGKILL a watch on it was
-        seen to deliver nothing and never fail (the replica's caches stopped following
-        the store while its quorum reads succeeded).  So a stream silent for
-        ``progress_after`` seconds asks etcd for its progress (``WatchProgressRequest``:
-        the member answers at once, without a leader too); no answer within as long again
-        raises, and the next request tries the next endpoint first.
+        A stream can also break silently: after an etcd member's SIGKILL, a watch on it
+        was seen finished (``Stream removed``) with its pending read never returning, so
+        the replica's caches stopped following the store while its quorum reads went to
+        the other members and succeeded.  So a stream silent for ``progress_after``
+        seconds is checked: finished, it raises; else it asks etcd for its progress
+        (``WatchProgressRequest``: the member answers at once, without a leader too), and
+        no answer within as long again raises, the next request trying the next endpoint
+        first.
         """
         low, high = self._prefix_bounds(prefix)
         endpoint = self.current_endpoint
@@ -550,6 +552,11 @@ class EtcdStore(Store):
                         reading = asyncio.ensure_future(call.read())
                     done, _ = await asyncio.wait({reading}, timeout=progress_after)
                     if not done:
+                        if call.done():  # finished, and the read was left waiting
+                            raise StoreUnavailableError(
+                                f"etcd at {endpoint} ended the watch stream "
+                                f"({(await call.code()).name.lower()}: {await call.details()})"
+                            )
                         if asked:
                             self._skip(endpoint)
                             raise StoreUnavailableError(
@@ -558,7 +565,12 @@ class EtcdStore(Store):
                             )
                         asked = True
                         progress = rpc_pb2.WatchProgressRequest()
-                        await call.write(rpc_pb2.WatchRequest(progress_request=progress))
+                        try:
+                            await call.write(rpc_pb2.WatchRequest(progress_request=progress))
+                        except asyncio.InvalidStateError:  # finished meanwhile
+                            raise StoreUnavailableError(
+                                f"etcd at {endpoint} ended the watch stream"
+                            ) from None
                         continue
                     response, reading, asked = reading.result(), None, False
                     if response is grpc.aio.EOF:
