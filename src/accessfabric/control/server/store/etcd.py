@@ -518,8 +518,8 @@ class EtcdStore(Store):
         :class:`CompactedError` when ``since`` is compacted and
         :class:`StoreUnavailableError` when the stream breaks: list again and re-watch.
 
-        A stream can also break silently: after an etcd member's SIGKILL, a watch on it
-        was seen finished (``Stream removed``) with its pending read never returning, so
+        A stream can also break silently: after the etcd leader's SIGKILL, a replica's
+        watch call was seen finished with its pending read never returning, so
         the replica's caches stopped following the store while its quorum reads went to
         the other members and succeeded.  So a stream silent for ``progress_after``
         seconds is checked: finished, it raises; else it asks etcd for its progress
