@@ -149,6 +149,10 @@ class BreakableStore:
         self._down = False
         self._broken = asyncio.Event()
 
+    def fail_reads(self) -> None:
+        """Quorum reads fail; the watch is left open (silent): the loss is not found yet."""
+        self._down = True
+
     def revision(self) -> int:
         if self._down:
             raise StoreUnavailableError("etcd has no leader")
@@ -251,3 +255,39 @@ def test_a_watch_failing_unexpectedly_marks_the_replica_lost_and_it_recovers(
 
     asyncio.run(main())
     assert "replica sync failed" in caplog.text
+
+
+def test_a_loss_found_late_counts_from_the_last_quorum_read_that_succeeded(
+    tmp_path: Path,
+) -> None:
+    """Two failed probes take up to 5 s: the nodes' heartbeats (here: their digests, which
+    the other replicas could not write) stopped when the store did, not when the replica
+    found out.  A host silent for 5 s when the loss is found was live when it began."""
+    clock = FakeClock(1_800_000_000.0)
+    store = SqliteStore(tmp_path / "control.db", clock=clock)
+    plane = ControlPlane(store, Authority(NodeKey.generate()), config=CONFIG, clock=clock)
+    plane.load()
+    host = NodeKey.generate()
+    _enroll(plane, host, "service-host")
+    plane.heartbeats.record(host.node_id, facts())
+    breakable = BreakableStore()
+
+    async def main() -> None:
+        sync = plane.sync = ReplicaSync(plane, breakable)
+        sync.start(0)
+        try:
+            await until(lambda: sync.store_ok_at is not None, what="a quorum read succeeds")
+            breakable.fail_reads()
+            clock.advance(5.0)  # the store is gone; the replica has not found out yet
+            breakable.down()
+            await until(lambda: not sync.synced, what="the replica finds its store gone")
+            clock.advance(3.0)
+            breakable.up()
+            await until(lambda: sync.synced, what="the replica serves again")
+        finally:
+            await sync.stop()
+
+    asyncio.run(main())
+    assert plane.heartbeats.live(host.node_id, clock.now)
+    clock.advance(WINDOW)
+    assert not plane.heartbeats.live(host.node_id, clock.now)

@@ -251,11 +251,16 @@ class HeartbeatTable:
         self.changes.reset()  # everything may have moved: every node fetches in full
         return loaded
 
-    def pause(self, now: float | None = None) -> None:
-        """This replica cannot take heartbeats from ``now`` on (its store is lost): no node
-        ages until :meth:`resume`."""
+    def now(self) -> float:
+        """The table's clock."""
+        return self._clock()
+
+    def pause(self, since: float | None = None) -> None:
+        """This replica cannot take heartbeats (its store is lost) since ``since`` (default
+        now; earlier when the loss was found late): no node ages until :meth:`resume`."""
         if self._paused_at is None:
-            self._paused_at = self._clock() if now is None else now
+            now = self._clock()
+            self._paused_at = now if since is None else min(since, now)
 
     def resume(self, now: float | None = None) -> None:
         """This replica takes heartbeats again: every node live when it paused is counted

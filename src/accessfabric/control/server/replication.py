@@ -87,6 +87,9 @@ class ReplicaSync:
         self.reason = ""
         self.applied = 0
         self.since = 0
+        self.store_ok_at: float | None = None
+        """When the last quorum read that succeeded was sent (the heartbeat table's clock):
+        the store answered then, so a loss found later began after it."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self, since: int) -> None:
@@ -144,6 +147,7 @@ class ReplicaSync:
         failures = 0
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
+            sent = self._plane.heartbeats.now()
             try:
                 await asyncio.wait_for(asyncio.to_thread(self._store.revision), PROBE_TIMEOUT)
             except (TimeoutError, StoreError) as error:
@@ -153,6 +157,7 @@ class ReplicaSync:
                     raise StoreError(f"{failures} quorum reads failed: {reason}") from None
             else:
                 failures = 0
+                self.store_ok_at = sent
 
     async def _reload(self) -> bool:
         """Read the caches again from the store (after a break); ``True`` when done."""
@@ -174,7 +179,10 @@ class ReplicaSync:
     def _mark_lost(self, reason: str) -> None:
         if self.synced:
             _log.warning("replica sync lost the store: %s", reason)
-            self._plane.heartbeats.pause()
+            # the loss began after the last quorum read that succeeded, maybe well before
+            # it was found (two failed probes take up to 5 s): heartbeats other replicas
+            # could not persist since then are not counted against the nodes either
+            self._plane.heartbeats.pause(self.store_ok_at)
         self.synced = False
         self.reason = reason
 
