@@ -37,6 +37,7 @@ from accessfabric.control.client.client import ControlClient
 from accessfabric.node.config.node_config import load_node_config
 from accessfabric.node.host.host_monitor import SharedReadings
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.sim.device_cache import CoalescedCache
 from accessfabric.wire.registry import TrafficClass
 
 REPORT_INTERVAL = 1.0
@@ -357,6 +358,18 @@ def _report(devices: list[Device], samples: Samples, entries: list[str]) -> None
     sys.stdout.flush()
 
 
+def _flush_due(devices: list[Device]) -> None:
+    """Write the cache documents a device held for its coalescing interval (a device
+    that wrote nothing since still gets its latest state on disk)."""
+    now = time.monotonic()
+    for device in devices:
+        control = device.runtime.control
+        cache = None if control is None else control.client.cache
+        if isinstance(cache, CoalescedCache):
+            with contextlib.suppress(OSError):
+                cache.flush_due(now)
+
+
 async def run(configs: list[Path], entries: list[str], service: str, interval: float) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -373,10 +386,11 @@ async def run(configs: list[Path], entries: list[str], service: str, interval: f
     async def start_all() -> None:
         for path in configs:
             index = int(path.stem.rsplit("-", 1)[-1])
-            runtime = NodeRuntime(load_node_config(path, environ={}))
-            runtime.host.readings = readings
-            if runtime.control is not None:  # no fsync: every device's cache on one disk
-                runtime.control.client.cache.durable = False
+            runtime = NodeRuntime(load_node_config(path, environ={}), host_readings=readings)
+            if runtime.control is not None:  # the light profile's cache (sim/device_cache.py)
+                cache = CoalescedCache(runtime.control.client.cache.directory)
+                cache.durable = False  # no fsync: every device's cache on one disk
+                runtime.control.client.cache = cache
             await runtime.start()
             device = Device(index, runtime, samples)
             devices.append(device)
@@ -392,6 +406,7 @@ async def run(configs: list[Path], entries: list[str], service: str, interval: f
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REPORT_INTERVAL)
             _report(devices, samples, entries)
+            _flush_due(devices)
     finally:
         starter.cancel()
         for task in tasks:
