@@ -376,9 +376,10 @@ class HostMonitor:
             if not peer or peer in seen:
                 continue
             seen.add(peer)
-            metrics = session.metrics()
-            total = sum(metrics.bytes_out_by_class.values()) + sum(
-                metrics.bytes_in_by_class.values()
+            # the two byte counts only, not the whole metrics() (frames, queues, states):
+            # every session of every device, every second (issue 17, docs/benchmarks.md)
+            total = sum(session.bytes_out_by_class.values()) + sum(
+                session.bytes_in_by_class.values()
             )
             previous = self._bytes.get(peer)
             if previous is None and len(self._bytes) >= MAX_TRACKED_PEERS:
