@@ -4,7 +4,8 @@ One process, loopback, the real connect/serve functions of each carrier: one BUL
 stream of ``total`` bytes (the receiver answers once it has all of them) and the
 session PING round trip, each compared with fabric TCP+TLS measured in the same run; and
 qh3 alone (``bench/quic_libs.py``'s one-stream bulk, no fabric) in the same run, the
-ceiling of the QUIC row on this machine.
+ceiling of the QUIC row on this machine; and aiopquic alone the same way where it imports
+(``bench/quic_aiopquic.py``; not a dependency, ADR 0062).
 The session pacer is off on all three (QUIC and the fallback run without it anyway; in
 one process both ends share a CPU, which the delay-based pacer would read as a queue).
 
@@ -23,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from accessfabric.bench import quic_libs
+from accessfabric.bench import quic_aiopquic, quic_libs
 from accessfabric.bench.common import BenchNode
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.identity.keys import NodeKey
@@ -149,6 +150,16 @@ async def measure(quick: bool, cert_dir: Path) -> dict[str, tuple[float, float]]
         )
         best = max(best, alone.bulk_mb_s)
     figures["qh3_alone"] = (best, alone.rtt_us)
+    # aiopquic alone, where it imports (not a dependency; ADR 0062)
+    if quic_aiopquic.available():
+        library = BenchNode.make(quic_libs.SERVER_SEED, cert_dir / "aiopquic")
+        best = 0.0
+        for _ in range(1 if quick else 2):
+            alone = await quic_aiopquic.measure(
+                library, bulk_bytes=total, round_trips=PINGS // 4, handshakes=1
+            )
+            best = max(best, alone.bulk_mb_s)
+        figures["aiopquic_alone"] = (best, alone.rtt_us)
     return figures
 
 
@@ -160,6 +171,12 @@ def extra_results(figures: dict[str, tuple[float, float]]) -> list[BenchResult]:
         metric="qh3 alone bulk (1 proc, no fabric)", value=rate, unit="MB/s",
         baseline_metric="fabric tcp_tls bulk (1 proc)", baseline_value=tcp_rate,
     ))  # fmt: skip
+    if "aiopquic_alone" in figures:
+        rate, rtt = figures["aiopquic_alone"]
+        results.append(BenchResult(
+            metric="aiopquic alone bulk (1 proc, no fabric)", value=rate, unit="MB/s",
+            baseline_metric="fabric tcp_tls bulk (1 proc)", baseline_value=tcp_rate,
+        ))  # fmt: skip
     for name in ("quic", "https_fallback"):
         rate, rtt = figures[name]
         results.append(BenchResult(

@@ -47,7 +47,7 @@ WINDOW = 64 * MiB
 PIECE = 256 * 1024
 BULK = b"B"
 ECHO = b"E"
-LIBRARIES = ("qh3", "aioquic")
+LIBRARIES = ("qh3", "aiopquic", "aioquic")
 ED25519_SIGNATURE_ALGORITHM = 0x0807
 SERVER_SEED = bytes(range(64, 96))
 CLIENT_SEED = bytes(range(96, 128))
@@ -60,6 +60,8 @@ class LibraryFigures:
     bulk_mb_s: float
     rtt_us: float
     handshake_ms: float
+    bulk_cpu_s: float = 0.0  # process CPU (all threads) while the bulk ran
+    bulk_bytes: int = 0
 
 
 def _modules(library: str) -> tuple[Any, Any, Any, Any]:
@@ -147,6 +149,12 @@ async def measure_library(
     library: str, server: BenchNode, *, bulk_bytes: int, round_trips: int, handshakes: int = 5
 ) -> LibraryFigures:
     """Bulk rate, echo RTT and handshake time of ``library`` over loopback."""
+    if library == "aiopquic":
+        from accessfabric.bench import quic_aiopquic
+
+        return await quic_aiopquic.measure(
+            server, bulk_bytes=bulk_bytes, round_trips=round_trips, handshakes=handshakes
+        )
     aio, configuration_class, events, version = _modules(library)
     server_config, client_config = _configurations(library, configuration_class, server)
     if library == "qh3":
@@ -177,6 +185,7 @@ async def measure_library(
             stream_id = quic.get_next_available_stream_id()
             done = client.expect(4)
             piece = bytes(PIECE)
+            cpu_started = time.process_time()
             started = time.perf_counter()
             quic.send_stream_data(stream_id, BULK)
             sent = 0
@@ -187,6 +196,7 @@ async def measure_library(
             client.transmit()
             await done
             bulk_seconds = time.perf_counter() - started
+            bulk_cpu = time.process_time() - cpu_started
             # rtt
             stream_id = quic.get_next_available_stream_id()
             message = bytes(64)
@@ -207,13 +217,23 @@ async def measure_library(
         bulk_mb_s=bulk_bytes / bulk_seconds / 1e6,
         rtt_us=statistics.median(rtts) * 1e6,
         handshake_ms=statistics.median(handshake_times) * 1e3,
+        bulk_cpu_s=bulk_cpu,
+        bulk_bytes=bulk_bytes,
     )
 
 
 async def compare(
-    cert_dir: Path, *, bulk_bytes: int, round_trips: int, rounds: int
+    cert_dir: Path,
+    *,
+    bulk_bytes: int,
+    round_trips: int,
+    rounds: int,
+    every: list[LibraryFigures] | None = None,
 ) -> list[LibraryFigures]:
-    """Best of ``rounds`` for each installed library, interleaved so both see the same machine."""
+    """Best of ``rounds`` for each installed library, interleaved so all see the same machine.
+
+    ``every``, when given, receives each round's figures in the order they were taken.
+    """
     server = BenchNode.make(SERVER_SEED, cert_dir)
     best: dict[str, LibraryFigures] = {}
     for _ in range(rounds):
@@ -225,6 +245,8 @@ async def compare(
             figures = await measure_library(
                 library, server, bulk_bytes=bulk_bytes, round_trips=round_trips
             )
+            if every is not None:
+                every.append(figures)
             previous = best.get(library)
             if previous is None or figures.bulk_mb_s > previous.bulk_mb_s:
                 best[library] = LibraryFigures(
@@ -233,18 +255,34 @@ async def compare(
                     bulk_mb_s=figures.bulk_mb_s,
                     rtt_us=min(figures.rtt_us, previous.rtt_us if previous else figures.rtt_us),
                     handshake_ms=figures.handshake_ms,
+                    bulk_cpu_s=figures.bulk_cpu_s,
+                    bulk_bytes=figures.bulk_bytes,
                 )
     return list(best.values())
 
 
+def cpu_per_gib(figures: LibraryFigures) -> float:
+    """Process CPU seconds (every thread) per GiB of the bulk; 0 when not measured."""
+    if not figures.bulk_cpu_s or not figures.bulk_bytes:
+        return 0.0
+    return figures.bulk_cpu_s / (figures.bulk_bytes / (1 << 30))
+
+
 def run(quick: bool) -> BenchReport:
-    """The ``quic_libs`` suite: qh3 figures with aioquic's as the baseline."""
+    """The ``quic_libs`` suite: qh3 against aioquic, and aiopquic against qh3 where it imports."""
     bulk_bytes = (16 if quick else 64) * MiB
     round_trips = 300 if quick else 2000
     rounds = 1 if quick else 3
+    every: list[LibraryFigures] = []
     with tempfile.TemporaryDirectory(prefix="af-quic-bench-") as tmp:
         figures = run_async(
-            compare(Path(tmp), bulk_bytes=bulk_bytes, round_trips=round_trips, rounds=rounds)
+            compare(
+                Path(tmp),
+                bulk_bytes=bulk_bytes,
+                round_trips=round_trips,
+                rounds=rounds,
+                every=every,
+            )
         )
     report = BenchReport("quic_libs")
     by_name = {f.library: f for f in figures}
@@ -277,11 +315,34 @@ def run(quick: bool) -> BenchReport:
                 baseline_value=aioquic.handshake_ms,
             )
         )
+    aiopquic = by_name.get("aiopquic")
+    if qh3 is not None and aiopquic is not None:
+        report.add(
+            BenchResult(
+                metric=f"aiopquic {aiopquic.version} one stream",
+                value=aiopquic.bulk_mb_s,
+                unit="MB/s",
+                baseline_metric=f"qh3 {qh3.version} one stream",
+                baseline_value=qh3.bulk_mb_s,
+            )
+        )
+        report.add(
+            BenchResult(
+                metric="aiopquic 64 B echo RTT (median)",
+                value=aiopquic.rtt_us,
+                unit="us",
+                baseline_metric="qh3 64 B echo RTT",
+                baseline_value=qh3.rtt_us,
+            )
+        )
     for f in figures:
         report.notes[f.library] = (
             f"{f.version}: {f.bulk_mb_s:.1f} MB/s, RTT {f.rtt_us:.0f} us, "
             f"handshake {f.handshake_ms:.1f} ms"
         )
+    report.notes["rounds"] = "; ".join(
+        f"{f.library} {f.bulk_mb_s:.1f} MB/s {cpu_per_gib(f):.1f} CPU s/GiB" for f in every
+    )
     report.notes["setup"] = (
         f"one process, 127.0.0.1, {bulk_bytes // MiB} MiB bulk, "
         f"{round_trips} round trips, best of {rounds}; {machine_note()}"
