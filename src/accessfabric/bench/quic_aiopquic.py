@@ -110,9 +110,18 @@ def _protocols(protocol_base: Any, data_event: Any) -> tuple[Any, Any]:
 
 
 async def measure(
-    server: BenchNode, *, bulk_bytes: int, round_trips: int, handshakes: int = 5
+    server: BenchNode,
+    *,
+    bulk_bytes: int,
+    round_trips: int,
+    handshakes: int = 5,
+    options: dict[str, Any] | None = None,
 ) -> LibraryFigures:
-    """Bulk rate (and its CPU), echo RTT and handshake time of aiopquic over loopback."""
+    """Bulk rate (and its CPU), echo RTT and handshake time of aiopquic over loopback.
+
+    ``options`` are extra ``QuicConfiguration`` fields for both ends (e.g.
+    ``congestion_control_algorithm``).
+    """
     package = importlib.import_module("aiopquic")
     client_module = importlib.import_module("aiopquic.asyncio.client")
     server_module = importlib.import_module("aiopquic.asyncio.server")
@@ -125,7 +134,11 @@ async def measure(
     )
     cert_path, key_path = write_certificate_files(server.key, server.cert_dir)
     server_config = configuration_class(
-        is_client=False, alpn_protocols=["afbench"], max_data=WINDOW, max_stream_data=WINDOW
+        is_client=False,
+        alpn_protocols=["afbench"],
+        max_data=WINDOW,
+        max_stream_data=WINDOW,
+        **(options or {}),
     )
     server_config.load_cert_chain(str(cert_path), str(key_path))
     # the server's own self-signed certificate is the client's only root, its node id the
@@ -137,6 +150,7 @@ async def measure(
         max_stream_data=WINDOW,
         cafile=str(cert_path),
         server_name=server.key.node_id,
+        **(options or {}),
     )
     port = _free_udp_port()
     quic_server = await server_module.serve(
@@ -157,6 +171,7 @@ async def measure(
             done = client.expect(4)
             piece = bytes(PIECE)
             cpu_started = time.process_time()
+            loop_cpu_started = time.thread_time()
             started = time.perf_counter()
             await quic.send_stream_data_drained(stream_id, BULK)
             sent = 0
@@ -167,6 +182,7 @@ async def measure(
             await done
             bulk_seconds = time.perf_counter() - started
             bulk_cpu = time.process_time() - cpu_started
+            bulk_loop_cpu = time.thread_time() - loop_cpu_started
             stream_id = quic.get_next_available_stream_id()
             message = bytes(64)
             quic.send_stream_data(stream_id, ECHO)
@@ -186,6 +202,7 @@ async def measure(
         rtt_us=statistics.median(rtts) * 1e6,
         handshake_ms=statistics.median(handshake_times) * 1e3,
         bulk_cpu_s=bulk_cpu,
+        bulk_loop_cpu_s=bulk_loop_cpu,
         bulk_bytes=bulk_bytes,
     )
 
@@ -225,7 +242,47 @@ async def alternate(cert_dir: Path, *, rounds: int, bulk_bytes: int) -> list[dic
             )
             row[library] = figures.bulk_mb_s
             row[f"{library}_cpu_s_gib"] = cpu_per_gib(figures)
+            row[f"{library}_loop_cpu_s_gib"] = cpu_per_gib(figures, loop_only=True)
             row[f"{library}_rtt_us"] = figures.rtt_us
+        rows.append(row)
+        print(json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
+    return rows
+
+
+async def alternate_carriers(
+    cert_dir: Path, *, rounds: int, bulk_bytes: int
+) -> list[dict[str, float]]:
+    """``rounds`` rounds in one process: one BULK fabric stream over TCP+TLS, over the qh3
+    carrier and over one aiopquic stream (``bench/quic_aiopquic_carrier.py``: bench only,
+    no channel binding); the QUIC two swap places every round. MB/s, process CPU s/GiB and
+    the event loop thread's CPU s/GiB of each, and the 1-minute load average."""
+    from accessfabric.bench import carrier_extra
+    from accessfabric.bench.quic_aiopquic_carrier import aiopquic_pair
+    from accessfabric.identity.keys import NodeKey
+    from accessfabric.node.dialing.endpoints import LocalNode
+    from accessfabric.session import SessionConfig
+
+    config = SessionConfig(pacing_target_delay=None)
+    a = LocalNode(key=NodeKey.generate(), cert_dir=cert_dir / "a", session_config=config)
+    b = LocalNode(key=NodeKey.generate(), cert_dir=cert_dir / "b", session_config=config)
+    openers: dict[str, Any] = {
+        "fabric_tcp_tls": carrier_extra._tcp,
+        "fabric_quic_qh3": carrier_extra._quic,
+        "fabric_aiopquic": aiopquic_pair,
+    }
+    rows: list[dict[str, float]] = []
+    for number in range(rounds):
+        row: dict[str, float] = {"round": number, "load1": os.getloadavg()[0]}
+        names = ["fabric_tcp_tls", "fabric_quic_qh3", "fabric_aiopquic"]
+        if number % 2:
+            names[1], names[2] = names[2], names[1]
+        for name in names:
+            async with openers[name](a, b) as (dialer, acceptor):
+                cpu, loop_cpu = time.process_time(), time.thread_time()
+                row[name] = await carrier_extra._bulk(dialer, acceptor, bulk_bytes)
+                gib = bulk_bytes / (1 << 30)
+                row[f"{name}_cpu_s_gib"] = (time.process_time() - cpu) / gib
+                row[f"{name}_loop_cpu_s_gib"] = (time.thread_time() - loop_cpu) / gib
         rows.append(row)
         print(json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
     return rows
@@ -235,9 +292,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=alternate.__doc__)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--mib", type=int, default=64)
+    parser.add_argument("--carrier", action="store_true", help=alternate_carriers.__doc__)
     args = parser.parse_args()
     if not available():
         raise SystemExit("aiopquic does not import here (not a dependency; ADR 0062)")
+    if args.carrier:
+        with tempfile.TemporaryDirectory(prefix="af-aiopquic-") as tmp:
+            rows = run_async(
+                alternate_carriers(Path(tmp), rounds=args.rounds, bulk_bytes=args.mib << 20)
+            )
+        for key in ("fabric_quic_qh3", "fabric_aiopquic"):
+            ratios = [row[key] / row["fabric_tcp_tls"] for row in rows]
+            print(f"{key} / fabric_tcp_tls: " + ", ".join(f"{r:.2f}" for r in ratios))
+        ratios = [row["fabric_aiopquic"] / row["fabric_quic_qh3"] for row in rows]
+        print("fabric_aiopquic / fabric_quic_qh3: " + ", ".join(f"{r:.2f}" for r in ratios))
+        return
     with tempfile.TemporaryDirectory(prefix="af-aiopquic-") as tmp:
         rows = run_async(alternate(Path(tmp), rounds=args.rounds, bulk_bytes=args.mib << 20))
     for key in ("fabric_quic", "qh3", LIBRARY):
