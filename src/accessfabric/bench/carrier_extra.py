@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from accessfabric.bench import quic_aiopquic, quic_libs
+from accessfabric.bench import quic_aiopquic, quic_common, quic_libs
 from accessfabric.bench.common import BenchNode
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.identity.keys import NodeKey
@@ -49,7 +49,7 @@ async def _accepted(queue: asyncio.Queue[SessionConnection]) -> SessionConnectio
 
 
 @asynccontextmanager
-async def _tcp(a: LocalNode, b: LocalNode) -> AsyncIterator[Pair]:
+async def tcp_pair(a: LocalNode, b: LocalNode) -> AsyncIterator[Pair]:
     queue: asyncio.Queue[SessionConnection] = asyncio.Queue()
     server = await serve_tcp(b, HOST, 0, queue.put_nowait)
     port = server.sockets[0].getsockname()[1]
@@ -64,7 +64,7 @@ async def _tcp(a: LocalNode, b: LocalNode) -> AsyncIterator[Pair]:
 
 
 @asynccontextmanager
-async def _quic(a: LocalNode, b: LocalNode) -> AsyncIterator[Pair]:
+async def quic_pair(a: LocalNode, b: LocalNode) -> AsyncIterator[Pair]:
     queue: asyncio.Queue[SessionConnection] = asyncio.Queue()
     server = await serve_quic(b, HOST, 0, queue.put_nowait)
     dialer = await connect_quic(a, HOST, server.port, expected_peer_id=b.key.node_id)
@@ -92,7 +92,7 @@ async def _https(a: LocalNode, b: LocalNode) -> AsyncIterator[Pair]:
         await server.wait_closed()
 
 
-async def _bulk(dialer: SessionConnection, acceptor: SessionConnection, total: int) -> float:
+async def bulk_rate(dialer: SessionConnection, acceptor: SessionConnection, total: int) -> float:
     """MB/s of one BULK stream, first byte written to the receiver's answer."""
     piece = b"\xa5" * PIECE
 
@@ -132,17 +132,17 @@ async def measure(quick: bool, cert_dir: Path) -> dict[str, tuple[float, float]]
     total = (16 if quick else 64) * 1024 * 1024
     figures: dict[str, tuple[float, float]] = {}
     openers: dict[str, Callable[[LocalNode, LocalNode], object]] = {
-        "tcp_tls": _tcp, "quic": _quic, "https_fallback": _https,
+        "tcp_tls": tcp_pair, "quic": quic_pair, "https_fallback": _https,
     }  # fmt: skip
     for name, opener in openers.items():
         best = 0.0
         async with opener(a, b) as (dialer, acceptor):  # type: ignore[attr-defined]
             for _ in range(1 if quick else 2):
-                best = max(best, await _bulk(dialer, acceptor, total))
+                best = max(best, await bulk_rate(dialer, acceptor, total))
             rtt = await _rtt(dialer, PINGS // 4 if quick else PINGS)
         figures[name] = (best, rtt)
     # qh3 alone, no fabric (bench/quic_libs.py): how far the library itself gets here
-    library = BenchNode.make(quic_libs.SERVER_SEED, cert_dir / "qh3")
+    library = BenchNode.make(quic_common.SERVER_SEED, cert_dir / "qh3")
     best = 0.0
     for _ in range(1 if quick else 2):
         alone = await quic_libs.measure_library(
@@ -152,7 +152,7 @@ async def measure(quick: bool, cert_dir: Path) -> dict[str, tuple[float, float]]
     figures["qh3_alone"] = (best, alone.rtt_us)
     # aiopquic alone, where it imports (not a dependency; ADR 0062)
     if quic_aiopquic.available():
-        library = BenchNode.make(quic_libs.SERVER_SEED, cert_dir / "aiopquic")
+        library = BenchNode.make(quic_common.SERVER_SEED, cert_dir / "aiopquic")
         best = 0.0
         for _ in range(1 if quick else 2):
             alone = await quic_aiopquic.measure(

@@ -14,7 +14,7 @@ is ``HIGH_WATER`` minus the bytes still in the stream's send ring (not yet pulle
 picoquic's thread); above half it reports 0, arms aiopquic's per-stream drain wake and
 calls the session's ``writable`` when picoquic's thread next drains the ring.
 
-Run: ``python -m accessfabric.bench.quic_aiopquic --carrier`` (needs aiopquic importable).
+Run: ``python -m accessfabric.bench.quic_ab --carrier`` (needs aiopquic importable).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from accessfabric.bench.quic_aiopquic import _free_udp_port
-from accessfabric.bench.quic_libs import HOST, WINDOW
+from accessfabric.bench.quic_aiopquic import free_udp_port
+from accessfabric.bench.quic_common import HOST, WINDOW
 from accessfabric.carriers.base import CarrierInfo, CarrierListener
 from accessfabric.identity.tls import write_certificate_files
 from accessfabric.node.dialing.endpoints import LocalNode
@@ -112,7 +112,7 @@ class AiopquicStreamCarrier:
             listener.connection_lost(None)
 
 
-def _protocols(
+def carrier_protocols(
     protocol_base: Any, data_event: Any, on_stream: Callable[[Any, int], AiopquicStreamCarrier]
 ) -> tuple[Any, Any]:
     class ServerProtocol(protocol_base):  # type: ignore[misc]
@@ -164,7 +164,7 @@ async def aiopquic_pair(
             accepted.set_result(connection)
         return carrier
 
-    server_class, client_class = _protocols(
+    server_class, client_class = carrier_protocols(
         protocol_module.QuicConnectionProtocol, events.StreamDataReceived, on_stream
     )
     cert_path, key_path = write_certificate_files(b.key, b.cert_dir)
@@ -180,7 +180,7 @@ async def aiopquic_pair(
         cafile=str(cert_path),
         server_name=b.key.node_id,
     )
-    port = _free_udp_port()
+    port = free_udp_port()
     server = await server_module.serve(
         HOST, port, configuration=server_config, create_protocol=server_class
     )

@@ -33,39 +33,30 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from accessfabric.bench import quic_aiopquic
 from accessfabric.bench.common import BenchNode, machine_note, run_async
+from accessfabric.bench.quic_common import (
+    BULK,
+    ECHO,
+    ED25519_SIGNATURE_ALGORITHM,
+    HOST,
+    PIECE,
+    SERVER_SEED,
+    WINDOW,
+    LibraryFigures,
+    MiB,
+    cpu_per_gib,
+)
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.identity.tls import write_certificate_files
 
-HOST = "127.0.0.1"
-MiB = 1 << 20
-WINDOW = 64 * MiB
-PIECE = 256 * 1024
-BULK = b"B"
-ECHO = b"E"
 LIBRARIES = ("qh3", "aiopquic", "aioquic")
-ED25519_SIGNATURE_ALGORITHM = 0x0807
-SERVER_SEED = bytes(range(64, 96))
-CLIENT_SEED = bytes(range(96, 128))
 
 
-@dataclass(frozen=True, slots=True)
-class LibraryFigures:
-    library: str
-    version: str
-    bulk_mb_s: float
-    rtt_us: float
-    handshake_ms: float
-    bulk_cpu_s: float = 0.0  # process CPU (all threads) while the bulk ran
-    bulk_bytes: int = 0
-    bulk_loop_cpu_s: float = 0.0  # the event loop's thread alone (aiopquic: without picoquic's)
-
-
-def _modules(library: str) -> tuple[Any, Any, Any, Any]:
+def library_modules(library: str) -> tuple[Any, Any, Any, Any]:
     """(asyncio package, QuicConfiguration, events module, version) of ``library``."""
     package = importlib.import_module(library)
     aio = importlib.import_module(f"{library}.asyncio")
@@ -74,7 +65,7 @@ def _modules(library: str) -> tuple[Any, Any, Any, Any]:
     return aio, configuration.QuicConfiguration, events, getattr(package, "__version__", "?")
 
 
-def _server_protocol(aio: Any, events: Any) -> Any:
+def server_protocol(aio: Any, events: Any) -> Any:
     class BenchServerProtocol(aio.QuicConnectionProtocol):  # type: ignore[misc]
         """Counts bulk streams, echoes echo streams."""
 
@@ -100,7 +91,7 @@ def _server_protocol(aio: Any, events: Any) -> Any:
     return BenchServerProtocol
 
 
-def _client_protocol(aio: Any, events: Any) -> Any:
+def client_protocol(aio: Any, events: Any) -> Any:
     class BenchClientProtocol(aio.QuicConnectionProtocol):  # type: ignore[misc]
         """Resolves one waiter per expected answer size."""
 
@@ -126,7 +117,7 @@ def _client_protocol(aio: Any, events: Any) -> Any:
     return BenchClientProtocol
 
 
-def _configurations(library: str, configuration_class: Any, server: BenchNode) -> tuple[Any, Any]:
+def configurations(library: str, configuration_class: Any, server: BenchNode) -> tuple[Any, Any]:
     cert_path, key_path = write_certificate_files(server.key, server.cert_dir)
     server_config = configuration_class(
         is_client=False, alpn_protocols=["afbench"], max_data=WINDOW, max_stream_data=WINDOW
@@ -151,26 +142,24 @@ async def measure_library(
 ) -> LibraryFigures:
     """Bulk rate, echo RTT and handshake time of ``library`` over loopback."""
     if library == "aiopquic":
-        from accessfabric.bench import quic_aiopquic
-
         return await quic_aiopquic.measure(
             server, bulk_bytes=bulk_bytes, round_trips=round_trips, handshakes=handshakes
         )
-    aio, configuration_class, events, version = _modules(library)
-    server_config, client_config = _configurations(library, configuration_class, server)
+    aio, configuration_class, events, version = library_modules(library)
+    server_config, client_config = configurations(library, configuration_class, server)
     if library == "qh3":
         # the carrier's receive path: GRO reads, a burst per connection at once
         from accessfabric.carriers.quic_adapter import create_udp_endpoint
         from accessfabric.carriers.quic_server import batching_quic_server
 
-        quic_server: Any = batching_quic_server(server_config, _server_protocol(aio, events))
+        quic_server: Any = batching_quic_server(server_config, server_protocol(aio, events))
         await create_udp_endpoint(lambda: quic_server, HOST, 0)
     else:
         quic_server = await aio.serve(
-            HOST, 0, configuration=server_config, create_protocol=_server_protocol(aio, events)
+            HOST, 0, configuration=server_config, create_protocol=server_protocol(aio, events)
         )
     port = quic_server._transport.get_extra_info("sockname")[1]
-    client_class = _client_protocol(aio, events)
+    client_class = client_protocol(aio, events)
     try:
         handshake_times = []
         for _ in range(handshakes):
@@ -264,15 +253,6 @@ async def compare(
                     bulk_loop_cpu_s=figures.bulk_loop_cpu_s,
                 )
     return list(best.values())
-
-
-def cpu_per_gib(figures: LibraryFigures, *, loop_only: bool = False) -> float:
-    """CPU seconds per GiB of the bulk: the process (every thread), or the event loop's
-    thread alone; 0 when not measured."""
-    cpu = figures.bulk_loop_cpu_s if loop_only else figures.bulk_cpu_s
-    if not cpu or not figures.bulk_bytes:
-        return 0.0
-    return cpu / (figures.bulk_bytes / (1 << 30))
 
 
 def run(quick: bool) -> BenchReport:

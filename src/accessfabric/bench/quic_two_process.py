@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from accessfabric.bench import quic_aiopquic, quic_libs
+from accessfabric.bench import quic_aiopquic, quic_common, quic_libs
 from accessfabric.bench.common import BenchNode, run_async
 from accessfabric.identity.tls import write_certificate_files
 
@@ -35,16 +35,16 @@ def _cert_dir() -> Path:
 
 async def serve(library: str) -> None:
     """Child: serve ``library`` on a free port, print it, wait for stdin to close."""
-    node = BenchNode.make(quic_libs.SERVER_SEED, _cert_dir())
+    node = BenchNode.make(quic_common.SERVER_SEED, _cert_dir())
     loop = asyncio.get_running_loop()
     if library == "qh3":
         from accessfabric.carriers.quic_adapter import create_udp_endpoint
         from accessfabric.carriers.quic_server import batching_quic_server
 
-        aio, configuration_class, events, _ = quic_libs._modules("qh3")
-        server_config, _client = quic_libs._configurations("qh3", configuration_class, node)
-        server: Any = batching_quic_server(server_config, quic_libs._server_protocol(aio, events))
-        await create_udp_endpoint(lambda: server, quic_libs.HOST, 0)
+        aio, configuration_class, events, _ = quic_libs.library_modules("qh3")
+        server_config, _client = quic_libs.configurations("qh3", configuration_class, node)
+        server: Any = batching_quic_server(server_config, quic_libs.server_protocol(aio, events))
+        await create_udp_endpoint(lambda: server, quic_common.HOST, 0)
         port = server._transport.get_extra_info("sockname")[1]
     else:
         import importlib
@@ -55,20 +55,20 @@ async def serve(library: str) -> None:
             "aiopquic.quic.configuration"
         ).QuicConfiguration
         events = importlib.import_module("aiopquic.quic.events")
-        server_class, _ = quic_aiopquic._protocols(
+        server_class, _ = quic_aiopquic.bench_protocols(
             protocol_module.QuicConnectionProtocol, events.StreamDataReceived
         )
         cert_path, key_path = write_certificate_files(node.key, node.cert_dir)
         server_config = configuration_class(
             is_client=False,
             alpn_protocols=["afbench"],
-            max_data=quic_libs.WINDOW,
-            max_stream_data=quic_libs.WINDOW,
+            max_data=quic_common.WINDOW,
+            max_stream_data=quic_common.WINDOW,
         )
         server_config.load_cert_chain(str(cert_path), str(key_path))
-        port = quic_aiopquic._free_udp_port()
+        port = quic_aiopquic.free_udp_port()
         server = await server_module.serve(
-            quic_libs.HOST, port, configuration=server_config, create_protocol=server_class
+            quic_common.HOST, port, configuration=server_config, create_protocol=server_class
         )
     print(port, flush=True)
     cpu = time.process_time()
@@ -79,20 +79,20 @@ async def serve(library: str) -> None:
 
 async def client_bulk(library: str, port: int, bulk_bytes: int) -> tuple[float, float]:
     """Parent: (MB/s, client CPU seconds) of one stream of ``bulk_bytes`` to ``port``."""
-    node = BenchNode.make(quic_libs.SERVER_SEED, _cert_dir())
-    piece = bytes(quic_libs.PIECE)
+    node = BenchNode.make(quic_common.SERVER_SEED, _cert_dir())
+    piece = bytes(quic_common.PIECE)
     if library == "qh3":
-        aio, configuration_class, events, _ = quic_libs._modules("qh3")
-        _server, client_config = quic_libs._configurations("qh3", configuration_class, node)
-        protocol = quic_libs._client_protocol(aio, events)
+        aio, configuration_class, events, _ = quic_libs.library_modules("qh3")
+        _server, client_config = quic_libs.configurations("qh3", configuration_class, node)
+        protocol = quic_libs.client_protocol(aio, events)
         async with aio.connect(
-            quic_libs.HOST, port, configuration=client_config, create_protocol=protocol
+            quic_common.HOST, port, configuration=client_config, create_protocol=protocol
         ) as client:
             quic = client._quic
             stream_id = quic.get_next_available_stream_id()
             done = client.expect(4)
             cpu, started = time.process_time(), time.perf_counter()
-            quic.send_stream_data(stream_id, quic_libs.BULK)
+            quic.send_stream_data(stream_id, quic_common.BULK)
             sent = 0
             while sent < bulk_bytes:
                 chunk = piece[: min(len(piece), bulk_bytes - sent)]
@@ -107,26 +107,26 @@ async def client_bulk(library: str, port: int, bulk_bytes: int) -> tuple[float, 
     protocol_module = importlib.import_module("aiopquic.asyncio.protocol")
     configuration_class = importlib.import_module("aiopquic.quic.configuration").QuicConfiguration
     events = importlib.import_module("aiopquic.quic.events")
-    _, client_class = quic_aiopquic._protocols(
+    _, client_class = quic_aiopquic.bench_protocols(
         protocol_module.QuicConnectionProtocol, events.StreamDataReceived
     )
     cert_path, _key = write_certificate_files(node.key, node.cert_dir)
     client_config = configuration_class(
         is_client=True,
         alpn_protocols=["afbench"],
-        max_data=quic_libs.WINDOW,
-        max_stream_data=quic_libs.WINDOW,
+        max_data=quic_common.WINDOW,
+        max_stream_data=quic_common.WINDOW,
         cafile=str(cert_path),
         server_name=node.key.node_id,
     )
     async with client_module.connect(
-        quic_libs.HOST, port, configuration=client_config, create_protocol=client_class
+        quic_common.HOST, port, configuration=client_config, create_protocol=client_class
     ) as client:
         quic = client._quic
         stream_id = quic.get_next_available_stream_id()
         done = client.expect(4)
         cpu, started = time.process_time(), time.perf_counter()
-        await quic.send_stream_data_drained(stream_id, quic_libs.BULK)
+        await quic.send_stream_data_drained(stream_id, quic_common.BULK)
         sent = 0
         while sent < bulk_bytes:
             chunk = piece[: min(len(piece), bulk_bytes - sent)]
