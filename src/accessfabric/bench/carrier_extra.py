@@ -118,7 +118,7 @@ async def bulk_rate(dialer: SessionConnection, acceptor: SessionConnection, tota
     return total / elapsed / 1e6
 
 
-async def _rtt(dialer: SessionConnection, count: int) -> float:
+async def ping_rtt(dialer: SessionConnection, count: int) -> float:
     """Median session PING round trip, microseconds."""
     samples = [await dialer.ping() for _ in range(count)]
     return statistics.median(samples) * 1e6
@@ -139,7 +139,7 @@ async def measure(quick: bool, cert_dir: Path) -> dict[str, tuple[float, float]]
         async with opener(a, b) as (dialer, acceptor):  # type: ignore[attr-defined]
             for _ in range(1 if quick else 2):
                 best = max(best, await bulk_rate(dialer, acceptor, total))
-            rtt = await _rtt(dialer, PINGS // 4 if quick else PINGS)
+            rtt = await ping_rtt(dialer, PINGS // 4 if quick else PINGS)
         figures[name] = (best, rtt)
     # qh3 alone, no fabric (bench/quic_libs.py): how far the library itself gets here
     library = BenchNode.make(quic_common.SERVER_SEED, cert_dir / "qh3")

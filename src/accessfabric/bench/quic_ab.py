@@ -29,6 +29,8 @@ from accessfabric.identity.keys import NodeKey
 from accessfabric.node.dialing.endpoints import LocalNode
 from accessfabric.session import SessionConfig
 
+PINGS = 100
+
 
 async def alternate(cert_dir: Path, *, rounds: int, bulk_bytes: int) -> list[dict[str, float]]:
     """``rounds`` A/B rounds in one process: fabric TCP+TLS and QUIC, qh3 and aiopquic alone.
@@ -72,7 +74,8 @@ async def alternate_carriers(
     """``rounds`` rounds in one process: one BULK fabric stream over TCP+TLS, over the qh3
     carrier and over one aiopquic stream (``bench/quic_aiopquic_carrier.py``: bench only,
     no channel binding); the QUIC two swap places every round. MB/s, process CPU s/GiB and
-    the event loop thread's CPU s/GiB of each, and the 1-minute load average."""
+    the event loop thread's CPU s/GiB of each, the median session PING round trip after
+    the bulk (``PINGS`` of them), and the 1-minute load average."""
     config = SessionConfig(pacing_target_delay=None)
     a = LocalNode(key=NodeKey.generate(), cert_dir=cert_dir / "a", session_config=config)
     b = LocalNode(key=NodeKey.generate(), cert_dir=cert_dir / "b", session_config=config)
@@ -94,6 +97,7 @@ async def alternate_carriers(
                 gib = bulk_bytes / (1 << 30)
                 row[f"{name}_cpu_s_gib"] = (time.process_time() - cpu) / gib
                 row[f"{name}_loop_cpu_s_gib"] = (time.thread_time() - loop_cpu) / gib
+                row[f"{name}_ping_us"] = await carrier_extra.ping_rtt(dialer, PINGS)
         rows.append(row)
         print(json.dumps({k: round(v, 2) for k, v in row.items()}), flush=True)
     return rows
