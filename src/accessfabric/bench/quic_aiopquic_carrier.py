@@ -23,7 +23,8 @@ import asyncio
 import importlib
 import os
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from accessfabric.bench.quic_aiopquic import free_udp_port
@@ -140,18 +141,24 @@ def carrier_protocols(
     return ServerProtocol, ClientProtocol
 
 
-@asynccontextmanager
-async def aiopquic_pair(
-    a: LocalNode, b: LocalNode
-) -> AsyncIterator[tuple[SessionConnection, SessionConnection]]:
-    """A ready session pair over one aiopquic stream, ``a`` dialing ``b`` (bench only)."""
-    client_module = importlib.import_module("aiopquic.asyncio.client")
-    server_module = importlib.import_module("aiopquic.asyncio.server")
-    protocol_module = importlib.import_module("aiopquic.asyncio.protocol")
-    configuration_class = importlib.import_module("aiopquic.quic.configuration").QuicConfiguration
-    events = importlib.import_module("aiopquic.quic.events")
-    binding = os.urandom(32)  # NOT derived from the connection: see the module docstring
-    accepted: asyncio.Future[SessionConnection] = asyncio.get_running_loop().create_future()
+def _modules() -> tuple[Any, Any, Any, Any, Any]:
+    return (
+        importlib.import_module("aiopquic.asyncio.client"),
+        importlib.import_module("aiopquic.asyncio.server"),
+        importlib.import_module("aiopquic.asyncio.protocol").QuicConnectionProtocol,
+        importlib.import_module("aiopquic.quic.configuration").QuicConfiguration,
+        importlib.import_module("aiopquic.quic.events").StreamDataReceived,
+    )
+
+
+async def serve_sessions(
+    b: LocalNode, binding: bytes, on_connection: Callable[[SessionConnection], None]
+) -> tuple[Any, int]:
+    """Serve fabric sessions over aiopquic streams as ``b`` (bench only): (server, port).
+
+    ``binding`` stands in for the channel binding (the dialer must use the same bytes).
+    """
+    _client, server_module, protocol_base, configuration_class, data_event = _modules()
 
     def on_stream(quic: Any, stream_id: int) -> AiopquicStreamCarrier:
         carrier = AiopquicStreamCarrier(quic, stream_id)
@@ -160,37 +167,41 @@ async def aiopquic_pair(
         )
         connection = b.new_connection(info, carrier, None, None)
         carrier.listener = connection
-        if not accepted.done():
-            accepted.set_result(connection)
+        on_connection(connection)
         return carrier
 
-    server_class, client_class = carrier_protocols(
-        protocol_module.QuicConnectionProtocol, events.StreamDataReceived, on_stream
-    )
+    server_class, _ = carrier_protocols(protocol_base, data_event, on_stream)
     cert_path, key_path = write_certificate_files(b.key, b.cert_dir)
     server_config = configuration_class(
         is_client=False, alpn_protocols=[ALPN], max_data=WINDOW, max_stream_data=WINDOW
     )
     server_config.load_cert_chain(str(cert_path), str(key_path))
+    port = free_udp_port()
+    server = await server_module.serve(
+        HOST, port, configuration=server_config, create_protocol=server_class
+    )
+    return server, port
+
+
+@asynccontextmanager
+async def dial_session(
+    a: LocalNode, b_id: str, b_certificate: Path, port: int, binding: bytes
+) -> AsyncIterator[SessionConnection]:
+    """``a``'s session over one aiopquic stream to ``b`` on ``port`` (bench only), trusting
+    only ``b_certificate`` under the name ``b_id``."""
+    client_module, _server, protocol_base, configuration_class, data_event = _modules()
+    _, client_class = carrier_protocols(protocol_base, data_event, lambda _q, _s: None)  # type: ignore[arg-type,return-value]
     client_config = configuration_class(
         is_client=True,
         alpn_protocols=[ALPN],
         max_data=WINDOW,
         max_stream_data=WINDOW,
-        cafile=str(cert_path),
-        server_name=b.key.node_id,
+        cafile=str(b_certificate),
+        server_name=b_id,
     )
-    port = free_udp_port()
-    server = await server_module.serve(
-        HOST, port, configuration=server_config, create_protocol=server_class
-    )
-    async with AsyncExitStack() as stack:
-        stack.callback(server.close)
-        client = await stack.enter_async_context(
-            client_module.connect(
-                HOST, port, configuration=client_config, create_protocol=client_class
-            )
-        )
+    async with client_module.connect(
+        HOST, port, configuration=client_config, create_protocol=client_class
+    ) as client:
         quic = client._quic
         stream_id = quic.get_next_available_stream_id()
         carrier = AiopquicStreamCarrier(quic, stream_id)
@@ -199,12 +210,35 @@ async def aiopquic_pair(
             kind=carrier.kind, dialer=True, peer_address=HOST, channel_binding=binding
         )
         quic.send_stream_data(stream_id, PREAMBLE)  # before the session's first bytes
-        dialer = a.new_connection(info, carrier, None, b.key.node_id)
+        dialer = a.new_connection(info, carrier, None, b_id)
         carrier.listener = dialer
-        acceptor = await asyncio.wait_for(accepted, 10)
-        await asyncio.wait_for(asyncio.gather(dialer.ready(), acceptor.ready()), 10)
         try:
-            yield dialer, acceptor
+            yield dialer
         finally:
             dialer.abort()
-            acceptor.abort()
+
+
+@asynccontextmanager
+async def aiopquic_pair(
+    a: LocalNode, b: LocalNode
+) -> AsyncIterator[tuple[SessionConnection, SessionConnection]]:
+    """A ready session pair over one aiopquic stream, ``a`` dialing ``b`` (bench only)."""
+    binding = os.urandom(32)  # NOT derived from the connection: see the module docstring
+    accepted: asyncio.Future[SessionConnection] = asyncio.get_running_loop().create_future()
+
+    def on_connection(connection: SessionConnection) -> None:
+        if not accepted.done():
+            accepted.set_result(connection)
+
+    server, port = await serve_sessions(b, binding, on_connection)
+    cert_path, _key = write_certificate_files(b.key, b.cert_dir)
+    try:
+        async with dial_session(a, b.key.node_id, cert_path, port, binding) as dialer:
+            acceptor = await asyncio.wait_for(accepted, 10)
+            await asyncio.wait_for(asyncio.gather(dialer.ready(), acceptor.ready()), 10)
+            try:
+                yield dialer, acceptor
+            finally:
+                acceptor.abort()
+    finally:
+        server.close()
