@@ -565,11 +565,20 @@ class EtcdStore(Store):
                             )
                         asked = True
                         progress = rpc_pb2.WatchProgressRequest()
-                        try:
-                            await call.write(rpc_pb2.WatchRequest(progress_request=progress))
+                        try:  # a write to a dead peer was seen waiting for seconds
+                            await asyncio.wait_for(
+                                call.write(rpc_pb2.WatchRequest(progress_request=progress)),
+                                progress_after,
+                            )
                         except asyncio.InvalidStateError:  # finished meanwhile
                             raise StoreUnavailableError(
                                 f"etcd at {endpoint} ended the watch stream"
+                            ) from None
+                        except TimeoutError:
+                            self._skip(endpoint)
+                            raise StoreUnavailableError(
+                                f"etcd at {endpoint} took no progress request on a watch "
+                                f"within {progress_after:g} s"
                             ) from None
                         continue
                     response, reading, asked = reading.result(), None, False
