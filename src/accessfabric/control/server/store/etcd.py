@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -529,75 +529,63 @@ class EtcdStore(Store):
         """
         low, high = self._prefix_bounds(prefix)
         endpoint = self.current_endpoint
-        async with (
+        channel = (
             grpc.aio.insecure_channel(endpoint)
             if self._credentials is None
-            else (grpc.aio.secure_channel(endpoint, self._credentials)) as channel
-        ):
-            stub = rpc_pb2_grpc.WatchStub(channel)
-            call = stub.Watch()
-            reading: asyncio.Future[Any] | None = None
-            try:
-                await call.write(
-                    rpc_pb2.WatchRequest(
-                        create_request=rpc_pb2.WatchCreateRequest(
-                            key=low, range_end=high, start_revision=since + 1,
-                            progress_notify=True,
-                        )
-                    )
-                )  # fmt: skip
-                asked = False
-                while True:
-                    if reading is None:  # a read is never cancelled: that ends the call
-                        reading = asyncio.ensure_future(call.read())
-                    done, _ = await asyncio.wait({reading}, timeout=progress_after)
-                    if not done:
-                        if call.done():  # finished, and the read was left waiting
-                            raise StoreUnavailableError(
-                                f"etcd at {endpoint} ended the watch stream "
-                                f"({(await call.code()).name.lower()}: {await call.details()})"
-                            )
-                        if asked:
-                            self._skip(endpoint)
-                            raise StoreUnavailableError(
-                                f"etcd at {endpoint} left a watch silent: no answer to a "
-                                f"progress request within {progress_after:g} s"
-                            )
-                        asked = True
-                        progress = rpc_pb2.WatchProgressRequest()
-                        try:  # a write to a dead peer was seen waiting for seconds
-                            await asyncio.wait_for(
-                                call.write(rpc_pb2.WatchRequest(progress_request=progress)),
-                                progress_after,
-                            )
-                        except asyncio.InvalidStateError:  # finished meanwhile
-                            raise StoreUnavailableError(
-                                f"etcd at {endpoint} ended the watch stream"
-                            ) from None
-                        except TimeoutError:
-                            self._skip(endpoint)
-                            raise StoreUnavailableError(
-                                f"etcd at {endpoint} took no progress request on a watch "
-                                f"within {progress_after:g} s"
-                            ) from None
-                        continue
-                    response, reading, asked = reading.result(), None, False
-                    if response is grpc.aio.EOF:
-                        break
-                    if response.compact_revision:
-                        raise CompactedError(since, int(response.compact_revision) - 1)
-                    if response.canceled:
+            else grpc.aio.secure_channel(endpoint, self._credentials)
+        )
+        call = rpc_pb2_grpc.WatchStub(channel).Watch()
+        # Nothing of the call is awaited without a bound, nor cancelled and awaited (a
+        # cancelled grpc.aio await was seen waiting ~6 s for a dead peer's socket): each is
+        # a task waited on with a timeout, and left to end on its own.
+        reading: asyncio.Future[Any] | None = None
+        try:
+            create = rpc_pb2.WatchRequest(
+                create_request=rpc_pb2.WatchCreateRequest(
+                    key=low, range_end=high, start_revision=since + 1, progress_notify=True
+                )
+            )
+            await _within(call.write(create), self.timeout, f"etcd at {endpoint}: no watch")
+            asked = False
+            while True:
+                if reading is None:  # a read is never cancelled: that ends the call
+                    reading = asyncio.ensure_future(call.read())
+                done, _ = await asyncio.wait({reading}, timeout=progress_after)
+                if not done:
+                    if call.done():  # finished, and the read was left waiting
+                        raise StoreUnavailableError(f"etcd at {endpoint} ended the watch stream")
+                    if asked:
+                        self._skip(endpoint)
                         raise StoreUnavailableError(
-                            f"etcd cancelled a watch: {response.cancel_reason or 'no reason'}"
+                            f"etcd at {endpoint} left a watch silent: no answer to a "
+                            f"progress request within {progress_after:g} s"
                         )
-                    for event in response.events:
-                        yield self._change(event)
-            except grpc.RpcError as error:
-                raise self._translate(error) from error
-            finally:
-                call.cancel()
-                if reading is not None and not reading.cancel() and not reading.cancelled():
-                    reading.exception()  # read: a broken call's error is raised above
+                    asked = True
+                    progress = rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest())
+                    _unawaited(call.write(progress))  # its answer is what the next wait sees
+                    continue
+                response, reading, asked = reading.result(), None, False
+                if response is grpc.aio.EOF:
+                    break
+                if response.compact_revision:
+                    raise CompactedError(since, int(response.compact_revision) - 1)
+                if response.canceled:
+                    raise StoreUnavailableError(
+                        f"etcd cancelled a watch: {response.cancel_reason or 'no reason'}"
+                    )
+                for event in response.events:
+                    yield self._change(event)
+        except grpc.RpcError as error:
+            raise self._translate(error) from error
+        except asyncio.InvalidStateError:  # written to after it finished
+            raise StoreUnavailableError(f"etcd at {endpoint} ended the watch stream") from None
+        finally:
+            call.cancel()
+            if reading is not None:
+                _unawaited(reading)
+            closing = asyncio.ensure_future(channel.close())
+            await asyncio.wait({closing}, timeout=1.0)
+            _unawaited(closing)
         raise StoreUnavailableError(f"etcd at {endpoint} ended the watch stream")
 
     def _skip(self, endpoint: str) -> None:
@@ -653,3 +641,25 @@ def _check_expected(expected_mod_revision: int) -> None:
         raise TypeError("expected_mod_revision must be an int")
     if expected_mod_revision < 0:
         raise ValueError("expected_mod_revision must be >= 0 (0: the key must not exist)")
+
+
+async def _within(awaitable: Awaitable[Any], timeout: float, what: str) -> Any:
+    """``awaitable``'s result, or :class:`StoreUnavailableError` after ``timeout`` seconds
+    (the awaitable is left running, never cancelled and awaited)."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        _unawaited(task)
+        raise StoreUnavailableError(f"{what} within {timeout:g} s")
+    return task.result()
+
+
+def _unawaited(future: asyncio.Future[Any] | Awaitable[Any]) -> None:
+    """Let ``future`` end on its own; its error, if any, is read (not logged as lost)."""
+    task = asyncio.ensure_future(future)
+
+    def read(done: asyncio.Future[Any]) -> None:
+        if not done.cancelled():
+            done.exception()
+
+    task.add_done_callback(read)
