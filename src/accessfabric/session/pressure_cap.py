@@ -65,6 +65,7 @@ WORSE_MARGIN = 0.005
 MAX_BACKOFF = 1
 """Doublings of ``give_up_after`` after re-engagements (3 s -> at most 6 s at the floor:
 more would let a download beside an interactive loop crawl for long at the floor)."""
+_INFINITE = float("inf")
 
 
 def _push(samples: list[float], rtt: float) -> None:
@@ -306,10 +307,20 @@ class PressureRateCap:
 
     def available(self, now: float) -> float:
         """Bytes of the shared classes that may leave now (infinite while not capping)."""
+        if self.rate is None and self._lifted_at is None and self.level < self.high:
+            # Not capping, no give-way being judged, the peer not pressured: ``_update``
+            # would change nothing.  Asked before every frame cut, so only the rate is kept.
+            since = self._sent_since
+            if since is None:
+                self._sent_since = now
+            elif now - since >= self.step:
+                self._last_rate = self._sent / (now - since)
+                self._sent, self._sent_since = 0, now
+            return _INFINITE
         self._measure(now)
         self._update(now)
         if self.rate is None:
-            return float("inf")
+            return _INFINITE
         burst = max(MIN_BURST, self.rate * BURST)
         self._bucket = min(burst, self._bucket + (now - self._bucket_at) * self.rate)
         self._bucket_at = now
