@@ -48,3 +48,16 @@ def pin_process(pid: int, cpu: int) -> int:
             continue
         moved += 1
     return moved
+
+
+def lower_priority(pid: int, nice: int) -> int:
+    """Every thread of process ``pid`` to niceness ``nice`` (threads it starts later
+    inherit it from theirs); how many threads were changed."""
+    changed = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(task), nice)
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+        changed += 1
+    return changed

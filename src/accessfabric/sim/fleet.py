@@ -36,7 +36,13 @@ from accessfabric.demo.control import Control, create_grant, start_control
 from accessfabric.demo.procs import COMMAND, DemoFailed, Processes, env, free_port
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import write_certificate_files
-from accessfabric.sim.cpu_placement import control_cpu_problem, keep_off, pin_process, restore
+from accessfabric.sim.cpu_placement import (
+    control_cpu_problem,
+    keep_off,
+    lower_priority,
+    pin_process,
+    restore,
+)
 from accessfabric.sim.proc_usage import CpuMeter, cpu_seconds, rss_bytes
 
 SERVICE = "fleet-echo"
@@ -239,7 +245,7 @@ def _device_configs(run: FleetRun, control: Control, token: str, heartbeat: floa
 
 
 async def _start_workers(
-    run: FleetRun, paths: list[Path], workers: int, stream_interval: float
+    run: FleetRun, paths: list[Path], workers: int, stream_interval: float, device_nice: int
 ) -> None:
     share = math.ceil(len(paths) / workers)
     for w in range(workers):
@@ -253,6 +259,8 @@ async def _start_workers(
             "--stream-interval", str(stream_interval), "--configs", *map(str, mine),
             stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env(), start_new_session=True,
         )  # fmt: skip
+        if device_nice:
+            lower_priority(proc.pid, device_nice)
         state = WorkerState(proc)
         run.workers.append(state)
         asyncio.get_running_loop().create_task(_read_worker(run, state))
@@ -378,7 +386,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             _device_configs, run, control, tokens["mobile-edge"], args.heartbeat
         )
         started = time.monotonic()
-        await _start_workers(run, paths, args.workers, args.stream_interval)
+        await _start_workers(run, paths, args.workers, args.stream_interval, args.device_nice)
         view = LiveView(run, args.quiet)
         summary: dict[str, Any] = {"devices": args.devices, "entries": args.entries}
         ready_at: float | None = None
@@ -645,6 +653,12 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
         help="run the control plane on CPU N alone and the rest of the fleet on the other "
         "CPUs, as a control plane on a host of its own (default: all share every CPU)",
     )  # fmt: skip
+    parser.add_argument(
+        "--device-nice", type=int, default=0, metavar="N",
+        help="run the simulated devices' worker processes at niceness N (1-19): devices "
+        "run on hardware of their own, so the fabric's processes (control plane, entries, "
+        "service host) get the CPU first when both want it (default 0: equal)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no live view")
     parser.add_argument("--work", type=Path, help="keep keys, configs and logs here")
@@ -669,6 +683,8 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         problems.append("--workers must be at least 1")
     if args.heartbeat <= 0:
         problems.append("--heartbeat must be positive")
+    if not 0 <= args.device_nice <= 19:
+        problems.append("--device-nice must be between 0 and 19")
     if args.control_cpu is not None and (problem := control_cpu_problem(args.control_cpu)):
         problems.append(problem)
     if problems:
