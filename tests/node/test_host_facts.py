@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from accessfabric.control.client.facts import FactsError, HeartbeatFacts, parse_facts
+from accessfabric.control.client.facts import (
+    FactsError,
+    HeartbeatFacts,
+    PeerMeasurement,
+    parse_facts,
+)
 from accessfabric.node.config.node_config import ConfigError, load_node_config
 from accessfabric.node.dialing.nat_probe import NatReport
 from accessfabric.node.host.host_facts import (
@@ -312,3 +317,42 @@ def test_the_cpu_level_is_run_queue_wait_not_own_cpu(tmp_path: Path) -> None:
     stat.write_text("2600000000 2100000000 30\n")  # as long a wait, little to do (0.05)
     monitor.sample(0.0)
     assert monitor.levels.cpu == 25  # counts by the share of BUSY_SHARE it ran
+
+
+class _CountingSession:
+    """A session's byte counters (what the throughput measure reads), set by the test."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer_node_id = peer
+        self.bytes_out_by_class = {"reliable": 0, "bulk": 0}
+        self.bytes_in_by_class = {"reliable": 0, "bulk": 0}
+
+    def queued_bytes(self) -> int:
+        return 0
+
+
+class _Connection:
+    is_closed = False
+    is_ready = False
+
+    def __init__(self, session: _CountingSession) -> None:
+        self.session = session
+
+
+def test_peer_throughput_from_the_sessions_byte_counts(tmp_path: Path) -> None:
+    """The peak throughput of a peer's session, from its per-class byte counts, reaches
+    the heartbeat's peer measurements (``with_bandwidth``)."""
+    path = tmp_path / "node.toml"
+    path.write_text('key_path = "n.key"\n')
+    now = [100.0]
+    session = _CountingSession("afn1peer")
+    connections = [_Connection(session)]
+    monitor = HostMonitor(load_node_config(path), lambda: connections, clock=lambda: now[0])  # type: ignore[arg-type,return-value]
+    monitor.sample(0.0)
+    now[0] += 1.0
+    session.bytes_out_by_class["bulk"] = 1_000_000
+    session.bytes_in_by_class["reliable"] = 250_000  # 1.25 MB in a second: 10 Mbit/s
+    monitor.sample(0.0)
+    (peer,) = monitor.with_bandwidth((PeerMeasurement("afn1peer", 5.0),))
+    assert peer.bandwidth_mbps == pytest.approx(10.0)
+    assert "afn1peer" in monitor.status()["peer_peak_mbps"]

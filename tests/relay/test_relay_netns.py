@@ -214,12 +214,12 @@ def test_lossy_delayed_link_bulk_and_interactive(tmp_path: Path) -> None:
     bulk's start fills the 100 Mbit/s queue before the pacer's first RTT samples show it;
     a separate interactive connection would see it too), and one per BBR ProbeRTT of the
     phone's connection (cwnd 4 for 200 ms, 10 s after its last lower RTT sample: the ping
-    queued behind bulk in that connection waits 260-330 ms).  The bulk is 256 MiB (~27 s, ~450-520 pings) so that the p99 tolerates
-    five: with 128 MiB (13 s, ~240 pings) it tolerated two, the start and the ProbeRTT at
-    ~10.3 s took both, and a third (a CPU hiccup) failed a fresh-clone CI (p99 130 ms,
-    three above 120).  The report lists each with its time into the bulk
-    (``over_3rtt_at``).  Under heavier CPU load than measured the CPU is the bottleneck
-    again and the bound can fail.
+    queued behind bulk in that connection waits 260-330 ms).  The bulk is 256 MiB (~27 s,
+    ~450-520 pings) so that the p99 tolerates five: with 128 MiB (13 s, ~240 pings) it
+    tolerated two, the start and the ProbeRTT at ~10.3 s took both, and a third (a CPU
+    hiccup) failed a fresh-clone CI (p99 130 ms, three above 120).  The report lists each
+    with its time into the bulk (``over_3rtt_at``).  Under heavier CPU load than measured
+    the CPU is the bottleneck again and the bound can fail.
     """
     during, idle, report = _lossy_run(tmp_path)
     assert idle <= 3 * LINK_RTT, f"idle ping p99 above 3x the link RTT: {report}"

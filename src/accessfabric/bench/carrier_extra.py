@@ -4,7 +4,8 @@ One process, loopback, the real connect/serve functions of each carrier: one BUL
 stream of ``total`` bytes (the receiver answers once it has all of them) and the
 session PING round trip, each compared with fabric TCP+TLS measured in the same run; and
 qh3 alone (``bench/quic_libs.py``'s one-stream bulk, no fabric) in the same run, the
-ceiling of the QUIC row on this machine.
+ceiling of the QUIC row on this machine; and aiopquic alone the same way where it imports
+(``bench/quic_aiopquic.py``; not a dependency, ADR 0062).
 The session pacer is off on all three (QUIC and the fallback run without it anyway; in
 one process both ends share a CPU, which the delay-based pacer would read as a queue).
 
@@ -23,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from accessfabric.bench import quic_libs
+from accessfabric.bench import quic_aiopquic, quic_common, quic_libs
 from accessfabric.bench.common import BenchNode
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.identity.keys import NodeKey
@@ -48,7 +49,7 @@ async def _accepted(queue: asyncio.Queue[SessionConnection]) -> SessionConnectio
 
 
 @asynccontextmanager
-async def _tcp(a: LocalNode, b: LocalNode) -> AsyncIterator[Pair]:
+async def tcp_pair(a: LocalNode, b: LocalNode) -> AsyncIterator[Pair]:
     queue: asyncio.Queue[SessionConnection] = asyncio.Queue()
     server = await serve_tcp(b, HOST, 0, queue.put_nowait)
     port = server.sockets[0].getsockname()[1]
@@ -63,7 +64,7 @@ async def _tcp(a: LocalNode, b: LocalNode) -> AsyncIterator[Pair]:
 
 
 @asynccontextmanager
-async def _quic(a: LocalNode, b: LocalNode) -> AsyncIterator[Pair]:
+async def quic_pair(a: LocalNode, b: LocalNode) -> AsyncIterator[Pair]:
     queue: asyncio.Queue[SessionConnection] = asyncio.Queue()
     server = await serve_quic(b, HOST, 0, queue.put_nowait)
     dialer = await connect_quic(a, HOST, server.port, expected_peer_id=b.key.node_id)
@@ -91,7 +92,7 @@ async def _https(a: LocalNode, b: LocalNode) -> AsyncIterator[Pair]:
         await server.wait_closed()
 
 
-async def _bulk(dialer: SessionConnection, acceptor: SessionConnection, total: int) -> float:
+async def bulk_rate(dialer: SessionConnection, acceptor: SessionConnection, total: int) -> float:
     """MB/s of one BULK stream, first byte written to the receiver's answer."""
     piece = b"\xa5" * PIECE
 
@@ -117,7 +118,7 @@ async def _bulk(dialer: SessionConnection, acceptor: SessionConnection, total: i
     return total / elapsed / 1e6
 
 
-async def _rtt(dialer: SessionConnection, count: int) -> float:
+async def ping_rtt(dialer: SessionConnection, count: int) -> float:
     """Median session PING round trip, microseconds."""
     samples = [await dialer.ping() for _ in range(count)]
     return statistics.median(samples) * 1e6
@@ -131,17 +132,17 @@ async def measure(quick: bool, cert_dir: Path) -> dict[str, tuple[float, float]]
     total = (16 if quick else 64) * 1024 * 1024
     figures: dict[str, tuple[float, float]] = {}
     openers: dict[str, Callable[[LocalNode, LocalNode], object]] = {
-        "tcp_tls": _tcp, "quic": _quic, "https_fallback": _https,
+        "tcp_tls": tcp_pair, "quic": quic_pair, "https_fallback": _https,
     }  # fmt: skip
     for name, opener in openers.items():
         best = 0.0
         async with opener(a, b) as (dialer, acceptor):  # type: ignore[attr-defined]
             for _ in range(1 if quick else 2):
-                best = max(best, await _bulk(dialer, acceptor, total))
-            rtt = await _rtt(dialer, PINGS // 4 if quick else PINGS)
+                best = max(best, await bulk_rate(dialer, acceptor, total))
+            rtt = await ping_rtt(dialer, PINGS // 4 if quick else PINGS)
         figures[name] = (best, rtt)
     # qh3 alone, no fabric (bench/quic_libs.py): how far the library itself gets here
-    library = BenchNode.make(quic_libs.SERVER_SEED, cert_dir / "qh3")
+    library = BenchNode.make(quic_common.SERVER_SEED, cert_dir / "qh3")
     best = 0.0
     for _ in range(1 if quick else 2):
         alone = await quic_libs.measure_library(
@@ -149,6 +150,16 @@ async def measure(quick: bool, cert_dir: Path) -> dict[str, tuple[float, float]]
         )
         best = max(best, alone.bulk_mb_s)
     figures["qh3_alone"] = (best, alone.rtt_us)
+    # aiopquic alone, where it imports (not a dependency; ADR 0062)
+    if quic_aiopquic.available():
+        library = BenchNode.make(quic_common.SERVER_SEED, cert_dir / "aiopquic")
+        best = 0.0
+        for _ in range(1 if quick else 2):
+            alone = await quic_aiopquic.measure(
+                library, bulk_bytes=total, round_trips=PINGS // 4, handshakes=1
+            )
+            best = max(best, alone.bulk_mb_s)
+        figures["aiopquic_alone"] = (best, alone.rtt_us)
     return figures
 
 
@@ -160,6 +171,12 @@ def extra_results(figures: dict[str, tuple[float, float]]) -> list[BenchResult]:
         metric="qh3 alone bulk (1 proc, no fabric)", value=rate, unit="MB/s",
         baseline_metric="fabric tcp_tls bulk (1 proc)", baseline_value=tcp_rate,
     ))  # fmt: skip
+    if "aiopquic_alone" in figures:
+        rate, rtt = figures["aiopquic_alone"]
+        results.append(BenchResult(
+            metric="aiopquic alone bulk (1 proc, no fabric)", value=rate, unit="MB/s",
+            baseline_metric="fabric tcp_tls bulk (1 proc)", baseline_value=tcp_rate,
+        ))  # fmt: skip
     for name in ("quic", "https_fallback"):
         rate, rtt = figures[name]
         results.append(BenchResult(

@@ -33,36 +33,30 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from accessfabric.bench import quic_aiopquic
 from accessfabric.bench.common import BenchNode, machine_note, run_async
+from accessfabric.bench.quic_common import (
+    BULK,
+    ECHO,
+    ED25519_SIGNATURE_ALGORITHM,
+    HOST,
+    PIECE,
+    SERVER_SEED,
+    WINDOW,
+    LibraryFigures,
+    MiB,
+    cpu_per_gib,
+)
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.identity.tls import write_certificate_files
 
-HOST = "127.0.0.1"
-MiB = 1 << 20
-WINDOW = 64 * MiB
-PIECE = 256 * 1024
-BULK = b"B"
-ECHO = b"E"
-LIBRARIES = ("qh3", "aioquic")
-ED25519_SIGNATURE_ALGORITHM = 0x0807
-SERVER_SEED = bytes(range(64, 96))
-CLIENT_SEED = bytes(range(96, 128))
+LIBRARIES = ("qh3", "aiopquic", "aioquic")
 
 
-@dataclass(frozen=True, slots=True)
-class LibraryFigures:
-    library: str
-    version: str
-    bulk_mb_s: float
-    rtt_us: float
-    handshake_ms: float
-
-
-def _modules(library: str) -> tuple[Any, Any, Any, Any]:
+def library_modules(library: str) -> tuple[Any, Any, Any, Any]:
     """(asyncio package, QuicConfiguration, events module, version) of ``library``."""
     package = importlib.import_module(library)
     aio = importlib.import_module(f"{library}.asyncio")
@@ -71,7 +65,7 @@ def _modules(library: str) -> tuple[Any, Any, Any, Any]:
     return aio, configuration.QuicConfiguration, events, getattr(package, "__version__", "?")
 
 
-def _server_protocol(aio: Any, events: Any) -> Any:
+def server_protocol(aio: Any, events: Any) -> Any:
     class BenchServerProtocol(aio.QuicConnectionProtocol):  # type: ignore[misc]
         """Counts bulk streams, echoes echo streams."""
 
@@ -97,7 +91,7 @@ def _server_protocol(aio: Any, events: Any) -> Any:
     return BenchServerProtocol
 
 
-def _client_protocol(aio: Any, events: Any) -> Any:
+def client_protocol(aio: Any, events: Any) -> Any:
     class BenchClientProtocol(aio.QuicConnectionProtocol):  # type: ignore[misc]
         """Resolves one waiter per expected answer size."""
 
@@ -123,7 +117,7 @@ def _client_protocol(aio: Any, events: Any) -> Any:
     return BenchClientProtocol
 
 
-def _configurations(library: str, configuration_class: Any, server: BenchNode) -> tuple[Any, Any]:
+def configurations(library: str, configuration_class: Any, server: BenchNode) -> tuple[Any, Any]:
     cert_path, key_path = write_certificate_files(server.key, server.cert_dir)
     server_config = configuration_class(
         is_client=False, alpn_protocols=["afbench"], max_data=WINDOW, max_stream_data=WINDOW
@@ -147,21 +141,25 @@ async def measure_library(
     library: str, server: BenchNode, *, bulk_bytes: int, round_trips: int, handshakes: int = 5
 ) -> LibraryFigures:
     """Bulk rate, echo RTT and handshake time of ``library`` over loopback."""
-    aio, configuration_class, events, version = _modules(library)
-    server_config, client_config = _configurations(library, configuration_class, server)
+    if library == "aiopquic":
+        return await quic_aiopquic.measure(
+            server, bulk_bytes=bulk_bytes, round_trips=round_trips, handshakes=handshakes
+        )
+    aio, configuration_class, events, version = library_modules(library)
+    server_config, client_config = configurations(library, configuration_class, server)
     if library == "qh3":
         # the carrier's receive path: GRO reads, a burst per connection at once
         from accessfabric.carriers.quic_adapter import create_udp_endpoint
         from accessfabric.carriers.quic_server import batching_quic_server
 
-        quic_server: Any = batching_quic_server(server_config, _server_protocol(aio, events))
+        quic_server: Any = batching_quic_server(server_config, server_protocol(aio, events))
         await create_udp_endpoint(lambda: quic_server, HOST, 0)
     else:
         quic_server = await aio.serve(
-            HOST, 0, configuration=server_config, create_protocol=_server_protocol(aio, events)
+            HOST, 0, configuration=server_config, create_protocol=server_protocol(aio, events)
         )
     port = quic_server._transport.get_extra_info("sockname")[1]
-    client_class = _client_protocol(aio, events)
+    client_class = client_protocol(aio, events)
     try:
         handshake_times = []
         for _ in range(handshakes):
@@ -177,6 +175,8 @@ async def measure_library(
             stream_id = quic.get_next_available_stream_id()
             done = client.expect(4)
             piece = bytes(PIECE)
+            cpu_started = time.process_time()
+            loop_cpu_started = time.thread_time()
             started = time.perf_counter()
             quic.send_stream_data(stream_id, BULK)
             sent = 0
@@ -187,6 +187,8 @@ async def measure_library(
             client.transmit()
             await done
             bulk_seconds = time.perf_counter() - started
+            bulk_cpu = time.process_time() - cpu_started
+            bulk_loop_cpu = time.thread_time() - loop_cpu_started
             # rtt
             stream_id = quic.get_next_available_stream_id()
             message = bytes(64)
@@ -207,13 +209,24 @@ async def measure_library(
         bulk_mb_s=bulk_bytes / bulk_seconds / 1e6,
         rtt_us=statistics.median(rtts) * 1e6,
         handshake_ms=statistics.median(handshake_times) * 1e3,
+        bulk_cpu_s=bulk_cpu,
+        bulk_loop_cpu_s=bulk_loop_cpu,
+        bulk_bytes=bulk_bytes,
     )
 
 
 async def compare(
-    cert_dir: Path, *, bulk_bytes: int, round_trips: int, rounds: int
+    cert_dir: Path,
+    *,
+    bulk_bytes: int,
+    round_trips: int,
+    rounds: int,
+    every: list[LibraryFigures] | None = None,
 ) -> list[LibraryFigures]:
-    """Best of ``rounds`` for each installed library, interleaved so both see the same machine."""
+    """Best of ``rounds`` for each installed library, interleaved so all see the same machine.
+
+    ``every``, when given, receives each round's figures in the order they were taken.
+    """
     server = BenchNode.make(SERVER_SEED, cert_dir)
     best: dict[str, LibraryFigures] = {}
     for _ in range(rounds):
@@ -225,6 +238,8 @@ async def compare(
             figures = await measure_library(
                 library, server, bulk_bytes=bulk_bytes, round_trips=round_trips
             )
+            if every is not None:
+                every.append(figures)
             previous = best.get(library)
             if previous is None or figures.bulk_mb_s > previous.bulk_mb_s:
                 best[library] = LibraryFigures(
@@ -233,18 +248,28 @@ async def compare(
                     bulk_mb_s=figures.bulk_mb_s,
                     rtt_us=min(figures.rtt_us, previous.rtt_us if previous else figures.rtt_us),
                     handshake_ms=figures.handshake_ms,
+                    bulk_cpu_s=figures.bulk_cpu_s,
+                    bulk_bytes=figures.bulk_bytes,
+                    bulk_loop_cpu_s=figures.bulk_loop_cpu_s,
                 )
     return list(best.values())
 
 
 def run(quick: bool) -> BenchReport:
-    """The ``quic_libs`` suite: qh3 figures with aioquic's as the baseline."""
+    """The ``quic_libs`` suite: qh3 against aioquic, and aiopquic against qh3 where it imports."""
     bulk_bytes = (16 if quick else 64) * MiB
     round_trips = 300 if quick else 2000
     rounds = 1 if quick else 3
+    every: list[LibraryFigures] = []
     with tempfile.TemporaryDirectory(prefix="af-quic-bench-") as tmp:
         figures = run_async(
-            compare(Path(tmp), bulk_bytes=bulk_bytes, round_trips=round_trips, rounds=rounds)
+            compare(
+                Path(tmp),
+                bulk_bytes=bulk_bytes,
+                round_trips=round_trips,
+                rounds=rounds,
+                every=every,
+            )
         )
     report = BenchReport("quic_libs")
     by_name = {f.library: f for f in figures}
@@ -277,11 +302,36 @@ def run(quick: bool) -> BenchReport:
                 baseline_value=aioquic.handshake_ms,
             )
         )
+    aiopquic = by_name.get("aiopquic")
+    if qh3 is not None and aiopquic is not None:
+        report.add(
+            BenchResult(
+                metric=f"aiopquic {aiopquic.version} one stream",
+                value=aiopquic.bulk_mb_s,
+                unit="MB/s",
+                baseline_metric=f"qh3 {qh3.version} one stream",
+                baseline_value=qh3.bulk_mb_s,
+            )
+        )
+        report.add(
+            BenchResult(
+                metric="aiopquic 64 B echo RTT (median)",
+                value=aiopquic.rtt_us,
+                unit="us",
+                baseline_metric="qh3 64 B echo RTT",
+                baseline_value=qh3.rtt_us,
+            )
+        )
     for f in figures:
         report.notes[f.library] = (
             f"{f.version}: {f.bulk_mb_s:.1f} MB/s, RTT {f.rtt_us:.0f} us, "
             f"handshake {f.handshake_ms:.1f} ms"
         )
+    report.notes["rounds"] = "; ".join(
+        f"{f.library} {f.bulk_mb_s:.1f} MB/s {cpu_per_gib(f):.1f} CPU s/GiB "
+        f"(loop thread {cpu_per_gib(f, loop_only=True):.1f})"
+        for f in every
+    )
     report.notes["setup"] = (
         f"one process, 127.0.0.1, {bulk_bytes // MiB} MiB bulk, "
         f"{round_trips} round trips, best of {rounds}; {machine_note()}"

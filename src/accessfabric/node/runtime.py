@@ -38,7 +38,7 @@ from accessfabric.node.dialing.peers import PeerSessionManager
 from accessfabric.node.host import sd_notify
 from accessfabric.node.host.allocator import keep_large_blocks
 from accessfabric.node.host.gc_pauses import freeze_startup_objects
-from accessfabric.node.host.host_monitor import HostMonitor, device_handler
+from accessfabric.node.host.host_monitor import HostMonitor, SharedReadings, device_handler
 from accessfabric.node.host.key_lock import KeyLock
 from accessfabric.node.operator_drain import OperatorDrain
 from accessfabric.node.routing.routes import RouteManager
@@ -78,8 +78,13 @@ class NodeRuntime:
         *,
         key: NodeKey | None = None,
         components: tuple[NodeComponent, ...] = (),
+        host_readings: SharedReadings | None = None,
     ) -> None:
-        """Load the key (``IdentityError`` names the file and the problem)."""
+        """Load the key (``IdentityError`` names the file and the problem).
+
+        ``host_readings``: the light profile of many runtimes in one process (``sim
+        fleet``'s devices): their host monitors share the process's readings of
+        ``/proc`` instead of each reading its own (node/host/host_monitor.py)."""
         self.config = config
         self.key = key if key is not None else NodeKey.load(config.key_path)
         self.local = LocalNode(
@@ -170,7 +175,7 @@ class NodeRuntime:
         self.local.on_new_connection = self._new_connection
         # Facts measured on the machine, NODE_PRESSURE, the mobile relay gate
         # (node/host/host_monitor.py; docs/control.md "Heartbeat facts").
-        self.host = HostMonitor(config, self.observe.connections)
+        self.host = HostMonitor(config, self.observe.connections, readings=host_readings)
         self.data_plane.router.relay_gate = self.host.relay_refusal
         self.observe.add_section("host", self.host.status)
         self.observe.admin_actions["/device"] = device_handler(self.host)

@@ -37,6 +37,7 @@ from accessfabric.control.client.client import ControlClient
 from accessfabric.node.config.node_config import load_node_config
 from accessfabric.node.host.host_monitor import SharedReadings
 from accessfabric.node.runtime import NodeRuntime
+from accessfabric.sim.device_cache import CoalescedCache
 from accessfabric.wire.registry import TrafficClass
 
 REPORT_INTERVAL = 1.0
@@ -50,7 +51,7 @@ FREEZE_EVERY = 25
 """Devices started between two freezes of the worker's heap (:func:`_freeze_started`)."""
 
 
-def _freeze_started() -> int:
+def _freeze_started(count: bool = True) -> int:
     """Collect the young generations, then exempt every live object from later full
     collections (``gc.freeze``), as ``node run`` does once started.
 
@@ -60,10 +61,12 @@ def _freeze_started() -> int:
     in flight measured as control plane latency (issue 17, ADR 0043 "garbage
     collector").  Cyclic garbage already in the oldest generation is kept: a load tool
     runs for minutes.  Returns how many objects are frozen (``gc.get_freeze_count``
-    walks them all: ~30 ms per 600 000, so it is read here, not in every report)."""
+    walks them all: ~30 ms per 600 000, so it is read here, not in every report, and
+    only when ``count``: read at every freeze of a 333-device start it was 3.5 % of the
+    worker's CPU, docs/benchmarks.md); 0 when not counted."""
     gc.collect(1)
     gc.freeze()
-    return gc.get_freeze_count()
+    return gc.get_freeze_count() if count else 0
 
 
 class GcPauses:
@@ -357,6 +360,18 @@ def _report(devices: list[Device], samples: Samples, entries: list[str]) -> None
     sys.stdout.flush()
 
 
+def _flush_due(devices: list[Device]) -> None:
+    """Write the cache documents a device held for its coalescing interval (a device
+    that wrote nothing since still gets its latest state on disk)."""
+    now = time.monotonic()
+    for device in devices:
+        control = device.runtime.control
+        cache = None if control is None else control.client.cache
+        if isinstance(cache, CoalescedCache):
+            with contextlib.suppress(OSError):
+                cache.flush_due(now)
+
+
 async def run(configs: list[Path], entries: list[str], service: str, interval: float) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -373,17 +388,20 @@ async def run(configs: list[Path], entries: list[str], service: str, interval: f
     async def start_all() -> None:
         for path in configs:
             index = int(path.stem.rsplit("-", 1)[-1])
-            runtime = NodeRuntime(load_node_config(path, environ={}))
-            runtime.host.readings = readings
-            if runtime.control is not None:  # no fsync: every device's cache on one disk
-                runtime.control.client.cache.durable = False
+            runtime = NodeRuntime(load_node_config(path, environ={}), host_readings=readings)
+            if runtime.control is not None:  # the light profile's cache (sim/device_cache.py)
+                cache = CoalescedCache(runtime.control.client.cache.directory)
+                cache.durable = False  # no fsync: every device's cache on one disk
+                runtime.control.client.cache = cache
             await runtime.start()
             device = Device(index, runtime, samples)
             devices.append(device)
             if interval > 0:
                 tasks.append(asyncio.create_task(_streams(device, service, interval, rng)))
-            if len(devices) % FREEZE_EVERY == 0 or len(devices) == len(configs):
-                samples.frozen = _freeze_started()
+            last = len(devices) == len(configs)
+            if len(devices) % FREEZE_EVERY == 0 or last:
+                frozen = _freeze_started(count=last)  # counted once all started
+                samples.frozen = frozen or samples.frozen
             await asyncio.sleep(START_SPREAD)
 
     starter = asyncio.create_task(start_all())
@@ -392,6 +410,7 @@ async def run(configs: list[Path], entries: list[str], service: str, interval: f
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REPORT_INTERVAL)
             _report(devices, samples, entries)
+            _flush_due(devices)
     finally:
         starter.cancel()
         for task in tasks:

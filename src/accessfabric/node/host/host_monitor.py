@@ -40,9 +40,10 @@ with the reason (existing ones finish: a drain), and the control link heartbeats
 with ``device.relay_opt_in`` false, so the planner routes around the node.
 
 Many runtimes in one process (``sim fleet``'s devices, ADR 0037) share one
-:class:`SharedReadings`: the CPU, memory, descriptor and power readings are the
-process's and the machine's anyway, so the process reads ``/proc`` once per interval
-instead of once per runtime.
+:class:`SharedReadings`, passed to each runtime at construction (``NodeRuntime(...,
+host_readings=)``, the light profile; a node process reads its own): the CPU, memory,
+descriptor and power readings are the process's and the machine's anyway, so the
+process reads ``/proc`` once per interval instead of once per runtime.
 """
 
 from __future__ import annotations
@@ -187,16 +188,23 @@ class HostMonitor:
         connections: Callable[[], list[SessionConnection]],
         *,
         clock: Callable[[], float] = time.monotonic,
+        readings: SharedReadings | None = None,
     ) -> None:
+        """``readings``: the process's shared readings (the light profile of ``sim
+        fleet``'s devices, many runtimes in one process); by default the monitor reads
+        its own process, as a node does."""
         self.config = config
         self.device = config.device
         self.settings = config.pressure
         self.mobile = "mobile-edge" in config.roles
         self._connections = connections
         self._clock = clock
-        self._own = OwnReadings()
-        self.readings: OwnReadings | SharedReadings = self._own
-        """Where the CPU, run-queue, PSI, memory, descriptor and power readings come from."""
+        self._own_readings: OwnReadings | None = None
+        self.readings: OwnReadings | SharedReadings = self._own if readings is None else readings
+        """Where the CPU, run-queue, PSI, memory, descriptor and power readings come from.
+        Given at construction, so a light-profile device never reads ``/proc`` on its
+        own, not even its first sample (that read listed the whole worker's ~1000
+        descriptors once per device started: issue 17, docs/benchmarks.md)."""
         self._task: asyncio.Task[None] | None = None
         self._nm_task: asyncio.Task[None] | None = None
         nat = config.nat
@@ -235,6 +243,13 @@ class HostMonitor:
         self.relay_changes = 0
         self.sampled_at: float | None = None
         self.sample(0.0)
+
+    @property
+    def _own(self) -> OwnReadings:
+        """This runtime's own readings of its process (made when first needed)."""
+        if self._own_readings is None:
+            self._own_readings = OwnReadings()
+        return self._own_readings
 
     @property
     def _cpu(self) -> CpuSampler:
@@ -361,9 +376,10 @@ class HostMonitor:
             if not peer or peer in seen:
                 continue
             seen.add(peer)
-            metrics = session.metrics()
-            total = sum(metrics.bytes_out_by_class.values()) + sum(
-                metrics.bytes_in_by_class.values()
+            # the two byte counts only, not the whole metrics() (frames, queues, states):
+            # every session of every device, every second (issue 17, docs/benchmarks.md)
+            total = sum(session.bytes_out_by_class.values()) + sum(
+                session.bytes_in_by_class.values()
             )
             previous = self._bytes.get(peer)
             if previous is None and len(self._bytes) >= MAX_TRACKED_PEERS:
