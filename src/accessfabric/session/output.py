@@ -132,7 +132,7 @@ class Output(SessionCore):
                     limit = 1
                 if paced:
                     assert pacer is not None
-                    tokens = int(pacer.window - pacer.inflight)  # type: ignore[operator]
+                    tokens = int(pacer.available(now))
                     if tokens < limit:
                         limit = tokens
                 if capped:
@@ -157,8 +157,8 @@ class Output(SessionCore):
                     charged >= allowance
                     or budget <= _DATA_HEADER
                     or not stream.wants_to_send
-                    or (paced and pacer.available(now) < _MIN_PACED_FRAME)  # type: ignore[union-attr]
-                    or (capped and cap.available(now) < _MIN_PACED_FRAME)  # type: ignore[union-attr]
+                    or (paced and pacer is not None and pacer.available(now) < _MIN_PACED_FRAME)
+                    or (capped and cap is not None and cap.available(now) < _MIN_PACED_FRAME)
                 ):
                     break
             ready = stream.wants_to_send

@@ -165,10 +165,6 @@ class PressureRateCap:
         self._next_step = 0.0
 
     @property
-    def active(self) -> bool:
-        return self.rate is not None
-
-    @property
     def pressured(self) -> bool:
         return self.level >= self.high
 
@@ -310,12 +306,7 @@ class PressureRateCap:
         if self.rate is None and self._lifted_at is None and self.level < self.high:
             # Not capping, no give-way being judged, the peer not pressured: ``_update``
             # would change nothing.  Asked before every frame cut, so only the rate is kept.
-            since = self._sent_since
-            if since is None:
-                self._sent_since = now
-            elif now - since >= self.step:
-                self._last_rate = self._sent / (now - since)
-                self._sent, self._sent_since = 0, now
+            self._measure(now)
             return _INFINITE
         self._measure(now)
         self._update(now)

@@ -28,6 +28,7 @@ from accessfabric.errors import (
     error_code_from_int,
 )
 from accessfabric.wire.frames import (
+    ACK_WORD,
     DATA_HEADER,
     FRAME_CLASSES,
     HEADER,
@@ -81,7 +82,6 @@ _OPEN_FIXED = struct.Struct(">BQQ")
 _PRESSURE = struct.Struct(">BBBB")
 
 _IGNORABLE = int(Flags.IGNORABLE)
-_ACK_WORD = _ACK.size << 8 | FrameType.ACK
 _CREDIT_WORD = _U64.size << 8 | FrameType.STREAM_CREDIT
 _DATA_BAD_FLAGS = 0xFF & ~int(Flags.END_STREAM | Flags.IGNORABLE)
 _STREAM_BIT = 1 << 31
@@ -422,7 +422,7 @@ class FrameDecoder:
                 offset = end
                 continue
             # The answers to DATA, as frequent as it in a bulk transfer's other direction.
-            if word == _ACK_WORD and not flags and 0 < stream_id <= MAX_STREAM_ID and end <= size:
+            if word == ACK_WORD and not flags and 0 < stream_id <= MAX_STREAM_ID and end <= size:
                 append(Ack(stream_id, data_offset, _U32.unpack_from(chunk, offset + 17)[0]))
                 offset = end
                 continue

@@ -54,7 +54,8 @@ _ACK = struct.Struct(">QI")
 _U64_FRAME = DATA_HEADER
 """A header and one u64: DATA's first 17 bytes, and all of STREAM_CREDIT, PING, ..."""
 _ACK_FRAME = struct.Struct(">IBIQI")
-_ACK_WORD = _ACK.size << 8 | FrameType.ACK
+ACK_WORD = _ACK.size << 8 | FrameType.ACK
+"""An ACK frame's first word (length << 8 | type): the fast paths match it whole."""
 _PRESSURE = struct.Struct(">BBBB")
 _GOAWAY = struct.Struct(">II")
 _SESSION_READY = struct.Struct(">HIIIIQQ")
@@ -248,7 +249,7 @@ class Ack(Frame):
     def to_bytes(self) -> bytes:
         stream_id, offset, window = self.stream_id, self.offset, self.window
         if 0 < stream_id <= MAX_STREAM_ID and 0 <= offset <= MAX_U64 and 0 <= window <= MAX_U32:
-            return _ACK_FRAME.pack(_ACK_WORD, 0, stream_id, offset, window)  # one per read batch
+            return _ACK_FRAME.pack(ACK_WORD, 0, stream_id, offset, window)  # one per read batch
         if self.stream_id == 0:
             raise _fail("ACK needs a non-zero stream id")
         body = _ACK.pack(
