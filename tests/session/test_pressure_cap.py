@@ -497,3 +497,16 @@ def test_a_report_on_the_new_session_ends_the_assumption_and_its_lapse() -> None
     pair.pump()
     pair.a.handle_timer(pair.now + 20.0)
     assert pair.a.peer_pressure == (0, 90, 0, 0), "the peer's own word stays"
+
+
+def test_unpressured_cap_still_measures_the_send_rate_per_step() -> None:
+    """While nothing is capped ``available`` answers on a fast path (issue 18 item 6), yet
+    closes the rate window per step: the cap engages from the last whole step's rate."""
+    cap = PressureRateCap(min_rate=100_000, high=50, step=0.25, always=True)
+    for at in (0.0, 0.1, 0.2):
+        assert cap.available(at) == float("inf")
+        cap.consume(int(10 * MB / 3), at)
+    assert cap.available(0.25) == float("inf")  # closes the step: 10 MB in 0.25 s
+    cap.on_peer_pressure(cpu=90, memory=0, now=0.26)
+    cap.available(0.26)  # 0.01 s into the next step: too short to count
+    assert cap.ceiling == pytest.approx(int(10 * MB / 3) * 3 / 0.25)  # not 10 MB / 0.26 s

@@ -19,13 +19,15 @@ THREADED = (
 
 
 def test_every_thread_of_a_worker_gets_the_lower_priority() -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)  # a niced test run starts above 0
+    lower = min(19, own + 5)
     worker = subprocess.Popen([sys.executable, "-c", THREADED], stdout=subprocess.PIPE)
     try:
         assert worker.stdout is not None and worker.stdout.readline() == b"up\n"
-        assert lower_priority(worker.pid, 10) == 2, "the main thread and the other"
+        assert lower_priority(worker.pid, lower) == 2, "the main thread and the other"
         tasks = [int(task) for task in os.listdir(f"/proc/{worker.pid}/task")]
-        assert {os.getpriority(os.PRIO_PROCESS, task) for task in tasks} == {10}
-        assert os.getpriority(os.PRIO_PROCESS, 0) == 0, "this process keeps its own"
+        assert {os.getpriority(os.PRIO_PROCESS, task) for task in tasks} == {lower}
+        assert os.getpriority(os.PRIO_PROCESS, 0) == own, "this process keeps its own"
     finally:
         worker.kill()
         worker.wait()
@@ -38,4 +40,4 @@ def test_sim_fleet_refuses_a_niceness_out_of_range_without_a_traceback(tmp_path:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "--device-nice must be between 0 and 19" in done.stderr
+    assert "--device-nice must be between" in done.stderr and "and 19" in done.stderr

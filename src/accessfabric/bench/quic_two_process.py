@@ -33,7 +33,9 @@ from accessfabric.identity.tls import write_certificate_files
 
 
 def _cert_dir() -> Path:
-    return Path(os.environ.get("AF_QUIC_2P_CERTS", tempfile.gettempdir())) / "af-quic-2p"
+    """The run's key and certificate directory: made by the parent (:func:`main`), which
+    hands it to its children in ``AF_QUIC_2P_CERTS`` and removes it at the end."""
+    return Path(os.environ["AF_QUIC_2P_CERTS"])
 
 
 async def serve(library: str) -> None:
@@ -308,7 +310,12 @@ def main() -> None:
         binding = bytes.fromhex(os.environ["AF_QUIC_2P_BINDING"])
         run_async(serve_fabric(args.serve_fabric, binding))
         return
-    _cert_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="af-quic-2p-") as certs:
+        os.environ["AF_QUIC_2P_CERTS"] = certs  # the children's too
+        _compare(args)
+
+
+def _compare(args: argparse.Namespace) -> None:
     if args.fabric:
         kinds = list(FABRIC_KINDS if quic_aiopquic.available() else FABRIC_KINDS[:2])
         for number in range(args.rounds):

@@ -24,6 +24,7 @@ from accessfabric.wire.limits import MAX_U32
 from accessfabric.wire.registry import TrafficClass
 
 _MIN_PACED_FRAME = 1024
+_DATA_HEADER = fr.DATA_HEADER.size
 _TIMING_MARK_BYTES = 32 * 1024
 """Sent data is time-stamped once per this many bytes; its ACK gives an RTT sample."""
 _STUCK_AFTER = 0.05
@@ -93,8 +94,10 @@ class Output(SessionCore):
         pacer = self._pacer
         cap = self._pressure_cap
         now = self._now
-        max_payload = self.peer_max_frame_size - fr.DATA_HEADER.size + fr.HEADER.size
-        while budget > fr.DATA_HEADER.size or not parts:  # at least one frame, as promised
+        streams = self._streams
+        emit = self._emit
+        max_payload = self.peer_max_frame_size - _DATA_HEADER + fr.HEADER.size
+        while budget > _DATA_HEADER or not parts:  # at least one frame, as promised
             pick = scheduler.next_urgent()
             paced = capped = False
             if pick is None:
@@ -104,8 +107,8 @@ class Output(SessionCore):
                         old = self._paced_wake
                         self._paced_wake = wake if old is None or old <= now else min(old, wake)
                     break
-                capped = cap is not None and cap.active
-                if pacer is not None and pacer.active:
+                capped = cap is not None and cap.rate is not None
+                if pacer is not None and pacer.window is not None:
                     tokens = pacer.available(now)
                     if tokens < _MIN_PACED_FRAME and self._park_stuck_streams(now):
                         tokens = pacer.available(now)
@@ -118,34 +121,41 @@ class Output(SessionCore):
                 if pick is None:
                     break
             stream_id, traffic_class = pick
-            stream = self._streams[stream_id]
+            stream = streams[stream_id]
+            shared = traffic_class in _SHARED
             # A stream keeps the turn for as many frames as the scheduler allows it.
             allowance = scheduler.allowance(traffic_class)
             charged = 0
             while True:
-                limit = max(1, budget - fr.DATA_HEADER.size)
+                limit = budget - _DATA_HEADER
+                if limit < 1:
+                    limit = 1
                 if paced:
                     assert pacer is not None
-                    limit = min(limit, int(pacer.available(now)))
+                    tokens = int(pacer.available(now))
+                    if tokens < limit:
+                        limit = tokens
                 if capped:
                     assert cap is not None
-                    limit = min(limit, int(cap.available(now)))
-                sent = self._emit(stream, parts, min(limit, max_payload))
+                    tokens = int(cap.available(now))
+                    if tokens < limit:
+                        limit = tokens
+                sent = emit(stream, parts, limit if limit < max_payload else max_payload)
                 if sent < 0:
                     break  # session credit exhausted
-                cost = sent + fr.DATA_HEADER.size
+                cost = sent + _DATA_HEADER
                 budget -= cost
                 charged += cost
-                if pacer is not None and traffic_class in _SHARED:
-                    pacer.consume(sent)
-                if cap is not None:
-                    if traffic_class in _SHARED:
+                if shared:
+                    if pacer is not None:
+                        pacer.consume(sent)
+                    if cap is not None:
                         cap.consume(sent, now)
-                    elif traffic_class is _INTERACTIVE:
-                        cap.on_interactive(now)
+                elif cap is not None and traffic_class is _INTERACTIVE:
+                    cap.on_interactive(now)
                 if (
                     charged >= allowance
-                    or budget <= fr.DATA_HEADER.size
+                    or budget <= _DATA_HEADER
                     or not stream.wants_to_send
                     or (paced and pacer is not None and pacer.available(now) < _MIN_PACED_FRAME)
                     or (capped and cap is not None and cap.available(now) < _MIN_PACED_FRAME)
@@ -161,8 +171,8 @@ class Output(SessionCore):
                 if not ready:
                     self._after_send(stream)
             if sent < 0:
-                blocked = SHARED_CLASSES if traffic_class in _SHARED else TrafficClass
-                waiting = [self._streams[i] for i in scheduler.ready_ids(blocked)]
+                blocked = SHARED_CLASSES if shared else TrafficClass
+                waiting = [streams[i] for i in scheduler.ready_ids(blocked)]
                 self._session_credit_stall(stream, waiting)
                 break
         return budget
@@ -177,20 +187,28 @@ class Output(SessionCore):
                 session_credit -= self._urgent_reserve  # left for the urgent classes
             if session_credit <= 0:
                 return -1
+            n = stream.queued
+            credit = stream.credit_limit - stream.send_offset
+            if limit < n:
+                n = limit
+            if credit < n:
+                n = credit
+            if session_credit < n:
+                n = session_credit
+            if n <= 0:
+                return 0
             queue = stream.send_queue
             head = queue[0]
             while not head:  # an empty chunk carries nothing; never let it pose as the end
                 queue.popleft()
                 head = queue[0]
-            n = min(len(head), limit, stream.credit_limit - stream.send_offset, session_credit)
-            if n <= 0:
-                return 0
-            if n == len(head):
-                stream.send_queue.popleft()
+            if n >= len(head):
+                n = len(head)
+                queue.popleft()
                 payload = head
             else:
                 payload = head[:n]
-                stream.send_queue[0] = head[n:]
+                queue[0] = head[n:]
             stream.queued -= n
         end = stream.end_queued and not stream.queued
         if n == 0 and not end:
@@ -199,14 +217,15 @@ class Output(SessionCore):
         if n == 0:  # only the end is left to say
             parts.append(fr.CloseStream(stream.stream_id, offset).to_bytes())
         else:
+            sent_to = offset + n
             parts.append(pack_data_header((n + 8) << 8, end, stream.stream_id, offset))
             parts.append(payload)
             stream.retained.append((offset, payload))
-            stream.send_offset = offset + n
+            stream.send_offset = sent_to
             self._session_sent += n
             timing = stream.timing
-            if not timing or offset + n - timing[-1][0] >= _TIMING_MARK_BYTES:
-                timing.append((offset + n, self._now))
+            if not timing or sent_to - timing[-1][0] >= _TIMING_MARK_BYTES:
+                timing.append((sent_to, self._now))
         stream.bytes_out += n
         stream.frames_out += 1
         if end:

@@ -124,7 +124,7 @@ class DelayPacer:
         self.slowdowns = 0
         self._base: float | None = None
         self._base_time = 0.0
-        self._recent: list[tuple[float, float]] = []  # (at, rtt)
+        self._recent: list[float] = []  # the last CURRENT_FILTER samples
         self._smoothed: float | None = None
         self._variation = 0.0
         self._acked_since_sample = 0
@@ -226,10 +226,10 @@ class DelayPacer:
     def on_rtt_sample(self, rtt: float, now: float) -> None:
         """One ACK-timed RTT sample of the data path."""
         recent = self._recent
-        recent.append((now, rtt))
+        recent.append(rtt)
         if len(recent) > CURRENT_FILTER:
             del recent[0]
-        current = min(sample for _, sample in recent)
+        current = min(recent)
         # The base is the lowest *filtered* delay: noise the filter lets through is in
         # both, so it cancels instead of reading as a queue.
         if self._base is None or current < self._base or now - self._base_time > BASE_WINDOW:

@@ -65,6 +65,7 @@ WORSE_MARGIN = 0.005
 MAX_BACKOFF = 1
 """Doublings of ``give_up_after`` after re-engagements (3 s -> at most 6 s at the floor:
 more would let a download beside an interactive loop crawl for long at the floor)."""
+_INFINITE = float("inf")
 
 
 def _push(samples: list[float], rtt: float) -> None:
@@ -162,10 +163,6 @@ class PressureRateCap:
         self._sent_since: float | None = None
         self._last_rate = 0.0
         self._next_step = 0.0
-
-    @property
-    def active(self) -> bool:
-        return self.rate is not None
 
     @property
     def pressured(self) -> bool:
@@ -306,10 +303,15 @@ class PressureRateCap:
 
     def available(self, now: float) -> float:
         """Bytes of the shared classes that may leave now (infinite while not capping)."""
+        if self.rate is None and self._lifted_at is None and self.level < self.high:
+            # Not capping, no give-way being judged, the peer not pressured: ``_update``
+            # would change nothing.  Asked before every frame cut, so only the rate is kept.
+            self._measure(now)
+            return _INFINITE
         self._measure(now)
         self._update(now)
         if self.rate is None:
-            return float("inf")
+            return _INFINITE
         burst = max(MIN_BURST, self.rate * BURST)
         self._bucket = min(burst, self._bucket + (now - self._bucket_at) * self.rate)
         self._bucket_at = now

@@ -47,13 +47,10 @@ class CoalescedCache(NodeCache):
         """parts -> the document written last (a copy), not yet on disk."""
         self._held_since: float | None = None
         """When the oldest held document was written (None: none held)."""
-        self.coalesced = 0
-        """Writes held in memory (tests/sim/test_fleet_light.py)."""
 
     def write(self, document: dict[str, Any], *parts: str) -> None:
         # a copy, as the node cache keeps the bytes of the call: the caller may change its own
         self._deferred[parts] = json.loads(json.dumps(document))
-        self.coalesced += 1
         now = self._now()
         if self._held_since is None:
             self._held_since = now

@@ -263,10 +263,11 @@ async def _start_workers(
             "--stream-interval", str(stream_interval), "--configs", *map(str, mine),
             stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env(), start_new_session=True,
         )  # fmt: skip
-        if device_nice:
-            lower_priority(proc.pid, device_nice)
         state = WorkerState(proc)
-        run.workers.append(state)
+        run.workers.append(state)  # stopped at the end whatever happens next
+        if device_nice:
+            with contextlib.suppress(ProcessLookupError, FileNotFoundError):  # ended already
+                lower_priority(proc.pid, device_nice)
         asyncio.get_running_loop().create_task(_read_worker(run, state))
 
 
@@ -659,7 +660,7 @@ def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--device-nice", type=int, default=0, metavar="N",
-        help="run the simulated devices' worker processes at niceness N (1-19): devices "
+        help="run the simulated devices' worker processes at niceness N (up to 19): devices "
         "run on hardware of their own, so the fabric's processes (control plane, entries, "
         "service host) get the CPU first when both want it (default 0: equal)",
     )  # fmt: skip
@@ -687,8 +688,11 @@ def cmd_fleet(args: argparse.Namespace) -> int:
         problems.append("--workers must be at least 1")
     if args.heartbeat <= 0:
         problems.append("--heartbeat must be positive")
-    if not 0 <= args.device_nice <= 19:
-        problems.append("--device-nice must be between 0 and 19")
+    own_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    if args.device_nice and not own_nice <= args.device_nice <= 19:
+        problems.append(
+            f"--device-nice must be between {own_nice} (this process's own niceness) and 19"
+        )
     if args.control_cpu is not None and (problem := control_cpu_problem(args.control_cpu)):
         problems.append(problem)
     if problems:

@@ -28,6 +28,7 @@ from accessfabric.errors import (
     error_code_from_int,
 )
 from accessfabric.wire.frames import (
+    ACK_WORD,
     DATA_HEADER,
     FRAME_CLASSES,
     HEADER,
@@ -81,6 +82,7 @@ _OPEN_FIXED = struct.Struct(">BQQ")
 _PRESSURE = struct.Struct(">BBBB")
 
 _IGNORABLE = int(Flags.IGNORABLE)
+_CREDIT_WORD = _U64.size << 8 | FrameType.STREAM_CREDIT
 _DATA_BAD_FLAGS = 0xFF & ~int(Flags.END_STREAM | Flags.IGNORABLE)
 _STREAM_BIT = 1 << 31
 
@@ -289,12 +291,14 @@ def decode_frame(frame_type: int, flags: int, stream_id: int, payload: memoryvie
         if flags & _IGNORABLE:
             return UnknownFrame(frame_type, flags, stream_id, bytes(payload))
         raise UnknownFrameTypeError(f"unknown frame type {frame_type:#04x} without IGNORABLE")
-    name = cls.frame_type.name
     if flags & ~(cls.allowed_flags | _IGNORABLE):
-        raise FrameFormatError(f"{name}: undefined flags {flags:#04x}")
-    if cls.stream_scope == STREAM_ZERO and stream_id != 0:
+        raise FrameFormatError(f"{cls.frame_type.name}: undefined flags {flags:#04x}")
+    scope = cls.stream_scope
+    if scope == STREAM_ZERO and stream_id != 0:
+        name = cls.frame_type.name
         raise InvalidStreamIdError(f"{name} must be sent on stream 0, got stream {stream_id}")
-    if cls.stream_scope == STREAM_NONZERO and stream_id == 0:
+    if scope == STREAM_NONZERO and stream_id == 0:
+        name = cls.frame_type.name
         raise InvalidStreamIdError(f"{name} must be sent on a stream, got stream 0")
     return _DECODERS[frame_type](stream_id, flags, payload)
 
@@ -415,6 +419,15 @@ class FrameDecoder:
                 payload = view[offset + 17 : end]
                 append(Data(stream_id, data_offset, payload if owned else payload.tobytes(),
                             flags & 1 == 1))  # fmt: skip
+                offset = end
+                continue
+            # The answers to DATA, as frequent as it in a bulk transfer's other direction.
+            if word == ACK_WORD and not flags and 0 < stream_id <= MAX_STREAM_ID and end <= size:
+                append(Ack(stream_id, data_offset, _U32.unpack_from(chunk, offset + 17)[0]))
+                offset = end
+                continue
+            if word == _CREDIT_WORD and not flags and stream_id <= MAX_STREAM_ID:
+                append(StreamCredit(stream_id, data_offset))  # 17 bytes: all here
                 offset = end
                 continue
             if length > limit:

@@ -51,6 +51,11 @@ pack_data_header = DATA_HEADER.pack
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _ACK = struct.Struct(">QI")
+_U64_FRAME = DATA_HEADER
+"""A header and one u64: DATA's first 17 bytes, and all of STREAM_CREDIT, PING, ..."""
+_ACK_FRAME = struct.Struct(">IBIQI")
+ACK_WORD = _ACK.size << 8 | FrameType.ACK
+"""An ACK frame's first word (length << 8 | type): the fast paths match it whole."""
 _PRESSURE = struct.Struct(">BBBB")
 _GOAWAY = struct.Struct(">II")
 _SESSION_READY = struct.Struct(">HIIIIQQ")
@@ -90,6 +95,8 @@ def _utf8(name: str, value: str, low: int, high: int) -> bytes:
 
 def _u64_frame(frame_type: int, stream_id: int, name: str, value: int) -> bytes:
     """A frame whose whole payload is one u64 (PING, PONG, STREAM_CREDIT, CLOSE_STREAM)."""
+    if 0 <= stream_id <= MAX_STREAM_ID and 0 <= value <= MAX_U64:
+        return _U64_FRAME.pack(8 << 8 | frame_type, 0, stream_id, value)  # one pack, no join
     return _header(frame_type, 0, stream_id, 8) + _U64.pack(_uint(name, value, MAX_U64))
 
 
@@ -240,6 +247,9 @@ class Ack(Frame):
     window: int
 
     def to_bytes(self) -> bytes:
+        stream_id, offset, window = self.stream_id, self.offset, self.window
+        if 0 < stream_id <= MAX_STREAM_ID and 0 <= offset <= MAX_U64 and 0 <= window <= MAX_U32:
+            return _ACK_FRAME.pack(ACK_WORD, 0, stream_id, offset, window)  # one per read batch
         if self.stream_id == 0:
             raise _fail("ACK needs a non-zero stream id")
         body = _ACK.pack(
