@@ -53,11 +53,11 @@ from accessfabric.control.server.store.etcd_grpc import kv_pb2, rpc_pb2, rpc_pb2
 
 DEFAULT_NAMESPACE = "/accessfabric"
 DEFAULT_TIMEOUT = 2.0
+"""Seconds a request may take before the store calls etcd unavailable (a leader election
+on a healthy cluster takes about one election timeout, 1 s by default)."""
 WATCH_PROGRESS_AFTER = 1.0
 """Seconds a watch stream may be silent before it asks etcd for its progress; silent for
 as long again after asking, it is a broken stream (see :meth:`EtcdStore.watch`)."""
-"""Seconds a request may take before the store calls etcd unavailable (a leader election
-on a healthy cluster takes about one election timeout, 1 s by default)."""
 MAX_TXN_OPS = 128
 """etcd's default ``--max-txn-ops``."""
 MAX_TXN_BYTES = 1024 * 1024
