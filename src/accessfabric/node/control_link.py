@@ -122,9 +122,14 @@ UNMEASURED_RTT = 0.05
 PLANNER_SNAPSHOT_AGE = 1.1
 """Seconds after a heartbeat until the control plane's planner has surely taken it in
 (it rebuilds its snapshot for heartbeats at most every ``snapshot_max_age``, 1 s)."""
-LOST_LEASE_WAIT = 5.0
+LOST_LEASE_WAIT = 15.0
 """Seconds a stream waits for the heartbeat that reports its device's new entry when
-the control plane still plans through the lost one."""
+the control plane still plans through the lost one: as long as issue 17 gives a dead
+entry's devices to be back on another (1000 devices placed: 8-10.5 s after the SIGKILL).
+A stream opened while its device re-homes therefore opens within this, plus
+:data:`PLANNER_SNAPSHOT_AGE` and one lease request, once the device is on another entry,
+or fails saying it is still re-homing (5 s until issue 17's second evening: a stream
+that waited for a re-home of more than 5 s failed)."""
 SOFTWARE = "accessfabric-node"
 ROUTE_ERROR_LOG_INTERVAL = 10.0
 """Seconds between two ``no route lease`` log lines for one (service, class)."""
@@ -857,7 +862,9 @@ class ControlLink:
         """New leases.  While the device re-homes (its entry's session ended) the planner
         may still route through the lost entry, or know no first hop of it at all
         (``no_route``): then wait (at most :data:`LOST_LEASE_WAIT`) for a session with
-        another placed entry and a heartbeat that reports it, and ask once more."""
+        another placed entry and a heartbeat that reports it, and ask once more;
+        :class:`NoUsableLease` says the device is still re-homing when the wait ends
+        first."""
         client = self.client
         try:
             fresh = await client.route_leases(service, traffic_class)
@@ -869,9 +876,15 @@ class ControlLink:
             return fresh
         if not self._rehoming():
             return fresh
-        with contextlib.suppress(TimeoutError):
+        lost = sorted(n for n in self._lost if self._is_lost(n))
+        try:
             async with asyncio.timeout(LOST_LEASE_WAIT):
                 await self._reported()
+        except TimeoutError:  # no lease request: the planner knows no other first hop
+            raise NoUsableLease(
+                f"re-homing: this device lost its entry {', '.join(lost)} and has not "
+                f"reported a session with another within {LOST_LEASE_WAIT:g} s"
+            ) from None
         await asyncio.sleep(PLANNER_SNAPSHOT_AGE)  # the planner's snapshot takes it in
         again = await client.route_leases(service, traffic_class)
         return [u for u in again if not self._via_lost(u.lease.hops)]

@@ -35,6 +35,7 @@ from typing import Any
 
 from accessfabric.control.client.client import ControlClient
 from accessfabric.node.config.node_config import load_node_config
+from accessfabric.node.control_link import LOST_LEASE_WAIT, PLANNER_SNAPSHOT_AGE
 from accessfabric.node.host.host_monitor import SharedReadings
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.sim.device_cache import CoalescedCache
@@ -43,6 +44,11 @@ from accessfabric.wire.registry import TrafficClass
 REPORT_INTERVAL = 1.0
 STREAM_BYTES = 4096
 STREAM_TIMEOUT = 10.0
+"""Seconds a stream's echo may take, and its open beyond a re-home's wait (below)."""
+OPEN_TIMEOUT = LOST_LEASE_WAIT + PLANNER_SNAPSHOT_AGE + STREAM_TIMEOUT
+"""Seconds a stream's open may take: a stream opened while its device re-homes waits up
+to ``LOST_LEASE_WAIT`` for the device's new entry (node/control_link.py), then asks for
+leases around the lost one."""
 FAILED_RETRY = 2.0
 """Mean seconds before a device whose stream failed tries again."""
 START_SPREAD = 0.02
@@ -295,7 +301,7 @@ class Device:
         samples = self.samples
         try:
             stream = await asyncio.wait_for(
-                self.runtime.routes.open_stream(service, TrafficClass.RELIABLE), STREAM_TIMEOUT
+                self.runtime.routes.open_stream(service, TrafficClass.RELIABLE), OPEN_TIMEOUT
             )
             stream.write(payload)
             await stream.drain()

@@ -119,6 +119,10 @@ class _Routed:
     recovering: tuple[LeasedRoute, float] | None = None  # (route left, failure noticed): no ACK yet
 
 
+def _identity(route: LeasedRoute) -> tuple[int, int, tuple[str, ...]]:
+    return (route.route_id, route.lease.epoch, route.lease.hops)
+
+
 class RouteManager:
     def __init__(
         self,
@@ -244,7 +248,10 @@ class RouteManager:
         resume_token: bytes = b"",
         resume_key: bytes = b"",
     ) -> ResumableStream | SealedStream:
-        """A stream to ``service`` on the best healthy route (the next one if a hop fails).
+        """A stream to ``service`` on the best healthy route (the next one if a hop fails;
+        when every route failed, the ``source`` is asked once more and the routes it
+        answers that were not tried yet are: a device whose entry just died gets routes
+        around it, after at most the source's re-home wait, ``LOST_LEASE_WAIT``).
 
         Without ``key_exchange`` the node seals the stream itself per its sealing policy
         (``self.sealing``, :mod:`accessfabric.node.streams.stream_sealing`): the caller reads and
@@ -264,14 +271,30 @@ class RouteManager:
                 "pass resume_key=initiator.resume_key"
             )
         errors: list[str] = []
-        for route in await self.routes(service, traffic_class):
+        tried: set[tuple[int, int, tuple[str, ...]]] = set()
+        routes = await self.routes(service, traffic_class)
+        for attempt in range(2):
+            for route in routes:
+                tried.add(_identity(route))
+                try:
+                    return await self.open_on_route(
+                        route, service, traffic_class, key_exchange=key_exchange,
+                        resume_token=resume_token, resume_key=resume_key,
+                    )  # fmt: skip
+                except RouteUnusable as error:
+                    errors.append(f"route {route.route_id}: {error}")
+            if attempt or self.source is None:
+                break
+            # Every route failed: ask the source once more.  A first hop that just died
+            # (its entry SIGKILLed) is known lost by now, and the source answers routes
+            # around it (waiting for the device's re-home, ControlLink.route_source); a
+            # source with nothing new answers the same routes, tried already (issue 17).
             try:
-                return await self.open_on_route(
-                    route, service, traffic_class, key_exchange=key_exchange,
-                    resume_token=resume_token, resume_key=resume_key,
-                )  # fmt: skip
-            except RouteUnusable as error:
-                errors.append(f"route {route.route_id}: {error}")
+                again = await self.routes(service, traffic_class)
+                routes = [r for r in again if _identity(r) not in tried]
+            except NoUsableRoute as error:
+                errors.append(f"then: {error}")
+                break
         raise NoUsableRoute(f"every route to {service!r} failed: {'; '.join(errors)}")
 
     async def open_on_route(
