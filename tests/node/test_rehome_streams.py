@@ -19,8 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from accessfabric.bench.relay_lab import issue_route
 from accessfabric.control.client.client import ControlRefused
+from accessfabric.control.kernel.authority import Authority
 from accessfabric.control.kernel.leased_route import LeasedRoute
+from accessfabric.identity.keys import NodeKey
 from accessfabric.node import control_link
 from accessfabric.node.routing.routes import NoUsableRoute
 from accessfabric.wire.registry import TrafficClass
@@ -107,6 +110,45 @@ async def test_a_stream_waits_for_the_rehome_at_most_lost_lease_wait_and_says_so
         assert 0.5 <= time.monotonic() - started < 10.0
         assert primary.node_id in str(no.value) and "within 0.5 s" in str(no.value)
         assert len(requests) == 1  # no second lease request for a device still re-homing
+    finally:
+        await device.shutdown()
+        for entry in entries:
+            await entry.shutdown()
+
+
+async def test_a_lease_through_the_dead_entry_stays_unused_after_its_back_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen at 1000 devices: 10 s after the SIGKILL (``LOST_ENTRY_AVOID`` over) devices
+    already on the other entry, which had streamed nothing while they re-homed, opened
+    their next stream on the cached lease through the dead entry.  A lease issued before
+    its first hop's session ended is skipped until a session with it is held again."""
+    entries = await _start_entries(tmp_path)
+    primary, alternate = entries
+    device = await _start_device(tmp_path)
+    try:
+        link = device.control
+        assert link is not None
+        authority = Authority(NodeKey.generate())
+        host = NodeKey.generate().node_id
+        old = issue_route(authority, 1, [device.node_id, primary.node_id, host])
+        new = issue_route(authority, 2, [device.node_id, alternate.node_id, host])
+        link._apply_directory(_listing(primary, alternate))
+        await _until("placed on the primary", lambda: primary.accepted_sessions == 1)
+        requests: list[str] = []
+
+        async def fresh(service: str, traffic_class: TrafficClass) -> list[LeasedRoute]:
+            requests.append(service)
+            return [new]
+
+        monkeypatch.setattr(link.client, "cached_route_leases", lambda *_: [old])
+        monkeypatch.setattr(link.client, "route_leases", fresh)
+        kill(primary)
+        await _until("re-homed", lambda: alternate.accepted_sessions == 1, seconds=15.0)
+        link._lost.clear()  # LOST_ENTRY_AVOID is over
+        assert not link._rehoming()
+        assert await link.route_source("svc", TrafficClass.RELIABLE) == [new]
+        assert requests == ["svc"]
     finally:
         await device.shutdown()
         for entry in entries:

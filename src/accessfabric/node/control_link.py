@@ -190,6 +190,9 @@ class ControlLink:
         self._watched: SessionConnection | None = None
         self._lost: dict[str, float] = {}
         """Entry -> until when: its placed session ended, its alternates go first."""
+        self._ended: dict[str, float] = {}
+        """Entry -> when its placed session last ended: a cached lease through it issued
+        before then is no route while no session with it is held (after ``_lost`` too)."""
         """The directory's session placement (``mobile`` scope): entries, primary first."""
         self._probe_failures: dict[str, tuple[int, float]] = {}
         """Directory peer -> (failed probes in a row, when the next may start)."""
@@ -708,6 +711,8 @@ class ControlLink:
         ended, entry = connection.session.terminated, connection.session.peer_node_id
         hint = retry_hint(ended.reason) if ended is not None and ended.remote else None
         now = self._clock()
+        if entry:
+            self._ended[entry] = now
         alternates = [
             n
             for n in self._placement
@@ -842,7 +847,13 @@ class ControlLink:
         cached = client.cached_route_leases(service, traffic_class)  # fenced ones refused
         # Leases whose first hop is an entry this device just lost (its session ended:
         # SIGKILL, GOAWAY) cannot carry a stream; new ones are needed (issue 17).
-        live = usable = [u for u in cached if not self._via_lost(u.lease.hops)]
+        # And a lease through an entry whose session ended since it was issued, with none
+        # held again, is none either, also once the entry's back-off (LOST_ENTRY_AVOID)
+        # is over: a device that streamed nothing while it re-homed still held it, and
+        # its first stream after 10 s dialled the dead entry (ADR 0064).
+        live = usable = [
+            u for u in cached if not self._via_lost(u.lease.hops) and not self._stale(u)
+        ]
         if not [u for u in live if not self._through_drained(u.lease.hops)] and (
             not live or self._drained_refetch_due(key)
         ):  # none, or all through a drained node (fetch one around it)
@@ -907,6 +918,19 @@ class ControlLink:
     def _is_lost(self, node_id: str) -> bool:
         """Its session with this device ended lately and none is held again."""
         return self._clock() < self._lost.get(node_id, 0.0) and not self._has_session(node_id)
+
+    def _stale(self, route: LeasedRoute) -> bool:
+        """``route`` was issued before its first hop's session with this device ended,
+        and none is held again."""
+        hops = route.lease.hops
+        if len(hops) < 2 or hops[0] != self.runtime.node_id:
+            return False
+        ended = self._ended.get(hops[1])
+        return (
+            ended is not None
+            and route.lease.issued_ms / 1000 < ended
+            and not self._has_session(hops[1])
+        )
 
     def _via_lost(self, hops: tuple[str, ...]) -> bool:
         return len(hops) > 1 and hops[0] == self.runtime.node_id and self._is_lost(hops[1])
