@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -44,12 +45,18 @@ PROBE_FAILURES = 2
 """Beyond the store's own 2 s deadline: a quorum read slower than that is a lost store."""
 WATCHED_PREFIX = "/"
 """One watch over the namespace; changes outside the two prefixes are skipped."""
+WATCH_LAG_LIMIT = 2.0
+"""Seconds the watch may stay behind a revision a quorum probe read before the replica
+asks the store whether anything it watches changed in between (ADR 0061): if so, the
+watch is broken though its stream still answers."""
 
 
 class WatchableStore(Protocol):
     def watch(self, prefix: str, since: int) -> AsyncIterator[Change]: ...
 
     def revision(self) -> int: ...
+
+    def changed_between(self, prefix: str, after: int, until: int) -> bool: ...
 
 
 def watchable(store: object) -> WatchableStore | None:
@@ -90,6 +97,11 @@ class ReplicaSync:
         self.store_ok_at: float | None = None
         """When the last quorum read that succeeded was sent (the heartbeat table's clock):
         the store answered then, so a loss found later began after it."""
+        self._checked = 0
+        """A revision up to which nothing watched changed beyond ``since`` (writes
+        elsewhere in etcd move its revision without an event for the watch)."""
+        self._behind: list[tuple[int, float]] = []
+        """Revisions probes read that the watch has not reached, and when (monotonic)."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self, since: int) -> None:
@@ -149,7 +161,9 @@ class ReplicaSync:
             await asyncio.sleep(PROBE_INTERVAL)
             sent = self._plane.heartbeats.now()
             try:
-                await asyncio.wait_for(asyncio.to_thread(self._store.revision), PROBE_TIMEOUT)
+                revision = await asyncio.wait_for(
+                    asyncio.to_thread(self._store.revision), PROBE_TIMEOUT
+                )
             except (TimeoutError, StoreError) as error:
                 failures += 1
                 if failures >= PROBE_FAILURES:
@@ -158,6 +172,37 @@ class ReplicaSync:
             else:
                 failures = 0
                 self.store_ok_at = sent
+                await self._check_watch_lag(revision, time.monotonic())
+
+    async def _check_watch_lag(self, revision: int, now: float) -> None:
+        """Raise :class:`StoreError` when the watch has stayed behind a probed revision for
+        ``WATCH_LAG_LIMIT`` seconds and something it watches changed in between.
+
+        A stream can answer without delivering: etcd 3.4 answers a progress request from
+        the member's own revision whether or not the watcher has sent its events, so the
+        silence check passes while the caches stand still (seen after the etcd leader's
+        SIGKILL: one replica's view of the other's heartbeats stayed 6-8 s old)."""
+        reached = max(self.since, self._checked)
+        self._behind = [(r, at) for r, at in self._behind if r > reached]
+        if revision > reached and (not self._behind or revision > self._behind[-1][0]):
+            self._behind.append((revision, now))
+        if not self._behind or now - self._behind[0][1] < WATCH_LAG_LIMIT:
+            return
+        target, since = self._behind[0][0], self.since
+        try:
+            changed = await asyncio.wait_for(
+                asyncio.to_thread(self._store.changed_between, WATCHED_PREFIX, since, target),
+                PROBE_TIMEOUT,
+            )
+        except (TimeoutError, StoreError):
+            return  # the probes find a store that does not answer
+        if not changed:  # revisions of writes outside the namespace
+            self._checked = max(self._checked, target)
+        elif self.since < target:  # not delivered meanwhile either
+            raise StoreError(
+                f"the watch stayed at revision {self.since} for {now - self._behind[0][1]:.1f} s "
+                f"while the store had changes up to {target}; watching again"
+            )
 
     async def _reload(self) -> bool:
         """Read the caches again from the store (after a break); ``True`` when done."""
@@ -173,6 +218,7 @@ class ReplicaSync:
             self._mark_lost(str(error) or "no quorum read in time")
             return False
         self.since = revision
+        self._behind = []
         self._mark_synced()
         return True
 
