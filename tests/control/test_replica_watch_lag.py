@@ -17,7 +17,7 @@ from pathlib import Path
 from accessfabric.control.kernel.authority import Authority
 from accessfabric.control.server.plane import ControlConfig, ControlPlane
 from accessfabric.control.server.replication import WATCH_LAG_LIMIT, ReplicaSync
-from accessfabric.control.server.store.base import Change
+from accessfabric.control.server.store.base import Change, StoreUnavailableError
 from accessfabric.control.server.store.sqlite import SqliteStore
 from accessfabric.identity.keys import NodeKey
 from tests.conditions import until
@@ -105,5 +105,53 @@ def test_revisions_of_writes_outside_the_namespace_do_not_break_the_watch(
             assert store.checks[1][1] > store.checks[0][1]
         finally:
             await sync.stop()
+
+    asyncio.run(main())
+
+
+class BreaksWithARead:
+    """A store whose watch breaks in the same loop step as a quorum read returns, as
+    both do when the etcd member behind them is killed."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._broken = asyncio.Event()
+        self.reads = 0
+        self.watches = 0
+
+    def revision(self) -> int:  # in a worker thread
+        self.reads += 1
+        if self.reads == 3:  # the break is queued just before this read's answer
+            self._loop.call_soon_threadsafe(self._broken.set)
+        return 10
+
+    def changed_between(self, prefix: str, after: int, until: int) -> bool:
+        return False
+
+    async def watch(self, prefix: str, since: int) -> AsyncIterator[Change]:
+        self.watches += 1
+        if self.watches == 1:
+            await self._broken.wait()
+            raise StoreUnavailableError("Stream removed")
+        await asyncio.Event().wait()
+        yield  # pragma: no cover - makes this an async generator
+
+
+def test_a_watch_breaking_as_a_probe_returns_is_watched_again(tmp_path: Path) -> None:
+    """Python 3.11's ``asyncio.wait_for`` swallows a cancellation that arrives once its
+    inner future is done: the probe cancelled as the watch broke kept probing, and the
+    sync task waited for it for ever, the replica synced on a dead watch (the leader-kill
+    fault test's stale caches) and deaf to ``stop``."""
+    plane = _plane(tmp_path)
+
+    async def main() -> None:
+        store = BreaksWithARead(asyncio.get_running_loop())
+        sync = plane.sync = ReplicaSync(plane, store)
+        sync.start(10)
+        try:
+            await until(lambda: store.watches == 2, what="the replica watches again")
+            assert store.reads >= 3
+        finally:
+            await asyncio.wait_for(sync.stop(), 5.0)
 
     asyncio.run(main())

@@ -24,8 +24,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol, TypeVar
 
 from accessfabric.control.server.drains import KEY_PREFIX as DRAIN_PREFIX
 from accessfabric.control.server.drains import NodeDrains
@@ -121,11 +121,15 @@ class ReplicaSync:
             prober = asyncio.create_task(self._probe_until_failure())
             try:
                 done, _ = await asyncio.wait({watcher, prober}, return_when=asyncio.FIRST_COMPLETED)
-            finally:  # also when this task is cancelled (stop): end both, read their errors
+            finally:  # also when this task is cancelled (stop): end both
                 for task in (watcher, prober):
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task  # its error is read below
+                    task.add_done_callback(_read_error)  # the ones in done are read below
+                # waited on with a bound, never awaited: an await swallows this task's own
+                # cancellation when the awaited one is cancelled too (stop would not stop)
+                _, left = await asyncio.wait({watcher, prober}, timeout=PROBE_TIMEOUT)
+                if left:
+                    _log.error("replica sync: %d task(s) did not end when cancelled", len(left))
             for task in done:
                 with contextlib.suppress(asyncio.CancelledError):
                     error = task.exception()
@@ -161,9 +165,7 @@ class ReplicaSync:
             await asyncio.sleep(PROBE_INTERVAL)
             sent = self._plane.heartbeats.now()
             try:
-                revision = await asyncio.wait_for(
-                    asyncio.to_thread(self._store.revision), PROBE_TIMEOUT
-                )
+                revision = await _in_thread(self._store.revision)
             except (TimeoutError, StoreError) as error:
                 failures += 1
                 if failures >= PROBE_FAILURES:
@@ -190,9 +192,8 @@ class ReplicaSync:
             return
         target, since = self._behind[0][0], self.since
         try:
-            changed = await asyncio.wait_for(
-                asyncio.to_thread(self._store.changed_between, WATCHED_PREFIX, since, target),
-                PROBE_TIMEOUT,
+            changed = await _in_thread(
+                lambda: self._store.changed_between(WATCHED_PREFIX, since, target)
             )
         except (TimeoutError, StoreError):
             return  # the probes find a store that does not answer
@@ -207,9 +208,7 @@ class ReplicaSync:
     async def _reload(self) -> bool:
         """Read the caches again from the store (after a break); ``True`` when done."""
         try:
-            revision = await asyncio.wait_for(
-                asyncio.to_thread(self._store.revision), PROBE_TIMEOUT
-            )
+            revision = await _in_thread(self._store.revision)
             self._plane.registry.load()
             self._plane.heartbeats.load()
             self._plane.drains.load()
@@ -261,3 +260,28 @@ class ReplicaSync:
         else:
             return
         self.applied += 1
+
+
+_T = TypeVar("_T")
+
+
+async def _in_thread(call: Callable[[], _T]) -> _T:
+    """``call()`` in a worker thread; :class:`TimeoutError` after ``PROBE_TIMEOUT``.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it returns the result instead of raising when
+    it is cancelled just as the call finished, and a probe cancelled as the watch broke
+    (the etcd member behind both killed) kept probing while ``_run`` waited for it for
+    ever, the replica synced on a dead watch (ADR 0061)."""
+    task = asyncio.ensure_future(asyncio.to_thread(call))
+    task.add_done_callback(_read_error)
+    done, _ = await asyncio.wait({task}, timeout=PROBE_TIMEOUT)
+    if not done:
+        task.cancel()  # the thread finishes on its own: the store's calls have deadlines
+        raise TimeoutError
+    return task.result()
+
+
+def _read_error(task: asyncio.Future[Any]) -> None:
+    """Marks ``task``'s error as read (it is reported elsewhere, or not wanted)."""
+    if not task.cancelled():
+        task.exception()
