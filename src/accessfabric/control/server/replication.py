@@ -180,10 +180,11 @@ class ReplicaSync:
         """Raise :class:`StoreError` when the watch has stayed behind a probed revision for
         ``WATCH_LAG_LIMIT`` seconds and something it watches changed in between.
 
-        A stream can answer without delivering: etcd 3.4 answers a progress request from
-        the member's own revision whether or not the watcher has sent its events, so the
-        silence check passes while the caches stand still (seen after the etcd leader's
-        SIGKILL: one replica's view of the other's heartbeats stayed 6-8 s old)."""
+        A net for any watch that stops delivering while the store answers: etcd 3.4
+        answers a progress request from the member's own revision whether or not the
+        watcher has sent its events, so the stream's silence check cannot see such a
+        stream.  In the leader-kill fault runs it caught a watch that had ended while
+        ``_run`` did not notice (before ``_in_thread`` replaced ``wait_for``)."""
         reached = max(self.since, self._checked)
         self._behind = [(r, at) for r, at in self._behind if r > reached]
         if revision > reached and (not self._behind or revision > self._behind[-1][0]):
