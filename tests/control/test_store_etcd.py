@@ -115,6 +115,27 @@ def test_native_watch_from_compacted_revision_raises(etcd_store: EtcdStore) -> N
     assert caught.value.compact_revision == base + 3
 
 
+def test_changed_between_sees_only_puts_under_the_prefix_in_the_range(
+    etcd_store: EtcdStore, etcd_cluster: LocalEtcdCluster
+) -> None:
+    """What a replica asks when its watch lags the quorum revision (ADR 0061): writes
+    elsewhere in etcd move the revision without changing anything it watches."""
+    other = EtcdStore(etcd_cluster.endpoints, namespace=etcd_store.namespace + "-other")
+    try:
+        base = etcd_store.put("/w/a", b"1")
+        elsewhere = other.put("/w/a", b"1")  # same key, outside the namespace
+        assert elsewhere > base
+        assert not etcd_store.changed_between("/", base, elsewhere)
+        first = etcd_store.put("/w/b", b"1")
+        second = etcd_store.put("/w/c", b"1")
+        assert etcd_store.changed_between("/", base, second)
+        assert etcd_store.changed_between("/", first, second)  # one key, not the first
+        assert not etcd_store.changed_between("/", second, etcd_store.revision())
+        assert not etcd_store.changed_between("/x/", base, second)
+    finally:
+        other.close()
+
+
 def test_store_url_is_parsed_with_clear_errors() -> None:
     assert parse_store_url("etcd://h1:2379,h2:2379") == (["h1:2379", "h2:2379"], "/accessfabric")
     assert parse_store_url("etcd://127.0.0.1:2379/fleet/a/") == (["127.0.0.1:2379"], "/fleet/a")

@@ -23,8 +23,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
-from typing import Protocol
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol, TypeVar
 
 from accessfabric.control.server.drains import KEY_PREFIX as DRAIN_PREFIX
 from accessfabric.control.server.drains import NodeDrains
@@ -44,12 +45,18 @@ PROBE_FAILURES = 2
 """Beyond the store's own 2 s deadline: a quorum read slower than that is a lost store."""
 WATCHED_PREFIX = "/"
 """One watch over the namespace; changes outside the two prefixes are skipped."""
+WATCH_LAG_LIMIT = 2.0
+"""Seconds the watch may stay behind a revision a quorum probe read before the replica
+asks the store whether anything it watches changed in between (ADR 0061): if so, the
+watch is broken though its stream still answers."""
 
 
 class WatchableStore(Protocol):
     def watch(self, prefix: str, since: int) -> AsyncIterator[Change]: ...
 
     def revision(self) -> int: ...
+
+    def changed_between(self, prefix: str, after: int, until: int) -> bool: ...
 
 
 def watchable(store: object) -> WatchableStore | None:
@@ -90,6 +97,11 @@ class ReplicaSync:
         self.store_ok_at: float | None = None
         """When the last quorum read that succeeded was sent (the heartbeat table's clock):
         the store answered then, so a loss found later began after it."""
+        self._checked = 0
+        """A revision up to which nothing watched changed beyond ``since`` (writes
+        elsewhere in etcd move its revision without an event for the watch)."""
+        self._behind: list[tuple[int, float]] = []
+        """Revisions probes read that the watch has not reached, and when (monotonic)."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self, since: int) -> None:
@@ -109,11 +121,15 @@ class ReplicaSync:
             prober = asyncio.create_task(self._probe_until_failure())
             try:
                 done, _ = await asyncio.wait({watcher, prober}, return_when=asyncio.FIRST_COMPLETED)
-            finally:  # also when this task is cancelled (stop): end both, read their errors
+            finally:  # also when this task is cancelled (stop): end both
                 for task in (watcher, prober):
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task  # its error is read below
+                    task.add_done_callback(_read_error)  # the ones in done are read below
+                # waited on with a bound, never awaited: an await swallows this task's own
+                # cancellation when the awaited one is cancelled too (stop would not stop)
+                _, left = await asyncio.wait({watcher, prober}, timeout=PROBE_TIMEOUT)
+                if left:
+                    _log.error("replica sync: %d task(s) did not end when cancelled", len(left))
             for task in done:
                 with contextlib.suppress(asyncio.CancelledError):
                     error = task.exception()
@@ -149,7 +165,7 @@ class ReplicaSync:
             await asyncio.sleep(PROBE_INTERVAL)
             sent = self._plane.heartbeats.now()
             try:
-                await asyncio.wait_for(asyncio.to_thread(self._store.revision), PROBE_TIMEOUT)
+                revision = await _in_thread(self._store.revision)
             except (TimeoutError, StoreError) as error:
                 failures += 1
                 if failures >= PROBE_FAILURES:
@@ -158,13 +174,42 @@ class ReplicaSync:
             else:
                 failures = 0
                 self.store_ok_at = sent
+                await self._check_watch_lag(revision, time.monotonic())
+
+    async def _check_watch_lag(self, revision: int, now: float) -> None:
+        """Raise :class:`StoreError` when the watch has stayed behind a probed revision for
+        ``WATCH_LAG_LIMIT`` seconds and something it watches changed in between.
+
+        A net for any watch that stops delivering while the store answers: etcd 3.4
+        answers a progress request from the member's own revision whether or not the
+        watcher has sent its events, so the stream's silence check cannot see such a
+        stream.  In the leader-kill fault runs it caught a watch that had ended while
+        ``_run`` did not notice (before ``_in_thread`` replaced ``wait_for``)."""
+        reached = max(self.since, self._checked)
+        self._behind = [(r, at) for r, at in self._behind if r > reached]
+        if revision > reached and (not self._behind or revision > self._behind[-1][0]):
+            self._behind.append((revision, now))
+        if not self._behind or now - self._behind[0][1] < WATCH_LAG_LIMIT:
+            return
+        target, since = self._behind[0][0], self.since
+        try:
+            changed = await _in_thread(
+                lambda: self._store.changed_between(WATCHED_PREFIX, since, target)
+            )
+        except (TimeoutError, StoreError):
+            return  # the probes find a store that does not answer
+        if not changed:  # revisions of writes outside the namespace
+            self._checked = max(self._checked, target)
+        elif self.since < target:  # not delivered meanwhile either
+            raise StoreError(
+                f"the watch stayed at revision {self.since} for {now - self._behind[0][1]:.1f} s "
+                f"while the store had changes up to {target}; watching again"
+            )
 
     async def _reload(self) -> bool:
         """Read the caches again from the store (after a break); ``True`` when done."""
         try:
-            revision = await asyncio.wait_for(
-                asyncio.to_thread(self._store.revision), PROBE_TIMEOUT
-            )
+            revision = await _in_thread(self._store.revision)
             self._plane.registry.load()
             self._plane.heartbeats.load()
             self._plane.drains.load()
@@ -173,6 +218,7 @@ class ReplicaSync:
             self._mark_lost(str(error) or "no quorum read in time")
             return False
         self.since = revision
+        self._behind = []
         self._mark_synced()
         return True
 
@@ -215,3 +261,28 @@ class ReplicaSync:
         else:
             return
         self.applied += 1
+
+
+_T = TypeVar("_T")
+
+
+async def _in_thread(call: Callable[[], _T]) -> _T:
+    """``call()`` in a worker thread; :class:`TimeoutError` after ``PROBE_TIMEOUT``.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it returns the result instead of raising when
+    it is cancelled just as the call finished, and a probe cancelled as the watch broke
+    (the etcd member behind both killed) kept probing while ``_run`` waited for it for
+    ever, the replica synced on a dead watch (ADR 0061)."""
+    task = asyncio.ensure_future(asyncio.to_thread(call))
+    task.add_done_callback(_read_error)
+    done, _ = await asyncio.wait({task}, timeout=PROBE_TIMEOUT)
+    if not done:
+        task.cancel()  # the thread finishes on its own: the store's calls have deadlines
+        raise TimeoutError
+    return task.result()
+
+
+def _read_error(task: asyncio.Future[Any]) -> None:
+    """Marks ``task``'s error as read (it is reported elsewhere, or not wanted)."""
+    if not task.cancelled():
+        task.exception()

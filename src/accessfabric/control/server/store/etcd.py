@@ -271,6 +271,21 @@ class EtcdStore(Store):
             revision=int(response.header.revision),
         )
 
+    def changed_between(self, prefix: str, after: int, until: int) -> bool:
+        """Whether a key under ``prefix`` was written (put) at a revision in ``(after,
+        until]``: a linearizable read, the keys only, at most one returned.  etcd reads every
+        key under ``prefix`` to filter them, so this is for checks, not for every request."""
+        low, high = self._prefix_bounds(prefix)
+        request = rpc_pb2.RangeRequest(
+            key=low,
+            range_end=high,
+            keys_only=True,
+            limit=1,
+            min_mod_revision=after + 1,
+            max_mod_revision=until,
+        )
+        return bool(self._call("KVStub", "Range", request).kvs)
+
     def _lease_arg(self, lease: int | None) -> int:
         if lease is None:
             return 0
