@@ -183,6 +183,15 @@ class HopStream:
         self._chunks.append(data)
         self._readable.set()
 
+    def _feed_quietly(self, data: memoryview | bytes) -> bool:
+        """Buffer ``data`` without waking the reader yet; whether it needs a wake
+        (:meth:`_wake`) once the batch's latency-class readers have been woken."""
+        self._chunks.append(data)
+        return not self._readable.is_set()
+
+    def _wake(self) -> None:
+        self._readable.set()
+
     def _feed_eof(self) -> None:
         self._eof = True
         self._readable.set()
@@ -286,6 +295,9 @@ class SessionConnection:
         self._transport: ByteTransport | None = None
         self._streams: dict[int, HopStream] = {}
         self._handling = False
+        self._deferred_wakes: list[HopStream] = []
+        """Readers of reliable/bulk/droppable streams fed in this batch of events, woken
+        after the latency classes' readers (:meth:`_handle`)."""
         self._moved: dict[int, HopStream] = {}
         """Streams detached while this batch of events is handled (see :meth:`detach`)."""
         self._ended: list[int] | None = None
@@ -361,6 +373,15 @@ class SessionConnection:
             self._dispatch(events)
         finally:
             self._handling = False
+            if self._deferred_wakes:
+                # A batch often holds bulk frames and, behind them, an interactive one:
+                # its reader was woken as it was fed, these only now, so its task runs
+                # first in the next loop turn, not after the bulk readers have written
+                # everything they were given (an exit's VPN pump: up to ~1 MB into its
+                # TUN; docs/benchmarks.md, ADR 0066).
+                deferred, self._deferred_wakes = self._deferred_wakes, []
+                for stream in deferred:
+                    stream._wake()
             self._moved.clear()
             if self._ended:
                 self._drop_forgotten()
@@ -385,7 +406,10 @@ class SessionConnection:
                 assert isinstance(event, ev.DataReceived)
                 stream = self._streams.get(event.stream_id) or self._moved.get(event.stream_id)
                 if stream is not None:
-                    stream._feed(event.data)
+                    if stream.traffic_class in URGENT_CLASSES:
+                        stream._feed(event.data)
+                    elif stream._feed_quietly(event.data):
+                        self._deferred_wakes.append(stream)
                 else:  # nobody reads it: free the credit
                     self.session.acknowledge_received(event.stream_id, len(event.data))
             elif kind is ev.StreamOpened:
