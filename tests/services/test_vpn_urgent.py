@@ -1,6 +1,7 @@
 """A ping read in the same TUN burst as bulk packets is handed to its stream before the
 loop runs the bulk writer (issue 18 item 3, ADR 0046); after an urgent record went into
-the device, the device is read in the same task step (ADR 0057)."""
+the device, the device is read in the same task step (ADR 0057); a bulk pump lets the
+loop poll between the chunks it writes (ADR 0066)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ import asyncio
 import socket
 import struct
 
-from accessfabric.services.vpn import VpnClient, VpnExit
+import pytest
+
+from accessfabric.services.vpn import (
+    READ_CHUNK,
+    TunPort,
+    VpnClient,
+    VpnCounters,
+    VpnExit,
+    _Pump,
+)
 from accessfabric.services.vpn_wire import PREAMBLE_SIZE, preamble
 from accessfabric.wire.registry import TrafficClass
 from tests.conditions import until
@@ -139,3 +149,69 @@ async def test_exit_reads_the_device_after_an_urgent_write() -> None:
 async def test_exit_leaves_bulk_device_reads_to_the_loop() -> None:
     early, _ = await _exit_answer(TrafficClass.RELIABLE)
     assert early == []  # read at the loop's next poll, as before
+
+
+class _ChunkStream(_Stream):
+    """A stream with several full ``READ_CHUNK`` reads buffered: each read returns at once."""
+
+    def __init__(self, traffic_class: TrafficClass, chunks: list[bytes]) -> None:
+        super().__init__(traffic_class)
+        self.chunks = chunks
+
+    async def readexactly(self, size: int) -> bytes:
+        return preamble(b"c" * 8, 0)
+
+    async def read(self, max_bytes: int = -1) -> bytes:
+        if self.chunks:
+            return self.chunks.pop(0)
+        return await super().read(max_bytes)
+
+
+def _full_chunks(count: int) -> list[bytes]:
+    records = (len(BULK).to_bytes(2, "big") + BULK) * (count * READ_CHUNK // (len(BULK) + 2) + 1)
+    return [records[i * READ_CHUNK : (i + 1) * READ_CHUNK] for i in range(count)]
+
+
+async def _written_when_another_task_ran(role: str, traffic_class: TrafficClass) -> int:
+    """Bytes a pump had taken from its stream when a task started just after it first ran."""
+    ours, device = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    ours.setblocking(False)
+    with ours, device:
+        stream = _ChunkStream(traffic_class, _full_chunks(3))
+        seen: list[int] = []
+        if role == "exit":
+            vpn = VpnExit(ours.fileno(), shards=1)
+            counters = vpn.counters
+            task = asyncio.create_task(vpn.handle(stream))  # type: ignore[arg-type]
+        else:
+            port = TunPort(ours.fileno(), lambda packets: None, VpnCounters())
+            counters = port.counters
+            pump = _Pump(stream, port, False, 0.0, 1.0)  # type: ignore[arg-type]
+            task = asyncio.create_task(pump.run())
+
+        async def other() -> None:
+            seen.append(counters.bytes_in)
+
+        await asyncio.create_task(other())
+        try:
+            await until(lambda: counters.bytes_in == 3 * READ_CHUNK, what="all chunks taken")
+        finally:
+            stream.close()
+            await task
+            if role == "exit":
+                await vpn.close()
+            else:
+                port.close()
+        return seen[0]
+
+
+@pytest.mark.parametrize("role", ["exit", "client"])
+async def test_a_bulk_pump_lets_the_loop_in_between_full_chunks(role: str) -> None:
+    """ADR 0066: a bulk pump with several chunks buffered yields after each one, so a
+    ping decoded meanwhile does not wait for all of them to go into the device."""
+    assert await _written_when_another_task_ran(role, TrafficClass.BULK) == READ_CHUNK
+
+
+@pytest.mark.parametrize("role", ["exit", "client"])
+async def test_an_urgent_pump_does_not_yield(role: str) -> None:
+    assert await _written_when_another_task_ran(role, TrafficClass.INTERACTIVE) == 3 * READ_CHUNK

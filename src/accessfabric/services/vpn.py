@@ -435,6 +435,16 @@ class TunPort:
             self._loop.remove_reader(fd)
 
 
+async def yield_to_io() -> None:
+    """Let the loop poll before a bulk pump writes its next ``READ_CHUNK``.
+
+    A stream's ``read`` returns at once while frames are buffered, so without this a
+    pump writes everything one carrier read decoded (p99 ~1 MB, up to 4 ms measured at
+    a loaded exit) in one task step, and a ping arriving meanwhile waits in the
+    carrier's socket for all of it.  One yield per 256 KiB written (ADR 0066)."""
+    await asyncio.sleep(0)
+
+
 class _Pump:
     """Decode records from a stream into the device until EOF; counts what the peer sent.
 
@@ -460,6 +470,7 @@ class _Pump:
         decoder = BatchDecoder(self.wire_vnet)
         port, stream = self.port, self.stream
         counters = port.counters
+        urgent = stream.traffic_class in URGENT_CLASSES
         while True:
             data = await stream.read(READ_CHUNK)
             if not data:
@@ -469,6 +480,8 @@ class _Pump:
             packets = decoder.feed(data)
             if packets:
                 port.write_records(packets, self.wire_vnet)
+            if not urgent and len(data) == READ_CHUNK:
+                await yield_to_io()
 
 
 def refusal_window(stream: FabricStream) -> float:
@@ -786,6 +799,8 @@ class VpnExit:
                     self.port.write_records(packets, wire_vnet)
                     if urgent:  # the answer may be in the device already: send it now
                         self.port.read_now()
+                if not urgent and len(data) == READ_CHUNK:
+                    await yield_to_io()
         finally:
             outbox.close()
             if client.outboxes.get((stream.traffic_class, shard)) is outbox:
