@@ -76,6 +76,47 @@ def test_classes_from_packets() -> None:
     assert classifier.promoted == 1
 
 
+def _echo(src: bytes, dst: bytes, kind: int = 8, size: int = 84) -> bytes:
+    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, 0, 0, 64, 1, 0, src, dst)
+    return head + bytes((kind, 0, 0, 0, 0, 7, 0, 1)) + bytes(size - 28)
+
+
+def _echo6(kind: int = 128) -> bytes:
+    head = struct.pack("!IHBB16s16s", 6 << 28, 64, 58, 64, bytes(15) + b"\x02", bytes(15) + b"\x01")
+    return head + bytes((kind, 0, 0, 0, 0, 7, 0, 1)) + bytes(56)
+
+
+def test_a_ping_beside_a_bulk_flow_between_the_same_hosts_is_interactive() -> None:
+    """ADR 0066: the ping under iperf3 shares its addresses with the bulk flow; its flow
+    key (protocol 1, no ports) keeps it apart, both ways and however long it runs."""
+    client, server = bytes((10, 99, 0, 2)), bytes((10, 0, 0, 1))
+    classifier = FlowClassifier(2, rules=ClassRules(heavy_bytes=100_000))
+    bulk = packet(6, 40000, 5201, 1400)[:64]
+    for step in range(200):  # 2 s, a ping each way per 10 ms step beside 60 KB of TCP
+        now = step * 0.01
+        assert classifier.classify(bulk, now, 60_000)[0] in (
+            TrafficClass.RELIABLE,
+            TrafficClass.BULK,
+        )
+        assert classifier.classify(_echo(client, server), now)[0] is TrafficClass.INTERACTIVE
+        reply = _echo(server, client, kind=0)
+        assert classifier.classify(reply, now)[0] is TrafficClass.INTERACTIVE
+    assert classifier.classify(bulk, 2.0, 60_000)[0] is TrafficClass.BULK
+    assert classifier.classify(_echo6(), 2.0)[0] is TrafficClass.INTERACTIVE
+    assert classifier.classify(_echo6(129), 2.0)[0] is TrafficClass.INTERACTIVE
+
+
+def test_the_small_acks_of_a_busy_flow_are_not_interactive() -> None:
+    """The server's ACKs of an iperf3 upload are small packets, but a flow of them moves
+    more than ``small_flow_bytes`` per window: it leaves the interactive class."""
+    classifier = FlowClassifier(2, rules=ClassRules(small_flow_bytes=16 * 1024))
+    ack = packet(6, 5201, 40000, 52)
+    classes = [classifier.classify(ack, i * 0.001)[0] for i in range(400)]
+    assert classes[0] is TrafficClass.INTERACTIVE
+    assert classes[-1] is TrafficClass.RELIABLE
+    assert classes.index(TrafficClass.RELIABLE) <= 16 * 1024 // 52 + 1
+
+
 def test_vpn_table_in_node_config(tmp_path: Path) -> None:
     path = tmp_path / "node.toml"
     path.write_text('key_path = "k"\n[vpn]\ndns_ports = [53, 853]\nheavy_bytes = 4096\n')
