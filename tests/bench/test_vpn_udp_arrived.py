@@ -32,3 +32,20 @@ def test_udp_counted_at_the_server() -> None:
 
 def test_older_iperf3_without_the_servers_sum_falls_back_to_the_clients() -> None:
     assert udp_arrived({"sum": END["sum"]}) == (356021 - 276446, 3.008018)
+
+
+_UDP_COLUMNS = (
+    "InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors "
+    "IgnoredMulti MemErrors"
+)
+SNMP = (
+    "Ip: Forwarding DefaultTTL InReceives\nIp: 1 64 1203\n"
+    f"Udp: {_UDP_COLUMNS}\nUdp: 47026 0 8800 3 8792 0 8 0 0\n"
+    f"UdpLite: {_UDP_COLUMNS}\nUdpLite: 0 0 0 0 5 0 0 0 0\n"
+)  # /proc/net/snmp's layout (Linux 6.18); InErrors counts RcvbufErrors and InCsumErrors
+
+
+def test_receive_buffer_drops_read_from_the_udp_rows() -> None:
+    from accessfabric.bench.vpn import udp_receive_errors
+
+    assert udp_receive_errors(SNMP) == 8792

@@ -209,6 +209,50 @@ def _ping_p99_under_tcp(run: list[str], server: str, seconds: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class UdpLosses:
+    """Datagrams of one iperf3 UDP run lost outside what iperf3 can tell apart."""
+
+    client_ring: int
+    """Dropped by the client's TUN device: its queue (``txqueuelen``) was full, the
+    client node had not read them yet (``tx_dropped``)."""
+    client_node: int
+    """Read by the client node and dropped at a full outbox (its ``dropped``)."""
+    receiver_socket: int
+    """Dropped at the iperf3 server's socket, its receive buffer full (``RcvbufErrors``)."""
+
+    def describe(self) -> str:
+        return (
+            f"{self.client_ring:,} at the client's TUN queue, {self.client_node:,} records "
+            f"at the client node's outboxes, {self.receiver_socket:,} at the server's "
+            "socket (receive buffer full)"
+        )
+
+
+def udp_receive_errors(snmp: str) -> int:
+    """``RcvbufErrors`` of the ``Udp:`` rows of a ``/proc/net/snmp`` text."""
+    rows = [line.split()[1:] for line in snmp.splitlines() if line.startswith("Udp:")]
+    return int(dict(zip(rows[0], rows[1], strict=True))["RcvbufErrors"])
+
+
+def _loss_counters(tunnel: Tunnel) -> tuple[int, int, int]:
+    topo = tunnel.topo
+    client = tunnel.status("client")
+    link = json.loads(
+        topo.run("client", ["ip", "-j", "-s", "link", "show", client["device"]]).stdout
+    )
+    snmp = topo.run("server", ["cat", "/proc/net/snmp"]).stdout
+    return link[0]["stats64"]["tx"]["dropped"], client["dropped"], udp_receive_errors(snmp)
+
+
+def _counted_udp(tunnel: Tunnel, seconds: float) -> tuple[tuple[float, float], UdpLosses]:
+    """iperf3 UDP through the tunnel, and where its datagrams were lost."""
+    before = _loss_counters(tunnel)
+    udp = _iperf_udp(tunnel.client_run, tunnel.server, seconds)
+    after = _loss_counters(tunnel)
+    return udp, UdpLosses(*(b - a for a, b in zip(before, after, strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
 class TunFigures:
     tcp_mbit: float
     udp: tuple[float, float]
@@ -217,6 +261,8 @@ class TunFigures:
     underlay_tcp_mbit: float
     underlay_udp: tuple[float, float]
     offloads: str
+    udp_losses: UdpLosses | None = None
+    """Where the tunnel's UDP run lost datagrams (None when not counted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,13 +360,17 @@ def _tun_vpn(seconds: float, offload: bool = True) -> TunFigures:
             tunnel.topo.popen(host, ["iperf3", "-s", "-p", "5202"], stdout=quiet, stderr=quiet)
         time.sleep(0.5)
         run, server, exit_addr = tunnel.client_run, tunnel.server, tunnel.exit_addr
+        tcp_mbit = _iperf_tcp(run, server, seconds)
+        underlay_tcp_mbit = _iperf_tcp(run, exit_addr, seconds)
+        udp, losses = _counted_udp(tunnel, seconds)
         return TunFigures(
-            tcp_mbit=_iperf_tcp(run, server, seconds),
-            underlay_tcp_mbit=_iperf_tcp(run, exit_addr, seconds),
-            udp=_iperf_udp(run, server, seconds),
+            tcp_mbit=tcp_mbit,
+            underlay_tcp_mbit=underlay_tcp_mbit,
+            udp=udp,
             underlay_udp=_iperf_udp(run, exit_addr, seconds),
             ping_p99_ms=_ping_p99_under_tcp(run, server, seconds),
             offloads=tunnel.offloads(),
+            udp_losses=losses,
         )
 
 
@@ -399,6 +449,9 @@ def run(quick: bool) -> BenchReport:
             f"client and exit are separate processes (2 cores shared with iperf3); "
             f"offloads the kernel took: {on.offloads}"
         )
+        for label, figures in (("on", on), ("off", off)):
+            if figures.udp_losses is not None:
+                report.notes[f"udp_lost_offloads_{label}"] = figures.udp_losses.describe()
     else:
         report.notes["tun"] = f"skipped: {reason}"
     report.notes["machine"] = f"{os.cpu_count()} CPU, CPython {sys.version.split()[0]}"
