@@ -233,3 +233,26 @@ def test_a_run_breaks_on_every_header_byte_it_repeats(version: int) -> None:
         assert (len(merged) == 1) == (offset in rewritten), offset
     merged = coalesce_udp([PLAIN_HEADER + bytes(first)] * 2)
     assert len(merged) == 1 and VnetHeader.unpack(merged[0]).gso_type == GSO_UDP_L4
+
+
+def test_interleaved_flows_are_left_alone_and_runs_after_them_coalesce() -> None:
+    """A datagram whose successor is another flow's opens no run (the successor's
+    addresses and ports are compared first, ADR 0065); a run after them still forms."""
+    from accessfabric.services.vnet import PLAIN_HEADER, coalesce_udp
+
+    def datagram(dport: int, ident: int) -> bytes:
+        return PLAIN_HEADER + ipv4(
+            17, struct.pack("!HHHH", 40000, dport, 508, 0) + b"d" * 500, ident
+        )
+
+    interleaved = [datagram(5201 + i % 2, i // 2) for i in range(6)]
+    assert coalesce_udp(interleaved) == interleaved
+    run = [datagram(5201, 10 + i) for i in range(3)]
+    merged = coalesce_udp([*interleaved, *run])
+    assert merged[:6] == interleaved and len(merged) == 7
+    header = VnetHeader.unpack(merged[6])
+    assert (header.gso_type, header.gso_size) == (GSO_UDP_L4, 500)
+    parts = segment(header, merged[6][10:])
+    assert [part[:4] + part[6:24] + part[28:] for part in parts] == [
+        item[10:14] + item[16:34] + item[38:] for item in run
+    ]  # the same datagrams but for the checksums segmentation computes

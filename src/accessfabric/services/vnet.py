@@ -275,21 +275,25 @@ def coalesce_udp(items: list[bytes]) -> list[bytes]:
             out.append(first)
             index += 1
             continue
-        headers = ip + l4 + 8
-        size = len(first) - headers
         # What every datagram of the run repeats: for IPv4 the version and header
         # length (0x45), the TOS, then flags (DF, no fragment), TTL and protocol, then
         # addresses and ports; for IPv6 version, traffic class and flow label, then next
         # header, hop limit, addresses and ports.  Lengths, ids and checksums differ.
+        ends_at = ip + 12 if l4 == 20 else ip + 8
+        ends = first[ends_at : ip + l4 + 4]
+        if index + 1 == count or not items[index + 1].startswith(ends, ends_at):
+            out.append(first)  # the next datagram is another flow's: no run starts here
+            index += 1
+            continue
+        headers = ip + l4 + 8
+        size = len(first) - headers
         if l4 == 20:
             near, near_at = first[ip : ip + 2], ip
             far, far_at = first[ip + 6 : ip + 10], ip + 6
-            ends, ends_at = first[ip + 12 : ip + 24], ip + 12
             dont_fragment = bool(first[ip + 6] & 0x40)
         else:
             near, near_at = first[ip : ip + 4], ip
             far, far_at = first[ip + 6 : ip + 8], ip + 6
-            ends, ends_at = first[ip + 8 : ip + 44], ip + 8
             dont_fragment = True
         ident = (first[ip + 4] << 8) | first[ip + 5]
         limit = min(count, index + MAX_COALESCED)
