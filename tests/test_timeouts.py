@@ -10,13 +10,14 @@ Every scenario runs on asyncio's loop and on uvloop (the node's loop), when inst
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
 
-from accessfabric.timeouts import wait_within
+from accessfabric.timeouts import cancel_and_wait, wait_within
 
 Waiter = Callable[[Awaitable[str], float], Awaitable[str]]
 
@@ -183,3 +184,87 @@ def test_asyncio_timeout_on_3_11_raises_cancelled_for_its_own_deadline_after_a_c
 def test_wait_within_raises_timeout_for_its_own_deadline_after_a_cancel(loop: str) -> None:
     assert _run(loop, _deadline_after_a_cancel(wait_within)) == "TimeoutError"
     assert _run(loop, _deadline_after_a_cancel(asyncio.wait_for)) == "TimeoutError"
+
+
+# cancel_and_wait: a stopper's bounded wait that keeps its own cancel
+
+
+async def _stubborn(ended: asyncio.Event) -> None:
+    """A task that takes one cancel as a request it does not follow (as a lost cancel)."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.sleep(3600)
+    try:
+        await ended.wait()
+    finally:
+        ended.set()
+
+
+def test_cancel_and_wait_ends_tasks_and_reads_their_errors() -> None:
+    async def main() -> str:
+        async def fails() -> None:
+            raise ValueError("read, not logged")
+
+        sleeper = asyncio.create_task(asyncio.sleep(3600))
+        failed = asyncio.create_task(fails())
+        await asyncio.sleep(0)
+        assert await cancel_and_wait([sleeper, failed]) == set()
+        assert sleeper.cancelled() and isinstance(failed.exception(), ValueError)
+        assert await cancel_and_wait([]) == set()
+        return "ok"
+
+    assert asyncio.run(main()) == "ok"
+
+
+def test_cancel_and_wait_gives_up_on_a_task_that_does_not_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> str:
+        ended = asyncio.Event()
+        stubborn = asyncio.create_task(_stubborn(ended))
+        await asyncio.sleep(0)
+        left = await cancel_and_wait([stubborn], within=0.05)
+        assert left == {stubborn} and not stubborn.done()
+        stubborn.cancel()  # its second cancel ends it
+        await asyncio.wait([stubborn])
+        return "ok"
+
+    assert asyncio.run(main()) == "ok"
+    assert "1 task(s) did not end within 0.05 s" in caplog.text
+
+
+def test_a_stopper_cancelled_while_it_waits_is_cancelled() -> None:
+    """The old pattern, ``task.cancel(); await task`` under ``suppress(CancelledError)``,
+    hands the stopper's own cancel to the awaited task and swallows it; ``cancel_and_wait``
+    raises it."""
+
+    async def old_stop(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def new_stop(task: asyncio.Task[None]) -> None:
+        await cancel_and_wait([task], within=3600)
+
+    async def stopper_outcome(stop: Callable[[asyncio.Task[None]], Awaitable[None]]) -> str:
+        ended = asyncio.Event()
+        stubborn = asyncio.create_task(_stubborn(ended))
+        await asyncio.sleep(0)
+        stopper = asyncio.create_task(stop(stubborn))
+        await asyncio.sleep(0)  # the stopper cancelled the stubborn task and waits
+        await asyncio.sleep(0)
+        stopper.cancel()  # the stopper's own owner gives up on it
+        await asyncio.wait([stopper], timeout=1.0)
+        outcome = (
+            "cancelled"
+            if stopper.cancelled()
+            else ("running" if not stopper.done() else "returned")
+        )
+        stubborn.cancel()
+        await asyncio.wait([stubborn, stopper], timeout=1.0)
+        return outcome
+
+    async def main() -> str:
+        assert await stopper_outcome(old_stop) == "returned"  # swallowed: went on as if not
+        return await stopper_outcome(new_stop)
+
+    assert asyncio.run(main()) == "cancelled"

@@ -22,15 +22,28 @@ lost.  Two more things 3.11's ``asyncio.timeout`` alone does not do are done her
 Unlike ``wait_for``, a coroutine is not wrapped in a task of its own: it runs (and, on
 a cancel or the deadline, ends) in the caller's task, so it is finished when this
 returns or raises.  Python >= 3.11 (``Task.cancelling``, ``asyncio.timeout``).
+
+:func:`cancel_and_wait` is the other half, for whoever stops tasks: cancel them and
+wait, with a bound, without awaiting them.  ``task.cancel(); await task`` under
+``suppress(CancelledError)`` waits for ever for a task that does not end, and a cancel
+of the stopper itself while it waits is passed on to the awaited task and comes back as
+that task's ``CancelledError``, which the ``suppress`` swallows: the stopper goes on as
+if never cancelled (ADR 0061's replica that did not stop on SIGTERM).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+import logging
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 
-__all__ = ["wait_within"]
+__all__ = ["STOP_WITHIN", "cancel_and_wait", "wait_within"]
+
+STOP_WITHIN = 5.0
+"""Seconds :func:`cancel_and_wait` waits for cancelled tasks to end."""
+
+_log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -56,3 +69,23 @@ async def wait_within(awaitable: Awaitable[_T], timeout: float) -> _T:
     if task.cancelling() > before:  # cancelled meanwhile, swallowed beneath
         raise asyncio.CancelledError
     return result
+
+
+async def cancel_and_wait(
+    tasks: Iterable[asyncio.Future[Any]], within: float = STOP_WITHIN
+) -> set[asyncio.Future[Any]]:
+    """Cancel ``tasks`` and wait up to ``within`` seconds for them to end; returns the
+    ones that did not (logged).  Their results and errors are read and dropped.  The
+    tasks are never awaited, so a cancel of the caller while it waits raises here."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return set()
+    done, left = await asyncio.wait(tasks, timeout=within)
+    for task in done:
+        if not task.cancelled():
+            task.exception()  # read: no "exception was never retrieved" at exit
+    if left:
+        _log.error("%d task(s) did not end within %g s of their cancel", len(left), within)
+    return left

@@ -52,7 +52,7 @@ from accessfabric.node.streams.resumable import StreamErrors, new_fabric_stream
 from accessfabric.observe.log_format import log_event
 from accessfabric.session import events as ev
 from accessfabric.session.snapshot import StreamSnapshot
-from accessfabric.timeouts import wait_within
+from accessfabric.timeouts import cancel_and_wait, wait_within
 
 log = logging.getLogger(__name__)
 
@@ -453,11 +453,7 @@ class Relay:
         }
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks)
 
 
 class UpstreamGone(Exception):
