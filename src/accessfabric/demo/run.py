@@ -270,7 +270,8 @@ def _summary(fleet: Fleet, traffic: Traffic) -> None:
         print("  sha256            verified for every copy, the one in flight at the kill too")
     print(
         f"  interactive       {len(traffic.rtts)} echoes during the bulk: "
-        f"p50 {traffic.pct(0.5) * 1e3:.2f} ms, p99 {traffic.pct(0.99) * 1e3:.2f} ms"
+        f"p50 {traffic.pct(0.5) * 1e3:.2f} ms, p99 {traffic.pct(0.99) * 1e3:.2f} ms "
+        f"(outside the failover's first second: {traffic.pct_steady(0.99) * 1e3:.2f} ms)"
     )
     lost = "none lost" if traffic.ok else "SEE BELOW"
     print(
@@ -316,6 +317,11 @@ def _summary_json(fleet: Fleet, traffic: Traffic, args: argparse.Namespace) -> R
             "echoes": len(traffic.rtts),
             "p50_ms": _number(traffic.pct(0.5), 1e3),
             "p99_ms": _number(traffic.pct(0.99), 1e3),
+            "p99_outside_failover_ms": _number(traffic.pct_steady(0.99), 1e3),
+            "over_10ms": [
+                {"at_s": round(at, 3), "rtt_ms": round(rtt * 1e3, 2), "failover": failover}
+                for at, rtt, failover in traffic.slow_echoes()
+            ],
         },
         "failover": {
             "killed": "relay-a",
