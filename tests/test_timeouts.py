@@ -268,3 +268,24 @@ def test_a_stopper_cancelled_while_it_waits_is_cancelled() -> None:
         return await stopper_outcome(new_stop)
 
     assert asyncio.run(main()) == "cancelled"
+
+
+def test_a_stopper_among_its_tasks_is_not_cancelled_by_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> str:
+        me = asyncio.current_task()
+        assert me is not None
+        other = asyncio.create_task(asyncio.sleep(3600), name="the other")
+        assert await cancel_and_wait([me, other]) == set()
+        assert other.cancelled() and me.cancelling() == 0
+        ended = asyncio.Event()
+        stubborn = asyncio.create_task(_stubborn(ended), name="stubborn")
+        await asyncio.sleep(0)
+        await cancel_and_wait([stubborn], within=0.01)
+        stubborn.cancel()
+        await asyncio.wait([stubborn])
+        return "went on"
+
+    assert asyncio.run(main()) == "went on"
+    assert "did not end within 0.01 s of their cancel: stubborn (_stubborn)" in caplog.text

@@ -77,7 +77,8 @@ async def cancel_and_wait(
     """Cancel ``tasks`` and wait up to ``within`` seconds for them to end; returns the
     ones that did not (logged).  Their results and errors are read and dropped.  The
     tasks are never awaited, so a cancel of the caller while it waits raises here."""
-    tasks = list(tasks)
+    me = asyncio.current_task()
+    tasks = [task for task in tasks if task is not me]  # a stopper among them goes on
     for task in tasks:
         task.cancel()
     if not tasks:
@@ -87,5 +88,15 @@ async def cancel_and_wait(
         if not task.cancelled():
             task.exception()  # read: no "exception was never retrieved" at exit
     if left:
-        _log.error("%d task(s) did not end within %g s of their cancel", len(left), within)
+        names = ", ".join(sorted(_name(task) for task in left))
+        _log.error(
+            "%d task(s) did not end within %g s of their cancel: %s", len(left), within, names
+        )
     return left
+
+
+def _name(task: asyncio.Future[Any]) -> str:
+    if isinstance(task, asyncio.Task):
+        coroutine = task.get_coro()
+        return f"{task.get_name()} ({getattr(coroutine, '__qualname__', coroutine)})"
+    return repr(task)

@@ -29,6 +29,7 @@ def test_echoes_in_flight_at_the_kill_or_sent_in_the_window_are_the_failovers() 
         kill,
     )
     assert [traffic.in_failover(i) for i in range(5)] == [False, True, True, True, False]
+    assert traffic.failover_echoes == 3
 
 
 def test_the_steady_percentile_leaves_the_failovers_echoes_out() -> None:

@@ -160,8 +160,14 @@ def udp_arrived(end: dict[str, Any]) -> tuple[int, float]:
     ``sum`` holds the packets *sent* less those lost, so the datagrams sent after the
     last one that arrived (still queued on the path, or dropped, when the test ends)
     count as delivered: through a path with deep queues that overstated the rate by up
-    to 2x (ADR 0065).  Without ``sum_received`` (older iperf3) the client's figure."""
-    summed = end.get("sum_received") or end["sum"]
+    to 2x (ADR 0065).  An iperf3 without ``sum_received`` is refused (``ValueError``)
+    rather than its overstated figure reported."""
+    summed = end.get("sum_received")
+    if summed is None:
+        raise ValueError(
+            "this iperf3 reports no sum_received (older than 3.10): the client's own sum "
+            "counts datagrams still queued at the end as delivered (ADR 0065)"
+        )
     return summed["packets"] - summed["lost_packets"], summed["seconds"]
 
 
@@ -210,20 +216,23 @@ def _ping_p99_under_tcp(run: list[str], server: str, seconds: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class UdpLosses:
-    """Datagrams of one iperf3 UDP run lost outside what iperf3 can tell apart."""
+    """What one iperf3 UDP run lost where iperf3 cannot tell: datagrams at the client's
+    TUN queue and the server's socket, records (up to 64 datagrams each with offloads on)
+    in the client node."""
 
     client_ring: int
     """Dropped by the client's TUN device: its queue (``txqueuelen``) was full, the
     client node had not read them yet (``tx_dropped``)."""
     client_node: int
-    """Read by the client node and dropped at a full outbox (its ``dropped``)."""
+    """Records the client node read and dropped (its ``dropped``: a full outbox, or a
+    stream that could not be opened)."""
     receiver_socket: int
     """Dropped at the iperf3 server's socket, its receive buffer full (``RcvbufErrors``)."""
 
     def describe(self) -> str:
         return (
             f"{self.client_ring:,} at the client's TUN queue, {self.client_node:,} records "
-            f"at the client node's outboxes, {self.receiver_socket:,} at the server's "
+            f"dropped by the client node, {self.receiver_socket:,} at the server's "
             "socket (receive buffer full)"
         )
 
