@@ -207,3 +207,52 @@ def test_ipv6_udp_run_coalesced_and_cut_back() -> None:
     assert (header.gso_type, header.gso_size, header.hdr_len) == (GSO_UDP_L4, 1200, 48)
     assert (header.csum_start, header.csum_offset) == (40, 6)
     assert segment(header, merged[0][10:]) == run
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_a_run_breaks_on_every_header_byte_it_repeats(version: int) -> None:
+    """Two datagrams differing in one header byte coalesce exactly when that byte is one
+    segmentation rewrites (lengths, IPv4 id with DF set, checksums); any other byte
+    (version, TOS/traffic class, flow label, DF, TTL/hop limit, protocol, addresses,
+    ports) keeps them apart.  The run's matching compares in place (ADR 0065)."""
+    from accessfabric.services.vnet import PLAIN_HEADER, coalesce_udp
+
+    payload = udp(b"p" * 1000)
+    if version == 4:
+        first = bytearray(ipv4(17, payload, ident=7))
+        first[6] = 0x40  # DF: the ids need not count up
+        rewritten = {2, 3, 4, 5, 10, 11, 24, 25, 26, 27}
+    else:
+        first = bytearray(ipv6(17, payload))
+        rewritten = {4, 5, 44, 45, 46, 47}
+    headers = 28 if version == 4 else 48
+    for offset in range(headers):
+        second = bytearray(first)
+        second[offset] ^= 0x01
+        merged = coalesce_udp([PLAIN_HEADER + bytes(first), PLAIN_HEADER + bytes(second)])
+        assert (len(merged) == 1) == (offset in rewritten), offset
+    merged = coalesce_udp([PLAIN_HEADER + bytes(first)] * 2)
+    assert len(merged) == 1 and VnetHeader.unpack(merged[0]).gso_type == GSO_UDP_L4
+
+
+def test_interleaved_flows_are_left_alone_and_runs_after_them_coalesce() -> None:
+    """A datagram whose successor is another flow's opens no run (the successor's
+    addresses and ports are compared first, ADR 0065); a run after them still forms."""
+    from accessfabric.services.vnet import PLAIN_HEADER, coalesce_udp
+
+    def datagram(dport: int, ident: int) -> bytes:
+        return PLAIN_HEADER + ipv4(
+            17, struct.pack("!HHHH", 40000, dport, 508, 0) + b"d" * 500, ident
+        )
+
+    interleaved = [datagram(5201 + i % 2, i // 2) for i in range(6)]
+    assert coalesce_udp(interleaved) == interleaved
+    run = [datagram(5201, 10 + i) for i in range(3)]
+    merged = coalesce_udp([*interleaved, *run])
+    assert merged[:6] == interleaved and len(merged) == 7
+    header = VnetHeader.unpack(merged[6])
+    assert (header.gso_type, header.gso_size) == (GSO_UDP_L4, 500)
+    parts = segment(header, merged[6][10:])
+    assert [part[:4] + part[6:24] + part[28:] for part in parts] == [
+        item[10:14] + item[16:34] + item[38:] for item in run
+    ]  # the same datagrams but for the checksums segmentation computes

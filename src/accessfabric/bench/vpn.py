@@ -151,15 +151,35 @@ def tun_unavailable_reason() -> str | None:
     return netns_unavailable_reason() or tun_unavailable_reason()
 
 
+def udp_arrived(end: dict[str, Any]) -> tuple[int, float]:
+    """(datagrams the server received, its seconds) from an iperf3 UDP client's ``-J``
+    ``end`` object.
+
+    The server's own count: ``sum_received`` (iperf3 >= 3.10; its ``packets`` is the
+    highest sequence number seen, its ``lost_packets`` the gaps below it).  The client's
+    ``sum`` holds the packets *sent* less those lost, so the datagrams sent after the
+    last one that arrived (still queued on the path, or dropped, when the test ends)
+    count as delivered: through a path with deep queues that overstated the rate by up
+    to 2x (ADR 0065).  An iperf3 without ``sum_received`` is refused (``ValueError``)
+    rather than its overstated figure reported."""
+    summed = end.get("sum_received")
+    if summed is None:
+        raise ValueError(
+            "this iperf3 reports no sum_received (older than 3.10): the client's own sum "
+            "counts datagrams still queued at the end as delivered (ADR 0065)"
+        )
+    return summed["packets"] - summed["lost_packets"], summed["seconds"]
+
+
 def _iperf_udp(run: list[str], server: str, seconds: float) -> tuple[float, float]:
+    """(packets/s, Mbit/s of 1400 B IP packets) that arrived at the iperf3 server."""
     out = subprocess.run(
         [*run, "iperf3", "-c", server, "-u", "-b", "5G", "-l", str(UDP_PAYLOAD),
          "-t", str(seconds), "-J"],
         capture_output=True, text=True, timeout=seconds + 30, check=True,
     ).stdout  # fmt: skip
-    end = json.loads(out)["end"]["sum"]
-    packets = end["packets"] - end["lost_packets"]
-    return packets / end["seconds"], packets * PACKET * 8 / end["seconds"] / 1e6
+    packets, elapsed = udp_arrived(json.loads(out)["end"])
+    return packets / elapsed, packets * PACKET * 8 / elapsed / 1e6
 
 
 def _iperf_tcp(run: list[str], server: str, seconds: float) -> float:
@@ -195,6 +215,53 @@ def _ping_p99_under_tcp(run: list[str], server: str, seconds: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
+class UdpLosses:
+    """What one iperf3 UDP run lost where iperf3 cannot tell: datagrams at the client's
+    TUN queue and the server's socket, records (up to 64 datagrams each with offloads on)
+    in the client node."""
+
+    client_ring: int
+    """Dropped by the client's TUN device: its queue (``txqueuelen``) was full, the
+    client node had not read them yet (``tx_dropped``)."""
+    client_node: int
+    """Records the client node read and dropped (its ``dropped``: a full outbox, or a
+    stream that could not be opened)."""
+    receiver_socket: int
+    """Dropped at the iperf3 server's socket, its receive buffer full (``RcvbufErrors``)."""
+
+    def describe(self) -> str:
+        return (
+            f"{self.client_ring:,} at the client's TUN queue, {self.client_node:,} records "
+            f"dropped by the client node, {self.receiver_socket:,} at the server's "
+            "socket (receive buffer full)"
+        )
+
+
+def udp_receive_errors(snmp: str) -> int:
+    """``RcvbufErrors`` of the ``Udp:`` rows of a ``/proc/net/snmp`` text."""
+    rows = [line.split()[1:] for line in snmp.splitlines() if line.startswith("Udp:")]
+    return int(dict(zip(rows[0], rows[1], strict=True))["RcvbufErrors"])
+
+
+def _loss_counters(tunnel: Tunnel) -> tuple[int, int, int]:
+    topo = tunnel.topo
+    client = tunnel.status("client")
+    link = json.loads(
+        topo.run("client", ["ip", "-j", "-s", "link", "show", client["device"]]).stdout
+    )
+    snmp = topo.run("server", ["cat", "/proc/net/snmp"]).stdout
+    return link[0]["stats64"]["tx"]["dropped"], client["dropped"], udp_receive_errors(snmp)
+
+
+def _counted_udp(tunnel: Tunnel, seconds: float) -> tuple[tuple[float, float], UdpLosses]:
+    """iperf3 UDP through the tunnel, and where its datagrams were lost."""
+    before = _loss_counters(tunnel)
+    udp = _iperf_udp(tunnel.client_run, tunnel.server, seconds)
+    after = _loss_counters(tunnel)
+    return udp, UdpLosses(*(b - a for a, b in zip(before, after, strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
 class TunFigures:
     tcp_mbit: float
     udp: tuple[float, float]
@@ -203,6 +270,8 @@ class TunFigures:
     underlay_tcp_mbit: float
     underlay_udp: tuple[float, float]
     offloads: str
+    udp_losses: UdpLosses | None = None
+    """Where the tunnel's UDP run lost datagrams (None when not counted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,13 +369,17 @@ def _tun_vpn(seconds: float, offload: bool = True) -> TunFigures:
             tunnel.topo.popen(host, ["iperf3", "-s", "-p", "5202"], stdout=quiet, stderr=quiet)
         time.sleep(0.5)
         run, server, exit_addr = tunnel.client_run, tunnel.server, tunnel.exit_addr
+        tcp_mbit = _iperf_tcp(run, server, seconds)
+        underlay_tcp_mbit = _iperf_tcp(run, exit_addr, seconds)
+        udp, losses = _counted_udp(tunnel, seconds)
         return TunFigures(
-            tcp_mbit=_iperf_tcp(run, server, seconds),
-            underlay_tcp_mbit=_iperf_tcp(run, exit_addr, seconds),
-            udp=_iperf_udp(run, server, seconds),
+            tcp_mbit=tcp_mbit,
+            underlay_tcp_mbit=underlay_tcp_mbit,
+            udp=udp,
             underlay_udp=_iperf_udp(run, exit_addr, seconds),
             ping_p99_ms=_ping_p99_under_tcp(run, server, seconds),
             offloads=tunnel.offloads(),
+            udp_losses=losses,
         )
 
 
@@ -385,6 +458,9 @@ def run(quick: bool) -> BenchReport:
             f"client and exit are separate processes (2 cores shared with iperf3); "
             f"offloads the kernel took: {on.offloads}"
         )
+        for label, figures in (("on", on), ("off", off)):
+            if figures.udp_losses is not None:
+                report.notes[f"udp_lost_offloads_{label}"] = figures.udp_losses.describe()
     else:
         report.notes["tun"] = f"skipped: {reason}"
     report.notes["machine"] = f"{os.cpu_count()} CPU, CPython {sys.version.split()[0]}"

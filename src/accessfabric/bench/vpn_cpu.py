@@ -123,7 +123,7 @@ def measure(
     """Report lines for one topology (``flags`` go to both ``vpn up`` commands);
     ``profile``/``strace``: directories for py-spy profiles and syscall counts of the
     node processes (they slow them: CPU figures from such a run are not comparable)."""
-    from accessfabric.bench.vpn import PACKET, UDP_PAYLOAD, vpn_tunnel
+    from accessfabric.bench.vpn import PACKET, UDP_PAYLOAD, udp_arrived, vpn_tunnel
 
     quiet = subprocess.DEVNULL
     lines: list[str] = []
@@ -158,10 +158,10 @@ def measure(
         after = {pid: (process_cpu(pid), syscalls(pid)) for pid in processes}
         packets = {host: _packets(counted[host], tunnel.status(host)) for host in counted}
         end = json.loads(out)["end"]
-        if udp:  # what arrived: datagrams sent less those lost, as 1400 B IP packets
-            summed = end["sum"]
-            arrived = (summed["packets"] - summed["lost_packets"]) * PACKET
-            received = {"bytes": arrived, "bits_per_second": arrived * 8 / summed["seconds"]}
+        if udp:  # what the server received, as 1400 B IP packets
+            count, elapsed = udp_arrived(end)
+            arrived = count * PACKET
+            received = {"bytes": arrived, "bits_per_second": arrived * 8 / elapsed}
         else:
             received = end["sum_received"]
         gib = received["bytes"] / GIB

@@ -22,6 +22,7 @@ from accessfabric.carriers.errors import CertificatePinMismatch
 from accessfabric.carriers.https_client import HttpConnection, HttpError, HttpResponse
 from accessfabric.carriers.https_fallback import KIND, MAX_BATCH, POLL_WAIT, WRITE_LIMIT
 from accessfabric.identity.tls import PeerTlsInfo, peer_identity_from_ssl_object
+from accessfabric.timeouts import wait_within
 
 log = logging.getLogger(__name__)
 
@@ -228,10 +229,10 @@ class FallbackClientCarrier:
                     if connection is not None:
                         connection.close()
                     connection = self._connections[slot] = None
-                    connection = await asyncio.wait_for(self._connect(), timeout)
+                    connection = await wait_within(self._connect(), timeout)
                     self._check(connection, first=False)
                     self._connections[slot] = connection
-                response = await asyncio.wait_for(connection.request(method, target, body), timeout)
+                response = await wait_within(connection.request(method, target, body), timeout)
             except CertificatePinMismatch:
                 raise
             except (OSError, HttpError, TimeoutError, ssl.SSLError) as failure:

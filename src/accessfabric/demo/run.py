@@ -186,6 +186,9 @@ async def _run(
 
 _ORDER = ("laptop", "entry", "relay-a", "relay-b", "home")
 
+SLOW_LISTED = 100
+"""At most this many slow echoes are listed one by one in ``--json`` (all are counted)."""
+
 
 def _describe(fleet: Fleet) -> None:
     for name in sorted(ROLES, key=lambda n: _ORDER.index(fleet.label(fleet.ids[n]))):
@@ -270,7 +273,9 @@ def _summary(fleet: Fleet, traffic: Traffic) -> None:
         print("  sha256            verified for every copy, the one in flight at the kill too")
     print(
         f"  interactive       {len(traffic.rtts)} echoes during the bulk: "
-        f"p50 {traffic.pct(0.5) * 1e3:.2f} ms, p99 {traffic.pct(0.99) * 1e3:.2f} ms"
+        f"p50 {traffic.pct(0.5) * 1e3:.2f} ms, p99 {traffic.pct(0.99) * 1e3:.2f} ms "
+        f"(outside the failover's first second: {traffic.pct_steady(0.99) * 1e3:.2f} ms, "
+        f"{traffic.failover_echoes} left out)"
     )
     lost = "none lost" if traffic.ok else "SEE BELOW"
     print(
@@ -294,6 +299,7 @@ def _number(value: float, scale: float = 1.0, digits: int = 2) -> float | None:
 def _summary_json(fleet: Fleet, traffic: Traffic, args: argparse.Namespace) -> Report:
     """The summary as ``--json`` prints it."""
     names = {node_id: fleet.label(node_id) for node_id in fleet.labels}
+    slow = traffic.slow_echoes()
     return {
         "nodes": [
             {"name": names[fleet.ids[name]], "node_id": fleet.ids[name], "roles": [ROLES[name]]}
@@ -316,6 +322,13 @@ def _summary_json(fleet: Fleet, traffic: Traffic, args: argparse.Namespace) -> R
             "echoes": len(traffic.rtts),
             "p50_ms": _number(traffic.pct(0.5), 1e3),
             "p99_ms": _number(traffic.pct(0.99), 1e3),
+            "p99_outside_failover_ms": _number(traffic.pct_steady(0.99), 1e3),
+            "failover_echoes": traffic.failover_echoes,
+            "over_10ms_count": len(slow),
+            "over_10ms": [
+                {"at_s": round(at, 3), "rtt_ms": round(rtt * 1e3, 2), "failover": failover}
+                for at, rtt, failover in slow[:SLOW_LISTED]
+            ],
         },
         "failover": {
             "killed": "relay-a",

@@ -33,6 +33,15 @@ from accessfabric.demo.procs import DemoFailed, Processes, env
 KILL_AT = 1 / 3
 """Fraction of the run after which relay-a is killed."""
 
+FAILOVER_WINDOW = 1.0
+"""Seconds from the kill in which echoes are counted as the failover's, not the steady
+state's: the streams move to relay-b, new sessions are dialled and the bulk's
+unacknowledged bytes are sent again.  The recovery time measures that second on its own."""
+
+SLOW_ECHO = 0.010
+"""Echoes slower than this (issue 18's interactive p99 target) are listed one by one
+(``--json``: ``over_10ms``)."""
+
 
 @dataclass
 class Traffic:
@@ -45,6 +54,7 @@ class Traffic:
     sent_at: list[float] = field(default_factory=list)
     answered_at: list[float] = field(default_factory=list)
     chunk_at: list[float] = field(default_factory=list)
+    started: float = 0.0
     killed_at: float | None = None
     failovers: int = 0
 
@@ -53,10 +63,33 @@ class Traffic:
         return self.copies > 0 and not self.mismatches and not self.errors
 
     def pct(self, q: float) -> float:
-        if not self.rtts:
-            return float("nan")
-        ordered = sorted(self.rtts)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+        return _percentile(self.rtts, q)
+
+    def in_failover(self, index: int) -> bool:
+        """Whether echo ``index`` was in flight at the kill or sent within
+        :data:`FAILOVER_WINDOW` after it."""
+        if self.killed_at is None:
+            return False
+        sent, answered = self.sent_at[index], self.answered_at[index]
+        return answered >= self.killed_at and sent < self.killed_at + FAILOVER_WINDOW
+
+    def pct_steady(self, q: float) -> float:
+        """The percentile of the echoes outside the failover (:meth:`in_failover`)."""
+        return _percentile([rtt for i, rtt in enumerate(self.rtts) if not self.in_failover(i)], q)
+
+    @property
+    def failover_echoes(self) -> int:
+        """How many echoes :meth:`pct_steady` leaves out."""
+        return sum(self.in_failover(i) for i in range(len(self.rtts)))
+
+    def slow_echoes(self) -> list[tuple[float, float, bool]]:
+        """Each echo slower than :data:`SLOW_ECHO`: (seconds into the run at its send,
+        its round trip in seconds, whether it was the failover's)."""
+        return [
+            (self.sent_at[i] - self.started, rtt, self.in_failover(i))
+            for i, rtt in enumerate(self.rtts)
+            if rtt > SLOW_ECHO
+        ]
 
     @property
     def recovery(self) -> float:
@@ -78,6 +111,13 @@ class Traffic:
             if b > self.killed_at
         ]
         return max(gaps, default=float("inf"))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def _download(fleet: Fleet, result: Traffic, stop: asyncio.Event) -> None:
@@ -205,9 +245,9 @@ STOP_WITHIN = 60.0
 
 
 async def run_traffic(fleet: Fleet, procs: Processes, duration: float) -> Traffic:
-    result = Traffic()
-    stop = asyncio.Event()
     started = time.monotonic()
+    result = Traffic(started=started)
+    stop = asyncio.Event()
     tasks = [
         asyncio.create_task(_download(fleet, result, stop)),
         asyncio.create_task(_interactive(fleet, result, stop)),

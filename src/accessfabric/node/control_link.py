@@ -80,6 +80,7 @@ from accessfabric.node.serving.tenant_admission import retry_hint
 from accessfabric.observe.log_format import log_event
 from accessfabric.session import SessionState
 from accessfabric.session.events import GoawayReceived
+from accessfabric.timeouts import cancel_and_wait
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
@@ -255,11 +256,7 @@ class ControlLink:
     async def close(self) -> None:
         self._stop.set()
         tasks = [t for t in (self._task, self._watcher, *self._probes.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(tasks)
         await self.route_tests.close()
         await self.client.close()
 

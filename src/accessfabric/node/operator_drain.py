@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from accessfabric.errors import ErrorCode
 from accessfabric.observe.log_format import log_event
+from accessfabric.timeouts import cancel_and_wait
 
 if TYPE_CHECKING:
     from accessfabric.node.admin.observability import NodeObservability
@@ -159,7 +160,5 @@ class OperatorDrain:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None

@@ -50,6 +50,7 @@ from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.node.streams.stream_sealing import SealingKeys, StreamSealing, sealing_cipher
 from accessfabric.observe.log_format import log_event
 from accessfabric.observe.log_rate import RateLimitedLog
+from accessfabric.timeouts import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -403,11 +404,7 @@ class NodeRuntime:
         self.dispatcher.cancel_all()
         await self.routes.aclose()
         await self.data_plane.aclose()
-        for task in [*self._tasks, *self._keepers]:
-            task.cancel()
-        for task in [*self._tasks, *self._keepers]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait([*self._tasks, *self._keepers])
         await self.observe.close()
         await self.dialer.aclose()
         log_event(log, "node stopped", drained=drained)

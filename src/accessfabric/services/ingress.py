@@ -41,6 +41,7 @@ from accessfabric.services.ingress_parse import (
     read_http_head,
 )
 from accessfabric.services.splice import splice, stop_listener
+from accessfabric.timeouts import wait_within
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class HostIngress:
     async def _first_bytes(self, reader: asyncio.StreamReader) -> tuple[bytes, str]:
         limit = self.config.max_header_bytes
         read = read_http_head if self.config.protocol == "http" else read_client_hello
-        return await asyncio.wait_for(read(reader, limit), self.config.header_timeout)
+        return await wait_within(read(reader, limit), self.config.header_timeout)
 
     def _refuse(self, writer: asyncio.StreamWriter, status: int, alert: int, why: str) -> None:
         self.counters.refused += 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from accessfabric.errors import ErrorCode, ProtocolError
 from accessfabric.node.streams.connection import FabricStream, StreamResetError
+from accessfabric.timeouts import cancel_and_wait
 
 CHUNK = 64 * 1024
 
@@ -37,11 +38,7 @@ async def stop_listener(server: asyncio.Server | None, tasks: set[asyncio.Task[N
     """Stop accepting on ``server`` and cancel the connections' ``tasks``, waiting for each."""
     if server is not None:
         server.close()
-    for task in list(tasks):
-        task.cancel()
-    for task in list(tasks):
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+    await cancel_and_wait(tasks)
 
 
 def abort_with_rst(writer: asyncio.StreamWriter) -> None:

@@ -230,25 +230,23 @@ MAX_COALESCED = 64
 """Datagrams per coalesced UDP super-packet (the kernel's UDP GSO limit is 64)."""
 
 
-def _udp_key(item: bytes) -> tuple[bytes, int] | None:
-    """(what consecutive datagrams of one flow share, IP header length), None if not one.
+def _udp_l4(item: bytes) -> int:
+    """The IP header length of a datagram that may open a run (20 or 40), 0 if it cannot.
 
     IPv4 without options or fragments, or IPv6 without extension headers; UDP; a plain
     virtio-net header (no GSO).
     """
     ip = VNET_HDR_SIZE
     if len(item) < ip + 28 or item[1] != GSO_NONE:
-        return None
-    version = item[ip] >> 4
-    if version == 4:
-        if item[ip] != 0x45 or item[ip + 9] != 17 or item[ip + 6] & 0x3F or item[ip + 7]:
-            return None  # options, not UDP, MF set or a fragment offset
-        # TOS, flags (DF), TTL, protocol, addresses and ports
-        return item[ip + 1 : ip + 2] + item[ip + 6 : ip + 10] + item[ip + 12 : ip + 24], 20
-    if version == 6 and len(item) >= ip + 48 and item[ip + 6] == 17:
-        # traffic class and flow label, next header, hop limit, addresses and ports
-        return item[ip : ip + 4] + item[ip + 6 : ip + 8] + item[ip + 8 : ip + 44], 40
-    return None
+        return 0
+    first = item[ip]
+    if first == 0x45:
+        if item[ip + 9] != 17 or item[ip + 6] & 0x3F or item[ip + 7]:
+            return 0  # not UDP, MF set or a fragment offset
+        return 20
+    if first >> 4 == 6 and len(item) >= ip + 48 and item[ip + 6] == 17:
+        return 40
+    return 0
 
 
 def coalesce_udp(items: list[bytes]) -> list[bytes]:
@@ -262,35 +260,63 @@ def coalesce_udp(items: list[bytes]) -> list[bytes]:
     ``GSO_UDP_L4``, ``gso_size`` = the payload size, and a partial checksum (the
     pseudo-header sum, ``NEEDS_CSUM``), which :func:`segment` (or the kernel) cuts back
     into the same datagrams.
+
+    Called for every datagram a TUN device reads (iperf3 and most UDP senders do not
+    batch with ``UDP_SEGMENT``): a datagram that continues a run is matched against the
+    first in place (``bytes.startswith`` at an offset, no slice), ADR 0065.
     """
     out: list[bytes] = []
     index, count = 0, len(items)
+    ip = VNET_HDR_SIZE
     while index < count:
         first = items[index]
-        found = _udp_key(first)
-        if found is None:
+        l4 = _udp_l4(first)
+        if not l4:
             out.append(first)
             index += 1
             continue
-        l4 = found[1]
-        headers = VNET_HDR_SIZE + l4 + 8
+        # What every datagram of the run repeats: for IPv4 the version and header
+        # length (0x45), the TOS, then flags (DF, no fragment), TTL and protocol, then
+        # addresses and ports; for IPv6 version, traffic class and flow label, then next
+        # header, hop limit, addresses and ports.  Lengths, ids and checksums differ.
+        ends_at = ip + 12 if l4 == 20 else ip + 8
+        ends = first[ends_at : ip + l4 + 4]
+        if index + 1 == count or not items[index + 1].startswith(ends, ends_at):
+            out.append(first)  # the next datagram is another flow's: no run starts here
+            index += 1
+            continue
+        headers = ip + l4 + 8
         size = len(first) - headers
-        dont_fragment = l4 == 40 or bool(first[VNET_HDR_SIZE + 6] & 0x40)
-        ident = int.from_bytes(first[VNET_HDR_SIZE + 4 : VNET_HDR_SIZE + 6], "big")
+        if l4 == 20:
+            near, near_at = first[ip : ip + 2], ip
+            far, far_at = first[ip + 6 : ip + 10], ip + 6
+            dont_fragment = bool(first[ip + 6] & 0x40)
+        else:
+            near, near_at = first[ip : ip + 4], ip
+            far, far_at = first[ip + 6 : ip + 8], ip + 6
+            dont_fragment = True
+        ident = (first[ip + 4] << 8) | first[ip + 5]
+        limit = min(count, index + MAX_COALESCED)
+        room = 0xFFFF - l4 - 8 - size
         stop = index + 1
-        total = size
-        while stop < count and stop - index < MAX_COALESCED and size > 0:
+        while stop < limit and size > 0:
             item = items[stop]
             payload = len(item) - headers
-            if payload > size or payload <= 0 or _udp_key(item) != found:
+            if (
+                payload > size
+                or payload <= 0
+                or item[1] != GSO_NONE
+                or not item.startswith(ends, ends_at)
+                or not item.startswith(near, near_at)
+                or not item.startswith(far, far_at)
+                or payload > room
+            ):
                 break
-            if total + payload > 0xFFFF - l4 - 8:
+            if not dont_fragment and (item[ip + 4] << 8 | item[ip + 5]) != (
+                (ident + stop - index) & 0xFFFF
+            ):
                 break
-            if not dont_fragment:
-                expected = (ident + stop - index) & 0xFFFF
-                if int.from_bytes(item[VNET_HDR_SIZE + 4 : VNET_HDR_SIZE + 6], "big") != expected:
-                    break
-            total += payload
+            room -= payload
             stop += 1
             if payload < size:
                 break
@@ -298,6 +324,7 @@ def coalesce_udp(items: list[bytes]) -> list[bytes]:
             out.append(first)
             index += 1
             continue
+        total = 0xFFFF - l4 - 8 - room
         out.append(_udp_super_packet(items[index:stop], l4, size, total))
         index = stop
     return out
@@ -319,4 +346,4 @@ def _udp_super_packet(run: list[bytes], l4: int, size: int, total: int) -> bytes
     start = VNET_HDR_SIZE + l4
     udp = first[start : start + 4] + length.to_bytes(2, "big") + partial.to_bytes(2, "big")
     header = _HDR.pack(NEEDS_CSUM, GSO_UDP_L4, l4 + 8, size, l4, 6)
-    return b"".join([header, ip, udp, *(item[start + 8 :] for item in run)])
+    return b"".join([header, ip, udp, *[item[start + 8 :] for item in run]])

@@ -56,6 +56,7 @@ from accessfabric.services.vpn_wire import (
     source,
 )
 from accessfabric.session.scheduler import URGENT_CLASSES
+from accessfabric.timeouts import cancel_and_wait
 from accessfabric.wire.registry import TrafficClass
 
 log = logging.getLogger(__name__)
@@ -722,11 +723,7 @@ class VpnClient:
             self._probe_timer.cancel()
         for outbox in self._outboxes.values():
             outbox.abort()  # so the node's drain does not wait for idle tunnel streams
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks)
 
 
 class _ExitClient:

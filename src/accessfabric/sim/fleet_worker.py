@@ -39,6 +39,7 @@ from accessfabric.node.control_link import LOST_LEASE_WAIT, PLANNER_SNAPSHOT_AGE
 from accessfabric.node.host.host_monitor import SharedReadings
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.sim.device_cache import CoalescedCache
+from accessfabric.timeouts import wait_within
 from accessfabric.wire.registry import TrafficClass
 
 REPORT_INTERVAL = 1.0
@@ -300,7 +301,7 @@ class Device:
         payload = os.urandom(STREAM_BYTES)
         samples = self.samples
         try:
-            stream = await asyncio.wait_for(
+            stream = await wait_within(
                 self.runtime.routes.open_stream(service, TrafficClass.RELIABLE), OPEN_TIMEOUT
             )
             stream.write(payload)
@@ -309,7 +310,7 @@ class Device:
             deadline = time.monotonic() + STREAM_TIMEOUT
             while len(got) < len(payload):
                 left = deadline - time.monotonic()
-                chunk = await asyncio.wait_for(stream.read(65536), max(left, 0.01))
+                chunk = await wait_within(stream.read(65536), max(left, 0.01))
                 if not chunk:
                     break
                 got += chunk

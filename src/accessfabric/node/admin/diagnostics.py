@@ -42,6 +42,7 @@ from accessfabric.node.admin.memory_diag import DEFAULT_TOP, memory_report
 from accessfabric.node.streams.connection import session_clock
 from accessfabric.node.streams.resumable import ResumableStream
 from accessfabric.node.streams.sealed_stream import SealedStream
+from accessfabric.timeouts import wait_within
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
@@ -143,14 +144,14 @@ class NodeDiagnostics:
         }
         first = route.first_hop
         try:
-            connection = await asyncio.wait_for(self.runtime.peers.session(first), PROBE_TIMEOUT)
+            connection = await wait_within(self.runtime.peers.session(first), PROBE_TIMEOUT)
         except (OSError, TimeoutError, ConnectionError, ProtocolError) as error:
             result.update(failing_hop=1, error=f"hop 1 ({first}) unreachable: {error}")
             return result
         rtts = []
         for _ in range(PINGS):
             try:
-                rtts.append(await asyncio.wait_for(connection.ping(), PING_TIMEOUT))
+                rtts.append(await wait_within(connection.ping(), PING_TIMEOUT))
             except (TimeoutError, ConnectionError, ProtocolError):
                 continue
         result["ping_loss"] = round(1 - len(rtts) / PINGS, 3)
@@ -211,7 +212,7 @@ class NodeDiagnostics:
             return []
         blob = base64.b64encode(route.blob).decode("ascii")
         try:
-            reply = await asyncio.wait_for(
+            reply = await wait_within(
                 client.request("POST", "/v1/leases/route/hops", {"lease": blob}),
                 PROBE_TIMEOUT,
             )

@@ -54,6 +54,7 @@ from accessfabric.node.dialing.reflector_limits import (
 )
 from accessfabric.observe.log_format import log_event
 from accessfabric.observe.log_rate import RateLimitedLog
+from accessfabric.timeouts import cancel_and_wait
 from accessfabric.wire.stun import (
     PADDED_SIZE,
     BindingRequest,
@@ -335,9 +336,7 @@ class NatMonitor:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
         if self._transport is not None:
             self._transport.close()
 

@@ -40,6 +40,7 @@ from collections.abc import Callable
 
 from accessfabric.node.streams.connection import SessionConnection, session_clock
 from accessfabric.observe.log_format import log_event
+from accessfabric.timeouts import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,7 @@ class NetworkWatch:
             self._socket.close()
             self._socket = None
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
 
     def _readable(self) -> None:
         assert self._socket is not None

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from accessfabric.node.dialing.address import Endpoint
 from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.observe.log_format import log_event
 from accessfabric.session import SessionState
+from accessfabric.timeouts import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -229,10 +229,7 @@ class PeerSessionManager:
         for connection in list(self._live):
             if not connection.is_closed:
                 connection.abort()
-        for watcher in list(self._watchers):
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        await cancel_and_wait(self._watchers)
 
     def counters(self) -> PeerSessionCounters:
         return PeerSessionCounters(

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -85,6 +84,7 @@ from accessfabric.node.host.network_manager import (
 from accessfabric.node.streams.connection import SessionConnection
 from accessfabric.observe.log_format import log_event
 from accessfabric.session.core import PRESSURE_HIGH
+from accessfabric.timeouts import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -273,11 +273,7 @@ class HostMonitor:
             self._nm_task = asyncio.create_task(self._watch_network_manager())
 
     async def close(self) -> None:
-        for task in (self._task, self._nm_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await cancel_and_wait(t for t in (self._task, self._nm_task) if t is not None)
         await self.nat.close()
 
     async def _watch_network_manager(self) -> None:

@@ -52,6 +52,7 @@ from accessfabric.node.streams.resumable import StreamErrors, new_fabric_stream
 from accessfabric.observe.log_format import log_event
 from accessfabric.session import events as ev
 from accessfabric.session.snapshot import StreamSnapshot
+from accessfabric.timeouts import cancel_and_wait, wait_within
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +334,7 @@ class Relay:
         session.relay_stream(down_id, group=splice.tenant)
         splice.down = new_fabric_stream(down_conn, down_id, event.service, event.traffic_class)
         self._ends[(down_conn, down_id)] = splice
-        position = await asyncio.wait_for(asyncio.shield(splice.position), RESUME_POSITION_TIMEOUT)
+        position = await wait_within(asyncio.shield(splice.position), RESUME_POSITION_TIMEOUT)
         up_snapshot = StreamSnapshot(
             resume_token=event.resume_token,
             service=event.service,
@@ -452,11 +453,7 @@ class Relay:
         }
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(self._tasks)
 
 
 class UpstreamGone(Exception):

@@ -10,13 +10,13 @@ reply are dropped (the console shows them as expired).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 from accessfabric.node.admin.diagnostics import NodeDiagnostics
 from accessfabric.observe.log_format import log_event
+from accessfabric.timeouts import cancel_and_wait
 from accessfabric.wire.registry import TrafficClass
 
 if TYPE_CHECKING:
@@ -80,9 +80,4 @@ class RouteTestRunner:
                       test=test_id, error=str(error))  # fmt: skip
 
     async def close(self) -> None:
-        tasks = list(self._running.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(list(self._running.values()))

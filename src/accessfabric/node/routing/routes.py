@@ -72,6 +72,7 @@ from accessfabric.sealing.resume_proof import prove_resume
 from accessfabric.session import events as ev
 from accessfabric.session.core import PRESSURE_HIGH
 from accessfabric.session.session import RESUME_TOKEN_SIZE
+from accessfabric.timeouts import wait_within
 from accessfabric.wire.limits import MAX_KEY_EXCHANGE
 from accessfabric.wire.registry import TrafficClass
 
@@ -570,7 +571,7 @@ class RouteManager:
     async def _resume_on(self, routed: _Routed, route: LeasedRoute, started: float) -> bool:
         stream = routed.stream
         try:
-            connection = await asyncio.wait_for(self.peers.session(route.first_hop), 5.0)
+            connection = await wait_within(self.peers.session(route.first_hop), 5.0)
             snapshot = stream.snapshot()
             stream_id = connection.session.resume_stream(
                 snapshot,

@@ -1,0 +1,54 @@
+"""``bench vpn`` counts UDP where it arrived: the iperf3 server's figure, not the
+client's packets sent less the gaps the server saw (ADR 0065)."""
+
+from __future__ import annotations
+
+import pytest
+
+from accessfabric.bench.vpn import udp_arrived
+
+# The ``end`` of ``iperf3 -c ... -u -b 5G -l 1372 -t 3 -J`` (iperf 3.12) through the VPN
+# with offloads off, 2026-12-07 21:29 UTC: the server's socket took 47,026 datagrams
+# (``nstat UdpInDatagrams``); 32,550 sent after the last one that arrived never did.
+END = {
+    "sum": {
+        "seconds": 3.008018, "bytes": 488460812, "packets": 356021, "lost_packets": 276446,
+        "sender": True,
+    },
+    "sum_sent": {
+        "seconds": 3.004279, "bytes": 488460812, "packets": 356021, "lost_packets": 0,
+        "sender": True,
+    },
+    "sum_received": {
+        "seconds": 3.008018, "bytes": 64518300, "packets": 323471, "lost_packets": 276446,
+        "sender": False,
+    },
+}  # fmt: skip
+
+
+def test_udp_counted_at_the_server() -> None:
+    packets, seconds = udp_arrived(END)
+    assert packets == 47025 == END["sum_received"]["bytes"] // 1372
+    assert seconds == 3.008018
+
+
+def test_an_iperf3_without_the_servers_sum_is_refused_not_overstated() -> None:
+    with pytest.raises(ValueError, match="no sum_received"):
+        udp_arrived({"sum": END["sum"]})
+
+
+_UDP_COLUMNS = (
+    "InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors "
+    "IgnoredMulti MemErrors"
+)
+SNMP = (
+    "Ip: Forwarding DefaultTTL InReceives\nIp: 1 64 1203\n"
+    f"Udp: {_UDP_COLUMNS}\nUdp: 47026 0 8800 3 8792 0 8 0 0\n"
+    f"UdpLite: {_UDP_COLUMNS}\nUdpLite: 0 0 0 0 5 0 0 0 0\n"
+)  # /proc/net/snmp's layout (Linux 6.18); InErrors counts RcvbufErrors and InCsumErrors
+
+
+def test_receive_buffer_drops_read_from_the_udp_rows() -> None:
+    from accessfabric.bench.vpn import udp_receive_errors
+
+    assert udp_receive_errors(SNMP) == 8792
