@@ -189,14 +189,25 @@ def test_wait_within_raises_timeout_for_its_own_deadline_after_a_cancel(loop: st
 # cancel_and_wait: a stopper's bounded wait that keeps its own cancel
 
 
-async def _stubborn(ended: asyncio.Event) -> None:
+async def _stubborn() -> None:
     """A task that takes one cancel as a request it does not follow (as a lost cancel)."""
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.sleep(3600)
-    try:
-        await ended.wait()
-    finally:
-        ended.set()
+    await asyncio.sleep(3600)  # until the second cancel
+
+
+async def _start_stubborn() -> asyncio.Task[None]:
+    """A :func:`_stubborn` task that has reached its first await."""
+    task = asyncio.create_task(_stubborn(), name="stubborn")
+    await asyncio.sleep(0)
+    return task
+
+
+async def _end(*tasks: asyncio.Task[None]) -> None:
+    """End stubborn tasks: their second cancel does."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=1.0)
 
 
 def test_cancel_and_wait_ends_tasks_and_reads_their_errors() -> None:
@@ -219,13 +230,10 @@ def test_cancel_and_wait_gives_up_on_a_task_that_does_not_end(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def main() -> str:
-        ended = asyncio.Event()
-        stubborn = asyncio.create_task(_stubborn(ended))
-        await asyncio.sleep(0)
+        stubborn = await _start_stubborn()
         left = await cancel_and_wait([stubborn], within=0.05)
         assert left == {stubborn} and not stubborn.done()
-        stubborn.cancel()  # its second cancel ends it
-        await asyncio.wait([stubborn])
+        await _end(stubborn)
         return "ok"
 
     assert asyncio.run(main()) == "ok"
@@ -246,9 +254,7 @@ def test_a_stopper_cancelled_while_it_waits_is_cancelled() -> None:
         await cancel_and_wait([task], within=3600)
 
     async def stopper_outcome(stop: Callable[[asyncio.Task[None]], Awaitable[None]]) -> str:
-        ended = asyncio.Event()
-        stubborn = asyncio.create_task(_stubborn(ended))
-        await asyncio.sleep(0)
+        stubborn = await _start_stubborn()
         stopper = asyncio.create_task(stop(stubborn))
         await asyncio.sleep(0)  # the stopper cancelled the stubborn task and waits
         await asyncio.sleep(0)
@@ -259,8 +265,8 @@ def test_a_stopper_cancelled_while_it_waits_is_cancelled() -> None:
             if stopper.cancelled()
             else ("running" if not stopper.done() else "returned")
         )
-        stubborn.cancel()
-        await asyncio.wait([stubborn, stopper], timeout=1.0)
+        await _end(stubborn)
+        await asyncio.wait([stopper], timeout=1.0)
         return outcome
 
     async def main() -> str:
@@ -279,12 +285,9 @@ def test_a_stopper_among_its_tasks_is_not_cancelled_by_itself(
         other = asyncio.create_task(asyncio.sleep(3600), name="the other")
         assert await cancel_and_wait([me, other]) == set()
         assert other.cancelled() and me.cancelling() == 0
-        ended = asyncio.Event()
-        stubborn = asyncio.create_task(_stubborn(ended), name="stubborn")
-        await asyncio.sleep(0)
+        stubborn = await _start_stubborn()
         await cancel_and_wait([stubborn], within=0.01)
-        stubborn.cancel()
-        await asyncio.wait([stubborn])
+        await _end(stubborn)
         return "went on"
 
     assert asyncio.run(main()) == "went on"

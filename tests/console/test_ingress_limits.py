@@ -7,21 +7,8 @@ import asyncio
 
 from accessfabric.node.config.ingress_config import IngressConfig
 from accessfabric.node.dialing.address import HostPort
-from accessfabric.node.streams.connection import FabricStream
 from accessfabric.services.ingress import HostIngress
-from accessfabric.wire.registry import TrafficClass
-
-
-class StuckOpener:
-    """Never gives a stream: the connections that asked for one stay open."""
-
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-
-    async def open_stream(self, service: str, traffic_class: TrafficClass) -> FabricStream:
-        self.asked.append(service)
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
+from tests.stuck_opener import StuckOpener
 
 
 def test_connections_over_the_limit_get_503() -> None:

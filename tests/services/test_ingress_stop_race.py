@@ -14,22 +14,9 @@ import pytest
 
 from accessfabric.node.config.ingress_config import IngressConfig
 from accessfabric.node.dialing.address import HostPort
-from accessfabric.node.streams.connection import FabricStream
 from accessfabric.services import ingress as ingress_module
 from accessfabric.services.ingress import HostIngress
-from accessfabric.wire.registry import TrafficClass
-
-
-class StuckOpener:
-    """Never gives a stream: a connection that asks for one waits until cancelled."""
-
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-
-    async def open_stream(self, service: str, traffic_class: TrafficClass) -> FabricStream:
-        self.asked.append(service)
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
+from tests.stuck_opener import StuckOpener
 
 
 async def test_a_stop_landing_as_the_head_arrives_ends_the_connection(
