@@ -89,3 +89,16 @@ def test_a_live_process_has_a_schedstat() -> None:
     stat = process_schedstat(os.getpid())
     assert stat is not None and stat[0] > 0 and stat[2] > 0
     assert process_schedstat(2**22 + 1) is None  # above pid_max: no such process
+
+
+def test_the_underlay_note_says_what_the_same_receiver_lost_without_the_vpn() -> None:
+    from accessfabric.bench.vpn import SchedShare, UnderlayLosses
+
+    assert UnderlayLosses(136_002).describe() == (
+        "136,002 at the server's socket (receive buffer full)"
+    )
+    note = UnderlayLosses(136_002, SchedShare(ran=0.13, waited=0.26, wait_per_run_us=13)).describe()
+    assert note.endswith(
+        "the iperf3 server ran 13% of the run and waited 26% for a CPU "
+        "(13 us before each of its runs on average)"
+    )

@@ -301,6 +301,40 @@ def udp_receive_errors(snmp: str) -> int:
     return int(dict(zip(rows[0], rows[1], strict=True))["RcvbufErrors"])
 
 
+@dataclass(frozen=True, slots=True)
+class UnderlayLosses:
+    """What the underlay's iperf3 UDP run (no VPN: client to the exit's namespace over
+    the veth) lost at its receiver: the baseline for :class:`UdpLosses` (ADR 0069)."""
+
+    receiver_socket: int
+    receiver_sched: SchedShare | None = None
+
+    def describe(self) -> str:
+        text = f"{self.receiver_socket:,} at the server's socket (receive buffer full)"
+        if self.receiver_sched is not None:
+            text += f"; the iperf3 server {self.receiver_sched.describe()}"
+        return text
+
+
+def _underlay_udp(
+    tunnel: Tunnel, seconds: float, receiver: int
+) -> tuple[tuple[float, float], UnderlayLosses]:
+    """iperf3 UDP over the underlay to the exit's namespace (``receiver``: its iperf3
+    server's pid), and what its socket lost."""
+    topo = tunnel.topo
+    errors0 = udp_receive_errors(topo.run("exit", ["cat", "/proc/net/snmp"]).stdout)
+    sched0 = process_schedstat(receiver)
+    started = time.monotonic()
+    udp = _iperf_udp(tunnel.client_run, tunnel.exit_addr, seconds)
+    elapsed = time.monotonic() - started
+    sched1 = process_schedstat(receiver)
+    errors1 = udp_receive_errors(topo.run("exit", ["cat", "/proc/net/snmp"]).stdout)
+    share = None
+    if sched0 is not None and sched1 is not None:
+        share = sched_share(sched0, sched1, elapsed)
+    return udp, UnderlayLosses(errors1 - errors0, share)
+
+
 def _loss_counters(tunnel: Tunnel) -> tuple[int, int, int]:
     topo = tunnel.topo
     client = tunnel.status("client")
@@ -340,6 +374,8 @@ class TunFigures:
     underlay_udp: tuple[float, float]
     offloads: str
     udp_losses: UdpLosses | None = None
+    underlay_udp_losses: UnderlayLosses | None = None
+    """The same for the underlay run: what its receiver's socket lost (ADR 0069)."""
     """Where the tunnel's UDP run lost datagrams (None when not counted)."""
 
 
@@ -435,21 +471,23 @@ def _tun_vpn(seconds: float, offload: bool = True) -> TunFigures:
         quiet = subprocess.DEVNULL
         receiver = tunnel.topo.popen("server", ["iperf3", "-s"], stdout=quiet, stderr=quiet)
         tunnel.topo.popen("server", ["iperf3", "-s", "-p", "5202"], stdout=quiet, stderr=quiet)
-        for port in ("5201", "5202"):
-            tunnel.topo.popen("exit", ["iperf3", "-s", "-p", port], stdout=quiet, stderr=quiet)
+        underlay = tunnel.topo.popen("exit", ["iperf3", "-s"], stdout=quiet, stderr=quiet)
+        tunnel.topo.popen("exit", ["iperf3", "-s", "-p", "5202"], stdout=quiet, stderr=quiet)
         time.sleep(0.5)
         run, server, exit_addr = tunnel.client_run, tunnel.server, tunnel.exit_addr
         tcp_mbit = _iperf_tcp(run, server, seconds)
         underlay_tcp_mbit = _iperf_tcp(run, exit_addr, seconds)
         udp, losses = _counted_udp(tunnel, seconds, receiver.pid)  # `ip netns exec` execs
+        underlay_udp, underlay_losses = _underlay_udp(tunnel, seconds, underlay.pid)
         return TunFigures(
             tcp_mbit=tcp_mbit,
             underlay_tcp_mbit=underlay_tcp_mbit,
             udp=udp,
-            underlay_udp=_iperf_udp(run, exit_addr, seconds),
+            underlay_udp=underlay_udp,
             ping_p99_ms=_ping_p99_under_tcp(run, server, seconds),
             offloads=tunnel.offloads(),
             udp_losses=losses,
+            underlay_udp_losses=underlay_losses,
         )
 
 
@@ -531,6 +569,8 @@ def run(quick: bool) -> BenchReport:
         for label, figures in (("on", on), ("off", off)):
             if figures.udp_losses is not None:
                 report.notes[f"udp_lost_offloads_{label}"] = figures.udp_losses.describe()
+            if figures.underlay_udp_losses is not None:
+                report.notes[f"udp_lost_underlay_{label}"] = figures.underlay_udp_losses.describe()
     else:
         report.notes["tun"] = f"skipped: {reason}"
     report.notes["machine"] = f"{os.cpu_count()} CPU, CPython {sys.version.split()[0]}"
