@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,21 +54,27 @@ def syscalls(pid: int) -> tuple[int, int] | None:
     return int(table["syscr"]), int(table["syscw"])
 
 
-def path_processes() -> dict[int, str]:
-    """The VPN path's processes by pid: node processes and iperf3 servers."""
+def namespace_pids(namespace: str) -> list[int]:
+    """The processes running in network namespace ``namespace`` (``ip netns pids``)."""
+    done = subprocess.run(
+        ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=True
+    )
+    return [int(pid) for pid in done.stdout.split()]
+
+
+def path_processes(pids: Iterable[int]) -> dict[int, str]:
+    """Of ``pids``, the VPN path's processes by pid: node processes and iperf3 servers."""
     found: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in pids:
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
                 command = handle.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if "vpn up" in command:
-            found[int(entry)] = "exit node" if "--exit" in command else "client node"
+            found[pid] = "exit node" if "--exit" in command else "client node"
         elif command.startswith("iperf3 -s"):
-            found[int(entry)] = "iperf3 server"
+            found[pid] = "iperf3 server"
     return found
 
 
@@ -154,7 +161,9 @@ def measure(
         )  # fmt: skip
         try:
             time.sleep(0.3)
-            processes = path_processes()
+            processes = path_processes(  # this run's namespaces: not another run's nodes
+                pid for ns in tunnel.topo.namespaces for pid in namespace_pids(ns)
+            )
             before = {pid: (process_cpu(pid), syscalls(pid)) for pid in processes}
             sched0 = process_schedstat(receiver.pid)  # chrt and `ip netns exec` exec
             machine0 = _machine_busy()
