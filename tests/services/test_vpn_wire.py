@@ -76,9 +76,9 @@ def test_classes_from_packets() -> None:
     assert classifier.promoted == 1
 
 
-def _echo(src: bytes, dst: bytes, kind: int = 8, size: int = 84) -> bytes:
+def _echo(src: bytes, dst: bytes, kind: int = 8, size: int = 84, ident: int = 7) -> bytes:
     head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, 0, 0, 64, 1, 0, src, dst)
-    return head + bytes((kind, 0, 0, 0, 0, 7, 0, 1)) + bytes(size - 28)
+    return head + bytes((kind, 0, 0, 0, 0, ident, 0, 1)) + bytes(size - 28)
 
 
 def _echo6(kind: int = 128) -> bytes:
@@ -109,14 +109,26 @@ def test_a_ping_beside_a_bulk_flow_between_the_same_hosts_is_interactive() -> No
 def test_an_icmp_flood_does_not_ride_the_interactive_class() -> None:
     """ICMP is held to the small-flow rule: large echoes, or a stream of small ones moving
     more than ``small_flow_bytes`` per window, leave ``interactive`` (they would otherwise
-    ride strict priority ahead of every bulk byte); a heavy flood is bulk."""
+    ride strict priority ahead of every bulk byte); a heavy flood is bulk.  Each echo
+    identifier is a flow of its own: a ping beside the flood stays interactive."""
     client, server = bytes((10, 99, 0, 2)), bytes((10, 0, 0, 1))
     classifier = FlowClassifier(2, rules=ClassRules(heavy_bytes=100_000))
-    assert classifier.classify(_echo(client, server, size=1400), 0.0)[0] is TrafficClass.RELIABLE
-    flood = [classifier.classify(_echo(server, client), i * 0.0001)[0] for i in range(2000)]
+    large = _echo(client, server, size=1400, ident=8)
+    assert classifier.classify(large, 0.0)[0] is TrafficClass.RELIABLE
+    flood, ping = [], []
+    for i in range(2000):
+        now = i * 0.0001
+        flood.append(classifier.classify(_echo(server, client, ident=9), now)[0])
+        if i % 100 == 0:
+            ping.append(classifier.classify(_echo(server, client), now)[0])
     assert flood[0] is TrafficClass.INTERACTIVE
     assert flood[-1] is TrafficClass.BULK
     assert flood.index(TrafficClass.RELIABLE) <= 16 * 1024 // 84 + 1
+    assert set(ping) == {TrafficClass.INTERACTIVE}
+    assert classifier.classify(_echo(client, server), 0.2)[0] is TrafficClass.INTERACTIVE
+    # ICMP that is not an echo (unreachable, too big) has no identifier: one flow per hosts
+    unreachable = _echo(client, server, kind=3, size=576)
+    assert classifier.classify(unreachable, 0.3)[0] is TrafficClass.RELIABLE
 
 
 def test_the_small_acks_of_a_busy_flow_are_not_interactive() -> None:

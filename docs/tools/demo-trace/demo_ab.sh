@@ -1,12 +1,13 @@
 #!/bin/bash
 # usage: demo_ab.sh OUT PAIRS SRC_A SRC_B   (PYTHONPATH for A and B)
 out=$1; pairs=$2; A=$3; B=$4
-cd /tmp
+python=${PYTHON:-/work/main/.venv/bin/python}
+cd /tmp  # so SRC_A and SRC_B must be absolute paths
 for i in $(seq 1 $pairs); do
   for v in A B; do
     if [ $v = A ]; then src=$A; else src=$B; fi
     l0=$(cut -d' ' -f1 /proc/loadavg)
-    PYTHONPATH=$src /work/main/.venv/bin/python -m accessfabric demo --json > /tmp/demo-ab.json 2>/dev/null
+    PYTHONPATH=$src "$python" -m accessfabric demo --json > /tmp/demo-ab.json 2>/dev/null
     l1=$(cut -d' ' -f1 /proc/loadavg)
     python3 -c "
 import json; d=json.load(open('/tmp/demo-ab.json')); b=d['bulk']; i=d['interactive']

@@ -374,9 +374,9 @@ class TunFigures:
     underlay_udp: tuple[float, float]
     offloads: str
     udp_losses: UdpLosses | None = None
+    """Where the tunnel's UDP run lost datagrams (None when not counted)."""
     underlay_udp_losses: UnderlayLosses | None = None
     """The same for the underlay run: what its receiver's socket lost (ADR 0069)."""
-    """Where the tunnel's UDP run lost datagrams (None when not counted)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,8 +145,16 @@ class BatchDecoder:
         return len(self._buffer)
 
 
+_ECHO_TYPES = {1: (0, 8), 58: (128, 129)}
+"""ICMP and ICMPv6 echo request and reply types: their identifier keys the flow."""
+
+
 def flow_key(packet: bytes) -> tuple[bytes, int, int, int]:
-    """``(addresses, protocol, source port, destination port)``; ports are 0 when absent."""
+    """``(addresses, protocol, source port, destination port)``; ports are 0 when absent.
+
+    An ICMP(v6) echo has its identifier as source port: each ``ping`` is a flow of its
+    own, so a flood or large echoes between the same hosts do not take it out of
+    ``interactive``."""
     if not packet:
         return b"", 0, 0, 0
     version = packet[0] >> 4
@@ -167,6 +175,8 @@ def flow_key(packet: bytes) -> tuple[bytes, int, int, int]:
             (packet[ihl] << 8) | packet[ihl + 1],
             (packet[ihl + 2] << 8) | packet[ihl + 3],
         )
+    if len(packet) >= ihl + 6 and packet[ihl] in _ECHO_TYPES.get(proto, ()):
+        return addresses, proto, (packet[ihl + 4] << 8) | packet[ihl + 5], 0  # echo id
     return addresses, proto, 0, 0
 
 
