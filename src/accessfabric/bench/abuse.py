@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from accessfabric.bench.report import BenchReport, BenchResult, BenchSetupError
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.dialing.endpoints import LocalNode, connect_tcp
 from accessfabric.node.streams.connection import FabricStream
+from accessfabric.percentile import percentile
 
 FLOODS = ("pre-tls", "tls-churn", "bad-auth", "refused-streams", "quic-initials")
 HANDSHAKE_TIMEOUT = 3.0
@@ -99,7 +99,7 @@ def _rss_bytes(pid: int) -> int:
 
 
 def _p99(samples: list[float]) -> float:
-    return statistics.quantiles(samples, n=100)[98] * 1000
+    return percentile(samples, 0.99) * 1000
 
 
 async def _measure(quick: bool, work: Path, report: BenchReport) -> None:

@@ -37,6 +37,7 @@ from accessfabric.bench import control_api, control_etcd
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.control.server.planner import NoRouteError, RoutePlanner
 from accessfabric.control.server.synthetic import SyntheticFleet, generate
+from accessfabric.percentile import percentile
 
 FULL_SIZES = (1_000, 10_000, 100_000)
 QUICK_SIZES = (1_000, 10_000)
@@ -45,11 +46,6 @@ SEED = 20261127
 
 def _label(size: int) -> str:
     return f"{size // 1000}k"
-
-
-def percentile(samples: Sequence[float], share: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def synthetic_requests(fleet: SyntheticFleet, count: int, seed: int) -> list[tuple[str, str]]:

@@ -34,6 +34,7 @@ from accessfabric.control.server.store.base import Store
 from accessfabric.control.server.store.etcd_cluster import LocalEtcdCluster, etcd_binary
 from accessfabric.control.server.store.sqlite import SqliteStore
 from accessfabric.identity.keys import NodeKey
+from accessfabric.percentile import percentile
 from accessfabric.wire.registry import TrafficClass
 
 CONFIG = ControlConfig(replica_ttl=600.0)
@@ -163,8 +164,7 @@ def _run_workers(
 
 
 def _p99_ms(latencies: list[float]) -> float:
-    ordered = sorted(latencies)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000 if ordered else 0.0
+    return percentile(latencies, 0.99) * 1000 if latencies else 0.0
 
 
 def _figures(spec: StoreSpec, directory: Path, replicas: int, quick: bool) -> dict[str, float]:

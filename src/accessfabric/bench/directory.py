@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from accessfabric.bench.control import SEED, percentile, synthetic_requests
+from accessfabric.bench.control import SEED, synthetic_requests
 from accessfabric.bench.report import BenchReport, BenchResult
 from accessfabric.control.client.facts import HeartbeatFacts, PeerMeasurement
 from accessfabric.control.kernel.authority import Authority
@@ -51,6 +51,7 @@ from accessfabric.control.server.registry import NodeRegistry, RegisteredNode
 from accessfabric.control.server.store.sqlite import SqliteStore
 from accessfabric.control.server.synthetic import SyntheticFleet, generate
 from accessfabric.identity.keys import NodeKey
+from accessfabric.percentile import percentile
 
 SIZES_ENV = "ACCESSFABRIC_BENCH_DIRECTORY_SIZES"
 FULL_SIZES = (10_000, 100_000)

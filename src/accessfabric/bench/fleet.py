@@ -53,7 +53,8 @@ from typing import Any
 
 from accessfabric.bench.common import BenchNode, machine_note, raise_nofile_limit, run_async
 from accessfabric.bench.report import BenchReport, BenchResult, BenchSetupError
-from accessfabric.sim.fleet import add_fleet_arguments, percentile, run_fleet
+from accessfabric.percentile import percentile
+from accessfabric.sim.fleet import add_fleet_arguments, run_fleet
 from accessfabric.sim.proc_usage import cpu_seconds, rss_bytes
 
 HOST = "127.0.0.1"
@@ -141,7 +142,7 @@ async def _clients(
         "connect_s": connect_s,
         "cpu_percent": cpu,
         "rss_per_connection_kib": (rss_after - rss_before) / count / 1024,
-        "ping_p99_ms": percentile(rtts, 0.99) or 0.0,
+        "ping_p99_ms": percentile(rtts, 0.99) if rtts else 0.0,
         "pings": float(len(rtts)),
     }
 

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from accessfabric.bench.common import BenchNode, machine_note
 from accessfabric.bench.report import BenchReport, BenchResult
+from accessfabric.percentile import percentile
 from accessfabric.sim import Topology, netns_unavailable_reason
 
 RATE = "800mbit"
@@ -44,14 +45,6 @@ FABRIC_PORT = 7443
 TCP_PORT = 7080
 SERVER_SEED = bytes(range(64, 96))
 CLIENT_SEED = bytes(range(96, 128))
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def _peer_argv(role: str, host: str, cert_dir: Path, seed: bytes) -> list[str]:
@@ -135,7 +128,7 @@ def _report(results: dict[str, dict[str, object]], seconds: float, quick: bool) 
         return nbytes / elapsed if elapsed else 0.0
 
     for q in (50, 99):
-        fabric = _percentile(rtts("fabric"), q)
+        fabric = percentile(rtts("fabric"), q / 100)
         for baseline, label in (("separate", "separate tcp connection"), ("fifo", "fifo one tcp")):
             report.add(
                 BenchResult(
@@ -143,17 +136,17 @@ def _report(results: dict[str, dict[str, object]], seconds: float, quick: bool) 
                     value=fabric,
                     unit="ms",
                     baseline_metric=f"{label} RTT p{q}",
-                    baseline_value=_percentile(rtts(baseline), q),
+                    baseline_value=percentile(rtts(baseline), q / 100),
                 )
             )
     for q in (50, 99):
         report.add(
             BenchResult(
                 metric=f"idle tcp RTT p{q}",
-                value=_percentile(rtts("idle"), q),
+                value=percentile(rtts("idle"), q / 100),
                 unit="ms",
                 baseline_metric="(no load: reference)",
-                baseline_value=_percentile(rtts("idle"), q),
+                baseline_value=percentile(rtts("idle"), q / 100),
             )
         )
     # beside a stopped reader a second bulk stream runs: the reference is bulk alone
@@ -165,10 +158,10 @@ def _report(results: dict[str, dict[str, object]], seconds: float, quick: bool) 
             report.add(
                 BenchResult(
                     metric=f"fabric interactive RTT p{q} beside {label} bulk reader",
-                    value=_percentile(rtts(mode), q),
+                    value=percentile(rtts(mode), q / 100),
                     unit="ms",
                     baseline_metric=f"{reference_label} RTT p{q}",
-                    baseline_value=_percentile(rtts(reference), q),
+                    baseline_value=percentile(rtts(reference), q / 100),
                 )
             )
     report.add(
@@ -216,12 +209,12 @@ def _report(results: dict[str, dict[str, object]], seconds: float, quick: bool) 
             f"a ping never came back in: {', '.join(stuck)} (counted until the window ended)"
         )
     report.notes["window"] = f"{seconds:.0f} s measured after 1.5 s warm-up per experiment"
-    p99 = _percentile(rtts("fabric"), 99)
+    p99 = percentile(rtts("fabric"), 0.99)
     share = rate("fabric") / LINK_BYTES_PER_S
     report.notes["targets"] = (
         f"interactive p99 <= 2 ms: {'met' if p99 <= 2.0 else 'not met'} ({p99:.2f} ms); "
         f"better than separate connection: "
-        f"{'met' if p99 < _percentile(rtts('separate'), 99) else 'not met'}; "
+        f"{'met' if p99 < percentile(rtts('separate'), 0.99) else 'not met'}; "
         f"bulk >= 90% of link: {'met' if share >= 0.9 else 'not met'} ({share:.1%})"
     )
     report.notes["machine"] = machine_note()

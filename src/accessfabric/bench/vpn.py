@@ -38,6 +38,7 @@ from accessfabric.node.config.node_config import NodeConfig, PeerConfig
 from accessfabric.node.dialing.address import Endpoint
 from accessfabric.node.runtime import NodeRuntime
 from accessfabric.node.streams.connection import FabricStream
+from accessfabric.percentile import percentile
 from accessfabric.services.fabric import DirectStreamOpener
 from accessfabric.services.vpn import VpnClient, VpnExit
 from accessfabric.services.vpn_wire import VPN_SERVICE
@@ -206,12 +207,9 @@ def _ping_p99_under_tcp(run: list[str], server: str, seconds: float) -> float:
         ).stdout  # fmt: skip
     finally:
         flow.wait(timeout=seconds + 30)
-    samples = sorted(
-        float(x.split("time=")[1].split()[0]) for x in out.splitlines() if "time=" in x
+    return percentile(
+        (float(x.split("time=")[1].split()[0]) for x in out.splitlines() if "time=" in x), 0.99
     )
-    if not samples:
-        return float("nan")
-    return samples[min(len(samples) - 1, int(len(samples) * 0.99))]
 
 
 @dataclass(frozen=True, slots=True)

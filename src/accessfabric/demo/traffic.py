@@ -29,6 +29,7 @@ import aiohttp
 from accessfabric.demo.echo import PROBE, PROBE_INTERVAL
 from accessfabric.demo.fleet import ECHO, Fleet
 from accessfabric.demo.procs import DemoFailed, Processes, env
+from accessfabric.percentile import percentile
 
 KILL_AT = 1 / 3
 """Fraction of the run after which relay-a is killed."""
@@ -63,7 +64,7 @@ class Traffic:
         return self.copies > 0 and not self.mismatches and not self.errors
 
     def pct(self, q: float) -> float:
-        return _percentile(self.rtts, q)
+        return percentile(self.rtts, q)
 
     def in_failover(self, index: int) -> bool:
         """Whether echo ``index`` was in flight at the kill or sent within
@@ -75,7 +76,7 @@ class Traffic:
 
     def pct_steady(self, q: float) -> float:
         """The percentile of the echoes outside the failover (:meth:`in_failover`)."""
-        return _percentile([rtt for i, rtt in enumerate(self.rtts) if not self.in_failover(i)], q)
+        return percentile((rtt for i, rtt in enumerate(self.rtts) if not self.in_failover(i)), q)
 
     @property
     def failover_echoes(self) -> int:
@@ -111,13 +112,6 @@ class Traffic:
             if b > self.killed_at
         ]
         return max(gaps, default=float("inf"))
-
-
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def _download(fleet: Fleet, result: Traffic, stop: asyncio.Event) -> None:

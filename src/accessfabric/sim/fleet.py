@@ -36,6 +36,7 @@ from accessfabric.demo.control import Control, create_grant, start_control
 from accessfabric.demo.procs import COMMAND, DemoFailed, Processes, env, free_port
 from accessfabric.identity.keys import NodeKey
 from accessfabric.identity.tls import write_certificate_files
+from accessfabric.percentile import percentile
 from accessfabric.sim.cpu_placement import (
     control_cpu_problem,
     keep_off,
@@ -60,11 +61,13 @@ KILL_SETTLE_MAX = 20.0
 a fast re-home on a busy machine left too few streams to say whether any failed."""
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+def _p50_p99(values: list[float]) -> str:
+    return f"{_fmt(percentile_or_none(values, 0.5))}/{_fmt(percentile_or_none(values, 0.99))}"
+
+
+def percentile_or_none(values: list[float], q: float) -> float | None:
+    """:func:`accessfabric.percentile.percentile`, None (JSON null) when there is none."""
+    return percentile(values, q) if values else None
 
 
 @dataclass
@@ -345,8 +348,7 @@ class LiveView:
         )
         print(
             f"[{phase:8}] connected {run.connected():5}/{run.devices}  hb/s {rate:6.1f}  "
-            f"hb p50/p99 {_fmt(percentile(hb, 0.5))}/{_fmt(percentile(hb, 0.99))} ms  "
-            f"lease p50/p99 {_fmt(percentile(ls, 0.5))}/{_fmt(percentile(ls, 0.99))} ms  "
+            f"hb p50/p99 {_p50_p99(hb)} ms  lease p50/p99 {_p50_p99(ls)} ms  "
             f"streams {run.total('streams_ok')} ok {run.total('streams_failed')} failed  "
             f"{entries}",
             file=sys.stderr,
@@ -597,10 +599,10 @@ def _hold_latency(run: FleetRun, since: tuple[int, int]) -> dict[str, float | No
     hb, ls = run.all_heartbeat_ms[since[0] :], run.all_lease_ms[since[1] :]
     return {
         "hold_heartbeats": len(hb),
-        "hold_heartbeat_p50_ms": percentile(hb, 0.5),
-        "hold_heartbeat_p99_ms": percentile(hb, 0.99),
+        "hold_heartbeat_p50_ms": percentile_or_none(hb, 0.5),
+        "hold_heartbeat_p99_ms": percentile_or_none(hb, 0.99),
         "hold_leases": len(ls),
-        "hold_lease_p99_ms": percentile(ls, 0.99),
+        "hold_lease_p99_ms": percentile_or_none(ls, 0.99),
     }
 
 
@@ -609,16 +611,16 @@ def _totals(run: FleetRun) -> dict[str, Any]:
     return {
         "connected": run.connected(),
         "heartbeats": run.total("heartbeats"),
-        "heartbeat_p50_ms": percentile(hb, 0.5),
-        "heartbeat_p99_ms": percentile(hb, 0.99),
-        "heartbeat_loop_p50_ms": percentile(run.all_heartbeat_loop_ms, 0.5),
-        "heartbeat_loop_p99_ms": percentile(run.all_heartbeat_loop_ms, 0.99),
+        "heartbeat_p50_ms": percentile_or_none(hb, 0.5),
+        "heartbeat_p99_ms": percentile_or_none(hb, 0.99),
+        "heartbeat_loop_p50_ms": percentile_or_none(run.all_heartbeat_loop_ms, 0.5),
+        "heartbeat_loop_p99_ms": percentile_or_none(run.all_heartbeat_loop_ms, 0.99),
         "heartbeat_wall_only": run.total("heartbeat_wall_only"),
         "leases": run.total("leases"),
-        "lease_p50_ms": percentile(ls, 0.5),
-        "lease_p99_ms": percentile(ls, 0.99),
-        "lease_loop_p50_ms": percentile(run.all_lease_loop_ms, 0.5),
-        "lease_loop_p99_ms": percentile(run.all_lease_loop_ms, 0.99),
+        "lease_p50_ms": percentile_or_none(ls, 0.5),
+        "lease_p99_ms": percentile_or_none(ls, 0.99),
+        "lease_loop_p50_ms": percentile_or_none(run.all_lease_loop_ms, 0.5),
+        "lease_loop_p99_ms": percentile_or_none(run.all_lease_loop_ms, 0.99),
         "lease_wall_only": run.total("lease_wall_only"),
         "devices_heard": run.ready("heard"),
         "devices_leased": run.ready("leased"),
