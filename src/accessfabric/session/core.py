@@ -228,8 +228,13 @@ class SessionCore:
 
     def _return_session_credit(self, nbytes: int) -> None:
         """DATA bytes arrived: session credit comes back at once, whatever the stream does
-        with them (each stream's unread bytes are bounded by its own window)."""
-        grant = self._session_recv.consume(nbytes, self._now, self._rtt.srtt)
+        with them (each stream's unread bytes are bounded by its own window).
+
+        The window grows on the path's minimum RTT, not the smoothed one (ADR 0070): it
+        bounds the bytes between the peer's session and ours, i.e. what stands in the
+        carrier's FIFOs ahead of an urgent frame, and a smoothed RTT inflated by those
+        very bytes (a CPU-bound reader) would grow it further."""
+        grant = self._session_recv.consume(nbytes, self._now, self._rtt.min_rtt)
         if grant is not None:
             self._control.append(fr.StreamCredit(0, grant).to_bytes())
 

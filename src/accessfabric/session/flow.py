@@ -9,6 +9,15 @@ capping throughput at window / RTT.  A stream's window is released when the
 application consumes bytes; the session's (stream 0) when bytes arrive
 (ADR 0014).  ``room`` lets the session cap how far a stream window may grow,
 so the streams' windows together stay within the session's memory budget.
+
+"About two round trips" is the caller's round trip: a stream's window covers the
+application's reading too, so it is timed by the smoothed RTT; the session's window
+only covers the carrier (credit comes back as bytes arrive), so it is timed by the
+path's *minimum* RTT (ADR 0070).  With the smoothed RTT a receiver whose loop is
+CPU-bound grew its session window on its own queue: the bytes standing in its
+socket raised the RTT its acknowledgements saw, the larger window let more bytes
+stand there, and an interactive frame waited behind them (issue 18: p99 1.3-1.85 MB
+ahead of a ping through the VPN, in the one queue no scheduler orders).
 """
 
 from __future__ import annotations
@@ -53,12 +62,14 @@ class ReceiveWindow:
         self,
         nbytes: int,
         now: float,
-        srtt: float | None,
+        rtt: float | None,
         room: Callable[[], int] | None = None,
     ) -> int | None:
         """``nbytes`` were released; return a new limit to grant, or None.
 
-        ``room()``, asked only when the window is about to grow, caps the growth.
+        ``rtt``: the round trip the window must cover (None: no sample yet, no growth);
+        the window doubles when half of it is released within two of them.  ``room()``,
+        asked only when the window is about to grow, caps the growth.
         """
         self.consumed += nbytes
         if self._epoch_start is None:
@@ -66,15 +77,15 @@ class ReceiveWindow:
             self._epoch_start_consumed = self.consumed - nbytes
         if self.limit - self.consumed >= self.window // 2:
             return None
-        self._maybe_grow(now, srtt, room)
+        self._maybe_grow(now, rtt, room)
         self.limit = self.consumed + self.window
         return self.limit
 
-    def _maybe_grow(self, now: float, srtt: float | None, room: Callable[[], int] | None) -> None:
+    def _maybe_grow(self, now: float, rtt: float | None, room: Callable[[], int] | None) -> None:
         if self._epoch_start is None:
             return
         used = self.consumed - self._epoch_start_consumed
-        fast = srtt is not None and now - self._epoch_start < 2 * srtt
+        fast = rtt is not None and now - self._epoch_start < 2 * rtt
         if used >= self.window // 2 and fast and self.window < self.max_window:
             grown = min(self.max_window, self.window * 2)
             if room is not None:
