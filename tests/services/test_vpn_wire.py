@@ -106,6 +106,19 @@ def test_a_ping_beside_a_bulk_flow_between_the_same_hosts_is_interactive() -> No
     assert classifier.classify(_echo6(129), 2.0)[0] is TrafficClass.INTERACTIVE
 
 
+def test_an_icmp_flood_does_not_ride_the_interactive_class() -> None:
+    """ICMP is held to the small-flow rule: large echoes, or a stream of small ones moving
+    more than ``small_flow_bytes`` per window, leave ``interactive`` (they would otherwise
+    ride strict priority ahead of every bulk byte); a heavy flood is bulk."""
+    client, server = bytes((10, 99, 0, 2)), bytes((10, 0, 0, 1))
+    classifier = FlowClassifier(2, rules=ClassRules(heavy_bytes=100_000))
+    assert classifier.classify(_echo(client, server, size=1400), 0.0)[0] is TrafficClass.RELIABLE
+    flood = [classifier.classify(_echo(server, client), i * 0.0001)[0] for i in range(2000)]
+    assert flood[0] is TrafficClass.INTERACTIVE
+    assert flood[-1] is TrafficClass.BULK
+    assert flood.index(TrafficClass.RELIABLE) <= 16 * 1024 // 84 + 1
+
+
 def test_the_small_acks_of_a_busy_flow_are_not_interactive() -> None:
     """The server's ACKs of an iperf3 upload are small packets, but a flow of them moves
     more than ``small_flow_bytes`` per window: it leaves the interactive class."""

@@ -19,8 +19,8 @@ A write carries as many records as were queued since the last one (a *batch*);
 records may straddle DATA frames, the reader reassembles them.  No JSON, no base64.
 
 :class:`FlowClassifier` maps a packet to ``(traffic class, shard)`` by
-:class:`ClassRules` (the ``[vpn]`` config table): DNS ports -> dns; SSH/RDP ports,
-ICMP and quiet flows of small packets -> interactive; everything else -> reliable,
+:class:`ClassRules` (the ``[vpn]`` config table): DNS ports -> dns; SSH/RDP ports
+and quiet flows of small packets (ICMP included) -> interactive; everything else -> reliable,
 until a flow moves more than ``heavy_bytes`` within ``window`` seconds, which makes it
 bulk (sticky while it keeps sending).  The shard is a hash of the flow's addresses,
 protocol and ports, so one flow stays on one stream and a heavy flow never shares the
@@ -225,8 +225,8 @@ def base_class(proto: int, sport: int, dport: int, rules: ClassRules | None = No
         if sport in interactive or dport in interactive:
             return TrafficClass.INTERACTIVE
         return TrafficClass.RELIABLE
-    if proto in (1, 58):  # ICMP, ICMPv6: small and latency-probing
-        return TrafficClass.INTERACTIVE
+    # Everything else, ICMP included, is of the ``reliable`` kind: interactive while its
+    # packets are small and it moves little (a ping), bulk when heavy (an ICMP flood).
     return TrafficClass.RELIABLE
 
 
