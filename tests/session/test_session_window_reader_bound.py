@@ -141,3 +141,7 @@ def test_the_session_window_grows_on_a_sustained_rate_not_a_burst() -> None:
     for step in range(400):  # a window per 50 ms RTT, steadily: window-limited, grows
         wan.consume(50, now=step * 0.0025, rtt=0.05)
     assert wan.window >= 4000
+    capped = ReceiveWindow(1000, 64_000, min_epoch=0.01)
+    for step in range(400):  # the same, with no room to grow
+        capped.consume(50, now=step * 0.0025, rtt=0.05, room=lambda: 0)
+    assert capped.window == 1000
