@@ -218,7 +218,7 @@ def _ping_p99_under_tcp(run: list[str], server: str, seconds: float) -> float:
 class UdpLosses:
     """What one iperf3 UDP run lost where iperf3 cannot tell: datagrams at the client's
     TUN queue and the server's socket, records (up to 64 datagrams each with offloads on)
-    in the client node."""
+    in the client node; and how long the iperf3 server waited for a CPU."""
 
     client_ring: int
     """Dropped by the client's TUN device: its queue (``txqueuelen``) was full, the
@@ -228,19 +228,111 @@ class UdpLosses:
     stream that could not be opened)."""
     receiver_socket: int
     """Dropped at the iperf3 server's socket, its receive buffer full (``RcvbufErrors``)."""
+    receiver_sched: SchedShare | None = None
+    """The iperf3 server's time on a CPU and runnable but waiting for one (ADR 0069)."""
 
     def describe(self) -> str:
-        return (
+        text = (
             f"{self.client_ring:,} at the client's TUN queue, {self.client_node:,} records "
             f"dropped by the client node, {self.receiver_socket:,} at the server's "
             "socket (receive buffer full)"
         )
+        if self.receiver_sched is not None:
+            text += f"; the iperf3 server {self.receiver_sched.describe()}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class SchedShare:
+    """One process's scheduling over a run, from ``/proc/<pid>/task/*/schedstat``."""
+
+    ran: float
+    """Share of the run on a CPU."""
+    waited: float
+    """Share of the run runnable but waiting for a CPU (the kernel's ``run_delay``)."""
+    wait_per_run_us: float
+    """Mean wait before each time it got a CPU, microseconds."""
+
+    def describe(self) -> str:
+        return (
+            f"ran {self.ran:.0%} of the run and waited {self.waited:.0%} for a CPU "
+            f"({self.wait_per_run_us:,.0f} us before each of its runs on average)"
+        )
+
+
+def parse_schedstat(texts: Sequence[str]) -> tuple[int, int, int]:
+    """(ns on a CPU, ns runnable waiting for one, times it got one) summed over the
+    ``schedstat`` texts of a process's threads (``/proc/<pid>/task/*/schedstat``)."""
+    ran = waited = runs = 0
+    for text in texts:
+        fields = text.split()
+        ran += int(fields[0])
+        waited += int(fields[1])
+        runs += int(fields[2])
+    return ran, waited, runs
+
+
+def process_schedstat(pid: int) -> tuple[int, int, int] | None:
+    """:func:`parse_schedstat` of a running process; None once it is gone."""
+    texts = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as handle:
+                texts.append(handle.read())
+    except OSError:
+        return None
+    return parse_schedstat(texts)
+
+
+def sched_share(
+    before: tuple[int, int, int], after: tuple[int, int, int], seconds: float
+) -> SchedShare:
+    ran, waited, runs = (b - a for a, b in zip(before, after, strict=True))
+    return SchedShare(
+        ran=ran / 1e9 / seconds,
+        waited=waited / 1e9 / seconds,
+        wait_per_run_us=waited / 1e3 / max(1, runs),
+    )
 
 
 def udp_receive_errors(snmp: str) -> int:
     """``RcvbufErrors`` of the ``Udp:`` rows of a ``/proc/net/snmp`` text."""
     rows = [line.split()[1:] for line in snmp.splitlines() if line.startswith("Udp:")]
     return int(dict(zip(rows[0], rows[1], strict=True))["RcvbufErrors"])
+
+
+@dataclass(frozen=True, slots=True)
+class UnderlayLosses:
+    """What the underlay's iperf3 UDP run (no VPN: client to the exit's namespace over
+    the veth) lost at its receiver: the baseline for :class:`UdpLosses` (ADR 0069)."""
+
+    receiver_socket: int
+    receiver_sched: SchedShare | None = None
+
+    def describe(self) -> str:
+        text = f"{self.receiver_socket:,} at the server's socket (receive buffer full)"
+        if self.receiver_sched is not None:
+            text += f"; the iperf3 server {self.receiver_sched.describe()}"
+        return text
+
+
+def _underlay_udp(
+    tunnel: Tunnel, seconds: float, receiver: int
+) -> tuple[tuple[float, float], UnderlayLosses]:
+    """iperf3 UDP over the underlay to the exit's namespace (``receiver``: its iperf3
+    server's pid), and what its socket lost."""
+    topo = tunnel.topo
+    errors0 = udp_receive_errors(topo.run("exit", ["cat", "/proc/net/snmp"]).stdout)
+    sched0 = process_schedstat(receiver)
+    started = time.monotonic()
+    udp = _iperf_udp(tunnel.client_run, tunnel.exit_addr, seconds)
+    elapsed = time.monotonic() - started
+    sched1 = process_schedstat(receiver)
+    errors1 = udp_receive_errors(topo.run("exit", ["cat", "/proc/net/snmp"]).stdout)
+    share = None
+    if sched0 is not None and sched1 is not None:
+        share = sched_share(sched0, sched1, elapsed)
+    return udp, UnderlayLosses(errors1 - errors0, share)
 
 
 def _loss_counters(tunnel: Tunnel) -> tuple[int, int, int]:
@@ -253,12 +345,23 @@ def _loss_counters(tunnel: Tunnel) -> tuple[int, int, int]:
     return link[0]["stats64"]["tx"]["dropped"], client["dropped"], udp_receive_errors(snmp)
 
 
-def _counted_udp(tunnel: Tunnel, seconds: float) -> tuple[tuple[float, float], UdpLosses]:
-    """iperf3 UDP through the tunnel, and where its datagrams were lost."""
+def _counted_udp(
+    tunnel: Tunnel, seconds: float, receiver: int | None = None
+) -> tuple[tuple[float, float], UdpLosses]:
+    """iperf3 UDP through the tunnel, where its datagrams were lost, and (``receiver``:
+    the iperf3 server's pid) how long the server waited for a CPU meanwhile."""
     before = _loss_counters(tunnel)
+    sched0 = process_schedstat(receiver) if receiver is not None else None
+    started = time.monotonic()
     udp = _iperf_udp(tunnel.client_run, tunnel.server, seconds)
+    elapsed = time.monotonic() - started
+    sched1 = process_schedstat(receiver) if receiver is not None else None
     after = _loss_counters(tunnel)
-    return udp, UdpLosses(*(b - a for a, b in zip(before, after, strict=True)))
+    ring, node, socket_ = (b - a for a, b in zip(before, after, strict=True))
+    share = None
+    if sched0 is not None and sched1 is not None:
+        share = sched_share(sched0, sched1, elapsed)
+    return udp, UdpLosses(ring, node, socket_, receiver_sched=share)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +374,8 @@ class TunFigures:
     underlay_udp: tuple[float, float]
     offloads: str
     udp_losses: UdpLosses | None = None
+    underlay_udp_losses: UnderlayLosses | None = None
+    """The same for the underlay run: what its receiver's socket lost (ADR 0069)."""
     """Where the tunnel's UDP run lost datagrams (None when not counted)."""
 
 
@@ -364,22 +469,25 @@ def _tun_vpn(seconds: float, offload: bool = True) -> TunFigures:
     """iperf3 TCP and UDP through ``vpn up`` (one fabric hop) and over the veth underlay."""
     with vpn_tunnel([] if offload else ["--no-offload"]) as tunnel:
         quiet = subprocess.DEVNULL
-        for host in ("server", "exit"):
-            tunnel.topo.popen(host, ["iperf3", "-s"], stdout=quiet, stderr=quiet)
-            tunnel.topo.popen(host, ["iperf3", "-s", "-p", "5202"], stdout=quiet, stderr=quiet)
+        receiver = tunnel.topo.popen("server", ["iperf3", "-s"], stdout=quiet, stderr=quiet)
+        tunnel.topo.popen("server", ["iperf3", "-s", "-p", "5202"], stdout=quiet, stderr=quiet)
+        underlay = tunnel.topo.popen("exit", ["iperf3", "-s"], stdout=quiet, stderr=quiet)
+        tunnel.topo.popen("exit", ["iperf3", "-s", "-p", "5202"], stdout=quiet, stderr=quiet)
         time.sleep(0.5)
         run, server, exit_addr = tunnel.client_run, tunnel.server, tunnel.exit_addr
         tcp_mbit = _iperf_tcp(run, server, seconds)
         underlay_tcp_mbit = _iperf_tcp(run, exit_addr, seconds)
-        udp, losses = _counted_udp(tunnel, seconds)
+        udp, losses = _counted_udp(tunnel, seconds, receiver.pid)  # `ip netns exec` execs
+        underlay_udp, underlay_losses = _underlay_udp(tunnel, seconds, underlay.pid)
         return TunFigures(
             tcp_mbit=tcp_mbit,
             underlay_tcp_mbit=underlay_tcp_mbit,
             udp=udp,
-            underlay_udp=_iperf_udp(run, exit_addr, seconds),
+            underlay_udp=underlay_udp,
             ping_p99_ms=_ping_p99_under_tcp(run, server, seconds),
             offloads=tunnel.offloads(),
             udp_losses=losses,
+            underlay_udp_losses=underlay_losses,
         )
 
 
@@ -461,6 +569,8 @@ def run(quick: bool) -> BenchReport:
         for label, figures in (("on", on), ("off", off)):
             if figures.udp_losses is not None:
                 report.notes[f"udp_lost_offloads_{label}"] = figures.udp_losses.describe()
+            if figures.underlay_udp_losses is not None:
+                report.notes[f"udp_lost_underlay_{label}"] = figures.underlay_udp_losses.describe()
     else:
         report.notes["tun"] = f"skipped: {reason}"
     report.notes["machine"] = f"{os.cpu_count()} CPU, CPython {sys.version.split()[0]}"

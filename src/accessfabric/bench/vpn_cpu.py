@@ -1,18 +1,20 @@
 """CPU seconds per GiB of every process on the VPN path during iperf3 (issue 18).
 
-``python -m accessfabric.bench.vpn_cpu [--seconds S] [--reverse] [--udp] [--profile DIR]
-[--strace DIR] [-- VPN-UP FLAGS...]`` (root, namespaces, Debian ``iperf3``) builds
-``bench vpn``'s topology (:func:`accessfabric.bench.vpn.vpn_tunnel`), runs iperf3 TCP
-(``--udp``: 1400 B UDP packets; ``--reverse``: server to client) through the tunnel,
-and reads each process's CPU time (utime + stime of ``/proc/<pid>/stat``, threads
-included) and syscalls (``/proc/<pid>/io``) before and after.  It prints CPU s/GiB and
-the share of a core per process, how busy the whole machine was, the TUN packets per
-GiB each node read and wrote (its ``status``: are super-packets 64 KiB end to end?),
-and the most two cores could carry with that work per byte, however it were split
-into processes or workers (ADR 0039).  ``--profile``/``--strace`` write py-spy
-profiles and ``strace -c -f`` counts of the node processes (ADR 0046).  Flags after
-``--`` go to both ``vpn up`` commands (``--queues 2``, ``--no-offload``).  Softirq
-time and the iperf3 client are not counted, so the bound is optimistic.
+``python -m accessfabric.bench.vpn_cpu [--seconds S] [--reverse] [--udp] [--server-fifo]
+[--profile DIR] [--strace DIR] [-- VPN-UP FLAGS...]`` (root, namespaces, Debian
+``iperf3``) builds ``bench vpn``'s topology (:func:`accessfabric.bench.vpn.vpn_tunnel`),
+runs iperf3 TCP (``--udp``: 1400 B UDP packets; ``--reverse``: server to client) through
+the tunnel, and reads each process's CPU time (utime + stime of ``/proc/<pid>/stat``,
+threads included) and syscalls (``/proc/<pid>/io``) before and after.  It prints CPU
+s/GiB and the share of a core per process, how busy the whole machine was, the TUN
+packets per GiB each node read and wrote (its ``status``: are super-packets 64 KiB end
+to end?), the most two cores could carry with that work per byte, however it were split
+into processes or workers (ADR 0039), and the share of the run the iperf3 server waited
+for a CPU (``--server-fifo`` runs it ``SCHED_FIFO``, a diagnostic: it then does not
+wait, ADR 0069).  ``--profile``/``--strace`` write py-spy profiles and ``strace -c -f``
+counts of the node processes (ADR 0046).  Flags after ``--`` go to both ``vpn up``
+commands (``--queues 2``, ``--no-offload``).  Softirq time and the iperf3 client are
+not counted, so the bound is optimistic.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,21 +54,27 @@ def syscalls(pid: int) -> tuple[int, int] | None:
     return int(table["syscr"]), int(table["syscw"])
 
 
-def path_processes() -> dict[int, str]:
-    """The VPN path's processes by pid: node processes and iperf3 servers."""
+def namespace_pids(namespace: str) -> list[int]:
+    """The processes running in network namespace ``namespace`` (``ip netns pids``)."""
+    done = subprocess.run(
+        ["ip", "netns", "pids", namespace], capture_output=True, text=True, check=True
+    )
+    return [int(pid) for pid in done.stdout.split()]
+
+
+def path_processes(pids: Iterable[int]) -> dict[int, str]:
+    """Of ``pids``, the VPN path's processes by pid: node processes and iperf3 servers."""
     found: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in pids:
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
                 command = handle.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         if "vpn up" in command:
-            found[int(entry)] = "exit node" if "--exit" in command else "client node"
+            found[pid] = "exit node" if "--exit" in command else "client node"
         elif command.startswith("iperf3 -s"):
-            found[int(entry)] = "iperf3 server"
+            found[pid] = "iperf3 server"
     return found
 
 
@@ -119,17 +128,28 @@ def measure(
     strace: Path | None = None,
     reverse: bool = False,
     udp: bool = False,
+    server_fifo: bool = False,
 ) -> list[str]:
     """Report lines for one topology (``flags`` go to both ``vpn up`` commands);
     ``profile``/``strace``: directories for py-spy profiles and syscall counts of the
-    node processes (they slow them: CPU figures from such a run are not comparable)."""
-    from accessfabric.bench.vpn import PACKET, UDP_PAYLOAD, udp_arrived, vpn_tunnel
+    node processes (they slow them: CPU figures from such a run are not comparable);
+    ``server_fifo``: the iperf3 server runs ``SCHED_FIFO`` (``chrt -f 10``), a diagnostic:
+    it gets a CPU as soon as a datagram wakes it (ADR 0069)."""
+    from accessfabric.bench.vpn import (
+        PACKET,
+        UDP_PAYLOAD,
+        process_schedstat,
+        sched_share,
+        udp_arrived,
+        vpn_tunnel,
+    )
 
     quiet = subprocess.DEVNULL
     lines: list[str] = []
     with vpn_tunnel(flags, prefix="afc") as tunnel:
         server = tunnel.server
-        tunnel.topo.popen("server", ["iperf3", "-s"], stdout=quiet, stderr=quiet)
+        fifo = ["chrt", "-f", "10"] if server_fifo else []
+        receiver = tunnel.topo.popen("server", [*fifo, "iperf3", "-s"], stdout=quiet, stderr=quiet)
         time.sleep(0.5)
         netns = tunnel.client_run
         counted = {host: tunnel.status(host) for host in ("client", "exit")}  # the whole flow
@@ -141,8 +161,11 @@ def measure(
         )  # fmt: skip
         try:
             time.sleep(0.3)
-            processes = path_processes()
+            processes = path_processes(  # this run's namespaces: not another run's nodes
+                pid for ns in tunnel.topo.namespaces for pid in namespace_pids(ns)
+            )
             before = {pid: (process_cpu(pid), syscalls(pid)) for pid in processes}
+            sched0 = process_schedstat(receiver.pid)  # chrt and `ip netns exec` exec
             machine0 = _machine_busy()
             started = time.monotonic()
             observers = _observers(processes, seconds - 1, profile, strace)
@@ -155,6 +178,7 @@ def measure(
                 flow.kill()
                 flow.wait()
         machine1 = _machine_busy()
+        sched1 = process_schedstat(receiver.pid)
         after = {pid: (process_cpu(pid), syscalls(pid)) for pid in processes}
         packets = {host: _packets(counted[host], tunnel.status(host)) for host in counted}
         end = json.loads(out)["end"]
@@ -172,6 +196,11 @@ def measure(
             f"{received['bits_per_second'] / 1e6:,.0f} Mbit/s, {gib:.2f} GiB in {wall:.1f} s; "
             f"whole machine {busy:.0%} busy, load {os.getloadavg()[0]:.1f}"
         )
+        if sched0 is not None and sched1 is not None:
+            share = sched_share(sched0, sched1, wall)
+            lines.append(
+                f"  iperf3 server{' (SCHED_FIFO)' if server_fifo else ''}: {share.describe()}"
+            )
         total = 0.0
         for pid, name in sorted(processes.items(), key=lambda item: item[1]):
             (cpu0, io0), (cpu1, io1) = before[pid], after[pid]
@@ -211,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         "--reverse", action="store_true", help="iperf3 -R: the server sends to the client"
     )
     parser.add_argument("--udp", action="store_true", help="iperf3 UDP of 1400 B packets")
+    parser.add_argument(
+        "--server-fifo", action="store_true",
+        help="run the iperf3 server SCHED_FIFO (a diagnostic: no wait for a CPU)",
+    )  # fmt: skip
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="-- flags for vpn up")
     args = parser.parse_args(argv)
     flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
@@ -220,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     if reason is not None:
         print(f"vpn_cpu: {reason}", file=sys.stderr)
         return 2
-    for line in measure(args.seconds, flags, args.profile, args.strace, args.reverse, args.udp):
+    lines = measure(
+        args.seconds, flags, args.profile, args.strace, args.reverse, args.udp, args.server_fifo
+    )
+    for line in lines:
         print(line)
     return 0
 
