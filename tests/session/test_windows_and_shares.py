@@ -51,11 +51,11 @@ def test_receive_window_doubles_only_when_consumed_within_two_rtts() -> None:
     window = ReceiveWindow(1000, 8000)
     grant = None
     for step in range(10):  # half a window per 10 ms, RTT 50 ms: fast
-        grant = window.consume(500, now=step * 0.01, srtt=0.05) or grant
+        grant = window.consume(500, now=step * 0.01, rtt=0.05) or grant
     assert window.window > 1000 and grant is not None
     slow = ReceiveWindow(1000, 8000)
     for step in range(10):  # half a window per second, RTT 10 ms: slow reader
-        slow.consume(500, now=float(step), srtt=0.01)
+        slow.consume(500, now=float(step), rtt=0.01)
     assert slow.window == 1000
 
 

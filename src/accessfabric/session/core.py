@@ -16,7 +16,7 @@ from accessfabric.errors import ErrorCode, LocalProtocolError, ProtocolError, Re
 from accessfabric.session import events as ev
 from accessfabric.session.auth import Authenticator
 from accessfabric.session.config import SessionConfig
-from accessfabric.session.flow import ReceiveWindow
+from accessfabric.session.flow import SESSION_EPOCH, ReceiveWindow
 from accessfabric.session.pacing import DelayPacer
 from accessfabric.session.pressure_cap import PressureRateCap
 from accessfabric.session.rtt import RttEstimator
@@ -167,7 +167,9 @@ class SessionCore:
         # Session-wide credit, both directions.  Ours is returned as DATA arrives (ADR 0014).
         self._session_sent = 0
         self._session_credit_limit = 0
-        self._session_recv = ReceiveWindow(config.initial_session_window, config.max_session_window)
+        self._session_recv = ReceiveWindow(
+            config.initial_session_window, config.max_session_window, min_epoch=SESSION_EPOCH
+        )
         self._urgent_reserve = 0  # session credit the shared classes leave (set on READY)
         # Streams waiting for session credit, and since when the session has been short of it.
         self._session_stalled: dict[Stream, None] = {}
@@ -228,8 +230,13 @@ class SessionCore:
 
     def _return_session_credit(self, nbytes: int) -> None:
         """DATA bytes arrived: session credit comes back at once, whatever the stream does
-        with them (each stream's unread bytes are bounded by its own window)."""
-        grant = self._session_recv.consume(nbytes, self._now, self._rtt.srtt)
+        with them (each stream's unread bytes are bounded by its own window).
+
+        The window grows on the path's minimum RTT, not the smoothed one (ADR 0070): it
+        bounds the bytes between the peer's session and ours, i.e. what stands in the
+        carrier's FIFOs ahead of an urgent frame, and a smoothed RTT inflated by those
+        very bytes (a CPU-bound reader) would grow it further."""
+        grant = self._session_recv.consume(nbytes, self._now, self._rtt.min_rtt)
         if grant is not None:
             self._control.append(fr.StreamCredit(0, grant).to_bytes())
 

@@ -1,0 +1,147 @@
+"""A CPU-bound reader does not grow the session window on its own queue (ADR 0070).
+
+The session's credit bounds the bytes between the sender's session and the
+receiver's: what stands in the carrier's socket buffers, the one queue where an
+interactive frame cannot overtake bulk.  Here the receiver reads its socket at a
+fixed rate (a node whose loop is busy), smoothly or in bursts after stalls (one
+read takes all the socket holds), while it sends a trickle of data back (the ACKs of
+a tunnelled TCP flow), so the RTT its acknowledgements see includes the bytes
+standing in front of it.  Time is injected; nothing here is timed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from accessfabric.session import Session, SessionConfig
+from accessfabric.session import events as ev
+from accessfabric.session.flow import ReceiveWindow
+from accessfabric.wire import TrafficClass
+from tests.session.pair import make_pair
+
+TICK = 0.0002
+READ_RATE = 50e6
+"""Bytes/s the receiver takes out of its socket."""
+SOCKET_BUFFERS = 10 << 20
+"""What the kernel lets stand between the two sessions (send + receive buffers)."""
+DELAY = 0.00005
+STALL_EVERY = 500
+
+
+@dataclass
+class CpuBoundReader:
+    """a -> b through a socket FIFO that b empties at ``READ_RATE``; b -> a after ``DELAY``."""
+
+    a: Session
+    b: Session
+    stall_ticks: int = 0
+    """Every ``STALL_EVERY`` ticks the reader stops for this many (a loop turn that ran
+    long), then takes all the socket holds in one read."""
+    now: float = 0.0
+    ticks: int = 0
+    active_ticks: int = 0
+    socket: bytearray = field(default_factory=bytearray)
+    to_a: list[tuple[float, bytes]] = field(default_factory=list)
+    most_standing: int = 0
+    delivered: int = 0
+    interactive_sent: dict[int, float] = field(default_factory=dict)
+    interactive_waits: list[float] = field(default_factory=list)
+    _interactive_seen: int = 0
+
+    def step(self, interactive_stream: int | None) -> None:
+        now = self.now
+        room = SOCKET_BUFFERS - len(self.socket)
+        if room > 0:
+            self.socket += self.a.data_to_send(max_bytes=room, now=now)
+        self.most_standing = max(self.most_standing, len(self.socket))
+        self.ticks += 1
+        phase = self.ticks % STALL_EVERY
+        take = 0
+        if phase >= self.stall_ticks:
+            self.active_ticks += 1
+            take = len(self.socket) if phase == self.stall_ticks else int(READ_RATE * TICK)
+        chunk, self.socket = bytes(self.socket[:take]), self.socket[take:]
+        for event in self.b.receive_data(chunk, now) if chunk else ():
+            if isinstance(event, ev.DataReceived):
+                self.b.acknowledge_received(event.stream_id, len(event.data))
+                if event.stream_id == interactive_stream:
+                    self._interactive_seen += len(event.data)
+                    for offset, sent in list(self.interactive_sent.items()):
+                        if offset < self._interactive_seen:
+                            self.interactive_waits.append(now - sent)
+                            del self.interactive_sent[offset]
+                else:
+                    self.delivered += len(event.data)
+        reply = self.b.data_to_send(now=now)
+        if reply:
+            self.to_a.append((now + DELAY, reply))
+        while self.to_a and self.to_a[0][0] <= now:
+            _, data = self.to_a.pop(0)
+            for event in self.a.receive_data(data, now):
+                if isinstance(event, ev.DataReceived):
+                    self.a.acknowledge_received(event.stream_id, len(event.data))
+        self.now = round(now + TICK, 9)
+
+
+def _run(seconds: float, stall_ticks: int) -> CpuBoundReader:
+    config = SessionConfig(
+        pacing_target_delay=None,  # the window alone (the pacer has its own tests)
+        keepalive_interval=None,
+        initial_stream_window=16 << 20,  # stream windows never bind here
+        max_stream_window=16 << 20,
+    )
+    pair = make_pair(config, config, handshake=False)
+    run = CpuBoundReader(pair.a, pair.b, stall_ticks)
+    for _ in range(200):  # handshake and the RTT probes across the idle path
+        run.step(None)
+    bulk = pair.a.open_stream("download", TrafficClass.BULK)
+    acks = pair.b.open_stream("acks", TrafficClass.RELIABLE)
+    interactive = pair.a.open_stream("ping", TrafficClass.INTERACTIVE)
+    chunk = b"z" * (256 * 1024)
+    sent = 0
+    steps = int(seconds / TICK)
+    for step in range(steps):
+        while pair.a.send_buffer_available(bulk) >= len(chunk):
+            pair.a.send_data(bulk, chunk)
+        if step % 5 == 0:  # 1 ms: the tunnelled flow's ACKs on the way back
+            pair.b.send_data(acks, b"a" * 64)
+        if step % 100 == 50 and step > steps // 2:  # 20 ms: a ping, once the queue settled
+            run.interactive_sent[sent] = run.now
+            pair.a.send_data(interactive, b"p" * 64)
+            sent += 64
+        run.step(interactive)
+    return run
+
+
+@pytest.mark.parametrize("stall_ticks", [0, 150], ids=["smooth", "30ms-stall-per-100ms"])
+def test_a_cpu_bound_reader_keeps_its_session_window(stall_ticks: int) -> None:
+    run = _run(seconds=1.5, stall_ticks=stall_ticks)
+    window = SessionConfig().initial_session_window
+    # The bytes standing in the socket stay within the initial session window (on the
+    # smoothed RTT the window grew on its own queue to the socket buffers' 10 MiB; on
+    # the minimum RTT alone, a 1.5 MB burst read at once still looked like a fast path) ...
+    assert run.most_standing <= window + 64 * 1024, run.most_standing
+    # ... an interactive frame waits behind at most that much (and one stall) ...
+    stall = stall_ticks * TICK
+    assert run.interactive_waits
+    assert max(run.interactive_waits) <= 1.2 * window / READ_RATE + stall
+    # ... and the reader is never starved: it reads at its full rate while it runs.
+    assert run.delivered >= 0.95 * READ_RATE * run.active_ticks * TICK, run.delivered
+
+
+def test_the_session_window_grows_on_a_sustained_rate_not_a_burst() -> None:
+    rtt = 0.0002
+    burst = ReceiveWindow(1000, 64_000, min_epoch=0.01)
+    for step in range(20):  # a whole window at once every 20 ms: 50 kB/s, bursty
+        burst.consume(1000, now=step * 0.02, rtt=rtt)
+    assert burst.window == 1000
+    wan = ReceiveWindow(1000, 64_000, min_epoch=0.01)
+    for step in range(400):  # a window per 50 ms RTT, steadily: window-limited, grows
+        wan.consume(50, now=step * 0.0025, rtt=0.05)
+    assert wan.window >= 4000
+    capped = ReceiveWindow(1000, 64_000, min_epoch=0.01)
+    for step in range(400):  # the same, with no room to grow
+        capped.consume(50, now=step * 0.0025, rtt=0.05, room=lambda: 0)
+    assert capped.window == 1000
