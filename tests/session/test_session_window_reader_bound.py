@@ -28,6 +28,10 @@ SOCKET_BUFFERS = 10 << 20
 """What the kernel lets stand between the two sessions (send + receive buffers)."""
 DELAY = 0.00005
 STALL_EVERY = 500
+BACKLOG_READ = 256 * 1024
+"""What one read takes of a backlog (a carrier's read size), one read per tick ..."""
+BACKLOG_TICKS = 8
+"""... for this many ticks after a stall."""
 
 
 @dataclass
@@ -38,10 +42,13 @@ class CpuBoundReader:
     b: Session
     stall_ticks: int = 0
     """Every ``STALL_EVERY`` ticks the reader stops for this many (a loop turn that ran
-    long), then takes all the socket holds in one read."""
+    long), then drains the backlog as a socket gives it: ``BACKLOG_READ`` per tick."""
     now: float = 0.0
     ticks: int = 0
     active_ticks: int = 0
+    starved_ticks: int = 0
+    """Ticks, once bulk flows, in which the reader ran at its rate and found less."""
+    bulk_flowing: bool = False
     socket: bytearray = field(default_factory=bytearray)
     to_a: list[tuple[float, bytes]] = field(default_factory=list)
     most_standing: int = 0
@@ -61,7 +68,10 @@ class CpuBoundReader:
         take = 0
         if phase >= self.stall_ticks:
             self.active_ticks += 1
-            take = len(self.socket) if phase == self.stall_ticks else int(READ_RATE * TICK)
+            backlog = self.stall_ticks and phase < self.stall_ticks + BACKLOG_TICKS
+            take = BACKLOG_READ if backlog else int(READ_RATE * TICK)
+            if self.bulk_flowing and not backlog and len(self.socket) < take:
+                self.starved_ticks += 1
         chunk, self.socket = bytes(self.socket[:take]), self.socket[take:]
         for event in self.b.receive_data(chunk, now) if chunk else ():
             if isinstance(event, ev.DataReceived):
@@ -105,6 +115,7 @@ def _run(seconds: float, stall_ticks: int) -> CpuBoundReader:
     for step in range(steps):
         while pair.a.send_buffer_available(bulk) >= len(chunk):
             pair.a.send_data(bulk, chunk)
+        run.bulk_flowing = step >= 10  # the first credit round trips
         if step % 5 == 0:  # 1 ms: the tunnelled flow's ACKs on the way back
             pair.b.send_data(acks, b"a" * 64)
         if step % 100 == 50 and step > steps // 2:  # 20 ms: a ping, once the queue settled
@@ -121,27 +132,32 @@ def test_a_cpu_bound_reader_keeps_its_session_window(stall_ticks: int) -> None:
     window = SessionConfig().initial_session_window
     # The bytes standing in the socket stay within the initial session window (on the
     # smoothed RTT the window grew on its own queue to the socket buffers' 10 MiB; on
-    # the minimum RTT alone, a 1.5 MB burst read at once still looked like a fast path) ...
+    # the minimum RTT alone, the backlog a stall leaves, read at once in 256 KiB reads,
+    # looked like a fast path: 4 MB) ...
     assert run.most_standing <= window + 64 * 1024, run.most_standing
     # ... an interactive frame waits behind at most that much (and one stall) ...
     stall = stall_ticks * TICK
     assert run.interactive_waits
     assert max(run.interactive_waits) <= 1.2 * window / READ_RATE + stall
-    # ... and the reader is never starved: it reads at its full rate while it runs.
-    assert run.delivered >= 0.95 * READ_RATE * run.active_ticks * TICK, run.delivered
+    # ... and the reader is never starved: whenever it runs, its read finds enough.
+    assert run.starved_ticks <= run.active_ticks // 1000, (run.starved_ticks, run.active_ticks)
 
 
 def test_the_session_window_grows_on_a_sustained_rate_not_a_burst() -> None:
     rtt = 0.0002
-    burst = ReceiveWindow(1000, 64_000, min_epoch=0.01)
-    for step in range(20):  # a whole window at once every 20 ms: 50 kB/s, bursty
-        burst.consume(1000, now=step * 0.02, rtt=rtt)
-    assert burst.window == 1000
+
+    def bursty(window: ReceiveWindow) -> int:
+        window.consume(1, now=0.0, rtt=rtt)  # the epoch is open before the first burst
+        for step in range(1, 20):  # a window every 20 ms, four frames of one read at once
+            for _ in range(4):
+                window.consume(250, now=step * 0.02, rtt=rtt)
+        return window.window
+
+    # On how fast half a window went, one read's frames look like a fast path ...
+    assert bursty(ReceiveWindow(1000, 64_000)) > 1000
+    # ... on the rate over an epoch of at least 10 ms, they are 50 kB/s: no growth.
+    assert bursty(ReceiveWindow(1000, 64_000, min_epoch=0.01)) == 1000
     wan = ReceiveWindow(1000, 64_000, min_epoch=0.01)
     for step in range(400):  # a window per 50 ms RTT, steadily: window-limited, grows
         wan.consume(50, now=step * 0.0025, rtt=0.05)
     assert wan.window >= 4000
-    capped = ReceiveWindow(1000, 64_000, min_epoch=0.01)
-    for step in range(400):  # the same, with no room to grow
-        capped.consume(50, now=step * 0.0025, rtt=0.05, room=lambda: 0)
-    assert capped.window == 1000

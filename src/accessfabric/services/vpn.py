@@ -458,10 +458,12 @@ class _Pump:
         return self.wire_vnet and (self.received > 0 or now - self.opened >= self.window)
 
     async def run(self) -> None:
-        """Write what each ``read`` returns into the device.  No yield between chunks: a
-        carrier read decodes at most the session window (1 MiB on a fast LAN path, ADR
-        0070), and one yield per 256 KiB (ADR 0066) cost bulk 5-20 % in three of four
-        alternating series without a measurable gain for the ping (ADR 0070)."""
+        """Write what each ``read`` returns into the device.  No yield between chunks:
+        while the pump keeps up, what it finds buffered is what one carrier read decoded,
+        at most the session window (1 MiB on a fast LAN path, ADR 0070; its stream's
+        window bounds it otherwise); one yield per 256 KiB (ADR 0066) cost bulk 5-20 %
+        in three of four alternating series without a measurable gain for the ping (ADR
+        0070)."""
         decoder = BatchDecoder(self.wire_vnet)
         port, stream = self.port, self.stream
         counters = port.counters

@@ -34,6 +34,10 @@ from accessfabric.errors import FlowControlError
 SESSION_EPOCH = 0.01
 """Seconds the session window's arrival rate is measured over, at least (ADR 0070)."""
 
+RTT_FLOOR = 0.0001
+"""The least round trip the rate rule assumes: one sample of ~0 (a delivery in the same
+loop turn) would otherwise keep the session window from ever growing."""
+
 
 class ReceiveWindow:
     """Tracks what the peer may send (``limit``) against what has arrived and been consumed.
@@ -82,9 +86,11 @@ class ReceiveWindow:
     ) -> int | None:
         """``nbytes`` were released; return a new limit to grant, or None.
 
-        ``rtt``: the round trip the window must cover (None: no sample yet, no growth);
-        the window doubles when half of it is released within two of them.  ``room()``,
-        asked only when the window is about to grow, caps the growth.
+        ``rtt``: the round trip the window must cover (None: no sample yet, no growth).
+        Without ``min_epoch`` (a stream) the window doubles when half of it is released
+        within two of them; with it (the session) when the rate over the epoch would
+        release half of it in two (:meth:`_grow_on_rate`).  ``room()``, asked only when
+        the window is about to grow, caps the growth.
         """
         self.consumed += nbytes
         if self._epoch_start is None:
@@ -124,7 +130,10 @@ class ReceiveWindow:
         """Double when the rate released over the epoch fills half the window in two
         round trips; an epoch lasts ``min_epoch`` and two round trips at least, so a
         burst of bytes that stood in a socket does not count as a fast path."""
-        if rtt is None or elapsed < max(self.min_epoch, 2 * rtt):
+        if rtt is None:
+            return
+        rtt = max(rtt, RTT_FLOOR)
+        if elapsed < max(self.min_epoch, 2 * rtt):
             return
         if used * 2 * rtt >= elapsed * (self.window // 2) and self.window < self.max_window:
             grown = min(self.max_window, self.window * 2)
