@@ -17,7 +17,7 @@ import pytest
 
 from accessfabric.session import Session, SessionConfig
 from accessfabric.session import events as ev
-from accessfabric.session.flow import ReceiveWindow
+from accessfabric.session.flow import ReceiveWindow, SessionReceiveWindow
 from accessfabric.wire import TrafficClass
 from tests.session.pair import make_pair
 
@@ -156,8 +156,8 @@ def test_the_session_window_grows_on_a_sustained_rate_not_a_burst() -> None:
     # On how fast half a window went, one read's frames look like a fast path ...
     assert bursty(ReceiveWindow(1000, 64_000)) > 1000
     # ... on the rate over an epoch of at least 10 ms, they are 50 kB/s: no growth.
-    assert bursty(ReceiveWindow(1000, 64_000, min_epoch=0.01)) == 1000
-    wan = ReceiveWindow(1000, 64_000, min_epoch=0.01)
+    assert bursty(SessionReceiveWindow(1000, 64_000)) == 1000
+    wan = SessionReceiveWindow(1000, 64_000)
     for step in range(400):  # a window per 50 ms RTT, steadily: window-limited, grows
         wan.consume(50, now=step * 0.0025, rtt=0.05)
     assert wan.window >= 4000

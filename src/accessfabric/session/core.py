@@ -16,7 +16,7 @@ from accessfabric.errors import ErrorCode, LocalProtocolError, ProtocolError, Re
 from accessfabric.session import events as ev
 from accessfabric.session.auth import Authenticator
 from accessfabric.session.config import SessionConfig
-from accessfabric.session.flow import SESSION_EPOCH, ReceiveWindow
+from accessfabric.session.flow import SessionReceiveWindow
 from accessfabric.session.pacing import DelayPacer
 from accessfabric.session.pressure_cap import PressureRateCap
 from accessfabric.session.rtt import RttEstimator
@@ -167,8 +167,8 @@ class SessionCore:
         # Session-wide credit, both directions.  Ours is returned as DATA arrives (ADR 0014).
         self._session_sent = 0
         self._session_credit_limit = 0
-        self._session_recv = ReceiveWindow(
-            config.initial_session_window, config.max_session_window, min_epoch=SESSION_EPOCH
+        self._session_recv = SessionReceiveWindow(
+            config.initial_session_window, config.max_session_window
         )
         self._urgent_reserve = 0  # session credit the shared classes leave (set on READY)
         # Streams waiting for session credit, and since when the session has been short of it.

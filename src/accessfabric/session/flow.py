@@ -14,7 +14,7 @@ so the streams' windows together stay within the session's memory budget.
 application's reading too, so it is timed by the smoothed RTT; the session's window
 only covers the carrier (credit comes back as bytes arrive), so it is timed by the
 path's *minimum* RTT, and on a rate measured over at least ``SESSION_EPOCH``
-(``min_epoch``) rather than the time half a window took (ADR 0070).  A receiver
+rather than the time half a window took (:class:`SessionReceiveWindow`, ADR 0070).  A receiver
 whose loop is CPU-bound grew its session window on its own queue: the bytes
 standing in its socket raised the RTT its acknowledgements saw, and arrived in
 bursts (one read takes all the socket holds) that released half a window "at
@@ -42,8 +42,8 @@ loop turn) would otherwise keep the session window from ever growing."""
 class ReceiveWindow:
     """Tracks what the peer may send (``limit``) against what has arrived and been consumed.
 
-    ``min_epoch`` > 0: grow on the rate released over at least that long (and two
-    round trips), not on how fast half a window went (the session window)."""
+    A stream's window: it doubles when half of it is released within two round trips
+    (the smoothed RTT its caller passes)."""
 
     __slots__ = (
         "_epoch_start",
@@ -51,15 +51,11 @@ class ReceiveWindow:
         "consumed",
         "limit",
         "max_window",
-        "min_epoch",
         "received",
         "window",
     )
 
-    def __init__(
-        self, window: int, max_window: int, start: int = 0, *, min_epoch: float = 0.0
-    ) -> None:
-        self.min_epoch = min_epoch
+    def __init__(self, window: int, max_window: int, start: int = 0) -> None:
         self.window = window
         self.max_window = max(max_window, window)
         self.received = start
@@ -87,10 +83,7 @@ class ReceiveWindow:
         """``nbytes`` were released; return a new limit to grant, or None.
 
         ``rtt``: the round trip the window must cover (None: no sample yet, no growth).
-        Without ``min_epoch`` (a stream) the window doubles when half of it is released
-        within two of them; with it (the session) when the rate over the epoch would
-        release half of it in two (:meth:`_grow_on_rate`).  ``room()``, asked only when
-        the window is about to grow, caps the growth.
+        ``room()``, asked only when the window is about to grow, caps the growth.
         """
         self.consumed += nbytes
         if self._epoch_start is None:
@@ -106,9 +99,6 @@ class ReceiveWindow:
         if self._epoch_start is None:
             return
         used = self.consumed - self._epoch_start_consumed
-        if self.min_epoch:
-            self._grow_on_rate(now, now - self._epoch_start, used, rtt, room)
-            return
         fast = rtt is not None and now - self._epoch_start < 2 * rtt
         if used >= self.window // 2 and fast and self.window < self.max_window:
             grown = min(self.max_window, self.window * 2)
@@ -119,26 +109,27 @@ class ReceiveWindow:
             self._epoch_start = now
             self._epoch_start_consumed = self.consumed
 
-    def _grow_on_rate(
-        self,
-        now: float,
-        elapsed: float,
-        used: int,
-        rtt: float | None,
-        room: Callable[[], int] | None,
-    ) -> None:
+
+class SessionReceiveWindow(ReceiveWindow):
+    """The session's window (stream 0): grows on the arrival rate over an epoch of at
+    least ``SESSION_EPOCH`` and two round trips (the minimum RTT its caller passes), not
+    on how fast half a window went (ADR 0070)."""
+
+    __slots__ = ()
+
+    def _maybe_grow(self, now: float, rtt: float | None, room: Callable[[], int] | None) -> None:
         """Double when the rate released over the epoch fills half the window in two
-        round trips; an epoch lasts ``min_epoch`` and two round trips at least, so a
-        burst of bytes that stood in a socket does not count as a fast path."""
-        if rtt is None:
+        round trips, so a burst of bytes that stood in a socket is not a fast path.
+        The session's growth is not capped by ``room`` (only stream windows share a
+        budget)."""
+        if self._epoch_start is None or rtt is None:
             return
         rtt = max(rtt, RTT_FLOOR)
-        if elapsed < max(self.min_epoch, 2 * rtt):
+        elapsed = now - self._epoch_start
+        if elapsed < max(SESSION_EPOCH, 2 * rtt):
             return
+        used = self.consumed - self._epoch_start_consumed
         if used * 2 * rtt >= elapsed * (self.window // 2) and self.window < self.max_window:
-            grown = min(self.max_window, self.window * 2)
-            if room is not None:
-                grown = min(grown, self.window + max(0, room()))
-            self.window = grown
+            self.window = min(self.max_window, self.window * 2)
         self._epoch_start = now
         self._epoch_start_consumed = self.consumed
