@@ -55,7 +55,7 @@ def test_receive_buffer_drops_read_from_the_udp_rows() -> None:
 
 
 def test_a_receivers_wait_for_a_cpu_summed_over_its_threads() -> None:
-    from accessfabric.bench.vpn import SchedShare, parse_schedstat, sched_share
+    from accessfabric.bench.runqueue import SchedShare, parse_schedstat, sched_share
 
     # /proc/<pid>/task/*/schedstat: ns on a CPU, ns runnable waiting for one, runs
     before = parse_schedstat(["1000000 2000000 10\n", "500 500 1\n"])
@@ -84,7 +84,7 @@ def test_the_loss_note_says_how_long_the_receiver_waited() -> None:
 def test_a_live_process_has_a_schedstat() -> None:
     import os
 
-    from accessfabric.bench.vpn import process_schedstat
+    from accessfabric.bench.runqueue import process_schedstat
 
     stat = process_schedstat(os.getpid())
     assert stat is not None and stat[0] > 0 and stat[2] > 0

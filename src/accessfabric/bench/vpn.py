@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from accessfabric.bench.report import BenchReport, BenchResult
+from accessfabric.bench.runqueue import SchedShare, process_schedstat, sched_share
 from accessfabric.identity.keys import NodeKey
 from accessfabric.node.config.node_config import NodeConfig, PeerConfig
 from accessfabric.node.dialing.address import Endpoint
@@ -238,59 +239,6 @@ class UdpLosses:
         if self.receiver_sched is not None:
             text += f"; the iperf3 server {self.receiver_sched.describe()}"
         return text
-
-
-@dataclass(frozen=True, slots=True)
-class SchedShare:
-    """One process's scheduling over a run, from ``/proc/<pid>/task/*/schedstat``."""
-
-    ran: float
-    """Share of the run on a CPU."""
-    waited: float
-    """Share of the run runnable but waiting for a CPU (the kernel's ``run_delay``)."""
-    wait_per_run_us: float
-    """Mean wait before each time it got a CPU, microseconds."""
-
-    def describe(self) -> str:
-        return (
-            f"ran {self.ran:.0%} of the run and waited {self.waited:.0%} for a CPU "
-            f"({self.wait_per_run_us:,.0f} us before each of its runs on average)"
-        )
-
-
-def parse_schedstat(texts: Sequence[str]) -> tuple[int, int, int]:
-    """(ns on a CPU, ns runnable waiting for one, times it got one) summed over the
-    ``schedstat`` texts of a process's threads (``/proc/<pid>/task/*/schedstat``)."""
-    ran = waited = runs = 0
-    for text in texts:
-        fields = text.split()
-        ran += int(fields[0])
-        waited += int(fields[1])
-        runs += int(fields[2])
-    return ran, waited, runs
-
-
-def process_schedstat(pid: int) -> tuple[int, int, int] | None:
-    """:func:`parse_schedstat` of a running process; None once it is gone."""
-    texts = []
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as handle:
-                texts.append(handle.read())
-    except OSError:
-        return None
-    return parse_schedstat(texts)
-
-
-def sched_share(
-    before: tuple[int, int, int], after: tuple[int, int, int], seconds: float
-) -> SchedShare:
-    ran, waited, runs = (b - a for a, b in zip(before, after, strict=True))
-    return SchedShare(
-        ran=ran / 1e9 / seconds,
-        waited=waited / 1e9 / seconds,
-        wait_per_run_us=waited / 1e3 / max(1, runs),
-    )
 
 
 def udp_receive_errors(snmp: str) -> int:

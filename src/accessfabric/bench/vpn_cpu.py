@@ -135,14 +135,8 @@ def measure(
     node processes (they slow them: CPU figures from such a run are not comparable);
     ``server_fifo``: the iperf3 server runs ``SCHED_FIFO`` (``chrt -f 10``), a diagnostic:
     it gets a CPU as soon as a datagram wakes it (ADR 0069)."""
-    from accessfabric.bench.vpn import (
-        PACKET,
-        UDP_PAYLOAD,
-        process_schedstat,
-        sched_share,
-        udp_arrived,
-        vpn_tunnel,
-    )
+    from accessfabric.bench.runqueue import process_schedstat, sched_share
+    from accessfabric.bench.vpn import PACKET, UDP_PAYLOAD, udp_arrived, vpn_tunnel
 
     quiet = subprocess.DEVNULL
     lines: list[str] = []
