@@ -59,6 +59,9 @@ def test_offloads_carry_ping_iperf3_file_and_dns(
         client, exit_ = lab.status("client"), lab.status("exit")
         assert client["vnet_hdr"] and exit_["vnet_hdr"], lab.logs_text()
         assert "offloads=csum,tso4" in lab.logs["client"].read_text()
+        # ADR 0071: by default a second, steered queue for latency flows at both ends.
+        assert client["urgent_queue"] and exit_["urgent_queue"], lab.logs_text()
+        assert client["queues"] == exit_["queues"] == 2
 
         ping = lab.topo.run("client", ["ping", "-c", "5", "-i", "0.1", lab.server])
         assert " 0% packet loss" in ping.stdout
@@ -103,6 +106,7 @@ def test_plain_devices_carry_the_file(tmp_path: Path, big_file: tuple[Path, str]
     with vpn_lab(tmp_path, plain, plain) as lab:
         client = lab.status("client")
         assert not client["vnet_hdr"] and client["queues"] == 2
+        assert not client["urgent_queue"]  # more than one bulk queue: the kernel's spreading
         path, digest = big_file
         assert lab.send_file("client", "server", path, 6001) == digest
 
@@ -113,7 +117,7 @@ def test_plain_devices_carry_the_file(tmp_path: Path, big_file: tuple[Path, str]
 def test_offload_peer_interoperates_with_plain_peer(
     tmp_path: Path, big_file: tuple[Path, str], offload_side: str
 ) -> None:
-    plain = ("--no-offload",)
+    plain = ("--no-offload", "--no-urgent-queue")  # as a node from before either
     # The offloading client also moves its TUN reads and writes onto threads.
     exit_args, client_args = ((), plain) if offload_side == "exit" else (plain, ("--io-threads",))
     with vpn_lab(tmp_path, exit_args, client_args) as lab:
@@ -125,6 +129,8 @@ def test_offload_peer_interoperates_with_plain_peer(
         offloading = lab.status(offload_side)
         plain_side = lab.status("exit" if offload_side == "client" else "client")
         assert offloading["vnet_hdr"] and not plain_side["vnet_hdr"]
+        assert offloading["urgent_queue"] and not plain_side["urgent_queue"]
+        assert plain_side["queues"] == 1
         # Super-packets the offloading side read were cut into segments in software,
         # by the plain side (v2 records into its plain device) or by the offloading
         # exit itself (v1 records toward a plain client).

@@ -8,7 +8,10 @@ kernel took is in :attr:`Tun.offloads`.  A kernel that refuses even checksum off
 leaves a plain device (no header), the mode older kernels and peers run in.
 
 ``queues > 1`` opens the device with ``IFF_MULTI_QUEUE``: one fd per queue; the kernel
-spreads flows over the queues by their hash.
+spreads flows over the queues by their hash.  ``urgent_ports`` (with one queue) adds a
+second queue for latency flows, steered by :mod:`accessfabric.services.tun_steering`;
+a kernel that refuses the steering program leaves one queue and the reason in
+:attr:`Tun.steering_error`.
 
 The device lives as long as its file descriptors.  :func:`configure` sets its
 address, MTU, routes and brings it up with ``ip``.
@@ -16,12 +19,15 @@ address, MTU, routes and brings it up with ``ip``.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
 import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+from accessfabric.services.tun_steering import URGENT_QUEUE, attach_steering
 
 TUNSETIFF = 0x400454CA
 TUNSETOFFLOAD = 0x400454D0
@@ -59,6 +65,10 @@ class Tun:
     name: str
     offloads: int = 0
     """``TUN_F_*`` bits the kernel accepted; 0 means no virtio-net header (plain mode)."""
+    urgent_fd: int | None = None
+    """The queue the kernel puts latency flows on (ICMP, DNS, interactive ports), if any."""
+    steering_error: str | None = None
+    """Why an asked-for urgent queue is missing (the kernel refused the program)."""
 
     @property
     def fd(self) -> int:
@@ -97,10 +107,19 @@ def probe_offloads(fd: int) -> int:
     return 0
 
 
-def open_tun(name: str = "af%d", *, offload: bool = False, queues: int = 1) -> Tun:
-    """Open (create) the device; with ``offload``, the header and the offloads it takes."""
+def open_tun(
+    name: str = "af%d",
+    *,
+    offload: bool = False,
+    queues: int = 1,
+    urgent_ports: Iterable[int] | None = None,
+) -> Tun:
+    """Open (create) the device; with ``offload``, the header and the offloads it takes;
+    with ``urgent_ports`` and one queue, a steered second queue for latency flows."""
     if not 1 <= queues <= 16:
         raise ValueError("queues: 1..16")
+    if urgent_ports is not None and queues == 1:
+        return _open_steered(name, offload, urgent_ports)
     flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if queues > 1 else 0)
     if offload:
         fd, real = _open_queue(name, flags | IFF_VNET_HDR)
@@ -123,6 +142,23 @@ def open_tun(name: str = "af%d", *, offload: bool = False, queues: int = 1) -> T
             os.close(opened)
         raise
     return Tun(fds=tuple(fds), name=real, offloads=offloads)
+
+
+def _open_steered(name: str, offload: bool, urgent_ports: Iterable[int]) -> Tun:
+    try:
+        tun = open_tun(name, offload=offload, queues=2)
+    except OSError as error:
+        if error.errno != errno.EINVAL:
+            raise
+        # The name is taken by a one-queue device: open it as such (or say why not).
+        tun = open_tun(name, offload=offload)
+        return replace(tun, steering_error=f"device {tun.name} exists with one queue")
+    try:
+        attach_steering(tun.fd, urgent_ports)
+    except OSError as error:
+        os.close(tun.fds[URGENT_QUEUE])  # one queue, as without the option
+        return replace(tun, fds=tun.fds[:URGENT_QUEUE], steering_error=str(error))
+    return replace(tun, urgent_fd=tun.fds[URGENT_QUEUE])
 
 
 def configure(tun: Tun, address: str | None, routes: Sequence[str] = (), mtu: int = 1500) -> None:

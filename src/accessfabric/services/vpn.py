@@ -319,6 +319,10 @@ class TunPort:
     ``vnet``: the device was opened with ``IFF_VNET_HDR``; what it reads and writes is a
     virtio-net header followed by the packet.  :meth:`write_records` takes records as a
     stream carried them (``wire_vnet``: v2) and converts for the device.
+
+    ``urgent_fd``: the queue the kernel steers latency flows to (one of ``fd``); it is
+    read before every burst of another queue, so a ping is not read behind the bulk
+    super-packets queued before it (ADR 0071).
     """
 
     def __init__(
@@ -330,9 +334,13 @@ class TunPort:
         vnet: bool = False,
         threads: bool = False,
         uso: bool = False,
+        urgent_fd: int | None = None,
     ) -> None:
         self.fds = (fd,) if isinstance(fd, int) else tuple(fd)
         self.fd = self.fds[0]
+        if urgent_fd is not None and urgent_fd not in self.fds[1:]:
+            raise ValueError("urgent_fd: one of the device's queues after the first")
+        self.urgent_fd = urgent_fd
         self.vnet = vnet
         self.uso = vnet and uso
         """The kernel takes USO: UDP runs are coalesced on read, USO records written as they are."""
@@ -358,6 +366,9 @@ class TunPort:
         self.on_packets(packets)
 
     def _readable(self, fd: int) -> None:
+        urgent = self.urgent_fd
+        if urgent is not None and fd != urgent:
+            self._readable(urgent)  # latency flows first, then this burst
         packets: list[bytes] = []
         read = os.read
         try:
@@ -509,6 +520,7 @@ def _offload_status(port: TunPort, counters: VpnCounters) -> dict[str, object]:
     return {
         "vnet_hdr": port.vnet,
         "queues": len(port.fds),
+        "urgent_queue": port.urgent_fd is not None,
         "gso_out": counters.gso_out,
         "segmented": counters.segmented,
         "coalesced": counters.coalesced,
@@ -535,6 +547,7 @@ class VpnClient:
         vnet: bool = False,
         threads: bool = False,
         uso: bool = False,
+        urgent_fd: int | None = None,
         service: str = VPN_SERVICE,
     ) -> None:
         self.opener = opener
@@ -554,8 +567,9 @@ class VpnClient:
         self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes, rules=rules)
         self.counters = VpnCounters()
         self.port = TunPort(
-            fd, self._on_packets, self.counters, vnet=vnet, threads=threads, uso=uso
-        )
+            fd, self._on_packets, self.counters, vnet=vnet, threads=threads, uso=uso,
+            urgent_fd=urgent_fd,
+        )  # fmt: skip
         self._outboxes: dict[tuple[TrafficClass, int], Outbox] = {}
         self._opening: dict[tuple[TrafficClass, int], list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -749,6 +763,7 @@ class VpnExit:
         vnet: bool = False,
         threads: bool = False,
         uso: bool = False,
+        urgent_fd: int | None = None,
         v1_only: bool = False,
     ) -> None:
         self.v1_only = v1_only
@@ -756,8 +771,9 @@ class VpnExit:
         self.classifier = FlowClassifier(shards, heavy_bytes=heavy_bytes, rules=rules)
         self.counters = VpnCounters()
         self.port = TunPort(
-            fd, self._on_packets, self.counters, vnet=vnet, threads=threads, uso=uso
-        )
+            fd, self._on_packets, self.counters, vnet=vnet, threads=threads, uso=uso,
+            urgent_fd=urgent_fd,
+        )  # fmt: skip
         self._clients: dict[bytes, _ExitClient] = {}
         self._addresses: dict[bytes, bytes] = {}  # tunnel source address -> client id
 

@@ -41,6 +41,7 @@ class VpnComponent:
         forwarding: bool = False,
         offload: bool = True,
         queues: int = 1,
+        urgent_queue: bool = True,
         rules: ClassRules | None = None,
         io_threads: bool = False,
         v1_only: bool = False,
@@ -55,24 +56,35 @@ class VpnComponent:
         self.forwarding = forwarding
         self.offload = offload
         self.queues = queues
+        self.urgent_queue = urgent_queue
         self.rules = rules
         self.io_threads = io_threads
         self.tun: Tun | None = None
         self.vpn: VpnClient | VpnExit | None = None
 
     async def start(self, runtime: NodeRuntime) -> None:
-        tun = self.tun = open_tun(self.name, offload=self.offload, queues=self.queues)
+        rules = self.rules or ClassRules()
+        urgent_ports = rules.dns_ports | rules.interactive_ports if self.urgent_queue else None
+        tun = self.tun = open_tun(
+            self.name, offload=self.offload, queues=self.queues, urgent_ports=urgent_ports
+        )
         log_event(
             log, "tun device open", device=tun.name, queues=len(tun.fds),
             offloads=",".join(tun.offload_names()) or ("refused" if self.offload else "off"),
+            urgent_queue=tun.urgent_fd is not None,
         )  # fmt: skip
+        if tun.steering_error is not None:
+            log_event(
+                log, "tun urgent queue unavailable (one queue for every flow)",
+                logging.WARNING, error=tun.steering_error,
+            )  # fmt: skip
         configure(tun, self.address, self.routes)
         if self.forwarding:
             subprocess.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
         options = {
             "shards": self.shards, "heavy_bytes": self.heavy_bytes, "rules": self.rules,
             "vnet": tun.vnet_hdr, "threads": self.io_threads,
-            "uso": bool(tun.offloads & TUN_F_USO4),
+            "uso": bool(tun.offloads & TUN_F_USO4), "urgent_fd": tun.urgent_fd,
         }  # fmt: skip
         if self.exit_node:
             vpn_exit = VpnExit(tun.fds, v1_only=self.v1_only, **options)  # type: ignore[arg-type]
@@ -119,6 +131,11 @@ def add_vpn_arguments(up: argparse.ArgumentParser) -> None:
         help="TUN queues (IFF_MULTI_QUEUE, 1..16; default 1)",
     )  # fmt: skip
     up.add_argument(
+        "--no-urgent-queue", dest="urgent_queue", action="store_false",
+        help="one TUN queue for every flow (default with --queues 1: a second queue, "
+        "steered by an eBPF program, for ICMP and the dns/interactive ports, read first)",
+    )  # fmt: skip
+    up.add_argument(
         "--io-threads", action="store_true",
         help="read and write the TUN device on threads (syscalls off the event loop)",
     )  # fmt: skip
@@ -156,7 +173,8 @@ def vpn_up(args: argparse.Namespace) -> int:
     component = VpnComponent(
         exit_node=args.exit, name=args.dev, address=args.address, routes=tuple(args.route),
         shards=args.shards, heavy_bytes=args.heavy_bytes, forwarding=args.forwarding,
-        offload=args.offload, queues=args.queues, rules=class_rules(config.vpn),
+        offload=args.offload, queues=args.queues, urgent_queue=args.urgent_queue,
+        rules=class_rules(config.vpn),
         io_threads=args.io_threads, v1_only=args.v1_only,
     )  # fmt: skip
     try:
