@@ -112,7 +112,11 @@ class SessionCore:
         self._scheduler = ClassScheduler(quantum=DEFAULT_MAX_FRAME_SIZE)
         self._rtt = RttEstimator()
         self._pacer = (
-            DelayPacer(config.pacing_target_delay, config.pacing_min_window)
+            DelayPacer(
+                config.pacing_target_delay,
+                config.pacing_min_window,
+                interactive_in_flight=config.interactive_in_flight,
+            )
             if config.pacing_target_delay is not None
             else None
         )

@@ -108,7 +108,7 @@ class Output(SessionCore):
                         self._paced_wake = wake if old is None or old <= now else min(old, wake)
                     break
                 capped = cap is not None and cap.rate is not None
-                if pacer is not None and pacer.window is not None:
+                if pacer is not None and pacer.limiting(now):
                     tokens = pacer.available(now)
                     if tokens < _MIN_PACED_FRAME and self._park_stuck_streams(now):
                         tokens = pacer.available(now)
@@ -151,8 +151,11 @@ class Output(SessionCore):
                         pacer.consume(sent)
                     if cap is not None:
                         cap.consume(sent, now)
-                elif cap is not None and traffic_class is _INTERACTIVE:
-                    cap.on_interactive(now)
+                elif traffic_class is _INTERACTIVE:
+                    if cap is not None:
+                        cap.on_interactive(now)
+                    if pacer is not None:
+                        pacer.on_interactive(now)
                 if (
                     charged >= allowance
                     or budget <= _DATA_HEADER

@@ -80,8 +80,11 @@ class StreamFrames(SessionCore):
                 recv.received = end
                 stream.frames_in += 1
                 stream.bytes_in += size
-                if stream.traffic_class is _INTERACTIVE and self._pressure_cap is not None:
-                    self._pressure_cap.on_interactive(self._now)
+                if stream.traffic_class is _INTERACTIVE:
+                    if self._pressure_cap is not None:
+                        self._pressure_cap.on_interactive(self._now)
+                    if self._pacer is not None:
+                        self._pacer.on_interactive(self._now)
                 events.append(ev.DataReceived(frame.stream_id, payload, frame.offset))
                 if not stream.relayed:
                     self._ack_pending[stream] = None

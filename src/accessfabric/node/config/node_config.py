@@ -86,7 +86,7 @@ _INT_LIMITS = {
     "max_concurrent_streams": (1, (1 << 31) - 1),
     "max_stream_send_buffer": (1, 1 << 62),
 }
-_OPTIONAL_INTS = {"pressure_min_rate": (1024, 1 << 40)}
+_OPTIONAL_INTS = {"pressure_min_rate": (1024, 1 << 40), "interactive_in_flight": (1, 1 << 62)}
 """Integer keys that ``false`` turns off."""
 _OPTIONAL_SECONDS = (
     "handshake_timeout",
