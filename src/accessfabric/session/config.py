@@ -54,9 +54,10 @@ class SessionConfig:
     interactive_in_flight: int | None = 256 * 1024
     """Bytes of reliable/bulk/droppable allowed in flight (sent, not yet acknowledged)
     while the session carries interactive data (either direction, within the last
-    second), whatever the pacer's delay says; None: no such bound (ADR 0072).  Needs
-    pacing (``pacing_target_delay``).  256 KiB: through the VPN under iperf3 TCP, ping
-    p99 7.4-8.2 -> 1.8-1.9 ms at the same throughput; 128 KiB cost 22 % of it."""
+    second), or two bandwidth-delay products where that is more, whatever the pacer's
+    delay says; None: no such bound (ADR 0072).  Needs pacing (``pacing_target_delay``).
+    Through the VPN under iperf3 TCP: ping p99 6-8 -> ~2 ms at the same throughput
+    (128 KiB cost 22 % of it; 384 and 512 KiB left the p99 at 5-8 ms)."""
     pacing_min_window: int = 64 * 1024
     """Bytes of reliable/bulk/droppable always allowed in flight, whatever the delay says."""
     pressure_queue_bytes: int = 64 * 1024 * 1024
