@@ -123,6 +123,14 @@ def test_the_bound_lasts_a_second_after_the_last_interactive_data() -> None:
     pacer.on_rtt_sample(0.004, 1.2)  # the base RTT ...
     pacer.rate = 100e6  # ... and the delivery rate: 400 kB per round trip
     assert pacer.available(1.5) == 800_000 - 100_000
+    # Then a standing queue (10 ms samples) long enough for the base to be re-read from
+    # them: the bound keeps the lowest RTT seen, so the queue does not lift it.
+    for at in (13.0, 13.1, 13.2, 13.3, 13.4, 24.0):
+        pacer.on_rtt_sample(0.010, at)
+    pacer.on_interactive(24.0)
+    pacer.rate = 100e6
+    assert pacer.min_rtt == 0.010 and not pacer.active
+    assert pacer.available(24.5) == 800_000 - 100_000
     unbounded = DelayPacer(0.001, interactive_in_flight=None)
     unbounded.on_interactive(1.0)
     assert not unbounded.limiting(1.0)

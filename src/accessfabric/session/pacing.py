@@ -35,7 +35,7 @@ periods) raises the bar a probe must clear.
 
 **While interactive data flows** (ADR 0072) the shared classes' bytes in flight are
 also bounded by ``interactive_in_flight`` or two bandwidth-delay products (delivery
-rate x base RTT), whichever is more, whatever the delay says: toward a receiver
+rate x the lowest RTT seen), whichever is more, whatever the delay says: toward a receiver
 that is itself the bottleneck (a CPU-bound node) the delay controller tolerates what
 looks like loop turns, and bulk fills the session window — every byte of it in the
 carrier's FIFO ahead of the next interactive frame.  The bound holds for
@@ -88,7 +88,7 @@ INTERACTIVE_WINDOW = 1.0
 ``interactive_in_flight`` bounds the shared classes."""
 
 INTERACTIVE_BDPS = 2.0
-"""... or this many bandwidth-delay products (delivery rate x base RTT), where that is
+"""... or this many bandwidth-delay products (delivery rate x lowest RTT), where that is
 more: a relayed stream is acknowledged end to end, and through the demo's three hops a
 fixed 256 KiB cost bulk 12 %; through one VPN hop, whose base RTT is the two loops'
 turn, two BDPs stay under it (ADR 0072)."""
@@ -110,6 +110,7 @@ class DelayPacer:
         "_floor_time",
         "_interactive_at",
         "_last_rate",
+        "_lowest",
         "_next_probe",
         "_period_bytes",
         "_period_peak",
@@ -150,6 +151,8 @@ class DelayPacer:
         self.inflight = 0
         self.slowdowns = 0
         self._base: float | None = None
+        self._lowest: float | None = None
+        """The lowest filtered RTT ever seen (``_base`` is re-read every ``BASE_WINDOW``)."""
         self._base_time = 0.0
         self._recent: list[float] = []  # the last CURRENT_FILTER samples
         self._smoothed: float | None = None
@@ -208,7 +211,9 @@ class DelayPacer:
         bound = self.interactive_in_flight
         if at is None or bound is None or now - at > INTERACTIVE_WINDOW:
             return None
-        bdp = (self.rate or 0.0) * (self._base or 0.0)
+        # The lowest RTT ever, not the base: a base re-read under a sustained queue (a
+        # flood through the session) would count that queue as path and lift the bound.
+        bdp = (self.rate or 0.0) * (self._lowest or 0.0)
         return max(bound, int(INTERACTIVE_BDPS * bdp))
 
     def limiting(self, now: float) -> bool:
@@ -279,6 +284,8 @@ class DelayPacer:
         current = min(recent)
         # The base is the lowest *filtered* delay: noise the filter lets through is in
         # both, so it cancels instead of reading as a queue.
+        if self._lowest is None or current < self._lowest:
+            self._lowest = current
         if self._base is None or current < self._base or now - self._base_time > BASE_WINDOW:
             self._base = current
             self._base_time = now
