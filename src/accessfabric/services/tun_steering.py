@@ -4,18 +4,18 @@ A TUN device's queue is a FIFO ring the node reads in bursts: a ping written beh
 megabyte of bulk super-packets is read after them (ADR 0066).  Given one more queue, a
 steering program puts the packets of latency flows there — ICMP and ICMPv6, TCP and UDP
 to or from the ports of the ``dns`` and ``interactive`` classes — and everything else on
-queue 0.  The node reads the urgent queue first (ADR 0071).  A device opened with more
-than one bulk queue keeps the kernel's own spreading of flows instead: the skb's hash,
-which a steering program could use, is 0 for most UDP, so it would put them all on one
-queue.  Only whole flows are steered, never packets by their size, so a
-flow's packets stay in order.
+queue 0.  The node reads the urgent queue first (ADR 0071).  Only whole flows are
+steered, never packets by their size, so a flow's packets stay in order.  A device
+opened with more than one bulk queue keeps the kernel's own spreading of flows instead:
+the skb's hash, which a steering program could use, is 0 for unconnected UDP, so it
+would put all of that on one queue.
 
 The program is eBPF of type ``BPF_PROG_TYPE_SOCKET_FILTER`` (the type the TUN driver
 takes), assembled here instruction by instruction: it reads the IP header with
 ``LD_ABS``/``LD_IND`` (the skb's data starts at the IP header on a layer-3 TUN device),
 and a short packet ends the program with 0, the first bulk queue.  Loading needs
 ``CAP_BPF`` (root); :func:`attach_steering` raises :class:`OSError` when the kernel
-refuses, and the caller keeps a plain device.
+refuses, and the caller keeps a device with one queue.
 """
 
 from __future__ import annotations

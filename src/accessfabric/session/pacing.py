@@ -35,8 +35,8 @@ periods) raises the bar a probe must clear.
 
 **While interactive data flows** (ADR 0072) the shared classes' bytes in flight are
 also bounded by ``interactive_in_flight`` or two bandwidth-delay products (delivery
-rate x the lowest RTT seen), whichever is more, whatever the delay says: toward a receiver
-that is itself the bottleneck (a CPU-bound node) the delay controller tolerates what
+rate x the lowest RTT seen), whichever is more, whatever the delay says: toward a
+receiver that is itself the bottleneck (a CPU-bound node) the delay controller tolerates what
 looks like loop turns, and bulk fills the session window — every byte of it in the
 carrier's FIFO ahead of the next interactive frame.  The bound holds for
 ``INTERACTIVE_WINDOW`` after the session last sent or received interactive DATA; a
@@ -90,7 +90,7 @@ INTERACTIVE_WINDOW = 1.0
 INTERACTIVE_BDPS = 2.0
 """... or this many bandwidth-delay products (delivery rate x lowest RTT), where that is
 more: a relayed stream is acknowledged end to end, and through the demo's three hops a
-fixed 256 KiB cost bulk 12 %; through one VPN hop, whose base RTT is the two loops'
+fixed 256 KiB cost bulk 12 %; through one VPN hop, whose lowest RTT is the two loops'
 turn, two BDPs stay under it (ADR 0072)."""
 
 PROBE_MAX = 8.0
@@ -282,10 +282,10 @@ class DelayPacer:
         if len(recent) > CURRENT_FILTER:
             del recent[0]
         current = min(recent)
-        # The base is the lowest *filtered* delay: noise the filter lets through is in
-        # both, so it cancels instead of reading as a queue.
         if self._lowest is None or current < self._lowest:
             self._lowest = current
+        # The base is the lowest *filtered* delay: noise the filter lets through is in
+        # both, so it cancels instead of reading as a queue.
         if self._base is None or current < self._base or now - self._base_time > BASE_WINDOW:
             self._base = current
             self._base_time = now
