@@ -406,7 +406,8 @@ class TunPort:
         threads the reader waits in ``poll`` and reads it as it arrives (not changed)."""
         if self._threaded is None:
             for fd in self.fds:
-                self._readable(fd)
+                if fd != self.urgent_fd:  # read first by every other queue's read
+                    self._readable(fd)
 
     def write_records(self, items: Sequence[Record], wire_vnet: bool) -> None:
         if wire_vnet and self.vnet and not self.uso:

@@ -93,6 +93,8 @@ more: a relayed stream is acknowledged end to end, and through the demo's three 
 fixed 256 KiB cost bulk 12 %; through one VPN hop, whose lowest RTT is the two loops'
 turn, two BDPs stay under it (ADR 0072)."""
 
+_UNLIMITED = float("inf")
+
 PROBE_MAX = 8.0
 """Longest wait between probes (seconds) while probes find nothing."""
 
@@ -222,7 +224,7 @@ class DelayPacer:
 
     def available(self, now: float) -> float:
         """Bytes of the shared classes that may leave now (infinite while not limiting)."""
-        window = float("inf") if self.window is None else self.window
+        window = _UNLIMITED if self.window is None else self.window
         bound = self._interactive_bound(now)
         if bound is not None and bound < window:
             window = bound
